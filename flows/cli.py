@@ -1,0 +1,122 @@
+"""``edgeflow``: the command line.
+
+    edgeflow run [--params P] [--farm F]   the whole lifecycle as a Prefect flow
+    edgeflow step NAME [--params P] [--farm F]   one step, no Prefect (what dvc.yaml runs)
+    edgeflow report [--params P]           the results table of the last run
+
+Errors caused by input are one line on stderr (exit 2 for bad configuration, 1
+otherwise), never a traceback; nothing already produced is deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, TypeVar
+
+# Quiet TensorFlow's C++ start-up chatter before anything imports it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The temporary Prefect server needs more than the default 20 s on a busy 2-core box.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from tasks.errors import EdgeflowError, StepError  # noqa: E402
+from tasks.steps import STEPS  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train, convert, deploy and benchmark CV models on edge devices.")
+console = Console()
+T = TypeVar("T")
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="experiment file (params.yaml)")]
+FarmOption = Annotated[Path | None, typer.Option(
+    "--farm", help="device inventory; default: farm.yaml beside the params file")]
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except EdgeflowError as error:
+        typer.echo(f"edgeflow: error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
+
+
+def _farm(params: Path, farm: Path | None) -> Path:
+    return farm if farm is not None else params.resolve().parent / "farm.yaml"
+
+
+@app.command()
+def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
+        rerun: Annotated[list[str] | None, typer.Option(
+            "--rerun", help="run this step even if cached (repeatable), e.g. benchmark")] = None,
+        ) -> None:
+    """Run the whole lifecycle (Prefect flow); cached steps are not executed again."""
+    from flows.lifecycle import run_lifecycle
+    from tasks.files import read_json
+    from tasks.report import recommendation_lines, summary_table
+
+    state, outcome = _guarded(lambda: run_lifecycle(params, _farm(params, farm), rerun))
+    summary = read_json(Path(outcome.summary_path))
+    console.print(summary_table(summary))
+    for line in recommendation_lines(summary):
+        console.print(line.replace("**", "").replace("`", ""))
+    console.print(f"executed: {', '.join(outcome.executed) or 'nothing (every step cached)'}")
+    if outcome.cached:
+        console.print(f"cached:   {', '.join(outcome.cached)}")
+    console.print(f"dvc: {outcome.dvc}")
+    console.print(f"report: {Path(outcome.summary_path).with_name('report.md')}")
+    console.print(f"flow state: {state.name}: {state.message}")
+    raise typer.Exit(0 if state.is_completed() else 1)
+
+
+@app.command()
+def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")],
+         params: ParamsOption = Path("params.yaml"), farm: FarmOption = None) -> None:
+    """Run one step without Prefect (``dvc repro`` calls this)."""
+    from tasks.steps import Context
+
+    if name not in STEPS:
+        typer.echo(f"edgeflow: error: unknown step {name!r} (allowed: {', '.join(STEPS)})",
+                   err=True)
+        raise typer.Exit(2)
+    ctx = _guarded(lambda: Context.load(params, _farm(params, farm)))
+    _guarded(lambda: STEPS[name].run(ctx))
+    console.print(f"step {name}: done")
+
+
+@app.command()
+def report(params: ParamsOption = Path("params.yaml")) -> None:
+    """Print the results table and recommendations of the last run."""
+    from tasks.files import read_json
+    from tasks.layout import Layout
+    from tasks.report import recommendation_lines, summary_table
+
+    layout = Layout(params.resolve().parent)
+
+    def load() -> dict:
+        if not layout.summary.is_file():
+            raise StepError(f"{layout.summary} is missing: run `edgeflow run` first")
+        return read_json(layout.summary)
+
+    summary = _guarded(load)
+    console.print(summary_table(summary))
+    for line in recommendation_lines(summary):
+        console.print(line.replace("**", "").replace("`", ""))
+    console.print(f"report: {layout.reports / 'report.md'}")
+
+
+@app.command("dvc-yaml", hidden=True)
+def dvc_yaml(params: ParamsOption = Path("params.yaml")) -> None:
+    """Print the dvc.yaml the step registry implies."""
+    from tasks.layout import Layout
+    from tasks.steps import render_dvc_yaml
+
+    sys.stdout.write(render_dvc_yaml(Layout(params.resolve().parent)))
+
+
+def main() -> None:
+    app()

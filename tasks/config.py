@@ -1,0 +1,230 @@
+"""The configuration boundary: ``params.yaml`` (the experiment) and ``farm.yaml`` (the
+devices), parsed once into frozen pydantic models.
+
+Every step receives its typed section. A bad file raises :class:`ConfigError` with one
+line naming the file, the key path and what is allowed. Relative paths inside a file
+are resolved against that file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from tasks.architectures import ARCHITECTURES, MobileNetV2Options, SmallCNNOptions
+from tasks.errors import ConfigError
+from tasks.formats import FORMATS, validate_format_matrix
+from tasks.strict import StrictModel
+
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class SplitParams(StrictModel):
+    val: float = Field(default=0.15, gt=0.0, lt=0.5)
+    test: float = Field(default=0.2, gt=0.0, lt=0.5)
+
+
+class DataParams(StrictModel):
+    """Where images come from and how they become model inputs."""
+
+    source: Literal["digits", "folder"] = "digits"
+    folder: Path | None = None
+    image_size: tuple[int, int] = (32, 32)
+    color: Literal["grayscale", "rgb"] = "grayscale"
+    split: SplitParams = SplitParams()
+    calibration_size: int = Field(default=200, ge=1)
+    seed: int = 42
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size_in_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not all(8 <= side <= 1024 for side in value):
+            raise ValueError("image_size sides must be between 8 and 1024 pixels")
+        return value
+
+    @model_validator(mode="after")
+    def _folder_matches_source(self) -> "DataParams":
+        if self.source == "folder" and self.folder is None:
+            raise ValueError("data.folder is required when data.source is 'folder'")
+        if self.source != "folder" and self.folder is not None:
+            raise ValueError("data.folder is only used when data.source is 'folder'")
+        return self
+
+
+ModelParams = Annotated[SmallCNNOptions | MobileNetV2Options,
+                        Field(discriminator="architecture")]
+
+
+class TrainParams(StrictModel):
+    epochs: int = Field(default=30, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    learning_rate: float = Field(default=2e-3, gt=0.0, le=1.0)
+    seed: int = 42
+    early_stopping_patience: int = Field(default=5, ge=1)
+
+
+class ConvertParams(StrictModel):
+    """How each exported artifact is checked against the trained Keras model."""
+
+    check_samples: int = Field(default=0, ge=0, description="test images to compare; 0 = all")
+    min_agreement: float = Field(default=0.99, gt=0.0, le=1.0)
+    max_abs_logit_diff: float = Field(default=1e-3, gt=0.0)
+
+
+class BenchmarkParams(StrictModel):
+    """The harness protocol, identical for every runtime and device."""
+
+    warmup_runs: int = Field(default=20, ge=0)
+    warmup_seconds: float = Field(default=0.5, ge=0.0)
+    runs: int = Field(default=200, ge=1)
+    seconds: float = Field(default=2.0, ge=0.0)
+    accuracy_samples: int = Field(default=0, ge=0, description="0 = the whole test split")
+    timeout_seconds: float = Field(default=600.0, gt=0.0)
+
+
+RankKey = Literal["latency_p50_ms", "latency_p90_ms", "size_bytes", "accuracy", "peak_rss_mb"]
+
+
+class Requirements(StrictModel):
+    """Business constraints; every one optional. ``max_accuracy_drop`` is relative to
+    the fp32 Keras reference (0.01 = keep 99% of it, the MLPerf rule)."""
+
+    min_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_accuracy_drop: float | None = Field(default=0.01, ge=0.0, le=1.0)
+    max_latency_p90_ms: float | None = Field(default=None, gt=0.0)
+    max_size_mb: float | None = Field(default=None, gt=0.0)
+    max_peak_rss_mb: float | None = Field(default=None, gt=0.0)
+
+
+class RequirementParams(Requirements):
+    rank_by: RankKey = "latency_p50_ms"
+
+
+class Params(StrictModel):
+    data: DataParams = DataParams()
+    model: ModelParams = SmallCNNOptions()
+    train: TrainParams = TrainParams()
+    formats: dict[str, list[str]] = Field(
+        default_factory=lambda: {"tflite": ["fp32"], "onnx": ["fp32"], "openvino": ["fp32"]})
+    convert: ConvertParams = ConvertParams()
+    benchmark: BenchmarkParams = BenchmarkParams()
+    requirements: RequirementParams = RequirementParams()
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        validate_format_matrix(value)
+        return value
+
+
+class LocalDevice(StrictModel):
+    """This machine, reached through the same run/put/get interface as an SSH board."""
+
+    transport: Literal["local"] = "local"
+    workdir: Path = Path(".edgeflow/devices/local")
+    python: str | None = Field(default=None, description="interpreter; null = edgeflow's own")
+    threads: int = Field(default=1, ge=1, le=256)
+    runtimes: list[str] | None = Field(
+        default=None, description="runtimes the device can run; null = all it can import")
+    tags: dict[str, str] = Field(default_factory=dict)
+    requirements: Requirements | None = None
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, value: list[str] | None) -> list[str] | None:
+        known = sorted({fmt.runtime for fmt in FORMATS.values()})
+        for runtime in value or []:
+            if runtime not in known:
+                raise ValueError(f"unknown runtime {runtime!r} (allowed: {', '.join(known)})")
+        return value
+
+
+class Farm(StrictModel):
+    devices: dict[str, LocalDevice] = Field(min_length=1)
+
+    @field_validator("devices")
+    @classmethod
+    def _safe_names(cls, value: dict[str, LocalDevice]) -> dict[str, LocalDevice]:
+        for name in value:
+            if not DEVICE_NAME.match(name):
+                raise ValueError(
+                    f"device name {name!r} is not allowed (letters, digits, '_', '.', '-'; "
+                    "starting with a letter or digit; at most 64 characters)")
+        return value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return document
+
+
+def _one_line(path: Path, error: ValidationError) -> str:
+    first = error.errors()[0]
+    parts = [str(part) for part in first["loc"]]
+    # pydantic puts the chosen architecture's tag after "model"; users never wrote it.
+    if len(parts) > 1 and parts[0] == "model" and parts[1] in ARCHITECTURES:
+        del parts[1]
+    location = ".".join(parts)
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{path}: {location or 'top level'}: {message}{more}"
+
+
+def _resolve(path: Path | None, base: Path) -> Path | None:
+    if path is None:
+        return None
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def load_params(path: Path) -> Params:
+    """Parse and validate ``params.yaml``; relative paths become absolute."""
+    path = Path(path)
+    try:
+        params = Params.model_validate(_read_yaml(path))
+    except ValidationError as error:
+        raise ConfigError(_one_line(path, error)) from None
+    data = params.data.model_copy(update={"folder": _resolve(params.data.folder, path.parent.resolve())})
+    return params.model_copy(update={"data": data})
+
+
+def load_farm(path: Path) -> Farm:
+    """Parse and validate ``farm.yaml``; relative device workdirs become absolute."""
+    path = Path(path)
+    try:
+        farm = Farm.model_validate(_read_yaml(path))
+    except ValidationError as error:
+        raise ConfigError(_one_line(path, error)) from None
+    base = path.parent.resolve()
+    devices = {name: device.model_copy(update={"workdir": _resolve(device.workdir, base)})
+               for name, device in farm.devices.items()}
+    return farm.model_copy(update={"devices": devices})
+
+
+def effective_requirements(params: RequirementParams, device: LocalDevice) -> Requirements:
+    """The experiment's requirements with the device's overrides applied on top."""
+    merged = {key: getattr(params, key) for key in Requirements.model_fields}
+    if device.requirements is not None:
+        merged.update(device.requirements.model_dump(exclude_unset=True))
+    return Requirements(**merged)

@@ -1,0 +1,83 @@
+"""Registry of export formats, by name.
+
+A format knows its file suffix, the runtime that runs it (a key of the harness's
+``RUNTIMES``), the precisions it supports and how to export a trained model at one of
+them. ``params.yaml`` picks formats by name under ``formats:``; a bad name or precision
+is a one-line error listing what is valid. Heavy libraries are imported inside each
+exporter, so importing this registry stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """A trained model as the exporters read it (``models/base`` or a pruned copy)."""
+
+    name: str
+    keras_path: Path
+    saved_model_dir: Path
+    input_shape: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an exporter wrote: the file the runtime loads first, every file that
+    must travel with it, and the input/output spec the harness feeds by."""
+
+    main_file: Path
+    files: tuple[Path, ...]
+    spec: dict[str, Any]
+
+
+Exporter = Callable[[SourceModel, str, Path, np.ndarray], Exported]
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    suffix: str
+    runtime: str
+    precisions: tuple[str, ...]
+    export: Exporter
+
+
+def float_spec(input_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """The spec of an artifact that takes and returns float32 tensors."""
+    return {"input": {"dtype": "float32", "shape": [1, *input_shape], "layout": "NHWC",
+                      "quantization": None},
+            "output": {"dtype": "float32", "quantization": None}}
+
+
+def _registry() -> dict[str, Format]:
+    from tasks.formats import onnx, openvino, tflite
+
+    formats = (tflite.FORMAT, onnx.FORMAT, openvino.FORMAT)
+    return {fmt.name: fmt for fmt in formats}
+
+
+FORMATS: dict[str, Format] = _registry()
+
+
+def validate_format_matrix(matrix: dict[str, list[str]]) -> None:
+    """Raise ValueError naming the first unknown format or unsupported precision."""
+    if not matrix:
+        raise ValueError(f"at least one format is required (allowed: {', '.join(FORMATS)})")
+    for name, precisions in matrix.items():
+        if name not in FORMATS:
+            raise ValueError(f"unknown format {name!r} (allowed: {', '.join(FORMATS)})")
+        if not precisions:
+            raise ValueError(f"format {name!r} lists no precision "
+                             f"(supported: {', '.join(FORMATS[name].precisions)})")
+        for precision in precisions:
+            if precision not in FORMATS[name].precisions:
+                raise ValueError(f"format {name!r} does not support precision {precision!r} "
+                                 f"(supported: {', '.join(FORMATS[name].precisions)})")
+        if len(set(precisions)) != len(precisions):
+            raise ValueError(f"format {name!r} lists a precision twice")

@@ -1,0 +1,331 @@
+"""Device-side benchmark harness: one file, stdlib + numpy + the one runtime it measures.
+
+It never imports the rest of edgeflow: it is copied to a device and run there as
+``python harness.py --artifact A --runtime R --data D --spec S --out O [options]``.
+
+Protocol (identical for every runtime, so results are comparable):
+  1. load the artifact (``load_ms``), run one inference (``first_inference_ms``);
+  2. warm up: at least ``--warmup-runs`` inferences *and* ``--warmup-seconds``;
+  3. time at least ``--runs`` inferences *and* ``--seconds``, batch 1, one image
+     after another from the test split, each timed with ``perf_counter_ns``;
+  4. evaluate top-1 accuracy over the test split (``--accuracy-samples``, 0 = all).
+
+Inputs: ``--data`` is an ``.npz`` with ``x`` (float32, NHWC, normalised) and ``y``
+(int labels); ``--spec`` is the variant's JSON spec: ``{"input": {"dtype", "shape",
+"quantization": {"scale", "zero_point"} | null}, "output": {...}}``. Quantised inputs
+are fed as the runtime expects them and quantised outputs are de-quantised.
+
+Output: one JSON object at ``--out`` with ``status`` ``ok`` or ``failed`` and
+``error``. A failure (runtime missing, corrupt artifact...) still writes the file and
+exits with status 1, so the orchestrator records the reason instead of crashing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+import traceback
+from typing import Any, Callable
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+
+Infer = Callable[[np.ndarray], np.ndarray]
+
+
+class Runner:
+    """A loaded artifact: ``infer`` takes one runtime-ready input and returns logits."""
+
+    def __init__(self, infer: Infer, runtime: str, version: str) -> None:
+        self.infer = infer
+        self.runtime = runtime
+        self.version = version
+
+
+def _load_tflite(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
+    # LiteRT is the current name of the TFLite runtime; older boards carry
+    # tflite_runtime, and a full TensorFlow install carries tf.lite.
+    try:
+        from ai_edge_litert import interpreter as module
+        name = "ai-edge-litert"
+    except ImportError:
+        try:
+            from tflite_runtime import interpreter as module  # type: ignore[no-redef]
+            name = "tflite-runtime"
+        except ImportError:
+            import tensorflow as tf  # type: ignore[import-not-found]
+            module, name = tf.lite, "tensorflow-lite"
+    interpreter = module.Interpreter(model_path=artifact, num_threads=threads)
+    input_detail = interpreter.get_input_details()[0]
+    shape = [1, *list(input_detail["shape"][1:])]
+    if list(input_detail["shape"]) != shape:
+        interpreter.resize_tensor_input(input_detail["index"], shape)
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(input_index, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(output_index)
+
+    return Runner(infer, name, _package_version(name, module))
+
+
+def _load_onnxruntime(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = threads
+    session_options.inter_op_num_threads = 1
+    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    providers = options.get("providers") or ["CPUExecutionProvider"]
+    session = ort.InferenceSession(artifact, session_options, providers=providers)
+    input_name = session.get_inputs()[0].name
+    output_name = session.get_outputs()[0].name
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        return session.run([output_name], {input_name: x})[0]
+
+    return Runner(infer, "onnxruntime", ort.__version__)
+
+
+def _load_openvino(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
+    import openvino as ov
+
+    core = ov.Core()
+    device = options.get("openvino_device") or "CPU"
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    if device == "CPU":
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(core.read_model(artifact), device, config)
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        return request.infer({0: x})[output]
+
+    return Runner(infer, "openvino", ov.__version__)
+
+
+# The modules that provide each runtime, in the order the loader tries them.
+RUNTIME_MODULES: dict[str, tuple[str, ...]] = {
+    "tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow"),
+    "onnxruntime": ("onnxruntime",),
+    "openvino": ("openvino",),
+}
+
+RUNTIMES: dict[str, Callable[[str, int, dict[str, Any]], Runner]] = {
+    "tflite": _load_tflite,
+    "onnxruntime": _load_onnxruntime,
+    "openvino": _load_openvino,
+}
+
+
+def _package_version(name: str, module: Any) -> str:
+    try:
+        from importlib.metadata import version
+        return version(name if name != "tensorflow-lite" else "tensorflow-cpu")
+    except Exception:  # noqa: BLE001 - a version is informative, never required
+        return str(getattr(module, "__version__", "unknown"))
+
+
+def load_runner(runtime: str, artifact: str, threads: int = 1,
+                options: dict[str, Any] | None = None) -> Runner:
+    """Load ``artifact`` in ``runtime``; raises ValueError for an unknown runtime."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r} (known: {', '.join(sorted(RUNTIMES))})")
+    return RUNTIMES[runtime](artifact, threads, options or {})
+
+
+def quantize_input(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Turn one normalised float image (H, W, C) into the runtime's batch-1 input."""
+    batch = x[np.newaxis, ...]
+    quantization = spec.get("quantization")
+    dtype = np.dtype(spec.get("dtype", "float32"))
+    if quantization:
+        scale, zero_point = float(quantization["scale"]), int(quantization["zero_point"])
+        info = np.iinfo(dtype)
+        batch = np.clip(np.round(batch / scale) + zero_point, info.min, info.max)
+    return np.ascontiguousarray(batch.astype(dtype))
+
+
+def dequantize_output(y: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Turn a runtime output into float logits."""
+    quantization = spec.get("quantization")
+    y = np.asarray(y)
+    if quantization:
+        return (y.astype(np.float32) - int(quantization["zero_point"])) * float(quantization["scale"])
+    return y.astype(np.float32)
+
+
+def predict(runner: Runner, images: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Logits for each image, one batch-1 inference at a time: shape (N, classes)."""
+    rows = [dequantize_output(runner.infer(quantize_input(image, spec["input"])),
+                              spec.get("output", {})).reshape(-1) for image in images]
+    return np.stack(rows)
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports kilobytes, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def host_facts() -> dict[str, Any]:
+    return {
+        "arch": platform.machine(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def probe() -> dict[str, Any]:
+    """Host facts and the runtimes importable here (found, not imported: cheap)."""
+    from importlib.util import find_spec
+
+    available = {runtime: next((module for module in modules if find_spec(module)), None)
+                 for runtime, modules in RUNTIME_MODULES.items()}
+    return {"protocol": PROTOCOL_VERSION, "host": host_facts(),
+            "runtimes": {name: module for name, module in available.items() if module}}
+
+
+def _timed_loop(runner: Runner, inputs: list[np.ndarray], min_runs: int,
+                min_seconds: float) -> list[float]:
+    """Run until both ``min_runs`` and ``min_seconds`` are reached; latencies in ms."""
+    latencies: list[float] = []
+    total_ns = 0
+    index = 0
+    while len(latencies) < min_runs or total_ns < min_seconds * 1e9:
+        x = inputs[index % len(inputs)]
+        start = time.perf_counter_ns()
+        runner.infer(x)
+        elapsed = time.perf_counter_ns() - start
+        latencies.append(elapsed / 1e6)
+        total_ns += elapsed
+        index += 1
+    return latencies
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    spec = json.loads(open(args.spec, encoding="utf-8").read())
+    with np.load(args.data, allow_pickle=False) as data:
+        images, labels = data["x"], data["y"]
+    rss_before_load = _peak_rss_mb()
+    options = {"providers": args.providers, "openvino_device": args.openvino_device}
+
+    start = time.perf_counter()
+    runner = load_runner(args.runtime, args.artifact, args.threads, options)
+    load_ms = (time.perf_counter() - start) * 1e3
+
+    inputs = [quantize_input(image, spec["input"]) for image in images]
+    start = time.perf_counter()
+    runner.infer(inputs[0])
+    first_inference_ms = (time.perf_counter() - start) * 1e3
+
+    warmup_start = time.perf_counter()
+    warmup = _timed_loop(runner, inputs, args.warmup_runs, args.warmup_seconds)
+    warmup_seconds = time.perf_counter() - warmup_start
+    latencies = np.asarray(_timed_loop(runner, inputs, args.runs, args.seconds))
+
+    count = len(images) if args.accuracy_samples <= 0 else min(args.accuracy_samples, len(images))
+    logits = predict(runner, images[:count], spec)
+    accuracy = float(np.mean(np.argmax(logits, axis=1) == labels[:count]))
+
+    return {
+        "runtime": {"name": runner.runtime, "version": runner.version, "requested": args.runtime},
+        "threads": args.threads,
+        "load_ms": load_ms,
+        "first_inference_ms": first_inference_ms,
+        "warmup": {"runs": len(warmup), "seconds": warmup_seconds},
+        "runs": int(latencies.size),
+        "timed_seconds": float(latencies.sum() / 1e3),
+        "latency_ms": {
+            "p50": float(np.percentile(latencies, 50)),
+            "p90": float(np.percentile(latencies, 90)),
+            "p99": float(np.percentile(latencies, 99)),
+            "mean": float(latencies.mean()),
+            "std": float(latencies.std()),
+            "min": float(latencies.min()),
+            "max": float(latencies.max()),
+        },
+        # Sequential batch-1 throughput: what one camera stream gets from one process.
+        "throughput_fps": float(latencies.size / (latencies.sum() / 1e3)),
+        "rss_before_load_mb": rss_before_load,
+        "peak_rss_mb": _peak_rss_mb(),
+        "accuracy": accuracy,
+        "accuracy_samples": count,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--probe", action="store_true",
+                        help="print host facts and available runtimes as JSON, then exit")
+    parser.add_argument("--artifact")
+    parser.add_argument("--runtime")
+    parser.add_argument("--data")
+    parser.add_argument("--spec")
+    parser.add_argument("--out")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup-runs", type=int, default=20)
+    parser.add_argument("--warmup-seconds", type=float, default=0.5)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--accuracy-samples", type=int, default=0)
+    parser.add_argument("--providers", nargs="*", default=None)
+    parser.add_argument("--openvino-device", default=None)
+    args = parser.parse_args(argv)
+    missing = [name for name in ("artifact", "runtime", "data", "spec", "out")
+               if getattr(args, name) is None]
+    if missing and not args.probe:
+        parser.error("the following arguments are required: "
+                     + ", ".join(f"--{name}" for name in missing))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.probe:
+        print(json.dumps(probe()))
+        return 0
+    result: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "runtime_requested": args.runtime,
+                              "host": host_facts()}
+    try:
+        result.update(measure(args))
+        result.update(status="ok", error=None)
+        code = 0
+    except BaseException as error:  # noqa: BLE001 - every failure becomes a result
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        result.update(status="failed", error=f"{type(error).__name__}: {error}".strip(),
+                      traceback=traceback.format_exc(limit=5))
+        code = 1
+    with open(args.out + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2)
+    os.replace(args.out + ".tmp", args.out)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

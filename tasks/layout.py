@@ -1,0 +1,56 @@
+"""Where every step reads and writes, relative to the experiment's root folder (the
+folder of ``params.yaml``). One place, so Prefect, DVC (``dvc.yaml``) and people agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "data" / "prepared"
+
+    @property
+    def base_model(self) -> Path:
+        return self.root / "models" / "base"
+
+    @property
+    def variants(self) -> Path:
+        return self.root / "models" / "variants"
+
+    @property
+    def variants_index(self) -> Path:
+        return self.variants / "index.json"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.root / "metrics" / "train.json"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    def device_results(self, device: str) -> Path:
+        return self.results / device
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def summary(self) -> Path:
+        return self.reports / "summary.json"
+
+    @property
+    def tracking_record(self) -> Path:
+        return self.root / "metrics" / "mlflow_run.json"
+
+    @property
+    def state(self) -> Path:
+        """Tool state that is neither an artifact nor versioned (caches, device dirs)."""
+        return self.root / ".edgeflow"

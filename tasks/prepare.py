@@ -1,0 +1,177 @@
+"""Step ``prepare``: images -> model-ready, split arrays.
+
+Reads params ``data``. Writes ``data/prepared/{train,val,test,calib}.npz`` (``x``:
+float32 NHWC in [0, 1], ``y``: int64 class index) and ``data/prepared/meta.json``
+(classes, input shape, normalisation, source, counts, skipped files).
+
+Sources are a registry: ``digits`` (scikit-learn's bundled 1,797 handwritten 8x8
+digits, no download) and ``folder`` (a class-per-subfolder tree of PNG/JPEG images of
+any size, grey or colour). Unreadable or empty images are skipped and named in
+``meta.json``; fewer than two classes, or a class with no usable image, is an error.
+The split is stratified and seeded: the same params give the same arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tasks.config import DataParams
+from tasks.errors import DataError, StepError
+from tasks.files import atomic_output_dir, sha256_file, write_json
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+SPLITS = ("train", "val", "test", "calib")
+
+
+@dataclass
+class LoadedImages:
+    """Images already converted to the model's input: float32 (N, H, W, C) in [0, 1]."""
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    source: str
+    normalisation: str
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def _to_model_input(image: "object", params: DataParams) -> np.ndarray:
+    """Resize a PIL image and convert it to the configured colour mode, in [0, 1]."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)  # photos shot sideways carry an EXIF rotation
+    if image.mode.startswith("I"):
+        # 16/32-bit grey: convert("L") clips at 255 instead of scaling the range down.
+        peak = 65535.0 if image.mode.startswith("I;16") else float(max(np.asarray(image).max(), 1))
+        image = Image.fromarray(np.uint8(np.asarray(image, np.float32) / peak * 255 + 0.5), "L")
+    mode = "L" if params.color == "grayscale" else "RGB"
+    height, width = params.image_size
+    pixels = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)  # type: ignore[attr-defined]
+    array = np.asarray(pixels, dtype=np.float32) / 255.0
+    return array[..., np.newaxis] if array.ndim == 2 else array
+
+
+def load_digits(params: DataParams) -> LoadedImages:
+    from PIL import Image
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    # Pixel values are 0..16; scale to 0..255 grey so both sources share one path.
+    images = [Image.fromarray(np.uint8(np.round(image * 255.0 / 16.0)), mode="L")
+              for image in digits.images]
+    x = np.stack([_to_model_input(image, params) for image in images])
+    return LoadedImages(x=x, y=digits.target.astype(np.int64),
+                        classes=[str(name) for name in digits.target_names],
+                        source="sklearn.datasets.load_digits",
+                        normalisation="pixel / 16 (digits) resized bilinear, in [0, 1]")
+
+
+def load_folder(params: DataParams) -> LoadedImages:
+    from PIL import Image, UnidentifiedImageError
+
+    root = params.folder
+    if root is None or not root.is_dir():
+        raise DataError(f"data.folder: {root} is not a folder of class subfolders")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise DataError(f"data.folder: {root} has {len(class_dirs)} class subfolder(s); "
+                        "at least 2 are needed (one subfolder per class)")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    skipped: list[dict[str, str]] = []
+    for label, class_dir in enumerate(class_dirs):
+        found = 0
+        for path in sorted(p for p in class_dir.rglob("*") if p.is_file()):
+            relative = path.relative_to(root).as_posix()
+            if any(part.startswith(".") for part in path.relative_to(class_dir).parts):
+                continue
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append({"file": relative, "reason": "not a PNG or JPEG file"})
+                continue
+            if path.stat().st_size == 0:
+                skipped.append({"file": relative, "reason": "empty file"})
+                continue
+            try:
+                with Image.open(path) as image:
+                    image.load()
+                    if image.width == 0 or image.height == 0:
+                        raise ValueError("image has no pixels")
+                    images.append(_to_model_input(image, params))
+            except (UnidentifiedImageError, OSError, ValueError) as error:
+                skipped.append({"file": relative, "reason": f"unreadable: {error}"})
+                continue
+            labels.append(label)
+            found += 1
+        if found == 0:
+            raise DataError(f"data.folder: class {class_dir.name!r} has no readable PNG/JPEG "
+                            "image; every class needs at least one")
+    return LoadedImages(x=np.stack(images), y=np.asarray(labels, dtype=np.int64),
+                        classes=[d.name for d in class_dirs], source=f"folder:{root}",
+                        normalisation="pixel / 255 resized bilinear, in [0, 1]",
+                        skipped=skipped)
+
+
+SOURCES: dict[str, Callable[[DataParams], LoadedImages]] = {
+    "digits": load_digits,
+    "folder": load_folder,
+}
+
+
+def split_indices(labels: np.ndarray, params: DataParams) -> dict[str, np.ndarray]:
+    """Stratified, seeded train/val/test split; ``calib`` is a subset of train."""
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(labels))
+    holdout = params.split.val + params.split.test
+    try:
+        train, rest = train_test_split(indices, test_size=holdout, stratify=labels,
+                                       random_state=params.seed)
+        val, test = train_test_split(rest, test_size=params.split.test / holdout,
+                                     stratify=labels[rest], random_state=params.seed)
+    except ValueError as error:
+        counts = np.bincount(labels)
+        raise DataError(f"data.split: cannot stratify {len(labels)} images over "
+                        f"{len(counts)} classes (smallest class has {counts.min()} images): "
+                        f"{error}") from None
+    rng = np.random.default_rng(params.seed)
+    calib = np.sort(rng.permutation(train)[:params.calibration_size])
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test), "calib": calib}
+
+
+def prepare(params: DataParams, out_dir: Path) -> Path:
+    """Run the step; returns ``out_dir`` (replaced only when everything succeeded)."""
+    loaded = SOURCES[params.source](params)
+    splits = split_indices(loaded.y, params)
+    with atomic_output_dir(out_dir) as staging:
+        hashes = {}
+        for name in SPLITS:
+            index = splits[name]
+            np.savez(staging / f"{name}.npz", x=loaded.x[index], y=loaded.y[index])
+            hashes[name] = sha256_file(staging / f"{name}.npz")
+        write_json(staging / "meta.json", {
+            "source": loaded.source,
+            "classes": loaded.classes,
+            "input_shape": list(loaded.x.shape[1:]),
+            "normalisation": loaded.normalisation,
+            "color": params.color,
+            "seed": params.seed,
+            "counts": {name: int(len(splits[name])) for name in SPLITS},
+            "per_class": {cls: int((loaded.y == i).sum()) for i, cls in enumerate(loaded.classes)},
+            "skipped_count": len(loaded.skipped),
+            "skipped": loaded.skipped,
+            "sha256": hashes,
+        })
+    return out_dir
+
+
+def load_split(prepared: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read one split written by :func:`prepare`: ``(x, y)``."""
+    path = prepared / f"{name}.npz"
+    if not path.is_file():
+        raise StepError(f"{path} is missing: run the prepare step first")
+    with np.load(path, allow_pickle=False) as data:
+        return data["x"], data["y"]

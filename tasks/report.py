@@ -1,0 +1,129 @@
+"""Rendering of a summary (``reports/summary.json``): the Markdown report, the PNG plots
+and the terminal table. Pure functions of the summary: no measurement happens here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("device", "variant", "status", "accuracy", "drop", "size KB", "p50 ms", "p90 ms",
+           "p99 ms", "fps", "RSS MB")
+
+
+def _fmt(value: Any, pattern: str) -> str:
+    return "—" if value is None else format(value, pattern)
+
+
+def row_cells(row: dict[str, Any]) -> list[str]:
+    latency = row.get("latency_ms") or {}
+    return [row["device"], row["variant"], row["status"],
+            _fmt(row.get("accuracy"), ".4f"), _fmt(row.get("accuracy_drop"), ".2%"),
+            _fmt(row["size_bytes"] / 1024 if row.get("size_bytes") is not None else None, ".1f"),
+            _fmt(latency.get("p50"), ".3f"), _fmt(latency.get("p90"), ".3f"),
+            _fmt(latency.get("p99"), ".3f"), _fmt(row.get("throughput_fps"), ".0f"),
+            _fmt(row.get("peak_rss_mb"), ".0f")]
+
+
+def recommendation_lines(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    for device, variant in summary["recommendations"].items():
+        if variant is None:
+            lines.append(f"- **{device}**: no variant meets the requirements")
+        else:
+            lines.append(f"- **{device}**: `{variant}` (best passing by {summary['rank_by']})")
+    return lines
+
+
+def render_markdown(summary: dict[str, Any], plots: list[str]) -> str:
+    counts = summary["counts"]
+    lines = [
+        "# edgeflow report", "",
+        f"fp32 reference accuracy (Keras, test split): **{summary['reference_accuracy']:.4f}**",
+        "",
+        f"Results: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
+        f"{counts['skipped']} skipped.", "",
+        "## Recommendation per device", "", *recommendation_lines(summary), "",
+        "## Results", "",
+        "| " + " | ".join(COLUMNS) + " | reasons |",
+        "|" + "---|" * (len(COLUMNS) + 1),
+    ]
+    for row in summary["results"]:
+        reasons = "; ".join(row["reasons"]).replace("|", "\\|") or "—"
+        lines.append("| " + " | ".join(row_cells(row)) + f" | {reasons} |")
+    lines += ["", "Latency is batch 1, per inference, measured by the same harness protocol "
+              "on every runtime; drop is relative to the fp32 reference.", "",
+              "## Requirements per device", ""]
+    for device, requirements in summary["requirements"].items():
+        stated = ", ".join(f"{key}={value}" for key, value in requirements.items()
+                           if value is not None) or "none"
+        lines.append(f"- **{device}**: {stated}")
+    lines += ["", "## Plots", ""] + [f"![{Path(plot).stem}]({plot})" for plot in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(summary: dict[str, Any], plots_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    measured = [row for row in summary["results"] if row.get("latency_ms")]
+    written = []
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for device in dict.fromkeys(row["device"] for row in measured):
+        rows = [row for row in measured if row["device"] == device]
+        axes.scatter([row["latency_ms"]["p50"] for row in rows],
+                     [row["accuracy"] for row in rows], label=device)
+        for row in rows:
+            axes.annotate(row["variant"], (row["latency_ms"]["p50"], row["accuracy"]),
+                          fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes.axhline(summary["reference_accuracy"], linestyle="--", linewidth=0.8, color="grey",
+                 label="fp32 reference")
+    axes.set_xlabel("p50 latency (ms, batch 1)")
+    axes.set_ylabel("test accuracy")
+    axes.set_title("Accuracy against latency, per device")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    written.append(plots_dir / "accuracy_vs_latency.png")
+    figure.savefig(written[-1], dpi=110)
+    plt.close(figure)
+
+    sizes = {row["variant"]: row["size_bytes"] for row in summary["results"]
+             if row.get("size_bytes") is not None}
+    figure, axes = plt.subplots(figsize=(7, 0.4 * max(len(sizes), 3) + 1.5))
+    axes.barh(list(sizes), [size / 1024 for size in sizes.values()])
+    axes.set_xlabel("artifact size (KB)")
+    axes.set_title("Size per variant")
+    axes.invert_yaxis()
+    figure.tight_layout()
+    written.append(plots_dir / "size_per_variant.png")
+    figure.savefig(written[-1], dpi=110)
+    plt.close(figure)
+    return written
+
+
+def write_report(summary: dict[str, Any], reports_dir: Path) -> Path:
+    plots = write_plots(summary, reports_dir / "plots")
+    target = reports_dir / "report.md"
+    target.write_text(render_markdown(summary, [p.relative_to(reports_dir).as_posix() for p in plots]),
+                      encoding="utf-8")
+    return target
+
+
+def summary_table(summary: dict[str, Any]) -> Any:
+    """A rich Table of every result, for the terminal."""
+    from rich.table import Table
+
+    styles = {"pass": "green", "fail": "yellow", "error": "red", "skipped": "dim"}
+    table = Table(title=f"edgeflow results (fp32 reference accuracy "
+                        f"{summary['reference_accuracy']:.4f})")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in {"device", "variant", "status"} else "right")
+    table.add_column("reasons")
+    for row in summary["results"]:
+        cells = row_cells(row)
+        cells[2] = f"[{styles[row['status']]}]{cells[2]}[/]"
+        table.add_row(*cells, "; ".join(row["reasons"]))
+    return table

@@ -1,0 +1,184 @@
+"""Step ``select``: every (variant, device) result against the requirements; the best
+passing variant per device; the report.
+
+Reads params ``requirements``, device overrides from ``farm.yaml``, ``results/``,
+``models/base/reference.json`` (the fp32 model's per-image test correctness). Writes ``reports/summary.json``
+(every result with status and reasons), ``reports/report.md``, ``reports/plots/*.png``,
+``metrics/benchmark.json`` (flat, for ``dvc metrics``) and ``reports/points.json``
+(for ``dvc plots``).
+
+Statuses: ``pass`` (meets every requirement), ``fail`` (misses one; reasons say which,
+by how much), ``error`` (the harness or the device failed; the reason says why) and
+``skipped`` (the device cannot run that runtime).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.config import Farm, RequirementParams, Requirements, effective_requirements
+from tasks.errors import StepError
+from tasks.files import atomic_output_dir, read_json, write_json
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The numbers one requirement check looks at."""
+
+    accuracy: float
+    accuracy_drop: float
+    latency_p90_ms: float
+    size_bytes: int
+    peak_rss_mb: float
+
+
+Check = Callable[[Requirements, Measured], str | None]
+
+
+def _min_accuracy(req: Requirements, m: Measured) -> str | None:
+    if req.min_accuracy is not None and m.accuracy < req.min_accuracy:
+        return f"accuracy {m.accuracy:.4f} < min_accuracy {req.min_accuracy}"
+    return None
+
+
+def _max_accuracy_drop(req: Requirements, m: Measured) -> str | None:
+    if req.max_accuracy_drop is not None and m.accuracy_drop > req.max_accuracy_drop:
+        return (f"accuracy drop {m.accuracy_drop:.2%} vs fp32 reference > "
+                f"max_accuracy_drop {req.max_accuracy_drop:.2%}")
+    return None
+
+
+def _max_latency(req: Requirements, m: Measured) -> str | None:
+    if req.max_latency_p90_ms is not None and m.latency_p90_ms > req.max_latency_p90_ms:
+        return f"p90 latency {m.latency_p90_ms:.3f} ms > max_latency_p90_ms {req.max_latency_p90_ms}"
+    return None
+
+
+def _max_size(req: Requirements, m: Measured) -> str | None:
+    if req.max_size_mb is not None and m.size_bytes > req.max_size_mb * MB:
+        return f"size {m.size_bytes / MB:.3f} MB > max_size_mb {req.max_size_mb}"
+    return None
+
+
+def _max_memory(req: Requirements, m: Measured) -> str | None:
+    if req.max_peak_rss_mb is not None and m.peak_rss_mb > req.max_peak_rss_mb:
+        return f"peak RSS {m.peak_rss_mb:.1f} MB > max_peak_rss_mb {req.max_peak_rss_mb}"
+    return None
+
+
+CHECKS: tuple[Check, ...] = (_min_accuracy, _max_accuracy_drop, _max_latency, _max_size,
+                             _max_memory)
+
+
+def relative_drop(accuracy: float, reference: float) -> float:
+    """Accuracy lost relative to the reference (0.01 = 1% of the reference lost)."""
+    return max(0.0, (reference - accuracy) / reference) if reference > 0 else 0.0
+
+
+def reference_on_first(test_correct: list[int], samples: int) -> float:
+    """The fp32 reference accuracy on the first ``samples`` test images (0 = all)."""
+    subset = test_correct[:samples] if samples else test_correct
+    return sum(subset) / len(subset) if subset else 0.0
+
+
+def evaluate(record: dict[str, Any], requirements: Requirements,
+             reference_accuracy: float) -> dict[str, Any]:
+    """One summary row from one benchmark record; ``reference_accuracy`` is the fp32
+    model's accuracy on the same test images the device evaluated."""
+    row: dict[str, Any] = {key: record.get(key) for key in
+                           ("variant", "format", "precision", "source", "device", "runtime",
+                            "size_bytes", "threads")}
+    harness = record.get("harness") or {}
+    if record.get("status") != "ok":
+        status = "skipped" if record.get("status") == "skipped" else "error"
+        return {**row, "status": status, "reasons": [record.get("error") or "unknown failure"],
+                "accuracy": None, "accuracy_drop": None, "latency_ms": None,
+                "throughput_fps": None, "peak_rss_mb": None, "load_ms": None,
+                "runtime_version": None}
+    latency = harness["latency_ms"]
+    measured = Measured(accuracy=float(harness["accuracy"]),
+                        accuracy_drop=relative_drop(float(harness["accuracy"]), reference_accuracy),
+                        latency_p90_ms=float(latency["p90"]), size_bytes=int(record["size_bytes"]),
+                        peak_rss_mb=float(harness["peak_rss_mb"]))
+    reasons = [reason for check in CHECKS if (reason := check(requirements, measured))]
+    return {**row, "status": "fail" if reasons else "pass", "reasons": reasons,
+            "accuracy": measured.accuracy, "accuracy_drop": measured.accuracy_drop,
+            "latency_ms": {key: float(latency[key]) for key in ("p50", "p90", "p99", "mean")},
+            "throughput_fps": float(harness["throughput_fps"]),
+            "peak_rss_mb": measured.peak_rss_mb, "load_ms": float(harness["load_ms"]),
+            "runtime_version": harness["runtime"].get("version")}
+
+
+def rank_value(row: dict[str, Any], rank_by: str) -> float:
+    """Smaller is better: accuracy is negated."""
+    if rank_by.startswith("latency_"):
+        return row["latency_ms"][rank_by.removeprefix("latency_").removesuffix("_ms")]
+    return -row["accuracy"] if rank_by == "accuracy" else row[rank_by]
+
+
+def recommend(rows: list[dict[str, Any]], rank_by: str) -> dict[str, str | None]:
+    """The best passing variant per device by ``rank_by`` (None when none passes)."""
+    best: dict[str, str | None] = {}
+    for device in dict.fromkeys(row["device"] for row in rows):
+        passing = [row for row in rows if row["device"] == device and row["status"] == "pass"]
+        best[device] = min(passing, key=lambda row: rank_value(row, rank_by))["variant"] if passing else None
+    return best
+
+
+def collect_results(results_dir: Path, devices: list[str]) -> list[dict[str, Any]]:
+    records = []
+    for device in devices:
+        device_dir = results_dir / device
+        if not device_dir.is_dir():
+            raise StepError(f"{device_dir} is missing: run the benchmark step first")
+        records.extend(read_json(path) for path in sorted(device_dir.glob("*.json")))
+    return records
+
+
+def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
+              reference_path: Path) -> dict[str, Any]:
+    """The summary document (not written): rows, recommendations, counts."""
+    if not reference_path.is_file():
+        raise StepError(f"{reference_path} is missing: run the train step first")
+    test_correct = list(read_json(reference_path)["test_correct"])
+    reference = reference_on_first(test_correct, 0)
+    rows = []
+    for record in collect_results(results_dir, list(farm.devices)):
+        samples = int((record.get("harness") or {}).get("accuracy_samples") or 0)
+        rows.append(evaluate(record, effective_requirements(params, farm.devices[record["device"]]),
+                             reference_on_first(test_correct, samples)))
+    counts = {status: sum(row["status"] == status for row in rows)
+              for status in ("pass", "fail", "error", "skipped")}
+    return {"reference_accuracy": reference, "rank_by": params.rank_by,
+            "requirements": {name: effective_requirements(params, device).model_dump()
+                             for name, device in farm.devices.items()},
+            "counts": counts, "recommendations": recommend(rows, params.rank_by),
+            "results": rows}
+
+
+def select(params: RequirementParams, farm: Farm, results_dir: Path, reference_path: Path,
+           reports_dir: Path, metrics_dir: Path) -> Path:
+    """Run the step; returns the path of ``summary.json``."""
+    from tasks.report import write_report
+
+    summary = summarise(params, farm, results_dir, reference_path)
+    with atomic_output_dir(reports_dir) as staging:
+        write_report(summary, staging)
+        write_json(staging / "points.json", [
+            {"device": row["device"], "variant": row["variant"], "accuracy": row["accuracy"],
+             "latency_p50_ms": row["latency_ms"]["p50"], "size_bytes": row["size_bytes"]}
+            for row in summary["results"] if row["latency_ms"]])
+        write_json(staging / "summary.json", summary)
+    write_json(metrics_dir / "benchmark.json", {
+        device: {row["variant"]: {
+            "accuracy": row["accuracy"], "latency_p50_ms": row["latency_ms"]["p50"],
+            "latency_p90_ms": row["latency_ms"]["p90"], "size_bytes": row["size_bytes"],
+            "throughput_fps": row["throughput_fps"]}
+            for row in summary["results"] if row["device"] == device and row["latency_ms"]}
+        for device in farm.devices})
+    return reports_dir / "summary.json"

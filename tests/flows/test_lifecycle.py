@@ -1,0 +1,190 @@
+"""End to end: the real Prefect flow, DVC and MLflow on a tiny config in a fresh project.
+
+The tests of this module run in order on one project: first run, no-op second run,
+a benchmark-only change, `dvc repro`, and a farm with a broken device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_FARM, TINY_PARAMS, write_tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+ALL_STEPS = ["prepare", "train", "convert", "benchmark[local]", "select", "track"]
+BIN = Path(sys.executable).parent
+
+
+def _command(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(list(argv), cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return _command(str(BIN / "dvc"), *args, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh DVC project: this repo's code, dvc.yaml and a tiny params/farm."""
+    root = tmp_path_factory.mktemp("e2e-project")
+    for name in ("tasks", "flows"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    write_tiny_config(root)
+    result = _dvc("init", "--no-scm", "--quiet", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(project: Path):
+    from flows.lifecycle import run_lifecycle
+
+    return run_lifecycle(project / "params.yaml", project / "farm.yaml")
+
+
+def test_first_run_executes_every_step_and_produces_real_outputs(project: Path, first_run) -> None:
+    from tasks import harness
+    from tasks.files import read_json
+
+    state, outcome = first_run
+    assert state.is_completed(), state.message
+    assert outcome.executed == ALL_STEPS and outcome.cached == []
+
+    train = read_json(project / "metrics" / "train.json")
+    assert train["test_accuracy"] > 0.3  # ten classes: chance is 0.1
+
+    index = read_json(project / "models" / "variants" / "index.json")
+    assert {v["name"] for v in index["variants"]} == {"tflite-fp32", "onnx-fp32", "openvino-fp32"}
+    with np.load(project / "data" / "prepared" / "test.npz") as data:
+        images = data["x"][:8]
+    for variant in index["variants"]:
+        artifact = project / "models" / "variants" / variant["file"]
+        runner = harness.load_runner(variant["runtime"], str(artifact))
+        logits = harness.predict(runner, images, variant["spec"])
+        assert logits.shape == (8, 10) and np.isfinite(logits).all()
+        assert variant["check"]["agreement"] >= 0.99 and variant["check"]["passed"]
+
+    summary = read_json(project / "reports" / "summary.json")
+    assert len(summary["results"]) == 3
+    for row in summary["results"]:
+        assert row["status"] == "pass", row
+        assert row["device"] == "local" and row["format"] and row["precision"] == "fp32"
+        assert 0.3 < row["accuracy"] <= 1 and row["size_bytes"] > 1000
+        assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p90"] <= row["latency_ms"]["p99"]
+        assert row["throughput_fps"] > 0 and row["peak_rss_mb"] > 0 and row["reasons"] == []
+    assert summary["recommendations"]["local"] in {r["variant"] for r in summary["results"]}
+    assert (project / "reports" / "report.md").read_text().count("fp32 |") >= 3
+    for plot in ("accuracy_vs_latency.png", "size_per_variant.png"):
+        assert (project / "reports" / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mlflow_holds_the_parent_and_one_nested_run_per_result(project: Path, first_run) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("edgeflow")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("edgeflow.kind") == "lifecycle"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(r.data.params["variant"] for r in children) == [
+        "onnx-fp32", "openvino-fp32", "tflite-fp32"]
+    for child in children:
+        assert child.data.params["device"] == "local"
+        for metric in ("accuracy", "size_bytes", "latency_p50_ms", "latency_p90_ms",
+                       "latency_p99_ms", "latency_mean_ms", "throughput_fps", "peak_rss_mb",
+                       "load_ms"):
+            assert child.data.metrics[metric] > 0, metric
+        assert child.data.tags["device.arch"] and child.data.tags["status"] == "pass"
+
+
+def test_dvc_status_agrees_with_the_flow(project: Path, first_run) -> None:
+    result = _dvc("status", "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {}
+
+
+def test_second_run_executes_no_step(project: Path, first_run) -> None:
+    from flows.lifecycle import run_lifecycle
+
+    state, outcome = run_lifecycle(project / "params.yaml", project / "farm.yaml")
+    assert state.is_completed()
+    assert outcome.executed == [] and outcome.cached == ALL_STEPS
+
+
+def test_changing_benchmark_params_reruns_only_benchmark_and_what_follows(project: Path,
+                                                                          first_run) -> None:
+    from flows.lifecycle import run_lifecycle
+
+    write_tiny_config(project, TINY_PARAMS.replace("runs: 10,", "runs: 12,"))
+    state, outcome = run_lifecycle(project / "params.yaml", project / "farm.yaml")
+    assert state.is_completed()
+    assert outcome.cached == ["prepare", "train", "convert"]
+    assert outcome.executed == ["benchmark[local]", "select", "track"]
+    results = json.loads((project / "results" / "local" / "onnx-fp32.json").read_text())
+    assert results["harness"]["runs"] >= 12
+
+
+def test_deleted_outputs_are_rebuilt_not_trusted(project: Path, first_run) -> None:
+    from flows.lifecycle import run_lifecycle
+
+    shutil.rmtree(project / "reports")
+    state, outcome = run_lifecycle(project / "params.yaml", project / "farm.yaml")
+    assert "select" in outcome.executed and (project / "reports" / "summary.json").is_file()
+
+
+def test_dvc_repro_reruns_what_changed_then_nothing(project: Path, first_run) -> None:
+    write_tiny_config(project, TINY_PARAMS.replace("runs: 10,", "runs: 12,")
+                      .replace("min_accuracy: 0.5", "min_accuracy: 0.4"))
+    first = _dvc("repro", cwd=project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Running stage 'select'" in first.stdout and "Running stage 'train'" not in first.stdout
+    assert json.loads(_dvc("status", "--json", cwd=project).stdout) == {}
+    second = _dvc("repro", cwd=project)
+    assert second.returncode == 0 and "Running stage" not in second.stdout
+
+
+def test_a_broken_device_fails_the_run_without_hiding_the_others(project: Path,
+                                                                  first_run) -> None:
+    from flows.lifecycle import run_lifecycle
+    from tasks.files import read_json
+
+    write_tiny_config(project, farm=TINY_FARM + "  broken: {python: /nonexistent/python3}\n")
+    state, outcome = run_lifecycle(project / "params.yaml", project / "farm.yaml")
+    assert state.is_failed()
+    assert "broken" in state.message and "device not usable" in state.message
+    rows = read_json(project / "reports" / "summary.json")["results"]
+    assert {r["status"] for r in rows if r["device"] == "local"} == {"pass"}
+    assert {r["status"] for r in rows if r["device"] == "broken"} == {"error"}
+    assert outcome.counts["error"] == 3
+
+
+def test_cli_bad_params_is_one_line_exit_2_and_keeps_outputs(project: Path, first_run) -> None:
+    summary = project / "reports" / "summary.json"
+    before = summary.read_bytes()
+    (project / "bad.yaml").write_text("train: {epochs: 0}\n")
+    result = _command(str(BIN / "edgeflow"), "run", "--params", str(project / "bad.yaml"),
+                      "--farm", str(project / "farm.yaml"), cwd=project)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "train.epochs" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert summary.read_bytes() == before
+
+
+def test_cli_report_prints_the_table(project: Path, first_run) -> None:
+    result = _command(str(BIN / "edgeflow"), "report", "--params", str(project / "params.yaml"),
+                      cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "tflite-fp32" in result.stdout and "report.md" in result.stdout

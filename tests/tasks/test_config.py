@@ -1,0 +1,370 @@
+"""The configuration boundary: params.yaml / farm.yaml -> frozen, validated models.
+
+A bad file must raise ConfigError with ONE line that starts with the file path, names
+the key path and says what is allowed. No TensorFlow/Keras is imported here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from tasks.config import (
+    LocalDevice,
+    Params,
+    RequirementParams,
+    Requirements,
+    effective_requirements,
+    load_farm,
+    load_params,
+)
+from tasks.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def config_error(loader, path: Path, *fragments: str) -> str:
+    """Load ``path``, expect a one-line ConfigError starting with the path and holding
+    every fragment; return the message."""
+    with pytest.raises(ConfigError) as caught:
+        loader(path)
+    message = str(caught.value)
+    assert "\n" not in message, f"message is not one line: {message!r}"
+    assert message.startswith(f"{path}: "), message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert caught.value.exit_code == 2
+    return message
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def test_empty_params_file_gives_the_defaults(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path / "params.yaml", ""))
+
+    assert params.formats == {"tflite": ["fp32"], "onnx": ["fp32"], "openvino": ["fp32"]}
+    assert params.data.source == "digits"
+    assert params.data.folder is None
+    assert params.data.image_size == (32, 32)
+    assert params.model.architecture == "small_cnn"
+    assert params.train.epochs == 30
+    assert params.requirements.max_accuracy_drop == 0.01
+    assert params == Params()
+
+
+def test_comment_only_params_file_gives_the_defaults(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path / "params.yaml", "# nothing set yet\n"))
+    assert params == Params()
+
+
+def test_valid_params_are_parsed_and_typed(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", """\
+        data: {image_size: [16, 24], color: rgb, split: {val: 0.1, test: 0.1}, seed: 7}
+        model: {architecture: mobilenet_v2, width_multiplier: 0.75}
+        train: {epochs: 3, batch_size: 8}
+        formats: {onnx: [fp32]}
+        requirements: {max_latency_p90_ms: 12.5, rank_by: size_bytes}
+        """)
+    params = load_params(path)
+
+    assert params.data.image_size == (16, 24)
+    assert params.data.color == "rgb"
+    assert params.data.split.val == pytest.approx(0.1)
+    assert params.model.architecture == "mobilenet_v2"
+    assert params.model.width_multiplier == pytest.approx(0.75)
+    assert params.train.epochs == 3 and params.train.batch_size == 8
+    assert params.train.learning_rate == pytest.approx(2e-3)  # untouched default
+    assert params.formats == {"onnx": ["fp32"]}
+    assert params.requirements.max_latency_p90_ms == pytest.approx(12.5)
+    assert params.requirements.rank_by == "size_bytes"
+
+
+def test_params_are_frozen(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path / "params.yaml", "train: {epochs: 3}\n"))
+    with pytest.raises(pydantic.ValidationError):
+        params.train.epochs = 5  # type: ignore[misc]
+    assert params.train.epochs == 3
+
+
+def test_loading_params_does_not_import_tensorflow_or_keras(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "model: {architecture: mobilenet_v2}\n")
+    code = ("import sys; from pathlib import Path; from tasks.config import load_params; "
+            f"load_params(Path({str(path)!r})); "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- bad params
+
+
+def test_unknown_top_level_key_lists_allowed_keys(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "trian: {epochs: 3}\n")
+    message = config_error(load_params, path, "top level", "'trian'", "allowed")
+    for key in ("benchmark", "convert", "data", "formats", "model", "requirements", "train"):
+        assert key in message
+
+
+def test_unknown_nested_key_names_section_and_allowed_keys(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "train: {epoch: 3}\n")
+    message = config_error(load_params, path, "train", "'epoch'", "allowed", "epochs")
+    assert "batch_size" in message and "learning_rate" in message
+
+
+def test_unknown_key_in_architecture_options_lists_that_architectures_keys(
+        tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml",
+                 "model: {architecture: small_cnn, width_multiplier: 1.0}\n")
+    message = config_error(load_params, path, "model", "'width_multiplier'", "filters",
+                           "dropout")
+    # the discriminator tag is an implementation detail, never part of the key path
+    assert "model.small_cnn" not in message
+
+
+def test_wrong_type_names_key_path_and_expected_type(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "train: {epochs: many}\n")
+    config_error(load_params, path, "train.epochs", "integer")
+
+
+def test_out_of_range_value_names_key_path_and_bound(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "train: {epochs: 0}\n")
+    config_error(load_params, path, "train.epochs", "greater than or equal to 1")
+
+
+def test_out_of_range_image_size_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "data: {image_size: [4, 32]}\n")
+    config_error(load_params, path, "data.image_size", "between 8 and 1024")
+
+
+def test_several_errors_are_summarised_on_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "train: {epochs: 0, batch_size: 0}\n")
+    config_error(load_params, path, "train.", "(+1 more)")
+
+
+def test_unknown_architecture_lists_known_ones(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "model: {architecture: resnet}\n")
+    config_error(load_params, path, "model", "resnet", "small_cnn", "mobilenet_v2")
+
+
+def test_unknown_format_lists_known_ones(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "formats: {tensorrt: [fp32]}\n")
+    config_error(load_params, path, "formats", "'tensorrt'", "allowed", "tflite", "onnx",
+                 "openvino")
+
+
+def test_unsupported_precision_lists_supported_ones(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "formats: {onnx: [int4]}\n")
+    config_error(load_params, path, "formats", "'onnx'", "'int4'", "supported: fp32")
+
+
+def test_empty_format_matrix_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "formats: {}\n")
+    config_error(load_params, path, "formats", "at least one format", "tflite")
+
+
+def test_folder_source_without_folder_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "data: {source: folder}\n")
+    config_error(load_params, path, "data", "data.folder", "required")
+
+
+def test_folder_with_digits_source_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "data: {source: digits, folder: images}\n")
+    config_error(load_params, path, "data", "data.folder", "only used")
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "train: {epochs: 3}\nformats: [onnx\n")
+    config_error(load_params, path, "not valid YAML", "(line 3)")
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    config_error(load_params, tmp_path / "absent" / "params.yaml", "file not found")
+
+
+def test_top_level_list_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "- train\n- epochs\n")
+    config_error(load_params, path, "top level must be a mapping")
+
+
+def test_top_level_scalar_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "just a string\n")
+    config_error(load_params, path, "top level must be a mapping")
+
+
+def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"train: {epochs: \xff\xfe}\n")
+    config_error(load_params, path, "UTF-8")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def test_relative_data_folder_resolves_against_the_params_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    experiment = tmp_path / "experiment"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = write(experiment / "params.yaml", "data: {source: folder, folder: images/raw}\n")
+    monkeypatch.chdir(elsewhere)
+
+    # a relative path to the params file too: the base is its folder, not the cwd
+    params = load_params(Path("..") / "experiment" / "params.yaml")
+
+    assert params.data.folder == (experiment / "images" / "raw").resolve()
+    assert params.data.folder.is_absolute()
+    assert load_params(path).data.folder == params.data.folder
+
+
+def test_parent_relative_data_folder_is_normalised(tmp_path: Path) -> None:
+    path = write(tmp_path / "exp" / "params.yaml", "data: {source: folder, folder: ../shared}\n")
+    assert load_params(path).data.folder == (tmp_path / "shared").resolve()
+
+
+def test_absolute_data_folder_is_kept(tmp_path: Path) -> None:
+    images = (tmp_path / "somewhere" / "images").resolve()
+    path = write(tmp_path / "exp" / "params.yaml",
+                 f"data: {{source: folder, folder: '{images}'}}\n")
+    assert load_params(path).data.folder == images
+
+
+# --------------------------------------------------------------------------- farm.yaml
+
+
+def test_valid_local_device(tmp_path: Path) -> None:
+    path = write(tmp_path / "farm.yaml", """\
+        devices:
+          laptop:
+            transport: local
+            threads: 4
+            runtimes: [onnxruntime, tflite]
+            tags: {cpu: x86_64}
+          pi-4.b_2: {}
+        """)
+    farm = load_farm(path)
+
+    assert set(farm.devices) == {"laptop", "pi-4.b_2"}
+    laptop = farm.devices["laptop"]
+    assert laptop.transport == "local"
+    assert laptop.threads == 4
+    assert laptop.runtimes == ["onnxruntime", "tflite"]
+    assert laptop.tags == {"cpu": "x86_64"}
+    assert laptop.requirements is None
+    other = farm.devices["pi-4.b_2"]
+    assert other.runtimes is None and other.threads == 1
+    # the default workdir is relative too, so it is anchored at the farm file's folder
+    assert other.workdir == (tmp_path / ".edgeflow" / "devices" / "local").resolve()
+
+
+@pytest.mark.parametrize("name", ["a; rm -rf /", "../escape", "-rf", "has space", "x" * 65,
+                                  ".hidden", "$(reboot)"])
+def test_hostile_device_name_is_refused(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "farm.yaml"
+    path.write_text(f"devices:\n  {name!r}: {{}}\n".replace("\"", "'"), encoding="utf-8")
+    config_error(load_farm, path, "devices", f"device name {name!r}", "is not allowed",
+                 "letters, digits")
+
+
+def test_unknown_runtime_is_refused_listing_allowed(tmp_path: Path) -> None:
+    path = write(tmp_path / "farm.yaml", "devices: {pi: {runtimes: [onnxruntime, tensorrt]}}\n")
+    config_error(load_farm, path, "devices.pi.runtimes", "'tensorrt'", "allowed",
+                 "onnxruntime", "openvino", "tflite")
+
+
+def test_empty_devices_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "farm.yaml", "devices: {}\n")
+    config_error(load_farm, path, "devices", "at least 1")
+
+
+def test_missing_devices_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "farm.yaml", "")
+    config_error(load_farm, path, "devices", "required")
+
+
+def test_unknown_transport_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "farm.yaml", "devices: {pi: {transport: telnet}}\n")
+    config_error(load_farm, path, "devices.pi.transport", "'local'")
+
+
+def test_unknown_device_key_lists_allowed(tmp_path: Path) -> None:
+    path = write(tmp_path / "farm.yaml", "devices: {pi: {thread: 2}}\n")
+    config_error(load_farm, path, "devices.pi", "'thread'", "threads", "workdir")
+
+
+def test_relative_workdir_resolves_against_the_farm_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "lab" / "farm.yaml", "devices: {pi: {workdir: work/pi}}\n")
+    monkeypatch.chdir(tmp_path)
+
+    farm = load_farm(Path("lab") / "farm.yaml")
+
+    assert farm.devices["pi"].workdir == (tmp_path / "lab" / "work" / "pi").resolve()
+    assert farm.devices["pi"].workdir.is_absolute()
+    assert load_farm(path) == farm
+
+
+def test_absolute_workdir_is_kept(tmp_path: Path) -> None:
+    workdir = (tmp_path / "abs" / "work").resolve()
+    path = write(tmp_path / "lab" / "farm.yaml", f"devices: {{pi: {{workdir: '{workdir}'}}}}\n")
+    assert load_farm(path).devices["pi"].workdir == workdir
+
+
+# --------------------------------------------------------------------------- requirements
+
+
+def test_device_override_replaces_only_the_keys_it_sets(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path / "params.yaml", """\
+        requirements:
+          max_accuracy_drop: 0.02
+          max_latency_p90_ms: 50
+          max_size_mb: 10
+        """)).requirements
+    farm = load_farm(write(tmp_path / "farm.yaml", """\
+        devices:
+          pi: {requirements: {max_latency_p90_ms: 5, max_peak_rss_mb: 256}}
+          laptop: {}
+        """))
+
+    merged = effective_requirements(params, farm.devices["pi"])
+
+    assert isinstance(merged, Requirements)
+    assert merged.max_latency_p90_ms == 5            # overridden
+    assert merged.max_peak_rss_mb == 256             # set only by the device
+    # the device model's own defaults (max_accuracy_drop=0.01) must not leak in
+    assert merged.max_accuracy_drop == pytest.approx(0.02)
+    assert merged.max_size_mb == 10
+    assert merged.min_accuracy is None
+    # no override: the experiment's requirements as they are
+    plain = effective_requirements(params, farm.devices["laptop"])
+    assert plain.model_dump() == {key: getattr(params, key) for key in Requirements.model_fields}
+    # the experiment's own object is untouched
+    assert params.max_latency_p90_ms == 50
+
+
+def test_device_override_can_disable_a_requirement_with_null() -> None:
+    params = RequirementParams(max_accuracy_drop=0.02, min_accuracy=0.9)
+    device = LocalDevice(requirements=Requirements(max_accuracy_drop=None))
+
+    merged = effective_requirements(params, device)
+
+    assert merged.max_accuracy_drop is None
+    assert merged.min_accuracy == pytest.approx(0.9)
+
+
+def test_device_requirements_cannot_set_rank_by(tmp_path: Path) -> None:
+    path = write(tmp_path / "farm.yaml",
+                 "devices: {pi: {requirements: {rank_by: size_bytes}}}\n")
+    config_error(load_farm, path, "devices.pi.requirements", "'rank_by'", "max_latency_p90_ms")

@@ -1,0 +1,301 @@
+"""The prepare step on tiny data: digits (bundled, no download) and a folder tree of
+PNG/JPEG images built here with Pillow. No TensorFlow/Keras is imported here."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.config import DataParams, SplitParams
+from tasks.errors import DataError, StepError
+from tasks.files import sha256_file
+from tasks.prepare import SPLITS, load_split, prepare
+
+DIGITS_TOTAL = 1797
+
+
+def read_meta(out_dir: Path) -> dict:
+    return json.loads((out_dir / "meta.json").read_text(encoding="utf-8"))
+
+
+def read_all(out_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {name: load_split(out_dir, name) for name in SPLITS}
+
+
+def rows(x: np.ndarray, y: np.ndarray) -> list[bytes]:
+    """One hashable key per sample: its pixels and its label."""
+    return [xi.tobytes() + int(yi).to_bytes(8, "little") for xi, yi in zip(x, y)]
+
+
+# --------------------------------------------------------------------------- digits
+
+
+@pytest.fixture(scope="module")
+def digits_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out_dir = tmp_path_factory.mktemp("digits") / "prepared"
+    assert prepare(DataParams(source="digits", image_size=(16, 16)), out_dir) == out_dir
+    return out_dir
+
+
+def test_digits_writes_every_split_and_meta(digits_out: Path) -> None:
+    assert sorted(p.name for p in digits_out.iterdir()) == [
+        "calib.npz", "meta.json", "test.npz", "train.npz", "val.npz"]
+    meta = read_meta(digits_out)
+    assert meta["classes"] == [str(d) for d in range(10)]
+    assert meta["input_shape"] == [16, 16, 1]
+    assert meta["color"] == "grayscale"
+    assert meta["seed"] == 42
+    assert meta["skipped_count"] == 0 and meta["skipped"] == []
+    assert sum(meta["per_class"].values()) == DIGITS_TOTAL
+    for name in SPLITS:
+        assert meta["sha256"][name] == sha256_file(digits_out / f"{name}.npz")
+    # no staging or backup folder left beside the output
+    assert [p.name for p in digits_out.parent.iterdir()] == ["prepared"]
+
+
+def test_digits_arrays_are_model_ready(digits_out: Path) -> None:
+    for name, (x, y) in read_all(digits_out).items():
+        assert x.ndim == 4 and x.shape[1:] == (16, 16, 1), name
+        assert x.dtype == np.float32, name
+        assert y.dtype == np.int64, name
+        assert len(x) == len(y) > 0, name
+        assert x.min() >= 0.0 and x.max() <= 1.0, name
+        assert set(np.unique(y)) <= set(range(10)), name
+    x, _ = load_split(digits_out, "train")
+    assert x.max() > 0.9 and x.min() == 0.0  # really scaled to [0, 1], not left at 0..16
+
+
+def test_digits_counts_add_up(digits_out: Path) -> None:
+    splits = read_all(digits_out)
+    meta = read_meta(digits_out)
+    sizes = {name: len(y) for name, (_, y) in splits.items()}
+    assert sizes == meta["counts"]
+    assert sizes["train"] + sizes["val"] + sizes["test"] == DIGITS_TOTAL
+    assert sizes["test"] == pytest.approx(0.2 * DIGITS_TOTAL, abs=1)
+    assert sizes["val"] == pytest.approx(0.15 * DIGITS_TOTAL, abs=1)
+    assert sizes["calib"] == 200  # default calibration_size, train is larger
+
+
+def test_digits_calib_is_a_subset_of_train(digits_out: Path) -> None:
+    train = set(rows(*load_split(digits_out, "train")))
+    calib = rows(*load_split(digits_out, "calib"))
+    missing = [key for key in calib if key not in train]
+    assert not missing, f"{len(missing)} calib rows are not in train"
+
+
+def test_digits_split_is_stratified(digits_out: Path) -> None:
+    for name in ("train", "val", "test"):
+        _, y = load_split(digits_out, name)
+        counts = np.bincount(y, minlength=10)
+        assert (counts > 0).all(), f"{name} misses a class: {counts}"
+    _, y_test = load_split(digits_out, "test")
+    _, y_train = load_split(digits_out, "train")
+    # class proportions follow the whole set's (each class is ~10%)
+    assert np.abs(np.bincount(y_test) / len(y_test) - np.bincount(y_train) / len(y_train)).max() < 0.02
+
+
+def test_digits_same_seed_gives_identical_arrays(digits_out: Path, tmp_path: Path) -> None:
+    again = prepare(DataParams(source="digits", image_size=(16, 16)), tmp_path / "again")
+    first, second = read_all(digits_out), read_all(again)
+    for name in SPLITS:
+        np.testing.assert_array_equal(first[name][0], second[name][0], err_msg=name)
+        np.testing.assert_array_equal(first[name][1], second[name][1], err_msg=name)
+    assert read_meta(again)["sha256"] == read_meta(digits_out)["sha256"]
+
+
+def test_digits_different_seed_gives_a_different_split(digits_out: Path, tmp_path: Path) -> None:
+    other = prepare(DataParams(source="digits", image_size=(16, 16), seed=7), tmp_path / "other")
+    base, changed = read_all(digits_out), read_all(other)
+    # same sizes (same fractions), different members
+    assert {n: len(base[n][1]) for n in SPLITS} == {n: len(changed[n][1]) for n in SPLITS}
+    assert not np.array_equal(base["test"][0], changed["test"][0])
+    assert set(rows(*base["test"])) != set(rows(*changed["test"]))
+    assert read_meta(other)["seed"] == 7
+
+
+def test_digits_rgb_gives_three_equal_channels(tmp_path: Path) -> None:
+    out_dir = prepare(DataParams(source="digits", image_size=(8, 12), color="rgb"),
+                      tmp_path / "rgb")
+    x, _ = load_split(out_dir, "train")
+    assert x.shape[1:] == (8, 12, 3)  # (height, width, channels)
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x[..., 0], x[..., 1])  # grey digits: R == G == B
+    np.testing.assert_allclose(x[..., 0], x[..., 2])
+    meta = read_meta(out_dir)
+    assert meta["input_shape"] == [8, 12, 3] and meta["color"] == "rgb"
+
+
+# --------------------------------------------------------------------------- folder
+
+# class -> (Pillow mode, fill colour); classes sort as black, red, white
+CLASSES = {"black": ("L", 0), "red": ("RGB", (255, 0, 0)), "white": ("L", 255)}
+PER_CLASS = 10
+SPLIT = SplitParams(val=0.2, test=0.2)
+
+
+def save_image(path: Path, mode: str, colour, size: tuple[int, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, colour).save(path)
+
+
+def build_tree(root: Path, per_class: int = PER_CLASS) -> Path:
+    """Solid-colour images of varied sizes, PNG and JPEG, grey and colour."""
+    for name, (mode, colour) in CLASSES.items():
+        for i in range(per_class):
+            size = (10 + 7 * i, 40 - 3 * i)  # every image a different (width, height)
+            suffix = ".png" if i % 2 == 0 else (".jpg" if i % 4 == 1 else ".JPEG")
+            # the white class mixes grey and colour files of the same content
+            use_mode, use_colour = ("RGB", (255, 255, 255)) if name == "white" and i % 3 == 0 \
+                else (mode, colour)
+            save_image(root / name / f"img{i:02d}{suffix}", use_mode, use_colour, size)
+    return root
+
+
+def folder_params(root: Path, **overrides) -> DataParams:
+    values = dict(source="folder", folder=root.resolve(), image_size=(16, 12), split=SPLIT,
+                  calibration_size=5, seed=3)
+    values.update(overrides)
+    return DataParams(**values)
+
+
+def test_folder_reads_images_and_lists_skipped_files(tmp_path: Path) -> None:
+    root = build_tree(tmp_path / "images")
+    (root / "black" / "empty.png").write_bytes(b"")
+    (root / "red" / "corrupt.jpg").write_bytes(np.random.default_rng(0).bytes(512))
+    (root / "white" / "notes.txt").write_text("not an image\n")
+    (root / "white" / ".DS_Store").write_bytes(b"\0\1")  # hidden: ignored silently
+
+    out_dir = prepare(folder_params(root), tmp_path / "prepared")
+
+    meta = read_meta(out_dir)
+    assert meta["classes"] == ["black", "red", "white"]
+    assert meta["per_class"] == {"black": PER_CLASS, "red": PER_CLASS, "white": PER_CLASS}
+    assert meta["input_shape"] == [16, 12, 1]
+    assert meta["source"] == f"folder:{root.resolve()}"
+    counts = meta["counts"]
+    assert counts["train"] + counts["val"] + counts["test"] == 3 * PER_CLASS
+    assert counts["calib"] == 5
+    assert meta["skipped_count"] == 3
+    reasons = {entry["file"]: entry["reason"] for entry in meta["skipped"]}
+    assert set(reasons) == {"black/empty.png", "red/corrupt.jpg", "white/notes.txt"}
+    assert reasons["black/empty.png"] == "empty file"
+    assert reasons["red/corrupt.jpg"].startswith("unreadable")
+    assert "PNG or JPEG" in reasons["white/notes.txt"]
+
+    splits = read_all(out_dir)
+    for name, (x, y) in splits.items():
+        assert x.shape[1:] == (16, 12, 1), name  # every size resized to (height, width)
+        assert x.dtype == np.float32 and y.dtype == np.int64
+        assert x.min() >= 0.0 and x.max() <= 1.0
+    for name in ("train", "val", "test"):
+        assert set(splits[name][1].tolist()) == {0, 1, 2}, f"{name} is not stratified"
+    assert set(rows(*splits["calib"])) <= set(rows(*splits["train"]))
+
+
+def test_folder_pixels_match_their_labels(tmp_path: Path) -> None:
+    """Grey and colour files become the same grey input; labels follow class folders."""
+    root = build_tree(tmp_path / "images")
+    grey = read_all(prepare(folder_params(root), tmp_path / "grey"))
+    rgb = read_all(prepare(folder_params(root, color="rgb"), tmp_path / "rgb"))
+
+    x = np.concatenate([grey[n][0] for n in ("train", "val", "test")])
+    y = np.concatenate([grey[n][1] for n in ("train", "val", "test")])
+    means = x.reshape(len(x), -1).mean(axis=1)
+    np.testing.assert_allclose(means[y == 0], 0.0, atol=0.02)          # black
+    np.testing.assert_allclose(means[y == 1], 0.299, atol=0.02)        # red -> luma
+    np.testing.assert_allclose(means[y == 2], 1.0, atol=0.02)          # white, L or RGB
+
+    x = np.concatenate([rgb[n][0] for n in ("train", "val", "test")])
+    y = np.concatenate([rgb[n][1] for n in ("train", "val", "test")])
+    assert x.shape[1:] == (16, 12, 3)
+    channel_means = x[y == 1].mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(channel_means, [1.0, 0.0, 0.0], atol=0.02)  # red stays red
+    np.testing.assert_allclose(x[y == 0], 0.0, atol=0.02)  # grey L image -> 3 equal channels
+    np.testing.assert_allclose(x[y == 2], 1.0, atol=0.02)
+
+
+def test_folder_is_deterministic(tmp_path: Path) -> None:
+    root = build_tree(tmp_path / "images")
+    first = read_all(prepare(folder_params(root), tmp_path / "a"))
+    second = read_all(prepare(folder_params(root), tmp_path / "b"))
+    for name in SPLITS:
+        np.testing.assert_array_equal(first[name][0], second[name][0], err_msg=name)
+        np.testing.assert_array_equal(first[name][1], second[name][1], err_msg=name)
+
+
+def test_folder_with_one_class_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    for i in range(5):
+        save_image(root / "only" / f"{i}.png", "L", 128, (12, 12))
+    (root / ".hidden").mkdir()  # hidden folders are not classes
+    save_image(root / ".hidden" / "x.png", "L", 0, (12, 12))
+
+    with pytest.raises(DataError, match="at least 2") as caught:
+        prepare(folder_params(root), tmp_path / "prepared")
+    assert "has 1 class subfolder" in str(caught.value)
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_missing_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a folder"):
+        prepare(folder_params(tmp_path / "nowhere"), tmp_path / "prepared")
+
+
+def test_class_with_only_a_corrupt_file_is_refused(tmp_path: Path) -> None:
+    root = build_tree(tmp_path / "images", per_class=3)
+    (root / "broken").mkdir()
+    (root / "broken" / "photo.jpg").write_bytes(np.random.default_rng(1).bytes(300))
+
+    with pytest.raises(DataError) as caught:
+        prepare(folder_params(root), tmp_path / "prepared")
+    message = str(caught.value)
+    assert "'broken'" in message
+    assert "no readable" in message
+    assert "\n" not in message
+
+
+def test_class_too_small_to_stratify_is_a_data_error(tmp_path: Path) -> None:
+    root = build_tree(tmp_path / "images", per_class=1)
+    with pytest.raises(DataError, match="cannot stratify 3 images over 3 classes"):
+        prepare(folder_params(root), tmp_path / "prepared")
+
+
+def test_failing_prepare_keeps_the_previous_output(tmp_path: Path) -> None:
+    root = build_tree(tmp_path / "images")
+    out_dir = prepare(folder_params(root), tmp_path / "prepared")
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    assert set(before) == {"train.npz", "val.npz", "test.npz", "calib.npz", "meta.json"}
+
+    # the same folder becomes unusable: a class with no readable image
+    for path in (root / "white").iterdir():
+        path.write_bytes(b"")
+    with pytest.raises(DataError, match="'white'"):
+        prepare(folder_params(root), out_dir)
+
+    after = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    assert after == before
+    # nor a half-written staging folder beside it
+    assert sorted(os.listdir(tmp_path)) == ["images", "prepared"]
+
+
+def test_load_split_of_missing_output_is_a_step_error(tmp_path: Path) -> None:
+    with pytest.raises(StepError, match="run the prepare step first"):
+        load_split(tmp_path / "prepared", "train")
+
+
+def test_sixteen_bit_grey_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    root = build_tree(tmp_path / "images", per_class=5)
+    for i in range(5):  # a class of mid-grey 16-bit images
+        pixels = np.full((12, 12), 32768, dtype=np.uint16)
+        path = root / "mid16" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(pixels).save(path)
+    out_dir = prepare(folder_params(root), tmp_path / "prepared")
+    label = read_meta(out_dir)["classes"].index("mid16")
+    x, y = load_split(out_dir, "train")
+    np.testing.assert_allclose(x[y == label], 0.5, atol=0.02)
