@@ -1,0 +1,100 @@
+"""Step convert: every registered format exports, loads in its runtime and agrees with
+the Keras model; disagreement and export failures stop the step with the numbers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.config import ConvertParams
+from tasks.convert import check_variant, convert, load_source, read_index, variant_name
+from tasks.errors import ConversionError, StepError
+from tasks.files import sha256_file
+from tasks.formats import FORMATS, validate_format_matrix
+
+
+@pytest.mark.parametrize("format_name", sorted(FORMATS))
+def test_every_format_loads_and_agrees_with_the_model(tiny_project, format_name: str) -> None:
+    variants_dir = tiny_project.layout.variants
+    variant = next(v for v in read_index(variants_dir) if v["format"] == format_name)
+    assert variant["name"] == f"{format_name}-fp32" and variant["source"] == "base"
+    assert variant["runtime"] == FORMATS[format_name].runtime
+    assert variant["file"].endswith(FORMATS[format_name].suffix)
+    for entry in variant["files"]:
+        path = variants_dir / entry["path"]
+        assert path.stat().st_size == entry["bytes"] > 0
+        assert sha256_file(path) == entry["sha256"]
+    assert variant["bytes"] == sum(entry["bytes"] for entry in variant["files"])
+    check = variant["check"]
+    assert check["passed"] and check["failures"] == []
+    assert check["agreement"] >= 0.99 and check["max_abs_logit_diff"] <= 1e-3
+    assert check["samples"] > 100 and check["accuracy"] == pytest.approx(
+        check["reference_accuracy"], abs=0.01)
+    assert variant["spec"]["input"]["shape"][0] == 1
+
+
+def test_check_reports_disagreement_with_numbers(tiny_project) -> None:
+    layout = tiny_project.layout
+    variant = next(v for v in read_index(layout.variants) if v["format"] == "onnx")
+    from tasks.formats import Exported
+
+    exported = Exported(layout.variants / variant["file"], (), variant["spec"])
+    with np.load(layout.prepared / "test.npz") as data:
+        images, labels = data["x"][:40], data["y"][:40]
+    # A reference that is the artifact's own logits rolled by one class disagrees everywhere.
+    from tasks import harness
+    logits = harness.predict(harness.load_runner("onnxruntime", str(exported.main_file)),
+                             images, variant["spec"])
+    check = check_variant(exported, "onnxruntime", images, labels, np.roll(logits, 1, axis=1),
+                          "fp32", ConvertParams())
+    assert not check.passed
+    assert any(f.startswith("argmax agreement") for f in check.failures)
+    assert any(f.startswith("max |logit diff|") for f in check.failures)
+
+
+def test_convert_fails_with_numbers_and_keeps_previous_variants(tiny_project, tmp_path: Path) -> None:
+    layout = tiny_project.layout
+    out = tmp_path / "variants"
+    shutil.copytree(layout.variants, out)
+    before = sorted(p.name for p in out.iterdir())
+    impossible = ConvertParams(max_abs_logit_diff=1e-12)
+    with pytest.raises(ConversionError) as error:
+        convert({"onnx": ["fp32"]}, impossible, layout.base_model, layout.prepared, out)
+    message = str(error.value)
+    assert "onnx-fp32" in message and "max |logit diff|" in message and "\n" not in message
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_export_failure_names_the_variant(tiny_project, tmp_path: Path) -> None:
+    layout = tiny_project.layout
+    broken = tmp_path / "base"
+    shutil.copytree(layout.base_model, broken)
+    (broken / "saved_model" / "saved_model.pb").write_bytes(b"not a graph")
+    with pytest.raises(ConversionError, match="tflite-fp32: export failed"):
+        convert({"tflite": ["fp32"]}, ConvertParams(), broken, layout.prepared, tmp_path / "v")
+    assert not (tmp_path / "v").exists()
+
+
+def test_convert_without_a_trained_model_is_a_step_error(tiny_project, tmp_path: Path) -> None:
+    with pytest.raises(StepError, match="run the train step first"):
+        load_source(tmp_path, tiny_project.layout.prepared)
+
+
+def test_variant_names() -> None:
+    assert variant_name("base", "tflite", "fp32") == "tflite-fp32"
+    assert variant_name("pruned50", "tflite", "int8") == "pruned50-tflite-int8"
+
+
+@pytest.mark.parametrize("matrix, message", [
+    ({}, "at least one format"),
+    ({"tensorrt": ["fp32"]}, "unknown format 'tensorrt' (allowed: tflite, onnx, openvino)"),
+    ({"onnx": ["int4"]}, "does not support precision 'int4' (supported: fp32)"),
+    ({"onnx": []}, "lists no precision"),
+    ({"onnx": ["fp32", "fp32"]}, "twice"),
+])
+def test_bad_format_matrix_is_refused(matrix, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_format_matrix(matrix)
