@@ -40,7 +40,7 @@ def _outputs(ctx: Context, step_name: str, device: str | None) -> list[Path]:
     step = STEPS[step_name]
     if device is not None:
         return [ctx.layout.device_results(device)]
-    return step.outs(ctx.layout) + step.metrics(ctx.layout)
+    return step.all_outputs(ctx.layout)
 
 
 def input_key(ctx: Context, step_name: str, device: str | None = None) -> str:

@@ -30,6 +30,8 @@ from tasks.steps import STEPS  # noqa: E402
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, convert, deploy and benchmark CV models on edge devices.")
 console = Console()
+if not console.is_terminal:  # logs and pipes: rich would squeeze the table into 80 columns
+    console = Console(width=160)
 T = TypeVar("T")
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="experiment file (params.yaml)")]

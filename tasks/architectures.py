@@ -23,7 +23,7 @@ class SmallCNNOptions(StrictModel):
     """A plain conv/batch-norm/ReLU stack: fast to train, friendly to every converter."""
 
     architecture: Literal["small_cnn"] = "small_cnn"
-    filters: list[int] = Field(default=[16, 32, 64], min_length=1, max_length=6)
+    filters: list[int] = Field(default=[32, 64, 128], min_length=1, max_length=6)
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
 
 

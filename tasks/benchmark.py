@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from invoke.exceptions import CommandTimedOut
+
 from tasks import harness
 from tasks.config import BenchmarkParams, LocalDevice
 from tasks.convert import read_index
@@ -55,11 +57,15 @@ def probe_device(connection: Connection, python: str, remote_harness: str,
     return parse_untrusted_json(result.stdout.encode())
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"device returned a non-finite number ({name})")
+
+
 def parse_untrusted_json(raw: bytes) -> dict[str, Any]:
     """A JSON object from a device, refused when too large or not an object."""
     if len(raw) > MAX_RESULT_BYTES:
         raise ValueError(f"device returned {len(raw)} bytes, more than {MAX_RESULT_BYTES}")
-    document = json.loads(raw.decode("utf-8"))
+    document = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     if not isinstance(document, dict):
         raise ValueError("device returned JSON that is not an object")
     return document
@@ -75,10 +81,11 @@ def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
             value = document.get(key)
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 continue
-            if not isinstance(value, kind):
+            if not isinstance(value, kind) or isinstance(value, bool):
                 raise ValueError(f"harness result field {key!r} is missing or not a {kind.__name__}")
         for key in ("p50", "p90", "p99", "mean"):
-            if not isinstance(document["latency_ms"].get(key), (int, float)):
+            value = document["latency_ms"].get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"harness result field latency_ms.{key} is missing")
     return document
 
@@ -123,7 +130,10 @@ def _run_variant(connection: Connection, python: str, remote_harness: str, run_d
     command = quote_command(_harness_argv(python, remote_harness, run_dir, variant, device, params))
     try:
         outcome = connection.run(command, timeout=params.timeout_seconds)
-    except Exception as error:  # noqa: BLE001 - invoke's CommandTimedOut and transport errors
+    except CommandTimedOut:
+        return {"status": "failed",
+                "error": f"harness did not finish within timeout_seconds={params.timeout_seconds}"}
+    except Exception as error:  # noqa: BLE001 - transport errors: the device, not the run
         return {"status": "failed", "error": f"harness did not finish: {type(error).__name__}: "
                                              f"{_tail(str(error))}"}
     fetched = staging / f".{variant['name']}.result.json"

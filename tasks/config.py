@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -60,11 +60,11 @@ ModelParams = Annotated[SmallCNNOptions | MobileNetV2Options,
 
 
 class TrainParams(StrictModel):
-    epochs: int = Field(default=30, ge=1, le=1000)
+    epochs: int = Field(default=40, ge=1, le=1000)
     batch_size: int = Field(default=32, ge=1, le=4096)
-    learning_rate: float = Field(default=2e-3, gt=0.0, le=1.0)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
     seed: int = 42
-    early_stopping_patience: int = Field(default=5, ge=1)
+    early_stopping_patience: int = Field(default=8, ge=1)
 
 
 class ConvertParams(StrictModel):
@@ -113,6 +113,14 @@ class Params(StrictModel):
     convert: ConvertParams = ConvertParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     requirements: RequirementParams = RequirementParams()
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _default_architecture(cls, value: Any) -> Any:
+        # `model: {filters: [...]}` means the default architecture, as `model:` absent does.
+        if isinstance(value, dict) and "architecture" not in value:
+            return {**value, "architecture": "small_cnn"}
+        return value
 
     @field_validator("formats")
     @classmethod
@@ -198,13 +206,20 @@ def _resolve(path: Path | None, base: Path) -> Path | None:
     return path if path.is_absolute() else (base / path).resolve()
 
 
+ConfigModel = TypeVar("ConfigModel", bound=StrictModel)
+
+
+def _validated(model: type[ConfigModel], path: Path) -> ConfigModel:
+    try:
+        return model.model_validate(_read_yaml(path))
+    except ValidationError as error:
+        raise ConfigError(_one_line(path, error)) from None
+
+
 def load_params(path: Path) -> Params:
     """Parse and validate ``params.yaml``; relative paths become absolute."""
     path = Path(path)
-    try:
-        params = Params.model_validate(_read_yaml(path))
-    except ValidationError as error:
-        raise ConfigError(_one_line(path, error)) from None
+    params = _validated(Params, path)
     data = params.data.model_copy(update={"folder": _resolve(params.data.folder, path.parent.resolve())})
     return params.model_copy(update={"data": data})
 
@@ -212,10 +227,7 @@ def load_params(path: Path) -> Params:
 def load_farm(path: Path) -> Farm:
     """Parse and validate ``farm.yaml``; relative device workdirs become absolute."""
     path = Path(path)
-    try:
-        farm = Farm.model_validate(_read_yaml(path))
-    except ValidationError as error:
-        raise ConfigError(_one_line(path, error)) from None
+    farm = _validated(Farm, path)
     base = path.parent.resolve()
     devices = {name: device.model_copy(update={"workdir": _resolve(device.workdir, base)})
                for name, device in farm.devices.items()}

@@ -22,12 +22,18 @@ exits with status 1, so the orchestrator records the reason instead of crashing.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as a script, Python puts this file's folder first on sys.path; beside the
+# project's own modules (tasks/select.py) that would shadow the standard library.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
 import argparse
 import json
-import os
 import platform
 import resource
-import sys
 import time
 import traceback
 from typing import Any, Callable
@@ -309,9 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe:
         print(json.dumps(probe()))
         return 0
-    result: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "runtime_requested": args.runtime,
-                              "host": host_facts()}
+    result: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "runtime_requested": args.runtime}
     try:
+        result["host"] = host_facts()
         result.update(measure(args))
         result.update(status="ok", error=None)
         code = 0

@@ -61,6 +61,11 @@ class Step:
     # The farm.yaml is an input of the steps that talk to devices or judge them.
     reads_farm: bool = False
     metrics: Callable[[Layout], list[Path]] = field(default=lambda layout: [])
+    # Small outputs kept in git rather than the DVC cache (plot data, run ids).
+    records: Callable[[Layout], list[Path]] = field(default=lambda layout: [])
+
+    def all_outputs(self, layout: Layout) -> list[Path]:
+        return self.outs(layout) + self.metrics(layout) + self.records(layout)
 
 
 def _prepare(ctx: Context) -> Any:
@@ -116,7 +121,8 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     Step("train", params=("model", "train"), code=("tasks/train.py", "tasks/architectures.py"),
          deps=lambda lay: [lay.prepared],
          outs=lambda lay: [lay.base_model],
-         metrics=lambda lay: [lay.train_metrics, lay.train_metrics.with_name("train_history.json")],
+         metrics=lambda lay: [lay.train_metrics],
+         records=lambda lay: [lay.train_metrics.with_name("train_history.json")],
          run=_train),
     Step("convert", params=("formats", "convert"),
          code=("tasks/convert.py", "tasks/formats", "tasks/harness.py"),
@@ -135,7 +141,7 @@ STEPS: dict[str, Step] = {step.name: step for step in (
                           "requirements"),
          code=("tasks/track.py",),
          deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.train_metrics],
-         outs=lambda lay: [], metrics=lambda lay: [lay.tracking_record], run=_track),
+         outs=lambda lay: [], records=lambda lay: [lay.tracking_record], run=_track),
 )}
 
 
@@ -153,8 +159,10 @@ def dvc_stage(step: Step, layout: Layout) -> dict[str, Any]:
         deps.append("farm.yaml")
     stage: dict[str, Any] = {"cmd": f"edgeflow step {step.name}", "deps": deps,
                              "params": list(step.params)}
-    if step.outs(layout):
-        stage["outs"] = [rel(p) for p in step.outs(layout)]
+    outs: list[Any] = [rel(p) for p in step.outs(layout)]
+    outs += [{rel(p): {"cache": False}} for p in step.records(layout)]
+    if outs:
+        stage["outs"] = outs
     if step.metrics(layout):
         stage["metrics"] = [{rel(p): {"cache": False}} for p in step.metrics(layout)]
     return stage

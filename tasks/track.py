@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,33 +50,23 @@ def git_commit(root: Path) -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def _experiment_id(root: Path, embedded: bool) -> str:
-    import mlflow
+def _artifact_location(root: Path, uri: str) -> str | None:
+    """Where a new experiment keeps artifacts: beside a sqlite database (a sqlite store
+    otherwise uses ./mlruns of whatever folder the run started in); a server decides
+    for itself."""
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        folder = root / "mlflow" / "artifacts" if database == (root / "mlflow" / "mlflow.db").resolve() \
+            else database.with_name(f"{database.stem}-artifacts")
+        return folder.resolve().as_uri()
+    return None
 
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+
+def _experiment_id(client: Any, root: Path, uri: str) -> str:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:
         return experiment.experiment_id
-    # A sqlite store puts artifacts under ./mlruns of the current folder unless the
-    # experiment says where: keep them inside the project's mlflow/ folder.
-    location = (root / "mlflow" / "artifacts").resolve().as_uri() if embedded else None
-    return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
-
-
-@contextmanager
-def _tracking_to(uri: str) -> Iterator[None]:
-    """Point MLflow at ``uri`` for this block only: ``mlflow.set_tracking_uri`` also
-    exports MLFLOW_TRACKING_URI, which would leak into later runs of other projects."""
-    import mlflow
-
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
+    return client.create_experiment(EXPERIMENT, artifact_location=_artifact_location(root, uri))
 
 
 def _metrics(row: dict[str, Any], record: dict[str, Any]) -> dict[str, float]:
@@ -93,57 +82,77 @@ def _metrics(row: dict[str, Any], record: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
+def _log(client: Any, run_id: str, params: dict[str, Any], metrics: dict[str, float],
+         tags: dict[str, str]) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id,
+                     metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
+                     params=[Param(key, str(value)[:500]) for key, value in params.items()],
+                     tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+
 def track(params_dump: dict[str, Any], layout: Layout, run_name: str | None = None) -> Path:
-    """Log the run; returns the path of ``metrics/mlflow_run.json``."""
-    embedded = "MLFLOW_TRACKING_URI" not in os.environ
+    """Log the run; returns the path of ``metrics/mlflow_run.json``.
+
+    Uses an explicit ``MlflowClient``: no process-wide tracking URI or active run is
+    left behind for the next project tracked in the same process.
+    """
+    from mlflow import MlflowClient
+
     uri = tracking_uri(layout.root)
-    with _tracking_to(uri):
-        return _log_run(params_dump, layout, uri, run_name, embedded)
-
-
-def _log_run(params_dump: dict[str, Any], layout: Layout, uri: str, run_name: str | None,
-             embedded: bool) -> Path:
-    import mlflow
-
-    experiment_id = _experiment_id(layout.root, embedded)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = _experiment_id(client, layout.root, uri)
     summary = read_json(layout.summary)
     variants = {variant["name"]: variant for variant in read_json(layout.variants_index)["variants"]}
-    data_hash = sha256_file(layout.prepared / "meta.json")[:16]
-    commit = git_commit(layout.root)
-    common_tags = {"git_commit": commit, "data_hash": data_hash}
+    common_tags = {"git_commit": git_commit(layout.root),
+                   "data_hash": sha256_file(layout.prepared / "meta.json")[:16]}
 
+    parent = client.create_run(experiment_id, run_name=run_name,
+                               tags={**common_tags, "edgeflow.kind": "lifecycle"}).info.run_id
     nested: dict[str, str] = {}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as parent:
-        mlflow.set_tags({**common_tags, "edgeflow.kind": "lifecycle"})
-        mlflow.log_params({key: str(value)[:500] for key, value in flatten(params_dump).items()})
-        mlflow.log_metrics({"reference_accuracy": summary["reference_accuracy"],
-                            **{f"results_{status}": float(count)
-                               for status, count in summary["counts"].items()}})
-        mlflow.log_artifacts(str(layout.reports), artifact_path="reports")
-        mlflow.log_artifact(str(layout.train_metrics), artifact_path="metrics")
+    status = "FAILED"
+    try:
+        _log(client, parent, flatten(params_dump),
+             {"reference_accuracy": summary["reference_accuracy"],
+              **{f"results_{name}": float(count) for name, count in summary["counts"].items()}},
+             {})
+        client.log_artifacts(parent, str(layout.reports), artifact_path="reports")
+        client.log_artifact(parent, str(layout.train_metrics), artifact_path="metrics")
         for row in summary["results"]:
-            record_path = layout.device_results(row["device"]) / f"{row['variant']}.json"
-            record = read_json(record_path)
-            facts = record.get("device_facts") or {}
-            with mlflow.start_run(experiment_id=experiment_id, nested=True,
-                                  run_name=f"{row['variant']}@{row['device']}") as child:
-                mlflow.log_params({
-                    "variant": row["variant"], "format": row["format"],
-                    "precision": row["precision"], "source": row["source"],
-                    "device": row["device"], "runtime": row["runtime"],
-                    "runtime_version": row.get("runtime_version") or "n/a",
-                    "threads": row["threads"]})
-                mlflow.log_metrics(_metrics(row, record))
-                mlflow.set_tags({**common_tags, "status": row["status"],
-                                 "reasons": "; ".join(row["reasons"])[:5000] or "none",
-                                 **{f"device.{key}": str(value) for key, value in facts.items()}})
-                mlflow.log_artifact(str(record_path), artifact_path="harness")
-                variant = variants.get(row["variant"])
-                if variant is not None:
-                    for entry in variant["files"]:
-                        mlflow.log_artifact(str(layout.variants / entry["path"]),
-                                            artifact_path="artifact")
-                nested[f"{row['variant']}@{row['device']}"] = child.info.run_id
+            label = f"{row['variant']}@{row['device']}"
+            nested[label] = _log_result(client, experiment_id, parent, row, layout,
+                                        variants.get(row["variant"]), common_tags)
+        status = "FINISHED"
+    finally:
+        client.set_terminated(parent, status=status)
     return write_json(layout.tracking_record, {
         "tracking_uri": uri, "experiment_id": experiment_id,
-        "parent_run_id": parent.info.run_id, "nested_run_ids": nested})
+        "parent_run_id": parent, "nested_run_ids": nested})
+
+
+def _log_result(client: Any, experiment_id: str, parent: str, row: dict[str, Any],
+                layout: Layout, variant: dict[str, Any] | None,
+                common_tags: dict[str, str]) -> str:
+    """One nested run for one (variant, device) result; returns its run id."""
+    record_path = layout.device_results(row["device"]) / f"{row['variant']}.json"
+    record = read_json(record_path)
+    facts = record.get("device_facts") or {}
+    run_id = client.create_run(experiment_id, run_name=f"{row['variant']}@{row['device']}",
+                               tags={"mlflow.parentRunId": parent}).info.run_id
+    try:
+        _log(client, run_id,
+             {"variant": row["variant"], "format": row["format"], "precision": row["precision"],
+              "source": row["source"], "device": row["device"], "runtime": row["runtime"],
+              "runtime_version": row.get("runtime_version") or "n/a", "threads": row["threads"]},
+             _metrics(row, record),
+             {**common_tags, "status": row["status"],
+              "reasons": "; ".join(row["reasons"])[:5000] or "none",
+              **{f"device.{key}": str(value) for key, value in facts.items()}})
+        client.log_artifact(run_id, str(record_path), artifact_path="harness")
+        for entry in (variant or {}).get("files", []):
+            client.log_artifact(run_id, str(layout.variants / entry["path"]), artifact_path="artifact")
+    finally:
+        client.set_terminated(run_id)
+    return run_id

@@ -59,7 +59,7 @@ def test_empty_params_file_gives_the_defaults(tmp_path: Path) -> None:
     assert params.data.folder is None
     assert params.data.image_size == (32, 32)
     assert params.model.architecture == "small_cnn"
-    assert params.train.epochs == 30
+    assert params.train.epochs == 40
     assert params.requirements.max_accuracy_drop == 0.01
     assert params == Params()
 
@@ -85,7 +85,7 @@ def test_valid_params_are_parsed_and_typed(tmp_path: Path) -> None:
     assert params.model.architecture == "mobilenet_v2"
     assert params.model.width_multiplier == pytest.approx(0.75)
     assert params.train.epochs == 3 and params.train.batch_size == 8
-    assert params.train.learning_rate == pytest.approx(2e-3)  # untouched default
+    assert params.train.learning_rate == pytest.approx(1e-3)  # untouched default
     assert params.formats == {"onnx": ["fp32"]}
     assert params.requirements.max_latency_p90_ms == pytest.approx(12.5)
     assert params.requirements.rank_by == "size_bytes"

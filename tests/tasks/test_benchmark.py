@@ -1,0 +1,278 @@
+"""The benchmark step on this machine (the ``local`` transport, through Invoke, the code
+path an SSH board takes) with the tiny project's real variants and a quick protocol.
+Failure modes: runtimes the device lacks, an unusable device, a harness that hangs,
+garbage from the device, a run that crashes, hostile arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.benchmark import (MAX_RESULT_BYTES, DeviceRun, benchmark_device,
+                             parse_untrusted_json, validate_harness_result)
+from tasks.config import BenchmarkParams, LocalDevice
+from tasks.convert import read_index
+from tasks.devices import LocalConnection, quote_command
+from tasks.files import read_json, sha256_file
+
+QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                        accuracy_samples=50, timeout_seconds=60)
+VARIANTS = ("tflite-fp32", "onnx-fp32", "openvino-fp32")
+
+
+def records(run: DeviceRun) -> dict[str, dict[str, Any]]:
+    return {path.stem: read_json(path) for path in run.results}
+
+
+def bench(tiny_project: Any, device: LocalDevice, out_dir: Path,
+          params: BenchmarkParams = QUICK, variants_dir: Path | None = None) -> DeviceRun:
+    return benchmark_device("local", device, params,
+                            variants_dir or tiny_project.layout.variants,
+                            tiny_project.layout.prepared, out_dir)
+
+
+def assert_no_leftovers(workdir: Path) -> None:
+    runs = workdir / "runs"
+    assert runs.is_dir(), "the device run folder was never created"
+    assert list(runs.iterdir()) == [], "the device run folder was not cleaned up"
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+@pytest.fixture(scope="module")
+def local_run(tiny_project: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[DeviceRun, Path]:
+    root = tmp_path_factory.mktemp("bench")
+    workdir = root / "dev"
+    run = bench(tiny_project, LocalDevice(workdir=workdir), root / "results" / "local")
+    return run, root
+
+
+def test_one_ok_result_per_variant_with_identity(tiny_project: Any,
+                                                 local_run: tuple[DeviceRun, Path]) -> None:
+    run, root = local_run
+    out_dir = root / "results" / "local"
+    assert run.device == "local"
+    assert sorted(path.name for path in out_dir.iterdir()) == sorted(f"{v}.json" for v in VARIANTS)
+    assert sorted(run.results) == sorted(out_dir.iterdir())
+    index = {entry["name"]: entry for entry in read_index(tiny_project.layout.variants)}
+    for name, record in records(run).items():
+        entry = index[name]
+        assert record["status"] == "ok", record["error"]
+        assert record["error"] is None
+        assert record["variant"] == name and record["device"] == "local"
+        assert (record["format"], record["precision"], record["source"], record["runtime"]) == (
+            entry["format"], entry["precision"], entry["source"], entry["runtime"])
+        assert record["size_bytes"] == entry["bytes"] > 0
+        # The identity is the artifact's: its hash matches the file that was benchmarked.
+        assert record["sha256"] == entry["sha256"] == sha256_file(
+            tiny_project.layout.variants / entry["file"])
+        assert record["threads"] == 1
+        assert record["device_facts"] == run.probe["host"]
+        harness = validate_harness_result(record["harness"])
+        assert harness["status"] == "ok"
+        assert harness["runtime"]["requested"] == entry["runtime"]
+        assert harness["runs"] >= QUICK.runs
+        assert harness["accuracy_samples"] == QUICK.accuracy_samples
+        assert 0.1 < harness["accuracy"] <= 1.0
+        latency = harness["latency_ms"]
+        assert latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+
+
+def test_probe_facts_and_cleanup(local_run: tuple[DeviceRun, Path]) -> None:
+    run, root = local_run
+    assert set(run.probe["runtimes"]) == {"tflite", "onnxruntime", "openvino"}
+    assert run.probe["host"]["cores"] == os.cpu_count()
+    assert_no_leftovers(root / "dev")
+    # No staging folder of the atomic output is left beside the results.
+    assert [path.name for path in (root / "results").iterdir()] == ["local"]
+
+
+# --------------------------------------------------------------------------- device failures
+
+
+def test_runtimes_filter_skips_other_variants(tiny_project: Any, tmp_path: Path) -> None:
+    device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"])
+    run = bench(tiny_project, device, tmp_path / "results" / "local")
+    result = records(run)
+    assert set(result) == set(VARIANTS)
+    assert result["onnx-fp32"]["status"] == "ok"
+    for name, runtime in (("tflite-fp32", "tflite"), ("openvino-fp32", "openvino")):
+        assert result[name]["status"] == "skipped"
+        assert f"runtime {runtime!r}" in result[name]["error"]
+        assert "farm.yaml" in result[name]["error"]
+        assert "harness" not in result[name]
+        # A skipped record still carries the variant's identity for the report.
+        assert result[name]["size_bytes"] > 0 and len(result[name]["sha256"]) == 64
+    assert_no_leftovers(tmp_path / "dev")
+
+
+def test_missing_interpreter_fails_every_variant_without_raising(tiny_project: Any,
+                                                                tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "python3"
+    device = LocalDevice(workdir=tmp_path / "dev", python=str(missing))
+    run = bench(tiny_project, device, tmp_path / "results" / "local")
+    assert run.probe == {}
+    result = records(run)
+    assert set(result) == set(VARIANTS)
+    for record in result.values():
+        assert record["status"] == "failed"
+        assert record["error"].startswith("device not usable: RuntimeError: probe failed")
+        assert "exit 127" in record["error"]
+        assert "harness" not in record
+        assert record["device_facts"] == {}
+    assert_no_leftovers(tmp_path / "dev")
+
+
+def test_harness_past_timeout_fails_with_reason(tiny_project: Any, tmp_path: Path) -> None:
+    slow = QUICK.model_copy(update={"seconds": 30.0, "timeout_seconds": 3.0})
+    workdir = tmp_path / "dev"
+    device = LocalDevice(workdir=workdir, runtimes=["onnxruntime"])
+    run = bench(tiny_project, device, tmp_path / "results" / "local", params=slow)
+    result = records(run)
+    assert result["onnx-fp32"]["status"] == "failed"
+    assert result["onnx-fp32"]["error"] == "harness did not finish within timeout_seconds=3.0"
+    assert "harness" not in result["onnx-fp32"]
+    assert {result[name]["status"] for name in ("tflite-fp32", "openvino-fp32")} == {"skipped"}
+    assert_no_leftovers(workdir)
+    assert processes_mentioning(str(workdir)) == [], "the timed-out harness is still running"
+
+
+def test_one_hanging_variant_does_not_stop_the_others(tiny_project: Any, tmp_path: Path) -> None:
+    # A device whose interpreter hangs for one artifact only (a stuck driver, say).
+    python = tmp_path / "device-python"
+    python.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *tflite-fp32*) exec "{sys.executable}" -c "import time; time.sleep(60)" "$@";; esac\n'
+        f'exec "{sys.executable}" "$@"\n', encoding="utf-8")
+    python.chmod(python.stat().st_mode | stat.S_IXUSR)
+    workdir = tmp_path / "dev"
+    params = QUICK.model_copy(update={"timeout_seconds": 3.0})
+    device = LocalDevice(workdir=workdir, python=str(python), runtimes=["tflite", "onnxruntime"])
+    run = bench(tiny_project, device, tmp_path / "results" / "local", params=params)
+    result = records(run)
+    # tflite-fp32 comes first in the index: the variant after the hang still runs.
+    assert [entry["name"] for entry in read_index(tiny_project.layout.variants)][:2] == [
+        "tflite-fp32", "onnx-fp32"]
+    assert result["tflite-fp32"]["status"] == "failed"
+    assert "did not finish" in result["tflite-fp32"]["error"]
+    assert result["onnx-fp32"]["status"] == "ok", result["onnx-fp32"]["error"]
+    assert result["onnx-fp32"]["harness"]["runs"] >= QUICK.runs
+    assert result["openvino-fp32"]["status"] == "skipped"
+    assert_no_leftovers(workdir)
+    assert processes_mentioning(str(workdir)) == []
+
+
+def test_failing_run_keeps_earlier_results(tiny_project: Any, tmp_path: Path) -> None:
+    out_dir = tmp_path / "results" / "local"
+    out_dir.mkdir(parents=True)
+    earlier = out_dir / "onnx-fp32.json"
+    earlier.write_text('{"status": "ok", "earlier": true}\n', encoding="utf-8")
+    # A variants folder whose index lists a file that is gone: pushing it raises.
+    variants = tmp_path / "variants"
+    shutil.copytree(tiny_project.layout.variants, variants)
+    (variants / "onnx-fp32" / "model.onnx").unlink()
+    workdir = tmp_path / "dev"
+    with pytest.raises(FileNotFoundError, match="model.onnx"):
+        bench(tiny_project, LocalDevice(workdir=workdir), out_dir, variants_dir=variants)
+    assert [path.name for path in out_dir.iterdir()] == ["onnx-fp32.json"]
+    assert read_json(earlier) == {"status": "ok", "earlier": True}
+    assert [path.name for path in out_dir.parent.iterdir()] == ["local"], "staging left behind"
+    assert_no_leftovers(workdir)
+
+
+# --------------------------------------------------------------------------- untrusted data
+
+
+def test_parse_untrusted_json_accepts_an_object_up_to_the_limit() -> None:
+    prefix, suffix = b'{"pad": "', b'"}'
+    exact = prefix + b"x" * (MAX_RESULT_BYTES - len(prefix) - len(suffix)) + suffix
+    assert len(exact) == MAX_RESULT_BYTES
+    assert len(parse_untrusted_json(exact)["pad"]) == MAX_RESULT_BYTES - len(prefix) - len(suffix)
+
+
+def test_parse_untrusted_json_rejects_oversized() -> None:
+    prefix, suffix = b'{"pad": "', b'"}'
+    too_big = prefix + b"x" * (MAX_RESULT_BYTES - len(prefix) - len(suffix) + 1) + suffix
+    with pytest.raises(ValueError, match=f"{MAX_RESULT_BYTES + 1} bytes, more than {MAX_RESULT_BYTES}"):
+        parse_untrusted_json(too_big)
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b'"ok"', b"null", b"42"])
+def test_parse_untrusted_json_rejects_non_objects(raw: bytes) -> None:
+    with pytest.raises(ValueError, match="not an object"):
+        parse_untrusted_json(raw)
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe{}"])
+def test_parse_untrusted_json_rejects_garbage(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_untrusted_json(raw)
+
+
+def test_validate_harness_result(local_run: tuple[DeviceRun, Path]) -> None:
+    run, _ = local_run
+    good = records(run)["onnx-fp32"]["harness"]
+    assert validate_harness_result(json.loads(json.dumps(good))) == good
+    # A failed result needs no measurements.
+    assert validate_harness_result({"status": "failed", "error": "boom"})["status"] == "failed"
+
+    for status in ("weird", None, "OK"):
+        with pytest.raises(ValueError, match="harness result has status"):
+            validate_harness_result({**good, "status": status})
+    without_latency = {key: value for key, value in good.items() if key != "latency_ms"}
+    with pytest.raises(ValueError, match="'latency_ms' is missing"):
+        validate_harness_result(without_latency)
+    partial = {**good, "latency_ms": {k: v for k, v in good["latency_ms"].items() if k != "p90"}}
+    with pytest.raises(ValueError, match=r"latency_ms\.p90 is missing"):
+        validate_harness_result(partial)
+    with pytest.raises(ValueError, match="'accuracy' is missing or not a float"):
+        validate_harness_result({**good, "accuracy": "0.9"})
+    with pytest.raises(ValueError, match="'throughput_fps'"):
+        validate_harness_result({**good, "throughput_fps": True})
+    # A whole number is a valid float measurement.
+    assert validate_harness_result({**good, "accuracy": 1})["accuracy"] == 1
+
+
+# --------------------------------------------------------------------------- quoting
+
+
+def test_quote_command_makes_hostile_arguments_inert(tmp_path: Path) -> None:
+    marker = tmp_path / f"pwned-{uuid.uuid4().hex}"
+    hostile = [f"x; touch {marker}", f"$(touch {marker})", f"`touch {marker}`",
+               f"a' ; touch {marker}; echo '", "two  spaces\tand\ttabs", ""]
+    connection = LocalConnection()
+    for argument in hostile:
+        result = connection.run(quote_command(["printf", "%s\\n", argument]))
+        assert result.ok
+        assert result.stdout == argument + "\n"
+        assert not marker.exists(), f"{argument!r} ran a command"
+    # The payload is live when not quoted: the test above would catch a regression.
+    unquoted = connection.run(f"echo {hostile[0]}")
+    assert unquoted.ok and marker.exists()
+
+
+def test_quote_command_accepts_paths() -> None:
+    assert quote_command(["ls", Path("/tmp/a b")]) == "ls '/tmp/a b'"

@@ -1,0 +1,419 @@
+"""The select step: requirement checks on hand-written records (pure), device overrides,
+the per-image fp32 reference, the recommendation, then the whole step on real benchmark
+results of the tiny project: summary, Markdown report, plots, points and DVC metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tasks.benchmark import benchmark_device
+from tasks.config import (BenchmarkParams, RequirementParams, Requirements,
+                          effective_requirements, load_farm)
+from tasks.convert import read_index
+from tasks.errors import StepError
+from tasks.files import read_json, write_json
+from tasks.report import COLUMNS, summary_table
+from tasks.select import (MB, evaluate, recommend, reference_on_first, relative_drop, select,
+                          summarise)
+
+NO_LIMITS = Requirements(max_accuracy_drop=None)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ROW_KEYS = {"variant", "format", "precision", "device", "status", "reasons", "accuracy",
+            "size_bytes", "latency_ms", "throughput_fps", "peak_rss_mb"}
+
+
+def ok_record(variant: str = "onnx-fp32", device: str = "local", accuracy: float = 0.9,
+              p50: float = 1.0, p90: float = 2.0, p99: float = 3.0, mean: float = 1.2,
+              size: int = 10_000, rss: float = 50.0) -> dict[str, Any]:
+    """A benchmark record as ``benchmark`` writes it, with a harness result."""
+    return {
+        "variant": variant, "device": device, "format": variant.split("-")[0],
+        "precision": "fp32", "source": "base", "runtime": "onnxruntime", "size_bytes": size,
+        "sha256": "0" * 64, "threads": 1, "device_facts": {"arch": "x86_64"},
+        "status": "ok", "error": None,
+        "harness": {
+            "status": "ok", "error": None,
+            "runtime": {"name": "onnxruntime", "version": "1.32.0", "requested": "onnxruntime"},
+            "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "mean": mean, "std": 0.1,
+                           "min": p50 / 2, "max": p99 * 2},
+            "throughput_fps": 1000.0 / mean, "accuracy": accuracy, "peak_rss_mb": rss,
+            "load_ms": 12.5, "first_inference_ms": 1.5, "runs": 100},
+    }
+
+
+def not_ok_record(status: str, error: str | None, variant: str = "tflite-fp32",
+                  device: str = "local") -> dict[str, Any]:
+    record = ok_record(variant=variant, device=device)
+    del record["harness"]
+    return {**record, "status": status, "error": error}
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def test_ok_record_meeting_every_requirement_passes() -> None:
+    requirements = Requirements(min_accuracy=0.5, max_accuracy_drop=0.05, max_latency_p90_ms=10,
+                                max_size_mb=1, max_peak_rss_mb=100)
+    row = evaluate(ok_record(), requirements, reference_accuracy=0.9)
+    assert row["status"] == "pass" and row["reasons"] == []
+    assert row["variant"] == "onnx-fp32" and row["device"] == "local"
+    assert row["format"] == "onnx" and row["precision"] == "fp32" and row["runtime"] == "onnxruntime"
+    assert row["accuracy"] == 0.9 and row["accuracy_drop"] == 0.0
+    assert row["latency_ms"] == {"p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1.2}
+    assert row["throughput_fps"] == pytest.approx(1000 / 1.2)
+    assert row["peak_rss_mb"] == 50.0 and row["load_ms"] == 12.5
+    assert row["size_bytes"] == 10_000 and row["threads"] == 1
+    assert row["runtime_version"] == "1.32.0"
+
+
+@pytest.mark.parametrize(("status", "error", "expected_status", "expected_reason"), [
+    ("failed", "harness did not finish: CommandTimedOut", "error",
+     "harness did not finish: CommandTimedOut"),
+    ("failed", None, "error", "unknown failure"),
+    ("skipped", "runtime 'tflite' is not installed on local", "skipped",
+     "runtime 'tflite' is not installed on local"),
+])
+def test_failed_and_skipped_records_carry_their_reason(status: str, error: str | None,
+                                                       expected_status: str,
+                                                       expected_reason: str) -> None:
+    row = evaluate(not_ok_record(status, error), Requirements(), reference_accuracy=0.9)
+    assert row["status"] == expected_status
+    assert row["reasons"] == [expected_reason]
+    for key in ("accuracy", "accuracy_drop", "latency_ms", "throughput_fps", "peak_rss_mb",
+                "load_ms", "runtime_version"):
+        assert row[key] is None
+    # Identity survives, so the report still lists the variant and its size.
+    assert row["variant"] == "tflite-fp32" and row["size_bytes"] == 10_000
+
+
+@pytest.mark.parametrize(("limits", "record", "reference", "reason"), [
+    ({"min_accuracy": 0.95}, {}, 0.9, "accuracy 0.9000 < min_accuracy 0.95"),
+    ({"max_accuracy_drop": 0.01}, {"accuracy": 0.88}, 0.9,
+     "accuracy drop 2.22% vs fp32 reference > max_accuracy_drop 1.00%"),
+    ({"max_latency_p90_ms": 1.5}, {"p90": 2.0}, 0.9, "p90 latency 2.000 ms > max_latency_p90_ms 1.5"),
+    ({"max_size_mb": 0.005}, {"size": 10_000}, 0.9, "size 0.010 MB > max_size_mb 0.005"),
+    ({"max_peak_rss_mb": 40}, {"rss": 50.0}, 0.9, "peak RSS 50.0 MB > max_peak_rss_mb 40.0"),
+], ids=["min_accuracy", "max_accuracy_drop", "max_latency_p90_ms", "max_size_mb",
+        "max_peak_rss_mb"])
+def test_each_requirement_fails_with_its_numbers(limits: dict[str, float], record: dict[str, Any],
+                                                 reference: float, reason: str) -> None:
+    requirements = Requirements(**{"max_accuracy_drop": None, **limits})
+    row = evaluate(ok_record(**record), requirements, reference_accuracy=reference)
+    assert row["status"] == "fail"
+    assert row["reasons"] == [reason]
+    # The measurements are still reported for a failing variant.
+    assert row["latency_ms"]["p90"] == record.get("p90", 2.0)
+
+
+def test_relative_accuracy_drop() -> None:
+    assert relative_drop(0.88, 0.9) == pytest.approx(0.02 / 0.9)
+    assert relative_drop(0.95, 0.9) == 0.0, "a better variant has no drop"
+    assert relative_drop(0.5, 0.0) == 0.0
+    # 2.2% lost fails a 1% limit and passes a 3% limit.
+    record = ok_record(accuracy=0.88)
+    assert evaluate(record, Requirements(max_accuracy_drop=0.01), 0.9)["status"] == "fail"
+    row = evaluate(record, Requirements(max_accuracy_drop=0.03), 0.9)
+    assert row["status"] == "pass"
+    assert row["accuracy_drop"] == pytest.approx(0.0222, abs=1e-4)
+    # Relative, not absolute: 0.02 absolute on a 0.5 reference is a 4% drop.
+    assert evaluate(ok_record(accuracy=0.48), Requirements(max_accuracy_drop=0.03),
+                    0.5)["status"] == "fail"
+
+
+def test_reference_is_taken_on_the_images_the_device_evaluated(tmp_path: Path) -> None:
+    assert reference_on_first([1, 1, 0, 0], 2) == 1.0
+    assert reference_on_first([1, 1, 0, 0], 0) == 0.5, "0 samples = the whole split"
+    assert reference_on_first([1, 1, 0, 0], 99) == 0.5
+    assert reference_on_first([], 0) == 0.0
+    # The fp32 model got the first 10 images all right (and only half overall): a device
+    # at 0.9 on those 10 lost 10%, not nothing.
+    reference = write_reference(tmp_path, [1] * 10 + [0] * 10)
+    record = ok_record(accuracy=0.9)
+    record["harness"]["accuracy_samples"] = 10
+    write_results(tmp_path / "results", {"local": [record]})
+    (tmp_path / "farm.yaml").write_text("devices:\n  local: {}\n", encoding="utf-8")
+    summary = summarise(RequirementParams(max_accuracy_drop=0.05), load_farm(tmp_path / "farm.yaml"),
+                        tmp_path / "results", reference)
+    assert summary["reference_accuracy"] == 0.5
+    [row] = summary["results"]
+    assert row["accuracy_drop"] == pytest.approx(0.1)
+    assert row["status"] == "fail"
+    assert row["reasons"] == ["accuracy drop 10.00% vs fp32 reference > max_accuracy_drop 5.00%"]
+
+
+def test_limits_are_inclusive_and_every_miss_is_listed() -> None:
+    exact = Requirements(min_accuracy=0.9, max_accuracy_drop=0.0, max_latency_p90_ms=2.0,
+                         max_size_mb=10_000 / MB, max_peak_rss_mb=50.0)
+    assert evaluate(ok_record(), exact, 0.9)["status"] == "pass"
+    strict = Requirements(min_accuracy=0.99, max_accuracy_drop=0.01, max_latency_p90_ms=1.0,
+                          max_size_mb=0.001, max_peak_rss_mb=10)
+    row = evaluate(ok_record(), strict, 1.0)
+    assert row["status"] == "fail"
+    assert [reason.split()[0] for reason in row["reasons"]] == ["accuracy", "accuracy", "p90",
+                                                                "size", "peak"]
+    assert "min_accuracy" in row["reasons"][0] and "max_accuracy_drop" in row["reasons"][1]
+
+
+# --------------------------------------------------------------------------- device overrides
+
+
+OVERRIDE_FARM = """\
+devices:
+  slow-board: {threads: 1}
+  fast-board:
+    threads: 1
+    requirements: {max_latency_p90_ms: 1.5}
+  lenient-board:
+    requirements: {max_accuracy_drop: null}
+"""
+
+
+def write_results(results_dir: Path, device_records: dict[str, list[dict[str, Any]]]) -> None:
+    for device, device_rows in device_records.items():
+        for record in device_rows:
+            write_json(results_dir / device / f"{record['variant']}.json", record)
+
+
+def write_reference(folder: Path, test_correct: list[int]) -> Path:
+    """``models/base/reference.json`` as ``train`` writes it."""
+    return write_json(folder / "reference.json", {"test_correct": test_correct})
+
+
+def test_device_overrides_change_the_verdict_for_that_device_only(tmp_path: Path) -> None:
+    (tmp_path / "farm.yaml").write_text(OVERRIDE_FARM, encoding="utf-8")
+    farm = load_farm(tmp_path / "farm.yaml")
+    params = RequirementParams(max_accuracy_drop=0.05, max_latency_p90_ms=10.0)
+    # The override replaces only what it states: the experiment's drop limit stays.
+    fast = effective_requirements(params, farm.devices["fast-board"])
+    assert fast.max_latency_p90_ms == 1.5 and fast.max_accuracy_drop == 0.05
+    lenient = effective_requirements(params, farm.devices["lenient-board"])
+    assert lenient.max_accuracy_drop is None and lenient.max_latency_p90_ms == 10.0
+
+    # Same measurement everywhere: p90 2 ms, 3.3% below a 0.9 reference.
+    write_results(tmp_path / "results", {
+        device: [ok_record(device=device, accuracy=0.87)]
+        for device in ("slow-board", "fast-board", "lenient-board")})
+    reference = write_reference(tmp_path, [1] * 9 + [0])  # 0.9
+    summary = summarise(params, farm, tmp_path / "results", reference)
+    verdicts = {row["device"]: (row["status"], row["reasons"]) for row in summary["results"]}
+    assert verdicts["slow-board"] == ("pass", [])
+    assert verdicts["fast-board"] == ("fail", ["p90 latency 2.000 ms > max_latency_p90_ms 1.5"])
+    assert verdicts["lenient-board"] == ("pass", [])
+    assert summary["requirements"]["fast-board"]["max_latency_p90_ms"] == 1.5
+    assert summary["requirements"]["slow-board"]["max_latency_p90_ms"] == 10.0
+    assert summary["recommendations"] == {"slow-board": "onnx-fp32", "fast-board": None,
+                                          "lenient-board": "onnx-fp32"}
+    assert summary["counts"] == {"pass": 2, "fail": 1, "error": 0, "skipped": 0}
+
+    # A stricter drop limit fails every device but the one that switched it off.
+    strict = RequirementParams(max_accuracy_drop=0.01, max_latency_p90_ms=10.0)
+    statuses = {row["device"]: row["status"]
+                for row in summarise(strict, farm, tmp_path / "results", reference)["results"]}
+    assert statuses == {"slow-board": "fail", "fast-board": "fail", "lenient-board": "pass"}
+
+
+# --------------------------------------------------------------------------- recommend
+
+
+def ranked_rows() -> list[dict[str, Any]]:
+    limits = Requirements(max_accuracy_drop=None, max_size_mb=0.05)
+    records = [
+        ok_record("tflite-fp32", p50=2.0, p90=3.0, accuracy=0.95, size=30_000),
+        ok_record("onnx-fp32", p50=1.0, p90=1.5, accuracy=0.90, size=20_000),
+        ok_record("openvino-fp32", p50=0.5, p90=0.6, accuracy=0.99, size=10 * MB),  # too big
+        not_ok_record("failed", "boom", variant="onnx-int8"),
+        ok_record("tflite-fp32", device="board", size=10 * MB),
+        not_ok_record("skipped", "no runtime", device="board"),
+    ]
+    return [evaluate(record, limits, 0.9) for record in records]
+
+
+def test_recommend_lowest_p50_among_passing_per_device() -> None:
+    rows = ranked_rows()
+    assert [row["status"] for row in rows] == ["pass", "pass", "fail", "error", "fail", "skipped"]
+    assert recommend(rows, "latency_p50_ms") == {"local": "onnx-fp32", "board": None}
+    assert recommend(rows, "latency_p90_ms") == {"local": "onnx-fp32", "board": None}
+
+
+def test_recommend_by_accuracy_and_size() -> None:
+    rows = ranked_rows()
+    assert recommend(rows, "accuracy") == {"local": "tflite-fp32", "board": None}
+    assert recommend(rows, "size_bytes") == {"local": "onnx-fp32", "board": None}
+    assert recommend([], "accuracy") == {}
+
+
+# --------------------------------------------------------------------------- the whole step
+
+
+E2E_FARM = """\
+devices:
+  local: {threads: 1, workdir: dev/local}
+  onnx-only:
+    threads: 1
+    workdir: dev/onnx-only
+    runtimes: [onnxruntime]
+    requirements: {max_latency_p90_ms: 0.000001}
+"""
+
+# Accuracy over the whole test split, so it matches the fp32 reference.
+E2E_BENCHMARK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                                accuracy_samples=0, timeout_seconds=60)
+
+
+def reference_json(tiny_project: Any) -> Path:
+    return tiny_project.layout.base_model / "reference.json"
+
+
+@pytest.fixture(scope="module")
+def selected(tiny_project: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("select")
+    (root / "farm.yaml").write_text(E2E_FARM, encoding="utf-8")
+    farm = load_farm(root / "farm.yaml")
+    for name, device in farm.devices.items():
+        benchmark_device(name, device, E2E_BENCHMARK, tiny_project.layout.variants,
+                         tiny_project.layout.prepared, root / "results" / name)
+    params = tiny_project.params.requirements
+    summary_path = select(params, farm, root / "results", reference_json(tiny_project),
+                          root / "reports", root / "metrics")
+    return {"root": root, "farm": farm, "params": params, "summary_path": summary_path,
+            "summary": read_json(summary_path)}
+
+
+def test_select_summary_rows(tiny_project: Any, selected: dict[str, Any]) -> None:
+    root, summary = selected["root"], selected["summary"]
+    assert selected["summary_path"] == root / "reports" / "summary.json"
+    # The fp32 reference over the whole split is the Keras test accuracy of train.
+    assert summary["reference_accuracy"] == pytest.approx(
+        read_json(tiny_project.layout.train_metrics)["test_accuracy"])
+    assert summary["rank_by"] == "latency_p50_ms"
+    rows = summary["results"]
+    index = {entry["name"]: entry for entry in read_index(tiny_project.layout.variants)}
+    assert sorted((row["device"], row["variant"]) for row in rows) == sorted(
+        (device, name) for device in ("local", "onnx-only") for name in index)
+    for row in rows:
+        assert ROW_KEYS <= set(row)
+        assert row["size_bytes"] == index[row["variant"]]["bytes"]
+        assert row["format"] == index[row["variant"]]["format"]
+        if row["status"] == "skipped":
+            assert row["latency_ms"] is None and row["accuracy"] is None
+            continue
+        assert set(row["latency_ms"]) == {"p50", "p90", "p99", "mean"}
+        record = read_json(root / "results" / row["device"] / f"{row['variant']}.json")
+        assert row["accuracy"] == record["harness"]["accuracy"]
+        assert row["latency_ms"]["p50"] == record["harness"]["latency_ms"]["p50"]
+        assert row["throughput_fps"] > 0 and row["peak_rss_mb"] > 0
+
+    by_key = {(row["device"], row["variant"]): row for row in rows}
+    for name in index:
+        assert by_key[("local", name)]["status"] == "pass", by_key[("local", name)]["reasons"]
+    assert by_key[("onnx-only", "onnx-fp32")]["status"] == "fail"
+    assert by_key[("onnx-only", "onnx-fp32")]["reasons"][0].startswith("p90 latency")
+    assert by_key[("onnx-only", "tflite-fp32")]["status"] == "skipped"
+    assert summary["counts"] == {"pass": 3, "fail": 1, "error": 0, "skipped": 2}
+
+    local_rows = [row for row in rows if row["device"] == "local"]
+    fastest = min(local_rows, key=lambda row: row["latency_ms"]["p50"])["variant"]
+    assert summary["recommendations"] == {"local": fastest, "onnx-only": None}
+    assert summary["requirements"]["onnx-only"]["max_latency_p90_ms"] == 1e-6
+    assert summary["requirements"]["onnx-only"]["max_accuracy_drop"] == 0.05
+
+
+def test_select_report_markdown(selected: dict[str, Any]) -> None:
+    summary = selected["summary"]
+    report = (selected["root"] / "reports" / "report.md").read_text(encoding="utf-8")
+    assert report.startswith("# edgeflow report\n")
+    assert "| " + " | ".join(COLUMNS) + " | reasons |" in report.splitlines()
+    assert f"**{summary['reference_accuracy']:.4f}**" in report
+    table = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table) == 1 + len(summary["results"])
+    for row in summary["results"]:
+        assert f"| {row['device']} | {row['variant']} | {row['status']} |" in report
+    recommended = summary["recommendations"]["local"]
+    assert f"- **local**: `{recommended}` (best passing by latency_p50_ms)" in report
+    assert "- **onnx-only**: no variant meets the requirements" in report
+    assert "Results: 3 pass, 1 fail, 0 error, 2 skipped." in report
+    assert "max_latency_p90_ms=1e-06" in report
+    assert "![accuracy_vs_latency](plots/accuracy_vs_latency.png)" in report
+
+
+@pytest.mark.parametrize("name", ["accuracy_vs_latency.png", "size_per_variant.png"])
+def test_select_plots_are_png(selected: dict[str, Any], name: str) -> None:
+    path = selected["root"] / "reports" / "plots" / name
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert path.stat().st_size > 5_000
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        width, height = image.size
+        assert width >= 600 and height >= 200
+        # Not blank: a rendered plot (text, markers, antialiasing) has many colours.
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colours is None or len(colours) > 10
+
+
+def test_select_points_and_dvc_metrics(selected: dict[str, Any]) -> None:
+    root, summary = selected["root"], selected["summary"]
+    measured = [row for row in summary["results"] if row["latency_ms"]]
+    points = read_json(root / "reports" / "points.json")
+    assert len(points) == len(measured) == 4
+    assert {(p["device"], p["variant"]) for p in points} == {(r["device"], r["variant"])
+                                                             for r in measured}
+    for point in points:
+        assert set(point) == {"device", "variant", "accuracy", "latency_p50_ms", "size_bytes"}
+        assert point["latency_p50_ms"] > 0
+
+    metrics = read_json(root / "metrics" / "benchmark.json")
+    assert set(metrics) == {"local", "onnx-only"}
+    assert set(metrics["local"]) == {"tflite-fp32", "onnx-fp32", "openvino-fp32"}
+    assert set(metrics["onnx-only"]) == {"onnx-fp32"}
+    row = next(r for r in measured if (r["device"], r["variant"]) == ("local", "onnx-fp32"))
+    assert metrics["local"]["onnx-fp32"] == {
+        "accuracy": row["accuracy"], "latency_p50_ms": row["latency_ms"]["p50"],
+        "latency_p90_ms": row["latency_ms"]["p90"], "size_bytes": row["size_bytes"],
+        "throughput_fps": row["throughput_fps"]}
+    assert sorted(p.name for p in (root / "reports").iterdir()) == [
+        "plots", "points.json", "report.md", "summary.json"]
+    # Valid JSON for dvc metrics: no NaN or Infinity.
+    json.loads((root / "metrics" / "benchmark.json").read_text(), parse_constant=pytest.fail)
+
+
+def test_summary_table_lists_every_row(selected: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    console = Console(record=True, width=300, color_system=None)
+    table = summary_table(selected["summary"])
+    assert table.row_count == len(selected["summary"]["results"])
+    console.print(table)
+    text = console.export_text()
+    for row in selected["summary"]["results"]:
+        assert row["variant"] in text
+    assert "skipped" in text and "pass" in text and "fail" in text
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_missing_results_dir_raises_step_error(selected: dict[str, Any], tmp_path: Path,
+                                               tiny_project: Any) -> None:
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "earlier.md").write_text("earlier", encoding="utf-8")
+    # Only the "local" device has results here.
+    write_results(tmp_path / "results", {"local": [ok_record()]})
+    with pytest.raises(StepError, match=r"results/onnx-only is missing: run the benchmark step"):
+        select(selected["params"], selected["farm"], tmp_path / "results",
+               reference_json(tiny_project), reports, tmp_path / "metrics")
+    assert [path.name for path in reports.iterdir()] == ["earlier.md"]
+    assert not (tmp_path / "metrics").exists()
+
+
+def test_missing_reference_raises_step_error(selected: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(StepError, match="reference.json is missing: run the train step first"):
+        select(selected["params"], selected["farm"], selected["root"] / "results",
+               tmp_path / "base" / "reference.json", tmp_path / "reports", tmp_path / "metrics")
+    assert not (tmp_path / "reports").exists()

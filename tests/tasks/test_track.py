@@ -1,0 +1,217 @@
+"""The track step against a real MLflow sqlite store: a lifecycle parent run with one
+nested run per (variant, device), in the project's own ``mlflow/`` folder (or wherever
+``MLFLOW_TRACKING_URI`` points), without leaking the tracking URI or writing ``mlruns``
+into the current folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.benchmark import benchmark_device
+from tasks.config import BenchmarkParams, load_farm
+from tasks.files import read_json
+from tasks.layout import Layout
+from tasks.select import select
+from tasks.track import EXPERIMENT, flatten, track
+
+FARM = """\
+devices:
+  local: {threads: 1, workdir: .edgeflow/devices/local}
+  onnx-only: {threads: 1, workdir: .edgeflow/devices/onnx-only, runtimes: [onnxruntime]}
+"""
+QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                        accuracy_samples=0, timeout_seconds=60)
+CHILD_PARAMS = {"variant", "format", "precision", "source", "device", "runtime",
+                "runtime_version", "threads"}
+OK_METRICS = {"accuracy", "size_bytes", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
+              "latency_mean_ms", "throughput_fps", "peak_rss_mb", "load_ms"}
+
+
+@pytest.fixture(scope="module")
+def benchmarked(tiny_project: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project folder after prepare/train/convert (copied), benchmark and select."""
+    source, root = tiny_project.layout, tmp_path_factory.mktemp("tracked") / "project"
+    layout = Layout(root)
+    shutil.copytree(source.prepared, layout.prepared)
+    shutil.copytree(source.variants, layout.variants)
+    layout.base_model.mkdir(parents=True)
+    shutil.copyfile(source.base_model / "reference.json", layout.base_model / "reference.json")
+    layout.train_metrics.parent.mkdir(parents=True)
+    shutil.copyfile(source.train_metrics, layout.train_metrics)
+    (root / "farm.yaml").write_text(FARM, encoding="utf-8")
+    farm = load_farm(root / "farm.yaml")
+    for name, device in farm.devices.items():
+        benchmark_device(name, device, QUICK, layout.variants, layout.prepared,
+                         layout.device_results(name))
+    select(tiny_project.params.requirements, farm, layout.results,
+           layout.base_model / "reference.json", layout.reports, layout.train_metrics.parent)
+    return root
+
+
+@pytest.fixture()
+def project(benchmarked: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Layout:
+    """A fresh copy of the benchmarked project; the current folder is ``tmp_path``."""
+    root = tmp_path / "project"
+    shutil.copytree(benchmarked, root)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return Layout(root)
+
+
+def params_dump(tiny_project: Any) -> dict[str, Any]:
+    return tiny_project.params.model_dump(mode="json")
+
+
+def client_for(uri: str) -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def all_runs(client: Any, experiment_id: str) -> list[Any]:
+    return client.search_runs([experiment_id], max_results=1000)
+
+
+def test_track_logs_parent_and_nested_runs(tiny_project: Any, project: Layout,
+                                           tmp_path: Path) -> None:
+    record_path = track(params_dump(tiny_project), project, run_name="lifecycle-test")
+    assert record_path == project.tracking_record
+    assert "MLFLOW_TRACKING_URI" not in os.environ, "the tracking URI leaked into the environment"
+    assert list(tmp_path.rglob("mlruns")) == [], "MLflow wrote ./mlruns"
+
+    db = project.root / "mlflow" / "mlflow.db"
+    assert db.is_file()
+    client = client_for(f"sqlite:///{project.root}/mlflow/mlflow.db")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None
+    artifacts_root = (project.root / "mlflow" / "artifacts").resolve()
+    assert experiment.artifact_location == artifacts_root.as_uri()
+
+    runs = all_runs(client, experiment.experiment_id)
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.run_name == "lifecycle-test"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["edgeflow.kind"] == "lifecycle"
+    assert set(parent.data.params) == set(flatten(params_dump(tiny_project)))
+    assert parent.data.params["train.epochs"] == "6"
+    assert parent.data.params["model.architecture"] == "small_cnn"
+    summary = read_json(project.summary)
+    assert parent.data.metrics["reference_accuracy"] == pytest.approx(summary["reference_accuracy"])
+    assert parent.data.metrics["results_pass"] == summary["counts"]["pass"]
+    assert parent.data.metrics["results_skipped"] == summary["counts"]["skipped"] == 2
+    parent_files = {item.path for item in client.list_artifacts(parent.info.run_id, "reports")}
+    assert {"reports/summary.json", "reports/report.md", "reports/plots"} <= parent_files
+
+    children = [run for run in runs if run is not parent]
+    assert all(run.data.tags["mlflow.parentRunId"] == parent.info.run_id for run in children)
+    expected = {(row["variant"], row["device"]) for row in summary["results"]}
+    assert len(expected) == 6
+    by_key = {(run.data.params["variant"], run.data.params["device"]): run for run in children}
+    assert set(by_key) == expected and len(children) == len(expected)
+
+    tracked = read_json(record_path)
+    assert tracked["tracking_uri"] == f"sqlite:///{db.resolve()}"
+    assert tracked["experiment_id"] == experiment.experiment_id
+    assert tracked["parent_run_id"] == parent.info.run_id
+    assert tracked["nested_run_ids"] == {f"{variant}@{device}": run.info.run_id
+                                         for (variant, device), run in by_key.items()}
+
+    variants = {entry["name"]: entry for entry in read_json(project.variants_index)["variants"]}
+    for row in summary["results"]:
+        child = by_key[(row["variant"], row["device"])]
+        record = read_json(project.device_results(row["device"]) / f"{row['variant']}.json")
+        assert child.info.run_name == f"{row['variant']}@{row['device']}"
+        assert set(child.data.params) == CHILD_PARAMS
+        assert child.data.params["format"] == row["format"]
+        assert child.data.params["precision"] == row["precision"]
+        assert child.data.params["source"] == "base"
+        assert child.data.params["runtime"] == row["runtime"]
+        assert child.data.params["threads"] == "1"
+        assert child.data.tags["device.arch"] == record["device_facts"]["arch"]
+        assert child.data.tags["git_commit"] == parent.data.tags["git_commit"]
+        assert child.data.tags["data_hash"] == parent.data.tags["data_hash"]
+        assert len(child.data.tags["data_hash"]) == 16
+        assert child.data.tags["status"] == row["status"]
+        assert child.data.metrics["size_bytes"] == row["size_bytes"]
+        if row["status"] == "skipped":
+            assert child.data.params["runtime_version"] == "n/a"
+            assert set(child.data.metrics) == {"size_bytes"}
+            assert child.data.tags["reasons"] == row["reasons"][0]
+        else:
+            assert OK_METRICS <= set(child.data.metrics)
+            assert child.data.params["runtime_version"] == record["harness"]["runtime"]["version"]
+            assert child.data.metrics["accuracy"] == pytest.approx(row["accuracy"])
+            assert child.data.metrics["latency_p50_ms"] == pytest.approx(row["latency_ms"]["p50"])
+            assert child.data.metrics["latency_p99_ms"] == pytest.approx(row["latency_ms"]["p99"])
+            assert child.data.metrics["throughput_fps"] == pytest.approx(row["throughput_fps"])
+            assert child.data.metrics["load_ms"] == pytest.approx(row["load_ms"])
+            assert child.data.metrics["peak_rss_mb"] > 0
+
+        files = {item.path for item in client.list_artifacts(child.info.run_id, "harness")}
+        assert files == {f"harness/{row['variant']}.json"}
+        model_files = {Path(entry["path"]).name for entry in variants[row["variant"]]["files"]}
+        logged = {item.path for item in client.list_artifacts(child.info.run_id, "artifact")}
+        assert logged == {f"artifact/{name}" for name in model_files}
+        # The artifacts are on disk under the project's mlflow/artifacts, byte for byte.
+        run_dir = artifacts_root / child.info.run_id / "artifacts"
+        assert read_json(run_dir / "harness" / f"{row['variant']}.json") == record
+        for entry in variants[row["variant"]]["files"]:
+            name = Path(entry["path"]).name
+            assert (run_dir / "artifact" / name).read_bytes() == (
+                project.variants / entry["path"]).read_bytes()
+
+
+def test_tracking_uri_from_environment_is_used_and_kept(tiny_project: Any, project: Layout,
+                                                        tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    other_dir = tmp_path / "elsewhere"
+    other_dir.mkdir()
+    other = f"sqlite:///{other_dir}/other.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    tracked = read_json(track(params_dump(tiny_project), project))
+    assert os.environ["MLFLOW_TRACKING_URI"] == other
+    assert tracked["tracking_uri"] == other
+    assert not (project.root / "mlflow").exists(), "the project store was used"
+
+    client = client_for(other)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment.experiment_id == tracked["experiment_id"]
+    runs = all_runs(client, experiment.experiment_id)
+    assert len(runs) == 1 + 6
+    parent = client.get_run(tracked["parent_run_id"])
+    assert parent.data.tags["edgeflow.kind"] == "lifecycle"
+
+
+def test_failing_track_keeps_the_store_and_the_environment(tiny_project: Any,
+                                                          project: Layout) -> None:
+    first = read_json(track(params_dump(tiny_project), project))
+    project.summary.unlink()
+    with pytest.raises(FileNotFoundError, match="summary.json"):
+        track(params_dump(tiny_project), project)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    # The earlier run and its record are untouched; the failed one logged no run.
+    assert read_json(project.tracking_record) == first
+    client = client_for(first["tracking_uri"])
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment.experiment_id == first["experiment_id"]
+    runs = all_runs(client, experiment.experiment_id)
+    assert len(runs) == 1 + 6
+    assert all(run.info.status == "FINISHED" for run in runs)
+
+
+def test_mlflow_tracking_uri_is_restored_after_track(tiny_project: Any, project: Layout) -> None:
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    project.summary.unlink()  # the cheapest way through track(): it fails after connecting
+    with pytest.raises(FileNotFoundError):
+        track(params_dump(tiny_project), project)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert mlflow.get_tracking_uri() == before
