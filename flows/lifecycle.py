@@ -13,23 +13,21 @@ has no variant that meets the requirements; its message says which.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, task
 from prefect.futures import wait
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Completed, Failed, State
 
 from flows.caching import StepContentPolicy, cache_dir, record_run
-from tasks.config import Params
 from tasks.errors import StepError
 from tasks.files import read_json
-from tasks.steps import STEPS, Context, benchmark_one_device
+from tasks.select import verdict
+from tasks.versioning import record_outputs
+from tasks.steps import STEPS, Context, benchmark_one_device, remove_stale_results
 
 
 @dataclass
@@ -57,28 +55,8 @@ def run_step(ctx: Context, step_name: str, device: str | None = None) -> str:
 
 @task
 def record_with_dvc(ctx: Context) -> str:
-    """``dvc commit`` the outputs so ``dvc status`` agrees with this run.
-
-    Only when the run used the DVC project's own ``params.yaml`` and ``farm.yaml``:
-    otherwise dvc.lock would describe params it never read.
-    """
-    root = ctx.layout.root
-    if not (root / "dvc.yaml").is_file() or not (root / ".dvc").is_dir():
-        return "not a DVC project: outputs not recorded"
-    if ctx.params_path != root / "params.yaml" or ctx.farm_path != root / "farm.yaml":
-        return "custom --params/--farm: outputs not recorded in dvc.lock"
-    written = set(yaml.safe_load(ctx.params_path.read_text(encoding="utf-8")) or {})
-    omitted = [section for section in Params.model_fields if section not in written]
-    if omitted:
-        # DVC tracks params by key and refuses a stage whose keys are absent.
-        return (f"params.yaml omits {', '.join(omitted)} (defaults used): outputs not "
-                "recorded in dvc.lock; write every section to track it with DVC")
-    result = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
-                            cwd=root, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        output = (result.stderr + result.stdout).strip()
-        raise RuntimeError(f"dvc commit failed: {output[-500:]}")
-    return "recorded in dvc.lock"
+    """``dvc commit`` this run's outputs (see :func:`tasks.versioning.record_outputs`)."""
+    return record_outputs(ctx)
 
 
 def _step(ctx: Context, name: str, refresh: list[str],
@@ -126,6 +104,7 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
     for label, future in futures.items():
         future.state.result()
         _note(future.state, label, outcome)
+    remove_stale_results(ctx)
 
     for name in ("select", "track"):
         step_task, label = _step(ctx, name, refresh)
@@ -135,21 +114,12 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
     outcome.dvc = record_with_dvc(ctx)
 
     summary = read_json(ctx.layout.summary)
+    judged = verdict(summary)
     outcome.summary_path = str(ctx.layout.summary)
     outcome.counts = summary["counts"]
-    outcome.problems = [f"{row['variant']}@{row['device']}: {row['status']}: {'; '.join(row['reasons'])}"
-                        for row in summary["results"] if row["status"] != "pass"]
-    no_choice = [device for device, variant in summary["recommendations"].items() if variant is None]
-    counts = outcome.counts
-    message = (f"{counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
-               f"{counts['skipped']} skipped")
-    if outcome.problems:
-        message += " | " + " | ".join(outcome.problems)
-    if counts["error"] or no_choice:
-        if no_choice:
-            message += f" | no variant meets the requirements on: {', '.join(no_choice)}"
-        return Failed(message=message, data=asdict(outcome))
-    return Completed(message=message, data=asdict(outcome))
+    outcome.problems = list(judged.problems)
+    state = Completed if judged.ok else Failed
+    return state(message=judged.message, data=asdict(outcome))
 
 
 def run_lifecycle(params_path: Path, farm_path: Path,

@@ -130,6 +130,28 @@ def recommend(rows: list[dict[str, Any]], rank_by: str) -> dict[str, str | None]
     return best
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """A run's outcome: ``ok`` unless a result errored or a device has no passing
+    variant; ``message`` names every result that did not pass, and why."""
+
+    ok: bool
+    message: str
+    problems: tuple[str, ...]
+
+
+def verdict(summary: dict[str, Any]) -> Verdict:
+    counts = summary["counts"]
+    problems = tuple(f"{row['variant']}@{row['device']}: {row['status']}: {'; '.join(row['reasons'])}"
+                     for row in summary["results"] if row["status"] != "pass")
+    unserved = [device for device, variant in summary["recommendations"].items() if variant is None]
+    message = " | ".join([f"{counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
+                          f"{counts['skipped']} skipped", *problems])
+    if unserved:
+        message += f" | no variant meets the requirements on: {', '.join(unserved)}"
+    return Verdict(ok=not counts["error"] and not unserved, message=message, problems=problems)
+
+
 def collect_results(results_dir: Path, devices: list[str]) -> list[dict[str, Any]]:
     records = []
     for device in devices:

@@ -92,14 +92,19 @@ def benchmark_one_device(ctx: Context, device_name: str) -> Any:
                             ctx.layout.device_results(device_name))
 
 
-def _benchmark(ctx: Context) -> Any:
+def remove_stale_results(ctx: Context) -> None:
+    """Drop results of devices no longer in the farm: DVC versions ``results/`` whole."""
     import shutil
 
+    if ctx.layout.results.is_dir():
+        for stale in ctx.layout.results.iterdir():
+            if stale.is_dir() and stale.name not in ctx.farm.devices:
+                shutil.rmtree(stale)
+
+
+def _benchmark(ctx: Context) -> Any:
     runs = [benchmark_one_device(ctx, name) for name in ctx.farm.devices]
-    # Results of devices no longer in the farm would be read as current ones.
-    for stale in ctx.layout.results.iterdir():
-        if stale.is_dir() and stale.name not in ctx.farm.devices:
-            shutil.rmtree(stale)
+    remove_stale_results(ctx)
     return runs
 
 

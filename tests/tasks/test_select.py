@@ -417,3 +417,21 @@ def test_missing_reference_raises_step_error(selected: dict[str, Any], tmp_path:
         select(selected["params"], selected["farm"], selected["root"] / "results",
                tmp_path / "base" / "reference.json", tmp_path / "reports", tmp_path / "metrics")
     assert not (tmp_path / "reports").exists()
+
+
+def test_verdict_fails_on_errors_or_unserved_devices_and_names_each_problem() -> None:
+    from tasks.select import verdict
+
+    def summary(statuses: dict[str, str], recommendations: dict[str, str | None]) -> dict:
+        rows = [{"variant": v, "device": "pi", "status": s, "reasons": [f"why {v}"]}
+                for v, s in statuses.items()]
+        counts = {k: sum(r["status"] == k for r in rows) for k in ("pass", "fail", "error", "skipped")}
+        return {"counts": counts, "results": rows, "recommendations": recommendations}
+
+    clean = verdict(summary({"a": "pass", "b": "fail"}, {"pi": "a"}))
+    assert clean.ok and clean.problems == ("b@pi: fail: why b",)
+    assert clean.message.startswith("1 pass, 1 fail, 0 error, 0 skipped")
+    errored = verdict(summary({"a": "pass", "b": "error"}, {"pi": "a"}))
+    assert not errored.ok and "b@pi: error: why b" in errored.message
+    unserved = verdict(summary({"a": "fail"}, {"pi": None}))
+    assert not unserved.ok and "no variant meets the requirements on: pi" in unserved.message
