@@ -71,6 +71,10 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
         console.print(f"cached:   {', '.join(outcome.cached)}")
     console.print(f"dvc: {outcome.dvc}")
     console.print(f"report: {Path(outcome.summary_path).with_name('report.md')}")
+    if summary["counts"]["skipped"]:
+        console.print(f"{summary['counts']['skipped']} skipped results (a device that cannot run "
+                      "a runtime, a tool missing here) are listed with reasons in report.md; "
+                      "`edgeflow report --all` shows them")
     console.print(f"flow state: {state.name}: {state.message}")
     raise typer.Exit(0 if state.is_completed() else 1)
 
@@ -91,7 +95,9 @@ def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")
 
 
 @app.command()
-def report(params: ParamsOption = Path("params.yaml")) -> None:
+def report(params: ParamsOption = Path("params.yaml"),
+           show_all: Annotated[bool, typer.Option("--all", help="include skipped results")] = False,
+           ) -> None:
     """Print the results table and recommendations of the last run."""
     from tasks.files import read_json
     from tasks.layout import Layout
@@ -105,7 +111,7 @@ def report(params: ParamsOption = Path("params.yaml")) -> None:
         return read_json(layout.summary)
 
     summary = _guarded(load)
-    console.print(summary_table(summary))
+    console.print(summary_table(summary, include_skipped=show_all))
     for line in recommendation_lines(summary):
         console.print(line.replace("**", "").replace("`", ""))
     console.print(f"report: {layout.reports / 'report.md'}")

@@ -1,6 +1,6 @@
 """The edge lifecycle as a Prefect flow: wiring only, the work lives in ``tasks/``.
 
-    prepare -> train -> convert -> benchmark (one task per device, in parallel)
+    prepare -> train -> optimize -> convert -> benchmark (one task per device, in parallel)
             -> select -> track -> record outputs with DVC
 
 Every step is a Prefect task cached by :mod:`flows.caching`: a second run with nothing
@@ -12,6 +12,7 @@ has no variant that meets the requirements; its message says which.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Completed, Failed, State
 
 from flows.caching import StepContentPolicy, cache_dir, record_run
-from tasks.errors import StepError
+from tasks.errors import EdgeflowError, StepError
 from tasks.files import read_json
 from tasks.select import verdict
 from tasks.versioning import record_outputs
@@ -90,7 +91,7 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
     ctx = Context.load(Path(params_path), Path(farm_path))
     refresh = _known_steps(refresh)
     outcome = LifecycleOutcome()
-    for name in ("prepare", "train", "convert"):
+    for name in ("prepare", "train", "optimize", "convert"):
         step_task, label = _step(ctx, name, refresh)
         state = step_task(ctx, name, return_state=True)
         state.result()  # re-raises the step's own error
@@ -122,12 +123,24 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
     return state(message=judged.message, data=asdict(outcome))
 
 
+class _NoTracebackForInputErrors(logging.Filter):
+    """Prefect logs a failed task with its traceback; for an error caused by input (a
+    bad folder, an artifact that disagrees) the one-line message is the whole story."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], EdgeflowError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def run_lifecycle(params_path: Path, farm_path: Path,
                   refresh: list[str] | None = None) -> tuple[State, LifecycleOutcome]:
     """Run the flow with this experiment's own Prefect result store."""
     ctx = Context.load(params_path, farm_path)  # config errors surface before Prefect starts
     refresh = _known_steps(refresh)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_NoTracebackForInputErrors())
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: cache_dir(ctx) / "results"}):
         state = lifecycle(str(ctx.params_path), str(ctx.farm_path), refresh,
                           return_state=True)

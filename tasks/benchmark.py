@@ -24,7 +24,7 @@ from typing import Any
 from invoke.exceptions import CommandTimedOut
 
 from tasks import harness
-from tasks.config import BenchmarkParams, LocalDevice
+from tasks.config import BenchmarkParams, LocalDevice, McuDevice
 from tasks.convert import read_index
 from tasks.devices import Connection, connect, device_python, quote_command
 from tasks.files import atomic_output_dir, write_json
@@ -153,6 +153,8 @@ def _run_or_skip(connection: Connection, python: str, remote_harness: str, run_d
                  device_name: str, params: BenchmarkParams, staging: Path,
                  facts: dict[str, Any]) -> dict[str, Any]:
     runtime = variant["runtime"]
+    if variant.get("status", "ok") != "ok":
+        return not_produced(variant)
     if runtime not in facts.get("runtimes", {}):
         return {"status": "skipped", "error": f"runtime {runtime!r} is not installed on {device_name}"}
     if device.runtimes is not None and runtime not in device.runtimes:
@@ -162,10 +164,54 @@ def _run_or_skip(connection: Connection, python: str, remote_harness: str, run_d
                         device, params, staging)
 
 
-def benchmark_device(device_name: str, device: LocalDevice, params: BenchmarkParams,
+def not_produced(variant: dict[str, Any]) -> dict[str, Any]:
+    """The result of a variant convert did not produce (skipped) or refused (rejected)."""
+    return {"status": variant["status"], "error": f"{variant['status']} by convert: {variant['reason']}"}
+
+
+def identity(variant: dict[str, Any], device_name: str) -> dict[str, Any]:
+    """The fields every result record starts with."""
+    return {"variant": variant["name"], "device": device_name, "format": variant["format"],
+            "precision": variant["precision"], "source": variant["source"],
+            "runtime": variant["runtime"], "size_bytes": variant.get("bytes"),
+            "sha256": variant.get("sha256")}
+
+
+def check_mcu_fit(device_name: str, device: McuDevice, variants_dir: Path,
+                  out_dir: Path) -> DeviceRun:
+    """An MCU has no shell: its ``tflm`` variants are checked against flash and RAM
+    budgets (capacity minus margin); accuracy is the host TFLite Micro interpreter's,
+    measured by convert on the whole test split. Other runtimes are skipped."""
+    flash_budget = int(device.flash_kb * 1024 * (1 - device.flash_margin))
+    ram_budget = int(device.ram_kb * 1024 * (1 - device.ram_margin))
+    with atomic_output_dir(out_dir) as staging:
+        paths = []
+        for variant in read_index(variants_dir):
+            record: dict[str, Any] = {**identity(variant, device_name), "threads": None,
+                                      "device_facts": {"class": "mcu", **device.tags}}
+            if variant.get("status", "ok") != "ok":
+                record.update(not_produced(variant))
+            elif variant["runtime"] != "tflm":
+                record.update(status="skipped", error=f"{device_name} is a microcontroller: it "
+                              "runs TensorFlow Lite Micro (tflm) variants only")
+            else:
+                details = variant["details"]
+                record.update(status="ok", error=None, mcu={
+                    "model_bytes": details["model_bytes"], "arena_bytes": details["arena_bytes"],
+                    "flash_bytes": device.flash_kb * 1024, "ram_bytes": device.ram_kb * 1024,
+                    "flash_budget_bytes": flash_budget, "ram_budget_bytes": ram_budget,
+                    "accuracy": variant["accuracy"], "accuracy_samples": variant["check"]["samples"],
+                    "ops": details.get("ops", [])})
+            paths.append(write_json(staging / f"{variant['name']}.json", record))
+    return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), {})
+
+
+def benchmark_device(device_name: str, device: LocalDevice | McuDevice, params: BenchmarkParams,
                      variants_dir: Path, prepared: Path, out_dir: Path,
                      connect_to: Callable[[LocalDevice], Connection] = connect) -> DeviceRun:
     """Benchmark every variant on one device, one after another."""
+    if isinstance(device, McuDevice):
+        return check_mcu_fit(device_name, device, variants_dir, out_dir)
     variants = read_index(variants_dir)
     test_data = prepared / "test.npz"
     python = device_python(device)
@@ -188,12 +234,8 @@ def benchmark_device(device_name: str, device: LocalDevice, params: BenchmarkPar
                                         variants_dir, device, device_name, params, staging, facts)
                            if device_error is None else {"status": "failed", "error": device_error})
                 records.append((variant["name"], {
-                    "variant": variant["name"], "device": device_name,
-                    "format": variant["format"], "precision": variant["precision"],
-                    "source": variant["source"], "runtime": variant["runtime"],
-                    "size_bytes": variant["bytes"], "sha256": variant["sha256"],
-                    "threads": device.threads, "device_facts": facts.get("host", {}),
-                    **outcome}))
+                    **identity(variant, device_name), "threads": device.threads,
+                    "device_facts": facts.get("host", {}), **outcome}))
         finally:
             try:
                 connection.run(quote_command(["rm", "-rf", run_dir]))

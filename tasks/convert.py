@@ -8,12 +8,17 @@ its format, precision, source model, files with bytes and sha256, runtime, input
 spec (with quantisation parameters), and the check result (argmax agreement with
 Keras, max abs logit difference, accuracy on the checked images).
 
-A variant that disagrees with the model beyond the tolerances fails the whole step with
-the numbers; nothing is written then, and earlier variants stay as they were.
+An fp32/fp16 variant that disagrees with its model beyond the tolerances is a converter
+fault: it fails the whole step with the numbers; nothing is written then, and earlier
+variants stay as they were. A quantised variant below ``min_agreement_quantized`` is
+kept in the index as ``rejected`` with its numbers (quantisation may cost accuracy) and
+is not benchmarked; an exporter that cannot run here marks its variant ``skipped``.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +26,18 @@ from typing import Any
 import numpy as np
 
 from tasks import harness
-from tasks.config import ConvertParams
+from tasks.accuracy import reference_on_first, relative_drop
+from tasks.config import ConvertParams, QuantizationParams
 from tasks.errors import ConversionError, StepError
 from tasks.files import atomic_output_dir, read_json, sha256_file, write_json
-from tasks.formats import FORMATS, Exported, SourceModel
+from tasks.formats import FORMATS, Exported, ExportRequest, Skipped, SourceModel
+from tasks.model_stats import gzip_size
 from tasks.prepare import load_split
 
-FLOAT_PRECISIONS = {"fp32"}
+# Float precisions must agree with Keras like fp32 does (argmax); only fp32 is held to
+# the logit tolerance: fp16 weights move logits slightly by design.
+FLOAT_PRECISIONS = {"fp32", "fp16"}
+EXACT_PRECISIONS = {"fp32"}
 
 
 @dataclass(frozen=True)
@@ -58,16 +68,18 @@ def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: 
                   reference_logits: np.ndarray, precision: str,
                   params: ConvertParams) -> CheckResult:
     """Run the artifact in its runtime (the harness's own loader) and compare with Keras."""
-    runner = harness.load_runner(runtime, str(exported.main_file), threads=1)
+    runner = harness.load_runner(exported.check_runtime or runtime,
+                                 str(exported.check_file or exported.main_file), threads=1)
     logits = harness.predict(runner, images, exported.spec)
     predicted, expected = np.argmax(logits, axis=1), np.argmax(reference_logits, axis=1)
     agreement = float(np.mean(predicted == expected))
     max_diff = float(np.max(np.abs(logits - reference_logits)))
     failures = []
-    if agreement < params.min_agreement:
-        failures.append(f"argmax agreement {agreement:.4f} < {params.min_agreement}")
+    floor = params.min_agreement if precision in FLOAT_PRECISIONS else params.min_agreement_quantized
+    if agreement < floor:
+        failures.append(f"argmax agreement {agreement:.4f} < {floor}")
     # Quantised variants legitimately move logits; only float ones must match closely.
-    if precision in FLOAT_PRECISIONS and max_diff > params.max_abs_logit_diff:
+    if precision in EXACT_PRECISIONS and max_diff > params.max_abs_logit_diff:
         failures.append(f"max |logit diff| {max_diff:.3g} > {params.max_abs_logit_diff}")
     return CheckResult(
         samples=int(len(images)), agreement=agreement, max_abs_logit_diff=max_diff,
@@ -81,59 +93,110 @@ def _file_entries(exported: Exported, variants_dir: Path) -> list[dict[str, Any]
              "sha256": sha256_file(path)} for path in exported.files]
 
 
-def convert(formats: dict[str, list[str]], params: ConvertParams, model_dir: Path,
-            prepared: Path, out_dir: Path) -> Path:
-    """Export and check every variant; returns the path of ``index.json``."""
+@dataclass(frozen=True)
+class ConvertInputs:
+    """The files the step reads: the base model, the pruned models (optional) and the
+    prepared data."""
+
+    model_dir: Path
+    pruned_dir: Path | None
+    prepared: Path
+
+
+def list_sources(inputs: ConvertInputs) -> list[SourceModel]:
+    """The base model, then every model the optimize step wrote (``index.json`` order)."""
+    sources = [load_source(inputs.model_dir, inputs.prepared)]
+    index = inputs.pruned_dir / "index.json" if inputs.pruned_dir else None
+    if index is not None and index.is_file():
+        for entry in read_json(index)["sources"]:
+            sources.append(load_source(inputs.pruned_dir / entry["name"], inputs.prepared,
+                                       entry["name"]))
+    return sources
+
+
+def _reference_accuracy(model_dir: Path, samples: int) -> float:
+    return reference_on_first(read_json(model_dir / "reference.json")["test_correct"], samples)
+
+
+def convert(formats: dict[str, list[str]], params: ConvertParams,
+            quantization: QuantizationParams, max_accuracy_drop: float | None,
+            inputs: ConvertInputs, out_dir: Path) -> Path:
+    """Export and check every (source, format, precision); returns ``index.json``'s path."""
     import keras
 
-    source = load_source(model_dir, prepared)
-    x_test, y_test = load_split(prepared, "test")
-    x_calib, _ = load_split(prepared, "calib")
+    x_test, y_test = load_split(inputs.prepared, "test")
+    x_calib, _ = load_split(inputs.prepared, "calib")
+    validation = load_split(inputs.prepared, "val")
     if params.check_samples:
         x_test, y_test = x_test[:params.check_samples], y_test[:params.check_samples]
-    model = keras.models.load_model(source.keras_path, compile=False)
-    reference_logits = np.asarray(model.predict(x_test, verbose=0), dtype=np.float32)
+    base_accuracy = _reference_accuracy(inputs.model_dir, len(y_test))
 
     variants: list[dict[str, Any]] = []
     disagreements: list[str] = []
-    with atomic_output_dir(out_dir) as staging:
-        for format_name, precisions in formats.items():
-            fmt = FORMATS[format_name]
-            for precision in precisions:
-                name = variant_name(source.name, fmt.name, precision)
-                target = staging / name
-                target.mkdir()
-                try:
-                    exported = fmt.export(source, precision, target, x_calib)
-                    check = check_variant(exported, fmt.runtime, x_test, y_test,
-                                          reference_logits, precision, params)
-                except Exception as error:  # noqa: BLE001 - reported with the variant name
-                    raise ConversionError(f"convert: {name}: export failed: "
-                                          f"{type(error).__name__}: {error}") from error
-                if not check.passed:
-                    disagreements.append(f"{name}: {'; '.join(check.failures)}")
-                files = _file_entries(exported, staging)
-                variants.append({
-                    "name": name, "format": fmt.name, "precision": precision,
-                    "source": source.name, "runtime": fmt.runtime,
-                    "file": exported.main_file.relative_to(staging).as_posix(),
-                    "files": files, "bytes": sum(entry["bytes"] for entry in files),
-                    "sha256": files[0]["sha256"], "spec": exported.spec,
-                    "check": asdict(check),
-                })
+    sources = list_sources(inputs)
+    with atomic_output_dir(out_dir) as staging, tempfile.TemporaryDirectory() as scratch_root:
+        for source in sources:
+            scratch = Path(scratch_root) / source.name
+            scratch.mkdir()
+            model = keras.models.load_model(source.keras_path, compile=False)
+            reference_logits = np.asarray(model.predict(x_test, verbose=0), dtype=np.float32)
+            for format_name, precisions in formats.items():
+                fmt = FORMATS[format_name]
+                for precision in precisions:
+                    name = variant_name(source.name, fmt.name, precision)
+                    target = staging / name
+                    target.mkdir()
+                    request = ExportRequest(source, precision, target, x_calib, quantization,
+                                            validation, max_accuracy_drop or 0.01, scratch)
+                    identity = {"name": name, "format": fmt.name, "precision": precision,
+                                "source": source.name, "runtime": fmt.runtime}
+                    try:
+                        exported = fmt.export(request)
+                        check = check_variant(exported, fmt.runtime, x_test, y_test,
+                                              reference_logits, precision, params)
+                    except Skipped as skip:
+                        shutil.rmtree(target)
+                        variants.append({**identity, "status": "skipped", "reason": str(skip)})
+                        continue
+                    except Exception as error:  # noqa: BLE001 - reported with the variant name
+                        raise ConversionError(f"convert: {name}: export failed: "
+                                              f"{type(error).__name__}: {error}") from error
+                    status, reason = "ok", None
+                    if not check.passed and precision in FLOAT_PRECISIONS:
+                        disagreements.append(f"{name}: {'; '.join(check.failures)}")
+                    elif not check.passed:
+                        # Quantisation may legitimately cost accuracy: the variant stays in
+                        # the index and the report, rejected with its numbers, unbenchmarked.
+                        status, reason = "rejected", "; ".join(check.failures)
+                    files = _file_entries(exported, staging)
+                    variants.append({
+                        **identity, "status": status, "reason": reason,
+                        "file": exported.main_file.relative_to(staging).as_posix(),
+                        "files": files, "bytes": sum(entry["bytes"] for entry in files),
+                        "gzip_bytes": sum(gzip_size(staging / entry["path"]) for entry in files),
+                        "extras": [path.relative_to(staging).as_posix() for path in exported.extras],
+                        "sha256": files[0]["sha256"], "spec": exported.spec,
+                        "accuracy": check.accuracy,
+                        "accuracy_drop": relative_drop(check.accuracy, base_accuracy),
+                        "details": exported.details,
+                        "check": asdict(check),
+                    })
         if disagreements:
-            raise ConversionError("convert: artifacts disagree with the Keras model: "
+            raise ConversionError("convert: artifacts disagree with their Keras model: "
                                   + " | ".join(disagreements))
         write_json(staging / "index.json", {
-            "sources": {source.name: {"keras": source.keras_path.name,
-                                      "input_shape": list(source.input_shape)}},
+            "reference_accuracy": base_accuracy,
+            "sources": {source.name: {"keras": str(source.keras_path.relative_to(source.keras_path.parents[1])),
+                                      "input_shape": list(source.input_shape)}
+                        for source in sources},
             "variants": variants,
         })
     return out_dir / "index.json"
 
 
 def read_index(variants_dir: Path) -> list[dict[str, Any]]:
-    """The variants listed in ``index.json`` (raises StepError when it is missing)."""
+    """Every variant listed in ``index.json``, produced (``status: ok``) or skipped
+    (with its ``reason``); raises StepError when the index is missing."""
     path = variants_dir / "index.json"
     if not path.is_file():
         raise StepError(f"{path} is missing: run the convert step first")

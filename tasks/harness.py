@@ -84,6 +84,44 @@ def _load_tflite(artifact: str, threads: int, options: dict[str, Any]) -> Runner
     return Runner(infer, name, _package_version(name, module))
 
 
+def _load_tflm(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
+    # The real TensorFlow Lite Micro interpreter, built for the host: what an MCU runs,
+    # op for op, so its accuracy is the MCU's accuracy (its latency is the host's).
+    from tflite_micro.python.tflite_micro import runtime as tflm
+
+    with open(artifact, "rb") as handle:
+        model = handle.read()
+    arena = options.get("arena_bytes")
+    interpreter = tflm.Interpreter.from_bytes(model, arena_size=int(arena) if arena else None)
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        interpreter.set_input(x, 0)
+        interpreter.invoke()
+        return interpreter.get_output(0)
+
+    return Runner(infer, "tflite-micro", _package_version("tflite-micro", tflm))
+
+
+def _load_edgetpu(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
+    # An Edge-TPU-compiled model runs in the TFLite interpreter with Coral's delegate.
+    try:
+        from ai_edge_litert import interpreter as module
+    except ImportError:
+        from tflite_runtime import interpreter as module  # type: ignore[no-redef]
+    delegate = module.load_delegate(EDGETPU_LIBRARY)
+    interpreter = module.Interpreter(model_path=artifact, experimental_delegates=[delegate])
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(input_index, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(output_index)
+
+    return Runner(infer, "edgetpu", _package_version("ai-edge-litert", module))
+
+
 def _load_onnxruntime(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
     import onnxruntime as ort
 
@@ -125,12 +163,19 @@ RUNTIME_MODULES: dict[str, tuple[str, ...]] = {
     "tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow"),
     "onnxruntime": ("onnxruntime",),
     "openvino": ("openvino",),
+    "tflm": ("tflite_micro",),
+    "edgetpu": ("ai_edge_litert", "tflite_runtime"),
 }
+# Runtimes that also need a native library (Coral's Edge TPU delegate).
+RUNTIME_LIBRARIES: dict[str, str] = {"edgetpu": "edgetpu"}
+EDGETPU_LIBRARY = "libedgetpu.so.1"
 
 RUNTIMES: dict[str, Callable[[str, int, dict[str, Any]], Runner]] = {
     "tflite": _load_tflite,
     "onnxruntime": _load_onnxruntime,
     "openvino": _load_openvino,
+    "tflm": _load_tflm,
+    "edgetpu": _load_edgetpu,
 }
 
 
@@ -208,10 +253,14 @@ def host_facts() -> dict[str, Any]:
 
 def probe() -> dict[str, Any]:
     """Host facts and the runtimes importable here (found, not imported: cheap)."""
+    from ctypes.util import find_library
     from importlib.util import find_spec
 
     available = {runtime: next((module for module in modules if find_spec(module)), None)
                  for runtime, modules in RUNTIME_MODULES.items()}
+    for runtime, library in RUNTIME_LIBRARIES.items():
+        if available.get(runtime) and not find_library(library):
+            available[runtime] = None
     return {"protocol": PROTOCOL_VERSION, "host": host_facts(),
             "runtimes": {name: module for name, module in available.items() if module}}
 
@@ -238,7 +287,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with np.load(args.data, allow_pickle=False) as data:
         images, labels = data["x"], data["y"]
     rss_before_load = _peak_rss_mb()
-    options = {"providers": args.providers, "openvino_device": args.openvino_device}
+    options = {"providers": args.providers, "openvino_device": args.openvino_device,
+               "arena_bytes": spec.get("arena_bytes")}
 
     start = time.perf_counter()
     runner = load_runner(args.runtime, args.artifact, args.threads, options)

@@ -20,6 +20,10 @@ class Layout:
         return self.root / "models" / "base"
 
     @property
+    def pruned(self) -> Path:
+        return self.root / "models" / "pruned"
+
+    @property
     def variants(self) -> Path:
         return self.root / "models" / "variants"
 

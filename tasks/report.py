@@ -44,11 +44,11 @@ def render_markdown(summary: dict[str, Any], plots: list[str]) -> str:
         f"{counts['skipped']} skipped.", "",
         "## Recommendation per device", "", *recommendation_lines(summary), "",
         "## Results", "",
-        "| " + " | ".join(COLUMNS) + " | reasons |",
+        "| " + " | ".join(COLUMNS) + " | reasons / notes |",
         "|" + "---|" * (len(COLUMNS) + 1),
     ]
     for row in summary["results"]:
-        reasons = "; ".join(row["reasons"]).replace("|", "\\|") or "—"
+        reasons = "; ".join(row["reasons"] + row.get("notes", [])).replace("|", "\\|") or "—"
         lines.append("| " + " | ".join(row_cells(row)) + f" | {reasons} |")
     lines += ["", "Latency is batch 1, per inference, measured by the same harness protocol "
               "on every runtime; drop is relative to the fp32 reference.", "",
@@ -112,8 +112,9 @@ def write_report(summary: dict[str, Any], reports_dir: Path) -> Path:
     return target
 
 
-def summary_table(summary: dict[str, Any]) -> Any:
-    """A rich Table of every result, for the terminal."""
+def summary_table(summary: dict[str, Any], include_skipped: bool = False) -> Any:
+    """A rich Table of the results, for the terminal (skipped rows only on request:
+    report.md always has them all)."""
     from rich.table import Table
 
     styles = {"pass": "green", "fail": "yellow", "error": "red", "skipped": "dim"}
@@ -121,9 +122,11 @@ def summary_table(summary: dict[str, Any]) -> Any:
                         f"{summary['reference_accuracy']:.4f})")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in {"device", "variant", "status"} else "right")
-    table.add_column("reasons")
+    table.add_column("reasons / notes")
     for row in summary["results"]:
+        if row["status"] == "skipped" and not include_skipped:
+            continue
         cells = row_cells(row)
         cells[2] = f"[{styles[row['status']]}]{cells[2]}[/]"
-        table.add_row(*cells, "; ".join(row["reasons"]))
+        table.add_row(*cells, "; ".join(row["reasons"] + row.get("notes", [])))
     return table

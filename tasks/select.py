@@ -9,7 +9,8 @@ Reads params ``requirements``, device overrides from ``farm.yaml``, ``results/``
 
 Statuses: ``pass`` (meets every requirement), ``fail`` (misses one; reasons say which,
 by how much), ``error`` (the harness or the device failed; the reason says why) and
-``skipped`` (the device cannot run that runtime).
+``skipped`` (the device cannot run that runtime, or the variant could not be produced
+here). A quantised variant that convert rejected (too far from its model) is ``fail``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.accuracy import reference_on_first, relative_drop
 from tasks.config import Farm, RequirementParams, Requirements, effective_requirements
 from tasks.errors import StepError
 from tasks.files import atomic_output_dir, read_json, write_json
@@ -28,13 +30,15 @@ MB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Measured:
-    """The numbers one requirement check looks at."""
+    """The numbers one requirement check looks at; None where the device could not
+    measure it (an MCU has no latency without its board)."""
 
     accuracy: float
     accuracy_drop: float
-    latency_p90_ms: float
     size_bytes: int
-    peak_rss_mb: float
+    latency_p90_ms: float | None = None
+    peak_rss_mb: float | None = None
+    mcu: dict[str, Any] | None = None
 
 
 Check = Callable[[Requirements, Measured], str | None]
@@ -54,7 +58,8 @@ def _max_accuracy_drop(req: Requirements, m: Measured) -> str | None:
 
 
 def _max_latency(req: Requirements, m: Measured) -> str | None:
-    if req.max_latency_p90_ms is not None and m.latency_p90_ms > req.max_latency_p90_ms:
+    if (req.max_latency_p90_ms is not None and m.latency_p90_ms is not None
+            and m.latency_p90_ms > req.max_latency_p90_ms):
         return f"p90 latency {m.latency_p90_ms:.3f} ms > max_latency_p90_ms {req.max_latency_p90_ms}"
     return None
 
@@ -66,24 +71,60 @@ def _max_size(req: Requirements, m: Measured) -> str | None:
 
 
 def _max_memory(req: Requirements, m: Measured) -> str | None:
-    if req.max_peak_rss_mb is not None and m.peak_rss_mb > req.max_peak_rss_mb:
+    if (req.max_peak_rss_mb is not None and m.peak_rss_mb is not None
+            and m.peak_rss_mb > req.max_peak_rss_mb):
         return f"peak RSS {m.peak_rss_mb:.1f} MB > max_peak_rss_mb {req.max_peak_rss_mb}"
     return None
 
 
+def _fits_flash(req: Requirements, m: Measured) -> str | None:
+    if m.mcu and m.mcu["model_bytes"] > m.mcu["flash_budget_bytes"]:
+        return (f"model {m.mcu['model_bytes'] / 1024:.1f} KB > flash budget "
+                f"{m.mcu['flash_budget_bytes'] / 1024:.1f} KB")
+    return None
+
+
+def _fits_ram(req: Requirements, m: Measured) -> str | None:
+    if m.mcu and m.mcu["arena_bytes"] > m.mcu["ram_budget_bytes"]:
+        return (f"tensor arena {m.mcu['arena_bytes'] / 1024:.1f} KB > RAM budget "
+                f"{m.mcu['ram_budget_bytes'] / 1024:.1f} KB")
+    return None
+
+
 CHECKS: tuple[Check, ...] = (_min_accuracy, _max_accuracy_drop, _max_latency, _max_size,
-                             _max_memory)
+                             _max_memory, _fits_flash, _fits_ram)
+
+EMPTY_MEASURES = {"accuracy": None, "accuracy_drop": None, "latency_ms": None,
+                  "throughput_fps": None, "peak_rss_mb": None, "load_ms": None,
+                  "runtime_version": None, "mcu": None, "notes": []}
 
 
-def relative_drop(accuracy: float, reference: float) -> float:
-    """Accuracy lost relative to the reference (0.01 = 1% of the reference lost)."""
-    return max(0.0, (reference - accuracy) / reference) if reference > 0 else 0.0
-
-
-def reference_on_first(test_correct: list[int], samples: int) -> float:
-    """The fp32 reference accuracy on the first ``samples`` test images (0 = all)."""
-    subset = test_correct[:samples] if samples else test_correct
-    return sum(subset) / len(subset) if subset else 0.0
+def _measures(record: dict[str, Any], reference_accuracy: float) -> tuple[Measured, dict[str, Any]]:
+    """What was measured, as requirement inputs and as summary columns."""
+    size = int(record["size_bytes"])
+    mcu = record.get("mcu")
+    if mcu:
+        accuracy = float(mcu["accuracy"])
+        measured = Measured(accuracy, relative_drop(accuracy, reference_accuracy), size, mcu=mcu)
+        notes = [f"fits check: model {mcu['model_bytes'] / 1024:.1f} of "
+                 f"{mcu['flash_budget_bytes'] / 1024:.0f} KB flash budget, arena "
+                 f"{mcu['arena_bytes'] / 1024:.1f} of {mcu['ram_budget_bytes'] / 1024:.0f} KB "
+                 "RAM budget; accuracy from TFLite Micro on the host; latency needs the board"]
+        return measured, {**EMPTY_MEASURES, "accuracy": accuracy,
+                          "accuracy_drop": measured.accuracy_drop, "mcu": mcu, "notes": notes,
+                          "runtime_version": "tflite-micro (host)"}
+    harness = record["harness"]
+    latency = harness["latency_ms"]
+    accuracy = float(harness["accuracy"])
+    measured = Measured(accuracy, relative_drop(accuracy, reference_accuracy), size,
+                        latency_p90_ms=float(latency["p90"]),
+                        peak_rss_mb=float(harness["peak_rss_mb"]))
+    return measured, {**EMPTY_MEASURES, "accuracy": accuracy,
+                      "accuracy_drop": measured.accuracy_drop,
+                      "latency_ms": {key: float(latency[key]) for key in ("p50", "p90", "p99", "mean")},
+                      "throughput_fps": float(harness["throughput_fps"]),
+                      "peak_rss_mb": measured.peak_rss_mb, "load_ms": float(harness["load_ms"]),
+                      "runtime_version": harness["runtime"].get("version")}
 
 
 def evaluate(record: dict[str, Any], requirements: Requirements,
@@ -93,32 +134,45 @@ def evaluate(record: dict[str, Any], requirements: Requirements,
     row: dict[str, Any] = {key: record.get(key) for key in
                            ("variant", "format", "precision", "source", "device", "runtime",
                             "size_bytes", "threads")}
-    harness = record.get("harness") or {}
     if record.get("status") != "ok":
-        status = "skipped" if record.get("status") == "skipped" else "error"
-        return {**row, "status": status, "reasons": [record.get("error") or "unknown failure"],
-                "accuracy": None, "accuracy_drop": None, "latency_ms": None,
-                "throughput_fps": None, "peak_rss_mb": None, "load_ms": None,
-                "runtime_version": None}
-    latency = harness["latency_ms"]
-    measured = Measured(accuracy=float(harness["accuracy"]),
-                        accuracy_drop=relative_drop(float(harness["accuracy"]), reference_accuracy),
-                        latency_p90_ms=float(latency["p90"]), size_bytes=int(record["size_bytes"]),
-                        peak_rss_mb=float(harness["peak_rss_mb"]))
+        status = {"skipped": "skipped", "rejected": "fail"}.get(record.get("status", ""), "error")
+        return {**row, **EMPTY_MEASURES, "status": status,
+                "reasons": [record.get("error") or "unknown failure"]}
+    measured, columns = _measures(record, reference_accuracy)
     reasons = [reason for check in CHECKS if (reason := check(requirements, measured))]
-    return {**row, "status": "fail" if reasons else "pass", "reasons": reasons,
-            "accuracy": measured.accuracy, "accuracy_drop": measured.accuracy_drop,
-            "latency_ms": {key: float(latency[key]) for key in ("p50", "p90", "p99", "mean")},
-            "throughput_fps": float(harness["throughput_fps"]),
-            "peak_rss_mb": measured.peak_rss_mb, "load_ms": float(harness["load_ms"]),
-            "runtime_version": harness["runtime"].get("version")}
+    return {**row, **columns, "status": "fail" if reasons else "pass", "reasons": reasons}
 
 
-def rank_value(row: dict[str, Any], rank_by: str) -> float:
-    """Smaller is better: accuracy is negated."""
+def flag_slow_quantized(rows: list[dict[str, Any]]) -> None:
+    """Note, on each quantised row, when it is slower than its fp32 counterpart (same
+    source and format) on the same device: quantisation is not always a speed-up."""
+    fp32 = {(row["device"], row["source"], row["format"]): row["latency_ms"]["p50"]
+            for row in rows if row["precision"] == "fp32" and row.get("latency_ms")}
+    for row in rows:
+        baseline = fp32.get((row["device"], row["source"], row["format"]))
+        if row["precision"] != "fp32" and row.get("latency_ms") and baseline:
+            ratio = row["latency_ms"]["p50"] / baseline
+            if ratio > 1.0:
+                row["notes"].append(f"slower than {row['format']}-fp32 on this device "
+                                    f"(p50 x{ratio:.2f})")
+
+
+def _sample_count(record: dict[str, Any]) -> int:
+    measured = record.get("mcu") or record.get("harness") or {}
+    return int(measured.get("accuracy_samples") or 0)
+
+
+def rank_value(row: dict[str, Any], rank_by: str) -> tuple[float, float]:
+    """Smaller is better: accuracy is negated; what a device could not measure (latency
+    on an MCU) ranks last, ties broken by size."""
     if rank_by.startswith("latency_"):
-        return row["latency_ms"][rank_by.removeprefix("latency_").removesuffix("_ms")]
-    return -row["accuracy"] if rank_by == "accuracy" else row[rank_by]
+        latency = row.get("latency_ms") or {}
+        value = latency.get(rank_by.removeprefix("latency_").removesuffix("_ms"))
+    elif rank_by == "accuracy":
+        value = -row["accuracy"]
+    else:
+        value = row.get(rank_by)
+    return (float("inf") if value is None else float(value), float(row.get("size_bytes") or 0))
 
 
 def recommend(rows: list[dict[str, Any]], rank_by: str) -> dict[str, str | None]:
@@ -133,7 +187,8 @@ def recommend(rows: list[dict[str, Any]], rank_by: str) -> dict[str, str | None]
 @dataclass(frozen=True)
 class Verdict:
     """A run's outcome: ``ok`` unless a result errored or a device has no passing
-    variant; ``message`` names every result that did not pass, and why."""
+    variant. ``message`` is one line (counts, recommendations, errors); ``problems``
+    names every failed or errored result with its reasons."""
 
     ok: bool
     message: str
@@ -143,12 +198,19 @@ class Verdict:
 def verdict(summary: dict[str, Any]) -> Verdict:
     counts = summary["counts"]
     problems = tuple(f"{row['variant']}@{row['device']}: {row['status']}: {'; '.join(row['reasons'])}"
-                     for row in summary["results"] if row["status"] != "pass")
+                     for row in summary["results"] if row["status"] in {"fail", "error"})
     unserved = [device for device, variant in summary["recommendations"].items() if variant is None]
-    message = " | ".join([f"{counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
-                          f"{counts['skipped']} skipped", *problems])
+    recommended = [f"{device}: {variant}" for device, variant in summary["recommendations"].items()
+                   if variant is not None]
+    message = (f"{counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
+               f"{counts['skipped']} skipped")
+    if recommended:
+        message += f" | recommended: {', '.join(recommended)}"
     if unserved:
         message += f" | no variant meets the requirements on: {', '.join(unserved)}"
+    errors = [problem for problem in problems if ": error: " in problem]
+    if errors:
+        message += " | errors: " + " | ".join(errors)
     return Verdict(ok=not counts["error"] and not unserved, message=message, problems=problems)
 
 
@@ -169,11 +231,10 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
         raise StepError(f"{reference_path} is missing: run the train step first")
     test_correct = list(read_json(reference_path)["test_correct"])
     reference = reference_on_first(test_correct, 0)
-    rows = []
-    for record in collect_results(results_dir, list(farm.devices)):
-        samples = int((record.get("harness") or {}).get("accuracy_samples") or 0)
-        rows.append(evaluate(record, effective_requirements(params, farm.devices[record["device"]]),
-                             reference_on_first(test_correct, samples)))
+    rows = [evaluate(record, effective_requirements(params, farm.devices[record["device"]]),
+                     reference_on_first(test_correct, _sample_count(record)))
+            for record in collect_results(results_dir, list(farm.devices))]
+    flag_slow_quantized(rows)
     counts = {status: sum(row["status"] == status for row in rows)
               for status in ("pass", "fail", "error", "skipped")}
     return {"reference_accuracy": reference, "rank_by": params.rank_by,

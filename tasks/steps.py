@@ -79,10 +79,18 @@ def _train(ctx: Context) -> Any:
                  ctx.layout.train_metrics.parent)
 
 
+def _optimize(ctx: Context) -> Any:
+    from tasks.optimize import optimize
+    return optimize(ctx.params.optimize, ctx.layout.base_model, ctx.layout.prepared,
+                    ctx.layout.pruned, seed=ctx.params.train.seed)
+
+
 def _convert(ctx: Context) -> Any:
-    from tasks.convert import convert
-    return convert(ctx.params.formats, ctx.params.convert, ctx.layout.base_model,
-                   ctx.layout.prepared, ctx.layout.variants)
+    from tasks.convert import ConvertInputs, convert
+    return convert(ctx.params.formats, ctx.params.convert, ctx.params.quantization,
+                   ctx.params.requirements.max_accuracy_drop,
+                   ConvertInputs(ctx.layout.base_model, ctx.layout.pruned, ctx.layout.prepared),
+                   ctx.layout.variants)
 
 
 def benchmark_one_device(ctx: Context, device_name: str) -> Any:
@@ -129,21 +137,25 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          metrics=lambda lay: [lay.train_metrics],
          records=lambda lay: [lay.train_metrics.with_name("train_history.json")],
          run=_train),
-    Step("convert", params=("formats", "convert"),
-         code=("tasks/convert.py", "tasks/formats", "tasks/harness.py"),
-         deps=lambda lay: [lay.base_model, lay.prepared], outs=lambda lay: [lay.variants],
-         run=_convert),
+    Step("optimize", params=("optimize", "train.seed"),
+         code=("tasks/optimize.py", "tasks/pruning", "tasks/model_stats.py"),
+         deps=lambda lay: [lay.base_model, lay.prepared], outs=lambda lay: [lay.pruned],
+         run=_optimize),
+    Step("convert", params=("formats", "convert", "quantization", "requirements.max_accuracy_drop"),
+         code=("tasks/convert.py", "tasks/formats", "tasks/harness.py", "tasks/accuracy.py"),
+         deps=lambda lay: [lay.base_model, lay.pruned, lay.prepared],
+         outs=lambda lay: [lay.variants], run=_convert),
     Step("benchmark", params=("benchmark",),
          code=("tasks/benchmark.py", "tasks/devices.py", "tasks/harness.py"),
          deps=lambda lay: [lay.variants, lay.prepared / "test.npz"],
          outs=lambda lay: [lay.results], reads_farm=True, run=_benchmark),
-    Step("select", params=("requirements",), code=("tasks/select.py", "tasks/report.py"),
+    Step("select", params=("requirements",),
+         code=("tasks/select.py", "tasks/report.py", "tasks/accuracy.py"),
          deps=lambda lay: [lay.results, lay.base_model / "reference.json"],
          outs=lambda lay: [lay.reports],
          metrics=lambda lay: [lay.train_metrics.with_name("benchmark.json")],
          reads_farm=True, run=_select),
-    Step("track", params=("data", "model", "train", "formats", "convert", "benchmark",
-                          "requirements"),
+    Step("track", params=tuple(Params.model_fields),
          code=("tasks/track.py",),
          deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.train_metrics],
          outs=lambda lay: [], records=lambda lay: [lay.tracking_record], run=_track),

@@ -70,16 +70,20 @@ def _experiment_id(client: Any, root: Path, uri: str) -> str:
 
 
 def _metrics(row: dict[str, Any], record: dict[str, Any]) -> dict[str, float]:
-    metrics = {"size_bytes": float(row["size_bytes"])}
-    if row.get("latency_ms"):
-        harness = record["harness"]
-        metrics.update({
-            "accuracy": row["accuracy"], "accuracy_drop": row["accuracy_drop"],
-            **{f"latency_{key}_ms": value for key, value in row["latency_ms"].items()},
-            "throughput_fps": row["throughput_fps"], "peak_rss_mb": row["peak_rss_mb"],
-            "load_ms": row["load_ms"], "first_inference_ms": harness["first_inference_ms"],
-            "latency_std_ms": harness["latency_ms"]["std"]})
-    return metrics
+    """Every number the result has; what a device could not measure is left out."""
+    metrics: dict[str, Any] = {"size_bytes": row["size_bytes"], "accuracy": row["accuracy"],
+                               "accuracy_drop": row["accuracy_drop"],
+                               "throughput_fps": row["throughput_fps"],
+                               "peak_rss_mb": row["peak_rss_mb"], "load_ms": row["load_ms"]}
+    for key, value in (row.get("latency_ms") or {}).items():
+        metrics[f"latency_{key}_ms"] = value
+    harness = record.get("harness") or {}
+    if harness.get("latency_ms"):
+        metrics["first_inference_ms"] = harness["first_inference_ms"]
+        metrics["latency_std_ms"] = harness["latency_ms"]["std"]
+    for key in ("model_bytes", "arena_bytes", "flash_budget_bytes", "ram_budget_bytes"):
+        metrics[f"mcu_{key}"] = (row.get("mcu") or {}).get(key)
+    return {key: float(value) for key, value in metrics.items() if value is not None}
 
 
 def _log(client: Any, run_id: str, params: dict[str, Any], metrics: dict[str, float],

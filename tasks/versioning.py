@@ -11,11 +11,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import yaml
 
-from tasks.config import Params
-from tasks.steps import Context
+from tasks.steps import STEPS, Context
+
+
+def tracked_params_keys() -> list[str]:
+    """Every params key a DVC stage lists (``train.seed``, ``data``...), in step order."""
+    return list(dict.fromkeys(key for step in STEPS.values() for key in step.params))
+
+
+def _present(document: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(document, dict) or part not in document:
+            return False
+        document = document[part]
+    return True
 
 
 def record_outputs(ctx: Context) -> str:
@@ -25,8 +38,8 @@ def record_outputs(ctx: Context) -> str:
         return "not a DVC project: outputs not recorded"
     if ctx.params_path != root / "params.yaml" or ctx.farm_path != root / "farm.yaml":
         return "custom --params/--farm: outputs not recorded in dvc.lock"
-    written = set(yaml.safe_load(ctx.params_path.read_text(encoding="utf-8")) or {})
-    omitted = [section for section in Params.model_fields if section not in written]
+    written = yaml.safe_load(ctx.params_path.read_text(encoding="utf-8")) or {}
+    omitted = [key for key in tracked_params_keys() if not _present(written, key)]
     if omitted:
         # DVC tracks params by key and refuses a stage whose keys are absent.
         return (f"params.yaml omits {', '.join(omitted)} (defaults used): outputs not "

@@ -25,7 +25,9 @@ from tasks.layout import Layout  # noqa: E402
 TINY_PARAMS = """\
 data: {image_size: [16, 16], calibration_size: 32}
 model: {architecture: small_cnn, filters: [8, 16], dropout: 0.1}
-train: {epochs: 6, batch_size: 64, learning_rate: 0.01, early_stopping_patience: 3}
+train: {epochs: 6, batch_size: 64, learning_rate: 0.01, early_stopping_patience: 3, seed: 42}
+optimize: {pruning: []}
+quantization: {calibration_samples: 32}
 formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}
 convert: {min_agreement: 0.99}
 benchmark: {warmup_runs: 2, warmup_seconds: 0.0, runs: 10, seconds: 0.05,
@@ -59,7 +61,7 @@ def write_tiny_config(root: Path, params: str = TINY_PARAMS, farm: str = TINY_FA
 def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
     """prepare -> train -> convert run for real once; tests must not modify its files."""
     from tasks.config import load_params
-    from tasks.convert import convert
+    from tasks.convert import ConvertInputs, convert
     from tasks.prepare import prepare
     from tasks.train import train
 
@@ -69,7 +71,9 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
     layout = Layout(root)
     prepare(params.data, layout.prepared)
     train(params.model, params.train, layout.prepared, layout.base_model, layout.train_metrics.parent)
-    convert(params.formats, params.convert, layout.base_model, layout.prepared, layout.variants)
+    convert(params.formats, params.convert, params.quantization,
+            params.requirements.max_accuracy_drop,
+            ConvertInputs(layout.base_model, None, layout.prepared), layout.variants)
     return TinyProject(layout, params)
 
 

@@ -9,7 +9,7 @@ exporter, so importing this registry stays cheap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,14 +29,44 @@ class SourceModel:
 @dataclass(frozen=True)
 class Exported:
     """What an exporter wrote: the file the runtime loads first, every file that
-    must travel with it, and the input/output spec the harness feeds by."""
+    must travel with it to a device (its size is the variant's size), the input/output
+    spec the harness feeds by, and ``extras``: companions kept beside the artifact but
+    never deployed (C sources for an MCU build, a compiler log)."""
 
     main_file: Path
     files: tuple[Path, ...]
     spec: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)  # format-specific facts
+    # What the conversion check runs, when the artifact itself needs hardware absent
+    # here (an Edge TPU model is checked through the int8 model it was compiled from).
+    check_file: Path | None = None
+    check_runtime: str | None = None
+    extras: tuple[Path, ...] = ()
 
 
-Exporter = Callable[[SourceModel, str, Path, np.ndarray], Exported]
+@dataclass(frozen=True)
+class ExportRequest:
+    """Everything an exporter may use. Calibration images come from the calib split
+    only; the validation split serves accuracy-aware quantisation; never the test split."""
+
+    source: SourceModel
+    precision: str
+    out_dir: Path
+    calibration: np.ndarray
+    quantization: Any  # tasks.config.QuantizationParams (kept untyped: no import cycle)
+    validation: tuple[np.ndarray, np.ndarray] | None = None
+    max_accuracy_drop: float = 0.01
+    # A folder shared by the exports of one source model, so an intermediate (the fp32
+    # ONNX graph every ONNX precision starts from) is produced once per source.
+    scratch: Path | None = None
+
+
+Exporter = Callable[[ExportRequest], Exported]
+
+
+class Skipped(Exception):
+    """An exporter cannot run here (a missing compiler...): the variant is reported as
+    skipped with this reason, neither a crash nor a silent omission."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +86,9 @@ def float_spec(input_shape: tuple[int, int, int]) -> dict[str, Any]:
 
 
 def _registry() -> dict[str, Format]:
-    from tasks.formats import onnx, openvino, tflite
+    from tasks.formats import edgetpu, onnx, openvino, tflite, tflm
 
-    formats = (tflite.FORMAT, onnx.FORMAT, openvino.FORMAT)
+    formats = (tflite.FORMAT, onnx.FORMAT, openvino.FORMAT, tflm.FORMAT, edgetpu.FORMAT)
     return {fmt.name: fmt for fmt in formats}
 
 

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import TINY_FARM, TINY_PARAMS, write_tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
-ALL_STEPS = ["prepare", "train", "convert", "benchmark[local]", "select", "track"]
+ALL_STEPS = ["prepare", "train", "optimize", "convert", "benchmark[local]", "select", "track"]
 BIN = Path(sys.executable).parent
 
 
@@ -131,7 +131,7 @@ def test_changing_benchmark_params_reruns_only_benchmark_and_what_follows(projec
     write_tiny_config(project, TINY_PARAMS.replace("runs: 10,", "runs: 12,"))
     state, outcome = run_lifecycle(project / "params.yaml", project / "farm.yaml")
     assert state.is_completed()
-    assert outcome.cached == ["prepare", "train", "convert"]
+    assert outcome.cached == ["prepare", "train", "optimize", "convert"]
     assert outcome.executed == ["benchmark[local]", "select", "track"]
     results = json.loads((project / "results" / "local" / "onnx-fp32.json").read_text())
     assert results["harness"]["runs"] >= 12

@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.config import ConvertParams
-from tasks.convert import check_variant, convert, load_source, read_index, variant_name
+from tasks.config import ConvertParams, QuantizationParams
+from tasks.convert import (ConvertInputs, check_variant, convert, load_source, read_index,
+                           variant_name)
 from tasks.errors import ConversionError, StepError
 from tasks.files import sha256_file
 from tasks.formats import FORMATS, validate_format_matrix
 
 
-@pytest.mark.parametrize("format_name", sorted(FORMATS))
-def test_every_format_loads_and_agrees_with_the_model(tiny_project, format_name: str) -> None:
+@pytest.mark.parametrize("format_name", ["tflite", "onnx", "openvino"])
+def test_every_fp32_format_loads_and_agrees_with_the_model(tiny_project, format_name: str) -> None:
     variants_dir = tiny_project.layout.variants
     variant = next(v for v in read_index(variants_dir) if v["format"] == format_name)
     assert variant["name"] == f"{format_name}-fp32" and variant["source"] == "base"
@@ -62,7 +63,8 @@ def test_convert_fails_with_numbers_and_keeps_previous_variants(tiny_project, tm
     before = sorted(p.name for p in out.iterdir())
     impossible = ConvertParams(max_abs_logit_diff=1e-12)
     with pytest.raises(ConversionError) as error:
-        convert({"onnx": ["fp32"]}, impossible, layout.base_model, layout.prepared, out)
+        convert({"onnx": ["fp32"]}, impossible, QuantizationParams(), 0.01,
+                ConvertInputs(layout.base_model, None, layout.prepared), out)
     message = str(error.value)
     assert "onnx-fp32" in message and "max |logit diff|" in message and "\n" not in message
     assert sorted(p.name for p in out.iterdir()) == before
@@ -74,7 +76,8 @@ def test_export_failure_names_the_variant(tiny_project, tmp_path: Path) -> None:
     shutil.copytree(layout.base_model, broken)
     (broken / "saved_model" / "saved_model.pb").write_bytes(b"not a graph")
     with pytest.raises(ConversionError, match="tflite-fp32: export failed"):
-        convert({"tflite": ["fp32"]}, ConvertParams(), broken, layout.prepared, tmp_path / "v")
+        convert({"tflite": ["fp32"]}, ConvertParams(), QuantizationParams(), 0.01,
+                ConvertInputs(broken, None, layout.prepared), tmp_path / "v")
     assert not (tmp_path / "v").exists()
 
 
@@ -90,8 +93,10 @@ def test_variant_names() -> None:
 
 @pytest.mark.parametrize("matrix, message", [
     ({}, "at least one format"),
-    ({"tensorrt": ["fp32"]}, "unknown format 'tensorrt' (allowed: tflite, onnx, openvino)"),
-    ({"onnx": ["int4"]}, "does not support precision 'int4' (supported: fp32)"),
+    ({"tensorrt": ["fp32"]}, "unknown format 'tensorrt' (allowed: tflite, onnx, openvino, tflm, "
+                             "edgetpu)"),
+    ({"onnx": ["int4"]}, "does not support precision 'int4' (supported: fp32, int8-dynamic, "
+                         "int8-qdq)"),
     ({"onnx": []}, "lists no precision"),
     ({"onnx": ["fp32", "fp32"]}, "twice"),
 ])

@@ -26,7 +26,8 @@ from tasks.convert import read_index
 
 HARNESS_SOURCE = Path(harness.__file__)
 VARIANTS = ("tflite-fp32", "onnx-fp32", "openvino-fp32")
-RUNTIMES = {"tflite", "onnxruntime", "openvino"}
+# What this machine can run: every runtime but the Edge TPU (no Coral delegate library).
+RUNTIMES = {"tflite", "onnxruntime", "openvino", "tflm"}
 TINY_PROTOCOL = ["--warmup-runs", "2", "--warmup-seconds", "0", "--runs", "10",
                  "--seconds", "0.01", "--accuracy-samples", "50"]
 HOST_KEYS = {"arch", "cpu", "cores", "os", "python", "numpy"}
@@ -248,8 +249,8 @@ def test_float_spec_only_adds_the_batch_dimension() -> None:
 
 
 def test_load_runner_rejects_unknown_runtime_in_process() -> None:
-    with pytest.raises(ValueError, match=r"unknown runtime 'tensorrt' \(known: onnxruntime, "
-                                         r"openvino, tflite\)"):
+    with pytest.raises(ValueError, match=r"unknown runtime 'tensorrt' \(known: edgetpu, "
+                                         r"onnxruntime, openvino, tflite, tflm\)"):
         harness.load_runner("tensorrt", "model.plan")
 
 

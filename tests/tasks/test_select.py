@@ -327,7 +327,7 @@ def test_select_report_markdown(selected: dict[str, Any]) -> None:
     summary = selected["summary"]
     report = (selected["root"] / "reports" / "report.md").read_text(encoding="utf-8")
     assert report.startswith("# edgeflow report\n")
-    assert "| " + " | ".join(COLUMNS) + " | reasons |" in report.splitlines()
+    assert "| " + " | ".join(COLUMNS) + " | reasons / notes |" in report.splitlines()
     assert f"**{summary['reference_accuracy']:.4f}**" in report
     table = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(table) == 1 + len(summary["results"])
@@ -382,12 +382,16 @@ def test_select_points_and_dvc_metrics(selected: dict[str, Any]) -> None:
     json.loads((root / "metrics" / "benchmark.json").read_text(), parse_constant=pytest.fail)
 
 
-def test_summary_table_lists_every_row(selected: dict[str, Any]) -> None:
+def test_summary_table_lists_every_row_or_every_measured_one(selected: dict[str, Any]) -> None:
     from rich.console import Console
 
+    rows = selected["summary"]["results"]
+    measured = [row for row in rows if row["status"] != "skipped"]
+    assert len(measured) < len(rows), "the fixture has skipped rows"
+    assert summary_table(selected["summary"]).row_count == len(measured)
     console = Console(record=True, width=300, color_system=None)
-    table = summary_table(selected["summary"])
-    assert table.row_count == len(selected["summary"]["results"])
+    table = summary_table(selected["summary"], include_skipped=True)
+    assert table.row_count == len(rows)
     console.print(table)
     text = console.export_text()
     for row in selected["summary"]["results"]:

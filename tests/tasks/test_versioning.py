@@ -32,4 +32,12 @@ def test_params_missing_sections_are_not_recorded(tmp_path: Path) -> None:
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     (tmp_path / ".dvc").mkdir()
     message = record_outputs(_context(tmp_path, "train: {epochs: 1}\n"))
-    assert message.startswith("params.yaml omits data, model, formats")
+    assert message.startswith("params.yaml omits data, model, optimize, train.seed, formats")
+
+
+def test_every_stage_params_key_is_tracked() -> None:
+    from tasks.versioning import tracked_params_keys
+
+    keys = tracked_params_keys()
+    assert "train.seed" in keys and "requirements.max_accuracy_drop" in keys
+    assert len(keys) == len(set(keys))

@@ -1,0 +1,105 @@
+"""Step ``optimize``: the trained model -> pruned source models, each shaped like the base.
+
+Reads params ``optimize`` (``optimize.pruning``: a list of recipes, each with a unique
+``name`` and a ``method``: ``magnitude`` or ``structured``), ``models/base/model.keras``
+and ``models/base/reference.json`` (the base test accuracy), and the train/val/test
+splits of ``data/prepared/``. For every recipe, in order, it prunes and fine-tunes the
+base model (seeded, so the same inputs give the same models) and writes
+
+- ``models/pruned/<name>/model.keras``, ``models/pruned/<name>/saved_model/`` and
+  ``models/pruned/<name>/reference.json`` (``test_correct``: per test image, in order,
+  like the train step), so the converters read a pruned source like the base;
+- ``models/pruned/index.json``: ``{"sources": [...]}``, per recipe its ``name``,
+  ``method``, ``options`` and ``before``/``after`` pairs of test accuracy, parameters,
+  MACs per image, kernel sparsity, ``.keras`` bytes and gzipped ``.keras`` bytes (sparse
+  weights only shrink once compressed), plus the recipe's ``details``.
+
+With no recipe the folder still holds an index, with an empty ``sources`` list, so the
+next steps and DVC always find it. The whole folder is replaced only when every recipe
+succeeded: a failure keeps the previous outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.config import OptimizeParams
+from tasks.errors import StepError
+from tasks.files import atomic_output_dir, read_json, write_json
+from tasks.model_stats import count_macs, count_params, gzip_size, kernel_sparsity
+from tasks.prepare import load_split
+from tasks.pruning import TrainingData, recipe
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    """The figures compared before/after for one model (see :mod:`tasks.model_stats`)."""
+
+    accuracy: float
+    parameters: int
+    macs: int
+    kernel_sparsity: float
+    keras_bytes: int
+    keras_gzip_bytes: int
+
+
+def _figures(model: Any, accuracy: float, keras_file: Path) -> ModelFigures:
+    return ModelFigures(accuracy=accuracy, parameters=count_params(model),
+                        macs=count_macs(model), kernel_sparsity=kernel_sparsity(model),
+                        keras_bytes=keras_file.stat().st_size,
+                        keras_gzip_bytes=gzip_size(keras_file))
+
+
+def _compare(before: ModelFigures, after: ModelFigures) -> dict[str, dict[str, float | int]]:
+    return {field: {"before": getattr(before, field), "after": getattr(after, field)}
+            for field in ModelFigures.__dataclass_fields__}
+
+
+def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: Path, *,
+             seed: int = 42) -> Path:
+    """Run every pruning recipe on ``model_dir``'s model; returns ``out_dir``."""
+    import keras
+
+    base_file = model_dir / "model.keras"
+    reference_file = model_dir / "reference.json"
+    for required in (base_file, reference_file):
+        if not required.is_file():
+            raise StepError(f"{required} is missing: run the train step first")
+    base_correct = read_json(reference_file)["test_correct"]
+    x_train, y_train = load_split(prepared, "train")
+    x_val, y_val = load_split(prepared, "val")
+    x_test, y_test = load_split(prepared, "test")
+    if len(base_correct) != len(y_test):
+        raise StepError(f"{reference_file} covers {len(base_correct)} test images but "
+                        f"{prepared / 'test.npz'} has {len(y_test)}: re-run the train step")
+    data = TrainingData(x_train, y_train, x_val, y_val)
+
+    base_model = keras.models.load_model(base_file)
+    base = _figures(base_model, float(np.mean(base_correct)) if base_correct else 0.0, base_file)
+
+    sources: list[dict[str, Any]] = []
+    with atomic_output_dir(out_dir) as staging:
+        for options in params.pruning:
+            # Seeded per recipe, not once: a recipe's result does not depend on which
+            # recipes come before it in params.yaml.
+            keras.utils.set_random_seed(seed)
+            pruned = recipe(options.method)(options, base_model, data)
+            test_correct = np.argmax(pruned.model.predict(x_test, verbose=0), axis=1) == y_test
+
+            target = staging / options.name
+            target.mkdir()
+            pruned.model.save(target / "model.keras")
+            pruned.model.export(str(target / "saved_model"), format="tf_saved_model",
+                                verbose=False)
+            write_json(target / "reference.json",
+                       {"test_correct": test_correct.astype(int).tolist()})
+            after = _figures(pruned.model, float(np.mean(test_correct)), target / "model.keras")
+            sources.append({"name": options.name, "method": options.method,
+                            "options": options.model_dump(mode="json"),
+                            **_compare(base, after), "details": pruned.details})
+        write_json(staging / "index.json", {"sources": sources})
+    return out_dir

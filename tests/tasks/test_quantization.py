@@ -1,0 +1,262 @@
+"""The precision matrix on the tiny model: every quantisation recipe of every runtime,
+TensorFlow Lite Micro C sources and arena, the Edge TPU compiler (stand-in and missing),
+and what the MCU fit check and the report make of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tasks import harness
+from tasks.config import ConvertParams, McuDevice, QuantizationParams, RequirementParams
+from tasks.convert import ConvertInputs, convert, read_index
+from tasks.formats.edgetpu import parse_compiler_log
+from tasks.formats.tflm import resolver_call
+
+MATRIX = {"tflite": ["fp32", "fp16", "dynamic", "int8"],
+          "onnx": ["fp32", "int8-dynamic", "int8-qdq"],
+          "openvino": ["fp32", "fp16", "int8", "int8-acc"],
+          "tflm": ["int8"], "edgetpu": ["int8"]}
+QUANTIZATION = QuantizationParams(calibration_samples=32)
+TINY_FLOOR = 0.6  # argmax agreement; chance is 0.1
+
+COMPILER_LOG = """\
+Edge TPU Compiler version 16.0.384591198
+Started a compilation timeout timer of 180 seconds.
+
+Model compiled successfully in 41 ms.
+
+Input model: model.tflite
+Input size: 9.02KiB
+Output model: model_edgetpu.tflite
+Output size: 41.21KiB
+On-chip memory used for caching model parameters: 7.25KiB
+On-chip memory remaining for caching model parameters: 7.99MiB
+Off-chip memory used for streaming uncached model parameters: 0.00B
+Number of Edge TPU subgraphs: 1
+Total number of operations: 5
+Operation log: model_edgetpu.log
+
+Model successfully compiled but not all operations are supported by the Edge TPU. A percentage of the model will instead run on the CPU, which is slower.
+Number of operations that will run on Edge TPU: 4
+Number of operations that will run on CPU: 1
+
+Operator                       Count      Status
+
+CONV_2D                        2          Mapped to Edge TPU
+MAX_POOL_2D                    1          Mapped to Edge TPU
+FULLY_CONNECTED                1          Mapped to Edge TPU
+MEAN                           1          Operation is otherwise supported, but not mapped due to some unspecified limitation
+"""
+
+STAND_IN_COMPILER = """#!/bin/sh
+# A stand-in for Coral's edgetpu_compiler: same arguments, same outputs, same log.
+out=.
+while [ $# -gt 1 ]; do
+  case "$1" in
+    --out_dir) out="$2"; shift 2;;
+    *) shift;;
+  esac
+done
+cp "$1" "$out/model_edgetpu.tflite"
+cat "$(dirname "$0")/log.txt" > "$out/model_edgetpu.log"
+cat "$(dirname "$0")/log.txt"
+"""
+
+
+@pytest.fixture(scope="module")
+def matrix(tiny_project, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    layout = tiny_project.layout
+    out = tmp_path_factory.mktemp("matrix") / "variants"
+    # The tiny model is barely trained (low-margin logits), so quantisation moves more of
+    # its argmax decisions than on a real model: the mechanics are tested here, the
+    # acceptance figures on the default model by benchmarks/quantization.py.
+    convert(MATRIX, ConvertParams(min_agreement_quantized=TINY_FLOOR), QUANTIZATION, 0.05,
+            ConvertInputs(layout.base_model, None, layout.prepared), out)
+    return out, {v["name"]: v for v in read_index(out)}
+
+
+def test_every_listed_variant_is_produced_or_skipped_with_a_reason(matrix) -> None:
+    _, variants = matrix
+    expected = {f"{fmt}-{precision}" for fmt, precisions in MATRIX.items() for precision in precisions}
+    assert set(variants) == expected
+    for name, variant in variants.items():
+        assert variant["status"] in {"ok", "skipped", "rejected"}, name
+        if variant["status"] != "ok":
+            assert variant["reason"], name
+
+
+@pytest.mark.parametrize("name", ["tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-int8-dynamic",
+                                  "onnx-int8-qdq", "openvino-fp16", "openvino-int8",
+                                  "openvino-int8-acc", "tflm-int8"])
+def test_quantised_variants_are_smaller_and_agree_with_the_model(tiny_project, matrix,
+                                                                name: str) -> None:
+    out, variants = matrix
+    variant = variants[name]
+    assert variant["status"] == "ok", variant.get("reason")
+    fp32 = variants[f"{'tflite' if variant['format'] == 'tflm' else variant['format']}-fp32"]
+    assert _weights_bytes(variant, out) < _weights_bytes(fp32, out), "weights must shrink"
+    assert variant["check"]["agreement"] >= TINY_FLOOR
+    assert 0.0 <= variant["accuracy_drop"] <= 1.0 and variant["gzip_bytes"] > 0
+    # Loads and predicts in its own runtime through the harness loader.
+    runner = harness.load_runner(variant["runtime"], str(out / variant["file"]))
+    with np.load(tiny_project.layout.prepared / "test.npz") as data:
+        logits = harness.predict(runner, data["x"][:4], variant["spec"])
+    assert logits.shape == (4, 10) and np.isfinite(logits).all()
+
+
+def _weights_bytes(variant: dict[str, Any], variants_dir: Path) -> int:
+    """Bytes of the stored weights. On a model this small the graph itself (OpenVINO's
+    XML, ONNX's QDQ nodes) outweighs the weights, so file sizes would say nothing; the
+    default model's file-size ratios are measured by benchmarks/quantization.py."""
+    if variant["format"] == "onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        graph = onnx.load(str(variants_dir / variant["file"])).graph
+        return sum(numpy_helper.to_array(tensor).nbytes for tensor in graph.initializer)
+    return sum(entry["bytes"] for entry in variant["files"] if not entry["path"].endswith(".xml"))
+
+
+def test_full_int8_tflite_has_int8_io_and_quantisation_parameters(matrix) -> None:
+    _, variants = matrix
+    spec = variants["tflite-int8"]["spec"]
+    assert spec["input"]["dtype"] == "int8" and spec["output"]["dtype"] == "int8"
+    assert spec["input"]["quantization"]["scale"] > 0
+    assert -128 <= spec["input"]["quantization"]["zero_point"] <= 127
+    # Float variants keep float inputs.
+    assert variants["onnx-int8-qdq"]["spec"]["input"]["quantization"] is None
+
+
+def test_tflm_c_sources_and_measured_arena(matrix) -> None:
+    out, variants = matrix
+    variant = variants["tflm-int8"]
+    details = variant["details"]
+    model = (out / variant["file"]).read_bytes()
+    assert details["model_bytes"] == len(model) == variant["bytes"]
+    assert 0 < details["arena_bytes"] < 1024 * 1024
+    header = (out / "tflm-int8" / "model_data.h").read_text()
+    source = (out / "tflm-int8" / "model_data.cc").read_text()
+    assert f"constexpr int kTensorArenaSize = {details['arena_bytes']};" in header
+    assert "resolver.AddConv2D();" in header and "resolver.AddFullyConnected();" in header
+    assert "alignas(16) const unsigned char g_model_data[]" in source
+    assert f"const unsigned int g_model_data_len = {len(model)};" in source
+    array = source.split("{", 1)[1].split("}", 1)[0]
+    assert bytes(int(token, 16) for token in array.replace(",", " ").split()) == model
+    assert variant["extras"] == ["tflm-int8/model_data.cc", "tflm-int8/model_data.h"]
+
+
+def test_resolver_names_follow_tflm() -> None:
+    assert resolver_call("CONV_2D") == "AddConv2D()"
+    assert resolver_call("DEPTHWISE_CONV_2D") == "AddDepthwiseConv2D()"
+    assert resolver_call("MAX_POOL_2D") == "AddMaxPool2D()"
+    assert resolver_call("FULLY_CONNECTED") == "AddFullyConnected()"
+
+
+def test_edgetpu_without_compiler_is_skipped_with_the_reason(matrix) -> None:
+    _, variants = matrix
+    if variants["edgetpu-int8"]["status"] == "ok":
+        pytest.skip("a real edgetpu_compiler is installed here")
+    assert variants["edgetpu-int8"]["status"] == "skipped"
+    assert "edgetpu_compiler is not on PATH" in variants["edgetpu-int8"]["reason"]
+
+
+def test_edgetpu_with_a_compiler_on_path_parses_its_log(tiny_project, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    compiler = tools / "edgetpu_compiler"
+    compiler.write_text(STAND_IN_COMPILER)
+    compiler.chmod(compiler.stat().st_mode | stat.S_IEXEC)
+    (tools / "log.txt").write_text(COMPILER_LOG)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    layout = tiny_project.layout
+    out = tmp_path / "variants"
+    convert({"edgetpu": ["int8"]}, ConvertParams(), QUANTIZATION, 0.05,
+            ConvertInputs(layout.base_model, None, layout.prepared), out)
+    variant = read_index(out)[0]
+    assert variant["status"] == "ok" and variant["file"] == "edgetpu-int8/model_edgetpu.tflite"
+    details = variant["details"]
+    assert details["tpu_ops"] == 4 and details["cpu_ops"] == 1
+    assert details["subgraphs"] == 1 and details["compiler_version"] == "16.0.384591198"
+    # Checked through the int8 model it was compiled from, on the CPU.
+    assert variant["check"]["agreement"] >= 0.95
+    assert "edgetpu-int8/model.tflite" in variant["extras"]
+
+
+def test_compiler_log_parsing() -> None:
+    parsed = parse_compiler_log(COMPILER_LOG)
+    assert [op["op"] for op in parsed["operators"]] == ["CONV_2D", "MAX_POOL_2D",
+                                                        "FULLY_CONNECTED", "MEAN"]
+    assert parsed["tpu_ops"] == parsed["tpu_ops_reported"] == 4
+    assert parsed["cpu_ops"] == parsed["cpu_ops_reported"] == 1
+    assert parsed["total_ops"] == 5 and parsed["on_chip_parameter_memory"] == "7.25KiB"
+    assert parse_compiler_log("")["operators"] == []
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_onnx_calibration_methods(tiny_project, tmp_path: Path, method: str) -> None:
+    layout = tiny_project.layout
+    out = tmp_path / "variants"
+    convert({"onnx": ["int8-qdq"]}, ConvertParams(),
+            QuantizationParams(calibration_samples=16, onnx_calibration=method), 0.05,
+            ConvertInputs(layout.base_model, None, layout.prepared), out)
+    variant = read_index(out)[0]
+    assert variant["status"] in {"ok", "rejected"}
+    assert variant["check"]["samples"] > 100
+
+
+def test_mcu_fit_check_passes_a_big_board_and_fails_a_small_one(matrix, tmp_path: Path) -> None:
+    from tasks.benchmark import check_mcu_fit
+    from tasks.config import Farm
+    from tasks.select import evaluate
+
+    out, variants = matrix
+    big = McuDevice(transport="mcu", flash_kb=4096, ram_kb=512)
+    small = McuDevice(transport="mcu", flash_kb=2, ram_kb=2)
+    records = {}
+    for name, device in (("esp32", big), ("tiny", small)):
+        run = check_mcu_fit(name, device, out, tmp_path / name)
+        records[name] = {json.loads(p.read_text())["variant"]: json.loads(p.read_text())
+                         for p in run.results}
+    assert records["esp32"]["onnx-fp32"]["status"] == "skipped"
+    assert "tflm" in records["esp32"]["onnx-fp32"]["error"]
+    requirements = RequirementParams(max_accuracy_drop=None)
+    fits = evaluate(records["esp32"]["tflm-int8"], requirements, 0.7)
+    assert fits["status"] == "pass" and fits["latency_ms"] is None
+    assert "latency needs the board" in fits["notes"][0]
+    too_big = evaluate(records["tiny"]["tflm-int8"], requirements, 0.7)
+    assert too_big["status"] == "fail", too_big
+    assert any(r.startswith("model ") and "flash budget" in r for r in too_big["reasons"])
+    assert any(r.startswith("tensor arena") and "RAM budget" in r for r in too_big["reasons"])
+    assert Farm(devices={"esp32": big}).devices["esp32"].transport == "mcu"
+
+
+def test_slower_quantised_variants_are_flagged() -> None:
+    from tasks.select import flag_slow_quantized
+
+    def row(precision: str, p50: float) -> dict[str, Any]:
+        return {"device": "pi", "source": "base", "format": "onnx", "precision": precision,
+                "latency_ms": {"p50": p50}, "notes": []}
+
+    rows = [row("fp32", 1.0), row("int8-qdq", 1.5), row("int8-dynamic", 0.5)]
+    flag_slow_quantized(rows)
+    assert rows[1]["notes"] == ["slower than onnx-fp32 on this device (p50 x1.50)"]
+    assert rows[0]["notes"] == [] and rows[2]["notes"] == []
+
+
+def test_rejected_variants_fail_with_the_numbers_and_are_not_benchmarked() -> None:
+    from tasks.benchmark import not_produced
+    from tasks.select import evaluate
+
+    variant = {"status": "rejected", "reason": "argmax agreement 0.9 < 0.95"}
+    record = {"variant": "onnx-int8-qdq", "device": "pi", "size_bytes": 10, **not_produced(variant)}
+    row = evaluate(record, RequirementParams(), 0.9)
+    assert row["status"] == "fail"
+    assert row["reasons"] == ["rejected by convert: argmax agreement 0.9 < 0.95"]
