@@ -78,7 +78,7 @@ def main() -> int:
         print(f"benchmarks: {index} is missing: run `make run` first", file=sys.stderr)
         return 2
     test_data = args.root / "data" / "prepared" / "test.npz"
-    print(f"{'variant':<16} {'native tool':<17} {'harness p50 ms':>15} {'native p50 ms':>14} "
+    print(f"{'variant':<24} {'native tool':<17} {'harness p50 ms':>15} {'native p50 ms':>14} "
           f"{'harness/native':>15}")
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
@@ -94,10 +94,10 @@ def main() -> int:
             harness_ms = statistics.median(ours)
             if theirs:
                 native_ms = statistics.median(theirs)
-                print(f"{variant['name']:<16} {tool:<17} {harness_ms:>15.4f} {native_ms:>14.4f} "
+                print(f"{variant['name']:<24} {tool:<17} {harness_ms:>15.4f} {native_ms:>14.4f} "
                       f"{harness_ms / native_ms:>15.2f}")
             else:
-                print(f"{variant['name']:<16} {tool:<17} {harness_ms:>15.4f} {'—':>14} {'—':>15}")
+                print(f"{variant['name']:<24} {tool:<17} {harness_ms:>15.4f} {'—':>14} {'—':>15}")
     return 0
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,7 @@ def convert(formats: dict[str, list[str]], params: ConvertParams,
                                             validation, max_accuracy_drop or 0.01, scratch)
                     identity = {"name": name, "format": fmt.name, "precision": precision,
                                 "source": source.name, "runtime": fmt.runtime}
+                    started = time.perf_counter()
                     try:
                         exported = fmt.export(request)
                         check = check_variant(exported, fmt.runtime, x_test, y_test,
@@ -179,6 +181,7 @@ def convert(formats: dict[str, list[str]], params: ConvertParams,
                         "accuracy": check.accuracy,
                         "accuracy_drop": relative_drop(check.accuracy, base_accuracy),
                         "details": exported.details,
+                        "export_seconds": round(time.perf_counter() - started, 2),
                         "check": asdict(check),
                     })
         if disagreements:

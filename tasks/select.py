@@ -94,9 +94,11 @@ def _fits_ram(req: Requirements, m: Measured) -> str | None:
 CHECKS: tuple[Check, ...] = (_min_accuracy, _max_accuracy_drop, _max_latency, _max_size,
                              _max_memory, _fits_flash, _fits_ram)
 
-EMPTY_MEASURES = {"accuracy": None, "accuracy_drop": None, "latency_ms": None,
-                  "throughput_fps": None, "peak_rss_mb": None, "load_ms": None,
-                  "runtime_version": None, "mcu": None, "notes": []}
+def _empty_measures() -> dict[str, Any]:
+    """The columns of a row that measured nothing (a fresh ``notes`` list each time)."""
+    return {"accuracy": None, "accuracy_drop": None, "latency_ms": None, "throughput_fps": None,
+            "peak_rss_mb": None, "load_ms": None, "runtime_version": None, "mcu": None,
+            "notes": []}
 
 
 def _measures(record: dict[str, Any], reference_accuracy: float) -> tuple[Measured, dict[str, Any]]:
@@ -110,7 +112,7 @@ def _measures(record: dict[str, Any], reference_accuracy: float) -> tuple[Measur
                  f"{mcu['flash_budget_bytes'] / 1024:.0f} KB flash budget, arena "
                  f"{mcu['arena_bytes'] / 1024:.1f} of {mcu['ram_budget_bytes'] / 1024:.0f} KB "
                  "RAM budget; accuracy from TFLite Micro on the host; latency needs the board"]
-        return measured, {**EMPTY_MEASURES, "accuracy": accuracy,
+        return measured, {**_empty_measures(), "accuracy": accuracy,
                           "accuracy_drop": measured.accuracy_drop, "mcu": mcu, "notes": notes,
                           "runtime_version": "tflite-micro (host)"}
     harness = record["harness"]
@@ -119,7 +121,7 @@ def _measures(record: dict[str, Any], reference_accuracy: float) -> tuple[Measur
     measured = Measured(accuracy, relative_drop(accuracy, reference_accuracy), size,
                         latency_p90_ms=float(latency["p90"]),
                         peak_rss_mb=float(harness["peak_rss_mb"]))
-    return measured, {**EMPTY_MEASURES, "accuracy": accuracy,
+    return measured, {**_empty_measures(), "accuracy": accuracy,
                       "accuracy_drop": measured.accuracy_drop,
                       "latency_ms": {key: float(latency[key]) for key in ("p50", "p90", "p99", "mean")},
                       "throughput_fps": float(harness["throughput_fps"]),
@@ -136,7 +138,7 @@ def evaluate(record: dict[str, Any], requirements: Requirements,
                             "size_bytes", "threads")}
     if record.get("status") != "ok":
         status = {"skipped": "skipped", "rejected": "fail"}.get(record.get("status", ""), "error")
-        return {**row, **EMPTY_MEASURES, "status": status,
+        return {**row, **_empty_measures(), "status": status,
                 "reasons": [record.get("error") or "unknown failure"]}
     measured, columns = _measures(record, reference_accuracy)
     reasons = [reason for check in CHECKS if (reason := check(requirements, measured))]

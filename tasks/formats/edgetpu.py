@@ -17,7 +17,7 @@ import subprocess
 from typing import Any
 
 from tasks.formats import Exported, ExportRequest, Format, Skipped
-from tasks.formats.tflite import convert_tflite, tflite_spec
+from tasks.formats.tflite import tflite_bytes, tflite_spec
 
 COMPILER = "edgetpu_compiler"
 OPERATOR_ROW = re.compile(r"^([A-Z][A-Z0-9_]+)\s+(\d+)\s+(\S.*?)\s*$")
@@ -56,9 +56,8 @@ def export_edgetpu(request: ExportRequest) -> Exported:
     if compiler is None:
         raise Skipped(f"{COMPILER} is not on PATH (Coral ships it for x86-64 Linux: "
                       "apt install edgetpu-compiler)")
-    samples = request.calibration[:request.quantization.calibration_samples]
     cpu_model = request.out_dir / "model.tflite"
-    cpu_model.write_bytes(convert_tflite(request.source.saved_model_dir, "int8", samples))
+    cpu_model.write_bytes(tflite_bytes(request, "int8"))
     result = subprocess.run([compiler, "--show_operations", "--out_dir", str(request.out_dir),
                              str(cpu_model)], capture_output=True, text=True, timeout=600,
                             check=False)

@@ -74,12 +74,26 @@ TRANSFORMS: dict[str, Callable[[Any, ExportRequest], Any]] = {
 }
 
 
+def converted_model(request: ExportRequest) -> Any:
+    """The fp32 ov.Model of the source at batch 1, converted once per source (the
+    conversion from a SavedModel costs seconds; reading the IR back, milliseconds)."""
+    import openvino as ov
+
+    cached = request.scratch / "openvino-fp32" / "model.xml" if request.scratch else None
+    if cached is not None and cached.is_file():
+        return ov.Core().read_model(str(cached))
+    model = ov.convert_model(str(request.source.saved_model_dir))
+    model.reshape([1, *request.source.input_shape])
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        ov.save_model(model, str(cached), compress_to_fp16=False)
+    return model
+
+
 def export_openvino(request: ExportRequest) -> Exported:
     import openvino as ov
 
-    model = ov.convert_model(str(request.source.saved_model_dir))
-    model.reshape([1, *request.source.input_shape])
-    model = TRANSFORMS[request.precision](model, request)
+    model = TRANSFORMS[request.precision](converted_model(request), request)
     target = request.out_dir / "model.xml"
     # fp32 must stay fp32; every other precision keeps its remaining float constants
     # (biases, scales) in fp16, as OpenVINO does by default.

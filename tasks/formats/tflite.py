@@ -77,10 +77,22 @@ def tflite_spec(path: Path, input_shape: tuple[int, int, int]) -> dict[str, Any]
             "output": describe(interpreter.get_output_details()[0])}
 
 
-def export_tflite(request: ExportRequest) -> Exported:
+def tflite_bytes(request: ExportRequest, precision: str) -> bytes:
+    """The flatbuffer at ``precision``, converted once per source: the tflite, tflm and
+    edgetpu formats all start from the same full-int8 model."""
+    cached = request.scratch / f"tflite-{precision}.tflite" if request.scratch else None
+    if cached is not None and cached.is_file():
+        return cached.read_bytes()
     samples = request.calibration[:request.quantization.calibration_samples]
+    model = convert_tflite(request.source.saved_model_dir, precision, samples)
+    if cached is not None:
+        cached.write_bytes(model)
+    return model
+
+
+def export_tflite(request: ExportRequest) -> Exported:
     target = request.out_dir / "model.tflite"
-    target.write_bytes(convert_tflite(request.source.saved_model_dir, request.precision, samples))
+    target.write_bytes(tflite_bytes(request, request.precision))
     return Exported(target, (target,), tflite_spec(target, request.source.input_shape))
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.formats import Exported, ExportRequest, Format
-from tasks.formats.tflite import convert_tflite, tflite_spec
+from tasks.formats.tflite import tflite_bytes, tflite_spec
 
 ARENA_LINE = re.compile(r"Arena allocation total (\d+) bytes")
 # MCU SDKs expect the model array aligned for the flatbuffer's widest fields.
@@ -97,8 +97,7 @@ def c_sources(model: bytes, arena_bytes: int, ops: list[str], symbol: str = "g_m
 
 
 def export_tflm(request: ExportRequest) -> Exported:
-    samples = request.calibration[:request.quantization.calibration_samples]
-    model = convert_tflite(request.source.saved_model_dir, "int8", samples)
+    model = tflite_bytes(request, "int8")
     target = request.out_dir / "model.tflite"
     target.write_bytes(model)
     arena = measure_arena_bytes(model)

@@ -261,3 +261,18 @@ def test_harness_runs_in_place_from_the_source_tree() -> None:
     completed = run_harness(HARNESS_SOURCE, ["--probe"])
     assert completed.returncode == 0, completed.stderr
     assert set(json.loads(completed.stdout)["runtimes"]) == RUNTIMES
+
+
+def test_peak_memory_is_the_harness_own_not_its_parents(tiny_project: Any, deployed_harness: Path,
+                                                        tmp_path: Path) -> None:
+    """A harness started by a process holding 600 MB must not report that parent's peak."""
+    entry = variant_entry(tiny_project, "tflite-fp32")
+    args, out = harness_args(tiny_project, entry, tmp_path)
+    parent = ("import subprocess, sys\n"
+              "ballast = b\"\\x01\" * (600 * 1024 * 1024)\n"
+              "sys.exit(subprocess.run([sys.executable, *sys.argv[1:]]).returncode)\n")
+    completed = subprocess.run([sys.executable, "-c", parent, str(deployed_harness), *args],
+                               capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(out.read_text())
+    assert 10 < result["peak_rss_mb"] < 500, result["peak_rss_mb"]

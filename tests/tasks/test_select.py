@@ -439,3 +439,13 @@ def test_verdict_fails_on_errors_or_unserved_devices_and_names_each_problem() ->
     assert not errored.ok and "b@pi: error: why b" in errored.message
     unserved = verdict(summary({"a": "fail"}, {"pi": None}))
     assert not unserved.ok and "no variant meets the requirements on: pi" in unserved.message
+
+
+def test_rows_never_share_their_notes() -> None:
+    from tasks.select import evaluate
+
+    skipped = {"variant": "a", "device": "pi", "size_bytes": 1, "status": "skipped", "error": "x"}
+    first = evaluate(skipped, RequirementParams(), 0.9)
+    second = evaluate({**skipped, "variant": "b"}, RequirementParams(), 0.9)
+    first["notes"].append("only mine")
+    assert second["notes"] == []
