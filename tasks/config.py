@@ -18,7 +18,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from tasks.architectures import ARCHITECTURES, MobileNetV2Options, SmallCNNOptions
 from tasks.errors import ConfigError
 from tasks.formats import FORMATS, validate_format_matrix
-from tasks.pruning import MagnitudePruningOptions, StructuredPruningOptions
+from tasks.pruning import (STRUCTURED_ARCHITECTURES, MagnitudePruningOptions,
+                           StructuredPruningOptions)
 from tasks.strict import StrictModel
 
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -159,6 +160,16 @@ class Params(StrictModel):
         if isinstance(value, dict) and "architecture" not in value:
             return {**value, "architecture": "small_cnn"}
         return value
+
+    @model_validator(mode="after")
+    def _structured_pruning_fits_the_architecture(self) -> "Params":
+        for index, recipe in enumerate(self.optimize.pruning):
+            if recipe.method == "structured" and self.model.architecture not in STRUCTURED_ARCHITECTURES:
+                raise ValueError(
+                    f"optimize.pruning.{index}: structured pruning supports "
+                    f"{', '.join(STRUCTURED_ARCHITECTURES)}, not model.architecture "
+                    f"{self.model.architecture!r} (use method 'magnitude')")
+        return self
 
     @field_validator("formats")
     @classmethod

@@ -51,6 +51,10 @@ class MagnitudePruningOptions(PruningOptions):
     update_every: int = Field(default=10, ge=1, description="steps between mask updates")
 
 
+# Structured pruning rebuilds the network, so it must know the architecture's wiring.
+STRUCTURED_ARCHITECTURES = ("small_cnn",)
+
+
 class StructuredPruningOptions(PruningOptions):
     """Structured: remove the lowest-L1 filters of each conv layer, rebuild the smaller
     network, copy the kept weights and fine-tune."""

@@ -28,9 +28,10 @@ import numpy as np
 
 from tasks.architectures import SmallCNNOptions, build_model
 from tasks.errors import ConfigError, StepError
-from tasks.pruning import PrunedModel, StructuredPruningOptions, TrainingData, fine_tune
+from tasks.pruning import (STRUCTURED_ARCHITECTURES, PrunedModel, StructuredPruningOptions,
+                           TrainingData, fine_tune)
 
-SUPPORTED_ARCHITECTURES = ("small_cnn",)
+SUPPORTED_ARCHITECTURES = STRUCTURED_ARCHITECTURES
 
 
 def kept_filters(kernel: np.ndarray, ratio: float) -> np.ndarray:

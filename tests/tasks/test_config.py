@@ -368,3 +368,59 @@ def test_device_requirements_cannot_set_rank_by(tmp_path: Path) -> None:
     path = write(tmp_path / "farm.yaml",
                  "devices: {pi: {requirements: {rank_by: size_bytes}}}\n")
     config_error(load_farm, path, "devices.pi.requirements", "'rank_by'", "max_latency_p90_ms")
+
+
+# --------------------------------------------------------------------------- issue 3 sections
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("optimize: {pruning: [{name: p, method: lottery, sparsity: 0.5}]}\n",
+     ("optimize.pruning.0", "'lottery'", "'magnitude'", "'structured'")),
+    ("optimize: {pruning: [{name: p, method: magnitude, sparsity: 1.5}]}\n",
+     ("optimize.pruning.0.sparsity", "less than 1")),
+    ("optimize: {pruning: [{name: p, method: structured}]}\n",
+     ("optimize.pruning.0.ratio", "required")),
+    ("optimize: {pruning: [{name: Bad Name, method: magnitude, sparsity: 0.5}]}\n",
+     ("optimize.pruning.0.name", "not allowed")),
+    ("optimize: {pruning: [{name: p, method: magnitude, sparsity: 0.5},"
+     " {name: p, method: structured, ratio: 0.5}]}\n", ("optimize.pruning", "used twice")),
+    ("optimize: {pruning: [{name: p, method: magnitude, sparsity: 0.5, ratio: 0.5}]}\n",
+     ("optimize.pruning.0", "unknown key 'ratio'", "sparsity")),
+    ("quantization: {onnx_calibration: kl}\n",
+     ("quantization.onnx_calibration", "'minmax'", "'entropy'", "'percentile'")),
+    ("quantization: {calibration_samples: 0}\n",
+     ("quantization.calibration_samples", "greater than or equal to 1")),
+    ("formats: {tflm: [fp32]}\n", ("formats", "'tflm'", "supported: int8")),
+    ("formats: {openvino: [int4]}\n", ("formats", "supported: fp32, fp16, int8, int8-acc")),
+])
+def test_bad_optimisation_and_quantisation_params(tmp_path: Path, text: str,
+                                                  fragments: tuple[str, ...]) -> None:
+    config_error(load_params, write(tmp_path / "params.yaml", text), *fragments)
+
+
+def test_the_shipped_params_and_farm_parse() -> None:
+    root = Path(__file__).resolve().parents[2]
+    params = load_params(root / "params.yaml")
+    assert {recipe.method for recipe in params.optimize.pruning} == {"magnitude", "structured"}
+    assert params.formats["tflite"] == ["fp32", "fp16", "dynamic", "int8"]
+    farm = load_farm(root / "farm.yaml")
+    assert {device.transport for device in farm.devices.values()} == {"local", "mcu"}
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("devices: {esp: {transport: mcu, ram_kb: 512}}\n", ("devices.esp.flash_kb", "required")),
+    ("devices: {esp: {transport: mcu, flash_kb: 4096, ram_kb: 512, threads: 2}}\n",
+     ("devices.esp", "unknown key 'threads'", "flash_kb")),
+    ("devices: {esp: {transport: mcu, flash_kb: 4096, ram_kb: 512, ram_margin: 1.0}}\n",
+     ("devices.esp.ram_margin", "less than 1")),
+])
+def test_bad_mcu_profiles(tmp_path: Path, text: str, fragments: tuple[str, ...]) -> None:
+    config_error(load_farm, write(tmp_path / "farm.yaml", text), *fragments)
+
+
+def test_structured_pruning_of_an_unsupported_architecture_is_refused_at_load(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", """\
+        model: {architecture: mobilenet_v2}
+        optimize: {pruning: [{name: slim, method: structured, ratio: 0.5}]}
+        """)
+    config_error(load_params, path, "optimize.pruning.0", "small_cnn", "'mobilenet_v2'", "magnitude")
