@@ -72,6 +72,11 @@ def _load_tflite(artifact: str, threads: int, options: dict[str, Any]) -> Runner
     shape = [1, *list(input_detail["shape"][1:])]
     if list(input_detail["shape"]) != shape:
         interpreter.resize_tensor_input(input_detail["index"], shape)
+    return Runner(_interpreter_infer(interpreter), name, _package_version(name, module))
+
+
+def _interpreter_infer(interpreter: Any) -> Infer:
+    """Batch-1 inference through a (LiteRT / tflite_runtime) Interpreter."""
     interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
@@ -81,7 +86,7 @@ def _load_tflite(artifact: str, threads: int, options: dict[str, Any]) -> Runner
         interpreter.invoke()
         return interpreter.get_tensor(output_index)
 
-    return Runner(infer, name, _package_version(name, module))
+    return infer
 
 
 def _load_tflm(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
@@ -110,16 +115,8 @@ def _load_edgetpu(artifact: str, threads: int, options: dict[str, Any]) -> Runne
         from tflite_runtime import interpreter as module  # type: ignore[no-redef]
     delegate = module.load_delegate(EDGETPU_LIBRARY)
     interpreter = module.Interpreter(model_path=artifact, experimental_delegates=[delegate])
-    interpreter.allocate_tensors()
-    input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
-
-    def infer(x: np.ndarray) -> np.ndarray:
-        interpreter.set_tensor(input_index, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(output_index)
-
-    return Runner(infer, "edgetpu", _package_version("ai-edge-litert", module))
+    return Runner(_interpreter_infer(interpreter), "edgetpu",
+                  _package_version("ai-edge-litert", module))
 
 
 def _load_onnxruntime(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
