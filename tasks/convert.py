@@ -170,20 +170,9 @@ def convert(formats: dict[str, list[str]], params: ConvertParams,
                         # Quantisation may legitimately cost accuracy: the variant stays in
                         # the index and the report, rejected with its numbers, unbenchmarked.
                         status, reason = "rejected", "; ".join(check.failures)
-                    files = _file_entries(exported, staging)
-                    variants.append({
-                        **identity, "status": status, "reason": reason,
-                        "file": exported.main_file.relative_to(staging).as_posix(),
-                        "files": files, "bytes": sum(entry["bytes"] for entry in files),
-                        "gzip_bytes": sum(gzip_size(staging / entry["path"]) for entry in files),
-                        "extras": [path.relative_to(staging).as_posix() for path in exported.extras],
-                        "sha256": files[0]["sha256"], "spec": exported.spec,
-                        "accuracy": check.accuracy,
-                        "accuracy_drop": relative_drop(check.accuracy, base_accuracy),
-                        "details": exported.details,
-                        "export_seconds": round(time.perf_counter() - started, 2),
-                        "check": asdict(check),
-                    })
+                    variants.append({**identity, "status": status, "reason": reason,
+                                     **_produced(exported, check, staging, base_accuracy),
+                                     "export_and_check_seconds": round(time.perf_counter() - started, 2)})
         if disagreements:
             raise ConversionError("convert: artifacts disagree with their Keras model: "
                                   + " | ".join(disagreements))
@@ -195,6 +184,23 @@ def convert(formats: dict[str, list[str]], params: ConvertParams,
             "variants": variants,
         })
     return out_dir / "index.json"
+
+
+def _produced(exported: Exported, check: CheckResult, variants_dir: Path,
+              base_accuracy: float) -> dict[str, Any]:
+    """The index fields of a variant that was exported and checked."""
+    files = _file_entries(exported, variants_dir)
+    return {
+        "file": exported.main_file.relative_to(variants_dir).as_posix(),
+        "files": files, "bytes": sum(entry["bytes"] for entry in files),
+        "gzip_bytes": sum(gzip_size(variants_dir / entry["path"]) for entry in files),
+        "extras": [path.relative_to(variants_dir).as_posix() for path in exported.extras],
+        "sha256": files[0]["sha256"], "spec": exported.spec,
+        "accuracy": check.accuracy,
+        "accuracy_drop": relative_drop(check.accuracy, base_accuracy),
+        "details": exported.details,
+        "check": asdict(check),
+    }
 
 
 def read_index(variants_dir: Path) -> list[dict[str, Any]]:
