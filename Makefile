@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test repro report clean-outputs install
+.PHONY: run test repro report clean-outputs install system-deps
 
 install: $(INSTALLED)
 
@@ -19,8 +19,19 @@ $(INSTALLED): pyproject.toml requirements.lock
 run: $(INSTALLED)
 	$(BIN)/edgeflow run
 
-test: $(INSTALLED)
+test: $(INSTALLED) system-deps
 	$(BIN)/python -m pytest
+
+# The SSH device-farm tests start real OpenSSH servers on loopback: install Debian's
+# openssh-server when it is missing and we are root (otherwise those tests are skipped).
+system-deps:
+	@if [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "openssh-server missing and not root: SSH farm tests will be skipped"; exit 0; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -q openssh-server >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openssh-server >/dev/null; } || \
+	  echo "could not install openssh-server: SSH farm tests will be skipped"
 
 # The same lifecycle through DVC: one stage per step, `edgeflow step NAME` each.
 repro: $(INSTALLED)

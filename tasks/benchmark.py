@@ -24,7 +24,7 @@ from typing import Any
 from invoke.exceptions import CommandTimedOut
 
 from tasks import harness
-from tasks.config import BenchmarkParams, LocalDevice, McuDevice
+from tasks.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
 from tasks.convert import read_index
 from tasks.devices import Connection, connect, device_python, quote_command
 from tasks.files import atomic_output_dir, write_json
@@ -91,7 +91,7 @@ def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def _harness_argv(python: str, remote_harness: str, run_dir: str, variant: dict[str, Any],
-                  device: LocalDevice, params: BenchmarkParams) -> list[str]:
+                  device: LocalDevice | SshDevice, params: BenchmarkParams) -> list[str]:
     variant_dir = f"{run_dir}/{variant['name']}"
     return [python, remote_harness,
             "--artifact", f"{run_dir}/{variant['file']}",
@@ -116,7 +116,7 @@ def _push(connection: Connection, local: Path, remote: str) -> None:
 
 
 def _run_variant(connection: Connection, python: str, remote_harness: str, run_dir: str,
-                 variant: dict[str, Any], variants_dir: Path, device: LocalDevice,
+                 variant: dict[str, Any], variants_dir: Path, device: LocalDevice | SshDevice,
                  params: BenchmarkParams, staging: Path) -> dict[str, Any]:
     variant_dir = f"{run_dir}/{variant['name']}"
     connection.run(quote_command(["mkdir", "-p", variant_dir]))
@@ -149,7 +149,7 @@ def _run_variant(connection: Connection, python: str, remote_harness: str, run_d
 
 
 def _run_or_skip(connection: Connection, python: str, remote_harness: str, run_dir: str,
-                 variant: dict[str, Any], variants_dir: Path, device: LocalDevice,
+                 variant: dict[str, Any], variants_dir: Path, device: LocalDevice | SshDevice,
                  device_name: str, params: BenchmarkParams, staging: Path,
                  facts: dict[str, Any]) -> dict[str, Any]:
     runtime = variant["runtime"]
@@ -206,9 +206,9 @@ def check_mcu_fit(device_name: str, device: McuDevice, variants_dir: Path,
     return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), {})
 
 
-def benchmark_device(device_name: str, device: LocalDevice | McuDevice, params: BenchmarkParams,
-                     variants_dir: Path, prepared: Path, out_dir: Path,
-                     connect_to: Callable[[LocalDevice], Connection] = connect) -> DeviceRun:
+def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevice,
+                     params: BenchmarkParams, variants_dir: Path, prepared: Path, out_dir: Path,
+                     connect_to: Callable[[Any], Connection] = connect) -> DeviceRun:
     """Benchmark every variant on one device, one after another."""
     if isinstance(device, McuDevice):
         return check_mcu_fit(device_name, device, variants_dir, out_dir)

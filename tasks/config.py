@@ -178,12 +178,10 @@ class Params(StrictModel):
         return value
 
 
-class LocalDevice(StrictModel):
-    """This machine, reached through the same run/put/get interface as an SSH board."""
+class RunsHarness(StrictModel):
+    """What every device that runs the harness shares: its threads, the runtimes it may
+    use, its tags and requirement overrides."""
 
-    transport: Literal["local"] = "local"
-    workdir: Path = Path(".edgeflow/devices/local")
-    python: str | None = Field(default=None, description="interpreter; null = edgeflow's own")
     threads: int = Field(default=1, ge=1, le=256)
     runtimes: list[str] | None = Field(
         default=None, description="runtimes the device can run; null = all it can import")
@@ -198,6 +196,29 @@ class LocalDevice(StrictModel):
             if runtime not in known:
                 raise ValueError(f"unknown runtime {runtime!r} (allowed: {', '.join(known)})")
         return value
+
+
+class LocalDevice(RunsHarness):
+    """This machine, reached through the same run/put/get interface as an SSH board."""
+
+    transport: Literal["local"] = "local"
+    workdir: Path = Path(".edgeflow/devices/local")
+    python: str | None = Field(default=None, description="interpreter; null = edgeflow's own")
+
+
+class SshDevice(RunsHarness):
+    """A board reached over SSH (Fabric): key authentication only, its host key checked
+    against the farm's known_hosts (an unknown or changed key is refused)."""
+
+    transport: Literal["ssh"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = Field(min_length=1)
+    key_file: Path = Field(description="private key; relative to farm.yaml")
+    known_hosts: Path = Field(description="known_hosts file; relative to farm.yaml")
+    python: str = Field(default="python3", description="interpreter on the device")
+    workdir: str = Field(default="edgeflow", description="on the device; relative to its home")
+    connect_timeout: float = Field(default=10.0, gt=0.0)
 
 
 class McuDevice(StrictModel):
@@ -216,7 +237,7 @@ class McuDevice(StrictModel):
     requirements: Requirements | None = None
 
 
-Device = Annotated[LocalDevice | McuDevice, Field(discriminator="transport")]
+Device = Annotated[LocalDevice | SshDevice | McuDevice, Field(discriminator="transport")]
 
 
 class Farm(StrictModel):
@@ -269,7 +290,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 # Where pydantic inserts the chosen union member's tag into an error's path (users never
 # wrote it): (path prefix, position of the tag, the tags).
 _TAGGED_UNIONS = ((("model",), 1, set(ARCHITECTURES)),
-                  (("devices",), 2, {"local", "mcu"}),
+                  (("devices",), 2, {"local", "ssh", "mcu"}),
                   (("optimize", "pruning"), 3, {"magnitude", "structured"}))
 
 
@@ -325,13 +346,22 @@ def load_farm(path: Path) -> Farm:
     path = Path(path)
     farm = _validated(Farm, path)
     base = path.parent.resolve()
-    devices = {name: device.model_copy(update={"workdir": _resolve(device.workdir, base)})
-               if isinstance(device, LocalDevice) else device
-               for name, device in farm.devices.items()}
+    devices = {name: _with_local_paths(device, base) for name, device in farm.devices.items()}
     return farm.model_copy(update={"devices": devices})
 
 
-def effective_requirements(params: RequirementParams, device: LocalDevice | McuDevice) -> Requirements:
+def _with_local_paths(device: Any, base: Path) -> Any:
+    """Paths on this machine become absolute (relative to farm.yaml); paths on a remote
+    device stay as written."""
+    if isinstance(device, LocalDevice):
+        return device.model_copy(update={"workdir": _resolve(device.workdir, base)})
+    if isinstance(device, SshDevice):
+        return device.model_copy(update={"key_file": _resolve(device.key_file, base),
+                                         "known_hosts": _resolve(device.known_hosts, base)})
+    return device
+
+
+def effective_requirements(params: RequirementParams, device: Any) -> Requirements:
     """The experiment's requirements with the device's overrides applied on top."""
     merged = {key: getattr(params, key) for key in Requirements.model_fields}
     if device.requirements is not None:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from tasks.config import LocalDevice
+from tasks.config import LocalDevice, SshDevice
 
 
 class Connection(Protocol):
@@ -52,16 +52,80 @@ class LocalConnection:
         pass
 
 
-TRANSPORTS: dict[str, Callable[[LocalDevice], Connection]] = {
+class HostKeyRefused(Exception):
+    """The device's host key is unknown to the farm's known_hosts, or has changed."""
+
+
+class SshConnection:
+    """A Fabric connection that trusts only the farm's known_hosts.
+
+    Fabric's default client auto-adds unknown host keys (paramiko's AutoAddPolicy) and
+    reads the user's own known_hosts: neither is acceptable for a device farm, so the
+    client is replaced by one that loads the farm's file alone and rejects anything else.
+    Authentication is by the device's key file only (no agent, no key search).
+    """
+
+    def __init__(self, device: SshDevice) -> None:
+        import paramiko
+        from fabric import Connection as FabricConnection
+
+        self.device = device
+        self._fabric = FabricConnection(
+            host=device.host, user=device.user, port=device.port,
+            connect_timeout=device.connect_timeout,
+            connect_kwargs={"key_filename": str(device.key_file), "look_for_keys": False,
+                            "allow_agent": False})
+        client = paramiko.SSHClient()
+        if device.known_hosts.is_file():
+            client.load_host_keys(str(device.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self._fabric.client = client
+
+    def _opened(self) -> Any:
+        import paramiko
+
+        try:
+            self._fabric.open()
+        except paramiko.BadHostKeyException as error:
+            raise HostKeyRefused(
+                f"host key of {self.device.host}:{self.device.port} changed "
+                f"(got {error.key.get_name()} {error.key.fingerprint}); if the device was "
+                f"re-imaged, replace its line in {self.device.known_hosts}") from None
+        except paramiko.SSHException as error:
+            if "not found in known_hosts" not in str(error):
+                raise
+            raise HostKeyRefused(
+                f"host key of {self.device.host}:{self.device.port} is not in "
+                f"{self.device.known_hosts}; verify its fingerprint and add it "
+                f"(ssh-keyscan -p {self.device.port} {self.device.host} >> "
+                f"{self.device.known_hosts})") from None
+        return self._fabric
+
+    def run(self, command: str, *, timeout: float | None = None, warn: bool = True,
+            hide: bool = True) -> Any:
+        return self._opened().run(command, timeout=timeout, warn=warn, hide=hide, in_stream=False)
+
+    def put(self, local: Path, remote: str) -> None:
+        self._opened().put(str(local), remote)
+
+    def get(self, remote: str, local: Path) -> None:
+        self._opened().get(remote, str(local))
+
+    def close(self) -> None:
+        self._fabric.close()
+
+
+TRANSPORTS: dict[str, Callable[[Any], Connection]] = {
     "local": lambda device: LocalConnection(),
+    "ssh": SshConnection,
 }
 
 
-def connect(device: LocalDevice) -> Connection:
+def connect(device: LocalDevice | SshDevice) -> Connection:
     return TRANSPORTS[device.transport](device)
 
 
-def device_python(device: LocalDevice) -> str:
+def device_python(device: LocalDevice | SshDevice) -> str:
     """The interpreter that runs the harness on the device."""
     return device.python or sys.executable
 

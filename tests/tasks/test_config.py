@@ -424,3 +424,21 @@ def test_structured_pruning_of_an_unsupported_architecture_is_refused_at_load(tm
         optimize: {pruning: [{name: slim, method: structured, ratio: 0.5}]}
         """)
     config_error(load_params, path, "optimize.pruning.0", "small_cnn", "'mobilenet_v2'", "magnitude")
+
+
+def test_ssh_device_resolves_local_paths_but_not_remote_ones(tmp_path: Path) -> None:
+    path = write(tmp_path / "lab" / "farm.yaml", """\
+        devices:
+          pi: {transport: ssh, host: 10.0.0.2, user: pi, key_file: keys/id, known_hosts: keys/kh,
+               workdir: edgeflow, python: /opt/venv/bin/python}
+        """)
+    device = load_farm(path).devices["pi"]
+    assert device.key_file == (tmp_path / "lab" / "keys" / "id").resolve()
+    assert device.known_hosts == (tmp_path / "lab" / "keys" / "kh").resolve()
+    assert device.workdir == "edgeflow" and device.port == 22
+
+
+def test_ssh_device_without_known_hosts_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "farm.yaml",
+                 "devices: {pi: {transport: ssh, host: h, user: u, key_file: k}}\n")
+    config_error(load_farm, path, "devices.pi.known_hosts", "required")

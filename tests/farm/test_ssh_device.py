@@ -1,0 +1,73 @@
+"""A real SSH device (OpenSSH on loopback): benchmark over Fabric, host keys verified
+against the farm's known_hosts, key authentication only."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tasks.benchmark import benchmark_device
+from tasks.config import BenchmarkParams, SshDevice
+from tests.farm.conftest import SshServer, _keygen
+
+QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                        accuracy_samples=30, timeout_seconds=120)
+
+
+def _device(server: SshServer, tmp_path: Path, **changes: Any) -> SshDevice:
+    fields = {"transport": "ssh", "host": server.host, "port": server.port, "user": server.user,
+              "key_file": server.client_key, "known_hosts": server.known_hosts,
+              # The "board" is this machine: its interpreter has every runtime.
+              "python": sys.executable, "workdir": str(tmp_path / "remote"),
+              "runtimes": ["tflite", "onnxruntime"]}
+    return SshDevice(**{**fields, **changes})
+
+
+def _records(tiny_project, device: SshDevice, out: Path) -> dict[str, dict[str, Any]]:
+    run = benchmark_device("pi", device, QUICK, tiny_project.layout.variants,
+                           tiny_project.layout.prepared, out)
+    return {json.loads(path.read_text())["variant"]: json.loads(path.read_text())
+            for path in run.results}
+
+
+def test_benchmark_over_ssh(tiny_project, ssh_server: SshServer, tmp_path: Path) -> None:
+    records = _records(tiny_project, _device(ssh_server, tmp_path), tmp_path / "results")
+    for name in ("tflite-fp32", "onnx-fp32"):
+        assert records[name]["status"] == "ok", records[name]["error"]
+        assert records[name]["harness"]["latency_ms"]["p50"] > 0
+        assert records[name]["device_facts"]["arch"]
+    assert records["openvino-fp32"]["status"] == "skipped"
+    assert list((tmp_path / "remote" / "runs").iterdir()) == [], "the run dir is cleaned up"
+
+
+def test_unknown_host_key_is_refused_with_how_to_trust(tiny_project, ssh_server: SshServer,
+                                                       tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    records = _records(tiny_project, _device(ssh_server, tmp_path, known_hosts=empty),
+                       tmp_path / "results")
+    for record in records.values():
+        assert record["status"] == "failed"
+        assert "is not in" in record["error"] and "ssh-keyscan" in record["error"]
+    assert not (tmp_path / "remote").exists(), "nothing ran on an untrusted host"
+
+
+def test_changed_host_key_is_refused(tiny_project, ssh_server: SshServer, tmp_path: Path) -> None:
+    _keygen(tmp_path / "impostor")
+    impostor = " ".join((tmp_path / "impostor.pub").read_text().split()[:2])
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{ssh_server.host}]:{ssh_server.port} {impostor}\n")
+    records = _records(tiny_project, _device(ssh_server, tmp_path, known_hosts=known),
+                       tmp_path / "results")
+    assert all("changed" in record["error"] for record in records.values())
+
+
+def test_wrong_client_key_is_refused(tiny_project, ssh_server: SshServer, tmp_path: Path) -> None:
+    _keygen(tmp_path / "stranger")
+    records = _records(tiny_project, _device(ssh_server, tmp_path, key_file=tmp_path / "stranger"),
+                       tmp_path / "results")
+    for record in records.values():
+        assert record["status"] == "failed"
+        assert "Authentication" in record["error"] or "auth" in record["error"].lower()
