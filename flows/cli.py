@@ -117,6 +117,38 @@ def report(params: ParamsOption = Path("params.yaml"),
     console.print(f"report: {layout.reports / 'report.md'}")
 
 
+farm_app = typer.Typer(no_args_is_help=True, help="Look at and prepare the device farm.")
+app.add_typer(farm_app, name="farm")
+
+
+@farm_app.command("probe")
+def farm_probe(farm: Annotated[Path, typer.Option("--farm", help="device inventory")] = Path("farm.yaml"),
+               ) -> None:
+    """Connect to every device and show what it is and which runtimes it can run."""
+    from rich.table import Table
+
+    from tasks.config import load_farm
+    from tasks.farm import probe_farm
+
+    probes = _guarded(lambda: probe_farm(load_farm(farm)))
+    table = Table(title=f"farm: {farm}")
+    for column in ("device", "reachable", "arch", "os", "python", "cpu", "cores", "RAM MB",
+                   "temp C", "runtimes"):
+        table.add_column(column)
+    for probe in probes:
+        facts = probe.facts
+        runtimes = ", ".join(f"{name} {version}" for name, version in probe.runtimes.items())
+        table.add_row(probe.device, "yes" if probe.reachable else f"[red]no[/]: {probe.error}",
+                      str(facts.get("arch", "")), str(facts.get("os", "")),
+                      str(facts.get("python", "")), str(facts.get("cpu", "")),
+                      str(facts.get("cores", "")), str(facts.get("memory_mb") or ""),
+                      str(facts.get("temperature_c") or ""), runtimes)
+    console.print(table)
+    unreachable = [probe.device for probe in probes
+                   if not probe.reachable and "microcontroller" not in (probe.error or "")]
+    raise typer.Exit(1 if unreachable else 0)
+
+
 @app.command("dvc-yaml", hidden=True)
 def dvc_yaml(params: ParamsOption = Path("params.yaml")) -> None:
     """Print the dvc.yaml the step registry implies."""

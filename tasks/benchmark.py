@@ -30,6 +30,9 @@ from tasks.devices import Connection, connect, device_python, quote_command
 from tasks.files import atomic_output_dir, write_json
 
 MAX_RESULT_BYTES = 1 << 20
+LOCK_NAME = ".benchmark.lock"
+LOCK_BUSY_EXIT = 75  # EX_TEMPFAIL: flock's exit status when the lock was not taken in time
+HARNESS_TIMED_OUT = {124, 137}  # coreutils timeout: TERM sent / KILL needed
 HARNESS_PATH = Path(harness.__file__)
 REQUIRED_OK_FIELDS = {"latency_ms": dict, "throughput_fps": float, "accuracy": float,
                       "peak_rss_mb": float, "load_ms": float, "runtime": dict}
@@ -44,7 +47,7 @@ class DeviceRun:
     probe: dict[str, Any]
 
 
-def _tail(text: str, limit: int = 300) -> str:
+def tail(text: str, limit: int = 300) -> str:
     lines = [line for line in (text or "").strip().splitlines() if line.strip()]
     return (lines[-1] if lines else "")[-limit:]
 
@@ -53,7 +56,7 @@ def probe_device(connection: Connection, python: str, remote_harness: str,
                  timeout: float) -> dict[str, Any]:
     result = connection.run(quote_command([python, remote_harness, "--probe"]), timeout=timeout)
     if not result.ok:
-        raise RuntimeError(f"probe failed (exit {result.exited}): {_tail(result.stderr)}")
+        raise RuntimeError(f"probe failed (exit {result.exited}): {tail(result.stderr)}")
     return parse_untrusted_json(result.stdout.encode())
 
 
@@ -107,12 +110,12 @@ def _harness_argv(python: str, remote_harness: str, run_dir: str, variant: dict[
             "--accuracy-samples", str(params.accuracy_samples)]
 
 
-def _push(connection: Connection, local: Path, remote: str) -> None:
+def push(connection: Connection, local: Path, remote: str) -> None:
     # A temporary name then a rename: a reader never sees half a file.
     connection.put(local, remote + ".part")
     moved = connection.run(quote_command(["mv", "-f", remote + ".part", remote]))
     if not moved.ok:
-        raise RuntimeError(f"cannot place {remote} on the device: {_tail(moved.stderr)}")
+        raise RuntimeError(f"cannot place {remote} on the device: {tail(moved.stderr)}")
 
 
 def _run_variant(connection: Connection, python: str, remote_harness: str, run_dir: str,
@@ -121,27 +124,44 @@ def _run_variant(connection: Connection, python: str, remote_harness: str, run_d
     variant_dir = f"{run_dir}/{variant['name']}"
     connection.run(quote_command(["mkdir", "-p", variant_dir]))
     for entry in variant["files"]:
-        _push(connection, variants_dir / entry["path"], f"{run_dir}/{entry['path']}")
+        push(connection, variants_dir / entry["path"], f"{run_dir}/{entry['path']}")
     spec_file = staging / f".{variant['name']}.spec.json"
     write_json(spec_file, variant["spec"])
-    _push(connection, spec_file, f"{variant_dir}/spec.json")
+    push(connection, spec_file, f"{variant_dir}/spec.json")
     spec_file.unlink()
 
-    command = quote_command(_harness_argv(python, remote_harness, run_dir, variant, device, params))
+    # One benchmark at a time per device, whoever starts it (another flow run, another
+    # orchestrating machine): flock on a file in the device's workdir, held by the kernel
+    # for the harness's lifetime, released even if the harness is killed. The harness's
+    # own time limit is enforced on the device (coreutils timeout), apart from the wait
+    # for the lock; the transport's limit only catches a lost device.
+    lock = f"{device.workdir}/{LOCK_NAME}"
+    command = quote_command(["flock", "-w", str(params.lock_timeout_seconds), "-E",
+                             str(LOCK_BUSY_EXIT), lock,
+                             "timeout", "-k", "5", str(params.timeout_seconds),
+                             *_harness_argv(python, remote_harness, run_dir, variant, device, params)])
+    timed_out = {"status": "failed",
+                 "error": f"harness did not finish within timeout_seconds={params.timeout_seconds}"}
     try:
-        outcome = connection.run(command, timeout=params.timeout_seconds)
+        outcome = connection.run(command, timeout=params.timeout_seconds
+                                 + params.lock_timeout_seconds + 30)
     except CommandTimedOut:
-        return {"status": "failed",
-                "error": f"harness did not finish within timeout_seconds={params.timeout_seconds}"}
+        return timed_out
     except Exception as error:  # noqa: BLE001 - transport errors: the device, not the run
         return {"status": "failed", "error": f"harness did not finish: {type(error).__name__}: "
-                                             f"{_tail(str(error))}"}
+                                             f"{tail(str(error))}"}
+    if outcome.exited in HARNESS_TIMED_OUT:
+        return timed_out
+    if outcome.exited == LOCK_BUSY_EXIT:
+        return {"status": "failed",
+                "error": f"device busy: another benchmark held {lock} for more than "
+                         f"lock_timeout_seconds={params.lock_timeout_seconds}"}
     fetched = staging / f".{variant['name']}.result.json"
     try:
         connection.get(f"{variant_dir}/result.json", fetched)
         document = validate_harness_result(parse_untrusted_json(fetched.read_bytes()))
     except Exception as error:  # noqa: BLE001 - an untrusted or absent result is a failure
-        detail = _tail(outcome.stderr) or f"exit code {outcome.exited}"
+        detail = tail(outcome.stderr) or f"exit code {outcome.exited}"
         return {"status": "failed", "error": f"no valid harness result ({error}); {detail}"}
     finally:
         fetched.unlink(missing_ok=True)
@@ -223,12 +243,12 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
         try:
             try:
                 connection.run(quote_command(["mkdir", "-p", "-m", "700", run_dir]))
-                _push(connection, HARNESS_PATH, remote_harness)
-                _push(connection, test_data, f"{run_dir}/test.npz")
+                push(connection, HARNESS_PATH, remote_harness)
+                push(connection, test_data, f"{run_dir}/test.npz")
                 facts = probe_device(connection, python, remote_harness, params.timeout_seconds)
                 device_error = None
             except Exception as error:  # noqa: BLE001 - the device fails, the run goes on
-                facts, device_error = {}, f"device not usable: {type(error).__name__}: {_tail(str(error))}"
+                facts, device_error = {}, f"device not usable: {type(error).__name__}: {tail(str(error))}"
             for variant in variants:
                 outcome = (_run_or_skip(connection, python, remote_harness, run_dir, variant,
                                         variants_dir, device, device_name, params, staging, facts)

@@ -121,6 +121,8 @@ class BenchmarkParams(StrictModel):
     seconds: float = Field(default=2.0, ge=0.0)
     accuracy_samples: int = Field(default=0, ge=0, description="0 = the whole test split")
     timeout_seconds: float = Field(default=600.0, gt=0.0)
+    lock_timeout_seconds: float = Field(
+        default=600.0, ge=0.0, description="wait for another benchmark on the same device")
 
 
 RankKey = Literal["latency_p50_ms", "latency_p90_ms", "size_bytes", "accuracy", "peak_rss_mb"]

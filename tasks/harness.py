@@ -266,9 +266,33 @@ def host_facts() -> dict[str, Any]:
     }
 
 
+def _first_number(path: str, prefix: str = "") -> float | None:
+    try:
+        with open(path, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(prefix):
+                    return float(line[len(prefix):].split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _module_version(module: str, distributions: dict[str, list[str]]) -> str:
+    from importlib.metadata import version
+
+    for distribution in distributions.get(module, []):
+        try:
+            return version(distribution)
+        except Exception:  # noqa: BLE001 - a version is informative, never required
+            continue
+    return "unknown"
+
+
 def probe() -> dict[str, Any]:
-    """Host facts and the runtimes importable here (found, not imported: cheap)."""
+    """Host facts, memory, temperature where the board exposes it, and the runtimes
+    importable here with their versions (found, not imported: cheap)."""
     from ctypes.util import find_library
+    from importlib.metadata import packages_distributions
     from importlib.util import find_spec
 
     available = {runtime: next((module for module in modules if find_spec(module)), None)
@@ -276,8 +300,17 @@ def probe() -> dict[str, Any]:
     for runtime, library in RUNTIME_LIBRARIES.items():
         if available.get(runtime) and not find_library(library):
             available[runtime] = None
-    return {"protocol": PROTOCOL_VERSION, "host": host_facts(),
-            "runtimes": {name: module for name, module in available.items() if module}}
+    runtimes = {name: module for name, module in available.items() if module}
+    distributions = packages_distributions() if runtimes else {}
+    memory_kb = _first_number("/proc/meminfo", "MemTotal:")
+    millidegrees = _first_number("/sys/class/thermal/thermal_zone0/temp")
+    return {"protocol": PROTOCOL_VERSION,
+            "host": {**host_facts(),
+                     "memory_mb": round(memory_kb / 1024) if memory_kb else None,
+                     "temperature_c": millidegrees / 1000 if millidegrees else None},
+            "runtimes": runtimes,
+            "runtime_versions": {name: _module_version(module, distributions)
+                                 for name, module in runtimes.items()}}
 
 
 def _timed_loop(runner: Runner, inputs: list[np.ndarray], min_runs: int,
@@ -383,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "runtime_requested": args.runtime}
     try:
         result["host"] = host_facts()
+        result["started_at"] = time.time()
         result.update(measure(args))
+        result["finished_at"] = time.time()
         result.update(status="ok", error=None)
         code = 0
     except BaseException as error:  # noqa: BLE001 - every failure becomes a result

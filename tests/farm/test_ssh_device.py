@@ -71,3 +71,46 @@ def test_wrong_client_key_is_refused(tiny_project, ssh_server: SshServer, tmp_pa
     for record in records.values():
         assert record["status"] == "failed"
         assert "Authentication" in record["error"] or "auth" in record["error"].lower()
+
+
+def test_farm_probe_reports_each_device_and_survives_a_bad_one(ssh_server: SshServer,
+                                                               tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    farm = tmp_path / "farm.yaml"
+    farm.write_text(f"""\
+devices:
+  pi:
+    transport: ssh
+    host: {ssh_server.host}
+    port: {ssh_server.port}
+    user: {ssh_server.user}
+    key_file: {ssh_server.client_key}
+    known_hosts: {ssh_server.known_hosts}
+    python: {sys.executable}
+    workdir: {tmp_path / 'remote'}
+  ghost:
+    transport: ssh
+    host: 127.0.0.1
+    port: 1
+    user: nobody
+    key_file: {ssh_server.client_key}
+    known_hosts: {ssh_server.known_hosts}
+    connect_timeout: 2
+  esp: {{transport: mcu, flash_kb: 4096, ram_kb: 512}}
+""")
+    from tasks.config import load_farm
+    from tasks.farm import probe_farm
+
+    probes = {probe.device: probe for probe in probe_farm(load_farm(farm))}
+    assert probes["pi"].reachable and probes["pi"].facts["cores"] >= 1
+    assert probes["pi"].facts["memory_mb"] > 0
+    assert {"tflite", "onnxruntime", "openvino"} <= set(probes["pi"].runtimes)
+    assert not probes["ghost"].reachable and probes["ghost"].error
+    assert not probes["esp"].reachable and "microcontroller" in probes["esp"].error
+    cli = subprocess.run([str(Path(sys.executable).parent / "edgeflow"), "farm", "probe",
+                          "--farm", str(farm)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLUMNS": "250"}, check=False)
+    assert cli.returncode == 1, cli.stderr  # ghost is unreachable
+    assert "pi" in cli.stdout and "onnxruntime" in cli.stdout and "Traceback" not in cli.stderr

@@ -9,7 +9,9 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -277,3 +279,42 @@ def test_quote_command_makes_hostile_arguments_inert(tmp_path: Path) -> None:
 
 def test_quote_command_accepts_paths() -> None:
     assert quote_command(["ls", Path("/tmp/a b")]) == "ls '/tmp/a b'"
+
+
+def test_two_benchmarks_on_one_device_never_overlap(tiny_project: Any, tmp_path: Path) -> None:
+    """Two concurrent runs (two flows, two orchestrators) on one device are serialised by
+    the lock on the device: their harness runs' time intervals do not intersect."""
+    import threading
+
+    device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"])
+    protocol = QUICK.model_copy(update={"seconds": 1.0})
+    runs: dict[str, Any] = {}
+
+    def benchmark(name: str) -> None:
+        runs[name] = bench(tiny_project, device, tmp_path / name, params=protocol)
+
+    threads = [threading.Thread(target=benchmark, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    first, second = (records(runs[name])["onnx-fp32"]["harness"] for name in ("a", "b"))
+    assert first["finished_at"] <= second["started_at"] or second["finished_at"] <= first["started_at"]
+
+
+def test_a_held_device_lock_is_a_clear_failure(tiny_project: Any, tmp_path: Path) -> None:
+    from tasks.benchmark import LOCK_NAME
+
+    workdir = tmp_path / "dev"
+    workdir.mkdir()
+    holder = subprocess.Popen(["flock", str(workdir / LOCK_NAME), "sleep", "30"])
+    try:
+        time.sleep(0.3)
+        device = LocalDevice(workdir=workdir, runtimes=["onnxruntime"])
+        run = bench(tiny_project, device, tmp_path / "results",
+                    params=QUICK.model_copy(update={"lock_timeout_seconds": 1.0}))
+        result = records(run)["onnx-fp32"]
+    finally:
+        holder.kill()
+    assert result["status"] == "failed"
+    assert result["error"].startswith("device busy: another benchmark held")

@@ -1,0 +1,55 @@
+"""``edgeflow farm probe``: what each device in farm.yaml is and can run.
+
+Connects to every device through its transport (SSH with the farm's known_hosts, or this
+machine), runs the harness's ``--probe`` from a temporary folder in the device's
+workdir, and returns per device: reachable or the reason not, host facts (arch, OS,
+Python, CPU, cores, memory, temperature where exposed) and the runtimes it can import
+with their versions. A failure on one device never hides the others. MCU profiles have
+no shell: they are reported from farm.yaml.
+"""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.benchmark import HARNESS_PATH, probe_device, push, tail
+from tasks.config import Farm, McuDevice
+from tasks.devices import connect, device_python, quote_command
+
+
+@dataclass(frozen=True)
+class DeviceProbe:
+    device: str
+    reachable: bool
+    facts: dict[str, Any] = field(default_factory=dict)
+    runtimes: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+def probe_one(name: str, device: Any, timeout: float = 60.0) -> DeviceProbe:
+    if isinstance(device, McuDevice):
+        return DeviceProbe(name, False, {"class": "mcu", "flash_kb": device.flash_kb,
+                                         "ram_kb": device.ram_kb, **device.tags},
+                           error="microcontroller profile: no shell to probe")
+    probe_dir = f"{device.workdir}/probe-{uuid.uuid4().hex[:12]}"
+    connection = connect(device)
+    try:
+        connection.run(quote_command(["mkdir", "-p", "-m", "700", probe_dir]))
+        push(connection, HARNESS_PATH, f"{probe_dir}/harness.py")
+        found = probe_device(connection, device_python(device), f"{probe_dir}/harness.py", timeout)
+        connection.run(quote_command(["rm", "-rf", probe_dir]))
+        return DeviceProbe(name, True, found.get("host", {}), found.get("runtime_versions", {}))
+    except Exception as error:  # noqa: BLE001 - one device's failure is its own row
+        return DeviceProbe(name, False, error=f"{type(error).__name__}: {tail(str(error))}")
+    finally:
+        connection.close()
+
+
+def probe_farm(farm: Farm) -> list[DeviceProbe]:
+    """Probe every device in parallel; results in farm.yaml order."""
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(farm.devices)))) as pool:
+        futures = [pool.submit(probe_one, name, device) for name, device in farm.devices.items()]
+        return [future.result() for future in futures]
