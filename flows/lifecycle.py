@@ -79,6 +79,15 @@ def _note(state: State, label: str, outcome: LifecycleOutcome) -> None:
     (outcome.cached if state.name == "Cached" else outcome.executed).append(label)
 
 
+def _run_in_order(ctx: Context, names: tuple[str, ...], refresh: list[str],
+                  outcome: LifecycleOutcome) -> None:
+    for name in names:
+        step_task, label = _step(ctx, name, refresh)
+        state = step_task(ctx, name, return_state=True)
+        state.result()  # re-raises the step's own error
+        _note(state, label, outcome)
+
+
 @flow(name="edgeflow-lifecycle")
 def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
               refresh: list[str] | None = None) -> State:
@@ -91,11 +100,7 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
     ctx = Context.load(Path(params_path), Path(farm_path))
     refresh = _known_steps(refresh)
     outcome = LifecycleOutcome()
-    for name in ("prepare", "train", "optimize", "convert"):
-        step_task, label = _step(ctx, name, refresh)
-        state = step_task(ctx, name, return_state=True)
-        state.result()  # re-raises the step's own error
-        _note(state, label, outcome)
+    _run_in_order(ctx, ("prepare", "train", "optimize", "convert"), refresh, outcome)
 
     futures = {}
     for device in ctx.farm.devices:
@@ -107,11 +112,7 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
         _note(future.state, label, outcome)
     remove_stale_results(ctx)
 
-    for name in ("select", "track"):
-        step_task, label = _step(ctx, name, refresh)
-        state = step_task(ctx, name, return_state=True)
-        state.result()
-        _note(state, label, outcome)
+    _run_in_order(ctx, ("select", "track"), refresh, outcome)
     outcome.dvc = record_with_dvc(ctx)
 
     summary = read_json(ctx.layout.summary)
@@ -133,6 +134,9 @@ class _NoTracebackForInputErrors(logging.Filter):
         return True
 
 
+_INPUT_ERROR_FILTER = _NoTracebackForInputErrors()
+
+
 def run_lifecycle(params_path: Path, farm_path: Path,
                   refresh: list[str] | None = None) -> tuple[State, LifecycleOutcome]:
     """Run the flow with this experiment's own Prefect result store."""
@@ -140,7 +144,7 @@ def run_lifecycle(params_path: Path, farm_path: Path,
     refresh = _known_steps(refresh)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     for name in ("prefect.task_runs", "prefect.flow_runs"):
-        logging.getLogger(name).addFilter(_NoTracebackForInputErrors())
+        logging.getLogger(name).addFilter(_INPUT_ERROR_FILTER)  # once: the same object
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: cache_dir(ctx) / "results"}):
         state = lifecycle(str(ctx.params_path), str(ctx.farm_path), refresh,
                           return_state=True)

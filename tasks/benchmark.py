@@ -118,6 +118,14 @@ def push(connection: Connection, local: Path, remote: str) -> None:
         raise RuntimeError(f"cannot place {remote} on the device: {tail(moved.stderr)}")
 
 
+def install_harness(connection: Connection, directory: str) -> str:
+    """Create an owner-only folder on the device and push the harness into it; returns
+    the harness's path there."""
+    connection.run(quote_command(["mkdir", "-p", "-m", "700", directory]))
+    push(connection, HARNESS_PATH, f"{directory}/harness.py")
+    return f"{directory}/harness.py"
+
+
 def _run_variant(connection: Connection, python: str, remote_harness: str, run_dir: str,
                  variant: dict[str, Any], variants_dir: Path, device: LocalDevice | SshDevice,
                  params: BenchmarkParams, staging: Path) -> dict[str, Any]:
@@ -236,14 +244,12 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
     test_data = prepared / "test.npz"
     python = device_python(device)
     run_dir = f"{device.workdir}/runs/{uuid.uuid4().hex[:12]}"
-    remote_harness = f"{run_dir}/harness.py"
     connection = connect_to(device)
     records: list[tuple[str, dict[str, Any]]] = []
     with atomic_output_dir(out_dir) as staging:
         try:
             try:
-                connection.run(quote_command(["mkdir", "-p", "-m", "700", run_dir]))
-                push(connection, HARNESS_PATH, remote_harness)
+                remote_harness = install_harness(connection, run_dir)
                 push(connection, test_data, f"{run_dir}/test.npz")
                 facts = probe_device(connection, python, remote_harness, params.timeout_seconds)
                 device_error = None

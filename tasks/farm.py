@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.benchmark import HARNESS_PATH, probe_device, push, tail
+from tasks.benchmark import install_harness, probe_device, tail
 from tasks.config import Farm, McuDevice
 from tasks.devices import connect, device_python, quote_command
 
@@ -37,9 +37,8 @@ def probe_one(name: str, device: Any, timeout: float = 60.0) -> DeviceProbe:
     probe_dir = f"{device.workdir}/probe-{uuid.uuid4().hex[:12]}"
     connection = connect(device)
     try:
-        connection.run(quote_command(["mkdir", "-p", "-m", "700", probe_dir]))
-        push(connection, HARNESS_PATH, f"{probe_dir}/harness.py")
-        found = probe_device(connection, device_python(device), f"{probe_dir}/harness.py", timeout)
+        remote_harness = install_harness(connection, probe_dir)
+        found = probe_device(connection, device_python(device), remote_harness, timeout)
         connection.run(quote_command(["rm", "-rf", probe_dir]))
         return DeviceProbe(name, True, found.get("host", {}), found.get("runtime_versions", {}))
     except Exception as error:  # noqa: BLE001 - one device's failure is its own row

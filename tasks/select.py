@@ -94,6 +94,7 @@ def _fits_ram(req: Requirements, m: Measured) -> str | None:
 CHECKS: tuple[Check, ...] = (_min_accuracy, _max_accuracy_drop, _max_latency, _max_size,
                              _max_memory, _fits_flash, _fits_ram)
 
+
 def _empty_measures() -> dict[str, Any]:
     """The columns of a row that measured nothing (a fresh ``notes`` list each time)."""
     return {"accuracy": None, "accuracy_drop": None, "latency_ms": None, "throughput_fps": None,
@@ -199,8 +200,13 @@ class Verdict:
 
 def verdict(summary: dict[str, Any]) -> Verdict:
     counts = summary["counts"]
-    problems = tuple(f"{row['variant']}@{row['device']}: {row['status']}: {'; '.join(row['reasons'])}"
-                     for row in summary["results"] if row["status"] in {"fail", "error"})
+
+    def described(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+        return tuple(f"{row['variant']}@{row['device']}: {row['status']}: {'; '.join(row['reasons'])}"
+                     for row in rows)
+
+    problems = described([row for row in summary["results"] if row["status"] in {"fail", "error"}])
+    errors = described([row for row in summary["results"] if row["status"] == "error"])
     unserved = [device for device, variant in summary["recommendations"].items() if variant is None]
     recommended = [f"{device}: {variant}" for device, variant in summary["recommendations"].items()
                    if variant is not None]
@@ -210,7 +216,6 @@ def verdict(summary: dict[str, Any]) -> Verdict:
         message += f" | recommended: {', '.join(recommended)}"
     if unserved:
         message += f" | no variant meets the requirements on: {', '.join(unserved)}"
-    errors = [problem for problem in problems if ": error: " in problem]
     if errors:
         message += " | errors: " + " | ".join(errors)
     return Verdict(ok=not counts["error"] and not unserved, message=message, problems=problems)

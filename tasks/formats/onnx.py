@@ -86,18 +86,18 @@ QUANTIZERS: dict[str, Callable[[ExportRequest, Path, Path], None] | None] = {
 def export_onnx(request: ExportRequest) -> Exported:
     target = request.out_dir / "model.onnx"
     quantizer = QUANTIZERS[request.precision]
-    if quantizer is None:
-        export_fp32_onnx(request, target)
-        return Exported(target, (target,), float_spec(request.source.input_shape))
     with tempfile.TemporaryDirectory() as temporary:
-        scratch = request.scratch or Path(temporary)
-        fp32 = scratch / "onnx-fp32" / "model.onnx"
+        # The fp32 graph is exported once per source and shared by every precision.
+        fp32 = (request.scratch or Path(temporary)) / "onnx-fp32" / "model.onnx"
         if not fp32.is_file():
             fp32.parent.mkdir(parents=True, exist_ok=True)
             export_fp32_onnx(request, fp32)
-        work = Path(temporary) / "model.onnx"
-        shutil.copyfile(fp32, work)  # ORT's pre-processing writes beside its input
-        quantizer(request, work, target)
+        if quantizer is None:
+            shutil.copyfile(fp32, target)
+        else:
+            work = Path(temporary) / "model.onnx"
+            shutil.copyfile(fp32, work)  # ORT's pre-processing writes beside its input
+            quantizer(request, work, target)
     return Exported(target, (target,), float_spec(request.source.input_shape))
 
 
