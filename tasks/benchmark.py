@@ -15,9 +15,8 @@ variants still run. Results from the device are untrusted: size-limited and chec
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,11 @@ from invoke.exceptions import CommandTimedOut
 from tasks import harness
 from tasks.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
 from tasks.convert import read_index
-from tasks.devices import Connection, connect, device_python, quote_command
+from tasks.deploy import (RUNS_DIR, PhaseTimes, last_line as tail, make_dirs, new_run_name,
+                          prune_runs, push_files)
+from tasks.errors import StepError
+from tasks.devices import (Connection, DeviceUnreachable, connect, connection_usable, owner_only,
+                           quote_command)
 from tasks.files import atomic_output_dir, write_json
 
 MAX_RESULT_BYTES = 1 << 20
@@ -40,21 +43,21 @@ REQUIRED_OK_FIELDS = {"latency_ms": dict, "throughput_fps": float, "accuracy": f
 
 @dataclass(frozen=True)
 class DeviceRun:
-    """What one device produced: the result files and the probe facts."""
+    """What one device produced: the result files, the probe facts, where the run's
+    files stay on the device, and the wall seconds of each orchestration phase."""
 
     device: str
     results: tuple[Path, ...]
     probe: dict[str, Any]
-
-
-def tail(text: str, limit: int = 300) -> str:
-    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else "")[-limit:]
+    remote_run_dir: str | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def probe_device(connection: Connection, python: str, remote_harness: str,
                  timeout: float) -> dict[str, Any]:
     result = connection.run(quote_command([python, remote_harness, "--probe"]), timeout=timeout)
+    if result.exited == 127:
+        raise RuntimeError(f"interpreter {python!r} not found on the device")
     if not result.ok:
         raise RuntimeError(f"probe failed (exit {result.exited}): {tail(result.stderr)}")
     return parse_untrusted_json(result.stdout.encode())
@@ -96,7 +99,7 @@ def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
 def _harness_argv(python: str, remote_harness: str, run_dir: str, variant: dict[str, Any],
                   device: LocalDevice | SshDevice, params: BenchmarkParams) -> list[str]:
     variant_dir = f"{run_dir}/{variant['name']}"
-    return [python, remote_harness,
+    argv = [python, remote_harness,
             "--artifact", f"{run_dir}/{variant['file']}",
             "--runtime", variant["runtime"],
             "--data", f"{run_dir}/test.npz",
@@ -107,89 +110,108 @@ def _harness_argv(python: str, remote_harness: str, run_dir: str, variant: dict[
             "--warmup-seconds", str(params.warmup_seconds),
             "--runs", str(params.runs),
             "--seconds", str(params.seconds),
+            "--accelerators", json.dumps(device.accelerators.model_dump(exclude_none=True)),
             "--accuracy-samples", str(params.accuracy_samples)]
+    return argv
 
 
-def push(connection: Connection, local: Path, remote: str) -> None:
-    # A temporary name then a rename: a reader never sees half a file.
-    connection.put(local, remote + ".part")
-    moved = connection.run(quote_command(["mv", "-f", remote + ".part", remote]))
-    if not moved.ok:
-        raise RuntimeError(f"cannot place {remote} on the device: {tail(moved.stderr)}")
-
-
-def install_harness(connection: Connection, directory: str) -> str:
-    """Create an owner-only folder on the device and push the harness into it; returns
-    the harness's path there."""
-    connection.run(quote_command(["mkdir", "-p", "-m", "700", directory]))
-    push(connection, HARNESS_PATH, f"{directory}/harness.py")
+def install_harness(connection: Connection, directory: str, *extra: tuple[Path, str]) -> str:
+    """Create an owner-only folder on the device and push the harness (and ``extra``
+    files) into it, verified; returns the harness's path there."""
+    make_dirs(connection, directory)
+    push_files(connection, [(HARNESS_PATH, f"{directory}/harness.py"), *extra])
     return f"{directory}/harness.py"
 
 
-def _run_variant(connection: Connection, python: str, remote_harness: str, run_dir: str,
-                 variant: dict[str, Any], variants_dir: Path, device: LocalDevice | SshDevice,
-                 params: BenchmarkParams, staging: Path) -> dict[str, Any]:
-    variant_dir = f"{run_dir}/{variant['name']}"
-    connection.run(quote_command(["mkdir", "-p", variant_dir]))
-    for entry in variant["files"]:
-        push(connection, variants_dir / entry["path"], f"{run_dir}/{entry['path']}")
-    spec_file = staging / f".{variant['name']}.spec.json"
-    write_json(spec_file, variant["spec"])
-    push(connection, spec_file, f"{variant_dir}/spec.json")
-    spec_file.unlink()
+def _deploy_variants(connection: Connection, variants: list[dict[str, Any]], variants_dir: Path,
+                     run_dir: str, staging: Path) -> None:
+    """Push every runnable variant's files and spec in one verified batch."""
+    if not variants:
+        return
+    make_dirs(connection, *(f"{run_dir}/{variant['name']}" for variant in variants))
+    files: list[tuple[Path, str]] = []
+    for variant in variants:
+        spec_file = write_json(staging / f".{variant['name']}.spec.json", variant["spec"])
+        files.append((spec_file, f"{run_dir}/{variant['name']}/spec.json"))
+        files.extend((variants_dir / entry["path"], f"{run_dir}/{entry['path']}")
+                     for entry in variant["files"])
+    try:
+        push_files(connection, files)
+    finally:
+        for variant in variants:
+            (staging / f".{variant['name']}.spec.json").unlink(missing_ok=True)
 
+
+def _failed(error: str) -> dict[str, Any]:
+    return {"status": "failed", "error": error}
+
+
+def _run_variant(connection: Connection, python: str, remote_harness: str, run_dir: str,
+                 variant: dict[str, Any], device: LocalDevice | SshDevice,
+                 params: BenchmarkParams, staging: Path, clock: PhaseTimes) -> dict[str, Any]:
+    """Run the harness for one deployed variant and fetch its result. A lost connection
+    raises DeviceUnreachable once reconnecting fails; nothing is re-run blindly."""
+    variant_dir = f"{run_dir}/{variant['name']}"
     # One benchmark at a time per device, whoever starts it (another flow run, another
     # orchestrating machine): flock on a file in the device's workdir, held by the kernel
     # for the harness's lifetime, released even if the harness is killed. The harness's
     # own time limit is enforced on the device (coreutils timeout), apart from the wait
     # for the lock; the transport's limit only catches a lost device.
     lock = f"{device.workdir}/{LOCK_NAME}"
-    command = quote_command(["flock", "-w", str(params.lock_timeout_seconds), "-E",
-                             str(LOCK_BUSY_EXIT), lock,
-                             "timeout", "-k", "5", str(params.timeout_seconds),
-                             *_harness_argv(python, remote_harness, run_dir, variant, device, params)])
-    timed_out = {"status": "failed",
-                 "error": f"harness did not finish within timeout_seconds={params.timeout_seconds}"}
+    command = owner_only(["flock", "-w", str(params.lock_timeout_seconds), "-E",
+                          str(LOCK_BUSY_EXIT), lock,
+                          "timeout", "-k", "5", str(params.timeout_seconds),
+                          *_harness_argv(python, remote_harness, run_dir, variant, device, params)])
+    timed_out = _failed(f"harness did not finish within timeout_seconds={params.timeout_seconds}")
     try:
-        outcome = connection.run(command, timeout=params.timeout_seconds
-                                 + params.lock_timeout_seconds + 30)
+        with clock.phase("harness"):
+            outcome = connection.run(command, timeout=params.timeout_seconds
+                                     + params.lock_timeout_seconds + 30)
     except CommandTimedOut:
         return timed_out
+    except DeviceUnreachable:
+        raise
     except Exception as error:  # noqa: BLE001 - transport errors: the device, not the run
-        return {"status": "failed", "error": f"harness did not finish: {type(error).__name__}: "
-                                             f"{tail(str(error))}"}
+        return _failed(f"connection to the device lost during the benchmark: "
+                       f"{type(error).__name__}: {tail(str(error))}")
+    if outcome.exited == -1:  # the SSH channel closed without an exit status
+        return _failed("connection to the device lost during the benchmark "
+                       "(no exit status: the device or its SSH server went away)")
     if outcome.exited in HARNESS_TIMED_OUT:
         return timed_out
     if outcome.exited == LOCK_BUSY_EXIT:
-        return {"status": "failed",
-                "error": f"device busy: another benchmark held {lock} for more than "
-                         f"lock_timeout_seconds={params.lock_timeout_seconds}"}
+        return _failed(f"device busy: another benchmark held {lock} for more than "
+                       f"lock_timeout_seconds={params.lock_timeout_seconds}")
     fetched = staging / f".{variant['name']}.result.json"
     try:
-        connection.get(f"{variant_dir}/result.json", fetched)
+        with clock.phase("fetch"):
+            connection.get(f"{variant_dir}/result.json", fetched)
         document = validate_harness_result(parse_untrusted_json(fetched.read_bytes()))
+    except DeviceUnreachable:
+        raise
     except Exception as error:  # noqa: BLE001 - an untrusted or absent result is a failure
-        detail = tail(outcome.stderr) or f"exit code {outcome.exited}"
-        return {"status": "failed", "error": f"no valid harness result ({error}); {detail}"}
+        if outcome.exited > 128:
+            detail = f"the harness was killed by signal {outcome.exited - 128}"
+        else:
+            detail = tail(outcome.stderr) or f"exit code {outcome.exited}"
+        return _failed(f"no valid harness result ({error}); {detail}")
     finally:
         fetched.unlink(missing_ok=True)
     return {"status": document["status"], "error": document.get("error"), "harness": document}
 
 
-def _run_or_skip(connection: Connection, python: str, remote_harness: str, run_dir: str,
-                 variant: dict[str, Any], variants_dir: Path, device: LocalDevice | SshDevice,
-                 device_name: str, params: BenchmarkParams, staging: Path,
-                 facts: dict[str, Any]) -> dict[str, Any]:
+def _why_not_runnable(variant: dict[str, Any], device: LocalDevice | SshDevice,
+                      device_name: str, facts: dict[str, Any]) -> dict[str, Any] | None:
+    """The outcome of a variant the device will not run (with the reason), else None."""
     runtime = variant["runtime"]
     if variant.get("status", "ok") != "ok":
         return not_produced(variant)
-    if runtime not in facts.get("runtimes", {}):
-        return {"status": "skipped", "error": f"runtime {runtime!r} is not installed on {device_name}"}
     if device.runtimes is not None and runtime not in device.runtimes:
         return {"status": "skipped",
                 "error": f"runtime {runtime!r} is not in {device_name}'s runtimes in farm.yaml"}
-    return _run_variant(connection, python, remote_harness, run_dir, variant, variants_dir,
-                        device, params, staging)
+    if runtime not in facts.get("runtimes", {}):
+        return {"status": "skipped", "error": f"runtime {runtime!r} is not installed on {device_name}"}
+    return None
 
 
 def not_produced(variant: dict[str, Any]) -> dict[str, Any]:
@@ -234,39 +256,94 @@ def check_mcu_fit(device_name: str, device: McuDevice, variants_dir: Path,
     return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), {})
 
 
+def _check_local_inputs(variants: list[dict[str, Any]], variants_dir: Path, prepared: Path) -> None:
+    """Missing inputs here are this machine's problem, not the device's: fail the step."""
+    needed = [prepared / "test.npz", *(variants_dir / entry["path"] for variant in variants
+                                       if variant.get("status", "ok") == "ok"
+                                       for entry in variant["files"])]
+    for path in needed:
+        if not path.is_file():
+            step = "prepare" if path.name == "test.npz" else "convert"
+            raise StepError(f"{path} is missing: run the {step} step again")
+
+
+def device_facts(probe: dict[str, Any]) -> dict[str, Any]:
+    """What a result records about its device (and MLflow tags): the host facts and the
+    version of every runtime found there."""
+    return {**probe.get("host", {}),
+            **{f"runtime.{name}": version
+               for name, version in probe.get("runtime_versions", {}).items()}}
+
+
 def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevice,
                      params: BenchmarkParams, variants_dir: Path, prepared: Path, out_dir: Path,
-                     connect_to: Callable[[Any], Connection] = connect) -> DeviceRun:
-    """Benchmark every variant on one device, one after another."""
+                     connect_to: Callable[..., Connection] = connect) -> DeviceRun:
+    """Benchmark every variant on one device, one after another.
+
+    Deploys the harness and test inputs into a new run folder on the device, probes it,
+    pushes the variants it can run in one verified batch, runs each under the device
+    lock, and fetches each result. The newest ``keep_runs`` run folders stay on the
+    device. Every variant gets a result file, whatever happens to the device.
+    """
     if isinstance(device, McuDevice):
         return check_mcu_fit(device_name, device, variants_dir, out_dir)
     variants = read_index(variants_dir)
-    test_data = prepared / "test.npz"
-    python = device_python(device)
-    run_dir = f"{device.workdir}/runs/{uuid.uuid4().hex[:12]}"
-    connection = connect_to(device)
-    records: list[tuple[str, dict[str, Any]]] = []
+    _check_local_inputs(variants, variants_dir, prepared)
+    python = device.harness_python()
+    runs_dir = f"{device.workdir}/{RUNS_DIR}"
+    run_dir = f"{runs_dir}/{new_run_name()}"
+    clock = PhaseTimes()
+    connection = connect_to(device, device_name)
+    probe: dict[str, Any] = {}
+    outcomes: dict[str, dict[str, Any]] = {}
+    device_error: str | None = None
+    lost = False
     with atomic_output_dir(out_dir) as staging:
         try:
             try:
-                remote_harness = install_harness(connection, run_dir)
-                push(connection, test_data, f"{run_dir}/test.npz")
-                facts = probe_device(connection, python, remote_harness, params.timeout_seconds)
-                device_error = None
+                with clock.phase("connect"):
+                    make_dirs(connection, run_dir)
+                with clock.phase("deploy"):
+                    remote_harness = install_harness(connection, run_dir,
+                                                     (prepared / "test.npz", f"{run_dir}/test.npz"))
+                with clock.phase("probe"):
+                    probe = probe_device(connection, python, remote_harness, params.timeout_seconds)
+                for variant in variants:
+                    reason = _why_not_runnable(variant, device, device_name, probe)
+                    if reason is not None:
+                        outcomes[variant["name"]] = reason
+                runnable = [variant for variant in variants if variant["name"] not in outcomes]
+                with clock.phase("deploy"):
+                    _deploy_variants(connection, runnable, variants_dir, run_dir, staging)
+            except DeviceUnreachable as error:
+                device_error, lost = f"device unreachable: {tail(str(error))}", True
             except Exception as error:  # noqa: BLE001 - the device fails, the run goes on
-                facts, device_error = {}, f"device not usable: {type(error).__name__}: {tail(str(error))}"
+                device_error = f"device not usable: {type(error).__name__}: {tail(str(error))}"
+                lost = not connection_usable(error)
             for variant in variants:
-                outcome = (_run_or_skip(connection, python, remote_harness, run_dir, variant,
-                                        variants_dir, device, device_name, params, staging, facts)
-                           if device_error is None else {"status": "failed", "error": device_error})
-                records.append((variant["name"], {
-                    **identity(variant, device_name), "threads": device.threads,
-                    "device_facts": facts.get("host", {}), **outcome}))
+                if variant["name"] in outcomes:
+                    continue
+                if device_error is not None:
+                    outcomes[variant["name"]] = _failed(device_error)
+                    continue
+                try:
+                    outcomes[variant["name"]] = _run_variant(
+                        connection, python, remote_harness, run_dir, variant, device, params,
+                        staging, clock)
+                except DeviceUnreachable as error:
+                    device_error, lost = f"device unreachable: {tail(str(error))}", True
+                    outcomes[variant["name"]] = _failed(device_error)
         finally:
-            try:
-                connection.run(quote_command(["rm", "-rf", run_dir]))
-            except Exception:  # noqa: BLE001 - cleanup on a lost device is best effort
-                pass
+            if not lost:  # a device that refused or vanished is not asked again
+                try:
+                    with clock.phase("cleanup"):
+                        prune_runs(connection, runs_dir, device.keep_runs)
+                except Exception:  # noqa: BLE001 - cleanup on a lost device is best effort
+                    pass
             connection.close()
-        paths = [write_json(staging / f"{name}.json", record) for name, record in records]
-    return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), facts)
+        facts = device_facts(probe)
+        paths = [write_json(staging / f"{variant['name']}.json", {
+            **identity(variant, device_name), "threads": device.threads, "device_facts": facts,
+            "device_run_dir": run_dir, **outcomes[variant["name"]]}) for variant in variants]
+    return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), probe, run_dir,
+                     clock.as_dict())

@@ -9,6 +9,7 @@ are resolved against that file's folder.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -180,15 +181,43 @@ class Params(StrictModel):
         return value
 
 
+class Accelerators(StrictModel):
+    """Hints passed to the harness so a runtime uses the board's accelerator."""
+
+    onnxruntime_providers: list[str] | None = Field(
+        default=None, min_length=1,
+        description="ONNX Runtime execution providers in order, e.g. [TensorrtExecutionProvider, "
+                    "CUDAExecutionProvider, CPUExecutionProvider]; null = CPU")
+    openvino_device: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.:,()-]{1,64}$",
+        description="OpenVINO device name: CPU, GPU, NPU, AUTO:NPU,CPU...; null = CPU")
+    tflite_delegate: str | None = Field(
+        default=None, min_length=1,
+        description="path or name of a TFLite external delegate library on the device")
+
+    @field_validator("onnxruntime_providers")
+    @classmethod
+    def _provider_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not re.fullmatch(r"[A-Za-z0-9]+ExecutionProvider", name):
+                raise ValueError(f"{name!r} is not an ONNX Runtime execution provider name "
+                                 "(like CUDAExecutionProvider)")
+        return value
+
+
 class RunsHarness(StrictModel):
     """What every device that runs the harness shares: its threads, the runtimes it may
-    use, its tags and requirement overrides."""
+    use, its tags, accelerator hints, requirement overrides, and how many past runs it
+    keeps in its working directory."""
 
     threads: int = Field(default=1, ge=1, le=256)
     runtimes: list[str] | None = Field(
         default=None, description="runtimes the device can run; null = all it can import")
     tags: dict[str, str] = Field(default_factory=dict)
+    accelerators: Accelerators = Accelerators()
     requirements: Requirements | None = None
+    keep_runs: int = Field(default=5, ge=1, le=1000,
+                           description="per-run folders kept on the device (older are removed)")
 
     @field_validator("runtimes")
     @classmethod
@@ -207,6 +236,35 @@ class LocalDevice(RunsHarness):
     workdir: Path = Path(".edgeflow/devices/local")
     python: str | None = Field(default=None, description="interpreter; null = edgeflow's own")
 
+    def harness_python(self) -> str:
+        """The interpreter that runs the harness."""
+        return self.python or sys.executable
+
+
+VENV_DIR = "venv"
+
+
+class DeviceSetup(StrictModel):
+    """How ``edgeflow farm setup`` prepares a device: a virtualenv at ``<workdir>/venv``
+    with numpy and the runtimes the device runs (its ``runtimes``, else those of the
+    experiment's formats), pinned to this project's versions."""
+
+    wheelhouse: bool = Field(
+        default=True, description="true: wheels are downloaded here for the device's platform "
+                                  "and pushed (devices without internet); false: the device's "
+                                  "pip downloads them")
+    extra_packages: list[str] = Field(default_factory=list,
+                                      description="more pip requirements, e.g. pillow==11.0.0")
+
+    @field_validator("extra_packages")
+    @classmethod
+    def _requirement_specs(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?"
+                                r"((==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!-]+)?", spec):
+                raise ValueError(f"{spec!r} is not a pip requirement like name or name==1.2.3")
+        return value
+
 
 class SshDevice(RunsHarness):
     """A board reached over SSH (Fabric): key authentication only, its host key checked
@@ -218,9 +276,23 @@ class SshDevice(RunsHarness):
     user: str = Field(min_length=1)
     key_file: Path = Field(description="private key; relative to farm.yaml")
     known_hosts: Path = Field(description="known_hosts file; relative to farm.yaml")
-    python: str = Field(default="python3", description="interpreter on the device")
-    workdir: str = Field(default="edgeflow", description="on the device; relative to its home")
+    python: str = Field(default="python3", min_length=1,
+                        description="interpreter on the device (with `setup`: the one that "
+                                    "creates the virtualenv)")
+    workdir: str = Field(default="edgeflow", min_length=1,
+                         description="on the device; relative to its home")
     connect_timeout: float = Field(default=10.0, gt=0.0)
+    connect_attempts: int = Field(default=3, ge=1, le=20,
+                                  description="tries to connect before the device is unreachable")
+    retry_backoff_seconds: float = Field(default=1.0, ge=0.0, le=60.0,
+                                         description="first wait between tries; doubles each time")
+    setup: DeviceSetup | None = Field(
+        default=None, description="`edgeflow farm setup` manages a virtualenv in the workdir "
+                                  "and benchmarks run in it")
+
+    def harness_python(self) -> str:
+        """The interpreter that runs the harness: the managed virtualenv's, if any."""
+        return f"{self.workdir}/{VENV_DIR}/bin/python" if self.setup is not None else self.python
 
 
 class McuDevice(StrictModel):

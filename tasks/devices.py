@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -56,6 +56,33 @@ class HostKeyRefused(Exception):
     """The device's host key is unknown to the farm's known_hosts, or has changed."""
 
 
+class DeviceUnreachable(Exception):
+    """No connection to the device after every attempt (retried with backoff)."""
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Errors worth another connection attempt: the network or the device's sshd not
+    answering. A refused key (host or client) is final: retrying cannot fix it."""
+    import socket
+
+    import paramiko
+
+    if isinstance(error, (paramiko.AuthenticationException, paramiko.BadHostKeyException,
+                          HostKeyRefused)):
+        return False
+    if isinstance(error, paramiko.SSHException):
+        return "not found in known_hosts" not in str(error)
+    return isinstance(error, (OSError, EOFError, socket.timeout))
+
+
+def connection_usable(error: BaseException) -> bool:
+    """False when ``error`` means the device cannot be talked to at all (unreachable,
+    refused host key, refused client key): nothing more should be sent its way."""
+    import paramiko
+
+    return not isinstance(error, (DeviceUnreachable, HostKeyRefused, paramiko.SSHException))
+
+
 class SshConnection:
     """A Fabric connection that trusts only the farm's known_hosts.
 
@@ -63,13 +90,21 @@ class SshConnection:
     reads the user's own known_hosts: neither is acceptable for a device farm, so the
     client is replaced by one that loads the farm's file alone and rejects anything else.
     Authentication is by the device's key file only (no agent, no key search).
+
+    Connecting is retried with exponential backoff (``connect_attempts``,
+    ``retry_backoff_seconds``); a refused key is not. A connection that drops is
+    reopened (with the same retries) by the next call, never by re-running a command:
+    a command that fails is reported, not repeated.
     """
 
-    def __init__(self, device: SshDevice) -> None:
+    def __init__(self, device: SshDevice, name: str = "DEVICE",
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         import paramiko
         from fabric import Connection as FabricConnection
 
         self.device = device
+        self.name = name
+        self._sleep = sleep
         self._fabric = FabricConnection(
             host=device.host, user=device.user, port=device.port,
             connect_timeout=device.connect_timeout,
@@ -81,32 +116,52 @@ class SshConnection:
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         self._fabric.client = client
 
-    def _opened(self) -> Any:
+    def _connect_once(self) -> None:
         import paramiko
 
+        device = self.device
         try:
             self._fabric.open()
         except paramiko.BadHostKeyException as error:
             raise HostKeyRefused(
-                f"host key of {self.device.host}:{self.device.port} changed "
-                f"(got {error.key.get_name()} {error.key.fingerprint}); if the device was "
-                f"re-imaged, replace its line in {self.device.known_hosts}") from None
+                f"host key of {device.host}:{device.port} changed "
+                f"(got {error.key.get_name()} {fingerprint(error.key)}); if the device was "
+                f"re-imaged, check the new key and replace its line in {device.known_hosts}"
+                ) from None
         except paramiko.SSHException as error:
             if "not found in known_hosts" not in str(error):
                 raise
             raise HostKeyRefused(
-                f"host key of {self.device.host}:{self.device.port} is not in "
-                f"{self.device.known_hosts}; verify its fingerprint and add it "
-                f"(ssh-keyscan -p {self.device.port} {self.device.host} >> "
-                f"{self.device.known_hosts})") from None
-        return self._fabric
+                f"host key of {device.host}:{device.port} is not in {device.known_hosts}; "
+                f"check its fingerprint and trust it: edgeflow farm trust {self.name}") from None
+
+    def _opened(self) -> Any:
+        if self._fabric.is_connected:
+            return self._fabric
+        delay = self.device.retry_backoff_seconds
+        for attempt in range(1, self.device.connect_attempts + 1):
+            try:
+                self._connect_once()
+                return self._fabric
+            except Exception as error:  # noqa: BLE001 - sorted into transient or final below
+                if not _is_transient(error):
+                    raise
+                if attempt == self.device.connect_attempts:
+                    raise DeviceUnreachable(
+                        f"cannot connect to {self.device.host}:{self.device.port} after "
+                        f"{attempt} attempt(s): {type(error).__name__}: {error}") from None
+                self._fabric.close()
+                self._sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     def run(self, command: str, *, timeout: float | None = None, warn: bool = True,
             hide: bool = True) -> Any:
         return self._opened().run(command, timeout=timeout, warn=warn, hide=hide, in_stream=False)
 
     def put(self, local: Path, remote: str) -> None:
-        self._opened().put(str(local), remote)
+        # Modes are set on the device (owner-only), not copied from this machine.
+        self._opened().put(str(local), remote, preserve_mode=False)
 
     def get(self, remote: str, local: Path) -> None:
         self._opened().get(remote, str(local))
@@ -115,21 +170,32 @@ class SshConnection:
         self._fabric.close()
 
 
-TRANSPORTS: dict[str, Callable[[Any], Connection]] = {
-    "local": lambda device: LocalConnection(),
+def fingerprint(key: Any) -> str:
+    """A host key's fingerprint as OpenSSH prints it (``SHA256:...``)."""
+    import base64
+    import hashlib
+
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+TRANSPORTS: dict[str, Callable[[Any, str], Connection]] = {
+    "local": lambda device, name: LocalConnection(),
     "ssh": SshConnection,
 }
 
 
-def connect(device: LocalDevice | SshDevice) -> Connection:
-    return TRANSPORTS[device.transport](device)
-
-
-def device_python(device: LocalDevice | SshDevice) -> str:
-    """The interpreter that runs the harness on the device."""
-    return device.python or sys.executable
+def connect(device: LocalDevice | SshDevice, name: str = "DEVICE") -> Connection:
+    """A connection to the device (opened lazily, by its first command)."""
+    return TRANSPORTS[device.transport](device, name)
 
 
 def quote_command(argv: Sequence[str | Path]) -> str:
     """One shell command line in which no argument can inject another command."""
     return shlex.join(str(arg) for arg in argv)
+
+
+def owner_only(*commands: Sequence[str | Path]) -> str:
+    """Quoted commands run in sequence (stopping at the first failure) with umask 077:
+    whatever they create on the device is readable by its owner only."""
+    return " && ".join(["umask 077", *(quote_command(argv) for argv in commands)])

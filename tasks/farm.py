@@ -17,7 +17,7 @@ from typing import Any
 
 from tasks.benchmark import install_harness, probe_device, tail
 from tasks.config import Farm, McuDevice
-from tasks.devices import connect, device_python, quote_command
+from tasks.devices import connect, quote_command
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,10 @@ def probe_one(name: str, device: Any, timeout: float = 60.0) -> DeviceProbe:
                                          "ram_kb": device.ram_kb, **device.tags},
                            error="microcontroller profile: no shell to probe")
     probe_dir = f"{device.workdir}/probe-{uuid.uuid4().hex[:12]}"
-    connection = connect(device)
+    connection = connect(device, name)
     try:
         remote_harness = install_harness(connection, probe_dir)
-        found = probe_device(connection, device_python(device), remote_harness, timeout)
+        found = probe_device(connection, device.harness_python(), remote_harness, timeout)
         connection.run(quote_command(["rm", "-rf", probe_dir]))
         return DeviceProbe(name, True, found.get("host", {}), found.get("runtime_versions", {}))
     except Exception as error:  # noqa: BLE001 - one device's failure is its own row

@@ -48,10 +48,11 @@ Infer = Callable[[np.ndarray], np.ndarray]
 class Runner:
     """A loaded artifact: ``infer`` takes one runtime-ready input and returns logits."""
 
-    def __init__(self, infer: Infer, runtime: str, version: str) -> None:
+    def __init__(self, infer: Infer, runtime: str, version: str, accelerator: str = "CPU") -> None:
         self.infer = infer
         self.runtime = runtime
         self.version = version
+        self.accelerator = accelerator  # what actually runs it, as the runtime reports
 
 
 def _load_tflite(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
@@ -67,12 +68,19 @@ def _load_tflite(artifact: str, threads: int, options: dict[str, Any]) -> Runner
         except ImportError:
             import tensorflow as tf  # type: ignore[import-not-found]
             module, name = tf.lite, "tensorflow-lite"
-    interpreter = module.Interpreter(model_path=artifact, num_threads=threads)
+    delegate_path = options.get("tflite_delegate")
+    delegates = []
+    if delegate_path:
+        load_delegate = getattr(module, "load_delegate", None) or module.experimental.load_delegate
+        delegates.append(load_delegate(delegate_path))
+    interpreter = module.Interpreter(model_path=artifact, num_threads=threads,
+                                     experimental_delegates=delegates or None)
     input_detail = interpreter.get_input_details()[0]
     shape = [1, *list(input_detail["shape"][1:])]
     if list(input_detail["shape"]) != shape:
         interpreter.resize_tensor_input(input_detail["index"], shape)
-    return Runner(_interpreter_infer(interpreter), name, _package_version(name, module))
+    return Runner(_interpreter_infer(interpreter), name, _package_version(name, module),
+                  f"delegate {delegate_path}" if delegate_path else "CPU")
 
 
 def _interpreter_infer(interpreter: Any) -> Infer:
@@ -126,7 +134,11 @@ def _load_onnxruntime(artifact: str, threads: int, options: dict[str, Any]) -> R
     session_options.intra_op_num_threads = threads
     session_options.inter_op_num_threads = 1
     session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    providers = options.get("providers") or ["CPUExecutionProvider"]
+    providers = options.get("onnxruntime_providers") or ["CPUExecutionProvider"]
+    missing = [name for name in providers if name not in ort.get_available_providers()]
+    if missing:
+        raise RuntimeError(f"execution provider(s) {', '.join(missing)} not available in this "
+                           f"onnxruntime (available: {', '.join(ort.get_available_providers())})")
     session = ort.InferenceSession(artifact, session_options, providers=providers)
     input_name = session.get_inputs()[0].name
     output_name = session.get_outputs()[0].name
@@ -134,7 +146,7 @@ def _load_onnxruntime(artifact: str, threads: int, options: dict[str, Any]) -> R
     def infer(x: np.ndarray) -> np.ndarray:
         return session.run([output_name], {input_name: x})[0]
 
-    return Runner(infer, "onnxruntime", ort.__version__)
+    return Runner(infer, "onnxruntime", ort.__version__, ",".join(session.get_providers()))
 
 
 def _load_openvino(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
@@ -157,7 +169,8 @@ def _load_openvino(artifact: str, threads: int, options: dict[str, Any]) -> Runn
         request.infer()
         return request.get_output_tensor(0).data
 
-    return Runner(infer, "openvino", ov.__version__)
+    return Runner(infer, "openvino", ov.__version__,
+                  ",".join(compiled.get_property("EXECUTION_DEVICES")))
 
 
 # The modules that provide each runtime, in the order the loader tries them.
@@ -335,8 +348,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with np.load(args.data, allow_pickle=False) as data:
         images, labels = data["x"], data["y"]
     rss_before_load = _peak_rss_mb()
-    options = {"providers": args.providers, "openvino_device": args.openvino_device,
-               "arena_bytes": spec.get("arena_bytes")}
+    options = {**json.loads(args.accelerators), "arena_bytes": spec.get("arena_bytes")}
 
     start = time.perf_counter()
     runner = load_runner(args.runtime, args.artifact, args.threads, options)
@@ -357,7 +369,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     accuracy = float(np.mean(np.argmax(logits, axis=1) == labels[:count]))
 
     return {
-        "runtime": {"name": runner.runtime, "version": runner.version, "requested": args.runtime},
+        "runtime": {"name": runner.runtime, "version": runner.version, "requested": args.runtime,
+                    "accelerator": runner.accelerator},
         "threads": args.threads,
         "load_ms": load_ms,
         "first_inference_ms": first_inference_ms,
@@ -397,8 +410,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--accuracy-samples", type=int, default=0)
-    parser.add_argument("--providers", nargs="*", default=None)
-    parser.add_argument("--openvino-device", default=None)
+    parser.add_argument("--accelerators", default="{}",
+                        help="JSON: onnxruntime_providers (list), openvino_device, tflite_delegate")
     args = parser.parse_args(argv)
     missing = [name for name in ("artifact", "runtime", "data", "spec", "out")
                if getattr(args, name) is None]

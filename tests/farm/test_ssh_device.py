@@ -10,7 +10,8 @@ from typing import Any
 
 from tasks.benchmark import benchmark_device
 from tasks.config import BenchmarkParams, SshDevice
-from tests.farm.conftest import SshServer, _keygen
+from tests.helpers import assert_device_tidy
+from tests.sshd import SshServer, keygen
 
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
                         accuracy_samples=30, timeout_seconds=120)
@@ -39,7 +40,7 @@ def test_benchmark_over_ssh(tiny_project, ssh_server: SshServer, tmp_path: Path)
         assert records[name]["harness"]["latency_ms"]["p50"] > 0
         assert records[name]["device_facts"]["arch"]
     assert records["openvino-fp32"]["status"] == "skipped"
-    assert list((tmp_path / "remote" / "runs").iterdir()) == [], "the run dir is cleaned up"
+    assert_device_tidy(tmp_path / "remote")
 
 
 def test_unknown_host_key_is_refused_with_how_to_trust(tiny_project, ssh_server: SshServer,
@@ -50,12 +51,12 @@ def test_unknown_host_key_is_refused_with_how_to_trust(tiny_project, ssh_server:
                        tmp_path / "results")
     for record in records.values():
         assert record["status"] == "failed"
-        assert "is not in" in record["error"] and "ssh-keyscan" in record["error"]
+        assert "is not in" in record["error"] and "edgeflow farm trust pi" in record["error"]
     assert not (tmp_path / "remote").exists(), "nothing ran on an untrusted host"
 
 
 def test_changed_host_key_is_refused(tiny_project, ssh_server: SshServer, tmp_path: Path) -> None:
-    _keygen(tmp_path / "impostor")
+    keygen(tmp_path / "impostor")
     impostor = " ".join((tmp_path / "impostor.pub").read_text().split()[:2])
     known = tmp_path / "known_hosts"
     known.write_text(f"[{ssh_server.host}]:{ssh_server.port} {impostor}\n")
@@ -65,7 +66,7 @@ def test_changed_host_key_is_refused(tiny_project, ssh_server: SshServer, tmp_pa
 
 
 def test_wrong_client_key_is_refused(tiny_project, ssh_server: SshServer, tmp_path: Path) -> None:
-    _keygen(tmp_path / "stranger")
+    keygen(tmp_path / "stranger")
     records = _records(tiny_project, _device(ssh_server, tmp_path, key_file=tmp_path / "stranger"),
                        tmp_path / "results")
     for record in records.values():

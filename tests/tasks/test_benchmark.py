@@ -22,8 +22,10 @@ from tasks.benchmark import (MAX_RESULT_BYTES, DeviceRun, benchmark_device,
                              parse_untrusted_json, validate_harness_result)
 from tasks.config import BenchmarkParams, LocalDevice
 from tasks.convert import read_index
+from tasks.errors import StepError
 from tasks.devices import LocalConnection, quote_command
 from tasks.files import read_json, sha256_file
+from tests.helpers import assert_device_tidy, processes_mentioning
 
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
                         accuracy_samples=50, timeout_seconds=60)
@@ -39,26 +41,6 @@ def bench(tiny_project: Any, device: LocalDevice, out_dir: Path,
     return benchmark_device("local", device, params,
                             variants_dir or tiny_project.layout.variants,
                             tiny_project.layout.prepared, out_dir)
-
-
-def assert_no_leftovers(workdir: Path) -> None:
-    runs = workdir / "runs"
-    assert runs.is_dir(), "the device run folder was never created"
-    assert list(runs.iterdir()) == [], "the device run folder was not cleaned up"
-
-
-def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(cmdline)
-    return found
 
 
 # --------------------------------------------------------------------------- happy path
@@ -92,7 +74,8 @@ def test_one_ok_result_per_variant_with_identity(tiny_project: Any,
         assert record["sha256"] == entry["sha256"] == sha256_file(
             tiny_project.layout.variants / entry["file"])
         assert record["threads"] == 1
-        assert record["device_facts"] == run.probe["host"]
+        assert record["device_facts"] == {**run.probe["host"], **{
+            f"runtime.{name}": version for name, version in run.probe["runtime_versions"].items()}}
         harness = validate_harness_result(record["harness"])
         assert harness["status"] == "ok"
         assert harness["runtime"]["requested"] == entry["runtime"]
@@ -108,9 +91,52 @@ def test_probe_facts_and_cleanup(local_run: tuple[DeviceRun, Path]) -> None:
     # Every runtime but the Edge TPU, whose delegate library is not on this machine.
     assert set(run.probe["runtimes"]) == {"tflite", "onnxruntime", "openvino", "tflm"}
     assert run.probe["host"]["cores"] == os.cpu_count()
-    assert_no_leftovers(root / "dev")
+    assert_device_tidy(root / "dev")
     # No staging folder of the atomic output is left beside the results.
     assert [path.name for path in (root / "results").iterdir()] == ["local"]
+
+
+def test_old_run_folders_are_removed_keeping_the_newest(tiny_project: Any, tmp_path: Path) -> None:
+    from tasks.deploy import RUN_NAME
+
+    workdir = tmp_path / "dev"
+    device = LocalDevice(workdir=workdir, runtimes=["onnxruntime"], keep_runs=2)
+    (workdir / "runs").mkdir(parents=True, mode=0o700)
+    (workdir / "runs" / "notes").mkdir(mode=0o700)  # not a run folder: left alone
+    run_dirs = [bench(tiny_project, device, tmp_path / f"results{n}").remote_run_dir
+                for n in range(3)]
+    kept = sorted(path.name for path in (workdir / "runs").iterdir() if RUN_NAME.match(path.name))
+    assert kept == sorted(Path(run_dir).name for run_dir in run_dirs[1:])
+    assert (workdir / "runs" / "notes").is_dir()
+    # A kept run holds what ran: the harness, the inputs, the artifact, its result.
+    newest = Path(run_dirs[-1])
+    assert read_json(newest / "onnx-fp32" / "result.json")["status"] == "ok"
+    assert {"harness.py", "test.npz", "onnx-fp32"} <= {path.name for path in newest.iterdir()}
+
+
+def test_accelerator_hints_reach_the_runtime(tiny_project: Any, tmp_path: Path) -> None:
+    from tasks.config import Accelerators
+
+    hints = Accelerators(onnxruntime_providers=["CPUExecutionProvider"], openvino_device="CPU")
+    device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime", "openvino"],
+                         accelerators=hints)
+    result = records(bench(tiny_project, device, tmp_path / "results"))
+    assert result["onnx-fp32"]["harness"]["runtime"]["accelerator"] == "CPUExecutionProvider"
+    assert result["openvino-fp32"]["harness"]["runtime"]["accelerator"] == "CPU"
+
+
+def test_an_accelerator_the_device_lacks_fails_with_reason(tiny_project: Any, tmp_path: Path) -> None:
+    from tasks.config import Accelerators
+
+    hints = Accelerators(onnxruntime_providers=["CUDAExecutionProvider"],
+                         tflite_delegate=str(tmp_path / "libnowhere.so"))
+    device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime", "tflite"],
+                         accelerators=hints)
+    result = records(bench(tiny_project, device, tmp_path / "results"))
+    assert result["onnx-fp32"]["status"] == "failed"
+    assert "CUDAExecutionProvider not available" in result["onnx-fp32"]["error"]
+    assert result["tflite-fp32"]["status"] == "failed"
+    assert "libnowhere.so" in result["tflite-fp32"]["error"]
 
 
 # --------------------------------------------------------------------------- device failures
@@ -129,7 +155,7 @@ def test_runtimes_filter_skips_other_variants(tiny_project: Any, tmp_path: Path)
         assert "harness" not in result[name]
         # A skipped record still carries the variant's identity for the report.
         assert result[name]["size_bytes"] > 0 and len(result[name]["sha256"]) == 64
-    assert_no_leftovers(tmp_path / "dev")
+    assert_device_tidy(tmp_path / "dev")
 
 
 def test_missing_interpreter_fails_every_variant_without_raising(tiny_project: Any,
@@ -142,11 +168,11 @@ def test_missing_interpreter_fails_every_variant_without_raising(tiny_project: A
     assert set(result) == set(VARIANTS)
     for record in result.values():
         assert record["status"] == "failed"
-        assert record["error"].startswith("device not usable: RuntimeError: probe failed")
-        assert "exit 127" in record["error"]
+        assert record["error"] == (f"device not usable: RuntimeError: interpreter "
+                                   f"{str(missing)!r} not found on the device")
         assert "harness" not in record
         assert record["device_facts"] == {}
-    assert_no_leftovers(tmp_path / "dev")
+    assert_device_tidy(tmp_path / "dev")
 
 
 def test_harness_past_timeout_fails_with_reason(tiny_project: Any, tmp_path: Path) -> None:
@@ -159,7 +185,7 @@ def test_harness_past_timeout_fails_with_reason(tiny_project: Any, tmp_path: Pat
     assert result["onnx-fp32"]["error"] == "harness did not finish within timeout_seconds=3.0"
     assert "harness" not in result["onnx-fp32"]
     assert {result[name]["status"] for name in ("tflite-fp32", "openvino-fp32")} == {"skipped"}
-    assert_no_leftovers(workdir)
+    assert_device_tidy(workdir)
     assert processes_mentioning(str(workdir)) == [], "the timed-out harness is still running"
 
 
@@ -184,7 +210,7 @@ def test_one_hanging_variant_does_not_stop_the_others(tiny_project: Any, tmp_pat
     assert result["onnx-fp32"]["status"] == "ok", result["onnx-fp32"]["error"]
     assert result["onnx-fp32"]["harness"]["runs"] >= QUICK.runs
     assert result["openvino-fp32"]["status"] == "skipped"
-    assert_no_leftovers(workdir)
+    assert_device_tidy(workdir)
     assert processes_mentioning(str(workdir)) == []
 
 
@@ -198,12 +224,12 @@ def test_failing_run_keeps_earlier_results(tiny_project: Any, tmp_path: Path) ->
     shutil.copytree(tiny_project.layout.variants, variants)
     (variants / "onnx-fp32" / "model.onnx").unlink()
     workdir = tmp_path / "dev"
-    with pytest.raises(FileNotFoundError, match="model.onnx"):
+    with pytest.raises(StepError, match="onnx-fp32/model.onnx is missing: run the convert step"):
         bench(tiny_project, LocalDevice(workdir=workdir), out_dir, variants_dir=variants)
     assert [path.name for path in out_dir.iterdir()] == ["onnx-fp32.json"]
     assert read_json(earlier) == {"status": "ok", "earlier": True}
     assert [path.name for path in out_dir.parent.iterdir()] == ["local"], "staging left behind"
-    assert_no_leftovers(workdir)
+    assert not workdir.exists(), "nothing was sent to the device"
 
 
 # --------------------------------------------------------------------------- untrusted data

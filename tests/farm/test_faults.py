@@ -1,0 +1,134 @@
+"""Faults on a real SSH farm: a device that dies mid-benchmark, a device that is not
+there (retried with backoff), a refused key (not retried), two runs on one device, and
+hostile paths. Each device is a real OpenSSH server on loopback."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks.benchmark import DeviceRun, benchmark_device
+from tasks.config import BenchmarkParams, SshDevice
+from tasks.devices import SshConnection
+from tasks.files import read_json
+from tests.helpers import assert_device_tidy, processes_mentioning
+from tests.sshd import SshServer, descendants, keygen, stop_sshd
+
+QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                        accuracy_samples=30, timeout_seconds=120)
+
+
+def device(server: SshServer, workdir: Path, **changes: Any) -> SshDevice:
+    # The "board" is this machine: its interpreter has every runtime.
+    fields = server.farm_entry(workdir, sys.executable, runtimes=["tflite", "onnxruntime"],
+                               retry_backoff_seconds=0.2)
+    return SshDevice(**{**fields, **changes})
+
+
+def bench(tiny_project: Any, name: str, target: SshDevice, out: Path,
+          params: BenchmarkParams = QUICK, **kwargs: Any) -> DeviceRun:
+    return benchmark_device(name, target, params, tiny_project.layout.variants,
+                            tiny_project.layout.prepared, out, **kwargs)
+
+
+def records(run: DeviceRun) -> dict[str, dict[str, Any]]:
+    return {path.stem: read_json(path) for path in run.results}
+
+
+def test_a_device_killed_mid_benchmark_fails_alone(tiny_project: Any, ssh_server: SshServer,
+                                                   doomed_server: SshServer,
+                                                   tmp_path: Path) -> None:
+    slow = QUICK.model_copy(update={"seconds": 3.0})
+    doomed_workdir = tmp_path / "doomed"
+    runs: dict[str, DeviceRun] = {}
+
+    def kill_when_the_harness_runs() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any("--artifact" in command for command in processes_mentioning(str(doomed_workdir))):
+                stop_sshd(doomed_server, kill_sessions=True)  # the board loses power
+                return
+            time.sleep(0.05)
+
+    def run(name: str, server: SshServer, workdir: Path) -> None:
+        runs[name] = bench(tiny_project, name, device(server, workdir, connect_attempts=2),
+                           tmp_path / "results" / name, params=slow)
+
+    threads = [threading.Thread(target=kill_when_the_harness_runs),
+               threading.Thread(target=run, args=("doomed", doomed_server, doomed_workdir)),
+               threading.Thread(target=run, args=("healthy", ssh_server, tmp_path / "healthy"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    healthy, doomed = records(runs["healthy"]), records(runs["doomed"])
+    assert healthy["tflite-fp32"]["status"] == healthy["onnx-fp32"]["status"] == "ok"
+    # tflite-fp32 runs first: it was running when the device died.
+    assert doomed["tflite-fp32"]["status"] == "failed"
+    assert doomed["tflite-fp32"]["error"].startswith(
+        "connection to the device lost during the benchmark"), doomed["tflite-fp32"]["error"]
+    # The next variant found the device gone after 2 attempts: not run, not retried blindly.
+    assert doomed["onnx-fp32"]["status"] == "failed"
+    assert doomed["onnx-fp32"]["error"].startswith("device unreachable: cannot connect to "
+                                                   f"127.0.0.1:{doomed_server.port} after 2 attempt(s)")
+    assert doomed["openvino-fp32"]["status"] == "skipped"
+    assert descendants(doomed_server.pid) == []
+
+
+def test_connection_errors_are_retried_with_backoff(tiny_project: Any, ssh_server: SshServer,
+                                                    tmp_path: Path) -> None:
+    waits: list[float] = []
+    closed = device(ssh_server, tmp_path / "dev", port=1, connect_attempts=3,
+                    retry_backoff_seconds=0.5)
+    run = bench(tiny_project, "gone", closed, tmp_path / "results",
+                connect_to=lambda target, name: SshConnection(target, name, sleep=waits.append))
+    assert waits == [0.5, 1.0]
+    for record in records(run).values():
+        if record["status"] != "skipped":
+            assert record["status"] == "failed"
+            assert "cannot connect to 127.0.0.1:1 after 3 attempt(s)" in record["error"]
+
+
+def test_a_refused_client_key_is_not_retried(tiny_project: Any, ssh_server: SshServer,
+                                             tmp_path: Path) -> None:
+    keygen(tmp_path / "stranger")
+    waits: list[float] = []
+    target = device(ssh_server, tmp_path / "dev", key_file=tmp_path / "stranger")
+    run = bench(tiny_project, "pi", target, tmp_path / "results",
+                connect_to=lambda target, name: SshConnection(target, name, sleep=waits.append))
+    assert waits == []
+    assert all("Authentication" in record["error"] for record in records(run).values()
+               if record["status"] == "failed")
+
+
+def test_two_runs_on_one_ssh_device_are_serialised(tiny_project: Any, ssh_server: SshServer,
+                                                   tmp_path: Path) -> None:
+    shared = device(ssh_server, tmp_path / "dev", runtimes=["onnxruntime"])
+    protocol = QUICK.model_copy(update={"seconds": 1.0})
+    runs: dict[str, DeviceRun] = {}
+
+    def run(name: str) -> None:
+        runs[name] = bench(tiny_project, "pi", shared, tmp_path / name, params=protocol)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    first, second = (records(runs[name])["onnx-fp32"]["harness"] for name in ("a", "b"))
+    assert first["finished_at"] <= second["started_at"] or second["finished_at"] <= first["started_at"]
+
+
+def test_a_hostile_workdir_cannot_inject_commands(tiny_project: Any, ssh_server: SshServer,
+                                                  tmp_path: Path) -> None:
+    hostile = tmp_path / "dev $(touch PWNED1); touch PWNED2 `touch PWNED3` 'q\" & x"
+    run = bench(tiny_project, "pi", device(ssh_server, hostile), tmp_path / "results")
+    result = records(run)
+    assert result["onnx-fp32"]["status"] == "ok", result["onnx-fp32"]["error"]
+    assert_device_tidy(hostile)
+    for folder in (Path.home(), tmp_path, Path.cwd()):
+        assert not list(folder.glob("PWNED*")), f"a command ran in {folder}"
