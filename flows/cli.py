@@ -3,6 +3,7 @@
     edgeflow run [--params P] [--farm F]   the whole lifecycle as a Prefect flow
     edgeflow step NAME [--params P] [--farm F]   one step, no Prefect (what dvc.yaml runs)
     edgeflow report [--params P]           the results table of the last run
+    edgeflow farm probe|setup|trust        look at, prepare and trust the devices
 
 Errors caused by input are one line on stderr (exit 2 for bad configuration, 1
 otherwise), never a traceback; nothing already produced is deleted.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Callable, TypeVar
+from typing import Annotated, Any, Callable, TypeVar
 
 # Quiet TensorFlow's C++ start-up chatter before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,7 +25,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from tasks.errors import EdgeflowError, StepError  # noqa: E402
+from tasks.errors import ConfigError, EdgeflowError, StepError  # noqa: E402
 from tasks.steps import STEPS  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -121,9 +122,11 @@ farm_app = typer.Typer(no_args_is_help=True, help="Look at and prepare the devic
 app.add_typer(farm_app, name="farm")
 
 
+FarmFileOption = Annotated[Path, typer.Option("--farm", help="device inventory")]
+
+
 @farm_app.command("probe")
-def farm_probe(farm: Annotated[Path, typer.Option("--farm", help="device inventory")] = Path("farm.yaml"),
-               ) -> None:
+def farm_probe(farm: FarmFileOption = Path("farm.yaml")) -> None:
     """Connect to every device and show what it is and which runtimes it can run."""
     from rich.table import Table
 
@@ -147,6 +150,51 @@ def farm_probe(farm: Annotated[Path, typer.Option("--farm", help="device invento
     unreachable = [probe.device for probe in probes
                    if not probe.reachable and "microcontroller" not in (probe.error or "")]
     raise typer.Exit(1 if unreachable else 0)
+
+
+def _ssh_device(farm: Path, name: str) -> Any:
+    from tasks.config import SshDevice, load_farm
+
+    devices = load_farm(farm).devices
+    if name not in devices:
+        raise ConfigError(f"{farm}: no device {name!r} (devices: {', '.join(devices)})")
+    if not isinstance(devices[name], SshDevice):
+        raise ConfigError(f"{farm}: {name!r} is a {devices[name].transport} device: only ssh "
+                          "devices have host keys to trust")
+    return devices[name]
+
+
+@farm_app.command("trust")
+def farm_trust(device: Annotated[str, typer.Argument(help="device name in farm.yaml")],
+               farm: FarmFileOption = Path("farm.yaml"),
+               yes: Annotated[bool, typer.Option("--yes", help="record without asking")] = False,
+               replace: Annotated[bool, typer.Option(
+                   "--replace", help="replace a recorded key that differs (a re-imaged "
+                                     "device)")] = False) -> None:
+    """Show a device's SSH host key fingerprint; record it in the farm's known_hosts
+    once you confirm it is the device's (compare with `ssh-keygen -lf` on the device)."""
+    from tasks.trust import examine, record
+
+    target = _guarded(lambda: _ssh_device(farm, device))
+    offer = _guarded(lambda: examine(target))
+    console.print(f"{device} ({offer.host_pattern}) offers {offer.key.get_name()} key "
+                  f"{offer.fingerprint}")
+    if offer.standing == "trusted":
+        console.print(f"already trusted in {target.known_hosts}: nothing changed")
+        raise typer.Exit(0)
+    if offer.standing == "changed":
+        console.print(f"[red]this differs from the key recorded in {target.known_hosts} "
+                      f"({offer.recorded_fingerprint})[/]: the device was re-imaged, or "
+                      "someone is impersonating it")
+        if not replace:
+            typer.echo("edgeflow: error: host key changed; not replaced (check it on the "
+                       "device, then run again with --replace)", err=True)
+            raise typer.Exit(1)
+    if not yes and not typer.confirm("Is this the device's key? Record it", default=False):
+        typer.echo("edgeflow: not trusted: nothing recorded", err=True)
+        raise typer.Exit(1)
+    record(target, offer)
+    console.print(f"recorded in {target.known_hosts}")
 
 
 @app.command("dvc-yaml", hidden=True)

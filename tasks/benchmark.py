@@ -26,10 +26,9 @@ from tasks import harness
 from tasks.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
 from tasks.convert import read_index
 from tasks.deploy import (RUNS_DIR, PhaseTimes, last_line as tail, make_dirs, new_run_name,
-                          prune_runs, push_files)
+                          push_files, remove_runs_command, stale_runs)
 from tasks.errors import StepError
-from tasks.devices import (Connection, DeviceUnreachable, connect, connection_usable, owner_only,
-                           quote_command)
+from tasks.devices import Connection, DeviceUnreachable, connect, owner_only, quote_command
 from tasks.files import atomic_output_dir, write_json
 
 MAX_RESULT_BYTES = 1 << 20
@@ -53,9 +52,18 @@ class DeviceRun:
     phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
+def probe_command(python: str, remote_harness: str) -> str:
+    return quote_command([python, remote_harness, "--probe"])
+
+
 def probe_device(connection: Connection, python: str, remote_harness: str,
                  timeout: float) -> dict[str, Any]:
-    result = connection.run(quote_command([python, remote_harness, "--probe"]), timeout=timeout)
+    """Host facts and importable runtimes of the device (the harness's ``--probe``)."""
+    return read_probe(connection.run(probe_command(python, remote_harness), timeout=timeout),
+                      python)
+
+
+def read_probe(result: Any, python: str) -> dict[str, Any]:
     if result.exited == 127:
         raise RuntimeError(f"interpreter {python!r} not found on the device")
     if not result.ok:
@@ -124,10 +132,9 @@ def install_harness(connection: Connection, directory: str, *extra: tuple[Path, 
 
 
 def _deploy_variants(connection: Connection, variants: list[dict[str, Any]], variants_dir: Path,
-                     run_dir: str, staging: Path) -> None:
-    """Push every runnable variant's files and spec in one verified batch."""
-    if not variants:
-        return
+                     run_dir: str, staging: Path, then: list[str]) -> None:
+    """Push every runnable variant's files and spec in one verified batch, then run
+    ``then`` (old run folders' removal) in the same shell command."""
     make_dirs(connection, *(f"{run_dir}/{variant['name']}" for variant in variants))
     files: list[tuple[Path, str]] = []
     for variant in variants:
@@ -136,7 +143,7 @@ def _deploy_variants(connection: Connection, variants: list[dict[str, Any]], var
         files.extend((variants_dir / entry["path"], f"{run_dir}/{entry['path']}")
                      for entry in variant["files"])
     try:
-        push_files(connection, files)
+        push_files(connection, files, then=then)
     finally:
         for variant in variants:
             (staging / f".{variant['name']}.spec.json").unlink(missing_ok=True)
@@ -291,35 +298,39 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
     _check_local_inputs(variants, variants_dir, prepared)
     python = device.harness_python()
     runs_dir = f"{device.workdir}/{RUNS_DIR}"
-    run_dir = f"{runs_dir}/{new_run_name()}"
+    run_name = new_run_name()
+    run_dir = f"{runs_dir}/{run_name}"
+    remote_harness = f"{run_dir}/harness.py"
     clock = PhaseTimes()
     connection = connect_to(device, device_name)
     probe: dict[str, Any] = {}
     outcomes: dict[str, dict[str, Any]] = {}
     device_error: str | None = None
-    lost = False
     with atomic_output_dir(out_dir) as staging:
         try:
             try:
                 with clock.phase("connect"):
                     make_dirs(connection, run_dir)
-                with clock.phase("deploy"):
-                    remote_harness = install_harness(connection, run_dir,
-                                                     (prepared / "test.npz", f"{run_dir}/test.npz"))
-                with clock.phase("probe"):
-                    probe = probe_device(connection, python, remote_harness, params.timeout_seconds)
+                # One shell command verifies the pushed files and probes the device.
+                with clock.phase("deploy+probe"):
+                    probe = read_probe(push_files(
+                        connection, [(HARNESS_PATH, remote_harness),
+                                     (prepared / "test.npz", f"{run_dir}/test.npz")],
+                        then=[probe_command(python, remote_harness)],
+                        timeout=params.timeout_seconds), python)
                 for variant in variants:
                     reason = _why_not_runnable(variant, device, device_name, probe)
                     if reason is not None:
                         outcomes[variant["name"]] = reason
                 runnable = [variant for variant in variants if variant["name"] not in outcomes]
                 with clock.phase("deploy"):
-                    _deploy_variants(connection, runnable, variants_dir, run_dir, staging)
+                    stale = stale_runs(connection, runs_dir, device.keep_runs, run_name)
+                    _deploy_variants(connection, runnable, variants_dir, run_dir, staging,
+                                     then=remove_runs_command(runs_dir, stale))
             except DeviceUnreachable as error:
-                device_error, lost = f"device unreachable: {tail(str(error))}", True
+                device_error = f"device unreachable: {tail(str(error))}"
             except Exception as error:  # noqa: BLE001 - the device fails, the run goes on
                 device_error = f"device not usable: {type(error).__name__}: {tail(str(error))}"
-                lost = not connection_usable(error)
             for variant in variants:
                 if variant["name"] in outcomes:
                     continue
@@ -331,15 +342,9 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
                         connection, python, remote_harness, run_dir, variant, device, params,
                         staging, clock)
                 except DeviceUnreachable as error:
-                    device_error, lost = f"device unreachable: {tail(str(error))}", True
+                    device_error = f"device unreachable: {tail(str(error))}"
                     outcomes[variant["name"]] = _failed(device_error)
         finally:
-            if not lost:  # a device that refused or vanished is not asked again
-                try:
-                    with clock.phase("cleanup"):
-                        prune_runs(connection, runs_dir, device.keep_runs)
-                except Exception:  # noqa: BLE001 - cleanup on a lost device is best effort
-                    pass
             connection.close()
         facts = device_facts(probe)
         paths = [write_json(staging / f"{variant['name']}.json", {

@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from tasks.devices import Connection, owner_only, quote_command
+from tasks.devices import Connection, quote_command
 from tasks.files import sha256_file
 
 RUNS_DIR = "runs"
@@ -63,9 +64,11 @@ def new_run_name() -> str:
 
 def make_dirs(connection: Connection, *directories: str) -> None:
     """Create owner-only folders (and their parents) on the device."""
-    result = connection.run(owner_only(["mkdir", "-p", "-m", "700", "--", *directories]))
-    if not result.ok:
-        raise DeployError(f"cannot create {directories[0]} on the device: {last_line(result.stderr)}")
+    for directory in directories:
+        try:
+            connection.makedirs(directory)
+        except OSError as error:
+            raise DeployError(f"cannot create {directory} on the device: {error}") from None
 
 
 def last_line(text: str, limit: int = 300) -> str:
@@ -82,30 +85,42 @@ def _verify_then_place(remote: str, expected_sha256: str) -> str:
             f' && chmod 600 -- {part} && mv -f -- {part} {final}')
 
 
-def push_files(connection: Connection, files: Sequence[tuple[Path, str]]) -> None:
+def push_files(connection: Connection, files: Sequence[tuple[Path, str]],
+               then: Sequence[str] = (), timeout: float | None = None) -> Any:
     """Copy each (local, remote) pair under a temporary name, then in one device command
-    check every sha256 and rename each into place with mode 600. Raises DeployError
-    naming the first file that did not arrive intact."""
-    if not files:
-        return
+    check every sha256 and rename each into place with mode 600, and go on with the
+    ``then`` commands (quoted command lines: one shell start for all). Raises
+    DeployError naming the first file that did not arrive intact; returns the command's
+    result for the caller to read what ``then`` printed."""
     for local, remote in files:
         connection.put(local, remote + PART_SUFFIX)
-    script = " && ".join(["umask 077", *(_verify_then_place(remote, sha256_file(local))
-                                         for local, remote in files)])
-    result = connection.run(script)
-    if not result.ok:
+    steps = [_verify_then_place(remote, sha256_file(local)) for local, remote in files]
+    if not steps and not then:
+        return None
+    result = connection.run(" && ".join(["umask 077", *steps, *then]), timeout=timeout)
+    if result.exited == MISMATCH_EXIT or (not then and not result.ok):
         reason = last_line(result.stderr) or f"exit code {result.exited}"
         raise DeployError(f"push to the device failed: {reason}")
+    return result
+
+
+def stale_runs(connection: Connection, runs_dir: str, keep: int, current: str) -> list[str]:
+    """The run folders beyond the newest ``keep`` (never ``current``). Only names edgeflow
+    gives run folders count: anything else in the folder stays."""
+    runs = sorted(name for name in connection.listdir(runs_dir) if RUN_NAME.match(name))
+    return [name for name in runs[:-keep] if name != current]
+
+
+def remove_runs_command(runs_dir: str, names: Sequence[str]) -> list[str]:
+    """The quoted command removing these run folders (nothing when there are none)."""
+    if not names:
+        return []
+    return [quote_command(["rm", "-rf", "--", *(f"{runs_dir}/{name}" for name in names)])]
 
 
 def prune_runs(connection: Connection, runs_dir: str, keep: int) -> list[str]:
-    """Remove all but the newest ``keep`` run folders; returns the names removed. Only
-    names edgeflow gives run folders are touched: anything else in the folder stays."""
-    listing = connection.run(quote_command(["ls", "-1A", "--", runs_dir]))
-    if not listing.ok:
-        return []
-    runs = sorted(name for name in listing.stdout.splitlines() if RUN_NAME.match(name))
-    stale = runs[:-keep] if keep else runs
-    if stale:
-        connection.run(quote_command(["rm", "-rf", "--", *(f"{runs_dir}/{name}" for name in stale)]))
+    """Remove all but the newest ``keep`` run folders now; returns the names removed."""
+    stale = stale_runs(connection, runs_dir, keep, current="")
+    for command in remove_runs_command(runs_dir, stale):
+        connection.run(command)
     return stale

@@ -38,11 +38,24 @@ import time
 import traceback
 from typing import Any, Callable
 
-import numpy as np
+
+
+class _NumpyOnFirstUse:
+    """``np``, imported when first used: ``--probe`` never needs numpy, so it stays fast
+    (a third of a second less per device) and still answers on a board without it."""
+
+    def __getattr__(self, name: str) -> Any:
+        import numpy
+
+        globals()["np"] = numpy
+        return getattr(numpy, name)
+
+
+np: Any = _NumpyOnFirstUse()
 
 PROTOCOL_VERSION = 1
 
-Infer = Callable[[np.ndarray], np.ndarray]
+Infer = Callable[["np.ndarray"], "np.ndarray"]
 
 
 class Runner:
@@ -275,7 +288,7 @@ def host_facts() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "numpy": np.__version__,
+        "numpy": _distribution_version("numpy"),
     }
 
 
@@ -290,22 +303,38 @@ def _first_number(path: str, prefix: str = "") -> float | None:
     return None
 
 
-def _module_version(module: str, distributions: dict[str, list[str]]) -> str:
+# The pip distributions that may provide each runtime module (looked up by name: scanning
+# every installed distribution costs most of a second on a big environment).
+MODULE_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "ai_edge_litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
+    "tflite_runtime": ("tflite-runtime",),
+    "tensorflow": ("tensorflow-cpu", "tensorflow", "tensorflow-aarch64"),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
+                    "onnxruntime-qnn"),
+    "openvino": ("openvino",),
+    "tflite_micro": ("tflite-micro",),
+}
+
+
+def _distribution_version(*distributions: str) -> str:
     from importlib.metadata import version
 
-    for distribution in distributions.get(module, []):
+    for distribution in distributions:
         try:
             return version(distribution)
         except Exception:  # noqa: BLE001 - a version is informative, never required
             continue
-    return "unknown"
+    return "missing"
+
+
+def _module_version(module: str) -> str:
+    return _distribution_version(*MODULE_DISTRIBUTIONS.get(module, ()))
 
 
 def probe() -> dict[str, Any]:
     """Host facts, memory, temperature where the board exposes it, and the runtimes
     importable here with their versions (found, not imported: cheap)."""
     from ctypes.util import find_library
-    from importlib.metadata import packages_distributions
     from importlib.util import find_spec
 
     available = {runtime: next((module for module in modules if find_spec(module)), None)
@@ -314,7 +343,6 @@ def probe() -> dict[str, Any]:
         if available.get(runtime) and not find_library(library):
             available[runtime] = None
     runtimes = {name: module for name, module in available.items() if module}
-    distributions = packages_distributions() if runtimes else {}
     memory_kb = _first_number("/proc/meminfo", "MemTotal:")
     millidegrees = _first_number("/sys/class/thermal/thermal_zone0/temp")
     return {"protocol": PROTOCOL_VERSION,
@@ -322,7 +350,7 @@ def probe() -> dict[str, Any]:
                      "memory_mb": round(memory_kb / 1024) if memory_kb else None,
                      "temperature_c": millidegrees / 1000 if millidegrees else None},
             "runtimes": runtimes,
-            "runtime_versions": {name: _module_version(module, distributions)
+            "runtime_versions": {name: _module_version(module)
                                  for name, module in runtimes.items()}}
 
 

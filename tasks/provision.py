@@ -1,0 +1,262 @@
+"""``edgeflow farm setup``: make SSH devices ready to run the harness.
+
+For each device with a ``setup`` section in farm.yaml: a virtualenv at
+``<workdir>/venv`` holding numpy and the runtimes the device runs (its ``runtimes``,
+else those of the experiment's formats), pinned to this project's versions
+(``requirements.lock``) so the device runs what convert checked. With
+``setup.wheelhouse: true`` (the default, for boards without internet) the wheels are
+downloaded here for the device's platform and Python, cached in
+``.edgeflow/wheelhouse/<platform>/``, and pushed over SSH (verified by sha256) into
+``<workdir>/wheelhouse``, then installed offline.
+
+Idempotent: what was installed is recorded in ``<workdir>/venv/edgeflow-setup.json``;
+when it matches what is wanted and the venv imports its runtimes, nothing is touched
+and the outcome says so. When it differs, the venv is rebuilt from scratch so it holds
+exactly what is wanted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from tasks.benchmark import install_harness, parse_untrusted_json, probe_device
+from tasks.config import VENV_DIR, Farm, SshDevice
+from tasks.deploy import last_line, make_dirs, push_files
+from tasks.devices import Connection, connect, owner_only, quote_command
+from tasks.errors import ConfigError
+
+# The pip distributions that give each harness runtime (numpy comes with every one).
+RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
+    "tflite": ("ai-edge-litert",),
+    "onnxruntime": ("onnxruntime",),
+    "openvino": ("openvino",),
+    "tflm": ("tflite-micro",),
+    # The Edge TPU also needs Coral's libedgetpu from the system's package manager.
+    "edgetpu": ("ai-edge-litert",),
+}
+STATE_FILE = "edgeflow-setup.json"
+WHEELHOUSE_DIR = "wheelhouse"
+LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements.lock"
+INSTALL_TIMEOUT = 1800.0
+# Printed by the device's base interpreter: enough to choose wheels for it.
+PLATFORM_SCRIPT = (
+    "import json, platform, sys; print(json.dumps({"
+    "'python': '%d.%d' % sys.version_info[:2], 'implementation': sys.implementation.name, "
+    "'machine': platform.machine(), 'libc': list(platform.libc_ver())}))")
+
+
+class SetupError(Exception):
+    """The device could not be set up; the message says why."""
+
+
+@dataclass(frozen=True)
+class SetupOutcome:
+    device: str
+    changed: bool = False
+    actions: tuple[str, ...] = ()
+    runtimes: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+def pinned(names: list[str], lock_file: Path = LOCK_FILE) -> list[str]:
+    """Each requirement pinned to the lock's version when it names a bare package."""
+    pins = {}
+    if lock_file.is_file():
+        for line in lock_file.read_text(encoding="utf-8").splitlines():
+            name, _, pin = line.strip().partition("==")
+            if pin:
+                pins[name.lower().replace("_", "-")] = pin
+    out = []
+    for requirement in names:
+        key = requirement.lower().replace("_", "-")
+        out.append(f"{requirement}=={pins[key]}" if key in pins else requirement)
+    return sorted(set(out))
+
+
+def wanted_packages(device: SshDevice, runtimes: list[str]) -> list[str]:
+    packages = ["numpy", *(package for runtime in runtimes for package in RUNTIME_PACKAGES[runtime])]
+    return pinned(packages) + list(device.setup.extra_packages if device.setup else [])
+
+
+def pip_platforms(facts: dict[str, Any]) -> list[str]:
+    """The wheel platform tags a glibc Linux device accepts, newest first."""
+    machine = facts["machine"]
+    libc, libc_version = (facts.get("libc") or ["", ""])[:2]
+    if libc != "glibc" or not libc_version:
+        raise SetupError(f"libc {libc or 'unknown'} on {machine}: wheels for it cannot be chosen "
+                         "here (manylinux is glibc only); set setup.wheelhouse: false so the "
+                         "device's own pip chooses")
+    major, minor = (int(part) for part in libc_version.split(".")[:2])
+    tags = [f"manylinux_{major}_{m}_{machine}" for m in range(minor, 16, -1)]
+    if (major, minor) >= (2, 17):
+        tags.append(f"manylinux2014_{machine}")
+    return [*tags, f"linux_{machine}"]
+
+
+_download_locks: dict[Path, threading.Lock] = {}
+_download_locks_guard = threading.Lock()
+
+
+def download_wheels(packages: list[str], facts: dict[str, Any], cache: Path) -> list[Path]:
+    """Wheels for ``packages`` (and pip itself) for the device's platform and Python,
+    downloaded into ``cache`` (reused between runs); returns the wheel files needed."""
+    platforms = pip_platforms(facts)
+    cache.mkdir(parents=True, exist_ok=True)
+    with _download_locks_guard:
+        lock = _download_locks.setdefault(cache.resolve(), threading.Lock())
+    argv = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+            "--only-binary=:all:", "--dest", str(cache), "--python-version", facts["python"],
+            "--implementation", "cp" if facts["implementation"] == "cpython" else "py",
+            *(arg for tag in platforms for arg in ("--platform", tag)),
+            *(["--constraint", str(LOCK_FILE)] if LOCK_FILE.is_file() else []),
+            f"pip=={version('pip')}", *packages]
+    report = cache / f".report-{threading.get_ident()}.json"
+    with lock:
+        done = subprocess.run([*argv, "--report", str(report)], capture_output=True, text=True,
+                              check=False)
+    if done.returncode != 0:
+        raise SetupError(f"pip could not download wheels for python {facts['python']} on "
+                         f"{facts['machine']}: {last_line(done.stderr)}")
+    try:
+        chosen = json.loads(report.read_text(encoding="utf-8"))["install"]
+    finally:
+        report.unlink(missing_ok=True)
+    return [cache / Path(item["download_info"]["url"]).name for item in chosen]
+
+
+def _remote_state(connection: Connection, state_path: str) -> dict[str, Any] | None:
+    shown = connection.run(quote_command(["cat", "--", state_path]))
+    if not shown.ok:
+        return None
+    try:
+        return parse_untrusted_json(shown.stdout.encode())
+    except ValueError:
+        return None  # damaged: rebuilt
+
+
+def _run(connection: Connection, command: str, what: str, timeout: float = 600.0) -> Any:
+    result = connection.run(command, timeout=timeout)
+    if not result.ok:
+        raise SetupError(f"{what} failed (exit {result.exited}): "
+                         f"{last_line(result.stderr) or last_line(result.stdout)}")
+    return result
+
+
+def _push_missing_wheels(connection: Connection, wheels: list[Path], wheelhouse: str) -> int:
+    listing = connection.run(quote_command(["ls", "-1A", "--", wheelhouse]))
+    present = set(listing.stdout.splitlines()) if listing.ok else set()
+    missing = [wheel for wheel in wheels if wheel.name not in present]
+    push_files(connection, [(wheel, f"{wheelhouse}/{wheel.name}") for wheel in missing])
+    return len(missing)
+
+
+def _imports_work(connection: Connection, python: str, runtimes: list[str]) -> bool:
+    from tasks.harness import RUNTIME_MODULES
+
+    modules = ["numpy", *(RUNTIME_MODULES[runtime][0] for runtime in runtimes)]
+    check = f"import {', '.join(sorted(set(modules)))}"
+    return connection.run(quote_command([python, "-c", check]), timeout=120).ok
+
+
+def setup_device(name: str, device: SshDevice, runtimes: list[str], cache_root: Path) -> SetupOutcome:
+    """Bring one device's virtualenv to the wanted state (see the module docstring)."""
+    venv = f"{device.workdir}/{VENV_DIR}"
+    python = device.harness_python()
+    packages = wanted_packages(device, runtimes)
+    connection = connect(device, name)
+    actions: list[str] = []
+    try:
+        facts_run = _run(connection, quote_command([device.python, "-c", PLATFORM_SCRIPT]),
+                         f"running {device.python} on the device")
+        facts = parse_untrusted_json(facts_run.stdout.encode())
+        wanted = {"python": facts["python"], "machine": facts["machine"],
+                  "libc": facts["libc"], "packages": packages,
+                  "wheelhouse": device.setup.wheelhouse, "runtimes": sorted(runtimes)}
+        state_path = f"{venv}/{STATE_FILE}"
+        if _remote_state(connection, state_path) == wanted and _imports_work(connection, python,
+                                                                              runtimes):
+            return SetupOutcome(name, False, ("nothing changed",), _venv_runtimes(connection, device))
+        make_dirs(connection, device.workdir)
+        _run(connection, owner_only(["rm", "-rf", "--", venv]), "removing the old virtualenv")
+        if device.setup.wheelhouse:
+            cache = cache_root / f"cp{facts['python'].replace('.', '')}-{facts['machine']}"
+            wheels = download_wheels(packages, facts, cache)
+            wheelhouse = f"{device.workdir}/{WHEELHOUSE_DIR}"
+            make_dirs(connection, wheelhouse)
+            pushed = _push_missing_wheels(connection, wheels, wheelhouse)
+            actions.append(f"pushed {pushed} of {len(wheels)} wheels")
+            pip_wheel = next(wheel.name for wheel in wheels if wheel.name.startswith("pip-"))
+            _run(connection, owner_only([device.python, "-m", "venv", "--without-pip", venv]),
+                 "creating the virtualenv")
+            _run(connection, owner_only(
+                [f"{venv}/bin/python", f"{wheelhouse}/{pip_wheel}/pip", "install", "--quiet",
+                 "--no-index", "--find-links", wheelhouse, "--disable-pip-version-check",
+                 "--no-cache-dir", *packages]), "pip install from the wheelhouse", INSTALL_TIMEOUT)
+        else:
+            _run(connection, owner_only([device.python, "-m", "venv", venv]),
+                 "creating the virtualenv")
+            _run(connection, owner_only([f"{venv}/bin/python", "-m", "pip", "install", "--quiet",
+                                         "--disable-pip-version-check", *packages]),
+                 "pip install on the device", INSTALL_TIMEOUT)
+        actions.append(f"created {venv} with {', '.join(packages)}")
+        if not _imports_work(connection, python, runtimes):
+            raise SetupError(f"the new virtualenv cannot import {', '.join(runtimes)}")
+        with tempfile.TemporaryDirectory() as scratch:
+            state_file = Path(scratch) / STATE_FILE
+            state_file.write_text(json.dumps(wanted, indent=2), encoding="utf-8")
+            push_files(connection, [(state_file, state_path)])
+        return SetupOutcome(name, True, tuple(actions), _venv_runtimes(connection, device))
+    except Exception as error:  # noqa: BLE001 - one device's failure is its own row
+        return SetupOutcome(name, bool(actions), tuple(actions),
+                            error=f"{type(error).__name__}: {last_line(str(error))}")
+    finally:
+        connection.close()
+
+
+def _venv_runtimes(connection: Connection, device: SshDevice) -> dict[str, str]:
+    """The runtimes the set-up interpreter imports, with versions (the harness's probe)."""
+    probe_dir = f"{device.workdir}/{VENV_DIR}/probe"
+    harness = install_harness(connection, probe_dir)
+    try:
+        return probe_device(connection, device.harness_python(), harness, 120)["runtime_versions"]
+    finally:
+        connection.run(quote_command(["rm", "-rf", "--", probe_dir]))
+
+
+def runtimes_for(device: SshDevice, experiment_runtimes: list[str] | None) -> list[str]:
+    if device.runtimes is not None:
+        return sorted(device.runtimes)
+    if experiment_runtimes is None:
+        raise ConfigError("a device without `runtimes` is set up for the experiment's formats: "
+                          "params.yaml is needed (--params)")
+    return sorted(experiment_runtimes)
+
+
+def setup_farm(farm: Farm, names: list[str], experiment_runtimes: list[str] | None,
+               cache_root: Path) -> list[SetupOutcome]:
+    """Set up the named devices (all with a ``setup`` section when none is named), in
+    parallel; results in the order asked."""
+    if not names:
+        names = [name for name, device in farm.devices.items()
+                 if isinstance(device, SshDevice) and device.setup is not None]
+    for name in names:
+        device = farm.devices.get(name)
+        if device is None:
+            raise ConfigError(f"no device {name!r} in the farm (devices: {', '.join(farm.devices)})")
+        if not isinstance(device, SshDevice) or device.setup is None:
+            raise ConfigError(f"device {name!r} has no `setup` section in farm.yaml: nothing to "
+                              "set up (add `setup: {}` to let edgeflow manage its virtualenv)")
+    plans = {name: runtimes_for(farm.devices[name], experiment_runtimes) for name in names}
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
+        futures = [pool.submit(setup_device, name, farm.devices[name], plans[name], cache_root)
+                   for name in names]
+        return [future.result() for future in futures]

@@ -1,0 +1,85 @@
+"""`edgeflow farm trust DEVICE` against a real OpenSSH server: the fingerprint shown is
+the server's, nothing is recorded without confirmation, a recorded key makes the device
+usable, and a changed key is only replaced on request."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tasks.config import load_farm
+from tasks.farm import probe_one
+from tests.sshd import SshServer, keygen
+
+
+def _farm(tmp_path: Path, server: SshServer, known_hosts: Path) -> Path:
+    entry = server.farm_entry(tmp_path / "remote", sys.executable)
+    entry["known_hosts"] = str(known_hosts)
+    farm = tmp_path / "farm.yaml"
+    farm.write_text(yaml.safe_dump({"devices": {"pi": entry, "esp": {
+        "transport": "mcu", "flash_kb": 4096, "ram_kb": 512}}}))
+    return farm
+
+
+def _openssh_fingerprint(public_key_file: Path) -> str:
+    listed = subprocess.run(["ssh-keygen", "-l", "-f", str(public_key_file)],
+                            capture_output=True, text=True, check=True)
+    return listed.stdout.split()[1]
+
+
+def _trust(farm: Path, *args: str, answer: str | None = None):
+    return CliRunner().invoke(app, ["farm", "trust", "pi", "--farm", str(farm), *args],
+                              input=answer)
+
+
+def test_trust_shows_the_fingerprint_and_records_only_on_confirmation(ssh_server: SshServer,
+                                                                      tmp_path: Path) -> None:
+    known_hosts = tmp_path / "keys" / "known_hosts"
+    farm = _farm(tmp_path, ssh_server, known_hosts)
+    expected = _openssh_fingerprint(ssh_server.root / "host_key.pub")
+
+    declined = _trust(farm, answer="n\n")
+    assert declined.exit_code == 1 and expected in declined.output
+    assert not known_hosts.exists(), "nothing is recorded without confirmation"
+    assert not probe_one("pi", load_farm(farm).devices["pi"]).reachable
+
+    accepted = _trust(farm, answer="y\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert known_hosts.read_text() == f"[127.0.0.1]:{ssh_server.port} {ssh_server.host_public_key}\n"
+    assert known_hosts.stat().st_mode & 0o077 == 0
+    assert probe_one("pi", load_farm(farm).devices["pi"]).reachable
+
+    again = _trust(farm, "--yes")
+    assert again.exit_code == 0 and "nothing changed" in again.output
+    assert known_hosts.read_text().count("\n") == 1
+
+
+def test_a_changed_key_is_replaced_only_on_request(ssh_server: SshServer, tmp_path: Path) -> None:
+    keygen(tmp_path / "impostor")
+    impostor = " ".join((tmp_path / "impostor.pub").read_text().split()[:2])
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{ssh_server.port} {impostor}\n")
+    farm = _farm(tmp_path, ssh_server, known_hosts)
+
+    refused = _trust(farm, "--yes")
+    assert refused.exit_code == 1 and "differs from the key recorded" in refused.output
+    assert "--replace" in refused.output
+    assert impostor in known_hosts.read_text()
+
+    replaced = _trust(farm, "--yes", "--replace")
+    assert replaced.exit_code == 0, replaced.output
+    assert ssh_server.host_public_key in known_hosts.read_text()
+    assert impostor not in known_hosts.read_text()
+
+
+def test_trust_names_what_is_wrong_with_the_device(ssh_server: SshServer, tmp_path: Path) -> None:
+    farm = _farm(tmp_path, ssh_server, tmp_path / "known_hosts")
+    unknown = CliRunner().invoke(app, ["farm", "trust", "nas", "--farm", str(farm)])
+    assert unknown.exit_code == 2 and "no device 'nas' (devices: esp, pi)" in unknown.output
+    mcu = CliRunner().invoke(app, ["farm", "trust", "esp", "--farm", str(farm)])
+    assert mcu.exit_code == 2 and "only ssh devices" in mcu.output
