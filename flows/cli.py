@@ -24,6 +24,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 
 from tasks.errors import ConfigError, EdgeflowError, StepError  # noqa: E402
 from tasks.steps import STEPS  # noqa: E402
@@ -38,6 +39,11 @@ T = TypeVar("T")
 ParamsOption = Annotated[Path, typer.Option("--params", help="experiment file (params.yaml)")]
 FarmOption = Annotated[Path | None, typer.Option(
     "--farm", help="device inventory; default: farm.yaml beside the params file")]
+
+
+def say(text: str, style: str | None = None) -> None:
+    """One line of output; its text is never read as rich markup ("benchmark[pi]")."""
+    console.print(text, markup=False, highlight=False, style=style)
 
 
 def _guarded(action: Callable[[], T]) -> T:
@@ -66,17 +72,17 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
     summary = read_json(Path(outcome.summary_path))
     console.print(summary_table(summary))
     for line in recommendation_lines(summary):
-        console.print(line.replace("**", "").replace("`", ""))
-    console.print(f"executed: {', '.join(outcome.executed) or 'nothing (every step cached)'}")
+        say(line.replace("**", "").replace("`", ""))
+    say(f"executed: {', '.join(outcome.executed) or 'nothing (every step cached)'}")
     if outcome.cached:
-        console.print(f"cached:   {', '.join(outcome.cached)}")
-    console.print(f"dvc: {outcome.dvc}")
-    console.print(f"report: {Path(outcome.summary_path).with_name('report.md')}")
+        say(f"cached:   {', '.join(outcome.cached)}")
+    say(f"dvc: {outcome.dvc}")
+    say(f"report: {Path(outcome.summary_path).with_name('report.md')}")
     if summary["counts"]["skipped"]:
-        console.print(f"{summary['counts']['skipped']} skipped results (a device that cannot run "
+        say(f"{summary['counts']['skipped']} skipped results (a device that cannot run "
                       "a runtime, a tool missing here) are listed with reasons in report.md; "
                       "`edgeflow report --all` shows them")
-    console.print(f"flow state: {state.name}: {state.message}")
+    say(f"flow state: {state.name}: {state.message}")
     raise typer.Exit(0 if state.is_completed() else 1)
 
 
@@ -114,8 +120,8 @@ def report(params: ParamsOption = Path("params.yaml"),
     summary = _guarded(load)
     console.print(summary_table(summary, include_skipped=show_all))
     for line in recommendation_lines(summary):
-        console.print(line.replace("**", "").replace("`", ""))
-    console.print(f"report: {layout.reports / 'report.md'}")
+        say(line.replace("**", "").replace("`", ""))
+    say(f"report: {layout.reports / 'report.md'}")
 
 
 farm_app = typer.Typer(no_args_is_help=True, help="Look at and prepare the device farm.")
@@ -141,15 +147,59 @@ def farm_probe(farm: FarmFileOption = Path("farm.yaml")) -> None:
     for probe in probes:
         facts = probe.facts
         runtimes = ", ".join(f"{name} {version}" for name, version in probe.runtimes.items())
-        table.add_row(probe.device, "yes" if probe.reachable else f"[red]no[/]: {probe.error}",
-                      str(facts.get("arch", "")), str(facts.get("os", "")),
-                      str(facts.get("python", "")), str(facts.get("cpu", "")),
-                      str(facts.get("cores", "")), str(facts.get("memory_mb") or ""),
-                      str(facts.get("temperature_c") or ""), runtimes)
+        cells = [str(facts.get(key) or "") for key in ("arch", "os", "python", "cpu", "cores",
+                                                         "memory_mb", "temperature_c")]
+        table.add_row(escape(probe.device),
+                      "yes" if probe.reachable else f"[red]no[/]: {escape(probe.error or '')}",
+                      *map(escape, cells), escape(runtimes))
     console.print(table)
     unreachable = [probe.device for probe in probes
                    if not probe.reachable and "microcontroller" not in (probe.error or "")]
     raise typer.Exit(1 if unreachable else 0)
+
+
+@farm_app.command("setup")
+def farm_setup(devices: Annotated[list[str] | None, typer.Argument(
+                   help="devices to set up; default: every device with a `setup` section")] = None,
+               farm: FarmFileOption = Path("farm.yaml"),
+               params: Annotated[Path | None, typer.Option(
+                   "--params", help="experiment whose formats say which runtimes a device "
+                                    "without `runtimes` needs; default: beside farm.yaml")] = None,
+               ) -> None:
+    """Make devices ready: a virtualenv in each device's workdir with numpy and its
+    runtimes, pinned to this project's versions; for devices without internet the wheels
+    are downloaded here for the device's platform and pushed. A second run changes
+    nothing and says so."""
+    from rich.table import Table
+
+    from tasks.config import load_farm, load_params
+    from tasks.formats import FORMATS
+    from tasks.layout import Layout
+    from tasks.provision import setup_farm
+
+    def run_setup() -> list[Any]:
+        inventory = load_farm(farm)
+        experiment = params or farm.resolve().parent / "params.yaml"
+        runtimes = (sorted({FORMATS[name].runtime for name in load_params(experiment).formats})
+                    if experiment.is_file() else None)
+        cache = Layout(farm.resolve().parent).state / "wheelhouse"
+        return setup_farm(inventory, list(devices or []), runtimes, cache)
+
+    outcomes = _guarded(run_setup)
+    if not outcomes:
+        say(f"{farm}: no device has a `setup` section: nothing to set up")
+        raise typer.Exit(0)
+    table = Table(title=f"farm setup: {farm}")
+    for column in ("device", "result", "what was done", "runtimes in its virtualenv"):
+        table.add_column(column)
+    for outcome in outcomes:
+        result = ("[red]failed[/]: " + escape(outcome.error) if outcome.error
+                  else "changed" if outcome.changed else "nothing changed")
+        table.add_row(escape(outcome.device), result, escape("; ".join(outcome.actions)),
+                      escape(", ".join(f"{name} {version}"
+                                       for name, version in outcome.runtimes.items())))
+    console.print(table)
+    raise typer.Exit(1 if any(outcome.error for outcome in outcomes) else 0)
 
 
 def _ssh_device(farm: Path, name: str) -> Any:
@@ -177,15 +227,15 @@ def farm_trust(device: Annotated[str, typer.Argument(help="device name in farm.y
 
     target = _guarded(lambda: _ssh_device(farm, device))
     offer = _guarded(lambda: examine(target))
-    console.print(f"{device} ({offer.host_pattern}) offers {offer.key.get_name()} key "
+    say(f"{device} ({offer.host_pattern}) offers {offer.key.get_name()} key "
                   f"{offer.fingerprint}")
     if offer.standing == "trusted":
-        console.print(f"already trusted in {target.known_hosts}: nothing changed")
+        say(f"already trusted in {target.known_hosts}: nothing changed")
         raise typer.Exit(0)
     if offer.standing == "changed":
-        console.print(f"[red]this differs from the key recorded in {target.known_hosts} "
-                      f"({offer.recorded_fingerprint})[/]: the device was re-imaged, or "
-                      "someone is impersonating it")
+        say(f"this differs from the key recorded in {target.known_hosts} "
+            f"({offer.recorded_fingerprint}): the device was re-imaged, or someone is "
+            "impersonating it", style="bold red")
         if not replace:
             typer.echo("edgeflow: error: host key changed; not replaced (check it on the "
                        "device, then run again with --replace)", err=True)
@@ -194,7 +244,7 @@ def farm_trust(device: Annotated[str, typer.Argument(help="device name in farm.y
         typer.echo("edgeflow: not trusted: nothing recorded", err=True)
         raise typer.Exit(1)
     record(target, offer)
-    console.print(f"recorded in {target.known_hosts}")
+    say(f"recorded in {target.known_hosts}")
 
 
 @app.command("dvc-yaml", hidden=True)

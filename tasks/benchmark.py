@@ -6,10 +6,14 @@ Reads params ``benchmark``, the device's entry in ``farm.yaml``,
 ``results/<device>/<variant>.json``: the variant's identity, ``status`` (``ok``,
 ``failed`` or ``skipped``), ``error`` and the raw harness result under ``harness``.
 
-The device is probed first (host facts, importable runtimes); a variant whose runtime
-the device lacks is ``skipped`` with that reason. A harness that fails, hangs past the
-timeout or returns garbage gives a ``failed`` result with the reason; the other
-variants still run. Results from the device are untrusted: size-limited and checked.
+Files reach the device through :mod:`tasks.deploy` (a per-run folder, sha256-verified
+pushes, owner-only modes, old runs pruned). The device is probed first (host facts,
+importable runtimes); a variant whose runtime the device lacks is ``skipped`` with that
+reason. A harness that fails, hangs past the timeout or returns garbage gives a
+``failed`` result with the reason; the other variants still run. A lost connection fails
+the variant that was running; the next one reconnects (retried with backoff) or, if the
+device is gone, every remaining variant fails with that reason. Results from the device
+are untrusted: size-limited and checked.
 """
 
 from __future__ import annotations

@@ -54,6 +54,11 @@ PLATFORM_SCRIPT = (
     "'machine': platform.machine(), 'libc': list(platform.libc_ver())}))")
 
 
+def _owner_only_tree(folder: str) -> list[str]:
+    # pip adds execute bits for everyone to a wheel's executables and libraries.
+    return ["chmod", "-R", "go=", "--", folder]
+
+
 class SetupError(Exception):
     """The device could not be set up; the message says why."""
 
@@ -113,24 +118,26 @@ def download_wheels(packages: list[str], facts: dict[str, Any], cache: Path) -> 
     cache.mkdir(parents=True, exist_ok=True)
     with _download_locks_guard:
         lock = _download_locks.setdefault(cache.resolve(), threading.Lock())
-    argv = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+    argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
             "--only-binary=:all:", "--dest", str(cache), "--python-version", facts["python"],
             "--implementation", "cp" if facts["implementation"] == "cpython" else "py",
             *(arg for tag in platforms for arg in ("--platform", tag)),
             *(["--constraint", str(LOCK_FILE)] if LOCK_FILE.is_file() else []),
             f"pip=={version('pip')}", *packages]
-    report = cache / f".report-{threading.get_ident()}.json"
     with lock:
-        done = subprocess.run([*argv, "--report", str(report)], capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SetupError(f"pip could not download wheels for python {facts['python']} on "
                          f"{facts['machine']}: {last_line(done.stderr)}")
-    try:
-        chosen = json.loads(report.read_text(encoding="utf-8"))["install"]
-    finally:
-        report.unlink(missing_ok=True)
-    return [cache / Path(item["download_info"]["url"]).name for item in chosen]
+    # pip names every file the resolution needs: "Saved <path>" or "File was already
+    # downloaded <path>" (the cache holds other platforms' and older wheels too).
+    wheels = [Path(line.split(" ", 1)[1] if line.startswith("Saved ")
+                   else line.removeprefix("File was already downloaded "))
+              for line in (line.strip() for line in done.stdout.splitlines())
+              if line.startswith(("Saved ", "File was already downloaded "))]
+    if not wheels:
+        raise SetupError(f"pip downloaded nothing for {', '.join(packages)}")
+    return wheels
 
 
 def _remote_state(connection: Connection, state_path: str) -> dict[str, Any] | None:
@@ -152,8 +159,8 @@ def _run(connection: Connection, command: str, what: str, timeout: float = 600.0
 
 
 def _push_missing_wheels(connection: Connection, wheels: list[Path], wheelhouse: str) -> int:
-    listing = connection.run(quote_command(["ls", "-1A", "--", wheelhouse]))
-    present = set(listing.stdout.splitlines()) if listing.ok else set()
+    # Wheel file names carry name, version and tags: a name present is that wheel.
+    present = set(connection.listdir(wheelhouse))
     missing = [wheel for wheel in wheels if wheel.name not in present]
     push_files(connection, [(wheel, f"{wheelhouse}/{wheel.name}") for wheel in missing])
     return len(missing)
@@ -184,7 +191,7 @@ def setup_device(name: str, device: SshDevice, runtimes: list[str], cache_root: 
         state_path = f"{venv}/{STATE_FILE}"
         if _remote_state(connection, state_path) == wanted and _imports_work(connection, python,
                                                                               runtimes):
-            return SetupOutcome(name, False, ("nothing changed",), _venv_runtimes(connection, device))
+            return SetupOutcome(name, False, (), _venv_runtimes(connection, device))
         make_dirs(connection, device.workdir)
         _run(connection, owner_only(["rm", "-rf", "--", venv]), "removing the old virtualenv")
         if device.setup.wheelhouse:
@@ -200,12 +207,14 @@ def setup_device(name: str, device: SshDevice, runtimes: list[str], cache_root: 
             _run(connection, owner_only(
                 [f"{venv}/bin/python", f"{wheelhouse}/{pip_wheel}/pip", "install", "--quiet",
                  "--no-index", "--find-links", wheelhouse, "--disable-pip-version-check",
-                 "--no-cache-dir", *packages]), "pip install from the wheelhouse", INSTALL_TIMEOUT)
+                 "--no-cache-dir", *packages], _owner_only_tree(venv)),
+                 "pip install from the wheelhouse", INSTALL_TIMEOUT)
         else:
             _run(connection, owner_only([device.python, "-m", "venv", venv]),
                  "creating the virtualenv")
             _run(connection, owner_only([f"{venv}/bin/python", "-m", "pip", "install", "--quiet",
-                                         "--disable-pip-version-check", *packages]),
+                                         "--disable-pip-version-check", *packages],
+                                        _owner_only_tree(venv)),
                  "pip install on the device", INSTALL_TIMEOUT)
         actions.append(f"created {venv} with {', '.join(packages)}")
         if not _imports_work(connection, python, runtimes):

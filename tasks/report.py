@@ -115,6 +115,7 @@ def write_report(summary: dict[str, Any], reports_dir: Path) -> Path:
 def summary_table(summary: dict[str, Any], include_skipped: bool = False) -> Any:
     """A rich Table of the results, for the terminal (skipped rows only on request:
     report.md always has them all)."""
+    from rich.markup import escape
     from rich.table import Table
 
     styles = {"pass": "green", "fail": "yellow", "error": "red", "skipped": "dim"}
@@ -126,7 +127,8 @@ def summary_table(summary: dict[str, Any], include_skipped: bool = False) -> Any
     for row in summary["results"]:
         if row["status"] == "skipped" and not include_skipped:
             continue
-        cells = row_cells(row)
+        # Reasons quote devices and runtimes ("[Errno 111] ..."): never rich markup.
+        cells = [escape(cell) for cell in row_cells(row)]
         cells[2] = f"[{styles[row['status']]}]{cells[2]}[/]"
-        table.add_row(*cells, "; ".join(row["reasons"] + row.get("notes", [])))
+        table.add_row(*cells, escape("; ".join(row["reasons"] + row.get("notes", []))))
     return table

@@ -212,6 +212,12 @@ def verdict(summary: dict[str, Any]) -> Verdict:
                    if variant is not None]
     message = (f"{counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
                f"{counts['skipped']} skipped")
+    if errors:
+        devices = list(dict.fromkeys(row["device"] for row in summary["results"]))
+        faulty = list(dict.fromkeys(row["device"] for row in summary["results"]
+                                    if row["status"] == "error"))
+        message = (f"partial: errors on {len(faulty)} of {len(devices)} device(s) "
+                   f"({', '.join(faulty)}); every other result is complete | {message}")
     if recommended:
         message += f" | recommended: {', '.join(recommended)}"
     if unserved:

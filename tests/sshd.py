@@ -5,6 +5,7 @@ by whoever starts them, by process id."""
 from __future__ import annotations
 
 import getpass
+import itertools
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ class SshServer:
     host_public_key: str
     pid: int
     root: Path
+    netns: str | None = None
 
     def farm_entry(self, workdir: Path | str, python: str, **extra: object) -> dict[str, object]:
         """This server as a farm.yaml device (an ``SshDevice``'s fields)."""
@@ -49,8 +51,41 @@ def keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start_sshd(root: Path, client_key: Path | None = None) -> SshServer:
-    """Start an sshd on a free loopback port; its known_hosts line is written to
+_namespaces = itertools.count(1)
+
+
+def netns_available() -> bool:
+    """Whether this machine lets us make network namespaces (root with CAP_NET_ADMIN)."""
+    name = f"efprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False)
+    if made.returncode != 0:
+        return False
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+    return True
+
+
+def _make_netns() -> tuple[str, str]:
+    """A network namespace joined to this one by a veth pair; returns its name and the
+    address the device has inside it."""
+    number = next(_namespaces)
+    tag = f"{os.getpid() % 10000}x{number}"
+    name, host_side, device_side = f"ef{tag}", f"efh{tag}", f"efd{tag}"
+    subnet = f"10.{100 + os.getpid() % 100}.{number % 250}"
+    for argv in (["ip", "netns", "add", name],
+                 ["ip", "link", "add", host_side, "type", "veth", "peer", "name", device_side],
+                 ["ip", "link", "set", device_side, "netns", name],
+                 ["ip", "addr", "add", f"{subnet}.1/30", "dev", host_side],
+                 ["ip", "link", "set", host_side, "up"],
+                 ["ip", "netns", "exec", name, "ip", "addr", "add", f"{subnet}.2/30", "dev", device_side],
+                 ["ip", "netns", "exec", name, "ip", "link", "set", device_side, "up"],
+                 ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"]):
+        subprocess.run(argv, check=True, capture_output=True)
+    return name, f"{subnet}.2"
+
+
+def start_sshd(root: Path, client_key: Path | None = None, isolated: bool = False) -> SshServer:
+    """Start an sshd on a free loopback port, or with ``isolated`` on port 22 of its own
+    address in its own network namespace; its known_hosts line is written to
     ``root/known_hosts``. ``client_key`` shares one client key between servers."""
     root.mkdir(parents=True, exist_ok=True)
     keygen(root / "host_key")
@@ -58,10 +93,11 @@ def start_sshd(root: Path, client_key: Path | None = None) -> SshServer:
         client_key = root / "client_key"
         keygen(client_key)
     (root / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
-    port = _free_port()
+    netns, host = _make_netns() if isolated else (None, "127.0.0.1")
+    port = 22 if isolated else _free_port()
     config = root / "sshd_config"
     config.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {root / 'host_key'}",
+        f"Port {port}", f"ListenAddress {host}", f"HostKey {root / 'host_key'}",
         f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
         "PubkeyAuthentication yes", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
@@ -69,21 +105,23 @@ def start_sshd(root: Path, client_key: Path | None = None) -> SshServer:
         "MaxStartups 100", "MaxSessions 100", ""]))
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation dir
     with open(root / "sshd.log", "w") as log:
-        process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+        inside = ["ip", "netns", "exec", netns] if netns else []  # exec: the pid is sshd's
+        process = subprocess.Popen([*inside, SSHD, "-D", "-e", "-f", str(config)],
                                    stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((host, port), timeout=0.5).close()
             break
         except OSError:
             if process.poll() is not None:
                 raise RuntimeError(f"sshd exited: {(root / 'sshd.log').read_text()[-500:]}")
             time.sleep(0.05)
     host_public = " ".join((root / "host_key.pub").read_text().split()[:2])
-    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_public}\n")
-    return SshServer("127.0.0.1", port, getpass.getuser(), client_key, root / "known_hosts",
-                     host_public, process.pid, root)
+    pattern = host if port == 22 else f"[{host}]:{port}"
+    (root / "known_hosts").write_text(f"{pattern} {host_public}\n")
+    return SshServer(host, port, getpass.getuser(), client_key, root / "known_hosts",
+                     host_public, process.pid, root, netns)
 
 
 def descendants(pid: int) -> list[int]:
@@ -118,3 +156,5 @@ def stop_sshd(server: SshServer, kill_sessions: bool = False) -> None:
         os.waitpid(server.pid, 0)
     except ChildProcessError:
         pass
+    if server.netns:  # its veth pair goes with it
+        subprocess.run(["ip", "netns", "del", server.netns], capture_output=True, check=False)

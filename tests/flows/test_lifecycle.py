@@ -164,7 +164,8 @@ def test_a_broken_device_fails_the_run_without_hiding_the_others(project: Path,
     write_tiny_config(project, farm=TINY_FARM + "  broken: {python: /nonexistent/python3}\n")
     state, outcome = run_lifecycle(project / "params.yaml", project / "farm.yaml")
     assert state.is_failed()
-    assert "broken" in state.message and "device not usable" in state.message
+    assert state.message.startswith("partial: errors on 1 of 2 device(s) (broken)")
+    assert "device not usable" in state.message
     rows = read_json(project / "reports" / "summary.json")["results"]
     assert {r["status"] for r in rows if r["device"] == "local"} == {"pass"}
     assert {r["status"] for r in rows if r["device"] == "broken"} == {"error"}
@@ -188,3 +189,67 @@ def test_cli_report_prints_the_table(project: Path, first_run) -> None:
                       cwd=project)
     assert result.returncode == 0, result.stderr
     assert "tflite-fp32" in result.stdout and "report.md" in result.stdout
+
+
+def test_a_farm_of_ssh_devices_is_benchmarked_in_parallel(project: Path, first_run) -> None:
+    """`edgeflow run --farm` with three real SSH devices (each its own OpenSSH server; on
+    its own address in a network namespace where this machine allows it): every result
+    per device in summary, report and MLflow, the devices benchmarked at once."""
+    import mlflow
+    import yaml
+
+    from tasks.files import read_json
+    from tests.sshd import keygen, netns_available, sshd_available, start_sshd, stop_sshd
+
+    if not sshd_available():
+        pytest.skip("OpenSSH server not installed (`make test` installs it when run as root)")
+    isolated = netns_available()
+    client_key = project.parent / "farm-client-key"
+    keygen(client_key)
+    servers = [start_sshd(project.parent / f"sshd-{n}", client_key, isolated=isolated)
+               for n in range(3)]
+    names = ["pi-a", "pi-b", "jetson"]
+    try:
+        farm = project / "farm-ssh.yaml"
+        farm.write_text(yaml.safe_dump({"devices": {
+            name: server.farm_entry(project.parent / f"board-{name}", sys.executable,
+                                    tags={"class": "low-end"})
+            for name, server in zip(names, servers)}}))
+        result = _command(str(BIN / "edgeflow"), "run", "--farm", str(farm), cwd=project)
+    finally:
+        for server in servers:
+            stop_sshd(server)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "flow state: Completed" in result.stdout
+    executed = result.stdout.split("executed:")[1].splitlines()[0]
+    assert all(f"benchmark[{name}]" in executed for name in names), result.stdout[-3000:]
+
+    summary = read_json(project / "reports" / "summary.json")
+    assert {row["device"] for row in summary["results"]} == set(names)
+    assert len(summary["results"]) == 9 and {row["status"] for row in summary["results"]} == {"pass"}
+    assert set(summary["recommendations"]) == set(names)
+    report = (project / "reports" / "report.md").read_text()
+    assert all(name in report for name in names)
+
+    # One device's variants run one after another; the devices ran at the same time.
+    spans = {}
+    for name in names:
+        harness = [read_json(path)["harness"] for path in (project / "results" / name).glob("*.json")]
+        spans[name] = (min(h["started_at"] for h in harness), max(h["finished_at"] for h in harness))
+    assert max(start for start, _ in spans.values()) < min(end for _, end in spans.values()), spans
+    if isolated:
+        hosts = {read_json(path)["device_run_dir"] for path in (project / "results").glob("*/*.json")}
+        assert len(hosts) == 3, "each device kept its own run folder"
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("edgeflow")
+    latest = client.search_runs([experiment.experiment_id],
+                                filter_string="tags.`edgeflow.kind` = 'lifecycle'",
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    children = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{latest.info.run_id}'")
+    assert sorted(child.data.params["device"] for child in children) == sorted(names * 3)
+    for child in children:
+        assert child.data.tags["device.arch"] and child.data.tags["device.runtime.onnxruntime"]
+        assert child.data.metrics["latency_p50_ms"] > 0

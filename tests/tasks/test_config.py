@@ -442,3 +442,36 @@ def test_ssh_device_without_known_hosts_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path / "farm.yaml",
                  "devices: {pi: {transport: ssh, host: h, user: u, key_file: k}}\n")
     config_error(load_farm, path, "devices.pi.known_hosts", "required")
+
+
+SSH = "transport: ssh, host: 10.0.0.2, user: pi, key_file: k, known_hosts: kh"
+
+
+@pytest.mark.parametrize("text, fragments", [
+    (f"devices: {{pi: {{{SSH}, accelerators: {{onnxruntime_providers: [cuda]}}}}}}\n",
+     ("devices.pi.accelerators.onnxruntime_providers", "'cuda'", "CUDAExecutionProvider")),
+    (f"devices: {{pi: {{{SSH}, accelerators: {{openvino_device: 'CPU; reboot'}}}}}}\n",
+     ("devices.pi.accelerators.openvino_device", "pattern")),
+    (f"devices: {{pi: {{{SSH}, accelerators: {{tensorrt: true}}}}}}\n",
+     ("devices.pi.accelerators", "unknown key 'tensorrt'", "onnxruntime_providers")),
+    (f"devices: {{pi: {{{SSH}, keep_runs: 0}}}}\n", ("devices.pi.keep_runs", "greater than or equal to 1")),
+    (f"devices: {{pi: {{{SSH}, connect_attempts: 0}}}}\n", ("devices.pi.connect_attempts",)),
+    (f"devices: {{pi: {{{SSH}, setup: {{extra_packages: ['x; rm -rf ~']}}}}}}\n",
+     ("devices.pi.setup.extra_packages", "not a pip requirement")),
+    (f"devices: {{pi: {{{SSH}, setup: {{venv: /opt}}}}}}\n",
+     ("devices.pi.setup", "unknown key 'venv'", "wheelhouse")),
+    (f"devices: {{pi: {{{SSH}, password: hunter2}}}}\n",
+     ("devices.pi", "unknown key 'password'", "key_file")),
+])
+def test_bad_ssh_device_settings(tmp_path: Path, text: str, fragments: tuple[str, ...]) -> None:
+    config_error(load_farm, write(tmp_path / "farm.yaml", text), *fragments)
+
+
+def test_a_managed_device_runs_the_harness_in_its_venv(tmp_path: Path) -> None:
+    farm = load_farm(write(tmp_path / "farm.yaml", f"""\
+        devices:
+          managed: {{{SSH}, workdir: ef, setup: {{}}}}
+          plain: {{{SSH}, python: /opt/py/bin/python3}}
+        """))
+    assert farm.devices["managed"].harness_python() == "ef/venv/bin/python"
+    assert farm.devices["plain"].harness_python() == "/opt/py/bin/python3"

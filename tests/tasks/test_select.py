@@ -437,6 +437,7 @@ def test_verdict_fails_on_errors_or_unserved_devices_and_names_each_problem() ->
     assert clean.message.startswith("1 pass, 1 fail, 0 error, 0 skipped")
     errored = verdict(summary({"a": "pass", "b": "error"}, {"pi": "a"}))
     assert not errored.ok and "b@pi: error: why b" in errored.message
+    assert errored.message.startswith("partial: errors on 1 of 1 device(s) (pi)")
     unserved = verdict(summary({"a": "fail"}, {"pi": None}))
     assert not unserved.ok and "no variant meets the requirements on: pi" in unserved.message
 

@@ -1,0 +1,79 @@
+"""`edgeflow farm setup` on a real SSH device: a virtualenv built offline from wheels
+downloaded here for the device's platform, pushed over SSH; a second run changes
+nothing; the device then runs what it has and skips, with the reason, what it lacks.
+Downloads numpy and onnxruntime wheels from PyPI (the registries are reachable here)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tasks.benchmark import benchmark_device
+from tasks.config import BenchmarkParams, SshDevice, load_farm
+from tasks.files import read_json
+from tasks.provision import setup_farm
+from tests.helpers import assert_device_tidy
+from tests.sshd import SshServer
+
+QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                        accuracy_samples=30, timeout_seconds=120)
+
+
+def _base_python() -> str:
+    """An interpreter outside edgeflow's venv: the board's bare system Python."""
+    return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys._base_executable
+
+
+def test_setup_builds_a_venv_once_then_changes_nothing(tiny_project, ssh_server: SshServer,
+                                                       tmp_path: Path) -> None:
+    workdir = tmp_path / "board"
+    entry = ssh_server.farm_entry(workdir, _base_python(), runtimes=["onnxruntime"], setup={})
+    farm_file = tmp_path / "farm.yaml"
+    farm_file.write_text(yaml.safe_dump({"devices": {"pi": entry}}))
+    cache = tmp_path / "wheelhouse-cache"
+
+    [first] = setup_farm(load_farm(farm_file), [], None, cache)
+    assert first.error is None and first.changed
+    assert any(action.startswith("pushed ") for action in first.actions)
+    assert set(first.runtimes) == {"onnxruntime"}, "only what the device needs is installed"
+    state = workdir / "venv" / "edgeflow-setup.json"
+    assert "onnxruntime==" in state.read_text()
+    wheels = sorted(path.name for path in (workdir / "wheelhouse").iterdir())
+    assert any(name.startswith("numpy-") for name in wheels)
+    stamp = state.stat().st_mtime_ns
+
+    second = CliRunner().invoke(app, ["farm", "setup", "--farm", str(farm_file)],
+                                env={"COLUMNS": "200"})
+    assert second.exit_code == 0, second.output
+    assert "nothing changed" in second.output and "onnxruntime" in second.output
+    assert state.stat().st_mtime_ns == stamp
+    assert sorted(path.name for path in (workdir / "wheelhouse").iterdir()) == wheels
+
+    # Benchmarks run in the venv: what it lacks is skipped with the reason.
+    unfiltered = SshDevice(**{**entry, "runtimes": None})
+    run = benchmark_device("pi", unfiltered, QUICK, tiny_project.layout.variants,
+                           tiny_project.layout.prepared, tmp_path / "results")
+    records = {path.stem: read_json(path) for path in run.results}
+    assert records["onnx-fp32"]["status"] == "ok", records["onnx-fp32"]["error"]
+    assert records["onnx-fp32"]["device_facts"]["runtime.onnxruntime"] == first.runtimes["onnxruntime"]
+    for name, runtime in (("tflite-fp32", "tflite"), ("openvino-fp32", "openvino")):
+        assert records[name]["status"] == "skipped"
+        assert records[name]["error"] == f"runtime {runtime!r} is not installed on pi"
+    assert_device_tidy(workdir)
+
+
+def test_setup_refuses_devices_it_does_not_manage(ssh_server: SshServer, tmp_path: Path) -> None:
+    farm_file = tmp_path / "farm.yaml"
+    farm_file.write_text(yaml.safe_dump({"devices": {
+        "pi": ssh_server.farm_entry(tmp_path / "board", sys.executable)}}))
+    named = CliRunner().invoke(app, ["farm", "setup", "pi", "--farm", str(farm_file)])
+    assert named.exit_code == 2 and "has no `setup` section" in named.output
+    nothing = CliRunner().invoke(app, ["farm", "setup", "--farm", str(farm_file)])
+    assert nothing.exit_code == 0 and "nothing to set up" in nothing.output
+    assert not (tmp_path / "board").exists()
+    shutil.rmtree(tmp_path / ".edgeflow", ignore_errors=True)
