@@ -159,7 +159,7 @@ def _failed(error: str) -> dict[str, Any]:
 
 def _run_variant(connection: Connection, python: str, remote_harness: str, run_dir: str,
                  variant: dict[str, Any], device: LocalDevice | SshDevice,
-                 params: BenchmarkParams, staging: Path, clock: PhaseTimes) -> dict[str, Any]:
+                 params: BenchmarkParams, clock: PhaseTimes) -> dict[str, Any]:
     """Run the harness for one deployed variant and fetch its result. A lost connection
     raises DeviceUnreachable once reconnecting fails; nothing is re-run blindly."""
     variant_dir = f"{run_dir}/{variant['name']}"
@@ -193,11 +193,10 @@ def _run_variant(connection: Connection, python: str, remote_harness: str, run_d
     if outcome.exited == LOCK_BUSY_EXIT:
         return _failed(f"device busy: another benchmark held {lock} for more than "
                        f"lock_timeout_seconds={params.lock_timeout_seconds}")
-    fetched = staging / f".{variant['name']}.result.json"
     try:
         with clock.phase("fetch"):
-            connection.get(f"{variant_dir}/result.json", fetched)
-        document = validate_harness_result(parse_untrusted_json(fetched.read_bytes()))
+            raw = connection.read_head(f"{variant_dir}/result.json", MAX_RESULT_BYTES + 1)
+        document = validate_harness_result(parse_untrusted_json(raw))
     except DeviceUnreachable:
         raise
     except Exception as error:  # noqa: BLE001 - an untrusted or absent result is a failure
@@ -206,8 +205,6 @@ def _run_variant(connection: Connection, python: str, remote_harness: str, run_d
         else:
             detail = tail(outcome.stderr) or f"exit code {outcome.exited}"
         return _failed(f"no valid harness result ({error}); {detail}")
-    finally:
-        fetched.unlink(missing_ok=True)
     return {"status": document["status"], "error": document.get("error"), "harness": document}
 
 
@@ -344,7 +341,7 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
                 try:
                     outcomes[variant["name"]] = _run_variant(
                         connection, python, remote_harness, run_dir, variant, device, params,
-                        staging, clock)
+                        clock)
                 except DeviceUnreachable as error:
                     device_error = f"device unreachable: {tail(str(error))}"
                     outcomes[variant["name"]] = _failed(device_error)

@@ -276,6 +276,10 @@ class SshDevice(RunsHarness):
     user: str = Field(min_length=1)
     key_file: Path = Field(description="private key; relative to farm.yaml")
     known_hosts: Path = Field(description="known_hosts file; relative to farm.yaml")
+    key_passphrase_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the environment variable holding the key's passphrase "
+                    "(never the passphrase itself: no secrets in farm.yaml)")
     python: str = Field(default="python3", min_length=1,
                         description="interpreter on the device (with `setup`: the one that "
                                     "creates the virtualenv)")

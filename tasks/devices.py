@@ -2,7 +2,8 @@
 
 Every transport offers the slice of ``fabric.Connection`` the benchmark uses:
 ``run(command, timeout=..., warn=True, hide=True) -> invoke Result``, ``put(local,
-remote)``, ``get(remote, local)`` and ``close()``. The ``local`` device runs on this
+remote)`` and ``close()``, plus shell-free ``read_head``, ``makedirs`` and ``listdir``
+(SFTP for SSH boards). The ``local`` device runs on this
 machine through Invoke (Fabric's own local runner) so the code path is the one an SSH
 board takes. Transports are a registry keyed by the device's ``transport`` field.
 """
@@ -26,7 +27,9 @@ class Connection(Protocol):
 
     def put(self, local: Path, remote: str) -> None: ...
 
-    def get(self, remote: str, local: Path) -> None: ...
+    def read_head(self, remote: str, limit: int) -> bytes:
+        """At most ``limit`` bytes of a file on the device (results are untrusted: a
+        device cannot make the orchestrator read or store more)."""
 
     def makedirs(self, remote: str) -> None:
         """Create a folder and its parents, owner-only (mode 700), without a shell."""
@@ -52,8 +55,9 @@ class LocalConnection:
     def put(self, local: Path, remote: str) -> None:
         shutil.copyfile(local, remote)
 
-    def get(self, remote: str, local: Path) -> None:
-        shutil.copyfile(remote, local)
+    def read_head(self, remote: str, limit: int) -> bytes:
+        with open(remote, "rb") as handle:
+            return handle.read(limit)
 
     def makedirs(self, remote: str) -> None:
         path = Path(remote)
@@ -94,6 +98,18 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, (OSError, EOFError, socket.timeout))
 
 
+def _passphrase(device: SshDevice) -> dict[str, str]:
+    """The key's passphrase, from the environment variable the device names."""
+    if device.key_passphrase_env is None:
+        return {}
+    value = os.environ.get(device.key_passphrase_env)
+    if value is None:
+        raise DeviceUnreachable(f"cannot connect: environment variable "
+                                f"{device.key_passphrase_env} (the passphrase of "
+                                f"{device.key_file}) is not set")
+    return {"passphrase": value}
+
+
 class SshConnection:
     """A Fabric connection that trusts only the farm's known_hosts.
 
@@ -131,6 +147,7 @@ class SshConnection:
         import paramiko
 
         device = self.device
+        self._fabric.connect_kwargs.update(_passphrase(device))
         try:
             self._fabric.open()
         except paramiko.BadHostKeyException as error:
@@ -174,8 +191,9 @@ class SshConnection:
         # Modes are set on the device (owner-only), not copied from this machine.
         self._opened().put(str(local), remote, preserve_mode=False)
 
-    def get(self, remote: str, local: Path) -> None:
-        self._opened().get(remote, str(local))
+    def read_head(self, remote: str, limit: int) -> bytes:
+        with self._opened().sftp().open(remote, "rb") as handle:
+            return handle.read(limit)
 
     # Folders go through SFTP, not a shell: each shell command costs a login shell's
     # start-up on the device (a fifth of a second where .bashrc does real work).

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tasks.benchmark import DeviceRun, benchmark_device
 from tasks.config import BenchmarkParams, SshDevice
 from tasks.devices import SshConnection
@@ -132,3 +134,25 @@ def test_a_hostile_workdir_cannot_inject_commands(tiny_project: Any, ssh_server:
     assert_device_tidy(hostile)
     for folder in (Path.home(), tmp_path, Path.cwd()):
         assert not list(folder.glob("PWNED*")), f"a command ran in {folder}"
+
+
+def test_an_encrypted_key_takes_its_passphrase_from_the_environment(
+        tiny_project: Any, ssh_server: SshServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    key = tmp_path / "locked_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret", "-f", str(key)], check=True)
+    with open(ssh_server.root / "authorized_keys", "a") as authorized:
+        authorized.write(Path(f"{key}.pub").read_text())
+    target = device(ssh_server, tmp_path / "dev", key_file=key, key_passphrase_env="EF_TEST_PASS",
+                    runtimes=["onnxruntime"])
+
+    monkeypatch.delenv("EF_TEST_PASS", raising=False)
+    missing = records(bench(tiny_project, "pi", target, tmp_path / "without"))["onnx-fp32"]
+    assert missing["status"] == "failed"
+    assert "environment variable EF_TEST_PASS" in missing["error"] and "s3cret" not in missing["error"]
+
+    monkeypatch.setenv("EF_TEST_PASS", "s3cret")
+    unlocked = records(bench(tiny_project, "pi", target, tmp_path / "with"))["onnx-fp32"]
+    assert unlocked["status"] == "ok", unlocked["error"]

@@ -194,8 +194,8 @@ def test_cli_report_prints_the_table(project: Path, first_run) -> None:
 def test_a_farm_of_ssh_devices_is_benchmarked_in_parallel(project: Path, first_run) -> None:
     """`edgeflow run --farm` with three real SSH devices (each its own OpenSSH server; on
     its own address in a network namespace where this machine allows it): every result
-    per device in summary, report and MLflow, the devices benchmarked at once."""
-    import mlflow
+    per device in summary, report and MLflow, the devices benchmarked at once. Then a
+    fourth, switched-off board: the run is partial and says so."""
     import yaml
 
     from tasks.files import read_json
@@ -206,19 +206,47 @@ def test_a_farm_of_ssh_devices_is_benchmarked_in_parallel(project: Path, first_r
     isolated = netns_available()
     client_key = project.parent / "farm-client-key"
     keygen(client_key)
-    servers = [start_sshd(project.parent / f"sshd-{n}", client_key, isolated=isolated)
-               for n in range(3)]
     names = ["pi-a", "pi-b", "jetson"]
+    farm = project / "farm-ssh.yaml"
+    servers = []
     try:
-        farm = project / "farm-ssh.yaml"
-        farm.write_text(yaml.safe_dump({"devices": {
-            name: server.farm_entry(project.parent / f"board-{name}", sys.executable,
-                                    tags={"class": "low-end"})
-            for name, server in zip(names, servers)}}))
+        for n in range(3):
+            servers.append(start_sshd(project.parent / f"sshd-{n}", client_key, isolated=isolated))
+        if isolated:  # each board on its own address, in its own network namespace
+            assert len({server.host for server in servers}) == 3
+        devices = {name: server.farm_entry(project.parent / f"board-{name}", sys.executable,
+                                           tags={"class": "low-end"})
+                   for name, server in zip(names, servers)}
+        # A fourth board that is switched off: nothing listens on its port.
+        ghost = {**devices["jetson"], "host": "127.0.0.1", "port": 1, "connect_attempts": 2,
+                 "retry_backoff_seconds": 0.1}
+        farm.write_text(yaml.safe_dump({"devices": devices}))
         result = _command(str(BIN / "edgeflow"), "run", "--farm", str(farm), cwd=project)
+        _check_three_boards(project, result, names)
+        farm.write_text(yaml.safe_dump({"devices": {**devices, "ghost": ghost}}))
+        partial = _command(str(BIN / "edgeflow"), "run", "--farm", str(farm), cwd=project)
     finally:
         for server in servers:
             stop_sshd(server)
+
+    # With the switched-off board the run is partial: exit 1, the other boards' results kept.
+    assert partial.returncode == 1, partial.stdout[-3000:] + partial.stderr[-3000:]
+    assert "flow state: Failed: partial: errors on 1 of 4 device(s) (ghost)" in partial.stdout
+    rows = read_json(project / "reports" / "summary.json")["results"]
+    assert {row["status"] for row in rows if row["device"] != "ghost"} == {"pass"}
+    ghost_rows = [row for row in rows if row["device"] == "ghost"]
+    assert len(ghost_rows) == 3 and {row["status"] for row in ghost_rows} == {"error"}
+    assert all("cannot connect to 127.0.0.1:1 after 2 attempt(s)" in row["reasons"][0]
+               for row in ghost_rows)
+    assert "ghost" in (project / "reports" / "report.md").read_text()
+
+
+def _check_three_boards(project: Path, result: subprocess.CompletedProcess[str],
+                        names: list[str]) -> None:
+    import mlflow
+
+    from tasks.files import read_json
+
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "flow state: Completed" in result.stdout
     executed = result.stdout.split("executed:")[1].splitlines()[0]
@@ -237,9 +265,6 @@ def test_a_farm_of_ssh_devices_is_benchmarked_in_parallel(project: Path, first_r
         harness = [read_json(path)["harness"] for path in (project / "results" / name).glob("*.json")]
         spans[name] = (min(h["started_at"] for h in harness), max(h["finished_at"] for h in harness))
     assert max(start for start, _ in spans.values()) < min(end for _, end in spans.values()), spans
-    if isolated:
-        hosts = {read_json(path)["device_run_dir"] for path in (project / "results").glob("*/*.json")}
-        assert len(hosts) == 3, "each device kept its own run folder"
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("edgeflow")

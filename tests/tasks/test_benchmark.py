@@ -214,6 +214,35 @@ def test_one_hanging_variant_does_not_stop_the_others(tiny_project: Any, tmp_pat
     assert processes_mentioning(str(workdir)) == []
 
 
+def _device_python(tmp_path: Path, body: str) -> str:
+    """An interpreter on the "device" that runs the probe for real and ``body`` (a shell
+    snippet; $out is the harness's --out path) instead of the harness."""
+    script = tmp_path / "device-python"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *--probe*) exec "{sys.executable}" "$@";; esac\n'
+        'out=$(printf "%s\\n" "$@" | sed -n "/^--out$/{n;p}")\n'
+        f"{body}\n", encoding="utf-8")
+    script.chmod(0o700)
+    return str(script)
+
+
+@pytest.mark.parametrize("body, reason", [
+    # A device that answers with far more than a result: only the limit is ever read.
+    ('head -c 50000000 /dev/zero > "$out"', "more than"),
+    ('echo "not json" > "$out"', "no valid harness result"),
+    ('kill -SEGV $$', "killed by signal 11"),
+    ('echo \'{"status": "ok", "latency_ms": "fast"}\' > "$out"', "latency_ms"),
+])
+def test_a_hostile_or_crashing_device_gives_a_failed_result(tiny_project: Any, tmp_path: Path,
+                                                            body: str, reason: str) -> None:
+    device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
+                         python=_device_python(tmp_path, body))
+    result = records(bench(tiny_project, device, tmp_path / "results"))["onnx-fp32"]
+    assert result["status"] == "failed" and reason in result["error"], result["error"]
+    assert "harness" not in result
+
+
 def test_failing_run_keeps_earlier_results(tiny_project: Any, tmp_path: Path) -> None:
     out_dir = tmp_path / "results" / "local"
     out_dir.mkdir(parents=True)
