@@ -30,7 +30,7 @@ from tasks import harness
 from tasks.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
 from tasks.convert import read_index
 from tasks.deploy import (RUNS_DIR, PhaseTimes, last_line as tail, make_dirs, new_run_name,
-                          push_files, remove_runs_command, stale_runs)
+                          place_files, push_files, remove_runs_command, stale_runs)
 from tasks.errors import StepError
 from tasks.devices import Connection, DeviceUnreachable, connect, owner_only, quote_command
 from tasks.files import atomic_output_dir, write_json
@@ -124,6 +124,8 @@ def _harness_argv(python: str, remote_harness: str, run_dir: str, variant: dict[
             "--seconds", str(params.seconds),
             "--accelerators", json.dumps(device.accelerators.model_dump(exclude_none=True)),
             "--accuracy-samples", str(params.accuracy_samples)]
+    for entry in variant["files"]:
+        argv += ["--expect-sha256", f"{run_dir}/{entry['path']}={entry['sha256']}"]
     return argv
 
 
@@ -136,21 +138,18 @@ def install_harness(connection: Connection, directory: str, *extra: tuple[Path, 
 
 
 def _deploy_variants(connection: Connection, variants: list[dict[str, Any]], variants_dir: Path,
-                     run_dir: str, staging: Path, then: list[str]) -> None:
-    """Push every runnable variant's files and spec in one verified batch, then run
-    ``then`` (old run folders' removal) in the same shell command."""
+                     run_dir: str, staging: Path) -> None:
+    """Place every runnable variant's files and spec (no shell: the harness checks their
+    sha256 before it loads them)."""
     make_dirs(connection, *(f"{run_dir}/{variant['name']}" for variant in variants))
-    files: list[tuple[Path, str]] = []
     for variant in variants:
         spec_file = write_json(staging / f".{variant['name']}.spec.json", variant["spec"])
-        files.append((spec_file, f"{run_dir}/{variant['name']}/spec.json"))
-        files.extend((variants_dir / entry["path"], f"{run_dir}/{entry['path']}")
-                     for entry in variant["files"])
-    try:
-        push_files(connection, files, then=then)
-    finally:
-        for variant in variants:
-            (staging / f".{variant['name']}.spec.json").unlink(missing_ok=True)
+        try:
+            place_files(connection, [(spec_file, f"{run_dir}/{variant['name']}/spec.json"),
+                                     *((variants_dir / entry["path"], f"{run_dir}/{entry['path']}")
+                                       for entry in variant["files"])])
+        finally:
+            spec_file.unlink(missing_ok=True)
 
 
 def _failed(error: str) -> dict[str, Any]:
@@ -312,12 +311,15 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
             try:
                 with clock.phase("connect"):
                     make_dirs(connection, run_dir)
-                # One shell command verifies the pushed files and probes the device.
+                    stale = stale_runs(connection, runs_dir, device.keep_runs, run_name)
+                # One shell command checks the pushed files, removes old run folders and
+                # probes the device: each shell start costs the device's login shell.
                 with clock.phase("deploy+probe"):
                     probe = read_probe(push_files(
                         connection, [(HARNESS_PATH, remote_harness),
                                      (prepared / "test.npz", f"{run_dir}/test.npz")],
-                        then=[probe_command(python, remote_harness)],
+                        then=[*remove_runs_command(runs_dir, stale),
+                              probe_command(python, remote_harness)],
                         timeout=params.timeout_seconds), python)
                 for variant in variants:
                     reason = _why_not_runnable(variant, device, device_name, probe)
@@ -325,9 +327,7 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
                         outcomes[variant["name"]] = reason
                 runnable = [variant for variant in variants if variant["name"] not in outcomes]
                 with clock.phase("deploy"):
-                    stale = stale_runs(connection, runs_dir, device.keep_runs, run_name)
-                    _deploy_variants(connection, runnable, variants_dir, run_dir, staging,
-                                     then=remove_runs_command(runs_dir, stale))
+                    _deploy_variants(connection, runnable, variants_dir, run_dir, staging)
             except DeviceUnreachable as error:
                 device_error = f"device unreachable: {tail(str(error))}"
             except Exception as error:  # noqa: BLE001 - the device fails, the run goes on

@@ -6,9 +6,10 @@ Layout on a device (every folder mode 700, every file 600, all under its ``workd
     <workdir>/runs/<run>/harness.py      the harness, test inputs, artifacts, specs, results
     <workdir>/venv/                      the virtualenv of `edgeflow farm setup`, if managed
 
-A push copies a file under a temporary name, checks its sha256 on the device, and only
-then renames it into place: a reader never sees half a file, and a corrupted copy is
-never used. Run folders are named by their UTC start time, so the newest ``keep_runs``
+A push copies a file under a temporary name and renames it into place (a reader never
+sees half a file); its sha256 is checked on the device before it is used, by the shell
+for the harness and test inputs and by the harness for the artifacts it loads, so a
+corrupted copy is never used. Run folders are named by their UTC start time, so the newest ``keep_runs``
 are kept and older ones removed.
 """
 
@@ -31,7 +32,6 @@ from tasks.files import sha256_file
 
 RUNS_DIR = "runs"
 RUN_NAME = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{8}$")
-PART_SUFFIX = ".part"
 MISMATCH_EXIT = 3
 
 
@@ -76,28 +76,38 @@ def last_line(text: str, limit: int = 300) -> str:
     return (lines[-1] if lines else "")[-limit:]
 
 
-def _verify_then_place(remote: str, expected_sha256: str) -> str:
-    part, final = shlex.quote(remote + PART_SUFFIX), shlex.quote(remote)
-    mismatch = shlex.quote(f"sha256 mismatch on the device for {remote}: ")
-    return (f'actual=$(sha256sum < {part}) && '
-            f'if [ "$actual" != {shlex.quote(expected_sha256 + "  -")} ]; then '
-            f'printf "%s%s\\n" {mismatch} "$actual" >&2; rm -f -- {part}; exit {MISMATCH_EXIT}; fi'
-            f' && chmod 600 -- {part} && mv -f -- {part} {final}')
+def place_files(connection: Connection, files: Sequence[tuple[Path, str]]) -> None:
+    """Copy each (local, remote) pair; the transport writes a temporary name and renames
+    it into place with mode 600, without a shell. The harness checks the sha256 of the
+    artifacts it is given before it loads them (``--expect-sha256``)."""
+    for local, remote in files:
+        connection.put(local, remote)
+
+
+def verify_commands(files: Sequence[tuple[Path, str]]) -> list[str]:
+    """Shell commands that check each placed file's sha256 on the device; a mismatch
+    removes the file and exits with MISMATCH_EXIT naming it."""
+    commands = []
+    for local, remote in files:
+        quoted = shlex.quote(remote)
+        commands.append(
+            f'{{ [ "$(sha256sum < {quoted})" = {shlex.quote(sha256_file(local) + "  -")} ] || '
+            f'{{ printf "sha256 mismatch on the device for %s\\n" {quoted} >&2; '
+            f'rm -f -- {quoted}; exit {MISMATCH_EXIT}; }}; }}')
+    return commands
 
 
 def push_files(connection: Connection, files: Sequence[tuple[Path, str]],
                then: Sequence[str] = (), timeout: float | None = None) -> Any:
-    """Copy each (local, remote) pair under a temporary name, then in one device command
-    check every sha256 and rename each into place with mode 600, and go on with the
-    ``then`` commands (quoted command lines: one shell start for all). Raises
-    DeployError naming the first file that did not arrive intact; returns the command's
-    result for the caller to read what ``then`` printed."""
-    for local, remote in files:
-        connection.put(local, remote + PART_SUFFIX)
-    steps = [_verify_then_place(remote, sha256_file(local)) for local, remote in files]
-    if not steps and not then:
+    """Place each (local, remote) pair, then in one device command check every sha256
+    and go on with the ``then`` commands (quoted command lines: one shell start for
+    all). Raises DeployError naming the first file that did not arrive intact; returns
+    the command's result for the caller to read what ``then`` printed."""
+    place_files(connection, files)
+    if not files and not then:
         return None
-    result = connection.run(" && ".join(["umask 077", *steps, *then]), timeout=timeout)
+    result = connection.run(" && ".join(["umask 077", *verify_commands(files), *then]),
+                            timeout=timeout)
     if result.exited == MISMATCH_EXIT or (not then and not result.ok):
         reason = last_line(result.stderr) or f"exit code {result.exited}"
         raise DeployError(f"push to the device failed: {reason}")

@@ -20,12 +20,16 @@ from typing import Any, Callable, Protocol
 
 from tasks.config import LocalDevice, SshDevice
 
+PART_SUFFIX = ".part"
+
 
 class Connection(Protocol):
     def run(self, command: str, *, timeout: float | None = None, warn: bool = True,
             hide: bool = True) -> Any: ...
 
-    def put(self, local: Path, remote: str) -> None: ...
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a file to the device atomically: written under a temporary name, mode
+        600, then renamed into place (a reader never sees half a file)."""
 
     def read_head(self, remote: str, limit: int) -> bytes:
         """At most ``limit`` bytes of a file on the device (results are untrusted: a
@@ -53,7 +57,10 @@ class LocalConnection:
         return self._context.run(command, timeout=timeout, warn=warn, hide=hide, in_stream=False)
 
     def put(self, local: Path, remote: str) -> None:
-        shutil.copyfile(local, remote)
+        part = remote + PART_SUFFIX
+        shutil.copyfile(local, part)
+        os.chmod(part, 0o600)
+        os.replace(part, remote)
 
     def read_head(self, remote: str, limit: int) -> bytes:
         with open(remote, "rb") as handle:
@@ -188,8 +195,11 @@ class SshConnection:
         return self._opened().run(command, timeout=timeout, warn=warn, hide=hide, in_stream=False)
 
     def put(self, local: Path, remote: str) -> None:
-        # Modes are set on the device (owner-only), not copied from this machine.
-        self._opened().put(str(local), remote, preserve_mode=False)
+        part = remote + PART_SUFFIX
+        sftp = self._opened().sftp()
+        sftp.put(str(local), part)
+        sftp.chmod(part, 0o600)  # owner-only, whatever the mode here
+        sftp.posix_rename(part, remote)
 
     def read_head(self, remote: str, limit: int) -> bytes:
         with self._opened().sftp().open(remote, "rb") as handle:

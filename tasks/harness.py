@@ -195,8 +195,8 @@ RUNTIME_MODULES: dict[str, tuple[str, ...]] = {
     "edgetpu": ("ai_edge_litert", "tflite_runtime"),
 }
 # Runtimes that also need a native library (Coral's Edge TPU delegate).
-RUNTIME_LIBRARIES: dict[str, str] = {"edgetpu": "edgetpu"}
 EDGETPU_LIBRARY = "libedgetpu.so.1"
+RUNTIME_LIBRARIES: dict[str, str] = {"edgetpu": EDGETPU_LIBRARY}
 
 RUNTIMES: dict[str, Callable[[str, int, dict[str, Any]], Runner]] = {
     "tflite": _load_tflite,
@@ -317,30 +317,48 @@ MODULE_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
 
 
 def _distribution_version(*distributions: str) -> str:
-    from importlib.metadata import version
-
-    for distribution in distributions:
+    """The installed version of the first of ``distributions`` found, read from its
+    ``<name>-<version>.dist-info`` folder name: importlib.metadata costs a tenth of a
+    second to import, which a small board pays on every probe."""
+    wanted = [name.replace("-", "_").lower() for name in distributions]
+    found: dict[str, str] = {}
+    for entry in sys.path:
         try:
-            return version(distribution)
-        except Exception:  # noqa: BLE001 - a version is informative, never required
+            names = os.listdir(entry or ".")
+        except OSError:
             continue
-    return "missing"
+        for name in names:
+            if name.endswith(".dist-info"):
+                distribution, _, version = name[:-len(".dist-info")].partition("-")
+                found.setdefault(distribution.lower(), version)
+    return next((found[name] for name in wanted if name in found), "missing")
 
 
 def _module_version(module: str) -> str:
     return _distribution_version(*MODULE_DISTRIBUTIONS.get(module, ()))
 
 
+def _loadable(library: str) -> bool:
+    """Whether the dynamic loader finds ``library`` (dlopen: what the runtime will do;
+    ctypes.util.find_library would start ldconfig and a compiler to answer)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(library)
+        return True
+    except OSError:
+        return False
+
+
 def probe() -> dict[str, Any]:
     """Host facts, memory, temperature where the board exposes it, and the runtimes
     importable here with their versions (found, not imported: cheap)."""
-    from ctypes.util import find_library
     from importlib.util import find_spec
 
     available = {runtime: next((module for module in modules if find_spec(module)), None)
                  for runtime, modules in RUNTIME_MODULES.items()}
     for runtime, library in RUNTIME_LIBRARIES.items():
-        if available.get(runtime) and not find_library(library):
+        if available.get(runtime) and not _loadable(library):
             available[runtime] = None
     runtimes = {name: module for name, module in available.items() if module}
     memory_kb = _first_number("/proc/meminfo", "MemTotal:")
@@ -423,6 +441,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def verify_inputs(expected: list[str]) -> None:
+    """Check each ``PATH=HEX`` before anything is loaded: a file corrupted on its way to
+    the device, or changed since, is never benchmarked."""
+    import hashlib
+
+    for item in expected:
+        path, _, digest = item.rpartition("=")
+        hasher = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+        if hasher.hexdigest() != digest:
+            raise RuntimeError(f"sha256 mismatch for {os.path.basename(path)}: the file on the "
+                               f"device is not the one deployed ({hasher.hexdigest()[:16]}... "
+                               f"!= {digest[:16]}...)")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probe", action="store_true",
@@ -438,6 +473,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--accuracy-samples", type=int, default=0)
+    parser.add_argument("--expect-sha256", action="append", default=[], metavar="PATH=HEX",
+                        help="refuse to run unless PATH has this sha256 (repeatable)")
     parser.add_argument("--accelerators", default="{}",
                         help="JSON: onnxruntime_providers (list), openvino_device, tflite_delegate")
     args = parser.parse_args(argv)
@@ -457,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "runtime_requested": args.runtime}
     try:
         result["host"] = host_facts()
+        verify_inputs(args.expect_sha256)
         result["started_at"] = time.time()
         result.update(measure(args))
         result["finished_at"] = time.time()

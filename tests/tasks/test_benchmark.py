@@ -243,6 +243,41 @@ def test_a_hostile_or_crashing_device_gives_a_failed_result(tiny_project: Any, t
     assert "harness" not in result
 
 
+def test_an_artifact_corrupted_on_its_way_is_never_benchmarked(tiny_project: Any,
+                                                                tmp_path: Path) -> None:
+    class CorruptsOnnxFiles(LocalConnection):
+        def put(self, local: Path, remote: str) -> None:
+            super().put(local, remote)
+            if remote.endswith(".onnx"):
+                with open(remote, "r+b") as handle:
+                    handle.write(b"\0")
+
+    device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime", "tflite"])
+    run = benchmark_device("local", device, QUICK, tiny_project.layout.variants,
+                           tiny_project.layout.prepared, tmp_path / "results",
+                           connect_to=lambda target, name: CorruptsOnnxFiles())
+    result = records(run)
+    assert result["onnx-fp32"]["status"] == "failed"
+    assert "sha256 mismatch for model.onnx" in result["onnx-fp32"]["error"]
+    assert result["tflite-fp32"]["status"] == "ok"
+
+
+def test_corrupted_test_inputs_make_the_device_unusable(tiny_project: Any, tmp_path: Path) -> None:
+    class CorruptsEverything(LocalConnection):
+        def put(self, local: Path, remote: str) -> None:
+            super().put(local, remote)
+            with open(remote, "r+b") as handle:
+                handle.write(b"\0")
+
+    device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"])
+    run = benchmark_device("local", device, QUICK, tiny_project.layout.variants,
+                           tiny_project.layout.prepared, tmp_path / "results",
+                           connect_to=lambda target, name: CorruptsEverything())
+    error = records(run)["onnx-fp32"]["error"]
+    assert error.startswith("device not usable: DeployError: push to the device failed: "
+                            "sha256 mismatch on the device for"), error
+
+
 def test_failing_run_keeps_earlier_results(tiny_project: Any, tmp_path: Path) -> None:
     out_dir = tmp_path / "results" / "local"
     out_dir.mkdir(parents=True)
