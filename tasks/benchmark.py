@@ -108,27 +108,6 @@ def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def _harness_argv(python: str, remote_harness: str, run_dir: str, variant: dict[str, Any],
-                  device: LocalDevice | SshDevice, params: BenchmarkParams) -> list[str]:
-    variant_dir = f"{run_dir}/{variant['name']}"
-    argv = [python, remote_harness,
-            "--artifact", f"{run_dir}/{variant['file']}",
-            "--runtime", variant["runtime"],
-            "--data", f"{run_dir}/test.npz",
-            "--spec", f"{variant_dir}/spec.json",
-            "--out", f"{variant_dir}/result.json",
-            "--threads", str(device.threads),
-            "--warmup-runs", str(params.warmup_runs),
-            "--warmup-seconds", str(params.warmup_seconds),
-            "--runs", str(params.runs),
-            "--seconds", str(params.seconds),
-            "--accelerators", json.dumps(device.accelerators.model_dump(exclude_none=True)),
-            "--accuracy-samples", str(params.accuracy_samples)]
-    for entry in variant["files"]:
-        argv += ["--expect-sha256", f"{run_dir}/{entry['path']}={entry['sha256']}"]
-    return argv
-
-
 def install_harness(connection: Connection, directory: str, *extra: tuple[Path, str]) -> str:
     """Create an owner-only folder on the device and push the harness (and ``extra``
     files) into it, verified; returns the harness's path there."""
@@ -137,74 +116,133 @@ def install_harness(connection: Connection, directory: str, *extra: tuple[Path, 
     return f"{directory}/harness.py"
 
 
-def _deploy_variants(connection: Connection, variants: list[dict[str, Any]], variants_dir: Path,
-                     run_dir: str, staging: Path) -> None:
-    """Place every runnable variant's files and spec (no shell: the harness checks their
-    sha256 before it loads them)."""
-    make_dirs(connection, *(f"{run_dir}/{variant['name']}" for variant in variants))
-    for variant in variants:
-        spec_file = write_json(staging / f".{variant['name']}.spec.json", variant["spec"])
-        try:
-            place_files(connection, [(spec_file, f"{run_dir}/{variant['name']}/spec.json"),
-                                     *((variants_dir / entry["path"], f"{run_dir}/{entry['path']}")
-                                       for entry in variant["files"])])
-        finally:
-            spec_file.unlink(missing_ok=True)
-
-
 def _failed(error: str) -> dict[str, Any]:
     return {"status": "failed", "error": error}
 
 
-def _run_variant(connection: Connection, python: str, remote_harness: str, run_dir: str,
-                 variant: dict[str, Any], device: LocalDevice | SshDevice,
-                 params: BenchmarkParams, clock: PhaseTimes) -> dict[str, Any]:
-    """Run the harness for one deployed variant and fetch its result. A lost connection
-    raises DeviceUnreachable once reconnecting fails; nothing is re-run blindly."""
-    variant_dir = f"{run_dir}/{variant['name']}"
-    # One benchmark at a time per device, whoever starts it (another flow run, another
-    # orchestrating machine): flock on a file in the device's workdir, held by the kernel
-    # for the harness's lifetime, released even if the harness is killed. The harness's
-    # own time limit is enforced on the device (coreutils timeout), apart from the wait
-    # for the lock; the transport's limit only catches a lost device.
-    lock = f"{device.workdir}/{LOCK_NAME}"
-    command = owner_only(["flock", "-w", str(params.lock_timeout_seconds), "-E",
-                          str(LOCK_BUSY_EXIT), lock,
-                          "timeout", "-k", "5", str(params.timeout_seconds),
-                          *_harness_argv(python, remote_harness, run_dir, variant, device, params)])
-    timed_out = _failed(f"harness did not finish within timeout_seconds={params.timeout_seconds}")
-    try:
-        with clock.phase("harness"):
-            outcome = connection.run(command, timeout=params.timeout_seconds
-                                     + params.lock_timeout_seconds + 30)
-    except CommandTimedOut:
-        return timed_out
-    except DeviceUnreachable:
-        raise
-    except Exception as error:  # noqa: BLE001 - transport errors: the device, not the run
-        return _failed(f"connection to the device lost during the benchmark: "
-                       f"{type(error).__name__}: {tail(str(error))}")
-    if outcome.exited == -1:  # the SSH channel closed without an exit status
-        return _failed("connection to the device lost during the benchmark "
-                       "(no exit status: the device or its SSH server went away)")
-    if outcome.exited in HARNESS_TIMED_OUT:
-        return timed_out
-    if outcome.exited == LOCK_BUSY_EXIT:
-        return _failed(f"device busy: another benchmark held {lock} for more than "
-                       f"lock_timeout_seconds={params.lock_timeout_seconds}")
-    try:
-        with clock.phase("fetch"):
-            raw = connection.read_head(f"{variant_dir}/result.json", MAX_RESULT_BYTES + 1)
-        document = validate_harness_result(parse_untrusted_json(raw))
-    except DeviceUnreachable:
-        raise
-    except Exception as error:  # noqa: BLE001 - an untrusted or absent result is a failure
-        if outcome.exited > 128:
-            detail = f"the harness was killed by signal {outcome.exited - 128}"
-        else:
-            detail = tail(outcome.stderr) or f"exit code {outcome.exited}"
-        return _failed(f"no valid harness result ({error}); {detail}")
-    return {"status": document["status"], "error": document.get("error"), "harness": document}
+@dataclass
+class DeviceSession:
+    """One benchmark run on one device: its connection, its run folder there
+    (``<workdir>/runs/<run name>``) and the wall seconds of each orchestration phase."""
+
+    device: LocalDevice | SshDevice
+    params: BenchmarkParams
+    connection: Connection
+    run_name: str = field(default_factory=new_run_name)
+    clock: PhaseTimes = field(default_factory=PhaseTimes)
+
+    @property
+    def runs_dir(self) -> str:
+        return f"{self.device.workdir}/{RUNS_DIR}"
+
+    @property
+    def run_dir(self) -> str:
+        return f"{self.runs_dir}/{self.run_name}"
+
+    @property
+    def harness(self) -> str:
+        return f"{self.run_dir}/harness.py"
+
+    def start(self, test_data: Path) -> dict[str, Any]:
+        """Create the run folder, push the harness and test inputs, and probe the device;
+        one shell command checks the pushed files, removes old run folders and probes
+        (each shell start costs the device's login shell). Returns the probe."""
+        with self.clock.phase("connect"):
+            make_dirs(self.connection, self.run_dir)
+            stale = stale_runs(self.connection, self.runs_dir, self.device.keep_runs, self.run_name)
+        python = self.device.harness_python()
+        with self.clock.phase("deploy+probe"):
+            result = push_files(
+                self.connection, [(HARNESS_PATH, self.harness),
+                                  (test_data, f"{self.run_dir}/test.npz")],
+                then=[*remove_runs_command(self.runs_dir, stale), probe_command(python, self.harness)],
+                timeout=self.params.timeout_seconds)
+        return read_probe(result, python)
+
+    def deploy(self, variants: list[dict[str, Any]], variants_dir: Path, staging: Path) -> None:
+        """Place every variant's files and spec (no shell: the harness checks their
+        sha256 before it loads them)."""
+        with self.clock.phase("deploy"):
+            make_dirs(self.connection, *(f"{self.run_dir}/{variant['name']}" for variant in variants))
+            for variant in variants:
+                spec = write_json(staging / f".{variant['name']}.spec.json", variant["spec"])
+                try:
+                    place_files(self.connection, [
+                        (spec, f"{self.run_dir}/{variant['name']}/spec.json"),
+                        *((variants_dir / entry["path"], f"{self.run_dir}/{entry['path']}")
+                          for entry in variant["files"])])
+                finally:
+                    spec.unlink(missing_ok=True)
+
+    def _harness_argv(self, variant: dict[str, Any]) -> list[str]:
+        device, params, run_dir = self.device, self.params, self.run_dir
+        variant_dir = f"{run_dir}/{variant['name']}"
+        argv = [device.harness_python(), self.harness,
+                "--artifact", f"{run_dir}/{variant['file']}",
+                "--runtime", variant["runtime"],
+                "--data", f"{run_dir}/test.npz",
+                "--spec", f"{variant_dir}/spec.json",
+                "--out", f"{variant_dir}/result.json",
+                "--threads", str(device.threads),
+                "--warmup-runs", str(params.warmup_runs),
+                "--warmup-seconds", str(params.warmup_seconds),
+                "--runs", str(params.runs),
+                "--seconds", str(params.seconds),
+                "--accelerators", json.dumps(device.accelerators.model_dump(exclude_none=True)),
+                "--accuracy-samples", str(params.accuracy_samples)]
+        for entry in variant["files"]:
+            argv += ["--expect-sha256", f"{run_dir}/{entry['path']}={entry['sha256']}"]
+        return argv
+
+    def run(self, variant: dict[str, Any]) -> dict[str, Any]:
+        """Run the harness for one deployed variant and fetch its result. A lost
+        connection raises DeviceUnreachable once reconnecting fails; nothing is re-run
+        blindly."""
+        params = self.params
+        # One benchmark at a time per device, whoever starts it (another flow run, another
+        # orchestrating machine): flock on a file in the device's workdir, held by the
+        # kernel for the harness's lifetime, released even if the harness is killed. The
+        # harness's own time limit is enforced on the device (coreutils timeout), apart
+        # from the wait for the lock; the transport's limit only catches a lost device.
+        lock = f"{self.device.workdir}/{LOCK_NAME}"
+        command = owner_only(["flock", "-w", str(params.lock_timeout_seconds), "-E",
+                              str(LOCK_BUSY_EXIT), lock,
+                              "timeout", "-k", "5", str(params.timeout_seconds),
+                              *self._harness_argv(variant)])
+        timed_out = _failed(f"harness did not finish within timeout_seconds={params.timeout_seconds}")
+        try:
+            with self.clock.phase("harness"):
+                outcome = self.connection.run(command, timeout=params.timeout_seconds
+                                              + params.lock_timeout_seconds + 30)
+        except CommandTimedOut:
+            return timed_out
+        except DeviceUnreachable:
+            raise
+        except Exception as error:  # noqa: BLE001 - transport errors: the device, not the run
+            return _failed(f"connection to the device lost during the benchmark: "
+                           f"{type(error).__name__}: {tail(str(error))}")
+        if outcome.exited == -1:  # the SSH channel closed without an exit status
+            return _failed("connection to the device lost during the benchmark "
+                           "(no exit status: the device or its SSH server went away)")
+        if outcome.exited in HARNESS_TIMED_OUT:
+            return timed_out
+        if outcome.exited == LOCK_BUSY_EXIT:
+            return _failed(f"device busy: another benchmark held {lock} for more than "
+                           f"lock_timeout_seconds={params.lock_timeout_seconds}")
+        try:
+            with self.clock.phase("fetch"):
+                raw = self.connection.read_head(f"{self.run_dir}/{variant['name']}/result.json",
+                                                MAX_RESULT_BYTES + 1)
+            document = validate_harness_result(parse_untrusted_json(raw))
+        except DeviceUnreachable:
+            raise
+        except Exception as error:  # noqa: BLE001 - an untrusted or absent result is a failure
+            if outcome.exited > 128:
+                detail = f"the harness was killed by signal {outcome.exited - 128}"
+            else:
+                detail = tail(outcome.stderr) or f"exit code {outcome.exited}"
+            return _failed(f"no valid harness result ({error}); {detail}")
+        return {"status": document["status"], "error": document.get("error"), "harness": document}
 
 
 def _why_not_runnable(variant: dict[str, Any], device: LocalDevice | SshDevice,
@@ -288,46 +326,28 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
     """Benchmark every variant on one device, one after another.
 
     Deploys the harness and test inputs into a new run folder on the device, probes it,
-    pushes the variants it can run in one verified batch, runs each under the device
-    lock, and fetches each result. The newest ``keep_runs`` run folders stay on the
+    places the variants it can run, runs each under the device lock, and fetches each
+    result. The newest ``keep_runs`` run folders stay on the
     device. Every variant gets a result file, whatever happens to the device.
     """
     if isinstance(device, McuDevice):
         return check_mcu_fit(device_name, device, variants_dir, out_dir)
     variants = read_index(variants_dir)
     _check_local_inputs(variants, variants_dir, prepared)
-    python = device.harness_python()
-    runs_dir = f"{device.workdir}/{RUNS_DIR}"
-    run_name = new_run_name()
-    run_dir = f"{runs_dir}/{run_name}"
-    remote_harness = f"{run_dir}/harness.py"
-    clock = PhaseTimes()
-    connection = connect_to(device, device_name)
+    session = DeviceSession(device, params, connect_to(device, device_name))
     probe: dict[str, Any] = {}
     outcomes: dict[str, dict[str, Any]] = {}
     device_error: str | None = None
     with atomic_output_dir(out_dir) as staging:
         try:
             try:
-                with clock.phase("connect"):
-                    make_dirs(connection, run_dir)
-                    stale = stale_runs(connection, runs_dir, device.keep_runs, run_name)
-                # One shell command checks the pushed files, removes old run folders and
-                # probes the device: each shell start costs the device's login shell.
-                with clock.phase("deploy+probe"):
-                    probe = read_probe(push_files(
-                        connection, [(HARNESS_PATH, remote_harness),
-                                     (prepared / "test.npz", f"{run_dir}/test.npz")],
-                        then=[*remove_runs_command(runs_dir, stale),
-                              probe_command(python, remote_harness)],
-                        timeout=params.timeout_seconds), python)
+                probe = session.start(prepared / "test.npz")
                 for variant in variants:
                     reason = _why_not_runnable(variant, device, device_name, probe)
                     if reason is not None:
                         outcomes[variant["name"]] = reason
-                runnable = [variant for variant in variants if variant["name"] not in outcomes]
-                with clock.phase("deploy"):
-                    _deploy_variants(connection, runnable, variants_dir, run_dir, staging)
+                session.deploy([variant for variant in variants if variant["name"] not in outcomes],
+                               variants_dir, staging)
             except DeviceUnreachable as error:
                 device_error = f"device unreachable: {tail(str(error))}"
             except Exception as error:  # noqa: BLE001 - the device fails, the run goes on
@@ -339,17 +359,15 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
                     outcomes[variant["name"]] = _failed(device_error)
                     continue
                 try:
-                    outcomes[variant["name"]] = _run_variant(
-                        connection, python, remote_harness, run_dir, variant, device, params,
-                        clock)
+                    outcomes[variant["name"]] = session.run(variant)
                 except DeviceUnreachable as error:
                     device_error = f"device unreachable: {tail(str(error))}"
                     outcomes[variant["name"]] = _failed(device_error)
         finally:
-            connection.close()
+            session.connection.close()
         facts = device_facts(probe)
         paths = [write_json(staging / f"{variant['name']}.json", {
             **identity(variant, device_name), "threads": device.threads, "device_facts": facts,
-            "device_run_dir": run_dir, **outcomes[variant["name"]]}) for variant in variants]
-    return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), probe, run_dir,
-                     clock.as_dict())
+            "device_run_dir": session.run_dir, **outcomes[variant["name"]]}) for variant in variants]
+    return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), probe,
+                     session.run_dir, session.clock.as_dict())

@@ -126,11 +126,3 @@ def remove_runs_command(runs_dir: str, names: Sequence[str]) -> list[str]:
     if not names:
         return []
     return [quote_command(["rm", "-rf", "--", *(f"{runs_dir}/{name}" for name in names)])]
-
-
-def prune_runs(connection: Connection, runs_dir: str, keep: int) -> list[str]:
-    """Remove all but the newest ``keep`` run folders now; returns the names removed."""
-    stale = stale_runs(connection, runs_dir, keep, current="")
-    for command in remove_runs_command(runs_dir, stale):
-        connection.run(command)
-    return stale

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.deploy import (RUN_NAME, DeployError, make_dirs, new_run_name, prune_runs,
-                          push_files)
+from tasks.deploy import (RUN_NAME, DeployError, make_dirs, new_run_name, push_files,
+                          remove_runs_command, stale_runs)
 from tasks.devices import LocalConnection
 
 
@@ -56,15 +56,21 @@ def test_hostile_remote_names_are_inert(tmp_path: Path) -> None:
 
 def test_prune_keeps_the_newest_runs_and_nothing_else(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    names = [new_run_name() for _ in range(4)]
+    names = [new_run_name() for _ in range(5)]
     assert names == sorted(names) and all(RUN_NAME.match(name) for name in names)
     for name in [*names, "keep-me", "../escape"]:
         (runs / name).mkdir(parents=True, exist_ok=True)
-    removed = prune_runs(LocalConnection(), str(runs), keep=2)
-    assert removed == names[:2]
-    assert sorted(path.name for path in runs.iterdir()) == sorted([*names[2:], "keep-me"])
+    connection = LocalConnection()
+    # The current run is never stale, even when another orchestrator's clock is ahead.
+    stale = stale_runs(connection, str(runs), keep=2, current=names[0])
+    assert stale == names[1:3]
+    for command in remove_runs_command(str(runs), stale):
+        assert connection.run(command).ok
+    assert sorted(path.name for path in runs.iterdir()) == sorted(
+        [names[0], *names[3:], "keep-me"])
     assert (tmp_path / "escape").is_dir(), "a name from the device is never used as a path"
 
 
 def test_prune_of_a_missing_folder_removes_nothing(tmp_path: Path) -> None:
-    assert prune_runs(LocalConnection(), str(tmp_path / "absent"), keep=1) == []
+    assert stale_runs(LocalConnection(), str(tmp_path / "absent"), keep=1, current="") == []
+    assert remove_runs_command(str(tmp_path), []) == []
