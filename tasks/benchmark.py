@@ -19,6 +19,8 @@ are untrusted: size-limited and checked.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,10 @@ LOCK_BUSY_EXIT = 75  # EX_TEMPFAIL: flock's exit status when the lock was not ta
 HARNESS_TIMED_OUT = {124, 137}  # coreutils timeout: TERM sent / KILL needed
 HARNESS_PATH = Path(harness.__file__)
 REQUIRED_OK_FIELDS = {"latency_ms": dict, "throughput_fps": float, "accuracy": float,
-                      "peak_rss_mb": float, "load_ms": float, "runtime": dict}
+                      "peak_rss_mb": float, "load_ms": float, "first_inference_ms": float,
+                      "runtime": dict}
+FACT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # facts become MLflow tag names
+LATENCY_FIELDS = ("p50", "p90", "p99", "mean", "std", "min", "max")
 
 
 @dataclass(frozen=True)
@@ -72,18 +77,42 @@ def read_probe(result: Any, python: str) -> dict[str, Any]:
         raise RuntimeError(f"interpreter {python!r} not found on the device")
     if not result.ok:
         raise RuntimeError(f"probe failed (exit {result.exited}): {tail(result.stderr)}")
-    return parse_untrusted_json(result.stdout.encode())
+    return validate_probe(parse_untrusted_json(result.stdout.encode()))
+
+
+def validate_probe(document: dict[str, Any]) -> dict[str, Any]:
+    """The probe's shape, as the orchestrator uses it; ValueError names what is wrong.
+    Facts are flat (name -> text or number): they become MLflow tags."""
+    host = document.get("host")
+    if not isinstance(host, dict) or not all(
+            FACT_NAME.match(key) and isinstance(value, (str, int, float, type(None)))
+            for key, value in host.items()):
+        raise ValueError("probe field 'host' is not a flat object of named facts")
+    for field_name in ("runtimes", "runtime_versions"):
+        value = document.get(field_name)
+        if not isinstance(value, dict) or not all(
+                FACT_NAME.match(key) and isinstance(text, str) for key, text in value.items()):
+            raise ValueError(f"probe field {field_name!r} is not an object of texts")
+    return document
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"device returned a non-finite number ({name})")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf
+        raise ValueError(f"device returned a non-finite number ({text[:20]})")
+    return value
+
+
 def parse_untrusted_json(raw: bytes) -> dict[str, Any]:
     """A JSON object from a device, refused when too large or not an object."""
     if len(raw) > MAX_RESULT_BYTES:
         raise ValueError(f"device returned {len(raw)} bytes, more than {MAX_RESULT_BYTES}")
-    document = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    document = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant,
+                          parse_float=_finite_float)
     if not isinstance(document, dict):
         raise ValueError("device returned JSON that is not an object")
     return document
@@ -101,18 +130,20 @@ def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
                 continue
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise ValueError(f"harness result field {key!r} is missing or not a {kind.__name__}")
-        for key in ("p50", "p90", "p99", "mean"):
+        for key in LATENCY_FIELDS:
             value = document["latency_ms"].get(key)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"harness result field latency_ms.{key} is missing")
+    elif not isinstance(document.get("error"), str):
+        raise ValueError("a failed harness result has no 'error' text")
     return document
 
 
-def install_harness(connection: Connection, directory: str, *extra: tuple[Path, str]) -> str:
-    """Create an owner-only folder on the device and push the harness (and ``extra``
-    files) into it, verified; returns the harness's path there."""
+def install_harness(connection: Connection, directory: str) -> str:
+    """Create an owner-only folder on the device and push the harness into it, verified;
+    returns the harness's path there."""
     make_dirs(connection, directory)
-    push_files(connection, [(HARNESS_PATH, f"{directory}/harness.py"), *extra])
+    push_files(connection, [(HARNESS_PATH, f"{directory}/harness.py")])
     return f"{directory}/harness.py"
 
 
@@ -143,13 +174,20 @@ class DeviceSession:
     def harness(self) -> str:
         return f"{self.run_dir}/harness.py"
 
+    @property
+    def longest_idle_seconds(self) -> float:
+        """The longest a run in progress leaves its folder untouched: one variant's wait
+        for the lock and its time limit (each variant touches the folder first)."""
+        return self.params.lock_timeout_seconds + self.params.timeout_seconds + 60
+
     def start(self, test_data: Path) -> dict[str, Any]:
         """Create the run folder, push the harness and test inputs, and probe the device;
         one shell command checks the pushed files, removes old run folders and probes
         (each shell start costs the device's login shell). Returns the probe."""
         with self.clock.phase("connect"):
             make_dirs(self.connection, self.run_dir)
-            stale = stale_runs(self.connection, self.runs_dir, self.device.keep_runs, self.run_name)
+            stale = stale_runs(self.connection, self.runs_dir, self.device.keep_runs,
+                               self.run_name, idle_seconds=self.longest_idle_seconds)
         python = self.device.harness_python()
         with self.clock.phase("deploy+probe"):
             result = push_files(
@@ -205,7 +243,8 @@ class DeviceSession:
         # harness's own time limit is enforced on the device (coreutils timeout), apart
         # from the wait for the lock; the transport's limit only catches a lost device.
         lock = f"{self.device.workdir}/{LOCK_NAME}"
-        command = owner_only(["flock", "-w", str(params.lock_timeout_seconds), "-E",
+        command = owner_only(["touch", "--", self.run_dir],  # alive: see longest_idle_seconds
+                             ["flock", "-w", str(params.lock_timeout_seconds), "-E",
                               str(LOCK_BUSY_EXIT), lock,
                               "timeout", "-k", "5", str(params.timeout_seconds),
                               *self._harness_argv(variant)])

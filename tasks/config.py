@@ -286,6 +286,9 @@ class SshDevice(RunsHarness):
     workdir: str = Field(default="edgeflow", min_length=1,
                          description="on the device; relative to its home")
     connect_timeout: float = Field(default=10.0, gt=0.0)
+    io_timeout: float = Field(default=120.0, gt=0.0,
+                              description="limit for a file transfer or a short command "
+                                          "(benchmarks have benchmark.timeout_seconds)")
     connect_attempts: int = Field(default=3, ge=1, le=20,
                                   description="tries to connect before the device is unreachable")
     retry_backoff_seconds: float = Field(default=1.0, ge=0.0, le=60.0,

@@ -114,11 +114,18 @@ def push_files(connection: Connection, files: Sequence[tuple[Path, str]],
     return result
 
 
-def stale_runs(connection: Connection, runs_dir: str, keep: int, current: str) -> list[str]:
-    """The run folders beyond the newest ``keep`` (never ``current``). Only names edgeflow
-    gives run folders count: anything else in the folder stays."""
-    runs = sorted(name for name in connection.listdir(runs_dir) if RUN_NAME.match(name))
-    return [name for name in runs[:-keep] if name != current]
+def stale_runs(connection: Connection, runs_dir: str, keep: int, current: str,
+               idle_seconds: float) -> list[str]:
+    """The run folders beyond the newest ``keep`` that nothing has touched for
+    ``idle_seconds`` (by the device's clock): a run in progress, from another flow or
+    another orchestrating machine, refreshes its folder before each variant and is never
+    removed under it. ``current`` is never stale. Only names edgeflow gives run folders
+    count: anything else in the folder stays."""
+    entries = connection.listdir(runs_dir)
+    now = entries.get(current, max(entries.values(), default=0.0))
+    runs = sorted(name for name in entries if RUN_NAME.match(name))
+    return [name for name in runs[:-keep]
+            if name != current and now - entries[name] > idle_seconds]
 
 
 def remove_runs_command(runs_dir: str, names: Sequence[str]) -> list[str]:

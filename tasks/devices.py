@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any, Callable, Protocol
 from tasks.config import LocalDevice, SshDevice
 
 PART_SUFFIX = ".part"
+KEEPALIVE_SECONDS = 15
 
 
 class Connection(Protocol):
@@ -38,8 +40,9 @@ class Connection(Protocol):
     def makedirs(self, remote: str) -> None:
         """Create a folder and its parents, owner-only (mode 700), without a shell."""
 
-    def listdir(self, remote: str) -> list[str]:
-        """The names in a folder; empty when it does not exist."""
+    def listdir(self, remote: str) -> dict[str, float]:
+        """The names in a folder with their modification times (the device's clock);
+        empty when it does not exist."""
 
     def close(self) -> None: ...
 
@@ -63,6 +66,8 @@ class LocalConnection:
         os.replace(part, remote)
 
     def read_head(self, remote: str, limit: int) -> bytes:
+        if not stat.S_ISREG(os.stat(remote).st_mode):  # a FIFO would block the read
+            raise ValueError(f"{remote} on the device is not a regular file")
         with open(remote, "rb") as handle:
             return handle.read(limit)
 
@@ -72,11 +77,12 @@ class LocalConnection:
             if not folder.exists():
                 folder.mkdir(mode=0o700, exist_ok=True)
 
-    def listdir(self, remote: str) -> list[str]:
+    def listdir(self, remote: str) -> dict[str, float]:
         try:
-            return os.listdir(remote)
+            return {entry.name: entry.stat(follow_symlinks=False).st_mtime
+                    for entry in os.scandir(remote)}
         except FileNotFoundError:
-            return []
+            return {}
 
     def close(self) -> None:
         pass
@@ -93,16 +99,12 @@ class DeviceUnreachable(Exception):
 def _is_transient(error: BaseException) -> bool:
     """Errors worth another connection attempt: the network or the device's sshd not
     answering. A refused key (host or client) is final: retrying cannot fix it."""
-    import socket
-
     import paramiko
 
     if isinstance(error, (paramiko.AuthenticationException, paramiko.BadHostKeyException,
-                          HostKeyRefused)):
+                          HostKeyRefused, DeviceUnreachable)):
         return False
-    if isinstance(error, paramiko.SSHException):
-        return "not found in known_hosts" not in str(error)
-    return isinstance(error, (OSError, EOFError, socket.timeout))
+    return isinstance(error, (paramiko.SSHException, OSError, EOFError))
 
 
 def _passphrase(device: SshDevice) -> dict[str, str]:
@@ -134,14 +136,18 @@ class SshConnection:
     def __init__(self, device: SshDevice, name: str = "DEVICE",
                  sleep: Callable[[float], None] = time.sleep) -> None:
         import paramiko
+        from fabric import Config
         from fabric import Connection as FabricConnection
 
         self.device = device
         self.name = name
         self._sleep = sleep
+        # Nothing from this user's ~/.ssh/config or /etc/ssh/ssh_config: it could add keys,
+        # forward the agent to every board or route through a proxy command.
+        config = Config(overrides={"load_ssh_configs": False})
         self._fabric = FabricConnection(
-            host=device.host, user=device.user, port=device.port,
-            connect_timeout=device.connect_timeout,
+            host=device.host, user=device.user, port=device.port, config=config,
+            connect_timeout=device.connect_timeout, forward_agent=False, gateway=None,
             connect_kwargs={"key_filename": str(device.key_file), "look_for_keys": False,
                             "allow_agent": False})
         client = paramiko.SSHClient()
@@ -173,10 +179,15 @@ class SshConnection:
     def _opened(self) -> Any:
         if self._fabric.is_connected:
             return self._fabric
+        self._fabric.close()  # after a drop: forget the dead transport and SFTP session
         delay = self.device.retry_backoff_seconds
         for attempt in range(1, self.device.connect_attempts + 1):
             try:
                 self._connect_once()
+                # A board that goes silent is noticed: keepalives on the transport, and a
+                # time limit on every SFTP operation.
+                self._fabric.transport.set_keepalive(KEEPALIVE_SECONDS)
+                self._fabric.sftp().get_channel().settimeout(self.device.io_timeout)
                 return self._fabric
             except Exception as error:  # noqa: BLE001 - sorted into transient or final below
                 if not _is_transient(error):
@@ -192,7 +203,8 @@ class SshConnection:
 
     def run(self, command: str, *, timeout: float | None = None, warn: bool = True,
             hide: bool = True) -> Any:
-        return self._opened().run(command, timeout=timeout, warn=warn, hide=hide, in_stream=False)
+        return self._opened().run(command, timeout=timeout or self.device.io_timeout,
+                                  warn=warn, hide=hide, in_stream=False)
 
     def put(self, local: Path, remote: str) -> None:
         part = remote + PART_SUFFIX
@@ -202,7 +214,10 @@ class SshConnection:
         sftp.posix_rename(part, remote)
 
     def read_head(self, remote: str, limit: int) -> bytes:
-        with self._opened().sftp().open(remote, "rb") as handle:
+        sftp = self._opened().sftp()
+        if not stat.S_ISREG(sftp.stat(remote).st_mode or 0):  # a FIFO would block the read
+            raise ValueError(f"{remote} on the device is not a regular file")
+        with sftp.open(remote, "rb") as handle:
             return handle.read(limit)
 
     # Folders go through SFTP, not a shell: each shell command costs a login shell's
@@ -220,11 +235,12 @@ class SshConnection:
                 except OSError:
                     sftp.stat(current)  # made meanwhile by a concurrent run: fine
 
-    def listdir(self, remote: str) -> list[str]:
+    def listdir(self, remote: str) -> dict[str, float]:
         try:
-            return self._opened().sftp().listdir(remote)
+            return {entry.filename: float(entry.st_mtime or 0)
+                    for entry in self._opened().sftp().listdir_attr(remote)}
         except FileNotFoundError:
-            return []
+            return {}
 
     def close(self) -> None:
         self._fabric.close()

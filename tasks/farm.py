@@ -17,7 +17,7 @@ from typing import Any
 
 from tasks.benchmark import install_harness, probe_device, tail
 from tasks.config import Farm, McuDevice
-from tasks.devices import connect, quote_command
+from tasks.devices import Connection, connect, quote_command
 
 
 @dataclass(frozen=True)
@@ -29,17 +29,30 @@ class DeviceProbe:
     error: str | None = None
 
 
+def probe_remote(connection: Connection, device: Any, timeout: float = 60.0) -> dict[str, Any]:
+    """The harness's probe (host facts, runtimes and versions), run from a temporary
+    folder in the device's workdir that is removed after."""
+    probe_dir = f"{device.workdir}/probe-{uuid.uuid4().hex[:12]}"
+    remote_harness = install_harness(connection, probe_dir)
+    try:
+        return probe_device(connection, device.harness_python(), remote_harness, timeout)
+    finally:
+        connection.run(quote_command(["rm", "-rf", "--", probe_dir]), timeout=timeout)
+
+
+def probe_runtimes(connection: Connection, device: Any, timeout: float = 60.0) -> dict[str, str]:
+    """The runtimes the device's harness interpreter imports, with their versions."""
+    return probe_remote(connection, device, timeout)["runtime_versions"]
+
+
 def probe_one(name: str, device: Any, timeout: float = 60.0) -> DeviceProbe:
     if isinstance(device, McuDevice):
         return DeviceProbe(name, False, {"class": "mcu", "flash_kb": device.flash_kb,
                                          "ram_kb": device.ram_kb, **device.tags},
                            error="microcontroller profile: no shell to probe")
-    probe_dir = f"{device.workdir}/probe-{uuid.uuid4().hex[:12]}"
     connection = connect(device, name)
     try:
-        remote_harness = install_harness(connection, probe_dir)
-        found = probe_device(connection, device.harness_python(), remote_harness, timeout)
-        connection.run(quote_command(["rm", "-rf", probe_dir]))
+        found = probe_remote(connection, device, timeout)
         return DeviceProbe(name, True, found.get("host", {}), found.get("runtime_versions", {}))
     except Exception as error:  # noqa: BLE001 - one device's failure is its own row
         return DeviceProbe(name, False, error=f"{type(error).__name__}: {tail(str(error))}")

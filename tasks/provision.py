@@ -17,21 +17,23 @@ exactly what is wanted.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import re
 import subprocess
 import sys
 import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from tasks.benchmark import install_harness, parse_untrusted_json, probe_device
+from tasks.benchmark import LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES, parse_untrusted_json
 from tasks.config import VENV_DIR, Farm, SshDevice
-from tasks.deploy import last_line, make_dirs, push_files
+from tasks.deploy import last_line, make_dirs, push_files, verify_commands
 from tasks.devices import Connection, connect, owner_only, quote_command
+from tasks.farm import probe_runtimes
 from tasks.errors import ConfigError
 
 # The pip distributions that give each harness runtime (numpy comes with every one).
@@ -47,16 +49,14 @@ STATE_FILE = "edgeflow-setup.json"
 WHEELHOUSE_DIR = "wheelhouse"
 LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements.lock"
 INSTALL_TIMEOUT = 1800.0
+SETUP_LOCK_WAIT = 600  # seconds to wait for a benchmark on the device to finish
+PYTHON_VERSION = re.compile(r"^\d{1,2}\.\d{1,3}$")
+MACHINE = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
 # Printed by the device's base interpreter: enough to choose wheels for it.
 PLATFORM_SCRIPT = (
     "import json, platform, sys; print(json.dumps({"
     "'python': '%d.%d' % sys.version_info[:2], 'implementation': sys.implementation.name, "
     "'machine': platform.machine(), 'libc': list(platform.libc_ver())}))")
-
-
-def _owner_only_tree(folder: str) -> list[str]:
-    # pip adds execute bits for everyone to a wheel's executables and libraries.
-    return ["chmod", "-R", "go=", "--", folder]
 
 
 class SetupError(Exception):
@@ -107,24 +107,21 @@ def pip_platforms(facts: dict[str, Any]) -> list[str]:
     return [*tags, f"linux_{machine}"]
 
 
-_download_locks: dict[Path, threading.Lock] = {}
-_download_locks_guard = threading.Lock()
-
-
 def download_wheels(packages: list[str], facts: dict[str, Any], cache: Path) -> list[Path]:
     """Wheels for ``packages`` (and pip itself) for the device's platform and Python,
     downloaded into ``cache`` (reused between runs); returns the wheel files needed."""
     platforms = pip_platforms(facts)
     cache.mkdir(parents=True, exist_ok=True)
-    with _download_locks_guard:
-        lock = _download_locks.setdefault(cache.resolve(), threading.Lock())
     argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
             "--only-binary=:all:", "--dest", str(cache), "--python-version", facts["python"],
             "--implementation", "cp" if facts["implementation"] == "cpython" else "py",
             *(arg for tag in platforms for arg in ("--platform", tag)),
             *(["--constraint", str(LOCK_FILE)] if LOCK_FILE.is_file() else []),
             f"pip=={version('pip')}", *packages]
-    with lock:
+    # One pip at a time per cache, across threads and processes (flock on a fresh open
+    # file: each holder has its own open file description).
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SetupError(f"pip could not download wheels for python {facts['python']} on "
@@ -141,13 +138,11 @@ def download_wheels(packages: list[str], facts: dict[str, Any], cache: Path) -> 
 
 
 def _remote_state(connection: Connection, state_path: str) -> dict[str, Any] | None:
-    shown = connection.run(quote_command(["cat", "--", state_path]))
-    if not shown.ok:
-        return None
+    """What the last setup recorded on the device; None when absent or damaged."""
     try:
-        return parse_untrusted_json(shown.stdout.encode())
-    except ValueError:
-        return None  # damaged: rebuilt
+        return parse_untrusted_json(connection.read_head(state_path, MAX_RESULT_BYTES + 1))
+    except (OSError, ValueError):
+        return None
 
 
 def _run(connection: Connection, command: str, what: str, timeout: float = 600.0) -> Any:
@@ -160,7 +155,7 @@ def _run(connection: Connection, command: str, what: str, timeout: float = 600.0
 
 def _push_missing_wheels(connection: Connection, wheels: list[Path], wheelhouse: str) -> int:
     # Wheel file names carry name, version and tags: a name present is that wheel.
-    present = set(connection.listdir(wheelhouse))
+    present = set(connection.listdir(wheelhouse))  # names only
     missing = [wheel for wheel in wheels if wheel.name not in present]
     push_files(connection, [(wheel, f"{wheelhouse}/{wheel.name}") for wheel in missing])
     return len(missing)
@@ -174,6 +169,44 @@ def _imports_work(connection: Connection, python: str, runtimes: list[str]) -> b
     return connection.run(quote_command([python, "-c", check]), timeout=120).ok
 
 
+def _checked_facts(raw: bytes) -> dict[str, Any]:
+    """The device's platform facts; they name a cache folder here, so each is checked."""
+    facts = parse_untrusted_json(raw)
+    libc = facts.get("libc")
+    if not (isinstance(facts.get("python"), str) and PYTHON_VERSION.match(facts["python"])
+            and isinstance(facts.get("machine"), str) and MACHINE.match(facts["machine"])
+            and facts.get("implementation") in {"cpython", "pypy"}
+            and isinstance(libc, list) and len(libc) == 2
+            and all(isinstance(part, str) and MACHINE.match(part or "x") for part in libc)):
+        raise SetupError(f"the device reported unusable platform facts: {str(facts)[:200]}")
+    return facts
+
+
+def _install_command(device: SshDevice, packages: list[str], wheels: list[Path]) -> str:
+    """One shell command, under the device lock (never while a benchmark runs in the
+    venv): check the wheels' sha256, rebuild the venv, install, make it owner-only."""
+    venv = f"{device.workdir}/{VENV_DIR}"
+    steps: list[str] = []
+    if device.setup.wheelhouse:
+        wheelhouse = f"{device.workdir}/{WHEELHOUSE_DIR}"
+        pip_wheel = next(wheel.name for wheel in wheels if wheel.name.startswith("pip-"))
+        steps += verify_commands([(wheel, f"{wheelhouse}/{wheel.name}") for wheel in wheels])
+        create = [device.python, "-m", "venv", "--without-pip", venv]
+        install = [f"{venv}/bin/python", f"{wheelhouse}/{pip_wheel}/pip", "install",
+                   "--no-index", "--find-links", wheelhouse]
+    else:
+        create = [device.python, "-m", "venv", venv]
+        install = [f"{venv}/bin/python", "-m", "pip", "install"]
+    steps += [quote_command(argv) for argv in (
+        ["rm", "-rf", "--", venv], create,
+        [*install, "--quiet", "--disable-pip-version-check", "--no-cache-dir", *packages],
+        # pip gives everyone execute bits on a wheel's executables and libraries.
+        ["chmod", "-R", "go=", "--", venv])]
+    script = " && ".join(["umask 077", *steps])
+    return owner_only(["flock", "-w", str(SETUP_LOCK_WAIT), "-E", str(LOCK_BUSY_EXIT),
+                       f"{device.workdir}/{LOCK_NAME}", "sh", "-c", script])
+
+
 def setup_device(name: str, device: SshDevice, runtimes: list[str], cache_root: Path) -> SetupOutcome:
     """Bring one device's virtualenv to the wanted state (see the module docstring)."""
     venv = f"{device.workdir}/{VENV_DIR}"
@@ -182,18 +215,18 @@ def setup_device(name: str, device: SshDevice, runtimes: list[str], cache_root: 
     connection = connect(device, name)
     actions: list[str] = []
     try:
-        facts_run = _run(connection, quote_command([device.python, "-c", PLATFORM_SCRIPT]),
-                         f"running {device.python} on the device")
-        facts = parse_untrusted_json(facts_run.stdout.encode())
+        platform_run = _run(connection, quote_command([device.python, "-c", PLATFORM_SCRIPT]),
+                            f"running {device.python} on the device")
+        facts = _checked_facts(platform_run.stdout.encode())
         wanted = {"python": facts["python"], "machine": facts["machine"],
                   "libc": facts["libc"], "packages": packages,
                   "wheelhouse": device.setup.wheelhouse, "runtimes": sorted(runtimes)}
         state_path = f"{venv}/{STATE_FILE}"
         if _remote_state(connection, state_path) == wanted and _imports_work(connection, python,
                                                                               runtimes):
-            return SetupOutcome(name, False, (), _venv_runtimes(connection, device))
+            return SetupOutcome(name, False, (), probe_runtimes(connection, device))
         make_dirs(connection, device.workdir)
-        _run(connection, owner_only(["rm", "-rf", "--", venv]), "removing the old virtualenv")
+        wheels: list[Path] = []
         if device.setup.wheelhouse:
             cache = cache_root / f"cp{facts['python'].replace('.', '')}-{facts['machine']}"
             wheels = download_wheels(packages, facts, cache)
@@ -201,21 +234,14 @@ def setup_device(name: str, device: SshDevice, runtimes: list[str], cache_root: 
             make_dirs(connection, wheelhouse)
             pushed = _push_missing_wheels(connection, wheels, wheelhouse)
             actions.append(f"pushed {pushed} of {len(wheels)} wheels")
-            pip_wheel = next(wheel.name for wheel in wheels if wheel.name.startswith("pip-"))
-            _run(connection, owner_only([device.python, "-m", "venv", "--without-pip", venv]),
-                 "creating the virtualenv")
-            _run(connection, owner_only(
-                [f"{venv}/bin/python", f"{wheelhouse}/{pip_wheel}/pip", "install", "--quiet",
-                 "--no-index", "--find-links", wheelhouse, "--disable-pip-version-check",
-                 "--no-cache-dir", *packages], _owner_only_tree(venv)),
-                 "pip install from the wheelhouse", INSTALL_TIMEOUT)
-        else:
-            _run(connection, owner_only([device.python, "-m", "venv", venv]),
-                 "creating the virtualenv")
-            _run(connection, owner_only([f"{venv}/bin/python", "-m", "pip", "install", "--quiet",
-                                         "--disable-pip-version-check", *packages],
-                                        _owner_only_tree(venv)),
-                 "pip install on the device", INSTALL_TIMEOUT)
+        installed = connection.run(_install_command(device, packages, wheels),
+                                   timeout=INSTALL_TIMEOUT + SETUP_LOCK_WAIT)
+        if installed.exited == LOCK_BUSY_EXIT:
+            raise SetupError(f"device busy: a benchmark held {device.workdir}/{LOCK_NAME} for "
+                             f"more than {SETUP_LOCK_WAIT} s")
+        if not installed.ok:
+            raise SetupError(f"building {venv} failed (exit {installed.exited}): "
+                             f"{last_line(installed.stderr) or last_line(installed.stdout)}")
         actions.append(f"created {venv} with {', '.join(packages)}")
         if not _imports_work(connection, python, runtimes):
             raise SetupError(f"the new virtualenv cannot import {', '.join(runtimes)}")
@@ -223,22 +249,12 @@ def setup_device(name: str, device: SshDevice, runtimes: list[str], cache_root: 
             state_file = Path(scratch) / STATE_FILE
             state_file.write_text(json.dumps(wanted, indent=2), encoding="utf-8")
             push_files(connection, [(state_file, state_path)])
-        return SetupOutcome(name, True, tuple(actions), _venv_runtimes(connection, device))
+        return SetupOutcome(name, True, tuple(actions), probe_runtimes(connection, device))
     except Exception as error:  # noqa: BLE001 - one device's failure is its own row
         return SetupOutcome(name, bool(actions), tuple(actions),
                             error=f"{type(error).__name__}: {last_line(str(error))}")
     finally:
         connection.close()
-
-
-def _venv_runtimes(connection: Connection, device: SshDevice) -> dict[str, str]:
-    """The runtimes the set-up interpreter imports, with versions (the harness's probe)."""
-    probe_dir = f"{device.workdir}/{VENV_DIR}/probe"
-    harness = install_harness(connection, probe_dir)
-    try:
-        return probe_device(connection, device.harness_python(), harness, 120)["runtime_versions"]
-    finally:
-        connection.run(quote_command(["rm", "-rf", "--", probe_dir]))
 
 
 def runtimes_for(device: SshDevice, experiment_runtimes: list[str] | None) -> list[str]:

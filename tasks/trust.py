@@ -39,8 +39,9 @@ def host_pattern(device: SshDevice) -> str:
     return device.host if device.port == 22 else f"[{device.host}]:{device.port}"
 
 
-def fetch_host_key(device: SshDevice) -> Any:
-    """The host key the device offers in an SSH handshake."""
+def fetch_host_key(device: SshDevice, preferred_types: list[str] | None = None) -> Any:
+    """The host key the device offers in an SSH handshake, asking first for
+    ``preferred_types`` (the types already recorded for it) when it has them."""
     import paramiko
 
     try:
@@ -48,6 +49,9 @@ def fetch_host_key(device: SshDevice) -> Any:
     except OSError as error:
         raise EdgeflowError(f"cannot reach {device.host}:{device.port}: {error}") from None
     transport = paramiko.Transport(sock)
+    options = transport.get_security_options()
+    wanted = [kind for kind in preferred_types or [] if kind in options.key_types]
+    options.key_types = [*wanted, *(kind for kind in options.key_types if kind not in wanted)]
     try:
         transport.start_client(timeout=device.connect_timeout)
         return transport.get_remote_server_key()
@@ -67,14 +71,19 @@ def _load(known_hosts: Path) -> Any:
 
 
 def examine(device: SshDevice) -> HostKeyOffer:
-    key = fetch_host_key(device)
+    """The device's key against known_hosts. Any recorded key for the host that the
+    offer does not match (of the same type or not) makes it ``changed``: an impostor
+    offering another key type must not pass for a new device."""
     pattern = host_pattern(device)
-    recorded = (_load(device.known_hosts).lookup(pattern) or {}).get(key.get_name())
-    if recorded is None:
+    recorded = dict(_load(device.known_hosts).lookup(pattern) or {})
+    key = fetch_host_key(device, list(recorded))
+    if not recorded:
         return HostKeyOffer(pattern, key, "unknown")
-    if recorded.asbytes() == key.asbytes():
-        return HostKeyOffer(pattern, key, "trusted", fingerprint(recorded))
-    return HostKeyOffer(pattern, key, "changed", fingerprint(recorded))
+    same_type = recorded.get(key.get_name())
+    if same_type is not None and same_type.asbytes() == key.asbytes():
+        return HostKeyOffer(pattern, key, "trusted", fingerprint(same_type))
+    return HostKeyOffer(pattern, key, "changed",
+                        fingerprint(same_type or next(iter(recorded.values()))))
 
 
 def record(device: SshDevice, offer: HostKeyOffer) -> None:
@@ -84,7 +93,9 @@ def record(device: SshDevice, offer: HostKeyOffer) -> None:
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
     if offer.standing == "changed":
         keys = _load(known_hosts)
-        keys.add(offer.host_pattern, offer.key.get_name(), offer.key)  # replaces that type
+        while offer.host_pattern in keys:  # every recorded key of the host goes
+            del keys[offer.host_pattern]
+        keys.add(offer.host_pattern, offer.key.get_name(), offer.key)
         keys.save(str(known_hosts))
     else:
         existing = known_hosts.read_text(encoding="utf-8") if known_hosts.is_file() else ""

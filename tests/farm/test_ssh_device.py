@@ -53,6 +53,7 @@ def test_unknown_host_key_is_refused_with_how_to_trust(tiny_project, ssh_server:
         assert record["status"] == "failed"
         assert "is not in" in record["error"] and "edgeflow farm trust pi" in record["error"]
     assert not (tmp_path / "remote").exists(), "nothing ran on an untrusted host"
+    assert empty.read_text() == "", "nothing was added to known_hosts"
 
 
 def test_changed_host_key_is_refused(tiny_project, ssh_server: SshServer, tmp_path: Path) -> None:
@@ -115,3 +116,25 @@ devices:
                          env={**os.environ, "COLUMNS": "250"}, check=False)
     assert cli.returncode == 1, cli.stderr  # ghost is unreachable
     assert "pi" in cli.stdout and "onnxruntime" in cli.stdout and "Traceback" not in cli.stderr
+
+
+def test_the_users_ssh_config_is_never_read(ssh_server: SshServer, tmp_path: Path,
+                                            monkeypatch) -> None:
+    """A ~/.ssh/config that would route every host elsewhere, forward the agent and add
+    keys changes nothing: a farm device is reached exactly as farm.yaml says."""
+    from tasks.devices import SshConnection
+    from tasks.farm import probe_one
+
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        "Host *\n  ProxyCommand false\n  ForwardAgent yes\n  Port 1\n  User nobody\n"
+        f"  IdentityFile {tmp_path / 'other_key'}\n")
+    monkeypatch.setenv("HOME", str(home))
+    device = _device(ssh_server, tmp_path)
+    connection = SshConnection(device, "pi")
+    fabric = connection._fabric
+    assert (fabric.port, fabric.user, fabric.forward_agent, fabric.gateway) == (
+        ssh_server.port, ssh_server.user, False, None)
+    assert fabric.connect_kwargs["key_filename"] == [str(ssh_server.client_key)]
+    assert probe_one("pi", device).reachable

@@ -83,3 +83,21 @@ def test_trust_names_what_is_wrong_with_the_device(ssh_server: SshServer, tmp_pa
     assert unknown.exit_code == 2 and "no device 'nas' (devices: esp, pi)" in unknown.output
     mcu = CliRunner().invoke(app, ["farm", "trust", "esp", "--farm", str(farm)])
     assert mcu.exit_code == 2 and "only ssh devices" in mcu.output
+
+
+def test_a_recorded_key_of_another_type_counts_as_changed(ssh_server: SshServer,
+                                                          tmp_path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(tmp_path / "ecdsa")],
+                   check=True)
+    impostor = " ".join((tmp_path / "ecdsa.pub").read_text().split()[:2])
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{ssh_server.port} {impostor}\n")
+    farm = _farm(tmp_path, ssh_server, known_hosts)
+
+    refused = _trust(farm, "--yes")
+    assert refused.exit_code == 1 and "differs from the key recorded" in refused.output
+    assert known_hosts.read_text() == f"[127.0.0.1]:{ssh_server.port} {impostor}\n"
+    replaced = _trust(farm, "--yes", "--replace")
+    assert replaced.exit_code == 0, replaced.output
+    assert known_hosts.read_text().split() == [f"[127.0.0.1]:{ssh_server.port}",
+                                               *ssh_server.host_public_key.split()]

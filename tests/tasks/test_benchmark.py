@@ -103,8 +103,12 @@ def test_old_run_folders_are_removed_keeping_the_newest(tiny_project: Any, tmp_p
     device = LocalDevice(workdir=workdir, runtimes=["onnxruntime"], keep_runs=2)
     (workdir / "runs").mkdir(parents=True, mode=0o700)
     (workdir / "runs" / "notes").mkdir(mode=0o700)  # not a run folder: left alone
-    run_dirs = [bench(tiny_project, device, tmp_path / f"results{n}").remote_run_dir
-                for n in range(3)]
+    run_dirs = []
+    for n in range(3):
+        run_dirs.append(bench(tiny_project, device, tmp_path / f"results{n}").remote_run_dir)
+        # Finished runs age; a run still in progress would have touched its folder.
+        hours_ago = time.time() - 7200
+        os.utime(run_dirs[-1], (hours_ago, hours_ago))
     kept = sorted(path.name for path in (workdir / "runs").iterdir() if RUN_NAME.match(path.name))
     assert kept == sorted(Path(run_dir).name for run_dir in run_dirs[1:])
     assert (workdir / "runs" / "notes").is_dir()
@@ -408,3 +412,31 @@ def test_a_held_device_lock_is_a_clear_failure(tiny_project: Any, tmp_path: Path
         holder.kill()
     assert result["status"] == "failed"
     assert result["error"].startswith("device busy: another benchmark held")
+
+
+@pytest.mark.parametrize("probe, reason", [
+    ('{"host": "x", "runtimes": {}, "runtime_versions": {}}', "'host'"),
+    ('{"host": {"arch": [1]}, "runtimes": {}, "runtime_versions": {}}', "'host'"),
+    ('{"host": {"bad key!": 1}, "runtimes": {}, "runtime_versions": {}}', "'host'"),
+    ('{"host": {}, "runtimes": {"onnxruntime": 1}, "runtime_versions": {}}', "'runtimes'"),
+    ('{"host": {"cores": 1e400}, "runtimes": {}, "runtime_versions": {}}', "non-finite"),
+])
+def test_a_hostile_probe_makes_the_device_unusable_not_the_step(tiny_project: Any, tmp_path: Path,
+                                                                probe: str, reason: str) -> None:
+    script = tmp_path / "device-python"
+    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{probe}\nEOF\n", encoding="utf-8")
+    script.chmod(0o700)
+    device = LocalDevice(workdir=tmp_path / "dev", python=str(script))
+    result = records(bench(tiny_project, device, tmp_path / "results"))
+    for record in result.values():
+        assert record["status"] == "failed" and reason in record["error"], record["error"]
+        assert record["device_facts"] == {}
+
+
+@pytest.mark.parametrize("document, reason", [
+    ({"status": "failed", "error": ["not", "text"]}, "no 'error' text"),
+    ({"status": "failed"}, "no 'error' text"),
+])
+def test_validate_harness_result_refuses_a_failure_without_reason(document: dict, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        validate_harness_result(document)

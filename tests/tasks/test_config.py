@@ -456,7 +456,7 @@ SSH = "transport: ssh, host: 10.0.0.2, user: pi, key_file: k, known_hosts: kh"
      ("devices.pi.accelerators", "unknown key 'tensorrt'", "onnxruntime_providers")),
     (f"devices: {{pi: {{{SSH}, keep_runs: 0}}}}\n", ("devices.pi.keep_runs", "greater than or equal to 1")),
     (f"devices: {{pi: {{{SSH}, connect_attempts: 0}}}}\n", ("devices.pi.connect_attempts",)),
-    (f"devices: {{pi: {{{SSH}, setup: {{extra_packages: ['x; rm -rf ~']}}}}}}\n",
+    (f"devices: {{pi: {{{SSH}, setup: {{extra_packages: ['x; touch PWNED']}}}}}}\n",
      ("devices.pi.setup.extra_packages", "not a pip requirement")),
     (f"devices: {{pi: {{{SSH}, setup: {{venv: /opt}}}}}}\n",
      ("devices.pi.setup", "unknown key 'venv'", "wheelhouse")),
