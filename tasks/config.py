@@ -286,6 +286,10 @@ class SshDevice(RunsHarness):
     workdir: str = Field(default="edgeflow", min_length=1,
                          description="on the device; relative to its home")
     connect_timeout: float = Field(default=10.0, gt=0.0)
+    keepalive_seconds: int = Field(
+        default=15, ge=1, le=3600,
+        description="a silent connection is probed after this long; a board that stops "
+                    "answering is given up after about twice as long again")
     io_timeout: float = Field(default=120.0, gt=0.0,
                               description="limit for a file transfer or a short command "
                                           "(benchmarks have benchmark.timeout_seconds)")

@@ -22,7 +22,6 @@ from typing import Any, Callable, Protocol
 from tasks.config import LocalDevice, SshDevice
 
 PART_SUFFIX = ".part"
-KEEPALIVE_SECONDS = 15
 
 
 class Connection(Protocol):
@@ -184,9 +183,7 @@ class SshConnection:
         for attempt in range(1, self.device.connect_attempts + 1):
             try:
                 self._connect_once()
-                # A board that goes silent is noticed: keepalives on the transport, and a
-                # time limit on every SFTP operation.
-                self._fabric.transport.set_keepalive(KEEPALIVE_SECONDS)
+                self._notice_silence()
                 self._fabric.sftp().get_channel().settimeout(self.device.io_timeout)
                 return self._fabric
             except Exception as error:  # noqa: BLE001 - sorted into transient or final below
@@ -200,6 +197,23 @@ class SshConnection:
                 self._sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
+
+    def _notice_silence(self) -> None:
+        """A board that drops off the network must not hold a benchmark until its time
+        limit: TCP keepalive probes a silent connection after ``keepalive_seconds`` and
+        the kernel gives up after three unanswered probes; unacknowledged writes give up
+        as fast. SSH keepalives keep NAT and firewalls from closing a quiet session."""
+        import socket
+
+        seconds = self.device.keepalive_seconds
+        transport = self._fabric.transport
+        transport.set_keepalive(seconds)
+        sock = transport.sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (("TCP_KEEPIDLE", seconds), ("TCP_KEEPINTVL", max(1, seconds // 3)),
+                              ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", seconds * 2000)):
+            if hasattr(socket, option):  # Linux; elsewhere the system's defaults apply
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
     def run(self, command: str, *, timeout: float | None = None, warn: bool = True,
             hide: bool = True) -> Any:

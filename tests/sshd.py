@@ -124,6 +124,14 @@ def start_sshd(root: Path, client_key: Path | None = None, isolated: bool = Fals
                      host_public, process.pid, root, netns)
 
 
+def unplug(server: SshServer) -> None:
+    """Take a namespaced device off the network (its cable pulled, its Wi-Fi gone): the
+    host side of its veth pair goes down; nothing on the device is stopped."""
+    assert server.netns, "only a device in its own network namespace can be unplugged"
+    host_side = "efh" + server.netns.removeprefix("ef")
+    subprocess.run(["ip", "link", "set", host_side, "down"], check=True, capture_output=True)
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (children, grandchildren...)."""
     children: dict[int, list[int]] = {}

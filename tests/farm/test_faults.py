@@ -159,3 +159,41 @@ def test_an_encrypted_key_takes_its_passphrase_from_the_environment(
     monkeypatch.setenv("EF_TEST_PASS", "s3cret")
     unlocked = records(bench(tiny_project, "pi", target, tmp_path / "with"))["onnx-fp32"]
     assert unlocked["status"] == "ok", unlocked["error"]
+
+
+def test_a_device_that_drops_off_the_network_is_given_up_not_waited_for(
+        tiny_project: Any, tmp_path: Path) -> None:
+    """The board's link goes down mid-benchmark (no FIN, no RST: silence). Keepalives
+    notice; without them the run would sit out the whole time limit and blame the
+    harness ("did not finish within timeout_seconds")."""
+    from tests.sshd import netns_available, start_sshd, unplug
+
+    if not netns_available():
+        pytest.skip("network namespaces are not available on this machine")
+    server = start_sshd(tmp_path / "sshd", isolated=True)
+    workdir = tmp_path / "board"
+    slow = QUICK.model_copy(update={"seconds": 20.0, "timeout_seconds": 300})
+
+    def unplug_when_the_harness_runs() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any("--artifact" in command for command in processes_mentioning(str(workdir))):
+                unplug(server)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=unplug_when_the_harness_runs)
+    watcher.start()
+    try:
+        run = bench(tiny_project, "pi", device(server, workdir, keepalive_seconds=1,
+                                               connect_timeout=2, connect_attempts=1),
+                    tmp_path / "results", params=slow)
+    finally:
+        watcher.join()
+        stop_sshd(server, kill_sessions=True)
+    result = records(run)
+    assert result["tflite-fp32"]["status"] == "failed"
+    assert result["tflite-fp32"]["error"].startswith(
+        "connection to the device lost during the benchmark"), result["tflite-fp32"]["error"]
+    assert result["onnx-fp32"]["status"] == "failed"
+    assert result["onnx-fp32"]["error"].startswith("device unreachable"), result["onnx-fp32"]["error"]
