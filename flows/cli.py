@@ -141,14 +141,24 @@ def farm_probe(farm: FarmFileOption = Path("farm.yaml")) -> None:
 
     probes = _guarded(lambda: probe_farm(load_farm(farm)))
     table = Table(title=f"farm: {farm}")
-    for column in ("device", "reachable", "arch", "os", "python", "cpu", "cores", "RAM MB",
-                   "temp C", "runtimes"):
+    for column in ("device", "reachable", "arch", "os", "python", "cpu", "cores", "MHz (max)",
+                   "RAM MB (free)", "temp C", "throttled", "runtimes"):
         table.add_column(column)
     for probe in probes:
         facts = probe.facts
         runtimes = ", ".join(f"{name} {version}" for name, version in probe.runtimes.items())
-        cells = [str(facts.get(key) or "") for key in ("arch", "os", "python", "cpu", "cores",
-                                                         "memory_mb", "temperature_c")]
+
+        def pair(now: str, most: str) -> str:
+            return f"{facts[now]} ({facts[most]})" if facts.get(now) and facts.get(most) else ""
+
+        throttled = facts.get("throttled") or (
+            f"{facts['thermal_throttle_events']} events" if "thermal_throttle_events" in facts
+            else "")
+        cells = [str(facts.get("arch") or ""), str(facts.get("os") or ""),
+                 str(facts.get("python") or ""), str(facts.get("cpu") or ""),
+                 str(facts.get("cores") or ""), pair("cpu_mhz", "cpu_max_mhz"),
+                 pair("memory_mb", "memory_available_mb"), str(facts.get("temperature_c") or ""),
+                 str(throttled)]
         table.add_row(escape(probe.device),
                       "yes" if probe.reachable else f"[red]no[/]: {escape(probe.error or '')}",
                       *map(escape, cells), escape(runtimes))

@@ -338,6 +338,37 @@ def _module_version(module: str) -> str:
     return _distribution_version(*MODULE_DISTRIBUTIONS.get(module, ()))
 
 
+# Raspberry Pi firmware's throttling flags (vcgencmd get_throttled): bit -> meaning.
+PI_THROTTLE_BITS = {0: "under-voltage", 1: "frequency capped", 2: "throttled",
+                    3: "soft temperature limit"}
+PI_THROTTLE_FILE = "/sys/devices/platform/soc/soc:firmware/get_throttled"
+CPUFREQ = "/sys/devices/system/cpu/cpu0/cpufreq"
+
+
+def _throttling() -> dict[str, Any]:
+    """What the board says about its clock and throttling, where it says anything:
+    CPU frequency now and at most (cpufreq), Intel/AMD thermal throttle events, and the
+    Raspberry Pi firmware's flags (now, and since boot)."""
+    facts: dict[str, Any] = {}
+    current, highest = _first_number(f"{CPUFREQ}/scaling_cur_freq"), _first_number(
+        f"{CPUFREQ}/cpuinfo_max_freq")
+    if current and highest:
+        facts.update(cpu_mhz=round(current / 1000), cpu_max_mhz=round(highest / 1000))
+    events = _first_number("/sys/devices/system/cpu/cpu0/thermal_throttle/core_throttle_count")
+    if events is not None:
+        facts["thermal_throttle_events"] = int(events)
+    try:
+        with open(PI_THROTTLE_FILE, encoding="ascii") as handle:
+            flags = int(handle.read().strip(), 16)
+    except (OSError, ValueError):
+        return facts
+    now = [name for bit, name in PI_THROTTLE_BITS.items() if flags & (1 << bit)]
+    before = [name for bit, name in PI_THROTTLE_BITS.items() if flags & (1 << (bit + 16))]
+    facts["throttled"] = ", ".join(now) or "no"
+    facts["throttled_since_boot"] = ", ".join(before) or "no"
+    return facts
+
+
 def _loadable(library: str) -> bool:
     """Whether the dynamic loader finds ``library`` (dlopen: what the runtime will do;
     ctypes.util.find_library would start ldconfig and a compiler to answer)."""
@@ -362,11 +393,14 @@ def probe() -> dict[str, Any]:
             available[runtime] = None
     runtimes = {name: module for name, module in available.items() if module}
     memory_kb = _first_number("/proc/meminfo", "MemTotal:")
+    available_kb = _first_number("/proc/meminfo", "MemAvailable:")
     millidegrees = _first_number("/sys/class/thermal/thermal_zone0/temp")
     return {"protocol": PROTOCOL_VERSION,
             "host": {**host_facts(),
                      "memory_mb": round(memory_kb / 1024) if memory_kb else None,
-                     "temperature_c": millidegrees / 1000 if millidegrees else None},
+                     "memory_available_mb": round(available_kb / 1024) if available_kb else None,
+                     "temperature_c": millidegrees / 1000 if millidegrees else None,
+                     **_throttling()},
             "runtimes": runtimes,
             "runtime_versions": {name: _module_version(module)
                                  for name, module in runtimes.items()}}

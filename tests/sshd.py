@@ -166,3 +166,68 @@ def stop_sshd(server: SshServer, kill_sessions: bool = False) -> None:
         pass
     if server.netns:  # its veth pair goes with it
         subprocess.run(["ip", "netns", "del", server.netns], capture_output=True, check=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A loopback farm to try edgeflow's farm commands without boards:
+
+        .venv/bin/python -m tests.sshd up 3 /tmp/farm [--isolated]
+        .venv/bin/edgeflow farm probe --farm /tmp/farm/farm.yaml
+        .venv/bin/edgeflow run --farm /tmp/farm/farm.yaml
+        .venv/bin/python -m tests.sshd down /tmp/farm
+    """
+    import argparse
+    import json
+    import sys
+
+    import yaml
+
+    parser = argparse.ArgumentParser(prog="python -m tests.sshd", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start N devices and write DIR/farm.yaml")
+    up.add_argument("count", type=int)
+    up.add_argument("folder", type=Path)
+    up.add_argument("--isolated", action="store_true",
+                    help="each device on its own address in a network namespace")
+    down = commands.add_parser("down", help="stop the devices started in DIR")
+    down.add_argument("folder", type=Path)
+    args = parser.parse_args(argv)
+    folder = args.folder.resolve()
+    record = folder / "servers.json"
+    if args.command == "down":
+        if not record.is_file():
+            print(f"no farm started in {folder}", file=sys.stderr)
+            return 1
+        for entry in json.loads(record.read_text()):
+            stop_sshd(SshServer(**{**entry, "client_key": Path(entry["client_key"]),
+                                   "known_hosts": Path(entry["known_hosts"]),
+                                   "root": Path(entry["root"])}), kill_sessions=True)
+        record.unlink()
+        print(f"stopped the devices of {folder}")
+        return 0
+    if not sshd_available():
+        print("OpenSSH server not installed (apt install openssh-server)", file=sys.stderr)
+        return 1
+    folder.mkdir(parents=True, exist_ok=True)
+    client_key = folder / "client_key"
+    if not client_key.exists():
+        keygen(client_key)
+    servers = [start_sshd(folder / f"sshd-{n}", client_key, isolated=args.isolated)
+               for n in range(1, args.count + 1)]
+    known_hosts = folder / "known_hosts"
+    known_hosts.write_text("".join(server.known_hosts.read_text() for server in servers))
+    devices = {f"board-{n}": {**server.farm_entry(folder / f"board-{n}", sys.executable),
+                              "known_hosts": str(known_hosts), "tags": {"class": "low-end"}}
+               for n, server in enumerate(servers, 1)}
+    (folder / "farm.yaml").write_text(yaml.safe_dump({"devices": devices}, sort_keys=False))
+    record.write_text(json.dumps([{**server.__dict__, "client_key": str(server.client_key),
+                                   "known_hosts": str(server.known_hosts),
+                                   "root": str(server.root)} for server in servers]))
+    print(f"{args.count} SSH devices on {', '.join(f'{s.host}:{s.port}' for s in servers)}")
+    print(f"farm: {folder / 'farm.yaml'}")
+    print(f"stop: python -m tests.sshd down {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -100,6 +100,7 @@ devices:
     key_file: {ssh_server.client_key}
     known_hosts: {ssh_server.known_hosts}
     connect_timeout: 2
+    connect_attempts: 1
   esp: {{transport: mcu, flash_kb: 4096, ram_kb: 512}}
 """)
     from tasks.config import load_farm
@@ -138,3 +139,25 @@ def test_the_users_ssh_config_is_never_read(ssh_server: SshServer, tmp_path: Pat
         ssh_server.port, ssh_server.user, False, None)
     assert fabric.connect_kwargs["key_filename"] == [str(ssh_server.client_key)]
     assert probe_one("pi", device).reachable
+
+
+def test_the_loopback_example_farm_starts_runs_and_stops(tmp_path: Path) -> None:
+    """`python -m tests.sshd up/down`: the documented farm to try without boards."""
+    import os
+
+    from tasks.config import load_farm
+    from tasks.farm import probe_farm
+    from tests.sshd import main, sshd_available
+
+    if not sshd_available():
+        import pytest
+        pytest.skip("OpenSSH server not installed")
+    assert main(["up", "2", str(tmp_path / "farm")]) == 0
+    try:
+        farm = load_farm(tmp_path / "farm" / "farm.yaml")
+        assert [probe.reachable for probe in probe_farm(farm)] == [True, True]
+        pids = [entry["pid"] for entry in json.loads((tmp_path / "farm" / "servers.json").read_text())]
+    finally:
+        assert main(["down", str(tmp_path / "farm")]) == 0
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}"), "a device was left running"

@@ -276,3 +276,31 @@ def test_peak_memory_is_the_harness_own_not_its_parents(tiny_project: Any, deplo
     assert completed.returncode == 0, completed.stderr
     result = json.loads(out.read_text())
     assert 10 < result["peak_rss_mb"] < 500, result["peak_rss_mb"]
+
+
+def test_throttling_facts_where_the_board_exposes_them(tmp_path, monkeypatch) -> None:
+    from tasks import harness
+
+    cpufreq = tmp_path / "cpufreq"
+    cpufreq.mkdir()
+    (cpufreq / "scaling_cur_freq").write_text("600000\n")
+    (cpufreq / "cpuinfo_max_freq").write_text("2400000\n")
+    flags = tmp_path / "get_throttled"
+    # A Raspberry Pi now capped and throttled, under-voltage earlier since boot.
+    flags.write_text(hex((1 << 1) | (1 << 2) | (1 << 16)) + "\n")
+    monkeypatch.setattr(harness, "CPUFREQ", str(cpufreq))
+    monkeypatch.setattr(harness, "PI_THROTTLE_FILE", str(flags))
+    facts = harness._throttling()
+    assert facts["cpu_mhz"] == 600 and facts["cpu_max_mhz"] == 2400
+    assert facts["throttled"] == "frequency capped, throttled"
+    assert facts["throttled_since_boot"] == "under-voltage"
+    flags.write_text("0x0\n")
+    assert harness._throttling()["throttled"] == "no"
+
+
+def test_no_throttling_facts_where_the_board_has_none(tmp_path, monkeypatch) -> None:
+    from tasks import harness
+
+    monkeypatch.setattr(harness, "CPUFREQ", str(tmp_path / "absent"))
+    monkeypatch.setattr(harness, "PI_THROTTLE_FILE", str(tmp_path / "absent"))
+    assert "throttled" not in harness._throttling() and "cpu_mhz" not in harness._throttling()
