@@ -6,13 +6,15 @@ default variants (tflite, onnx and openvino fp32 of the base model) on N devices
 once, one thread per device as the Prefect flow's ThreadPoolTaskRunner does. Prints per
 fleet size its wall time and ratio against the first size, and each device's
 orchestration overhead against the 2 s target: connect (SSH handshake, run folder),
-deploy+probe (harness and test data pushed, sha256-checked on the device, device probed,
-in one shell command), deploy (artifacts pushed and checked, old runs removed), fetch
-(results back). Harness commands are not overhead; of their time, ``launch`` is what the
-device spends before measuring (login shell, interpreter, imports), and the SSH command
-floor (one ``true``) is printed for scale. ``cpu/dev`` is the orchestrator process's
-own CPU seconds per device (SSH crypto, SFTP, hashing, parsing): on a real farm the
-devices' work runs on the devices, here all N "devices" share this machine's cores. Uses ``models/variants`` and ``data/prepared``
+deploy+probe (harness and test data pushed, sha256-checked on the device, old runs
+removed, device probed: one shell command), deploy (artifacts placed over SFTP; the
+harness checks them), fetch (results back). Harness commands are not overhead; of their
+time, ``launch`` is what the device spends before measuring (login shell, interpreter,
+imports). ``shell`` is the wall time of one ``true`` run on all N devices at once: their
+login shells starting together, as in a fleet run. ``cpu/dev`` is the orchestrator
+process's own CPU seconds per device (SSH crypto, SFTP, hashing, parsing): on a real
+farm the devices' work runs on the devices, here all N "devices" share this machine's
+cores. Uses ``models/variants`` and ``data/prepared``
 under ``--root`` (made by ``make run``), else trains a tiny model in a scratch folder.
 Needs root and sshd. The harness protocol is short on purpose: orchestration is measured.
 
@@ -125,21 +127,26 @@ def launch_seconds(run: DeviceRun) -> float:
     return run.phase_seconds.get("harness", 0.0) - inside
 
 
-def command_floor(server: SshServer, work: Path) -> float:
-    """Median seconds of one SSH command (``true``) on an open connection."""
+def command_floor(servers: list[SshServer], work: Path) -> float:
+    """Wall seconds of one SSH command (``true``) run on every server at once, on open
+    connections: what the devices' login shells cost when N of them start together
+    (the median of 3 tries)."""
     from tasks.devices import SshConnection
 
-    connection = SshConnection(SshDevice(**server.farm_entry(work, sys.executable)))
+    connections = [SshConnection(SshDevice(**server.farm_entry(work, sys.executable)))
+                   for server in servers]
     try:
-        connection.run("true")
-        samples = []
-        for _ in range(5):
-            started = time.perf_counter()
-            connection.run("true")
-            samples.append(time.perf_counter() - started)
+        with ThreadPoolExecutor(max_workers=len(connections)) as pool:
+            list(pool.map(lambda connection: connection.run("true"), connections))
+            samples = []
+            for _ in range(3):
+                started = time.perf_counter()
+                list(pool.map(lambda connection: connection.run("true"), connections))
+                samples.append(time.perf_counter() - started)
         return statistics.median(samples)
     finally:
-        connection.close()
+        for connection in connections:
+            connection.close()
 
 
 def check_results(runs: list[DeviceRun]) -> tuple[int, list[str]]:
@@ -187,13 +194,12 @@ def main() -> int:
             keygen(client_key)
             for index in range(max(args.sizes)):
                 servers.append(start_sshd(work / "sshd" / f"dev{index:02d}", client_key))
-            floor = command_floor(servers[0], work / "floor")
-            print(f"SSH command floor (`true` on an open connection, median of 5): {floor:.3f} s")
             header = (f"{'N':>3} {'wall s':>8} {'ratio':>6} {'ovh mean':>9} {'ovh max':>8} "
                       + " ".join(f"{phase:>12}" for phase in OVERHEAD_PHASES)
-                      + f" {'harness':>8} {'launch':>8} {'cpu/dev':>8} {'ok/fail':>8}  <2 s")
+                      + f" {'harness':>8} {'launch':>8} {'cpu/dev':>8} {'shell':>6} {'ok/fail':>8}  <2 s")
             rows, problems, total_ok, first_wall = [], [], 0, None
             for size in args.sizes:
+                shell = command_floor(servers[:size], work / "floor")
                 cpu_before = cpu_seconds()
                 wall, runs = run_fleet(servers[:size], protocol, variants, layout.prepared,
                                        work / f"fleet-{size}")
@@ -211,7 +217,7 @@ def main() -> int:
                 rows.append(f"{size:>3} {wall:>8.2f} {wall / first_wall:>6.2f} "
                             f"{statistics.mean(overheads):>9.3f} {max(overheads):>8.3f} "
                             + " ".join(f"{seconds:>12.3f}" for seconds in phases)
-                            + f" {harness:>8.3f} {launch:>8.3f} {orchestrator_cpu:>8.3f}"
+                            + f" {harness:>8.3f} {launch:>8.3f} {orchestrator_cpu:>8.3f} {shell:>6.2f}"
                             + f" {f'{ok}/{len(errors)}':>8}  {verdict}")
                 print(f"N={size}: done in {wall:.2f} s", flush=True)
         finally:
