@@ -31,8 +31,9 @@ from invoke.exceptions import CommandTimedOut
 from tasks import harness
 from tasks.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
 from tasks.convert import read_index
-from tasks.deploy import (RUNS_DIR, PhaseTimes, last_line as tail, make_dirs, new_run_name,
-                          place_files, push_files, remove_runs_command, stale_runs)
+from tasks.deploy import (RUNS_DIR, PhaseTimes, check_then_run, last_line as tail, make_dirs,
+                          new_run_name, place_files, push_files, remove_runs_command,
+                          stale_runs)
 from tasks.errors import StepError
 from tasks.devices import Connection, DeviceUnreachable, connect, owner_only, quote_command
 from tasks.files import atomic_output_dir, write_json
@@ -189,10 +190,12 @@ class DeviceSession:
             stale = stale_runs(self.connection, self.runs_dir, self.device.keep_runs,
                                self.run_name, idle_seconds=self.longest_idle_seconds)
         python = self.device.harness_python()
-        with self.clock.phase("deploy+probe"):
-            result = push_files(
-                self.connection, [(HARNESS_PATH, self.harness),
-                                  (test_data, f"{self.run_dir}/test.npz")],
+        files = [(HARNESS_PATH, self.harness), (test_data, f"{self.run_dir}/test.npz")]
+        with self.clock.phase("push"):
+            place_files(self.connection, files)
+        with self.clock.phase("check+probe"):
+            result = check_then_run(
+                self.connection, files,
                 then=[*remove_runs_command(self.runs_dir, stale), probe_command(python, self.harness)],
                 timeout=self.params.timeout_seconds)
         return read_probe(result, python)
@@ -200,7 +203,7 @@ class DeviceSession:
     def deploy(self, variants: list[dict[str, Any]], variants_dir: Path, staging: Path) -> None:
         """Place every variant's files and spec (no shell: the harness checks their
         sha256 before it loads them)."""
-        with self.clock.phase("deploy"):
+        with self.clock.phase("push"):
             make_dirs(self.connection, *(f"{self.run_dir}/{variant['name']}" for variant in variants))
             for variant in variants:
                 spec = write_json(staging / f".{variant['name']}.spec.json", variant["spec"])

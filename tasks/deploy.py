@@ -97,13 +97,12 @@ def verify_commands(files: Sequence[tuple[Path, str]]) -> list[str]:
     return commands
 
 
-def push_files(connection: Connection, files: Sequence[tuple[Path, str]],
-               then: Sequence[str] = (), timeout: float | None = None) -> Any:
-    """Place each (local, remote) pair, then in one device command check every sha256
-    and go on with the ``then`` commands (quoted command lines: one shell start for
-    all). Raises DeployError naming the first file that did not arrive intact; returns
-    the command's result for the caller to read what ``then`` printed."""
-    place_files(connection, files)
+def check_then_run(connection: Connection, files: Sequence[tuple[Path, str]],
+                   then: Sequence[str] = (), timeout: float | None = None) -> Any:
+    """In one device command, check the sha256 of each placed (local, remote) pair, then
+    run the ``then`` commands (quoted command lines: one shell start for all). Raises
+    DeployError naming the first file that did not arrive intact; returns the command's
+    result for the caller to read what ``then`` printed."""
     if not files and not then:
         return None
     result = connection.run(" && ".join(["umask 077", *verify_commands(files), *then]),
@@ -112,6 +111,13 @@ def push_files(connection: Connection, files: Sequence[tuple[Path, str]],
         reason = last_line(result.stderr) or f"exit code {result.exited}"
         raise DeployError(f"push to the device failed: {reason}")
     return result
+
+
+def push_files(connection: Connection, files: Sequence[tuple[Path, str]],
+               then: Sequence[str] = (), timeout: float | None = None) -> Any:
+    """Place each (local, remote) pair, then :func:`check_then_run` them."""
+    place_files(connection, files)
+    return check_then_run(connection, files, then, timeout)
 
 
 def stale_runs(connection: Connection, runs_dir: str, keep: int, current: str,
