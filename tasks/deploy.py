@@ -9,8 +9,9 @@ Layout on a device (every folder mode 700, every file 600, all under its ``workd
 A push copies a file under a temporary name and renames it into place (a reader never
 sees half a file); its sha256 is checked on the device before it is used, by the shell
 for the harness and test inputs and by the harness for the artifacts it loads, so a
-corrupted copy is never used. Run folders are named by their UTC start time, so the newest ``keep_runs``
-are kept and older ones removed.
+corrupted copy is never used. Run folders are named by their UTC start time: the newest
+``keep_runs`` are kept, and older ones are removed once nothing has touched them for
+longer than a run in progress can stay quiet.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class DeployError(Exception):
 
 @dataclass
 class PhaseTimes:
-    """Wall seconds spent per orchestration phase (connect, deploy, probe, fetch...)."""
+    """Wall seconds spent per phase of a device run (connect, push, check+probe,
+    harness, fetch)."""
 
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
