@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,23 +63,49 @@ class DeviceRun:
     phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
+LOG_TAIL_BYTES = 4096
+
+
+def _beside(remote_harness: str, name: str) -> str:
+    return f"{remote_harness.rsplit('/', 1)[0]}/{name}"
+
+
+def to_files(argv: list[str], out: str, err: str) -> str:
+    """A quoted command whose output goes to files on the device, read back with a size
+    limit: nothing a device prints is taken in whole."""
+    return f"{quote_command(argv)} > {shlex.quote(out)} 2> {shlex.quote(err)}"
+
+
 def probe_command(python: str, remote_harness: str) -> str:
-    return quote_command([python, remote_harness, "--probe"])
+    return to_files([python, remote_harness, "--probe"], _beside(remote_harness, "probe.json"),
+                    _beside(remote_harness, "probe.log"))
 
 
 def probe_device(connection: Connection, python: str, remote_harness: str,
                  timeout: float) -> dict[str, Any]:
     """Host facts and importable runtimes of the device (the harness's ``--probe``)."""
-    return read_probe(connection.run(probe_command(python, remote_harness), timeout=timeout),
-                      python)
+    result = connection.run(probe_command(python, remote_harness), timeout=timeout)
+    return read_probe(connection, result, python, remote_harness)
 
 
-def read_probe(result: Any, python: str) -> dict[str, Any]:
+def log_tail(connection: Connection, remote: str) -> str:
+    """The last line of a log on the device ('' when there is none)."""
+    try:
+        return tail(connection.read_file(remote, LOG_TAIL_BYTES, tail=True).decode(errors="replace"))
+    except (OSError, ValueError):
+        return ""
+
+
+def read_probe(connection: Connection, result: Any, python: str,
+               remote_harness: str) -> dict[str, Any]:
+    """The probe the command of :func:`probe_command` wrote, checked."""
     if result.exited == 127:
         raise RuntimeError(f"interpreter {python!r} not found on the device")
     if not result.ok:
-        raise RuntimeError(f"probe failed (exit {result.exited}): {tail(result.stderr)}")
-    return validate_probe(parse_untrusted_json(result.stdout.encode()))
+        reason = log_tail(connection, _beside(remote_harness, "probe.log")) or tail(result.stderr)
+        raise RuntimeError(f"probe failed (exit {result.exited}): {reason}")
+    raw = connection.read_file(_beside(remote_harness, "probe.json"), MAX_RESULT_BYTES + 1)
+    return validate_probe(parse_untrusted_json(raw))
 
 
 def validate_probe(document: dict[str, Any]) -> dict[str, Any]:
@@ -198,7 +225,7 @@ class DeviceSession:
                 self.connection, files,
                 then=[*remove_runs_command(self.runs_dir, stale), probe_command(python, self.harness)],
                 timeout=self.params.timeout_seconds)
-        return read_probe(result, python)
+        return read_probe(self.connection, result, python, self.harness)
 
     def deploy(self, variants: list[dict[str, Any]], variants_dir: Path, staging: Path) -> None:
         """Place every variant's files and spec (no shell: the harness checks their
@@ -246,11 +273,12 @@ class DeviceSession:
         # harness's own time limit is enforced on the device (coreutils timeout), apart
         # from the wait for the lock; the transport's limit only catches a lost device.
         lock = f"{self.device.workdir}/{LOCK_NAME}"
-        command = owner_only(["touch", "--", self.run_dir],  # alive: see longest_idle_seconds
-                             ["flock", "-w", str(params.lock_timeout_seconds), "-E",
-                              str(LOCK_BUSY_EXIT), lock,
-                              "timeout", "-k", "5", str(params.timeout_seconds),
-                              *self._harness_argv(variant)])
+        variant_dir = f"{self.run_dir}/{variant['name']}"
+        command = owner_only(["touch", "--", self.run_dir])  # alive: see longest_idle_seconds
+        command += " && " + to_files(
+            ["flock", "-w", str(params.lock_timeout_seconds), "-E", str(LOCK_BUSY_EXIT), lock,
+             "timeout", "-k", "5", str(params.timeout_seconds), *self._harness_argv(variant)],
+            f"{variant_dir}/harness.out", f"{variant_dir}/harness.log")
         timed_out = _failed(f"harness did not finish within timeout_seconds={params.timeout_seconds}")
         try:
             with self.clock.phase("harness"):
@@ -273,7 +301,7 @@ class DeviceSession:
                            f"lock_timeout_seconds={params.lock_timeout_seconds}")
         try:
             with self.clock.phase("fetch"):
-                raw = self.connection.read_head(f"{self.run_dir}/{variant['name']}/result.json",
+                raw = self.connection.read_file(f"{variant_dir}/result.json",
                                                 MAX_RESULT_BYTES + 1)
             document = validate_harness_result(parse_untrusted_json(raw))
         except DeviceUnreachable:
@@ -282,7 +310,8 @@ class DeviceSession:
             if outcome.exited > 128:
                 detail = f"the harness was killed by signal {outcome.exited - 128}"
             else:
-                detail = tail(outcome.stderr) or f"exit code {outcome.exited}"
+                detail = (log_tail(self.connection, f"{variant_dir}/harness.log")
+                          or tail(outcome.stderr) or f"exit code {outcome.exited}")
             return _failed(f"no valid harness result ({error}); {detail}")
         return {"status": document["status"], "error": document.get("error"), "harness": document}
 

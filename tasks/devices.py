@@ -2,7 +2,7 @@
 
 Every transport offers the slice of ``fabric.Connection`` the benchmark uses:
 ``run(command, timeout=..., warn=True, hide=True) -> invoke Result``, ``put(local,
-remote)`` and ``close()``, plus shell-free ``read_head``, ``makedirs`` and ``listdir``
+remote)`` and ``close()``, plus shell-free ``read_file``, ``makedirs`` and ``listdir``
 (SFTP for SSH boards). The ``local`` device runs on this
 machine through Invoke (Fabric's own local runner) so the code path is the one an SSH
 board takes. Transports are a registry keyed by the device's ``transport`` field.
@@ -32,9 +32,10 @@ class Connection(Protocol):
         """Copy a file to the device atomically: written under a temporary name, mode
         600, then renamed into place (a reader never sees half a file)."""
 
-    def read_head(self, remote: str, limit: int) -> bytes:
-        """At most ``limit`` bytes of a file on the device (results are untrusted: a
-        device cannot make the orchestrator read or store more)."""
+    def read_file(self, remote: str, limit: int, tail: bool = False) -> bytes:
+        """At most ``limit`` bytes of a regular file on the device, its first or (with
+        ``tail``) its last: what a device sends is untrusted, so it can never make the
+        orchestrator read or store more."""
 
     def makedirs(self, remote: str) -> None:
         """Create a folder and its parents, owner-only (mode 700), without a shell."""
@@ -64,10 +65,13 @@ class LocalConnection:
         os.chmod(part, 0o600)
         os.replace(part, remote)
 
-    def read_head(self, remote: str, limit: int) -> bytes:
-        if not stat.S_ISREG(os.stat(remote).st_mode):  # a FIFO would block the read
+    def read_file(self, remote: str, limit: int, tail: bool = False) -> bytes:
+        info = os.stat(remote)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read
             raise ValueError(f"{remote} on the device is not a regular file")
         with open(remote, "rb") as handle:
+            if tail:
+                handle.seek(max(0, info.st_size - limit))
             return handle.read(limit)
 
     def makedirs(self, remote: str) -> None:
@@ -227,11 +231,14 @@ class SshConnection:
         sftp.chmod(part, 0o600)  # owner-only, whatever the mode here
         sftp.posix_rename(part, remote)
 
-    def read_head(self, remote: str, limit: int) -> bytes:
+    def read_file(self, remote: str, limit: int, tail: bool = False) -> bytes:
         sftp = self._opened().sftp()
-        if not stat.S_ISREG(sftp.stat(remote).st_mode or 0):  # a FIFO would block the read
+        info = sftp.stat(remote)
+        if not stat.S_ISREG(info.st_mode or 0):  # a FIFO would block the read
             raise ValueError(f"{remote} on the device is not a regular file")
         with sftp.open(remote, "rb") as handle:
+            if tail:
+                handle.seek(max(0, (info.st_size or 0) - limit))
             return handle.read(limit)
 
     # Folders go through SFTP, not a shell: each shell command costs a login shell's

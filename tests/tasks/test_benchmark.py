@@ -247,6 +247,21 @@ def test_a_hostile_or_crashing_device_gives_a_failed_result(tiny_project: Any, t
     assert "harness" not in result
 
 
+def test_what_a_device_prints_stays_on_the_device(tiny_project: Any, tmp_path: Path) -> None:
+    """A harness that floods its output: the flood goes to files on the device, and only
+    a bounded tail of the log comes back as the reason."""
+    body = 'head -c 20000000 /dev/zero; yes "driver panic" | head -n 100000 >&2; exit 1'
+    device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
+                         python=_device_python(tmp_path, body))
+    run = bench(tiny_project, device, tmp_path / "results")
+    result = records(run)["onnx-fp32"]
+    assert result["status"] == "failed" and result["error"].endswith("driver panic"), result["error"]
+    assert len(result["error"]) < 1000
+    kept = Path(run.remote_run_dir) / "onnx-fp32"
+    assert (kept / "harness.out").stat().st_size == 20_000_000
+    assert (kept / "harness.log").stat().st_size > 1_000_000
+
+
 def test_an_artifact_corrupted_on_its_way_is_never_benchmarked(tiny_project: Any,
                                                                 tmp_path: Path) -> None:
     class CorruptsOnnxFiles(LocalConnection):
