@@ -39,41 +39,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks.benchmark import DeviceRun, benchmark_device  # noqa: E402
-from tasks.config import BenchmarkParams, Params, SshDevice, load_params  # noqa: E402
+from tasks.config import BenchmarkParams, Params, SshDevice  # noqa: E402
 from tasks.files import read_json, write_json  # noqa: E402
 from tasks.layout import Layout  # noqa: E402
 from tests.sshd import SshServer, keygen, sshd_available, start_sshd, stop_sshd  # noqa: E402
+from tests.tiny import build_tiny_project  # noqa: E402
 
 # What the orchestrator does per device (the 2 s target), and what the device's own
 # login shell and probe add before the first benchmark.
 OVERHEAD_PHASES = ("connect", "push", "fetch")
 DEVICE_PHASES = ("check+probe",)
 TARGET_SECONDS = 2.0
-TINY_PARAMS = """\
-data: {image_size: [16, 16], calibration_size: 32}
-model: {architecture: small_cnn, filters: [8, 16], dropout: 0.1}
-train: {epochs: 6, batch_size: 64, learning_rate: 0.01, early_stopping_patience: 3, seed: 42}
-optimize: {pruning: []}
-quantization: {calibration_samples: 32}
-convert: {min_agreement: 0.99}
-"""
-
-
-def train_tiny(root: Path) -> Layout:
-    """prepare -> train -> convert on a tiny config (as tests/conftest.py), default formats."""
-    from tasks.convert import ConvertInputs, convert
-    from tasks.prepare import prepare
-    from tasks.train import train
-
-    root.mkdir(parents=True)
-    (root / "params.yaml").write_text(TINY_PARAMS, encoding="utf-8")
-    params, layout = load_params(root / "params.yaml"), Layout(root)
-    prepare(params.data, layout.prepared)
-    train(params.model, params.train, layout.prepared, layout.base_model, layout.train_metrics.parent)
-    convert(Params().formats, params.convert, params.quantization,
-            params.requirements.max_accuracy_drop,
-            ConvertInputs(layout.base_model, None, layout.prepared), layout.variants)
-    return layout
 
 
 def default_variants(layout: Layout, out: Path) -> Path:
@@ -189,7 +165,7 @@ def main() -> int:
         layout = Layout(args.root.resolve())
         if not layout.variants_index.is_file() or not (layout.prepared / "test.npz").is_file():
             print(f"no variants under {layout.root}: training a tiny model in {work / 'tiny'}")
-            layout = train_tiny(work / "tiny")
+            layout, _ = build_tiny_project(work / "tiny")
         variants = default_variants(layout, work / "variants")
         names = [variant["name"] for variant in read_json(variants / "index.json")["variants"]]
         print(f"variants: {', '.join(names)} (from {layout.variants})")

@@ -31,6 +31,7 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
     del sys.path[0]
 
 import argparse
+import functools
 import json
 import platform
 import resource
@@ -316,11 +317,11 @@ MODULE_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _distribution_version(*distributions: str) -> str:
-    """The installed version of the first of ``distributions`` found, read from its
-    ``<name>-<version>.dist-info`` folder name: importlib.metadata costs a tenth of a
-    second to import, which a small board pays on every probe."""
-    wanted = [name.replace("-", "_").lower() for name in distributions]
+@functools.lru_cache(maxsize=1)
+def _installed_distributions() -> dict[str, str]:
+    """Installed distribution -> version, from the ``<name>-<version>.dist-info`` folder
+    names on sys.path (listed once): importlib.metadata costs a tenth of a second to
+    import, which a small board pays on every probe."""
     found: dict[str, str] = {}
     for entry in sys.path:
         try:
@@ -331,6 +332,13 @@ def _distribution_version(*distributions: str) -> str:
             if name.endswith(".dist-info"):
                 distribution, _, version = name[:-len(".dist-info")].partition("-")
                 found.setdefault(distribution.lower(), version)
+    return found
+
+
+def _distribution_version(*distributions: str) -> str:
+    """The installed version of the first of ``distributions`` found."""
+    found = _installed_distributions()
+    wanted = [name.replace("-", "_").lower() for name in distributions]
     return next((found[name] for name in wanted if name in found), "missing")
 
 

@@ -1,10 +1,49 @@
-"""Assertions shared by the device tests."""
+"""Helpers and assertions shared by the device tests."""
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasks.config import BenchmarkParams
+
+if TYPE_CHECKING:
+    from tasks.benchmark import DeviceRun
+    from tasks.config import SshDevice
+    from tests.sshd import SshServer
+
+# A short protocol for the farm tests: they check orchestration, not latency.
+FARM_QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                             accuracy_samples=30, timeout_seconds=120)
+
+
+def records(run: DeviceRun) -> dict[str, dict[str, Any]]:
+    """A device run's result records by variant name."""
+    from tasks.files import read_json
+
+    return {path.stem: read_json(path) for path in run.results}
+
+
+def ssh_device(server: SshServer, workdir: Path, **changes: Any) -> SshDevice:
+    """The server as a farm device that may run tflite and onnxruntime, retrying fast.
+    The "board" is this machine: its interpreter has every runtime."""
+    from tasks.config import SshDevice
+
+    fields = server.farm_entry(workdir, sys.executable, runtimes=["tflite", "onnxruntime"],
+                               retry_backoff_seconds=0.2)
+    return SshDevice(**{**fields, **changes})
+
+
+def bench_device(tiny_project: Any, name: str, target: Any, out: Path,
+                 params: BenchmarkParams = FARM_QUICK, **kwargs: Any) -> DeviceRun:
+    """Benchmark the tiny project's variants on one device."""
+    from tasks.benchmark import benchmark_device
+
+    return benchmark_device(name, target, params, tiny_project.layout.variants,
+                            tiny_project.layout.prepared, out, **kwargs)
 
 
 def assert_device_tidy(workdir: Path) -> None:

@@ -4,7 +4,6 @@ hostile paths. Each device is a real OpenSSH server on loopback."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from pathlib import Path
@@ -12,38 +11,17 @@ from typing import Any
 
 import pytest
 
-from tasks.benchmark import DeviceRun, benchmark_device
-from tasks.config import BenchmarkParams, SshDevice
+from tasks.benchmark import DeviceRun
 from tasks.devices import SshConnection
-from tasks.files import read_json
-from tests.helpers import assert_device_tidy, processes_mentioning
+from tests.helpers import (FARM_QUICK, assert_device_tidy, bench_device, processes_mentioning,
+                           records, ssh_device)
 from tests.sshd import SshServer, descendants, keygen, stop_sshd
-
-QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
-                        accuracy_samples=30, timeout_seconds=120)
-
-
-def device(server: SshServer, workdir: Path, **changes: Any) -> SshDevice:
-    # The "board" is this machine: its interpreter has every runtime.
-    fields = server.farm_entry(workdir, sys.executable, runtimes=["tflite", "onnxruntime"],
-                               retry_backoff_seconds=0.2)
-    return SshDevice(**{**fields, **changes})
-
-
-def bench(tiny_project: Any, name: str, target: SshDevice, out: Path,
-          params: BenchmarkParams = QUICK, **kwargs: Any) -> DeviceRun:
-    return benchmark_device(name, target, params, tiny_project.layout.variants,
-                            tiny_project.layout.prepared, out, **kwargs)
-
-
-def records(run: DeviceRun) -> dict[str, dict[str, Any]]:
-    return {path.stem: read_json(path) for path in run.results}
 
 
 def test_a_device_killed_mid_benchmark_fails_alone(tiny_project: Any, ssh_server: SshServer,
                                                    doomed_server: SshServer,
                                                    tmp_path: Path) -> None:
-    slow = QUICK.model_copy(update={"seconds": 3.0})
+    slow = FARM_QUICK.model_copy(update={"seconds": 3.0})
     doomed_workdir = tmp_path / "doomed"
     runs: dict[str, DeviceRun] = {}
 
@@ -56,8 +34,9 @@ def test_a_device_killed_mid_benchmark_fails_alone(tiny_project: Any, ssh_server
             time.sleep(0.05)
 
     def run(name: str, server: SshServer, workdir: Path) -> None:
-        runs[name] = bench(tiny_project, name, device(server, workdir, connect_attempts=2),
-                           tmp_path / "results" / name, params=slow)
+        target = ssh_device(server, workdir, connect_attempts=2)
+        runs[name] = bench_device(tiny_project, name, target, tmp_path / "results" / name,
+                                  params=slow)
 
     threads = [threading.Thread(target=kill_when_the_harness_runs),
                threading.Thread(target=run, args=("doomed", doomed_server, doomed_workdir)),
@@ -84,10 +63,11 @@ def test_a_device_killed_mid_benchmark_fails_alone(tiny_project: Any, ssh_server
 def test_connection_errors_are_retried_with_backoff(tiny_project: Any, ssh_server: SshServer,
                                                     tmp_path: Path) -> None:
     waits: list[float] = []
-    closed = device(ssh_server, tmp_path / "dev", port=1, connect_attempts=3,
-                    retry_backoff_seconds=0.5)
-    run = bench(tiny_project, "gone", closed, tmp_path / "results",
-                connect_to=lambda target, name: SshConnection(target, name, sleep=waits.append))
+    closed = ssh_device(ssh_server, tmp_path / "dev", port=1, connect_attempts=3,
+                        retry_backoff_seconds=0.5)
+    run = bench_device(tiny_project, "gone", closed, tmp_path / "results",
+                       connect_to=lambda target, name: SshConnection(target, name,
+                                                                     sleep=waits.append))
     assert waits == [0.5, 1.0]
     failed = [record for record in records(run).values() if record["status"] != "skipped"]
     assert failed and all(record["status"] == "failed" for record in failed)
@@ -99,9 +79,10 @@ def test_a_refused_client_key_is_not_retried(tiny_project: Any, ssh_server: SshS
                                              tmp_path: Path) -> None:
     keygen(tmp_path / "stranger")
     waits: list[float] = []
-    target = device(ssh_server, tmp_path / "dev", key_file=tmp_path / "stranger")
-    run = bench(tiny_project, "pi", target, tmp_path / "results",
-                connect_to=lambda target, name: SshConnection(target, name, sleep=waits.append))
+    target = ssh_device(ssh_server, tmp_path / "dev", key_file=tmp_path / "stranger")
+    run = bench_device(tiny_project, "pi", target, tmp_path / "results",
+                       connect_to=lambda target, name: SshConnection(target, name,
+                                                                     sleep=waits.append))
     assert waits == []
     failed = [record for record in records(run).values() if record["status"] == "failed"]
     assert failed and all("Authentication" in record["error"] for record in failed)
@@ -110,12 +91,12 @@ def test_a_refused_client_key_is_not_retried(tiny_project: Any, ssh_server: SshS
 def test_two_runs_on_one_ssh_device_are_serialised(tiny_project: Any, ssh_server: SshServer,
                                                    tmp_path: Path) -> None:
     # keep_runs=1: neither run may remove the other's folder while it is in progress.
-    shared = device(ssh_server, tmp_path / "dev", runtimes=["onnxruntime"], keep_runs=1)
-    protocol = QUICK.model_copy(update={"seconds": 1.0})
+    shared = ssh_device(ssh_server, tmp_path / "dev", runtimes=["onnxruntime"], keep_runs=1)
+    protocol = FARM_QUICK.model_copy(update={"seconds": 1.0})
     runs: dict[str, DeviceRun] = {}
 
     def run(name: str) -> None:
-        runs[name] = bench(tiny_project, "pi", shared, tmp_path / name, params=protocol)
+        runs[name] = bench_device(tiny_project, "pi", shared, tmp_path / name, params=protocol)
 
     threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
     for thread in threads:
@@ -131,7 +112,7 @@ def test_two_runs_on_one_ssh_device_are_serialised(tiny_project: Any, ssh_server
 def test_a_hostile_workdir_cannot_inject_commands(tiny_project: Any, ssh_server: SshServer,
                                                   tmp_path: Path) -> None:
     hostile = tmp_path / "dev $(touch PWNED1); touch PWNED2 `touch PWNED3` 'q\" & x"
-    run = bench(tiny_project, "pi", device(ssh_server, hostile), tmp_path / "results")
+    run = bench_device(tiny_project, "pi", ssh_device(ssh_server, hostile), tmp_path / "results")
     result = records(run)
     assert result["onnx-fp32"]["status"] == "ok", result["onnx-fp32"]["error"]
     assert_device_tidy(hostile)
@@ -148,16 +129,16 @@ def test_an_encrypted_key_takes_its_passphrase_from_the_environment(
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret", "-f", str(key)], check=True)
     with open(ssh_server.root / "authorized_keys", "a") as authorized:
         authorized.write(Path(f"{key}.pub").read_text())
-    target = device(ssh_server, tmp_path / "dev", key_file=key, key_passphrase_env="EF_TEST_PASS",
-                    runtimes=["onnxruntime"])
+    target = ssh_device(ssh_server, tmp_path / "dev", key_file=key,
+                        key_passphrase_env="EF_TEST_PASS", runtimes=["onnxruntime"])
 
     monkeypatch.delenv("EF_TEST_PASS", raising=False)
-    missing = records(bench(tiny_project, "pi", target, tmp_path / "without"))["onnx-fp32"]
+    missing = records(bench_device(tiny_project, "pi", target, tmp_path / "without"))["onnx-fp32"]
     assert missing["status"] == "failed"
     assert "environment variable EF_TEST_PASS" in missing["error"] and "s3cret" not in missing["error"]
 
     monkeypatch.setenv("EF_TEST_PASS", "s3cret")
-    unlocked = records(bench(tiny_project, "pi", target, tmp_path / "with"))["onnx-fp32"]
+    unlocked = records(bench_device(tiny_project, "pi", target, tmp_path / "with"))["onnx-fp32"]
     assert unlocked["status"] == "ok", unlocked["error"]
 
 
@@ -172,7 +153,7 @@ def test_a_device_that_drops_off_the_network_is_given_up_not_waited_for(
         pytest.skip("network namespaces are not available on this machine")
     server = start_sshd(tmp_path / "sshd", isolated=True)
     workdir = tmp_path / "board"
-    slow = QUICK.model_copy(update={"seconds": 20.0, "timeout_seconds": 300})
+    slow = FARM_QUICK.model_copy(update={"seconds": 20.0, "timeout_seconds": 300})
 
     def unplug_when_the_harness_runs() -> None:
         deadline = time.monotonic() + 60
@@ -185,9 +166,9 @@ def test_a_device_that_drops_off_the_network_is_given_up_not_waited_for(
     watcher = threading.Thread(target=unplug_when_the_harness_runs)
     watcher.start()
     try:
-        run = bench(tiny_project, "pi", device(server, workdir, keepalive_seconds=1,
-                                               connect_timeout=2, connect_attempts=1),
-                    tmp_path / "results", params=slow)
+        target = ssh_device(server, workdir, keepalive_seconds=1, connect_timeout=2,
+                            connect_attempts=1)
+        run = bench_device(tiny_project, "pi", target, tmp_path / "results", params=slow)
     finally:
         watcher.join()
         stop_sshd(server, kill_sessions=True)

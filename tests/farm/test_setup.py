@@ -13,15 +13,10 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.benchmark import benchmark_device
-from tasks.config import BenchmarkParams, SshDevice, load_farm
-from tasks.files import read_json
+from tasks.config import SshDevice, load_farm
 from tasks.provision import setup_farm
-from tests.helpers import assert_device_tidy
+from tests.helpers import assert_device_tidy, bench_device, records
 from tests.sshd import SshServer
-
-QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
-                        accuracy_samples=30, timeout_seconds=120)
 
 
 def _base_python() -> str:
@@ -56,14 +51,12 @@ def test_setup_builds_a_venv_once_then_changes_nothing(tiny_project, ssh_server:
 
     # Benchmarks run in the venv: what it lacks is skipped with the reason.
     unfiltered = SshDevice(**{**entry, "runtimes": None})
-    run = benchmark_device("pi", unfiltered, QUICK, tiny_project.layout.variants,
-                           tiny_project.layout.prepared, tmp_path / "results")
-    records = {path.stem: read_json(path) for path in run.results}
-    assert records["onnx-fp32"]["status"] == "ok", records["onnx-fp32"]["error"]
-    assert records["onnx-fp32"]["device_facts"]["runtime.onnxruntime"] == first.runtimes["onnxruntime"]
+    results = records(bench_device(tiny_project, "pi", unfiltered, tmp_path / "results"))
+    assert results["onnx-fp32"]["status"] == "ok", results["onnx-fp32"]["error"]
+    assert results["onnx-fp32"]["device_facts"]["runtime.onnxruntime"] == first.runtimes["onnxruntime"]
     for name, runtime in (("tflite-fp32", "tflite"), ("openvino-fp32", "openvino")):
-        assert records[name]["status"] == "skipped"
-        assert records[name]["error"] == f"runtime {runtime!r} is not installed on pi"
+        assert results[name]["status"] == "skipped"
+        assert results[name]["error"] == f"runtime {runtime!r} is not installed on pi"
     assert_device_tidy(workdir)
 
 

@@ -8,33 +8,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tasks.benchmark import benchmark_device
-from tasks.config import BenchmarkParams, SshDevice
-from tests.helpers import assert_device_tidy
+from tasks.config import SshDevice
+from tests.helpers import assert_device_tidy, bench_device, records, ssh_device
 from tests.sshd import SshServer, keygen
 
-QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
-                        accuracy_samples=30, timeout_seconds=120)
 
-
-def _device(server: SshServer, tmp_path: Path, **changes: Any) -> SshDevice:
-    fields = {"transport": "ssh", "host": server.host, "port": server.port, "user": server.user,
-              "key_file": server.client_key, "known_hosts": server.known_hosts,
-              # The "board" is this machine: its interpreter has every runtime.
-              "python": sys.executable, "workdir": str(tmp_path / "remote"),
-              "runtimes": ["tflite", "onnxruntime"]}
-    return SshDevice(**{**fields, **changes})
-
-
-def _records(tiny_project, device: SshDevice, out: Path) -> dict[str, dict[str, Any]]:
-    run = benchmark_device("pi", device, QUICK, tiny_project.layout.variants,
-                           tiny_project.layout.prepared, out)
-    return {json.loads(path.read_text())["variant"]: json.loads(path.read_text())
-            for path in run.results}
+def _records(tiny_project: Any, device: SshDevice, out: Path) -> dict[str, dict[str, Any]]:
+    return records(bench_device(tiny_project, "pi", device, out))
 
 
 def test_benchmark_over_ssh(tiny_project, ssh_server: SshServer, tmp_path: Path) -> None:
-    records = _records(tiny_project, _device(ssh_server, tmp_path), tmp_path / "results")
+    records = _records(tiny_project, ssh_device(ssh_server, tmp_path / "remote"),
+                       tmp_path / "results")
     for name in ("tflite-fp32", "onnx-fp32"):
         assert records[name]["status"] == "ok", records[name]["error"]
         assert records[name]["harness"]["latency_ms"]["p50"] > 0
@@ -47,7 +32,7 @@ def test_unknown_host_key_is_refused_with_how_to_trust(tiny_project, ssh_server:
                                                        tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    records = _records(tiny_project, _device(ssh_server, tmp_path, known_hosts=empty),
+    records = _records(tiny_project, ssh_device(ssh_server, tmp_path / "remote", known_hosts=empty),
                        tmp_path / "results")
     for record in records.values():
         assert record["status"] == "failed"
@@ -61,15 +46,15 @@ def test_changed_host_key_is_refused(tiny_project, ssh_server: SshServer, tmp_pa
     impostor = " ".join((tmp_path / "impostor.pub").read_text().split()[:2])
     known = tmp_path / "known_hosts"
     known.write_text(f"[{ssh_server.host}]:{ssh_server.port} {impostor}\n")
-    records = _records(tiny_project, _device(ssh_server, tmp_path, known_hosts=known),
+    records = _records(tiny_project, ssh_device(ssh_server, tmp_path / "remote", known_hosts=known),
                        tmp_path / "results")
     assert all("changed" in record["error"] for record in records.values())
 
 
 def test_wrong_client_key_is_refused(tiny_project, ssh_server: SshServer, tmp_path: Path) -> None:
     keygen(tmp_path / "stranger")
-    records = _records(tiny_project, _device(ssh_server, tmp_path, key_file=tmp_path / "stranger"),
-                       tmp_path / "results")
+    stranger = ssh_device(ssh_server, tmp_path / "remote", key_file=tmp_path / "stranger")
+    records = _records(tiny_project, stranger, tmp_path / "results")
     for record in records.values():
         assert record["status"] == "failed"
         assert "Authentication" in record["error"] or "auth" in record["error"].lower()
@@ -132,7 +117,7 @@ def test_the_users_ssh_config_is_never_read(ssh_server: SshServer, tmp_path: Pat
         "Host *\n  ProxyCommand false\n  ForwardAgent yes\n  Port 1\n  User nobody\n"
         f"  IdentityFile {tmp_path / 'other_key'}\n")
     monkeypatch.setenv("HOME", str(home))
-    device = _device(ssh_server, tmp_path)
+    device = ssh_device(ssh_server, tmp_path / "remote")
     connection = SshConnection(device, "pi")
     fabric = connection._fabric
     assert (fabric.port, fabric.user, fabric.forward_agent, fabric.gateway) == (

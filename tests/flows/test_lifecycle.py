@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_FARM, TINY_PARAMS, write_tiny_config
+from tests.tiny import TINY_FARM, TINY_PARAMS, write_tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 ALL_STEPS = ["prepare", "train", "optimize", "convert", "benchmark[local]", "select", "track"]

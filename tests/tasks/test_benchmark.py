@@ -25,15 +25,11 @@ from tasks.convert import read_index
 from tasks.errors import StepError
 from tasks.devices import LocalConnection, quote_command
 from tasks.files import read_json, sha256_file
-from tests.helpers import assert_device_tidy, processes_mentioning
+from tests.helpers import assert_device_tidy, processes_mentioning, records
 
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
                         accuracy_samples=50, timeout_seconds=60)
 VARIANTS = ("tflite-fp32", "onnx-fp32", "openvino-fp32")
-
-
-def records(run: DeviceRun) -> dict[str, dict[str, Any]]:
-    return {path.stem: read_json(path) for path in run.results}
 
 
 def bench(tiny_project: Any, device: LocalDevice, out_dir: Path,

@@ -25,7 +25,7 @@ from tasks.optimize import optimize
 from tasks.prepare import load_split
 from tasks.pruning import (RECIPES, MagnitudePruningOptions, StructuredPruningOptions,
                            TrainingData, recipe)
-from tests.conftest import write_tiny_config
+from tests.tiny import write_tiny_config
 
 CHANCE = 0.1  # ten digit classes
 # Above chance by a margin that 2 fine-tuning epochs reach reliably (measured ~0.5).

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tasks.steps import Context
 from tasks.versioning import record_outputs
-from tests.conftest import TINY_FARM, TINY_PARAMS, write_tiny_config
+from tests.tiny import TINY_FARM, TINY_PARAMS, write_tiny_config
 
 
 def _context(root: Path, params: str = TINY_PARAMS) -> Context:
