@@ -4,12 +4,14 @@ and validate its result.
 Reads params ``benchmark``, the device's entry in ``farm.yaml``,
 ``models/variants/`` and ``data/prepared/test.npz``. Writes
 ``results/<device>/<variant>.json``: the variant's identity, ``status`` (``ok``,
-``failed`` or ``skipped``), ``error`` and the raw harness result under ``harness``.
+``failed`` or ``skipped``), ``error`` and the raw harness result under ``harness``
+(with ``runtime.execution_precision``, what the runtime computed in).
 
 Files reach the device through :mod:`tasks.deploy` (a per-run folder, sha256-verified
 pushes, owner-only modes, old runs pruned). The device is probed first (host facts,
 importable runtimes); a variant whose runtime the device lacks is ``skipped`` with that
-reason. A harness that fails, hangs past the timeout or returns garbage gives a
+reason, and so is one whose execution precision the device lacks natively (bf16 on a CPU
+without it), as the harness reports. A harness that fails, hangs past the timeout or returns garbage gives a
 ``failed`` result with the reason; the other variants still run. A lost connection fails
 the variant that was running; the next one reconnects (retried with backoff) or, if the
 device is gone, every remaining variant fails with that reason. Results from the device
@@ -48,6 +50,8 @@ REQUIRED_OK_FIELDS = {"latency_ms": dict, "throughput_fps": float, "accuracy": f
                       "peak_rss_mb": float, "load_ms": float, "first_inference_ms": float,
                       "runtime": dict}
 FACT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # facts become MLflow tag names
+# skipped: the device cannot run the variant's execution precision natively.
+HARNESS_STATUSES = ("ok", "failed", "skipped")
 LATENCY_FIELDS = ("p50", "p90", "p99", "mean", "std", "min", "max")
 
 
@@ -149,8 +153,9 @@ def parse_untrusted_json(raw: bytes) -> dict[str, Any]:
 def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
     """Check the fields the report relies on; raise ValueError naming the first bad one."""
     status = document.get("status")
-    if status not in {"ok", "failed"}:
-        raise ValueError(f"harness result has status {status!r} (expected 'ok' or 'failed')")
+    if status not in HARNESS_STATUSES:
+        raise ValueError(f"harness result has status {status!r} "
+                         f"(expected {', '.join(map(repr, HARNESS_STATUSES))})")
     if status == "ok":
         for key, kind in REQUIRED_OK_FIELDS.items():
             value = document.get(key)
@@ -163,7 +168,7 @@ def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"harness result field latency_ms.{key} is missing")
     elif not isinstance(document.get("error"), str):
-        raise ValueError("a failed harness result has no 'error' text")
+        raise ValueError(f"a {status} harness result has no 'error' text")
     return document
 
 
@@ -340,7 +345,8 @@ def identity(variant: dict[str, Any], device_name: str) -> dict[str, Any]:
     return {"variant": variant["name"], "device": device_name, "format": variant["format"],
             "precision": variant["precision"], "source": variant["source"],
             "runtime": variant["runtime"], "size_bytes": variant.get("bytes"),
-            "sha256": variant.get("sha256")}
+            "sha256": variant.get("sha256"),
+            "declared_execution_precision": (variant.get("spec") or {}).get("execution_precision")}
 
 
 def check_mcu_fit(device_name: str, device: McuDevice, variants_dir: Path,

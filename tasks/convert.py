@@ -8,19 +8,26 @@ its format, precision, source model, files with bytes and sha256, runtime, input
 spec (with quantisation parameters), and the check result (argmax agreement with
 Keras, max abs logit difference, accuracy on the checked images).
 
+Each variant's spec names its execution precision (``f32``, or ``bf16`` for a bf16
+variant): the precision its float arithmetic must run in on every device, which the
+check here and the harness on each device request explicitly.
+
 An fp32/fp16 variant that disagrees with its model beyond the tolerances is a converter
 fault: it fails the whole step with the numbers; nothing is written then, and earlier
-variants stay as they were. A quantised variant below ``min_agreement_quantized`` is
-kept in the index as ``rejected`` with its numbers (quantisation may cost accuracy) and
-is not benchmarked; an exporter that cannot run here marks its variant ``skipped``.
+variants stay as they were. A quantised or bf16 variant below ``min_agreement_quantized``
+is kept in the index as ``rejected`` with its numbers (quantisation and bf16 arithmetic
+may cost accuracy) and is not benchmarked; an exporter that cannot run here marks its
+variant ``skipped``. A bf16 variant on a CPU without native bf16 is checked in f32 (the
+same graph) and says so; each device then measures its bf16 accuracy or skips it.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +38,8 @@ from tasks.accuracy import reference_on_first, relative_drop
 from tasks.config import ConvertParams, QuantizationParams
 from tasks.errors import ConversionError, StepError
 from tasks.files import atomic_output_dir, read_json, sha256_file, write_json
-from tasks.formats import FORMATS, Exported, ExportRequest, Skipped, SourceModel
+from tasks.formats import (FORMATS, Exported, ExportRequest, Skipped, SourceModel,
+                           execution_precision)
 from tasks.model_stats import gzip_size
 from tasks.prepare import load_split
 
@@ -50,6 +58,8 @@ class CheckResult:
     reference_accuracy: float
     passed: bool
     failures: tuple[str, ...]
+    execution_precision: str = "f32"  # what the check's float arithmetic ran in
+    note: str | None = None
 
 
 def variant_name(source: str, fmt: str, precision: str) -> str:
@@ -65,17 +75,33 @@ def load_source(model_dir: Path, prepared: Path, name: str = "base") -> SourceMo
     return SourceModel(name, keras_path, saved_model, tuple(meta["input_shape"]))
 
 
+def _check_runner(exported: Exported, runtime: str) -> tuple[harness.Runner, str | None]:
+    """The artifact loaded as a device would load it, at its spec's execution precision.
+    Where this machine lacks that precision natively (bf16 on a CPU without it), the
+    same graph is checked in f32 instead, and the note says so."""
+    load = functools.partial(harness.load_runner, exported.check_runtime or runtime,
+                             str(exported.check_file or exported.main_file), 1)
+    wanted = exported.spec.get("execution_precision", harness.DEFAULT_EXECUTION_PRECISION)
+    try:
+        return load({"execution_precision": wanted}), None
+    except harness.PrecisionUnavailable as unavailable:
+        return (load({"execution_precision": "f32"}),
+                f"checked in f32 here ({unavailable}); devices measure its {wanted} accuracy")
+
+
 def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: np.ndarray,
                   reference_logits: np.ndarray, precision: str,
                   params: ConvertParams) -> CheckResult:
     """Run the artifact in its runtime (the harness's own loader) and compare with Keras."""
-    runner = harness.load_runner(exported.check_runtime or runtime,
-                                 str(exported.check_file or exported.main_file), threads=1)
+    runner, note = _check_runner(exported, runtime)
     logits = harness.predict(runner, images, exported.spec)
     predicted, expected = np.argmax(logits, axis=1), np.argmax(reference_logits, axis=1)
     agreement = float(np.mean(predicted == expected))
     max_diff = float(np.max(np.abs(logits - reference_logits)))
     failures = []
+    wanted = "f32" if note else exported.spec.get("execution_precision", "f32")
+    if runner.execution_precision != wanted:
+        failures.append(f"ran in {runner.execution_precision}, not the {wanted} it declares")
     floor = params.min_agreement if precision in FLOAT_PRECISIONS else params.min_agreement_quantized
     if agreement < floor:
         failures.append(f"argmax agreement {agreement:.4f} < {floor}")
@@ -86,7 +112,14 @@ def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: 
         samples=int(len(images)), agreement=agreement, max_abs_logit_diff=max_diff,
         accuracy=float(np.mean(predicted == labels)),
         reference_accuracy=float(np.mean(expected == labels)),
-        passed=not failures, failures=tuple(failures))
+        passed=not failures, failures=tuple(failures),
+        execution_precision=runner.execution_precision, note=note)
+
+
+def with_execution_precision(exported: Exported, precision: str) -> Exported:
+    """The export with its spec naming the precision its float arithmetic must run in."""
+    spec = {**exported.spec, "execution_precision": execution_precision(precision)}
+    return replace(exported, spec=spec)
 
 
 def _file_entries(exported: Exported, variants_dir: Path) -> list[dict[str, Any]]:
@@ -153,7 +186,7 @@ def convert(formats: dict[str, list[str]], params: ConvertParams,
                                 "source": source.name, "runtime": fmt.runtime}
                     started = time.perf_counter()
                     try:
-                        exported = fmt.export(request)
+                        exported = with_execution_precision(fmt.export(request), precision)
                         check = check_variant(exported, fmt.runtime, x_test, y_test,
                                               reference_logits, precision, params)
                     except Skipped as skip:

@@ -12,12 +12,21 @@ Protocol (identical for every runtime, so results are comparable):
 
 Inputs: ``--data`` is an ``.npz`` with ``x`` (float32, NHWC, normalised) and ``y``
 (int labels); ``--spec`` is the variant's JSON spec: ``{"input": {"dtype", "shape",
-"quantization": {"scale", "zero_point"} | null}, "output": {...}}``. Quantised inputs
-are fed as the runtime expects them and quantised outputs are de-quantised.
+"quantization": {"scale", "zero_point"} | null}, "output": {...},
+"execution_precision": "f32" | "bf16" | "f16"}``. Quantised inputs are fed as the
+runtime expects them and quantised outputs are de-quantised.
 
-Output: one JSON object at ``--out`` with ``status`` ``ok`` or ``failed`` and
-``error``. A failure (runtime missing, corrupt artifact...) still writes the file and
-exits with status 1, so the orchestrator records the reason instead of crashing.
+Execution precision: the precision the runtime's float (non-quantised) arithmetic runs
+in. The harness asks each runtime for the spec's precision explicitly, never a hardware
+default (OpenVINO computes in bf16 by default on CPUs with AVX512-BF16 or AMX, and in
+f16 on ARM CPUs with fp16), and records what the runtime reports it used as
+``runtime.execution_precision``. A precision the hardware cannot run natively is
+refused up front: the result is ``skipped`` with the reason, never measured in
+another precision under the variant's name.
+
+Output: one JSON object at ``--out`` with ``status`` ``ok``, ``skipped`` or ``failed``
+and ``error``. A failure (runtime missing, corrupt artifact...) still writes the file
+and exits with status 1, so the orchestrator records the reason instead of crashing.
 """
 
 from __future__ import annotations
@@ -59,14 +68,41 @@ PROTOCOL_VERSION = 1
 Infer = Callable[["np.ndarray"], "np.ndarray"]
 
 
+# The precision a variant's float arithmetic runs in, when its spec does not say.
+DEFAULT_EXECUTION_PRECISION = "f32"
+# What a runtime reports when it cannot say what a delegate or provider computes in.
+UNVERIFIED = "unverified"
+
+
+class PrecisionUnavailable(RuntimeError):
+    """The device cannot run the requested execution precision natively: the variant is
+    skipped there, never measured in another precision under its name."""
+
+
 class Runner:
     """A loaded artifact: ``infer`` takes one runtime-ready input and returns logits."""
 
-    def __init__(self, infer: Infer, runtime: str, version: str, accelerator: str = "CPU") -> None:
+    def __init__(self, infer: Infer, runtime: str, version: str, accelerator: str = "CPU",
+                 execution_precision: str = UNVERIFIED) -> None:
         self.infer = infer
         self.runtime = runtime
         self.version = version
         self.accelerator = accelerator  # what actually runs it, as the runtime reports
+        # What the float arithmetic runs in, as the runtime reports it (or as pinned).
+        self.execution_precision = execution_precision
+
+
+def _requested_precision(options: dict[str, Any]) -> str:
+    return str(options.get("execution_precision") or DEFAULT_EXECUTION_PRECISION)
+
+
+def _require_f32(runtime: str, options: dict[str, Any]) -> None:
+    """Runtimes whose CPU kernels compute float ops in f32 only (LiteRT/XNNPACK, ONNX
+    Runtime's CPU provider, TFLite Micro): any other request cannot be honoured."""
+    requested = _requested_precision(options)
+    if requested != "f32":
+        raise PrecisionUnavailable(f"{runtime} runs float operations in f32 on this device; "
+                                   f"{requested} execution is not available")
 
 
 def _load_tflite(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
@@ -82,6 +118,7 @@ def _load_tflite(artifact: str, threads: int, options: dict[str, Any]) -> Runner
         except ImportError:
             import tensorflow as tf  # type: ignore[import-not-found]
             module, name = tf.lite, "tensorflow-lite"
+    _require_f32("LiteRT", options)
     delegate_path = options.get("tflite_delegate")
     delegates = []
     if delegate_path:
@@ -93,8 +130,46 @@ def _load_tflite(artifact: str, threads: int, options: dict[str, Any]) -> Runner
     shape = [1, *list(input_detail["shape"][1:])]
     if list(input_detail["shape"]) != shape:
         interpreter.resize_tensor_input(input_detail["index"], shape)
+    # A delegate (GPU, NPU) picks its own arithmetic (GPU delegates default to f16) and
+    # does not report it: unverified. Without one, XNNPACK computes float ops in f32
+    # unless the model carries "reduced_precision_support" metadata (TFLiteConverter
+    # writes it on fp16 models) and the CPU has fp16 arithmetic: then it computes in
+    # f16. edgeflow's converter removes that metadata; a model that still has it is
+    # reported as it runs here, and fails its f32 declaration where that is f16.
+    precision = (f"{UNVERIFIED} (delegate {delegate_path})" if delegate_path
+                 else "f16" if _allows_reduced_precision(artifact) and cpu_has_fp16_arithmetic()
+                 else "f32")
     return Runner(_interpreter_infer(interpreter), name, _package_version(name, module),
-                  f"delegate {delegate_path}" if delegate_path else "CPU")
+                  f"delegate {delegate_path}" if delegate_path else "CPU", precision)
+
+
+REDUCED_PRECISION_METADATA = b"reduced_precision_support"
+# /proc/cpuinfo flags of native fp16 arithmetic: ARMv8.2 (asimdhp), x86 AVX512-FP16.
+FP16_ARITHMETIC_FLAGS = frozenset({"asimdhp", "avx512_fp16"})
+
+
+def _allows_reduced_precision(artifact: str) -> bool:
+    """Whether a .tflite flatbuffer names the metadata that lets XNNPACK compute in f16
+    (metadata names are stored as plain strings in the flatbuffer)."""
+    with open(artifact, "rb") as handle:
+        return REDUCED_PRECISION_METADATA in handle.read()
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (x86 "flags", ARM "Features"); empty when unreadable."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in {"flags", "features"}:
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_fp16_arithmetic() -> bool:
+    return bool(cpu_flags() & FP16_ARITHMETIC_FLAGS)
 
 
 def _interpreter_infer(interpreter: Any) -> Infer:
@@ -116,6 +191,7 @@ def _load_tflm(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
     # op for op, so its accuracy is the MCU's accuracy (its latency is the host's).
     from tflite_micro.python.tflite_micro import runtime as tflm
 
+    _require_f32("TensorFlow Lite Micro", options)
     with open(artifact, "rb") as handle:
         model = handle.read()
     arena = options.get("arena_bytes")
@@ -126,7 +202,9 @@ def _load_tflm(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
         interpreter.invoke()
         return interpreter.get_output(0)
 
-    return Runner(infer, "tflite-micro", _package_version("tflite-micro", tflm))
+    # Reference kernels: integer ops in integers, float ops in f32 on every target.
+    return Runner(infer, "tflite-micro", _package_version("tflite-micro", tflm),
+                  execution_precision="f32")
 
 
 def _load_edgetpu(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
@@ -135,16 +213,22 @@ def _load_edgetpu(artifact: str, threads: int, options: dict[str, Any]) -> Runne
         from ai_edge_litert import interpreter as module
     except ImportError:
         from tflite_runtime import interpreter as module  # type: ignore[no-redef]
+    _require_f32("Edge TPU", options)
     delegate = module.load_delegate(EDGETPU_LIBRARY)
     interpreter = module.Interpreter(model_path=artifact, experimental_delegates=[delegate])
+    # The TPU runs the int8 graph; what it cannot map stays on the CPU in f32.
     return Runner(_interpreter_infer(interpreter), "edgetpu",
-                  _package_version("ai-edge-litert", module))
+                  _package_version("ai-edge-litert", module), "Edge TPU", "f32")
 
 
 def _load_onnxruntime(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
     import onnxruntime as ort
 
+    _require_f32("ONNX Runtime", options)
     session_options = ort.SessionOptions()
+    # Pinned, not left to the build: ARM64 builds can run fp32 GEMMs in bf16 ("fastmath")
+    # when this is on. Off is the default today; a variant's name must not hang on that.
+    session_options.add_session_config_entry(ORT_ARM64_BF16_FASTMATH, "0")
     session_options.intra_op_num_threads = threads
     session_options.inter_op_num_threads = 1
     session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -160,7 +244,15 @@ def _load_onnxruntime(artifact: str, threads: int, options: dict[str, Any]) -> R
     def infer(x: np.ndarray) -> np.ndarray:
         return session.run([output_name], {input_name: x})[0]
 
-    return Runner(infer, "onnxruntime", ort.__version__, ",".join(session.get_providers()))
+    used = session.get_providers()
+    # The CPU provider computes float ops in f32 (fastmath pinned off above); other
+    # providers (CUDA, TensorRT, OpenVINO, QNN) choose for themselves and do not say.
+    precision = ("f32" if used == ["CPUExecutionProvider"]
+                 else f"{UNVERIFIED} (providers {','.join(used)})")
+    return Runner(infer, "onnxruntime", ort.__version__, ",".join(used), precision)
+
+
+ORT_ARM64_BF16_FASTMATH = "mlas.enable_gemm_fastmath_arm64_bfloat16"
 
 
 def _load_openvino(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
@@ -168,9 +260,8 @@ def _load_openvino(artifact: str, threads: int, options: dict[str, Any]) -> Runn
 
     core = ov.Core()
     device = options.get("openvino_device") or "CPU"
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-    if device == "CPU":
-        config["INFERENCE_NUM_THREADS"] = threads
+    config = openvino_config(device, _requested_precision(options), threads,
+                             core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
     compiled = core.compile_model(core.read_model(artifact), device, config)
     request = compiled.create_infer_request()
     input_tensor = request.get_input_tensor(0)
@@ -184,7 +275,42 @@ def _load_openvino(artifact: str, threads: int, options: dict[str, Any]) -> Runn
         return request.get_output_tensor(0).data
 
     return Runner(infer, "openvino", ov.__version__,
-                  ",".join(compiled.get_property("EXECUTION_DEVICES")))
+                  ",".join(compiled.get_property("EXECUTION_DEVICES")),
+                  _openvino_precision(compiled))
+
+
+# The OPTIMIZATION_CAPABILITIES entry a device lists when it runs a precision natively.
+OPENVINO_CAPABILITIES = {"f32": "FP32", "f16": "FP16", "bf16": "BF16"}
+
+
+def openvino_config(device: str, precision: str, threads: int,
+                    capabilities: list[str]) -> dict[str, Any]:
+    """The compile config that runs ``precision`` on ``device``, stated explicitly.
+
+    OpenVINO's CPU plugin otherwise picks the precision from the hardware: bf16 on CPUs
+    with AVX512-BF16 or AMX, f16 on ARM CPUs with fp16 arithmetic; and a hint the CPU
+    cannot honour is silently replaced (f16 asked of an AVX512-BF16 CPU compiles to
+    bf16). So a precision the device does not list as native is refused here, and the
+    compiled model's own ``INFERENCE_PRECISION_HINT`` is what the result records.
+    """
+    if precision not in OPENVINO_CAPABILITIES:
+        raise ValueError(f"unknown execution precision {precision!r} "
+                         f"(known: {', '.join(OPENVINO_CAPABILITIES)})")
+    if OPENVINO_CAPABILITIES[precision] not in capabilities:
+        raise PrecisionUnavailable(f"{device} lacks native {precision} (OpenVINO lists "
+                                   f"{', '.join(capabilities) or 'nothing'})")
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+    if device == "CPU":
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
+def _openvino_precision(compiled: Any) -> str:
+    """The compiled model's inference precision ("f32", "bf16", "f16")."""
+    try:
+        return compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    except Exception:  # noqa: BLE001 - a plugin that does not report it
+        return UNVERIFIED
 
 
 # The modules that provide each runtime, in the order the loader tries them.
@@ -436,7 +562,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with np.load(args.data, allow_pickle=False) as data:
         images, labels = data["x"], data["y"]
     rss_before_load = _peak_rss_mb()
-    options = {**json.loads(args.accelerators), "arena_bytes": spec.get("arena_bytes")}
+    options = {**json.loads(args.accelerators), "arena_bytes": spec.get("arena_bytes"),
+               "execution_precision": spec.get("execution_precision")}
 
     start = time.perf_counter()
     runner = load_runner(args.runtime, args.artifact, args.threads, options)
@@ -458,7 +585,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     return {
         "runtime": {"name": runner.runtime, "version": runner.version, "requested": args.runtime,
-                    "accelerator": runner.accelerator},
+                    "accelerator": runner.accelerator,
+                    "requested_precision": _requested_precision(options),
+                    "execution_precision": runner.execution_precision},
         "threads": args.threads,
         "load_ms": load_ms,
         "first_inference_ms": first_inference_ms,
@@ -541,6 +670,10 @@ def main(argv: list[str] | None = None) -> int:
         result.update(measure(args))
         result["finished_at"] = time.time()
         result.update(status="ok", error=None)
+        code = 0
+    except PrecisionUnavailable as error:
+        # Not a failure of the device: it cannot run what the variant's name promises.
+        result.update(status="skipped", error=str(error))
         code = 0
     except BaseException as error:  # noqa: BLE001 - every failure becomes a result
         if isinstance(error, KeyboardInterrupt):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("device", "variant", "status", "accuracy", "drop", "size KB", "p50 ms", "p90 ms",
+COLUMNS = ("device", "variant", "status", "exec", "accuracy", "drop", "size KB", "p50 ms", "p90 ms",
            "p99 ms", "fps", "RSS MB")
 
 
@@ -16,7 +16,7 @@ def _fmt(value: Any, pattern: str) -> str:
 
 def row_cells(row: dict[str, Any]) -> list[str]:
     latency = row.get("latency_ms") or {}
-    return [row["device"], row["variant"], row["status"],
+    return [row["device"], row["variant"], row["status"], row.get("execution_precision") or "—",
             _fmt(row.get("accuracy"), ".4f"), _fmt(row.get("accuracy_drop"), ".2%"),
             _fmt(row["size_bytes"] / 1024 if row.get("size_bytes") is not None else None, ".1f"),
             _fmt(latency.get("p50"), ".3f"), _fmt(latency.get("p90"), ".3f"),
@@ -51,7 +51,8 @@ def render_markdown(summary: dict[str, Any], plots: list[str]) -> str:
         reasons = "; ".join(row["reasons"] + row.get("notes", [])).replace("|", "\\|") or "—"
         lines.append("| " + " | ".join(row_cells(row)) + f" | {reasons} |")
     lines += ["", "Latency is batch 1, per inference, measured by the same harness protocol "
-              "on every runtime; drop is relative to the fp32 reference.", "",
+              "on every runtime; drop is relative to the fp32 reference; exec is the precision "
+              "the runtime reports its float arithmetic ran in.", "",
               "## Requirements per device", ""]
     for device, requirements in summary["requirements"].items():
         stated = ", ".join(f"{key}={value}" for key, value in requirements.items()
@@ -122,7 +123,7 @@ def summary_table(summary: dict[str, Any], include_skipped: bool = False) -> Any
     table = Table(title=f"edgeflow results (fp32 reference accuracy "
                         f"{summary['reference_accuracy']:.4f})")
     for column in COLUMNS:
-        table.add_column(column, justify="left" if column in {"device", "variant", "status"} else "right")
+        table.add_column(column, justify="left" if column in {"device", "variant", "status", "exec"} else "right")
     table.add_column("reasons / notes")
     for row in summary["results"]:
         if row["status"] == "skipped" and not include_skipped:

@@ -24,6 +24,7 @@ from tasks.accuracy import reference_on_first, relative_drop
 from tasks.config import Farm, RequirementParams, Requirements, effective_requirements
 from tasks.errors import StepError
 from tasks.files import atomic_output_dir, read_json, write_json
+from tasks.harness import UNVERIFIED
 
 MB = 1024 * 1024
 
@@ -39,6 +40,9 @@ class Measured:
     latency_p90_ms: float | None = None
     peak_rss_mb: float | None = None
     mcu: dict[str, Any] | None = None
+    # What the float arithmetic ran in against what the variant declares (harness runs).
+    execution_precision: str | None = None
+    declared_precision: str | None = None
 
 
 Check = Callable[[Requirements, Measured], str | None]
@@ -91,18 +95,32 @@ def _fits_ram(req: Requirements, m: Measured) -> str | None:
     return None
 
 
-CHECKS: tuple[Check, ...] = (_min_accuracy, _max_accuracy_drop, _max_latency, _max_size,
+def _ran_as_declared(req: Requirements, m: Measured) -> str | None:
+    """Not a requirement but a precondition: numbers measured in another precision than
+    the variant's name says (an fp32 variant run in bf16) are not that variant's.
+    An "unverified" precision (a delegate or provider that does not say) is a note."""
+    ran, declared = m.execution_precision, m.declared_precision
+    if declared is None or (ran or "").startswith(UNVERIFIED):
+        return None
+    if ran != declared:
+        return (f"ran in {ran or 'an unreported precision'}, not the {declared} "
+                "its variant declares")
+    return None
+
+
+CHECKS: tuple[Check, ...] = (_ran_as_declared, _min_accuracy, _max_accuracy_drop, _max_latency, _max_size,
                              _max_memory, _fits_flash, _fits_ram)
 
 
 def _empty_measures() -> dict[str, Any]:
     """The columns of a row that measured nothing (a fresh ``notes`` list each time)."""
     return {"accuracy": None, "accuracy_drop": None, "latency_ms": None, "throughput_fps": None,
-            "peak_rss_mb": None, "load_ms": None, "runtime_version": None, "mcu": None,
-            "notes": []}
+            "peak_rss_mb": None, "load_ms": None, "runtime_version": None,
+            "execution_precision": None, "mcu": None, "notes": []}
 
 
-def _measures(record: dict[str, Any], reference_accuracy: float) -> tuple[Measured, dict[str, Any]]:
+def _measures(record: dict[str, Any], reference_accuracy: float,
+              declared_precision: str | None) -> tuple[Measured, dict[str, Any]]:
     """What was measured, as requirement inputs and as summary columns."""
     size = int(record["size_bytes"])
     mcu = record.get("mcu")
@@ -119,10 +137,15 @@ def _measures(record: dict[str, Any], reference_accuracy: float) -> tuple[Measur
     harness = record["harness"]
     latency = harness["latency_ms"]
     accuracy = float(harness["accuracy"])
+    ran = harness["runtime"].get("execution_precision")
     measured = Measured(accuracy, relative_drop(accuracy, reference_accuracy), size,
                         latency_p90_ms=float(latency["p90"]),
-                        peak_rss_mb=float(harness["peak_rss_mb"]))
-    return measured, {**_empty_measures(), "accuracy": accuracy,
+                        peak_rss_mb=float(harness["peak_rss_mb"]),
+                        execution_precision=ran, declared_precision=declared_precision)
+    notes = ([f"execution precision {ran}: the runtime does not report it"]
+             if str(ran).startswith(UNVERIFIED) else [])
+    return measured, {**_empty_measures(), "accuracy": accuracy, "notes": notes,
+                      "execution_precision": ran,
                       "accuracy_drop": measured.accuracy_drop,
                       "latency_ms": {key: float(latency[key]) for key in ("p50", "p90", "p99", "mean")},
                       "throughput_fps": float(harness["throughput_fps"]),
@@ -133,7 +156,8 @@ def _measures(record: dict[str, Any], reference_accuracy: float) -> tuple[Measur
 def evaluate(record: dict[str, Any], requirements: Requirements,
              reference_accuracy: float) -> dict[str, Any]:
     """One summary row from one benchmark record; ``reference_accuracy`` is the fp32
-    model's accuracy on the same test images the device evaluated."""
+    model's accuracy on the same test images the device evaluated. The record's
+    ``declared_execution_precision`` is what its variant declares (absent: f32)."""
     row: dict[str, Any] = {key: record.get(key) for key in
                            ("variant", "format", "precision", "source", "device", "runtime",
                             "size_bytes", "threads")}
@@ -141,7 +165,8 @@ def evaluate(record: dict[str, Any], requirements: Requirements,
         status = {"skipped": "skipped", "rejected": "fail"}.get(record.get("status", ""), "error")
         return {**row, **_empty_measures(), "status": status,
                 "reasons": [record.get("error") or "unknown failure"]}
-    measured, columns = _measures(record, reference_accuracy)
+    measured, columns = _measures(record, reference_accuracy,
+                                  record.get("declared_execution_precision") or "f32")
     reasons = [reason for check in CHECKS if (reason := check(requirements, measured))]
     return {**row, **columns, "status": "fail" if reasons else "pass", "reasons": reasons}
 

@@ -4,7 +4,7 @@ Reads every params section, ``reports/`` (summary, report, plots), ``results/``,
 ``models/variants/``, ``data/prepared/meta.json`` and ``metrics/train.json``. Writes
 one parent run (params, reference accuracy, counts, the report and plots) with one
 nested run per (variant, device): params ``variant format precision source device
-runtime runtime_version threads``, metrics ``accuracy size_bytes latency_p50_ms
+runtime runtime_version execution_precision threads``, metrics ``accuracy size_bytes latency_p50_ms
 latency_p90_ms latency_p99_ms latency_mean_ms throughput_fps peak_rss_mb load_ms``, tags
 (device facts, git commit, data hash, status, reasons), the artifact and the raw
 harness result. Writes ``metrics/mlflow_run.json`` (the run ids) for people and DVC.
@@ -149,7 +149,9 @@ def _log_result(client: Any, experiment_id: str, parent: str, row: dict[str, Any
         _log(client, run_id,
              {"variant": row["variant"], "format": row["format"], "precision": row["precision"],
               "source": row["source"], "device": row["device"], "runtime": row["runtime"],
-              "runtime_version": row.get("runtime_version") or "n/a", "threads": row["threads"]},
+              "runtime_version": row.get("runtime_version") or "n/a",
+              "execution_precision": row.get("execution_precision") or "n/a",
+              "threads": row["threads"]},
              _metrics(row, record),
              {**common_tags, "status": row["status"],
               "reasons": "; ".join(row["reasons"])[:5000] or "none",

@@ -78,6 +78,20 @@ class Format:
     export: Exporter
 
 
+# The precision a variant's float (non-quantised) arithmetic runs in, by its precision
+# name: "f32" unless the name says otherwise. fp16 names fp16 *weights* (TFLite's fp16
+# recipe, OpenVINO's compressed IR): every runtime here decompresses them and computes
+# in f32, and edgeflow pins that on every CPU, x86 and ARM alike, so an fp16 variant's
+# numbers do not depend on the board's fp16 arithmetic. Quantised precisions run their
+# quantised ops in integers and whatever stays float in f32. bf16 is its own variant.
+EXECUTION_PRECISIONS: dict[str, str] = {"bf16": "bf16"}
+
+
+def execution_precision(precision: str) -> str:
+    """What a variant of ``precision`` must run its float arithmetic in."""
+    return EXECUTION_PRECISIONS.get(precision, "f32")
+
+
 def float_spec(input_shape: tuple[int, int, int]) -> dict[str, Any]:
     """The spec of an artifact that takes and returns float32 tensors."""
     return {"input": {"dtype": "float32", "shape": [1, *input_shape], "layout": "NHWC",

@@ -1,7 +1,9 @@
 """OpenVINO IR (``model.xml`` + ``model.bin``) converted from the SavedModel:
 
 - ``fp32``: as converted (``save_model`` would compress to fp16 unless told not to);
-- ``fp16``: weights compressed to fp16 (``compress_to_fp16``);
+- ``fp16``: weights compressed to fp16 (``compress_to_fp16``), computed in f32;
+- ``bf16``: the fp32 IR, computed in bf16 (``INFERENCE_PRECISION_HINT``) on devices that
+  do so natively (CPUs with AVX512-BF16 or AMX); skipped with the reason elsewhere;
 - ``int8``: NNCF post-training quantisation (``nncf.quantize``) on the calibration split,
   float constants left over stored as fp16;
 - ``int8-acc``: NNCF accuracy-aware quantisation
@@ -70,8 +72,12 @@ def _int8_accuracy_aware(model: Any, request: ExportRequest) -> Any:
 
 
 TRANSFORMS: dict[str, Callable[[Any, ExportRequest], Any]] = {
-    "fp32": _as_is, "fp16": _as_is, "int8": _int8, "int8-acc": _int8_accuracy_aware,
+    "fp32": _as_is, "fp16": _as_is, "bf16": _as_is, "int8": _int8,
+    "int8-acc": _int8_accuracy_aware,
 }
+# Saved with fp32 constants: fp32 must stay fp32, and bf16 rounds from fp32 once at
+# compile time (from fp16 it would round twice).
+FP32_STORAGE = {"fp32", "bf16"}
 
 
 def converted_model(request: ExportRequest) -> Any:
@@ -95,9 +101,9 @@ def export_openvino(request: ExportRequest) -> Exported:
 
     model = TRANSFORMS[request.precision](converted_model(request), request)
     target = request.out_dir / "model.xml"
-    # fp32 must stay fp32; every other precision keeps its remaining float constants
-    # (biases, scales) in fp16, as OpenVINO does by default.
-    ov.save_model(model, str(target), compress_to_fp16=request.precision != "fp32")
+    # Every other precision keeps its remaining float constants (biases, scales) in fp16,
+    # as OpenVINO does by default.
+    ov.save_model(model, str(target), compress_to_fp16=request.precision not in FP32_STORAGE)
     return Exported(target, (target, target.with_suffix(".bin")),
                     float_spec(request.source.input_shape))
 

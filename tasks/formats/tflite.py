@@ -1,7 +1,11 @@
 """TensorFlow Lite / LiteRT, converted from the SavedModel at four precisions:
 
 - ``fp32``: no optimisation;
-- ``fp16``: weights stored as float16 (half the size; computed in fp32 on CPUs);
+- ``fp16``: weights stored as float16 (half the size), computed in f32 on every CPU: the
+  converter marks such models ``reduced_precision_support: fp16accfp32``, which lets
+  XNNPACK compute in f16 on ARM CPUs with fp16 arithmetic (Raspberry Pi 5, Jetson) and
+  in f32 elsewhere; that mark is removed, so the variant's numbers mean the same on
+  every board;
 - ``dynamic``: dynamic-range quantisation (int8 weights, float activations);
 - ``int8``: full-integer quantisation calibrated on the calibration split, with int8
   inputs and outputs (what MCUs and the Edge TPU need). The input/output scale and
@@ -56,7 +60,23 @@ def convert_tflite(saved_model_dir: Path, precision: str, calibration: np.ndarra
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     RECIPES[precision](converter, tf, calibration)
-    return converter.convert()
+    return without_reduced_precision(converter.convert())
+
+
+REDUCED_PRECISION_METADATA = b"reduced_precision_support"
+
+
+def without_reduced_precision(model: bytes) -> bytes:
+    """The flatbuffer without the metadata that lets XNNPACK pick f16 arithmetic by
+    hardware; unchanged (byte for byte) when it has none."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    if REDUCED_PRECISION_METADATA not in model:
+        return model
+    parsed = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    parsed.metadata = [entry for entry in parsed.metadata
+                       if entry.name != REDUCED_PRECISION_METADATA]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(parsed))
 
 
 def tflite_spec(path: Path, input_shape: tuple[int, int, int]) -> dict[str, Any]:

@@ -147,8 +147,10 @@ def test_a_device_that_drops_off_the_network_is_given_up_not_waited_for(
     """The board's link goes down mid-benchmark (no FIN, no RST: silence). Keepalives
     notice; without them the run would sit out the whole time limit and blame the
     harness ("did not finish within timeout_seconds")."""
+    from tests.farm.conftest import require_sshd
     from tests.sshd import netns_available, start_sshd, unplug
 
+    require_sshd()
     if not netns_available():
         pytest.skip("network namespaces are not available on this machine")
     server = start_sshd(tmp_path / "sshd", isolated=True)

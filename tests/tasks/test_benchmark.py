@@ -75,6 +75,10 @@ def test_one_ok_result_per_variant_with_identity(tiny_project: Any,
         harness = validate_harness_result(record["harness"])
         assert harness["status"] == "ok"
         assert harness["runtime"]["requested"] == entry["runtime"]
+        # What the variant declares, what the harness asked for, what the runtime ran.
+        assert record["declared_execution_precision"] == entry["spec"]["execution_precision"] == "f32"
+        assert harness["runtime"]["requested_precision"] == "f32"
+        assert harness["runtime"]["execution_precision"] == "f32"
         assert harness["runs"] >= QUICK.runs
         assert harness["accuracy_samples"] == QUICK.accuracy_samples
         assert 0.1 < harness["accuracy"] <= 1.0
@@ -346,6 +350,8 @@ def test_validate_harness_result(local_run: tuple[DeviceRun, Path]) -> None:
     assert validate_harness_result(json.loads(json.dumps(good))) == good
     # A failed result needs no measurements.
     assert validate_harness_result({"status": "failed", "error": "boom"})["status"] == "failed"
+    skipped = {"status": "skipped", "error": "CPU lacks native bf16"}
+    assert validate_harness_result(skipped) == skipped
 
     for status in ("weird", None, "OK"):
         with pytest.raises(ValueError, match="harness result has status"):
@@ -447,6 +453,7 @@ def test_a_hostile_probe_makes_the_device_unusable_not_the_step(tiny_project: An
 @pytest.mark.parametrize("document, reason", [
     ({"status": "failed", "error": ["not", "text"]}, "no 'error' text"),
     ({"status": "failed"}, "no 'error' text"),
+    ({"status": "skipped"}, "a skipped harness result has no 'error' text"),
 ])
 def test_validate_harness_result_refuses_a_failure_without_reason(document: dict, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):

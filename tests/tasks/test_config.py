@@ -391,7 +391,7 @@ def test_device_requirements_cannot_set_rank_by(tmp_path: Path) -> None:
     ("quantization: {calibration_samples: 0}\n",
      ("quantization.calibration_samples", "greater than or equal to 1")),
     ("formats: {tflm: [fp32]}\n", ("formats", "'tflm'", "supported: int8")),
-    ("formats: {openvino: [int4]}\n", ("formats", "supported: fp32, fp16, int8, int8-acc")),
+    ("formats: {openvino: [int4]}\n", ("formats", "supported: fp32, fp16, bf16, int8, int8-acc")),
 ])
 def test_bad_optimisation_and_quantisation_params(tmp_path: Path, text: str,
                                                   fragments: tuple[str, ...]) -> None:

@@ -21,7 +21,7 @@ from tasks.formats.tflm import resolver_call
 
 MATRIX = {"tflite": ["fp32", "fp16", "dynamic", "int8"],
           "onnx": ["fp32", "int8-dynamic", "int8-qdq"],
-          "openvino": ["fp32", "fp16", "int8", "int8-acc"],
+          "openvino": ["fp32", "fp16", "bf16", "int8", "int8-acc"],
           "tflm": ["int8"], "edgetpu": ["int8"]}
 QUANTIZATION = QuantizationParams(calibration_samples=32)
 TINY_FLOOR = 0.6  # argmax agreement; chance is 0.1
@@ -90,6 +90,182 @@ def test_every_listed_variant_is_produced_or_skipped_with_a_reason(matrix) -> No
         assert variant["status"] in {"ok", "skipped", "rejected"}, name
         if variant["status"] != "ok":
             assert variant["reason"], name
+
+
+# --------------------------------------------------------------------------- execution precision
+
+CPU_HAS_BF16 = "BF16" in __import__("openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+DECLARED = {"bf16": "bf16"}  # every other precision's float arithmetic runs in f32
+
+
+class RecordingCore:
+    """openvino.Core as the harness uses it, recording each compile config and, when
+    ``capabilities`` is given, answering OPTIMIZATION_CAPABILITIES as another CPU would."""
+
+    def __init__(self, capabilities: list[str] | None = None) -> None:
+        import openvino as ov
+
+        self.configs: list[dict[str, Any]] = []
+        recorder = self
+
+        class Core(ov.Core):
+            def compile_model(self, model: Any, device: str, config: dict[str, Any]) -> Any:
+                recorder.configs.append(dict(config))
+                return super().compile_model(model, device, config)
+
+            def get_property(self, device: str, name: str) -> Any:
+                if capabilities is not None and name == "OPTIMIZATION_CAPABILITIES":
+                    return capabilities
+                return super().get_property(device, name)
+
+        self.core = Core
+
+
+@pytest.mark.parametrize("name", ["openvino-fp32", "openvino-fp16", "openvino-int8",
+                                  "openvino-int8-acc", "openvino-bf16"])
+def test_openvino_variants_compile_at_the_precision_they_declare(
+        matrix, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hint is asked for explicitly (on a CPU whose default is f32 too) and the
+    compiled model's own property is what the runner reports; a bf16 variant runs in
+    bf16 where the CPU has it and is refused where it does not."""
+    import openvino
+
+    out, variants = matrix
+    variant = variants[name]
+    assert variant["status"] == "ok", variant.get("reason")
+    declared = DECLARED.get(variant["precision"], "f32")
+    assert variant["spec"]["execution_precision"] == declared
+    recording = RecordingCore()
+    monkeypatch.setattr(openvino, "Core", recording.core)
+    load = lambda: harness.load_runner("openvino", str(out / variant["file"]), 1,  # noqa: E731
+                                       {"execution_precision": declared})
+    if declared == "bf16" and not CPU_HAS_BF16:
+        with pytest.raises(harness.PrecisionUnavailable, match="CPU lacks native bf16"):
+            load()
+        assert recording.configs == [], "nothing may be compiled in another precision"
+        return
+    runner = load()
+    assert recording.configs[-1]["INFERENCE_PRECISION_HINT"] == declared
+    assert runner.execution_precision == declared
+    compiled = openvino.Core().compile_model(str(out / variant["file"]), "CPU",
+                                             recording.configs[-1])
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == declared
+
+
+def test_a_cpu_without_native_bf16_skips_the_bf16_variant(matrix, tmp_path: Path,
+                                                         tiny_project,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import openvino
+
+    out, variants = matrix
+    variant = variants["openvino-bf16"]
+    monkeypatch.setattr(openvino, "Core", RecordingCore(["FP32", "INT8", "BIN"]).core)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(variant["spec"]), encoding="utf-8")
+    result_path = tmp_path / "result.json"
+    code = harness.main(["--artifact", str(out / variant["file"]), "--runtime", "openvino",
+                         "--data", str(tiny_project.layout.prepared / "test.npz"),
+                         "--spec", str(spec), "--out", str(result_path), "--runs", "2",
+                         "--seconds", "0", "--warmup-runs", "0", "--warmup-seconds", "0"])
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    assert (code, result["status"]) == (0, "skipped")
+    assert result["error"] == "CPU lacks native bf16 (OpenVINO lists FP32, INT8, BIN)"
+    assert "latency_ms" not in result
+
+
+def test_bf16_is_checked_in_bf16_where_the_cpu_has_it_and_in_f32_elsewhere(matrix) -> None:
+    _, variants = matrix
+    check = variants["openvino-bf16"]["check"]
+    if CPU_HAS_BF16:
+        assert (check["execution_precision"], check["note"]) == ("bf16", None)
+        # Held to the quantised floor, not the fp32 logit tolerance: bf16 keeps 8 bits
+        # of mantissa, so its logits move by about 1e-2 where fp32's move by 1e-6.
+        assert check["max_abs_logit_diff"] > variants["openvino-fp32"]["check"]["max_abs_logit_diff"]
+    else:
+        assert check["execution_precision"] == "f32"
+        assert check["note"].startswith("checked in f32 here (CPU lacks native bf16")
+    assert variants["openvino-fp32"]["check"]["execution_precision"] == "f32"
+    assert variants["openvino-fp32"]["check"]["max_abs_logit_diff"] <= 1e-4
+
+
+def test_openvino_config_pins_the_precision_and_refuses_what_the_device_lacks() -> None:
+    x86_bf16 = ["BF16", "FP32", "INT8"]
+    plain = ["FP32", "INT8"]
+    arm_fp16 = ["FP16", "FP32", "INT8"]
+    for capabilities in (x86_bf16, plain, arm_fp16):
+        config = harness.openvino_config("CPU", "f32", 2, capabilities)
+        assert config == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                          "INFERENCE_NUM_THREADS": 2}
+    assert harness.openvino_config("CPU", "bf16", 1, x86_bf16)["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert harness.openvino_config("CPU", "f16", 1, arm_fp16)["INFERENCE_PRECISION_HINT"] == "f16"
+    for precision, capabilities in (("bf16", plain), ("bf16", arm_fp16), ("f16", x86_bf16)):
+        with pytest.raises(harness.PrecisionUnavailable, match=f"CPU lacks native {precision}"):
+            harness.openvino_config("CPU", precision, 1, capabilities)
+    # Another device gets the same hint and no CPU thread count.
+    assert harness.openvino_config("GPU", "f32", 4, ["FP32", "FP16"]) == {
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    with pytest.raises(ValueError, match="unknown execution precision 'fp8'"):
+        harness.openvino_config("CPU", "fp8", 1, x86_bf16)
+
+
+@pytest.mark.parametrize("name", ["tflite-fp32", "tflite-fp16", "tflite-int8", "onnx-fp32",
+                                  "onnx-int8-qdq", "tflm-int8"])
+def test_other_runtimes_report_f32_and_refuse_other_precisions(matrix, name: str) -> None:
+    out, variants = matrix
+    variant = variants[name]
+    assert variant["spec"]["execution_precision"] == "f32"
+    assert variant["check"]["execution_precision"] == "f32"
+    options = {"execution_precision": "f32", "arena_bytes": variant["spec"].get("arena_bytes")}
+    runner = harness.load_runner(variant["runtime"], str(out / variant["file"]), 1, options)
+    assert runner.execution_precision == "f32"
+    with pytest.raises(harness.PrecisionUnavailable, match="bf16 execution is not available"):
+        harness.load_runner(variant["runtime"], str(out / variant["file"]), 1,
+                            {**options, "execution_precision": "bf16"})
+
+
+def _metadata_names(model: bytes) -> set[bytes]:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return {entry.name for entry in
+            flatbuffer_utils.convert_bytearray_to_object(bytearray(model)).metadata}
+
+
+def test_tflite_fp16_loses_the_mark_that_lets_xnnpack_compute_in_f16(tiny_project, matrix,
+                                                                     tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """TFLiteConverter marks fp16 models ``reduced_precision_support``: on an ARM CPU with
+    fp16 arithmetic XNNPACK then computes in f16. The export removes the mark; a model
+    that has it reports f16 where the CPU has fp16 arithmetic, f32 elsewhere."""
+    from tasks.formats.tflite import RECIPES, without_reduced_precision
+
+    out, variants = matrix
+    exported = (out / variants["tflite-fp16"]["file"]).read_bytes()
+    assert harness.REDUCED_PRECISION_METADATA not in exported
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(tiny_project.layout.base_model / "saved_model"))
+    RECIPES["fp16"](converter, tf, np.zeros((0,)))
+    marked = converter.convert()
+    assert harness.REDUCED_PRECISION_METADATA in marked  # what the converter writes
+    stripped = without_reduced_precision(marked)
+    assert harness.REDUCED_PRECISION_METADATA not in stripped
+    assert _metadata_names(stripped) == _metadata_names(marked) - {b"reduced_precision_support"}
+    fp32 = (out / variants["tflite-fp32"]["file"]).read_bytes()
+    assert without_reduced_precision(fp32) == fp32
+
+    path = tmp_path / "marked.tflite"
+    path.write_bytes(marked)
+    arm = tmp_path / "cpuinfo-arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 fphp asimdhp cpuid\n")
+    x86 = tmp_path / "cpuinfo-x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    real_flags = harness.cpu_flags
+    for cpuinfo, expected in ((arm, "f16"), (x86, "f32")):
+        monkeypatch.setattr(harness, "cpu_flags", lambda: real_flags(str(cpuinfo)))
+        assert harness.load_runner("tflite", str(path)).execution_precision == expected
+        assert harness.load_runner("tflite", str(out / variants["tflite-fp16"]["file"])
+                                   ).execution_precision == "f32"
 
 
 @pytest.mark.parametrize("name", ["tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-int8-dynamic",

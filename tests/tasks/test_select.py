@@ -29,16 +29,17 @@ ROW_KEYS = {"variant", "format", "precision", "device", "status", "reasons", "ac
 
 def ok_record(variant: str = "onnx-fp32", device: str = "local", accuracy: float = 0.9,
               p50: float = 1.0, p90: float = 2.0, p99: float = 3.0, mean: float = 1.2,
-              size: int = 10_000, rss: float = 50.0) -> dict[str, Any]:
+              size: int = 10_000, rss: float = 50.0, ran: str = "f32") -> dict[str, Any]:
     """A benchmark record as ``benchmark`` writes it, with a harness result."""
     return {
         "variant": variant, "device": device, "format": variant.split("-")[0],
         "precision": "fp32", "source": "base", "runtime": "onnxruntime", "size_bytes": size,
         "sha256": "0" * 64, "threads": 1, "device_facts": {"arch": "x86_64"},
-        "status": "ok", "error": None,
+        "declared_execution_precision": "f32", "status": "ok", "error": None,
         "harness": {
             "status": "ok", "error": None,
-            "runtime": {"name": "onnxruntime", "version": "1.32.0", "requested": "onnxruntime"},
+            "runtime": {"name": "onnxruntime", "version": "1.32.0", "requested": "onnxruntime",
+                        "execution_precision": ran},
             "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "mean": mean, "std": 0.1,
                            "min": p50 / 2, "max": p99 * 2},
             "throughput_fps": 1000.0 / mean, "accuracy": accuracy, "peak_rss_mb": rss,
@@ -68,7 +69,39 @@ def test_ok_record_meeting_every_requirement_passes() -> None:
     assert row["throughput_fps"] == pytest.approx(1000 / 1.2)
     assert row["peak_rss_mb"] == 50.0 and row["load_ms"] == 12.5
     assert row["size_bytes"] == 10_000 and row["threads"] == 1
-    assert row["runtime_version"] == "1.32.0"
+    assert row["runtime_version"] == "1.32.0" and row["execution_precision"] == "f32"
+    assert row["notes"] == []
+
+
+@pytest.mark.parametrize(("declared", "ran", "reason"), [
+    ("f32", "bf16", "ran in bf16, not the f32 its variant declares"),
+    ("f32", "f16", "ran in f16, not the f32 its variant declares"),
+    ("bf16", "f32", "ran in f32, not the bf16 its variant declares"),
+    ("f32", None, "ran in an unreported precision, not the f32 its variant declares"),
+])
+def test_a_result_run_in_another_precision_fails_with_the_reason(declared: str, ran: str | None,
+                                                                 reason: str) -> None:
+    record = {**ok_record(ran=ran), "declared_execution_precision": declared}
+    row = evaluate(record, Requirements(max_accuracy_drop=None), reference_accuracy=0.9)
+    assert row["status"] == "fail" and row["reasons"] == [reason]
+    assert row["execution_precision"] == ran
+    assert recommend([row], "latency_p50_ms") == {"local": None}
+
+
+def test_precision_checks_pass_what_ran_as_declared_and_note_the_unverified() -> None:
+    requirements = Requirements(max_accuracy_drop=None)
+    bf16 = evaluate({**ok_record(ran="bf16"), "declared_execution_precision": "bf16"},
+                    requirements, 0.9)
+    assert bf16["status"] == "pass" and bf16["execution_precision"] == "bf16"
+    # A record without a declaration (written before variants declared one) means f32.
+    legacy = {key: value for key, value in ok_record(ran="bf16").items()
+              if key != "declared_execution_precision"}
+    assert evaluate(legacy, requirements, 0.9)["reasons"] == [
+        "ran in bf16, not the f32 its variant declares"]
+    delegated = evaluate(ok_record(ran="unverified (delegate libgpu.so)"), requirements, 0.9)
+    assert delegated["status"] == "pass"
+    assert delegated["notes"] == ["execution precision unverified (delegate libgpu.so): "
+                                  "the runtime does not report it"]
 
 
 @pytest.mark.parametrize(("status", "error", "expected_status", "expected_reason"), [

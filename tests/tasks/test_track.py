@@ -27,7 +27,7 @@ devices:
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
                         accuracy_samples=0, timeout_seconds=60)
 CHILD_PARAMS = {"variant", "format", "precision", "source", "device", "runtime",
-                "runtime_version", "threads"}
+                "runtime_version", "execution_precision", "threads"}
 OK_METRICS = {"accuracy", "size_bytes", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
               "latency_mean_ms", "throughput_fps", "peak_rss_mb", "load_ms"}
 
@@ -142,11 +142,14 @@ def test_track_logs_parent_and_nested_runs(tiny_project: Any, project: Layout,
         assert child.data.metrics["size_bytes"] == row["size_bytes"]
         if row["status"] == "skipped":
             assert child.data.params["runtime_version"] == "n/a"
+            assert child.data.params["execution_precision"] == "n/a"
             assert set(child.data.metrics) == {"size_bytes"}
             assert child.data.tags["reasons"] == row["reasons"][0]
         else:
             assert OK_METRICS <= set(child.data.metrics)
             assert child.data.params["runtime_version"] == record["harness"]["runtime"]["version"]
+            assert child.data.params["execution_precision"] == row["execution_precision"] == (
+                record["harness"]["runtime"]["execution_precision"]) == "f32"
             assert child.data.metrics["accuracy"] == pytest.approx(row["accuracy"])
             assert child.data.metrics["latency_p50_ms"] == pytest.approx(row["latency_ms"]["p50"])
             assert child.data.metrics["latency_p99_ms"] == pytest.approx(row["latency_ms"]["p99"])
