@@ -10,6 +10,13 @@ run wrote (deleted, or rewritten by ``dvc repro`` with other params). So every r
 step leaves a stamp (its key and the hash of what it wrote) under ``.edgeflow/stamps``;
 when the outputs on disk do not match the stamp for the current key, the cached record
 is dropped and the step runs again.
+
+Prefect's cache record names its persisted result by absolute path. An experiment
+folder that was moved or copied (or a record written by a run that kept its results
+elsewhere) would make Prefect refuse the record ("path is outside of the base path")
+and fail the run; so before Prefect reads a record, one that points outside this
+experiment's result folder is re-pointed at the same file here when that file exists
+(the cache is re-used), and dropped otherwise (the step runs again). Never a failure.
 """
 
 from __future__ import annotations
@@ -50,15 +57,34 @@ def input_key(ctx: Context, step_name: str, device: str | None = None) -> str:
     for path in code_paths(step):
         digest.update(sha256_tree(path).encode())
     for key in step.params:
-        digest.update(json.dumps(ctx.section(key), sort_keys=True).encode())
+        digest.update(_location_free(ctx.section(key), layout.root))
     if device is not None:
-        digest.update(device_cache_input(ctx.farm.devices[device]).encode())
+        digest.update(_location_free(json.loads(device_cache_input(ctx.farm.devices[device])),
+                                     layout.root))
     elif step.reads_farm:
-        digest.update(json.dumps(ctx.farm.model_dump(mode="json"), sort_keys=True).encode())
+        digest.update(_location_free(ctx.farm.model_dump(mode="json"), layout.root))
     for path in step.deps(layout):
         digest.update(path.relative_to(layout.root).as_posix().encode())
         digest.update(sha256_tree(path).encode() if path.exists() else b"missing")
     return f"{step_name}-{device or 'all'}-{digest.hexdigest()[:32]}"
+
+
+def _location_free(document: Any, root: Path) -> bytes:
+    """``document`` as key material in which paths inside the experiment folder are
+    relative to it: config files resolve relative paths against their folder, and a
+    moved or copied experiment must keep its keys (its cache)."""
+    prefix = str(root.resolve())
+
+    def relative(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: relative(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [relative(item) for item in value]
+        if isinstance(value, str) and (value == prefix or value.startswith(prefix + "/")):
+            return "<experiment>" + value[len(prefix):]
+        return value
+
+    return json.dumps(relative(document), sort_keys=True).encode()
 
 
 def outputs_hash(ctx: Context, step_name: str, device: str | None = None) -> str | None:
@@ -97,4 +123,32 @@ class StepContentPolicy(CachePolicy):
             # The record may exist from an earlier run whose files are gone: drop it.
             for stale in cache_dir(ctx).glob(f"*/{key}*"):
                 stale.unlink(missing_ok=True)
+        else:
+            relocate_record(ctx, key)
         return key
+
+
+def results_dir(ctx: Context) -> Path:
+    """Where this experiment's persisted task results live (whoever runs the flow)."""
+    return cache_dir(ctx) / "results"
+
+
+def relocate_record(ctx: Context, key: str) -> None:
+    """Make the cache record of ``key`` point into this experiment's result folder, or
+    drop it when it cannot (see the module docstring)."""
+    record = cache_dir(ctx) / "keys" / key
+    if not record.is_file():
+        return
+    here = results_dir(ctx) / key
+    try:
+        metadata = json.loads(record.read_text(encoding="utf-8"))
+        stored = Path(metadata["storage_key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        record.unlink(missing_ok=True)  # unreadable: Prefect would fail on it too
+        return
+    if stored == here:
+        return
+    if here.is_file():
+        write_json(record, {**metadata, "storage_key": str(here), "storage_block_id": None})
+    else:
+        record.unlink(missing_ok=True)

@@ -54,6 +54,35 @@ def _guarded(action: Callable[[], T]) -> T:
         raise typer.Exit(error.exit_code) from None
 
 
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
+
+
+def _interruptible(action: Callable[[], T]) -> T:
+    """Run ``action`` so that Ctrl-C (SIGINT, or SIGTERM) stops it within seconds: what
+    runs on devices is stopped (:mod:`tasks.interrupt`), steps stop at their next
+    checkpoint without writing unfinished outputs, and the exit is one line and 130."""
+    import signal
+
+    from tasks import interrupt
+
+    def on_signal(signum: int, frame: Any) -> None:
+        interrupt.request_stop()
+        raise interrupt.Interrupted(signal.Signals(signum).name)
+
+    previous = {number: signal.signal(number, on_signal)
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return action()
+    except KeyboardInterrupt:
+        interrupt.request_stop()  # a KeyboardInterrupt raised elsewhere than our handler
+        typer.echo("edgeflow: interrupted: running benchmarks were stopped on their devices; "
+                   "unfinished steps wrote nothing, the next run redoes them", err=True)
+        raise typer.Exit(INTERRUPTED_EXIT) from None
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def _farm(params: Path, farm: Path | None) -> Path:
     return farm if farm is not None else params.resolve().parent / "farm.yaml"
 
@@ -68,7 +97,18 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
     from tasks.files import read_json
     from tasks.report import recommendation_lines, summary_table
 
-    state, outcome = _guarded(lambda: run_lifecycle(params, _farm(params, farm), rerun))
+    from flows.server import prefect_server
+    from tasks.runlock import experiment_lock
+    from tasks.steps import Context
+
+    def run_it() -> Any:
+        # Configuration, then the experiment's lock, then Prefect's server: a bad file or
+        # a second run is refused in a second, before the server's start-up.
+        state_dir = Context.load(params, _farm(params, farm)).layout.state
+        with experiment_lock(state_dir), prefect_server():
+            return run_lifecycle(params, _farm(params, farm), rerun)
+
+    state, outcome = _guarded(lambda: _interruptible(run_it))
     summary = read_json(Path(outcome.summary_path))
     console.print(summary_table(summary))
     for line in recommendation_lines(summary):
@@ -96,8 +136,15 @@ def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")
         typer.echo(f"edgeflow: error: unknown step {name!r} (allowed: {', '.join(STEPS)})",
                    err=True)
         raise typer.Exit(2)
+    from tasks.runlock import experiment_lock
+
     ctx = _guarded(lambda: Context.load(params, _farm(params, farm)))
-    _guarded(lambda: STEPS[name].run(ctx))
+
+    def run_locked() -> None:
+        with experiment_lock(ctx.layout.state):
+            STEPS[name].run(ctx)
+
+    _guarded(lambda: _interruptible(run_locked))
     console.print(f"step {name}: done")
 
 

@@ -23,9 +23,10 @@ from prefect.futures import wait
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Completed, Failed, State
 
-from flows.caching import StepContentPolicy, cache_dir, record_run
+from flows.caching import StepContentPolicy, cache_dir, record_run, results_dir
 from tasks.errors import EdgeflowError, StepError
 from tasks.files import read_json
+from tasks.runlock import experiment_lock
 from tasks.select import verdict
 from tasks.versioning import record_outputs
 from tasks.steps import STEPS, Context, benchmark_one_device, remove_stale_results
@@ -64,7 +65,9 @@ def _step(ctx: Context, name: str, refresh: list[str],
           device: str | None = None) -> tuple[Any, str]:
     label = name if device is None else f"{name}[{device}]"
     policy = StepContentPolicy().configure(key_storage=cache_dir(ctx) / "keys")
-    return run_step.with_options(name=label, cache_policy=policy,
+    # Results in the experiment's own folder whoever runs the flow (the CLI, a deployed
+    # run on a worker): one cache, not one per way of running it.
+    return run_step.with_options(name=label, cache_policy=policy, result_storage=results_dir(ctx),
                                  refresh_cache=name in refresh), label
 
 
@@ -99,6 +102,12 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
     """
     ctx = Context.load(Path(params_path), Path(farm_path))
     refresh = _known_steps(refresh)
+    # A deployed run takes the experiment's lock here; a CLI run already holds it.
+    with experiment_lock(ctx.layout.state):
+        return _lifecycle(ctx, refresh)
+
+
+def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     outcome = LifecycleOutcome()
     _run_in_order(ctx, ("prepare", "train", "optimize", "convert"), refresh, outcome)
 
@@ -145,7 +154,10 @@ def run_lifecycle(params_path: Path, farm_path: Path,
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_INPUT_ERROR_FILTER)  # once: the same object
-    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: cache_dir(ctx) / "results"}):
+    # Taken before Prefect starts its server: a second run is refused in a second, not
+    # after a quarter of a minute.
+    with experiment_lock(ctx.layout.state), \
+            temporary_settings({PREFECT_LOCAL_STORAGE_PATH: cache_dir(ctx) / "results"}):
         state = lifecycle(str(ctx.params_path), str(ctx.farm_path), refresh,
                           return_state=True)
     data = state.result(raise_on_failure=False)

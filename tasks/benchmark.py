@@ -38,13 +38,15 @@ from tasks.deploy import (RUNS_DIR, PhaseTimes, check_then_run, last_line as tai
                           new_run_name, place_files, push_files, remove_runs_command,
                           stale_runs)
 from tasks.errors import StepError
-from tasks.devices import Connection, DeviceUnreachable, connect, owner_only, quote_command
+from tasks.devices import (ON_DEVICE_TIMEOUT_EXITS, Connection, DeviceUnreachable, connect,
+                           owner_only, quote_command)
 from tasks.files import atomic_output_dir, write_json
+from tasks.interrupt import raise_if_stopped, stopping_with
 
 MAX_RESULT_BYTES = 1 << 20
 LOCK_NAME = ".benchmark.lock"
 LOCK_BUSY_EXIT = 75  # EX_TEMPFAIL: flock's exit status when the lock was not taken in time
-HARNESS_TIMED_OUT = {124, 137}  # coreutils timeout: TERM sent / KILL needed
+HARNESS_TIMED_OUT = ON_DEVICE_TIMEOUT_EXITS
 HARNESS_PATH = Path(harness.__file__)
 REQUIRED_OK_FIELDS = {"latency_ms": dict, "throughput_fps": float, "accuracy": float,
                       "peak_rss_mb": float, "load_ms": float, "first_inference_ms": float,
@@ -68,6 +70,7 @@ class DeviceRun:
 
 
 LOG_TAIL_BYTES = 4096
+STOP_TIMEOUT_SECONDS = 10.0
 
 
 def _beside(remote_harness: str, name: str) -> str:
@@ -105,6 +108,8 @@ def read_probe(connection: Connection, result: Any, python: str,
     """The probe the command of :func:`probe_command` wrote, checked."""
     if result.exited == 127:
         raise RuntimeError(f"interpreter {python!r} not found on the device")
+    if result.exited in ON_DEVICE_TIMEOUT_EXITS:
+        raise RuntimeError("probe did not finish in time and was stopped on the device")
     if not result.ok:
         reason = log_tail(connection, _beside(remote_harness, "probe.log")) or tail(result.stderr)
         raise RuntimeError(f"probe failed (exit {result.exited}): {reason}")
@@ -267,6 +272,11 @@ class DeviceSession:
             argv += ["--expect-sha256", f"{run_dir}/{entry['path']}={entry['sha256']}"]
         return argv
 
+    def stop_harness(self, pid_file: str) -> None:
+        """Stop the harness of ``pid_file`` on the device (a stop request: Ctrl-C)."""
+        self.connection.run(quote_command(["sh", "-c", 'kill -TERM "$(cat "$0")"', pid_file]),
+                            timeout=STOP_TIMEOUT_SECONDS)
+
     def run(self, variant: dict[str, Any]) -> dict[str, Any]:
         """Run the harness for one deployed variant and fetch its result. A lost
         connection raises DeviceUnreachable once reconnecting fails; nothing is re-run
@@ -279,14 +289,18 @@ class DeviceSession:
         # from the wait for the lock; the transport's limit only catches a lost device.
         lock = f"{self.device.workdir}/{LOCK_NAME}"
         variant_dir = f"{self.run_dir}/{variant['name']}"
+        pid_file = f"{variant_dir}/harness.pid"
         command = owner_only(["touch", "--", self.run_dir])  # alive: see longest_idle_seconds
+        # `timeout` records its pid (sh execs into it) so that a stop request can signal
+        # it: it passes the signal on to the harness's whole process group.
         command += " && " + to_files(
             ["flock", "-w", str(params.lock_timeout_seconds), "-E", str(LOCK_BUSY_EXIT), lock,
+             "sh", "-c", 'echo $$ > "$0" && exec "$@"', pid_file,
              "timeout", "-k", "5", str(params.timeout_seconds), *self._harness_argv(variant)],
             f"{variant_dir}/harness.out", f"{variant_dir}/harness.log")
         timed_out = _failed(f"harness did not finish within timeout_seconds={params.timeout_seconds}")
         try:
-            with self.clock.phase("harness"):
+            with self.clock.phase("harness"), stopping_with(lambda: self.stop_harness(pid_file)):
                 outcome = self.connection.run(command, timeout=params.timeout_seconds
                                               + params.lock_timeout_seconds + 30)
         except CommandTimedOut:
@@ -430,6 +444,10 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
             except Exception as error:  # noqa: BLE001 - the device fails, the run goes on
                 device_error = f"device not usable: {type(error).__name__}: {tail(str(error))}"
             for variant in variants:
+                # A stop request (Ctrl-C) ends the device's run here: nothing of it is
+                # written (the staging folder is discarded), the results of its last
+                # complete run stay, and the next run measures it again.
+                raise_if_stopped()
                 if variant["name"] in outcomes:
                     continue
                 if device_error is not None:
@@ -440,6 +458,7 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
                 except DeviceUnreachable as error:
                     device_error = f"device unreachable: {tail(str(error))}"
                     outcomes[variant["name"]] = _failed(device_error)
+            raise_if_stopped()  # the last variant's harness may have been stopped
         finally:
             session.connection.close()
         facts = device_facts(probe)

@@ -22,6 +22,20 @@ from typing import Any, Callable, Protocol
 from tasks.config import LocalDevice, SshDevice
 
 PART_SUFFIX = ".part"
+# Every command on a device runs under a time limit enforced there (coreutils timeout,
+# which signals the command's whole process group): an orchestrator that gives up on a
+# hung command must not leave it running on the board. The orchestrator waits a little
+# longer than the limit, so the device's own limit is what ends a hung command.
+STOP_GRACE_SECONDS = 10.0
+KILL_AFTER_SECONDS = 5
+LOCAL_COMMAND_LIMIT_SECONDS = 3600.0
+ON_DEVICE_TIMEOUT_EXITS = frozenset({124, 137})  # timeout: TERM sent / KILL needed
+
+
+def time_limited(command: str, seconds: float) -> str:
+    """``command`` (a shell command line) stopped on the device after ``seconds``."""
+    return quote_command(["timeout", "-k", str(KILL_AFTER_SECONDS), f"{seconds:g}",
+                          "sh", "-c", command])
 
 
 class Connection(Protocol):
@@ -57,7 +71,9 @@ class LocalConnection:
 
     def run(self, command: str, *, timeout: float | None = None, warn: bool = True,
             hide: bool = True) -> Any:
-        return self._context.run(command, timeout=timeout, warn=warn, hide=hide, in_stream=False)
+        limit = timeout or LOCAL_COMMAND_LIMIT_SECONDS
+        return self._context.run(time_limited(command, limit), timeout=limit + STOP_GRACE_SECONDS,
+                                 warn=warn, hide=hide, in_stream=False)
 
     def put(self, local: Path, remote: str) -> None:
         part = remote + PART_SUFFIX
@@ -221,7 +237,8 @@ class SshConnection:
 
     def run(self, command: str, *, timeout: float | None = None, warn: bool = True,
             hide: bool = True) -> Any:
-        return self._opened().run(command, timeout=timeout or self.device.io_timeout,
+        limit = timeout or self.device.io_timeout
+        return self._opened().run(time_limited(command, limit), timeout=limit + STOP_GRACE_SECONDS,
                                   warn=warn, hide=hide, in_stream=False)
 
     def put(self, local: Path, remote: str) -> None:

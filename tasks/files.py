@@ -45,14 +45,42 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_abandoned_staging(target: Path) -> list[Path]:
+    """Remove the staging folders of ``target`` whose process is gone (killed mid-step:
+    ``.variants.<pid>.<random>``), and those of older versions that carried no pid.
+    A live process's staging folder (another device's benchmark) is never touched.
+    Returns what was removed."""
+    removed = []
+    for candidate in target.parent.glob(f".{target.name}.*"):
+        owner = candidate.name[len(target.name) + 2:].split(".", 1)[0]
+        if candidate.is_dir() and not (owner.isdigit() and _alive(int(owner))) \
+                and candidate.name != f".{target.name}.old":
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
 @contextmanager
 def atomic_output_dir(target: Path) -> Iterator[Path]:
     """Yield an empty staging folder that replaces ``target`` only if the block succeeds.
 
-    A step that fails leaves the previous outputs exactly as they were.
+    A step that fails (or is interrupted) leaves the previous outputs exactly as they
+    were; one that was killed leaves its staging folder, removed by the next step that
+    writes ``target``.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    remove_abandoned_staging(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
     try:
         yield staging
     except BaseException:

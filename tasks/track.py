@@ -18,11 +18,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from tasks.files import read_json, sha256_file, write_json
 from tasks.layout import Layout
+from tasks.runlock import file_lock
 
 EXPERIMENT = "edgeflow"
 
@@ -103,18 +105,64 @@ def track(params_dump: dict[str, Any], layout: Layout, run_name: str | None = No
     Uses an explicit ``MlflowClient``: no process-wide tracking URI or active run is
     left behind for the next project tracked in the same process.
     """
+    uri = tracking_uri(layout.root)
+    with store_lock(uri):
+        return _track(params_dump, layout, uri, run_name)
+
+
+# Long enough for another experiment's track step to finish with the same store.
+STORE_LOCK_WAIT_SECONDS = 600.0
+
+
+def store_lock(uri: str) -> AbstractContextManager[None]:
+    """Exclusive use of a sqlite store while this process creates, migrates and writes
+    it. MLflow runs its schema migrations on first use, and two processes migrating one
+    file at once leave it half-migrated for good (``table _alembic_tmp_tags already
+    exists`` on every later run). Runs of one experiment are already serialised; this
+    covers experiments that share one store through ``MLFLOW_TRACKING_URI``. A server
+    store migrates itself: nothing to lock."""
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    database = Path(uri.removeprefix("sqlite:///"))
+    return file_lock(database.with_name(f"{database.name}.lock"), STORE_LOCK_WAIT_SECONDS)
+
+
+EXPERIMENT_TAG = "edgeflow.experiment"  # the experiment folder a lifecycle run belongs to
+
+
+def close_abandoned_runs(client: Any, experiment_id: str, experiment: str) -> list[str]:
+    """Mark KILLED the runs of ``experiment`` that a killed process left RUNNING (its
+    parent runs and their nested runs); returns their ids. Called under the experiment's
+    lock: no other process of this experiment can be tracking now."""
+    if "'" in experiment:  # not expressible in MLflow's filter syntax: nothing closed
+        return []
+    running = "attributes.status = 'RUNNING'"
+    closed = []
+    for parent in client.search_runs(
+            [experiment_id], filter_string=f"tags.`{EXPERIMENT_TAG}` = '{experiment}' and {running}"):
+        nested = client.search_runs([experiment_id], filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and {running}"))
+        for run in [parent, *nested]:
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
+def _track(params_dump: dict[str, Any], layout: Layout, uri: str, run_name: str | None) -> Path:
     from mlflow import MlflowClient
 
-    uri = tracking_uri(layout.root)
     client = MlflowClient(tracking_uri=uri)
     experiment_id = _experiment_id(client, layout.root, uri)
+    experiment_tag = str(layout.root.resolve())
+    close_abandoned_runs(client, experiment_id, experiment_tag)
     summary = read_json(layout.summary)
     variants = {variant["name"]: variant for variant in read_json(layout.variants_index)["variants"]}
     common_tags = {"git_commit": git_commit(layout.root),
                    "data_hash": sha256_file(layout.prepared / "meta.json")[:16]}
 
     parent = client.create_run(experiment_id, run_name=run_name,
-                               tags={**common_tags, "edgeflow.kind": "lifecycle"}).info.run_id
+                               tags={**common_tags, "edgeflow.kind": "lifecycle",
+                                     EXPERIMENT_TAG: experiment_tag}).info.run_id
     nested: dict[str, str] = {}
     status = "FAILED"
     try:

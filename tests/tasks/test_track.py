@@ -218,3 +218,28 @@ def test_mlflow_tracking_uri_is_restored_after_track(tiny_project: Any, project:
         track(params_dump(tiny_project), project)
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert mlflow.get_tracking_uri() == before
+
+
+def test_runs_a_killed_process_left_running_are_closed_for_their_experiment_only(
+        tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from tasks.track import EXPERIMENT_TAG, close_abandoned_runs
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("edgeflow")
+
+    def parent(root: str) -> str:
+        return client.create_run(experiment_id, tags={EXPERIMENT_TAG: root}).info.run_id
+
+    killed, finished, other = parent("/exp/a"), parent("/exp/a"), parent("/exp/b")
+    nested = client.create_run(experiment_id, tags={"mlflow.parentRunId": killed}).info.run_id
+    done_nested = client.create_run(experiment_id, tags={"mlflow.parentRunId": killed}).info.run_id
+    client.set_terminated(done_nested)
+    client.set_terminated(finished)
+    assert sorted(close_abandoned_runs(client, experiment_id, "/exp/a")) == sorted([killed, nested])
+    status = {run_id: client.get_run(run_id).info.status
+              for run_id in (killed, nested, done_nested, finished, other)}
+    assert status == {killed: "KILLED", nested: "KILLED", done_nested: "FINISHED",
+                      finished: "FINISHED", other: "RUNNING"}
+    assert close_abandoned_runs(client, experiment_id, "/exp/a") == []
