@@ -15,7 +15,8 @@ without it), as the harness reports. A harness that fails, hangs past the timeou
 ``failed`` result with the reason; the other variants still run. A lost connection fails
 the variant that was running; the next one reconnects (retried with backoff) or, if the
 device is gone, every remaining variant fails with that reason. Results from the device
-are untrusted: size-limited and checked.
+are untrusted: size-limited and checked (types, and ranges: an impossible number fails
+the result with the reason).
 """
 
 from __future__ import annotations
@@ -48,11 +49,39 @@ HARNESS_TIMED_OUT = {124, 137}  # coreutils timeout: TERM sent / KILL needed
 HARNESS_PATH = Path(harness.__file__)
 REQUIRED_OK_FIELDS = {"latency_ms": dict, "throughput_fps": float, "accuracy": float,
                       "peak_rss_mb": float, "load_ms": float, "first_inference_ms": float,
-                      "runtime": dict}
+                      "runs": int, "accuracy_samples": int, "runtime": dict}
 FACT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # facts become MLflow tag names
 # skipped: the device cannot run the variant's execution precision natively.
 HARNESS_STATUSES = ("ok", "failed", "skipped")
 LATENCY_FIELDS = ("p50", "p90", "p99", "mean", "std", "min", "max")
+LATENCY_ORDER = ("min", "p50", "p90", "p99", "max")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a measurement can take: from ``low`` (excluded when ``low_open``) to
+    ``high`` (included)."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        return (value > self.low if self.low_open else value >= self.low) and value <= self.high
+
+    def __str__(self) -> str:
+        high = "inf)" if self.high == math.inf else f"{self.high:g}]"
+        return f"{'(' if self.low_open else '['}{self.low:g}, {high}"
+
+
+NOT_NEGATIVE = Range(0.0)
+# A device is checked for what its numbers can be, not just their type: a board that
+# claims accuracy 7.5 or -5 ms must not be recommended. Keys name nested fields by dots.
+OK_RANGES: dict[str, Range] = {
+    "accuracy": Range(0.0, 1.0), "throughput_fps": Range(0.0, low_open=True),
+    "peak_rss_mb": NOT_NEGATIVE, "load_ms": NOT_NEGATIVE, "first_inference_ms": NOT_NEGATIVE,
+    "runs": Range(1), "accuracy_samples": Range(1),  # accuracy on no image is no accuracy
+    **{f"latency_ms.{key}": NOT_NEGATIVE for key in LATENCY_FIELDS}}
 
 
 @dataclass(frozen=True)
@@ -150,8 +179,34 @@ def parse_untrusted_json(raw: bytes) -> dict[str, Any]:
     return document
 
 
+def _a(kind: type) -> str:
+    return f"{'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__}"
+
+
+def _dotted(document: dict[str, Any], name: str) -> Any:
+    for key in name.split("."):
+        document = document[key]
+    return document
+
+
+def _check_ok_numbers(document: dict[str, Any]) -> None:
+    """The measurements of an ``ok`` result (types already checked) are possible ones."""
+    for name, allowed in OK_RANGES.items():
+        value = _dotted(document, name)
+        if value not in allowed:
+            raise ValueError(f"device returned {name} {value!r} outside {allowed}")
+    latency = document["latency_ms"]
+    ordered = [latency[key] for key in LATENCY_ORDER]
+    if ordered != sorted(ordered):
+        shown = ", ".join(f"{key} {latency[key]!r}" for key in LATENCY_ORDER)
+        raise ValueError(f"device returned latency_ms out of order ({shown}): "
+                         f"{' <= '.join(LATENCY_ORDER)} must hold")
+
+
 def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
-    """Check the fields the report relies on; raise ValueError naming the first bad one."""
+    """Check the fields the report relies on, their types and, for an ``ok`` result,
+    their ranges (:data:`OK_RANGES`, latencies ordered min <= p50 <= p90 <= p99 <= max);
+    raise ValueError naming the first bad one."""
     status = document.get("status")
     if status not in HARNESS_STATUSES:
         raise ValueError(f"harness result has status {status!r} "
@@ -162,11 +217,12 @@ def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 continue
             if not isinstance(value, kind) or isinstance(value, bool):
-                raise ValueError(f"harness result field {key!r} is missing or not a {kind.__name__}")
+                raise ValueError(f"harness result field {key!r} is missing or not {_a(kind)}")
         for key in LATENCY_FIELDS:
             value = document["latency_ms"].get(key)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"harness result field latency_ms.{key} is missing")
+        _check_ok_numbers(document)
     elif not isinstance(document.get("error"), str):
         raise ValueError(f"a {status} harness result has no 'error' text")
     return document

@@ -370,6 +370,89 @@ def test_validate_harness_result(local_run: tuple[DeviceRun, Path]) -> None:
     assert validate_harness_result({**good, "accuracy": 1})["accuracy"] == 1
 
 
+
+def _with(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """A copy of a harness result with one (possibly nested: ``latency_ms.p50``) field set."""
+    copy = json.loads(json.dumps(document))
+    *parents, key = dotted.split(".")
+    target = copy
+    for parent in parents:
+        target = target[parent]
+    target[key] = value
+    return copy
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("accuracy", 7.5, "device returned accuracy 7.5 outside [0, 1]"),
+    ("accuracy", -0.1, "device returned accuracy -0.1 outside [0, 1]"),
+    ("throughput_fps", 0.0, "device returned throughput_fps 0.0 outside (0, inf)"),
+    ("peak_rss_mb", -100, "device returned peak_rss_mb -100 outside [0, inf)"),
+    ("load_ms", -1.0, "device returned load_ms -1.0 outside [0, inf)"),
+    ("first_inference_ms", -0.5, "device returned first_inference_ms -0.5 outside [0, inf)"),
+    ("runs", 0, "device returned runs 0 outside [1, inf)"),
+    ("accuracy_samples", 0, "device returned accuracy_samples 0 outside [1, inf)"),
+    ("latency_ms.p50", -5.0, "device returned latency_ms.p50 -5.0 outside [0, inf)"),
+    ("latency_ms.mean", -1.0, "device returned latency_ms.mean -1.0 outside [0, inf)"),
+    ("latency_ms.std", -1.0, "device returned latency_ms.std -1.0 outside [0, inf)"),
+    ("runs", 10.5, "harness result field 'runs' is missing or not an int"),
+    ("accuracy_samples", None, "harness result field 'accuracy_samples' is missing or not an int"),
+])
+def test_validate_harness_result_refuses_numbers_out_of_range(
+        local_run: tuple[DeviceRun, Path], field: str, value: Any, reason: str) -> None:
+    good = records(local_run[0])["onnx-fp32"]["harness"]
+    with pytest.raises(ValueError) as caught:
+        validate_harness_result(_with(good, field, value))
+    assert str(caught.value) == reason
+
+
+def test_validate_harness_result_refuses_latencies_out_of_order(
+        local_run: tuple[DeviceRun, Path]) -> None:
+    good = records(local_run[0])["onnx-fp32"]["harness"]
+    latency = good["latency_ms"]
+    assert validate_harness_result(_with(good, "latency_ms.p90", latency["p50"]))  # ties are fine
+    swapped = _with(_with(good, "latency_ms.p90", 9.0), "latency_ms.p99", 3.0)
+    swapped = _with(_with(swapped, "latency_ms.min", 1.0), "latency_ms.max", 10.0)
+    swapped = _with(swapped, "latency_ms.p50", 2.0)
+    with pytest.raises(ValueError) as caught:
+        validate_harness_result(swapped)
+    assert str(caught.value) == ("device returned latency_ms out of order (min 1.0, p50 2.0, "
+                                 "p90 9.0, p99 3.0, max 10.0): min <= p50 <= p90 <= p99 <= max "
+                                 "must hold")
+
+
+# The result a board claimed in issue 9: impossible numbers that used to pass.
+IMPOSSIBLE_RESULT = {
+    "status": "ok", "runtime": {"name": "onnxruntime", "version": "1.32.0",
+                                "requested": "onnxruntime", "execution_precision": "f32"},
+    "load_ms": 1.0, "first_inference_ms": 1.0, "runs": 10, "accuracy_samples": 60,
+    "latency_ms": {"p50": -5.0, "p90": -5.0, "p99": -5.0, "mean": -5.0, "std": 0.0,
+                   "min": -5.0, "max": -5.0},
+    "throughput_fps": 1e6, "peak_rss_mb": -100.0, "accuracy": 7.5}
+
+
+def test_a_device_claiming_impossible_numbers_fails_the_result_and_the_run(
+        tiny_project: Any, tmp_path: Path) -> None:
+    from tasks.config import Farm, RequirementParams
+    from tasks.select import summarise, verdict
+
+    claimed = tmp_path / "claimed.json"
+    claimed.write_text(json.dumps(IMPOSSIBLE_RESULT), encoding="utf-8")
+    device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
+                         python=_device_python(tmp_path, f'cat "{claimed}" > "$out"'))
+    result = records(bench(tiny_project, device, tmp_path / "results" / "local"))["onnx-fp32"]
+    assert result["status"] == "failed"
+    assert result["error"] == ("no valid harness result (device returned accuracy 7.5 outside "
+                               "[0, 1]); exit code 0")
+    assert "harness" not in result
+
+    summary = summarise(RequirementParams(), Farm(devices={"local": device}),
+                        tmp_path / "results", tiny_project.layout.base_model / "reference.json")
+    row = next(row for row in summary["results"] if row["variant"] == "onnx-fp32")
+    assert (row["status"], row["reasons"]) == ("error", [result["error"]])
+    assert summary["recommendations"] == {"local": None}
+    assert not verdict(summary).ok
+
+
 # --------------------------------------------------------------------------- quoting
 
 
