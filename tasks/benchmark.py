@@ -41,8 +41,11 @@ from tasks.deploy import (RUNS_DIR, PhaseTimes, check_then_run, last_line as tai
 from tasks.errors import StepError
 from tasks.devices import Connection, DeviceUnreachable, connect, owner_only, quote_command
 from tasks.files import atomic_output_dir, write_json
+from tasks.untrusted import ERROR_LIMIT, contained, contained_strings
 
 MAX_RESULT_BYTES = 1 << 20
+# Beside results/<device>/<variant>.json; not .json: select reads every *.json there.
+FULL_ERROR_SUFFIX = ".error.txt"
 LOCK_NAME = ".benchmark.lock"
 LOCK_BUSY_EXIT = 75  # EX_TEMPFAIL: flock's exit status when the lock was not taken in time
 HARNESS_TIMED_OUT = {124, 137}  # coreutils timeout: TERM sent / KILL needed
@@ -143,7 +146,8 @@ def read_probe(connection: Connection, result: Any, python: str,
 
 def validate_probe(document: dict[str, Any]) -> dict[str, Any]:
     """The probe's shape, as the orchestrator uses it; ValueError names what is wrong.
-    Facts are flat (name -> text or number): they become MLflow tags."""
+    Facts are flat (name -> text or number): they become MLflow tags. Returns a copy whose
+    texts are :func:`~tasks.untrusted.contained` (visible, capped)."""
     host = document.get("host")
     if not isinstance(host, dict) or not all(
             FACT_NAME.match(key) and isinstance(value, (str, int, float, type(None)))
@@ -154,7 +158,7 @@ def validate_probe(document: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(value, dict) or not all(
                 FACT_NAME.match(key) and isinstance(text, str) for key, text in value.items()):
             raise ValueError(f"probe field {field_name!r} is not an object of texts")
-    return document
+    return contained_strings(document)
 
 
 def _reject_constant(name: str) -> Any:
@@ -453,6 +457,20 @@ def device_facts(probe: dict[str, Any]) -> dict[str, Any]:
                for name, version in probe.get("runtime_versions", {}).items()}}
 
 
+def contained_outcome(outcome: dict[str, Any], staging: Path, out_dir: Path,
+                      variant: str) -> dict[str, Any]:
+    """An outcome as its result file keeps it: every text the device could have written
+    (the error, which quotes its logs; the harness result's strings) made visible and
+    capped. An error too long to show whole is kept in ``<variant>.error.txt`` beside
+    the result (written into ``staging``, which becomes ``out_dir``)."""
+    kept = contained_strings(outcome)
+    if isinstance(outcome.get("error"), str):
+        name = f"{variant}{FULL_ERROR_SUFFIX}"
+        kept["error"] = contained(outcome["error"], ERROR_LIMIT, overflow=staging / name,
+                                  shown_as=f"{out_dir.parent.name}/{out_dir.name}/{name}")
+    return kept
+
+
 def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevice,
                      params: BenchmarkParams, variants_dir: Path, prepared: Path, out_dir: Path,
                      connect_to: Callable[..., Connection] = connect) -> DeviceRun:
@@ -501,6 +519,8 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
         facts = device_facts(probe)
         paths = [write_json(staging / f"{variant['name']}.json", {
             **identity(variant, device_name), "threads": device.threads, "device_facts": facts,
-            "device_run_dir": session.run_dir, **outcomes[variant["name"]]}) for variant in variants]
+            "device_run_dir": session.run_dir,
+            **contained_outcome(outcomes[variant["name"]], staging, out_dir, variant["name"])})
+            for variant in variants]
     return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), probe,
                      session.run_dir, session.clock.as_dict())

@@ -25,7 +25,7 @@ from tasks.convert import read_index
 from tasks.errors import StepError
 from tasks.devices import LocalConnection, quote_command
 from tasks.files import read_json, sha256_file
-from tests.helpers import assert_device_tidy, processes_mentioning, records
+from tests.helpers import assert_device_tidy, processes_mentioning, records, scripted_python
 
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
                         accuracy_samples=50, timeout_seconds=60)
@@ -218,19 +218,6 @@ def test_one_hanging_variant_does_not_stop_the_others(tiny_project: Any, tmp_pat
     assert processes_mentioning(str(workdir)) == []
 
 
-def _device_python(tmp_path: Path, body: str) -> str:
-    """An interpreter on the "device" that runs the probe for real and ``body`` (a shell
-    snippet; $out is the harness's --out path) instead of the harness."""
-    script = tmp_path / "device-python"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'case "$*" in *--probe*) exec "{sys.executable}" "$@";; esac\n'
-        'out=$(printf "%s\\n" "$@" | sed -n "/^--out$/{n;p}")\n'
-        f"{body}\n", encoding="utf-8")
-    script.chmod(0o700)
-    return str(script)
-
-
 @pytest.mark.parametrize("body, reason", [
     # A device that answers with far more than a result: only the limit is ever read.
     ('head -c 50000000 /dev/zero > "$out"', "more than"),
@@ -241,7 +228,7 @@ def _device_python(tmp_path: Path, body: str) -> str:
 def test_a_hostile_or_crashing_device_gives_a_failed_result(tiny_project: Any, tmp_path: Path,
                                                             body: str, reason: str) -> None:
     device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
-                         python=_device_python(tmp_path, body))
+                         python=scripted_python(tmp_path, body))
     result = records(bench(tiny_project, device, tmp_path / "results"))["onnx-fp32"]
     assert result["status"] == "failed" and reason in result["error"], result["error"]
     assert "harness" not in result
@@ -252,7 +239,7 @@ def test_what_a_device_prints_stays_on_the_device(tiny_project: Any, tmp_path: P
     a bounded tail of the log comes back as the reason."""
     body = 'head -c 20000000 /dev/zero; yes "driver panic" | head -n 100000 >&2; exit 1'
     device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
-                         python=_device_python(tmp_path, body))
+                         python=scripted_python(tmp_path, body))
     run = bench(tiny_project, device, tmp_path / "results")
     result = records(run)["onnx-fp32"]
     assert result["status"] == "failed" and result["error"].endswith("driver panic"), result["error"]
@@ -438,7 +425,7 @@ def test_a_device_claiming_impossible_numbers_fails_the_result_and_the_run(
     claimed = tmp_path / "claimed.json"
     claimed.write_text(json.dumps(IMPOSSIBLE_RESULT), encoding="utf-8")
     device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
-                         python=_device_python(tmp_path, f'cat "{claimed}" > "$out"'))
+                         python=scripted_python(tmp_path, f'cat "{claimed}" > "$out"'))
     result = records(bench(tiny_project, device, tmp_path / "results" / "local"))["onnx-fp32"]
     assert result["status"] == "failed"
     assert result["error"] == ("no valid harness result (device returned accuracy 7.5 outside "
