@@ -4,8 +4,9 @@ and validate its result.
 Reads params ``benchmark``, the device's entry in ``farm.yaml``,
 ``models/variants/`` and ``data/prepared/test.npz``. Writes
 ``results/<device>/<variant>.json``: the variant's identity, ``status`` (``ok``,
-``failed`` or ``skipped``), ``error`` and the raw harness result under ``harness``
-(with ``runtime.execution_precision``, what the runtime computed in).
+``failed`` or ``skipped``), ``error`` and the harness result under ``harness`` (with
+``runtime.execution_precision``, what the runtime computed in); an error too long to show
+whole is kept in ``results/<device>/<variant>.error.txt`` beside it.
 
 Files reach the device through :mod:`tasks.deploy` (a per-run folder, sha256-verified
 pushes, owner-only modes, old runs pruned). The device is probed first (host facts,
@@ -16,7 +17,8 @@ without it), as the harness reports. A harness that fails, hangs past the timeou
 the variant that was running; the next one reconnects (retried with backoff) or, if the
 device is gone, every remaining variant fails with that reason. Results from the device
 are untrusted: size-limited and checked (types, and ranges: an impossible number fails
-the result with the reason).
+the result with the reason), and every text in them is made visible and capped
+(:mod:`tasks.untrusted`) before it is written.
 """
 
 from __future__ import annotations

@@ -58,8 +58,8 @@ def probe_one(name: str, device: Any, timeout: float = 60.0) -> DeviceProbe:
         return DeviceProbe(name, True, found.get("host", {}), found.get("runtime_versions", {}))
     except Exception as error:  # noqa: BLE001 - one device's failure is its own row
         # The reason may quote the device's log: made visible and capped like its facts.
-        return DeviceProbe(name, False, error=contained(f"{type(error).__name__}: {tail(str(error))}",
-                                                        ERROR_LIMIT))
+        reason = f"{type(error).__name__}: {tail(str(error))}"
+        return DeviceProbe(name, False, error=contained(reason, ERROR_LIMIT))
     finally:
         connection.close()
 

@@ -8,7 +8,8 @@ Sources are a registry: ``digits`` (scikit-learn's bundled 1,797 handwritten 8x8
 digits, no download) and ``folder`` (a class-per-subfolder tree of PNG/JPEG images of
 any size, grey or colour). Unreadable or empty images, decompression bombs (more
 pixels than Pillow will decode), broken or looping links, links to folders inside a
-class and special files are skipped and named in ``meta.json``; fewer than two classes, or a class with no usable image, is an error.
+class and special files are skipped and named in ``meta.json``; fewer than two classes,
+or a class with no usable image, is an error.
 The split is stratified and seeded: the same params give the same arrays.
 """
 

@@ -71,7 +71,8 @@ def test_visible_keeps_lines_for_a_file() -> None:
 
 def test_contained_caps_and_says_how_long_the_text_was(tmp_path: Path) -> None:
     assert contained("x" * FIELD_LIMIT) == "x" * FIELD_LIMIT
-    assert contained("x" * (FIELD_LIMIT + 1)) == "x" * FIELD_LIMIT + f"… ({FIELD_LIMIT + 1} chars)"
+    assert contained("x" * (FIELD_LIMIT + 1)) == (
+        "x" * FIELD_LIMIT + f"… ({FIELD_LIMIT + 1} chars)")
     assert not list(tmp_path.iterdir())
     text = ESCAPES + "y" * 1000 + "\nlast line"
     kept = tmp_path / "full.txt"
@@ -166,10 +167,12 @@ def test_strings_of_an_ok_result_are_contained(tiny_project: Any, tmp_path: Path
                         "execution_precision": "f32\x1b[8m"}}
     board = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
                         python=board_python(tmp_path, result=good))
-    record = records(bench_device(tiny_project, "board", board, tmp_path / "out", QUICK))["onnx-fp32"]
+    run = bench_device(tiny_project, "board", board, tmp_path / "out", QUICK)
+    record = records(run)["onnx-fp32"]
     assert record["status"] == "ok", record["error"]
     runtime = record["harness"]["runtime"]
-    assert runtime["version"] == (SHOWN + "v" * 5000)[:FIELD_LIMIT] + f"… ({len(ESCAPES) + 5000} chars)"
+    assert runtime["version"] == (
+        (SHOWN + "v" * 5000)[:FIELD_LIMIT] + f"… ({len(ESCAPES) + 5000} chars)")
     assert runtime["execution_precision"] == "f32\\x1b[8m"
     row = evaluate(record, Requirements(max_accuracy_drop=None), reference_accuracy=0.5)
     assert row["runtime_version"] == runtime["version"]
@@ -188,18 +191,29 @@ def test_probe_facts_are_visible_and_capped_in_results(tiny_project: Any, tmp_pa
     board = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
                         python=board_python(tmp_path, probe=HOSTILE_PROBE))
     run = bench_device(tiny_project, "board", board, tmp_path / "out", QUICK)
-    facts = {"arch": "x86_64" + SHOWN, "cpu": (SCRIPT + "c" * 5000)[:FIELD_LIMIT] + "… (5025 chars)",
+    facts = {"arch": "x86_64" + SHOWN,
+             "cpu": (SCRIPT + "c" * 5000)[:FIELD_LIMIT] + "… (5025 chars)",
              "cores": 4, "runtime.onnxruntime": "1.32\\x1b]0;x\\x07"}
     assert run.probe["runtimes"] == {"onnxruntime": "onnxruntime\\x1b[31m"}
     for record in records(run).values():
         assert record["device_facts"] == facts
 
 
+def failing_python(folder: Path) -> str:
+    """A board whose interpreter fails, logging escapes."""
+    script = folder / "failing-python"
+    script.write_text("#!/bin/sh\nprintf 'board on fire \\033[2J\\033]0;pwned\\007\\n' >&2\n"
+                      "exit 3\n", encoding="utf-8")
+    script.chmod(0o700)
+    return str(script)
+
+
 def test_probe_one_contains_facts_and_reasons(tmp_path: Path) -> None:
     """What `farm probe` shows of a board: its facts, or why it failed (quoting its log)."""
     from tasks.farm import probe_one
 
-    hostile = LocalDevice(workdir=tmp_path / "dev", python=board_python(tmp_path, probe=HOSTILE_PROBE))
+    hostile = LocalDevice(workdir=tmp_path / "dev",
+                          python=board_python(tmp_path, probe=HOSTILE_PROBE))
     probe = probe_one("hostile", hostile)
     assert probe.reachable and probe.error is None
     assert probe.facts == {"arch": "x86_64" + SHOWN, "cores": 4,
@@ -210,15 +224,6 @@ def test_probe_one_contains_facts_and_reasons(tmp_path: Path) -> None:
     probe = probe_one("failing", failing)
     assert not probe.reachable
     assert probe.error == ("RuntimeError: probe failed (exit 3): board on fire " + SHOWN)
-
-
-def failing_python(folder: Path) -> str:
-    """A board whose interpreter fails, logging escapes."""
-    script = folder / "failing-python"
-    script.write_text("#!/bin/sh\nprintf 'board on fire \\033[2J\\033]0;pwned\\007\\n' >&2\n"
-                      "exit 3\n", encoding="utf-8")
-    script.chmod(0o700)
-    return str(script)
 
 
 def test_farm_probe_prints_no_escape(tmp_path: Path) -> None:
