@@ -4,8 +4,9 @@ and validate its result.
 Reads params ``benchmark``, the device's entry in ``farm.yaml``,
 ``models/variants/`` and ``data/prepared/test.npz``. Writes
 ``results/<device>/<variant>.json``: the variant's identity, ``status`` (``ok``,
-``failed`` or ``skipped``), ``error`` and the raw harness result under ``harness``
-(with ``runtime.execution_precision``, what the runtime computed in).
+``failed`` or ``skipped``), ``error`` and the harness result under ``harness`` (with
+``runtime.execution_precision``, what the runtime computed in); an error too long to show
+whole is kept in ``results/<device>/<variant>.error.txt`` beside it.
 
 Files reach the device through :mod:`tasks.deploy` (a per-run folder, sha256-verified
 pushes, owner-only modes, old runs pruned). The device is probed first (host facts,
@@ -15,7 +16,9 @@ without it), as the harness reports. A harness that fails, hangs past the timeou
 ``failed`` result with the reason; the other variants still run. A lost connection fails
 the variant that was running; the next one reconnects (retried with backoff) or, if the
 device is gone, every remaining variant fails with that reason. Results from the device
-are untrusted: size-limited and checked.
+are untrusted: size-limited and checked (types, and ranges: an impossible number fails
+the result with the reason), and every text in them is made visible and capped
+(:mod:`tasks.untrusted`) before it is written.
 """
 
 from __future__ import annotations
@@ -42,19 +45,50 @@ from tasks.devices import (ON_DEVICE_TIMEOUT_EXITS, Connection, DeviceUnreachabl
                            owner_only, quote_command)
 from tasks.files import atomic_output_dir, write_json
 from tasks.interrupt import raise_if_stopped, stopping_with
+from tasks.untrusted import ERROR_LIMIT, contained, contained_strings
 
 MAX_RESULT_BYTES = 1 << 20
+# Beside results/<device>/<variant>.json; not .json: select reads every *.json there.
+FULL_ERROR_SUFFIX = ".error.txt"
 LOCK_NAME = ".benchmark.lock"
 LOCK_BUSY_EXIT = 75  # EX_TEMPFAIL: flock's exit status when the lock was not taken in time
 HARNESS_TIMED_OUT = ON_DEVICE_TIMEOUT_EXITS
 HARNESS_PATH = Path(harness.__file__)
 REQUIRED_OK_FIELDS = {"latency_ms": dict, "throughput_fps": float, "accuracy": float,
                       "peak_rss_mb": float, "load_ms": float, "first_inference_ms": float,
-                      "runtime": dict}
+                      "runs": int, "accuracy_samples": int, "runtime": dict}
 FACT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # facts become MLflow tag names
 # skipped: the device cannot run the variant's execution precision natively.
 HARNESS_STATUSES = ("ok", "failed", "skipped")
 LATENCY_FIELDS = ("p50", "p90", "p99", "mean", "std", "min", "max")
+LATENCY_ORDER = ("min", "p50", "p90", "p99", "max")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a measurement can take: from ``low`` (excluded when ``low_open``) to
+    ``high`` (included)."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        return (value > self.low if self.low_open else value >= self.low) and value <= self.high
+
+    def __str__(self) -> str:
+        high = "inf)" if self.high == math.inf else f"{self.high:g}]"
+        return f"{'(' if self.low_open else '['}{self.low:g}, {high}"
+
+
+NOT_NEGATIVE = Range(0.0)
+# A device is checked for what its numbers can be, not just their type: a board that
+# claims accuracy 7.5 or -5 ms must not be recommended. Keys name nested fields by dots.
+OK_RANGES: dict[str, Range] = {
+    "accuracy": Range(0.0, 1.0), "throughput_fps": Range(0.0, low_open=True),
+    "peak_rss_mb": NOT_NEGATIVE, "load_ms": NOT_NEGATIVE, "first_inference_ms": NOT_NEGATIVE,
+    "runs": Range(1), "accuracy_samples": Range(1),  # accuracy on no image is no accuracy
+    **{f"latency_ms.{key}": NOT_NEGATIVE for key in LATENCY_FIELDS}}
 
 
 @dataclass(frozen=True)
@@ -119,7 +153,8 @@ def read_probe(connection: Connection, result: Any, python: str,
 
 def validate_probe(document: dict[str, Any]) -> dict[str, Any]:
     """The probe's shape, as the orchestrator uses it; ValueError names what is wrong.
-    Facts are flat (name -> text or number): they become MLflow tags."""
+    Facts are flat (name -> text or number): they become MLflow tags. Returns a copy whose
+    texts are :func:`~tasks.untrusted.contained` (visible, capped)."""
     host = document.get("host")
     if not isinstance(host, dict) or not all(
             FACT_NAME.match(key) and isinstance(value, (str, int, float, type(None)))
@@ -130,7 +165,7 @@ def validate_probe(document: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(value, dict) or not all(
                 FACT_NAME.match(key) and isinstance(text, str) for key, text in value.items()):
             raise ValueError(f"probe field {field_name!r} is not an object of texts")
-    return document
+    return contained_strings(document)
 
 
 def _reject_constant(name: str) -> Any:
@@ -155,8 +190,34 @@ def parse_untrusted_json(raw: bytes) -> dict[str, Any]:
     return document
 
 
+def _a(kind: type) -> str:
+    return f"{'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__}"
+
+
+def _dotted(document: dict[str, Any], name: str) -> Any:
+    for key in name.split("."):
+        document = document[key]
+    return document
+
+
+def _check_ok_numbers(document: dict[str, Any]) -> None:
+    """The measurements of an ``ok`` result (types already checked) are possible ones."""
+    for name, allowed in OK_RANGES.items():
+        value = _dotted(document, name)
+        if value not in allowed:
+            raise ValueError(f"device returned {name} {value!r} outside {allowed}")
+    latency = document["latency_ms"]
+    ordered = [latency[key] for key in LATENCY_ORDER]
+    if ordered != sorted(ordered):
+        shown = ", ".join(f"{key} {latency[key]!r}" for key in LATENCY_ORDER)
+        raise ValueError(f"device returned latency_ms out of order ({shown}): "
+                         f"{' <= '.join(LATENCY_ORDER)} must hold")
+
+
 def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
-    """Check the fields the report relies on; raise ValueError naming the first bad one."""
+    """Check the fields the report relies on, their types and, for an ``ok`` result,
+    their ranges (:data:`OK_RANGES`, latencies ordered min <= p50 <= p90 <= p99 <= max);
+    raise ValueError naming the first bad one."""
     status = document.get("status")
     if status not in HARNESS_STATUSES:
         raise ValueError(f"harness result has status {status!r} "
@@ -167,11 +228,12 @@ def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 continue
             if not isinstance(value, kind) or isinstance(value, bool):
-                raise ValueError(f"harness result field {key!r} is missing or not a {kind.__name__}")
+                raise ValueError(f"harness result field {key!r} is missing or not {_a(kind)}")
         for key in LATENCY_FIELDS:
             value = document["latency_ms"].get(key)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"harness result field latency_ms.{key} is missing")
+        _check_ok_numbers(document)
     elif not isinstance(document.get("error"), str):
         raise ValueError(f"a {status} harness result has no 'error' text")
     return document
@@ -411,6 +473,20 @@ def device_facts(probe: dict[str, Any]) -> dict[str, Any]:
                for name, version in probe.get("runtime_versions", {}).items()}}
 
 
+def contained_outcome(outcome: dict[str, Any], staging: Path, out_dir: Path,
+                      variant: str) -> dict[str, Any]:
+    """An outcome as its result file keeps it: every text the device could have written
+    (the error, which quotes its logs; the harness result's strings) made visible and
+    capped. An error too long to show whole is kept in ``<variant>.error.txt`` beside
+    the result (written into ``staging``, which becomes ``out_dir``)."""
+    kept = contained_strings(outcome)
+    if isinstance(outcome.get("error"), str):
+        name = f"{variant}{FULL_ERROR_SUFFIX}"
+        kept["error"] = contained(outcome["error"], ERROR_LIMIT, overflow=staging / name,
+                                  shown_as=f"{out_dir.parent.name}/{out_dir.name}/{name}")
+    return kept
+
+
 def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevice,
                      params: BenchmarkParams, variants_dir: Path, prepared: Path, out_dir: Path,
                      connect_to: Callable[..., Connection] = connect) -> DeviceRun:
@@ -464,6 +540,8 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
         facts = device_facts(probe)
         paths = [write_json(staging / f"{variant['name']}.json", {
             **identity(variant, device_name), "threads": device.threads, "device_facts": facts,
-            "device_run_dir": session.run_dir, **outcomes[variant["name"]]}) for variant in variants]
+            "device_run_dir": session.run_dir,
+            **contained_outcome(outcomes[variant["name"]], staging, out_dir, variant["name"])})
+            for variant in variants]
     return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), probe,
                      session.run_dir, session.clock.as_dict())

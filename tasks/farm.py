@@ -5,7 +5,8 @@ machine), runs the harness's ``--probe`` from a temporary folder in the device's
 workdir, and returns per device: reachable or the reason not, host facts (arch, OS,
 Python, CPU, cores, memory, temperature where exposed) and the runtimes it can import
 with their versions. A failure on one device never hides the others. MCU profiles have
-no shell: they are reported from farm.yaml.
+no shell: they are reported from farm.yaml. Every text from a device (facts, versions,
+the reason it failed) is visible and capped (:mod:`tasks.untrusted`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from tasks.benchmark import install_harness, probe_device, tail
 from tasks.config import Farm, McuDevice
 from tasks.devices import Connection, connect, quote_command
+from tasks.untrusted import ERROR_LIMIT, contained
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,9 @@ def probe_one(name: str, device: Any, timeout: float = 60.0) -> DeviceProbe:
         found = probe_remote(connection, device, timeout)
         return DeviceProbe(name, True, found.get("host", {}), found.get("runtime_versions", {}))
     except Exception as error:  # noqa: BLE001 - one device's failure is its own row
-        return DeviceProbe(name, False, error=f"{type(error).__name__}: {tail(str(error))}")
+        # The reason may quote the device's log: made visible and capped like its facts.
+        reason = f"{type(error).__name__}: {tail(str(error))}"
+        return DeviceProbe(name, False, error=contained(reason, ERROR_LIMIT))
     finally:
         connection.close()
 

@@ -6,13 +6,17 @@ float32 NHWC in [0, 1], ``y``: int64 class index) and ``data/prepared/meta.json`
 
 Sources are a registry: ``digits`` (scikit-learn's bundled 1,797 handwritten 8x8
 digits, no download) and ``folder`` (a class-per-subfolder tree of PNG/JPEG images of
-any size, grey or colour). Unreadable or empty images are skipped and named in
-``meta.json``; fewer than two classes, or a class with no usable image, is an error.
+any size, grey or colour). Unreadable or empty images, decompression bombs (more
+pixels than Pillow will decode), broken or looping links, links to folders inside a
+class and special files are skipped and named in ``meta.json``; fewer than two classes,
+or a class with no usable image, is an error.
 The split is stratified and seeded: the same params give the same arrays.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -70,39 +74,95 @@ def load_digits(params: DataParams) -> LoadedImages:
                         normalisation="pixel / 16 (digits) resized bilinear, in [0, 1]")
 
 
-def load_folder(params: DataParams) -> LoadedImages:
+def _link_problem(path: Path) -> str | None:
+    """Why a symbolic link leads nowhere (None when it is no link or reaches something).
+    ``Path.is_file`` and ``is_dir`` answer False for both, which would drop it silently."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "link loop (following it never reaches a file)"
+        return f"broken link to {os.readlink(path)}"
+    return None
+
+
+def _folder_link(path: Path) -> str | None:
+    # rglob lists a linked folder but does not enter it: following links inside a
+    # class could loop or pull in a whole disk, so it is named instead.
+    if path.is_symlink() and path.is_dir():
+        return "link to a folder: not followed inside a class (link the images themselves)"
+    return None
+
+
+def _special_file(path: Path) -> str | None:
+    # A FIFO named like an image would block Image.open for ever.
+    return None if path.is_file() else "not a regular file"
+
+
+def _not_an_image(path: Path) -> str | None:
+    return None if path.suffix.lower() in IMAGE_SUFFIXES else "not a PNG or JPEG file"
+
+
+def _empty(path: Path) -> str | None:
+    return "empty file" if path.stat().st_size == 0 else None
+
+
+# Checked in order, before anything is decoded; the first reason found skips the file.
+FILE_CHECKS: tuple[Callable[[Path], str | None], ...] = (
+    _link_problem, _folder_link, _special_file, _not_an_image, _empty)
+
+
+def _read_image(path: Path, params: DataParams) -> np.ndarray:
+    """One image as model input; ValueError (with the reason) when it cannot be used."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.width == 0 or image.height == 0:
+                raise ValueError("image has no pixels")
+            return _to_model_input(image, params)
+    except Image.DecompressionBombError as error:  # a few KB on disk, gigabytes decoded
+        raise ValueError(f"not decoded: {error}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ValueError(f"unreadable: {error}") from None
+
+
+def _class_entries(class_dir: Path) -> list[Path]:
+    """Everything under a class folder but real subfolders and hidden names, sorted."""
+    return sorted(path for path in class_dir.rglob("*")
+                  if not any(part.startswith(".") for part in path.relative_to(class_dir).parts)
+                  and not (path.is_dir() and not path.is_symlink()))
+
+
+def load_folder(params: DataParams) -> LoadedImages:
     root = params.folder
     if root is None or not root.is_dir():
         raise DataError(f"data.folder: {root} is not a folder of class subfolders")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    skipped: list[dict[str, str]] = [{"file": p.name, "reason": reason} for p in entries
+                                     if (reason := _link_problem(p)) is not None]
+    class_dirs = [p for p in entries if p.is_dir()]
     if len(class_dirs) < 2:
         raise DataError(f"data.folder: {root} has {len(class_dirs)} class subfolder(s); "
                         "at least 2 are needed (one subfolder per class)")
     images: list[np.ndarray] = []
     labels: list[int] = []
-    skipped: list[dict[str, str]] = []
     for label, class_dir in enumerate(class_dirs):
         found = 0
-        for path in sorted(p for p in class_dir.rglob("*") if p.is_file()):
+        for path in _class_entries(class_dir):
             relative = path.relative_to(root).as_posix()
-            if any(part.startswith(".") for part in path.relative_to(class_dir).parts):
-                continue
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append({"file": relative, "reason": "not a PNG or JPEG file"})
-                continue
-            if path.stat().st_size == 0:
-                skipped.append({"file": relative, "reason": "empty file"})
-                continue
-            try:
-                with Image.open(path) as image:
-                    image.load()
-                    if image.width == 0 or image.height == 0:
-                        raise ValueError("image has no pixels")
-                    images.append(_to_model_input(image, params))
-            except (UnidentifiedImageError, OSError, ValueError) as error:
-                skipped.append({"file": relative, "reason": f"unreadable: {error}"})
+            reason = next((found_reason for check in FILE_CHECKS
+                           if (found_reason := check(path)) is not None), None)
+            if reason is None:
+                try:
+                    images.append(_read_image(path, params))
+                except ValueError as error:
+                    reason = str(error)
+            if reason is not None:
+                skipped.append({"file": relative, "reason": reason})
                 continue
             labels.append(label)
             found += 1

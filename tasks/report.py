@@ -1,13 +1,32 @@
 """Rendering of a summary (``reports/summary.json``): the Markdown report, the PNG plots
-and the terminal table. Pure functions of the summary: no measurement happens here."""
+and the terminal table. Pure functions of the summary: no measurement happens here.
+
+Texts from devices reach the summary already visible and capped (:mod:`tasks.untrusted`);
+the Markdown report escapes its own syntax in every text it writes
+(:func:`markdown_text`), the terminal table rich's markup."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 COLUMNS = ("device", "variant", "status", "exec", "accuracy", "drop", "size KB", "p50 ms", "p90 ms",
            "p99 ms", "fps", "RSS MB")
+
+
+# What a text cell could turn into table structure, code, links, images or HTML (a
+# reason quoting "<script>" from a board). Emphasis (* and _) is left as it is: harmless,
+# and names like max_accuracy_drop stay readable in the raw file.
+MARKDOWN_ESCAPES = str.maketrans({"\\": "\\\\", "`": "\\`", "|": "\\|", "[": "\\[",
+                                  "]": "\\]", "&": "&amp;", "<": "&lt;", ">": "&gt;",
+                                  "\n": " ", "\r": " "})
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as literal text in a Markdown table cell or line (GitHub-flavoured):
+    ``\\ ` | [ ]`` backslash-escaped, ``& < >`` as HTML entities, one line."""
+    return text.translate(MARKDOWN_ESCAPES)
 
 
 def _fmt(value: Any, pattern: str) -> str:
@@ -24,13 +43,17 @@ def row_cells(row: dict[str, Any]) -> list[str]:
             _fmt(row.get("peak_rss_mb"), ".0f")]
 
 
-def recommendation_lines(summary: dict[str, Any]) -> list[str]:
+def recommendation_lines(summary: dict[str, Any],
+                         text: Callable[[str], str] = str) -> list[str]:
+    """One Markdown line per device; ``text`` escapes the names (:func:`markdown_text`
+    for the report; the terminal strips the Markdown instead)."""
     lines = []
     for device, variant in summary["recommendations"].items():
         if variant is None:
-            lines.append(f"- **{device}**: no variant meets the requirements")
+            lines.append(f"- **{text(device)}**: no variant meets the requirements")
         else:
-            lines.append(f"- **{device}**: `{variant}` (best passing by {summary['rank_by']})")
+            lines.append(f"- **{text(device)}**: `{text(variant)}` (best passing by "
+                         f"{text(summary['rank_by'])})")
     return lines
 
 
@@ -42,14 +65,14 @@ def render_markdown(summary: dict[str, Any], plots: list[str]) -> str:
         "",
         f"Results: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
         f"{counts['skipped']} skipped.", "",
-        "## Recommendation per device", "", *recommendation_lines(summary), "",
+        "## Recommendation per device", "", *recommendation_lines(summary, markdown_text), "",
         "## Results", "",
         "| " + " | ".join(COLUMNS) + " | reasons / notes |",
         "|" + "---|" * (len(COLUMNS) + 1),
     ]
     for row in summary["results"]:
-        reasons = "; ".join(row["reasons"] + row.get("notes", [])).replace("|", "\\|") or "—"
-        lines.append("| " + " | ".join(row_cells(row)) + f" | {reasons} |")
+        reasons = markdown_text("; ".join(row["reasons"] + row.get("notes", []))) or "—"
+        lines.append("| " + " | ".join(map(markdown_text, row_cells(row))) + f" | {reasons} |")
     lines += ["", "Latency is batch 1, per inference, measured by the same harness protocol "
               "on every runtime; drop is relative to the fp32 reference; exec is the precision "
               "the runtime reports its float arithmetic ran in.", "",
@@ -57,7 +80,7 @@ def render_markdown(summary: dict[str, Any], plots: list[str]) -> str:
     for device, requirements in summary["requirements"].items():
         stated = ", ".join(f"{key}={value}" for key, value in requirements.items()
                            if value is not None) or "none"
-        lines.append(f"- **{device}**: {stated}")
+        lines.append(f"- **{markdown_text(device)}**: {markdown_text(stated)}")
     lines += ["", "## Plots", ""] + [f"![{Path(plot).stem}]({plot})" for plot in plots]
     return "\n".join(lines) + "\n"
 

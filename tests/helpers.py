@@ -46,6 +46,22 @@ def bench_device(tiny_project: Any, name: str, target: Any, out: Path,
                             tiny_project.layout.prepared, out, **kwargs)
 
 
+def scripted_python(folder: Path, body: str, probe: str | None = None) -> str:
+    """An interpreter on the "device" (a shell script written in ``folder``) that runs
+    ``body`` (a shell snippet; $out is the harness's --out path) instead of the harness,
+    and the probe for real, or prints ``probe`` (a JSON text) as the probe's answer."""
+    probe_branch = (f"cat <<'EOF'\n{probe}\nEOF\nexit 0" if probe is not None
+                    else f'exec "{sys.executable}" "$@"')
+    script = folder / "device-python"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *--probe*)\n{probe_branch}\n;; esac\n'
+        'out=$(printf "%s\\n" "$@" | sed -n "/^--out$/{n;p}")\n'
+        f"{body}\n", encoding="utf-8")
+    script.chmod(0o700)
+    return str(script)
+
+
 def assert_device_tidy(workdir: Path) -> None:
     """Only edgeflow's run folders, no half-pushed file, nothing readable by others."""
     from tasks.deploy import RUN_NAME

@@ -25,7 +25,7 @@ from tasks.convert import read_index
 from tasks.errors import StepError
 from tasks.devices import LocalConnection, quote_command
 from tasks.files import read_json, sha256_file
-from tests.helpers import assert_device_tidy, processes_mentioning, records
+from tests.helpers import assert_device_tidy, processes_mentioning, records, scripted_python
 
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
                         accuracy_samples=50, timeout_seconds=60)
@@ -218,19 +218,6 @@ def test_one_hanging_variant_does_not_stop_the_others(tiny_project: Any, tmp_pat
     assert processes_mentioning(str(workdir)) == []
 
 
-def _device_python(tmp_path: Path, body: str) -> str:
-    """An interpreter on the "device" that runs the probe for real and ``body`` (a shell
-    snippet; $out is the harness's --out path) instead of the harness."""
-    script = tmp_path / "device-python"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'case "$*" in *--probe*) exec "{sys.executable}" "$@";; esac\n'
-        'out=$(printf "%s\\n" "$@" | sed -n "/^--out$/{n;p}")\n'
-        f"{body}\n", encoding="utf-8")
-    script.chmod(0o700)
-    return str(script)
-
-
 @pytest.mark.parametrize("body, reason", [
     # A device that answers with far more than a result: only the limit is ever read.
     ('head -c 50000000 /dev/zero > "$out"', "more than"),
@@ -241,7 +228,7 @@ def _device_python(tmp_path: Path, body: str) -> str:
 def test_a_hostile_or_crashing_device_gives_a_failed_result(tiny_project: Any, tmp_path: Path,
                                                             body: str, reason: str) -> None:
     device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
-                         python=_device_python(tmp_path, body))
+                         python=scripted_python(tmp_path, body))
     result = records(bench(tiny_project, device, tmp_path / "results"))["onnx-fp32"]
     assert result["status"] == "failed" and reason in result["error"], result["error"]
     assert "harness" not in result
@@ -252,7 +239,7 @@ def test_what_a_device_prints_stays_on_the_device(tiny_project: Any, tmp_path: P
     a bounded tail of the log comes back as the reason."""
     body = 'head -c 20000000 /dev/zero; yes "driver panic" | head -n 100000 >&2; exit 1'
     device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
-                         python=_device_python(tmp_path, body))
+                         python=scripted_python(tmp_path, body))
     run = bench(tiny_project, device, tmp_path / "results")
     result = records(run)["onnx-fp32"]
     assert result["status"] == "failed" and result["error"].endswith("driver panic"), result["error"]
@@ -368,6 +355,89 @@ def test_validate_harness_result(local_run: tuple[DeviceRun, Path]) -> None:
         validate_harness_result({**good, "throughput_fps": True})
     # A whole number is a valid float measurement.
     assert validate_harness_result({**good, "accuracy": 1})["accuracy"] == 1
+
+
+
+def _with(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """A copy of a harness result with one (possibly nested: ``latency_ms.p50``) field set."""
+    copy = json.loads(json.dumps(document))
+    *parents, key = dotted.split(".")
+    target = copy
+    for parent in parents:
+        target = target[parent]
+    target[key] = value
+    return copy
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("accuracy", 7.5, "device returned accuracy 7.5 outside [0, 1]"),
+    ("accuracy", -0.1, "device returned accuracy -0.1 outside [0, 1]"),
+    ("throughput_fps", 0.0, "device returned throughput_fps 0.0 outside (0, inf)"),
+    ("peak_rss_mb", -100, "device returned peak_rss_mb -100 outside [0, inf)"),
+    ("load_ms", -1.0, "device returned load_ms -1.0 outside [0, inf)"),
+    ("first_inference_ms", -0.5, "device returned first_inference_ms -0.5 outside [0, inf)"),
+    ("runs", 0, "device returned runs 0 outside [1, inf)"),
+    ("accuracy_samples", 0, "device returned accuracy_samples 0 outside [1, inf)"),
+    ("latency_ms.p50", -5.0, "device returned latency_ms.p50 -5.0 outside [0, inf)"),
+    ("latency_ms.mean", -1.0, "device returned latency_ms.mean -1.0 outside [0, inf)"),
+    ("latency_ms.std", -1.0, "device returned latency_ms.std -1.0 outside [0, inf)"),
+    ("runs", 10.5, "harness result field 'runs' is missing or not an int"),
+    ("accuracy_samples", None, "harness result field 'accuracy_samples' is missing or not an int"),
+])
+def test_validate_harness_result_refuses_numbers_out_of_range(
+        local_run: tuple[DeviceRun, Path], field: str, value: Any, reason: str) -> None:
+    good = records(local_run[0])["onnx-fp32"]["harness"]
+    with pytest.raises(ValueError) as caught:
+        validate_harness_result(_with(good, field, value))
+    assert str(caught.value) == reason
+
+
+def test_validate_harness_result_refuses_latencies_out_of_order(
+        local_run: tuple[DeviceRun, Path]) -> None:
+    good = records(local_run[0])["onnx-fp32"]["harness"]
+    latency = good["latency_ms"]
+    assert validate_harness_result(_with(good, "latency_ms.p90", latency["p50"]))  # ties are fine
+    swapped = _with(_with(good, "latency_ms.p90", 9.0), "latency_ms.p99", 3.0)
+    swapped = _with(_with(swapped, "latency_ms.min", 1.0), "latency_ms.max", 10.0)
+    swapped = _with(swapped, "latency_ms.p50", 2.0)
+    with pytest.raises(ValueError) as caught:
+        validate_harness_result(swapped)
+    assert str(caught.value) == ("device returned latency_ms out of order (min 1.0, p50 2.0, "
+                                 "p90 9.0, p99 3.0, max 10.0): min <= p50 <= p90 <= p99 <= max "
+                                 "must hold")
+
+
+# The result a board claimed in issue 9: impossible numbers that used to pass.
+IMPOSSIBLE_RESULT = {
+    "status": "ok", "runtime": {"name": "onnxruntime", "version": "1.32.0",
+                                "requested": "onnxruntime", "execution_precision": "f32"},
+    "load_ms": 1.0, "first_inference_ms": 1.0, "runs": 10, "accuracy_samples": 60,
+    "latency_ms": {"p50": -5.0, "p90": -5.0, "p99": -5.0, "mean": -5.0, "std": 0.0,
+                   "min": -5.0, "max": -5.0},
+    "throughput_fps": 1e6, "peak_rss_mb": -100.0, "accuracy": 7.5}
+
+
+def test_a_device_claiming_impossible_numbers_fails_the_result_and_the_run(
+        tiny_project: Any, tmp_path: Path) -> None:
+    from tasks.config import Farm, RequirementParams
+    from tasks.select import summarise, verdict
+
+    claimed = tmp_path / "claimed.json"
+    claimed.write_text(json.dumps(IMPOSSIBLE_RESULT), encoding="utf-8")
+    device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
+                         python=scripted_python(tmp_path, f'cat "{claimed}" > "$out"'))
+    result = records(bench(tiny_project, device, tmp_path / "results" / "local"))["onnx-fp32"]
+    assert result["status"] == "failed"
+    assert result["error"] == ("no valid harness result (device returned accuracy 7.5 outside "
+                               "[0, 1]); exit code 0")
+    assert "harness" not in result
+
+    summary = summarise(RequirementParams(), Farm(devices={"local": device}),
+                        tmp_path / "results", tiny_project.layout.base_model / "reference.json")
+    row = next(row for row in summary["results"] if row["variant"] == "onnx-fp32")
+    assert (row["status"], row["reasons"]) == ("error", [result["error"]])
+    assert summary["recommendations"] == {"local": None}
+    assert not verdict(summary).ok
 
 
 # --------------------------------------------------------------------------- quoting

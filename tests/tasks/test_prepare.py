@@ -299,3 +299,47 @@ def test_sixteen_bit_grey_png_is_scaled_not_clipped(tmp_path: Path) -> None:
     label = read_meta(out_dir)["classes"].index("mid16")
     x, y = load_split(out_dir, "train")
     np.testing.assert_allclose(x[y == label], 0.5, atol=0.02)
+
+
+# --------------------------------------------------------------------------- hostile folders
+
+
+def test_a_decompression_bomb_is_skipped_and_named(tmp_path: Path) -> None:
+    """A tiny PNG that claims 20000x20000 pixels: Pillow refuses to decode it, and the
+    step goes on without it, naming it with Pillow's reason."""
+    root = build_tree(tmp_path / "images")
+    bomb = root / "black" / "bomb.png"
+    Image.new("1", (20_000, 20_000)).save(bomb)
+    assert bomb.stat().st_size < 100_000  # small on disk, 400 million pixels decoded
+
+    meta = read_meta(prepare(folder_params(root), tmp_path / "prepared"))
+
+    assert meta["skipped"] == [{
+        "file": "black/bomb.png",
+        "reason": f"not decoded: Image size ({20_000 * 20_000} pixels) exceeds limit of "
+                  f"{2 * Image.MAX_IMAGE_PIXELS} pixels, could be decompression bomb DOS attack."}]
+    assert meta["per_class"]["black"] == PER_CLASS
+
+
+def test_broken_and_looping_links_are_skipped_and_named(tmp_path: Path) -> None:
+    root = build_tree(tmp_path / "images")
+    (root / "black" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "red" / "loop-a.png").symlink_to(root / "red" / "loop-b.png")
+    (root / "red" / "loop-b.png").symlink_to(root / "red" / "loop-a.png")
+    (root / "white" / "elsewhere").symlink_to(tmp_path, target_is_directory=True)
+    (root / "white" / "linked.png").symlink_to(root / "white" / "img00.png")  # followed
+    (root / "dangling-class").symlink_to(tmp_path / "no-such-class")
+
+    meta = read_meta(prepare(folder_params(root), tmp_path / "prepared"))
+
+    assert meta["classes"] == ["black", "red", "white"]
+    assert meta["skipped"] == [
+        {"file": "dangling-class", "reason": f"broken link to {tmp_path / 'no-such-class'}"},
+        {"file": "black/gone.png", "reason": f"broken link to {tmp_path / 'nowhere.png'}"},
+        {"file": "red/loop-a.png", "reason": "link loop (following it never reaches a file)"},
+        {"file": "red/loop-b.png", "reason": "link loop (following it never reaches a file)"},
+        {"file": "white/elsewhere", "reason": "link to a folder: not followed inside a class "
+                                              "(link the images themselves)"},
+    ]
+    assert meta["skipped_count"] == 5
+    assert meta["per_class"] == {"black": PER_CLASS, "red": PER_CLASS, "white": PER_CLASS + 1}
