@@ -9,7 +9,10 @@ are resolved against that file's folder.
 from __future__ import annotations
 
 import re
+import shlex
+import stat
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -502,6 +505,45 @@ def _with_local_paths(device: Any, base: Path) -> Any:
         return device.model_copy(update={"key_file": _resolve(device.key_file, base),
                                          "known_hosts": _resolve(device.known_hosts, base)})
     return device
+
+
+def check_key_file(name: str, device: SshDevice) -> None:
+    """Refuse (:class:`ConfigError`) a device whose ``key_file`` is missing, not a file,
+    unreadable, or open to group or others (OpenSSH refuses such a key; paramiko would
+    use it). Checked before connecting, not at load: a command that never authenticates
+    (``farm trust``, the training steps) needs no key, and key files stay off machines
+    that only train."""
+    path = device.key_file
+    where = f"device {name!r}: key_file {path}"
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist (create the key, or fix key_file in "
+                          "farm.yaml)") from None
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read: {error.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{where} is a folder, not a private key file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{where} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ConfigError(f"{where} is open to group or others (mode "
+                          f"{stat.S_IMODE(info.st_mode):04o}), which OpenSSH refuses for a "
+                          f"private key: chmod 600 {shlex.quote(str(path))}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read: {error.strerror}") from None
+
+
+def check_key_files(farm: Farm, names: Iterable[str] | None = None) -> None:
+    """:func:`check_key_file` for every SSH device of ``names`` (default: the whole farm):
+    what a command that connects calls before its first connection."""
+    for name in farm.devices if names is None else names:
+        device = farm.devices.get(name)
+        if isinstance(device, SshDevice):
+            check_key_file(name, device)
 
 
 def effective_requirements(params: RequirementParams, device: Any) -> Requirements:

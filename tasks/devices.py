@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from tasks.config import MAX_RETRY_WAIT_SECONDS, LocalDevice, SshDevice
+from tasks.config import MAX_RETRY_WAIT_SECONDS, LocalDevice, SshDevice, check_key_file
 
 PART_SUFFIX = ".part"
 
@@ -132,7 +132,8 @@ class SshConnection:
 
     Connecting is retried with exponential backoff (``connect_attempts``,
     ``retry_backoff_seconds``, each wait at most ``MAX_RETRY_WAIT_SECONDS``); a refused
-    key is not. A connection that drops is
+    key is not. A key file that is missing or open to others is a ConfigError at
+    construction, before any attempt. A connection that drops is
     reopened (with the same retries) by the next call, never by re-running a command:
     a command that fails is reported, not repeated.
     """
@@ -143,6 +144,7 @@ class SshConnection:
         from fabric import Config
         from fabric import Connection as FabricConnection
 
+        check_key_file(name, device)
         self.device = device
         self.name = name
         self._sleep = sleep

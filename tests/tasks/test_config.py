@@ -19,6 +19,9 @@ from tasks.config import (
     Params,
     RequirementParams,
     Requirements,
+    SshDevice,
+    check_key_file,
+    check_key_files,
     effective_requirements,
     load_farm,
     load_params,
@@ -607,3 +610,64 @@ def test_keys_merged_in_by_an_anchor_may_be_overridden(tmp_path: Path) -> None:
 
 def test_params_folder_is_named_as_a_folder(tmp_path: Path) -> None:
     config_error(load_params, tmp_path, "is a folder, not a YAML file")
+
+
+# --------------------------------------------------------------------------- issue 9: key files
+
+
+def key_device(tmp_path: Path, key_file: Path) -> SshDevice:
+    return SshDevice(transport="ssh", host="10.0.0.2", user="pi", key_file=key_file,
+                     known_hosts=tmp_path / "known_hosts")
+
+
+def private_key(tmp_path: Path, mode: int) -> Path:
+    key = tmp_path / "farm key"  # a space: the chmod advice must be quoted
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    key.chmod(mode)
+    return key
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_an_owner_only_key_file_is_accepted(tmp_path: Path, mode: int) -> None:
+    check_key_file("pi", key_device(tmp_path, private_key(tmp_path, mode)))
+
+
+def test_a_missing_key_file_is_a_config_error_naming_device_and_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_key_file("pi", key_device(tmp_path, tmp_path / "absent"))
+    assert str(caught.value) == (f"device 'pi': key_file {tmp_path / 'absent'} does not exist "
+                                 "(create the key, or fix key_file in farm.yaml)")
+    assert caught.value.exit_code == 2
+
+
+def test_a_folder_as_key_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_key_file("pi", key_device(tmp_path, tmp_path))
+    assert str(caught.value) == f"device 'pi': key_file {tmp_path} is a folder, not a private key file"
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_a_key_file_open_to_others_is_refused_saying_how_to_fix_it(tmp_path: Path,
+                                                                   mode: int) -> None:
+    key = private_key(tmp_path, mode)
+    with pytest.raises(ConfigError) as caught:
+        check_key_file("pi", key_device(tmp_path, key))
+    assert str(caught.value) == (
+        f"device 'pi': key_file {key} is open to group or others (mode {mode:04o}), which "
+        f"OpenSSH refuses for a private key: chmod 600 '{key}'")
+
+
+def test_the_farm_check_covers_its_ssh_devices_only(tmp_path: Path) -> None:
+    good = private_key(tmp_path, 0o600)
+    path = write(tmp_path / "farm.yaml", f"""\
+        devices:
+          here: {{}}
+          esp: {{transport: mcu, flash_kb: 4096, ram_kb: 512}}
+          good: {{transport: ssh, host: h, user: u, key_file: '{good}', known_hosts: kh}}
+          bad: {{transport: ssh, host: h, user: u, key_file: absent, known_hosts: kh}}
+        """)
+    farm = load_farm(path)  # loading needs no key: `farm trust` and training run without one
+
+    check_key_files(farm, ["here", "esp", "good"])
+    with pytest.raises(ConfigError, match=r"^device 'bad': key_file .*/absent does not exist"):
+        check_key_files(farm)

@@ -9,6 +9,7 @@ import pytest
 
 from tasks.config import SshDevice
 from tasks.devices import DeviceUnreachable, SshConnection
+from tasks.errors import ConfigError
 
 
 def closed_port_device(tmp_path: Path, **changes: object) -> SshDevice:
@@ -33,3 +34,15 @@ def test_the_wait_between_attempts_doubles_up_to_a_minute(tmp_path: Path) -> Non
 
     # Without the cap, connect_attempts: 20 and retry_backoff_seconds: 60 waited months.
     assert waits == [20.0, 40.0, 60.0, 60.0]
+
+
+def test_an_unusable_key_file_fails_before_any_connection_attempt(tmp_path: Path) -> None:
+    """It was retried connect_attempts times and reported as 'unreachable'."""
+    waits: list[float] = []
+    device = closed_port_device(tmp_path, key_file=tmp_path / "absent", connect_attempts=3)
+
+    with pytest.raises(ConfigError) as caught:
+        SshConnection(device, "pi", sleep=waits.append).run("true")
+
+    assert str(caught.value).startswith(f"device 'pi': key_file {tmp_path / 'absent'} does not exist")
+    assert waits == []
