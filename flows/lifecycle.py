@@ -24,11 +24,12 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Completed, Failed, State
 
 from flows.caching import StepContentPolicy, cache_dir, record_run
-from tasks.errors import EdgeflowError, StepError
+from tasks.config import check_key_files
+from tasks.errors import EdgeflowError
 from tasks.files import read_json
 from tasks.select import verdict
 from tasks.versioning import record_outputs
-from tasks.steps import STEPS, Context, benchmark_one_device, remove_stale_results
+from tasks.steps import STEPS, Context, benchmark_one_device, known_steps, remove_stale_results
 
 
 @dataclass
@@ -68,13 +69,6 @@ def _step(ctx: Context, name: str, refresh: list[str],
                                  refresh_cache=name in refresh), label
 
 
-def _known_steps(names: list[str] | None) -> list[str]:
-    unknown = sorted(set(names or []) - set(STEPS))
-    if unknown:
-        raise StepError(f"rerun: unknown step {unknown[0]!r} (allowed: {', '.join(STEPS)})")
-    return list(names or [])
-
-
 def _note(state: State, label: str, outcome: LifecycleOutcome) -> None:
     (outcome.cached if state.name == "Cached" else outcome.executed).append(label)
 
@@ -98,7 +92,8 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
     inputs changed.
     """
     ctx = Context.load(Path(params_path), Path(farm_path))
-    refresh = _known_steps(refresh)
+    refresh = known_steps(refresh)
+    check_key_files(ctx.farm)
     outcome = LifecycleOutcome()
     _run_in_order(ctx, ("prepare", "train", "optimize", "convert"), refresh, outcome)
 
@@ -140,8 +135,11 @@ _INPUT_ERROR_FILTER = _NoTracebackForInputErrors()
 def run_lifecycle(params_path: Path, farm_path: Path,
                   refresh: list[str] | None = None) -> tuple[State, LifecycleOutcome]:
     """Run the flow with this experiment's own Prefect result store."""
-    ctx = Context.load(params_path, farm_path)  # config errors surface before Prefect starts
-    refresh = _known_steps(refresh)
+    # Configuration and usage errors surface before Prefect starts (and before training:
+    # a key the benchmark cannot use is refused now, not after an hour of work).
+    ctx = Context.load(params_path, farm_path)
+    refresh = known_steps(refresh)
+    check_key_files(ctx.farm)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_INPUT_ERROR_FILTER)  # once: the same object
