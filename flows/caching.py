@@ -29,6 +29,7 @@ from typing import Any
 
 from prefect.cache_policies import CachePolicy
 
+from tasks.errors import StepError
 from tasks.files import read_json, sha256_tree, write_json
 from tasks.steps import STEPS, Context, code_paths, device_cache_input
 
@@ -104,9 +105,10 @@ def record_run(ctx: Context, step_name: str, device: str | None = None) -> None:
 
 def _outputs_match(ctx: Context, step_name: str, device: str | None, key: str) -> bool:
     stamp_path = _stamp_path(ctx, step_name, device)
-    if not stamp_path.is_file():
+    try:
+        stamp = read_json(stamp_path, keys=("key", "outputs"))
+    except StepError:  # missing or damaged (a crash while writing it): a cache miss
         return False
-    stamp = read_json(stamp_path)
     current = outputs_hash(ctx, step_name, device)
     return stamp.get("key") == key and current is not None and stamp.get("outputs") == current
 

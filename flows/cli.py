@@ -5,8 +5,10 @@
     edgeflow report [--params P]           the results table of the last run
     edgeflow farm probe|setup|trust        look at, prepare and trust the devices
 
-Errors caused by input are one line on stderr (exit 2 for bad configuration, 1
-otherwise), never a traceback; nothing already produced is deleted.
+Errors caused by input are one line on stderr, never a traceback: exit 2 for bad
+configuration or usage (an unknown step, a folder given as a file), 1 otherwise (a
+missing or damaged output of an earlier step, a failed run); nothing already produced
+is deleted.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
 from tasks.errors import ConfigError, EdgeflowError, StepError  # noqa: E402
-from tasks.steps import STEPS  # noqa: E402
+from tasks.steps import STEPS, known_steps  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, convert, deploy and benchmark CV models on edge devices.")
@@ -87,31 +89,55 @@ def _farm(params: Path, farm: Path | None) -> Path:
     return farm if farm is not None else params.resolve().parent / "farm.yaml"
 
 
+def _not_a_folder(path: Path, option: str) -> Path:
+    """``path``, unless it names a folder where a file is meant (a ConfigError)."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder, not a file")
+    return path
+
+
+def _summary(path: Path, render: Callable[[dict[str, Any]], T]) -> T:
+    """``render`` applied to the summary in ``path``. A summary that is missing, not
+    JSON, or not of the shape select writes is a StepError naming it: what the
+    renderers raise on a wrong shape (a missing key, a wrong type) is reported as that,
+    with the detail, never as a traceback."""
+    from tasks.files import read_json
+
+    if not path.is_file():
+        raise StepError(f"{path} is missing: run `edgeflow run` first")
+    summary = read_json(path, keys=("results", "counts", "recommendations"))
+    try:
+        return render(summary)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise StepError(f"{path} is damaged ({type(error).__name__}: {error}): run "
+                        "`edgeflow step select` again") from None
+
+
 @app.command()
 def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
         rerun: Annotated[list[str] | None, typer.Option(
             "--rerun", help="run this step even if cached (repeatable), e.g. benchmark")] = None,
         ) -> None:
     """Run the whole lifecycle (Prefect flow); cached steps are not executed again."""
-    from flows.lifecycle import run_lifecycle
-    from tasks.files import read_json
+    from flows.lifecycle import preflight, run_lifecycle
     from tasks.report import recommendation_lines, summary_table
 
     from flows.server import prefect_server
     from tasks.runlock import experiment_lock
-    from tasks.steps import Context
 
     def run_it() -> Any:
-        # Configuration, then the experiment's lock, then Prefect's server: a bad file or
-        # a second run is refused in a second, before the server's start-up.
-        state_dir = Context.load(params, _farm(params, farm)).layout.state
-        with experiment_lock(state_dir), prefect_server():
+        # Configuration and usage, then the experiment's lock, then Prefect's server: a
+        # bad file or a second run is refused in a second, before the server's start-up.
+        ctx = preflight(params, _farm(params, farm), rerun)
+        with experiment_lock(ctx.layout.state), prefect_server():
             return run_lifecycle(params, _farm(params, farm), rerun)
 
     state, outcome = _guarded(lambda: _interruptible(run_it))
-    summary = read_json(Path(outcome.summary_path))
-    console.print(summary_table(summary))
-    for line in recommendation_lines(summary):
+    summary, table, lines = _guarded(lambda: _summary(
+        Path(outcome.summary_path),
+        lambda summary: (summary, summary_table(summary), recommendation_lines(summary))))
+    console.print(table)
+    for line in lines:
         say(line.replace("**", "").replace("`", ""))
     say(f"executed: {', '.join(outcome.executed) or 'nothing (every step cached)'}")
     if outcome.cached:
@@ -132,12 +158,9 @@ def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")
     """Run one step without Prefect (``dvc repro`` calls this)."""
     from tasks.steps import Context
 
-    if name not in STEPS:
-        typer.echo(f"edgeflow: error: unknown step {name!r} (allowed: {', '.join(STEPS)})",
-                   err=True)
-        raise typer.Exit(2)
     from tasks.runlock import experiment_lock
 
+    _guarded(lambda: known_steps([name]))
     ctx = _guarded(lambda: Context.load(params, _farm(params, farm)))
 
     def run_locked() -> None:
@@ -153,20 +176,14 @@ def report(params: ParamsOption = Path("params.yaml"),
            show_all: Annotated[bool, typer.Option("--all", help="include skipped results")] = False,
            ) -> None:
     """Print the results table and recommendations of the last run."""
-    from tasks.files import read_json
     from tasks.layout import Layout
     from tasks.report import recommendation_lines, summary_table
 
-    layout = Layout(params.resolve().parent)
-
-    def load() -> dict:
-        if not layout.summary.is_file():
-            raise StepError(f"{layout.summary} is missing: run `edgeflow run` first")
-        return read_json(layout.summary)
-
-    summary = _guarded(load)
-    console.print(summary_table(summary, include_skipped=show_all))
-    for line in recommendation_lines(summary):
+    layout = Layout(_guarded(lambda: _not_a_folder(params, "--params")).resolve().parent)
+    table, lines = _guarded(lambda: _summary(layout.summary, lambda summary: (
+        summary_table(summary, include_skipped=show_all), recommendation_lines(summary))))
+    console.print(table)
+    for line in lines:
         say(line.replace("**", "").replace("`", ""))
     say(f"report: {layout.reports / 'report.md'}")
 
@@ -236,9 +253,11 @@ def farm_setup(devices: Annotated[list[str] | None, typer.Argument(
 
     def run_setup() -> list[Any]:
         inventory = load_farm(farm)
+        # An experiment named with --params must exist; the default one beside farm.yaml
+        # may not (a farm set up before any experiment).
         experiment = params or farm.resolve().parent / "params.yaml"
         runtimes = (sorted({FORMATS[name].runtime for name in load_params(experiment).formats})
-                    if experiment.is_file() else None)
+                    if params is not None or experiment.is_file() else None)
         cache = Layout(farm.resolve().parent).state / "wheelhouse"
         return setup_farm(inventory, list(devices or []), runtimes, cache)
 

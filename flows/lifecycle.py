@@ -24,12 +24,13 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Completed, Failed, State
 
 from flows.caching import StepContentPolicy, cache_dir, record_run, results_dir
-from tasks.errors import EdgeflowError, StepError
+from tasks.config import check_key_files
+from tasks.errors import EdgeflowError
 from tasks.files import read_json
 from tasks.runlock import experiment_lock
 from tasks.select import verdict
 from tasks.versioning import record_outputs
-from tasks.steps import STEPS, Context, benchmark_one_device, remove_stale_results
+from tasks.steps import STEPS, Context, benchmark_one_device, known_steps, remove_stale_results
 
 
 @dataclass
@@ -71,13 +72,6 @@ def _step(ctx: Context, name: str, refresh: list[str],
                                  refresh_cache=name in refresh), label
 
 
-def _known_steps(names: list[str] | None) -> list[str]:
-    unknown = sorted(set(names or []) - set(STEPS))
-    if unknown:
-        raise StepError(f"rerun: unknown step {unknown[0]!r} (allowed: {', '.join(STEPS)})")
-    return list(names or [])
-
-
 def _note(state: State, label: str, outcome: LifecycleOutcome) -> None:
     (outcome.cached if state.name == "Cached" else outcome.executed).append(label)
 
@@ -101,7 +95,8 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
     inputs changed.
     """
     ctx = Context.load(Path(params_path), Path(farm_path))
-    refresh = _known_steps(refresh)
+    refresh = known_steps(refresh)
+    check_key_files(ctx.farm)
     # A deployed run takes the experiment's lock here; a CLI run already holds it.
     with experiment_lock(ctx.layout.state):
         return _lifecycle(ctx, refresh)
@@ -146,11 +141,20 @@ class _NoTracebackForInputErrors(logging.Filter):
 _INPUT_ERROR_FILTER = _NoTracebackForInputErrors()
 
 
+def preflight(params_path: Path, farm_path: Path, refresh: list[str] | None) -> Context:
+    """The experiment's context, once its configuration and usage are known good: errors
+    surface before Prefect starts (and before training: a key the benchmark cannot use is
+    refused now, not after an hour of work)."""
+    ctx = Context.load(params_path, farm_path)
+    known_steps(refresh)
+    check_key_files(ctx.farm)
+    return ctx
+
+
 def run_lifecycle(params_path: Path, farm_path: Path,
                   refresh: list[str] | None = None) -> tuple[State, LifecycleOutcome]:
     """Run the flow with this experiment's own Prefect result store."""
-    ctx = Context.load(params_path, farm_path)  # config errors surface before Prefect starts
-    refresh = _known_steps(refresh)
+    ctx = preflight(params_path, farm_path, refresh)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_INPUT_ERROR_FILTER)  # once: the same object
@@ -158,7 +162,7 @@ def run_lifecycle(params_path: Path, farm_path: Path,
     # after a quarter of a minute.
     with experiment_lock(ctx.layout.state), \
             temporary_settings({PREFECT_LOCAL_STORAGE_PATH: cache_dir(ctx) / "results"}):
-        state = lifecycle(str(ctx.params_path), str(ctx.farm_path), refresh,
+        state = lifecycle(str(ctx.params_path), str(ctx.farm_path), known_steps(refresh),
                           return_state=True)
     data = state.result(raise_on_failure=False)
     if isinstance(data, BaseException):

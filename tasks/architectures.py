@@ -9,11 +9,11 @@ Keras is imported inside the builders: validating a params file must stay cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
 
 from pydantic import Field
 
-from tasks.strict import StrictModel
+from tasks.strict import StrictModel, count
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -23,7 +23,8 @@ class SmallCNNOptions(StrictModel):
     """A plain conv/batch-norm/ReLU stack: fast to train, friendly to every converter."""
 
     architecture: Literal["small_cnn"] = "small_cnn"
-    filters: list[int] = Field(default=[32, 64, 128], min_length=1, max_length=6)
+    filters: list[Annotated[int, count(1, 1024)]] = Field(default=[32, 64, 128], min_length=1,
+                                                         max_length=6)
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
 
 

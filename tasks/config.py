@@ -9,7 +9,10 @@ are resolved against that file's folder.
 from __future__ import annotations
 
 import re
+import shlex
+import stat
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -21,9 +24,24 @@ from tasks.errors import ConfigError
 from tasks.formats import FORMATS, validate_format_matrix
 from tasks.pruning import (STRUCTURED_ARCHITECTURES, MagnitudePruningOptions,
                            StructuredPruningOptions)
-from tasks.strict import StrictModel
+from tasks.strict import StrictModel, count, number
 
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# Every duration and count has an upper bound: a value past it is a typo, and an
+# unbounded one (`.inf`, 1e10) overflows the thread and socket timeouts it reaches.
+DAY_SECONDS = 86_400  # the longest any time limit or wait may be
+MAX_SAMPLES = 1_000_000  # images used for calibration, checks or accuracy
+MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
+MAX_RETRY_WAIT_SECONDS = 60.0  # the doubling wait between connection attempts stops here
+MAX_REQUIREMENT_MB = 1_048_576.0  # 1 TiB: size and memory limits
+MAX_MCU_KB = 1_048_576  # 1 GiB of flash or RAM on a microcontroller
+
+Seconds = Annotated[float, number(0, DAY_SECONDS, unit="seconds")]
+PositiveSeconds = Annotated[float, number(0, DAY_SECONDS, above=True, unit="seconds")]
+Seed = Annotated[int, count(0, MAX_SEED)]
+LatencyLimit = Annotated[float, number(0, DAY_SECONDS * 1000, above=True, unit="ms")]
+MegabyteLimit = Annotated[float, number(0, MAX_REQUIREMENT_MB, above=True, unit="MB")]
 
 
 class SplitParams(StrictModel):
@@ -39,8 +57,8 @@ class DataParams(StrictModel):
     image_size: tuple[int, int] = (32, 32)
     color: Literal["grayscale", "rgb"] = "grayscale"
     split: SplitParams = SplitParams()
-    calibration_size: int = Field(default=200, ge=1)
-    seed: int = 42
+    calibration_size: Annotated[int, count(1, MAX_SAMPLES)] = 200
+    seed: Seed = 42
 
     @field_validator("image_size")
     @classmethod
@@ -63,11 +81,11 @@ ModelParams = Annotated[SmallCNNOptions | MobileNetV2Options,
 
 
 class TrainParams(StrictModel):
-    epochs: int = Field(default=40, ge=1, le=1000)
-    batch_size: int = Field(default=32, ge=1, le=4096)
+    epochs: Annotated[int, count(1, 1000)] = 40
+    batch_size: Annotated[int, count(1, 4096)] = 32
     learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
-    seed: int = 42
-    early_stopping_patience: int = Field(default=8, ge=1)
+    seed: Seed = 42
+    early_stopping_patience: Annotated[int, count(1, 1000)] = 8
 
 
 PruningRecipe = Annotated[MagnitudePruningOptions | StructuredPruningOptions,
@@ -93,8 +111,8 @@ class OptimizeParams(StrictModel):
 class QuantizationParams(StrictModel):
     """Calibration of the quantised precisions: only the calibration split is used."""
 
-    calibration_samples: int = Field(default=200, ge=1,
-                                     description="images from the calib split (at most its size)")
+    calibration_samples: Annotated[int, count(1, MAX_SAMPLES)] = Field(
+        default=200, description="images from the calib split (at most its size)")
     onnx_calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
     # 7-bit weights: x86 CPUs without VNNI saturate 8-bit products (measured here: int8-qdq
@@ -106,7 +124,8 @@ class QuantizationParams(StrictModel):
 class ConvertParams(StrictModel):
     """How each exported artifact is checked against its source Keras model."""
 
-    check_samples: int = Field(default=0, ge=0, description="test images to compare; 0 = all")
+    check_samples: Annotated[int, count(0, MAX_SAMPLES)] = Field(
+        default=0, description="test images to compare; 0 = all")
     min_agreement: float = Field(default=0.99, gt=0.0, le=1.0)
     min_agreement_quantized: float = Field(default=0.95, gt=0.0, le=1.0)
     max_abs_logit_diff: float = Field(default=1e-3, gt=0.0,
@@ -116,14 +135,15 @@ class ConvertParams(StrictModel):
 class BenchmarkParams(StrictModel):
     """The harness protocol, identical for every runtime and device."""
 
-    warmup_runs: int = Field(default=20, ge=0)
-    warmup_seconds: float = Field(default=0.5, ge=0.0)
-    runs: int = Field(default=200, ge=1)
-    seconds: float = Field(default=2.0, ge=0.0)
-    accuracy_samples: int = Field(default=0, ge=0, description="0 = the whole test split")
-    timeout_seconds: float = Field(default=600.0, gt=0.0)
-    lock_timeout_seconds: float = Field(
-        default=600.0, ge=0.0, description="wait for another benchmark on the same device")
+    warmup_runs: Annotated[int, count(0, 1_000_000)] = 20
+    warmup_seconds: Seconds = 0.5
+    runs: Annotated[int, count(1, 1_000_000)] = 200
+    seconds: Seconds = 2.0
+    accuracy_samples: Annotated[int, count(0, MAX_SAMPLES)] = Field(
+        default=0, description="0 = the whole test split")
+    timeout_seconds: PositiveSeconds = 600.0
+    lock_timeout_seconds: Seconds = Field(
+        default=600.0, description="wait for another benchmark on the same device")
 
 
 RankKey = Literal["latency_p50_ms", "latency_p90_ms", "size_bytes", "accuracy", "peak_rss_mb"]
@@ -135,9 +155,9 @@ class Requirements(StrictModel):
 
     min_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
     max_accuracy_drop: float | None = Field(default=0.01, ge=0.0, le=1.0)
-    max_latency_p90_ms: float | None = Field(default=None, gt=0.0)
-    max_size_mb: float | None = Field(default=None, gt=0.0)
-    max_peak_rss_mb: float | None = Field(default=None, gt=0.0)
+    max_latency_p90_ms: LatencyLimit | None = None
+    max_size_mb: MegabyteLimit | None = None
+    max_peak_rss_mb: MegabyteLimit | None = None
 
 
 class RequirementParams(Requirements):
@@ -210,14 +230,14 @@ class RunsHarness(StrictModel):
     use, its tags, accelerator hints, requirement overrides, and how many past runs it
     keeps in its working directory."""
 
-    threads: int = Field(default=1, ge=1, le=256)
+    threads: Annotated[int, count(1, 256)] = 1
     runtimes: list[str] | None = Field(
         default=None, description="runtimes the device can run; null = all it can import")
     tags: dict[str, str] = Field(default_factory=dict)
     accelerators: Accelerators = Accelerators()
     requirements: Requirements | None = None
-    keep_runs: int = Field(default=5, ge=1, le=1000,
-                           description="per-run folders kept on the device (older are removed)")
+    keep_runs: Annotated[int, count(1, 1000)] = Field(
+        default=5, description="per-run folders kept on the device (older are removed)")
 
     @field_validator("runtimes")
     @classmethod
@@ -272,7 +292,7 @@ class SshDevice(RunsHarness):
 
     transport: Literal["ssh"]
     host: str = Field(min_length=1)
-    port: int = Field(default=22, ge=1, le=65535)
+    port: Annotated[int, count(1, 65535)] = 22
     user: str = Field(min_length=1)
     key_file: Path = Field(description="private key; relative to farm.yaml")
     known_hosts: Path = Field(description="known_hosts file; relative to farm.yaml")
@@ -285,18 +305,20 @@ class SshDevice(RunsHarness):
                                     "creates the virtualenv)")
     workdir: str = Field(default="edgeflow", min_length=1,
                          description="on the device; relative to its home")
-    connect_timeout: float = Field(default=10.0, gt=0.0)
-    keepalive_seconds: int = Field(
-        default=15, ge=1, le=3600,
+    connect_timeout: PositiveSeconds = 10.0
+    keepalive_seconds: Annotated[int, count(1, 3600, unit="seconds")] = Field(
+        default=15,
         description="a silent connection is probed after this long; a board that stops "
                     "answering is given up after about twice as long again")
-    io_timeout: float = Field(default=120.0, gt=0.0,
-                              description="limit for a file transfer or a short command "
-                                          "(benchmarks have benchmark.timeout_seconds)")
-    connect_attempts: int = Field(default=3, ge=1, le=20,
-                                  description="tries to connect before the device is unreachable")
-    retry_backoff_seconds: float = Field(default=1.0, ge=0.0, le=60.0,
-                                         description="first wait between tries; doubles each time")
+    io_timeout: PositiveSeconds = Field(
+        default=120.0, description="limit for a file transfer or a short command "
+                                   "(benchmarks have benchmark.timeout_seconds)")
+    connect_attempts: Annotated[int, count(1, 20)] = Field(
+        default=3, description="tries to connect before the device is unreachable")
+    retry_backoff_seconds: Annotated[float, number(0, MAX_RETRY_WAIT_SECONDS,
+                                                   unit="seconds")] = Field(
+        default=1.0, description="first wait between tries; doubles each time, up to "
+                                 f"{MAX_RETRY_WAIT_SECONDS:g} s")
     setup: DeviceSetup | None = Field(
         default=None, description="`edgeflow farm setup` manages a virtualenv in the workdir "
                                   "and benchmarks run in it")
@@ -312,8 +334,10 @@ class McuDevice(StrictModel):
     their accuracy is that of the real TFLite Micro interpreter run on the host."""
 
     transport: Literal["mcu"]
-    flash_kb: int = Field(gt=0, description="flash available to the model and firmware")
-    ram_kb: int = Field(gt=0, description="RAM available to the tensor arena and firmware")
+    flash_kb: Annotated[int, count(1, MAX_MCU_KB)] = Field(
+        description="flash available to the model and firmware")
+    ram_kb: Annotated[int, count(1, MAX_MCU_KB)] = Field(
+        description="RAM available to the tensor arena and firmware")
     flash_margin: float = Field(default=0.25, ge=0.0, lt=1.0,
                                 description="fraction of flash kept for the firmware")
     ram_margin: float = Field(default=0.25, ge=0.0, lt=1.0,
@@ -349,7 +373,42 @@ class Farm(StrictModel):
         return value
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice (YAML loaders silently keep the last one)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key: `formats:` written
+    twice would otherwise drop the first without a word. Keys merged in with ``<<`` may
+    be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise DuplicateKeyError(f"key {key!r} appears twice (lines {first} and {line}); "
+                                        "YAML would keep only the last: remove one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """A YAML document, as ``yaml.safe_load`` reads it but refusing repeated keys
+    (:class:`DuplicateKeyError`). Every reader of params.yaml and farm.yaml uses it."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
@@ -359,7 +418,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
     try:
-        document = yaml.safe_load(text)
+        document = parse_yaml(text)
+    except DuplicateKeyError as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -444,6 +505,45 @@ def _with_local_paths(device: Any, base: Path) -> Any:
         return device.model_copy(update={"key_file": _resolve(device.key_file, base),
                                          "known_hosts": _resolve(device.known_hosts, base)})
     return device
+
+
+def check_key_file(name: str, device: SshDevice) -> None:
+    """Refuse (:class:`ConfigError`) a device whose ``key_file`` is missing, not a file,
+    unreadable, or open to group or others (OpenSSH refuses such a key; paramiko would
+    use it). Checked before connecting, not at load: a command that never authenticates
+    (``farm trust``, the training steps) needs no key, and key files stay off machines
+    that only train."""
+    path = device.key_file
+    where = f"device {name!r}: key_file {path}"
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist (create the key, or fix key_file in "
+                          "farm.yaml)") from None
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read: {error.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{where} is a folder, not a private key file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{where} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ConfigError(f"{where} is open to group or others (mode "
+                          f"{stat.S_IMODE(info.st_mode):04o}), which OpenSSH refuses for a "
+                          f"private key: chmod 600 {shlex.quote(str(path))}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read: {error.strerror}") from None
+
+
+def check_key_files(farm: Farm, names: Iterable[str] | None = None) -> None:
+    """:func:`check_key_file` for every SSH device of ``names`` (default: the whole farm):
+    what a command that connects calls before its first connection."""
+    for name in farm.devices if names is None else names:
+        device = farm.devices.get(name)
+        if isinstance(device, SshDevice):
+            check_key_file(name, device)
 
 
 def effective_requirements(params: RequirementParams, device: Any) -> Requirements:

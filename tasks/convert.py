@@ -71,7 +71,7 @@ def load_source(model_dir: Path, prepared: Path, name: str = "base") -> SourceMo
     keras_path, saved_model = model_dir / "model.keras", model_dir / "saved_model"
     if not keras_path.is_file() or not saved_model.is_dir():
         raise StepError(f"{model_dir} holds no trained model: run the train step first")
-    meta = read_json(prepared / "meta.json")
+    meta = read_json(prepared / "meta.json", keys=("input_shape",))
     return SourceModel(name, keras_path, saved_model, tuple(meta["input_shape"]))
 
 
@@ -242,4 +242,4 @@ def read_index(variants_dir: Path) -> list[dict[str, Any]]:
     path = variants_dir / "index.json"
     if not path.is_file():
         raise StepError(f"{path} is missing: run the convert step first")
-    return list(read_json(path)["variants"])
+    return list(read_json(path, keys=("variants",))["variants"])

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from tasks.config import LocalDevice, SshDevice
+from tasks.config import MAX_RETRY_WAIT_SECONDS, LocalDevice, SshDevice, check_key_file
 
 PART_SUFFIX = ".part"
 # Every command on a device runs under a time limit enforced there (coreutils timeout,
@@ -147,7 +147,9 @@ class SshConnection:
     Authentication is by the device's key file only (no agent, no key search).
 
     Connecting is retried with exponential backoff (``connect_attempts``,
-    ``retry_backoff_seconds``); a refused key is not. A connection that drops is
+    ``retry_backoff_seconds``, each wait at most ``MAX_RETRY_WAIT_SECONDS``); a refused
+    key is not. A key file that is missing or open to others is a ConfigError at
+    construction, before any attempt. A connection that drops is
     reopened (with the same retries) by the next call, never by re-running a command:
     a command that fails is reported, not repeated.
     """
@@ -158,6 +160,7 @@ class SshConnection:
         from fabric import Config
         from fabric import Connection as FabricConnection
 
+        check_key_file(name, device)
         self.device = device
         self.name = name
         self._sleep = sleep
@@ -215,7 +218,7 @@ class SshConnection:
                         f"{attempt} attempt(s): {type(error).__name__}: {error}") from None
                 self._fabric.close()
                 self._sleep(delay)
-                delay *= 2
+                delay = min(delay * 2, MAX_RETRY_WAIT_SECONDS)
         raise AssertionError("unreachable")
 
     def _notice_silence(self) -> None:

@@ -19,6 +19,12 @@ class ConfigError(EdgeflowError):
     exit_code = 2
 
 
+class UsageError(EdgeflowError):
+    """A command asked for something that does not exist (an unknown step...)."""
+
+    exit_code = 2
+
+
 class DataError(EdgeflowError):
     """The input data cannot make a dataset (no classes, an empty class...)."""
 

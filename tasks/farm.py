@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.benchmark import install_harness, probe_device, tail
-from tasks.config import Farm, McuDevice
+from tasks.config import Farm, McuDevice, check_key_files
 from tasks.devices import Connection, connect, quote_command
 from tasks.untrusted import ERROR_LIMIT, contained
 
@@ -65,7 +65,9 @@ def probe_one(name: str, device: Any, timeout: float = 60.0) -> DeviceProbe:
 
 
 def probe_farm(farm: Farm) -> list[DeviceProbe]:
-    """Probe every device in parallel; results in farm.yaml order."""
+    """Probe every device in parallel; results in farm.yaml order. A key file that
+    cannot be used is a ConfigError before any device is contacted."""
+    check_key_files(farm)
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(farm.devices)))) as pool:
         futures = [pool.submit(probe_one, name, device) for name, device in farm.devices.items()]
         return [future.result() for future in futures]

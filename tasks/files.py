@@ -7,10 +7,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tasks.errors import StepError
 
 
 def sha256_file(path: Path) -> str:
@@ -41,8 +43,30 @@ def write_json(path: Path, document: Any) -> Path:
     return path
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+def read_json(path: Path, keys: Sequence[str] = ()) -> Any:
+    """The JSON document in ``path``; with ``keys``, it must be an object holding them.
+    A file that is missing, unreadable, not JSON or not of that shape is a
+    :class:`StepError` naming it: files are the contract between steps, and a broken one
+    is fixed by running the step that writes it again, not by reading a traceback."""
+    again = "run the step that writes it again"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StepError(f"{path} is missing: {again}") from None
+    except UnicodeDecodeError as error:
+        raise StepError(f"{path} is damaged (not UTF-8 text at byte {error.start}): "
+                        f"{again}") from None
+    except OSError as error:
+        raise StepError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise StepError(f"{path} is damaged (not valid JSON: {error.msg} at line "
+                        f"{error.lineno} column {error.colno}): {again}") from None
+    if keys and not (isinstance(document, dict) and all(key in document for key in keys)):
+        raise StepError(f"{path} is damaged (not a JSON object with {', '.join(keys)}): "
+                        f"{again}")
+    return document
 
 
 def _alive(pid: int) -> bool:

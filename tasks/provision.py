@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.benchmark import LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES, parse_untrusted_json
-from tasks.config import VENV_DIR, Farm, SshDevice
+from tasks.config import VENV_DIR, Farm, SshDevice, check_key_files
 from tasks.deploy import last_line, make_dirs, push_files, verify_commands
 from tasks.devices import Connection, connect, owner_only, quote_command
 from tasks.farm import probe_runtimes
@@ -280,6 +280,7 @@ def setup_farm(farm: Farm, names: list[str], experiment_runtimes: list[str] | No
         if not isinstance(device, SshDevice) or device.setup is None:
             raise ConfigError(f"device {name!r} has no `setup` section in farm.yaml: nothing to "
                               "set up (add `setup: {}` to let edgeflow manage its virtualenv)")
+    check_key_files(farm, names)
     plans = {name: runtimes_for(farm.devices[name], experiment_runtimes) for name in names}
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
         futures = [pool.submit(setup_device, name, farm.devices[name], plans[name], cache_root)

@@ -10,14 +10,15 @@ check that ``dvc.yaml`` declares the same deps, outs and params (``tests``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tasks.config import Farm, LocalDevice, Params, load_farm, load_params
+from tasks.config import Farm, LocalDevice, Params, check_key_files, load_farm, load_params
+from tasks.errors import UsageError
 from tasks.layout import Layout
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +112,7 @@ def remove_stale_results(ctx: Context) -> None:
 
 
 def _benchmark(ctx: Context) -> Any:
+    check_key_files(ctx.farm)  # every device's, before the first is benchmarked
     runs = [benchmark_one_device(ctx, name) for name in ctx.farm.devices]
     remove_stale_results(ctx)
     return runs
@@ -160,6 +162,16 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.train_metrics],
          outs=lambda lay: [], records=lambda lay: [lay.tracking_record], run=_track),
 )}
+
+
+def known_steps(names: Iterable[str] | None) -> list[str]:
+    """``names`` as given, if every one is a step; else a UsageError listing the steps
+    (``edgeflow step NAME`` and ``edgeflow run --rerun NAME`` alike)."""
+    names = list(names or [])
+    for name in names:
+        if name not in STEPS:
+            raise UsageError(f"unknown step {name!r} (allowed: {', '.join(STEPS)})")
+    return names
 
 
 def code_paths(step: Step) -> list[Path]:

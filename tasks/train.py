@@ -65,7 +65,7 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
     meta_path = prepared / "meta.json"
     if not meta_path.is_file():
         raise StepError(f"{meta_path} is missing: run the prepare step first")
-    meta = read_json(meta_path)
+    meta = read_json(meta_path, keys=("input_shape", "classes"))
     x_train, y_train = load_split(prepared, "train")
     x_val, y_val = load_split(prepared, "val")
     x_test, y_test = load_split(prepared, "test")

@@ -13,8 +13,7 @@ import subprocess
 import sys
 from typing import Any
 
-import yaml
-
+from tasks.config import parse_yaml
 from tasks.steps import STEPS, Context
 
 
@@ -38,7 +37,7 @@ def record_outputs(ctx: Context) -> str:
         return "not a DVC project: outputs not recorded"
     if ctx.params_path != root / "params.yaml" or ctx.farm_path != root / "farm.yaml":
         return "custom --params/--farm: outputs not recorded in dvc.lock"
-    written = yaml.safe_load(ctx.params_path.read_text(encoding="utf-8")) or {}
+    written = parse_yaml(ctx.params_path.read_text(encoding="utf-8")) or {}
     omitted = [key for key in tracked_params_keys() if not _present(written, key)]
     if omitted:
         # DVC tracks params by key and refuses a stage whose keys are absent.

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
 
 from pydantic import Field, field_validator
 
 from tasks.errors import ConfigError
-from tasks.strict import StrictModel
+from tasks.strict import StrictModel, count
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -29,9 +29,9 @@ class PruningOptions(StrictModel):
     """What every recipe shares: the source name it produces and its fine-tuning."""
 
     name: str = Field(description="source name of the pruned model, e.g. pruned50")
-    epochs: int = Field(default=6, ge=1, le=200, description="fine-tuning epochs")
+    epochs: Annotated[int, count(1, 200)] = Field(default=6, description="fine-tuning epochs")
     learning_rate: float = Field(default=5e-4, gt=0.0, le=1.0)
-    batch_size: int = Field(default=32, ge=1, le=4096)
+    batch_size: Annotated[int, count(1, 4096)] = 32
 
     @field_validator("name")
     @classmethod
@@ -48,7 +48,8 @@ class MagnitudePruningOptions(PruningOptions):
 
     method: Literal["magnitude"] = "magnitude"
     sparsity: float = Field(gt=0.0, lt=1.0, description="final fraction of zero weights")
-    update_every: int = Field(default=10, ge=1, description="steps between mask updates")
+    update_every: Annotated[int, count(1, 100_000)] = Field(
+        default=10, description="steps between mask updates")
 
 
 # Structured pruning rebuilds the network, so it must know the architecture's wiring.

@@ -19,6 +19,9 @@ from tasks.config import (
     Params,
     RequirementParams,
     Requirements,
+    SshDevice,
+    check_key_file,
+    check_key_files,
     effective_requirements,
     load_farm,
     load_params,
@@ -141,7 +144,7 @@ def test_wrong_type_names_key_path_and_expected_type(tmp_path: Path) -> None:
 
 def test_out_of_range_value_names_key_path_and_bound(tmp_path: Path) -> None:
     path = write(tmp_path / "params.yaml", "train: {epochs: 0}\n")
-    config_error(load_params, path, "train.epochs", "greater than or equal to 1")
+    config_error(load_params, path, "train.epochs", "must be an integer from 1 to 1000, got 0")
 
 
 def test_out_of_range_image_size_is_refused(tmp_path: Path) -> None:
@@ -389,7 +392,7 @@ def test_device_requirements_cannot_set_rank_by(tmp_path: Path) -> None:
     ("quantization: {onnx_calibration: kl}\n",
      ("quantization.onnx_calibration", "'minmax'", "'entropy'", "'percentile'")),
     ("quantization: {calibration_samples: 0}\n",
-     ("quantization.calibration_samples", "greater than or equal to 1")),
+     ("quantization.calibration_samples", "must be an integer from 1 to 1000000, got 0")),
     ("formats: {tflm: [fp32]}\n", ("formats", "'tflm'", "supported: int8")),
     ("formats: {openvino: [int4]}\n", ("formats", "supported: fp32, fp16, bf16, int8, int8-acc")),
 ])
@@ -454,7 +457,7 @@ SSH = "transport: ssh, host: 10.0.0.2, user: pi, key_file: k, known_hosts: kh"
      ("devices.pi.accelerators.openvino_device", "pattern")),
     (f"devices: {{pi: {{{SSH}, accelerators: {{tensorrt: true}}}}}}\n",
      ("devices.pi.accelerators", "unknown key 'tensorrt'", "onnxruntime_providers")),
-    (f"devices: {{pi: {{{SSH}, keep_runs: 0}}}}\n", ("devices.pi.keep_runs", "greater than or equal to 1")),
+    (f"devices: {{pi: {{{SSH}, keep_runs: 0}}}}\n", ("devices.pi.keep_runs", "must be an integer from 1 to 1000, got 0")),
     (f"devices: {{pi: {{{SSH}, connect_attempts: 0}}}}\n", ("devices.pi.connect_attempts",)),
     (f"devices: {{pi: {{{SSH}, setup: {{extra_packages: ['x; touch PWNED']}}}}}}\n",
      ("devices.pi.setup.extra_packages", "not a pip requirement")),
@@ -475,3 +478,196 @@ def test_a_managed_device_runs_the_harness_in_its_venv(tmp_path: Path) -> None:
         """))
     assert farm.devices["managed"].harness_python() == "ef/venv/bin/python"
     assert farm.devices["plain"].harness_python() == "/opt/py/bin/python3"
+
+
+# --------------------------------------------------------------------------- issue 9: bounds
+
+
+@pytest.mark.parametrize("text, message", [
+    # `.inf` and 1e10 once passed and overflowed a thread's timeout on every variant.
+    ("benchmark: {timeout_seconds: .inf}\n",
+     "benchmark.timeout_seconds: must be a number above 0 and at most 86400 (seconds), got inf"),
+    ("benchmark: {timeout_seconds: 1e10}\n",
+     "benchmark.timeout_seconds: must be a number above 0 and at most 86400 (seconds), "
+     "got '1e10'"),  # PyYAML reads 1e10 (no dot) as a string; pydantic makes it a number
+    ("benchmark: {timeout_seconds: .nan}\n",
+     "benchmark.timeout_seconds: must be a number above 0 and at most 86400 (seconds), got nan"),
+    ("benchmark: {lock_timeout_seconds: 86401}\n",
+     "benchmark.lock_timeout_seconds: must be a number from 0 to 86400 (seconds), got 86401"),
+    ("benchmark: {seconds: -1}\n",
+     "benchmark.seconds: must be a number from 0 to 86400 (seconds), got -1"),
+    ("benchmark: {warmup_seconds: .inf}\n",
+     "benchmark.warmup_seconds: must be a number from 0 to 86400 (seconds), got inf"),
+    ("benchmark: {runs: 1000000000000}\n",
+     "benchmark.runs: must be an integer from 1 to 1000000, got 1000000000000"),
+    ("benchmark: {runs: true}\n", "benchmark.runs: must be an integer from 1 to 1000000, got True"),
+    ("benchmark: {warmup_runs: 1000001}\n",
+     "benchmark.warmup_runs: must be an integer from 0 to 1000000, got 1000001"),
+    ("benchmark: {accuracy_samples: 10000000}\n",
+     "benchmark.accuracy_samples: must be an integer from 0 to 1000000, got 10000000"),
+    ("convert: {check_samples: -1}\n",
+     "convert.check_samples: must be an integer from 0 to 1000000, got -1"),
+    ("convert: {max_abs_logit_diff: .inf}\n", "convert.max_abs_logit_diff: Input should be a finite number"),
+    ("data: {calibration_size: 0}\n",
+     "data.calibration_size: must be an integer from 1 to 1000000, got 0"),
+    ("train: {seed: -1}\n", "train.seed: must be an integer from 0 to 4294967295, got -1"),
+    ("data: {seed: 4294967296}\n",
+     "data.seed: must be an integer from 0 to 4294967295, got 4294967296"),
+    ("train: {early_stopping_patience: 100000}\n",
+     "train.early_stopping_patience: must be an integer from 1 to 1000, got 100000"),
+    ("model: {filters: [32, 100000]}\n", "model.filters.1: must be an integer from 1 to 1024, got 100000"),
+    ("optimize: {pruning: [{name: p, method: magnitude, sparsity: 0.5, update_every: 0}]}\n",
+     "optimize.pruning.0.update_every: must be an integer from 1 to 100000, got 0"),
+    ("requirements: {max_latency_p90_ms: .inf}\n",
+     "requirements.max_latency_p90_ms: must be a number above 0 and at most 86400000 (ms), got inf"),
+    ("requirements: {max_peak_rss_mb: 0}\n",
+     "requirements.max_peak_rss_mb: must be a number above 0 and at most 1048576 (MB), got 0"),
+])
+def test_every_duration_and_count_is_bounded_and_the_range_is_named(
+        tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path / "params.yaml", text)
+    assert config_error(load_params, path) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("connect_timeout: .inf",
+     "connect_timeout: must be a number above 0 and at most 86400 (seconds), got inf"),
+    ("io_timeout: 1.0e+10",
+     "io_timeout: must be a number above 0 and at most 86400 (seconds), got 10000000000.0"),
+    ("keepalive_seconds: 3601", "keepalive_seconds: must be an integer from 1 to 3600 (seconds), got 3601"),
+    ("connect_attempts: 21", "connect_attempts: must be an integer from 1 to 20, got 21"),
+    ("retry_backoff_seconds: .inf",
+     "retry_backoff_seconds: must be a number from 0 to 60 (seconds), got inf"),
+    ("port: 70000", "port: must be an integer from 1 to 65535, got 70000"),
+    ("threads: 0", "threads: must be an integer from 1 to 256, got 0"),
+])
+def test_ssh_device_durations_and_counts_are_bounded(tmp_path: Path, setting: str,
+                                                     message: str) -> None:
+    path = write(tmp_path / "farm.yaml", f"devices: {{pi: {{{SSH}, {setting}}}}}\n")
+    assert config_error(load_farm, path) == f"{path}: devices.pi.{message}"
+
+
+def test_mcu_memory_is_bounded(tmp_path: Path) -> None:
+    path = write(tmp_path / "farm.yaml",
+                 "devices: {esp: {transport: mcu, flash_kb: 4096, ram_kb: 10000000000}}\n")
+    assert config_error(load_farm, path) == (
+        f"{path}: devices.esp.ram_kb: must be an integer from 1 to 1048576, got 10000000000")
+
+
+def test_the_upper_limits_themselves_are_allowed(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path / "params.yaml", """\
+        benchmark: {timeout_seconds: 86400, lock_timeout_seconds: 86400, runs: 1000000}
+        train: {seed: 4294967295}
+        """))
+    assert params.benchmark.timeout_seconds == 86400.0
+    assert params.benchmark.runs == 1_000_000 and params.train.seed == 4294967295
+    farm = load_farm(write(tmp_path / "farm.yaml",
+                           f"devices: {{pi: {{{SSH}, connect_attempts: 20, io_timeout: 86400}}}}\n"))
+    assert farm.devices["pi"].connect_attempts == 20 and farm.devices["pi"].io_timeout == 86400.0
+
+
+# --------------------------------------------------------------------------- issue 9: duplicates
+
+
+def test_a_key_written_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", """\
+        formats: {onnx: [fp32]}
+        train: {epochs: 3}
+        formats: {tflite: [fp32]}
+        """)
+    assert config_error(load_params, path) == (
+        f"{path}: key 'formats' appears twice (lines 1 and 3); YAML would keep only the last: "
+        "remove one")
+
+
+def test_a_nested_duplicate_in_the_farm_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "farm.yaml", """\
+        devices:
+          pi:
+            threads: 2
+            keep_runs: 3
+            threads: 4
+        """)
+    assert config_error(load_farm, path) == (
+        f"{path}: key 'threads' appears twice (lines 3 and 5); YAML would keep only the last: "
+        "remove one")
+
+
+def test_a_duplicate_on_one_line_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "train: {epochs: 3, epochs: 4}\n")
+    config_error(load_params, path, "key 'epochs' appears twice (lines 1 and 1)")
+
+
+def test_keys_merged_in_by_an_anchor_may_be_overridden(tmp_path: Path) -> None:
+    path = write(tmp_path / "farm.yaml", """\
+        devices:
+          pi: &board {threads: 2, keep_runs: 3}
+          pi2: {<<: *board, threads: 4}
+        """)
+    farm = load_farm(path)
+    assert farm.devices["pi2"].threads == 4 and farm.devices["pi2"].keep_runs == 3
+
+
+def test_params_folder_is_named_as_a_folder(tmp_path: Path) -> None:
+    config_error(load_params, tmp_path, "is a folder, not a YAML file")
+
+
+# --------------------------------------------------------------------------- issue 9: key files
+
+
+def key_device(tmp_path: Path, key_file: Path) -> SshDevice:
+    return SshDevice(transport="ssh", host="10.0.0.2", user="pi", key_file=key_file,
+                     known_hosts=tmp_path / "known_hosts")
+
+
+def private_key(tmp_path: Path, mode: int) -> Path:
+    key = tmp_path / "farm key"  # a space: the chmod advice must be quoted
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    key.chmod(mode)
+    return key
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_an_owner_only_key_file_is_accepted(tmp_path: Path, mode: int) -> None:
+    check_key_file("pi", key_device(tmp_path, private_key(tmp_path, mode)))
+
+
+def test_a_missing_key_file_is_a_config_error_naming_device_and_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_key_file("pi", key_device(tmp_path, tmp_path / "absent"))
+    assert str(caught.value) == (f"device 'pi': key_file {tmp_path / 'absent'} does not exist "
+                                 "(create the key, or fix key_file in farm.yaml)")
+    assert caught.value.exit_code == 2
+
+
+def test_a_folder_as_key_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_key_file("pi", key_device(tmp_path, tmp_path))
+    assert str(caught.value) == f"device 'pi': key_file {tmp_path} is a folder, not a private key file"
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_a_key_file_open_to_others_is_refused_saying_how_to_fix_it(tmp_path: Path,
+                                                                   mode: int) -> None:
+    key = private_key(tmp_path, mode)
+    with pytest.raises(ConfigError) as caught:
+        check_key_file("pi", key_device(tmp_path, key))
+    assert str(caught.value) == (
+        f"device 'pi': key_file {key} is open to group or others (mode {mode:04o}), which "
+        f"OpenSSH refuses for a private key: chmod 600 '{key}'")
+
+
+def test_the_farm_check_covers_its_ssh_devices_only(tmp_path: Path) -> None:
+    good = private_key(tmp_path, 0o600)
+    path = write(tmp_path / "farm.yaml", f"""\
+        devices:
+          here: {{}}
+          esp: {{transport: mcu, flash_kb: 4096, ram_kb: 512}}
+          good: {{transport: ssh, host: h, user: u, key_file: '{good}', known_hosts: kh}}
+          bad: {{transport: ssh, host: h, user: u, key_file: absent, known_hosts: kh}}
+        """)
+    farm = load_farm(path)  # loading needs no key: `farm trust` and training run without one
+
+    check_key_files(farm, ["here", "esp", "good"])
+    with pytest.raises(ConfigError, match=r"^device 'bad': key_file .*/absent does not exist"):
+        check_key_files(farm)

@@ -1,0 +1,154 @@
+"""The real ``edgeflow`` command on bad input: one line on stderr starting
+``edgeflow: error:``, no traceback, and one exit code per kind of mistake (2 for
+configuration and usage, 1 for a missing or damaged output of an earlier step).
+Nothing here trains or starts Prefect: every case is refused before that."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.steps import STEPS
+from tests.tiny import write_tiny_config
+
+EDGEFLOW = Path(sys.executable).parent / "edgeflow"
+
+
+def edgeflow(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EDGEFLOW), *argv], cwd=cwd, env=os.environ.copy(),
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def refused(result: subprocess.CompletedProcess[str], exit_code: int) -> str:
+    """Assert a one-line error with ``exit_code`` and no traceback; return the line."""
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    assert result.returncode == exit_code, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeflow: error: "), result.stderr
+    return lines[0].removeprefix("edgeflow: error: ")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    write_tiny_config(tmp_path)
+    return tmp_path
+
+
+ALLOWED_STEPS = f"(allowed: {', '.join(STEPS)})"
+
+
+def test_an_unknown_step_is_a_usage_error_for_step_and_for_rerun(project: Path) -> None:
+    # `run --rerun` exited 1 where `step` exited 2 for the same mistake.
+    assert refused(edgeflow("step", "nosuchstep", cwd=project), 2) == (
+        f"unknown step 'nosuchstep' {ALLOWED_STEPS}")
+    assert refused(edgeflow("run", "--rerun", "nosuchstep", cwd=project), 2) == (
+        f"unknown step 'nosuchstep' {ALLOWED_STEPS}")
+    assert not (project / "data").exists(), "nothing ran"
+
+
+@pytest.mark.parametrize("text, detail", [
+    ('{"results": [', "not valid JSON: Expecting value at line 1 column 14"),
+    ("[]", "not a JSON object with results, counts, recommendations"),
+    ("\udcff", "not UTF-8 text at byte 0"),
+])
+def test_report_on_a_damaged_summary_is_one_line(project: Path, text: str, detail: str) -> None:
+    summary = project / "reports" / "summary.json"
+    summary.parent.mkdir()
+    summary.write_bytes(text.encode("utf-8", "surrogateescape"))
+    assert refused(edgeflow("report", cwd=project), 1) == (
+        f"{summary} is damaged ({detail}): run the step that writes it again")
+
+
+def test_report_on_a_summary_of_the_wrong_shape_names_what_is_wrong(project: Path) -> None:
+    summary = project / "reports" / "summary.json"
+    summary.parent.mkdir()
+    summary.write_text('{"results": [{"device": "pi"}], "counts": {}, "recommendations": {}}')
+    assert refused(edgeflow("report", cwd=project), 1) == (
+        f"{summary} is damaged (KeyError: 'reference_accuracy'): run `edgeflow step select` again")
+
+
+def test_report_without_a_summary_says_to_run_first(project: Path) -> None:
+    assert refused(edgeflow("report", cwd=project), 1) == (
+        f"{project / 'reports' / 'summary.json'} is missing: run `edgeflow run` first")
+
+
+def test_a_damaged_file_read_by_a_step_is_one_line(project: Path) -> None:
+    index = project / "models" / "variants" / "index.json"
+    index.parent.mkdir(parents=True)
+    index.write_text('{"variants": [}')
+    assert refused(edgeflow("step", "benchmark", cwd=project), 1) == (
+        f"{index} is damaged (not valid JSON: Expecting value at line 1 column 15): run the "
+        "step that writes it again")
+    index.write_text('{"sources": []}')
+    assert refused(edgeflow("step", "benchmark", cwd=project), 1) == (
+        f"{index} is damaged (not a JSON object with variants): run the step that writes it again")
+
+
+@pytest.mark.parametrize("argv", [["run"], ["step", "prepare"], ["report"]])
+def test_params_pointing_at_a_folder_is_a_configuration_error(project: Path,
+                                                              argv: list[str]) -> None:
+    message = refused(edgeflow(*argv, "--params", str(project), cwd=project), 2)
+    assert str(project) in message and "is a folder" in message
+
+
+def test_a_missing_farm_file_is_a_configuration_error(project: Path) -> None:
+    (project / "farm.yaml").unlink()
+    assert refused(edgeflow("step", "prepare", cwd=project), 2) == (
+        f"{project / 'farm.yaml'}: file not found")
+    assert refused(edgeflow("farm", "probe", cwd=project), 2) == "farm.yaml: file not found"
+
+
+def test_farm_setup_with_a_named_params_file_that_is_absent_is_refused(project: Path) -> None:
+    (project / "farm.yaml").write_text("devices: {local: {}}\n")
+    assert refused(edgeflow("farm", "setup", "--params", "absent.yaml", cwd=project), 2) == (
+        "absent.yaml: file not found")
+
+
+def test_an_infinite_timeout_is_refused_before_anything_runs(project: Path) -> None:
+    params = (project / "params.yaml").read_text().replace("timeout_seconds: 120",
+                                                            "timeout_seconds: .inf")
+    (project / "params.yaml").write_text(params)
+    assert refused(edgeflow("run", cwd=project), 2) == (
+        f"{project / 'params.yaml'}: benchmark.timeout_seconds: must be a number above 0 and "
+        "at most 86400 (seconds), got inf")
+
+
+# --------------------------------------------------------------------------- key files
+
+
+def ssh_farm(project: Path, key_file: Path) -> None:
+    (project / "farm.yaml").write_text(
+        "devices:\n  local: {}\n"
+        f"  pi: {{transport: ssh, host: 127.0.0.1, port: 1, user: pi, key_file: '{key_file}',"
+        " known_hosts: known_hosts, connect_attempts: 3, retry_backoff_seconds: 5, setup: {}}\n")
+
+
+def test_a_missing_key_file_is_a_configuration_error_not_unreachable(project: Path) -> None:
+    # It was retried three times (with 5 s waits here) and the board shown as unreachable.
+    absent = project / "keys" / "absent"
+    ssh_farm(project, absent)
+    for argv in (["farm", "probe"], ["step", "benchmark"], ["farm", "setup", "pi"]):
+        assert refused(edgeflow(*argv, cwd=project), 2) == (
+            f"device 'pi': key_file {absent} does not exist (create the key, or fix key_file "
+            "in farm.yaml)"), argv
+
+
+def test_a_key_file_readable_by_others_is_refused_before_training(project: Path) -> None:
+    key = project / "farm_key"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    key.chmod(0o644)
+    ssh_farm(project, key)
+    assert refused(edgeflow("run", cwd=project), 2) == (
+        f"device 'pi': key_file {key} is open to group or others (mode 0644), which OpenSSH "
+        f"refuses for a private key: chmod 600 {key}")
+    assert not (project / "data").exists(), "refused before the first step"
+
+
+def test_a_folder_as_key_file_is_refused(project: Path) -> None:
+    ssh_farm(project, project)
+    assert refused(edgeflow("farm", "probe", cwd=project), 2) == (
+        f"device 'pi': key_file {project} is a folder, not a private key file")
