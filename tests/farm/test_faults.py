@@ -180,3 +180,24 @@ def test_a_device_that_drops_off_the_network_is_given_up_not_waited_for(
         "connection to the device lost during the benchmark"), result["tflite-fp32"]["error"]
     assert result["onnx-fp32"]["status"] == "failed"
     assert result["onnx-fp32"]["error"].startswith("device unreachable"), result["onnx-fp32"]["error"]
+
+
+def test_a_hung_probe_is_stopped_on_the_board_not_left_running(tiny_project: Any,
+                                                                ssh_server: SshServer,
+                                                                tmp_path: Path) -> None:
+    """A board whose interpreter hangs: the orchestrator gives up after the time limit
+    and the board itself stops the command (nothing keeps running there)."""
+    hang = tmp_path / "hanging-python"
+    hang.write_text('#!/bin/sh\ncase "$*" in *--probe*) exec sleep 301 ;; esac\nexit 1\n')
+    hang.chmod(0o700)
+    target = ssh_device(ssh_server, tmp_path / "board", python=str(hang))
+    started = time.monotonic()
+    run = bench_device(tiny_project, "hung", target, tmp_path / "results",
+                       params=FARM_QUICK.model_copy(update={"timeout_seconds": 2.0}))
+    assert time.monotonic() - started < 30
+    for record in records(run).values():
+        assert record["status"] == "failed"
+        assert record["error"] == ("device not usable: RuntimeError: probe did not finish in "
+                                   "time and was stopped on the device")
+    time.sleep(1)
+    assert processes_mentioning("sleep 301") == []

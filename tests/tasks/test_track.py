@@ -14,6 +14,7 @@ import pytest
 
 from tasks.benchmark import benchmark_device
 from tasks.config import BenchmarkParams, load_farm
+from tasks.errors import StepError
 from tasks.files import read_json
 from tasks.layout import Layout
 from tasks.select import select
@@ -196,7 +197,7 @@ def test_failing_track_keeps_the_store_and_the_environment(tiny_project: Any,
                                                           project: Layout) -> None:
     first = read_json(track(params_dump(tiny_project), project))
     project.summary.unlink()
-    with pytest.raises(FileNotFoundError, match="summary.json"):
+    with pytest.raises(StepError, match=r"summary.json is missing: run the step that writes it"):
         track(params_dump(tiny_project), project)
     assert "MLFLOW_TRACKING_URI" not in os.environ
     # The earlier run and its record are untouched; the failed one logged no run.
@@ -214,7 +215,7 @@ def test_mlflow_tracking_uri_is_restored_after_track(tiny_project: Any, project:
 
     before = mlflow.get_tracking_uri()
     project.summary.unlink()  # the cheapest way through track(): it fails after connecting
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(StepError):
         track(params_dump(tiny_project), project)
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert mlflow.get_tracking_uri() == before
