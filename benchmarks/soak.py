@@ -8,7 +8,8 @@ with Ctrl-C (SIGINT) or SIGKILL, then runs it once more to recover, and checks:
   - no staging folder (`.results.*`, `.variants.*`...) is left, no harness or Prefect
     server of the experiment is still running;
   - `dvc status` reports nothing changed;
-  - the MLflow store opens, holds one FINISHED parent run per completed run, and no run
+  - the MLflow store opens, holds a FINISHED parent run for every run whose track step
+    completed, the latest one with one nested run per result of the summary, and no run
     of the experiment is still RUNNING (a killed run's are closed as KILLED).
 The last round also checks that one more run executes nothing (the cache is intact).
 
@@ -62,6 +63,12 @@ def _make_experiment(root: Path) -> None:
     subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "--quiet"], cwd=root, check=True)
 
 
+def _tracked(stdout: str) -> int:
+    """1 when the run's track step executed (a new MLflow parent run), else 0."""
+    executed = next((line for line in stdout.splitlines() if line.startswith("executed:")), "")
+    return int("track" in executed.split(", ") or executed.endswith(" track"))
+
+
 def _leftovers(root: Path) -> list[str]:
     """Staging folders and processes of the experiment that should not exist now."""
     found = [str(path.relative_to(root)) for parent in (root / "results", root / "models",
@@ -100,8 +107,18 @@ def _check(root: Path, completed_runs: int) -> tuple[list[str], list[str]]:
     runs = client.search_runs([experiment.experiment_id], max_results=5000)
     parents = [run for run in runs if run.data.tags.get("edgeflow.kind") == "lifecycle"]
     finished = sum(run.info.status == "FINISHED" for run in parents)
-    if finished != completed_runs:
-        problems.append(f"MLflow holds {finished} finished parent runs, expected {completed_runs}")
+    # A run stopped after its track step (while DVC records it) is tracked too: at least
+    # one finished parent run per run that reported tracking, and the latest one whole.
+    if finished < completed_runs:
+        problems.append(f"MLflow holds {finished} finished parent runs, expected at least "
+                        f"{completed_runs}")
+    latest = json.loads((root / "metrics" / "mlflow_run.json").read_text())
+    parent = client.get_run(latest["parent_run_id"])
+    results = json.loads(summary.read_text())["results"]
+    nested = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    if parent.info.status != "FINISHED" or len(nested) != len(results):
+        problems.append(f"the latest run's MLflow record is {parent.info.status} with "
+                        f"{len(nested)} of {len(results)} results")
     running = [run.info.run_id for run in runs if run.info.status == "RUNNING"]
     if running:
         stuck.append(f"{len(running)} MLflow run(s) stuck RUNNING")
@@ -126,7 +143,7 @@ def main() -> int:
         if first.returncode != 0:
             print(first.stdout[-2000:], first.stderr[-2000:])
             return 1
-        completed = 1
+        completed = _tracked(first.stdout)
         print(f"{'round':>5} {'stop':>7} {'after s':>7} {'first':>6} {'second':>6} "
               f"{'recovery':>8} {'recovery s':>10}  problems")
         for number in range(1, args.rounds + 1):
@@ -151,9 +168,9 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 runner.send_signal(signal.SIGINT if way == "SIGINT" else signal.SIGKILL)
                 totals["interrupted" if way == "SIGINT" else "killed"] += 1
-            first_code = runner.wait(timeout=120)
-            if first_code == 0:
-                completed += 1
+            first_out, _ = runner.communicate(timeout=120)
+            first_code = runner.returncode
+            completed += _tracked(first_out)
             started = time.monotonic()
             recovery = subprocess.run([str(BIN / "edgeflow"), "run"], cwd=root, env=_env(),
                                       capture_output=True, text=True, timeout=600)
@@ -162,7 +179,7 @@ def main() -> int:
             lost: list[str] = []
             stuck: list[str] = []
             if recovery.returncode == 0:
-                completed += 1
+                completed += _tracked(recovery.stdout)
                 totals["recovered"] += 1
                 lost, stuck = _check(root, completed)
             else:

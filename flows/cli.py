@@ -8,7 +8,8 @@
 Errors caused by input are one line on stderr, never a traceback: exit 2 for bad
 configuration or usage (an unknown step, a folder given as a file), 1 otherwise (a
 missing or damaged output of an earlier step, a failed run); nothing already produced
-is deleted.
+is deleted. Exit 75 when another run of the same experiment holds its lock (try again
+later), 130 when Ctrl-C stopped the run (what runs on devices is stopped too).
 """
 
 from __future__ import annotations
@@ -120,8 +121,6 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
         ) -> None:
     """Run the whole lifecycle (Prefect flow); cached steps are not executed again."""
     from flows.lifecycle import preflight, run_lifecycle
-    from tasks.report import recommendation_lines, summary_table
-
     from flows.server import prefect_server
     from tasks.runlock import experiment_lock
 
@@ -132,10 +131,20 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
         with experiment_lock(ctx.layout.state), prefect_server():
             return run_lifecycle(params, _farm(params, farm), rerun)
 
-    state, outcome = _guarded(lambda: _interruptible(run_it))
-    summary, table, lines = _guarded(lambda: _summary(
+    def run_and_report() -> None:
+        state, outcome = run_it()
+        _report_run(state, outcome)
+
+    _guarded(lambda: _interruptible(run_and_report))
+
+
+def _report_run(state: Any, outcome: Any) -> None:
+    """Print a finished run's table, recommendations and state; exit 0 or 1."""
+    from tasks.report import recommendation_lines, summary_table
+
+    summary, table, lines = _summary(
         Path(outcome.summary_path),
-        lambda summary: (summary, summary_table(summary), recommendation_lines(summary))))
+        lambda summary: (summary, summary_table(summary), recommendation_lines(summary)))
     console.print(table)
     for line in lines:
         say(line.replace("**", "").replace("`", ""))
@@ -333,4 +342,12 @@ def dvc_yaml(params: ParamsOption = Path("params.yaml")) -> None:
 
 
 def main() -> None:
-    app()
+    import signal
+
+    try:
+        app()
+    finally:
+        # The command is over and its outputs are written: a Ctrl-C while the process
+        # tears down (Prefect drains its logs and stops its server, which dies with this
+        # process anyway) ends it at once, as interrupted, without a traceback.
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(INTERRUPTED_EXIT))
