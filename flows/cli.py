@@ -82,8 +82,21 @@ def _interruptible(action: Callable[[], T]) -> T:
                    "unfinished steps wrote nothing, the next run redoes them", err=True)
         raise typer.Exit(INTERRUPTED_EXIT) from None
     finally:
+        # In the CLI process, the command is over once its action is: a signal while it
+        # unwinds and tears down ends it at once, as interrupted (a KeyboardInterrupt
+        # raised there would escape Typer and kill the process with a traceback).
         for number, handler in previous.items():
-            signal.signal(number, handler)
+            signal.signal(number, _exit_interrupted if _IN_CLI_PROCESS else handler)
+
+
+_IN_CLI_PROCESS = False  # set by main(): the process is the `edgeflow` command itself
+
+
+def _exit_interrupted(signum: int, frame: Any) -> None:
+    """Before a command's work starts or after it ends: nothing to stop, nothing half
+    written; Prefect's server, if any, dies with this process."""
+    os.write(2, b"edgeflow: interrupted\n")
+    os._exit(INTERRUPTED_EXIT)
 
 
 def _farm(params: Path, farm: Path | None) -> Path:
@@ -344,10 +357,8 @@ def dvc_yaml(params: ParamsOption = Path("params.yaml")) -> None:
 def main() -> None:
     import signal
 
-    try:
-        app()
-    finally:
-        # The command is over and its outputs are written: a Ctrl-C while the process
-        # tears down (Prefect drains its logs and stops its server, which dies with this
-        # process anyway) ends it at once, as interrupted, without a traceback.
-        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(INTERRUPTED_EXIT))
+    global _IN_CLI_PROCESS
+    _IN_CLI_PROCESS = True
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, _exit_interrupted)  # _interruptible takes over during work
+    app()
