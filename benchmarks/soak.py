@@ -168,7 +168,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 runner.send_signal(signal.SIGINT if way == "SIGINT" else signal.SIGKILL)
                 totals["interrupted" if way == "SIGINT" else "killed"] += 1
-            first_out, _ = runner.communicate(timeout=120)
+            first_out, first_err = runner.communicate(timeout=120)
             first_code = runner.returncode
             completed += _tracked(first_out)
             started = time.monotonic()
@@ -187,8 +187,13 @@ def main() -> int:
                         f"{(recovery.stderr.strip().splitlines() or [''])[-1][:200]}"]
             if second_code not in (BUSY_EXIT, 0):
                 lost.append(f"second run exit {second_code}")
-            if first_code not in (0, INTERRUPTED_EXIT, -signal.SIGKILL):
+            # Killed by the SIGINT itself (-2; a shell shows 130) happens when it lands in
+            # the interpreter's last teardown, after every output was written.
+            if first_code not in (0, INTERRUPTED_EXIT, -signal.SIGINT, -signal.SIGKILL):
                 lost.append(f"first run exit {first_code}")
+            if "Traceback" in first_err:
+                lost.append("first run printed a traceback: "
+                            + first_err.strip().splitlines()[-1][:200])
             totals["lost"] += bool(lost)
             totals["stuck"] += bool(stuck)
             problems = lost + stuck

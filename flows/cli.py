@@ -355,10 +355,15 @@ def dvc_yaml(params: ParamsOption = Path("params.yaml")) -> None:
 
 
 def main() -> None:
+    import atexit
     import signal
 
     global _IN_CLI_PROCESS
     _IN_CLI_PROCESS = True
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, _exit_interrupted)  # _interruptible takes over during work
+    # Registered first, so run last at exit: past this point Python would restore the
+    # default handlers and a late Ctrl-C would kill the finished process by signal.
+    atexit.register(lambda: [signal.signal(number, signal.SIG_IGN)
+                             for number in (signal.SIGINT, signal.SIGTERM)])
     app()
