@@ -84,7 +84,19 @@ def _leftovers(root: Path) -> list[str]:
             continue
         if str(root) in command and ("harness.py" in command or "edgeflow" in command):
             found.append(f"process {entry.name}: {command[:80]}")
+        elif PREFECT_SERVER in command and _parent(entry) == 1:  # its run is gone
+            found.append(f"orphaned Prefect server {entry.name}")
     return found
+
+
+PREFECT_SERVER = "prefect.server.api.server:create_app"
+
+
+def _parent(entry: Path) -> int:
+    try:
+        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
 
 
 def _check(root: Path, completed_runs: int) -> tuple[list[str], list[str]]:
@@ -187,9 +199,9 @@ def main() -> int:
                         f"{(recovery.stderr.strip().splitlines() or [''])[-1][:200]}"]
             if second_code not in (BUSY_EXIT, 0):
                 lost.append(f"second run exit {second_code}")
-            # Killed by the SIGINT itself (-2; a shell shows 130) happens when it lands in
-            # the interpreter's last teardown, after every output was written.
-            if first_code not in (0, INTERRUPTED_EXIT, -signal.SIGINT, -signal.SIGKILL):
+            # A SIGINT must end a run with 130 (or 0, when it finished first), never kill
+            # the process by the signal itself.
+            if first_code not in (0, INTERRUPTED_EXIT, -signal.SIGKILL):
                 lost.append(f"first run exit {first_code}")
             if "Traceback" in first_err:
                 lost.append("first run printed a traceback: "

@@ -70,6 +70,9 @@ def _interruptible(action: Callable[[], T]) -> T:
 
     def on_signal(signum: int, frame: Any) -> None:
         interrupt.request_stop()
+        # A second Ctrl-C while the first stops things must not break the unwinding.
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: interrupt.request_stop())
         raise interrupt.Interrupted(signal.Signals(signum).name)
 
     previous = {number: signal.signal(number, on_signal)

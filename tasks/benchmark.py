@@ -23,6 +23,7 @@ the result with the reason), and every text in them is made visible and capped
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -141,7 +142,8 @@ def read_probe(connection: Connection, result: Any, python: str,
                remote_harness: str) -> dict[str, Any]:
     """The probe the command of :func:`probe_command` wrote, checked."""
     if result.exited == 127:
-        raise RuntimeError(f"interpreter {python!r} not found on the device")
+        raise RuntimeError(f"interpreter {python!r} (or coreutils `timeout`) not found on the "
+                           "device")
     if result.exited in ON_DEVICE_TIMEOUT_EXITS:
         raise RuntimeError("probe did not finish in time and was stopped on the device")
     if not result.ok:
@@ -204,6 +206,12 @@ def _check_ok_numbers(document: dict[str, Any]) -> None:
     """The measurements of an ``ok`` result (types already checked) are possible ones."""
     for name, allowed in OK_RANGES.items():
         value = _dotted(document, name)
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:  # a 400-digit JSON integer: no float holds it
+            finite = False
+        if not finite:
+            raise ValueError(f"device returned {name} {str(value)[:20]}... outside {allowed}")
         if value not in allowed:
             raise ValueError(f"device returned {name} {value!r} outside {allowed}")
     latency = document["latency_ms"]
@@ -245,6 +253,11 @@ def install_harness(connection: Connection, directory: str) -> str:
     make_dirs(connection, directory)
     push_files(connection, [(HARNESS_PATH, f"{directory}/harness.py")])
     return f"{directory}/harness.py"
+
+
+def _control_files(variant_dir: str) -> tuple[str, str, str]:
+    """The harness's pid, the lock wait's pid and the stop request, in its folder."""
+    return (f"{variant_dir}/harness.pid", f"{variant_dir}/wait.pid", f"{variant_dir}/stop")
 
 
 def _failed(error: str) -> dict[str, Any]:
@@ -334,10 +347,15 @@ class DeviceSession:
             argv += ["--expect-sha256", f"{run_dir}/{entry['path']}={entry['sha256']}"]
         return argv
 
-    def stop_harness(self, pid_file: str) -> None:
-        """Stop the harness of ``pid_file`` on the device (a stop request: Ctrl-C)."""
-        self.connection.run(quote_command(["sh", "-c", 'kill -TERM "$(cat "$0")"', pid_file]),
-                            timeout=STOP_TIMEOUT_SECONDS)
+    def stop_harness(self, variant_dir: str) -> None:
+        """Stop a variant's harness command on the device (a stop request: Ctrl-C), in
+        whichever state it is: waiting for the device lock (``flock`` is signalled) or
+        running (``timeout`` is signalled, and passes it to the harness's process group).
+        The stop file catches the moment between the two: the command then never starts."""
+        self.connection.run(quote_command([
+            "sh", "-c", 'touch "$2"; kill -TERM "$(cat "$0" 2>/dev/null)" 2>/dev/null '
+                        '|| kill -TERM "$(cat "$1" 2>/dev/null)" 2>/dev/null; true',
+            *_control_files(variant_dir)]), timeout=STOP_TIMEOUT_SECONDS)
 
     def run(self, variant: dict[str, Any]) -> dict[str, Any]:
         """Run the harness for one deployed variant and fetch its result. A lost
@@ -351,20 +369,33 @@ class DeviceSession:
         # from the wait for the lock; the transport's limit only catches a lost device.
         lock = f"{self.device.workdir}/{LOCK_NAME}"
         variant_dir = f"{self.run_dir}/{variant['name']}"
-        pid_file = f"{variant_dir}/harness.pid"
+        pid_file, wait_pid_file, stop_file = _control_files(variant_dir)
         command = owner_only(["touch", "--", self.run_dir])  # alive: see longest_idle_seconds
-        # `timeout` records its pid (sh execs into it) so that a stop request can signal
-        # it: it passes the signal on to the harness's whole process group.
+        # Each stage records its pid for a stop request (sh execs into the next command,
+        # keeping its pid): `flock` while it waits for the lock, then `timeout`, which
+        # passes a signal on to the harness's whole process group. A stop file written
+        # in between keeps the harness from starting at all.
         command += " && " + to_files(
-            ["flock", "-w", str(params.lock_timeout_seconds), "-E", str(LOCK_BUSY_EXIT), lock,
-             "sh", "-c", 'echo $$ > "$0" && exec "$@"', pid_file,
+            ["sh", "-c", 'echo $$ > "$0"; exec "$@"', wait_pid_file,
+             "flock", "-w", str(params.lock_timeout_seconds), "-E", str(LOCK_BUSY_EXIT), lock,
+             "sh", "-c", 'test -e "$1" && exit 143; echo $$ > "$0"; shift; exec "$@"',
+             pid_file, stop_file,
              "timeout", "-k", "5", str(params.timeout_seconds), *self._harness_argv(variant)],
             f"{variant_dir}/harness.out", f"{variant_dir}/harness.log")
         timed_out = _failed(f"harness did not finish within timeout_seconds={params.timeout_seconds}")
         try:
-            with self.clock.phase("harness"), stopping_with(lambda: self.stop_harness(pid_file)):
-                outcome = self.connection.run(command, timeout=params.timeout_seconds
-                                              + params.lock_timeout_seconds + 30)
+            with self.clock.phase("harness"), \
+                    stopping_with(lambda: self.stop_harness(variant_dir)):
+                try:
+                    outcome = self.connection.run(command, timeout=params.timeout_seconds
+                                                  + params.lock_timeout_seconds + 30)
+                except KeyboardInterrupt:
+                    # Ctrl-C in this thread (`edgeflow step benchmark`): the transport
+                    # gives up at once and the connection closes on the way out, before
+                    # the stopper's own channel could reach the device: stop it now.
+                    with contextlib.suppress(Exception):
+                        self.stop_harness(variant_dir)
+                    raise
         except CommandTimedOut:
             return timed_out
         except DeviceUnreachable:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -69,6 +70,10 @@ def read_json(path: Path, keys: Sequence[str] = ()) -> Any:
     return document
 
 
+# tempfile.mkdtemp's random part: 8 of [a-z0-9_].
+STAGING_SUFFIX = "[a-z0-9_]{8}"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -84,11 +89,13 @@ def remove_abandoned_staging(target: Path) -> list[Path]:
     ``.variants.<pid>.<random>``), and those of older versions that carried no pid.
     A live process's staging folder (another device's benchmark) is never touched.
     Returns what was removed."""
+    # Exactly `.<name>.<pid>.<mkdtemp suffix>` or the old `.<name>.<suffix>`: device
+    # names may hold dots, and `.pi.lab.<pid>.<suffix>` belongs to device `pi.lab`.
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)\.)?{STAGING_SUFFIX}")
     removed = []
     for candidate in target.parent.glob(f".{target.name}.*"):
-        owner = candidate.name[len(target.name) + 2:].split(".", 1)[0]
-        if candidate.is_dir() and not (owner.isdigit() and _alive(int(owner))) \
-                and candidate.name != f".{target.name}.old":
+        match = pattern.fullmatch(candidate.name)
+        if match and candidate.is_dir() and not (match[1] and _alive(int(match[1]))):
             shutil.rmtree(candidate, ignore_errors=True)
             removed.append(candidate)
     return removed

@@ -148,11 +148,18 @@ REDUCED_PRECISION_METADATA = b"reduced_precision_support"
 FP16_ARITHMETIC_FLAGS = frozenset({"asimdhp", "avx512_fp16"})
 
 
-def _allows_reduced_precision(artifact: str) -> bool:
+def _allows_reduced_precision(artifact: str, block: int = 1 << 16) -> bool:
     """Whether a .tflite flatbuffer names the metadata that lets XNNPACK compute in f16
-    (metadata names are stored as plain strings in the flatbuffer)."""
+    (metadata names are stored as plain strings in the flatbuffer). Read in blocks: the
+    whole model in memory would count in the harness's peak RSS."""
+    overlap = len(REDUCED_PRECISION_METADATA) - 1
+    tail = b""
     with open(artifact, "rb") as handle:
-        return REDUCED_PRECISION_METADATA in handle.read()
+        for chunk in iter(lambda: handle.read(block), b""):
+            if REDUCED_PRECISION_METADATA in tail + chunk:
+                return True
+            tail = chunk[-overlap:]
+    return False
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
@@ -261,7 +268,7 @@ def _load_openvino(artifact: str, threads: int, options: dict[str, Any]) -> Runn
     core = ov.Core()
     device = options.get("openvino_device") or "CPU"
     config = openvino_config(device, _requested_precision(options), threads,
-                             core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+                             _openvino_capabilities(core, device))
     compiled = core.compile_model(core.read_model(artifact), device, config)
     request = compiled.create_infer_request()
     input_tensor = request.get_input_tensor(0)
@@ -283,8 +290,17 @@ def _load_openvino(artifact: str, threads: int, options: dict[str, Any]) -> Runn
 OPENVINO_CAPABILITIES = {"f32": "FP32", "f16": "FP16", "bf16": "BF16"}
 
 
+def _openvino_capabilities(core: Any, device: str) -> list[str] | None:
+    """What ``device`` lists as native, or None where it lists nothing (AUTO, MULTI,
+    HETERO choose devices at compile time: the compiled model's hint then tells)."""
+    try:
+        return list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # noqa: BLE001 - a virtual device without the property
+        return None
+
+
 def openvino_config(device: str, precision: str, threads: int,
-                    capabilities: list[str]) -> dict[str, Any]:
+                    capabilities: list[str] | None) -> dict[str, Any]:
     """The compile config that runs ``precision`` on ``device``, stated explicitly.
 
     OpenVINO's CPU plugin otherwise picks the precision from the hardware: bf16 on CPUs
@@ -296,7 +312,7 @@ def openvino_config(device: str, precision: str, threads: int,
     if precision not in OPENVINO_CAPABILITIES:
         raise ValueError(f"unknown execution precision {precision!r} "
                          f"(known: {', '.join(OPENVINO_CAPABILITIES)})")
-    if OPENVINO_CAPABILITIES[precision] not in capabilities:
+    if capabilities is not None and OPENVINO_CAPABILITIES[precision] not in capabilities:
         raise PrecisionUnavailable(f"{device} lacks native {precision} (OpenVINO lists "
                                    f"{', '.join(capabilities) or 'nothing'})")
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}

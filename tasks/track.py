@@ -16,6 +16,7 @@ The store is ``sqlite:///<root>/mlflow/mlflow.db`` with artifacts under
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -128,6 +129,7 @@ def store_lock(uri: str) -> AbstractContextManager[None]:
 
 
 EXPERIMENT_TAG = "edgeflow.experiment"  # the experiment folder a lifecycle run belongs to
+HOST_TAG = "edgeflow.host"  # the machine that ran it
 
 
 def close_abandoned_runs(client: Any, experiment_id: str, experiment: str) -> list[str]:
@@ -136,12 +138,16 @@ def close_abandoned_runs(client: Any, experiment_id: str, experiment: str) -> li
     lock: no other process of this experiment can be tracking now."""
     if "'" in experiment:  # not expressible in MLflow's filter syntax: nothing closed
         return []
-    running = "attributes.status = 'RUNNING'"
+    # The experiment lock is this machine's: another machine with the same folder path
+    # may be tracking to the same server right now. Only this host's runs are closed.
+    running = (f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = "
+               f"'{socket.gethostname()}'")
     closed = []
     for parent in client.search_runs(
             [experiment_id], filter_string=f"tags.`{EXPERIMENT_TAG}` = '{experiment}' and {running}"):
         nested = client.search_runs([experiment_id], filter_string=(
-            f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and {running}"))
+            f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and "
+            "attributes.status = 'RUNNING'"))
         for run in [parent, *nested]:
             client.set_terminated(run.info.run_id, status="KILLED")
             closed.append(run.info.run_id)
@@ -162,7 +168,8 @@ def _track(params_dump: dict[str, Any], layout: Layout, uri: str, run_name: str 
 
     parent = client.create_run(experiment_id, run_name=run_name,
                                tags={**common_tags, "edgeflow.kind": "lifecycle",
-                                     EXPERIMENT_TAG: experiment_tag}).info.run_id
+                                     EXPERIMENT_TAG: experiment_tag,
+                                     HOST_TAG: socket.gethostname()}).info.run_id
     nested: dict[str, str] = {}
     status = "FAILED"
     try:

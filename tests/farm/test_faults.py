@@ -239,3 +239,43 @@ def test_a_stop_request_stops_the_harness_on_an_ssh_board_within_seconds(
     assert isinstance(outcome["run"], interrupt.Interrupted)
     assert processes_mentioning(str(workdir)) == []
     assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_ctrl_c_in_the_benchmarking_thread_stops_the_harness_on_an_ssh_board(
+        tiny_project: Any, ssh_server: SshServer, tmp_path: Path) -> None:
+    """`edgeflow step benchmark`: the signal lands in the thread that waits on the SSH
+    command; the harness must be stopped before that thread closes the connection."""
+    import os
+    import signal
+
+    from tasks import interrupt
+
+    workdir = tmp_path / "board"
+    target = ssh_device(ssh_server, workdir)
+    slow = FARM_QUICK.model_copy(update={"seconds": 30.0})
+
+    def on_signal(signum: int, frame: Any) -> None:  # what the CLI installs
+        interrupt.request_stop()
+        raise interrupt.Interrupted("SIGINT")
+
+    def interrupt_when_the_harness_runs() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any("--artifact" in line for line in processes_mentioning(str(workdir))):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.1)
+
+    interrupt.reset()
+    previous = signal.signal(signal.SIGINT, on_signal)
+    threading.Thread(target=interrupt_when_the_harness_runs, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(interrupt.Interrupted):
+            bench_device(tiny_project, "pi", target, tmp_path / "results" / "pi", params=slow)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupt.reset()
+    assert time.monotonic() - started < 30
+    time.sleep(0.5)
+    assert processes_mentioning(str(workdir)) == []

@@ -164,3 +164,19 @@ def test_first_time_track_steps_at_once_leave_a_working_store(project: Path,
                                  filter_string="tags.`edgeflow.kind` = 'lifecycle'")
     assert len(parents) == codes.count(0)
     assert all(run.info.status == "FINISHED" for run in parents)
+
+
+def test_a_step_of_a_running_experiment_is_refused(project: Path) -> None:
+    """`edgeflow step` (what `dvc repro` runs) takes the same lock as `edgeflow run`."""
+    from tests.tasks.test_runlock import _holder
+
+    holder = _holder(project / ".edgeflow")
+    try:
+        code, out, err = _finish(_start(project, "step", "track"), timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == BUSY_EXIT, out + err
+    line, = err.strip().splitlines()
+    assert line.startswith("edgeflow: error: another edgeflow run of this experiment is in "
+                           f"progress (pid {holder.pid} on ")

@@ -173,7 +173,8 @@ def test_missing_interpreter_fails_every_variant_without_raising(tiny_project: A
     for record in result.values():
         assert record["status"] == "failed"
         assert record["error"] == (f"device not usable: RuntimeError: interpreter "
-                                   f"{str(missing)!r} not found on the device")
+                                   f"{str(missing)!r} (or coreutils `timeout`) not found on "
+                                   "the device")
         assert "harness" not in record
         assert record["device_facts"] == {}
     assert_device_tidy(tmp_path / "dev")
@@ -383,6 +384,11 @@ def _with(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     ("latency_ms.std", -1.0, "device returned latency_ms.std -1.0 outside [0, inf)"),
     ("runs", 10.5, "harness result field 'runs' is missing or not an int"),
     ("accuracy_samples", None, "harness result field 'accuracy_samples' is missing or not an int"),
+    # A JSON integer no float holds: select's float() would raise OverflowError later.
+    ("latency_ms.max", 10 ** 400, f"device returned latency_ms.max {str(10 ** 400)[:20]}... "
+                                  "outside [0, inf)"),
+    ("peak_rss_mb", -10 ** 400, f"device returned peak_rss_mb {str(-10 ** 400)[:20]}... "
+                                "outside [0, inf)"),
 ])
 def test_validate_harness_result_refuses_numbers_out_of_range(
         local_run: tuple[DeviceRun, Path], field: str, value: Any, reason: str) -> None:
@@ -528,3 +534,47 @@ def test_a_hostile_probe_makes_the_device_unusable_not_the_step(tiny_project: An
 def test_validate_harness_result_refuses_a_failure_without_reason(document: dict, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         validate_harness_result(document)
+
+
+def test_a_stop_while_waiting_for_the_device_lock_starts_no_harness(tiny_project: Any,
+                                                                   tmp_path: Path) -> None:
+    """Another benchmark holds the device: a stop request ends the wait for its lock,
+    and the harness never starts."""
+    import subprocess
+    import threading
+    import time
+
+    from tasks import interrupt
+    from tests.helpers import processes_mentioning
+
+    workdir = tmp_path / "dev"
+    workdir.mkdir(mode=0o700)
+    holder = subprocess.Popen(["flock", str(workdir / ".benchmark.lock"), "sleep", "120"])
+    outcome: dict[str, BaseException | None] = {}
+
+    def run() -> None:
+        try:
+            bench(tiny_project, LocalDevice(workdir=workdir), tmp_path / "results")
+            outcome["error"] = None
+        except BaseException as error:  # noqa: BLE001 - the Interrupted is the result
+            outcome["error"] = error
+
+    interrupt.reset()
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("flock -w") for line in processes_mentioning(str(workdir))):
+            assert time.monotonic() < deadline, "the benchmark never waited for the lock"
+            time.sleep(0.1)
+        stopped = time.monotonic()
+        interrupt.request_stop()
+        worker.join(timeout=30)
+        assert not worker.is_alive() and time.monotonic() - stopped < 10
+    finally:
+        interrupt.reset()
+        holder.kill()
+        holder.wait()
+    assert isinstance(outcome["error"], interrupt.Interrupted)
+    assert not list((workdir / "runs").rglob("harness.pid")), "the harness was started"
+    assert not (tmp_path / "results").exists()

@@ -21,14 +21,16 @@ def _dead_pid() -> int:
 
 def test_staging_of_dead_processes_is_removed_and_live_ones_kept(tmp_path: Path) -> None:
     target = tmp_path / "variants"
-    dead = tmp_path / f".variants.{_dead_pid()}.abc123"
+    dead = tmp_path / f".variants.{_dead_pid()}.abc123_z"
     old_format = tmp_path / ".variants.k2j4h5g6"  # before staging names carried a pid
-    live = tmp_path / f".variants.{os.getpid()}.xyz"
-    other_target = tmp_path / ".variantsx.1.abc"  # not this target's
-    for folder in (dead, old_format, live, other_target):
+    live = tmp_path / f".variants.{os.getpid()}.xyz12345"
+    other_target = tmp_path / ".variantsx.1.abcdefgh"  # not this target's
+    # Device `pi.lab`'s staging beside device `pi`'s results: never `pi`'s to remove.
+    dotted_device = tmp_path / f".variants.lab.{_dead_pid()}.abcdefgh"
+    for folder in (dead, old_format, live, other_target, dotted_device):
         folder.mkdir()
     assert sorted(remove_abandoned_staging(target)) == sorted([dead, old_format])
-    assert live.is_dir() and other_target.is_dir()
+    assert live.is_dir() and other_target.is_dir() and dotted_device.is_dir()
     assert not dead.exists() and not old_format.exists()
 
 

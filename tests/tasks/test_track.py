@@ -225,22 +225,26 @@ def test_runs_a_killed_process_left_running_are_closed_for_their_experiment_only
         tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from tasks.track import EXPERIMENT_TAG, close_abandoned_runs
+    import socket
+
+    from tasks.track import EXPERIMENT_TAG, HOST_TAG, close_abandoned_runs
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment_id = client.create_experiment("edgeflow")
 
-    def parent(root: str) -> str:
-        return client.create_run(experiment_id, tags={EXPERIMENT_TAG: root}).info.run_id
+    def parent(root: str, host: str = socket.gethostname()) -> str:
+        return client.create_run(experiment_id,
+                                 tags={EXPERIMENT_TAG: root, HOST_TAG: host}).info.run_id
 
     killed, finished, other = parent("/exp/a"), parent("/exp/a"), parent("/exp/b")
+    elsewhere = parent("/exp/a", host="another-ci-runner")  # live on another machine
     nested = client.create_run(experiment_id, tags={"mlflow.parentRunId": killed}).info.run_id
     done_nested = client.create_run(experiment_id, tags={"mlflow.parentRunId": killed}).info.run_id
     client.set_terminated(done_nested)
     client.set_terminated(finished)
     assert sorted(close_abandoned_runs(client, experiment_id, "/exp/a")) == sorted([killed, nested])
     status = {run_id: client.get_run(run_id).info.status
-              for run_id in (killed, nested, done_nested, finished, other)}
+              for run_id in (killed, nested, done_nested, finished, other, elsewhere)}
     assert status == {killed: "KILLED", nested: "KILLED", done_nested: "FINISHED",
-                      finished: "FINISHED", other: "RUNNING"}
+                      finished: "FINISHED", other: "RUNNING", elsewhere: "RUNNING"}
     assert close_abandoned_runs(client, experiment_id, "/exp/a") == []
