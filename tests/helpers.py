@@ -89,3 +89,37 @@ def processes_mentioning(text: str) -> list[str]:
         if text in cmdline:
             found.append(cmdline)
     return found
+
+
+def stop_when(work: Any, ready: Any, what: str, timeout: float = 60) -> tuple[BaseException | None, float]:
+    """Run ``work()`` in a thread, request a stop (Ctrl-C's path) once ``ready()`` holds,
+    and return what ``work`` raised (None if nothing) and the seconds it took to stop."""
+    import threading
+    import time
+
+    from tasks import interrupt
+
+    raised: list[BaseException | None] = [None]
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001 - the Interrupted is the result
+            raised[0] = error
+
+    interrupt.reset()
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert time.monotonic() < deadline, f"{what} never happened"
+            assert worker.is_alive(), f"the work ended before {what}: {raised[0]!r}"
+            time.sleep(0.1)
+        stopped = time.monotonic()
+        interrupt.request_stop()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "the work did not stop"
+        return raised[0], time.monotonic() - stopped
+    finally:
+        interrupt.reset()

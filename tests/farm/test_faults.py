@@ -208,35 +208,17 @@ def test_a_stop_request_stops_the_harness_on_an_ssh_board_within_seconds(
     """Ctrl-C's path without the CLI: the harness running on the board is signalled over
     a second channel of the same connection, and nothing of the run is written."""
     from tasks import interrupt
+    from tests.helpers import stop_when
 
     workdir = tmp_path / "board"
     target = ssh_device(ssh_server, workdir)
     slow = FARM_QUICK.model_copy(update={"seconds": 30.0})
     out = tmp_path / "results" / "pi"
-    outcome: dict[str, BaseException | DeviceRun] = {}
-
-    def run() -> None:
-        try:
-            outcome["run"] = bench_device(tiny_project, "pi", target, out, params=slow)
-        except BaseException as error:  # noqa: BLE001 - the Interrupted is the result
-            outcome["run"] = error
-
-    interrupt.reset()
-    worker = threading.Thread(target=run)
-    worker.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not any("--artifact" in line for line in processes_mentioning(str(workdir))):
-            assert time.monotonic() < deadline, "no harness started on the board"
-            time.sleep(0.1)
-        stopped = time.monotonic()
-        interrupt.request_stop()
-        worker.join(timeout=30)
-        assert not worker.is_alive()
-        assert time.monotonic() - stopped < 10
-    finally:
-        interrupt.reset()
-    assert isinstance(outcome["run"], interrupt.Interrupted)
+    raised, seconds = stop_when(
+        lambda: bench_device(tiny_project, "pi", target, out, params=slow),
+        lambda: any("--artifact" in line for line in processes_mentioning(str(workdir))),
+        "a harness on the board")
+    assert isinstance(raised, interrupt.Interrupted) and seconds < 10
     assert processes_mentioning(str(workdir)) == []
     assert not out.exists() and list(out.parent.iterdir()) == []
 

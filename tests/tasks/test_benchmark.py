@@ -541,40 +541,22 @@ def test_a_stop_while_waiting_for_the_device_lock_starts_no_harness(tiny_project
     """Another benchmark holds the device: a stop request ends the wait for its lock,
     and the harness never starts."""
     import subprocess
-    import threading
-    import time
 
     from tasks import interrupt
-    from tests.helpers import processes_mentioning
+    from tests.helpers import processes_mentioning, stop_when
 
     workdir = tmp_path / "dev"
     workdir.mkdir(mode=0o700)
     holder = subprocess.Popen(["flock", str(workdir / ".benchmark.lock"), "sleep", "120"])
-    outcome: dict[str, BaseException | None] = {}
-
-    def run() -> None:
-        try:
-            bench(tiny_project, LocalDevice(workdir=workdir), tmp_path / "results")
-            outcome["error"] = None
-        except BaseException as error:  # noqa: BLE001 - the Interrupted is the result
-            outcome["error"] = error
-
-    interrupt.reset()
-    worker = threading.Thread(target=run)
-    worker.start()
     try:
-        deadline = time.monotonic() + 60
-        while not any(line.startswith("flock -w") for line in processes_mentioning(str(workdir))):
-            assert time.monotonic() < deadline, "the benchmark never waited for the lock"
-            time.sleep(0.1)
-        stopped = time.monotonic()
-        interrupt.request_stop()
-        worker.join(timeout=30)
-        assert not worker.is_alive() and time.monotonic() - stopped < 10
+        raised, seconds = stop_when(
+            lambda: bench(tiny_project, LocalDevice(workdir=workdir), tmp_path / "results"),
+            lambda: any(line.startswith("flock -w")
+                        for line in processes_mentioning(str(workdir))),
+            "a wait for the device lock")
     finally:
-        interrupt.reset()
         holder.kill()
         holder.wait()
-    assert isinstance(outcome["error"], interrupt.Interrupted)
+    assert isinstance(raised, interrupt.Interrupted) and seconds < 10
     assert not list((workdir / "runs").rglob("harness.pid")), "the harness was started"
     assert not (tmp_path / "results").exists()
