@@ -102,7 +102,12 @@ def start_sshd(root: Path, client_key: Path | None = None, isolated: bool = Fals
         "PubkeyAuthentication yes", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
         "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp",
-        "MaxStartups 100", "MaxSessions 100", ""]))
+        "MaxStartups 100", "MaxSessions 100",
+        # The boards log in as this machine's user, whose shell start-up may run `pyenv
+        # rehash` (root's .bashrc here): a login shell killed mid-rehash by a test that
+        # kills a board leaves pyenv's lock file, and every later login shell would wait
+        # 60 s for it. A board's shell waits at most 2 s.
+        "SetEnv PYENV_REHASH_TIMEOUT=2", ""]))
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation dir
     with open(root / "sshd.log", "w") as log:
         inside = ["ip", "netns", "exec", netns] if netns else []  # exec: the pid is sshd's
