@@ -31,7 +31,7 @@ from prefect.cache_policies import CachePolicy
 
 from tasks.errors import StepError
 from tasks.files import read_json, sha256_tree, write_json
-from tasks.steps import STEPS, Context, code_paths, device_cache_input
+from tasks.steps import STEPS, Context, code_paths
 
 
 def cache_dir(ctx: Context) -> Path:
@@ -60,7 +60,7 @@ def input_key(ctx: Context, step_name: str, device: str | None = None) -> str:
     for key in step.params:
         digest.update(_location_free(ctx.section(key), layout.root))
     if device is not None:
-        digest.update(_location_free(json.loads(device_cache_input(ctx.farm.devices[device])),
+        digest.update(_location_free(ctx.farm.devices[device].model_dump(mode="json"),
                                      layout.root))
     elif step.reads_farm:
         digest.update(_location_free(ctx.farm.model_dump(mode="json"), layout.root))

@@ -94,12 +94,10 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
     farm: what the nightly deployment does); steps after them re-run only if their
     inputs changed.
     """
-    ctx = Context.load(Path(params_path), Path(farm_path))
-    refresh = known_steps(refresh)
-    check_key_files(ctx.farm)
+    ctx = preflight(Path(params_path), Path(farm_path), refresh)
     # A deployed run takes the experiment's lock here; a CLI run already holds it.
     with experiment_lock(ctx.layout.state):
-        return _lifecycle(ctx, refresh)
+        return _lifecycle(ctx, list(refresh or []))
 
 
 def _lifecycle(ctx: Context, refresh: list[str]) -> State:
@@ -161,8 +159,8 @@ def run_lifecycle(params_path: Path, farm_path: Path,
     # Taken before Prefect starts its server: a second run is refused in a second, not
     # after a quarter of a minute.
     with experiment_lock(ctx.layout.state), \
-            temporary_settings({PREFECT_LOCAL_STORAGE_PATH: cache_dir(ctx) / "results"}):
-        state = lifecycle(str(ctx.params_path), str(ctx.farm_path), known_steps(refresh),
+            temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results_dir(ctx)}):
+        state = lifecycle(str(ctx.params_path), str(ctx.farm_path), refresh,
                           return_state=True)
     data = state.result(raise_on_failure=False)
     if isinstance(data, BaseException):

@@ -9,7 +9,6 @@ check that ``dvc.yaml`` declares the same deps, outs and params (``tests``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tasks.config import Farm, LocalDevice, Params, check_key_files, load_farm, load_params
+from tasks.config import Farm, Params, check_key_files, load_farm, load_params
 from tasks.errors import UsageError
 from tasks.layout import Layout
 
@@ -210,7 +209,3 @@ def render_dvc_yaml(layout: Layout) -> str:
     header = ("# Generated from tasks/steps.py (`edgeflow dvc-yaml > dvc.yaml`); a test keeps\n"
               "# them equal. Each stage lists only the params keys its step reads.\n")
     return header + yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False)
-
-
-def device_cache_input(device: LocalDevice) -> str:
-    return json.dumps(device.model_dump(mode="json"), sort_keys=True)
