@@ -188,12 +188,13 @@ def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")
     _guarded(lambda: known_steps([name]))
     ctx = _guarded(lambda: Context.load(params, _farm(params, farm)))
 
-    def run_locked() -> None:
+    def run_locked() -> Any:
         with experiment_lock(ctx.layout.state):
-            STEPS[name].run(ctx)
+            return STEPS[name].run(ctx)
 
-    _guarded(lambda: _interruptible(run_locked))
-    console.print(f"step {name}: done")
+    result = _guarded(lambda: _interruptible(run_locked))
+    describe = getattr(result, "describe", None)  # a step's one-line figures, if it has them
+    say(f"step {name}: done" + (f": {describe()}" if callable(describe) else ""))
 
 
 @app.command()

@@ -80,10 +80,29 @@ ModelParams = Annotated[SmallCNNOptions | MobileNetV2Options,
                         Field(discriminator="architecture")]
 
 
+class AugmentationParams(StrictModel):
+    """Random changes to each training image, drawn anew every epoch (seeded); the val,
+    test and calibration images are never changed. All off by default: a flip turns a
+    handwritten 2 into something else, so each is chosen for the data."""
+
+    flip: Literal["none", "horizontal", "vertical", "both"] = "none"
+    shift: float = Field(default=0.0, ge=0.0, le=0.5,
+                         description="largest shift, as a fraction of height and width")
+    rotation_degrees: float = Field(default=0.0, ge=0.0, le=180.0)
+    brightness: float = Field(default=0.0, ge=0.0, le=1.0,
+                              description="largest added brightness, as a fraction of white")
+    contrast: float = Field(default=0.0, ge=0.0, lt=1.0,
+                            description="largest relative change of contrast")
+
+
 class TrainParams(StrictModel):
     epochs: Annotated[int, count(1, 1000)] = 40
     batch_size: Annotated[int, count(1, 4096)] = 32
     learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    lr_schedule: Literal["constant", "cosine", "plateau"] = "constant"
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    class_weight: Literal["none", "balanced"] = "none"
+    augmentation: AugmentationParams = AugmentationParams()
     seed: Seed = 42
     early_stopping_patience: Annotated[int, count(1, 1000)] = 8
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from tasks import harness
-from tasks.accuracy import reference_on_first, relative_drop
+from tasks.accuracy import accuracy_interval, reference_on_first, relative_drop
 from tasks.config import ConvertParams, QuantizationParams
 from tasks.errors import ConversionError, StepError
 from tasks.files import atomic_output_dir, read_json, sha256_file, write_json
@@ -230,6 +230,7 @@ def _produced(exported: Exported, check: CheckResult, variants_dir: Path,
         "extras": [path.relative_to(variants_dir).as_posix() for path in exported.extras],
         "sha256": files[0]["sha256"], "spec": exported.spec,
         "accuracy": check.accuracy,
+        "accuracy_interval": list(accuracy_interval(check.accuracy, check.samples)),
         "accuracy_drop": relative_drop(check.accuracy, base_accuracy),
         "details": exported.details,
         "check": asdict(check),

@@ -35,3 +35,7 @@ class ConversionError(EdgeflowError):
 
 class StepError(EdgeflowError):
     """A step was asked to run without the files it reads (run the previous step)."""
+
+
+class TrainingError(EdgeflowError):
+    """Training ran but gave no usable model (it did not learn); the previous one is kept."""

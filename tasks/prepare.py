@@ -2,7 +2,9 @@
 
 Reads params ``data``. Writes ``data/prepared/{train,val,test,calib}.npz`` (``x``:
 float32 NHWC in [0, 1], ``y``: int64 class index) and ``data/prepared/meta.json``
-(classes, input shape, normalisation, source, counts, skipped files).
+(classes, input shape, normalisation, source, counts per split and per class, skipped
+files, warnings). A train, val or test split with fewer than
+:data:`MIN_IMAGES_PER_CLASS` images of a class is a warning naming the counts.
 
 Sources are a registry: ``digits`` (scikit-learn's bundled 1,797 handwritten 8x8
 digits, no download) and ``folder`` (a class-per-subfolder tree of PNG/JPEG images of
@@ -26,9 +28,16 @@ import numpy as np
 from tasks.config import DataParams
 from tasks.errors import DataError, StepError
 from tasks.files import atomic_output_dir, sha256_file, write_json
+from tasks.notices import warn
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SPLITS = ("train", "val", "test", "calib")
+# Below this many images of a class in the train, val or test split, what is measured on
+# it is mostly noise (one image is 10% of that class's accuracy): a warning names them.
+MIN_IMAGES_PER_CLASS = 10
+SMALL_SPLIT_FIXES = {"train": "add images to that class",
+                     "val": "add images or raise data.split.val",
+                     "test": "add images or raise data.split.test"}
 
 
 @dataclass
@@ -202,10 +211,34 @@ def split_indices(labels: np.ndarray, params: DataParams) -> dict[str, np.ndarra
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test), "calib": calib}
 
 
+def class_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
+    """Images per class name (every class, zeros included)."""
+    counts = np.bincount(labels, minlength=len(classes))
+    return {name: int(counts[index]) for index, name in enumerate(classes)}
+
+
+def small_split_warnings(per_split: dict[str, dict[str, int]]) -> list[str]:
+    """One line for each of train, val and test that has a class with fewer than
+    :data:`MIN_IMAGES_PER_CLASS` images, naming every class's count in it."""
+    lines = []
+    for split in ("train", "val", "test"):
+        counts = per_split[split]
+        short = [name for name, count in counts.items() if count < MIN_IMAGES_PER_CLASS]
+        if short:
+            listed = ", ".join(f"{name} {count}" for name, count in counts.items())
+            named = f"class{'es' if len(short) > 1 else ''} {', '.join(map(repr, short))}"
+            lines.append(f"data: the {split} split has fewer than {MIN_IMAGES_PER_CLASS} images "
+                         f"of {named} ({split}: {listed}); "
+                         f"accuracy measured on it is uncertain: {SMALL_SPLIT_FIXES[split]}")
+    return lines
+
+
 def prepare(params: DataParams, out_dir: Path) -> Path:
     """Run the step; returns ``out_dir`` (replaced only when everything succeeded)."""
     loaded = SOURCES[params.source](params)
     splits = split_indices(loaded.y, params)
+    per_split = {name: class_counts(loaded.y[splits[name]], loaded.classes) for name in SPLITS}
+    warnings = [warn(line) for line in small_split_warnings(per_split)]
     with atomic_output_dir(out_dir) as staging:
         hashes = {}
         for name in SPLITS:
@@ -220,7 +253,9 @@ def prepare(params: DataParams, out_dir: Path) -> Path:
             "color": params.color,
             "seed": params.seed,
             "counts": {name: int(len(splits[name])) for name in SPLITS},
-            "per_class": {cls: int((loaded.y == i).sum()) for i, cls in enumerate(loaded.classes)},
+            "per_class": class_counts(loaded.y, loaded.classes),
+            "per_split_class": per_split,
+            "warnings": warnings,
             "skipped_count": len(loaded.skipped),
             "skipped": loaded.skipped,
             "sha256": hashes,

@@ -11,6 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tasks.accuracy import format_accuracy
+
 COLUMNS = ("device", "variant", "status", "exec", "accuracy", "drop", "size KB", "p50 ms", "p90 ms",
            "p99 ms", "fps", "RSS MB")
 
@@ -33,10 +37,26 @@ def _fmt(value: Any, pattern: str) -> str:
     return "—" if value is None else format(value, pattern)
 
 
+def accuracy_cell(accuracy: float | None, samples: int | None) -> str:
+    """``0.90 [0.77, 0.96]``: the accuracy with its 95% interval (four decimals when the
+    number of images it was measured on is unknown, "—" when nothing was measured)."""
+    if accuracy is None:
+        return "—"
+    return format_accuracy(accuracy, samples) if samples else f"{accuracy:.4f}"
+
+
+def reference_line(summary: dict[str, Any]) -> str:
+    """The fp32 reference accuracy, its interval and the number of test images."""
+    samples = summary.get("reference_samples")
+    text = accuracy_cell(summary["reference_accuracy"], samples)
+    return f"{text} on {samples} test images" if samples else text
+
+
 def row_cells(row: dict[str, Any]) -> list[str]:
     latency = row.get("latency_ms") or {}
     return [row["device"], row["variant"], row["status"], row.get("execution_precision") or "—",
-            _fmt(row.get("accuracy"), ".4f"), _fmt(row.get("accuracy_drop"), ".2%"),
+            accuracy_cell(row.get("accuracy"), row.get("accuracy_samples")),
+            _fmt(row.get("accuracy_drop"), ".2%"),
             _fmt(row["size_bytes"] / 1024 if row.get("size_bytes") is not None else None, ".1f"),
             _fmt(latency.get("p50"), ".3f"), _fmt(latency.get("p90"), ".3f"),
             _fmt(latency.get("p99"), ".3f"), _fmt(row.get("throughput_fps"), ".0f"),
@@ -61,7 +81,7 @@ def render_markdown(summary: dict[str, Any], plots: list[str]) -> str:
     counts = summary["counts"]
     lines = [
         "# edgeflow report", "",
-        f"fp32 reference accuracy (Keras, test split): **{summary['reference_accuracy']:.4f}**",
+        f"fp32 reference accuracy (Keras, test split, 95% interval): **{reference_line(summary)}**",
         "",
         f"Results: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
         f"{counts['skipped']} skipped.", "",
@@ -74,8 +94,9 @@ def render_markdown(summary: dict[str, Any], plots: list[str]) -> str:
         reasons = markdown_text("; ".join(row["reasons"] + row.get("notes", []))) or "—"
         lines.append("| " + " | ".join(map(markdown_text, row_cells(row))) + f" | {reasons} |")
     lines += ["", "Latency is batch 1, per inference, measured by the same harness protocol "
-              "on every runtime; drop is relative to the fp32 reference; exec is the precision "
-              "the runtime reports its float arithmetic ran in.", "",
+              "on every runtime; accuracy is on the test images the device evaluated, with its 95% "
+              "Wilson interval in brackets; drop is relative to the fp32 reference on the same "
+              "images; exec is the precision the runtime reports its float arithmetic ran in.", "",
               "## Requirements per device", ""]
     for device, requirements in summary["requirements"].items():
         stated = ", ".join(f"{key}={value}" for key, value in requirements.items()
@@ -98,8 +119,13 @@ def write_plots(summary: dict[str, Any], plots_dir: Path) -> list[Path]:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for device in dict.fromkeys(row["device"] for row in measured):
         rows = [row for row in measured if row["device"] == device]
-        axes.scatter([row["latency_ms"]["p50"] for row in rows],
-                     [row["accuracy"] for row in rows], label=device)
+        # Error bars: each accuracy's 95% interval (none where it is unknown).
+        spans = np.array([[row["accuracy"] - low, high - row["accuracy"]]
+                          for row in rows
+                          for low, high in [row.get("accuracy_interval") or (row["accuracy"],) * 2]])
+        axes.errorbar([row["latency_ms"]["p50"] for row in rows],
+                      [row["accuracy"] for row in rows], yerr=spans.T, fmt="o", capsize=2,
+                      label=device)
         for row in rows:
             axes.annotate(row["variant"], (row["latency_ms"]["p50"], row["accuracy"]),
                           fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -143,8 +169,7 @@ def summary_table(summary: dict[str, Any], include_skipped: bool = False) -> Any
     from rich.table import Table
 
     styles = {"pass": "green", "fail": "yellow", "error": "red", "skipped": "dim"}
-    table = Table(title=f"edgeflow results (fp32 reference accuracy "
-                        f"{summary['reference_accuracy']:.4f})")
+    table = Table(title=f"edgeflow results (fp32 reference accuracy {reference_line(summary)})")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in {"device", "variant", "status", "exec"} else "right")
     table.add_column("reasons / notes")

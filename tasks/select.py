@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.accuracy import reference_on_first, relative_drop
+from tasks.accuracy import accuracy_interval, reference_on_first, relative_drop
 from tasks.config import Farm, RequirementParams, Requirements, effective_requirements
 from tasks.errors import StepError
 from tasks.files import atomic_output_dir, read_json, write_json
@@ -114,9 +114,17 @@ CHECKS: tuple[Check, ...] = (_ran_as_declared, _min_accuracy, _max_accuracy_drop
 
 def _empty_measures() -> dict[str, Any]:
     """The columns of a row that measured nothing (a fresh ``notes`` list each time)."""
-    return {"accuracy": None, "accuracy_drop": None, "latency_ms": None, "throughput_fps": None,
+    return {"accuracy": None, "accuracy_samples": None, "accuracy_interval": None,
+            "accuracy_drop": None, "latency_ms": None, "throughput_fps": None,
             "peak_rss_mb": None, "load_ms": None, "runtime_version": None,
             "execution_precision": None, "mcu": None, "notes": []}
+
+
+def _accuracy_columns(accuracy: float, measured: dict[str, Any]) -> dict[str, Any]:
+    """The accuracy, the number of test images it was measured on, and its 95% interval."""
+    samples = int(measured.get("accuracy_samples") or 0)
+    return {"accuracy": accuracy, "accuracy_samples": samples,
+            "accuracy_interval": list(accuracy_interval(accuracy, samples)) if samples else None}
 
 
 def _measures(record: dict[str, Any], reference_accuracy: float,
@@ -131,7 +139,7 @@ def _measures(record: dict[str, Any], reference_accuracy: float,
                  f"{mcu['flash_budget_bytes'] / 1024:.0f} KB flash budget, arena "
                  f"{mcu['arena_bytes'] / 1024:.1f} of {mcu['ram_budget_bytes'] / 1024:.0f} KB "
                  "RAM budget; accuracy from TFLite Micro on the host; latency needs the board"]
-        return measured, {**_empty_measures(), "accuracy": accuracy,
+        return measured, {**_empty_measures(), **_accuracy_columns(accuracy, mcu),
                           "accuracy_drop": measured.accuracy_drop, "mcu": mcu, "notes": notes,
                           "runtime_version": "tflite-micro (host)"}
     harness = record["harness"]
@@ -144,7 +152,7 @@ def _measures(record: dict[str, Any], reference_accuracy: float,
                         execution_precision=ran, declared_precision=declared_precision)
     notes = ([f"execution precision {ran}: the runtime does not report it"]
              if str(ran).startswith(UNVERIFIED) else [])
-    return measured, {**_empty_measures(), "accuracy": accuracy, "notes": notes,
+    return measured, {**_empty_measures(), **_accuracy_columns(accuracy, harness), "notes": notes,
                       "execution_precision": ran,
                       "accuracy_drop": measured.accuracy_drop,
                       "latency_ms": {key: float(latency[key]) for key in ("p50", "p90", "p99", "mean")},
@@ -275,7 +283,9 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
     flag_slow_quantized(rows)
     counts = {status: sum(row["status"] == status for row in rows)
               for status in ("pass", "fail", "error", "skipped")}
-    return {"reference_accuracy": reference, "rank_by": params.rank_by,
+    return {"reference_accuracy": reference, "reference_samples": len(test_correct),
+            "reference_interval": list(accuracy_interval(reference, len(test_correct))),
+            "rank_by": params.rank_by,
             "requirements": {name: effective_requirements(params, device).model_dump()
                              for name, device in farm.devices.items()},
             "counts": counts, "recommendations": recommend(rows, params.rank_by),

@@ -130,16 +130,18 @@ def _track(ctx: Context) -> Any:
 
 
 STEPS: dict[str, Step] = {step.name: step for step in (
-    Step("prepare", params=("data",), code=("tasks/prepare.py",),
+    Step("prepare", params=("data",), code=("tasks/prepare.py", "tasks/notices.py"),
          deps=lambda lay: [], outs=lambda lay: [lay.prepared], run=_prepare),
-    Step("train", params=("model", "train"), code=("tasks/train.py", "tasks/architectures.py"),
+    Step("train", params=("model", "train"),
+         code=("tasks/train.py", "tasks/architectures.py", "tasks/batch_norm.py",
+               "tasks/augment.py", "tasks/accuracy.py"),
          deps=lambda lay: [lay.prepared],
          outs=lambda lay: [lay.base_model],
          metrics=lambda lay: [lay.train_metrics],
          records=lambda lay: [lay.train_metrics.with_name("train_history.json")],
          run=_train),
     Step("optimize", params=("optimize", "train.seed"),
-         code=("tasks/optimize.py", "tasks/pruning", "tasks/model_stats.py"),
+         code=("tasks/optimize.py", "tasks/pruning", "tasks/model_stats.py", "tasks/batch_norm.py"),
          deps=lambda lay: [lay.base_model, lay.prepared], outs=lambda lay: [lay.pruned],
          run=_optimize),
     Step("convert", params=("formats", "convert", "quantization", "requirements.max_accuracy_drop"),
@@ -157,8 +159,9 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          metrics=lambda lay: [lay.train_metrics.with_name("benchmark.json")],
          reads_farm=True, run=_select),
     Step("track", params=tuple(Params.model_fields),
-         code=("tasks/track.py",),
-         deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.train_metrics],
+         code=("tasks/track.py", "tasks/accuracy.py"),
+         deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.train_metrics,
+                           lay.train_metrics.with_name("train_history.json")],
          outs=lambda lay: [], records=lambda lay: [lay.tracking_record], run=_track),
 )}
 
@@ -201,6 +204,9 @@ def render_dvc_yaml(layout: Layout) -> str:
     plots = [
         {"metrics/train_history.json": {"x": "epoch", "y": ["accuracy", "val_accuracy"],
                                         "title": "Training accuracy per epoch"}},
+        {"training_loss": {"x": "epoch",
+                           "y": {"metrics/train_history.json": ["loss", "val_loss"]},
+                           "title": "Training loss per epoch (val: inference mode)"}},
         {"reports/points.json": {"x": "latency_p50_ms", "y": "accuracy", "template": "scatter",
                                  "title": "Accuracy against p50 latency"}},
         "reports/plots/accuracy_vs_latency.png",

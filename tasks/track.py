@@ -1,10 +1,13 @@
 """Step ``track``: record a lifecycle run in MLflow.
 
 Reads every params section, ``reports/`` (summary, report, plots), ``results/``,
-``models/variants/``, ``data/prepared/meta.json`` and ``metrics/train.json``. Writes
-one parent run (params, reference accuracy, counts, the report and plots) with one
-nested run per (variant, device): params ``variant format precision source device
-runtime runtime_version execution_precision threads``, metrics ``accuracy size_bytes latency_p50_ms
+``models/variants/``, ``data/prepared/meta.json``, ``metrics/train.json`` and
+``metrics/train_history.json``. Writes one parent run (params, reference accuracy and its
+95% interval, the training metrics as ``train.*``, the per-epoch curves as ``epoch.*``
+with the epoch as step, counts, the report and plots) with one nested run per (variant,
+device): params ``variant format precision source device runtime runtime_version
+execution_precision threads``, metrics ``accuracy accuracy_low accuracy_high
+accuracy_samples size_bytes latency_p50_ms
 latency_p90_ms latency_p99_ms latency_mean_ms throughput_fps peak_rss_mb load_ms``, tags
 (device facts, git commit, data hash, status, reasons), the artifact and the raw
 harness result. Writes ``metrics/mlflow_run.json`` (the run ids) for people and DVC.
@@ -74,7 +77,10 @@ def _experiment_id(client: Any, root: Path, uri: str) -> str:
 
 def _metrics(row: dict[str, Any], record: dict[str, Any]) -> dict[str, float]:
     """Every number the result has; what a device could not measure is left out."""
+    low, high = row.get("accuracy_interval") or (None, None)
     metrics: dict[str, Any] = {"size_bytes": row["size_bytes"], "accuracy": row["accuracy"],
+                               "accuracy_low": low, "accuracy_high": high,
+                               "accuracy_samples": row.get("accuracy_samples"),
                                "accuracy_drop": row["accuracy_drop"],
                                "throughput_fps": row["throughput_fps"],
                                "peak_rss_mb": row["peak_rss_mb"], "load_ms": row["load_ms"]}
@@ -87,6 +93,38 @@ def _metrics(row: dict[str, Any], record: dict[str, Any]) -> dict[str, float]:
     for key in ("model_bytes", "arena_bytes", "flash_budget_bytes", "ram_budget_bytes"):
         metrics[f"mcu_{key}"] = (row.get("mcu") or {}).get(key)
     return {key: float(value) for key, value in metrics.items() if value is not None}
+
+
+def _reference_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The fp32 reference accuracy with its 95% interval (older summaries have none)."""
+    metrics = {"reference_accuracy": float(summary["reference_accuracy"])}
+    if summary.get("reference_interval"):
+        low, high = summary["reference_interval"]
+        metrics |= {"reference_accuracy_low": float(low), "reference_accuracy_high": float(high)}
+    return metrics
+
+
+def _training_metrics(layout: Layout) -> dict[str, float]:
+    """``metrics/train.json``'s numbers (accuracies per split, their intervals, epochs),
+    prefixed ``train.``."""
+    document = read_json(layout.train_metrics)
+    return {f"train.{key}": float(value) for key, value in document.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def _log_curves(client: Any, run_id: str, history_path: Path) -> None:
+    """Per-epoch training curves (loss, accuracy, val_loss, val_accuracy, learning_rate),
+    one MLflow metric each with the epoch as its step, drawn as charts in the UI."""
+    from mlflow.entities import Metric
+
+    if not history_path.is_file():
+        return
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"epoch.{key}", float(value), now, int(row["epoch"]))
+               for row in read_json(history_path) for key, value in row.items()
+               if key != "epoch" and isinstance(value, (int, float))]
+    for start in range(0, len(metrics), 1000):  # MLflow's log_batch takes 1000 at most
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
 
 
 def _log(client: Any, run_id: str, params: dict[str, Any], metrics: dict[str, float],
@@ -174,9 +212,10 @@ def _track(params_dump: dict[str, Any], layout: Layout, uri: str, run_name: str 
     status = "FAILED"
     try:
         _log(client, parent, flatten(params_dump),
-             {"reference_accuracy": summary["reference_accuracy"],
+             {**_reference_metrics(summary), **_training_metrics(layout),
               **{f"results_{name}": float(count) for name, count in summary["counts"].items()}},
              {})
+        _log_curves(client, parent, layout.train_metrics.with_name("train_history.json"))
         client.log_artifacts(parent, str(layout.reports), artifact_path="reports")
         client.log_artifact(parent, str(layout.train_metrics), artifact_path="metrics")
         for row in summary["results"]:

@@ -98,6 +98,11 @@ def fine_tune(model: "keras.Model", options: PruningOptions, data: TrainingData,
     history = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
                         epochs=options.epochs, batch_size=options.batch_size, shuffle=True,
                         verbose=0, callbacks=callbacks or [])
+    # A few fine-tuning epochs move the weights far more than the batch-norm moving
+    # averages follow (see tasks.batch_norm): the pruned model is used in inference mode.
+    from tasks.batch_norm import reestimate
+
+    reestimate(model, data.x_train, options.batch_size)
     return {key: [float(value) for value in values] for key, values in history.history.items()}
 
 

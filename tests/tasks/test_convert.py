@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tasks.accuracy import accuracy_interval
 from tasks.config import ConvertParams, QuantizationParams
 from tasks.convert import (ConvertInputs, check_variant, convert, load_source, read_index,
                            variant_name)
@@ -34,6 +35,7 @@ def test_every_fp32_format_loads_and_agrees_with_the_model(tiny_project, format_
     assert check["agreement"] >= 0.99 and check["max_abs_logit_diff"] <= 1e-3
     assert check["samples"] > 100 and check["accuracy"] == pytest.approx(
         check["reference_accuracy"], abs=0.01)
+    assert variant["accuracy_interval"] == list(accuracy_interval(check["accuracy"], check["samples"]))
     assert variant["spec"]["input"]["shape"][0] == 1
 
 

@@ -180,6 +180,26 @@ def test_magnitude_pruning_reaches_target_sparsity(trained: Trained) -> None:
     assert _accuracy(pruned.model, trained.x_test, trained.y_test) > MIN_ACCURACY > CHANCE
 
 
+@pytest.mark.parametrize("method", ["magnitude", "structured"])
+def test_fine_tuning_leaves_batch_norm_statistics_of_the_final_weights(
+        trained: Trained, method: str) -> None:
+    """The pruned model is used in inference mode: after fine-tuning, its moving
+    statistics are those of its own final weights on the train split (re-estimating them
+    once more changes nothing), not averages lagging a few epochs behind."""
+    from tasks import batch_norm
+
+    options = (MagnitudePruningOptions(name="m", sparsity=0.5, **FAST) if method == "magnitude"
+               else StructuredPruningOptions(name="s", ratio=0.5, **FAST))
+    model = recipe(method)(options, _base_model(trained), trained.data).model
+    layers = batch_norm.batch_norm_layers(model)
+    assert layers
+    kept = [(layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy()) for layer in layers]
+    batch_norm.reestimate(model, trained.data.x_train, FAST["batch_size"])
+    for layer, (mean, variance) in zip(layers, kept):
+        np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5)
+
+
 # ---------------------------------------------------------------- structured pruning
 
 

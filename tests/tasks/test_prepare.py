@@ -343,3 +343,24 @@ def test_broken_and_looping_links_are_skipped_and_named(tmp_path: Path) -> None:
     ]
     assert meta["skipped_count"] == 5
     assert meta["per_class"] == {"black": PER_CLASS, "red": PER_CLASS, "white": PER_CLASS + 1}
+
+
+def test_a_split_with_too_few_images_of_a_class_is_a_warning_naming_the_counts() -> None:
+    from tasks.prepare import MIN_IMAGES_PER_CLASS, small_split_warnings
+
+    assert MIN_IMAGES_PER_CLASS == 10
+    per_split = {"train": {"cat": 40, "dog": 12}, "val": {"cat": 10, "dog": 9},
+                 "test": {"cat": 10, "dog": 10}, "calib": {"cat": 1, "dog": 1}}
+    assert small_split_warnings(per_split) == [
+        "data: the val split has fewer than 10 images of class 'dog' (val: cat 10, dog 9); "
+        "accuracy measured on it is uncertain: add images or raise data.split.val"]
+    per_split["test"] = {"cat": 2, "dog": 0}
+    assert small_split_warnings(per_split)[1] == (
+        "data: the test split has fewer than 10 images of classes 'cat', 'dog' (test: cat 2, "
+        "dog 0); accuracy measured on it is uncertain: add images or raise data.split.test")
+    per_split["test"] = {"cat": 10, "dog": 10}
+    per_split["train"]["cat"] = 3  # calib is a subset of train and never warned about
+    per_split["val"]["dog"] = 10
+    assert small_split_warnings(per_split) == [
+        "data: the train split has fewer than 10 images of class 'cat' (train: cat 3, dog 12); "
+        "accuracy measured on it is uncertain: add images to that class"]

@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tasks.accuracy import accuracy_interval, format_accuracy
 from tasks.benchmark import benchmark_device
 from tasks.config import (BenchmarkParams, RequirementParams, Requirements,
                           effective_requirements, load_farm)
 from tasks.convert import read_index
 from tasks.errors import StepError
 from tasks.files import read_json, write_json
-from tasks.report import COLUMNS, summary_table
+from tasks.report import COLUMNS, markdown_text, summary_table
 from tasks.select import (MB, evaluate, recommend, reference_on_first, relative_drop, select,
                           summarise)
 
@@ -324,6 +325,8 @@ def test_select_summary_rows(tiny_project: Any, selected: dict[str, Any]) -> Non
     assert summary["reference_accuracy"] == pytest.approx(
         read_json(tiny_project.layout.train_metrics)["test_accuracy"])
     assert summary["rank_by"] == "latency_p50_ms"
+    assert summary["reference_samples"] == 360  # digits' test split: 20% of 1797
+    assert summary["reference_interval"] == list(accuracy_interval(summary["reference_accuracy"], 360))
     rows = summary["results"]
     index = {entry["name"]: entry for entry in read_index(tiny_project.layout.variants)}
     assert sorted((row["device"], row["variant"]) for row in rows) == sorted(
@@ -338,6 +341,9 @@ def test_select_summary_rows(tiny_project: Any, selected: dict[str, Any]) -> Non
         assert set(row["latency_ms"]) == {"p50", "p90", "p99", "mean"}
         record = read_json(root / "results" / row["device"] / f"{row['variant']}.json")
         assert row["accuracy"] == record["harness"]["accuracy"]
+        samples = record["harness"]["accuracy_samples"]
+        assert row["accuracy_samples"] == samples > 0
+        assert row["accuracy_interval"] == list(accuracy_interval(row["accuracy"], samples))
         assert row["latency_ms"]["p50"] == record["harness"]["latency_ms"]["p50"]
         assert row["throughput_fps"] > 0 and row["peak_rss_mb"] > 0
 
@@ -361,7 +367,12 @@ def test_select_report_markdown(selected: dict[str, Any]) -> None:
     report = (selected["root"] / "reports" / "report.md").read_text(encoding="utf-8")
     assert report.startswith("# edgeflow report\n")
     assert "| " + " | ".join(COLUMNS) + " | reasons / notes |" in report.splitlines()
-    assert f"**{summary['reference_accuracy']:.4f}**" in report
+    reference = format_accuracy(summary["reference_accuracy"], 360)
+    assert f"95% interval): **{reference} on 360 test images**" in report
+    for row in summary["results"]:
+        if row["accuracy"] is not None:  # the cell after exec: the accuracy and its interval
+            cell = format_accuracy(row["accuracy"], row["accuracy_samples"])
+            assert f"| {row['execution_precision']} | {markdown_text(cell)} |" in report
     table = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(table) == 1 + len(summary["results"])
     for row in summary["results"]:

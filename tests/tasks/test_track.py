@@ -44,6 +44,8 @@ def benchmarked(tiny_project: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     shutil.copyfile(source.base_model / "reference.json", layout.base_model / "reference.json")
     layout.train_metrics.parent.mkdir(parents=True)
     shutil.copyfile(source.train_metrics, layout.train_metrics)
+    history = source.train_metrics.with_name("train_history.json")
+    shutil.copyfile(history, layout.train_metrics.with_name(history.name))
     (root / "farm.yaml").write_text(FARM, encoding="utf-8")
     farm = load_farm(root / "farm.yaml")
     for name, device in farm.devices.items():
@@ -105,6 +107,18 @@ def test_track_logs_parent_and_nested_runs(tiny_project: Any, project: Layout,
     assert parent.data.params["model.architecture"] == "small_cnn"
     summary = read_json(project.summary)
     assert parent.data.metrics["reference_accuracy"] == pytest.approx(summary["reference_accuracy"])
+    low, high = summary["reference_interval"]
+    assert parent.data.metrics["reference_accuracy_low"] == pytest.approx(low) and low < high
+    assert parent.data.metrics["reference_accuracy_high"] == pytest.approx(high)
+    trained = read_json(project.train_metrics)
+    assert parent.data.metrics["train.val_accuracy_low"] == pytest.approx(trained["val_accuracy_low"])
+    assert parent.data.metrics["train.best_epoch"] == trained["best_epoch"]
+    # Per-epoch curves: one point per epoch, the epoch as step, the values of the history.
+    history = read_json(project.train_metrics.with_name("train_history.json"))
+    for key in ("loss", "val_loss", "val_accuracy", "learning_rate"):
+        points = client.get_metric_history(parent.info.run_id, f"epoch.{key}")
+        assert sorted((p.step, p.value) for p in points) == [
+            (row["epoch"], pytest.approx(row[key])) for row in history]
     assert parent.data.metrics["results_pass"] == summary["counts"]["pass"]
     assert parent.data.metrics["results_skipped"] == summary["counts"]["skipped"] == 2
     parent_files = {item.path for item in client.list_artifacts(parent.info.run_id, "reports")}

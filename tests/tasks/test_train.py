@@ -70,3 +70,118 @@ def test_training_without_prepared_data_is_a_step_error(tmp_path: Path) -> None:
         train(SmallCNNOptions(), TrainParams(epochs=1), tmp_path / "nothing", tmp_path / "out",
               tmp_path / "metrics")
     assert not (tmp_path / "out").exists()
+
+
+def test_balanced_class_weights_give_each_class_the_same_total() -> None:
+    from tasks.train import class_weights
+
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    weights = class_weights(labels, 4, "balanced")
+    np.testing.assert_allclose(weights, [6 / 12, 6 / 4, 6 / 8, 0.0])
+    per_class_total = np.bincount(labels, weights=weights[labels], minlength=4)
+    np.testing.assert_allclose(per_class_total[:3], [1.5, 1.5, 1.5])
+    np.testing.assert_array_equal(class_weights(labels, 4, "none"), [1, 1, 1, 1])
+
+
+def test_cross_entropy_is_the_mean_negative_log_probability_of_the_label() -> None:
+    from tasks.train import cross_entropy
+
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    expected = -(np.log(np.exp(2) / (np.exp(2) + 2)) + np.log(1 / 3)) / 2
+    assert cross_entropy(logits, np.array([0, 2])) == pytest.approx(expected)
+    assert cross_entropy(logits + 1000.0, np.array([0, 2])) == pytest.approx(expected)  # stable
+
+
+def test_a_better_epoch_has_higher_accuracy_then_lower_loss() -> None:
+    from tasks.train import epoch_key
+
+    assert epoch_key(0.90, 0.50) > epoch_key(0.89, 0.10)  # accuracy first
+    assert epoch_key(0.90, 0.30) > epoch_key(0.90, 0.50)  # a tie: the lower loss
+    assert not epoch_key(0.90, 0.50) > epoch_key(0.90, 0.50)  # equal is not better
+
+
+def test_batches_are_a_seeded_permutation_per_epoch() -> None:
+    from tasks.augment import augmenter
+    from tasks.config import AugmentationParams
+    from tasks.train import ShuffledBatches
+
+    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    batches = ShuffledBatches(images, np.arange(10), np.arange(10) * 0.5, 4,
+                              augmenter(AugmentationParams()), seed=7)
+    first = [batches[index] for index in range(len(batches))]
+    assert len(batches) == 3 and [len(b[0]) for b in first] == [4, 4, 2]
+    seen = np.concatenate([b[1] for b in first])
+    assert sorted(seen) == list(range(10)) and list(seen) != list(range(10))
+    for x, y, w in first:  # images, targets and weights stay together
+        np.testing.assert_array_equal(x.ravel(), y)
+        np.testing.assert_array_equal(w, y * 0.5)
+    np.testing.assert_array_equal(batches[1][1], first[1][1])  # same epoch, same batch
+    batches.on_epoch_end()
+    assert list(np.concatenate([batches[i][1] for i in range(3)])) != list(seen)
+
+
+@pytest.mark.parametrize("name, step_at_end", [("constant", 1.0), ("cosine", 0.01)])
+def test_learning_rate_schedules(name: str, step_at_end: float) -> None:
+    from tasks.config import TrainParams
+    from tasks.train import LR_SCHEDULES
+
+    params = TrainParams(epochs=10, learning_rate=0.002)
+    rate, callbacks = LR_SCHEDULES[name](params, 5)
+    assert callbacks == []
+    at_end = rate(50) if callable(rate) else rate
+    assert float(at_end) == pytest.approx(0.002 * step_at_end, rel=1e-4)
+    if callable(rate):
+        assert float(rate(25)) == pytest.approx(0.002 * (0.01 + 0.99 * 0.5), rel=1e-4)
+
+
+def test_plateau_halves_the_rate_on_a_stalled_val_loss() -> None:
+    from tasks.config import TrainParams
+    from tasks.train import LR_SCHEDULES
+
+    rate, callbacks = LR_SCHEDULES["plateau"](TrainParams(learning_rate=0.01,
+                                                          early_stopping_patience=9), 5)
+    (plateau,) = callbacks
+    assert rate == 0.01 and plateau.monitor == "val_loss" and plateau.factor == 0.5
+    assert plateau.patience == 3 and plateau.min_lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("correct, total, learned", [
+    (27, 45, False),  # 0.60 [0.45, 0.73]: the interval holds the majority rate 23/45
+    (40, 45, True),   # 0.89 [0.77, 0.95]
+    (60, 100, False),  # 0.60 [0.502, 0.69]: its low end is under the majority rate 0.51
+    (62, 100, True),  # 0.62 [0.522, 0.71]: just clear of it
+])
+def test_a_model_learned_only_when_val_accuracy_clears_the_majority_rate(
+        correct: int, total: int, learned: bool) -> None:
+    from tasks.errors import TrainingError
+    from tasks.train import SplitScore, check_learned
+
+    labels = np.array([0] * (total // 2 + 1) + [1] * (total - total // 2 - 1))
+    val = SplitScore(correct / total, total)
+    if learned:
+        check_learned(SplitScore(1.0, 100), val, labels)
+    else:
+        with pytest.raises(TrainingError, match="did not learn"):
+            check_learned(SplitScore(0.99, 100), val, labels)
+
+
+def test_the_did_not_learn_error_is_one_line_with_the_numbers_and_what_to_try() -> None:
+    from tasks.errors import TrainingError
+    from tasks.train import SplitScore, check_learned
+
+    with pytest.raises(TrainingError) as refused:
+        check_learned(SplitScore(0.99, 100), SplitScore(27 / 45, 45), np.array([0] * 23 + [1] * 22))
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "validation accuracy 0.60 [0.45, 0.73]" in message
+    assert "majority-class rate 0.51" in message and "train accuracy 0.99 [0.95, 1.00]" in message
+    assert "train.augmentation" in message and "previous model" in message
+
+
+def test_the_console_line_gives_each_split_with_its_interval() -> None:
+    from tasks.train import SplitScore, TrainResult
+
+    result = TrainResult(Path("m"), SplitScore(1.0, 130), SplitScore(28 / 29, 29),
+                         SplitScore(37 / 41, 41), best_epoch=12, epochs_run=20)
+    assert result.describe() == ("train 1.00 [0.97, 1.00], val 0.97 [0.83, 0.99], "
+                                 "test 0.90 [0.77, 0.96] (95% intervals); epoch 12 of 20 kept")
