@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks.benchmark import DeviceRun, benchmark_device  # noqa: E402
-from tasks.config import BenchmarkParams, Params, SshDevice  # noqa: E402
-from tasks.files import read_json, write_json  # noqa: E402
-from tasks.layout import Layout  # noqa: E402
+from tasks.core.config import BenchmarkParams, Params, SshDevice  # noqa: E402
+from tasks.core.files import read_json, write_json  # noqa: E402
+from tasks.core.layout import Layout  # noqa: E402
 from tests.sshd import SshServer, keygen, sshd_available, start_sshd, stop_sshd  # noqa: E402
 from tests.tiny import build_tiny_project  # noqa: E402
 
@@ -111,7 +111,7 @@ def command_floor(servers: list[SshServer], work: Path) -> float:
     """Wall seconds of one SSH command (``true``) run on every server at once, on open
     connections: what the devices' login shells cost when N of them start together
     (the median of 3 tries)."""
-    from tasks.devices import SshConnection
+    from tasks.farm.transports import SshConnection
 
     connections = [SshConnection(SshDevice(**server.farm_entry(work, sys.executable)))
                    for server in servers]

@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks.benchmark import benchmark_device  # noqa: E402
-from tasks.config import LocalDevice, load_params  # noqa: E402
+from tasks.core.config import LocalDevice, load_params  # noqa: E402
 from tasks.convert import ConvertInputs, convert, read_index  # noqa: E402
-from tasks.files import read_json  # noqa: E402
-from tasks.layout import Layout  # noqa: E402
+from tasks.core.files import read_json  # noqa: E402
+from tasks.core.layout import Layout  # noqa: E402
 
 
 def measure(root: Path, rounds: int, seconds: float, work: Path) -> tuple[list[dict], dict[str, list]]:

@@ -23,8 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.errors import TrainingError  # noqa: E402
-from tasks.files import read_json  # noqa: E402
+from tasks.core.errors import TrainingError  # noqa: E402
+from tasks.core.files import read_json  # noqa: E402
 from tests.image_folders import build_photo_folder  # noqa: E402
 from tests.tasks.test_train_real_data import default_params, prepare_and_train  # noqa: E402
 

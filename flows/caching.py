@@ -29,9 +29,9 @@ from typing import Any
 
 from prefect.cache_policies import CachePolicy
 
-from tasks.errors import StepError
-from tasks.files import read_json, sha256_tree, write_json
-from tasks.steps import STEPS, Context, code_paths
+from tasks.core.errors import StepError
+from tasks.core.files import read_json, sha256_tree, write_json
+from flows.steps import STEPS, Context, code_paths
 
 
 def cache_dir(ctx: Context) -> Path:

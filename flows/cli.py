@@ -29,8 +29,8 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from tasks.errors import ConfigError, EdgeflowError, StepError  # noqa: E402
-from tasks.steps import STEPS, known_steps  # noqa: E402
+from tasks.core.errors import ConfigError, EdgeflowError, StepError  # noqa: E402
+from flows.steps import STEPS, known_steps  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, convert, deploy and benchmark CV models on edge devices.")
@@ -62,11 +62,11 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a process stopped by 
 
 def _interruptible(action: Callable[[], T]) -> T:
     """Run ``action`` so that Ctrl-C (SIGINT, or SIGTERM) stops it within seconds: what
-    runs on devices is stopped (:mod:`tasks.interrupt`), steps stop at their next
+    runs on devices is stopped (:mod:`tasks.core.interrupt`), steps stop at their next
     checkpoint without writing unfinished outputs, and the exit is one line and 130."""
     import signal
 
-    from tasks import interrupt
+    from tasks.core import interrupt
 
     def on_signal(signum: int, frame: Any) -> None:
         interrupt.request_stop()
@@ -118,7 +118,7 @@ def _summary(path: Path, render: Callable[[dict[str, Any]], T]) -> T:
     JSON, or not of the shape select writes is a StepError naming it: what the
     renderers raise on a wrong shape (a missing key, a wrong type) is reported as that,
     with the detail, never as a traceback."""
-    from tasks.files import read_json
+    from tasks.core.files import read_json
 
     if not path.is_file():
         raise StepError(f"{path} is missing: run `edgeflow run` first")
@@ -138,7 +138,7 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
     """Run the whole lifecycle (Prefect flow); cached steps are not executed again."""
     from flows.lifecycle import preflight, run_lifecycle
     from flows.server import prefect_server
-    from tasks.runlock import experiment_lock
+    from tasks.core.locks import experiment_lock
 
     def run_it() -> Any:
         # Configuration and usage, then the experiment's lock, then Prefect's server: a
@@ -156,7 +156,7 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
 
 def _report_run(state: Any, outcome: Any) -> None:
     """Print a finished run's table, recommendations and state; exit 0 or 1."""
-    from tasks.report import recommendation_lines, summary_table
+    from tasks.core.report import recommendation_lines, summary_table
 
     summary, table, lines = _summary(
         Path(outcome.summary_path),
@@ -181,9 +181,9 @@ def _report_run(state: Any, outcome: Any) -> None:
 def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")],
          params: ParamsOption = Path("params.yaml"), farm: FarmOption = None) -> None:
     """Run one step without Prefect (``dvc repro`` calls this)."""
-    from tasks.steps import Context
+    from flows.steps import Context
 
-    from tasks.runlock import experiment_lock
+    from tasks.core.locks import experiment_lock
 
     _guarded(lambda: known_steps([name]))
     ctx = _guarded(lambda: Context.load(params, _farm(params, farm)))
@@ -202,8 +202,8 @@ def report(params: ParamsOption = Path("params.yaml"),
            show_all: Annotated[bool, typer.Option("--all", help="include skipped results")] = False,
            ) -> None:
     """Print the results table and recommendations of the last run."""
-    from tasks.layout import Layout
-    from tasks.report import recommendation_lines, summary_table
+    from tasks.core.layout import Layout
+    from tasks.core.report import recommendation_lines, summary_table
 
     layout = Layout(_guarded(lambda: _not_a_folder(params, "--params")).resolve().parent)
     table, lines = _guarded(lambda: _summary(layout.summary, lambda summary: (
@@ -226,8 +226,8 @@ def farm_probe(farm: FarmFileOption = Path("farm.yaml")) -> None:
     """Connect to every device and show what it is and which runtimes it can run."""
     from rich.table import Table
 
-    from tasks.config import load_farm
-    from tasks.farm import probe_farm
+    from tasks.core.config import load_farm
+    from tasks.farm.probe import probe_farm
 
     probes = _guarded(lambda: probe_farm(load_farm(farm)))
     table = Table(title=f"farm: {farm}")
@@ -272,10 +272,10 @@ def farm_setup(devices: Annotated[list[str] | None, typer.Argument(
     nothing and says so."""
     from rich.table import Table
 
-    from tasks.config import load_farm, load_params
-    from tasks.formats import FORMATS
-    from tasks.layout import Layout
-    from tasks.provision import setup_farm
+    from tasks.core.config import load_farm, load_params
+    from tasks.models.formats import FORMATS
+    from tasks.core.layout import Layout
+    from tasks.farm.setup import setup_farm
 
     def run_setup() -> list[Any]:
         inventory = load_farm(farm)
@@ -305,7 +305,7 @@ def farm_setup(devices: Annotated[list[str] | None, typer.Argument(
 
 
 def _ssh_device(farm: Path, name: str) -> Any:
-    from tasks.config import SshDevice, load_farm
+    from tasks.core.config import SshDevice, load_farm
 
     devices = load_farm(farm).devices
     if name not in devices:
@@ -325,7 +325,7 @@ def farm_trust(device: Annotated[str, typer.Argument(help="device name in farm.y
                                      "device)")] = False) -> None:
     """Show a device's SSH host key fingerprint; record it in the farm's known_hosts
     once you confirm it is the device's (compare with `ssh-keygen -lf` on the device)."""
-    from tasks.trust import examine, record
+    from tasks.farm.trust import examine, record
 
     target = _guarded(lambda: _ssh_device(farm, device))
     offer = _guarded(lambda: examine(target))
@@ -352,8 +352,8 @@ def farm_trust(device: Annotated[str, typer.Argument(help="device name in farm.y
 @app.command("dvc-yaml", hidden=True)
 def dvc_yaml(params: ParamsOption = Path("params.yaml")) -> None:
     """Print the dvc.yaml the step registry implies."""
-    from tasks.layout import Layout
-    from tasks.steps import render_dvc_yaml
+    from tasks.core.layout import Layout
+    from flows.steps import render_dvc_yaml
 
     sys.stdout.write(render_dvc_yaml(Layout(params.resolve().parent)))
 

@@ -24,13 +24,13 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Completed, Failed, State
 
 from flows.caching import StepContentPolicy, cache_dir, record_run, results_dir
-from tasks.config import check_key_files
-from tasks.errors import EdgeflowError
-from tasks.files import read_json
-from tasks.runlock import experiment_lock
+from tasks.core.config import check_key_files
+from tasks.core.errors import EdgeflowError
+from tasks.core.files import read_json
+from tasks.core.locks import experiment_lock
 from tasks.select import verdict
-from tasks.versioning import record_outputs
-from tasks.steps import STEPS, Context, benchmark_one_device, known_steps, remove_stale_results
+from flows.versioning import record_outputs
+from flows.steps import STEPS, Context, benchmark_one_device, known_steps, remove_stale_results
 
 
 @dataclass
@@ -58,7 +58,7 @@ def run_step(ctx: Context, step_name: str, device: str | None = None) -> str:
 
 @task
 def record_with_dvc(ctx: Context) -> str:
-    """``dvc commit`` this run's outputs (see :func:`tasks.versioning.record_outputs`)."""
+    """``dvc commit`` this run's outputs (see :func:`flows.versioning.record_outputs`)."""
     return record_outputs(ctx)
 
 

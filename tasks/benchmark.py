@@ -8,7 +8,7 @@ Reads params ``benchmark``, the device's entry in ``farm.yaml``,
 ``runtime.execution_precision``, what the runtime computed in); an error too long to show
 whole is kept in ``results/<device>/<variant>.error.txt`` beside it.
 
-Files reach the device through :mod:`tasks.deploy` (a per-run folder, sha256-verified
+Files reach the device through :mod:`tasks.farm.push` (a per-run folder, sha256-verified
 pushes, owner-only modes, old runs pruned). The device is probed first (host facts,
 importable runtimes); a variant whose runtime the device lacks is ``skipped`` with that
 reason, and so is one whose execution precision the device lacks natively (bf16 on a CPU
@@ -18,7 +18,7 @@ the variant that was running; the next one reconnects (retried with backoff) or,
 device is gone, every remaining variant fails with that reason. Results from the device
 are untrusted: size-limited and checked (types, and ranges: an impossible number fails
 the result with the reason), and every text in them is made visible and capped
-(:mod:`tasks.untrusted`) before it is written.
+(:mod:`tasks.farm.untrusted`) before it is written.
 """
 
 from __future__ import annotations
@@ -35,18 +35,18 @@ from typing import Any
 
 from invoke.exceptions import CommandTimedOut
 
-from tasks import harness
-from tasks.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
+from tasks.core import device_code
+from tasks.core.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
 from tasks.convert import read_index
-from tasks.deploy import (RUNS_DIR, PhaseTimes, check_then_run, last_line as tail, make_dirs,
+from tasks.farm.push import (RUNS_DIR, PhaseTimes, check_then_run, last_line as tail, make_dirs,
                           new_run_name, place_files, push_files, remove_runs_command,
                           stale_runs)
-from tasks.errors import StepError
-from tasks.devices import (ON_DEVICE_TIMEOUT_EXITS, Connection, DeviceUnreachable, connect,
+from tasks.core.errors import StepError
+from tasks.farm.transports import (ON_DEVICE_TIMEOUT_EXITS, Connection, DeviceUnreachable, connect,
                            owner_only, quote_command)
-from tasks.files import atomic_output_dir, write_json
-from tasks.interrupt import raise_if_stopped, stopping_with
-from tasks.untrusted import ERROR_LIMIT, contained, contained_strings
+from tasks.core.files import atomic_output_dir, write_json
+from tasks.core.interrupt import raise_if_stopped, stopping_with
+from tasks.farm.untrusted import ERROR_LIMIT, contained, contained_strings
 
 MAX_RESULT_BYTES = 1 << 20
 # Beside results/<device>/<variant>.json; not .json: select reads every *.json there.
@@ -54,7 +54,6 @@ FULL_ERROR_SUFFIX = ".error.txt"
 LOCK_NAME = ".benchmark.lock"
 LOCK_BUSY_EXIT = 75  # EX_TEMPFAIL: flock's exit status when the lock was not taken in time
 HARNESS_TIMED_OUT = ON_DEVICE_TIMEOUT_EXITS
-HARNESS_PATH = Path(harness.__file__)
 REQUIRED_OK_FIELDS = {"latency_ms": dict, "throughput_fps": float, "accuracy": float,
                       "peak_rss_mb": float, "load_ms": float, "first_inference_ms": float,
                       "runs": int, "accuracy_samples": int, "runtime": dict}
@@ -156,7 +155,7 @@ def read_probe(connection: Connection, result: Any, python: str,
 def validate_probe(document: dict[str, Any]) -> dict[str, Any]:
     """The probe's shape, as the orchestrator uses it; ValueError names what is wrong.
     Facts are flat (name -> text or number): they become MLflow tags. Returns a copy whose
-    texts are :func:`~tasks.untrusted.contained` (visible, capped)."""
+    texts are :func:`~tasks.farm.untrusted.contained` (visible, capped)."""
     host = document.get("host")
     if not isinstance(host, dict) or not all(
             FACT_NAME.match(key) and isinstance(value, (str, int, float, type(None)))
@@ -251,7 +250,7 @@ def install_harness(connection: Connection, directory: str) -> str:
     """Create an owner-only folder on the device and push the harness into it, verified;
     returns the harness's path there."""
     make_dirs(connection, directory)
-    push_files(connection, [(HARNESS_PATH, f"{directory}/harness.py")])
+    push_files(connection, [(device_code.HARNESS_PATH, f"{directory}/harness.py")])
     return f"{directory}/harness.py"
 
 
@@ -302,7 +301,7 @@ class DeviceSession:
             stale = stale_runs(self.connection, self.runs_dir, self.device.keep_runs,
                                self.run_name, idle_seconds=self.longest_idle_seconds)
         python = self.device.harness_python()
-        files = [(HARNESS_PATH, self.harness), (test_data, f"{self.run_dir}/test.npz")]
+        files = [(device_code.HARNESS_PATH, self.harness), (test_data, f"{self.run_dir}/test.npz")]
         with self.clock.phase("push"):
             place_files(self.connection, files)
         with self.clock.phase("check+probe"):

@@ -33,14 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from tasks import harness
-from tasks.accuracy import accuracy_interval, reference_on_first, relative_drop
-from tasks.config import ConvertParams, QuantizationParams
-from tasks.errors import ConversionError, StepError
-from tasks.files import atomic_output_dir, read_json, sha256_file, write_json
-from tasks.formats import (FORMATS, Exported, ExportRequest, Skipped, SourceModel,
+from tasks.core.device_code import harness as device_harness
+from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
+from tasks.core.config import ConvertParams, QuantizationParams
+from tasks.core.errors import ConversionError, StepError
+from tasks.core.files import atomic_output_dir, read_json, sha256_file, write_json
+from tasks.models.formats import (FORMATS, Exported, ExportRequest, Skipped, SourceModel,
                            execution_precision)
-from tasks.model_stats import gzip_size
+from tasks.models.stats import gzip_size
 from tasks.prepare import load_split
 
 # Float precisions must agree with Keras like fp32 does (argmax); only fp32 is held to
@@ -75,10 +75,11 @@ def load_source(model_dir: Path, prepared: Path, name: str = "base") -> SourceMo
     return SourceModel(name, keras_path, saved_model, tuple(meta["input_shape"]))
 
 
-def _check_runner(exported: Exported, runtime: str) -> tuple[harness.Runner, str | None]:
+def _check_runner(exported: Exported, runtime: str) -> tuple[Any, str | None]:
     """The artifact loaded as a device would load it, at its spec's execution precision.
     Where this machine lacks that precision natively (bf16 on a CPU without it), the
     same graph is checked in f32 instead, and the note says so."""
+    harness = device_harness()
     load = functools.partial(harness.load_runner, exported.check_runtime or runtime,
                              str(exported.check_file or exported.main_file), 1)
     wanted = exported.spec.get("execution_precision", harness.DEFAULT_EXECUTION_PRECISION)
@@ -94,7 +95,7 @@ def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: 
                   params: ConvertParams) -> CheckResult:
     """Run the artifact in its runtime (the harness's own loader) and compare with Keras."""
     runner, note = _check_runner(exported, runtime)
-    logits = harness.predict(runner, images, exported.spec)
+    logits = device_harness().predict(runner, images, exported.spec)
     predicted, expected = np.argmax(logits, axis=1), np.argmax(reference_logits, axis=1)
     agreement = float(np.mean(predicted == expected))
     max_diff = float(np.max(np.abs(logits - reference_logits)))

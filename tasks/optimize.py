@@ -27,17 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from tasks.config import OptimizeParams
-from tasks.errors import StepError
-from tasks.files import atomic_output_dir, read_json, write_json
-from tasks.model_stats import count_macs, count_params, gzip_size, kernel_sparsity
+from tasks.core.config import OptimizeParams
+from tasks.core.errors import StepError
+from tasks.core.files import atomic_output_dir, read_json, write_json
+from tasks.models.stats import count_macs, count_params, gzip_size, kernel_sparsity
 from tasks.prepare import load_split
-from tasks.pruning import TrainingData, recipe
+from tasks.models.pruning import TrainingData, recipe
 
 
 @dataclass(frozen=True)
 class ModelFigures:
-    """The figures compared before/after for one model (see :mod:`tasks.model_stats`)."""
+    """The figures compared before/after for one model (see :mod:`tasks.models.stats`)."""
 
     accuracy: float
     parameters: int

@@ -25,10 +25,10 @@ from typing import Callable
 
 import numpy as np
 
-from tasks.config import DataParams
-from tasks.errors import DataError, StepError
-from tasks.files import atomic_output_dir, sha256_file, write_json
-from tasks.notices import warn
+from tasks.core.config import DataParams
+from tasks.core.errors import DataError, StepError
+from tasks.core.files import atomic_output_dir, sha256_file, write_json
+from tasks.core.notices import warn
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SPLITS = ("train", "val", "test", "calib")

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.accuracy import accuracy_interval, reference_on_first, relative_drop
-from tasks.config import Farm, RequirementParams, Requirements, effective_requirements
-from tasks.errors import StepError
-from tasks.files import atomic_output_dir, read_json, write_json
-from tasks.harness import UNVERIFIED
+from tasks.core import device_code
+from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
+from tasks.core.config import Farm, RequirementParams, Requirements, effective_requirements
+from tasks.core.errors import StepError
+from tasks.core.files import atomic_output_dir, read_json, write_json
 
 MB = 1024 * 1024
 
@@ -100,7 +100,7 @@ def _ran_as_declared(req: Requirements, m: Measured) -> str | None:
     the variant's name says (an fp32 variant run in bf16) are not that variant's.
     An "unverified" precision (a delegate or provider that does not say) is a note."""
     ran, declared = m.execution_precision, m.declared_precision
-    if declared is None or (ran or "").startswith(UNVERIFIED):
+    if declared is None or (ran or "").startswith(device_code.harness().UNVERIFIED):
         return None
     if ran != declared:
         return (f"ran in {ran or 'an unreported precision'}, not the {declared} "
@@ -151,7 +151,7 @@ def _measures(record: dict[str, Any], reference_accuracy: float,
                         peak_rss_mb=float(harness["peak_rss_mb"]),
                         execution_precision=ran, declared_precision=declared_precision)
     notes = ([f"execution precision {ran}: the runtime does not report it"]
-             if str(ran).startswith(UNVERIFIED) else [])
+             if str(ran).startswith(device_code.harness().UNVERIFIED) else [])
     return measured, {**_empty_measures(), **_accuracy_columns(accuracy, harness), "notes": notes,
                       "execution_precision": ran,
                       "accuracy_drop": measured.accuracy_drop,
@@ -295,7 +295,7 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
 def select(params: RequirementParams, farm: Farm, results_dir: Path, reference_path: Path,
            reports_dir: Path, metrics_dir: Path) -> Path:
     """Run the step; returns the path of ``summary.json``."""
-    from tasks.report import write_report
+    from tasks.core.report import write_report
 
     summary = summarise(params, farm, results_dir, reference_path)
     with atomic_output_dir(reports_dir) as staging:

@@ -26,9 +26,9 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from tasks.files import read_json, sha256_file, write_json
-from tasks.layout import Layout
-from tasks.runlock import file_lock
+from tasks.core.files import read_json, sha256_file, write_json
+from tasks.core.layout import Layout
+from tasks.core.locks import file_lock
 
 EXPERIMENT = "edgeflow"
 

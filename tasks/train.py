@@ -8,7 +8,7 @@ accuracy is the fp32 reference every variant is compared with) and
 ``metrics/train_history.json`` (per-epoch curves for ``dvc plots`` and MLflow).
 
 Training is seeded and shows a progress bar. After every epoch the batch-norm
-statistics are re-estimated (:mod:`tasks.batch_norm`) and the model is judged as it will
+statistics are re-estimated (:mod:`tasks.models.batch_norm`) and the model is judged as it will
 be used, in inference mode, on the val split; the best epoch is restored at the end.
 A model whose validation accuracy is not clearly above the majority-class rate did not
 learn: the step fails with one line and leaves the previous model and metrics in place.
@@ -24,13 +24,13 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from tasks import batch_norm
-from tasks.accuracy import accuracy_interval, format_accuracy, wilson_interval
-from tasks.architectures import ModelOptions, build_model
-from tasks.augment import Augmenter, augmenter
-from tasks.config import TrainParams
-from tasks.errors import StepError, TrainingError
-from tasks.files import atomic_output_dir, read_json, write_json
+from tasks.models import batch_norm
+from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_interval
+from tasks.models.architectures import ModelOptions, build_model
+from tasks.models.augment import Augmenter, augmenter
+from tasks.core.config import TrainParams
+from tasks.core.errors import StepError, TrainingError
+from tasks.core.files import atomic_output_dir, read_json, write_json
 from tasks.prepare import load_split
 
 PREDICT_BATCH = 256

@@ -18,8 +18,8 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 import pytest  # noqa: E402
 
-from tasks.config import BenchmarkParams, Params  # noqa: E402
-from tasks.layout import Layout  # noqa: E402
+from tasks.core.config import BenchmarkParams, Params  # noqa: E402
+from tasks.core.layout import Layout  # noqa: E402
 from tests.tiny import build_tiny_project  # noqa: E402
 
 

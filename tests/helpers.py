@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.config import BenchmarkParams
+from tasks.core.config import BenchmarkParams
 
 if TYPE_CHECKING:
     from tasks.benchmark import DeviceRun
-    from tasks.config import SshDevice
+    from tasks.core.config import SshDevice
     from tests.sshd import SshServer
 
 # A short protocol for the farm tests: they check orchestration, not latency.
@@ -22,7 +22,7 @@ FARM_QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds
 
 def records(run: DeviceRun) -> dict[str, dict[str, Any]]:
     """A device run's result records by variant name."""
-    from tasks.files import read_json
+    from tasks.core.files import read_json
 
     return {path.stem: read_json(path) for path in run.results}
 
@@ -30,7 +30,7 @@ def records(run: DeviceRun) -> dict[str, dict[str, Any]]:
 def ssh_device(server: SshServer, workdir: Path, **changes: Any) -> SshDevice:
     """The server as a farm device that may run tflite and onnxruntime, retrying fast.
     The "board" is this machine: its interpreter has every runtime."""
-    from tasks.config import SshDevice
+    from tasks.core.config import SshDevice
 
     fields = server.farm_entry(workdir, sys.executable, runtimes=["tflite", "onnxruntime"],
                                retry_backoff_seconds=0.2)
@@ -64,7 +64,7 @@ def scripted_python(folder: Path, body: str, probe: str | None = None) -> str:
 
 def assert_device_tidy(workdir: Path) -> None:
     """Only edgeflow's run folders, no half-pushed file, nothing readable by others."""
-    from tasks.deploy import RUN_NAME
+    from tasks.farm.push import RUN_NAME
 
     runs = workdir / "runs"
     assert runs.is_dir(), "the device run folder was never created"
@@ -97,7 +97,7 @@ def stop_when(work: Any, ready: Any, what: str, timeout: float = 60) -> tuple[Ba
     import threading
     import time
 
-    from tasks import interrupt
+    from tasks.core import interrupt
 
     raised: list[BaseException | None] = [None]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # heavy imports only when a project is built
-    from tasks.config import Params
-    from tasks.layout import Layout
+    from tasks.core.config import Params
+    from tasks.core.layout import Layout
 
 TINY_PARAMS = """\
 data: {image_size: [16, 16], calibration_size: 32}
@@ -38,9 +38,9 @@ def write_tiny_config(root: Path, params: str = TINY_PARAMS, farm: str = TINY_FA
 
 def build_tiny_project(root: Path) -> tuple[Layout, Params]:
     """prepare -> train -> convert for real in ``root``; returns its layout and params."""
-    from tasks.config import load_params
+    from tasks.core.config import load_params
     from tasks.convert import ConvertInputs, convert
-    from tasks.layout import Layout
+    from tasks.core.layout import Layout
     from tasks.prepare import prepare
     from tasks.train import train
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tasks.benchmark import DeviceRun
-from tasks.devices import SshConnection
+from tasks.farm.transports import SshConnection
 from tests.helpers import (FARM_QUICK, assert_device_tidy, bench_device, processes_mentioning,
                            records, ssh_device)
 from tests.sshd import SshServer, descendants, keygen, stop_sshd
@@ -207,7 +207,7 @@ def test_a_stop_request_stops_the_harness_on_an_ssh_board_within_seconds(
         tiny_project: Any, ssh_server: SshServer, tmp_path: Path) -> None:
     """Ctrl-C's path without the CLI: the harness running on the board is signalled over
     a second channel of the same connection, and nothing of the run is written."""
-    from tasks import interrupt
+    from tasks.core import interrupt
     from tests.helpers import stop_when
 
     workdir = tmp_path / "board"
@@ -230,7 +230,7 @@ def test_ctrl_c_in_the_benchmarking_thread_stops_the_harness_on_an_ssh_board(
     import os
     import signal
 
-    from tasks import interrupt
+    from tasks.core import interrupt
 
     workdir = tmp_path / "board"
     target = ssh_device(ssh_server, workdir)

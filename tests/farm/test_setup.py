@@ -13,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.config import SshDevice, load_farm
-from tasks.provision import setup_farm
+from tasks.core.config import SshDevice, load_farm
+from tasks.farm.setup import setup_farm
 from tests.helpers import assert_device_tidy, bench_device, records
 from tests.sshd import SshServer
 

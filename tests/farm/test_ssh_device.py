@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tasks.config import SshDevice
+from tasks.core.config import SshDevice
 from tests.helpers import assert_device_tidy, bench_device, records, ssh_device
 from tests.sshd import SshServer, keygen
 
@@ -88,8 +88,8 @@ devices:
     connect_attempts: 1
   esp: {{transport: mcu, flash_kb: 4096, ram_kb: 512}}
 """)
-    from tasks.config import load_farm
-    from tasks.farm import probe_farm
+    from tasks.core.config import load_farm
+    from tasks.farm.probe import probe_farm
 
     probes = {probe.device: probe for probe in probe_farm(load_farm(farm))}
     assert probes["pi"].reachable and probes["pi"].facts["cores"] >= 1
@@ -108,8 +108,8 @@ def test_the_users_ssh_config_is_never_read(ssh_server: SshServer, tmp_path: Pat
                                             monkeypatch) -> None:
     """A ~/.ssh/config that would route every host elsewhere, forward the agent and add
     keys changes nothing: a farm device is reached exactly as farm.yaml says."""
-    from tasks.devices import SshConnection
-    from tasks.farm import probe_one
+    from tasks.farm.transports import SshConnection
+    from tasks.farm.probe import probe_one
 
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
@@ -130,8 +130,8 @@ def test_the_loopback_example_farm_starts_runs_and_stops(tmp_path: Path) -> None
     """`python -m tests.sshd up/down`: the documented farm to try without boards."""
     import os
 
-    from tasks.config import load_farm
-    from tasks.farm import probe_farm
+    from tasks.core.config import load_farm
+    from tasks.farm.probe import probe_farm
     from tests.sshd import main, sshd_available
 
     if not sshd_available():

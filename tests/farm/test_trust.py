@@ -13,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.config import load_farm
-from tasks.farm import probe_one
+from tasks.core.config import load_farm
+from tasks.farm.probe import probe_one
 from tests.sshd import SshServer, keygen
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.steps import STEPS
+from flows.steps import STEPS
 from tests.tiny import write_tiny_config
 
 EDGEFLOW = Path(sys.executable).parent / "edgeflow"

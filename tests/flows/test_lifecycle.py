@@ -55,8 +55,8 @@ def first_run(project: Path):
 
 
 def test_first_run_executes_every_step_and_produces_real_outputs(project: Path, first_run) -> None:
-    from tasks import harness
-    from tasks.files import read_json
+    from tasks.device import harness
+    from tasks.core.files import read_json
 
     state, outcome = first_run
     assert state.is_completed(), state.message
@@ -159,7 +159,7 @@ def test_dvc_repro_reruns_what_changed_then_nothing(project: Path, first_run) ->
 def test_a_broken_device_fails_the_run_without_hiding_the_others(project: Path,
                                                                   first_run) -> None:
     from flows.lifecycle import run_lifecycle
-    from tasks.files import read_json
+    from tasks.core.files import read_json
 
     write_tiny_config(project, farm=TINY_FARM + "  broken: {python: /nonexistent/python3}\n")
     state, outcome = run_lifecycle(project / "params.yaml", project / "farm.yaml")
@@ -198,7 +198,7 @@ def test_a_farm_of_ssh_devices_is_benchmarked_in_parallel(project: Path, first_r
     fourth, switched-off board: the run is partial and says so."""
     import yaml
 
-    from tasks.files import read_json
+    from tasks.core.files import read_json
     from tests.sshd import keygen, netns_available, sshd_available, start_sshd, stop_sshd
 
     if not sshd_available():
@@ -245,7 +245,7 @@ def _check_three_boards(project: Path, result: subprocess.CompletedProcess[str],
                         names: list[str]) -> None:
     import mlflow
 
-    from tasks.files import read_json
+    from tasks.core.files import read_json
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "flow state: Completed" in result.stdout

@@ -20,11 +20,11 @@ import pytest
 
 from tasks.benchmark import (MAX_RESULT_BYTES, DeviceRun, benchmark_device,
                              parse_untrusted_json, validate_harness_result)
-from tasks.config import BenchmarkParams, LocalDevice
+from tasks.core.config import BenchmarkParams, LocalDevice
 from tasks.convert import read_index
-from tasks.errors import StepError
-from tasks.devices import LocalConnection, quote_command
-from tasks.files import read_json, sha256_file
+from tasks.core.errors import StepError
+from tasks.farm.transports import LocalConnection, quote_command
+from tasks.core.files import read_json, sha256_file
 from tests.helpers import assert_device_tidy, processes_mentioning, records, scripted_python
 
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
@@ -97,7 +97,7 @@ def test_probe_facts_and_cleanup(local_run: tuple[DeviceRun, Path]) -> None:
 
 
 def test_old_run_folders_are_removed_keeping_the_newest(tiny_project: Any, tmp_path: Path) -> None:
-    from tasks.deploy import RUN_NAME
+    from tasks.farm.push import RUN_NAME
 
     workdir = tmp_path / "dev"
     device = LocalDevice(workdir=workdir, runtimes=["onnxruntime"], keep_runs=2)
@@ -119,7 +119,7 @@ def test_old_run_folders_are_removed_keeping_the_newest(tiny_project: Any, tmp_p
 
 
 def test_accelerator_hints_reach_the_runtime(tiny_project: Any, tmp_path: Path) -> None:
-    from tasks.config import Accelerators
+    from tasks.core.config import Accelerators
 
     hints = Accelerators(onnxruntime_providers=["CPUExecutionProvider"], openvino_device="CPU")
     device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime", "openvino"],
@@ -130,7 +130,7 @@ def test_accelerator_hints_reach_the_runtime(tiny_project: Any, tmp_path: Path) 
 
 
 def test_an_accelerator_the_device_lacks_fails_with_reason(tiny_project: Any, tmp_path: Path) -> None:
-    from tasks.config import Accelerators
+    from tasks.core.config import Accelerators
 
     hints = Accelerators(onnxruntime_providers=["CUDAExecutionProvider"],
                          tflite_delegate=str(tmp_path / "libnowhere.so"))
@@ -425,7 +425,7 @@ IMPOSSIBLE_RESULT = {
 
 def test_a_device_claiming_impossible_numbers_fails_the_result_and_the_run(
         tiny_project: Any, tmp_path: Path) -> None:
-    from tasks.config import Farm, RequirementParams
+    from tasks.core.config import Farm, RequirementParams
     from tasks.select import summarise, verdict
 
     claimed = tmp_path / "claimed.json"
@@ -542,7 +542,7 @@ def test_a_stop_while_waiting_for_the_device_lock_starts_no_harness(tiny_project
     and the harness never starts."""
     import subprocess
 
-    from tasks import interrupt
+    from tasks.core import interrupt
     from tests.helpers import processes_mentioning, stop_when
 
     workdir = tmp_path / "dev"

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.accuracy import accuracy_interval
-from tasks.config import ConvertParams, QuantizationParams
+from tasks.core.accuracy import accuracy_interval
+from tasks.core.config import ConvertParams, QuantizationParams
 from tasks.convert import (ConvertInputs, check_variant, convert, load_source, read_index,
                            variant_name)
-from tasks.errors import ConversionError, StepError
-from tasks.files import sha256_file
-from tasks.formats import FORMATS, validate_format_matrix
+from tasks.core.errors import ConversionError, StepError
+from tasks.core.files import sha256_file
+from tasks.models.formats import FORMATS, validate_format_matrix
 
 
 @pytest.mark.parametrize("format_name", ["tflite", "onnx", "openvino"])
@@ -42,13 +42,13 @@ def test_every_fp32_format_loads_and_agrees_with_the_model(tiny_project, format_
 def test_check_reports_disagreement_with_numbers(tiny_project) -> None:
     layout = tiny_project.layout
     variant = next(v for v in read_index(layout.variants) if v["format"] == "onnx")
-    from tasks.formats import Exported
+    from tasks.models.formats import Exported
 
     exported = Exported(layout.variants / variant["file"], (), variant["spec"])
     with np.load(layout.prepared / "test.npz") as data:
         images, labels = data["x"][:40], data["y"][:40]
     # A reference that is the artifact's own logits rolled by one class disagrees everywhere.
-    from tasks import harness
+    from tasks.device import harness
     logits = harness.predict(harness.load_runner("onnxruntime", str(exported.main_file)),
                              images, variant["spec"])
     check = check_variant(exported, "onnxruntime", images, labels, np.roll(logits, 1, axis=1),

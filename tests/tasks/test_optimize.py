@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.config import OptimizeParams, Params, load_params
-from tasks.errors import ConfigError, StepError
-from tasks.files import read_json, write_json
-from tasks.layout import Layout
-from tasks.model_stats import count_macs, count_params, gzip_size, kernel_sparsity
+from tasks.core.config import OptimizeParams, Params, load_params
+from tasks.core.errors import ConfigError, StepError
+from tasks.core.files import read_json, write_json
+from tasks.core.layout import Layout
+from tasks.models.stats import count_macs, count_params, gzip_size, kernel_sparsity
 from tasks.optimize import optimize
 from tasks.prepare import load_split
-from tasks.pruning import (RECIPES, MagnitudePruningOptions, StructuredPruningOptions,
+from tasks.models.pruning import (RECIPES, MagnitudePruningOptions, StructuredPruningOptions,
                            TrainingData, recipe)
 from tests.tiny import write_tiny_config
 
@@ -118,7 +118,7 @@ def test_model_stats_on_a_hand_built_model(tmp_path: Path) -> None:
 
 
 def test_model_stats_of_the_tiny_small_cnn() -> None:
-    from tasks.architectures import SmallCNNOptions, build_model
+    from tasks.models.architectures import SmallCNNOptions, build_model
 
     model = build_model(SmallCNNOptions(filters=[8, 16]), (16, 16, 1), 10)
     # conv0 9*1*8 + bn0 32 + conv1 9*8*16 + bn1 64 + logits 16*10+10 = 1490
@@ -144,7 +144,7 @@ def test_gzip_size_measures_compressed_bytes(tmp_path: Path) -> None:
 
 
 def test_polynomial_schedule_and_exact_masks() -> None:
-    from tasks.pruning.magnitude import magnitude_mask, polynomial_sparsity
+    from tasks.models.pruning.magnitude import magnitude_mask, polynomial_sparsity
 
     assert polynomial_sparsity(0, 0.8, 100) == 0.0
     assert polynomial_sparsity(50, 0.8, 100) == pytest.approx(0.8 * (1 - 0.5 ** 3))
@@ -159,7 +159,7 @@ def test_polynomial_schedule_and_exact_masks() -> None:
 
 
 def test_magnitude_pruning_reaches_target_sparsity(trained: Trained) -> None:
-    from tasks.pruning.magnitude import prune_magnitude
+    from tasks.models.pruning.magnitude import prune_magnitude
 
     base = _base_model(trained)
     base_weights = [w.copy() for w in base.get_weights()]
@@ -186,7 +186,7 @@ def test_fine_tuning_leaves_batch_norm_statistics_of_the_final_weights(
     """The pruned model is used in inference mode: after fine-tuning, its moving
     statistics are those of its own final weights on the train split (re-estimating them
     once more changes nothing), not averages lagging a few epochs behind."""
-    from tasks import batch_norm
+    from tasks.models import batch_norm
 
     options = (MagnitudePruningOptions(name="m", sparsity=0.5, **FAST) if method == "magnitude"
                else StructuredPruningOptions(name="s", ratio=0.5, **FAST))
@@ -204,7 +204,7 @@ def test_fine_tuning_leaves_batch_norm_statistics_of_the_final_weights(
 
 
 def test_structured_rebuild_copies_the_kept_filters(trained: Trained) -> None:
-    from tasks.pruning.structured import kept_filters, shrink_small_cnn
+    from tasks.models.pruning.structured import kept_filters, shrink_small_cnn
 
     base = _base_model(trained)
     small, kept = shrink_small_cnn(base, 0.5)
@@ -237,8 +237,8 @@ def test_structured_rebuild_copies_the_kept_filters(trained: Trained) -> None:
 
 
 def test_structured_pruning_rejects_mobilenet_in_one_line() -> None:
-    from tasks.architectures import MobileNetV2Options, build_model
-    from tasks.pruning.structured import prune_structured
+    from tasks.models.architectures import MobileNetV2Options, build_model
+    from tasks.models.pruning.structured import prune_structured
 
     model = build_model(MobileNetV2Options(width_multiplier=0.35), (16, 16, 1), 10)
     empty = np.zeros((0, 16, 16, 1), "float32")
@@ -261,7 +261,7 @@ def test_recipe_registry_names_the_valid_methods() -> None:
 
 
 def test_importing_the_pruning_registry_does_not_load_tensorflow() -> None:
-    code = ("import sys, tasks.pruning, tasks.config, tasks.model_stats; "
+    code = ("import sys, tasks.models.pruning, tasks.core.config, tasks.models.stats; "
             "sys.exit(int('tensorflow' in sys.modules or 'keras' in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
                           capture_output=True, text=True, timeout=60)
@@ -338,7 +338,7 @@ def test_optimize_without_a_trained_model_names_the_missing_step(trained: Traine
 
 
 def test_failed_recipe_keeps_the_previous_outputs(trained: Trained, tmp_path: Path) -> None:
-    from tasks.architectures import MobileNetV2Options, build_model
+    from tasks.models.architectures import MobileNetV2Options, build_model
 
     # A mobilenet_v2 "base" model: structured pruning refuses it, after the step started.
     model_dir = tmp_path / "mobilenet"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.config import DataParams, SplitParams
-from tasks.errors import DataError, StepError
-from tasks.files import sha256_file
+from tasks.core.config import DataParams, SplitParams
+from tasks.core.errors import DataError, StepError
+from tasks.core.files import sha256_file
 from tasks.prepare import SPLITS, load_split, prepare
 
 DIGITS_TOTAL = 1797

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tasks import harness
-from tasks.config import ConvertParams, McuDevice, QuantizationParams, RequirementParams
+from tasks.device import harness
+from tasks.core.config import ConvertParams, McuDevice, QuantizationParams, RequirementParams
 from tasks.convert import ConvertInputs, convert, read_index
-from tasks.formats.edgetpu import parse_compiler_log
-from tasks.formats.tflm import resolver_call
+from tasks.models.formats.edgetpu import parse_compiler_log
+from tasks.models.formats.tflm import resolver_call
 
 MATRIX = {"tflite": ["fp32", "fp16", "dynamic", "int8"],
           "onnx": ["fp32", "int8-dynamic", "int8-qdq"],
@@ -236,7 +236,7 @@ def test_tflite_fp16_loses_the_mark_that_lets_xnnpack_compute_in_f16(tiny_projec
     """TFLiteConverter marks fp16 models ``reduced_precision_support``: on an ARM CPU with
     fp16 arithmetic XNNPACK then computes in f16. The export removes the mark; a model
     that has it reports f16 where the CPU has fp16 arithmetic, f32 elsewhere."""
-    from tasks.formats.tflite import RECIPES, without_reduced_precision
+    from tasks.models.formats.tflite import RECIPES, without_reduced_precision
 
     out, variants = matrix
     exported = (out / variants["tflite-fp16"]["file"]).read_bytes()
@@ -390,7 +390,7 @@ def test_onnx_calibration_methods(tiny_project, tmp_path: Path, method: str) -> 
 
 def test_mcu_fit_check_passes_a_big_board_and_fails_a_small_one(matrix, tmp_path: Path) -> None:
     from tasks.benchmark import check_mcu_fit
-    from tasks.config import Farm
+    from tasks.core.config import Farm
     from tasks.select import evaluate
 
     out, variants = matrix

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tasks.accuracy import accuracy_interval, format_accuracy
+from tasks.core.accuracy import accuracy_interval, format_accuracy
 from tasks.benchmark import benchmark_device
-from tasks.config import (BenchmarkParams, RequirementParams, Requirements,
+from tasks.core.config import (BenchmarkParams, RequirementParams, Requirements,
                           effective_requirements, load_farm)
 from tasks.convert import read_index
-from tasks.errors import StepError
-from tasks.files import read_json, write_json
-from tasks.report import COLUMNS, markdown_text, summary_table
+from tasks.core.errors import StepError
+from tasks.core.files import read_json, write_json
+from tasks.core.report import COLUMNS, markdown_text, summary_table
 from tasks.select import (MB, evaluate, recommend, reference_on_first, relative_drop, select,
                           summarise)
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from tasks.benchmark import benchmark_device
-from tasks.config import BenchmarkParams, load_farm
-from tasks.errors import StepError
-from tasks.files import read_json
-from tasks.layout import Layout
+from tasks.core.config import BenchmarkParams, load_farm
+from tasks.core.errors import StepError
+from tasks.core.files import read_json
+from tasks.core.layout import Layout
 from tasks.select import select
 from tasks.track import EXPERIMENT, flatten, track
 

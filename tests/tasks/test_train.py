@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.architectures import ARCHITECTURES, MobileNetV2Options, SmallCNNOptions, build_model
-from tasks.errors import StepError
-from tasks.files import read_json
+from tasks.models.architectures import ARCHITECTURES, MobileNetV2Options, SmallCNNOptions, build_model
+from tasks.core.errors import StepError
+from tasks.core.files import read_json
 
 
 def test_training_writes_model_reference_and_metrics(tiny_project) -> None:
@@ -63,7 +63,7 @@ def test_registry_names_match_options() -> None:
 
 
 def test_training_without_prepared_data_is_a_step_error(tmp_path: Path) -> None:
-    from tasks.config import TrainParams
+    from tasks.core.config import TrainParams
     from tasks.train import train
 
     with pytest.raises(StepError, match="run the prepare step first"):
@@ -101,8 +101,8 @@ def test_a_better_epoch_has_higher_accuracy_then_lower_loss() -> None:
 
 
 def test_batches_are_a_seeded_permutation_per_epoch() -> None:
-    from tasks.augment import augmenter
-    from tasks.config import AugmentationParams
+    from tasks.models.augment import augmenter
+    from tasks.core.config import AugmentationParams
     from tasks.train import ShuffledBatches
 
     images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
@@ -122,7 +122,7 @@ def test_batches_are_a_seeded_permutation_per_epoch() -> None:
 
 @pytest.mark.parametrize("name, step_at_end", [("constant", 1.0), ("cosine", 0.01)])
 def test_learning_rate_schedules(name: str, step_at_end: float) -> None:
-    from tasks.config import TrainParams
+    from tasks.core.config import TrainParams
     from tasks.train import LR_SCHEDULES
 
     params = TrainParams(epochs=10, learning_rate=0.002)
@@ -135,7 +135,7 @@ def test_learning_rate_schedules(name: str, step_at_end: float) -> None:
 
 
 def test_plateau_halves_the_rate_on_a_stalled_val_loss() -> None:
-    from tasks.config import TrainParams
+    from tasks.core.config import TrainParams
     from tasks.train import LR_SCHEDULES
 
     rate, callbacks = LR_SCHEDULES["plateau"](TrainParams(learning_rate=0.01,
@@ -153,7 +153,7 @@ def test_plateau_halves_the_rate_on_a_stalled_val_loss() -> None:
 ])
 def test_a_model_learned_only_when_val_accuracy_clears_the_majority_rate(
         correct: int, total: int, learned: bool) -> None:
-    from tasks.errors import TrainingError
+    from tasks.core.errors import TrainingError
     from tasks.train import SplitScore, check_learned
 
     labels = np.array([0] * (total // 2 + 1) + [1] * (total - total // 2 - 1))
@@ -166,7 +166,7 @@ def test_a_model_learned_only_when_val_accuracy_clears_the_majority_rate(
 
 
 def test_the_did_not_learn_error_is_one_line_with_the_numbers_and_what_to_try() -> None:
-    from tasks.errors import TrainingError
+    from tasks.core.errors import TrainingError
     from tasks.train import SplitScore, check_learned
 
     with pytest.raises(TrainingError) as refused:

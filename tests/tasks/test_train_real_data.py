@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks.config import Params, load_params
-from tasks.files import read_json
-from tasks.layout import Layout
+from tasks.core.config import Params, load_params
+from tasks.core.files import read_json
+from tasks.core.layout import Layout
 from tests.image_folders import build_photo_folder
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"

@@ -1,0 +1,217 @@
+"""The registry of lifecycle steps: one entry per step, used by every way of running it.
+
+Each :class:`Step` names the params sections it reads, its own code, the files it
+reads and writes, and how to call its ``tasks/<step>.py`` function from a
+:class:`Context`. From this one table come the Prefect tasks and their cache keys
+(``flows/lifecycle.py``), ``edgeflow step NAME`` (what ``dvc.yaml`` runs), and the
+check that ``dvc.yaml`` declares the same deps, outs and params (``tests``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks.core.config import Farm, Params, check_key_files, load_farm, load_params
+from tasks.core.errors import UsageError
+from tasks.core.layout import Layout
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a step may read: the validated config and where files live."""
+
+    params: Params
+    farm: Farm
+    layout: Layout
+    params_path: Path
+    farm_path: Path
+
+    @classmethod
+    def load(cls, params_path: Path, farm_path: Path) -> "Context":
+        params_path, farm_path = Path(params_path).resolve(), Path(farm_path).resolve()
+        params, farm = load_params(params_path), load_farm(farm_path)
+        return cls(params, farm, Layout(params_path.parent), params_path, farm_path)
+
+    def section(self, key: str) -> Any:
+        """A params section (or dotted key) as plain JSON data."""
+        value: Any = self.params.model_dump(mode="json")
+        for part in key.split("."):
+            value = value[part]
+        return value
+
+    def params_dump(self) -> dict[str, Any]:
+        return self.params.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    params: tuple[str, ...]
+    code: tuple[str, ...]
+    deps: Callable[[Layout], list[Path]]
+    outs: Callable[[Layout], list[Path]]
+    run: Callable[[Context], Any]
+    # The farm.yaml is an input of the steps that talk to devices or judge them.
+    reads_farm: bool = False
+    metrics: Callable[[Layout], list[Path]] = field(default=lambda layout: [])
+    # Small outputs kept in git rather than the DVC cache (plot data, run ids).
+    records: Callable[[Layout], list[Path]] = field(default=lambda layout: [])
+
+    def all_outputs(self, layout: Layout) -> list[Path]:
+        return self.outs(layout) + self.metrics(layout) + self.records(layout)
+
+
+def _prepare(ctx: Context) -> Any:
+    from tasks.prepare import prepare
+    return prepare(ctx.params.data, ctx.layout.prepared)
+
+
+def _train(ctx: Context) -> Any:
+    from tasks.train import train
+    return train(ctx.params.model, ctx.params.train, ctx.layout.prepared, ctx.layout.base_model,
+                 ctx.layout.train_metrics.parent)
+
+
+def _optimize(ctx: Context) -> Any:
+    from tasks.optimize import optimize
+    return optimize(ctx.params.optimize, ctx.layout.base_model, ctx.layout.prepared,
+                    ctx.layout.pruned, seed=ctx.params.train.seed)
+
+
+def _convert(ctx: Context) -> Any:
+    from tasks.convert import ConvertInputs, convert
+    return convert(ctx.params.formats, ctx.params.convert, ctx.params.quantization,
+                   ctx.params.requirements.max_accuracy_drop,
+                   ConvertInputs(ctx.layout.base_model, ctx.layout.pruned, ctx.layout.prepared),
+                   ctx.layout.variants)
+
+
+def benchmark_one_device(ctx: Context, device_name: str) -> Any:
+    from tasks.benchmark import benchmark_device
+    return benchmark_device(device_name, ctx.farm.devices[device_name], ctx.params.benchmark,
+                            ctx.layout.variants, ctx.layout.prepared,
+                            ctx.layout.device_results(device_name))
+
+
+def remove_stale_results(ctx: Context) -> None:
+    """Drop results of devices no longer in the farm: DVC versions ``results/`` whole."""
+    import shutil
+
+    if ctx.layout.results.is_dir():
+        for stale in ctx.layout.results.iterdir():
+            if stale.is_dir() and stale.name not in ctx.farm.devices:
+                shutil.rmtree(stale)
+
+
+def _benchmark(ctx: Context) -> Any:
+    check_key_files(ctx.farm)  # every device's, before the first is benchmarked
+    runs = [benchmark_one_device(ctx, name) for name in ctx.farm.devices]
+    remove_stale_results(ctx)
+    return runs
+
+
+def _select(ctx: Context) -> Any:
+    from tasks.select import select
+    return select(ctx.params.requirements, ctx.farm, ctx.layout.results,
+                  ctx.layout.base_model / "reference.json", ctx.layout.reports,
+                  ctx.layout.train_metrics.parent)
+
+
+def _track(ctx: Context) -> Any:
+    from tasks.track import track
+    return track(ctx.params_dump(), ctx.layout)
+
+
+STEPS: dict[str, Step] = {step.name: step for step in (
+    Step("prepare", params=("data",), code=("tasks/prepare.py", "tasks/core/notices.py"),
+         deps=lambda lay: [], outs=lambda lay: [lay.prepared], run=_prepare),
+    Step("train", params=("model", "train"),
+         code=("tasks/train.py", "tasks/models/architectures.py", "tasks/models/batch_norm.py",
+               "tasks/models/augment.py", "tasks/core/accuracy.py"),
+         deps=lambda lay: [lay.prepared],
+         outs=lambda lay: [lay.base_model],
+         metrics=lambda lay: [lay.train_metrics],
+         records=lambda lay: [lay.train_metrics.with_name("train_history.json")],
+         run=_train),
+    Step("optimize", params=("optimize", "train.seed"),
+         code=("tasks/optimize.py", "tasks/models/pruning", "tasks/models/stats.py", "tasks/models/batch_norm.py"),
+         deps=lambda lay: [lay.base_model, lay.prepared], outs=lambda lay: [lay.pruned],
+         run=_optimize),
+    Step("convert", params=("formats", "convert", "quantization", "requirements.max_accuracy_drop"),
+         code=("tasks/convert.py", "tasks/models/formats", "tasks/device/harness.py", "tasks/core/accuracy.py"),
+         deps=lambda lay: [lay.base_model, lay.pruned, lay.prepared],
+         outs=lambda lay: [lay.variants], run=_convert),
+    Step("benchmark", params=("benchmark",),
+         code=("tasks/benchmark.py", "tasks/farm/transports.py", "tasks/device/harness.py"),
+         deps=lambda lay: [lay.variants, lay.prepared / "test.npz"],
+         outs=lambda lay: [lay.results], reads_farm=True, run=_benchmark),
+    Step("select", params=("requirements",),
+         code=("tasks/select.py", "tasks/core/report.py", "tasks/core/accuracy.py"),
+         deps=lambda lay: [lay.results, lay.base_model / "reference.json"],
+         outs=lambda lay: [lay.reports],
+         metrics=lambda lay: [lay.train_metrics.with_name("benchmark.json")],
+         reads_farm=True, run=_select),
+    Step("track", params=tuple(Params.model_fields),
+         code=("tasks/track.py", "tasks/core/accuracy.py"),
+         deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.train_metrics,
+                           lay.train_metrics.with_name("train_history.json")],
+         outs=lambda lay: [], records=lambda lay: [lay.tracking_record], run=_track),
+)}
+
+
+def known_steps(names: Iterable[str] | None) -> list[str]:
+    """``names`` as given, if every one is a step; else a UsageError listing the steps
+    (``edgeflow step NAME`` and ``edgeflow run --rerun NAME`` alike)."""
+    names = list(names or [])
+    for name in names:
+        if name not in STEPS:
+            raise UsageError(f"unknown step {name!r} (allowed: {', '.join(STEPS)})")
+    return names
+
+
+def code_paths(step: Step) -> list[Path]:
+    return [PACKAGE_ROOT / path for path in step.code]
+
+
+def dvc_stage(step: Step, layout: Layout) -> dict[str, Any]:
+    """The ``dvc.yaml`` stage this registry entry implies (the test compares them)."""
+    def rel(path: Path) -> str:
+        return path.relative_to(layout.root).as_posix()
+
+    deps = [*step.code, *[rel(p) for p in step.deps(layout)]]
+    if step.reads_farm:
+        deps.append("farm.yaml")
+    stage: dict[str, Any] = {"cmd": f"edgeflow step {step.name}", "deps": deps,
+                             "params": list(step.params)}
+    outs: list[Any] = [rel(p) for p in step.outs(layout)]
+    outs += [{rel(p): {"cache": False}} for p in step.records(layout)]
+    if outs:
+        stage["outs"] = outs
+    if step.metrics(layout):
+        stage["metrics"] = [{rel(p): {"cache": False}} for p in step.metrics(layout)]
+    return stage
+
+
+def render_dvc_yaml(layout: Layout) -> str:
+    stages = {name: dvc_stage(step, layout) for name, step in STEPS.items()}
+    plots = [
+        {"metrics/train_history.json": {"x": "epoch", "y": ["accuracy", "val_accuracy"],
+                                        "title": "Training accuracy per epoch"}},
+        {"training_loss": {"x": "epoch",
+                           "y": {"metrics/train_history.json": ["loss", "val_loss"]},
+                           "title": "Training loss per epoch (val: inference mode)"}},
+        {"reports/points.json": {"x": "latency_p50_ms", "y": "accuracy", "template": "scatter",
+                                 "title": "Accuracy against p50 latency"}},
+        "reports/plots/accuracy_vs_latency.png",
+        "reports/plots/size_per_variant.png",
+    ]
+    header = ("# Generated from flows/steps.py (`edgeflow dvc-yaml > dvc.yaml`); a test keeps\n"
+              "# them equal. Each stage lists only the params keys its step reads.\n")
+    return header + yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False)

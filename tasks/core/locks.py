@@ -1,0 +1,140 @@
+"""One run of an experiment at a time, and one writer of a shared MLflow store.
+
+``experiment_lock`` holds an exclusive ``flock`` on ``<experiment>/.edgeflow/run.lock``
+for the whole of an ``edgeflow run``, ``edgeflow step`` or deployed flow run: a second
+one is refused at once with a one-line message naming the running one (its pid,
+command, host and start time, written into the lock file). The kernel releases a flock
+when its holder exits, however it exits (a crash, SIGKILL, a power cut of the orchestrating
+machine's process): a lock file left behind never blocks the next run.
+
+``file_lock`` is the same mechanism for a resource several experiments may share (an
+MLflow sqlite store named by ``MLFLOW_TRACKING_URI``): it waits instead of refusing.
+
+Locks are re-entrant within one process (the CLI takes the experiment lock, then the
+flow it runs takes it again): a flock on a second file description of the same file
+would deadlock against its own process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tasks.core.errors import EdgeflowError
+
+LOCK_NAME = "run.lock"
+POLL_SECONDS = 0.1
+
+
+class ExperimentBusy(EdgeflowError):
+    """Another run of the same experiment holds its lock."""
+
+    exit_code = 75  # EX_TEMPFAIL: nothing is wrong with the input; try again later
+
+
+class LockTimeout(EdgeflowError):
+    """A shared resource stayed locked longer than the caller would wait."""
+
+    exit_code = 75
+
+
+_held: dict[Path, tuple[int, int]] = {}  # resolved path -> (fd, depth)
+_guard = threading.Lock()
+
+
+def _holder() -> dict[str, object]:
+    return {"pid": os.getpid(), "host": socket.gethostname(),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200] if sys.argv else "?",
+            "started": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")}
+
+
+def describe_holder(path: Path) -> str:
+    """Who holds the lock at ``path``, as its holder wrote it (best effort)."""
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+        return (f"pid {holder['pid']} on {holder['host']}, `{holder['command']}`, "
+                f"started {holder['started']}")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+@contextmanager
+def file_lock(path: Path, wait_seconds: float | None = 0.0) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) for the block.
+
+    ``wait_seconds``: 0 refuses at once, None waits forever, otherwise waits that long;
+    raises :class:`ExperimentBusy` (refused at once) or :class:`LockTimeout`.
+    """
+    key = path.resolve()
+    with _guard:
+        if key in _held:
+            fd, depth = _held[key]
+            _held[key] = (fd, depth + 1)
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield
+        finally:
+            _release(key)
+        return
+    key.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _acquire(fd, key, wait_seconds)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(_holder()).encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    with _guard:
+        _held[key] = (fd, 1)
+    try:
+        yield
+    finally:
+        _release(key)
+
+
+def _acquire(fd: int, path: Path, wait_seconds: float | None) -> None:
+    deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if deadline is not None and time.monotonic() >= deadline:
+                if wait_seconds == 0:
+                    raise ExperimentBusy(
+                        f"another edgeflow run of this experiment is in progress "
+                        f"({describe_holder(path)}); wait for it to finish or stop it "
+                        f"(lock: {path})") from None
+                raise LockTimeout(f"{path} stayed locked for more than {wait_seconds:g} s "
+                                  f"({describe_holder(path)})") from None
+            time.sleep(POLL_SECONDS)
+
+
+def _release(key: Path) -> None:
+    with _guard:
+        fd, depth = _held[key]
+        if depth > 1:
+            _held[key] = (fd, depth - 1)
+            return
+        del _held[key]
+    # The holder's description stays in the file: harmless once the flock is gone.
+    os.close(fd)
+
+
+def experiment_lock(state_dir: Path) -> AbstractContextManager[None]:
+    """The lock of the experiment whose state folder is ``state_dir``: refused at once
+    (:class:`ExperimentBusy`) while another process holds it."""
+    return file_lock(state_dir / LOCK_NAME, wait_seconds=0.0)

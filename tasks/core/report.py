@@ -1,0 +1,183 @@
+"""Rendering of a summary (``reports/summary.json``): the Markdown report, the PNG plots
+and the terminal table. Pure functions of the summary: no measurement happens here.
+
+Texts from devices reach the summary already visible and capped (:mod:`tasks.farm.untrusted`);
+the Markdown report escapes its own syntax in every text it writes
+(:func:`markdown_text`), the terminal table rich's markup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.core.accuracy import format_accuracy
+
+COLUMNS = ("device", "variant", "status", "exec", "accuracy", "drop", "size KB", "p50 ms", "p90 ms",
+           "p99 ms", "fps", "RSS MB")
+
+
+# What a text cell could turn into table structure, code, links, images or HTML (a
+# reason quoting "<script>" from a board). Emphasis (* and _) is left as it is: harmless,
+# and names like max_accuracy_drop stay readable in the raw file.
+MARKDOWN_ESCAPES = str.maketrans({"\\": "\\\\", "`": "\\`", "|": "\\|", "[": "\\[",
+                                  "]": "\\]", "&": "&amp;", "<": "&lt;", ">": "&gt;",
+                                  "\n": " ", "\r": " "})
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as literal text in a Markdown table cell or line (GitHub-flavoured):
+    ``\\ ` | [ ]`` backslash-escaped, ``& < >`` as HTML entities, one line."""
+    return text.translate(MARKDOWN_ESCAPES)
+
+
+def _fmt(value: Any, pattern: str) -> str:
+    return "—" if value is None else format(value, pattern)
+
+
+def accuracy_cell(accuracy: float | None, samples: int | None) -> str:
+    """``0.90 [0.77, 0.96]``: the accuracy with its 95% interval (four decimals when the
+    number of images it was measured on is unknown, "—" when nothing was measured)."""
+    if accuracy is None:
+        return "—"
+    return format_accuracy(accuracy, samples) if samples else f"{accuracy:.4f}"
+
+
+def reference_line(summary: dict[str, Any]) -> str:
+    """The fp32 reference accuracy, its interval and the number of test images."""
+    samples = summary.get("reference_samples")
+    text = accuracy_cell(summary["reference_accuracy"], samples)
+    return f"{text} on {samples} test images" if samples else text
+
+
+def row_cells(row: dict[str, Any]) -> list[str]:
+    latency = row.get("latency_ms") or {}
+    return [row["device"], row["variant"], row["status"], row.get("execution_precision") or "—",
+            accuracy_cell(row.get("accuracy"), row.get("accuracy_samples")),
+            _fmt(row.get("accuracy_drop"), ".2%"),
+            _fmt(row["size_bytes"] / 1024 if row.get("size_bytes") is not None else None, ".1f"),
+            _fmt(latency.get("p50"), ".3f"), _fmt(latency.get("p90"), ".3f"),
+            _fmt(latency.get("p99"), ".3f"), _fmt(row.get("throughput_fps"), ".0f"),
+            _fmt(row.get("peak_rss_mb"), ".0f")]
+
+
+def recommendation_lines(summary: dict[str, Any],
+                         text: Callable[[str], str] = str) -> list[str]:
+    """One Markdown line per device; ``text`` escapes the names (:func:`markdown_text`
+    for the report; the terminal strips the Markdown instead)."""
+    lines = []
+    for device, variant in summary["recommendations"].items():
+        if variant is None:
+            lines.append(f"- **{text(device)}**: no variant meets the requirements")
+        else:
+            lines.append(f"- **{text(device)}**: `{text(variant)}` (best passing by "
+                         f"{text(summary['rank_by'])})")
+    return lines
+
+
+def render_markdown(summary: dict[str, Any], plots: list[str]) -> str:
+    counts = summary["counts"]
+    lines = [
+        "# edgeflow report", "",
+        f"fp32 reference accuracy (Keras, test split, 95% interval): **{reference_line(summary)}**",
+        "",
+        f"Results: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
+        f"{counts['skipped']} skipped.", "",
+        "## Recommendation per device", "", *recommendation_lines(summary, markdown_text), "",
+        "## Results", "",
+        "| " + " | ".join(COLUMNS) + " | reasons / notes |",
+        "|" + "---|" * (len(COLUMNS) + 1),
+    ]
+    for row in summary["results"]:
+        reasons = markdown_text("; ".join(row["reasons"] + row.get("notes", []))) or "—"
+        lines.append("| " + " | ".join(map(markdown_text, row_cells(row))) + f" | {reasons} |")
+    lines += ["", "Latency is batch 1, per inference, measured by the same harness protocol "
+              "on every runtime; accuracy is on the test images the device evaluated, with its 95% "
+              "Wilson interval in brackets; drop is relative to the fp32 reference on the same "
+              "images; exec is the precision the runtime reports its float arithmetic ran in.", "",
+              "## Requirements per device", ""]
+    for device, requirements in summary["requirements"].items():
+        stated = ", ".join(f"{key}={value}" for key, value in requirements.items()
+                           if value is not None) or "none"
+        lines.append(f"- **{markdown_text(device)}**: {markdown_text(stated)}")
+    lines += ["", "## Plots", ""] + [f"![{Path(plot).stem}]({plot})" for plot in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(summary: dict[str, Any], plots_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    measured = [row for row in summary["results"] if row.get("latency_ms")]
+    written = []
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for device in dict.fromkeys(row["device"] for row in measured):
+        rows = [row for row in measured if row["device"] == device]
+        # Error bars: each accuracy's 95% interval (none where it is unknown).
+        spans = np.array([[row["accuracy"] - low, high - row["accuracy"]]
+                          for row in rows
+                          for low, high in [row.get("accuracy_interval") or (row["accuracy"],) * 2]])
+        axes.errorbar([row["latency_ms"]["p50"] for row in rows],
+                      [row["accuracy"] for row in rows], yerr=spans.T, fmt="o", capsize=2,
+                      label=device)
+        for row in rows:
+            axes.annotate(row["variant"], (row["latency_ms"]["p50"], row["accuracy"]),
+                          fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes.axhline(summary["reference_accuracy"], linestyle="--", linewidth=0.8, color="grey",
+                 label="fp32 reference")
+    axes.set_xlabel("p50 latency (ms, batch 1)")
+    axes.set_ylabel("test accuracy")
+    axes.set_title("Accuracy against latency, per device")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    written.append(plots_dir / "accuracy_vs_latency.png")
+    figure.savefig(written[-1], dpi=110)
+    plt.close(figure)
+
+    sizes = {row["variant"]: row["size_bytes"] for row in summary["results"]
+             if row.get("size_bytes") is not None}
+    figure, axes = plt.subplots(figsize=(7, 0.4 * max(len(sizes), 3) + 1.5))
+    axes.barh(list(sizes), [size / 1024 for size in sizes.values()])
+    axes.set_xlabel("artifact size (KB)")
+    axes.set_title("Size per variant")
+    axes.invert_yaxis()
+    figure.tight_layout()
+    written.append(plots_dir / "size_per_variant.png")
+    figure.savefig(written[-1], dpi=110)
+    plt.close(figure)
+    return written
+
+
+def write_report(summary: dict[str, Any], reports_dir: Path) -> Path:
+    plots = write_plots(summary, reports_dir / "plots")
+    target = reports_dir / "report.md"
+    target.write_text(render_markdown(summary, [p.relative_to(reports_dir).as_posix() for p in plots]),
+                      encoding="utf-8")
+    return target
+
+
+def summary_table(summary: dict[str, Any], include_skipped: bool = False) -> Any:
+    """A rich Table of the results, for the terminal (skipped rows only on request:
+    report.md always has them all)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    styles = {"pass": "green", "fail": "yellow", "error": "red", "skipped": "dim"}
+    table = Table(title=f"edgeflow results (fp32 reference accuracy {reference_line(summary)})")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in {"device", "variant", "status", "exec"} else "right")
+    table.add_column("reasons / notes")
+    for row in summary["results"]:
+        if row["status"] == "skipped" and not include_skipped:
+            continue
+        # Reasons quote devices and runtimes ("[Errno 111] ..."): never rich markup.
+        cells = [escape(cell) for cell in row_cells(row)]
+        cells[2] = f"[{styles[row['status']]}]{cells[2]}[/]"
+        table.add_row(*cells, escape("; ".join(row["reasons"] + row.get("notes", []))))
+    return table

@@ -1,0 +1,701 @@
+"""Device-side benchmark harness: one file, stdlib + numpy + the one runtime it measures.
+
+It never imports the rest of edgeflow: it is copied to a device and run there as
+``python harness.py --artifact A --runtime R --data D --spec S --out O [options]``.
+
+Protocol (identical for every runtime, so results are comparable):
+  1. load the artifact (``load_ms``), run one inference (``first_inference_ms``);
+  2. warm up: at least ``--warmup-runs`` inferences *and* ``--warmup-seconds``;
+  3. time at least ``--runs`` inferences *and* ``--seconds``, batch 1, one image
+     after another from the test split, each timed with ``perf_counter_ns``;
+  4. evaluate top-1 accuracy over the test split (``--accuracy-samples``, 0 = all).
+
+Inputs: ``--data`` is an ``.npz`` with ``x`` (float32, NHWC, normalised) and ``y``
+(int labels); ``--spec`` is the variant's JSON spec: ``{"input": {"dtype", "shape",
+"quantization": {"scale", "zero_point"} | null}, "output": {...},
+"execution_precision": "f32" | "bf16" | "f16"}``. Quantised inputs are fed as the
+runtime expects them and quantised outputs are de-quantised.
+
+Execution precision: the precision the runtime's float (non-quantised) arithmetic runs
+in. The harness asks each runtime for the spec's precision explicitly, never a hardware
+default (OpenVINO computes in bf16 by default on CPUs with AVX512-BF16 or AMX, and in
+f16 on ARM CPUs with fp16), and records what the runtime reports it used as
+``runtime.execution_precision``. A precision the hardware cannot run natively is
+refused up front: the result is ``skipped`` with the reason, never measured in
+another precision under the variant's name.
+
+Output: one JSON object at ``--out`` with ``status`` ``ok``, ``skipped`` or ``failed``
+and ``error``. A failure (runtime missing, corrupt artifact...) still writes the file
+and exits with status 1, so the orchestrator records the reason instead of crashing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import resource
+import sys
+import time
+import traceback
+from typing import Any, Callable
+
+
+
+class _NumpyOnFirstUse:
+    """``np``, imported when first used: ``--probe`` never needs numpy, so it stays fast
+    (a third of a second less per device) and still answers on a board without it."""
+
+    def __getattr__(self, name: str) -> Any:
+        import numpy
+
+        globals()["np"] = numpy
+        return getattr(numpy, name)
+
+
+np: Any = _NumpyOnFirstUse()
+
+PROTOCOL_VERSION = 1
+
+Infer = Callable[["np.ndarray"], "np.ndarray"]
+
+
+# The precision a variant's float arithmetic runs in, when its spec does not say.
+DEFAULT_EXECUTION_PRECISION = "f32"
+# What a runtime reports when it cannot say what a delegate or provider computes in.
+UNVERIFIED = "unverified"
+
+
+class PrecisionUnavailable(RuntimeError):
+    """The device cannot run the requested execution precision natively: the variant is
+    skipped there, never measured in another precision under its name."""
+
+
+class Runner:
+    """A loaded artifact: ``infer`` takes one runtime-ready input and returns logits."""
+
+    def __init__(self, infer: Infer, runtime: str, version: str, accelerator: str = "CPU",
+                 execution_precision: str = UNVERIFIED) -> None:
+        self.infer = infer
+        self.runtime = runtime
+        self.version = version
+        self.accelerator = accelerator  # what actually runs it, as the runtime reports
+        # What the float arithmetic runs in, as the runtime reports it (or as pinned).
+        self.execution_precision = execution_precision
+
+
+def _requested_precision(options: dict[str, Any]) -> str:
+    return str(options.get("execution_precision") or DEFAULT_EXECUTION_PRECISION)
+
+
+def _require_f32(runtime: str, options: dict[str, Any]) -> None:
+    """Runtimes whose CPU kernels compute float ops in f32 only (LiteRT/XNNPACK, ONNX
+    Runtime's CPU provider, TFLite Micro): any other request cannot be honoured."""
+    requested = _requested_precision(options)
+    if requested != "f32":
+        raise PrecisionUnavailable(f"{runtime} runs float operations in f32 on this device; "
+                                   f"{requested} execution is not available")
+
+
+def _load_tflite(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
+    # LiteRT is the current name of the TFLite runtime; older boards carry
+    # tflite_runtime, and a full TensorFlow install carries tf.lite.
+    try:
+        from ai_edge_litert import interpreter as module
+        name = "ai-edge-litert"
+    except ImportError:
+        try:
+            from tflite_runtime import interpreter as module  # type: ignore[no-redef]
+            name = "tflite-runtime"
+        except ImportError:
+            import tensorflow as tf  # type: ignore[import-not-found]
+            module, name = tf.lite, "tensorflow-lite"
+    _require_f32("LiteRT", options)
+    delegate_path = options.get("tflite_delegate")
+    delegates = []
+    if delegate_path:
+        load_delegate = getattr(module, "load_delegate", None) or module.experimental.load_delegate
+        delegates.append(load_delegate(delegate_path))
+    interpreter = module.Interpreter(model_path=artifact, num_threads=threads,
+                                     experimental_delegates=delegates or None)
+    input_detail = interpreter.get_input_details()[0]
+    shape = [1, *list(input_detail["shape"][1:])]
+    if list(input_detail["shape"]) != shape:
+        interpreter.resize_tensor_input(input_detail["index"], shape)
+    # A delegate (GPU, NPU) picks its own arithmetic (GPU delegates default to f16) and
+    # does not report it: unverified. Without one, XNNPACK computes float ops in f32
+    # unless the model carries "reduced_precision_support" metadata (TFLiteConverter
+    # writes it on fp16 models) and the CPU has fp16 arithmetic: then it computes in
+    # f16. edgeflow's converter removes that metadata; a model that still has it is
+    # reported as it runs here, and fails its f32 declaration where that is f16.
+    precision = (f"{UNVERIFIED} (delegate {delegate_path})" if delegate_path
+                 else "f16" if _allows_reduced_precision(artifact) and cpu_has_fp16_arithmetic()
+                 else "f32")
+    return Runner(_interpreter_infer(interpreter), name, _package_version(name, module),
+                  f"delegate {delegate_path}" if delegate_path else "CPU", precision)
+
+
+REDUCED_PRECISION_METADATA = b"reduced_precision_support"
+# /proc/cpuinfo flags of native fp16 arithmetic: ARMv8.2 (asimdhp), x86 AVX512-FP16.
+FP16_ARITHMETIC_FLAGS = frozenset({"asimdhp", "avx512_fp16"})
+
+
+def _allows_reduced_precision(artifact: str, block: int = 1 << 16) -> bool:
+    """Whether a .tflite flatbuffer names the metadata that lets XNNPACK compute in f16
+    (metadata names are stored as plain strings in the flatbuffer). Read in blocks: the
+    whole model in memory would count in the harness's peak RSS."""
+    overlap = len(REDUCED_PRECISION_METADATA) - 1
+    tail = b""
+    with open(artifact, "rb") as handle:
+        for chunk in iter(lambda: handle.read(block), b""):
+            if REDUCED_PRECISION_METADATA in tail + chunk:
+                return True
+            tail = chunk[-overlap:]
+    return False
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (x86 "flags", ARM "Features"); empty when unreadable."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in {"flags", "features"}:
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_fp16_arithmetic() -> bool:
+    return bool(cpu_flags() & FP16_ARITHMETIC_FLAGS)
+
+
+def _interpreter_infer(interpreter: Any) -> Infer:
+    """Batch-1 inference through a (LiteRT / tflite_runtime) Interpreter."""
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(input_index, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(output_index)
+
+    return infer
+
+
+def _load_tflm(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
+    # The real TensorFlow Lite Micro interpreter, built for the host: what an MCU runs,
+    # op for op, so its accuracy is the MCU's accuracy (its latency is the host's).
+    from tflite_micro.python.tflite_micro import runtime as tflm
+
+    _require_f32("TensorFlow Lite Micro", options)
+    with open(artifact, "rb") as handle:
+        model = handle.read()
+    arena = options.get("arena_bytes")
+    interpreter = tflm.Interpreter.from_bytes(model, arena_size=int(arena) if arena else None)
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        interpreter.set_input(x, 0)
+        interpreter.invoke()
+        return interpreter.get_output(0)
+
+    # Reference kernels: integer ops in integers, float ops in f32 on every target.
+    return Runner(infer, "tflite-micro", _package_version("tflite-micro", tflm),
+                  execution_precision="f32")
+
+
+def _load_edgetpu(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
+    # An Edge-TPU-compiled model runs in the TFLite interpreter with Coral's delegate.
+    try:
+        from ai_edge_litert import interpreter as module
+    except ImportError:
+        from tflite_runtime import interpreter as module  # type: ignore[no-redef]
+    _require_f32("Edge TPU", options)
+    delegate = module.load_delegate(EDGETPU_LIBRARY)
+    interpreter = module.Interpreter(model_path=artifact, experimental_delegates=[delegate])
+    # The TPU runs the int8 graph; what it cannot map stays on the CPU in f32.
+    return Runner(_interpreter_infer(interpreter), "edgetpu",
+                  _package_version("ai-edge-litert", module), "Edge TPU", "f32")
+
+
+def _load_onnxruntime(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
+    import onnxruntime as ort
+
+    _require_f32("ONNX Runtime", options)
+    session_options = ort.SessionOptions()
+    # Pinned, not left to the build: ARM64 builds can run fp32 GEMMs in bf16 ("fastmath")
+    # when this is on. Off is the default today; a variant's name must not hang on that.
+    session_options.add_session_config_entry(ORT_ARM64_BF16_FASTMATH, "0")
+    session_options.intra_op_num_threads = threads
+    session_options.inter_op_num_threads = 1
+    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    providers = options.get("onnxruntime_providers") or ["CPUExecutionProvider"]
+    missing = [name for name in providers if name not in ort.get_available_providers()]
+    if missing:
+        raise RuntimeError(f"execution provider(s) {', '.join(missing)} not available in this "
+                           f"onnxruntime (available: {', '.join(ort.get_available_providers())})")
+    session = ort.InferenceSession(artifact, session_options, providers=providers)
+    input_name = session.get_inputs()[0].name
+    output_name = session.get_outputs()[0].name
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        return session.run([output_name], {input_name: x})[0]
+
+    used = session.get_providers()
+    # The CPU provider computes float ops in f32 (fastmath pinned off above); other
+    # providers (CUDA, TensorRT, OpenVINO, QNN) choose for themselves and do not say.
+    precision = ("f32" if used == ["CPUExecutionProvider"]
+                 else f"{UNVERIFIED} (providers {','.join(used)})")
+    return Runner(infer, "onnxruntime", ort.__version__, ",".join(used), precision)
+
+
+ORT_ARM64_BF16_FASTMATH = "mlas.enable_gemm_fastmath_arm64_bfloat16"
+
+
+def _load_openvino(artifact: str, threads: int, options: dict[str, Any]) -> Runner:
+    import openvino as ov
+
+    core = ov.Core()
+    device = options.get("openvino_device") or "CPU"
+    config = openvino_config(device, _requested_precision(options), threads,
+                             _openvino_capabilities(core, device))
+    compiled = core.compile_model(core.read_model(artifact), device, config)
+    request = compiled.create_infer_request()
+    input_tensor = request.get_input_tensor(0)
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        # Copy into the request's own input tensor and read the output tensor in place:
+        # infer({0: x}) builds dicts and copies per call, which costs as much as a
+        # small model's inference (measured against benchmark_app).
+        input_tensor.data[...] = x
+        request.infer()
+        return request.get_output_tensor(0).data
+
+    return Runner(infer, "openvino", ov.__version__,
+                  ",".join(compiled.get_property("EXECUTION_DEVICES")),
+                  _openvino_precision(compiled))
+
+
+# The OPTIMIZATION_CAPABILITIES entry a device lists when it runs a precision natively.
+OPENVINO_CAPABILITIES = {"f32": "FP32", "f16": "FP16", "bf16": "BF16"}
+
+
+def _openvino_capabilities(core: Any, device: str) -> list[str] | None:
+    """What ``device`` lists as native, or None where it lists nothing (AUTO, MULTI,
+    HETERO choose devices at compile time: the compiled model's hint then tells)."""
+    try:
+        return list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # noqa: BLE001 - a virtual device without the property
+        return None
+
+
+def openvino_config(device: str, precision: str, threads: int,
+                    capabilities: list[str] | None) -> dict[str, Any]:
+    """The compile config that runs ``precision`` on ``device``, stated explicitly.
+
+    OpenVINO's CPU plugin otherwise picks the precision from the hardware: bf16 on CPUs
+    with AVX512-BF16 or AMX, f16 on ARM CPUs with fp16 arithmetic; and a hint the CPU
+    cannot honour is silently replaced (f16 asked of an AVX512-BF16 CPU compiles to
+    bf16). So a precision the device does not list as native is refused here, and the
+    compiled model's own ``INFERENCE_PRECISION_HINT`` is what the result records.
+    """
+    if precision not in OPENVINO_CAPABILITIES:
+        raise ValueError(f"unknown execution precision {precision!r} "
+                         f"(known: {', '.join(OPENVINO_CAPABILITIES)})")
+    if capabilities is not None and OPENVINO_CAPABILITIES[precision] not in capabilities:
+        raise PrecisionUnavailable(f"{device} lacks native {precision} (OpenVINO lists "
+                                   f"{', '.join(capabilities) or 'nothing'})")
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+    if device == "CPU":
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
+def _openvino_precision(compiled: Any) -> str:
+    """The compiled model's inference precision ("f32", "bf16", "f16")."""
+    try:
+        return compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    except Exception:  # noqa: BLE001 - a plugin that does not report it
+        return UNVERIFIED
+
+
+# The modules that provide each runtime, in the order the loader tries them.
+RUNTIME_MODULES: dict[str, tuple[str, ...]] = {
+    "tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow"),
+    "onnxruntime": ("onnxruntime",),
+    "openvino": ("openvino",),
+    "tflm": ("tflite_micro",),
+    "edgetpu": ("ai_edge_litert", "tflite_runtime"),
+}
+# Runtimes that also need a native library (Coral's Edge TPU delegate).
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+RUNTIME_LIBRARIES: dict[str, str] = {"edgetpu": EDGETPU_LIBRARY}
+
+RUNTIMES: dict[str, Callable[[str, int, dict[str, Any]], Runner]] = {
+    "tflite": _load_tflite,
+    "onnxruntime": _load_onnxruntime,
+    "openvino": _load_openvino,
+    "tflm": _load_tflm,
+    "edgetpu": _load_edgetpu,
+}
+
+
+def _package_version(name: str, module: Any) -> str:
+    try:
+        from importlib.metadata import version
+        return version(name if name != "tensorflow-lite" else "tensorflow-cpu")
+    except Exception:  # noqa: BLE001 - a version is informative, never required
+        return str(getattr(module, "__version__", "unknown"))
+
+
+def load_runner(runtime: str, artifact: str, threads: int = 1,
+                options: dict[str, Any] | None = None) -> Runner:
+    """Load ``artifact`` in ``runtime``; raises ValueError for an unknown runtime."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r} (known: {', '.join(sorted(RUNTIMES))})")
+    return RUNTIMES[runtime](artifact, threads, options or {})
+
+
+def quantize_input(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Turn one normalised float image (H, W, C) into the runtime's batch-1 input."""
+    batch = x[np.newaxis, ...]
+    quantization = spec.get("quantization")
+    dtype = np.dtype(spec.get("dtype", "float32"))
+    if quantization:
+        scale, zero_point = float(quantization["scale"]), int(quantization["zero_point"])
+        info = np.iinfo(dtype)
+        batch = np.clip(np.round(batch / scale) + zero_point, info.min, info.max)
+    return np.ascontiguousarray(batch.astype(dtype))
+
+
+def dequantize_output(y: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Turn a runtime output into float logits."""
+    quantization = spec.get("quantization")
+    y = np.asarray(y)
+    if quantization:
+        return (y.astype(np.float32) - int(quantization["zero_point"])) * float(quantization["scale"])
+    return y.astype(np.float32)
+
+
+def predict(runner: Runner, images: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Logits for each image, one batch-1 inference at a time: shape (N, classes)."""
+    rows = [dequantize_output(runner.infer(quantize_input(image, spec["input"])),
+                              spec.get("output", {})).reshape(-1) for image in images]
+    return np.stack(rows)
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process, in MB.
+
+    Linux's ``ru_maxrss`` survives ``exec``: a harness started from a large parent (the
+    orchestrator with TensorFlow loaded) would report the parent's peak. ``VmHWM`` is
+    the high-water mark of this process's own address space.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports kilobytes, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def host_facts() -> dict[str, Any]:
+    return {
+        "arch": platform.machine(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": _distribution_version("numpy"),
+    }
+
+
+def _first_number(path: str, prefix: str = "") -> float | None:
+    try:
+        with open(path, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(prefix):
+                    return float(line[len(prefix):].split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# The pip distributions that may provide each runtime module (looked up by name: scanning
+# every installed distribution costs most of a second on a big environment).
+MODULE_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "ai_edge_litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
+    "tflite_runtime": ("tflite-runtime",),
+    "tensorflow": ("tensorflow-cpu", "tensorflow", "tensorflow-aarch64"),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
+                    "onnxruntime-qnn"),
+    "openvino": ("openvino",),
+    "tflite_micro": ("tflite-micro",),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_distributions() -> dict[str, str]:
+    """Installed distribution -> version, from the ``<name>-<version>.dist-info`` folder
+    names on sys.path (listed once): importlib.metadata costs a tenth of a second to
+    import, which a small board pays on every probe."""
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".dist-info"):
+                distribution, _, version = name[:-len(".dist-info")].partition("-")
+                found.setdefault(distribution.lower(), version)
+    return found
+
+
+def _distribution_version(*distributions: str) -> str:
+    """The installed version of the first of ``distributions`` found."""
+    found = _installed_distributions()
+    wanted = [name.replace("-", "_").lower() for name in distributions]
+    return next((found[name] for name in wanted if name in found), "missing")
+
+
+def _module_version(module: str) -> str:
+    return _distribution_version(*MODULE_DISTRIBUTIONS.get(module, ()))
+
+
+# Raspberry Pi firmware's throttling flags (vcgencmd get_throttled): bit -> meaning.
+PI_THROTTLE_BITS = {0: "under-voltage", 1: "frequency capped", 2: "throttled",
+                    3: "soft temperature limit"}
+PI_THROTTLE_FILE = "/sys/devices/platform/soc/soc:firmware/get_throttled"
+CPUFREQ = "/sys/devices/system/cpu/cpu0/cpufreq"
+
+
+def _throttling() -> dict[str, Any]:
+    """What the board says about its clock and throttling, where it says anything:
+    CPU frequency now and at most (cpufreq), Intel/AMD thermal throttle events, and the
+    Raspberry Pi firmware's flags (now, and since boot)."""
+    facts: dict[str, Any] = {}
+    current, highest = _first_number(f"{CPUFREQ}/scaling_cur_freq"), _first_number(
+        f"{CPUFREQ}/cpuinfo_max_freq")
+    if current and highest:
+        facts.update(cpu_mhz=round(current / 1000), cpu_max_mhz=round(highest / 1000))
+    events = _first_number("/sys/devices/system/cpu/cpu0/thermal_throttle/core_throttle_count")
+    if events is not None:
+        facts["thermal_throttle_events"] = int(events)
+    try:
+        with open(PI_THROTTLE_FILE, encoding="ascii") as handle:
+            flags = int(handle.read().strip(), 16)
+    except (OSError, ValueError):
+        return facts
+    now = [name for bit, name in PI_THROTTLE_BITS.items() if flags & (1 << bit)]
+    before = [name for bit, name in PI_THROTTLE_BITS.items() if flags & (1 << (bit + 16))]
+    facts["throttled"] = ", ".join(now) or "no"
+    facts["throttled_since_boot"] = ", ".join(before) or "no"
+    return facts
+
+
+def _loadable(library: str) -> bool:
+    """Whether the dynamic loader finds ``library`` (dlopen: what the runtime will do;
+    ctypes.util.find_library would start ldconfig and a compiler to answer)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(library)
+        return True
+    except OSError:
+        return False
+
+
+def probe() -> dict[str, Any]:
+    """Host facts, memory, temperature where the board exposes it, and the runtimes
+    importable here with their versions (found, not imported: cheap)."""
+    from importlib.util import find_spec
+
+    available = {runtime: next((module for module in modules if find_spec(module)), None)
+                 for runtime, modules in RUNTIME_MODULES.items()}
+    for runtime, library in RUNTIME_LIBRARIES.items():
+        if available.get(runtime) and not _loadable(library):
+            available[runtime] = None
+    runtimes = {name: module for name, module in available.items() if module}
+    memory_kb = _first_number("/proc/meminfo", "MemTotal:")
+    available_kb = _first_number("/proc/meminfo", "MemAvailable:")
+    millidegrees = _first_number("/sys/class/thermal/thermal_zone0/temp")
+    return {"protocol": PROTOCOL_VERSION,
+            "host": {**host_facts(),
+                     "memory_mb": round(memory_kb / 1024) if memory_kb else None,
+                     "memory_available_mb": round(available_kb / 1024) if available_kb else None,
+                     "temperature_c": millidegrees / 1000 if millidegrees else None,
+                     **_throttling()},
+            "runtimes": runtimes,
+            "runtime_versions": {name: _module_version(module)
+                                 for name, module in runtimes.items()}}
+
+
+def _timed_loop(runner: Runner, inputs: list[np.ndarray], min_runs: int,
+                min_seconds: float) -> list[float]:
+    """Run until both ``min_runs`` and ``min_seconds`` are reached; latencies in ms."""
+    latencies: list[float] = []
+    total_ns = 0
+    index = 0
+    while len(latencies) < min_runs or total_ns < min_seconds * 1e9:
+        x = inputs[index % len(inputs)]
+        start = time.perf_counter_ns()
+        runner.infer(x)
+        elapsed = time.perf_counter_ns() - start
+        latencies.append(elapsed / 1e6)
+        total_ns += elapsed
+        index += 1
+    return latencies
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    spec = json.loads(open(args.spec, encoding="utf-8").read())
+    with np.load(args.data, allow_pickle=False) as data:
+        images, labels = data["x"], data["y"]
+    rss_before_load = _peak_rss_mb()
+    options = {**json.loads(args.accelerators), "arena_bytes": spec.get("arena_bytes"),
+               "execution_precision": spec.get("execution_precision")}
+
+    start = time.perf_counter()
+    runner = load_runner(args.runtime, args.artifact, args.threads, options)
+    load_ms = (time.perf_counter() - start) * 1e3
+
+    inputs = [quantize_input(image, spec["input"]) for image in images]
+    start = time.perf_counter()
+    runner.infer(inputs[0])
+    first_inference_ms = (time.perf_counter() - start) * 1e3
+
+    warmup_start = time.perf_counter()
+    warmup = _timed_loop(runner, inputs, args.warmup_runs, args.warmup_seconds)
+    warmup_seconds = time.perf_counter() - warmup_start
+    latencies = np.asarray(_timed_loop(runner, inputs, args.runs, args.seconds))
+
+    count = len(images) if args.accuracy_samples <= 0 else min(args.accuracy_samples, len(images))
+    logits = predict(runner, images[:count], spec)
+    accuracy = float(np.mean(np.argmax(logits, axis=1) == labels[:count]))
+
+    return {
+        "runtime": {"name": runner.runtime, "version": runner.version, "requested": args.runtime,
+                    "accelerator": runner.accelerator,
+                    "requested_precision": _requested_precision(options),
+                    "execution_precision": runner.execution_precision},
+        "threads": args.threads,
+        "load_ms": load_ms,
+        "first_inference_ms": first_inference_ms,
+        "warmup": {"runs": len(warmup), "seconds": warmup_seconds},
+        "runs": int(latencies.size),
+        "timed_seconds": float(latencies.sum() / 1e3),
+        "latency_ms": {
+            "p50": float(np.percentile(latencies, 50)),
+            "p90": float(np.percentile(latencies, 90)),
+            "p99": float(np.percentile(latencies, 99)),
+            "mean": float(latencies.mean()),
+            "std": float(latencies.std()),
+            "min": float(latencies.min()),
+            "max": float(latencies.max()),
+        },
+        # Sequential batch-1 throughput: what one camera stream gets from one process.
+        "throughput_fps": float(latencies.size / (latencies.sum() / 1e3)),
+        "rss_before_load_mb": rss_before_load,
+        "peak_rss_mb": _peak_rss_mb(),
+        "accuracy": accuracy,
+        "accuracy_samples": count,
+    }
+
+
+def verify_inputs(expected: list[str]) -> None:
+    """Check each ``PATH=HEX`` before anything is loaded: a file corrupted on its way to
+    the device, or changed since, is never benchmarked."""
+    import hashlib
+
+    for item in expected:
+        path, _, digest = item.rpartition("=")
+        hasher = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+        if hasher.hexdigest() != digest:
+            raise RuntimeError(f"sha256 mismatch for {os.path.basename(path)}: the file on the "
+                               f"device is not the one deployed ({hasher.hexdigest()[:16]}... "
+                               f"!= {digest[:16]}...)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--probe", action="store_true",
+                        help="print host facts and available runtimes as JSON, then exit")
+    parser.add_argument("--artifact")
+    parser.add_argument("--runtime")
+    parser.add_argument("--data")
+    parser.add_argument("--spec")
+    parser.add_argument("--out")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup-runs", type=int, default=20)
+    parser.add_argument("--warmup-seconds", type=float, default=0.5)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--accuracy-samples", type=int, default=0)
+    parser.add_argument("--expect-sha256", action="append", default=[], metavar="PATH=HEX",
+                        help="refuse to run unless PATH has this sha256 (repeatable)")
+    parser.add_argument("--accelerators", default="{}",
+                        help="JSON: onnxruntime_providers (list), openvino_device, tflite_delegate")
+    args = parser.parse_args(argv)
+    missing = [name for name in ("artifact", "runtime", "data", "spec", "out")
+               if getattr(args, name) is None]
+    if missing and not args.probe:
+        parser.error("the following arguments are required: "
+                     + ", ".join(f"--{name}" for name in missing))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.probe:
+        print(json.dumps(probe()))
+        return 0
+    result: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "runtime_requested": args.runtime}
+    try:
+        result["host"] = host_facts()
+        verify_inputs(args.expect_sha256)
+        result["started_at"] = time.time()
+        result.update(measure(args))
+        result["finished_at"] = time.time()
+        result.update(status="ok", error=None)
+        code = 0
+    except PrecisionUnavailable as error:
+        # Not a failure of the device: it cannot run what the variant's name promises.
+        result.update(status="skipped", error=str(error))
+        code = 0
+    except BaseException as error:  # noqa: BLE001 - every failure becomes a result
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        result.update(status="failed", error=f"{type(error).__name__}: {error}".strip(),
+                      traceback=traceback.format_exc(limit=5))
+        code = 1
+    with open(args.out + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2)
+    os.replace(args.out + ".tmp", args.out)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

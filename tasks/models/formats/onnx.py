@@ -1,0 +1,105 @@
+"""ONNX for ONNX Runtime, exported by Keras 3 itself (``tf2onnx.convert.from_keras``
+fails on Keras 3 models; ``model.export(format="onnx")`` works), then quantised with
+ONNX Runtime's own tools:
+
+- ``fp32``: the export as is;
+- ``int8-dynamic``: ``quantize_dynamic`` (int8 weights, activations quantised at run
+  time from their observed range);
+- ``int8-qdq``: ``quant_pre_process`` (shape inference + graph optimisation, as ORT
+  recommends), then ``quantize_static`` in QDQ format, per-channel weights, calibrated
+  on the calibration split by MinMax, Entropy or Percentile (``quantization`` params),
+  7-bit weights (``reduce_range``) unless ``onnx_reduce_range: false``.
+  Inputs and outputs stay float: the QDQ nodes live inside the graph.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tasks.models.formats import Exported, ExportRequest, Format, float_spec
+
+
+def export_fp32_onnx(request: ExportRequest, target: Path) -> None:
+    import keras
+
+    model = keras.models.load_model(request.source.keras_path, compile=False)
+    # The ONNX exporter traces a model that has been called at least once.
+    model(np.zeros((1, *request.source.input_shape), dtype=np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # tf2onnx's np.object probe
+        model.export(str(target), format="onnx", verbose=False)
+
+
+def _quantize_dynamic(request: ExportRequest, fp32: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(fp32, target, weight_type=QuantType.QInt8,
+                     per_channel=request.quantization.per_channel,
+                     reduce_range=request.quantization.onnx_reduce_range)
+
+
+class _CalibrationReader:
+    """Feeds the calibration split to ORT's calibrator, one batch-1 image at a time."""
+
+    def __init__(self, input_name: str, images: np.ndarray) -> None:
+        self._feeds = iter([{input_name: image[np.newaxis].astype(np.float32)} for image in images])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+    def rewind(self) -> None:  # pragma: no cover - ORT calls it for some methods only
+        pass
+
+
+def _quantize_qdq(request: ExportRequest, fp32: Path, target: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    preprocessed = fp32.with_name("preprocessed.onnx")
+    quant_pre_process(str(fp32), str(preprocessed))
+    input_name = onnx.load(str(preprocessed)).graph.input[0].name
+    reader_class = type("CalibrationReader", (_CalibrationReader, CalibrationDataReader), {})
+    samples = request.calibration[:request.quantization.calibration_samples]
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[request.quantization.onnx_calibration]
+    quantize_static(preprocessed, target, reader_class(input_name, samples),
+                    quant_format=QuantFormat.QDQ, per_channel=request.quantization.per_channel,
+                    reduce_range=request.quantization.onnx_reduce_range,
+                    # ORT's CPU guidance for x86: unsigned activations, signed weights.
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=method)
+
+
+QUANTIZERS: dict[str, Callable[[ExportRequest, Path, Path], None] | None] = {
+    "fp32": None, "int8-dynamic": _quantize_dynamic, "int8-qdq": _quantize_qdq,
+}
+
+
+def export_onnx(request: ExportRequest) -> Exported:
+    target = request.out_dir / "model.onnx"
+    quantizer = QUANTIZERS[request.precision]
+    with tempfile.TemporaryDirectory() as temporary:
+        # The fp32 graph is exported once per source and shared by every precision.
+        fp32 = (request.scratch or Path(temporary)) / "onnx-fp32" / "model.onnx"
+        if not fp32.is_file():
+            fp32.parent.mkdir(parents=True, exist_ok=True)
+            export_fp32_onnx(request, fp32)
+        if quantizer is None:
+            shutil.copyfile(fp32, target)
+        else:
+            work = Path(temporary) / "model.onnx"
+            shutil.copyfile(fp32, work)  # ORT's pre-processing writes beside its input
+            quantizer(request, work, target)
+    return Exported(target, (target,), float_spec(request.source.input_shape))
+
+
+FORMAT = Format(name="onnx", suffix=".onnx", runtime="onnxruntime", precisions=tuple(QUANTIZERS),
+                export=export_onnx)

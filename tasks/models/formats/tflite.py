@@ -1,0 +1,120 @@
+"""TensorFlow Lite / LiteRT, converted from the SavedModel at four precisions:
+
+- ``fp32``: no optimisation;
+- ``fp16``: weights stored as float16 (half the size), computed in f32 on every CPU: the
+  converter marks such models ``reduced_precision_support: fp16accfp32``, which lets
+  XNNPACK compute in f16 on ARM CPUs with fp16 arithmetic (Raspberry Pi 5, Jetson) and
+  in f32 elsewhere; that mark is removed, so the variant's numbers mean the same on
+  every board;
+- ``dynamic``: dynamic-range quantisation (int8 weights, float activations);
+- ``int8``: full-integer quantisation calibrated on the calibration split, with int8
+  inputs and outputs (what MCUs and the Edge TPU need). The input/output scale and
+  zero point go into the spec so the harness feeds correctly quantised images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.models.formats import Exported, ExportRequest, Format
+
+
+def _fp32(converter: Any, tf: Any, calibration: np.ndarray) -> None:
+    pass
+
+
+def _fp16(converter: Any, tf: Any, calibration: np.ndarray) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+
+
+def _dynamic(converter: Any, tf: Any, calibration: np.ndarray) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+
+def _int8(converter: Any, tf: Any, calibration: np.ndarray) -> None:
+    def representative() -> Iterator[list[np.ndarray]]:
+        for image in calibration:
+            yield [image[np.newaxis].astype(np.float32)]
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    # Integer-only kernels: a float fallback op would not run on an MCU or the Edge TPU.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+
+
+RECIPES: dict[str, Callable[[Any, Any, np.ndarray], None]] = {
+    "fp32": _fp32, "fp16": _fp16, "dynamic": _dynamic, "int8": _int8,
+}
+
+
+def convert_tflite(saved_model_dir: Path, precision: str, calibration: np.ndarray) -> bytes:
+    """The flatbuffer of a SavedModel at ``precision`` (one of :data:`RECIPES`)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    RECIPES[precision](converter, tf, calibration)
+    return without_reduced_precision(converter.convert())
+
+
+REDUCED_PRECISION_METADATA = b"reduced_precision_support"
+
+
+def without_reduced_precision(model: bytes) -> bytes:
+    """The flatbuffer without the metadata that lets XNNPACK pick f16 arithmetic by
+    hardware; unchanged (byte for byte) when it has none."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    if REDUCED_PRECISION_METADATA not in model:
+        return model
+    parsed = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    parsed.metadata = [entry for entry in parsed.metadata
+                       if entry.name != REDUCED_PRECISION_METADATA]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(parsed))
+
+
+def tflite_spec(path: Path, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """Input/output dtypes and quantisation parameters read back from the model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+
+    def describe(detail: dict[str, Any]) -> dict[str, Any]:
+        scale, zero_point = detail["quantization"]
+        quantized = np.dtype(detail["dtype"]).kind in "iu" and scale != 0.0
+        return {"dtype": np.dtype(detail["dtype"]).name,
+                "quantization": {"scale": float(scale), "zero_point": int(zero_point)}
+                if quantized else None}
+
+    return {"input": {**describe(interpreter.get_input_details()[0]),
+                      "shape": [1, *input_shape], "layout": "NHWC"},
+            "output": describe(interpreter.get_output_details()[0])}
+
+
+def tflite_bytes(request: ExportRequest, precision: str) -> bytes:
+    """The flatbuffer at ``precision``, converted once per source: the tflite, tflm and
+    edgetpu formats all start from the same full-int8 model."""
+    cached = request.scratch / f"tflite-{precision}.tflite" if request.scratch else None
+    if cached is not None and cached.is_file():
+        return cached.read_bytes()
+    samples = request.calibration[:request.quantization.calibration_samples]
+    model = convert_tflite(request.source.saved_model_dir, precision, samples)
+    if cached is not None:
+        cached.write_bytes(model)
+    return model
+
+
+def export_tflite(request: ExportRequest) -> Exported:
+    target = request.out_dir / "model.tflite"
+    target.write_bytes(tflite_bytes(request, request.precision))
+    return Exported(target, (target,), tflite_spec(target, request.source.input_shape))
+
+
+FORMAT = Format(name="tflite", suffix=".tflite", runtime="tflite", precisions=tuple(RECIPES),
+                export=export_tflite)

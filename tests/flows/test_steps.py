@@ -1,0 +1,58 @@
+"""The step registry: dvc.yaml, the Prefect deployments and the code agree with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tasks.core.layout import Layout
+from flows.steps import PACKAGE_ROOT, STEPS, code_paths, render_dvc_yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_dvc_yaml_is_the_one_the_registry_implies() -> None:
+    committed = (REPO / "dvc.yaml").read_text(encoding="utf-8")
+    assert committed == render_dvc_yaml(Layout(REPO)), \
+        "dvc.yaml is stale: run `edgeflow dvc-yaml > dvc.yaml`"
+
+
+def test_every_stage_runs_its_step_and_lists_only_known_params() -> None:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == list(STEPS)
+    sections = set(yaml.safe_load((REPO / "params.yaml").read_text()))
+    for name, stage in stages.items():
+        assert stage["cmd"] == f"edgeflow step {name}"
+        assert {key.split(".")[0] for key in stage["params"]} <= sections, name
+
+
+def test_step_code_exists_and_is_a_dependency() -> None:
+    for step in STEPS.values():
+        for path in code_paths(step):
+            assert path.exists(), path
+            assert PACKAGE_ROOT in path.parents
+
+
+def test_prefect_deployments_point_at_the_flow_with_valid_parameters() -> None:
+    import inspect
+
+    from flows import lifecycle
+
+    document = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    accepted = set(inspect.signature(lifecycle.lifecycle.fn).parameters)
+    assert document["deployments"]
+    for deployment in document["deployments"]:
+        module, function = deployment["entrypoint"].split(":")
+        assert (REPO / module).is_file() and function == "lifecycle"
+        assert set(deployment["parameters"]) <= accepted
+        assert set(deployment["parameters"].get("refresh", [])) <= set(STEPS)
+    nightly = next(d for d in document["deployments"] if d["name"] == "nightly-rebenchmark")
+    assert nightly["schedules"][0]["cron"] and nightly["parameters"]["refresh"] == ["benchmark"]
+
+
+def test_mlflow_folder_never_shadows_the_library() -> None:
+    assert not (REPO / "mlflow" / "__init__.py").exists()
+    import mlflow
+
+    assert Path(mlflow.__file__).resolve().parent != (REPO / "mlflow").resolve()

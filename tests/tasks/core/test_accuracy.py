@@ -1,0 +1,68 @@
+"""Accuracy arithmetic: the Wilson interval and how an accuracy is written with it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tasks.core.accuracy import Z_95, accuracy_interval, format_accuracy, wilson_interval
+
+
+def _on_boundary(rate: float, correct: int, total: int) -> float:
+    # The Wilson bounds are the rates p at which the observed share is exactly z
+    # standard errors (of p itself) away: |share - p| = z * sqrt(p (1 - p) / n).
+    share = correct / total
+    return abs(share - rate) - Z_95 * math.sqrt(rate * (1 - rate) / total)
+
+
+@pytest.mark.parametrize("correct, total", [(37, 41), (1, 10), (356, 360), (500, 1000)])
+def test_wilson_bounds_are_where_the_score_test_turns(correct: int, total: int) -> None:
+    low, high = wilson_interval(correct, total)
+    assert 0.0 < low < correct / total < high < 1.0
+    assert _on_boundary(low, correct, total) == pytest.approx(0.0, abs=1e-9)
+    assert _on_boundary(high, correct, total) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_wilson_is_asymmetric_near_the_edges_and_stays_in_range() -> None:
+    low, high = wilson_interval(37, 41)
+    assert (round(low, 4), round(high, 4)) == (0.7745, 0.9614)
+    assert high - 37 / 41 < 37 / 41 - low  # squeezed towards 1, unlike share +- 1.96 se
+    assert wilson_interval(0, 20) == (0.0, pytest.approx(0.1611, abs=1e-4))
+    assert wilson_interval(20, 20) == (pytest.approx(0.8389, abs=1e-4), 1.0)
+    assert wilson_interval(0, 0) == (0.0, 1.0)  # no images: nothing is known
+
+
+def test_wilson_narrows_with_more_images() -> None:
+    small, large = wilson_interval(9, 10), wilson_interval(900, 1000)
+    assert large[1] - large[0] < (small[1] - small[0]) / 5
+
+
+@pytest.mark.parametrize("correct, total", [(-1, 10), (11, 10)])
+def test_wilson_refuses_impossible_counts(correct: int, total: int) -> None:
+    with pytest.raises(ValueError, match="from 0 to total"):
+        wilson_interval(correct, total)
+
+
+def test_accuracy_interval_counts_the_images_behind_a_share() -> None:
+    assert accuracy_interval(37 / 41, 41) == wilson_interval(37, 41)
+    assert accuracy_interval(0.5, 1000) == wilson_interval(500, 1000)
+
+
+@pytest.mark.parametrize("accuracy, samples, text", [
+    (37 / 41, 41, "0.90 [0.77, 0.96]"),  # the issue's example: two decimals for 41 images
+    (356 / 360, 360, "0.99 [0.97, 1.00]"),
+    (0.5, 10_000, "0.500 [0.490, 0.510]"),  # a narrower interval earns a decimal
+    (0.5, 1_000_000, "0.5000 [0.4990, 0.5010]"),  # at most four
+    (1.0, 360, "1.000 [0.989, 1.000]"),
+])
+def test_format_accuracy_gives_the_interval_with_meaningful_decimals(
+        accuracy: float, samples: int, text: str) -> None:
+    assert format_accuracy(accuracy, samples) == text
+
+
+@pytest.mark.parametrize("total", [1, 7, 41, 1000, 12345])
+def test_a_perfect_or_null_score_lies_inside_its_own_interval(total: int) -> None:
+    assert wilson_interval(total, total)[1] == 1.0
+    assert wilson_interval(0, total)[0] == 0.0
+    assert accuracy_interval(1.0, total)[1] >= 1.0

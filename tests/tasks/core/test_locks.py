@@ -1,0 +1,86 @@
+"""The experiment lock and the store lock, with real processes: refused with the holder
+named, re-entrant in one process, released when the holder is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.core.locks import ExperimentBusy, LockTimeout, experiment_lock, file_lock
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from tasks.core.locks import experiment_lock
+    with experiment_lock(Path(sys.argv[1])):
+        print("held", flush=True)
+        time.sleep(60)
+""")
+
+
+def _holder(state: Path) -> subprocess.Popen[str]:
+    process = subprocess.Popen([sys.executable, "-c", HOLD, str(state), "--flag"],
+                               stdout=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).resolve().parents[3])
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_a_second_holder_is_refused_naming_the_first_until_it_is_killed(tmp_path: Path) -> None:
+    state = tmp_path / ".edgeflow"
+    holder = _holder(state)
+    try:
+        with pytest.raises(ExperimentBusy) as refused:
+            with experiment_lock(state):
+                pass
+        message = str(refused.value)
+        assert message.startswith(f"another edgeflow run of this experiment is in progress "
+                                  f"(pid {holder.pid} on ")
+        assert "`-c " in message and "--flag`" in message
+        assert message.endswith(f"wait for it to finish or stop it (lock: {state / 'run.lock'})")
+        assert "\n" not in message and refused.value.exit_code == 75
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # The kernel released the lock with its holder: no stale lock file blocks anyone.
+    with experiment_lock(state):
+        assert (state / "run.lock").read_text().startswith(f'{{"pid": {os.getpid()}')
+
+
+def test_the_lock_is_reentrant_in_one_process_and_released_after(tmp_path: Path) -> None:
+    state = tmp_path / ".edgeflow"
+    with experiment_lock(state):
+        with experiment_lock(state):  # the CLI, then the flow it runs
+            pass
+        holder = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(60)", "pass"),
+                                 str(state)], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parents[3])
+        assert holder.returncode == 1 and "ExperimentBusy" in holder.stderr
+    holder = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(60)", "pass"),
+                             str(state)], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[3])
+    assert holder.returncode == 0 and holder.stdout.strip() == "held"
+
+
+def test_a_waiting_lock_waits_then_times_out_naming_the_holder(tmp_path: Path) -> None:
+    state = tmp_path / "store"
+    holder = _holder(state)
+    try:
+        started = time.monotonic()
+        with pytest.raises(LockTimeout, match=rf"run.lock stayed locked for more than 0.5 s "
+                                              rf"\(pid {holder.pid} on "):
+            with file_lock(state / "run.lock", wait_seconds=0.5):
+                pass
+        assert 0.5 <= time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.wait()
+    with file_lock(state / "run.lock", wait_seconds=5):
+        pass

@@ -1,0 +1,305 @@
+"""The device-side harness, run the way a device runs it: ``python harness.py ...`` in a
+subprocess, on the tiny project's real artifacts, with a tiny protocol. Failure modes
+(corrupt artifact, missing runtime, unknown runtime, missing arguments) must still give
+a result file and an exit status the orchestrator can act on.
+
+The harness is run from a copy in a folder of its own, as ``benchmark`` deploys it, and
+once in place from the source tree (``tasks/device/``, which holds nothing else)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tasks.device import harness
+from tasks.convert import read_index
+
+HARNESS_SOURCE = Path(harness.__file__)
+VARIANTS = ("tflite-fp32", "onnx-fp32", "openvino-fp32")
+# What this machine can run: every runtime but the Edge TPU (no Coral delegate library).
+RUNTIMES = {"tflite", "onnxruntime", "openvino", "tflm"}
+TINY_PROTOCOL = ["--warmup-runs", "2", "--warmup-seconds", "0", "--runs", "10",
+                 "--seconds", "0.01", "--accuracy-samples", "50"]
+HOST_KEYS = {"arch", "cpu", "cores", "os", "python", "numpy"}
+
+
+@pytest.fixture(scope="module")
+def deployed_harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """harness.py alone in a folder, the way ``benchmark`` places it on a device."""
+    target = tmp_path_factory.mktemp("device") / "harness.py"
+    shutil.copyfile(HARNESS_SOURCE, target)
+    return target
+
+
+def run_harness(script: Path, args: list[str],
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                          text=True, timeout=120, env=env, check=False)
+
+
+def variant_entry(tiny_project: Any, name: str) -> dict[str, Any]:
+    entries = {entry["name"]: entry for entry in read_index(tiny_project.layout.variants)}
+    return entries[name]
+
+
+def harness_args(tiny_project: Any, entry: dict[str, Any], tmp_path: Path,
+                 artifact: Path | None = None, runtime: str | None = None) -> tuple[list[str], Path]:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(entry["spec"]), encoding="utf-8")
+    out = tmp_path / "result.json"
+    artifact = artifact or tiny_project.layout.variants / entry["file"]
+    return ["--artifact", str(artifact), "--runtime", runtime or entry["runtime"],
+            "--data", str(tiny_project.layout.prepared / "test.npz"),
+            "--spec", str(spec), "--out", str(out), *TINY_PROTOCOL], out
+
+
+def read_result(out: Path) -> dict[str, Any]:
+    assert out.is_file(), "the harness must always write its result file"
+    assert not Path(str(out) + ".tmp").exists(), "the temporary result file was left behind"
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def assert_failed(completed: subprocess.CompletedProcess, out: Path) -> dict[str, Any]:
+    assert completed.returncode == 1, completed.stderr
+    result = read_result(out)
+    assert result["status"] == "failed"
+    assert isinstance(result["error"], str) and result["error"]
+    assert "latency_ms" not in result and "accuracy" not in result
+    assert "Traceback" in result["traceback"]
+    assert HOST_KEYS <= set(result["host"])
+    return result
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def test_tiny_project_index_lists_the_three_variants(tiny_project: Any) -> None:
+    names = [entry["name"] for entry in read_index(tiny_project.layout.variants)]
+    assert sorted(names) == sorted(VARIANTS)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_harness_measures_each_variant(tiny_project: Any, deployed_harness: Path, tmp_path: Path,
+                                       name: str) -> None:
+    entry = variant_entry(tiny_project, name)
+    args, out = harness_args(tiny_project, entry, tmp_path)
+    completed = run_harness(deployed_harness, args)
+    assert completed.returncode == 0, completed.stderr
+    result = read_result(out)
+
+    assert result["status"] == "ok" and result["error"] is None
+    assert result["protocol"] == harness.PROTOCOL_VERSION
+    latency = result["latency_ms"]
+    assert 0 < latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert latency["min"] <= latency["mean"] <= latency["max"]
+    assert latency["std"] >= 0
+    assert result["runs"] >= 10
+    assert result["warmup"]["runs"] >= 2
+    assert result["timed_seconds"] > 0
+    assert result["throughput_fps"] > 0
+    # Sequential batch 1: throughput is runs over the summed latencies.
+    assert result["throughput_fps"] == pytest.approx(result["runs"] / result["timed_seconds"])
+    assert result["load_ms"] > 0 and result["first_inference_ms"] > 0
+
+    assert result["accuracy_samples"] == 50
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert result["accuracy"] > 0.1, "a trained 10-class model must beat chance"
+    # The harness's accuracy on 50 images is a whole number of correct predictions.
+    assert (result["accuracy"] * 50) == pytest.approx(round(result["accuracy"] * 50))
+
+    assert result["peak_rss_mb"] > 0
+    assert result["peak_rss_mb"] >= result["rss_before_load_mb"] > 0
+    runtime = result["runtime"]
+    assert runtime["requested"] == entry["runtime"] == result["runtime_requested"]
+    assert isinstance(runtime["name"], str) and runtime["name"]
+    assert isinstance(runtime["version"], str) and runtime["version"]
+    assert result["threads"] == 1
+    assert HOST_KEYS <= set(result["host"])
+    assert result["host"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert result["host"]["numpy"] == np.__version__
+
+
+def test_harness_accuracy_matches_in_process_prediction(tiny_project: Any, deployed_harness: Path,
+                                                        tmp_path: Path) -> None:
+    """The subprocess's accuracy is the one the harness's own predict() gives in-process."""
+    entry = variant_entry(tiny_project, "onnx-fp32")
+    args, out = harness_args(tiny_project, entry, tmp_path)
+    assert run_harness(deployed_harness, args).returncode == 0
+    with np.load(tiny_project.layout.prepared / "test.npz") as data:
+        x, y = data["x"][:50], data["y"][:50]
+    runner = harness.load_runner("onnxruntime", str(tiny_project.layout.variants / entry["file"]))
+    logits = harness.predict(runner, x, entry["spec"])
+    assert logits.shape == (50, 10)
+    assert read_result(out)["accuracy"] == pytest.approx(float(np.mean(logits.argmax(1) == y)))
+
+
+def test_probe_lists_the_three_runtimes(deployed_harness: Path) -> None:
+    completed = run_harness(deployed_harness, ["--probe"])
+    assert completed.returncode == 0, completed.stderr
+    document = json.loads(completed.stdout)
+    assert document["protocol"] == harness.PROTOCOL_VERSION
+    assert set(document["runtimes"]) == RUNTIMES
+    assert document["runtimes"]["onnxruntime"] == "onnxruntime"
+    assert document["runtimes"]["tflite"] in harness.RUNTIME_MODULES["tflite"]
+    assert HOST_KEYS <= set(document["host"])
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_corrupt_artifact_gives_failed_result(tiny_project: Any, deployed_harness: Path,
+                                              tmp_path: Path) -> None:
+    corrupt = tmp_path / "model.onnx"
+    corrupt.write_bytes(random.Random(0).randbytes(4096))
+    entry = variant_entry(tiny_project, "onnx-fp32")
+    args, out = harness_args(tiny_project, entry, tmp_path, artifact=corrupt)
+    result = assert_failed(run_harness(deployed_harness, args), out)
+    assert result["runtime_requested"] == "onnxruntime"
+
+
+def test_missing_runtime_gives_failed_result_with_import_error(tiny_project: Any,
+                                                               deployed_harness: Path,
+                                                               tmp_path: Path) -> None:
+    # A stand-in for a device without onnxruntime: a shadow package first on the path.
+    shadow = tmp_path / "shadow" / "onnxruntime"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        'raise ImportError("No module named onnxruntime (shadowed by the test)")\n',
+        encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(shadow.parent)}
+    entry = variant_entry(tiny_project, "onnx-fp32")
+    args, out = harness_args(tiny_project, entry, tmp_path)
+    result = assert_failed(run_harness(deployed_harness, args, env=env), out)
+    assert result["error"].startswith("ImportError:")
+    assert "shadowed by the test" in result["error"]
+
+
+def test_unknown_runtime_gives_failed_result_naming_known_runtimes(tiny_project: Any,
+                                                                   deployed_harness: Path,
+                                                                   tmp_path: Path) -> None:
+    entry = variant_entry(tiny_project, "onnx-fp32")
+    args, out = harness_args(tiny_project, entry, tmp_path, runtime="tensorrt")
+    result = assert_failed(run_harness(deployed_harness, args), out)
+    assert result["error"].startswith("ValueError:")
+    assert "'tensorrt'" in result["error"]
+    for runtime in RUNTIMES:
+        assert runtime in result["error"]
+    assert result["runtime_requested"] == "tensorrt"
+
+
+def test_missing_required_arguments_exit_with_usage_error(deployed_harness: Path,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    completed = run_harness(deployed_harness, ["--runtime", "onnxruntime", "--out", str(out)])
+    assert completed.returncode == 2
+    assert "required" in completed.stderr
+    for name in ("--artifact", "--data", "--spec"):
+        assert name in completed.stderr
+    assert "--runtime" not in completed.stderr.split("required:")[-1]
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- quantisation
+
+
+INT8 = {"dtype": "int8", "quantization": {"scale": 0.05, "zero_point": -10}}
+
+
+def test_quantize_dequantize_round_trip_int8() -> None:
+    rng = np.random.default_rng(0)
+    # Inside the representable range: [(-128 + 10) * 0.05, (127 + 10) * 0.05] = [-5.9, 6.85].
+    x = rng.uniform(-5.8, 6.8, size=(4, 4, 1)).astype(np.float32)
+    q = harness.quantize_input(x, INT8)
+    assert q.dtype == np.int8 and q.shape == (1, 4, 4, 1)
+    assert q.flags["C_CONTIGUOUS"]
+    back = harness.dequantize_output(q, INT8)
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back[0], x, atol=0.05 / 2 + 1e-6)
+    # The zero point maps 0.0 exactly.
+    zero = harness.quantize_input(np.zeros((1, 1, 1), np.float32), INT8)
+    assert int(zero.item()) == -10
+    assert harness.dequantize_output(zero, INT8).item() == 0.0
+
+
+def test_quantize_clips_at_int8_bounds() -> None:
+    x = np.array([[[100.0], [-100.0], [6.85], [-5.9]]], dtype=np.float32)
+    q = harness.quantize_input(x, INT8)
+    assert q.reshape(-1).tolist() == [127, -128, 127, -128]
+    np.testing.assert_allclose(harness.dequantize_output(q, INT8).reshape(-1),
+                               [6.85, -5.9, 6.85, -5.9], rtol=1e-6)
+
+
+def test_float_spec_only_adds_the_batch_dimension() -> None:
+    x = np.arange(6, dtype=np.float64).reshape(2, 3, 1)
+    spec = {"dtype": "float32", "quantization": None}
+    batch = harness.quantize_input(x, spec)
+    assert batch.dtype == np.float32 and batch.shape == (1, 2, 3, 1)
+    np.testing.assert_array_equal(batch[0], x)
+    np.testing.assert_array_equal(harness.dequantize_output(batch, spec), batch)
+
+
+def test_load_runner_rejects_unknown_runtime_in_process() -> None:
+    with pytest.raises(ValueError, match=r"unknown runtime 'tensorrt' \(known: edgetpu, "
+                                         r"onnxruntime, openvino, tflite, tflm\)"):
+        harness.load_runner("tensorrt", "model.plan")
+
+
+# --------------------------------------------------------------------------- in place
+
+
+def test_harness_runs_in_place_from_the_source_tree() -> None:
+    completed = run_harness(HARNESS_SOURCE, ["--probe"])
+    assert completed.returncode == 0, completed.stderr
+    assert set(json.loads(completed.stdout)["runtimes"]) == RUNTIMES
+
+
+def test_peak_memory_is_the_harness_own_not_its_parents(tiny_project: Any, deployed_harness: Path,
+                                                        tmp_path: Path) -> None:
+    """A harness started by a process holding 600 MB must not report that parent's peak."""
+    entry = variant_entry(tiny_project, "tflite-fp32")
+    args, out = harness_args(tiny_project, entry, tmp_path)
+    parent = ("import subprocess, sys\n"
+              "ballast = b\"\\x01\" * (600 * 1024 * 1024)\n"
+              "sys.exit(subprocess.run([sys.executable, *sys.argv[1:]]).returncode)\n")
+    completed = subprocess.run([sys.executable, "-c", parent, str(deployed_harness), *args],
+                               capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(out.read_text())
+    assert 10 < result["peak_rss_mb"] < 500, result["peak_rss_mb"]
+
+
+def test_throttling_facts_where_the_board_exposes_them(tmp_path, monkeypatch) -> None:
+    from tasks.device import harness
+
+    cpufreq = tmp_path / "cpufreq"
+    cpufreq.mkdir()
+    (cpufreq / "scaling_cur_freq").write_text("600000\n")
+    (cpufreq / "cpuinfo_max_freq").write_text("2400000\n")
+    flags = tmp_path / "get_throttled"
+    # A Raspberry Pi now capped and throttled, under-voltage earlier since boot.
+    flags.write_text(hex((1 << 1) | (1 << 2) | (1 << 16)) + "\n")
+    monkeypatch.setattr(harness, "CPUFREQ", str(cpufreq))
+    monkeypatch.setattr(harness, "PI_THROTTLE_FILE", str(flags))
+    facts = harness._throttling()
+    assert facts["cpu_mhz"] == 600 and facts["cpu_max_mhz"] == 2400
+    assert facts["throttled"] == "frequency capped, throttled"
+    assert facts["throttled_since_boot"] == "under-voltage"
+    flags.write_text("0x0\n")
+    assert harness._throttling()["throttled"] == "no"
+
+
+def test_no_throttling_facts_where_the_board_has_none(tmp_path, monkeypatch) -> None:
+    from tasks.device import harness
+
+    monkeypatch.setattr(harness, "CPUFREQ", str(tmp_path / "absent"))
+    monkeypatch.setattr(harness, "PI_THROTTLE_FILE", str(tmp_path / "absent"))
+    assert "throttled" not in harness._throttling() and "cpu_mhz" not in harness._throttling()
