@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tasks.core.config import SshDevice, load_farm
-from tasks.farm.setup import setup_farm
+from tasks.farm.setup import LOCK_FILE, pinned, setup_farm
 from tests.helpers import assert_device_tidy, bench_device, records
 from tests.sshd import SshServer
 
@@ -58,6 +58,14 @@ def test_setup_builds_a_venv_once_then_changes_nothing(tiny_project, ssh_server:
         assert results[name]["status"] == "skipped"
         assert results[name]["error"] == f"runtime {runtime!r} is not installed on pi"
     assert_device_tidy(workdir)
+
+
+def test_runtimes_are_pinned_to_the_project_lock() -> None:
+    # The lock is found from the module's place in the tree; a wrong path would silently
+    # install whatever pip picks today instead of what convert checked.
+    assert LOCK_FILE == Path(__file__).resolve().parents[2] / "requirements.lock"
+    (numpy,) = pinned(["numpy"])
+    assert numpy.startswith("numpy==") and numpy in LOCK_FILE.read_text(encoding="utf-8")
 
 
 def test_setup_refuses_devices_it_does_not_manage(ssh_server: SshServer, tmp_path: Path) -> None:
