@@ -5,11 +5,14 @@
     edgeflow report [--params P]           the results table of the last run
     edgeflow farm probe|setup|trust        look at, prepare and trust the devices
 
-Errors caused by input are one line on stderr, never a traceback: exit 2 for bad
+Errors caused by input are one line on stderr, never a traceback, and the exit code is
+the error's class's (:mod:`tasks.core.errors`), never read from its message: 2 for bad
 configuration or usage (an unknown step, a folder given as a file), 1 otherwise (a
-missing or damaged output of an earlier step, a failed run); nothing already produced
-is deleted. Exit 75 when another run of the same experiment holds its lock (try again
-later), 130 when Ctrl-C stopped the run (what runs on devices is stopped too).
+missing or damaged output of an earlier step, a device that failed, a failed run);
+nothing already produced is deleted. Exit 75 when another run of the same experiment
+holds its lock (try again later), 130 when Ctrl-C stopped the run (what runs on devices
+is stopped too). `farm probe` and `farm setup` print every device's row, then one line
+naming the devices that failed and exit with their failures' class's code.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, TypeVar
+from typing import Annotated, Any, Callable, NoReturn, TypeVar
 
 # Quiet TensorFlow's C++ start-up chatter before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,12 +52,27 @@ def say(text: str, style: str | None = None) -> None:
     console.print(text, markup=False, highlight=False, style=style)
 
 
+def _refuse(error: EdgeflowError) -> NoReturn:
+    """End the command with ``error`` as one line on stderr and its class's exit code."""
+    typer.echo(f"edgeflow: error: {error}", err=True)
+    raise typer.Exit(error.exit_code) from None
+
+
 def _guarded(action: Callable[[], T]) -> T:
     try:
         return action()
     except EdgeflowError as error:
-        typer.echo(f"edgeflow: error: {error}", err=True)
-        raise typer.Exit(error.exit_code) from None
+        _refuse(error)
+
+
+def _exit_for_devices(failures: dict[str, type[EdgeflowError]], what: str) -> NoReturn:
+    """End a farm command once its table is printed: exit 0 when no device failed, else
+    one line on stderr naming the failed devices, and the highest exit code of their
+    failures' classes (the table says why each failed)."""
+    if failures:
+        typer.echo(f"edgeflow: error: {', '.join(failures)}: {what} (the table says why)",
+                   err=True)
+    raise typer.Exit(max((failure.exit_code for failure in failures.values()), default=0))
 
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
@@ -253,9 +271,8 @@ def farm_probe(farm: FarmFileOption = Path("farm.yaml")) -> None:
                       "yes" if probe.reachable else f"[red]no[/]: {escape(probe.error or '')}",
                       *map(escape, cells), escape(runtimes))
     console.print(table)
-    unreachable = [probe.device for probe in probes
-                   if not probe.reachable and "microcontroller" not in (probe.error or "")]
-    raise typer.Exit(1 if unreachable else 0)
+    _exit_for_devices({probe.device: probe.failure for probe in probes if probe.failure},
+                      "could not be probed")
 
 
 @farm_app.command("setup")
@@ -301,7 +318,8 @@ def farm_setup(devices: Annotated[list[str] | None, typer.Argument(
                       escape(", ".join(f"{name} {version}"
                                        for name, version in outcome.runtimes.items())))
     console.print(table)
-    raise typer.Exit(1 if any(outcome.error for outcome in outcomes) else 0)
+    _exit_for_devices({outcome.device: outcome.failure for outcome in outcomes
+                       if outcome.failure}, "could not be set up")
 
 
 def _ssh_device(farm: Path, name: str) -> Any:
@@ -325,6 +343,7 @@ def farm_trust(device: Annotated[str, typer.Argument(help="device name in farm.y
                                      "device)")] = False) -> None:
     """Show a device's SSH host key fingerprint; record it in the farm's known_hosts
     once you confirm it is the device's (compare with `ssh-keygen -lf` on the device)."""
+    from tasks.farm.transports import HostKeyRefused
     from tasks.farm.trust import examine, record
 
     target = _guarded(lambda: _ssh_device(farm, device))
@@ -339,9 +358,8 @@ def farm_trust(device: Annotated[str, typer.Argument(help="device name in farm.y
             f"({offer.recorded_fingerprint}): the device was re-imaged, or someone is "
             "impersonating it", style="bold red")
         if not replace:
-            typer.echo("edgeflow: error: host key changed; not replaced (check it on the "
-                       "device, then run again with --replace)", err=True)
-            raise typer.Exit(1)
+            _refuse(HostKeyRefused("host key changed; not replaced (check it on the device, "
+                                   "then run again with --replace)"))
     if not yes and not typer.confirm("Is this the device's key? Record it", default=False):
         typer.echo("edgeflow: not trusted: nothing recorded", err=True)
         raise typer.Exit(1)

@@ -7,7 +7,9 @@ class EdgeflowError(Exception):
     """Base of every error caused by input (files, params, data), not by a bug.
 
     The message is one line that names what is wrong and what is allowed.
-    ``exit_code`` is what the CLI returns: 2 for bad configuration, 1 otherwise.
+    ``exit_code`` is what the CLI returns for it, set by class and never read from the
+    message: 2 for bad configuration or usage, 75 for a resource another run holds (try
+    again later), 1 otherwise.
     """
 
     exit_code = 1
@@ -39,3 +41,16 @@ class StepError(EdgeflowError):
 
 class TrainingError(EdgeflowError):
     """Training ran but gave no usable model (it did not learn); the previous one is kept."""
+
+
+class DeviceError(EdgeflowError):
+    """A device could not be reached, prepared or used; the farm's errors derive from it
+    (:mod:`tasks.farm`). One device's failure is reported per device, never hiding the
+    others; a command that ends with a failed device exits with its class's code."""
+
+
+def device_failure(error: Exception) -> type[EdgeflowError]:
+    """The class whose ``exit_code`` a per-device failure gives: the error's own when it
+    is an EdgeflowError, else :class:`DeviceError` (a board that answered nonsense, a
+    transport error paramiko raised)."""
+    return type(error) if isinstance(error, EdgeflowError) else DeviceError

@@ -18,17 +18,23 @@ from typing import Any
 
 from tasks.benchmark import install_harness, probe_device, tail
 from tasks.core.config import Farm, McuDevice, check_key_files
+from tasks.core.errors import EdgeflowError, device_failure
 from tasks.farm.transports import Connection, connect, quote_command
 from tasks.farm.untrusted import ERROR_LIMIT, contained
 
 
 @dataclass(frozen=True)
 class DeviceProbe:
+    """What one device is, or why it could not be probed: ``error`` (one line, shown) and
+    ``failure``, the class of the error, whose ``exit_code`` `farm probe` exits with. A
+    microcontroller profile is not probed (no shell) and is no failure."""
+
     device: str
     reachable: bool
     facts: dict[str, Any] = field(default_factory=dict)
     runtimes: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    failure: type[EdgeflowError] | None = None
 
 
 def probe_remote(connection: Connection, device: Any, timeout: float = 60.0) -> dict[str, Any]:
@@ -59,7 +65,8 @@ def probe_one(name: str, device: Any, timeout: float = 60.0) -> DeviceProbe:
     except Exception as error:  # noqa: BLE001 - one device's failure is its own row
         # The reason may quote the device's log: made visible and capped like its facts.
         reason = f"{type(error).__name__}: {tail(str(error))}"
-        return DeviceProbe(name, False, error=contained(reason, ERROR_LIMIT))
+        return DeviceProbe(name, False, error=contained(reason, ERROR_LIMIT),
+                           failure=device_failure(error))
     finally:
         connection.close()
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.farm.transports import Connection, quote_command
+from tasks.core.errors import DeviceError
 from tasks.core.files import sha256_file
 
 RUNS_DIR = "runs"
@@ -36,7 +37,7 @@ RUN_NAME = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{8}$")
 MISMATCH_EXIT = 3
 
 
-class DeployError(Exception):
+class DeployError(DeviceError):
     """A file could not be placed on the device, or arrived corrupted."""
 
 

@@ -35,7 +35,7 @@ from tasks.core.config import VENV_DIR, Farm, SshDevice, check_key_files
 from tasks.farm.push import last_line, make_dirs, push_files, verify_commands
 from tasks.farm.transports import Connection, connect, owner_only, quote_command
 from tasks.farm.probe import probe_runtimes
-from tasks.core.errors import ConfigError
+from tasks.core.errors import ConfigError, DeviceError, EdgeflowError, device_failure
 
 # The pip distributions that give each harness runtime (numpy comes with every one).
 RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
@@ -60,17 +60,21 @@ PLATFORM_SCRIPT = (
     "'machine': platform.machine(), 'libc': list(platform.libc_ver())}))")
 
 
-class SetupError(Exception):
+class SetupError(DeviceError):
     """The device could not be set up; the message says why."""
 
 
 @dataclass(frozen=True)
 class SetupOutcome:
+    """One device's setup: what was done, or ``error`` (one line) and ``failure``, the
+    class of the error, whose ``exit_code`` the command exits with."""
+
     device: str
     changed: bool = False
     actions: tuple[str, ...] = ()
     runtimes: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    failure: type[EdgeflowError] | None = None
 
 
 def pinned(names: list[str], lock_file: Path = LOCK_FILE) -> list[str]:
@@ -253,7 +257,8 @@ def setup_device(name: str, device: SshDevice, runtimes: list[str], cache_root: 
         return SetupOutcome(name, True, tuple(actions), probe_runtimes(connection, device))
     except Exception as error:  # noqa: BLE001 - one device's failure is its own row
         return SetupOutcome(name, bool(actions), tuple(actions),
-                            error=f"{type(error).__name__}: {last_line(str(error))}")
+                            error=f"{type(error).__name__}: {last_line(str(error))}",
+                            failure=device_failure(error))
     finally:
         connection.close()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from tasks.core.config import MAX_RETRY_WAIT_SECONDS, LocalDevice, SshDevice, check_key_file
+from tasks.core.errors import DeviceError
 
 PART_SUFFIX = ".part"
 # Every command on a device runs under a time limit enforced there (coreutils timeout,
@@ -107,12 +108,13 @@ class LocalConnection:
         pass
 
 
-class HostKeyRefused(Exception):
+class HostKeyRefused(DeviceError):
     """The device's host key is unknown to the farm's known_hosts, or has changed."""
 
 
-class DeviceUnreachable(Exception):
-    """No connection to the device after every attempt (retried with backoff)."""
+class DeviceUnreachable(DeviceError):
+    """No connection to the device after every attempt (retried with backoff), or no
+    SSH handshake with it."""
 
 
 def _is_transient(error: BaseException) -> bool:

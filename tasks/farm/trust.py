@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tasks.core.config import SshDevice
-from tasks.farm.transports import fingerprint
-from tasks.core.errors import EdgeflowError
+from tasks.farm.transports import DeviceUnreachable, fingerprint
 
 Standing = Literal["unknown", "trusted", "changed"]
 
@@ -47,7 +46,7 @@ def fetch_host_key(device: SshDevice, preferred_types: list[str] | None = None) 
     try:
         sock = socket.create_connection((device.host, device.port), timeout=device.connect_timeout)
     except OSError as error:
-        raise EdgeflowError(f"cannot reach {device.host}:{device.port}: {error}") from None
+        raise DeviceUnreachable(f"cannot reach {device.host}:{device.port}: {error}") from None
     transport = paramiko.Transport(sock)
     options = transport.get_security_options()
     wanted = [kind for kind in preferred_types or [] if kind in options.key_types]
@@ -56,7 +55,8 @@ def fetch_host_key(device: SshDevice, preferred_types: list[str] | None = None) 
         transport.start_client(timeout=device.connect_timeout)
         return transport.get_remote_server_key()
     except (paramiko.SSHException, EOFError, OSError) as error:
-        raise EdgeflowError(f"no SSH handshake with {device.host}:{device.port}: {error}") from None
+        raise DeviceUnreachable(f"no SSH handshake with {device.host}:{device.port}: "
+                                f"{error}") from None
     finally:
         transport.close()
 

@@ -152,3 +152,24 @@ def test_a_folder_as_key_file_is_refused(project: Path) -> None:
     ssh_farm(project, project)
     assert refused(edgeflow("farm", "probe", cwd=project), 2) == (
         f"device 'pi': key_file {project} is a folder, not a private key file")
+
+
+# --------------------------------------------------------------------------- farm exit codes
+
+
+MCU = "  esp: {transport: mcu, flash_kb: 4096, ram_kb: 512}\n"
+
+
+def test_farm_probe_exits_by_the_class_of_its_failures(project: Path) -> None:
+    # It once exited 0 for an unprobed device only when its message said "microcontroller".
+    (project / "farm.yaml").write_text("devices:\n" + MCU)
+    alone = edgeflow("farm", "probe", cwd=project)
+    assert (alone.returncode, alone.stderr) == (0, ""), "an MCU profile is no failure"
+    key = project / "farm_key"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    key.chmod(0o600)
+    (project / "farm.yaml").write_text(
+        "devices:\n" + MCU + f"  ghost: {{transport: ssh, host: 127.0.0.1, port: 1, user: pi, "
+        f"key_file: '{key}', known_hosts: known_hosts, connect_attempts: 1}}\n")
+    assert refused(edgeflow("farm", "probe", cwd=project), 1) == (
+        "ghost: could not be probed (the table says why)")  # a DeviceUnreachable

@@ -1,7 +1,9 @@
 """End to end: the real Prefect flow, DVC and MLflow on a tiny config in a fresh project.
 
-The tests of this module run in order on one project: first run, no-op second run,
-a benchmark-only change, `dvc repro`, and a farm with a broken device.
+The project's first run happens once (module fixtures that no test changes): tests that
+only read its outputs use it as it is; a test that changes an experiment (its params,
+farm or outputs, or runs it again) gets its own copy, which keeps the cache, so every
+test passes alone and in any order.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,10 +51,23 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_run(project: Path):
+def first_run(project: Path) -> Any:
+    """The project's first run: its (state, outcome). Tests only read what it wrote."""
     from flows.lifecycle import run_lifecycle
 
     return run_lifecycle(project / "params.yaml", project / "farm.yaml")
+
+
+@pytest.fixture
+def experiment(project: Path, first_run: Any, tmp_path: Path) -> Path:
+    """This test's own copy of the project after its first run, for a test that changes
+    it. A copied experiment keeps its cache (tests/flows/test_state.py). MLflow's store
+    stays behind: its experiment names the original folder's artifact location, where
+    the copy's runs would write; the copy's first track starts a store of its own."""
+    root = tmp_path / "experiment"
+    shutil.copytree(project, root, symlinks=True,
+                    ignore=lambda folder, names: ["mlflow"] if Path(folder) == project else [])
+    return root
 
 
 def test_first_run_executes_every_step_and_produces_real_outputs(project: Path, first_run) -> None:
@@ -116,68 +132,67 @@ def test_dvc_status_agrees_with_the_flow(project: Path, first_run) -> None:
     assert json.loads(result.stdout) == {}
 
 
-def test_second_run_executes_no_step(project: Path, first_run) -> None:
+def test_second_run_executes_no_step(experiment: Path) -> None:
     from flows.lifecycle import run_lifecycle
 
-    state, outcome = run_lifecycle(project / "params.yaml", project / "farm.yaml")
+    state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml")
     assert state.is_completed()
     assert outcome.executed == [] and outcome.cached == ALL_STEPS
 
 
-def test_changing_benchmark_params_reruns_only_benchmark_and_what_follows(project: Path,
-                                                                          first_run) -> None:
+def test_changing_benchmark_params_reruns_only_benchmark_and_what_follows(
+        experiment: Path) -> None:
     from flows.lifecycle import run_lifecycle
 
-    write_tiny_config(project, TINY_PARAMS.replace("runs: 10,", "runs: 12,"))
-    state, outcome = run_lifecycle(project / "params.yaml", project / "farm.yaml")
+    write_tiny_config(experiment, TINY_PARAMS.replace("runs: 10,", "runs: 12,"))
+    state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml")
     assert state.is_completed()
     assert outcome.cached == ["prepare", "train", "optimize", "convert"]
     assert outcome.executed == ["benchmark[local]", "select", "track"]
-    results = json.loads((project / "results" / "local" / "onnx-fp32.json").read_text())
+    results = json.loads((experiment / "results" / "local" / "onnx-fp32.json").read_text())
     assert results["harness"]["runs"] >= 12
 
 
-def test_deleted_outputs_are_rebuilt_not_trusted(project: Path, first_run) -> None:
+def test_deleted_outputs_are_rebuilt_not_trusted(experiment: Path) -> None:
     from flows.lifecycle import run_lifecycle
 
-    shutil.rmtree(project / "reports")
-    state, outcome = run_lifecycle(project / "params.yaml", project / "farm.yaml")
-    assert "select" in outcome.executed and (project / "reports" / "summary.json").is_file()
+    shutil.rmtree(experiment / "reports")
+    state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml")
+    assert "select" in outcome.executed and (experiment / "reports" / "summary.json").is_file()
 
 
-def test_dvc_repro_reruns_what_changed_then_nothing(project: Path, first_run) -> None:
-    write_tiny_config(project, TINY_PARAMS.replace("runs: 10,", "runs: 12,")
+def test_dvc_repro_reruns_what_changed_then_nothing(experiment: Path) -> None:
+    write_tiny_config(experiment, TINY_PARAMS.replace("runs: 10,", "runs: 12,")
                       .replace("min_accuracy: 0.5", "min_accuracy: 0.4"))
-    first = _dvc("repro", cwd=project)
+    first = _dvc("repro", cwd=experiment)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Running stage 'select'" in first.stdout and "Running stage 'train'" not in first.stdout
-    assert json.loads(_dvc("status", "--json", cwd=project).stdout) == {}
-    second = _dvc("repro", cwd=project)
+    assert json.loads(_dvc("status", "--json", cwd=experiment).stdout) == {}
+    second = _dvc("repro", cwd=experiment)
     assert second.returncode == 0 and "Running stage" not in second.stdout
 
 
-def test_a_broken_device_fails_the_run_without_hiding_the_others(project: Path,
-                                                                  first_run) -> None:
+def test_a_broken_device_fails_the_run_without_hiding_the_others(experiment: Path) -> None:
     from flows.lifecycle import run_lifecycle
     from tasks.core.files import read_json
 
-    write_tiny_config(project, farm=TINY_FARM + "  broken: {python: /nonexistent/python3}\n")
-    state, outcome = run_lifecycle(project / "params.yaml", project / "farm.yaml")
+    write_tiny_config(experiment, farm=TINY_FARM + "  broken: {python: /nonexistent/python3}\n")
+    state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml")
     assert state.is_failed()
     assert state.message.startswith("partial: errors on 1 of 2 device(s) (broken)")
     assert "device not usable" in state.message
-    rows = read_json(project / "reports" / "summary.json")["results"]
+    rows = read_json(experiment / "reports" / "summary.json")["results"]
     assert {r["status"] for r in rows if r["device"] == "local"} == {"pass"}
     assert {r["status"] for r in rows if r["device"] == "broken"} == {"error"}
     assert outcome.counts["error"] == 3
 
 
-def test_cli_bad_params_is_one_line_exit_2_and_keeps_outputs(project: Path, first_run) -> None:
-    summary = project / "reports" / "summary.json"
+def test_cli_bad_params_is_one_line_exit_2_and_keeps_outputs(experiment: Path) -> None:
+    summary = experiment / "reports" / "summary.json"
     before = summary.read_bytes()
-    (project / "bad.yaml").write_text("train: {epochs: 0}\n")
-    result = _command(str(BIN / "edgeflow"), "run", "--params", str(project / "bad.yaml"),
-                      "--farm", str(project / "farm.yaml"), cwd=project)
+    (experiment / "bad.yaml").write_text("train: {epochs: 0}\n")
+    result = _command(str(BIN / "edgeflow"), "run", "--params", str(experiment / "bad.yaml"),
+                      "--farm", str(experiment / "farm.yaml"), cwd=experiment)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "train.epochs" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -191,7 +206,7 @@ def test_cli_report_prints_the_table(project: Path, first_run) -> None:
     assert "tflite-fp32" in result.stdout and "report.md" in result.stdout
 
 
-def test_a_farm_of_ssh_devices_is_benchmarked_in_parallel(project: Path, first_run) -> None:
+def test_a_farm_of_ssh_devices_is_benchmarked_in_parallel(experiment: Path) -> None:
     """`edgeflow run --farm` with three real SSH devices (each its own OpenSSH server; on
     its own address in a network namespace where this machine allows it): every result
     per device in summary, report and MLflow, the devices benchmarked at once. Then a
@@ -204,27 +219,28 @@ def test_a_farm_of_ssh_devices_is_benchmarked_in_parallel(project: Path, first_r
     if not sshd_available():
         pytest.skip("OpenSSH server not installed (`make test` installs it when run as root)")
     isolated = netns_available()
-    client_key = project.parent / "farm-client-key"
+    client_key = experiment.parent / "farm-client-key"
     keygen(client_key)
     names = ["pi-a", "pi-b", "jetson"]
-    farm = project / "farm-ssh.yaml"
+    farm = experiment / "farm-ssh.yaml"
     servers = []
     try:
         for n in range(3):
-            servers.append(start_sshd(project.parent / f"sshd-{n}", client_key, isolated=isolated))
+            servers.append(start_sshd(experiment.parent / f"sshd-{n}", client_key,
+                                      isolated=isolated))
         if isolated:  # each board on its own address, in its own network namespace
             assert len({server.host for server in servers}) == 3
-        devices = {name: server.farm_entry(project.parent / f"board-{name}", sys.executable,
+        devices = {name: server.farm_entry(experiment.parent / f"board-{name}", sys.executable,
                                            tags={"class": "low-end"})
                    for name, server in zip(names, servers)}
         # A fourth board that is switched off: nothing listens on its port.
         ghost = {**devices["jetson"], "host": "127.0.0.1", "port": 1, "connect_attempts": 2,
                  "retry_backoff_seconds": 0.1}
         farm.write_text(yaml.safe_dump({"devices": devices}))
-        result = _command(str(BIN / "edgeflow"), "run", "--farm", str(farm), cwd=project)
-        _check_three_boards(project, result, names)
+        result = _command(str(BIN / "edgeflow"), "run", "--farm", str(farm), cwd=experiment)
+        _check_three_boards(experiment, result, names)
         farm.write_text(yaml.safe_dump({"devices": {**devices, "ghost": ghost}}))
-        partial = _command(str(BIN / "edgeflow"), "run", "--farm", str(farm), cwd=project)
+        partial = _command(str(BIN / "edgeflow"), "run", "--farm", str(farm), cwd=experiment)
     finally:
         for server in servers:
             stop_sshd(server)
@@ -232,13 +248,13 @@ def test_a_farm_of_ssh_devices_is_benchmarked_in_parallel(project: Path, first_r
     # With the switched-off board the run is partial: exit 1, the other boards' results kept.
     assert partial.returncode == 1, partial.stdout[-3000:] + partial.stderr[-3000:]
     assert "flow state: Failed: partial: errors on 1 of 4 device(s) (ghost)" in partial.stdout
-    rows = read_json(project / "reports" / "summary.json")["results"]
+    rows = read_json(experiment / "reports" / "summary.json")["results"]
     assert {row["status"] for row in rows if row["device"] != "ghost"} == {"pass"}
     ghost_rows = [row for row in rows if row["device"] == "ghost"]
     assert len(ghost_rows) == 3 and {row["status"] for row in ghost_rows} == {"error"}
     assert all("cannot connect to 127.0.0.1:1 after 2 attempt(s)" in row["reasons"][0]
                for row in ghost_rows)
-    assert "ghost" in (project / "reports" / "report.md").read_text()
+    assert "ghost" in (experiment / "reports" / "report.md").read_text()
 
 
 def _check_three_boards(project: Path, result: subprocess.CompletedProcess[str],

@@ -1,0 +1,244 @@
+"""flows/caching.py on small real inputs: a tiny experiment's config and the files a key
+hashes, written here (nothing is trained). Keys are compared with each other, never with
+fixed values, so how a step's own code enters its key is not tested here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from flows.caching import (StepContentPolicy, cache_dir, input_key, record_run,
+                           relocate_record, results_dir)
+from flows.steps import Context
+from tests.tiny import TINY_FARM, TINY_PARAMS, write_tiny_config
+
+TWO_DEVICES = "devices:\n  local: {threads: 1}\n  other: {threads: 2}\n"
+
+
+def _merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in patch.items():
+        merged[key] = (_merged(base[key], value) if isinstance(value, dict)
+                       and isinstance(base.get(key), dict) else value)
+    return merged
+
+
+def experiment(root: Path, patch: dict[str, Any] | None = None,
+               farm: str = TINY_FARM) -> Context:
+    """The tiny experiment in ``root``, its params patched, with small stand-ins for the
+    files the steps read (what a key hashes is their content, not their meaning)."""
+    params = _merged(yaml.safe_load(TINY_PARAMS), patch or {})
+    write_tiny_config(root, yaml.safe_dump(params), farm)
+    for relative, content in (("data/prepared/train.npz", b"train"),
+                              ("data/prepared/test.npz", b"test"),
+                              ("models/base/model.keras", b"keras"),
+                              ("models/base/reference.json", b"{}"),
+                              ("models/variants/index.json", b'{"variants": []}'),
+                              ("results/local/onnx-fp32.json", b"{}"),
+                              ("reports/summary.json", b"{}"),
+                              ("metrics/train.json", b"{}"),
+                              ("metrics/train_history.json", b"[]")):
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_bytes(content)
+    return Context.load(root / "params.yaml", root / "farm.yaml")
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@pytest.mark.parametrize("step, device, patch, changes", [
+    ("prepare", None, {"data": {"seed": 1}}, True),
+    ("prepare", None, {"train": {"epochs": 7}}, False),
+    ("train", None, {"train": {"epochs": 7}}, True),
+    ("train", None, {"model": {"dropout": 0.2}}, True),
+    ("train", None, {"benchmark": {"runs": 11}}, False),
+    ("train", None, {"formats": {"onnx": ["fp32", "int8-dynamic"]}}, False),
+    # A dotted key: optimize reads train.seed, not the rest of train.
+    ("optimize", None, {"train": {"seed": 43}}, True),
+    ("optimize", None, {"train": {"epochs": 7}}, False),
+    ("convert", None, {"formats": {"onnx": ["fp32", "int8-dynamic"]}}, True),
+    ("convert", None, {"requirements": {"max_accuracy_drop": 0.02}}, True),
+    ("convert", None, {"requirements": {"min_accuracy": 0.6}}, False),
+    ("benchmark", "local", {"benchmark": {"runs": 11}}, True),
+    ("benchmark", "local", {"requirements": {"min_accuracy": 0.6}}, False),
+    ("select", None, {"requirements": {"min_accuracy": 0.6}}, True),
+    ("select", None, {"train": {"epochs": 7}}, False),
+    ("track", None, {"benchmark": {"runs": 11}}, True),  # track records every section
+])
+def test_a_key_changes_with_the_params_sections_its_step_reads_only(
+        tmp_path: Path, step: str, device: str | None, patch: dict[str, Any],
+        changes: bool) -> None:
+    base = experiment(tmp_path)
+    before = input_key(base, step, device)
+    patched = experiment(tmp_path, patch)
+    assert patched.params != base.params, "a patch that changes nothing tests nothing"
+    assert (input_key(patched, step, device) != before) == changes
+
+
+@pytest.mark.parametrize("step, device, farm, changes", [
+    ("benchmark", "local", "devices:\n  local: {threads: 2}\n", True),
+    ("benchmark", "local", TWO_DEVICES, False),  # another device is not this one's input
+    ("select", None, TWO_DEVICES, True),
+    ("train", None, TWO_DEVICES, False),
+])
+def test_a_key_changes_with_the_farm_only_where_the_step_reads_it(
+        tmp_path: Path, step: str, device: str | None, farm: str, changes: bool) -> None:
+    base = experiment(tmp_path)
+    before = input_key(base, step, device)
+    patched = experiment(tmp_path, farm=farm)
+    assert patched.farm != base.farm, "a farm that changes nothing tests nothing"
+    assert (input_key(patched, step, device) != before) == changes
+
+
+@pytest.mark.parametrize("path, changes", [
+    ("data/prepared/train.npz", True),
+    ("models/variants/index.json", False),  # train does not read it
+])
+def test_a_key_changes_with_the_content_of_the_files_its_step_reads(
+        tmp_path: Path, path: str, changes: bool) -> None:
+    ctx = experiment(tmp_path)
+    before = input_key(ctx, "train")
+    (tmp_path / path).write_bytes(b"rewritten")
+    assert (input_key(ctx, "train") != before) == changes
+
+
+def test_a_missing_input_file_changes_the_key(tmp_path: Path) -> None:
+    ctx = experiment(tmp_path)
+    before = input_key(ctx, "benchmark", "local")
+    (tmp_path / "data" / "prepared" / "test.npz").unlink()
+    assert input_key(ctx, "benchmark", "local") != before
+
+
+def test_a_moved_experiment_keeps_its_keys(tmp_path: Path) -> None:
+    """The local device's workdir resolves inside the experiment folder: a path that
+    moves with it, so it must not change the key (the cache is kept)."""
+    here = experiment(tmp_path / "here")
+    shutil.copytree(tmp_path / "here", tmp_path / "moved")
+    moved = Context.load(tmp_path / "moved" / "params.yaml", tmp_path / "moved" / "farm.yaml")
+    assert str(here.farm.devices["local"].workdir).startswith(str(tmp_path / "here"))
+    for step, device in (("prepare", None), ("train", None), ("benchmark", "local"),
+                         ("select", None), ("track", None)):
+        assert input_key(moved, step, device) == input_key(here, step, device), step
+
+
+def test_a_path_outside_the_experiment_stays_in_the_key(tmp_path: Path) -> None:
+    def key(workdir: Path) -> str:
+        ctx = experiment(tmp_path / "exp", farm=f"devices:\n  local: {{workdir: '{workdir}'}}\n")
+        return input_key(ctx, "benchmark", "local")
+
+    assert key(tmp_path / "boards" / "a") != key(tmp_path / "boards" / "b")
+
+
+# --------------------------------------------------------------------------- stamps
+
+
+def cached(ctx: Context, key: str) -> list[Path]:
+    """Stand-ins for Prefect's cache record and persisted result of ``key``, here."""
+    result = results_dir(ctx) / key
+    result.parent.mkdir(parents=True, exist_ok=True)
+    result.write_text("{}")
+    record = cache_dir(ctx) / "keys" / key
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"storage_key": str(result), "storage_block_id": None}))
+    return [record, result]
+
+
+def compute_key(ctx: Context, step: str) -> str | None:
+    return StepContentPolicy().compute_key(None, {"ctx": ctx, "step_name": step}, {})
+
+
+def test_a_stamped_run_keeps_its_cache_record(tmp_path: Path) -> None:
+    ctx = experiment(tmp_path)
+    record_run(ctx, "prepare")
+    files = cached(ctx, input_key(ctx, "prepare"))
+    assert compute_key(ctx, "prepare") == input_key(ctx, "prepare")
+    assert all(path.is_file() for path in files)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda stamp: stamp.write_text('{"key": "prepare-all-'),  # a crash while writing it
+    lambda stamp: stamp.write_text("[]"),
+    lambda stamp: stamp.write_bytes(b"\xff"),
+    lambda stamp: stamp.unlink(),
+], ids=["truncated", "not-an-object", "not-utf8", "missing"])
+def test_a_damaged_stamp_is_a_cache_miss(tmp_path: Path, damage: Any) -> None:
+    ctx = experiment(tmp_path)
+    record_run(ctx, "prepare")
+    files = cached(ctx, input_key(ctx, "prepare"))
+    [stamp] = (ctx.layout.state / "stamps").glob("prepare-*.json")
+    damage(stamp)
+    assert compute_key(ctx, "prepare") == input_key(ctx, "prepare")
+    assert not any(path.exists() for path in files), "the step runs again"
+
+
+def test_outputs_changed_since_the_stamp_are_a_cache_miss(tmp_path: Path) -> None:
+    ctx = experiment(tmp_path)
+    record_run(ctx, "prepare")
+    files = cached(ctx, input_key(ctx, "prepare"))
+    (ctx.layout.prepared / "train.npz").write_bytes(b"rewritten by dvc repro")
+    compute_key(ctx, "prepare")
+    assert not any(path.exists() for path in files)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def write_record(ctx: Context, key: str, storage_key: str) -> Path:
+    record = cache_dir(ctx) / "keys" / key
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"storage_key": storage_key, "storage_block_id": "block",
+                                  "expiration": None}))
+    return record
+
+
+def test_a_record_pointing_elsewhere_is_re_pointed_when_the_result_is_here(tmp_path: Path) -> None:
+    ctx = experiment(tmp_path / "exp")
+    here = results_dir(ctx) / "prepare-all-k"
+    here.parent.mkdir(parents=True)
+    here.write_text("{}")
+    record = write_record(ctx, "prepare-all-k", str(tmp_path / "old" / "results" / "prepare-all-k"))
+    relocate_record(ctx, "prepare-all-k")
+    assert json.loads(record.read_text()) == {"storage_key": str(here), "storage_block_id": None,
+                                              "expiration": None}
+
+
+def test_a_record_pointing_elsewhere_is_dropped_when_the_result_is_not_here(
+        tmp_path: Path) -> None:
+    ctx = experiment(tmp_path / "exp")
+    elsewhere = tmp_path / "old" / "results" / "prepare-all-k"
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_text("{}")  # present there, but not in this experiment's folder
+    record = write_record(ctx, "prepare-all-k", str(elsewhere))
+    relocate_record(ctx, "prepare-all-k")
+    assert not record.exists() and elsewhere.exists()
+
+
+def test_a_record_pointing_here_is_left_as_it_is(tmp_path: Path) -> None:
+    ctx = experiment(tmp_path)
+    record = write_record(ctx, "prepare-all-k", str(results_dir(ctx) / "prepare-all-k"))
+    before = record.read_bytes()
+    relocate_record(ctx, "prepare-all-k")
+    assert record.read_bytes() == before
+
+
+@pytest.mark.parametrize("text", ["not json", "{}", '{"storage_key": null}'])
+def test_an_unreadable_record_is_dropped(tmp_path: Path, text: str) -> None:
+    ctx = experiment(tmp_path)
+    record = cache_dir(ctx) / "keys" / "prepare-all-k"
+    record.parent.mkdir(parents=True)
+    record.write_text(text)
+    relocate_record(ctx, "prepare-all-k")
+    assert not record.exists()
+
+
+def test_no_record_is_nothing_to_do(tmp_path: Path) -> None:
+    ctx = experiment(tmp_path)
+    relocate_record(ctx, "prepare-all-k")
+    assert not (cache_dir(ctx) / "keys").exists()

@@ -1,0 +1,97 @@
+"""One error base: every error a user can cause is an EdgeflowError whose class gives the
+CLI's exit code; the exception classes that are not such errors are named with why."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+from pathlib import Path
+
+import pytest
+
+from tasks.core.errors import (ConfigError, ConversionError, DataError, DeviceError,
+                               EdgeflowError, StepError, TrainingError, UsageError,
+                               device_failure)
+from tasks.core.locks import ExperimentBusy, LockTimeout
+from tasks.farm.push import DeployError
+from tasks.farm.setup import SetupError
+from tasks.farm.transports import DeviceUnreachable, HostKeyRefused
+
+ROOT = Path(__file__).resolve().parents[3]
+
+EXIT_CODES: dict[type[EdgeflowError], int] = {
+    EdgeflowError: 1,
+    ConfigError: 2,
+    UsageError: 2,
+    DataError: 1,
+    ConversionError: 1,
+    StepError: 1,
+    TrainingError: 1,
+    ExperimentBusy: 75,
+    LockTimeout: 75,
+    DeviceError: 1,
+    HostKeyRefused: 1,
+    DeviceUnreachable: 1,
+    DeployError: 1,
+    SetupError: 1,
+}
+
+# Exception classes defined in tasks/ and flows/ that are deliberately not EdgeflowErrors.
+NOT_USER_ERRORS = {
+    "Skipped": "a variant's outcome (an exporter that cannot run here), recorded in the "
+               "index, never raised to the user",
+    "PrecisionUnavailable": "raised on a board by the harness, which imports nothing of edgeflow",
+    "DuplicateKeyError": "a yaml.YAMLError inside the loader, reported as a ConfigError",
+    "Interrupted": "a KeyboardInterrupt: Ctrl-C ends the command with 130",
+}
+
+
+def _exception_classes(folders: list[Path]) -> set[str]:
+    """Names of the classes defined under ``folders`` that derive, by their source, from
+    a built-in exception, from a name ending in Error or Exception, or from one another."""
+    bases: dict[str, set[str]] = {}
+    for source in (path for folder in folders for path in folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases[node.name] = {base.attr if isinstance(base, ast.Attribute) else
+                                    getattr(base, "id", "") for base in node.bases}
+
+    def is_exception(name: str) -> bool:
+        builtin = getattr(builtins, name, None)
+        return (isinstance(builtin, type) and issubclass(builtin, BaseException)
+                or name.endswith(("Error", "Exception")))
+
+    found = {name for name, names in bases.items() if any(map(is_exception, names))}
+    while grown := {name for name, names in bases.items() if names & found} - found:
+        found |= grown
+    return found
+
+
+def test_every_exception_class_is_an_edgeflow_error_or_says_why_not() -> None:
+    defined = _exception_classes([ROOT / "tasks", ROOT / "flows"])
+    assert defined == {cls.__name__ for cls in EXIT_CODES} | set(NOT_USER_ERRORS)
+
+
+@pytest.mark.parametrize("cls, exit_code", EXIT_CODES.items(),
+                         ids=[cls.__name__ for cls in EXIT_CODES])
+def test_each_error_class_gives_its_exit_code(cls: type[EdgeflowError], exit_code: int) -> None:
+    error = cls("what is wrong, and what is allowed")
+    assert isinstance(error, EdgeflowError) and error.exit_code == exit_code
+    assert str(error) == "what is wrong, and what is allowed"
+
+
+@pytest.mark.parametrize("cls", [HostKeyRefused, DeviceUnreachable, DeployError, SetupError])
+def test_the_farms_errors_are_device_errors(cls: type[EdgeflowError]) -> None:
+    assert issubclass(cls, DeviceError)
+
+
+@pytest.mark.parametrize("error, failure", [
+    (DeviceUnreachable("no route"), DeviceUnreachable),
+    (ConfigError("bad key"), ConfigError),
+    (ExperimentBusy("held"), ExperimentBusy),
+    (ValueError("the board answered nonsense"), DeviceError),
+    (OSError("socket closed"), DeviceError),
+])
+def test_a_device_failure_keeps_its_class_or_is_a_device_error(
+        error: Exception, failure: type[EdgeflowError]) -> None:
+    assert device_failure(error) is failure
