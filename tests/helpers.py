@@ -91,6 +91,25 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
+def harness_cpu_seconds(workdir: str) -> float:
+    """CPU seconds used so far by the harness process itself (``python .../harness.py
+    --artifact ...``) running under ``workdir``; 0.0 while none runs. Not its shell,
+    ``flock`` or ``timeout`` wrappers, whose command lines mention the same arguments."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if (len(argv) > 2 and argv[1].decode(errors="replace").endswith("/harness.py")
+                and workdir in argv[1].decode(errors="replace") and b"--artifact" in argv):
+            return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return 0.0
+
+
 def stop_when(work: Any, ready: Any, what: str, timeout: float = 60) -> tuple[BaseException | None, float]:
     """Run ``work()`` in a thread, request a stop (Ctrl-C's path) once ``ready()`` holds,
     and return what ``work`` raised (None if nothing) and the seconds it took to stop."""

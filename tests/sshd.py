@@ -103,11 +103,13 @@ def start_sshd(root: Path, client_key: Path | None = None, isolated: bool = Fals
         "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
         "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp",
         "MaxStartups 100", "MaxSessions 100",
-        # The boards log in as this machine's user, whose shell start-up may run `pyenv
-        # rehash` (root's .bashrc here): a login shell killed mid-rehash by a test that
-        # kills a board leaves pyenv's lock file, and every later login shell would wait
-        # 60 s for it. A board's shell waits at most 2 s.
-        "SetEnv PYENV_REHASH_TIMEOUT=2", ""]))
+        # The boards log in as this machine's user, but must not read its start-up files:
+        # root's .bashrc here runs `pyenv init`, whose `pyenv rehash` takes a lock in the
+        # host's ~/.pyenv; a shell a test kills mid-rehash leaves that lock and every
+        # later login waits 60 s for it. Each board gets a HOME of its own (an empty
+        # folder: bash finds no .bashrc there), and any rehash waits at most 2 s.
+        f"SetEnv PYENV_REHASH_TIMEOUT=2 HOME={root / 'home'}", ""]))
+    (root / "home").mkdir(exist_ok=True)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation dir
     with open(root / "sshd.log", "w") as log:
         inside = ["ip", "netns", "exec", netns] if netns else []  # exec: the pid is sshd's
