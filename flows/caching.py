@@ -1,9 +1,11 @@
 """The Prefect cache policy of every lifecycle step.
 
-A step's cache key hashes its name, the source of its own code (the files the step
-registry lists), its params sections, the device it runs on (benchmark) and the content
-of every file it reads. Same key -> Prefect returns the persisted result and the step
-does not run.
+A step's cache key hashes its name; its code: the path and content of every project
+file its work can run (the import closure of its entry module, package ``__init__``
+files and the device code included: :mod:`flows.code_deps`) and the installed version
+of every third-party distribution that code imports; its params sections; the device it
+runs on (benchmark); and the content of every file it reads. Same key -> Prefect
+returns the persisted result and the step does not run.
 
 Prefect alone would trust a key even when the files on disk are no longer the ones that
 run wrote (deleted, or rewritten by ``dvc repro`` with other params). So every run of a
@@ -30,8 +32,9 @@ from typing import Any
 from prefect.cache_policies import CachePolicy
 
 from tasks.core.errors import StepError
-from tasks.core.files import read_json, sha256_tree, write_json
-from flows.steps import STEPS, Context, code_paths
+from flows.code_deps import PACKAGE_ROOT, library_versions
+from tasks.core.files import read_json, sha256_file, sha256_tree, write_json
+from flows.steps import STEPS, Context, code_dependencies
 
 
 def cache_dir(ctx: Context) -> Path:
@@ -55,8 +58,11 @@ def input_key(ctx: Context, step_name: str, device: str | None = None) -> str:
     step = STEPS[step_name]
     layout = ctx.layout
     digest = hashlib.sha256(step_name.encode())
-    for path in code_paths(step):
-        digest.update(sha256_tree(path).encode())
+    code = code_dependencies(step)
+    for path in code.files:
+        digest.update(path.as_posix().encode())
+        digest.update(sha256_file(PACKAGE_ROOT / path).encode())
+    digest.update(json.dumps(library_versions(code.libraries)).encode())
     for key in step.params:
         digest.update(_location_free(ctx.section(key), layout.root))
     if device is not None:
