@@ -69,9 +69,19 @@ class Step:
     metrics: Callable[[Layout], list[Path]] = field(default=lambda layout: [])
     # Small outputs kept in git rather than the DVC cache (plot data, run ids).
     records: Callable[[Layout], list[Path]] = field(default=lambda layout: [])
+    # Files or folders of the user's that the params name (the image folder): inputs as
+    # much as ``deps``, wherever they are.
+    user_inputs: Callable[[Params], list[Path]] = field(default=lambda params: [])
 
     def all_outputs(self, layout: Layout) -> list[Path]:
         return self.outs(layout) + self.metrics(layout) + self.records(layout)
+
+
+def _data_folder(params: Params) -> list[Path]:
+    """The image folder of a ``folder`` source; none for ``digits`` (scikit-learn ships
+    it: its version is in the key with the other libraries')."""
+    data = params.data
+    return [data.folder] if data.source == "folder" and data.folder is not None else []
 
 
 def _prepare(ctx: Context) -> Any:
@@ -137,7 +147,8 @@ def _track(ctx: Context) -> Any:
 
 STEPS: dict[str, Step] = {step.name: step for step in (
     Step("prepare", params=("data",), entry="tasks.prepare",
-         deps=lambda lay: [], outs=lambda lay: [lay.prepared], run=_prepare),
+         deps=lambda lay: [], outs=lambda lay: [lay.prepared], run=_prepare,
+         user_inputs=_data_folder),
     Step("train", params=("model", "train"), entry="tasks.train",
          deps=lambda lay: [lay.prepared],
          outs=lambda lay: [lay.base_model],
@@ -183,14 +194,23 @@ def code_dependencies(step: Step) -> CodeClosure:
     return module_closure(step.entry)
 
 
-def dvc_stage(step: Step, layout: Layout) -> dict[str, Any]:
-    """The ``dvc.yaml`` stage this registry entry implies (the test compares them)."""
+def dvc_path(path: Path, root: Path) -> str:
+    """``path`` as ``dvc.yaml`` names it: relative to the project ``root`` when inside it
+    (a relative path is taken as such), absolute otherwise."""
+    path = root / path
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+
+
+def dvc_stage(step: Step, layout: Layout, params: Params) -> dict[str, Any]:
+    """The ``dvc.yaml`` stage this registry entry implies for an experiment with
+    ``params`` (the test compares them)."""
     def rel(path: Path) -> str:
         return path.relative_to(layout.root).as_posix()
 
     deps = [path.as_posix() for path in code_dependencies(step).files]
     deps.append(LOCK_FILE)
     deps += [rel(p) for p in step.deps(layout)]
+    deps += [dvc_path(p, layout.root) for p in step.user_inputs(params)]
     if step.reads_farm:
         deps.append("farm.yaml")
     stage: dict[str, Any] = {"cmd": f"edgeflow step {step.name}", "deps": deps,
@@ -204,8 +224,9 @@ def dvc_stage(step: Step, layout: Layout) -> dict[str, Any]:
     return stage
 
 
-def render_dvc_yaml(layout: Layout) -> str:
-    stages = {name: dvc_stage(step, layout) for name, step in STEPS.items()}
+def render_dvc_yaml(layout: Layout, params: Params) -> str:
+    """The ``dvc.yaml`` of the experiment at ``layout`` whose params are ``params``."""
+    stages = {name: dvc_stage(step, layout, params) for name, step in STEPS.items()}
     plots = [
         {"metrics/train_history.json": {"x": "epoch", "y": ["accuracy", "val_accuracy"],
                                         "title": "Training accuracy per epoch"}},

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from tasks.core.config import load_params
 from tasks.core.layout import Layout
 from flows.steps import LOCK_FILE, STEPS, code_dependencies, render_dvc_yaml
 
@@ -14,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_dvc_yaml_is_the_one_the_registry_implies() -> None:
     committed = (REPO / "dvc.yaml").read_text(encoding="utf-8")
-    assert committed == render_dvc_yaml(Layout(REPO)), \
+    assert committed == render_dvc_yaml(Layout(REPO), load_params(REPO / "params.yaml")), \
         "dvc.yaml is stale: run `edgeflow dvc-yaml > dvc.yaml`"
 
 
