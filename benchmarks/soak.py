@@ -58,7 +58,8 @@ def _make_experiment(root: Path) -> None:
 
     for name in ("tasks", "flows"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    for name in ("dvc.yaml", "requirements.lock"):  # the lock file: a dep of every stage
+        shutil.copy(ROOT / name, root / name)
     write_tiny_config(root, TINY_PARAMS.replace("seconds: 0.05", "seconds: 1"))
     subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "--quiet"], cwd=root, check=True)
 

@@ -1,9 +1,13 @@
 """The Prefect cache policy of every lifecycle step.
 
-A step's cache key hashes its name, the source of its own code (the files the step
-registry lists), its params sections, the device it runs on (benchmark) and the content
-of every file it reads. Same key -> Prefect returns the persisted result and the step
-does not run.
+A step's cache key hashes its name; its code: the path and content of every project
+file its work can run (the import closure of its entry module, package ``__init__``
+files and the device code included: :mod:`flows.code_deps`) and the installed version
+of every third-party distribution that code imports; its params sections; the device it
+runs on (benchmark); the content of every file it reads; and, for prepare with a
+``folder`` source, the names and contents of the user's image folder (hidden names
+skipped, as prepare skips them). Same key -> Prefect returns the persisted result and
+the step does not run.
 
 Prefect alone would trust a key even when the files on disk are no longer the ones that
 run wrote (deleted, or rewritten by ``dvc repro`` with other params). So every run of a
@@ -30,8 +34,9 @@ from typing import Any
 from prefect.cache_policies import CachePolicy
 
 from tasks.core.errors import StepError
-from tasks.core.files import read_json, sha256_tree, write_json
-from flows.steps import STEPS, Context, code_paths
+from flows.code_deps import PACKAGE_ROOT, library_versions
+from tasks.core.files import read_json, sha256_file, sha256_tree, write_json
+from flows.steps import STEPS, Context, code_dependencies
 
 
 def cache_dir(ctx: Context) -> Path:
@@ -55,8 +60,11 @@ def input_key(ctx: Context, step_name: str, device: str | None = None) -> str:
     step = STEPS[step_name]
     layout = ctx.layout
     digest = hashlib.sha256(step_name.encode())
-    for path in code_paths(step):
-        digest.update(sha256_tree(path).encode())
+    code = code_dependencies(step)
+    for path in code.files:
+        digest.update(path.as_posix().encode())
+        digest.update(sha256_file(PACKAGE_ROOT / path).encode())
+    digest.update(json.dumps(library_versions(code.libraries)).encode())
     for key in step.params:
         digest.update(_location_free(ctx.section(key), layout.root))
     if device is not None:
@@ -67,7 +75,35 @@ def input_key(ctx: Context, step_name: str, device: str | None = None) -> str:
     for path in step.deps(layout):
         digest.update(path.relative_to(layout.root).as_posix().encode())
         digest.update(sha256_tree(path).encode() if path.exists() else b"missing")
+    for path in step.user_inputs(ctx.params):
+        digest.update(visible_tree_hash(path).encode())
     return f"{step_name}-{device or 'all'}-{digest.hexdigest()[:32]}"
+
+
+def visible_tree_hash(root: Path) -> str:
+    """Hash of the relative names and contents of what prepare may read under ``root``:
+    every entry but hidden names (``.DS_Store``, ``.git``), through class folders that
+    are links as prepare goes through them. A name that is no regular file (a broken
+    link, a FIFO: never opened) counts by its name; "missing" when ``root`` is none."""
+    if not root.is_dir():
+        return "missing"
+    digest = hashlib.sha256()
+    for top in sorted(entry for entry in root.iterdir() if not entry.name.startswith(".")):
+        # rglob does not descend into a linked folder; a class folder may be one.
+        below = sorted(entry for entry in top.rglob("*") if not any(
+            part.startswith(".") for part in entry.relative_to(top).parts)) if top.is_dir() else []
+        for entry in [top, *below]:
+            digest.update(entry.relative_to(root).as_posix().encode() + b"\0")
+            if entry.is_file():
+                digest.update(_file_hash(entry).encode())
+    return digest.hexdigest()
+
+
+def _file_hash(path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as error:  # prepare skips it as unreadable: a key, not a crash
+        return f"unreadable: {error.strerror}"
 
 
 def _location_free(document: Any, root: Path) -> bytes:

@@ -369,11 +369,14 @@ def farm_trust(device: Annotated[str, typer.Argument(help="device name in farm.y
 
 @app.command("dvc-yaml", hidden=True)
 def dvc_yaml(params: ParamsOption = Path("params.yaml")) -> None:
-    """Print the dvc.yaml the step registry implies."""
+    """Print the dvc.yaml the step registry implies for this experiment (its params
+    name the image folder prepare reads)."""
+    from tasks.core.config import load_params
     from tasks.core.layout import Layout
     from flows.steps import render_dvc_yaml
 
-    sys.stdout.write(render_dvc_yaml(Layout(params.resolve().parent)))
+    loaded = _guarded(lambda: load_params(params))
+    sys.stdout.write(render_dvc_yaml(Layout(params.resolve().parent), loaded))
 
 
 def main() -> None:

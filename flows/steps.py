@@ -1,6 +1,7 @@
 """The registry of lifecycle steps: one entry per step, used by every way of running it.
 
-Each :class:`Step` names the params sections it reads, its own code, the files it
+Each :class:`Step` names the params sections it reads, the module its work starts in
+(its code dependencies are derived from it: :func:`code_dependencies`), the files it
 reads and writes, and how to call its ``tasks/<step>.py`` function from a
 :class:`Context`. From this one table come the Prefect tasks and their cache keys
 (``flows/lifecycle.py``), ``edgeflow step NAME`` (what ``dvc.yaml`` runs), and the
@@ -16,11 +17,14 @@ from typing import Any
 
 import yaml
 
+from flows.code_deps import CodeClosure, module_closure
 from tasks.core.config import Farm, Params, check_key_files, load_farm, load_params
 from tasks.core.errors import UsageError
 from tasks.core.layout import Layout
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# The pinned versions `make install` installs: DVC hashes files only, so this file stands
+# for the libraries' versions in every stage's deps (the Prefect key has the versions).
+LOCK_FILE = "requirements.lock"
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,9 @@ class Context:
 class Step:
     name: str
     params: tuple[str, ...]
-    code: tuple[str, ...]
+    # The module the step's work starts in (``tasks.train``): what its code is follows
+    # from it (:func:`code_dependencies`), never from a hand-kept list.
+    entry: str
     deps: Callable[[Layout], list[Path]]
     outs: Callable[[Layout], list[Path]]
     run: Callable[[Context], Any]
@@ -63,9 +69,19 @@ class Step:
     metrics: Callable[[Layout], list[Path]] = field(default=lambda layout: [])
     # Small outputs kept in git rather than the DVC cache (plot data, run ids).
     records: Callable[[Layout], list[Path]] = field(default=lambda layout: [])
+    # Files or folders of the user's that the params name (the image folder): inputs as
+    # much as ``deps``, wherever they are.
+    user_inputs: Callable[[Params], list[Path]] = field(default=lambda params: [])
 
     def all_outputs(self, layout: Layout) -> list[Path]:
         return self.outs(layout) + self.metrics(layout) + self.records(layout)
+
+
+def _data_folder(params: Params) -> list[Path]:
+    """The image folder of a ``folder`` source; none for ``digits`` (scikit-learn ships
+    it: its version is in the key with the other libraries')."""
+    data = params.data
+    return [data.folder] if data.source == "folder" and data.folder is not None else []
 
 
 def _prepare(ctx: Context) -> Any:
@@ -130,36 +146,31 @@ def _track(ctx: Context) -> Any:
 
 
 STEPS: dict[str, Step] = {step.name: step for step in (
-    Step("prepare", params=("data",), code=("tasks/prepare.py", "tasks/core/notices.py"),
-         deps=lambda lay: [], outs=lambda lay: [lay.prepared], run=_prepare),
-    Step("train", params=("model", "train"),
-         code=("tasks/train.py", "tasks/models/architectures.py", "tasks/models/batch_norm.py",
-               "tasks/models/augment.py", "tasks/core/accuracy.py"),
+    Step("prepare", params=("data",), entry="tasks.prepare",
+         deps=lambda lay: [], outs=lambda lay: [lay.prepared], run=_prepare,
+         user_inputs=_data_folder),
+    Step("train", params=("model", "train"), entry="tasks.train",
          deps=lambda lay: [lay.prepared],
          outs=lambda lay: [lay.base_model],
          metrics=lambda lay: [lay.train_metrics],
          records=lambda lay: [lay.train_metrics.with_name("train_history.json")],
          run=_train),
-    Step("optimize", params=("optimize", "train.seed"),
-         code=("tasks/optimize.py", "tasks/models/pruning", "tasks/models/stats.py", "tasks/models/batch_norm.py"),
+    Step("optimize", params=("optimize", "train.seed"), entry="tasks.optimize",
          deps=lambda lay: [lay.base_model, lay.prepared], outs=lambda lay: [lay.pruned],
          run=_optimize),
     Step("convert", params=("formats", "convert", "quantization", "requirements.max_accuracy_drop"),
-         code=("tasks/convert.py", "tasks/models/formats", "tasks/device/harness.py", "tasks/core/accuracy.py"),
+         entry="tasks.convert",
          deps=lambda lay: [lay.base_model, lay.pruned, lay.prepared],
          outs=lambda lay: [lay.variants], run=_convert),
-    Step("benchmark", params=("benchmark",),
-         code=("tasks/benchmark.py", "tasks/farm/transports.py", "tasks/device/harness.py"),
+    Step("benchmark", params=("benchmark",), entry="tasks.benchmark",
          deps=lambda lay: [lay.variants, lay.prepared / "test.npz"],
          outs=lambda lay: [lay.results], reads_farm=True, run=_benchmark),
-    Step("select", params=("requirements",),
-         code=("tasks/select.py", "tasks/core/report.py", "tasks/core/accuracy.py"),
+    Step("select", params=("requirements",), entry="tasks.select",
          deps=lambda lay: [lay.results, lay.base_model / "reference.json"],
          outs=lambda lay: [lay.reports],
          metrics=lambda lay: [lay.train_metrics.with_name("benchmark.json")],
          reads_farm=True, run=_select),
-    Step("track", params=tuple(Params.model_fields),
-         code=("tasks/track.py", "tasks/core/accuracy.py"),
+    Step("track", params=tuple(Params.model_fields), entry="tasks.track",
          deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.train_metrics,
                            lay.train_metrics.with_name("train_history.json")],
          outs=lambda lay: [], records=lambda lay: [lay.tracking_record], run=_track),
@@ -176,16 +187,30 @@ def known_steps(names: Iterable[str] | None) -> list[str]:
     return names
 
 
-def code_paths(step: Step) -> list[Path]:
-    return [PACKAGE_ROOT / path for path in step.code]
+def code_dependencies(step: Step) -> CodeClosure:
+    """The project files ``step``'s work can run (repo-relative, sorted) and the
+    third-party libraries they import: the closure of its entry module
+    (:mod:`flows.code_deps`). The cache key and ``dvc.yaml`` both come from it."""
+    return module_closure(step.entry)
 
 
-def dvc_stage(step: Step, layout: Layout) -> dict[str, Any]:
-    """The ``dvc.yaml`` stage this registry entry implies (the test compares them)."""
+def dvc_path(path: Path, root: Path) -> str:
+    """``path`` as ``dvc.yaml`` names it: relative to the project ``root`` when inside it
+    (a relative path is taken as such), absolute otherwise."""
+    path = root / path
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+
+
+def dvc_stage(step: Step, layout: Layout, params: Params) -> dict[str, Any]:
+    """The ``dvc.yaml`` stage this registry entry implies for an experiment with
+    ``params`` (the test compares them)."""
     def rel(path: Path) -> str:
         return path.relative_to(layout.root).as_posix()
 
-    deps = [*step.code, *[rel(p) for p in step.deps(layout)]]
+    deps = [path.as_posix() for path in code_dependencies(step).files]
+    deps.append(LOCK_FILE)
+    deps += [rel(p) for p in step.deps(layout)]
+    deps += [dvc_path(p, layout.root) for p in step.user_inputs(params)]
     if step.reads_farm:
         deps.append("farm.yaml")
     stage: dict[str, Any] = {"cmd": f"edgeflow step {step.name}", "deps": deps,
@@ -199,8 +224,9 @@ def dvc_stage(step: Step, layout: Layout) -> dict[str, Any]:
     return stage
 
 
-def render_dvc_yaml(layout: Layout) -> str:
-    stages = {name: dvc_stage(step, layout) for name, step in STEPS.items()}
+def render_dvc_yaml(layout: Layout, params: Params) -> str:
+    """The ``dvc.yaml`` of the experiment at ``layout`` whose params are ``params``."""
+    stages = {name: dvc_stage(step, layout, params) for name, step in STEPS.items()}
     plots = [
         {"metrics/train_history.json": {"x": "epoch", "y": ["accuracy", "val_accuracy"],
                                         "title": "Training accuracy per epoch"}},

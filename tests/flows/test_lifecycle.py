@@ -43,7 +43,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("e2e-project")
     for name in ("tasks", "flows"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    for name in ("dvc.yaml", "requirements.lock"):  # the lock file: a dep of every stage
+        shutil.copy(REPO / name, root / name)
     write_tiny_config(root)
     result = _dvc("init", "--no-scm", "--quiet", cwd=root)
     assert result.returncode == 0, result.stderr

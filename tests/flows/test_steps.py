@@ -6,15 +6,16 @@ from pathlib import Path
 
 import yaml
 
+from tasks.core.config import load_params
 from tasks.core.layout import Layout
-from flows.steps import PACKAGE_ROOT, STEPS, code_paths, render_dvc_yaml
+from flows.steps import LOCK_FILE, STEPS, code_dependencies, render_dvc_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_dvc_yaml_is_the_one_the_registry_implies() -> None:
     committed = (REPO / "dvc.yaml").read_text(encoding="utf-8")
-    assert committed == render_dvc_yaml(Layout(REPO)), \
+    assert committed == render_dvc_yaml(Layout(REPO), load_params(REPO / "params.yaml")), \
         "dvc.yaml is stale: run `edgeflow dvc-yaml > dvc.yaml`"
 
 
@@ -27,11 +28,15 @@ def test_every_stage_runs_its_step_and_lists_only_known_params() -> None:
         assert {key.split(".")[0] for key in stage["params"]} <= sections, name
 
 
-def test_step_code_exists_and_is_a_dependency() -> None:
-    for step in STEPS.values():
-        for path in code_paths(step):
-            assert path.exists(), path
-            assert PACKAGE_ROOT in path.parents
+def test_every_stage_depends_on_its_derived_code_and_the_lock_file() -> None:
+    """Each stage's deps start with its step's code closure, then the lock file `make
+    install` installs from (DVC's stand-in for library versions), which exists."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert (REPO / LOCK_FILE).is_file() and LOCK_FILE == "requirements.lock"
+    for name, stage in stages.items():
+        code = [path.as_posix() for path in code_dependencies(STEPS[name]).files]
+        assert code and stage["deps"][:len(code) + 1] == [*code, LOCK_FILE], name
+        assert all((REPO / path).is_file() for path in code), name
 
 
 def test_prefect_deployments_point_at_the_flow_with_valid_parameters() -> None:

@@ -1,0 +1,148 @@
+"""What a step's code is, derived from the source so that it cannot drift from it.
+
+A step's work starts in its entry module (``tasks.train`` for train). Its *closure* is
+every project module that work can execute: the entry, every project module any of
+them imports, and the ``__init__.py`` of every package on the way (importing
+``tasks.models.formats.tflite`` runs ``tasks/models/__init__.py`` and
+``tasks/models/formats/__init__.py``). Sources are parsed with :mod:`ast`, never
+imported, and every import statement counts wherever it stands: at the top, inside a
+function (heavy libraries and some project modules are imported lazily), under
+``TYPE_CHECKING``. ``from X import Y`` counts ``X.Y`` when that is a module, and
+relative imports are resolved against the importing module's package. Counting an
+import that a given run never reaches only re-runs a step once too often; missing one
+would reuse a stale result.
+
+Code that is loaded by file path instead of imported (``tasks/device/``, shipped to
+boards, see :mod:`tasks.core.device_code`) is in the closure of every step whose
+closure holds the module that loads it: :data:`LOADED_BY_PATH`.
+
+The same walk collects the top-level names of the third-party modules imported (not
+the standard library, not the project): :func:`library_versions` maps them to installed
+distributions and their versions.
+
+Used by the Prefect cache key (:mod:`flows.caching`) and ``dvc.yaml`` deps
+(:func:`flows.steps.dvc_stage`): one derivation for both.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_PACKAGES = ("tasks", "flows")
+# Loader module -> the folder whose .py files it loads by path (repo-relative).
+LOADED_BY_PATH = {Path("tasks/core/device_code.py"): Path("tasks/device")}
+# Recorded in a key for a module imported but not installed (an optional runtime the
+# code tries): installing it later changes what runs, so it changes the key.
+NOT_INSTALLED = "not installed"
+
+
+@dataclass(frozen=True)
+class CodeClosure:
+    """``files``: repo-relative paths of the project files, sorted. ``libraries``:
+    top-level names of the third-party modules they import, sorted."""
+
+    files: tuple[Path, ...]
+    libraries: tuple[str, ...]
+
+
+def module_file(name: str, root: Path) -> Path | None:
+    """The repo-relative file of module ``name`` (a module or a package's
+    ``__init__.py``) under ``root``; None when there is none."""
+    base = Path(*name.split("."))
+    for candidate in (base.with_name(base.name + ".py"), base / "__init__.py"):
+        if (root / candidate).is_file():
+            return candidate
+    return None
+
+
+def module_name(path: Path) -> str:
+    """The dotted name of the module in repo-relative ``path``."""
+    parts = path.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(source: str, name: str, is_package: bool) -> Iterator[str]:
+    """Absolute names of every module an import statement anywhere in ``source`` (the
+    module ``name``) may import; for ``from X import Y``, both ``X`` and ``X.Y`` (the
+    caller keeps the ones that are modules)."""
+    package = name if is_package else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                # `from ..x import y` in package a.b: a.x (one level up per extra dot).
+                parts = package.split(".")
+                anchor = parts[:len(parts) - node.level + 1]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+
+
+def _packages_on_the_way(name: str) -> Iterator[str]:
+    parts = name.split(".")
+    yield from (".".join(parts[:end]) for end in range(1, len(parts)))
+
+
+def module_closure(entry: str, root: Path = PACKAGE_ROOT,
+                   packages: tuple[str, ...] = PROJECT_PACKAGES,
+                   loaded_by_path: dict[Path, Path] = LOADED_BY_PATH) -> CodeClosure:
+    """The closure of module ``entry`` in the project at ``root`` whose top-level
+    packages are ``packages`` (see the module docstring). A project name that is no
+    module (``X.Y`` where ``Y`` is a class) is not a file and is left out."""
+    files: set[Path] = set()
+    libraries: set[str] = set()
+    pending = [entry]
+    while pending:
+        name = pending.pop()
+        top = name.partition(".")[0]
+        if top not in packages:
+            if top and top not in sys.stdlib_module_names:
+                libraries.add(top)
+            continue
+        path = module_file(name, root)
+        if path is None or path in files:
+            continue
+        files.add(path)
+        pending.extend(_packages_on_the_way(name))
+        source = (root / path).read_text(encoding="utf-8")
+        pending.extend(imported_names(source, name, path.name == "__init__.py"))
+        if path in loaded_by_path:
+            pending.extend(module_name(loaded.relative_to(root))
+                           for loaded in sorted((root / loaded_by_path[path]).rglob("*.py")))
+    return CodeClosure(tuple(sorted(files)), tuple(sorted(libraries)))
+
+
+@lru_cache(maxsize=1)
+def _distributions_by_module() -> dict[str, list[str]]:
+    # Scans every installed distribution (about 0.4 s here): once per process.
+    return metadata.packages_distributions()
+
+
+def distribution_version(distribution: str) -> str:
+    """The installed version of ``distribution``."""
+    return metadata.version(distribution)
+
+
+def library_versions(libraries: tuple[str, ...]) -> dict[str, str]:
+    """``{distribution: version}`` of the distributions that provide the top-level
+    modules ``libraries``, sorted by name; a module no installed distribution provides
+    maps its own name to :data:`NOT_INSTALLED`."""
+    by_module = _distributions_by_module()
+    versions: dict[str, str] = {}
+    for library in libraries:
+        distributions = by_module.get(library)
+        if not distributions:
+            versions[library] = NOT_INSTALLED
+        for distribution in distributions or []:
+            versions[distribution] = distribution_version(distribution)
+    return dict(sorted(versions.items()))

@@ -1,0 +1,164 @@
+"""A step's code dependencies are derived from its imports: exact closures of a small
+fake package, the project's own steps, and a real re-run when a reached module changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+from flows.code_deps import module_closure
+from flows.steps import STEPS, code_dependencies
+from tests.tiny import TINY_PARAMS, write_tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+
+
+FAKE_PACKAGE = {
+    "app/__init__.py": "",
+    "app/main.py": ("import os\n"
+                    "from app import helpers\n\n\n"
+                    "def run():\n"
+                    "    import numpy\n"
+                    "    from app.sub import lazy\n"
+                    "    return lazy, numpy, os\n"),
+    # `value` is a name, not a module: app/sub/deep.py is the dependency.
+    "app/helpers.py": "from app.sub.deep import value\n",
+    "app/sub/__init__.py": "",
+    "app/sub/deep.py": "value = 1\n",
+    "app/sub/lazy.py": ("from . import near\n"
+                        "from ..loader import load\n"
+                        "from .. import sibling\n"),
+    "app/sub/near.py": "",
+    "app/sibling.py": "",
+    "app/loader.py": "def load(path):\n    import yaml\n    return yaml, path\n",
+    "app/plugins/board.py": "import json\nimport scipy.ndimage\n",
+    "app/unreached.py": "import requests\nfrom app import sibling\n",
+}
+
+
+def test_the_closure_follows_lazy_relative_and_submodule_imports_and_loaded_folders(
+        tmp_path: Path) -> None:
+    _write(tmp_path, FAKE_PACKAGE)
+    closure = module_closure("app.main", root=tmp_path, packages=("app",),
+                             loaded_by_path={Path("app/loader.py"): Path("app/plugins")})
+    assert [path.as_posix() for path in closure.files] == [
+        "app/__init__.py", "app/helpers.py", "app/loader.py", "app/main.py",
+        "app/plugins/board.py", "app/sibling.py", "app/sub/__init__.py", "app/sub/deep.py",
+        "app/sub/lazy.py", "app/sub/near.py"]
+    # Neither the standard library (os, json) nor the project's own package is a library.
+    assert closure.libraries == ("numpy", "scipy", "yaml")
+
+
+def test_a_module_reached_only_by_a_lazy_import_drops_out_with_it(tmp_path: Path) -> None:
+    _write(tmp_path, {**FAKE_PACKAGE, "app/main.py": "from app import helpers\n"})
+    closure = module_closure("app.main", root=tmp_path, packages=("app",), loaded_by_path={})
+    assert [path.as_posix() for path in closure.files] == [
+        "app/__init__.py", "app/helpers.py", "app/main.py", "app/sub/__init__.py",
+        "app/sub/deep.py"]
+    assert closure.libraries == ()
+
+
+def _files(step: str) -> set[str]:
+    return {path.as_posix() for path in code_dependencies(STEPS[step]).files}
+
+
+def test_train_reaches_its_models_and_core_code_and_no_farm_code() -> None:
+    files = _files("train")
+    assert {"tasks/train.py", "tasks/models/batch_norm.py", "tasks/core/files.py",
+            "tasks/models/augment.py", "tasks/__init__.py", "tasks/models/__init__.py"} <= files
+    assert not [path for path in files if path.startswith(("tasks/farm/", "tasks/device/"))]
+    assert "keras" in code_dependencies(STEPS["train"]).libraries
+
+
+def test_benchmark_reaches_the_farm_and_the_device_code_loaded_by_path() -> None:
+    files = _files("benchmark")
+    assert {"tasks/farm/push.py", "tasks/farm/transports.py", "tasks/core/device_code.py",
+            "tasks/device/harness.py", "tasks/device/__init__.py"} <= files
+    assert {"fabric", "onnxruntime", "openvino"} <= set(code_dependencies(STEPS["benchmark"]).libraries)
+
+
+def test_only_select_reaches_the_report_module_and_every_dependency_is_project_code() -> None:
+    assert [name for name in STEPS if "tasks/core/report.py" in _files(name)] == ["select"]
+    for name in STEPS:
+        files = _files(name)
+        assert all(path.endswith(".py") and path.startswith("tasks/") for path in files), name
+        assert all((REPO / path).is_file() for path in files), name
+        code = code_dependencies(STEPS[name])
+        assert list(code.files) == sorted(code.files) and list(code.libraries) == sorted(code.libraries)
+
+
+# The real flow in a copy of the project, one run per line read from stdin, each
+# reported as one marked JSON line: one process, so one Prefect server start-up.
+DRIVER = """
+import json, sys
+from pathlib import Path
+from flows.lifecycle import run_lifecycle
+for _ in sys.stdin:
+    state, outcome = run_lifecycle(Path("params.yaml"), Path("farm.yaml"))
+    print("OUTCOME", json.dumps({"executed": outcome.executed, "cached": outcome.cached}),
+          flush=True)
+"""
+CHEAP_PARAMS = (TINY_PARAMS.replace("epochs: 6", "epochs: 2")
+                .replace("formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}",
+                         "formats: {tflite: [fp32]}")
+                .replace("min_accuracy: 0.5", "min_accuracy: 0.1"))
+
+
+def _next_run(driver: subprocess.Popen[str], log: Path) -> dict[str, list[str]]:
+    driver.stdin.write("run\n")
+    driver.stdin.flush()
+    for line in driver.stdout:
+        if line.startswith("OUTCOME "):
+            return json.loads(line.removeprefix("OUTCOME "))
+    raise AssertionError(f"the run ended without an outcome:\n{log.read_text()[-3000:]}")
+
+
+def _append_comment(module: Path) -> None:
+    with open(module, "a", encoding="utf-8") as handle:
+        handle.write("# a comment: the file changed, what it does did not\n")
+
+
+def test_editing_a_module_reruns_exactly_the_steps_that_reach_it(tmp_path: Path) -> None:
+    """In a copy of the project, a comment appended to a module re-runs the steps whose
+    code reaches it, and then only the steps whose inputs changed: tasks/core/report.py
+    (only select reaches it; select's outputs come out the same, so track stays cached),
+    then tasks/farm/untrusted.py (only benchmark reaches it, through tasks.benchmark: new
+    timings re-run select and track)."""
+    for name in ("tasks", "flows"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    write_tiny_config(tmp_path, CHEAP_PARAMS)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}  # the copy's code runs, and is hashed
+    env.pop("PREFECT_API_URL", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = tmp_path / "driver.log"
+    with open(log, "w", encoding="utf-8") as stderr, subprocess.Popen(
+            [sys.executable, "-c", DRIVER], cwd=tmp_path, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr) as driver:
+        try:
+            runs = [_next_run(driver, log)]
+            _append_comment(tmp_path / "tasks" / "core" / "report.py")
+            runs.append(_next_run(driver, log))
+            _append_comment(tmp_path / "tasks" / "farm" / "untrusted.py")
+            runs.append(_next_run(driver, log))
+        finally:
+            driver.stdin.close()
+            driver.wait(timeout=120)
+    assert runs == [
+        {"executed": ["prepare", "train", "optimize", "convert", "benchmark[local]", "select",
+                      "track"], "cached": []},
+        {"executed": ["select"],
+         "cached": ["prepare", "train", "optimize", "convert", "benchmark[local]", "track"]},
+        {"executed": ["benchmark[local]", "select", "track"],
+         "cached": ["prepare", "train", "optimize", "convert"]},
+    ]
