@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from flows.code_deps import module_closure
 from flows.steps import STEPS, code_dependencies
 from tests.tiny import TINY_PARAMS, write_tiny_config
