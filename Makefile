@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test repro report clean-outputs install system-deps
+.PHONY: run test mutants repro report clean-outputs install system-deps
 
 install: $(INSTALLED)
 
@@ -32,6 +32,12 @@ system-deps:
 	apt-get install -y -q openssh-server >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openssh-server >/dev/null; } || \
 	  echo "could not install openssh-server: SSH farm tests will be skipped"
+
+# Mutation testing of the modules users depend on most ([tool.mutmut] in pyproject.toml):
+# killed / survived / timed out per module. Not in CI: tens of minutes on two cores.
+mutants: $(INSTALLED) system-deps
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable ".[test,mutation]"
+	$(BIN)/python benchmarks/mutants.py
 
 # The same lifecycle through DVC: one stage per step, `edgeflow step NAME` each.
 repro: $(INSTALLED)

@@ -1,0 +1,104 @@
+"""Mutation testing of the modules whose mistakes users would feel most: `make mutants`.
+
+Runs mutmut (pinned in requirements.lock; configured under ``[tool.mutmut]`` in
+pyproject.toml: which modules, which fast tests) and prints, per module, how many
+mutants the tests killed, how many survived, timed out or were reached by no test, and
+the mutation score: killed / (all - equivalent). Equivalent mutants (a change no test
+can observe, such as a log text) are listed with why in ``benchmarks/equivalent_mutants.txt``
+(``<mutant name>  # why``) and left out of the score; every other survivor is printed
+by name so it can be looked at with ``.venv/bin/mutmut show NAME``.
+
+Not part of CI: on two cores it takes tens of minutes. Re-running continues where the
+last run stopped and re-tests only what changed (mutmut keeps its state in mutants/).
+
+    .venv/bin/python benchmarks/mutants.py [--no-run] [--max-children N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EQUIVALENT_FILE = Path(__file__).with_name("equivalent_mutants.txt")
+STATUS_BY_EXIT_CODE = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
+                       34: "skipped", 36: "timeout", 24: "timeout", -24: "timeout",
+                       152: "timeout", 255: "timeout", 37: "killed"}  # 37: type check
+
+
+def equivalent_mutants() -> dict[str, str]:
+    """Mutant name -> why it is equivalent, from :data:`EQUIVALENT_FILE`."""
+    found: dict[str, str] = {}
+    if EQUIVALENT_FILE.is_file():
+        for line in EQUIVALENT_FILE.read_text(encoding="utf-8").splitlines():
+            name, _, why = line.partition("#")
+            if name.strip():
+                found[name.strip()] = why.strip()
+    return found
+
+
+def results(mutants_dir: Path) -> dict[str, dict[str, str]]:
+    """Per source module, mutant name -> status, from mutmut's ``.meta`` files."""
+    by_module: dict[str, dict[str, str]] = {}
+    for meta in sorted(mutants_dir.rglob("*.py.meta")):
+        module = meta.relative_to(mutants_dir).as_posix().removesuffix(".meta")
+        codes = json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"]
+        by_module[module] = {name: STATUS_BY_EXIT_CODE.get(code, "suspicious")
+                             if code is not None else "not checked"
+                             for name, code in codes.items()}
+    return by_module
+
+
+def table(by_module: dict[str, dict[str, str]], equivalent: dict[str, str]) -> tuple[str, float]:
+    """The per-module table and the overall score (killed / non-equivalent)."""
+    header = f"{'module':<34} {'mutants':>7} {'killed':>6} {'survived':>8} {'timeout':>7} " \
+             f"{'no test':>7} {'equiv.':>6} {'score':>6}"
+    lines, killed_all, counted_all = [header, "-" * len(header)], 0, 0
+    for module, statuses in by_module.items():
+        counts = Counter("equivalent" if name in equivalent and status != "killed" else status
+                         for name, status in statuses.items())
+        counted = sum(counts.values()) - counts["equivalent"]
+        # A timeout is a kill: the mutant made the code hang or loop, and the tests noticed.
+        killed = counts["killed"] + counts["timeout"]
+        killed_all, counted_all = killed_all + killed, counted_all + counted
+        score = killed / counted if counted else 1.0
+        lines.append(f"{module:<34} {sum(counts.values()):>7} {counts['killed']:>6} "
+                     f"{counts['survived']:>8} {counts['timeout']:>7} {counts['no tests']:>7} "
+                     f"{counts['equivalent']:>6} {score:>6.1%}")
+    overall = killed_all / counted_all if counted_all else 1.0
+    lines.append(f"{'all':<34} {counted_all:>7} {'':>6} {'':>8} {'':>7} {'':>7} {'':>6} "
+                 f"{overall:>6.1%}")
+    return "\n".join(lines), overall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-run", action="store_true", help="only summarise the last run")
+    parser.add_argument("--max-children", type=int, default=2, help="parallel mutants")
+    args = parser.parse_args()
+    if not args.no_run:
+        subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run",
+                        "--max-children", str(args.max_children)], cwd=ROOT, check=False,
+                       stdout=subprocess.DEVNULL)
+    by_module = results(ROOT / "mutants")
+    if not by_module:
+        print("no mutmut results in mutants/: run without --no-run first")
+        return 1
+    equivalent = equivalent_mutants()
+    text, _ = table(by_module, equivalent)
+    print(text)
+    survivors = sorted(name for statuses in by_module.values()
+                       for name, status in statuses.items()
+                       if status in {"survived", "no tests"} and name not in equivalent)
+    if survivors:
+        print(f"\n{len(survivors)} not killed (see `.venv/bin/mutmut show NAME`):")
+        print("\n".join(f"  {name}" for name in survivors))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
