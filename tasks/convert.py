@@ -36,12 +36,12 @@ import numpy as np
 from tasks.core.device_code import harness as device_harness
 from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
 from tasks.core.config import ConvertParams, QuantizationParams
+from tasks.core.contracts.prepared import load_split, read_meta
 from tasks.core.errors import ConversionError, StepError
 from tasks.core.files import atomic_output_dir, read_json, sha256_file, write_json
 from tasks.models.formats import (FORMATS, Exported, ExportRequest, Skipped, SourceModel,
                            execution_precision)
 from tasks.models.stats import gzip_size
-from tasks.prepare import load_split
 
 # Float precisions must agree with Keras like fp32 does (argmax); only fp32 is held to
 # the logit tolerance: fp16 weights move logits slightly by design.
@@ -71,8 +71,7 @@ def load_source(model_dir: Path, prepared: Path, name: str = "base") -> SourceMo
     keras_path, saved_model = model_dir / "model.keras", model_dir / "saved_model"
     if not keras_path.is_file() or not saved_model.is_dir():
         raise StepError(f"{model_dir} holds no trained model: run the train step first")
-    meta = read_json(prepared / "meta.json", keys=("input_shape",))
-    return SourceModel(name, keras_path, saved_model, tuple(meta["input_shape"]))
+    return SourceModel(name, keras_path, saved_model, tuple(read_meta(prepared).input_shape))
 
 
 def _check_runner(exported: Exported, runtime: str) -> tuple[Any, str | None]:
