@@ -29,13 +29,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from tasks.benchmark import LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES, parse_untrusted_json
 from tasks.core import device_code
 from tasks.core.config import VENV_DIR, Farm, SshDevice, check_key_files
+from tasks.core.errors import ConfigError
+from tasks.farm.probe import probe_runtimes
+from tasks.farm.protocol import LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES, parse_untrusted_json
 from tasks.farm.push import last_line, make_dirs, push_files, verify_commands
 from tasks.farm.transports import Connection, connect, owner_only, quote_command
-from tasks.farm.probe import probe_runtimes
-from tasks.core.errors import ConfigError
 
 # The pip distributions that give each harness runtime (numpy comes with every one).
 RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
