@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from tasks.core import device_code
 from tasks.core.config import Farm, Params, check_key_files, load_farm, load_params
 from tasks.core.errors import UsageError
 from tasks.core.layout import Layout
@@ -129,37 +130,51 @@ def _track(ctx: Context) -> Any:
     return track(ctx.params_dump(), ctx.layout)
 
 
+# The harness is code of the steps that run it (convert's checks, benchmark); where it
+# lives is device_code's to say (nothing else names tasks/device).
+HARNESS = device_code.HARNESS_PATH.relative_to(PACKAGE_ROOT).as_posix()
+# The file contracts between steps: part of the code of each step that writes or reads one.
+PREPARED = "tasks/core/contracts/prepared.py"
+VARIANTS = "tasks/core/contracts/variants.py"
+RESULTS = "tasks/core/contracts/results.py"
+SUMMARY = "tasks/core/contracts/summary.py"
+
 STEPS: dict[str, Step] = {step.name: step for step in (
-    Step("prepare", params=("data",), code=("tasks/prepare.py", "tasks/core/notices.py"),
+    Step("prepare", params=("data",), code=("tasks/prepare.py", "tasks/core/notices.py", PREPARED),
          deps=lambda lay: [], outs=lambda lay: [lay.prepared], run=_prepare),
     Step("train", params=("model", "train"),
          code=("tasks/train.py", "tasks/models/architectures.py", "tasks/models/batch_norm.py",
-               "tasks/models/augment.py", "tasks/core/accuracy.py"),
+               "tasks/models/augment.py", "tasks/core/accuracy.py", PREPARED),
          deps=lambda lay: [lay.prepared],
          outs=lambda lay: [lay.base_model],
          metrics=lambda lay: [lay.train_metrics],
          records=lambda lay: [lay.train_metrics.with_name("train_history.json")],
          run=_train),
     Step("optimize", params=("optimize", "train.seed"),
-         code=("tasks/optimize.py", "tasks/models/pruning", "tasks/models/stats.py", "tasks/models/batch_norm.py"),
+         code=("tasks/optimize.py", "tasks/models/pruning", "tasks/models/stats.py",
+               "tasks/models/batch_norm.py", PREPARED),
          deps=lambda lay: [lay.base_model, lay.prepared], outs=lambda lay: [lay.pruned],
          run=_optimize),
     Step("convert", params=("formats", "convert", "quantization", "requirements.max_accuracy_drop"),
-         code=("tasks/convert.py", "tasks/models/formats", "tasks/device/harness.py", "tasks/core/accuracy.py"),
+         code=("tasks/convert.py", "tasks/models/formats", HARNESS,
+               "tasks/core/accuracy.py", PREPARED, VARIANTS),
          deps=lambda lay: [lay.base_model, lay.pruned, lay.prepared],
          outs=lambda lay: [lay.variants], run=_convert),
     Step("benchmark", params=("benchmark",),
-         code=("tasks/benchmark.py", "tasks/farm/transports.py", "tasks/device/harness.py"),
+         code=("tasks/benchmark.py", "tasks/farm/session.py", "tasks/farm/protocol.py",
+               "tasks/farm/probe.py", "tasks/farm/logs.py", "tasks/farm/transports.py",
+               HARNESS, VARIANTS, RESULTS),
          deps=lambda lay: [lay.variants, lay.prepared / "test.npz"],
          outs=lambda lay: [lay.results], reads_farm=True, run=_benchmark),
     Step("select", params=("requirements",),
-         code=("tasks/select.py", "tasks/core/report.py", "tasks/core/accuracy.py"),
+         code=("tasks/select.py", "tasks/core/report.py", "tasks/core/accuracy.py", RESULTS,
+               SUMMARY),
          deps=lambda lay: [lay.results, lay.base_model / "reference.json"],
          outs=lambda lay: [lay.reports],
          metrics=lambda lay: [lay.train_metrics.with_name("benchmark.json")],
          reads_farm=True, run=_select),
     Step("track", params=tuple(Params.model_fields),
-         code=("tasks/track.py", "tasks/core/accuracy.py"),
+         code=("tasks/track.py", "tasks/core/accuracy.py", VARIANTS, RESULTS, SUMMARY),
          deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.train_metrics,
                            lay.train_metrics.with_name("train_history.json")],
          outs=lambda lay: [], records=lambda lay: [lay.tracking_record], run=_track),
