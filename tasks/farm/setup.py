@@ -48,7 +48,7 @@ RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
 }
 STATE_FILE = "edgeflow-setup.json"
 WHEELHOUSE_DIR = "wheelhouse"
-LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements.lock"
+LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"  # the repository root
 INSTALL_TIMEOUT = 1800.0
 SETUP_LOCK_WAIT = 600  # seconds to wait for a benchmark on the device to finish
 PYTHON_VERSION = re.compile(r"^\d{1,2}\.\d{1,3}$")

@@ -168,7 +168,7 @@ def test_first_time_track_steps_at_once_leave_a_working_store(project: Path,
 
 def test_a_step_of_a_running_experiment_is_refused(project: Path) -> None:
     """`edgeflow step` (what `dvc repro` runs) takes the same lock as `edgeflow run`."""
-    from tests.tasks.test_runlock import _holder
+    from tests.tasks.core.test_locks import _holder
 
     holder = _holder(project / ".edgeflow")
     try:
