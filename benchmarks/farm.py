@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from tasks.benchmark import DeviceRun, benchmark_device  # noqa: E402
 from tasks.core.config import BenchmarkParams, Params, SshDevice  # noqa: E402
-from tasks.core.files import read_json, write_json  # noqa: E402
+from tasks.core.contracts.results import read_result  # noqa: E402
+from tasks.core.contracts.variants import read_variant_index, write_variant_index  # noqa: E402
 from tasks.core.layout import Layout  # noqa: E402
 from tests.sshd import SshServer, keygen, sshd_available, start_sshd, stop_sshd  # noqa: E402
 from tests.tiny import build_tiny_project  # noqa: E402
@@ -55,19 +56,19 @@ TARGET_SECONDS = 2.0
 def default_variants(layout: Layout, out: Path) -> Path:
     """A variants folder holding only the default variants: a filtered index.json and
     symlinks to their artifact files."""
-    index = read_json(layout.variants_index)
+    index = read_variant_index(layout.variants)
     pairs = {(fmt, precision) for fmt, precisions in Params().formats.items() for precision in precisions}
-    chosen = [variant for variant in index["variants"] if variant["source"] == "base"
-              and variant["status"] == "ok" and (variant["format"], variant["precision"]) in pairs]
+    chosen = [variant for variant in index.variants if variant.source == "base"
+              and variant.runnable and (variant.format, variant.precision) in pairs]
     if len(chosen) != len(pairs):
         raise SystemExit(f"benchmarks: {layout.variants} lacks some default variants "
-                         f"(found {[variant['name'] for variant in chosen]})")
+                         f"(found {[variant.name for variant in chosen]})")
     for variant in chosen:
-        for entry in variant["files"]:
-            link = out / entry["path"]
+        for entry in variant.files or []:
+            link = out / entry.path
             link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to((layout.variants / entry["path"]).resolve())
-    write_json(out / "index.json", {**index, "variants": chosen})
+            link.symlink_to((layout.variants / entry.path).resolve())
+    write_variant_index(out, index.model_copy(update={"variants": chosen}))
     return out
 
 
@@ -101,7 +102,7 @@ def launch_seconds(run: DeviceRun) -> float:
     shell, the interpreter and imports on the device."""
     inside = 0.0
     for path in run.results:
-        harness = read_json(path).get("harness") or {}
+        harness = read_result(path).document().get("harness") or {}
         if "started_at" in harness and "finished_at" in harness:
             inside += harness["finished_at"] - harness["started_at"]
     return run.phase_seconds.get("harness", 0.0) - inside
@@ -134,11 +135,11 @@ def check_results(runs: list[DeviceRun]) -> tuple[int, list[str]]:
     ok, errors = 0, []
     for run in runs:
         for path in run.results:
-            record = read_json(path)
-            if record["status"] == "ok":
+            record = read_result(path)
+            if record.status == "ok":
                 ok += 1
             else:
-                errors.append(f"{run.device}/{record['variant']}: {record['status']}: {record['error']}")
+                errors.append(f"{run.device}/{record.variant}: {record.status}: {record.error}")
     return ok, errors
 
 
@@ -167,7 +168,7 @@ def main() -> int:
             print(f"no variants under {layout.root}: training a tiny model in {work / 'tiny'}")
             layout, _ = build_tiny_project(work / "tiny")
         variants = default_variants(layout, work / "variants")
-        names = [variant["name"] for variant in read_json(variants / "index.json")["variants"]]
+        names = [variant.name for variant in read_variant_index(variants).variants]
         print(f"variants: {', '.join(names)} (from {layout.variants})")
         try:
             client_key = work / "client_key"

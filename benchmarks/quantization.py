@@ -27,8 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks.benchmark import benchmark_device  # noqa: E402
+from tasks.convert import ConvertInputs, convert  # noqa: E402
 from tasks.core.config import LocalDevice, load_params  # noqa: E402
-from tasks.convert import ConvertInputs, convert, read_index  # noqa: E402
+from tasks.core.contracts.results import HarnessOk, read_result  # noqa: E402
+from tasks.core.contracts.variants import read_variant_index  # noqa: E402
 from tasks.core.files import read_json  # noqa: E402
 from tasks.core.layout import Layout  # noqa: E402
 
@@ -47,10 +49,10 @@ def measure(root: Path, rounds: int, seconds: float, work: Path) -> tuple[list[d
         run = benchmark_device("local", device, protocol, variants_dir, layout.prepared,
                                work / f"results-{round_index}")
         for path in run.results:
-            record = read_json(path)
-            if record["status"] == "ok":
-                p50[record["variant"]].append(record["harness"]["latency_ms"]["p50"])
-    return read_index(variants_dir), p50
+            record = read_result(path)
+            if isinstance(record.harness, HarnessOk):
+                p50[record.variant].append(record.harness.latency_ms.p50)
+    return read_variant_index(variants_dir).document()["variants"], p50
 
 
 def print_precisions(variants: list[dict[str, Any]], p50: dict[str, list[float]]) -> None:

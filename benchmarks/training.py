@@ -23,8 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tasks.core.contracts.prepared import read_meta  # noqa: E402
 from tasks.core.errors import TrainingError  # noqa: E402
-from tasks.core.files import read_json  # noqa: E402
 from tests.image_folders import build_photo_folder  # noqa: E402
 from tests.tasks.test_train_real_data import default_params, prepare_and_train  # noqa: E402
 
@@ -46,8 +46,7 @@ def measure(name: str, root: Path, folder: Path | None, train: dict[str, Any]) -
     except TrainingError as refused:
         return f"{name:<20} refused: {refused}"
     seconds = time.perf_counter() - started
-    meta = read_json(root / "data/prepared/meta.json")
-    counts = "/".join(str(count) for count in meta["per_class"].values())
+    counts = "/".join(str(count) for count in read_meta(root / "data/prepared").per_class.values())
     cells = [f"{split} {_interval(metrics, split)}" for split in ("train", "val", "test")]
     return (f"{name:<20} classes {counts:<12} {'  '.join(cells)}  best epoch "
             f"{metrics['best_epoch']} of {metrics['epochs_run']}  {seconds:.0f} s")

@@ -132,20 +132,14 @@ def _not_a_folder(path: Path, option: str) -> Path:
 
 
 def _summary(path: Path, render: Callable[[dict[str, Any]], T]) -> T:
-    """``render`` applied to the summary in ``path``. A summary that is missing, not
-    JSON, or not of the shape select writes is a StepError naming it: what the
-    renderers raise on a wrong shape (a missing key, a wrong type) is reported as that,
-    with the detail, never as a traceback."""
-    from tasks.core.files import read_json
+    """``render`` applied to the summary in ``path`` (its document). A summary that is
+    missing, not JSON, or not of the shape select writes
+    (:mod:`tasks.core.contracts.summary`) is a StepError naming it."""
+    from tasks.core.contracts.summary import read_summary
 
     if not path.is_file():
         raise StepError(f"{path} is missing: run `edgeflow run` first")
-    summary = read_json(path, keys=("results", "counts", "recommendations"))
-    try:
-        return render(summary)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise StepError(f"{path} is damaged ({type(error).__name__}: {error}): run "
-                        "`edgeflow step select` again") from None
+    return render(read_summary(path).document())
 
 
 @app.command()

@@ -34,10 +34,14 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from tasks.core import device_code
+
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("tasks", "flows")
-# Loader module -> the folder whose .py files it loads by path (repo-relative).
-LOADED_BY_PATH = {Path("tasks/core/device_code.py"): Path("tasks/device")}
+# Loader module -> the folder whose .py files it loads by path (repo-relative); where the
+# device code lives is device_code's to say.
+LOADED_BY_PATH = {Path(device_code.__file__).resolve().relative_to(PACKAGE_ROOT):
+                  device_code.DEVICE_DIR.relative_to(PACKAGE_ROOT)}
 # Recorded in a key for a module imported but not installed (an optional runtime the
 # code tries): installing it later changes what runs, so it changes the key.
 NOT_INSTALLED = "not installed"

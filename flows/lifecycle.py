@@ -25,8 +25,8 @@ from prefect.states import Completed, Failed, State
 
 from flows.caching import StepContentPolicy, cache_dir, record_run, results_dir
 from tasks.core.config import check_key_files
+from tasks.core.contracts.summary import read_summary
 from tasks.core.errors import EdgeflowError
-from tasks.core.files import read_json
 from tasks.core.locks import experiment_lock
 from tasks.select import verdict
 from flows.versioning import record_outputs
@@ -117,7 +117,7 @@ def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     _run_in_order(ctx, ("select", "track"), refresh, outcome)
     outcome.dvc = record_with_dvc(ctx)
 
-    summary = read_json(ctx.layout.summary)
+    summary = read_summary(ctx.layout.summary).document()
     judged = verdict(summary)
     outcome.summary_path = str(ctx.layout.summary)
     outcome.counts = summary["counts"]

@@ -3,10 +3,11 @@ each loaded back in its own runtime and checked against the Keras model.
 
 Reads params ``formats`` and ``convert``, ``models/base/`` and ``data/prepared/``
 (test images for the check, the calibration split for quantised precisions). Writes
-``models/variants/<variant>/<files>`` and ``models/variants/index.json``: per variant
-its format, precision, source model, files with bytes and sha256, runtime, input/output
-spec (with quantisation parameters), and the check result (argmax agreement with
-Keras, max abs logit difference, accuracy on the checked images).
+``models/variants/<variant>/<files>`` and ``models/variants/index.json``
+(:mod:`tasks.core.contracts.variants`): per variant its format, precision, source model,
+files with bytes and sha256, runtime, input/output spec (with quantisation parameters),
+and the check result (argmax agreement with Keras, max abs logit difference, accuracy on
+the checked images).
 
 Each variant's spec names its execution precision (``f32``, or ``bf16`` for a bf16
 variant): the precision its float arithmetic must run in on every device, which the
@@ -27,39 +28,28 @@ import functools
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tasks.core.device_code import harness as device_harness
 from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
 from tasks.core.config import ConvertParams, QuantizationParams
+from tasks.core.contracts.prepared import load_split, read_meta
+from tasks.core.contracts.variants import (INDEX_NAME, Variant, VariantCheck, VariantFile,
+                                           VariantIndex, VariantSource, write_variant_index)
+from tasks.core.device_code import harness as device_harness
 from tasks.core.errors import ConversionError, StepError
-from tasks.core.files import atomic_output_dir, read_json, sha256_file, write_json
-from tasks.models.formats import (FORMATS, Exported, ExportRequest, Skipped, SourceModel,
-                           execution_precision)
+from tasks.core.files import atomic_output_dir, read_json, sha256_file
+from tasks.models.formats import (FORMATS, Exported, ExportRequest, Format, Skipped, SourceModel,
+                                  execution_precision)
 from tasks.models.stats import gzip_size
-from tasks.prepare import load_split
 
 # Float precisions must agree with Keras like fp32 does (argmax); only fp32 is held to
 # the logit tolerance: fp16 weights move logits slightly by design.
 FLOAT_PRECISIONS = {"fp32", "fp16"}
 EXACT_PRECISIONS = {"fp32"}
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    samples: int
-    agreement: float
-    max_abs_logit_diff: float
-    accuracy: float
-    reference_accuracy: float
-    passed: bool
-    failures: tuple[str, ...]
-    execution_precision: str = "f32"  # what the check's float arithmetic ran in
-    note: str | None = None
 
 
 def variant_name(source: str, fmt: str, precision: str) -> str:
@@ -71,8 +61,7 @@ def load_source(model_dir: Path, prepared: Path, name: str = "base") -> SourceMo
     keras_path, saved_model = model_dir / "model.keras", model_dir / "saved_model"
     if not keras_path.is_file() or not saved_model.is_dir():
         raise StepError(f"{model_dir} holds no trained model: run the train step first")
-    meta = read_json(prepared / "meta.json", keys=("input_shape",))
-    return SourceModel(name, keras_path, saved_model, tuple(meta["input_shape"]))
+    return SourceModel(name, keras_path, saved_model, tuple(read_meta(prepared).input_shape))
 
 
 def _check_runner(exported: Exported, runtime: str) -> tuple[Any, str | None]:
@@ -92,7 +81,7 @@ def _check_runner(exported: Exported, runtime: str) -> tuple[Any, str | None]:
 
 def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: np.ndarray,
                   reference_logits: np.ndarray, precision: str,
-                  params: ConvertParams) -> CheckResult:
+                  params: ConvertParams) -> VariantCheck:
     """Run the artifact in its runtime (the harness's own loader) and compare with Keras."""
     runner, note = _check_runner(exported, runtime)
     logits = device_harness().predict(runner, images, exported.spec)
@@ -109,11 +98,11 @@ def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: 
     # Quantised variants legitimately move logits; only float ones must match closely.
     if precision in EXACT_PRECISIONS and max_diff > params.max_abs_logit_diff:
         failures.append(f"max |logit diff| {max_diff:.3g} > {params.max_abs_logit_diff}")
-    return CheckResult(
+    return VariantCheck(
         samples=int(len(images)), agreement=agreement, max_abs_logit_diff=max_diff,
         accuracy=float(np.mean(predicted == labels)),
         reference_accuracy=float(np.mean(expected == labels)),
-        passed=not failures, failures=tuple(failures),
+        passed=not failures, failures=failures,
         execution_precision=runner.execution_precision, note=note)
 
 
@@ -123,9 +112,10 @@ def with_execution_precision(exported: Exported, precision: str) -> Exported:
     return replace(exported, spec=spec)
 
 
-def _file_entries(exported: Exported, variants_dir: Path) -> list[dict[str, Any]]:
-    return [{"path": path.relative_to(variants_dir).as_posix(), "bytes": path.stat().st_size,
-             "sha256": sha256_file(path)} for path in exported.files]
+def _file_entries(exported: Exported, variants_dir: Path) -> list[VariantFile]:
+    return [VariantFile(path=path.relative_to(variants_dir).as_posix(),
+                        bytes=path.stat().st_size, sha256=sha256_file(path))
+            for path in exported.files]
 
 
 @dataclass(frozen=True)
@@ -153,95 +143,121 @@ def _reference_accuracy(model_dir: Path, samples: int) -> float:
     return reference_on_first(read_json(model_dir / "reference.json")["test_correct"], samples)
 
 
+@dataclass(frozen=True)
+class CheckData:
+    """What every variant is exported with and checked against: the test images (the
+    first ``check_samples``) with the base model's accuracy on them, the calibration and
+    validation splits, and the limits."""
+
+    x_test: np.ndarray
+    y_test: np.ndarray
+    x_calib: np.ndarray
+    validation: tuple[np.ndarray, np.ndarray]
+    base_accuracy: float
+    params: ConvertParams
+    quantization: QuantizationParams
+    max_accuracy_drop: float
+
+    @classmethod
+    def load(cls, inputs: ConvertInputs, params: ConvertParams,
+             quantization: QuantizationParams, max_accuracy_drop: float | None) -> CheckData:
+        x_test, y_test = load_split(inputs.prepared, "test")
+        if params.check_samples:
+            x_test, y_test = x_test[:params.check_samples], y_test[:params.check_samples]
+        return cls(x_test, y_test, load_split(inputs.prepared, "calib")[0],
+                   load_split(inputs.prepared, "val"),
+                   _reference_accuracy(inputs.model_dir, len(y_test)), params, quantization,
+                   max_accuracy_drop or 0.01)
+
+
 def convert(formats: dict[str, list[str]], params: ConvertParams,
             quantization: QuantizationParams, max_accuracy_drop: float | None,
             inputs: ConvertInputs, out_dir: Path) -> Path:
     """Export and check every (source, format, precision); returns ``index.json``'s path."""
+    data = CheckData.load(inputs, params, quantization, max_accuracy_drop)
+    sources = list_sources(inputs)
+    with atomic_output_dir(out_dir) as staging, tempfile.TemporaryDirectory() as scratch:
+        variants = [variant for source in sources
+                    for variant in _convert_source(source, formats, data, staging, Path(scratch))]
+        _refuse_disagreements(variants)
+        write_variant_index(staging, VariantIndex(
+            reference_accuracy=data.base_accuracy,
+            sources={source.name: VariantSource(
+                keras=source.keras_path.relative_to(source.keras_path.parents[1]).as_posix(),
+                input_shape=list(source.input_shape)) for source in sources},
+            variants=variants))
+    return out_dir / INDEX_NAME
+
+
+def _convert_source(source: SourceModel, formats: dict[str, list[str]], data: CheckData,
+                    staging: Path, scratch_root: Path) -> list[Variant]:
+    """Every (format, precision) variant of one source model, in params order."""
     import keras
 
-    x_test, y_test = load_split(inputs.prepared, "test")
-    x_calib, _ = load_split(inputs.prepared, "calib")
-    validation = load_split(inputs.prepared, "val")
-    if params.check_samples:
-        x_test, y_test = x_test[:params.check_samples], y_test[:params.check_samples]
-    base_accuracy = _reference_accuracy(inputs.model_dir, len(y_test))
-
-    variants: list[dict[str, Any]] = []
-    disagreements: list[str] = []
-    sources = list_sources(inputs)
-    with atomic_output_dir(out_dir) as staging, tempfile.TemporaryDirectory() as scratch_root:
-        for source in sources:
-            scratch = Path(scratch_root) / source.name
-            scratch.mkdir()
-            model = keras.models.load_model(source.keras_path, compile=False)
-            reference_logits = np.asarray(model.predict(x_test, verbose=0), dtype=np.float32)
-            for format_name, precisions in formats.items():
-                fmt = FORMATS[format_name]
-                for precision in precisions:
-                    name = variant_name(source.name, fmt.name, precision)
-                    target = staging / name
-                    target.mkdir()
-                    request = ExportRequest(source, precision, target, x_calib, quantization,
-                                            validation, max_accuracy_drop or 0.01, scratch)
-                    identity = {"name": name, "format": fmt.name, "precision": precision,
-                                "source": source.name, "runtime": fmt.runtime}
-                    started = time.perf_counter()
-                    try:
-                        exported = with_execution_precision(fmt.export(request), precision)
-                        check = check_variant(exported, fmt.runtime, x_test, y_test,
-                                              reference_logits, precision, params)
-                    except Skipped as skip:
-                        shutil.rmtree(target)
-                        variants.append({**identity, "status": "skipped", "reason": str(skip)})
-                        continue
-                    except Exception as error:  # noqa: BLE001 - reported with the variant name
-                        raise ConversionError(f"convert: {name}: export failed: "
-                                              f"{type(error).__name__}: {error}") from error
-                    status, reason = "ok", None
-                    if not check.passed and precision in FLOAT_PRECISIONS:
-                        disagreements.append(f"{name}: {'; '.join(check.failures)}")
-                    elif not check.passed:
-                        # Quantisation may legitimately cost accuracy: the variant stays in
-                        # the index and the report, rejected with its numbers, unbenchmarked.
-                        status, reason = "rejected", "; ".join(check.failures)
-                    variants.append({**identity, "status": status, "reason": reason,
-                                     **_produced(exported, check, staging, base_accuracy),
-                                     "export_and_check_seconds": round(time.perf_counter() - started, 2)})
-        if disagreements:
-            raise ConversionError("convert: artifacts disagree with their Keras model: "
-                                  + " | ".join(disagreements))
-        write_json(staging / "index.json", {
-            "reference_accuracy": base_accuracy,
-            "sources": {source.name: {"keras": str(source.keras_path.relative_to(source.keras_path.parents[1])),
-                                      "input_shape": list(source.input_shape)}
-                        for source in sources},
-            "variants": variants,
-        })
-    return out_dir / "index.json"
+    scratch = scratch_root / source.name
+    scratch.mkdir()
+    model = keras.models.load_model(source.keras_path, compile=False)
+    reference_logits = np.asarray(model.predict(data.x_test, verbose=0), dtype=np.float32)
+    return [_convert_variant(source, FORMATS[format_name], precision, reference_logits, data,
+                             staging, scratch)
+            for format_name, precisions in formats.items() for precision in precisions]
 
 
-def _produced(exported: Exported, check: CheckResult, variants_dir: Path,
+def _convert_variant(source: SourceModel, fmt: Format, precision: str,
+                     reference_logits: np.ndarray, data: CheckData, staging: Path,
+                     scratch: Path) -> Variant:
+    """Export one variant into ``staging/<name>`` and check it: its index entry."""
+    name = variant_name(source.name, fmt.name, precision)
+    target = staging / name
+    target.mkdir()
+    identity = {"name": name, "format": fmt.name, "precision": precision,
+                "source": source.name, "runtime": fmt.runtime}
+    request = ExportRequest(source, precision, target, data.x_calib, data.quantization,
+                            data.validation, data.max_accuracy_drop, scratch)
+    started = time.perf_counter()
+    try:
+        exported = with_execution_precision(fmt.export(request), precision)
+        check = check_variant(exported, fmt.runtime, data.x_test, data.y_test, reference_logits,
+                              precision, data.params)
+    except Skipped as skip:
+        shutil.rmtree(target)
+        return Variant(**identity, status="skipped", reason=str(skip))
+    except Exception as error:  # noqa: BLE001 - reported with the variant name
+        raise ConversionError(f"convert: {name}: export failed: "
+                              f"{type(error).__name__}: {error}") from error
+    rejected = not check.passed and precision not in FLOAT_PRECISIONS
+    # Quantisation may legitimately cost accuracy: the variant stays in the index and the
+    # report, rejected with its numbers, unbenchmarked.
+    return Variant(**identity, status="rejected" if rejected else "ok",
+                   reason="; ".join(check.failures) if rejected else None,
+                   **_produced(exported, check, staging, data.base_accuracy),
+                   export_and_check_seconds=round(time.perf_counter() - started, 2))
+
+
+def _refuse_disagreements(variants: list[Variant]) -> None:
+    """A float variant that disagrees with its model is a converter fault: the step
+    fails with the numbers of each, and writes nothing."""
+    disagreements = [f"{variant.name}: {'; '.join(variant.check.failures)}"
+                     for variant in variants if variant.precision in FLOAT_PRECISIONS
+                     and variant.check is not None and not variant.check.passed]
+    if disagreements:
+        raise ConversionError("convert: artifacts disagree with their Keras model: "
+                              + " | ".join(disagreements))
+
+
+def _produced(exported: Exported, check: VariantCheck, variants_dir: Path,
               base_accuracy: float) -> dict[str, Any]:
     """The index fields of a variant that was exported and checked."""
     files = _file_entries(exported, variants_dir)
     return {
         "file": exported.main_file.relative_to(variants_dir).as_posix(),
-        "files": files, "bytes": sum(entry["bytes"] for entry in files),
-        "gzip_bytes": sum(gzip_size(variants_dir / entry["path"]) for entry in files),
+        "files": files, "bytes": sum(entry.bytes for entry in files),
+        "gzip_bytes": sum(gzip_size(variants_dir / entry.path) for entry in files),
         "extras": [path.relative_to(variants_dir).as_posix() for path in exported.extras],
-        "sha256": files[0]["sha256"], "spec": exported.spec,
+        "sha256": files[0].sha256, "spec": exported.spec,
         "accuracy": check.accuracy,
         "accuracy_interval": list(accuracy_interval(check.accuracy, check.samples)),
         "accuracy_drop": relative_drop(check.accuracy, base_accuracy),
         "details": exported.details,
-        "check": asdict(check),
+        "check": check,
     }
-
-
-def read_index(variants_dir: Path) -> list[dict[str, Any]]:
-    """Every variant listed in ``index.json``, produced (``status: ok``) or skipped
-    (with its ``reason``); raises StepError when the index is missing."""
-    path = variants_dir / "index.json"
-    if not path.is_file():
-        raise StepError(f"{path} is missing: run the convert step first")
-    return list(read_json(path, keys=("variants",))["variants"])

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from tasks.core.config import OptimizeParams
+from tasks.core.contracts.prepared import load_split
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json
 from tasks.models.stats import count_macs, count_params, gzip_size, kernel_sparsity
-from tasks.prepare import load_split
 from tasks.models.pruning import TrainingData, recipe
 
 

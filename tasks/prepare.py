@@ -3,8 +3,9 @@
 Reads params ``data``. Writes ``data/prepared/{train,val,test,calib}.npz`` (``x``:
 float32 NHWC in [0, 1], ``y``: int64 class index) and ``data/prepared/meta.json``
 (classes, input shape, normalisation, source, counts per split and per class, skipped
-files, warnings). A train, val or test split with fewer than
-:data:`MIN_IMAGES_PER_CLASS` images of a class is a warning naming the counts.
+files, warnings): the contract of :mod:`tasks.core.contracts.prepared`. A train, val or
+test split with fewer than :data:`MIN_IMAGES_PER_CLASS` images of a class is a warning
+naming the counts.
 
 Sources are a registry: ``digits`` (scikit-learn's bundled 1,797 handwritten 8x8
 digits, no download) and ``folder`` (a class-per-subfolder tree of PNG/JPEG images of
@@ -26,12 +27,12 @@ from typing import Callable
 import numpy as np
 
 from tasks.core.config import DataParams
-from tasks.core.errors import DataError, StepError
-from tasks.core.files import atomic_output_dir, sha256_file, write_json
+from tasks.core.contracts.prepared import SPLITS, PreparedMeta, write_meta, write_split
+from tasks.core.errors import DataError
+from tasks.core.files import atomic_output_dir, sha256_file
 from tasks.core.notices import warn
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-SPLITS = ("train", "val", "test", "calib")
 # Below this many images of a class in the train, val or test split, what is measured on
 # it is mostly noise (one image is 10% of that class's accuracy): a warning names them.
 MIN_IMAGES_PER_CLASS = 10
@@ -240,33 +241,22 @@ def prepare(params: DataParams, out_dir: Path) -> Path:
     per_split = {name: class_counts(loaded.y[splits[name]], loaded.classes) for name in SPLITS}
     warnings = [warn(line) for line in small_split_warnings(per_split)]
     with atomic_output_dir(out_dir) as staging:
-        hashes = {}
-        for name in SPLITS:
-            index = splits[name]
-            np.savez(staging / f"{name}.npz", x=loaded.x[index], y=loaded.y[index])
-            hashes[name] = sha256_file(staging / f"{name}.npz")
-        write_json(staging / "meta.json", {
-            "source": loaded.source,
-            "classes": loaded.classes,
-            "input_shape": list(loaded.x.shape[1:]),
-            "normalisation": loaded.normalisation,
-            "color": params.color,
-            "seed": params.seed,
-            "counts": {name: int(len(splits[name])) for name in SPLITS},
-            "per_class": class_counts(loaded.y, loaded.classes),
-            "per_split_class": per_split,
-            "warnings": warnings,
-            "skipped_count": len(loaded.skipped),
-            "skipped": loaded.skipped,
-            "sha256": hashes,
-        })
+        hashes = {name: sha256_file(write_split(staging, name, loaded.x[splits[name]],
+                                                loaded.y[splits[name]]))
+                  for name in SPLITS}
+        write_meta(staging, PreparedMeta(
+            source=loaded.source,
+            classes=loaded.classes,
+            input_shape=list(loaded.x.shape[1:]),
+            normalisation=loaded.normalisation,
+            color=params.color,
+            seed=params.seed,
+            counts={name: int(len(splits[name])) for name in SPLITS},
+            per_class=class_counts(loaded.y, loaded.classes),
+            per_split_class=per_split,
+            warnings=warnings,
+            skipped_count=len(loaded.skipped),
+            skipped=loaded.skipped,
+            sha256=hashes,
+        ))
     return out_dir
-
-
-def load_split(prepared: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one split written by :func:`prepare`: ``(x, y)``."""
-    path = prepared / f"{name}.npz"
-    if not path.is_file():
-        raise StepError(f"{path} is missing: run the prepare step first")
-    with np.load(path, allow_pickle=False) as data:
-        return data["x"], data["y"]

@@ -1,11 +1,16 @@
 """Step ``select``: every (variant, device) result against the requirements; the best
 passing variant per device; the report.
 
-Reads params ``requirements``, device overrides from ``farm.yaml``, ``results/``,
-``models/base/reference.json`` (the fp32 model's per-image test correctness). Writes ``reports/summary.json``
-(every result with status and reasons), ``reports/report.md``, ``reports/plots/*.png``,
-``metrics/benchmark.json`` (flat, for ``dvc metrics``) and ``reports/points.json``
-(for ``dvc plots``).
+Reads params ``requirements``, device overrides from ``farm.yaml``, ``results/``
+(:mod:`tasks.core.contracts.results`), ``models/base/reference.json`` (the fp32 model's
+per-image test correctness). Writes ``reports/summary.json`` (every result with status
+and reasons: :mod:`tasks.core.contracts.summary`), ``reports/report.md``,
+``reports/plots/*.png``, ``metrics/benchmark.json`` (flat, for ``dvc metrics``) and
+``reports/points.json`` (for ``dvc plots``).
+
+The requirement checks work on the documents (a record in, a summary row out), as the
+files hold them: each record is read through its contract first, and the summary is
+checked against its contract before it is written.
 
 Statuses: ``pass`` (meets every requirement), ``fail`` (misses one; reasons say which,
 by how much), ``error`` (the harness or the device failed; the reason says why) and
@@ -23,6 +28,8 @@ from typing import Any
 from tasks.core import device_code
 from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
 from tasks.core.config import Farm, RequirementParams, Requirements, effective_requirements
+from tasks.core.contracts.results import read_result
+from tasks.core.contracts.summary import Summary, write_summary
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json
 
@@ -261,12 +268,13 @@ def verdict(summary: dict[str, Any]) -> Verdict:
 
 
 def collect_results(results_dir: Path, devices: list[str]) -> list[dict[str, Any]]:
+    """Every device's result records (as documents), each read through its contract."""
     records = []
     for device in devices:
         device_dir = results_dir / device
         if not device_dir.is_dir():
             raise StepError(f"{device_dir} is missing: run the benchmark step first")
-        records.extend(read_json(path) for path in sorted(device_dir.glob("*.json")))
+        records.extend(read_result(path).document() for path in sorted(device_dir.glob("*.json")))
     return records
 
 
@@ -304,7 +312,7 @@ def select(params: RequirementParams, farm: Farm, results_dir: Path, reference_p
             {"device": row["device"], "variant": row["variant"], "accuracy": row["accuracy"],
              "latency_p50_ms": row["latency_ms"]["p50"], "size_bytes": row["size_bytes"]}
             for row in summary["results"] if row["latency_ms"]])
-        write_json(staging / "summary.json", summary)
+        write_summary(staging / "summary.json", Summary.model_validate(summary))
     write_json(metrics_dir / "benchmark.json", {
         device: {row["variant"]: {
             "accuracy": row["accuracy"], "latency_p50_ms": row["latency_ms"]["p50"],

@@ -1,7 +1,8 @@
 """Step ``track``: record a lifecycle run in MLflow.
 
 Reads every params section, ``reports/`` (summary, report, plots), ``results/``,
-``models/variants/``, ``data/prepared/meta.json``, ``metrics/train.json`` and
+``models/variants/`` (each through its contract, :mod:`tasks.core.contracts`),
+``data/prepared/meta.json`` (its hash), ``metrics/train.json`` and
 ``metrics/train_history.json``. Writes one parent run (params, reference accuracy and its
 95% interval, the training metrics as ``train.*``, the per-epoch curves as ``epoch.*``
 with the epoch as step, counts, the report and plots) with one nested run per (variant,
@@ -26,6 +27,9 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from tasks.core.contracts.results import HarnessOk, ResultRecord, read_result
+from tasks.core.contracts.summary import Summary, SummaryRow, read_summary
+from tasks.core.contracts.variants import VariantFile, read_variant_index
 from tasks.core.files import read_json, sha256_file, write_json
 from tasks.core.layout import Layout
 from tasks.core.locks import file_lock
@@ -75,32 +79,31 @@ def _experiment_id(client: Any, root: Path, uri: str) -> str:
     return client.create_experiment(EXPERIMENT, artifact_location=_artifact_location(root, uri))
 
 
-def _metrics(row: dict[str, Any], record: dict[str, Any]) -> dict[str, float]:
+def _metrics(row: SummaryRow, record: ResultRecord) -> dict[str, float]:
     """Every number the result has; what a device could not measure is left out."""
-    low, high = row.get("accuracy_interval") or (None, None)
-    metrics: dict[str, Any] = {"size_bytes": row["size_bytes"], "accuracy": row["accuracy"],
+    low, high = row.accuracy_interval or (None, None)
+    metrics: dict[str, Any] = {"size_bytes": row.size_bytes, "accuracy": row.accuracy,
                                "accuracy_low": low, "accuracy_high": high,
-                               "accuracy_samples": row.get("accuracy_samples"),
-                               "accuracy_drop": row["accuracy_drop"],
-                               "throughput_fps": row["throughput_fps"],
-                               "peak_rss_mb": row["peak_rss_mb"], "load_ms": row["load_ms"]}
-    for key, value in (row.get("latency_ms") or {}).items():
+                               "accuracy_samples": row.accuracy_samples,
+                               "accuracy_drop": row.accuracy_drop,
+                               "throughput_fps": row.throughput_fps,
+                               "peak_rss_mb": row.peak_rss_mb, "load_ms": row.load_ms}
+    for key, value in (row.latency_ms.document() if row.latency_ms else {}).items():
         metrics[f"latency_{key}_ms"] = value
-    harness = record.get("harness") or {}
-    if harness.get("latency_ms"):
-        metrics["first_inference_ms"] = harness["first_inference_ms"]
-        metrics["latency_std_ms"] = harness["latency_ms"]["std"]
+    if isinstance(record.harness, HarnessOk):
+        metrics["first_inference_ms"] = record.harness.first_inference_ms
+        metrics["latency_std_ms"] = record.harness.latency_ms.std
     for key in ("model_bytes", "arena_bytes", "flash_budget_bytes", "ram_budget_bytes"):
-        metrics[f"mcu_{key}"] = (row.get("mcu") or {}).get(key)
+        metrics[f"mcu_{key}"] = getattr(row.mcu, key, None)
     return {key: float(value) for key, value in metrics.items() if value is not None}
 
 
-def _reference_metrics(summary: dict[str, Any]) -> dict[str, float]:
+def _reference_metrics(summary: Summary) -> dict[str, float]:
     """The fp32 reference accuracy with its 95% interval (older summaries have none)."""
-    metrics = {"reference_accuracy": float(summary["reference_accuracy"])}
-    if summary.get("reference_interval"):
-        low, high = summary["reference_interval"]
-        metrics |= {"reference_accuracy_low": float(low), "reference_accuracy_high": float(high)}
+    metrics = {"reference_accuracy": summary.reference_accuracy}
+    if summary.reference_interval:
+        low, high = summary.reference_interval
+        metrics |= {"reference_accuracy_low": low, "reference_accuracy_high": high}
     return metrics
 
 
@@ -199,8 +202,9 @@ def _track(params_dump: dict[str, Any], layout: Layout, uri: str, run_name: str 
     experiment_id = _experiment_id(client, layout.root, uri)
     experiment_tag = str(layout.root.resolve())
     close_abandoned_runs(client, experiment_id, experiment_tag)
-    summary = read_json(layout.summary)
-    variants = {variant["name"]: variant for variant in read_json(layout.variants_index)["variants"]}
+    summary = read_summary(layout.summary)
+    files = {variant.name: variant.files or []
+             for variant in read_variant_index(layout.variants).variants}
     common_tags = {"git_commit": git_commit(layout.root),
                    "data_hash": sha256_file(layout.prepared / "meta.json")[:16]}
 
@@ -213,15 +217,16 @@ def _track(params_dump: dict[str, Any], layout: Layout, uri: str, run_name: str 
     try:
         _log(client, parent, flatten(params_dump),
              {**_reference_metrics(summary), **_training_metrics(layout),
-              **{f"results_{name}": float(count) for name, count in summary["counts"].items()}},
+              **{f"results_{name}": float(count)
+                 for name, count in summary.counts.document().items()}},
              {})
         _log_curves(client, parent, layout.train_metrics.with_name("train_history.json"))
         client.log_artifacts(parent, str(layout.reports), artifact_path="reports")
         client.log_artifact(parent, str(layout.train_metrics), artifact_path="metrics")
-        for row in summary["results"]:
-            label = f"{row['variant']}@{row['device']}"
-            nested[label] = _log_result(client, experiment_id, parent, row, layout,
-                                        variants.get(row["variant"]), common_tags)
+        for row in summary.results:
+            nested[f"{row.variant}@{row.device}"] = _log_result(
+                client, experiment_id, parent, row, layout, files.get(row.variant, []),
+                common_tags)
         status = "FINISHED"
     finally:
         client.set_terminated(parent, status=status)
@@ -230,29 +235,28 @@ def _track(params_dump: dict[str, Any], layout: Layout, uri: str, run_name: str 
         "parent_run_id": parent, "nested_run_ids": nested})
 
 
-def _log_result(client: Any, experiment_id: str, parent: str, row: dict[str, Any],
-                layout: Layout, variant: dict[str, Any] | None,
-                common_tags: dict[str, str]) -> str:
-    """One nested run for one (variant, device) result; returns its run id."""
-    record_path = layout.device_results(row["device"]) / f"{row['variant']}.json"
-    record = read_json(record_path)
-    facts = record.get("device_facts") or {}
-    run_id = client.create_run(experiment_id, run_name=f"{row['variant']}@{row['device']}",
+def _log_result(client: Any, experiment_id: str, parent: str, row: SummaryRow,
+                layout: Layout, files: list[VariantFile], common_tags: dict[str, str]) -> str:
+    """One nested run for one (variant, device) result, with its record and its
+    variant's ``files``; returns its run id."""
+    record_path = layout.device_results(row.device) / f"{row.variant}.json"
+    record = read_result(record_path)
+    run_id = client.create_run(experiment_id, run_name=f"{row.variant}@{row.device}",
                                tags={"mlflow.parentRunId": parent}).info.run_id
     try:
         _log(client, run_id,
-             {"variant": row["variant"], "format": row["format"], "precision": row["precision"],
-              "source": row["source"], "device": row["device"], "runtime": row["runtime"],
-              "runtime_version": row.get("runtime_version") or "n/a",
-              "execution_precision": row.get("execution_precision") or "n/a",
-              "threads": row["threads"]},
+             {"variant": row.variant, "format": row.format, "precision": row.precision,
+              "source": row.source, "device": row.device, "runtime": row.runtime,
+              "runtime_version": row.runtime_version or "n/a",
+              "execution_precision": row.execution_precision or "n/a",
+              "threads": row.threads},
              _metrics(row, record),
-             {**common_tags, "status": row["status"],
-              "reasons": "; ".join(row["reasons"])[:5000] or "none",
-              **{f"device.{key}": str(value) for key, value in facts.items()}})
+             {**common_tags, "status": row.status,
+              "reasons": "; ".join(row.reasons)[:5000] or "none",
+              **{f"device.{key}": str(value) for key, value in record.device_facts.items()}})
         client.log_artifact(run_id, str(record_path), artifact_path="harness")
-        for entry in (variant or {}).get("files", []):
-            client.log_artifact(run_id, str(layout.variants / entry["path"]), artifact_path="artifact")
+        for entry in files:
+            client.log_artifact(run_id, str(layout.variants / entry.path), artifact_path="artifact")
     finally:
         client.set_terminated(run_id)
     return run_id

@@ -29,9 +29,9 @@ from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_inter
 from tasks.models.architectures import ModelOptions, build_model
 from tasks.models.augment import Augmenter, augmenter
 from tasks.core.config import TrainParams
-from tasks.core.errors import StepError, TrainingError
-from tasks.core.files import atomic_output_dir, read_json, write_json
-from tasks.prepare import load_split
+from tasks.core.contracts.prepared import load_split, read_meta
+from tasks.core.errors import TrainingError
+from tasks.core.files import atomic_output_dir, write_json
 
 PREDICT_BATCH = 256
 
@@ -250,17 +250,14 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
           out_dir: Path, metrics_dir: Path) -> TrainResult:
     """Train, select the best epoch, check that the model learned, evaluate on the test
     split, and write the model and its metrics (only when all of that succeeded)."""
-    meta_path = prepared / "meta.json"
-    if not meta_path.is_file():
-        raise StepError(f"{meta_path} is missing: run the prepare step first")
-    meta = read_json(meta_path, keys=("input_shape", "classes"))
+    meta = read_meta(prepared)
     x_train, y_train = load_split(prepared, "train")
     x_val, y_val = load_split(prepared, "val")
     x_test, y_test = load_split(prepared, "test")
-    classes = len(meta["classes"])
+    classes = len(meta.classes)
 
     keras.utils.set_random_seed(train_params.seed)
-    model = build_model(model_params, tuple(meta["input_shape"]), classes)
+    model = build_model(model_params, tuple(meta.input_shape), classes)
     batches = ShuffledBatches(
         x_train, keras.utils.to_categorical(y_train, classes).astype(np.float32),
         class_weights(y_train, classes, train_params.class_weight)[y_train],

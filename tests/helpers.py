@@ -27,6 +27,14 @@ def records(run: DeviceRun) -> dict[str, dict[str, Any]]:
     return {path.stem: read_json(path) for path in run.results}
 
 
+def index_entries(variants_dir: Path) -> list[dict[str, Any]]:
+    """The variants of ``index.json`` in ``variants_dir``, read through their contract,
+    as the JSON documents the file holds."""
+    from tasks.core.contracts.variants import read_variant_index
+
+    return read_variant_index(variants_dir).document()["variants"]
+
+
 def ssh_device(server: SshServer, workdir: Path, **changes: Any) -> SshDevice:
     """The server as a farm device that may run tflite and onnxruntime, retrying fast.
     The "board" is this machine: its interpreter has every runtime."""

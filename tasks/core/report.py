@@ -1,5 +1,6 @@
-"""Rendering of a summary (``reports/summary.json``): the Markdown report, the PNG plots
-and the terminal table. Pure functions of the summary: no measurement happens here.
+"""Rendering of a summary (``reports/summary.json``, the document of
+:class:`~tasks.core.contracts.summary.Summary`): the Markdown report, the PNG plots and
+the terminal table. Pure functions of the summary: no measurement happens here.
 
 Texts from devices reach the summary already visible and capped (:mod:`tasks.farm.untrusted`);
 the Markdown report escapes its own syntax in every text it writes

@@ -7,6 +7,9 @@ Python, CPU, cores, memory, temperature where exposed) and the runtimes it can i
 with their versions. A failure on one device never hides the others. MCU profiles have
 no shell: they are reported from farm.yaml. Every text from a device (facts, versions,
 the reason it failed) is visible and capped (:mod:`tasks.farm.untrusted`).
+
+The probe itself (:func:`probe_command`, :func:`read_probe`) is also what a benchmark
+session runs in the same shell command that checks its pushed files.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.benchmark import install_harness, probe_device, tail
+from tasks.core import device_code
 from tasks.core.config import Farm, McuDevice, check_key_files
 from tasks.core.errors import EdgeflowError, device_failure
-from tasks.farm.transports import Connection, connect, quote_command
+from tasks.farm.logs import log_tail, to_files
+from tasks.farm.protocol import MAX_RESULT_BYTES, parse_untrusted_json, validate_probe
+from tasks.farm.push import last_line, make_dirs, push_files
+from tasks.farm.transports import ON_DEVICE_TIMEOUT_EXITS, Connection, connect, quote_command
 from tasks.farm.untrusted import ERROR_LIMIT, contained
 
 
@@ -35,6 +41,48 @@ class DeviceProbe:
     runtimes: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     failure: type[EdgeflowError] | None = None
+
+
+def _beside(remote_harness: str, name: str) -> str:
+    return f"{remote_harness.rsplit('/', 1)[0]}/{name}"
+
+
+def install_harness(connection: Connection, directory: str) -> str:
+    """Create an owner-only folder on the device and push the harness into it, verified;
+    returns the harness's path there."""
+    make_dirs(connection, directory)
+    push_files(connection, [(device_code.HARNESS_PATH, f"{directory}/harness.py")])
+    return f"{directory}/harness.py"
+
+
+def probe_command(python: str, remote_harness: str) -> str:
+    """The harness's ``--probe``, its answer and log written beside it on the device."""
+    return to_files([python, remote_harness, "--probe"], _beside(remote_harness, "probe.json"),
+                    _beside(remote_harness, "probe.log"))
+
+
+def read_probe(connection: Connection, result: Any, python: str,
+               remote_harness: str) -> dict[str, Any]:
+    """The probe the command of :func:`probe_command` wrote, checked
+    (:func:`~tasks.farm.protocol.validate_probe`); RuntimeError says why there is none."""
+    if result.exited == 127:
+        raise RuntimeError(f"interpreter {python!r} (or coreutils `timeout`) not found on the "
+                           "device")
+    if result.exited in ON_DEVICE_TIMEOUT_EXITS:
+        raise RuntimeError("probe did not finish in time and was stopped on the device")
+    if not result.ok:
+        reason = (log_tail(connection, _beside(remote_harness, "probe.log"))
+                  or last_line(result.stderr))
+        raise RuntimeError(f"probe failed (exit {result.exited}): {reason}")
+    raw = connection.read_file(_beside(remote_harness, "probe.json"), MAX_RESULT_BYTES + 1)
+    return validate_probe(parse_untrusted_json(raw))
+
+
+def probe_device(connection: Connection, python: str, remote_harness: str,
+                 timeout: float) -> dict[str, Any]:
+    """Host facts and importable runtimes of the device (the harness's ``--probe``)."""
+    result = connection.run(probe_command(python, remote_harness), timeout=timeout)
+    return read_probe(connection, result, python, remote_harness)
 
 
 def probe_remote(connection: Connection, device: Any, timeout: float = 60.0) -> dict[str, Any]:
@@ -64,7 +112,7 @@ def probe_one(name: str, device: Any, timeout: float = 60.0) -> DeviceProbe:
         return DeviceProbe(name, True, found.get("host", {}), found.get("runtime_versions", {}))
     except Exception as error:  # noqa: BLE001 - one device's failure is its own row
         # The reason may quote the device's log: made visible and capped like its facts.
-        reason = f"{type(error).__name__}: {tail(str(error))}"
+        reason = f"{type(error).__name__}: {last_line(str(error))}"
         return DeviceProbe(name, False, error=contained(reason, ERROR_LIMIT),
                            failure=device_failure(error))
     finally:

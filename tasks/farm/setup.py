@@ -29,13 +29,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from tasks.benchmark import LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES, parse_untrusted_json
 from tasks.core import device_code
 from tasks.core.config import VENV_DIR, Farm, SshDevice, check_key_files
+from tasks.core.errors import ConfigError, DeviceError, EdgeflowError, device_failure
+from tasks.farm.probe import probe_runtimes
+from tasks.farm.protocol import LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES, parse_untrusted_json
 from tasks.farm.push import last_line, make_dirs, push_files, verify_commands
 from tasks.farm.transports import Connection, connect, owner_only, quote_command
-from tasks.farm.probe import probe_runtimes
-from tasks.core.errors import ConfigError, DeviceError, EdgeflowError, device_failure
 
 # The pip distributions that give each harness runtime (numpy comes with every one).
 RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
@@ -48,7 +48,7 @@ RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
 }
 STATE_FILE = "edgeflow-setup.json"
 WHEELHOUSE_DIR = "wheelhouse"
-LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
+LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"  # the repository root
 INSTALL_TIMEOUT = 1800.0
 SETUP_LOCK_WAIT = 600  # seconds to wait for a benchmark on the device to finish
 PYTHON_VERSION = re.compile(r"^\d{1,2}\.\d{1,3}$")

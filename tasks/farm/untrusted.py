@@ -4,9 +4,10 @@ A board is not trusted: what it says (its errors and log tails, its probe facts,
 strings of its results) may hold terminal escape sequences (``ESC[2J`` clears the
 screen, an OSC sequence retitles the window), bidirectional overrides, lone surrogates
 that no terminal can encode, or be megabytes long. Each such text passes through
-:func:`contained` where it enters edgeflow (:mod:`tasks.benchmark` for results and
-probes, :mod:`tasks.farm.probe` for ``farm probe``), so that every printer and renderer after
-it gets one line of visible characters of bounded length:
+:func:`contained` where it enters edgeflow (:mod:`tasks.benchmark` for results,
+:mod:`tasks.farm.protocol` for probes, :mod:`tasks.farm.probe` for ``farm probe``), so
+that every printer and renderer after it gets one line of visible characters of bounded
+length:
 
 - control, format and separator characters are written as their escapes (``\\x1b``,
   ``\\u202e``): visible, so nothing a board sent is hidden, and inert;

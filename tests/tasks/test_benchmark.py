@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from tasks.benchmark import (MAX_RESULT_BYTES, DeviceRun, benchmark_device,
-                             parse_untrusted_json, validate_harness_result)
+from tasks.benchmark import DeviceRun, benchmark_device
 from tasks.core.config import BenchmarkParams, LocalDevice
-from tasks.convert import read_index
 from tasks.core.errors import StepError
-from tasks.farm.transports import LocalConnection, quote_command
 from tasks.core.files import read_json, sha256_file
-from tests.helpers import assert_device_tidy, processes_mentioning, records, scripted_python
+from tasks.farm.protocol import MAX_RESULT_BYTES, parse_untrusted_json, validate_harness_result
+from tasks.farm.transports import LocalConnection, quote_command
+from tests.helpers import (assert_device_tidy, index_entries, processes_mentioning,
+                           records, scripted_python)
 
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
                         accuracy_samples=50, timeout_seconds=60)
@@ -57,7 +57,7 @@ def test_one_ok_result_per_variant_with_identity(tiny_project: Any,
     assert run.device == "local"
     assert sorted(path.name for path in out_dir.iterdir()) == sorted(f"{v}.json" for v in VARIANTS)
     assert sorted(run.results) == sorted(out_dir.iterdir())
-    index = {entry["name"]: entry for entry in read_index(tiny_project.layout.variants)}
+    index = {entry["name"]: entry for entry in index_entries(tiny_project.layout.variants)}
     for name, record in records(run).items():
         entry = index[name]
         assert record["status"] == "ok", record["error"]
@@ -208,7 +208,7 @@ def test_one_hanging_variant_does_not_stop_the_others(tiny_project: Any, tmp_pat
     run = bench(tiny_project, device, tmp_path / "results" / "local", params=params)
     result = records(run)
     # tflite-fp32 comes first in the index: the variant after the hang still runs.
-    assert [entry["name"] for entry in read_index(tiny_project.layout.variants)][:2] == [
+    assert [entry["name"] for entry in index_entries(tiny_project.layout.variants)][:2] == [
         "tflite-fp32", "onnx-fp32"]
     assert result["tflite-fp32"]["status"] == "failed"
     assert "did not finish" in result["tflite-fp32"]["error"]
@@ -490,7 +490,7 @@ def test_two_benchmarks_on_one_device_never_overlap(tiny_project: Any, tmp_path:
 
 
 def test_a_held_device_lock_is_a_clear_failure(tiny_project: Any, tmp_path: Path) -> None:
-    from tasks.benchmark import LOCK_NAME
+    from tasks.farm.protocol import LOCK_NAME
 
     workdir = tmp_path / "dev"
     workdir.mkdir()

@@ -11,17 +11,17 @@ import pytest
 
 from tasks.core.accuracy import accuracy_interval
 from tasks.core.config import ConvertParams, QuantizationParams
-from tasks.convert import (ConvertInputs, check_variant, convert, load_source, read_index,
-                           variant_name)
+from tasks.convert import ConvertInputs, check_variant, convert, load_source, variant_name
 from tasks.core.errors import ConversionError, StepError
 from tasks.core.files import sha256_file
 from tasks.models.formats import FORMATS, validate_format_matrix
+from tests.helpers import index_entries
 
 
 @pytest.mark.parametrize("format_name", ["tflite", "onnx", "openvino"])
 def test_every_fp32_format_loads_and_agrees_with_the_model(tiny_project, format_name: str) -> None:
     variants_dir = tiny_project.layout.variants
-    variant = next(v for v in read_index(variants_dir) if v["format"] == format_name)
+    variant = next(v for v in index_entries(variants_dir) if v["format"] == format_name)
     assert variant["name"] == f"{format_name}-fp32" and variant["source"] == "base"
     assert variant["runtime"] == FORMATS[format_name].runtime
     assert variant["file"].endswith(FORMATS[format_name].suffix)
@@ -41,7 +41,7 @@ def test_every_fp32_format_loads_and_agrees_with_the_model(tiny_project, format_
 
 def test_check_reports_disagreement_with_numbers(tiny_project) -> None:
     layout = tiny_project.layout
-    variant = next(v for v in read_index(layout.variants) if v["format"] == "onnx")
+    variant = next(v for v in index_entries(layout.variants) if v["format"] == "onnx")
     from tasks.models.formats import Exported
 
     exported = Exported(layout.variants / variant["file"], (), variant["spec"])

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from tasks.core.config import OptimizeParams, Params, load_params
+from tasks.core.contracts.prepared import load_split
 from tasks.core.errors import ConfigError, StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.layout import Layout
 from tasks.models.stats import count_macs, count_params, gzip_size, kernel_sparsity
 from tasks.optimize import optimize
-from tasks.prepare import load_split
 from tasks.models.pruning import (RECIPES, MagnitudePruningOptions, StructuredPruningOptions,
                            TrainingData, recipe)
 from tests.tiny import write_tiny_config

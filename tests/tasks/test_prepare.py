@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from tasks.core.config import DataParams, SplitParams
-from tasks.core.errors import DataError, StepError
+from tasks.core.contracts.prepared import SPLITS, load_split
+from tasks.core.errors import DataError
 from tasks.core.files import sha256_file
-from tasks.prepare import SPLITS, load_split, prepare
+from tasks.prepare import prepare
 
 DIGITS_TOTAL = 1797
 
@@ -281,11 +282,6 @@ def test_failing_prepare_keeps_the_previous_output(tmp_path: Path) -> None:
     assert after == before
     # nor a half-written staging folder beside it
     assert sorted(os.listdir(tmp_path)) == ["images", "prepared"]
-
-
-def test_load_split_of_missing_output_is_a_step_error(tmp_path: Path) -> None:
-    with pytest.raises(StepError, match="run the prepare step first"):
-        load_split(tmp_path / "prepared", "train")
 
 
 def test_sixteen_bit_grey_png_is_scaled_not_clipped(tmp_path: Path) -> None:

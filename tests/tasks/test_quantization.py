@@ -15,9 +15,10 @@ import pytest
 
 from tasks.device import harness
 from tasks.core.config import ConvertParams, McuDevice, QuantizationParams, RequirementParams
-from tasks.convert import ConvertInputs, convert, read_index
+from tasks.convert import ConvertInputs, convert
 from tasks.models.formats.edgetpu import parse_compiler_log
 from tasks.models.formats.tflm import resolver_call
+from tests.helpers import index_entries
 
 MATRIX = {"tflite": ["fp32", "fp16", "dynamic", "int8"],
           "onnx": ["fp32", "int8-dynamic", "int8-qdq"],
@@ -79,7 +80,7 @@ def matrix(tiny_project, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     # acceptance figures on the default model by benchmarks/quantization.py.
     convert(MATRIX, ConvertParams(min_agreement_quantized=TINY_FLOOR), QUANTIZATION, 0.05,
             ConvertInputs(layout.base_model, None, layout.prepared), out)
-    return out, {v["name"]: v for v in read_index(out)}
+    return out, {v["name"]: v for v in index_entries(out)}
 
 
 def test_every_listed_variant_is_produced_or_skipped_with_a_reason(matrix) -> None:
@@ -356,7 +357,7 @@ def test_edgetpu_with_a_compiler_on_path_parses_its_log(tiny_project, tmp_path: 
     out = tmp_path / "variants"
     convert({"edgetpu": ["int8"]}, ConvertParams(), QUANTIZATION, 0.05,
             ConvertInputs(layout.base_model, None, layout.prepared), out)
-    variant = read_index(out)[0]
+    variant = index_entries(out)[0]
     assert variant["status"] == "ok" and variant["file"] == "edgetpu-int8/model_edgetpu.tflite"
     details = variant["details"]
     assert details["tpu_ops"] == 4 and details["cpu_ops"] == 1
@@ -383,7 +384,7 @@ def test_onnx_calibration_methods(tiny_project, tmp_path: Path, method: str) -> 
     convert({"onnx": ["int8-qdq"]}, ConvertParams(),
             QuantizationParams(calibration_samples=16, onnx_calibration=method), 0.05,
             ConvertInputs(layout.base_model, None, layout.prepared), out)
-    variant = read_index(out)[0]
+    variant = index_entries(out)[0]
     assert variant["status"] in {"ok", "rejected"}
     assert variant["check"]["samples"] > 100
 
@@ -432,7 +433,8 @@ def test_rejected_variants_fail_with_the_numbers_and_are_not_benchmarked() -> No
     from tasks.select import evaluate
 
     variant = {"status": "rejected", "reason": "argmax agreement 0.9 < 0.95"}
-    record = {"variant": "onnx-int8-qdq", "device": "pi", "size_bytes": 10, **not_produced(variant)}
+    record = {"variant": "onnx-int8-qdq", "device": "pi", "size_bytes": 10,
+              **not_produced(variant["status"], variant["reason"])}
     row = evaluate(record, RequirementParams(), 0.9)
     assert row["status"] == "fail"
     assert row["reasons"] == ["rejected by convert: argmax agreement 0.9 < 0.95"]

@@ -15,12 +15,12 @@ from tasks.core.accuracy import accuracy_interval, format_accuracy
 from tasks.benchmark import benchmark_device
 from tasks.core.config import (BenchmarkParams, RequirementParams, Requirements,
                           effective_requirements, load_farm)
-from tasks.convert import read_index
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.report import COLUMNS, markdown_text, summary_table
 from tasks.select import (MB, evaluate, recommend, reference_on_first, relative_drop, select,
                           summarise)
+from tests.helpers import index_entries
 
 NO_LIMITS = Requirements(max_accuracy_drop=None)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -328,7 +328,7 @@ def test_select_summary_rows(tiny_project: Any, selected: dict[str, Any]) -> Non
     assert summary["reference_samples"] == 360  # digits' test split: 20% of 1797
     assert summary["reference_interval"] == list(accuracy_interval(summary["reference_accuracy"], 360))
     rows = summary["results"]
-    index = {entry["name"]: entry for entry in read_index(tiny_project.layout.variants)}
+    index = {entry["name"]: entry for entry in index_entries(tiny_project.layout.variants)}
     assert sorted((row["device"], row["variant"]) for row in rows) == sorted(
         (device, name) for device in ("local", "onnx-only") for name in index)
     for row in rows:

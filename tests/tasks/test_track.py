@@ -211,7 +211,7 @@ def test_failing_track_keeps_the_store_and_the_environment(tiny_project: Any,
                                                           project: Layout) -> None:
     first = read_json(track(params_dump(tiny_project), project))
     project.summary.unlink()
-    with pytest.raises(StepError, match=r"summary.json is missing: run the step that writes it"):
+    with pytest.raises(StepError, match=r"summary.json is missing: run the select step first"):
         track(params_dump(tiny_project), project)
     assert "MLFLOW_TRACKING_URI" not in os.environ
     # The earlier run and its record are untouched; the failed one logged no run.

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tasks.device import harness
-from tasks.convert import read_index
+from tests.helpers import index_entries
 
 HARNESS_SOURCE = Path(harness.__file__)
 VARIANTS = ("tflite-fp32", "onnx-fp32", "openvino-fp32")
@@ -47,7 +47,7 @@ def run_harness(script: Path, args: list[str],
 
 
 def variant_entry(tiny_project: Any, name: str) -> dict[str, Any]:
-    entries = {entry["name"]: entry for entry in read_index(tiny_project.layout.variants)}
+    entries = {entry["name"]: entry for entry in index_entries(tiny_project.layout.variants)}
     return entries[name]
 
 
@@ -83,7 +83,7 @@ def assert_failed(completed: subprocess.CompletedProcess, out: Path) -> dict[str
 
 
 def test_tiny_project_index_lists_the_three_variants(tiny_project: Any) -> None:
-    names = [entry["name"] for entry in read_index(tiny_project.layout.variants)]
+    names = [entry["name"] for entry in index_entries(tiny_project.layout.variants)]
     assert sorted(names) == sorted(VARIANTS)
 
 

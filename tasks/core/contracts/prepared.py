@@ -1,0 +1,75 @@
+"""Contract of ``data/prepared/``: written by prepare, read by train, optimize and convert.
+
+- ``{train,val,test,calib}.npz``: ``x`` float32 NHWC in [0, 1], ``y`` int64 class index
+  (:func:`write_split`, :func:`load_split`);
+- ``meta.json``: :class:`PreparedMeta` (:func:`write_meta`, :func:`read_meta`).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from tasks.core.contracts import Contract, damaged, read_contract, require_file, write_contract
+
+SPLITS = ("train", "val", "test", "calib")
+META_NAME = "meta.json"
+
+
+class SkippedFile(Contract):
+    """An input file prepare did not use, and why."""
+
+    file: str
+    reason: str
+
+
+class PreparedMeta(Contract):
+    """What the prepared arrays are: classes (index order), input shape, how pixels
+    were normalised, where they came from, counts per split and class, what was skipped,
+    the warnings given, and each split file's sha256."""
+
+    source: str
+    classes: list[str]
+    input_shape: list[int]
+    normalisation: str
+    color: Literal["grayscale", "rgb"]
+    seed: int
+    counts: dict[str, int]
+    per_class: dict[str, int]
+    per_split_class: dict[str, dict[str, int]]
+    warnings: list[str]
+    skipped_count: int
+    skipped: list[SkippedFile]
+    sha256: dict[str, str]
+
+
+def write_split(prepared: Path, name: str, x: np.ndarray, y: np.ndarray) -> Path:
+    """Write one split (``x`` images, ``y`` labels); returns its path."""
+    path = prepared / f"{name}.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def load_split(prepared: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One split written by :func:`write_split`: ``(x, y)``, as many images as labels."""
+    path = require_file(prepared / f"{name}.npz", "prepare")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            x, y = data["x"], data["y"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise damaged(path, f"{type(error).__name__}: {error}", "prepare") from None
+    if len(x) != len(y):
+        raise damaged(path, f"{len(x)} images, {len(y)} labels", "prepare")
+    return x, y
+
+
+def write_meta(prepared: Path, meta: PreparedMeta) -> Path:
+    return write_contract(prepared / META_NAME, meta)
+
+
+def read_meta(prepared: Path) -> PreparedMeta:
+    return read_contract(prepared / META_NAME, PreparedMeta, keys=("input_shape", "classes"),
+                         written_by="prepare")

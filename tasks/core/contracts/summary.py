@@ -1,0 +1,82 @@
+"""Contract of ``reports/summary.json``: written by select, read by the report renderers
+(:mod:`tasks.core.report`), the CLI, the flow's verdict and track.
+
+Every (variant, device) result as a :class:`SummaryRow` with its status against the
+requirements and the reasons, the recommendation per device, counts per status, and the
+fp32 reference the accuracy drops are relative to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, JsonValue
+
+from tasks.core.contracts import Contract, read_contract, write_contract
+from tasks.core.contracts.results import McuFit
+
+RowStatus = Literal["pass", "fail", "error", "skipped"]
+
+
+class RowLatency(Contract):
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+
+
+class SummaryRow(Contract):
+    """One result judged: identity, what was measured (None where nothing was), notes,
+    the status and its reasons. ``runtime_version`` and ``execution_precision`` are the
+    device's own words (visible and capped, unchecked)."""
+
+    variant: str
+    format: str
+    precision: str
+    source: str
+    device: str
+    runtime: str
+    size_bytes: int | None
+    threads: int | None
+    accuracy: float | None
+    accuracy_samples: int | None
+    accuracy_interval: list[float] | None
+    accuracy_drop: float | None
+    latency_ms: RowLatency | None
+    throughput_fps: float | None
+    peak_rss_mb: float | None
+    load_ms: float | None
+    runtime_version: JsonValue
+    execution_precision: JsonValue
+    mcu: McuFit | None
+    notes: list[str]
+    status: RowStatus
+    reasons: list[str]
+
+
+class Counts(Contract):
+    passed: int = Field(alias="pass")  # `pass` is a Python keyword
+    fail: int
+    error: int
+    skipped: int
+
+
+class Summary(Contract):
+    reference_accuracy: float
+    reference_samples: int | None = None  # absent from older summaries
+    reference_interval: list[float] | None = None  # absent from older summaries
+    rank_by: str
+    requirements: dict[str, dict[str, float | None]]  # per device, overrides applied
+    counts: Counts
+    recommendations: dict[str, str | None]  # per device: the best passing variant
+    results: list[SummaryRow]
+
+
+def write_summary(path: Path, summary: Summary) -> Path:
+    return write_contract(path, summary)
+
+
+def read_summary(path: Path) -> Summary:
+    return read_contract(path, Summary, keys=("results", "counts", "recommendations"),
+                         written_by="select")

@@ -1,0 +1,167 @@
+"""The device protocol: what edgeflow and the harness on a board agree on, and the checks
+of what a board sends back.
+
+Agreed: the largest document read from a device (:data:`MAX_RESULT_BYTES`), the lock file
+that lets one benchmark (or setup) at a time use a device (:data:`LOCK_NAME`, waited for
+with ``flock -E`` :data:`LOCK_BUSY_EXIT`), and the exit statuses of a harness stopped by
+its time limit (:data:`HARNESS_TIMED_OUT`).
+
+Checked: a device is not trusted. Its JSON is size-limited and must be an object of
+finite numbers (:func:`parse_untrusted_json`); a probe must be flat named facts
+(:func:`validate_probe`); a harness result must have the fields the report relies on,
+of their types, and an ``ok`` one possible numbers (:func:`validate_harness_result`).
+Each check raises ValueError naming the first problem, which becomes the reason the
+device or the variant failed. What a stored result then guarantees to the steps after
+benchmark is :mod:`tasks.core.contracts.results`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.farm.transports import ON_DEVICE_TIMEOUT_EXITS
+from tasks.farm.untrusted import contained_strings
+
+MAX_RESULT_BYTES = 1 << 20
+LOCK_NAME = ".benchmark.lock"
+LOCK_BUSY_EXIT = 75  # EX_TEMPFAIL: flock's exit status when the lock was not taken in time
+HARNESS_TIMED_OUT = ON_DEVICE_TIMEOUT_EXITS
+REQUIRED_OK_FIELDS = {"latency_ms": dict, "throughput_fps": float, "accuracy": float,
+                      "peak_rss_mb": float, "load_ms": float, "first_inference_ms": float,
+                      "runs": int, "accuracy_samples": int, "runtime": dict}
+FACT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # facts become MLflow tag names
+# skipped: the device cannot run the variant's execution precision natively.
+HARNESS_STATUSES = ("ok", "failed", "skipped")
+LATENCY_FIELDS = ("p50", "p90", "p99", "mean", "std", "min", "max")
+LATENCY_ORDER = ("min", "p50", "p90", "p99", "max")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a measurement can take: from ``low`` (excluded when ``low_open``) to
+    ``high`` (included)."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        return (value > self.low if self.low_open else value >= self.low) and value <= self.high
+
+    def __str__(self) -> str:
+        high = "inf)" if self.high == math.inf else f"{self.high:g}]"
+        return f"{'(' if self.low_open else '['}{self.low:g}, {high}"
+
+
+NOT_NEGATIVE = Range(0.0)
+# A device is checked for what its numbers can be, not just their type: a board that
+# claims accuracy 7.5 or -5 ms must not be recommended. Keys name nested fields by dots.
+OK_RANGES: dict[str, Range] = {
+    "accuracy": Range(0.0, 1.0), "throughput_fps": Range(0.0, low_open=True),
+    "peak_rss_mb": NOT_NEGATIVE, "load_ms": NOT_NEGATIVE, "first_inference_ms": NOT_NEGATIVE,
+    "runs": Range(1), "accuracy_samples": Range(1),  # accuracy on no image is no accuracy
+    **{f"latency_ms.{key}": NOT_NEGATIVE for key in LATENCY_FIELDS}}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"device returned a non-finite number ({name})")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf
+        raise ValueError(f"device returned a non-finite number ({text[:20]})")
+    return value
+
+
+def parse_untrusted_json(raw: bytes) -> dict[str, Any]:
+    """A JSON object from a device, refused when too large or not an object."""
+    if len(raw) > MAX_RESULT_BYTES:
+        raise ValueError(f"device returned {len(raw)} bytes, more than {MAX_RESULT_BYTES}")
+    document = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant,
+                          parse_float=_finite_float)
+    if not isinstance(document, dict):
+        raise ValueError("device returned JSON that is not an object")
+    return document
+
+
+def validate_probe(document: dict[str, Any]) -> dict[str, Any]:
+    """The probe's shape, as the orchestrator uses it; ValueError names what is wrong.
+    Facts are flat (name -> text or number): they become MLflow tags. Returns a copy whose
+    texts are :func:`~tasks.farm.untrusted.contained` (visible, capped)."""
+    host = document.get("host")
+    if not isinstance(host, dict) or not all(
+            FACT_NAME.match(key) and isinstance(value, (str, int, float, type(None)))
+            for key, value in host.items()):
+        raise ValueError("probe field 'host' is not a flat object of named facts")
+    for field_name in ("runtimes", "runtime_versions"):
+        value = document.get(field_name)
+        if not isinstance(value, dict) or not all(
+                FACT_NAME.match(key) and isinstance(text, str) for key, text in value.items()):
+            raise ValueError(f"probe field {field_name!r} is not an object of texts")
+    return contained_strings(document)
+
+
+def _a(kind: type) -> str:
+    return f"{'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__}"
+
+
+def _dotted(document: dict[str, Any], name: str) -> Any:
+    for key in name.split("."):
+        document = document[key]
+    return document
+
+
+def _check_ok_types(document: dict[str, Any]) -> None:
+    """The fields of an ``ok`` result are there, of their types (a whole number is a
+    float measurement; a bool is never a number)."""
+    for key, kind in REQUIRED_OK_FIELDS.items():
+        value = document.get(key)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"harness result field {key!r} is missing or not {_a(kind)}")
+    for key in LATENCY_FIELDS:
+        value = document["latency_ms"].get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"harness result field latency_ms.{key} is missing")
+
+
+def _check_ok_numbers(document: dict[str, Any]) -> None:
+    """The measurements of an ``ok`` result (types already checked) are possible ones."""
+    for name, allowed in OK_RANGES.items():
+        value = _dotted(document, name)
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:  # a 400-digit JSON integer: no float holds it
+            finite = False
+        if not finite:
+            raise ValueError(f"device returned {name} {str(value)[:20]}... outside {allowed}")
+        if value not in allowed:
+            raise ValueError(f"device returned {name} {value!r} outside {allowed}")
+    latency = document["latency_ms"]
+    ordered = [latency[key] for key in LATENCY_ORDER]
+    if ordered != sorted(ordered):
+        shown = ", ".join(f"{key} {latency[key]!r}" for key in LATENCY_ORDER)
+        raise ValueError(f"device returned latency_ms out of order ({shown}): "
+                         f"{' <= '.join(LATENCY_ORDER)} must hold")
+
+
+def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
+    """Check the fields the report relies on, their types and, for an ``ok`` result,
+    their ranges (:data:`OK_RANGES`, latencies ordered min <= p50 <= p90 <= p99 <= max);
+    raise ValueError naming the first bad one. Returns ``document``."""
+    status = document.get("status")
+    if status not in HARNESS_STATUSES:
+        raise ValueError(f"harness result has status {status!r} "
+                         f"(expected {', '.join(map(repr, HARNESS_STATUSES))})")
+    if status == "ok":
+        _check_ok_types(document)
+        _check_ok_numbers(document)
+    elif not isinstance(document.get("error"), str):
+        raise ValueError(f"a {status} harness result has no 'error' text")
+    return document

@@ -1,0 +1,87 @@
+"""The device protocol on documents alone (no device): how ranges read, what a probe must
+be, and that whatever the protocol accepts from a device, the results contract the later
+steps read accepts too (a device must never be able to break the benchmark step's own
+writing). The protocol's refusals with their exact messages are tested where a device
+sends them: tests/tasks/test_benchmark.py."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tasks.core.contracts.results import HarnessNotOk, HarnessOk, ResultRecord
+from tasks.farm.protocol import (OK_RANGES, Range, parse_untrusted_json, validate_harness_result,
+                                 validate_probe)
+
+# A result as the harness writes it (protocol 1), in its key order.
+GOOD_RESULT: dict[str, Any] = {
+    "protocol": 1, "runtime_requested": "onnxruntime", "host": {"arch": "x86_64", "cores": 2},
+    "started_at": 1.0,
+    "runtime": {"name": "onnxruntime", "version": "1.32.0", "requested": "onnxruntime",
+                "accelerator": "CPUExecutionProvider", "requested_precision": "f32",
+                "execution_precision": "f32"},
+    "threads": 1, "load_ms": 3.5, "first_inference_ms": 0.8,
+    "warmup": {"runs": 2, "seconds": 0.01}, "runs": 10, "timed_seconds": 0.01,
+    "latency_ms": {"p50": 1.0, "p90": 1.2, "p99": 1.5, "mean": 1.05, "std": 0.1,
+                   "min": 0.9, "max": 1.6},
+    "throughput_fps": 950.0, "rss_before_load_mb": 80.0, "peak_rss_mb": 95.0,
+    "accuracy": 0.9, "accuracy_samples": 50, "finished_at": 2.0, "status": "ok", "error": None}
+IDENTITY = {"variant": "onnx-fp32", "device": "pi", "format": "onnx", "precision": "fp32",
+            "source": "base", "runtime": "onnxruntime", "size_bytes": 1200, "sha256": "0" * 64,
+            "declared_execution_precision": "f32", "threads": 1, "device_facts": {},
+            "device_run_dir": "/w/runs/x"}
+
+
+def test_ranges_read_as_intervals() -> None:
+    assert str(OK_RANGES["accuracy"]) == "[0, 1]"
+    assert str(OK_RANGES["throughput_fps"]) == "(0, inf)"
+    assert str(Range(1)) == "[1, inf)"
+    assert 0.0 not in OK_RANGES["throughput_fps"] and 1.0 in OK_RANGES["accuracy"]
+
+
+def test_a_probe_is_flat_named_facts_made_visible() -> None:
+    probe = validate_probe({"host": {"arch": "arm\x1b[2J", "cores": 4, "temperature_c": None},
+                            "runtimes": {"tflite": "ai_edge_litert"},
+                            "runtime_versions": {"tflite": "2.3"}})
+    assert probe["host"] == {"arch": "arm\\x1b[2J", "cores": 4, "temperature_c": None}
+    for bad in ({"host": {"cpu": {"model": "x"}}}, {"host": {"a b": 1}},
+                {"host": {}, "runtimes": {"tflite": 2}, "runtime_versions": {}}):
+        with pytest.raises(ValueError, match="probe field"):
+            validate_probe({"runtimes": {}, "runtime_versions": {}, **bad})
+
+
+def _odd_but_accepted() -> list[dict[str, Any]]:
+    """Results the protocol accepts although no harness of ours writes them."""
+    return [
+        GOOD_RESULT,
+        {**GOOD_RESULT, "accuracy": 1, "load_ms": 0, "peak_rss_mb": 0},  # whole numbers
+        {**GOOD_RESULT, "runtime": {"version": 5, "execution_precision": ["f32"]}},
+        {**GOOD_RESULT, "latency_ms": {**GOOD_RESULT["latency_ms"], "p999": "slow"}},
+        {**GOOD_RESULT, "error": 3, "newer_field": {"x": [1, None]}, "host": "a board"},
+        {key: value for key, value in GOOD_RESULT.items()
+         if key in {"status", "runtime", "latency_ms", "throughput_fps", "accuracy",
+                    "peak_rss_mb", "load_ms", "first_inference_ms", "runs", "accuracy_samples"}},
+        {"status": "failed", "error": "boom", "traceback": "Traceback ...", "extra": 1},
+        {"status": "skipped", "error": "CPU lacks native bf16"},
+    ]
+
+
+@pytest.mark.parametrize("document", _odd_but_accepted())
+def test_what_the_protocol_accepts_the_results_contract_accepts(document: dict[str, Any]) -> None:
+    raw = json.dumps(document).encode()
+    checked = validate_harness_result(parse_untrusted_json(raw))
+    # As benchmark writes it: an ok result's error is None whatever the device said.
+    error = None if checked["status"] == "ok" else checked["error"]
+    record = ResultRecord.model_validate({**IDENTITY, "status": checked["status"],
+                                          "error": error, "harness": checked})
+    kind = HarnessOk if checked["status"] == "ok" else HarnessNotOk
+    assert isinstance(record.harness, kind)
+    assert record.document()["harness"] == checked  # 1 == 1.0: whole numbers stay equal
+
+
+def test_the_results_contract_keeps_the_harness_key_order() -> None:
+    record = ResultRecord.model_validate({**IDENTITY, "status": "ok", "error": None,
+                                          "harness": GOOD_RESULT})
+    assert list(record.document()["harness"]) == list(GOOD_RESULT)
