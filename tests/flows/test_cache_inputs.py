@@ -35,7 +35,9 @@ def ctx(tmp_path: Path) -> Context:
 def test_library_versions_are_the_installed_distributions_of_the_imported_modules() -> None:
     versions = library_versions(code_dependencies(STEPS["train"]).libraries)
     assert versions["keras"] == metadata.version("keras")
-    assert versions["scikit-learn"] == metadata.version("scikit-learn")  # sklearn, via prepare
+    prepare = library_versions(code_dependencies(STEPS["prepare"]).libraries)
+    assert prepare["scikit-learn"] == metadata.version("scikit-learn")  # sklearn's digits
+    assert prepare["pillow"] == metadata.version("pillow")  # PIL
     assert "mlflow" not in versions and "fabric" not in versions
     assert library_versions(("no_such_module_anywhere",)) == {
         "no_such_module_anywhere": NOT_INSTALLED}
