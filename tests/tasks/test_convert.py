@@ -4,6 +4,7 @@ the Keras model; disagreement and export failures stop the step with the numbers
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from tasks.core.config import ConvertParams, QuantizationParams
 from tasks.convert import ConvertInputs, check_variant, convert, load_source, variant_name
 from tasks.core.errors import ConversionError, StepError
 from tasks.core.files import sha256_file
-from tasks.models.formats import FORMATS, validate_format_matrix
+from tasks.models.formats import FORMATS, ExportRequest, Skipped, validate_format_matrix
 from tests.helpers import index_entries
 
 
@@ -86,6 +87,43 @@ def test_export_failure_names_the_variant(tiny_project, tmp_path: Path) -> None:
 def test_convert_without_a_trained_model_is_a_step_error(tiny_project, tmp_path: Path) -> None:
     with pytest.raises(StepError, match="run the train step first"):
         load_source(tmp_path, tiny_project.layout.prepared)
+
+
+def test_quantisation_is_calibrated_on_the_calib_split_never_on_test_images(
+        tiny_project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibrated on the test split, a quantised variant would be tuned to the very
+    images its accuracy is then measured on, and report a leaked figure. Every exporter
+    of every format and precision is replaced by one that keeps its request and skips
+    (nothing is exported): each must have been given the calib split, whole, and the
+    validation split for accuracy-aware quantisation."""
+    requests: dict[tuple[str, str], ExportRequest] = {}
+
+    def recording(name: str):
+        def export(request: ExportRequest):
+            requests[(name, request.precision)] = request
+            raise Skipped("recorded by the test")
+        return export
+
+    for name, fmt in list(FORMATS.items()):
+        monkeypatch.setitem(FORMATS, name, replace(fmt, export=recording(name)))
+    matrix = {name: list(fmt.precisions) for name, fmt in FORMATS.items()}
+    layout = tiny_project.layout
+    convert(matrix, ConvertParams(), QuantizationParams(calibration_samples=16), 0.05,
+            ConvertInputs(layout.base_model, None, layout.prepared), tmp_path / "variants")
+
+    assert set(requests) == {(name, precision) for name, precisions in matrix.items()
+                             for precision in precisions}
+    splits = {}
+    for split in ("calib", "val", "test"):
+        with np.load(layout.prepared / f"{split}.npz") as data:
+            splits[split] = data["x"], data["y"]
+    test_images = {image.tobytes() for image in splits["test"][0]}
+    for (name, precision), request in requests.items():
+        where = f"{name}-{precision}"
+        np.testing.assert_array_equal(request.calibration, splits["calib"][0], err_msg=where)
+        assert not test_images & {image.tobytes() for image in request.calibration}, where
+        np.testing.assert_array_equal(request.validation[0], splits["val"][0], err_msg=where)
+        np.testing.assert_array_equal(request.validation[1], splits["val"][1], err_msg=where)
 
 
 def test_variant_names() -> None:
