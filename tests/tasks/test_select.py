@@ -18,8 +18,8 @@ from tasks.core.config import (BenchmarkParams, RequirementParams, Requirements,
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.report import COLUMNS, markdown_text, summary_table
-from tasks.select import (MB, evaluate, recommend, reference_on_first, relative_drop, select,
-                          summarise)
+from tasks.select import (MB, evaluate, rank_value, recommend, reference_on_first, relative_drop,
+                          select, summarise)
 from tests.helpers import index_entries
 
 NO_LIMITS = Requirements(max_accuracy_drop=None)
@@ -279,6 +279,18 @@ def test_recommend_by_accuracy_and_size() -> None:
     assert recommend(rows, "accuracy") == {"local": "tflite-fp32", "board": None}
     assert recommend(rows, "size_bytes") == {"local": "onnx-fp32", "board": None}
     assert recommend([], "accuracy") == {}
+
+
+def test_recommend_ranks_by_the_percentile_asked_for() -> None:
+    """A fast but jittery variant (lower p50, higher p90) and a steady one: ranking by
+    p90 picks the steady one, by p50 the other, in whichever order the rows come."""
+    jittery = evaluate(ok_record("onnx-fp32", p50=1.0, p90=5.0, p99=6.0), NO_LIMITS, 0.9)
+    steady = evaluate(ok_record("tflite-fp32", p50=2.0, p90=3.0, p99=4.0), NO_LIMITS, 0.9)
+    assert rank_value(jittery, "latency_p50_ms") == (1.0, 10_000.0)
+    assert rank_value(jittery, "latency_p90_ms") == (5.0, 10_000.0)
+    for rows in ([jittery, steady], [steady, jittery]):
+        assert recommend(rows, "latency_p50_ms") == {"local": "onnx-fp32"}
+        assert recommend(rows, "latency_p90_ms") == {"local": "tflite-fp32"}
 
 
 # --------------------------------------------------------------------------- the whole step
