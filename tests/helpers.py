@@ -27,6 +27,17 @@ def records(run: DeviceRun) -> dict[str, dict[str, Any]]:
     return {path.stem: read_json(path) for path in run.results}
 
 
+def flip_last_byte(path: Path | str) -> None:
+    """Change a file in place, whatever its last byte was (writing a fixed byte would
+    change nothing where the file already holds it). In a weights file that is a weight:
+    the file still loads, and computes something else."""
+    with open(path, "r+b") as handle:
+        handle.seek(-1, 2)
+        last = handle.read(1)[0]
+        handle.seek(-1, 2)
+        handle.write(bytes([last ^ 0xFF]))
+
+
 def index_entries(variants_dir: Path) -> list[dict[str, Any]]:
     """The variants of ``index.json`` in ``variants_dir``, read through their contract,
     as the JSON documents the file holds."""

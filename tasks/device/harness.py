@@ -567,6 +567,28 @@ def _timed_loop(runner: Runner, inputs: list[np.ndarray], min_runs: int,
     return latencies
 
 
+def latency_summary(latencies_ms: list[float]) -> dict[str, Any]:
+    """The timed runs' statistics as a result reports them: the number of runs, their
+    total in seconds, the latency distribution in ms (percentiles by numpy's default
+    linear interpolation, population standard deviation) and the throughput."""
+    latencies = np.asarray(latencies_ms)
+    return {
+        "runs": int(latencies.size),
+        "timed_seconds": float(latencies.sum() / 1e3),
+        "latency_ms": {
+            "p50": float(np.percentile(latencies, 50)),
+            "p90": float(np.percentile(latencies, 90)),
+            "p99": float(np.percentile(latencies, 99)),
+            "mean": float(latencies.mean()),
+            "std": float(latencies.std()),
+            "min": float(latencies.min()),
+            "max": float(latencies.max()),
+        },
+        # Sequential batch-1 throughput: what one camera stream gets from one process.
+        "throughput_fps": float(latencies.size / (latencies.sum() / 1e3)),
+    }
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     spec = json.loads(open(args.spec, encoding="utf-8").read())
     with np.load(args.data, allow_pickle=False) as data:
@@ -587,7 +609,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     warmup_start = time.perf_counter()
     warmup = _timed_loop(runner, inputs, args.warmup_runs, args.warmup_seconds)
     warmup_seconds = time.perf_counter() - warmup_start
-    latencies = np.asarray(_timed_loop(runner, inputs, args.runs, args.seconds))
+    latencies = _timed_loop(runner, inputs, args.runs, args.seconds)
 
     count = len(images) if args.accuracy_samples <= 0 else min(args.accuracy_samples, len(images))
     logits = predict(runner, images[:count], spec)
@@ -602,19 +624,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "load_ms": load_ms,
         "first_inference_ms": first_inference_ms,
         "warmup": {"runs": len(warmup), "seconds": warmup_seconds},
-        "runs": int(latencies.size),
-        "timed_seconds": float(latencies.sum() / 1e3),
-        "latency_ms": {
-            "p50": float(np.percentile(latencies, 50)),
-            "p90": float(np.percentile(latencies, 90)),
-            "p99": float(np.percentile(latencies, 99)),
-            "mean": float(latencies.mean()),
-            "std": float(latencies.std()),
-            "min": float(latencies.min()),
-            "max": float(latencies.max()),
-        },
-        # Sequential batch-1 throughput: what one camera stream gets from one process.
-        "throughput_fps": float(latencies.size / (latencies.sum() / 1e3)),
+        **latency_summary(latencies),
         "rss_before_load_mb": rss_before_load,
         "peak_rss_mb": _peak_rss_mb(),
         "accuracy": accuracy,

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,8 @@ from tasks.core.errors import StepError
 from tasks.core.files import read_json, sha256_file
 from tasks.farm.protocol import MAX_RESULT_BYTES, parse_untrusted_json, validate_harness_result
 from tasks.farm.transports import LocalConnection, quote_command
-from tests.helpers import (assert_device_tidy, index_entries, processes_mentioning,
-                           records, scripted_python)
+from tests.helpers import (assert_device_tidy, flip_last_byte, index_entries,
+                           processes_mentioning, records, scripted_python)
 
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
                         accuracy_samples=50, timeout_seconds=60)
@@ -250,23 +251,49 @@ def test_what_a_device_prints_stays_on_the_device(tiny_project: Any, tmp_path: P
     assert (kept / "harness.log").stat().st_size > 1_000_000
 
 
-def test_an_artifact_corrupted_on_its_way_is_never_benchmarked(tiny_project: Any,
-                                                                tmp_path: Path) -> None:
-    class CorruptsOnnxFiles(LocalConnection):
+def corrupting(name: str) -> Callable[..., LocalConnection]:
+    """``connect_to`` for a device whose copy of each file called ``name`` changes once
+    pushed (a flaky link, a failing card). A variant's files are not checked on their
+    way (no shell per variant): the harness checks them before loading anything."""
+
+    class Corrupts(LocalConnection):
         def put(self, local: Path, remote: str) -> None:
             super().put(local, remote)
-            if remote.endswith(".onnx"):
-                with open(remote, "r+b") as handle:
-                    handle.write(b"\0")
+            if Path(remote).name == name:
+                flip_last_byte(remote)
 
+    return lambda target, device_name: Corrupts()
+
+
+def test_an_artifact_corrupted_on_its_way_is_never_benchmarked(tiny_project: Any,
+                                                                tmp_path: Path) -> None:
     device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime", "tflite"])
     run = benchmark_device("local", device, QUICK, tiny_project.layout.variants,
                            tiny_project.layout.prepared, tmp_path / "results",
-                           connect_to=lambda target, name: CorruptsOnnxFiles())
+                           connect_to=corrupting("model.onnx"))
     result = records(run)
     assert result["onnx-fp32"]["status"] == "failed"
     assert "sha256 mismatch for model.onnx" in result["onnx-fp32"]["error"]
     assert result["tflite-fp32"]["status"] == "ok"
+
+
+def test_every_file_of_a_variant_is_checked_not_only_the_one_loaded(tiny_project: Any,
+                                                                   tmp_path: Path) -> None:
+    """An OpenVINO IR is two files: the graph it loads (model.xml) and the weights the
+    runtime reads beside it (model.bin). Weights changed on their way still load, and
+    would be measured; the harness refuses them, naming the file."""
+    entry = next(entry for entry in index_entries(tiny_project.layout.variants)
+                 if entry["name"] == "openvino-fp32")
+    assert [Path(file["path"]).name for file in entry["files"]] == ["model.xml", "model.bin"]
+    device = LocalDevice(workdir=tmp_path / "dev", runtimes=["openvino"])
+    run = benchmark_device("local", device, QUICK, tiny_project.layout.variants,
+                           tiny_project.layout.prepared, tmp_path / "results",
+                           connect_to=corrupting("model.bin"))
+    record = records(run)["openvino-fp32"]
+    assert record["status"] == "failed"
+    assert record["error"].startswith("RuntimeError: sha256 mismatch for model.bin: the file "
+                                      "on the device is not the one deployed ("), record["error"]
+    assert "latency_ms" not in record["harness"] and "accuracy" not in record["harness"]
 
 
 def test_corrupted_test_inputs_make_the_device_unusable(tiny_project: Any, tmp_path: Path) -> None:

@@ -1,9 +1,12 @@
 """Step convert: every registered format exports, loads in its runtime and agrees with
-the Keras model; disagreement and export failures stop the step with the numbers."""
+the Keras model; disagreement and export failures stop the step with the numbers. The
+agreement check itself on scripted artifacts (in-process, no runtime): exact numbers,
+which floor and tolerance hold which precision, limits met exactly."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +14,13 @@ import pytest
 
 from tasks.core.accuracy import accuracy_interval
 from tasks.core.config import ConvertParams, QuantizationParams
+from tasks import convert as convert_step
 from tasks.convert import ConvertInputs, check_variant, convert, load_source, variant_name
+from tasks.core.contracts.variants import Variant, VariantCheck
 from tasks.core.errors import ConversionError, StepError
 from tasks.core.files import sha256_file
-from tasks.models.formats import FORMATS, validate_format_matrix
+from tasks.models.formats import (FORMATS, Exported, ExportRequest, Skipped, float_spec,
+                                  validate_format_matrix)
 from tests.helpers import index_entries
 
 
@@ -58,6 +64,120 @@ def test_check_reports_disagreement_with_numbers(tiny_project) -> None:
     assert any(f.startswith("max |logit diff|") for f in check.failures)
 
 
+# An artifact scripted image by image (image i answers row i), against reference logits:
+# it agrees on three of four images (the last one's argmax differs) and its largest
+# logit difference is 0.25 (exact in float32, so limits can be met exactly).
+REFERENCE = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+DISAGREES_ON_LAST = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.25], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+AGREES_WITHIN_025 = [[1.0, 0.25, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.75], [1.0, 0.0, 0.0]]
+LABELS = [0, 1, 1, 0]  # the reference gets 3 right, DISAGREES_ON_LAST 2
+
+
+def scripted_check(monkeypatch: pytest.MonkeyPatch, logits: list[list[float]], precision: str,
+                   params: ConvertParams = ConvertParams(), ran: str = "f32",
+                   declared: str | None = "f32", note: str | None = None) -> VariantCheck:
+    """check_variant on an artifact that answers ``logits`` and reports it ran in ``ran``
+    (and, with ``note``, was checked in f32 in place of what it declares)."""
+    from tasks.device import harness
+
+    rows = np.asarray(logits, dtype=np.float32)
+    runner = harness.Runner(lambda x: rows[int(x.item())][np.newaxis], "scripted", "0",
+                            execution_precision=ran)
+    monkeypatch.setattr(convert_step, "_check_runner", lambda exported, runtime: (runner, note))
+    spec = float_spec((1, 1, 1))
+    if declared is not None:
+        spec["execution_precision"] = declared
+    images = np.arange(len(rows), dtype=np.float32).reshape(-1, 1, 1, 1)
+    return check_variant(Exported(Path("model.scripted"), (), spec), "scripted", images,
+                         np.asarray(LABELS), np.asarray(REFERENCE, dtype=np.float32), precision,
+                         params)
+
+
+def test_check_measures_agreement_logit_difference_and_both_accuracies(monkeypatch) -> None:
+    check = scripted_check(monkeypatch, DISAGREES_ON_LAST, "int8")
+    assert check == VariantCheck(
+        samples=4, agreement=0.75, max_abs_logit_diff=1.0, accuracy=0.5, reference_accuracy=0.75,
+        passed=False, failures=["argmax agreement 0.7500 < 0.95"], execution_precision="f32",
+        note=None)
+
+
+@pytest.mark.parametrize(("precision", "floor"), [
+    ("fp32", "min_agreement"), ("fp16", "min_agreement"),
+    ("int8", "min_agreement_quantized"), ("bf16", "min_agreement_quantized")])
+def test_float_and_quantised_variants_are_held_to_their_own_agreement_floor(
+        monkeypatch, precision: str, floor: str) -> None:
+    """Agreement 0.75 meets a floor of exactly 0.75 and misses 0.8; the other floor is
+    set the other way round, so a variant held to the wrong one is caught."""
+    other = "min_agreement_quantized" if floor == "min_agreement" else "min_agreement"
+    lenient = ConvertParams(max_abs_logit_diff=1.0, **{floor: 0.75, other: 0.8})
+    check = scripted_check(monkeypatch, DISAGREES_ON_LAST, precision, lenient)
+    assert check.passed and check.failures == []
+    strict = ConvertParams(max_abs_logit_diff=1.0, **{floor: 0.8, other: 0.75})
+    check = scripted_check(monkeypatch, DISAGREES_ON_LAST, precision, strict)
+    assert not check.passed and check.failures == ["argmax agreement 0.7500 < 0.8"]
+
+
+@pytest.mark.parametrize(("precision", "held"), [
+    ("fp32", True), ("fp16", False), ("int8", False), ("int8-qdq", False)])
+def test_only_fp32_is_held_to_the_logit_tolerance(monkeypatch, precision: str,
+                                                  held: bool) -> None:
+    """fp16 weights and quantisation move logits by design; fp32 must match Keras. A
+    difference of exactly the tolerance is within it."""
+    exact = scripted_check(monkeypatch, AGREES_WITHIN_025, precision,
+                           ConvertParams(max_abs_logit_diff=0.25))
+    assert exact.max_abs_logit_diff == 0.25 and exact.agreement == 1.0
+    assert exact.passed and exact.failures == []
+    tight = scripted_check(monkeypatch, AGREES_WITHIN_025, precision,
+                           ConvertParams(max_abs_logit_diff=0.125))
+    assert tight.failures == (["max |logit diff| 0.25 > 0.125"] if held else [])
+    assert tight.passed is not held
+
+
+def test_a_variant_run_in_another_precision_than_declared_fails_the_check(monkeypatch) -> None:
+    check = scripted_check(monkeypatch, AGREES_WITHIN_025, "fp32", ran="bf16")
+    assert check.failures == ["ran in bf16, not the f32 it declares", "max |logit diff| 0.25 > 0.001"]
+    assert not check.passed and check.execution_precision == "bf16"
+    # A spec that declares nothing declares f32.
+    assert scripted_check(monkeypatch, AGREES_WITHIN_025, "int8", ran="bf16",
+                          declared=None).failures == ["ran in bf16, not the f32 it declares"]
+    assert scripted_check(monkeypatch, AGREES_WITHIN_025, "bf16", ran="f32",
+                          declared="bf16").failures == ["ran in f32, not the bf16 it declares"]
+
+
+def test_a_bf16_variant_checked_in_f32_here_says_so_and_passes(monkeypatch) -> None:
+    """On a CPU without bf16 the same graph is checked in f32: what it must run in
+    here is f32, and the note says why."""
+    note = "checked in f32 here (no bf16); devices measure its bf16 accuracy"
+    check = scripted_check(monkeypatch, AGREES_WITHIN_025, "bf16", ran="f32", declared="bf16",
+                           note=note)
+    assert check.passed and check.failures == []
+    assert check.note == note and check.execution_precision == "f32"
+
+
+def checked_variant(name: str, precision: str, failures: list[str]) -> Variant:
+    """An index entry whose check found ``failures`` (none: it passed)."""
+    check = VariantCheck(samples=4, agreement=0.5, max_abs_logit_diff=1.0, accuracy=0.5,
+                         reference_accuracy=0.75, passed=not failures, failures=failures)
+    return Variant(name=name, format=name.split("-")[0], precision=precision, source="base",
+                   runtime="onnxruntime", status="ok", reason=None, file=f"{name}/model",
+                   files=[], bytes=1, sha256="0" * 64, spec={}, accuracy=0.5, details={},
+                   check=check)
+
+
+def test_float_variants_that_disagree_fail_the_step_naming_each() -> None:
+    variants = [checked_variant("onnx-fp32", "fp32", ["a", "b"]),
+                checked_variant("tflite-fp32", "fp32", []),
+                checked_variant("onnx-int8-qdq", "int8-qdq", ["c"]),  # rejected, not a fault
+                Variant(name="edgetpu-int8", format="edgetpu", precision="int8", source="base",
+                        runtime="edgetpu", status="skipped", reason="no compiler"),
+                checked_variant("openvino-fp16", "fp16", ["d"])]
+    with pytest.raises(ConversionError) as caught:
+        convert_step._refuse_disagreements(variants)
+    assert str(caught.value) == ("convert: artifacts disagree with their Keras model: "
+                                 "onnx-fp32: a; b | openvino-fp16: d")
+    convert_step._refuse_disagreements(variants[1:4])  # quantised or skipped: no fault
+
+
 def test_convert_fails_with_numbers_and_keeps_previous_variants(tiny_project, tmp_path: Path) -> None:
     layout = tiny_project.layout
     out = tmp_path / "variants"
@@ -86,6 +206,43 @@ def test_export_failure_names_the_variant(tiny_project, tmp_path: Path) -> None:
 def test_convert_without_a_trained_model_is_a_step_error(tiny_project, tmp_path: Path) -> None:
     with pytest.raises(StepError, match="run the train step first"):
         load_source(tmp_path, tiny_project.layout.prepared)
+
+
+def test_quantisation_is_calibrated_on_the_calib_split_never_on_test_images(
+        tiny_project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibrated on the test split, a quantised variant would be tuned to the very
+    images its accuracy is then measured on, and report a leaked figure. Every exporter
+    of every format and precision is replaced by one that keeps its request and skips
+    (nothing is exported): each must have been given the calib split, whole, and the
+    validation split for accuracy-aware quantisation."""
+    requests: dict[tuple[str, str], ExportRequest] = {}
+
+    def recording(name: str):
+        def export(request: ExportRequest):
+            requests[(name, request.precision)] = request
+            raise Skipped("recorded by the test")
+        return export
+
+    for name, fmt in list(FORMATS.items()):
+        monkeypatch.setitem(FORMATS, name, replace(fmt, export=recording(name)))
+    matrix = {name: list(fmt.precisions) for name, fmt in FORMATS.items()}
+    layout = tiny_project.layout
+    convert(matrix, ConvertParams(), QuantizationParams(calibration_samples=16), 0.05,
+            ConvertInputs(layout.base_model, None, layout.prepared), tmp_path / "variants")
+
+    assert set(requests) == {(name, precision) for name, precisions in matrix.items()
+                             for precision in precisions}
+    splits = {}
+    for split in ("calib", "val", "test"):
+        with np.load(layout.prepared / f"{split}.npz") as data:
+            splits[split] = data["x"], data["y"]
+    test_images = {image.tobytes() for image in splits["test"][0]}
+    for (name, precision), request in requests.items():
+        where = f"{name}-{precision}"
+        np.testing.assert_array_equal(request.calibration, splits["calib"][0], err_msg=where)
+        assert not test_images & {image.tobytes() for image in request.calibration}, where
+        np.testing.assert_array_equal(request.validation[0], splits["val"][0], err_msg=where)
+        np.testing.assert_array_equal(request.validation[1], splits["val"][1], err_msg=where)
 
 
 def test_variant_names() -> None:

@@ -1,26 +1,31 @@
 """The select step: requirement checks on hand-written records (pure), device overrides,
 the per-image fp32 reference, the recommendation, then the whole step on real benchmark
-results of the tiny project: summary, Markdown report, plots, points and DVC metrics."""
+results of the tiny project: summary, Markdown report, plots, points and DVC metrics; and
+a variant convert really rejects, through benchmark and select."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from tasks.core.accuracy import accuracy_interval, format_accuracy
 from tasks.benchmark import benchmark_device
-from tasks.core.config import (BenchmarkParams, RequirementParams, Requirements,
-                          effective_requirements, load_farm)
+from tasks.convert import ConvertInputs, convert
+from tasks.core.config import (BenchmarkParams, ConvertParams, Farm, LocalDevice,
+                               QuantizationParams, RequirementParams, Requirements,
+                               effective_requirements, load_farm)
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.report import COLUMNS, markdown_text, summary_table
-from tasks.select import (MB, evaluate, recommend, reference_on_first, relative_drop, select,
-                          summarise)
-from tests.helpers import index_entries
+from tasks.select import (MB, evaluate, rank_value, recommend, reference_on_first, relative_drop,
+                          select, summarise)
+from tests.helpers import index_entries, records
 
 NO_LIMITS = Requirements(max_accuracy_drop=None)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -281,6 +286,18 @@ def test_recommend_by_accuracy_and_size() -> None:
     assert recommend([], "accuracy") == {}
 
 
+def test_recommend_ranks_by_the_percentile_asked_for() -> None:
+    """A fast but jittery variant (lower p50, higher p90) and a steady one: ranking by
+    p90 picks the steady one, by p50 the other, in whichever order the rows come."""
+    jittery = evaluate(ok_record("onnx-fp32", p50=1.0, p90=5.0, p99=6.0), NO_LIMITS, 0.9)
+    steady = evaluate(ok_record("tflite-fp32", p50=2.0, p90=3.0, p99=4.0), NO_LIMITS, 0.9)
+    assert rank_value(jittery, "latency_p50_ms") == (1.0, 10_000.0)
+    assert rank_value(jittery, "latency_p90_ms") == (5.0, 10_000.0)
+    for rows in ([jittery, steady], [steady, jittery]):
+        assert recommend(rows, "latency_p50_ms") == {"local": "onnx-fp32"}
+        assert recommend(rows, "latency_p90_ms") == {"local": "tflite-fp32"}
+
+
 # --------------------------------------------------------------------------- the whole step
 
 
@@ -441,6 +458,86 @@ def test_summary_table_lists_every_row_or_every_measured_one(selected: dict[str,
     for row in selected["summary"]["results"]:
         assert row["variant"] in text
     assert "skipped" in text and "pass" in text and "fail" in text
+
+
+# --------------------------------------------------------------------------- a rejected variant
+
+
+def permute_saved_model_classes(model_dir: Path) -> None:
+    """Rewrite ``model_dir/saved_model`` (what the TFLite and OpenVINO converters read)
+    from its Keras model with the output classes rolled by one, as a converter that mixed
+    up the output order would: an artifact that disagrees with its Keras model on every
+    image. ``model.keras`` (what the check and the ONNX exporter read) stays as it was."""
+    import keras
+
+    model = keras.models.load_model(model_dir / "model.keras", compile=False)
+    logits = model.get_layer("logits")
+    kernel, bias = logits.get_weights()
+    logits.set_weights([np.roll(kernel, 1, axis=1), np.roll(bias, 1)])
+    shutil.rmtree(model_dir / "saved_model")
+    model.export(str(model_dir / "saved_model"), format="tf_saved_model", verbose=False)
+
+
+@pytest.fixture(scope="module")
+def with_rejected(tiny_project: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """convert, benchmark and select for real with a variant convert rejects:
+    ``tflite-dynamic`` (quantised, so kept as ``rejected`` rather than failing the step)
+    converted from a SavedModel whose classes were permuted, beside ``onnx-fp32``, which
+    agrees."""
+    root = tmp_path_factory.mktemp("rejected")
+    layout = tiny_project.layout
+    model_dir = root / "models" / "base"
+    shutil.copytree(layout.base_model, model_dir)
+    permute_saved_model_classes(model_dir)
+    convert({"onnx": ["fp32"], "tflite": ["dynamic"]}, ConvertParams(),
+            QuantizationParams(calibration_samples=16), 0.05,
+            ConvertInputs(model_dir, None, layout.prepared), root / "variants")
+    device = LocalDevice(workdir=root / "dev", threads=1)
+    run = benchmark_device("local", device, E2E_BENCHMARK, root / "variants", layout.prepared,
+                           root / "results" / "local")
+    return {"variants": {entry["name"]: entry for entry in index_entries(root / "variants")},
+            "run": run, "records": records(run), "farm": Farm(devices={"local": device}),
+            "results": root / "results", "reference": model_dir / "reference.json"}
+
+
+def test_convert_keeps_a_disagreeing_quantised_variant_as_rejected(with_rejected) -> None:
+    variants = with_rejected["variants"]
+    assert variants["onnx-fp32"]["status"] == "ok"
+    rejected = variants["tflite-dynamic"]
+    assert rejected["status"] == "rejected"
+    assert rejected["check"]["passed"] is False and rejected["check"]["agreement"] < 0.2
+    assert rejected["reason"] == "; ".join(rejected["check"]["failures"])
+    assert rejected["reason"].startswith("argmax agreement ")
+
+
+def test_a_rejected_variant_is_never_run_on_the_device(with_rejected) -> None:
+    reason = with_rejected["variants"]["tflite-dynamic"]["reason"]
+    record = with_rejected["records"]["tflite-dynamic"]
+    assert record["status"] == "rejected"
+    assert record["error"] == f"rejected by convert: {reason}"
+    assert record.get("harness") is None
+    # Not even deployed: the device's run folder holds the variant that ran, only.
+    run_dir = Path(with_rejected["run"].remote_run_dir)
+    assert (run_dir / "onnx-fp32" / "result.json").is_file()
+    assert not (run_dir / "tflite-dynamic").exists()
+    assert with_rejected["records"]["onnx-fp32"]["status"] == "ok"
+
+
+def test_a_rejected_variant_fails_select_with_its_reason_and_is_never_recommended(
+        tiny_project: Any, with_rejected) -> None:
+    params = tiny_project.params.requirements.model_copy(update={"rank_by": "size_bytes"})
+    summary = summarise(params, with_rejected["farm"], with_rejected["results"],
+                        with_rejected["reference"])
+    variants = with_rejected["variants"]
+    rows = {row["variant"]: row for row in summary["results"]}
+    assert rows["tflite-dynamic"]["status"] == "fail"
+    assert rows["tflite-dynamic"]["reasons"] == [with_rejected["records"]["tflite-dynamic"]["error"]]
+    assert rows["tflite-dynamic"]["latency_ms"] is None and rows["tflite-dynamic"]["accuracy"] is None
+    assert rows["onnx-fp32"]["status"] == "pass", rows["onnx-fp32"]["reasons"]
+    # By size the rejected variant would rank first: it must not be the recommendation.
+    assert variants["tflite-dynamic"]["bytes"] < variants["onnx-fp32"]["bytes"]
+    assert summary["recommendations"] == {"local": "onnx-fp32"}
+    assert summary["counts"] == {"pass": 1, "fail": 1, "error": 0, "skipped": 0}
 
 
 # --------------------------------------------------------------------------- failures

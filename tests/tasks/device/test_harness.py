@@ -8,10 +8,13 @@ once in place from the source tree (``tasks/device/``, which holds nothing else)
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +24,7 @@ import numpy as np
 import pytest
 
 from tasks.device import harness
-from tests.helpers import index_entries
+from tests.helpers import flip_last_byte, index_entries
 
 HARNESS_SOURCE = Path(harness.__file__)
 VARIANTS = ("tflite-fp32", "onnx-fp32", "openvino-fp32")
@@ -303,3 +306,116 @@ def test_no_throttling_facts_where_the_board_has_none(tmp_path, monkeypatch) -> 
     monkeypatch.setattr(harness, "CPUFREQ", str(tmp_path / "absent"))
     monkeypatch.setattr(harness, "PI_THROTTLE_FILE", str(tmp_path / "absent"))
     assert "throttled" not in harness._throttling() and "cpu_mhz" not in harness._throttling()
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def linear_percentile(values: list[float], q: float) -> float:
+    """numpy's default ("linear") percentile written out, to check the harness against:
+    the value at rank (n - 1) * q / 100 of the sorted values, interpolated between the
+    two values around it."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+# Shuffled, so nothing depends on the order the runs came in. Every statistic differs
+# from every other one, so one computed as another (p90 as p50, p99 as max, the mean as
+# the median) gives a wrong number: 1..10 ms and a 100 ms outlier (odd count: p50 and
+# p90 fall on values, p99 between two); four runs (even count: all three in between).
+@pytest.mark.parametrize(("latencies", "p50", "p90", "p99"), [
+    ([7.0, 3.0, 100.0, 1.0, 9.0, 5.0, 2.0, 10.0, 4.0, 8.0, 6.0], 6.0, 10.0, 91.0),
+    ([4.0, 1.0, 3.0, 2.0], 2.5, 3.7, 3.97),
+])
+def test_latency_summary_reports_each_statistic_of_the_timed_runs(
+        latencies: list[float], p50: float, p90: float, p99: float) -> None:
+    summary = harness.latency_summary(latencies)
+    assert set(summary) == {"runs", "timed_seconds", "latency_ms", "throughput_fps"}
+    latency = summary["latency_ms"]
+    assert set(latency) == {"p50", "p90", "p99", "mean", "std", "min", "max"}
+    for q, expected in ((50, p50), (90, p90), (99, p99)):
+        assert latency[f"p{q}"] == pytest.approx(expected, rel=1e-12)
+        assert latency[f"p{q}"] == pytest.approx(linear_percentile(latencies, q), rel=1e-12)
+    assert latency["mean"] == pytest.approx(sum(latencies) / len(latencies), rel=1e-12)
+    # The population standard deviation: the timed runs are all the runs there are.
+    assert latency["std"] == pytest.approx(statistics.pstdev(latencies), rel=1e-12)
+    assert (latency["min"], latency["max"]) == (min(latencies), max(latencies))
+    assert summary["runs"] == len(latencies)
+    assert summary["timed_seconds"] == pytest.approx(sum(latencies) / 1000, rel=1e-12)
+    # Sequential batch 1: runs per second of summed latency.
+    assert summary["throughput_fps"] == pytest.approx(len(latencies) * 1000 / sum(latencies),
+                                                      rel=1e-12)
+    # Plain floats and ints: the result is written with json.dump.
+    assert all(type(value) is float for value in latency.values())
+    assert type(summary["runs"]) is int
+    assert type(summary["timed_seconds"]) is type(summary["throughput_fps"]) is float
+
+
+class ScriptedClock:
+    """``perf_counter_ns`` for the harness, in which each inference takes the next of
+    ``durations_ms``; a loop that runs past the script fails instead of never ending."""
+
+    def __init__(self, durations_ms: list[float]) -> None:
+        readings, now = [], 10**12
+        for duration in durations_ms:
+            readings += [now, now + round(duration * 1e6)]
+            now += round(duration * 1e6) + 1000  # time passes between runs too
+        self._readings = iter(readings)
+
+    def perf_counter_ns(self) -> int:
+        reading = next(self._readings, None)
+        assert reading is not None, "the timed loop ran more inferences than scripted"
+        return reading
+
+
+def timed(monkeypatch: pytest.MonkeyPatch, durations_ms: list[float], min_runs: int,
+          min_seconds: float) -> tuple[list[float], list[str]]:
+    """The latencies _timed_loop reports on a scripted clock, and the inputs it fed."""
+    monkeypatch.setattr(harness, "time", ScriptedClock(durations_ms))
+    fed: list[str] = []
+    runner = harness.Runner(fed.append, "scripted", "0")
+    return harness._timed_loop(runner, ["a", "b"], min_runs, min_seconds), fed
+
+
+def test_timed_loop_stops_at_min_runs_once_min_seconds_is_reached(monkeypatch) -> None:
+    latencies, fed = timed(monkeypatch, [2.0, 3.0, 5.0, 7.0], min_runs=3, min_seconds=0.0)
+    assert latencies == [2.0, 3.0, 5.0]
+    assert fed == ["a", "b", "a"], "the inputs are fed one after another, round and round"
+
+
+def test_timed_loop_stops_at_min_seconds_once_min_runs_is_reached(monkeypatch) -> None:
+    # 4 + 6 ms reach the 10 ms asked for exactly: "at least", so no third run. The time
+    # between runs does not count, only the inferences'.
+    latencies, fed = timed(monkeypatch, [4.0, 6.0, 5.0, 5.0], min_runs=1, min_seconds=0.01)
+    assert latencies == [4.0, 6.0] and fed == ["a", "b"]
+
+
+def test_timed_loop_with_nothing_asked_runs_nothing(monkeypatch) -> None:
+    """A warm-up of 0 runs and 0 seconds (``warmup_runs: 0``) is no warm-up."""
+    assert timed(monkeypatch, [], min_runs=0, min_seconds=0.0) == ([], [])
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def test_verify_inputs_checks_every_file_and_names_the_one_that_changed(tmp_path: Path) -> None:
+    """Every ``PATH=HEX`` is checked, not only the first: an OpenVINO IR's weights
+    (``model.bin``, its second file) changed on the device must be refused too."""
+    folder = tmp_path / "run=1"  # a path may hold "=": the digest follows the last one
+    folder.mkdir()
+    graph, weights = folder / "model.xml", folder / "model.bin"
+    graph.write_bytes(b"<net/>")
+    weights.write_bytes(bytes(range(256)) * 5000)  # over 1 MiB: read in blocks
+    deployed = hashlib.sha256(weights.read_bytes()).hexdigest()
+    expected = [f"{graph}={hashlib.sha256(b'<net/>').hexdigest()}", f"{weights}={deployed}"]
+    harness.verify_inputs(expected)  # as deployed: accepted
+
+    flip_last_byte(weights)
+    found = hashlib.sha256(weights.read_bytes()).hexdigest()
+    with pytest.raises(RuntimeError) as caught:
+        harness.verify_inputs(expected)
+    assert str(caught.value) == (f"sha256 mismatch for model.bin: the file on the device is not "
+                                 f"the one deployed ({found[:16]}... != {deployed[:16]}...)")
