@@ -24,6 +24,11 @@ f16 on ARM CPUs with fp16), and records what the runtime reports it used as
 refused up front: the result is ``skipped`` with the reason, never measured in
 another precision under the variant's name.
 
+Threads: ``--threads`` (the device's ``threads`` in farm.yaml) is given to the runtime
+and recorded as ``threads``; what the runtime reports it was configured with is
+``runtime.threads`` (ONNX Runtime's session options, OpenVINO's compiled model, which
+runs at most one thread per core), null where the runtime cannot say (LiteRT).
+
 Output: one JSON object at ``--out`` with ``status`` ``ok``, ``skipped`` or ``failed``
 and ``error``. A failure (runtime missing, corrupt artifact...) still writes the file
 and exits with status 1, so the orchestrator records the reason instead of crashing.
@@ -77,13 +82,14 @@ class Runner:
     """A loaded artifact: ``infer`` takes one runtime-ready input and returns logits."""
 
     def __init__(self, infer: Infer, runtime: str, version: str, accelerator: str = "CPU",
-                 execution_precision: str = UNVERIFIED) -> None:
+                 execution_precision: str = UNVERIFIED, threads: int | None = None) -> None:
         self.infer = infer
         self.runtime = runtime
         self.version = version
         self.accelerator = accelerator  # what actually runs it, as the runtime reports
         # What the float arithmetic runs in, as the runtime reports it (or as pinned).
         self.execution_precision = execution_precision
+        self.threads = threads  # the threads the runtime reports; None where it cannot say
 
 
 def _requested_precision(options: dict[str, Any]) -> str:
@@ -250,7 +256,8 @@ def _load_onnxruntime(artifact: str, threads: int, options: dict[str, Any]) -> R
     # providers (CUDA, TensorRT, OpenVINO, QNN) choose for themselves and do not say.
     precision = ("f32" if used == ["CPUExecutionProvider"]
                  else f"{UNVERIFIED} (providers {','.join(used)})")
-    return Runner(infer, "onnxruntime", ort.__version__, ",".join(used), precision)
+    return Runner(infer, "onnxruntime", ort.__version__, ",".join(used), precision,
+                  session.get_session_options().intra_op_num_threads)
 
 
 ORT_ARM64_BF16_FASTMATH = "mlas.enable_gemm_fastmath_arm64_bfloat16"
@@ -277,7 +284,7 @@ def _load_openvino(artifact: str, threads: int, options: dict[str, Any]) -> Runn
 
     return Runner(infer, "openvino", ov.__version__,
                   ",".join(compiled.get_property("EXECUTION_DEVICES")),
-                  _openvino_precision(compiled))
+                  _openvino_precision(compiled), _openvino_threads(compiled))
 
 
 # The OPTIMIZATION_CAPABILITIES entry a device lists when it runs a precision natively.
@@ -313,6 +320,15 @@ def openvino_config(device: str, precision: str, threads: int,
     if device == "CPU":
         config["INFERENCE_NUM_THREADS"] = threads
     return config
+
+
+def _openvino_threads(compiled: Any) -> int | None:
+    """The compiled model's thread count (CPU: at most one per core), or None where the
+    device does not report one (GPU, NPU)."""
+    try:
+        return int(compiled.get_property("INFERENCE_NUM_THREADS"))
+    except Exception:  # noqa: BLE001 - a plugin without the property
+        return None
 
 
 def _openvino_precision(compiled: Any) -> str:
@@ -619,7 +635,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "runtime": {"name": runner.runtime, "version": runner.version, "requested": args.runtime,
                     "accelerator": runner.accelerator,
                     "requested_precision": _requested_precision(options),
-                    "execution_precision": runner.execution_precision},
+                    "execution_precision": runner.execution_precision,
+                    "threads": runner.threads},
         "threads": args.threads,
         "load_ms": load_ms,
         "first_inference_ms": first_inference_ms,

@@ -74,7 +74,7 @@ def read_probe(connection: Connection, result: Any, python: str,
         reason = (log_tail(connection, _beside(remote_harness, "probe.log"))
                   or last_line(result.stderr))
         raise RuntimeError(f"probe failed (exit {result.exited}): {reason}")
-    raw = connection.read_file(_beside(remote_harness, "probe.json"), MAX_RESULT_BYTES + 1)
+    raw = connection.read_file(_beside(remote_harness, "probe.json"), MAX_RESULT_BYTES)
     return validate_probe(parse_untrusted_json(raw))
 
 

@@ -231,7 +231,7 @@ class DeviceSession:
         variant_dir = self.variant_dir(variant)
         try:
             with self.clock.phase("fetch"):
-                raw = self.connection.read_file(f"{variant_dir}/result.json", MAX_RESULT_BYTES + 1)
+                raw = self.connection.read_file(f"{variant_dir}/result.json", MAX_RESULT_BYTES)
             document = validate_harness_result(parse_untrusted_json(raw))
         except DeviceUnreachable:
             raise

@@ -145,7 +145,7 @@ def download_wheels(packages: list[str], facts: dict[str, Any], cache: Path) -> 
 def _remote_state(connection: Connection, state_path: str) -> dict[str, Any] | None:
     """What the last setup recorded on the device; None when absent or damaged."""
     try:
-        return parse_untrusted_json(connection.read_file(state_path, MAX_RESULT_BYTES + 1))
+        return parse_untrusted_json(connection.read_file(state_path, MAX_RESULT_BYTES))
     except (OSError, ValueError):
         return None
 

@@ -48,9 +48,10 @@ class Connection(Protocol):
         600, then renamed into place (a reader never sees half a file)."""
 
     def read_file(self, remote: str, limit: int, tail: bool = False) -> bytes:
-        """At most ``limit`` bytes of a regular file on the device, its first or (with
-        ``tail``) its last: what a device sends is untrusted, so it can never make the
-        orchestrator read or store more."""
+        """A regular file on the device, whole, or with ``tail`` its last ``limit`` bytes
+        (a log's end). What a device sends is untrusted, so it can never make the
+        orchestrator read or store more than ``limit`` bytes: a larger file is refused
+        (ValueError, one line naming its size) unless ``tail``."""
 
     def makedirs(self, remote: str) -> None:
         """Create a folder and its parents, owner-only (mode 700), without a shell."""
@@ -60,6 +61,22 @@ class Connection(Protocol):
         empty when it does not exist."""
 
     def close(self) -> None: ...
+
+
+def read_within(remote: str, mode: int, size: int, limit: int, tail: bool,
+                open_file: Callable[[], Any]) -> bytes:
+    """:meth:`Connection.read_file` on a file of this ``mode`` and ``size`` (its stat on
+    the device), opened by ``open_file``: every transport reads the same way."""
+    if not stat.S_ISREG(mode):  # a FIFO would block the read
+        raise ValueError(f"{remote} on the device is not a regular file")
+    if size > limit and not tail:
+        raise ValueError(f"{remote} on the device is {size} bytes, more than the {limit} "
+                         "allowed")
+    with open_file() as handle:
+        if tail:
+            handle.seek(max(0, size - limit))
+        # Never more than the limit, even from a file that grew since its size was read.
+        return handle.read(limit)
 
 
 class LocalConnection:
@@ -84,12 +101,8 @@ class LocalConnection:
 
     def read_file(self, remote: str, limit: int, tail: bool = False) -> bytes:
         info = os.stat(remote)
-        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read
-            raise ValueError(f"{remote} on the device is not a regular file")
-        with open(remote, "rb") as handle:
-            if tail:
-                handle.seek(max(0, info.st_size - limit))
-            return handle.read(limit)
+        return read_within(remote, info.st_mode, info.st_size, limit, tail,
+                           lambda: open(remote, "rb"))
 
     def makedirs(self, remote: str) -> None:
         path = Path(remote)
@@ -256,12 +269,8 @@ class SshConnection:
     def read_file(self, remote: str, limit: int, tail: bool = False) -> bytes:
         sftp = self._opened().sftp()
         info = sftp.stat(remote)
-        if not stat.S_ISREG(info.st_mode or 0):  # a FIFO would block the read
-            raise ValueError(f"{remote} on the device is not a regular file")
-        with sftp.open(remote, "rb") as handle:
-            if tail:
-                handle.seek(max(0, (info.st_size or 0) - limit))
-            return handle.read(limit)
+        return read_within(remote, info.st_mode or 0, info.st_size or 0, limit, tail,
+                           lambda: sftp.open(remote, "rb"))
 
     # Folders go through SFTP, not a shell: each shell command costs a login shell's
     # start-up on the device (a fifth of a second where .bashrc does real work).

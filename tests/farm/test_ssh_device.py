@@ -126,6 +126,29 @@ def test_the_users_ssh_config_is_never_read(ssh_server: SshServer, tmp_path: Pat
     assert probe_one("pi", device).reachable
 
 
+def test_the_users_own_known_hosts_is_never_trusted(ssh_server: SshServer, tmp_path: Path,
+                                                   monkeypatch) -> None:
+    """Only the farm's known_hosts vouches for a board: a key this user once accepted in
+    ~/.ssh/known_hosts (for another purpose, perhaps without checking it) does not."""
+    import pytest
+
+    from tasks.farm.transports import HostKeyRefused, SshConnection
+    from tasks.farm.trust import examine
+
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "known_hosts").write_text(ssh_server.known_hosts.read_text())
+    monkeypatch.setenv("HOME", str(home))
+    farm_known_hosts = tmp_path / "known_hosts"
+    farm_known_hosts.write_text("")
+    device = ssh_device(ssh_server, tmp_path / "remote", known_hosts=farm_known_hosts)
+
+    with pytest.raises(HostKeyRefused, match=f"is not in {farm_known_hosts}"):
+        SshConnection(device, "pi").run("true")
+    assert examine(device).standing == "unknown"
+    assert farm_known_hosts.read_text() == "" and not (tmp_path / "remote").exists()
+
+
 def test_the_loopback_example_farm_starts_runs_and_stops(tmp_path: Path) -> None:
     """`python -m tests.sshd up/down`: the documented farm to try without boards."""
     import os

@@ -1,15 +1,77 @@
-"""The SSH transport's checks that need no SSH server: connection retries and the
-client key file. (tests/farm/ covers the transport against real sshd boards.)"""
+"""The transports: reading files back from a device within a size limit, on both (this
+machine, and a real sshd board over SFTP); then the SSH transport's checks that need no
+SSH server: connection retries and the client key file. (tests/farm/ covers the rest of
+the transport against real sshd boards.)"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tasks.core.config import SshDevice
-from tasks.farm.transports import DeviceUnreachable, SshConnection
 from tasks.core.errors import ConfigError
+from tasks.farm.transports import (Connection, DeviceUnreachable, LocalConnection, SshConnection,
+                                   read_within)
+from tests.helpers import ssh_device
+
+LIMIT = 1000
+# Every byte value, so that a read from the wrong offset cannot return the same bytes.
+PATTERN = bytes(range(256)) * 8
+
+
+@pytest.fixture(params=["local", "ssh"])
+def connection(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Connection]:
+    """Each transport, reaching this machine's files (the sshd board runs here)."""
+    if request.param == "local":
+        yield LocalConnection()
+        return
+    board = SshConnection(ssh_device(request.getfixturevalue("ssh_server"), tmp_path), "pi")
+    yield board
+    board.close()
+
+
+def test_a_file_exactly_at_the_limit_is_read_whole(connection: Connection,
+                                                   tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    path.write_bytes(PATTERN[:LIMIT])
+    assert connection.read_file(str(path), LIMIT) == PATTERN[:LIMIT]
+
+
+def test_a_file_one_byte_over_the_limit_is_refused_in_one_line(connection: Connection,
+                                                               tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    path.write_bytes(PATTERN[:LIMIT + 1])
+    with pytest.raises(ValueError) as refused:
+        connection.read_file(str(path), LIMIT)
+    assert str(refused.value) == f"{path} on the device is 1001 bytes, more than the 1000 allowed"
+
+
+def test_a_tail_is_the_last_bytes_up_to_the_limit(connection: Connection, tmp_path: Path) -> None:
+    log = tmp_path / "harness.log"
+    log.write_bytes(PATTERN)
+    assert connection.read_file(str(log), LIMIT, tail=True) == PATTERN[-LIMIT:]
+    log.write_bytes(PATTERN[:10])  # shorter than the limit: all of it
+    assert connection.read_file(str(log), LIMIT, tail=True) == PATTERN[:10]
+
+
+def test_a_file_that_grew_since_its_size_was_read_is_read_no_further_than_the_limit(
+        tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    path.write_bytes(PATTERN)  # 2048 bytes now; 10 when the device's stat answered
+    mode = path.stat().st_mode
+    for tail in (False, True):
+        assert read_within(str(path), mode, 10, LIMIT, tail,
+                           lambda: path.open("rb")) == PATTERN[:LIMIT]
+
+
+def test_only_a_regular_file_is_read(connection: Connection, tmp_path: Path) -> None:
+    fifo = tmp_path / "result.json"
+    os.mkfifo(fifo)  # opening it would wait for a writer for ever
+    with pytest.raises(ValueError, match=f"^{fifo} on the device is not a regular file$"):
+        connection.read_file(str(fifo), LIMIT)
 
 
 def closed_port_device(tmp_path: Path, **changes: object) -> SshDevice:

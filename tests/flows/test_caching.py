@@ -1,6 +1,8 @@
 """flows/caching.py on small real inputs: a tiny experiment's config and the files a key
 hashes, written here (nothing is trained). Keys are compared with each other, never with
-fixed values, so how a step's own code enters its key is not tested here."""
+fixed values. A step's own code is hashed from a copy of the code files, so a test can
+change a module without touching the repository (tests/flows/test_code_deps.py runs the
+real flow on an edited copy: the slow end-to-end check of the same)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
+from flows import caching
 from flows.caching import (StepContentPolicy, cache_dir, input_key, record_run,
                            relocate_record, results_dir)
-from flows.steps import Context
+from flows.steps import STEPS, Context, code_dependencies
 from tests.tiny import TINY_FARM, TINY_PARAMS, write_tiny_config
 
 TWO_DEVICES = "devices:\n  local: {threads: 1}\n  other: {threads: 2}\n"
@@ -83,7 +86,6 @@ def test_a_key_changes_with_the_params_sections_its_step_reads_only(
 
 
 @pytest.mark.parametrize("step, device, farm, changes", [
-    ("benchmark", "local", "devices:\n  local: {threads: 2}\n", True),
     ("benchmark", "local", TWO_DEVICES, False),  # another device is not this one's input
     ("select", None, TWO_DEVICES, True),
     ("train", None, TWO_DEVICES, False),
@@ -95,6 +97,34 @@ def test_a_key_changes_with_the_farm_only_where_the_step_reads_it(
     patched = experiment(tmp_path, farm=farm)
     assert patched.farm != base.farm, "a farm that changes nothing tests nothing"
     assert (input_key(patched, step, device) != before) == changes
+
+
+def _board(**changes: object) -> str:
+    """A farm of one SSH board ``pi`` (keys are only read when connecting)."""
+    fields: dict[str, object] = {"transport": "ssh", "host": "10.0.0.5", "user": "pi",
+                                 "key_file": "id_ed25519", "known_hosts": "known_hosts",
+                                 **changes}
+    return yaml.safe_dump({"devices": {"pi": fields}})
+
+
+# Every setting of a device can change what its benchmark measures: a board re-imaged
+# with more threads, moved to another address or given an accelerator must be measured
+# again, never answered with the old results.
+@pytest.mark.parametrize("device, farm, changed", [
+    ("local", "devices:\n  local: {threads: 1}\n", "devices:\n  local: {threads: 2}\n"),
+    ("pi", _board(), _board(host="10.0.0.6")),
+    ("pi", _board(), _board(port=2222)),
+    ("local", "devices:\n  local: {}\n",
+     "devices:\n  local: {accelerators: {onnxruntime_providers: [CUDAExecutionProvider]}}\n"),
+    ("local", "devices:\n  local: {}\n",
+     "devices:\n  local: {accelerators: {openvino_device: GPU}}\n"),
+    ("local", "devices:\n  local: {}\n", "devices:\n  local: {runtimes: [onnxruntime]}\n"),
+], ids=["threads", "host", "port", "onnxruntime-providers", "openvino-device", "runtimes"])
+def test_a_benchmark_key_changes_with_each_setting_of_its_device(
+        tmp_path: Path, device: str, farm: str, changed: str) -> None:
+    before = input_key(experiment(tmp_path, farm=farm), "benchmark", device)
+    patched = experiment(tmp_path, farm=changed)
+    assert input_key(patched, "benchmark", device) != before
 
 
 @pytest.mark.parametrize("path, changes", [
@@ -134,6 +164,42 @@ def test_a_path_outside_the_experiment_stays_in_the_key(tmp_path: Path) -> None:
         return input_key(ctx, "benchmark", "local")
 
     assert key(tmp_path / "boards" / "a") != key(tmp_path / "boards" / "b")
+
+
+@pytest.fixture
+def code_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every step's code files copied to a folder the keys then hash instead of the
+    repository's (the closures themselves are still the repository's)."""
+    root = tmp_path / "code"
+    for step in STEPS.values():
+        for path in code_dependencies(step).files:
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(caching.PACKAGE_ROOT / path, root / path)
+    monkeypatch.setattr(caching, "PACKAGE_ROOT", root)
+    return root
+
+
+def _all_keys(ctx: Context) -> dict[str, str]:
+    return {name: input_key(ctx, name, "local" if name == "benchmark" else None)
+            for name in STEPS}
+
+
+# Only select reaches report.py and only benchmark untrusted.py; the harness is loaded by
+# path (never imported) by the steps that run device code; every step reaches files.py.
+@pytest.mark.parametrize("module, steps", [
+    ("tasks/core/report.py", {"select"}),
+    ("tasks/farm/untrusted.py", {"benchmark"}),
+    ("tasks/device/harness.py", {"convert", "benchmark", "select"}),
+    ("tasks/core/files.py", set(STEPS)),
+])
+def test_a_key_changes_with_the_code_its_step_reaches_only(
+        tmp_path: Path, code_copy: Path, module: str, steps: set[str]) -> None:
+    ctx = experiment(tmp_path / "exp")
+    before = _all_keys(ctx)
+    with open(code_copy / module, "a", encoding="utf-8") as handle:
+        handle.write("# a comment: the file changed, what it does did not\n")
+    after = _all_keys(ctx)
+    assert {name for name in STEPS if after[name] != before[name]} == steps
 
 
 # --------------------------------------------------------------------------- stamps

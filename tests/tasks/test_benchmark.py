@@ -97,6 +97,26 @@ def test_probe_facts_and_cleanup(local_run: tuple[DeviceRun, Path]) -> None:
     assert [path.name for path in (root / "results").iterdir()] == ["local"]
 
 
+def test_the_devices_threads_reach_the_harness_and_each_runtime(tiny_project: Any,
+                                                               tmp_path: Path) -> None:
+    """threads: 2 (the default 1 is what a dropped setting would give too) is the
+    harness's --threads, the threads it reports, what ONNX Runtime and OpenVINO say they
+    run with, and the record's. LiteRT cannot say (tests/tasks/device checks it is given
+    them); OpenVINO runs at most one thread per core."""
+    # The device's interpreter writes each harness command's arguments beside its result.
+    python = scripted_python(tmp_path, f'printf "%s\\n" "$@" > "$out.argv"\n'
+                                       f'exec "{sys.executable}" "$@"')
+    run = bench(tiny_project, LocalDevice(workdir=tmp_path / "dev", threads=2, python=python),
+                tmp_path / "results")
+    reported = {"tflite-fp32": None, "onnx-fp32": 2, "openvino-fp32": min(2, os.cpu_count() or 1)}
+    for name, record in records(run).items():
+        assert record["status"] == "ok", record["error"]
+        argv = (Path(run.remote_run_dir) / name / "result.json.argv").read_text().splitlines()
+        assert argv[argv.index("--threads") + 1] == "2"
+        assert (record["threads"], record["harness"]["threads"]) == (2, 2)
+        assert record["harness"]["runtime"]["threads"] == reported[name], name
+
+
 def test_old_run_folders_are_removed_keeping_the_newest(tiny_project: Any, tmp_path: Path) -> None:
     from tasks.farm.push import RUN_NAME
 

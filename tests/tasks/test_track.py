@@ -22,7 +22,7 @@ from tasks.track import EXPERIMENT, flatten, track
 
 FARM = """\
 devices:
-  local: {threads: 1, workdir: .edgeflow/devices/local}
+  local: {threads: 2, workdir: .edgeflow/devices/local}
   onnx-only: {threads: 1, workdir: .edgeflow/devices/onnx-only, runtimes: [onnxruntime]}
 """
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
@@ -148,7 +148,9 @@ def test_track_logs_parent_and_nested_runs(tiny_project: Any, project: Layout,
         assert child.data.params["precision"] == row["precision"]
         assert child.data.params["source"] == "base"
         assert child.data.params["runtime"] == row["runtime"]
-        assert child.data.params["threads"] == "1"
+        # farm.yaml's threads for the device (the default 1 would hide a dropped setting).
+        assert record["threads"] == {"local": 2, "onnx-only": 1}[row["device"]]
+        assert child.data.params["threads"] == str(record["threads"])
         assert child.data.tags["device.arch"] == record["device_facts"]["arch"]
         assert child.data.tags["git_commit"] == parent.data.tags["git_commit"]
         assert child.data.tags["data_hash"] == parent.data.tags["data_hash"]

@@ -145,6 +145,26 @@ def test_harness_accuracy_matches_in_process_prediction(tiny_project: Any, deplo
     assert read_result(out)["accuracy"] == pytest.approx(float(np.mean(logits.argmax(1) == y)))
 
 
+def test_litert_is_given_the_threads_though_it_cannot_report_them(
+        tiny_project: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LiteRT cannot read its thread count back (ONNX Runtime and OpenVINO report theirs:
+    tests/tasks/test_benchmark.py), so its interpreter is watched being made."""
+    from ai_edge_litert import interpreter as litert
+
+    asked: list[Any] = []
+
+    class Watched(litert.Interpreter):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            asked.append(kwargs.get("num_threads"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(litert, "Interpreter", Watched)
+    artifact = tiny_project.layout.variants / variant_entry(tiny_project, "tflite-fp32")["file"]
+    runner = harness.load_runner("tflite", str(artifact), threads=2)
+    assert asked == [2]
+    assert runner.threads is None, "what LiteRT cannot say is not claimed"
+
+
 def test_probe_lists_the_three_runtimes(deployed_harness: Path) -> None:
     completed = run_harness(deployed_harness, ["--probe"])
     assert completed.returncode == 0, completed.stderr
