@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from tasks.farm.push import (RUN_NAME, DeployError, make_dirs, new_run_name, push_files,
-                          remove_runs_command, stale_runs)
+from tasks.farm import push
+from tasks.farm.push import (RUN_NAME, DeployError, PhaseTimes, check_then_run, last_line,
+                             make_dirs, new_run_name, push_files, remove_runs_command,
+                             stale_runs)
 from tasks.farm.transports import LocalConnection
 
 
@@ -84,7 +88,98 @@ def test_the_current_run_is_never_stale(tmp_path: Path) -> None:
     assert stale_runs(LocalConnection(), str(runs), keep=1, current=name, idle_seconds=-1) == []
 
 
+def test_idle_is_counted_from_the_newest_folder_when_the_current_run_is_not_listed() -> None:
+    """By the device's clock only: the newest folder's time stands for "now", and a
+    folder idle for exactly ``idle_seconds`` is not yet stale."""
+    names = [f"2026112{n}T000000000000Z-0000000{n}" for n in range(1, 5)]
+    times = dict(zip(names, [100.0, 200.0, 300.0, 400.0]))
+
+    class Lists(LocalConnection):
+        def listdir(self, remote: str) -> dict[str, float]:
+            return times
+
+    assert stale_runs(Lists(), "runs", keep=1, current="elsewhere", idle_seconds=100) == names[:2]
+
+
 def test_prune_of_a_missing_folder_removes_nothing(tmp_path: Path) -> None:
     assert stale_runs(LocalConnection(), str(tmp_path / "absent"), keep=1, current="",
                       idle_seconds=0) == []
     assert remove_runs_command(str(tmp_path), []) == []
+
+
+class Answers(LocalConnection):
+    """A device whose every command ends with this exit status and stderr; it keeps the
+    commands and time limits it was given."""
+
+    def __init__(self, exited: int, stderr: str = "") -> None:
+        super().__init__()
+        self.exited, self.stderr, self.commands = exited, stderr, []
+
+    def run(self, command: str, *, timeout: float | None = None, warn: bool = True,
+            hide: bool = True) -> Any:
+        self.commands.append((command, timeout))
+        return SimpleNamespace(exited=self.exited, ok=self.exited == 0, stderr=self.stderr)
+
+
+def _placed(tmp_path: Path) -> list[tuple[Path, str]]:
+    source = tmp_path / "model.onnx"
+    source.write_bytes(b"weights")
+    return [(source, str(tmp_path / "device" / "model.onnx"))]
+
+
+def test_nothing_to_check_or_run_runs_nothing() -> None:
+    device = Answers(0)
+    assert check_then_run(device, []) is None
+    assert device.commands == []
+
+
+@pytest.mark.parametrize("stderr, reason", [
+    ("sha256sum: not found\n\n", "sha256sum: not found"),
+    ("", "exit code 127"),  # nothing said: the exit status is the reason
+])
+def test_a_check_that_fails_names_its_last_words(tmp_path: Path, stderr: str,
+                                                 reason: str) -> None:
+    with pytest.raises(DeployError) as refused:
+        check_then_run(Answers(127, stderr), _placed(tmp_path))
+    assert str(refused.value) == f"push to the device failed: {reason}"
+
+
+def test_the_commands_after_the_check_run_in_the_same_shell_and_report_themselves(
+        tmp_path: Path) -> None:
+    """A command after the check that fails is its caller's to read (a probe that
+    failed says why itself); only a mismatch is the push's failure."""
+    device = Answers(1)
+    result = check_then_run(device, _placed(tmp_path), then=["probe"], timeout=42.0)
+    assert result.exited == 1
+    [(command, timeout)] = device.commands
+    assert command.startswith("umask 077 && { [ ") and command.endswith(" && probe")
+    assert timeout == 42.0
+    with pytest.raises(DeployError, match="^push to the device failed: sha256 mismatch$"):
+        check_then_run(Answers(push.MISMATCH_EXIT, "sha256 mismatch\n"), _placed(tmp_path),
+                       then=["probe"])
+
+
+def test_a_folder_that_cannot_be_made_is_a_deploy_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DeployError, match=f"^cannot create {tmp_path}/file/runs on the device: "):
+        make_dirs(LocalConnection(), str(tmp_path / "file" / "runs"))
+
+
+def test_last_line_is_the_last_non_blank_line_cut_to_its_end() -> None:
+    assert last_line("first\nsecond\n\n   \n") == "second"
+    assert last_line("") == ""
+    assert last_line("a" * 100 + "b" * 300) == "b" * 300
+    assert last_line("abcdef", limit=3) == "def"
+
+
+def test_phase_times_add_up_per_phase_even_when_a_phase_fails(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter([1.0, 1.5, 2.0, 2.25, 10.0, 10.123456])
+    monkeypatch.setattr(push.time, "perf_counter", lambda: next(ticks))
+    clock = PhaseTimes()
+    for _ in range(2):
+        with clock.phase("push"):
+            pass
+    with pytest.raises(OSError), clock.phase("fetch"):
+        raise OSError("lost")
+    assert clock.as_dict() == {"push": 0.75, "fetch": 0.1235}

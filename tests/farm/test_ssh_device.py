@@ -123,6 +123,10 @@ def test_the_users_ssh_config_is_never_read(ssh_server: SshServer, tmp_path: Pat
     assert (fabric.port, fabric.user, fabric.forward_agent, fabric.gateway) == (
         ssh_server.port, ssh_server.user, False, None)
     assert fabric.connect_kwargs["key_filename"] == [str(ssh_server.client_key)]
+    # Only the device's key: no agent, no ~/.ssh/id_* tried on the board.
+    assert (fabric.connect_kwargs["look_for_keys"], fabric.connect_kwargs["allow_agent"]) == (
+        False, False)
+    assert fabric.connect_timeout == device.connect_timeout
     assert probe_one("pi", device).reachable
 
 

@@ -6,6 +6,7 @@ the transport against real sshd boards.)"""
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tasks.core.errors import ConfigError
 from tasks.farm.transports import (Connection, DeviceUnreachable, LocalConnection, SshConnection,
                                    read_within)
 from tests.helpers import ssh_device
+from tests.sshd import SshServer
 
 LIMIT = 1000
 # Every byte value, so that a read from the wrong offset cannot return the same bytes.
@@ -84,6 +86,31 @@ def closed_port_device(tmp_path: Path, **changes: object) -> SshDevice:
                                  "user": "pi", "key_file": key,
                                  "known_hosts": tmp_path / "known_hosts"}
     return SshDevice(**{**fields, **changes})
+
+
+# 1 s: a third of it rounds down to 0, and a probe interval is at least 1 s.
+@pytest.mark.parametrize("seconds, interval", [(10, 3), (1, 1)])
+def test_an_open_board_connection_notices_silence_and_bounds_transfers(
+        ssh_server: SshServer, tmp_path: Path, seconds: int, interval: int) -> None:
+    """A board that drops off the network must not hold a run until its time limit: SSH
+    keepalives, TCP keepalive probes after ``keepalive_seconds`` (three, a third of it
+    apart), unacknowledged writes given up after twice as long; and every SFTP transfer
+    times out after ``io_timeout``."""
+    device = ssh_device(ssh_server, tmp_path, keepalive_seconds=seconds, io_timeout=33.0)
+    board = SshConnection(device, "pi")
+    try:
+        assert board.run("true").ok
+        transport = board._fabric.transport
+        assert transport.packetizer._Packetizer__keepalive_interval == seconds
+        sock = transport.sock
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert {name: sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
+                for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
+                } == {"TCP_KEEPIDLE": seconds, "TCP_KEEPINTVL": interval, "TCP_KEEPCNT": 3,
+                      "TCP_USER_TIMEOUT": seconds * 2000}
+        assert board._fabric.sftp().get_channel().gettimeout() == 33.0
+    finally:
+        board.close()
 
 
 def test_the_wait_between_attempts_doubles_up_to_a_minute(tmp_path: Path) -> None:

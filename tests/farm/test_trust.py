@@ -4,17 +4,21 @@ usable, and a changed key is only replaced on request."""
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import paramiko
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.core.config import load_farm
+from tasks.core.config import SshDevice, load_farm
 from tasks.farm.probe import probe_one
+from tasks.farm.trust import HostKeyOffer, host_pattern, record
 from tests.sshd import SshServer, keygen
 
 
@@ -87,3 +91,50 @@ def test_trust_names_what_is_wrong_with_the_device(ssh_server: SshServer, tmp_pa
     assert unknown.exit_code == 2 and "no device 'nas' (devices: esp, pi)" in unknown.output
     mcu = CliRunner().invoke(app, ["farm", "trust", "esp", "--farm", str(farm)])
     assert mcu.exit_code == 2 and "only ssh devices" in mcu.output
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def _board(tmp_path: Path, known_hosts: Path, port: int = 2222) -> SshDevice:
+    return SshDevice(transport="ssh", host="10.0.0.5", port=port, user="pi",
+                     key_file=tmp_path / "id", known_hosts=known_hosts)
+
+
+def _new_key() -> Any:
+    return paramiko.ECDSAKey.generate()
+
+
+def _key_line(pattern: str, key: Any) -> str:
+    return f"{pattern} {key.get_name()} {key.get_base64()}\n"
+
+
+@pytest.mark.parametrize("port, pattern", [(22, "10.0.0.5"), (2222, "[10.0.0.5]:2222")])
+def test_known_hosts_names_a_board_as_openssh_does(tmp_path: Path, port: int,
+                                                   pattern: str) -> None:
+    assert host_pattern(_board(tmp_path, tmp_path / "known_hosts", port)) == pattern
+
+
+def test_a_new_key_is_added_beside_the_others_in_a_new_owner_only_file(tmp_path: Path) -> None:
+    known_hosts = tmp_path / "keys" / "known_hosts"  # its folder does not exist yet
+    board, first, second = _board(tmp_path, known_hosts), _new_key(), _new_key()
+    record(board, HostKeyOffer("other", first, "unknown"))
+    known_hosts.write_text(known_hosts.read_text().rstrip("\n"))  # a hand edit, no newline
+    record(board, HostKeyOffer("[10.0.0.5]:2222", second, "unknown"))
+    assert known_hosts.read_text() == (_key_line("other", first)
+                                       + _key_line("[10.0.0.5]:2222", second))
+    assert stat.S_IMODE(known_hosts.stat().st_mode) == 0o600
+
+
+def test_a_changed_key_replaces_every_key_of_its_board_and_no_other(tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    # The board's recorded keys, of two types, around another host's.
+    old_ecdsa, old_rsa = _new_key(), paramiko.RSAKey.generate(1024)
+    other, new = _new_key(), _new_key()
+    known_hosts.write_text(_key_line("[10.0.0.5]:2222", old_ecdsa) + _key_line("other", other)
+                           + _key_line("[10.0.0.5]:2222", old_rsa))
+    known_hosts.chmod(0o644)
+    record(_board(tmp_path, known_hosts), HostKeyOffer("[10.0.0.5]:2222", new, "changed"))
+    assert sorted(known_hosts.read_text().splitlines(keepends=True)) == sorted(
+        [_key_line("other", other), _key_line("[10.0.0.5]:2222", new)])
+    assert stat.S_IMODE(known_hosts.stat().st_mode) == 0o600

@@ -7,6 +7,7 @@ real flow on an edited copy: the slow end-to-end check of the same)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,14 @@ def test_a_key_changes_with_the_content_of_the_files_its_step_reads(
     assert (input_key(ctx, "train") != before) == changes
 
 
+def test_a_key_names_its_step_and_device(tmp_path: Path) -> None:
+    """Prefect names each cache record after its key: a person looking in
+    .edgeflow/prefect/keys can tell which step, and which device, each one is for."""
+    ctx = experiment(tmp_path)
+    assert re.fullmatch(r"train-all-[0-9a-f]{32}", input_key(ctx, "train"))
+    assert re.fullmatch(r"benchmark-local-[0-9a-f]{32}", input_key(ctx, "benchmark", "local"))
+
+
 def test_a_missing_input_file_changes_the_key(tmp_path: Path) -> None:
     ctx = experiment(tmp_path)
     before = input_key(ctx, "benchmark", "local")
@@ -216,8 +225,9 @@ def cached(ctx: Context, key: str) -> list[Path]:
     return [record, result]
 
 
-def compute_key(ctx: Context, step: str) -> str | None:
-    return StepContentPolicy().compute_key(None, {"ctx": ctx, "step_name": step}, {})
+def compute_key(ctx: Context, step: str, device: str | None = None) -> str | None:
+    return StepContentPolicy().compute_key(
+        None, {"ctx": ctx, "step_name": step, "device": device}, {})
 
 
 def test_a_stamped_run_keeps_its_cache_record(tmp_path: Path) -> None:
@@ -242,6 +252,23 @@ def test_a_damaged_stamp_is_a_cache_miss(tmp_path: Path, damage: Any) -> None:
     damage(stamp)
     assert compute_key(ctx, "prepare") == input_key(ctx, "prepare")
     assert not any(path.exists() for path in files), "the step runs again"
+
+
+def test_each_devices_benchmark_is_stamped_on_its_own_results(tmp_path: Path) -> None:
+    """Devices are benchmarked (and cached) one task each: another device's results
+    changing is not this device's miss, and stamping one device keeps the other's."""
+    ctx = experiment(tmp_path, farm=TWO_DEVICES)
+    (tmp_path / "results" / "other").mkdir()
+    (tmp_path / "results" / "other" / "onnx-fp32.json").write_bytes(b"{}")
+    files = {}
+    for device in ("local", "other"):
+        record_run(ctx, "benchmark", device)
+        files[device] = cached(ctx, input_key(ctx, "benchmark", device))
+    (tmp_path / "results" / "other" / "onnx-fp32.json").write_bytes(b"rewritten")
+    for device in ("local", "other"):
+        assert compute_key(ctx, "benchmark", device) == input_key(ctx, "benchmark", device)
+    assert all(path.is_file() for path in files["local"])
+    assert not any(path.exists() for path in files["other"])
 
 
 def test_outputs_changed_since_the_stamp_are_a_cache_miss(tmp_path: Path) -> None:
