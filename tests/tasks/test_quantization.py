@@ -415,19 +415,6 @@ def test_mcu_fit_check_passes_a_big_board_and_fails_a_small_one(matrix, tmp_path
     assert Farm(devices={"esp32": big}).devices["esp32"].transport == "mcu"
 
 
-def test_slower_quantised_variants_are_flagged() -> None:
-    from tasks.select import flag_slow_quantized
-
-    def row(precision: str, p50: float) -> dict[str, Any]:
-        return {"device": "pi", "source": "base", "format": "onnx", "precision": precision,
-                "latency_ms": {"p50": p50}, "notes": []}
-
-    rows = [row("fp32", 1.0), row("int8-qdq", 1.5), row("int8-dynamic", 0.5)]
-    flag_slow_quantized(rows)
-    assert rows[1]["notes"] == ["slower than onnx-fp32 on this device (p50 x1.50)"]
-    assert rows[0]["notes"] == [] and rows[2]["notes"] == []
-
-
 def test_rejected_variants_fail_with_the_numbers_and_are_not_benchmarked() -> None:
     from tasks.benchmark import not_produced
     from tasks.select import evaluate

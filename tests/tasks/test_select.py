@@ -23,8 +23,8 @@ from tasks.core.config import (BenchmarkParams, ConvertParams, Farm, LocalDevice
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.report import COLUMNS, markdown_text, summary_table
-from tasks.select import (MB, evaluate, rank_value, recommend, reference_on_first, relative_drop,
-                          select, summarise)
+from tasks.select import (MB, evaluate, flag_slow_quantized, rank_value, recommend,
+                          reference_on_first, relative_drop, select, summarise, verdict)
 from tests.helpers import index_entries, records
 
 NO_LIMITS = Requirements(max_accuracy_drop=None)
@@ -77,6 +77,13 @@ def test_ok_record_meeting_every_requirement_passes() -> None:
     assert row["size_bytes"] == 10_000 and row["threads"] == 1
     assert row["runtime_version"] == "1.32.0" and row["execution_precision"] == "f32"
     assert row["notes"] == []
+    # A harness that did not say on how many images: no interval can be given.
+    assert row["accuracy_samples"] == 0 and row["accuracy_interval"] is None
+    record = ok_record()
+    record["harness"]["accuracy_samples"] = 50
+    row = evaluate(record, requirements, reference_accuracy=0.9)
+    assert row["accuracy_samples"] == 50
+    assert row["accuracy_interval"] == list(accuracy_interval(0.9, 50))
 
 
 @pytest.mark.parametrize(("declared", "ran", "reason"), [
@@ -147,6 +154,52 @@ def test_each_requirement_fails_with_its_numbers(limits: dict[str, float], recor
     assert row["reasons"] == [reason]
     # The measurements are still reported for a failing variant.
     assert row["latency_ms"]["p90"] == record.get("p90", 2.0)
+
+
+def mcu_record(model_bytes: int = 20_992, arena_bytes: int = 6_656,
+               accuracy: float = 0.85) -> dict[str, Any]:
+    """A ``tflm`` record as the MCU fit check writes it: budgets of 25 KB flash, 8 KB RAM."""
+    return {
+        "variant": "tflm-int8", "device": "esp32", "format": "tflm", "precision": "int8",
+        "source": "base", "runtime": "tflm", "size_bytes": model_bytes, "sha256": "0" * 64,
+        "threads": None, "device_facts": {"class": "mcu"}, "status": "ok", "error": None,
+        "mcu": {"model_bytes": model_bytes, "arena_bytes": arena_bytes, "flash_bytes": 32_768,
+                "ram_bytes": 12_288, "flash_budget_bytes": 25_600, "ram_budget_bytes": 8_192,
+                "accuracy": accuracy, "accuracy_samples": 360, "ops": ["CONV_2D"]}}
+
+
+def test_an_mcu_fit_is_judged_on_its_budgets_and_host_accuracy() -> None:
+    """Latency and memory limits do not apply where nothing could measure them (no
+    board): the fit and the host interpreter's accuracy do."""
+    requirements = Requirements(min_accuracy=0.8, max_accuracy_drop=0.1, max_latency_p90_ms=0.001,
+                                max_peak_rss_mb=0.001)
+    record = mcu_record()
+    row = evaluate(record, requirements, reference_accuracy=0.9)
+    assert row["status"] == "pass" and row["reasons"] == []
+    assert row["accuracy"] == 0.85 and row["accuracy_samples"] == 360
+    assert row["accuracy_interval"] == list(accuracy_interval(0.85, 360))
+    assert row["accuracy_drop"] == pytest.approx(0.05 / 0.9)
+    assert row["mcu"] == record["mcu"]
+    assert row["runtime_version"] == "tflite-micro (host)"
+    for key in ("latency_ms", "throughput_fps", "peak_rss_mb", "load_ms", "execution_precision"):
+        assert row[key] is None, key
+    assert row["notes"] == ["fits check: model 20.5 of 25 KB flash budget, arena 6.5 of 8 KB RAM "
+                            "budget; accuracy from TFLite Micro on the host; latency needs the board"]
+    # The accuracy requirements hold it to the host interpreter's accuracy.
+    assert evaluate(record, Requirements(min_accuracy=0.86, max_accuracy_drop=None),
+                    0.9)["reasons"] == [
+        "accuracy 0.8500 < min_accuracy 0.86"]
+
+
+def test_an_mcu_variant_fits_its_budgets_exactly_and_not_a_byte_more() -> None:
+    exact = evaluate(mcu_record(model_bytes=25_600, arena_bytes=8_192), NO_LIMITS, 0.85)
+    assert exact["status"] == "pass" and exact["reasons"] == []
+    over = evaluate(mcu_record(model_bytes=25_601, arena_bytes=8_193), NO_LIMITS, 0.85)
+    assert over["status"] == "fail"
+    assert over["reasons"] == ["model 25.0 KB > flash budget 25.0 KB",
+                               "tensor arena 8.0 KB > RAM budget 8.0 KB"]
+    arena_only = evaluate(mcu_record(arena_bytes=10_240), NO_LIMITS, 0.85)
+    assert arena_only["reasons"] == ["tensor arena 10.0 KB > RAM budget 8.0 KB"]
 
 
 def test_relative_accuracy_drop() -> None:
@@ -296,6 +349,69 @@ def test_recommend_ranks_by_the_percentile_asked_for() -> None:
     for rows in ([jittery, steady], [steady, jittery]):
         assert recommend(rows, "latency_p50_ms") == {"local": "onnx-fp32"}
         assert recommend(rows, "latency_p90_ms") == {"local": "tflite-fp32"}
+
+
+def test_recommend_breaks_ties_by_size_and_ranks_the_unmeasured_last() -> None:
+    """Equal latencies: the smaller variant. A passing variant whose latency nothing
+    measured (an MCU fit) ranks after every measured one by latency, but by its size
+    when size is what ranks."""
+    small = evaluate(ok_record("onnx-fp32", p50=2.0, size=10_000), NO_LIMITS, 0.9)
+    large = evaluate(ok_record("tflite-fp32", p50=2.0, size=20_000), NO_LIMITS, 0.9)
+    unmeasured = {**evaluate(mcu_record(), NO_LIMITS, 0.85), "device": "local",
+                  "size_bytes": 1_000}
+    assert rank_value(unmeasured, "latency_p50_ms") == (float("inf"), 1_000.0)
+    assert rank_value(small, "accuracy") == (-0.9, 10_000.0)
+    assert rank_value(small, "peak_rss_mb") == (50.0, 10_000.0)
+    for rows in ([small, large, unmeasured], [unmeasured, large, small]):
+        assert recommend(rows, "latency_p50_ms") == {"local": "onnx-fp32"}
+        assert recommend(rows, "size_bytes") == {"local": "tflm-int8"}
+
+
+def latency_row(device: str, source: str, fmt: str, precision: str,
+                p50: float | None) -> dict[str, Any]:
+    return {"device": device, "source": source, "format": fmt, "precision": precision,
+            "latency_ms": None if p50 is None else {"p50": p50}, "notes": []}
+
+
+def test_slower_quantised_variants_are_flagged_against_their_own_fp32() -> None:
+    """Against the fp32 of the same source and format on the same device: another
+    device's, source's or format's fp32 is not its baseline."""
+    rows = [latency_row("pi", "base", "onnx", "fp32", 1.0),
+            latency_row("pi", "base", "onnx", "int8-qdq", 1.5),  # slower: noted
+            latency_row("pi", "base", "onnx", "int8-dynamic", 0.5),
+            latency_row("pi", "base", "onnx", "int8-acc", 1.0),  # as fast: not slower
+            latency_row("board", "base", "onnx", "fp32", 3.0),
+            latency_row("board", "base", "onnx", "int8-qdq", 2.0),
+            latency_row("pi", "slim50", "onnx", "fp32", 2.5),
+            latency_row("pi", "slim50", "onnx", "int8-qdq", 2.0),
+            latency_row("pi", "base", "tflite", "int8", 9.0),  # no tflite-fp32 measured
+            latency_row("pi", "base", "openvino", "fp32", None),  # failed: no baseline
+            latency_row("pi", "base", "openvino", "int8", 9.0),
+            latency_row("pi", "base", "onnx", "int8", None)]  # failed: nothing to compare
+    flag_slow_quantized(rows)
+    assert [row["notes"] for row in rows] == [
+        [], ["slower than onnx-fp32 on this device (p50 x1.50)"], [], [], [], [], [], [], [], [],
+        [], []]
+
+
+def test_verdict_message_states_counts_recommendations_unserved_devices_and_errors() -> None:
+    rows = [{"variant": "a", "device": "pi", "status": "pass", "reasons": []},
+            {"variant": "b", "device": "pi", "status": "error", "reasons": ["lost"]},
+            {"variant": "c", "device": "board", "status": "fail", "reasons": ["slow", "big"]},
+            {"variant": "d", "device": "board", "status": "skipped", "reasons": ["no runtime"]}]
+    summary = {"counts": {"pass": 1, "fail": 1, "error": 1, "skipped": 1}, "results": rows,
+               "recommendations": {"pi": "a", "board": None}}
+    result = verdict(summary)
+    assert not result.ok
+    assert result.problems == ("b@pi: error: lost", "c@board: fail: slow; big")
+    assert result.message == (
+        "partial: errors on 1 of 2 device(s) (pi); every other result is complete | "
+        "1 pass, 1 fail, 1 error, 1 skipped | recommended: pi: a | no variant meets the "
+        "requirements on: board | errors: b@pi: error: lost")
+    served = verdict({**summary, "results": rows[:1], "recommendations": {"pi": "a", "x": "e"},
+                      "counts": {"pass": 2, "fail": 0, "error": 0, "skipped": 0}})
+    assert served.ok and served.problems == ()
+    assert served.message == "2 pass, 0 fail, 0 error, 0 skipped | recommended: pi: a, x: e"
 
 
 # --------------------------------------------------------------------------- the whole step

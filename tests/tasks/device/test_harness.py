@@ -376,13 +376,13 @@ def test_latency_summary_reports_each_statistic_of_the_timed_runs(
 
 class ScriptedClock:
     """``perf_counter_ns`` for the harness, in which each inference takes the next of
-    ``durations_ms``; a loop that runs past the script fails instead of never ending."""
+    ``durations_ns``; a loop that runs past the script fails instead of never ending."""
 
-    def __init__(self, durations_ms: list[float]) -> None:
+    def __init__(self, durations_ns: list[int]) -> None:
         readings, now = [], 10**12
-        for duration in durations_ms:
-            readings += [now, now + round(duration * 1e6)]
-            now += round(duration * 1e6) + 1000  # time passes between runs too
+        for duration in durations_ns:
+            readings += [now, now + duration]
+            now += duration + 1000  # time passes between runs too
         self._readings = iter(readings)
 
     def perf_counter_ns(self) -> int:
@@ -391,26 +391,34 @@ class ScriptedClock:
         return reading
 
 
-def timed(monkeypatch: pytest.MonkeyPatch, durations_ms: list[float], min_runs: int,
+MS = 1_000_000  # ns
+
+
+def timed(monkeypatch: pytest.MonkeyPatch, durations_ns: list[int], min_runs: int,
           min_seconds: float) -> tuple[list[float], list[str]]:
     """The latencies _timed_loop reports on a scripted clock, and the inputs it fed."""
-    monkeypatch.setattr(harness, "time", ScriptedClock(durations_ms))
+    monkeypatch.setattr(harness, "time", ScriptedClock(durations_ns))
     fed: list[str] = []
     runner = harness.Runner(fed.append, "scripted", "0")
-    return harness._timed_loop(runner, ["a", "b"], min_runs, min_seconds), fed
+    return harness._timed_loop(runner, ["a", "b", "c"], min_runs, min_seconds), fed
 
 
 def test_timed_loop_stops_at_min_runs_once_min_seconds_is_reached(monkeypatch) -> None:
-    latencies, fed = timed(monkeypatch, [2.0, 3.0, 5.0, 7.0], min_runs=3, min_seconds=0.0)
-    assert latencies == [2.0, 3.0, 5.0]
-    assert fed == ["a", "b", "a"], "the inputs are fed one after another, round and round"
+    durations = [2 * MS, 3 * MS, 5 * MS, 7 * MS, 1 * MS]
+    latencies, fed = timed(monkeypatch, durations, min_runs=4, min_seconds=0.0)
+    assert latencies == [2.0, 3.0, 5.0, 7.0]
+    assert fed == ["a", "b", "c", "a"], "the inputs are fed one after another, round and round"
 
 
 def test_timed_loop_stops_at_min_seconds_once_min_runs_is_reached(monkeypatch) -> None:
     # 4 + 6 ms reach the 10 ms asked for exactly: "at least", so no third run. The time
     # between runs does not count, only the inferences'.
-    latencies, fed = timed(monkeypatch, [4.0, 6.0, 5.0, 5.0], min_runs=1, min_seconds=0.01)
+    latencies, fed = timed(monkeypatch, [4 * MS, 6 * MS, 5 * MS], min_runs=1, min_seconds=0.01)
     assert latencies == [4.0, 6.0] and fed == ["a", "b"]
+    # One nanosecond short of 10 ms: a third run.
+    latencies, _ = timed(monkeypatch, [4 * MS, 6 * MS - 1, 5 * MS, 5 * MS], min_runs=1,
+                         min_seconds=0.01)
+    assert latencies == [4.0, 5.999999, 5.0]
 
 
 def test_timed_loop_with_nothing_asked_runs_nothing(monkeypatch) -> None:
