@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -99,9 +100,11 @@ def main() -> int:
     args = parser.parse_args()
     if not args.no_run:
         patterns = [pattern for group in MODULES.values() for pattern in group]
+        # mutmut's copy in mutants/ must be what the tests import, not a PYTHONPATH's.
+        environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run",
                         "--max-children", str(args.max_children), *patterns], cwd=ROOT,
-                       check=False, stdout=subprocess.DEVNULL)
+                       check=False, stdout=subprocess.DEVNULL, env=environment)
     by_module = results(ROOT / "mutants")
     if not by_module:
         print("no mutmut results in mutants/: run without --no-run first")
