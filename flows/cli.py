@@ -52,10 +52,51 @@ def say(text: str, style: str | None = None) -> None:
     console.print(text, markup=False, highlight=False, style=style)
 
 
-def _refuse(error: EdgeflowError) -> NoReturn:
-    """End the command with ``error`` as one line on stderr and its class's exit code."""
-    typer.echo(f"edgeflow: error: {error}", err=True)
+VerboseOption = Annotated[bool, typer.Option(
+    "--verbose", "-v", help="also show what the libraries print (TensorFlow, Prefect, NNCF...); "
+                            "by default it goes only to the run's log in .edgeflow/logs/")]
+
+
+def _refuse(error: EdgeflowError, log: Path | None = None) -> NoReturn:
+    """End the command with ``error`` as one line on stderr and its class's exit code;
+    the line names the run's ``log`` when there is one."""
+    typer.echo(f"edgeflow: error: {error}" + (f" (log: {log})" if log else ""), err=True)
     raise typer.Exit(error.exit_code) from None
+
+
+def _logged(log: Path, verbose: bool, action: Callable[[], T]) -> T:
+    """Run ``action`` (steps) with the run's console (:mod:`flows.console`): the
+    libraries' output goes to ``log``, progress and warnings to the console. An error is
+    then one line naming the log (which holds its traceback, and Prefect's own report of
+    it): an input error with its class's exit code, anything else with 1."""
+    import traceback
+
+    from flows.console import captured, log_shutdown_to, one_line
+
+    failure: Exception | None = None
+    try:
+        with captured(log, verbose=verbose) as run_log:
+            try:
+                return action()
+            except typer.Exit:
+                raise
+            except Exception as error:  # noqa: BLE001 - one line below; the log has the rest
+                run_log.error(error)
+                failure = error
+            except BaseException as error:  # Ctrl-C: _interruptible reports it
+                run_log.error(error)
+                raise
+    finally:
+        if _IN_CLI_PROCESS and not verbose:
+            log_shutdown_to(log)
+    if isinstance(failure, EdgeflowError):
+        _refuse(failure, log)
+    assert failure is not None
+    if verbose:
+        typer.echo("".join(traceback.format_exception(failure)).rstrip(), err=True)
+    typer.echo(f"edgeflow: error: {one_line(failure)} (unexpected: the traceback is in {log})",
+               err=True)
+    raise typer.Exit(1)
 
 
 def _guarded(action: Callable[[], T]) -> T:
@@ -146,27 +187,33 @@ def _summary(path: Path, render: Callable[[dict[str, Any]], T]) -> T:
 def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
         rerun: Annotated[list[str] | None, typer.Option(
             "--rerun", help="run this step even if cached (repeatable), e.g. benchmark")] = None,
-        ) -> None:
+        verbose: VerboseOption = False) -> None:
     """Run the whole lifecycle (Prefect flow); cached steps are not executed again."""
+    from flows.console import new_log
     from flows.lifecycle import preflight, run_lifecycle
     from flows.server import prefect_server
     from tasks.core.locks import experiment_lock
+
+    def run_flow() -> Any:
+        with prefect_server():
+            return run_lifecycle(params, _farm(params, farm), rerun)
 
     def run_it() -> Any:
         # Configuration and usage, then the experiment's lock, then Prefect's server: a
         # bad file or a second run is refused in a second, before the server's start-up.
         ctx = preflight(params, _farm(params, farm), rerun)
-        with experiment_lock(ctx.layout.state), prefect_server():
-            return run_lifecycle(params, _farm(params, farm), rerun)
+        with experiment_lock(ctx.layout.state):
+            log = new_log(ctx.layout.logs, "run")
+            return *_logged(log, verbose, run_flow), log
 
     def run_and_report() -> None:
-        state, outcome = run_it()
-        _report_run(state, outcome)
+        state, outcome, log = run_it()
+        _report_run(state, outcome, log)
 
     _guarded(lambda: _interruptible(run_and_report))
 
 
-def _report_run(state: Any, outcome: Any) -> None:
+def _report_run(state: Any, outcome: Any, log: Path) -> None:
     """Print a finished run's table, recommendations and state; exit 0 or 1."""
     from tasks.core.report import recommendation_lines, summary_table
 
@@ -185,14 +232,17 @@ def _report_run(state: Any, outcome: Any) -> None:
         say(f"{summary['counts']['skipped']} skipped results (a device that cannot run "
                       "a runtime, a tool missing here) are listed with reasons in report.md; "
                       "`edgeflow report --all` shows them")
+    say(f"log: {log}")
     say(f"flow state: {state.name}: {state.message}")
     raise typer.Exit(0 if state.is_completed() else 1)
 
 
 @app.command()
 def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")],
-         params: ParamsOption = Path("params.yaml"), farm: FarmOption = None) -> None:
+         params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
+         verbose: VerboseOption = False) -> None:
     """Run one step without Prefect (``dvc repro`` calls this)."""
+    from flows.console import new_log
     from flows.steps import Context
 
     from tasks.core.locks import experiment_lock
@@ -202,7 +252,8 @@ def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")
 
     def run_locked() -> Any:
         with experiment_lock(ctx.layout.state):
-            return STEPS[name].run(ctx)
+            log = new_log(ctx.layout.logs, f"step-{name}")
+            return _logged(log, verbose, lambda: STEPS[name].run(ctx))
 
     result = _guarded(lambda: _interruptible(run_locked))
     describe = getattr(result, "describe", None)  # a step's one-line figures, if it has them

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.core import notices
 from tasks.core.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
 from tasks.core.contracts.results import McuFit, ResultRecord, write_result
 from tasks.core.contracts.variants import Variant, read_variant_index
@@ -110,12 +111,16 @@ def check_mcu_fit(device_name: str, device: McuDevice, variants_dir: Path,
     """An MCU has no shell: its ``tflm`` variants are checked against flash and RAM
     budgets (capacity minus margin); accuracy is the host TFLite Micro interpreter's,
     measured by convert on the whole test split. Other runtimes are skipped."""
+    variants = read_variant_index(variants_dir).variants
+    counter = notices.Counter(f"benchmark[{device_name}]", len(variants))
+    paths = []
     with atomic_output_dir(out_dir) as staging:
-        paths = [write_result(staging / f"{variant.name}.json", ResultRecord(
-            **identity(variant, device_name), threads=None,
-            device_facts={"class": "mcu", **device.tags},
-            **_mcu_outcome(variant, device_name, device)))
-            for variant in read_variant_index(variants_dir).variants]
+        for variant in variants:
+            outcome = _mcu_outcome(variant, device_name, device)
+            paths.append(write_result(staging / f"{variant.name}.json", ResultRecord(
+                **identity(variant, device_name), threads=None,
+                device_facts={"class": "mcu", **device.tags}, **outcome)))
+            counter.advance(variant.name, outcome["status"])
     return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), {})
 
 
@@ -184,24 +189,30 @@ def _set_up(session: DeviceSession, device_name: str, variants: list[Variant],
         progress.device_error = _device_failure(error)
 
 
-def _run_each(session: DeviceSession, variants: list[Variant], progress: _Progress) -> None:
-    """Run every variant not decided yet, one after another."""
+def _run_each(session: DeviceSession, variants: list[Variant], progress: _Progress,
+              counter: notices.Counter) -> None:
+    """Run every variant not decided yet, one after another; each variant is counted
+    done once its outcome is known (measured, skipped or failed)."""
     for variant in variants:
         # A stop request (Ctrl-C) ends the device's run here: nothing of it is written
         # (the staging folder is discarded), the results of its last complete run stay,
         # and the next run measures it again.
         raise_if_stopped()
-        if variant.name in progress.outcomes:
-            continue
-        if progress.device_error is not None:
-            progress.outcomes[variant.name] = failed(progress.device_error)
-            continue
-        try:
-            progress.outcomes[variant.name] = session.run(variant)
-        except DeviceUnreachable as error:
-            progress.device_error = _device_failure(error)
-            progress.outcomes[variant.name] = failed(progress.device_error)
+        if variant.name not in progress.outcomes:
+            progress.outcomes[variant.name] = _run_one(session, variant, progress)
+        counter.advance(variant.name, progress.outcomes[variant.name]["status"])
     raise_if_stopped()  # the last variant's harness may have been stopped
+
+
+def _run_one(session: DeviceSession, variant: Variant, progress: _Progress) -> dict[str, Any]:
+    """One variant's outcome; a device lost here fails it and every later variant."""
+    if progress.device_error is not None:
+        return failed(progress.device_error)
+    try:
+        return session.run(variant)
+    except DeviceUnreachable as error:
+        progress.device_error = _device_failure(error)
+        return failed(progress.device_error)
 
 
 def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevice,
@@ -220,11 +231,12 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
     _check_local_inputs(variants, variants_dir, prepared)
     session = DeviceSession(device, params, connect_to(device, device_name))
     progress = _Progress()
+    counter = notices.Counter(f"benchmark[{device_name}]", len(variants))
     with atomic_output_dir(out_dir) as staging:
         try:
             _set_up(session, device_name, variants, variants_dir, prepared / "test.npz", staging,
                     progress)
-            _run_each(session, variants, progress)
+            _run_each(session, variants, progress, counter)
         finally:
             session.connection.close()
         facts = device_facts(progress.probe)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core import notices
 from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
 from tasks.core.config import ConvertParams, QuantizationParams
 from tasks.core.contracts.prepared import load_split, read_meta
@@ -176,9 +177,11 @@ def convert(formats: dict[str, list[str]], params: ConvertParams,
     """Export and check every (source, format, precision); returns ``index.json``'s path."""
     data = CheckData.load(inputs, params, quantization, max_accuracy_drop)
     sources = list_sources(inputs)
+    counter = notices.Counter("convert", len(sources) * sum(map(len, formats.values())))
     with atomic_output_dir(out_dir) as staging, tempfile.TemporaryDirectory() as scratch:
         variants = [variant for source in sources
-                    for variant in _convert_source(source, formats, data, staging, Path(scratch))]
+                    for variant in _convert_source(source, formats, data, staging, Path(scratch),
+                                                   counter)]
         _refuse_disagreements(variants)
         write_variant_index(staging, VariantIndex(
             reference_accuracy=data.base_accuracy,
@@ -190,17 +193,23 @@ def convert(formats: dict[str, list[str]], params: ConvertParams,
 
 
 def _convert_source(source: SourceModel, formats: dict[str, list[str]], data: CheckData,
-                    staging: Path, scratch_root: Path) -> list[Variant]:
-    """Every (format, precision) variant of one source model, in params order."""
+                    staging: Path, scratch_root: Path, counter: notices.Counter) -> list[Variant]:
+    """Every (format, precision) variant of one source model, in params order, each
+    counted as done once exported and checked."""
     import keras
 
     scratch = scratch_root / source.name
     scratch.mkdir()
     model = keras.models.load_model(source.keras_path, compile=False)
     reference_logits = np.asarray(model.predict(data.x_test, verbose=0), dtype=np.float32)
-    return [_convert_variant(source, FORMATS[format_name], precision, reference_logits, data,
-                             staging, scratch)
-            for format_name, precisions in formats.items() for precision in precisions]
+    variants = []
+    for format_name, precisions in formats.items():
+        for precision in precisions:
+            variant = _convert_variant(source, FORMATS[format_name], precision,
+                                       reference_logits, data, staging, scratch)
+            counter.advance(variant.name, variant.status)
+            variants.append(variant)
+    return variants
 
 
 def _convert_variant(source: SourceModel, fmt: Format, precision: str,

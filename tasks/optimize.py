@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core import notices
 from tasks.core.config import OptimizeParams
 from tasks.core.contracts.prepared import load_split
 from tasks.core.errors import StepError
@@ -82,6 +83,7 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
     base = _figures(base_model, float(np.mean(base_correct)) if base_correct else 0.0, base_file)
 
     sources: list[dict[str, Any]] = []
+    counter = notices.Counter("optimize", len(params.pruning))
     with atomic_output_dir(out_dir) as staging:
         for options in params.pruning:
             # Seeded per recipe, not once: a recipe's result does not depend on which
@@ -101,5 +103,7 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
             sources.append({"name": options.name, "method": options.method,
                             "options": options.model_dump(mode="json"),
                             **_compare(base, after), "details": pruned.details})
+            counter.advance(options.name, f"{options.method}, test accuracy "
+                                          f"{base.accuracy:.3f} -> {after.accuracy:.3f}")
         write_json(staging / "index.json", {"sources": sources})
     return out_dir

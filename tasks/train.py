@@ -7,7 +7,7 @@ Reads params ``model`` and ``train`` and ``data/prepared/``. Writes
 accuracy is the fp32 reference every variant is compared with) and
 ``metrics/train_history.json`` (per-epoch curves for ``dvc plots`` and MLflow).
 
-Training is seeded and shows a progress bar. After every epoch the batch-norm
+Training is seeded and reports each epoch as progress (:mod:`tasks.core.notices`). After every epoch the batch-norm
 statistics are re-estimated (:mod:`tasks.models.batch_norm`) and the model is judged as it will
 be used, in inference mode, on the val split; the best epoch is restored at the end.
 A model whose validation accuracy is not clearly above the majority-class rate did not
@@ -24,6 +24,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
+from tasks.core import notices
 from tasks.models import batch_norm
 from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_interval
 from tasks.models.architectures import ModelOptions, build_model
@@ -197,29 +198,21 @@ def class_weights(labels: np.ndarray, classes: int, policy: str) -> np.ndarray:
     return np.where(counts > 0, len(labels) / (classes * np.maximum(counts, 1)), 0.0).astype(np.float32)
 
 
-def _progress_callback(total_epochs: int) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+class EpochProgress(keras.callbacks.Callback):
+    """Reports each finished epoch with its latest figures (:mod:`tasks.core.notices`);
+    the CLI draws the bar."""
 
-    class RichEpochProgress(keras.callbacks.Callback):
-        """One bar over epochs with the latest accuracy; quiet enough for CI logs."""
+    def __init__(self, total_epochs: int) -> None:
+        super().__init__()
+        self.total_epochs = total_epochs
 
-        def on_train_begin(self, logs: Any = None) -> None:
-            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.description}"), TimeElapsedColumn(),
-                                     transient=False)
-            self.progress.start()
-            self.task = self.progress.add_task("", total=total_epochs)
+    def on_train_begin(self, logs: Any = None) -> None:
+        self.counter = notices.Counter("train", self.total_epochs)
 
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            logs = logs or {}
-            self.progress.update(self.task, advance=1, description=(
-                f"loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f} "
-                f"val_acc {logs.get('val_accuracy', 0):.3f}"))
-
-        def on_train_end(self, logs: Any = None) -> None:
-            self.progress.stop()
-
-    return RichEpochProgress()
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        logs = logs or {}
+        self.counter.advance("", f"loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f} "
+                                 f"val_acc {logs.get('val_accuracy', 0):.3f}")
 
 
 def _score(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> tuple[SplitScore, np.ndarray]:
@@ -272,7 +265,7 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
     # The selector first: it writes the val metrics the schedule and the bar read.
     history = model.fit(batches, epochs=train_params.epochs, verbose=0,
                         callbacks=[selector, *schedule_callbacks,
-                                   _progress_callback(train_params.epochs)])
+                                   EpochProgress(train_params.epochs)])
     selector.restore()
 
     train_score, _ = _score(model, x_train, y_train)

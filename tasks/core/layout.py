@@ -58,3 +58,8 @@ class Layout:
     def state(self) -> Path:
         """Tool state that is neither an artifact nor versioned (caches, device dirs)."""
         return self.root / ".edgeflow"
+
+    @property
+    def logs(self) -> Path:
+        """One log file per command that runs steps: what the libraries printed."""
+        return self.state / "logs"
