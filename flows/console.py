@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tasks.core import notices
+from tasks.core.errors import EdgeflowError
 
 LOGS_KEPT = 20  # per experiment: older run logs are removed when a new one starts
 
@@ -86,8 +87,12 @@ class RunLog:
         os.write(self.fd, lines.encode("utf-8", "replace"))
 
     def error(self, error: BaseException) -> None:
-        """The error with its traceback: the console gets one line, the log the rest."""
-        self.write("".join(traceback.format_exception(error)).rstrip())
+        """The error that ended the run: an input error (:class:`EdgeflowError`) by its
+        message, which is the whole story; anything else with its traceback."""
+        if isinstance(error, EdgeflowError):
+            self.write(f"error: {error}")
+        else:
+            self.write("".join(traceback.format_exception(error)).rstrip())
 
     def close(self) -> None:
         os.close(self.fd)

@@ -23,13 +23,21 @@ def edgeflow(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-def refused(result: subprocess.CompletedProcess[str], exit_code: int) -> str:
-    """Assert a one-line error with ``exit_code`` and no traceback; return the line."""
+def refused(result: subprocess.CompletedProcess[str], exit_code: int, logged: bool = False) -> str:
+    """Assert a one-line error with ``exit_code`` and no traceback; return the line. An
+    error raised once a step started (``logged``) ends with ``(log: PATH)``, the run's
+    log that records it too: returned without it."""
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     assert result.returncode == exit_code, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgeflow: error: "), result.stderr
-    return lines[0].removeprefix("edgeflow: error: ")
+    message = lines[0].removeprefix("edgeflow: error: ")
+    assert message.endswith(".log)") == logged, message
+    if logged:
+        message, log = message.removesuffix(")").rsplit(" (log: ", 1)
+        assert Path(log).parent.name == "logs" and Path(log).parent.parent.name == ".edgeflow"
+        assert f"edgeflow: error: {message}" in Path(log).read_text(), log
+    return message
 
 
 @pytest.fixture
@@ -80,11 +88,11 @@ def test_a_damaged_file_read_by_a_step_is_one_line(project: Path) -> None:
     index = project / "models" / "variants" / "index.json"
     index.parent.mkdir(parents=True)
     index.write_text('{"variants": [}')
-    assert refused(edgeflow("step", "benchmark", cwd=project), 1) == (
+    assert refused(edgeflow("step", "benchmark", cwd=project), 1, logged=True) == (
         f"{index} is damaged (not valid JSON: Expecting value at line 1 column 15): run the "
         "step that writes it again")
     index.write_text('{"sources": []}')
-    assert refused(edgeflow("step", "benchmark", cwd=project), 1) == (
+    assert refused(edgeflow("step", "benchmark", cwd=project), 1, logged=True) == (
         f"{index} is damaged (not a JSON object with variants): run the step that writes it again")
 
 
@@ -132,7 +140,7 @@ def test_a_missing_key_file_is_a_configuration_error_not_unreachable(project: Pa
     absent = project / "keys" / "absent"
     ssh_farm(project, absent)
     for argv in (["farm", "probe"], ["step", "benchmark"], ["farm", "setup", "pi"]):
-        assert refused(edgeflow(*argv, cwd=project), 2) == (
+        assert refused(edgeflow(*argv, cwd=project), 2, logged=argv[0] == "step") == (
             f"device 'pi': key_file {absent} does not exist (create the key, or fix key_file "
             "in farm.yaml)"), argv
 
