@@ -1,0 +1,257 @@
+"""The console of ``edgeflow run`` and ``edgeflow step``: progress and results on the
+console, the libraries' chatter in the run's log (``.edgeflow/logs/``), an error once.
+
+The CLI tests run the real command in a subprocess (not a terminal: progress is one
+line per item) on one tiny project with a pruning recipe and int8 variants, so that
+every kind of chatter the issue lists is produced: Prefect's INFO lines, absl/oneDNN
+banners and XNNPACK's line (C++ on descriptor 2), the TFLite converter's
+``fully_quantize`` line, NNCF's progress bars, MLflow's store creation. They run in
+order: the run, then steps on its outputs, then a failing run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import TINY_PARAMS, write_tiny_config
+
+EDGEFLOW = Path(sys.executable).parent / "edgeflow"
+
+CONSOLE_PARAMS = TINY_PARAMS.replace(
+    "optimize: {pruning: []}",
+    "optimize: {pruning: [{name: p50, method: magnitude, sparsity: 0.5, epochs: 1}]}",
+).replace("formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}",
+          "formats: {tflite: [fp32, int8], onnx: [fp32], openvino: [int8]}")
+
+# What third-party code prints, by who prints it: none of it may reach the console.
+CHATTER = {
+    "Prefect's log lines": "| INFO    |",
+    "Prefect's server start": "Starting temporary server",
+    "Prefect's server stop (at exit)": "Stopping temporary server",
+    "absl's pre-init warning (C++)": "absl::InitializeLog",
+    "oneDNN's banner (C++)": "oneDNN custom operations",
+    "XNNPACK's delegate line (C++)": "Created TensorFlow Lite XNNPACK delegate",
+    "the TFLite converter (C++)": "fully_quantize: 0, inference_type: 6",
+    "NNCF's progress bars": "Statistics collection",
+    "MLflow's store creation": "mlflow.store.db.utils",
+}
+# What converting prints, in a process of its own (`edgeflow step convert`).
+CONVERT_CHATTER = ("XNNPACK's delegate line (C++)", "the TFLite converter (C++)",
+                   "NNCF's progress bars")
+
+
+def edgeflow(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{EDGEFLOW.parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PREFECT_API_URL", None)  # the run's own temporary server, stopped at its exit
+    return subprocess.run([str(EDGEFLOW), *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def logs(project: Path) -> list[Path]:
+    return sorted((project / ".edgeflow" / "logs").glob("*.log"))
+
+
+def newest_log(project: Path, command: str) -> str:
+    found = [path for path in logs(project) if path.name.endswith(f"-{command}.log")]
+    assert found, f"no log of {command} in {logs(project)}"
+    return found[-1].read_text(encoding="utf-8", errors="replace")
+
+
+def chatter_in(text: str, names: tuple[str, ...] | None = None) -> list[str]:
+    return [name for name in names or tuple(CHATTER) if CHATTER[name] in text]
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def expected_convert_lines(project: Path) -> list[str]:
+    variants = read(project / "models/variants/index.json")["variants"]
+    return [f"convert: 0/{len(variants)}"] + [
+        f"convert: {done}/{len(variants)} {variant['name']} ({variant['status']})"
+        for done, variant in enumerate(variants, 1)]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("console") / "experiment"
+    write_tiny_config(root, CONSOLE_PARAMS)
+    return root
+
+
+def test_a_run_shows_progress_and_results_and_logs_the_chatter(project: Path) -> None:
+    result = edgeflow("run", cwd=project)
+    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert chatter_in(console) == [], console[:3000]
+    assert result.stderr == ""
+
+    variants = read(project / "models/variants/index.json")["variants"]
+    assert len(variants) == 8, "2 sources x 4 (format, precision)"
+    history = read(project / "metrics/train_history.json")
+    # Progress comes before the results table, and is the only thing before it.
+    progress = result.stdout.split("edgeflow results")[0].splitlines()[:-1]
+    local = [read(project / "results/local" / f"{variant['name']}.json")["status"]
+             for variant in variants]
+    accuracy = read(project / "models/pruned/index.json")["sources"][0]["accuracy"]
+    assert progress == (
+        ["train: 0/6"]
+        + [f"train: {epoch['epoch']}/6 (loss {epoch['loss']:.3f} acc {epoch['accuracy']:.3f} "
+           f"val_acc {epoch['val_accuracy']:.3f})" for epoch in history]
+        + ["optimize: 0/1", f"optimize: 1/1 p50 (magnitude, test accuracy "
+                            f"{accuracy['before']:.3f} -> {accuracy['after']:.3f})"]
+        + expected_convert_lines(project)
+        + [f"benchmark[local]: 0/{len(variants)}"]
+        + [f"benchmark[local]: {done}/{len(variants)} {variant['name']} ({status})"
+           for done, (variant, status) in enumerate(zip(variants, local), 1)])
+    assert "flow state: " in result.stdout
+
+    log_line = next(line for line in result.stdout.splitlines() if line.startswith("log: "))
+    log = Path(log_line.removeprefix("log: "))
+    assert log.parent == project / ".edgeflow" / "logs" and log.name.endswith("-run.log")
+    text = log.read_text(encoding="utf-8", errors="replace")
+    assert chatter_in(text) == list(CHATTER), "every kind of chatter was produced, into the log"
+    assert all(f"edgeflow: {line}" in text for line in progress), "the log is the whole story"
+
+
+def test_a_step_shows_its_progress_alone_and_logs_the_chatter(project: Path) -> None:
+    result = edgeflow("step", "convert", cwd=project)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[:-1] == expected_convert_lines(project)
+    assert lines[-1].startswith("step convert: done")
+    assert chatter_in(newest_log(project, "step-convert"), CONVERT_CHATTER) == list(
+        CONVERT_CHATTER)
+
+
+def test_verbose_brings_the_chatter_back_to_the_console(project: Path) -> None:
+    before = logs(project)
+    result = edgeflow("step", "convert", "--verbose", cwd=project)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert chatter_in(console, CONVERT_CHATTER) == list(CONVERT_CHATTER)
+    assert [line for line in console.splitlines() if line.startswith("convert: ")] == (
+        expected_convert_lines(project))
+    assert len(logs(project)) == len(before) + 1, "a verbose run has its log too"
+
+
+def test_a_failed_run_prints_its_error_once_with_the_log(project: Path) -> None:
+    # prepare fails inside the Prefect flow: Prefect reports it four times, in the log.
+    broken = project / "broken.yaml"
+    broken.write_text(CONSOLE_PARAMS.replace(
+        "data: {", "data: {source: folder, folder: no-such-images, "), encoding="utf-8")
+    result = edgeflow("run", "--params", str(broken), cwd=project)
+    assert result.returncode == 1
+    message = (f"data.folder: {project / 'no-such-images'} is not a folder of class "
+               "subfolders")
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"edgeflow: error: {message} (log: {project}/.edgeflow/logs/")
+    log = Path(line.removesuffix(")").split(" (log: ")[1]).read_text(encoding="utf-8")
+    assert result.stdout == ""
+    assert (result.stdout + result.stderr).count(message) == 1
+    assert log.count(message) >= 5, "Prefect's reports of it and ours are in the log"
+    assert "ERROR   | Task run 'prepare" in log and f"edgeflow: error: {message}" in log
+    assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- in process
+
+
+CAPTURED_SCRIPT = """
+import os, subprocess, sys, threading
+from pathlib import Path
+from flows.console import captured
+from tasks.core import notices
+
+print("before", flush=True)
+with captured(Path(sys.argv[1])):
+    os.write(1, b"C-level stdout\\n")
+    os.write(2, b"C-level stderr\\n")
+    worker = threading.Thread(target=lambda: (os.write(2, b"from a worker thread\\n"),
+                                              notices.progress("convert", 1, 2, "a", "ok")))
+    worker.start()
+    worker.join()
+    subprocess.run(["sh", "-c", "echo from a child >&2"], check=True)
+    notices.warn("a split is small")
+    print("python print, still in its buffer at the end of the block")
+print("after")
+"""
+
+
+def test_captured_sends_descriptors_threads_and_children_to_the_log(tmp_path: Path) -> None:
+    # A process of its own: its descriptors 1 and 2 are pipes, as under CI, and Python
+    # buffers what it prints until the block ends.
+    log = tmp_path / "run.log"
+    result = subprocess.run([sys.executable, "-c", CAPTURED_SCRIPT, str(log)],
+                            cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert (result.stdout, result.stderr) == ("before\nconvert: 1/2 a (ok)\nafter\n",
+                                              "edgeflow: warning: a split is small\n")
+    text = log.read_text()
+    for line in ("C-level stdout", "C-level stderr", "from a worker thread", "from a child",
+                 "edgeflow: convert: 1/2 a (ok)", "edgeflow: warning: a split is small",
+                 "python print, still in its buffer"):
+        assert line in text, line
+    assert "before" not in text and "after" not in text
+
+
+def test_captured_gives_the_terminal_back_when_the_block_fails(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from flows.console import captured
+
+    with pytest.raises(ZeroDivisionError), captured(tmp_path / "run.log"):
+        os.write(2, b"inside\n")
+        1 / 0
+    os.write(2, b"outside\n")
+    assert capfd.readouterr().err == "outside\n"
+    assert "inside" in (tmp_path / "run.log").read_text()
+
+
+def test_an_unexpected_error_is_one_line_naming_the_log_which_has_the_traceback(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from flows.cli import _logged
+
+    def bug() -> None:
+        raise KeyError("reference_accuracy")
+
+    log = tmp_path / "run.log"
+    with pytest.raises(typer.Exit) as exit_info:
+        _logged(log, False, bug)
+    assert exit_info.value.exit_code == 1
+    assert capfd.readouterr().err == (
+        f"edgeflow: error: KeyError: 'reference_accuracy' (unexpected: the traceback is in "
+        f"{log})\n")
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and 'raise KeyError("reference_accuracy")' in text
+
+
+def test_without_a_listener_a_warning_is_a_line_on_stderr_and_progress_is_silent(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    from tasks.core import notices
+
+    notices.progress("convert", 1, 2, "a")
+    assert notices.warn("few images") == "few images"
+    assert capfd.readouterr() == ("", "edgeflow: warning: few images\n")
+
+
+def test_a_counter_counts_from_zero_and_a_step_with_nothing_to_do_says_so() -> None:
+    from tasks.core import notices
+
+    seen: list[str] = []
+    with notices.listening(lambda notice: seen.append(notice.line())):
+        counter = notices.Counter("benchmark[pi]", 2)
+        counter.advance("tflite-int8", "ok")
+        counter.advance("onnx-fp32")
+        notices.Counter("optimize", 0)
+    notices.progress("convert", 1, 1, "after the block")
+    assert seen == ["benchmark[pi]: 0/2", "benchmark[pi]: 1/2 tflite-int8 (ok)",
+                    "benchmark[pi]: 2/2 onnx-fp32", "optimize: nothing to do"]
