@@ -29,6 +29,13 @@ CONSOLE_PARAMS = TINY_PARAMS.replace(
 ).replace("formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}",
           "formats: {tflite: [fp32, int8], onnx: [fp32], openvino: [int8]}")
 
+# Two devices benchmarked in parallel: this machine and a microcontroller profile.
+CONSOLE_FARM = """\
+devices:
+  local: {threads: 1}
+  esp: {transport: mcu, flash_kb: 4096, ram_kb: 512}
+"""
+
 # What third-party code prints, by who prints it: none of it may reach the console.
 CHATTER = {
     "Prefect's log lines": "| INFO    |",
@@ -81,7 +88,7 @@ def expected_convert_lines(project: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("console") / "experiment"
-    write_tiny_config(root, CONSOLE_PARAMS)
+    write_tiny_config(root, CONSOLE_PARAMS, CONSOLE_FARM)
     return root
 
 
@@ -97,19 +104,24 @@ def test_a_run_shows_progress_and_results_and_logs_the_chatter(project: Path) ->
     history = read(project / "metrics/train_history.json")
     # Progress comes before the results table, and is the only thing before it.
     progress = result.stdout.split("edgeflow results")[0].splitlines()[:-1]
-    local = [read(project / "results/local" / f"{variant['name']}.json")["status"]
-             for variant in variants]
     accuracy = read(project / "models/pruned/index.json")["sources"][0]["accuracy"]
-    assert progress == (
+    steps = [line for line in progress if not line.startswith("benchmark[")]
+    assert steps == (
         ["train: 0/6"]
         + [f"train: {epoch['epoch']}/6 (loss {epoch['loss']:.3f} acc {epoch['accuracy']:.3f} "
            f"val_acc {epoch['val_accuracy']:.3f})" for epoch in history]
         + ["optimize: 0/1", f"optimize: 1/1 p50 (magnitude, test accuracy "
                             f"{accuracy['before']:.3f} -> {accuracy['after']:.3f})"]
-        + expected_convert_lines(project)
-        + [f"benchmark[local]: 0/{len(variants)}"]
-        + [f"benchmark[local]: {done}/{len(variants)} {variant['name']} ({status})"
-           for done, (variant, status) in enumerate(zip(variants, local), 1)])
+        + expected_convert_lines(project))
+    for device in ("local", "esp"):  # in parallel: each device's lines in its own order
+        statuses = [read(project / "results" / device / f"{variant['name']}.json")["status"]
+                    for variant in variants]
+        assert [line for line in progress if line.startswith(f"benchmark[{device}]")] == (
+            [f"benchmark[{device}]: 0/{len(variants)}"]
+            + [f"benchmark[{device}]: {done}/{len(variants)} {variant['name']} ({status})"
+               for done, (variant, status) in enumerate(zip(variants, statuses), 1)])
+    assert len(progress) == len(steps) + 2 * (len(variants) + 1), "nothing else"
+    assert progress.index("benchmark[local]: 0/8") > progress.index(steps[-1])
     assert "flow state: " in result.stdout
 
     log_line = next(line for line in result.stdout.splitlines() if line.startswith("log: "))
