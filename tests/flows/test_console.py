@@ -56,6 +56,9 @@ CONVERT_CHATTER = ("XNNPACK's delegate line (C++)", "the TFLite converter (C++)"
 def edgeflow(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{EDGEFLOW.parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("PREFECT_API_URL", None)  # the run's own temporary server, stopped at its exit
+    # As a user's shell runs it: Python buffers what it prints into a pipe, and that
+    # must still land where descriptor 1 pointed when it was printed.
+    env.pop("PYTHONUNBUFFERED", None)
     return subprocess.run([str(EDGEFLOW), *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
 
@@ -177,7 +180,7 @@ def test_a_failed_run_prints_its_error_once_with_the_log(project: Path) -> None:
 
 
 CAPTURED_SCRIPT = """
-import os, subprocess, sys, threading
+import ctypes, os, subprocess, sys, threading
 from pathlib import Path
 from flows.console import captured
 from tasks.core import notices
@@ -192,6 +195,7 @@ with captured(Path(sys.argv[1])):
     worker.join()
     subprocess.run(["sh", "-c", "echo from a child >&2"], check=True)
     notices.warn("a split is small")
+    ctypes.CDLL(None).printf(b"C printf, still in libc's buffer at the end of the block\\n")
     print("python print, still in its buffer at the end of the block")
 print("after")
 """
@@ -201,15 +205,16 @@ def test_captured_sends_descriptors_threads_and_children_to_the_log(tmp_path: Pa
     # A process of its own: its descriptors 1 and 2 are pipes, as under CI, and Python
     # buffers what it prints until the block ends.
     log = tmp_path / "run.log"
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
     result = subprocess.run([sys.executable, "-c", CAPTURED_SCRIPT, str(log)],
-                            cwd=Path(__file__).resolve().parents[2], capture_output=True,
-                            text=True, timeout=60, check=True)
+                            cwd=Path(__file__).resolve().parents[2], env=env,
+                            capture_output=True, text=True, timeout=60, check=True)
     assert (result.stdout, result.stderr) == ("before\nconvert: 1/2 a (ok)\nafter\n",
                                               "edgeflow: warning: a split is small\n")
     text = log.read_text()
     for line in ("C-level stdout", "C-level stderr", "from a worker thread", "from a child",
                  "edgeflow: convert: 1/2 a (ok)", "edgeflow: warning: a split is small",
-                 "python print, still in its buffer"):
+                 "python print, still in its buffer", "C printf, still in libc's buffer"):
         assert line in text, line
     assert "before" not in text and "after" not in text
 
