@@ -67,36 +67,34 @@ def _refuse(error: EdgeflowError, log: Path | None = None) -> NoReturn:
 def _logged(log: Path, verbose: bool, action: Callable[[], T]) -> T:
     """Run ``action`` (steps) with the run's console (:mod:`flows.console`): the
     libraries' output goes to ``log``, progress and warnings to the console. An error is
-    then one line naming the log (which holds its traceback, and Prefect's own report of
-    it): an input error with its class's exit code, anything else with 1."""
+    then one line naming the log, which records it (Prefect's reports of it too): an
+    input error with its class's exit code, anything else with 1 and its traceback in
+    the log. Ctrl-C goes on to :func:`_interruptible`."""
     import traceback
 
     from flows.console import captured, log_shutdown_to, one_line
 
-    failure: Exception | None = None
     try:
         with captured(log, verbose=verbose) as run_log:
             try:
                 return action()
-            except typer.Exit:
-                raise
-            except Exception as error:  # noqa: BLE001 - one line below; the log has the rest
-                run_log.error(error)
-                failure = error
-            except BaseException as error:  # Ctrl-C: _interruptible reports it
+            except BaseException as error:
                 run_log.error(error)
                 raise
+        # Past the block the console is the terminal again: the one line goes there.
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except EdgeflowError as error:
+        _refuse(error, log)
+    except Exception as error:  # noqa: BLE001 - a bug: one line, the traceback is logged
+        if verbose:
+            typer.echo("".join(traceback.format_exception(error)).rstrip(), err=True)
+        typer.echo(f"edgeflow: error: {one_line(error)} (unexpected: the traceback is in "
+                   f"{log})", err=True)
+        raise typer.Exit(1) from None
     finally:
         if _IN_CLI_PROCESS and not verbose:
             log_shutdown_to(log)
-    if isinstance(failure, EdgeflowError):
-        _refuse(failure, log)
-    assert failure is not None
-    if verbose:
-        typer.echo("".join(traceback.format_exception(failure)).rstrip(), err=True)
-    typer.echo(f"edgeflow: error: {one_line(failure)} (unexpected: the traceback is in {log})",
-               err=True)
-    raise typer.Exit(1)
 
 
 def _guarded(action: Callable[[], T]) -> T:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -272,3 +273,20 @@ def test_a_counter_counts_from_zero_and_a_step_with_nothing_to_do_says_so() -> N
     notices.progress("convert", 1, 1, "after the block")
     assert seen == ["benchmark[pi]: 0/2", "benchmark[pi]: 1/2 tflite-int8 (ok)",
                     "benchmark[pi]: 2/2 onnx-fp32", "optimize: nothing to do"]
+
+
+def test_a_new_log_is_named_by_time_and_command_and_the_oldest_beyond_the_limit_go(
+        tmp_path: Path) -> None:
+    from flows.console import LOGS_KEPT, new_log
+
+    logs_dir = tmp_path / ".edgeflow" / "logs"
+    logs_dir.mkdir(parents=True)
+    old = [logs_dir / f"20260101T0000{second:02d}Z-1-run.log" for second in range(LOGS_KEPT + 3)]
+    for path in old:
+        path.write_text("old run\n")
+    (logs_dir / "notes.txt").write_text("not a log: kept\n")
+    path = new_log(logs_dir, "step-train")
+    assert re.fullmatch(rf"20\d{{6}}T\d{{6}}Z-{os.getpid()}-step-train\.log", path.name)
+    assert not path.exists(), "created by the run that writes it"
+    assert sorted(logs_dir.glob("*.log")) == old[-(LOGS_KEPT - 1):], "room for the new one"
+    assert (logs_dir / "notes.txt").is_file()
