@@ -131,8 +131,10 @@ class BarRenderer:
         self.console = Console(file=terminal.out, force_terminal=True)
         # rich would otherwise swap sys.stdout/sys.stderr for proxies: what libraries
         # print must keep going to descriptors 1 and 2, the log file.
-        self.progress = Progress(TextColumn("{task.fields[step]}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("{task.description}"),
+        # Plain text columns: "benchmark[pi5]" is not rich markup.
+        self.progress = Progress(TextColumn("{task.fields[step]}", markup=False), BarColumn(),
+                                 MofNCompleteColumn(),
+                                 TextColumn("{task.description}", markup=False),
                                  TimeElapsedColumn(), console=self.console,
                                  redirect_stdout=False, redirect_stderr=False)
         self.tasks: dict[str, Any] = {}
@@ -150,6 +152,8 @@ class BarRenderer:
                 description, total=notice.total, step=notice.step)
         self.progress.update(self.tasks[notice.step], completed=notice.done,
                              total=notice.total, description=description)
+        if notice.stopped:  # its clock stops; the bar stays short of the total
+            self.progress.stop_task(self.tasks[notice.step])
 
     def close(self) -> None:
         self.progress.stop()

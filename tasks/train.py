@@ -202,9 +202,9 @@ class EpochProgress(keras.callbacks.Callback):
     """Reports each finished epoch with its latest figures (:mod:`tasks.core.notices`);
     the CLI draws the bar."""
 
-    def __init__(self, total_epochs: int) -> None:
+    def __init__(self, total_epochs: int, patience: int) -> None:
         super().__init__()
-        self.total_epochs = total_epochs
+        self.total_epochs, self.patience = total_epochs, patience
 
     def on_train_begin(self, logs: Any = None) -> None:
         self.counter = notices.Counter("train", self.total_epochs)
@@ -213,6 +213,12 @@ class EpochProgress(keras.callbacks.Callback):
         logs = logs or {}
         self.counter.advance("", f"loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f} "
                                  f"val_acc {logs.get('val_accuracy', 0):.3f}")
+
+    def on_train_end(self, logs: Any = None) -> None:
+        if self.counter.done < self.total_epochs:
+            # Early stopping: without this the bar would wait for epochs that never come.
+            self.counter.stop("stopped early: no better val accuracy for "
+                              f"{self.patience} epochs")
 
 
 def _score(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> tuple[SplitScore, np.ndarray]:
@@ -265,7 +271,8 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
     # The selector first: it writes the val metrics the schedule and the bar read.
     history = model.fit(batches, epochs=train_params.epochs, verbose=0,
                         callbacks=[selector, *schedule_callbacks,
-                                   EpochProgress(train_params.epochs)])
+                                   EpochProgress(train_params.epochs,
+                                                 train_params.early_stopping_patience)])
     selector.restore()
 
     train_score, _ = _score(model, x_train, y_train)

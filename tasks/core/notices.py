@@ -31,13 +31,15 @@ LOGGER = logging.getLogger("edgeflow")
 @dataclass(frozen=True)
 class Progress:
     """``done`` of ``total`` items of ``step`` are finished; ``item`` is the one just
-    finished (empty when the step announces its start with ``done`` 0)."""
+    finished (empty when the step announces its start with ``done`` 0). ``stopped``: the
+    step ended before ``total`` (training stopped early), ``detail`` says why."""
 
     step: str
     done: int
     total: int
     item: str = ""
     detail: str = ""
+    stopped: bool = False
 
     def line(self) -> str:
         """``convert: 2/8 onnx-fp32 (ok)``: how the notice reads as one line."""
@@ -100,6 +102,10 @@ class Counter:
     def advance(self, item: str, detail: str = "") -> None:
         self.done += 1
         progress(self.step, self.done, self.total, item, detail)
+
+    def stop(self, why: str) -> None:
+        """The step ends here, short of ``total``, for the reason ``why``."""
+        _send(Progress(self.step, self.done, self.total, "", why, stopped=True))
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]

@@ -290,3 +290,26 @@ def test_a_new_log_is_named_by_time_and_command_and_the_oldest_beyond_the_limit_
     assert not path.exists(), "created by the run that writes it"
     assert sorted(logs_dir.glob("*.log")) == old[-(LOGS_KEPT - 1):], "room for the new one"
     assert (logs_dir / "notes.txt").is_file()
+
+
+def test_on_a_terminal_each_step_is_a_bar_that_ends_with_its_last_item() -> None:
+    import io
+
+    from flows.console import BarRenderer, Terminal
+    from tasks.core import notices
+
+    out, err = io.StringIO(), io.StringIO()
+    renderer = BarRenderer(Terminal(out, err, is_tty=True))
+    for notice in (notices.Progress("train", 0, 4), notices.Progress("train", 1, 4, "", "loss 2"),
+                   notices.Progress("train", 2, 4, "", "stopped early", stopped=True),
+                   notices.Progress("benchmark[pi]", 0, 2),
+                   notices.WarningNotice("a split is small"),
+                   notices.Progress("benchmark[pi]", 2, 2, "tflite-int8", "ok")):
+        renderer(notice)
+    renderer.close()
+    final = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()).split("\r")[-1]
+    bars = [line.split() for line in final.splitlines()[-2:]]
+    assert [bar[:1] + bar[2:-1] for bar in bars] == [
+        ["train", "2/4", "(stopped", "early)"], ["benchmark[pi]", "2/2", "tflite-int8", "(ok)"]]
+    assert "edgeflow: warning: a split is small" in out.getvalue()
+    assert err.getvalue() == ""

@@ -185,3 +185,25 @@ def test_the_console_line_gives_each_split_with_its_interval() -> None:
                          SplitScore(37 / 41, 41), best_epoch=12, epochs_run=20)
     assert result.describe() == ("train 1.00 [0.97, 1.00], val 0.97 [0.83, 0.99], "
                                  "test 0.90 [0.77, 0.96] (95% intervals); epoch 12 of 20 kept")
+
+
+@pytest.mark.parametrize("epochs_run, last", [
+    (2, ["train: 2/4 (stopped early: no better val accuracy for 3 epochs)"]),
+    (4, []),
+])
+def test_each_epoch_is_reported_and_an_early_stop_says_so(epochs_run: int, last: list[str]) -> None:
+    from tasks.core import notices
+    from tasks.train import EpochProgress
+
+    seen: list[notices.Notice] = []
+    callback = EpochProgress(total_epochs=4, patience=3)
+    with notices.listening(seen.append):
+        callback.on_train_begin()
+        for epoch in range(epochs_run):
+            callback.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "accuracy": 0.25 * epoch,
+                                          "val_accuracy": 0.5})
+        callback.on_train_end()
+    assert [notice.line() for notice in seen] == ["train: 0/4"] + [
+        f"train: {epoch + 1}/4 (loss {1.0 / (epoch + 1):.3f} acc {0.25 * epoch:.3f} "
+        "val_acc 0.500)" for epoch in range(epochs_run)] + last
+    assert [notice.stopped for notice in seen] == [False] * (epochs_run + 1) + [True] * len(last)
