@@ -192,7 +192,8 @@ def _report_run(state: Any, outcome: Any) -> None:
 @app.command()
 def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")],
          params: ParamsOption = Path("params.yaml"), farm: FarmOption = None) -> None:
-    """Run one step without Prefect (``dvc repro`` calls this)."""
+    """Run one step without Prefect (``dvc repro`` calls this); ``edgeflow run`` reuses
+    its outputs."""
     from flows.steps import Context
 
     from tasks.core.locks import experiment_lock
@@ -201,8 +202,14 @@ def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")
     ctx = _guarded(lambda: Context.load(params, _farm(params, farm)))
 
     def run_locked() -> Any:
+        from flows.caching import record_step
+
         with experiment_lock(ctx.layout.state):
-            return STEPS[name].run(ctx)
+            result = STEPS[name].run(ctx)
+            # Stamped as the flow stamps its tasks: `edgeflow run` then finds this work
+            # done (after `dvc repro` or `dvc exp run`) instead of doing it again.
+            record_step(ctx, name)
+            return result
 
     result = _guarded(lambda: _interruptible(run_locked))
     describe = getattr(result, "describe", None)  # a step's one-line figures, if it has them
