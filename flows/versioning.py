@@ -1,6 +1,7 @@
 """Recording a Prefect run's outputs with DVC, so ``dvc status`` agrees with it.
 
-``record_outputs`` runs ``dvc commit --force`` on the experiment's ``dvc.yaml``: dvc.lock
+``record_outputs`` runs ``dvc commit --force`` on the experiment's ``dvc.yaml`` (staging
+dvc.lock in git as ``dvc repro`` does, with ``core.autostage``): dvc.lock
 then holds the hashes of every stage's deps, params and outs as this run left them, and
 the outs enter the DVC cache. The experiment may be the DVC project's root or any folder
 below it with a ``dvc.yaml`` of its own (``edgeflow dvc-yaml --params exp/params.yaml >
@@ -35,6 +36,17 @@ def _present(document: Any, dotted: str) -> bool:
     return True
 
 
+# `dvc commit --force TARGET`, inside DVC's git context as `dvc repro` runs: with
+# core.autostage (this project's .dvc/config) the dvc.lock it writes is `git add`ed, as
+# after `dvc repro`; the `dvc commit` command itself never stages.
+_COMMIT = """\
+import sys
+from dvc.repo import Repo
+with Repo() as repo, repo.scm_context:
+    repo.commit(sys.argv[1], force=True)
+"""
+
+
 def dvc_project(folder: Path) -> Path | None:
     """The DVC project ``folder`` belongs to: the nearest folder at or above it that
     holds ``.dvc/`` (as DVC looks for it); None outside any."""
@@ -63,8 +75,8 @@ def record_outputs(ctx: Context) -> str:
         return (f"params.yaml omits {', '.join(omitted)} (defaults used): outputs not "
                 "recorded in dvc.lock; write every section to track it with DVC")
     target = (root / "dvc.yaml").resolve().relative_to(project).as_posix()
-    result = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet",
-                             target], cwd=project, capture_output=True, text=True, check=False)
+    result = subprocess.run([sys.executable, "-c", _COMMIT, target], cwd=project,
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0:
         output = (result.stderr + result.stdout).strip()
         raise RuntimeError(f"dvc commit failed: {output[-500:]}")
