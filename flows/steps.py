@@ -210,14 +210,17 @@ def dvc_path(path: Path, root: Path) -> str:
 
 def code_path(path: Path, root: Path) -> str:
     """A project file (``tasks/train.py``, relative to the code's folder) as the
-    ``dvc.yaml`` of the experiment at ``root`` names it. DVC reads a ``dvc.yaml``'s paths
-    relative to its own folder: an experiment inside this code's tree names it from
-    there (``../tasks/train.py`` from a subfolder); one elsewhere carries its own copy of
-    the code beside its params (as the tests' projects do) and names ``tasks/train.py``."""
+    ``dvc.yaml`` of the experiment at ``root`` names it; DVC reads a ``dvc.yaml``'s paths
+    relative to its own folder. An experiment that carries a copy of the code beside its
+    params (the repo itself, the tests' projects) names that copy (``tasks/train.py``);
+    one in a subfolder of the code's tree names it through ``..``; one elsewhere names the
+    installed code by its absolute path (DVC hashes such a dependency where it is)."""
     root = root.resolve()
+    if (root / path).is_file():
+        return path.as_posix()
     if root.is_relative_to(PACKAGE_ROOT):
         return Path(os.path.relpath(PACKAGE_ROOT / path, root)).as_posix()
-    return path.as_posix()
+    return (PACKAGE_ROOT / path).as_posix()
 
 
 def dvc_stage(step: Step, layout: Layout, params: Params) -> dict[str, Any]:

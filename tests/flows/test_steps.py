@@ -92,3 +92,14 @@ def test_plots_tell_variants_and_devices_apart_with_the_committed_template() -> 
     assert (encoding["color"]["field"], encoding["shape"]["field"]) == ("variant", "device")
     assert encoding["column"]["field"] == "rev"  # `dvc plots diff`: one column per commit
     assert template["data"]["values"] == "<DVC_METRIC_DATA>"
+
+
+def test_an_experiment_away_from_the_code_names_it_where_it_is(tmp_path: Path) -> None:
+    from flows.steps import code_path
+
+    code = code_dependencies(STEPS["train"]).files[0]
+    assert code_path(code, tmp_path) == (REPO / code).as_posix()  # the installed code
+    (tmp_path / code).parent.mkdir(parents=True)
+    (tmp_path / code).write_text("")
+    assert code_path(code, tmp_path) == code.as_posix()  # the experiment's own copy
+    assert code_path(Path(LOCK_FILE), REPO / "a" / "b") == f"../../{LOCK_FILE}"
