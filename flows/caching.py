@@ -15,6 +15,12 @@ step leaves a stamp (its key and the hash of what it wrote) under ``.edgeflow/st
 when the outputs on disk do not match the stamp for the current key, the cached record
 is dropped and the step runs again.
 
+``edgeflow step NAME`` (what ``dvc repro`` and ``dvc exp run`` call) leaves the same
+stamp (:func:`record_step`). A stamp whose key and outputs match is proof the work is
+done, whoever did it: when Prefect has no record for that key, one is written before
+Prefect looks (:func:`ensure_record`), so ``edgeflow run`` after ``dvc repro`` executes
+nothing, as ``dvc repro`` after ``edgeflow run`` does (the flow ``dvc commit``s).
+
 Prefect's cache record names its persisted result by absolute path. An experiment
 folder that was moved or copied (or a record written by a run that kept its results
 elsewhere) would make Prefect refuse the record ("path is outside of the base path")
@@ -139,6 +145,34 @@ def record_run(ctx: Context, step_name: str, device: str | None = None) -> None:
                 "outputs": outputs_hash(ctx, step_name, device)})
 
 
+def record_step(ctx: Context, step_name: str) -> None:
+    """Stamp what ``edgeflow step step_name`` (a whole step, outside Prefect) wrote, as
+    the flow's tasks stamp theirs: benchmark once per device, as the flow runs it."""
+    if step_name == "benchmark":
+        for device in ctx.farm.devices:
+            record_run(ctx, step_name, device)
+    else:
+        record_run(ctx, step_name)
+
+
+def step_result(step_name: str, device: str | None) -> str:
+    """What the flow's step task returns (and Prefect persists) for a run."""
+    return f"{step_name}:{device or 'all'}"
+
+
+def ensure_record(ctx: Context, key: str, result: str) -> None:
+    """A Prefect cache record for ``key`` holding ``result``, in this experiment's store,
+    unless one is there: written for a step whose stamp proves it ran elsewhere."""
+    if (cache_dir(ctx) / "keys" / key).is_file():
+        return
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultStore
+
+    store = ResultStore(result_storage=LocalFileSystem(basepath=str(results_dir(ctx))),
+                        metadata_storage=LocalFileSystem(basepath=str(cache_dir(ctx) / "keys")))
+    store.write(result, key=key)
+
+
 def _outputs_match(ctx: Context, step_name: str, device: str | None, key: str) -> bool:
     stamp_path = _stamp_path(ctx, step_name, device)
     try:
@@ -163,6 +197,7 @@ class StepContentPolicy(CachePolicy):
                 stale.unlink(missing_ok=True)
         else:
             relocate_record(ctx, key)
+            ensure_record(ctx, key, step_result(step_name, device))
         return key
 
 

@@ -239,7 +239,8 @@ def _report_run(state: Any, outcome: Any, log: Path) -> None:
 def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")],
          params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
          verbose: VerboseOption = False) -> None:
-    """Run one step without Prefect (``dvc repro`` calls this)."""
+    """Run one step without Prefect (``dvc repro`` calls this); ``edgeflow run`` reuses
+    its outputs."""
     from flows.console import new_log
     from flows.steps import Context
 
@@ -249,9 +250,15 @@ def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")
     ctx = _guarded(lambda: Context.load(params, _farm(params, farm)))
 
     def run_locked() -> Any:
+        from flows.caching import record_step
+
         with experiment_lock(ctx.layout.state):
             log = new_log(ctx.layout.logs, f"step-{name}")
-            return _logged(log, verbose, lambda: STEPS[name].run(ctx))
+            result = _logged(log, verbose, lambda: STEPS[name].run(ctx))
+            # Stamped as the flow stamps its tasks: `edgeflow run` then finds this work
+            # done (after `dvc repro` or `dvc exp run`) instead of doing it again.
+            record_step(ctx, name)
+            return result
 
     result = _guarded(lambda: _interruptible(run_locked))
     describe = getattr(result, "describe", None)  # a step's one-line figures, if it has them

@@ -10,6 +10,7 @@ check that ``dvc.yaml`` declares the same deps, outs and params (``tests``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from flows.code_deps import CodeClosure, module_closure
+from flows.code_deps import PACKAGE_ROOT, CodeClosure, module_closure
 from tasks.core.config import Farm, Params, check_key_files, load_farm, load_params
 from tasks.core.errors import UsageError
 from tasks.core.layout import Layout
@@ -25,6 +26,8 @@ from tasks.core.layout import Layout
 # The pinned versions `make install` installs: DVC hashes files only, so this file stands
 # for the libraries' versions in every stage's deps (the Prefect key has the versions).
 LOCK_FILE = "requirements.lock"
+# The Vega-Lite template of the per-variant plots, in the DVC project's .dvc/plots/.
+PLOT_TEMPLATE = "variants_scatter"
 
 
 @dataclass(frozen=True)
@@ -167,8 +170,12 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          outs=lambda lay: [lay.results], reads_farm=True, run=_benchmark),
     Step("select", params=("requirements",), entry="tasks.select",
          deps=lambda lay: [lay.results, lay.base_model / "reference.json"],
-         outs=lambda lay: [lay.reports],
+         # The PNGs go to the DVC cache; the summary, report and plot points are small
+         # text that git versions, so `dvc plots diff`/`exp show` can read any commit.
+         outs=lambda lay: [lay.reports / "plots"],
          metrics=lambda lay: [lay.train_metrics.with_name("benchmark.json")],
+         records=lambda lay: [lay.summary, lay.reports / "report.md",
+                              lay.reports / "points.json"],
          reads_farm=True, run=_select),
     Step("track", params=tuple(Params.model_fields), entry="tasks.track",
          deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.train_metrics,
@@ -201,14 +208,29 @@ def dvc_path(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
 
 
+def code_path(path: Path, root: Path) -> str:
+    """A project file (``tasks/train.py``, relative to the code's folder) as the
+    ``dvc.yaml`` of the experiment at ``root`` names it; DVC reads a ``dvc.yaml``'s paths
+    relative to its own folder. An experiment that carries a copy of the code beside its
+    params (the repo itself, the tests' projects) names that copy (``tasks/train.py``);
+    one in a subfolder of the code's tree names it through ``..``; one elsewhere names the
+    installed code by its absolute path (DVC hashes such a dependency where it is)."""
+    root = root.resolve()
+    if (root / path).is_file():
+        return path.as_posix()
+    if root.is_relative_to(PACKAGE_ROOT):
+        return Path(os.path.relpath(PACKAGE_ROOT / path, root)).as_posix()
+    return (PACKAGE_ROOT / path).as_posix()
+
+
 def dvc_stage(step: Step, layout: Layout, params: Params) -> dict[str, Any]:
     """The ``dvc.yaml`` stage this registry entry implies for an experiment with
     ``params`` (the test compares them)."""
     def rel(path: Path) -> str:
         return path.relative_to(layout.root).as_posix()
 
-    deps = [path.as_posix() for path in code_dependencies(step).files]
-    deps.append(LOCK_FILE)
+    deps = [code_path(path, layout.root) for path in code_dependencies(step).files]
+    deps.append(code_path(Path(LOCK_FILE), layout.root))
     deps += [rel(p) for p in step.deps(layout)]
     deps += [dvc_path(p, layout.root) for p in step.user_inputs(params)]
     if step.reads_farm:
@@ -227,16 +249,27 @@ def dvc_stage(step: Step, layout: Layout, params: Params) -> dict[str, Any]:
 def render_dvc_yaml(layout: Layout, params: Params) -> str:
     """The ``dvc.yaml`` of the experiment at ``layout`` whose params are ``params``."""
     stages = {name: dvc_stage(step, layout, params) for name, step in STEPS.items()}
+    history = layout.train_metrics.with_name("train_history.json")
+
+    def rel_to(path: Path) -> str:
+        return path.relative_to(layout.root).as_posix()
+
+    points = rel_to(layout.reports / "points.json")
+    # One point per (variant, device) result, coloured by variant and shaped by device
+    # (DVC's own templates colour by revision only); the template is .dvc/plots/'s.
     plots = [
-        {"metrics/train_history.json": {"x": "epoch", "y": ["accuracy", "val_accuracy"],
-                                        "title": "Training accuracy per epoch"}},
-        {"training_loss": {"x": "epoch",
-                           "y": {"metrics/train_history.json": ["loss", "val_loss"]},
+        {rel_to(history): {"x": "epoch", "y": ["accuracy", "val_accuracy"],
+                           "title": "Training accuracy per epoch"}},
+        {"training_loss": {"x": "epoch", "y": {rel_to(history): ["loss", "val_loss"]},
                            "title": "Training loss per epoch (val: inference mode)"}},
-        {"reports/points.json": {"x": "latency_p50_ms", "y": "accuracy", "template": "scatter",
-                                 "title": "Accuracy against p50 latency"}},
-        "reports/plots/accuracy_vs_latency.png",
-        "reports/plots/size_per_variant.png",
+        {"accuracy_vs_latency": {"x": "latency_p50_ms", "y": {points: "accuracy"},
+                                 "template": PLOT_TEMPLATE,
+                                 "title": "Accuracy against p50 latency, per variant and device"}},
+        {"accuracy_vs_size": {"x": "size_bytes", "y": {points: "accuracy"},
+                              "template": PLOT_TEMPLATE,
+                              "title": "Accuracy against size, per variant and device"}},
+        rel_to(layout.reports / "plots" / "accuracy_vs_latency.png"),
+        rel_to(layout.reports / "plots" / "size_per_variant.png"),
     ]
     header = ("# Generated from flows/steps.py (`edgeflow dvc-yaml > dvc.yaml`); a test keeps\n"
               "# them equal. Each stage lists only the params keys its step reads.\n")

@@ -1,16 +1,22 @@
 """Recording a Prefect run's outputs with DVC, so ``dvc status`` agrees with it.
 
-``record_outputs`` runs ``dvc commit --force``: dvc.lock then holds the hashes of every
-stage's deps, params and outs as this run left them, and the outs enter the DVC cache.
-It refuses (with a reason, not an error) when the run did not use the DVC project's own
-``params.yaml``/``farm.yaml``, or when params.yaml omits sections: dvc.lock would then
-describe params the run never read.
+``record_outputs`` runs ``dvc commit --force`` on the experiment's ``dvc.yaml`` (staging
+dvc.lock in git as ``dvc repro`` does, with ``core.autostage``): dvc.lock
+then holds the hashes of every stage's deps, params and outs as this run left them, and
+the outs enter the DVC cache. The experiment may be the DVC project's root or any folder
+below it with a ``dvc.yaml`` of its own (``edgeflow dvc-yaml --params exp/params.yaml >
+exp/dvc.yaml``; DVC reads its paths and ``params.yaml`` relative to that folder). It
+refuses, with a one-line reason that says what to do, never DVC's own error: outside any
+DVC project, in a folder without ``dvc.yaml``, when the run did not use the experiment's
+own ``params.yaml``/``farm.yaml``, or when params.yaml omits sections (dvc.lock would
+then describe params the run never read).
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from tasks.core.config import parse_yaml
@@ -30,11 +36,36 @@ def _present(document: Any, dotted: str) -> bool:
     return True
 
 
+# `dvc commit --force TARGET`, inside DVC's git context as `dvc repro` runs: with
+# core.autostage (this project's .dvc/config) the dvc.lock it writes is `git add`ed, as
+# after `dvc repro`; the `dvc commit` command itself never stages.
+_COMMIT = """\
+import sys
+from dvc.repo import Repo
+with Repo() as repo, repo.scm_context:
+    repo.commit(sys.argv[1], force=True)
+"""
+
+
+def dvc_project(folder: Path) -> Path | None:
+    """The DVC project ``folder`` belongs to: the nearest folder at or above it that
+    holds ``.dvc/`` (as DVC looks for it); None outside any."""
+    folder = folder.resolve()
+    return next((candidate for candidate in (folder, *folder.parents)
+                 if (candidate / ".dvc").is_dir()), None)
+
+
 def record_outputs(ctx: Context) -> str:
     """Commit the outputs with DVC; returns what was done, for the run's log."""
     root = ctx.layout.root
-    if not (root / "dvc.yaml").is_file() or not (root / ".dvc").is_dir():
-        return "not a DVC project: outputs not recorded"
+    project = dvc_project(root)
+    if project is None:
+        return (f"not a DVC project ({root} and the folders above it have no .dvc/; "
+                "`dvc init` in the project to version outputs): outputs not recorded")
+    if not (root / "dvc.yaml").is_file():
+        return (f"no dvc.yaml beside {ctx.params_path.name} in {root} (in the DVC project "
+                f"{project}): outputs not recorded; write one with `edgeflow dvc-yaml "
+                f"--params {ctx.params_path} > {root / 'dvc.yaml'}`")
     if ctx.params_path != root / "params.yaml" or ctx.farm_path != root / "farm.yaml":
         return "custom --params/--farm: outputs not recorded in dvc.lock"
     written = parse_yaml(ctx.params_path.read_text(encoding="utf-8")) or {}
@@ -43,9 +74,11 @@ def record_outputs(ctx: Context) -> str:
         # DVC tracks params by key and refuses a stage whose keys are absent.
         return (f"params.yaml omits {', '.join(omitted)} (defaults used): outputs not "
                 "recorded in dvc.lock; write every section to track it with DVC")
-    result = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
-                            cwd=root, capture_output=True, text=True, check=False)
+    target = (root / "dvc.yaml").resolve().relative_to(project).as_posix()
+    result = subprocess.run([sys.executable, "-c", _COMMIT, target], cwd=project,
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0:
         output = (result.stderr + result.stdout).strip()
         raise RuntimeError(f"dvc commit failed: {output[-500:]}")
-    return "recorded in dvc.lock"
+    return "recorded in dvc.lock" if project == root.resolve() else \
+        f"recorded in {(root / 'dvc.lock').resolve().relative_to(project)}"

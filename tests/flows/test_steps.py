@@ -61,3 +61,45 @@ def test_mlflow_folder_never_shadows_the_library() -> None:
     import mlflow
 
     assert Path(mlflow.__file__).resolve().parent != (REPO / "mlflow").resolve()
+
+
+def test_an_experiment_in_a_subfolder_names_the_code_from_its_own_folder() -> None:
+    """DVC reads a dvc.yaml's paths relative to its folder: exp/dvc.yaml reaches the code
+    through ``..``; its own files stay relative to exp/."""
+    exp = REPO / "exp"
+    stages = yaml.safe_load(render_dvc_yaml(Layout(exp), load_params(REPO / "params.yaml")))
+    for name, stage in stages["stages"].items():
+        code = [path.as_posix() for path in code_dependencies(STEPS[name]).files]
+        assert stage["deps"][:len(code) + 1] == [f"../{path}" for path in [*code, LOCK_FILE]]
+        assert all((exp / path).resolve().is_file() for path in stage["deps"][:len(code) + 1])
+    assert stages["stages"]["train"]["deps"][-1] == "data/prepared"
+    assert stages["stages"]["select"]["outs"][0] == "reports/plots"
+
+
+def test_plots_tell_variants_and_devices_apart_with_the_committed_template() -> None:
+    import json
+
+    from flows.steps import PLOT_TEMPLATE
+
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    scatter = [next(iter(plot.values())) for plot in plots if isinstance(plot, dict)
+               and next(iter(plot.values())).get("template") == PLOT_TEMPLATE]
+    assert {(plot["x"], *plot["y"].items()) for plot in scatter} == {
+        ("latency_p50_ms", ("reports/points.json", "accuracy")),
+        ("size_bytes", ("reports/points.json", "accuracy"))}
+    template = json.loads((REPO / ".dvc" / "plots" / f"{PLOT_TEMPLATE}.json").read_text())
+    encoding = template["encoding"]
+    assert (encoding["color"]["field"], encoding["shape"]["field"]) == ("variant", "device")
+    assert encoding["column"]["field"] == "rev"  # `dvc plots diff`: one column per commit
+    assert template["data"]["values"] == "<DVC_METRIC_DATA>"
+
+
+def test_an_experiment_away_from_the_code_names_it_where_it_is(tmp_path: Path) -> None:
+    from flows.steps import code_path
+
+    code = code_dependencies(STEPS["train"]).files[0]
+    assert code_path(code, tmp_path) == (REPO / code).as_posix()  # the installed code
+    (tmp_path / code).parent.mkdir(parents=True)
+    (tmp_path / code).write_text("")
+    assert code_path(code, tmp_path) == code.as_posix()  # the experiment's own copy
+    assert code_path(Path(LOCK_FILE), REPO / "a" / "b") == f"../../{LOCK_FILE}"

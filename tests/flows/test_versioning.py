@@ -41,3 +41,33 @@ def test_every_stage_params_key_is_tracked() -> None:
     keys = tracked_params_keys()
     assert "train.seed" in keys and "requirements.max_accuracy_drop" in keys
     assert len(keys) == len(set(keys))
+
+
+def test_an_experiment_folder_without_dvc_yaml_in_a_dvc_project_says_how_to_add_one(
+        tmp_path: Path) -> None:
+    (tmp_path / ".dvc").mkdir()
+    ctx = _context(tmp_path / "exp")
+    message = record_outputs(ctx)
+    assert message.count("\n") == 0 and "outputs not recorded" in message
+    assert message.startswith(f"no dvc.yaml beside params.yaml in {tmp_path / 'exp'} "
+                              f"(in the DVC project {tmp_path})")
+    assert message.endswith(f"`edgeflow dvc-yaml --params {tmp_path / 'exp' / 'params.yaml'} "
+                            f"> {tmp_path / 'exp' / 'dvc.yaml'}`")
+
+
+def test_outside_any_dvc_project_the_reason_names_the_folder(tmp_path: Path) -> None:
+    message = record_outputs(_context(tmp_path / "a" / "b"))
+    assert message.count("\n") == 0
+    assert message.startswith(f"not a DVC project ({tmp_path / 'a' / 'b'} and the folders "
+                              "above it have no .dvc/")
+
+
+def test_dvc_project_is_the_nearest_folder_with_dot_dvc(tmp_path: Path) -> None:
+    from flows.versioning import dvc_project
+
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    assert dvc_project(tmp_path / "a" / "b") == tmp_path.resolve()
+    (tmp_path / "a" / ".dvc").mkdir()
+    assert dvc_project(tmp_path / "a" / "b") == (tmp_path / "a").resolve()
+    assert dvc_project(tmp_path / "a") == (tmp_path / "a").resolve()
