@@ -446,3 +446,67 @@ def test_runs_a_killed_process_left_running_are_closed_for_their_experiment_only
     assert status == {killed: "KILLED", nested: "KILLED", done_nested: "FINISHED",
                       finished: "FINISHED", other: "RUNNING", elsewhere: "RUNNING"}
     assert close_abandoned_runs(client, experiment_id, "/exp/a") == []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_make_mlflow_serves_the_store_and_track_logs_through_it(
+        tiny_project: Any, project: Layout, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make mlflow` (the Makefile's target, this venv) on a free port over a fresh
+    store; the track step logs through MLFLOW_TRACKING_URI=http://... and the runs and
+    models are read back from the server."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    repo, port, store = Path(__file__).resolve().parents[2], _free_port(), tmp_path / "store"
+    server = subprocess.Popen(
+        ["make", "-s", "-C", str(repo), "-o", ".venv/.installed", "mlflow",
+         f"BIN={Path(sys.executable).parent}", f"MLFLOW_DIR={store}", f"MLFLOW_PORT={port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{uri}/health", timeout=2).read() == b"OK":
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.5)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        tracked = read_json(track(params_dump(tiny_project), project))
+        assert tracked["tracking_uri"] == uri
+        assert (store / "mlflow.db").is_file() and not (project.root / "mlflow").exists()
+
+        client = client_for(uri)
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        assert experiment.artifact_location == f"{(store / 'artifacts').resolve().as_uri()}/1"
+        runs = all_runs(client, experiment.experiment_id)
+        assert len(runs) == 1 + 6
+        parent = client.get_run(tracked["parent_run_id"])
+        assert parent.info.status == "FINISHED" and parent.data.tags["edgeflow.kind"] == "lifecycle"
+        assert {run.info.run_name for run in runs if run.info.run_id != parent.info.run_id} == {
+            f"{row['variant']}@{row['device']}" for row in read_json(project.summary)["results"]}
+        models = client.search_logged_models([experiment.experiment_id])
+        assert sorted(model.name for model in models) == ["onnx-fp32", "openvino-fp32",
+                                                          "tflite-fp32"]
+        # Artifacts are plain files of the store's folder, listed through the server too.
+        assert (store / "artifacts" / "1" / parent.info.run_id / "artifacts" / "reports"
+                / "summary.json").is_file()
+        listed = urllib.request.urlopen(
+            f"{uri}/api/2.0/mlflow/artifacts/list?run_id={parent.info.run_id}").read()
+        assert b'"reports"' in listed
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
