@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test mutants repro report clean-outputs install system-deps
+.PHONY: run test mutants repro report mlflow clean-outputs install system-deps
 
 install: $(INSTALLED)
 
@@ -45,6 +45,20 @@ repro: $(INSTALLED)
 
 report: $(INSTALLED)
 	$(BIN)/edgeflow report
+
+# MLflow's UI and API over the embedded store (mlflow/mlflow.db + mlflow/artifacts), on
+# this machine only: http://$(MLFLOW_HOST):$(MLFLOW_PORT). Runs log to it with
+# MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT). Artifacts stay plain files
+# (new experiments too, not proxied `mlflow-artifacts:` URIs): `edgeflow run` without the
+# server keeps reading and writing the same store.
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+MLFLOW_DIR ?= mlflow
+mlflow: $(INSTALLED)
+	mkdir -p $(MLFLOW_DIR)/artifacts
+	$(BIN)/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 1 \
+	  --backend-store-uri sqlite:///$(abspath $(MLFLOW_DIR))/mlflow.db \
+	  --default-artifact-root file://$(abspath $(MLFLOW_DIR))/artifacts --no-serve-artifacts
 
 # Removes produced files (data, models, results, reports, caches), never the MLflow store.
 clean-outputs:

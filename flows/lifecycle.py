@@ -29,6 +29,7 @@ from tasks.core.contracts.summary import read_summary
 from tasks.core.errors import EdgeflowError
 from tasks.core.locks import experiment_lock
 from tasks.select import verdict
+from tasks.track.failure import record_failure
 from flows.versioning import record_outputs
 from flows.steps import STEPS, Context, benchmark_one_device, known_steps, remove_stale_results
 
@@ -97,7 +98,11 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
     ctx = preflight(Path(params_path), Path(farm_path), refresh)
     # A deployed run takes the experiment's lock here; a CLI run already holds it.
     with experiment_lock(ctx.layout.state):
-        return _lifecycle(ctx, list(refresh or []))
+        try:
+            return _lifecycle(ctx, list(refresh or []))
+        except Exception as error:  # MLflow gets a FAILED run with it; the flow still fails
+            record_failure(ctx.params_dump(), ctx.layout, error)
+            raise
 
 
 def _lifecycle(ctx: Context, refresh: list[str]) -> State:

@@ -178,7 +178,7 @@ STEPS: dict[str, Step] = {step.name: step for step in (
                               lay.reports / "points.json"],
          reads_farm=True, run=_select),
     Step("track", params=tuple(Params.model_fields), entry="tasks.track",
-         deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.train_metrics,
+         deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.prepared, lay.train_metrics,
                            lay.train_metrics.with_name("train_history.json")],
          outs=lambda lay: [], records=lambda lay: [lay.tracking_record], run=_track),
 )}

@@ -5,8 +5,12 @@ into the current folder."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ import pytest
 from tasks.benchmark import benchmark_device
 from tasks.core.config import BenchmarkParams, load_farm
 from tasks.core.errors import StepError
-from tasks.core.files import read_json
+from tasks.core.files import read_json, write_json
 from tasks.core.layout import Layout
 from tasks.select import select
 from tasks.track import EXPERIMENT, flatten, track
@@ -138,7 +142,7 @@ def test_track_logs_parent_and_nested_runs(tiny_project: Any, project: Layout,
     assert tracked["nested_run_ids"] == {f"{variant}@{device}": run.info.run_id
                                          for (variant, device), run in by_key.items()}
 
-    variants = {entry["name"]: entry for entry in read_json(project.variants_index)["variants"]}
+    meta = read_json(project.prepared / "meta.json")
     for row in summary["results"]:
         child = by_key[(row["variant"], row["device"])]
         record = read_json(project.device_results(row["device"]) / f"{row['variant']}.json")
@@ -176,16 +180,194 @@ def test_track_logs_parent_and_nested_runs(tiny_project: Any, project: Layout,
 
         files = {item.path for item in client.list_artifacts(child.info.run_id, "harness")}
         assert files == {f"harness/{row['variant']}.json"}
-        model_files = {Path(entry["path"]).name for entry in variants[row["variant"]]["files"]}
-        logged = {item.path for item in client.list_artifacts(child.info.run_id, "artifact")}
-        assert logged == {f"artifact/{name}" for name in model_files}
-        # The artifacts are on disk under the project's mlflow/artifacts, byte for byte.
+        # The artifact is not copied into every (variant, device) run: the run links the
+        # variant's one logged model and the test split it was measured on.
+        assert client.list_artifacts(child.info.run_id, "artifact") == []
         run_dir = artifacts_root / child.info.run_id / "artifacts"
         assert read_json(run_dir / "harness" / f"{row['variant']}.json") == record
-        for entry in variants[row["variant"]]["files"]:
-            name = Path(entry["path"]).name
-            assert (run_dir / "artifact" / name).read_bytes() == (
-                project.variants / entry["path"]).read_bytes()
+        assert [m.model_id for m in client.get_run(child.info.run_id).inputs.model_inputs] == [
+            tracked["model_ids"][row["variant"]]]
+        assert [(d.dataset.name, d.dataset.digest) for d in child.inputs.dataset_inputs] == [
+            ("sklearn.datasets.load_digits-test", meta["sha256"]["test"][:16])]
+        assert child.data.tags["mlflow.runType"] == "evaluation"  # the UI expands the parent
+        recommended = summary["recommendations"][row["device"]] == row["variant"]
+        assert child.data.tags["edgeflow.recommended"] == str(recommended).lower()
+        assert child.data.tags["edgeflow.version"] == metadata.version("edgeflow")
+    assert {device: parent.data.tags[f"recommended.{device}"]
+            for device in summary["recommendations"]} == {
+        device: variant or "none" for device, variant in summary["recommendations"].items()}
+    assert sum(run.data.tags["edgeflow.recommended"] == "true" for run in children) == sum(
+        variant is not None for variant in summary["recommendations"].values()) >= 1
+
+    # The parent's dataset inputs: every split with its file's sha256 as digest.
+    assert sorted((d.dataset.name, d.dataset.digest, d.tags[0].value)
+                  for d in parent.inputs.dataset_inputs) == sorted(
+        (f"sklearn.datasets.load_digits-{split}", meta["sha256"][split][:16], split)
+        for split in ("train", "val", "test"))
+    dataset = next(d.dataset for d in parent.inputs.dataset_inputs if d.tags[0].value == "test")
+    assert json.loads(dataset.profile)["features_shape"][0] == meta["counts"]["test"]
+
+
+def test_each_variant_is_one_logged_model_that_runs_and_is_reused(
+        tiny_project: Any, project: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+    import numpy as np
+
+    from tasks.core.device_code import harness
+
+    # The project's own store, named for MLflow's `models:/` loader as well.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project.root.resolve()}/mlflow/mlflow.db")
+    first = read_json(track(params_dump(tiny_project), project, run_name="first"))
+    client = client_for(first["tracking_uri"])
+    assert set(first["model_ids"]) == {"tflite-fp32", "onnx-fp32", "openvino-fp32"}
+    assert client.get_run(first["parent_run_id"]).data.tags["edgeflow.models_logged"] == "3"
+    variants = {entry["name"]: entry for entry in read_json(project.variants_index)["variants"]}
+    images, labels = np.load(project.prepared / "test.npz")["x"][:40], np.load(
+        project.prepared / "test.npz")["y"][:40]
+    flavours = {"tflite-fp32": "python_function", "onnx-fp32": "onnx",
+                "openvino-fp32": "python_function"}
+    for name, model_id in first["model_ids"].items():
+        model = client.get_logged_model(model_id)
+        assert model.name == name and str(model.status) == "READY"
+        assert model.source_run_id == first["parent_run_id"]
+        assert model.params["format"] == variants[name]["format"]
+        assert model.params["precision"] == "fp32" and model.params["source"] == "base"
+        assert model.model_type == flavours[name]
+        info = mlflow.models.get_model_info(f"models:/{model_id}")
+        assert flavours[name] in info.flavors
+        assert info.signature.inputs.inputs[0].shape == (-1, 16, 16, 1)
+        assert info.signature.outputs.inputs[0].shape == (-1, 10)
+        assert info.saved_input_example_info is not None
+        # The logged model predicts what the harness predicts from the variant's own file.
+        prediction = mlflow.pyfunc.load_model(f"models:/{model_id}").predict(images)
+        if isinstance(prediction, dict):  # the ONNX flavour answers by output name
+            (prediction,) = prediction.values()
+        logits = np.asarray(prediction)
+        device = harness()
+        runner = device.load_runner(variants[name]["runtime"],
+                                    str(project.variants / variants[name]["file"]), 1, {})
+        expected = device.predict(runner, images, variants[name]["spec"])
+        assert logits.shape == expected.shape == (40, 10)
+        assert np.allclose(logits, expected, atol=1e-4)
+        assert (logits.argmax(1) == labels).mean() > 0.5
+
+    # A re-track (a re-benchmark): the same models, none logged again.
+    second = read_json(track(params_dump(tiny_project), project, run_name="second"))
+    assert second["model_ids"] == first["model_ids"]
+    assert client.get_run(second["parent_run_id"]).data.tags["edgeflow.models_logged"] == "0"
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert len(client.search_logged_models([experiment.experiment_id])) == 3
+    # A changed artifact is a new model; the others are kept.
+    onnx_file = project.variants / variants["onnx-fp32"]["file"]
+    index = read_json(project.variants_index)
+    for entry in index["variants"]:
+        if entry["name"] == "onnx-fp32":
+            entry["files"][0]["sha256"] = "0" * 64
+    write_json(project.variants_index, index)
+    assert onnx_file.is_file()
+    third = read_json(track(params_dump(tiny_project), project, run_name="third"))
+    assert third["model_ids"]["onnx-fp32"] != first["model_ids"]["onnx-fp32"]
+    assert third["model_ids"]["tflite-fp32"] == first["model_ids"]["tflite-fp32"]
+    assert client.get_run(third["parent_run_id"]).data.tags["edgeflow.models_logged"] == "1"
+
+
+def test_runs_carry_their_origin_and_a_name_of_experiment_and_time(
+        tiny_project: Any, project: Layout) -> None:
+    import random
+    import subprocess
+
+    from tasks.track.provenance import run_name
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(project.root)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    names = []
+    for _ in range(2):
+        random.seed(0)  # seeded training seeds `random`: names must not repeat with it
+        names.append(client_for(read_json(track(params_dump(tiny_project), project))[
+            "tracking_uri"]).get_run(read_json(project.tracking_record)["parent_run_id"]))
+    first, second = names
+    assert first.info.run_name != second.info.run_name
+    for parent in names:
+        assert re.fullmatch(r"project-\d{8}-\d{6}(-\d+)?", parent.info.run_name)
+        assert parent.data.tags["mlflow.source.git.commit"] == parent.data.tags["git_commit"] == commit
+        assert parent.data.tags["edgeflow.version"] == metadata.version("edgeflow")
+        assert parent.data.tags["mlflow.source.name"] == "edgeflow step"
+        assert "prefect.flow_run_id" not in parent.data.tags  # no Prefect flow here
+    # One second, two lifecycles: the second name gets a suffix.
+    client = client_for(read_json(project.tracking_record)["tracking_uri"])
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    when = datetime(2026, 11, 5, 14, 23, 1, tzinfo=timezone.utc)
+    assert run_name(client, experiment, project, when) == "project-20261105-142301"
+    client.create_run(experiment, run_name="project-20261105-142301")
+    assert run_name(client, experiment, project, when) == "project-20261105-142301-2"
+
+
+def test_the_experiment_opens_as_model_training_unless_someone_chose(tmp_path: Path) -> None:
+    from tasks.track.store import experiment_id
+
+    client = client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    created = experiment_id(client, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_experiment(created).tags["mlflow.experimentKind"] == "custom_model_development"
+    client.delete_experiment_tag(created, "mlflow.experimentKind")  # an older store
+    assert experiment_id(client, tmp_path, "") == created
+    assert client.get_experiment(created).tags["mlflow.experimentKind"] == "custom_model_development"
+    client.set_experiment_tag(created, "mlflow.experimentKind", "genai_development")
+    experiment_id(client, tmp_path, "")
+    assert client.get_experiment(created).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_a_track_that_fails_leaves_its_run_failed_with_the_error(tiny_project: Any,
+                                                                 project: Layout) -> None:
+    from tasks.track import record_failure
+
+    broken = next(project.results.glob("*/onnx-fp32.json"))
+    broken.write_text("{", encoding="utf-8")
+    with pytest.raises(StepError) as caught:
+        track(params_dump(tiny_project), project)
+    client = client_for(f"sqlite:///{project.root}/mlflow/mlflow.db")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    parents = [run for run in all_runs(client, experiment.experiment_id)
+               if "mlflow.parentRunId" not in run.data.tags]
+    assert [run.info.status for run in parents] == ["FAILED"]
+    line = str(caught.value).splitlines()[0]
+    assert "onnx-fp32.json" in line
+    assert parents[0].data.tags["edgeflow.error"] == line
+    assert parents[0].data.tags["edgeflow.error_type"] == "StepError"
+    text = (project.root / "mlflow" / "artifacts" / parents[0].info.run_id / "artifacts" /
+            "error.txt").read_text()
+    assert text.startswith("Traceback") and line in text
+    # The flow hands the same error on: it is already in MLflow, no second run.
+    before = len(all_runs(client, experiment.experiment_id))
+    assert record_failure(params_dump(tiny_project), project, caught.value) is None
+    assert len(all_runs(client, experiment.experiment_id)) == before
+
+
+def test_a_lifecycle_that_fails_before_tracking_leaves_a_failed_run(
+        tiny_project: Any, project: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.track import record_failure
+
+    try:
+        raise StepError("train: val accuracy 0.31 [0.22, 0.42] is no better than chance\nmore")
+    except StepError as caught:
+        error = caught
+    run_id = record_failure(params_dump(tiny_project), project, error)
+    client = client_for(f"sqlite:///{project.root}/mlflow/mlflow.db")
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["edgeflow.error"] == (
+        "train: val accuracy 0.31 [0.22, 0.42] is no better than chance")
+    assert run.data.tags["edgeflow.kind"] == "lifecycle"
+    assert run.data.params["train.epochs"] == "6"
+    assert re.fullmatch(r"project-\d{8}-\d{6}", run.info.run_name)
+    text = (project.root / "mlflow" / "artifacts" / run_id / "artifacts" / "error.txt").read_text()
+    assert "Traceback" in text and "raise StepError" in text and "more" in text
+    # MLflow out of reach: a warning, never an error that hides the lifecycle's own.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9/")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    assert record_failure(params_dump(tiny_project), project, error) is None
 
 
 def test_tracking_uri_from_environment_is_used_and_kept(tiny_project: Any, project: Layout,
@@ -264,3 +446,67 @@ def test_runs_a_killed_process_left_running_are_closed_for_their_experiment_only
     assert status == {killed: "KILLED", nested: "KILLED", done_nested: "FINISHED",
                       finished: "FINISHED", other: "RUNNING", elsewhere: "RUNNING"}
     assert close_abandoned_runs(client, experiment_id, "/exp/a") == []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_make_mlflow_serves_the_store_and_track_logs_through_it(
+        tiny_project: Any, project: Layout, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make mlflow` (the Makefile's target, this venv) on a free port over a fresh
+    store; the track step logs through MLFLOW_TRACKING_URI=http://... and the runs and
+    models are read back from the server."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    repo, port, store = Path(__file__).resolve().parents[2], _free_port(), tmp_path / "store"
+    server = subprocess.Popen(
+        ["make", "-s", "-C", str(repo), "-o", ".venv/.installed", "mlflow",
+         f"BIN={Path(sys.executable).parent}", f"MLFLOW_DIR={store}", f"MLFLOW_PORT={port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{uri}/health", timeout=2).read() == b"OK":
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.5)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        tracked = read_json(track(params_dump(tiny_project), project))
+        assert tracked["tracking_uri"] == uri
+        assert (store / "mlflow.db").is_file() and not (project.root / "mlflow").exists()
+
+        client = client_for(uri)
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        assert experiment.artifact_location == f"{(store / 'artifacts').resolve().as_uri()}/1"
+        runs = all_runs(client, experiment.experiment_id)
+        assert len(runs) == 1 + 6
+        parent = client.get_run(tracked["parent_run_id"])
+        assert parent.info.status == "FINISHED" and parent.data.tags["edgeflow.kind"] == "lifecycle"
+        assert {run.info.run_name for run in runs if run.info.run_id != parent.info.run_id} == {
+            f"{row['variant']}@{row['device']}" for row in read_json(project.summary)["results"]}
+        models = client.search_logged_models([experiment.experiment_id])
+        assert sorted(model.name for model in models) == ["onnx-fp32", "openvino-fp32",
+                                                          "tflite-fp32"]
+        # Artifacts are plain files of the store's folder, listed through the server too.
+        assert (store / "artifacts" / "1" / parent.info.run_id / "artifacts" / "reports"
+                / "summary.json").is_file()
+        listed = urllib.request.urlopen(
+            f"{uri}/api/2.0/mlflow/artifacts/list?run_id={parent.info.run_id}").read()
+        assert b'"reports"' in listed
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

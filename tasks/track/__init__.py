@@ -1,0 +1,196 @@
+"""Step ``track``: record a lifecycle run in MLflow.
+
+Reads every params section, ``reports/`` (summary, report, plots), ``results/``,
+``models/variants/`` (each through its contract, :mod:`tasks.core.contracts`),
+``data/prepared/`` (the splits as dataset inputs, ``meta.json``'s hash),
+``metrics/train.json`` and ``metrics/train_history.json``. Writes:
+
+- one parent run, named ``<experiment folder>-<UTC time>``: params, reference accuracy
+  and its 95% interval, the training metrics as ``train.*``, the per-epoch curves as
+  ``epoch.*`` with the epoch as step, counts, the report and plots; the train/val/test
+  splits as dataset inputs; tags: origin (:mod:`tasks.track.provenance`: git commit,
+  edgeflow version, Prefect flow run, data hash) and ``recommended.<device>``;
+- each benchmarked variant as a LoggedModel in its runtime's flavour, once per artifact
+  (:mod:`tasks.track.models`), output of the parent run that first logged it;
+- one nested run per (variant, device), named ``<variant>@<device>``: params ``variant
+  format precision source device runtime runtime_version execution_precision threads``,
+  metrics ``accuracy accuracy_low accuracy_high accuracy_samples size_bytes
+  latency_p50_ms latency_p90_ms latency_p99_ms latency_mean_ms throughput_fps
+  peak_rss_mb load_ms`` (logged against the variant's model, the accuracies against the
+  test split), tags (origin, device facts, status, reasons, ``edgeflow.recommended``),
+  the variant's model and the test split as inputs, and the raw harness result.
+
+A track that fails leaves its parent run FAILED with the error (:mod:`tasks.track.runs`);
+a lifecycle that fails before tracking gets one through :func:`record_failure`.
+Writes ``metrics/mlflow_run.json`` (the run ids) for people and DVC. The store is
+:mod:`tasks.track.store`'s.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks.core.contracts.results import HarnessOk, ResultRecord, read_result
+from tasks.core.contracts.summary import Summary, SummaryRow, read_summary
+from tasks.core.contracts.variants import read_variant_index
+from tasks.core.files import read_json, write_json
+from tasks.core.layout import Layout
+from tasks.track.datasets import dataset_inputs
+from tasks.track.failure import record_failure
+from tasks.track.models import log_variant_models
+from tasks.track.provenance import git_commit
+from tasks.track.runs import flatten, log, record_error, start_parent
+from tasks.track.store import (EXPERIMENT, EXPERIMENT_TAG, HOST_TAG, STORE_LOCK_WAIT_SECONDS,
+                               close_abandoned_runs, experiment_id, store_lock, tracking_uri)
+
+__all__ = ["EXPERIMENT", "EXPERIMENT_TAG", "HOST_TAG", "STORE_LOCK_WAIT_SECONDS",
+           "close_abandoned_runs", "flatten", "git_commit", "record_failure", "store_lock",
+           "track", "tracking_uri"]
+
+RECOMMENDED_TAG = "edgeflow.recommended"
+# MLflow's UI shows a parent run expanded when its nested runs are evaluations (a
+# (variant, device) run evaluates a model on a device): the runs table then lists
+# `variant@device` under each lifecycle without a click.
+EVALUATION_TAGS = {"mlflow.runType": "evaluation"}
+# The metrics measured on the test split: logged with it as their dataset.
+ACCURACY_METRICS = frozenset({"accuracy", "accuracy_low", "accuracy_high", "accuracy_samples",
+                              "accuracy_drop"})
+
+
+def _metrics(row: SummaryRow, record: ResultRecord) -> dict[str, float]:
+    """Every number the result has; what a device could not measure is left out."""
+    low, high = row.accuracy_interval or (None, None)
+    metrics: dict[str, Any] = {"size_bytes": row.size_bytes, "accuracy": row.accuracy,
+                               "accuracy_low": low, "accuracy_high": high,
+                               "accuracy_samples": row.accuracy_samples,
+                               "accuracy_drop": row.accuracy_drop,
+                               "throughput_fps": row.throughput_fps,
+                               "peak_rss_mb": row.peak_rss_mb, "load_ms": row.load_ms}
+    for key, value in (row.latency_ms.document() if row.latency_ms else {}).items():
+        metrics[f"latency_{key}_ms"] = value
+    if isinstance(record.harness, HarnessOk):
+        metrics["first_inference_ms"] = record.harness.first_inference_ms
+        metrics["latency_std_ms"] = record.harness.latency_ms.std
+    for key in ("model_bytes", "arena_bytes", "flash_budget_bytes", "ram_budget_bytes"):
+        metrics[f"mcu_{key}"] = getattr(row.mcu, key, None)
+    return {key: float(value) for key, value in metrics.items() if value is not None}
+
+
+def _reference_metrics(summary: Summary) -> dict[str, float]:
+    """The fp32 reference accuracy with its 95% interval (older summaries have none)."""
+    metrics = {"reference_accuracy": summary.reference_accuracy}
+    if summary.reference_interval:
+        low, high = summary.reference_interval
+        metrics |= {"reference_accuracy_low": low, "reference_accuracy_high": high}
+    return metrics
+
+
+def _training_metrics(layout: Layout) -> dict[str, float]:
+    """``metrics/train.json``'s numbers (accuracies per split, their intervals, epochs),
+    prefixed ``train.``."""
+    document = read_json(layout.train_metrics)
+    return {f"train.{key}": float(value) for key, value in document.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def _log_curves(client: Any, run_id: str, history_path: Path) -> None:
+    """Per-epoch training curves (loss, accuracy, val_loss, val_accuracy, learning_rate),
+    one MLflow metric each with the epoch as its step, drawn as charts in the UI."""
+    from mlflow.entities import Metric
+
+    if not history_path.is_file():
+        return
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"epoch.{key}", float(value), now, int(row["epoch"]))
+               for row in read_json(history_path) for key, value in row.items()
+               if key != "epoch" and isinstance(value, (int, float))]
+    for start in range(0, len(metrics), 1000):  # MLflow's log_batch takes 1000 at most
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+
+
+def track(params_dump: dict[str, Any], layout: Layout, run_name: str | None = None) -> Path:
+    """Log the run; returns the path of ``metrics/mlflow_run.json``.
+
+    Uses an explicit ``MlflowClient``: no process-wide tracking URI or active run is
+    left behind for the next project tracked in the same process.
+    """
+    uri = tracking_uri(layout.root)
+    with store_lock(uri):
+        return _track(params_dump, layout, uri, run_name)
+
+
+def _track(params_dump: dict[str, Any], layout: Layout, uri: str, run_name: str | None) -> Path:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = experiment_id(client, layout.root, uri)
+    close_abandoned_runs(client, experiment, str(layout.root.resolve()))
+    summary = read_summary(layout.summary)
+    index = read_variant_index(layout.variants)
+    parent, origin = start_parent(client, experiment, layout, params_dump, run_name)
+    nested: dict[str, str] = {}
+    status = "FAILED"
+    try:
+        log(client, parent, {},
+            {**_reference_metrics(summary), **_training_metrics(layout),
+             **{f"results_{name}": float(count)
+                for name, count in summary.counts.document().items()}},
+            {f"recommended.{device}": variant or "none"
+             for device, variant in summary.recommendations.items()})
+        client.log_inputs(parent, datasets=dataset_inputs(layout.prepared, ("train", "val", "test")))
+        _log_curves(client, parent, layout.train_metrics.with_name("train_history.json"))
+        client.log_artifacts(parent, str(layout.reports), artifact_path="reports")
+        client.log_artifact(parent, str(layout.train_metrics), artifact_path="metrics")
+        models = log_variant_models(client, experiment, parent, index, layout.variants,
+                                    layout.prepared, {row.variant for row in summary.results})
+        client.set_tag(parent, "edgeflow.models_logged", str(len(models.created)))
+        test_input = dataset_inputs(layout.prepared, ("test",))
+        for row in summary.results:
+            nested[f"{row.variant}@{row.device}"] = _log_result(
+                client, experiment, parent, row, layout, origin, models.ids.get(row.variant),
+                test_input, summary.recommendations.get(row.device) == row.variant)
+        status = "FINISHED"
+    except Exception as error:
+        record_error(client, parent, error)
+        raise
+    finally:
+        client.set_terminated(parent, status=status)
+    return write_json(layout.tracking_record, {
+        "tracking_uri": uri, "experiment_id": experiment,
+        "parent_run_id": parent, "nested_run_ids": nested, "model_ids": models.ids})
+
+
+def _log_result(client: Any, experiment_id: str, parent: str, row: SummaryRow, layout: Layout,
+                origin: dict[str, str], model_id: str | None, test_input: list[Any],
+                recommended: bool) -> str:
+    """One nested run for one (variant, device) result, with its record, linked to its
+    variant's model; returns its run id."""
+    from mlflow.entities import LoggedModelInput
+
+    record_path = layout.device_results(row.device) / f"{row.variant}.json"
+    record = read_result(record_path)
+    run_id = client.create_run(experiment_id, run_name=f"{row.variant}@{row.device}",
+                               tags={"mlflow.parentRunId": parent}).info.run_id
+    dataset = test_input[0].dataset
+    try:
+        log(client, run_id,
+            {"variant": row.variant, "format": row.format, "precision": row.precision,
+             "source": row.source, "device": row.device, "runtime": row.runtime,
+             "runtime_version": row.runtime_version or "n/a",
+             "execution_precision": row.execution_precision or "n/a",
+             "threads": row.threads},
+            _metrics(row, record),
+            {**origin, **EVALUATION_TAGS, "status": row.status,
+             RECOMMENDED_TAG: str(recommended).lower(),
+             "reasons": "; ".join(row.reasons)[:5000] or "none",
+             **{f"device.{key}": str(value) for key, value in record.device_facts.items()}},
+            model_id=model_id, dataset=(dataset.name, dataset.digest),
+            dataset_metrics=ACCURACY_METRICS)
+        client.log_inputs(run_id, datasets=test_input,
+                          models=[LoggedModelInput(model_id)] if model_id else None)
+        client.log_artifact(run_id, str(record_path), artifact_path="harness")
+    finally:
+        client.set_terminated(run_id)
+    return run_id

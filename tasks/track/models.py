@@ -1,0 +1,226 @@
+"""Each produced variant as an MLflow LoggedModel, once per artifact.
+
+A variant is logged in the flavour of its runtime (a registry: ``mlflow.onnx`` for ONNX
+Runtime; for TFLite, TFLite Micro, OpenVINO and Edge TPU a pyfunc that runs the artifact
+with its runtime through the harness, :mod:`tasks.track.pyfunc_model`), with a signature
+(normalised float images in, logits out) and two test images as its input example. Its
+params say what it is (variant, format, precision, source, runtime) and its tag
+``edgeflow.artifact_digest`` what exactly: the hash of its files, its spec, the harness
+and this module's flavour version. A later track with the same digest reuses the model
+(a re-benchmark logs no model again); the (variant, device) runs link to it as their
+input model, and their metrics are logged against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tasks.core.contracts.prepared import load_split, read_meta
+from tasks.core.contracts.variants import Variant, VariantIndex
+from tasks.core.device_code import HARNESS_PATH
+from tasks.core.files import sha256_file
+
+KIND_TAG, KIND = "edgeflow.kind", "variant"
+DIGEST_TAG = "edgeflow.artifact_digest"
+FLAVOUR_VERSION = "1"  # bump when what a logged model holds changes: models are re-logged
+EXAMPLE_IMAGES = 2
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What every variant's model is saved with: its signature and input example."""
+
+    signature: Any
+    example: Any
+
+
+@dataclass(frozen=True)
+class LoggedModels:
+    """Model id per variant name; ``created`` the variants logged by this call (the
+    others were found already logged)."""
+
+    ids: dict[str, str]
+    created: tuple[str, ...]
+
+
+def model_inputs(prepared: Path) -> ModelInputs:
+    """Float images (N, H, W, C) in [0, 1] -> float logits (N, classes); the first test
+    images as the example."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    meta = read_meta(prepared)
+    images, _ = load_split(prepared, "test")
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *meta.input_shape))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(meta.classes)))]))
+    return ModelInputs(signature, images[:EXAMPLE_IMAGES].astype(np.float32))
+
+
+def artifact_digest(variant: Variant) -> str:
+    """What identifies a logged variant: its files' hashes, its spec, the harness (the
+    pyfunc runs it) and the flavour version."""
+    document = {"name": variant.name, "runtime": variant.runtime, "spec": variant.spec,
+                "files": [(entry.path, entry.sha256) for entry in variant.files or []],
+                "harness": sha256_file(HARNESS_PATH), "flavour": FLAVOUR_VERSION}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+@contextmanager
+def _quietly() -> Iterator[None]:
+    """MLflow draws a progress bar for each file it copies into a model and logs a line
+    per validated input example (five lines per variant on the console): off while
+    saving (the bars unless the user asked for them)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    chatty = logging.getLogger("mlflow.pyfunc")
+    level, ours = chatty.level, name not in os.environ
+    chatty.setLevel(logging.WARNING)
+    if ours:
+        os.environ[name] = "false"
+    try:
+        with warnings.catch_warnings():
+            # The signature is given: hints on predict would only duplicate it.
+            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+            yield
+    finally:
+        chatty.setLevel(level)
+        if ours:
+            os.environ.pop(name, None)
+
+
+def _distribution(name: str) -> str:
+    return f"{name}=={metadata.version(name)}"
+
+
+def _save_onnx(variant: Variant, variants_dir: Path, path: Path, mlflow_model: Any,
+               inputs: ModelInputs) -> None:
+    import mlflow.onnx
+    import onnx
+
+    mlflow.onnx.save_model(onnx.load(str(variants_dir / str(variant.file))), str(path),
+                           mlflow_model=mlflow_model, signature=inputs.signature,
+                           input_example=inputs.example,
+                           pip_requirements=[_distribution("onnx"), _distribution("onnxruntime"),
+                                             _distribution("numpy")])
+
+
+# The runtime's distribution, pinned in the model's requirements (given, not inferred:
+# MLflow's inference loads the model in a subprocess, seconds per variant).
+HARNESS_DISTRIBUTIONS = {"tflite": "ai-edge-litert", "edgetpu": "ai-edge-litert",
+                         "tflm": "tflite-micro", "openvino": "openvino"}
+
+
+def _save_harness_pyfunc(variant: Variant, variants_dir: Path, path: Path, mlflow_model: Any,
+                         inputs: ModelInputs) -> None:
+    import mlflow.pyfunc
+
+    from tasks.track import pyfunc_model
+
+    files = {f"file{number}": variants_dir / entry.path
+             for number, entry in enumerate(variant.files or [])}
+    main = next(key for key, file in files.items() if file == variants_dir / str(variant.file))
+    spec = variant.spec or {}
+    serving = path.with_name(f"{path.name}-serving.json")
+    serving.write_text(json.dumps({
+        "runtime": variant.runtime, "artifact": main, "spec": spec,
+        "options": {"arena_bytes": spec.get("arena_bytes"),
+                    "execution_precision": spec.get("execution_precision")}}), encoding="utf-8")
+    requirements = [_distribution("numpy")]
+    if variant.runtime in HARNESS_DISTRIBUTIONS:
+        requirements.append(_distribution(HARNESS_DISTRIBUTIONS[variant.runtime]))
+    mlflow.pyfunc.save_model(
+        str(path), python_model=str(pyfunc_model.__file__), mlflow_model=mlflow_model,
+        artifacts={"harness": str(HARNESS_PATH), "serving": str(serving),
+                   **{key: str(file) for key, file in files.items()}},
+        signature=inputs.signature, input_example=inputs.example,
+        pip_requirements=requirements)
+
+
+Saver = Callable[[Variant, Path, Path, Any, ModelInputs], None]
+# Runtime -> (MLflow flavour, how to save a variant in it). A runtime missing here is
+# logged as no model (its files stay in the variant index and DVC).
+FLAVOURS: dict[str, tuple[str, Saver]] = {
+    "onnxruntime": ("onnx", _save_onnx),
+    **{runtime: ("python_function", _save_harness_pyfunc) for runtime in HARNESS_DISTRIBUTIONS},
+}
+
+
+def existing_models(client: Any, experiment_id: str) -> dict[str, str]:
+    """Digest -> model id of the READY variant models already in the experiment."""
+    from mlflow.entities import LoggedModelStatus
+
+    found: dict[str, str] = {}
+    token = None
+    while True:
+        page = client.search_logged_models([experiment_id], max_results=100, page_token=token,
+                                           filter_string=f"tags.`{KIND_TAG}` = '{KIND}'")
+        for model in page:
+            if model.status == LoggedModelStatus.READY and DIGEST_TAG in model.tags:
+                found.setdefault(model.tags[DIGEST_TAG], model.model_id)
+        token = page.token
+        if not token:
+            return found
+
+
+def log_variant_models(client: Any, experiment_id: str, run_id: str, index: VariantIndex,
+                       variants_dir: Path, prepared: Path,
+                       names: set[str] | None = None) -> LoggedModels:
+    """Log each runnable variant of ``index`` (those in ``names`` when given) not
+    logged before as a model produced by run ``run_id``; returns every variant's model
+    id. A variant whose runtime has no flavour gets none."""
+    known = existing_models(client, experiment_id)
+    inputs: ModelInputs | None = None
+    ids: dict[str, str] = {}
+    created = []
+    for variant in index.variants:
+        if not variant.runnable or variant.runtime not in FLAVOURS or (
+                names is not None and variant.name not in names):
+            continue
+        digest = artifact_digest(variant)
+        if digest in known:
+            ids[variant.name] = known[digest]
+            continue
+        inputs = inputs or model_inputs(prepared)
+        ids[variant.name] = known[digest] = _log_model(client, experiment_id, run_id, variant,
+                                                       variants_dir, inputs, digest)
+        created.append(variant.name)
+    return LoggedModels(ids, tuple(created))
+
+
+def _log_model(client: Any, experiment_id: str, run_id: str, variant: Variant,
+               variants_dir: Path, inputs: ModelInputs, digest: str) -> str:
+    from mlflow.entities import LoggedModelOutput
+    from mlflow.models import Model
+
+    flavour, save = FLAVOURS[variant.runtime]
+    model = client.create_logged_model(
+        experiment_id, name=variant.name, source_run_id=run_id, model_type=flavour,
+        params={"variant": variant.name, "format": variant.format,
+                "precision": variant.precision, "source": variant.source,
+                "runtime": variant.runtime, "bytes": str(variant.bytes)},
+        tags={KIND_TAG: KIND, DIGEST_TAG: digest, "edgeflow.sha256": str(variant.sha256)})
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgeflow-model-") as scratch, _quietly():
+            path = Path(scratch) / "model"
+            save(variant, variants_dir, path,
+                 Model(artifact_path=model.artifact_location, model_uuid=model.model_id,
+                       run_id=run_id, model_id=model.model_id), inputs)
+            client.log_model_artifacts(model.model_id, str(path))
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    except BaseException:
+        client.finalize_logged_model(model.model_id, "FAILED")
+        raise
+    client.finalize_logged_model(model.model_id, "READY")
+    return model.model_id
