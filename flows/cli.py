@@ -4,6 +4,7 @@
     edgeflow step NAME [--params P] [--farm F]   one step, no Prefect (what dvc.yaml runs)
     edgeflow report [--params P]           the results table of the last run
     edgeflow farm probe|setup|trust        look at, prepare and trust the devices
+    edgeflow serve [--port 4200] | stop    a local Prefect server, deployments and worker
 
 Errors caused by input are one line on stderr, never a traceback, and the exit code is
 the error's class's (:mod:`tasks.core.errors`), never read from its message: 2 for bad
@@ -359,6 +360,28 @@ def farm_trust(device: Annotated[str, typer.Argument(help="device name in farm.y
         raise typer.Exit(1)
     record(target, offer)
     say(f"recorded in {target.known_hosts}")
+
+
+ProjectOption = Annotated[Path, typer.Option(
+    "--project", help="the project folder (prefect.yaml); its .edgeflow/serve/ keeps pids and logs")]
+
+
+@app.command()
+def serve(port: Annotated[int, typer.Option("--port", help="the server's port on 127.0.0.1")] = 4200,
+          project: ProjectOption = Path(".")) -> None:
+    """Start a local Prefect server, the work pool, this project's deployments and a worker
+    in the background (`make serve`); what is already running is reused."""
+    from flows.serve import serve as start
+
+    _guarded(lambda: start(project, port, say=say))
+
+
+@app.command()
+def stop(project: ProjectOption = Path(".")) -> None:
+    """Stop the worker and the server `edgeflow serve` started (by their recorded pids)."""
+    from flows.serve import stop as stop_all
+
+    _guarded(lambda: stop_all(project, say=say))
 
 
 @app.command("dvc-yaml", hidden=True)

@@ -1,7 +1,11 @@
 """The edge lifecycle as a Prefect flow: wiring only, the work lives in ``tasks/``.
 
     prepare -> train -> optimize -> convert -> benchmark (one task per device, in parallel)
-            -> select -> track -> record outputs with DVC
+            -> select -> track -> record outputs with DVC -> results on the run's page
+
+Each device's benchmark task is tagged with its device and Prefect runs one task per
+device tag at a time (:mod:`flows.devices`). The run publishes the results table and the
+recommendations as artifacts of the run (:mod:`flows.run_page`).
 
 Every step is a Prefect task cached by :mod:`flows.caching`: a second run with nothing
 changed executes no step; changing only ``benchmark`` params re-runs benchmark and what
@@ -24,6 +28,8 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Completed, Failed, State
 
 from flows.caching import StepContentPolicy, cache_dir, record_run, results_dir
+from flows.devices import device_tag, ensure_device_limits
+from flows.run_page import publish
 from tasks.core.config import check_key_files
 from tasks.core.contracts.summary import read_summary
 from tasks.core.errors import EdgeflowError
@@ -69,7 +75,8 @@ def _step(ctx: Context, name: str, refresh: list[str],
     # Results in the experiment's own folder whoever runs the flow (the CLI, a deployed
     # run on a worker): one cache, not one per way of running it.
     return run_step.with_options(name=label, cache_policy=policy, result_storage=results_dir(ctx),
-                                 refresh_cache=name in refresh), label
+                                 refresh_cache=name in refresh,
+                                 tags={device_tag(device)} if device else None), label
 
 
 def _note(state: State, label: str, outcome: LifecycleOutcome) -> None:
@@ -104,6 +111,7 @@ def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     outcome = LifecycleOutcome()
     _run_in_order(ctx, ("prepare", "train", "optimize", "convert"), refresh, outcome)
 
+    ensure_device_limits(ctx.farm.devices)
     futures = {}
     for device in ctx.farm.devices:
         step_task, label = _step(ctx, "benchmark", refresh, device)
@@ -122,6 +130,7 @@ def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     outcome.summary_path = str(ctx.layout.summary)
     outcome.counts = summary["counts"]
     outcome.problems = list(judged.problems)
+    publish(ctx.layout.summary, judged.message)
     state = Completed if judged.ok else Failed
     return state(message=judged.message, data=asdict(outcome))
 
