@@ -9,6 +9,8 @@ deployments running locally, in the background.
    (type ``process``: flow runs are subprocesses of the worker, on this machine);
 3. the deployments: ``prefect --no-prompt deploy --all`` in the project folder, the
    command a person would type (Prefect records that folder as where runs start);
+   skipped when this server already has the deployments of this very ``prefect.yaml``
+   and flow file (``deployed.json`` records what they were made from);
 4. a worker on that pool (``prefect worker start --pool NAME``).
 
 Each process is started in a session of its own (it outlives the ``make`` that started
@@ -152,14 +154,16 @@ def _tail(path: Path) -> str:
     return lines[-1].strip()[:300] if lines else "empty log"
 
 
-def _start_server(service: Service, port: int, project: Path) -> tuple[str, str]:
+def _start_server(service: Service, port: int,
+                  project: Path) -> tuple[dict[str, Any], str]:
+    """The running server's record and what was done."""
     running = service.running()
     if running is not None:
         url = running["api_url"]
         if not _healthy(url):
             raise ServeError(f"server (pid {running['pid']}) does not answer at {url}: "
                              f"`edgeflow stop`, then serve again (log: {service.log})")
-        return url, f"server: already running (pid {running['pid']}) at {url}"
+        return running, f"server: already running (pid {running['pid']}) at {url}"
     if _port_taken(port):
         raise ServeError(f"port {port} on {HOST} is taken by another program: "
                          "serve --port PORT picks another")
@@ -175,7 +179,7 @@ def _start_server(service: Service, port: int, project: Path) -> tuple[str, str]
             raise ServeError(f"the Prefect server did not answer at {url} within "
                              f"{SERVER_START_TIMEOUT:.0f} s (log: {service.log})")
         time.sleep(0.3)
-    return url, f"server: started (pid {record['pid']}) at {url}, log {service.log}"
+    return record, f"server: started (pid {record['pid']}) at {url}, log {service.log}"
 
 
 def work_pools(project: Path) -> list[str]:
@@ -217,7 +221,39 @@ def _ensure_pool(url: str, pool: str) -> str:
             return f"work pool {pool}: created (process)"
 
 
-def _deploy(folder: Path, url: str, project: Path) -> str:
+def _deployment_inputs(project: Path, server: dict[str, Any]) -> dict[str, Any]:
+    """What the deployments on the server follow from: the server process, prefect.yaml
+    and the flow files it names (their parameters become the deployments' schema)."""
+    import hashlib
+
+    text = (project / "prefect.yaml").read_text(encoding="utf-8")
+    entrypoints = sorted({(deployment or {}).get("entrypoint", "").split(":")[0]
+                          for deployment in (yaml.safe_load(text) or {}).get("deployments") or []})
+    digest = hashlib.sha256(text.encode())
+    for entry in entrypoints:
+        path = project / entry
+        digest.update(entry.encode() + (path.read_bytes() if path.is_file() else b"missing"))
+    return {"server": [server["pid"], server["start_time"]], "project": str(project),
+            "sha256": digest.hexdigest()}
+
+
+def _deployed_names(url: str) -> list[str]:
+    with _client(url) as client:
+        return sorted(f"{client.read_flow(deployment.flow_id).name}/{deployment.name}"
+                      for deployment in client.read_deployments())
+
+
+def _deploy(folder: Path, url: str, project: Path, server: dict[str, Any]) -> str:
+    """``prefect --no-prompt deploy --all`` in ``project``, unless this server already has
+    the deployments of this very prefect.yaml and flow code (then nothing to do)."""
+    stamp = folder / "deployed.json"
+    inputs = _deployment_inputs(project, server)
+    try:
+        up_to_date = json.loads(stamp.read_text(encoding="utf-8")) == inputs
+    except (OSError, ValueError):
+        up_to_date = False
+    if up_to_date:
+        return f"deployments: up to date: {', '.join(_deployed_names(url))} (run from {project})"
     log = folder / "deploy.log"
     with log.open("wb") as out:
         done = subprocess.run(_prefect("--no-prompt", "deploy", "--all"), cwd=project,
@@ -225,10 +261,8 @@ def _deploy(folder: Path, url: str, project: Path) -> str:
                               stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
         raise ServeError(f"`prefect deploy --all` failed: {_tail(log)} (log: {log})")
-    with _client(url) as client:
-        names = sorted(f"{client.read_flow(deployment.flow_id).name}/{deployment.name}"
-                       for deployment in client.read_deployments())
-    return f"deployments: {', '.join(names)} (run from {project})"
+    stamp.write_text(json.dumps(inputs), encoding="utf-8")
+    return f"deployments: {', '.join(_deployed_names(url))} (run from {project})"
 
 
 def _start_worker(service: Service, url: str, pool: str, project: Path) -> str:
@@ -254,11 +288,12 @@ def serve(project: Path, port: int = DEFAULT_PORT,
     pools = work_pools(project)
     folder = serve_folder(project)
     folder.mkdir(parents=True, exist_ok=True)
-    url, line = _start_server(Service("server", folder), port, project)
+    server, line = _start_server(Service("server", folder), port, project)
     say(line)
+    url = server["api_url"]
     for pool in pools:
         say(_ensure_pool(url, pool))
-    say(_deploy(folder, url, project))
+    say(_deploy(folder, url, project, server))
     # One worker serves the first pool (the project's deployments share one).
     say(_start_worker(Service("worker", folder), url, pools[0], project))
     say(f"export PREFECT_API_URL={url}   # then `prefect deployment run ...`, "
