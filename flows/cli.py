@@ -149,15 +149,18 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
             "--rerun", help="run this step even if cached (repeatable), e.g. benchmark")] = None,
         ) -> None:
     """Run the whole lifecycle (Prefect flow); cached steps are not executed again."""
+    from flows.server import launch, prefect_server
+
+    # The temporary Prefect server (if one is needed) boots while this process imports
+    # Prefect and checks the configuration and the lock: seconds of a no-op run. A bad
+    # file or a second run is still refused in a second (the server dies with us).
+    server = launch()
     from flows.lifecycle import preflight, run_lifecycle
-    from flows.server import prefect_server
     from tasks.core.locks import experiment_lock
 
     def run_it() -> Any:
-        # Configuration and usage, then the experiment's lock, then Prefect's server: a
-        # bad file or a second run is refused in a second, before the server's start-up.
         ctx = preflight(params, _farm(params, farm), rerun)
-        with experiment_lock(ctx.layout.state), prefect_server():
+        with experiment_lock(ctx.layout.state), prefect_server(server):
             return run_lifecycle(params, _farm(params, farm), rerun)
 
     def run_and_report() -> None:

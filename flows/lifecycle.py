@@ -3,8 +3,8 @@
     prepare -> train -> optimize -> convert -> benchmark (one task per device, in parallel)
             -> select -> track -> record outputs with DVC -> results on the run's page
 
-Each device's benchmark task is tagged with its device and Prefect runs one task per
-device tag at a time (:mod:`flows.devices`). The run publishes the results table and the
+On a lasting Prefect server each device's benchmark task is tagged with its device and
+Prefect runs one task per device tag at a time (:mod:`flows.devices`). The run publishes the results table and the
 recommendations as artifacts of the run (:mod:`flows.run_page`).
 
 Every step is a Prefect task cached by :mod:`flows.caching`: a second run with nothing
@@ -28,7 +28,7 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Completed, Failed, State
 
 from flows.caching import StepContentPolicy, cache_dir, record_run, results_dir
-from flows.devices import device_tag, ensure_device_limits
+from flows.devices import device_tag, ensure_device_limits, on_lasting_server
 from flows.run_page import publish
 from tasks.core.config import check_key_files
 from tasks.core.contracts.summary import read_summary
@@ -68,15 +68,15 @@ def record_with_dvc(ctx: Context) -> str:
     return record_outputs(ctx)
 
 
-def _step(ctx: Context, name: str, refresh: list[str],
-          device: str | None = None) -> tuple[Any, str]:
+def _step(ctx: Context, name: str, refresh: list[str], device: str | None = None,
+          device_tags: bool = False) -> tuple[Any, str]:
     label = name if device is None else f"{name}[{device}]"
     policy = StepContentPolicy().configure(key_storage=cache_dir(ctx) / "keys")
     # Results in the experiment's own folder whoever runs the flow (the CLI, a deployed
     # run on a worker): one cache, not one per way of running it.
     return run_step.with_options(name=label, cache_policy=policy, result_storage=results_dir(ctx),
                                  refresh_cache=name in refresh,
-                                 tags={device_tag(device)} if device else None), label
+                                 tags={device_tag(device)} if device and device_tags else None), label
 
 
 def _note(state: State, label: str, outcome: LifecycleOutcome) -> None:
@@ -111,10 +111,13 @@ def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     outcome = LifecycleOutcome()
     _run_in_order(ctx, ("prepare", "train", "optimize", "convert"), refresh, outcome)
 
-    ensure_device_limits(ctx.farm.devices)
+    # One benchmark per board in Prefect too, where a lasting server keeps the limits.
+    device_tags = on_lasting_server()
+    if device_tags:
+        ensure_device_limits(ctx.farm.devices)
     futures = {}
     for device in ctx.farm.devices:
-        step_task, label = _step(ctx, "benchmark", refresh, device)
+        step_task, label = _step(ctx, "benchmark", refresh, device, device_tags)
         futures[label] = step_task.submit(ctx, "benchmark", device)
     wait(list(futures.values()))
     for label, future in futures.items():

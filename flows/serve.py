@@ -205,6 +205,16 @@ def _client(url: str) -> Iterator[Any]:
         yield client
 
 
+def _reset_device_slots(url: str) -> str:
+    """A server started afresh holds no lease: slots its database still counts as held
+    (a run it was serving when it stopped) would never be freed (:mod:`flows.devices`)."""
+    from flows.devices import reset_device_slots
+
+    with _client(url) as client:
+        tags = reset_device_slots(client)
+    return f"device limits: {', '.join(tags) or 'none yet'} (slots freed)"
+
+
 def _ensure_pool(url: str, pool: str) -> str:
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
@@ -291,6 +301,8 @@ def serve(project: Path, port: int = DEFAULT_PORT,
     server, line = _start_server(Service("server", folder), port, project)
     say(line)
     url = server["api_url"]
+    if line.startswith("server: started"):
+        say(_reset_device_slots(url))
     for pool in pools:
         say(_ensure_pool(url, pool))
     say(_deploy(folder, url, project, server))
@@ -312,7 +324,8 @@ def _stop(service: Service) -> str:
     pid = record["pid"]
     if not _alive(pid, record.get("start_time")):
         service.record.unlink(missing_ok=True)
-        return f"{service.name}: not running (pid {pid} has exited; record removed)"
+        return (f"{service.name}: not running (pid {pid} is no longer the process started; "
+                "record removed)")
     # Started with a session of its own, so its process group is its pid: that reaches
     # the children it started (uvicorn, flow runs) and nothing else.
     group = pid if os.getpgid(pid) == pid else None

@@ -8,6 +8,7 @@ one cache, nothing executes twice, in either order. ``edgeflow stop`` ends it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from flows.serve import _start_time
 from tests.tiny import TINY_FARM, TINY_PARAMS, write_tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,9 +77,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         assert started.returncode == 0, started.stdout + started.stderr
         yield Served(project, f"http://127.0.0.1:{port}/api", env, started.stdout)
     finally:
+        pids = [json.loads((project / ".edgeflow" / "serve" / f"{name}.json").read_text())["pid"]
+                for name in ("worker", "server")]
         stopped = _edgeflow("stop", cwd=project, env=env, timeout=120)
         assert stopped.returncode == 0, stopped.stderr
-        assert "worker: stopped" in stopped.stdout and "server: stopped" in stopped.stdout
+        assert stopped.stdout.splitlines() == [f"worker: stopped (pid {pids[0]})",
+                                               f"server: stopped (pid {pids[1]})"]
+        assert [_start_time(pid) for pid in pids] == [None, None]  # exited
+        again = _edgeflow("stop", cwd=project, env=env, timeout=120)
+        assert again.stdout.splitlines() == ["worker: not running", "server: not running"]
 
 
 @pytest.fixture(scope="module")
@@ -128,21 +136,23 @@ def test_serve_starts_the_server_pool_deployments_and_worker_once(served: Served
     folder = served.project / ".edgeflow" / "serve"
     lines = served.serve_output.splitlines()
     assert lines[0].startswith("server: started (pid ") and served.url in lines[0]
-    assert lines[1] == "work pool edgeflow: created (process)"
-    assert lines[2] == ("deployments: edgeflow-lifecycle/nightly-rebenchmark, "
-                        f"edgeflow-lifecycle/on-change (run from {served.project})")
-    assert lines[3].startswith("worker: started (pid ")
+    assert lines[1:4] == [
+        "device limits: none yet (slots freed)",
+        "work pool edgeflow: created (process)",
+        "deployments: edgeflow-lifecycle/nightly-rebenchmark, "
+        f"edgeflow-lifecycle/on-change (run from {served.project})"]
+    assert lines[4].startswith("worker: started (pid ")
     assert {"server.json", "server.log", "worker.json", "worker.log", "deploy.log"} <= {
         path.name for path in folder.iterdir()}
     again = _edgeflow("serve", "--port", served.url.split(":")[-1].split("/")[0],
                       cwd=served.project, env=served.env)
     assert again.returncode == 0, again.stderr
     server_pid = lines[0].split("pid ")[1].split(")")[0]
-    worker_pid = lines[3].split("pid ")[1].split(")")[0]
+    worker_pid = lines[4].split("pid ")[1].split(")")[0]
     assert again.stdout.splitlines()[:4] == [
         f"server: already running (pid {server_pid}) at {served.url}",
         "work pool edgeflow: exists (process)",
-        lines[2].replace("deployments: ", "deployments: up to date: "),
+        lines[3].replace("deployments: ", "deployments: up to date: "),
         f"worker: already running (pid {worker_pid}) on pool edgeflow"]
 
 
@@ -184,8 +194,6 @@ def test_each_benchmark_holds_its_device_tag_under_a_limit_of_one(
 
 def test_the_run_page_shows_results_and_recommendations(
         first_deployed_run: tuple[Any, list[Any], list[Any]], experiment: Path) -> None:
-    import json
-
     _, _, artifacts = first_deployed_run
     by_key = {artifact.key: artifact for artifact in artifacts}
     assert set(by_key) == {"edgeflow-results", "edgeflow-recommendations"}
