@@ -51,7 +51,7 @@ SERVER_START_TIMEOUT = 180.0  # a first start migrates the database: slow on 2 b
 STOP_TIMEOUT = 30.0
 # How often the worker asks for scheduled runs (Prefect's default is 10 s): a triggered
 # run starts within this, not within ten seconds.
-WORKER_QUERY_SECONDS = "2"
+WORKER_QUERY_SECONDS = "1"
 
 
 class ServeError(EdgeflowError):
