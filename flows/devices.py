@@ -1,8 +1,9 @@
 """Prefect's side of "one benchmark per board at a time".
 
 On a lasting Prefect server (``edgeflow serve``, any PREFECT_API_URL: where deployments
-run), each device's benchmark task carries the tag :func:`device_tag`
-(``device:<name>``) and Prefect allows one running task per such tag
+run), each device's benchmark task that will run carries the tag :func:`device_tag`
+(``device:<name>``; one that will come from the cache touches no board and takes no
+slot: Prefect's slot costs about 2 s, its lease-renewal thread's join) and Prefect allows one running task per such tag
 (:func:`ensure_device_limits`): two flow runs (the nightly deployment and an on-change
 run, two experiments on one farm) queue for a board in Prefect before they would queue
 on the board's own lock (the ``flock`` in its workdir, which still guards against runs

@@ -3,8 +3,9 @@
     prepare -> train -> optimize -> convert -> benchmark (one task per device, in parallel)
             -> select -> track -> record outputs with DVC -> results on the run's page
 
-On a lasting Prefect server each device's benchmark task is tagged with its device and
-Prefect runs one task per device tag at a time (:mod:`flows.devices`). The run publishes the results table and the
+On a lasting Prefect server each device's benchmark task that will run (not come from
+the cache) is tagged with its device and Prefect runs one task per device tag at a time
+(:mod:`flows.devices`). The run publishes the results table and the
 recommendations as artifacts of the run (:mod:`flows.run_page`).
 
 Every step is a Prefect task cached by :mod:`flows.caching`: a second run with nothing
@@ -27,7 +28,7 @@ from prefect.futures import wait
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Completed, Failed, State
 
-from flows.caching import StepContentPolicy, cache_dir, record_run, results_dir
+from flows.caching import StepContentPolicy, cache_dir, record_run, results_dir, will_be_cached
 from flows.devices import device_tag, ensure_device_limits, on_lasting_server
 from flows.run_page import publish
 from tasks.core.config import check_key_files
@@ -112,12 +113,16 @@ def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     _run_in_order(ctx, ("prepare", "train", "optimize", "convert"), refresh, outcome)
 
     # One benchmark per board in Prefect too, where a lasting server keeps the limits.
-    device_tags = on_lasting_server()
-    if device_tags:
-        ensure_device_limits(ctx.farm.devices)
+    # A benchmark that will come from the cache touches no board: it takes no slot
+    # (Prefect's slot costs about two seconds of a no-op run: its lease thread's join).
+    tagged = [] if not on_lasting_server() else [
+        device for device in ctx.farm.devices
+        if "benchmark" in refresh or not will_be_cached(ctx, "benchmark", device)]
+    if tagged:
+        ensure_device_limits(tagged)
     futures = {}
     for device in ctx.farm.devices:
-        step_task, label = _step(ctx, "benchmark", refresh, device, device_tags)
+        step_task, label = _step(ctx, "benchmark", refresh, device, device in tagged)
         futures[label] = step_task.submit(ctx, "benchmark", device)
     wait(list(futures.values()))
     for label, future in futures.items():

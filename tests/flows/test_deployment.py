@@ -246,6 +246,8 @@ def test_cli_and_deployment_share_one_cache_in_either_order(
     flow_run, tasks, artifacts = _run_deployment(served, experiment)
     assert flow_run.state.is_completed(), flow_run.state.message
     assert _steps(tasks) == {step: "Cached" for step in STEPS}
+    # A cached benchmark touches no board: it takes no device slot.
+    assert not any(tag.startswith("device:") for task in tasks for tag in task.tags)
     assert {artifact.key for artifact in artifacts} == {"edgeflow-results",
                                                         "edgeflow-recommendations"}
     assert len([run for run in _mlflow_runs(experiment)
