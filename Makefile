@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test mutants repro report mlflow clean-outputs install system-deps
+.PHONY: run test mutants repro report mlflow serve stop clean-outputs install system-deps
 
 install: $(INSTALLED)
 
@@ -59,6 +59,15 @@ mlflow: $(INSTALLED)
 	$(BIN)/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 1 \
 	  --backend-store-uri sqlite:///$(abspath $(MLFLOW_DIR))/mlflow.db \
 	  --default-artifact-root file://$(abspath $(MLFLOW_DIR))/artifacts --no-serve-artifacts
+
+# A local Prefect server (127.0.0.1:4200), the work pool, prefect.yaml's deployments and
+# a worker, in the background; pids and logs in .edgeflow/serve/ (flows/serve.py).
+serve: $(INSTALLED)
+	$(BIN)/edgeflow serve
+
+# Stops what `make serve` started, by its recorded pids.
+stop: $(INSTALLED)
+	$(BIN)/edgeflow stop
 
 # Removes produced files (data, models, results, reports, caches), never the MLflow store.
 clean-outputs:

@@ -201,6 +201,16 @@ class StepContentPolicy(CachePolicy):
         return key
 
 
+def will_be_cached(ctx: Context, step_name: str, device: str | None = None) -> bool:
+    """Whether a run of the step now would return its cached result (its outputs match
+    the stamp of the current key, and the record and result of that key are here): what
+    the flow asks before taking a device's concurrency slot, which a cached benchmark
+    does not need."""
+    key = input_key(ctx, step_name, device)
+    return (_outputs_match(ctx, step_name, device, key)
+            and (cache_dir(ctx) / "keys" / key).is_file() and (results_dir(ctx) / key).is_file())
+
+
 def results_dir(ctx: Context) -> Path:
     """Where this experiment's persisted task results live (whoever runs the flow)."""
     return cache_dir(ctx) / "results"

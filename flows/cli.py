@@ -4,6 +4,7 @@
     edgeflow step NAME [--params P] [--farm F]   one step, no Prefect (what dvc.yaml runs)
     edgeflow report [--params P]           the results table of the last run
     edgeflow farm probe|setup|trust        look at, prepare and trust the devices
+    edgeflow serve [--port 4200] | stop    a local Prefect server, deployments and worker
 
 Errors caused by input are one line on stderr, never a traceback, and the exit code is
 the error's class's (:mod:`tasks.core.errors`), never read from its message: 2 for bad
@@ -187,18 +188,21 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
             "--rerun", help="run this step even if cached (repeatable), e.g. benchmark")] = None,
         verbose: VerboseOption = False) -> None:
     """Run the whole lifecycle (Prefect flow); cached steps are not executed again."""
+    from flows.server import launch, prefect_server
+
+    # The temporary Prefect server (if one is needed) boots while this process imports
+    # Prefect and checks the configuration and the lock: seconds of a no-op run. A bad
+    # file or a second run is still refused in a second (the server dies with us).
+    server = launch()
     from flows.console import new_log
     from flows.lifecycle import preflight, run_lifecycle
-    from flows.server import prefect_server
     from tasks.core.locks import experiment_lock
 
     def run_flow() -> Any:
-        with prefect_server():
+        with prefect_server(server):
             return run_lifecycle(params, _farm(params, farm), rerun)
 
     def run_it() -> Any:
-        # Configuration and usage, then the experiment's lock, then Prefect's server: a
-        # bad file or a second run is refused in a second, before the server's start-up.
         ctx = preflight(params, _farm(params, farm), rerun)
         with experiment_lock(ctx.layout.state):
             log = new_log(ctx.layout.logs, "run")
@@ -415,6 +419,28 @@ def farm_trust(device: Annotated[str, typer.Argument(help="device name in farm.y
         raise typer.Exit(1)
     record(target, offer)
     say(f"recorded in {target.known_hosts}")
+
+
+ProjectOption = Annotated[Path, typer.Option(
+    "--project", help="the project folder (prefect.yaml); its .edgeflow/serve/ keeps pids and logs")]
+
+
+@app.command()
+def serve(port: Annotated[int, typer.Option("--port", help="the server's port on 127.0.0.1")] = 4200,
+          project: ProjectOption = Path(".")) -> None:
+    """Start a local Prefect server, the work pool, this project's deployments and a worker
+    in the background (`make serve`); what is already running is reused."""
+    from flows.serve import serve as start
+
+    _guarded(lambda: start(project, port, say=say))
+
+
+@app.command()
+def stop(project: ProjectOption = Path(".")) -> None:
+    """Stop the worker and the server `edgeflow serve` started (by their recorded pids)."""
+    from flows.serve import stop as stop_all
+
+    _guarded(lambda: stop_all(project, say=say))
 
 
 @app.command("dvc-yaml", hidden=True)

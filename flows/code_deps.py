@@ -27,6 +27,9 @@ Used by the Prefect cache key (:mod:`flows.caching`) and ``dvc.yaml`` deps
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,6 +73,13 @@ def module_name(path: Path) -> str:
     """The dotted name of the module in repo-relative ``path``."""
     parts = path.with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@lru_cache(maxsize=None)
+def _imports_of(source: str, name: str, is_package: bool) -> tuple[str, ...]:
+    # Steps share most of their modules: each source is parsed once per process (keyed
+    # on its text, so an edited file is parsed again).
+    return tuple(imported_names(source, name, is_package))
 
 
 def imported_names(source: str, name: str, is_package: bool) -> Iterator[str]:
@@ -119,29 +129,87 @@ def module_closure(entry: str, root: Path = PACKAGE_ROOT,
         files.add(path)
         pending.extend(_packages_on_the_way(name))
         source = (root / path).read_text(encoding="utf-8")
-        pending.extend(imported_names(source, name, path.name == "__init__.py"))
+        pending.extend(_imports_of(source, name, path.name == "__init__.py"))
         if path in loaded_by_path:
             pending.extend(module_name(loaded.relative_to(root))
                            for loaded in sorted((root / loaded_by_path[path]).rglob("*.py")))
     return CodeClosure(tuple(sorted(files)), tuple(sorted(libraries)))
 
 
+# Where the scan of installed distributions is kept between processes (a no-op run is
+# a new process: the scan was a fifth of its time), under the names of the metadata
+# folders on sys.path it was made from: installing, upgrading or removing a
+# distribution adds, renames or removes a ``NAME-VERSION.dist-info`` folder. One file
+# per such state (the CLI and a worker's flow run have different sys.path entries).
+DISTRIBUTIONS_CACHE = PACKAGE_ROOT / ".edgeflow" / "cache" / "distributions"
+METADATA_SUFFIXES = (".dist-info", ".egg-info", ".egg-link")
+
+
+def _search_path_state() -> list[list[object]]:
+    """Each sys.path entry with the sorted names of the distribution metadata in it."""
+    state: list[list[object]] = []
+    for entry in sys.path:
+        try:
+            names = sorted(name for name in os.listdir(entry or ".")
+                           if name.endswith(METADATA_SUFFIXES))
+        except OSError:  # not a folder (a zip), or gone
+            names = []
+        state.append([entry, names])
+    return state
+
+
+@dataclass(frozen=True)
+class Installed:
+    """Installed distributions: which provide each top-level module, and their versions."""
+
+    by_module: dict[str, list[str]]
+    versions: dict[str, str]
+
+
+def _scan() -> Installed:
+    versions: dict[str, str] = {}
+    for distribution in metadata.distributions():  # sys.path order: the first one wins
+        versions.setdefault(distribution.metadata["Name"], distribution.version)
+    return Installed(metadata.packages_distributions(), versions)
+
+
 @lru_cache(maxsize=1)
-def _distributions_by_module() -> dict[str, list[str]]:
-    # Scans every installed distribution (about 0.4 s here): once per process.
-    return metadata.packages_distributions()
+def installed() -> Installed:
+    """The scan of installed distributions, from :data:`DISTRIBUTIONS_CACHE` when one was
+    made from the same distributions on the same sys.path as now; scanned (about 0.4 s)
+    and kept there otherwise. Once per process."""
+    state = _search_path_state()
+    digest = hashlib.sha256(json.dumps(state).encode()).hexdigest()[:16]
+    cache = DISTRIBUTIONS_CACHE / f"{digest}.json"
+    try:
+        kept = json.loads(cache.read_text(encoding="utf-8"))
+        if kept["sys_path"] == state:
+            return Installed(kept["by_module"], kept["versions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    scan = _scan()
+    try:
+        DISTRIBUTIONS_CACHE.mkdir(parents=True, exist_ok=True)
+        staging = cache.with_name(f".{cache.name}.{os.getpid()}")
+        staging.write_text(json.dumps({"sys_path": state, "by_module": scan.by_module,
+                                       "versions": scan.versions}), encoding="utf-8")
+        staging.replace(cache)
+    except OSError:  # a read-only checkout: scanned once per process then
+        pass
+    return scan
 
 
 def distribution_version(distribution: str) -> str:
     """The installed version of ``distribution``."""
-    return metadata.version(distribution)
+    known = installed().versions.get(distribution)
+    return known if known is not None else metadata.version(distribution)
 
 
 def library_versions(libraries: tuple[str, ...]) -> dict[str, str]:
     """``{distribution: version}`` of the distributions that provide the top-level
     modules ``libraries``, sorted by name; a module no installed distribution provides
     maps its own name to :data:`NOT_INSTALLED`."""
-    by_module = _distributions_by_module()
+    by_module = installed().by_module
     versions: dict[str, str] = {}
     for library in libraries:
         distributions = by_module.get(library)

@@ -1,7 +1,12 @@
 """The edge lifecycle as a Prefect flow: wiring only, the work lives in ``tasks/``.
 
     prepare -> train -> optimize -> convert -> benchmark (one task per device, in parallel)
-            -> select -> track -> record outputs with DVC
+            -> select -> track -> record outputs with DVC -> results on the run's page
+
+On a lasting Prefect server each device's benchmark task that will run (not come from
+the cache) is tagged with its device and Prefect runs one task per device tag at a time
+(:mod:`flows.devices`). The run publishes the results table and the
+recommendations as artifacts of the run (:mod:`flows.run_page`).
 
 Every step is a Prefect task cached by :mod:`flows.caching`: a second run with nothing
 changed executes no step; changing only ``benchmark`` params re-runs benchmark and what
@@ -23,7 +28,9 @@ from prefect.futures import wait
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Completed, Failed, State
 
-from flows.caching import StepContentPolicy, cache_dir, record_run, results_dir
+from flows.caching import StepContentPolicy, cache_dir, record_run, results_dir, will_be_cached
+from flows.devices import device_tag, ensure_device_limits, on_lasting_server
+from flows.run_page import publish
 from tasks.core.config import check_key_files
 from tasks.core.contracts.summary import read_summary
 from tasks.core.errors import EdgeflowError
@@ -63,14 +70,15 @@ def record_with_dvc(ctx: Context) -> str:
     return record_outputs(ctx)
 
 
-def _step(ctx: Context, name: str, refresh: list[str],
-          device: str | None = None) -> tuple[Any, str]:
+def _step(ctx: Context, name: str, refresh: list[str], device: str | None = None,
+          device_tags: bool = False) -> tuple[Any, str]:
     label = name if device is None else f"{name}[{device}]"
     policy = StepContentPolicy().configure(key_storage=cache_dir(ctx) / "keys")
     # Results in the experiment's own folder whoever runs the flow (the CLI, a deployed
     # run on a worker): one cache, not one per way of running it.
     return run_step.with_options(name=label, cache_policy=policy, result_storage=results_dir(ctx),
-                                 refresh_cache=name in refresh), label
+                                 refresh_cache=name in refresh,
+                                 tags={device_tag(device)} if device and device_tags else None), label
 
 
 def _note(state: State, label: str, outcome: LifecycleOutcome) -> None:
@@ -109,9 +117,17 @@ def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     outcome = LifecycleOutcome()
     _run_in_order(ctx, ("prepare", "train", "optimize", "convert"), refresh, outcome)
 
+    # One benchmark per board in Prefect too, where a lasting server keeps the limits.
+    # A benchmark that will come from the cache touches no board: it takes no slot
+    # (Prefect's slot costs about two seconds of a no-op run: its lease thread's join).
+    tagged = [] if not on_lasting_server() else [
+        device for device in ctx.farm.devices
+        if "benchmark" in refresh or not will_be_cached(ctx, "benchmark", device)]
+    if tagged:
+        ensure_device_limits(tagged)
     futures = {}
     for device in ctx.farm.devices:
-        step_task, label = _step(ctx, "benchmark", refresh, device)
+        step_task, label = _step(ctx, "benchmark", refresh, device, device in tagged)
         futures[label] = step_task.submit(ctx, "benchmark", device)
     wait(list(futures.values()))
     for label, future in futures.items():
@@ -127,6 +143,7 @@ def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     outcome.summary_path = str(ctx.layout.summary)
     outcome.counts = summary["counts"]
     outcome.problems = list(judged.problems)
+    publish(ctx.layout.summary, judged.message)
     state = Completed if judged.ok else Failed
     return state(message=judged.message, data=asdict(outcome))
 

@@ -1,25 +1,46 @@
 """The temporary Prefect server of a CLI run, bound to the life of the process.
 
-Without ``PREFECT_API_URL``, Prefect starts a temporary API server (a uvicorn
-subprocess, about 200 MB) and stops it at exit; a run killed with SIGKILL never reaches
-that exit, and the server stays behind as an orphan. Here the same server is started
-with the kernel's parent-death signal (Linux ``PR_SET_PDEATHSIG``): when the process
-that started it dies, however it dies, the server gets SIGTERM. Where that is not
-available (not Linux), or a server is configured, Prefect's own behaviour applies.
+Without ``PREFECT_API_URL``, a CLI run needs a Prefect API of its own: Prefect would
+start a temporary server (a uvicorn subprocess, about 200 MB) on first use and stop it
+at exit. Here the same server (Prefect 3.9's command and environment for it) is started
+by this module instead, for two reasons:
+
+- it dies with the run: it is started with the kernel's parent-death signal (Linux
+  ``PR_SET_PDEATHSIG``), so a run killed with SIGKILL, which never reaches its exit
+  handlers, leaves no orphan server behind;
+- it starts early and without loading Prefect's server code here: :func:`launch` needs
+  only the standard library, so the server boots on one core while this process imports
+  Prefect and the project and checks the configuration on the other (importing
+  ``prefect.server`` into the CLI process just to start a subprocess cost seconds).
+
+Where the parent-death signal is not available (not Linux), or a server is configured
+(``PREFECT_API_URL``, from the environment or a Prefect profile), Prefect's own
+behaviour applies.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+UVICORN_ADDRESS_IN_USE = 3  # uvicorn's exit code when the port was taken meanwhile
+# What Prefect's SubprocessASGIServer puts in the server's environment (3.9): no UI, and
+# a server that knows it is temporary.
+SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+              "PREFECT__SERVER_FINAL": "1"}
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
@@ -27,51 +48,114 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before 
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _server_class() -> Any:
-    from prefect.server.api.server import SubprocessASGIServer
-
-    class ServerThatDiesWithUs(SubprocessASGIServer):
-        """Prefect's temporary server, started with a parent-death signal."""
-
-        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-            import prefect
-            from prefect.settings import get_current_settings
-
-            # The command and environment of SubprocessASGIServer (Prefect 3.9).
-            server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-                          "PREFECT__SERVER_FINAL": "1"}
-            return subprocess.Popen(
-                args=[sys.executable, "-m", "uvicorn", "--app-dir",
-                      str(prefect.__module_path__.parent), "--factory",
-                      "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-                      "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-                env={**os.environ, **server_env,
-                     **get_current_settings().to_environment_variables(exclude_unset=True)},
-                preexec_fn=_die_with_parent)
-
-    return ServerThatDiesWithUs
-
-
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
+def _prefect_app_dir() -> str:
+    """The folder holding the ``prefect`` package, found without importing it."""
+    spec = importlib.util.find_spec("prefect")
+    assert spec is not None and spec.submodule_search_locations, "prefect is not installed"
+    return str(Path(list(spec.submodule_search_locations)[0]).parent)
+
+
+class TemporaryServer:
+    """A Prefect API server on a free loopback port of its own (never Prefect's shared
+    one), stopped at this process's exit or by the kernel when the process dies."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def _spawn(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", _prefect_app_dir(), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+            env={**os.environ, **SERVER_ENV}, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent)
+
+    def launch(self) -> "TemporaryServer":
+        self._spawn()
+        _started.append(self)
+        # Registered before Prefect is used, so it runs after Prefect's own exit handlers
+        # (they run last-registered first): its log and event workers drain into a live
+        # server instead of retrying against a stopped one for half a minute.
+        atexit.register(self.stop)
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        """Return once the API answers; RuntimeError when it exits or stays silent."""
+        deadline = time.monotonic() + timeout
+        while not self._healthy():
+            assert self.process is not None, "launch() first"
+            code = self.process.poll()
+            if code == UVICORN_ADDRESS_IN_USE:  # taken between the probe and the bind
+                self.port = _free_port()
+                self._spawn()
+                continue
+            if code is not None:
+                raise RuntimeError(f"the temporary Prefect server exited with code {code}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the temporary Prefect server did not answer within "
+                                   f"{timeout:.0f} s (PREFECT_SERVER_EPHEMERAL_STARTUP_"
+                                   "TIMEOUT_SECONDS)")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+_started: list[TemporaryServer] = []  # the temporary server this process runs, if any
+
+
+def temporary_api_url() -> str | None:
+    """The API URL of the temporary server this process started, if any."""
+    return _started[-1].api_url if _started else None
+
+
+def launch() -> TemporaryServer | None:
+    """Start a temporary server now, without waiting for it, unless the environment
+    names a server (``PREFECT_API_URL``) or this is not Linux. Standard library only."""
+    if os.environ.get("PREFECT_API_URL") or not sys.platform.startswith("linux"):
+        return None
+    return TemporaryServer().launch()
+
+
 @contextmanager
-def prefect_server() -> Iterator[None]:
-    """A Prefect API for the block: the configured one, or a temporary server that
-    dies with this process (stopped at its exit, or by the kernel when it is killed)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+def prefect_server(started: TemporaryServer | None = None) -> Iterator[None]:
+    """A Prefect API for the block: the configured one, or a temporary server that dies
+    with this process (``started`` by :func:`launch`, or started now)."""
+    from prefect.settings import (PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+                                  temporary_settings)
 
     if PREFECT_API_URL.value() or not sys.platform.startswith("linux"):
+        if started is not None:
+            started.stop()  # a profile names a server: the early one is not needed
         yield
         return
-    server = _server_class()(port=_free_port())  # a port of its own: never Prefect's shared one
-    # start() registers the server's stop at exit, after Prefect's log and event workers
-    # have drained: stopped earlier, they would retry sending to it for half a minute.
-    server.start()
+    server = started or TemporaryServer().launch()
+    server.wait_ready(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         yield

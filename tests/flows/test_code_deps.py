@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from flows.code_deps import module_closure
 from flows.steps import STEPS, code_dependencies
 from tests.tiny import TINY_PARAMS, write_tiny_config
@@ -102,6 +104,8 @@ def test_only_select_reaches_the_report_module_and_every_dependency_is_project_c
 DRIVER = """
 import json, sys
 from pathlib import Path
+
+import pytest
 from flows.lifecycle import run_lifecycle
 for _ in sys.stdin:
     state, outcome = run_lifecycle(Path("params.yaml"), Path("farm.yaml"))
@@ -161,3 +165,47 @@ def test_editing_a_module_reruns_exactly_the_steps_that_reach_it(tmp_path: Path)
         {"executed": ["benchmark[local]", "select", "track"],
          "cached": ["prepare", "train", "optimize", "convert"]},
     ]
+
+
+def _distribution(site: Path, name: str, version: str, module: str) -> Path:
+    """A real installed-distribution record (what pip writes) in the folder ``site``."""
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "top_level.txt").write_text(f"{module}\n")
+    return info
+
+
+def test_the_scan_of_distributions_is_kept_until_a_distribution_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import code_deps
+
+    site = tmp_path / "site"
+    info = _distribution(site, "edgeflow-probe-dist", "1.0", "edgeflow_probe_mod")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(code_deps, "DISTRIBUTIONS_CACHE", tmp_path / "cache")
+    code_deps.installed.cache_clear()
+    try:
+        assert code_deps.library_versions(("edgeflow_probe_mod",)) == {"edgeflow-probe-dist": "1.0"}
+        [kept] = (tmp_path / "cache").iterdir()
+        # The next process reads the kept scan: what the file says is what it gets.
+        document = json.loads(kept.read_text())
+        document["versions"]["edgeflow-probe-dist"] = "1.0-from-the-kept-scan"
+        kept.write_text(json.dumps(document))
+        code_deps.installed.cache_clear()
+        assert code_deps.installed().versions["edgeflow-probe-dist"] == "1.0-from-the-kept-scan"
+        assert code_deps.installed().by_module["edgeflow_probe_mod"] == ["edgeflow-probe-dist"]
+        # An upgrade renames the metadata folder: scanned again, kept beside the first.
+        info.rename(site / "edgeflow-probe-dist-2.0.dist-info")
+        (site / "edgeflow-probe-dist-2.0.dist-info" / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: edgeflow-probe-dist\nVersion: 2.0\n")
+        code_deps.installed.cache_clear()
+        assert code_deps.library_versions(("edgeflow_probe_mod",)) == {"edgeflow-probe-dist": "2.0"}
+        assert len(list((tmp_path / "cache").iterdir())) == 2
+        # Uninstalled: the module is no longer provided.
+        shutil.rmtree(site / "edgeflow-probe-dist-2.0.dist-info")
+        code_deps.installed.cache_clear()
+        assert code_deps.library_versions(("edgeflow_probe_mod",)) == {
+            "edgeflow_probe_mod": code_deps.NOT_INSTALLED}
+    finally:
+        code_deps.installed.cache_clear()

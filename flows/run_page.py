@@ -1,0 +1,54 @@
+"""What a flow run shows on its Prefect page, so that the page answers "what passed
+where" without opening files: the results table and the recommendation per device, as
+Prefect artifacts, from ``reports/summary.json`` (read through its contract,
+:mod:`tasks.core.contracts.summary`).
+
+Keys are stable (:data:`RESULTS_KEY`, :data:`RECOMMENDATIONS_KEY`): each run adds a
+version under the same key, so the artifacts page keeps the history of every run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.core.contracts.summary import read_summary
+from tasks.core.report import COLUMNS, markdown_text, recommendation_lines, reference_line, row_cells
+
+RESULTS_KEY = "edgeflow-results"
+RECOMMENDATIONS_KEY = "edgeflow-recommendations"
+REASONS = "reasons / notes"
+
+
+def results_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per (variant, device) result, skipped ones included (with their reason),
+    in the report's columns."""
+    return [{**dict(zip(COLUMNS, row_cells(row))),
+             REASONS: "; ".join(row["reasons"] + row.get("notes", [])) or "—"}
+            for row in summary["results"]]
+
+
+def recommendations_markdown(summary: dict[str, Any], verdict: str, experiment: Path) -> str:
+    counts = summary["counts"]
+    return "\n".join([
+        "# edgeflow: recommendation per device", "",
+        *recommendation_lines(summary, markdown_text), "",
+        f"Results: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
+        f"{counts['skipped']} skipped. fp32 reference accuracy: {reference_line(summary)}.", "",
+        f"Verdict: {markdown_text(verdict)}", "",
+        f"Experiment: `{markdown_text(str(experiment))}` (`reports/report.md` there has the plots)",
+    ]) + "\n"
+
+
+def publish(summary_path: Path, verdict: str) -> tuple[str, str]:
+    """Create this run's two artifacts; returns their keys. Call inside a flow run."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    summary = read_summary(summary_path).document()
+    experiment = summary_path.parent.parent
+    create_table_artifact(key=RESULTS_KEY, table=results_rows(summary),
+                          description=f"Every (variant, device) result of {experiment}")
+    create_markdown_artifact(key=RECOMMENDATIONS_KEY,
+                             markdown=recommendations_markdown(summary, verdict, experiment),
+                             description=f"Best passing variant per device of {experiment}")
+    return RESULTS_KEY, RECOMMENDATIONS_KEY

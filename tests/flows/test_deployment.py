@@ -1,0 +1,254 @@
+"""Deployments as a person runs them: a fresh copy of the project, ``edgeflow serve``
+(what ``make serve`` calls: a real Prefect server and worker on loopback, a free port, a
+PREFECT_HOME of the test's own; ``prefect deploy --all`` from the project folder as
+prefect.yaml says), the on-change deployment run on a tiny experiment (its parameters
+overridden for the run), then the CLI and the deployment again on the same experiment:
+one cache, nothing executes twice, in either order. ``edgeflow stop`` ends it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.serve import _start_time
+from tests.tiny import TINY_FARM, TINY_PARAMS, write_tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+# What a clone holds that a deployment needs (the code, the declarations), nothing built.
+PROJECT_FILES = ("tasks", "flows", "prefect.yaml", "params.yaml", "farm.yaml", "dvc.yaml",
+                 "requirements.lock", "pyproject.toml")
+STEPS = ["prepare", "train", "optimize", "convert", "benchmark[local]", "select", "track"]
+# One format keeps the cold run short; the rest of the lifecycle is the tiny one's.
+PARAMS = TINY_PARAMS.replace("formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}",
+                             "formats: {tflite: [fp32]}")
+
+
+@dataclass(frozen=True)
+class Served:
+    project: Path
+    url: str
+    env: dict[str, str]
+    serve_output: str
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _edgeflow(*args: str, cwd: Path, env: dict[str, str],
+              timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "edgeflow"), *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("deployment")
+    project = root / "clone"
+    project.mkdir()
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, project / name)
+    # No UI: copying its files into a fresh PREFECT_HOME is a third of the server's start.
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_UI_ENABLED": "false"}
+    for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    port = _free_port()
+    started = _edgeflow("serve", "--port", str(port), cwd=project, env=env)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield Served(project, f"http://127.0.0.1:{port}/api", env, started.stdout)
+    finally:
+        pids = [json.loads((project / ".edgeflow" / "serve" / f"{name}.json").read_text())["pid"]
+                for name in ("worker", "server")]
+        stopped = _edgeflow("stop", cwd=project, env=env, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.splitlines() == [f"worker: stopped (pid {pids[0]})",
+                                               f"server: stopped (pid {pids[1]})"]
+        assert [_start_time(pid) for pid in pids] == [None, None]  # exited
+        again = _edgeflow("stop", cwd=project, env=env, timeout=120)
+        assert again.stdout.splitlines() == ["worker: not running", "server: not running"]
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("deployed-experiment")
+    write_tiny_config(root, PARAMS, TINY_FARM)
+    return root
+
+
+def _run_deployment(served: Served, experiment: Path) -> tuple[Any, list[Any], list[Any]]:
+    """Trigger on-change for ``experiment`` and wait for it: (flow run, its task runs,
+    its artifacts)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: served.url}):
+        flow_run = run_deployment(
+            "edgeflow-lifecycle/on-change", timeout=600, poll_interval=1,
+            parameters={"params_path": str(experiment / "params.yaml"),
+                        "farm_path": str(experiment / "farm.yaml")})
+        with get_client(sync_client=True) as client:
+            tasks = client.read_task_runs(flow_run_filter=_by_id(flow_run.id))
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+    return flow_run, tasks, artifacts
+
+
+def _by_id(flow_run_id: Any) -> Any:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    return FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+
+
+def _steps(tasks: list[Any]) -> dict[str, str]:
+    """State name per lifecycle step of one flow run."""
+    return {task.name.rsplit("-", 1)[0]: task.state.name for task in tasks
+            if task.name.rsplit("-", 1)[0] in STEPS}
+
+
+@pytest.fixture(scope="module")
+def first_deployed_run(served: Served, experiment: Path) -> tuple[Any, list[Any], list[Any]]:
+    return _run_deployment(served, experiment)
+
+
+def test_serve_starts_the_server_pool_deployments_and_worker_once(served: Served) -> None:
+    folder = served.project / ".edgeflow" / "serve"
+    lines = served.serve_output.splitlines()
+    assert lines[0].startswith("server: started (pid ") and served.url in lines[0]
+    assert lines[1:4] == [
+        "device limits: none yet (slots freed)",
+        "work pool edgeflow: created (process)",
+        "deployments: edgeflow-lifecycle/nightly-rebenchmark, "
+        f"edgeflow-lifecycle/on-change (run from {served.project})"]
+    assert lines[4].startswith("worker: started (pid ")
+    assert {"server.json", "server.log", "worker.json", "worker.log", "deploy.log"} <= {
+        path.name for path in folder.iterdir()}
+    again = _edgeflow("serve", "--port", served.url.split(":")[-1].split("/")[0],
+                      cwd=served.project, env=served.env)
+    assert again.returncode == 0, again.stderr
+    server_pid = lines[0].split("pid ")[1].split(")")[0]
+    worker_pid = lines[4].split("pid ")[1].split(")")[0]
+    assert again.stdout.splitlines()[:4] == [
+        f"server: already running (pid {server_pid}) at {served.url}",
+        "work pool edgeflow: exists (process)",
+        lines[3].replace("deployments: ", "deployments: up to date: "),
+        f"worker: already running (pid {worker_pid}) on pool edgeflow"]
+
+
+def test_a_deployed_run_executes_every_step_in_the_experiment(
+        first_deployed_run: tuple[Any, list[Any], list[Any]], experiment: Path,
+        served: Served) -> None:
+    from tasks.core.contracts.summary import read_summary
+
+    flow_run, tasks, _ = first_deployed_run
+    assert flow_run.state.is_completed(), flow_run.state.message
+    assert _steps(tasks) == {step: "Completed" for step in STEPS}
+    summary = read_summary(experiment / "reports" / "summary.json").document()
+    assert [(row["variant"], row["status"]) for row in summary["results"]] == [
+        ("tflite-fp32", "pass")]
+    assert summary["recommendations"] == {"local": "tflite-fp32"}
+    assert flow_run.state.message.startswith("1 pass, 0 fail, 0 error, 0 skipped")
+    # Everything the run keeps is in the experiment, nothing in the project it ran from.
+    assert sorted(path.name for path in (experiment / ".edgeflow" / "prefect" / "results").iterdir()) \
+        == sorted(path.name for path in (experiment / ".edgeflow" / "prefect" / "keys").iterdir())
+    assert not (served.project / "reports").exists()
+    assert not (served.project / ".edgeflow" / "prefect").exists()
+
+
+def test_each_benchmark_holds_its_device_tag_under_a_limit_of_one(
+        first_deployed_run: tuple[Any, list[Any], list[Any]], served: Served) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    _, tasks, _ = first_deployed_run
+    tags = {task.name.rsplit("-", 1)[0]: set(task.tags) for task in tasks}
+    assert tags["benchmark[local]"] == {"device:local"}
+    assert all(not tag.startswith("device:") for name, found in tags.items()
+               if name != "benchmark[local]" for tag in found)
+    with temporary_settings({PREFECT_API_URL: served.url}), \
+            get_client(sync_client=True) as client:
+        limit = client.read_concurrency_limit_by_tag("device:local")
+    assert limit.concurrency_limit == 1
+
+
+def test_the_run_page_shows_results_and_recommendations(
+        first_deployed_run: tuple[Any, list[Any], list[Any]], experiment: Path) -> None:
+    _, _, artifacts = first_deployed_run
+    by_key = {artifact.key: artifact for artifact in artifacts}
+    assert set(by_key) == {"edgeflow-results", "edgeflow-recommendations"}
+    table = by_key["edgeflow-results"]
+    assert table.type == "table"
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [(row["device"], row["variant"], row["status"]) for row in rows] == [
+        ("local", "tflite-fp32", "pass")]
+    assert float(rows[0]["p90 ms"]) > 0 and rows[0]["reasons / notes"] == "—"
+    markdown = by_key["edgeflow-recommendations"]
+    assert markdown.type == "markdown"
+    assert "- **local**: `tflite-fp32` (best passing by latency_p50_ms)" in markdown.data
+    assert "Results: 1 pass, 0 fail, 0 error, 0 skipped." in markdown.data
+    assert str(experiment) in markdown.data
+
+
+def _mlflow_runs(experiment: Path) -> list[Any]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{experiment / 'mlflow' / 'mlflow.db'}")
+    return client.search_runs([client.get_experiment_by_name("edgeflow").experiment_id])
+
+
+def test_the_deployed_run_lands_in_the_experiments_mlflow_store(
+        first_deployed_run: tuple[Any, list[Any], list[Any]], experiment: Path) -> None:
+    runs = _mlflow_runs(experiment)
+    parents = [run for run in runs if run.data.tags.get("edgeflow.kind") == "lifecycle"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [run for run in runs
+                if run.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert [(run.data.params["variant"], run.data.params["device"]) for run in children] == [
+        ("tflite-fp32", "local")]
+    assert children[0].data.metrics["latency_p90_ms"] > 0
+
+
+def test_cli_and_deployment_share_one_cache_in_either_order(
+        first_deployed_run: tuple[Any, list[Any], list[Any]], experiment: Path,
+        served: Served) -> None:
+    """After the deployed run, the CLI executes nothing; after the CLI, a deployed run
+    executes nothing: the same records, results and stamps. The CLI runs on the served
+    server as the README says (PREFECT_API_URL); the cache is in the experiment's files,
+    whichever server (tests/flows/test_lifecycle.py runs the CLI on temporary ones)."""
+    env = {**served.env, "PREFECT_API_URL": served.url}
+    cli = _edgeflow("run", "--params", str(experiment / "params.yaml"), cwd=experiment, env=env)
+    assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
+    assert "executed: nothing (every step cached)" in cli.stdout
+    assert f"cached:   {', '.join(STEPS)}" in cli.stdout
+    assert "Traceback" not in cli.stdout + cli.stderr
+
+    flow_run, tasks, artifacts = _run_deployment(served, experiment)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    assert _steps(tasks) == {step: "Cached" for step in STEPS}
+    # A cached benchmark touches no board: it takes no device slot.
+    assert not any(tag.startswith("device:") for task in tasks for tag in task.tags)
+    assert {artifact.key for artifact in artifacts} == {"edgeflow-results",
+                                                        "edgeflow-recommendations"}
+    assert len([run for run in _mlflow_runs(experiment)
+                if run.data.tags.get("edgeflow.kind") == "lifecycle"]) == 1  # track cached
