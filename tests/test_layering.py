@@ -21,7 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "tasks"
 SOURCES = sorted([*TASKS.rglob("*.py"), *(REPO / "flows").rglob("*.py")])
-STEPS = sorted(f"tasks.{path.stem}" for path in TASKS.glob("*.py") if path.stem != "__init__")
+# A step is a module at tasks/ root, or a package there that is not a layer below steps.
+STEPS = sorted({f"tasks.{path.stem}" for path in TASKS.glob("*.py") if path.stem != "__init__"}
+               | {f"tasks.{path.parent.name}" for path in TASKS.glob("*/__init__.py")
+                  if path.parent.name not in {"core", "models", "farm", "device"}})
 DEVICE = "tasks.device"
 DEVICE_CODE = TASKS / "core" / "device_code.py"
 # config.py parses params.yaml once, into the option models of the architectures,

@@ -198,7 +198,7 @@ def _all_keys(ctx: Context) -> dict[str, str]:
 @pytest.mark.parametrize("module, steps", [
     ("tasks/core/report.py", {"select"}),
     ("tasks/farm/untrusted.py", {"benchmark"}),
-    ("tasks/device/harness.py", {"convert", "benchmark", "select"}),
+    ("tasks/device/harness.py", {"convert", "benchmark", "select", "track"}),  # track: the pyfunc
     ("tasks/core/files.py", set(STEPS)),
 ])
 def test_a_key_changes_with_the_code_its_step_reaches_only(

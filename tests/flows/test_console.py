@@ -40,8 +40,6 @@ devices:
 # What third-party code prints, by who prints it: none of it may reach the console.
 CHATTER = {
     "Prefect's log lines": "| INFO    |",
-    "Prefect's server start": "Starting temporary server",
-    "Prefect's server stop (at exit)": "Stopping temporary server",
     "absl's pre-init warning (C++)": "absl::InitializeLog",
     "oneDNN's banner (C++)": "oneDNN custom operations",
     "XNNPACK's delegate line (C++)": "Created TensorFlow Lite XNNPACK delegate",

@@ -16,6 +16,7 @@ from tasks.core.locks import ExperimentBusy, LockTimeout
 from tasks.farm.push import DeployError
 from tasks.farm.setup import SetupError
 from tasks.farm.transports import DeviceUnreachable, HostKeyRefused
+from flows.serve import ServeError
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -34,6 +35,7 @@ EXIT_CODES: dict[type[EdgeflowError], int] = {
     DeviceUnreachable: 1,
     DeployError: 1,
     SetupError: 1,
+    ServeError: 1,
 }
 
 # Exception classes defined in tasks/ and flows/ that are deliberately not EdgeflowErrors.
