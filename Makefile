@@ -19,8 +19,10 @@ $(INSTALLED): pyproject.toml requirements.lock
 run: $(INSTALLED)
 	$(BIN)/edgeflow run
 
+# Two workers, one test file each at a time (module fixtures stay in one process): the
+# suite waits on servers and boards as much as it computes.
 test: $(INSTALLED) system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The SSH device-farm tests start real OpenSSH servers on loopback: install Debian's
 # openssh-server when it is missing and we are root (otherwise those tests are skipped).

@@ -50,7 +50,8 @@ FarmOption = Annotated[Path | None, typer.Option(
 
 def say(text: str, style: str | None = None) -> None:
     """One line of output; its text is never read as rich markup ("benchmark[pi]")."""
-    console.print(text, markup=False, highlight=False, style=style)
+    # soft_wrap: a long line (a path) stays one line, whatever the terminal width.
+    console.print(text, markup=False, highlight=False, style=style, soft_wrap=True)
 
 
 VerboseOption = Annotated[bool, typer.Option(
