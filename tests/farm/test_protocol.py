@@ -85,3 +85,14 @@ def test_the_results_contract_keeps_the_harness_key_order() -> None:
     record = ResultRecord.model_validate({**IDENTITY, "status": "ok", "error": None,
                                           "harness": GOOD_RESULT})
     assert list(record.document()["harness"]) == list(GOOD_RESULT)
+
+
+@pytest.mark.parametrize("raw, named", [
+    (b'{"latency_ms": {"p50": NaN}}', "NaN"),
+    (b'{"latency_ms": {"p90": -Infinity}}', "-Infinity"),
+    (b'{"latency_ms": {"p90": 1e400}}', "1e400"),
+])
+def test_a_non_finite_number_from_a_device_is_refused_by_name(raw: bytes, named: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_untrusted_json(raw)
+    assert str(refused.value) == f"device returned a non-finite number ({named})"
