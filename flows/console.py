@@ -98,9 +98,25 @@ class RunLog:
         os.close(self.fd)
 
 
+# A step of more items than this prints about one line in ten (CI logs stay readable:
+# 3 devices x 43 variants would otherwise be 129 lines); the log file has every one.
+LINE_PER_ITEM_UP_TO = 20
+ALWAYS_SHOWN = frozenset({"failed", "rejected", "error"})
+
+
+def shown_as_a_line(notice: notices.Progress) -> bool:
+    """Whether a progress notice gets its own line when not on a terminal: every item of
+    a small step; of a larger one the start, every tenth or so, any failure, the end."""
+    if notice.total <= LINE_PER_ITEM_UP_TO or notice.stopped:
+        return True
+    stride = -(-notice.total // 10)  # ceil: at most 10 lines besides failures
+    return (notice.done in (0, notice.total) or notice.done % stride == 0
+            or notice.detail in ALWAYS_SHOWN)
+
+
 class LineRenderer:
-    """Not a terminal (a CI log, a pipe): one line per notice, progress on stdout and
-    warnings on stderr."""
+    """Not a terminal (a CI log, a pipe): one line per notice (thinned for large steps,
+    :func:`shown_as_a_line`), progress on stdout and warnings on stderr."""
 
     def __init__(self, terminal: Terminal) -> None:
         self.terminal = terminal
@@ -111,7 +127,7 @@ class LineRenderer:
             if isinstance(notice, notices.WarningNotice):
                 self.terminal.err.write(f"edgeflow: warning: {notice.message}\n")
                 self.terminal.err.flush()
-            else:
+            elif shown_as_a_line(notice):
                 self.terminal.out.write(notice.line() + "\n")
                 self.terminal.out.flush()
 

@@ -311,3 +311,19 @@ def test_on_a_terminal_each_step_is_a_bar_that_ends_with_its_last_item() -> None
         ["train", "2/4", "(stopped", "early)"], ["benchmark[pi]", "2/2", "tflite-int8", "(ok)"]]
     assert "edgeflow: warning: a split is small" in out.getvalue()
     assert err.getvalue() == ""
+
+
+def test_off_a_terminal_a_large_step_prints_about_every_tenth_item_and_every_failure() -> None:
+    from flows.console import shown_as_a_line
+    from tasks.core.notices import Progress
+
+    def lines(total: int, failed_at: set[int]) -> list[int]:
+        return [done for done in range(total + 1)
+                if shown_as_a_line(Progress("benchmark[pi]", done, total, f"v{done}" * bool(done),
+                                            "failed" if done in failed_at else "ok"))]
+
+    assert lines(43, {7}) == [0, 5, 7, 10, 15, 20, 25, 30, 35, 40, 43]
+    assert lines(20, set()) == list(range(21)), "every item of a step of 20"
+    assert lines(21, set()) == [0, 3, 6, 9, 12, 15, 18, 21]
+    stopped = Progress("train", 12, 40, "", "early stop", stopped=True)
+    assert shown_as_a_line(stopped), "a step that stops early says so"
