@@ -65,9 +65,9 @@ def run_step(ctx: Context, step_name: str, device: str | None = None) -> str:
 
 
 @task
-def record_with_dvc(ctx: Context) -> str:
+def record_with_dvc(ctx: Context, executed: bool) -> str:
     """``dvc commit`` this run's outputs (see :func:`flows.versioning.record_outputs`)."""
-    return record_outputs(ctx)
+    return record_outputs(ctx, executed)
 
 
 def _step(ctx: Context, name: str, refresh: list[str], device: str | None = None,
@@ -136,7 +136,7 @@ def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     remove_stale_results(ctx)
 
     _run_in_order(ctx, ("select", "track"), refresh, outcome)
-    outcome.dvc = record_with_dvc(ctx)
+    outcome.dvc = record_with_dvc(ctx, bool(outcome.executed))
 
     summary = read_summary(ctx.layout.summary).document()
     judged = verdict(summary)

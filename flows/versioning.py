@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.config import parse_yaml
+from tasks.core.files import sha256_file
 from flows.steps import STEPS, Context
 
 
@@ -55,8 +56,17 @@ def dvc_project(folder: Path) -> Path | None:
                  if (candidate / ".dvc").is_dir()), None)
 
 
-def record_outputs(ctx: Context) -> str:
-    """Commit the outputs with DVC; returns what was done, for the run's log."""
+def _lock_stamp(ctx: Context) -> Path:
+    return ctx.layout.state / "stamps" / "dvc-lock.sha256"
+
+
+def record_outputs(ctx: Context, executed: bool = True) -> str:
+    """Commit the outputs with DVC; returns what was done, for the run's log.
+
+    A run that executed nothing (``executed`` false) skips ``dvc commit`` (about 2 s of a
+    no-op run) when dvc.lock is byte for byte what this experiment's last commit left:
+    the outputs are then the ones it recorded. A dvc.lock changed since (a checkout, a
+    ``dvc repro`` elsewhere, deleted) is committed again."""
     root = ctx.layout.root
     project = dvc_project(root)
     if project is None:
@@ -75,10 +85,18 @@ def record_outputs(ctx: Context) -> str:
         return (f"params.yaml omits {', '.join(omitted)} (defaults used): outputs not "
                 "recorded in dvc.lock; write every section to track it with DVC")
     target = (root / "dvc.yaml").resolve().relative_to(project).as_posix()
+    lock, stamp = root / "dvc.lock", _lock_stamp(ctx)
+    where = "dvc.lock" if project == root.resolve() else \
+        str((root / "dvc.lock").resolve().relative_to(project))
+    if (not executed and lock.is_file() and stamp.is_file()
+            and stamp.read_text(encoding="utf-8") == sha256_file(lock)):
+        return f"{where} unchanged (every step came from the cache)"
     result = subprocess.run([sys.executable, "-c", _COMMIT, target], cwd=project,
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         output = (result.stderr + result.stdout).strip()
         raise RuntimeError(f"dvc commit failed: {output[-500:]}")
-    return "recorded in dvc.lock" if project == root.resolve() else \
-        f"recorded in {(root / 'dvc.lock').resolve().relative_to(project)}"
+    if lock.is_file():
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(sha256_file(lock), encoding="utf-8")
+    return f"recorded in {where}"

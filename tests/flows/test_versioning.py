@@ -71,3 +71,30 @@ def test_dvc_project_is_the_nearest_folder_with_dot_dvc(tmp_path: Path) -> None:
     (tmp_path / "a" / ".dvc").mkdir()
     assert dvc_project(tmp_path / "a" / "b") == (tmp_path / "a").resolve()
     assert dvc_project(tmp_path / "a") == (tmp_path / "a").resolve()
+
+
+def test_a_run_that_executed_nothing_commits_only_when_dvc_lock_changed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ctx = _context(tmp_path)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path,
+                   check=True)
+    (tmp_path / "out.txt").write_text("made\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  make:\n    cmd: echo made > out.txt\n"
+                                       "    deps: [params.yaml]\n    outs: [out.txt]\n")
+    assert record_outputs(ctx, executed=False) == "recorded in dvc.lock", "never recorded yet"
+    lock = (tmp_path / "dvc.lock").read_text()
+    assert "out.txt" in lock
+    assert record_outputs(ctx, executed=False) == \
+        "dvc.lock unchanged (every step came from the cache)"
+    (tmp_path / "out.txt").write_text("made again\n")
+    assert record_outputs(ctx, executed=True) == "recorded in dvc.lock", "a run that executed"
+    changed = (tmp_path / "dvc.lock").read_text()
+    assert changed != lock
+    (tmp_path / "dvc.lock").write_text(lock)  # e.g. a checkout of the older lock
+    assert record_outputs(ctx, executed=False) == "recorded in dvc.lock"
+    assert (tmp_path / "dvc.lock").read_text() == changed
+    (tmp_path / "dvc.lock").unlink()
+    assert record_outputs(ctx, executed=False) == "recorded in dvc.lock"
+    assert (tmp_path / "dvc.lock").read_text() == changed
