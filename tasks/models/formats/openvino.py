@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,9 +97,27 @@ def converted_model(request: ExportRequest) -> Any:
     return model
 
 
+def decline_telemetry_unless_chosen() -> None:
+    """Record OpenVINO's documented telemetry opt-out (what ``opt_in_out --opt_out``
+    writes: ``0`` in ``~/intel/openvino_telemetry``) unless the user has chosen already.
+
+    Without that file NNCF and the model converter send usage events to Google Analytics
+    from forked sender processes. edgeflow runs must not need the network: where DNS hangs
+    instead of failing, ``edgeflow step convert`` never exited (it waited on the sender).
+    OpenVINO reads no environment switch for this outside CI (``CI=true``)."""
+    from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+
+    checker = OptInChecker()
+    if checker.consent_file_base_dir() is None:
+        return
+    if not Path(checker.consent_file()).exists():
+        checker.update_result(ConsentCheckResult.DECLINED)
+
+
 def export_openvino(request: ExportRequest) -> Exported:
     import openvino as ov
 
+    decline_telemetry_unless_chosen()
     model = TRANSFORMS[request.precision](converted_model(request), request)
     target = request.out_dir / "model.xml"
     # Every other precision keeps its remaining float constants (biases, scales) in fp16,
