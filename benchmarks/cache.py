@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers import copy_project_files  # noqa: E402
 from tests.tiny import write_tiny_config  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -69,13 +70,7 @@ def _timed(action: Callable[[], str]) -> tuple[float, str]:
 
 def make_project(folder: Path) -> Path:
     project = folder / "project"
-    project.mkdir()
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, project / name)
+    copy_project_files(PROJECT_FILES, project)
     write_tiny_config(project)
     return project
 

@@ -161,3 +161,18 @@ def stop_when(work: Any, ready: Any, what: str, timeout: float = 60) -> tuple[Ba
         return raised[0], time.monotonic() - stopped
     finally:
         interrupt.reset()
+
+
+def copy_project_files(names: tuple[str, ...], project: Path) -> None:
+    """Copy these files and folders of this repository (no ``__pycache__``) into
+    ``project``: a scratch project that runs the real code."""
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    project.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        source = repo / name
+        if source.is_dir():
+            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, project / name)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,9 +21,9 @@ from typing import Any
 import pytest
 
 from flows.serve import _start_time
+from tests.helpers import copy_project_files
 from tests.tiny import TINY_FARM, TINY_PARAMS, write_tiny_config
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # What a clone holds that a deployment needs (the code, the declarations), nothing built.
 PROJECT_FILES = ("tasks", "flows", "prefect.yaml", "params.yaml", "farm.yaml", "dvc.yaml",
@@ -59,13 +58,7 @@ def _edgeflow(*args: str, cwd: Path, env: dict[str, str],
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("deployment")
     project = root / "clone"
-    project.mkdir()
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, project / name)
+    copy_project_files(PROJECT_FILES, project)
     # No UI: copying its files into a fresh PREFECT_HOME is a third of the server's start.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
            "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_UI_ENABLED": "false"}
