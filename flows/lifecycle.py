@@ -28,7 +28,8 @@ from prefect.futures import wait
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Completed, Failed, State
 
-from flows.caching import StepContentPolicy, cache_dir, record_run, results_dir, will_be_cached
+from flows.caching import (StepContentPolicy, cache_dir, record_run, results_dir, step_result,
+                           will_be_cached)
 from flows.devices import device_tag, ensure_device_limits, on_lasting_server
 from flows.run_page import publish
 from tasks.core.config import check_key_files
@@ -61,7 +62,7 @@ def run_step(ctx: Context, step_name: str, device: str | None = None) -> str:
     else:
         benchmark_one_device(ctx, device)
     record_run(ctx, step_name, device)
-    return f"{step_name}:{device or 'all'}"
+    return step_result(step_name, device)
 
 
 @task

@@ -33,8 +33,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from flows.server import api_healthy
 from tasks.core.errors import EdgeflowError
 
 DEFAULT_PORT = 4200
@@ -85,7 +84,7 @@ class Service:
         """The record, when its process is alive and is the one started (not a re-used
         pid); None otherwise."""
         record = self.read()
-        if record is None or _start_time(record["pid"]) != record.get("start_time"):
+        if record is None or not _alive(record["pid"], record.get("start_time")):
             return None
         return record
 
@@ -133,14 +132,6 @@ def _spawn(service: Service, argv: list[str], env: dict[str, str], cwd: Path,
     return record
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
 def _port_taken(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex((HOST, port)) == 0
@@ -160,7 +151,7 @@ def _start_server(service: Service, port: int,
     running = service.running()
     if running is not None:
         url = running["api_url"]
-        if not _healthy(url):
+        if not api_healthy(url):
             raise ServeError(f"server (pid {running['pid']}) does not answer at {url}: "
                              f"`edgeflow stop`, then serve again (log: {service.log})")
         return running, f"server: already running (pid {running['pid']}) at {url}"
@@ -171,7 +162,7 @@ def _start_server(service: Service, port: int,
     record = _spawn(service, _prefect("server", "start", "--host", HOST, "--port", str(port)),
                     _environment(url), project, api_url=url)
     deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while not _healthy(url):
+    while not api_healthy(url):
         if service.running() is None:
             raise ServeError(f"the Prefect server exited at start: {_tail(service.log)} "
                              f"(log: {service.log})")

@@ -54,6 +54,16 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def api_healthy(url: str) -> bool:
+    """Whether the Prefect API at ``url`` (``http://HOST:PORT/api``) answers its health
+    check. Standard library only."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def _prefect_app_dir() -> str:
     """The folder holding the ``prefect`` package, found without importing it."""
     spec = importlib.util.find_spec("prefect")
@@ -91,11 +101,7 @@ class TemporaryServer:
         return self
 
     def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
+        return api_healthy(self.api_url)
 
     def wait_ready(self, timeout: float) -> None:
         """Return once the API answers; RuntimeError when it exits or stays silent."""

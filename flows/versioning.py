@@ -86,8 +86,7 @@ def record_outputs(ctx: Context, executed: bool = True) -> str:
                 "recorded in dvc.lock; write every section to track it with DVC")
     target = (root / "dvc.yaml").resolve().relative_to(project).as_posix()
     lock, stamp = root / "dvc.lock", _lock_stamp(ctx)
-    where = "dvc.lock" if project == root.resolve() else \
-        str((root / "dvc.lock").resolve().relative_to(project))
+    where = lock.resolve().relative_to(project).as_posix()  # "dvc.lock" at the root
     if (not executed and lock.is_file() and stamp.is_file()
             and stamp.read_text(encoding="utf-8") == sha256_file(lock)):
         return f"{where} unchanged (every step came from the cache)"

@@ -98,3 +98,19 @@ def test_a_run_that_executed_nothing_commits_only_when_dvc_lock_changed(tmp_path
     (tmp_path / "dvc.lock").unlink()
     assert record_outputs(ctx, executed=False) == "recorded in dvc.lock"
     assert (tmp_path / "dvc.lock").read_text() == changed
+
+
+def test_an_experiment_in_a_subfolder_names_its_own_dvc_lock(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path,
+                   check=True)
+    ctx = _context(tmp_path / "exp")
+    (tmp_path / "exp" / "out.txt").write_text("made\n")
+    (tmp_path / "exp" / "dvc.yaml").write_text("stages:\n  make:\n    cmd: echo made > out.txt\n"
+                                               "    deps: [params.yaml]\n    outs: [out.txt]\n")
+    assert record_outputs(ctx) == "recorded in exp/dvc.lock"
+    assert "out.txt" in (tmp_path / "exp" / "dvc.lock").read_text()
+    assert record_outputs(ctx, executed=False) == \
+        "exp/dvc.lock unchanged (every step came from the cache)"
