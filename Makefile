@@ -20,9 +20,11 @@ run: $(INSTALLED)
 	$(BIN)/edgeflow run
 
 # Two workers, one test file each at a time (module fixtures stay in one process): the
-# suite waits on servers and boards as much as it computes.
+# suite waits on servers and boards as much as it computes. A crashed worker is not
+# replaced: with --dist loadfile, pytest-xdist 3.8 can then wait forever for work that
+# never comes (pytest-xdist#784, #1378), so the run stops and reports the crash instead.
 test: $(INSTALLED) system-deps
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart 0
 
 # The SSH device-farm tests start real OpenSSH servers on loopback: install Debian's
 # openssh-server when it is missing and we are root (otherwise those tests are skipped).

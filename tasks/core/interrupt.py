@@ -17,7 +17,9 @@ from contextlib import contextmanager
 
 _stop = threading.Event()
 _stoppers: dict[int, Callable[[], None]] = {}
-_guard = threading.Lock()
+# Re-entrant: the CLI's SIGINT handler calls request_stop in the main thread, which may
+# hold the guard at that moment (registering a stopper); a plain Lock would deadlock.
+_guard = threading.RLock()
 
 
 class Interrupted(KeyboardInterrupt):

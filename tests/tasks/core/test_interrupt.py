@@ -51,6 +51,20 @@ def test_a_stopper_registered_after_the_request_runs_at_once() -> None:
         assert done.wait(5)
 
 
+def test_a_stop_requested_while_a_stopper_is_being_registered_does_not_deadlock() -> None:
+    """The CLI's SIGINT handler calls request_stop in the main thread, which may be inside
+    stopping_with's registration (holding its guard) when the signal lands."""
+    def signal_lands_during_registration() -> None:
+        with interrupt._guard:  # where stopping_with is at that moment
+            interrupt.request_stop()
+
+    handler = threading.Thread(target=signal_lands_during_registration, daemon=True)
+    handler.start()
+    handler.join(5)
+    assert not handler.is_alive(), "request_stop deadlocked on the registration guard"
+    assert interrupt.stop_requested()
+
+
 def test_every_device_command_is_stopped_on_the_device_when_its_time_is_up(tmp_path: Path) -> None:
     marker = tmp_path / "still-running"
     started = time.monotonic()
