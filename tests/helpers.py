@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +109,16 @@ def processes_mentioning(text: str) -> list[str]:
         if text in cmdline:
             found.append(cmdline)
     return found
+
+
+def processes_left(text: str, within: float = 5.0) -> list[str]:
+    """:func:`processes_mentioning` once they are gone, or as they stand after ``within``
+    seconds: a stop is asynchronous (a stopper thread signals the board over SSH), and a
+    signalled process takes a moment to exit on a busy machine."""
+    deadline = time.monotonic() + within
+    while (left := processes_mentioning(text)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def harness_cpu_seconds(workdir: str) -> float:

@@ -14,7 +14,7 @@ import pytest
 from tasks.benchmark import DeviceRun
 from tasks.farm.transports import SshConnection
 from tests.helpers import (FARM_QUICK, assert_device_tidy, bench_device, harness_cpu_seconds,
-                           processes_mentioning, records, ssh_device)
+                           processes_left, processes_mentioning, records, ssh_device)
 from tests.sshd import SshServer, descendants, keygen, stop_sshd
 
 
@@ -226,60 +226,66 @@ def test_a_stop_request_stops_the_harness_on_an_ssh_board_within_seconds(
         lambda: any("--artifact" in line for line in processes_mentioning(str(workdir))),
         "a harness on the board")
     assert isinstance(raised, interrupt.Interrupted) and seconds < 10
-    assert processes_mentioning(str(workdir)) == []
+    assert processes_left(str(workdir)) == []
     assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+# The benchmark of `edgeflow step benchmark`, under the CLI's Ctrl-C handling, in a
+# process of its own: a real SIGINT is sent to it, as a terminal sends it to edgeflow.
+# (Sent to the pytest worker itself, the signal could end the worker and the test run.)
+CTRL_C_CHILD = """
+import json, sys
+from pathlib import Path
+import typer
+from flows.cli import _interruptible
+from tasks.benchmark import benchmark_device
+from tasks.core.config import BenchmarkParams, SshDevice
+spec = json.loads(sys.argv[1])
+try:
+    _interruptible(lambda: benchmark_device(
+        "pi", SshDevice.model_validate(spec["device"]),
+        BenchmarkParams.model_validate(spec["params"]), Path(spec["variants"]),
+        Path(spec["prepared"]), Path(spec["out"])))
+except typer.Exit as end:  # what Typer turns into the exit status
+    sys.exit(end.exit_code)
+"""
 
 
 def test_ctrl_c_in_the_benchmarking_thread_stops_the_harness_on_an_ssh_board(
         tiny_project: Any, ssh_server: SshServer, tmp_path: Path) -> None:
     """`edgeflow step benchmark`: the signal lands in the thread that waits on the SSH
-    command; the harness must be stopped before that thread closes the connection."""
-    import os
+    command; the harness must be stopped before that thread closes the connection, and
+    the command ends as interrupted (130, one line)."""
+    import json
     import signal
+    import subprocess
+    import sys
 
-    from tasks.core import interrupt
+    from flows.cli import INTERRUPTED_EXIT
 
     workdir = tmp_path / "board"
-    target = ssh_device(ssh_server, workdir)
-    slow = FARM_QUICK.model_copy(update={"seconds": 30.0})
-
-    # The signal is real and process-wide: it may only be raised while this test listens.
-    # A KeyboardInterrupt that escaped the test would end the whole pytest worker.
-    listening = threading.Event()
-    listening.set()
-
-    def on_signal(signum: int, frame: Any) -> None:  # what the CLI installs
-        if not listening.is_set():
-            return
-        interrupt.request_stop()
-        raise interrupt.Interrupted("SIGINT")
-
-    def interrupt_when_the_harness_runs() -> None:
-        deadline = time.monotonic() + 60
-        while listening.is_set() and time.monotonic() < deadline:
-            if any("--artifact" in line for line in processes_mentioning(str(workdir))):
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.1)
-
-    interrupt.reset()
-    previous = signal.signal(signal.SIGINT, on_signal)
-    watcher = threading.Thread(target=interrupt_when_the_harness_runs, daemon=True)
-    watcher.start()
-    started = time.monotonic()
-    outcome: BaseException | None = None
+    spec = {"device": ssh_device(ssh_server, workdir).model_dump(mode="json"),
+            "params": FARM_QUICK.model_copy(update={"seconds": 30.0}).model_dump(mode="json"),
+            "variants": str(tiny_project.layout.variants),
+            "prepared": str(tiny_project.layout.prepared),
+            "out": str(tmp_path / "results" / "pi")}
+    child = subprocess.Popen([sys.executable, "-c", CTRL_C_CHILD, json.dumps(spec)],
+                             cwd=Path(__file__).resolve().parents[2], text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        bench_device(tiny_project, "pi", target, tmp_path / "results" / "pi", params=slow)
-    except KeyboardInterrupt as raised:  # Interrupted is one; anything else is a failure
-        outcome = raised
+        deadline = time.monotonic() + 60
+        while not any("--artifact" in line for line in processes_mentioning(str(workdir))):
+            assert child.poll() is None, f"the benchmark ended first: {child.communicate()}"
+            assert time.monotonic() < deadline, "the harness never started on the board"
+            time.sleep(0.1)
+        started = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=30)
     finally:
-        listening.clear()
-        watcher.join()
-        time.sleep(0.1)  # a signal sent just before is handled (and ignored) here
-        signal.signal(signal.SIGINT, previous)
-        interrupt.reset()
-    assert isinstance(outcome, interrupt.Interrupted), (
-        f"the benchmark ended with {outcome!r}, not the CLI's Interrupted")
-    assert time.monotonic() - started < 30
-    time.sleep(0.5)
-    assert processes_mentioning(str(workdir)) == []
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == INTERRUPTED_EXIT, stderr
+    assert "edgeflow: interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert time.monotonic() - started < 15
+    assert processes_left(str(workdir)) == []
