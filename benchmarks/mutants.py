@@ -1,8 +1,8 @@
 """Mutation testing of the modules whose mistakes users would feel most: `make mutants`.
 
 Runs mutmut (pinned in requirements.lock; configured under ``[tool.mutmut]`` in
-pyproject.toml: which modules, which fast tests) and prints, per module, how many
-mutants the tests killed, how many survived, timed out or were reached by no test, and
+pyproject.toml: which fast tests) over the functions of :data:`MODULES` and prints, per
+concern (a group of functions), how many mutants the tests killed, how many survived, timed out or were reached by no test, and
 the mutation score: killed / (all - equivalent). Equivalent mutants (a change no test
 can observe, such as a log text) are listed with why in ``benchmarks/equivalent_mutants.txt``
 (``<mutant name>  # why``) and left out of the score; every other survivor is printed
@@ -17,6 +17,7 @@ last run stopped and re-tests only what changed (mutmut keeps its state in mutan
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import subprocess
@@ -26,19 +27,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # What is mutated: mutmut's mutant names (``<module>.x_<function>__mutmut_<n>``) matched
-# with fnmatch. Whole modules where every function is the user's safety net; single
-# functions of larger modules (the harness's statistics, not its runtime loaders).
+# with fnmatch: the functions that make each decision users rely on, not the code around
+# them (report rendering, file discovery, runtime loaders), whose mistakes show at once.
 MODULES: dict[str, tuple[str, ...]] = {
-    "requirement checks and ranking": ("tasks.select.*",),
+    "requirement checks and ranking": tuple(f"tasks.select.x_{name}__mutmut_*" for name in (
+        "_min_accuracy", "_max_accuracy_drop", "_max_latency", "_max_size", "_max_memory",
+        "_fits_flash", "_fits_ram", "_ran_as_declared", "_measures", "evaluate",
+        "flag_slow_quantized", "rank_value", "recommend", "verdict")),
     "harness statistics and input checks": ("tasks.device.harness.x_latency_summary*",
                                             "tasks.device.harness.x__timed_loop*",
                                             "tasks.device.harness.x_verify_inputs*"),
     "agreement checks": ("tasks.convert.x_check_variant*",
                          "tasks.convert.x__refuse_disagreements*"),
-    "cache keys": ("flows.caching.*", "flows.code_deps.*"),
-    "verified pushes": ("tasks.farm.push.*",),
+    "cache keys": ("flows.caching.x_input_key*", "flows.caching.x_visible_tree_hash*",
+                   "flows.caching.x__location_free*", "flows.caching.x_outputs_hash*",
+                   "flows.caching.xǁStepContentPolicyǁcompute_key*",
+                   "flows.code_deps.x_module_closure*", "flows.code_deps.x_imported_names*",
+                   "flows.code_deps.x_library_versions*"),
+    "verified pushes": ("tasks.farm.push.x_check_then_run*", "tasks.farm.push.x_push_files*",
+                        "tasks.farm.push.x_verify_commands*", "tasks.farm.push.x_place_files*"),
     "device protocol": ("tasks.farm.protocol.*",),
-    "size limits and host keys": ("tasks.farm.transports.*", "tasks.farm.trust.*"),
+    "size limits and host keys": ("tasks.farm.transports.x_read_within*",
+                                  "tasks.farm.transports.xǁSshConnectionǁread_file*",
+                                  "tasks.farm.transports.xǁLocalConnectionǁread_file*",
+                                  "tasks.farm.trust.*"),
 }
 EQUIVALENT_FILE = Path(__file__).with_name("equivalent_mutants.txt")
 STATUS_BY_EXIT_CODE = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
@@ -57,26 +69,32 @@ def equivalent_mutants() -> dict[str, str]:
     return found
 
 
+def concern_of(name: str) -> str | None:
+    """The :data:`MODULES` entry whose patterns match the mutant ``name``, if any."""
+    return next((concern for concern, patterns in MODULES.items()
+                 if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)), None)
+
+
 def results(mutants_dir: Path) -> dict[str, dict[str, str]]:
-    """Per source module, mutant name -> status, from mutmut's ``.meta`` files."""
-    by_module: dict[str, dict[str, str]] = {}
+    """Per concern of :data:`MODULES`, mutant name -> status, from mutmut's ``.meta``
+    files. Mutants outside MODULES (generated, or left from an older selection) and
+    mutants not run yet are left out."""
+    by_concern: dict[str, dict[str, str]] = {concern: {} for concern in MODULES}
     for meta in sorted(mutants_dir.rglob("*.py.meta")):
-        module = meta.relative_to(mutants_dir).as_posix().removesuffix(".meta")
         codes = json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"]
-        # Mutants of functions outside MODULES are generated but never run: left out.
-        checked = {name: STATUS_BY_EXIT_CODE.get(code, "suspicious")
-                   for name, code in codes.items() if code is not None}
-        if checked:
-            by_module[module] = checked
-    return by_module
+        for name, code in codes.items():
+            concern = concern_of(name)
+            if code is not None and concern is not None:
+                by_concern[concern][name] = STATUS_BY_EXIT_CODE.get(code, "suspicious")
+    return {concern: found for concern, found in by_concern.items() if found}
 
 
-def table(by_module: dict[str, dict[str, str]], equivalent: dict[str, str]) -> tuple[str, float]:
-    """The per-module table and the overall score (killed / non-equivalent)."""
-    header = f"{'module':<34} {'mutants':>7} {'killed':>6} {'survived':>8} {'timeout':>7} " \
+def table(by_concern: dict[str, dict[str, str]], equivalent: dict[str, str]) -> tuple[str, float]:
+    """The per-concern table and the overall score (killed / non-equivalent)."""
+    header = f"{'concern':<36} {'mutants':>7} {'killed':>6} {'survived':>8} {'timeout':>7} " \
              f"{'no test':>7} {'equiv.':>6} {'score':>6}"
     lines, killed_all, counted_all = [header, "-" * len(header)], 0, 0
-    for module, statuses in by_module.items():
+    for concern, statuses in by_concern.items():
         counts = Counter("equivalent" if name in equivalent and status != "killed" else status
                          for name, status in statuses.items())
         counted = sum(counts.values()) - counts["equivalent"]
@@ -84,11 +102,11 @@ def table(by_module: dict[str, dict[str, str]], equivalent: dict[str, str]) -> t
         killed = counts["killed"] + counts["timeout"]
         killed_all, counted_all = killed_all + killed, counted_all + counted
         score = killed / counted if counted else 1.0
-        lines.append(f"{module:<34} {sum(counts.values()):>7} {counts['killed']:>6} "
+        lines.append(f"{concern:<36} {sum(counts.values()):>7} {counts['killed']:>6} "
                      f"{counts['survived']:>8} {counts['timeout']:>7} {counts['no tests']:>7} "
                      f"{counts['equivalent']:>6} {score:>6.1%}")
     overall = killed_all / counted_all if counted_all else 1.0
-    lines.append(f"{'all':<34} {counted_all:>7} {'':>6} {'':>8} {'':>7} {'':>7} {'':>6} "
+    lines.append(f"{'all':<36} {counted_all:>7} {'':>6} {'':>8} {'':>7} {'':>7} {'':>6} "
                  f"{overall:>6.1%}")
     return "\n".join(lines), overall
 
@@ -105,14 +123,14 @@ def main() -> int:
         subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run",
                         "--max-children", str(args.max_children), *patterns], cwd=ROOT,
                        check=False, stdout=subprocess.DEVNULL, env=environment)
-    by_module = results(ROOT / "mutants")
-    if not by_module:
+    by_concern = results(ROOT / "mutants")
+    if not by_concern:
         print("no mutmut results in mutants/: run without --no-run first")
         return 1
     equivalent = equivalent_mutants()
-    text, _ = table(by_module, equivalent)
+    text, _ = table(by_concern, equivalent)
     print(text)
-    survivors = sorted(name for statuses in by_module.values()
+    survivors = sorted(name for statuses in by_concern.values()
                        for name, status in statuses.items()
                        if status in {"survived", "no tests"} and name not in equivalent)
     if survivors:
