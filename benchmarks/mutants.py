@@ -20,8 +20,10 @@ import argparse
 import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -111,12 +113,36 @@ def table(by_concern: dict[str, dict[str, str]], equivalent: dict[str, str]) -> 
     return "\n".join(lines), overall
 
 
+def refresh_copies(root: Path = ROOT) -> None:
+    """Bring mutants/ up to date where mutmut does not: copy ``also_copy`` of
+    ``[tool.mutmut]`` again (mutmut copies it once, when it first makes mutants/), and
+    remove the copies of source files that no longer exist (a module turned package)."""
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    target = root / "mutants"
+    if not target.is_dir():
+        return  # mutmut's first run copies them itself
+    for folder in config["tool"]["mutmut"].get("source_paths", []):
+        for copy in list((target / folder).rglob("*.py")):
+            if not (root / copy.relative_to(target)).exists():
+                copy.unlink()
+                copy.with_name(copy.name + ".meta").unlink(missing_ok=True)
+    for name in config["tool"]["mutmut"].get("also_copy", []):
+        source, copy = root / name, target / name
+        if source.is_dir():
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(source, copy)
+        elif source.is_file():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-run", action="store_true", help="only summarise the last run")
     parser.add_argument("--max-children", type=int, default=2, help="parallel mutants")
     args = parser.parse_args()
     if not args.no_run:
+        refresh_copies()
         patterns = [pattern for group in MODULES.values() for pattern in group]
         # mutmut's copy in mutants/ must be what the tests import, not a PYTHONPATH's.
         environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
