@@ -4,11 +4,8 @@ epochs, converted to every format) built once per test session."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 # Before anything imports TensorFlow or Prefect: quiet logs, no telemetry, and a Prefect
 # home of the test session's own (its temporary server's database lives there).
@@ -23,6 +20,7 @@ import pytest  # noqa: E402
 
 from tasks.core.config import BenchmarkParams, Params  # noqa: E402
 from tasks.core.layout import Layout  # noqa: E402
+from tests.helpers import fork_safe  # noqa: E402
 from tests.tiny import build_tiny_project  # noqa: E402
 
 
@@ -39,19 +37,7 @@ class TinyProject:
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
     """prepare -> train -> convert run for real once; tests must not modify its files."""
-    root = tmp_path_factory.mktemp("tiny-project")
-    if os.environ.get("MUTANT_UNDER_TEST"):
-        # mutmut forks each mutant's tests from a process that has run TensorFlow, whose
-        # thread pools do not survive a fork (training there hangs): build it in a fresh
-        # interpreter, with the same mutant active.
-        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                        "from tests.tiny import build_tiny_project; "
-                        "build_tiny_project(Path(sys.argv[1]))", str(root)],
-                       check=True, cwd=Path(__file__).resolve().parents[1])
-        from tasks.core.config import load_params
-
-        return TinyProject(Layout(root), load_params(root / "params.yaml"))
-    layout, params = build_tiny_project(root)
+    layout, params = fork_safe(build_tiny_project, tmp_path_factory.mktemp("tiny-project"))
     return TinyProject(layout, params)
 
 

@@ -57,6 +57,20 @@ def ssh_device(server: SshServer, workdir: Path, **changes: Any) -> SshDevice:
     return SshDevice(**{**fields, **changes})
 
 
+def fork_safe(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)``, or under mutmut (``MUTANT_UNDER_TEST`` set) the same
+    call in a spawned interpreter with the same mutant active: mutmut runs each mutant's
+    tests in a process forked from one that has run TensorFlow, whose thread pools do not
+    survive a fork (Keras there hangs). Arguments, result and exception must pickle."""
+    if not os.environ.get("MUTANT_UNDER_TEST"):
+        return function(*args, **kwargs)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args, **kwargs).result()
+
+
 def bench_device(tiny_project: Any, name: str, target: Any, out: Path,
                  params: BenchmarkParams = FARM_QUICK, **kwargs: Any) -> DeviceRun:
     """Benchmark the tiny project's variants on one device."""

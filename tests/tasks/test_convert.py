@@ -21,7 +21,7 @@ from tasks.core.errors import ConversionError, StepError
 from tasks.core.files import sha256_file
 from tasks.models.formats import (FORMATS, Exported, ExportRequest, Skipped, float_spec,
                                   validate_format_matrix)
-from tests.helpers import index_entries
+from tests.helpers import fork_safe, index_entries
 
 
 @pytest.mark.parametrize("format_name", ["tflite", "onnx", "openvino"])
@@ -185,8 +185,8 @@ def test_convert_fails_with_numbers_and_keeps_previous_variants(tiny_project, tm
     before = sorted(p.name for p in out.iterdir())
     impossible = ConvertParams(max_abs_logit_diff=1e-12)
     with pytest.raises(ConversionError) as error:
-        convert({"onnx": ["fp32"]}, impossible, QuantizationParams(), 0.01,
-                ConvertInputs(layout.base_model, None, layout.prepared), out)
+        fork_safe(convert, {"onnx": ["fp32"]}, impossible, QuantizationParams(), 0.01,
+                  ConvertInputs(layout.base_model, None, layout.prepared), out)
     message = str(error.value)
     assert "onnx-fp32" in message and "max |logit diff|" in message and "\n" not in message
     assert sorted(p.name for p in out.iterdir()) == before
@@ -198,8 +198,8 @@ def test_export_failure_names_the_variant(tiny_project, tmp_path: Path) -> None:
     shutil.copytree(layout.base_model, broken)
     (broken / "saved_model" / "saved_model.pb").write_bytes(b"not a graph")
     with pytest.raises(ConversionError, match="tflite-fp32: export failed"):
-        convert({"tflite": ["fp32"]}, ConvertParams(), QuantizationParams(), 0.01,
-                ConvertInputs(broken, None, layout.prepared), tmp_path / "v")
+        fork_safe(convert, {"tflite": ["fp32"]}, ConvertParams(), QuantizationParams(), 0.01,
+                  ConvertInputs(broken, None, layout.prepared), tmp_path / "v")
     assert not (tmp_path / "v").exists()
 
 

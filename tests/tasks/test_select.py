@@ -25,7 +25,7 @@ from tasks.core.files import read_json, write_json
 from tasks.core.report import COLUMNS, markdown_text, summary_table
 from tasks.select import (MB, evaluate, flag_slow_quantized, rank_value, recommend,
                           reference_on_first, relative_drop, select, summarise, verdict)
-from tests.helpers import index_entries, records
+from tests.helpers import fork_safe, index_entries, records
 
 NO_LIMITS = Requirements(max_accuracy_drop=None)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -605,9 +605,9 @@ def with_rejected(tiny_project: Any, tmp_path_factory: pytest.TempPathFactory) -
     model_dir = root / "models" / "base"
     shutil.copytree(layout.base_model, model_dir)
     permute_saved_model_classes(model_dir)
-    convert({"onnx": ["fp32"], "tflite": ["dynamic"]}, ConvertParams(),
-            QuantizationParams(calibration_samples=16), 0.05,
-            ConvertInputs(model_dir, None, layout.prepared), root / "variants")
+    fork_safe(convert, {"onnx": ["fp32"], "tflite": ["dynamic"]}, ConvertParams(),
+              QuantizationParams(calibration_samples=16), 0.05,
+              ConvertInputs(model_dir, None, layout.prepared), root / "variants")
     device = LocalDevice(workdir=root / "dev", threads=1)
     run = benchmark_device("local", device, E2E_BENCHMARK, root / "variants", layout.prepared,
                            root / "results" / "local")
