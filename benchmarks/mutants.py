@@ -10,9 +10,11 @@ left out of the score; every other survivor is printed by name so it can be look
 with ``.venv/bin/mutmut show NAME``.
 
 Not part of CI: on two cores the whole selection takes hours. Re-running continues where
-the last run stopped and re-tests only what changed (mutmut keeps its state in mutants/).
+the last run stopped and tests only the mutants without a result: new ones, those of
+functions whose code changed, and with ``--again survived`` the survivors (after a test
+was added). mutmut keeps its state in mutants/.
 
-    .venv/bin/python benchmarks/mutants.py [--no-run] [--max-children N]
+    .venv/bin/python benchmarks/mutants.py [--no-run] [--max-children N] [--again STATUS..]
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ def table(by_concern: dict[str, dict[str, str]], equivalent: dict[str, str]) -> 
 
 def refresh_copies(root: Path = ROOT) -> None:
     """Bring mutants/ up to date where mutmut does not: copy ``also_copy`` of
-    ``[tool.mutmut]`` again (mutmut copies it once, when it first makes mutants/), and
-    remove the copies of source files that no longer exist (a module turned package)."""
+    ``[tool.mutmut]`` again, remove the copies of source files that no longer exist (a
+    module turned package) and the builds the tests kept from the last run."""
     config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
     target = root / "mutants"
     if not target.is_dir():
@@ -127,6 +129,9 @@ def refresh_copies(root: Path = ROOT) -> None:
             if not (root / copy.relative_to(target)).exists():
                 copy.unlink()
                 copy.with_name(copy.name + ".meta").unlink(missing_ok=True)
+    # Builds the tests keep for one run (tests.helpers.built_once_per_mutation_run): the
+    # code or the tests may have changed since.
+    shutil.rmtree(target / ".tests-built-once", ignore_errors=True)
     for name in config["tool"]["mutmut"].get("also_copy", []):
         source, copy = root / name, target / name
         if source.is_dir():
@@ -137,19 +142,66 @@ def refresh_copies(root: Path = ROOT) -> None:
             shutil.copy2(source, copy)
 
 
+# mutmut's own step that (re)writes mutants/ from the sources: a function whose code
+# changed gets its mutants untested again (mutmut 3.8.1, pinned: its internal API).
+GENERATE = ("from mutmut.__main__ import copy_also_copy_files, copy_src_dir, create_mutants, "
+            "setup_source_paths\n"
+            "copy_src_dir(); copy_also_copy_files(); setup_source_paths(); create_mutants(2)")
+
+
+def untested(mutants_dir: Path) -> list[str]:
+    """The mutants of :data:`MODULES` that have no result yet, by name."""
+    return sorted(name for meta in mutants_dir.rglob("*.py.meta")
+                  for name, code in json.loads(meta.read_text(encoding="utf-8"))[
+                      "exit_code_by_key"].items()
+                  if code is None and concern_of(name) is not None)
+
+
+def forget(mutants_dir: Path, statuses: set[str]) -> int:
+    """Drop the results of the mutants of :data:`MODULES` whose status is in
+    ``statuses`` (to test them again after a test was added); how many."""
+    count = 0
+    for meta in mutants_dir.rglob("*.py.meta"):
+        document = json.loads(meta.read_text(encoding="utf-8"))
+        codes = document["exit_code_by_key"]
+        for name, code in codes.items():
+            if (code is not None and concern_of(name) is not None
+                    and STATUS_BY_EXIT_CODE.get(code, "suspicious") in statuses):
+                codes[name], count = None, count + 1
+        meta.write_text(json.dumps(document, indent=4), encoding="utf-8")
+    return count
+
+
+def run_mutmut(max_children: int, again: set[str]) -> None:
+    """Test the mutants of :data:`MODULES` that have no result (after the code changed,
+    or ``again``: those of these statuses), and only those: mutmut, given names, tests
+    every mutant they match, results or not."""
+    refresh_copies()
+    # mutmut's copy in mutants/ must be what the tests import, not a PYTHONPATH's.
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    python = Path(sys.executable)
+    subprocess.run([str(python), "-c", GENERATE], cwd=ROOT, env=environment, check=True,
+                   stdout=subprocess.DEVNULL)
+    if again:
+        print(f"testing again: {forget(ROOT / 'mutants', again)} mutants", flush=True)
+    names = untested(ROOT / "mutants")
+    print(f"{len(names)} mutants to test", flush=True)
+    if names:
+        subprocess.run([str(python.with_name("mutmut")), "run", "--max-children",
+                        str(max_children), *names], cwd=ROOT, check=False,
+                       stdout=subprocess.DEVNULL, env=environment)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-run", action="store_true", help="only summarise the last run")
     parser.add_argument("--max-children", type=int, default=2, help="parallel mutants")
+    parser.add_argument("--again", nargs="*", default=[],
+                        choices=["survived", "timeout", "no tests", "killed"],
+                        help="test the mutants of these statuses again")
     args = parser.parse_args()
     if not args.no_run:
-        refresh_copies()
-        patterns = [pattern for group in MODULES.values() for pattern in group]
-        # mutmut's copy in mutants/ must be what the tests import, not a PYTHONPATH's.
-        environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run",
-                        "--max-children", str(args.max_children), *patterns], cwd=ROOT,
-                       check=False, stdout=subprocess.DEVNULL, env=environment)
+        run_mutmut(args.max_children, set(args.again))
     by_concern = results(ROOT / "mutants")
     if not by_concern:
         print("no mutmut results in mutants/: run without --no-run first")

@@ -3,9 +3,11 @@ epochs, converted to every format) built once per test session."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 # Before anything imports TensorFlow or Prefect: quiet logs, no telemetry, and a Prefect
 # home of the test session's own (its temporary server's database lives there).
@@ -20,7 +22,7 @@ import pytest  # noqa: E402
 
 from tasks.core.config import BenchmarkParams, Params  # noqa: E402
 from tasks.core.layout import Layout  # noqa: E402
-from tests.helpers import fork_safe  # noqa: E402
+from tests.helpers import built_once_per_mutation_run, mutated_module  # noqa: E402
 from tests.tiny import build_tiny_project  # noqa: E402
 
 
@@ -37,8 +39,32 @@ class TinyProject:
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
     """prepare -> train -> convert run for real once; tests must not modify its files."""
-    layout, params = fork_safe(build_tiny_project, tmp_path_factory.mktemp("tiny-project"))
-    return TinyProject(layout, params)
+    from tasks.core.config import load_params
+
+    root = tmp_path_factory.mktemp("tiny-project")
+    built_once_per_mutation_run(build_tiny_project, root)
+    return TinyProject(Layout(root), load_params(root / "params.yaml"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under mutmut, the quickest test files first and the quickest tests first in each
+    (by the durations mutmut measured): it stops a mutant's run at the first failure, so
+    a mutant that a quick test kills costs little. A file's tests stay together: its
+    fixtures (sshd boards) are set up once."""
+    stats = Path("mutmut-stats.json")  # mutmut runs the tests in mutants/, beside it
+    if mutated_module() is None or not stats.is_file():
+        return
+    durations = json.loads(stats.read_text(encoding="utf-8")).get("duration_by_test", {})
+
+    def duration(item: pytest.Item) -> float:
+        return durations.get(item.nodeid, 60.0)  # not measured: assume slow
+
+    by_file: dict[str, float] = {}
+    for item in items:
+        by_file[item.nodeid.partition("::")[0]] = by_file.get(
+            item.nodeid.partition("::")[0], 0.0) + duration(item)
+    items.sort(key=lambda item: (by_file[item.nodeid.partition("::")[0]],
+                                item.nodeid.partition("::")[0], duration(item)))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

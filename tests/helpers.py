@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
 import sys
 import time
@@ -69,6 +71,49 @@ def fork_safe(function: Any, *args: Any, **kwargs: Any) -> Any:
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(function, *args, **kwargs).result()
+
+
+def mutated_module() -> str | None:
+    """The module of the mutant mutmut is testing now (``MUTANT_UNDER_TEST`` is
+    ``<module>.x_<function>__mutmut_<n>``); None outside a mutant's test run (no mutmut,
+    or its stats and clean runs)."""
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    return mutant.rpartition(".")[0] if "__mutmut_" in mutant else None
+
+
+def _clean_build(build: Any, folder: Path) -> list[str]:
+    """In a spawned interpreter: ``build(folder / "project")`` with no mutant active;
+    returns the project modules the build imported."""
+    os.environ["MUTANT_UNDER_TEST"] = "clean build"  # no module is named so: originals run
+    build(folder / "project")
+    return sorted(name for name in sys.modules if name.partition(".")[0] in {"tasks", "flows"})
+
+
+def built_once_per_mutation_run(build: Any, root: Path) -> None:
+    """``build(root)``, which writes a project into ``root`` and imports project modules
+    to do it. Under mutmut it runs once, with no mutant active, into a folder kept in
+    mutmut's working folder (``mutants/``), and each mutant's test run copies that folder,
+    unless the mutant's module is one the build imports (it could change what the build
+    makes: built again, fork-safe). The tiny project takes 15-60 s to build on two cores,
+    once per mutant otherwise."""
+    module = mutated_module()
+    if module is None:
+        fork_safe(build, root)
+        return
+    kept = Path.cwd() / ".tests-built-once" / build.__name__
+    if not (kept / "imported.json").is_file():
+        staging = kept.with_name(f"{kept.name}.{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        imported = fork_safe(_clean_build, build, staging)
+        (staging / "imported.json").write_text(json.dumps(imported), encoding="utf-8")
+        try:
+            staging.rename(kept)  # atomic: another mutant's run may have kept one first
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    if module in json.loads((kept / "imported.json").read_text(encoding="utf-8")):
+        fork_safe(build, root)
+    else:
+        shutil.copytree(kept / "project", root, dirs_exist_ok=True, symlinks=True)
 
 
 def bench_device(tiny_project: Any, name: str, target: Any, out: Path,

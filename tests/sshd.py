@@ -83,12 +83,17 @@ def _make_netns() -> tuple[str, str]:
     return name, f"{subnet}.2"
 
 
-def start_sshd(root: Path, client_key: Path | None = None, isolated: bool = False) -> SshServer:
+def start_sshd(root: Path, client_key: Path | None = None, isolated: bool = False,
+               more_host_keys: tuple[str, ...] = ()) -> SshServer:
     """Start an sshd on a free loopback port, or with ``isolated`` on port 22 of its own
-    address in its own network namespace; its known_hosts line is written to
-    ``root/known_hosts``. ``client_key`` shares one client key between servers."""
+    address in its own network namespace; its known_hosts line (of its ed25519 host key)
+    is written to ``root/known_hosts``. ``client_key`` shares one client key between
+    servers. ``more_host_keys``: types of other host keys it offers too
+    (``root/host_key_<type>``), as OpenSSH servers usually do."""
     root.mkdir(parents=True, exist_ok=True)
     keygen(root / "host_key")
+    for kind in more_host_keys:
+        keygen(root / f"host_key_{kind}", kind)
     if client_key is None:
         client_key = root / "client_key"
         keygen(client_key)
@@ -98,6 +103,7 @@ def start_sshd(root: Path, client_key: Path | None = None, isolated: bool = Fals
     config = root / "sshd_config"
     config.write_text("\n".join([
         f"Port {port}", f"ListenAddress {host}", f"HostKey {root / 'host_key'}",
+        *(f"HostKey {root / f'host_key_{kind}'}" for kind in more_host_keys),
         f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
         "PubkeyAuthentication yes", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",

@@ -23,6 +23,15 @@ def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     stop_sshd(server)
 
 
+@pytest.fixture(scope="module")
+def two_key_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """A board offering an ed25519 and an ecdsa host key (what OpenSSH generates)."""
+    require_sshd()
+    server = start_sshd(tmp_path_factory.mktemp("sshd-two-keys"), more_host_keys=("ecdsa",))
+    yield server
+    stop_sshd(server)
+
+
 @pytest.fixture
 def doomed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     """A device of its own, for tests that kill it."""

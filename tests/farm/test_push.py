@@ -159,6 +159,14 @@ def test_the_commands_after_the_check_run_in_the_same_shell_and_report_themselve
                        then=["probe"])
 
 
+def test_a_push_passes_its_time_limit_to_the_commands_after_the_check(tmp_path: Path) -> None:
+    """The limit is the device command's: ``timeout`` stops it (exit 124) at 0.5 s, not
+    at the transport's default limit, after which this sleep would have ended well."""
+    (tmp_path / "device").mkdir()
+    result = push_files(LocalConnection(), _placed(tmp_path), then=["sleep 5"], timeout=0.5)
+    assert result.exited == 124
+
+
 def test_a_folder_that_cannot_be_made_is_a_deploy_error_naming_it(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(DeployError, match=f"^cannot create {tmp_path}/file/runs on the device: "):

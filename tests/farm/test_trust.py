@@ -4,9 +4,12 @@ usable, and a changed key is only replaced on request."""
 
 from __future__ import annotations
 
+import socket
 import stat
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,8 @@ from typer.testing import CliRunner
 from flows.cli import app
 from tasks.core.config import SshDevice, load_farm
 from tasks.farm.probe import probe_one
-from tasks.farm.trust import HostKeyOffer, host_pattern, record
+from tasks.farm.transports import DeviceUnreachable
+from tasks.farm.trust import HostKeyOffer, examine, fetch_host_key, host_pattern, record
 from tests.sshd import SshServer, keygen
 
 
@@ -116,13 +120,15 @@ def test_known_hosts_names_a_board_as_openssh_does(tmp_path: Path, port: int,
 
 
 def test_a_new_key_is_added_beside_the_others_in_a_new_owner_only_file(tmp_path: Path) -> None:
-    known_hosts = tmp_path / "keys" / "known_hosts"  # its folder does not exist yet
-    board, first, second = _board(tmp_path, known_hosts), _new_key(), _new_key()
+    known_hosts = tmp_path / "farm" / "keys" / "known_hosts"  # two folders to make
+    board, first, second, third = _board(tmp_path, known_hosts), _new_key(), _new_key(), _new_key()
     record(board, HostKeyOffer("other", first, "unknown"))
     known_hosts.write_text(known_hosts.read_text().rstrip("\n"))  # a hand edit, no newline
     record(board, HostKeyOffer("[10.0.0.5]:2222", second, "unknown"))
+    record(board, HostKeyOffer("third", third, "unknown"))  # after a newline: no blank line
     assert known_hosts.read_text() == (_key_line("other", first)
-                                       + _key_line("[10.0.0.5]:2222", second))
+                                       + _key_line("[10.0.0.5]:2222", second)
+                                       + _key_line("third", third))
     assert stat.S_IMODE(known_hosts.stat().st_mode) == 0o600
 
 
@@ -138,3 +144,110 @@ def test_a_changed_key_replaces_every_key_of_its_board_and_no_other(tmp_path: Pa
     assert sorted(known_hosts.read_text().splitlines(keepends=True)) == sorted(
         [_key_line("other", other), _key_line("[10.0.0.5]:2222", new)])
     assert stat.S_IMODE(known_hosts.stat().st_mode) == 0o600
+
+
+# --------------------------------------------------------------------------- examining
+
+
+def _device(server: SshServer, known_hosts: Path, connect_timeout: float = 5.0) -> SshDevice:
+    return SshDevice(transport="ssh", host=server.host, port=server.port, user=server.user,
+                     key_file=server.client_key, known_hosts=known_hosts,
+                     connect_timeout=connect_timeout)
+
+
+def test_a_recorded_key_is_trusted_and_another_is_changed_naming_both_fingerprints(
+        ssh_server: SshServer, tmp_path: Path) -> None:
+    served = _openssh_fingerprint(ssh_server.root / "host_key.pub")
+    pattern = f"[127.0.0.1]:{ssh_server.port}"
+    trusted = examine(_device(ssh_server, ssh_server.known_hosts))
+    assert (trusted.host_pattern, trusted.standing, trusted.recorded_fingerprint,
+            trusted.fingerprint) == (pattern, "trusted", served, served)
+
+    keygen(tmp_path / "impostor", "ecdsa")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"{pattern} {(tmp_path / 'impostor.pub').read_text()}")
+    changed = examine(_device(ssh_server, known_hosts))
+    assert (changed.host_pattern, changed.standing, changed.recorded_fingerprint,
+            changed.fingerprint) == (pattern, "changed",
+                                     _openssh_fingerprint(tmp_path / "impostor.pub"), served)
+    unknown = examine(_device(ssh_server, tmp_path / "none"))
+    assert (unknown.standing, unknown.recorded_fingerprint) == ("unknown", None)
+
+
+def test_the_recorded_key_type_is_asked_for_first(two_key_server: SshServer,
+                                                  tmp_path: Path) -> None:
+    """A known_hosts that holds the board's ecdsa key only (``ssh-keyscan -t ecdsa``, or
+    an older OpenSSH) trusts the board: asked for its preference, it would show ed25519,
+    and a good board would look like an impostor."""
+    public = tmp_path.parent / "ecdsa.pub"
+    public.write_text((two_key_server.root / "host_key_ecdsa.pub").read_text())
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{two_key_server.port} {public.read_text()}")
+    offer = examine(_device(two_key_server, known_hosts))
+    assert offer.standing == "trusted" and offer.key.get_name() == "ecdsa-sha2-nistp256"
+    assert offer.fingerprint == _openssh_fingerprint(public)
+    # With nothing recorded, the board's own first choice.
+    assert fetch_host_key(_device(two_key_server, tmp_path / "none")).get_name() == "ssh-ed25519"
+
+
+def _within(seconds: float, call: Callable[[], object]) -> object:
+    """``call()``'s result (or its exception, raised here); the test fails when it has
+    not returned after ``seconds``."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome.get("result")
+
+
+def _board_at(port: int, connect_timeout: float = 1.0) -> SshDevice:
+    return SshDevice(transport="ssh", host="127.0.0.1", port=port, user="pi",
+                     key_file=Path("id"), known_hosts=Path("known_hosts"),
+                     connect_timeout=connect_timeout)
+
+
+def test_a_board_that_refuses_the_connection_is_unreachable_saying_so() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(DeviceUnreachable,
+                       match=rf"^cannot reach 127\.0\.0\.1:{port}: .*[Cc]onnection refused"):
+        fetch_host_key(_board_at(port))
+
+
+def test_a_board_that_never_answers_the_connection_is_given_up_after_connect_timeout() -> None:
+    """Its accept queue is full (backlog 0, one connection waiting): the next SYN is
+    dropped, as by a board that hangs or a firewall; without a timeout this waits for the
+    kernel's retries (about two minutes)."""
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        waiting = socket.create_connection(full.getsockname())
+        try:
+            with pytest.raises(DeviceUnreachable, match=r"^cannot reach 127\.0\.0\.1:\d+: "
+                                                        r"timed out$"):
+                _within(10, lambda: fetch_host_key(_board_at(full.getsockname()[1])))
+        finally:
+            waiting.close()
+
+
+def test_a_board_that_connects_but_never_speaks_ssh_is_given_up_after_connect_timeout() -> None:
+    """Connected, then silence (a hung sshd, another service): given up after
+    connect_timeout (1 s), not paramiko's own banner wait (15 s)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(5)  # the kernel accepts; nobody ever writes
+        port = silent.getsockname()[1]
+        with pytest.raises(DeviceUnreachable,
+                           match=rf"^no SSH handshake with 127\.0\.0\.1:{port}: \S"):
+            _within(10, lambda: fetch_host_key(_board_at(port)))

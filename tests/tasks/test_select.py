@@ -426,6 +426,19 @@ def test_verdict_message_states_counts_recommendations_unserved_devices_and_erro
     assert served.message == "2 pass, 0 fail, 0 error, 0 skipped | recommended: pi: a, x: e"
 
 
+
+def test_verdict_message_lists_several_faulty_devices_unserved_devices_and_errors() -> None:
+    rows = [{"variant": "a", "device": "pi", "status": "pass", "reasons": []},
+            {"variant": "b", "device": "pi", "status": "error", "reasons": ["lost"]},
+            {"variant": "c", "device": "board", "status": "error", "reasons": ["gone"]}]
+    summary = {"counts": {"pass": 1, "fail": 0, "error": 2, "skipped": 0}, "results": rows,
+               "recommendations": {"pi": "a", "board": None, "mcu": None}}
+    assert verdict(summary).message == (
+        "partial: errors on 2 of 2 device(s) (pi, board); every other result is complete | "
+        "1 pass, 0 fail, 2 error, 0 skipped | recommended: pi: a | no variant meets the "
+        "requirements on: board, mcu | errors: b@pi: error: lost | c@board: error: gone")
+
+
 # --------------------------------------------------------------------------- the whole step
 
 
