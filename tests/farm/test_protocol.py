@@ -91,8 +91,25 @@ def test_the_results_contract_keeps_the_harness_key_order() -> None:
     (b'{"latency_ms": {"p50": NaN}}', "NaN"),
     (b'{"latency_ms": {"p90": -Infinity}}', "-Infinity"),
     (b'{"latency_ms": {"p90": 1e400}}', "1e400"),
+    # A long number is named by its first 20 characters.
+    (b'{"accuracy": 1234567890123456789e400}', "1234567890123456789e"),
 ])
 def test_a_non_finite_number_from_a_device_is_refused_by_name(raw: bytes, named: str) -> None:
     with pytest.raises(ValueError) as refused:
         parse_untrusted_json(raw)
     assert str(refused.value) == f"device returned a non-finite number ({named})"
+
+
+def test_a_whole_number_in_a_float_field_does_not_end_the_type_checks() -> None:
+    """``load_ms: 3`` is a float measurement; the fields after it are still checked."""
+    document = {**GOOD_RESULT, "load_ms": 3, "runs": "10"}
+    with pytest.raises(ValueError) as refused:
+        validate_harness_result(document)
+    assert str(refused.value) == "harness result field 'runs' is missing or not an int"
+
+
+def test_an_unknown_status_is_refused_naming_the_allowed_ones() -> None:
+    with pytest.raises(ValueError) as refused:
+        validate_harness_result({**GOOD_RESULT, "status": "done"})
+    assert str(refused.value) == ("harness result has status 'done' "
+                                  "(expected 'ok', 'failed', 'skipped')")
