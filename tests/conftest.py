@@ -46,6 +46,22 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
     return TinyProject(Layout(root), load_params(root / "params.yaml"))
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under mutmut, forget what the project's functions cached: mutmut forks each
+    mutant's test run from a process that ran the tests unmutated, and a cache filled
+    there (the imports found in each source file, the installed distributions) would
+    answer for the mutated function, which then never runs."""
+    import sys
+
+    if mutated_module() is None:
+        return
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] in {"tasks", "flows"}:
+            for value in list(vars(module).values()):
+                if callable(getattr(value, "cache_clear", None)):
+                    value.cache_clear()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under mutmut, the quickest test files first and the quickest tests first in each
     (by the durations mutmut measured): it stops a mutant's run at the first failure, so

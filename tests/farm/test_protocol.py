@@ -48,7 +48,8 @@ def test_a_probe_is_flat_named_facts_made_visible() -> None:
     assert probe["host"] == {"arch": "arm\\x1b[2J", "cores": 4, "temperature_c": None}
     for bad in ({"host": {"cpu": {"model": "x"}}}, {"host": {"a b": 1}},
                 {"host": {}, "runtimes": {"tflite": 2}, "runtime_versions": {}}):
-        with pytest.raises(ValueError, match="probe field"):
+        with pytest.raises(ValueError, match=r"^probe field '(host|runtimes)' is not "
+                                             r"(a flat object of named facts|an object of texts)$"):
             validate_probe({"runtimes": {}, "runtime_versions": {}, **bad})
 
 

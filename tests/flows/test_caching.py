@@ -68,6 +68,7 @@ def experiment(root: Path, patch: dict[str, Any] | None = None,
     ("optimize", None, {"train": {"seed": 43}}, True),
     ("optimize", None, {"train": {"epochs": 7}}, False),
     ("convert", None, {"formats": {"onnx": ["fp32", "int8-dynamic"]}}, True),
+    ("convert", None, {"formats": {"onnx": ["int8-dynamic"]}}, True),  # as many, others
     ("convert", None, {"requirements": {"max_accuracy_drop": 0.02}}, True),
     ("convert", None, {"requirements": {"min_accuracy": 0.6}}, False),
     ("benchmark", "local", {"benchmark": {"runs": 11}}, True),
@@ -155,15 +156,45 @@ def test_a_missing_input_file_changes_the_key(tmp_path: Path) -> None:
     assert input_key(ctx, "benchmark", "local") != before
 
 
+def test_a_missing_input_and_an_empty_one_have_different_keys(tmp_path: Path) -> None:
+    ctx = experiment(tmp_path)
+    (tmp_path / "data" / "prepared" / "test.npz").write_bytes(b"")
+    empty = input_key(ctx, "benchmark", "local")
+    (tmp_path / "data" / "prepared" / "test.npz").unlink()
+    assert input_key(ctx, "benchmark", "local") != empty
+
+
+def test_the_order_of_a_mapping_in_the_config_files_is_not_in_the_key(tmp_path: Path) -> None:
+    """params.yaml's formats and farm.yaml's devices are mappings whose order is the
+    file's: rewriting a file in another order changes no setting, and reruns nothing."""
+    def loaded(root: Path, formats: str, farm: str) -> Context:
+        experiment(root)
+        write_tiny_config(root, TINY_PARAMS.replace(
+            "formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}", formats), farm)
+        return Context.load(root / "params.yaml", root / "farm.yaml")
+
+    first = loaded(tmp_path / "a", "formats: {tflite: [fp32], onnx: [fp32]}", TWO_DEVICES)
+    second = loaded(tmp_path / "b", "formats: {onnx: [fp32], tflite: [fp32]}",
+                    "devices:\n  other: {threads: 2}\n  local: {threads: 1}\n")
+    assert list(first.params.formats) != list(second.params.formats)
+    assert list(first.farm.devices) != list(second.farm.devices)
+    for step in ("convert", "select", "track"):
+        assert input_key(first, step) == input_key(second, step), step
+
+
 def test_a_moved_experiment_keeps_its_keys(tmp_path: Path) -> None:
-    """The local device's workdir resolves inside the experiment folder: a path that
-    moves with it, so it must not change the key (the cache is kept)."""
-    here = experiment(tmp_path / "here")
+    """The local device's workdir and an SSH board's key files resolve inside the
+    experiment folder: paths that move with it, so they must not change the keys (the
+    cache is kept)."""
+    farm = ("devices:\n  local: {threads: 1}\n  pi: {transport: ssh, host: 10.0.0.5, "
+            "user: pi, key_file: keys/id, known_hosts: keys/known_hosts}\n")
+    here = experiment(tmp_path / "here", farm=farm)
     shutil.copytree(tmp_path / "here", tmp_path / "moved")
     moved = Context.load(tmp_path / "moved" / "params.yaml", tmp_path / "moved" / "farm.yaml")
     assert str(here.farm.devices["local"].workdir).startswith(str(tmp_path / "here"))
+    assert str(here.farm.devices["pi"].key_file) == str(tmp_path / "here" / "keys" / "id")
     for step, device in (("prepare", None), ("train", None), ("benchmark", "local"),
-                         ("select", None), ("track", None)):
+                         ("benchmark", "pi"), ("select", None), ("track", None)):
         assert input_key(moved, step, device) == input_key(here, step, device), step
 
 
@@ -236,6 +267,21 @@ def test_a_stamped_run_keeps_its_cache_record(tmp_path: Path) -> None:
     files = cached(ctx, input_key(ctx, "prepare"))
     assert compute_key(ctx, "prepare") == input_key(ctx, "prepare")
     assert all(path.is_file() for path in files)
+
+
+def test_a_stamp_without_a_record_gets_one_holding_the_steps_result(tmp_path: Path) -> None:
+    """A step stamped outside Prefect (``edgeflow step``, what ``dvc repro`` runs) gets
+    the cache record Prefect would have written: its result is what the flow's task
+    returns for that step and device."""
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultStore
+
+    ctx = experiment(tmp_path)
+    record_run(ctx, "benchmark", "local")
+    key = compute_key(ctx, "benchmark", "local")
+    store = ResultStore(result_storage=LocalFileSystem(basepath=str(results_dir(ctx))),
+                        metadata_storage=LocalFileSystem(basepath=str(cache_dir(ctx) / "keys")))
+    assert store.read(key).result == "benchmark:local"
 
 
 @pytest.mark.parametrize("damage", [
