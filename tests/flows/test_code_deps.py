@@ -70,6 +70,19 @@ def test_a_module_reached_only_by_a_lazy_import_drops_out_with_it(tmp_path: Path
     assert closure.libraries == ()
 
 
+def test_a_relative_import_in_a_package_init_is_relative_to_that_package(tmp_path: Path) -> None:
+    """In ``app/sub/__init__.py``, ``from . import near`` is app.sub.near and ``from ..
+    import sibling`` app.sibling (a module's own package is its parent; a package's is
+    itself)."""
+    _write(tmp_path, {**FAKE_PACKAGE, "app/sub/__init__.py": "from . import near\n"
+                                                             "from .. import sibling\n",
+                      "app/main.py": "import app.sub\n"})
+    closure = module_closure("app.main", root=tmp_path, packages=("app",), loaded_by_path={})
+    assert [path.as_posix() for path in closure.files] == [
+        "app/__init__.py", "app/main.py", "app/sibling.py", "app/sub/__init__.py",
+        "app/sub/near.py"]
+
+
 def _files(step: str) -> set[str]:
     return {path.as_posix() for path in code_dependencies(STEPS[step]).files}
 
