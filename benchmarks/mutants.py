@@ -157,15 +157,16 @@ def untested(mutants_dir: Path) -> list[str]:
                   if code is None and concern_of(name) is not None)
 
 
-def forget(mutants_dir: Path, statuses: set[str]) -> int:
+def forget(mutants_dir: Path, statuses: set[str], keep: frozenset[str] = frozenset()) -> int:
     """Drop the results of the mutants of :data:`MODULES` whose status is in
-    ``statuses`` (to test them again after a test was added); how many."""
+    ``statuses`` (to test them again after a test was added), but those in ``keep``
+    (the listed equivalent ones); how many."""
     count = 0
     for meta in mutants_dir.rglob("*.py.meta"):
         document = json.loads(meta.read_text(encoding="utf-8"))
         codes = document["exit_code_by_key"]
         for name, code in codes.items():
-            if (code is not None and concern_of(name) is not None
+            if (code is not None and concern_of(name) is not None and name not in keep
                     and STATUS_BY_EXIT_CODE.get(code, "suspicious") in statuses):
                 codes[name], count = None, count + 1
         meta.write_text(json.dumps(document, indent=4), encoding="utf-8")
@@ -183,7 +184,8 @@ def run_mutmut(max_children: int, again: set[str]) -> None:
     subprocess.run([str(python), "-c", GENERATE], cwd=ROOT, env=environment, check=True,
                    stdout=subprocess.DEVNULL)
     if again:
-        print(f"testing again: {forget(ROOT / 'mutants', again)} mutants", flush=True)
+        count = forget(ROOT / "mutants", again, frozenset(equivalent_mutants()))
+        print(f"testing again: {count} mutants", flush=True)
     names = untested(ROOT / "mutants")
     print(f"{len(names)} mutants to test", flush=True)
     if names:

@@ -56,6 +56,11 @@ def test_untested_forget_and_results_read_and_write_mutmut_state(mutants: Module
                      "tasks.select.x_verdict__mutmut_3": None, "tasks.select.x_verdict__mutmut_4": None,
                      "tasks.select.x_collect_results__mutmut_1": None}
     assert mutants.untested(tmp_path) == [f"tasks.select.x_verdict__mutmut_{n}" for n in (2, 3, 4)]
+    # A listed equivalent survivor keeps its result.
+    _meta(tmp_path, "tasks/select.py.meta", {"tasks.select.x_verdict__mutmut_1": 0,
+                                             "tasks.select.x_verdict__mutmut_2": 0})
+    assert mutants.forget(tmp_path, {"survived"}, frozenset({"tasks.select.x_verdict__mutmut_1"})) == 1
+    assert mutants.untested(tmp_path) == ["tasks.select.x_verdict__mutmut_2"]
 
 
 def test_the_score_counts_timeouts_as_kills_and_leaves_equivalent_survivors_out(
