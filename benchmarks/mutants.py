@@ -3,8 +3,8 @@
 Runs mutmut (pinned in requirements.lock; configured under ``[tool.mutmut]`` in
 pyproject.toml: which fast tests) over the functions of :data:`MODULES` and prints, per
 concern (a group of functions), how many mutants the tests killed, how many survived,
-timed out or were reached by no test, and the mutation score: killed / (all -
-equivalent). Equivalent mutants (a change no test can observe, such as a log text) are
+hung (timed out, or crashed the tests' process) or were reached by no test, and the
+mutation score: (killed + hung) / (all - equivalent). Equivalent mutants (a change no test can observe, such as a log text) are
 listed with why in ``benchmarks/equivalent_mutants.txt`` (``<mutant name>  # why``) and
 left out of the score; every other survivor is printed by name so it can be looked at
 with ``.venv/bin/mutmut show NAME``.
@@ -60,7 +60,8 @@ MODULES: dict[str, tuple[str, ...]] = {
 EQUIVALENT_FILE = Path(__file__).with_name("equivalent_mutants.txt")
 STATUS_BY_EXIT_CODE = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
                        34: "skipped", 36: "timeout", 24: "timeout", -24: "timeout",
-                       152: "timeout", 255: "timeout", 37: "killed"}  # 37: type check
+                       152: "timeout", 255: "timeout", 37: "killed",  # 37: type check
+                       -11: "crashed", -9: "crashed"}  # the tests' process died (a runaway loop)
 
 
 def equivalent_mutants() -> dict[str, str]:
@@ -96,19 +97,21 @@ def results(mutants_dir: Path) -> dict[str, dict[str, str]]:
 
 def table(by_concern: dict[str, dict[str, str]], equivalent: dict[str, str]) -> tuple[str, float]:
     """The per-concern table and the overall score (killed / non-equivalent)."""
-    header = f"{'concern':<36} {'mutants':>7} {'killed':>6} {'survived':>8} {'timeout':>7} " \
+    header = f"{'concern':<36} {'mutants':>7} {'killed':>6} {'survived':>8} {'hung':>7} " \
              f"{'no test':>7} {'equiv.':>6} {'score':>6}"
     lines, killed_all, counted_all = [header, "-" * len(header)], 0, 0
     for concern, statuses in by_concern.items():
         counts = Counter("equivalent" if name in equivalent and status != "killed" else status
                          for name, status in statuses.items())
         counted = sum(counts.values()) - counts["equivalent"]
-        # A timeout is a kill: the mutant made the code hang or loop, and the tests noticed.
-        killed = counts["killed"] + counts["timeout"]
+        # A timeout or a crash is a kill: the mutant made the code hang, loop or exhaust
+        # memory, and the tests noticed.
+        hung = counts["timeout"] + counts["crashed"]
+        killed = counts["killed"] + hung
         killed_all, counted_all = killed_all + killed, counted_all + counted
         score = killed / counted if counted else 1.0
         lines.append(f"{concern:<36} {sum(counts.values()):>7} {counts['killed']:>6} "
-                     f"{counts['survived']:>8} {counts['timeout']:>7} {counts['no tests']:>7} "
+                     f"{counts['survived']:>8} {hung:>7} {counts['no tests']:>7} "
                      f"{counts['equivalent']:>6} {score:>6.1%}")
     overall = killed_all / counted_all if counted_all else 1.0
     lines.append(f"{'all':<36} {counted_all:>7} {'':>6} {'':>8} {'':>7} {'':>7} {'':>6} "

@@ -67,12 +67,14 @@ def test_the_score_counts_timeouts_as_kills_and_leaves_equivalent_survivors_out(
         mutants: ModuleType) -> None:
     statuses = {"requirement checks and ranking": {
         "a": "killed", "b": "killed", "c": "timeout", "d": "survived", "e": "survived",
-        "f": "no tests"}}
+        "f": "no tests", "g": "crashed"}}
     text, score = mutants.table(statuses, {"e": "a log text", "a": "listed but killed"})
-    # killed 2 + timeout 1 of 6 - 1 equivalent (a killed mutant listed stays a kill).
-    assert score == pytest.approx(3 / 5)
+    # killed 2 + hung 2 (a timeout, a crash) of 7 - 1 equivalent (a killed mutant listed
+    # stays a kill).
+    assert score == pytest.approx(4 / 6)
     row = next(line for line in text.splitlines() if line.startswith("requirement"))
-    assert row.split()[-7:] == ["6", "2", "1", "1", "1", "1", "60.0%"]
+    assert row.split()[-7:] == ["7", "2", "1", "2", "1", "1", "66.7%"]
+    assert mutants.STATUS_BY_EXIT_CODE[-11] == "crashed" and mutants.STATUS_BY_EXIT_CODE[36] == "timeout"
 
 
 def test_refresh_drops_copies_of_removed_modules_and_the_kept_builds(mutants: ModuleType,

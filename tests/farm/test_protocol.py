@@ -114,3 +114,10 @@ def test_an_unknown_status_is_refused_naming_the_allowed_ones() -> None:
         validate_harness_result({**GOOD_RESULT, "status": "done"})
     assert str(refused.value) == ("harness result has status 'done' "
                                   "(expected 'ok', 'failed', 'skipped')")
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b'"ok"', b"3"])
+def test_json_that_is_not_an_object_is_refused_saying_so(raw: bytes) -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_untrusted_json(raw)
+    assert str(refused.value) == "device returned JSON that is not an object"
