@@ -6,8 +6,9 @@ concern (a group of functions), how many mutants the tests killed, how many surv
 hung (timed out, or crashed the tests' process) or were reached by no test, and the
 mutation score: (killed + hung) / (all - equivalent). Equivalent mutants (a change no
 test can observe, such as a log text) are listed with why in
-``benchmarks/equivalent_mutants.txt`` (``<mutant name>  # why``) and left out of the score; every other survivor is printed by name so it can be looked at
-with ``.venv/bin/mutmut show NAME``.
+``benchmarks/equivalent_mutants.txt`` (``<mutant name>  # why``) and left out of the
+score; every other survivor is printed by name so it can be looked at with
+``.venv/bin/mutmut show NAME``.
 
 Not part of CI: on two cores the whole selection takes hours. Re-running continues where
 the last run stopped and tests only the mutants without a result: new ones, those of
