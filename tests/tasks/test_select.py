@@ -157,14 +157,16 @@ def test_each_requirement_fails_with_its_numbers(limits: dict[str, float], recor
 
 
 def mcu_record(model_bytes: int = 20_992, arena_bytes: int = 6_656,
-               accuracy: float = 0.85) -> dict[str, Any]:
-    """A ``tflm`` record as the MCU fit check writes it: budgets of 25 KB flash, 8 KB RAM."""
+               accuracy: float = 0.85, flash_budget: int = 25_600,
+               ram_budget: int = 8_192) -> dict[str, Any]:
+    """A ``tflm`` record as the MCU fit check writes it: by default budgets of 25 KB
+    flash, 8 KB RAM."""
     return {
         "variant": "tflm-int8", "device": "esp32", "format": "tflm", "precision": "int8",
         "source": "base", "runtime": "tflm", "size_bytes": model_bytes, "sha256": "0" * 64,
         "threads": None, "device_facts": {"class": "mcu"}, "status": "ok", "error": None,
         "mcu": {"model_bytes": model_bytes, "arena_bytes": arena_bytes, "flash_bytes": 32_768,
-                "ram_bytes": 12_288, "flash_budget_bytes": 25_600, "ram_budget_bytes": 8_192,
+                "ram_bytes": 12_288, "flash_budget_bytes": flash_budget, "ram_budget_bytes": ram_budget,
                 "accuracy": accuracy, "accuracy_samples": 360, "ops": ["CONV_2D"]}}
 
 
@@ -203,6 +205,20 @@ def test_an_mcu_variant_fits_its_budgets_exactly_and_not_a_byte_more() -> None:
                                    "tensor arena 80.0 KB > RAM budget 8.0 KB"]
     arena_only = evaluate(mcu_record(arena_bytes=10_240), NO_LIMITS, 0.85)
     assert arena_only["reasons"] == ["tensor arena 10.0 KB > RAM budget 8.0 KB"]
+
+
+def test_a_large_boards_figures_are_in_kb_of_1024_bytes() -> None:
+    """Budgets of 2048 KB flash and 1024 KB RAM: at this size a KB of 1000 or 1025 bytes
+    would show (small budgets round it away)."""
+    fits = evaluate(mcu_record(model_bytes=1_536_000, arena_bytes=614_400,
+                               flash_budget=2_097_152, ram_budget=1_048_576), NO_LIMITS, 0.85)
+    assert fits["notes"][0] == ("fits check: model 1500.0 of 2048 KB flash budget, arena "
+                                "600.0 of 1024 KB RAM budget; accuracy from TFLite Micro on "
+                                "the host; latency needs the board")
+    over = evaluate(mcu_record(model_bytes=2_150_400, arena_bytes=1_126_400,
+                               flash_budget=2_097_152, ram_budget=1_048_576), NO_LIMITS, 0.85)
+    assert over["reasons"] == ["model 2100.0 KB > flash budget 2048.0 KB",
+                               "tensor arena 1100.0 KB > RAM budget 1024.0 KB"]
 
 
 def test_an_mcu_variant_is_held_to_the_size_limit_too() -> None:
