@@ -38,7 +38,7 @@ system-deps:
 	  echo "could not install openssh-server: SSH farm tests will be skipped"
 
 # Mutation testing of the modules users depend on most ([tool.mutmut] in pyproject.toml):
-# killed / survived / timed out per concern. Not in CI: hours on two cores.
+# killed / survived / hung per concern. Not in CI: about 1.5 hours on two cores.
 mutants: $(INSTALLED) system-deps
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable ".[test,mutation]"
 	$(BIN)/python benchmarks/mutants.py

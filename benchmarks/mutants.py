@@ -10,10 +10,10 @@ test can observe, such as a log text) are listed with why in
 score; every other survivor is printed by name so it can be looked at with
 ``.venv/bin/mutmut show NAME``.
 
-Not part of CI: on two cores the whole selection takes hours. Re-running continues where
-the last run stopped and tests only the mutants without a result: new ones, those of
-functions whose code changed, and with ``--again survived`` the survivors (after a test
-was added). mutmut keeps its state in mutants/.
+Not part of CI: on two cores the whole selection takes about 1.5 hours. Re-running
+continues where the last run stopped and tests only the mutants without a result: new
+ones, those of functions whose code changed, and with ``--again survived`` the
+survivors (after a test was added). mutmut keeps its state in mutants/.
 
     .venv/bin/python benchmarks/mutants.py [--no-run] [--max-children N] [--again STATUS..]
 """
