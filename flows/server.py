@@ -24,19 +24,27 @@ import atexit
 import ctypes
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 PR_SET_PDEATHSIG = 1
-UVICORN_ADDRESS_IN_USE = 3  # uvicorn's exit code when the port was taken meanwhile
+# uvicorn's exit code when its start failed: the port was taken between the probe and
+# the bind, or another server was migrating the same new database (a first run beside
+# another). Both pass on a second try, on a new port.
+UVICORN_START_FAILED = 3
+# The last line of a Python traceback: "package.module.SomeError: what happened".
+EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception|Exit)\b.*")
 # What Prefect's SubprocessASGIServer puts in the server's environment (3.9): no UI, and
 # a server that knows it is temporary.
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
@@ -78,18 +86,32 @@ class TemporaryServer:
     def __init__(self) -> None:
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.output: IO[bytes] | None = None
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
     def _spawn(self) -> None:
+        # Its output goes to a file of its own, not the terminal: a start that fails and is
+        # retried, or Prefect's server logging, is not the run's console (see _last_words).
+        self.output = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", _prefect_app_dir(), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1",
              "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
             env={**os.environ, **SERVER_ENV}, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent)
+            stdout=self.output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+
+    def _last_words(self) -> str:
+        """Why the server stopped: the last exception it printed ("sqlite3.Operational
+        Error: unable to open database file"), else its last line, else a placeholder."""
+        assert self.output is not None, "launch() first"
+        self.output.seek(0)
+        lines = [line.strip() for line in
+                 self.output.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        raised = [line for line in lines if EXCEPTION_LINE.match(line)]
+        return (raised or lines or ["it said nothing"])[-1]
 
     def launch(self) -> "TemporaryServer":
         self._spawn()
@@ -105,16 +127,18 @@ class TemporaryServer:
 
     def wait_ready(self, timeout: float) -> None:
         """Return once the API answers; RuntimeError when it exits or stays silent."""
-        deadline = time.monotonic() + timeout
+        deadline, retried = time.monotonic() + timeout, False
         while not self._healthy():
             assert self.process is not None, "launch() first"
             code = self.process.poll()
-            if code == UVICORN_ADDRESS_IN_USE:  # taken between the probe and the bind
+            if code == UVICORN_START_FAILED and not retried:
+                retried = True
                 self.port = _free_port()
                 self._spawn()
                 continue
             if code is not None:
-                raise RuntimeError(f"the temporary Prefect server exited with code {code}")
+                raise RuntimeError(f"the temporary Prefect server exited with code {code}: "
+                                   f"{self._last_words()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the temporary Prefect server did not answer within "
                                    f"{timeout:.0f} s (PREFECT_SERVER_EPHEMERAL_STARTUP_"

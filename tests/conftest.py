@@ -15,7 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # The temporary Prefect server needs more than the default 20 s on a busy 2-core box.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="edgeflow-prefect-home-"))
+# One per process of the session, never inherited: pytest-xdist's workers start with the
+# controller's environment, and two temporary servers migrating one new database at once
+# fail ("Online migration expected to match one row ... 0 found").
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(
+    prefix=f"edgeflow-prefect-home-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 import pytest  # noqa: E402
