@@ -1,0 +1,2 @@
+"""Orchestration: the step registry, the Prefect flow and its cache keys, the CLI, DVC
+stages and the served deployments."""

@@ -1,0 +1,1 @@
+"""What every step shares: configuration, file contracts, errors, layout, locks, reports."""

@@ -1,0 +1,1 @@
+"""Model architectures, augmentation, pruning recipes and the exporter of each format."""
