@@ -39,7 +39,9 @@ from tasks.core.locks import experiment_lock
 from tasks.select import verdict
 from tasks.track.failure import record_failure
 from flows.versioning import record_outputs
-from flows.steps import STEPS, Context, benchmark_one_device, known_steps, remove_stale_results
+from flows.code_deps import library_versions
+from flows.steps import (STEPS, Context, benchmark_one_device, code_dependencies, known_steps,
+                         remove_stale_results)
 
 
 @dataclass
@@ -169,6 +171,11 @@ def preflight(params_path: Path, farm_path: Path, refresh: list[str] | None) -> 
     ctx = Context.load(params_path, farm_path)
     known_steps(refresh)
     check_key_files(ctx.farm)
+    # Every cache key needs its step's code closure (each project source parsed) and the
+    # versions of what it imports: found now, they are found once per process, while a
+    # temporary Prefect server boots, not on the no-op run's path after it answers.
+    for step in STEPS.values():
+        library_versions(code_dependencies(step).libraries)
     return ctx
 
 

@@ -187,5 +187,11 @@ def prefect_server(started: TemporaryServer | None = None) -> Iterator[None]:
         return
     server = started or TemporaryServer().launch()
     server.wait_ready(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
-    with temporary_settings({PREFECT_API_URL: server.api_url}):
+    # No flow run heartbeats: they tell a lasting server that a run is still alive, and
+    # this server dies with the run, so they would tell nobody; the engine also waits up
+    # to a second for its heartbeat thread when a run ends (half a no-op's flow time).
+    # No API version check either: the server is this installation's own Prefect.
+    with temporary_settings({PREFECT_API_URL: server.api_url,
+                             "flows.heartbeat_frequency": None,
+                             "client.server_version_check_enabled": False}):
         yield

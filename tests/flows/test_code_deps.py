@@ -222,3 +222,19 @@ def test_the_scan_of_distributions_is_kept_until_a_distribution_changes(
             "edgeflow_probe_mod": code_deps.NOT_INSTALLED}
     finally:
         code_deps.installed.cache_clear()
+
+
+def test_a_runs_preflight_parses_every_steps_code_before_the_flow_needs_it(tmp_path: Path) -> None:
+    """While a temporary Prefect server boots, not on a no-op run's path after it answers:
+    the flow's cache keys then parse no source again."""
+    from flows import code_deps
+    from flows.lifecycle import preflight
+
+    write_tiny_config(tmp_path)
+    code_deps._imports_of.cache_clear()
+    preflight(tmp_path / "params.yaml", tmp_path / "farm.yaml", None)
+    parsed = code_deps._imports_of.cache_info()
+    assert parsed.currsize > 20
+    for step in STEPS.values():
+        code_dependencies(step)
+    assert code_deps._imports_of.cache_info().misses == parsed.misses

@@ -32,3 +32,25 @@ def test_a_server_that_cannot_start_is_retried_once_then_named_with_its_last_wor
     captured = capfd.readouterr()
     assert "Traceback" not in captured.out + captured.err
 
+
+
+def test_a_run_on_the_temporary_server_sends_no_heartbeats_one_on_a_lasting_server_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heartbeats tell a lasting server a run is alive; the temporary one dies with the
+    run. Nor is its API version checked: it is this installation's Prefect."""
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from flows.server import prefect_server
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), prefect_server():
+        settings = get_current_settings()
+        assert settings.api.url is not None and settings.api.url.startswith("http://127.0.0.1:")
+        assert settings.flows.heartbeat_frequency is None
+        assert settings.client.server_version_check_enabled is False
+    lasting = "http://127.0.0.1:4200/api"
+    with temporary_settings({PREFECT_API_URL: lasting}), prefect_server():
+        settings = get_current_settings()
+        assert settings.api.url == lasting
+        assert settings.flows.heartbeat_frequency == 180
+        assert settings.client.server_version_check_enabled is True
