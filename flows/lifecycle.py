@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.futures import wait
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Completed, Failed, State
@@ -32,6 +34,7 @@ from flows.caching import (StepContentPolicy, cache_dir, record_run, results_dir
                            will_be_cached)
 from flows.devices import device_tag, ensure_device_limits, on_lasting_server
 from flows.run_page import publish
+from tasks.core import notices
 from tasks.core.config import check_key_files
 from tasks.core.contracts.summary import read_summary
 from tasks.core.errors import EdgeflowError
@@ -108,12 +111,32 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
     """
     ctx = preflight(Path(params_path), Path(farm_path), refresh)
     # A deployed run takes the experiment's lock here; a CLI run already holds it.
-    with experiment_lock(ctx.layout.state):
+    with experiment_lock(ctx.layout.state), _notices_to_run_log():
         try:
             return _lifecycle(ctx, list(refresh or []))
         except Exception as error:  # MLflow gets a FAILED run with it; the flow still fails
             record_failure(ctx.params_dump(), ctx.layout, error)
             raise
+
+
+@contextmanager
+def _notices_to_run_log() -> Iterator[None]:
+    """Where nobody renders the steps' progress and warnings (a deployment's run, in a
+    worker: no console), they go to the flow run's log, which the Prefect UI shows: a
+    scheduled run reads there as a CLI run does on its console."""
+    if notices.listened():
+        yield
+        return
+    logger = get_run_logger()
+
+    def log(notice: notices.Notice) -> None:
+        if isinstance(notice, notices.Progress):
+            logger.info(notice.line())
+        else:
+            logger.warning(notice.message)
+
+    with notices.listening(log):
+        yield
 
 
 def _lifecycle(ctx: Context, refresh: list[str]) -> State:

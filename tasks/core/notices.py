@@ -77,6 +77,12 @@ def listening(listener: Listener) -> Iterator[None]:
             _listeners.remove(listener)
 
 
+def listened() -> bool:
+    """Whether anyone renders notices now (the CLI's console does)."""
+    with _lock:
+        return bool(_listeners)
+
+
 def _send(notice: Notice) -> bool:
     """Deliver ``notice``; False when nobody listens."""
     with _lock:

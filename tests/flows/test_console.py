@@ -273,6 +273,15 @@ def test_a_counter_counts_from_zero_and_a_step_with_nothing_to_do_says_so() -> N
                     "benchmark[pi]: 2/2 onnx-fp32", "optimize: nothing to do"]
 
 
+def test_listened_says_whether_anyone_renders_notices() -> None:
+    from tasks.core import notices
+
+    assert not notices.listened()
+    with notices.listening(lambda notice: None):
+        assert notices.listened()
+    assert not notices.listened()
+
+
 def test_a_new_log_is_named_by_time_and_command_and_the_oldest_beyond_the_limit_go(
         tmp_path: Path) -> None:
     from flows.console import LOGS_KEPT, new_log

@@ -107,6 +107,32 @@ def test_first_run_executes_every_step_and_produces_real_outputs(project: Path, 
         assert (project / "reports" / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_run_without_a_console_logs_its_progress_in_the_flow_run(project: Path,
+                                                                  first_run) -> None:
+    """Nobody renders the progress here, as in a deployment's run in a worker: it goes to
+    the flow run's log, which the Prefect UI shows."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    from tasks.core.files import read_json
+
+    APILogHandler().flush()
+    state, _ = first_run
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[state.state_details.flow_run_id])))
+    messages = [log.message for log in logs]
+    history = read_json(project / "metrics" / "train_history.json")
+    training = [message for message in messages if message.startswith("train: ")]
+    assert training[0] == "train: 0/6"
+    assert training[len(history)].startswith(f"train: {len(history)}/6 (loss ")
+    variants = len(read_json(project / "models" / "variants" / "index.json")["variants"])
+    assert f"benchmark[local]: 0/{variants}" in messages
+    assert any(message.startswith(f"benchmark[local]: {variants}/{variants} ")
+               for message in messages)
+
+
 def test_mlflow_holds_the_parent_and_one_nested_run_per_result(project: Path, first_run) -> None:
     import mlflow
 
