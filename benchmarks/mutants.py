@@ -29,7 +29,9 @@ import subprocess
 import sys
 import tomllib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # What is mutated: mutmut's mutant names (``<module>.x_<function>__mutmut_<n>``) matched
@@ -82,16 +84,30 @@ def concern_of(name: str) -> str | None:
                  if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)), None)
 
 
+def _metas(mutants_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Each of mutmut's ``.meta`` files (one per source file) with its document, whose
+    ``exit_code_by_key`` maps mutant names to exit codes (None: not tested yet)."""
+    for meta in sorted(mutants_dir.rglob("*.py.meta")):
+        yield meta, json.loads(meta.read_text(encoding="utf-8"))
+
+
+def _selected(document: dict[str, Any]) -> Iterator[tuple[str, int | None, str]]:
+    """The (name, exit code, concern) of the document's mutants that :data:`MODULES`
+    selects."""
+    for name, code in document["exit_code_by_key"].items():
+        concern = concern_of(name)
+        if concern is not None:
+            yield name, code, concern
+
+
 def results(mutants_dir: Path) -> dict[str, dict[str, str]]:
     """Per concern of :data:`MODULES`, mutant name -> status, from mutmut's ``.meta``
     files. Mutants outside MODULES (generated, or left from an older selection) and
     mutants not run yet are left out."""
     by_concern: dict[str, dict[str, str]] = {concern: {} for concern in MODULES}
-    for meta in sorted(mutants_dir.rglob("*.py.meta")):
-        codes = json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"]
-        for name, code in codes.items():
-            concern = concern_of(name)
-            if code is not None and concern is not None:
+    for _, document in _metas(mutants_dir):
+        for name, code, concern in _selected(document):
+            if code is not None:
                 by_concern[concern][name] = STATUS_BY_EXIT_CODE.get(code, "suspicious")
     return {concern: found for concern, found in by_concern.items() if found}
 
@@ -155,10 +171,8 @@ GENERATE = ("from mutmut.__main__ import copy_also_copy_files, copy_src_dir, cre
 
 def untested(mutants_dir: Path) -> list[str]:
     """The mutants of :data:`MODULES` that have no result yet, by name."""
-    return sorted(name for meta in mutants_dir.rglob("*.py.meta")
-                  for name, code in json.loads(meta.read_text(encoding="utf-8"))[
-                      "exit_code_by_key"].items()
-                  if code is None and concern_of(name) is not None)
+    return sorted(name for _, document in _metas(mutants_dir)
+                  for name, code, _ in _selected(document) if code is None)
 
 
 def forget(mutants_dir: Path, statuses: set[str], keep: frozenset[str] = frozenset()) -> int:
@@ -166,14 +180,13 @@ def forget(mutants_dir: Path, statuses: set[str], keep: frozenset[str] = frozens
     ``statuses`` (to test them again after a test was added), but those in ``keep``
     (the listed equivalent ones); how many."""
     count = 0
-    for meta in mutants_dir.rglob("*.py.meta"):
-        document = json.loads(meta.read_text(encoding="utf-8"))
-        codes = document["exit_code_by_key"]
-        for name, code in codes.items():
-            if (code is not None and concern_of(name) is not None and name not in keep
-                    and STATUS_BY_EXIT_CODE.get(code, "suspicious") in statuses):
-                codes[name], count = None, count + 1
-        meta.write_text(json.dumps(document, indent=4), encoding="utf-8")
+    for meta, document in _metas(mutants_dir):
+        again = [name for name, code, _ in _selected(document) if code is not None
+                 and name not in keep and STATUS_BY_EXIT_CODE.get(code, "suspicious") in statuses]
+        if again:
+            document["exit_code_by_key"].update(dict.fromkeys(again))
+            meta.write_text(json.dumps(document, indent=4), encoding="utf-8")
+            count += len(again)
     return count
 
 

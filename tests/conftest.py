@@ -79,12 +79,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     def duration(item: pytest.Item) -> float:
         return durations.get(item.nodeid, 60.0)  # not measured: assume slow
 
+    def file_of(item: pytest.Item) -> str:
+        return item.nodeid.partition("::")[0]
+
     by_file: dict[str, float] = {}
     for item in items:
-        by_file[item.nodeid.partition("::")[0]] = by_file.get(
-            item.nodeid.partition("::")[0], 0.0) + duration(item)
-    items.sort(key=lambda item: (by_file[item.nodeid.partition("::")[0]],
-                                item.nodeid.partition("::")[0], duration(item)))
+        by_file[file_of(item)] = by_file.get(file_of(item), 0.0) + duration(item)
+    items.sort(key=lambda item: (by_file[file_of(item)], file_of(item), duration(item)))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -23,6 +23,7 @@ from tasks.core.config import SshDevice, load_farm
 from tasks.farm.probe import probe_one
 from tasks.farm.transports import DeviceUnreachable
 from tasks.farm.trust import HostKeyOffer, examine, fetch_host_key, host_pattern, record
+from tests.helpers import ssh_device
 from tests.sshd import SshServer, keygen
 
 
@@ -149,28 +150,22 @@ def test_a_changed_key_replaces_every_key_of_its_board_and_no_other(tmp_path: Pa
 # --------------------------------------------------------------------------- examining
 
 
-def _device(server: SshServer, known_hosts: Path, connect_timeout: float = 5.0) -> SshDevice:
-    return SshDevice(transport="ssh", host=server.host, port=server.port, user=server.user,
-                     key_file=server.client_key, known_hosts=known_hosts,
-                     connect_timeout=connect_timeout)
-
-
 def test_a_recorded_key_is_trusted_and_another_is_changed_naming_both_fingerprints(
         ssh_server: SshServer, tmp_path: Path) -> None:
     served = _openssh_fingerprint(ssh_server.root / "host_key.pub")
     pattern = f"[127.0.0.1]:{ssh_server.port}"
-    trusted = examine(_device(ssh_server, ssh_server.known_hosts))
+    trusted = examine(ssh_device(ssh_server, tmp_path))
     assert (trusted.host_pattern, trusted.standing, trusted.recorded_fingerprint,
             trusted.fingerprint) == (pattern, "trusted", served, served)
 
     keygen(tmp_path / "impostor", "ecdsa")
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"{pattern} {(tmp_path / 'impostor.pub').read_text()}")
-    changed = examine(_device(ssh_server, known_hosts))
+    changed = examine(ssh_device(ssh_server, tmp_path, known_hosts=known_hosts))
     assert (changed.host_pattern, changed.standing, changed.recorded_fingerprint,
             changed.fingerprint) == (pattern, "changed",
                                      _openssh_fingerprint(tmp_path / "impostor.pub"), served)
-    unknown = examine(_device(ssh_server, tmp_path / "none"))
+    unknown = examine(ssh_device(ssh_server, tmp_path, known_hosts=tmp_path / "none"))
     assert (unknown.standing, unknown.recorded_fingerprint) == ("unknown", None)
 
 
@@ -183,11 +178,12 @@ def test_the_recorded_key_type_is_asked_for_first(two_key_server: SshServer,
     public.write_text((two_key_server.root / "host_key_ecdsa.pub").read_text())
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{two_key_server.port} {public.read_text()}")
-    offer = examine(_device(two_key_server, known_hosts))
+    offer = examine(ssh_device(two_key_server, tmp_path, known_hosts=known_hosts))
     assert offer.standing == "trusted" and offer.key.get_name() == "ecdsa-sha2-nistp256"
     assert offer.fingerprint == _openssh_fingerprint(public)
     # With nothing recorded, the board's own first choice.
-    assert fetch_host_key(_device(two_key_server, tmp_path / "none")).get_name() == "ssh-ed25519"
+    nothing_recorded = ssh_device(two_key_server, tmp_path, known_hosts=tmp_path / "none")
+    assert fetch_host_key(nothing_recorded).get_name() == "ssh-ed25519"
 
 
 def _within(seconds: float, call: Callable[[], object]) -> object:
