@@ -95,6 +95,8 @@ class TemporaryServer:
     def _spawn(self) -> None:
         # Its output goes to a file of its own, not the terminal: a start that fails and is
         # retried, or Prefect's server logging, is not the run's console (see _last_words).
+        if self.output is not None:
+            self.output.close()  # a failed start's, retried
         self.output = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", _prefect_app_dir(), "--factory",
