@@ -1,7 +1,8 @@
 """What a run that has nothing to do costs, each way of running the lifecycle, side by side.
 
 In a scratch copy of this project (its code, prefect.yaml, dvc.yaml; the tiny
-experiment of ``tests/tiny.py`` as its params.yaml/farm.yaml; ``dvc init``) it times:
+experiment of ``tests/tiny.py`` as its params.yaml/farm.yaml; ``dvc init``, then the
+project's own ``.dvc/config``) it times:
 
 - ``cold``: the first ``edgeflow run`` (every step executes; temporary Prefect server);
 - ``no-op run, temporary server``: ``edgeflow run`` again, with no PREFECT_API_URL (the
@@ -89,6 +90,10 @@ def main() -> None:
         env.pop(name, None)
     edgeflow = str(BIN / "edgeflow")
     _command([str(BIN / "dvc"), "init", "--no-scm", "--quiet"], project, env)
+    # The project's own DVC settings (no usage analytics: a background report process
+    # per command, a fifth of a no-op repro), on a folder without git.
+    shutil.copyfile(ROOT / ".dvc" / "config", project / ".dvc" / "config")
+    _command([str(BIN / "dvc"), "config", "core.no_scm", "true"], project, env)
 
     def run(run_env: dict[str, str]) -> Callable[[], str]:
         def action() -> str:

@@ -175,6 +175,35 @@ def launch() -> TemporaryServer | None:
     return TemporaryServer().launch()
 
 
+# What a flow run imports when it starts (Prefect's engines, the encoder it stores a
+# run's parameters with, artifacts, concurrency slots, the flow graph): a fifth of a
+# second, done while a temporary server boots instead of after it answers.
+RUN_MODULES = ("prefect.flow_engine", "prefect.task_engine", "prefect.artifacts",
+               "prefect.concurrency.sync", "prefect.utilities.visualization",
+               "fastapi.encoders")
+
+
+def import_run_modules() -> None:
+    """Import :data:`RUN_MODULES`."""
+    for name in RUN_MODULES:
+        importlib.import_module(name)
+
+
+def _without_unasked_heartbeats() -> dict[str, None]:
+    """No flow run heartbeats from a CLI run unless a frequency was configured
+    (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` in the environment or the profile).
+
+    A heartbeat only serves a "zombie run" automation on the server, and a CLI run is
+    watched by its terminal: it ends its flow run as Failed or Cancelled itself. Prefect
+    sends them every 180 s by default, and its engine waits up to a second for the
+    heartbeat thread when a run ends (a fifth of a no-op run on a lasting server).
+    Deployed runs keep Prefect's default: no terminal watches a worker's run."""
+    from prefect.settings import get_current_settings
+
+    asked = "heartbeat_frequency" in get_current_settings().flows.model_fields_set
+    return {} if asked else {"flows.heartbeat_frequency": None}
+
+
 @contextmanager
 def prefect_server(started: TemporaryServer | None = None) -> Iterator[None]:
     """A Prefect API for the block: the configured one, or a temporary server that dies
@@ -185,9 +214,11 @@ def prefect_server(started: TemporaryServer | None = None) -> Iterator[None]:
     if PREFECT_API_URL.value() or not sys.platform.startswith("linux"):
         if started is not None:
             started.stop()  # a profile names a server: the early one is not needed
-        yield
+        with temporary_settings(_without_unasked_heartbeats()):
+            yield
         return
     server = started or TemporaryServer().launch()
+    import_run_modules()  # the server's boot, not this, is what a no-op run waits for
     server.wait_ready(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
     # No flow run heartbeats: they tell a lasting server that a run is still alive, and
     # this server dies with the run, so they would tell nobody; the engine also waits up

@@ -181,3 +181,57 @@ def test_farm_probe_exits_by_the_class_of_its_failures(project: Path) -> None:
         f"key_file: '{key}', known_hosts: known_hosts, connect_attempts: 1}}\n")
     assert refused(edgeflow("farm", "probe", cwd=project), 1) == (
         "ghost: could not be probed (the table says why)")  # a DeviceUnreachable
+
+
+@pytest.mark.parametrize(("code", "status"), [(None, 0), (0, 0), (3, 3), (130, 130),
+                                               ("a message", 1)])
+def test_the_exit_status_is_pythons_for_the_system_exit(code: object, status: int) -> None:
+    from flows.cli import exit_status
+
+    assert exit_status(code) == status
+
+
+ENDING = """
+import atexit, sys
+from pathlib import Path
+import flows.cli as cli
+
+marks = Path(sys.argv[1])
+
+
+class Finalised:
+    def __del__(self):  # runs in the interpreter's teardown, which the command skips
+        with marks.open("a") as out:
+            out.write("teardown\\n")
+
+
+KEPT = Finalised()
+
+
+def command():
+    atexit.register(lambda: marks.open("a").write("exit handler\\n"))
+    print("printed, not flushed", end="")
+    if sys.argv[2] == "raise":
+        raise RuntimeError("a bug")
+    sys.exit(int(sys.argv[2]))
+
+
+cli.app = command
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(("how", "status"), [("0", 0), ("3", 3), ("raise", 1)])
+def test_the_command_ends_after_every_exit_handler_with_its_status_and_no_teardown(
+        tmp_path: Path, how: str, status: int) -> None:
+    """The last exit handler ends the process: the handlers that libraries register
+    during the command (Prefect's log delivery, the temporary server's stop) have run,
+    output is flushed, the status is the command's, and the interpreter's half-second
+    teardown of every imported module is skipped."""
+    marks = tmp_path / "marks"
+    done = subprocess.run([sys.executable, "-c", ENDING, str(marks), how], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == status, done.stderr
+    assert done.stdout == "printed, not flushed"
+    assert marks.read_text() == "exit handler\n"
+    assert ("RuntimeError: a bug" in done.stderr) == (how == "raise")

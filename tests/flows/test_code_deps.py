@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.code_deps import module_closure
+from flows.code_deps import imported_names, module_closure
 from flows.steps import STEPS, code_dependencies
 from tests.tiny import TINY_PARAMS, write_tiny_config
 
@@ -59,6 +59,47 @@ def test_the_closure_follows_lazy_relative_and_submodule_imports_and_loaded_fold
         "app/sub/lazy.py", "app/sub/near.py"]
     # Neither the standard library (os, json) nor the project's own package is a library.
     assert closure.libraries == ("numpy", "scipy", "yaml")
+
+
+NESTED_IMPORTS = """\
+if FLAG:
+    import in_if
+else:
+    import in_else
+try:
+    import in_try
+except ImportError:
+    import in_handler
+else:
+    import in_try_else
+finally:
+    import in_finally
+with open(PATH) as handle:
+    import in_with
+for item in ITEMS:
+    import in_for
+else:
+    import in_for_else
+while WAITING:
+    import in_while
+match VALUE:
+    case 1:
+        import in_case
+class Holder:
+    import in_class
+    def method(self):
+        import in_method
+async def fetch():
+    async with LOCK:
+        import in_async_with
+"""
+
+
+def test_an_import_counts_in_every_kind_of_block_it_can_stand_in() -> None:
+    names = set(imported_names(NESTED_IMPORTS, "app.main", is_package=False))
+    assert names == {"in_if", "in_else", "in_try", "in_handler", "in_try_else", "in_finally",
+                     "in_with", "in_for", "in_for_else", "in_while", "in_case", "in_class",
+                     "in_method", "in_async_with"}
 
 
 def test_a_module_reached_only_by_a_lazy_import_drops_out_with_it(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,11 @@ def test_a_server_that_cannot_start_is_retried_once_then_named_with_its_last_wor
 
 
 
-def test_a_run_on_the_temporary_server_sends_no_heartbeats_one_on_a_lasting_server_does(
+def test_a_cli_run_sends_heartbeats_only_to_a_lasting_server_that_was_configured_for_them(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Heartbeats tell a lasting server a run is alive; the temporary one dies with the
-    run. Nor is its API version checked: it is this installation's Prefect."""
+    run, and a terminal watches a CLI run unless the user asked for them. Nor is the
+    temporary server's API version checked: it is this installation's Prefect."""
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
     from flows.server import prefect_server
@@ -52,5 +54,43 @@ def test_a_run_on_the_temporary_server_sends_no_heartbeats_one_on_a_lasting_serv
     with temporary_settings({PREFECT_API_URL: lasting}), prefect_server():
         settings = get_current_settings()
         assert settings.api.url == lasting
-        assert settings.flows.heartbeat_frequency == 180
+        assert settings.flows.heartbeat_frequency is None
         assert settings.client.server_version_check_enabled is True
+    assert get_current_settings().flows.heartbeat_frequency == 180, "Prefect's default after"
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "240")
+    with temporary_settings({PREFECT_API_URL: lasting}), prefect_server():
+        assert get_current_settings().flows.heartbeat_frequency == 240
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "180")  # asked for: the default
+    with temporary_settings({PREFECT_API_URL: lasting}), prefect_server():
+        assert get_current_settings().flows.heartbeat_frequency == 180
+
+
+WAITING = """
+import sys
+from flows.server import RUN_MODULES, prefect_server
+
+
+class Booting:
+    api_url = "http://127.0.0.1:9/api"
+
+    def wait_ready(self, timeout):
+        print(sorted(name for name in RUN_MODULES if name not in sys.modules))
+        raise SystemExit(0)
+
+
+with prefect_server(Booting()):
+    pass
+"""
+
+
+def test_what_a_flow_run_imports_is_imported_while_the_temporary_server_boots() -> None:
+    """A no-op run waits seconds for its temporary server: the fifth of a second of
+    imports a flow run starts with is done before that wait, not after it."""
+    import subprocess
+    import sys
+
+    env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
+    done = subprocess.run([sys.executable, "-c", WAITING], capture_output=True, text=True,
+                          timeout=120, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
