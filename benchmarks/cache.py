@@ -8,6 +8,8 @@ project's own ``.dvc/config``) it times:
 - ``no-op run, temporary server``: ``edgeflow run`` again, with no PREFECT_API_URL (the
   CLI starts and stops a server of its own);
 - ``no-op run, running server``: the same with PREFECT_API_URL of ``edgeflow serve``;
+- ``Prefect floor``: a bare Prefect flow of as many cached tasks on that server, in a
+  new process like the CLI: what any Prefect flow costs there, the rest is edgeflow's;
 - ``no-op deployment run``: ``on-change`` triggered on the served server until its final
   state (the worker's poll, the flow-run process, the pull step, the flow);
 - ``no-op dvc repro``.
@@ -38,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from flows.steps import STEPS  # noqa: E402
 from tests.helpers import copy_project_files  # noqa: E402
 from tests.tiny import write_tiny_config  # noqa: E402
 
@@ -128,6 +131,10 @@ def main() -> None:
         importlib.import_module("prefect.deployments")  # before the clock starts
 
         measure("no-op run, running server", run(served), args.repeats)
+        floor = _write_prefect_floor(scratch)
+        _command([sys.executable, str(floor)], scratch, served)  # fills its cache
+        measure("Prefect floor, running server", lambda: _command(
+            [sys.executable, str(floor)], scratch, served).stdout.strip(), args.repeats)
         measure("no-op deployment run", lambda: _deployment_run(url), args.repeats)
     finally:
         _command([edgeflow, "stop"], project, env)
@@ -147,6 +154,39 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+# The task runs of a no-op tiny lifecycle: one per step (one device) and the DVC record.
+TASK_RUNS = len(STEPS) + 1
+# What any Prefect flow of as many cached tasks costs on the same server, with the
+# same settings as `edgeflow run` there (no heartbeats): the part of a no-op that is
+# Prefect's own (its import, the flow and task runs), not edgeflow's.
+PREFECT_FLOOR = f"""\
+from prefect import flow, task
+from prefect.cache_policies import INPUTS
+from prefect.settings import temporary_settings
+
+
+@task(cache_policy=INPUTS, persist_result=True)
+def step(number: int) -> int:
+    return number
+
+
+@flow
+def floor(name: str = "floor") -> int:
+    return sum(step(number) for number in range({TASK_RUNS}))
+
+
+with temporary_settings({{"flows.heartbeat_frequency": None}}):
+    state = floor(return_state=True)
+print("executed nothing" if state.is_completed() else state.name)
+"""
+
+
+def _write_prefect_floor(scratch: Path) -> Path:
+    path = scratch / "prefect_floor.py"
+    path.write_text(PREFECT_FLOOR, encoding="utf-8")
+    return path
+
+
 def _deployment_run(url: str) -> str:
     """Trigger on-change and wait for its final state; what its steps did."""
     from prefect.client.orchestration import get_client
@@ -159,10 +199,19 @@ def _deployment_run(url: str) -> str:
         if not flow_run.state.is_completed():
             return f"ENDED {flow_run.state.name}: {flow_run.state.message}"
         with get_client(sync_client=True) as client:
-            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[flow_run.id])))
-    executed = [task.name for task in tasks
-                if task.state.name != "Cached" and not task.name.startswith("record_with_dvc")]
+            # Task run states reach the server as events, recorded a moment after the flow
+            # run's own final state: read them once every one is final.
+            deadline = time.monotonic() + 30
+            while True:
+                tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=[flow_run.id])))
+                if all(task.state and task.state.is_final() for task in tasks) \
+                        or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+    executed = [f"{task.name} ({task.state.name if task.state else 'no state'})" for task in tasks
+                if (task.state is None or task.state.name != "Cached")
+                and not task.name.startswith("record_with_dvc")]
     return "executed nothing" if not executed else f"EXECUTED: {', '.join(executed)}"
 
 
