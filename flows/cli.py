@@ -286,6 +286,82 @@ def report(params: ParamsOption = Path("params.yaml"),
     say(f"report: {layout.reports / 'report.md'}")
 
 
+DeviceArgument = Annotated[str, typer.Argument(help="device name in farm.yaml")]
+
+
+def _release_context(params: Path, farm: Path | None) -> Any:
+    from flows.steps import Context
+
+    return _guarded(lambda: Context.load(params, _farm(params, farm)))
+
+
+def _ask(device: str, variant: str, change: str) -> bool:
+    """Approval on the terminal (``release.policy: approve``, or a release by hand)."""
+    if not sys.stdin.isatty():
+        raise typer.BadParameter(f"releasing {variant} to {device} needs an approval and there "
+                                 "is no terminal to ask: pass --yes")
+    return typer.confirm(f"release {variant} to {device} ({change})?", default=False)
+
+
+def _say_release(outcome: Any) -> None:
+    from tasks.release.outcome import FAILED, REFUSED
+
+    version = f" (MLflow version {outcome.mlflow_version})" if outcome.mlflow_version else ""
+    say(f"{outcome.device}: {outcome.status}: {outcome.message}{version}")
+    if outcome.status in (REFUSED, FAILED):
+        raise typer.Exit(1)
+
+
+@app.command()
+def release(device: DeviceArgument, params: ParamsOption = Path("params.yaml"),
+            farm: FarmOption = None,
+            variant: Annotated[str | None, typer.Option(
+                "--variant", help="the variant to release; default: the device's recommended one")] = None,
+            yes: Annotated[bool, typer.Option("--yes", help="release without asking")] = False) -> None:
+    """Release a variant to a device by hand: health-checked there, then made current."""
+    from tasks.core.locks import experiment_lock
+    from tasks.release import release_device
+
+    ctx = _release_context(params, farm)
+
+    def released() -> Any:
+        with experiment_lock(ctx.layout.state):
+            return release_device(ctx.params, ctx.farm, ctx.layout, device, variant,
+                                  approve=None if yes else _ask)
+
+    _say_release(_guarded(lambda: _interruptible(released)))
+
+
+@app.command()
+def rollback(device: DeviceArgument, params: ParamsOption = Path("params.yaml"),
+             farm: FarmOption = None) -> None:
+    """Switch a device back to its previous healthy release (and its MLflow alias)."""
+    from tasks.core.locks import experiment_lock
+    from tasks.release import rollback_device
+
+    ctx = _release_context(params, farm)
+
+    def rolled() -> Any:
+        with experiment_lock(ctx.layout.state):
+            return rollback_device(ctx.farm, ctx.layout, device)
+
+    _say_release(_guarded(lambda: _interruptible(rolled)))
+
+
+@app.command()
+def status(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None) -> None:
+    """What each device runs: current and previous release, last health check, drift."""
+    from tasks.release import device_state
+    from tasks.release.view import status_table
+
+    ctx = _release_context(params, farm)
+    states = [_guarded(lambda: device_state(ctx.farm, ctx.layout, name)) for name in ctx.farm.devices]
+    console.print(status_table(states))
+    for state in states:
+        if state["drift"]:
+            say(f"drift on {state['device']}: {state['drift']}", "bold red")
+
+
 farm_app = typer.Typer(no_args_is_help=True, help="Look at and prepare the device farm.")
 app.add_typer(farm_app, name="farm")
 

@@ -37,14 +37,16 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from tasks.core import device_code
+from tasks.core import device_code, preprocessing
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("tasks", "flows")
 # Loader module -> the folder whose .py files it loads by path (repo-relative); where the
 # device code lives is device_code's to say.
 LOADED_BY_PATH = {Path(device_code.__file__).resolve().relative_to(PACKAGE_ROOT):
-                  device_code.DEVICE_DIR.relative_to(PACKAGE_ROOT)}
+                  device_code.DEVICE_DIR.relative_to(PACKAGE_ROOT),
+                  Path(preprocessing.__file__).resolve().relative_to(PACKAGE_ROOT):
+                  preprocessing.PREPROCESS_PATH.relative_to(PACKAGE_ROOT)}
 # Recorded in a key for a module imported but not installed (an optional runtime the
 # code tries): installing it later changes what runs, so it changes the key.
 NOT_INSTALLED = "not installed"
@@ -150,9 +152,10 @@ def module_closure(entry: str, root: Path = PACKAGE_ROOT,
         pending.extend(_packages_on_the_way(name))
         source = (root / path).read_text(encoding="utf-8")
         pending.extend(_imports_of(source, name, path.name == "__init__.py"))
-        if path in loaded_by_path:
-            pending.extend(module_name(loaded.relative_to(root))
-                           for loaded in sorted((root / loaded_by_path[path]).rglob("*.py")))
+        if path in loaded_by_path:  # a folder of modules, or one file
+            target = root / loaded_by_path[path]
+            loaded = [target] if target.is_file() else sorted(target.rglob("*.py"))
+            pending.extend(module_name(module.relative_to(root)) for module in loaded)
     return CodeClosure(tuple(sorted(files)), tuple(sorted(libraries)))
 
 

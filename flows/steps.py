@@ -177,7 +177,9 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          records=lambda lay: [lay.summary, lay.reports / "report.md",
                               lay.reports / "points.json"],
          reads_farm=True, run=_select),
-    Step("track", params=tuple(Params.model_fields), entry="tasks.track",
+    # Track logs every section but the release policy, which changes no measurement.
+    Step("track", params=tuple(name for name in Params.model_fields if name != "release"),
+         entry="tasks.track",
          deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.prepared, lay.train_metrics,
                            lay.train_metrics.with_name("train_history.json")],
          outs=lambda lay: [], records=lambda lay: [lay.tracking_record], run=_track),

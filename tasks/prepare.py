@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from tasks.core import preprocessing
 from tasks.core.config import DataParams
 from tasks.core.contracts.prepared import SPLITS, PreparedMeta, write_meta, write_split
 from tasks.core.errors import DataError
@@ -54,19 +55,11 @@ class LoadedImages:
 
 
 def _to_model_input(image: "object", params: DataParams) -> np.ndarray:
-    """Resize a PIL image and convert it to the configured colour mode, in [0, 1]."""
-    from PIL import Image, ImageOps
-
-    image = ImageOps.exif_transpose(image)  # photos shot sideways carry an EXIF rotation
-    if image.mode.startswith("I"):
-        # 16/32-bit grey: convert("L") clips at 255 instead of scaling the range down.
-        peak = 65535.0 if image.mode.startswith("I;16") else float(max(np.asarray(image).max(), 1))
-        image = Image.fromarray(np.uint8(np.asarray(image, np.float32) / peak * 255 + 0.5), "L")
-    mode = "L" if params.color == "grayscale" else "RGB"
+    """Resize a PIL image and convert it to the configured colour mode, in [0, 1]: the
+    predictor's own pre-processing (:mod:`tasks.core.preprocessing`), so an application on a
+    board turns its images into exactly what the model was trained on."""
     height, width = params.image_size
-    pixels = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)  # type: ignore[attr-defined]
-    array = np.asarray(pixels, dtype=np.float32) / 255.0
-    return array[..., np.newaxis] if array.ndim == 2 else array
+    return preprocessing.to_model_input(image, height, width, params.color)
 
 
 def load_digits(params: DataParams) -> LoadedImages:

@@ -246,3 +246,30 @@ def copy_project_files(names: tuple[str, ...], project: Path) -> None:
             shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, project / name)
+
+
+def benchmarked_copy(tiny_project: Any, root: Path, farm_text: str, params: Any) -> Any:
+    """A copy of the tiny project at ``root`` (prepared data, variants, base model,
+    training metrics) with ``farm_text`` as its farm.yaml, each device benchmarked with
+    ``params`` and the results selected: its Layout."""
+    from tasks.benchmark import benchmark_device
+    from tasks.core.config import load_farm
+    from tasks.core.layout import Layout
+    from tasks.select import select
+
+    source, layout = tiny_project.layout, Layout(root)
+    shutil.copytree(source.prepared, layout.prepared)
+    shutil.copytree(source.variants, layout.variants)
+    shutil.copytree(source.base_model, layout.base_model)
+    layout.train_metrics.parent.mkdir(parents=True)
+    shutil.copyfile(source.train_metrics, layout.train_metrics)
+    history = source.train_metrics.with_name("train_history.json")
+    shutil.copyfile(history, layout.train_metrics.with_name(history.name))
+    (root / "farm.yaml").write_text(farm_text, encoding="utf-8")
+    farm = load_farm(root / "farm.yaml")
+    for name, device in farm.devices.items():
+        benchmark_device(name, device, params, layout.variants, layout.prepared,
+                         layout.device_results(name))
+    select(tiny_project.params.requirements, farm, layout.results,
+           layout.base_model / "reference.json", layout.reports, layout.train_metrics.parent)
+    return layout

@@ -183,6 +183,23 @@ class RequirementParams(Requirements):
     rank_by: RankKey = "latency_p50_ms"
 
 
+class ReleaseParams(StrictModel):
+    """How the chosen variant reaches each device as the application's model: ``auto``
+    releases a device's recommended variant when it differs from what the device runs
+    (and passed); ``approve`` asks a person first (the Prefect UI for a deployed run, the
+    terminal for ``edgeflow run``); ``off`` never releases."""
+
+    policy: Literal["auto", "approve", "off"] = "auto"
+    keep: Annotated[int, count(2, 100)] = Field(
+        default=5, description="releases kept per device (never the current or previous one)")
+    check_images: Annotated[int, count(1, 10_000)] = Field(
+        default=50, description="test images bundled for the release's health check")
+    check_timeout_seconds: PositiveSeconds = Field(
+        default=300.0, description="limit for the health check on the device")
+    approval_timeout_seconds: PositiveSeconds = Field(
+        default=3600.0, description="how long a deployed run waits for an approval")
+
+
 class Params(StrictModel):
     data: DataParams = DataParams()
     model: ModelParams = SmallCNNOptions()
@@ -194,6 +211,7 @@ class Params(StrictModel):
     convert: ConvertParams = ConvertParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     requirements: RequirementParams = RequirementParams()
+    release: ReleaseParams = ReleaseParams()
 
     @field_validator("model", mode="before")
     @classmethod
@@ -257,6 +275,12 @@ class RunsHarness(StrictModel):
     requirements: Requirements | None = None
     keep_runs: Annotated[int, count(1, 1000)] = Field(
         default=5, description="per-run folders kept on the device (older are removed)")
+    on_release: str | None = Field(
+        default=None, min_length=1, max_length=4096,
+        description="shell command run on the device after a release becomes current "
+                    "(e.g. systemctl --user restart app); its folder is $1. If it fails, "
+                    "the previous release is restored")
+    on_release_timeout_seconds: PositiveSeconds = 120.0
 
     @field_validator("runtimes")
     @classmethod

@@ -9,32 +9,28 @@ the name ``tasks.device.<module>`` (so a test that imports it sees the same modu
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
+from tasks.core import by_path
+
 DEVICE_DIR = Path(__file__).resolve().parents[1] / "device"
 HARNESS_PATH = DEVICE_DIR / "harness.py"
+PREDICT_PATH = DEVICE_DIR / "predict.py"
+PREPROCESS_PATH = DEVICE_DIR / "preprocess.py"
+RELEASES_PATH = DEVICE_DIR / "releases.py"
 
 
 def load(path: Path) -> ModuleType:
     """The module in ``path`` (a file of :data:`DEVICE_DIR`), loaded once."""
-    name = f"tasks.device.{path.stem}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # before running it: its dataclasses look themselves up
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
+    return by_path.load(path)
 
 
 def harness() -> ModuleType:
     """The benchmark harness (``tasks/device/harness.py``)."""
     return load(HARNESS_PATH)
+
+
+def predictor() -> ModuleType:
+    """The predictor shipped in every release (``tasks/device/predict.py``)."""
+    return load(PREDICT_PATH)

@@ -55,6 +55,15 @@ class Layout:
         return self.root / "metrics" / "mlflow_run.json"
 
     @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
+    def device_releases(self, device: str) -> Path:
+        """A device's release record (``release.json``) and, for a microcontroller, its
+        firmware-ready bundles (``<release-id>/``)."""
+        return self.releases / device
+
+    @property
     def state(self) -> Path:
         """Tool state that is neither an artifact nor versioned (caches, device dirs)."""
         return self.root / ".edgeflow"

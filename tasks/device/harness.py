@@ -376,6 +376,13 @@ def load_runner(runtime: str, artifact: str, threads: int = 1,
     return RUNTIMES[runtime](artifact, threads, options or {})
 
 
+def runtime_options(spec: dict[str, Any], accelerators: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`load_runner` is given for a variant (its ``spec``) on a device: the
+    device's accelerator hints, the variant's arena size and execution precision."""
+    return {**accelerators, "arena_bytes": spec.get("arena_bytes"),
+            "execution_precision": spec.get("execution_precision")}
+
+
 def quantize_input(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """Turn one normalised float image (H, W, C) into the runtime's batch-1 input."""
     batch = x[np.newaxis, ...]
@@ -610,8 +617,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with np.load(args.data, allow_pickle=False) as data:
         images, labels = data["x"], data["y"]
     rss_before_load = _peak_rss_mb()
-    options = {**json.loads(args.accelerators), "arena_bytes": spec.get("arena_bytes"),
-               "execution_precision": spec.get("execution_precision")}
+    options = runtime_options(spec, json.loads(args.accelerators))
 
     start = time.perf_counter()
     runner = load_runner(args.runtime, args.artifact, args.threads, options)

@@ -8,13 +8,13 @@ The store is ``sqlite:///<root>/mlflow/mlflow.db`` with artifacts under
 
 from __future__ import annotations
 
-import os
 import socket
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from tasks.core.locks import file_lock
+from tasks.core.mlflow_store import STORE_LOCK_WAIT_SECONDS, store_lock, tracking_uri
+
+__all__ = ["STORE_LOCK_WAIT_SECONDS", "store_lock", "tracking_uri"]
 
 EXPERIMENT = "edgeflow"
 EXPERIMENT_TAG = "edgeflow.experiment"  # the experiment folder a lifecycle run belongs to
@@ -23,27 +23,6 @@ HOST_TAG = "edgeflow.host"  # the machine that ran it
 # "GenAI apps & agents" (traces, sessions, token usage) for an experiment that has no
 # logged models yet. Ours trains and measures models: the classic runs table.
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
-# Long enough for another experiment's track step to finish with the same store.
-STORE_LOCK_WAIT_SECONDS = 600.0
-
-
-def tracking_uri(root: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
-
-
-def store_lock(uri: str) -> AbstractContextManager[None]:
-    """Exclusive use of a sqlite store while this process creates, migrates and writes
-    it. MLflow runs its schema migrations on first use, and two processes migrating one
-    file at once leave it half-migrated for good (``table _alembic_tmp_tags already
-    exists`` on every later run). Runs of one experiment are already serialised; this
-    covers experiments that share one store through ``MLFLOW_TRACKING_URI``. A server
-    store migrates itself: nothing to lock."""
-    if not uri.startswith("sqlite:///"):
-        return nullcontext()
-    database = Path(uri.removeprefix("sqlite:///"))
-    return file_lock(database.with_name(f"{database.name}.lock"), STORE_LOCK_WAIT_SECONDS)
-
-
 def artifact_location(root: Path, uri: str) -> str | None:
     """Where a new experiment keeps artifacts: beside a sqlite database (a sqlite store
     otherwise uses ./mlruns of whatever folder the run started in); a server decides

@@ -16,13 +16,12 @@ from typing import Any
 
 import pytest
 
-from tasks.benchmark import benchmark_device
-from tasks.core.config import BenchmarkParams, load_farm
+from tasks.core.config import BenchmarkParams
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.layout import Layout
-from tasks.select import select
 from tasks.track import EXPERIMENT, flatten, track
+from tests.helpers import benchmarked_copy
 
 FARM = """\
 devices:
@@ -40,23 +39,8 @@ OK_METRICS = {"accuracy", "size_bytes", "latency_p50_ms", "latency_p90_ms", "lat
 @pytest.fixture(scope="module")
 def benchmarked(tiny_project: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project folder after prepare/train/convert (copied), benchmark and select."""
-    source, root = tiny_project.layout, tmp_path_factory.mktemp("tracked") / "project"
-    layout = Layout(root)
-    shutil.copytree(source.prepared, layout.prepared)
-    shutil.copytree(source.variants, layout.variants)
-    layout.base_model.mkdir(parents=True)
-    shutil.copyfile(source.base_model / "reference.json", layout.base_model / "reference.json")
-    layout.train_metrics.parent.mkdir(parents=True)
-    shutil.copyfile(source.train_metrics, layout.train_metrics)
-    history = source.train_metrics.with_name("train_history.json")
-    shutil.copyfile(history, layout.train_metrics.with_name(history.name))
-    (root / "farm.yaml").write_text(FARM, encoding="utf-8")
-    farm = load_farm(root / "farm.yaml")
-    for name, device in farm.devices.items():
-        benchmark_device(name, device, QUICK, layout.variants, layout.prepared,
-                         layout.device_results(name))
-    select(tiny_project.params.requirements, farm, layout.results,
-           layout.base_model / "reference.json", layout.reports, layout.train_metrics.parent)
+    root = tmp_path_factory.mktemp("tracked") / "project"
+    benchmarked_copy(tiny_project, root, FARM, QUICK)
     return root
 
 

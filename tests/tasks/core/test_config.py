@@ -119,7 +119,7 @@ FORMATS = "tflite, onnx, openvino, tflm, edgetpu"
 BAD_PARAMS = [
     pytest.param("trian: {epochs: 3}\n",
                  "top level: unknown key 'trian' (allowed: benchmark, convert, data, formats, "
-                 "model, optimize, quantization, requirements, train)",
+                 "model, optimize, quantization, release, requirements, train)",
                  id="unknown-top-level-key"),
     pytest.param("train: {epoch: 3}\n",
                  "train: unknown key 'epoch' (allowed: augmentation, batch_size, class_weight, "
@@ -414,8 +414,9 @@ BAD_FARMS = [
                  "devices.pi.transport: 'telnet' is not allowed (allowed: 'local', 'ssh', 'mcu')",
                  id="unknown-transport"),
     pytest.param("devices: {pi: {thread: 2}}\n",
-                 "devices.pi: unknown key 'thread' (allowed: accelerators, keep_runs, python, "
-                 "requirements, runtimes, tags, threads, transport, workdir)",
+                 "devices.pi: unknown key 'thread' (allowed: accelerators, keep_runs, on_release, "
+                 "on_release_timeout_seconds, python, requirements, runtimes, tags, threads, "
+                 "transport, workdir)",
                  id="unknown-device-key"),
     pytest.param("devices: {pi: {requirements: {rank_by: size_bytes}}}\n",
                  "devices.pi.requirements: unknown key 'rank_by' (allowed: max_accuracy_drop, "
@@ -464,7 +465,8 @@ BAD_FARMS = [
     pytest.param(ssh_farm("password: hunter2"),
                  "devices.pi: unknown key 'password' (allowed: accelerators, connect_attempts, "
                  "connect_timeout, host, io_timeout, keep_runs, keepalive_seconds, key_file, "
-                 "key_passphrase_env, known_hosts, port, python, requirements, "
+                 "key_passphrase_env, known_hosts, on_release, on_release_timeout_seconds, port, "
+                 "python, requirements, "
                  "retry_backoff_seconds, runtimes, setup, tags, threads, transport, user, "
                  "workdir)",
                  id="password"),

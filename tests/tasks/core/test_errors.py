@@ -14,6 +14,7 @@ from tasks.core.errors import (ConfigError, ConversionError, DataError, DeviceEr
                                device_failure)
 from tasks.core.locks import ExperimentBusy, LockTimeout
 from tasks.farm.push import DeployError
+from tasks.farm.releases import ReleaseError
 from tasks.farm.setup import SetupError
 from tasks.farm.transports import DeviceUnreachable, HostKeyRefused
 from flows.serve import ServeError
@@ -36,6 +37,7 @@ EXIT_CODES: dict[type[EdgeflowError], int] = {
     DeployError: 1,
     SetupError: 1,
     ServeError: 1,
+    ReleaseError: 1,
 }
 
 # Exception classes defined in tasks/ and flows/ that are deliberately not EdgeflowErrors.
@@ -43,6 +45,8 @@ NOT_USER_ERRORS = {
     "Skipped": "a variant's outcome (an exporter that cannot run here), recorded in the "
                "index, never raised to the user",
     "PrecisionUnavailable": "raised on a board by the harness, which imports nothing of edgeflow",
+    "ImageError": "raised on a board by the predictor (a bad image an application passed): "
+                  "an HTTP 400 or a JSON line, never an edgeflow command's error",
     "DuplicateKeyError": "a yaml.YAMLError inside the loader, reported as a ConfigError",
     "Interrupted": "a KeyboardInterrupt: Ctrl-C ends the command with 130",
 }

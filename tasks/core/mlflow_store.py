@@ -1,0 +1,35 @@
+"""The MLflow store of an experiment, and the lock that keeps a sqlite store sound.
+
+The store is ``sqlite:///<root>/mlflow/mlflow.db`` (artifacts under
+``<root>/mlflow/artifacts``) unless ``MLFLOW_TRACKING_URI`` is set (a server started by
+``make mlflow``, or another database). Used by track (runs, models) and release (the
+model registry).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+from tasks.core.locks import file_lock
+
+# Long enough for another experiment's track step to finish with the same store.
+STORE_LOCK_WAIT_SECONDS = 600.0
+
+
+def tracking_uri(root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def store_lock(uri: str) -> AbstractContextManager[None]:
+    """Exclusive use of a sqlite store while this process creates, migrates and writes
+    it. MLflow runs its schema migrations on first use, and two processes migrating one
+    file at once leave it half-migrated for good (``table _alembic_tmp_tags already
+    exists`` on every later run). Runs of one experiment are already serialised; this
+    covers experiments that share one store through ``MLFLOW_TRACKING_URI``. A server
+    store migrates itself: nothing to lock."""
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    database = Path(uri.removeprefix("sqlite:///"))
+    return file_lock(database.with_name(f"{database.name}.lock"), STORE_LOCK_WAIT_SECONDS)

@@ -1,0 +1,325 @@
+"""Device-side release manager: health-check, switch, roll back and prune releases.
+
+Shipped in every release folder and run there by the orchestrator, under the device
+lock (``flock`` on the workdir's lock file: one release or benchmark at a time), with the
+standard library only. Layout, all under ``<app>`` (``<workdir>/app``)::
+
+    releases/<release-id>/   the release: manifest.json, artifact, predict.py, harness.py,
+                             releases.py, check/; health.json once its check has run
+    current -> releases/<id> the release in use (a relative symlink)
+    state.json               current, previous, the releases rolled back from, events
+
+``current`` only ever moves by renaming a new link over it, so a reader (or a kill at
+any moment) sees the old release or the new one, both complete, and it only moves to a
+release whose health check passed. Commands print one JSON object on stdout:
+
+    python releases.py activate --app APP --release ID [--on-release CMD] [--keep N]
+    python releases.py rollback --app APP [--on-release CMD]
+    python releases.py status --app APP
+
+``--on-release`` is a shell command run after every switch (``sh -c CMD``, with the
+release folder as ``$1`` and ``EDGEFLOW_RELEASE``/``EDGEFLOW_RELEASE_DIR`` set); when it
+fails, the switch is undone (and the command run again for the restored release).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+RELEASE_ID = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
+RELEASES, CURRENT, STATE, HEALTH = "releases", "current", "state.json", "health.json"
+MAX_EVENTS = 50
+CHECK_FAILED_EXIT = 3
+
+
+def _write_json(path: str, document: Any) -> None:
+    staging = f"{path}.{os.getpid()}.tmp"
+    with open(staging, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staging, path)
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def release_dir(app: str, release: str) -> str:
+    return os.path.join(app, RELEASES, release)
+
+
+def current_release(app: str) -> str | None:
+    """The release ``current`` points at, or None (none yet, or a link edgeflow did not
+    make)."""
+    try:
+        target = os.readlink(os.path.join(app, CURRENT))
+    except OSError:
+        return None
+    folder, _, name = target.rpartition("/")
+    return name if folder == RELEASES and RELEASE_ID.match(name) else None
+
+
+def releases(app: str) -> list[str]:
+    """The release folders, oldest first (ids sort by creation time)."""
+    try:
+        names = os.listdir(os.path.join(app, RELEASES))
+    except FileNotFoundError:
+        return []
+    return sorted(name for name in names if RELEASE_ID.match(name)
+                  and os.path.isdir(release_dir(app, name)))
+
+
+def health(app: str, release: str) -> dict[str, Any] | None:
+    found = _read_json(os.path.join(release_dir(app, release), HEALTH))
+    return found if isinstance(found, dict) else None
+
+
+def healthy(app: str, release: str) -> bool:
+    found = health(app, release)
+    return bool(found and found.get("passed"))
+
+
+def load_state(app: str) -> dict[str, Any]:
+    state = _read_json(os.path.join(app, STATE))
+    if not isinstance(state, dict):
+        state = {}
+    state.setdefault("previous", None)
+    state.setdefault("rolled_back", [])
+    state.setdefault("events", [])
+    state["current"] = current_release(app)  # the link is the truth
+    return state
+
+
+def _record(app: str, state: dict[str, Any], action: str, release: str | None,
+            detail: str = "") -> None:
+    state["events"] = [*state["events"], {"at": time.time(), "action": action,
+                                          "release": release, "detail": detail}][-MAX_EVENTS:]
+    _write_json(os.path.join(app, STATE), state)
+
+
+def switch(app: str, release: str) -> None:
+    """Point ``current`` at ``release``: a new link renamed over the old one (atomic)."""
+    staging = os.path.join(app, f".{CURRENT}.{os.getpid()}")
+    if os.path.lexists(staging):
+        os.unlink(staging)
+    os.symlink(f"{RELEASES}/{release}", staging)
+    os.replace(staging, os.path.join(app, CURRENT))
+
+
+def run_check(app: str, release: str, python: str, timeout: float) -> dict[str, Any]:
+    """The release's health check (its own predictor, in a process of its own), recorded
+    as its ``health.json``."""
+    folder = release_dir(app, release)
+    try:
+        done = subprocess.run([python, os.path.join(folder, "predict.py"), "--check"],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        lines = [line for line in done.stdout.splitlines() if line.strip()]
+        try:
+            result = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            result = None
+        if not isinstance(result, dict):
+            said = [line for line in done.stderr.splitlines() if line.strip()]
+            result = {"passed": False, "reasons": [
+                f"the predictor failed (exit {done.returncode}): "
+                f"{said[-1][-300:] if said else 'it said nothing'}"]}
+    except subprocess.TimeoutExpired:
+        result = {"passed": False, "reasons": [f"the check did not finish within {timeout:g} s"]}
+    result["release"] = release
+    _write_json(os.path.join(folder, HEALTH), result)
+    return result
+
+
+def run_hook(app: str, command: str | None, timeout: float) -> dict[str, Any] | None:
+    """``command`` for the release ``current`` points at; None when there is none."""
+    if not command:
+        return None
+    release = current_release(app)
+    folder = os.path.realpath(os.path.join(app, CURRENT))
+    env = {**os.environ, "EDGEFLOW_RELEASE": release or "", "EDGEFLOW_RELEASE_DIR": folder}
+    try:
+        done = subprocess.run(["sh", "-c", command, "on_release", folder], capture_output=True,
+                              text=True, timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "exit": None, "said": f"did not finish within {timeout:g} s"}
+    said = [line for line in (done.stderr + "\n" + done.stdout).splitlines() if line.strip()]
+    return {"ok": done.returncode == 0, "exit": done.returncode,
+            "said": said[-1][-300:] if said else ""}
+
+
+def prune(app: str, keep: int, protect: set[str | None]) -> list[str]:
+    """Remove the releases beyond the newest ``keep``, never one in ``protect``."""
+    removed = []
+    for name in releases(app)[:-keep] if keep > 0 else releases(app):
+        if name not in protect:
+            shutil.rmtree(release_dir(app, name), ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+def _fail_back(app: str, state: dict[str, Any], restore: str | None, hook: dict[str, Any],
+               command: str | None, timeout: float, action: str, release: str) -> dict[str, Any]:
+    """``on_release`` failed after switching to ``release``: switch back to ``restore``."""
+    if restore is not None:
+        switch(app, restore)
+    else:  # the first release: there was no current one to go back to
+        os.unlink(os.path.join(app, CURRENT))
+    restored_hook = run_hook(app, command, timeout) if restore is not None else None
+    state["current"] = restore
+    _record(app, state, f"{action}-undone", release, f"on_release failed: {hook['said']}")
+    return {"status": "hook_failed", "release": release, "current": restore, "hook": hook,
+            "restored_hook": restored_hook,
+            "message": f"on_release failed (exit {hook['exit']}: {hook['said']}); "
+                       f"{'switched back to ' + restore if restore else 'no release to restore'}"}
+
+
+def activate(app: str, release: str, python: str, on_release: str | None, keep: int,
+             check_timeout: float, hook_timeout: float) -> dict[str, Any]:
+    """Health-check ``release``, switch ``current`` to it, run ``on_release``; undo the
+    switch when that fails. Releases beyond ``keep`` are removed (never the current one
+    or the one before it)."""
+    state = load_state(app)
+    before = state["current"]
+    if not os.path.isfile(os.path.join(release_dir(app, release), "manifest.json")):
+        return {"status": "error", "release": release, "current": before,
+                "message": f"release {release} is not on the device"}
+    if before == release:
+        return {"status": "already_current", "release": release, "current": before,
+                "health": health(app, release), "message": f"{release} is already current"}
+    result = run_check(app, release, python, check_timeout)
+    if not result.get("passed"):
+        _record(app, state, "check-failed", release, "; ".join(result.get("reasons", [])))
+        return {"status": "unhealthy", "release": release, "current": before, "health": result,
+                "message": "health check failed: " + "; ".join(result.get("reasons", []))}
+    switch(app, release)
+    state["current"] = release
+    hook = run_hook(app, on_release, hook_timeout)
+    if hook is not None and not hook["ok"]:
+        return {**_fail_back(app, state, before, hook, on_release, hook_timeout, "activate",
+                             release), "health": result}
+    state["previous"] = before
+    state["rolled_back"] = [name for name in state["rolled_back"] if name != release]
+    _record(app, state, "activate", release)
+    removed = prune(app, keep, {release, before})
+    return {"status": "released", "release": release, "current": release, "previous": before,
+            "health": result, "hook": hook, "removed": removed,
+            "message": f"{release} is current" + (f" (was {before})" if before else "")}
+
+
+def rollback_target(app: str, state: dict[str, Any]) -> str | None:
+    """The release a rollback returns to: the one before ``current`` if it is still there
+    and healthy, else the newest healthy release older than ``current``."""
+    current = state["current"]
+    previous = state["previous"]
+    if previous and previous != current and healthy(app, previous):
+        return str(previous)
+    older = [name for name in releases(app)
+             if (current is None or name < current) and name not in state["rolled_back"]
+             and healthy(app, name)]
+    return older[-1] if older else None
+
+
+def rollback(app: str, on_release: str | None, hook_timeout: float) -> dict[str, Any]:
+    """Switch ``current`` back to :func:`rollback_target` and run ``on_release``."""
+    state = load_state(app)
+    current = state["current"]
+    target = rollback_target(app, state)
+    if target is None:
+        return {"status": "nothing_to_roll_back_to", "current": current,
+                "message": "no earlier healthy release on the device"}
+    switch(app, target)
+    state["current"] = target
+    hook = run_hook(app, on_release, hook_timeout)
+    if hook is not None and not hook["ok"]:
+        return _fail_back(app, state, current, hook, on_release, hook_timeout, "rollback", target)
+    if current is not None:
+        state["rolled_back"] = [*(name for name in state["rolled_back"] if name != current),
+                                current]
+    older = [name for name in releases(app) if name < target
+             and name not in state["rolled_back"] and healthy(app, name)]
+    state["previous"] = older[-1] if older else None
+    _record(app, state, "rollback", target, f"from {current}")
+    return {"status": "rolled_back", "release": target, "current": target, "from": current,
+            "hook": hook, "message": f"{target} is current again (was {current})"}
+
+
+def _summary(app: str, release: str | None) -> dict[str, Any] | None:
+    if release is None:
+        return None
+    manifest = _read_json(os.path.join(release_dir(app, release), "manifest.json")) or {}
+    files_intact = None
+    if isinstance(manifest, dict) and manifest.get("files"):
+        import hashlib
+
+        files_intact = True
+        for entry in manifest["files"]:
+            digest = hashlib.sha256()
+            try:
+                with open(os.path.join(release_dir(app, release), entry["path"]), "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+            except OSError:
+                files_intact = False
+                break
+            if digest.hexdigest() != entry["sha256"]:
+                files_intact = False
+                break
+    return {"release": release, "variant": manifest.get("variant"),
+            "sha256": manifest.get("sha256"), "created_at": manifest.get("created_at"),
+            "mlflow": manifest.get("mlflow"),
+            "health": {key: value for key, value in (health(app, release) or {}).items()
+                       if key != "predicted"} or None,
+            "files_intact": files_intact}
+
+
+def status(app: str) -> dict[str, Any]:
+    """What runs now, what ran before, the releases kept and those rolled back from."""
+    state = load_state(app)
+    return {"status": "ok", "current": _summary(app, state["current"]),
+            "previous": _summary(app, state["previous"]), "releases": releases(app),
+            "rolled_back": [_summary(app, name) for name in state["rolled_back"]
+                            if os.path.isdir(release_dir(app, name))],
+            "events": state["events"][-5:]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("activate", "rollback", "status"))
+    parser.add_argument("--app", required=True)
+    parser.add_argument("--release")
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--on-release", default=None)
+    parser.add_argument("--keep", type=int, default=5)
+    parser.add_argument("--check-timeout", type=float, default=600.0)
+    parser.add_argument("--hook-timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    os.umask(0o077)  # what the manager writes is its owner's only, as every pushed file
+    app = os.path.abspath(args.app)
+    if args.command == "activate":
+        if not args.release or not RELEASE_ID.match(args.release):
+            parser.error(f"--release must be a release id, not {args.release!r}")
+        result = activate(app, args.release, args.python, args.on_release, args.keep,
+                          args.check_timeout, args.hook_timeout)
+    elif args.command == "rollback":
+        result = rollback(app, args.on_release, args.hook_timeout)
+    else:
+        result = status(app)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Releases on a device: push a built release, make it current, roll back, read state.
+
+On the device (all under ``<workdir>/app``, see ``tasks/device/releases.py``)::
+
+    releases/<release-id>/   one release: artifact, manifest.json, predict.py, check/...
+    current -> releases/<id> what the application uses
+    releases.py              the release manager, refreshed by every push
+    state.json               current, previous, releases rolled back from, events
+
+A push places every file of the release through the verified push (temporary name,
+rename, mode 600, sha256 checked on the device before anything uses it), then one shell
+command, under the device lock (the benchmark's: a release never runs beside a
+benchmark, and two releases to one device wait for each other), runs the manager: the
+health check in the new release, the atomic switch of ``current``, ``on_release`` and
+the switch back when it fails. What the device answers is untrusted: size-limited and
+parsed as one JSON object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.core.config import LocalDevice, ReleaseParams, SshDevice
+from tasks.core.errors import DeviceError
+from tasks.farm.protocol import LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES, parse_untrusted_json
+from tasks.farm.push import check_then_run, last_line, make_dirs, place_files
+from tasks.farm.transports import Connection, quote_command
+
+APP_DIR = "app"
+MANAGER = "releases.py"
+DEFAULT_LOCK_WAIT_SECONDS = 600.0
+# The manager's own work beyond the health check and on_release: the switch, a prune.
+MANAGER_GRACE_SECONDS = 60.0
+
+
+class ReleaseError(DeviceError):
+    """A release command on the device did not answer with a result."""
+
+
+def app_dir(device: LocalDevice | SshDevice) -> str:
+    return f"{device.workdir}/{APP_DIR}"
+
+
+def _manager_command(device: LocalDevice | SshDevice, lock_wait: float, *argv: str) -> str:
+    """The manager run with ``argv`` under the device lock."""
+    workdir = str(device.workdir)
+    return quote_command(["flock", "-w", f"{lock_wait:g}", "-E", str(LOCK_BUSY_EXIT),
+                          f"{workdir}/{LOCK_NAME}", device.harness_python(),
+                          f"{app_dir(device)}/{MANAGER}", *argv, "--app", app_dir(device)])
+
+
+def _answer(result: Any, what: str, lock_wait: float) -> dict[str, Any]:
+    """The manager's JSON answer; ReleaseError naming why there is none."""
+    if result.exited == LOCK_BUSY_EXIT:
+        raise ReleaseError(f"{what}: the device stayed busy (its lock held by a benchmark or "
+                           f"another release) for more than {lock_wait:g} s")
+    lines = [line for line in (result.stdout or "").splitlines() if line.strip()]
+    try:
+        if not lines or len(lines[-1]) > MAX_RESULT_BYTES:
+            raise ValueError("no answer")
+        return parse_untrusted_json(lines[-1].encode())
+    except ValueError:
+        said = last_line(result.stderr) or f"exit code {result.exited}"
+        raise ReleaseError(f"{what}: the device's release manager failed: {said}") from None
+
+
+def _hook_argv(device: LocalDevice | SshDevice) -> list[str]:
+    if device.on_release is None:
+        return []
+    return ["--on-release", device.on_release,
+            "--hook-timeout", f"{device.on_release_timeout_seconds:g}"]
+
+
+def push_and_activate(connection: Connection, device: LocalDevice | SshDevice, folder: Path,
+                      release_id: str, files: tuple[str, ...], params: ReleaseParams,
+                      lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS) -> dict[str, Any]:
+    """Place the release built in ``folder`` on the device, verify it, and make it
+    current (health check, switch, ``on_release``): the manager's answer, whose
+    ``status`` is ``released``, ``already_current``, ``unhealthy`` or ``hook_failed``."""
+    app = app_dir(device)
+    remote = f"{app}/releases/{release_id}"
+    placed = [(folder / name, f"{remote}/{name}") for name in files]
+    folders = sorted({str(Path(target).parent) for _, target in placed})
+    make_dirs(connection, *folders)
+    place_files(connection, placed)
+    manager = [(folder / MANAGER, f"{app}/{MANAGER}")]
+    place_files(connection, manager)
+    command = _manager_command(device, lock_wait, "activate", "--release", release_id,
+                               "--python", device.harness_python(), "--keep", str(params.keep),
+                               "--check-timeout", f"{params.check_timeout_seconds:g}",
+                               *_hook_argv(device))
+    limit = (lock_wait + params.check_timeout_seconds + device.on_release_timeout_seconds * 2
+             + MANAGER_GRACE_SECONDS)
+    result = check_then_run(connection, [*placed, *manager], then=[command], timeout=limit)
+    return _answer(result, f"release {release_id}", lock_wait)
+
+
+def rollback(connection: Connection, device: LocalDevice | SshDevice,
+             lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS) -> dict[str, Any]:
+    """Switch ``current`` back to the previous healthy release (``on_release`` runs);
+    the manager's answer (``status`` ``rolled_back``, ``nothing_to_roll_back_to`` or
+    ``hook_failed``)."""
+    command = _manager_command(device, lock_wait, "rollback", *_hook_argv(device))
+    result = connection.run(command, timeout=lock_wait + device.on_release_timeout_seconds * 2
+                            + MANAGER_GRACE_SECONDS)
+    return _answer(result, "rollback", lock_wait)
+
+
+def status(connection: Connection, device: LocalDevice | SshDevice) -> dict[str, Any]:
+    """What the device runs (current, previous, kept releases, rolled back ones, recent
+    events); ``{"status": "none"}`` where nothing was ever released. Not under the lock:
+    it only reads."""
+    if MANAGER not in connection.listdir(app_dir(device)):
+        return {"status": "none", "current": None, "previous": None, "releases": [],
+                "rolled_back": [], "events": []}
+    command = quote_command([device.harness_python(), f"{app_dir(device)}/{MANAGER}", "status",
+                             "--app", app_dir(device)])
+    return _answer(connection.run(command), "status", 0)

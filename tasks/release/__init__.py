@@ -1,0 +1,236 @@
+"""Step ``release``: put a device's chosen variant on it as the application's model.
+
+Reads params ``release`` (policy, keep, check images, check timeout), the device's entry
+in ``farm.yaml`` (its ``on_release``), ``reports/summary.json`` (the recommendation and
+the requirements per device), ``models/variants/`` (the artifact), ``data/prepared/``
+(classes, input shape, the check images) and ``metrics/mlflow_run.json`` (the model and
+run track logged). Writes ``releases/<device>/release.json``: what the device runs, what
+it ran before, and the last release attempts.
+
+Per device, by policy: ``auto`` releases the recommended variant when it differs from
+what the device runs (and not one a person rolled back from: that waits for a release by
+hand); ``approve`` asks first; ``off`` releases nothing. ``edgeflow release DEVICE
+[--variant V]`` releases by hand. A release is built here (:mod:`tasks.release.bundle`),
+registered in MLflow (:mod:`tasks.release.registry`), pushed and made current on the
+device only once its health check passes there (:mod:`tasks.farm.releases`); the
+device's MLflow alias then moves to it. A device that cannot be reached, a failed check
+or a failed ``on_release`` leave the device on its previous release, with the reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tasks.core.config import Farm, LocalDevice, McuDevice, Params, SshDevice
+from tasks.core.contracts.prepared import read_meta
+from tasks.core.contracts.summary import read_summary
+from tasks.core.contracts.variants import Variant, read_variant_index
+from tasks.core.errors import ConfigError, DeviceError, StepError
+from tasks.core.layout import Layout
+from tasks.farm import releases as device_releases
+from tasks.farm.transports import connect
+from tasks.release import registry
+from tasks.release.bundle import build_bundle
+from tasks.release.mcu import bundle_state, write_mcu_bundle
+from tasks.release.outcome import (FAILED, REFUSED, RELEASED, SKIPPED, UNCHANGED, ReleaseOutcome,
+                                   done, read_record, record_path)
+
+__all__ = ["ReleaseOutcome", "device_state", "drift", "read_record", "record_path",
+           "release_device", "rollback_device"]
+
+Approver = Callable[[str, str, str], bool]  # (device, variant, what changes) -> approved
+
+def _variant(layout: Layout, name: str) -> Variant:
+    index = read_variant_index(layout.variants)
+    found = [variant for variant in index.variants if variant.name == name]
+    if not found:
+        raise ConfigError(f"variant {name!r} is not in {layout.variants_index} (produced: "
+                          f"{', '.join(v.name for v in index.variants if v.runnable) or 'none'})")
+    if not found[0].runnable:
+        raise ConfigError(f"variant {name!r} was not produced ({found[0].status}: "
+                          f"{found[0].reason})")
+    return found[0]
+
+
+def _chosen(layout: Layout, device: str, variant: str | None) -> str | None:
+    """The variant to release: the one named, else the recommendation (None when no
+    variant passed on the device)."""
+    if variant is not None:
+        return variant
+    summary = read_summary(layout.summary)
+    if device not in summary.recommendations:
+        raise ConfigError(f"device {device!r} has no results in {layout.summary} "
+                          f"(devices: {', '.join(summary.recommendations)})")
+    return summary.recommendations[device]
+
+
+def _runs_it(state: dict[str, Any], variant: Variant) -> bool:
+    current = state.get("current") or {}
+    return current.get("variant") == variant.name and current.get("sha256") == variant.sha256
+
+
+def _rolled_back_from(state: dict[str, Any], variant: Variant) -> dict[str, Any] | None:
+    return next((entry for entry in state.get("rolled_back") or []
+                 if entry and entry.get("variant") == variant.name
+                 and entry.get("sha256") == variant.sha256), None)
+
+
+def release_device(params: Params, farm: Farm, layout: Layout, device: str,
+                   variant: str | None = None, approve: Approver | None = None) -> ReleaseOutcome:
+    """Release to ``device`` by policy (``variant`` None) or by hand (``variant`` named:
+    the policy's ``off`` and rollback memory do not apply, approval still does where
+    ``approve`` is given). Never raises for what a device does: the outcome says it."""
+    if device not in farm.devices:
+        raise ConfigError(f"unknown device {device!r} (farm.yaml has: {', '.join(farm.devices)})")
+    policy = params.release.policy
+    if variant is None and policy == "off":
+        return done(layout, ReleaseOutcome(device, SKIPPED, None, None,
+                                            "release.policy is off"))
+    chosen = _chosen(layout, device, variant)
+    if chosen is None:
+        return done(layout, ReleaseOutcome(device, SKIPPED, None, None,
+                                            f"no variant passed the requirements on {device}"))
+    target = _variant(layout, chosen)
+    entry = farm.devices[device]
+    if isinstance(entry, McuDevice):
+        outcome = write_mcu_bundle(layout, device, entry, target, params.release)
+        if outcome.status != RELEASED or outcome.release_id is None:
+            return done(layout, outcome)
+        return done(layout, outcome, bundle_state(target, outcome.release_id),
+                    read_record(layout, device).get("current"))
+    try:
+        return _release_harness_device(params, layout, device, entry, target,
+                                       by_hand=variant is not None, approve=approve)
+    except DeviceError as error:
+        return done(layout, ReleaseOutcome(device, FAILED, target.name, None,
+                                            f"{device} keeps its release: {error}"))
+
+
+def _release_harness_device(params: Params, layout: Layout, device: str,
+                            entry: LocalDevice | SshDevice, target: Variant, by_hand: bool,
+                            approve: Approver | None) -> ReleaseOutcome:
+    connection = connect(entry, device)
+    try:
+        state = device_releases.status(connection, entry)
+        if _runs_it(state, target):
+            return done(layout, ReleaseOutcome(device, UNCHANGED, target.name,
+                                                state["current"]["release"],
+                                                f"{device} already runs {target.name}"),
+                         state["current"], state.get("previous"))
+        rolled = _rolled_back_from(state, target)
+        if rolled is not None and not by_hand:
+            return done(layout, ReleaseOutcome(
+                device, SKIPPED, target.name, None,
+                f"{target.name} was rolled back on {device} (release {rolled['release']}): "
+                f"release it by hand to use it again (edgeflow release {device} "
+                f"--variant {target.name})"))
+        running = (state.get("current") or {}).get("variant") or "nothing"
+        if (approve is not None and (by_hand or params.release.policy == "approve")
+                and not approve(device, target.name, f"{running} -> {target.name}")):
+            return done(layout, ReleaseOutcome(device, SKIPPED, target.name, None,
+                                                f"release of {target.name} to {device} not approved"))
+        mlflow = registry.register(layout, target.name, device)
+        staging = Path(tempfile.mkdtemp(prefix=".release-", dir=_staging_root(layout)))
+        try:
+            bundle = build_bundle(staging, device, entry, target, layout.variants,
+                                  layout.prepared, read_meta(layout.prepared),
+                                  read_summary(layout.summary), params.release, mlflow)
+            answer = device_releases.push_and_activate(connection, entry, bundle.folder,
+                                                       bundle.release_id, bundle.files,
+                                                       params.release,
+                                                       params.benchmark.lock_timeout_seconds)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return _outcome(layout, device, target, bundle.release_id, answer, mlflow,
+                        connection, entry)
+    finally:
+        connection.close()
+
+
+def _staging_root(layout: Layout) -> Path:
+    root = layout.state / "release-staging"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _outcome(layout: Layout, device: str, target: Variant, release_id: str,
+             answer: dict[str, Any], mlflow: dict[str, Any] | None, connection: Any,
+             entry: LocalDevice | SshDevice) -> ReleaseOutcome:
+    status = answer.get("status")
+    message = str(answer.get("message", ""))[:500]
+    version = str(mlflow["version"]) if mlflow else None
+    if status in ("released", "already_current"):
+        registry.point_alias(mlflow, device)
+        state = device_releases.status(connection, entry)
+        return done(layout, ReleaseOutcome(
+            device, RELEASED if status == "released" else UNCHANGED, target.name, release_id,
+            message, version), state.get("current"), state.get("previous"))
+    if status in ("unhealthy", "hook_failed"):
+        return done(layout, ReleaseOutcome(device, REFUSED, target.name, release_id,
+                                            f"{device} keeps its release: {message}", version))
+    raise StepError(f"release to {device}: unexpected answer from the device: {message or status}")
+
+
+def rollback_device(farm: Farm, layout: Layout, device: str) -> ReleaseOutcome:
+    """Switch ``device`` back to its previous healthy release; its alias follows."""
+    entry = farm.devices.get(device)
+    if entry is None:
+        raise ConfigError(f"unknown device {device!r} (farm.yaml has: {', '.join(farm.devices)})")
+    if isinstance(entry, McuDevice):
+        raise ConfigError(f"{device} is a microcontroller: flash its previous bundle from "
+                          f"{layout.device_releases(device)} (see the README)")
+    connection = connect(entry, device)
+    try:
+        answer = device_releases.rollback(connection, entry)
+        status = answer.get("status")
+        message = str(answer.get("message", ""))[:500]
+        if status != "rolled_back":
+            return done(layout, ReleaseOutcome(device, REFUSED, None, answer.get("current"),
+                                                f"{device} was not rolled back: {message}"))
+        state = device_releases.status(connection, entry)
+        current = state.get("current") or {}
+        registry.point_alias(current.get("mlflow"), device)
+        version = (current.get("mlflow") or {}).get("version")
+        return done(layout, ReleaseOutcome(device, RELEASED, current.get("variant"),
+                                            current.get("release"), message,
+                                            str(version) if version else None),
+                     state.get("current"), state.get("previous"))
+    finally:
+        connection.close()
+
+
+def device_state(farm: Farm, layout: Layout, device: str) -> dict[str, Any]:
+    """What ``edgeflow status`` shows for one device: the board's own state and what
+    edgeflow recorded, with ``drift`` naming any difference (None when they agree)."""
+    entry = farm.devices[device]
+    record = read_record(layout, device)
+    if isinstance(entry, McuDevice):
+        return {"device": device, "kind": "mcu", "record": record, "board": None, "drift": None}
+    try:
+        connection = connect(entry, device)
+        try:
+            board = device_releases.status(connection, entry)
+        finally:
+            connection.close()
+    except DeviceError as error:  # one board down: the others are still shown
+        return {"device": device, "kind": "board", "record": record, "board": None,
+                "drift": None, "error": str(error)}
+    return {"device": device, "kind": "board", "record": record, "board": board,
+            "drift": drift(record, board)}
+
+
+def drift(record: dict[str, Any], board: dict[str, Any]) -> str | None:
+    """How the board differs from what edgeflow recorded (a hand edit, a rollback by
+    another machine, changed files), None when it does not."""
+    recorded = (record.get("current") or {}).get("release")
+    actual = board.get("current") or {}
+    if actual.get("release") != recorded:
+        return (f"the board runs {actual.get('release') or 'no release'}, edgeflow recorded "
+                f"{recorded or 'none'}")
+    if actual and actual.get("files_intact") is False:
+        return f"the files of {recorded} on the board changed since it was released"
+    return None

@@ -1,0 +1,101 @@
+"""Releases in the MLflow model registry: one registered model per experiment, a version
+per released variant, and an alias per device on the version that is current there.
+
+The version is made from the variant's LoggedModel (``models:/<model id>``, logged by
+track with its signature and input example) and linked to the (variant, device) run
+that measured it; the same model released to two devices is one version. The alias
+``device-<name>`` (a ``.`` in the name becomes ``_``: MLflow aliases are letters,
+digits, ``_`` and ``-``) moves with every release and rollback, so
+``MlflowClient().get_model_version_by_alias(name, "device-pi5")`` answers "what runs on
+pi5 now".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.core.files import read_json
+from tasks.core.layout import Layout
+from tasks.core.mlflow_store import store_lock
+
+MODEL_ID_TAG = "edgeflow.model_id"
+VARIANT_TAG = "edgeflow.variant"
+
+
+def registered_model_name(layout: Layout) -> str:
+    return f"edgeflow-{layout.root.resolve().name}"
+
+
+def alias(device: str) -> str:
+    return "device-" + device.replace(".", "_")
+
+
+def _client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def register(layout: Layout, variant: str, device: str) -> dict[str, Any] | None:
+    """The registry version of ``variant`` as measured on ``device`` (made if new):
+    ``{"registered_model", "version", "model_id", "run_id", "tracking_uri"}``; None when
+    track has not logged it (no ``metrics/mlflow_run.json``, or no model for it)."""
+    record_path = layout.tracking_record
+    if not record_path.is_file():
+        return None
+    record = read_json(record_path)
+    model_id = (record.get("model_ids") or {}).get(variant)
+    run_id = (record.get("nested_run_ids") or {}).get(f"{variant}@{device}")
+    if not model_id:
+        return None
+    uri = str(record["tracking_uri"])
+    with store_lock(uri):
+        return _register(_client(uri), registered_model_name(layout), model_id, run_id, variant,
+                         uri)
+
+
+def _register(client: Any, name: str, model_id: str, run_id: str | None, variant: str,
+              uri: str) -> dict[str, Any]:
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(
+            name, description="Variants released to devices by edgeflow; the alias "
+                              "device-<name> is the version current on that device.")
+    found = client.search_model_versions(
+        filter_string=f"name = '{name}' and tags.`{MODEL_ID_TAG}` = '{model_id}'")
+    if found:
+        version = found[0]
+    else:
+        # The model's own artifact location, not "models:/<id>": MLflow's sqlite registry
+        # resolves that through the process-wide tracking URI, not this client's (3.17).
+        logged = client.get_logged_model(model_id)
+        version = client.create_model_version(
+            name, source=logged.artifact_location, run_id=run_id or logged.source_run_id,
+            model_id=model_id, tags={MODEL_ID_TAG: model_id, VARIANT_TAG: variant})
+    return {"registered_model": name, "version": str(version.version), "model_id": model_id,
+            "run_id": run_id, "tracking_uri": uri}
+
+
+def point_alias(mlflow: dict[str, Any] | None, device: str) -> None:
+    """Move ``device``'s alias to the version in ``mlflow`` (a manifest's record)."""
+    if not mlflow:
+        return
+    with store_lock(mlflow["tracking_uri"]):
+        _client(mlflow["tracking_uri"]).set_registered_model_alias(
+            mlflow["registered_model"], alias(device), str(mlflow["version"]))
+
+
+def alias_version(layout: Layout, device: str, uri: str) -> str | None:
+    """The version ``device``'s alias points at, None where it has none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client(uri).get_model_version_by_alias(registered_model_name(layout),
+                                                           alias(device)).version)
+    except MlflowException:
+        return None
+
+
+def tracking_uri_of(layout: Layout) -> str | None:
+    path: Path = layout.tracking_record
+    return str(read_json(path)["tracking_uri"]) if path.is_file() else None

@@ -1,0 +1,62 @@
+"""A release to a real SSH board (OpenSSH on loopback): pushed through the verified push,
+health-checked and made current there, the predictor run over SSH agreeing with Keras,
+and a rollback."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.core.config import Farm
+from tasks.core.layout import Layout
+from tasks.farm.transports import connect
+from tasks.release import device_state, release_device, rollback_device
+from tests.helpers import ssh_device
+from tests.sshd import SshServer
+from tests.tasks import test_release
+from tests.tasks.test_release import alias_version
+
+# The released project's fixtures, shared with the local tests.
+tracked, project = test_release.tracked, test_release.project
+
+
+def test_a_release_to_an_ssh_board_is_current_there_and_its_predictor_agrees_with_keras(
+        project: Layout, tiny_project: Any, ssh_server: SshServer, tmp_path: Path) -> None:
+    import keras
+    from PIL import Image
+
+    board = ssh_device(ssh_server, tmp_path / "board")
+    farm = Farm(devices={"board": board})
+    variants = [entry["name"] for entry in json.loads(project.variants_index.read_text())["variants"]
+                if entry["status"] == "ok" and entry["runtime"] in ("tflite", "onnxruntime")]
+    first = release_device(tiny_project.params, farm, project, "board", variant=variants[0])
+    assert first.status == "released", first.message
+    app = tmp_path / "board" / "app"
+    assert (app / "current").readlink() == Path(f"releases/{first.release_id}")
+    assert alias_version(project, "board") == first.mlflow_version
+
+    manifest = json.loads((app / "current" / "manifest.json").read_text())
+    names = manifest["check"]["images"][:20]
+    connection = connect(board, "board")
+    try:
+        ran = connection.run(shlex.join([board.harness_python(), f"{app}/current/predict.py",
+                                         *(f"{app}/current/check/{name}" for name in names)]))
+    finally:
+        connection.close()
+    assert ran.exited == 0, ran.stderr
+    predicted = [json.loads(line)["index"] for line in ran.stdout.splitlines()]
+    images = np.stack([np.asarray(Image.open(app / "current" / "check" / name), np.float32)[..., None]
+                       / 255 for name in names])
+    keras_model = keras.models.load_model(project.base_model / "model.keras")
+    assert predicted == list(np.argmax(keras_model.predict(images, verbose=0), axis=1))
+
+    second = release_device(tiny_project.params, farm, project, "board", variant=variants[1])
+    assert second.status == "released"
+    back = rollback_device(farm, project, "board")
+    assert (back.status, back.release_id) == ("released", first.release_id)
+    assert alias_version(project, "board") == first.mlflow_version
+    assert device_state(farm, project, "board")["drift"] is None

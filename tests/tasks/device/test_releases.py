@@ -1,0 +1,69 @@
+"""tasks/device/releases.py on a folder: which releases are pruned and which one a
+rollback returns to (the health checks and switches run for real in
+tests/tasks/test_release.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.core import device_code
+
+
+@pytest.fixture()
+def manager() -> Any:
+    return device_code.load(device_code.RELEASES_PATH)
+
+
+def make(app: Path, name: str, passed: bool | None = True) -> str:
+    folder = app / "releases" / name
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text("{}")
+    if passed is not None:
+        (folder / "health.json").write_text(json.dumps({"passed": passed}))
+    return name
+
+
+IDS = [f"2026112{day}T000000000000Z-v{day}" for day in range(1, 8)]
+
+
+def test_prune_keeps_the_newest_and_never_the_current_or_previous(tmp_path: Path,
+                                                                  manager: Any) -> None:
+    for name in IDS:
+        make(tmp_path, name)
+    removed = manager.prune(str(tmp_path), 3, {IDS[0], IDS[5]})
+    assert removed == [IDS[1], IDS[2], IDS[3]]
+    assert manager.releases(str(tmp_path)) == [IDS[0], IDS[4], IDS[5], IDS[6]]
+
+
+def test_a_rollback_goes_to_the_previous_release_else_the_newest_healthy_older_one(
+        tmp_path: Path, manager: Any) -> None:
+    app = str(tmp_path)
+    make(tmp_path, IDS[0])
+    make(tmp_path, IDS[1], passed=False)
+    make(tmp_path, IDS[2], passed=None)  # never checked: an interrupted release
+    make(tmp_path, IDS[3])
+    make(tmp_path, IDS[4])
+    manager.switch(app, IDS[4])
+    state = manager.load_state(app)
+    assert state["current"] == IDS[4] and os.readlink(tmp_path / "current") == f"releases/{IDS[4]}"
+    assert manager.rollback_target(app, state) == IDS[3]
+    state["previous"] = IDS[0]
+    assert manager.rollback_target(app, state) == IDS[0]
+    state["previous"], state["rolled_back"] = None, [IDS[3]]
+    assert manager.rollback_target(app, state) == IDS[0]  # not unhealthy, unchecked or rolled back
+    state["previous"] = IDS[1]  # recorded, but its check failed
+    assert manager.rollback_target(app, state) == IDS[0]
+
+
+def test_a_link_edgeflow_did_not_make_is_no_current_release(tmp_path: Path, manager: Any) -> None:
+    (tmp_path / "current").symlink_to("/etc")
+    assert manager.current_release(str(tmp_path)) is None
+    make(tmp_path, IDS[0])
+    manager.switch(str(tmp_path), IDS[0])
+    assert manager.current_release(str(tmp_path)) == IDS[0]
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".current")] == []

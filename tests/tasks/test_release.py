@@ -1,0 +1,278 @@
+"""The release step on real local devices: a release health-checked in its own folder
+and made current, nothing done twice, a failed check or on_release leaving the device on
+its previous release, rollback, the MLflow registry and aliases, and the predictor an
+application uses, three ways, agreeing with Keras on the released images."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tasks.core import device_code
+from tasks.core.config import BenchmarkParams, load_farm
+from tasks.core.layout import Layout
+from tasks.release import device_state, read_record, release_device, rollback_device
+from tasks.release.registry import alias, registered_model_name
+from tasks.track import track
+from tests.helpers import benchmarked_copy
+
+FARM = """\
+devices:
+  local: {threads: 1, workdir: .edgeflow/devices/local}
+  other: {threads: 1, workdir: .edgeflow/devices/other}
+  hooked: {threads: 1, workdir: .edgeflow/devices/hooked, on_release: "echo restarted >> $1/../../hook.log"}
+  broken-hook: {threads: 1, workdir: .edgeflow/devices/broken-hook, on_release: "echo no service >&2; exit 4"}
+  slow: {threads: 1, workdir: .edgeflow/devices/slow, requirements: {max_latency_p90_ms: 0.000001}}
+"""
+QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                        accuracy_samples=0, timeout_seconds=60)
+
+
+@pytest.fixture(scope="module")
+def tracked(tiny_project: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project after benchmark, select and track on five local devices."""
+    root = tmp_path_factory.mktemp("released") / "project"
+    layout = benchmarked_copy(tiny_project, root, FARM, QUICK)
+    previous = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        track(tiny_project.params.model_dump(mode="json"), layout)
+    finally:
+        if previous is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+    return root
+
+
+@pytest.fixture()
+def project(tracked: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Layout:
+    """A fresh copy of the tracked project (its MLflow store included)."""
+    root = tmp_path / "project"
+    shutil.copytree(tracked, root, symlinks=True)
+    record = root / "metrics" / "mlflow_run.json"
+    document = json.loads(record.read_text())
+    document["tracking_uri"] = f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
+    record.write_text(json.dumps(document))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return Layout(root)
+
+
+def farm_of(layout: Layout) -> Any:
+    return load_farm(layout.root / "farm.yaml")
+
+
+def app(layout: Layout, device: str) -> Path:
+    return layout.root / ".edgeflow" / "devices" / device / "app"
+
+
+def current(layout: Layout, device: str) -> str | None:
+    link = app(layout, device) / "current"
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def alias_version(layout: Layout, device: str) -> str:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{(layout.root / 'mlflow' / 'mlflow.db').resolve()}"
+    return str(MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(
+        registered_model_name(layout), alias(device)).version)
+
+
+def test_the_recommended_variant_is_released_checked_and_registered_then_not_again(
+        project: Layout, tiny_project: Any) -> None:
+    params, farm = tiny_project.params, farm_of(project)
+    summary = json.loads(project.summary.read_text())
+    recommended = summary["recommendations"]["local"]
+    assert recommended is not None
+
+    first = release_device(params, farm, project, "local")
+    assert (first.status, first.variant) == ("released", recommended)
+    assert current(project, "local") == f"releases/{first.release_id}"
+    folder = app(project, "local") / "current"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["variant"] == recommended and manifest["device"] == "local"
+    assert manifest["mlflow"]["version"] == first.mlflow_version == alias_version(project, "local")
+    health = json.loads((folder / "health.json").read_text())
+    assert health["passed"] is True and health["images"] == params.release.check_images
+    assert health["latency_runs"] >= 100
+    # Every file owner-only, as every pushed file is.
+    assert {oct(path.stat().st_mode & 0o777) for path in folder.rglob("*") if path.is_file()} \
+        == {"0o600"}
+    assert read_record(project, "local")["current"]["release"] == first.release_id
+
+    second = release_device(params, farm, project, "local")
+    assert (second.status, second.release_id) == ("unchanged", first.release_id)
+    assert len(os.listdir(app(project, "local") / "releases")) == 1
+    # The same variant on another device: the same registry version, another alias.
+    other = release_device(params, farm, project, "other")
+    assert other.mlflow_version == first.mlflow_version == alias_version(project, "other")
+
+
+def test_rollback_returns_to_the_previous_release_and_moves_the_alias(
+        project: Layout, tiny_project: Any) -> None:
+    params, farm = tiny_project.params, farm_of(project)
+    first = release_device(params, farm, project, "local")
+    others = [name for name in json.loads(project.variants_index.read_text())["variants"]
+              if name["status"] == "ok" and name["name"] != first.variant]
+    second = release_device(params, farm, project, "local", variant=others[0]["name"])
+    assert second.status == "released" and second.mlflow_version != first.mlflow_version
+    assert alias_version(project, "local") == second.mlflow_version
+
+    back = rollback_device(farm, project, "local")
+    assert (back.status, back.release_id, back.variant) == ("released", first.release_id,
+                                                             first.variant)
+    assert current(project, "local") == f"releases/{first.release_id}"
+    assert alias_version(project, "local") == first.mlflow_version
+    state = device_state(farm, project, "local")
+    assert state["drift"] is None
+    assert [entry["release"] for entry in state["board"]["rolled_back"]] == [second.release_id]
+    # Auto does not undo a person's rollback; by hand does.
+    params_auto = params.model_copy(update={"release": params.release.model_copy(
+        update={"policy": "auto"})})
+    summary = json.loads(project.summary.read_text())
+    summary["recommendations"]["local"] = second.variant
+    project.summary.write_text(json.dumps(summary))
+    again = release_device(params_auto, farm, project, "local")
+    assert again.status == "skipped" and "rolled back" in again.message
+    assert current(project, "local") == f"releases/{first.release_id}"
+    # Nothing earlier to go back to: refused, current kept.
+    nothing = rollback_device(farm, project, "local")
+    assert nothing.status == "refused" and current(project, "local") == f"releases/{first.release_id}"
+
+
+def test_a_failed_health_check_keeps_the_current_release(project: Layout,
+                                                          tiny_project: Any) -> None:
+    """``slow`` requires a p90 no model reaches: nothing passed there, and a release by
+    hand fails its health check on the device; nothing becomes current."""
+    params, farm = tiny_project.params, farm_of(project)
+    assert json.loads(project.summary.read_text())["recommendations"]["slow"] is None
+    assert release_device(params, farm, project, "slow").status == "skipped"
+    refused = release_device(params, farm, project, "slow",
+                             variant=json.loads(project.summary.read_text())
+                             ["recommendations"]["local"])
+    assert refused.status == "refused" and "p90 latency" in refused.message
+    assert current(project, "slow") is None
+    health = json.loads(next((app(project, "slow") / "releases").glob("*/health.json")).read_text())
+    assert health["passed"] is False
+
+
+def test_on_release_runs_after_the_switch_and_a_failing_one_undoes_it(
+        project: Layout, tiny_project: Any) -> None:
+    params, farm = tiny_project.params, farm_of(project)
+    done = release_device(params, farm, project, "hooked")
+    assert done.status == "released"
+    assert (app(project, "hooked") / "hook.log").read_text() == "restarted\n"
+
+    failed = release_device(params, farm, project, "broken-hook")
+    assert failed.status == "refused"
+    assert "on_release failed (exit 4: no service)" in failed.message
+    assert current(project, "broken-hook") is None  # the first release: nothing to restore
+
+
+def test_a_device_missing_from_the_farm_or_a_variant_not_produced_is_refused(
+        project: Layout, tiny_project: Any) -> None:
+    from tasks.core.errors import ConfigError
+
+    params, farm = tiny_project.params, farm_of(project)
+    with pytest.raises(ConfigError, match=r"unknown device 'nope' \(farm.yaml has: local, "):
+        release_device(params, farm, project, "nope")
+    with pytest.raises(ConfigError, match=r"variant 'tflite-int4' is not in"):
+        release_device(params, farm, project, "local", variant="tflite-int4")
+
+
+# ------------------------------------------------------------------ the predictor, 3 ways
+
+
+@pytest.fixture()
+def released(project: Layout, tiny_project: Any) -> tuple[Path, np.ndarray]:
+    """The local device's current release and Keras's logits on its check images, as
+    the predictor decodes them (PNG pixels / 255)."""
+    import keras
+    from PIL import Image
+
+    outcome = release_device(tiny_project.params, farm_of(project), project, "local")
+    folder = app(project, "local") / "current"
+    assert outcome.status == "released"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    images = np.stack([np.asarray(Image.open(folder / "check" / name), np.float32)[..., None] / 255
+                       for name in manifest["check"]["images"][:20]])
+    model = keras.models.load_model(project.base_model / "model.keras")
+    return folder, np.asarray(model.predict(images, verbose=0))
+
+
+def test_the_predictor_agrees_with_keras_from_the_command_line(released: Any) -> None:
+    folder, keras_logits = released
+    manifest = json.loads((folder / "manifest.json").read_text())
+    images = [str(folder / "check" / name) for name in manifest["check"]["images"][:20]]
+    done = subprocess.run([sys.executable, str(folder / "predict.py"), *images],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["image"] for line in lines] == images
+    assert [line["index"] for line in lines] == list(np.argmax(keras_logits, axis=1))
+    assert [line["class"] for line in lines] == [manifest["classes"][line["index"]] for line in lines]
+    assert all(0.0 < line["score"] <= 1.0 and line["latency_ms"] > 0 for line in lines)
+
+
+def test_the_predictor_agrees_with_keras_in_python_on_raw_arrays_of_any_size(
+        released: Any) -> None:
+    from PIL import Image
+
+    folder, keras_logits = released
+    predictor = device_code.predictor()
+    model = predictor.Model(str(folder))
+    manifest = model.manifest
+    for index, name in enumerate(manifest["check"]["images"][:20]):
+        pixels = np.asarray(Image.open(folder / "check" / name))
+        assert model.predict(pixels)["index"] == int(np.argmax(keras_logits[index]))
+    # A bigger RGB photo of the first image: resized and turned grey by the predictor.
+    big = np.asarray(Image.open(folder / "check" / manifest["check"]["images"][0])
+                     .convert("RGB").resize((96, 96)))
+    assert model.predict(big)["class"] in manifest["classes"]
+    with pytest.raises(predictor.ImageError, match=r"not \(2, 2, 2\)"):
+        model.predict(np.zeros((2, 2, 2), np.uint8))
+
+
+def test_the_predictor_serves_http_and_answers_a_bad_image_with_400(released: Any) -> None:
+    folder, keras_logits = released
+    manifest = json.loads((folder / "manifest.json").read_text())
+    server = subprocess.Popen([sys.executable, str(folder / "predict.py"), "--serve", "--port",
+                               "0", "--max-bytes", "4096"], stdout=subprocess.PIPE, text=True)
+    try:
+        url = json.loads(server.stdout.readline())["serving"]  # type: ignore[union-attr]
+        for index, name in enumerate(manifest["check"]["images"][:20]):
+            body = (folder / "check" / name).read_bytes()
+            with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as answer:
+                assert json.loads(answer.read())["index"] == int(np.argmax(keras_logits[index]))
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"not an image"), timeout=30)
+        assert bad.value.code == 400 and "not an image" in json.loads(bad.value.read())["error"]
+        with pytest.raises(urllib.error.HTTPError) as big:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"x" * 5000), timeout=30)
+        assert big.value.code == 413
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_file_changed_after_the_release_is_refused_by_the_predictor_and_shown_as_drift(
+        project: Layout, tiny_project: Any) -> None:
+    farm = farm_of(project)
+    outcome = release_device(tiny_project.params, farm, project, "local")
+    folder = app(project, "local") / "current"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    artifact = folder / manifest["artifact"]
+    artifact.write_bytes(artifact.read_bytes()[:-1] + b"\0")
+    predictor = device_code.predictor()
+    with pytest.raises(ValueError, match="is not the released file"):
+        predictor.Model(str(folder))
+    assert device_state(farm, project, "local")["drift"] == (
+        f"the files of {outcome.release_id} on the board changed since it was released")
