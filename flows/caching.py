@@ -58,7 +58,7 @@ def _stamp_path(ctx: Context, step_name: str, device: str | None) -> Path:
 def _outputs(ctx: Context, step_name: str, device: str | None) -> list[Path]:
     step = STEPS[step_name]
     if device is not None:
-        return [ctx.layout.device_results(device)]
+        return step.device_outputs(ctx.layout, device)
     return step.all_outputs(ctx.layout)
 
 
@@ -147,8 +147,8 @@ def record_run(ctx: Context, step_name: str, device: str | None = None) -> None:
 
 def record_step(ctx: Context, step_name: str) -> None:
     """Stamp what ``edgeflow step step_name`` (a whole step, outside Prefect) wrote, as
-    the flow's tasks stamp theirs: benchmark once per device, as the flow runs it."""
-    if step_name == "benchmark":
+    the flow's tasks stamp theirs: a per-device step once per device, as the flow runs it."""
+    if STEPS[step_name].per_device is not None:
         for device in ctx.farm.devices:
             record_run(ctx, step_name, device)
     else:

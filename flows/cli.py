@@ -34,7 +34,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from tasks.core.errors import ConfigError, EdgeflowError, StepError  # noqa: E402
+from tasks.core.errors import ConfigError, EdgeflowError, StepError, UsageError  # noqa: E402
 from flows.steps import STEPS, known_steps  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -186,6 +186,8 @@ def _summary(path: Path, render: Callable[[dict[str, Any]], T]) -> T:
 def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
         rerun: Annotated[list[str] | None, typer.Option(
             "--rerun", help="run this step even if cached (repeatable), e.g. benchmark")] = None,
+        yes: Annotated[bool, typer.Option(
+            "--yes", help="approve every release (release.policy: approve)")] = False,
         verbose: VerboseOption = False) -> None:
     """Run the whole lifecycle (Prefect flow); cached steps are not executed again."""
     from flows.server import launch, prefect_server
@@ -194,9 +196,12 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
     # Prefect and checks the configuration and the lock: seconds of a no-op run. A bad
     # file or a second run is still refused in a second (the server dies with us).
     server = launch()
+    from flows import approvals
     from flows.console import new_log
     from flows.lifecycle import preflight, run_lifecycle
     from tasks.core.locks import experiment_lock
+
+    approvals.install(approvals.terminal_approver(yes))
 
     def run_flow() -> Any:
         with prefect_server(server):
@@ -228,6 +233,8 @@ def _report_run(state: Any, outcome: Any, log: Path) -> None:
     say(f"executed: {', '.join(outcome.executed) or 'nothing (every step cached)'}")
     if outcome.cached:
         say(f"cached:   {', '.join(outcome.cached)}")
+    for line in outcome.releases:
+        say(f"release: {line}")
     say(f"dvc: {outcome.dvc}")
     say(f"report: {Path(outcome.summary_path).with_name('report.md')}")
     if summary["counts"]["skipped"]:
@@ -296,20 +303,36 @@ def _release_context(params: Path, farm: Path | None) -> Any:
 
 
 def _ask(device: str, variant: str, change: str) -> bool:
-    """Approval on the terminal (``release.policy: approve``, or a release by hand)."""
-    if not sys.stdin.isatty():
-        raise typer.BadParameter(f"releasing {variant} to {device} needs an approval and there "
-                                 "is no terminal to ask: pass --yes")
-    return typer.confirm(f"release {variant} to {device} ({change})?", default=False)
+    """Approval of a release by hand, on the terminal."""
+    from flows.approvals import ask_on_terminal
+
+    answer = ask_on_terminal(device, variant, change)
+    if answer is None:
+        raise UsageError(f"releasing {variant} to {device} needs an approval and there is no "
+                         "terminal to ask: pass --yes")
+    return answer
 
 
-def _say_release(outcome: Any) -> None:
-    from tasks.release.outcome import FAILED, REFUSED
+def _say_release(outcome: Any, layout: Any) -> None:
+    from tasks.release.outcome import FAILED, REFUSED, last_attempt
 
-    version = f" (MLflow version {outcome.mlflow_version})" if outcome.mlflow_version else ""
-    say(f"{outcome.device}: {outcome.status}: {outcome.message}{version}")
+    say(last_attempt(layout, outcome.device))
     if outcome.status in (REFUSED, FAILED):
         raise typer.Exit(1)
+
+
+def _recommended(ctx: Any, device: str) -> str:
+    """The device's recommended variant (a release by hand without ``--variant``)."""
+    from tasks.core.contracts.summary import read_summary
+
+    summary = read_summary(ctx.layout.summary)
+    if device not in summary.recommendations:
+        raise ConfigError(f"device {device!r} has no results in {ctx.layout.summary}: run "
+                          "`edgeflow run` first")
+    chosen = summary.recommendations[device]
+    if chosen is None:
+        raise StepError(f"no variant passed the requirements on {device}: name one with --variant")
+    return chosen
 
 
 @app.command()
@@ -326,10 +349,11 @@ def release(device: DeviceArgument, params: ParamsOption = Path("params.yaml"),
 
     def released() -> Any:
         with experiment_lock(ctx.layout.state):
-            return release_device(ctx.params, ctx.farm, ctx.layout, device, variant,
-                                  approve=None if yes else _ask)
+            return release_device(ctx.params, ctx.farm, ctx.layout, device,
+                                  variant or _recommended(ctx, device),
+                                  approve=(lambda *_: True) if yes else _ask)
 
-    _say_release(_guarded(lambda: _interruptible(released)))
+    _say_release(_guarded(lambda: _interruptible(released)), ctx.layout)
 
 
 @app.command()
@@ -345,7 +369,7 @@ def rollback(device: DeviceArgument, params: ParamsOption = Path("params.yaml"),
         with experiment_lock(ctx.layout.state):
             return rollback_device(ctx.farm, ctx.layout, device)
 
-    _say_release(_guarded(lambda: _interruptible(rolled)))
+    _say_release(_guarded(lambda: _interruptible(rolled)), ctx.layout)
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """The edge lifecycle as a Prefect flow: wiring only, the work lives in ``tasks/``.
 
     prepare -> train -> optimize -> convert -> benchmark (one task per device, in parallel)
-            -> select -> track -> record outputs with DVC -> results on the run's page
+            -> select -> track -> release (one task per device) -> record outputs with DVC
+            -> results on the run's page
 
 On a lasting Prefect server each device's benchmark task that will run (not come from
 the cache) is tagged with its device and Prefect runs one task per device tag at a time
@@ -39,11 +40,13 @@ from tasks.core.config import check_key_files
 from tasks.core.contracts.summary import read_summary
 from tasks.core.errors import EdgeflowError
 from tasks.core.locks import experiment_lock
+from tasks.release.outcome import last_attempt
 from tasks.select import verdict
 from tasks.track.failure import record_failure
 from flows.versioning import record_outputs
 from flows.code_deps import library_versions
-from flows.steps import (STEPS, Context, benchmark_one_device, code_dependencies, known_steps,
+from flows import approvals
+from flows.steps import (STEPS, Context, code_dependencies, known_steps, release_one_device,
                          remove_stale_results)
 
 
@@ -57,17 +60,30 @@ class LifecycleOutcome:
     counts: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     dvc: str = ""
+    releases: list[str] = field(default_factory=list)  # this run's, one line per device
 
 
 @task(persist_result=True)
-def run_step(ctx: Context, step_name: str, device: str | None = None) -> str:
-    """Run one registered step (or the benchmark of one device) and stamp its outputs."""
+def run_step(ctx: Context, step_name: str, device: str | None = None,
+             approved: bool | None = None) -> str:
+    """Run one registered step (or its work for one device) and stamp its outputs.
+    ``approved``: a person's answer for this device's release (policy ``approve``)."""
+    step = STEPS[step_name]
     if device is None:
-        STEPS[step_name].run(ctx)
+        step.run(ctx)
+    elif approved is None:
+        step.per_device(ctx, device)  # type: ignore[misc]
     else:
-        benchmark_one_device(ctx, device)
+        release_one_device(ctx, device, approve=lambda *_: approved)
     record_run(ctx, step_name, device)
     return step_result(step_name, device)
+
+
+@task
+def propose_release(ctx: Context, device: str) -> tuple[str, str] | None:
+    """The release the policy would make on ``device``, to put to a person."""
+    from tasks.release import proposal
+    return proposal(ctx.params, ctx.farm, ctx.layout, device)
 
 
 @task
@@ -143,25 +159,12 @@ def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     outcome = LifecycleOutcome()
     _run_in_order(ctx, ("prepare", "train", "optimize", "convert"), refresh, outcome)
 
-    # One benchmark per board in Prefect too, where a lasting server keeps the limits.
-    # A benchmark that will come from the cache touches no board: it takes no slot
-    # (Prefect's slot costs about two seconds of a no-op run: its lease thread's join).
-    tagged = [] if not on_lasting_server() else [
-        device for device in ctx.farm.devices
-        if "benchmark" in refresh or not will_be_cached(ctx, "benchmark", device)]
-    if tagged:
-        ensure_device_limits(tagged)
-    futures = {}
-    for device in ctx.farm.devices:
-        step_task, label = _step(ctx, "benchmark", refresh, device, device in tagged)
-        futures[label] = step_task.submit(ctx, "benchmark", device)
-    wait(list(futures.values()))
-    for label, future in futures.items():
-        future.state.result()
-        _note(future.state, label, outcome)
+    _per_device(ctx, "benchmark", refresh, outcome)
     remove_stale_results(ctx)
-
     _run_in_order(ctx, ("select", "track"), refresh, outcome)
+    _per_device(ctx, "release", refresh, outcome, _approvals(ctx, refresh))
+    outcome.releases = [last_attempt(ctx.layout, device) for device in ctx.farm.devices
+                        if f"release[{device}]" in outcome.executed]
     outcome.dvc = record_with_dvc(ctx, bool(outcome.executed))
 
     summary = read_summary(ctx.layout.summary).document()
@@ -172,6 +175,48 @@ def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     publish(ctx.layout.summary, judged.message)
     state = Completed if judged.ok else Failed
     return state(message=judged.message, data=asdict(outcome))
+
+
+def _will_run(ctx: Context, name: str, device: str, refresh: list[str]) -> bool:
+    return name in refresh or not will_be_cached(ctx, name, device)
+
+
+def _per_device(ctx: Context, name: str, refresh: list[str], outcome: LifecycleOutcome,
+                approvals: dict[str, bool] | None = None) -> None:
+    """``name``'s task for every device, in parallel. One per board in Prefect too,
+    where a lasting server keeps the limits; a task that will come from the cache
+    touches no board and takes no slot (Prefect's slot costs about two seconds of a
+    no-op run: its lease thread's join)."""
+    tagged = [] if not on_lasting_server() else [
+        device for device in ctx.farm.devices if _will_run(ctx, name, device, refresh)]
+    if tagged:
+        ensure_device_limits(tagged)
+    futures = {}
+    for device in ctx.farm.devices:
+        step_task, label = _step(ctx, name, refresh, device, device in tagged)
+        futures[label] = step_task.submit(ctx, name, device, (approvals or {}).get(device))
+    wait(list(futures.values()))
+    for label, future in futures.items():
+        future.state.result()
+        _note(future.state, label, outcome)
+
+
+def _approvals(ctx: Context, refresh: list[str]) -> dict[str, bool]:
+    """Under ``release.policy: approve``, a person's answer for each device whose
+    release task will run and would release something (:mod:`flows.approvals`: the
+    terminal of a CLI run, a Prefect pause for a deployed one). Asked here, in the
+    flow: only a flow run can pause for input."""
+    release = ctx.params.release
+    if release.policy != "approve":
+        return {}
+    approve = approvals.current(release.approval_timeout_seconds)
+    answers = {}
+    for device in ctx.farm.devices:
+        if _will_run(ctx, "release", device, refresh):
+            proposed = propose_release(ctx, device)
+            if proposed is not None:
+                answers[device] = approve(device, *proposed)
+    return answers
 
 
 class _NoTracebackForInputErrors(logging.Filter):

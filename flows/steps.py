@@ -75,6 +75,13 @@ class Step:
     # Files or folders of the user's that the params name (the image folder): inputs as
     # much as ``deps``, wherever they are.
     user_inputs: Callable[[Params], list[Path]] = field(default=lambda params: [])
+    # A step done once per device (benchmark, release): the work for one device, and
+    # what it writes (the flow caches and stamps each device's task on its own).
+    per_device: Callable[[Context, str], Any] | None = None
+    device_outputs: Callable[[Layout, str], list[Path]] = field(
+        default=lambda layout, device: [])
+    # Outputs that DVC must not delete before running the stage (a record it appends to).
+    persist: bool = False
 
     def all_outputs(self, layout: Layout) -> list[Path]:
         return self.outs(layout) + self.metrics(layout) + self.records(layout)
@@ -119,6 +126,12 @@ def benchmark_one_device(ctx: Context, device_name: str) -> Any:
                             ctx.layout.device_results(device_name))
 
 
+def release_one_device(ctx: Context, device_name: str, approve: Any = None) -> Any:
+    """Release to one device by the experiment's policy (:mod:`tasks.release`)."""
+    from tasks.release import release_device
+    return release_device(ctx.params, ctx.farm, ctx.layout, device_name, approve=approve)
+
+
 def remove_stale_results(ctx: Context) -> None:
     """Drop results of devices no longer in the farm: DVC versions ``results/`` whole."""
     import shutil
@@ -134,6 +147,13 @@ def _benchmark(ctx: Context) -> Any:
     runs = [benchmark_one_device(ctx, name) for name in ctx.farm.devices]
     remove_stale_results(ctx)
     return runs
+
+
+def _release(ctx: Context) -> Any:
+    """Every device (``edgeflow step release``, ``dvc repro``): with policy ``approve``
+    a release needs an approval this path cannot ask for, so it is skipped with that
+    reason (``edgeflow run`` or ``edgeflow release`` ask)."""
+    return [release_one_device(ctx, name) for name in ctx.farm.devices]
 
 
 def _select(ctx: Context) -> Any:
@@ -167,7 +187,9 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          outs=lambda lay: [lay.variants], run=_convert),
     Step("benchmark", params=("benchmark",), entry="tasks.benchmark",
          deps=lambda lay: [lay.variants, lay.prepared / "test.npz"],
-         outs=lambda lay: [lay.results], reads_farm=True, run=_benchmark),
+         outs=lambda lay: [lay.results], reads_farm=True, run=_benchmark,
+         per_device=benchmark_one_device,
+         device_outputs=lambda lay, device: [lay.device_results(device)]),
     Step("select", params=("requirements",), entry="tasks.select",
          deps=lambda lay: [lay.results, lay.base_model / "reference.json"],
          # The PNGs go to the DVC cache; the summary, report and plot points are small
@@ -183,6 +205,13 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.prepared, lay.train_metrics,
                            lay.train_metrics.with_name("train_history.json")],
          outs=lambda lay: [], records=lambda lay: [lay.tracking_record], run=_track),
+    # A device's release task has no outputs of its own to check: a release or rollback
+    # by hand since must not make the next run release again; new inputs (a new
+    # recommendation, params, code) do.
+    Step("release", params=("release",), entry="tasks.release",
+         deps=lambda lay: [lay.summary, lay.variants, lay.prepared, lay.tracking_record],
+         outs=lambda lay: [], records=lambda lay: [lay.releases], reads_farm=True,
+         run=_release, per_device=release_one_device, persist=True),
 )}
 
 
@@ -240,7 +269,8 @@ def dvc_stage(step: Step, layout: Layout, params: Params) -> dict[str, Any]:
     stage: dict[str, Any] = {"cmd": f"edgeflow step {step.name}", "deps": deps,
                              "params": list(step.params)}
     outs: list[Any] = [rel(p) for p in step.outs(layout)]
-    outs += [{rel(p): {"cache": False}} for p in step.records(layout)]
+    outs += [{rel(p): {"cache": False, **({"persist": True} if step.persist else {})}}
+             for p in step.records(layout)]
     if outs:
         stage["outs"] = outs
     if step.metrics(layout):

@@ -1,7 +1,8 @@
 """``edgeflow farm setup``: make SSH devices ready to run the harness.
 
 For each device with a ``setup`` section in farm.yaml: a virtualenv at
-``<workdir>/venv`` holding numpy and the runtimes the device runs (its ``runtimes``,
+``<workdir>/venv`` holding numpy, Pillow (the release's predictor decodes images) and
+the runtimes the device runs (its ``runtimes``,
 else those of the experiment's formats), pinned to this project's versions
 (``requirements.lock``) so the device runs what convert checked. With
 ``setup.wheelhouse: true`` (the default, for boards without internet) the wheels are
@@ -93,7 +94,9 @@ def pinned(names: list[str], lock_file: Path = LOCK_FILE) -> list[str]:
 
 
 def wanted_packages(device: SshDevice, runtimes: list[str]) -> list[str]:
-    packages = ["numpy", *(package for runtime in runtimes for package in RUNTIME_PACKAGES[runtime])]
+    # Pillow: the release's predictor decodes an application's images with it.
+    packages = ["numpy", "pillow",
+                *(package for runtime in runtimes for package in RUNTIME_PACKAGES[runtime])]
     return pinned(packages) + list(device.setup.extra_packages if device.setup else [])
 
 
@@ -169,7 +172,7 @@ def _push_missing_wheels(connection: Connection, wheels: list[Path], wheelhouse:
 def _imports_work(connection: Connection, python: str, runtimes: list[str]) -> bool:
     RUNTIME_MODULES = device_code.harness().RUNTIME_MODULES
 
-    modules = ["numpy", *(RUNTIME_MODULES[runtime][0] for runtime in runtimes)]
+    modules = ["numpy", "PIL", *(RUNTIME_MODULES[runtime][0] for runtime in runtimes)]
     check = f"import {', '.join(sorted(set(modules)))}"
     return connection.run(quote_command([python, "-c", check]), timeout=120).ok
 

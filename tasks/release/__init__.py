@@ -39,7 +39,7 @@ from tasks.release.mcu import bundle_state, write_mcu_bundle
 from tasks.release.outcome import (FAILED, REFUSED, RELEASED, SKIPPED, UNCHANGED, ReleaseOutcome,
                                    done, read_record, record_path)
 
-__all__ = ["ReleaseOutcome", "device_state", "drift", "read_record", "record_path",
+__all__ = ["ReleaseOutcome", "device_state", "drift", "proposal", "read_record", "record_path",
            "release_device", "rollback_device"]
 
 Approver = Callable[[str, str, str], bool]  # (device, variant, what changes) -> approved
@@ -82,8 +82,10 @@ def _rolled_back_from(state: dict[str, Any], variant: Variant) -> dict[str, Any]
 def release_device(params: Params, farm: Farm, layout: Layout, device: str,
                    variant: str | None = None, approve: Approver | None = None) -> ReleaseOutcome:
     """Release to ``device`` by policy (``variant`` None) or by hand (``variant`` named:
-    the policy's ``off`` and rollback memory do not apply, approval still does where
-    ``approve`` is given). Never raises for what a device does: the outcome says it."""
+    the policy's ``off`` and rollback memory do not apply). ``approve`` answers whether a
+    release may go ahead, asked by hand and under policy ``approve`` (None: nobody can
+    approve, so those releases are skipped). Never raises for what a device does: the
+    outcome says it."""
     if device not in farm.devices:
         raise ConfigError(f"unknown device {device!r} (farm.yaml has: {', '.join(farm.devices)})")
     policy = params.release.policy
@@ -110,29 +112,66 @@ def release_device(params: Params, farm: Farm, layout: Layout, device: str,
                                             f"{device} keeps its release: {error}"))
 
 
+def _decision(params: Params, layout: Layout, device: str, state: dict[str, Any],
+              target: Variant, by_hand: bool) -> ReleaseOutcome | str:
+    """What the board's ``state`` says of releasing ``target``: an outcome when nothing
+    is to be done (it runs it already; auto does not undo a rollback), else the change
+    (``running -> target``)."""
+    if _runs_it(state, target):
+        return ReleaseOutcome(device, UNCHANGED, target.name, state["current"]["release"],
+                              f"{device} already runs {target.name}")
+    rolled = _rolled_back_from(state, target)
+    if rolled is not None and not by_hand:
+        return ReleaseOutcome(
+            device, SKIPPED, target.name, None,
+            f"{target.name} was rolled back on {device} (release {rolled['release']}): "
+            f"release it by hand to use it again (edgeflow release {device} "
+            f"--variant {target.name})")
+    running = (state.get("current") or {}).get("variant") or "nothing"
+    return f"{running} -> {target.name}"
+
+
+def proposal(params: Params, farm: Farm, layout: Layout, device: str) -> tuple[str, str] | None:
+    """The release the policy would make on ``device`` now, as ``(variant, change)``;
+    None when it would make none (what it would say instead is the release's to say)."""
+    chosen = _chosen(layout, device, None) if params.release.policy != "off" else None
+    entry = farm.devices[device]
+    if chosen is None or isinstance(entry, McuDevice):
+        return None
+    target = _variant(layout, chosen)
+    try:
+        connection = connect(entry, device)
+        try:
+            decided = _decision(params, layout, device, device_releases.status(connection, entry),
+                                target, by_hand=False)
+        finally:
+            connection.close()
+    except DeviceError:
+        return None  # the release itself reports the device
+    return None if isinstance(decided, ReleaseOutcome) else (target.name, decided)
+
+
 def _release_harness_device(params: Params, layout: Layout, device: str,
                             entry: LocalDevice | SshDevice, target: Variant, by_hand: bool,
                             approve: Approver | None) -> ReleaseOutcome:
     connection = connect(entry, device)
     try:
         state = device_releases.status(connection, entry)
-        if _runs_it(state, target):
-            return done(layout, ReleaseOutcome(device, UNCHANGED, target.name,
-                                                state["current"]["release"],
-                                                f"{device} already runs {target.name}"),
-                         state["current"], state.get("previous"))
-        rolled = _rolled_back_from(state, target)
-        if rolled is not None and not by_hand:
-            return done(layout, ReleaseOutcome(
-                device, SKIPPED, target.name, None,
-                f"{target.name} was rolled back on {device} (release {rolled['release']}): "
-                f"release it by hand to use it again (edgeflow release {device} "
-                f"--variant {target.name})"))
-        running = (state.get("current") or {}).get("variant") or "nothing"
-        if (approve is not None and (by_hand or params.release.policy == "approve")
-                and not approve(device, target.name, f"{running} -> {target.name}")):
-            return done(layout, ReleaseOutcome(device, SKIPPED, target.name, None,
-                                                f"release of {target.name} to {device} not approved"))
+        decided = _decision(params, layout, device, state, target, by_hand)
+        if isinstance(decided, ReleaseOutcome):
+            return done(layout, decided, *((state["current"], state.get("previous"))
+                                           if decided.status == UNCHANGED else ()))
+        if by_hand or params.release.policy == "approve":
+            if approve is None:
+                return done(layout, ReleaseOutcome(
+                    device, SKIPPED, target.name, None,
+                    f"release.policy is approve and nobody can approve here: release "
+                    f"{target.name} with `edgeflow release {device}`, `edgeflow run`, or a "
+                    "deployed run in the Prefect UI"))
+            if not approve(device, target.name, decided):
+                return done(layout, ReleaseOutcome(
+                    device, SKIPPED, target.name, None,
+                    f"release of {target.name} to {device} ({decided}) not approved"))
         mlflow = registry.register(layout, target.name, device)
         staging = Path(tempfile.mkdtemp(prefix=".release-", dir=_staging_root(layout)))
         try:

@@ -55,8 +55,9 @@ def write_mcu_bundle(layout: Layout, device: str, entry: McuDevice, variant: Var
     release_id = new_release_id(variant.name, datetime.now(timezone.utc))
     folder = layout.device_releases(device) / release_id
     folder.mkdir(parents=True)
-    for file in variant.files or []:
-        shutil.copyfile(layout.variants / file.path, folder / Path(file.path).name)
+    # The model and, beside it, the C sources convert wrote (the variant's extras).
+    for path in [*(file.path for file in variant.files or []), *(variant.extras or [])]:
+        shutil.copyfile(layout.variants / path, folder / Path(path).name)
     meta = read_meta(layout.prepared)
     (folder / "labels.h").write_text(labels_header(meta.classes), encoding="utf-8")
     write_json(folder / "manifest.json", {

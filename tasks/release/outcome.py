@@ -58,3 +58,13 @@ def done(layout: Layout, outcome: ReleaseOutcome, current: dict[str, Any] | None
           previous: dict[str, Any] | None = None) -> ReleaseOutcome:
     write_record(layout, outcome, current, previous)
     return outcome
+
+
+def last_attempt(layout: Layout, device: str) -> str:
+    """The device's last release attempt as one line: ``device: status: why``."""
+    attempts = read_record(layout, device).get("attempts") or []
+    if not attempts:
+        return f"{device}: no release attempted"
+    last = attempts[-1]
+    version = f" (MLflow version {last['mlflow_version']})" if last.get("mlflow_version") else ""
+    return f"{device}: {last['status']}: {last['message']}{version}"

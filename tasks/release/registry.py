@@ -12,6 +12,7 @@ pi5 now".
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from tasks.core.layout import Layout
 from tasks.core.mlflow_store import store_lock
 
 MODEL_ID_TAG = "edgeflow.model_id"
+# Devices release in parallel threads of one flow run: the store's file lock is
+# re-entrant within a process, so the registry's check-then-create is serialised here.
+_REGISTRY = threading.Lock()
 VARIANT_TAG = "edgeflow.variant"
 
 
@@ -50,7 +54,7 @@ def register(layout: Layout, variant: str, device: str) -> dict[str, Any] | None
     if not model_id:
         return None
     uri = str(record["tracking_uri"])
-    with store_lock(uri):
+    with _REGISTRY, store_lock(uri):
         return _register(_client(uri), registered_model_name(layout), model_id, run_id, variant,
                          uri)
 
@@ -80,7 +84,7 @@ def point_alias(mlflow: dict[str, Any] | None, device: str) -> None:
     """Move ``device``'s alias to the version in ``mlflow`` (a manifest's record)."""
     if not mlflow:
         return
-    with store_lock(mlflow["tracking_uri"]):
+    with _REGISTRY, store_lock(mlflow["tracking_uri"]):
         _client(mlflow["tracking_uri"]).set_registered_model_alias(
             mlflow["registered_model"], alias(device), str(mlflow["version"]))
 

@@ -18,7 +18,7 @@ from tasks.release import device_state, release_device, rollback_device
 from tests.helpers import ssh_device
 from tests.sshd import SshServer
 from tests.tasks import test_release
-from tests.tasks.test_release import alias_version
+from tests.tasks.test_release import YES, alias_version
 
 # The released project's fixtures, shared with the local tests.
 tracked, project = test_release.tracked, test_release.project
@@ -33,7 +33,8 @@ def test_a_release_to_an_ssh_board_is_current_there_and_its_predictor_agrees_wit
     farm = Farm(devices={"board": board})
     variants = [entry["name"] for entry in json.loads(project.variants_index.read_text())["variants"]
                 if entry["status"] == "ok" and entry["runtime"] in ("tflite", "onnxruntime")]
-    first = release_device(tiny_project.params, farm, project, "board", variant=variants[0])
+    first = release_device(tiny_project.params, farm, project, "board", variant=variants[0],
+                           approve=YES)
     assert first.status == "released", first.message
     app = tmp_path / "board" / "app"
     assert (app / "current").readlink() == Path(f"releases/{first.release_id}")
@@ -54,9 +55,55 @@ def test_a_release_to_an_ssh_board_is_current_there_and_its_predictor_agrees_wit
     keras_model = keras.models.load_model(project.base_model / "model.keras")
     assert predicted == list(np.argmax(keras_model.predict(images, verbose=0), axis=1))
 
-    second = release_device(tiny_project.params, farm, project, "board", variant=variants[1])
+    second = release_device(tiny_project.params, farm, project, "board", variant=variants[1],
+                            approve=YES)
     assert second.status == "released"
     back = rollback_device(farm, project, "board")
     assert (back.status, back.release_id) == ("released", first.release_id)
     assert alias_version(project, "board") == first.mlflow_version
     assert device_state(farm, project, "board")["drift"] is None
+
+
+def test_a_board_killed_during_a_release_keeps_a_complete_current_release(
+        project: Layout, tiny_project: Any, doomed_server: SshServer, tmp_path: Path) -> None:
+    """The board loses power while the new release's health check runs on it: the
+    release fails with the reason, and ``current`` is still the previous release, whole
+    (its predictor loads it, its files verified)."""
+    import threading
+    import time
+
+    from tasks.core import device_code
+    from tests.helpers import processes_mentioning
+    from tests.sshd import stop_sshd
+
+    board = ssh_device(doomed_server, tmp_path / "board", connect_attempts=1)
+    farm = Farm(devices={"board": board})
+    variants = [entry["name"] for entry in json.loads(project.variants_index.read_text())["variants"]
+                if entry["status"] == "ok" and entry["runtime"] in ("tflite", "onnxruntime")]
+    first = release_device(tiny_project.params, farm, project, "board", variant=variants[0],
+                           approve=YES)
+    assert first.status == "released"
+    releases = str(tmp_path / "board" / "app" / "releases")
+    killed: list[str] = []
+
+    def kill_during_the_check() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            checking = [line for line in processes_mentioning(releases) if "--check" in line]
+            if checking:
+                stop_sshd(doomed_server, kill_sessions=True)  # the board loses power
+                killed.extend(checking)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_during_the_check)
+    killer.start()
+    second = release_device(tiny_project.params, farm, project, "board", variant=variants[1],
+                            approve=YES)
+    killer.join()
+    assert killed, "the health check was never seen running"
+    assert second.status == "failed" and second.message.startswith("board keeps its release: ")
+    app = tmp_path / "board" / "app"
+    assert (app / "current").readlink() == Path(f"releases/{first.release_id}")
+    model = device_code.predictor().Model(str(app / "current"))  # loads: complete, verified
+    assert model.manifest["variant"] == variants[0]

@@ -37,9 +37,10 @@ def test_setup_builds_a_venv_once_then_changes_nothing(tiny_project, ssh_server:
     assert any(action.startswith("pushed ") for action in first.actions)
     assert set(first.runtimes) == {"onnxruntime"}, "only what the device needs is installed"
     state = workdir / "venv" / "edgeflow-setup.json"
-    assert "onnxruntime==" in state.read_text()
+    assert "onnxruntime==" in state.read_text() and "pillow==" in state.read_text()
     wheels = sorted(path.name for path in (workdir / "wheelhouse").iterdir())
     assert any(name.startswith("numpy-") for name in wheels)
+    assert any(name.startswith("pillow-") for name in wheels)  # the predictor decodes images
     stamp = state.stat().st_mtime_ns
 
     second = CliRunner().invoke(app, ["farm", "setup", "--farm", str(farm_file)],

@@ -45,9 +45,10 @@ def test_library_versions_are_the_installed_distributions_of_the_imported_module
 
 @pytest.mark.parametrize("module, distribution, importers", [
     # tasks.core.config imports the architectures: every step but track reaches Keras.
-    ("keras", "keras", ["prepare", "train", "optimize", "convert", "benchmark", "select"]),
-    ("mlflow", "mlflow", ["track"]),
-    ("fabric", "fabric", ["benchmark"]),
+    ("keras", "keras", ["prepare", "train", "optimize", "convert", "benchmark", "select",
+                        "release"]),
+    ("mlflow", "mlflow", ["track", "release"]),  # release: the model registry
+    ("fabric", "fabric", ["benchmark", "release"]),
 ])
 def test_a_new_version_of_a_library_changes_the_keys_of_exactly_the_steps_that_import_it(
         ctx: Context, monkeypatch: pytest.MonkeyPatch, module: str, distribution: str,

@@ -220,16 +220,21 @@ def code_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _all_keys(ctx: Context) -> dict[str, str]:
-    return {name: input_key(ctx, name, "local" if name == "benchmark" else None)
+    return {name: input_key(ctx, name, "local" if STEPS[name].per_device else None)
             for name in STEPS}
 
 
-# Only select reaches report.py and only benchmark untrusted.py; the harness is loaded by
-# path (never imported) by the steps that run device code; every step reaches files.py.
+# Only select reaches report.py and only the steps that talk to boards untrusted.py; the
+# harness is loaded by path (never imported) by the steps that run device code; every
+# step reaches files.py.
 @pytest.mark.parametrize("module, steps", [
     ("tasks/core/report.py", {"select"}),
-    ("tasks/farm/untrusted.py", {"benchmark"}),
-    ("tasks/device/harness.py", {"convert", "benchmark", "select", "track"}),  # track: the pyfunc
+    ("tasks/farm/untrusted.py", {"benchmark", "release"}),
+    ("tasks/device/harness.py", {"convert", "benchmark", "select", "track", "release"}),
+    # Only prepare reaches the pre-processing's loader, so only it and the steps that ship
+    # all of the device code (the predictor loads it) change with it.
+    ("tasks/device/preprocess.py", {"prepare", "convert", "benchmark", "select", "track",
+                                    "release"}),
     ("tasks/core/files.py", set(STEPS)),
 ])
 def test_a_key_changes_with_the_code_its_step_reaches_only(

@@ -213,10 +213,11 @@ def test_editing_a_module_reruns_exactly_the_steps_that_reach_it(tmp_path: Path)
             driver.wait(timeout=120)
     assert runs == [
         {"executed": ["prepare", "train", "optimize", "convert", "benchmark[local]", "select",
-                      "track"], "cached": []},
+                      "track", "release[local]"], "cached": []},
         {"executed": ["select"],
-         "cached": ["prepare", "train", "optimize", "convert", "benchmark[local]", "track"]},
-        {"executed": ["benchmark[local]", "select", "track"],
+         "cached": ["prepare", "train", "optimize", "convert", "benchmark[local]", "track",
+                    "release[local]"]},
+        {"executed": ["benchmark[local]", "select", "track", "release[local]"],
          "cached": ["prepare", "train", "optimize", "convert"]},
     ]
 

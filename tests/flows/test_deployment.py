@@ -28,7 +28,8 @@ BIN = Path(sys.executable).parent
 # What a clone holds that a deployment needs (the code, the declarations), nothing built.
 PROJECT_FILES = ("tasks", "flows", "prefect.yaml", "params.yaml", "farm.yaml", "dvc.yaml",
                  "requirements.lock", "pyproject.toml")
-STEPS = ["prepare", "train", "optimize", "convert", "benchmark[local]", "select", "track"]
+STEPS = ["prepare", "train", "optimize", "convert", "benchmark[local]", "select", "track",
+               "release[local]"]
 # One format keeps the cold run short; the rest of the lifecycle is the tiny one's.
 PARAMS = TINY_PARAMS.replace("formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}",
                              "formats: {tflite: [fp32]}")
@@ -169,16 +170,16 @@ def test_a_deployed_run_executes_every_step_in_the_experiment(
     assert not (served.project / ".edgeflow" / "prefect").exists()
 
 
-def test_each_benchmark_holds_its_device_tag_under_a_limit_of_one(
+def test_each_benchmark_and_release_holds_its_device_tag_under_a_limit_of_one(
         first_deployed_run: tuple[Any, list[Any], list[Any]], served: Served) -> None:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     _, tasks, _ = first_deployed_run
     tags = {task.name.rsplit("-", 1)[0]: set(task.tags) for task in tasks}
-    assert tags["benchmark[local]"] == {"device:local"}
+    assert tags["benchmark[local]"] == tags["release[local]"] == {"device:local"}
     assert all(not tag.startswith("device:") for name, found in tags.items()
-               if name != "benchmark[local]" for tag in found)
+               if name not in {"benchmark[local]", "release[local]"} for tag in found)
     with temporary_settings({PREFECT_API_URL: served.url}), \
             get_client(sync_client=True) as client:
         limit = client.read_concurrency_limit_by_tag("device:local")

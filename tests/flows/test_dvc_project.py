@@ -24,7 +24,8 @@ from tests.tiny import TINY_PARAMS, write_tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-ALL_STEPS = ["prepare", "train", "optimize", "convert", "benchmark[local]", "select", "track"]
+ALL_STEPS = ["prepare", "train", "optimize", "convert", "benchmark[local]", "select", "track",
+             "release[local]"]
 VARIANTS = {"tflite-fp32", "onnx-fp32", "openvino-fp32"}
 
 

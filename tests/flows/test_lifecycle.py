@@ -22,7 +22,8 @@ import pytest
 from tests.tiny import TINY_FARM, TINY_PARAMS, write_tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
-ALL_STEPS = ["prepare", "train", "optimize", "convert", "benchmark[local]", "select", "track"]
+ALL_STEPS = ["prepare", "train", "optimize", "convert", "benchmark[local]", "select", "track",
+             "release[local]"]
 BIN = Path(sys.executable).parent
 
 
@@ -175,7 +176,7 @@ def test_changing_benchmark_params_reruns_only_benchmark_and_what_follows(
     state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml")
     assert state.is_completed()
     assert outcome.cached == ["prepare", "train", "optimize", "convert"]
-    assert outcome.executed == ["benchmark[local]", "select", "track"]
+    assert outcome.executed == ["benchmark[local]", "select", "track", "release[local]"]
     results = json.loads((experiment / "results" / "local" / "onnx-fp32.json").read_text())
     assert results["harness"]["runs"] >= 12
 
@@ -321,3 +322,15 @@ def _check_three_boards(project: Path, result: subprocess.CompletedProcess[str],
     for child in children:
         assert child.data.tags["device.arch"] and child.data.tags["device.runtime.onnxruntime"]
         assert child.data.metrics["latency_p50_ms"] > 0
+
+    # Each board now runs its recommended variant, and its MLflow alias says which.
+    assert all(f"release[{name}]" in executed for name in names), result.stdout[-3000:]
+    registry = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}",
+                                   registry_uri=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    for name in names:
+        app = project.parent / f"board-{name}" / "app"
+        manifest = read_json(app / "current" / "manifest.json")
+        assert manifest["variant"] == summary["recommendations"][name]
+        assert f"release: {name}: released: " in result.stdout
+        version = registry.get_model_version_by_alias(f"edgeflow-{project.name}", f"device-{name}")
+        assert str(version.version) == manifest["mlflow"]["version"]

@@ -34,6 +34,7 @@ devices:
   broken-hook: {threads: 1, workdir: .edgeflow/devices/broken-hook, on_release: "echo no service >&2; exit 4"}
   slow: {threads: 1, workdir: .edgeflow/devices/slow, requirements: {max_latency_p90_ms: 0.000001}}
 """
+YES = lambda *_: True  # noqa: E731 - a person approving every release by hand
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
                         accuracy_samples=0, timeout_seconds=60)
 
@@ -122,7 +123,8 @@ def test_rollback_returns_to_the_previous_release_and_moves_the_alias(
     first = release_device(params, farm, project, "local")
     others = [name for name in json.loads(project.variants_index.read_text())["variants"]
               if name["status"] == "ok" and name["name"] != first.variant]
-    second = release_device(params, farm, project, "local", variant=others[0]["name"])
+    second = release_device(params, farm, project, "local", variant=others[0]["name"],
+                            approve=YES)
     assert second.status == "released" and second.mlflow_version != first.mlflow_version
     assert alias_version(project, "local") == second.mlflow_version
 
@@ -148,6 +150,33 @@ def test_rollback_returns_to_the_previous_release_and_moves_the_alias(
     assert nothing.status == "refused" and current(project, "local") == f"releases/{first.release_id}"
 
 
+def test_approvals_decide_releases_by_hand_and_under_policy_approve(
+        project: Layout, tiny_project: Any) -> None:
+    params, farm = tiny_project.params, farm_of(project)
+    asked: list[tuple[str, str, str]] = []
+
+    def no(device: str, variant: str, change: str) -> bool:
+        asked.append((device, variant, change))
+        return False
+
+    recommended = json.loads(project.summary.read_text())["recommendations"]["local"]
+    declined = release_device(params, farm, project, "local", variant=recommended, approve=no)
+    assert declined.status == "skipped" and "not approved" in declined.message
+    assert asked == [("local", recommended, f"nothing -> {recommended}")]
+    assert current(project, "local") is None
+    by_hand_unasked = release_device(params, farm, project, "local", variant=recommended)
+    assert by_hand_unasked.status == "skipped" and "nobody can approve" in by_hand_unasked.message
+
+    approve = params.model_copy(update={"release": params.release.model_copy(
+        update={"policy": "approve"})})
+    assert release_device(approve, farm, project, "local").status == "skipped"  # dvc repro
+    assert current(project, "local") is None
+    released = release_device(approve, farm, project, "local", approve=YES)
+    assert released.status == "released" and current(project, "local") is not None
+    off = params.model_copy(update={"release": params.release.model_copy(update={"policy": "off"})})
+    assert release_device(off, farm, project, "other").message == "release.policy is off"
+
+
 def test_a_failed_health_check_keeps_the_current_release(project: Layout,
                                                           tiny_project: Any) -> None:
     """``slow`` requires a p90 no model reaches: nothing passed there, and a release by
@@ -157,7 +186,7 @@ def test_a_failed_health_check_keeps_the_current_release(project: Layout,
     assert release_device(params, farm, project, "slow").status == "skipped"
     refused = release_device(params, farm, project, "slow",
                              variant=json.loads(project.summary.read_text())
-                             ["recommendations"]["local"])
+                             ["recommendations"]["local"], approve=YES)
     assert refused.status == "refused" and "p90 latency" in refused.message
     assert current(project, "slow") is None
     health = json.loads(next((app(project, "slow") / "releases").glob("*/health.json")).read_text())
@@ -276,3 +305,69 @@ def test_a_file_changed_after_the_release_is_refused_by_the_predictor_and_shown_
         predictor.Model(str(folder))
     assert device_state(farm, project, "local")["drift"] == (
         f"the files of {outcome.release_id} on the board changed since it was released")
+
+
+def test_devices_registering_at_once_share_one_registered_model_and_version(
+        project: Layout) -> None:
+    """The flow releases to every device in parallel threads: one registered model, and
+    one version for one model, whoever registers first."""
+    import threading
+
+    from tasks.release import registry
+
+    variant = json.loads(project.summary.read_text())["recommendations"]["local"]
+    found: list[Any] = []
+    threads = [threading.Thread(target=lambda device=device: found.append(
+        registry.register(project, variant, device))) for device in ("local", "other", "slow")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(found) == 3 and {entry["version"] for entry in found} == {"1"}
+    assert {entry["registered_model"] for entry in found} == {registered_model_name(project)}
+
+
+def test_a_microcontroller_gets_a_firmware_bundle_with_its_sources_labels_and_arena(
+        tiny_project: Any, tmp_path: Path) -> None:
+    """A tflm variant converted for real: the bundle holds what the README says, and the
+    same variant again writes nothing new; another format is refused."""
+    from tasks.convert import ConvertInputs, convert
+    from tasks.core.config import ConvertParams, QuantizationParams
+    from tasks.core.contracts.variants import read_variant_index
+    from tasks.release.mcu import labels_header
+
+    source, layout = tiny_project.layout, Layout(tmp_path / "project")
+    shutil.copytree(source.prepared, layout.prepared)
+    convert({"tflm": ["int8"], "tflite": ["fp32"]}, ConvertParams(check_samples=40),
+            QuantizationParams(calibration_samples=50), 0.5,
+            ConvertInputs(source.base_model, None, layout.prepared), layout.variants)
+    (layout.root / "farm.yaml").write_text(
+        "devices:\n  esp32: {transport: mcu, flash_kb: 8192, ram_kb: 512}\n", encoding="utf-8")
+    farm = load_farm(layout.root / "farm.yaml")
+    summary = {"reference_accuracy": 0.9, "rank_by": "latency_p50_ms", "requirements": {},
+               "counts": {"pass": 1, "fail": 0, "error": 0, "skipped": 0},
+               "recommendations": {"esp32": "tflm-int8"}, "results": []}
+    layout.reports.mkdir(parents=True)
+    layout.summary.write_text(json.dumps(summary))
+
+    outcome = release_device(tiny_project.params, farm, layout, "esp32")
+    assert outcome.status == "released", outcome.message
+    bundle = layout.device_releases("esp32") / str(outcome.release_id)
+    assert sorted(path.name for path in bundle.iterdir()) == [
+        "labels.h", "manifest.json", "model.tflite", "model_data.cc", "model_data.h"]
+    variant = next(v for v in read_variant_index(layout.variants).variants if v.name == "tflm-int8")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["arena_bytes"] == variant.spec["arena_bytes"] > 0
+    assert manifest["sha256"] == variant.sha256 and manifest["budget"]["ram_kb"] == 512
+    classes = json.loads((layout.prepared / "meta.json").read_text())["classes"]
+    assert (bundle / "labels.h").read_text() == labels_header(classes)
+    assert f"constexpr int kLabelCount = {len(classes)};" in labels_header(classes)
+    assert "kTensorArenaSize" in (bundle / "model_data.h").read_text() + \
+        (bundle / "model_data.cc").read_text()
+    assert read_record(layout, "esp32")["current"]["release"] == outcome.release_id
+
+    again = release_device(tiny_project.params, farm, layout, "esp32")
+    assert again.status == "unchanged" and len(list(layout.device_releases("esp32").iterdir())) == 2
+    refused = release_device(tiny_project.params, farm, layout, "esp32", variant="tflite-fp32",
+                             approve=YES)
+    assert refused.status == "refused" and "only tflm variants run there" in refused.message
