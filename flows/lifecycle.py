@@ -172,7 +172,7 @@ def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     outcome.summary_path = str(ctx.layout.summary)
     outcome.counts = summary["counts"]
     outcome.problems = list(judged.problems)
-    publish(ctx.layout.summary, judged.message)
+    publish(ctx.layout.summary, judged.message, outcome.releases)
     state = Completed if judged.ok else Failed
     return state(message=judged.message, data=asdict(outcome))
 

@@ -28,11 +28,14 @@ def results_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
             for row in summary["results"]]
 
 
-def recommendations_markdown(summary: dict[str, Any], verdict: str, experiment: Path) -> str:
+def recommendations_markdown(summary: dict[str, Any], verdict: str, experiment: Path,
+                             releases: list[str] | None = None) -> str:
     counts = summary["counts"]
     return "\n".join([
         "# edgeflow: recommendation per device", "",
         *recommendation_lines(summary, markdown_text), "",
+        *([f"Releases of this run: {'; '.join(markdown_text(line) for line in releases)}", ""]
+          if releases else []),
         f"Results: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
         f"{counts['skipped']} skipped. fp32 reference accuracy: {reference_line(summary)}.", "",
         f"Verdict: {markdown_text(verdict)}", "",
@@ -40,8 +43,9 @@ def recommendations_markdown(summary: dict[str, Any], verdict: str, experiment: 
     ]) + "\n"
 
 
-def publish(summary_path: Path, verdict: str) -> tuple[str, str]:
-    """Create this run's two artifacts; returns their keys. Call inside a flow run."""
+def publish(summary_path: Path, verdict: str, releases: list[str] | None = None) -> tuple[str, str]:
+    """Create this run's two artifacts (``releases``: this run's release lines, one per
+    device); returns their keys. Call inside a flow run."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     summary = read_summary(summary_path).document()
@@ -49,6 +53,7 @@ def publish(summary_path: Path, verdict: str) -> tuple[str, str]:
     create_table_artifact(key=RESULTS_KEY, table=results_rows(summary),
                           description=f"Every (variant, device) result of {experiment}")
     create_markdown_artifact(key=RECOMMENDATIONS_KEY,
-                             markdown=recommendations_markdown(summary, verdict, experiment),
+                             markdown=recommendations_markdown(summary, verdict, experiment,
+                                                               releases),
                              description=f"Best passing variant per device of {experiment}")
     return RESULTS_KEY, RECOMMENDATIONS_KEY

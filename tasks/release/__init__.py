@@ -36,7 +36,8 @@ from tasks.farm.transports import connect
 from tasks.release import registry
 from tasks.release.bundle import build_bundle
 from tasks.release.mcu import bundle_state, write_mcu_bundle
-from tasks.release.outcome import (FAILED, REFUSED, RELEASED, SKIPPED, UNCHANGED, ReleaseOutcome,
+from tasks.release.outcome import (FAILED, REFUSED, RELEASED, ROLLED_BACK, SKIPPED, UNCHANGED,
+                                   ReleaseOutcome,
                                    done, read_record, record_path)
 
 __all__ = ["ReleaseOutcome", "device_state", "drift", "proposal", "read_record", "record_path",
@@ -234,7 +235,7 @@ def rollback_device(farm: Farm, layout: Layout, device: str) -> ReleaseOutcome:
         current = state.get("current") or {}
         registry.point_alias(current.get("mlflow"), device)
         version = (current.get("mlflow") or {}).get("version")
-        return done(layout, ReleaseOutcome(device, RELEASED, current.get("variant"),
+        return done(layout, ReleaseOutcome(device, ROLLED_BACK, current.get("variant"),
                                             current.get("release"), message,
                                             str(version) if version else None),
                      state.get("current"), state.get("previous"))

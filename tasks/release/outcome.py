@@ -14,8 +14,8 @@ from tasks.core.layout import Layout
 RECORD_NAME = "release.json"
 HISTORY_KEPT = 20
 # What a release attempt can end as (ReleaseOutcome.status).
-RELEASED, UNCHANGED, SKIPPED, REFUSED, FAILED = (
-    "released", "unchanged", "skipped", "refused", "failed")
+RELEASED, ROLLED_BACK, UNCHANGED, SKIPPED, REFUSED, FAILED = (
+    "released", "rolled back", "unchanged", "skipped", "refused", "failed")
 
 
 @dataclass(frozen=True)

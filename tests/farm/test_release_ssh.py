@@ -1,6 +1,7 @@
 """A release to a real SSH board (OpenSSH on loopback): pushed through the verified push,
-health-checked and made current there, the predictor run over SSH agreeing with Keras,
-and a rollback."""
+health-checked and made current there, the predictor run over SSH agreeing with Keras
+on 20 images each of its three ways (command line, Python, HTTP), a rollback, and a
+board that loses power during a release."""
 
 from __future__ import annotations
 
@@ -22,6 +23,48 @@ from tests.tasks.test_release import YES, alias_version
 
 # The released project's fixtures, shared with the local tests.
 tracked, project = test_release.tracked, test_release.project
+
+
+IN_PYTHON = """
+import json, sys
+sys.path.insert(0, sys.argv[1] + "/current")
+from PIL import Image
+from predict import Model
+model = Model(sys.argv[1] + "/current")
+for name in sys.argv[2:]:
+    pixels = Image.open(sys.argv[1] + "/current/check/" + name)
+    print(json.dumps(model.predict(__import__("numpy").asarray(pixels))))
+"""
+# The application's side of --serve: the server started on the board, images POSTed to it
+# from the board, the server stopped.
+OVER_HTTP = """
+import json, subprocess, sys, urllib.request
+app = sys.argv[1]
+server = subprocess.Popen([sys.executable, app + "/current/predict.py", "--serve", "--port", "0"],
+                          stdout=subprocess.PIPE, text=True)
+try:
+    url = json.loads(server.stdout.readline())["serving"]
+    for name in sys.argv[2:]:
+        with open(app + "/current/check/" + name, "rb") as image:
+            request = urllib.request.Request(url, data=image.read())
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            print(answer.read().decode().strip())
+finally:
+    server.terminate()
+    server.wait(timeout=30)
+"""
+
+
+def _on_board(board: Any, app: Path, names: list[str], script: str) -> list[int]:
+    """The classes ``script`` (run on the board by its interpreter) printed."""
+    connection = connect(board, "board")
+    try:
+        ran = connection.run(shlex.join([board.harness_python(), "-c", script, str(app), *names]),
+                             timeout=120)
+    finally:
+        connection.close()
+    assert ran.exited == 0, ran.stderr
+    return [json.loads(line)["index"] for line in ran.stdout.splitlines()]
 
 
 def test_a_release_to_an_ssh_board_is_current_there_and_its_predictor_agrees_with_keras(
@@ -53,13 +96,17 @@ def test_a_release_to_an_ssh_board_is_current_there_and_its_predictor_agrees_wit
     images = np.stack([np.asarray(Image.open(app / "current" / "check" / name), np.float32)[..., None]
                        / 255 for name in names])
     keras_model = keras.models.load_model(project.base_model / "model.keras")
-    assert predicted == list(np.argmax(keras_model.predict(images, verbose=0), axis=1))
+    expected = list(np.argmax(keras_model.predict(images, verbose=0), axis=1))
+    assert predicted == expected
+    # The same on the board through the Python API and through its HTTP server.
+    assert _on_board(board, app, names, IN_PYTHON) == expected
+    assert _on_board(board, app, names, OVER_HTTP) == expected
 
     second = release_device(tiny_project.params, farm, project, "board", variant=variants[1],
                             approve=YES)
     assert second.status == "released"
     back = rollback_device(farm, project, "board")
-    assert (back.status, back.release_id) == ("released", first.release_id)
+    assert (back.status, back.release_id) == ("rolled back", first.release_id)
     assert alias_version(project, "board") == first.mlflow_version
     assert device_state(farm, project, "board")["drift"] is None
 

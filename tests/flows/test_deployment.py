@@ -201,6 +201,7 @@ def test_the_run_page_shows_results_and_recommendations(
     assert markdown.type == "markdown"
     assert "- **local**: `tflite-fp32` (best passing by latency_p50_ms)" in markdown.data
     assert "Results: 1 pass, 0 fail, 0 error, 0 skipped." in markdown.data
+    assert "Releases of this run: local: released: " in markdown.data
     assert str(experiment) in markdown.data
 
 

@@ -129,7 +129,7 @@ def test_rollback_returns_to_the_previous_release_and_moves_the_alias(
     assert alias_version(project, "local") == second.mlflow_version
 
     back = rollback_device(farm, project, "local")
-    assert (back.status, back.release_id, back.variant) == ("released", first.release_id,
+    assert (back.status, back.release_id, back.variant) == ("rolled back", first.release_id,
                                                              first.variant)
     assert current(project, "local") == f"releases/{first.release_id}"
     assert alias_version(project, "local") == first.mlflow_version
