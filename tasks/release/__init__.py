@@ -113,8 +113,8 @@ def release_device(params: Params, farm: Farm, layout: Layout, device: str,
                                             f"{device} keeps its release: {error}"))
 
 
-def _decision(params: Params, layout: Layout, device: str, state: dict[str, Any],
-              target: Variant, by_hand: bool) -> ReleaseOutcome | str:
+def _decision(device: str, state: dict[str, Any], target: Variant,
+              by_hand: bool) -> ReleaseOutcome | str:
     """What the board's ``state`` says of releasing ``target``: an outcome when nothing
     is to be done (it runs it already; auto does not undo a rollback), else the change
     (``running -> target``)."""
@@ -143,8 +143,8 @@ def proposal(params: Params, farm: Farm, layout: Layout, device: str) -> tuple[s
     try:
         connection = connect(entry, device)
         try:
-            decided = _decision(params, layout, device, device_releases.status(connection, entry),
-                                target, by_hand=False)
+            decided = _decision(device, device_releases.status(connection, entry), target,
+                                by_hand=False)
         finally:
             connection.close()
     except DeviceError:
@@ -158,7 +158,7 @@ def _release_harness_device(params: Params, layout: Layout, device: str,
     connection = connect(entry, device)
     try:
         state = device_releases.status(connection, entry)
-        decided = _decision(params, layout, device, state, target, by_hand)
+        decided = _decision(device, state, target, by_hand)
         if isinstance(decided, ReleaseOutcome):
             return done(layout, decided, *((state["current"], state.get("previous"))
                                            if decided.status == UNCHANGED else ()))
