@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tasks.core import notices
 from tasks.core.config import Farm, LocalDevice, McuDevice, Params, SshDevice
 from tasks.core.contracts.prepared import read_meta
 from tasks.core.contracts.summary import read_summary
@@ -173,18 +174,23 @@ def _release_harness_device(params: Params, layout: Layout, device: str,
                 return done(layout, ReleaseOutcome(
                     device, SKIPPED, target.name, None,
                     f"release of {target.name} to {device} ({decided}) not approved"))
+        # Two stages on the console: built and registered here, then pushed, checked on
+        # the board and made current (the health check is most of a release's time).
+        counter = notices.Counter(f"release[{device}]", 2)
         mlflow = registry.register(layout, target.name, device)
         staging = Path(tempfile.mkdtemp(prefix=".release-", dir=_staging_root(layout)))
         try:
             bundle = build_bundle(staging, device, entry, target, layout.variants,
                                   layout.prepared, read_meta(layout.prepared),
                                   read_summary(layout.summary), params.release, mlflow)
+            counter.advance(target.name, "built")
             answer = device_releases.push_and_activate(connection, entry, bundle.folder,
                                                        bundle.release_id, bundle.files,
                                                        params.release,
                                                        params.benchmark.lock_timeout_seconds)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        counter.advance(target.name, str(answer.get("status", "no answer")))
         return _outcome(layout, device, target, bundle.release_id, answer, mlflow,
                         connection, entry)
     finally:

@@ -94,8 +94,15 @@ def test_the_recommended_variant_is_released_checked_and_registered_then_not_aga
     recommended = summary["recommendations"]["local"]
     assert recommended is not None
 
-    first = release_device(params, farm, project, "local")
+    from tasks.core import notices
+
+    seen: list[str] = []
+    with notices.listening(lambda notice: seen.append(
+            notice.line() if isinstance(notice, notices.Progress) else notice.message)):
+        first = release_device(params, farm, project, "local")
     assert (first.status, first.variant) == ("released", recommended)
+    assert seen == ["release[local]: 0/2", f"release[local]: 1/2 {recommended} (built)",
+                    f"release[local]: 2/2 {recommended} (released)"]
     assert current(project, "local") == f"releases/{first.release_id}"
     folder = app(project, "local") / "current"
     manifest = json.loads((folder / "manifest.json").read_text())
