@@ -107,7 +107,7 @@ def test_a_run_shows_progress_and_results_and_logs_the_chatter(project: Path) ->
     # Progress comes before the results table, and is the only thing before it.
     progress = result.stdout.split("edgeflow results")[0].splitlines()[:-1]
     accuracy = read(project / "models/pruned/index.json")["sources"][0]["accuracy"]
-    steps = [line for line in progress if not line.startswith("benchmark[")]
+    steps = [line for line in progress if not line.startswith(("benchmark[", "release["))]
     assert steps == (
         ["train: 0/6"]
         + [f"train: {epoch['epoch']}/6 (loss {epoch['loss']:.3f} acc {epoch['accuracy']:.3f} "
@@ -122,8 +122,16 @@ def test_a_run_shows_progress_and_results_and_logs_the_chatter(project: Path) ->
             [f"benchmark[{device}]: 0/{len(variants)}"]
             + [f"benchmark[{device}]: {done}/{len(variants)} {variant['name']} ({status})"
                for done, (variant, status) in enumerate(zip(variants, statuses), 1)])
-    assert len(progress) == len(steps) + 2 * (len(variants) + 1), "nothing else"
+    # The board's release after the results are in (the microcontroller's bundle is
+    # written at once: no progress).
+    chosen = read(project / "reports/summary.json")["recommendations"]["local"]
+    releases = ["release[local]: 0/2", f"release[local]: 1/2 {chosen} (built)",
+                f"release[local]: 2/2 {chosen} (released)"]
+    assert [line for line in progress if line.startswith("release[")] == releases
+    assert len(progress) == len(steps) + 2 * (len(variants) + 1) + len(releases), "nothing else"
     assert progress.index("benchmark[local]: 0/8") > progress.index(steps[-1])
+    assert progress.index(releases[0]) > max(
+        index for index, line in enumerate(progress) if line.startswith("benchmark["))
     assert "flow state: " in result.stdout
 
     log_line = next(line for line in result.stdout.splitlines() if line.startswith("log: "))
