@@ -334,3 +334,25 @@ def _check_three_boards(project: Path, result: subprocess.CompletedProcess[str],
         assert f"release: {name}: released: " in result.stdout
         version = registry.get_model_version_by_alias(f"edgeflow-{project.name}", f"device-{name}")
         assert str(version.version) == manifest["mlflow"]["version"]
+        assert _board_classes(app, manifest) == _keras_classes(project, app, manifest)
+
+
+def _board_classes(app: Path, manifest: dict[str, Any]) -> list[int]:
+    """The classes the board's predictor gives its release's first 20 check images."""
+    images = [str(app / "current" / "check" / name) for name in manifest["check"]["images"][:20]]
+    done = subprocess.run([sys.executable, str(app / "current" / "predict.py"), *images],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line)["index"] for line in done.stdout.splitlines()]
+
+
+def _keras_classes(project: Path, app: Path, manifest: dict[str, Any]) -> list[int]:
+    """Keras's classes for the same images, decoded as the predictor decodes them."""
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.stack([np.asarray(Image.open(app / "current" / "check" / name), np.float32)
+                       for name in manifest["check"]["images"][:20]])[..., None] / 255
+    model = keras.models.load_model(project / "models" / "base" / "model.keras")
+    return [int(index) for index in np.argmax(model.predict(pixels, verbose=0), axis=1)]
