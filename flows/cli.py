@@ -164,6 +164,13 @@ def _farm(params: Path, farm: Path | None) -> Path:
     return farm if farm is not None else params.resolve().parent / "farm.yaml"
 
 
+def _context(params: Path, farm: Path | None) -> Any:
+    """The experiment's validated configuration; a bad file is a one-line error."""
+    from flows.steps import Context
+
+    return _guarded(lambda: Context.load(params, _farm(params, farm)))
+
+
 def _not_a_folder(path: Path, option: str) -> Path:
     """``path``, unless it names a folder where a file is meant (a ConfigError)."""
     if path.is_dir():
@@ -253,12 +260,10 @@ def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")
     """Run one step without Prefect (``dvc repro`` calls this); ``edgeflow run`` reuses
     its outputs."""
     from flows.console import new_log
-    from flows.steps import Context
-
     from tasks.core.locks import experiment_lock
 
     _guarded(lambda: known_steps([name]))
-    ctx = _guarded(lambda: Context.load(params, _farm(params, farm)))
+    ctx = _context(params, farm)
 
     def run_locked() -> Any:
         from flows.caching import record_step
@@ -294,12 +299,6 @@ def report(params: ParamsOption = Path("params.yaml"),
 
 
 DeviceArgument = Annotated[str, typer.Argument(help="device name in farm.yaml")]
-
-
-def _release_context(params: Path, farm: Path | None) -> Any:
-    from flows.steps import Context
-
-    return _guarded(lambda: Context.load(params, _farm(params, farm)))
 
 
 def _ask(device: str, variant: str, change: str) -> bool:
@@ -345,7 +344,7 @@ def release(device: DeviceArgument, params: ParamsOption = Path("params.yaml"),
     from tasks.core.locks import experiment_lock
     from tasks.release import release_device
 
-    ctx = _release_context(params, farm)
+    ctx = _context(params, farm)
 
     def released() -> Any:
         with experiment_lock(ctx.layout.state):
@@ -363,7 +362,7 @@ def rollback(device: DeviceArgument, params: ParamsOption = Path("params.yaml"),
     from tasks.core.locks import experiment_lock
     from tasks.release import rollback_device
 
-    ctx = _release_context(params, farm)
+    ctx = _context(params, farm)
 
     def rolled() -> Any:
         with experiment_lock(ctx.layout.state):
@@ -378,7 +377,7 @@ def status(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None) 
     from tasks.release import device_state
     from tasks.release.view import status_table
 
-    ctx = _release_context(params, farm)
+    ctx = _context(params, farm)
     states = [_guarded(lambda: device_state(ctx.farm, ctx.layout, name)) for name in ctx.farm.devices]
     console.print(status_table(states))
     for state in states:

@@ -655,20 +655,26 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def sha256_of(path: str) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (the harness and the predictor)."""
+    import hashlib
+
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
 def verify_inputs(expected: list[str]) -> None:
     """Check each ``PATH=HEX`` before anything is loaded: a file corrupted on its way to
     the device, or changed since, is never benchmarked."""
-    import hashlib
-
     for item in expected:
         path, _, digest = item.rpartition("=")
-        hasher = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                hasher.update(block)
-        if hasher.hexdigest() != digest:
+        actual = sha256_of(path)
+        if actual != digest:
             raise RuntimeError(f"sha256 mismatch for {os.path.basename(path)}: the file on the "
-                               f"device is not the one deployed ({hasher.hexdigest()[:16]}... "
+                               f"device is not the one deployed ({actual[:16]}... "
                                f"!= {digest[:16]}...)")
 
 

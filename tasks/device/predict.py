@@ -78,14 +78,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum()
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Model:
     """The model of a release folder (``<workdir>/app/current`` is the one in use).
 
@@ -103,7 +95,7 @@ class Model:
                              f"{self.manifest.get('manifest_version')!r}, this predictor reads "
                              f"{MANIFEST_VERSION}")
         for entry in self.manifest["files"]:
-            actual = sha256_of(os.path.join(self.folder, entry["path"]))
+            actual = _harness().sha256_of(os.path.join(self.folder, entry["path"]))
             if actual != entry["sha256"]:
                 raise ValueError(f"{entry['path']} in {self.folder} is not the released file "
                                  f"(sha256 {actual[:16]}... != {entry['sha256'][:16]}...)")
