@@ -64,10 +64,11 @@ class CodeClosure:
 def module_file(name: str, root: Path) -> Path | None:
     """The repo-relative file of module ``name`` (a module or a package's
     ``__init__.py``) under ``root``; None when there is none."""
-    base = Path(*name.split("."))
-    for candidate in (base.with_name(base.name + ".py"), base / "__init__.py"):
-        if (root / candidate).is_file():
-            return candidate
+    # Strings, not Path objects, until one is found: a closure looks up hundreds of names.
+    base = name.replace(".", os.sep)
+    for candidate in (base + ".py", os.path.join(base, "__init__.py")):
+        if os.path.isfile(os.path.join(root, candidate)):
+            return Path(candidate)
     return None
 
 
@@ -79,9 +80,58 @@ def module_name(path: Path) -> str:
 
 @lru_cache(maxsize=None)
 def _imports_of(source: str, name: str, is_package: bool) -> tuple[str, ...]:
-    # Steps share most of their modules: each source is parsed once per process (keyed
-    # on its text, so an edited file is parsed again).
-    return tuple(imported_names(source, name, is_package))
+    # Steps share most of their modules: each source is looked up once per process (keyed
+    # on its text, so an edited file is parsed again), in the kept imports first.
+    kept = _kept_imports()
+    key = hashlib.sha256(json.dumps([IMPORTS_FORMAT, sys.version_info[:2], name, is_package,
+                                     source]).encode()).hexdigest()
+    if key not in kept:
+        kept[key] = list(imported_names(source, name, is_package))
+        _UNSAVED_IMPORTS.add(key)
+    return tuple(kept[key])
+
+
+def _save_kept_imports() -> None:
+    if _UNSAVED_IMPORTS:
+        _keep_json(IMPORTS_CACHE, dict(list(_kept_imports().items())[-KEPT_IMPORTS_LIMIT:]))
+        _UNSAVED_IMPORTS.clear()
+
+
+# Each parsed source's imports, kept between processes (a no-op run is a new process:
+# parsing every step's sources was a twentieth of it) under the digest of all they
+# depend on: the format below, the parser's Python version, the module's name, whether
+# it is a package, and its text. The newest entries are kept, within a limit.
+IMPORTS_CACHE = PACKAGE_ROOT / ".edgeflow" / "cache" / "imports.json"
+IMPORTS_FORMAT = 1
+KEPT_IMPORTS_LIMIT = 2000
+_UNSAVED_IMPORTS: set[str] = set()
+
+
+@lru_cache(maxsize=1)
+def _kept_imports() -> dict[str, list[str]]:
+    kept = _read_json(IMPORTS_CACHE)
+    return kept if isinstance(kept, dict) else {}
+
+
+def _read_json(path: Path) -> object:
+    """The JSON document kept at ``path``; None when there is none or it is unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _keep_json(path: Path, document: object) -> None:
+    """Write ``document`` to ``path`` whole or not at all (staged, then renamed: a
+    concurrent reader sees the old file or the new one); a read-only checkout keeps
+    nothing, and the work is done again next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        staging.write_text(json.dumps(document), encoding="utf-8")
+        staging.replace(path)
+    except OSError:
+        pass
 
 
 def imported_names(source: str, name: str, is_package: bool) -> Iterator[str]:
@@ -156,6 +206,7 @@ def module_closure(entry: str, root: Path = PACKAGE_ROOT,
             target = root / loaded_by_path[path]
             loaded = [target] if target.is_file() else sorted(target.rglob("*.py"))
             pending.extend(module_name(module.relative_to(root)) for module in loaded)
+    _save_kept_imports()
     return CodeClosure(tuple(sorted(files)), tuple(sorted(libraries)))
 
 
@@ -204,21 +255,15 @@ def installed() -> Installed:
     state = _search_path_state()
     digest = hashlib.sha256(json.dumps(state).encode()).hexdigest()[:16]
     cache = DISTRIBUTIONS_CACHE / f"{digest}.json"
+    kept = _read_json(cache)
     try:
-        kept = json.loads(cache.read_text(encoding="utf-8"))
-        if kept["sys_path"] == state:
-            return Installed(kept["by_module"], kept["versions"])
-    except (OSError, ValueError, KeyError, TypeError):
+        if kept["sys_path"] == state:  # type: ignore[index]
+            return Installed(kept["by_module"], kept["versions"])  # type: ignore[index]
+    except (KeyError, TypeError):
         pass
     scan = _scan()
-    try:
-        DISTRIBUTIONS_CACHE.mkdir(parents=True, exist_ok=True)
-        staging = cache.with_name(f".{cache.name}.{os.getpid()}")
-        staging.write_text(json.dumps({"sys_path": state, "by_module": scan.by_module,
-                                       "versions": scan.versions}), encoding="utf-8")
-        staging.replace(cache)
-    except OSError:  # a read-only checkout: scanned once per process then
-        pass
+    _keep_json(cache, {"sys_path": state, "by_module": scan.by_module,
+                       "versions": scan.versions})
     return scan
 
 

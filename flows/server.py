@@ -175,12 +175,11 @@ def launch() -> TemporaryServer | None:
     return TemporaryServer().launch()
 
 
-# What a flow run imports when it starts (Prefect's engines, the encoder it stores a
-# run's parameters with, artifacts, concurrency slots, the flow graph): a fifth of a
-# second, done while a temporary server boots instead of after it answers.
+# What a flow run imports when it starts (Prefect's engines, artifacts, concurrency
+# slots, the flow graph): a tenth of a second, done while a temporary server boots
+# instead of after it answers.
 RUN_MODULES = ("prefect.flow_engine", "prefect.task_engine", "prefect.artifacts",
-               "prefect.concurrency.sync", "prefect.utilities.visualization",
-               "fastapi.encoders")
+               "prefect.concurrency.sync", "prefect.utilities.visualization")
 
 
 def import_run_modules() -> None:

@@ -280,3 +280,39 @@ def test_a_runs_preflight_parses_every_steps_code_before_the_flow_needs_it(tmp_p
     for step in STEPS.values():
         code_dependencies(step)
     assert code_deps._imports_of.cache_info().misses == parsed.misses
+
+
+def test_parsed_imports_are_kept_between_processes_under_the_sources_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new process reads what an earlier one parsed, and an edited source is parsed
+    again: the kept entry for its old text is never used for the new one."""
+    from flows import code_deps
+
+    _write(tmp_path, FAKE_PACKAGE)
+    kept_file = tmp_path / "cache" / "imports.json"
+    monkeypatch.setattr(code_deps, "IMPORTS_CACHE", kept_file)
+
+    def closure() -> list[str]:
+        # What a new process does: nothing parsed in this one, the kept file read afresh.
+        code_deps._imports_of.cache_clear()
+        code_deps._kept_imports.cache_clear()
+        return [path.as_posix() for path in module_closure(
+            "app.main", root=tmp_path, packages=("app",)).files]
+
+    try:
+        assert "app/unreached.py" not in closure()
+        kept = json.loads(kept_file.read_text())
+        [main_key] = [key for key, names in kept.items() if "app.helpers" in names]
+        kept[main_key].append("app.unreached")
+        kept_file.write_text(json.dumps(kept))
+        # Read, not parsed again: the doctored entry is what the next process gets.
+        assert "app/unreached.py" in closure()
+        (tmp_path / "app/main.py").write_text(FAKE_PACKAGE["app/main.py"] + "# edited\n")
+        assert "app/unreached.py" not in closure()
+        # Kept beside the old text's entry: both texts are known from now on.
+        mains = [names for names in json.loads(kept_file.read_text()).values()
+                 if "app.helpers" in names]
+        assert sorted("app.unreached" in names for names in mains) == [False, True]
+    finally:
+        code_deps._imports_of.cache_clear()
+        code_deps._kept_imports.cache_clear()

@@ -94,3 +94,32 @@ def test_what_a_flow_run_imports_is_imported_while_the_temporary_server_boots() 
                           timeout=120, check=False, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+PARAMETERS = """
+import json, sys
+from pathlib import Path
+from flows.lifecycle import lifecycle
+
+plain = lifecycle.serialize_parameters(
+    {"params_path": "exp/params.yaml", "farm_path": "farm.yaml", "refresh": ["benchmark"]})
+print(json.dumps([plain, "fastapi" in sys.modules]))
+other = lifecycle.serialize_parameters({"params_path": Path("exp/params.yaml"), "refresh": None})
+print(json.dumps([other, "fastapi" in sys.modules]))
+"""
+
+
+def test_a_runs_plain_parameters_are_stored_as_they_are_without_prefects_encoder() -> None:
+    """Prefect's encoder imports fastapi (a tenth of a second of a no-op run): plain JSON
+    parameters, the CLI's and a deployment's, skip it; anything else still goes through it."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", PARAMETERS], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    plain, other = (json.loads(line) for line in done.stdout.splitlines())
+    assert plain == [{"params_path": "exp/params.yaml", "farm_path": "farm.yaml",
+                      "refresh": ["benchmark"]}, False]
+    assert other == [{"params_path": "exp/params.yaml", "refresh": None}, True]
