@@ -199,8 +199,10 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          records=lambda lay: [lay.summary, lay.reports / "report.md",
                               lay.reports / "points.json"],
          reads_farm=True, run=_select),
-    # Track logs every section but the release policy, which changes no measurement.
-    Step("track", params=tuple(name for name in Params.model_fields if name != "release"),
+    # Track logs every section but the release policy and the regression thresholds,
+    # which change no measurement.
+    Step("track", params=tuple(name for name in Params.model_fields
+                               if name not in ("release", "compare")),
          entry="tasks.track",
          deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.prepared, lay.train_metrics,
                            lay.train_metrics.with_name("train_history.json")],

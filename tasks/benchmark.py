@@ -7,7 +7,8 @@ Reads params ``benchmark``, the device's entry in ``farm.yaml``,
 (:mod:`tasks.core.contracts.results`): the variant's identity, ``status`` (``ok``,
 ``failed`` or ``skipped``), ``error`` and the harness result under ``harness`` (with
 ``runtime.execution_precision``, what the runtime computed in); an error too long to show
-whole is kept in ``results/<device>/<variant>.error.txt`` beside it.
+whole is kept in ``results/<device>/<variant>.error.txt`` beside it, and every timed
+latency in ``results/<device>/<variant>.latencies.npz`` (:func:`keep_raw_latencies`).
 
 The device is reached through a :class:`~tasks.farm.session.DeviceSession` (a per-run
 folder, sha256-verified pushes, owner-only modes, old runs pruned, the device lock). The
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tasks.core import notices
 from tasks.core.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
 from tasks.core.contracts.results import McuFit, ResultRecord, write_result
@@ -39,6 +42,7 @@ from tasks.core.contracts.variants import Variant, read_variant_index
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir
 from tasks.core.interrupt import raise_if_stopped
+from tasks.farm.protocol import decode_latencies
 from tasks.farm.push import last_line
 from tasks.farm.session import DeviceSession, failed
 from tasks.farm.transports import Connection, DeviceUnreachable, connect
@@ -46,6 +50,7 @@ from tasks.farm.untrusted import ERROR_LIMIT, contained, contained_strings
 
 # Beside results/<device>/<variant>.json; not .json: select reads every *.json there.
 FULL_ERROR_SUFFIX = ".error.txt"
+RAW_LATENCIES_SUFFIX = ".latencies.npz"
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,21 @@ def contained_outcome(outcome: dict[str, Any], staging: Path, out_dir: Path,
     return kept
 
 
+def keep_raw_latencies(outcome: dict[str, Any], staging: Path, variant: str) -> dict[str, Any]:
+    """The raw latencies an ``ok`` outcome carries (checked by the protocol) moved out of
+    it into ``<variant>.latencies.npz`` beside the result (``latency_ns``, int64,
+    compressed); the result names that file and the count."""
+    harness = outcome.get("harness")
+    latencies = decode_latencies(harness) if outcome["status"] == "ok" and harness else None
+    if latencies is None:
+        return outcome
+    name = f"{variant}{RAW_LATENCIES_SUFFIX}"
+    with (staging / name).open("wb") as handle:
+        np.savez_compressed(handle, latency_ns=latencies)
+    return {**outcome, "harness": {**harness, "latencies": {"file": name,
+                                                            "count": int(latencies.size)}}}
+
+
 def _device_failure(error: Exception) -> str:
     """Why every variant still to run on a device fails."""
     if isinstance(error, DeviceUnreachable):
@@ -243,7 +263,9 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
         paths = [write_result(staging / f"{variant.name}.json", ResultRecord(
             **identity(variant, device_name), threads=device.threads, device_facts=facts,
             device_run_dir=session.run_dir,
-            **contained_outcome(progress.outcomes[variant.name], staging, out_dir, variant.name)))
+            **contained_outcome(keep_raw_latencies(progress.outcomes[variant.name], staging,
+                                                   variant.name),
+                                staging, out_dir, variant.name)))
             for variant in variants]
     return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), progress.probe,
                      session.run_dir, session.clock.as_dict())

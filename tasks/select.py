@@ -122,7 +122,8 @@ CHECKS: tuple[Check, ...] = (_ran_as_declared, _min_accuracy, _max_accuracy_drop
 def _empty_measures() -> dict[str, Any]:
     """The columns of a row that measured nothing (a fresh ``notes`` list each time)."""
     return {"accuracy": None, "accuracy_samples": None, "accuracy_interval": None,
-            "accuracy_drop": None, "latency_ms": None, "throughput_fps": None,
+            "accuracy_drop": None, "latency_ms": None, "latency_ci95_ms": None,
+            "throughput_fps": None,
             "peak_rss_mb": None, "load_ms": None, "runtime_version": None,
             "execution_precision": None, "mcu": None, "notes": []}
 
@@ -159,10 +160,14 @@ def _measures(record: dict[str, Any], reference_accuracy: float,
                         execution_precision=ran, declared_precision=declared_precision)
     notes = ([f"execution precision {ran}: the runtime does not report it"]
              if str(ran).startswith(device_code.harness().UNVERIFIED) else [])
+    changes = (harness.get("conditions") or {}).get("changes") or []
+    if changes:
+        notes.append(f"conditions changed during the run: {'; '.join(changes)}")
     return measured, {**_empty_measures(), **_accuracy_columns(accuracy, harness), "notes": notes,
                       "execution_precision": ran,
                       "accuracy_drop": measured.accuracy_drop,
                       "latency_ms": {key: float(latency[key]) for key in ("p50", "p90", "p99", "mean")},
+                      "latency_ci95_ms": harness.get("latency_ci95_ms"),
                       "throughput_fps": float(harness["throughput_fps"]),
                       "peak_rss_mb": measured.peak_rss_mb, "load_ms": float(harness["load_ms"]),
                       "runtime_version": harness["runtime"].get("version")}
@@ -197,7 +202,8 @@ def flag_slow_quantized(rows: list[dict[str, Any]]) -> None:
             ratio = row["latency_ms"]["p50"] / baseline
             if ratio > 1.0:
                 row["notes"].append(f"slower than {row['format']}-fp32 on this device "
-                                    f"(p50 x{ratio:.2f})")
+                                    f"(p50 x{ratio:.2f}): use {row['format']}-fp32 here, or "
+                                    "a quantisation this device runs natively")
 
 
 def _sample_count(record: dict[str, Any]) -> int:
@@ -216,6 +222,92 @@ def rank_value(row: dict[str, Any], rank_by: str) -> tuple[float, float]:
     else:
         value = row.get(rank_by)
     return (float("inf") if value is None else float(value), float(row.get("size_bytes") or 0))
+
+
+# A latency distribution whose p99 is this many times its p50 has a long tail: an
+# application with a frame deadline sees it, whatever the median says.
+LONG_TAIL_RATIO = 3.0
+
+
+def flag_long_tails(rows: list[dict[str, Any]]) -> None:
+    """Note, on each timed row, a p99 more than :data:`LONG_TAIL_RATIO` times its p50."""
+    for row in rows:
+        latency = row.get("latency_ms")
+        if latency and latency["p50"] > 0 and latency["p99"] / latency["p50"] > LONG_TAIL_RATIO:
+            row["notes"].append(f"long tail: p99 is {latency['p99'] / latency['p50']:.1f}x p50")
+
+
+# The measures a variant is worth choosing on, and which way is better: the frontier is
+# every passing variant no other passing variant beats on all of them.
+PARETO_MEASURES: dict[str, Callable[[dict[str, Any]], float]] = {
+    "accuracy": lambda row: -float(row["accuracy"]),
+    "latency_p90_ms": lambda row: float((row.get("latency_ms") or {}).get("p90", float("inf"))),
+    "size_bytes": lambda row: float(row.get("size_bytes") or 0),
+}
+
+
+def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """``a`` is at least as good as ``b`` on every measure and better on one."""
+    pairs = [(measure(a), measure(b)) for measure in PARETO_MEASURES.values()]
+    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per device, its passing variants no other passing variant dominates (accuracy,
+    p90 latency, size), in row order."""
+    front: dict[str, list[str]] = {}
+    for device in dict.fromkeys(row["device"] for row in rows):
+        passing = [row for row in rows if row["device"] == device and row["status"] == "pass"]
+        front[device] = [row["variant"] for row in passing
+                         if not any(_dominates(other, row) for other in passing)]
+    return front
+
+
+def _rank_text(row: dict[str, Any], rank_by: str) -> str:
+    value = rank_value(row, rank_by)[0]
+    if rank_by == "accuracy":
+        return f"{-value:.4f}"
+    if rank_by.endswith("_ms"):
+        return f"{value:.4g} ms"
+    if rank_by == "size_bytes":
+        return f"{value / 1024:.1f} KB"
+    return f"{value:.4g}"
+
+
+def why_recommended(rows: list[dict[str, Any]], rank_by: str,
+                    recommendations: dict[str, str | None]) -> dict[str, str]:
+    """Per device, one line on why its recommended variant won: what decided (the rank
+    measure, or size on a tie), by how much over the runner-up; or what stopped every
+    variant when none passed."""
+    why: dict[str, str] = {}
+    for device, chosen in recommendations.items():
+        candidates = [row for row in rows if row["device"] == device]
+        passing = sorted((row for row in candidates if row["status"] == "pass"),
+                         key=lambda row: rank_value(row, rank_by))
+        if chosen is None:
+            failed = [row for row in candidates if row["status"] == "fail"]
+            why[device] = (f"none of {len(candidates)} variants meets the requirements"
+                           + (f"; closest misses: {'; '.join(failed[0]['reasons'])}"
+                              if failed else ""))
+            continue
+        best = passing[0]
+        if len(passing) == 1:
+            why[device] = (f"the only variant of {len(candidates)} that meets every requirement "
+                           f"({rank_by} {_rank_text(best, rank_by)})")
+            continue
+        second = passing[1]
+        ours, theirs = rank_value(best, rank_by), rank_value(second, rank_by)
+        if ours[0] == theirs[0]:
+            why[device] = (f"ties with {second['variant']} on {rank_by} "
+                           f"({_rank_text(best, rank_by)}) and "
+                           + (f"is smaller ({ours[1] / 1024:.1f} vs {theirs[1] / 1024:.1f} KB)"
+                              if ours[1] < theirs[1] else "on size, and is listed first"))
+            continue
+        margin = abs(theirs[0] - ours[0]) / abs(theirs[0]) if theirs[0] else 0.0
+        why[device] = (f"best {rank_by} among {len(passing)} passing variants: "
+                       f"{_rank_text(best, rank_by)} against {_rank_text(second, rank_by)} for "
+                       f"{second['variant']}, the runner-up ({margin:.0%} better)")
+    return why
 
 
 def recommend(rows: list[dict[str, Any]], rank_by: str) -> dict[str, str | None]:
@@ -289,6 +381,8 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
                      reference_on_first(test_correct, _sample_count(record)))
             for record in collect_results(results_dir, list(farm.devices))]
     flag_slow_quantized(rows)
+    flag_long_tails(rows)
+    recommendations = recommend(rows, params.rank_by)
     counts = {status: sum(row["status"] == status for row in rows)
               for status in ("pass", "fail", "error", "skipped")}
     return {"reference_accuracy": reference, "reference_samples": len(test_correct),
@@ -296,8 +390,9 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
             "rank_by": params.rank_by,
             "requirements": {name: effective_requirements(params, device).model_dump()
                              for name, device in farm.devices.items()},
-            "counts": counts, "recommendations": recommend(rows, params.rank_by),
-            "results": rows}
+            "counts": counts, "recommendations": recommendations,
+            "why_recommended": why_recommended(rows, params.rank_by, recommendations),
+            "pareto": pareto_front(rows), "results": rows}
 
 
 def select(params: RequirementParams, farm: Farm, results_dir: Path, reference_path: Path,

@@ -19,7 +19,7 @@ optimize: {pruning: []}
 quantization: {calibration_samples: 32}
 formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}
 convert: {min_agreement: 0.99}
-benchmark: {warmup_runs: 2, warmup_seconds: 0.0, runs: 10, seconds: 0.05,
+benchmark: {warmup_runs: 2, warmup_seconds: 0.0, runs: 10, seconds: 0.05, max_seconds: 0.2,
             accuracy_samples: 60, timeout_seconds: 120}
 requirements: {min_accuracy: 0.5, max_accuracy_drop: 0.05}
 release: {policy: auto, check_images: 20}

@@ -158,6 +158,14 @@ class BenchmarkParams(StrictModel):
     warmup_seconds: Seconds = 0.5
     runs: Annotated[int, count(1, 1_000_000)] = 200
     seconds: Seconds = 2.0
+    # After runs and seconds, timing goes on until the distribution-free 95% intervals of
+    # p50 and p90 are each at most interval_width of their percentile, or max_seconds.
+    max_seconds: Seconds = Field(
+        default=10.0, description="the most seconds of timed inference once runs and seconds "
+                                  "are reached (a run stops earlier when its intervals are narrow)")
+    interval_width: Annotated[float, number(0, 1, above=True)] = Field(
+        default=0.05, description="the widest 95% interval of p50 and of p90 a run stops at, "
+                                  "relative to the percentile (0.05 = 5%)")
     accuracy_samples: Annotated[int, count(0, MAX_SAMPLES)] = Field(
         default=0, description="0 = the whole test split")
     timeout_seconds: PositiveSeconds = 600.0
@@ -200,6 +208,18 @@ class ReleaseParams(StrictModel):
         default=3600.0, description="how long a deployed run waits for an approval")
 
 
+class CompareParams(StrictModel):
+    """What ``edgeflow compare`` calls a regression (:mod:`tasks.compare`): a change past
+    its threshold whose 95% intervals in the two runs do not overlap."""
+
+    latency_increase: Annotated[float, number(0, 100)] = Field(
+        default=0.10, description="p50 or p90 slower by more than this fraction (0.10 = 10%)")
+    accuracy_drop: Annotated[float, number(0, 1)] = Field(
+        default=0.01, description="accuracy lower by more than this (absolute, 0.01 = 1 point)")
+    size_increase: Annotated[float, number(0, 100)] = Field(
+        default=0.05, description="artifact larger by more than this fraction")
+
+
 class Params(StrictModel):
     data: DataParams = DataParams()
     model: ModelParams = SmallCNNOptions()
@@ -212,6 +232,7 @@ class Params(StrictModel):
     benchmark: BenchmarkParams = BenchmarkParams()
     requirements: RequirementParams = RequirementParams()
     release: ReleaseParams = ReleaseParams()
+    compare: CompareParams = CompareParams()
 
     @field_validator("model", mode="before")
     @classmethod

@@ -18,6 +18,14 @@ from tasks.core.locks import file_lock
 STORE_LOCK_WAIT_SECONDS = 600.0
 
 
+# The store's vocabulary, shared by the track step (which writes runs) and whoever
+# finds them again (``edgeflow compare latest``, the nightly gate).
+EXPERIMENT = "edgeflow"
+EXPERIMENT_TAG = "edgeflow.experiment"  # the experiment folder a lifecycle run belongs to
+KIND_RUN_TAG = "edgeflow.kind"
+LIFECYCLE = "lifecycle"  # edgeflow.kind of a parent run
+
+
 def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
 

@@ -73,8 +73,25 @@ def recommendation_lines(summary: dict[str, Any],
         if variant is None:
             lines.append(f"- **{text(device)}**: no variant meets the requirements")
         else:
-            lines.append(f"- **{text(device)}**: `{text(variant)}` (best passing by "
-                         f"{text(summary['rank_by'])})")
+            why = (summary.get("why_recommended") or {}).get(device)
+            lines.append(f"- **{text(device)}**: `{text(variant)}` ("
+                         + (text(why) if why else f"best passing by {text(summary['rank_by'])}")
+                         + ")")
+        front = (summary.get("pareto") or {}).get(device)
+        if front:
+            lines.append(f"  - Pareto frontier (accuracy, p90, size): "
+                         f"{', '.join(f'`{text(name)}`' for name in front)}")
+    return lines
+
+
+def runs_on_lines(summary: dict[str, Any], text: Callable[[str], str] = str) -> list[str]:
+    """The reverse view, one Markdown line per variant: the devices it passes on."""
+    lines = []
+    for variant in dict.fromkeys(row["variant"] for row in summary["results"]):
+        devices = [row["device"] for row in summary["results"]
+                   if row["variant"] == variant and row["status"] == "pass"]
+        lines.append(f"- `{text(variant)}`: "
+                     + (", ".join(text(device) for device in devices) or "no device"))
     return lines
 
 
@@ -87,6 +104,8 @@ def render_markdown(summary: dict[str, Any], plots: list[str]) -> str:
         f"Results: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
         f"{counts['skipped']} skipped.", "",
         "## Recommendation per device", "", *recommendation_lines(summary, markdown_text), "",
+        "## Devices each variant meets the requirements on", "",
+        *runs_on_lines(summary, markdown_text), "",
         "## Results", "",
         "| " + " | ".join(COLUMNS) + " | reasons / notes |",
         "|" + "---|" * (len(COLUMNS) + 1),

@@ -7,7 +7,12 @@ Protocol (identical for every runtime, so results are comparable):
   1. load the artifact (``load_ms``), run one inference (``first_inference_ms``);
   2. warm up: at least ``--warmup-runs`` inferences *and* ``--warmup-seconds``;
   3. time at least ``--runs`` inferences *and* ``--seconds``, batch 1, one image
-     after another from the test split, each timed with ``perf_counter_ns``;
+     after another from the test split, each timed with ``perf_counter_ns``, then on
+     until the distribution-free 95% intervals of p50 and p90 are each at most
+     ``--interval-width`` of their percentile (or ``--max-seconds``): the result holds
+     the intervals, how the run was sized, and every latency (compressed);
+     the device's conditions (clock, governor, temperature, throttling, other load)
+     before and after, and what changed, are recorded beside them;
   4. evaluate top-1 accuracy over the test split (``--accuracy-samples``, 0 = all).
 
 Inputs: ``--data`` is an ``.npz`` with ``x`` (float32, NHWC, normalised) and ``y``
@@ -573,27 +578,246 @@ def probe() -> dict[str, Any]:
                                  for name, module in runtimes.items()}}
 
 
-def _timed_loop(runner: Runner, inputs: list[np.ndarray], min_runs: int,
-                min_seconds: float) -> list[float]:
-    """Run until both ``min_runs`` and ``min_seconds`` are reached; latencies in ms."""
-    latencies: list[float] = []
+def _timed_runs(runner: Runner, inputs: list[np.ndarray],
+                done: Callable[[list[int], int], bool]) -> list[int]:
+    """Inferences one after another (the inputs round and round), each timed with
+    ``perf_counter_ns``, until ``done(latencies_ns, total_ns)``; latencies in ns."""
+    latencies: list[int] = []
     total_ns = 0
     index = 0
-    while len(latencies) < min_runs or total_ns < min_seconds * 1e9:
+    while not done(latencies, total_ns):
         x = inputs[index % len(inputs)]
         start = time.perf_counter_ns()
         runner.infer(x)
         elapsed = time.perf_counter_ns() - start
-        latencies.append(elapsed / 1e6)
+        latencies.append(elapsed)
         total_ns += elapsed
         index += 1
     return latencies
 
 
+def _timed_loop(runner: Runner, inputs: list[np.ndarray], min_runs: int,
+                min_seconds: float) -> list[float]:
+    """Run until both ``min_runs`` and ``min_seconds`` are reached; latencies in ms."""
+    latencies = _timed_runs(runner, inputs, lambda runs, total_ns: len(runs) >= min_runs
+                            and total_ns >= min_seconds * 1e9)
+    return [elapsed / 1e6 for elapsed in latencies]
+
+
+# ---------------------------------------------------------------- statistical sizing
+
+CONFIDENCE = 0.95
+# The percentiles whose intervals size a run, by name in ``latency_ms``.
+SIZED_PERCENTILES = {"p50": 0.5, "p90": 0.9}
+# The most runs timed and sent back raw (int64 ns, compressed: well under the 1 MiB a
+# result may be): a run stops there whatever its intervals.
+MAX_RUNS = 100_000
+# Intervals are looked at when the runs have grown by this factor since the last look:
+# a look sorts every latency, so looking after every run would cost more than the runs.
+LOOK_GROWTH = 1.25
+
+
+def quantile_interval(ordered: np.ndarray, q: float,
+                      confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """The distribution-free ``confidence`` interval of the ``q``-quantile from the sorted
+    samples ``ordered``: order statistics X(j) <= X(k) (1-based) with equal tails, where
+    P(j <= B <= k-1) >= ``confidence`` for B ~ Binomial(n, q), the number of samples
+    below the quantile. None when n is too small for it (fewer than 36 runs for p90 at
+    95%)."""
+    n = int(ordered.size)
+    if n == 0:
+        return None
+    # log P(B = c) for c = 0..n, by the ratio of consecutive terms (no factorials).
+    counts = np.arange(n)
+    first = n * np.log1p(-q)
+    ratios = np.log((n - counts) / (counts + 1)) + np.log(q) - np.log1p(-q)
+    cdf = np.cumsum(np.exp(np.concatenate(([first], first + np.cumsum(ratios)))))
+    tail = (1 - confidence) / 2
+    j = int(np.searchsorted(cdf, tail, side="right"))  # the largest j: P(B <= j-1) <= tail
+    k_minus_1 = int(np.searchsorted(cdf, 1 - tail, side="left"))  # smallest: >= 1 - tail
+    if j < 1 or k_minus_1 > n - 1:
+        return None
+    return float(ordered[j - 1]), float(ordered[k_minus_1])
+
+
+def percentile_intervals(latencies_ms: np.ndarray) -> dict[str, list[float] | None]:
+    """``{"p50": [low, high], "p90": [...]}`` in ms (None where too few runs)."""
+    ordered = np.sort(np.asarray(latencies_ms, dtype=float))
+    intervals = {name: quantile_interval(ordered, q) for name, q in SIZED_PERCENTILES.items()}
+    return {name: list(bounds) if bounds else None for name, bounds in intervals.items()}
+
+
+def relative_widths(latencies_ms: np.ndarray) -> dict[str, float | None]:
+    """Each sized percentile's interval width over the percentile (None: no interval)."""
+    latencies = np.asarray(latencies_ms, dtype=float)
+    widths: dict[str, float | None] = {}
+    for name, bounds in percentile_intervals(latencies).items():
+        point = float(np.percentile(latencies, SIZED_PERCENTILES[name] * 100))
+        widths[name] = None if bounds is None else (
+            (bounds[1] - bounds[0]) / point if point > 0 else 0.0)
+    return widths
+
+
+def sized_runs(runner: Runner, inputs: list[np.ndarray], min_runs: int, min_seconds: float,
+               max_seconds: float, relative_width: float) -> tuple[list[int], dict[str, Any]]:
+    """Time at least ``min_runs`` and ``min_seconds``, then on until the 95% intervals of
+    p50 and p90 are each at most ``relative_width`` of their percentile, ``max_seconds``
+    of inference have passed, or :data:`MAX_RUNS`. Latencies in ns, and how the run was
+    sized: the target, the widths reached, and what stopped it."""
+    look_at = [0]
+    stopped = ["minimums"]
+
+    def done(runs: list[int], total_ns: int) -> bool:
+        if len(runs) < min_runs or total_ns < min_seconds * 1e9:
+            return False
+        if len(runs) >= MAX_RUNS:
+            stopped[0] = "run cap"
+            return True
+        if len(runs) >= look_at[0]:
+            look_at[0] = int(len(runs) * LOOK_GROWTH) + 1
+            widths = relative_widths(np.asarray(runs) / 1e6)
+            if all(width is not None and width <= relative_width for width in widths.values()):
+                stopped[0] = "interval width"
+                return True
+        if total_ns >= max_seconds * 1e9:
+            stopped[0] = "time cap"
+            return True
+        return False
+
+    latencies = _timed_runs(runner, inputs, done)
+    widths = relative_widths(np.asarray(latencies) / 1e6) if latencies else {}
+    return latencies, {"relative_width": relative_width, "confidence": CONFIDENCE,
+                       "max_seconds": max_seconds, "widths": widths, "stopped_by": stopped[0]}
+
+
+RAW_ENCODING = "int64-le-ns+zlib+base64"
+
+
+def encode_latencies(latencies_ns: list[int]) -> dict[str, Any]:
+    """The raw latencies as a result carries them: int64 little-endian nanoseconds,
+    zlib-compressed, base64 text (any statistic can be recomputed from them)."""
+    import base64
+    import zlib
+
+    raw = np.asarray(latencies_ns, dtype="<i8").tobytes()
+    return {"encoding": RAW_ENCODING, "count": len(latencies_ns),
+            "data": base64.b64encode(zlib.compress(raw, 6)).decode("ascii")}
+
+
+# ------------------------------------------------------------------------ conditions
+
+PROC_STAT = "/proc/stat"
+THERMAL_ZONE = "/sys/class/thermal/thermal_zone0/temp"
+# What counts as a change during a run worth a warning.
+CLOCK_CHANGE = 0.10  # relative
+TEMPERATURE_RISE_C = 5.0
+OTHER_LOAD_CPUS = 0.5
+
+
+def _busy_jiffies() -> tuple[float, float] | None:
+    """(busy, all) CPU time of the whole machine since boot, in seconds (/proc/stat)."""
+    try:
+        with open(PROC_STAT, encoding="ascii") as handle:
+            fields = [float(value) for value in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 5:
+        return None
+    hertz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / hertz, sum(fields[:8]) / hertz
+
+
+def _cpu_clock_mhz() -> float | None:
+    """The CPU clock now: cpufreq's where the board has it, else /proc/cpuinfo's mean."""
+    current = _first_number(f"{CPUFREQ}/scaling_cur_freq")
+    if current:
+        return round(current / 1000, 1)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            clocks = [float(line.split(":", 1)[1]) for line in handle
+                      if line.lower().startswith("cpu mhz")]
+    except (OSError, ValueError):
+        return None
+    return round(sum(clocks) / len(clocks), 1) if clocks else None
+
+
+def _governor() -> str | None:
+    try:
+        with open(f"{CPUFREQ}/scaling_governor", encoding="ascii") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def conditions() -> dict[str, Any]:
+    """What the device was like at one moment: CPU affinity, frequency governor and
+    clock, temperature, throttling, load average; None where the board does not say."""
+    millidegrees = _first_number(THERMAL_ZONE)
+    throttling = _throttling()
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"monotonic": time.monotonic(), "cpu_seconds": sum(os.times()[:2]),
+            "machine_busy": _busy_jiffies(), "affinity": affinity, "governor": _governor(),
+            "cpu_mhz": _cpu_clock_mhz(),
+            "temperature_c": millidegrees / 1000 if millidegrees is not None else None,
+            "thermal_throttle_events": throttling.get("thermal_throttle_events"),
+            "throttled": throttling.get("throttled"),
+            "load_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def _other_busy_cpus(before: dict[str, Any], after: dict[str, Any]) -> float | None:
+    """CPUs kept busy by other processes between two snapshots, on average: the
+    machine's busy time less this process's own CPU time, over the wall time."""
+    wall = after["monotonic"] - before["monotonic"]
+    if not before["machine_busy"] or not after["machine_busy"] or wall <= 0:
+        return None
+    machine = after["machine_busy"][0] - before["machine_busy"][0]
+    own = after["cpu_seconds"] - before["cpu_seconds"]
+    return round(max(0.0, machine - own) / wall, 2)
+
+
+def condition_changes(before: dict[str, Any], after: dict[str, Any],
+                      other_busy_cpus: float | None) -> list[str]:
+    """What changed during the run, or disturbed it, each as one line for a warning."""
+    changes = []
+    if before["governor"] != after["governor"]:
+        changes.append(f"frequency governor changed from {before['governor']} "
+                       f"to {after['governor']}")
+    if before["cpu_mhz"] and after["cpu_mhz"] and \
+            abs(after["cpu_mhz"] - before["cpu_mhz"]) > CLOCK_CHANGE * before["cpu_mhz"]:
+        changes.append(f"CPU clock changed from {before['cpu_mhz']:g} to "
+                       f"{after['cpu_mhz']:g} MHz")
+    if before["temperature_c"] is not None and after["temperature_c"] is not None and \
+            after["temperature_c"] - before["temperature_c"] >= TEMPERATURE_RISE_C:
+        changes.append(f"temperature rose from {before['temperature_c']:g} to "
+                       f"{after['temperature_c']:g} C")
+    events = before["thermal_throttle_events"], after["thermal_throttle_events"]
+    if None not in events and events[1] > events[0]:
+        changes.append(f"the CPU was thermally throttled {events[1] - events[0]:g} times")
+    if after["throttled"] not in (None, "no"):
+        changes.append(f"the board reports {after['throttled']}")
+    if before["affinity"] != after["affinity"]:
+        changes.append(f"CPU affinity changed from {before['affinity']} to {after['affinity']}")
+    if other_busy_cpus is not None and other_busy_cpus >= OTHER_LOAD_CPUS:
+        changes.append(f"other processes kept {other_busy_cpus:g} CPUs busy")
+    return changes
+
+
+def run_conditions(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The conditions of a timed run as a result reports them."""
+    other = _other_busy_cpus(before, after)
+    shown = ("affinity", "governor", "cpu_mhz", "temperature_c", "thermal_throttle_events",
+             "throttled", "load_1m")
+    return {"before": {key: before[key] for key in shown},
+            "after": {key: after[key] for key in shown},
+            "other_busy_cpus": other, "changes": condition_changes(before, after, other)}
+
+
 def latency_summary(latencies_ms: list[float]) -> dict[str, Any]:
     """The timed runs' statistics as a result reports them: the number of runs, their
     total in seconds, the latency distribution in ms (percentiles by numpy's default
-    linear interpolation, population standard deviation) and the throughput."""
+    linear interpolation, population standard deviation), the 95% intervals of p50 and
+    p90 (:func:`percentile_intervals`) and the throughput."""
     latencies = np.asarray(latencies_ms)
     return {
         "runs": int(latencies.size),
@@ -607,6 +831,8 @@ def latency_summary(latencies_ms: list[float]) -> dict[str, Any]:
             "min": float(latencies.min()),
             "max": float(latencies.max()),
         },
+        # Distribution-free 95% intervals of p50 and p90 (order statistics).
+        "latency_ci95_ms": percentile_intervals(latencies),
         # Sequential batch-1 throughput: what one camera stream gets from one process.
         "throughput_fps": float(latencies.size / (latencies.sum() / 1e3)),
     }
@@ -631,7 +857,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     warmup_start = time.perf_counter()
     warmup = _timed_loop(runner, inputs, args.warmup_runs, args.warmup_seconds)
     warmup_seconds = time.perf_counter() - warmup_start
-    latencies = _timed_loop(runner, inputs, args.runs, args.seconds)
+    before = conditions()
+    latencies_ns, sizing = sized_runs(runner, inputs, args.runs, args.seconds, args.max_seconds,
+                                      args.interval_width)
+    after = conditions()
+    latencies = [elapsed / 1e6 for elapsed in latencies_ns]
 
     count = len(images) if args.accuracy_samples <= 0 else min(args.accuracy_samples, len(images))
     logits = predict(runner, images[:count], spec)
@@ -648,6 +878,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "first_inference_ms": first_inference_ms,
         "warmup": {"runs": len(warmup), "seconds": warmup_seconds},
         **latency_summary(latencies),
+        "sizing": sizing,
+        "latencies": encode_latencies(latencies_ns),
+        "conditions": run_conditions(before, after),
         "rss_before_load_mb": rss_before_load,
         "peak_rss_mb": _peak_rss_mb(),
         "accuracy": accuracy,
@@ -692,6 +925,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-seconds", type=float, default=0.5)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--max-seconds", type=float, default=20.0,
+                        help="keep timing until the intervals are narrow enough, or this")
+    parser.add_argument("--interval-width", type=float, default=0.05,
+                        help="the 95%% intervals of p50 and p90, relative to each, at most")
     parser.add_argument("--accuracy-samples", type=int, default=0)
     parser.add_argument("--expect-sha256", action="append", default=[], metavar="PATH=HEX",
                         help="refuse to run unless PATH has this sha256 (repeatable)")

@@ -151,10 +151,64 @@ def _check_ok_numbers(document: dict[str, Any]) -> None:
                          f"{' <= '.join(LATENCY_ORDER)} must hold")
 
 
+RAW_LATENCY_ENCODING = "int64-le-ns+zlib+base64"
+
+
+def decode_latencies(document: dict[str, Any]) -> Any:
+    """The raw latencies (int64 ns, a NumPy array) an ``ok`` result carries under
+    ``latencies``, checked: the known encoding, one per timed run (``runs``), none
+    negative; None when the result carries none (an older harness). ValueError names
+    what is wrong."""
+    import base64
+    import binascii
+    import zlib
+
+    import numpy as np
+
+    blob = document.get("latencies")
+    if blob is None:
+        return None
+    if not isinstance(blob, dict) or blob.get("encoding") != RAW_LATENCY_ENCODING \
+            or not isinstance(blob.get("data"), str):
+        raise ValueError(f"harness result field 'latencies' is not {RAW_LATENCY_ENCODING} data")
+    runs = document["runs"]
+    try:
+        # At most 8 bytes per run: a bomb that inflates past it is cut there.
+        raw = zlib.decompressobj().decompress(base64.b64decode(blob["data"], validate=True),
+                                              8 * runs + 8)
+    except (binascii.Error, zlib.error) as error:
+        raise ValueError(f"harness result field 'latencies' does not decode ({error})") from None
+    if len(raw) != 8 * runs:
+        raise ValueError(f"harness result has {len(raw) // 8} raw latencies for {runs} runs")
+    latencies = np.frombuffer(raw, dtype="<i8")
+    if latencies.min() < 0:
+        raise ValueError("harness result has a negative raw latency")
+    return latencies
+
+
+def _check_intervals(document: dict[str, Any]) -> None:
+    """``latency_ci95_ms`` (absent from older harnesses): each sized percentile's
+    interval null or [low, high] with 0 <= low <= high."""
+    intervals = document.get("latency_ci95_ms")
+    if intervals is None:
+        return
+    if not isinstance(intervals, dict):
+        raise ValueError("harness result field 'latency_ci95_ms' is not an object")
+    for name, bounds in intervals.items():
+        if bounds is None:
+            continue
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(
+                isinstance(value, (int, float)) and not isinstance(value, bool)
+                for value in bounds) and 0 <= bounds[0] <= bounds[1]):
+            raise ValueError(f"device returned latency_ci95_ms.{name} {str(bounds)[:40]}: "
+                             f"not [low, high] with 0 <= low <= high")
+
+
 def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
     """Check the fields the report relies on, their types and, for an ``ok`` result,
-    their ranges (:data:`OK_RANGES`, latencies ordered min <= p50 <= p90 <= p99 <= max);
-    raise ValueError naming the first bad one. Returns ``document``."""
+    their ranges (:data:`OK_RANGES`, latencies ordered min <= p50 <= p90 <= p99 <= max),
+    the percentiles' intervals and the raw latencies (:func:`decode_latencies`); raise
+    ValueError naming the first bad one. Returns ``document``."""
     status = document.get("status")
     if status not in HARNESS_STATUSES:
         raise ValueError(f"harness result has status {status!r} "
@@ -162,6 +216,8 @@ def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
     if status == "ok":
         _check_ok_types(document)
         _check_ok_numbers(document)
+        _check_intervals(document)
+        decode_latencies(document)
     elif not isinstance(document.get("error"), str):
         raise ValueError(f"a {status} harness result has no 'error' text")
     return document

@@ -136,6 +136,8 @@ class DeviceSession:
                 "--warmup-seconds", str(params.warmup_seconds),
                 "--runs", str(params.runs),
                 "--seconds", str(params.seconds),
+                "--max-seconds", str(params.max_seconds),
+                "--interval-width", str(params.interval_width),
                 "--accelerators", json.dumps(device.accelerators.model_dump(exclude_none=True)),
                 "--accuracy-samples", str(params.accuracy_samples)]
         for entry in variant.files or []:

@@ -70,6 +70,9 @@ def _metrics(row: SummaryRow, record: ResultRecord) -> dict[str, float]:
                                "peak_rss_mb": row.peak_rss_mb, "load_ms": row.load_ms}
     for key, value in (row.latency_ms.document() if row.latency_ms else {}).items():
         metrics[f"latency_{key}_ms"] = value
+    for key, bounds in (row.latency_ci95_ms or {}).items():
+        if bounds:
+            metrics[f"latency_{key}_low_ms"], metrics[f"latency_{key}_high_ms"] = bounds
     if isinstance(record.harness, HarnessOk):
         metrics["first_inference_ms"] = record.harness.first_inference_ms
         metrics["latency_std_ms"] = record.harness.latency_ms.std
@@ -191,6 +194,11 @@ def _log_result(client: Any, experiment_id: str, parent: str, row: SummaryRow, l
         client.log_inputs(run_id, datasets=test_input,
                           models=[LoggedModelInput(model_id)] if model_id else None)
         client.log_artifact(run_id, str(record_path), artifact_path="harness")
+        latencies = (record.harness.latencies or {}) if isinstance(record.harness, HarnessOk) \
+            else {}
+        if isinstance(latencies.get("file"), str):
+            client.log_artifact(run_id, str(record_path.parent / str(latencies["file"])),
+                                artifact_path="harness")
     finally:
         client.set_terminated(run_id)
     return run_id

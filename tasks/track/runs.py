@@ -11,9 +11,8 @@ from typing import Any
 
 from tasks.core.layout import Layout
 from tasks.track.provenance import origin_tags, run_name
-from tasks.track.store import EXPERIMENT_TAG, HOST_TAG
-
-LIFECYCLE = "lifecycle"  # edgeflow.kind of a parent run
+from tasks.core.mlflow_store import EXPERIMENT_TAG, KIND_RUN_TAG, LIFECYCLE
+from tasks.track.store import HOST_TAG
 ERROR_TAG = "edgeflow.error"
 ERROR_FILE = "error.txt"
 # Set on an exception once its run holds it, so the flow does not log a second run.
@@ -58,7 +57,7 @@ def start_parent(client: Any, experiment_id: str, layout: Layout, params_dump: d
     origin = origin_tags(layout)
     run_id = client.create_run(
         experiment_id, run_name=name or run_name(client, experiment_id, layout),
-        tags={**origin, "edgeflow.kind": LIFECYCLE,
+        tags={**origin, KIND_RUN_TAG: LIFECYCLE,
               EXPERIMENT_TAG: str(layout.root.resolve()),
               HOST_TAG: socket.gethostname()}).info.run_id
     log(client, run_id, flatten(params_dump), {}, {})

@@ -12,12 +12,12 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from tasks.core.mlflow_store import STORE_LOCK_WAIT_SECONDS, store_lock, tracking_uri
+from tasks.core.mlflow_store import (EXPERIMENT, EXPERIMENT_TAG, STORE_LOCK_WAIT_SECONDS,
+                                    store_lock, tracking_uri)
 
-__all__ = ["STORE_LOCK_WAIT_SECONDS", "store_lock", "tracking_uri"]
+__all__ = ["EXPERIMENT", "EXPERIMENT_TAG", "STORE_LOCK_WAIT_SECONDS", "store_lock",
+           "tracking_uri"]
 
-EXPERIMENT = "edgeflow"
-EXPERIMENT_TAG = "edgeflow.experiment"  # the experiment folder a lifecycle run belongs to
 HOST_TAG = "edgeflow.host"  # the machine that ran it
 # MLflow's UI picks an experiment's page layout from this tag, and without it guesses
 # "GenAI apps & agents" (traces, sessions, token usage) for an experiment that has no

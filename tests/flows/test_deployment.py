@@ -196,10 +196,14 @@ def test_the_run_page_shows_results_and_recommendations(
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [(row["device"], row["variant"], row["status"]) for row in rows] == [
         ("local", "tflite-fp32", "pass")]
-    assert float(rows[0]["p90 ms"]) > 0 and rows[0]["reasons / notes"] == "—"
+    # No reason; a note only where other load disturbed the run (the tests run in parallel).
+    notes = rows[0]["reasons / notes"]
+    assert float(rows[0]["p90 ms"]) > 0
+    assert notes == "—" or notes.startswith("conditions changed during the run: "), notes
     markdown = by_key["edgeflow-recommendations"]
     assert markdown.type == "markdown"
-    assert "- **local**: `tflite-fp32` (best passing by latency_p50_ms)" in markdown.data
+    assert "- **local**: `tflite-fp32` (the only variant of 1 that meets every requirement " \
+           "(latency_p50_ms " in markdown.data
     assert "Results: 1 pass, 0 fail, 0 error, 0 skipped." in markdown.data
     assert "Releases of this run: local: released: " in markdown.data
     assert str(experiment) in markdown.data

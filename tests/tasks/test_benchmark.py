@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -17,9 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tasks.benchmark import DeviceRun, benchmark_device
+from tasks.core.device_code import harness as load_device_harness
 from tasks.core.config import BenchmarkParams, LocalDevice
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, sha256_file
@@ -28,7 +31,7 @@ from tasks.farm.transports import LocalConnection, quote_command
 from tests.helpers import (assert_device_tidy, flip_last_byte, index_entries,
                            processes_mentioning, records, scripted_python)
 
-QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01, max_seconds=0.05,
                         accuracy_samples=50, timeout_seconds=60)
 VARIANTS = ("tflite-fp32", "onnx-fp32", "openvino-fp32")
 
@@ -56,8 +59,9 @@ def test_one_ok_result_per_variant_with_identity(tiny_project: Any,
     run, root = local_run
     out_dir = root / "results" / "local"
     assert run.device == "local"
-    assert sorted(path.name for path in out_dir.iterdir()) == sorted(f"{v}.json" for v in VARIANTS)
-    assert sorted(run.results) == sorted(out_dir.iterdir())
+    assert sorted(path.name for path in out_dir.iterdir()) == sorted(
+        f"{v}{suffix}" for v in VARIANTS for suffix in (".json", ".latencies.npz"))
+    assert sorted(run.results) == sorted(out_dir.glob("*.json"))
     index = {entry["name"]: entry for entry in index_entries(tiny_project.layout.variants)}
     for name, record in records(run).items():
         entry = index[name]
@@ -73,7 +77,7 @@ def test_one_ok_result_per_variant_with_identity(tiny_project: Any,
         assert record["threads"] == 1
         assert record["device_facts"] == {**run.probe["host"], **{
             f"runtime.{name}": version for name, version in run.probe["runtime_versions"].items()}}
-        harness = validate_harness_result(record["harness"])
+        harness = validate_harness_result(sent(run, name))
         assert harness["status"] == "ok"
         assert harness["runtime"]["requested"] == entry["runtime"]
         # What the variant declares, what the harness asked for, what the runtime ran.
@@ -85,6 +89,18 @@ def test_one_ok_result_per_variant_with_identity(tiny_project: Any,
         assert 0.1 < harness["accuracy"] <= 1.0
         latency = harness["latency_ms"]
         assert latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+        # Every timed latency is kept beside the result: the statistics come from them.
+        assert record["harness"]["latencies"] == {"file": f"{name}.latencies.npz",
+                                                  "count": harness["runs"]}
+        with np.load(out_dir / f"{name}.latencies.npz") as kept:
+            raw_ms = kept["latency_ns"] / 1e6
+        assert raw_ms.size == harness["runs"]
+        for q in (50, 90, 99):
+            assert latency[f"p{q}"] == pytest.approx(np.percentile(raw_ms, q), rel=1e-9)
+        low, high = harness["latency_ci95_ms"]["p50"]
+        assert low <= latency["p50"] <= high
+        assert harness["sizing"]["stopped_by"] in ("interval width", "time cap")
+        assert set(harness["conditions"]) == {"before", "after", "other_busy_cpus", "changes"}
 
 
 def test_probe_facts_and_cleanup(local_run: tuple[DeviceRun, Path]) -> None:
@@ -379,9 +395,22 @@ def test_parse_untrusted_json_rejects_garbage(raw: bytes) -> None:
         parse_untrusted_json(raw)
 
 
+device_harness = load_device_harness()
+
+
+def sent(run: DeviceRun, name: str) -> dict[str, Any]:
+    """A stored result's harness document as the device sent it: its raw latencies
+    encoded again from the file the benchmark step moved them to."""
+    harness = json.loads(json.dumps(records(run)[name]["harness"]))
+    path = run.results[0].parent / harness["latencies"]["file"]
+    with np.load(path) as kept:
+        harness["latencies"] = device_harness.encode_latencies(kept["latency_ns"].tolist())
+    return harness
+
+
 def test_validate_harness_result(local_run: tuple[DeviceRun, Path]) -> None:
     run, _ = local_run
-    good = records(run)["onnx-fp32"]["harness"]
+    good = sent(run, "onnx-fp32")
     assert validate_harness_result(json.loads(json.dumps(good))) == good
     # A failed result needs no measurements.
     assert validate_harness_result({"status": "failed", "error": "boom"})["status"] == "failed"
@@ -404,6 +433,52 @@ def test_validate_harness_result(local_run: tuple[DeviceRun, Path]) -> None:
     # A whole number is a valid float measurement.
     assert validate_harness_result({**good, "accuracy": 1})["accuracy"] == 1
 
+
+
+def _blob(data: bytes, **changes: Any) -> dict[str, Any]:
+    import base64
+    import zlib
+
+    return {"encoding": "int64-le-ns+zlib+base64",
+            "data": base64.b64encode(zlib.compress(data)).decode(), **changes}
+
+
+def test_the_harness_and_the_protocol_name_one_latency_encoding() -> None:
+    from tasks.farm.protocol import RAW_LATENCY_ENCODING
+
+    assert device_harness.RAW_ENCODING == RAW_LATENCY_ENCODING
+
+
+@pytest.mark.parametrize("latencies, reason", [
+    ("not an object", "harness result field 'latencies' is not int64-le-ns+zlib+base64 data"),
+    ({"encoding": "float32", "data": ""},
+     "harness result field 'latencies' is not int64-le-ns+zlib+base64 data"),
+    ({"encoding": "int64-le-ns+zlib+base64", "data": "@@@"},
+     "harness result field 'latencies' does not decode"),
+    ("short", "harness result has 3 raw latencies for 5 runs"),
+    ("bomb", "harness result has 6 raw latencies for 5 runs"),  # cut at 8 bytes more
+    ("negative", "harness result has a negative raw latency"),
+])
+def test_validate_harness_result_refuses_raw_latencies_that_do_not_hold(
+        local_run: tuple[DeviceRun, Path], latencies: Any, reason: str) -> None:
+    good = {**sent(local_run[0], "onnx-fp32"), "runs": 5}
+    blobs = {"short": _blob(np.arange(3, dtype="<i8").tobytes()),
+             "bomb": _blob(bytes(80_000_000)),
+             "negative": _blob(np.array([5, 4, -1, 2, 1], dtype="<i8").tobytes())}
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        validate_harness_result({**good, "latencies": blobs.get(latencies, latencies)
+                                 if isinstance(latencies, str) else latencies})
+    five = _blob(np.array([5, 4, 3, 2, 1], dtype="<i8").tobytes())
+    assert validate_harness_result({**good, "latencies": five})["runs"] == 5
+
+
+@pytest.mark.parametrize("bounds", [[2.0, 1.0], [-1.0, 1.0], [1.0], "1..2", [True, 2.0]])
+def test_validate_harness_result_refuses_an_interval_that_is_not_one(
+        local_run: tuple[DeviceRun, Path], bounds: Any) -> None:
+    good = sent(local_run[0], "onnx-fp32")
+    with pytest.raises(ValueError, match=r"latency_ci95_ms\.p90 .*not \[low, high\]"):
+        validate_harness_result(_with(good, "latency_ci95_ms.p90", bounds))
+    assert validate_harness_result(_with(good, "latency_ci95_ms.p90", None))
 
 
 def _with(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
@@ -439,7 +514,7 @@ def _with(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
 ])
 def test_validate_harness_result_refuses_numbers_out_of_range(
         local_run: tuple[DeviceRun, Path], field: str, value: Any, reason: str) -> None:
-    good = records(local_run[0])["onnx-fp32"]["harness"]
+    good = sent(local_run[0], "onnx-fp32")
     with pytest.raises(ValueError) as caught:
         validate_harness_result(_with(good, field, value))
     assert str(caught.value) == reason
@@ -447,7 +522,7 @@ def test_validate_harness_result_refuses_numbers_out_of_range(
 
 def test_validate_harness_result_refuses_latencies_out_of_order(
         local_run: tuple[DeviceRun, Path]) -> None:
-    good = records(local_run[0])["onnx-fp32"]["harness"]
+    good = sent(local_run[0], "onnx-fp32")
     latency = good["latency_ms"]
     assert validate_harness_result(_with(good, "latency_ms.p90", latency["p50"]))  # ties are fine
     swapped = _with(_with(good, "latency_ms.p90", 9.0), "latency_ms.p99", 3.0)

@@ -23,7 +23,8 @@ from tasks.core.config import (BenchmarkParams, ConvertParams, Farm, LocalDevice
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.report import COLUMNS, markdown_text, summary_table
-from tasks.select import (MB, evaluate, flag_slow_quantized, rank_value, recommend,
+from tasks.select import (MB, evaluate, flag_long_tails, flag_slow_quantized, pareto_front,
+                          rank_value, recommend, why_recommended,
                           reference_on_first, relative_drop, select, summarise, verdict)
 from tests.helpers import fork_safe, index_entries, records
 
@@ -84,6 +85,20 @@ def test_ok_record_meeting_every_requirement_passes() -> None:
     row = evaluate(record, requirements, reference_accuracy=0.9)
     assert row["accuracy_samples"] == 50
     assert row["accuracy_interval"] == list(accuracy_interval(0.9, 50))
+
+
+def test_a_rows_intervals_and_changed_conditions_come_from_its_harness_result() -> None:
+    record = ok_record()
+    record["harness"]["latency_ci95_ms"] = {"p50": [0.9, 1.1], "p90": [1.8, 2.3]}
+    record["harness"]["conditions"] = {"changes": ["CPU clock changed from 2000 to 1500 MHz",
+                                                   "other processes kept 1.5 CPUs busy"]}
+    row = evaluate(record, Requirements(), reference_accuracy=0.9)
+    assert row["latency_ci95_ms"] == {"p50": [0.9, 1.1], "p90": [1.8, 2.3]}
+    assert row["notes"] == ["conditions changed during the run: CPU clock changed from 2000 "
+                            "to 1500 MHz; other processes kept 1.5 CPUs busy"]
+    assert row["status"] == "pass", "a note, not a verdict"
+    # An older harness's result: no intervals, no conditions.
+    assert evaluate(ok_record(), Requirements(), 0.9)["latency_ci95_ms"] is None
 
 
 @pytest.mark.parametrize(("declared", "ran", "reason"), [
@@ -418,8 +433,8 @@ def test_slower_quantised_variants_are_flagged_against_their_own_fp32() -> None:
             latency_row("pi", "base", "onnx", "int8", None)]  # failed: nothing to compare
     flag_slow_quantized(rows)
     assert [row["notes"] for row in rows] == [
-        [], ["slower than onnx-fp32 on this device (p50 x1.50)"], [], [], [], [], [], [], [], [],
-        [], []]
+        [], ["slower than onnx-fp32 on this device (p50 x1.50): use onnx-fp32 here, or a "
+             "quantisation this device runs natively"], [], [], [], [], [], [], [], [], [], []]
 
 
 def test_verdict_message_states_counts_recommendations_unserved_devices_and_errors() -> None:
@@ -469,7 +484,7 @@ devices:
 """
 
 # Accuracy over the whole test split, so it matches the fp32 reference.
-E2E_BENCHMARK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+E2E_BENCHMARK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01, max_seconds=0.05,
                                 accuracy_samples=0, timeout_seconds=60)
 
 
@@ -552,8 +567,19 @@ def test_select_report_markdown(selected: dict[str, Any]) -> None:
     for row in summary["results"]:
         assert f"| {row['device']} | {row['variant']} | {row['status']} |" in report
     recommended = summary["recommendations"]["local"]
-    assert f"- **local**: `{recommended}` (best passing by latency_p50_ms)" in report
+    why = summary["why_recommended"]["local"]
+    assert why.startswith("best latency_p50_ms among 3 passing variants: ")
+    assert f"- **local**: `{recommended}` ({why})" in report
+    front = ", ".join(f"`{name}`" for name in summary["pareto"]["local"])
+    assert f"  - Pareto frontier (accuracy, p90, size): {front}" in report
+    assert recommended in summary["pareto"]["local"], "the fastest passing one is on it"
     assert "- **onnx-only**: no variant meets the requirements" in report
+    # The reverse view: each variant and the devices it passes on.
+    assert "## Devices each variant meets the requirements on" in report
+    for variant in dict.fromkeys(row["variant"] for row in summary["results"]):
+        devices = [row["device"] for row in summary["results"]
+                   if row["variant"] == variant and row["status"] == "pass"]
+        assert f"- `{variant}`: {', '.join(devices) or 'no device'}" in report
     assert "Results: 3 pass, 1 fail, 0 error, 2 skipped." in report
     assert "max_latency_p90_ms=1e-06" in report
     assert "![accuracy_vs_latency](plots/accuracy_vs_latency.png)" in report
@@ -748,3 +774,51 @@ def test_rows_never_share_their_notes() -> None:
     second = evaluate({**skipped, "variant": "b"}, RequirementParams(), 0.9)
     first["notes"].append("only mine")
     assert second["notes"] == []
+
+
+# ------------------------------------------------------------------ why, frontier, flags
+
+
+def judged(variant: str, device: str = "local", status: str = "pass", accuracy: float = 0.95,
+           p50: float = 1.0, p90: float = 2.0, p99: float = 2.5, size: int = 100_000,
+           reasons: list[str] | None = None) -> dict[str, Any]:
+    return {"variant": variant, "device": device, "status": status, "accuracy": accuracy,
+            "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "mean": p50},
+            "size_bytes": size, "reasons": reasons or [], "notes": []}
+
+
+def test_the_pareto_frontier_keeps_every_passing_variant_nothing_beats_on_all_three() -> None:
+    rows = [judged("accurate", accuracy=0.96, p90=2.0, size=100_000),
+            judged("fast", accuracy=0.94, p90=1.0, size=100_000),
+            judged("small", accuracy=0.94, p90=2.5, size=30_000),
+            judged("dominated", accuracy=0.95, p90=2.5, size=120_000),  # "accurate" beats it
+            judged("twin", accuracy=0.96, p90=2.0, size=100_000),  # equal: neither dominates
+            judged("failing", status="fail", accuracy=0.99, p90=0.1, size=1),
+            judged("elsewhere", device="pi", accuracy=0.5, p90=9.0)]
+    assert pareto_front(rows) == {"local": ["accurate", "fast", "small", "twin"],
+                                  "pi": ["elsewhere"]}
+
+
+def test_why_a_variant_won_names_the_measure_the_runner_up_and_the_margin() -> None:
+    rows = [judged("slow", p50=1.5, size=90_000), judged("quick", p50=1.2),
+            judged("fastest", p50=1.0),
+            judged("rejected", status="fail", p50=0.1)]
+    assert why_recommended(rows, "latency_p50_ms", {"local": "fastest"}) == {
+        "local": "best latency_p50_ms among 3 passing variants: 1 ms against 1.2 ms for quick, "
+                 "the runner-up (17% better)"}
+    assert why_recommended(rows, "accuracy", {"local": "slow"})["local"].startswith(
+        "ties with quick on accuracy (0.9500) and is smaller (87.9 vs 97.7 KB)")
+    only = [judged("one"), judged("other", status="fail", reasons=["p90 9 > 5"])]
+    assert why_recommended(only, "size_bytes", {"local": "one"}) == {
+        "local": "the only variant of 2 that meets every requirement (size_bytes 97.7 KB)"}
+    none = [judged("a", status="fail", reasons=["accuracy 0.5 < min_accuracy 0.9"]),
+            judged("b", status="error", reasons=["device unreachable"])]
+    assert why_recommended(none, "latency_p50_ms", {"local": None}) == {
+        "local": "none of 2 variants meets the requirements; closest misses: accuracy 0.5 < "
+                 "min_accuracy 0.9"}
+
+
+def test_a_long_latency_tail_is_noted_past_three_times_the_median() -> None:
+    rows = [judged("tail", p50=1.0, p99=3.5), judged("even", p50=1.0, p99=3.0)]
+    flag_long_tails(rows)
+    assert [row["notes"] for row in rows] == [["long tail: p99 is 3.5x p50"], []]

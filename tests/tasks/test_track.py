@@ -28,7 +28,7 @@ devices:
   local: {threads: 2, workdir: .edgeflow/devices/local}
   onnx-only: {threads: 1, workdir: .edgeflow/devices/onnx-only, runtimes: [onnxruntime]}
 """
-QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01, max_seconds=0.05,
                         accuracy_samples=0, timeout_seconds=60)
 CHILD_PARAMS = {"variant", "format", "precision", "source", "device", "runtime",
                 "runtime_version", "execution_precision", "threads"}
@@ -161,9 +161,16 @@ def test_track_logs_parent_and_nested_runs(tiny_project: Any, project: Layout,
             assert child.data.metrics["throughput_fps"] == pytest.approx(row["throughput_fps"])
             assert child.data.metrics["load_ms"] == pytest.approx(row["load_ms"])
             assert child.data.metrics["peak_rss_mb"] > 0
+            # The p50 interval as two metrics, around the p50.
+            low, high = row["latency_ci95_ms"]["p50"]
+            assert (child.data.metrics["latency_p50_low_ms"],
+                    child.data.metrics["latency_p50_high_ms"]) == (low, high)
+            assert low <= row["latency_ms"]["p50"] <= high
 
         files = {item.path for item in client.list_artifacts(child.info.run_id, "harness")}
-        assert files == {f"harness/{row['variant']}.json"}
+        # Every timed latency beside the result (measured rows only).
+        assert files == {f"harness/{row['variant']}.json"} | (
+            {f"harness/{row['variant']}.latencies.npz"} if row["status"] != "skipped" else set())
         # The artifact is not copied into every (variant, device) run: the run links the
         # variant's one logged model and the test split it was measured on.
         assert client.list_artifacts(child.info.run_id, "artifact") == []

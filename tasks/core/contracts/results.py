@@ -61,6 +61,14 @@ class HarnessOk(_HarnessStart):
     runs: int
     timed_seconds: JsonValue = None
     latency_ms: Latency
+    # Distribution-free 95% intervals of p50 and p90, [low, high] ms (null: too few runs);
+    # how the run was sized; the raw latencies' file beside the result and their count;
+    # the device's conditions before and after, and what changed. Absent from results
+    # of older harnesses.
+    latency_ci95_ms: dict[str, list[float] | None] | None = None
+    sizing: JsonValue = None
+    latencies: dict[str, JsonValue] | None = None
+    conditions: JsonValue = None
     throughput_fps: float
     rss_before_load_mb: JsonValue = None
     peak_rss_mb: float

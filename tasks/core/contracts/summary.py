@@ -44,6 +44,9 @@ class SummaryRow(Contract):
     accuracy_interval: list[float] | None
     accuracy_drop: float | None
     latency_ms: RowLatency | None
+    # The 95% intervals of p50 and p90 ([low, high] ms, null: too few runs); absent from
+    # older summaries and where nothing was timed.
+    latency_ci95_ms: dict[str, list[float] | None] | None = None
     throughput_fps: float | None
     peak_rss_mb: float | None
     load_ms: float | None
@@ -70,6 +73,10 @@ class Summary(Contract):
     requirements: dict[str, dict[str, float | None]]  # per device, overrides applied
     counts: Counts
     recommendations: dict[str, str | None]  # per device: the best passing variant
+    # Per device: one line on why its variant won (or why none did), and the passing
+    # variants no other beats on accuracy, p90 and size. Absent from older summaries.
+    why_recommended: dict[str, str] | None = None
+    pareto: dict[str, list[str]] | None = None
     results: list[SummaryRow]
 
 

@@ -118,8 +118,8 @@ FORMATS = "tflite, onnx, openvino, tflm, edgetpu"
 # params.yaml text -> the one line after "<path>: " (exit code 2).
 BAD_PARAMS = [
     pytest.param("trian: {epochs: 3}\n",
-                 "top level: unknown key 'trian' (allowed: benchmark, convert, data, formats, "
-                 "model, optimize, quantization, release, requirements, train)",
+                 "top level: unknown key 'trian' (allowed: benchmark, compare, convert, data, "
+                 "formats, model, optimize, quantization, release, requirements, train)",
                  id="unknown-top-level-key"),
     pytest.param("train: {epoch: 3}\n",
                  "train: unknown key 'epoch' (allowed: augmentation, batch_size, class_weight, "

@@ -353,7 +353,8 @@ def linear_percentile(values: list[float], q: float) -> float:
 def test_latency_summary_reports_each_statistic_of_the_timed_runs(
         latencies: list[float], p50: float, p90: float, p99: float) -> None:
     summary = harness.latency_summary(latencies)
-    assert set(summary) == {"runs", "timed_seconds", "latency_ms", "throughput_fps"}
+    assert set(summary) == {"runs", "timed_seconds", "latency_ms", "latency_ci95_ms",
+                            "throughput_fps"}
     latency = summary["latency_ms"]
     assert set(latency) == {"p50", "p90", "p99", "mean", "std", "min", "max"}
     for q, expected in ((50, p50), (90, p90), (99, p99)):
@@ -368,6 +369,10 @@ def test_latency_summary_reports_each_statistic_of_the_timed_runs(
     # Sequential batch 1: runs per second of summed latency.
     assert summary["throughput_fps"] == pytest.approx(len(latencies) * 1000 / sum(latencies),
                                                       rel=1e-12)
+    # 11 runs: the median's 95% interval is X(2)..X(10) (P(B <= 1) = 12/2048 <= 0.025 <
+    # P(B <= 2), P(B <= 8) < 0.975 <= P(B <= 9)); too few runs for p90's. 4 runs: none.
+    assert summary["latency_ci95_ms"] == ({"p50": [2.0, 10.0], "p90": None}
+                                          if len(latencies) == 11 else {"p50": None, "p90": None})
     # Plain floats and ints: the result is written with json.dump.
     assert all(type(value) is float for value in latency.values())
     assert type(summary["runs"]) is int
@@ -424,6 +429,162 @@ def test_timed_loop_stops_at_min_seconds_once_min_runs_is_reached(monkeypatch) -
 def test_timed_loop_with_nothing_asked_runs_nothing(monkeypatch) -> None:
     """A warm-up of 0 runs and 0 seconds (``warmup_runs: 0``) is no warm-up."""
     assert timed(monkeypatch, [], min_runs=0, min_seconds=0.0) == ([], [])
+
+
+# --------------------------------------------------------------------- statistical sizing
+
+
+@pytest.mark.parametrize(("n", "q"), [(100, 0.5), (45, 0.9), (60, 0.9), (1000, 0.9), (257, 0.5)])
+def test_quantile_interval_ranks_are_the_exact_binomial_ones(n: int, q: float) -> None:
+    from scipy.stats import binom
+
+    ordered = np.arange(1.0, n + 1)  # X(i) = i: the interval shows its ranks
+    low, high = harness.quantile_interval(ordered, q)
+    # Equal tails: the largest j with P(B <= j-1) <= 2.5%, the smallest k with
+    # P(B <= k-1) >= 97.5%.
+    j = max(j for j in range(1, n + 1) if binom.cdf(j - 1, n, q) <= 0.025)
+    k = min(k for k in range(1, n + 1) if binom.cdf(k - 1, n, q) >= 0.975)
+    assert (low, high) == (j, k)
+    assert binom.cdf(k - 1, n, q) - binom.cdf(j - 1, n, q) >= 0.95
+    if (n, q) == (100, 0.5):
+        assert (low, high) == (40, 61)  # the textbook median interval of 100 samples
+
+
+def test_quantile_interval_is_none_when_too_few_runs_for_95_percent() -> None:
+    # P(B <= n-1) = 1 - 0.9^n reaches 97.5% at n = 36 (n >= ln 0.025 / ln 0.9 = 35.01).
+    assert harness.quantile_interval(np.arange(1.0, 36), 0.9) is None  # 35 runs
+    assert harness.quantile_interval(np.arange(1.0, 37), 0.9) is not None
+    assert harness.quantile_interval(np.arange(1.0, 6), 0.5) is None
+    assert harness.quantile_interval(np.array([]), 0.5) is None
+
+
+def test_quantile_intervals_cover_the_true_percentile_95_percent_of_the_time() -> None:
+    """On skewed data (latencies are), without assuming any distribution: each tail is
+    missed at most about 2.5% of the time."""
+    rng = np.random.default_rng(7)
+    truth = {"p50": np.exp(0.0), "p90": np.exp(1.2815515655446004 * 0.6)}  # lognormal(0, .6)
+    missed = {(name, side): 0 for name in truth for side in ("low", "high")}
+    trials = 3000
+    for _ in range(trials):
+        intervals = harness.percentile_intervals(rng.lognormal(0.0, 0.6, size=80))
+        for name, (low, high) in intervals.items():
+            missed[(name, "low")] += truth[name] < low
+            missed[(name, "high")] += truth[name] > high
+    for (name, side), count in missed.items():
+        assert count / trials <= 0.035, (name, side, count / trials)
+    for name in truth:
+        assert 0.93 <= 1 - (missed[(name, "low")] + missed[(name, "high")]) / trials <= 0.995
+
+
+def _sized(monkeypatch: pytest.MonkeyPatch, durations_ns: list[int], **limits: Any
+           ) -> tuple[list[int], dict[str, Any]]:
+    monkeypatch.setattr(harness, "time", ScriptedClock(durations_ns))
+    runner = harness.Runner(lambda x: x, "scripted", "0")
+    return harness.sized_runs(runner, ["a"], **limits)
+
+
+def test_a_sized_run_stops_once_both_intervals_are_narrow_enough(monkeypatch) -> None:
+    # 1.00..2.99 ms spread evenly: at 100 runs p50's interval spans ranks 40..61, about
+    # 0.4 ms (20% of 2 ms); within 5% takes about 1,500 runs.
+    durations = [MS + (i * 7919 % 200) * 10_000 for i in range(5000)]
+    latencies, sizing = _sized(monkeypatch, durations, min_runs=100, min_seconds=0.0,
+                               max_seconds=60.0, relative_width=0.05)
+    assert sizing["stopped_by"] == "interval width"
+    assert 1000 < len(latencies) < 3000
+    assert all(width <= 0.05 for width in sizing["widths"].values())
+    # At the look before the last one the intervals were still too wide.
+    earlier = np.asarray(latencies[:int((len(latencies) - 1) / harness.LOOK_GROWTH)]) / 1e6
+    assert max(harness.relative_widths(earlier).values()) > 0.05
+    assert sizing["relative_width"] == 0.05 and sizing["confidence"] == 0.95
+
+
+def test_a_sized_run_stops_at_its_time_cap_or_run_cap_whatever_the_intervals(monkeypatch) -> None:
+    # Widely spread latencies never reach a 0.1% interval: the time cap (0.5 s of
+    # inference at 1..10 ms) stops the run.
+    durations = [MS * (1 + i * 7 % 10) for i in range(400)]
+    latencies, sizing = _sized(monkeypatch, durations, min_runs=10, min_seconds=0.0,
+                               max_seconds=0.5, relative_width=0.001)
+    assert sizing["stopped_by"] == "time cap"
+    assert sum(latencies) >= 0.5e9 > sum(latencies[:-1])
+    monkeypatch.setattr(harness, "MAX_RUNS", 150)
+    latencies, sizing = _sized(monkeypatch, durations, min_runs=10, min_seconds=0.0,
+                               max_seconds=60.0, relative_width=0.001)
+    assert (sizing["stopped_by"], len(latencies)) == ("run cap", 150)
+
+
+def test_a_sized_run_always_times_its_minimums(monkeypatch) -> None:
+    # Identical latencies: zero-width intervals from the first look, yet min_runs holds.
+    latencies, sizing = _sized(monkeypatch, [MS] * 300, min_runs=200, min_seconds=0.0,
+                               max_seconds=60.0, relative_width=0.05)
+    assert len(latencies) == 200 and sizing["stopped_by"] == "interval width"
+    assert sizing["widths"] == {"p50": 0.0, "p90": 0.0}
+
+
+def test_raw_latencies_round_trip_through_their_encoding() -> None:
+    import base64
+    import zlib
+
+    latencies = [1_234_567, 987, 10**12, 0]
+    encoded = harness.encode_latencies(latencies)
+    assert (encoded["encoding"], encoded["count"]) == ("int64-le-ns+zlib+base64", 4)
+    raw = zlib.decompress(base64.b64decode(encoded["data"]))
+    assert np.frombuffer(raw, dtype="<i8").tolist() == latencies
+
+
+# ------------------------------------------------------------------------ conditions
+
+
+def _snapshot(**changes: Any) -> dict[str, Any]:
+    base = {"monotonic": 100.0, "cpu_seconds": 10.0, "machine_busy": (1000.0, 4000.0),
+            "affinity": [0, 1], "governor": "performance", "cpu_mhz": 2000.0,
+            "temperature_c": 50.0, "thermal_throttle_events": 3, "throttled": None,
+            "load_1m": 0.5}
+    return {**base, **changes}
+
+
+def test_a_quiet_run_reports_its_conditions_and_no_change() -> None:
+    # 10 s of wall time, 10 CPU-seconds busy on the machine, 9.9 of them this process's.
+    after = _snapshot(monotonic=110.0, cpu_seconds=19.9, machine_busy=(1010.0, 4020.0),
+                      cpu_mhz=2100.0, temperature_c=54.0)
+    reported = harness.run_conditions(_snapshot(), after)
+    assert reported["other_busy_cpus"] == 0.01
+    assert reported["changes"] == []
+    assert reported["before"]["cpu_mhz"] == 2000.0 and reported["after"]["cpu_mhz"] == 2100.0
+    assert "monotonic" not in reported["after"]
+
+
+def test_what_changed_during_a_run_is_named_with_its_figures() -> None:
+    after = _snapshot(monotonic=110.0, cpu_seconds=20.0, machine_busy=(1025.0, 4020.0),
+                      governor="powersave", cpu_mhz=1500.0, temperature_c=61.5,
+                      thermal_throttle_events=5, throttled="throttled", affinity=[0])
+    assert harness.run_conditions(_snapshot(), after)["changes"] == [
+        "frequency governor changed from performance to powersave",
+        "CPU clock changed from 2000 to 1500 MHz",
+        "temperature rose from 50 to 61.5 C",
+        "the CPU was thermally throttled 2 times",
+        "the board reports throttled",
+        "CPU affinity changed from [0, 1] to [0]",
+        "other processes kept 1.5 CPUs busy"]
+
+
+def test_conditions_are_read_from_the_boards_files(tmp_path: Path, monkeypatch) -> None:
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal: busy 100+0+50+0+5+5+0 = 160 ticks.
+    stat.write_text("cpu  100 0 50 700 40 5 5 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    freq = tmp_path / "cpufreq"
+    freq.mkdir()
+    (freq / "scaling_cur_freq").write_text("1800000\n")
+    (freq / "scaling_governor").write_text("ondemand\n")
+    (tmp_path / "temp").write_text("47500\n")
+    monkeypatch.setattr(harness, "PROC_STAT", str(stat))
+    monkeypatch.setattr(harness, "CPUFREQ", str(freq))
+    monkeypatch.setattr(harness, "THERMAL_ZONE", str(tmp_path / "temp"))
+    snapshot = harness.conditions()
+    hertz = os.sysconf("SC_CLK_TCK")
+    assert snapshot["machine_busy"] == (160 / hertz, 900 / hertz)
+    assert (snapshot["governor"], snapshot["cpu_mhz"], snapshot["temperature_c"]) == (
+        "ondemand", 1800.0, 47.5)
+    assert snapshot["affinity"] == sorted(os.sched_getaffinity(0))
 
 
 # --------------------------------------------------------------------------- input checks

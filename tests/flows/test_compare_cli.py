@@ -1,0 +1,100 @@
+"""``edgeflow compare A B`` on real runs of the tiny project: summary files and MLflow
+lifecycle runs in, a table and an exit status out (1 on a regression: a CI gate)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.flows.test_cli import edgeflow, refused
+from tests.helpers import FARM_QUICK, benchmarked_copy
+
+LOCAL_FARM = "devices:\n  local: {threads: 1}\n"
+
+
+@pytest.fixture(scope="module")
+def measured(tiny_project: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny project benchmarked on the local device and tracked twice (two finished
+    lifecycle runs in its MLflow store, the same summary)."""
+    from tasks.track import track
+
+    root = tmp_path_factory.mktemp("compared")
+    layout = benchmarked_copy(tiny_project, root, LOCAL_FARM, FARM_QUICK)
+    (root / "params.yaml").write_text("compare: {latency_increase: 0.10}\n", encoding="utf-8")
+    dump = tiny_project.params.model_dump(mode="json")
+    runs = [json.loads(track(dump, layout, run_name=name).read_text())["parent_run_id"]
+            for name in ("first", "second")]
+    return layout, runs
+
+
+def _planted(summary_path: Path, target: Path, factor: float) -> Path:
+    """A copy of a summary whose every measured latency (and interval) is ``factor``
+    times the real one: a planted regression."""
+    document = json.loads(summary_path.read_text())
+    for row in document["results"]:
+        if row["latency_ms"]:
+            row["latency_ms"] = {key: value * factor for key, value in row["latency_ms"].items()}
+            row["latency_ci95_ms"] = {key: [bound * factor for bound in bounds] if bounds else None
+                                      for key, bounds in row["latency_ci95_ms"].items()}
+    target.write_text(json.dumps(document))
+    return target
+
+
+def test_an_unchanged_run_passes_and_a_planted_20_percent_regression_fails(
+        measured: Any, tmp_path: Path) -> None:
+    layout, _ = measured
+    same = edgeflow("compare", str(layout.summary), str(layout.root), cwd=layout.root)
+    assert same.returncode == 0, same.stderr
+    measured_pairs = sum(1 for row in json.loads(layout.summary.read_text())["results"]
+                         if row["status"] != "skipped")
+    assert f"no regression in {measured_pairs} pairs" in same.stdout
+    assert "thresholds: latency_increase 0.1, accuracy_drop 0.01, size_increase 0.05" in same.stdout
+
+    slower = _planted(layout.summary, tmp_path / "slower.json", 1.2)
+    gated = edgeflow("compare", str(layout.summary), str(slower), cwd=layout.root)
+    assert gated.returncode == 1
+    flagged = [line for line in gated.stdout.splitlines() if line.startswith("regression: ")]
+    timed = [row["variant"] for row in json.loads(layout.summary.read_text())["results"]
+             if row["latency_ms"]]
+    # p50 and p90 of every timed pair, each +20%.
+    assert len(flagged) == 2 * len(timed) and all("+20.0%" in line for line in flagged)
+    assert gated.stderr.strip() == (f"edgeflow: {2 * len(timed)} regressions (thresholds: "
+                                    "latency_increase 0.1, accuracy_drop 0.01, size_increase 0.05)")
+    # A looser gate, from the command line, lets the same change through.
+    loose = edgeflow("compare", str(layout.summary), str(slower), "--latency-increase", "0.25",
+                     cwd=layout.root)
+    assert loose.returncode == 0, loose.stdout
+
+
+def test_lifecycle_runs_are_compared_by_id_or_as_latest_and_previous(measured: Any) -> None:
+    layout, (first, second) = measured
+    named = edgeflow("compare", "previous", "latest", cwd=layout.root)
+    assert named.returncode == 0, named.stderr
+    assert f"MLflow run {first} -> MLflow run {second}" in " ".join(named.stdout.split())
+    by_id = edgeflow("compare", first, str(layout.summary), cwd=layout.root)
+    assert by_id.returncode == 0, by_id.stderr
+
+
+@pytest.mark.parametrize(("argv", "code", "message"), [
+    (["nowhere.json", "latest"], 2,
+     "'nowhere.json' is not a summary file, a project folder, an MLflow run id (32 hex digits), "
+     "'latest' or 'previous'"),
+    (["0" * 32, "latest"], 1, "MLflow run 00000000000000000000000000000000 has no "
+                              "reports/summary.json in "),
+    (["latest", "latest", "--latency-increase", "-1"], 2, "--latency-increase: "),
+])
+def test_what_cannot_be_compared_is_a_one_line_error(measured: Any, argv: list[str], code: int,
+                                                     message: str) -> None:
+    layout, _ = measured
+    assert refused(edgeflow("compare", *argv, cwd=layout.root), code).startswith(message)
+
+
+def test_a_project_without_runs_has_no_latest_to_compare(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("{}\n", encoding="utf-8")
+    line = refused(edgeflow("compare", "previous", "latest", cwd=tmp_path), 1)
+    assert line == (f"'previous': no MLflow store at {tmp_path / 'mlflow' / 'mlflow.db'}; "
+                    "run `edgeflow run` first")
+    assert not (tmp_path / "mlflow").exists(), "reading made no store"

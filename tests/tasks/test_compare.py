@@ -1,0 +1,110 @@
+"""The regression gate: a change is a regression only when it exceeds its threshold and
+the two runs' 95% intervals do not overlap; a pass that no longer passes is one too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tasks.compare import compare, judge
+from tasks.core.config import CompareParams
+from tasks.core.contracts.summary import Summary, SummaryRow
+
+LIMITS = CompareParams(latency_increase=0.10, accuracy_drop=0.01, size_increase=0.05)
+
+
+def row(variant: str = "onnx-fp32", device: str = "local", p50: float = 1.0, p90: float = 2.0,
+        p50_ci: list[float] | None = None, p90_ci: list[float] | None = None,
+        accuracy: float = 0.95, accuracy_ci: list[float] | None = None, size: int = 100_000,
+        status: str = "pass", reasons: list[str] | None = None, ci: bool = True) -> dict[str, Any]:
+    """A summary row; by default each interval is +-1% around its value."""
+    around = lambda value: [value * 0.99, value * 1.01]  # noqa: E731
+    return {"variant": variant, "format": variant.split("-")[0], "precision": "fp32",
+            "source": "base", "device": device, "runtime": "onnxruntime", "size_bytes": size,
+            "threads": 1, "accuracy": accuracy, "accuracy_samples": 1000,
+            "accuracy_interval": accuracy_ci or [accuracy - 0.01, accuracy + 0.01],
+            "accuracy_drop": 0.0, "latency_ms": {"p50": p50, "p90": p90, "p99": p90 * 1.5,
+                                                 "mean": p50 * 1.1},
+            **({"latency_ci95_ms": {"p50": p50_ci or around(p50), "p90": p90_ci or around(p90)}}
+               if ci else {}),
+            "throughput_fps": 1000 / p50, "peak_rss_mb": 50.0, "load_ms": 10.0,
+            "runtime_version": "1.0", "execution_precision": "f32", "mcu": None, "notes": [],
+            "status": status, "reasons": reasons or []}
+
+
+def summary(*rows: dict[str, Any]) -> Summary:
+    counts = {"pass": sum(r["status"] == "pass" for r in rows), "fail": 0, "error": 0,
+              "skipped": 0}
+    return Summary.model_validate({
+        "reference_accuracy": 0.95, "rank_by": "latency_p50_ms", "requirements": {},
+        "counts": counts, "recommendations": {}, "results": list(rows)})
+
+
+def test_a_planted_20_percent_latency_regression_is_flagged_with_its_figures() -> None:
+    comparison = compare(summary(row(p50=1.0, p90=2.0)), summary(row(p50=1.2, p90=2.4)), LIMITS)
+    [pair] = comparison.pairs
+    assert pair.regressions == [
+        "p50 +20.0% (1 -> 1.2 ms; threshold 0.1, intervals apart)",
+        "p90 +20.0% (2 -> 2.4 ms; threshold 0.1, intervals apart)"]
+    assert comparison.regressions == [f"onnx-fp32@local: {reason}" for reason in pair.regressions]
+
+
+def test_an_unchanged_model_measured_twice_is_no_regression() -> None:
+    # Run-to-run drift: 3% slower with intervals apart (real but below the threshold),
+    # 12% slower with overlapping intervals (inside the noise), accuracy within noise.
+    before = summary(row("a-fp32", p50=1.0, p90=2.0), row("b-fp32", p50=1.0, p90=2.0,
+                                                          p90_ci=[1.7, 2.5]))
+    after = summary(row("a-fp32", p50=1.03, p90=2.06),
+                    row("b-fp32", p50=0.98, p90=2.24, p90_ci=[2.0, 2.6], accuracy=0.945))
+    comparison = compare(before, after, LIMITS)
+    assert comparison.regressions == []
+    assert [change.relative for change in comparison.pairs[1].changes if change.measure == "p90"
+            ] == [pytest.approx(0.12)]
+
+
+@pytest.mark.parametrize(("before", "after", "regression"), [
+    # Slower past the threshold but the intervals overlap: noise, not a regression.
+    (row(p50=1.0, p50_ci=[0.8, 1.3]), row(p50=1.2, p50_ci=[1.1, 1.4]), None),
+    # Exactly at the threshold: not past it.
+    (row(p50=1.0), row(p50=1.1), None),
+    # Faster is never a regression, however far apart.
+    (row(p50=1.0), row(p50=0.5), None),
+    # No intervals (older summaries): the threshold alone decides, and says so.
+    (row(p50=1.0, ci=False), row(p50=1.2, ci=False),
+     "p50 +20.0% (1 -> 1.2 ms; threshold 0.1, no intervals to check)"),
+])
+def test_a_latency_change_is_a_regression_only_past_the_threshold_and_the_noise(
+        before: dict[str, Any], after: dict[str, Any], regression: str | None) -> None:
+    change = judge("p50", SummaryRow.model_validate(before), SummaryRow.model_validate(after),
+                   LIMITS)
+    assert change is not None and change.regression == regression
+
+
+def test_accuracy_and_size_regressions_are_judged_on_their_own_thresholds() -> None:
+    before = row(accuracy=0.95, accuracy_ci=[0.94, 0.96], size=100_000)
+    dropped = row(accuracy=0.90, accuracy_ci=[0.88, 0.92], size=106_000)
+    [pair] = compare(summary(before), summary(dropped), LIMITS).pairs
+    assert pair.regressions == [
+        "accuracy -0.0500 (0.95 -> 0.9; threshold 0.01, intervals apart)",
+        "size +6.0% (100000 -> 106000 B; threshold 0.05, no intervals to check)"]
+    # A drop inside the intervals, a size within 5%: none.
+    close = row(accuracy=0.935, accuracy_ci=[0.925, 0.945], size=104_000)
+    assert compare(summary(before), summary(close), LIMITS).regressions == []
+
+
+def test_a_pair_that_stops_passing_is_a_regression_and_new_or_gone_pairs_are_listed() -> None:
+    before = summary(row("a-fp32"), row("gone-fp32"))
+    after = summary(row("a-fp32", status="fail", reasons=["accuracy 0.5 < min_accuracy 0.9"]),
+                    row("new-fp32"))
+    comparison = compare(before, after, LIMITS)
+    assert comparison.regressions == [
+        "a-fp32@local: status pass -> fail (accuracy 0.5 < min_accuracy 0.9)"]
+    assert (comparison.only_before, comparison.only_after) == (["gone-fp32@local"],
+                                                               ["new-fp32@local"])
+
+
+def test_thresholds_are_the_ones_configured() -> None:
+    before, after = summary(row(p50=1.0)), summary(row(p50=1.2))
+    assert compare(before, after, CompareParams(latency_increase=0.25)).regressions == []
+    assert compare(before, after, CompareParams(latency_increase=0.15)).regressions != []
