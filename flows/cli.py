@@ -196,6 +196,9 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
             "--rerun", help="run this step even if cached (repeatable), e.g. benchmark")] = None,
         yes: Annotated[bool, typer.Option(
             "--yes", help="approve every release (release.policy: approve)")] = False,
+        gate: Annotated[bool, typer.Option(
+            "--gate", help="compare with the previous lifecycle run (edgeflow compare) and "
+                           "exit 1 on a regression")] = False,
         verbose: VerboseOption = False) -> None:
     """Run the whole lifecycle (Prefect flow); cached steps are not executed again."""
     from flows.server import launch, prefect_server
@@ -213,7 +216,7 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
 
     def run_flow() -> Any:
         with prefect_server(server):
-            return run_lifecycle(params, _farm(params, farm), rerun)
+            return run_lifecycle(params, _farm(params, farm), rerun, gate)
 
     def run_it() -> Any:
         ctx = preflight(params, _farm(params, farm), rerun)
@@ -243,6 +246,8 @@ def _report_run(state: Any, outcome: Any, log: Path) -> None:
         say(f"cached:   {', '.join(outcome.cached)}")
     for line in outcome.releases:
         say(f"release: {line}")
+    if outcome.gate:
+        say(f"gate: {outcome.gate}")
     say(f"dvc: {outcome.dvc}")
     say(f"report: {Path(outcome.summary_path).with_name('report.md')}")
     if summary["counts"]["skipped"]:

@@ -34,7 +34,7 @@ from prefect.states import Completed, Failed, State
 from flows.caching import (StepContentPolicy, cache_dir, record_run, results_dir, step_result,
                            will_be_cached)
 from flows.devices import device_tag, ensure_device_limits, on_lasting_server
-from flows.run_page import publish
+from flows.run_page import publish, publish_comparison
 from tasks.core import notices
 from tasks.core.config import check_key_files
 from tasks.core.contracts.summary import read_summary
@@ -61,6 +61,7 @@ class LifecycleOutcome:
     problems: list[str] = field(default_factory=list)
     dvc: str = ""
     releases: list[str] = field(default_factory=list)  # this run's, one line per device
+    gate: str = ""  # the regression gate's line, when the run was gated
 
 
 @task(persist_result=True)
@@ -118,18 +119,19 @@ def _run_in_order(ctx: Context, names: tuple[str, ...], refresh: list[str],
 
 @flow(name="edgeflow-lifecycle")
 def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
-              refresh: list[str] | None = None) -> State:
+              refresh: list[str] | None = None, gate: bool = False) -> State:
     """Run the whole lifecycle for one experiment and one farm.
 
     ``refresh`` names steps to run even when cached (``["benchmark"]`` re-measures the
     farm: what the nightly deployment does); steps after them re-run only if their
-    inputs changed.
+    inputs changed. ``gate``: compare the results with the previous lifecycle run's
+    (:mod:`tasks.compare.gate`) and fail the run on a regression.
     """
     ctx = preflight(Path(params_path), Path(farm_path), refresh)
     # A deployed run takes the experiment's lock here; a CLI run already holds it.
     with experiment_lock(ctx.layout.state), _notices_to_run_log():
         try:
-            return _lifecycle(ctx, list(refresh or []))
+            return _lifecycle(ctx, list(refresh or []), gate)
         except Exception as error:  # MLflow gets a FAILED run with it; the flow still fails
             record_failure(ctx.params_dump(), ctx.layout, error)
             raise
@@ -176,7 +178,20 @@ def _notices_to_run_log() -> Iterator[None]:
         yield
 
 
-def _lifecycle(ctx: Context, refresh: list[str]) -> State:
+def _gate(ctx: Context) -> tuple[str, bool]:
+    """The regression gate's line and whether it passed; its table on the run's page."""
+    from tasks.compare.gate import regression_gate
+    from tasks.compare.view import comparison_markdown
+
+    gated = regression_gate(ctx.layout, ctx.params.compare)
+    if gated is None:
+        return "no earlier lifecycle run to compare with", True
+    publish_comparison(comparison_markdown(gated.comparison, gated.against, "this run"),
+                       gated.against)
+    return gated.line(), not gated.comparison.regressions
+
+
+def _lifecycle(ctx: Context, refresh: list[str], gate: bool = False) -> State:
     outcome = LifecycleOutcome()
     _run_in_order(ctx, ("prepare", "train", "optimize", "convert"), refresh, outcome)
 
@@ -194,8 +209,13 @@ def _lifecycle(ctx: Context, refresh: list[str]) -> State:
     outcome.counts = summary["counts"]
     outcome.problems = list(judged.problems)
     publish(ctx.layout.summary, judged.message, outcome.releases)
-    state = Completed if judged.ok else Failed
-    return state(message=judged.message, data=asdict(outcome))
+    message, ok = judged.message, judged.ok
+    if gate:
+        outcome.gate, passed = _gate(ctx)
+        message += f" | gate: {outcome.gate}"
+        ok = ok and passed
+    state = Completed if ok else Failed
+    return state(message=message, data=asdict(outcome))
 
 
 def _will_run(ctx: Context, name: str, device: str, refresh: list[str]) -> bool:
@@ -268,8 +288,8 @@ def preflight(params_path: Path, farm_path: Path, refresh: list[str] | None) -> 
     return ctx
 
 
-def run_lifecycle(params_path: Path, farm_path: Path,
-                  refresh: list[str] | None = None) -> tuple[State, LifecycleOutcome]:
+def run_lifecycle(params_path: Path, farm_path: Path, refresh: list[str] | None = None,
+                  gate: bool = False) -> tuple[State, LifecycleOutcome]:
     """Run the flow with this experiment's own Prefect result store."""
     ctx = preflight(params_path, farm_path, refresh)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -279,7 +299,7 @@ def run_lifecycle(params_path: Path, farm_path: Path,
     # after a quarter of a minute.
     with experiment_lock(ctx.layout.state), \
             temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results_dir(ctx)}):
-        state = lifecycle(str(ctx.params_path), str(ctx.farm_path), refresh,
+        state = lifecycle(str(ctx.params_path), str(ctx.farm_path), refresh, gate,
                           return_state=True)
     data = state.result(raise_on_failure=False)
     if isinstance(data, BaseException):

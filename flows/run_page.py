@@ -57,3 +57,15 @@ def publish(summary_path: Path, verdict: str, releases: list[str] | None = None)
                                                                releases),
                              description=f"Best passing variant per device of {experiment}")
     return RESULTS_KEY, RECOMMENDATIONS_KEY
+
+
+COMPARISON_KEY = "edgeflow-comparison"
+
+
+def publish_comparison(markdown: str, against: str) -> str:
+    """This run's regression gate as an artifact; returns its key. Call inside a flow run."""
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(key=COMPARISON_KEY, markdown=markdown,
+                             description=f"This run against {against}")
+    return COMPARISON_KEY

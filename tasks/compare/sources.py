@@ -50,18 +50,23 @@ def _run_id(reference: str, client: Any, layout: Layout, uri: str) -> str:
     return str(runs[position].info.run_id)
 
 
-def _from_mlflow(reference: str, layout: Layout) -> tuple[Summary, str]:
-    # One small file: no progress bar on the console.
+def _client(layout: Layout, reference: str) -> tuple[Any, str]:
+    """An MLflow client of the experiment's store, and its URI; a sqlite store that does
+    not exist is an error (reading never creates one)."""
+    # One small file at a time: no progress bar on the console.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     uri = tracking_uri(layout.root)
     store = uri.removeprefix("sqlite:///")
-    if store != uri and not Path(store).is_file():  # never create a store to read from it
+    if store != uri and not Path(store).is_file():
         raise StepError(f"{reference!r}: no MLflow store at {store}; run `edgeflow run` first")
-    client = MlflowClient(tracking_uri=uri)
-    run_id = _run_id(reference, client, layout, uri)
+    return MlflowClient(tracking_uri=uri), uri
+
+
+def _summary_of_run(client: Any, run_id: str, uri: str) -> tuple[Summary, str]:
+    from mlflow.exceptions import MlflowException
+
     with tempfile.TemporaryDirectory(prefix="edgeflow-compare-") as scratch:
         try:
             path = client.download_artifacts(run_id, SUMMARY_ARTIFACT, scratch)
@@ -70,6 +75,23 @@ def _from_mlflow(reference: str, layout: Layout) -> tuple[Summary, str]:
             raise StepError(f"MLflow run {run_id} has no {SUMMARY_ARTIFACT} in {uri}"
                             f"{f' ({first})' if first else ''}: name a lifecycle run") from None
         return read_summary(Path(path)), f"MLflow run {run_id}"
+
+
+def _from_mlflow(reference: str, layout: Layout) -> tuple[Summary, str]:
+    client, uri = _client(layout, reference)
+    return _summary_of_run(client, _run_id(reference, client, layout, uri), uri)
+
+
+def previous_run_summary(layout: Layout, current_run_id: str | None) -> tuple[Summary, str] | None:
+    """The summary of the newest finished lifecycle run of the experiment other than
+    ``current_run_id`` (this run's own, when it logged one); None when there is none
+    (or no store yet)."""
+    store = tracking_uri(layout.root).removeprefix("sqlite:///")
+    if store.endswith(".db") and not Path(store).is_file():  # nothing was ever tracked here
+        return None
+    client, uri = _client(layout, "previous")
+    earlier = [run for run in _lifecycle_runs(client, layout) if run.info.run_id != current_run_id]
+    return _summary_of_run(client, earlier[0].info.run_id, uri) if earlier else None
 
 
 def load_summary(reference: str, layout: Layout) -> tuple[Summary, str]:

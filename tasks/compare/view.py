@@ -54,3 +54,24 @@ def comparison_table(comparison: Comparison, before: str, after: str) -> Any:
         table.add_row(escape(pair.variant), escape(pair.device), escape(status),
                       *[change_cell(changes.get(name)) for name in measures], verdict)
     return table
+
+
+def comparison_markdown(comparison: Comparison, before: str, after: str) -> str:
+    """The comparison as a Markdown table (a Prefect artifact, a CI log)."""
+    measures = ("accuracy", "size", "p50", "p90")
+    lines = [f"# edgeflow: {before} -> {after}", "",
+             "| variant | device | status | accuracy | size | p50 ms | p90 ms | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for pair in comparison.pairs:
+        changes = {change.measure: change for change in pair.changes}
+        cells = [_plain(change_cell(changes.get(name))) for name in measures]
+        status = pair.status_after if pair.status_before == pair.status_after \
+            else f"{pair.status_before} -> {pair.status_after}"
+        lines.append(f"| {pair.variant} | {pair.device} | {status} | {' | '.join(cells)} | "
+                     f"{'**REGRESSION**' if pair.regressions else 'ok'} |")
+    lines += ["", *[f"- regression: {line}" for line in comparison.regressions]]
+    return "\n".join(lines) + "\n"
+
+
+def _plain(cell: str) -> str:
+    return cell.removeprefix("[bold red]").removesuffix("[/]")

@@ -98,3 +98,29 @@ def test_a_project_without_runs_has_no_latest_to_compare(tmp_path: Path) -> None
     assert line == (f"'previous': no MLflow store at {tmp_path / 'mlflow' / 'mlflow.db'}; "
                     "run `edgeflow run` first")
     assert not (tmp_path / "mlflow").exists(), "reading made no store"
+
+
+def test_the_gate_compares_a_run_with_the_one_before_it(measured: Any, tmp_path: Path) -> None:
+    """What the nightly deployment does after track: this run's summary against the
+    previous lifecycle run's in MLflow; a planted 20% regression fails it."""
+    from tasks.compare.gate import regression_gate
+    from tasks.core.config import CompareParams
+
+    layout, (first, second) = measured
+    gated = regression_gate(layout, CompareParams())
+    assert gated is not None and gated.against == f"MLflow run {first}"
+    assert gated.comparison.regressions == []
+    assert gated.line().startswith(f"no regression against MLflow run {first} in ")
+    real = layout.summary.read_text()
+    try:
+        _planted(layout.summary, layout.summary, 1.2)
+        slower = regression_gate(layout, CompareParams())
+        assert slower is not None and len(slower.comparison.regressions) >= 2
+        assert slower.line().startswith(
+            f"{len(slower.comparison.regressions)} regressions against MLflow run {first}: ")
+    finally:
+        layout.summary.write_text(real)
+    # A project that never tracked a run has nothing to compare with.
+    from tasks.core.layout import Layout
+
+    assert regression_gate(Layout(tmp_path), CompareParams()) is None

@@ -168,6 +168,23 @@ def test_second_run_executes_no_step(experiment: Path) -> None:
     assert outcome.executed == [] and outcome.cached == ALL_STEPS
 
 
+def test_a_gated_run_compares_with_the_previous_lifecycle_run(experiment: Path) -> None:
+    """``gate``: with no earlier run, said so; after one, compared (nothing changed: no
+    regression) and the run page's line names that run."""
+    from flows.lifecycle import run_lifecycle
+
+    state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml", gate=True)
+    assert state.is_completed() and outcome.gate == "no earlier lifecycle run to compare with"
+    state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml",
+                                   refresh=["track"], gate=True)
+    first = json.loads((experiment / "metrics" / "mlflow_run.json").read_text())["parent_run_id"]
+    state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml",
+                                   refresh=["track"], gate=True)
+    assert state.is_completed(), state.message
+    assert outcome.gate.startswith(f"no regression against MLflow run {first} in ")
+    assert f"| gate: {outcome.gate}" in state.message
+
+
 def test_changing_benchmark_params_reruns_only_benchmark_and_what_follows(
         experiment: Path) -> None:
     from flows.lifecycle import run_lifecycle

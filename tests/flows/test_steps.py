@@ -54,6 +54,7 @@ def test_prefect_deployments_point_at_the_flow_with_valid_parameters() -> None:
         assert set(deployment["parameters"].get("refresh", [])) <= set(STEPS)
     nightly = next(d for d in document["deployments"] if d["name"] == "nightly-rebenchmark")
     assert nightly["schedules"][0]["cron"] and nightly["parameters"]["refresh"] == ["benchmark"]
+    assert nightly["parameters"]["gate"] is True, "the nightly run fails on a regression"
 
 
 def test_mlflow_folder_never_shadows_the_library() -> None:

@@ -1,0 +1,39 @@
+"""The regression gate of a lifecycle run (the nightly deployment's): this run's
+summary against the previous finished lifecycle run's in MLflow, by
+:func:`tasks.compare.compare` with the experiment's ``compare`` thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tasks.compare import Comparison, compare
+from tasks.compare.sources import previous_run_summary
+from tasks.core.config import CompareParams
+from tasks.core.contracts.summary import read_summary
+from tasks.core.files import read_json
+from tasks.core.layout import Layout
+
+
+@dataclass(frozen=True)
+class GateResult:
+    comparison: Comparison
+    against: str  # "MLflow run <id>"
+
+    def line(self) -> str:
+        """One line for the run's verdict."""
+        regressions = self.comparison.regressions
+        if not regressions:
+            return f"no regression against {self.against} in {len(self.comparison.pairs)} pairs"
+        return (f"{len(regressions)} regression{'s' if len(regressions) != 1 else ''} against "
+                f"{self.against}: {'; '.join(regressions)}")
+
+
+def regression_gate(layout: Layout, limits: CompareParams) -> GateResult | None:
+    """This run against the one before it; None when there is none (a first run)."""
+    record = layout.tracking_record
+    current = read_json(record).get("parent_run_id") if record.is_file() else None
+    previous = previous_run_summary(layout, current)
+    if previous is None:
+        return None
+    summary, against = previous
+    return GateResult(compare(summary, read_summary(layout.summary), limits), against)
