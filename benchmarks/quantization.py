@@ -1,14 +1,15 @@
 """What quantisation and pruning buy on this machine, measured in one run.
 
-Converts the trained default model (and the pruned models, when `make run` produced
-them) to the whole precision matrix of ``params.yaml`` in a scratch folder, benchmarks
+Converts an experiment's trained model (default: the realistic workload,
+``experiments/vww96``; and its pruned models, if any) to the whole precision matrix of
+its ``params.yaml`` in a scratch folder, benchmarks
 every variant on this machine with the harness protocol, and prints per runtime each
 precision against its fp32 counterpart side by side: size ratio, accuracy and its drop
 against the fp32 reference, p50 latency and its ratio. Then each pruned source against
 the unpruned model in the same runtime and precision. These machines are noisy: read
 ratios within one run, and use ``--rounds`` to take the median of several.
 
-    .venv/bin/python benchmarks/quantization.py [--root .] [--rounds 1] [--seconds 1.0]
+    .venv/bin/python benchmarks/quantization.py [--root experiments/vww96] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -114,12 +115,14 @@ def print_pruning(root: Path, variants: list[dict[str, Any]], p50: dict[str, lis
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=ROOT)
+    parser.add_argument("--root", type=Path, default=ROOT / "experiments" / "vww96",
+                        help="a finished experiment (default: the realistic workload)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per variant")
     args = parser.parse_args()
     if not (Layout(args.root).base_model / "model.keras").is_file():
-        print(f"benchmarks: no trained model under {args.root}: run `make run` first", file=sys.stderr)
+        print(f"benchmarks: no trained model under {args.root}: run `edgeflow run --params "
+              f"{args.root / 'params.yaml'}` first", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as temporary:
         variants, p50 = measure(args.root, args.rounds, args.seconds, Path(temporary))

@@ -8,7 +8,9 @@ test split with fewer than :data:`MIN_IMAGES_PER_CLASS` images of a class is a w
 naming the counts.
 
 Sources are a registry: ``digits`` (scikit-learn's bundled 1,797 handwritten 8x8
-digits, no download) and ``folder`` (a class-per-subfolder tree of PNG/JPEG images of
+digits, no download), ``digit_scenes`` (the same digits in colour on varied
+backgrounds at any size, :mod:`tasks.core.scenes`: the realistic workload of
+``experiments/vww96``) and ``folder`` (a class-per-subfolder tree of PNG/JPEG images of
 any size, grey or colour). Unreadable or empty images, decompression bombs (more
 pixels than Pillow will decode), broken or looping links, links to folders inside a
 class and special files are skipped and named in ``meta.json``; fewer than two classes,
@@ -75,6 +77,26 @@ def load_digits(params: DataParams) -> LoadedImages:
                         classes=[str(name) for name in digits.target_names],
                         source="sklearn.datasets.load_digits",
                         normalisation="pixel / 16 (digits) resized bilinear, in [0, 1]")
+
+
+def load_digit_scenes(params: DataParams) -> LoadedImages:
+    """The same digits as colour scenes (:mod:`tasks.core.scenes`) at ``image_size``: each
+    rendered as an 8-bit RGB image, then through the predictor's pre-processing, as a
+    camera frame would be."""
+    from PIL import Image
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    from tasks.core.scenes import digit_scene
+
+    digits = sklearn_digits()
+    rng = np.random.default_rng(params.seed)
+    size = (params.image_size[0], params.image_size[1])
+    x = np.stack([_to_model_input(Image.fromarray(np.uint8(np.round(
+        digit_scene(rng, digit, size) * 255.0)), mode="RGB"), params) for digit in digits.images])
+    return LoadedImages(x=x, y=digits.target.astype(np.int64),
+                        classes=[str(name) for name in digits.target_names],
+                        source="edgeflow digit scenes of sklearn.datasets.load_digits",
+                        normalisation="pixel / 255 (8-bit RGB scene) resized bilinear, in [0, 1]")
 
 
 def _link_problem(path: Path) -> str | None:
@@ -180,6 +202,7 @@ def load_folder(params: DataParams) -> LoadedImages:
 
 SOURCES: dict[str, Callable[[DataParams], LoadedImages]] = {
     "digits": load_digits,
+    "digit_scenes": load_digit_scenes,
     "folder": load_folder,
 }
 

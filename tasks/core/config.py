@@ -52,7 +52,7 @@ class SplitParams(StrictModel):
 class DataParams(StrictModel):
     """Where images come from and how they become model inputs."""
 
-    source: Literal["digits", "folder"] = "digits"
+    source: Literal["digits", "digit_scenes", "folder"] = "digits"
     folder: Path | None = None
     image_size: tuple[int, int] = (32, 32)
     color: Literal["grayscale", "rgb"] = "grayscale"
