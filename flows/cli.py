@@ -1,6 +1,6 @@
 """``edgeflow``: the command line.
 
-    edgeflow run [--params P] [--farm F]   the whole lifecycle as a Prefect flow
+    edgeflow run [--params P] [--farm F] [--gate]   the whole lifecycle as a Prefect flow
     edgeflow step NAME [--params P] [--farm F]   one step, no Prefect (what dvc.yaml runs)
     edgeflow report [--params P]           the results table of the last run
     edgeflow compare A B                   two runs per (variant, device); exit 1 on a regression
@@ -410,13 +410,14 @@ def compare(before: RunReference, after: RunReference,
     from tasks.compare import compare as compare_runs
     from tasks.compare.sources import load_summary
     from tasks.compare.view import comparison_table
-    from tasks.core.config import CompareParams
-
-    from tasks.core.config import load_params
+    from tasks.core.config import CompareParams, load_params
     from tasks.core.layout import Layout
 
     # Two summary files need no project: without one, the default thresholds.
-    configured = _guarded(lambda: load_params(params).compare)         if params.exists() or params != Path("params.yaml") else CompareParams()
+    if params.exists() or params != Path("params.yaml"):
+        configured = _guarded(lambda: load_params(params).compare)
+    else:
+        configured = CompareParams()
     layout = Layout(params.resolve().parent)
     overrides = {"latency_increase": latency_increase, "accuracy_drop": accuracy_drop,
                  "size_increase": size_increase}

@@ -297,6 +297,10 @@ def why_recommended(rows: list[dict[str, Any]], rank_by: str,
             continue
         second = passing[1]
         ours, theirs = rank_value(best, rank_by), rank_value(second, rank_by)
+        if theirs[0] == float("inf"):  # the runner-up was not measured on it (an MCU's latency)
+            why[device] = (f"best {rank_by} among {len(passing)} passing variants: "
+                           f"{_rank_text(best, rank_by)}; the others have no {rank_by} here")
+            continue
         if ours[0] == theirs[0]:
             why[device] = (f"ties with {second['variant']} on {rank_by} "
                            f"({_rank_text(best, rank_by)}) and "

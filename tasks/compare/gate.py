@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tasks.compare import Comparison, compare
-from tasks.compare.sources import previous_run_summary
+from tasks.compare.sources import mark_regressed, previous_run_summary
 from tasks.core.config import CompareParams
 from tasks.core.contracts.summary import read_summary
 from tasks.core.files import read_json
@@ -29,11 +29,17 @@ class GateResult:
 
 
 def regression_gate(layout: Layout, limits: CompareParams) -> GateResult | None:
-    """This run against the one before it; None when there is none (a first run)."""
+    """This run against the newest earlier one that passed its own gate; None when there
+    is none (a first run). A regression tags this run's MLflow parent run
+    (:func:`~tasks.compare.sources.mark_regressed`): it is never the next baseline, so a
+    regression fails every gated run until it is fixed, not only the first."""
     record = layout.tracking_record
     current = read_json(record).get("parent_run_id") if record.is_file() else None
     previous = previous_run_summary(layout, current)
     if previous is None:
         return None
     summary, against = previous
-    return GateResult(compare(summary, read_summary(layout.summary), limits), against)
+    gated = GateResult(compare(summary, read_summary(layout.summary), limits), against)
+    if gated.comparison.regressions and current:
+        mark_regressed(layout, current)
+    return gated

@@ -25,18 +25,41 @@ ACCEPTED = ("a summary file, a project folder, an MLflow run id (32 hex digits),
             "'latest' or 'previous'")
 
 
-def _lifecycle_runs(client: Any, layout: Layout) -> list[Any]:
-    """This experiment's finished lifecycle runs, newest first (a shared store holds
-    other projects' runs too: they carry another experiment folder)."""
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is None:
-        return []
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{KIND_RUN_TAG}` = '{LIFECYCLE}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=200)
+GATE_TAG = "edgeflow.gate"  # "regression" on a lifecycle run its gate failed
+REGRESSED = "regression"
+
+
+def _lifecycle_runs(client: Any, layout: Layout, wanted: int = 2,
+                    baselines_only: bool = False) -> list[Any]:
+    """This experiment's newest ``wanted`` finished lifecycle runs, newest first (a
+    shared store holds other projects' runs too: they carry another experiment folder);
+    ``baselines_only`` leaves out runs whose regression gate failed, so that a regression
+    never becomes the next night's baseline."""
+    from mlflow.exceptions import MlflowException
+
     folder = str(layout.root.resolve())
-    return [run for run in runs if run.data.tags.get(EXPERIMENT_TAG) == folder]
+    found: list[Any] = []
+    try:
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        token = None
+        while experiment is not None and len(found) < wanted:
+            page = client.search_runs(
+                [experiment.experiment_id], filter_string=f"tags.`{KIND_RUN_TAG}` = "
+                f"'{LIFECYCLE}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"], max_results=200, page_token=token)
+            found += [run for run in page if run.data.tags.get(EXPERIMENT_TAG) == folder
+                      and not (baselines_only and run.data.tags.get(GATE_TAG) == REGRESSED)]
+            token = page.token
+            if not token:
+                break
+    except MlflowException as error:
+        raise StepError(f"cannot search the MLflow store: {_first_line(error)}") from None
+    return found[:wanted]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def _run_id(reference: str, client: Any, layout: Layout, uri: str) -> str:
@@ -58,10 +81,16 @@ def _client(layout: Layout, reference: str) -> tuple[Any, str]:
     from mlflow import MlflowClient
 
     uri = tracking_uri(layout.root)
-    store = uri.removeprefix("sqlite:///")
-    if store != uri and not Path(store).is_file():
+    store = _missing_store(uri)
+    if store:
         raise StepError(f"{reference!r}: no MLflow store at {store}; run `edgeflow run` first")
     return MlflowClient(tracking_uri=uri), uri
+
+
+def _missing_store(uri: str) -> str | None:
+    """The file of a sqlite store that does not exist yet; None otherwise."""
+    store = uri.removeprefix("sqlite:///")
+    return store if store != uri and not Path(store).is_file() else None
 
 
 def _summary_of_run(client: Any, run_id: str, uri: str) -> tuple[Summary, str]:
@@ -71,9 +100,8 @@ def _summary_of_run(client: Any, run_id: str, uri: str) -> tuple[Summary, str]:
         try:
             path = client.download_artifacts(run_id, SUMMARY_ARTIFACT, scratch)
         except (MlflowException, OSError) as error:
-            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-            raise StepError(f"MLflow run {run_id} has no {SUMMARY_ARTIFACT} in {uri}"
-                            f"{f' ({first})' if first else ''}: name a lifecycle run") from None
+            raise StepError(f"MLflow run {run_id} has no {SUMMARY_ARTIFACT} in {uri} "
+                            f"({_first_line(error)}): name a lifecycle run") from None
         return read_summary(Path(path)), f"MLflow run {run_id}"
 
 
@@ -84,14 +112,20 @@ def _from_mlflow(reference: str, layout: Layout) -> tuple[Summary, str]:
 
 def previous_run_summary(layout: Layout, current_run_id: str | None) -> tuple[Summary, str] | None:
     """The summary of the newest finished lifecycle run of the experiment other than
-    ``current_run_id`` (this run's own, when it logged one); None when there is none
-    (or no store yet)."""
-    store = tracking_uri(layout.root).removeprefix("sqlite:///")
-    if store.endswith(".db") and not Path(store).is_file():  # nothing was ever tracked here
+    ``current_run_id`` (this run's own, when it logged one) whose own gate did not fail;
+    None when there is none (or no store yet)."""
+    if _missing_store(tracking_uri(layout.root)):  # nothing was ever tracked here
         return None
     client, uri = _client(layout, "previous")
-    earlier = [run for run in _lifecycle_runs(client, layout) if run.info.run_id != current_run_id]
+    earlier = [run for run in _lifecycle_runs(client, layout, wanted=2, baselines_only=True)
+               if run.info.run_id != current_run_id]
     return _summary_of_run(client, earlier[0].info.run_id, uri) if earlier else None
+
+
+def mark_regressed(layout: Layout, run_id: str) -> None:
+    """Tag lifecycle run ``run_id`` as one whose gate failed: never a baseline again."""
+    client, _ = _client(layout, run_id)
+    client.set_tag(run_id, GATE_TAG, REGRESSED)
 
 
 def load_summary(reference: str, layout: Layout) -> tuple[Summary, str]:

@@ -25,8 +25,9 @@ def change_cell(change: Change | None) -> str:
     if change is None:
         return ""
     if change.measure == "size":
+        relative = f" ({change.relative:+.1%})" if change.relative is not None else ""
         text = f"{change.before / 1024:.1f} KB" if change.before == change.after else \
-            f"{change.before / 1024:.1f} -> {change.after / 1024:.1f} KB ({change.relative:+.1%})"
+            f"{change.before / 1024:.1f} -> {change.after / 1024:.1f} KB{relative}"
     else:
         text = (f"{_with_interval(change.before, change.before_interval, change.measure)} -> "
                 f"{_with_interval(change.after, change.after_interval, change.measure)}")

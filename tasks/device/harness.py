@@ -661,18 +661,19 @@ def relative_widths(latencies_ms: np.ndarray) -> dict[str, float | None]:
 def sized_runs(runner: Runner, inputs: list[np.ndarray], min_runs: int, min_seconds: float,
                max_seconds: float, relative_width: float) -> tuple[list[int], dict[str, Any]]:
     """Time at least ``min_runs`` and ``min_seconds``, then on until the 95% intervals of
-    p50 and p90 are each at most ``relative_width`` of their percentile, ``max_seconds``
-    of inference have passed, or :data:`MAX_RUNS`. Latencies in ns, and how the run was
+    p50 and p90 are each at most ``relative_width`` of their percentile (full width),
+    ``max_seconds`` of inference have passed, or :data:`MAX_RUNS` (which also caps the
+    minimums: a result must stay within the protocol's size). Latencies in ns, and how the run was
     sized: the target, the widths reached, and what stopped it."""
     look_at = [0]
     stopped = ["minimums"]
 
     def done(runs: list[int], total_ns: int) -> bool:
-        if len(runs) < min_runs or total_ns < min_seconds * 1e9:
-            return False
-        if len(runs) >= MAX_RUNS:
+        if len(runs) >= MAX_RUNS:  # before the minimums: a result must fit the protocol
             stopped[0] = "run cap"
             return True
+        if len(runs) < min_runs or total_ns < min_seconds * 1e9:
+            return False
         if len(runs) >= look_at[0]:
             look_at[0] = int(len(runs) * LOOK_GROWTH) + 1
             widths = relative_widths(np.asarray(runs) / 1e6)
@@ -925,7 +926,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-seconds", type=float, default=0.5)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--max-seconds", type=float, default=20.0,
+    parser.add_argument("--max-seconds", type=float, default=10.0,
                         help="keep timing until the intervals are narrow enough, or this")
     parser.add_argument("--interval-width", type=float, default=0.05,
                         help="the 95%% intervals of p50 and p90, relative to each, at most")

@@ -37,6 +37,9 @@ FACT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # facts become MLflow tag nam
 # skipped: the device cannot run the variant's execution precision natively.
 HARNESS_STATUSES = ("ok", "failed", "skipped")
 LATENCY_FIELDS = ("p50", "p90", "p99", "mean", "std", "min", "max")
+MAX_RUNS = 100_000  # the harness's own cap (tasks/device/harness.py)
+INTERVAL_FIELDS = ("p50", "p90")  # the percentiles a harness gives 95% intervals of
+MAX_CONDITION_CHANGES = 20
 LATENCY_ORDER = ("min", "p50", "p90", "p99", "max")
 
 
@@ -63,7 +66,8 @@ NOT_NEGATIVE = Range(0.0)
 OK_RANGES: dict[str, Range] = {
     "accuracy": Range(0.0, 1.0), "throughput_fps": Range(0.0, low_open=True),
     "peak_rss_mb": NOT_NEGATIVE, "load_ms": NOT_NEGATIVE, "first_inference_ms": NOT_NEGATIVE,
-    "runs": Range(1), "accuracy_samples": Range(1),  # accuracy on no image is no accuracy
+    # The harness times at most MAX_RUNS runs (their raw latencies must fit the result).
+    "runs": Range(1, MAX_RUNS), "accuracy_samples": Range(1),  # no image, no accuracy
     **{f"latency_ms.{key}": NOT_NEGATIVE for key in LATENCY_FIELDS}}
 
 
@@ -194,6 +198,10 @@ def _check_intervals(document: dict[str, Any]) -> None:
         return
     if not isinstance(intervals, dict):
         raise ValueError("harness result field 'latency_ci95_ms' is not an object")
+    unknown = sorted(set(intervals) - set(INTERVAL_FIELDS))
+    if unknown:
+        raise ValueError(f"harness result field 'latency_ci95_ms' has {str(unknown)[:60]} "
+                         f"(allowed: {', '.join(INTERVAL_FIELDS)})")
     for name, bounds in intervals.items():
         if bounds is None:
             continue
@@ -202,6 +210,19 @@ def _check_intervals(document: dict[str, Any]) -> None:
                 for value in bounds) and 0 <= bounds[0] <= bounds[1]):
             raise ValueError(f"device returned latency_ci95_ms.{name} {str(bounds)[:40]}: "
                              f"not [low, high] with 0 <= low <= high")
+
+
+def _check_conditions(document: dict[str, Any]) -> None:
+    """``conditions`` (absent from older harnesses): an object whose ``changes`` is a
+    short list of texts (select shows them as a note)."""
+    conditions = document.get("conditions")
+    if conditions is None:
+        return
+    changes = conditions.get("changes") if isinstance(conditions, dict) else None
+    if not isinstance(changes, list) or len(changes) > MAX_CONDITION_CHANGES or not all(
+            isinstance(change, str) for change in changes):
+        raise ValueError("harness result field 'conditions' has no 'changes' list of at most "
+                         f"{MAX_CONDITION_CHANGES} texts")
 
 
 def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
@@ -217,6 +238,7 @@ def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
         _check_ok_types(document)
         _check_ok_numbers(document)
         _check_intervals(document)
+        _check_conditions(document)
         decode_latencies(document)
     elif not isinstance(document.get("error"), str):
         raise ValueError(f"a {status} harness result has no 'error' text")

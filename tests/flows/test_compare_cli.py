@@ -100,7 +100,8 @@ def test_a_project_without_runs_has_no_latest_to_compare(tmp_path: Path) -> None
     assert not (tmp_path / "mlflow").exists(), "reading made no store"
 
 
-def test_the_gate_compares_a_run_with_the_one_before_it(measured: Any, tmp_path: Path) -> None:
+def test_the_gate_compares_a_run_with_the_one_before_it(measured: Any, tiny_project: Any,
+                                                       tmp_path: Path) -> None:
     """What the nightly deployment does after track: this run's summary against the
     previous lifecycle run's in MLflow; a planted 20% regression fails it."""
     from tasks.compare.gate import regression_gate
@@ -118,6 +119,21 @@ def test_the_gate_compares_a_run_with_the_one_before_it(measured: Any, tmp_path:
         assert slower is not None and len(slower.comparison.regressions) >= 2
         assert slower.line().startswith(
             f"{len(slower.comparison.regressions)} regressions against MLflow run {first}: ")
+        # The regressed run is never a baseline: a regression fails every gated run
+        # until it is fixed, not only the first one.
+        from mlflow import MlflowClient
+
+        from tasks.core.mlflow_store import tracking_uri
+        from tasks.track import track
+
+        client = MlflowClient(tracking_uri=tracking_uri(layout.root))
+        assert client.get_run(second).data.tags["edgeflow.gate"] == "regression"
+        record = json.loads(track(tiny_project.params.model_dump(mode="json"), layout,
+                                  run_name="third").read_text())
+        again = regression_gate(layout, CompareParams())
+        assert again is not None and again.against == f"MLflow run {first}"
+        assert again.comparison.regressions, "still slower than the last good run"
+        assert client.get_run(record["parent_run_id"]).data.tags["edgeflow.gate"] == "regression"
     finally:
         layout.summary.write_text(real)
     # A project that never tracked a run has nothing to compare with.

@@ -177,6 +177,7 @@ def test_a_gated_run_compares_with_the_previous_lifecycle_run(experiment: Path) 
     assert state.is_completed() and outcome.gate == "no earlier lifecycle run to compare with"
     state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml",
                                    refresh=["track"], gate=True)
+    assert outcome.gate == "no earlier lifecycle run to compare with", "only itself tracked"
     first = json.loads((experiment / "metrics" / "mlflow_run.json").read_text())["parent_run_id"]
     state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml",
                                    refresh=["track"], gate=True)

@@ -472,6 +472,33 @@ def test_validate_harness_result_refuses_raw_latencies_that_do_not_hold(
     assert validate_harness_result({**good, "latencies": five})["runs"] == 5
 
 
+def test_validate_harness_result_refuses_more_runs_than_the_harness_times(
+        local_run: tuple[DeviceRun, Path]) -> None:
+    """A claimed run count bounds how far the raw latencies may inflate: never past the
+    harness's own cap, whatever a device says."""
+    good = sent(local_run[0], "onnx-fp32")
+    with pytest.raises(ValueError, match=r"device returned runs 100001 outside \[1, 100000\]"):
+        validate_harness_result({**good, "runs": 100_001})
+
+
+@pytest.mark.parametrize("conditions", ["hot", {"changes": "clock"}, {"changes": [1]},
+                                        {"changes": ["x"] * 21}, {"before": {}}])
+def test_validate_harness_result_refuses_conditions_without_a_short_list_of_changes(
+        local_run: tuple[DeviceRun, Path], conditions: Any) -> None:
+    good = sent(local_run[0], "onnx-fp32")
+    with pytest.raises(ValueError, match="'conditions' has no 'changes' list of at most 20 texts"):
+        validate_harness_result({**good, "conditions": conditions})
+    assert validate_harness_result({**good, "conditions": {"changes": ["clock changed"]}})
+
+
+def test_validate_harness_result_refuses_intervals_of_other_percentiles(
+        local_run: tuple[DeviceRun, Path]) -> None:
+    good = sent(local_run[0], "onnx-fp32")
+    with pytest.raises(ValueError, match=r"'latency_ci95_ms' has \['p75\)'\] "
+                                         r"\(allowed: p50, p90\)"):
+        validate_harness_result(_with(good, "latency_ci95_ms.p75)", [1.0, 2.0]))
+
+
 @pytest.mark.parametrize("bounds", [[2.0, 1.0], [-1.0, 1.0], [1.0], "1..2", [True, 2.0]])
 def test_validate_harness_result_refuses_an_interval_that_is_not_one(
         local_run: tuple[DeviceRun, Path], bounds: Any) -> None:
@@ -499,7 +526,7 @@ def _with(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     ("peak_rss_mb", -100, "device returned peak_rss_mb -100 outside [0, inf)"),
     ("load_ms", -1.0, "device returned load_ms -1.0 outside [0, inf)"),
     ("first_inference_ms", -0.5, "device returned first_inference_ms -0.5 outside [0, inf)"),
-    ("runs", 0, "device returned runs 0 outside [1, inf)"),
+    ("runs", 0, "device returned runs 0 outside [1, 100000]"),
     ("accuracy_samples", 0, "device returned accuracy_samples 0 outside [1, inf)"),
     ("latency_ms.p50", -5.0, "device returned latency_ms.p50 -5.0 outside [0, inf)"),
     ("latency_ms.mean", -1.0, "device returned latency_ms.mean -1.0 outside [0, inf)"),

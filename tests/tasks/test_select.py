@@ -808,6 +808,11 @@ def test_why_a_variant_won_names_the_measure_the_runner_up_and_the_margin() -> N
                  "the runner-up (17% better)"}
     assert why_recommended(rows, "accuracy", {"local": "slow"})["local"].startswith(
         "ties with quick on accuracy (0.9500) and is smaller (87.9 vs 97.7 KB)")
+    # A runner-up with no latency measured (a microcontroller's fit check) has no margin.
+    unmeasured = [judged("timed", p50=1.0), {**judged("mcu"), "latency_ms": None}]
+    assert why_recommended(unmeasured, "latency_p50_ms", {"local": "timed"}) == {
+        "local": "best latency_p50_ms among 2 passing variants: 1 ms; the others have no "
+                 "latency_p50_ms here"}
     only = [judged("one"), judged("other", status="fail", reasons=["p90 9 > 5"])]
     assert why_recommended(only, "size_bytes", {"local": "one"}) == {
         "local": "the only variant of 2 that meets every requirement (size_bytes 97.7 KB)"}

@@ -510,6 +510,10 @@ def test_a_sized_run_stops_at_its_time_cap_or_run_cap_whatever_the_intervals(mon
     latencies, sizing = _sized(monkeypatch, durations, min_runs=10, min_seconds=0.0,
                                max_seconds=60.0, relative_width=0.001)
     assert (sizing["stopped_by"], len(latencies)) == ("run cap", 150)
+    # The cap wins over the minimums too: a result must fit what the protocol reads.
+    latencies, sizing = _sized(monkeypatch, durations, min_runs=300, min_seconds=60.0,
+                               max_seconds=60.0, relative_width=0.5)
+    assert (sizing["stopped_by"], len(latencies)) == ("run cap", 150)
 
 
 def test_a_sized_run_always_times_its_minimums(monkeypatch) -> None:
