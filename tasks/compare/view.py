@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.compare import Change, Comparison, Interval
+from tasks.compare import MEASURES, Change, Comparison, Interval, PairComparison
 
 
 def _with_interval(value: float, bounds: Interval | None, measure: str) -> str:
@@ -36,6 +36,11 @@ def change_cell(change: Change | None) -> str:
     return f"[bold red]{text}[/]" if change.regression else text
 
 
+def _status(pair: PairComparison) -> str:
+    return pair.status_after if pair.status_before == pair.status_after \
+        else f"{pair.status_before} -> {pair.status_after}"
+
+
 def comparison_table(comparison: Comparison, before: str, after: str) -> Any:
     """A rich table of ``comparison`` between the runs described by ``before`` and
     ``after``."""
@@ -43,32 +48,26 @@ def comparison_table(comparison: Comparison, before: str, after: str) -> Any:
     from rich.table import Table
 
     table = Table(title=f"{escape(before)} -> {escape(after)}")
-    measures = ("accuracy", "size", "p50", "p90")
     for column in ("variant", "device", "status", *[f"{name}{' ms' if name[0] == 'p' else ''}"
-                                                    for name in measures], "verdict"):
+                                                    for name in MEASURES], "verdict"):
         table.add_column(column)
     for pair in comparison.pairs:
         changes = {change.measure: change for change in pair.changes}
-        status = pair.status_after if pair.status_before == pair.status_after \
-            else f"{pair.status_before} -> {pair.status_after}"
         verdict = "[bold red]REGRESSION[/]" if pair.regressions else "ok"
-        table.add_row(escape(pair.variant), escape(pair.device), escape(status),
-                      *[change_cell(changes.get(name)) for name in measures], verdict)
+        table.add_row(escape(pair.variant), escape(pair.device), escape(_status(pair)),
+                      *[change_cell(changes.get(name)) for name in MEASURES], verdict)
     return table
 
 
 def comparison_markdown(comparison: Comparison, before: str, after: str) -> str:
     """The comparison as a Markdown table (a Prefect artifact, a CI log)."""
-    measures = ("accuracy", "size", "p50", "p90")
     lines = [f"# edgeflow: {before} -> {after}", "",
              "| variant | device | status | accuracy | size | p50 ms | p90 ms | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for pair in comparison.pairs:
         changes = {change.measure: change for change in pair.changes}
-        cells = [_plain(change_cell(changes.get(name))) for name in measures]
-        status = pair.status_after if pair.status_before == pair.status_after \
-            else f"{pair.status_before} -> {pair.status_after}"
-        lines.append(f"| {pair.variant} | {pair.device} | {status} | {' | '.join(cells)} | "
+        cells = [_plain(change_cell(changes.get(name))) for name in MEASURES]
+        lines.append(f"| {pair.variant} | {pair.device} | {_status(pair)} | {' | '.join(cells)} | "
                      f"{'**REGRESSION**' if pair.regressions else 'ok'} |")
     lines += ["", *[f"- regression: {line}" for line in comparison.regressions]]
     return "\n".join(lines) + "\n"

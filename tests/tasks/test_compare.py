@@ -108,3 +108,18 @@ def test_thresholds_are_the_ones_configured() -> None:
     before, after = summary(row(p50=1.0)), summary(row(p50=1.2))
     assert compare(before, after, CompareParams(latency_increase=0.25)).regressions == []
     assert compare(before, after, CompareParams(latency_increase=0.15)).regressions != []
+
+
+def test_the_markdown_view_marks_the_regressed_pair_and_lists_why() -> None:
+    from tasks.compare.view import comparison_markdown
+
+    comparison = compare(summary(row("a-fp32"), row("b-fp32")),
+                         summary(row("a-fp32", p50=1.2), row("b-fp32", status="fail")), LIMITS)
+    markdown = comparison_markdown(comparison, "MLflow run x", "this run")
+    lines = markdown.splitlines()
+    assert lines[0] == "# edgeflow: MLflow run x -> this run"
+    [a_row] = [line for line in lines if line.startswith("| a-fp32 |")]
+    assert "1±1.0% -> 1.2±1.0% (+20.0%)" in a_row and a_row.endswith("| **REGRESSION** |")
+    [b_row] = [line for line in lines if line.startswith("| b-fp32 |")]
+    assert "| pass -> fail |" in b_row and b_row.endswith("| **REGRESSION** |")
+    assert "- regression: b-fp32@local: status pass -> fail" in lines
