@@ -25,6 +25,8 @@ within one run, never absolute numbers across runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import re
 import statistics
@@ -77,10 +79,10 @@ def harness_median(artifact: Path, runtime: str, spec: dict[str, Any], test_data
                     "--out", str(out), "--threads", "1", "--warmup-runs", "200",
                     "--warmup-seconds", "1", "--runs", "1000", "--seconds", "2",
                     "--max-seconds", "20", "--interval-width", "0.01",
-                    "--accuracy-samples", "1"], check=True, capture_output=True)
-    result = json.loads(out.read_text())
+                    "--accuracy-samples", "1"], check=False, capture_output=True)
+    result = json.loads(out.read_text()) if out.is_file() else {"status": "none"}
     if result["status"] != "ok":
-        raise RuntimeError(result["error"])
+        raise RuntimeError(result.get("error") or "the harness wrote no result")
     low, high = result["latency_ci95_ms"]["p50"]
     return Median(result["latency_ms"]["p50"], (low, high))
 
@@ -104,7 +106,8 @@ def litert_median(artifact: Path, runs: int = NATIVE_RUNS) -> Median:
     sys.argv = ["litert-benchmark", "--model", str(artifact), "--num_threads", "1",
                 "--warmup_runs", "200", "--num_runs", str(runs)]
     try:
-        tool.run_benchmark(tool.parse_args())
+        with contextlib.redirect_stdout(io.StringIO()):  # its report: read from `captured`
+            tool.run_benchmark(tool.parse_args())
     finally:
         sys.argv = argv
     return Median.of(captured)
@@ -184,7 +187,11 @@ def big_model_cases(cache: Path) -> list[Case]:
         model(np.zeros((1, 224, 224, 3), dtype=np.float32))
         tflite.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
         model.export(str(onnx), format="onnx", verbose=False)
-        ov.save_model(ov.convert_model(str(onnx)), str(xml))
+        converted = ov.convert_model(str(onnx))
+        # Batch 1, as every runtime here runs it: the exported batch is dynamic, and the
+        # harness would time an empty batch on it (the bring-your-own-model issue).
+        converted.reshape([1, 224, 224, 3])
+        ov.save_model(converted, str(xml))
     spec = {"input": {"dtype": "float32", "shape": [1, 224, 224, 3], "quantization": None},
             "output": {"dtype": "float32", "quantization": None}, "execution_precision": "f32"}
     return [Case(f"mobilenet_v2-1.0-224-{fmt}", runtime, path, spec, "f32")
@@ -197,6 +204,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT / "experiments" / "vww96")
     parser.add_argument("--big", action="store_true", help="add MobileNetV2 1.0 at 224x224")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="", help="measure only the cases whose name has this")
     args = parser.parse_args()
 
     test_data = args.root / "data" / "prepared" / "test.npz"
@@ -209,15 +217,19 @@ def main() -> None:
             raise SystemExit(f"nothing to measure: run `edgeflow run --params "
                              f"{args.root / 'params.yaml'}` first, or pass --big")
         rows = []
-        for case in cases:
+        for case in (case for case in cases if args.only in case.name):
             data = _data_for(case, test_data, work)
             with np.load(data) as arrays:
                 x = arrays["x"][:1].astype(np.float32)
             tool, measure_native = native(case, harness().quantize_input(x[0], case.spec["input"]))
             ours, theirs = [], []
-            for _ in range(args.rounds):  # alternating: drift hits both sides alike
-                ours.append(harness_median(case.artifact, case.runtime, case.spec, data, work))
-                theirs.append(measure_native())
+            try:
+                for _ in range(args.rounds):  # alternating: drift hits both sides alike
+                    ours.append(harness_median(case.artifact, case.runtime, case.spec, data, work))
+                    theirs.append(measure_native())
+            except (subprocess.CalledProcessError, RuntimeError) as error:
+                print(f"  {case.name}: FAILED ({str(error)[-300:]})", flush=True)
+                continue
             mine = statistics.median(m.ms for m in ours)
             native_ms = statistics.median(m.ms for m in theirs)
             ratio = mine / native_ms

@@ -310,7 +310,7 @@ def why_recommended(rows: list[dict[str, Any]], rank_by: str,
         margin = abs(theirs[0] - ours[0]) / abs(theirs[0]) if theirs[0] else 0.0
         why[device] = (f"best {rank_by} among {len(passing)} passing variants: "
                        f"{_rank_text(best, rank_by)} against {_rank_text(second, rank_by)} for "
-                       f"{second['variant']}, the runner-up ({margin:.0%} better)")
+                       f"{second['variant']}, the runner-up ({margin:.1%} better)")
     return why
 
 

@@ -805,7 +805,7 @@ def test_why_a_variant_won_names_the_measure_the_runner_up_and_the_margin() -> N
             judged("rejected", status="fail", p50=0.1)]
     assert why_recommended(rows, "latency_p50_ms", {"local": "fastest"}) == {
         "local": "best latency_p50_ms among 3 passing variants: 1 ms against 1.2 ms for quick, "
-                 "the runner-up (17% better)"}
+                 "the runner-up (16.7% better)"}
     assert why_recommended(rows, "accuracy", {"local": "slow"})["local"].startswith(
         "ties with quick on accuracy (0.9500) and is smaller (87.9 vs 97.7 KB)")
     # A runner-up with no latency measured (a microcontroller's fit check) has no margin.
