@@ -86,7 +86,7 @@ def print_precisions(variants: list[dict[str, Any]], p50: dict[str, list[float]]
 
 def print_pruning(root: Path, variants: list[dict[str, Any]], p50: dict[str, list[float]]) -> None:
     index = Layout(root).pruned / "index.json"
-    if not index.is_file():
+    if not index.is_file() or not read_json(index)["sources"]:  # no pruning recipe
         return
     print()
     print(f"{'pruned source':<14} {'method':<11} {'params':>14} {'MACs':>18} {'sparsity':>9} "
