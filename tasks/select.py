@@ -291,6 +291,12 @@ def why_recommended(rows: list[dict[str, Any]], rank_by: str,
                               if failed else ""))
             continue
         best = passing[0]
+        if rank_value(best, rank_by)[0] == float("inf"):  # a microcontroller: no latency
+            why[device] = (f"the smallest of {len(passing)} passing variant"
+                           f"{'s' if len(passing) != 1 else ''} "
+                           f"({rank_value(best, rank_by)[1] / 1024:.1f} KB): none has "
+                           f"{rank_by} measured here")
+            continue
         if len(passing) == 1:
             why[device] = (f"the only variant of {len(candidates)} that meets every requirement "
                            f"({rank_by} {_rank_text(best, rank_by)})")

@@ -813,6 +813,12 @@ def test_why_a_variant_won_names_the_measure_the_runner_up_and_the_margin() -> N
     assert why_recommended(unmeasured, "latency_p50_ms", {"local": "timed"}) == {
         "local": "best latency_p50_ms among 2 passing variants: 1 ms; the others have no "
                  "latency_p50_ms here"}
+    # Nothing timed at all (a microcontroller): the tie-break, size, decided.
+    boards = [{**judged("big", size=200_000), "latency_ms": None},
+              {**judged("small", size=100_000), "latency_ms": None}]
+    assert why_recommended(boards, "latency_p50_ms", {"local": "small"}) == {
+        "local": "the smallest of 2 passing variants (97.7 KB): none has latency_p50_ms "
+                 "measured here"}
     only = [judged("one"), judged("other", status="fail", reasons=["p90 9 > 5"])]
     assert why_recommended(only, "size_bytes", {"local": "one"}) == {
         "local": "the only variant of 2 that meets every requirement (size_bytes 97.7 KB)"}
