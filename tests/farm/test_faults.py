@@ -18,13 +18,15 @@ from tests.helpers import (FARM_QUICK, assert_device_tidy, bench_device, harness
 from tests.sshd import SshServer, descendants, keygen, stop_sshd
 
 
+# The slow harnesses below are slow by their warm-up: timed runs stop at the harness's
+# run cap (100000 runs of a tiny model take seconds), a warm-up has no cap.
 MEASURING_CPU_SECONDS = 1.2
 
 
 def test_a_device_killed_mid_benchmark_fails_alone(tiny_project: Any, ssh_server: SshServer,
                                                    doomed_server: SshServer,
                                                    tmp_path: Path) -> None:
-    slow = FARM_QUICK.model_copy(update={"seconds": 3.0})
+    slow = FARM_QUICK.model_copy(update={"warmup_seconds": 3.0})
     doomed_workdir = tmp_path / "doomed"
     runs: dict[str, DeviceRun] = {}
 
@@ -162,7 +164,7 @@ def test_a_device_that_drops_off_the_network_is_given_up_not_waited_for(
         pytest.skip("network namespaces are not available on this machine")
     server = start_sshd(tmp_path / "sshd", isolated=True)
     workdir = tmp_path / "board"
-    slow = FARM_QUICK.model_copy(update={"seconds": 20.0, "timeout_seconds": 300})
+    slow = FARM_QUICK.model_copy(update={"warmup_seconds": 20.0, "timeout_seconds": 300})
 
     def unplug_when_the_harness_runs() -> None:
         deadline = time.monotonic() + 60
@@ -219,7 +221,7 @@ def test_a_stop_request_stops_the_harness_on_an_ssh_board_within_seconds(
 
     workdir = tmp_path / "board"
     target = ssh_device(ssh_server, workdir)
-    slow = FARM_QUICK.model_copy(update={"seconds": 30.0})
+    slow = FARM_QUICK.model_copy(update={"warmup_seconds": 30.0})
     out = tmp_path / "results" / "pi"
     raised, seconds = stop_when(
         lambda: bench_device(tiny_project, "pi", target, out, params=slow),
@@ -265,7 +267,7 @@ def test_ctrl_c_in_the_benchmarking_thread_stops_the_harness_on_an_ssh_board(
 
     workdir = tmp_path / "board"
     spec = {"device": ssh_device(ssh_server, workdir).model_dump(mode="json"),
-            "params": FARM_QUICK.model_copy(update={"seconds": 30.0}).model_dump(mode="json"),
+            "params": FARM_QUICK.model_copy(update={"warmup_seconds": 30.0}).model_dump(mode="json"),
             "variants": str(tiny_project.layout.variants),
             "prepared": str(tiny_project.layout.prepared),
             "out": str(tmp_path / "results" / "pi")}

@@ -218,7 +218,9 @@ def test_missing_interpreter_fails_every_variant_without_raising(tiny_project: A
 
 
 def test_harness_past_timeout_fails_with_reason(tiny_project: Any, tmp_path: Path) -> None:
-    slow = QUICK.model_copy(update={"seconds": 30.0, "timeout_seconds": 3.0})
+    # A 30 s warm-up: the timed runs stop at the harness's run cap (100000 runs of a tiny
+    # model take about 2 s), a warm-up has no such cap.
+    slow = QUICK.model_copy(update={"warmup_seconds": 30.0, "timeout_seconds": 3.0})
     workdir = tmp_path / "dev"
     device = LocalDevice(workdir=workdir, runtimes=["onnxruntime"])
     run = bench(tiny_project, device, tmp_path / "results" / "local", params=slow)
