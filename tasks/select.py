@@ -252,15 +252,18 @@ def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
 
 
+def passing_by_device(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Every device of ``rows`` (in row order) with its passing rows (maybe none)."""
+    return {device: [row for row in rows if row["device"] == device and row["status"] == "pass"]
+            for device in dict.fromkeys(row["device"] for row in rows)}
+
+
 def pareto_front(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Per device, its passing variants no other passing variant dominates (accuracy,
     p90 latency, size), in row order."""
-    front: dict[str, list[str]] = {}
-    for device in dict.fromkeys(row["device"] for row in rows):
-        passing = [row for row in rows if row["device"] == device and row["status"] == "pass"]
-        front[device] = [row["variant"] for row in passing
-                         if not any(_dominates(other, row) for other in passing)]
-    return front
+    return {device: [row["variant"] for row in passing
+                     if not any(_dominates(other, row) for other in passing)]
+            for device, passing in passing_by_device(rows).items()}
 
 
 def _rank_text(row: dict[str, Any], rank_by: str) -> str:
@@ -274,17 +277,15 @@ def _rank_text(row: dict[str, Any], rank_by: str) -> str:
     return f"{value:.4g}"
 
 
-def why_recommended(rows: list[dict[str, Any]], rank_by: str,
-                    recommendations: dict[str, str | None]) -> dict[str, str]:
-    """Per device, one line on why its recommended variant won: what decided (the rank
-    measure, or size on a tie), by how much over the runner-up; or what stopped every
-    variant when none passed."""
+def why_recommended(rows: list[dict[str, Any]], rank_by: str) -> dict[str, str]:
+    """Per device, one line on why its recommended variant (:func:`recommend`'s, the
+    first of its passing rows ranked) won: what decided (the rank measure, or size on a
+    tie), by how much over the runner-up; or what stopped every variant when none passed."""
     why: dict[str, str] = {}
-    for device, chosen in recommendations.items():
+    for device, unranked in passing_by_device(rows).items():
         candidates = [row for row in rows if row["device"] == device]
-        passing = sorted((row for row in candidates if row["status"] == "pass"),
-                         key=lambda row: rank_value(row, rank_by))
-        if chosen is None:
+        passing = sorted(unranked, key=lambda row: rank_value(row, rank_by))
+        if not passing:
             failed = [row for row in candidates if row["status"] == "fail"]
             why[device] = (f"none of {len(candidates)} variants meets the requirements"
                            + (f"; closest misses: {'; '.join(failed[0]['reasons'])}"
@@ -322,11 +323,8 @@ def why_recommended(rows: list[dict[str, Any]], rank_by: str,
 
 def recommend(rows: list[dict[str, Any]], rank_by: str) -> dict[str, str | None]:
     """The best passing variant per device by ``rank_by`` (None when none passes)."""
-    best: dict[str, str | None] = {}
-    for device in dict.fromkeys(row["device"] for row in rows):
-        passing = [row for row in rows if row["device"] == device and row["status"] == "pass"]
-        best[device] = min(passing, key=lambda row: rank_value(row, rank_by))["variant"] if passing else None
-    return best
+    return {device: min(passing, key=lambda row: rank_value(row, rank_by))["variant"]
+            if passing else None for device, passing in passing_by_device(rows).items()}
 
 
 @dataclass(frozen=True)
@@ -392,7 +390,6 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
             for record in collect_results(results_dir, list(farm.devices))]
     flag_slow_quantized(rows)
     flag_long_tails(rows)
-    recommendations = recommend(rows, params.rank_by)
     counts = {status: sum(row["status"] == status for row in rows)
               for status in ("pass", "fail", "error", "skipped")}
     return {"reference_accuracy": reference, "reference_samples": len(test_correct),
@@ -400,8 +397,8 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
             "rank_by": params.rank_by,
             "requirements": {name: effective_requirements(params, device).model_dump()
                              for name, device in farm.devices.items()},
-            "counts": counts, "recommendations": recommendations,
-            "why_recommended": why_recommended(rows, params.rank_by, recommendations),
+            "counts": counts, "recommendations": recommend(rows, params.rank_by),
+            "why_recommended": why_recommended(rows, params.rank_by),
             "pareto": pareto_front(rows), "results": rows}
 
 

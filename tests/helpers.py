@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from tests.sshd import SshServer
 
 # A short protocol for the farm tests: they check orchestration, not latency.
-FARM_QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01, max_seconds=0.05,
-                             accuracy_samples=30, timeout_seconds=120)
+FARM_QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                             max_seconds=0.05, accuracy_samples=30, timeout_seconds=120)
 
 
 def records(run: DeviceRun) -> dict[str, dict[str, Any]]:

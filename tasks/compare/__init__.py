@@ -131,8 +131,9 @@ def judge(name: str, before_row: SummaryRow, after_row: SummaryRow,
     regression = None
     # Past the threshold, not at it: 1.1 ms after 1.0 is +10.000000000000009% in floats.
     if worse > threshold + 1e-12 and apart is not False:
-        amount = f"{worse:+.1%}" if measure.relative else f"{-worse if measure.higher_is_better else worse:+.4f}"
-        regression = (f"{name} {amount} ({before:g} -> {after:g}{measure.unit and ' ' + measure.unit}"
+        amount = f"{worse:+.1%}" if measure.relative else f"{after - before:+.4f}"
+        unit = f" {measure.unit}" if measure.unit else ""
+        regression = (f"{name} {amount} ({before:g} -> {after:g}{unit}"
                       f"; threshold {threshold:g}"
                       f"{', intervals apart' if apart else ', no intervals to check'})")
     return Change(name, float(before), float(after), before_interval, after_interval, regression)
@@ -153,7 +154,8 @@ def compare(before: Summary, after: Summary, limits: CompareParams) -> Compariso
     order; pairs found in one run only are listed apart."""
     earlier = {(row.variant, row.device): row for row in before.results}
     later = {(row.variant, row.device): row for row in after.results}
-    pairs = [compare_pair(earlier[key], row, limits) for key, row in later.items() if key in earlier]
+    pairs = [compare_pair(earlier[key], row, limits)
+             for key, row in later.items() if key in earlier]
     return Comparison(pairs,
                       only_before=[f"{v}@{d}" for (v, d) in earlier if (v, d) not in later],
                       only_after=[f"{v}@{d}" for (v, d) in later if (v, d) not in earlier])

@@ -25,8 +25,8 @@ ESCAPES = "\x1b[2J\x1b]0;pwned\x07"
 SCRIPT = "<script>alert(1)</script>"
 SHOWN = "\\x1b[2J\\x1b]0;pwned\\x07"  # the same, made visible
 HUGE = 900_000
-QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01, max_seconds=0.05,
-                        accuracy_samples=30, timeout_seconds=60)
+QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                        max_seconds=0.05, accuracy_samples=30, timeout_seconds=60)
 
 
 def rendered(table: Any) -> str:

@@ -31,8 +31,8 @@ from tasks.farm.transports import LocalConnection, quote_command
 from tests.helpers import (assert_device_tidy, flip_last_byte, index_entries,
                            processes_mentioning, records, scripted_python)
 
-QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01, max_seconds=0.05,
-                        accuracy_samples=50, timeout_seconds=60)
+QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                        max_seconds=0.05, accuracy_samples=50, timeout_seconds=60)
 VARIANTS = ("tflite-fp32", "onnx-fp32", "openvino-fp32")
 
 
@@ -711,3 +711,13 @@ def test_a_stop_while_waiting_for_the_device_lock_starts_no_harness(tiny_project
     assert isinstance(raised, interrupt.Interrupted) and seconds < 10
     assert not list((workdir / "runs").rglob("harness.pid")), "the harness was started"
     assert not (tmp_path / "results").exists()
+
+
+def test_the_harness_and_the_protocol_cap_the_timed_runs_alike() -> None:
+    """The device code cannot import the protocol: one bound, written in both."""
+    from tasks.farm.protocol import MAX_RUNS
+
+    assert device_harness.MAX_RUNS == MAX_RUNS == 100_000
+    assert BenchmarkParams(runs=MAX_RUNS).runs == MAX_RUNS
+    with pytest.raises(ValueError):
+        BenchmarkParams(runs=MAX_RUNS + 1)

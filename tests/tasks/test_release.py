@@ -35,8 +35,8 @@ devices:
   slow: {threads: 1, workdir: .edgeflow/devices/slow, requirements: {max_latency_p90_ms: 0.000001}}
 """
 YES = lambda *_: True  # noqa: E731 - a person approving every release by hand
-QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01, max_seconds=0.05,
-                        accuracy_samples=0, timeout_seconds=60)
+QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                        max_seconds=0.05, accuracy_samples=0, timeout_seconds=60)
 
 
 @pytest.fixture(scope="module")

@@ -484,8 +484,8 @@ devices:
 """
 
 # Accuracy over the whole test split, so it matches the fp32 reference.
-E2E_BENCHMARK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01, max_seconds=0.05,
-                                accuracy_samples=0, timeout_seconds=60)
+E2E_BENCHMARK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                                max_seconds=0.05, accuracy_samples=0, timeout_seconds=60)
 
 
 def reference_json(tiny_project: Any) -> Path:
@@ -803,28 +803,28 @@ def test_why_a_variant_won_names_the_measure_the_runner_up_and_the_margin() -> N
     rows = [judged("slow", p50=1.5, size=90_000), judged("quick", p50=1.2),
             judged("fastest", p50=1.0),
             judged("rejected", status="fail", p50=0.1)]
-    assert why_recommended(rows, "latency_p50_ms", {"local": "fastest"}) == {
+    assert why_recommended(rows, "latency_p50_ms") == {
         "local": "best latency_p50_ms among 3 passing variants: 1 ms against 1.2 ms for quick, "
                  "the runner-up (16.7% better)"}
-    assert why_recommended(rows, "accuracy", {"local": "slow"})["local"].startswith(
+    assert why_recommended(rows, "accuracy")["local"].startswith(
         "ties with quick on accuracy (0.9500) and is smaller (87.9 vs 97.7 KB)")
     # A runner-up with no latency measured (a microcontroller's fit check) has no margin.
     unmeasured = [judged("timed", p50=1.0), {**judged("mcu"), "latency_ms": None}]
-    assert why_recommended(unmeasured, "latency_p50_ms", {"local": "timed"}) == {
+    assert why_recommended(unmeasured, "latency_p50_ms") == {
         "local": "best latency_p50_ms among 2 passing variants: 1 ms; the others have no "
                  "latency_p50_ms here"}
     # Nothing timed at all (a microcontroller): the tie-break, size, decided.
     boards = [{**judged("big", size=200_000), "latency_ms": None},
               {**judged("small", size=100_000), "latency_ms": None}]
-    assert why_recommended(boards, "latency_p50_ms", {"local": "small"}) == {
+    assert why_recommended(boards, "latency_p50_ms") == {
         "local": "the smallest of 2 passing variants (97.7 KB): none has latency_p50_ms "
                  "measured here"}
     only = [judged("one"), judged("other", status="fail", reasons=["p90 9 > 5"])]
-    assert why_recommended(only, "size_bytes", {"local": "one"}) == {
+    assert why_recommended(only, "size_bytes") == {
         "local": "the only variant of 2 that meets every requirement (size_bytes 97.7 KB)"}
     none = [judged("a", status="fail", reasons=["accuracy 0.5 < min_accuracy 0.9"]),
             judged("b", status="error", reasons=["device unreachable"])]
-    assert why_recommended(none, "latency_p50_ms", {"local": None}) == {
+    assert why_recommended(none, "latency_p50_ms") == {
         "local": "none of 2 variants meets the requirements; closest misses: accuracy 0.5 < "
                  "min_accuracy 0.9"}
 

@@ -28,8 +28,8 @@ devices:
   local: {threads: 2, workdir: .edgeflow/devices/local}
   onnx-only: {threads: 1, workdir: .edgeflow/devices/onnx-only, runtimes: [onnxruntime]}
 """
-QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01, max_seconds=0.05,
-                        accuracy_samples=0, timeout_seconds=60)
+QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                        max_seconds=0.05, accuracy_samples=0, timeout_seconds=60)
 CHILD_PARAMS = {"variant", "format", "precision", "source", "device", "runtime",
                 "runtime_version", "execution_precision", "threads"}
 OK_METRICS = {"accuracy", "size_bytes", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
