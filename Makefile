@@ -29,16 +29,20 @@ run: $(INSTALLED)
 test: $(INSTALLED) system-deps
 	$(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart 0
 
-# The SSH device-farm tests start real OpenSSH servers on loopback: install Debian's
-# openssh-server when it is missing and we are root (otherwise those tests are skipped).
+# The SSH device-farm tests start real OpenSSH servers on loopback, and the report test
+# opens report.html in a real headless browser: install Debian's openssh-server and
+# chromium when they are missing and we are root (otherwise those tests are skipped).
 system-deps:
-	@if [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; then exit 0; fi; \
+	@missing=""; \
+	{ [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; } || missing="openssh-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then \
-	  echo "openssh-server missing and not root: SSH farm tests will be skipped"; exit 0; fi; \
+	  echo "missing and not root: $$missing (their tests will be skipped)"; exit 0; fi; \
 	export DEBIAN_FRONTEND=noninteractive; \
-	apt-get install -y -q openssh-server >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openssh-server >/dev/null; } || \
-	  echo "could not install openssh-server: SSH farm tests will be skipped"
+	apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$missing >/dev/null; } || \
+	  echo "could not install $$missing: their tests will be skipped"
 
 # Mutation testing of the modules users depend on most ([tool.mutmut] in pyproject.toml):
 # killed / survived / hung per concern. Not in CI: about 1.5 hours on two cores.

@@ -249,7 +249,7 @@ def _report_run(state: Any, outcome: Any, log: Path) -> None:
     if outcome.gate:
         say(f"gate: {outcome.gate}")
     say(f"dvc: {outcome.dvc}")
-    say(f"report: {Path(outcome.summary_path).with_name('report.md')}")
+    say(f"report: {Path(outcome.summary_path).with_name('report.html')} (and report.md)")
     if summary["counts"]["skipped"]:
         say(f"{summary['counts']['skipped']} skipped results (a device that cannot run "
                       "a runtime, a tool missing here) are listed with reasons in report.md; "
@@ -301,7 +301,7 @@ def report(params: ParamsOption = Path("params.yaml"),
     console.print(table)
     for line in lines:
         say(line.replace("**", "").replace("`", ""))
-    say(f"report: {layout.reports / 'report.md'}")
+    say(f"report: {layout.reports / 'report.html'} (and report.md)")
 
 
 DeviceArgument = Annotated[str, typer.Argument(help="device name in farm.yaml")]

@@ -39,7 +39,7 @@ def recommendations_markdown(summary: dict[str, Any], verdict: str, experiment: 
         f"Results: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
         f"{counts['skipped']} skipped. fp32 reference accuracy: {reference_line(summary)}.", "",
         f"Verdict: {markdown_text(verdict)}", "",
-        f"Experiment: `{markdown_text(str(experiment))}` (`reports/report.md` there has the plots)",
+        f"Experiment: `{markdown_text(str(experiment))}` (`reports/report.html` there has the plots)",
     ]) + "\n"
 
 

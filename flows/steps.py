@@ -192,9 +192,10 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          device_outputs=lambda lay, device: [lay.device_results(device)]),
     Step("select", params=("requirements",), entry="tasks.select",
          deps=lambda lay: [lay.results, lay.base_model / "reference.json"],
-         # The PNGs go to the DVC cache; the summary, report and plot points are small
-         # text that git versions, so `dvc plots diff`/`exp show` can read any commit.
-         outs=lambda lay: [lay.reports / "plots"],
+         # The PNGs and the HTML report (they embedded) go to the DVC cache; the summary,
+         # Markdown report and plot points are small text that git versions, so `dvc plots
+         # diff`/`exp show` can read any commit.
+         outs=lambda lay: [lay.reports / "plots", lay.reports / "report.html"],
          metrics=lambda lay: [lay.train_metrics.with_name("benchmark.json")],
          records=lambda lay: [lay.summary, lay.reports / "report.md",
                               lay.reports / "points.json"],
@@ -302,8 +303,9 @@ def render_dvc_yaml(layout: Layout, params: Params) -> str:
         {"accuracy_vs_size": {"x": "size_bytes", "y": {points: "accuracy"},
                               "template": PLOT_TEMPLATE,
                               "title": "Accuracy against size, per variant and device"}},
-        rel_to(layout.reports / "plots" / "accuracy_vs_latency.png"),
-        rel_to(layout.reports / "plots" / "size_per_variant.png"),
+        # Every image under it (the heat map, accuracy against size, and each device's
+        # Pareto plot and latency distributions under devices/<device>/).
+        rel_to(layout.reports / "plots"),
     ]
     header = ("# Generated from flows/steps.py (`edgeflow dvc-yaml > dvc.yaml`); a test keeps\n"
               "# them equal. Each stage lists only the params keys its step reads.\n")

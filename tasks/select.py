@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tasks.core import device_code
 from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
 from tasks.core.config import Farm, RequirementParams, Requirements, effective_requirements
@@ -378,6 +380,19 @@ def collect_results(results_dir: Path, devices: list[str]) -> list[dict[str, Any
     return records
 
 
+def raw_latencies(results_dir: Path, devices: list[str]) -> dict[tuple[str, str], np.ndarray]:
+    """Each (device, variant)'s raw latencies in ms, from the file its result names
+    (benchmark's ``<variant>.latencies.npz``); results without one are left out."""
+    kept: dict[tuple[str, str], np.ndarray] = {}
+    for record in collect_results(results_dir, devices):
+        named = ((record.get("harness") or {}).get("latencies") or {}).get("file")
+        path = results_dir / record["device"] / Path(str(named)).name
+        if named and path.is_file():
+            with np.load(path) as archive:
+                kept[(record["device"], record["variant"])] = archive["latency_ns"] / 1e6
+    return kept
+
+
 def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
               reference_path: Path) -> dict[str, Any]:
     """The summary document (not written): rows, recommendations, counts."""
@@ -409,7 +424,7 @@ def select(params: RequirementParams, farm: Farm, results_dir: Path, reference_p
 
     summary = summarise(params, farm, results_dir, reference_path)
     with atomic_output_dir(reports_dir) as staging:
-        write_report(summary, staging)
+        write_report(summary, staging, raw_latencies(results_dir, list(farm.devices)))
         write_json(staging / "points.json", [
             {"device": row["device"], "variant": row["variant"], "accuracy": row["accuracy"],
              "latency_p50_ms": row["latency_ms"]["p50"], "size_bytes": row["size_bytes"]}

@@ -84,18 +84,28 @@ def recommendation_lines(summary: dict[str, Any],
     return lines
 
 
+def runs_on(summary: dict[str, Any]) -> dict[str, list[str]]:
+    """The reverse view: every variant (in row order) with the devices it passes on."""
+    return {variant: [row["device"] for row in summary["results"]
+                      if row["variant"] == variant and row["status"] == "pass"]
+            for variant in dict.fromkeys(row["variant"] for row in summary["results"])}
+
+
 def runs_on_lines(summary: dict[str, Any], text: Callable[[str], str] = str) -> list[str]:
-    """The reverse view, one Markdown line per variant: the devices it passes on."""
-    lines = []
-    for variant in dict.fromkeys(row["variant"] for row in summary["results"]):
-        devices = [row["device"] for row in summary["results"]
-                   if row["variant"] == variant and row["status"] == "pass"]
-        lines.append(f"- `{text(variant)}`: "
-                     + (", ".join(text(device) for device in devices) or "no device"))
-    return lines
+    """:func:`runs_on` as one Markdown line per variant."""
+    return [f"- `{text(variant)}`: " + (", ".join(text(device) for device in devices)
+                                        or "no device")
+            for variant, devices in runs_on(summary).items()]
 
 
-def render_markdown(summary: dict[str, Any], plots: list[str]) -> str:
+def stated_requirements(requirements: dict[str, Any]) -> str:
+    """A device's requirements as ``key=value, ...`` (the unset ones left out)."""
+    return ", ".join(f"{key}={value}" for key, value in requirements.items()
+                     if value is not None) or "none"
+
+
+def render_markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
+    """The Markdown report; ``plots`` are (title, path relative to the report)."""
     counts = summary["counts"]
     lines = [
         "# edgeflow report", "",
@@ -119,65 +129,25 @@ def render_markdown(summary: dict[str, Any], plots: list[str]) -> str:
               "images; exec is the precision the runtime reports its float arithmetic ran in.", "",
               "## Requirements per device", ""]
     for device, requirements in summary["requirements"].items():
-        stated = ", ".join(f"{key}={value}" for key, value in requirements.items()
-                           if value is not None) or "none"
-        lines.append(f"- **{markdown_text(device)}**: {markdown_text(stated)}")
-    lines += ["", "## Plots", ""] + [f"![{Path(plot).stem}]({plot})" for plot in plots]
+        lines.append(f"- **{markdown_text(device)}**: "
+                     f"{markdown_text(stated_requirements(requirements))}")
+    lines += ["", "## Plots", "", "The same report with its plots embedded: `report.html`.", ""]
+    lines += [f"![{markdown_text(title)}]({path})" for title, path in plots]
     return "\n".join(lines) + "\n"
 
 
-def write_plots(summary: dict[str, Any], plots_dir: Path) -> list[Path]:
-    import matplotlib
+def write_report(summary: dict[str, Any], reports_dir: Path,
+                 latencies: dict[tuple[str, str], np.ndarray]) -> Path:
+    """Write ``plots/``, ``report.md`` and ``report.html`` under ``reports_dir``;
+    ``latencies`` are the raw ones in ms per (device, variant). Returns report.md."""
+    from tasks.core.plots import write_plots
+    from tasks.core.report_html import render_html
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    measured = [row for row in summary["results"] if row.get("latency_ms")]
-    written = []
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for device in dict.fromkeys(row["device"] for row in measured):
-        rows = [row for row in measured if row["device"] == device]
-        # Error bars: each accuracy's 95% interval (none where it is unknown).
-        spans = np.array([[row["accuracy"] - low, high - row["accuracy"]]
-                          for row in rows
-                          for low, high in [row.get("accuracy_interval") or (row["accuracy"],) * 2]])
-        axes.errorbar([row["latency_ms"]["p50"] for row in rows],
-                      [row["accuracy"] for row in rows], yerr=spans.T, fmt="o", capsize=2,
-                      label=device)
-        for row in rows:
-            axes.annotate(row["variant"], (row["latency_ms"]["p50"], row["accuracy"]),
-                          fontsize=7, xytext=(3, 3), textcoords="offset points")
-    axes.axhline(summary["reference_accuracy"], linestyle="--", linewidth=0.8, color="grey",
-                 label="fp32 reference")
-    axes.set_xlabel("p50 latency (ms, batch 1)")
-    axes.set_ylabel("test accuracy")
-    axes.set_title("Accuracy against latency, per device")
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    written.append(plots_dir / "accuracy_vs_latency.png")
-    figure.savefig(written[-1], dpi=110)
-    plt.close(figure)
-
-    sizes = {row["variant"]: row["size_bytes"] for row in summary["results"]
-             if row.get("size_bytes") is not None}
-    figure, axes = plt.subplots(figsize=(7, 0.4 * max(len(sizes), 3) + 1.5))
-    axes.barh(list(sizes), [size / 1024 for size in sizes.values()])
-    axes.set_xlabel("artifact size (KB)")
-    axes.set_title("Size per variant")
-    axes.invert_yaxis()
-    figure.tight_layout()
-    written.append(plots_dir / "size_per_variant.png")
-    figure.savefig(written[-1], dpi=110)
-    plt.close(figure)
-    return written
-
-
-def write_report(summary: dict[str, Any], reports_dir: Path) -> Path:
-    plots = write_plots(summary, reports_dir / "plots")
+    plots = write_plots(summary, latencies, reports_dir / "plots")
+    (reports_dir / "report.html").write_text(render_html(summary, plots), encoding="utf-8")
     target = reports_dir / "report.md"
-    target.write_text(render_markdown(summary, [p.relative_to(reports_dir).as_posix() for p in plots]),
+    target.write_text(render_markdown(summary, [(plot.title, plot.path.relative_to(reports_dir)
+                                                 .as_posix()) for plot in plots]),
                       encoding="utf-8")
     return target
 

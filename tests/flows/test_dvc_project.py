@@ -99,6 +99,7 @@ def test_git_tracks_the_metrics_reports_and_dvc_lock_and_dvc_the_rest(project: P
             "reports/report.md", "reports/points.json"} <= tracked
     assert not [name for name in tracked if name.startswith(
         ("data/", "models/", "results/", "reports/plots/", ".edgeflow/", "mlflow/"))]
+    assert "reports/report.html" not in tracked  # its embedded images: the DVC cache's
     assert _git("status", "--porcelain", cwd=project, home=home) == ""
     assert json.loads(_dvc("status", "--json", cwd=project, home=home)) == {}
 
@@ -173,7 +174,8 @@ def test_dvc_repro_after_edgeflow_run_executes_nothing_and_commits_compare(
         points = {(p["rev"], p["device"], p["variant"]) for p in content["data"]["values"]}
         assert points == {(rev, "local", variant) for rev in ("HEAD~1", "workspace")
                           for variant in VARIANTS}
-    images = {entry["revisions"][0] for entry in plots["reports/plots/accuracy_vs_latency.png"]}
+    images = {entry["revisions"][0]
+              for entry in plots["reports/plots/devices/local/pareto.png"]}
     assert images == {"HEAD~1", "workspace"}  # the old PNG comes from the DVC cache
 
 
@@ -192,5 +194,6 @@ def test_push_then_a_fresh_clone_pulls_everything_from_the_default_remote(
     _dvc("pull", cwd=clone, home=home)
     assert json.loads(_dvc("status", "--json", cwd=clone, home=home)) == {}
     for name in ("models/variants/index.json", "data/prepared/test.npz",
-                 "results/local/tflite-fp32.json", "reports/plots/size_per_variant.png"):
+                 "results/local/tflite-fp32.json", "reports/plots/p90_heatmap.png",
+                 "reports/report.html"):
         assert (clone / name).read_bytes() == (project / name).read_bytes(), name

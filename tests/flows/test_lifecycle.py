@@ -104,8 +104,10 @@ def test_first_run_executes_every_step_and_produces_real_outputs(project: Path, 
         assert row["throughput_fps"] > 0 and row["peak_rss_mb"] > 0 and row["reasons"] == []
     assert summary["recommendations"]["local"] in {r["variant"] for r in summary["results"]}
     assert (project / "reports" / "report.md").read_text().count("fp32 |") >= 3
-    for plot in ("accuracy_vs_latency.png", "size_per_variant.png"):
+    for plot in ("devices/local/pareto.png", "devices/local/latency.png", "p90_heatmap.png",
+                 "accuracy_vs_size.png"):
         assert (project / "reports" / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (project / "reports" / "report.html").read_text().count("data:image/png;base64,") == 4
 
 
 def test_a_run_without_a_console_logs_its_progress_in_the_flow_run(project: Path,

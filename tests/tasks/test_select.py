@@ -582,10 +582,37 @@ def test_select_report_markdown(selected: dict[str, Any]) -> None:
         assert f"- `{variant}`: {', '.join(devices) or 'no device'}" in report
     assert "Results: 3 pass, 1 fail, 0 error, 2 skipped." in report
     assert "max_latency_p90_ms=1e-06" in report
-    assert "![accuracy_vs_latency](plots/accuracy_vs_latency.png)" in report
+    assert "![local: accuracy against p90 latency](plots/devices/local/pareto.png)" in report
+    assert "![p90 latency per device and variant](plots/p90_heatmap.png)" in report
 
 
-@pytest.mark.parametrize("name", ["accuracy_vs_latency.png", "size_per_variant.png"])
+def test_the_html_report_renders_offline_in_a_real_browser(selected: dict[str, Any],
+                                                          tmp_path: Path) -> None:
+    from tests.browser import open_offline
+
+    seen = open_offline(selected["root"] / "reports" / "report.html", tmp_path)
+    # Every plot select wrote is an image the browser decoded, at the PNG's own width.
+    plots = sorted((selected["root"] / "reports" / "plots").rglob("*.png"))
+    assert seen["images"] == seen["loaded"] == len(plots) == 6
+    with Image.open(plots[0]) as image:
+        assert image.size[0] in seen["widths"]
+    assert seen["fetched"] == [], "self-contained: nothing fetched"
+    assert seen["headings"][:2] == ["local", "onnx-only"]
+    assert seen["height"] > 2000
+
+
+PLOT_FILES = ["devices/local/pareto.png", "devices/local/latency.png",
+              "devices/onnx-only/pareto.png", "devices/onnx-only/latency.png",
+              "p90_heatmap.png", "accuracy_vs_size.png"]
+
+
+def test_select_writes_every_plot_and_nothing_else(selected: dict[str, Any]) -> None:
+    plots = selected["root"] / "reports" / "plots"
+    assert sorted(path.relative_to(plots).as_posix() for path in plots.rglob("*.png")) == sorted(
+        PLOT_FILES)
+
+
+@pytest.mark.parametrize("name", PLOT_FILES)
 def test_select_plots_are_png(selected: dict[str, Any], name: str) -> None:
     path = selected["root"] / "reports" / "plots" / name
     assert path.read_bytes()[:8] == PNG_SIGNATURE
@@ -621,7 +648,7 @@ def test_select_points_and_dvc_metrics(selected: dict[str, Any]) -> None:
         "latency_p90_ms": row["latency_ms"]["p90"], "size_bytes": row["size_bytes"],
         "throughput_fps": row["throughput_fps"]}
     assert sorted(p.name for p in (root / "reports").iterdir()) == [
-        "plots", "points.json", "report.md", "summary.json"]
+        "plots", "points.json", "report.html", "report.md", "summary.json"]
     # Valid JSON for dvc metrics: no NaN or Infinity.
     json.loads((root / "metrics" / "benchmark.json").read_text(), parse_constant=pytest.fail)
 

@@ -110,7 +110,12 @@ def test_track_logs_parent_and_nested_runs(tiny_project: Any, project: Layout,
     assert parent.data.metrics["results_pass"] == summary["counts"]["pass"]
     assert parent.data.metrics["results_skipped"] == summary["counts"]["skipped"] == 2
     parent_files = {item.path for item in client.list_artifacts(parent.info.run_id, "reports")}
-    assert {"reports/summary.json", "reports/report.md", "reports/plots"} <= parent_files
+    assert {"reports/summary.json", "reports/report.md", "reports/report.html",
+            "reports/plots"} <= parent_files
+    logged_plots = {item.path for item in client.list_artifacts(parent.info.run_id,
+                                                                "reports/plots")}
+    assert {"reports/plots/p90_heatmap.png", "reports/plots/accuracy_vs_size.png",
+            "reports/plots/devices"} <= logged_plots
 
     children = [run for run in runs if run is not parent]
     assert all(run.data.tags["mlflow.parentRunId"] == parent.info.run_id for run in children)

@@ -1,0 +1,194 @@
+"""The report's plots on a hand-made summary: what each one draws (log axes, colours per
+runtime, the starred recommendation, hollow failures, labels that never collide), not
+only that a PNG came out."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from matplotlib.colors import to_hex, to_rgba
+
+from tasks.core.plots import (RUNTIME_COLOURS, SPARE_COLOURS, Drawn, draw_accuracy_size,
+                              draw_heatmap, draw_latency, draw_pareto, heatmap_cells,
+                              place_labels, runtime_colour, write_plots)
+
+
+def row(variant: str, runtime: str, p90: float | None, accuracy: float | None,
+        status: str = "pass", device: str = "board", size_kb: float = 100.0) -> dict[str, Any]:
+    timed = p90 is not None
+    return {"variant": variant, "runtime": runtime, "device": device, "status": status,
+            "accuracy": accuracy, "size_bytes": int(size_kb * 1024),
+            "accuracy_interval": [accuracy - 0.01, accuracy + 0.01] if accuracy else None,
+            "latency_ms": {"p50": p90 / 2, "p90": p90, "p99": p90 * 2, "mean": p90 / 2}
+            if timed else None,
+            "latency_ci95_ms": {"p50": [p90 / 2.1, p90 / 1.9], "p90": [p90 * 0.95, p90 * 1.05]}
+            if timed else None,
+            "reasons": [] if status == "pass" else ["p90 latency 40 ms > max_latency_p90_ms 20"],
+            "notes": []}
+
+
+def summary() -> dict[str, Any]:
+    results = [row("tflite-fp32", "tflite", 2.0, 0.95, size_kb=400),
+               row("tflite-int8", "tflite", 0.5, 0.94, size_kb=100),
+               row("onnx-fp32", "onnxruntime", 40.0, 0.95, status="fail", size_kb=390),
+               row("openvino-fp32", "openvino", None, None, status="skipped"),
+               row("tflm-int8", "tflite-micro", None, 0.93, device="mcu", size_kb=90)]
+    return {"reference_accuracy": 0.95, "rank_by": "latency_p90_ms",
+            "requirements": {"board": {"max_latency_p90_ms": 20.0, "max_accuracy_drop": 0.02},
+                             "mcu": {"max_accuracy_drop": 0.05}},
+            "recommendations": {"board": "tflite-int8", "mcu": "tflm-int8"},
+            "pareto": {"board": ["tflite-fp32", "tflite-int8"], "mcu": ["tflm-int8"]},
+            "counts": {status: sum(r["status"] == status for r in results)
+                       for status in ("pass", "fail", "error", "skipped")},
+            "results": results}
+
+
+def close(drawn: Drawn) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(drawn.figure)
+
+
+def scatter_points(axes: Any) -> list[tuple[tuple[float, float], Any, Any, str]]:
+    """Every plotted scatter point: (x, y), face colour, edge colour, marker path size."""
+    points = []
+    for collection in axes.collections:
+        offsets = collection.get_offsets()
+        if len(offsets) != 1 or not hasattr(collection, "get_sizes") or not len(
+                collection.get_sizes()):
+            continue
+        faces, edges = collection.get_facecolors(), collection.get_edgecolors()
+        points.append((tuple(offsets[0]), faces[0] if len(faces) else None,
+                       edges[0] if len(edges) else None, collection.get_sizes()[0]))
+    return points
+
+
+def test_runtimes_keep_their_colour_and_unknown_ones_take_spares_in_name_order() -> None:
+    assert runtime_colour("openvino", []) == RUNTIME_COLOURS["openvino"]
+    runtimes = ["zeta-rt", "alpha-rt", "tflite"]
+    assert runtime_colour("alpha-rt", runtimes) == SPARE_COLOURS[0]
+    assert runtime_colour("zeta-rt", runtimes) == SPARE_COLOURS[1]
+    assert len(set(RUNTIME_COLOURS.values()) | set(SPARE_COLOURS)) == (
+        len(RUNTIME_COLOURS) + len(SPARE_COLOURS))
+
+
+def test_labels_never_overlap_each_other_other_points_or_the_edge() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.set_xscale("log")
+    rng = np.random.default_rng(3)
+    # 30 points in one crowded block, as the old plot had them, and two far apart.
+    points = [(float(x), float(y), f"variant-{i:02d}") for i, (x, y) in enumerate(
+        zip(rng.uniform(0.05, 0.08, 30), rng.uniform(0.94, 0.95, 30)))]
+    points += [(5.0, 0.90, "far-right"), (0.01, 0.99, "top-left")]
+    axes.scatter([p[0] for p in points], [p[1] for p in points])
+    axes.set_xlim(0.005, 20)
+    axes.set_ylim(0.88, 1.0)
+    figure.tight_layout()
+    placed = place_labels(axes, points)
+    renderer = figure.canvas.get_renderer()
+    boxes = {name: label.get_window_extent(renderer) for name, label in placed.items()}
+    assert "far-right" in placed and "top-left" in placed
+    assert 3 <= len(placed) < 32, "some of the crowd fit, not all of it"
+    names = sorted(boxes)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            assert not boxes[first].overlaps(boxes[second]), (first, second)
+    inside = axes.get_window_extent(renderer)
+    for name, box in boxes.items():
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1, name
+        for x, y, other in points:
+            if other != name:
+                cx, cy = axes.transData.transform((x, y))
+                assert not (box.x0 - 6 < cx < box.x1 + 6 and box.y0 - 6 < cy < box.y1 + 6), (
+                    name, other)
+    # Alone, every label is placed, with the text it was given.
+    plt.close(figure)
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.set_xlim(0, 10)
+    axes.set_ylim(0, 10)
+    placed = place_labels(axes, [(2, 2, "a"), (7, 7, "b")], {"a": "a (12 KB)"})
+    assert {name: label.get_text() for name, label in placed.items()} == {"a": "a (12 KB)",
+                                                                        "b": "b"}
+    plt.close(figure)
+
+
+def test_the_pareto_plot_stars_the_recommendation_on_a_log_latency_axis() -> None:
+    drawn = draw_pareto(summary(), "board")
+    axes = drawn.axes
+    assert axes.get_xscale() == "log"
+    points = scatter_points(axes)
+    stars = [p for p in points if p[3] == 260]
+    assert [p[0] for p in stars] == [(0.5, 0.94)], "one star, on tflite-int8"
+    by_place = {p[0]: p for p in points if p[3] != 260}
+    # Passing points are filled with their runtime's colour; the failing one is hollow.
+    assert to_hex(by_place[(2.0, 0.95)][1]) == RUNTIME_COLOURS["tflite"]
+    assert by_place[(40.0, 0.95)][1] is None, "failing onnx-fp32 is hollow: no face"
+    assert to_hex(by_place[(40.0, 0.95)][2]) == RUNTIME_COLOURS["onnxruntime"]
+    # The frontier's points have a black ring.
+    assert tuple(by_place[(2.0, 0.95)][2]) == to_rgba("black")
+    # The requirements: the p90 limit and the accuracy floor (0.95 less 2%).
+    vertical = [line.get_xdata()[0] for line in axes.lines if line.get_xdata()[0] ==
+                line.get_xdata()[1]]
+    horizontal = [line.get_ydata()[0] for line in axes.lines if line.get_ydata()[0] ==
+                  line.get_ydata()[1]]
+    assert 20.0 in vertical and pytest.approx(0.931) in horizontal
+    assert "1 without a latency" in axes.get_title()  # the skipped openvino row
+    assert set(drawn.labels) == {"tflite-int8", "tflite-fp32", "onnx-fp32"}
+    assert drawn.labels["tflite-int8"].get_text() == "tflite-int8 (100 KB)"
+    close(drawn)
+
+
+def test_latency_violins_are_sorted_by_median_from_the_raw_runs() -> None:
+    rng = np.random.default_rng(0)
+    latencies = {("board", "tflite-fp32"): rng.lognormal(math.log(2.0), 0.1, 5000),
+                 ("board", "tflite-int8"): rng.lognormal(math.log(0.5), 0.1, 200_000),
+                 ("board", "onnx-fp32"): np.empty(0)}
+    drawn = draw_latency(summary(), "board", latencies)
+    names = [label.get_text() for label in drawn.axes.get_yticklabels()]
+    assert names == ["tflite-int8", "tflite-fp32"], "fastest on top; nothing for no runs"
+    medians = sorted(p[0][0] for p in scatter_points(drawn.axes))
+    assert medians == pytest.approx([math.log10(0.5), math.log10(2.0)], abs=0.01)
+    assert drawn.axes.xaxis.get_major_formatter()(math.log10(0.5), 0) == "0.5"
+    close(drawn)
+
+
+def test_the_heat_map_writes_each_p90_and_status_and_greys_what_was_not_timed() -> None:
+    variants, devices, values, texts = heatmap_cells(summary())
+    assert devices == ["board", "mcu"]
+    assert variants == ["tflite-fp32", "tflite-int8", "onnx-fp32", "openvino-fp32", "tflm-int8"]
+    assert values[0, 0] == pytest.approx(math.log10(2.0))
+    assert texts[0][0] == "2 ms\npass" and texts[2][0] == "40 ms\nFAIL"
+    assert texts[3][0] == "skipped" and math.isnan(values[3, 0])
+    assert texts[4][1] == "pass" and math.isnan(values[4, 1])
+    assert texts[0][1] == "", "no result there"
+    drawn = draw_heatmap(summary())
+    written = {text.get_text(): text.get_color() for text in drawn.axes.texts}
+    assert written["40 ms\nFAIL"] == "red" and written["2 ms\npass"] != "red"
+    close(drawn)
+
+
+def test_accuracy_against_size_labels_each_variant_once() -> None:
+    drawn = draw_accuracy_size(summary())
+    assert drawn.axes.get_xscale() == "log"
+    assert set(drawn.labels) == {"tflite-fp32", "tflite-int8", "onnx-fp32", "tflm-int8"}
+    close(drawn)
+
+
+def test_write_plots_draws_per_device_only_what_it_has(tmp_path: Path) -> None:
+    latencies = {("board", "tflite-int8"): np.array([0.4, 0.5, 0.6])}
+    plots = write_plots(summary(), latencies, tmp_path)
+    assert [(plot.path.relative_to(tmp_path).as_posix(), plot.device) for plot in plots] == [
+        ("devices/board/pareto.png", "board"), ("devices/board/latency.png", "board"),
+        ("p90_heatmap.png", None), ("accuracy_vs_size.png", None)]
+    for plot in plots:
+        assert plot.path.read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "devices" / "mcu").exists(), "an MCU without latency: no plot"
