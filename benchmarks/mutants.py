@@ -39,9 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # them (report rendering, file discovery, runtime loaders), whose mistakes show at once.
 MODULES: dict[str, tuple[str, ...]] = {
     "requirement checks and ranking": tuple(f"tasks.select.x_{name}__mutmut_*" for name in (
-        "_min_accuracy", "_max_accuracy_drop", "_max_latency", "_max_size", "_max_memory",
-        "_fits_flash", "_fits_ram", "_ran_as_declared", "_measures", "evaluate",
-        "flag_slow_quantized", "rank_value", "recommend", "verdict")),
+        "_min_accuracy", "_max_accuracy_drop", "_max_latency", "_min_frame_rate", "_max_size",
+        "_max_memory", "_fits_flash", "_fits_ram", "_ran_as_declared", "_measures", "evaluate",
+        "flag_slow_quantized", "verdict")) + tuple(
+        f"tasks.select.ranking.x_{name}__mutmut_*" for name in (
+            "rank_value", "choose", "recommend", "_relatively_close", "_reason")),
     "harness statistics and input checks": ("tasks.device.harness.x_latency_summary*",
                                             "tasks.device.harness.x__timed_loop*",
                                             "tasks.device.harness.x_verify_inputs*"),

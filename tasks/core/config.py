@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from tasks.models.architectures import ARCHITECTURES, MobileNetV2Options, SmallCNNOptions
 from tasks.core.errors import ConfigError
@@ -173,22 +173,45 @@ class BenchmarkParams(StrictModel):
         default=600.0, description="wait for another benchmark on the same device")
 
 
-RankKey = Literal["latency_p50_ms", "latency_p90_ms", "size_bytes", "accuracy", "peak_rss_mb"]
+RankKey = Literal["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_fps",
+                  "size_bytes", "accuracy", "peak_rss_mb"]
+
+
+def _preference_order(value: Any) -> Any:
+    """``rank_by``: one measure (made a list of one), or a preference order of distinct
+    measures."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("an empty preference order (name at least one measure)")
+        repeated = sorted({key for key in value if value.count(key) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(map(str, repeated))} named twice in the preference order")
+    return value
 
 
 class Requirements(StrictModel):
-    """Business constraints; every one optional. ``max_accuracy_drop`` is relative to
-    the fp32 Keras reference (0.01 = keep 99% of it, the MLPerf rule)."""
+    """Business constraints, every one optional, and how the variants that meet them are
+    ranked; a device's ``requirements`` in farm.yaml override any of them for it.
+    ``max_accuracy_drop`` is relative to the fp32 Keras reference (0.01 = keep 99% of it,
+    the MLPerf rule). ``min_fps`` is the frame rate one camera stream needs (sequential
+    batch-1 throughput). ``rank_by`` is one measure or a preference order: the first
+    decides unless the best variants cannot be told apart on it (latency: their 95%
+    intervals overlap), then the next one does, and size breaks what is left."""
 
     min_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
     max_accuracy_drop: float | None = Field(default=0.01, ge=0.0, le=1.0)
     max_latency_p90_ms: LatencyLimit | None = None
+    min_fps: Annotated[float, number(0, 1_000_000, above=True, unit="fps")] | None = None
     max_size_mb: MegabyteLimit | None = None
     max_peak_rss_mb: MegabyteLimit | None = None
+    rank_by: Annotated[list[RankKey], BeforeValidator(_preference_order)] = Field(
+        default_factory=lambda: ["latency_p50_ms"])
 
 
-class RequirementParams(Requirements):
-    rank_by: RankKey = "latency_p50_ms"
+# The experiment-wide requirements (params.yaml's section): the same fields.
+RequirementParams = Requirements
 
 
 class ReleaseParams(StrictModel):
@@ -520,6 +543,9 @@ def _one_line(path: Path, error: ValidationError) -> str:
         parts.append(str(context.get("discriminator", "")).strip("'"))
         message = (f"{context.get('tag')!r} is not allowed "
                    f"(allowed: {context.get('expected_tags')})")
+    elif first["type"] == "literal_error":
+        message = f"{first['input']!r} is not allowed (allowed: {first['ctx']['expected']})"
+        parts = _user_path(parts)
     else:
         parts = _user_path(parts)
     location = ".".join(parts)

@@ -75,7 +75,8 @@ def recommendation_lines(summary: dict[str, Any],
         else:
             why = (summary.get("why_recommended") or {}).get(device)
             lines.append(f"- **{text(device)}**: `{text(variant)}` ("
-                         + (text(why) if why else f"best passing by {text(summary['rank_by'])}")
+                         + (text(why) if why else
+                            f"best passing by {text(preference_text(summary['rank_by']))}")
                          + ")")
         front = (summary.get("pareto") or {}).get(device)
         if front:
@@ -98,10 +99,16 @@ def runs_on_lines(summary: dict[str, Any], text: Callable[[str], str] = str) -> 
             for variant, devices in runs_on(summary).items()]
 
 
+def preference_text(rank_by: str | list[str]) -> str:
+    """A preference order as read: ``latency_p90_ms > accuracy``."""
+    return rank_by if isinstance(rank_by, str) else " > ".join(rank_by)
+
+
 def stated_requirements(requirements: dict[str, Any]) -> str:
-    """A device's requirements as ``key=value, ...`` (the unset ones left out)."""
-    return ", ".join(f"{key}={value}" for key, value in requirements.items()
-                     if value is not None) or "none"
+    """A device's requirements as ``key=value, ...`` (the unset ones left out; the
+    preference order as ``rank_by=a > b``)."""
+    return ", ".join(f"{key}={preference_text(value) if key == 'rank_by' else value}"
+                     for key, value in requirements.items() if value is not None) or "none"
 
 
 def render_markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.plots import Plot
-from tasks.core.report import COLUMNS, reference_line, row_cells, runs_on, stated_requirements
+from tasks.core.report import (COLUMNS, preference_text, reference_line, row_cells, runs_on,
+                               stated_requirements)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222;
@@ -87,8 +88,9 @@ def render_html(summary: dict[str, Any], plots: list[Plot]) -> str:
              f"<p>fp32 reference accuracy (Keras, test split, 95% interval): "
              f"<strong>{escape(reference_line(summary))}</strong>. Results: {counts['pass']} pass, "
              f"{counts['fail']} fail, {counts['error']} error, {counts['skipped']} skipped. "
-             f"Variants are ranked by {escape(str(summary['rank_by']))} among those that "
-             "meet every requirement.</p>"]
+             "Among the variants that meet every requirement, each device's preference "
+             f"order chooses ({escape(preference_text(summary['rank_by']))} unless a device "
+             "overrides it; see its requirements below).</p>"]
     for device in devices:
         lines += _device_section(summary, device, plots)
     lines.append("<h2>Every device and variant</h2>")

@@ -23,9 +23,9 @@ from tasks.core.config import (BenchmarkParams, ConvertParams, Farm, LocalDevice
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.report import COLUMNS, markdown_text, summary_table
-from tasks.select import (MB, evaluate, flag_long_tails, flag_slow_quantized, pareto_front,
-                          rank_value, recommend, why_recommended,
+from tasks.select import (MB, evaluate, flag_long_tails, flag_slow_quantized,
                           reference_on_first, relative_drop, select, summarise, verdict)
+from tasks.select.ranking import pareto_front, rank_value, recommend, why_recommended
 from tests.helpers import fork_safe, index_entries, records
 
 NO_LIMITS = Requirements(max_accuracy_drop=None)
@@ -513,7 +513,7 @@ def test_select_summary_rows(tiny_project: Any, selected: dict[str, Any]) -> Non
     # The fp32 reference over the whole split is the Keras test accuracy of train.
     assert summary["reference_accuracy"] == pytest.approx(
         read_json(tiny_project.layout.train_metrics)["test_accuracy"])
-    assert summary["rank_by"] == "latency_p50_ms"
+    assert summary["rank_by"] == ["latency_p50_ms"]
     assert summary["reference_samples"] == 360  # digits' test split: 20% of 1797
     assert summary["reference_interval"] == list(accuracy_interval(summary["reference_accuracy"], 360))
     rows = summary["results"]

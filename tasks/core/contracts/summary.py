@@ -69,8 +69,10 @@ class Summary(Contract):
     reference_accuracy: float
     reference_samples: int | None = None  # absent from older summaries
     reference_interval: list[float] | None = None  # absent from older summaries
-    rank_by: str
-    requirements: dict[str, dict[str, float | None]]  # per device, overrides applied
+    # The experiment's preference order (one measure in older summaries); each device's
+    # own, overrides applied, is its requirements' rank_by.
+    rank_by: str | list[str]
+    requirements: dict[str, dict[str, float | list[str] | None]]  # per device
     counts: Counts
     recommendations: dict[str, str | None]  # per device: the best passing variant
     # Per device: one line on why its variant won (or why none did), and the passing

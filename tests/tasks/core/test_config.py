@@ -88,7 +88,22 @@ def test_valid_params_are_parsed_and_typed(tmp_path: Path) -> None:
     assert params.train.learning_rate == pytest.approx(1e-3)  # untouched default
     assert params.formats == {"onnx": ["fp32"]}
     assert params.requirements.max_latency_p90_ms == pytest.approx(12.5)
-    assert params.requirements.rank_by == "size_bytes"
+    assert params.requirements.rank_by == ["size_bytes"]  # one measure: an order of one
+
+
+def test_a_device_overrides_the_frame_rate_and_the_preference_order(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path / "params.yaml", """\
+        requirements: {min_fps: 30, rank_by: [latency_p90_ms, accuracy]}
+        """))
+    farm = load_farm(write(tmp_path / "farm.yaml", """\
+        devices:
+          camera: {requirements: {min_fps: 60, rank_by: [accuracy, size_bytes]}}
+          plain: {}
+        """))
+    camera = effective_requirements(params.requirements, farm.devices["camera"])
+    plain = effective_requirements(params.requirements, farm.devices["plain"])
+    assert (camera.min_fps, camera.rank_by) == (60, ["accuracy", "size_bytes"])
+    assert (plain.min_fps, plain.rank_by) == (30, ["latency_p90_ms", "accuracy"])
 
 
 def test_params_are_frozen(tmp_path: Path) -> None:
@@ -193,8 +208,8 @@ BAD_PARAMS = [
                  "model.architecture 'mobilenet_v2' (use method 'magnitude')",
                  id="structured-pruning-of-an-unsupported-architecture"),
     pytest.param("quantization: {onnx_calibration: kl}\n",
-                 "quantization.onnx_calibration: Input should be 'minmax', 'entropy' or "
-                 "'percentile'",
+                 "quantization.onnx_calibration: 'kl' is not allowed (allowed: 'minmax', "
+                 "'entropy' or 'percentile')",
                  id="unknown-calibration"),
     pytest.param("quantization: {calibration_samples: 0}\n",
                  "quantization.calibration_samples: must be an integer from 1 to 1000000, got 0",
@@ -418,10 +433,23 @@ BAD_FARMS = [
                  "on_release_timeout_seconds, python, requirements, runtimes, tags, threads, "
                  "transport, workdir)",
                  id="unknown-device-key"),
-    pytest.param("devices: {pi: {requirements: {rank_by: size_bytes}}}\n",
-                 "devices.pi.requirements: unknown key 'rank_by' (allowed: max_accuracy_drop, "
-                 "max_latency_p90_ms, max_peak_rss_mb, max_size_mb, min_accuracy)",
-                 id="device-requirements-cannot-rank"),
+    pytest.param("devices: {pi: {requirements: {rank: size_bytes}}}\n",
+                 "devices.pi.requirements: unknown key 'rank' (allowed: max_accuracy_drop, "
+                 "max_latency_p90_ms, max_peak_rss_mb, max_size_mb, min_accuracy, min_fps, "
+                 "rank_by)",
+                 id="unknown-device-requirement"),
+    pytest.param("devices: {pi: {requirements: {rank_by: [accuracy, speed]}}}\n",
+                 "devices.pi.requirements.rank_by.1: 'speed' is not allowed (allowed: "
+                 "'latency_p50_ms', 'latency_p90_ms', 'latency_p99_ms', 'throughput_fps', "
+                 "'size_bytes', 'accuracy' or 'peak_rss_mb')",
+                 id="unknown-rank-measure"),
+    pytest.param("devices: {pi: {requirements: {rank_by: [accuracy, accuracy]}}}\n",
+                 "devices.pi.requirements.rank_by: accuracy named twice in the preference order",
+                 id="repeated-rank-measure"),
+    pytest.param("devices: {pi: {requirements: {min_fps: -30}}}\n",
+                 "devices.pi.requirements.min_fps: must be a number above 0 and at most 1000000 "
+                 "(fps), got -30",
+                 id="negative-frame-rate"),
     *(pytest.param(f"devices:\n  {name!r}: {{}}\n".replace("\"", "'"),
                    f"devices: device name {name!r} is not allowed ({NAME_RULE})",
                    id=f"hostile-name-{number}")

@@ -5,7 +5,7 @@ Reads params ``requirements``, device overrides from ``farm.yaml``, ``results/``
 (:mod:`tasks.core.contracts.results`), ``models/base/reference.json`` (the fp32 model's
 per-image test correctness). Writes ``reports/summary.json`` (every result with status
 and reasons: :mod:`tasks.core.contracts.summary`), ``reports/report.md``,
-``reports/plots/*.png``, ``metrics/benchmark.json`` (flat, for ``dvc metrics``) and
+``reports/report.html``, ``reports/plots/``, ``metrics/benchmark.json`` (flat, for ``dvc metrics``) and
 ``reports/points.json`` (for ``dvc plots``).
 
 The requirement checks work on the documents (a record in, a summary row out), as the
@@ -16,6 +16,7 @@ Statuses: ``pass`` (meets every requirement), ``fail`` (misses one; reasons say 
 by how much), ``error`` (the harness or the device failed; the reason says why) and
 ``skipped`` (the device cannot run that runtime, or the variant could not be produced
 here). A quantised variant that convert rejected (too far from its model) is ``fail``.
+Among the passing ones, each device's preference order chooses (:mod:`.ranking`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tasks.core.contracts.results import read_result
 from tasks.core.contracts.summary import Summary, write_summary
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json
+from tasks.select.ranking import pareto_front, recommend, why_recommended
 
 MB = 1024 * 1024
 
@@ -47,6 +49,7 @@ class Measured:
     accuracy_drop: float
     size_bytes: int
     latency_p90_ms: float | None = None
+    throughput_fps: float | None = None
     peak_rss_mb: float | None = None
     mcu: dict[str, Any] | None = None
     # What the float arithmetic ran in against what the variant declares (harness runs).
@@ -74,6 +77,12 @@ def _max_latency(req: Requirements, m: Measured) -> str | None:
     if (req.max_latency_p90_ms is not None and m.latency_p90_ms is not None
             and m.latency_p90_ms > req.max_latency_p90_ms):
         return f"p90 latency {m.latency_p90_ms:.3f} ms > max_latency_p90_ms {req.max_latency_p90_ms}"
+    return None
+
+
+def _min_frame_rate(req: Requirements, m: Measured) -> str | None:
+    if req.min_fps is not None and m.throughput_fps is not None and m.throughput_fps < req.min_fps:
+        return f"throughput {m.throughput_fps:.1f} fps < min_fps {req.min_fps}"
     return None
 
 
@@ -117,8 +126,8 @@ def _ran_as_declared(req: Requirements, m: Measured) -> str | None:
     return None
 
 
-CHECKS: tuple[Check, ...] = (_ran_as_declared, _min_accuracy, _max_accuracy_drop, _max_latency, _max_size,
-                             _max_memory, _fits_flash, _fits_ram)
+CHECKS: tuple[Check, ...] = (_ran_as_declared, _min_accuracy, _max_accuracy_drop, _max_latency,
+                             _min_frame_rate, _max_size, _max_memory, _fits_flash, _fits_ram)
 
 
 def _empty_measures() -> dict[str, Any]:
@@ -158,6 +167,7 @@ def _measures(record: dict[str, Any], reference_accuracy: float,
     ran = harness["runtime"].get("execution_precision")
     measured = Measured(accuracy, relative_drop(accuracy, reference_accuracy), size,
                         latency_p90_ms=float(latency["p90"]),
+                        throughput_fps=float(harness["throughput_fps"]),
                         peak_rss_mb=float(harness["peak_rss_mb"]),
                         execution_precision=ran, declared_precision=declared_precision)
     notes = ([f"execution precision {ran}: the runtime does not report it"]
@@ -213,19 +223,6 @@ def _sample_count(record: dict[str, Any]) -> int:
     return int(measured.get("accuracy_samples") or 0)
 
 
-def rank_value(row: dict[str, Any], rank_by: str) -> tuple[float, float]:
-    """Smaller is better: accuracy is negated; what a device could not measure (latency
-    on an MCU) ranks last, ties broken by size."""
-    if rank_by.startswith("latency_"):
-        latency = row.get("latency_ms") or {}
-        value = latency.get(rank_by.removeprefix("latency_").removesuffix("_ms"))
-    elif rank_by == "accuracy":
-        value = -row["accuracy"]
-    else:
-        value = row.get(rank_by)
-    return (float("inf") if value is None else float(value), float(row.get("size_bytes") or 0))
-
-
 # A latency distribution whose p99 is this many times its p50 has a long tail: an
 # application with a frame deadline sees it, whatever the median says.
 LONG_TAIL_RATIO = 3.0
@@ -237,96 +234,6 @@ def flag_long_tails(rows: list[dict[str, Any]]) -> None:
         latency = row.get("latency_ms")
         if latency and latency["p50"] > 0 and latency["p99"] / latency["p50"] > LONG_TAIL_RATIO:
             row["notes"].append(f"long tail: p99 is {latency['p99'] / latency['p50']:.1f}x p50")
-
-
-# The measures a variant is worth choosing on, and which way is better: the frontier is
-# every passing variant no other passing variant beats on all of them.
-PARETO_MEASURES: dict[str, Callable[[dict[str, Any]], float]] = {
-    "accuracy": lambda row: -float(row["accuracy"]),
-    "latency_p90_ms": lambda row: float((row.get("latency_ms") or {}).get("p90", float("inf"))),
-    "size_bytes": lambda row: float(row.get("size_bytes") or 0),
-}
-
-
-def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """``a`` is at least as good as ``b`` on every measure and better on one."""
-    pairs = [(measure(a), measure(b)) for measure in PARETO_MEASURES.values()]
-    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
-
-
-def passing_by_device(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Every device of ``rows`` (in row order) with its passing rows (maybe none)."""
-    return {device: [row for row in rows if row["device"] == device and row["status"] == "pass"]
-            for device in dict.fromkeys(row["device"] for row in rows)}
-
-
-def pareto_front(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Per device, its passing variants no other passing variant dominates (accuracy,
-    p90 latency, size), in row order."""
-    return {device: [row["variant"] for row in passing
-                     if not any(_dominates(other, row) for other in passing)]
-            for device, passing in passing_by_device(rows).items()}
-
-
-def _rank_text(row: dict[str, Any], rank_by: str) -> str:
-    value = rank_value(row, rank_by)[0]
-    if rank_by == "accuracy":
-        return f"{-value:.4f}"
-    if rank_by.endswith("_ms"):
-        return f"{value:.4g} ms"
-    if rank_by == "size_bytes":
-        return f"{value / 1024:.1f} KB"
-    return f"{value:.4g}"
-
-
-def why_recommended(rows: list[dict[str, Any]], rank_by: str) -> dict[str, str]:
-    """Per device, one line on why its recommended variant (:func:`recommend`'s, the
-    first of its passing rows ranked) won: what decided (the rank measure, or size on a
-    tie), by how much over the runner-up; or what stopped every variant when none passed."""
-    why: dict[str, str] = {}
-    for device, unranked in passing_by_device(rows).items():
-        candidates = [row for row in rows if row["device"] == device]
-        passing = sorted(unranked, key=lambda row: rank_value(row, rank_by))
-        if not passing:
-            failed = [row for row in candidates if row["status"] == "fail"]
-            why[device] = (f"none of {len(candidates)} variants meets the requirements"
-                           + (f"; closest misses: {'; '.join(failed[0]['reasons'])}"
-                              if failed else ""))
-            continue
-        best = passing[0]
-        if rank_value(best, rank_by)[0] == float("inf"):  # a microcontroller: no latency
-            why[device] = (f"the smallest of {len(passing)} passing variant"
-                           f"{'s' if len(passing) != 1 else ''} "
-                           f"({rank_value(best, rank_by)[1] / 1024:.1f} KB): none has "
-                           f"{rank_by} measured here")
-            continue
-        if len(passing) == 1:
-            why[device] = (f"the only variant of {len(candidates)} that meets every requirement "
-                           f"({rank_by} {_rank_text(best, rank_by)})")
-            continue
-        second = passing[1]
-        ours, theirs = rank_value(best, rank_by), rank_value(second, rank_by)
-        if theirs[0] == float("inf"):  # the runner-up was not measured on it (an MCU's latency)
-            why[device] = (f"best {rank_by} among {len(passing)} passing variants: "
-                           f"{_rank_text(best, rank_by)}; the others have no {rank_by} here")
-            continue
-        if ours[0] == theirs[0]:
-            why[device] = (f"ties with {second['variant']} on {rank_by} "
-                           f"({_rank_text(best, rank_by)}) and "
-                           + (f"is smaller ({ours[1] / 1024:.1f} vs {theirs[1] / 1024:.1f} KB)"
-                              if ours[1] < theirs[1] else "on size, and is listed first"))
-            continue
-        margin = abs(theirs[0] - ours[0]) / abs(theirs[0]) if theirs[0] else 0.0
-        why[device] = (f"best {rank_by} among {len(passing)} passing variants: "
-                       f"{_rank_text(best, rank_by)} against {_rank_text(second, rank_by)} for "
-                       f"{second['variant']}, the runner-up ({margin:.1%} better)")
-    return why
-
-
-def recommend(rows: list[dict[str, Any]], rank_by: str) -> dict[str, str | None]:
-    """The best passing variant per device by ``rank_by`` (None when none passes)."""
-    return {device: min(passing, key=lambda row: rank_value(row, rank_by))["variant"]
-            if passing else None for device, passing in passing_by_device(rows).items()}
 
 
 @dataclass(frozen=True)
@@ -400,20 +307,23 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
         raise StepError(f"{reference_path} is missing: run the train step first")
     test_correct = list(read_json(reference_path)["test_correct"])
     reference = reference_on_first(test_correct, 0)
-    rows = [evaluate(record, effective_requirements(params, farm.devices[record["device"]]),
+    requirements = {name: effective_requirements(params, device)
+                    for name, device in farm.devices.items()}
+    rows = [evaluate(record, requirements[record["device"]],
                      reference_on_first(test_correct, _sample_count(record)))
             for record in collect_results(results_dir, list(farm.devices))]
     flag_slow_quantized(rows)
     flag_long_tails(rows)
     counts = {status: sum(row["status"] == status for row in rows)
               for status in ("pass", "fail", "error", "skipped")}
+    # Each device ranks by its own preference order (farm.yaml may override it).
+    orders = {name: device.rank_by for name, device in requirements.items()}
     return {"reference_accuracy": reference, "reference_samples": len(test_correct),
             "reference_interval": list(accuracy_interval(reference, len(test_correct))),
             "rank_by": params.rank_by,
-            "requirements": {name: effective_requirements(params, device).model_dump()
-                             for name, device in farm.devices.items()},
-            "counts": counts, "recommendations": recommend(rows, params.rank_by),
-            "why_recommended": why_recommended(rows, params.rank_by),
+            "requirements": {name: device.model_dump() for name, device in requirements.items()},
+            "counts": counts, "recommendations": recommend(rows, orders),
+            "why_recommended": why_recommended(rows, orders),
             "pareto": pareto_front(rows), "results": rows}
 
 
