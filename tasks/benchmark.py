@@ -28,6 +28,7 @@ RAM budgets instead (:func:`check_mcu_fit`).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from tasks.core.contracts.variants import Variant, read_variant_index
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir
 from tasks.core.interrupt import raise_if_stopped
+from tasks.farm.frames import write_frames
 from tasks.farm.protocol import decode_latencies
 from tasks.farm.push import last_line
 from tasks.farm.session import DeviceSession, failed
@@ -194,11 +196,12 @@ class _Progress:
 
 
 def _set_up(session: DeviceSession, device_name: str, variants: list[Variant],
-            variants_dir: Path, test_data: Path, staging: Path, progress: _Progress) -> None:
+            variants_dir: Path, test_data: Path, staging: Path, progress: _Progress,
+            frames: Path | None = None) -> None:
     """Start the session (push, probe), decide what the device will not run, and deploy
     the rest; a device that fails here fails every variant, it does not stop the step."""
     try:
-        progress.probe = session.start(test_data)
+        progress.probe = session.start(test_data, frames)
         for variant in variants:
             reason = _why_not_runnable(variant, session.device, device_name, progress.probe)
             if reason is not None:
@@ -252,10 +255,13 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
     session = DeviceSession(device, params, connect_to(device, device_name))
     progress = _Progress()
     counter = notices.Counter(f"benchmark[{device_name}]", len(variants))
-    with atomic_output_dir(out_dir) as staging:
+    with atomic_output_dir(out_dir) as staging, tempfile.TemporaryDirectory() as scratch:
         try:
+            # Pushed to the device, never a result: made in a scratch folder.
+            frames = (write_frames(prepared / "test.npz", Path(scratch) / "frames.npz",
+                                   params.end_to_end) if params.end_to_end else None)
             _set_up(session, device_name, variants, variants_dir, prepared / "test.npz", staging,
-                    progress)
+                    progress, frames)
             _run_each(session, variants, progress, counter)
         finally:
             session.connection.close()

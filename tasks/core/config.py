@@ -151,6 +151,19 @@ class ConvertParams(StrictModel):
                                       description="for fp32 variants only")
 
 
+class EndToEndParams(StrictModel):
+    """Time each variant end to end too, as the application sees it: camera frames of
+    ``frame_size`` (height, width), encoded as ``encoding``, made from the first
+    ``frames`` test images, each decoded, pre-processed, quantised, inferred and
+    post-processed on the device (which needs Pillow, as a release does)."""
+
+    frame_size: tuple[Annotated[int, count(8, 8192)], Annotated[int, count(8, 8192)]] = (480, 640)
+    encoding: Literal["jpeg", "png"] = "jpeg"
+    quality: Annotated[int, count(1, 100)] = Field(default=90, description="JPEG quality")
+    frames: Annotated[int, count(1, 10_000)] = Field(
+        default=100, description="frames pushed to each device (the first test images)")
+
+
 class BenchmarkParams(StrictModel):
     """The harness protocol, identical for every runtime and device."""
 
@@ -171,6 +184,8 @@ class BenchmarkParams(StrictModel):
     timeout_seconds: PositiveSeconds = 600.0
     lock_timeout_seconds: Seconds = Field(
         default=600.0, description="wait for another benchmark on the same device")
+    end_to_end: EndToEndParams | None = Field(
+        default=None, description="also time decode + pre-process + infer + post-process")
 
 
 RankKey = Literal["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_fps",
@@ -203,6 +218,9 @@ class Requirements(StrictModel):
     min_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
     max_accuracy_drop: float | None = Field(default=0.01, ge=0.0, le=1.0)
     max_latency_p90_ms: LatencyLimit | None = None
+    max_end_to_end_p90_ms: LatencyLimit | None = Field(
+        default=None, description="p90 of decode + pre-process + infer + post-process "
+                                  "(needs benchmark.end_to_end)")
     min_fps: Annotated[float, number(0, 1_000_000, above=True, unit="fps")] | None = None
     max_size_mb: MegabyteLimit | None = None
     max_peak_rss_mb: MegabyteLimit | None = None

@@ -16,8 +16,9 @@ import numpy as np
 
 from tasks.core.accuracy import format_accuracy
 
+# "e2e p90 ms": decode + pre-process + infer + post-process (benchmark.end_to_end).
 COLUMNS = ("device", "variant", "status", "exec", "accuracy", "drop", "size KB", "p50 ms", "p90 ms",
-           "p99 ms", "fps", "RSS MB")
+           "p99 ms", "fps", "e2e p90 ms", "RSS MB")
 
 
 # What a text cell could turn into table structure, code, links, images or HTML (a
@@ -61,6 +62,7 @@ def row_cells(row: dict[str, Any]) -> list[str]:
             _fmt(row["size_bytes"] / 1024 if row.get("size_bytes") is not None else None, ".1f"),
             _fmt(latency.get("p50"), ".3f"), _fmt(latency.get("p90"), ".3f"),
             _fmt(latency.get("p99"), ".3f"), _fmt(row.get("throughput_fps"), ".0f"),
+            _fmt(((row.get("end_to_end") or {}).get("latency_ms") or {}).get("p90"), ".3f"),
             _fmt(row.get("peak_rss_mb"), ".0f")]
 
 

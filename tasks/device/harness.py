@@ -13,7 +13,11 @@ Protocol (identical for every runtime, so results are comparable):
      the intervals, how the run was sized, and every latency (compressed);
      the device's conditions (clock, governor, temperature, throttling, other load)
      before and after, and what changed, are recorded beside them;
-  4. evaluate top-1 accuracy over the test split (``--accuracy-samples``, 0 = all).
+  4. evaluate top-1 accuracy over the test split (``--accuracy-samples``, 0 = all);
+  5. with ``--frames``, the same again end to end, as the application sees it: each
+     encoded camera frame decoded, pre-processed by ``preprocess.py`` (pushed beside
+     this file: the release's own), quantised, inferred, post-processed, with the
+     median of each stage and the accuracy on the frames (``end_to_end``).
 
 Inputs: ``--data`` is an ``.npz`` with ``x`` (float32, NHWC, normalised) and ``y``
 (int labels); ``--spec`` is the variant's JSON spec: ``{"input": {"dtype", "shape",
@@ -578,22 +582,27 @@ def probe() -> dict[str, Any]:
                                  for name, module in runtimes.items()}}
 
 
-def _timed_runs(runner: Runner, inputs: list[np.ndarray],
-                done: Callable[[list[int], int], bool]) -> list[int]:
-    """Inferences one after another (the inputs round and round), each timed with
-    ``perf_counter_ns``, until ``done(latencies_ns, total_ns)``; latencies in ns."""
+def _timed_steps(step: Callable[[int], Any], done: Callable[[list[int], int], bool]) -> list[int]:
+    """``step(0)``, ``step(1)``... one after another, each timed with ``perf_counter_ns``,
+    until ``done(latencies_ns, total_ns)``; latencies in ns."""
     latencies: list[int] = []
     total_ns = 0
     index = 0
     while not done(latencies, total_ns):
-        x = inputs[index % len(inputs)]
         start = time.perf_counter_ns()
-        runner.infer(x)
+        step(index)
         elapsed = time.perf_counter_ns() - start
         latencies.append(elapsed)
         total_ns += elapsed
         index += 1
     return latencies
+
+
+def _timed_runs(runner: Runner, inputs: list[np.ndarray],
+                done: Callable[[list[int], int], bool]) -> list[int]:
+    """Inferences one after another (the inputs round and round), each timed, until
+    ``done(latencies_ns, total_ns)``; latencies in ns."""
+    return _timed_steps(lambda index: runner.infer(inputs[index % len(inputs)]), done)
 
 
 def _timed_loop(runner: Runner, inputs: list[np.ndarray], min_runs: int,
@@ -660,7 +669,14 @@ def relative_widths(latencies_ms: np.ndarray) -> dict[str, float | None]:
 
 def sized_runs(runner: Runner, inputs: list[np.ndarray], min_runs: int, min_seconds: float,
                max_seconds: float, relative_width: float) -> tuple[list[int], dict[str, Any]]:
-    """Time at least ``min_runs`` and ``min_seconds``, then on until the 95% intervals of
+    """:func:`sized_steps` of inferences, the inputs round and round."""
+    return sized_steps(lambda index: runner.infer(inputs[index % len(inputs)]), min_runs,
+                       min_seconds, max_seconds, relative_width)
+
+
+def sized_steps(step: Callable[[int], Any], min_runs: int, min_seconds: float,
+                max_seconds: float, relative_width: float) -> tuple[list[int], dict[str, Any]]:
+    """Time ``step`` at least ``min_runs`` and ``min_seconds``, then on until the 95% intervals of
     p50 and p90 are each at most ``relative_width`` of their percentile (full width),
     ``max_seconds`` of inference have passed, or :data:`MAX_RUNS` (which also caps the
     minimums: a result must stay within the protocol's size). Latencies in ns, and how the run was
@@ -685,7 +701,7 @@ def sized_runs(runner: Runner, inputs: list[np.ndarray], min_runs: int, min_seco
             return True
         return False
 
-    latencies = _timed_runs(runner, inputs, done)
+    latencies = _timed_steps(step, done)
     widths = relative_widths(np.asarray(latencies) / 1e6) if latencies else {}
     return latencies, {"relative_width": relative_width, "confidence": CONFIDENCE,
                        "max_seconds": max_seconds, "widths": widths, "stopped_by": stopped[0]}
@@ -839,6 +855,103 @@ def latency_summary(latencies_ms: list[float]) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- end to end
+
+# What an application does with each camera frame, timed stage by stage.
+STAGES = ("decode", "preprocess", "infer", "postprocess")
+FRAMES_META_KEYS = ("height", "width", "encoding")
+
+
+def load_frames(path: str) -> tuple[list[bytes], np.ndarray, dict[str, Any]]:
+    """Encoded frames from an ``.npz`` (``data``: every frame's bytes end to end,
+    ``offsets``: where each starts, and the end; ``y``: labels; ``meta``: JSON with the
+    frames' height, width and encoding)."""
+    with np.load(path, allow_pickle=False) as data:
+        blob, offsets, labels = data["data"], data["offsets"], data["y"]
+        meta = json.loads(str(data["meta"]))
+    frames = [blob[int(offsets[i]):int(offsets[i + 1])].tobytes()
+              for i in range(len(offsets) - 1)]
+    if not frames or len(frames) != len(labels):
+        raise ValueError(f"{os.path.basename(path)}: {len(frames)} frames for {len(labels)} labels")
+    return frames, labels, {key: meta.get(key) for key in FRAMES_META_KEYS}
+
+
+def _preprocess_module() -> Any:
+    """``preprocess.py`` pushed beside this file: the pre-processing a release ships, so
+    the frames go through exactly what an application's images go through."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preprocess.py")
+    spec = importlib.util.spec_from_file_location("edgeflow_harness_preprocess", path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        raise FileNotFoundError(f"preprocess.py is not beside the harness ({path})")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
+
+
+class Pipeline:
+    """One frame as an application handles it: decode the bytes, pre-process them (colour,
+    resize, scale: ``preprocess.py``), quantise for the runtime, infer, de-quantise, and
+    turn the logits into a class (softmax, argmax). Each call's stage times are kept in
+    ``stage_ns`` while ``recording``."""
+
+    def __init__(self, runner: Runner, spec: dict[str, Any], preprocess: Any) -> None:
+        height, width, channels = (int(size) for size in spec["input"]["shape"][-3:])
+        self.size, self.color = (height, width), ("grayscale" if channels == 1 else "rgb")
+        self.runner, self.spec, self.preprocess = runner, spec, preprocess
+        self.recording = False
+        self.stage_ns: dict[str, list[int]] = {stage: [] for stage in STAGES}
+
+    def __call__(self, frame: bytes) -> int:
+        clock = time.perf_counter_ns
+        t0 = clock()
+        image = self.preprocess.decode_image(frame)
+        t1 = clock()
+        x = quantize_input(self.preprocess.to_model_input(image, *self.size, self.color),
+                           self.spec["input"])
+        t2 = clock()
+        y = self.runner.infer(x)
+        t3 = clock()
+        label = int(np.argmax(_softmax(dequantize_output(y, self.spec.get("output", {}))
+                                       .reshape(-1))))
+        t4 = clock()
+        if self.recording:
+            for stage, elapsed in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                self.stage_ns[stage].append(elapsed)
+        return label
+
+
+def end_to_end(runner: Runner, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The application's view: each frame of ``--frames`` through :class:`Pipeline`,
+    warmed up, then timed and sized like the model alone; the median of each stage, and
+    the accuracy on the frames (what JPEG and resizing leave of it)."""
+    frames, labels, meta = load_frames(args.frames)
+    pipeline = Pipeline(runner, spec, _preprocess_module())
+    _timed_steps(lambda index: pipeline(frames[index % len(frames)]),
+                 lambda runs, total_ns: len(runs) >= args.warmup_runs
+                 and total_ns >= args.warmup_seconds * 1e9)
+    pipeline.recording = True
+    latencies_ns, sizing = sized_steps(lambda index: pipeline(frames[index % len(frames)]),
+                                       args.runs, args.seconds, args.max_seconds,
+                                       args.interval_width)
+    pipeline.recording = False
+    count = len(frames) if args.accuracy_samples <= 0 else min(args.accuracy_samples,
+                                                                len(frames))
+    correct = sum(pipeline(frames[i]) == int(labels[i]) for i in range(count))
+    return {**latency_summary([elapsed / 1e6 for elapsed in latencies_ns]), "sizing": sizing,
+            "stages_ms": {stage: float(np.median(times)) / 1e6
+                          for stage, times in pipeline.stage_ns.items()},
+            "accuracy": correct / count, "accuracy_samples": count,
+            "frames": {**meta, "count": len(frames),
+                       "mean_bytes": float(np.mean([len(frame) for frame in frames]))}}
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     spec = json.loads(open(args.spec, encoding="utf-8").read())
     with np.load(args.data, allow_pickle=False) as data:
@@ -886,7 +999,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": _peak_rss_mb(),
         "accuracy": accuracy,
         "accuracy_samples": count,
+        **({"end_to_end": _end_to_end_or_error(runner, spec, args)} if args.frames else {}),
     }
+
+
+def _end_to_end_or_error(runner: Runner, spec: dict[str, Any],
+                         args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`end_to_end`, or why it could not run (no Pillow on the device, a frame it
+    cannot decode): the model-only numbers stand either way."""
+    try:
+        return end_to_end(runner, spec, args)
+    except Exception as error:  # noqa: BLE001 - reported beside the model-only result
+        return {"error": f"{type(error).__name__}: {error}".strip()[:2000]}
 
 
 def sha256_of(path: str) -> str:
@@ -931,6 +1055,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--interval-width", type=float, default=0.05,
                         help="the 95%% intervals of p50 and p90, relative to each, at most")
     parser.add_argument("--accuracy-samples", type=int, default=0)
+    parser.add_argument("--frames", help="an .npz of encoded frames: time them end to end too "
+                        "(decode, pre-process, infer, post-process; needs Pillow)")
     parser.add_argument("--expect-sha256", action="append", default=[], metavar="PATH=HEX",
                         help="refuse to run unless PATH has this sha256 (repeatable)")
     parser.add_argument("--accelerators", default="{}",

@@ -69,6 +69,13 @@ OK_RANGES: dict[str, Range] = {
     # The harness times at most MAX_RUNS runs (their raw latencies must fit the result).
     "runs": Range(1, MAX_RUNS), "accuracy_samples": Range(1),  # no image, no accuracy
     **{f"latency_ms.{key}": NOT_NEGATIVE for key in LATENCY_FIELDS}}
+# The end-to-end part of an ok result (tasks/device/harness.py's end_to_end).
+END_TO_END_STAGES = ("decode", "preprocess", "infer", "postprocess")
+END_TO_END_FIELDS = {"latency_ms": dict, "throughput_fps": float, "accuracy": float,
+                     "runs": int, "accuracy_samples": int, "stages_ms": dict}
+END_TO_END_RANGES = {name: OK_RANGES[name] for name in (
+    "accuracy", "throughput_fps", "runs", "accuracy_samples",
+    *(f"latency_ms.{key}" for key in LATENCY_FIELDS))}
 
 
 def _reject_constant(name: str) -> Any:
@@ -120,38 +127,42 @@ def _dotted(document: dict[str, Any], name: str) -> Any:
     return document
 
 
-def _check_ok_types(document: dict[str, Any]) -> None:
-    """The fields of an ``ok`` result are there, of their types (a whole number is a
-    float measurement; a bool is never a number)."""
-    for key, kind in REQUIRED_OK_FIELDS.items():
+def _check_ok_types(document: dict[str, Any], fields: dict[str, type] = REQUIRED_OK_FIELDS,
+                    within: str = "") -> None:
+    """The ``fields`` of an ``ok`` result (or of its part ``within``) are there, of their
+    types (a whole number is a float measurement; a bool is never a number)."""
+    for key, kind in fields.items():
         value = document.get(key)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             continue
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"harness result field {key!r} is missing or not {_a(kind)}")
+            raise ValueError(f"harness result field {within + key!r} is missing or not {_a(kind)}")
     for key in LATENCY_FIELDS:
         value = document["latency_ms"].get(key)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ValueError(f"harness result field latency_ms.{key} is missing")
+            raise ValueError(f"harness result field {within}latency_ms.{key} is missing")
 
 
-def _check_ok_numbers(document: dict[str, Any]) -> None:
-    """The measurements of an ``ok`` result (types already checked) are possible ones."""
-    for name, allowed in OK_RANGES.items():
+def _check_ok_numbers(document: dict[str, Any], ranges: dict[str, Range] = OK_RANGES,
+                      within: str = "") -> None:
+    """The measurements of an ``ok`` result or of its part ``within`` (types already
+    checked) are possible ones."""
+    for name, allowed in ranges.items():
         value = _dotted(document, name)
         try:
             finite = math.isfinite(float(value))
         except OverflowError:  # a 400-digit JSON integer: no float holds it
             finite = False
         if not finite:
-            raise ValueError(f"device returned {name} {str(value)[:20]}... outside {allowed}")
+            raise ValueError(f"device returned {within}{name} {str(value)[:20]}... "
+                             f"outside {allowed}")
         if value not in allowed:
-            raise ValueError(f"device returned {name} {value!r} outside {allowed}")
+            raise ValueError(f"device returned {within}{name} {value!r} outside {allowed}")
     latency = document["latency_ms"]
     ordered = [latency[key] for key in LATENCY_ORDER]
     if ordered != sorted(ordered):
         shown = ", ".join(f"{key} {latency[key]!r}" for key in LATENCY_ORDER)
-        raise ValueError(f"device returned latency_ms out of order ({shown}): "
+        raise ValueError(f"device returned {within}latency_ms out of order ({shown}): "
                          f"{' <= '.join(LATENCY_ORDER)} must hold")
 
 
@@ -225,6 +236,30 @@ def _check_conditions(document: dict[str, Any]) -> None:
                          f"{MAX_CONDITION_CHANGES} texts")
 
 
+def _check_end_to_end(document: dict[str, Any]) -> None:
+    """``end_to_end`` (only when frames were given): either ``{"error": text}`` (the
+    model-only numbers stand), or the timed pipeline's numbers, checked like the
+    model's, with each stage's median (:data:`END_TO_END_STAGES`) a possible one."""
+    part = document.get("end_to_end")
+    if part is None:
+        return
+    if not isinstance(part, dict):
+        raise ValueError("harness result field 'end_to_end' is not an object")
+    if "error" in part:
+        if not isinstance(part["error"], str):
+            raise ValueError("harness result field 'end_to_end.error' is not a text")
+        return
+    _check_ok_types(part, END_TO_END_FIELDS, "end_to_end.")
+    _check_ok_numbers(part, END_TO_END_RANGES, "end_to_end.")
+    _check_intervals(part)
+    stages = part["stages_ms"]
+    if sorted(stages) != sorted(END_TO_END_STAGES) or not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0 for value in stages.values()):
+        raise ValueError(f"harness result field 'end_to_end.stages_ms' is not the "
+                         f"milliseconds of {', '.join(END_TO_END_STAGES)}")
+
+
 def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
     """Check the fields the report relies on, their types and, for an ``ok`` result,
     their ranges (:data:`OK_RANGES`, latencies ordered min <= p50 <= p90 <= p99 <= max),
@@ -239,6 +274,7 @@ def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
         _check_ok_numbers(document)
         _check_intervals(document)
         _check_conditions(document)
+        _check_end_to_end(document)
         decode_latencies(document)
     elif not isinstance(document.get("error"), str):
         raise ValueError(f"a {status} harness result has no 'error' text")

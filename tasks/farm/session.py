@@ -61,6 +61,7 @@ class DeviceSession:
     connection: Connection
     run_name: str = field(default_factory=new_run_name)
     clock: PhaseTimes = field(default_factory=PhaseTimes)
+    end_to_end: bool = False  # the frames were pushed: every variant is timed end to end too
 
     @property
     def runs_dir(self) -> str:
@@ -87,16 +88,25 @@ class DeviceSession:
     def variant_dir(self, variant: Variant) -> str:
         return f"{self.run_dir}/{variant.name}"
 
-    def start(self, test_data: Path) -> dict[str, Any]:
-        """Create the run folder, push the harness and test inputs, and probe the device;
-        one shell command checks the pushed files, removes old run folders and probes
-        (each shell start costs the device's login shell). Returns the probe."""
+    @property
+    def frames(self) -> str:
+        return f"{self.run_dir}/frames.npz"
+
+    def start(self, test_data: Path, frames: Path | None = None) -> dict[str, Any]:
+        """Create the run folder, push the harness and test inputs (and, for end-to-end
+        timing, the frames and the pre-processing beside the harness), and probe the
+        device; one shell command checks the pushed files, removes old run folders and
+        probes (each shell start costs the device's login shell). Returns the probe."""
         with self.clock.phase("connect"):
             make_dirs(self.connection, self.run_dir)
             stale = stale_runs(self.connection, self.runs_dir, self.device.keep_runs,
                                self.run_name, idle_seconds=self.longest_idle_seconds)
         python = self.device.harness_python()
         files = [(device_code.HARNESS_PATH, self.harness), (test_data, f"{self.run_dir}/test.npz")]
+        if frames is not None:
+            files += [(device_code.PREPROCESS_PATH, f"{self.run_dir}/preprocess.py"),
+                      (frames, self.frames)]
+            self.end_to_end = True
         with self.clock.phase("push"):
             place_files(self.connection, files)
         with self.clock.phase("check+probe"):
@@ -140,6 +150,8 @@ class DeviceSession:
                 "--interval-width", str(params.interval_width),
                 "--accelerators", json.dumps(device.accelerators.model_dump(exclude_none=True)),
                 "--accuracy-samples", str(params.accuracy_samples)]
+        if self.end_to_end:
+            argv += ["--frames", self.frames]
         for entry in variant.files or []:
             argv += ["--expect-sha256", f"{run_dir}/{entry.path}={entry.sha256}"]
         return argv

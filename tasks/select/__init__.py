@@ -49,6 +49,7 @@ class Measured:
     accuracy_drop: float
     size_bytes: int
     latency_p90_ms: float | None = None
+    end_to_end_p90_ms: float | None = None
     throughput_fps: float | None = None
     peak_rss_mb: float | None = None
     mcu: dict[str, Any] | None = None
@@ -77,6 +78,19 @@ def _max_latency(req: Requirements, m: Measured) -> str | None:
     if (req.max_latency_p90_ms is not None and m.latency_p90_ms is not None
             and m.latency_p90_ms > req.max_latency_p90_ms):
         return f"p90 latency {m.latency_p90_ms:.3f} ms > max_latency_p90_ms {req.max_latency_p90_ms}"
+    return None
+
+
+def _max_end_to_end(req: Requirements, m: Measured) -> str | None:
+    limit = req.max_end_to_end_p90_ms
+    if limit is None:
+        return None
+    if m.end_to_end_p90_ms is None:
+        # A limit nothing measured is not met: the frames never went through the device.
+        return ("max_end_to_end_p90_ms needs an end-to-end timing (benchmark.end_to_end), "
+                "and this result has none") if m.latency_p90_ms is not None else None
+    if m.end_to_end_p90_ms > limit:
+        return f"end-to-end p90 {m.end_to_end_p90_ms:.3f} ms > max_end_to_end_p90_ms {limit}"
     return None
 
 
@@ -127,14 +141,14 @@ def _ran_as_declared(req: Requirements, m: Measured) -> str | None:
 
 
 CHECKS: tuple[Check, ...] = (_ran_as_declared, _min_accuracy, _max_accuracy_drop, _max_latency,
-                             _min_frame_rate, _max_size, _max_memory, _fits_flash, _fits_ram)
+                             _max_end_to_end, _min_frame_rate, _max_size, _max_memory, _fits_flash, _fits_ram)
 
 
 def _empty_measures() -> dict[str, Any]:
     """The columns of a row that measured nothing (a fresh ``notes`` list each time)."""
     return {"accuracy": None, "accuracy_samples": None, "accuracy_interval": None,
             "accuracy_drop": None, "latency_ms": None, "latency_ci95_ms": None,
-            "throughput_fps": None,
+            "throughput_fps": None, "end_to_end": None,
             "peak_rss_mb": None, "load_ms": None, "runtime_version": None,
             "execution_precision": None, "mcu": None, "notes": []}
 
@@ -165,8 +179,10 @@ def _measures(record: dict[str, Any], reference_accuracy: float,
     latency = harness["latency_ms"]
     accuracy = float(harness["accuracy"])
     ran = harness["runtime"].get("execution_precision")
+    end_to_end, e2e_notes = _end_to_end(harness.get("end_to_end"))
     measured = Measured(accuracy, relative_drop(accuracy, reference_accuracy), size,
                         latency_p90_ms=float(latency["p90"]),
+                        end_to_end_p90_ms=end_to_end["latency_ms"]["p90"] if end_to_end else None,
                         throughput_fps=float(harness["throughput_fps"]),
                         peak_rss_mb=float(harness["peak_rss_mb"]),
                         execution_precision=ran, declared_precision=declared_precision)
@@ -175,7 +191,9 @@ def _measures(record: dict[str, Any], reference_accuracy: float,
     changes = (harness.get("conditions") or {}).get("changes") or []
     if changes:
         notes.append(f"conditions changed during the run: {'; '.join(changes)}")
+    notes += e2e_notes
     return measured, {**_empty_measures(), **_accuracy_columns(accuracy, harness), "notes": notes,
+                      "end_to_end": end_to_end,
                       "execution_precision": ran,
                       "accuracy_drop": measured.accuracy_drop,
                       "latency_ms": {key: float(latency[key]) for key in ("p50", "p90", "p99", "mean")},
@@ -183,6 +201,28 @@ def _measures(record: dict[str, Any], reference_accuracy: float,
                       "throughput_fps": float(harness["throughput_fps"]),
                       "peak_rss_mb": measured.peak_rss_mb, "load_ms": float(harness["load_ms"]),
                       "runtime_version": harness["runtime"].get("version")}
+
+
+def _end_to_end(timed: dict[str, Any] | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """A harness result's end-to-end part as the summary row's, and the note that reads
+    it (where the time goes), or the note saying why it was not measured."""
+    if not timed:
+        return None, []
+    if "error" in timed:
+        return None, [f"end to end not measured: {timed['error']}"]
+    latency = timed["latency_ms"]
+    row = {"latency_ms": {key: float(latency[key]) for key in ("p50", "p90", "p99", "mean")},
+           "latency_ci95_ms": timed.get("latency_ci95_ms"),
+           "throughput_fps": float(timed["throughput_fps"]),
+           "stages_ms": {stage: float(ms) for stage, ms in timed["stages_ms"].items()},
+           "accuracy": float(timed["accuracy"]), "frames": timed.get("frames")}
+    total = sum(row["stages_ms"].values()) or 1.0
+    frames = timed.get("frames") or {}
+    shape = (f" ({frames.get('width')}x{frames.get('height')} {frames.get('encoding')})"
+             if frames.get("width") else "")
+    shares = ", ".join(f"{stage} {ms / total:.0%}" for stage, ms in row["stages_ms"].items())
+    return row, [f"end to end{shape}: p90 {latency['p90']:.3g} ms, "
+                 f"{row['throughput_fps']:.0f} fps, accuracy {row['accuracy']:.4f}; {shares}"]
 
 
 def evaluate(record: dict[str, Any], requirements: Requirements,
@@ -344,7 +384,9 @@ def select(params: RequirementParams, farm: Farm, results_dir: Path, reference_p
         device: {row["variant"]: {
             "accuracy": row["accuracy"], "latency_p50_ms": row["latency_ms"]["p50"],
             "latency_p90_ms": row["latency_ms"]["p90"], "size_bytes": row["size_bytes"],
-            "throughput_fps": row["throughput_fps"]}
+            "throughput_fps": row["throughput_fps"],
+            **({"end_to_end_p90_ms": row["end_to_end"]["latency_ms"]["p90"]}
+               if row["end_to_end"] else {})}
             for row in summary["results"] if row["device"] == device and row["latency_ms"]}
         for device in farm.devices})
     return reports_dir / "summary.json"

@@ -16,7 +16,8 @@ Reads every params section, ``reports/`` (summary, report, plots), ``results/``,
   format precision source device runtime runtime_version execution_precision threads``,
   metrics ``accuracy accuracy_low accuracy_high accuracy_samples size_bytes
   latency_p50_ms latency_p90_ms latency_p99_ms latency_mean_ms throughput_fps
-  peak_rss_mb load_ms`` (logged against the variant's model, the accuracies against the
+  peak_rss_mb load_ms`` and, timed end to end, ``e2e_latency_*_ms e2e_<stage>_ms
+  e2e_throughput_fps e2e_accuracy`` (logged against the variant's model, the accuracies against the
   test split), tags (origin, device facts, status, reasons, ``edgeflow.recommended``),
   the variant's model and the test split as inputs, and the raw harness result.
 
@@ -73,6 +74,12 @@ def _metrics(row: SummaryRow, record: ResultRecord) -> dict[str, float]:
     for key, bounds in (row.latency_ci95_ms or {}).items():
         if bounds:
             metrics[f"latency_{key}_low_ms"], metrics[f"latency_{key}_high_ms"] = bounds
+    if row.end_to_end:
+        timed = row.end_to_end
+        metrics |= {f"e2e_latency_{key}_ms": value
+                    for key, value in timed.latency_ms.document().items()}
+        metrics |= {f"e2e_{stage}_ms": value for stage, value in timed.stages_ms.items()}
+        metrics |= {"e2e_throughput_fps": timed.throughput_fps, "e2e_accuracy": timed.accuracy}
     if isinstance(record.harness, HarnessOk):
         metrics["first_inference_ms"] = record.harness.first_inference_ms
         metrics["latency_std_ms"] = record.harness.latency_ms.std

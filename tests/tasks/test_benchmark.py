@@ -23,7 +23,8 @@ import pytest
 
 from tasks.benchmark import DeviceRun, benchmark_device
 from tasks.core.device_code import harness as load_device_harness
-from tasks.core.config import BenchmarkParams, LocalDevice
+from tasks.core import device_code
+from tasks.core.config import BenchmarkParams, EndToEndParams, LocalDevice
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, sha256_file
 from tasks.farm.protocol import MAX_RESULT_BYTES, parse_untrusted_json, validate_harness_result
@@ -44,6 +45,26 @@ def bench(tiny_project: Any, device: LocalDevice, out_dir: Path,
 
 
 # --------------------------------------------------------------------------- happy path
+
+
+def test_end_to_end_pushes_frames_and_preprocess_and_every_variant_is_timed_so(
+        tiny_project: Any, tmp_path: Path) -> None:
+    params = QUICK.model_copy(update={"end_to_end": EndToEndParams(frame_size=(120, 160),
+                                                                   frames=12)})
+    workdir = tmp_path / "dev"
+    run = bench(tiny_project, LocalDevice(workdir=workdir), tmp_path / "results", params)
+    for name, record in records(run).items():
+        timed = record["harness"]["end_to_end"]
+        assert timed["frames"] == {"height": 120, "width": 160, "encoding": "jpeg",
+                                   "count": 12, "mean_bytes": pytest.approx(
+                                       timed["frames"]["mean_bytes"])}, name
+        assert timed["accuracy_samples"] == 12 and timed["stages_ms"]["decode"] > 0
+    # Pushed to the device's run folder, never left among the results.
+    run_dir = Path(run.remote_run_dir)
+    assert (run_dir / "preprocess.py").read_bytes() == device_code.PREPROCESS_PATH.read_bytes()
+    assert (run_dir / "frames.npz").is_file()
+    assert sorted(path.name for path in (tmp_path / "results").iterdir()) == sorted(
+        f"{v}{suffix}" for v in VARIANTS for suffix in (".json", ".latencies.npz"))
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from tasks.core.config import (BenchmarkParams, ConvertParams, Farm, LocalDevice
                                effective_requirements, load_farm)
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
-from tasks.core.report import COLUMNS, markdown_text, summary_table
+from tasks.core.report import COLUMNS, markdown_text, row_cells, summary_table
 from tasks.select import (MB, evaluate, flag_long_tails, flag_slow_quantized,
                           reference_on_first, relative_drop, select, summarise, verdict)
 from tasks.select.ranking import pareto_front, rank_value, recommend, why_recommended
@@ -860,3 +860,39 @@ def test_a_long_latency_tail_is_noted_past_three_times_the_median() -> None:
     rows = [judged("tail", p50=1.0, p99=3.5), judged("even", p50=1.0, p99=3.0)]
     flag_long_tails(rows)
     assert [row["notes"] for row in rows] == [["long tail: p99 is 3.5x p50"], []]
+
+
+def with_end_to_end(record: dict[str, Any], p90: float) -> dict[str, Any]:
+    record["harness"]["end_to_end"] = {
+        "runs": 50, "latency_ms": {"p50": p90 * 0.9, "p90": p90, "p99": p90 * 1.2,
+                                   "mean": p90 * 0.92, "std": 0.1, "min": 1, "max": p90 * 2},
+        "latency_ci95_ms": {"p50": None, "p90": None}, "throughput_fps": 1000 / (p90 * 0.92),
+        "accuracy": 0.88, "accuracy_samples": 40,
+        "stages_ms": {"decode": 3.0, "preprocess": 1.5, "infer": 1.2, "postprocess": 0.3},
+        "frames": {"height": 480, "width": 640, "encoding": "jpeg", "count": 40}}
+    return record
+
+
+def test_an_end_to_end_timing_is_a_column_a_note_and_a_requirement() -> None:
+    record = with_end_to_end(ok_record(p50=1.0, p90=1.2), p90=6.5)
+    row = evaluate(record, Requirements(max_accuracy_drop=None, max_end_to_end_p90_ms=10), 0.9)
+    assert row["status"] == "pass"
+    assert row["end_to_end"]["latency_ms"] == {"p50": 6.5 * 0.9, "p90": 6.5, "p99": 6.5 * 1.2,
+                                               "mean": 6.5 * 0.92}
+    assert row["end_to_end"]["stages_ms"]["decode"] == 3.0
+    assert ("end to end (640x480 jpeg): p90 6.5 ms, 167 fps, accuracy 0.8800; decode 50%, "
+            "preprocess 25%, infer 20%, postprocess 5%") in row["notes"]
+    assert row_cells(row)[COLUMNS.index("e2e p90 ms")] == "6.500"
+    slow = evaluate(record, Requirements(max_accuracy_drop=None, max_end_to_end_p90_ms=5), 0.9)
+    assert slow["reasons"] == ["end-to-end p90 6.500 ms > max_end_to_end_p90_ms 5.0"]
+    # Nothing timed end to end: a limit on it cannot be met; a device that could not run
+    # the pipeline says why, and its model-only numbers stand.
+    plain = evaluate(ok_record(), Requirements(max_accuracy_drop=None, max_end_to_end_p90_ms=5),
+                     0.9)
+    assert plain["reasons"] == ["max_end_to_end_p90_ms needs an end-to-end timing "
+                                "(benchmark.end_to_end), and this result has none"]
+    failed = ok_record()
+    failed["harness"]["end_to_end"] = {"error": "ModuleNotFoundError: No module named 'PIL'"}
+    row = evaluate(failed, Requirements(max_accuracy_drop=None), 0.9)
+    assert row["status"] == "pass" and row["end_to_end"] is None
+    assert "end to end not measured: ModuleNotFoundError: No module named 'PIL'" in row["notes"]

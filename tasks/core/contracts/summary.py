@@ -26,6 +26,19 @@ class RowLatency(Contract):
     mean: float
 
 
+class EndToEndRow(Contract):
+    """The application's view of a result: decode, pre-process, infer and post-process
+    of each camera frame, timed together (ms), the frame rate they allow, the median of
+    each stage, and the accuracy on the frames."""
+
+    latency_ms: RowLatency
+    latency_ci95_ms: dict[str, list[float] | None] | None = None
+    throughput_fps: float
+    stages_ms: dict[str, float]
+    accuracy: float
+    frames: JsonValue = None
+
+
 class SummaryRow(Contract):
     """One result judged: identity, what was measured (None where nothing was), notes,
     the status and its reasons. ``runtime_version`` and ``execution_precision`` are the
@@ -48,6 +61,8 @@ class SummaryRow(Contract):
     # older summaries and where nothing was timed.
     latency_ci95_ms: dict[str, list[float] | None] | None = None
     throughput_fps: float | None
+    # Timed end to end too (benchmark.end_to_end); absent from older summaries.
+    end_to_end: EndToEndRow | None = None
     peak_rss_mb: float | None
     load_ms: float | None
     runtime_version: JsonValue

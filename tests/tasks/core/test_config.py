@@ -211,6 +211,12 @@ BAD_PARAMS = [
                  "quantization.onnx_calibration: 'kl' is not allowed (allowed: 'minmax', "
                  "'entropy' or 'percentile')",
                  id="unknown-calibration"),
+    pytest.param("benchmark: {end_to_end: {encoding: gif}}\n",
+                 "benchmark.end_to_end.encoding: 'gif' is not allowed (allowed: 'jpeg' or 'png')",
+                 id="unknown-frame-encoding"),
+    pytest.param("benchmark: {end_to_end: {frame_size: [4, 640]}}\n",
+                 "benchmark.end_to_end.frame_size.0: must be an integer from 8 to 8192, got 4",
+                 id="tiny-frames"),
     pytest.param("quantization: {calibration_samples: 0}\n",
                  "quantization.calibration_samples: must be an integer from 1 to 1000000, got 0",
                  id="no-calibration-samples"),
@@ -435,8 +441,8 @@ BAD_FARMS = [
                  id="unknown-device-key"),
     pytest.param("devices: {pi: {requirements: {rank: size_bytes}}}\n",
                  "devices.pi.requirements: unknown key 'rank' (allowed: max_accuracy_drop, "
-                 "max_latency_p90_ms, max_peak_rss_mb, max_size_mb, min_accuracy, min_fps, "
-                 "rank_by)",
+                 "max_end_to_end_p90_ms, max_latency_p90_ms, max_peak_rss_mb, max_size_mb, "
+                 "min_accuracy, min_fps, rank_by)",
                  id="unknown-device-requirement"),
     pytest.param("devices: {pi: {requirements: {rank_by: [accuracy, speed]}}}\n",
                  "devices.pi.requirements.rank_by.1: 'speed' is not allowed (allowed: "

@@ -1,0 +1,170 @@
+"""End-to-end timing (``benchmark.end_to_end``): camera frames made from the test split
+(tasks/farm/frames.py), read and timed by the harness the way an application handles
+them (decode, pre-process with the release's preprocess.py, infer, post-process), and
+what the protocol accepts of it."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.core import device_code
+from tasks.core.config import EndToEndParams
+from tasks.device import harness
+from tasks.farm.frames import write_frames
+from tasks.farm.protocol import validate_harness_result
+from tests.farm.test_protocol import GOOD_RESULT
+from tests.tasks.device.test_harness import harness_args, read_result, run_harness, variant_entry
+
+PNG_AT_MODEL_SIZE = EndToEndParams(frame_size=(16, 16), encoding="png", frames=40)
+
+
+def test_frames_are_the_test_images_at_the_frame_size_in_the_harness_layout(
+        tiny_project: Any, tmp_path: Path) -> None:
+    test_data = tiny_project.layout.prepared / "test.npz"
+    params = EndToEndParams(frame_size=(48, 64), encoding="jpeg", quality=80, frames=7)
+    frames, labels, meta = harness.load_frames(
+        str(write_frames(test_data, tmp_path / "frames.npz", params)))
+    with np.load(test_data) as data:
+        assert labels.tolist() == data["y"][:7].tolist()
+    assert meta == {"height": 48, "width": 64, "encoding": "jpeg"}
+    assert len(frames) == 7 and len(set(frames)) > 1
+    with Image.open(io.BytesIO(frames[0])) as image:
+        assert (image.format, image.size) == ("JPEG", (64, 48))
+
+
+def test_png_frames_at_the_model_size_decode_to_the_model_inputs(tiny_project: Any,
+                                                                  tmp_path: Path) -> None:
+    """Lossless frames of the model's own size: the pipeline's pre-processing gives back
+    exactly the prepared inputs (one pre-processing for training and application)."""
+    test_data = tiny_project.layout.prepared / "test.npz"
+    frames, _, _ = harness.load_frames(
+        str(write_frames(test_data, tmp_path / "frames.npz", PNG_AT_MODEL_SIZE)))
+    preprocess = device_code.load(device_code.PREPROCESS_PATH)
+    with np.load(test_data) as data:
+        color = "grayscale" if data["x"].shape[-1] == 1 else "rgb"
+        for frame, expected in zip(frames[:5], data["x"][:5]):
+            image = preprocess.decode_image(frame)
+            np.testing.assert_array_equal(preprocess.to_model_input(image, 16, 16, color),
+                                          expected)
+
+
+class Echo:
+    """A runner whose logits are one-hot on the first pixel's grey level (x 10)."""
+
+    runtime, version, accelerator, execution_precision, threads = "echo", "1", None, "f32", 1
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        logits = np.zeros((1, 10), np.float32)
+        logits[0, min(int(x.reshape(-1)[0] * 10), 9)] = 1.0
+        return logits
+
+
+def test_the_pipeline_decodes_preprocesses_infers_and_post_processes_each_frame() -> None:
+    preprocess = device_code.load(device_code.PREPROCESS_PATH)
+    spec = {"input": {"dtype": "float32", "shape": [1, 4, 4, 1], "quantization": None}}
+    pipeline = harness.Pipeline(Echo(), spec, preprocess)
+    frames = []
+    for grey in (0, 130, 250):
+        buffer = io.BytesIO()
+        Image.new("L", (32, 24), grey).save(buffer, format="PNG")
+        frames.append(buffer.getvalue())
+    assert [pipeline(frame) for frame in frames] == [0, 5, 9]
+    assert all(times == [] for times in pipeline.stage_ns.values()), "not recording yet"
+    pipeline.recording = True
+    pipeline(frames[1])
+    assert sorted(pipeline.stage_ns) == sorted(harness.STAGES)
+    assert all(len(times) == 1 and times[0] > 0 for times in pipeline.stage_ns.values())
+
+
+def frames_args(tiny_project: Any, tmp_path: Path, script: Path,
+                params: EndToEndParams = PNG_AT_MODEL_SIZE) -> tuple[list[str], Path]:
+    entry = variant_entry(tiny_project, "onnx-fp32")
+    args, out = harness_args(tiny_project, entry, tmp_path)
+    frames = write_frames(tiny_project.layout.prepared / "test.npz", tmp_path / "frames.npz",
+                          params)
+    return [*args, "--frames", str(frames)], out
+
+
+def test_the_harness_times_the_frames_end_to_end_beside_the_model(tiny_project: Any,
+                                                                  tmp_path: Path) -> None:
+    folder = tmp_path / "device"
+    folder.mkdir()
+    script = Path(shutil.copy(device_code.HARNESS_PATH, folder / "harness.py"))
+    shutil.copy(device_code.PREPROCESS_PATH, folder / "preprocess.py")
+    args, out = frames_args(tiny_project, tmp_path, script)
+    completed = run_harness(script, args)
+    assert completed.returncode == 0, completed.stderr
+    result = validate_harness_result(read_result(out))
+    timed = result["end_to_end"]
+    assert sorted(timed["stages_ms"]) == sorted(harness.STAGES)
+    assert all(ms > 0 for ms in timed["stages_ms"].values())
+    # The whole pipeline takes longer than the model alone, and its stages add up to it.
+    assert timed["latency_ms"]["p50"] > result["latency_ms"]["p50"]
+    assert sum(timed["stages_ms"].values()) == pytest.approx(timed["latency_ms"]["p50"],
+                                                             rel=0.5)
+    assert timed["runs"] >= 10 and timed["latency_ci95_ms"]["p50"] is not None
+    # Lossless frames at the model's size: the same 40 images, the same predictions.
+    assert timed["accuracy_samples"] == 40 and timed["frames"]["count"] == 40
+    model_only = run_harness(script, [*args[:args.index("--frames")], "--accuracy-samples",
+                                      "40"])
+    assert model_only.returncode == 0
+    assert timed["accuracy"] == read_result(out)["accuracy"]
+
+
+def test_without_preprocess_beside_it_the_model_numbers_stand_and_say_why(
+        tiny_project: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "device"
+    folder.mkdir()
+    script = Path(shutil.copy(device_code.HARNESS_PATH, folder / "harness.py"))
+    args, out = frames_args(tiny_project, tmp_path, script)
+    completed = run_harness(script, args)
+    assert completed.returncode == 0, completed.stderr
+    result = validate_harness_result(read_result(out))
+    assert result["status"] == "ok" and result["latency_ms"]["p50"] > 0
+    assert result["end_to_end"] == {
+        "error": f"FileNotFoundError: preprocess.py is not beside the harness "
+                 f"({folder / 'preprocess.py'})"}
+
+
+GOOD_END_TO_END = {"runs": 12, "latency_ms": GOOD_RESULT["latency_ms"],
+                   "latency_ci95_ms": {"p50": [0.9, 1.1], "p90": None},
+                   "throughput_fps": 900.0, "accuracy": 0.9, "accuracy_samples": 40,
+                   "stages_ms": {"decode": 0.5, "preprocess": 0.3, "infer": 0.2,
+                                 "postprocess": 0.01}}
+
+
+@pytest.mark.parametrize(("part", "message"), [
+    ("slow", "harness result field 'end_to_end' is not an object"),
+    ({"error": 3}, "harness result field 'end_to_end.error' is not a text"),
+    ({**GOOD_END_TO_END, "accuracy": 1.5}, "device returned end_to_end.accuracy 1.5 outside "
+                                           "[0, 1]"),
+    ({**GOOD_END_TO_END, "runs": 0}, "device returned end_to_end.runs 0 outside [1, 100000]"),
+    ({key: value for key, value in GOOD_END_TO_END.items() if key != "stages_ms"},
+     "harness result field 'end_to_end.stages_ms' is missing or not a dict"),
+    ({**GOOD_END_TO_END, "stages_ms": {"decode": 1.0}},
+     "harness result field 'end_to_end.stages_ms' is not the milliseconds of decode, "
+     "preprocess, infer, postprocess"),
+    ({**GOOD_END_TO_END, "stages_ms": {**GOOD_END_TO_END["stages_ms"], "infer": -1.0}},
+     "harness result field 'end_to_end.stages_ms' is not the milliseconds of decode, "
+     "preprocess, infer, postprocess"),
+    ({**GOOD_END_TO_END, "latency_ci95_ms": {"p50": [2.0, 1.0]}},
+     "device returned latency_ci95_ms.p50 [2.0, 1.0]: not [low, high] with 0 <= low <= high"),
+])
+def test_the_protocol_refuses_an_impossible_end_to_end_part(part: Any, message: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        validate_harness_result({**GOOD_RESULT, "end_to_end": part})
+    assert str(refused.value) == message
+
+
+def test_the_protocol_accepts_an_end_to_end_part_or_its_error() -> None:
+    for part in (GOOD_END_TO_END, {"error": "ModuleNotFoundError: No module named 'PIL'"}):
+        assert validate_harness_result(json.loads(json.dumps(
+            {**GOOD_RESULT, "end_to_end": part})))["end_to_end"] == part
