@@ -198,9 +198,17 @@ def _lifecycle(ctx: Context, refresh: list[str], gate: bool = False) -> State:
     _per_device(ctx, "benchmark", refresh, outcome)
     remove_stale_results(ctx)
     _run_in_order(ctx, ("select", "track"), refresh, outcome)
-    _per_device(ctx, "release", refresh, outcome, _approvals(ctx, refresh))
-    outcome.releases = [last_attempt(ctx.layout, device) for device in ctx.farm.devices
-                        if f"release[{device}]" in outcome.executed]
+    passed = True
+    if gate:
+        # Before any release: a run that regressed never ships its model.
+        outcome.gate, passed = _gate(ctx)
+    if passed:
+        _per_device(ctx, "release", refresh, outcome, _approvals(ctx, refresh))
+        outcome.releases = [last_attempt(ctx.layout, device) for device in ctx.farm.devices
+                            if f"release[{device}]" in outcome.executed]
+    else:
+        outcome.releases = [f"{device}: not released: the regression gate failed"
+                            for device in ctx.farm.devices]
     outcome.dvc = record_with_dvc(ctx, bool(outcome.executed))
 
     summary = read_summary(ctx.layout.summary).document()
@@ -209,11 +217,9 @@ def _lifecycle(ctx: Context, refresh: list[str], gate: bool = False) -> State:
     outcome.counts = summary["counts"]
     outcome.problems = list(judged.problems)
     publish(ctx.layout.summary, judged.message, outcome.releases)
-    message, ok = judged.message, judged.ok
+    message, ok = judged.message, judged.ok and passed
     if gate:
-        outcome.gate, passed = _gate(ctx)
         message += f" | gate: {outcome.gate}"
-        ok = ok and passed
     state = Completed if ok else Failed
     return state(message=message, data=asdict(outcome))
 

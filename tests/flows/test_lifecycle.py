@@ -188,6 +188,41 @@ def test_a_gated_run_compares_with_the_previous_lifecycle_run(experiment: Path) 
     assert f"| gate: {outcome.gate}" in state.message
 
 
+def test_a_regressed_run_fails_its_gate_and_releases_nothing(experiment: Path) -> None:
+    """The run before this one was twice as fast (its summary in MLflow says so): this
+    real run, whose release is due, fails the gate, and no device gets its model."""
+    from mlflow import MlflowClient
+
+    from flows.lifecycle import run_lifecycle
+    from tasks.core.mlflow_store import tracking_uri
+
+    state, _ = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml",
+                             refresh=["track"])
+    assert state.is_completed(), state.message
+    before = json.loads((experiment / "metrics" / "mlflow_run.json").read_text())["parent_run_id"]
+    client = MlflowClient(tracking_uri=tracking_uri(experiment))
+    logged = Path(client.download_artifacts(before, "reports/summary.json", str(experiment /
+                                                                               ".baseline")))
+    baseline = json.loads(logged.read_text())
+    for row in baseline["results"]:
+        if row["latency_ms"]:
+            row["latency_ms"] = {key: value / 2 for key, value in row["latency_ms"].items()}
+            row["latency_ci95_ms"] = {key: [bound / 2 for bound in bounds] if bounds else None
+                                      for key, bounds in row["latency_ci95_ms"].items()}
+    logged.write_text(json.dumps(baseline))
+    client.log_artifact(before, str(logged), artifact_path="reports")
+    timed = sum(1 for row in baseline["results"] if row["latency_ms"])
+
+    state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml",
+                                   refresh=["track", "release"], gate=True)
+    assert state.is_failed()
+    assert outcome.gate.startswith(f"{2 * timed} regressions against MLflow run {before}: ")
+    assert "release[local]" not in outcome.executed
+    assert outcome.releases == ["local: not released: the regression gate failed"]
+    now = json.loads((experiment / "metrics" / "mlflow_run.json").read_text())["parent_run_id"]
+    assert client.get_run(now).data.tags["edgeflow.gate"] == "regression"
+
+
 def test_changing_benchmark_params_reruns_only_benchmark_and_what_follows(
         experiment: Path) -> None:
     from flows.lifecycle import run_lifecycle
