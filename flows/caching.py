@@ -87,10 +87,13 @@ def input_key(ctx: Context, step_name: str, device: str | None = None) -> str:
 
 
 def visible_tree_hash(root: Path) -> str:
-    """Hash of the relative names and contents of what prepare may read under ``root``:
+    """Hash of the relative names and contents of what prepare may read under ``root``
+    (the content of ``root`` itself when it is a file):
     every entry but hidden names (``.DS_Store``, ``.git``), through class folders that
     are links as prepare goes through them. A name that is no regular file (a broken
     link, a FIFO: never opened) counts by its name; "missing" when ``root`` is none."""
+    if root.is_file():  # a model file you bring
+        return _file_hash(root)
     if not root.is_dir():
         return "missing"
     digest = hashlib.sha256()

@@ -94,6 +94,13 @@ def _data_folder(params: Params) -> list[Path]:
     return [data.folder] if data.source == "folder" and data.folder is not None else []
 
 
+def _model_file(params: Params) -> list[Path]:
+    """The model file (or SavedModel folder) of a model you bring: its content is in
+    train's key, so replacing it re-runs from train and touching it runs nothing."""
+    path = getattr(params.model, "path", None)
+    return [path] if path is not None else []
+
+
 def _prepare(ctx: Context) -> Any:
     from tasks.prepare import prepare
     return prepare(ctx.params.data, ctx.layout.prepared)
@@ -177,7 +184,7 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          outs=lambda lay: [lay.base_model],
          metrics=lambda lay: [lay.train_metrics],
          records=lambda lay: [lay.train_metrics.with_name("train_history.json")],
-         run=_train),
+         run=_train, user_inputs=_model_file),
     Step("optimize", params=("optimize", "train.seed"), entry="tasks.optimize",
          deps=lambda lay: [lay.base_model, lay.prepared], outs=lambda lay: [lay.pruned],
          run=_optimize),

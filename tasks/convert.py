@@ -59,10 +59,40 @@ def variant_name(source: str, fmt: str, precision: str) -> str:
 
 
 def load_source(model_dir: Path, prepared: Path, name: str = "base") -> SourceModel:
+    """The model in ``model_dir``: edgeflow's (``model.keras`` + ``saved_model/``), or a
+    model you brought as train wrote it (``source.json`` says its kind and input)."""
     keras_path, saved_model = model_dir / "model.keras", model_dir / "saved_model"
+    onnx_path, described = model_dir / "model.onnx", model_dir / "source.json"
+    if described.is_file():
+        spec = read_json(described)["input"]
+        shape = tuple(int(size) for size in spec["shape"][1:])
+        return SourceModel(name, keras_path if keras_path.is_file() else None,
+                           saved_model if saved_model.is_dir() else None, shape,  # type: ignore[arg-type]
+                           onnx_path if onnx_path.is_file() else None, spec)
     if not keras_path.is_file() or not saved_model.is_dir():
         raise StepError(f"{model_dir} holds no trained model: run the train step first")
     return SourceModel(name, keras_path, saved_model, tuple(read_meta(prepared).input_shape))
+
+
+def source_logits(source: SourceModel, images: np.ndarray) -> np.ndarray:
+    """The source model's own logits for ``images`` (in [0, 1], NHWC), arranged as it
+    reads them: Keras (or the SavedModel) for a TensorFlow model, ONNX Runtime in f32 for
+    an ONNX one: what each of its variants is checked against."""
+    harness = device_harness()
+    spec = source.float_spec()
+    if source.keras_path is None and source.onnx_path is not None:
+        runner = harness.load_runner("onnxruntime", str(source.onnx_path), 1,
+                                     {"execution_precision": "f32",
+                                      "input_shape": spec["input"]["shape"]})
+        return harness.predict(runner, images, spec)
+    import keras
+
+    from tasks.models.model_file import load_keras
+
+    model = (keras.models.load_model(source.keras_path, compile=False) if source.keras_path
+             else load_keras(source.saved_model_dir))  # type: ignore[arg-type]
+    return np.asarray(model.predict(harness.arrange_batch(images, spec["input"]), verbose=0),
+                      dtype=np.float32)
 
 
 def _check_runner(exported: Exported, runtime: str) -> tuple[Any, str | None]:
@@ -73,10 +103,11 @@ def _check_runner(exported: Exported, runtime: str) -> tuple[Any, str | None]:
     load = functools.partial(harness.load_runner, exported.check_runtime or runtime,
                              str(exported.check_file or exported.main_file), 1)
     wanted = exported.spec.get("execution_precision", harness.DEFAULT_EXECUTION_PRECISION)
+    shape = exported.spec["input"].get("shape")
     try:
-        return load({"execution_precision": wanted}), None
+        return load({"execution_precision": wanted, "input_shape": shape}), None
     except harness.PrecisionUnavailable as unavailable:
-        return (load({"execution_precision": "f32"}),
+        return (load({"execution_precision": "f32", "input_shape": shape}),
                 f"checked in f32 here ({unavailable}); devices measure its {wanted} accuracy")
 
 
@@ -111,6 +142,14 @@ def with_execution_precision(exported: Exported, precision: str) -> Exported:
     """The export with its spec naming the precision its float arithmetic must run in."""
     spec = {**exported.spec, "execution_precision": execution_precision(precision)}
     return replace(exported, spec=spec)
+
+
+def with_source_input(exported: Exported, source: SourceModel) -> Exported:
+    """The export with the source's normalisation in its input spec (a model you brought
+    trained on other pixel values), so every runtime and the harness feed alike."""
+    normalize = (source.input or {}).get("normalize")
+    return replace(exported, spec={**exported.spec, "input": {**exported.spec["input"],
+                                                              "normalize": normalize}})
 
 
 def _file_entries(exported: Exported, variants_dir: Path) -> list[VariantFile]:
@@ -186,22 +225,30 @@ def convert(formats: dict[str, list[str]], params: ConvertParams,
         write_variant_index(staging, VariantIndex(
             reference_accuracy=data.base_accuracy,
             sources={source.name: VariantSource(
-                keras=source.keras_path.relative_to(source.keras_path.parents[1]).as_posix(),
-                input_shape=list(source.input_shape)) for source in sources},
+                keras=_model_path(source), input_shape=list(source.input_shape))
+                for source in sources},
             variants=variants))
     return out_dir / INDEX_NAME
+
+
+def _model_path(source: SourceModel) -> str:
+    """The source's model file relative to models/."""
+    path = source.keras_path or source.onnx_path or source.saved_model_dir
+    assert path is not None, source.name
+    return path.relative_to(path.parents[1]).as_posix()
 
 
 def _convert_source(source: SourceModel, formats: dict[str, list[str]], data: CheckData,
                     staging: Path, scratch_root: Path, counter: notices.Counter) -> list[Variant]:
     """Every (format, precision) variant of one source model, in params order, each
     counted as done once exported and checked."""
-    import keras
-
     scratch = scratch_root / source.name
     scratch.mkdir()
-    model = keras.models.load_model(source.keras_path, compile=False)
-    reference_logits = np.asarray(model.predict(data.x_test, verbose=0), dtype=np.float32)
+    reference_logits = source_logits(source, data.x_test)
+    # The exporters calibrate and validate on images as the model reads them.
+    arrange = functools.partial(device_harness().arrange_batch, spec=source.float_spec()["input"])
+    data = replace(data, x_calib=arrange(data.x_calib),
+                   validation=(arrange(data.validation[0]), data.validation[1]))
     variants = []
     for format_name, precisions in formats.items():
         for precision in precisions:
@@ -225,7 +272,8 @@ def _convert_variant(source: SourceModel, fmt: Format, precision: str,
                             data.validation, data.max_accuracy_drop, scratch)
     started = time.perf_counter()
     try:
-        exported = with_execution_precision(fmt.export(request), precision)
+        exported = with_source_input(with_execution_precision(fmt.export(request), precision),
+                                     source)
         check = check_variant(exported, fmt.runtime, data.x_test, data.y_test, reference_logits,
                               precision, data.params)
     except Skipped as skip:

@@ -60,6 +60,21 @@ def _compare(before: ModelFigures, after: ModelFigures) -> dict[str, dict[str, f
             for field in ModelFigures.__dataclass_fields__}
 
 
+def _unprunable(model_dir: Path) -> str | None:
+    """Why the model in ``model_dir`` cannot be pruned here (a model you brought that is
+    not a plain Keras one), or None."""
+    described = model_dir / "source.json"
+    if not described.is_file():
+        return None
+    source = read_json(described)
+    if source["kind"] != "keras" and not (model_dir / "model.keras").is_file():
+        return f"pruning needs a Keras model; the source is {source['kind']} ({source['file']})"
+    if source["input"].get("normalize"):
+        return ("pruning fine-tunes on [0, 1] pixels; this model was trained on normalised "
+                "ones (model.mean/std)")
+    return None
+
+
 def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: Path, *,
              seed: int = 42) -> Path:
     """Run every pruning recipe on ``model_dir``'s model; returns ``out_dir``."""
@@ -67,6 +82,14 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
 
     base_file = model_dir / "model.keras"
     reference_file = model_dir / "reference.json"
+    unprunable = _unprunable(model_dir)
+    if unprunable and params.pruning:
+        # Nothing to prune: every recipe is named with the reason, none fails the run.
+        with atomic_output_dir(out_dir) as staging:
+            write_json(staging / "index.json", {"sources": [], "skipped": [
+                {"name": options.name, "reason": unprunable} for options in params.pruning]})
+        notices.warn(f"optimize: {len(params.pruning)} pruning recipe(s) skipped: {unprunable}")
+        return out_dir
     for required in (base_file, reference_file):
         if not required.is_file():
             raise StepError(f"{required} is missing: run the train step first")

@@ -17,6 +17,7 @@ learn: the step fails with one line and leaves the previous model and metrics in
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,9 +31,12 @@ from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_inter
 from tasks.models.architectures import ModelOptions, build_model
 from tasks.models.augment import Augmenter, augmenter
 from tasks.core.config import TrainParams
+from tasks.core.model_input import arrange_batch
+from tasks.models.model_file import (FineTuneOptions, ModelFileError, ModelFileOptions, check_fits,
+                                     input_spec, inspect_model_file, load_keras)
 from tasks.core.contracts.prepared import load_split, read_meta
 from tasks.core.errors import TrainingError
-from tasks.core.files import atomic_output_dir, write_json
+from tasks.core.files import atomic_output_dir, sha256_tree, write_json
 
 PREDICT_BATCH = 256
 
@@ -248,7 +252,10 @@ def check_learned(train_score: SplitScore, val_score: SplitScore, val_labels: np
 def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
           out_dir: Path, metrics_dir: Path) -> TrainResult:
     """Train, select the best epoch, check that the model learned, evaluate on the test
-    split, and write the model and its metrics (only when all of that succeeded)."""
+    split, and write the model and its metrics (only when all of that succeeded). A
+    model you bring is checked, maybe fine-tuned, and evaluated instead (:func:`adopt`)."""
+    if isinstance(model_params, ModelFileOptions):
+        return adopt(model_params, train_params, prepared, out_dir, metrics_dir)
     meta = read_meta(prepared)
     x_train, y_train = load_split(prepared, "train")
     x_val, y_val = load_split(prepared, "val")
@@ -307,3 +314,147 @@ def _split_metrics(split: str, score: SplitScore) -> dict[str, float | int]:
     low, high = score.interval
     return {f"{split}_accuracy": score.accuracy, f"{split}_accuracy_low": low,
             f"{split}_accuracy_high": high, f"{split}_samples": score.samples}
+
+
+# ---------------------------------------------------------------- a model you bring
+
+def _onnx_predictor(path: Path, spec: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """Logits of images in [0, 1] from an ONNX model in ONNX Runtime (CPU, f32, one
+    thread, batch 1 as the file is fixed to): the reference every variant is checked
+    against (convert runs it through the harness's loader, to the same numbers)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        arranged = arrange_batch(images, spec)
+        return np.concatenate([session.run(None, {name: arranged[i:i + 1]})[0].reshape(1, -1)
+                               for i in range(len(arranged))]) if len(arranged) else \
+            np.zeros((0, 0), np.float32)
+    return predict
+
+
+def _keras_predictor(model: Any, spec: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda images: np.asarray(model.predict(arrange_batch(images, spec),
+                                                   batch_size=PREDICT_BATCH, verbose=0),
+                                     dtype=np.float32)
+
+
+def _ends_in_softmax(model: Any) -> bool:
+    activation = getattr(model.layers[-1], "activation", None)
+    return getattr(activation, "__name__", "") == "softmax"
+
+
+def fine_tune(model: Any, options: FineTuneOptions, train_params: TrainParams,
+              splits: dict[str, tuple[np.ndarray, np.ndarray]], spec: dict[str, Any],
+              classes: int) -> tuple[Any, list[dict[str, float]]]:
+    """Train a Keras model further on the data: a new head when its output is not one
+    score per class of the data, only the head when ``freeze_base``. Returns the model
+    and its per-epoch history."""
+    arrange = arrange_batch
+    keras.utils.set_random_seed(train_params.seed)
+    if int(model.outputs[0].shape[-1]) != classes:
+        features = model.layers[-2].output
+        model = keras.Model(model.inputs, keras.layers.Dense(classes, name="edgeflow_head")(features))
+    if options.freeze_base:
+        for layer in model.layers[:-1]:
+            layer.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=not _ends_in_softmax(model)),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    (x_train, y_train), (x_val, y_val) = splits["train"], splits["val"]
+    history = model.fit(arrange(x_train, spec), keras.utils.to_categorical(y_train, classes),
+                        batch_size=train_params.batch_size, epochs=options.epochs, verbose=0,
+                        validation_data=(arrange(x_val, spec),
+                                         keras.utils.to_categorical(y_val, classes)),
+                        callbacks=[EpochProgress(options.epochs, options.epochs)])
+    epochs = len(history.history["loss"])
+    return model, [{"epoch": epoch + 1, **{key: float(values[epoch])
+                                           for key, values in history.history.items()}}
+                   for epoch in range(epochs)]
+
+
+def _fixed_onnx(source: Path, target: Path, shape: list[int]) -> None:
+    """``source`` with its input's open dimensions (batch, and height and width where
+    left open) fixed to ``shape``: every runtime then sees batch 1."""
+    import onnx
+
+    model = onnx.load(str(source))
+    initialisers = {init.name for init in model.graph.initializer}
+    graph_input = next(value for value in model.graph.input if value.name not in initialisers)
+    for dim, size in zip(graph_input.type.tensor_type.shape.dim, shape):
+        dim.Clear()
+        dim.dim_value = size
+    onnx.save(model, str(target))
+
+
+def _parameter_count(kind: str, model: Any, path: Path) -> int:
+    if kind != "onnx":
+        return int(model.count_params())
+    import onnx
+
+    return int(sum(np.prod(init.dims) for init in onnx.load(str(path)).graph.initializer))
+
+
+def adopt(options: ModelFileOptions, train_params: TrainParams, prepared: Path,
+          out_dir: Path, metrics_dir: Path) -> TrainResult:
+    """``train`` for a model you bring: check that it takes the data's images and answers
+    its classes, fine-tune it when asked (Keras), evaluate it on every split (the test
+    accuracy is the reference every variant is compared with) and write it where convert
+    reads a model: ``model.onnx``, or ``model.keras`` and ``saved_model/``, or the
+    SavedModel, with ``source.json`` (its kind and input spec)."""
+    meta = read_meta(prepared)
+    height, width, channels = meta.input_shape
+    color, classes = ("grayscale" if channels == 1 else "rgb"), len(meta.classes)
+    tuning = train_params.fine_tune
+    try:
+        found = inspect_model_file(options.path, options.layout)
+        if tuning is not None and found.kind != "keras":
+            raise ModelFileError(f"train.fine_tune needs a .keras model; {found.path.name} is "
+                                 f"{'an ONNX' if found.kind == 'onnx' else 'a SavedModel'} model")
+        check_fits(found, (height, width), color, classes, new_head=tuning is not None)
+    except ModelFileError as error:
+        raise TrainingError(f"train: {error}") from None
+    spec = input_spec(found, options, (height, width))
+    splits = {split: load_split(prepared, split) for split in ("train", "val", "test")}
+    history: list[dict[str, float]] = []
+    model = None
+    if found.kind == "onnx":
+        predict = _onnx_predictor(found.path, spec)
+    else:
+        model = load_keras(found.path)
+        if tuning is not None:
+            model, history = fine_tune(model, tuning, train_params, splits, spec, classes)
+        predict = _keras_predictor(model, spec)
+    scores = {}
+    for split, (images, labels) in splits.items():
+        correct = np.argmax(predict(images), axis=1) == labels
+        scores[split] = (SplitScore(float(np.mean(correct)) if len(correct) else 0.0,
+                                    len(correct)), correct)
+    with atomic_output_dir(out_dir) as staging:
+        if found.kind == "onnx":
+            _fixed_onnx(found.path, staging / "model.onnx", spec["shape"])
+        elif found.kind == "saved_model" and tuning is None:
+            shutil.copytree(found.path, staging / "saved_model")
+        else:
+            model.save(staging / "model.keras")
+            model.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
+        write_json(staging / "source.json", {"kind": found.kind, "file": found.path.name,
+                                             "sha256": sha256_tree(found.path),
+                                             "input": spec, "classes": classes})
+        write_json(staging / "reference.json",
+                   {"test_correct": scores["test"][1].astype(int).tolist()})
+    (train_score, _), (val_score, _), (test_score, _) = (scores[s] for s in ("train", "val", "test"))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    write_json(metrics_dir / "train.json", {
+        **_split_metrics("train", train_score), **_split_metrics("val", val_score),
+        **_split_metrics("test", test_score),
+        "val_majority_class_rate": majority_rate(splits["val"][1]),
+        "best_epoch": len(history), "epochs_run": len(history),
+        "parameters": _parameter_count(found.kind, model, found.path),
+        "architecture": f"file ({found.kind})"})
+    write_json(metrics_dir / "train_history.json", history)
+    return TrainResult(out_dir, train_score, val_score, test_score, len(history), len(history))

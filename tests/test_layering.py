@@ -31,7 +31,8 @@ DEVICE_CODE = TASKS / "core" / "device_code.py"
 # formats and pruning recipes; each of those is defined beside the code that uses it
 # (tasks.models, Olive's pattern: one unit, its options, a registry by name), so the
 # configuration boundary must name them. Nothing else in tasks.core reaches outside it.
-CONFIG_MAY_IMPORT = {"tasks.models.architectures", "tasks.models.formats", "tasks.models.pruning"}
+CONFIG_MAY_IMPORT = {"tasks.models.architectures", "tasks.models.formats", "tasks.models.pruning",
+                     "tasks.models.model_file"}
 
 
 def module_name(path: Path) -> str:

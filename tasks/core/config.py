@@ -20,6 +20,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from tasks.models.architectures import ARCHITECTURES, MobileNetV2Options, SmallCNNOptions
+from tasks.models.model_file import FineTuneOptions, ModelFileOptions
 from tasks.core.errors import ConfigError
 from tasks.models.formats import FORMATS, validate_format_matrix
 from tasks.models.pruning import (STRUCTURED_ARCHITECTURES, MagnitudePruningOptions,
@@ -76,7 +77,7 @@ class DataParams(StrictModel):
         return self
 
 
-ModelParams = Annotated[SmallCNNOptions | MobileNetV2Options,
+ModelParams = Annotated[SmallCNNOptions | MobileNetV2Options | ModelFileOptions,
                         Field(discriminator="architecture")]
 
 
@@ -96,6 +97,9 @@ class AugmentationParams(StrictModel):
 
 
 class TrainParams(StrictModel):
+    # For a model you bring (model.source: file): training it further on this data, or
+    # (None) only checking and evaluating it.
+    fine_tune: FineTuneOptions | None = None
     epochs: Annotated[int, count(1, 1000)] = 40
     batch_size: Annotated[int, count(1, 4096)] = 32
     learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
@@ -278,10 +282,26 @@ class Params(StrictModel):
     @field_validator("model", mode="before")
     @classmethod
     def _default_architecture(cls, value: Any) -> Any:
-        # `model: {filters: [...]}` means the default architecture, as `model:` absent does.
+        # `model: {filters: [...]}` means the default architecture, as `model:` absent does;
+        # `model: {source: file, path: ...}` a model the user brings.
         if isinstance(value, dict) and "architecture" not in value:
-            return {**value, "architecture": "small_cnn"}
+            return {**value, "architecture": "file" if "source" in value else "small_cnn"}
         return value
+
+    @model_validator(mode="after")
+    def _fine_tuning_needs_a_file_source(self) -> "Params":
+        if self.train.fine_tune is not None and self.model.architecture != "file":
+            raise ValueError("train.fine_tune applies to model.source: file (a model you "
+                             "bring); an edgeflow architecture trains for train.epochs")
+        if self.model.architecture == "file":
+            channels = 1 if self.data.color == "grayscale" else 3
+            for name in ("mean", "std"):
+                values = getattr(self.model, name)
+                if values is not None and len(values) != channels:
+                    raise ValueError(f"model.{name} has {len(values)} values; data.color "
+                                     f"{self.data.color} images have {channels} channel"
+                                     f"{'s' if channels > 1 else ''}")
+        return self
 
     @model_validator(mode="after")
     def _structured_pruning_fits_the_architecture(self) -> "Params":
@@ -540,7 +560,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 # Where pydantic inserts the chosen union member's tag into an error's path (users never
 # wrote it): (path prefix, position of the tag, the tags).
-_TAGGED_UNIONS = ((("model",), 1, set(ARCHITECTURES)),
+_TAGGED_UNIONS = ((("model",), 1, {*ARCHITECTURES, "file"}),
                   (("devices",), 2, {"local", "ssh", "mcu"}),
                   (("optimize", "pruning"), 3, {"magnitude", "structured"}))
 
@@ -591,8 +611,12 @@ def load_params(path: Path) -> Params:
     """Parse and validate ``params.yaml``; relative paths become absolute."""
     path = Path(path)
     params = _validated(Params, path)
-    data = params.data.model_copy(update={"folder": _resolve(params.data.folder, path.parent.resolve())})
-    return params.model_copy(update={"data": data})
+    base = path.parent.resolve()
+    data = params.data.model_copy(update={"folder": _resolve(params.data.folder, base)})
+    model = params.model
+    if isinstance(model, ModelFileOptions):
+        model = model.model_copy(update={"path": _resolve(model.path, base)})
+    return params.model_copy(update={"data": data, "model": model})
 
 
 def load_farm(path: Path) -> Farm:

@@ -279,7 +279,13 @@ def _load_openvino(artifact: str, threads: int, options: dict[str, Any]) -> Runn
     device = options.get("openvino_device") or "CPU"
     config = openvino_config(device, _requested_precision(options), threads,
                              _openvino_capabilities(core, device))
-    compiled = core.compile_model(core.read_model(artifact), device, config)
+    model = core.read_model(artifact)
+    shape = options.get("input_shape")
+    if shape and model.inputs[0].get_partial_shape().is_dynamic:
+        # An IR exported with a dynamic batch ([?,96,96,3], as Keras and PyTorch give)
+        # would infer on an empty batch: fix it to the spec's shape (batch 1).
+        model.reshape([int(size) for size in shape])
+    compiled = core.compile_model(model, device, config)
     request = compiled.create_infer_request()
     input_tensor = request.get_input_tensor(0)
 
@@ -389,12 +395,29 @@ def runtime_options(spec: dict[str, Any], accelerators: dict[str, Any]) -> dict[
     """What :func:`load_runner` is given for a variant (its ``spec``) on a device: the
     device's accelerator hints, the variant's arena size and execution precision."""
     return {**accelerators, "arena_bytes": spec.get("arena_bytes"),
-            "execution_precision": spec.get("execution_precision")}
+            "execution_precision": spec.get("execution_precision"),
+            "input_shape": (spec.get("input") or {}).get("shape")}
+
+
+def arrange_batch(images: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Images (N, H, W, C) in [0, 1], as the model reads them: normalised by the input
+    spec's ``normalize`` (per-channel ``mean`` and ``std``, the model's own training
+    normalisation; none for edgeflow's models) and in its ``layout`` (NCHW: channels
+    first, as PyTorch exports take them)."""
+    images = np.asarray(images, dtype=np.float32)
+    normalize = spec.get("normalize")
+    if normalize:
+        images = ((images - np.asarray(normalize["mean"], np.float32))
+                  / np.asarray(normalize["std"], np.float32))
+    if spec.get("layout") == "NCHW":
+        images = np.transpose(images, (0, 3, 1, 2))
+    return np.ascontiguousarray(images, dtype=np.float32)
 
 
 def quantize_input(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """Turn one normalised float image (H, W, C) into the runtime's batch-1 input."""
-    batch = x[np.newaxis, ...]
+    """Turn one float image (H, W, C) in [0, 1] into the runtime's batch-1 input:
+    arranged (:func:`arrange_batch`), then quantised where the model takes integers."""
+    batch = arrange_batch(x[np.newaxis, ...], spec)
     quantization = spec.get("quantization")
     dtype = np.dtype(spec.get("dtype", "float32"))
     if quantization:
@@ -418,6 +441,19 @@ def predict(runner: Runner, images: np.ndarray, spec: dict[str, Any]) -> np.ndar
     rows = [dequantize_output(runner.infer(quantize_input(image, spec["input"])),
                               spec.get("output", {})).reshape(-1) for image in images]
     return np.stack(rows)
+
+
+def check_shapes(x: np.ndarray, y: Any, spec: dict[str, Any]) -> None:
+    """What is timed must be one image in, one row of class scores out: the input as the
+    spec says, the output (1, classes). A model that answers an empty batch (a dynamic
+    batch left unset) would otherwise be timed on nothing."""
+    expected = [int(size) for size in (spec.get("input") or {}).get("shape") or x.shape]
+    y = np.asarray(y)
+    if list(x.shape) != expected:
+        raise ValueError(f"input of shape {tuple(x.shape)} fed, the spec says {tuple(expected)}")
+    if y.ndim < 1 or y.shape[0] != 1 or y.size == 0:
+        raise ValueError(f"the model answered one image {tuple(x.shape)} with an output of "
+                         f"shape {tuple(y.shape)}, not one row of class scores")
 
 
 def _peak_rss_mb() -> float:
@@ -902,7 +938,9 @@ class Pipeline:
     ``stage_ns`` while ``recording``."""
 
     def __init__(self, runner: Runner, spec: dict[str, Any], preprocess: Any) -> None:
-        height, width, channels = (int(size) for size in spec["input"]["shape"][-3:])
+        shape = [int(size) for size in spec["input"]["shape"][-3:]]
+        height, width, channels = ((shape[1], shape[2], shape[0])
+                                   if spec["input"].get("layout") == "NCHW" else shape)
         self.size, self.color = (height, width), ("grayscale" if channels == 1 else "rgb")
         self.runner, self.spec, self.preprocess = runner, spec, preprocess
         self.recording = False
@@ -965,8 +1003,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     inputs = [quantize_input(image, spec["input"]) for image in images]
     start = time.perf_counter()
-    runner.infer(inputs[0])
+    first = runner.infer(inputs[0])
     first_inference_ms = (time.perf_counter() - start) * 1e3
+    check_shapes(inputs[0], first, spec)
 
     warmup_start = time.perf_counter()
     warmup = _timed_loop(runner, inputs, args.warmup_runs, args.warmup_seconds)

@@ -83,9 +83,11 @@ class Variant(Contract):
 
 
 class VariantSource(Contract):
-    """A model the variants were converted from."""
+    """A model the variants were converted from: its file relative to models/ (a
+    ``.keras`` file, or a model you brought: a SavedModel folder or an ONNX file) and its
+    input shape without the batch, in its input's layout."""
 
-    keras: str  # relative to models/
+    keras: str
     input_shape: list[int]
 
 

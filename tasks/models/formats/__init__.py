@@ -18,12 +18,32 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SourceModel:
-    """A trained model as the exporters read it (``models/base`` or a pruned copy)."""
+    """A trained model as the exporters read it (``models/base`` or a pruned copy): a
+    Keras model and its SavedModel, a SavedModel alone or an ONNX model (a model you
+    bring), with its input spec where it is not edgeflow's own (NHWC, [0, 1])."""
 
     name: str
-    keras_path: Path
-    saved_model_dir: Path
-    input_shape: tuple[int, int, int]
+    keras_path: Path | None
+    saved_model_dir: Path | None
+    input_shape: tuple[int, int, int]  # without the batch, in the input's layout
+    onnx_path: Path | None = None
+    input: dict[str, Any] | None = None
+
+    def float_spec(self) -> dict[str, Any]:
+        """The spec of an artifact of this source that takes and returns float32."""
+        spec = float_spec(self.input_shape)
+        if self.input:
+            spec["input"] = {**spec["input"], **self.input}
+        return spec
+
+    def needs(self, what: str) -> None:
+        """Refuse (:class:`Skipped`) an export that needs a Keras model or a SavedModel
+        (``what``) this source has not got."""
+        have = {"keras": self.keras_path, "saved_model": self.saved_model_dir}
+        if have[what] is None:
+            kind = "an ONNX model" if self.onnx_path else "a SavedModel without Keras"
+            raise Skipped(f"needs a {'Keras model' if what == 'keras' else 'SavedModel'}; the "
+                          f"source is {kind} (no converter from it is pinned here)")
 
 
 @dataclass(frozen=True)

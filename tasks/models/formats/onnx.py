@@ -22,11 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.models.formats import Exported, ExportRequest, Format, float_spec
+from tasks.models.formats import Exported, ExportRequest, Format
 
 
 def export_fp32_onnx(request: ExportRequest, target: Path) -> None:
     import keras
+
+    if request.source.onnx_path is not None:  # a model you bring: itself, at batch 1
+        shutil.copyfile(request.source.onnx_path, target)
+        return
+    request.source.needs("keras")
 
     model = keras.models.load_model(request.source.keras_path, compile=False)
     # The ONNX exporter traces a model that has been called at least once.
@@ -98,7 +103,7 @@ def export_onnx(request: ExportRequest) -> Exported:
             work = Path(temporary) / "model.onnx"
             shutil.copyfile(fp32, work)  # ORT's pre-processing writes beside its input
             quantizer(request, work, target)
-    return Exported(target, (target,), float_spec(request.source.input_shape))
+    return Exported(target, (target,), request.source.float_spec())
 
 
 FORMAT = Format(name="onnx", suffix=".onnx", runtime="onnxruntime", precisions=tuple(QUANTIZERS),

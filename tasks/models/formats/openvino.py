@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.models.formats import Exported, ExportRequest, Format, float_spec
+from tasks.models.formats import Exported, ExportRequest, Format
 
 
 def _calibration_dataset(request: ExportRequest) -> Any:
@@ -89,8 +89,11 @@ def converted_model(request: ExportRequest) -> Any:
     cached = request.scratch / "openvino-fp32" / "model.xml" if request.scratch else None
     if cached is not None and cached.is_file():
         return ov.Core().read_model(str(cached))
-    model = ov.convert_model(str(request.source.saved_model_dir))
-    model.reshape([1, *request.source.input_shape])
+    source = request.source
+    if source.onnx_path is None:
+        source.needs("saved_model")
+    model = ov.convert_model(str(source.onnx_path or source.saved_model_dir))
+    model.reshape([1, *source.input_shape])
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         ov.save_model(model, str(cached), compress_to_fp16=False)
@@ -124,7 +127,7 @@ def export_openvino(request: ExportRequest) -> Exported:
     # as OpenVINO does by default.
     ov.save_model(model, str(target), compress_to_fp16=request.precision not in FP32_STORAGE)
     return Exported(target, (target, target.with_suffix(".bin")),
-                    float_spec(request.source.input_shape))
+                    request.source.float_spec())
 
 
 FORMAT = Format(name="openvino", suffix=".xml", runtime="openvino", precisions=tuple(TRANSFORMS),

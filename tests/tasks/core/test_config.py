@@ -138,8 +138,8 @@ BAD_PARAMS = [
                  id="unknown-top-level-key"),
     pytest.param("train: {epoch: 3}\n",
                  "train: unknown key 'epoch' (allowed: augmentation, batch_size, class_weight, "
-                 "early_stopping_patience, epochs, label_smoothing, learning_rate, lr_schedule, "
-                 "seed)",
+                 "early_stopping_patience, epochs, fine_tune, label_smoothing, learning_rate, "
+                 "lr_schedule, seed)",
                  id="unknown-nested-key"),
     # The discriminator tag (model.small_cnn) is an implementation detail, never in the path.
     pytest.param("model: {architecture: small_cnn, width_multiplier: 1.0}\n",
@@ -157,7 +157,7 @@ BAD_PARAMS = [
                  id="several-errors-on-one-line"),
     pytest.param("model: {architecture: resnet}\n",
                  "model.architecture: 'resnet' is not allowed (allowed: 'small_cnn', "
-                 "'mobilenet_v2')",
+                 "'mobilenet_v2', 'file')",
                  id="unknown-architecture"),
     pytest.param("formats: {tensorrt: [fp32]}\n",
                  f"formats: unknown format 'tensorrt' (allowed: {FORMATS})", id="unknown-format"),
@@ -211,6 +211,16 @@ BAD_PARAMS = [
                  "quantization.onnx_calibration: 'kl' is not allowed (allowed: 'minmax', "
                  "'entropy' or 'percentile')",
                  id="unknown-calibration"),
+    pytest.param("model: {source: file}\n", "model.path: Field required", id="file-without-path"),
+    pytest.param("model: {source: file, path: m.onnx, mean: [0.5, 0.5, 0.5]}\n",
+                 "top level: model.mean has 3 values; data.color grayscale images have 1 "
+                 "channel", id="normalisation-of-other-channels"),
+    pytest.param("model: {source: file, path: m.onnx, std: [0]}\n",
+                 "model.std.0: must be a number above 0 and at most 1000000, got 0",
+                 id="zero-spread"),
+    pytest.param("train: {fine_tune: {epochs: 3}}\n",
+                 "top level: train.fine_tune applies to model.source: file (a model you bring); "
+                 "an edgeflow architecture trains for train.epochs", id="fine-tune-without-file"),
     pytest.param("benchmark: {end_to_end: {encoding: gif}}\n",
                  "benchmark.end_to_end.encoding: 'gif' is not allowed (allowed: 'jpeg' or 'png')",
                  id="unknown-frame-encoding"),

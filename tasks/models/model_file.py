@@ -1,0 +1,227 @@
+"""A model the user brings (``model: {source: file, path: ...}``): a Keras 3 ``.keras``
+file, a TensorFlow SavedModel folder or an ONNX file (PyTorch exports included).
+
+:class:`ModelFileOptions` is its ``params.yaml`` section; :func:`inspect_model_file`
+reads what the file says about itself (its kind, its one image input in NHWC or NCHW,
+its one output's width) without running it, and refuses with one line what cannot be
+an image classifier: a missing path, a file that is no model, a truncated ONNX, two
+inputs, several outputs (a detector), an input that is not an image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from tasks.core.strict import StrictModel, number
+
+Channel = Annotated[float, number(-1e6, 1e6)]
+Spread = Annotated[float, number(0, 1e6, above=True)]
+KINDS = ("keras", "saved_model", "onnx")
+
+
+class FineTuneOptions(StrictModel):
+    """Training a Keras model you bring further on the project's data
+    (``train.fine_tune``); a head whose width is not the data's class count is replaced."""
+
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 5
+    learning_rate: Annotated[float, number(0, 1, above=True)] = 1e-4
+    freeze_base: bool = Field(default=True, description="train only the classification head")
+
+
+class ModelFileOptions(StrictModel):
+    """A trained model from a file. ``mean``/``std``: the normalisation the model was
+    trained with, per channel, on pixels in [0, 1] (ImageNet's for a torchvision model;
+    ``std: [0.00392]`` for a model that expects 0-255); ``layout``: its input's, read
+    from the file unless given. Fine-tuning is ``train.fine_tune``."""
+
+    architecture: Literal["file"] = "file"  # set from `source: file`; not written by users
+    source: Literal["file"] = "file"
+    path: Path
+    layout: Literal["auto", "NHWC", "NCHW"] = "auto"
+    mean: list[Channel] | None = Field(default=None, min_length=1, max_length=4)
+    std: list[Spread] | None = Field(default=None, min_length=1, max_length=4)
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used, in one line: what is wrong, what is allowed."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """What a model file says about itself: its kind (:data:`KINDS`), its input's
+    layout and shape without the batch (in that layout), and its output's width."""
+
+    kind: str
+    path: Path
+    layout: str
+    input_shape: tuple[int, int, int]
+    classes: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels), whatever the layout."""
+        if self.layout == "NCHW":
+            channels, height, width = self.input_shape
+            return height, width, channels
+        return self.input_shape
+
+
+def kind_of(path: Path) -> str:
+    """The kind of model at ``path``, from its name (and a SavedModel's folder)."""
+    if not path.exists():
+        raise ModelFileError(f"model.path {path} does not exist (a .keras file, a SavedModel "
+                             "folder or a .onnx file)")
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "saved_model"
+        raise ModelFileError(f"model.path {path} is a folder without saved_model.pb (a .keras "
+                             "file, a SavedModel folder or a .onnx file)")
+    suffix = path.suffix.lower()
+    if suffix in (".keras", ".onnx"):
+        return suffix[1:]
+    raise ModelFileError(f"model.path {path} is not a .keras file, a SavedModel folder or a "
+                         f".onnx file (its suffix is {suffix or 'none'})")
+
+
+def _layout(dims: list[int | None], declared: str, path: Path) -> str:
+    """NHWC or NCHW from a rank-4 input's dims (batch first): the side with 1 or 3
+    channels, unless ``declared``."""
+    if declared != "auto":
+        return declared
+    first, last = dims[1] in (1, 3), dims[3] in (1, 3)
+    if first != last:
+        return "NCHW" if first else "NHWC"
+    raise ModelFileError(f"{path.name}: cannot tell the input layout of {_shape_text(dims)} "
+                         "(set model.layout: NHWC or NCHW)")
+
+
+def _shape_text(dims: list[int | None]) -> str:
+    return "[" + ", ".join("?" if dim is None else str(dim) for dim in dims) + "]"
+
+
+def _checked(path: Path, inputs: list[list[int | None]], outputs: list[list[int | None]],
+             declared: str, kind: str) -> ModelFile:
+    if len(inputs) != 1:
+        raise ModelFileError(f"{path.name} has {len(inputs)} inputs; an image classifier "
+                             "has one (an image batch)")
+    if len(outputs) != 1:
+        raise ModelFileError(f"{path.name} has {len(outputs)} outputs (a detector or a "
+                             "multi-head model?); an image classifier has one (class scores)")
+    dims, out = inputs[0], outputs[0]
+    if len(dims) != 4:
+        raise ModelFileError(f"{path.name}: its input {_shape_text(dims)} is not an image "
+                             "batch (batch, height, width, channels or batch, channels, "
+                             "height, width)")
+    if len(out) != 2 or out[1] is None:
+        raise ModelFileError(f"{path.name}: its output {_shape_text(out)} is not one score "
+                             "per class (batch, classes)")
+    layout = _layout(dims, declared, path)
+    shape = tuple(dims[1:])
+    channels = shape[0] if layout == "NCHW" else shape[2]
+    if channels not in (1, 3):
+        raise ModelFileError(f"{path.name}: its input {_shape_text(dims)} has {channels} "
+                             f"channels in {layout}; an image has 1 (grey) or 3 (RGB)")
+    return ModelFile(kind, path, layout, shape, int(out[1]))  # type: ignore[arg-type]
+
+
+def _onnx_dims(value: object) -> list[int | None]:
+    dims = value.type.tensor_type.shape.dim  # type: ignore[attr-defined]
+    return [dim.dim_value if dim.HasField("dim_value") else None for dim in dims]
+
+
+def _inspect_onnx(path: Path, declared: str) -> ModelFile:
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as error:  # noqa: BLE001 - protobuf and checker errors alike
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFileError(f"{path.name} is not a readable ONNX model ({first[:200]})") from None
+    initialisers = {init.name for init in model.graph.initializer}
+    inputs = [_onnx_dims(value) for value in model.graph.input if value.name not in initialisers]
+    outputs = [_onnx_dims(value) for value in model.graph.output]
+    return _checked(path, inputs, outputs, declared, "onnx")
+
+
+def _inspect_keras(path: Path, declared: str) -> ModelFile:
+    model = load_keras(path)
+    inputs = [list(tensor.shape) for tensor in model.inputs]
+    outputs = [list(tensor.shape) for tensor in model.outputs]
+    return _checked(path, inputs, outputs, declared, kind_of(path))
+
+
+def load_keras(path: Path) -> object:
+    """A ``.keras`` file as a Keras model, or a SavedModel folder wrapped as one
+    (its serving signature as a layer)."""
+    import keras
+
+    try:
+        if path.is_dir():
+            import tensorflow as tf
+
+            signature = tf.saved_model.load(str(path)).signatures.get("serving_default")
+            if signature is None:
+                raise ModelFileError(f"{path.name} has no serving_default signature to call")
+            specs = list(signature.structured_input_signature[1].values())
+            inputs = [keras.Input(shape=tuple(spec.shape[1:]), name=f"input{index}")
+                      for index, spec in enumerate(specs)]
+            layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+            outputs = layer(inputs[0] if len(inputs) == 1 else inputs)
+            if isinstance(outputs, dict):
+                outputs = list(outputs.values())
+            return keras.Model(inputs, outputs)
+        return keras.models.load_model(path, compile=False)
+    except ModelFileError:
+        raise
+    except Exception as error:  # noqa: BLE001 - zip, h5, TF and Keras errors alike
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFileError(f"{path.name} is not a loadable Keras model ({first[:200]})") from None
+
+
+INSPECTORS = {"keras": _inspect_keras, "saved_model": _inspect_keras, "onnx": _inspect_onnx}
+
+
+def inspect_model_file(path: Path, declared_layout: str = "auto") -> ModelFile:
+    """What the file at ``path`` is (see the module's doc); ModelFileError otherwise."""
+    return INSPECTORS[kind_of(path)](path, declared_layout)
+
+
+def input_spec(model: ModelFile, options: ModelFileOptions,
+               image_size: tuple[int, int]) -> dict[str, object]:
+    """The model's input as a variant spec states it (batch 1, its layout, the data's
+    image size where the file leaves height or width open, its normalisation)."""
+    height, width = image_size
+    channels = model.image_shape[2]
+    shape = [1, channels, height, width] if model.layout == "NCHW" else [1, height, width, channels]
+    normalize = None
+    if options.mean is not None or options.std is not None:
+        normalize = {"mean": list(options.mean or [0.0] * channels),
+                     "std": list(options.std or [1.0] * channels)}
+    return {"dtype": "float32", "shape": shape, "layout": model.layout, "quantization": None,
+            "normalize": normalize}
+
+
+def check_fits(model: ModelFile, image_size: tuple[int, int], color: str, classes: int,
+               new_head: bool) -> None:
+    """The model takes the data's images and answers its classes (unless its head is to
+    be replaced: ``new_head``); ModelFileError names both sides otherwise."""
+    height, width, channels = model.image_shape
+    wanted = 1 if color == "grayscale" else 3
+    size_fits = all(side in (None, want) for side, want in zip((height, width), image_size))
+    if not size_fits or channels != wanted:
+        sides = "x".join("?" if side is None else str(side) for side in (height, width))
+        needed = "grayscale" if channels == 1 else "rgb"
+        raise ModelFileError(
+            f"{model.path.name} takes {sides} {needed} images ({model.layout}); the data is "
+            f"{image_size[0]}x{image_size[1]} {color}: set data.image_size and data.color to "
+            "match the model")
+    if model.classes != classes and not new_head:
+        raise ModelFileError(
+            f"{model.path.name} outputs {model.classes} classes; the data has {classes}: "
+            "give data with its classes, or fine-tune a Keras model on yours "
+            "(train.fine_tune replaces its head)")

@@ -1,0 +1,62 @@
+"""Models a user brings, built here (no download): the tiny project's trained Keras
+model as a ``.keras`` file and a SavedModel, its ONNX export (NHWC), and an NCHW ONNX
+model (the export behind a Transpose, as a PyTorch export takes its input), plus broken
+files for the one-line errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+
+def nchw_onnx(nhwc: Path, target: Path) -> Path:
+    """``nhwc`` behind a Transpose: an input of (batch, channels, height, width)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(nhwc))
+    graph = model.graph
+    initialisers = {init.name for init in graph.initializer}
+    original = next(value for value in graph.input if value.name not in initialisers)
+    dims = [dim.dim_value or None for dim in original.type.tensor_type.shape.dim]
+    batch, height, width, channels = dims
+    inner = original.name + "_nhwc"
+    for node in graph.node:
+        node.input[:] = [inner if name == original.name else name for name in node.input]
+    graph.node.insert(0, helper.make_node("Transpose", [original.name], [inner],
+                                          perm=[0, 2, 3, 1], name="to_nhwc"))
+    original.type.tensor_type.shape.ClearField("dim")
+    for size in (batch, channels, height, width):
+        dim = original.type.tensor_type.shape.dim.add()
+        if size is None:
+            dim.dim_param = "batch"
+        else:
+            dim.dim_value = size
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    return target
+
+
+def dynamic_batch(onnx_path: Path, target: Path) -> Path:
+    """``onnx_path`` with its batch dimension left open ("?"), as exports have it."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
+    onnx.save(model, str(target))
+    return target
+
+
+def bring(base_model: Path, onnx_fp32: Path, folder: Path) -> dict[str, Path]:
+    """Every source kind in ``folder``: ``keras``, ``saved_model``, ``onnx`` (NHWC,
+    dynamic batch) and ``nchw`` (ONNX, NCHW, dynamic batch)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(base_model / "model.keras", folder / "model.keras")
+    shutil.copytree(base_model / "saved_model", folder / "saved_model", dirs_exist_ok=True)
+    nhwc = dynamic_batch(onnx_fp32, folder / "model.onnx")
+    return {"keras": folder / "model.keras", "saved_model": folder / "saved_model",
+            "onnx": nhwc, "nchw": nchw_onnx(nhwc, folder / "model_nchw.onnx")}

@@ -1,0 +1,149 @@
+"""train and convert from a model you bring: each source kind (the tiny project's own
+model as a .keras file, a SavedModel, an NHWC ONNX export with an open batch, and an
+NCHW ONNX one standing in for a PyTorch export) is checked, evaluated and converted to
+the formats its kind allows, each variant agreeing with its source in the source's
+runtime; the others skipped with the reason. Fine-tuning a Keras file on a folder of
+another class count replaces its head."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tasks.convert import ConvertInputs, convert
+from tasks.core.config import ConvertParams, QuantizationParams, TrainParams
+from tasks.core.errors import TrainingError
+from tasks.models.model_file import FineTuneOptions, ModelFileOptions
+from tasks.train import train
+from tests.image_folders import build_photo_folder
+from tests.model_files import bring
+
+# What each kind converts to here, and what it skips.
+FORMATS = {"keras": {"onnx": ["fp32", "int8-qdq"], "openvino": ["int8"]},
+           "saved_model": {"tflite": ["fp32"], "onnx": ["fp32"]},
+           "onnx": {"tflite": ["fp32"], "onnx": ["fp32", "int8-qdq"], "openvino": ["fp32", "int8"]},
+           "nchw": {"tflite": ["fp32"], "onnx": ["fp32", "int8-qdq"], "openvino": ["fp32", "int8"]}}
+SKIPPED = {"saved_model": {"onnx-fp32": "needs a Keras model; the source is a SavedModel "
+                                        "without Keras (no converter from it is pinned here)"},
+           "onnx": {"tflite-fp32": "needs a SavedModel; the source is an ONNX model (no "
+                                   "converter from it is pinned here)"},
+           "nchw": {"tflite-fp32": "needs a SavedModel; the source is an ONNX model (no "
+                                   "converter from it is pinned here)"}}
+QUANTISED = ("onnx-int8-qdq", "openvino-int8")
+
+
+@pytest.fixture(scope="module")
+def files(tiny_project: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    layout = tiny_project.layout
+    return bring(layout.base_model, layout.variants / "onnx-fp32" / "model.onnx",
+                 tmp_path_factory.mktemp("brought"))
+
+
+@pytest.fixture(scope="module")
+def converted(tiny_project: Any, files: dict[str, Path],
+              tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Per kind: train's result, source.json, train.json and the variants by name."""
+    layout, done = tiny_project.layout, {}
+    for kind, formats in FORMATS.items():
+        root = tmp_path_factory.mktemp(kind)
+        result = train(ModelFileOptions(path=files[kind]), TrainParams(), layout.prepared,
+                       root / "base", root / "metrics")
+        index = json.loads(convert(formats, ConvertParams(check_samples=120),
+                                   QuantizationParams(calibration_samples=32), 0.05,
+                                   ConvertInputs(root / "base", None, layout.prepared),
+                                   root / "variants").read_text())
+        done[kind] = {"result": result,
+                      "source": json.loads((root / "base" / "source.json").read_text()),
+                      "metrics": json.loads((root / "metrics" / "train.json").read_text()),
+                      "variants": {variant["name"]: variant for variant in index["variants"]}}
+    return done
+
+
+@pytest.mark.parametrize("kind", list(FORMATS))
+def test_each_source_kind_is_evaluated_and_converted_to_what_it_allows(
+        tiny_project: Any, converted: dict[str, dict[str, Any]], kind: str) -> None:
+    done = converted[kind]
+    own = json.loads(tiny_project.layout.train_metrics.read_text())["test_accuracy"]
+    # The same network as the tiny project's: the same test accuracy, to an image.
+    assert abs(done["result"].test_accuracy - own) <= 1 / 360 + 1e-9
+    described = done["source"]
+    assert described["kind"] == {"nchw": "onnx"}.get(kind, kind)
+    assert described["input"]["layout"] == ("NCHW" if kind == "nchw" else "NHWC")
+    assert described["input"]["shape"] == ([1, 1, 16, 16] if kind == "nchw" else [1, 16, 16, 1])
+    assert done["metrics"]["architecture"] == f"file ({described['kind']})"
+    assert done["metrics"]["epochs_run"] == 0 and done["metrics"]["parameters"] > 1000
+    variants = done["variants"]
+    assert set(variants) == {f"{fmt}-{precision}" for fmt, precisions in FORMATS[kind].items()
+                             for precision in precisions}
+    for name, variant in variants.items():
+        if name in SKIPPED.get(kind, {}):
+            assert (variant["status"], variant["reason"]) == ("skipped", SKIPPED[kind][name])
+            continue
+        assert variant["spec"]["input"]["layout"] == described["input"]["layout"]
+        assert variant["spec"]["input"]["shape"] == described["input"]["shape"]
+        if name not in QUANTISED:
+            assert variant["status"] == "ok" and variant["check"]["passed"], variant["reason"]
+            assert variant["check"]["agreement"] >= 0.99
+
+
+def test_quantising_an_onnx_source_gives_what_quantising_its_keras_model_gives(
+        converted: dict[str, dict[str, Any]]) -> None:
+    """The same network from three sources, quantised on the same images: the same
+    agreement with its source (to an image in 120), whatever the layout."""
+    for name in QUANTISED:
+        agreements = [converted[kind]["variants"][name]["check"]["agreement"]
+                      for kind in ("keras", "onnx", "nchw")]
+        assert max(agreements) - min(agreements) <= 1 / 120 + 1e-9, (name, agreements)
+        statuses = {converted[kind]["variants"][name]["status"] for kind in ("keras", "onnx",
+                                                                               "nchw")}
+        assert len(statuses) == 1, (name, statuses)
+
+
+def test_an_onnx_model_that_takes_other_images_is_refused_and_nothing_written(
+        tiny_project: Any, files: dict[str, Path], tmp_path: Path) -> None:
+    from tests.tasks.test_model_file import onnx_graph
+
+    big = onnx_graph(tmp_path / "big.onnx", [[1, 3, 224, 224]], [[1, 1000]])
+    with pytest.raises(TrainingError) as refused:
+        train(ModelFileOptions(path=big), TrainParams(), tiny_project.layout.prepared,
+              tmp_path / "base", tmp_path / "metrics")
+    assert str(refused.value) == (
+        "train: big.onnx takes 224x224 rgb images (NCHW); the data is 16x16 grayscale: set "
+        "data.image_size and data.color to match the model")
+    assert not (tmp_path / "base").exists() and not (tmp_path / "metrics").exists()
+    with pytest.raises(TrainingError, match=r"^train: train.fine_tune needs a .keras model; "
+                                            r"model_nchw.onnx is an ONNX model$"):
+        train(ModelFileOptions(path=files["nchw"]),
+              TrainParams(fine_tune=FineTuneOptions(epochs=1)), tiny_project.layout.prepared,
+              tmp_path / "base", tmp_path / "metrics")
+
+
+def test_fine_tuning_a_keras_file_on_three_classes_replaces_its_head(
+        files: dict[str, Path], tmp_path: Path) -> None:
+    from tasks.core.config import DataParams
+    from tasks.prepare import prepare
+
+    folder = build_photo_folder(tmp_path / "photos", {"china": 30, "flower": 30, "hopper": 30})
+    prepared = prepare(DataParams(source="folder", folder=folder, image_size=(16, 16),
+                                  color="grayscale", calibration_size=16), tmp_path / "prepared")
+    result = train(ModelFileOptions(path=files["keras"]),
+                   TrainParams(batch_size=16, fine_tune=FineTuneOptions(
+                       epochs=20, learning_rate=0.01, freeze_base=True)),
+                   prepared, tmp_path / "base", tmp_path / "metrics")
+    import keras
+
+    tuned = keras.models.load_model(tmp_path / "base" / "model.keras", compile=False)
+    assert tuned.outputs[0].shape[-1] == 3 and tuned.layers[-1].name == "edgeflow_head"
+    history = json.loads((tmp_path / "metrics" / "train_history.json").read_text())
+    assert [row["epoch"] for row in history] == list(range(1, 21)) and result.epochs_run == 20
+    # Frozen base, new head: only the head's weights moved.
+    original = keras.models.load_model(files["keras"], compile=False)
+    for before, after in zip(original.layers[:-1], tuned.layers[:-1]):
+        for old, new in zip(before.get_weights(), after.get_weights()):
+            np.testing.assert_array_equal(old, new)
+    # Three photographs, told apart well above chance (1/3) by a head on digit features.
+    assert result.test_accuracy > 0.5, result.describe()
