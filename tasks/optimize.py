@@ -83,12 +83,14 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
     base_file = model_dir / "model.keras"
     reference_file = model_dir / "reference.json"
     unprunable = _unprunable(model_dir)
-    if unprunable and params.pruning:
+    if unprunable:
         # Nothing to prune: every recipe is named with the reason, none fails the run.
         with atomic_output_dir(out_dir) as staging:
             write_json(staging / "index.json", {"sources": [], "skipped": [
                 {"name": options.name, "reason": unprunable} for options in params.pruning]})
-        notices.warn(f"optimize: {len(params.pruning)} pruning recipe(s) skipped: {unprunable}")
+        if params.pruning:
+            notices.warn(f"optimize: {len(params.pruning)} pruning recipe(s) skipped: "
+                         f"{unprunable}")
         return out_dir
     for required in (base_file, reference_file):
         if not required.is_file():

@@ -56,7 +56,7 @@ def converted(tiny_project: Any, files: dict[str, Path],
                                    QuantizationParams(calibration_samples=32), 0.05,
                                    ConvertInputs(root / "base", None, layout.prepared),
                                    root / "variants").read_text())
-        done[kind] = {"result": result,
+        done[kind] = {"result": result, "root": root,
                       "source": json.loads((root / "base" / "source.json").read_text()),
                       "metrics": json.loads((root / "metrics" / "train.json").read_text()),
                       "variants": {variant["name"]: variant for variant in index["variants"]}}
@@ -101,6 +101,22 @@ def test_quantising_an_onnx_source_gives_what_quantising_its_keras_model_gives(
         statuses = {converted[kind]["variants"][name]["status"] for kind in ("keras", "onnx",
                                                                                "nchw")}
         assert len(statuses) == 1, (name, statuses)
+
+
+@pytest.mark.parametrize("recipes", [[], ["pruned50"]])
+def test_optimize_skips_every_recipe_of_an_onnx_source_with_the_reason(
+        tiny_project: Any, converted: dict[str, dict[str, Any]], tmp_path: Path,
+        recipes: list[str]) -> None:
+    from tasks.core.config import OptimizeParams
+    from tasks.optimize import optimize
+
+    params = OptimizeParams(pruning=[{"name": name, "method": "magnitude", "sparsity": 0.5}
+                                     for name in recipes])
+    out = optimize(params, converted["nchw"]["root"] / "base", tiny_project.layout.prepared,
+                   tmp_path / "pruned")
+    assert json.loads((out / "index.json").read_text()) == {"sources": [], "skipped": [
+        {"name": name, "reason": "pruning needs a Keras model; the source is onnx "
+                                 "(model_nchw.onnx)"} for name in recipes]}
 
 
 def test_an_onnx_model_that_takes_other_images_is_refused_and_nothing_written(
