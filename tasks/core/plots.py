@@ -163,7 +163,7 @@ def draw_pareto(summary: dict[str, Any], device: str) -> Drawn:
     runtimes = [row["runtime"] for row in summary["results"]]
     front = set((summary.get("pareto") or {}).get(device) or [])
     chosen = summary["recommendations"].get(device)
-    figure, axes = _figure(7.5, 4.8)
+    figure, axes = _figure(9.5, 4.8)
     axes.set_xscale("log")
     for row in timed:
         colour = runtime_colour(row["runtime"], runtimes)
@@ -205,7 +205,8 @@ def draw_pareto(summary: dict[str, Any], device: str) -> Drawn:
     _plain_log_ticks(axes.xaxis)
     axes.set_xlabel("p90 latency (ms, batch 1, log scale; bars: 95% intervals)")
     axes.set_ylabel("test accuracy")
-    axes.legend(fontsize=7, loc="best")
+    # Beside the axes, not over them: the fastest variants sit where "best" puts it.
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     figure.tight_layout()
     # Labels last, once the axes are laid out: the recommendation, the frontier, the
     # other passing variants, then the rest.
@@ -247,6 +248,7 @@ def draw_latency(summary: dict[str, Any], device: str,
             axes.scatter([p50], [position], s=14, color="white", edgecolors="black", zorder=3)
             axes.plot([p90, p90], [position - 0.3, position + 0.3], color="black", linewidth=1.2)
         axes.set_yticks(positions, [row["variant"] for row in rows], fontsize=7)
+        axes.set_ylim(0.4, len(rows) + 0.6)
         axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{10 ** value:.3g}"))
     axes.set_xlabel("latency per inference (ms, log scale; dot p50, bar p90)")
     axes.set_title(f"{device}: latency distribution per variant (raw runs)", fontsize=10)
