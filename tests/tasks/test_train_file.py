@@ -27,9 +27,7 @@ FORMATS = {"keras": {"onnx": ["fp32", "int8-qdq"], "openvino": ["int8"]},
            "saved_model": {"tflite": ["fp32"], "onnx": ["fp32"]},
            "onnx": {"tflite": ["fp32"], "onnx": ["fp32", "int8-qdq"], "openvino": ["fp32", "int8"]},
            "nchw": {"tflite": ["fp32"], "onnx": ["fp32", "int8-qdq"], "openvino": ["fp32", "int8"]}}
-SKIPPED = {"saved_model": {"onnx-fp32": "needs a Keras model; the source is a SavedModel "
-                                        "without Keras (no converter from it is pinned here)"},
-           "onnx": {"tflite-fp32": "needs a SavedModel; the source is an ONNX model (no "
+SKIPPED = {"onnx": {"tflite-fp32": "needs a SavedModel; the source is an ONNX model (no "
                                    "converter from it is pinned here)"},
            "nchw": {"tflite-fp32": "needs a SavedModel; the source is an ONNX model (no "
                                    "converter from it is pinned here)"}}

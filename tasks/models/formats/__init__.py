@@ -36,14 +36,13 @@ class SourceModel:
             spec["input"] = {**spec["input"], **self.input}
         return spec
 
-    def needs(self, what: str) -> None:
-        """Refuse (:class:`Skipped`) an export that needs a Keras model or a SavedModel
-        (``what``) this source has not got."""
-        have = {"keras": self.keras_path, "saved_model": self.saved_model_dir}
-        if have[what] is None:
-            kind = "an ONNX model" if self.onnx_path else "a SavedModel without Keras"
-            raise Skipped(f"needs a {'Keras model' if what == 'keras' else 'SavedModel'}; the "
-                          f"source is {kind} (no converter from it is pinned here)")
+    def require_saved_model(self) -> Path:
+        """The SavedModel the TensorFlow exporters start from; :class:`Skipped` for an
+        ONNX model you brought (no ONNX-to-TFLite converter is installed: README)."""
+        if self.saved_model_dir is None:
+            raise Skipped("needs a SavedModel; the source is an ONNX model (no converter "
+                          "from it is pinned here)")
+        return self.saved_model_dir
 
 
 @dataclass(frozen=True)

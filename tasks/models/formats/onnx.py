@@ -1,6 +1,7 @@
 """ONNX for ONNX Runtime, exported by Keras 3 itself (``tf2onnx.convert.from_keras``
-fails on Keras 3 models; ``model.export(format="onnx")`` works), then quantised with
-ONNX Runtime's own tools:
+fails on Keras 3 models; ``model.export(format="onnx")`` works; a SavedModel you bring is
+exported through its serving signature wrapped as a Keras model, an ONNX model you bring
+is used as it is), then quantised with ONNX Runtime's own tools:
 
 - ``fp32``: the export as is;
 - ``int8-dynamic``: ``quantize_dynamic`` (int8 weights, activations quantised at run
@@ -28,12 +29,16 @@ from tasks.models.formats import Exported, ExportRequest, Format
 def export_fp32_onnx(request: ExportRequest, target: Path) -> None:
     import keras
 
-    if request.source.onnx_path is not None:  # a model you bring: itself, at batch 1
-        shutil.copyfile(request.source.onnx_path, target)
+    source = request.source
+    if source.onnx_path is not None:  # a model you bring: itself, at batch 1
+        shutil.copyfile(source.onnx_path, target)
         return
-    request.source.needs("keras")
+    if source.keras_path is not None:
+        model = keras.models.load_model(source.keras_path, compile=False)
+    else:  # a SavedModel you bring: its serving signature, wrapped as a Keras model
+        from tasks.models.model_file import load_keras
 
-    model = keras.models.load_model(request.source.keras_path, compile=False)
+        model = load_keras(source.require_saved_model())
     # The ONNX exporter traces a model that has been called at least once.
     model(np.zeros((1, *request.source.input_shape), dtype=np.float32))
     with warnings.catch_warnings():

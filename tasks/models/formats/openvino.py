@@ -90,9 +90,7 @@ def converted_model(request: ExportRequest) -> Any:
     if cached is not None and cached.is_file():
         return ov.Core().read_model(str(cached))
     source = request.source
-    if source.onnx_path is None:
-        source.needs("saved_model")
-    model = ov.convert_model(str(source.onnx_path or source.saved_model_dir))
+    model = ov.convert_model(str(source.onnx_path or source.require_saved_model()))
     model.reshape([1, *source.input_shape])
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)

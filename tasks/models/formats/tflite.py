@@ -100,12 +100,12 @@ def tflite_spec(path: Path, input_shape: tuple[int, int, int]) -> dict[str, Any]
 def tflite_bytes(request: ExportRequest, precision: str) -> bytes:
     """The flatbuffer at ``precision``, converted once per source: the tflite, tflm and
     edgetpu formats all start from the same full-int8 model."""
-    request.source.needs("saved_model")
+    saved_model = request.source.require_saved_model()
     cached = request.scratch / f"tflite-{precision}.tflite" if request.scratch else None
     if cached is not None and cached.is_file():
         return cached.read_bytes()
     samples = request.calibration[:request.quantization.calibration_samples]
-    model = convert_tflite(request.source.saved_model_dir, precision, samples)
+    model = convert_tflite(saved_model, precision, samples)
     if cached is not None:
         cached.write_bytes(model)
     return model
