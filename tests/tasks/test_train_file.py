@@ -88,6 +88,33 @@ def test_each_source_kind_is_evaluated_and_converted_to_what_it_allows(
             assert variant["check"]["agreement"] >= 0.99
 
 
+@pytest.mark.parametrize("kind", list(FORMATS))
+def test_each_kinds_variants_are_benchmarked_in_their_own_layout(
+        converted: dict[str, dict[str, Any]], tiny_project: Any, tmp_path: Path,
+        kind: str) -> None:
+    """The harness on the local device measures every variant convert produced from
+    each kind, fed in its layout: the accuracy it finds on the first 60 test images is
+    the one convert's check found there (the same runtime, the same images)."""
+    from tasks.benchmark import benchmark_device
+    from tasks.core.config import BenchmarkParams, LocalDevice
+
+    params = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
+                             max_seconds=0.05, accuracy_samples=120, timeout_seconds=120)
+    run = benchmark_device("local", LocalDevice(workdir=tmp_path / "device"), params,
+                           converted[kind]["root"] / "variants", tiny_project.layout.prepared,
+                           tmp_path / "results")
+    measured = {path.stem: json.loads(path.read_text()) for path in run.results}
+    for name, variant in converted[kind]["variants"].items():
+        record = measured[name]
+        if variant["status"] != "ok":
+            assert record["status"] == variant["status"], name
+            continue
+        assert record["status"] == "ok", record["error"]
+        harness = record["harness"]
+        assert harness["latency_ms"]["p50"] > 0 and harness["accuracy_samples"] == 120
+        assert harness["accuracy"] == pytest.approx(variant["check"]["accuracy"]), name
+
+
 def test_quantising_an_onnx_source_gives_what_quantising_its_keras_model_gives(
         converted: dict[str, dict[str, Any]]) -> None:
     """The same network from three sources, quantised on the same images: the same
