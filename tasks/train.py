@@ -354,7 +354,6 @@ def fine_tune(model: Any, options: FineTuneOptions, train_params: TrainParams,
     """Train a Keras model further on the data: a new head when its output is not one
     score per class of the data, only the head when ``freeze_base``. Returns the model
     and its per-epoch history."""
-    arrange = arrange_batch
     keras.utils.set_random_seed(train_params.seed)
     if int(model.outputs[0].shape[-1]) != classes:
         features = model.layers[-2].output
@@ -366,9 +365,9 @@ def fine_tune(model: Any, options: FineTuneOptions, train_params: TrainParams,
                   loss=keras.losses.CategoricalCrossentropy(from_logits=not _ends_in_softmax(model)),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     (x_train, y_train), (x_val, y_val) = splits["train"], splits["val"]
-    history = model.fit(arrange(x_train, spec), keras.utils.to_categorical(y_train, classes),
+    history = model.fit(arrange_batch(x_train, spec), keras.utils.to_categorical(y_train, classes),
                         batch_size=train_params.batch_size, epochs=options.epochs, verbose=0,
-                        validation_data=(arrange(x_val, spec),
+                        validation_data=(arrange_batch(x_val, spec),
                                          keras.utils.to_categorical(y_val, classes)),
                         callbacks=[EpochProgress(options.epochs, options.epochs)])
     epochs = len(history.history["loss"])

@@ -151,6 +151,14 @@ def _plain_log_ticks(axis: Any) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def _decade_ticks(axis: Any) -> None:
+    """Plain numbers on an axis whose values are log10 of milliseconds (violins and the
+    heat map's colour bar are drawn in log space): 10 ** value."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{10 ** value:.3g}"))
+
+
 def _log_limits(values: list[float], margin: float = 1.6) -> tuple[float, float]:
     low, high = min(values), max(values)
     return low / margin, high * margin
@@ -228,8 +236,6 @@ def draw_latency(summary: dict[str, Any], device: str,
                  latencies: dict[tuple[str, str], np.ndarray]) -> Drawn:
     """Violins of each variant's raw latencies on ``device`` (log axis, fastest p50 on
     top; white dot p50, black bar p90; the y tick labels name the variants)."""
-    from matplotlib.ticker import FuncFormatter
-
     rows = [row for row in summary["results"] if row["device"] == device
             and (device, row["variant"]) in latencies and latencies[(device, row["variant"])].size]
     rows.sort(key=lambda row: float(np.median(latencies[(device, row["variant"])])))
@@ -249,7 +255,7 @@ def draw_latency(summary: dict[str, Any], device: str,
             axes.plot([p90, p90], [position - 0.3, position + 0.3], color="black", linewidth=1.2)
         axes.set_yticks(positions, [row["variant"] for row in rows], fontsize=7)
         axes.set_ylim(0.4, len(rows) + 0.6)
-        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{10 ** value:.3g}"))
+        _decade_ticks(axes.xaxis)
     axes.set_xlabel("latency per inference (ms, log scale; dot p50, bar p90)")
     axes.set_title(f"{device}: latency distribution per variant (raw runs)", fontsize=10)
     figure.tight_layout()
@@ -309,8 +315,6 @@ def heatmap_cells(summary: dict[str, Any]
 
 def draw_heatmap(summary: dict[str, Any]) -> Drawn:
     """A variant x device grid coloured by log p90, each cell's p90 and status written."""
-    from matplotlib.ticker import FuncFormatter
-
     variants, devices, values, texts = heatmap_cells(summary)
     figure, axes = _figure(max(4.5, 1.5 * len(devices) + 3), 0.38 * len(variants) + 1.6)
     import matplotlib
@@ -328,7 +332,7 @@ def draw_heatmap(summary: dict[str, Any]) -> Drawn:
     if not np.all(np.isnan(values)):
         bar = figure.colorbar(image, ax=axes, shrink=min(1.0, 6 / max(len(variants), 1)) ** 0.5)
         bar.set_label("p90 latency (ms)")
-        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{10 ** value:.3g}"))
+        _decade_ticks(bar.ax.yaxis)
     axes.set_title("p90 latency per device and variant, with each result's status", fontsize=10)
     figure.tight_layout()
     return Drawn(figure, axes, {})

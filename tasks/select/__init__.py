@@ -327,11 +327,12 @@ def collect_results(results_dir: Path, devices: list[str]) -> list[dict[str, Any
     return records
 
 
-def raw_latencies(results_dir: Path, devices: list[str]) -> dict[tuple[str, str], np.ndarray]:
-    """Each (device, variant)'s raw latencies in ms, from the file its result names
-    (benchmark's ``<variant>.latencies.npz``); results without one are left out."""
+def raw_latencies(records: list[dict[str, Any]],
+                  results_dir: Path) -> dict[tuple[str, str], np.ndarray]:
+    """Each (device, variant)'s raw latencies in ms, from the file its result record
+    names (benchmark's ``<variant>.latencies.npz``); results without one are left out."""
     kept: dict[tuple[str, str], np.ndarray] = {}
-    for record in collect_results(results_dir, devices):
+    for record in records:
         named = ((record.get("harness") or {}).get("latencies") or {}).get("file")
         path = results_dir / record["device"] / Path(str(named)).name
         if named and path.is_file():
@@ -341,8 +342,10 @@ def raw_latencies(results_dir: Path, devices: list[str]) -> dict[tuple[str, str]
 
 
 def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
-              reference_path: Path) -> dict[str, Any]:
-    """The summary document (not written): rows, recommendations, counts."""
+              reference_path: Path, records: list[dict[str, Any]] | None = None
+              ) -> dict[str, Any]:
+    """The summary document (not written): rows, recommendations, counts; ``records``
+    are the results' records when the caller has read them already."""
     if not reference_path.is_file():
         raise StepError(f"{reference_path} is missing: run the train step first")
     test_correct = list(read_json(reference_path)["test_correct"])
@@ -351,7 +354,8 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
                     for name, device in farm.devices.items()}
     rows = [evaluate(record, requirements[record["device"]],
                      reference_on_first(test_correct, _sample_count(record)))
-            for record in collect_results(results_dir, list(farm.devices))]
+            for record in (records if records is not None
+                           else collect_results(results_dir, list(farm.devices)))]
     flag_slow_quantized(rows)
     flag_long_tails(rows)
     counts = {status: sum(row["status"] == status for row in rows)
@@ -372,9 +376,10 @@ def select(params: RequirementParams, farm: Farm, results_dir: Path, reference_p
     """Run the step; returns the path of ``summary.json``."""
     from tasks.core.report import write_report
 
-    summary = summarise(params, farm, results_dir, reference_path)
+    records = collect_results(results_dir, list(farm.devices))  # read once, used twice
+    summary = summarise(params, farm, results_dir, reference_path, records)
     with atomic_output_dir(reports_dir) as staging:
-        write_report(summary, staging, raw_latencies(results_dir, list(farm.devices)))
+        write_report(summary, staging, raw_latencies(records, results_dir))
         write_json(staging / "points.json", [
             {"device": row["device"], "variant": row["variant"], "accuracy": row["accuracy"],
              "latency_p50_ms": row["latency_ms"]["p50"], "size_bytes": row["size_bytes"]}
