@@ -38,6 +38,7 @@ from importlib import metadata
 from pathlib import Path
 
 from tasks.core import device_code, preprocessing
+from tasks.core.files import Signature, settled, stat_signature
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("tasks", "flows")
@@ -180,9 +181,50 @@ def module_closure(entry: str, root: Path = PACKAGE_ROOT,
                    loaded_by_path: dict[Path, Path] = LOADED_BY_PATH) -> CodeClosure:
     """The closure of module ``entry`` in the project at ``root`` whose top-level
     packages are ``packages`` (see the module docstring). A project name that is no
-    module (``X.Y`` where ``Y`` is a class) is not a file and is left out."""
+    module (``X.Y`` where ``Y`` is a class) is not a file and is left out.
+
+    Walked once per process while every file the walk read or looked for keeps its
+    :func:`~tasks.core.files.stat_signature` (a run asks for each step's closure several
+    times: the checks before Prefect starts, each cache key)."""
+    memo_key = (entry, str(root), packages, tuple(sorted(loaded_by_path.items())))
+    known = _WALKS.get(memo_key)
+    if known is not None and known.still_holds():
+        return known.closure
+    walk = _walk(entry, root, packages, loaded_by_path)
+    if all(settled(signature) for signature in walk.looked_at.values()):
+        _WALKS[memo_key] = walk
+    return walk.closure
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """A closure with what it was derived from: the signature of every file the walk
+    read or looked for (None: not there), and the ``.py`` files of each folder loaded by
+    path."""
+
+    closure: CodeClosure
+    looked_at: dict[str, Signature | None]
+    listed: dict[Path, tuple[Path, ...]]
+
+    def still_holds(self) -> bool:
+        return (all(stat_signature(path) == signature
+                    for path, signature in self.looked_at.items())
+                and all(_python_files(folder) == files for folder, files in self.listed.items()))
+
+
+_WALKS: dict[tuple[object, ...], _Walk] = {}
+
+
+def _python_files(target: Path) -> tuple[Path, ...]:
+    return (target,) if target.is_file() else tuple(sorted(target.rglob("*.py")))
+
+
+def _walk(entry: str, root: Path, packages: tuple[str, ...],
+          loaded_by_path: dict[Path, Path]) -> _Walk:
     files: set[Path] = set()
     libraries: set[str] = set()
+    looked_at: dict[str, Signature | None] = {}
+    listed: dict[Path, tuple[Path, ...]] = {}
     seen: set[str] = set()  # a name is looked up once (X and X.Y come from every from-import)
     pending = [entry]
     while pending:
@@ -196,6 +238,9 @@ def module_closure(entry: str, root: Path = PACKAGE_ROOT,
                 libraries.add(top)
             continue
         path = module_file(name, root)
+        base = os.path.join(root, name.replace(".", os.sep))
+        for candidate in (base + ".py", os.path.join(base, "__init__.py")):
+            looked_at[candidate] = stat_signature(candidate)
         if path is None:
             continue
         files.add(path)
@@ -204,10 +249,10 @@ def module_closure(entry: str, root: Path = PACKAGE_ROOT,
         pending.extend(_imports_of(source, name, path.name == "__init__.py"))
         if path in loaded_by_path:  # a folder of modules, or one file
             target = root / loaded_by_path[path]
-            loaded = [target] if target.is_file() else sorted(target.rglob("*.py"))
+            listed[target] = loaded = _python_files(target)
             pending.extend(module_name(module.relative_to(root)) for module in loaded)
     _save_kept_imports()
-    return CodeClosure(tuple(sorted(files)), tuple(sorted(libraries)))
+    return _Walk(CodeClosure(tuple(sorted(files)), tuple(sorted(libraries))), looked_at, listed)
 
 
 # Where the scan of installed distributions is kept between processes (a no-op run is

@@ -28,7 +28,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.futures import wait
-from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
 from flows.caching import (StepContentPolicy, cache_dir, record_run, results_dir, step_result,
@@ -80,14 +80,16 @@ def run_step(ctx: Context, step_name: str, device: str | None = None,
     return step_result(step_name, device)
 
 
-@task
+# Neither is cached nor keeps its result: each run asks again, and nothing of theirs is
+# written outside the experiment's result folder (the only one a step's task writes to).
+@task(cache_policy=NO_CACHE, persist_result=False)
 def propose_release(ctx: Context, device: str) -> tuple[str, str] | None:
     """The release the policy would make on ``device``, to put to a person."""
     from tasks.release import proposal
     return proposal(ctx.params, ctx.farm, ctx.layout, device)
 
 
-@task
+@task(cache_policy=NO_CACHE, persist_result=False)
 def record_with_dvc(ctx: Context, executed: bool) -> str:
     """``dvc commit`` this run's outputs (see :func:`flows.versioning.record_outputs`)."""
     return record_outputs(ctx, executed)
@@ -303,8 +305,7 @@ def run_lifecycle(params_path: Path, farm_path: Path, refresh: list[str] | None 
         logging.getLogger(name).addFilter(_INPUT_ERROR_FILTER)  # once: the same object
     # Taken before Prefect starts its server: a second run is refused in a second, not
     # after a quarter of a minute.
-    with experiment_lock(ctx.layout.state), \
-            temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results_dir(ctx)}):
+    with experiment_lock(ctx.layout.state):
         state = lifecycle(str(ctx.params_path), str(ctx.farm_path), refresh, gate,
                           return_state=True)
     data = state.result(raise_on_failure=False)

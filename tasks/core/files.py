@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,12 +17,56 @@ from typing import Any
 from tasks.core.errors import StepError
 
 
+Signature = tuple[int, int, int, int]
+
+
+def stat_signature(path: Path | str) -> Signature | None:
+    """What identifies a file's content without reading it: its inode, size, mtime and
+    ctime (nanoseconds); None when there is no file. Writing the content changes the
+    ctime, which nobody can set (``touch -d`` and ``cp -p`` set the mtime only), and
+    replacing the file changes the inode."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
+# File clocks tick coarsely (a kernel tick, milliseconds): a file written again within
+# the tick of its last write keeps its times. A signature is trusted only once the
+# file's last change is this far in the past, as git trusts an index entry only when
+# the file is older than the index ("racily clean").
+SETTLED_NS = 2_000_000_000
+
+
+def settled(signature: Signature | None) -> bool:
+    """Whether ``signature`` identifies its file's content: none of the file's writes
+    could share its times (see :data:`SETTLED_NS`). A missing file's (None) always does."""
+    return signature is None or time.time_ns() - signature[3] > SETTLED_NS
+
+
+# sha256 of each file hashed in this process, under the signature it had: a run hashes
+# the same code and data files for several steps' cache keys (and again in the flow
+# for a deployed run), hundreds of files.
+_HASHED: dict[str, tuple[Signature, str]] = {}
+
+
 def sha256_file(path: Path) -> str:
+    """The sha256 of the file's content, hex. Read once per process while the file's
+    :func:`stat_signature` stays the same and :func:`settled`."""
+    name = os.path.abspath(path)
+    before = stat_signature(name)
+    known = _HASHED.get(name)
+    if known is not None and before is not None and known[0] == before:
+        return known[1]
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    hexdigest = digest.hexdigest()
+    if before is not None and settled(before) and stat_signature(name) == before:
+        _HASHED[name] = (before, hexdigest)  # unchanged while it was read
+    return hexdigest
 
 
 def sha256_tree(path: Path) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tasks.core.accuracy import format_accuracy
+
+if TYPE_CHECKING:  # numpy is imported where it is used: every command reads this module
+    import numpy as np
 
 # "e2e p90 ms": decode + pre-process + infer + post-process (benchmark.end_to_end).
 COLUMNS = ("device", "variant", "status", "exec", "accuracy", "drop", "size KB", "p50 ms", "p90 ms",

@@ -19,8 +19,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tasks.core import device_code
 from tasks.core.config import LocalDevice, ReleaseParams, SshDevice
 from tasks.core.contracts.prepared import PreparedMeta, load_split
@@ -70,6 +68,7 @@ def accuracy_floor(summary: Summary, device: str) -> float | None:
 def write_check_images(folder: Path, prepared: Path, count: int) -> tuple[list[str], list[int]]:
     """The first ``count`` test images as 8-bit PNG files (what a camera or a file gives
     an application) and their labels."""
+    import numpy as np
     from PIL import Image
 
     images, labels = load_split(prepared, "test")

@@ -24,9 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tasks.core import device_code
 from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
@@ -36,6 +34,9 @@ from tasks.core.contracts.summary import Summary, write_summary
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json
 from tasks.select.ranking import pareto_front, recommend, why_recommended
+
+if TYPE_CHECKING:  # numpy is imported where it is used: every command reads this module
+    import numpy as np
 
 MB = 1024 * 1024
 
@@ -331,6 +332,7 @@ def raw_latencies(records: list[dict[str, Any]],
                   results_dir: Path) -> dict[tuple[str, str], np.ndarray]:
     """Each (device, variant)'s raw latencies in ms, from the file its result record
     names (benchmark's ``<variant>.latencies.npz``); results without one are left out."""
+    import numpy as np
     kept: dict[tuple[str, str], np.ndarray] = {}
     for record in records:
         named = ((record.get("harness") or {}).get("latencies") or {}).get("file")

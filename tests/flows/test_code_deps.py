@@ -8,12 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from flows import code_deps
 from flows.code_deps import imported_names, module_closure
 from flows.steps import STEPS, code_dependencies
+from tasks.core import files
 from tests.tiny import TINY_PARAMS, write_tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,6 +125,34 @@ def test_a_relative_import_in_a_package_init_is_relative_to_that_package(tmp_pat
     assert [path.as_posix() for path in closure.files] == [
         "app/__init__.py", "app/main.py", "app/sibling.py", "app/sub/__init__.py",
         "app/sub/near.py"]
+
+
+def test_a_closure_is_walked_once_and_again_when_what_it_read_or_looked_for_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within a process the walk is kept while every file it read keeps its signature;
+    an edited module, a module that appears where an import found none, and a new file
+    in a folder loaded by path each change the closure."""
+    monkeypatch.setattr(files, "SETTLED_NS", -(1 << 62))  # every signature settled
+    _write(tmp_path, FAKE_PACKAGE)
+    walks: list[str] = []
+    real_walk = code_deps._walk
+    monkeypatch.setattr(code_deps, "_walk", lambda *args: walks.append(args[0]) or real_walk(*args))
+
+    def closure() -> list[str]:
+        return [path.as_posix() for path in module_closure(
+            "app.main", root=tmp_path, packages=("app",),
+            loaded_by_path={Path("app/loader.py"): Path("app/plugins")}).files]
+
+    first = closure()
+    assert closure() == first and len(walks) == 1
+    time.sleep(0.05)  # past a coarse clock's tick: each write below moves a ctime
+    _write(tmp_path, {"app/sibling.py": "from app import extra\n"})  # not there yet
+    assert closure() == first and len(walks) == 2
+    _write(tmp_path, {"app/extra.py": ""})
+    assert closure() == sorted([*first, "app/extra.py"]) and len(walks) == 3
+    _write(tmp_path, {"app/plugins/camera.py": ""})
+    assert "app/plugins/camera.py" in closure() and len(walks) == 4
+    assert closure() and len(walks) == 4
 
 
 def _files(step: str) -> set[str]:
@@ -274,6 +305,7 @@ def test_a_runs_preflight_parses_every_steps_code_before_the_flow_needs_it(tmp_p
 
     write_tiny_config(tmp_path)
     code_deps._imports_of.cache_clear()
+    code_deps._WALKS.clear()  # what a new process starts with
     preflight(tmp_path / "params.yaml", tmp_path / "farm.yaml", None)
     parsed = code_deps._imports_of.cache_info()
     assert parsed.currsize > 20
@@ -296,6 +328,7 @@ def test_parsed_imports_are_kept_between_processes_under_the_sources_text(
         # What a new process does: nothing parsed in this one, the kept file read afresh.
         code_deps._imports_of.cache_clear()
         code_deps._kept_imports.cache_clear()
+        code_deps._WALKS.clear()
         return [path.as_posix() for path in module_closure(
             "app.main", root=tmp_path, packages=("app",)).files]
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal
 
 from tasks.core.contracts import Contract, damaged, read_contract, require_file, write_contract
+
+if TYPE_CHECKING:  # numpy is imported where it is used: every command reads this module
+    import numpy as np
 
 SPLITS = ("train", "val", "test", "calib")
 META_NAME = "meta.json"
@@ -48,6 +49,7 @@ class PreparedMeta(Contract):
 
 def write_split(prepared: Path, name: str, x: np.ndarray, y: np.ndarray) -> Path:
     """Write one split (``x`` images, ``y`` labels); returns its path."""
+    import numpy as np
     path = prepared / f"{name}.npz"
     np.savez(path, x=x, y=y)
     return path
@@ -55,6 +57,7 @@ def write_split(prepared: Path, name: str, x: np.ndarray, y: np.ndarray) -> Path
 
 def load_split(prepared: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """One split written by :func:`write_split`: ``(x, y)``, as many images as labels."""
+    import numpy as np
     path = require_file(prepared / f"{name}.npz", "prepare")
     try:
         with np.load(path, allow_pickle=False) as data:

@@ -15,18 +15,22 @@ is used as it is), then quantised with ONNX Runtime's own tools:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from tasks.models.formats import Exported, ExportRequest, Format
+
+if TYPE_CHECKING:  # numpy is imported where it is used: every command reads this module
+    import numpy as np
 
 
 def export_fp32_onnx(request: ExportRequest, target: Path) -> None:
+    import numpy as np
     import keras
 
     source = request.source
@@ -58,6 +62,7 @@ class _CalibrationReader:
     """Feeds the calibration split to ORT's calibrator, one batch-1 image at a time."""
 
     def __init__(self, input_name: str, images: np.ndarray) -> None:
+        import numpy as np
         self._feeds = iter([{input_name: image[np.newaxis].astype(np.float32)} for image in images])
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -18,12 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tasks.models.formats import Exported, ExportRequest, Format
 
 
 def _calibration_dataset(request: ExportRequest) -> Any:
+    import numpy as np
     import nncf
 
     samples = request.calibration[:request.quantization.calibration_samples]
@@ -49,6 +48,7 @@ def _int8(model: Any, request: ExportRequest) -> Any:
 
 
 def _int8_accuracy_aware(model: Any, request: ExportRequest) -> Any:
+    import numpy as np
     import nncf
 
     if request.validation is None:

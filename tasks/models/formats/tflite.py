@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tasks.models.formats import Exported, ExportRequest, Format
+
+if TYPE_CHECKING:  # numpy is imported where it is used: every command reads this module
+    import numpy as np
 
 
 def _fp32(converter: Any, tf: Any, calibration: np.ndarray) -> None:
@@ -37,6 +38,7 @@ def _dynamic(converter: Any, tf: Any, calibration: np.ndarray) -> None:
 
 
 def _int8(converter: Any, tf: Any, calibration: np.ndarray) -> None:
+    import numpy as np
     def representative() -> Iterator[list[np.ndarray]]:
         for image in calibration:
             yield [image[np.newaxis].astype(np.float32)]
@@ -81,6 +83,7 @@ def without_reduced_precision(model: bytes) -> bytes:
 
 def tflite_spec(path: Path, input_shape: tuple[int, int, int]) -> dict[str, Any]:
     """Input/output dtypes and quantisation parameters read back from the model."""
+    import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
