@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from flows.steps import STEPS  # noqa: E402
-from tests.helpers import copy_project_files  # noqa: E402
+from tests.helpers import copy_project_files, final_task_runs  # noqa: E402
 from tests.tiny import write_tiny_config  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -190,7 +190,6 @@ def _write_prefect_floor(scratch: Path) -> Path:
 def _deployment_run(url: str) -> str:
     """Trigger on-change and wait for its final state; what its steps did."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -199,16 +198,7 @@ def _deployment_run(url: str) -> str:
         if not flow_run.state.is_completed():
             return f"ENDED {flow_run.state.name}: {flow_run.state.message}"
         with get_client(sync_client=True) as client:
-            # Task run states reach the server as events, recorded a moment after the flow
-            # run's own final state: read them once every one is final.
-            deadline = time.monotonic() + 30
-            while True:
-                tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
-                    id=FlowRunFilterId(any_=[flow_run.id])))
-                if all(task.state and task.state.is_final() for task in tasks) \
-                        or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
+            tasks = final_task_runs(client, flow_run.id)
     executed = [f"{task.name} ({task.state.name if task.state else 'no state'})" for task in tasks
                 if (task.state is None or task.state.name != "Cached")
                 and not task.name.startswith("record_with_dvc")]

@@ -273,3 +273,19 @@ def benchmarked_copy(tiny_project: Any, root: Path, farm_text: str, params: Any)
     select(tiny_project.params.requirements, farm, layout.results,
            layout.base_model / "reference.json", layout.reports, layout.train_metrics.parent)
     return layout
+
+
+def final_task_runs(client: Any, flow_run_id: Any, timeout: float = 60) -> list[Any]:
+    """The task runs of a finished flow run once every one has a final state (Prefect's
+    sync ``client``). Task run states reach the server as events, recorded a moment
+    after the flow run's own final state: read at once, some have none yet."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    by_id = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = client.read_task_runs(flow_run_filter=by_id)
+        if all(task.state and task.state.is_final() for task in tasks) \
+                or time.monotonic() > deadline:
+            return list(tasks)
+        time.sleep(0.2)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from flows.serve import _start_time
-from tests.helpers import copy_project_files
+from tests.helpers import copy_project_files, final_task_runs
 from tests.tiny import TINY_FARM, TINY_PARAMS, write_tiny_config
 
 BIN = Path(sys.executable).parent
@@ -103,16 +103,10 @@ def _run_deployment(served: Served, experiment: Path) -> tuple[Any, list[Any], l
             parameters={"params_path": str(experiment / "params.yaml"),
                         "farm_path": str(experiment / "farm.yaml")})
         with get_client(sync_client=True) as client:
-            tasks = client.read_task_runs(flow_run_filter=_by_id(flow_run.id))
+            tasks = final_task_runs(client, flow_run.id)
             artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
                 flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
     return flow_run, tasks, artifacts
-
-
-def _by_id(flow_run_id: Any) -> Any:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    return FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
 
 
 def _steps(tasks: list[Any]) -> dict[str, str]:
