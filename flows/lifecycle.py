@@ -40,9 +40,7 @@ from tasks.core.config import check_key_files
 from tasks.core.contracts.summary import read_summary
 from tasks.core.errors import EdgeflowError
 from tasks.core.locks import experiment_lock
-from tasks.release.outcome import last_attempt
 from tasks.select import verdict
-from tasks.track.failure import record_failure
 from flows.versioning import record_outputs
 from flows.code_deps import library_versions
 from flows import approvals
@@ -135,6 +133,7 @@ def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
         try:
             return _lifecycle(ctx, list(refresh or []), gate)
         except Exception as error:  # MLflow gets a FAILED run with it; the flow still fails
+            from tasks.track.failure import record_failure
             record_failure(ctx.params_dump(), ctx.layout, error)
             raise
 
@@ -206,8 +205,7 @@ def _lifecycle(ctx: Context, refresh: list[str], gate: bool = False) -> State:
         outcome.gate, passed = _gate(ctx)
     if passed:
         _per_device(ctx, "release", refresh, outcome, _approvals(ctx, refresh))
-        outcome.releases = [last_attempt(ctx.layout, device) for device in ctx.farm.devices
-                            if f"release[{device}]" in outcome.executed]
+        outcome.releases = _release_lines(ctx, outcome.executed)
     else:
         outcome.releases = [f"{device}: not released: the regression gate failed"
                             for device in ctx.farm.devices]
@@ -224,6 +222,16 @@ def _lifecycle(ctx: Context, refresh: list[str], gate: bool = False) -> State:
         message += f" | gate: {outcome.gate}"
     state = Completed if ok else Failed
     return state(message=message, data=asdict(outcome))
+
+
+def _release_lines(ctx: Context, executed: list[str]) -> list[str]:
+    """The last attempt's line of each device whose release task ran."""
+    ran = [device for device in ctx.farm.devices if f"release[{device}]" in executed]
+    if not ran:
+        return []
+    # Imported only then: the release package is a fortieth of a no-op run's start.
+    from tasks.release.outcome import last_attempt
+    return [last_attempt(ctx.layout, device) for device in ran]
 
 
 def _will_run(ctx: Context, name: str, device: str, refresh: list[str]) -> bool:
