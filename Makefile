@@ -12,8 +12,10 @@ install: $(INSTALLED)
 # Re-install only when the declared or locked dependencies change.
 $(INSTALLED): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable ".[test]"
+	@# -qq: errors only. A machine whose pip configuration names package indexes that
+	@# lack some packages gets one warning per package otherwise (hundreds of lines).
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq --constraint requirements.lock --editable ".[test]"
 	@# Byte-compiled now: where PYTHONDONTWRITEBYTECODE is set (CI images), every command
 	@# would otherwise compile the project's modules again (an edited one still is).
 	$(BIN)/python -m compileall -q flows tasks >/dev/null
@@ -47,7 +49,7 @@ system-deps:
 # Mutation testing of the modules users depend on most ([tool.mutmut] in pyproject.toml):
 # killed / survived / hung per concern. Not in CI: about 1.5 hours on two cores.
 mutants: $(INSTALLED) system-deps
-	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable ".[test,mutation]"
+	$(BIN)/python -m pip install -qq --constraint requirements.lock --editable ".[test,mutation]"
 	$(BIN)/python benchmarks/mutants.py
 
 # The same lifecycle through DVC: one stage per step, `edgeflow step NAME` each.
