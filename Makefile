@@ -84,4 +84,4 @@ stop: $(INSTALLED)
 
 # Removes produced files (data, models, results, reports, caches), never the MLflow store.
 clean-outputs:
-	rm -rf data models results reports metrics .edgeflow
+	rm -rf data models results reports metrics code-manifests .edgeflow

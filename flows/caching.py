@@ -1,9 +1,10 @@
 """The Prefect cache policy of every lifecycle step.
 
-A step's cache key hashes its name; its code: the path and content of every project
-file its work can run (the import closure of its entry module, package ``__init__``
-files and the device code included: :mod:`flows.code_deps`) and the installed version
-of every third-party distribution that code imports; its params sections; the device it
+A step's cache key hashes its name; its code manifest (:func:`flows.steps.code_manifest`:
+the path and content of every project file its work can run, the import closure of its
+entry module with package ``__init__`` files and the device code, :mod:`flows.code_deps`,
+and the installed version of every third-party distribution that code imports; DVC's
+stage depends on the same manifest); its params sections; the device it
 runs on (benchmark); the content of every file it reads; and, for prepare with a
 ``folder`` source, the names and contents of the user's image folder (hidden names
 skipped, as prepare skips them). Same key -> Prefect returns the persisted result and
@@ -40,9 +41,8 @@ from typing import Any
 from prefect.cache_policies import CachePolicy
 
 from tasks.core.errors import StepError
-from flows.code_deps import PACKAGE_ROOT, library_versions
 from tasks.core.files import read_json, sha256_file, sha256_tree, write_json
-from flows.steps import STEPS, Context, code_dependencies
+from flows.steps import STEPS, Context, code_manifest
 
 
 def cache_dir(ctx: Context) -> Path:
@@ -66,11 +66,7 @@ def input_key(ctx: Context, step_name: str, device: str | None = None) -> str:
     step = STEPS[step_name]
     layout = ctx.layout
     digest = hashlib.sha256(step_name.encode())
-    code = code_dependencies(step)
-    for path in code.files:
-        digest.update(path.as_posix().encode())
-        digest.update(sha256_file(PACKAGE_ROOT / path).encode())
-    digest.update(json.dumps(library_versions(code.libraries)).encode())
+    digest.update(json.dumps(code_manifest(step), sort_keys=True).encode())
     for key in step.params:
         digest.update(_location_free(ctx.section(key), layout.root))
     if device is not None:

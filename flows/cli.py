@@ -614,6 +614,18 @@ def stop(project: ProjectOption = Path(".")) -> None:
     _guarded(lambda: stop_all(project, say=say))
 
 
+@app.command("code-manifests")
+def code_manifests(params: ParamsOption = Path("params.yaml")) -> None:
+    """Write each step's code manifest into the experiment (dvc.yaml's code stage runs
+    this): DVC then re-runs a step only when its own code changed."""
+    from tasks.core.layout import Layout
+    from flows.steps import write_code_manifests
+
+    root = _guarded(lambda: _not_a_folder(params, "--params")).resolve().parent
+    written = write_code_manifests(Layout(root))
+    say(f"code manifests: {', '.join(written) if written else 'none changed'}")
+
+
 @app.command("dvc-yaml", hidden=True)
 def dvc_yaml(params: ParamsOption = Path("params.yaml")) -> None:
     """Print the dvc.yaml the step registry implies for this experiment (its params

@@ -10,6 +10,7 @@ check that ``dvc.yaml`` declares the same deps, outs and params (``tests``).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,14 +19,17 @@ from typing import Any
 
 import yaml
 
-from flows.code_deps import PACKAGE_ROOT, CodeClosure, module_closure
+from flows.code_deps import PACKAGE_ROOT, CodeClosure, library_versions, module_closure
 from tasks.core.config import Farm, Params, check_key_files, load_farm, load_params
 from tasks.core.errors import UsageError
+from tasks.core.files import sha256_file, write_json
 from tasks.core.layout import Layout
 
-# The pinned versions `make install` installs: DVC hashes files only, so this file stands
-# for the libraries' versions in every stage's deps (the Prefect key has the versions).
+# The pinned versions `make install` installs: a dep of dvc.yaml's code stage, which
+# then records the versions installed in each step's code manifest.
 LOCK_FILE = "requirements.lock"
+# The dvc.yaml stage that writes each step's code manifest (:func:`write_code_manifests`).
+CODE_STAGE = "code"
 # The Vega-Lite template of the per-variant plots, in the DVC project's .dvc/plots/.
 PLOT_TEMPLATE = "variants_scatter"
 
@@ -264,14 +268,60 @@ def code_path(path: Path, root: Path) -> str:
     return (PACKAGE_ROOT / path).as_posix()
 
 
+def code_manifest(step: Step) -> dict[str, Any]:
+    """What ``step``'s code is: the sha256 of every project file its work can run (by
+    repo-relative path) and the installed version of every distribution that code
+    imports. Its cache key and its DVC stage both depend on this, and on nothing else
+    of the code."""
+    closure = code_dependencies(step)
+    return {"step": step.name,
+            "files": {path.as_posix(): sha256_file(PACKAGE_ROOT / path) for path in closure.files},
+            "libraries": library_versions(closure.libraries)}
+
+
+def manifest_path(layout: Layout, step_name: str) -> Path:
+    """Where the experiment at ``layout`` keeps ``step_name``'s code manifest."""
+    return layout.code_manifests / f"{step_name}.json"
+
+
+def write_code_manifests(layout: Layout) -> list[str]:
+    """Write every step's :func:`code_manifest` into the experiment (what ``dvc.yaml``'s
+    code stage runs: ``edgeflow code-manifests``); a manifest whose content is already
+    there is left alone, so DVC re-runs only the steps whose code changed. Returns the
+    steps whose manifest was (re)written."""
+    written = []
+    for name, step in STEPS.items():
+        path = manifest_path(layout, name)
+        manifest = code_manifest(step)
+        try:
+            current = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            current = None
+        if current != manifest:
+            write_json(path, manifest)
+            written.append(name)
+    return written
+
+
+def code_stage(layout: Layout) -> dict[str, Any]:
+    """The ``dvc.yaml`` stage that turns the project's code into one manifest per step:
+    every file of any step's closure and the lock file in, the manifests out. A step's
+    stage depends on its manifest instead of its code files: a third of the deps DVC
+    checks on every ``dvc repro``, and a step runs again only when its own code did."""
+    files = sorted({path for step in STEPS.values() for path in code_dependencies(step).files})
+    return {"cmd": "edgeflow code-manifests",
+            "deps": [code_path(path, layout.root) for path in [*files, Path(LOCK_FILE)]],
+            "outs": [{manifest_path(layout, name).relative_to(layout.root).as_posix():
+                      {"cache": False}} for name in STEPS]}
+
+
 def dvc_stage(step: Step, layout: Layout, params: Params) -> dict[str, Any]:
     """The ``dvc.yaml`` stage this registry entry implies for an experiment with
     ``params`` (the test compares them)."""
     def rel(path: Path) -> str:
         return path.relative_to(layout.root).as_posix()
 
-    deps = [code_path(path, layout.root) for path in code_dependencies(step).files]
-    deps.append(code_path(Path(LOCK_FILE), layout.root))
+    deps = [rel(manifest_path(layout, step.name))]
     deps += [rel(p) for p in step.deps(layout)]
     deps += [dvc_path(p, layout.root) for p in step.user_inputs(params)]
     if step.reads_farm:
@@ -290,7 +340,8 @@ def dvc_stage(step: Step, layout: Layout, params: Params) -> dict[str, Any]:
 
 def render_dvc_yaml(layout: Layout, params: Params) -> str:
     """The ``dvc.yaml`` of the experiment at ``layout`` whose params are ``params``."""
-    stages = {name: dvc_stage(step, layout, params) for name, step in STEPS.items()}
+    stages = {CODE_STAGE: code_stage(layout),
+              **{name: dvc_stage(step, layout, params) for name, step in STEPS.items()}}
     history = layout.train_metrics.with_name("train_history.json")
 
     def rel_to(path: Path) -> str:
@@ -315,5 +366,6 @@ def render_dvc_yaml(layout: Layout, params: Params) -> str:
         rel_to(layout.reports / "plots"),
     ]
     header = ("# Generated from flows/steps.py (`edgeflow dvc-yaml > dvc.yaml`); a test keeps\n"
-              "# them equal. Each stage lists only the params keys its step reads.\n")
+              "# them equal. Each stage lists only the params keys its step reads, and depends\n"
+              "# on its code through the manifest the code stage writes (code-manifests/).\n")
     return header + yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False)

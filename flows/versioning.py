@@ -21,7 +21,7 @@ from typing import Any
 
 from tasks.core.config import parse_yaml
 from tasks.core.files import sha256_file
-from flows.steps import STEPS, Context
+from flows.steps import STEPS, Context, write_code_manifests
 
 
 def tracked_params_keys() -> list[str]:
@@ -63,9 +63,10 @@ def _lock_stamp(ctx: Context) -> Path:
 def record_outputs(ctx: Context, executed: bool = True) -> str:
     """Commit the outputs with DVC; returns what was done, for the run's log.
 
-    A run that executed nothing (``executed`` false) skips ``dvc commit`` (about 2 s of a
-    no-op run) when dvc.lock is byte for byte what this experiment's last commit left:
-    the outputs are then the ones it recorded. A dvc.lock changed since (a checkout, a
+    The steps' code manifests (the code stage's outputs) are written first. A run that
+    executed nothing (``executed`` false) and changed no manifest skips ``dvc commit``
+    (about 2 s of a no-op run) when dvc.lock is byte for byte what this experiment's
+    last commit left: the outputs are then the ones it recorded. A dvc.lock changed since (a checkout, a
     ``dvc repro`` elsewhere, deleted) is committed again."""
     root = ctx.layout.root
     project = dvc_project(root)
@@ -87,7 +88,9 @@ def record_outputs(ctx: Context, executed: bool = True) -> str:
     target = (root / "dvc.yaml").resolve().relative_to(project).as_posix()
     lock, stamp = root / "dvc.lock", _lock_stamp(ctx)
     where = lock.resolve().relative_to(project).as_posix()  # "dvc.lock" at the root
-    if (not executed and lock.is_file() and stamp.is_file()
+    # The code manifests the code stage would write, as dvc.lock must record them.
+    rewritten = write_code_manifests(ctx.layout)
+    if (not executed and not rewritten and lock.is_file() and stamp.is_file()
             and stamp.read_text(encoding="utf-8") == sha256_file(lock)):
         return f"{where} unchanged (every step came from the cache)"
     result = subprocess.run([sys.executable, "-c", _COMMIT, target], cwd=project,

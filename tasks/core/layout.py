@@ -64,6 +64,12 @@ class Layout:
         return self.releases / device
 
     @property
+    def code_manifests(self) -> Path:
+        """Each step's code manifest (``<step>.json``): written by dvc.yaml's code stage,
+        versioned by git beside dvc.lock, so a fresh clone's ``dvc status`` is clean."""
+        return self.root / "code-manifests"
+
+    @property
     def state(self) -> Path:
         """Tool state that is neither an artifact nor versioned (caches, device dirs)."""
         return self.root / ".edgeflow"

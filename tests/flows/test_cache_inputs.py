@@ -16,7 +16,7 @@ import yaml
 from flows import code_deps
 from flows.caching import input_key, record_run, visible_tree_hash
 from flows.code_deps import NOT_INSTALLED, library_versions
-from flows.steps import LOCK_FILE, STEPS, Context, code_dependencies, dvc_path
+from flows.steps import LOCK_FILE, STEPS, Context, code_dependencies, dvc_path, write_code_manifests
 from tests.image_folders import build_photo_folder
 from tests.tiny import TINY_PARAMS, write_tiny_config
 
@@ -117,9 +117,8 @@ def test_dvc_yaml_lists_the_image_folder_under_prepare_and_dvc_status_sees_an_ed
     generated = CliRunner().invoke(app, ["dvc-yaml", "--params", str(tmp_path / "params.yaml")])
     assert generated.exit_code == 0, generated.output
     (tmp_path / "dvc.yaml").write_text(generated.stdout, encoding="utf-8")
-    code = [path.as_posix() for path in code_dependencies(STEPS["prepare"]).files]
     stages = yaml.safe_load(generated.stdout)["stages"]
-    assert stages["prepare"]["deps"] == [*code, LOCK_FILE, "images"]
+    assert stages["prepare"]["deps"] == ["code-manifests/prepare.json", "images"]
     assert "images" not in stages["train"]["deps"]
 
     def dvc(*args: str) -> str:
@@ -129,6 +128,7 @@ def test_dvc_yaml_lists_the_image_folder_under_prepare_and_dvc_status_sees_an_ed
         return result.stdout
 
     dvc("init", "--no-scm", "--quiet")
+    write_code_manifests(ctx.layout)
     STEPS["prepare"].run(ctx)
     dvc("commit", "--force", "--quiet", "prepare")
     assert json.loads(dvc("status", "--json", "prepare")) == {}
@@ -143,8 +143,7 @@ def test_the_repo_digits_experiment_has_no_folder_dep() -> None:
     from tasks.core.layout import Layout
 
     stages = yaml.safe_load(render_dvc_yaml(Layout(REPO), load_params(REPO / "params.yaml")))
-    code = [path.as_posix() for path in code_dependencies(STEPS["prepare"]).files]
-    assert stages["stages"]["prepare"]["deps"] == [*code, LOCK_FILE]
+    assert stages["stages"]["prepare"]["deps"] == ["code-manifests/prepare.json"]
 
 
 @pytest.mark.parametrize("path, written", [

@@ -96,7 +96,7 @@ def test_a_damaged_file_read_by_a_step_is_one_line(project: Path) -> None:
         f"{index} is damaged (not a JSON object with variants): run the step that writes it again")
 
 
-@pytest.mark.parametrize("argv", [["run"], ["step", "prepare"], ["report"]])
+@pytest.mark.parametrize("argv", [["run"], ["step", "prepare"], ["report"], ["code-manifests"]])
 def test_params_pointing_at_a_folder_is_a_configuration_error(project: Path,
                                                               argv: list[str]) -> None:
     message = refused(edgeflow(*argv, "--params", str(project), cwd=project), 2)
@@ -235,3 +235,13 @@ def test_the_command_ends_after_every_exit_handler_with_its_status_and_no_teardo
     assert done.stdout == "printed, not flushed"
     assert marks.read_text() == "exit handler\n"
     assert ("RuntimeError: a bug" in done.stderr) == (how == "raise")
+
+
+def test_code_manifests_writes_one_per_step_and_then_none(project: Path) -> None:
+    """What dvc.yaml's code stage runs: every manifest the first time, none again."""
+    first = edgeflow("code-manifests", cwd=project)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == f"code manifests: {', '.join(STEPS)}\n"
+    assert sorted(path.stem for path in (project / "code-manifests").iterdir()) == sorted(STEPS)
+    again = edgeflow("code-manifests", cwd=project)
+    assert again.stdout == "code manifests: none changed\n"

@@ -96,7 +96,7 @@ def test_git_tracks_the_metrics_reports_and_dvc_lock_and_dvc_the_rest(project: P
     tracked = set(_git("ls-files", cwd=project, home=home).split())
     assert {"dvc.lock", "metrics/train.json", "metrics/train_history.json",
             "metrics/benchmark.json", "metrics/mlflow_run.json", "reports/summary.json",
-            "reports/report.md", "reports/points.json"} <= tracked
+            "reports/report.md", "reports/points.json", "code-manifests/train.json"} <= tracked
     assert not [name for name in tracked if name.startswith(
         ("data/", "models/", "results/", "reports/plots/", ".edgeflow/", "mlflow/"))]
     assert "reports/report.html" not in tracked  # its embedded images: the DVC cache's

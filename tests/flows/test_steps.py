@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tasks.core.config import load_params
 from tasks.core.layout import Layout
-from flows.steps import LOCK_FILE, STEPS, code_dependencies, render_dvc_yaml
+from flows import steps
+from flows.steps import (CODE_STAGE, LOCK_FILE, STEPS, code_dependencies, manifest_path,
+                         render_dvc_yaml, write_code_manifests)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,22 +26,58 @@ def test_dvc_yaml_is_the_one_the_registry_implies() -> None:
 
 def test_every_stage_runs_its_step_and_lists_only_known_params() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == list(STEPS)
+    assert list(stages) == [CODE_STAGE, *STEPS]
+    assert stages.pop(CODE_STAGE)["cmd"] == "edgeflow code-manifests"
     sections = set(yaml.safe_load((REPO / "params.yaml").read_text()))
     for name, stage in stages.items():
         assert stage["cmd"] == f"edgeflow step {name}"
         assert {key.split(".")[0] for key in stage["params"]} <= sections, name
 
 
-def test_every_stage_depends_on_its_derived_code_and_the_lock_file() -> None:
-    """Each stage's deps start with its step's code closure, then the lock file `make
-    install` installs from (DVC's stand-in for library versions), which exists."""
+def test_each_stage_depends_on_its_code_through_the_manifest_the_code_stage_writes() -> None:
+    """The code stage reads every file of any step's closure and the lock file `make
+    install` installs from, and writes one manifest per step; each step's stage starts
+    from its own manifest and lists no code file."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    code = stages.pop(CODE_STAGE)
+    closures = {name: [path.as_posix() for path in code_dependencies(step).files]
+                for name, step in STEPS.items()}
     assert (REPO / LOCK_FILE).is_file() and LOCK_FILE == "requirements.lock"
-    for name, stage in stages.items():
-        code = [path.as_posix() for path in code_dependencies(STEPS[name]).files]
-        assert code and stage["deps"][:len(code) + 1] == [*code, LOCK_FILE], name
-        assert all((REPO / path).is_file() for path in code), name
+    assert code["deps"] == [*sorted({path for files in closures.values() for path in files}),
+                            LOCK_FILE]
+    assert all((REPO / path).is_file() for path in code["deps"])
+    manifests = [f"code-manifests/{name}.json" for name in STEPS]
+    assert code["outs"] == [{path: {"cache": False}} for path in manifests]
+    for (name, stage), manifest in zip(stages.items(), manifests):
+        assert stage["deps"][0] == manifest, name
+        assert not [dep for dep in stage["deps"] if dep.startswith(("tasks/", "flows/"))], name
+        assert LOCK_FILE not in stage["deps"], name
+
+
+def test_a_manifest_holds_hashes_and_versions_and_is_rewritten_only_when_they_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = Layout(tmp_path)
+    assert write_code_manifests(layout) == list(STEPS)
+    manifest = json.loads(manifest_path(layout, "train").read_text())
+    closure = code_dependencies(STEPS["train"])
+    assert manifest["files"] == {path.as_posix(): hashlib.sha256(
+        (REPO / path).read_bytes()).hexdigest() for path in closure.files}
+    assert manifest["libraries"] == steps.library_versions(closure.libraries)
+    assert "keras" in manifest["libraries"] and manifest["step"] == "train"
+    assert write_code_manifests(layout) == []  # unchanged: left alone (DVC re-runs nothing)
+    before = manifest_path(layout, "prepare").read_text()
+    # A library train's code imports and prepare's does not gets a new version: the
+    # manifests of exactly the steps importing it are rewritten.
+    libraries = {name: set(code_dependencies(step).libraries) for name, step in STEPS.items()}
+    upgraded = sorted(libraries["train"] - libraries["prepare"])[0]
+    real = steps.library_versions
+    monkeypatch.setattr(steps, "library_versions", lambda names: {
+        **real(names), **({"upgraded": "2.0"} if upgraded in names else {})})
+    rewritten = write_code_manifests(layout)
+    assert rewritten == [name for name in STEPS if upgraded in libraries[name]]
+    assert "train" in rewritten and "prepare" not in rewritten
+    assert manifest_path(layout, "prepare").read_text() == before
+    assert json.loads(manifest_path(layout, "train").read_text())["libraries"]["upgraded"] == "2.0"
 
 
 def test_prefect_deployments_point_at_the_flow_with_valid_parameters() -> None:
@@ -69,10 +110,11 @@ def test_an_experiment_in_a_subfolder_names_the_code_from_its_own_folder() -> No
     through ``..``; its own files stay relative to exp/."""
     exp = REPO / "exp"
     stages = yaml.safe_load(render_dvc_yaml(Layout(exp), load_params(REPO / "params.yaml")))
-    for name, stage in stages["stages"].items():
-        code = [path.as_posix() for path in code_dependencies(STEPS[name]).files]
-        assert stage["deps"][:len(code) + 1] == [f"../{path}" for path in [*code, LOCK_FILE]]
-        assert all((exp / path).resolve().is_file() for path in stage["deps"][:len(code) + 1])
+    code = stages["stages"][CODE_STAGE]
+    assert code["deps"][-1] == f"../{LOCK_FILE}"
+    assert all(dep.startswith("../") and (exp / dep).resolve().is_file() for dep in code["deps"])
+    assert code["outs"][0] == {"code-manifests/prepare.json": {"cache": False}}
+    assert stages["stages"]["train"]["deps"][0] == "code-manifests/train.json"
     assert stages["stages"]["train"]["deps"][-1] == "data/prepared"
     assert stages["stages"]["select"]["outs"][0] == "reports/plots"
 
