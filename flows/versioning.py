@@ -66,8 +66,8 @@ def record_outputs(ctx: Context, executed: bool = True) -> str:
     The steps' code manifests (the code stage's outputs) are written first. A run that
     executed nothing (``executed`` false) and changed no manifest skips ``dvc commit``
     (about 2 s of a no-op run) when dvc.lock is byte for byte what this experiment's
-    last commit left: the outputs are then the ones it recorded. A dvc.lock changed since (a checkout, a
-    ``dvc repro`` elsewhere, deleted) is committed again."""
+    last commit left: the outputs are then the ones it recorded. A dvc.lock changed
+    since (a checkout, a ``dvc repro`` elsewhere, deleted) is committed again."""
     root = ctx.layout.root
     project = dvc_project(root)
     if project is None:
