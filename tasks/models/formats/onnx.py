@@ -15,13 +15,12 @@ is used as it is), then quantised with ONNX Runtime's own tools:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.models.formats import Exported, ExportRequest, Format
 

@@ -39,6 +39,7 @@ def _dynamic(converter: Any, tf: Any, calibration: np.ndarray) -> None:
 
 def _int8(converter: Any, tf: Any, calibration: np.ndarray) -> None:
     import numpy as np
+
     def representative() -> Iterator[list[np.ndarray]]:
         for image in calibration:
             yield [image[np.newaxis].astype(np.float32)]
