@@ -38,6 +38,7 @@ import numpy as np
 
 from tasks.core import notices
 from tasks.core.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
+from tasks.core.contracts.prepared import read_meta
 from tasks.core.contracts.results import McuFit, ResultRecord, write_result
 from tasks.core.contracts.variants import Variant, read_variant_index
 from tasks.core.errors import StepError
@@ -259,7 +260,8 @@ def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevi
         try:
             # Pushed to the device, never a result: made in a scratch folder.
             frames = (write_frames(prepared / "test.npz", Path(scratch) / "frames.npz",
-                                   params.end_to_end) if params.end_to_end else None)
+                                   params.end_to_end, read_meta(prepared).fit)
+                      if params.end_to_end else None)
             _set_up(session, device_name, variants, variants_dir, prepared / "test.npz", staging,
                     progress, frames)
             _run_each(session, variants, progress, counter)

@@ -61,7 +61,7 @@ def _to_model_input(image: "object", params: DataParams) -> np.ndarray:
     predictor's own pre-processing (:mod:`tasks.core.preprocessing`), so an application on a
     board turns its images into exactly what the model was trained on."""
     height, width = params.image_size
-    return preprocessing.to_model_input(image, height, width, params.color)
+    return preprocessing.to_model_input(image, height, width, params.color, params.fit)
 
 
 def load_digits(params: DataParams) -> LoadedImages:
@@ -266,6 +266,7 @@ def prepare(params: DataParams, out_dir: Path) -> Path:
             input_shape=list(loaded.x.shape[1:]),
             normalisation=loaded.normalisation,
             color=params.color,
+            fit=params.fit,
             seed=params.seed,
             counts={name: int(len(splits[name])) for name in SPLITS},
             per_class=class_counts(loaded.y, loaded.classes),

@@ -57,6 +57,10 @@ class DataParams(StrictModel):
     folder: Path | None = None
     image_size: tuple[int, int] = (32, 32)
     color: Literal["grayscale", "rgb"] = "grayscale"
+    fit: Literal["squash", "letterbox"] = Field(
+        default="squash", description="an image of another aspect ratio is squashed to "
+        "image_size, or letterboxed (scaled to fit, black borders); training and the "
+        "released application do the same")
     split: SplitParams = SplitParams()
     calibration_size: Annotated[int, count(1, MAX_SAMPLES)] = 200
     seed: Seed = 42

@@ -20,7 +20,9 @@ if TYPE_CHECKING:  # numpy is a tenth of a second of every command's start
 PREPROCESS_PATH = Path(__file__).resolve().parents[1] / "device" / "preprocess.py"
 
 
-def to_model_input(image: Any, height: int, width: int, color: str) -> np.ndarray:
-    """A PIL image as the model's input: float32 (height, width, channels) in [0, 1]."""
+def to_model_input(image: Any, height: int, width: int, color: str,
+                   fit: str = "squash") -> np.ndarray:
+    """A PIL image as the model's input: float32 (height, width, channels) in [0, 1],
+    squashed or letterboxed to the size (``fit``)."""
     module: Any = by_path.load(PREPROCESS_PATH)
-    return module.to_model_input(image, height, width, color)  # type: ignore[no-any-return]
+    return module.to_model_input(image, height, width, color, fit)  # type: ignore[no-any-return]

@@ -895,13 +895,13 @@ def latency_summary(latencies_ms: list[float]) -> dict[str, Any]:
 
 # What an application does with each camera frame, timed stage by stage.
 STAGES = ("decode", "preprocess", "infer", "postprocess")
-FRAMES_META_KEYS = ("height", "width", "encoding")
+FRAMES_META_KEYS = ("height", "width", "encoding", "fit")
 
 
 def load_frames(path: str) -> tuple[list[bytes], np.ndarray, dict[str, Any]]:
     """Encoded frames from an ``.npz`` (``data``: every frame's bytes end to end,
     ``offsets``: where each starts, and the end; ``y``: labels; ``meta``: JSON with the
-    frames' height, width and encoding)."""
+    frames' height, width, encoding and how they fit the model's size)."""
     with np.load(path, allow_pickle=False) as data:
         blob, offsets, labels = data["data"], data["offsets"], data["y"]
         meta = json.loads(str(data["meta"]))
@@ -937,12 +937,13 @@ class Pipeline:
     turn the logits into a class (softmax, argmax). Each call's stage times are kept in
     ``stage_ns`` while ``recording``."""
 
-    def __init__(self, runner: Runner, spec: dict[str, Any], preprocess: Any) -> None:
+    def __init__(self, runner: Runner, spec: dict[str, Any], preprocess: Any,
+                 fit: str = "squash") -> None:
         shape = [int(size) for size in spec["input"]["shape"][-3:]]
         height, width, channels = ((shape[1], shape[2], shape[0])
                                    if spec["input"].get("layout") == "NCHW" else shape)
         self.size, self.color = (height, width), ("grayscale" if channels == 1 else "rgb")
-        self.runner, self.spec, self.preprocess = runner, spec, preprocess
+        self.runner, self.spec, self.preprocess, self.fit = runner, spec, preprocess, fit
         self.recording = False
         self.stage_ns: dict[str, list[int]] = {stage: [] for stage in STAGES}
 
@@ -951,8 +952,8 @@ class Pipeline:
         t0 = clock()
         image = self.preprocess.decode_image(frame)
         t1 = clock()
-        x = quantize_input(self.preprocess.to_model_input(image, *self.size, self.color),
-                           self.spec["input"])
+        x = quantize_input(self.preprocess.to_model_input(image, *self.size, self.color,
+                                                          self.fit), self.spec["input"])
         t2 = clock()
         y = self.runner.infer(x)
         t3 = clock()
@@ -970,7 +971,7 @@ def end_to_end(runner: Runner, spec: dict[str, Any], args: argparse.Namespace) -
     warmed up, then timed and sized like the model alone; the median of each stage, and
     the accuracy on the frames (what JPEG and resizing leave of it)."""
     frames, labels, meta = load_frames(args.frames)
-    pipeline = Pipeline(runner, spec, _preprocess_module())
+    pipeline = Pipeline(runner, spec, _preprocess_module(), meta.get("fit") or "squash")
     _timed_steps(lambda index: pipeline(frames[index % len(frames)]),
                  lambda runs, total_ns: len(runs) >= args.warmup_runs
                  and total_ns >= args.warmup_seconds * 1e9)

@@ -103,6 +103,7 @@ class Model:
         self.spec: dict[str, Any] = self.manifest["spec"]
         shape = self.manifest["input"]
         self.height, self.width, self.color = shape["height"], shape["width"], shape["color"]
+        self.fit = shape.get("fit", "squash")  # releases made before fit was a choice
         harness = _harness()
         self._harness = harness
         self.runner = harness.load_runner(
@@ -110,16 +111,17 @@ class Model:
             int(self.manifest.get("threads", 1)),
             harness.runtime_options(self.spec, self.manifest.get("accelerators") or {}))
 
-    def prepare(self, image: Any) -> np.ndarray:
-        """``image`` (a PIL image, an array, encoded bytes or a file path) as model input."""
+    def prepare(self, image: Any, channels: str = "rgb") -> np.ndarray:
+        """``image`` (a PIL image, an array, encoded bytes or a file path) as model input;
+        an array's colour channels are in ``channels`` order (``"bgr"`` for OpenCV)."""
         if isinstance(image, (bytes, bytearray)):
             image = decode_image(bytes(image))
         elif isinstance(image, (str, os.PathLike)):
             with open(image, "rb") as handle:
                 image = decode_image(handle.read())
         elif isinstance(image, np.ndarray):
-            image = image_from_array(image)
-        return to_model_input(image, self.height, self.width, self.color)
+            image = image_from_array(image, channels)
+        return to_model_input(image, self.height, self.width, self.color, self.fit)
 
     def logits(self, model_input: np.ndarray) -> np.ndarray:
         """Float logits for one prepared input (quantised in and out as the variant is)."""
@@ -127,10 +129,11 @@ class Model:
         raw = self.runner.infer(harness.quantize_input(model_input, self.spec["input"]))
         return harness.dequantize_output(raw, self.spec.get("output", {})).reshape(-1)
 
-    def predict(self, image: Any) -> dict[str, Any]:
+    def predict(self, image: Any, channels: str = "rgb") -> dict[str, Any]:
         """The class of one image: its name, index, softmax score, and the milliseconds
-        the model took (pre-processing not included)."""
-        model_input = self.prepare(image)
+        the model took (pre-processing not included). An array is taken as RGB unless
+        ``channels="bgr"`` (OpenCV's ``imread``/``VideoCapture`` frames)."""
+        model_input = self.prepare(image, channels)
         start = time.perf_counter()
         logits = self.logits(model_input)
         latency_ms = (time.perf_counter() - start) * 1e3

@@ -18,8 +18,37 @@ class ImageError(ValueError):
     """An input that is no usable image, and why."""
 
 
-def to_model_input(image: Any, height: int, width: int, color: str) -> np.ndarray:
-    """A PIL image as the model's input: float32 (height, width, channels) in [0, 1]."""
+FITS = ("squash", "letterbox")
+"""How an image whose aspect ratio differs from the model's reaches the model's size:
+``squash`` stretches it to the size (every pixel kept, shapes distorted); ``letterbox``
+scales it to fit inside, keeping its aspect ratio, and pads the rest with black (shapes
+kept, borders added). Training images and an application's images go through the same."""
+
+CHANNEL_ORDERS = ("rgb", "bgr")
+"""The order of an array's three colour channels: ``rgb`` (Pillow, imageio, most camera
+libraries) or ``bgr`` (OpenCV's ``cv2.imread`` and ``VideoCapture``)."""
+
+
+def _fit(image: Any, height: int, width: int, fit: str) -> Any:
+    """``image`` at (width, height), squashed or letterboxed (:data:`FITS`)."""
+    from PIL import Image
+
+    if fit not in FITS:
+        raise ValueError(f"fit is one of {', '.join(FITS)}, not {fit!r}")
+    if fit == "squash":
+        return image.resize((width, height), Image.Resampling.BILINEAR)
+    scale = min(width / image.width, height / image.height)
+    inner = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    canvas = Image.new(image.mode, (width, height))  # black in every mode
+    canvas.paste(image.resize(inner, Image.Resampling.BILINEAR),
+                 ((width - inner[0]) // 2, (height - inner[1]) // 2))
+    return canvas
+
+
+def to_model_input(image: Any, height: int, width: int, color: str,
+                   fit: str = "squash") -> np.ndarray:
+    """A PIL image as the model's input: float32 (height, width, channels) in [0, 1],
+    brought to the size as ``fit`` says (:data:`FITS`)."""
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(image)  # photos shot sideways carry an EXIF rotation
@@ -28,7 +57,7 @@ def to_model_input(image: Any, height: int, width: int, color: str) -> np.ndarra
         peak = 65535.0 if image.mode.startswith("I;16") else float(max(np.asarray(image).max(), 1))
         image = Image.fromarray(np.uint8(np.asarray(image, np.float32) / peak * 255 + 0.5), "L")
     mode = "L" if color == "grayscale" else "RGB"
-    pixels = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+    pixels = _fit(image.convert(mode), height, width, fit)
     array = np.asarray(pixels, dtype=np.float32) / 255.0
     return array[..., np.newaxis] if array.ndim == 2 else array
 
@@ -36,10 +65,14 @@ def to_model_input(image: Any, height: int, width: int, color: str) -> np.ndarra
 ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
-def image_from_array(array: Any) -> Any:
-    """A PIL image from an array: (H, W) or (H, W, 1|3|4), uint8 or float in [0, 1]."""
+def image_from_array(array: Any, channels: str = "rgb") -> Any:
+    """A PIL image from an array: (H, W) or (H, W, 1|3|4), uint8 or float in [0, 1];
+    three or four channels are in ``channels`` order (:data:`CHANNEL_ORDERS`: ``bgr`` for
+    OpenCV's frames, whose alpha, if any, stays last)."""
     from PIL import Image
 
+    if channels not in CHANNEL_ORDERS:
+        raise ImageError(f"channels is one of {', '.join(CHANNEL_ORDERS)}, not {channels!r}")
     array = np.asarray(array)
     if array.ndim == 2:
         array = array[..., np.newaxis]
@@ -52,6 +85,8 @@ def image_from_array(array: Any) -> Any:
             raise ImageError(f"an image array is uint8, or float in [0, 1]; not {array.dtype} "
                              "with these values")
         array = np.round(array * 255.0).astype(np.uint8)
+    if channels == "bgr" and array.shape[2] >= 3:
+        array = array[..., [2, 1, 0, *range(3, array.shape[2])]]
     mode = ARRAY_MODES[array.shape[2]]
     return Image.fromarray(array[..., 0] if mode == "L" else array, mode)
 

@@ -22,12 +22,23 @@ from tasks.core.config import EndToEndParams
 PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 
 
-def encode_frame(image: np.ndarray, params: EndToEndParams) -> bytes:
+def frame_size(image_shape: tuple[int, ...], params: EndToEndParams, fit: str) -> tuple[int, int]:
+    """(height, width) of the frames made from model inputs of ``image_shape``: the
+    camera's ``frame_size`` when the model's images are squashed; under ``letterbox`` the
+    model input's aspect ratio at the camera's height, so that letterboxing the frame
+    back gives the model input again instead of adding borders it never had."""
+    if fit == "squash":
+        return params.frame_size
+    height = params.frame_size[0]
+    return height, max(1, round(height * image_shape[1] / image_shape[0]))
+
+
+def encode_frame(image: np.ndarray, params: EndToEndParams, fit: str = "squash") -> bytes:
     """One model input (H, W, C float in [0, 1]) as an encoded camera frame."""
     from PIL import Image
 
     pixels = device_code.load(device_code.PREPROCESS_PATH).image_from_array(image)
-    height, width = params.frame_size
+    height, width = frame_size(image.shape, params, fit)
     frame = pixels.resize((width, height), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     options = {"quality": params.quality} if params.encoding == "jpeg" else {}
@@ -35,15 +46,17 @@ def encode_frame(image: np.ndarray, params: EndToEndParams) -> bytes:
     return buffer.getvalue()
 
 
-def write_frames(test_data: Path, target: Path, params: EndToEndParams) -> Path:
+def write_frames(test_data: Path, target: Path, params: EndToEndParams,
+                 fit: str = "squash") -> Path:
     """``target`` (an ``.npz``) with the first ``params.frames`` test images of
-    ``test_data`` as frames, their labels and what they are."""
+    ``test_data`` as frames, their labels and what they are; ``fit`` is how the
+    prepared images were brought to the model's size (the harness does the same)."""
     with np.load(test_data, allow_pickle=False) as data:
         images, labels = data["x"][:params.frames], data["y"][:params.frames]
-    encoded = [encode_frame(image, params) for image in images]
+    encoded = [encode_frame(image, params, fit) for image in images]
     offsets = np.cumsum([0, *map(len, encoded)]).astype(np.int64)
-    meta = {"height": params.frame_size[0], "width": params.frame_size[1],
-            "encoding": params.encoding}
+    height, width = frame_size(images.shape[1:], params, fit)
+    meta = {"height": height, "width": width, "encoding": params.encoding, "fit": fit}
     with target.open("wb") as handle:
         np.savez(handle, data=np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets=offsets,
                  y=labels, meta=np.array(json.dumps(meta)))

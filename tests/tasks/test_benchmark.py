@@ -56,7 +56,7 @@ def test_end_to_end_pushes_frames_and_preprocess_and_every_variant_is_timed_so(
     for name, record in records(run).items():
         timed = record["harness"]["end_to_end"]
         assert timed["frames"] == {"height": 120, "width": 160, "encoding": "jpeg",
-                                   "count": 12, "mean_bytes": pytest.approx(
+                                   "fit": "squash", "count": 12, "mean_bytes": pytest.approx(
                                        timed["frames"]["mean_bytes"])}, name
         assert timed["accuracy_samples"] == 12 and timed["stages_ms"]["decode"] > 0
     # Pushed to the device's run folder, never left among the results.

@@ -220,6 +220,28 @@ def test_folder_pixels_match_their_labels(tmp_path: Path) -> None:
     np.testing.assert_allclose(x[y == 2], 1.0, atol=0.02)
 
 
+def test_folder_letterboxed_keeps_each_image_aspect_with_black_borders(tmp_path: Path) -> None:
+    """White images wider than 12:16 sit in a white band between black rows; squashed,
+    they fill the whole input (fit is recorded in meta.json for the predictor)."""
+    root = tmp_path / "images"
+    for name, size in (("wide", (48, 12)), ("square", (20, 20))):
+        for i in range(8):
+            save_image(root / name / f"{i}.png", "L", 255, size)
+    boxed = prepare(folder_params(root, fit="letterbox", split=SplitParams(val=0.25, test=0.25)),
+                    tmp_path / "boxed")
+    assert read_meta(boxed)["fit"] == "letterbox"
+    x, y = load_split(boxed, "train")
+    wide, square = x[y == 1][0, ..., 0], x[y == 0][0, ..., 0]
+    # 48x12 into 12 wide, 16 high: scaled to 12x3, rows 6-8 white, the rest black.
+    np.testing.assert_array_equal(wide.mean(axis=1), [0] * 6 + [1] * 3 + [0] * 7)
+    # 20x20: scaled to 12x12, two black rows above and below.
+    np.testing.assert_array_equal(square.mean(axis=1), [0] * 2 + [1] * 12 + [0] * 2)
+    squashed = prepare(folder_params(root, split=SplitParams(val=0.25, test=0.25)),
+                       tmp_path / "squashed")
+    assert read_meta(squashed)["fit"] == "squash"
+    np.testing.assert_array_equal(load_split(squashed, "train")[0], 1.0)
+
+
 def test_folder_is_deterministic(tmp_path: Path) -> None:
     root = build_tree(tmp_path / "images")
     first = read_all(prepare(folder_params(root), tmp_path / "a"))

@@ -124,6 +124,32 @@ def test_the_recommended_variant_is_released_checked_and_registered_then_not_aga
     assert other.mlflow_version == first.mlflow_version == alias_version(project, "other")
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_registry_snippet(device: str) -> str:
+    """The README's registry lookup, as a user copies it, for ``device``."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("```python\n", text.index("records which model, version and store"))
+    code = text[start + len("```python\n"):text.index("```", start + 3)]
+    return code.replace("pi5", device)
+
+
+def test_the_readme_registry_lookup_run_in_the_experiment_folder_finds_the_alias(
+        project: Layout, tiny_project: Any) -> None:
+    released = release_device(tiny_project.params, farm_of(project), project, "local")
+    assert released.status == "released"
+    done = subprocess.run([sys.executable, "-c", readme_registry_snippet("local")],
+                          cwd=project.root, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    version, source = done.stdout.split()
+    assert version == released.mlflow_version
+    record = read_record(project, "local")["current"]["mlflow"]
+    assert record["model_id"] in source  # the logged model the version was made from
+    assert not (project.root / "mlflow.db").exists()  # no stray store where it ran
+
+
 def test_rollback_returns_to_the_previous_release_and_moves_the_alias(
         project: Layout, tiny_project: Any) -> None:
     params, farm = tiny_project.params, farm_of(project)
@@ -275,6 +301,20 @@ def test_the_predictor_agrees_with_keras_in_python_on_raw_arrays_of_any_size(
     assert model.predict(big)["class"] in manifest["classes"]
     with pytest.raises(predictor.ImageError, match=r"not \(2, 2, 2\)"):
         model.predict(np.zeros((2, 2, 2), np.uint8))
+
+
+def test_the_predictor_takes_opencv_bgr_arrays_when_told_and_fits_as_trained(
+        released: Any) -> None:
+    folder, _ = released
+    model = device_code.predictor().Model(str(folder))
+    assert (model.manifest["input"]["fit"], model.fit) == ("squash", "squash")
+    rgb = np.zeros((30, 50, 3), np.uint8)
+    rgb[5:25, 10:40] = (250, 120, 0)  # orange on black: its grey differs from BGR's
+    bgr = rgb[..., ::-1].copy()
+    np.testing.assert_array_equal(model.prepare(bgr, channels="bgr"), model.prepare(rgb))
+    assert not np.array_equal(model.prepare(bgr), model.prepare(rgb))
+    assert model.predict(bgr, channels="bgr") | {"latency_ms": 0} \
+        == model.predict(rgb) | {"latency_ms": 0}
 
 
 def test_the_predictor_serves_http_and_answers_a_bad_image_with_400(released: Any) -> None:

@@ -37,6 +37,7 @@ class PreparedMeta(Contract):
     input_shape: list[int]
     normalisation: str
     color: Literal["grayscale", "rgb"]
+    fit: Literal["squash", "letterbox"] = "squash"  # absent before it was a choice
     seed: int
     counts: dict[str, int]
     per_class: dict[str, int]

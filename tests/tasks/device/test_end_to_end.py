@@ -34,7 +34,7 @@ def test_frames_are_the_test_images_at_the_frame_size_in_the_harness_layout(
         str(write_frames(test_data, tmp_path / "frames.npz", params)))
     with np.load(test_data) as data:
         assert labels.tolist() == data["y"][:7].tolist()
-    assert meta == {"height": 48, "width": 64, "encoding": "jpeg"}
+    assert meta == {"height": 48, "width": 64, "encoding": "jpeg", "fit": "squash"}
     assert len(frames) == 7 and len(set(frames)) > 1
     with Image.open(io.BytesIO(frames[0])) as image:
         assert (image.format, image.size) == ("JPEG", (64, 48))
@@ -54,6 +54,28 @@ def test_png_frames_at_the_model_size_decode_to_the_model_inputs(tiny_project: A
             image = preprocess.decode_image(frame)
             np.testing.assert_array_equal(preprocess.to_model_input(image, 16, 16, color),
                                           expected)
+
+
+def test_letterboxed_frames_keep_the_model_aspect_and_decode_to_the_model_inputs(
+        tiny_project: Any, tmp_path: Path) -> None:
+    """Under ``fit: letterbox`` a 48x64 camera gives 48x48 frames of a 16x16 model's
+    images (letterboxing a 4:3 frame back would add borders the image never had), and
+    they pre-process back to the prepared inputs through the letterbox, borderless."""
+    test_data = tiny_project.layout.prepared / "test.npz"
+    params = EndToEndParams(frame_size=(48, 64), encoding="png", frames=4)
+    frames, _, meta = harness.load_frames(
+        str(write_frames(test_data, tmp_path / "frames.npz", params, "letterbox")))
+    assert meta == {"height": 48, "width": 48, "encoding": "png", "fit": "letterbox"}
+    preprocess = device_code.load(device_code.PREPROCESS_PATH)
+    with np.load(test_data) as data:
+        for frame, expected in zip(frames, data["x"][:4]):
+            image = preprocess.decode_image(frame)
+            assert image.size == (48, 48)
+            model_input = preprocess.to_model_input(image, 16, 16, "grayscale", "letterbox")
+            # No border added: exactly what a plain resize gives, up to resampling.
+            np.testing.assert_array_equal(model_input, preprocess.to_model_input(
+                image, 16, 16, "grayscale", "squash"))
+            np.testing.assert_allclose(model_input, expected, atol=0.08)
 
 
 class Echo:
