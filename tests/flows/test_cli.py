@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from flows.steps import STEPS
+from tests.helpers import read_only_tree
 from tests.tiny import write_tiny_config
 
 EDGEFLOW = Path(sys.executable).parent / "edgeflow"
@@ -56,6 +57,19 @@ def test_an_unknown_step_is_a_usage_error_for_step_and_for_rerun(project: Path) 
     assert refused(edgeflow("run", "--rerun", "nosuchstep", cwd=project), 2) == (
         f"unknown step 'nosuchstep' {ALLOWED_STEPS}")
     assert not (project / "data").exists(), "nothing ran"
+
+
+@pytest.mark.parametrize("argv", [("step", "prepare"), ("run",)])
+def test_a_read_only_experiment_folder_is_one_line(project: Path, argv: tuple[str, ...]) -> None:
+    """``chmod -R a-w`` on the experiment: the lock (the first thing written) says so."""
+    with read_only_tree(project):
+        message = refused(edgeflow(*argv, cwd=project), 1)
+    # chmod's refusal for a user; the immutable attribute's (tests.helpers) for root.
+    reason = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
+    assert message == (f"the experiment folder {project} is not writable ({reason}: "
+                       f"{project / '.edgeflow'}): edgeflow keeps its lock, logs and outputs "
+                       "there; make it writable, or copy the experiment to a folder you can "
+                       "write")
 
 
 @pytest.mark.parametrize("text, detail", [
