@@ -259,3 +259,17 @@ def test_code_manifests_writes_one_per_step_and_then_none(project: Path) -> None
     assert sorted(path.stem for path in (project / "code-manifests").iterdir()) == sorted(STEPS)
     again = edgeflow("code-manifests", cwd=project)
     assert again.stdout == "code manifests: none changed\n"
+
+
+def test_sighup_stops_a_command_unless_it_was_started_under_nohup() -> None:
+    """A closed terminal stops a command as Ctrl-C does (tests/farm/test_faults.py sends
+    it to a real benchmark); ``nohup edgeflow run`` asked to outlive the terminal."""
+    probe = ("import signal, sys\n"
+             "if sys.argv[1] == 'nohup':\n    signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+             "from flows.cli import _stop_signals\n"
+             "print(' '.join(signal.Signals(number).name for number in _stop_signals()))\n")
+    stops = {how: subprocess.run([sys.executable, "-c", probe, how], capture_output=True,
+                                 text=True, cwd=Path(__file__).resolve().parents[2],
+                                 check=True).stdout.strip()
+             for how in ("terminal", "nohup")}
+    assert stops == {"terminal": "SIGINT SIGTERM SIGHUP", "nohup": "SIGINT SIGTERM"}
