@@ -11,9 +11,10 @@ sees half a file); its sha256 is checked on the device before it is used, by the
 for the harness and test inputs and by the harness for the artifacts it loads, so a
 corrupted copy is never used. The shell reads what to check from a list pushed as a
 file, never from its command line: a release of hundreds of check images would pass
-the kernel's limit on one argument (128 KiB, ``Argument list too long``). Run folders are named by their UTC start time: the newest
-``keep_runs`` are kept, and older ones are removed once nothing has touched them for
-longer than a run in progress can stay quiet.
+the kernel's limit on one argument (128 KiB, ``Argument list too long``). Run folders
+are named by their UTC start time: the newest ``keep_runs`` are kept, and older ones
+are removed once nothing has touched them for longer than a run in progress can stay
+quiet.
 """
 
 from __future__ import annotations

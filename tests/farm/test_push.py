@@ -79,7 +79,8 @@ def test_hundreds_of_files_are_pushed_and_verified_without_a_long_command_line(
     make_dirs(board, str(target))
     result = push_files(board, files, then=["echo checked"])
     assert result.stdout.strip() == "checked"
-    assert sorted(path.name for path in target.iterdir()) == [f"{i:04d}.png" for i in range(MANY_FILES)]
+    assert sorted(path.name for path in target.iterdir()) == [
+        f"{index:04d}.png" for index in range(MANY_FILES)]
     assert all(Path(remote).read_bytes() == local.read_bytes() for local, remote in files)
     assert list(folder.iterdir()) == [target], "the sha256 list is removed once checked"
     # The same list still catches the one file that arrived damaged, and names it.
