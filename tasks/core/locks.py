@@ -21,6 +21,7 @@ writes, so a folder no run could write in is refused before any work.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -55,9 +56,10 @@ class NotWritable(EdgeflowError):
     """A lock file cannot be created or opened for writing where it must be (its folder
     or the file is read-only, a read-only mount...)."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str, refused: bool) -> None:
         super().__init__(message)
-        self.reason = reason  # what refused: "<strerror>: <path>"
+        self.reason = reason  # what failed: "<strerror>: <path>"
+        self.refused = refused  # a permission refused (not a full disk, a file in the way)
 
 
 _held: dict[Path, tuple[int, int]] = {}  # resolved path -> (fd, depth)
@@ -117,6 +119,11 @@ def file_lock(path: Path, wait_seconds: float | None = 0.0) -> Iterator[None]:
         _release(key)
 
 
+# Where the file system refuses writing: permission bits, an immutable or append-only
+# attribute, a read-only mount.
+_REFUSALS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
 def _open(key: Path) -> int:
     """The lock file at ``key``, opened for writing (it and its folders made if needed);
     :class:`NotWritable` naming the folder (or the file) that refused."""
@@ -124,12 +131,15 @@ def _open(key: Path) -> int:
         key.parent.mkdir(parents=True, exist_ok=True)
         return os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
-        refused = Path(error.filename) if error.filename else key
+        failed = Path(error.filename) if error.filename else key
+        reason = f"{error.strerror}: {failed}"
+        if error.errno not in _REFUSALS:  # a full disk, a file where a folder should be
+            raise NotWritable(f"cannot create the lock {key} ({reason})", reason,
+                              False) from None
         # mkdir names the folder it could not make (its parent refused); open names the
         # lock file (its folder refused a new file, or the file refuses writing).
-        folder = refused if refused == key and key.exists() else refused.parent
-        reason = f"{error.strerror}: {refused}"
-        raise NotWritable(f"{folder} is not writable ({reason})", reason) from None
+        folder = failed if failed == key and key.exists() else failed.parent
+        raise NotWritable(f"{folder} is not writable ({reason})", reason, True) from None
 
 
 def _acquire(fd: int, path: Path, wait_seconds: float | None) -> None:
@@ -170,8 +180,10 @@ def experiment_lock(state_dir: Path) -> Iterator[None]:
         try:
             stack.enter_context(file_lock(state_dir / LOCK_NAME, wait_seconds=0.0))
         except NotWritable as error:
+            if not error.refused:
+                raise
             raise NotWritable(
                 f"the experiment folder {state_dir.parent} is not writable ({error.reason}): "
                 "edgeflow keeps its lock, logs and outputs there; make it writable, or copy "
-                "the experiment to a folder you can write", error.reason) from None
+                "the experiment to a folder you can write", error.reason, True) from None
         yield

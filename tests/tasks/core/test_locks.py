@@ -126,3 +126,14 @@ def test_a_store_lock_in_a_read_only_folder_names_the_folder(tmp_path: Path) -> 
                 pass
     assert str(refused.value).startswith(f"{store} is not writable (")
     assert str(refused.value).endswith(f": {store / 'mlflow.db.lock'})")
+
+
+def test_a_file_where_the_state_folder_belongs_is_named_not_called_read_only(
+        tmp_path: Path) -> None:
+    (tmp_path / ".edgeflow").write_text("")
+    with pytest.raises(NotWritable) as refused:
+        with experiment_lock(tmp_path / ".edgeflow"):
+            pass
+    lock = tmp_path / ".edgeflow" / "run.lock"
+    assert str(refused.value) == (f"cannot create the lock {lock} (File exists: "
+                                  f"{tmp_path / '.edgeflow'})")
