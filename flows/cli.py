@@ -12,9 +12,10 @@ the error's class's (:mod:`tasks.core.errors`), never read from its message: 2 f
 configuration or usage (an unknown step, a folder given as a file), 1 otherwise (a
 missing or damaged output of an earlier step, a device that failed, a failed run);
 nothing already produced is deleted. Exit 75 when another run of the same experiment
-holds its lock (try again later), 130 when Ctrl-C stopped the run (what runs on devices
-is stopped too). `farm probe` and `farm setup` print every device's row, then one line
-naming the devices that failed and exit with their failures' class's code.
+holds its lock (try again later), 130 when Ctrl-C, SIGTERM or SIGHUP (the terminal
+closed) stopped the run (what runs on devices is stopped too). `farm probe` and `farm
+setup` print every device's row, then one line naming the devices that failed and exit
+with their failures' class's code.
 """
 
 from __future__ import annotations
@@ -119,29 +120,51 @@ def _exit_for_devices(failures: dict[str, type[EdgeflowError]], what: str) -> No
 
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
+# The signals that stop a command as Ctrl-C does: Ctrl-C, a polite kill, and the
+# terminal closing (SIGHUP; by default it would kill edgeflow at once, without a word,
+# and leave what runs on the devices running and holding their locks).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop_signals() -> tuple[signal.Signals, ...]:
+    """:data:`STOP_SIGNALS` less SIGHUP where it is ignored: ``nohup edgeflow run`` asks
+    the run to outlive its terminal."""
+    return tuple(number for number in STOP_SIGNALS
+                 if number != signal.SIGHUP or signal.getsignal(number) is not signal.SIG_IGN)
+
+
+def _tell(line: str) -> None:
+    """``line`` on stderr, if stderr is still there: after SIGHUP the terminal is gone
+    and writing to it fails (EIO), which must not turn a clean stop into a traceback."""
+    try:
+        typer.echo(line, err=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _interruptible(action: Callable[[], T]) -> T:
-    """Run ``action`` so that Ctrl-C (SIGINT, or SIGTERM) stops it within seconds: what
-    runs on devices is stopped (:mod:`tasks.core.interrupt`), steps stop at their next
-    checkpoint without writing unfinished outputs, and the exit is one line and 130."""
+    """Run ``action`` so that Ctrl-C (SIGINT, or SIGTERM, or SIGHUP: a closed terminal)
+    stops it within seconds: what runs on devices is stopped (:mod:`tasks.core.interrupt`),
+    steps stop at their next checkpoint without writing unfinished outputs, and the exit
+    is one line and 130."""
     from tasks.core import interrupt
+
+    numbers = _stop_signals()
 
     def on_signal(signum: int, frame: Any) -> None:
         interrupt.request_stop()
         # A second Ctrl-C while the first stops things must not break the unwinding.
-        for number in (signal.SIGINT, signal.SIGTERM):
+        for number in numbers:
             signal.signal(number, lambda *_: interrupt.request_stop())
         raise interrupt.Interrupted(signal.Signals(signum).name)
 
-    previous = {number: signal.signal(number, on_signal)
-                for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.signal(number, on_signal) for number in numbers}
     try:
         return action()
     except KeyboardInterrupt:
         interrupt.request_stop()  # a KeyboardInterrupt raised elsewhere than our handler
-        typer.echo("edgeflow: interrupted: running benchmarks were stopped on their devices; "
-                   "unfinished steps wrote nothing, the next run redoes them", err=True)
+        _tell("edgeflow: interrupted: running benchmarks were stopped on their devices; "
+              "unfinished steps wrote nothing, the next run redoes them")
         raise typer.Exit(INTERRUPTED_EXIT) from None
     finally:
         # In the CLI process, the command is over once its action is: a signal while it
@@ -157,7 +180,10 @@ _IN_CLI_PROCESS = False  # set by main(): the process is the `edgeflow` command 
 def _exit_interrupted(signum: int, frame: Any) -> None:
     """Before a command's work starts or after it ends: nothing to stop, nothing half
     written; Prefect's server, if any, dies with this process."""
-    os.write(2, b"edgeflow: interrupted\n")
+    try:
+        os.write(2, b"edgeflow: interrupted\n")
+    except OSError:  # the terminal is gone (SIGHUP): exit all the same
+        pass
     os._exit(INTERRUPTED_EXIT)
 
 
@@ -653,7 +679,7 @@ def _end_process(status: int) -> None:
     the default handlers and kill the finished process by signal), flush, and end now:
     the interpreter's teardown of the ~1,400 modules a run imports is half a second of a
     no-op run and writes nothing."""
-    for number in (signal.SIGINT, signal.SIGTERM):
+    for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -668,7 +694,7 @@ def main() -> None:
 
     global _IN_CLI_PROCESS
     _IN_CLI_PROCESS = True
-    for number in (signal.SIGINT, signal.SIGTERM):
+    for number in _stop_signals():
         signal.signal(number, _exit_interrupted)  # _interruptible takes over during work
     status = [1]  # an exception that escapes Typer: Python prints it, the status is 1
     atexit.register(lambda: _end_process(status[0]))  # registered first: runs last

@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 
 from flows.server import api_healthy
+from tasks.core.config import parse_yaml
 from tasks.core.errors import EdgeflowError
 
 DEFAULT_PORT = 4200
@@ -177,7 +178,7 @@ def work_pools(project: Path) -> list[str]:
     """The work pools ``prefect.yaml``'s deployments name, in order."""
     path = project / "prefect.yaml"
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        document = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:
         raise ServeError(f"{path}: cannot be read ({error})") from None
     pools = [((deployment or {}).get("work_pool") or {}).get("name")
@@ -229,7 +230,7 @@ def _deployment_inputs(project: Path, server: dict[str, Any]) -> dict[str, Any]:
 
     text = (project / "prefect.yaml").read_text(encoding="utf-8")
     entrypoints = sorted({(deployment or {}).get("entrypoint", "").split(":")[0]
-                          for deployment in (yaml.safe_load(text) or {}).get("deployments") or []})
+                          for deployment in (parse_yaml(text) or {}).get("deployments") or []})
     digest = hashlib.sha256(text.encode())
     for entry in entrypoints:
         path = project / entry

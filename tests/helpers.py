@@ -8,8 +8,12 @@ import shutil
 import stat
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from tasks.core.config import BenchmarkParams
 
@@ -289,3 +293,32 @@ def final_task_runs(client: Any, flow_run_id: Any, timeout: float = 60) -> list[
                 or time.monotonic() > deadline:
             return list(tasks)
         time.sleep(0.2)
+
+
+@contextmanager
+def read_only_tree(root: Path) -> Iterator[None]:
+    """``root`` and everything in it made read-only for this process for the block, in a
+    way that really refuses writes: ``chmod -R a-w`` for a user; as root, whom permission
+    bits do not stop, the immutable attribute (``chattr -R +i``). Skips the test where
+    neither is possible (a file system without the attribute, no CAP_LINUX_IMMUTABLE)."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        modes = {path: path.stat().st_mode for path in [root, *root.rglob("*")]}
+        for path, mode in modes.items():
+            path.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            for path, mode in modes.items():
+                path.chmod(mode)
+        return
+    made = subprocess.run(["chattr", "-R", "+i", str(root)], capture_output=True, text=True)
+    if made.returncode != 0:
+        subprocess.run(["chattr", "-R", "-i", str(root)], capture_output=True)
+        pytest.skip(f"root ignores permission bits and chattr +i failed here: "
+                    f"{made.stderr.strip() or made.returncode}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(root)], check=True)

@@ -13,10 +13,15 @@ MLflow sqlite store named by ``MLFLOW_TRACKING_URI``): it waits instead of refus
 Locks are re-entrant within one process (the CLI takes the experiment lock, then the
 flow it runs takes it again): a flock on a second file description of the same file
 would deadlock against its own process.
+
+A lock that cannot be created (a read-only experiment folder, a read-only mount) is
+:class:`NotWritable`, one line naming the folder: the lock is the first thing a run
+writes, so a folder no run could write in is refused before any work.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -25,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,6 +50,16 @@ class LockTimeout(EdgeflowError):
     """A shared resource stayed locked longer than the caller would wait."""
 
     exit_code = 75
+
+
+class NotWritable(EdgeflowError):
+    """A lock file cannot be created or opened for writing where it must be (its folder
+    or the file is read-only, a read-only mount...)."""
+
+    def __init__(self, message: str, reason: str, refused: bool) -> None:
+        super().__init__(message)
+        self.reason = reason  # what failed: "<strerror>: <path>"
+        self.refused = refused  # a permission refused (not a full disk, a file in the way)
 
 
 _held: dict[Path, tuple[int, int]] = {}  # resolved path -> (fd, depth)
@@ -88,8 +103,7 @@ def file_lock(path: Path, wait_seconds: float | None = 0.0) -> Iterator[None]:
         finally:
             _release(key)
         return
-    key.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open(key)
     try:
         _acquire(fd, key, wait_seconds)
         os.ftruncate(fd, 0)
@@ -103,6 +117,29 @@ def file_lock(path: Path, wait_seconds: float | None = 0.0) -> Iterator[None]:
         yield
     finally:
         _release(key)
+
+
+# Where the file system refuses writing: permission bits, an immutable or append-only
+# attribute, a read-only mount.
+_REFUSALS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _open(key: Path) -> int:
+    """The lock file at ``key``, opened for writing (it and its folders made if needed);
+    :class:`NotWritable` naming the folder (or the file) that refused."""
+    try:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        failed = Path(error.filename) if error.filename else key
+        reason = f"{error.strerror}: {failed}"
+        if error.errno not in _REFUSALS:  # a full disk, a file where a folder should be
+            raise NotWritable(f"cannot create the lock {key} ({reason})", reason,
+                              False) from None
+        # mkdir names the folder it could not make (its parent refused); open names the
+        # lock file (its folder refused a new file, or the file refuses writing).
+        folder = failed if failed == key and key.exists() else failed.parent
+        raise NotWritable(f"{folder} is not writable ({reason})", reason, True) from None
 
 
 def _acquire(fd: int, path: Path, wait_seconds: float | None) -> None:
@@ -134,7 +171,19 @@ def _release(key: Path) -> None:
     os.close(fd)
 
 
-def experiment_lock(state_dir: Path) -> AbstractContextManager[None]:
+@contextmanager
+def experiment_lock(state_dir: Path) -> Iterator[None]:
     """The lock of the experiment whose state folder is ``state_dir``: refused at once
-    (:class:`ExperimentBusy`) while another process holds it."""
-    return file_lock(state_dir / LOCK_NAME, wait_seconds=0.0)
+    (:class:`ExperimentBusy`) while another process holds it; :class:`NotWritable`
+    naming the experiment folder when the lock cannot be written there."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(state_dir / LOCK_NAME, wait_seconds=0.0))
+        except NotWritable as error:
+            if not error.refused:
+                raise
+            raise NotWritable(
+                f"the experiment folder {state_dir.parent} is not writable ({error.reason}): "
+                "edgeflow keeps its lock, logs and outputs there; make it writable, or copy "
+                "the experiment to a folder you can write", error.reason, True) from None
+        yield

@@ -9,9 +9,12 @@ Layout on a device (every folder mode 700, every file 600, all under its ``workd
 A push copies a file under a temporary name and renames it into place (a reader never
 sees half a file); its sha256 is checked on the device before it is used, by the shell
 for the harness and test inputs and by the harness for the artifacts it loads, so a
-corrupted copy is never used. Run folders are named by their UTC start time: the newest
-``keep_runs`` are kept, and older ones are removed once nothing has touched them for
-longer than a run in progress can stay quiet.
+corrupted copy is never used. The shell reads what to check from a list pushed as a
+file, never from its command line: a release of hundreds of check images would pass
+the kernel's limit on one argument (128 KiB, ``Argument list too long``). Run folders
+are named by their UTC start time: the newest ``keep_runs`` are kept, and older ones
+are removed once nothing has touched them for longer than a run in progress can stay
+quiet.
 """
 
 from __future__ import annotations
@@ -87,17 +90,49 @@ def place_files(connection: Connection, files: Sequence[tuple[Path, str]]) -> No
         connection.put(local, remote)
 
 
-def verify_commands(files: Sequence[tuple[Path, str]]) -> list[str]:
-    """Shell commands that check each placed file's sha256 on the device; a mismatch
-    removes the file and exits with MISMATCH_EXIT naming it."""
-    commands = []
+# What the shell on the device runs to check a sha256 list (:func:`write_sha256_list`),
+# ``{list}`` replaced by the list's quoted path: its length is the same for any number
+# of files. A line is "<sha256> <path>"; a path runs to the end of its line, spaces
+# included. A missing file reads as empty, so it is a mismatch too.
+_CHECK_LIST = ('{{ while IFS= read -r entry; do file=${{entry#* }}; '
+               '[ "$(sha256sum < "$file")" = "${{entry%% *}}  -" ] || '
+               '{{ printf "sha256 mismatch on the device for %s\\n" "$file" >&2; '
+               'rm -f -- "$file" {list}; exit {code}; }}; done < {list} && rm -f -- {list}; }}')
+SHA256_LIST_PREFIX = ".sha256-"
+
+
+def sha256_list(files: Sequence[tuple[Path, str]]) -> str:
+    """The text of the list :func:`verify_command` checks: one "<sha256> <remote path>"
+    line per (local, remote) pair. A remote path with a line break cannot be a line of
+    it: DeployError."""
+    lines = []
     for local, remote in files:
-        quoted = shlex.quote(remote)
-        commands.append(
-            f'{{ [ "$(sha256sum < {quoted})" = {shlex.quote(sha256_file(local) + "  -")} ] || '
-            f'{{ printf "sha256 mismatch on the device for %s\\n" {quoted} >&2; '
-            f'rm -f -- {quoted}; exit {MISMATCH_EXIT}; }}; }}')
-    return commands
+        if "\n" in remote:
+            raise DeployError(f"cannot push to {remote!r}: a path on the device may not "
+                              "contain a line break")
+        lines.append(f"{sha256_file(local)} {remote}\n")
+    return "".join(lines)
+
+
+def write_sha256_list(connection: Connection, files: Sequence[tuple[Path, str]],
+                      folder: str) -> str:
+    """Push the sha256 list of ``files`` into ``folder`` on the device (a name of its own:
+    two pushes into one folder never share one); its remote path. The check removes it."""
+    import tempfile
+
+    remote = f"{folder}/{SHA256_LIST_PREFIX}{uuid.uuid4().hex}"
+    with tempfile.TemporaryDirectory(prefix="edgeflow-sha256-") as scratch:
+        local = Path(scratch) / "sha256.list"
+        local.write_text(sha256_list(files), encoding="utf-8")
+        connection.put(local, remote)
+    return remote
+
+
+def verify_command(listed: str) -> str:
+    """The shell command that checks each file of the sha256 list at ``listed`` (on the
+    device): a mismatch removes that file and exits with MISMATCH_EXIT naming it. The
+    list is removed either way. Its length does not grow with the number of files."""
+    return _CHECK_LIST.format(list=shlex.quote(listed), code=MISMATCH_EXIT)
 
 
 def check_then_run(connection: Connection, files: Sequence[tuple[Path, str]],
@@ -105,11 +140,13 @@ def check_then_run(connection: Connection, files: Sequence[tuple[Path, str]],
     """In one device command, check the sha256 of each placed (local, remote) pair, then
     run the ``then`` commands (quoted command lines: one shell start for all). Raises
     DeployError naming the first file that did not arrive intact; returns the command's
-    result for the caller to read what ``then`` printed."""
+    result for the caller to read what ``then`` printed. The files are named in a list
+    pushed beside the first one (:func:`write_sha256_list`), not on the command line."""
     if not files and not then:
         return None
-    result = connection.run(" && ".join(["umask 077", *verify_commands(files), *then]),
-                            timeout=timeout)
+    checks = ([verify_command(write_sha256_list(connection, files, str(Path(files[0][1]).parent)))]
+              if files else [])
+    result = connection.run(" && ".join(["umask 077", *checks, *then]), timeout=timeout)
     if result.exited == MISMATCH_EXIT or (not then and not result.ok):
         reason = last_line(result.stderr) or f"exit code {result.exited}"
         raise DeployError(f"push to the device failed: {reason}")

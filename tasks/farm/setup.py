@@ -35,7 +35,7 @@ from tasks.core.config import VENV_DIR, Farm, SshDevice, check_key_files
 from tasks.core.errors import ConfigError, DeviceError, EdgeflowError, device_failure
 from tasks.farm.probe import probe_runtimes
 from tasks.farm.protocol import LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES, parse_untrusted_json
-from tasks.farm.push import last_line, make_dirs, push_files, verify_commands
+from tasks.farm.push import last_line, make_dirs, push_files, verify_command, write_sha256_list
 from tasks.farm.transports import Connection, connect, owner_only, quote_command
 
 # The pip distributions that give each harness runtime (numpy comes with every one).
@@ -190,15 +190,18 @@ def _checked_facts(raw: bytes) -> dict[str, Any]:
     return facts
 
 
-def _install_command(device: SshDevice, packages: list[str], wheels: list[Path]) -> str:
+def _install_command(device: SshDevice, packages: list[str], wheels: list[Path],
+                     listed: str | None = None) -> str:
     """One shell command, under the device lock (never while a benchmark runs in the
-    venv): check the wheels' sha256, rebuild the venv, install, make it owner-only."""
+    venv): check the wheels' sha256 (from the list pushed to ``listed``), rebuild the
+    venv, install, make it owner-only."""
     venv = f"{device.workdir}/{VENV_DIR}"
     steps: list[str] = []
     if device.setup.wheelhouse:
         wheelhouse = f"{device.workdir}/{WHEELHOUSE_DIR}"
         pip_wheel = next(wheel.name for wheel in wheels if wheel.name.startswith("pip-"))
-        steps += verify_commands([(wheel, f"{wheelhouse}/{wheel.name}") for wheel in wheels])
+        assert listed is not None, "a wheelhouse install checks the wheels' sha256 list"
+        steps.append(verify_command(listed))
         create = [device.python, "-m", "venv", "--without-pip", venv]
         install = [f"{venv}/bin/python", f"{wheelhouse}/{pip_wheel}/pip", "install",
                    "--no-index", "--find-links", wheelhouse]
@@ -222,6 +225,7 @@ def setup_device(name: str, device: SshDevice, runtimes: list[str], cache_root: 
     packages = wanted_packages(device, runtimes)
     connection = connect(device, name)
     actions: list[str] = []
+    listed: str | None = None
     try:
         platform_run = _run(connection, quote_command([device.python, "-c", PLATFORM_SCRIPT]),
                             f"running {device.python} on the device")
@@ -242,7 +246,9 @@ def setup_device(name: str, device: SshDevice, runtimes: list[str], cache_root: 
             make_dirs(connection, wheelhouse)
             pushed = _push_missing_wheels(connection, wheels, wheelhouse)
             actions.append(f"pushed {pushed} of {len(wheels)} wheels")
-        installed = connection.run(_install_command(device, packages, wheels),
+            listed = write_sha256_list(
+                connection, [(wheel, f"{wheelhouse}/{wheel.name}") for wheel in wheels], wheelhouse)
+        installed = connection.run(_install_command(device, packages, wheels, listed),
                                    timeout=INSTALL_TIMEOUT + SETUP_LOCK_WAIT)
         if installed.exited == LOCK_BUSY_EXIT:
             raise SetupError(f"device busy: a benchmark held {device.workdir}/{LOCK_NAME} for "

@@ -291,3 +291,60 @@ def test_ctrl_c_in_the_benchmarking_thread_stops_the_harness_on_an_ssh_board(
     assert "edgeflow: interrupted" in stderr and "Traceback" not in stderr, stderr
     assert time.monotonic() - started < 15
     assert processes_left(str(workdir)) == []
+
+
+@pytest.mark.parametrize("signum", ["SIGHUP", "SIGTERM"])
+def test_a_closed_terminal_stops_edgeflow_and_its_harness_on_an_ssh_board_like_sigterm(
+        tiny_project: Any, ssh_server: SshServer, tmp_path: Path, signum: str) -> None:
+    """The terminal that ran ``edgeflow step benchmark`` closes (SIGHUP): the command ends
+    as SIGTERM ends it (130, one line), and the board's harness is stopped there, its
+    device lock free for the next benchmark or release."""
+    import fcntl
+    import json
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from flows.cli import INTERRUPTED_EXIT
+    from tasks.farm.protocol import LOCK_NAME
+
+    project = tmp_path / "experiment"
+    root = tiny_project.layout.root
+    project.mkdir()
+    for name in ("params.yaml", "data", "models"):
+        source = root / name
+        (shutil.copytree if source.is_dir() else shutil.copyfile)(source, project / name)
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("warmup_seconds: 0.0", "warmup_seconds: 30.0"))
+    workdir = tmp_path / "board"
+    (project / "farm.yaml").write_text(json.dumps({"devices": {"pi": ssh_server.farm_entry(
+        workdir, sys.executable, runtimes=["tflite", "onnxruntime"])}}))
+    child = subprocess.Popen([str(Path(sys.executable).parent / "edgeflow"), "step", "benchmark"],
+                             cwd=project, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**os.environ, "PATH": f"{Path(sys.executable).parent}"
+                                                        f"{os.pathsep}{os.environ['PATH']}"})
+    try:
+        deadline = time.monotonic() + 120
+        while not any("--artifact" in line for line in processes_mentioning(str(workdir))):
+            assert child.poll() is None, f"the benchmark ended first: {child.communicate()}"
+            assert time.monotonic() < deadline, "the harness never started on the board"
+            time.sleep(0.1)
+        started = time.monotonic()
+        child.send_signal(getattr(signal, signum))
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == INTERRUPTED_EXIT, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("edgeflow: ")] == [
+        "edgeflow: interrupted: running benchmarks were stopped on their devices; unfinished "
+        "steps wrote nothing, the next run redoes them"], stderr
+    assert "Traceback" not in stderr
+    assert time.monotonic() - started < 15
+    assert processes_left(str(workdir)) == [], "the harness still runs on the board"
+    with open(workdir / LOCK_NAME, "a") as lock:  # the device lock is free
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert not (project / "results" / "pi").exists()

@@ -13,7 +13,8 @@ from tasks.farm import push
 from tasks.farm.push import (RUN_NAME, DeployError, PhaseTimes, check_then_run, last_line,
                              make_dirs, new_run_name, push_files, remove_runs_command,
                              stale_runs)
-from tasks.farm.transports import LocalConnection
+from tasks.farm.transports import Connection, LocalConnection, SshConnection
+from tests.helpers import ssh_device
 
 
 class CorruptingConnection(LocalConnection):
@@ -46,6 +47,59 @@ def test_a_corrupted_push_is_refused_and_not_placed(tmp_path: Path) -> None:
     with pytest.raises(DeployError, match="sha256 mismatch on the device for .*model.onnx"):
         push_files(CorruptingConnection(), [(source, str(target))])
     assert list(target.parent.iterdir()) == [], "nothing half-pushed or corrupted is left"
+
+
+@pytest.fixture(params=["local", "ssh"])
+def board(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Each transport, reaching this machine's files (the sshd board runs here)."""
+    if request.param == "local":
+        yield LocalConnection()
+        return
+    connection = SshConnection(ssh_device(request.getfixturevalue("ssh_server"), tmp_path), "pi")
+    yield connection
+    connection.close()
+
+
+# A release with this many check images named every file on one shell command line
+# (~400 bytes each): past the kernel's 128 KiB limit on one argument.
+MANY_FILES = 400
+
+
+def test_hundreds_of_files_are_pushed_and_verified_without_a_long_command_line(
+        board: Connection, tmp_path: Path) -> None:
+    sources = tmp_path / "release" / "check"
+    sources.mkdir(parents=True)
+    folder = tmp_path / "device" / "app" / "releases" / "20261205T101010123456Z-tflite-fp32"
+    target = folder / "check"
+    files = []
+    for index in range(MANY_FILES):
+        source = sources / f"{index:04d}.png"
+        source.write_bytes(index.to_bytes(2, "big") * 50)
+        files.append((source, str(target / source.name)))
+    make_dirs(board, str(target))
+    result = push_files(board, files, then=["echo checked"])
+    assert result.stdout.strip() == "checked"
+    assert sorted(path.name for path in target.iterdir()) == [
+        f"{index:04d}.png" for index in range(MANY_FILES)]
+    assert all(Path(remote).read_bytes() == local.read_bytes() for local, remote in files)
+    assert list(folder.iterdir()) == [target], "the sha256 list is removed once checked"
+    # The same list still catches the one file that arrived damaged, and names it.
+    (target / "0321.png").write_bytes(b"damaged")
+    with pytest.raises(DeployError) as refused:
+        check_then_run(board, files)
+    assert str(refused.value) == ("push to the device failed: sha256 mismatch on the device "
+                                  f"for {target / '0321.png'}")
+    assert len(list(target.iterdir())) == MANY_FILES - 1 and not (target / "0321.png").exists()
+    assert list(folder.iterdir()) == [target]
+
+
+def test_a_path_with_a_line_break_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    source = tmp_path / "a"
+    source.write_text("x")
+    with pytest.raises(DeployError) as refused:
+        push_files(LocalConnection(), [(source, str(tmp_path / "one\ntwo"))])
+    assert str(refused.value) == (f"cannot push to {str(tmp_path / 'one') + chr(10) + 'two'!r}: "
+                                  "a path on the device may not contain a line break")
 
 
 def test_hostile_remote_names_are_inert(tmp_path: Path) -> None:
@@ -124,6 +178,7 @@ class Answers(LocalConnection):
 def _placed(tmp_path: Path) -> list[tuple[Path, str]]:
     source = tmp_path / "model.onnx"
     source.write_bytes(b"weights")
+    (tmp_path / "device").mkdir(exist_ok=True)  # where the sha256 list goes
     return [(source, str(tmp_path / "device" / "model.onnx"))]
 
 
@@ -152,7 +207,8 @@ def test_the_commands_after_the_check_run_in_the_same_shell_and_report_themselve
     result = check_then_run(device, _placed(tmp_path), then=["probe"], timeout=42.0)
     assert result.exited == 1
     [(command, timeout)] = device.commands
-    assert command.startswith("umask 077 && { [ ") and command.endswith(" && probe")
+    assert command.startswith("umask 077 && { while IFS= read -r entry; ")
+    assert command.endswith(" && probe")
     assert timeout == 42.0
     with pytest.raises(DeployError, match="^push to the device failed: sha256 mismatch$"):
         check_then_run(Answers(push.MISMATCH_EXIT, "sha256 mismatch\n"), _placed(tmp_path),
@@ -162,7 +218,6 @@ def test_the_commands_after_the_check_run_in_the_same_shell_and_report_themselve
 def test_a_push_passes_its_time_limit_to_the_commands_after_the_check(tmp_path: Path) -> None:
     """The limit is the device command's: ``timeout`` stops it (exit 124) at 0.5 s, not
     at the transport's default limit, after which this sleep would have ended well."""
-    (tmp_path / "device").mkdir()
     result = push_files(LocalConnection(), _placed(tmp_path), then=["sleep 5"], timeout=0.5)
     assert result.exited == 124
 

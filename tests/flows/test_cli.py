@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from flows.steps import STEPS
+from tests.helpers import read_only_tree
 from tests.tiny import write_tiny_config
 
 EDGEFLOW = Path(sys.executable).parent / "edgeflow"
@@ -56,6 +57,19 @@ def test_an_unknown_step_is_a_usage_error_for_step_and_for_rerun(project: Path) 
     assert refused(edgeflow("run", "--rerun", "nosuchstep", cwd=project), 2) == (
         f"unknown step 'nosuchstep' {ALLOWED_STEPS}")
     assert not (project / "data").exists(), "nothing ran"
+
+
+@pytest.mark.parametrize("argv", [("step", "prepare"), ("run",)])
+def test_a_read_only_experiment_folder_is_one_line(project: Path, argv: tuple[str, ...]) -> None:
+    """``chmod -R a-w`` on the experiment: the lock (the first thing written) says so."""
+    with read_only_tree(project):
+        message = refused(edgeflow(*argv, cwd=project), 1)
+    # chmod's refusal for a user; the immutable attribute's (tests.helpers) for root.
+    reason = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
+    assert message == (f"the experiment folder {project} is not writable ({reason}: "
+                       f"{project / '.edgeflow'}): edgeflow keeps its lock, logs and outputs "
+                       "there; make it writable, or copy the experiment to a folder you can "
+                       "write")
 
 
 @pytest.mark.parametrize("text, detail", [
@@ -245,3 +259,17 @@ def test_code_manifests_writes_one_per_step_and_then_none(project: Path) -> None
     assert sorted(path.stem for path in (project / "code-manifests").iterdir()) == sorted(STEPS)
     again = edgeflow("code-manifests", cwd=project)
     assert again.stdout == "code manifests: none changed\n"
+
+
+def test_sighup_stops_a_command_unless_it_was_started_under_nohup() -> None:
+    """A closed terminal stops a command as Ctrl-C does (tests/farm/test_faults.py sends
+    it to a real benchmark); ``nohup edgeflow run`` asked to outlive the terminal."""
+    probe = ("import signal, sys\n"
+             "if sys.argv[1] == 'nohup':\n    signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+             "from flows.cli import _stop_signals\n"
+             "print(' '.join(signal.Signals(number).name for number in _stop_signals()))\n")
+    stops = {how: subprocess.run([sys.executable, "-c", probe, how], capture_output=True,
+                                 text=True, cwd=Path(__file__).resolve().parents[2],
+                                 check=True).stdout.strip()
+             for how in ("terminal", "nohup")}
+    assert stops == {"terminal": "SIGINT SIGTERM SIGHUP", "nohup": "SIGINT SIGTERM"}

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.serve import Service, ServeError, _spawn, _start_time, serve, serve_folder, stop
+from flows.serve import (Service, ServeError, _spawn, _start_time, serve, serve_folder, stop,
+                         work_pools)
 
 
 def _sleeper(folder: Path, name: str) -> dict:
@@ -82,3 +83,17 @@ def test_serve_needs_a_work_pool_for_every_deployment(tmp_path: Path, text: str)
     with pytest.raises(ServeError) as refused:
         serve(project, 1, say=lambda line: None)
     assert str(refused.value) == f"{project / 'prefect.yaml'}: every deployment needs work_pool.name"
+
+
+def test_an_alias_bomb_in_prefect_yaml_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """prefect.yaml's ``definitions:`` is where anchors belong; nine nested lists of nine
+    (9^9 values once expanded, what Prefect's own reading then walks) are refused."""
+    rows = ["  - &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    rows += [f"  - &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 9)]
+    project = _project(tmp_path, "definitions:\n" + "\n".join(rows) + "\n"
+                       "deployments:\n  - name: a\n    work_pool: {name: pool}\n    tags: *l8\n")
+    with pytest.raises(ServeError) as refused:
+        work_pools(project)
+    assert str(refused.value) == (
+        f"{project / 'prefect.yaml'}: cannot be read (aliases expand the document to more than "
+        "100,000 values (line 7); write the values out or use fewer nested aliases)")

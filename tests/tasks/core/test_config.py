@@ -342,6 +342,66 @@ def test_params_folder_is_named_as_a_folder(tmp_path: Path) -> None:
     assert config_error(load_params, tmp_path) == f"{tmp_path}: is a folder, not a YAML file"
 
 
+# --------------------------------------------------------------------------- YAML aliases
+
+
+def _laughs(section: str, levels: int = 9) -> str:
+    """A "billion laughs" under ``section``: each of ``levels`` lists holds the previous
+    one nine times (9^9 strings once expanded), in 2 + ``levels`` lines."""
+    rows = ["  - &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    rows += [f"  - &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, levels)]
+    return f"{section}:\n  epochs:\n" + "\n".join(rows) + "\n"
+
+
+def _load_in_a_child(loader: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """``loader(path)`` in a process of its own, given 20 s: a loader that hangs fails
+    the test instead of hanging it."""
+    code = (f"from tasks.core.config import {loader}\n"
+            "from tasks.core.errors import ConfigError\n"
+            "import sys\n"
+            f"try:\n    {loader}(sys.argv[1])\n"
+            "except ConfigError as error:\n    print(error)\n")
+    try:
+        return subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, text=True,
+                              capture_output=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{loader} still ran after 20 s on an alias bomb")
+
+
+@pytest.mark.parametrize("loader, name, section", [("load_params", "params.yaml", "train"),
+                                                   ("load_farm", "farm.yaml", "devices")])
+def test_an_alias_bomb_is_refused_in_one_line_at_once(tmp_path: Path, loader: str, name: str,
+                                                      section: str) -> None:
+    path = write(tmp_path / name, _laughs(section))
+    assert len(path.read_text().splitlines()) == 11
+    done = _load_in_a_child(loader, path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (f"{path}: aliases expand the document to more than 100,000 values "
+                           "(line 8); write the values out or use fewer nested aliases\n")
+
+
+def test_aliases_that_expand_to_a_little_are_still_read(tmp_path: Path) -> None:
+    """Anchors and merge keys have real uses (one device's settings shared by others)."""
+    farm = load_farm(write(tmp_path / "farm.yaml", """\
+        devices:
+          a: &shared {transport: local, threads: 2, workdir: /srv/a}
+          b: {<<: *shared, workdir: /srv/b}
+        """))
+    params = load_params(write(tmp_path / "params.yaml", """\
+        formats: {tflite: &both [fp32, fp16], openvino: *both}
+        """))
+    assert params.formats == {"tflite": ["fp32", "fp16"], "openvino": ["fp32", "fp16"]}
+    assert [(device.threads, str(device.workdir)) for device in farm.devices.values()] == [
+        (2, "/srv/a"), (2, "/srv/b")]
+
+
+def test_an_alias_inside_its_own_value_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "formats: {tflite: &self [fp32, *self]}\n")
+    assert config_error(load_params, path) == (
+        f"{path}: an alias refers to the value it is part of (line 1); a configuration "
+        "cannot contain itself")
+
+
 # --------------------------------------------------------------------------- paths
 
 

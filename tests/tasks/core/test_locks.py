@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core.locks import ExperimentBusy, LockTimeout, experiment_lock, file_lock
+from tasks.core.locks import (ExperimentBusy, LockTimeout, NotWritable, experiment_lock,
+                              file_lock)
+from tests.helpers import read_only_tree
 
 HOLD = textwrap.dedent("""
     import sys, time
@@ -84,3 +86,54 @@ def test_a_waiting_lock_waits_then_times_out_naming_the_holder(tmp_path: Path) -
         holder.wait()
     with file_lock(state / "run.lock", wait_seconds=5):
         pass
+
+
+ADVICE = ("edgeflow keeps its lock, logs and outputs there; make it writable, or copy the "
+          "experiment to a folder you can write")
+
+
+@pytest.mark.parametrize("made, refusing", [
+    ((), ".edgeflow"),  # a fresh experiment: its state folder cannot be made
+    ((".edgeflow",), ".edgeflow/run.lock"),  # no new file in the state folder
+    ((".edgeflow", ".edgeflow/run.lock"), ".edgeflow/run.lock"),  # the lock not writable
+], ids=["fresh", "state-folder-made", "lock-file-made"])
+def test_a_read_only_experiment_folder_is_one_line_naming_it(
+        tmp_path: Path, made: tuple[str, ...], refusing: str) -> None:
+    """``chmod -R a-w`` on an experiment (whatever it already holds): one line naming the
+    folder and what refused, exit 1; not a traceback about run.lock."""
+    experiment = tmp_path / "experiment"
+    (experiment / ".edgeflow").mkdir(parents=True) if made else experiment.mkdir()
+    if ".edgeflow/run.lock" in made:
+        (experiment / ".edgeflow" / "run.lock").touch()
+    with read_only_tree(experiment):
+        with pytest.raises(NotWritable) as refused:
+            with experiment_lock(experiment / ".edgeflow"):
+                pass
+    message = str(refused.value)
+    assert message.startswith(f"the experiment folder {experiment} is not writable (")
+    assert message.endswith(f": {experiment / refusing}): {ADVICE}")
+    assert "\n" not in message and refused.value.exit_code == 1
+    with experiment_lock(experiment / ".edgeflow"):  # writable again: the lock works
+        pass
+
+
+def test_a_store_lock_in_a_read_only_folder_names_the_folder(tmp_path: Path) -> None:
+    store = tmp_path / "mlruns"
+    store.mkdir()
+    with read_only_tree(store):
+        with pytest.raises(NotWritable) as refused:
+            with file_lock(store / "mlflow.db.lock", wait_seconds=1):
+                pass
+    assert str(refused.value).startswith(f"{store} is not writable (")
+    assert str(refused.value).endswith(f": {store / 'mlflow.db.lock'})")
+
+
+def test_a_file_where_the_state_folder_belongs_is_named_not_called_read_only(
+        tmp_path: Path) -> None:
+    (tmp_path / ".edgeflow").write_text("")
+    with pytest.raises(NotWritable) as refused:
+        with experiment_lock(tmp_path / ".edgeflow"):
+            pass
+    lock = tmp_path / ".edgeflow" / "run.lock"
+    assert str(refused.value) == (f"cannot create the lock {lock} (File exists: "
+                                  f"{tmp_path / '.edgeflow'})")
