@@ -36,6 +36,7 @@ from typing import Any
 
 RELEASE_ID = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
 RELEASES, CURRENT, STATE, HEALTH = "releases", "current", "state.json", "health.json"
+MANIFEST, MANIFEST_DIGEST = "manifest.json", "manifest.sha256"
 MAX_EVENTS = 50
 CHECK_FAILED_EXIT = 3
 
@@ -256,33 +257,55 @@ def rollback(app: str, on_release: str | None, hook_timeout: float) -> dict[str,
             "hook": hook, "message": f"{target} is current again (was {current})"}
 
 
+def _sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def changed_files(folder: str, manifest: dict[str, Any]) -> list[str]:
+    """The files of the release in ``folder`` that are not the released ones: the
+    manifest when it no longer matches ``manifest.sha256`` (it cannot hold its own hash;
+    see ``bundle.py``), each file it lists whose sha256 differs or that is gone."""
+    changed = []
+    try:
+        with open(os.path.join(folder, MANIFEST_DIGEST), encoding="utf-8") as handle:
+            recorded = handle.read().split()[:1]
+        if recorded != [_sha256(os.path.join(folder, MANIFEST))]:
+            changed.append(MANIFEST)
+    except OSError:
+        if manifest.get("manifest_version") != 1:  # releases before the digest had none
+            changed.append(MANIFEST_DIGEST)
+    for entry in manifest.get("files") or []:
+        try:
+            if _sha256(os.path.join(folder, entry["path"])) != entry["sha256"]:
+                changed.append(entry["path"])
+        except OSError:
+            changed.append(entry["path"])
+    return changed
+
+
 def _summary(app: str, release: str | None) -> dict[str, Any] | None:
     if release is None:
         return None
-    manifest = _read_json(os.path.join(release_dir(app, release), "manifest.json")) or {}
-    files_intact = None
-    if isinstance(manifest, dict) and manifest.get("files"):
-        import hashlib
-
-        files_intact = True
-        for entry in manifest["files"]:
-            digest = hashlib.sha256()
-            try:
-                with open(os.path.join(release_dir(app, release), entry["path"]), "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-            except OSError:
-                files_intact = False
-                break
-            if digest.hexdigest() != entry["sha256"]:
-                files_intact = False
-                break
+    folder = release_dir(app, release)
+    manifest = _read_json(os.path.join(folder, MANIFEST))
+    changed, manifest_sha256 = None, None
+    if isinstance(manifest, dict):
+        changed = changed_files(folder, manifest)
+        manifest_sha256 = _sha256(os.path.join(folder, MANIFEST))
+    else:
+        manifest = {}
     return {"release": release, "variant": manifest.get("variant"),
-            "sha256": manifest.get("sha256"), "created_at": manifest.get("created_at"),
-            "mlflow": manifest.get("mlflow"),
+            "sha256": manifest.get("sha256"), "manifest_sha256": manifest_sha256,
+            "created_at": manifest.get("created_at"), "mlflow": manifest.get("mlflow"),
             "health": {key: value for key, value in (health(app, release) or {}).items()
                        if key != "predicted"} or None,
-            "files_intact": files_intact}
+            "files_intact": None if changed is None else not changed, "changed": changed}
 
 
 def status(app: str) -> dict[str, Any]:

@@ -5,13 +5,17 @@ application uses, three ways, agreeing with Keras on the released images."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +303,103 @@ def test_the_predictor_serves_http_and_answers_a_bad_image_with_400(released: An
         server.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def serving(folder: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], str, int]]:
+    """``predict.py --serve`` of the release in ``folder`` on a free port: the process,
+    its host and port."""
+    server = subprocess.Popen([sys.executable, str(folder / "predict.py"), "--serve", "--port",
+                               "0", *options], stdout=subprocess.PIPE, text=True)
+    try:
+        url = json.loads(server.stdout.readline())["serving"]  # type: ignore[union-attr]
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        yield server, host, int(port)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def health_within(host: str, port: int, seconds: float) -> tuple[int, float]:
+    """GET /health: its status and how long the answer took."""
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=seconds) as answer:
+            status = answer.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    return status, time.monotonic() - start
+
+
+def answer_of(connection: socket.socket, seconds: float) -> tuple[bytes, float]:
+    """Everything the server sends on ``connection`` until it closes it, and when."""
+    connection.settimeout(seconds)
+    start, received = time.monotonic(), b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received, time.monotonic() - start
+
+
+def test_a_slow_or_idle_client_blocks_no_one_and_is_cut_at_the_timeout(released: Any) -> None:
+    """Issue 25 items 6 and 24: a client announcing 100000 bytes and sending 100, and one
+    that sends nothing, hold their connections while /health answers at once; both are
+    cut after --timeout; connections beyond --max-connections are answered 503 at once."""
+    folder, _ = released
+    with serving(folder, "--timeout", "3", "--max-connections", "3") as (_, host, port):
+        slow = socket.create_connection((host, port))
+        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: board\r\nContent-Length: 100000\r\n\r\n"
+                     + b"x" * 100)
+        idle = socket.create_connection((host, port))
+        time.sleep(0.3)
+        status, took = health_within(host, port, 10)
+        assert status == 200 and took < 1.0
+        third = socket.create_connection((host, port))  # the slots are full now
+        status, took = health_within(host, port, 10)
+        assert status == 503 and took < 1.0
+        third.close()
+        said, took = answer_of(slow, 10)
+        assert said.startswith(b"HTTP/1.0 408 ") and took < 4.5
+        assert b"did not arrive within 3 s (100 did)" in said
+        said, took = answer_of(idle, 10)
+        assert said == b"" and took < 4.5
+        time.sleep(0.3)
+        assert health_within(host, port, 10)[0] == 200
+
+
+def rss_mb(pid: int) -> float:
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_a_body_is_read_only_up_to_its_announced_bounded_size(released: Any) -> None:
+    """Issue 25 item 24: Content-Length -1 followed by 200 MB is refused with 400 without
+    reading it (the server grew by 377 MB), a huge one with 413, none with 411."""
+    folder, _ = released
+    with serving(folder, "--timeout", "5") as (server, host, port):
+        before = rss_mb(server.pid)
+        flood = socket.create_connection((host, port))
+        flood.sendall(b"POST /predict HTTP/1.1\r\nHost: board\r\nContent-Length: -1\r\n\r\n")
+        block = b"\0" * (1 << 20)
+        try:
+            for _ in range(200):
+                flood.sendall(block)
+        except OSError:  # the server answered and closed: what it did not read is refused
+            pass
+        grown = rss_mb(server.pid) - before
+        flood.close()
+        assert grown < 30, f"the server grew by {grown:.0f} MB"
+        for length, code, words in (("-1", 400, "whole number of bytes, not '-1'"),
+                                    ("1000000000000", 413, "more than the 10485760 allowed"),
+                                    (None, 411, "Content-Length header is required")):
+            asking = socket.create_connection((host, port))
+            header = b"" if length is None else f"Content-Length: {length}\r\n".encode()
+            asking.sendall(b"POST /predict HTTP/1.1\r\nHost: board\r\n" + header + b"\r\n")
+            said, _ = answer_of(asking, 10)
+            asking.close()
+            assert said.split(b"\r\n")[0].split()[1] == str(code).encode(), said
+            assert words in json.loads(said.split(b"\r\n\r\n", 1)[1])["error"]
+        assert health_within(host, port, 10)[0] == 200
+
+
 def test_a_file_changed_after_the_release_is_refused_by_the_predictor_and_shown_as_drift(
         project: Layout, tiny_project: Any) -> None:
     farm = farm_of(project)
@@ -311,7 +412,57 @@ def test_a_file_changed_after_the_release_is_refused_by_the_predictor_and_shown_
     with pytest.raises(ValueError, match="is not the released file"):
         predictor.Model(str(folder))
     assert device_state(farm, project, "local")["drift"] == (
-        f"the files of {outcome.release_id} on the board changed since it was released")
+        f"the files of {outcome.release_id} on the board changed since it was released: "
+        f"{manifest['artifact']}")
+
+
+def with_classes_renamed(text: str) -> str:
+    document = json.loads(text)
+    document["classes"] = [f"edited-{name}" for name in document["classes"]]
+    return json.dumps(document, indent=2)
+
+
+EDITS = {"predict.py": lambda text: text + "\n# edited on the board\n",
+         "preprocess.py": lambda text: text.replace("/ 255.0", "/ 128.0"),
+         "manifest.json": with_classes_renamed,
+         "check/0001.png": lambda text: text + " "}
+
+
+def test_every_file_of_a_release_is_checked_by_the_predictor_and_by_status(
+        project: Layout, tiny_project: Any) -> None:
+    """Issue 25 item 3: predict.py, preprocess.py (/ 255.0 -> / 128.0) or the manifest's
+    class names edited in ``current``: the predictor refuses to start and status shows
+    drift naming the file; a manifest rewritten with its digest file is drift too."""
+    farm = farm_of(project)
+    outcome = release_device(tiny_project.params, farm, project, "local")
+    folder = app(project, "local") / "current"
+    image = str(folder / "check" / "0000.png")
+    predictor = device_code.predictor()
+    for name, edit in EDITS.items():
+        path = folder / name
+        released = path.read_bytes()
+        path.write_bytes(edit(released.decode("latin-1")).encode("latin-1"))
+        assert path.read_bytes() != released, name
+        with pytest.raises(ValueError, match=f"^{name} in .* is not the released file"):
+            predictor.Model(str(folder))
+        done = subprocess.run([sys.executable, str(folder / "predict.py"), image],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 2 and done.stdout == "", name
+        assert "is not the released file" in done.stderr and "Traceback" not in done.stderr
+        assert device_state(farm, project, "local")["drift"] == (
+            f"the files of {outcome.release_id} on the board changed since it was released: "
+            f"{name}")
+        path.write_bytes(released)
+        assert device_state(farm, project, "local")["drift"] is None
+    manifest = folder / "manifest.json"
+    manifest.write_text(with_classes_renamed(manifest.read_text()))
+    digest = subprocess.run(["sha256sum", "manifest.json"], cwd=folder, capture_output=True,
+                            text=True, check=True).stdout
+    (folder / "manifest.sha256").write_text(digest)
+    assert predictor.Model(str(folder)).classes[0].startswith("edited-")  # the board cannot tell
+    assert device_state(farm, project, "local")["drift"] == (
+        f"the manifest of {outcome.release_id} on the board changed since it was released "
+        "(manifest.json rewritten with its digest file)")
 
 
 def test_devices_registering_at_once_share_one_registered_model_and_version(
