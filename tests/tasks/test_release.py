@@ -115,17 +115,31 @@ def test_the_recommended_variant_is_released_checked_and_registered_then_not_aga
     health = json.loads((folder / "health.json").read_text())
     assert health["passed"] is True and health["images"] == params.release.check_images
     assert health["latency_runs"] >= 100
-    # Every file owner-only, as every pushed file is.
-    assert {oct(path.stat().st_mode & 0o777) for path in folder.rglob("*") if path.is_file()} \
-        == {"0o600"}
+    # release.readable_by: group (the default): an application running as another user of
+    # the device user's group reads the release, through a workdir it may search.
+    assert modes(app(project, "local")) == ({"0o640"}, {"0o750"})
+    assert (app(project, "local").parent.stat().st_mode & 0o070) == 0o010
     assert read_record(project, "local")["current"]["release"] == first.release_id
 
     second = release_device(params, farm, project, "local")
     assert (second.status, second.release_id) == ("unchanged", first.release_id)
     assert len(os.listdir(app(project, "local") / "releases")) == 1
-    # The same variant on another device: the same registry version, another alias.
-    other = release_device(params, farm, project, "other")
+    # The same variant on another device: the same registry version, another alias; there
+    # the releases are the device user's only.
+    owner_only = params.model_copy(update={"release": params.release.model_copy(
+        update={"readable_by": "owner"})})
+    other = release_device(owner_only, farm, project, "other")
     assert other.mlflow_version == first.mlflow_version == alias_version(project, "other")
+    assert modes(app(project, "other")) == ({"0o600"}, {"0o700"})
+
+
+def modes(folder: Path) -> tuple[set[str], set[str]]:
+    """The modes of the files and of the folders under ``folder`` (itself included)."""
+    paths = [folder, *folder.rglob("*")]
+    return ({oct(path.stat().st_mode & 0o777) for path in paths
+             if path.is_file() and not path.is_symlink() and path.parent != folder},
+            {oct(path.stat().st_mode & 0o777) for path in paths
+             if path.is_dir() and not path.is_symlink()})
 
 
 def test_rollback_returns_to_the_previous_release_and_moves_the_alias(
@@ -200,8 +214,8 @@ def test_a_failed_health_check_keeps_the_current_release(project: Layout,
                              ["recommendations"]["local"], approve=YES)
     assert refused.status == "refused" and "p90 latency" in refused.message
     assert current(project, "slow") is None
-    health = json.loads(next((app(project, "slow") / "releases").glob("*/health.json")).read_text())
-    assert health["passed"] is False
+    # Issue 25 item 8: the refused release is not left on the board.
+    assert os.listdir(app(project, "slow") / "releases") == []
 
 
 def test_on_release_runs_after_the_switch_and_a_failing_one_undoes_it(
@@ -215,6 +229,30 @@ def test_on_release_runs_after_the_switch_and_a_failing_one_undoes_it(
     assert failed.status == "refused"
     assert "on_release failed (exit 4: no service)" in failed.message
     assert current(project, "broken-hook") is None  # the first release: nothing to restore
+    assert os.listdir(app(project, "broken-hook") / "releases") == []  # nor the undone one
+
+
+def test_a_release_the_busy_board_never_activated_is_not_left_there(
+        project: Layout, tiny_project: Any) -> None:
+    """Issue 25 item 8: the device lock held by someone else past the wait: the release
+    fails, and the folder pushed for it is removed."""
+    from tasks.farm.protocol import LOCK_NAME
+
+    params = tiny_project.params
+    impatient = params.model_copy(update={"benchmark": params.benchmark.model_copy(
+        update={"lock_timeout_seconds": 1.0})})
+    workdir = app(project, "local").parent
+    workdir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(["flock", str(workdir / LOCK_NAME), "sleep", "60"])
+    try:
+        time.sleep(0.5)
+        failed = release_device(impatient, farm_of(project), project, "local")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert failed.status == "failed" and "stayed busy" in failed.message
+    assert current(project, "local") is None
+    assert os.listdir(app(project, "local") / "releases") == []
 
 
 def test_a_device_missing_from_the_farm_or_a_variant_not_produced_is_refused(
