@@ -189,7 +189,9 @@ def share(app: str, readable_by: str) -> None:
     for folder in (app, os.path.join(app, RELEASES)):
         os.chmod(folder, folder_mode)
     workdir = os.path.dirname(app)
-    os.chmod(workdir, os.stat(workdir).st_mode & 0o7777 | folder_mode & 0o111)
+    mode = os.stat(workdir).st_mode & 0o7777
+    if mode | folder_mode & 0o111 != mode:  # a workdir set up by hand may not be ours to chmod
+        os.chmod(workdir, mode | folder_mode & 0o111)
     for name in releases(app):
         for root, folders, files in os.walk(release_dir(app, name)):
             os.chmod(root, folder_mode)
