@@ -255,6 +255,10 @@ class ReleaseParams(StrictModel):
         default=300.0, description="limit for the health check on the device")
     approval_timeout_seconds: PositiveSeconds = Field(
         default=3600.0, description="how long a deployed run waits for an approval")
+    readable_by: Literal["owner", "group", "everyone"] = Field(
+        default="group", description="who may read a release on the board: the device user "
+        "(files 600), also its group (640: an application running as another user of that "
+        "group), or everyone (644)")
 
 
 class CompareParams(StrictModel):

@@ -12,10 +12,17 @@ three ways, on raw images (PNG/JPEG of any size, or arrays):
     model = Model("<workdir>/app/current")
     model.predict(image_array)                  # {"class", "index", "score", "latency_ms"}
 
-A release folder holds ``manifest.json`` (what the model is: variant, runtime, the
-artifact's files and sha256, classes, the input it expects and how an image becomes
-that input), the artifact, this file, ``preprocess.py``, ``harness.py``, ``releases.py`` and ``check/``:
-the images and labels of the release's health check (``python predict.py --check``).
+A release folder holds ``manifest.json`` (what the model is: variant, runtime, every
+file of the release with its sha256, classes, the input it expects and how an image
+becomes that input), ``manifest.sha256`` (the manifest's own sha256), the artifact, this
+file, ``preprocess.py``, ``harness.py``, ``releases.py`` and ``check/``: the images and
+labels of the release's health check (``python predict.py --check``). A model loads only
+from a folder whose files are all the released ones (:func:`verify_release`).
+
+``--serve`` answers each connection in a thread of its own, at most ``--max-connections``
+at once (more get 503 at once), inferences one at a time; a request must arrive whole
+within ``--timeout`` seconds (an idle connection, or a client that announces more than it
+sends, is cut then) and announce its size: a body is read only up to ``--max-bytes``.
 
 Pre-processing is ``preprocess.py`` beside this file, the very code ``prepare`` applied
 to the training images: EXIF rotation, 16-bit grey scaled to 8 bits, the colour mode, a
@@ -31,17 +38,22 @@ import importlib.util
 import json
 import math
 import os
+import socket
 import sys
+import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_DIGEST = "manifest.sha256"  # the manifest's sha256, as `sha256sum` writes it
+MANIFEST_VERSION = 2
 DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_CONNECTIONS = 16
 # The health check times this many inferences at least (p90 of fewer is mostly noise).
 CHECK_LATENCY_RUNS = 100
 CHECK_WARMUP_RUNS = 10
@@ -78,27 +90,69 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum()
 
 
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_release(folder: str) -> dict[str, Any]:
+    """The manifest of the release in ``folder``, once every file of it is the released
+    one; ValueError naming the first file that differs or is missing.
+
+    The manifest lists every file of the release (artifact, this predictor, its
+    pre-processing, the harness, the manager, the check images) with its sha256. It
+    cannot hold its own hash, so ``manifest.sha256`` beside it does: a manifest edited by
+    hand (class names, the check's floor) no longer matches it. One rewritten together
+    with its digest is still seen by the orchestrator, which recorded the manifest's
+    sha256 when it released it: ``edgeflow status`` shows it as drift."""
+    try:
+        with open(os.path.join(folder, MANIFEST), "rb") as handle:
+            data = handle.read()
+        manifest = json.loads(data)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{folder} has no readable {MANIFEST}: {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
+        version = manifest.get("manifest_version") if isinstance(manifest, dict) else None
+        raise ValueError(f"{folder}: manifest version {version!r}, this predictor reads "
+                         f"{MANIFEST_VERSION}")
+    try:
+        with open(os.path.join(folder, MANIFEST_DIGEST), encoding="utf-8") as handle:
+            recorded = handle.read().split()[:1]
+    except OSError:
+        recorded = []
+    actual = hashlib.sha256(data).hexdigest()
+    if recorded != [actual]:
+        raise ValueError(f"{MANIFEST} in {folder} is not the released file (sha256 "
+                         f"{actual[:16]}... is not the one in {MANIFEST_DIGEST})")
+    for entry in manifest["files"]:
+        try:
+            actual = _sha256(os.path.join(folder, entry["path"]))
+        except OSError:
+            raise ValueError(f"{entry['path']} in {folder} is missing (the release is "
+                             "incomplete)") from None
+        if actual != entry["sha256"]:
+            raise ValueError(f"{entry['path']} in {folder} is not the released file "
+                             f"(sha256 {actual[:16]}... != {entry['sha256'][:16]}...)")
+    return manifest
+
+
 class Model:
     """The model of a release folder (``<workdir>/app/current`` is the one in use).
 
-    Loading reads ``manifest.json``, checks every artifact file's sha256 (a file changed
-    since the release is refused: ValueError naming it) and loads the artifact in its
-    runtime with the device's threads and the variant's execution precision.
+    Loading checks every file of the release against its manifest
+    (:func:`verify_release`: a file changed since the release is refused, ValueError
+    naming it) and loads the artifact in its runtime with the device's threads and the
+    variant's execution precision. One model may serve several threads: its inferences
+    run one at a time (not every runtime's interpreter is thread-safe).
     """
 
     def __init__(self, release: str = HERE) -> None:
         self.folder = os.path.abspath(release)
-        with open(os.path.join(self.folder, MANIFEST), encoding="utf-8") as handle:
-            self.manifest: dict[str, Any] = json.load(handle)
-        if self.manifest.get("manifest_version") != MANIFEST_VERSION:
-            raise ValueError(f"{self.folder}: manifest version "
-                             f"{self.manifest.get('manifest_version')!r}, this predictor reads "
-                             f"{MANIFEST_VERSION}")
-        for entry in self.manifest["files"]:
-            actual = _harness().sha256_of(os.path.join(self.folder, entry["path"]))
-            if actual != entry["sha256"]:
-                raise ValueError(f"{entry['path']} in {self.folder} is not the released file "
-                                 f"(sha256 {actual[:16]}... != {entry['sha256'][:16]}...)")
+        self.manifest: dict[str, Any] = verify_release(self.folder)
+        self._lock = threading.Lock()
         self.classes: list[str] = list(self.manifest["classes"])
         self.spec: dict[str, Any] = self.manifest["spec"]
         shape = self.manifest["input"]
@@ -126,7 +180,9 @@ class Model:
     def logits(self, model_input: np.ndarray) -> np.ndarray:
         """Float logits for one prepared input (quantised in and out as the variant is)."""
         harness = self._harness
-        raw = self.runner.infer(harness.quantize_input(model_input, self.spec["input"]))
+        quantized = harness.quantize_input(model_input, self.spec["input"])
+        with self._lock:
+            raw = self.runner.infer(quantized)
         return harness.dequantize_output(raw, self.spec.get("output", {})).reshape(-1)
 
     def predict(self, image: Any, channels: str = "rgb") -> dict[str, Any]:
@@ -188,9 +244,104 @@ def wilson_upper(successes: int, trials: int, z: float = CHECK_Z) -> float:
     return min(1.0, (centre + margin) / (1 + z * z / trials))
 
 
-def _handler(model: Model, max_bytes: int) -> type[BaseHTTPRequestHandler]:
+class _Deadlines:
+    """Cuts the reading of a request that has not arrived whole within ``seconds`` of its
+    connection waiting for it: an idle connection, a client that announces more than it
+    sends, one that trickles its headers a byte at a time. Its socket is shut for
+    reading, so the handler's blocked read returns at once and the thread is freed; a
+    per-read socket timeout alone would let a trickle go on for ever."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._due: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        threading.Thread(target=self._watch, name="request-deadlines", daemon=True).start()
+
+    def start(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._due[connection] = time.monotonic() + self.seconds
+
+    def stop(self, connection: socket.socket) -> bool:
+        """Stop timing ``connection``: False when its time had already run out."""
+        with self._lock:
+            return self._due.pop(connection, None) is not None
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(min(0.1, self.seconds / 4)):
+            now = time.monotonic()
+            with self._lock:
+                late = [connection for connection, due in self._due.items() if due <= now]
+                for connection in late:
+                    del self._due[connection]
+            for connection in late:
+                try:
+                    connection.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass  # closed meanwhile
+
+
+class PredictServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once: one more is answered
+    503 at once and closed, so slow clients can hold only so many threads and so much
+    memory (each body at most ``max_bytes``)."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 timeout: float, max_connections: int) -> None:
+        super().__init__(address, handler)
+        self.deadlines = _Deadlines(timeout)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            body = (json.dumps({"error": "busy: too many connections, try again"}) + "\n").encode()
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\n"
+                                b"Content-Type: application/json\r\nConnection: close\r\n"
+                                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out or went away: nothing the application must read
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.deadlines.close()
+
+
+def _handler(model: Model, max_bytes: int, timeout: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "edgeflow-predict"
+        server: PredictServer
+
+        def setup(self) -> None:
+            self.timeout = timeout  # every read and write on the socket, the answer's too
+            super().setup()
+
+        def handle_one_request(self) -> None:
+            self.server.deadlines.start(self.connection)
+            try:
+                super().handle_one_request()
+            finally:
+                self.server.deadlines.stop(self.connection)
 
         def _answer(self, status: int, document: dict[str, Any]) -> None:
             body = (json.dumps(document) + "\n").encode()
@@ -208,21 +359,55 @@ def _handler(model: Model, max_bytes: int) -> type[BaseHTTPRequestHandler]:
             self._answer(200, {"status": "ok", "release": manifest.get("release_id"),
                                "variant": manifest["variant"], "classes": model.classes})
 
+        def _refuse(self, status: int, message: str) -> None:
+            self.close_connection = True  # what is left of the body is not read
+            self._answer(status, {"error": message})
+
+        def _body(self) -> bytes | None:
+            """The request's body, read only up to ``max_bytes``; None once an error is
+            answered (the connection then closes)."""
+            if "Transfer-Encoding" in self.headers:
+                self._refuse(411, "send the image with a Content-Length header (a chunked "
+                                  "body is not read)")
+                return None
+            announced = (self.headers.get("Content-Length") or "").strip()
+            if not announced:
+                self._refuse(411, "a Content-Length header is required")
+                return None
+            if not (announced.isascii() and announced.isdigit()):
+                self._refuse(400, f"Content-Length must be a whole number of bytes, not "
+                                  f"{announced[:40]!r}")
+                return None
+            length = int(announced)
+            if length > max_bytes:
+                self._refuse(413, f"the image is {length} bytes, more than the {max_bytes} "
+                                  "allowed")
+                return None
+            chunks, received = [], 0
+            try:
+                while received < length:
+                    chunk = self.rfile.read1(min(length - received, 1 << 16))
+                    if not chunk:  # the client stopped, or its time ran out
+                        break
+                    chunks.append(chunk)
+                    received += len(chunk)
+            except (socket.timeout, TimeoutError):  # distinct classes before Python 3.10
+                pass
+            self.server.deadlines.stop(self.connection)  # inference is not the client's time
+            data = b"".join(chunks)
+            if len(data) < length:
+                self._refuse(408, f"the request's {length} bytes did not arrive within "
+                                  f"{timeout:g} s ({len(data)} did)")
+                return None
+            return data
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             if self.path != "/predict":
-                self._answer(404, {"error": "POST an image to /predict"})
+                self._refuse(404, "POST an image to /predict")
                 return
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                self._answer(411, {"error": "a Content-Length header is required"})
+            data = self._body()
+            if data is None:
                 return
-            if length > max_bytes:
-                self._answer(413, {"error": f"the image is {length} bytes, more than the "
-                                            f"{max_bytes} allowed"})
-                self.close_connection = True  # the body is not read
-                return
-            data = self.rfile.read(length)
             try:
                 self._answer(200, model.predict(data))
             except ImageError as error:
@@ -235,10 +420,23 @@ def _handler(model: Model, max_bytes: int) -> type[BaseHTTPRequestHandler]:
 
 
 def serve(model: Model, port: int, host: str = "127.0.0.1",
-          max_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> HTTPServer:
-    """An HTTP server for ``model`` (not started: ``serve_forever()``); one request at a
-    time, bodies of at most ``max_bytes``."""
-    return HTTPServer((host, port), _handler(model, max_bytes))
+          max_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+          timeout: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
+          max_connections: int = DEFAULT_MAX_CONNECTIONS) -> HTTPServer:
+    """An HTTP server for ``model`` (not started: ``serve_forever()``): a thread per
+    connection, at most ``max_connections`` at once; a request must arrive whole within
+    ``timeout`` seconds, its body of at most ``max_bytes``."""
+    return PredictServer((host, port), _handler(model, max_bytes, timeout), timeout,
+                         max_connections)
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+        return value
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,18 +446,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help="answer HTTP POSTs of images")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
+    parser.add_argument("--max-bytes", type=_positive(int), default=DEFAULT_MAX_REQUEST_BYTES,
+                        help="the largest image a request may send")
+    parser.add_argument("--timeout", type=_positive(float),
+                        default=DEFAULT_REQUEST_TIMEOUT_SECONDS,
+                        help="seconds a request may take to arrive (an idle connection is cut)")
+    parser.add_argument("--max-connections", type=_positive(int),
+                        default=DEFAULT_MAX_CONNECTIONS,
+                        help="connections served at once (more are answered 503)")
     parser.add_argument("--check", action="store_true", help="run the release's health check")
     args = parser.parse_args(argv)
     if not (args.images or args.serve or args.check):
         parser.error("give image files, --serve or --check")
-    model = Model(args.model)
+    try:
+        model = Model(args.model)
+    except ValueError as error:  # not the released files, or no release: one line
+        print(f"predict.py: {error}", file=sys.stderr)
+        return 2
     if args.check:
         result = model.check()
         print(json.dumps(result))
         return 0 if result["passed"] else 3
     if args.serve:
-        server = serve(model, args.port, args.host, args.max_bytes)
+        server = serve(model, args.port, args.host, args.max_bytes, args.timeout,
+                       args.max_connections)
         print(json.dumps({"serving": f"http://{args.host}:{server.server_address[1]}/predict"}),
               flush=True)
         try:

@@ -19,7 +19,13 @@ release whose health check passed. Commands print one JSON object on stdout:
 
 ``--on-release`` is a shell command run after every switch (``sh -c CMD``, with the
 release folder as ``$1`` and ``EDGEFLOW_RELEASE``/``EDGEFLOW_RELEASE_DIR`` set); when it
-fails, the switch is undone (and the command run again for the restored release).
+fails, the switch is undone (and the command run again for the restored release). A
+release refused (its health check) or undone (``on_release``) is removed at once.
+
+``--readable-by`` (params ``release.readable_by``) says who may read the releases: the
+device user (``owner``: files 600, folders 700), also its group (``group``, the default:
+640/750, and the workdir searchable by the group, so an application running as another
+user of that group can load ``current``), or everyone (``everyone``: 644/755).
 """
 
 from __future__ import annotations
@@ -36,7 +42,11 @@ from typing import Any
 
 RELEASE_ID = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
 RELEASES, CURRENT, STATE, HEALTH = "releases", "current", "state.json", "health.json"
+MANIFEST, MANIFEST_DIGEST = "manifest.json", "manifest.sha256"
 MAX_EVENTS = 50
+# Who may read the releases: (file mode, folder mode) of everything under app/.
+READABLE_BY = {"owner": (0o600, 0o700), "group": (0o640, 0o750), "everyone": (0o644, 0o755)}
+DEFAULT_READABLE_BY = "group"
 CHECK_FAILED_EXIT = 3
 
 
@@ -170,6 +180,35 @@ def prune(app: str, keep: int, protect: set[str | None]) -> list[str]:
     return removed
 
 
+def share(app: str, readable_by: str) -> None:
+    """Give the releases kept (files, folders) and the folders above them, up to the
+    workdir, the modes ``readable_by`` names: every release, so that a rollback target is
+    readable as the current one is. The workdir only gains the search bits (it holds the
+    benchmark's runs, which keep their own owner-only modes)."""
+    file_mode, folder_mode = READABLE_BY[readable_by]
+    for folder in (app, os.path.join(app, RELEASES)):
+        os.chmod(folder, folder_mode)
+    workdir = os.path.dirname(app)
+    mode = os.stat(workdir).st_mode & 0o7777
+    if mode | folder_mode & 0o111 != mode:  # a workdir set up by hand may not be ours to chmod
+        os.chmod(workdir, mode | folder_mode & 0o111)
+    for name in releases(app):
+        for root, folders, files in os.walk(release_dir(app, name)):
+            os.chmod(root, folder_mode)
+            for file in files:
+                if not os.path.islink(os.path.join(root, file)):
+                    os.chmod(os.path.join(root, file), file_mode)
+
+
+def discard(app: str, release: str, protect: set[str | None]) -> list[str]:
+    """Remove a release that was refused or undone (never one in ``protect``): nothing
+    would ever use it, and it would stay until a later success pruned it."""
+    if release in protect:
+        return []
+    shutil.rmtree(release_dir(app, release), ignore_errors=True)
+    return [release]
+
+
 def _fail_back(app: str, state: dict[str, Any], restore: str | None, hook: dict[str, Any],
                command: str | None, timeout: float, action: str, release: str) -> dict[str, Any]:
     """``on_release`` failed after switching to ``release``: switch back to ``restore``."""
@@ -187,15 +226,17 @@ def _fail_back(app: str, state: dict[str, Any], restore: str | None, hook: dict[
 
 
 def activate(app: str, release: str, python: str, on_release: str | None, keep: int,
-             check_timeout: float, hook_timeout: float) -> dict[str, Any]:
+             check_timeout: float, hook_timeout: float,
+             readable_by: str = DEFAULT_READABLE_BY) -> dict[str, Any]:
     """Health-check ``release``, switch ``current`` to it, run ``on_release``; undo the
     switch when that fails. Releases beyond ``keep`` are removed (never the current one
-    or the one before it)."""
+    or the one before it), and so is ``release`` when it is refused or undone."""
     state = load_state(app)
     before = state["current"]
     if not os.path.isfile(os.path.join(release_dir(app, release), "manifest.json")):
         return {"status": "error", "release": release, "current": before,
                 "message": f"release {release} is not on the device"}
+    share(app, readable_by)
     if before == release:
         return {"status": "already_current", "release": release, "current": before,
                 "health": health(app, release), "message": f"{release} is already current"}
@@ -203,13 +244,16 @@ def activate(app: str, release: str, python: str, on_release: str | None, keep: 
     if not result.get("passed"):
         _record(app, state, "check-failed", release, "; ".join(result.get("reasons", [])))
         return {"status": "unhealthy", "release": release, "current": before, "health": result,
+                "removed": discard(app, release, {before, state["previous"]}),
                 "message": "health check failed: " + "; ".join(result.get("reasons", []))}
     switch(app, release)
     state["current"] = release
     hook = run_hook(app, on_release, hook_timeout)
     if hook is not None and not hook["ok"]:
-        return {**_fail_back(app, state, before, hook, on_release, hook_timeout, "activate",
-                             release), "health": result}
+        undone = _fail_back(app, state, before, hook, on_release, hook_timeout, "activate",
+                            release)
+        return {**undone, "health": result,
+                "removed": discard(app, release, {undone["current"], state["previous"]})}
     state["previous"] = before
     state["rolled_back"] = [name for name in state["rolled_back"] if name != release]
     _record(app, state, "activate", release)
@@ -256,33 +300,55 @@ def rollback(app: str, on_release: str | None, hook_timeout: float) -> dict[str,
             "hook": hook, "message": f"{target} is current again (was {current})"}
 
 
+def _sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def changed_files(folder: str, manifest: dict[str, Any]) -> list[str]:
+    """The files of the release in ``folder`` that are not the released ones: the
+    manifest when it no longer matches ``manifest.sha256`` (it cannot hold its own hash;
+    see ``bundle.py``), each file it lists whose sha256 differs or that is gone."""
+    changed = []
+    try:
+        with open(os.path.join(folder, MANIFEST_DIGEST), encoding="utf-8") as handle:
+            recorded = handle.read().split()[:1]
+        if recorded != [_sha256(os.path.join(folder, MANIFEST))]:
+            changed.append(MANIFEST)
+    except OSError:
+        if manifest.get("manifest_version") != 1:  # releases before the digest had none
+            changed.append(MANIFEST_DIGEST)
+    for entry in manifest.get("files") or []:
+        try:
+            if _sha256(os.path.join(folder, entry["path"])) != entry["sha256"]:
+                changed.append(entry["path"])
+        except OSError:
+            changed.append(entry["path"])
+    return changed
+
+
 def _summary(app: str, release: str | None) -> dict[str, Any] | None:
     if release is None:
         return None
-    manifest = _read_json(os.path.join(release_dir(app, release), "manifest.json")) or {}
-    files_intact = None
-    if isinstance(manifest, dict) and manifest.get("files"):
-        import hashlib
-
-        files_intact = True
-        for entry in manifest["files"]:
-            digest = hashlib.sha256()
-            try:
-                with open(os.path.join(release_dir(app, release), entry["path"]), "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-            except OSError:
-                files_intact = False
-                break
-            if digest.hexdigest() != entry["sha256"]:
-                files_intact = False
-                break
+    folder = release_dir(app, release)
+    manifest = _read_json(os.path.join(folder, MANIFEST))
+    changed, manifest_sha256 = None, None
+    if isinstance(manifest, dict):
+        changed = changed_files(folder, manifest)
+        manifest_sha256 = _sha256(os.path.join(folder, MANIFEST))
+    else:
+        manifest = {}
     return {"release": release, "variant": manifest.get("variant"),
-            "sha256": manifest.get("sha256"), "created_at": manifest.get("created_at"),
-            "mlflow": manifest.get("mlflow"),
+            "sha256": manifest.get("sha256"), "manifest_sha256": manifest_sha256,
+            "created_at": manifest.get("created_at"), "mlflow": manifest.get("mlflow"),
             "health": {key: value for key, value in (health(app, release) or {}).items()
                        if key != "predicted"} or None,
-            "files_intact": files_intact}
+            "files_intact": None if changed is None else not changed, "changed": changed}
 
 
 def status(app: str) -> dict[str, Any]:
@@ -305,14 +371,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=int, default=5)
     parser.add_argument("--check-timeout", type=float, default=600.0)
     parser.add_argument("--hook-timeout", type=float, default=120.0)
+    parser.add_argument("--readable-by", choices=sorted(READABLE_BY), default=DEFAULT_READABLE_BY)
     args = parser.parse_args(argv)
-    os.umask(0o077)  # what the manager writes is its owner's only, as every pushed file
+    # What the manager writes (health.json, state.json) is as readable as the releases.
+    os.umask(0o777 & ~READABLE_BY[args.readable_by][1])
     app = os.path.abspath(args.app)
     if args.command == "activate":
         if not args.release or not RELEASE_ID.match(args.release):
             parser.error(f"--release must be a release id, not {args.release!r}")
         result = activate(app, args.release, args.python, args.on_release, args.keep,
-                          args.check_timeout, args.hook_timeout)
+                          args.check_timeout, args.hook_timeout, args.readable_by)
     elif args.command == "rollback":
         result = rollback(app, args.on_release, args.hook_timeout)
     else:

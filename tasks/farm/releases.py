@@ -8,8 +8,8 @@ On the device (all under ``<workdir>/app``, see ``tasks/device/releases.py``)::
     state.json               current, previous, releases rolled back from, events
 
 A push places every file of the release through the verified push (temporary name,
-rename, mode 600, sha256 checked on the device before anything uses it), then one shell
-command, under the device lock (the benchmark's: a release never runs beside a
+rename, mode 600, sha256 checked on the device before anything uses it; the manager then
+gives the releases the modes ``release.readable_by`` names), then one shell command, under the device lock (the benchmark's: a release never runs beside a
 benchmark, and two releases to one device wait for each other), runs the manager: the
 health check in the new release, the atomic switch of ``current``, ``on_release`` and
 the switch back when it fails. What the device answers is untrusted: size-limited and
@@ -32,6 +32,7 @@ MANAGER = "releases.py"
 DEFAULT_LOCK_WAIT_SECONDS = 600.0
 # The manager's own work beyond the health check and on_release: the switch, a prune.
 MANAGER_GRACE_SECONDS = 60.0
+DISCARD_SECONDS = 60.0
 
 
 class ReleaseError(DeviceError):
@@ -82,18 +83,34 @@ def push_and_activate(connection: Connection, device: LocalDevice | SshDevice, f
     remote = f"{app}/releases/{release_id}"
     placed = [(folder / name, f"{remote}/{name}") for name in files]
     folders = sorted({str(Path(target).parent) for _, target in placed})
-    make_dirs(connection, *folders)
-    place_files(connection, placed)
-    manager = [(folder / MANAGER, f"{app}/{MANAGER}")]
-    place_files(connection, manager)
     command = _manager_command(device, lock_wait, "activate", "--release", release_id,
                                "--python", device.harness_python(), "--keep", str(params.keep),
                                "--check-timeout", f"{params.check_timeout_seconds:g}",
-                               *_hook_argv(device))
+                               "--readable-by", params.readable_by, *_hook_argv(device))
     limit = (lock_wait + params.check_timeout_seconds + device.on_release_timeout_seconds * 2
              + MANAGER_GRACE_SECONDS)
-    result = check_then_run(connection, [*placed, *manager], then=[command], timeout=limit)
+    try:
+        make_dirs(connection, *folders)
+        place_files(connection, placed)
+        manager = [(folder / MANAGER, f"{app}/{MANAGER}")]
+        place_files(connection, manager)
+        result = check_then_run(connection, [*placed, *manager], then=[command], timeout=limit)
+    except (DeviceError, OSError):
+        _discard(connection, remote)
+        raise
+    if result.exited == LOCK_BUSY_EXIT:
+        _discard(connection, remote)
     return _answer(result, f"release {release_id}", lock_wait)
+
+
+def _discard(connection: Connection, remote: str) -> None:
+    """Remove a release folder the manager never ran for (its push failed, or the device
+    stayed busy): nothing would ever use it. Best effort: a device that cannot be reached
+    keeps it until a later release prunes it."""
+    try:
+        connection.run(quote_command(["rm", "-rf", "--", remote]), timeout=DISCARD_SECONDS)
+    except (DeviceError, OSError):
+        pass
 
 
 def rollback(connection: Connection, device: LocalDevice | SshDevice,

@@ -45,6 +45,7 @@ __all__ = ["ReleaseOutcome", "device_state", "drift", "proposal", "read_record",
            "release_device", "rollback_device"]
 
 Approver = Callable[[str, str, str], bool]  # (device, variant, what changes) -> approved
+DRIFT_FILES_NAMED = 5  # a drift names this many changed files, then counts the rest
 
 def _variant(layout: Layout, name: str) -> Variant:
     index = read_variant_index(layout.variants)
@@ -271,12 +272,24 @@ def device_state(farm: Farm, layout: Layout, device: str) -> dict[str, Any]:
 
 def drift(record: dict[str, Any], board: dict[str, Any]) -> str | None:
     """How the board differs from what edgeflow recorded (a hand edit, a rollback by
-    another machine, changed files), None when it does not."""
+    another machine, changed files), None when it does not. Every file of a release
+    counts (the board checks each against its manifest, the manifest against its digest
+    file), and the manifest's sha256 against the one recorded when it was released: a
+    manifest rewritten together with its digest file is drift too."""
     recorded = (record.get("current") or {}).get("release")
     actual = board.get("current") or {}
     if actual.get("release") != recorded:
         return (f"the board runs {actual.get('release') or 'no release'}, edgeflow recorded "
                 f"{recorded or 'none'}")
     if actual and actual.get("files_intact") is False:
-        return f"the files of {recorded} on the board changed since it was released"
+        changed = [str(name) for name in actual.get("changed") or []]
+        named = ", ".join(changed[:DRIFT_FILES_NAMED]) + (
+            f" and {len(changed) - DRIFT_FILES_NAMED} more" if len(changed) > DRIFT_FILES_NAMED
+            else "")
+        return (f"the files of {recorded} on the board changed since it was released"
+                + (f": {named}" if named else ""))
+    recorded_manifest = (record.get("current") or {}).get("manifest_sha256")
+    if actual and recorded_manifest and actual.get("manifest_sha256") != recorded_manifest:
+        return (f"the manifest of {recorded} on the board changed since it was released "
+                "(manifest.json rewritten with its digest file)")
     return None

@@ -6,6 +6,13 @@ with the harness it loads through (``predict.py``, ``harness.py``), the device-s
 release manager (``releases.py``) and ``check/``: test images as PNG files, what an
 application would pass, with their labels, for the health check the predictor runs on
 the device before the release becomes current.
+
+The manifest lists every one of those files with its sha256 and size (``files``): the
+predictor refuses to load, and ``edgeflow status`` reports as drift, a release any file
+of which changed. The manifest cannot hold its own hash, so ``manifest.sha256`` beside
+it does (``sha256sum -c manifest.sha256`` checks it by hand), and the board's answer
+after the release, which edgeflow records, carries the manifest's sha256 too: a manifest
+edited together with its digest file still differs from the recorded one.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ from tasks.core.config import LocalDevice, ReleaseParams, SshDevice
 from tasks.core.contracts.prepared import PreparedMeta, load_split
 from tasks.core.contracts.summary import Summary
 from tasks.core.contracts.variants import Variant
-from tasks.core.files import write_json
+from tasks.core.files import sha256_file, write_json
 
-MANIFEST_VERSION = 1  # what the device-side predictor reads
+MANIFEST_VERSION = 2  # what the device-side predictor reads
+MANIFEST_NAME, MANIFEST_DIGEST = "manifest.json", "manifest.sha256"
 # A release id: its UTC creation time (sorts by it) and its variant; the device-side
 # manager accepts nothing else.
 RELEASE_ID_PATTERN = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
@@ -87,16 +95,15 @@ def write_check_images(folder: Path, prepared: Path, count: int) -> tuple[list[s
 
 def manifest(release_id: str, device_name: str, device: LocalDevice | SshDevice,
              variant: Variant, meta: PreparedMeta, summary: Summary, check: dict[str, Any],
-             mlflow: dict[str, Any] | None) -> dict[str, Any]:
-    """What the predictor and a person need to know about a release."""
+             mlflow: dict[str, Any] | None, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the predictor and a person need to know about a release; ``files``: every
+    file of the release folder but the manifest and its digest (path, sha256, bytes)."""
     height, width, channels = meta.input_shape
     return {
         "manifest_version": MANIFEST_VERSION, "release_id": release_id, "device": device_name,
         "variant": variant.name, "format": variant.format, "precision": variant.precision,
         "source": variant.source, "runtime": variant.runtime, "artifact": variant.file,
-        "sha256": variant.sha256,
-        "files": [{"path": entry.path, "sha256": entry.sha256, "bytes": entry.bytes}
-                  for entry in variant.files or []],
+        "sha256": variant.sha256, "files": files,
         "spec": variant.spec, "classes": meta.classes,
         "input": {"height": height, "width": width, "channels": channels, "color": meta.color,
                   "layout": "NHWC", "resize": "bilinear", "fit": meta.fit, "scale": "pixel / 255",
@@ -137,7 +144,16 @@ def build_bundle(target: Path, device_name: str, device: LocalDevice | SshDevice
     check = {"folder": CHECK_DIR, "images": names, "labels": labels,
              "accuracy_floor": accuracy_floor(summary, device_name),
              "max_latency_p90_ms": requirements.get("max_latency_p90_ms")}
-    document = manifest(release_id, device_name, device, variant, meta, summary, check, mlflow)
-    write_json(folder / "manifest.json", document)
-    files.append("manifest.json")
+    # The artifact's files with the sha256 convert recorded (a copy that differs is
+    # refused on the device), the files written here with their own.
+    listed = [{"path": entry.path, "sha256": entry.sha256, "bytes": entry.bytes}
+              for entry in variant.files or []]
+    listed += [{"path": name, "sha256": sha256_file(folder / name),
+                "bytes": (folder / name).stat().st_size} for name in files[len(listed):]]
+    document = manifest(release_id, device_name, device, variant, meta, summary, check, mlflow,
+                        listed)
+    write_json(folder / MANIFEST_NAME, document)
+    (folder / MANIFEST_DIGEST).write_text(
+        f"{sha256_file(folder / MANIFEST_NAME)}  {MANIFEST_NAME}\n", encoding="utf-8")
+    files += [MANIFEST_NAME, MANIFEST_DIGEST]
     return Bundle(release_id, folder, tuple(files), document)

@@ -82,6 +82,8 @@ def test_a_release_to_an_ssh_board_is_current_there_and_its_predictor_agrees_wit
     app = tmp_path / "board" / "app"
     assert (app / "current").readlink() == Path(f"releases/{first.release_id}")
     assert alias_version(project, "board") == first.mlflow_version
+    # Pushed owner-only over SFTP, then readable by the board user's group (the default).
+    assert test_release.modes(app) == ({"0o640"}, {"0o750"})
 
     manifest = json.loads((app / "current" / "manifest.json").read_text())
     names = manifest["check"]["images"][:20]

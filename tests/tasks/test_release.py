@@ -5,13 +5,17 @@ application uses, three ways, agreeing with Keras on the released images."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,17 +115,31 @@ def test_the_recommended_variant_is_released_checked_and_registered_then_not_aga
     health = json.loads((folder / "health.json").read_text())
     assert health["passed"] is True and health["images"] == params.release.check_images
     assert health["latency_runs"] >= 100
-    # Every file owner-only, as every pushed file is.
-    assert {oct(path.stat().st_mode & 0o777) for path in folder.rglob("*") if path.is_file()} \
-        == {"0o600"}
+    # release.readable_by: group (the default): an application running as another user of
+    # the device user's group reads the release, through a workdir it may search.
+    assert modes(app(project, "local")) == ({"0o640"}, {"0o750"})
+    assert (app(project, "local").parent.stat().st_mode & 0o070) == 0o010
     assert read_record(project, "local")["current"]["release"] == first.release_id
 
     second = release_device(params, farm, project, "local")
     assert (second.status, second.release_id) == ("unchanged", first.release_id)
     assert len(os.listdir(app(project, "local") / "releases")) == 1
-    # The same variant on another device: the same registry version, another alias.
-    other = release_device(params, farm, project, "other")
+    # The same variant on another device: the same registry version, another alias; there
+    # the releases are the device user's only.
+    owner_only = params.model_copy(update={"release": params.release.model_copy(
+        update={"readable_by": "owner"})})
+    other = release_device(owner_only, farm, project, "other")
     assert other.mlflow_version == first.mlflow_version == alias_version(project, "other")
+    assert modes(app(project, "other")) == ({"0o600"}, {"0o700"})
+
+
+def modes(folder: Path) -> tuple[set[str], set[str]]:
+    """The modes of the files and of the folders under ``folder`` (itself included)."""
+    paths = [folder, *folder.rglob("*")]
+    return ({oct(path.stat().st_mode & 0o777) for path in paths
+             if path.is_file() and not path.is_symlink() and path.parent != folder},
+            {oct(path.stat().st_mode & 0o777) for path in paths
+             if path.is_dir() and not path.is_symlink()})
 
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -222,8 +240,8 @@ def test_a_failed_health_check_keeps_the_current_release(project: Layout,
                              ["recommendations"]["local"], approve=YES)
     assert refused.status == "refused" and "p90 latency" in refused.message
     assert current(project, "slow") is None
-    health = json.loads(next((app(project, "slow") / "releases").glob("*/health.json")).read_text())
-    assert health["passed"] is False
+    # Issue 25 item 8: the refused release is not left on the board.
+    assert os.listdir(app(project, "slow") / "releases") == []
 
 
 def test_on_release_runs_after_the_switch_and_a_failing_one_undoes_it(
@@ -237,6 +255,30 @@ def test_on_release_runs_after_the_switch_and_a_failing_one_undoes_it(
     assert failed.status == "refused"
     assert "on_release failed (exit 4: no service)" in failed.message
     assert current(project, "broken-hook") is None  # the first release: nothing to restore
+    assert os.listdir(app(project, "broken-hook") / "releases") == []  # nor the undone one
+
+
+def test_a_release_the_busy_board_never_activated_is_not_left_there(
+        project: Layout, tiny_project: Any) -> None:
+    """Issue 25 item 8: the device lock held by someone else past the wait: the release
+    fails, and the folder pushed for it is removed."""
+    from tasks.farm.protocol import LOCK_NAME
+
+    params = tiny_project.params
+    impatient = params.model_copy(update={"benchmark": params.benchmark.model_copy(
+        update={"lock_timeout_seconds": 1.0})})
+    workdir = app(project, "local").parent
+    workdir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(["flock", str(workdir / LOCK_NAME), "sleep", "60"])
+    try:
+        time.sleep(0.5)
+        failed = release_device(impatient, farm_of(project), project, "local")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert failed.status == "failed" and "stayed busy" in failed.message
+    assert current(project, "local") is None
+    assert os.listdir(app(project, "local") / "releases") == []
 
 
 def test_a_device_missing_from_the_farm_or_a_variant_not_produced_is_refused(
@@ -339,6 +381,103 @@ def test_the_predictor_serves_http_and_answers_a_bad_image_with_400(released: An
         server.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def serving(folder: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], str, int]]:
+    """``predict.py --serve`` of the release in ``folder`` on a free port: the process,
+    its host and port."""
+    server = subprocess.Popen([sys.executable, str(folder / "predict.py"), "--serve", "--port",
+                               "0", *options], stdout=subprocess.PIPE, text=True)
+    try:
+        url = json.loads(server.stdout.readline())["serving"]  # type: ignore[union-attr]
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        yield server, host, int(port)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def health_within(host: str, port: int, seconds: float) -> tuple[int, float]:
+    """GET /health: its status and how long the answer took."""
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=seconds) as answer:
+            status = answer.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    return status, time.monotonic() - start
+
+
+def answer_of(connection: socket.socket, seconds: float) -> tuple[bytes, float]:
+    """Everything the server sends on ``connection`` until it closes it, and when."""
+    connection.settimeout(seconds)
+    start, received = time.monotonic(), b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received, time.monotonic() - start
+
+
+def test_a_slow_or_idle_client_blocks_no_one_and_is_cut_at_the_timeout(released: Any) -> None:
+    """Issue 25 items 6 and 24: a client announcing 100000 bytes and sending 100, and one
+    that sends nothing, hold their connections while /health answers at once; both are
+    cut after --timeout; connections beyond --max-connections are answered 503 at once."""
+    folder, _ = released
+    with serving(folder, "--timeout", "3", "--max-connections", "3") as (_, host, port):
+        slow = socket.create_connection((host, port))
+        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: board\r\nContent-Length: 100000\r\n\r\n"
+                     + b"x" * 100)
+        idle = socket.create_connection((host, port))
+        time.sleep(0.3)
+        status, took = health_within(host, port, 10)
+        assert status == 200 and took < 1.0
+        third = socket.create_connection((host, port))  # the slots are full now
+        status, took = health_within(host, port, 10)
+        assert status == 503 and took < 1.0
+        third.close()
+        said, took = answer_of(slow, 10)
+        assert said.startswith(b"HTTP/1.0 408 ") and took < 4.5
+        assert b"did not arrive within 3 s (100 did)" in said
+        said, took = answer_of(idle, 10)
+        assert said == b"" and took < 4.5
+        time.sleep(0.3)
+        assert health_within(host, port, 10)[0] == 200
+
+
+def rss_mb(pid: int) -> float:
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_a_body_is_read_only_up_to_its_announced_bounded_size(released: Any) -> None:
+    """Issue 25 item 24: Content-Length -1 followed by 200 MB is refused with 400 without
+    reading it (the server grew by 377 MB), a huge one with 413, none with 411."""
+    folder, _ = released
+    with serving(folder, "--timeout", "5") as (server, host, port):
+        before = rss_mb(server.pid)
+        flood = socket.create_connection((host, port))
+        flood.sendall(b"POST /predict HTTP/1.1\r\nHost: board\r\nContent-Length: -1\r\n\r\n")
+        block = b"\0" * (1 << 20)
+        try:
+            for _ in range(200):
+                flood.sendall(block)
+        except OSError:  # the server answered and closed: what it did not read is refused
+            pass
+        grown = rss_mb(server.pid) - before
+        flood.close()
+        assert grown < 30, f"the server grew by {grown:.0f} MB"
+        for length, code, words in (("-1", 400, "whole number of bytes, not '-1'"),
+                                    ("1000000000000", 413, "more than the 10485760 allowed"),
+                                    (None, 411, "Content-Length header is required")):
+            asking = socket.create_connection((host, port))
+            header = b"" if length is None else f"Content-Length: {length}\r\n".encode()
+            asking.sendall(b"POST /predict HTTP/1.1\r\nHost: board\r\n" + header + b"\r\n")
+            said, _ = answer_of(asking, 10)
+            asking.close()
+            assert said.split(b"\r\n")[0].split()[1] == str(code).encode(), said
+            assert words in json.loads(said.split(b"\r\n\r\n", 1)[1])["error"]
+        assert health_within(host, port, 10)[0] == 200
+
+
 def test_a_file_changed_after_the_release_is_refused_by_the_predictor_and_shown_as_drift(
         project: Layout, tiny_project: Any) -> None:
     farm = farm_of(project)
@@ -351,7 +490,57 @@ def test_a_file_changed_after_the_release_is_refused_by_the_predictor_and_shown_
     with pytest.raises(ValueError, match="is not the released file"):
         predictor.Model(str(folder))
     assert device_state(farm, project, "local")["drift"] == (
-        f"the files of {outcome.release_id} on the board changed since it was released")
+        f"the files of {outcome.release_id} on the board changed since it was released: "
+        f"{manifest['artifact']}")
+
+
+def with_classes_renamed(text: str) -> str:
+    document = json.loads(text)
+    document["classes"] = [f"edited-{name}" for name in document["classes"]]
+    return json.dumps(document, indent=2)
+
+
+EDITS = {"predict.py": lambda text: text + "\n# edited on the board\n",
+         "preprocess.py": lambda text: text.replace("/ 255.0", "/ 128.0"),
+         "manifest.json": with_classes_renamed,
+         "check/0001.png": lambda text: text + " "}
+
+
+def test_every_file_of_a_release_is_checked_by_the_predictor_and_by_status(
+        project: Layout, tiny_project: Any) -> None:
+    """Issue 25 item 3: predict.py, preprocess.py (/ 255.0 -> / 128.0) or the manifest's
+    class names edited in ``current``: the predictor refuses to start and status shows
+    drift naming the file; a manifest rewritten with its digest file is drift too."""
+    farm = farm_of(project)
+    outcome = release_device(tiny_project.params, farm, project, "local")
+    folder = app(project, "local") / "current"
+    image = str(folder / "check" / "0000.png")
+    predictor = device_code.predictor()
+    for name, edit in EDITS.items():
+        path = folder / name
+        released = path.read_bytes()
+        path.write_bytes(edit(released.decode("latin-1")).encode("latin-1"))
+        assert path.read_bytes() != released, name
+        with pytest.raises(ValueError, match=f"^{name} in .* is not the released file"):
+            predictor.Model(str(folder))
+        done = subprocess.run([sys.executable, str(folder / "predict.py"), image],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 2 and done.stdout == "", name
+        assert "is not the released file" in done.stderr and "Traceback" not in done.stderr
+        assert device_state(farm, project, "local")["drift"] == (
+            f"the files of {outcome.release_id} on the board changed since it was released: "
+            f"{name}")
+        path.write_bytes(released)
+        assert device_state(farm, project, "local")["drift"] is None
+    manifest = folder / "manifest.json"
+    manifest.write_text(with_classes_renamed(manifest.read_text()))
+    digest = subprocess.run(["sha256sum", "manifest.json"], cwd=folder, capture_output=True,
+                            text=True, check=True).stdout
+    (folder / "manifest.sha256").write_text(digest)
+    assert predictor.Model(str(folder)).classes[0].startswith("edited-")  # the board cannot tell
+    assert device_state(farm, project, "local")["drift"] == (
+        f"the manifest of {outcome.release_id} on the board changed since it was released "
+        "(manifest.json rewritten with its digest file)")
 
 
 def test_devices_registering_at_once_share_one_registered_model_and_version(
