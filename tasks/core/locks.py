@@ -56,7 +56,7 @@ class NotWritable(EdgeflowError):
     """A lock file cannot be created or opened for writing where it must be (its folder
     or the file is read-only, a read-only mount...)."""
 
-    def __init__(self, message: str, reason: str, refused: bool) -> None:
+    def __init__(self, message: str, reason: str = "", refused: bool = True) -> None:
         super().__init__(message)
         self.reason = reason  # what failed: "<strerror>: <path>"
         self.refused = refused  # a permission refused (not a full disk, a file in the way)

@@ -12,7 +12,7 @@ import pytest
 from tasks.core.errors import (ConfigError, ConversionError, DataError, DeviceError,
                                EdgeflowError, StepError, TrainingError, UsageError,
                                device_failure)
-from tasks.core.locks import ExperimentBusy, LockTimeout
+from tasks.core.locks import ExperimentBusy, LockTimeout, NotWritable
 from tasks.farm.push import DeployError
 from tasks.farm.releases import ReleaseError
 from tasks.farm.setup import SetupError
@@ -31,6 +31,7 @@ EXIT_CODES: dict[type[EdgeflowError], int] = {
     TrainingError: 1,
     ExperimentBusy: 75,
     LockTimeout: 75,
+    NotWritable: 1,
     DeviceError: 1,
     HostKeyRefused: 1,
     DeviceUnreachable: 1,
@@ -48,6 +49,7 @@ NOT_USER_ERRORS = {
     "ImageError": "raised on a board by the predictor (a bad image an application passed): "
                   "an HTTP 400 or a JSON line, never an edgeflow command's error",
     "DuplicateKeyError": "a yaml.YAMLError inside the loader, reported as a ConfigError",
+    "AliasBombError": "a yaml.YAMLError inside the loader, reported as a ConfigError",
     "Interrupted": "a KeyboardInterrupt: Ctrl-C ends the command with 130",
     "ModelFileError": "a model file that cannot be used, raised while train reads it and "
                       "reported as a TrainingError with the same line",
