@@ -491,3 +491,31 @@ def test_a_release_whose_files_changed_on_the_board_is_pushed_again_not_unchange
     assert model.manifest["variant"] == first.variant
     assert device_state(farm, project, "local")["drift"] is None
     assert release_device(params, farm, project, "local").status == "unchanged"
+
+
+def test_a_stop_while_a_local_release_waits_for_the_device_lock_leaves_current(
+        project: Layout, tiny_project: Any) -> None:
+    """Ctrl-C's path on the local device (the transport keeps waiting; the stopper stops
+    the activation on the device): Interrupted within seconds, nothing switched."""
+    import fcntl
+
+    from tasks.core import interrupt
+    from tasks.farm.protocol import LOCK_NAME
+    from tests.helpers import processes_left, processes_mentioning, stop_when
+
+    params, farm = tiny_project.params, farm_of(project)
+    first, second = _variants(project)[:2]
+    one = release_device(params, farm, project, "local", variant=first, approve=YES)
+    manager = str(app(project, "local") / "releases.py")
+    with open(app(project, "local").parent / LOCK_NAME, "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # a benchmark holds the device
+        raised, seconds = stop_when(
+            lambda: release_device(params, farm, project, "local", variant=second, approve=YES),
+            lambda: any(line.startswith("flock ") and " activate " in line
+                        for line in processes_mentioning(manager)),
+            "an activation waiting for the lock")
+        assert isinstance(raised, interrupt.Interrupted) and seconds < 10
+        assert processes_left(manager) == []
+    assert current(project, "local") == f"releases/{one.release_id}"
+    assert read_record(project, "local")["current"]["release"] == one.release_id
+    assert alias_version(project, "local") == one.mlflow_version
