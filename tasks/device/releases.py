@@ -18,9 +18,15 @@ release whose health check passed. Commands print one JSON object on stdout:
     python releases.py status --app APP
 
 ``--on-release`` is a shell command run after every switch (``sh -c CMD``, with the
-release folder as ``$1`` and ``EDGEFLOW_RELEASE``/``EDGEFLOW_RELEASE_DIR`` set); when it
-fails, the switch is undone (and the command run again for the restored release). A
-release refused (its health check) or undone (``on_release``) is removed at once.
+release folder as ``$1`` and ``EDGEFLOW_RELEASE``/``EDGEFLOW_RELEASE_DIR`` set, in a
+process group of its own: one that runs past ``--hook-timeout`` is killed with everything
+it started); when it fails, the switch is undone (and the command run again for the
+restored release: its failure there is reported too). A release refused (its health
+check) or undone (``on_release``) is removed at once.
+
+An activation is stopped (SIGTERM, or the ``--stop-file`` present: the orchestrator's
+Ctrl-C) only before the switch: it answers ``stopped`` and ``current`` stays as it was.
+Once the switch is under way it runs to its end.
 
 ``--readable-by`` (params ``release.readable_by``) says who may read the releases: the
 device user (``owner``: files 600, folders 700), also its group (``group``, the default:
@@ -35,6 +41,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +55,24 @@ MAX_EVENTS = 50
 READABLE_BY = {"owner": (0o600, 0o700), "group": (0o640, 0o750), "everyone": (0o644, 0o755)}
 DEFAULT_READABLE_BY = "group"
 CHECK_FAILED_EXIT = 3
+HOOK_KILL_GRACE_SECONDS = 2.0  # a timed-out hook's group: SIGTERM, then SIGKILL after this
+
+
+class Stopped(Exception):
+    """The orchestrator asked the activation to stop (before the switch)."""
+
+
+def _stop_now(signum: int, frame: Any) -> None:
+    raise Stopped()
+
+
+def _past_stopping(stop_file: str | None) -> None:
+    """The last moment an activation can be stopped: from here on a stop signal is
+    ignored (the switch, ``on_release`` and their record run to their end)."""
+    if signal.getsignal(signal.SIGTERM) is _stop_now:
+        signal.signal(signal.SIGTERM, lambda *_: None)  # caught, so a hook still gets TERM
+    if stop_file and os.path.exists(stop_file):
+        raise Stopped()
 
 
 def _write_json(path: str, document: Any) -> None:
@@ -160,14 +185,45 @@ def run_hook(app: str, command: str | None, timeout: float) -> dict[str, Any] | 
     release = current_release(app)
     folder = os.path.realpath(os.path.join(app, CURRENT))
     env = {**os.environ, "EDGEFLOW_RELEASE": release or "", "EDGEFLOW_RELEASE_DIR": folder}
+    # A session (process group) of its own: on a timeout, everything the hook started
+    # goes with it, not only its shell.
+    hook = subprocess.Popen(["sh", "-c", command, "on_release", folder], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try:
-        done = subprocess.run(["sh", "-c", command, "on_release", folder], capture_output=True,
-                              text=True, timeout=timeout, env=env, check=False)
+        stdout, stderr = hook.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"ok": False, "exit": None, "said": f"did not finish within {timeout:g} s"}
-    said = [line for line in (done.stderr + "\n" + done.stdout).splitlines() if line.strip()]
-    return {"ok": done.returncode == 0, "exit": done.returncode,
+        _end_group(hook)
+        return {"ok": False, "exit": None,
+                "said": f"did not finish within {timeout:g} s (it was stopped, with every "
+                        "process it started)"}
+    said = [line for line in (stderr + "\n" + stdout).splitlines() if line.strip()]
+    return {"ok": hook.returncode == 0, "exit": hook.returncode,
             "said": said[-1][-300:] if said else ""}
+
+
+def _end_group(process: "subprocess.Popen[str]") -> None:
+    """End ``process``'s whole process group: SIGTERM, SIGKILL for what is left after
+    a grace period; its pipes are closed whoever still holds them."""
+    deadline = time.monotonic() + HOOK_KILL_GRACE_SECONDS
+    for number in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, number)
+        except ProcessLookupError:
+            break
+        while number == signal.SIGTERM and time.monotonic() < deadline:
+            process.poll()  # reap the leader: a zombie would keep the group alive
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+    try:
+        process.communicate(timeout=1)
+    except subprocess.TimeoutExpired:  # a process that left the group holds the pipes
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+        process.wait()
 
 
 def prune(app: str, keep: int, protect: set[str | None]) -> list[str]:
@@ -218,34 +274,61 @@ def _fail_back(app: str, state: dict[str, Any], restore: str | None, hook: dict[
         os.unlink(os.path.join(app, CURRENT))
     restored_hook = run_hook(app, command, timeout) if restore is not None else None
     state["current"] = restore
-    _record(app, state, f"{action}-undone", release, f"on_release failed: {hook['said']}")
+    if restore is None:
+        restored = "no release to restore"
+    elif restored_hook is not None and not restored_hook["ok"]:
+        restored = (f"switched back to {restore}, but on_release failed there too "
+                    f"({_hook_failure(restored_hook)}): the application is not running")
+    else:
+        restored = f"switched back to {restore}"
+    _record(app, state, f"{action}-undone", release,
+            f"on_release failed: {hook['said']}; {restored}")
     return {"status": "hook_failed", "release": release, "current": restore, "hook": hook,
             "restored_hook": restored_hook,
-            "message": f"on_release failed (exit {hook['exit']}: {hook['said']}); "
-                       f"{'switched back to ' + restore if restore else 'no release to restore'}"}
+            "message": f"on_release failed ({_hook_failure(hook)}); {restored}"}
+
+
+def _hook_failure(hook: dict[str, Any]) -> str:
+    return hook["said"] if hook["exit"] is None else f"exit {hook['exit']}: {hook['said']}"
 
 
 def activate(app: str, release: str, python: str, on_release: str | None, keep: int,
              check_timeout: float, hook_timeout: float,
-             readable_by: str = DEFAULT_READABLE_BY) -> dict[str, Any]:
+             readable_by: str = DEFAULT_READABLE_BY,
+             stop_file: str | None = None) -> dict[str, Any]:
     """Health-check ``release``, switch ``current`` to it, run ``on_release``; undo the
     switch when that fails. Releases beyond ``keep`` are removed (never the current one
-    or the one before it), and so is ``release`` when it is refused or undone."""
+    or the one before it), and so is ``release`` when it is refused or undone. Stopped
+    (:class:`Stopped` raised by the SIGTERM handler :func:`main` installs, or
+    ``stop_file`` present) before the switch: ``stopped``, ``current`` untouched."""
     state = load_state(app)
     before = state["current"]
-    if not os.path.isfile(os.path.join(release_dir(app, release), "manifest.json")):
-        return {"status": "error", "release": release, "current": before,
-                "message": f"release {release} is not on the device"}
-    share(app, readable_by)
-    if before == release:
-        return {"status": "already_current", "release": release, "current": before,
-                "health": health(app, release), "message": f"{release} is already current"}
-    result = run_check(app, release, python, check_timeout)
-    if not result.get("passed"):
-        _record(app, state, "check-failed", release, "; ".join(result.get("reasons", [])))
-        return {"status": "unhealthy", "release": release, "current": before, "health": result,
+    try:
+        if stop_file and os.path.exists(stop_file):
+            raise Stopped()
+        if not os.path.isfile(os.path.join(release_dir(app, release), "manifest.json")):
+            return {"status": "error", "release": release, "current": before,
+                    "message": f"release {release} is not on the device"}
+        share(app, readable_by)
+        if before == release:
+            return {"status": "already_current", "release": release, "current": before,
+                    "health": health(app, release), "message": f"{release} is already current"}
+        result = run_check(app, release, python, check_timeout)
+        if not result.get("passed"):
+            _past_stopping(None)
+            _record(app, state, "check-failed", release, "; ".join(result.get("reasons", [])))
+            return {"status": "unhealthy", "release": release, "current": before,
+                    "health": result,
+                    "removed": discard(app, release, {before, state["previous"]}),
+                    "message": "health check failed: " + "; ".join(result.get("reasons", []))}
+        _past_stopping(stop_file)
+    except Stopped:
+        _past_stopping(None)
+        _record(app, state, "activate-stopped", release, "stopped on request before the switch")
+        return {"status": "stopped", "release": release, "current": before,
                 "removed": discard(app, release, {before, state["previous"]}),
-                "message": "health check failed: " + "; ".join(result.get("reasons", []))}
+                "message": f"stopped on request before the switch: "
+                           f"{before or 'no release'} stays current"}
     switch(app, release)
     state["current"] = release
     hook = run_hook(app, on_release, hook_timeout)
@@ -372,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-timeout", type=float, default=600.0)
     parser.add_argument("--hook-timeout", type=float, default=120.0)
     parser.add_argument("--readable-by", choices=sorted(READABLE_BY), default=DEFAULT_READABLE_BY)
+    parser.add_argument("--stop-file", default=None,
+                        help="activate: stop before the switch once this file exists")
     args = parser.parse_args(argv)
     # What the manager writes (health.json, state.json) is as readable as the releases.
     os.umask(0o777 & ~READABLE_BY[args.readable_by][1])
@@ -379,8 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "activate":
         if not args.release or not RELEASE_ID.match(args.release):
             parser.error(f"--release must be a release id, not {args.release!r}")
+        signal.signal(signal.SIGTERM, _stop_now)  # until _past_stopping
         result = activate(app, args.release, args.python, args.on_release, args.keep,
-                          args.check_timeout, args.hook_timeout, args.readable_by)
+                          args.check_timeout, args.hook_timeout, args.readable_by,
+                          args.stop_file)
     elif args.command == "rollback":
         result = rollback(app, args.on_release, args.hook_timeout)
     else:

@@ -14,21 +14,32 @@ benchmark, and two releases to one device wait for each other), runs the manager
 health check in the new release, the atomic switch of ``current``, ``on_release`` and
 the switch back when it fails. What the device answers is untrusted: size-limited and
 parsed as one JSON object.
+
+A stop request (Ctrl-C) while an activation waits for the lock or runs its health check
+stops it on the device (:mod:`tasks.farm.stoppable`, as a benchmark is stopped):
+``current`` stays as it was and :class:`~tasks.core.interrupt.Interrupted` is raised. One
+that comes once the switch is under way lets it finish: its answer is returned (and the
+caller, recording it, stops next).
 """
 
 from __future__ import annotations
 
+import contextlib
+import shlex
 from pathlib import Path
 from typing import Any
 
 from tasks.core.config import LocalDevice, ReleaseParams, SshDevice
 from tasks.core.errors import DeviceError
+from tasks.core.interrupt import Interrupted, stop_requested, stopping_with
+from tasks.farm import stoppable
 from tasks.farm.protocol import LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES, parse_untrusted_json
 from tasks.farm.push import check_then_run, last_line, make_dirs, place_files
 from tasks.farm.transports import Connection, quote_command
 
 APP_DIR = "app"
 MANAGER = "releases.py"
+CONTROL_DIR = "control"  # <app>/control/<release-id>/: an activation's stop controls
 DEFAULT_LOCK_WAIT_SECONDS = 600.0
 # The manager's own work beyond the health check and on_release: the switch, a prune.
 MANAGER_GRACE_SECONDS = 60.0
@@ -81,23 +92,45 @@ def push_and_activate(connection: Connection, device: LocalDevice | SshDevice, f
     ``status`` is ``released``, ``already_current``, ``unhealthy`` or ``hook_failed``."""
     app = app_dir(device)
     remote = f"{app}/releases/{release_id}"
+    control = f"{app}/{CONTROL_DIR}/{release_id}"
     placed = [(folder / name, f"{remote}/{name}") for name in files]
     folders = sorted({str(Path(target).parent) for _, target in placed})
-    command = _manager_command(device, lock_wait, "activate", "--release", release_id,
-                               "--python", device.harness_python(), "--keep", str(params.keep),
-                               "--check-timeout", f"{params.check_timeout_seconds:g}",
-                               "--readable-by", params.readable_by, *_hook_argv(device))
+    _, _, stop_file = stoppable.control_files(control)
+    command = quote_command(stoppable.locked_argv(
+        control, f"{device.workdir}/{LOCK_NAME}", f"{lock_wait:g}",
+        [device.harness_python(), f"{app}/{MANAGER}", "activate", "--app", app,
+         "--release", release_id, "--python", device.harness_python(),
+         "--keep", str(params.keep), "--check-timeout", f"{params.check_timeout_seconds:g}",
+         "--readable-by", params.readable_by, "--stop-file", stop_file, *_hook_argv(device)]))
+    # The control folder goes whatever the command ends as (its status is kept).
+    command = f"{{ {command}; }}; code=$?; rm -rf -- {shlex.quote(control)}; exit $code"
     limit = (lock_wait + params.check_timeout_seconds + device.on_release_timeout_seconds * 2
              + MANAGER_GRACE_SECONDS)
-    try:
-        make_dirs(connection, *folders)
-        place_files(connection, placed)
-        manager = [(folder / MANAGER, f"{app}/{MANAGER}")]
-        place_files(connection, manager)
-        result = check_then_run(connection, [*placed, *manager], then=[command], timeout=limit)
-    except (DeviceError, OSError):
-        _discard(connection, remote)
-        raise
+    with stopping_with(lambda: stoppable.stop(connection, control)):
+        try:
+            make_dirs(connection, *folders, control)
+            place_files(connection, placed)
+            manager = [(folder / MANAGER, f"{app}/{MANAGER}")]
+            place_files(connection, manager)
+            result = check_then_run(connection, [*placed, *manager], then=[command],
+                                    timeout=limit)
+        except KeyboardInterrupt:
+            # Ctrl-C in this thread: the SSH transport gives up at once and the
+            # connection closes on the way out, before the stopper's own channel could
+            # reach the device: stop it now.
+            with contextlib.suppress(Exception):
+                stoppable.stop(connection, control)
+            raise
+        except (DeviceError, OSError):
+            _discard(connection, remote)
+            raise
+    if stop_requested():
+        answer = None
+        with contextlib.suppress(ReleaseError):
+            answer = _answer(result, f"release {release_id}", lock_wait)
+        if answer is None or answer.get("status") == "stopped":
+            raise Interrupted(f"release {release_id} stopped on the device before the switch")
+        return answer  # the switch was under way: what it ended as is recorded
     if result.exited == LOCK_BUSY_EXIT:
         _discard(connection, remote)
     return _answer(result, f"release {release_id}", lock_wait)

@@ -28,15 +28,15 @@ from tasks.core.config import BenchmarkParams, LocalDevice, SshDevice
 from tasks.core.contracts.variants import Variant
 from tasks.core.files import write_json
 from tasks.core.interrupt import stopping_with
+from tasks.farm import stoppable
 from tasks.farm.logs import log_tail, to_files
 from tasks.farm.probe import probe_command, read_probe
 from tasks.farm.protocol import (HARNESS_TIMED_OUT, LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES,
                                  parse_untrusted_json, validate_harness_result)
 from tasks.farm.push import (RUNS_DIR, PhaseTimes, check_then_run, last_line, make_dirs,
                              new_run_name, place_files, remove_runs_command, stale_runs)
-from tasks.farm.transports import Connection, DeviceUnreachable, owner_only, quote_command
+from tasks.farm.transports import Connection, DeviceUnreachable, owner_only
 
-STOP_TIMEOUT_SECONDS = 10.0
 # The SSH channel closed without an exit status: the device or its SSH server went away.
 NO_EXIT_STATUS = -1
 
@@ -44,11 +44,6 @@ NO_EXIT_STATUS = -1
 def failed(error: str) -> dict[str, Any]:
     """The outcome of a variant that did not run to a result, and why."""
     return {"status": "failed", "error": error}
-
-
-def _control_files(variant_dir: str) -> tuple[str, str, str]:
-    """The harness's pid, the lock wait's pid and the stop request, in its folder."""
-    return (f"{variant_dir}/harness.pid", f"{variant_dir}/wait.pid", f"{variant_dir}/stop")
 
 
 @dataclass
@@ -166,19 +161,14 @@ class DeviceSession:
         from the wait for the lock; the transport's limit only catches a lost device.
         """
         variant_dir = self.variant_dir(variant)
-        pid_file, wait_pid_file, stop_file = _control_files(variant_dir)
         command = owner_only(["touch", "--", self.run_dir])  # alive: see longest_idle_seconds
-        # Each stage records its pid for a stop request (sh execs into the next command,
-        # keeping its pid): `flock` while it waits for the lock, then `timeout`, which
-        # passes a signal on to the harness's whole process group. A stop file written
-        # in between keeps the harness from starting at all.
+        # Stoppable (tasks.farm.stoppable): `flock` while it waits for the lock, then
+        # `timeout`, which passes a signal on to the harness's whole process group.
         return command + " && " + to_files(
-            ["sh", "-c", 'echo $$ > "$0"; exec "$@"', wait_pid_file,
-             "flock", "-w", str(self.params.lock_timeout_seconds), "-E", str(LOCK_BUSY_EXIT),
-             self.lock,
-             "sh", "-c", 'test -e "$1" && exit 143; echo $$ > "$0"; shift; exec "$@"',
-             pid_file, stop_file,
-             "timeout", "-k", "5", str(self.params.timeout_seconds), *self._harness_argv(variant)],
+            stoppable.locked_argv(
+                variant_dir, self.lock, str(self.params.lock_timeout_seconds),
+                ["timeout", "-k", "5", str(self.params.timeout_seconds),
+                 *self._harness_argv(variant)]),
             f"{variant_dir}/harness.out", f"{variant_dir}/harness.log")
 
     def stop_harness(self, variant_dir: str) -> None:
@@ -186,10 +176,7 @@ class DeviceSession:
         whichever state it is: waiting for the device lock (``flock`` is signalled) or
         running (``timeout`` is signalled, and passes it to the harness's process group).
         The stop file catches the moment between the two: the command then never starts."""
-        self.connection.run(quote_command([
-            "sh", "-c", 'touch "$2"; kill -TERM "$(cat "$0" 2>/dev/null)" 2>/dev/null '
-                        '|| kill -TERM "$(cat "$1" 2>/dev/null)" 2>/dev/null; true',
-            *_control_files(variant_dir)]), timeout=STOP_TIMEOUT_SECONDS)
+        stoppable.stop(self.connection, variant_dir)
 
     def run(self, variant: Variant) -> dict[str, Any]:
         """Run the harness for one deployed variant and fetch its result: the outcome.

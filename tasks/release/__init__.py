@@ -22,6 +22,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tasks.core.contracts.prepared import read_meta
 from tasks.core.contracts.summary import read_summary
 from tasks.core.contracts.variants import Variant, read_variant_index
 from tasks.core.errors import ConfigError, DeviceError, StepError
+from tasks.core.interrupt import raise_if_stopped
 from tasks.core.layout import Layout
 from tasks.farm import releases as device_releases
 from tasks.farm.transports import connect
@@ -41,8 +43,8 @@ from tasks.release.outcome import (FAILED, REFUSED, RELEASED, ROLLED_BACK, SKIPP
                                    ReleaseOutcome,
                                    done, read_record, record_path)
 
-__all__ = ["ReleaseOutcome", "device_state", "drift", "proposal", "read_record", "record_path",
-           "release_device", "rollback_device"]
+__all__ = ["ReleaseOutcome", "alias_drift", "device_state", "drift", "proposal", "read_record",
+           "record_path", "release_device", "rollback_device"]
 
 Approver = Callable[[str, str, str], bool]  # (device, variant, what changes) -> approved
 DRIFT_FILES_NAMED = 5  # a drift names this many changed files, then counts the rest
@@ -72,8 +74,15 @@ def _chosen(layout: Layout, device: str, variant: str | None) -> str | None:
 
 
 def _runs_it(state: dict[str, Any], variant: Variant) -> bool:
+    """Whether the board's current release is ``variant``, its files as released (a
+    file changed on the board since is not the release: it is pushed again)."""
     current = state.get("current") or {}
-    return current.get("variant") == variant.name and current.get("sha256") == variant.sha256
+    return (current.get("variant") == variant.name and current.get("sha256") == variant.sha256
+            and current.get("files_intact") is not False)
+
+
+def _damaged(state: dict[str, Any]) -> bool:
+    return (state.get("current") or {}).get("files_intact") is False
 
 
 def _rolled_back_from(state: dict[str, Any], variant: Variant) -> dict[str, Any] | None:
@@ -131,6 +140,8 @@ def _decision(device: str, state: dict[str, Any], target: Variant,
             f"release it by hand to use it again (edgeflow release {device} "
             f"--variant {target.name})")
     running = (state.get("current") or {}).get("variant") or "nothing"
+    if _damaged(state):
+        running += " (its files changed on the board)"
     return f"{running} -> {target.name}"
 
 
@@ -162,8 +173,9 @@ def _release_harness_device(params: Params, layout: Layout, device: str,
         state = device_releases.status(connection, entry)
         decided = _decision(device, state, target, by_hand)
         if isinstance(decided, ReleaseOutcome):
-            return done(layout, decided, *((state["current"], state.get("previous"))
-                                           if decided.status == UNCHANGED else ()))
+            if decided.status == UNCHANGED:
+                return _reconciled(layout, decided, state)
+            return done(layout, decided)
         if by_hand or params.release.policy == "approve":
             if approve is None:
                 return done(layout, ReleaseOutcome(
@@ -192,10 +204,37 @@ def _release_harness_device(params: Params, layout: Layout, device: str,
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         counter.advance(target.name, str(answer.get("status", "no answer")))
-        return _outcome(layout, device, target, bundle.release_id, answer, mlflow,
-                        connection, entry)
+        outcome = _outcome(layout, device, target, bundle.release_id, answer, mlflow,
+                           connection, entry, replaced_damaged=_damaged(state))
+        # A stop requested once the switch was under way: its outcome is recorded (the
+        # board, the record and the alias agree), and the run stops here.
+        raise_if_stopped()
+        return outcome
     finally:
         connection.close()
+
+
+def _reconciled(layout: Layout, unchanged: ReleaseOutcome,
+                state: dict[str, Any]) -> ReleaseOutcome:
+    """The board already runs the release: edgeflow's record and the device's MLflow
+    alias are made to agree with it where they do not (a release interrupted after its
+    switch, a rollback by another machine), and the outcome says what was repaired."""
+    device, current = unchanged.device, state["current"]
+    repaired = []
+    recorded = (read_record(layout, device).get("current") or {}).get("release")
+    if recorded != current["release"]:
+        repaired.append(f"edgeflow's record (it said {recorded or 'none'})")
+    mlflow = current.get("mlflow")
+    if mlflow and registry.store_exists(mlflow):
+        pointed = registry.pointed_version(mlflow, device)
+        if pointed != str(mlflow["version"]):
+            registry.point_alias(mlflow, device)
+            repaired.append(f"the MLflow alias {registry.alias(device)} (it pointed at "
+                            f"{'version ' + pointed if pointed else 'no version'})")
+    message = unchanged.message + (f"; repaired {' and '.join(repaired)}" if repaired else "")
+    version = str(mlflow["version"]) if mlflow else None
+    return done(layout, replace(unchanged, message=message, mlflow_version=version),
+                current, state.get("previous"))
 
 
 def _staging_root(layout: Layout) -> Path:
@@ -206,11 +245,18 @@ def _staging_root(layout: Layout) -> Path:
 
 def _outcome(layout: Layout, device: str, target: Variant, release_id: str,
              answer: dict[str, Any], mlflow: dict[str, Any] | None, connection: Any,
-             entry: LocalDevice | SshDevice) -> ReleaseOutcome:
+             entry: LocalDevice | SshDevice, replaced_damaged: bool = False) -> ReleaseOutcome:
     status = answer.get("status")
     message = str(answer.get("message", ""))[:500]
     version = str(mlflow["version"]) if mlflow else None
+    if status == "hook_failed" and (answer.get("restored_hook") or {}).get("ok") is False:
+        # Switched back, but the application did not start there either: the device
+        # runs nothing healthy, which is a failure, not a refusal it survived.
+        return done(layout, ReleaseOutcome(device, FAILED, target.name, release_id,
+                                            f"{device}: {message}", version))
     if status in ("released", "already_current"):
+        if status == "released" and replaced_damaged:
+            message += " (replacing a release whose files had changed on the board)"
         registry.point_alias(mlflow, device)
         state = device_releases.status(connection, entry)
         return done(layout, ReleaseOutcome(
@@ -267,7 +313,7 @@ def device_state(farm: Farm, layout: Layout, device: str) -> dict[str, Any]:
         return {"device": device, "kind": "board", "record": record, "board": None,
                 "drift": None, "error": str(error)}
     return {"device": device, "kind": "board", "record": record, "board": board,
-            "drift": drift(record, board)}
+            "drift": drift(record, board) or alias_drift(board, device)}
 
 
 def drift(record: dict[str, Any], board: dict[str, Any]) -> str | None:
@@ -293,3 +339,17 @@ def drift(record: dict[str, Any], board: dict[str, Any]) -> str | None:
         return (f"the manifest of {recorded} on the board changed since it was released "
                 "(manifest.json rewritten with its digest file)")
     return None
+
+
+def alias_drift(board: dict[str, Any], device: str) -> str | None:
+    """How the device's MLflow alias differs from the version the board runs (the
+    registry named in its manifest), None when they agree or it names none."""
+    mlflow = (board.get("current") or {}).get("mlflow")
+    if not mlflow or not registry.store_exists(mlflow):
+        return None
+    pointed = registry.pointed_version(mlflow, device)
+    if pointed == str(mlflow["version"]):
+        return None
+    return (f"the MLflow alias {registry.alias(device)} points at "
+            f"{'version ' + pointed if pointed else 'no version'}, the board runs version "
+            f"{mlflow['version']}")

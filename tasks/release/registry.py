@@ -89,6 +89,26 @@ def point_alias(mlflow: dict[str, Any] | None, device: str) -> None:
             mlflow["registered_model"], alias(device), str(mlflow["version"]))
 
 
+def pointed_version(mlflow: dict[str, Any], device: str) -> str | None:
+    """The version ``device``'s alias points at in the registered model of ``mlflow``
+    (a manifest's record), None where it points at none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client(mlflow["tracking_uri"]).get_model_version_by_alias(
+            mlflow["registered_model"], alias(device)).version)
+    except MlflowException:
+        return None
+
+
+def store_exists(mlflow: dict[str, Any]) -> bool:
+    """Whether the store ``mlflow`` (a manifest's record) names is there: a sqlite file
+    that is gone (the experiment moved) is not read, which would create an empty one."""
+    uri = str(mlflow.get("tracking_uri") or "")
+    return bool(uri) and (not uri.startswith("sqlite:///")
+                          or Path(uri.removeprefix("sqlite:///")).is_file())
+
+
 def alias_version(layout: Layout, device: str, uri: str) -> str | None:
     """The version ``device``'s alias points at, None where it has none."""
     from mlflow.exceptions import MlflowException

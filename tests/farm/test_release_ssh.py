@@ -156,3 +156,69 @@ def test_a_board_killed_during_a_release_keeps_a_complete_current_release(
     assert (app / "current").readlink() == Path(f"releases/{first.release_id}")
     model = device_code.predictor().Model(str(app / "current"))  # loads: complete, verified
     assert model.manifest["variant"] == variants[0]
+
+
+def test_ctrl_c_while_the_board_waits_for_its_lock_stops_the_release_there(
+        project: Layout, tiny_project: Any, ssh_server: SshServer, tmp_path: Path) -> None:
+    """`edgeflow release` to a board whose device lock another process holds: Ctrl-C
+    while the board's activation waits for the lock ends edgeflow within seconds (130),
+    the activation is stopped on the board, and ``current``, edgeflow's record and the
+    MLflow alias all still say the previous release."""
+    import fcntl
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from flows.cli import INTERRUPTED_EXIT
+    from tasks.farm.protocol import LOCK_NAME
+    from tasks.release import read_record
+    from tests.helpers import processes_left, processes_mentioning
+
+    workdir = tmp_path / "board"
+    board = ssh_device(ssh_server, workdir)
+    farm = Farm(devices={"board": board})
+    shutil.copyfile(tiny_project.layout.root / "params.yaml", project.root / "params.yaml")
+    farm_file = project.root / "farm-ssh.yaml"
+    farm_file.write_text(json.dumps({"devices": {"board": board.model_dump(mode="json")}}))
+    variants = [entry["name"] for entry in json.loads(project.variants_index.read_text())["variants"]
+                if entry["status"] == "ok" and entry["runtime"] in ("tflite", "onnxruntime")]
+    first = release_device(tiny_project.params, farm, project, "board", variant=variants[0],
+                           approve=YES)
+    assert first.status == "released", first.message
+    app = workdir / "app"
+    # Another process (a benchmark, another release) holds the board's device lock.
+    holder = open(workdir / LOCK_NAME, "a")  # noqa: SIM115 - held until the end
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    child = None
+    try:
+        child = subprocess.Popen(
+            [str(Path(sys.executable).parent / "edgeflow"), "release", "board", "--variant",
+             variants[1], "--yes", "--farm", str(farm_file)],
+            cwd=project.root, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not [line for line in processes_mentioning(f"{app}/releases.py")
+                   if line.startswith("flock ") and " activate " in line]:
+            assert child.poll() is None, f"the release ended first: {child.communicate()}"
+            assert time.monotonic() < deadline, "the activation never waited for the lock"
+            time.sleep(0.1)
+        started = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=60)
+        seconds = time.monotonic() - started
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        holder.close()
+    assert child.returncode == INTERRUPTED_EXIT, stderr
+    assert "edgeflow: interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert seconds < 15
+    assert processes_left(f"{app}/releases.py") == []
+    # Nothing moved: the board, the record and the alias say the first release.
+    assert (app / "current").readlink() == Path(f"releases/{first.release_id}")
+    assert read_record(project, "board")["current"]["release"] == first.release_id
+    assert alias_version(project, "board") == first.mlflow_version
+    assert device_state(farm, project, "board")["drift"] is None
+    assert not (app / "control").exists() or list((app / "control").iterdir()) == []

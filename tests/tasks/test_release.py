@@ -607,3 +607,144 @@ def test_a_microcontroller_gets_a_firmware_bundle_with_its_sources_labels_and_ar
     refused = release_device(tiny_project.params, farm, layout, "esp32", variant="tflite-fp32",
                              approve=YES)
     assert refused.status == "refused" and "only tflm variants run there" in refused.message
+
+
+def _variants(layout: Layout) -> list[str]:
+    return [entry["name"] for entry in json.loads(layout.variants_index.read_text())["variants"]
+            if entry["status"] == "ok" and entry["runtime"] in ("tflite", "onnxruntime")]
+
+
+def _farm_with(layout: Layout, device: str, entry: str) -> Any:
+    """The project's farm plus one more local device (released to by hand only)."""
+    path = layout.root / f"farm-{device}.yaml"
+    path.write_text(FARM + f"  {device}: {entry}\n", encoding="utf-8")
+    return load_farm(path)
+
+
+def test_an_unchanged_release_repairs_the_record_and_the_alias_the_board_disagrees_with(
+        project: Layout, tiny_project: Any) -> None:
+    """The board switched behind edgeflow's back (its manager run there by another
+    machine, or a release interrupted after its switch): releasing what it runs is
+    unchanged, and edgeflow's record and the MLflow alias are made to say so."""
+    params, farm = tiny_project.params, farm_of(project)
+    first, second = _variants(project)[:2]
+    one = release_device(params, farm, project, "local", variant=first, approve=YES)
+    two = release_device(params, farm, project, "local", variant=second, approve=YES)
+    assert two.status == "released" and alias_version(project, "local") == two.mlflow_version
+    folder = app(project, "local")
+    subprocess.run([sys.executable, str(folder / "releases.py"), "rollback", "--app", str(folder)],
+                   check=True, capture_output=True)
+    assert current(project, "local") == f"releases/{one.release_id}"
+    assert device_state(farm, project, "local")["drift"] == (
+        f"the board runs {one.release_id}, edgeflow recorded {two.release_id}")
+
+    again = release_device(params, farm, project, "local", variant=first, approve=YES)
+    assert (again.status, again.release_id, again.mlflow_version) == (
+        "unchanged", one.release_id, one.mlflow_version)
+    assert again.message == (
+        f"local already runs {first}; repaired edgeflow's record (it said {two.release_id}) "
+        f"and the MLflow alias device-local (it pointed at version {two.mlflow_version})")
+    assert alias_version(project, "local") == one.mlflow_version
+    assert read_record(project, "local")["current"]["release"] == one.release_id
+    assert device_state(farm, project, "local")["drift"] is None
+
+    # The alias alone moved: status says so, and the next release puts it back.
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{(project.root / 'mlflow' / 'mlflow.db').resolve()}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
+        registered_model_name(project), alias("local"), str(two.mlflow_version))
+    assert device_state(farm, project, "local")["drift"] == (
+        f"the MLflow alias device-local points at version {two.mlflow_version}, the board runs "
+        f"version {one.mlflow_version}")
+    fixed = release_device(params, farm, project, "local", variant=first, approve=YES)
+    assert fixed.message == (f"local already runs {first}; repaired the MLflow alias "
+                             f"device-local (it pointed at version {two.mlflow_version})")
+    assert alias_version(project, "local") == one.mlflow_version
+    assert release_device(params, farm, project, "local", variant=first,
+                          approve=YES).message == f"local already runs {first}"
+
+
+def test_on_release_failing_on_the_restored_release_too_is_reported_as_a_failure(
+        project: Layout, tiny_project: Any) -> None:
+    params = tiny_project.params
+    farm = _farm_with(project, "flaky", "{threads: 1, workdir: .edgeflow/devices/flaky, "
+                      "on_release: 'if test -e \"$1/../../broken\"; then echo service down >&2; "
+                      "exit 5; fi'}")
+    first, second = _variants(project)[:2]
+    one = release_device(params, farm, project, "flaky", variant=first, approve=YES)
+    assert one.status == "released", one.message
+    (app(project, "flaky") / "broken").touch()  # the application no longer starts at all
+
+    two = release_device(params, farm, project, "flaky", variant=second, approve=YES)
+    assert two.status == "failed"
+    assert two.message == (
+        "flaky: on_release failed (exit 5: service down); switched back to "
+        f"{one.release_id}, but on_release failed there too (exit 5: service down): the "
+        "application is not running")
+    assert current(project, "flaky") == f"releases/{one.release_id}"
+
+
+def test_a_hung_on_release_is_stopped_with_every_process_it_started(
+        project: Layout, tiny_project: Any) -> None:
+    from tests.helpers import processes_left
+
+    farm = _farm_with(project, "hung", "{threads: 1, workdir: .edgeflow/devices/hung, "
+                      "on_release_timeout_seconds: 1, on_release: 'sleep 171717 & sleep 171718'}")
+    outcome = release_device(tiny_project.params, farm, project, "hung",
+                             variant=_variants(project)[0], approve=YES)
+    assert processes_left("sleep 17171", within=3.0) == []
+    assert outcome.status == "refused"
+    assert outcome.message == (
+        "hung keeps its release: on_release failed (did not finish within 1 s (it was "
+        "stopped, with every process it started)); no release to restore")
+    assert current(project, "hung") is None
+
+
+def test_a_release_whose_files_changed_on_the_board_is_pushed_again_not_unchanged(
+        project: Layout, tiny_project: Any) -> None:
+    params, farm = tiny_project.params, farm_of(project)
+    first = release_device(params, farm, project, "local")
+    folder = app(project, "local") / "current"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    artifact = folder / manifest["artifact"]
+    artifact.write_bytes(artifact.read_bytes()[:-1] + b"\0")
+
+    again = release_device(params, farm, project, "local")
+    assert (again.status, again.variant) == ("released", first.variant)
+    assert again.release_id != first.release_id
+    assert again.message == (f"{again.release_id} is current (was {first.release_id}) "
+                             "(replacing a release whose files had changed on the board)")
+    assert current(project, "local") == f"releases/{again.release_id}"
+    model = device_code.predictor().Model(str(app(project, "local") / "current"))
+    assert model.manifest["variant"] == first.variant
+    assert device_state(farm, project, "local")["drift"] is None
+    assert release_device(params, farm, project, "local").status == "unchanged"
+
+
+def test_a_stop_while_a_local_release_waits_for_the_device_lock_leaves_current(
+        project: Layout, tiny_project: Any) -> None:
+    """Ctrl-C's path on the local device (the transport keeps waiting; the stopper stops
+    the activation on the device): Interrupted within seconds, nothing switched."""
+    import fcntl
+
+    from tasks.core import interrupt
+    from tasks.farm.protocol import LOCK_NAME
+    from tests.helpers import processes_left, processes_mentioning, stop_when
+
+    params, farm = tiny_project.params, farm_of(project)
+    first, second = _variants(project)[:2]
+    one = release_device(params, farm, project, "local", variant=first, approve=YES)
+    manager = str(app(project, "local") / "releases.py")
+    with open(app(project, "local").parent / LOCK_NAME, "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # a benchmark holds the device
+        raised, seconds = stop_when(
+            lambda: release_device(params, farm, project, "local", variant=second, approve=YES),
+            lambda: any(line.startswith("flock ") and " activate " in line
+                        for line in processes_mentioning(manager)),
+            "an activation waiting for the lock")
+        assert isinstance(raised, interrupt.Interrupted) and seconds < 10
+        assert processes_left(manager) == []
+    assert current(project, "local") == f"releases/{one.release_id}"
+    assert read_record(project, "local")["current"]["release"] == one.release_id
+    assert alias_version(project, "local") == one.mlflow_version

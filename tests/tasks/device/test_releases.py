@@ -67,3 +67,44 @@ def test_a_link_edgeflow_did_not_make_is_no_current_release(tmp_path: Path, mana
     manager.switch(str(tmp_path), IDS[0])
     assert manager.current_release(str(tmp_path)) == IDS[0]
     assert [name for name in os.listdir(tmp_path) if name.startswith(".current")] == []
+
+
+def test_an_activation_stopped_before_its_switch_leaves_current_and_stops_its_check(
+        tmp_path: Path) -> None:
+    """The orchestrator's Ctrl-C reaches the manager as SIGTERM during the health check
+    (a stop file before it starts): it answers ``stopped`` at once, the check's process
+    is gone, and ``current`` has not moved."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import processes_left, processes_mentioning
+
+    app = tmp_path / "app"
+    make(app, IDS[0])
+    make(app, IDS[1], passed=None)
+    os.symlink(f"releases/{IDS[0]}", app / "current")
+    slow = tmp_path / "slow-python"
+    slow.write_text("#!/bin/sh\nexec sleep 181818\n")
+    slow.chmod(0o700)
+    argv = [sys.executable, str(device_code.RELEASES_PATH), "activate", "--app", str(app),
+            "--release", IDS[1], "--python", str(slow), "--stop-file", str(tmp_path / "stop")]
+    manager = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not processes_mentioning("sleep 181818"):
+        assert manager.poll() is None and time.monotonic() < deadline, "the check never ran"
+        time.sleep(0.05)
+    started = time.monotonic()
+    manager.send_signal(signal.SIGTERM)
+    answer = json.loads(manager.communicate(timeout=10)[0])
+    assert time.monotonic() - started < 5 and manager.returncode == 0
+    assert (answer["status"], answer["current"]) == ("stopped", IDS[0])
+    assert os.readlink(app / "current") == f"releases/{IDS[0]}"
+    assert processes_left("sleep 181818", within=3.0) == []
+    assert not (app / "releases" / IDS[1] / "health.json").exists()
+
+    (tmp_path / "stop").touch()  # asked to stop before it started: no check at all
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    assert json.loads(done.stdout)["status"] == "stopped"
+    assert os.readlink(app / "current") == f"releases/{IDS[0]}"
