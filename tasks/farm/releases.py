@@ -39,7 +39,9 @@ from tasks.farm.transports import Connection, quote_command
 
 APP_DIR = "app"
 MANAGER = "releases.py"
-CONTROL_DIR = "control"  # <app>/control/<release-id>/: an activation's stop controls
+# <workdir>/release-control/<release-id>/: an activation's stop controls, beside app/ (what
+# is under app/ is the application's, with the modes release.readable_by gives it).
+CONTROL_DIR = "release-control"
 DEFAULT_LOCK_WAIT_SECONDS = 600.0
 # The manager's own work beyond the health check and on_release: the switch, a prune.
 MANAGER_GRACE_SECONDS = 60.0
@@ -92,7 +94,7 @@ def push_and_activate(connection: Connection, device: LocalDevice | SshDevice, f
     ``status`` is ``released``, ``already_current``, ``unhealthy`` or ``hook_failed``."""
     app = app_dir(device)
     remote = f"{app}/releases/{release_id}"
-    control = f"{app}/{CONTROL_DIR}/{release_id}"
+    control = f"{device.workdir}/{CONTROL_DIR}/{release_id}"
     placed = [(folder / name, f"{remote}/{name}") for name in files]
     folders = sorted({str(Path(target).parent) for _, target in placed})
     _, _, stop_file = stoppable.control_files(control)

@@ -221,4 +221,5 @@ def test_ctrl_c_while_the_board_waits_for_its_lock_stops_the_release_there(
     assert read_record(project, "board")["current"]["release"] == first.release_id
     assert alias_version(project, "board") == first.mlflow_version
     assert device_state(farm, project, "board")["drift"] is None
-    assert not (app / "control").exists() or list((app / "control").iterdir()) == []
+    control = app.parent / "release-control"
+    assert not control.exists() or list(control.iterdir()) == []

@@ -50,6 +50,8 @@ NOT_USER_ERRORS = {
                   "an HTTP 400 or a JSON line, never an edgeflow command's error",
     "DuplicateKeyError": "a yaml.YAMLError inside the loader, reported as a ConfigError",
     "AliasBombError": "a yaml.YAMLError inside the loader, reported as a ConfigError",
+    "Stopped": "raised on a board by the release manager (a stop request before the "
+               "switch), answered as status 'stopped', never an edgeflow command's error",
     "Interrupted": "a KeyboardInterrupt: Ctrl-C ends the command with 130",
     "ModelFileError": "a model file that cannot be used, raised while train reads it and "
                       "reported as a TrainingError with the same line",
