@@ -58,6 +58,13 @@ def test_an_unknown_step_is_a_usage_error_for_step_and_for_rerun(project: Path) 
     assert not (project / "data").exists(), "nothing ran"
 
 
+def test_a_release_to_an_unknown_device_says_so(project: Path) -> None:
+    """It said the summary was missing ("run edgeflow run first"), or, with one, that the
+    device "has no results": the device is not in the farm."""
+    assert refused(edgeflow("release", "nosuch", cwd=project), 2) == (
+        "unknown device 'nosuch' (farm.yaml has: local)")
+
+
 @pytest.mark.parametrize("text, detail", [
     ('{"results": [', "not valid JSON: Expecting value at line 1 column 14"),
     ("[]", "not a JSON object with results, counts, recommendations"),
