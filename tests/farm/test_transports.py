@@ -129,7 +129,7 @@ print(json.dumps({"grown_mb": grown / 1024, "stdout": done.stdout, "stderr": len
 def test_a_board_flooding_stderr_at_login_is_kept_to_its_tail(tmp_path: Path) -> None:
     """A login script printing 48 MB to stderr before every command: the orchestrator
     keeps the last KEPT_OUTPUT_CHARS of it and grows by far less than the flood (it kept
-    all of it, and re-joined all of it per chunk read: 30 MB took 3 minutes and 140 MB)."""
+    all of it, and re-joined all of it per chunk read: 30 MB took 3 minutes and +88 MB)."""
     import json
     import subprocess
     import sys
@@ -154,7 +154,7 @@ def test_a_board_flooding_stderr_at_login_is_kept_to_its_tail(tmp_path: Path) ->
     assert ran.returncode == 0, ran.stderr[-2000:]
     seen = json.loads(ran.stdout)
     assert (seen["stdout"], seen["stderr"], seen["tail"]) == ("answer\n", KEPT_OUTPUT_CHARS, "xxx")
-    assert seen["grown_mb"] < (flood >> 20) / 3, seen
+    assert seen["grown_mb"] < (flood >> 20) / 6, seen  # 4.3 MB here
 
 
 # 1 s: a third of it rounds down to 0, and a probe interval is at least 1 s.
