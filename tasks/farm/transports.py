@@ -10,6 +10,7 @@ board takes. Transports are a registry keyed by the device's ``transport`` field
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -113,7 +114,9 @@ class TailKeeping:
             buffer_[:] = ["".join(buffer_)[-KEPT_OUTPUT_CHARS:]]
 
 
+@functools.cache
 def _runner(base: type) -> type:
+    """``base`` (an Invoke runner class) keeping only the tail of what it reads."""
     return type(f"TailKeeping{base.__name__}", (TailKeeping, base), {})
 
 

@@ -41,8 +41,8 @@ from tasks.release.outcome import (FAILED, REFUSED, RELEASED, ROLLED_BACK, SKIPP
                                    ReleaseOutcome, ReleaseRun,
                                    done, read_record, record_path)
 
-__all__ = ["ReleaseOutcome", "ReleaseRun", "device_state", "drift", "proposal", "read_record", "record_path",
-           "release_device", "rollback_device"]
+__all__ = ["ReleaseOutcome", "ReleaseRun", "device_state", "drift", "proposal", "read_record",
+           "record_path", "release_device", "rollback_device"]
 
 Approver = Callable[[str, str, str], bool]  # (device, variant, what changes) -> approved
 

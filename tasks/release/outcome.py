@@ -104,7 +104,7 @@ def _last(layout: Layout, device: str) -> ReleaseOutcome | None:
     if not attempts:
         return None
     last = attempts[-1]
-    return ReleaseOutcome(**{name: last.get(name) for name in ReleaseOutcome.__dataclass_fields__
+    return ReleaseOutcome(**{name: last[name] for name in ReleaseOutcome.__dataclass_fields__
                              if name in last})
 
 
