@@ -138,7 +138,12 @@ def outputs_hash(ctx: Context, step_name: str, device: str | None = None) -> str
 
 
 def record_run(ctx: Context, step_name: str, device: str | None = None) -> None:
-    """Stamp the outputs a step just wrote with the key it ran under."""
+    """Stamp the outputs a step just wrote with the key it ran under; a device's work
+    that is not settled (:attr:`flows.steps.Step.settled`: a release nobody approved yet,
+    or one that failed) is left unstamped, so the next run does it again."""
+    if device is not None and not STEPS[step_name].settled(ctx.layout, device):
+        _stamp_path(ctx, step_name, device).unlink(missing_ok=True)
+        return
     write_json(_stamp_path(ctx, step_name, device),
                {"key": input_key(ctx, step_name, device),
                 "outputs": outputs_hash(ctx, step_name, device)})

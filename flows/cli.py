@@ -15,7 +15,9 @@ nothing already produced is deleted. Exit 75 when another run of the same experi
 holds its lock (try again later), 130 when Ctrl-C, SIGTERM or SIGHUP (the terminal
 closed) stopped the run (what runs on devices is stopped too). `farm probe` and `farm
 setup` print every device's row, then one line naming the devices that failed and exit
-with their failures' class's code.
+with their failures' class's code. A release that failed or was refused ends `run`,
+`release` and `step release` with exit 1; `status` exits 1 when a board drifted or could
+not be reached.
 """
 
 from __future__ import annotations
@@ -311,6 +313,12 @@ def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")
     result = _guarded(lambda: _interruptible(run_locked))
     describe = getattr(result, "describe", None)  # a step's one-line figures, if it has them
     say(f"step {name}: done" + (f": {describe()}" if callable(describe) else ""))
+    for line in getattr(result, "lines", list)():  # per device (release): what happened
+        say(line)
+    problem = getattr(result, "problem", lambda: None)()  # work done that did not succeed
+    if problem:
+        typer.echo(f"edgeflow: error: {problem}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -352,6 +360,13 @@ def _say_release(outcome: Any, layout: Any) -> None:
         raise typer.Exit(1)
 
 
+def _known_device(ctx: Any, device: str) -> None:
+    """A ConfigError unless ``device`` is in the farm (before anything asks about it)."""
+    if device not in ctx.farm.devices:
+        raise ConfigError(f"unknown device {device!r} ({ctx.farm_path.name} has: "
+                          f"{', '.join(ctx.farm.devices)})")
+
+
 def _recommended(ctx: Any, device: str) -> str:
     """The device's recommended variant (a release by hand without ``--variant``)."""
     from tasks.core.contracts.summary import read_summary
@@ -377,6 +392,7 @@ def release(device: DeviceArgument, params: ParamsOption = Path("params.yaml"),
     from tasks.release import release_device
 
     ctx = _context(params, farm)
+    _guarded(lambda: _known_device(ctx, device))
 
     def released() -> Any:
         with experiment_lock(ctx.layout.state):
@@ -405,7 +421,8 @@ def rollback(device: DeviceArgument, params: ParamsOption = Path("params.yaml"),
 
 @app.command()
 def status(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None) -> None:
-    """What each device runs: current and previous release, last health check, drift."""
+    """What each device runs: current and previous release, last health check, drift.
+    Exit 1 when a board drifted or could not be reached (a monitor's check)."""
     from tasks.release import device_state
     from tasks.release.view import status_table
 
@@ -415,6 +432,13 @@ def status(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None) 
     for state in states:
         if state["drift"]:
             say(f"drift on {state['device']}: {state['drift']}", "bold red")
+    drifted = [state["device"] for state in states if state["drift"]]
+    unreachable = [state["device"] for state in states if state.get("error")]
+    problems = ([f"drift on {', '.join(drifted)}"] if drifted else []) + (
+        [f"unreachable: {', '.join(unreachable)}"] if unreachable else [])
+    if problems:
+        typer.echo(f"edgeflow: error: {'; '.join(problems)} (the table says why)", err=True)
+        raise typer.Exit(1)
 
 
 RunReference = Annotated[str, typer.Argument(

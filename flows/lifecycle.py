@@ -12,8 +12,9 @@ recommendations as artifacts of the run (:mod:`flows.run_page`).
 Every step is a Prefect task cached by :mod:`flows.caching`: a second run with nothing
 changed executes no step; changing only ``benchmark`` params re-runs benchmark and what
 follows. The flow's final state is Completed when every (variant, device) result
-passed or failed requirements cleanly, Failed when any result is an error or a device
-has no variant that meets the requirements; its message says which.
+passed or failed requirements cleanly, Failed when any result is an error, a device
+has no variant that meets the requirements, or a device's release failed or was refused
+(a health check, ``on_release``, a board lost); its message says which.
 """
 
 from __future__ import annotations
@@ -200,12 +201,14 @@ def _lifecycle(ctx: Context, refresh: list[str], gate: bool = False) -> State:
     remove_stale_results(ctx)
     _run_in_order(ctx, ("select", "track"), refresh, outcome)
     passed = True
+    unreleased: list[str] = []
     if gate:
         # Before any release: a run that regressed never ships its model.
         outcome.gate, passed = _gate(ctx)
     if passed:
         _per_device(ctx, "release", refresh, outcome, _approvals(ctx, refresh))
         outcome.releases = _release_lines(ctx, outcome.executed)
+        unreleased = _unsuccessful_releases(ctx, outcome.executed)
     else:
         outcome.releases = [f"{device}: not released: the regression gate failed"
                             for device in ctx.farm.devices]
@@ -217,9 +220,12 @@ def _lifecycle(ctx: Context, refresh: list[str], gate: bool = False) -> State:
     outcome.counts = summary["counts"]
     outcome.problems = list(judged.problems)
     publish(ctx.layout.summary, judged.message, outcome.releases)
-    message, ok = judged.message, judged.ok and passed
+    # A deployment that failed or was refused fails the run: CI and schedulers see it.
+    message, ok = judged.message, judged.ok and passed and not unreleased
     if gate:
         message += f" | gate: {outcome.gate}"
+    if unreleased:
+        message += f" | release {', '.join(unreleased)}"
     state = Completed if ok else Failed
     return state(message=message, data=asdict(outcome))
 
@@ -232,6 +238,16 @@ def _release_lines(ctx: Context, executed: list[str]) -> list[str]:
     # Imported only then: the release package is a fortieth of a no-op run's start.
     from tasks.release.outcome import last_attempt
     return [last_attempt(ctx.layout, device) for device in ran]
+
+
+def _unsuccessful_releases(ctx: Context, executed: list[str]) -> list[str]:
+    """``failed on pi``/``refused on pi`` for each device whose release task ran and did
+    not deploy (a release task that fails so is never cached: it runs every time)."""
+    ran = [device for device in ctx.farm.devices if f"release[{device}]" in executed]
+    if not ran:
+        return []
+    from tasks.release.outcome import unsuccessful
+    return unsuccessful(ctx.layout, ran)
 
 
 def _will_run(ctx: Context, name: str, device: str, refresh: list[str]) -> bool:

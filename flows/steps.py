@@ -86,6 +86,10 @@ class Step:
         default=lambda layout, device: [])
     # Outputs that DVC must not delete before running the stage (a record it appends to).
     persist: bool = False
+    # Whether a device's work, just done, may be reused by a later run with the same
+    # inputs (its cache stamp kept); not a release waiting for an approval, or one that
+    # failed: the next run tries it again.
+    settled: Callable[[Layout, str], bool] = field(default=lambda layout, device: True)
 
     def all_outputs(self, layout: Layout) -> list[Path]:
         return self.outs(layout) + self.metrics(layout) + self.records(layout)
@@ -163,8 +167,14 @@ def _benchmark(ctx: Context) -> Any:
 def _release(ctx: Context) -> Any:
     """Every device (``edgeflow step release``, ``dvc repro``): with policy ``approve``
     a release needs an approval this path cannot ask for, so it is skipped with that
-    reason (``edgeflow run`` or ``edgeflow release`` ask)."""
-    return [release_one_device(ctx, name) for name in ctx.farm.devices]
+    reason (``edgeflow run`` or ``edgeflow release`` ask). A ``ReleaseRun``."""
+    from tasks.release import ReleaseRun
+    return ReleaseRun(tuple(release_one_device(ctx, name) for name in ctx.farm.devices))
+
+
+def _release_settled(layout: Layout, device: str) -> bool:
+    from tasks.release.outcome import last_settled
+    return last_settled(layout, device)
 
 
 def _select(ctx: Context) -> Any:
@@ -225,7 +235,8 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     Step("release", params=("release",), entry="tasks.release",
          deps=lambda lay: [lay.summary, lay.variants, lay.prepared, lay.tracking_record],
          outs=lambda lay: [], records=lambda lay: [lay.releases], reads_farm=True,
-         run=_release, per_device=release_one_device, persist=True),
+         run=_release, per_device=release_one_device, persist=True,
+         settled=_release_settled),
 )}
 
 

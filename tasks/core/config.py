@@ -8,6 +8,7 @@ are resolved against that file's folder.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 import stat
@@ -437,7 +438,7 @@ class SshDevice(RunsHarness):
                         description="interpreter on the device (with `setup`: the one that "
                                     "creates the virtualenv)")
     workdir: str = Field(default="edgeflow", min_length=1,
-                         description="on the device; relative to its home")
+                         description="on the device; relative to its home (~/x is x)")
     connect_timeout: PositiveSeconds = 10.0
     keepalive_seconds: Annotated[int, count(1, 3600, unit="seconds")] = Field(
         default=15,
@@ -455,6 +456,19 @@ class SshDevice(RunsHarness):
     setup: DeviceSetup | None = Field(
         default=None, description="`edgeflow farm setup` manages a virtualenv in the workdir "
                                   "and benchmarks run in it")
+
+    @field_validator("workdir")
+    @classmethod
+    def _home_relative(cls, value: str) -> str:
+        """``~`` and ``~/x`` as a shell reads them (the login user's home): nothing on the
+        board expands them (commands quote the workdir, SFTP takes it as written, which
+        made a folder named ``~``), and a relative workdir already is in the home."""
+        if value == "~" or value.startswith("~/"):
+            return value[2:].strip("/") or "."
+        if value.startswith("~"):
+            raise ValueError(f"{value!r}: only ~ or ~/... (the home of `user`) is understood; "
+                             "write the folder relative to that home, or from /")
+        return value
 
     def harness_python(self) -> str:
         """The interpreter that runs the harness: the managed virtualenv's, if any."""
@@ -503,6 +517,27 @@ class Farm(StrictModel):
                 raise ValueError(
                     f"device name {name!r} is not allowed (letters, digits, '_', '.', '-'; "
                     "starting with a letter or digit; at most 64 characters)")
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _one_folder_each(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Two device entries reaching one folder (same host, port and workdir; a relative
+        workdir is in the user's home) would release into one ``app`` and share runs:
+        refused, naming both."""
+        seen: dict[tuple[Any, ...], str] = {}
+        for name, device in value.items():
+            if not isinstance(device, SshDevice):
+                continue
+            folder = posixpath.normpath(device.workdir)
+            place = (device.host.lower(), device.port,
+                     folder if folder.startswith("/") else f"~{device.user}/{folder}")
+            if place in seen:
+                raise ValueError(
+                    f"{seen[place]!r} and {name!r} are one folder on one board (host "
+                    f"{device.host}, port {device.port}, workdir {device.workdir}): their "
+                    "releases and runs would overwrite each other; give each its own workdir")
+            seen[place] = name
         return value
 
 
@@ -691,7 +726,8 @@ def _with_local_paths(device: Any, base: Path) -> Any:
     """Paths on this machine become absolute (relative to farm.yaml); paths on a remote
     device stay as written."""
     if isinstance(device, LocalDevice):
-        return device.model_copy(update={"workdir": _resolve(device.workdir, base)})
+        # "~" is the home of whoever runs edgeflow, as in a shell (not a folder named "~").
+        return device.model_copy(update={"workdir": _resolve(device.workdir.expanduser(), base)})
     if isinstance(device, SshDevice):
         return device.model_copy(update={"key_file": _resolve(device.key_file, base),
                                          "known_hosts": _resolve(device.known_hosts, base)})

@@ -35,6 +35,7 @@ from tasks.core.interrupt import Interrupted, stop_requested, stopping_with
 from tasks.farm import stoppable
 from tasks.farm.protocol import LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES, parse_untrusted_json
 from tasks.farm.push import check_then_run, last_line, make_dirs, place_files
+from tasks.farm.session import NO_EXIT_STATUS
 from tasks.farm.transports import Connection, quote_command
 
 APP_DIR = "app"
@@ -69,6 +70,10 @@ def _answer(result: Any, what: str, lock_wait: float) -> dict[str, Any]:
     if result.exited == LOCK_BUSY_EXIT:
         raise ReleaseError(f"{what}: the device stayed busy (its lock held by a benchmark or "
                            f"another release) for more than {lock_wait:g} s")
+    if result.exited == NO_EXIT_STATUS:
+        raise ReleaseError(f"{what}: the connection to the device was lost (no exit status: "
+                           "the device or its SSH server went away); `edgeflow status` shows "
+                           "what it runs once it is back")
     lines = [line for line in (result.stdout or "").splitlines() if line.strip()]
     try:
         if not lines or len(lines[-1]) > MAX_RESULT_BYTES:

@@ -40,11 +40,11 @@ from tasks.release import registry
 from tasks.release.bundle import build_bundle
 from tasks.release.mcu import bundle_state, write_mcu_bundle
 from tasks.release.outcome import (FAILED, REFUSED, RELEASED, ROLLED_BACK, SKIPPED, UNCHANGED,
-                                   ReleaseOutcome,
+                                   ReleaseOutcome, ReleaseRun,
                                    done, read_record, record_path)
 
-__all__ = ["ReleaseOutcome", "alias_drift", "device_state", "drift", "proposal", "read_record",
-           "record_path", "release_device", "rollback_device"]
+__all__ = ["ReleaseOutcome", "ReleaseRun", "alias_drift", "device_state", "drift", "proposal",
+           "read_record", "record_path", "release_device", "rollback_device"]
 
 Approver = Callable[[str, str, str], bool]  # (device, variant, what changes) -> approved
 DRIFT_FILES_NAMED = 5  # a drift names this many changed files, then counts the rest
@@ -182,11 +182,12 @@ def _release_harness_device(params: Params, layout: Layout, device: str,
                     device, SKIPPED, target.name, None,
                     f"release.policy is approve and nobody can approve here: release "
                     f"{target.name} with `edgeflow release {device}`, `edgeflow run`, or a "
-                    "deployed run in the Prefect UI"))
+                    "deployed run in the Prefect UI", pending=True))
             if not approve(device, target.name, decided):
                 return done(layout, ReleaseOutcome(
                     device, SKIPPED, target.name, None,
-                    f"release of {target.name} to {device} ({decided}) not approved"))
+                    f"release of {target.name} to {device} ({decided}) not approved",
+                    pending=True))
         # Two stages on the console: built and registered here, then pushed, checked on
         # the board and made current (the health check is most of a release's time).
         counter = notices.Counter(f"release[{device}]", 2)
@@ -327,6 +328,9 @@ def drift(record: dict[str, Any], board: dict[str, Any]) -> str | None:
     if actual.get("release") != recorded:
         return (f"the board runs {actual.get('release') or 'no release'}, edgeflow recorded "
                 f"{recorded or 'none'}")
+    if actual and not actual.get("variant"):
+        # `current` names a release whose folder (or manifest) is gone: nothing to load.
+        return f"the board's current release {recorded} is missing (its folder was deleted)"
     if actual and actual.get("files_intact") is False:
         changed = [str(name) for name in actual.get("changed") or []]
         named = ", ".join(changed[:DRIFT_FILES_NAMED]) + (

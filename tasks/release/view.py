@@ -7,11 +7,12 @@ from typing import Any
 
 
 def _release(entry: dict[str, Any] | None) -> str:
-    """``variant (release id, MLflow vN)`` or ``-``."""
+    """``variant (release id, MLflow vN)`` (``missing`` for the variant of a release whose
+    folder is gone) or ``-``."""
     if not entry:
         return "-"
     version = (entry.get("mlflow") or {}).get("version")
-    return (f"{entry.get('variant')} ({entry.get('release')}"
+    return (f"{entry.get('variant') or 'missing'} ({entry.get('release')}"
             + (f", MLflow v{version}" if version else "") + ")")
 
 

@@ -152,6 +152,9 @@ def test_a_board_killed_during_a_release_keeps_a_complete_current_release(
     killer.join()
     assert killed, "the health check was never seen running"
     assert second.status == "failed" and second.message.startswith("board keeps its release: ")
+    # It said "the device's release manager failed: exit code -1".
+    assert ": the connection to the device was lost (no exit status: the device or its SSH " \
+        "server went away)" in second.message, second.message
     app = tmp_path / "board" / "app"
     assert (app / "current").readlink() == Path(f"releases/{first.release_id}")
     model = device_code.predictor().Model(str(app / "current"))  # loads: complete, verified

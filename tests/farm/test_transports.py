@@ -88,6 +88,75 @@ def closed_port_device(tmp_path: Path, **changes: object) -> SshDevice:
     return SshDevice(**{**fields, **changes})
 
 
+def test_a_folder_that_cannot_be_made_says_why_not_that_it_is_absent(
+        connection: Connection, tmp_path: Path) -> None:
+    """A read-only folder on the board (immutable: root ignores modes): making a folder in
+    it is refused with mkdir's reason; it was reported as stat's "No such file"."""
+    import errno
+    import subprocess
+
+    locked = tmp_path / "app" / "releases"
+    locked.mkdir(parents=True)
+    if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
+        pytest.skip("this file system has no immutable attribute")
+    try:
+        with pytest.raises(OSError) as caught:
+            connection.makedirs(str(locked / "20260101T000000000000Z-v" / "check"))
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+    assert caught.value.errno in (errno.EPERM, errno.EACCES), caught.value
+    assert not (locked / "20260101T000000000000Z-v").exists()
+
+
+# What the flood test's fresh interpreter runs: the peak RSS it grew by while a command's
+# login flooded stderr, and what it kept of that stderr.
+FLOOD_RUN = """
+import json, resource, sys
+from pathlib import Path
+from tasks.core.config import SshDevice
+from tasks.farm.transports import SshConnection
+board = SshConnection(SshDevice.model_validate_json(sys.argv[1]), "pi")
+assert board.run("true").ok
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+Path(sys.argv[2]).touch()
+done = board.run("echo answer", timeout=120)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"grown_mb": grown / 1024, "stdout": done.stdout, "stderr": len(done.stderr),
+                  "tail": done.stderr[-3:]}))
+"""
+
+
+def test_a_board_flooding_stderr_at_login_is_kept_to_its_tail(tmp_path: Path) -> None:
+    """A login script printing 48 MB to stderr before every command: the orchestrator
+    keeps the last KEPT_OUTPUT_CHARS of it and grows by far less than the flood (it kept
+    all of it, and re-joined all of it per chunk read: 30 MB took 3 minutes and +88 MB)."""
+    import json
+    import subprocess
+    import sys
+
+    from tasks.farm.transports import KEPT_OUTPUT_CHARS
+    from tests.farm.conftest import require_sshd
+    from tests.sshd import start_sshd, stop_sshd
+
+    require_sshd()
+    flood = 48 << 20
+    server = start_sshd(tmp_path / "sshd")
+    marker = tmp_path / "flood"
+    (server.root / "home" / ".bashrc").write_text(
+        f"[ -e {marker} ] && head -c {flood} /dev/zero | tr '\\0' x >&2\n")
+    try:
+        device = ssh_device(server, tmp_path / "board")
+        ran = subprocess.run([sys.executable, "-c", FLOOD_RUN, device.model_dump_json(),
+                              str(marker)], capture_output=True, text=True, timeout=180,
+                             cwd=Path(__file__).resolve().parents[2])
+    finally:
+        stop_sshd(server)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    seen = json.loads(ran.stdout)
+    assert (seen["stdout"], seen["stderr"], seen["tail"]) == ("answer\n", KEPT_OUTPUT_CHARS, "xxx")
+    assert seen["grown_mb"] < (flood >> 20) / 6, seen  # 4.3 MB here
+
+
 # 1 s: a third of it rounds down to 0, and a probe interval is at least 1 s.
 @pytest.mark.parametrize("seconds, interval", [(10, 3), (1, 1)])
 def test_an_open_board_connection_notices_silence_and_bounds_transfers(

@@ -72,6 +72,13 @@ def test_a_read_only_experiment_folder_is_one_line(project: Path, argv: tuple[st
                        "write")
 
 
+def test_a_release_to_an_unknown_device_says_so(project: Path) -> None:
+    """It said the summary was missing ("run edgeflow run first"), or, with one, that the
+    device "has no results": the device is not in the farm."""
+    assert refused(edgeflow("release", "nosuch", cwd=project), 2) == (
+        "unknown device 'nosuch' (farm.yaml has: local)")
+
+
 @pytest.mark.parametrize("text, detail", [
     ('{"results": [', "not valid JSON: Expecting value at line 1 column 14"),
     ("[]", "not a JSON object with results, counts, recommendations"),

@@ -223,6 +223,44 @@ def test_a_regressed_run_fails_its_gate_and_releases_nothing(experiment: Path) -
     assert client.get_run(now).data.tags["edgeflow.gate"] == "regression"
 
 
+def test_a_declined_release_is_asked_again_by_the_next_run(experiment: Path) -> None:
+    """``release.policy: approve`` on a board with nothing released: a run nobody approved
+    releases nothing; the next run, approved, releases (it was cached as done:
+    ``executed: nothing``)."""
+    from flows import approvals
+    from flows.lifecycle import run_lifecycle
+
+    write_tiny_config(experiment, TINY_PARAMS.replace("policy: auto", "policy: approve"))
+    shutil.rmtree(experiment / ".edgeflow" / "devices" / "local" / "app")
+    asked: list[str] = []
+    for answer in (False, True):
+        approvals.install(lambda device, variant, change: asked.append(change) or answer)
+        try:
+            state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml")
+        finally:
+            approvals.install(None)
+        assert state.is_completed(), state.message
+        assert outcome.executed[-1:] == ["release[local]"]
+    assert len(asked) == 2 and asked[0] == asked[1] and asked[0].startswith("nothing -> ")
+    assert outcome.releases[0].startswith("local: released: ")
+
+
+def test_a_refused_release_fails_the_run_and_is_tried_again(experiment: Path) -> None:
+    """``on_release: exit 7``: the release is refused and the run is Failed, saying so
+    (it was Completed, exit 0); the next run tries again instead of a cached success."""
+    from flows.lifecycle import run_lifecycle
+
+    write_tiny_config(experiment, farm="devices:\n  local: {threads: 1, on_release: 'exit 7'}\n")
+    shutil.rmtree(experiment / ".edgeflow" / "devices" / "local" / "app")
+    for _ in range(2):
+        state, outcome = run_lifecycle(experiment / "params.yaml", experiment / "farm.yaml")
+        assert state.is_failed()
+        assert state.message.endswith(" | release refused on local"), state.message
+        assert "release[local]" in outcome.executed
+        assert outcome.releases[0].startswith("local: refused: local keeps its release: "
+                                              "on_release failed (exit 7")
+
+
 def test_changing_benchmark_params_reruns_only_benchmark_and_what_follows(
         experiment: Path) -> None:
     from flows.lifecycle import run_lifecycle

@@ -213,6 +213,7 @@ def test_approvals_decide_releases_by_hand_and_under_policy_approve(
     recommended = json.loads(project.summary.read_text())["recommendations"]["local"]
     declined = release_device(params, farm, project, "local", variant=recommended, approve=no)
     assert declined.status == "skipped" and "not approved" in declined.message
+    assert declined.pending and not declined.settled  # the next run asks again
     assert asked == [("local", recommended, f"nothing -> {recommended}")]
     assert current(project, "local") is None
     by_hand_unasked = release_device(params, farm, project, "local", variant=recommended)

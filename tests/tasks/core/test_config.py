@@ -479,6 +479,29 @@ def test_absolute_workdir_is_kept(tmp_path: Path) -> None:
     assert load_farm(path).devices["pi"].workdir == workdir
 
 
+def test_a_workdir_in_the_home_is_written_with_or_without_a_tilde(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``~/x`` made a folder named ``~`` on the board (SFTP and quoted commands do not
+    expand it) and in the farm's folder here: it is the home's ``x``, as a shell reads it."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    farm = load_farm(write(tmp_path / "farm.yaml", f"""\
+        devices:
+          pi: {{{SSH}, workdir: ~/boards/pi}}
+          home: {{{SSH.replace("10.0.0.2", "10.0.0.3")}, workdir: "~"}}
+          here: {{workdir: ~/edgeflow/here}}
+        """))
+    assert farm.devices["pi"].workdir == "boards/pi"
+    assert farm.devices["home"].workdir == "."
+    assert farm.devices["here"].workdir == tmp_path / "home" / "edgeflow" / "here"
+    # Different ports, hosts or users with a home-relative workdir are different folders.
+    assert len(load_farm(write(tmp_path / "two.yaml", f"""\
+        devices:
+          a: {{{SSH}}}
+          b: {{{SSH}, port: 2222}}
+          c: {{{SSH.replace("user: pi", "user: ops")}}}
+        """)).devices) == 3
+
+
 # --------------------------------------------------------------------------- bad farm.yaml
 
 
@@ -605,6 +628,20 @@ BAD_FARMS = [
                  "devices.pi.port: must be an integer from 1 to 65535, got 70000", id="port"),
     pytest.param(ssh_farm("threads: 0"),
                  "devices.pi.threads: must be an integer from 1 to 256, got 0", id="threads"),
+    # ---- issue 25 item 29: a folder named "~"; two entries for one folder of one board
+    pytest.param(ssh_farm("workdir: '~bob/edgeflow'"),
+                 "devices.pi.workdir: '~bob/edgeflow': only ~ or ~/... (the home of `user`) is "
+                 "understood; write the folder relative to that home, or from /", id="tilde-user"),
+    pytest.param(f"devices:\n  pi: {{{SSH}, workdir: ~/edgeflow}}\n"
+                 f"  pi-again: {{{SSH.replace('10.0.0.2', '10.0.0.2'.upper())}}}\n",
+                 "devices: 'pi' and 'pi-again' are one folder on one board (host 10.0.0.2, port 22, "
+                 "workdir edgeflow): their releases and runs would overwrite each other; give each "
+                 "its own workdir", id="one-folder-twice"),
+    pytest.param(f"devices:\n  a: {{{SSH}, workdir: /srv/ef}}\n"
+                 f"  b: {{{SSH.replace('user: pi', 'user: ops')}, workdir: /srv/ef/}}\n",
+                 "devices: 'a' and 'b' are one folder on one board (host 10.0.0.2, port 22, "
+                 "workdir /srv/ef/): their releases and runs would overwrite each other; give "
+                 "each its own workdir", id="one-absolute-folder-two-users"),
     # ---- a key written twice, nested (issue 9)
     pytest.param("devices:\n  pi:\n    threads: 2\n    keep_runs: 3\n    threads: 4\n",
                  "key 'threads' appears twice (lines 3 and 5); YAML would keep only the last: "
@@ -773,7 +810,7 @@ def test_the_farm_check_covers_its_ssh_devices_only(tmp_path: Path) -> None:
           here: {{}}
           esp: {{transport: mcu, flash_kb: 4096, ram_kb: 512}}
           good: {{transport: ssh, host: h, user: u, key_file: '{good}', known_hosts: kh}}
-          bad: {{transport: ssh, host: h, user: u, key_file: absent, known_hosts: kh}}
+          bad: {{transport: ssh, host: h2, user: u, key_file: absent, known_hosts: kh}}
         """)
     farm = load_farm(path)  # loading needs no key: `farm trust` and training run without one
 
