@@ -103,11 +103,13 @@ def _check_runner(exported: Exported, runtime: str) -> tuple[Any, str | None]:
     load = functools.partial(harness.load_runner, exported.check_runtime or runtime,
                              str(exported.check_file or exported.main_file), 1)
     wanted = exported.spec.get("execution_precision", harness.DEFAULT_EXECUTION_PRECISION)
-    shape = exported.spec["input"].get("shape")
+    # The recorded arena too (TFLite Micro): the check runs in exactly what a device gets.
+    given = {"input_shape": exported.spec["input"].get("shape"),
+             "arena_bytes": exported.spec.get("arena_bytes")}
     try:
-        return load({"execution_precision": wanted, "input_shape": shape}), None
+        return load({**given, "execution_precision": wanted}), None
     except harness.PrecisionUnavailable as unavailable:
-        return (load({"execution_precision": "f32", "input_shape": shape}),
+        return (load({**given, "execution_precision": "f32"}),
                 f"checked in f32 here ({unavailable}); devices measure its {wanted} accuracy")
 
 

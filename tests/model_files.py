@@ -60,3 +60,24 @@ def bring(base_model: Path, onnx_fp32: Path, folder: Path) -> dict[str, Path]:
     nhwc = dynamic_batch(onnx_fp32, folder / "model.onnx")
     return {"keras": folder / "model.keras", "saved_model": folder / "saved_model",
             "onnx": nhwc, "nchw": nchw_onnx(nhwc, folder / "model_nchw.onnx")}
+
+
+def mobilenet_v3(target: Path, classes: int = 10, image_size: int = 32, steps: int = 2,
+                 seed: int = 0) -> Path:
+    """A keras.applications MobileNetV3Small (alpha 0.75, RGB, ``weights=None``: built
+    offline) trained for a few steps on random images, saved as ``target`` (.keras):
+    a real network with a classifier head (1x1 conv logits, flatten, softmax) after
+    1024-wide features, and batch norms whose moving statistics lag its weights."""
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(seed)
+    model = keras.applications.MobileNetV3Small(
+        input_shape=(image_size, image_size, 3), alpha=0.75, weights=None, classes=classes,
+        include_preprocessing=False)
+    rng = np.random.default_rng(seed)
+    images = rng.random((16 * steps, image_size, image_size, 3), np.float32)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(images, rng.integers(0, classes, len(images)), batch_size=16, epochs=1, verbose=0)
+    model.save(target)
+    return target
