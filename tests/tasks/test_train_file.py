@@ -144,6 +144,36 @@ def test_optimize_skips_every_recipe_of_an_onnx_source_with_the_reason(
                                  "(model_nchw.onnx)"} for name in recipes]}
 
 
+def test_the_shipped_params_with_a_keras_file_skip_structured_pruning_with_the_reason(
+        tiny_project: Any, converted: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """params.yaml as shipped (a magnitude and a structured recipe), the model replaced by
+    a file: the params load, the magnitude recipe prunes the Keras file and the structured
+    one, which knows only edgeflow's own architectures, is skipped with the reason."""
+    import re
+
+    from tasks.core.config import load_params
+    from tasks.optimize import optimize
+
+    shipped = (Path(__file__).resolve().parents[2] / "params.yaml").read_text(encoding="utf-8")
+    brought, replaced = re.subn(r"(?ms)^model:\n.*?(?=^train:)",
+                                "model: {source: file, path: model.keras}\n\n", shipped)
+    assert replaced == 1
+    (tmp_path / "params.yaml").write_text(brought, encoding="utf-8")
+    params = load_params(tmp_path / "params.yaml")
+    methods = [(recipe.name, recipe.method) for recipe in params.optimize.pruning]
+    assert methods == [("pruned50", "magnitude"), ("slim50", "structured")]
+    pruning = [recipe.model_copy(update={"epochs": 1}) for recipe in params.optimize.pruning]
+    out = optimize(params.optimize.model_copy(update={"pruning": pruning}),
+                   converted["keras"]["root"] / "base", tiny_project.layout.prepared,
+                   tmp_path / "pruned")
+    index = json.loads((out / "index.json").read_text())
+    assert [source["name"] for source in index["sources"]] == ["pruned50"]
+    assert index["skipped"] == [{"name": "slim50", "reason": (
+        "structured pruning supports small_cnn; the source is a model you brought "
+        "(model.keras): use method 'magnitude'")}]
+    assert (out / "pruned50" / "model.keras").is_file() and not (out / "slim50").exists()
+
+
 def test_an_onnx_model_that_takes_other_images_is_refused_and_nothing_written(
         tiny_project: Any, files: dict[str, Path], tmp_path: Path) -> None:
     from tests.tasks.test_model_file import onnx_graph
