@@ -4,12 +4,14 @@ file, a TensorFlow SavedModel folder or an ONNX file (PyTorch exports included).
 :class:`ModelFileOptions` is its ``params.yaml`` section; :func:`inspect_model_file`
 reads what the file says about itself (its kind, its one image input in NHWC or NCHW,
 its one output's width) without running it, and refuses with one line what cannot be
-an image classifier: a missing path, a file that is no model, a truncated ONNX, two
-inputs, several outputs (a detector), an input that is not an image.
+an image classifier: a missing path, a file that is no model, a truncated ONNX or
+``.keras`` file, an ONNX file ONNX Runtime cannot load (with its reason), two inputs,
+several outputs (a detector), an input that is not an image.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -145,7 +147,30 @@ def _inspect_onnx(path: Path, declared: str) -> ModelFile:
     initialisers = {init.name for init in model.graph.initializer}
     inputs = [_onnx_dims(value) for value in model.graph.input if value.name not in initialisers]
     outputs = [_onnx_dims(value) for value in model.graph.output]
-    return _checked(path, inputs, outputs, declared, "onnx")
+    found = _checked(path, inputs, outputs, declared, "onnx")
+    _check_onnx_runtime_loads(path)
+    return found
+
+
+# "[ONNXRuntimeError] : 1 : FAIL : Load model from <path> failed:<reason>", the reason
+# sometimes behind the C++ function that raised it ("/onnxruntime_src/...h:46 void f(...) ").
+ORT_LOAD_FAILED = re.compile(r"^.*? failed:\s*(?:\S+\.(?:h|cc|cpp):\d+ [^\n]*?\) (?=[A-Z]))?")
+
+
+def _check_onnx_runtime_loads(path: Path) -> None:
+    """ONNX Runtime (the reference every variant of an ONNX model is checked against)
+    loads the file: a custom-domain op or an opset it does not support is a model error
+    with its reason, not a failure later on."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001 - ORT raises its own classes for each cause
+        reason = " ".join(ORT_LOAD_FAILED.sub("", str(error), count=1).split())
+        reason = reason.removeprefix("Fatal error: ") or type(error).__name__
+        raise ModelFileError(f"{path.name}: ONNX Runtime cannot load it ({reason[:500]}); an "
+                             "ONNX model must use the standard operators of an opset ONNX "
+                             "Runtime supports") from None
 
 
 def _inspect_keras(path: Path, declared: str) -> ModelFile:
@@ -175,12 +200,31 @@ def load_keras(path: Path) -> object:
             if isinstance(outputs, dict):
                 outputs = list(outputs.values())
             return keras.Model(inputs, outputs)
+        _check_zip(path)
         return keras.models.load_model(path, compile=False)
     except ModelFileError:
         raise
     except Exception as error:  # noqa: BLE001 - zip, h5, TF and Keras errors alike
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"{path.name} is not a loadable Keras model ({first[:200]})") from None
+
+
+def _check_zip(path: Path) -> None:
+    """A ``.keras`` file is a zip archive: a truncated or damaged one is said to be so
+    (Keras says "File not found" for a file that exists)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path.name} is not a loadable Keras model (not a complete zip "
+                             "archive, as a .keras file is: truncated or damaged?)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        damaged = str(error) or type(error).__name__
+    if damaged is not None:
+        raise ModelFileError(f"{path.name} is not a loadable Keras model (a damaged zip "
+                             f"archive: {damaged} does not read back)")
 
 
 INSPECTORS = {"keras": _inspect_keras, "saved_model": _inspect_keras, "onnx": _inspect_onnx}

@@ -20,7 +20,7 @@ from tasks.core.errors import TrainingError
 from tasks.models.model_file import FineTuneOptions, ModelFileOptions
 from tasks.train import train
 from tests.image_folders import build_photo_folder
-from tests.model_files import bring
+from tests.model_files import bring, linear_onnx
 
 # What each kind converts to here, and what it skips.
 FORMATS = {"keras": {"onnx": ["fp32", "int8-qdq"], "openvino": ["int8"]},
@@ -172,6 +172,38 @@ def test_the_shipped_params_with_a_keras_file_skip_structured_pruning_with_the_r
         "structured pruning supports small_cnn; the source is a model you brought "
         "(model.keras): use method 'magnitude'")}]
     assert (out / "pruned50" / "model.keras").is_file() and not (out / "slim50").exists()
+
+
+def test_an_opset_7_onnx_model_loses_only_the_variant_its_quantiser_cannot_make(
+        tiny_project: Any, tmp_path: Path) -> None:
+    """An opset-7 ONNX file passes train; ONNX Runtime's QDQ quantiser makes an invalid
+    graph of it: that variant is a ``failed`` row with the error, the others convert,
+    and benchmark reports it as convert's failure beside the measured ones."""
+    from tasks.benchmark import benchmark_device
+    from tasks.core.config import BenchmarkParams, LocalDevice
+
+    layout = tiny_project.layout
+    model = linear_onnx(tmp_path / "old.onnx", 7)
+    train(ModelFileOptions(path=model), TrainParams(), layout.prepared, tmp_path / "base",
+          tmp_path / "metrics")
+    index = json.loads(convert({"onnx": ["fp32", "int8-qdq"], "openvino": ["fp32"]},
+                               ConvertParams(check_samples=60),
+                               QuantizationParams(calibration_samples=16), 0.05,
+                               ConvertInputs(tmp_path / "base", None, layout.prepared),
+                               tmp_path / "variants").read_text())
+    variants = {variant["name"]: variant for variant in index["variants"]}
+    assert {name: variant["status"] for name, variant in variants.items()} == {
+        "onnx-fp32": "ok", "onnx-int8-qdq": "failed", "openvino-fp32": "ok"}
+    reason = variants["onnx-int8-qdq"]["reason"]
+    assert reason.startswith("export failed: ") and "INVALID_GRAPH" in reason, reason
+    params = BenchmarkParams(warmup_runs=1, warmup_seconds=0.0, runs=5, seconds=0.01,
+                             max_seconds=0.05, accuracy_samples=20, timeout_seconds=120)
+    run = benchmark_device("local", LocalDevice(workdir=tmp_path / "device"), params,
+                           tmp_path / "variants", layout.prepared, tmp_path / "results")
+    records = {path.stem: json.loads(path.read_text()) for path in run.results}
+    assert {name: record["status"] for name, record in records.items()} == {
+        "onnx-fp32": "ok", "onnx-int8-qdq": "failed", "openvino-fp32": "ok"}
+    assert records["onnx-int8-qdq"]["error"].startswith(f"failed by convert: {reason[:100]}")
 
 
 def test_an_onnx_model_that_takes_other_images_is_refused_and_nothing_written(
