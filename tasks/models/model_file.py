@@ -27,11 +27,22 @@ KINDS = ("keras", "saved_model", "onnx")
 
 class FineTuneOptions(StrictModel):
     """Training a Keras model you bring further on the project's data
-    (``train.fine_tune``); a head whose width is not the data's class count is replaced."""
+    (``train.fine_tune``); a head whose width is not the data's class count is replaced by
+    one on the model's features: the output of ``feature_layer``, by default the last
+    layer before its classifier head (see :func:`feature_layer`)."""
 
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 5
     learning_rate: Annotated[float, number(0, 1, above=True)] = 1e-4
     freeze_base: bool = Field(default=True, description="train only the classification head")
+    feature_layer: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="the layer whose output a new head reads (named: a new head even when "
+                    "the class count matches)")
+    batch_norm: Literal["reestimate", "keep"] = Field(
+        default="reestimate",
+        description="reestimate: batch-norm moving statistics from the train images before "
+                    "fine-tuning (and after every epoch when the base trains), as train "
+                    "does; keep: the file's own (a well-trained base whose statistics fit)")
 
 
 class ModelFileOptions(StrictModel):
@@ -248,6 +259,61 @@ def input_spec(model: ModelFile, options: ModelFileOptions,
                      "std": list(options.std or [1.0] * channels)}
     return {"dtype": "float32", "shape": shape, "layout": model.layout, "quantization": None,
             "normalize": normalize}
+
+
+def _output_width(layer: object) -> int | None:
+    """The number of values per image of ``layer``'s one output (None: open, or the
+    layer has several outputs or is called more than once)."""
+    try:
+        output = layer.output  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # a shared layer has no single output
+        return None
+    if isinstance(output, (list, tuple, dict)):
+        return None
+    dims = list(output.shape[1:])
+    if not dims or any(dim is None for dim in dims):
+        return None
+    width = 1
+    for dim in dims:
+        width *= int(dim)
+    return width
+
+
+def feature_layer(model: object, named: str | None, source: str) -> object:
+    """The layer whose output a new classifier head reads: ``named`` (from
+    ``train.fine_tune.feature_layer``), else the last layer, going back from the output,
+    whose output is not the model's class scores. The classifier head of a
+    keras.applications MobileNetV3 is a 1x1 conv to the classes, a flatten and a softmax,
+    each with one value per class: the features are the 1024 before them, not
+    ``layers[-2]`` (the flattened old scores)."""
+    import keras
+
+    layers = list(model.layers)  # type: ignore[attr-defined]
+    last = ", ".join(layer.name for layer in layers[-6:])
+    if named is not None:
+        found = next((layer for layer in layers if layer.name == named), None)
+        if found is None or isinstance(found, keras.layers.InputLayer) or \
+                not _single_output(found):
+            raise ModelFileError(f"train.fine_tune.feature_layer {named!r} is not a layer of "
+                                 f"{source} with one output (its last layers: {last})")
+        return found
+    scores = _output_width(layers[-1])
+    for layer in reversed(layers):
+        if isinstance(layer, keras.layers.InputLayer):
+            break
+        width = _output_width(layer)
+        if width != scores and (width is not None or _single_output(layer)):
+            return layer
+    raise ModelFileError(f"{source}: found no layer before its classifier head to put a new "
+                         f"head on; name one with train.fine_tune.feature_layer (its last "
+                         f"layers: {last})")
+
+
+def _single_output(layer: object) -> bool:
+    try:
+        return not isinstance(layer.output, (list, tuple, dict))  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return False
 
 
 def check_fits(model: ModelFile, image_size: tuple[int, int], color: str, classes: int,

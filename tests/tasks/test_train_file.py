@@ -228,9 +228,11 @@ def test_an_onnx_model_that_takes_other_images_is_refused_and_nothing_written(
 def test_fine_tuning_a_keras_file_on_three_classes_replaces_its_head(
         files: dict[str, Path], tmp_path: Path) -> None:
     from tasks.core.config import DataParams
+    from tasks.core.contracts.prepared import load_split
+    from tasks.models import batch_norm
     from tasks.prepare import prepare
 
-    folder = build_photo_folder(tmp_path / "photos", {"china": 30, "flower": 30, "hopper": 30})
+    folder = build_photo_folder(tmp_path / "photos", {"china": 60, "flower": 60, "hopper": 60})
     prepared = prepare(DataParams(source="folder", folder=folder, image_size=(16, 16),
                                   color="grayscale", calibration_size=16), tmp_path / "prepared")
     result = train(ModelFileOptions(path=files["keras"]),
@@ -242,11 +244,121 @@ def test_fine_tuning_a_keras_file_on_three_classes_replaces_its_head(
     tuned = keras.models.load_model(tmp_path / "base" / "model.keras", compile=False)
     assert tuned.outputs[0].shape[-1] == 3 and tuned.layers[-1].name == "edgeflow_head"
     history = json.loads((tmp_path / "metrics" / "train_history.json").read_text())
-    assert [row["epoch"] for row in history] == list(range(1, 21)) and result.epochs_run == 20
-    # Frozen base, new head: only the head's weights moved.
+    metrics = json.loads((tmp_path / "metrics" / "train.json").read_text())
+    assert [row["epoch"] for row in history] == list(range(1, result.epochs_run + 1))
+    # The best epoch (val accuracy, judged in inference mode) is the model written.
+    assert 1 <= result.best_epoch == metrics["best_epoch"] <= result.epochs_run <= 20
+    best = max(row["val_accuracy"] for row in history)
+    assert history[result.best_epoch - 1]["val_accuracy"] == best
+    assert metrics["val_accuracy"] == pytest.approx(best, abs=1e-9)
+    # Frozen base, new head: only the head's weights moved; the base's batch-norm
+    # statistics are re-estimated on the folder's train images.
     original = keras.models.load_model(files["keras"], compile=False)
     for before, after in zip(original.layers[:-1], tuned.layers[:-1]):
-        for old, new in zip(before.get_weights(), after.get_weights()):
-            np.testing.assert_array_equal(old, new)
+        for old, new in zip(before.weights, after.weights):
+            if "moving" not in old.path:
+                np.testing.assert_array_equal(old.numpy(), new.numpy())
+    assert batch_norm.reestimate(original, load_split(prepared, "train")[0], 16) == 2
+    for layer in batch_norm.batch_norm_layers(original):
+        for name in ("moving_mean", "moving_variance"):
+            np.testing.assert_allclose(getattr(tuned.get_layer(layer.name), name).numpy(),
+                                       getattr(layer, name).numpy(), rtol=1e-6, atol=1e-7)
     # Three photographs, told apart well above chance (1/3) by a head on digit features.
     assert result.test_accuracy > 0.5, result.describe()
+
+
+def test_a_fine_tune_can_keep_the_files_batch_norm_statistics(
+        tiny_project: Any, files: dict[str, Path], tmp_path: Path) -> None:
+    """``batch_norm: keep`` with a frozen base: every weight of the base, its moving
+    statistics included, is the file's."""
+    import keras
+
+    train(ModelFileOptions(path=files["keras"]),
+          TrainParams(batch_size=64, fine_tune=FineTuneOptions(
+              epochs=1, learning_rate=0.01, batch_norm="keep", feature_layer="dropout")),
+          tiny_project.layout.prepared, tmp_path / "base", tmp_path / "metrics")
+    tuned = keras.models.load_model(tmp_path / "base" / "model.keras", compile=False)
+    original = keras.models.load_model(files["keras"], compile=False)
+    for before in original.layers[:-1]:
+        for old, new in zip(before.weights, tuned.get_layer(before.name).weights):
+            np.testing.assert_array_equal(old.numpy(), new.numpy())
+
+
+def test_a_fine_tune_that_does_not_learn_is_refused_and_nothing_written(
+        files: dict[str, Path], tmp_path: Path) -> None:
+    from tasks.core.config import DataParams
+    from tasks.prepare import prepare
+
+    folder = build_photo_folder(tmp_path / "photos", {"china": 40, "flower": 40, "hopper": 40},
+                                shuffle_labels=True)
+    prepared = prepare(DataParams(source="folder", folder=folder, image_size=(16, 16),
+                                  color="grayscale", calibration_size=16), tmp_path / "prepared")
+    with pytest.raises(TrainingError, match=r"^train: the model did not learn: validation "
+                                            r"accuracy .* is not clearly above the "
+                                            r"majority-class rate"):
+        train(ModelFileOptions(path=files["keras"]),
+              TrainParams(batch_size=16, early_stopping_patience=2,
+                          fine_tune=FineTuneOptions(epochs=4, learning_rate=0.01)),
+              prepared, tmp_path / "base", tmp_path / "metrics")
+    assert not (tmp_path / "base").exists() and not (tmp_path / "metrics").exists()
+
+
+@pytest.fixture(scope="module")
+def mobilenet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A keras.applications MobileNetV3Small (10 classes, trained for two steps) and a
+    folder of three photo classes at its 32x32 RGB input, prepared."""
+    from tasks.core.config import DataParams
+    from tasks.prepare import prepare
+    from tests.model_files import mobilenet_v3
+
+    root = tmp_path_factory.mktemp("mobilenet")
+    folder = build_photo_folder(root / "photos", {"china": 60, "flower": 60, "hopper": 60})
+    prepared = prepare(DataParams(source="folder", folder=folder, image_size=(32, 32),
+                                  color="rgb", calibration_size=16), root / "prepared")
+    return mobilenet_v3(root / "mnv3.keras"), prepared
+
+
+def test_fine_tuning_a_mobilenet_puts_the_new_head_on_its_features(
+        mobilenet: tuple[Path, Path], tmp_path: Path) -> None:
+    """MobileNetV3's classifier head is a 1x1 conv to its 10 classes, a flatten and a
+    softmax: the new head reads the 1024 features before them, not the flattened old
+    scores (a head on those stayed at the majority rate), and the fine-tuned model
+    learned (train refuses one that did not)."""
+    import keras
+
+    model_file, prepared = mobilenet
+    result = train(ModelFileOptions(path=model_file),
+                   TrainParams(batch_size=16, fine_tune=FineTuneOptions(epochs=4,
+                                                                        learning_rate=0.01)),
+                   prepared, tmp_path / "base", tmp_path / "metrics")
+    tuned = keras.models.load_model(tmp_path / "base" / "model.keras", compile=False)
+    original = keras.models.load_model(model_file, compile=False)
+    assert tuned.get_layer("edgeflow_head").kernel.shape == (1024, 3)
+    old_head = {layer.name for layer in original.layers[-3:]}  # logits conv, flatten, softmax
+    assert not old_head & {layer.name for layer in tuned.layers}
+    metrics = json.loads((tmp_path / "metrics" / "train.json").read_text())
+    assert metrics["val_accuracy_low"] > metrics["val_majority_class_rate"], result.describe()
+
+
+def test_the_feature_layer_can_be_named(mobilenet: tuple[Path, Path], tmp_path: Path) -> None:
+    import keras
+
+    model_file, prepared = mobilenet
+    named = keras.models.load_model(model_file, compile=False).layers[-5].name  # before dropout
+    result = train(ModelFileOptions(path=model_file),
+                   TrainParams(batch_size=16, fine_tune=FineTuneOptions(
+                       epochs=2, learning_rate=0.01, feature_layer=named)),
+                   prepared, tmp_path / "base", tmp_path / "metrics")
+    tuned = keras.models.load_model(tmp_path / "base" / "model.keras", compile=False)
+    assert tuned.get_layer("edgeflow_head").kernel.shape == (1024, 3)
+    assert named in {layer.name for layer in tuned.layers} and result.epochs_run >= 1
+    assert [layer.name for layer in tuned.layers][-3:] == [named, "edgeflow_flatten",
+                                                           "edgeflow_head"]
+    with pytest.raises(TrainingError) as refused:
+        train(ModelFileOptions(path=model_file),
+              TrainParams(fine_tune=FineTuneOptions(feature_layer="nosuch")),
+              prepared, tmp_path / "other", tmp_path / "other_metrics")
+    assert str(refused.value).startswith(
+        "train: train.fine_tune.feature_layer 'nosuch' is not a layer of mnv3.keras with one "
+        "output (its last layers: ")
+    assert not (tmp_path / "other").exists()
