@@ -377,10 +377,10 @@ def fine_tune(model: Any, options: FineTuneOptions, train_params: TrainParams,
     layers after the features when ``freeze_base``. Batch-norm statistics are first
     re-estimated on the train images (a model trained elsewhere, or briefly, carries
     moving averages its weights do not match), and again after every epoch when the base
-    trains (``options.batch_norm: keep`` keeps the file's); each epoch is judged in inference mode on val and the best one is kept
-    (early stopping after ``train.early_stopping_patience``). Returns the model, its
-    per-epoch history and the epoch kept. Raises ModelFileError for a feature layer the
-    model does not have."""
+    trains (``options.batch_norm: keep`` keeps the file's); each epoch is judged in
+    inference mode on val and the best one is kept (early stopping after
+    ``train.early_stopping_patience``). Returns the model, its per-epoch history and the
+    epoch kept. Raises ModelFileError for a feature layer the model does not have."""
     keras.utils.set_random_seed(train_params.seed)
     features = feature_layer(model, options.feature_layer, source)
     if int(model.outputs[0].shape[-1]) != classes or options.feature_layer is not None:
@@ -397,10 +397,10 @@ def fine_tune(model: Any, options: FineTuneOptions, train_params: TrainParams,
     if options.freeze_base:
         # What comes after the features (the head) trains; the base, batch norms included,
         # is fixed, so its re-estimated statistics stay right for every epoch.
-        after = [layer.name for layer in model.layers][
-            [layer.name for layer in model.layers].index(features.name) + 1:]
+        names = [layer.name for layer in model.layers]
+        head = set(names[names.index(features.name) + 1:])
         for layer in model.layers:
-            layer.trainable = layer.name in after
+            layer.trainable = layer.name in head
     model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=not _ends_in_softmax(model)),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
