@@ -18,8 +18,10 @@ fault: it fails the whole step with the numbers; nothing is written then, and ea
 variants stay as they were. A quantised or bf16 variant below ``min_agreement_quantized``
 is kept in the index as ``rejected`` with its numbers (quantisation and bf16 arithmetic
 may cost accuracy) and is not benchmarked; an exporter that cannot run here marks its
-variant ``skipped``. A bf16 variant on a CPU without native bf16 is checked in f32 (the
-same graph) and says so; each device then measures its bf16 accuracy or skips it.
+variant ``skipped``; one whose export or check raises is ``failed`` with the error (its
+own row, as in benchmark; the other variants are kept). A bf16 variant on a CPU without
+native bf16 is checked in f32 (the same graph) and says so; each device then measures its
+bf16 accuracy or skips it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ from tasks.models.stats import gzip_size
 # the logit tolerance: fp16 weights move logits slightly by design.
 FLOAT_PRECISIONS = {"fp32", "fp16"}
 EXACT_PRECISIONS = {"fp32"}
+# A failed variant's reason: the exception's text, enough to act on, never a whole log.
+REASON_LIMIT = 600
 
 
 def variant_name(source: str, fmt: str, precision: str) -> str:
@@ -103,11 +107,13 @@ def _check_runner(exported: Exported, runtime: str) -> tuple[Any, str | None]:
     load = functools.partial(harness.load_runner, exported.check_runtime or runtime,
                              str(exported.check_file or exported.main_file), 1)
     wanted = exported.spec.get("execution_precision", harness.DEFAULT_EXECUTION_PRECISION)
-    shape = exported.spec["input"].get("shape")
+    # The recorded arena too (TFLite Micro): the check runs in exactly what a device gets.
+    given = {"input_shape": exported.spec["input"].get("shape"),
+             "arena_bytes": exported.spec.get("arena_bytes")}
     try:
-        return load({"execution_precision": wanted, "input_shape": shape}), None
+        return load({**given, "execution_precision": wanted}), None
     except harness.PrecisionUnavailable as unavailable:
-        return (load({"execution_precision": "f32", "input_shape": shape}),
+        return (load({**given, "execution_precision": "f32"}),
                 f"checked in f32 here ({unavailable}); devices measure its {wanted} accuracy")
 
 
@@ -279,9 +285,14 @@ def _convert_variant(source: SourceModel, fmt: Format, precision: str,
     except Skipped as skip:
         shutil.rmtree(target)
         return Variant(**identity, status="skipped", reason=str(skip))
-    except Exception as error:  # noqa: BLE001 - reported with the variant name
-        raise ConversionError(f"convert: {name}: export failed: "
-                              f"{type(error).__name__}: {error}") from error
+    except Exception as error:  # noqa: BLE001 - the variant's own row, with the error
+        # One exporter that cannot handle the model (an opset-7 ONNX file in ONNX
+        # Runtime's quantiser) must not cost the variants that converted.
+        shutil.rmtree(target, ignore_errors=True)
+        reason = one_line(f"export failed: {type(error).__name__}: {error}")
+        notices.warn(f"convert: {name}: {reason}")
+        return Variant(**identity, status="failed", reason=reason,
+                       export_and_check_seconds=round(time.perf_counter() - started, 2))
     rejected = not check.passed and precision not in FLOAT_PRECISIONS
     # Quantisation may legitimately cost accuracy: the variant stays in the index and the
     # report, rejected with its numbers, unbenchmarked.
@@ -289,6 +300,12 @@ def _convert_variant(source: SourceModel, fmt: Format, precision: str,
                    reason="; ".join(check.failures) if rejected else None,
                    **_produced(exported, check, staging, data.base_accuracy),
                    export_and_check_seconds=round(time.perf_counter() - started, 2))
+
+
+def one_line(text: str, limit: int = REASON_LIMIT) -> str:
+    """``text`` on one line (runs of whitespace made one space), cut to ``limit``."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
 def _refuse_disagreements(variants: list[Variant]) -> None:

@@ -14,7 +14,8 @@ base model (seeded, so the same inputs give the same models) and writes
   MACs per image, kernel sparsity, ``.keras`` bytes and gzipped ``.keras`` bytes (sparse
   weights only shrink once compressed), plus the recipe's ``details``.
 
-With no recipe the folder still holds an index, with an empty ``sources`` list, so the
+A recipe that cannot prune the model (a structured recipe on a model you brought) is
+listed under ``skipped`` with the reason. With no recipe the folder still holds an index, with an empty ``sources`` list, so the
 next steps and DVC always find it. The whole folder is replaced only when every recipe
 succeeded: a failure keeps the previous outputs.
 """
@@ -33,7 +34,7 @@ from tasks.core.contracts.prepared import load_split
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json
 from tasks.models.stats import count_macs, count_params, gzip_size, kernel_sparsity
-from tasks.models.pruning import TrainingData, recipe
+from tasks.models.pruning import STRUCTURED_ARCHITECTURES, TrainingData, recipe
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,17 @@ def _unprunable(model_dir: Path) -> str | None:
     return None
 
 
+def _recipe_unfit(options: Any, model_dir: Path) -> str | None:
+    """Why one recipe cannot prune the model in ``model_dir`` (a model you brought, which
+    no structured recipe knows the channels of), or None."""
+    described = model_dir / "source.json"
+    if options.method == "structured" and described.is_file():
+        return (f"structured pruning supports {', '.join(STRUCTURED_ARCHITECTURES)}; the source "
+                f"is a model you brought ({read_json(described)['file']}): use method "
+                "'magnitude'")
+    return None
+
+
 def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: Path, *,
              seed: int = 42) -> Path:
     """Run every pruning recipe on ``model_dir``'s model; returns ``out_dir``."""
@@ -108,9 +120,16 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
     base = _figures(base_model, float(np.mean(base_correct)) if base_correct else 0.0, base_file)
 
     sources: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     counter = notices.Counter("optimize", len(params.pruning))
     with atomic_output_dir(out_dir) as staging:
         for options in params.pruning:
+            unfit = _recipe_unfit(options, model_dir)
+            if unfit:
+                skipped.append({"name": options.name, "reason": unfit})
+                notices.warn(f"optimize: {options.name} skipped: {unfit}")
+                counter.advance(options.name, "skipped")
+                continue
             # Seeded per recipe, not once: a recipe's result does not depend on which
             # recipes come before it in params.yaml.
             keras.utils.set_random_seed(seed)
@@ -130,5 +149,6 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
                             **_compare(base, after), "details": pruned.details})
             counter.advance(options.name, f"{options.method}, test accuracy "
                                           f"{base.accuracy:.3f} -> {after.accuracy:.3f}")
-        write_json(staging / "index.json", {"sources": sources})
+        write_json(staging / "index.json",
+                   {"sources": sources, **({"skipped": skipped} if skipped else {})})
     return out_dir

@@ -33,7 +33,7 @@ from tasks.models.augment import Augmenter, augmenter
 from tasks.core.config import TrainParams
 from tasks.core.model_input import arrange_batch
 from tasks.models.model_file import (FineTuneOptions, ModelFileError, ModelFileOptions, check_fits,
-                                     input_spec, inspect_model_file, load_keras)
+                                     feature_layer, input_spec, inspect_model_file, load_keras)
 from tasks.core.contracts.prepared import load_split, read_meta
 from tasks.core.errors import TrainingError
 from tasks.core.files import atomic_output_dir, sha256_tree, write_json
@@ -131,10 +131,13 @@ class EpochSelector(keras.callbacks.Callback):
     """
 
     def __init__(self, train_images: np.ndarray, val_images: np.ndarray,
-                 val_labels: np.ndarray, batch_size: int, patience: int) -> None:
+                 val_labels: np.ndarray, batch_size: int, patience: int,
+                 reestimate_batch_norm: bool = True) -> None:
         super().__init__()
         self.train_images, self.val_images, self.val_labels = train_images, val_images, val_labels
         self.batch_size, self.patience = batch_size, patience
+        # Off where no batch norm trains (a fine-tune of a frozen base): nothing to redo.
+        self.reestimate_batch_norm = reestimate_batch_norm
         self.best: tuple[float, float] | None = None
         self.best_epoch = 0
         self.best_weights: list[np.ndarray] = []
@@ -142,12 +145,13 @@ class EpochSelector(keras.callbacks.Callback):
         self.reestimate: batch_norm.Reestimator | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.reestimate = batch_norm.Reestimator(self.model, self.batch_size)
+        if self.reestimate_batch_norm:
+            self.reestimate = batch_norm.Reestimator(self.model, self.batch_size)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
-        assert self.reestimate is not None  # set when training began
-        self.reestimate(self.train_images)
+        if self.reestimate is not None:  # set when training began
+            self.reestimate(self.train_images)
         logits = self.model.predict(self.val_images, batch_size=PREDICT_BATCH, verbose=0)
         accuracy = float(np.mean(np.argmax(logits, axis=1) == self.val_labels))
         loss = cross_entropy(logits, self.val_labels)
@@ -348,32 +352,69 @@ def _ends_in_softmax(model: Any) -> bool:
     return getattr(activation, "__name__", "") == "softmax"
 
 
+def _with_new_head(model: Any, features_from: Any, classes: int) -> Any:
+    """``model`` up to ``features_from``'s output, then a new dense head of ``classes``
+    logits (named ``edgeflow_head``); spatial features are pooled first (flattened when
+    they are 1x1, as a MobileNetV3's are)."""
+    features = features_from.output
+    if len(features.shape) > 2:
+        spatial = features.shape[1:-1]
+        if all(side == 1 for side in spatial) or len(spatial) not in (1, 2):
+            features = keras.layers.Flatten(name="edgeflow_flatten")(features)
+        else:
+            pooling = (keras.layers.GlobalAveragePooling1D if len(spatial) == 1
+                       else keras.layers.GlobalAveragePooling2D)
+            features = pooling(name="edgeflow_pool")(features)
+    return keras.Model(model.inputs, keras.layers.Dense(classes, name="edgeflow_head")(features))
+
+
 def fine_tune(model: Any, options: FineTuneOptions, train_params: TrainParams,
               splits: dict[str, tuple[np.ndarray, np.ndarray]], spec: dict[str, Any],
-              classes: int) -> tuple[Any, list[dict[str, float]]]:
-    """Train a Keras model further on the data: a new head when its output is not one
-    score per class of the data, only the head when ``freeze_base``. Returns the model
-    and its per-epoch history."""
+              classes: int, source: str) -> tuple[Any, list[dict[str, float]], int]:
+    """Train a Keras model further on the data, as :func:`train` trains: a new head on
+    its features (:func:`tasks.models.model_file.feature_layer`) when its output is not
+    one score per class of the data or ``options.feature_layer`` is named; only the
+    layers after the features when ``freeze_base``. Batch-norm statistics are first
+    re-estimated on the train images (a model trained elsewhere, or briefly, carries
+    moving averages its weights do not match), and again after every epoch when the base
+    trains (``options.batch_norm: keep`` keeps the file's); each epoch is judged in
+    inference mode on val and the best one is kept (early stopping after
+    ``train.early_stopping_patience``). Returns the model, its per-epoch history and the
+    epoch kept. Raises ModelFileError for a feature layer the model does not have."""
     keras.utils.set_random_seed(train_params.seed)
-    if int(model.outputs[0].shape[-1]) != classes:
-        features = model.layers[-2].output
-        model = keras.Model(model.inputs, keras.layers.Dense(classes, name="edgeflow_head")(features))
+    features = feature_layer(model, options.feature_layer, source)
+    if int(model.outputs[0].shape[-1]) != classes or options.feature_layer is not None:
+        model = _with_new_head(model, features, classes)
+    x_train, y_train = arrange_batch(splits["train"][0], spec), splits["train"][1]
+    x_val, y_val = arrange_batch(splits["val"][0], spec), splits["val"][1]
+    reestimating = options.batch_norm == "reestimate"
+    if reestimating:
+        # Before any layer is frozen: every batch norm then normalises by batch statistics
+        # in the pass that measures them, as in training. A MobileNetV3 trained briefly
+        # elsewhere (moving averages that lag its weights) gave features on which no head
+        # learned (the majority rate) without this.
+        batch_norm.reestimate(model, x_train, train_params.batch_size)
     if options.freeze_base:
-        for layer in model.layers[:-1]:
-            layer.trainable = False
+        # What comes after the features (the head) trains; the base, batch norms included,
+        # is fixed, so its re-estimated statistics stay right for every epoch.
+        names = [layer.name for layer in model.layers]
+        head = set(names[names.index(features.name) + 1:])
+        for layer in model.layers:
+            layer.trainable = layer.name in head
     model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=not _ends_in_softmax(model)),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-    (x_train, y_train), (x_val, y_val) = splits["train"], splits["val"]
-    history = model.fit(arrange_batch(x_train, spec), keras.utils.to_categorical(y_train, classes),
+    patience = train_params.early_stopping_patience
+    selector = EpochSelector(x_train, x_val, y_val, train_params.batch_size, patience,
+                             reestimate_batch_norm=reestimating and not options.freeze_base)
+    history = model.fit(x_train, keras.utils.to_categorical(y_train, classes),
                         batch_size=train_params.batch_size, epochs=options.epochs, verbose=0,
-                        validation_data=(arrange_batch(x_val, spec),
-                                         keras.utils.to_categorical(y_val, classes)),
-                        callbacks=[EpochProgress(options.epochs, options.epochs)])
+                        callbacks=[selector, EpochProgress(options.epochs, patience)])
+    selector.restore()
     epochs = len(history.history["loss"])
     return model, [{"epoch": epoch + 1, **{key: float(values[epoch])
                                            for key, values in history.history.items()}}
-                   for epoch in range(epochs)]
+                   for epoch in range(epochs)], selector.best_epoch
 
 
 def _fixed_onnx(source: Path, target: Path, shape: list[int]) -> None:
@@ -420,19 +461,27 @@ def adopt(options: ModelFileOptions, train_params: TrainParams, prepared: Path,
     spec = input_spec(found, options, (height, width))
     splits = {split: load_split(prepared, split) for split in ("train", "val", "test")}
     history: list[dict[str, float]] = []
+    best_epoch = 0
     model = None
     if found.kind == "onnx":
         predict = _onnx_predictor(found.path, spec)
     else:
         model = load_keras(found.path)
         if tuning is not None:
-            model, history = fine_tune(model, tuning, train_params, splits, spec, classes)
+            try:
+                model, history, best_epoch = fine_tune(model, tuning, train_params, splits,
+                                                       spec, classes, found.path.name)
+            except ModelFileError as error:
+                raise TrainingError(f"train: {error}") from None
         predict = _keras_predictor(model, spec)
     scores = {}
     for split, (images, labels) in splits.items():
         correct = np.argmax(predict(images), axis=1) == labels
         scores[split] = (SplitScore(float(np.mean(correct)) if len(correct) else 0.0,
                                     len(correct)), correct)
+    if tuning is not None:
+        # A fine-tune that did not learn is refused as a training is; nothing written.
+        check_learned(scores["train"][0], scores["val"][0], splits["val"][1])
     with atomic_output_dir(out_dir) as staging:
         if found.kind == "onnx":
             _fixed_onnx(found.path, staging / "model.onnx", spec["shape"])
@@ -452,8 +501,8 @@ def adopt(options: ModelFileOptions, train_params: TrainParams, prepared: Path,
         **_split_metrics("train", train_score), **_split_metrics("val", val_score),
         **_split_metrics("test", test_score),
         "val_majority_class_rate": majority_rate(splits["val"][1]),
-        "best_epoch": len(history), "epochs_run": len(history),
+        "best_epoch": best_epoch, "epochs_run": len(history),
         "parameters": _parameter_count(found.kind, model, found.path),
         "architecture": f"file ({found.kind})"})
     write_json(metrics_dir / "train_history.json", history)
-    return TrainResult(out_dir, train_score, val_score, test_score, len(history), len(history))
+    return TrainResult(out_dir, train_score, val_score, test_score, best_epoch, len(history))

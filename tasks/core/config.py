@@ -314,8 +314,11 @@ class Params(StrictModel):
 
     @model_validator(mode="after")
     def _structured_pruning_fits_the_architecture(self) -> "Params":
+        # A model you bring is only known once train has read it: optimize skips what it
+        # cannot prune then, with the reason (README), instead of refusing the params.
         for index, recipe in enumerate(self.optimize.pruning):
-            if recipe.method == "structured" and self.model.architecture not in STRUCTURED_ARCHITECTURES:
+            if recipe.method == "structured" and self.model.architecture not in (
+                    *STRUCTURED_ARCHITECTURES, "file"):
                 raise ValueError(
                     f"optimize.pruning.{index}: structured pruning supports "
                     f"{', '.join(STRUCTURED_ARCHITECTURES)}, not model.architecture "

@@ -4,12 +4,14 @@ file, a TensorFlow SavedModel folder or an ONNX file (PyTorch exports included).
 :class:`ModelFileOptions` is its ``params.yaml`` section; :func:`inspect_model_file`
 reads what the file says about itself (its kind, its one image input in NHWC or NCHW,
 its one output's width) without running it, and refuses with one line what cannot be
-an image classifier: a missing path, a file that is no model, a truncated ONNX, two
-inputs, several outputs (a detector), an input that is not an image.
+an image classifier: a missing path, a file that is no model, a truncated ONNX or
+``.keras`` file, an ONNX file ONNX Runtime cannot load (with its reason), two inputs,
+several outputs (a detector), an input that is not an image.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,11 +27,22 @@ KINDS = ("keras", "saved_model", "onnx")
 
 class FineTuneOptions(StrictModel):
     """Training a Keras model you bring further on the project's data
-    (``train.fine_tune``); a head whose width is not the data's class count is replaced."""
+    (``train.fine_tune``); a head whose width is not the data's class count is replaced by
+    one on the model's features: the output of ``feature_layer``, by default the last
+    layer before its classifier head (see :func:`feature_layer`)."""
 
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 5
     learning_rate: Annotated[float, number(0, 1, above=True)] = 1e-4
     freeze_base: bool = Field(default=True, description="train only the classification head")
+    feature_layer: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="the layer whose output a new head reads (named: a new head even when "
+                    "the class count matches)")
+    batch_norm: Literal["reestimate", "keep"] = Field(
+        default="reestimate",
+        description="reestimate: batch-norm moving statistics from the train images before "
+                    "fine-tuning (and after every epoch when the base trains), as train "
+                    "does; keep: the file's own (a well-trained base whose statistics fit)")
 
 
 class ModelFileOptions(StrictModel):
@@ -145,7 +158,30 @@ def _inspect_onnx(path: Path, declared: str) -> ModelFile:
     initialisers = {init.name for init in model.graph.initializer}
     inputs = [_onnx_dims(value) for value in model.graph.input if value.name not in initialisers]
     outputs = [_onnx_dims(value) for value in model.graph.output]
-    return _checked(path, inputs, outputs, declared, "onnx")
+    found = _checked(path, inputs, outputs, declared, "onnx")
+    _check_onnx_runtime_loads(path)
+    return found
+
+
+# "[ONNXRuntimeError] : 1 : FAIL : Load model from <path> failed:<reason>", the reason
+# sometimes behind the C++ function that raised it ("/onnxruntime_src/...h:46 void f(...) ").
+ORT_LOAD_FAILED = re.compile(r"^.*? failed:\s*(?:\S+\.(?:h|cc|cpp):\d+ [^\n]*?\) (?=[A-Z]))?")
+
+
+def _check_onnx_runtime_loads(path: Path) -> None:
+    """ONNX Runtime (the reference every variant of an ONNX model is checked against)
+    loads the file: a custom-domain op or an opset it does not support is a model error
+    with its reason, not a failure later on."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001 - ORT raises its own classes for each cause
+        reason = " ".join(ORT_LOAD_FAILED.sub("", str(error), count=1).split())
+        reason = reason.removeprefix("Fatal error: ") or type(error).__name__
+        raise ModelFileError(f"{path.name}: ONNX Runtime cannot load it ({reason[:500]}); an "
+                             "ONNX model must use the standard operators of an opset ONNX "
+                             "Runtime supports") from None
 
 
 def _inspect_keras(path: Path, declared: str) -> ModelFile:
@@ -175,12 +211,31 @@ def load_keras(path: Path) -> object:
             if isinstance(outputs, dict):
                 outputs = list(outputs.values())
             return keras.Model(inputs, outputs)
+        _check_zip(path)
         return keras.models.load_model(path, compile=False)
     except ModelFileError:
         raise
     except Exception as error:  # noqa: BLE001 - zip, h5, TF and Keras errors alike
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"{path.name} is not a loadable Keras model ({first[:200]})") from None
+
+
+def _check_zip(path: Path) -> None:
+    """A ``.keras`` file is a zip archive: a truncated or damaged one is said to be so
+    (Keras says "File not found" for a file that exists)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path.name} is not a loadable Keras model (not a complete zip "
+                             "archive, as a .keras file is: truncated or damaged?)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        damaged = str(error) or type(error).__name__
+    if damaged is not None:
+        raise ModelFileError(f"{path.name} is not a loadable Keras model (a damaged zip "
+                             f"archive: {damaged} does not read back)")
 
 
 INSPECTORS = {"keras": _inspect_keras, "saved_model": _inspect_keras, "onnx": _inspect_onnx}
@@ -204,6 +259,61 @@ def input_spec(model: ModelFile, options: ModelFileOptions,
                      "std": list(options.std or [1.0] * channels)}
     return {"dtype": "float32", "shape": shape, "layout": model.layout, "quantization": None,
             "normalize": normalize}
+
+
+def _output_width(layer: object) -> int | None:
+    """The number of values per image of ``layer``'s one output (None: open, or the
+    layer has several outputs or is called more than once)."""
+    try:
+        output = layer.output  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # a shared layer has no single output
+        return None
+    if isinstance(output, (list, tuple, dict)):
+        return None
+    dims = list(output.shape[1:])
+    if not dims or any(dim is None for dim in dims):
+        return None
+    width = 1
+    for dim in dims:
+        width *= int(dim)
+    return width
+
+
+def feature_layer(model: object, named: str | None, source: str) -> object:
+    """The layer whose output a new classifier head reads: ``named`` (from
+    ``train.fine_tune.feature_layer``), else the last layer, going back from the output,
+    whose output is not the model's class scores. The classifier head of a
+    keras.applications MobileNetV3 is a 1x1 conv to the classes, a flatten and a softmax,
+    each with one value per class: the features are the 1024 before them, not
+    ``layers[-2]`` (the flattened old scores)."""
+    import keras
+
+    layers = list(model.layers)  # type: ignore[attr-defined]
+    last = ", ".join(layer.name for layer in layers[-6:])
+    if named is not None:
+        found = next((layer for layer in layers if layer.name == named), None)
+        if found is None or isinstance(found, keras.layers.InputLayer) or \
+                not _single_output(found):
+            raise ModelFileError(f"train.fine_tune.feature_layer {named!r} is not a layer of "
+                                 f"{source} with one output (its last layers: {last})")
+        return found
+    scores = _output_width(layers[-1])
+    for layer in reversed(layers):
+        if isinstance(layer, keras.layers.InputLayer):
+            break
+        width = _output_width(layer)
+        if width != scores and (width is not None or _single_output(layer)):
+            return layer
+    raise ModelFileError(f"{source}: found no layer before its classifier head to put a new "
+                         f"head on; name one with train.fine_tune.feature_layer (its last "
+                         f"layers: {last})")
+
+
+def _single_output(layer: object) -> bool:
+    try:
+        return not isinstance(layer.output, (list, tuple, dict))  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return False
 
 
 def check_fits(model: ModelFile, image_size: tuple[int, int], color: str, classes: int,

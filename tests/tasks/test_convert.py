@@ -194,15 +194,29 @@ def test_convert_fails_with_numbers_and_keeps_previous_variants(tiny_project, tm
     assert sorted(p.name for p in out.iterdir()) == before
 
 
-def test_export_failure_names_the_variant(tiny_project, tmp_path: Path) -> None:
+def test_one_variants_export_failure_is_its_own_failed_row(tiny_project, tmp_path: Path) -> None:
+    """A broken SavedModel fails the TFLite export only: that variant is ``failed`` with
+    the error in one line, its folder gone; the ONNX variant (from the .keras file) is
+    converted and kept, and benchmark reports the failed one as convert's failure."""
+    from tasks.benchmark import not_produced
+    from tasks.core.contracts.variants import read_variant_index
+
     layout = tiny_project.layout
     broken = tmp_path / "base"
     shutil.copytree(layout.base_model, broken)
     (broken / "saved_model" / "saved_model.pb").write_bytes(b"not a graph")
-    with pytest.raises(ConversionError, match="tflite-fp32: export failed"):
-        fork_safe(convert, {"tflite": ["fp32"]}, ConvertParams(), QuantizationParams(), 0.01,
-                  ConvertInputs(broken, None, layout.prepared), tmp_path / "v")
-    assert not (tmp_path / "v").exists()
+    fork_safe(convert, {"tflite": ["fp32"], "onnx": ["fp32"]}, ConvertParams(check_samples=40),
+              QuantizationParams(), 0.01, ConvertInputs(broken, None, layout.prepared),
+              tmp_path / "v")
+    variants = {variant.name: variant for variant in read_variant_index(tmp_path / "v").variants}
+    assert variants["onnx-fp32"].status == "ok" and variants["onnx-fp32"].check.passed
+    failed = variants["tflite-fp32"]
+    assert failed.status == "failed" and not failed.runnable and failed.file is None
+    assert failed.reason.startswith("export failed: ") and "\n" not in failed.reason
+    assert not (tmp_path / "v" / "tflite-fp32").exists()
+    assert (tmp_path / "v" / "onnx-fp32" / "model.onnx").is_file()
+    assert not_produced(failed.status, failed.reason) == {
+        "status": "failed", "error": f"failed by convert: {failed.reason}"}
 
 
 def test_convert_without_a_trained_model_is_a_step_error(tiny_project, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tasks.models.model_file import (ModelFile, ModelFileError, ModelFileOptions, check_fits,
                                      input_spec, inspect_model_file)
-from tests.model_files import bring
+from tests.model_files import bring, linear_onnx
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,17 @@ def truncated(source: Path, target: Path) -> Path:
     (lambda d, f: truncated(f["onnx"], d / "half.onnx"), "half.onnx is not a readable ONNX model ("),
     (lambda d, f: (d / "fake.keras").write_bytes(b"PK\x03\x04junk") and d / "fake.keras",
      "fake.keras is not a loadable Keras model ("),
+    (lambda d, f: truncated(f["keras"], d / "half.keras"),
+     "half.keras is not a loadable Keras model (not a complete zip archive, as a .keras file "
+     "is: truncated or damaged?)"),
+    (lambda d, f: linear_onnx(d / "custom.onnx", 13, op="FancyGemm", domain="com.acme"),
+     "custom.onnx: ONNX Runtime cannot load it (com.acme:FancyGemm(-1) is not a registered "
+     "function/op); an ONNX model must use the standard operators of an opset ONNX Runtime "
+     "supports"),
+    (lambda d, f: linear_onnx(d / "future.onnx", 30),
+     "future.onnx: ONNX Runtime cannot load it (ONNX Runtime only *guarantees* support for "
+     "models stamped with official released onnx opset versions. Opset 30 is under "
+     "development"),
     (lambda d, f: onnx_graph(d / "two.onnx", [[1, 16, 16, 1], [1, 4]], [[1, 10]]),
      "two.onnx has 2 inputs; an image classifier has one (an image batch)"),
     (lambda d, f: onnx_graph(d / "detector.onnx", [[1, 16, 16, 1]], [[1, 100, 4], [1, 100]]),

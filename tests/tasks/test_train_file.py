@@ -20,7 +20,7 @@ from tasks.core.errors import TrainingError
 from tasks.models.model_file import FineTuneOptions, ModelFileOptions
 from tasks.train import train
 from tests.image_folders import build_photo_folder
-from tests.model_files import bring
+from tests.model_files import bring, linear_onnx
 
 # What each kind converts to here, and what it skips.
 FORMATS = {"keras": {"onnx": ["fp32", "int8-qdq"], "openvino": ["int8"]},
@@ -144,6 +144,68 @@ def test_optimize_skips_every_recipe_of_an_onnx_source_with_the_reason(
                                  "(model_nchw.onnx)"} for name in recipes]}
 
 
+def test_the_shipped_params_with_a_keras_file_skip_structured_pruning_with_the_reason(
+        tiny_project: Any, converted: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """params.yaml as shipped (a magnitude and a structured recipe), the model replaced by
+    a file: the params load, the magnitude recipe prunes the Keras file and the structured
+    one, which knows only edgeflow's own architectures, is skipped with the reason."""
+    import re
+
+    from tasks.core.config import load_params
+    from tasks.optimize import optimize
+
+    shipped = (Path(__file__).resolve().parents[2] / "params.yaml").read_text(encoding="utf-8")
+    brought, replaced = re.subn(r"(?ms)^model:\n.*?(?=^train:)",
+                                "model: {source: file, path: model.keras}\n\n", shipped)
+    assert replaced == 1
+    (tmp_path / "params.yaml").write_text(brought, encoding="utf-8")
+    params = load_params(tmp_path / "params.yaml")
+    methods = [(recipe.name, recipe.method) for recipe in params.optimize.pruning]
+    assert methods == [("pruned50", "magnitude"), ("slim50", "structured")]
+    pruning = [recipe.model_copy(update={"epochs": 1}) for recipe in params.optimize.pruning]
+    out = optimize(params.optimize.model_copy(update={"pruning": pruning}),
+                   converted["keras"]["root"] / "base", tiny_project.layout.prepared,
+                   tmp_path / "pruned")
+    index = json.loads((out / "index.json").read_text())
+    assert [source["name"] for source in index["sources"]] == ["pruned50"]
+    assert index["skipped"] == [{"name": "slim50", "reason": (
+        "structured pruning supports small_cnn; the source is a model you brought "
+        "(model.keras): use method 'magnitude'")}]
+    assert (out / "pruned50" / "model.keras").is_file() and not (out / "slim50").exists()
+
+
+def test_an_opset_7_onnx_model_loses_only_the_variant_its_quantiser_cannot_make(
+        tiny_project: Any, tmp_path: Path) -> None:
+    """An opset-7 ONNX file passes train; ONNX Runtime's QDQ quantiser makes an invalid
+    graph of it: that variant is a ``failed`` row with the error, the others convert,
+    and benchmark reports it as convert's failure beside the measured ones."""
+    from tasks.benchmark import benchmark_device
+    from tasks.core.config import BenchmarkParams, LocalDevice
+
+    layout = tiny_project.layout
+    model = linear_onnx(tmp_path / "old.onnx", 7)
+    train(ModelFileOptions(path=model), TrainParams(), layout.prepared, tmp_path / "base",
+          tmp_path / "metrics")
+    index = json.loads(convert({"onnx": ["fp32", "int8-qdq"], "openvino": ["fp32"]},
+                               ConvertParams(check_samples=60),
+                               QuantizationParams(calibration_samples=16), 0.05,
+                               ConvertInputs(tmp_path / "base", None, layout.prepared),
+                               tmp_path / "variants").read_text())
+    variants = {variant["name"]: variant for variant in index["variants"]}
+    assert {name: variant["status"] for name, variant in variants.items()} == {
+        "onnx-fp32": "ok", "onnx-int8-qdq": "failed", "openvino-fp32": "ok"}
+    reason = variants["onnx-int8-qdq"]["reason"]
+    assert reason.startswith("export failed: ") and "INVALID_GRAPH" in reason, reason
+    params = BenchmarkParams(warmup_runs=1, warmup_seconds=0.0, runs=5, seconds=0.01,
+                             max_seconds=0.05, accuracy_samples=20, timeout_seconds=120)
+    run = benchmark_device("local", LocalDevice(workdir=tmp_path / "device"), params,
+                           tmp_path / "variants", layout.prepared, tmp_path / "results")
+    records = {path.stem: json.loads(path.read_text()) for path in run.results}
+    assert {name: record["status"] for name, record in records.items()} == {
+        "onnx-fp32": "ok", "onnx-int8-qdq": "failed", "openvino-fp32": "ok"}
+    assert records["onnx-int8-qdq"]["error"].startswith(f"failed by convert: {reason[:100]}")
+
+
 def test_an_onnx_model_that_takes_other_images_is_refused_and_nothing_written(
         tiny_project: Any, files: dict[str, Path], tmp_path: Path) -> None:
     from tests.tasks.test_model_file import onnx_graph
@@ -166,9 +228,11 @@ def test_an_onnx_model_that_takes_other_images_is_refused_and_nothing_written(
 def test_fine_tuning_a_keras_file_on_three_classes_replaces_its_head(
         files: dict[str, Path], tmp_path: Path) -> None:
     from tasks.core.config import DataParams
+    from tasks.core.contracts.prepared import load_split
+    from tasks.models import batch_norm
     from tasks.prepare import prepare
 
-    folder = build_photo_folder(tmp_path / "photos", {"china": 30, "flower": 30, "hopper": 30})
+    folder = build_photo_folder(tmp_path / "photos", {"china": 60, "flower": 60, "hopper": 60})
     prepared = prepare(DataParams(source="folder", folder=folder, image_size=(16, 16),
                                   color="grayscale", calibration_size=16), tmp_path / "prepared")
     result = train(ModelFileOptions(path=files["keras"]),
@@ -180,11 +244,121 @@ def test_fine_tuning_a_keras_file_on_three_classes_replaces_its_head(
     tuned = keras.models.load_model(tmp_path / "base" / "model.keras", compile=False)
     assert tuned.outputs[0].shape[-1] == 3 and tuned.layers[-1].name == "edgeflow_head"
     history = json.loads((tmp_path / "metrics" / "train_history.json").read_text())
-    assert [row["epoch"] for row in history] == list(range(1, 21)) and result.epochs_run == 20
-    # Frozen base, new head: only the head's weights moved.
+    metrics = json.loads((tmp_path / "metrics" / "train.json").read_text())
+    assert [row["epoch"] for row in history] == list(range(1, result.epochs_run + 1))
+    # The best epoch (val accuracy, judged in inference mode) is the model written.
+    assert 1 <= result.best_epoch == metrics["best_epoch"] <= result.epochs_run <= 20
+    best = max(row["val_accuracy"] for row in history)
+    assert history[result.best_epoch - 1]["val_accuracy"] == best
+    assert metrics["val_accuracy"] == pytest.approx(best, abs=1e-9)
+    # Frozen base, new head: only the head's weights moved; the base's batch-norm
+    # statistics are re-estimated on the folder's train images.
     original = keras.models.load_model(files["keras"], compile=False)
     for before, after in zip(original.layers[:-1], tuned.layers[:-1]):
-        for old, new in zip(before.get_weights(), after.get_weights()):
-            np.testing.assert_array_equal(old, new)
+        for old, new in zip(before.weights, after.weights):
+            if "moving" not in old.path:
+                np.testing.assert_array_equal(old.numpy(), new.numpy())
+    assert batch_norm.reestimate(original, load_split(prepared, "train")[0], 16) == 2
+    for layer in batch_norm.batch_norm_layers(original):
+        for name in ("moving_mean", "moving_variance"):
+            np.testing.assert_allclose(getattr(tuned.get_layer(layer.name), name).numpy(),
+                                       getattr(layer, name).numpy(), rtol=1e-6, atol=1e-7)
     # Three photographs, told apart well above chance (1/3) by a head on digit features.
     assert result.test_accuracy > 0.5, result.describe()
+
+
+def test_a_fine_tune_can_keep_the_files_batch_norm_statistics(
+        tiny_project: Any, files: dict[str, Path], tmp_path: Path) -> None:
+    """``batch_norm: keep`` with a frozen base: every weight of the base, its moving
+    statistics included, is the file's."""
+    import keras
+
+    train(ModelFileOptions(path=files["keras"]),
+          TrainParams(batch_size=64, fine_tune=FineTuneOptions(
+              epochs=1, learning_rate=0.01, batch_norm="keep", feature_layer="dropout")),
+          tiny_project.layout.prepared, tmp_path / "base", tmp_path / "metrics")
+    tuned = keras.models.load_model(tmp_path / "base" / "model.keras", compile=False)
+    original = keras.models.load_model(files["keras"], compile=False)
+    for before in original.layers[:-1]:
+        for old, new in zip(before.weights, tuned.get_layer(before.name).weights):
+            np.testing.assert_array_equal(old.numpy(), new.numpy())
+
+
+def test_a_fine_tune_that_does_not_learn_is_refused_and_nothing_written(
+        files: dict[str, Path], tmp_path: Path) -> None:
+    from tasks.core.config import DataParams
+    from tasks.prepare import prepare
+
+    folder = build_photo_folder(tmp_path / "photos", {"china": 40, "flower": 40, "hopper": 40},
+                                shuffle_labels=True)
+    prepared = prepare(DataParams(source="folder", folder=folder, image_size=(16, 16),
+                                  color="grayscale", calibration_size=16), tmp_path / "prepared")
+    with pytest.raises(TrainingError, match=r"^train: the model did not learn: validation "
+                                            r"accuracy .* is not clearly above the "
+                                            r"majority-class rate"):
+        train(ModelFileOptions(path=files["keras"]),
+              TrainParams(batch_size=16, early_stopping_patience=2,
+                          fine_tune=FineTuneOptions(epochs=4, learning_rate=0.01)),
+              prepared, tmp_path / "base", tmp_path / "metrics")
+    assert not (tmp_path / "base").exists() and not (tmp_path / "metrics").exists()
+
+
+@pytest.fixture(scope="module")
+def mobilenet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A keras.applications MobileNetV3Small (10 classes, trained for two steps) and a
+    folder of three photo classes at its 32x32 RGB input, prepared."""
+    from tasks.core.config import DataParams
+    from tasks.prepare import prepare
+    from tests.model_files import mobilenet_v3
+
+    root = tmp_path_factory.mktemp("mobilenet")
+    folder = build_photo_folder(root / "photos", {"china": 60, "flower": 60, "hopper": 60})
+    prepared = prepare(DataParams(source="folder", folder=folder, image_size=(32, 32),
+                                  color="rgb", calibration_size=16), root / "prepared")
+    return mobilenet_v3(root / "mnv3.keras"), prepared
+
+
+def test_fine_tuning_a_mobilenet_puts_the_new_head_on_its_features(
+        mobilenet: tuple[Path, Path], tmp_path: Path) -> None:
+    """MobileNetV3's classifier head is a 1x1 conv to its 10 classes, a flatten and a
+    softmax: the new head reads the 1024 features before them, not the flattened old
+    scores (a head on those stayed at the majority rate), and the fine-tuned model
+    learned (train refuses one that did not)."""
+    import keras
+
+    model_file, prepared = mobilenet
+    result = train(ModelFileOptions(path=model_file),
+                   TrainParams(batch_size=16, fine_tune=FineTuneOptions(epochs=4,
+                                                                        learning_rate=0.01)),
+                   prepared, tmp_path / "base", tmp_path / "metrics")
+    tuned = keras.models.load_model(tmp_path / "base" / "model.keras", compile=False)
+    original = keras.models.load_model(model_file, compile=False)
+    assert tuned.get_layer("edgeflow_head").kernel.shape == (1024, 3)
+    old_head = {layer.name for layer in original.layers[-3:]}  # logits conv, flatten, softmax
+    assert not old_head & {layer.name for layer in tuned.layers}
+    metrics = json.loads((tmp_path / "metrics" / "train.json").read_text())
+    assert metrics["val_accuracy_low"] > metrics["val_majority_class_rate"], result.describe()
+
+
+def test_the_feature_layer_can_be_named(mobilenet: tuple[Path, Path], tmp_path: Path) -> None:
+    import keras
+
+    model_file, prepared = mobilenet
+    named = keras.models.load_model(model_file, compile=False).layers[-5].name  # before dropout
+    result = train(ModelFileOptions(path=model_file),
+                   TrainParams(batch_size=16, fine_tune=FineTuneOptions(
+                       epochs=2, learning_rate=0.01, feature_layer=named)),
+                   prepared, tmp_path / "base", tmp_path / "metrics")
+    tuned = keras.models.load_model(tmp_path / "base" / "model.keras", compile=False)
+    assert tuned.get_layer("edgeflow_head").kernel.shape == (1024, 3)
+    assert named in {layer.name for layer in tuned.layers} and result.epochs_run >= 1
+    assert [layer.name for layer in tuned.layers][-3:] == [named, "edgeflow_flatten",
+                                                           "edgeflow_head"]
+    with pytest.raises(TrainingError) as refused:
+        train(ModelFileOptions(path=model_file),
+              TrainParams(fine_tune=FineTuneOptions(feature_layer="nosuch")),
+              prepared, tmp_path / "other", tmp_path / "other_metrics")
+    assert str(refused.value).startswith(
+        "train: train.fine_tune.feature_layer 'nosuch' is not a layer of mnv3.keras with one "
+        "output (its last layers: ")
+    assert not (tmp_path / "other").exists()

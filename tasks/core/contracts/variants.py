@@ -3,7 +3,9 @@ track (and the benchmarks/ scripts).
 
 One :class:`Variant` per (source model, format, precision) in params order: produced and
 checked (``ok``), produced but too far from its model (``rejected``, kept with its numbers,
-never benchmarked), or not produced here (``skipped``, with the reason).
+never benchmarked), not produced here (``skipped``, with the reason), or whose export or
+check raised (``failed``, with the error: one variant's failure is its own row, as in
+benchmark, and the variants that converted are kept).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pydantic import JsonValue, model_validator
 from tasks.core.contracts import Contract, read_contract, write_contract
 
 INDEX_NAME = "index.json"
-# What every produced (ok or rejected) variant has, and a skipped one has not.
+# What every produced (ok or rejected) variant has, and a skipped or failed one has not.
+PRODUCED_STATUSES = ("ok", "rejected")
 PRODUCED_FIELDS = ("file", "files", "bytes", "sha256", "spec", "accuracy", "details", "check")
 
 
@@ -53,7 +56,7 @@ class Variant(Contract):
     precision: str
     source: str
     runtime: str
-    status: Literal["ok", "skipped", "rejected"]
+    status: Literal["ok", "skipped", "rejected", "failed"]
     reason: str | None
     file: str | None = None  # the artifact the runtime loads
     files: list[VariantFile] | None = None
@@ -72,7 +75,7 @@ class Variant(Contract):
     @model_validator(mode="after")
     def _produced_has_artifact(self) -> Variant:
         missing = [name for name in PRODUCED_FIELDS if getattr(self, name) is None]
-        if self.status != "skipped" and missing:
+        if self.status in PRODUCED_STATUSES and missing:
             raise ValueError(f"variant {self.name!r} ({self.status}) has no {', '.join(missing)}")
         return self
 
