@@ -26,6 +26,18 @@ KIND_RUN_TAG = "edgeflow.kind"
 LIFECYCLE = "lifecycle"  # edgeflow.kind of a parent run
 
 
+def quoted(value: str) -> str | None:
+    """``value`` as a string literal of MLflow's search filters (``name = <literal>``);
+    None when that syntax cannot hold it. MLflow keeps what is between the quotes as it
+    is (no escapes: ``''`` and ``\\'`` stay two characters), so a value with ``'`` is
+    written in double quotes and one with ``"`` in single quotes; a value with both, or
+    with a backslash before the closing quote, has no literal: compare it in Python."""
+    for quote in ("'", '"'):
+        if quote not in value and not value.endswith("\\"):
+            return f"{quote}{value}{quote}"
+    return None
+
+
 def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
 
