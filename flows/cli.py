@@ -270,6 +270,10 @@ def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")
 
     _guarded(lambda: known_steps([name]))
     ctx = _context(params, farm)
+    if name == "track":  # a dead tracking server would hang it for minutes: refused now
+        from tasks.core.mlflow_store import check_answers, tracking_uri
+
+        _guarded(lambda: check_answers(tracking_uri(ctx.layout.root)))
 
     def run_locked() -> Any:
         from flows.caching import record_step
