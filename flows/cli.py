@@ -53,6 +53,22 @@ FarmOption = Annotated[Path | None, typer.Option(
     "--farm", help="device inventory; default: farm.yaml beside the params file")]
 
 
+def _results_width() -> int:
+    """The columns the results table is laid out in: the terminal's; off a terminal (a
+    pipe, a CI log) ``COLUMNS``, else 80. At 120 or fewer it is the compact table with
+    the reasons listed under it (:func:`tasks.core.report.terminal_summary`)."""
+    if console.is_terminal:
+        return console.width
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 80
+
+
+def _print_results(renderables: list[Any]) -> None:
+    width = _results_width()
+    for renderable in renderables:
+        console.print(renderable, width=width)
+
+
 def say(text: str, style: str | None = None) -> None:
     """One line of output; its text is never read as rich markup ("benchmark[pi]")."""
     # soft_wrap: a long line (a path) stays one line, whatever the terminal width.
@@ -261,12 +277,13 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
 
 def _report_run(state: Any, outcome: Any, log: Path) -> None:
     """Print a finished run's table, recommendations and state; exit 0 or 1."""
-    from tasks.core.report import recommendation_lines, summary_table
+    from tasks.core.report import recommendation_lines, terminal_summary
 
-    summary, table, lines = _summary(
+    summary, shown, lines = _summary(
         Path(outcome.summary_path),
-        lambda summary: (summary, summary_table(summary), recommendation_lines(summary)))
-    console.print(table)
+        lambda summary: (summary, terminal_summary(summary, _results_width()),
+                         recommendation_lines(summary)))
+    _print_results(shown)
     for line in lines:
         say(line.replace("**", "").replace("`", ""))
     say(f"executed: {', '.join(outcome.executed) or 'nothing (every step cached)'}")
@@ -298,6 +315,10 @@ def step(name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STEPS)}")
 
     _guarded(lambda: known_steps([name]))
     ctx = _context(params, farm)
+    if name == "track":  # a dead tracking server would hang it for minutes: refused now
+        from tasks.core.mlflow_store import check_answers, tracking_uri
+
+        _guarded(lambda: check_answers(tracking_uri(ctx.layout.root)))
 
     def run_locked() -> Any:
         from flows.caching import record_step
@@ -327,12 +348,13 @@ def report(params: ParamsOption = Path("params.yaml"),
            ) -> None:
     """Print the results table and recommendations of the last run."""
     from tasks.core.layout import Layout
-    from tasks.core.report import recommendation_lines, summary_table
+    from tasks.core.report import recommendation_lines, terminal_summary
 
     layout = Layout(_guarded(lambda: _not_a_folder(params, "--params")).resolve().parent)
-    table, lines = _guarded(lambda: _summary(layout.summary, lambda summary: (
-        summary_table(summary, include_skipped=show_all), recommendation_lines(summary))))
-    console.print(table)
+    shown, lines = _guarded(lambda: _summary(layout.summary, lambda summary: (
+        terminal_summary(summary, _results_width(), include_skipped=show_all),
+        recommendation_lines(summary))))
+    _print_results(shown)
     for line in lines:
         say(line.replace("**", "").replace("`", ""))
     say(f"report: {layout.reports / 'report.html'} (and report.md)")

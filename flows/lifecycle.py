@@ -41,6 +41,7 @@ from tasks.core.config import check_key_files
 from tasks.core.contracts.summary import read_summary
 from tasks.core.errors import EdgeflowError
 from tasks.core.locks import experiment_lock
+from tasks.core.mlflow_store import check_answers, tracking_uri
 from tasks.select import verdict
 from flows.versioning import record_outputs
 from flows.code_deps import library_versions
@@ -312,6 +313,7 @@ def preflight(params_path: Path, farm_path: Path, refresh: list[str] | None) -> 
     ctx = Context.load(params_path, farm_path)
     known_steps(refresh)
     check_key_files(ctx.farm)
+    check_answers(tracking_uri(ctx.layout.root))  # a dead server would hang track for minutes
     # Every cache key needs its step's code closure (each project source parsed) and the
     # versions of what it imports: found now, they are found once per process, while a
     # temporary Prefect server boots, not on the no-op run's path after it answers.

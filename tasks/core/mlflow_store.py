@@ -12,10 +12,14 @@ import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
+from tasks.core.errors import ConfigError
 from tasks.core.locks import file_lock
 
 # Long enough for another experiment's track step to finish with the same store.
 STORE_LOCK_WAIT_SECONDS = 600.0
+# A tracking server that has not answered by then is not there: MLflow's own client would
+# retry for about four minutes before it gives up.
+ANSWER_WAIT_SECONDS = 5.0
 
 
 # The store's vocabulary, shared by the track step (which writes runs) and whoever
@@ -26,8 +30,46 @@ KIND_RUN_TAG = "edgeflow.kind"
 LIFECYCLE = "lifecycle"  # edgeflow.kind of a parent run
 
 
+def quoted(value: str) -> str | None:
+    """``value`` as a string literal of MLflow's search filters (``name = <literal>``);
+    None when that syntax cannot hold it. MLflow keeps what is between the quotes as it
+    is (no escapes: ``''`` and ``\\'`` stay two characters), so a value with ``'`` is
+    written in double quotes and one with ``"`` in single quotes; a value with both, or
+    with a backslash before the closing quote, has no literal: compare it in Python."""
+    for quote in ("'", '"'):
+        if quote not in value and not value.endswith("\\"):
+            return f"{quote}{value}{quote}"
+    return None
+
+
 def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def check_answers(uri: str, timeout: float = ANSWER_WAIT_SECONDS) -> None:
+    """Refuse (ConfigError naming ``uri``) a tracking server that does not answer within
+    ``timeout``: nothing listening, a dropped connection, or a process that accepts and
+    never replies. Any HTTP answer (even an error status) or TLS handshake counts: the
+    server is there. A database or file store is not checked."""
+    import ssl
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
+        return
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as error:  # URLError, a timeout, a refused connection
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, ssl.SSLError):
+            return
+        raise ConfigError(f"MLFLOW_TRACKING_URI {uri}: no MLflow server answers there "
+                          f"({str(reason) or type(reason).__name__}): start it (make mlflow), or "
+                          "unset MLFLOW_TRACKING_URI to track into the experiment's mlflow/ "
+                          "folder") from None
 
 
 def store_lock(uri: str) -> AbstractContextManager[None]:

@@ -181,3 +181,55 @@ def summary_table(summary: dict[str, Any], include_skipped: bool = False) -> Any
         cells[2] = f"[{styles[row['status']]}]{cells[2]}[/]"
         table.add_row(*cells, escape("; ".join(row["reasons"] + row.get("notes", []))))
     return table
+
+
+# At this many columns or fewer the full table is unreadable (13 columns and the reasons
+# squeezed to a word per line): the terminal gets :func:`compact_summary` instead.
+COMPACT_UP_TO = 120
+COMPACT_COLUMNS = ("device", "variant", "status", "accuracy", "p90 ms", "size KB")
+
+
+def terminal_summary(summary: dict[str, Any], width: int,
+                     include_skipped: bool = False) -> list[Any]:
+    """What a console ``width`` columns wide prints of the results (rich renderables):
+    the full table when it is wider than :data:`COMPACT_UP_TO`, else
+    :func:`compact_summary`. report.md and report.html always have the full table."""
+    if width > COMPACT_UP_TO:
+        return [summary_table(summary, include_skipped)]
+    return compact_summary(summary, include_skipped)
+
+
+def compact_summary(summary: dict[str, Any], include_skipped: bool = False) -> list[Any]:
+    """The results in six columns (device, variant, status, accuracy, p90, size), each row
+    numbered, then its reasons and notes as a list under the table, one entry per row
+    that has any (``[2] local tflite-int8: ...``), wrapped to the console's width."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    styles = {"pass": "green", "fail": "yellow", "error": "red", "skipped": "dim"}
+    table = Table(title=f"edgeflow results (fp32 reference accuracy {reference_line(summary)})",
+                  box=box.SIMPLE_HEAD, pad_edge=False, caption="full table: report.md / report.html")
+    table.add_column("#", justify="right", no_wrap=True)
+    for column in COMPACT_COLUMNS:
+        # Headers stay whole (min_width); long names fold inside their cell.
+        table.add_column(column, min_width=len(column), overflow="fold",
+                         justify="left" if column in {"device", "variant", "status"} else "right")
+    # Under the table, one entry per row with reasons or notes: its number, then the text
+    # wrapped beside it. Reasons quote devices and runtimes ("[Errno 111] ..."): plain
+    # Text, never markup.
+    reasons = Table.grid(padding=(0, 1))
+    reasons.add_column(justify="right", no_wrap=True)
+    reasons.add_column(overflow="fold")
+    rows = [row for row in summary["results"] if row["status"] != "skipped" or include_skipped]
+    for number, row in enumerate(rows, 1):
+        latency = row.get("latency_ms") or {}
+        size = row["size_bytes"] / 1024 if row.get("size_bytes") is not None else None
+        table.add_row(str(number), Text(row["device"]), Text(row["variant"]),
+                      Text(row["status"], style=styles[row["status"]]),
+                      _fmt(row.get("accuracy"), ".3f"), _fmt(latency.get("p90"), ".3f"),
+                      _fmt(size, ".1f"))
+        said = "; ".join(row["reasons"] + row.get("notes", []))
+        if said:
+            reasons.add_row(f"[{number}]", Text(f"{row['device']} {row['variant']}: {said}"))
+    return [table, reasons] if reasons.row_count else [table]

@@ -114,7 +114,11 @@ def release_device(params: Params, farm: Farm, layout: Layout, device: str,
         outcome = write_mcu_bundle(layout, device, entry, target, params.release)
         if outcome.status != RELEASED or outcome.release_id is None:
             return done(layout, outcome)
-        return done(layout, outcome, bundle_state(target, outcome.release_id),
+        # Registered as a board's release is: a version, and the device's alias on it.
+        mlflow = registry.register(layout, target.name, device)
+        registry.point_alias(mlflow, device)
+        return done(layout, replace(outcome, mlflow_version=mlflow and str(mlflow["version"])),
+                    {**bundle_state(target, outcome.release_id), "mlflow": mlflow},
                     read_record(layout, device).get("current"))
     try:
         return _release_harness_device(params, layout, device, entry, target,

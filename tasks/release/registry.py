@@ -12,13 +12,16 @@ pi5 now".
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
 from tasks.core.files import read_json
 from tasks.core.layout import Layout
-from tasks.core.mlflow_store import store_lock
+from tasks.core.mlflow_store import quoted, store_lock
 
 MODEL_ID_TAG = "edgeflow.model_id"
 # Devices release in parallel threads of one flow run: the store's file lock is
@@ -27,8 +30,20 @@ _REGISTRY = threading.Lock()
 VARIANT_TAG = "edgeflow.variant"
 
 
+# What MLflow refuses in a registered model's name ("/" and ":"), and what its filter
+# syntax could not quote beside a "'" (:func:`~tasks.core.mlflow_store.quoted`).
+UNNAMEABLE = re.compile(r'[/:"\\\x00-\x1f\x7f]')
+
+
 def registered_model_name(layout: Layout) -> str:
-    return f"edgeflow-{layout.root.resolve().name}"
+    """``edgeflow-<experiment folder>``; the characters MLflow would refuse or could not
+    search for become ``_``, and the name then ends with 8 hex digits of the folder name's
+    sha256, so that ``exp:v1`` and ``exp_v1`` keep two registered models."""
+    folder = layout.root.resolve().name
+    safe = UNNAMEABLE.sub("_", folder)
+    if safe == folder:
+        return f"edgeflow-{folder}"
+    return f"edgeflow-{safe}-{hashlib.sha256(folder.encode()).hexdigest()[:8]}"
 
 
 def alias(device: str) -> str:
@@ -61,12 +76,12 @@ def register(layout: Layout, variant: str, device: str) -> dict[str, Any] | None
 
 def _register(client: Any, name: str, model_id: str, run_id: str | None, variant: str,
               uri: str) -> dict[str, Any]:
-    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+    if not client.search_registered_models(filter_string=f"name = {quoted(name)}"):
         client.create_registered_model(
             name, description="Variants released to devices by edgeflow; the alias "
                               "device-<name> is the version current on that device.")
     found = client.search_model_versions(
-        filter_string=f"name = '{name}' and tags.`{MODEL_ID_TAG}` = '{model_id}'")
+        filter_string=f"name = {quoted(name)} and tags.`{MODEL_ID_TAG}` = {quoted(model_id)}")
     if found:
         version = found[0]
     else:
@@ -76,8 +91,24 @@ def _register(client: Any, name: str, model_id: str, run_id: str | None, variant
         version = client.create_model_version(
             name, source=logged.artifact_location, run_id=run_id or logged.source_run_id,
             model_id=model_id, tags={MODEL_ID_TAG: model_id, VARIANT_TAG: variant})
+    _link(client, model_id, name, version.version)
     return {"registered_model": name, "version": str(version.version), "model_id": model_id,
             "run_id": run_id, "tracking_uri": uri}
+
+
+def _link(client: Any, model_id: str, name: str, version: Any) -> None:
+    """List ``name`` version ``version`` on its logged model (the tag
+    ``mlflow.modelVersions``, from which the model's page shows where it is registered).
+    MLflow's server adds it when it creates a version; a client writing to a database
+    directly does not, and a version made before this was linked is linked now."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    listed = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    if any((entry.get("name"), str(entry.get("version"))) == (name, str(version))
+           for entry in listed):
+        return
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
+        [*listed, {"name": name, "version": version}])})
 
 
 def point_alias(mlflow: dict[str, Any] | None, device: str) -> None:

@@ -1,9 +1,10 @@
 """Each produced variant as an MLflow LoggedModel, once per artifact.
 
-A variant is logged in the flavour of its runtime (a registry: ``mlflow.onnx`` for ONNX
-Runtime; for TFLite, TFLite Micro, OpenVINO and Edge TPU a pyfunc that runs the artifact
-with its runtime through the harness, :mod:`tasks.track.pyfunc_model`), with a signature
-(normalised float images in, logits out) and two test images as its input example. Its
+Every variant is logged as the application's model: a pyfunc that takes raw images of
+any size and answers each with its class, index, score and every class's score
+(:mod:`tasks.track.pyfunc_model`: the release's pre-processing, then the artifact in
+its own runtime through the harness), with that signature and two test images (uint8)
+as its input example; the artifact itself is among the model's files. Its
 params say what it is (variant, format, precision, source, runtime) and its tag
 ``edgeflow.artifact_digest`` what exactly: the hash of its files, its spec, the harness
 and this module's flavour version. A later track with the same digest reuses the model
@@ -28,21 +29,24 @@ from typing import Any
 
 from tasks.core.contracts.prepared import load_split, read_meta
 from tasks.core.contracts.variants import Variant, VariantIndex
-from tasks.core.device_code import HARNESS_PATH
+from tasks.core.device_code import HARNESS_PATH, PREPROCESS_PATH
 from tasks.core.files import sha256_file
 
 KIND_TAG, KIND = "edgeflow.kind", "variant"
 DIGEST_TAG = "edgeflow.artifact_digest"
-FLAVOUR_VERSION = "1"  # bump when what a logged model holds changes: models are re-logged
+FLAVOUR_VERSION = "2"  # bump when what a logged model holds changes: models are re-logged
 EXAMPLE_IMAGES = 2
 
 
 @dataclass(frozen=True)
 class ModelInputs:
-    """What every variant's model is saved with: its signature and input example."""
+    """What every variant's model is saved with: its signature, input example and what
+    its pre-processing needs (``{"height", "width", "color"}`` and the class names)."""
 
     signature: Any
     example: Any
+    input: dict[str, Any]
+    classes: list[str]
 
 
 @dataclass(frozen=True)
@@ -55,18 +59,26 @@ class LoggedModels:
 
 
 def model_inputs(prepared: Path) -> ModelInputs:
-    """Float images (N, H, W, C) in [0, 1] -> float logits (N, classes); the first test
-    images as the example."""
+    """Images in: uint8 (N, H, W, C) of any height, width and channels (1, 3 or 4), or
+    images of different sizes as a ragged batch; named outputs out (class, index, score,
+    scores). The first test images, as uint8, are the example."""
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import DataType, Schema, TensorSpec
+    from mlflow.types.schema import Array, ColSpec
 
     meta = read_meta(prepared)
     images, _ = load_split(prepared, "test")
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *meta.input_shape))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(meta.classes)))]))
-    return ModelInputs(signature, images[:EXAMPLE_IMAGES].astype(np.float32))
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))]),
+        outputs=Schema([ColSpec(DataType.string, "class"), ColSpec(DataType.long, "index"),
+                        ColSpec(DataType.double, "score"),
+                        ColSpec(Array(DataType.double), "scores")]))
+    height, width, _ = meta.input_shape
+    example = np.round(images[:EXAMPLE_IMAGES] * 255.0).astype(np.uint8)
+    return ModelInputs(signature, example,
+                       {"height": height, "width": width, "color": meta.color},
+                       list(meta.classes))
 
 
 def artifact_digest(variant: Variant) -> str:
@@ -74,7 +86,8 @@ def artifact_digest(variant: Variant) -> str:
     pyfunc runs it) and the flavour version."""
     document = {"name": variant.name, "runtime": variant.runtime, "spec": variant.spec,
                 "files": [(entry.path, entry.sha256) for entry in variant.files or []],
-                "harness": sha256_file(HARNESS_PATH), "flavour": FLAVOUR_VERSION}
+                "harness": sha256_file(HARNESS_PATH),
+                "preprocess": sha256_file(PREPROCESS_PATH), "flavour": FLAVOUR_VERSION}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -104,22 +117,13 @@ def _distribution(name: str) -> str:
     return f"{name}=={metadata.version(name)}"
 
 
-def _save_onnx(variant: Variant, variants_dir: Path, path: Path, mlflow_model: Any,
-               inputs: ModelInputs) -> None:
-    import mlflow.onnx
-    import onnx
-
-    mlflow.onnx.save_model(onnx.load(str(variants_dir / str(variant.file))), str(path),
-                           mlflow_model=mlflow_model, signature=inputs.signature,
-                           input_example=inputs.example,
-                           pip_requirements=[_distribution("onnx"), _distribution("onnxruntime"),
-                                             _distribution("numpy")])
-
-
 # The runtime's distribution, pinned in the model's requirements (given, not inferred:
 # MLflow's inference loads the model in a subprocess, seconds per variant).
-HARNESS_DISTRIBUTIONS = {"tflite": "ai-edge-litert", "edgetpu": "ai-edge-litert",
-                         "tflm": "tflite-micro", "openvino": "openvino"}
+HARNESS_DISTRIBUTIONS = {"onnxruntime": "onnxruntime", "tflite": "ai-edge-litert",
+                         "edgetpu": "ai-edge-litert", "tflm": "tflite-micro",
+                         "openvino": "openvino"}
+# What the pyfunc itself needs besides MLflow: arrays, images, its output table.
+PYFUNC_DISTRIBUTIONS = ("numpy", "pillow", "pandas")
 
 
 def _save_harness_pyfunc(variant: Variant, variants_dir: Path, path: Path, mlflow_model: Any,
@@ -136,25 +140,26 @@ def _save_harness_pyfunc(variant: Variant, variants_dir: Path, path: Path, mlflo
     serving.write_text(json.dumps({
         "runtime": variant.runtime, "artifact": main, "spec": spec,
         "options": {"arena_bytes": spec.get("arena_bytes"),
-                    "execution_precision": spec.get("execution_precision")}}), encoding="utf-8")
-    requirements = [_distribution("numpy")]
+                    "execution_precision": spec.get("execution_precision")},
+        "input": inputs.input, "classes": inputs.classes}), encoding="utf-8")
+    requirements = [_distribution(name) for name in PYFUNC_DISTRIBUTIONS]
     if variant.runtime in HARNESS_DISTRIBUTIONS:
         requirements.append(_distribution(HARNESS_DISTRIBUTIONS[variant.runtime]))
     mlflow.pyfunc.save_model(
         str(path), python_model=str(pyfunc_model.__file__), mlflow_model=mlflow_model,
-        artifacts={"harness": str(HARNESS_PATH), "serving": str(serving),
-                   **{key: str(file) for key, file in files.items()}},
+        artifacts={"harness": str(HARNESS_PATH), "preprocess": str(PREPROCESS_PATH),
+                   "serving": str(serving), **{key: str(file) for key, file in files.items()}},
         signature=inputs.signature, input_example=inputs.example,
         pip_requirements=requirements)
 
 
 Saver = Callable[[Variant, Path, Path, Any, ModelInputs], None]
 # Runtime -> (MLflow flavour, how to save a variant in it). A runtime missing here is
-# logged as no model (its files stay in the variant index and DVC).
+# logged as no model (its files stay in the variant index and DVC). ONNX too is the
+# pyfunc: MLflow's onnx flavour would take normalised tensors and answer by the graph's
+# output name ("Identity:0"), not images and classes.
 FLAVOURS: dict[str, tuple[str, Saver]] = {
-    "onnxruntime": ("onnx", _save_onnx),
-    **{runtime: ("python_function", _save_harness_pyfunc) for runtime in HARNESS_DISTRIBUTIONS},
-}
+    runtime: ("python_function", _save_harness_pyfunc) for runtime in HARNESS_DISTRIBUTIONS}
 
 
 def existing_models(client: Any, experiment_id: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from tasks.core.files import sha256_file
 from tasks.core.layout import Layout
+from tasks.core.mlflow_store import quoted
 
 UNKNOWN = "unknown"
 
@@ -76,11 +77,11 @@ def run_name(client: Any, experiment_id: str, layout: Layout,
     already taken in the experiment gets ``-2``, ``-3``..."""
     now = now or datetime.now(timezone.utc)
     base = f"{layout.root.resolve().name}-{now:%Y%m%d-%H%M%S}"
-    if "'" in base:  # not expressible in MLflow's filter syntax: the time makes it unique
-        return base
     name, suffix = base, 1
-    while client.search_runs([experiment_id], filter_string=f"attributes.run_name = '{name}'",
-                             max_results=1):
+    # A folder name no filter can quote (both kinds of quotes) is not checked: the time
+    # makes it unique but for two lifecycles in one second.
+    while (literal := quoted(name)) is not None and client.search_runs(
+            [experiment_id], filter_string=f"attributes.run_name = {literal}", max_results=1):
         suffix += 1
         name = f"{base}-{suffix}"
     return name

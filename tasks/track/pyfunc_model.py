@@ -1,12 +1,21 @@
-"""An MLflow pyfunc that serves one variant with its own runtime, through the same
-loader and pre/post-processing the benchmark harness uses on a device: normalised float
-images (N, H, W, C) in, float logits (N, classes) out, whatever the artifact's own input
-type (an int8 TFLite model is quantised by the spec it was converted with).
+"""An MLflow pyfunc that serves one variant as the application's model: raw images of
+any size in (what a release's ``predict.py`` takes), named outputs out (``class``,
+``index``, ``score``, ``scores``), through the same pre-processing (``preprocess.py``) and
+the same loader and quantisation of input and output (``harness.py``) a device uses.
+
+Input, through the signature (``mlflow.pyfunc.load_model(...).predict``): a batch of
+uint8 images (N, H, W, C) of any size with 1, 3 or 4 channels, or images of different
+sizes as a 1-D object array (MLflow's ragged tensors). :func:`images_of` itself (the
+class called directly) also takes one image (H, W) or (H, W, C), float pixels in [0, 1]
+and encoded images (PNG, JPEG bytes).
+Output: a pandas DataFrame, one row per image: ``class`` (its name), ``index``,
+``score`` (the softmax probability of that class) and ``scores`` (every class's, in the
+order of the classes).
 
 Saved as code (MLflow's models-from-code: this file is copied into the model and run
-when it is loaded; no pickle), with the harness file, the artifact and ``serving.json``
-as the model's artifacts: loading it needs MLflow, NumPy and the variant's runtime, not
-edgeflow.
+when it is loaded; no pickle), with the harness and pre-processing files, the artifact
+and ``serving.json`` as the model's artifacts: loading it needs MLflow, NumPy, Pillow,
+pandas and the variant's runtime, not edgeflow.
 """
 
 from __future__ import annotations
@@ -18,31 +27,78 @@ from typing import Any
 import mlflow.models
 import mlflow.pyfunc
 
+OUTPUTS = ("class", "index", "score", "scores")
+
+
+def _load(name: str, path: str) -> Any:
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def images_of(model_input: Any) -> list[Any]:
+    """The images in ``model_input`` (see the module's docstring for what it may be),
+    each an array or encoded bytes."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(model_input, dict) and len(model_input) == 1:  # {"images": ...}
+        (model_input,) = model_input.values()
+    if isinstance(model_input, pd.DataFrame):  # a served request's one column of images
+        model_input = list(model_input.iloc[:, 0])
+    if isinstance(model_input, (bytes, bytearray)):
+        return [bytes(model_input)]
+    if isinstance(model_input, np.ndarray) and model_input.dtype != object:
+        if model_input.ndim == 4:
+            return list(model_input)
+        return [model_input]  # one image: (H, W) or (H, W, C)
+    return list(model_input)
+
 
 class HarnessModel(mlflow.pyfunc.PythonModel):
-    """``context.artifacts``: ``harness`` (tasks/device/harness.py), ``serving``
-    (``{"runtime", "artifact", "spec", "options"}``, the artifact by its artifact key)
-    and the variant's files."""
+    """``context.artifacts``: ``harness`` (tasks/device/harness.py), ``preprocess``
+    (tasks/device/preprocess.py), ``serving`` (``{"runtime", "artifact", "spec",
+    "options", "input": {"height", "width", "color"}, "classes"}``, the artifact by its
+    artifact key) and the variant's files."""
 
     def load_context(self, context: Any) -> None:
-        module_spec = importlib.util.spec_from_file_location("edgeflow_harness",
-                                                             context.artifacts["harness"])
-        assert module_spec is not None and module_spec.loader is not None
-        harness = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(harness)
+        harness = _load("edgeflow_harness", context.artifacts["harness"])
+        self._preprocess = _load("edgeflow_preprocess", context.artifacts["preprocess"])
         with open(context.artifacts["serving"], encoding="utf-8") as file:
             serving = json.load(file)
         self._harness, self._spec = harness, serving["spec"]
+        self._input, self._classes = serving["input"], list(serving["classes"])
         self._runner = harness.load_runner(serving["runtime"],
                                            context.artifacts[serving["artifact"]],
                                            1, serving["options"])
 
+    def _prepared(self, image: Any) -> Any:
+        """One image as the model's input, as ``predict.py`` prepares it."""
+        pre = self._preprocess
+        picture = pre.decode_image(bytes(image)) if isinstance(image, (bytes, bytearray)) \
+            else pre.image_from_array(image)
+        return pre.to_model_input(picture, self._input["height"], self._input["width"],
+                                  self._input["color"])
+
     # No type hints: MLflow would read them as a schema (it takes the signature instead).
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import numpy as np
+        import pandas as pd
 
-        images = np.asarray(model_input, dtype=np.float32)
-        return self._harness.predict(self._runner, images, self._spec)
+        images = images_of(model_input)
+        logits = self._harness.predict(self._runner,
+                                       np.stack([self._prepared(image) for image in images]),
+                                       self._spec) if images else np.zeros((0, len(self._classes)))
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        scores = shifted / shifted.sum(axis=1, keepdims=True)
+        best = scores.argmax(axis=1)
+        return pd.DataFrame({"class": [self._classes[index] for index in best],
+                             "index": best.astype(np.int64),
+                             "score": scores[np.arange(len(best)), best].astype(np.float64),
+                             "scores": [row.astype(np.float64).tolist() for row in scores]},
+                            columns=list(OUTPUTS))
 
 
 if __name__ != "tasks.track.pyfunc_model":  # run by MLflow as a model's code, not imported

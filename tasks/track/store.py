@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.mlflow_store import (EXPERIMENT, EXPERIMENT_TAG, STORE_LOCK_WAIT_SECONDS,
-                                    store_lock, tracking_uri)
+                                    quoted, store_lock, tracking_uri)
 
 __all__ = ["EXPERIMENT", "EXPERIMENT_TAG", "STORE_LOCK_WAIT_SECONDS", "store_lock",
            "tracking_uri"]
@@ -51,15 +51,15 @@ def close_abandoned_runs(client: Any, experiment_id: str, experiment: str) -> li
     """Mark KILLED the runs of ``experiment`` that a killed process left RUNNING (its
     parent runs and their nested runs); returns their ids. Called under the experiment's
     lock: no other process of this experiment can be tracking now."""
-    if "'" in experiment:  # not expressible in MLflow's filter syntax: nothing closed
-        return []
     # The experiment lock is this machine's: another machine with the same folder path
-    # may be tracking to the same server right now. Only this host's runs are closed.
+    # may be tracking to the same server right now. Only this host's runs are closed. The
+    # folder is compared here, not in the filter: any character may be in its name.
     running = (f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = "
-               f"'{socket.gethostname()}'")
+               f"{quoted(socket.gethostname())}")
     closed = []
-    for parent in client.search_runs(
-            [experiment_id], filter_string=f"tags.`{EXPERIMENT_TAG}` = '{experiment}' and {running}"):
+    for parent in client.search_runs([experiment_id], filter_string=running, max_results=1000):
+        if parent.data.tags.get(EXPERIMENT_TAG) != experiment:
+            continue
         nested = client.search_runs([experiment_id], filter_string=(
             f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and "
             "attributes.status = 'RUNNING'"))

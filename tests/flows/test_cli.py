@@ -183,6 +183,38 @@ def test_a_folder_as_key_file_is_refused(project: Path) -> None:
         f"device 'pi': key_file {project} is a folder, not a private key file")
 
 
+# --------------------------------------------------------------------------- MLflow server
+
+
+@pytest.mark.parametrize("argv", [["run"], ["step", "track"]])
+@pytest.mark.parametrize("server", ["nothing listens", "listens, never answers"])
+def test_a_tracking_server_that_does_not_answer_is_refused_at_once_naming_it(
+        project: Path, argv: list[str], server: str) -> None:
+    """MLflow's client retried a dead server for more than 200 s, after the training."""
+    import socket
+    import time
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        if server == "nothing listens":
+            listener.close()
+        else:
+            listener.listen()  # the kernel completes connections; nobody reads or writes
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        started = time.monotonic()
+        result = subprocess.run([str(EDGEFLOW), *argv], cwd=project, env=env,
+                                capture_output=True, text=True, timeout=120, check=False)
+        took = time.monotonic() - started
+    reason = "[Errno 111] Connection refused" if server == "nothing listens" else "timed out"
+    assert refused(result, 2) == (
+        f"MLFLOW_TRACKING_URI {uri}: no MLflow server answers there ({reason}): start it "
+        "(make mlflow), or unset MLFLOW_TRACKING_URI to track into the experiment's mlflow/ "
+        "folder")
+    assert not (project / "data").exists() and not (project / "mlflow").exists(), "no work"
+    assert took < 60, f"{took:.0f} s"
+
+
 # --------------------------------------------------------------------------- farm exit codes
 
 

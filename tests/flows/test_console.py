@@ -105,7 +105,9 @@ def test_a_run_shows_progress_and_results_and_logs_the_chatter(project: Path) ->
     assert len(variants) == 8, "2 sources x 4 (format, precision)"
     history = read(project / "metrics/train_history.json")
     # Progress comes before the results table, and is the only thing before it.
-    progress = result.stdout.split("edgeflow results")[0].splitlines()[:-1]
+    # (The title's line may start with the spaces that centre it: not progress.)
+    progress = [line for line in result.stdout.split("edgeflow results")[0].splitlines()
+                if line.strip()]
     accuracy = read(project / "models/pruned/index.json")["sources"][0]["accuracy"]
     steps = [line for line in progress if not line.startswith(("benchmark[", "release["))]
     assert steps == (
@@ -344,3 +346,130 @@ def test_off_a_terminal_a_large_step_prints_about_every_tenth_item_and_every_fai
     assert lines(21, set()) == [0, 3, 6, 9, 12, 15, 18, 21]
     stopped = Progress("train", 12, 40, "", "early stop", stopped=True)
     assert shown_as_a_line(stopped), "a step that stops early says so"
+
+
+# --------------------------------------------------------------------------- results table
+
+
+def results_summary() -> dict:
+    """A summary as select writes it, of the widths a real farm gives: long device and
+    variant names, a failed row with two reasons, notes on a passing one."""
+    def row(device: str, variant: str, status: str, p90: float, reasons: list[str],
+            notes: list[str]) -> dict:
+        fmt, precision = variant.split("-")[-2:] if variant.count("-") > 1 else variant.split("-")
+        return {"variant": variant, "format": fmt, "precision": precision, "source": "base",
+                "device": device, "runtime": "onnxruntime", "size_bytes": 7680, "threads": 1,
+                "accuracy": 0.9028, "accuracy_samples": 360, "accuracy_interval": [0.87, 0.93],
+                "accuracy_drop": 0.0, "latency_ms": {"p50": p90 / 2, "p90": p90, "p99": p90 * 3,
+                                                     "mean": p90 / 2},
+                "throughput_fps": 1000 / p90, "peak_rss_mb": 83.0, "load_ms": 4.0,
+                "runtime_version": "1.32.0", "execution_precision": "f32", "mcu": None,
+                "notes": notes, "status": status, "reasons": reasons}
+
+    busy = "conditions changed during the run: other processes kept 1.64 CPUs busy"
+    rows = [row("jetson-orin-nano-lab2", "pruned50-onnx-int8-qdq", "fail", 12.3456,
+                ["p90 latency 12.346 ms > max_latency_p90_ms 5", "accuracy drop 3.10% > "
+                 "max_accuracy_drop 2.00% (Errno [111] quoted: not markup)"], [busy]),
+            row("jetson-orin-nano-lab2", "onnx-fp32", "pass", 1.5, [], [busy]),
+            row("local", "tflite-fp32", "pass", 0.005, [], [])]
+    return {"reference_accuracy": 0.9028, "reference_samples": 360,
+            "reference_interval": [0.87, 0.93], "rank_by": "latency_p90_ms",
+            "requirements": {"jetson-orin-nano-lab2": {"max_latency_p90_ms": 5.0},
+                             "local": {}},
+            "counts": {"pass": 2, "fail": 1, "error": 0, "skipped": 0},
+            "recommendations": {"jetson-orin-nano-lab2": "onnx-fp32", "local": "tflite-fp32"},
+            "results": rows}
+
+
+def in_a_terminal(argv: list[str], cwd: Path, columns: int) -> str:
+    """What ``edgeflow ARGV`` shows in a real pseudo-terminal ``columns`` wide (its own
+    window size, as a terminal emulator sets it), escape sequences removed."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")}
+    env["TERM"] = "xterm-256color"
+    process = subprocess.Popen([str(EDGEFLOW), *argv], cwd=cwd, env=env, stdin=terminal,
+                               stdout=terminal, stderr=terminal, start_new_session=True)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the terminal's last writer closed it
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert process.wait(timeout=60) == 0
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode("utf-8")).replace("\r\n", "\n")
+
+
+def results_lines(text: str) -> list[str]:
+    """The results' lines: from the title to the first recommendation."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "edgeflow results" in line)
+    end = next(i for i, line in enumerate(lines) if line.startswith("- "))
+    return lines[start:end]
+
+
+COMPACT_HEADERS = ["#", "device", "variant", "status", "accuracy", "p90", "ms", "size", "KB"]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_in_a_narrow_terminal_the_results_are_a_compact_table_with_the_reasons_under_it(
+        tmp_path: Path, columns: int) -> None:
+    write_tiny_config(tmp_path)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "summary.json").write_text(json.dumps(results_summary()))
+    lines = results_lines(in_a_terminal(["report"], tmp_path, columns))
+    assert max(len(line) for line in lines) <= columns, "\n".join(lines)
+    assert lines[0].split() == (
+        "edgeflow results (fp32 reference accuracy 0.90 [0.87, 0.93] on 360 test images)".split())
+    header = next(line.split() for line in lines if line.split()[:2] == ["#", "device"])
+    assert header == COMPACT_HEADERS, "every header whole, on one line"
+    rows = [line.split() for line in lines if re.match(r"\s*\d+ ", line)]
+    assert [row[:1] + row[-4:] for row in rows] == [["1", "fail", "0.903", "12.346", "7.5"],
+                                                   ["2", "pass", "0.903", "1.500", "7.5"],
+                                                   ["3", "pass", "0.903", "0.005", "7.5"]]
+    if columns >= 100:  # 80 columns fold the longest names inside their cells
+        assert [row[1:3] for row in rows] == [
+            ["jetson-orin-nano-lab2", "pruned50-onnx-int8-qdq"],
+            ["jetson-orin-nano-lab2", "onnx-fp32"], ["local", "tflite-fp32"]]
+    # The reasons and notes as a list under the table, each entry wrapped beside its number.
+    listed = " ".join(" ".join(lines[lines.index(next(line for line in lines
+                                                       if line.startswith("[1]"))):]).split())
+    assert listed == (
+        "[1] jetson-orin-nano-lab2 pruned50-onnx-int8-qdq: p90 latency 12.346 ms > "
+        "max_latency_p90_ms 5; accuracy drop 3.10% > max_accuracy_drop 2.00% (Errno [111] "
+        "quoted: not markup); conditions changed during the run: other processes kept 1.64 "
+        "CPUs busy [2] jetson-orin-nano-lab2 onnx-fp32: conditions changed during the run: "
+        "other processes kept 1.64 CPUs busy")
+
+
+def test_a_wide_terminal_keeps_the_full_table_and_a_pipe_gets_columns_or_80(
+        tmp_path: Path) -> None:
+    from tasks.core.report import COLUMNS
+
+    write_tiny_config(tmp_path)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "summary.json").write_text(json.dumps(results_summary()))
+    wide = results_lines(in_a_terminal(["report"], tmp_path, 200))
+    assert max(len(line) for line in wide) <= 200
+    header = " ".join(" ".join(wide[1:5]).replace("┃", " ").split())
+    assert all(column in header for column in COLUMNS) and "reasons / notes" in header
+
+    env = {name: value for name, value in os.environ.items() if name != "COLUMNS"}
+    for columns, width in ((None, 80), ("100", 100)):
+        result = subprocess.run([str(EDGEFLOW), "report"], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=60, check=True,
+                                env={**env, **({"COLUMNS": columns} if columns else {})})
+        lines = results_lines(result.stdout)
+        assert max(len(line) for line in lines) <= width
+        assert next(line.split() for line in lines
+                    if line.split()[:2] == ["#", "device"]) == COMPACT_HEADERS

@@ -220,32 +220,46 @@ def test_each_variant_is_one_logged_model_that_runs_and_is_reused(
     variants = {entry["name"]: entry for entry in read_json(project.variants_index)["variants"]}
     images, labels = np.load(project.prepared / "test.npz")["x"][:40], np.load(
         project.prepared / "test.npz")["y"][:40]
-    flavours = {"tflite-fp32": "python_function", "onnx-fp32": "onnx",
-                "openvino-fp32": "python_function"}
+    classes = read_json(project.prepared / "meta.json")["classes"]
+    # What an application has: 8-bit pixels, here the test images as they were decoded
+    # (16x16 grey), and camera-like frames of another size in RGB.
+    raw = np.round(images * 255.0).astype(np.uint8)
+    frames = np.repeat(np.repeat(np.repeat(raw, 3, axis=1), 2, axis=2), 3, axis=3)  # 48x32x3
     for name, model_id in first["model_ids"].items():
         model = client.get_logged_model(model_id)
         assert model.name == name and str(model.status) == "READY"
         assert model.source_run_id == first["parent_run_id"]
         assert model.params["format"] == variants[name]["format"]
         assert model.params["precision"] == "fp32" and model.params["source"] == "base"
-        assert model.model_type == flavours[name]
+        assert model.model_type == "python_function"
         info = mlflow.models.get_model_info(f"models:/{model_id}")
-        assert flavours[name] in info.flavors
-        assert info.signature.inputs.inputs[0].shape == (-1, 16, 16, 1)
-        assert info.signature.outputs.inputs[0].shape == (-1, 10)
+        assert "python_function" in info.flavors
+        (spec,) = info.signature.inputs.inputs
+        assert (spec.type, spec.shape) == (np.dtype(np.uint8), (-1, -1, -1, -1))
+        assert info.signature.outputs.input_names() == ["class", "index", "score", "scores"]
         assert info.saved_input_example_info is not None
-        # The logged model predicts what the harness predicts from the variant's own file.
-        prediction = mlflow.pyfunc.load_model(f"models:/{model_id}").predict(images)
-        if isinstance(prediction, dict):  # the ONNX flavour answers by output name
-            (prediction,) = prediction.values()
-        logits = np.asarray(prediction)
+        # The logged model classifies raw images as the harness does from the variant's
+        # own file on the same pixels, and names what it answers.
+        loaded = mlflow.pyfunc.load_model(f"models:/{model_id}")
+        answer = loaded.predict(raw)
         device = harness()
         runner = device.load_runner(variants[name]["runtime"],
                                     str(project.variants / variants[name]["file"]), 1, {})
-        expected = device.predict(runner, images, variants[name]["spec"])
-        assert logits.shape == expected.shape == (40, 10)
-        assert np.allclose(logits, expected, atol=1e-4)
-        assert (logits.argmax(1) == labels).mean() > 0.5
+        logits = device.predict(runner, raw.astype(np.float32) / 255.0, variants[name]["spec"])
+        expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        assert list(answer.columns) == ["class", "index", "score", "scores"]
+        assert list(answer["index"]) == list(logits.argmax(1))
+        assert list(answer["class"]) == [classes[index] for index in logits.argmax(1)]
+        assert np.allclose(np.stack(answer["scores"]), expected, atol=1e-5)
+        assert np.allclose(answer["score"], expected.max(1), atol=1e-5)
+        assert (answer["index"] == labels).mean() > 0.5
+        # Frames of another size and colour mode, and images of different sizes at once
+        # (a ragged batch) are taken as they come.
+        framed = loaded.predict(frames)
+        assert (framed["index"] == labels).mean() > 0.5
+        ragged = np.empty(2, dtype=object)
+        ragged[0], ragged[1] = raw[0], frames[1]
+        assert list(loaded.predict(ragged)["index"]) == [answer["index"][0], framed["index"][1]]
 
     # A re-track (a re-benchmark): the same models, none logged again.
     second = read_json(track(params_dump(tiny_project), project, run_name="second"))
