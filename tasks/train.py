@@ -279,8 +279,8 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
     selector = EpochSelector(x_train, x_val, y_val, train_params.batch_size,
                              train_params.early_stopping_patience)
     # The selector first: it writes the val metrics the schedule and the bar read.
-    # shuffle=False: the batches are already in a seeded order; Keras' own shuffle of a
-    # PyDataset draws from Python's global generator, which other threads share.
+    # shuffle=False: the batches already come in an order seeded by (seed, epoch); Keras'
+    # own shuffle of a PyDataset's batches would only add a second, redundant draw.
     history = model.fit(batches, epochs=train_params.epochs, verbose=0, shuffle=False,
                         callbacks=[selector, *schedule_callbacks,
                                    EpochProgress(train_params.epochs,
