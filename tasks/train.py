@@ -429,6 +429,9 @@ def adopt(options: ModelFileOptions, train_params: TrainParams, prepared: Path,
     if found.kind == "onnx":
         predict = _onnx_predictor(found.path, spec)
     else:
+        # Seeded before loading: Keras draws the seed of each loaded layer's generator
+        # (Dropout's masks) as it builds the layer.
+        seed_training(train_params.seed)
         model = load_keras(found.path)
         if tuning is not None:
             model, history = fine_tune(model, tuning, train_params, splits, spec, classes)

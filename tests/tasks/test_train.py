@@ -209,14 +209,15 @@ def test_each_epoch_is_reported_and_an_early_stop_says_so(epochs_run: int, last:
     assert [notice.stopped for notice in seen] == [False] * (epochs_run + 1) + [True] * len(last)
 
 
-# One short training and both pruning fine-tunes on the tiny project's data, in a process
-# of its own; "busy": another thread draws from Python's global random generator all
+# A fine-tune of a model brought as a file, one short training and both pruning
+# fine-tunes, on the tiny project's data, in a process of its own; "busy": another thread draws from Python's global random generator all
 # along, as Prefect's own threads do during a flow run.
 SEEDED_RUN = """\
 import random, sys, threading, time
 from pathlib import Path
 
-prepared, out, busy = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "busy"
+prepared, brought, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+busy = sys.argv[4] == "busy"
 if busy:
     def draw() -> None:
         while True:
@@ -225,10 +226,14 @@ if busy:
     threading.Thread(target=draw, daemon=True).start()
 
 from tasks.core.config import load_params
+from tasks.models.model_file import FineTuneOptions, ModelFileOptions
 from tasks.optimize import optimize
 from tasks.train import train
 
 params = load_params(out / "params.yaml")
+# First, while nothing in the process has seeded anything yet.
+tuning = params.train.model_copy(update={"fine_tune": FineTuneOptions(epochs=1)})
+train(ModelFileOptions(path=brought), tuning, prepared, out / "tuned", out / "tuned-metrics")
 train(params.model, params.train, prepared, out / "base", out / "metrics")
 optimize(params.optimize, out / "base", prepared, out / "pruned", seed=params.train.seed)
 """
@@ -237,8 +242,8 @@ optimize(params.optimize, out / "base", prepared, out / "pruned", seed=params.tr
 def test_two_trainings_in_two_processes_give_bit_identical_weights(tiny_project,
                                                                    tmp_path: Path) -> None:
     """Same params, same seed, same machine: the same weights to the bit (the model, its
-    slim and pruned fine-tunes) and the same per-epoch curves, even when the process has
-    other threads drawing random numbers."""
+    slim and pruned fine-tunes, a fine-tune of it brought as a file) and the same
+    per-epoch curves, even when the process has other threads drawing random numbers."""
     import os
     import subprocess
     import sys
@@ -260,13 +265,14 @@ def test_two_trainings_in_two_processes_give_bit_identical_weights(tiny_project,
         (tmp_path / name / "params.yaml").write_text(params, encoding="utf-8")
         runs[name] = subprocess.Popen(
             [sys.executable, "-c", SEEDED_RUN, str(tiny_project.layout.prepared),
-             str(tmp_path / name), name], env=env, cwd=tmp_path, stderr=subprocess.PIPE,
+             str(tiny_project.layout.base_model / "model.keras"), str(tmp_path / name), name],
+            env=env, cwd=tmp_path, stderr=subprocess.PIPE,
             text=True)
     for run in runs.values():
         _, stderr = run.communicate(timeout=600)
         assert run.returncode == 0, stderr[-3000:]
 
-    for model in ("base", "pruned/pruned50", "pruned/slim50"):
+    for model in ("base", "pruned/pruned50", "pruned/slim50", "tuned"):
         quiet, busy = (keras.models.load_model(tmp_path / name / model / "model.keras",
                                                compile=False).get_weights()
                        for name in ("quiet", "busy"))
