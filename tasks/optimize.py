@@ -35,6 +35,7 @@ from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json
 from tasks.models.stats import count_macs, count_params, gzip_size, kernel_sparsity
 from tasks.models.pruning import STRUCTURED_ARCHITECTURES, TrainingData, recipe
+from tasks.models.seeding import seed_training
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
                 continue
             # Seeded per recipe, not once: a recipe's result does not depend on which
             # recipes come before it in params.yaml.
-            keras.utils.set_random_seed(seed)
+            seed_training(seed)
             pruned = recipe(options.method)(options, base_model, data)
             test_correct = np.argmax(pruned.model.predict(x_test, verbose=0), axis=1) == y_test
 

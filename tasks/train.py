@@ -7,7 +7,9 @@ Reads params ``model`` and ``train`` and ``data/prepared/``. Writes
 accuracy is the fp32 reference every variant is compared with) and
 ``metrics/train_history.json`` (per-epoch curves for ``dvc plots`` and MLflow).
 
-Training is seeded and reports each epoch as progress (:mod:`tasks.core.notices`). After every epoch the batch-norm
+Training is seeded and deterministic (:mod:`tasks.models.seeding`: the same params and
+data give bit-identical weights on one machine) and reports each epoch as progress
+(:mod:`tasks.core.notices`). After every epoch the batch-norm
 statistics are re-estimated (:mod:`tasks.models.batch_norm`) and the model is judged as it will
 be used, in inference mode, on the val split; the best epoch is restored at the end.
 A model whose validation accuracy is not clearly above the majority-class rate did not
@@ -30,6 +32,7 @@ from tasks.models import batch_norm
 from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_interval
 from tasks.models.architectures import ModelOptions, build_model
 from tasks.models.augment import Augmenter, augmenter
+from tasks.models.seeding import seed_training
 from tasks.core.config import TrainParams
 from tasks.core.model_input import arrange_batch
 from tasks.models.model_file import (FineTuneOptions, ModelFileError, ModelFileOptions, check_fits,
@@ -266,7 +269,7 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
     x_test, y_test = load_split(prepared, "test")
     classes = len(meta.classes)
 
-    keras.utils.set_random_seed(train_params.seed)
+    seed_training(train_params.seed)
     model = build_model(model_params, tuple(meta.input_shape), classes)
     batches = ShuffledBatches(
         x_train, keras.utils.to_categorical(y_train, classes).astype(np.float32),
@@ -280,7 +283,9 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
     selector = EpochSelector(x_train, x_val, y_val, train_params.batch_size,
                              train_params.early_stopping_patience)
     # The selector first: it writes the val metrics the schedule and the bar read.
-    history = model.fit(batches, epochs=train_params.epochs, verbose=0,
+    # shuffle=False: the batches already come in an order seeded by (seed, epoch); Keras'
+    # own shuffle of a PyDataset's batches would only add a second, redundant draw.
+    history = model.fit(batches, epochs=train_params.epochs, verbose=0, shuffle=False,
                         callbacks=[selector, *schedule_callbacks,
                                    EpochProgress(train_params.epochs,
                                                  train_params.early_stopping_patience)])
@@ -381,7 +386,7 @@ def fine_tune(model: Any, options: FineTuneOptions, train_params: TrainParams,
     inference mode on val and the best one is kept (early stopping after
     ``train.early_stopping_patience``). Returns the model, its per-epoch history and the
     epoch kept. Raises ModelFileError for a feature layer the model does not have."""
-    keras.utils.set_random_seed(train_params.seed)
+    seed_training(train_params.seed)
     features = feature_layer(model, options.feature_layer, source)
     if int(model.outputs[0].shape[-1]) != classes or options.feature_layer is not None:
         model = _with_new_head(model, features, classes)
@@ -466,6 +471,9 @@ def adopt(options: ModelFileOptions, train_params: TrainParams, prepared: Path,
     if found.kind == "onnx":
         predict = _onnx_predictor(found.path, spec)
     else:
+        # Seeded before loading: Keras draws the seed of each loaded layer's generator
+        # (Dropout's masks) as it builds the layer.
+        seed_training(train_params.seed)
         model = load_keras(found.path)
         if tuning is not None:
             try:

@@ -9,7 +9,9 @@ its time limit (:data:`HARNESS_TIMED_OUT`).
 Checked: a device is not trusted. Its JSON is size-limited and must be an object of
 finite numbers (:func:`parse_untrusted_json`); a probe must be flat named facts
 (:func:`validate_probe`); a harness result must have the fields the report relies on,
-of their types, and an ``ok`` one possible numbers (:func:`validate_harness_result`).
+of their types, and an ``ok`` one possible numbers that its own raw data give: the
+latency statistics recomputed from its raw latencies, each accuracy a whole number of
+correct images out of its sample count (:func:`validate_harness_result`).
 Each check raises ValueError naming the first problem, which becomes the reason the
 device or the variant failed. What a stored result then guarantees to the steps after
 benchmark is :mod:`tasks.core.contracts.results`.
@@ -23,6 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.core import device_code
 from tasks.farm.transports import ON_DEVICE_TIMEOUT_EXITS
 from tasks.farm.untrusted import contained_strings
 
@@ -41,6 +44,11 @@ MAX_RUNS = 100_000  # the harness's own cap (tasks/device/harness.py)
 INTERVAL_FIELDS = ("p50", "p90")  # the percentiles a harness gives 95% intervals of
 MAX_CONDITION_CHANGES = 20
 LATENCY_ORDER = ("min", "p50", "p90", "p99", "max")
+# How far a stated statistic may be from the one recomputed here from the raw latencies:
+# the board's NumPy may sum in another order (a last-digit difference), never more.
+RECOMPUTED_TOLERANCE = 1e-6
+# How far accuracy x samples may be from a whole count (float rounding of correct / n).
+WHOLE_COUNT_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -236,6 +244,65 @@ def _check_conditions(document: dict[str, Any]) -> None:
                          f"{MAX_CONDITION_CHANGES} texts")
 
 
+def _check_whole_count(document: dict[str, Any], within: str = "") -> None:
+    """An accuracy is a count of correct images over ``accuracy_samples``: 0.999 on 360
+    images (359.64 correct) is no measurement."""
+    accuracy, samples = document["accuracy"], document["accuracy_samples"]
+    correct = accuracy * samples
+    if abs(correct - round(correct)) > WHOLE_COUNT_TOLERANCE:
+        raise ValueError(f"device returned {within}accuracy {accuracy!r} on {samples} images: "
+                         f"{correct:.6g} correct is not a whole number of images")
+
+
+def _stated_and_recomputed(document: dict[str, Any],
+                           recomputed: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(name, stated, recomputed) of every statistic the result states that its raw
+    latencies give: ``latency_ms``'s, the throughput, the timed seconds and the 95%
+    intervals (the last two where stated: older harnesses had none)."""
+    pairs = [(f"latency_ms.{key}", document["latency_ms"][key], recomputed["latency_ms"][key])
+             for key in LATENCY_FIELDS]
+    pairs.append(("throughput_fps", document["throughput_fps"], recomputed["throughput_fps"]))
+    if "timed_seconds" in document:
+        pairs.append(("timed_seconds", document["timed_seconds"], recomputed["timed_seconds"]))
+    for name, bounds in (document.get("latency_ci95_ms") or {}).items():
+        pairs.append((f"latency_ci95_ms.{name}", bounds, recomputed["latency_ci95_ms"][name]))
+    return pairs
+
+
+def _agrees(stated: Any, recomputed: Any) -> bool:
+    if stated is None or recomputed is None:
+        return stated is recomputed
+    if isinstance(recomputed, list):
+        return isinstance(stated, list) and len(stated) == len(recomputed) and all(
+            _agrees(one, other) for one, other in zip(stated, recomputed))
+    if not isinstance(stated, (int, float)) or isinstance(stated, bool):
+        return False
+    return math.isclose(stated, recomputed, rel_tol=RECOMPUTED_TOLERANCE, abs_tol=1e-9)
+
+
+def _shown(value: Any, exact: bool) -> str:
+    """A stated value as the device sent it (``exact``), a recomputed one to 6 digits."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(item, exact) for item in value) + "]"
+    if isinstance(value, float) and not exact:
+        return f"{value:.6g}"
+    return repr(value)[:40]
+
+
+def _check_statistics(document: dict[str, Any], latencies_ns: Any) -> None:
+    """The statistics an ``ok`` result states are the ones its raw latencies give,
+    recomputed with the harness's own :func:`latency_summary` (so both sides compute
+    them the same way): a board that rewrites its result's numbers is refused."""
+    if latencies_ns is None:
+        raise ValueError("harness result has no raw latencies ('latencies'): its statistics "
+                         "cannot be checked")
+    recomputed = device_code.harness().latency_summary(latencies_ns / 1e6)
+    for name, stated, expected in _stated_and_recomputed(document, recomputed):
+        if not _agrees(stated, expected):
+            raise ValueError(f"device returned {name} {_shown(stated, True)}, but its "
+                             f"{len(latencies_ns)} raw latencies give {_shown(expected, False)}")
+
+
 def _check_end_to_end(document: dict[str, Any]) -> None:
     """``end_to_end`` (only when frames were given): either ``{"error": text}`` (the
     model-only numbers stand), or the timed pipeline's numbers, checked like the
@@ -251,6 +318,7 @@ def _check_end_to_end(document: dict[str, Any]) -> None:
         return
     _check_ok_types(part, END_TO_END_FIELDS, "end_to_end.")
     _check_ok_numbers(part, END_TO_END_RANGES, "end_to_end.")
+    _check_whole_count(part, "end_to_end.")
     _check_intervals(part)
     stages = part["stages_ms"]
     if sorted(stages) != sorted(END_TO_END_STAGES) or not all(
@@ -263,8 +331,10 @@ def _check_end_to_end(document: dict[str, Any]) -> None:
 def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
     """Check the fields the report relies on, their types and, for an ``ok`` result,
     their ranges (:data:`OK_RANGES`, latencies ordered min <= p50 <= p90 <= p99 <= max),
-    the percentiles' intervals and the raw latencies (:func:`decode_latencies`); raise
-    ValueError naming the first bad one. Returns ``document``."""
+    each accuracy a whole count of correct images, the percentiles' intervals, the raw
+    latencies (:func:`decode_latencies`, required) and every statistic stated against
+    the raw latencies (:func:`_check_statistics`); raise ValueError naming the first bad
+    one. Returns ``document``."""
     status = document.get("status")
     if status not in HARNESS_STATUSES:
         raise ValueError(f"harness result has status {status!r} "
@@ -272,10 +342,11 @@ def validate_harness_result(document: dict[str, Any]) -> dict[str, Any]:
     if status == "ok":
         _check_ok_types(document)
         _check_ok_numbers(document)
+        _check_whole_count(document)
         _check_intervals(document)
         _check_conditions(document)
         _check_end_to_end(document)
-        decode_latencies(document)
+        _check_statistics(document, decode_latencies(document))
     elif not isinstance(document.get("error"), str):
         raise ValueError(f"a {status} harness result has no 'error' text")
     return document

@@ -36,8 +36,25 @@ def labels_header(classes: list[str]) -> str:
 
 
 def _c_string(text: str) -> str:
-    escaped = text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
-    return f'"{escaped}"'
+    """``text`` as a C/C++ narrow string literal holding exactly its UTF-8 bytes.
+
+    Printable ASCII stays readable; every other byte (UTF-8 of ``Über``, control
+    characters) is a three-digit octal escape. Not ``\\x``: a hex escape runs on
+    through every following hex digit (``"\\xdcber"`` is one escape, out of range) and
+    Python's ``\\u00dc`` is a universal character name whose narrow encoding the
+    compiler picks. Octal escapes stop after three digits, so they never swallow the
+    next character. ``?`` is escaped so that no ``??x`` trigraph can form (C, C++11).
+    """
+    return '"' + "".join(_c_byte(byte) for byte in text.encode("utf-8")) + '"'
+
+
+def _c_byte(byte: int) -> str:
+    char = chr(byte)
+    if char in '"\\?':
+        return "\\" + char
+    if 0x20 <= byte < 0x7f:
+        return char
+    return f"\\{byte:03o}"
 
 
 def write_mcu_bundle(layout: Layout, device: str, entry: McuDevice, variant: Variant,

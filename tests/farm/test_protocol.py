@@ -11,10 +11,26 @@ from typing import Any
 
 import pytest
 
+from tasks.core import device_code
 from tasks.core.contracts.results import HarnessNotOk, HarnessOk, ResultRecord
 from tasks.farm.protocol import (OK_RANGES, Range, parse_untrusted_json, validate_harness_result,
                                  validate_probe)
 
+HARNESS = device_code.harness()
+
+
+def measured(latencies_ns: list[int]) -> dict[str, Any]:
+    """What the harness states of these timed runs: their statistics and the raw
+    latencies they come from (in the order the results contract keeps)."""
+    summary = HARNESS.latency_summary([ns / 1e6 for ns in latencies_ns])
+    throughput = summary.pop("throughput_fps")
+    return {**summary, "latencies": HARNESS.encode_latencies(latencies_ns),
+            "throughput_fps": throughput}
+
+
+# Ten timed runs: p50 1.005 ms, p90 1.33 ms.
+RAW_NS = [900_000, 960_000, 980_000, 1_000_000, 1_000_000, 1_010_000, 1_050_000, 1_100_000,
+          1_300_000, 1_600_000]
 # A result as the harness writes it (protocol 1), in its key order.
 GOOD_RESULT: dict[str, Any] = {
     "protocol": 1, "runtime_requested": "onnxruntime", "host": {"arch": "x86_64", "cores": 2},
@@ -23,10 +39,8 @@ GOOD_RESULT: dict[str, Any] = {
                 "accelerator": "CPUExecutionProvider", "requested_precision": "f32",
                 "execution_precision": "f32"},
     "threads": 1, "load_ms": 3.5, "first_inference_ms": 0.8,
-    "warmup": {"runs": 2, "seconds": 0.01}, "runs": 10, "timed_seconds": 0.01,
-    "latency_ms": {"p50": 1.0, "p90": 1.2, "p99": 1.5, "mean": 1.05, "std": 0.1,
-                   "min": 0.9, "max": 1.6},
-    "throughput_fps": 950.0, "rss_before_load_mb": 80.0, "peak_rss_mb": 95.0,
+    "warmup": {"runs": 2, "seconds": 0.01}, **measured(RAW_NS),
+    "rss_before_load_mb": 80.0, "peak_rss_mb": 95.0,
     "accuracy": 0.9, "accuracy_samples": 50, "finished_at": 2.0, "status": "ok", "error": None}
 IDENTITY = {"variant": "onnx-fp32", "device": "pi", "format": "onnx", "precision": "fp32",
             "source": "base", "runtime": "onnxruntime", "size_bytes": 1200, "sha256": "0" * 64,
@@ -63,7 +77,8 @@ def _odd_but_accepted() -> list[dict[str, Any]]:
         {**GOOD_RESULT, "error": 3, "newer_field": {"x": [1, None]}, "host": "a board"},
         {key: value for key, value in GOOD_RESULT.items()
          if key in {"status", "runtime", "latency_ms", "throughput_fps", "accuracy",
-                    "peak_rss_mb", "load_ms", "first_inference_ms", "runs", "accuracy_samples"}},
+                    "peak_rss_mb", "load_ms", "first_inference_ms", "runs", "accuracy_samples",
+                    "latencies"}},
         {"status": "failed", "error": "boom", "traceback": "Traceback ...", "extra": 1},
         {"status": "skipped", "error": "CPU lacks native bf16"},
     ]
@@ -121,3 +136,78 @@ def test_json_that_is_not_an_object_is_refused_saying_so(raw: bytes) -> None:
     with pytest.raises(ValueError) as refused:
         parse_untrusted_json(raw)
     assert str(refused.value) == "device returned JSON that is not an object"
+
+
+def _forged(dotted: str, value: Any) -> dict[str, Any]:
+    """GOOD_RESULT with one (possibly nested: ``latency_ms.p50``) field rewritten."""
+    copy = json.loads(json.dumps(GOOD_RESULT))
+    *parents, key = dotted.split(".")
+    target = copy
+    for parent in parents:
+        target = target[parent]
+    target[key] = value
+    return copy
+
+
+@pytest.mark.parametrize("document, reason", [
+    # What issue 25's board claimed: every latency 0.001 ms.
+    ({**GOOD_RESULT, "latency_ms": {key: 0.001 for key in GOOD_RESULT["latency_ms"]}},
+     "device returned latency_ms.p50 0.001, but its 10 raw latencies give 1.005"),
+    (_forged("latency_ms.p99", 1.5), "device returned latency_ms.p99 1.5, but its 10 raw "
+                                     "latencies give 1.573"),
+    (_forged("latency_ms.std", 0.0), "device returned latency_ms.std 0.0, but its 10 raw "
+                                     "latencies give 0.198394"),
+    (_forged("throughput_fps", 1e6), "device returned throughput_fps 1000000.0, but its 10 raw "
+                                     "latencies give 917.431"),
+    (_forged("timed_seconds", 0.001), "device returned timed_seconds 0.001, but its 10 raw "
+                                      "latencies give 0.0109"),
+    (_forged("latency_ci95_ms.p50", [0.1, 0.2]), "device returned latency_ci95_ms.p50 "
+                                                 "[0.1, 0.2], but its 10 raw latencies give "
+                                                 "[0.96, 1.3]"),
+    (_forged("latency_ci95_ms.p90", [1.0, 1.6]), "device returned latency_ci95_ms.p90 "
+                                                 "[1.0, 1.6], but its 10 raw latencies give None"),
+    (_forged("timed_seconds", "0.01"), "device returned timed_seconds '0.01', but its 10 raw "
+                                       "latencies give 0.0109"),
+    ({key: value for key, value in GOOD_RESULT.items() if key != "latencies"},
+     "harness result has no raw latencies ('latencies'): its statistics cannot be checked"),
+])
+def test_statistics_a_board_states_must_be_the_ones_its_raw_latencies_give(
+        document: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        validate_harness_result(document)
+    assert str(refused.value) == reason
+
+
+def test_a_statistic_recomputed_elsewhere_may_differ_in_its_last_digits() -> None:
+    """A board's NumPy may sum in another order: a relative 1e-9 is the same number."""
+    p50 = GOOD_RESULT["latency_ms"]["p50"]
+    assert validate_harness_result(_forged("latency_ms.p50", p50 * (1 + 1e-9)))
+    with pytest.raises(ValueError, match="latency_ms.p50"):
+        validate_harness_result(_forged("latency_ms.p50", p50 * (1 + 1e-5)))
+
+
+@pytest.mark.parametrize("accuracy, samples, reason", [
+    # Issue 25's board: 0.999 on 360 images is 359.64 images.
+    (0.999, 360, "device returned accuracy 0.999 on 360 images: 359.64 correct is not a "
+                 "whole number of images"),
+    (0.5, 3, "device returned accuracy 0.5 on 3 images: 1.5 correct is not a whole number "
+             "of images"),
+])
+def test_an_accuracy_must_be_a_whole_count_of_correct_images(accuracy: float, samples: int,
+                                                            reason: str) -> None:
+    document = {**GOOD_RESULT, "accuracy": accuracy, "accuracy_samples": samples}
+    with pytest.raises(ValueError) as refused:
+        validate_harness_result(document)
+    assert str(refused.value) == reason
+    end_to_end = {"runs": 12, "latency_ms": GOOD_RESULT["latency_ms"], "throughput_fps": 900.0,
+                  "accuracy": accuracy, "accuracy_samples": samples,
+                  "stages_ms": {"decode": 0.5, "preprocess": 0.3, "infer": 0.2,
+                                "postprocess": 0.01}}
+    with pytest.raises(ValueError) as refused:
+        validate_harness_result({**GOOD_RESULT, "end_to_end": end_to_end})
+    assert str(refused.value) == reason.replace("accuracy", "end_to_end.accuracy")
+    # What the harness computes, correct / samples, always passes (359 of 360: 0.99722...).
+    for correct in range(samples + 1):
+        assert validate_harness_result({**document, "accuracy": correct / samples,
+                                        "end_to_end": {**end_to_end,
+                                                       "accuracy": correct / samples}})

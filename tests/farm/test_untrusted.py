@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +160,11 @@ def test_the_terminal_table_receives_no_escape(hostile_run: dict[str, Any]) -> N
 def test_strings_of_an_ok_result_are_contained(tiny_project: Any, tmp_path: Path) -> None:
     """An ok result whose runtime strings are escapes: the record and the summary row
     (runtime version, execution precision) hold them visible and capped."""
+    from tests.farm.test_protocol import measured
     from tests.tasks.test_benchmark import IMPOSSIBLE_RESULT
 
     good = {**IMPOSSIBLE_RESULT, "accuracy": 0.5, "peak_rss_mb": 10.0,
-            "latency_ms": {key: 1.0 for key in IMPOSSIBLE_RESULT["latency_ms"]} | {"std": 0.0},
+            **measured([1_000_000] * IMPOSSIBLE_RESULT["runs"]),
             "runtime": {**IMPOSSIBLE_RESULT["runtime"], "version": ESCAPES + "v" * 5000,
                         "execution_precision": "f32\x1b[8m"}}
     board = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
@@ -177,6 +179,62 @@ def test_strings_of_an_ok_result_are_contained(tiny_project: Any, tmp_path: Path
     row = evaluate(record, Requirements(max_accuracy_drop=None), reference_accuracy=0.5)
     assert row["runtime_version"] == runtime["version"]
     assert row["reasons"] == ["ran in f32\\x1b[8m, not the f32 its variant declares"]
+
+
+def forging_python(folder: Path, forge: str) -> str:
+    """A board's interpreter that runs the real harness, then rewrites its result file:
+    ``forge`` is Python statements on ``result`` (the parsed result.json)."""
+    script = folder / "forge.py"
+    script.write_text("import json, sys\n"
+                      "with open(sys.argv[1], encoding='utf-8') as handle:\n"
+                      "    result = json.load(handle)\n"
+                      f"{forge}\n"
+                      "with open(sys.argv[1], 'w', encoding='utf-8') as handle:\n"
+                      "    json.dump(result, handle)\n", encoding="utf-8")
+    return scripted_python(folder, f'"{sys.executable}" "$@" || exit $?\n'
+                                   f'"{sys.executable}" "{script}" "$out"')
+
+
+@pytest.mark.parametrize("forge, reason", [
+    # Issue 25's board: every latency 0.001 ms, accuracy 0.999.
+    ("result['latency_ms'] = dict.fromkeys(result['latency_ms'], 0.001)\n"
+     "result['accuracy'] = 0.999",
+     r"device returned accuracy 0\.999 on 30 images: 29\.97 correct is not a whole number of "
+     r"images"),
+    ("result['latency_ms'] = dict.fromkeys(result['latency_ms'], 0.001)",
+     r"device returned latency_ms\.p50 0\.001, but its (\d+) raw latencies give (\S+)"),
+    ("result['throughput_fps'] *= 10",
+     r"device returned throughput_fps \S+, but its (\d+) raw latencies give \S+"),
+    ("del result['latencies']",
+     r"harness result has no raw latencies \('latencies'\): its statistics cannot be checked"),
+], ids=["latencies-and-accuracy", "latencies", "throughput", "raw-latencies-dropped"])
+def test_a_result_the_board_rewrote_is_refused(tiny_project: Any, tmp_path: Path, forge: str,
+                                               reason: str) -> None:
+    """A `python:` wrapper that runs the real harness and then rewrites its result.json:
+    the statistics are recomputed from the raw latencies it also returned, the accuracy
+    must be a count of correct images, and a result that disagrees is refused."""
+    board = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
+                        python=forging_python(tmp_path, forge))
+    record = records(bench_device(tiny_project, "board", board, tmp_path / "out", QUICK))[
+        "onnx-fp32"]
+    assert record["status"] == "failed" and "harness" not in record
+    refused = re.fullmatch(rf"no valid harness result \({reason}\); .*", record["error"], re.S)
+    assert refused, record["error"]
+    if refused.groups():  # the real p50 a board this fast gives, not the 0.001 it claimed
+        assert int(refused.group(1)) >= QUICK.runs
+    if "p50" in reason:
+        assert float(refused.group(2)) > 0.001
+
+
+def test_a_wrapper_that_changes_nothing_passes(tiny_project: Any, tmp_path: Path) -> None:
+    """The same wrapper, leaving the result as the harness wrote it: measured, ok."""
+    board = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
+                        python=forging_python(tmp_path, "pass"))
+    record = records(bench_device(tiny_project, "board", board, tmp_path / "out", QUICK))[
+        "onnx-fp32"]
+    assert record["status"] == "ok", record["error"]
+    assert record["harness"]["accuracy_samples"] == QUICK.accuracy_samples
+    assert record["harness"]["latencies"]["count"] == record["harness"]["runs"]
 
 
 # --------------------------------------------------------------------------- a hostile probe

@@ -492,7 +492,15 @@ def test_validate_harness_result_refuses_raw_latencies_that_do_not_hold(
         validate_harness_result({**good, "latencies": blobs.get(latencies, latencies)
                                  if isinstance(latencies, str) else latencies})
     five = _blob(np.array([5, 4, 3, 2, 1], dtype="<i8").tobytes())
-    assert validate_harness_result({**good, "latencies": five})["runs"] == 5
+    assert validate_harness_result({**_measured(good, [5, 4, 3, 2, 1]),
+                                    "latencies": five})["runs"] == 5
+
+
+def _measured(document: dict[str, Any], latencies_ns: list[int]) -> dict[str, Any]:
+    """A copy of a harness result as if it had timed ``latencies_ns``: their statistics
+    (as the harness computes them) and raw latencies."""
+    return {**document, **device_harness.latency_summary([ns / 1e6 for ns in latencies_ns]),
+            "latencies": device_harness.encode_latencies(latencies_ns)}
 
 
 def test_validate_harness_result_refuses_more_runs_than_the_harness_times(
@@ -528,7 +536,9 @@ def test_validate_harness_result_refuses_an_interval_that_is_not_one(
     good = sent(local_run[0], "onnx-fp32")
     with pytest.raises(ValueError, match=r"latency_ci95_ms\.p90 .*not \[low, high\]"):
         validate_harness_result(_with(good, "latency_ci95_ms.p90", bounds))
-    assert validate_harness_result(_with(good, "latency_ci95_ms.p90", None))
+    # Null where the runs are too few for an interval (fewer than 36 for p90).
+    few = _measured(good, [1_000_000 + step for step in range(10)])
+    assert few["latency_ci95_ms"]["p90"] is None and validate_harness_result(few)
 
 
 def _with(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
@@ -573,8 +583,9 @@ def test_validate_harness_result_refuses_numbers_out_of_range(
 def test_validate_harness_result_refuses_latencies_out_of_order(
         local_run: tuple[DeviceRun, Path]) -> None:
     good = sent(local_run[0], "onnx-fp32")
-    latency = good["latency_ms"]
-    assert validate_harness_result(_with(good, "latency_ms.p90", latency["p50"]))  # ties are fine
+    tied = _measured(good, [1_000_000] * 10)
+    assert tied["latency_ms"]["p50"] == tied["latency_ms"]["p90"]
+    assert validate_harness_result(tied)  # ties are fine
     swapped = _with(_with(good, "latency_ms.p90", 9.0), "latency_ms.p99", 3.0)
     swapped = _with(_with(swapped, "latency_ms.min", 1.0), "latency_ms.max", 10.0)
     swapped = _with(swapped, "latency_ms.p50", 2.0)

@@ -607,12 +607,19 @@ def test_a_microcontroller_gets_a_firmware_bundle_with_its_sources_labels_and_ar
                "recommendations": {"esp32": "tflm-int8"}, "results": []}
     layout.reports.mkdir(parents=True)
     layout.summary.write_text(json.dumps(summary))
+    # Class names as a user's folders may have them: the bundle must still compile.
+    meta = json.loads((layout.prepared / "meta.json").read_text(encoding="utf-8"))
+    meta["classes"] = [f"{name}{suffix}" for name, suffix in
+                       zip(meta["classes"], ["Über", "éclair", ' "q" ', "\\", "??=", "日本"] * 9)]
+    (layout.prepared / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
 
     outcome = release_device(tiny_project.params, farm, layout, "esp32")
     assert outcome.status == "released", outcome.message
     bundle = layout.device_releases("esp32") / str(outcome.release_id)
     assert sorted(path.name for path in bundle.iterdir()) == [
         "labels.h", "manifest.json", "model.tflite", "model_data.cc", "model_data.h"]
+    assert compiled_labels(bundle, meta["classes"], tmp_path / "compiled") == [
+        name.encode() for name in meta["classes"]]
     variant = next(v for v in read_variant_index(layout.variants).variants if v.name == "tflm-int8")
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["arena_bytes"] == variant.spec["arena_bytes"] > 0
@@ -770,3 +777,70 @@ def test_a_stop_while_a_local_release_waits_for_the_device_lock_leaves_current(
     assert current(project, "local") == f"releases/{one.release_id}"
     assert read_record(project, "local")["current"]["release"] == one.release_id
     assert alias_version(project, "local") == one.mlflow_version
+
+
+# Strict enough that an out-of-range escape, a trigraph or a narrowing is an error.
+CXX_FLAGS = ["-Wall", "-Wextra", "-Werror", "-pedantic"]
+PRINT_LABELS = """\
+#include <cstdio>
+#include "labels.h"
+#include "model_data.h"
+int main() {
+  for (int i = 0; i < kLabelCount; ++i) {
+    for (const char* c = kLabels[i]; *c; ++c) std::printf("%02x", static_cast<unsigned char>(*c));
+    std::printf("\\n");
+  }
+  return kTensorArenaSize > 0 ? 0 : 1;
+}
+"""
+BOARD_UNIT = """\
+#include "labels.h"
+#include "model_data.h"
+const char* label(int index) { return index < kLabelCount ? kLabels[index] : nullptr; }
+"""
+
+
+def compiled_labels(bundle: Path, classes: list[str], work: Path) -> list[bytes]:
+    """Compile the bundle's sources with its headers (in ``work``) for the board (Debian's
+    arm-none-eabi-g++, Cortex-M4, where installed) and for this machine under C++11
+    (trigraphs on) and C++17; run the host program, which prints each label's bytes."""
+    work.mkdir()
+    (work / "main.cc").write_text(PRINT_LABELS, encoding="utf-8")
+    (work / "board.cc").write_text(BOARD_UNIT, encoding="utf-8")
+    sources = [str(work / "main.cc"), str(bundle / "model_data.cc")]
+    if shutil.which("arm-none-eabi-g++"):  # bare metal: no <cstdio>, so no main.cc
+        for source in (work / "board.cc", bundle / "model_data.cc"):
+            built = subprocess.run(["arm-none-eabi-g++", "-mcpu=cortex-m4", "-mthumb",
+                                    "-std=c++17", *CXX_FLAGS, f"-I{bundle}", "-c", str(source),
+                                    "-o", str(work / f"{source.stem}.o")],
+                                   capture_output=True, text=True)
+            assert built.returncode == 0, built.stderr
+    printed = []
+    for standard in ("c++11", "c++17"):
+        program = work / f"labels-{standard}"
+        built = subprocess.run(["g++", f"-std={standard}", *CXX_FLAGS, f"-I{bundle}", *sources,
+                                "-o", str(program)], capture_output=True, text=True)
+        assert built.returncode == 0, built.stderr
+        printed.append(subprocess.run([str(program)], check=True, capture_output=True,
+                                      text=True).stdout.splitlines())
+    assert printed[0] == printed[1] and len(printed[0]) == len(classes)
+    return [bytes.fromhex(line) for line in printed[0]]
+
+
+def test_labels_header_holds_every_class_name_as_its_utf8_bytes(tmp_path: Path) -> None:
+    """Non-ASCII, quotes, backslashes, trigraph look-alikes and control characters:
+    each name compiles (-Werror -pedantic) to exactly its UTF-8 bytes."""
+    from tasks.release.mcu import labels_header
+
+    classes = ["Über", "éclair", "naïve café", 'say "hi"', "back\\slash", "why??=", "tab\there",
+               "日本語", "emoji 🙂", "\x7fdel", "a1b2"]
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "labels.h").write_text(labels_header(classes), encoding="utf-8")
+    (bundle / "model_data.h").write_text("#pragma once\nconstexpr int kTensorArenaSize = 1;\n",
+                                         encoding="utf-8")
+    (bundle / "model_data.cc").write_text('#include "model_data.h"\n', encoding="utf-8")
+    assert compiled_labels(bundle, classes, tmp_path / "compiled") == [
+        name.encode("utf-8") for name in classes]
+    assert labels_header(["Über"]).count("\\303\\234ber") == 1  # readable ASCII stays
+

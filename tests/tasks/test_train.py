@@ -207,3 +207,79 @@ def test_each_epoch_is_reported_and_an_early_stop_says_so(epochs_run: int, last:
         f"train: {epoch + 1}/4 (loss {1.0 / (epoch + 1):.3f} acc {0.25 * epoch:.3f} "
         "val_acc 0.500)" for epoch in range(epochs_run)] + last
     assert [notice.stopped for notice in seen] == [False] * (epochs_run + 1) + [True] * len(last)
+
+
+# A fine-tune of a model brought as a file, one short training and both pruning
+# fine-tunes, on the tiny project's data, in a process of its own; "busy": another thread draws from Python's global random generator all
+# along, as Prefect's own threads do during a flow run.
+SEEDED_RUN = """\
+import random, sys, threading, time
+from pathlib import Path
+
+prepared, brought, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+busy = sys.argv[4] == "busy"
+if busy:
+    def draw() -> None:
+        while True:
+            random.random()
+            time.sleep(0.001)
+    threading.Thread(target=draw, daemon=True).start()
+
+from tasks.core.config import load_params
+from tasks.models.model_file import FineTuneOptions, ModelFileOptions
+from tasks.optimize import optimize
+from tasks.train import train
+
+params = load_params(out / "params.yaml")
+# First, while nothing in the process has seeded anything yet.
+tuning = params.train.model_copy(update={"fine_tune": FineTuneOptions(epochs=1)})
+train(ModelFileOptions(path=brought), tuning, prepared, out / "tuned", out / "tuned-metrics")
+train(params.model, params.train, prepared, out / "base", out / "metrics")
+optimize(params.optimize, out / "base", prepared, out / "pruned", seed=params.train.seed)
+"""
+
+
+def test_two_trainings_in_two_processes_give_bit_identical_weights(tiny_project,
+                                                                   tmp_path: Path) -> None:
+    """Same params, same seed, same machine: the same weights to the bit (the model, its
+    slim and pruned fine-tunes, a fine-tune of it brought as a file) and the same
+    per-epoch curves, even when the process has other threads drawing random numbers."""
+    import os
+    import subprocess
+    import sys
+
+    import keras
+
+    from tests.tiny import TINY_PARAMS
+
+    params = TINY_PARAMS.replace("epochs: 6", "epochs: 2").replace(
+        "seed: 42}", "seed: 42, augmentation: {shift: 0.1, brightness: 0.1}}").replace(
+        "optimize: {pruning: []}",
+        "optimize: {pruning: [{name: pruned50, method: magnitude, sparsity: 0.5, epochs: 1},\n"
+        "                     {name: slim50, method: structured, ratio: 0.5, epochs: 1}]}")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    runs = {}
+    for name in ("quiet", "busy"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "params.yaml").write_text(params, encoding="utf-8")
+        runs[name] = subprocess.Popen(
+            [sys.executable, "-c", SEEDED_RUN, str(tiny_project.layout.prepared),
+             str(tiny_project.layout.base_model / "model.keras"), str(tmp_path / name), name],
+            env=env, cwd=tmp_path, stderr=subprocess.PIPE,
+            text=True)
+    for run in runs.values():
+        _, stderr = run.communicate(timeout=600)
+        assert run.returncode == 0, stderr[-3000:]
+
+    for model in ("base", "pruned/pruned50", "pruned/slim50", "tuned"):
+        quiet, busy = (keras.models.load_model(tmp_path / name / model / "model.keras",
+                                               compile=False).get_weights()
+                       for name in ("quiet", "busy"))
+        assert len(quiet) == len(busy) > 0
+        differ = [index for index, (ours, theirs) in enumerate(zip(quiet, busy))
+                  if ours.tobytes() != theirs.tobytes()]
+        assert differ == [], f"{model}: weights {differ} differ"
+    curves = [read_json(tmp_path / name / "metrics" / "train_history.json")
+              for name in ("quiet", "busy")]
+    assert len(curves[0]) == 2 and curves[0] == curves[1]
