@@ -31,13 +31,17 @@ run: $(INSTALLED)
 test: $(INSTALLED) system-deps
 	$(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart 0
 
-# The SSH device-farm tests start real OpenSSH servers on loopback, and the report test
-# opens report.html in a real headless browser: install Debian's openssh-server and
-# chromium when they are missing and we are root (otherwise those tests are skipped).
+# The SSH device-farm tests start real OpenSSH servers on loopback, the report test
+# opens report.html in a real headless browser, and the microcontroller bundle is
+# compiled for a Cortex-M4: install Debian's openssh-server, chromium and
+# gcc-arm-none-eabi when they are missing and we are root (otherwise those checks are
+# skipped).
 system-deps:
 	@missing=""; \
 	{ [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; } || missing="openssh-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v arm-none-eabi-g++ >/dev/null 2>&1 || \
+	  missing="$$missing gcc-arm-none-eabi libstdc++-arm-none-eabi-dev"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then \
 	  echo "missing and not root: $$missing (their tests will be skipped)"; exit 0; fi; \
