@@ -181,8 +181,9 @@ def _interruptible(action: Callable[[], T]) -> T:
         return action()
     except KeyboardInterrupt:
         interrupt.request_stop()  # a KeyboardInterrupt raised elsewhere than our handler
-        _tell("edgeflow: interrupted: running benchmarks were stopped on their devices; "
-              "unfinished steps wrote nothing, the next run redoes them")
+        _tell("edgeflow: interrupted: what ran on devices (benchmarks, a release before its "
+              "switch) was stopped there; unfinished steps wrote nothing, the next run "
+              "redoes them")
         raise typer.Exit(INTERRUPTED_EXIT) from None
     finally:
         # In the CLI process, the command is over once its action is: a signal while it

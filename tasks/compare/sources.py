@@ -16,7 +16,7 @@ from tasks.core.contracts.summary import Summary, read_summary
 from tasks.core.errors import StepError, UsageError
 from tasks.core.layout import Layout
 from tasks.core.mlflow_store import (EXPERIMENT, EXPERIMENT_TAG, KIND_RUN_TAG, LIFECYCLE,
-                                    tracking_uri)
+                                    check_answers, tracking_uri)
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 NAMED_RUNS = ("latest", "previous")  # newest finished lifecycle run, the one before it
@@ -84,6 +84,7 @@ def _client(layout: Layout, reference: str) -> tuple[Any, str]:
     store = _missing_store(uri)
     if store:
         raise StepError(f"{reference!r}: no MLflow store at {store}; run `edgeflow run` first")
+    check_answers(uri)  # a server that does not answer: one line now, not minutes of retries
     return MlflowClient(tracking_uri=uri), uri
 
 

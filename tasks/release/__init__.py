@@ -355,7 +355,10 @@ def alias_drift(board: dict[str, Any], device: str) -> str | None:
     mlflow = (board.get("current") or {}).get("mlflow")
     if not mlflow or not registry.store_exists(mlflow):
         return None
-    pointed = registry.pointed_version(mlflow, device)
+    try:
+        pointed = registry.pointed_version(mlflow, device)
+    except ConfigError as error:  # the tracking server does not answer
+        return f"the MLflow alias {registry.alias(device)} could not be read: {error}"
     if pointed == str(mlflow["version"]):
         return None
     return (f"the MLflow alias {registry.alias(device)} points at "

@@ -6,8 +6,8 @@ track with its signature and input example) and linked to the (variant, device) 
 that measured it; the same model released to two devices is one version. The alias
 ``device-<name>`` (a ``.`` in the name becomes ``_``: MLflow aliases are letters,
 digits, ``_`` and ``-``) moves with every release and rollback, so
-``MlflowClient().get_model_version_by_alias(name, "device-pi5")`` answers "what runs on
-pi5 now".
+``MlflowClient(<the store>).get_model_version_by_alias(name, "device-pi5")`` answers
+"what runs on pi5 now" (README: the store is the one the release record names).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from tasks.core.files import read_json
 from tasks.core.layout import Layout
-from tasks.core.mlflow_store import quoted, store_lock
+from tasks.core.mlflow_store import check_answers, quoted, store_lock
 
 MODEL_ID_TAG = "edgeflow.model_id"
 # Devices release in parallel threads of one flow run: the store's file lock is
@@ -51,8 +51,11 @@ def alias(device: str) -> str:
 
 
 def _client(uri: str) -> Any:
+    """A registry client of ``uri``; ConfigError at once for a server that does not
+    answer (MLflow's client would retry each call for minutes)."""
     from mlflow import MlflowClient
 
+    check_answers(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

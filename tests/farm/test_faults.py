@@ -340,8 +340,8 @@ def test_a_closed_terminal_stops_edgeflow_and_its_harness_on_an_ssh_board_like_s
             child.wait()
     assert child.returncode == INTERRUPTED_EXIT, stderr
     assert [line for line in stderr.splitlines() if line.startswith("edgeflow: ")] == [
-        "edgeflow: interrupted: running benchmarks were stopped on their devices; unfinished "
-        "steps wrote nothing, the next run redoes them"], stderr
+        "edgeflow: interrupted: what ran on devices (benchmarks, a release before its switch) "
+        "was stopped there; unfinished steps wrote nothing, the next run redoes them"], stderr
     assert "Traceback" not in stderr
     assert time.monotonic() - started < 15
     assert processes_left(str(workdir)) == [], "the harness still runs on the board"

@@ -91,8 +91,8 @@ def test_a_second_run_is_refused_and_ctrl_c_stops_the_first_within_seconds(proje
     assert code == INTERRUPTED_EXIT, err
     assert time.monotonic() - interrupted < 10, "Ctrl-C must stop within seconds"
     assert [line for line in err.splitlines() if line.startswith("edgeflow: ")] == [
-        "edgeflow: interrupted: running benchmarks were stopped on their devices; unfinished "
-        "steps wrote nothing, the next run redoes them"]
+        "edgeflow: interrupted: what ran on devices (benchmarks, a release before its switch) "
+        "was stopped there; unfinished steps wrote nothing, the next run redoes them"]
     assert "Traceback" not in err
     assert _harnesses(project) == [], "the harness was left running on the device"
     # Nothing half-written where the next step would read it as complete.

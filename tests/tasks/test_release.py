@@ -147,9 +147,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def readme_registry_snippet(device: str) -> str:
     """The README's registry lookup, as a user copies it, for ``device``."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index("```python\n", text.index("records which model, version and store"))
-    code = text[start + len("```python\n"):text.index("```", start + 3)]
+    blocks = README.read_text(encoding="utf-8").split("```python\n")[1:]
+    code = next(block.split("```")[0] for block in blocks
+                if "get_model_version_by_alias" in block.split("```")[0])
     return code.replace("pi5", device)
 
 
@@ -844,3 +844,25 @@ def test_labels_header_holds_every_class_name_as_its_utf8_bytes(tmp_path: Path) 
         name.encode("utf-8") for name in classes]
     assert labels_header(["Über"]).count("\\303\\234ber") == 1  # readable ASCII stays
 
+
+
+def test_a_tracking_server_that_does_not_answer_stops_the_release_at_once(
+        project: Layout, tiny_project: Any) -> None:
+    """The run was tracked on a server that is down now: registering would retry for
+    minutes; the release stops in one line naming it, before the board is touched."""
+    import socket
+    import time
+
+    from tasks.core.errors import ConfigError
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{probe.getsockname()[1]}"  # nothing listens once closed
+    record = project.root / "metrics" / "mlflow_run.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "tracking_uri": uri}))
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"^MLFLOW_TRACKING_URI {uri}: no MLflow server "
+                                          r"answers there \(\[Errno 111\]"):
+        release_device(tiny_project.params, farm_of(project), project, "local")
+    assert time.monotonic() - started < 30
+    assert current(project, "local") is None
