@@ -44,6 +44,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -56,6 +57,7 @@ READABLE_BY = {"owner": (0o600, 0o700), "group": (0o640, 0o750), "everyone": (0o
 DEFAULT_READABLE_BY = "group"
 CHECK_FAILED_EXIT = 3
 HOOK_KILL_GRACE_SECONDS = 2.0  # a timed-out hook's group: SIGTERM, then SIGKILL after this
+HOOK_OUTPUT_KEPT = 64 * 1024  # bytes of a hook's output read back: its last line is said
 
 
 class Stopped(Exception):
@@ -123,8 +125,14 @@ def health(app: str, release: str) -> dict[str, Any] | None:
 
 
 def healthy(app: str, release: str) -> bool:
+    """Whether ``release`` passed its health check and its files are still the released
+    ones (a release edited on the board since is no rollback target)."""
     found = health(app, release)
-    return bool(found and found.get("passed"))
+    if not (found and found.get("passed")):
+        return False
+    folder = release_dir(app, release)
+    manifest = _read_json(os.path.join(folder, MANIFEST))
+    return isinstance(manifest, dict) and not changed_files(folder, manifest)
 
 
 def load_state(app: str) -> dict[str, Any]:
@@ -186,24 +194,30 @@ def run_hook(app: str, command: str | None, timeout: float) -> dict[str, Any] | 
     folder = os.path.realpath(os.path.join(app, CURRENT))
     env = {**os.environ, "EDGEFLOW_RELEASE": release or "", "EDGEFLOW_RELEASE_DIR": folder}
     # A session (process group) of its own: on a timeout, everything the hook started
-    # goes with it, not only its shell.
-    hook = subprocess.Popen(["sh", "-c", command, "on_release", folder], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    try:
-        stdout, stderr = hook.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _end_group(hook)
-        return {"ok": False, "exit": None,
-                "said": f"did not finish within {timeout:g} s (it was stopped, with every "
-                        "process it started)"}
-    said = [line for line in (stderr + "\n" + stdout).splitlines() if line.strip()]
+    # goes with it, not only its shell. Its output goes to a file, not a pipe: the hook
+    # is over when its shell exits, and an application it starts in the background
+    # (`app &`), which inherits the output, keeps running instead of holding a pipe open
+    # until the timeout kills it.
+    with tempfile.TemporaryFile("w+b") as output:
+        hook = subprocess.Popen(["sh", "-c", command, "on_release", folder], stdout=output,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            hook.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _end_group(hook)
+            return {"ok": False, "exit": None,
+                    "said": f"did not finish within {timeout:g} s (it was stopped, with every "
+                            "process it started)"}
+        output.seek(max(0, output.seek(0, os.SEEK_END) - HOOK_OUTPUT_KEPT))
+        text = output.read().decode("utf-8", "replace")
+    said = [line for line in text.splitlines() if line.strip()]
     return {"ok": hook.returncode == 0, "exit": hook.returncode,
             "said": said[-1][-300:] if said else ""}
 
 
 def _end_group(process: "subprocess.Popen[str]") -> None:
     """End ``process``'s whole process group: SIGTERM, SIGKILL for what is left after
-    a grace period; its pipes are closed whoever still holds them."""
+    a grace period."""
     deadline = time.monotonic() + HOOK_KILL_GRACE_SECONDS
     for number in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -217,13 +231,7 @@ def _end_group(process: "subprocess.Popen[str]") -> None:
             except ProcessLookupError:
                 break
             time.sleep(0.05)
-    try:
-        process.communicate(timeout=1)
-    except subprocess.TimeoutExpired:  # a process that left the group holds the pipes
-        for pipe in (process.stdout, process.stderr):
-            if pipe is not None:
-                pipe.close()
-        process.wait()
+    process.wait()
 
 
 def prune(app: str, keep: int, protect: set[str | None]) -> list[str]:

@@ -53,6 +53,11 @@ class ReleaseError(DeviceError):
     """A release command on the device did not answer with a result."""
 
 
+class ConnectionLost(ReleaseError):
+    """The connection went away while a release command ran: what the device did (switched
+    or not) is unknown until it is reached again."""
+
+
 def app_dir(device: LocalDevice | SshDevice) -> str:
     return f"{device.workdir}/{APP_DIR}"
 
@@ -71,7 +76,7 @@ def _answer(result: Any, what: str, lock_wait: float) -> dict[str, Any]:
         raise ReleaseError(f"{what}: the device stayed busy (its lock held by a benchmark or "
                            f"another release) for more than {lock_wait:g} s")
     if result.exited == NO_EXIT_STATUS:
-        raise ReleaseError(f"{what}: the connection to the device was lost (no exit status: "
+        raise ConnectionLost(f"{what}: the connection to the device was lost (no exit status: "
                            "the device or its SSH server went away); `edgeflow status` shows "
                            "what it runs once it is back")
     lines = [line for line in (result.stdout or "").splitlines() if line.strip()]

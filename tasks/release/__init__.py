@@ -81,6 +81,21 @@ def _runs_it(state: dict[str, Any], variant: Variant) -> bool:
             and current.get("files_intact") is not False)
 
 
+def _checked_against_record(layout: Layout, device: str,
+                            state: dict[str, Any]) -> dict[str, Any]:
+    """The board's ``state``, its current release marked changed when its manifest is not
+    the one edgeflow recorded for that release: ``manifest.json`` rewritten on the board
+    together with ``manifest.sha256`` passes the board's own check, never this one."""
+    current = state.get("current") or {}
+    recorded = read_record(layout, device).get("current") or {}
+    if (current and recorded.get("release") == current.get("release")
+            and recorded.get("manifest_sha256")
+            and current.get("manifest_sha256") != recorded["manifest_sha256"]):
+        changed = [*(current.get("changed") or []), "manifest.json"]
+        return {**state, "current": {**current, "files_intact": False, "changed": changed}}
+    return state
+
+
 def _damaged(state: dict[str, Any]) -> bool:
     return (state.get("current") or {}).get("files_intact") is False
 
@@ -116,13 +131,16 @@ def release_device(params: Params, farm: Farm, layout: Layout, device: str,
             return done(layout, outcome)
         # Registered as a board's release is: a version, and the device's alias on it.
         mlflow = registry.register(layout, target.name, device)
-        registry.point_alias(mlflow, device)
+        outcome = replace(outcome, message=outcome.message + _alias_moved(mlflow, device))
         return done(layout, replace(outcome, mlflow_version=mlflow and str(mlflow["version"])),
                     {**bundle_state(target, outcome.release_id), "mlflow": mlflow},
                     read_record(layout, device).get("current"))
     try:
         return _release_harness_device(params, layout, device, entry, target,
                                        by_hand=variant is not None, approve=approve)
+    except device_releases.ConnectionLost as error:  # it may have switched before
+        return done(layout, ReleaseOutcome(device, FAILED, target.name, None,
+                                            f"whether {device} switched is unknown: {error}"))
     except DeviceError as error:
         return done(layout, ReleaseOutcome(device, FAILED, target.name, None,
                                             f"{device} keeps its release: {error}"))
@@ -160,8 +178,9 @@ def proposal(params: Params, farm: Farm, layout: Layout, device: str) -> tuple[s
     try:
         connection = connect(entry, device)
         try:
-            decided = _decision(device, device_releases.status(connection, entry), target,
-                                by_hand=False)
+            state = _checked_against_record(layout, device,
+                                            device_releases.status(connection, entry))
+            decided = _decision(device, state, target, by_hand=False)
         finally:
             connection.close()
     except DeviceError:
@@ -174,7 +193,7 @@ def _release_harness_device(params: Params, layout: Layout, device: str,
                             approve: Approver | None) -> ReleaseOutcome:
     connection = connect(entry, device)
     try:
-        state = device_releases.status(connection, entry)
+        state = _checked_against_record(layout, device, device_releases.status(connection, entry))
         decided = _decision(device, state, target, by_hand)
         if isinstance(decided, ReleaseOutcome):
             if decided.status == UNCHANGED:
@@ -229,17 +248,37 @@ def _reconciled(layout: Layout, unchanged: ReleaseOutcome,
     recorded = (read_record(layout, device).get("current") or {}).get("release")
     if recorded != current["release"]:
         repaired.append(f"edgeflow's record (it said {recorded or 'none'})")
-    mlflow = current.get("mlflow")
+    mlflow, unchecked = current.get("mlflow"), ""
     if mlflow and registry.store_exists(mlflow):
-        pointed = registry.pointed_version(mlflow, device)
+        try:
+            pointed = registry.pointed_version(mlflow, device)
+        except ConfigError as error:  # the tracking server does not answer: the record still
+            pointed, unchecked = str(mlflow["version"]), (
+                f"; the MLflow alias {registry.alias(device)} was not checked: {error}")
         if pointed != str(mlflow["version"]):
-            registry.point_alias(mlflow, device)
-            repaired.append(f"the MLflow alias {registry.alias(device)} (it pointed at "
-                            f"{'version ' + pointed if pointed else 'no version'})")
-    message = unchanged.message + (f"; repaired {' and '.join(repaired)}" if repaired else "")
+            unchecked = _alias_moved(mlflow, device)
+            if not unchecked:
+                repaired.append(f"the MLflow alias {registry.alias(device)} (it pointed at "
+                                f"{'version ' + pointed if pointed else 'no version'})")
+    message = (unchanged.message + (f"; repaired {' and '.join(repaired)}" if repaired else "")
+               + unchecked)
     version = str(mlflow["version"]) if mlflow else None
     return done(layout, replace(unchanged, message=message, mlflow_version=version),
                 current, state.get("previous"))
+
+
+def _alias_moved(mlflow: dict[str, Any] | None, device: str) -> str:
+    """Point ``device``'s alias at ``mlflow``'s version (:func:`registry.point_alias`):
+    ``""``, or why it was not moved as a clause for the outcome's message. Never raises:
+    the board has switched, and a tracking server that stopped answering mid-release
+    must not keep edgeflow's record from saying so."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registry.point_alias(mlflow, device)
+    except (ConfigError, MlflowException) as error:
+        return f"; the MLflow alias {registry.alias(device)} was not moved: {error}"
+    return ""
 
 
 def _staging_root(layout: Layout) -> Path:
@@ -257,13 +296,13 @@ def _outcome(layout: Layout, device: str, target: Variant, release_id: str,
     if status == "hook_failed" and (answer.get("restored_hook") or {}).get("ok") is False:
         # Switched back, but the application did not start there either: the device
         # runs nothing healthy, which is a failure, not a refusal it survived.
-        return done(layout, ReleaseOutcome(device, FAILED, target.name, release_id,
-                                            f"{device}: {message}", version))
+        return done(layout, ReleaseOutcome(device, FAILED, target.name, release_id, message,
+                                            version))
     if status in ("released", "already_current"):
         if status == "released" and replaced_damaged:
             message += " (replacing a release whose files had changed on the board)"
-        registry.point_alias(mlflow, device)
         state = device_releases.status(connection, entry)
+        message += _alias_moved(mlflow, device)
         return done(layout, ReleaseOutcome(
             device, RELEASED if status == "released" else UNCHANGED, target.name, release_id,
             message, version), state.get("current"), state.get("previous"))
@@ -291,8 +330,8 @@ def rollback_device(farm: Farm, layout: Layout, device: str) -> ReleaseOutcome:
                                                 f"{device} was not rolled back: {message}"))
         state = device_releases.status(connection, entry)
         current = state.get("current") or {}
-        registry.point_alias(current.get("mlflow"), device)
         version = (current.get("mlflow") or {}).get("version")
+        message += _alias_moved(current.get("mlflow"), device)
         return done(layout, ReleaseOutcome(device, ROLLED_BACK, current.get("variant"),
                                             current.get("release"), message,
                                             str(version) if version else None),
@@ -334,7 +373,8 @@ def drift(record: dict[str, Any], board: dict[str, Any]) -> str | None:
                 f"{recorded or 'none'}")
     if actual and not actual.get("variant"):
         # `current` names a release whose folder (or manifest) is gone: nothing to load.
-        return f"the board's current release {recorded} is missing (its folder was deleted)"
+        return (f"the board's current release {recorded} is missing (its folder or its "
+                "manifest is gone)")
     if actual and actual.get("files_intact") is False:
         changed = [str(name) for name in actual.get("changed") or []]
         named = ", ".join(changed[:DRIFT_FILES_NAMED]) + (

@@ -78,6 +78,6 @@ def test_status_exits_1_when_a_board_drifted_or_cannot_be_reached(
     assert gone.returncode == 1
     assert f"missing ({released.release_id}" in gone.stdout
     assert (f"drift on local: the board's current release {released.release_id} is missing "
-            "(its folder was deleted)") in gone.stdout
+            "(its folder or its manifest is gone)") in gone.stdout
     assert gone.stderr.strip() == ("edgeflow: error: drift on local; unreachable: ghost (the "
                                    "table says why)")

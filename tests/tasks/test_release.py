@@ -563,6 +563,31 @@ def test_every_file_of_a_release_is_checked_by_the_predictor_and_by_status(
     assert device_state(farm, project, "local")["drift"] == (
         f"the manifest of {outcome.release_id} on the board changed since it was released "
         "(manifest.json rewritten with its digest file)")
+    # Releasing the same variant again is no "unchanged" that would adopt the edited
+    # manifest into edgeflow's record: the release is pushed again.
+    again = release_device(tiny_project.params, farm, project, "local")
+    assert again.status == "released" and again.release_id != outcome.release_id
+    assert again.message.endswith("(replacing a release whose files had changed on the board)")
+    assert predictor.Model(str(folder)).classes == json.loads(
+        (project.prepared / "meta.json").read_text())["classes"]
+    assert device_state(farm, project, "local")["drift"] is None
+
+
+def test_an_alias_the_tracking_server_cannot_move_is_said_not_raised(project: Layout) -> None:
+    """The board has switched when the alias moves: a server gone since the release
+    started must not keep edgeflow's record from saying so."""
+    import socket
+
+    from tasks.release import _alias_moved
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    said = _alias_moved({"tracking_uri": uri, "registered_model": "edgeflow-x", "version": "3"},
+                        "pi")
+    assert said.startswith(f"; the MLflow alias device-pi was not moved: MLFLOW_TRACKING_URI "
+                           f"{uri}: no MLflow server answers there")
+    assert _alias_moved(None, "pi") == ""  # nothing registered: nothing to move
 
 
 def test_devices_registering_at_once_share_one_registered_model_and_version(
@@ -708,7 +733,7 @@ def test_on_release_failing_on_the_restored_release_too_is_reported_as_a_failure
     two = release_device(params, farm, project, "flaky", variant=second, approve=YES)
     assert two.status == "failed"
     assert two.message == (
-        "flaky: on_release failed (exit 5: service down); switched back to "
+        "on_release failed (exit 5: service down); switched back to "
         f"{one.release_id}, but on_release failed there too (exit 5: service down): the "
         "application is not running")
     assert current(project, "flaky") == f"releases/{one.release_id}"
@@ -748,6 +773,10 @@ def test_a_release_whose_files_changed_on_the_board_is_pushed_again_not_unchange
     model = device_code.predictor().Model(str(app(project, "local") / "current"))
     assert model.manifest["variant"] == first.variant
     assert device_state(farm, project, "local")["drift"] is None
+    # The damaged release is no rollback target: the predictor would refuse its files.
+    rolled = rollback_device(farm, project, "local")
+    assert rolled.status == "refused" and "no earlier healthy release" in rolled.message
+    assert current(project, "local") == f"releases/{again.release_id}"
     assert release_device(params, farm, project, "local").status == "unchanged"
 
 
@@ -866,3 +895,22 @@ def test_a_tracking_server_that_does_not_answer_stops_the_release_at_once(
         release_device(tiny_project.params, farm_of(project), project, "local")
     assert time.monotonic() - started < 30
     assert current(project, "local") is None
+
+
+def test_an_application_the_hook_starts_in_the_background_keeps_running(
+        project: Layout, tiny_project: Any) -> None:
+    """``on_release: 'app &'``: the hook is over when its shell exits; the application,
+    which inherits the hook's output, is neither waited for nor killed at the timeout."""
+    from tests.helpers import processes_left
+
+    farm = _farm_with(project, "bg", "{threads: 1, workdir: .edgeflow/devices/bg, "
+                      "on_release_timeout_seconds: 2, on_release: 'echo starting; "
+                      "sleep 181818 & echo started'}")
+    try:
+        outcome = release_device(tiny_project.params, farm, project, "bg",
+                                 variant=_variants(project)[0], approve=YES)
+        assert outcome.status == "released", outcome.message
+        assert outcome.message.endswith("is current")
+        assert len(processes_left("sleep 181818", within=3.0)) == 1  # still running
+    finally:
+        subprocess.run(["pkill", "-f", "sleep 181818"], check=False)

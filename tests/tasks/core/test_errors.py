@@ -14,7 +14,7 @@ from tasks.core.errors import (ConfigError, ConversionError, DataError, DeviceEr
                                device_failure)
 from tasks.core.locks import ExperimentBusy, LockTimeout, NotWritable
 from tasks.farm.push import DeployError
-from tasks.farm.releases import ReleaseError
+from tasks.farm.releases import ConnectionLost, ReleaseError
 from tasks.farm.setup import SetupError
 from tasks.farm.transports import DeviceUnreachable, HostKeyRefused
 from flows.serve import ServeError
@@ -39,6 +39,7 @@ EXIT_CODES: dict[type[EdgeflowError], int] = {
     SetupError: 1,
     ServeError: 1,
     ReleaseError: 1,
+    ConnectionLost: 1,
 }
 
 # Exception classes defined in tasks/ and flows/ that are deliberately not EdgeflowErrors.

@@ -4,6 +4,7 @@ tests/tasks/test_release.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,7 +23,10 @@ def manager() -> Any:
 def make(app: Path, name: str, passed: bool | None = True) -> str:
     folder = app / "releases" / name
     folder.mkdir(parents=True)
-    (folder / "manifest.json").write_text("{}")
+    manifest = json.dumps({"manifest_version": 2, "files": []}).encode()
+    (folder / "manifest.json").write_bytes(manifest)  # complete, as released: no file changed
+    (folder / "manifest.sha256").write_text(f"{hashlib.sha256(manifest).hexdigest()}  "
+                                            "manifest.json\n")
     if passed is not None:
         (folder / "health.json").write_text(json.dumps({"passed": passed}))
     return name
@@ -38,6 +42,22 @@ def test_prune_keeps_the_newest_and_never_the_current_or_previous(tmp_path: Path
     removed = manager.prune(str(tmp_path), 3, {IDS[0], IDS[5]})
     assert removed == [IDS[1], IDS[2], IDS[3]]
     assert manager.releases(str(tmp_path)) == [IDS[0], IDS[4], IDS[5], IDS[6]]
+
+
+def test_a_release_whose_files_changed_on_the_board_is_no_rollback_target(
+        tmp_path: Path, manager: Any) -> None:
+    """Its health check passed once, but the predictor would refuse it now."""
+    app = str(tmp_path)
+    make(tmp_path, IDS[0])
+    make(tmp_path, IDS[1])
+    make(tmp_path, IDS[2])
+    manager.switch(app, IDS[2])
+    state = {**manager.load_state(app), "previous": IDS[1]}
+    assert manager.rollback_target(app, state) == IDS[1]
+    (tmp_path / "releases" / IDS[1] / "manifest.json").write_text('{"edited": true}')
+    assert manager.rollback_target(app, state) == IDS[0]  # the older intact one
+    (tmp_path / "releases" / IDS[0] / "manifest.sha256").unlink()
+    assert manager.rollback_target(app, state) is None
 
 
 def test_a_rollback_goes_to_the_previous_release_else_the_newest_healthy_older_one(
