@@ -34,14 +34,14 @@ from tasks.core.files import sha256_file
 
 KIND_TAG, KIND = "edgeflow.kind", "variant"
 DIGEST_TAG = "edgeflow.artifact_digest"
-FLAVOUR_VERSION = "2"  # bump when what a logged model holds changes: models are re-logged
+FLAVOUR_VERSION = "3"  # bump when what a logged model holds changes: models are re-logged
 EXAMPLE_IMAGES = 2
 
 
 @dataclass(frozen=True)
 class ModelInputs:
     """What every variant's model is saved with: its signature, input example and what
-    its pre-processing needs (``{"height", "width", "color"}`` and the class names)."""
+    its pre-processing needs (``{"height", "width", "color", "fit"}`` and the class names)."""
 
     signature: Any
     example: Any
@@ -77,7 +77,8 @@ def model_inputs(prepared: Path) -> ModelInputs:
     height, width, _ = meta.input_shape
     example = np.round(images[:EXAMPLE_IMAGES] * 255.0).astype(np.uint8)
     return ModelInputs(signature, example,
-                       {"height": height, "width": width, "color": meta.color},
+                       {"height": height, "width": width, "color": meta.color,
+                        "fit": meta.fit},
                        list(meta.classes))
 
 

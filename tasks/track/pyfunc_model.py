@@ -60,8 +60,9 @@ def images_of(model_input: Any) -> list[Any]:
 class HarnessModel(mlflow.pyfunc.PythonModel):
     """``context.artifacts``: ``harness`` (tasks/device/harness.py), ``preprocess``
     (tasks/device/preprocess.py), ``serving`` (``{"runtime", "artifact", "spec",
-    "options", "input": {"height", "width", "color"}, "classes"}``, the artifact by its
-    artifact key) and the variant's files."""
+    "options", "input": {"height", "width", "color", "fit"}, "classes"}``, the artifact by
+    its artifact key; ``fit`` absent, in models logged before it was recorded, is
+    ``squash``) and the variant's files."""
 
     def load_context(self, context: Any) -> None:
         harness = _load("edgeflow_harness", context.artifacts["harness"])
@@ -79,8 +80,9 @@ class HarnessModel(mlflow.pyfunc.PythonModel):
         pre = self._preprocess
         picture = pre.decode_image(bytes(image)) if isinstance(image, (bytes, bytearray)) \
             else pre.image_from_array(image)
+        # The prepared data's fit: a letterbox project's images are letterboxed here too.
         return pre.to_model_input(picture, self._input["height"], self._input["width"],
-                                  self._input["color"])
+                                  self._input["color"], self._input.get("fit", "squash"))
 
     # No type hints: MLflow would read them as a schema (it takes the signature instead).
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]

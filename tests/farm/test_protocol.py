@@ -164,6 +164,9 @@ def _forged(dotted: str, value: Any) -> dict[str, Any]:
     (_forged("latency_ci95_ms.p50", [0.1, 0.2]), "device returned latency_ci95_ms.p50 "
                                                  "[0.1, 0.2], but its 10 raw latencies give "
                                                  "[0.96, 1.3]"),
+    # Its true lower bound alone: a shorter list must not pass as its first items.
+    (_forged("latency_ci95_ms.p50", [0.96]), "device returned latency_ci95_ms.p50 [0.96]: not "
+                                             "[low, high] with 0 <= low <= high"),
     (_forged("latency_ci95_ms.p90", [1.0, 1.6]), "device returned latency_ci95_ms.p90 "
                                                  "[1.0, 1.6], but its 10 raw latencies give None"),
     (_forged("timed_seconds", "0.01"), "device returned timed_seconds '0.01', but its 10 raw "
@@ -176,6 +179,17 @@ def test_statistics_a_board_states_must_be_the_ones_its_raw_latencies_give(
     with pytest.raises(ValueError) as refused:
         validate_harness_result(document)
     assert str(refused.value) == reason
+
+
+@pytest.mark.parametrize("stated", [[0.96], [0.96, 1.3, 2.0], []])
+def test_a_list_agrees_only_with_one_of_the_same_length(stated: list[float]) -> None:
+    """The comparison itself, under the shape check that refuses such a list first: a
+    prefix of the recomputed bounds (or a longer list) is no agreement (zip would stop
+    at the shorter)."""
+    from tasks.farm.protocol import _agrees
+
+    assert _agrees([0.96, 1.3], [0.96, 1.3])
+    assert not _agrees(stated, [0.96, 1.3])
 
 
 def test_a_statistic_recomputed_elsewhere_may_differ_in_its_last_digits() -> None:

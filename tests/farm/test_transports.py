@@ -122,8 +122,10 @@ Path(sys.argv[2]).touch()
 done = board.run("echo answer", timeout=120)
 grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
 print(json.dumps({"grown_mb": grown / 1024, "stdout": done.stdout, "stderr": len(done.stderr),
-                  "tail": done.stderr[-3:]}))
+                  "tail": done.stderr[-len(sys.argv[3]) - 3:]}))
 """
+# The last thing a flood prints: what is kept must end with it (the tail, not the head).
+END_OF_FLOOD = "<end of flood>"
 
 
 def test_a_board_flooding_stderr_at_login_is_kept_to_its_tail(tmp_path: Path) -> None:
@@ -143,18 +145,34 @@ def test_a_board_flooding_stderr_at_login_is_kept_to_its_tail(tmp_path: Path) ->
     server = start_sshd(tmp_path / "sshd")
     marker = tmp_path / "flood"
     (server.root / "home" / ".bashrc").write_text(
-        f"[ -e {marker} ] && head -c {flood} /dev/zero | tr '\\0' x >&2\n")
+        f"[ -e {marker} ] && head -c {flood} /dev/zero | tr '\\0' x >&2"
+        f" && printf '{END_OF_FLOOD}' >&2\n")
     try:
         device = ssh_device(server, tmp_path / "board")
         ran = subprocess.run([sys.executable, "-c", FLOOD_RUN, device.model_dump_json(),
-                              str(marker)], capture_output=True, text=True, timeout=180,
+                              str(marker), END_OF_FLOOD], capture_output=True, text=True,
+                             timeout=180,
                              cwd=Path(__file__).resolve().parents[2])
     finally:
         stop_sshd(server)
     assert ran.returncode == 0, ran.stderr[-2000:]
     seen = json.loads(ran.stdout)
-    assert (seen["stdout"], seen["stderr"], seen["tail"]) == ("answer\n", KEPT_OUTPUT_CHARS, "xxx")
+    assert (seen["stdout"], seen["stderr"], seen["tail"]) == (
+        "answer\n", KEPT_OUTPUT_CHARS, "xxx" + END_OF_FLOOD)
     assert seen["grown_mb"] < (flood >> 20) / 6, seen  # 4.3 MB here
+
+
+def test_a_local_command_flooding_stderr_is_kept_to_its_tail() -> None:
+    """The local board's runner keeps the tail too: 5 MB of stderr, then a marker, comes
+    back as the last KEPT_OUTPUT_CHARS, ending with the marker."""
+    from tasks.farm.transports import KEPT_OUTPUT_CHARS
+
+    done = LocalConnection().run(
+        f"head -c 5000000 /dev/zero | tr '\\0' x >&2 && printf '{END_OF_FLOOD}' >&2"
+        " && echo answer", timeout=60)
+    assert done.ok and done.stdout == "answer\n"
+    assert len(done.stderr) == KEPT_OUTPUT_CHARS
+    assert done.stderr.endswith("x" + END_OF_FLOOD)
 
 
 # 1 s: a third of it rounds down to 0, and a probe interval is at least 1 s.

@@ -353,7 +353,8 @@ def test_off_a_terminal_a_large_step_prints_about_every_tenth_item_and_every_fai
 
 def results_summary() -> dict:
     """A summary as select writes it, of the widths a real farm gives: long device and
-    variant names, a failed row with two reasons, notes on a passing one."""
+    variant names, a failed row with two reasons, a skipped one (shown with ``--all``
+    only), notes on a passing one."""
     def row(device: str, variant: str, status: str, p90: float, reasons: list[str],
             notes: list[str]) -> dict:
         fmt, precision = variant.split("-")[-2:] if variant.count("-") > 1 else variant.split("-")
@@ -370,13 +371,17 @@ def results_summary() -> dict:
     rows = [row("jetson-orin-nano-lab2", "pruned50-onnx-int8-qdq", "fail", 12.3456,
                 ["p90 latency 12.346 ms > max_latency_p90_ms 5", "accuracy drop 3.10% > "
                  "max_accuracy_drop 2.00% (Errno [111] quoted: not markup)"], [busy]),
+            {**row("local", "edgetpu-int8", "skipped", 1.0,
+                   ["runtime edgetpu is not on this device"], []),
+             "accuracy": None, "accuracy_samples": 0, "accuracy_interval": None,
+             "latency_ms": None, "throughput_fps": None, "peak_rss_mb": None, "load_ms": None},
             row("jetson-orin-nano-lab2", "onnx-fp32", "pass", 1.5, [], [busy]),
             row("local", "tflite-fp32", "pass", 0.005, [], [])]
     return {"reference_accuracy": 0.9028, "reference_samples": 360,
             "reference_interval": [0.87, 0.93], "rank_by": "latency_p90_ms",
             "requirements": {"jetson-orin-nano-lab2": {"max_latency_p90_ms": 5.0},
                              "local": {}},
-            "counts": {"pass": 2, "fail": 1, "error": 0, "skipped": 0},
+            "counts": {"pass": 2, "fail": 1, "error": 0, "skipped": 1},
             "recommendations": {"jetson-orin-nano-lab2": "onnx-fp32", "local": "tflite-fp32"},
             "results": rows}
 
@@ -450,6 +455,16 @@ def test_in_a_narrow_terminal_the_results_are_a_compact_table_with_the_reasons_u
         "quoted: not markup); conditions changed during the run: other processes kept 1.64 "
         "CPUs busy [2] jetson-orin-nano-lab2 onnx-fp32: conditions changed during the run: "
         "other processes kept 1.64 CPUs busy")
+    # With --all the skipped row is shown in its place, numbered with the others.
+    everything = results_lines(in_a_terminal(["report", "--all"], tmp_path, columns))
+    assert [row[:1] + row[-4:] for row in (line.split() for line in everything
+                                          if re.match(r"\s*\d+ ", line))] == [
+        ["1", "fail", "0.903", "12.346", "7.5"], ["2", "skipped", "\u2014", "\u2014", "7.5"],
+        ["3", "pass", "0.903", "1.500", "7.5"], ["4", "pass", "0.903", "0.005", "7.5"]]
+    listed = " ".join(" ".join(everything[everything.index(next(
+        line for line in everything if line.startswith("[1]"))):]).split())
+    assert "[2] local edgetpu-int8: runtime edgetpu is not on this device [3] " \
+        "jetson-orin-nano-lab2 onnx-fp32: conditions" in listed
 
 
 def test_a_wide_terminal_keeps_the_full_table_and_a_pipe_gets_columns_or_80(

@@ -281,6 +281,50 @@ def test_each_variant_is_one_logged_model_that_runs_and_is_reused(
     assert client.get_run(third["parent_run_id"]).data.tags["edgeflow.models_logged"] == "1"
 
 
+@pytest.mark.parametrize("fit", ["squash", "letterbox", None])
+def test_the_logged_model_brings_images_to_size_as_the_prepared_data_says(
+        tiny_project: Any, tmp_path: Path, fit: str | None) -> None:
+    """A letterbox project's logged model letterboxes (as its release's predictor does),
+    a squash project's squashes, and a model logged before ``fit`` was recorded
+    (``fit`` None here: absent from serving.json) squashes."""
+    import dataclasses
+
+    import mlflow.pyfunc
+    import numpy as np
+    from mlflow.models import Model
+
+    from tasks.core.contracts.variants import read_variant_index
+    from tasks.device import preprocess
+    from tasks.track.models import _quietly, _save_harness_pyfunc, model_inputs
+
+    prepared = tmp_path / "prepared"
+    shutil.copytree(tiny_project.layout.prepared, prepared)
+    meta = read_json(prepared / "meta.json")
+    meta["fit"] = fit or "squash"
+    write_json(prepared / "meta.json", meta)
+    inputs = model_inputs(prepared)
+    assert inputs.input["fit"] == (fit or "squash")
+    if fit is None:
+        inputs = dataclasses.replace(inputs, input={
+            key: value for key, value in inputs.input.items() if key != "fit"})
+    variants = tiny_project.layout.variants
+    (variant,) = [entry for entry in read_variant_index(variants).variants
+                  if entry.name == "onnx-fp32"]
+    with _quietly():
+        _save_harness_pyfunc(variant, variants, tmp_path / "model", Model(), inputs)
+        model = mlflow.pyfunc.load_model(str(tmp_path / "model")).unwrap_python_model()
+    # A wide frame (3:1) with no black pixel: letterboxing adds black bands above and
+    # below, squashing none.
+    wide = np.random.default_rng(0).integers(50, 256, (16, 48, 3), dtype=np.uint8)
+    height, width, color = (inputs.input[key] for key in ("height", "width", "color"))
+    expected = preprocess.to_model_input(preprocess.image_from_array(wide), height, width,
+                                         color, fit or "squash")
+    prepared_image = model._prepared(wide)
+    assert np.array_equal(prepared_image, expected)
+    black_rows = int((prepared_image.reshape(height, -1).max(axis=1) == 0).sum())
+    assert black_rows == (0 if fit in ("squash", None) else height - round(height / 3))
+
+
 def test_runs_carry_their_origin_and_a_name_of_experiment_and_time(
         tiny_project: Any, project: Layout) -> None:
     import random

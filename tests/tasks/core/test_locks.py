@@ -3,6 +3,7 @@ named, re-entrant in one process, released when the holder is killed."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -137,3 +138,83 @@ def test_a_file_where_the_state_folder_belongs_is_named_not_called_read_only(
     lock = tmp_path / ".edgeflow" / "run.lock"
     assert str(refused.value) == (f"cannot create the lock {lock} (File exists: "
                                   f"{tmp_path / '.edgeflow'})")
+
+
+# The same refusals without a read-only tree (read_only_tree skips where root may not set
+# the immutable attribute): the file system's answers, raised where locks.py meets them.
+REFUSED = {"EACCES": PermissionError(errno.EACCES, "Permission denied"),
+           "EROFS": OSError(errno.EROFS, "Read-only file system"),
+           "ENOSPC": OSError(errno.ENOSPC, "No space left on device")}
+
+
+def _refusing(monkeypatch: pytest.MonkeyPatch, at: Path, error: OSError, call: str) -> None:
+    """``Path.mkdir`` (``call`` "mkdir") or ``os.open`` ("open") raising ``error`` for
+    ``at``, as the kernel's answer names it (``filename``); other paths untouched."""
+    from tasks.core import locks
+
+    def refused() -> OSError:
+        return type(error)(error.errno, error.strerror, str(at))
+
+    if call == "mkdir":
+        make = Path.mkdir
+
+        def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+            if self == at:
+                raise refused()
+            make(self, *args, **kwargs)  # type: ignore[arg-type]
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    else:
+        opener = os.open
+
+        def open_(path: object, *args: object, **kwargs: object) -> int:
+            if Path(str(path)) == at:
+                raise refused()
+            return opener(path, *args, **kwargs)  # type: ignore[arg-type]
+        monkeypatch.setattr(locks.os, "open", open_)
+
+
+@pytest.mark.parametrize("errno_name", ["EACCES", "EROFS"])
+@pytest.mark.parametrize("made, call, refusing, named", [
+    ((), "mkdir", ".edgeflow", ""),  # the state folder cannot be made in the experiment
+    ((".edgeflow",), "open", ".edgeflow/run.lock", ".edgeflow"),  # no new file in it
+    ((".edgeflow", ".edgeflow/run.lock"), "open", ".edgeflow/run.lock",
+     ".edgeflow/run.lock"),  # the lock file refuses writing
+], ids=["fresh", "state-folder-made", "lock-file-made"])
+def test_a_refused_lock_is_one_line_naming_the_folder_that_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, errno_name: str,
+        made: tuple[str, ...], call: str, refusing: str, named: str) -> None:
+    experiment = tmp_path.resolve() / "experiment"
+    (experiment / ".edgeflow").mkdir(parents=True) if made else experiment.mkdir()
+    if ".edgeflow/run.lock" in made:
+        (experiment / ".edgeflow" / "run.lock").touch()
+    error = REFUSED[errno_name]
+    _refusing(monkeypatch, experiment / refusing, error, call)
+    reason = f"{error.strerror}: {experiment / refusing}"
+    with pytest.raises(NotWritable) as refused:
+        with file_lock(experiment / ".edgeflow" / "run.lock"):
+            pass
+    assert str(refused.value) == f"{experiment / named} is not writable ({reason})"
+    assert (refused.value.reason, refused.value.refused) == (reason, True)
+    with pytest.raises(NotWritable) as refused:
+        with experiment_lock(experiment / ".edgeflow"):
+            pass
+    assert str(refused.value) == (f"the experiment folder {experiment} is not writable "
+                                  f"({reason}): {ADVICE}")
+
+
+@pytest.mark.parametrize("call, failing", [("mkdir", ".edgeflow"),
+                                           ("open", ".edgeflow/run.lock")])
+def test_a_lock_that_fails_otherwise_names_the_lock_and_the_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, failing: str) -> None:
+    """A full disk is not a read-only folder: the lock and the error, not the advice."""
+    experiment = tmp_path.resolve() / "experiment"
+    (experiment / ".edgeflow").mkdir(parents=True) if call == "open" else experiment.mkdir()
+    _refusing(monkeypatch, experiment / failing, REFUSED["ENOSPC"], call)
+    lock = experiment / ".edgeflow" / "run.lock"
+    expected = f"cannot create the lock {lock} (No space left on device: {experiment / failing})"
+    for taking in (lambda: file_lock(lock), lambda: experiment_lock(experiment / ".edgeflow")):
+        with pytest.raises(NotWritable) as refused:
+            with taking():
+                pass
+        assert str(refused.value) == expected
+        assert refused.value.refused is False

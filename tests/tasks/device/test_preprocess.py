@@ -38,6 +38,15 @@ def test_letterbox_keeps_the_aspect_ratio_and_pads_with_black() -> None:
     np.testing.assert_array_equal(row_means[10:], 0.0)
 
 
+def test_letterbox_with_odd_padding_puts_the_extra_line_below_and_right() -> None:
+    """A 3:1 image in a 16x16 input: scaled to 16x5, 11 rows of padding, 5 above and 6
+    below; its 1:3 twin: 5 columns, 5 left and 6 right."""
+    wide = preprocess.to_model_input(white(30, 10), 16, 16, "grayscale", "letterbox")[..., 0]
+    np.testing.assert_array_equal(wide.mean(axis=1), [0.0] * 5 + [1.0] * 5 + [0.0] * 6)
+    tall = preprocess.to_model_input(white(10, 30), 16, 16, "grayscale", "letterbox")[..., 0]
+    np.testing.assert_array_equal(tall.mean(axis=0), [0.0] * 5 + [1.0] * 5 + [0.0] * 6)
+
+
 def test_letterbox_of_a_tall_image_pads_left_and_right_in_colour() -> None:
     red = Image.new("RGB", (5, 20), (255, 0, 0))
     x = preprocess.to_model_input(red, 8, 8, "rgb", "letterbox")
