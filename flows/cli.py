@@ -437,7 +437,7 @@ def rollback(device: DeviceArgument, params: ParamsOption = Path("params.yaml"),
 
     def rolled() -> Any:
         with experiment_lock(ctx.layout.state):
-            return rollback_device(ctx.farm, ctx.layout, device)
+            return rollback_device(ctx.farm, ctx.layout, device, ctx.params.release.readable_by)
 
     _say_release(_guarded(lambda: _interruptible(rolled)), ctx.layout)
 

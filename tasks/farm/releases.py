@@ -159,11 +159,14 @@ def _discard(connection: Connection, remote: str) -> None:
 
 
 def rollback(connection: Connection, device: LocalDevice | SshDevice,
-             lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS) -> dict[str, Any]:
+             lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS,
+             readable_by: str = "group") -> dict[str, Any]:
     """Switch ``current`` back to the previous healthy release (``on_release`` runs);
     the manager's answer (``status`` ``rolled_back``, ``nothing_to_roll_back_to`` or
-    ``hook_failed``)."""
-    command = _manager_command(device, lock_wait, "rollback", *_hook_argv(device))
+    ``hook_failed``). What the manager writes is as readable as ``readable_by`` says
+    (``release.readable_by``), as in a release."""
+    command = _manager_command(device, lock_wait, "rollback", "--readable-by", readable_by,
+                               *_hook_argv(device))
     result = connection.run(command, timeout=lock_wait + device.on_release_timeout_seconds * 2
                             + MANAGER_GRACE_SECONDS)
     return _answer(result, "rollback", lock_wait)

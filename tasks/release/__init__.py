@@ -312,8 +312,10 @@ def _outcome(layout: Layout, device: str, target: Variant, release_id: str,
     raise StepError(f"release to {device}: unexpected answer from the device: {message or status}")
 
 
-def rollback_device(farm: Farm, layout: Layout, device: str) -> ReleaseOutcome:
-    """Switch ``device`` back to its previous healthy release; its alias follows."""
+def rollback_device(farm: Farm, layout: Layout, device: str,
+                    readable_by: str = "group") -> ReleaseOutcome:
+    """Switch ``device`` back to its previous healthy release; its alias follows. What
+    the board's manager writes is as readable as ``readable_by`` (``release.readable_by``)."""
     entry = farm.devices.get(device)
     if entry is None:
         raise ConfigError(f"unknown device {device!r} (farm.yaml has: {', '.join(farm.devices)})")
@@ -322,7 +324,7 @@ def rollback_device(farm: Farm, layout: Layout, device: str) -> ReleaseOutcome:
                           f"{layout.device_releases(device)} (see the README)")
     connection = connect(entry, device)
     try:
-        answer = device_releases.rollback(connection, entry)
+        answer = device_releases.rollback(connection, entry, readable_by=readable_by)
         status = answer.get("status")
         message = str(answer.get("message", ""))[:500]
         if status != "rolled_back":

@@ -179,10 +179,12 @@ def test_rollback_returns_to_the_previous_release_and_moves_the_alias(
     assert second.status == "released" and second.mlflow_version != first.mlflow_version
     assert alias_version(project, "local") == second.mlflow_version
 
-    back = rollback_device(farm, project, "local")
+    back = rollback_device(farm, project, "local", readable_by="owner")
     assert (back.status, back.release_id, back.variant) == ("rolled back", first.release_id,
                                                              first.variant)
     assert current(project, "local") == f"releases/{first.release_id}"
+    # What the manager wrote is as readable as release.readable_by says (not the default).
+    assert oct((app(project, "local") / "state.json").stat().st_mode & 0o777) == "0o600"
     assert alias_version(project, "local") == first.mlflow_version
     state = device_state(farm, project, "local")
     assert state["drift"] is None
