@@ -32,7 +32,7 @@ from tasks.core.contracts.prepared import read_meta
 from tasks.core.contracts.summary import read_summary
 from tasks.core.contracts.variants import Variant, read_variant_index
 from tasks.core.errors import ConfigError, DeviceError, StepError
-from tasks.core.interrupt import raise_if_stopped
+from tasks.core.interrupt import raise_if_stopped, stop_requested
 from tasks.core.layout import Layout
 from tasks.farm import releases as device_releases
 from tasks.farm.transports import connect
@@ -231,7 +231,10 @@ def _release_harness_device(params: Params, layout: Layout, device: str,
         outcome = _outcome(layout, device, target, bundle.release_id, answer, mlflow,
                            connection, entry, replaced_damaged=_damaged(state))
         # A stop requested once the switch was under way: its outcome is recorded (the
-        # board, the record and the alias agree), and the run stops here.
+        # board, the record and the alias agree) and said, and the run stops here.
+        if stop_requested():
+            notices.warn(f"release: {outcome.line()} (its switch was under way when the stop "
+                         "came)")
         raise_if_stopped()
         return outcome
     finally:

@@ -916,3 +916,31 @@ def test_an_application_the_hook_starts_in_the_background_keeps_running(
         assert len(processes_left("sleep 181818", within=3.0)) == 1  # still running
     finally:
         subprocess.run(["pkill", "-f", "sleep 181818"], check=False)
+
+
+def test_a_stop_once_the_switch_is_under_way_records_and_says_the_release(
+        project: Layout, tiny_project: Any) -> None:
+    """Ctrl-C while on_release runs (after the switch): the release finishes, the board,
+    the record and the alias agree on it, its outcome is said, and then the run stops."""
+    from tasks.core import interrupt, notices
+    from tests.helpers import stop_when
+
+    marker = project.root / "hook-started"
+    farm = _farm_with(project, "late", "{threads: 1, workdir: .edgeflow/devices/late, "
+                      f"on_release: 'touch {marker}; sleep 2'}}")
+    variant = _variants(project)[0]
+    seen: list[str] = []
+    with notices.listening(lambda notice: seen.append(getattr(notice, "message", ""))):
+        raised, _ = stop_when(
+            lambda: release_device(tiny_project.params, farm, project, "late", variant=variant,
+                                   approve=YES),
+            marker.exists, "the on_release hook running")
+    assert isinstance(raised, interrupt.Interrupted)
+    record = read_record(project, "late")
+    released = record["current"]["release"]
+    assert current(project, "late") == f"releases/{released}"
+    assert alias_version(project, "late") == str(record["current"]["mlflow"]["version"])
+    assert [line for line in seen if line.startswith("release: late: released: ")] == [
+        f"release: late: released: {released} is current (MLflow version "
+        f"{record['current']['mlflow']['version']}) (its switch was under way when the stop "
+        "came)"]
