@@ -278,6 +278,8 @@ def test_a_fine_tune_can_keep_the_files_batch_norm_statistics(
               epochs=1, learning_rate=0.01, batch_norm="keep", feature_layer="dropout")),
           tiny_project.layout.prepared, tmp_path / "base", tmp_path / "metrics")
     tuned = keras.models.load_model(tmp_path / "base" / "model.keras", compile=False)
+    # A named feature layer gets a new head even though the file's has the data's 10.
+    assert [layer.name for layer in tuned.layers][-2:] == ["dropout", "edgeflow_head"]
     original = keras.models.load_model(files["keras"], compile=False)
     for before in original.layers[:-1]:
         for old, new in zip(before.weights, tuned.get_layer(before.name).weights):
@@ -362,3 +364,66 @@ def test_the_feature_layer_can_be_named(mobilenet: tuple[Path, Path], tmp_path: 
         "train: train.fine_tune.feature_layer 'nosuch' is not a layer of mnv3.keras with one "
         "output (its last layers: ")
     assert not (tmp_path / "other").exists()
+
+
+def _fine_tuned(tiny_project: Any, keras_file: Path, options: FineTuneOptions) -> Any:
+    """``fine_tune`` of ``keras_file`` on the tiny project's digits (batch 64)."""
+    from tasks.core.contracts.prepared import load_split
+    from tasks.models.model_file import input_spec, inspect_model_file, load_keras
+    from tasks.train import fine_tune
+
+    prepared = tiny_project.layout.prepared
+    splits = {split: load_split(prepared, split) for split in ("train", "val")}
+    spec = input_spec(inspect_model_file(keras_file), ModelFileOptions(path=keras_file), (16, 16))
+    model, _, _ = fine_tune(load_keras(keras_file), options, TrainParams(batch_size=64), splits,
+                            spec, 10, keras_file.name)
+    return model
+
+
+def test_a_frozen_fine_tune_on_a_conv_layers_features_keeps_that_layers_kernel(
+        tiny_project: Any, files: dict[str, Path]) -> None:
+    """``feature_layer: conv1`` (a layer with weights) and ``freeze_base``: the new head
+    reads conv1's output and trains; conv1 itself is part of the frozen base. The head's
+    starting weights are seeded: a fine-tune that cannot move (learning rate 0) shows them."""
+    import keras
+
+    original = keras.models.load_model(files["keras"], compile=False)
+    tuned, still = (_fine_tuned(tiny_project, files["keras"], FineTuneOptions(
+        epochs=1, learning_rate=rate, freeze_base=True, feature_layer="conv1"))
+        for rate in (0.01, 1e-30))
+    assert [layer.name for layer in tuned.layers][-3:] == ["conv1", "edgeflow_pool",
+                                                           "edgeflow_head"]
+    for name in ("conv0", "conv1"):
+        np.testing.assert_array_equal(tuned.get_layer(name).kernel.numpy(),
+                                      original.get_layer(name).kernel.numpy())
+    head, start = tuned.get_layer("edgeflow_head"), still.get_layer("edgeflow_head")
+    assert np.abs(head.kernel.numpy() - start.kernel.numpy()).max() > 1e-3
+    assert np.abs(head.bias.numpy() - start.bias.numpy()).max() > 1e-3
+
+
+def test_an_unfrozen_fine_tune_trains_the_base_and_reestimates_its_batch_norms(
+        tiny_project: Any, files: dict[str, Path]) -> None:
+    """``freeze_base: false``: every kernel trains, and the batch-norm statistics kept are
+    the ones the train images give on the final weights (re-estimated after each epoch),
+    not the moving averages of training."""
+    import keras
+
+    from tasks.core.contracts.prepared import load_split
+    from tasks.models import batch_norm
+
+    original = keras.models.load_model(files["keras"], compile=False)
+    tuned = _fine_tuned(tiny_project, files["keras"], FineTuneOptions(
+        epochs=1, learning_rate=0.01, freeze_base=False))
+    assert [layer.name for layer in tuned.layers] == [layer.name for layer in original.layers]
+    for name in ("conv0", "conv1", "logits"):
+        assert np.abs(tuned.get_layer(name).kernel.numpy()
+                      - original.get_layer(name).kernel.numpy()).max() > 1e-3, name
+    kept = {(layer.name, name): getattr(layer, name).numpy().copy()
+            for layer in batch_norm.batch_norm_layers(tuned)
+            for name in ("moving_mean", "moving_variance")}
+    assert batch_norm.reestimate(tuned, load_split(tiny_project.layout.prepared, "train")[0],
+                                 64) == 2
+    for (layer, name), values in kept.items():
+        np.testing.assert_allclose(values, getattr(tuned.get_layer(layer), name).numpy(),
+                                   rtol=1e-5, atol=1e-6)
+        assert np.abs(values - getattr(original.get_layer(layer), name).numpy()).max() > 1e-3

@@ -49,3 +49,19 @@ def test_the_arena_recorded_is_the_smallest_the_interpreter_allocates_in(
     assert interpreter.get_output(0).shape == (1, 10)
     # The smallest such size, to the alignment: a little less does not allocate.
     assert not allocates(mobilenet_int8, arena - ALIGNMENT)
+
+
+def test_a_recorded_arena_that_allocates_is_kept_as_it_is(tmp_path: Path) -> None:
+    """A small conv net's kernels take no temporary memory: the recorded total (to the
+    alignment) allocates, and it is the smallest multiple of the alignment that does."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(3)(features)).save(tmp_path / "tiny.keras")
+    model = _int8_tflite(tmp_path / "tiny.keras")
+    arena = measure_arena_bytes(model)
+    assert arena == -(-recorded_arena_bytes(model) // ALIGNMENT) * ALIGNMENT
+    assert arena % ALIGNMENT == 0 and allocates(model, arena)
+    assert not allocates(model, arena - ALIGNMENT)
