@@ -17,7 +17,8 @@ parsed as one JSON object.
 
 A stop request (Ctrl-C) while an activation waits for the lock or runs its health check
 stops it on the device (:mod:`tasks.farm.stoppable`, as a benchmark is stopped):
-``current`` stays as it was and :class:`~tasks.core.interrupt.Interrupted` is raised. One
+``current`` stays as it was, the folder pushed for it is removed, and
+:class:`~tasks.core.interrupt.Interrupted` is raised. One
 that comes once the switch is under way lets it finish: its answer is returned (and the
 caller, recording it, stops next).
 """
@@ -47,6 +48,9 @@ DEFAULT_LOCK_WAIT_SECONDS = 600.0
 # The manager's own work beyond the health check and on_release: the switch, a prune.
 MANAGER_GRACE_SECONDS = 60.0
 DISCARD_SECONDS = 60.0
+# A stopped activation's command ends (its control folder goes) within this long unless
+# its manager is past the switch; only then may the folder pushed for it be removed.
+STOPPED_END_SECONDS = 5.0
 
 
 class ReleaseError(DeviceError):
@@ -132,6 +136,7 @@ def push_and_activate(connection: Connection, device: LocalDevice | SshDevice, f
             # reach the device: stop it now.
             with contextlib.suppress(Exception):
                 stoppable.stop(connection, control)
+                _discard_stopped(connection, app, release_id, control)
             raise
         except (DeviceError, OSError):
             _discard(connection, remote)
@@ -141,6 +146,9 @@ def push_and_activate(connection: Connection, device: LocalDevice | SshDevice, f
         with contextlib.suppress(ReleaseError):
             answer = _answer(result, f"release {release_id}", lock_wait)
         if answer is None or answer.get("status") == "stopped":
+            # The manager never ran (flock was stopped while it waited) or stopped before
+            # the switch: nothing will use the folder pushed for it.
+            _discard_stopped(connection, app, release_id, control)
             raise Interrupted(f"release {release_id} stopped on the device before the switch")
         return answer  # the switch was under way: what it ended as is recorded
     if result.exited == LOCK_BUSY_EXIT:
@@ -154,6 +162,25 @@ def _discard(connection: Connection, remote: str) -> None:
     keeps it until a later release prunes it."""
     try:
         connection.run(quote_command(["rm", "-rf", "--", remote]), timeout=DISCARD_SECONDS)
+    except (DeviceError, OSError):
+        pass
+
+
+def _discard_stopped(connection: Connection, app: str, release_id: str, control: str) -> None:
+    """Remove the folder pushed for an activation that was asked to stop, once its
+    command has ended (its control folder gone: the stop request makes a manager that
+    starts after it stop at once) and unless it is ``current`` (the stop came once the
+    switch was under way). A command still running after :data:`STOPPED_END_SECONDS` is
+    past the switch: it keeps or removes its release itself. Best effort, as
+    :func:`_discard`."""
+    tries = int(STOPPED_END_SECONDS / 0.1)
+    script = (f'i=0; while [ -e "$0" ] && [ "$i" -lt {tries} ]; do sleep 0.1; i=$((i+1)); '
+              'done; [ -e "$0" ] && exit 0; '
+              '[ "$(readlink "$1/current")" = "releases/$2" ] && exit 0; '
+              'rm -rf -- "$1/releases/$2"')
+    try:
+        connection.run(quote_command(["sh", "-c", script, control, app, release_id]),
+                       timeout=STOPPED_END_SECONDS + DISCARD_SECONDS)
     except (DeviceError, OSError):
         pass
 

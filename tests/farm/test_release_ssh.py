@@ -222,8 +222,36 @@ def test_ctrl_c_while_the_board_waits_for_its_lock_stops_the_release_there(
     assert processes_left(f"{app}/releases.py") == []
     # Nothing moved: the board, the record and the alias say the first release.
     assert (app / "current").readlink() == Path(f"releases/{first.release_id}")
+    # The folder pushed for the stopped release is not left on the board.
+    assert sorted(path.name for path in (app / "releases").iterdir()) == [first.release_id]
     assert read_record(project, "board")["current"]["release"] == first.release_id
     assert alias_version(project, "board") == first.mlflow_version
     assert device_state(farm, project, "board")["drift"] is None
     control = app.parent / "release-control"
     assert not control.exists() or list(control.iterdir()) == []
+
+
+def test_a_stopped_release_is_removed_only_once_its_command_ended_and_never_when_current(
+        ssh_server: SshServer, tmp_path: Path, monkeypatch: Any) -> None:
+    """After a stop, the folder pushed for the release goes once the activation's
+    command has ended (its control folder gone), never while it still runs (past the
+    switch) and never when it is ``current``."""
+    from tasks.farm import releases as farm_releases
+
+    monkeypatch.setattr(farm_releases, "STOPPED_END_SECONDS", 0.5)
+    board = ssh_device(ssh_server, tmp_path / "board")
+    app = tmp_path / "board" / "app"
+    control = tmp_path / "board" / farm_releases.CONTROL_DIR
+    ids = [f"2026120{day}T000000000000Z-v{day}" for day in (1, 2, 3)]
+    for name in ids:
+        (app / "releases" / name).mkdir(parents=True)
+        (app / "releases" / name / "manifest.json").write_text("{}")
+    (app / "current").symlink_to(f"releases/{ids[0]}")
+    (control / ids[2]).mkdir(parents=True)  # its command still runs
+    connection = connect(board, "board")
+    try:
+        for name in ids:
+            farm_releases._discard_stopped(connection, str(app), name, str(control / name))
+    finally:
+        connection.close()
+    assert sorted(path.name for path in (app / "releases").iterdir()) == [ids[0], ids[2]]

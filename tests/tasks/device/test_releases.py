@@ -15,9 +15,13 @@ import pytest
 from tasks.core import device_code
 
 
+def manager_module() -> Any:
+    return device_code.load(device_code.RELEASES_PATH)
+
+
 @pytest.fixture()
 def manager() -> Any:
-    return device_code.load(device_code.RELEASES_PATH)
+    return manager_module()
 
 
 def make(app: Path, name: str, passed: bool | None = True) -> str:
@@ -121,10 +125,42 @@ def test_an_activation_stopped_before_its_switch_leaves_current_and_stops_its_ch
     assert time.monotonic() - started < 5 and manager.returncode == 0
     assert (answer["status"], answer["current"]) == ("stopped", IDS[0])
     assert os.readlink(app / "current") == f"releases/{IDS[0]}"
+    # The stopped release is removed (nothing would ever use it), and the answer says so.
+    assert answer["removed"] == [IDS[1]]
+    assert not (app / "releases" / IDS[1]).exists()
+    assert manager_module().releases(str(app)) == [IDS[0]]
     assert processes_left("sleep 181818", within=3.0) == []
     assert not (app / "releases" / IDS[1] / "health.json").exists()
 
+    make(app, IDS[1], passed=None)  # pushed again
     (tmp_path / "stop").touch()  # asked to stop before it started: no check at all
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
     assert json.loads(done.stdout)["status"] == "stopped"
     assert os.readlink(app / "current") == f"releases/{IDS[0]}"
+
+
+@pytest.mark.parametrize(("readable_by", "file_mode", "folder_mode"),
+                         [("owner", 0o600, 0o700), ("group", 0o640, 0o750),
+                          ("everyone", 0o644, 0o755)])
+def test_the_releases_get_the_modes_readable_by_names(tmp_path: Path, manager: Any,
+                                                      readable_by: str, file_mode: int,
+                                                      folder_mode: int) -> None:
+    """Pushed owner-only (600/700), every release kept, its files and folders (check/
+    too), and the folders above it get the modes release.readable_by names; the workdir
+    only gains the search bits."""
+    workdir = tmp_path / "workdir"
+    app = workdir / "app"
+    for name in IDS[:2]:
+        make(app, name)
+        (app / "releases" / name / "check").mkdir()
+        (app / "releases" / name / "check" / "0000.png").write_bytes(b"png")
+    for path in [app, *app.rglob("*")]:
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    workdir.chmod(0o700)
+    manager.share(str(app), readable_by)
+    under = list((app / "releases").rglob("*"))
+    assert {oct(path.stat().st_mode & 0o777) for path in under if path.is_file()} == {
+        oct(file_mode)}
+    assert {oct(path.stat().st_mode & 0o777) for path in [app, app / "releases", *under]
+            if path.is_dir()} == {oct(folder_mode)}
+    assert oct(workdir.stat().st_mode & 0o777) == oct(0o700 | folder_mode & 0o111)
