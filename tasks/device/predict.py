@@ -91,6 +91,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _sha256(path: str) -> str:
+    # Not the harness's sha256_of: the check must not run code from a file it checks
+    # (harness.py may be the file that was edited or deleted).
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
