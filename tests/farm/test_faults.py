@@ -274,23 +274,31 @@ def test_ctrl_c_in_the_benchmarking_thread_stops_the_harness_on_an_ssh_board(
     child = subprocess.Popen([sys.executable, "-c", CTRL_C_CHILD, json.dumps(spec)],
                              cwd=Path(__file__).resolve().parents[2], text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stderr, started = _signal_once_the_harness_runs(child, workdir, signal.SIGINT, 60)
+    assert child.returncode == INTERRUPTED_EXIT, stderr
+    assert "edgeflow: interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert time.monotonic() - started < 15
+    assert processes_left(str(workdir)) == []
+
+
+def _signal_once_the_harness_runs(child: Any, workdir: Path, signum: int,
+                                  within: float) -> tuple[str, float]:
+    """Send ``signum`` to ``child`` (an edgeflow process benchmarking on the board in
+    ``workdir``) once the board's harness runs; its stderr, and when the signal went."""
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + within
         while not any("--artifact" in line for line in processes_mentioning(str(workdir))):
             assert child.poll() is None, f"the benchmark ended first: {child.communicate()}"
             assert time.monotonic() < deadline, "the harness never started on the board"
             time.sleep(0.1)
         started = time.monotonic()
-        child.send_signal(signal.SIGINT)
+        child.send_signal(signum)
         _, stderr = child.communicate(timeout=30)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert child.returncode == INTERRUPTED_EXIT, stderr
-    assert "edgeflow: interrupted" in stderr and "Traceback" not in stderr, stderr
-    assert time.monotonic() - started < 15
-    assert processes_left(str(workdir)) == []
+    return stderr, started
 
 
 @pytest.mark.parametrize("signum", ["SIGHUP", "SIGTERM"])
@@ -325,19 +333,7 @@ def test_a_closed_terminal_stops_edgeflow_and_its_harness_on_an_ssh_board_like_s
                              cwd=project, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env={**os.environ, "PATH": f"{Path(sys.executable).parent}"
                                                         f"{os.pathsep}{os.environ['PATH']}"})
-    try:
-        deadline = time.monotonic() + 120
-        while not any("--artifact" in line for line in processes_mentioning(str(workdir))):
-            assert child.poll() is None, f"the benchmark ended first: {child.communicate()}"
-            assert time.monotonic() < deadline, "the harness never started on the board"
-            time.sleep(0.1)
-        started = time.monotonic()
-        child.send_signal(getattr(signal, signum))
-        _, stderr = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    stderr, started = _signal_once_the_harness_runs(child, workdir, getattr(signal, signum), 120)
     assert child.returncode == INTERRUPTED_EXIT, stderr
     assert [line for line in stderr.splitlines() if line.startswith("edgeflow: ")] == [
         "edgeflow: interrupted: what ran on devices (benchmarks, a release before its switch) "
