@@ -209,7 +209,8 @@ def compact_summary(summary: dict[str, Any], include_skipped: bool = False) -> l
 
     styles = {"pass": "green", "fail": "yellow", "error": "red", "skipped": "dim"}
     table = Table(title=f"edgeflow results (fp32 reference accuracy {reference_line(summary)})",
-                  box=box.SIMPLE_HEAD, pad_edge=False, caption="full table: report.md / report.html")
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  caption="full table: report.md / report.html")
     table.add_column("#", justify="right", no_wrap=True)
     for column in COMPACT_COLUMNS:
         # Headers stay whole (min_width); long names fold inside their cell.

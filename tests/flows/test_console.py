@@ -488,3 +488,23 @@ def test_a_wide_terminal_keeps_the_full_table_and_a_pipe_gets_columns_or_80(
         assert max(len(line) for line in lines) <= width
         assert next(line.split() for line in lines
                     if line.split()[:2] == ["#", "device"]) == COMPACT_HEADERS
+
+
+def test_at_80_columns_the_names_a_seed_farm_gives_stay_whole() -> None:
+    """The longest names the shipped farm and formats give (a 10-character device, a
+    26-character variant) fit on their row at 80 columns: two spaces between columns."""
+    from rich.console import Console
+
+    from tasks.core.report import compact_summary
+
+    summary = results_summary()
+    summary["results"] = [{**summary["results"][2], "device": "nano33-ble",
+                           "variant": "pruned50-openvino-int8-acc"}]
+    console = Console(width=80, force_terminal=False, record=True)
+    for part in compact_summary(summary):
+        console.print(part)
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    row = next(line.split() for line in lines if re.match(r"\s*1 ", line))
+    assert row == ["1", "nano33-ble", "pruned50-openvino-int8-acc", "pass", "0.903", "1.500",
+                   "7.5"]
