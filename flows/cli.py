@@ -376,18 +376,18 @@ def _ask(device: str, variant: str, change: str) -> bool:
 
 
 def _say_release(outcome: Any, layout: Any) -> None:
-    from tasks.release.outcome import FAILED, REFUSED, last_attempt
+    from tasks.release.outcome import UNSUCCESSFUL, last_attempt
 
     say(last_attempt(layout, outcome.device))
-    if outcome.status in (REFUSED, FAILED):
+    if outcome.status in UNSUCCESSFUL:
         raise typer.Exit(1)
 
 
 def _known_device(ctx: Any, device: str) -> None:
     """A ConfigError unless ``device`` is in the farm (before anything asks about it)."""
-    if device not in ctx.farm.devices:
-        raise ConfigError(f"unknown device {device!r} ({ctx.farm_path.name} has: "
-                          f"{', '.join(ctx.farm.devices)})")
+    from tasks.release import require_device
+
+    require_device(ctx.farm, device, ctx.farm_path.name)
 
 
 def _recommended(ctx: Any, device: str) -> str:

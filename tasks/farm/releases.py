@@ -9,8 +9,9 @@ On the device (all under ``<workdir>/app``, see ``tasks/device/releases.py``)::
 
 A push places every file of the release through the verified push (temporary name,
 rename, mode 600, sha256 checked on the device before anything uses it; the manager then
-gives the releases the modes ``release.readable_by`` names), then one shell command, under the device lock (the benchmark's: a release never runs beside a
-benchmark, and two releases to one device wait for each other), runs the manager: the
+gives the releases the modes ``release.readable_by`` names), then one shell command,
+under the device lock (the benchmark's: a release never runs beside a benchmark, and two
+releases to one device wait for each other), runs the manager: the
 health check in the new release, the atomic switch of ``current``, ``on_release`` and
 the switch back when it fails. What the device answers is untrusted: size-limited and
 parsed as one JSON object.

@@ -44,7 +44,7 @@ from tasks.release.outcome import (FAILED, REFUSED, RELEASED, ROLLED_BACK, SKIPP
                                    done, read_record, record_path)
 
 __all__ = ["ReleaseOutcome", "ReleaseRun", "alias_drift", "device_state", "drift", "proposal",
-           "read_record", "record_path", "release_device", "rollback_device"]
+           "read_record", "record_path", "release_device", "require_device", "rollback_device"]
 
 Approver = Callable[[str, str, str], bool]  # (device, variant, what changes) -> approved
 DRIFT_FILES_NAMED = 5  # a drift names this many changed files, then counts the rest
@@ -106,6 +106,13 @@ def _rolled_back_from(state: dict[str, Any], variant: Variant) -> dict[str, Any]
                  and entry.get("sha256") == variant.sha256), None)
 
 
+def require_device(farm: Farm, device: str, farm_file: str = "farm.yaml") -> None:
+    """ConfigError unless ``device`` is in the farm (read from ``farm_file``)."""
+    if device not in farm.devices:
+        raise ConfigError(f"unknown device {device!r} ({farm_file} has: "
+                          f"{', '.join(farm.devices)})")
+
+
 def release_device(params: Params, farm: Farm, layout: Layout, device: str,
                    variant: str | None = None, approve: Approver | None = None) -> ReleaseOutcome:
     """Release to ``device`` by policy (``variant`` None) or by hand (``variant`` named:
@@ -113,8 +120,7 @@ def release_device(params: Params, farm: Farm, layout: Layout, device: str,
     release may go ahead, asked by hand and under policy ``approve`` (None: nobody can
     approve, so those releases are skipped). Never raises for what a device does: the
     outcome says it."""
-    if device not in farm.devices:
-        raise ConfigError(f"unknown device {device!r} (farm.yaml has: {', '.join(farm.devices)})")
+    require_device(farm, device)
     policy = params.release.policy
     if variant is None and policy == "off":
         return done(layout, ReleaseOutcome(device, SKIPPED, None, None,
@@ -252,22 +258,33 @@ def _reconciled(layout: Layout, unchanged: ReleaseOutcome,
     if recorded != current["release"]:
         repaired.append(f"edgeflow's record (it said {recorded or 'none'})")
     mlflow, unchecked = current.get("mlflow"), ""
-    if mlflow and registry.store_exists(mlflow):
-        try:
-            pointed = registry.pointed_version(mlflow, device)
-        except ConfigError as error:  # the tracking server does not answer: the record still
-            pointed, unchecked = str(mlflow["version"]), (
-                f"; the MLflow alias {registry.alias(device)} was not checked: {error}")
-        if pointed != str(mlflow["version"]):
-            unchecked = _alias_moved(mlflow, device)
-            if not unchecked:
-                repaired.append(f"the MLflow alias {registry.alias(device)} (it pointed at "
-                                f"{'version ' + pointed if pointed else 'no version'})")
+    try:
+        elsewhere = _alias_elsewhere(mlflow, device)
+    except ConfigError as error:  # the tracking server does not answer: the record still
+        elsewhere, unchecked = None, (f"; the MLflow alias {registry.alias(device)} was not "
+                                      f"checked: {error}")
+    if elsewhere:
+        unchecked = _alias_moved(mlflow, device)
+        if not unchecked:
+            repaired.append(f"the MLflow alias {registry.alias(device)} (it pointed at "
+                            f"{elsewhere})")
     message = (unchanged.message + (f"; repaired {' and '.join(repaired)}" if repaired else "")
                + unchecked)
     version = str(mlflow["version"]) if mlflow else None
     return done(layout, replace(unchanged, message=message, mlflow_version=version),
                 current, state.get("previous"))
+
+
+def _alias_elsewhere(mlflow: dict[str, Any] | None, device: str) -> str | None:
+    """What ``device``'s alias points at (``version N``, ``no version``) when it is not
+    the version in ``mlflow`` (a manifest's record); None when they agree or there is no
+    store to ask. ConfigError when the tracking server does not answer."""
+    if not mlflow or not registry.store_exists(mlflow):
+        return None
+    pointed = registry.pointed_version(mlflow, device)
+    if pointed == str(mlflow["version"]):
+        return None
+    return f"version {pointed}" if pointed else "no version"
 
 
 def _alias_moved(mlflow: dict[str, Any] | None, device: str) -> str:
@@ -319,9 +336,8 @@ def rollback_device(farm: Farm, layout: Layout, device: str,
                     readable_by: str = "group") -> ReleaseOutcome:
     """Switch ``device`` back to its previous healthy release; its alias follows. What
     the board's manager writes is as readable as ``readable_by`` (``release.readable_by``)."""
-    entry = farm.devices.get(device)
-    if entry is None:
-        raise ConfigError(f"unknown device {device!r} (farm.yaml has: {', '.join(farm.devices)})")
+    require_device(farm, device)
+    entry = farm.devices[device]
     if isinstance(entry, McuDevice):
         raise ConfigError(f"{device} is a microcontroller: flash its previous bundle from "
                           f"{layout.device_releases(device)} (see the README)")
@@ -398,14 +414,11 @@ def alias_drift(board: dict[str, Any], device: str) -> str | None:
     """How the device's MLflow alias differs from the version the board runs (the
     registry named in its manifest), None when they agree or it names none."""
     mlflow = (board.get("current") or {}).get("mlflow")
-    if not mlflow or not registry.store_exists(mlflow):
-        return None
     try:
-        pointed = registry.pointed_version(mlflow, device)
+        elsewhere = _alias_elsewhere(mlflow, device)
     except ConfigError as error:  # the tracking server does not answer
         return f"the MLflow alias {registry.alias(device)} could not be read: {error}"
-    if pointed == str(mlflow["version"]):
+    if elsewhere is None or mlflow is None:
         return None
-    return (f"the MLflow alias {registry.alias(device)} points at "
-            f"{'version ' + pointed if pointed else 'no version'}, the board runs version "
-            f"{mlflow['version']}")
+    return (f"the MLflow alias {registry.alias(device)} points at {elsewhere}, the board "
+            f"runs version {mlflow['version']}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,14 @@ class ReleaseRun:
 
     def problem(self) -> str | None:
         """The devices whose release failed or was refused, in one line; None if none."""
-        bad = [f"{outcome.status} on {outcome.device}" for outcome in self.outcomes
-               if outcome.status in UNSUCCESSFUL]
+        bad = _unsuccessful(self.outcomes)
         return f"release {', '.join(bad)} (the lines above say why)" if bad else None
+
+
+def _unsuccessful(outcomes: Iterable[ReleaseOutcome | None]) -> list[str]:
+    """``status on device`` for each of ``outcomes`` that failed or was refused."""
+    return [f"{outcome.status} on {outcome.device}" for outcome in outcomes
+            if outcome is not None and outcome.status in UNSUCCESSFUL]
 
 
 def record_path(layout: Layout, device: str) -> Path:
@@ -124,5 +130,4 @@ def last_settled(layout: Layout, device: str) -> bool:
 def unsuccessful(layout: Layout, devices: list[str]) -> list[str]:
     """``status on device`` for each of ``devices`` whose last release attempt failed or
     was refused."""
-    lasts = [last for last in (_last(layout, device) for device in devices) if last is not None]
-    return [f"{last.status} on {last.device}" for last in lasts if last.status in UNSUCCESSFUL]
+    return _unsuccessful(_last(layout, device) for device in devices)

@@ -141,19 +141,3 @@ def store_exists(mlflow: dict[str, Any]) -> bool:
     uri = str(mlflow.get("tracking_uri") or "")
     return bool(uri) and (not uri.startswith("sqlite:///")
                           or Path(uri.removeprefix("sqlite:///")).is_file())
-
-
-def alias_version(layout: Layout, device: str, uri: str) -> str | None:
-    """The version ``device``'s alias points at, None where it has none."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(_client(uri).get_model_version_by_alias(registered_model_name(layout),
-                                                           alias(device)).version)
-    except MlflowException:
-        return None
-
-
-def tracking_uri_of(layout: Layout) -> str | None:
-    path: Path = layout.tracking_record
-    return str(read_json(path)["tracking_uri"]) if path.is_file() else None
