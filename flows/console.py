@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tasks.core import notices
-from tasks.core.errors import EdgeflowError
+from tasks.core.errors import EdgeflowError, folded
 
 LOGS_KEPT = 20  # per experiment: older run logs are removed when a new one starts
 
@@ -233,5 +233,4 @@ def log_shutdown_to(log_path: Path) -> None:
 def one_line(error: BaseException) -> str:
     """An unexpected error's text as one line: its type and message, whitespace folded,
     at most 300 characters (the log has the whole of it)."""
-    text = " ".join(f"{type(error).__name__}: {error}".split())
-    return text if len(text) <= 300 else text[:297] + "..."
+    return folded(f"{type(error).__name__}: {error}", 300)

@@ -43,7 +43,7 @@ from tasks.core.contracts.prepared import load_split, read_meta
 from tasks.core.contracts.variants import (INDEX_NAME, Variant, VariantCheck, VariantFile,
                                            VariantIndex, VariantSource, write_variant_index)
 from tasks.core.device_code import harness as device_harness
-from tasks.core.errors import ConversionError, StepError
+from tasks.core.errors import ConversionError, StepError, folded
 from tasks.core.files import atomic_output_dir, read_json, sha256_file
 from tasks.models.formats import (FORMATS, Exported, ExportRequest, Format, Skipped, SourceModel,
                                   execution_precision)
@@ -289,7 +289,7 @@ def _convert_variant(source: SourceModel, fmt: Format, precision: str,
         # One exporter that cannot handle the model (an opset-7 ONNX file in ONNX
         # Runtime's quantiser) must not cost the variants that converted.
         shutil.rmtree(target, ignore_errors=True)
-        reason = one_line(f"export failed: {type(error).__name__}: {error}")
+        reason = folded(f"export failed: {type(error).__name__}: {error}", REASON_LIMIT)
         notices.warn(f"convert: {name}: {reason}")
         return Variant(**identity, status="failed", reason=reason,
                        export_and_check_seconds=round(time.perf_counter() - started, 2))
@@ -300,12 +300,6 @@ def _convert_variant(source: SourceModel, fmt: Format, precision: str,
                    reason="; ".join(check.failures) if rejected else None,
                    **_produced(exported, check, staging, data.base_accuracy),
                    export_and_check_seconds=round(time.perf_counter() - started, 2))
-
-
-def one_line(text: str, limit: int = REASON_LIMIT) -> str:
-    """``text`` on one line (runs of whitespace made one space), cut to ``limit``."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
 def _refuse_disagreements(variants: list[Variant]) -> None:

@@ -54,3 +54,11 @@ def device_failure(error: Exception) -> type[EdgeflowError]:
     is an EdgeflowError, else :class:`DeviceError` (a board that answered nonsense, a
     transport error paramiko raised)."""
     return type(error) if isinstance(error, EdgeflowError) else DeviceError
+
+
+def folded(text: str, limit: int) -> str:
+    """``text`` on one line (every run of whitespace one space), cut to ``limit``
+    characters with ``...`` where it was longer: an error's message for a console line or
+    a table cell, never a whole log."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."

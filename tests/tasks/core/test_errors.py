@@ -108,3 +108,12 @@ def test_the_farms_errors_are_device_errors(cls: type[EdgeflowError]) -> None:
 def test_a_device_failure_keeps_its_class_or_is_a_device_error(
         error: Exception, failure: type[EdgeflowError]) -> None:
     assert device_failure(error) is failure
+
+
+def test_folded_puts_a_message_on_one_line_and_cuts_it_to_its_limit() -> None:
+    from tasks.core.errors import folded
+
+    assert folded("export failed:\n  Traceback\t(most recent)  ", 100) == \
+        "export failed: Traceback (most recent)"
+    assert folded("abcdefghij", 10) == "abcdefghij"  # exactly the limit: whole
+    assert folded("abcdefghijk", 10) == "abcdefg..."  # one more: cut to the limit
