@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks.benchmark import DeviceRun, benchmark_device  # noqa: E402
-from tasks.core.config import BenchmarkParams, Params, SshDevice  # noqa: E402
+from tasks.config import BenchmarkParams, Params, SshDevice  # noqa: E402
 from tasks.core.contracts.results import read_result  # noqa: E402
 from tasks.core.contracts.variants import read_variant_index, write_variant_index  # noqa: E402
 from tasks.core.layout import Layout  # noqa: E402

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from tasks.benchmark import benchmark_device  # noqa: E402
 from tasks.convert import ConvertInputs, convert  # noqa: E402
-from tasks.core.config import LocalDevice, load_params  # noqa: E402
+from tasks.config import LocalDevice, load_params  # noqa: E402
 from tasks.core.contracts.results import HarnessOk, read_result  # noqa: E402
 from tasks.core.contracts.variants import read_variant_index  # noqa: E402
 from tasks.core.files import read_json  # noqa: E402

@@ -56,7 +56,7 @@ FarmOption = Annotated[Path | None, typer.Option(
 def _results_width() -> int:
     """The columns the results table is laid out in: the terminal's; off a terminal (a
     pipe, a CI log) ``COLUMNS``, else 80. At 120 or fewer it is the compact table with
-    the reasons listed under it (:func:`tasks.core.report.terminal_summary`)."""
+    the reasons listed under it (:func:`tasks.select.report.terminal_summary`)."""
     if console.is_terminal:
         return console.width
     columns = os.environ.get("COLUMNS", "")
@@ -278,7 +278,7 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
 
 def _report_run(state: Any, outcome: Any, log: Path) -> None:
     """Print a finished run's table, recommendations and state; exit 0 or 1."""
-    from tasks.core.report import recommendation_lines, terminal_summary
+    from tasks.select.report import recommendation_lines, terminal_summary
 
     summary, shown, lines = _summary(
         Path(outcome.summary_path),
@@ -349,7 +349,7 @@ def report(params: ParamsOption = Path("params.yaml"),
            ) -> None:
     """Print the results table and recommendations of the last run."""
     from tasks.core.layout import Layout
-    from tasks.core.report import recommendation_lines, terminal_summary
+    from tasks.select.report import recommendation_lines, terminal_summary
 
     layout = Layout(_guarded(lambda: _not_a_folder(params, "--params")).resolve().parent)
     shown, lines = _guarded(lambda: _summary(layout.summary, lambda summary: (
@@ -483,7 +483,7 @@ def compare(before: RunReference, after: RunReference,
     from tasks.compare import compare as compare_runs
     from tasks.compare.sources import load_summary
     from tasks.compare.view import comparison_table
-    from tasks.core.config import CompareParams, load_params
+    from tasks.config import CompareParams, load_params
     from tasks.core.layout import Layout
 
     # Two summary files need no project: without one, the default thresholds.
@@ -542,7 +542,7 @@ def farm_probe(farm: FarmFileOption = Path("farm.yaml")) -> None:
     """Connect to every device and show what it is and which runtimes it can run."""
     from rich.table import Table
 
-    from tasks.core.config import load_farm
+    from tasks.config import load_farm
     from tasks.farm.probe import probe_farm
 
     probes = _guarded(lambda: probe_farm(load_farm(farm)))
@@ -587,7 +587,7 @@ def farm_setup(devices: Annotated[list[str] | None, typer.Argument(
     nothing and says so."""
     from rich.table import Table
 
-    from tasks.core.config import load_farm, load_params
+    from tasks.config import load_farm, load_params
     from tasks.models.formats import FORMATS
     from tasks.core.layout import Layout
     from tasks.farm.setup import setup_farm
@@ -621,7 +621,7 @@ def farm_setup(devices: Annotated[list[str] | None, typer.Argument(
 
 
 def _ssh_device(farm: Path, name: str) -> Any:
-    from tasks.core.config import SshDevice, load_farm
+    from tasks.config import SshDevice, load_farm
 
     devices = load_farm(farm).devices
     if name not in devices:
@@ -703,7 +703,7 @@ def code_manifests(params: ParamsOption = Path("params.yaml")) -> None:
 def dvc_yaml(params: ParamsOption = Path("params.yaml")) -> None:
     """Print the dvc.yaml the step registry implies for this experiment (its params
     name the image folder prepare reads)."""
-    from tasks.core.config import load_params
+    from tasks.config import load_params
     from tasks.core.layout import Layout
     from flows.steps import render_dvc_yaml
 

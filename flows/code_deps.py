@@ -37,7 +37,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from tasks.core import device_code, preprocessing
+from tasks.core import device_code
+from tasks.prepare import preprocessing
 from tasks.core.files import Signature, settled, stat_signature
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent

@@ -37,7 +37,7 @@ from flows.caching import (StepContentPolicy, cache_dir, record_run, results_dir
 from flows.devices import device_tag, ensure_device_limits, on_lasting_server
 from flows.run_page import publish, publish_comparison
 from tasks.core import notices
-from tasks.core.config import check_key_files
+from tasks.config import check_key_files
 from tasks.core.contracts.summary import read_summary
 from tasks.core.errors import EdgeflowError
 from tasks.core.locks import experiment_lock

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.contracts.summary import read_summary
-from tasks.core.report import COLUMNS, markdown_text, recommendation_lines, reference_line, row_cells
+from tasks.select.report import COLUMNS, markdown_text, recommendation_lines, reference_line, row_cells
 
 RESULTS_KEY = "edgeflow-results"
 RECOMMENDATIONS_KEY = "edgeflow-recommendations"

@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from flows.server import api_healthy
-from tasks.core.config import parse_yaml
+from tasks.config import parse_yaml
 from tasks.core.errors import EdgeflowError
 
 DEFAULT_PORT = 4200

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from flows.code_deps import PACKAGE_ROOT, CodeClosure, library_versions, module_closure
-from tasks.core.config import Farm, Params, check_key_files, load_farm, load_params
+from tasks.config import Farm, Params, check_key_files, load_farm, load_params
 from tasks.core.errors import UsageError
 from tasks.core.files import sha256_file, write_json
 from tasks.core.layout import Layout
@@ -265,10 +265,10 @@ def dvc_path(path: Path, root: Path) -> str:
 
 
 def code_path(path: Path, root: Path) -> str:
-    """A project file (``tasks/train.py``, relative to the code's folder) as the
+    """A project file (``tasks/train/__init__.py``, relative to the code's folder) as the
     ``dvc.yaml`` of the experiment at ``root`` names it; DVC reads a ``dvc.yaml``'s paths
     relative to its own folder. An experiment that carries a copy of the code beside its
-    params (the repo itself, the tests' projects) names that copy (``tasks/train.py``);
+    params (the repo itself, the tests' projects) names that copy (``tasks/train/__init__.py``);
     one in a subfolder of the code's tree names it through ``..``; one elsewhere names the
     installed code by its absolute path (DVC hashes such a dependency where it is)."""
     root = root.resolve()

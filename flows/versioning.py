@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tasks.core.config import parse_yaml
+from tasks.config import parse_yaml
 from tasks.core.files import sha256_file
 from flows.steps import STEPS, Context, write_code_manifests
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from tasks.core import notices
-from tasks.core.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
+from tasks.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
 from tasks.core.contracts.prepared import read_meta
 from tasks.core.contracts.results import McuFit, ResultRecord, write_result
 from tasks.core.contracts.variants import Variant, read_variant_index

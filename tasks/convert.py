@@ -38,7 +38,7 @@ import numpy as np
 
 from tasks.core import notices
 from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
-from tasks.core.config import ConvertParams, QuantizationParams
+from tasks.config import ConvertParams, QuantizationParams
 from tasks.core.contracts.prepared import load_split, read_meta
 from tasks.core.contracts.variants import (INDEX_NAME, Variant, VariantCheck, VariantFile,
                                            VariantIndex, VariantSource, write_variant_index)

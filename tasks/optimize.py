@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from tasks.core import notices
-from tasks.core.config import OptimizeParams
+from tasks.config import OptimizeParams
 from tasks.core.contracts.prepared import load_split
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json

@@ -24,7 +24,7 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 import pytest  # noqa: E402
 
-from tasks.core.config import BenchmarkParams, Params  # noqa: E402
+from tasks.config import BenchmarkParams, Params  # noqa: E402
 from tasks.core.layout import Layout  # noqa: E402
 from tests.helpers import built_once_per_mutation_run, mutated_module  # noqa: E402
 from tests.tiny import build_tiny_project  # noqa: E402
@@ -43,7 +43,7 @@ class TinyProject:
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
     """prepare -> train -> convert run for real once; tests must not modify its files."""
-    from tasks.core.config import load_params
+    from tasks.config import load_params
 
     root = tmp_path_factory.mktemp("tiny-project")
     built_once_per_mutation_run(build_tiny_project, root)

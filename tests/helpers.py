@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tasks.core.config import BenchmarkParams
+from tasks.config import BenchmarkParams
 
 if TYPE_CHECKING:
     from tasks.benchmark import DeviceRun
-    from tasks.core.config import SshDevice
+    from tasks.config import SshDevice
     from tests.sshd import SshServer
 
 # A short protocol for the farm tests: they check orchestration, not latency.
@@ -56,7 +56,7 @@ def index_entries(variants_dir: Path) -> list[dict[str, Any]]:
 def ssh_device(server: SshServer, workdir: Path, **changes: Any) -> SshDevice:
     """The server as a farm device that may run tflite and onnxruntime, retrying fast.
     The "board" is this machine: its interpreter has every runtime."""
-    from tasks.core.config import SshDevice
+    from tasks.config import SshDevice
 
     fields = server.farm_entry(workdir, sys.executable, runtimes=["tflite", "onnxruntime"],
                                retry_backoff_seconds=0.2)
@@ -257,7 +257,7 @@ def benchmarked_copy(tiny_project: Any, root: Path, farm_text: str, params: Any)
     training metrics) with ``farm_text`` as its farm.yaml, each device benchmarked with
     ``params`` and the results selected: its Layout."""
     from tasks.benchmark import benchmark_device
-    from tasks.core.config import load_farm
+    from tasks.config import load_farm
     from tasks.core.layout import Layout
     from tasks.select import select
 

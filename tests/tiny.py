@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # heavy imports only when a project is built
-    from tasks.core.config import Params
+    from tasks.config import Params
     from tasks.core.layout import Layout
 
 TINY_PARAMS = """\
@@ -39,7 +39,7 @@ def write_tiny_config(root: Path, params: str = TINY_PARAMS, farm: str = TINY_FA
 
 def build_tiny_project(root: Path) -> tuple[Layout, Params]:
     """prepare -> train -> convert for real in ``root``; returns its layout and params."""
-    from tasks.core.config import load_params
+    from tasks.config import load_params
     from tasks.convert import ConvertInputs, convert
     from tasks.core.layout import Layout
     from tasks.prepare import prepare

@@ -2,7 +2,7 @@
 
 For each pair measured in both runs, accuracy, size, and p50 and p90 latency, with the
 95% intervals each run reports. A change is a *regression* only when it exceeds its
-threshold (:class:`~tasks.core.config.CompareParams`) and, where both runs give an
+threshold (:class:`~tasks.config.CompareParams`) and, where both runs give an
 interval, the intervals do not overlap: a difference inside the noise is never one, and
 a real but negligible one neither. A pair that passed its requirements before and does
 not now is a regression whatever its numbers. Pairs found in one run only are listed,
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tasks.core.config import CompareParams
+from tasks.config import CompareParams
 from tasks.core.contracts.summary import Summary, SummaryRow
 
 Interval = tuple[float, float]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from tasks.compare import Comparison, compare
 from tasks.compare.sources import mark_regressed, previous_run_summary
-from tasks.core.config import CompareParams
+from tasks.config import CompareParams
 from tasks.core.contracts.summary import read_summary
 from tasks.core.files import read_json
 from tasks.core.layout import Layout

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core import device_code
-from tasks.core.config import EndToEndParams
+from tasks.config import EndToEndParams
 
 PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 

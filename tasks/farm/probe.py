@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.core import device_code
-from tasks.core.config import Farm, McuDevice, check_key_files
+from tasks.config import Farm, McuDevice, check_key_files
 from tasks.core.errors import EdgeflowError, device_failure
 from tasks.farm.logs import log_tail, to_files
 from tasks.farm.protocol import MAX_RESULT_BYTES, parse_untrusted_json, validate_probe

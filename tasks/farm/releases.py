@@ -31,7 +31,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from tasks.core.config import LocalDevice, ReleaseParams, SshDevice
+from tasks.config import LocalDevice, ReleaseParams, SshDevice
 from tasks.core.errors import DeviceError
 from tasks.core.interrupt import Interrupted, stop_requested, stopping_with
 from tasks.farm import stoppable

@@ -24,7 +24,7 @@ from typing import Any
 from invoke.exceptions import CommandTimedOut
 
 from tasks.core import device_code
-from tasks.core.config import BenchmarkParams, LocalDevice, SshDevice
+from tasks.config import BenchmarkParams, LocalDevice, SshDevice
 from tasks.core.contracts.variants import Variant
 from tasks.core.files import write_json
 from tasks.core.interrupt import stopping_with

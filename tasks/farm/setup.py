@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core import device_code
-from tasks.core.config import VENV_DIR, Farm, SshDevice, check_key_files
+from tasks.config import VENV_DIR, Farm, SshDevice, check_key_files
 from tasks.core.errors import ConfigError, DeviceError, EdgeflowError, device_failure
 from tasks.farm.probe import probe_runtimes
 from tasks.farm.protocol import LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES, parse_untrusted_json

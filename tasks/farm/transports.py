@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from tasks.core.config import MAX_RETRY_WAIT_SECONDS, LocalDevice, SshDevice, check_key_file
+from tasks.config import MAX_RETRY_WAIT_SECONDS, LocalDevice, SshDevice, check_key_file
 from tasks.core.errors import DeviceError
 
 PART_SUFFIX = ".part"

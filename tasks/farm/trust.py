@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.core.config import SshDevice
+from tasks.config import SshDevice
 from tasks.farm.transports import DeviceUnreachable, fingerprint
 
 Standing = Literal["unknown", "trusted", "changed"]

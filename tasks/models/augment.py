@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from tasks.core.config import AugmentationParams
+from tasks.config import AugmentationParams
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core import notices
-from tasks.core.config import Farm, LocalDevice, McuDevice, Params, SshDevice
+from tasks.config import Farm, LocalDevice, McuDevice, Params, SshDevice
 from tasks.core.contracts.prepared import read_meta
 from tasks.core.contracts.summary import read_summary
 from tasks.core.contracts.variants import Variant, read_variant_index

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core import device_code
-from tasks.core.config import LocalDevice, ReleaseParams, SshDevice
+from tasks.config import LocalDevice, ReleaseParams, SshDevice
 from tasks.core.contracts.prepared import PreparedMeta, load_split
 from tasks.core.contracts.summary import Summary
 from tasks.core.contracts.variants import Variant

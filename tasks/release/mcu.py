@@ -15,7 +15,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.core.config import McuDevice, ReleaseParams
+from tasks.config import McuDevice, ReleaseParams
 from tasks.core.contracts.prepared import read_meta
 from tasks.core.contracts.variants import Variant
 from tasks.core.files import write_json

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.core import device_code
 from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
-from tasks.core.config import Farm, RequirementParams, Requirements, effective_requirements
+from tasks.config import Farm, RequirementParams, Requirements, effective_requirements
 from tasks.core.contracts.results import read_result
 from tasks.core.contracts.summary import Summary, write_summary
 from tasks.core.errors import StepError
@@ -376,7 +376,7 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
 def select(params: RequirementParams, farm: Farm, results_dir: Path, reference_path: Path,
            reports_dir: Path, metrics_dir: Path) -> Path:
     """Run the step; returns the path of ``summary.json``."""
-    from tasks.core.report import write_report
+    from tasks.select.report import write_report
 
     records = collect_results(results_dir, list(farm.devices))  # read once, used twice
     summary = summarise(params, farm, results_dir, reference_path, records)

@@ -241,7 +241,7 @@ from pathlib import Path
 import typer
 from flows.cli import _interruptible
 from tasks.benchmark import benchmark_device
-from tasks.core.config import BenchmarkParams, SshDevice
+from tasks.config import BenchmarkParams, SshDevice
 spec = json.loads(sys.argv[1])
 try:
     _interruptible(lambda: benchmark_device(

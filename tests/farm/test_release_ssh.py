@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core.config import Farm
+from tasks.config import Farm
 from tasks.core.layout import Layout
 from tasks.farm.transports import connect
 from tasks.release import device_state, release_device, rollback_device

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.core.config import SshDevice, load_farm
+from tasks.config import SshDevice, load_farm
 from tasks.farm.setup import LOCK_FILE, pinned, setup_farm
 from tests.helpers import assert_device_tidy, bench_device, records
 from tests.sshd import SshServer

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tasks.core.config import SshDevice
+from tasks.config import SshDevice
 from tests.helpers import assert_device_tidy, bench_device, records, ssh_device
 from tests.sshd import SshServer, keygen
 
@@ -88,7 +88,7 @@ devices:
     connect_attempts: 1
   esp: {{transport: mcu, flash_kb: 4096, ram_kb: 512}}
 """)
-    from tasks.core.config import load_farm
+    from tasks.config import load_farm
     from tasks.farm.probe import probe_farm
 
     probes = {probe.device: probe for probe in probe_farm(load_farm(farm))}
@@ -157,7 +157,7 @@ def test_the_loopback_example_farm_starts_runs_and_stops(tmp_path: Path) -> None
     """`python -m tests.sshd up/down`: the documented farm to try without boards."""
     import os
 
-    from tasks.core.config import load_farm
+    from tasks.config import load_farm
     from tasks.farm.probe import probe_farm
     from tests.sshd import main, sshd_available
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core.config import SshDevice
+from tasks.config import SshDevice
 from tasks.core.errors import ConfigError
 from tasks.farm.transports import (Connection, DeviceUnreachable, LocalConnection, SshConnection,
                                    read_within)
@@ -113,7 +113,7 @@ def test_a_folder_that_cannot_be_made_says_why_not_that_it_is_absent(
 FLOOD_RUN = """
 import json, resource, sys
 from pathlib import Path
-from tasks.core.config import SshDevice
+from tasks.config import SshDevice
 from tasks.farm.transports import SshConnection
 board = SshConnection(SshDevice.model_validate_json(sys.argv[1]), "pi")
 assert board.run("true").ok

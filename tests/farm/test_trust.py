@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.core.config import SshDevice, load_farm
+from tasks.config import SshDevice, load_farm
 from tasks.farm.probe import probe_one
 from tasks.farm.transports import DeviceUnreachable
 from tasks.farm.trust import HostKeyOffer, examine, fetch_host_key, host_pattern, record

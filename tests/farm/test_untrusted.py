@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tasks.core.config import BenchmarkParams, Farm, LocalDevice, RequirementParams, Requirements
+from tasks.config import BenchmarkParams, Farm, LocalDevice, RequirementParams, Requirements
 from tasks.core.files import read_json
-from tasks.core.report import COLUMNS, markdown_text, summary_table
+from tasks.select.report import COLUMNS, markdown_text, summary_table
 from tasks.select import evaluate, select
 from tasks.farm.untrusted import ERROR_LIMIT, FIELD_LIMIT, contained, contained_strings, visible
 from tests.helpers import bench_device, records, scripted_python

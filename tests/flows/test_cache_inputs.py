@@ -44,7 +44,7 @@ def test_library_versions_are_the_installed_distributions_of_the_imported_module
 
 
 @pytest.mark.parametrize("module, distribution, importers", [
-    # tasks.core.config imports the architectures: every step but track reaches Keras.
+    # tasks.config imports the architectures: every step but track reaches Keras.
     ("keras", "keras", ["prepare", "train", "optimize", "convert", "benchmark", "select",
                         "release"]),
     ("mlflow", "mlflow", ["track", "release"]),  # release: the model registry
@@ -139,7 +139,7 @@ def test_dvc_yaml_lists_the_image_folder_under_prepare_and_dvc_status_sees_an_ed
 
 def test_the_repo_digits_experiment_has_no_folder_dep() -> None:
     from flows.steps import render_dvc_yaml
-    from tasks.core.config import load_params
+    from tasks.config import load_params
     from tasks.core.layout import Layout
 
     stages = yaml.safe_load(render_dvc_yaml(Layout(REPO), load_params(REPO / "params.yaml")))

@@ -228,7 +228,7 @@ def _all_keys(ctx: Context) -> dict[str, str]:
 # harness is loaded by path (never imported) by the steps that run device code; every
 # step reaches files.py.
 @pytest.mark.parametrize("module, steps", [
-    ("tasks/core/report.py", {"select"}),
+    ("tasks/select/report.py", {"select"}),
     ("tasks/farm/untrusted.py", {"benchmark", "release"}),
     ("tasks/device/harness.py", {"convert", "benchmark", "select", "track", "release"}),
     # Only prepare reaches the pre-processing's loader, so only it and the steps that ship

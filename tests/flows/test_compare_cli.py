@@ -114,7 +114,7 @@ def test_the_gate_compares_a_run_with_the_one_before_it(measured: Any, tiny_proj
     """What the nightly deployment does after track: this run's summary against the
     previous lifecycle run's in MLflow; a planted 20% regression fails it."""
     from tasks.compare.gate import regression_gate
-    from tasks.core.config import CompareParams
+    from tasks.config import CompareParams
 
     layout, (first, second) = measured
     gated = regression_gate(layout, CompareParams())

@@ -469,7 +469,7 @@ def test_in_a_narrow_terminal_the_results_are_a_compact_table_with_the_reasons_u
 
 def test_a_wide_terminal_keeps_the_full_table_and_a_pipe_gets_columns_or_80(
         tmp_path: Path) -> None:
-    from tasks.core.report import COLUMNS
+    from tasks.select.report import COLUMNS
 
     write_tiny_config(tmp_path)
     (tmp_path / "reports").mkdir()
@@ -495,7 +495,7 @@ def test_at_80_columns_the_names_a_seed_farm_gives_stay_whole() -> None:
     26-character variant) fit on their row at 80 columns: two spaces between columns."""
     from rich.console import Console
 
-    from tasks.core.report import compact_summary
+    from tasks.select.report import compact_summary
 
     summary = results_summary()
     summary["results"] = [{**summary["results"][2], "device": "nano33-ble",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.core.config import load_params
+from tasks.config import load_params
 from tasks.core.layout import Layout
 from flows import steps
 from flows.steps import (CODE_STAGE, LOCK_FILE, STEPS, code_dependencies, manifest_path,

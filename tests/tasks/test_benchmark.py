@@ -24,7 +24,7 @@ import pytest
 from tasks.benchmark import DeviceRun, benchmark_device
 from tasks.core.device_code import harness as load_device_harness
 from tasks.core import device_code
-from tasks.core.config import BenchmarkParams, EndToEndParams, LocalDevice
+from tasks.config import BenchmarkParams, EndToEndParams, LocalDevice
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, sha256_file
 from tasks.farm.protocol import MAX_RESULT_BYTES, parse_untrusted_json, validate_harness_result
@@ -177,7 +177,7 @@ def test_old_run_folders_are_removed_keeping_the_newest(tiny_project: Any, tmp_p
 
 
 def test_accelerator_hints_reach_the_runtime(tiny_project: Any, tmp_path: Path) -> None:
-    from tasks.core.config import Accelerators
+    from tasks.config import Accelerators
 
     hints = Accelerators(onnxruntime_providers=["CPUExecutionProvider"], openvino_device="CPU")
     device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime", "openvino"],
@@ -188,7 +188,7 @@ def test_accelerator_hints_reach_the_runtime(tiny_project: Any, tmp_path: Path) 
 
 
 def test_an_accelerator_the_device_lacks_fails_with_reason(tiny_project: Any, tmp_path: Path) -> None:
-    from tasks.core.config import Accelerators
+    from tasks.config import Accelerators
 
     hints = Accelerators(onnxruntime_providers=["CUDAExecutionProvider"],
                          tflite_delegate=str(tmp_path / "libnowhere.so"))
@@ -608,7 +608,7 @@ IMPOSSIBLE_RESULT = {
 
 def test_a_device_claiming_impossible_numbers_fails_the_result_and_the_run(
         tiny_project: Any, tmp_path: Path) -> None:
-    from tasks.core.config import Farm, RequirementParams
+    from tasks.config import Farm, RequirementParams
     from tasks.select import summarise, verdict
 
     claimed = tmp_path / "claimed.json"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tasks.compare import compare, judge
-from tasks.core.config import CompareParams
+from tasks.config import CompareParams
 from tasks.core.contracts.summary import Summary, SummaryRow
 
 LIMITS = CompareParams(latency_increase=0.10, accuracy_drop=0.01, size_increase=0.05)

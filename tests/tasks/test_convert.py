@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tasks.core.accuracy import accuracy_interval
-from tasks.core.config import ConvertParams, QuantizationParams
+from tasks.config import ConvertParams, QuantizationParams
 from tasks import convert as convert_step
 from tasks.convert import ConvertInputs, check_variant, convert, load_source, variant_name
 from tasks.core.contracts.variants import Variant, VariantCheck

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.core.config import OptimizeParams, Params, load_params
+from tasks.config import OptimizeParams, Params, load_params
 from tasks.core.contracts.prepared import load_split
 from tasks.core.errors import ConfigError, StepError
 from tasks.core.files import read_json, write_json
@@ -261,7 +261,7 @@ def test_recipe_registry_names_the_valid_methods() -> None:
 
 
 def test_importing_the_pruning_registry_does_not_load_tensorflow() -> None:
-    code = ("import sys, tasks.models.pruning, tasks.core.config, tasks.models.stats; "
+    code = ("import sys, tasks.models.pruning, tasks.config, tasks.models.stats; "
             "sys.exit(int('tensorflow' in sys.modules or 'keras' in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
                           capture_output=True, text=True, timeout=60)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.core.config import DataParams, SplitParams
+from tasks.config import DataParams, SplitParams
 from tasks.core.contracts.prepared import SPLITS, load_split
 from tasks.core.errors import DataError
 from tasks.core.files import sha256_file

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tasks.device import harness
-from tasks.core.config import ConvertParams, McuDevice, QuantizationParams, RequirementParams
+from tasks.config import ConvertParams, McuDevice, QuantizationParams, RequirementParams
 from tasks.convert import ConvertInputs, convert
 from tasks.models.formats.edgetpu import parse_compiler_log
 from tasks.models.formats.tflm import resolver_call
@@ -391,7 +391,7 @@ def test_onnx_calibration_methods(tiny_project, tmp_path: Path, method: str) -> 
 
 def test_mcu_fit_check_passes_a_big_board_and_fails_a_small_one(matrix, tmp_path: Path) -> None:
     from tasks.benchmark import check_mcu_fit
-    from tasks.core.config import Farm
+    from tasks.config import Farm
     from tasks.select import evaluate
 
     out, variants = matrix

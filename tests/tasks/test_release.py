@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from tasks.core import device_code
-from tasks.core.config import BenchmarkParams, load_farm
+from tasks.config import BenchmarkParams, load_farm
 from tasks.core.layout import Layout
 from tasks.release import device_state, read_record, release_device, rollback_device
 from tasks.release.registry import alias, registered_model_name
@@ -703,7 +703,7 @@ def test_a_microcontroller_gets_a_firmware_bundle_with_its_sources_labels_and_ar
     """A tflm variant converted for real: the bundle holds what the README says, and the
     same variant again writes nothing new; another format is refused."""
     from tasks.convert import ConvertInputs, convert
-    from tasks.core.config import ConvertParams, QuantizationParams
+    from tasks.config import ConvertParams, QuantizationParams
     from tasks.core.contracts.variants import read_variant_index
     from tasks.release.mcu import labels_header
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tasks.core.config import BenchmarkParams, load_farm
+from tasks.config import BenchmarkParams, load_farm
 from tasks.core.layout import Layout
 from tasks.release import release_device
 from tasks.release.registry import alias, registered_model_name
@@ -40,7 +40,7 @@ def tracked(tiny_project: Any, tmp_path_factory: pytest.TempPathFactory) -> Path
     microcontroller), benchmarked, selected and tracked, in a folder named ``bob's exp``."""
     from tasks.benchmark import benchmark_device
     from tasks.convert import ConvertInputs, convert
-    from tasks.core.config import ConvertParams, QuantizationParams
+    from tasks.config import ConvertParams, QuantizationParams
     from tasks.select import select
     from tasks.track import track
 

@@ -17,12 +17,12 @@ from PIL import Image
 from tasks.core.accuracy import accuracy_interval, format_accuracy
 from tasks.benchmark import benchmark_device
 from tasks.convert import ConvertInputs, convert
-from tasks.core.config import (BenchmarkParams, ConvertParams, Farm, LocalDevice,
+from tasks.config import (BenchmarkParams, ConvertParams, Farm, LocalDevice,
                                QuantizationParams, RequirementParams, Requirements,
                                effective_requirements, load_farm)
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
-from tasks.core.report import COLUMNS, markdown_text, row_cells, summary_table
+from tasks.select.report import COLUMNS, markdown_text, row_cells, summary_table
 from tasks.select import (MB, evaluate, flag_long_tails, flag_slow_quantized,
                           reference_on_first, relative_drop, select, summarise, verdict)
 from tasks.select.ranking import pareto_front, rank_value, recommend, why_recommended

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tasks.core.config import Requirements
+from tasks.config import Requirements
 from tasks.select import evaluate
 from tasks.select.ranking import choose, recommend, why_recommended
 from tests.tasks.test_select import ok_record

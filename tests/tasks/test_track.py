@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tasks.core.config import BenchmarkParams
+from tasks.config import BenchmarkParams
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.layout import Layout

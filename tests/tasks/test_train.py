@@ -63,7 +63,7 @@ def test_registry_names_match_options() -> None:
 
 
 def test_training_without_prepared_data_is_a_step_error(tmp_path: Path) -> None:
-    from tasks.core.config import TrainParams
+    from tasks.config import TrainParams
     from tasks.train import train
 
     with pytest.raises(StepError, match="run the prepare step first"):
@@ -102,7 +102,7 @@ def test_a_better_epoch_has_higher_accuracy_then_lower_loss() -> None:
 
 def test_batches_are_a_seeded_permutation_per_epoch() -> None:
     from tasks.models.augment import augmenter
-    from tasks.core.config import AugmentationParams
+    from tasks.config import AugmentationParams
     from tasks.train import ShuffledBatches
 
     images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
@@ -122,7 +122,7 @@ def test_batches_are_a_seeded_permutation_per_epoch() -> None:
 
 @pytest.mark.parametrize("name, step_at_end", [("constant", 1.0), ("cosine", 0.01)])
 def test_learning_rate_schedules(name: str, step_at_end: float) -> None:
-    from tasks.core.config import TrainParams
+    from tasks.config import TrainParams
     from tasks.train import LR_SCHEDULES
 
     params = TrainParams(epochs=10, learning_rate=0.002)
@@ -135,7 +135,7 @@ def test_learning_rate_schedules(name: str, step_at_end: float) -> None:
 
 
 def test_plateau_halves_the_rate_on_a_stalled_val_loss() -> None:
-    from tasks.core.config import TrainParams
+    from tasks.config import TrainParams
     from tasks.train import LR_SCHEDULES
 
     rate, callbacks = LR_SCHEDULES["plateau"](TrainParams(learning_rate=0.01,
@@ -225,7 +225,7 @@ if busy:
             time.sleep(0.001)
     threading.Thread(target=draw, daemon=True).start()
 
-from tasks.core.config import load_params
+from tasks.config import load_params
 from tasks.models.model_file import FineTuneOptions, ModelFileOptions
 from tasks.optimize import optimize
 from tasks.train import train

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tasks.convert import ConvertInputs, convert
-from tasks.core.config import ConvertParams, QuantizationParams, TrainParams
+from tasks.config import ConvertParams, QuantizationParams, TrainParams
 from tasks.core.errors import TrainingError
 from tasks.models.model_file import FineTuneOptions, ModelFileOptions
 from tasks.train import train
@@ -96,7 +96,7 @@ def test_each_kinds_variants_are_benchmarked_in_their_own_layout(
     each kind, fed in its layout: the accuracy it finds on the first 60 test images is
     the one convert's check found there (the same runtime, the same images)."""
     from tasks.benchmark import benchmark_device
-    from tasks.core.config import BenchmarkParams, LocalDevice
+    from tasks.config import BenchmarkParams, LocalDevice
 
     params = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
                              max_seconds=0.05, accuracy_samples=120, timeout_seconds=120)
@@ -132,7 +132,7 @@ def test_quantising_an_onnx_source_gives_what_quantising_its_keras_model_gives(
 def test_optimize_skips_every_recipe_of_an_onnx_source_with_the_reason(
         tiny_project: Any, converted: dict[str, dict[str, Any]], tmp_path: Path,
         recipes: list[str]) -> None:
-    from tasks.core.config import OptimizeParams
+    from tasks.config import OptimizeParams
     from tasks.optimize import optimize
 
     params = OptimizeParams(pruning=[{"name": name, "method": "magnitude", "sparsity": 0.5}
@@ -151,7 +151,7 @@ def test_the_shipped_params_with_a_keras_file_skip_structured_pruning_with_the_r
     one, which knows only edgeflow's own architectures, is skipped with the reason."""
     import re
 
-    from tasks.core.config import load_params
+    from tasks.config import load_params
     from tasks.optimize import optimize
 
     shipped = (Path(__file__).resolve().parents[2] / "params.yaml").read_text(encoding="utf-8")
@@ -180,7 +180,7 @@ def test_an_opset_7_onnx_model_loses_only_the_variant_its_quantiser_cannot_make(
     graph of it: that variant is a ``failed`` row with the error, the others convert,
     and benchmark reports it as convert's failure beside the measured ones."""
     from tasks.benchmark import benchmark_device
-    from tasks.core.config import BenchmarkParams, LocalDevice
+    from tasks.config import BenchmarkParams, LocalDevice
 
     layout = tiny_project.layout
     model = linear_onnx(tmp_path / "old.onnx", 7)
@@ -227,7 +227,7 @@ def test_an_onnx_model_that_takes_other_images_is_refused_and_nothing_written(
 
 def test_fine_tuning_a_keras_file_on_three_classes_replaces_its_head(
         files: dict[str, Path], tmp_path: Path) -> None:
-    from tasks.core.config import DataParams
+    from tasks.config import DataParams
     from tasks.core.contracts.prepared import load_split
     from tasks.models import batch_norm
     from tasks.prepare import prepare
@@ -288,7 +288,7 @@ def test_a_fine_tune_can_keep_the_files_batch_norm_statistics(
 
 def test_a_fine_tune_that_does_not_learn_is_refused_and_nothing_written(
         files: dict[str, Path], tmp_path: Path) -> None:
-    from tasks.core.config import DataParams
+    from tasks.config import DataParams
     from tasks.prepare import prepare
 
     folder = build_photo_folder(tmp_path / "photos", {"china": 40, "flower": 40, "hopper": 40},
@@ -309,7 +309,7 @@ def test_a_fine_tune_that_does_not_learn_is_refused_and_nothing_written(
 def mobilenet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A keras.applications MobileNetV3Small (10 classes, trained for two steps) and a
     folder of three photo classes at its 32x32 RGB input, prepared."""
-    from tasks.core.config import DataParams
+    from tasks.config import DataParams
     from tasks.prepare import prepare
     from tests.model_files import mobilenet_v3
 

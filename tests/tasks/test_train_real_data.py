@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks.core.config import Params, load_params
+from tasks.config import Params, load_params
 from tasks.core.files import read_json
 from tasks.core.layout import Layout
 from tests.image_folders import build_photo_folder

@@ -1,5 +1,5 @@
 """Contract of ``reports/summary.json``: written by select, read by the report renderers
-(:mod:`tasks.core.report`), the CLI, the flow's verdict and track.
+(:mod:`tasks.select.report`), the CLI, the flow's verdict and track.
 
 Every (variant, device) result as a :class:`SummaryRow` with its status against the
 requirements and the reasons, the recommendation per device, counts per status, and the

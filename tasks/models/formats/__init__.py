@@ -73,7 +73,7 @@ class ExportRequest:
     precision: str
     out_dir: Path
     calibration: np.ndarray
-    quantization: Any  # tasks.core.config.QuantizationParams (kept untyped: no import cycle)
+    quantization: Any  # tasks.config.QuantizationParams (kept untyped: no import cycle)
     validation: tuple[np.ndarray, np.ndarray] | None = None
     max_accuracy_drop: float = 0.01
     # A folder shared by the exports of one source model, so an intermediate (the fp32

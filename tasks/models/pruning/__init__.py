@@ -107,7 +107,7 @@ def fine_tune(model: "keras.Model", options: PruningOptions, data: TrainingData,
 
 
 # The recipe modules import Keras at the top: these wrappers keep `import tasks.models.pruning`
-# (done by tasks.core.config for every params validation) free of TensorFlow.
+# (done by tasks.config for every params validation) free of TensorFlow.
 def _magnitude(options: MagnitudePruningOptions, model: "keras.Model",
                data: TrainingData) -> PrunedModel:
     from tasks.models.pruning.magnitude import prune_magnitude

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tasks.core import device_code
-from tasks.core.config import EndToEndParams
+from tasks.config import EndToEndParams
 from tasks.device import harness
 from tasks.farm.frames import write_frames
 from tasks.farm.protocol import validate_harness_result

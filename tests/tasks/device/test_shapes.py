@@ -13,7 +13,7 @@ import pytest
 
 from tasks.device import harness
 from tests.model_files import dynamic_batch
-from tasks.core.model_input import arrange_batch
+from tasks.train.model_input import arrange_batch
 from tests.tasks.device.test_harness import (HARNESS_SOURCE, harness_args, read_result,
                                              run_harness, variant_entry)
 

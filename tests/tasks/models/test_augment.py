@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tasks.models.augment import augmenter
-from tasks.core.config import AugmentationParams
+from tasks.config import AugmentationParams
 
 
 def _gradient_images(count: int = 64, size: int = 16) -> np.ndarray:

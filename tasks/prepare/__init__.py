@@ -9,7 +9,7 @@ naming the counts.
 
 Sources are a registry: ``digits`` (scikit-learn's bundled 1,797 handwritten 8x8
 digits, no download), ``digit_scenes`` (the same digits in colour on varied
-backgrounds at any size, :mod:`tasks.core.scenes`: the realistic workload of
+backgrounds at any size, :mod:`tasks.prepare.scenes`: the realistic workload of
 ``experiments/vww96``) and ``folder`` (a class-per-subfolder tree of PNG/JPEG images of
 any size, grey or colour). Unreadable or empty images, decompression bombs (more
 pixels than Pillow will decode), broken or looping links, links to folders inside a
@@ -28,8 +28,8 @@ from typing import Callable
 
 import numpy as np
 
-from tasks.core import preprocessing
-from tasks.core.config import DataParams
+from tasks.prepare import preprocessing
+from tasks.config import DataParams
 from tasks.core.contracts.prepared import SPLITS, PreparedMeta, write_meta, write_split
 from tasks.core.errors import DataError
 from tasks.core.files import atomic_output_dir, sha256_file
@@ -58,7 +58,7 @@ class LoadedImages:
 
 def _to_model_input(image: "object", params: DataParams) -> np.ndarray:
     """Resize a PIL image and convert it to the configured colour mode, in [0, 1]: the
-    predictor's own pre-processing (:mod:`tasks.core.preprocessing`), so an application on a
+    predictor's own pre-processing (:mod:`tasks.prepare.preprocessing`), so an application on a
     board turns its images into exactly what the model was trained on."""
     height, width = params.image_size
     return preprocessing.to_model_input(image, height, width, params.color, params.fit)
@@ -80,13 +80,13 @@ def load_digits(params: DataParams) -> LoadedImages:
 
 
 def load_digit_scenes(params: DataParams) -> LoadedImages:
-    """The same digits as colour scenes (:mod:`tasks.core.scenes`) at ``image_size``: each
+    """The same digits as colour scenes (:mod:`tasks.prepare.scenes`) at ``image_size``: each
     rendered as an 8-bit RGB image, then through the predictor's pre-processing, as a
     camera frame would be."""
     from PIL import Image
     from sklearn.datasets import load_digits as sklearn_digits
 
-    from tasks.core.scenes import digit_scene
+    from tasks.prepare.scenes import digit_scene
 
     digits = sklearn_digits()
     rng = np.random.default_rng(params.seed)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.core import scenes
-from tasks.core.config import DataParams
+from tasks.prepare import scenes
+from tasks.config import DataParams
 from tasks.core.contracts.prepared import load_split
 from tasks.prepare import load_digit_scenes, prepare
 

@@ -15,7 +15,7 @@ from typing import Callable
 import pydantic
 import pytest
 
-from tasks.core.config import (
+from tasks.config import (
     LocalDevice,
     Params,
     RequirementParams,
@@ -115,7 +115,7 @@ def test_params_are_frozen(tmp_path: Path) -> None:
 
 def test_loading_params_does_not_import_tensorflow_or_keras(tmp_path: Path) -> None:
     path = write(tmp_path / "params.yaml", "model: {architecture: mobilenet_v2}\n")
-    code = ("import sys; from pathlib import Path; from tasks.core.config import load_params; "
+    code = ("import sys; from pathlib import Path; from tasks.config import load_params; "
             f"load_params(Path({str(path)!r})); "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
@@ -356,7 +356,7 @@ def _laughs(section: str, levels: int = 9) -> str:
 def _load_in_a_child(loader: str, path: Path) -> subprocess.CompletedProcess[str]:
     """``loader(path)`` in a process of its own, given 20 s: a loader that hangs fails
     the test instead of hanging it."""
-    code = (f"from tasks.core.config import {loader}\n"
+    code = (f"from tasks.config import {loader}\n"
             "from tasks.core.errors import ConfigError\n"
             "import sys\n"
             f"try:\n    {loader}(sys.argv[1])\n"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_hex, to_rgba
 
-from tasks.core.plots import (RUNTIME_COLOURS, SPARE_COLOURS, Drawn, draw_accuracy_size,
+from tasks.select.plots import (RUNTIME_COLOURS, SPARE_COLOURS, Drawn, draw_accuracy_size,
                               draw_heatmap, draw_latency, draw_pareto, heatmap_cells,
                               place_labels, runtime_colour, write_plots)
 

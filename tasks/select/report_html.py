@@ -15,8 +15,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from tasks.core.plots import Plot
-from tasks.core.report import (COLUMNS, preference_text, reference_line, row_cells, runs_on,
+from tasks.select.plots import Plot
+from tasks.select.report import (COLUMNS, preference_text, reference_line, row_cells, runs_on,
                                stated_requirements)
 
 STYLE = """

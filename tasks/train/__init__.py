@@ -33,8 +33,8 @@ from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_inter
 from tasks.models.architectures import ModelOptions, build_model
 from tasks.models.augment import Augmenter, augmenter
 from tasks.models.seeding import seed_training
-from tasks.core.config import TrainParams
-from tasks.core.model_input import arrange_batch
+from tasks.config import TrainParams
+from tasks.train.model_input import arrange_batch
 from tasks.models.model_file import (FineTuneOptions, ModelFileError, ModelFileOptions, check_fits,
                                      feature_layer, input_spec, inspect_model_file, load_keras)
 from tasks.core.contracts.prepared import load_split, read_meta

@@ -150,8 +150,8 @@ def write_report(summary: dict[str, Any], reports_dir: Path,
                  latencies: dict[tuple[str, str], np.ndarray]) -> Path:
     """Write ``plots/``, ``report.md`` and ``report.html`` under ``reports_dir``;
     ``latencies`` are the raw ones in ms per (device, variant). Returns report.md."""
-    from tasks.core.plots import write_plots
-    from tasks.core.report_html import render_html
+    from tasks.select.plots import write_plots
+    from tasks.select.report_html import render_html
 
     plots = write_plots(summary, latencies, reports_dir / "plots")
     (reports_dir / "report.html").write_text(render_html(summary, plots), encoding="utf-8")

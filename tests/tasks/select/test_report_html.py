@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.core.plots import write_plots
-from tasks.core.report_html import render_html
-from tests.tasks.core.test_plots import row, summary
+from tasks.select.plots import write_plots
+from tasks.select.report_html import render_html
+from tests.tasks.select.test_plots import row, summary
 
 
 def test_the_page_embeds_every_plot_and_fetches_nothing(tmp_path: Path) -> None:
