@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Callable, NoReturn, TypeVar
 
 # Quiet TensorFlow's C++ start-up chatter before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,6 +40,9 @@ from rich.markup import escape  # noqa: E402
 
 from tasks.core.errors import ConfigError, EdgeflowError, StepError, UsageError  # noqa: E402
 from flows.steps import STEPS, known_steps  # noqa: E402
+
+if TYPE_CHECKING:
+    from tasks.core.contracts.summary import Summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, convert, deploy and benchmark CV models on edge devices.")
@@ -56,7 +59,7 @@ FarmOption = Annotated[Path | None, typer.Option(
 def _results_width() -> int:
     """The columns the results table is laid out in: the terminal's; off a terminal (a
     pipe, a CI log) ``COLUMNS``, else 80. At 120 or fewer it is the compact table with
-    the reasons listed under it (:func:`tasks.select.report.terminal_summary`)."""
+    the reasons listed under it (:func:`tasks.select.report.terminal.terminal_summary`)."""
     if console.is_terminal:
         return console.width
     columns = os.environ.get("COLUMNS", "")
@@ -224,15 +227,15 @@ def _not_a_folder(path: Path, option: str) -> Path:
     return path
 
 
-def _summary(path: Path, render: Callable[[dict[str, Any]], T]) -> T:
-    """``render`` applied to the summary in ``path`` (its document). A summary that is
+def _summary(path: Path, render: Callable[[Summary], T]) -> T:
+    """``render`` applied to the summary in ``path``. A summary that is
     missing, not JSON, or not of the shape select writes
     (:mod:`tasks.core.contracts.summary`) is a StepError naming it."""
     from tasks.core.contracts.summary import read_summary
 
     if not path.is_file():
         raise StepError(f"{path} is missing: run `edgeflow run` first")
-    return render(read_summary(path).document())
+    return render(read_summary(path))
 
 
 @app.command()
@@ -278,7 +281,8 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
 
 def _report_run(state: Any, outcome: Any, log: Path) -> None:
     """Print a finished run's table, recommendations and state; exit 0 or 1."""
-    from tasks.select.report import recommendation_lines, terminal_summary
+    from tasks.select.report.markdown import recommendation_lines
+    from tasks.select.report.terminal import terminal_summary
 
     summary, shown, lines = _summary(
         Path(outcome.summary_path),
@@ -296,8 +300,8 @@ def _report_run(state: Any, outcome: Any, log: Path) -> None:
         say(f"gate: {outcome.gate}")
     say(f"dvc: {outcome.dvc}")
     say(f"report: {Path(outcome.summary_path).with_name('report.html')} (and report.md)")
-    if summary["counts"]["skipped"]:
-        say(f"{summary['counts']['skipped']} skipped results (a device that cannot run "
+    if summary.counts.skipped:
+        say(f"{summary.counts.skipped} skipped results (a device that cannot run "
                       "a runtime, a tool missing here) are listed with reasons in report.md; "
                       "`edgeflow report --all` shows them")
     say(f"log: {log}")
@@ -349,7 +353,8 @@ def report(params: ParamsOption = Path("params.yaml"),
            ) -> None:
     """Print the results table and recommendations of the last run."""
     from tasks.core.layout import Layout
-    from tasks.select.report import recommendation_lines, terminal_summary
+    from tasks.select.report.markdown import recommendation_lines
+    from tasks.select.report.terminal import terminal_summary
 
     layout = Layout(_guarded(lambda: _not_a_folder(params, "--params")).resolve().parent)
     shown, lines = _guarded(lambda: _summary(layout.summary, lambda summary: (

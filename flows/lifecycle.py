@@ -215,10 +215,10 @@ def _lifecycle(ctx: Context, refresh: list[str], gate: bool = False) -> State:
                             for device in ctx.farm.devices]
     outcome.dvc = record_with_dvc(ctx, bool(outcome.executed))
 
-    summary = read_summary(ctx.layout.summary).document()
+    summary = read_summary(ctx.layout.summary)
     judged = verdict(summary)
     outcome.summary_path = str(ctx.layout.summary)
-    outcome.counts = summary["counts"]
+    outcome.counts = summary.counts.document()
     outcome.problems = list(judged.problems)
     publish(ctx.layout.summary, judged.message, outcome.releases)
     # A deployment that failed or was refused fails the run: CI and schedulers see it.

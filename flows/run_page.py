@@ -10,34 +10,32 @@ version under the same key, so the artifacts page keeps the history of every run
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from tasks.core.contracts.summary import read_summary
-from tasks.select.report import COLUMNS, markdown_text, recommendation_lines, reference_line, row_cells
+from tasks.core.contracts.summary import Summary, read_summary
+from tasks.select.report.cells import COLUMNS, reference_line, row_cells
+from tasks.select.report.markdown import markdown_text, recommendation_lines
 
 RESULTS_KEY = "edgeflow-results"
 RECOMMENDATIONS_KEY = "edgeflow-recommendations"
 REASONS = "reasons / notes"
 
 
-def results_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+def results_rows(summary: Summary) -> list[dict[str, str]]:
     """One row per (variant, device) result, skipped ones included (with their reason),
     in the report's columns."""
-    return [{**dict(zip(COLUMNS, row_cells(row))),
-             REASONS: "; ".join(row["reasons"] + row.get("notes", [])) or "—"}
-            for row in summary["results"]]
+    return [{**dict(zip(COLUMNS, row_cells(row))), REASONS: row.remarks() or "—"}
+            for row in summary.results]
 
 
-def recommendations_markdown(summary: dict[str, Any], verdict: str, experiment: Path,
+def recommendations_markdown(summary: Summary, verdict: str, experiment: Path,
                              releases: list[str] | None = None) -> str:
-    counts = summary["counts"]
     return "\n".join([
         "# edgeflow: recommendation per device", "",
         *recommendation_lines(summary, markdown_text), "",
         *([f"Releases of this run: {'; '.join(markdown_text(line) for line in releases)}", ""]
           if releases else []),
-        f"Results: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
-        f"{counts['skipped']} skipped. fp32 reference accuracy: {reference_line(summary)}.", "",
+        f"Results: {summary.counts.text()}. "
+        f"fp32 reference accuracy: {reference_line(summary.reference)}.", "",
         f"Verdict: {markdown_text(verdict)}", "",
         f"Experiment: `{markdown_text(str(experiment))}` (`reports/report.html` there has the plots)",
     ]) + "\n"
@@ -48,7 +46,7 @@ def publish(summary_path: Path, verdict: str, releases: list[str] | None = None)
     device); returns their keys. Call inside a flow run."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    summary = read_summary(summary_path).document()
+    summary = read_summary(summary_path)
     experiment = summary_path.parent.parent
     create_table_artifact(key=RESULTS_KEY, table=results_rows(summary),
                           description=f"Every (variant, device) result of {experiment}")

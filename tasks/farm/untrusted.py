@@ -16,7 +16,7 @@ length:
   text names.
 
 What a renderer's own syntax makes special (Markdown's ``|``, HTML's ``<``) is the
-renderer's to escape (:func:`tasks.select.report.markdown_text`).
+renderer's to escape (:func:`tasks.select.report.markdown.markdown_text`).
 """
 
 from __future__ import annotations

@@ -8,9 +8,11 @@ and reasons: :mod:`tasks.core.contracts.summary`), ``reports/report.md``,
 ``reports/report.html``, ``reports/plots/``, ``metrics/benchmark.json`` (flat, for ``dvc metrics``) and
 ``reports/points.json`` (for ``dvc plots``).
 
-The requirement checks work on the documents (a record in, a summary row out), as the
-files hold them: each record is read through its contract first, and the summary is
-checked against its contract before it is written.
+The requirement checks work on the contracts' objects: a
+:class:`~tasks.core.contracts.results.ResultRecord` in (each result file read through its
+contract), a :class:`~tasks.core.contracts.summary.SummaryRow` out; the
+:class:`~tasks.core.contracts.summary.Summary` is what the report, the verdict and the
+file are made of.
 
 Statuses: ``pass`` (meets every requirement), ``fail`` (misses one; reasons say which,
 by how much), ``error`` (the harness or the device failed; the reason says why) and
@@ -29,11 +31,14 @@ from typing import TYPE_CHECKING, Any
 from tasks.core import device_code
 from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
 from tasks.config import Farm, RequirementParams, Requirements, effective_requirements
-from tasks.core.contracts.results import read_result
-from tasks.core.contracts.summary import Summary, write_summary
+from tasks.core.contracts.results import (HarnessOk, McuFit, ResultRecord, ResultStatus,
+                                          read_result)
+from tasks.core.contracts.summary import (Counts, Reference, RowStatus, Summary, SummaryRow,
+                                          write_summary)
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json
 from tasks.select.ranking import pareto_front, recommend, why_recommended
+from tasks.select.report import write_report
 
 if TYPE_CHECKING:  # numpy is imported where it is used: every command reads this module
     import numpy as np
@@ -53,7 +58,7 @@ class Measured:
     end_to_end_p90_ms: float | None = None
     throughput_fps: float | None = None
     peak_rss_mb: float | None = None
-    mcu: dict[str, Any] | None = None
+    mcu: McuFit | None = None
     # What the float arithmetic ran in against what the variant declares (harness runs).
     execution_precision: str | None = None
     declared_precision: str | None = None
@@ -115,16 +120,16 @@ def _max_memory(req: Requirements, m: Measured) -> str | None:
 
 
 def _fits_flash(req: Requirements, m: Measured) -> str | None:
-    if m.mcu and m.mcu["model_bytes"] > m.mcu["flash_budget_bytes"]:
-        return (f"model {m.mcu['model_bytes'] / 1024:.1f} KB > flash budget "
-                f"{m.mcu['flash_budget_bytes'] / 1024:.1f} KB")
+    if m.mcu and m.mcu.model_bytes > m.mcu.flash_budget_bytes:
+        return (f"model {m.mcu.model_bytes / 1024:.1f} KB > flash budget "
+                f"{m.mcu.flash_budget_bytes / 1024:.1f} KB")
     return None
 
 
 def _fits_ram(req: Requirements, m: Measured) -> str | None:
-    if m.mcu and m.mcu["arena_bytes"] > m.mcu["ram_budget_bytes"]:
-        return (f"tensor arena {m.mcu['arena_bytes'] / 1024:.1f} KB > RAM budget "
-                f"{m.mcu['ram_budget_bytes'] / 1024:.1f} KB")
+    if m.mcu and m.mcu.arena_bytes > m.mcu.ram_budget_bytes:
+        return (f"tensor arena {m.mcu.arena_bytes / 1024:.1f} KB > RAM budget "
+                f"{m.mcu.ram_budget_bytes / 1024:.1f} KB")
     return None
 
 
@@ -154,59 +159,66 @@ def _empty_measures() -> dict[str, Any]:
             "execution_precision": None, "mcu": None, "notes": []}
 
 
-def _accuracy_columns(accuracy: float, measured: dict[str, Any]) -> dict[str, Any]:
+def _accuracy_columns(accuracy: float, samples: int | None) -> dict[str, Any]:
     """The accuracy, the number of test images it was measured on, and its 95% interval."""
-    samples = int(measured.get("accuracy_samples") or 0)
+    samples = int(samples or 0)
     return {"accuracy": accuracy, "accuracy_samples": samples,
             "accuracy_interval": list(accuracy_interval(accuracy, samples)) if samples else None}
 
 
-def _measures(record: dict[str, Any], reference_accuracy: float,
-              declared_precision: str | None) -> tuple[Measured, dict[str, Any]]:
-    """What was measured, as requirement inputs and as summary columns."""
-    size = int(record["size_bytes"])
-    mcu = record.get("mcu")
-    if mcu:
-        accuracy = float(mcu["accuracy"])
-        measured = Measured(accuracy, relative_drop(accuracy, reference_accuracy), size, mcu=mcu)
-        notes = [f"fits check: model {mcu['model_bytes'] / 1024:.1f} of "
-                 f"{mcu['flash_budget_bytes'] / 1024:.0f} KB flash budget, arena "
-                 f"{mcu['arena_bytes'] / 1024:.1f} of {mcu['ram_budget_bytes'] / 1024:.0f} KB "
-                 "RAM budget; accuracy from TFLite Micro on the host; latency needs the board"]
-        return measured, {**_empty_measures(), **_accuracy_columns(accuracy, mcu),
-                          "accuracy_drop": measured.accuracy_drop, "mcu": mcu, "notes": notes,
-                          "runtime_version": "tflite-micro (host)"}
-    harness = record["harness"]
-    latency = harness["latency_ms"]
-    accuracy = float(harness["accuracy"])
-    ran = harness["runtime"].get("execution_precision")
-    end_to_end, e2e_notes = _end_to_end(harness.get("end_to_end"))
+def _mcu_measures(mcu: McuFit, size: int,
+                  reference_accuracy: float) -> tuple[Measured, dict[str, Any]]:
+    """A microcontroller's fit check, as requirement inputs and as summary columns."""
+    accuracy = float(mcu.accuracy)
+    measured = Measured(accuracy, relative_drop(accuracy, reference_accuracy), size, mcu=mcu)
+    notes = [f"fits check: model {mcu.model_bytes / 1024:.1f} of "
+             f"{mcu.flash_budget_bytes / 1024:.0f} KB flash budget, arena "
+             f"{mcu.arena_bytes / 1024:.1f} of {mcu.ram_budget_bytes / 1024:.0f} KB "
+             "RAM budget; accuracy from TFLite Micro on the host; latency needs the board"]
+    return measured, {**_empty_measures(), **_accuracy_columns(accuracy, mcu.accuracy_samples),
+                      "accuracy_drop": measured.accuracy_drop, "mcu": mcu, "notes": notes,
+                      "runtime_version": "tflite-micro (host)"}
+
+
+def _harness_measures(harness: HarnessOk, size: int, reference_accuracy: float,
+                      declared_precision: str | None) -> tuple[Measured, dict[str, Any]]:
+    """A harness result, as requirement inputs and as summary columns."""
+    latency = harness.latency_ms
+    accuracy = float(harness.accuracy)
+    ran = harness.runtime.get("execution_precision")
+    # The end-to-end timing is a newer harness field the contract keeps as it came.
+    end_to_end, e2e_notes = _end_to_end((harness.model_extra or {}).get("end_to_end"))
     measured = Measured(accuracy, relative_drop(accuracy, reference_accuracy), size,
-                        latency_p90_ms=float(latency["p90"]),
+                        latency_p90_ms=float(latency.p90),
                         end_to_end_p90_ms=end_to_end["latency_ms"]["p90"] if end_to_end else None,
-                        throughput_fps=float(harness["throughput_fps"]),
-                        peak_rss_mb=float(harness["peak_rss_mb"]),
-                        execution_precision=ran, declared_precision=declared_precision)
+                        throughput_fps=float(harness.throughput_fps),
+                        peak_rss_mb=float(harness.peak_rss_mb),
+                        execution_precision=str(ran) if ran is not None else None,
+                        declared_precision=declared_precision)
     notes = ([f"execution precision {ran}: the runtime does not report it"]
              if str(ran).startswith(device_code.harness().UNVERIFIED) else [])
-    changes = (harness.get("conditions") or {}).get("changes") or []
+    conditions = harness.conditions if isinstance(harness.conditions, dict) else {}
+    changes = conditions.get("changes") or []
     if changes:
         notes.append(f"conditions changed during the run: {'; '.join(changes)}")
     notes += e2e_notes
-    return measured, {**_empty_measures(), **_accuracy_columns(accuracy, harness), "notes": notes,
+    return measured, {**_empty_measures(),
+                      **_accuracy_columns(accuracy, harness.accuracy_samples), "notes": notes,
                       "end_to_end": end_to_end,
                       "execution_precision": ran,
                       "accuracy_drop": measured.accuracy_drop,
-                      "latency_ms": {key: float(latency[key]) for key in ("p50", "p90", "p99", "mean")},
-                      "latency_ci95_ms": harness.get("latency_ci95_ms"),
-                      "throughput_fps": float(harness["throughput_fps"]),
-                      "peak_rss_mb": measured.peak_rss_mb, "load_ms": float(harness["load_ms"]),
-                      "runtime_version": harness["runtime"].get("version")}
+                      "latency_ms": {key: float(getattr(latency, key))
+                                     for key in ("p50", "p90", "p99", "mean")},
+                      "latency_ci95_ms": harness.latency_ci95_ms,
+                      "throughput_fps": float(harness.throughput_fps),
+                      "peak_rss_mb": measured.peak_rss_mb, "load_ms": float(harness.load_ms),
+                      "runtime_version": harness.runtime.get("version")}
 
 
-def _end_to_end(timed: dict[str, Any] | None) -> tuple[dict[str, Any] | None, list[str]]:
-    """A harness result's end-to-end part as the summary row's, and the note that reads
-    it (where the time goes), or the note saying why it was not measured."""
+def _end_to_end(timed: Any) -> tuple[dict[str, Any] | None, list[str]]:
+    """A harness result's end-to-end part (JSON, as the harness wrote it) as the summary
+    row's, and the note that reads it (where the time goes), or the note saying why it
+    was not measured."""
     if not timed:
         return None, []
     if "error" in timed:
@@ -226,42 +238,58 @@ def _end_to_end(timed: dict[str, Any] | None) -> tuple[dict[str, Any] | None, li
                  f"{row['throughput_fps']:.0f} fps, accuracy {row['accuracy']:.4f}; {shares}"]
 
 
-def evaluate(record: dict[str, Any], requirements: Requirements,
-             reference_accuracy: float) -> dict[str, Any]:
+# What a result that measured nothing is in the summary (any other status: ``error``).
+UNMEASURED_STATUS = {ResultStatus.SKIPPED: RowStatus.SKIPPED, ResultStatus.REJECTED: RowStatus.FAIL}
+
+
+def evaluate(record: ResultRecord, requirements: Requirements,
+             reference_accuracy: float) -> SummaryRow:
     """One summary row from one benchmark record; ``reference_accuracy`` is the fp32
     model's accuracy on the same test images the device evaluated. The record's
     ``declared_execution_precision`` is what its variant declares (absent: f32)."""
-    row: dict[str, Any] = {key: record.get(key) for key in
-                           ("variant", "format", "precision", "source", "device", "runtime",
-                            "size_bytes", "threads")}
-    if record.get("status") != "ok":
-        status = {"skipped": "skipped", "rejected": "fail"}.get(record.get("status", ""), "error")
-        return {**row, **_empty_measures(), "status": status,
-                "reasons": [record.get("error") or "unknown failure"]}
-    measured, columns = _measures(record, reference_accuracy,
-                                  record.get("declared_execution_precision") or "f32")
-    reasons = [reason for check in CHECKS if (reason := check(requirements, measured))]
-    return {**row, **columns, "status": "fail" if reasons else "pass", "reasons": reasons}
+    identity = {"variant": record.variant, "format": record.format,
+                "precision": record.precision, "source": record.source,
+                "device": record.device, "runtime": record.runtime,
+                "size_bytes": record.size_bytes, "threads": record.threads}
+    if record.status is not ResultStatus.OK:
+        return SummaryRow.model_validate({
+            **identity, **_empty_measures(),
+            "status": UNMEASURED_STATUS.get(record.status, RowStatus.ERROR),
+            "reasons": [record.error or "unknown failure"]})
+    measured = record.measured
+    size = int(record.size_bytes or 0)
+    if isinstance(measured, McuFit):
+        judged, columns = _mcu_measures(measured, size, reference_accuracy)
+    elif measured is not None:
+        judged, columns = _harness_measures(measured, size, reference_accuracy,
+                                            record.declared_execution_precision or "f32")
+    else:
+        raise StepError(f"the result of {record.variant} on {record.device} is ok but has "
+                        "no measurement: run `edgeflow step benchmark` again")
+    reasons = [reason for check in CHECKS if (reason := check(requirements, judged))]
+    return SummaryRow.model_validate({
+        **identity, **columns, "status": RowStatus.FAIL if reasons else RowStatus.PASS,
+        "reasons": reasons})
 
 
-def flag_slow_quantized(rows: list[dict[str, Any]]) -> None:
+def flag_slow_quantized(rows: list[SummaryRow]) -> None:
     """Note, on each quantised row, when it is slower than its fp32 counterpart (same
     source and format) on the same device: quantisation is not always a speed-up."""
-    fp32 = {(row["device"], row["source"], row["format"]): row["latency_ms"]["p50"]
-            for row in rows if row["precision"] == "fp32" and row.get("latency_ms")}
+    fp32 = {(row.device, row.source, row.format): row.latency_ms.p50
+            for row in rows if row.precision == "fp32" and row.latency_ms}
     for row in rows:
-        baseline = fp32.get((row["device"], row["source"], row["format"]))
-        if row["precision"] != "fp32" and row.get("latency_ms") and baseline:
-            ratio = row["latency_ms"]["p50"] / baseline
+        baseline = fp32.get((row.device, row.source, row.format))
+        if row.precision != "fp32" and row.latency_ms and baseline:
+            ratio = row.latency_ms.p50 / baseline
             if ratio > 1.0:
-                row["notes"].append(f"slower than {row['format']}-fp32 on this device "
-                                    f"(p50 x{ratio:.2f}): use {row['format']}-fp32 here, or "
-                                    "a quantisation this device runs natively")
+                row.notes.append(f"slower than {row.format}-fp32 on this device "
+                                 f"(p50 x{ratio:.2f}): use {row.format}-fp32 here, or "
+                                 "a quantisation this device runs natively")
 
 
-def _sample_count(record: dict[str, Any]) -> int:
-    measured = record.get("mcu") or record.get("harness") or {}
-    return int(measured.get("accuracy_samples") or 0)
+def _sample_count(record: ResultRecord) -> int:
+    measured = record.measured
+    return int(measured.accuracy_samples or 0) if measured is not None else 0
 
 
 # A latency distribution whose p99 is this many times its p50 has a long tail: an
@@ -269,12 +297,12 @@ def _sample_count(record: dict[str, Any]) -> int:
 LONG_TAIL_RATIO = 3.0
 
 
-def flag_long_tails(rows: list[dict[str, Any]]) -> None:
+def flag_long_tails(rows: list[SummaryRow]) -> None:
     """Note, on each timed row, a p99 more than :data:`LONG_TAIL_RATIO` times its p50."""
     for row in rows:
-        latency = row.get("latency_ms")
-        if latency and latency["p50"] > 0 and latency["p99"] / latency["p50"] > LONG_TAIL_RATIO:
-            row["notes"].append(f"long tail: p99 is {latency['p99'] / latency['p50']:.1f}x p50")
+        latency = row.latency_ms
+        if latency and latency.p50 > 0 and latency.p99 / latency.p50 > LONG_TAIL_RATIO:
+            row.notes.append(f"long tail: p99 is {latency.p99 / latency.p50:.1f}x p50")
 
 
 @dataclass(frozen=True)
@@ -288,25 +316,22 @@ class Verdict:
     problems: tuple[str, ...]
 
 
-def verdict(summary: dict[str, Any]) -> Verdict:
-    counts = summary["counts"]
-
-    def described(rows: list[dict[str, Any]]) -> tuple[str, ...]:
-        return tuple(f"{row['variant']}@{row['device']}: {row['status']}: {'; '.join(row['reasons'])}"
+def verdict(summary: Summary) -> Verdict:
+    def described(rows: list[SummaryRow]) -> tuple[str, ...]:
+        return tuple(f"{row.variant}@{row.device}: {row.status}: {'; '.join(row.reasons)}"
                      for row in rows)
 
-    problems = described([row for row in summary["results"] if row["status"] in {"fail", "error"}])
-    errors = described([row for row in summary["results"] if row["status"] == "error"])
-    unserved = [device for device, variant in summary["recommendations"].items() if variant is None]
-    recommended = [f"{device}: {variant}" for device, variant in summary["recommendations"].items()
+    problems = described([row for row in summary.results
+                          if row.status in {RowStatus.FAIL, RowStatus.ERROR}])
+    erred = [row for row in summary.results if row.status is RowStatus.ERROR]
+    errors = described(erred)
+    unserved = [device for device, variant in summary.recommendations.items() if variant is None]
+    recommended = [f"{device}: {variant}" for device, variant in summary.recommendations.items()
                    if variant is not None]
-    message = (f"{counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
-               f"{counts['skipped']} skipped")
+    message = summary.counts.text()
     if errors:
-        devices = list(dict.fromkeys(row["device"] for row in summary["results"]))
-        faulty = list(dict.fromkeys(row["device"] for row in summary["results"]
-                                    if row["status"] == "error"))
-        message = (f"partial: errors on {len(faulty)} of {len(devices)} device(s) "
+        faulty = list(dict.fromkeys(row.device for row in erred))
+        message = (f"partial: errors on {len(faulty)} of {len(summary.devices)} device(s) "
                    f"({', '.join(faulty)}); every other result is complete | {message}")
     if recommended:
         message += f" | recommended: {', '.join(recommended)}"
@@ -314,86 +339,98 @@ def verdict(summary: dict[str, Any]) -> Verdict:
         message += f" | no variant meets the requirements on: {', '.join(unserved)}"
     if errors:
         message += " | errors: " + " | ".join(errors)
-    return Verdict(ok=not counts["error"] and not unserved, message=message, problems=problems)
+    return Verdict(ok=not summary.counts.error and not unserved, message=message,
+                   problems=problems)
 
 
-def collect_results(results_dir: Path, devices: list[str]) -> list[dict[str, Any]]:
-    """Every device's result records (as documents), each read through its contract."""
+def collect_results(results_dir: Path, devices: list[str]) -> list[ResultRecord]:
+    """Every device's result records, each read through its contract."""
     records = []
     for device in devices:
         device_dir = results_dir / device
         if not device_dir.is_dir():
             raise StepError(f"{device_dir} is missing: run the benchmark step first")
-        records.extend(read_result(path).document() for path in sorted(device_dir.glob("*.json")))
+        records.extend(read_result(path) for path in sorted(device_dir.glob("*.json")))
     return records
 
 
-def raw_latencies(records: list[dict[str, Any]],
+def raw_latencies(records: list[ResultRecord],
                   results_dir: Path) -> dict[tuple[str, str], np.ndarray]:
     """Each (device, variant)'s raw latencies in ms, from the file its result record
     names (benchmark's ``<variant>.latencies.npz``); results without one are left out."""
     import numpy as np
     kept: dict[tuple[str, str], np.ndarray] = {}
     for record in records:
-        named = ((record.get("harness") or {}).get("latencies") or {}).get("file")
-        path = results_dir / record["device"] / Path(str(named)).name
+        harness = record.harness if isinstance(record.harness, HarnessOk) else None
+        named = ((harness.latencies if harness else None) or {}).get("file")
+        path = results_dir / record.device / Path(str(named)).name
         if named and path.is_file():
             with np.load(path) as archive:
-                kept[(record["device"], record["variant"])] = archive["latency_ns"] / 1e6
+                kept[(record.device, record.variant)] = archive["latency_ns"] / 1e6
     return kept
 
 
-def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
-              reference_path: Path, records: list[dict[str, Any]] | None = None
-              ) -> dict[str, Any]:
-    """The summary document (not written): rows, recommendations, counts; ``records``
-    are the results' records when the caller has read them already."""
+def read_reference(reference_path: Path) -> list[int]:
+    """Which test images the fp32 model gets right, in order (``models/base/reference.json``,
+    written by train)."""
     if not reference_path.is_file():
         raise StepError(f"{reference_path} is missing: run the train step first")
-    test_correct = list(read_json(reference_path)["test_correct"])
-    reference = reference_on_first(test_correct, 0)
+    return list(read_json(reference_path)["test_correct"])
+
+
+def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
+              reference_path: Path, records: list[ResultRecord] | None = None) -> Summary:
+    """The summary (not written): rows, recommendations, counts; ``records`` are the
+    results' records when the caller has read them already."""
+    test_correct = read_reference(reference_path)
+    accuracy = reference_on_first(test_correct, 0)
+    reference = Reference(accuracy=accuracy, samples=len(test_correct),
+                          interval=list(accuracy_interval(accuracy, len(test_correct))))
     requirements = {name: effective_requirements(params, device)
                     for name, device in farm.devices.items()}
-    rows = [evaluate(record, requirements[record["device"]],
+    rows = [evaluate(record, requirements[record.device],
                      reference_on_first(test_correct, _sample_count(record)))
             for record in (records if records is not None
                            else collect_results(results_dir, list(farm.devices)))]
     flag_slow_quantized(rows)
     flag_long_tails(rows)
-    counts = {status: sum(row["status"] == status for row in rows)
-              for status in ("pass", "fail", "error", "skipped")}
     # Each device ranks by its own preference order (farm.yaml may override it).
     orders = {name: device.rank_by for name, device in requirements.items()}
-    return {"reference_accuracy": reference, "reference_samples": len(test_correct),
-            "reference_interval": list(accuracy_interval(reference, len(test_correct))),
-            "rank_by": params.rank_by,
-            "requirements": {name: device.model_dump() for name, device in requirements.items()},
-            "counts": counts, "recommendations": recommend(rows, orders),
-            "why_recommended": why_recommended(rows, orders),
-            "pareto": pareto_front(rows), "results": rows}
+    return Summary(reference_accuracy=reference.accuracy, reference_samples=reference.samples,
+                   reference_interval=reference.interval, rank_by=params.rank_by,
+                   requirements={name: device.model_dump()
+                                 for name, device in requirements.items()},
+                   counts=Counts.of(rows), recommendations=recommend(rows, orders),
+                   why_recommended=why_recommended(rows, orders), pareto=pareto_front(rows),
+                   results=rows)
+
+
+def _points(summary: Summary) -> list[dict[str, Any]]:
+    """``reports/points.json``: one point per timed result, for ``dvc plots``."""
+    return [{"device": row.device, "variant": row.variant, "accuracy": row.accuracy,
+             "latency_p50_ms": row.latency_ms.p50, "size_bytes": row.size_bytes}
+            for row in summary.results if row.latency_ms]
+
+
+def _benchmark_metrics(summary: Summary, devices: list[str]) -> dict[str, Any]:
+    """``metrics/benchmark.json``: per device and timed variant, flat, for ``dvc metrics``."""
+    return {device: {row.variant: {
+        "accuracy": row.accuracy, "latency_p50_ms": row.latency_ms.p50,
+        "latency_p90_ms": row.latency_ms.p90, "size_bytes": row.size_bytes,
+        "throughput_fps": row.throughput_fps,
+        **({"end_to_end_p90_ms": row.end_to_end.latency_ms.p90} if row.end_to_end else {})}
+        for row in summary.results if row.device == device and row.latency_ms}
+        for device in devices}
 
 
 def select(params: RequirementParams, farm: Farm, results_dir: Path, reference_path: Path,
            reports_dir: Path, metrics_dir: Path) -> Path:
     """Run the step; returns the path of ``summary.json``."""
-    from tasks.select.report import write_report
-
     records = collect_results(results_dir, list(farm.devices))  # read once, used twice
     summary = summarise(params, farm, results_dir, reference_path, records)
     with atomic_output_dir(reports_dir) as staging:
         write_report(summary, staging, raw_latencies(records, results_dir))
-        write_json(staging / "points.json", [
-            {"device": row["device"], "variant": row["variant"], "accuracy": row["accuracy"],
-             "latency_p50_ms": row["latency_ms"]["p50"], "size_bytes": row["size_bytes"]}
-            for row in summary["results"] if row["latency_ms"]])
-        write_summary(staging / "summary.json", Summary.model_validate(summary))
-    write_json(metrics_dir / "benchmark.json", {
-        device: {row["variant"]: {
-            "accuracy": row["accuracy"], "latency_p50_ms": row["latency_ms"]["p50"],
-            "latency_p90_ms": row["latency_ms"]["p90"], "size_bytes": row["size_bytes"],
-            "throughput_fps": row["throughput_fps"],
-            **({"end_to_end_p90_ms": row["end_to_end"]["latency_ms"]["p90"]}
-               if row["end_to_end"] else {})}
-            for row in summary["results"] if row["device"] == device and row["latency_ms"]}
-        for device in farm.devices})
+        write_json(staging / "points.json", _points(summary))
+        write_summary(staging / "summary.json", summary)
+    write_json(metrics_dir / "benchmark.json", _benchmark_metrics(summary, list(farm.devices)))
     return reports_dir / "summary.json"

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core.contracts.summary import RowStatus, Summary, SummaryRow
+
 # One colour per runtime, fixed so that a runtime keeps its colour from report to report
 # (tab10's); an unknown runtime takes the next free one in order.
 RUNTIME_COLOURS = {"tflite": "#1f77b4", "onnxruntime": "#ff7f0e", "openvino": "#2ca02c",
@@ -123,22 +125,40 @@ def _figure(width: float, height: float) -> tuple[Any, Any]:
     return plt.subplots(figsize=(width, height))
 
 
-def _timed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [row for row in rows if row.get("latency_ms") and row.get("accuracy") is not None]
+def _timed(rows: list[SummaryRow]) -> list[SummaryRow]:
+    return [row for row in rows if row.latency_ms and row.accuracy is not None]
 
 
-def _accuracy_floor(summary: dict[str, Any], device: str) -> float | None:
+def _p90(row: SummaryRow) -> float:
+    """A timed row's p90 (ms)."""
+    assert row.latency_ms is not None
+    return row.latency_ms.p90
+
+
+def _accuracy(row: SummaryRow) -> float:
+    """A row's accuracy, where it has one (:func:`_timed`, :func:`draw_accuracy_size`)."""
+    assert row.accuracy is not None
+    return row.accuracy
+
+
+def _limit(summary: Summary, device: str, key: str) -> float | None:
+    """One numeric requirement of ``device`` (None: unset)."""
+    value = summary.requirements.get(device, {}).get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _accuracy_floor(summary: Summary, device: str) -> float | None:
     """The lowest accuracy the device's requirements accept (floor or allowed drop)."""
-    requirements = summary["requirements"].get(device, {})
-    floors = [requirements.get("min_accuracy")]
-    if requirements.get("max_accuracy_drop") is not None:
-        floors.append(summary["reference_accuracy"] * (1 - requirements["max_accuracy_drop"]))
+    floors = [_limit(summary, device, "min_accuracy")]
+    drop = _limit(summary, device, "max_accuracy_drop")
+    if drop is not None:
+        floors.append(summary.reference_accuracy * (1 - drop))
     present = [floor for floor in floors if floor is not None]
     return max(present) if present else None
 
 
-def _kb(row: dict[str, Any]) -> str:
-    return f"{row['size_bytes'] / 1024:.0f} KB" if row.get("size_bytes") else "size unknown"
+def _kb(row: SummaryRow) -> str:
+    return f"{row.size_bytes / 1024:.0f} KB" if row.size_bytes else "size unknown"
 
 
 def _plain_log_ticks(axis: Any) -> None:
@@ -164,44 +184,43 @@ def _log_limits(values: list[float], margin: float = 1.6) -> tuple[float, float]
     return low / margin, high * margin
 
 
-def draw_pareto(summary: dict[str, Any], device: str) -> Drawn:
+def draw_pareto(summary: Summary, device: str) -> Drawn:
     """The device's Pareto plot (see the module's doc)."""
-    rows = [row for row in summary["results"] if row["device"] == device]
+    rows = [row for row in summary.results if row.device == device]
     timed = _timed(rows)
-    runtimes = [row["runtime"] for row in summary["results"]]
-    front = set((summary.get("pareto") or {}).get(device) or [])
-    chosen = summary["recommendations"].get(device)
+    runtimes = [row.runtime for row in summary.results]
+    front = set((summary.pareto or {}).get(device) or [])
+    chosen = summary.recommendations.get(device)
     figure, axes = _figure(9.5, 4.8)
     axes.set_xscale("log")
     for row in timed:
-        colour = runtime_colour(row["runtime"], runtimes)
-        p90 = row["latency_ms"]["p90"]
-        low, high = (row.get("latency_ci95_ms") or {}).get("p90") or (p90, p90)
-        accuracy = row["accuracy"]
-        a_low, a_high = row.get("accuracy_interval") or (accuracy, accuracy)
+        colour = runtime_colour(row.runtime, runtimes)
+        p90, accuracy = _p90(row), _accuracy(row)
+        low, high = (row.latency_ci95_ms or {}).get("p90") or (p90, p90)
+        a_low, a_high = row.accuracy_interval or (accuracy, accuracy)
         axes.errorbar([p90], [accuracy], xerr=[[p90 - low], [high - p90]],
                       yerr=[[accuracy - a_low], [a_high - accuracy]], fmt="none",
                       ecolor=colour, elinewidth=0.6, alpha=0.5)
-        passed, on_front = row["status"] == "pass", row["variant"] in front
+        passed, on_front = row.status is RowStatus.PASS, row.variant in front
         axes.scatter([p90], [accuracy], s=70 if on_front else 36, marker="o",
                      facecolors=colour if passed else "none",
                      edgecolors="black" if on_front else colour, linewidths=1.2, zorder=3)
-    best = next((row for row in timed if row["variant"] == chosen), None)
+    best = next((row for row in timed if row.variant == chosen), None)
     if best is not None:
-        axes.scatter([best["latency_ms"]["p90"]], [best["accuracy"]], s=260, marker="*",
+        axes.scatter([_p90(best)], [_accuracy(best)], s=260, marker="*",
                      facecolors="gold", edgecolors="black", linewidths=1.0, zorder=4,
                      label=f"recommended: {chosen}")
-    requirements = summary["requirements"].get(device, {})
-    if requirements.get("max_latency_p90_ms") is not None:
-        axes.axvline(requirements["max_latency_p90_ms"], color="red", linestyle=":",
-                     linewidth=1.0, label=f"max p90 {requirements['max_latency_p90_ms']} ms")
+    limit = _limit(summary, device, "max_latency_p90_ms")
+    if limit is not None:
+        axes.axvline(limit, color="red", linestyle=":", linewidth=1.0,
+                     label=f"max p90 {limit} ms")
     floor = _accuracy_floor(summary, device)
     if floor is not None:
         axes.axhline(floor, color="red", linestyle="--", linewidth=0.8,
                      label=f"accuracy floor {floor:.4f}")
     if timed:
-        axes.set_xlim(*_log_limits([row["latency_ms"]["p90"] for row in timed]))
-    for runtime in dict.fromkeys(row["runtime"] for row in timed):
+        axes.set_xlim(*_log_limits([_p90(row) for row in timed]))
+    for runtime in dict.fromkeys(row.runtime for row in timed):
         axes.scatter([], [], color=runtime_colour(runtime, runtimes), label=runtime)
     axes.scatter([], [], s=70, facecolors="white", edgecolors="black", linewidths=1.2,
                  label="Pareto frontier (accuracy, p90, size)")
@@ -218,11 +237,10 @@ def draw_pareto(summary: dict[str, Any], device: str) -> Drawn:
     figure.tight_layout()
     # Labels last, once the axes are laid out: the recommendation, the frontier, the
     # other passing variants, then the rest.
-    priority = sorted(timed, key=lambda row: (row["variant"] != chosen, row["variant"] not in front,
-                                              row["status"] != "pass"))
-    placed = place_labels(axes, [(row["latency_ms"]["p90"], row["accuracy"], row["variant"])
-                                 for row in priority],
-                          {row["variant"]: f"{row['variant']} ({_kb(row)})" for row in timed})
+    priority = sorted(timed, key=lambda row: (row.variant != chosen, row.variant not in front,
+                                              row.status is not RowStatus.PASS))
+    placed = place_labels(axes, [(_p90(row), _accuracy(row), row.variant) for row in priority],
+                          {row.variant: f"{row.variant} ({_kb(row)})" for row in timed})
     return Drawn(figure, axes, placed)
 
 
@@ -232,28 +250,28 @@ def _quantiles(latencies_ms: np.ndarray) -> np.ndarray:
     return np.quantile(latencies_ms, np.linspace(0, 1, VIOLIN_QUANTILES))
 
 
-def draw_latency(summary: dict[str, Any], device: str,
+def draw_latency(summary: Summary, device: str,
                  latencies: dict[tuple[str, str], np.ndarray]) -> Drawn:
     """Violins of each variant's raw latencies on ``device`` (log axis, fastest p50 on
     top; white dot p50, black bar p90; the y tick labels name the variants)."""
-    rows = [row for row in summary["results"] if row["device"] == device
-            and (device, row["variant"]) in latencies and latencies[(device, row["variant"])].size]
-    rows.sort(key=lambda row: float(np.median(latencies[(device, row["variant"])])))
-    runtimes = [row["runtime"] for row in summary["results"]]
+    rows = [row for row in summary.results if row.device == device
+            and (device, row.variant) in latencies and latencies[(device, row.variant)].size]
+    rows.sort(key=lambda row: float(np.median(latencies[(device, row.variant)])))
+    runtimes = [row.runtime for row in summary.results]
     figure, axes = _figure(7.5, 0.42 * max(len(rows), 3) + 1.4)
     if rows:
-        logged = [np.log10(_quantiles(latencies[(device, row["variant"])])) for row in rows]
+        logged = [np.log10(_quantiles(latencies[(device, row.variant)])) for row in rows]
         positions = list(range(len(rows), 0, -1))
         parts = axes.violinplot(logged, positions=positions, vert=False, widths=0.85,
                                 showextrema=False)
         for body, row in zip(parts["bodies"], rows):
-            body.set_facecolor(runtime_colour(row["runtime"], runtimes))
+            body.set_facecolor(runtime_colour(row.runtime, runtimes))
             body.set_alpha(0.65)
         for position, values in zip(positions, logged):
             p50, p90 = np.quantile(values, [0.5, 0.9])
             axes.scatter([p50], [position], s=14, color="white", edgecolors="black", zorder=3)
             axes.plot([p90, p90], [position - 0.3, position + 0.3], color="black", linewidth=1.2)
-        axes.set_yticks(positions, [row["variant"] for row in rows], fontsize=7)
+        axes.set_yticks(positions, [row.variant for row in rows], fontsize=7)
         axes.set_ylim(0.4, len(rows) + 0.6)
         _decade_ticks(axes.xaxis)
     axes.set_xlabel("latency per inference (ms, log scale; dot p50, bar p90)")
@@ -262,23 +280,22 @@ def draw_latency(summary: dict[str, Any], device: str,
     return Drawn(figure, axes, {})
 
 
-def draw_accuracy_size(summary: dict[str, Any]) -> Drawn:
+def draw_accuracy_size(summary: Summary) -> Drawn:
     """Accuracy against artifact size (log axis), one point per (variant, device) that
     measured an accuracy, one label per variant where it fits."""
-    rows = [row for row in summary["results"]
-            if row.get("accuracy") is not None and row.get("size_bytes")]
-    runtimes = [row["runtime"] for row in summary["results"]]
+    points = [(row, row.size_bytes / 1024, row.accuracy) for row in summary.results
+              if row.accuracy is not None and row.size_bytes]
+    runtimes = [row.runtime for row in summary.results]
     figure, axes = _figure(7.5, 4.5)
     axes.set_xscale("log")
-    for row in rows:
-        colour = runtime_colour(row["runtime"], runtimes)
-        axes.scatter([row["size_bytes"] / 1024], [row["accuracy"]], s=36, color=colour)
-    for runtime in dict.fromkeys(row["runtime"] for row in rows):
+    for row, kb, accuracy in points:
+        axes.scatter([kb], [accuracy], s=36, color=runtime_colour(row.runtime, runtimes))
+    for runtime in dict.fromkeys(row.runtime for row, _, _ in points):
         axes.scatter([], [], color=runtime_colour(runtime, runtimes), label=runtime)
-    axes.axhline(summary["reference_accuracy"], linestyle="--", linewidth=0.8, color="grey",
+    axes.axhline(summary.reference_accuracy, linestyle="--", linewidth=0.8, color="grey",
                  label="fp32 reference")
-    if rows:
-        axes.set_xlim(*_log_limits([row["size_bytes"] / 1024 for row in rows]))
+    if points:
+        axes.set_xlim(*_log_limits([kb for _, kb, _ in points]))
     _plain_log_ticks(axes.xaxis)
     axes.set_xlabel("artifact size (KB, log scale)")
     axes.set_ylabel("test accuracy")
@@ -286,34 +303,35 @@ def draw_accuracy_size(summary: dict[str, Any]) -> Drawn:
     axes.legend(fontsize=7, loc="best")
     figure.tight_layout()
     # One label per variant (its points on several devices sit on one vertical line).
-    firsts = {row["variant"]: row for row in reversed(rows)}
-    placed = place_labels(axes, [(row["size_bytes"] / 1024, row["accuracy"], variant)
-                                 for variant, row in reversed(firsts.items())])
+    firsts = {row.variant: (kb, accuracy) for row, kb, accuracy in reversed(points)}
+    placed = place_labels(axes, [(kb, accuracy, variant)
+                                 for variant, (kb, accuracy) in reversed(firsts.items())])
     return Drawn(figure, axes, placed)
 
 
 # What a heat-map cell says under its p90 for each status.
-STATUS_MARKS = {"pass": "pass", "fail": "FAIL", "error": "error", "skipped": "skipped"}
+STATUS_MARKS = {RowStatus.PASS: "pass", RowStatus.FAIL: "FAIL", RowStatus.ERROR: "error",
+                RowStatus.SKIPPED: "skipped"}
 
 
-def heatmap_cells(summary: dict[str, Any]
+def heatmap_cells(summary: Summary
                   ) -> tuple[list[str], list[str], np.ndarray, list[list[str]]]:
     """The heat map's variants (rows), devices (columns), log10 p90 per cell (NaN: not
     timed) and each cell's text (p90 in ms and the status)."""
-    variants = list(dict.fromkeys(row["variant"] for row in summary["results"]))
-    devices = list(dict.fromkeys(row["device"] for row in summary["results"]))
+    variants = list(dict.fromkeys(row.variant for row in summary.results))
+    devices = summary.devices
     values = np.full((len(variants), len(devices)), np.nan)
     texts = [["" for _ in devices] for _ in variants]
-    for row in summary["results"]:
-        i, j = variants.index(row["variant"]), devices.index(row["device"])
-        p90 = (row.get("latency_ms") or {}).get("p90")
+    for row in summary.results:
+        i, j = variants.index(row.variant), devices.index(row.device)
+        p90 = row.latency_ms.p90 if row.latency_ms else None
         if p90 is not None and p90 > 0:
             values[i, j] = math.log10(p90)
-        texts[i][j] = (f"{p90:.3g} ms\n" if p90 is not None else "") + STATUS_MARKS[row["status"]]
+        texts[i][j] = (f"{p90:.3g} ms\n" if p90 is not None else "") + STATUS_MARKS[row.status]
     return variants, devices, values, texts
 
 
-def draw_heatmap(summary: dict[str, Any]) -> Drawn:
+def draw_heatmap(summary: Summary) -> Drawn:
     """A variant x device grid coloured by log p90, each cell's p90 and status written."""
     variants, devices, values, texts = heatmap_cells(summary)
     figure, axes = _figure(max(4.5, 1.5 * len(devices) + 3), 0.38 * len(variants) + 1.6)
@@ -338,30 +356,30 @@ def draw_heatmap(summary: dict[str, Any]) -> Drawn:
     return Drawn(figure, axes, {})
 
 
-PlotWriter = Callable[[dict[str, Any], dict[tuple[str, str], np.ndarray], Path], list[Plot]]
+PlotWriter = Callable[[Summary, dict[tuple[str, str], np.ndarray], Path], list[Plot]]
 
 
-def _per_device(summary: dict[str, Any], latencies: dict[tuple[str, str], np.ndarray],
+def _per_device(summary: Summary, latencies: dict[tuple[str, str], np.ndarray],
                 plots_dir: Path) -> list[Plot]:
     """Each device's Pareto plot and latency distributions, where it has something to
     draw (a microcontroller without its board has no latency; older results no raw ones)."""
     written = []
-    for device in dict.fromkeys(row["device"] for row in summary["results"]):
+    for device in summary.devices:
         # Device names are safe folder names (farm.yaml checks them, as results/ does).
         folder = plots_dir / "devices" / device
-        rows = [row for row in summary["results"] if row["device"] == device]
+        rows = [row for row in summary.results if row.device == device]
         if _timed(rows):
             draw_pareto(summary, device).save(folder / "pareto.png")
             written.append(Plot(folder / "pareto.png", f"{device}: accuracy against p90 latency",
                                 device))
-        if any(latencies.get((device, row["variant"]), np.empty(0)).size for row in rows):
+        if any(latencies.get((device, row.variant), np.empty(0)).size for row in rows):
             draw_latency(summary, device, latencies).save(folder / "latency.png")
             written.append(Plot(folder / "latency.png", f"{device}: latency distributions",
                                 device))
     return written
 
 
-def _overall(summary: dict[str, Any], latencies: dict[tuple[str, str], np.ndarray],
+def _overall(summary: Summary, latencies: dict[tuple[str, str], np.ndarray],
              plots_dir: Path) -> list[Plot]:
     draw_heatmap(summary).save(plots_dir / "p90_heatmap.png")
     draw_accuracy_size(summary).save(plots_dir / "accuracy_vs_size.png")
@@ -372,7 +390,7 @@ def _overall(summary: dict[str, Any], latencies: dict[tuple[str, str], np.ndarra
 PLOTS: tuple[PlotWriter, ...] = (_per_device, _overall)
 
 
-def write_plots(summary: dict[str, Any], latencies: dict[tuple[str, str], np.ndarray],
+def write_plots(summary: Summary, latencies: dict[tuple[str, str], np.ndarray],
                 plots_dir: Path) -> list[Plot]:
     """Every plot of :data:`PLOTS` under ``plots_dir``; ``latencies`` holds each
     (device, variant)'s raw latencies in ms (missing ones are simply not drawn)."""

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from tasks.core.contracts.summary import RowStatus, SummaryRow
 
-Row = dict[str, Any]
+Row = SummaryRow
 
 # How close two measurements must be to count as the same when nothing better (an
 # interval) says so: relative to the larger one.
@@ -42,10 +42,10 @@ class RankMeasure:
 
 def _latency(percentile: str) -> RankMeasure:
     def value(row: Row) -> float | None:
-        return (row.get("latency_ms") or {}).get(percentile)
+        return getattr(row.latency_ms, percentile) if row.latency_ms else None
 
     def same(a: Row, b: Row) -> bool:
-        first, second = ((row.get("latency_ci95_ms") or {}).get(percentile) for row in (a, b))
+        first, second = ((row.latency_ci95_ms or {}).get(percentile) for row in (a, b))
         if first and second:
             return first[0] <= second[1] and second[0] <= first[1]
         return _relatively_close(float(value(a)), float(value(b)), LATENCY_TIE)
@@ -55,13 +55,14 @@ def _latency(percentile: str) -> RankMeasure:
 
 def _exact(key: str, sign: float = 1.0) -> Callable[[Row], float | None]:
     def value(row: Row) -> float | None:
-        measured = row.get(key)
+        measured = getattr(row, key)
         return None if measured is None else sign * float(measured)
     return value
 
 
 def _close(key: str, tolerance: float) -> Callable[[Row, Row], bool]:
-    return lambda a, b: _relatively_close(float(a[key]), float(b[key]), tolerance)
+    return lambda a, b: _relatively_close(float(getattr(a, key)), float(getattr(b, key)),
+                                          tolerance)
 
 
 RANK_MEASURES: dict[str, RankMeasure] = {
@@ -72,10 +73,10 @@ RANK_MEASURES: dict[str, RankMeasure] = {
                                   _close("throughput_fps", THROUGHPUT_TIE),
                                   lambda v: f"{-v:.4g} fps"),
     "accuracy": RankMeasure(_exact("accuracy", -1.0),
-                            lambda a, b: a["accuracy"] == b["accuracy"],
+                            lambda a, b: a.accuracy == b.accuracy,
                             lambda v: f"{-v:.4f}"),
     "size_bytes": RankMeasure(_exact("size_bytes"),
-                              lambda a, b: a["size_bytes"] == b["size_bytes"],
+                              lambda a, b: a.size_bytes == b.size_bytes,
                               lambda v: f"{v / 1024:.1f} KB"),
     "peak_rss_mb": RankMeasure(_exact("peak_rss_mb"), _close("peak_rss_mb", MEMORY_TIE),
                                lambda v: f"{v:.4g} MB"),
@@ -88,7 +89,7 @@ def rank_value(row: Row, rank_by: str) -> tuple[float, float]:
     """(the measure, the size): smaller is better; what the device did not measure (an
     MCU's latency) is infinite, ranked last."""
     value = RANK_MEASURES[rank_by].value(row)
-    return (UNMEASURED if value is None else float(value), float(row.get("size_bytes") or 0))
+    return (UNMEASURED if value is None else float(value), float(row.size_bytes or 0))
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class Choice:
 
 
 def _size(row: Row) -> float:
-    return float(row.get("size_bytes") or 0)
+    return float(row.size_bytes or 0)
 
 
 def choose(passing: Sequence[Row], order: Sequence[str]) -> Choice | None:
@@ -146,8 +147,8 @@ def choose(passing: Sequence[Row], order: Sequence[str]) -> Choice | None:
 
 def passing_by_device(rows: list[Row]) -> dict[str, list[Row]]:
     """Every device of ``rows`` (in row order) with its passing rows (maybe none)."""
-    return {device: [row for row in rows if row["device"] == device and row["status"] == "pass"]
-            for device in dict.fromkeys(row["device"] for row in rows)}
+    return {device: [row for row in rows if row.device == device and row.status is RowStatus.PASS]
+            for device in dict.fromkeys(row.device for row in rows)}
 
 
 RankBy = str | Sequence[str] | Mapping[str, Sequence[str]]
@@ -171,7 +172,7 @@ def choices(rows: list[Row], rank_by: RankBy) -> dict[str, Choice | None]:
 
 def recommend(rows: list[Row], rank_by: RankBy) -> dict[str, str | None]:
     """The chosen variant per device (None when none passes)."""
-    return {device: choice.winner["variant"] if choice else None
+    return {device: choice.winner.variant if choice else None
             for device, choice in choices(rows, rank_by).items()}
 
 
@@ -190,7 +191,7 @@ def _reason(choice: Choice, order: Sequence[str], passing: int, candidates: list
     if key == "size_bytes" and choice.tied_on:
         tie = choice.tied_on[-1]
         ours, theirs = _text(tie, best), _text(tie, second)
-        return (f"ties with {second['variant']} on {', '.join(choice.tied_on)} ("
+        return (f"ties with {second.variant} on {', '.join(choice.tied_on)} ("
                 + (ours if ours == theirs else f"{ours} against {theirs}, indistinguishable")
                 + ") and "
                 + (f"is smaller ({_size(best) / 1024:.1f} vs {_size(second) / 1024:.1f} KB)"
@@ -205,7 +206,7 @@ def _reason(choice: Choice, order: Sequence[str], passing: int, candidates: list
                 f"have no {key} here{after}")
     margin = abs(theirs - ours) / abs(theirs) if theirs else 0.0
     return (f"best {key} among {passing} passing variants: {_text(key, best)} against "
-            f"{_text(key, second)} for {second['variant']}, the runner-up ({margin:.1%} "
+            f"{_text(key, second)} for {second.variant}, the runner-up ({margin:.1%} "
             f"better){after}")
 
 
@@ -215,15 +216,15 @@ def why_recommended(rows: list[Row], rank_by: RankBy) -> dict[str, str]:
     when none passed."""
     why: dict[str, str] = {}
     for device, choice in choices(rows, rank_by).items():
-        candidates = [row for row in rows if row["device"] == device]
+        candidates = [row for row in rows if row.device == device]
         order = order_for(rank_by, device)
         if choice is None:
-            failed = [row for row in candidates if row["status"] == "fail"]
+            failed = [row for row in candidates if row.status is RowStatus.FAIL]
             why[device] = (f"none of {len(candidates)} variants meets the requirements"
-                           + (f"; closest misses: {'; '.join(failed[0]['reasons'])}"
+                           + (f"; closest misses: {'; '.join(failed[0].reasons)}"
                               if failed else ""))
             continue
-        passing = sum(row["status"] == "pass" for row in candidates)
+        passing = sum(row.status is RowStatus.PASS for row in candidates)
         why[device] = _reason(choice, order, passing, candidates)
     return why
 
@@ -231,9 +232,9 @@ def why_recommended(rows: list[Row], rank_by: RankBy) -> dict[str, str]:
 # The measures a variant is worth choosing on, and which way is better: the frontier is
 # every passing variant no other passing variant beats on all of them.
 PARETO_MEASURES: dict[str, Callable[[Row], float]] = {
-    "accuracy": lambda row: -float(row["accuracy"]),
-    "latency_p90_ms": lambda row: float((row.get("latency_ms") or {}).get("p90", UNMEASURED)),
-    "size_bytes": lambda row: float(row.get("size_bytes") or 0),
+    "accuracy": lambda row: -float(row.accuracy or 0),
+    "latency_p90_ms": lambda row: row.latency_ms.p90 if row.latency_ms else UNMEASURED,
+    "size_bytes": _size,
 }
 
 
@@ -246,6 +247,6 @@ def _dominates(a: Row, b: Row) -> bool:
 def pareto_front(rows: list[Row]) -> dict[str, list[str]]:
     """Per device, its passing variants no other passing variant dominates (accuracy,
     p90 latency, size), in row order."""
-    return {device: [row["variant"] for row in passing
+    return {device: [row.variant for row in passing
                      if not any(_dominates(other, row) for other in passing)]
             for device, passing in passing_by_device(rows).items()}

@@ -16,8 +16,12 @@ import pytest
 
 from tasks.config import BenchmarkParams, Farm, LocalDevice, RequirementParams, Requirements
 from tasks.core.files import read_json
-from tasks.select.report import COLUMNS, markdown_text, summary_table
-from tasks.select import evaluate, select
+from tasks.core.contracts.summary import Summary
+from tasks.select import select
+from tasks.select.report.cells import COLUMNS
+from tasks.select.report.markdown import markdown_text
+from tasks.select.report.terminal import summary_table
+from tests.tasks.select.summaries import judge as evaluate
 from tasks.farm.untrusted import ERROR_LIMIT, FIELD_LIMIT, contained, contained_strings, visible
 from tests.helpers import bench_device, records, scripted_python
 
@@ -151,7 +155,8 @@ def test_the_summary_and_report_stay_small_and_inert(hostile_run: dict[str, Any]
 
 
 def test_the_terminal_table_receives_no_escape(hostile_run: dict[str, Any]) -> None:
-    text = rendered(summary_table(hostile_run["summary"], include_skipped=True))
+    text = rendered(summary_table(Summary.model_validate(hostile_run["summary"]),
+                                  include_skipped=True))
     assert "\x1b" not in text and "\x07" not in text
     assert "\\x1b[2J" in text  # shown, not obeyed
     assert len(text) < 20_000
@@ -177,8 +182,8 @@ def test_strings_of_an_ok_result_are_contained(tiny_project: Any, tmp_path: Path
         (SHOWN + "v" * 5000)[:FIELD_LIMIT] + f"… ({len(ESCAPES) + 5000} chars)")
     assert runtime["execution_precision"] == "f32\\x1b[8m"
     row = evaluate(record, Requirements(max_accuracy_drop=None), reference_accuracy=0.5)
-    assert row["runtime_version"] == runtime["version"]
-    assert row["reasons"] == ["ran in f32\\x1b[8m, not the f32 its variant declares"]
+    assert row.runtime_version == runtime["version"]
+    assert row.reasons == ["ran in f32\\x1b[8m, not the f32 its variant declares"]
 
 
 def forging_python(folder: Path, forge: str) -> str:

@@ -469,7 +469,7 @@ def test_in_a_narrow_terminal_the_results_are_a_compact_table_with_the_reasons_u
 
 def test_a_wide_terminal_keeps_the_full_table_and_a_pipe_gets_columns_or_80(
         tmp_path: Path) -> None:
-    from tasks.select.report import COLUMNS
+    from tasks.select.report.cells import COLUMNS
 
     write_tiny_config(tmp_path)
     (tmp_path / "reports").mkdir()
@@ -495,13 +495,14 @@ def test_at_80_columns_the_names_a_seed_farm_gives_stay_whole() -> None:
     26-character variant) fit on their row at 80 columns: two spaces between columns."""
     from rich.console import Console
 
-    from tasks.select.report import compact_summary
+    from tasks.core.contracts.summary import Summary
+    from tasks.select.report.terminal import compact_summary
 
     summary = results_summary()
     summary["results"] = [{**summary["results"][2], "device": "nano33-ble",
                            "variant": "pruned50-openvino-int8-acc"}]
     console = Console(width=80, force_terminal=False, record=True)
-    for part in compact_summary(summary):
+    for part in compact_summary(Summary.model_validate(summary)):
         console.print(part)
     lines = console.export_text().splitlines()
     assert max(len(line) for line in lines) <= 80

@@ -623,9 +623,9 @@ def test_a_device_claiming_impossible_numbers_fails_the_result_and_the_run(
 
     summary = summarise(RequirementParams(), Farm(devices={"local": device}),
                         tmp_path / "results", tiny_project.layout.base_model / "reference.json")
-    row = next(row for row in summary["results"] if row["variant"] == "onnx-fp32")
-    assert (row["status"], row["reasons"]) == ("error", [result["error"]])
-    assert summary["recommendations"] == {"local": None}
+    row = next(row for row in summary.results if row.variant == "onnx-fp32")
+    assert (row.status, row.reasons) == ("error", [result["error"]])
+    assert summary.recommendations == {"local": None}
     assert not verdict(summary).ok
 
 

@@ -392,7 +392,7 @@ def test_onnx_calibration_methods(tiny_project, tmp_path: Path, method: str) -> 
 def test_mcu_fit_check_passes_a_big_board_and_fails_a_small_one(matrix, tmp_path: Path) -> None:
     from tasks.benchmark import check_mcu_fit
     from tasks.config import Farm
-    from tasks.select import evaluate
+    from tests.tasks.select.summaries import judge as evaluate
 
     out, variants = matrix
     big = McuDevice(transport="mcu", flash_kb=4096, ram_kb=512)
@@ -406,22 +406,23 @@ def test_mcu_fit_check_passes_a_big_board_and_fails_a_small_one(matrix, tmp_path
     assert "tflm" in records["esp32"]["onnx-fp32"]["error"]
     requirements = RequirementParams(max_accuracy_drop=None)
     fits = evaluate(records["esp32"]["tflm-int8"], requirements, 0.7)
-    assert fits["status"] == "pass" and fits["latency_ms"] is None
-    assert "latency needs the board" in fits["notes"][0]
+    assert fits.status == "pass" and fits.latency_ms is None
+    assert "latency needs the board" in fits.notes[0]
     too_big = evaluate(records["tiny"]["tflm-int8"], requirements, 0.7)
-    assert too_big["status"] == "fail", too_big
-    assert any(r.startswith("model ") and "flash budget" in r for r in too_big["reasons"])
-    assert any(r.startswith("tensor arena") and "RAM budget" in r for r in too_big["reasons"])
+    assert too_big.status == "fail", too_big
+    assert any(r.startswith("model ") and "flash budget" in r for r in too_big.reasons)
+    assert any(r.startswith("tensor arena") and "RAM budget" in r for r in too_big.reasons)
     assert Farm(devices={"esp32": big}).devices["esp32"].transport == "mcu"
 
 
 def test_rejected_variants_fail_with_the_numbers_and_are_not_benchmarked() -> None:
     from tasks.benchmark import not_produced
-    from tasks.select import evaluate
+    from tests.tasks.select.summaries import judge as evaluate
+    from tests.tasks.test_select import not_ok_record
 
     variant = {"status": "rejected", "reason": "argmax agreement 0.9 < 0.95"}
-    record = {"variant": "onnx-int8-qdq", "device": "pi", "size_bytes": 10,
-              **not_produced(variant["status"], variant["reason"])}
+    record = {**not_ok_record("rejected", None, variant="onnx-int8-qdq", device="pi"),
+              "size_bytes": 10, **not_produced(variant["status"], variant["reason"])}
     row = evaluate(record, RequirementParams(), 0.9)
-    assert row["status"] == "fail"
-    assert row["reasons"] == ["rejected by convert: argmax agreement 0.9 < 0.95"]
+    assert row.status == "fail"
+    assert row.reasons == ["rejected by convert: argmax agreement 0.9 < 0.95"]

@@ -22,11 +22,16 @@ from tasks.config import (BenchmarkParams, ConvertParams, Farm, LocalDevice,
                                effective_requirements, load_farm)
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
-from tasks.select.report import COLUMNS, markdown_text, row_cells, summary_table
-from tasks.select import (MB, evaluate, flag_long_tails, flag_slow_quantized,
+from tasks.core.contracts.summary import Summary, SummaryRow
+from tasks.select.report.cells import COLUMNS, row_cells
+from tasks.select.report.markdown import markdown_text
+from tasks.select.report.terminal import summary_table
+from tasks.select import (MB, flag_long_tails, flag_slow_quantized,
                           reference_on_first, relative_drop, select, summarise, verdict)
 from tasks.select.ranking import pareto_front, rank_value, recommend, why_recommended
 from tests.helpers import fork_safe, index_entries, records
+from tests.tasks.select.summaries import judge as evaluate
+from tests.tasks.select.summaries import summary_of, summary_row
 
 NO_LIMITS = Requirements(max_accuracy_drop=None)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -68,23 +73,23 @@ def test_ok_record_meeting_every_requirement_passes() -> None:
     requirements = Requirements(min_accuracy=0.5, max_accuracy_drop=0.05, max_latency_p90_ms=10,
                                 max_size_mb=1, max_peak_rss_mb=100)
     row = evaluate(ok_record(), requirements, reference_accuracy=0.9)
-    assert row["status"] == "pass" and row["reasons"] == []
-    assert row["variant"] == "onnx-fp32" and row["device"] == "local"
-    assert row["format"] == "onnx" and row["precision"] == "fp32" and row["runtime"] == "onnxruntime"
-    assert row["accuracy"] == 0.9 and row["accuracy_drop"] == 0.0
-    assert row["latency_ms"] == {"p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1.2}
-    assert row["throughput_fps"] == pytest.approx(1000 / 1.2)
-    assert row["peak_rss_mb"] == 50.0 and row["load_ms"] == 12.5
-    assert row["size_bytes"] == 10_000 and row["threads"] == 1
-    assert row["runtime_version"] == "1.32.0" and row["execution_precision"] == "f32"
-    assert row["notes"] == []
+    assert row.status == "pass" and row.reasons == []
+    assert row.variant == "onnx-fp32" and row.device == "local"
+    assert row.format == "onnx" and row.precision == "fp32" and row.runtime == "onnxruntime"
+    assert row.accuracy == 0.9 and row.accuracy_drop == 0.0
+    assert row.latency_ms.document() == {"p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1.2}
+    assert row.throughput_fps == pytest.approx(1000 / 1.2)
+    assert row.peak_rss_mb == 50.0 and row.load_ms == 12.5
+    assert row.size_bytes == 10_000 and row.threads == 1
+    assert row.runtime_version == "1.32.0" and row.execution_precision == "f32"
+    assert row.notes == []
     # A harness that did not say on how many images: no interval can be given.
-    assert row["accuracy_samples"] == 0 and row["accuracy_interval"] is None
+    assert row.accuracy_samples == 0 and row.accuracy_interval is None
     record = ok_record()
     record["harness"]["accuracy_samples"] = 50
     row = evaluate(record, requirements, reference_accuracy=0.9)
-    assert row["accuracy_samples"] == 50
-    assert row["accuracy_interval"] == list(accuracy_interval(0.9, 50))
+    assert row.accuracy_samples == 50
+    assert row.accuracy_interval == list(accuracy_interval(0.9, 50))
 
 
 def test_a_rows_intervals_and_changed_conditions_come_from_its_harness_result() -> None:
@@ -93,12 +98,12 @@ def test_a_rows_intervals_and_changed_conditions_come_from_its_harness_result() 
     record["harness"]["conditions"] = {"changes": ["CPU clock changed from 2000 to 1500 MHz",
                                                    "other processes kept 1.5 CPUs busy"]}
     row = evaluate(record, Requirements(), reference_accuracy=0.9)
-    assert row["latency_ci95_ms"] == {"p50": [0.9, 1.1], "p90": [1.8, 2.3]}
-    assert row["notes"] == ["conditions changed during the run: CPU clock changed from 2000 "
+    assert row.latency_ci95_ms == {"p50": [0.9, 1.1], "p90": [1.8, 2.3]}
+    assert row.notes == ["conditions changed during the run: CPU clock changed from 2000 "
                             "to 1500 MHz; other processes kept 1.5 CPUs busy"]
-    assert row["status"] == "pass", "a note, not a verdict"
+    assert row.status == "pass", "a note, not a verdict"
     # An older harness's result: no intervals, no conditions.
-    assert evaluate(ok_record(), Requirements(), 0.9)["latency_ci95_ms"] is None
+    assert evaluate(ok_record(), Requirements(), 0.9).latency_ci95_ms is None
 
 
 @pytest.mark.parametrize(("declared", "ran", "reason"), [
@@ -111,8 +116,8 @@ def test_a_result_run_in_another_precision_fails_with_the_reason(declared: str, 
                                                                  reason: str) -> None:
     record = {**ok_record(ran=ran), "declared_execution_precision": declared}
     row = evaluate(record, Requirements(max_accuracy_drop=None), reference_accuracy=0.9)
-    assert row["status"] == "fail" and row["reasons"] == [reason]
-    assert row["execution_precision"] == ran
+    assert row.status == "fail" and row.reasons == [reason]
+    assert row.execution_precision == ran
     assert recommend([row], "latency_p50_ms") == {"local": None}
 
 
@@ -120,15 +125,15 @@ def test_precision_checks_pass_what_ran_as_declared_and_note_the_unverified() ->
     requirements = Requirements(max_accuracy_drop=None)
     bf16 = evaluate({**ok_record(ran="bf16"), "declared_execution_precision": "bf16"},
                     requirements, 0.9)
-    assert bf16["status"] == "pass" and bf16["execution_precision"] == "bf16"
+    assert bf16.status == "pass" and bf16.execution_precision == "bf16"
     # A record without a declaration (written before variants declared one) means f32.
     legacy = {key: value for key, value in ok_record(ran="bf16").items()
               if key != "declared_execution_precision"}
-    assert evaluate(legacy, requirements, 0.9)["reasons"] == [
+    assert evaluate(legacy, requirements, 0.9).reasons == [
         "ran in bf16, not the f32 its variant declares"]
     delegated = evaluate(ok_record(ran="unverified (delegate libgpu.so)"), requirements, 0.9)
-    assert delegated["status"] == "pass"
-    assert delegated["notes"] == ["execution precision unverified (delegate libgpu.so): "
+    assert delegated.status == "pass"
+    assert delegated.notes == ["execution precision unverified (delegate libgpu.so): "
                                   "the runtime does not report it"]
 
 
@@ -143,13 +148,13 @@ def test_failed_and_skipped_records_carry_their_reason(status: str, error: str |
                                                        expected_status: str,
                                                        expected_reason: str) -> None:
     row = evaluate(not_ok_record(status, error), Requirements(), reference_accuracy=0.9)
-    assert row["status"] == expected_status
-    assert row["reasons"] == [expected_reason]
+    assert row.status == expected_status
+    assert row.reasons == [expected_reason]
     for key in ("accuracy", "accuracy_drop", "latency_ms", "throughput_fps", "peak_rss_mb",
                 "load_ms", "runtime_version"):
-        assert row[key] is None
+        assert getattr(row, key) is None
     # Identity survives, so the report still lists the variant and its size.
-    assert row["variant"] == "tflite-fp32" and row["size_bytes"] == 10_000
+    assert row.variant == "tflite-fp32" and row.size_bytes == 10_000
 
 
 @pytest.mark.parametrize(("limits", "record", "reference", "reason"), [
@@ -165,10 +170,10 @@ def test_each_requirement_fails_with_its_numbers(limits: dict[str, float], recor
                                                  reference: float, reason: str) -> None:
     requirements = Requirements(**{"max_accuracy_drop": None, **limits})
     row = evaluate(ok_record(**record), requirements, reference_accuracy=reference)
-    assert row["status"] == "fail"
-    assert row["reasons"] == [reason]
+    assert row.status == "fail"
+    assert row.reasons == [reason]
     # The measurements are still reported for a failing variant.
-    assert row["latency_ms"]["p90"] == record.get("p90", 2.0)
+    assert row.latency_ms.p90 == record.get("p90", 2.0)
 
 
 def mcu_record(model_bytes: int = 20_992, arena_bytes: int = 6_656,
@@ -192,34 +197,34 @@ def test_an_mcu_fit_is_judged_on_its_budgets_and_host_accuracy() -> None:
                                 max_peak_rss_mb=0.001)
     record = mcu_record()
     row = evaluate(record, requirements, reference_accuracy=0.9)
-    assert row["status"] == "pass" and row["reasons"] == []
-    assert row["accuracy"] == 0.85 and row["accuracy_samples"] == 360
-    assert row["accuracy_interval"] == list(accuracy_interval(0.85, 360))
-    assert row["accuracy_drop"] == pytest.approx(0.05 / 0.9)
-    assert row["mcu"] == record["mcu"]
-    assert row["runtime_version"] == "tflite-micro (host)"
+    assert row.status == "pass" and row.reasons == []
+    assert row.accuracy == 0.85 and row.accuracy_samples == 360
+    assert row.accuracy_interval == list(accuracy_interval(0.85, 360))
+    assert row.accuracy_drop == pytest.approx(0.05 / 0.9)
+    assert row.mcu.document() == record["mcu"]
+    assert row.runtime_version == "tflite-micro (host)"
     for key in ("latency_ms", "throughput_fps", "peak_rss_mb", "load_ms", "execution_precision"):
-        assert row[key] is None, key
-    assert row["notes"] == ["fits check: model 20.5 of 25 KB flash budget, arena 6.5 of 8 KB RAM "
+        assert getattr(row, key) is None, key
+    assert row.notes == ["fits check: model 20.5 of 25 KB flash budget, arena 6.5 of 8 KB RAM "
                             "budget; accuracy from TFLite Micro on the host; latency needs the board"]
     # The accuracy requirements hold it to the host interpreter's accuracy.
     assert evaluate(record, Requirements(min_accuracy=0.86, max_accuracy_drop=None),
-                    0.9)["reasons"] == [
+                    0.9).reasons == [
         "accuracy 0.8500 < min_accuracy 0.86"]
 
 
 def test_an_mcu_variant_fits_its_budgets_exactly_and_not_a_byte_more() -> None:
     exact = evaluate(mcu_record(model_bytes=25_600, arena_bytes=8_192), NO_LIMITS, 0.85)
-    assert exact["status"] == "pass" and exact["reasons"] == []
+    assert exact.status == "pass" and exact.reasons == []
     over = evaluate(mcu_record(model_bytes=25_601, arena_bytes=8_193), NO_LIMITS, 0.85)
-    assert over["status"] == "fail"
-    assert over["reasons"] == ["model 25.0 KB > flash budget 25.0 KB",
+    assert over.status == "fail"
+    assert over.reasons == ["model 25.0 KB > flash budget 25.0 KB",
                                "tensor arena 8.0 KB > RAM budget 8.0 KB"]
     far_over = evaluate(mcu_record(model_bytes=102_400, arena_bytes=81_920), NO_LIMITS, 0.85)
-    assert far_over["reasons"] == ["model 100.0 KB > flash budget 25.0 KB",
+    assert far_over.reasons == ["model 100.0 KB > flash budget 25.0 KB",
                                    "tensor arena 80.0 KB > RAM budget 8.0 KB"]
     arena_only = evaluate(mcu_record(arena_bytes=10_240), NO_LIMITS, 0.85)
-    assert arena_only["reasons"] == ["tensor arena 10.0 KB > RAM budget 8.0 KB"]
+    assert arena_only.reasons == ["tensor arena 10.0 KB > RAM budget 8.0 KB"]
 
 
 def test_a_large_boards_figures_are_in_kb_of_1024_bytes() -> None:
@@ -227,20 +232,20 @@ def test_a_large_boards_figures_are_in_kb_of_1024_bytes() -> None:
     would show (small budgets round it away)."""
     fits = evaluate(mcu_record(model_bytes=1_536_000, arena_bytes=614_400,
                                flash_budget=2_097_152, ram_budget=1_048_576), NO_LIMITS, 0.85)
-    assert fits["notes"][0] == ("fits check: model 1500.0 of 2048 KB flash budget, arena "
+    assert fits.notes[0] == ("fits check: model 1500.0 of 2048 KB flash budget, arena "
                                 "600.0 of 1024 KB RAM budget; accuracy from TFLite Micro on "
                                 "the host; latency needs the board")
     over = evaluate(mcu_record(model_bytes=2_150_400, arena_bytes=1_126_400,
                                flash_budget=2_097_152, ram_budget=1_048_576), NO_LIMITS, 0.85)
-    assert over["reasons"] == ["model 2100.0 KB > flash budget 2048.0 KB",
+    assert over.reasons == ["model 2100.0 KB > flash budget 2048.0 KB",
                                "tensor arena 1100.0 KB > RAM budget 1024.0 KB"]
 
 
 def test_an_mcu_variant_is_held_to_the_size_limit_too() -> None:
     row = evaluate(mcu_record(model_bytes=20_992), Requirements(max_size_mb=0.01,
                                                                 max_accuracy_drop=None), 0.85)
-    assert row["status"] == "fail"
-    assert row["reasons"] == ["size 0.020 MB > max_size_mb 0.01"]
+    assert row.status == "fail"
+    assert row.reasons == ["size 0.020 MB > max_size_mb 0.01"]
 
 
 def test_relative_accuracy_drop() -> None:
@@ -249,13 +254,13 @@ def test_relative_accuracy_drop() -> None:
     assert relative_drop(0.5, 0.0) == 0.0
     # 2.2% lost fails a 1% limit and passes a 3% limit.
     record = ok_record(accuracy=0.88)
-    assert evaluate(record, Requirements(max_accuracy_drop=0.01), 0.9)["status"] == "fail"
+    assert evaluate(record, Requirements(max_accuracy_drop=0.01), 0.9).status == "fail"
     row = evaluate(record, Requirements(max_accuracy_drop=0.03), 0.9)
-    assert row["status"] == "pass"
-    assert row["accuracy_drop"] == pytest.approx(0.0222, abs=1e-4)
+    assert row.status == "pass"
+    assert row.accuracy_drop == pytest.approx(0.0222, abs=1e-4)
     # Relative, not absolute: 0.02 absolute on a 0.5 reference is a 4% drop.
     assert evaluate(ok_record(accuracy=0.48), Requirements(max_accuracy_drop=0.03),
-                    0.5)["status"] == "fail"
+                    0.5).status == "fail"
 
 
 def test_reference_is_taken_on_the_images_the_device_evaluated(tmp_path: Path) -> None:
@@ -272,24 +277,24 @@ def test_reference_is_taken_on_the_images_the_device_evaluated(tmp_path: Path) -
     (tmp_path / "farm.yaml").write_text("devices:\n  local: {}\n", encoding="utf-8")
     summary = summarise(RequirementParams(max_accuracy_drop=0.05), load_farm(tmp_path / "farm.yaml"),
                         tmp_path / "results", reference)
-    assert summary["reference_accuracy"] == 0.5
-    [row] = summary["results"]
-    assert row["accuracy_drop"] == pytest.approx(0.1)
-    assert row["status"] == "fail"
-    assert row["reasons"] == ["accuracy drop 10.00% vs fp32 reference > max_accuracy_drop 5.00%"]
+    assert summary.reference_accuracy == 0.5
+    [row] = summary.results
+    assert row.accuracy_drop == pytest.approx(0.1)
+    assert row.status == "fail"
+    assert row.reasons == ["accuracy drop 10.00% vs fp32 reference > max_accuracy_drop 5.00%"]
 
 
 def test_limits_are_inclusive_and_every_miss_is_listed() -> None:
     exact = Requirements(min_accuracy=0.9, max_accuracy_drop=0.0, max_latency_p90_ms=2.0,
                          max_size_mb=10_000 / MB, max_peak_rss_mb=50.0)
-    assert evaluate(ok_record(), exact, 0.9)["status"] == "pass"
+    assert evaluate(ok_record(), exact, 0.9).status == "pass"
     strict = Requirements(min_accuracy=0.99, max_accuracy_drop=0.01, max_latency_p90_ms=1.0,
                           max_size_mb=0.001, max_peak_rss_mb=10)
     row = evaluate(ok_record(), strict, 1.0)
-    assert row["status"] == "fail"
-    assert [reason.split()[0] for reason in row["reasons"]] == ["accuracy", "accuracy", "p90",
+    assert row.status == "fail"
+    assert [reason.split()[0] for reason in row.reasons] == ["accuracy", "accuracy", "p90",
                                                                 "size", "peak"]
-    assert "min_accuracy" in row["reasons"][0] and "max_accuracy_drop" in row["reasons"][1]
+    assert "min_accuracy" in row.reasons[0] and "max_accuracy_drop" in row.reasons[1]
 
 
 # --------------------------------------------------------------------------- device overrides
@@ -333,20 +338,20 @@ def test_device_overrides_change_the_verdict_for_that_device_only(tmp_path: Path
         for device in ("slow-board", "fast-board", "lenient-board")})
     reference = write_reference(tmp_path, [1] * 9 + [0])  # 0.9
     summary = summarise(params, farm, tmp_path / "results", reference)
-    verdicts = {row["device"]: (row["status"], row["reasons"]) for row in summary["results"]}
+    verdicts = {row.device: (row.status, row.reasons) for row in summary.results}
     assert verdicts["slow-board"] == ("pass", [])
     assert verdicts["fast-board"] == ("fail", ["p90 latency 2.000 ms > max_latency_p90_ms 1.5"])
     assert verdicts["lenient-board"] == ("pass", [])
-    assert summary["requirements"]["fast-board"]["max_latency_p90_ms"] == 1.5
-    assert summary["requirements"]["slow-board"]["max_latency_p90_ms"] == 10.0
-    assert summary["recommendations"] == {"slow-board": "onnx-fp32", "fast-board": None,
+    assert summary.requirements["fast-board"]["max_latency_p90_ms"] == 1.5
+    assert summary.requirements["slow-board"]["max_latency_p90_ms"] == 10.0
+    assert summary.recommendations == {"slow-board": "onnx-fp32", "fast-board": None,
                                           "lenient-board": "onnx-fp32"}
-    assert summary["counts"] == {"pass": 2, "fail": 1, "error": 0, "skipped": 0}
+    assert summary.counts.document() == {"pass": 2, "fail": 1, "error": 0, "skipped": 0}
 
     # A stricter drop limit fails every device but the one that switched it off.
     strict = RequirementParams(max_accuracy_drop=0.01, max_latency_p90_ms=10.0)
-    statuses = {row["device"]: row["status"]
-                for row in summarise(strict, farm, tmp_path / "results", reference)["results"]}
+    statuses = {row.device: row.status
+                for row in summarise(strict, farm, tmp_path / "results", reference).results}
     assert statuses == {"slow-board": "fail", "fast-board": "fail", "lenient-board": "pass"}
 
 
@@ -368,7 +373,7 @@ def ranked_rows() -> list[dict[str, Any]]:
 
 def test_recommend_lowest_p50_among_passing_per_device() -> None:
     rows = ranked_rows()
-    assert [row["status"] for row in rows] == ["pass", "pass", "fail", "error", "fail", "skipped"]
+    assert [row.status for row in rows] == ["pass", "pass", "fail", "error", "fail", "skipped"]
     assert recommend(rows, "latency_p50_ms") == {"local": "onnx-fp32", "board": None}
     assert recommend(rows, "latency_p90_ms") == {"local": "onnx-fp32", "board": None}
 
@@ -398,8 +403,8 @@ def test_recommend_breaks_ties_by_size_and_ranks_the_unmeasured_last() -> None:
     when size is what ranks."""
     small = evaluate(ok_record("onnx-fp32", p50=2.0, size=10_000), NO_LIMITS, 0.9)
     large = evaluate(ok_record("tflite-fp32", p50=2.0, size=20_000), NO_LIMITS, 0.9)
-    unmeasured = {**evaluate(mcu_record(), NO_LIMITS, 0.85), "device": "local",
-                  "size_bytes": 1_000}
+    unmeasured = evaluate(mcu_record(), NO_LIMITS, 0.85).model_copy(
+        update={"device": "local", "size_bytes": 1_000})
     assert rank_value(unmeasured, "latency_p50_ms") == (float("inf"), 1_000.0)
     assert rank_value(small, "accuracy") == (-0.9, 10_000.0)
     assert rank_value(small, "peak_rss_mb") == (50.0, 10_000.0)
@@ -409,9 +414,9 @@ def test_recommend_breaks_ties_by_size_and_ranks_the_unmeasured_last() -> None:
 
 
 def latency_row(device: str, source: str, fmt: str, precision: str,
-                p50: float | None) -> dict[str, Any]:
-    return {"device": device, "source": source, "format": fmt, "precision": precision,
-            "latency_ms": None if p50 is None else {"p50": p50}, "notes": []}
+                p50: float | None) -> SummaryRow:
+    return summary_row(f"{fmt}-{precision}", device, source=source, latency_ms=None if p50 is None
+                       else {"p50": p50, "p90": p50, "p99": p50, "mean": p50})
 
 
 def test_slower_quantised_variants_are_flagged_against_their_own_fp32() -> None:
@@ -432,18 +437,17 @@ def test_slower_quantised_variants_are_flagged_against_their_own_fp32() -> None:
             latency_row("pi", "base", "openvino", "int8", 9.0),
             latency_row("pi", "base", "onnx", "int8", None)]  # failed: nothing to compare
     flag_slow_quantized(rows)
-    assert [row["notes"] for row in rows] == [
+    assert [row.notes for row in rows] == [
         [], ["slower than onnx-fp32 on this device (p50 x1.50): use onnx-fp32 here, or a "
              "quantisation this device runs natively"], [], [], [], [], [], [], [], [], [], []]
 
 
 def test_verdict_message_states_counts_recommendations_unserved_devices_and_errors() -> None:
-    rows = [{"variant": "a", "device": "pi", "status": "pass", "reasons": []},
-            {"variant": "b", "device": "pi", "status": "error", "reasons": ["lost"]},
-            {"variant": "c", "device": "board", "status": "fail", "reasons": ["slow", "big"]},
-            {"variant": "d", "device": "board", "status": "skipped", "reasons": ["no runtime"]}]
-    summary = {"counts": {"pass": 1, "fail": 1, "error": 1, "skipped": 1}, "results": rows,
-               "recommendations": {"pi": "a", "board": None}}
+    rows = [summary_row("a", "pi", "pass"),
+            summary_row("b", "pi", "error", reasons=["lost"]),
+            summary_row("c", "board", "fail", reasons=["slow", "big"]),
+            summary_row("d", "board", "skipped", reasons=["no runtime"])]
+    summary = summary_of(rows, {"pi": "a", "board": None})
     result = verdict(summary)
     assert not result.ok
     assert result.problems == ("b@pi: error: lost", "c@board: fail: slow; big")
@@ -451,19 +455,18 @@ def test_verdict_message_states_counts_recommendations_unserved_devices_and_erro
         "partial: errors on 1 of 2 device(s) (pi); every other result is complete | "
         "1 pass, 1 fail, 1 error, 1 skipped | recommended: pi: a | no variant meets the "
         "requirements on: board | errors: b@pi: error: lost")
-    served = verdict({**summary, "results": rows[:1], "recommendations": {"pi": "a", "x": "e"},
-                      "counts": {"pass": 2, "fail": 0, "error": 0, "skipped": 0}})
+    served = verdict(summary_of(rows[:1], {"pi": "a", "x": "e"},
+                                counts={"pass": 2, "fail": 0, "error": 0, "skipped": 0}))
     assert served.ok and served.problems == ()
     assert served.message == "2 pass, 0 fail, 0 error, 0 skipped | recommended: pi: a, x: e"
 
 
 
 def test_verdict_message_lists_several_faulty_devices_unserved_devices_and_errors() -> None:
-    rows = [{"variant": "a", "device": "pi", "status": "pass", "reasons": []},
-            {"variant": "b", "device": "pi", "status": "error", "reasons": ["lost"]},
-            {"variant": "c", "device": "board", "status": "error", "reasons": ["gone"]}]
-    summary = {"counts": {"pass": 1, "fail": 0, "error": 2, "skipped": 0}, "results": rows,
-               "recommendations": {"pi": "a", "board": None, "mcu": None}}
+    rows = [summary_row("a", "pi", "pass"),
+            summary_row("b", "pi", "error", reasons=["lost"]),
+            summary_row("c", "board", "error", reasons=["gone"])]
+    summary = summary_of(rows, {"pi": "a", "board": None, "mcu": None})
     assert verdict(summary).message == (
         "partial: errors on 2 of 2 device(s) (pi, board); every other result is complete | "
         "1 pass, 0 fail, 2 error, 0 skipped | recommended: pi: a | no variant meets the "
@@ -659,9 +662,10 @@ def test_summary_table_lists_every_row_or_every_measured_one(selected: dict[str,
     rows = selected["summary"]["results"]
     measured = [row for row in rows if row["status"] != "skipped"]
     assert len(measured) < len(rows), "the fixture has skipped rows"
-    assert summary_table(selected["summary"]).row_count == len(measured)
+    summary = Summary.model_validate(selected["summary"])
+    assert summary_table(summary).row_count == len(measured)
     console = Console(record=True, width=300, color_system=None)
-    table = summary_table(selected["summary"], include_skipped=True)
+    table = summary_table(summary, include_skipped=True)
     assert table.row_count == len(rows)
     console.print(table)
     text = console.export_text()
@@ -739,15 +743,15 @@ def test_a_rejected_variant_fails_select_with_its_reason_and_is_never_recommende
     summary = summarise(params, with_rejected["farm"], with_rejected["results"],
                         with_rejected["reference"])
     variants = with_rejected["variants"]
-    rows = {row["variant"]: row for row in summary["results"]}
-    assert rows["tflite-dynamic"]["status"] == "fail"
-    assert rows["tflite-dynamic"]["reasons"] == [with_rejected["records"]["tflite-dynamic"]["error"]]
-    assert rows["tflite-dynamic"]["latency_ms"] is None and rows["tflite-dynamic"]["accuracy"] is None
-    assert rows["onnx-fp32"]["status"] == "pass", rows["onnx-fp32"]["reasons"]
+    rows = {row.variant: row for row in summary.results}
+    assert rows["tflite-dynamic"].status == "fail"
+    assert rows["tflite-dynamic"].reasons == [with_rejected["records"]["tflite-dynamic"]["error"]]
+    assert rows["tflite-dynamic"].latency_ms is None and rows["tflite-dynamic"].accuracy is None
+    assert rows["onnx-fp32"].status == "pass", rows["onnx-fp32"].reasons
     # By size the rejected variant would rank first: it must not be the recommendation.
     assert variants["tflite-dynamic"]["bytes"] < variants["onnx-fp32"]["bytes"]
-    assert summary["recommendations"] == {"local": "onnx-fp32"}
-    assert summary["counts"] == {"pass": 1, "fail": 1, "error": 0, "skipped": 0}
+    assert summary.recommendations == {"local": "onnx-fp32"}
+    assert summary.counts.document() == {"pass": 1, "fail": 1, "error": 0, "skipped": 0}
 
 
 # --------------------------------------------------------------------------- failures
@@ -775,13 +779,9 @@ def test_missing_reference_raises_step_error(selected: dict[str, Any], tmp_path:
 
 
 def test_verdict_fails_on_errors_or_unserved_devices_and_names_each_problem() -> None:
-    from tasks.select import verdict
-
-    def summary(statuses: dict[str, str], recommendations: dict[str, str | None]) -> dict:
-        rows = [{"variant": v, "device": "pi", "status": s, "reasons": [f"why {v}"]}
-                for v, s in statuses.items()]
-        counts = {k: sum(r["status"] == k for r in rows) for k in ("pass", "fail", "error", "skipped")}
-        return {"counts": counts, "results": rows, "recommendations": recommendations}
+    def summary(statuses: dict[str, str], recommendations: dict[str, str | None]) -> Summary:
+        return summary_of([summary_row(v, "pi", s, reasons=[f"why {v}"])
+                           for v, s in statuses.items()], recommendations)
 
     clean = verdict(summary({"a": "pass", "b": "fail"}, {"pi": "a"}))
     assert clean.ok and clean.problems == ("b@pi: fail: why b",)
@@ -794,13 +794,11 @@ def test_verdict_fails_on_errors_or_unserved_devices_and_names_each_problem() ->
 
 
 def test_rows_never_share_their_notes() -> None:
-    from tasks.select import evaluate
-
-    skipped = {"variant": "a", "device": "pi", "size_bytes": 1, "status": "skipped", "error": "x"}
+    skipped = not_ok_record("skipped", "x", variant="a", device="pi")
     first = evaluate(skipped, RequirementParams(), 0.9)
     second = evaluate({**skipped, "variant": "b"}, RequirementParams(), 0.9)
-    first["notes"].append("only mine")
-    assert second["notes"] == []
+    first.notes.append("only mine")
+    assert second.notes == []
 
 
 # ------------------------------------------------------------------ why, frontier, flags
@@ -808,10 +806,10 @@ def test_rows_never_share_their_notes() -> None:
 
 def judged(variant: str, device: str = "local", status: str = "pass", accuracy: float = 0.95,
            p50: float = 1.0, p90: float = 2.0, p99: float = 2.5, size: int = 100_000,
-           reasons: list[str] | None = None) -> dict[str, Any]:
-    return {"variant": variant, "device": device, "status": status, "accuracy": accuracy,
-            "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "mean": p50},
-            "size_bytes": size, "reasons": reasons or [], "notes": []}
+           reasons: list[str] | None = None) -> SummaryRow:
+    return summary_row(variant, device, status, accuracy=accuracy,
+                       latency_ms={"p50": p50, "p90": p90, "p99": p99, "mean": p50},
+                       size_bytes=size, reasons=reasons or [])
 
 
 def test_the_pareto_frontier_keeps_every_passing_variant_nothing_beats_on_all_three() -> None:
@@ -836,13 +834,13 @@ def test_why_a_variant_won_names_the_measure_the_runner_up_and_the_margin() -> N
     assert why_recommended(rows, "accuracy")["local"].startswith(
         "ties with quick on accuracy (0.9500) and is smaller (87.9 vs 97.7 KB)")
     # A runner-up with no latency measured (a microcontroller's fit check) has no margin.
-    unmeasured = [judged("timed", p50=1.0), {**judged("mcu"), "latency_ms": None}]
+    unmeasured = [judged("timed", p50=1.0), judged("mcu").model_copy(update={"latency_ms": None})]
     assert why_recommended(unmeasured, "latency_p50_ms") == {
         "local": "best latency_p50_ms among 2 passing variants: 1 ms; the others have no "
                  "latency_p50_ms here"}
     # Nothing timed at all (a microcontroller): the tie-break, size, decided.
-    boards = [{**judged("big", size=200_000), "latency_ms": None},
-              {**judged("small", size=100_000), "latency_ms": None}]
+    boards = [judged("big", size=200_000).model_copy(update={"latency_ms": None}),
+              judged("small", size=100_000).model_copy(update={"latency_ms": None})]
     assert why_recommended(boards, "latency_p50_ms") == {
         "local": "the smallest of 2 passing variants (97.7 KB): none has latency_p50_ms "
                  "measured here"}
@@ -859,7 +857,7 @@ def test_why_a_variant_won_names_the_measure_the_runner_up_and_the_margin() -> N
 def test_a_long_latency_tail_is_noted_past_three_times_the_median() -> None:
     rows = [judged("tail", p50=1.0, p99=3.5), judged("even", p50=1.0, p99=3.0)]
     flag_long_tails(rows)
-    assert [row["notes"] for row in rows] == [["long tail: p99 is 3.5x p50"], []]
+    assert [row.notes for row in rows] == [["long tail: p99 is 3.5x p50"], []]
 
 
 def with_end_to_end(record: dict[str, Any], p90: float) -> dict[str, Any]:
@@ -876,23 +874,23 @@ def with_end_to_end(record: dict[str, Any], p90: float) -> dict[str, Any]:
 def test_an_end_to_end_timing_is_a_column_a_note_and_a_requirement() -> None:
     record = with_end_to_end(ok_record(p50=1.0, p90=1.2), p90=6.5)
     row = evaluate(record, Requirements(max_accuracy_drop=None, max_end_to_end_p90_ms=10), 0.9)
-    assert row["status"] == "pass"
-    assert row["end_to_end"]["latency_ms"] == {"p50": 6.5 * 0.9, "p90": 6.5, "p99": 6.5 * 1.2,
+    assert row.status == "pass"
+    assert row.end_to_end.latency_ms.document() == {"p50": 6.5 * 0.9, "p90": 6.5, "p99": 6.5 * 1.2,
                                                "mean": 6.5 * 0.92}
-    assert row["end_to_end"]["stages_ms"]["decode"] == 3.0
+    assert row.end_to_end.stages_ms["decode"] == 3.0
     assert ("end to end (640x480 jpeg): p90 6.5 ms, 167 fps, accuracy 0.8800; decode 50%, "
-            "preprocess 25%, infer 20%, postprocess 5%") in row["notes"]
+            "preprocess 25%, infer 20%, postprocess 5%") in row.notes
     assert row_cells(row)[COLUMNS.index("e2e p90 ms")] == "6.500"
     slow = evaluate(record, Requirements(max_accuracy_drop=None, max_end_to_end_p90_ms=5), 0.9)
-    assert slow["reasons"] == ["end-to-end p90 6.500 ms > max_end_to_end_p90_ms 5.0"]
+    assert slow.reasons == ["end-to-end p90 6.500 ms > max_end_to_end_p90_ms 5.0"]
     # Nothing timed end to end: a limit on it cannot be met; a device that could not run
     # the pipeline says why, and its model-only numbers stand.
     plain = evaluate(ok_record(), Requirements(max_accuracy_drop=None, max_end_to_end_p90_ms=5),
                      0.9)
-    assert plain["reasons"] == ["max_end_to_end_p90_ms needs an end-to-end timing "
+    assert plain.reasons == ["max_end_to_end_p90_ms needs an end-to-end timing "
                                 "(benchmark.end_to_end), and this result has none"]
     failed = ok_record()
     failed["harness"]["end_to_end"] = {"error": "ModuleNotFoundError: No module named 'PIL'"}
     row = evaluate(failed, Requirements(max_accuracy_drop=None), 0.9)
-    assert row["status"] == "pass" and row["end_to_end"] is None
-    assert "end to end not measured: ModuleNotFoundError: No module named 'PIL'" in row["notes"]
+    assert row.status == "pass" and row.end_to_end is None
+    assert "end to end not measured: ModuleNotFoundError: No module named 'PIL'" in row.notes

@@ -4,24 +4,23 @@ apart"; per-device orders; and the frame-rate requirement (tasks/select)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tasks.config import Requirements
-from tasks.select import evaluate
+from tasks.core.contracts.summary import SummaryRow
 from tasks.select.ranking import choose, recommend, why_recommended
+from tests.tasks.select.summaries import judge as evaluate
+from tests.tasks.select.summaries import summary_row
 from tests.tasks.test_select import ok_record
 
 
 def timed(variant: str, p90: float, interval: tuple[float, float] | None = None,
           accuracy: float = 0.95, size: int = 100_000, device: str = "local",
-          fps: float = 100.0, rss: float = 50.0) -> dict[str, Any]:
-    return {"variant": variant, "device": device, "status": "pass", "accuracy": accuracy,
-            "latency_ms": {"p50": p90 / 2, "p90": p90, "p99": p90 * 2, "mean": p90 / 2},
-            "latency_ci95_ms": {"p50": None, "p90": list(interval) if interval else None},
-            "size_bytes": size, "throughput_fps": fps, "peak_rss_mb": rss, "reasons": [],
-            "notes": []}
+          fps: float = 100.0, rss: float = 50.0) -> SummaryRow:
+    return summary_row(variant, device, "pass", accuracy=accuracy,
+                       latency_ms={"p50": p90 / 2, "p90": p90, "p99": p90 * 2, "mean": p90 / 2},
+                       latency_ci95_ms={"p50": None, "p90": list(interval) if interval else None},
+                       size_bytes=size, throughput_fps=fps, peak_rss_mb=rss)
 
 
 ORDER = ("latency_p90_ms", "accuracy")
@@ -83,7 +82,7 @@ def test_each_measure_ranks_its_own_way(order: tuple[str, ...], winner: str) -> 
 def test_frame_rates_within_two_percent_are_a_tie() -> None:
     rows = [timed("a", 1.0, fps=100.0, accuracy=0.94), timed("b", 1.0, fps=98.5, accuracy=0.96)]
     assert recommend(rows, ("throughput_fps", "accuracy")) == {"local": "b"}
-    rows[1]["throughput_fps"] = 97.0
+    rows[1] = rows[1].model_copy(update={"throughput_fps": 97.0})
     assert recommend(rows, ("throughput_fps", "accuracy")) == {"local": "a"}
 
 
@@ -101,7 +100,7 @@ def test_each_device_ranks_by_its_own_order() -> None:
 def test_a_frame_rate_below_the_requirement_fails_with_both_numbers() -> None:
     record = ok_record(mean=20.0)  # 50 fps
     slow = evaluate(record, Requirements(max_accuracy_drop=None, min_fps=60), 0.9)
-    assert slow["status"] == "fail"
-    assert slow["reasons"] == ["throughput 50.0 fps < min_fps 60.0"]
+    assert slow.status == "fail"
+    assert slow.reasons == ["throughput 50.0 fps < min_fps 60.0"]
     fast = evaluate(record, Requirements(max_accuracy_drop=None, min_fps=50), 0.9)
-    assert fast["status"] == "pass" and fast["reasons"] == []
+    assert fast.status == "pass" and fast.reasons == []

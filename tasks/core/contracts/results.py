@@ -15,12 +15,25 @@ fields) is typed as any JSON value: the contract is never stricter than the prot
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, JsonValue
+from pydantic import Field, JsonValue, Strict
 
 from tasks.core.contracts import Contract, OpenContract, read_contract, write_contract
+
+class ResultStatus(StrEnum):
+    """How one (variant, device) result ended (a :class:`ResultRecord`'s ``status``)."""
+
+    OK = "ok"              # measured
+    FAILED = "failed"      # the harness or the device failed: ``error`` says why
+    SKIPPED = "skipped"    # the device cannot run it, or convert could not produce it
+    REJECTED = "rejected"  # convert rejected it: too far from its model
+
+
+# A status read from a file is a string: the enum is checked by value (strict elsewhere).
+Status = Annotated[ResultStatus, Strict(False)]
 
 # A device fact (a host fact from the probe, ``runtime.<name>`` versions, MCU tags):
 # flat, because facts become MLflow tags.
@@ -106,9 +119,8 @@ class McuFit(Contract):
 
 
 class ResultRecord(Contract):
-    """One (variant, device) result. ``status``: ``ok`` (measured), ``failed`` (the
-    harness or the device failed: ``error`` says why), ``skipped`` (the device cannot run
-    it, or convert could not produce it) or ``rejected`` (by convert)."""
+    """One (variant, device) result; ``status`` is a :class:`ResultStatus` (``error`` says
+    why a result is not ``ok``)."""
 
     variant: str
     device: str
@@ -122,10 +134,18 @@ class ResultRecord(Contract):
     threads: int | None  # None on a microcontroller
     device_facts: dict[str, Fact]
     device_run_dir: str | None = None  # where the run's files stay; absent for an MCU
-    status: Literal["ok", "failed", "skipped", "rejected"]
+    status: Status
     error: str | None
     harness: HarnessResult | None = None
     mcu: McuFit | None = None
+
+    @property
+    def measured(self) -> HarnessOk | McuFit | None:
+        """What was measured: the fit check of a microcontroller, else the harness result
+        when it measured (None for a result that is not ``ok``)."""
+        if self.mcu is not None:
+            return self.mcu
+        return self.harness if isinstance(self.harness, HarnessOk) else None
 
 
 def write_result(path: Path, record: ResultRecord) -> Path:

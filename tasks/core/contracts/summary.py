@@ -1,22 +1,35 @@
 """Contract of ``reports/summary.json``: written by select, read by the report renderers
-(:mod:`tasks.select.report`), the CLI, the flow's verdict and track.
+(:mod:`tasks.select.report`), the CLI, the flow's verdict, the regression gate and track.
 
-Every (variant, device) result as a :class:`SummaryRow` with its status against the
-requirements and the reasons, the recommendation per device, counts per status, and the
-fp32 reference the accuracy drops are relative to.
+Every (variant, device) result as a :class:`SummaryRow` with its :class:`RowStatus`
+against the requirements and the reasons, the recommendation per device, counts per
+status, and the fp32 :class:`Reference` the accuracy drops are relative to.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
-from pydantic import Field, JsonValue
+from pydantic import Field, JsonValue, Strict
 
 from tasks.core.contracts import Contract, read_contract, write_contract
 from tasks.core.contracts.results import McuFit
 
-RowStatus = Literal["pass", "fail", "error", "skipped"]
+
+class RowStatus(StrEnum):
+    """A result judged against its device's requirements."""
+
+    PASS = "pass"        # meets every requirement
+    FAIL = "fail"        # misses one (reasons say which, by how much), or convert rejected it
+    ERROR = "error"      # the harness or the device failed
+    SKIPPED = "skipped"  # the device cannot run it, or the variant could not be produced
+
+
+# A status read from a file is a string: the enum is checked by value (strict elsewhere).
+Status = Annotated[RowStatus, Strict(False)]
 
 
 class RowLatency(Contract):
@@ -69,8 +82,12 @@ class SummaryRow(Contract):
     execution_precision: JsonValue
     mcu: McuFit | None
     notes: list[str]
-    status: RowStatus
+    status: Status
     reasons: list[str]
+
+    def remarks(self) -> str:
+        """The reasons, then the notes, as one ``; ``-separated text ("" when none)."""
+        return "; ".join(self.reasons + self.notes)
 
 
 class Counts(Contract):
@@ -78,6 +95,29 @@ class Counts(Contract):
     fail: int
     error: int
     skipped: int
+
+    @classmethod
+    def of(cls, rows: Iterable[SummaryRow]) -> Counts:
+        """How many of ``rows`` have each status."""
+        statuses = [row.status for row in rows]
+        return cls.model_validate({status.value: statuses.count(status) for status in RowStatus})
+
+    def count(self, status: RowStatus) -> int:
+        return getattr(self, "passed" if status is RowStatus.PASS else status.value)
+
+    def text(self) -> str:
+        """``3 pass, 1 fail, 0 error, 2 skipped``."""
+        return ", ".join(f"{self.count(status)} {status}" for status in RowStatus)
+
+
+class Reference(Contract):
+    """The fp32 model's (Keras, host) accuracy on the test split the variants' drops are
+    relative to: the number of test images and the 95% interval where known (older
+    summaries have the accuracy only). In ``summary.json`` as ``reference_*`` keys."""
+
+    accuracy: float
+    samples: int | None = None
+    interval: list[float] | None = None
 
 
 class Summary(Contract):
@@ -95,6 +135,16 @@ class Summary(Contract):
     why_recommended: dict[str, str] | None = None
     pareto: dict[str, list[str]] | None = None
     results: list[SummaryRow]
+
+    @property
+    def reference(self) -> Reference:
+        return Reference(accuracy=self.reference_accuracy, samples=self.reference_samples,
+                         interval=self.reference_interval)
+
+    @property
+    def devices(self) -> list[str]:
+        """Every device with a result, in row order (the farm's)."""
+        return list(dict.fromkeys(row.device for row in self.results))
 
 
 def write_summary(path: Path, summary: Summary) -> Path:

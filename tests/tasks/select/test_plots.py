@@ -15,36 +15,36 @@ from matplotlib.colors import to_hex, to_rgba
 from tasks.select.plots import (RUNTIME_COLOURS, SPARE_COLOURS, Drawn, draw_accuracy_size,
                               draw_heatmap, draw_latency, draw_pareto, heatmap_cells,
                               place_labels, runtime_colour, write_plots)
+from tasks.core.contracts.summary import Summary, SummaryRow
+from tests.tasks.select.summaries import summary_of, summary_row
 
 
 def row(variant: str, runtime: str, p90: float | None, accuracy: float | None,
-        status: str = "pass", device: str = "board", size_kb: float = 100.0) -> dict[str, Any]:
+        status: str = "pass", device: str = "board", size_kb: float = 100.0) -> SummaryRow:
     timed = p90 is not None
-    return {"variant": variant, "runtime": runtime, "device": device, "status": status,
-            "accuracy": accuracy, "size_bytes": int(size_kb * 1024),
-            "accuracy_interval": [accuracy - 0.01, accuracy + 0.01] if accuracy else None,
-            "latency_ms": {"p50": p90 / 2, "p90": p90, "p99": p90 * 2, "mean": p90 / 2}
-            if timed else None,
-            "latency_ci95_ms": {"p50": [p90 / 2.1, p90 / 1.9], "p90": [p90 * 0.95, p90 * 1.05]}
-            if timed else None,
-            "reasons": [] if status == "pass" else ["p90 latency 40 ms > max_latency_p90_ms 20"],
-            "notes": []}
+    return summary_row(
+        variant, device, status, runtime=runtime, accuracy=accuracy,
+        size_bytes=int(size_kb * 1024),
+        accuracy_interval=[accuracy - 0.01, accuracy + 0.01] if accuracy else None,
+        latency_ms={"p50": p90 / 2, "p90": p90, "p99": p90 * 2, "mean": p90 / 2}
+        if timed else None,
+        latency_ci95_ms={"p50": [p90 / 2.1, p90 / 1.9], "p90": [p90 * 0.95, p90 * 1.05]}
+        if timed else None,
+        reasons=[] if status == "pass" else ["p90 latency 40 ms > max_latency_p90_ms 20"])
 
 
-def summary() -> dict[str, Any]:
+def summary() -> Summary:
     results = [row("tflite-fp32", "tflite", 2.0, 0.95, size_kb=400),
                row("tflite-int8", "tflite", 0.5, 0.94, size_kb=100),
                row("onnx-fp32", "onnxruntime", 40.0, 0.95, status="fail", size_kb=390),
                row("openvino-fp32", "openvino", None, None, status="skipped"),
                row("tflm-int8", "tflite-micro", None, 0.93, device="mcu", size_kb=90)]
-    return {"reference_accuracy": 0.95, "rank_by": "latency_p90_ms",
-            "requirements": {"board": {"max_latency_p90_ms": 20.0, "max_accuracy_drop": 0.02},
-                             "mcu": {"max_accuracy_drop": 0.05}},
-            "recommendations": {"board": "tflite-int8", "mcu": "tflm-int8"},
-            "pareto": {"board": ["tflite-fp32", "tflite-int8"], "mcu": ["tflm-int8"]},
-            "counts": {status: sum(r["status"] == status for r in results)
-                       for status in ("pass", "fail", "error", "skipped")},
-            "results": results}
+    return summary_of(results, {"board": "tflite-int8", "mcu": "tflm-int8"},
+                      reference_accuracy=0.95, rank_by="latency_p90_ms",
+                      requirements={"board": {"max_latency_p90_ms": 20.0,
+                                              "max_accuracy_drop": 0.02},
+                                    "mcu": {"max_accuracy_drop": 0.05}},
+                      pareto={"board": ["tflite-fp32", "tflite-int8"], "mcu": ["tflm-int8"]})
 
 
 def close(drawn: Drawn) -> None:

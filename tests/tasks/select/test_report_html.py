@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.select.plots import write_plots
-from tasks.select.report_html import render_html
+from tasks.select.report.html import render_html
 from tests.tasks.select.test_plots import row, summary
 
 
@@ -27,8 +27,8 @@ def test_the_page_embeds_every_plot_and_fetches_nothing(tmp_path: Path) -> None:
 
 
 def test_each_device_says_which_variant_and_why_in_farm_order(tmp_path: Path) -> None:
-    document = summary()
-    document["why_recommended"] = {"board": "best latency_p90_ms among 2 passing variants"}
+    document = summary().model_copy(
+        update={"why_recommended": {"board": "best latency_p90_ms among 2 passing variants"}})
     page = render_html(document, write_plots(document, {}, tmp_path))
     board, mcu = page.index("<h2>board</h2>"), page.index("<h2>mcu</h2>")
     assert board < mcu < page.index("<h2>Every device and variant</h2>")
@@ -47,9 +47,9 @@ def test_each_device_says_which_variant_and_why_in_farm_order(tmp_path: Path) ->
 
 def test_texts_from_devices_are_escaped(tmp_path: Path) -> None:
     document = summary()
-    document["results"].append(row("x", "tflite", 1.0, 0.9, status="fail"))
-    document["results"][-1]["reasons"] = ['<img src="http://evil/x.png"><script>alert(1)</script>']
-    document["recommendations"]["board"] = None
+    document.results.append(row("x", "tflite", 1.0, 0.9, status="fail").model_copy(
+        update={"reasons": ['<img src="http://evil/x.png"><script>alert(1)</script>']}))
+    document.recommendations["board"] = None
     page = render_html(document, [])
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
     assert "http://evil" not in re.findall(r'src="([^"]*)"', page)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import base64
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from tasks.select.plots import Plot
-from tasks.select.report import (COLUMNS, preference_text, reference_line, row_cells, runs_on,
-                               stated_requirements)
+from tasks.core.contracts.summary import Summary
+from tasks.select.report.cells import (COLUMNS, TEXT_COLUMNS, preference_text, reference_line,
+                                       row_cells, runs_on, stated_requirements)
+
+if TYPE_CHECKING:  # the plots module imports numpy: a console printing results needs neither
+    from tasks.select.plots import Plot
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222;
@@ -44,10 +47,10 @@ def _figure(plot: Plot) -> str:
             f"<figcaption>{escape(plot.title)}</figcaption></figure>")
 
 
-def _device_section(summary: dict[str, Any], device: str, plots: list[Plot]) -> list[str]:
-    chosen = summary["recommendations"].get(device)
-    why = (summary.get("why_recommended") or {}).get(device, "")
-    front = (summary.get("pareto") or {}).get(device) or []
+def _device_section(summary: Summary, device: str, plots: list[Plot]) -> list[str]:
+    chosen = summary.recommendations.get(device)
+    why = (summary.why_recommended or {}).get(device, "")
+    front = (summary.pareto or {}).get(device) or []
     lines = [f"<h2>{escape(device)}</h2>", '<p class="chosen">']
     lines.append(f"Recommended: <code>{escape(chosen)}</code>" if chosen
                  else "<strong>No variant meets the requirements.</strong>")
@@ -62,36 +65,33 @@ def _device_section(summary: dict[str, Any], device: str, plots: list[Plot]) -> 
                               "fit), so it has no plot of its own.</p>"])
 
 
-def _results_table(summary: dict[str, Any]) -> list[str]:
+def _results_table(summary: Summary) -> list[str]:
     lines = ["<table><tr>" + "".join(f"<th>{escape(column)}</th>" for column in COLUMNS)
              + "<th>reasons / notes</th></tr>"]
-    text_columns = {"device", "variant", "status", "exec"}
-    for row in summary["results"]:
+    for row in summary.results:
         cells = []
         for column, cell in zip(COLUMNS, row_cells(row)):
             kind = ("text status" if column == "status"
-                    else "text" if column in text_columns else "")
+                    else "text" if column in TEXT_COLUMNS else "")
             cells.append(f'<td class="{kind}">{escape(cell)}</td>')
-        notes = "; ".join(row["reasons"] + row.get("notes", [])) or "—"
-        lines.append(f'<tr class="{escape(row["status"])}">' + "".join(cells)
+        notes = row.remarks() or "—"
+        lines.append(f'<tr class="{escape(row.status.value)}">' + "".join(cells)
                      + f'<td class="text">{escape(notes)}</td></tr>')
     return lines + ["</table>"]
 
 
-def render_html(summary: dict[str, Any], plots: list[Plot]) -> str:
+def render_html(summary: Summary, plots: list[Plot]) -> str:
     """The whole page (see the module's doc)."""
-    counts = summary["counts"]
-    devices = list(dict.fromkeys(row["device"] for row in summary["results"]))
     lines = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              "<title>edgeflow report</title>", f"<style>{STYLE}</style></head><body>",
              "<h1>edgeflow report</h1>",
              f"<p>fp32 reference accuracy (Keras, test split, 95% interval): "
-             f"<strong>{escape(reference_line(summary))}</strong>. Results: {counts['pass']} pass, "
-             f"{counts['fail']} fail, {counts['error']} error, {counts['skipped']} skipped. "
+             f"<strong>{escape(reference_line(summary.reference))}</strong>. "
+             f"Results: {summary.counts.text()}. "
              "Among the variants that meet every requirement, each device's preference "
-             f"order chooses ({escape(preference_text(summary['rank_by']))} unless a device "
+             f"order chooses ({escape(preference_text(summary.rank_by))} unless a device "
              "overrides it; see its requirements below).</p>"]
-    for device in devices:
+    for device in summary.devices:
         lines += _device_section(summary, device, plots)
     lines.append("<h2>Every device and variant</h2>")
     lines += [_figure(plot) for plot in plots if plot.device is None]
@@ -104,7 +104,7 @@ def render_html(summary: dict[str, Any], plots: list[Plot]) -> str:
               "every runtime; accuracy is on the test images the device evaluated, with its 95% "
               "Wilson interval in brackets; drop is relative to the fp32 reference.</p>",
               "<h2>Requirements per device</h2><ul>"]
-    for device, requirements in summary["requirements"].items():
+    for device, requirements in summary.requirements.items():
         lines.append(f"<li><strong>{escape(device)}</strong>: "
                      f"{escape(stated_requirements(requirements))}</li>")
     lines += ["</ul></body></html>"]

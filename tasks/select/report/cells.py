@@ -1,0 +1,69 @@
+"""The report's cells: what every view of a summary (Markdown, HTML, the terminal, the
+Prefect run page) writes for a result, the reference, a preference order and a device's
+requirements, as plain text. Each view escapes these texts in its own syntax."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.core.accuracy import format_accuracy
+from tasks.core.contracts.summary import Reference, RowStatus, Summary, SummaryRow
+
+# "e2e p90 ms": decode + pre-process + infer + post-process (benchmark.end_to_end).
+COLUMNS = ("device", "variant", "status", "exec", "accuracy", "drop", "size KB", "p50 ms", "p90 ms",
+           "p99 ms", "fps", "e2e p90 ms", "RSS MB")
+TEXT_COLUMNS = frozenset({"device", "variant", "status", "exec"})
+
+
+def fmt(value: Any, pattern: str) -> str:
+    """``value`` formatted by ``pattern``; "—" when nothing was measured."""
+    return "—" if value is None else format(value, pattern)
+
+
+def accuracy_cell(accuracy: float | None, samples: int | None) -> str:
+    """``0.90 [0.77, 0.96]``: the accuracy with its 95% interval (four decimals when the
+    number of images it was measured on is unknown, "—" when nothing was measured)."""
+    if accuracy is None:
+        return "—"
+    return format_accuracy(accuracy, samples) if samples else f"{accuracy:.4f}"
+
+
+def reference_line(reference: Reference) -> str:
+    """The fp32 reference accuracy, its interval and the number of test images."""
+    text = accuracy_cell(reference.accuracy, reference.samples)
+    return f"{text} on {reference.samples} test images" if reference.samples else text
+
+
+def size_kb(row: SummaryRow) -> float | None:
+    return row.size_bytes / 1024 if row.size_bytes is not None else None
+
+
+def row_cells(row: SummaryRow) -> list[str]:
+    """One result's cells, in :data:`COLUMNS` order."""
+    latency = row.latency_ms
+    end_to_end = row.end_to_end.latency_ms.p90 if row.end_to_end else None
+    return [row.device, row.variant, row.status.value, row.execution_precision or "—",
+            accuracy_cell(row.accuracy, row.accuracy_samples),
+            fmt(row.accuracy_drop, ".2%"), fmt(size_kb(row), ".1f"),
+            fmt(latency and latency.p50, ".3f"), fmt(latency and latency.p90, ".3f"),
+            fmt(latency and latency.p99, ".3f"), fmt(row.throughput_fps, ".0f"),
+            fmt(end_to_end, ".3f"), fmt(row.peak_rss_mb, ".0f")]
+
+
+def runs_on(summary: Summary) -> dict[str, list[str]]:
+    """The reverse view: every variant (in row order) with the devices it passes on."""
+    return {variant: [row.device for row in summary.results
+                      if row.variant == variant and row.status is RowStatus.PASS]
+            for variant in dict.fromkeys(row.variant for row in summary.results)}
+
+
+def preference_text(rank_by: str | list[str]) -> str:
+    """A preference order as read: ``latency_p90_ms > accuracy``."""
+    return rank_by if isinstance(rank_by, str) else " > ".join(rank_by)
+
+
+def stated_requirements(requirements: dict[str, Any]) -> str:
+    """A device's requirements as ``key=value, ...`` (the unset ones left out; the
+    preference order as ``rank_by=a > b``)."""
+    return ", ".join(f"{key}={preference_text(value) if key == 'rank_by' else value}"
+                     for key, value in requirements.items() if value is not None) or "none"
