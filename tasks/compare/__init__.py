@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tasks.config import CompareParams
-from tasks.core.contracts.summary import Summary, SummaryRow
+from tasks.core.contracts.summary import RowStatus, Summary, SummaryRow
 
 Interval = tuple[float, float]
 
@@ -84,8 +84,8 @@ class Change:
 class PairComparison:
     variant: str
     device: str
-    status_before: str
-    status_after: str
+    status_before: RowStatus
+    status_after: RowStatus
     changes: list[Change]
     regressions: list[str]  # every reason, "p90 +20.3% ..." or "status pass -> fail"
 
@@ -142,7 +142,7 @@ def judge(name: str, before_row: SummaryRow, after_row: SummaryRow,
 def compare_pair(before: SummaryRow, after: SummaryRow, limits: CompareParams) -> PairComparison:
     changes = [change for name in MEASURES if (change := judge(name, before, after, limits))]
     regressions = [change.regression for change in changes if change.regression]
-    if before.status == "pass" and after.status != "pass":
+    if before.status is RowStatus.PASS and after.status is not RowStatus.PASS:
         why = "; ".join(after.reasons)[:300]
         regressions.insert(0, f"status pass -> {after.status}" + (f" ({why})" if why else ""))
     return PairComparison(before.variant, before.device, before.status, after.status, changes,

@@ -90,9 +90,10 @@ def _metrics(row: SummaryRow, record: ResultRecord) -> dict[str, float]:
 
 def _reference_metrics(summary: Summary) -> dict[str, float]:
     """The fp32 reference accuracy with its 95% interval (older summaries have none)."""
-    metrics = {"reference_accuracy": summary.reference_accuracy}
-    if summary.reference_interval:
-        low, high = summary.reference_interval
+    reference = summary.reference
+    metrics = {"reference_accuracy": reference.accuracy}
+    if reference.interval:
+        low, high = reference.interval
         metrics |= {"reference_accuracy_low": low, "reference_accuracy_high": high}
     return metrics
 

@@ -224,11 +224,11 @@ def _all_keys(ctx: Context) -> dict[str, str]:
             for name in STEPS}
 
 
-# Only select reaches report.py and only the steps that talk to boards untrusted.py; the
+# Only select reaches the report and only the steps that talk to boards untrusted.py; the
 # harness is loaded by path (never imported) by the steps that run device code; every
 # step reaches files.py.
 @pytest.mark.parametrize("module, steps", [
-    ("tasks/select/report.py", {"select"}),
+    ("tasks/select/report/markdown.py", {"select"}),
     ("tasks/farm/untrusted.py", {"benchmark", "release"}),
     ("tasks/device/harness.py", {"convert", "benchmark", "select", "track", "release"}),
     # Only prepare reaches the pre-processing's loader, so only it and the steps that ship

@@ -175,7 +175,7 @@ def test_benchmark_reaches_the_farm_and_the_device_code_loaded_by_path() -> None
 
 
 def test_only_select_reaches_the_report_module_and_every_dependency_is_project_code() -> None:
-    assert [name for name in STEPS if "tasks/select/report.py" in _files(name)] == ["select"]
+    assert [name for name in STEPS if "tasks/select/report/markdown.py" in _files(name)] == ["select"]
     for name in STEPS:
         files = _files(name)
         assert all(path.endswith(".py") and path.startswith("tasks/") for path in files), name
@@ -219,7 +219,7 @@ def _append_comment(module: Path) -> None:
 
 def test_editing_a_module_reruns_exactly_the_steps_that_reach_it(tmp_path: Path) -> None:
     """In a copy of the project, a comment appended to a module re-runs the steps whose
-    code reaches it, and then only the steps whose inputs changed: tasks/select/report.py
+    code reaches it, and then only the steps whose inputs changed: tasks/select/report/markdown.py
     (only select reaches it; select's outputs come out the same, so track stays cached),
     then tasks/farm/untrusted.py (only benchmark reaches it, through tasks.benchmark: new
     timings re-run select and track)."""
@@ -235,7 +235,7 @@ def test_editing_a_module_reruns_exactly_the_steps_that_reach_it(tmp_path: Path)
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr) as driver:
         try:
             runs = [_next_run(driver, log)]
-            _append_comment(tmp_path / "tasks" / "select" / "report.py")
+            _append_comment(tmp_path / "tasks" / "select" / "report" / "markdown.py")
             runs.append(_next_run(driver, log))
             _append_comment(tmp_path / "tasks" / "farm" / "untrusted.py")
             runs.append(_next_run(driver, log))
