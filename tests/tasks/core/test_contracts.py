@@ -14,8 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.core.contracts.prepared import load_split, write_split
-from tasks.core.contracts.results import ResultRecord, read_result, write_result
-from tasks.core.contracts.summary import Summary, read_summary
+from tasks.core.contracts.results import (HarnessNotOk, McuFit, ResultRecord, ResultStatus,
+                                          read_result, write_result)
+from tasks.core.contracts.summary import Counts, Reference, RowStatus, Summary, read_summary
 from tasks.core.contracts.variants import Variant, read_variant_index
 from tasks.core.errors import StepError
 
@@ -124,3 +125,67 @@ def test_summary_counts_keep_their_json_names() -> None:
         "recommendations": {"pi": None}, "results": []})
     assert summary.counts.passed == 0
     assert summary.document()["counts"] == {"pass": 0, "fail": 0, "error": 0, "skipped": 0}
+
+
+# --------------------------------------------------------------------------- typed statuses
+
+
+def test_a_status_read_from_a_file_is_its_enum_and_is_written_back_as_the_string(
+        tmp_path: Path) -> None:
+    path = tmp_path / "onnx-fp32.json"
+    path.write_text(json.dumps(SKIPPED_RECORD))
+    record = read_result(path)
+    assert record.status is ResultStatus.SKIPPED
+    write_result(tmp_path / "again.json", record)
+    assert json.loads((tmp_path / "again.json").read_text()) == SKIPPED_RECORD
+    row = {"variant": "a", "format": "onnx", "precision": "fp32", "source": "base",
+           "device": "pi", "runtime": "onnxruntime", "size_bytes": 1, "threads": 1,
+           "accuracy": None, "accuracy_samples": None, "accuracy_interval": None,
+           "accuracy_drop": None, "latency_ms": None, "throughput_fps": None,
+           "peak_rss_mb": None, "load_ms": None, "runtime_version": None,
+           "execution_precision": None, "mcu": None, "notes": ["n"], "status": "error",
+           "reasons": ["r1", "r2"]}
+    summary = Summary.model_validate({
+        "reference_accuracy": 0.9, "rank_by": "accuracy", "requirements": {"pi": {}},
+        "counts": {"pass": 0, "fail": 0, "error": 1, "skipped": 0},
+        "recommendations": {"pi": None}, "results": [row]})
+    assert summary.results[0].status is RowStatus.ERROR
+    assert summary.document()["results"][0]["status"] == "error"
+    assert summary.results[0].remarks() == "r1; r2; n"
+    with pytest.raises(ValidationError, match="Input should be 'pass', 'fail', 'error' or "
+                                              "'skipped'"):
+        Summary.model_validate({**summary.document(), "results": [{**row, "status": "ok"}]})
+
+
+def test_counts_of_rows_and_their_line() -> None:
+    counts = Counts.of([])
+    assert counts.document() == {"pass": 0, "fail": 0, "error": 0, "skipped": 0}
+    counts = Counts.model_validate({"pass": 3, "fail": 1, "error": 0, "skipped": 2})
+    assert counts.count(RowStatus.PASS) == 3 and counts.count(RowStatus.SKIPPED) == 2
+    assert counts.text() == "3 pass, 1 fail, 0 error, 2 skipped"
+
+
+def test_the_reference_of_a_summary_and_of_an_older_one() -> None:
+    document = {"reference_accuracy": 0.9, "reference_samples": 360,
+                "reference_interval": [0.86, 0.93], "rank_by": "accuracy", "requirements": {},
+                "counts": {"pass": 0, "fail": 0, "error": 0, "skipped": 0},
+                "recommendations": {}, "results": []}
+    assert Summary.model_validate(document).reference == Reference(
+        accuracy=0.9, samples=360, interval=[0.86, 0.93])
+    older = {key: value for key, value in document.items()
+             if key not in {"reference_samples", "reference_interval"}}
+    assert Summary.model_validate(older).reference == Reference(accuracy=0.9)
+    assert "reference_samples" not in Summary.model_validate(older).document()
+
+
+def test_what_a_record_measured() -> None:
+    assert ResultRecord.model_validate(SKIPPED_RECORD).measured is None
+    fit = {"model_bytes": 1, "arena_bytes": 2, "flash_bytes": 3, "ram_bytes": 4,
+           "flash_budget_bytes": 3, "ram_budget_bytes": 4, "accuracy": 0.5,
+           "accuracy_samples": 10, "ops": []}
+    mcu = ResultRecord.model_validate({**SKIPPED_RECORD, "status": "ok", "error": None,
+                                       "mcu": fit}).measured
+    assert isinstance(mcu, McuFit) and mcu.accuracy_samples == 10
+    failed = ResultRecord.model_validate({**SKIPPED_RECORD, "status": "failed", "harness": {
+        "status": "failed", "error": "boom"}})
+    assert isinstance(failed.harness, HarnessNotOk) and failed.measured is None
