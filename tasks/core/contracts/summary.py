@@ -32,6 +32,11 @@ class RowStatus(StrEnum):
 Status = Annotated[RowStatus, Strict(False)]
 
 
+# A device's requirements as select applied them (params overridden by farm.yaml): limits,
+# the preference order (rank_by), None where unset.
+DeviceRequirements = dict[str, float | list[str] | None]
+
+
 class RowLatency(Contract):
     p50: float
     p90: float
@@ -127,7 +132,7 @@ class Summary(Contract):
     # The experiment's preference order (one measure in older summaries); each device's
     # own, overrides applied, is its requirements' rank_by.
     rank_by: str | list[str]
-    requirements: dict[str, dict[str, float | list[str] | None]]  # per device
+    requirements: dict[str, DeviceRequirements]  # per device
     counts: Counts
     recommendations: dict[str, str | None]  # per device: the best passing variant
     # Per device: one line on why its variant won (or why none did), and the passing

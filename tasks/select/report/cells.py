@@ -4,10 +4,9 @@ requirements, as plain text. Each view escapes these texts in its own syntax."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from tasks.core.accuracy import format_accuracy
-from tasks.core.contracts.summary import Reference, RowStatus, Summary, SummaryRow
+from tasks.core.contracts.summary import (DeviceRequirements, Reference, RowStatus, Summary,
+                                          SummaryRow)
 
 # "e2e p90 ms": decode + pre-process + infer + post-process (benchmark.end_to_end).
 COLUMNS = ("device", "variant", "status", "exec", "accuracy", "drop", "size KB", "p50 ms", "p90 ms",
@@ -15,7 +14,7 @@ COLUMNS = ("device", "variant", "status", "exec", "accuracy", "drop", "size KB",
 TEXT_COLUMNS = frozenset({"device", "variant", "status", "exec"})
 
 
-def fmt(value: Any, pattern: str) -> str:
+def fmt(value: float | None, pattern: str) -> str:
     """``value`` formatted by ``pattern``; "—" when nothing was measured."""
     return "—" if value is None else format(value, pattern)
 
@@ -62,7 +61,7 @@ def preference_text(rank_by: str | list[str]) -> str:
     return rank_by if isinstance(rank_by, str) else " > ".join(rank_by)
 
 
-def stated_requirements(requirements: dict[str, Any]) -> str:
+def stated_requirements(requirements: DeviceRequirements) -> str:
     """A device's requirements as ``key=value, ...`` (the unset ones left out; the
     preference order as ``rank_by=a > b``)."""
     return ", ".join(f"{key}={preference_text(value) if key == 'rank_by' else value}"

@@ -4,10 +4,14 @@ devices are never rich markup here (``[Errno 111] ...`` stays as it is)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tasks.core.contracts.summary import RowStatus, Summary, SummaryRow
 from tasks.select.report.cells import COLUMNS, TEXT_COLUMNS, fmt, reference_line, row_cells, size_kb
+
+if TYPE_CHECKING:  # rich is imported where a table is drawn
+    from rich.console import RenderableType
+    from rich.table import Table
 
 STYLES = {RowStatus.PASS: "green", RowStatus.FAIL: "yellow", RowStatus.ERROR: "red",
           RowStatus.SKIPPED: "dim"}
@@ -28,7 +32,7 @@ def _shown(summary: Summary, include_skipped: bool) -> list[SummaryRow]:
             if row.status is not RowStatus.SKIPPED or include_skipped]
 
 
-def summary_table(summary: Summary, include_skipped: bool = False) -> Any:
+def summary_table(summary: Summary, include_skipped: bool = False) -> Table:
     """A rich Table of the results, for the terminal (skipped rows only on request:
     report.md always has them all)."""
     from rich.markup import escape
@@ -46,7 +50,8 @@ def summary_table(summary: Summary, include_skipped: bool = False) -> Any:
     return table
 
 
-def terminal_summary(summary: Summary, width: int, include_skipped: bool = False) -> list[Any]:
+def terminal_summary(summary: Summary, width: int,
+                     include_skipped: bool = False) -> list[RenderableType]:
     """What a console ``width`` columns wide prints of the results (rich renderables):
     the full table when it is wider than :data:`COMPACT_UP_TO`, else
     :func:`compact_summary`. report.md and report.html always have the full table."""
@@ -55,7 +60,7 @@ def terminal_summary(summary: Summary, width: int, include_skipped: bool = False
     return compact_summary(summary, include_skipped)
 
 
-def compact_summary(summary: Summary, include_skipped: bool = False) -> list[Any]:
+def compact_summary(summary: Summary, include_skipped: bool = False) -> list[RenderableType]:
     """The results in six columns (device, variant, status, accuracy, p90, size), each row
     numbered, then its reasons and notes as a list under the table, one entry per row
     that has any (``[2] local tflite-int8: ...``), wrapped to the console's width."""
