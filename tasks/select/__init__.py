@@ -14,10 +14,10 @@ contract), a :class:`~tasks.core.contracts.summary.SummaryRow` out; the
 :class:`~tasks.core.contracts.summary.Summary` is what the report, the verdict and the
 file are made of.
 
-Statuses: ``pass`` (meets every requirement), ``fail`` (misses one; reasons say which,
-by how much), ``error`` (the harness or the device failed; the reason says why) and
-``skipped`` (the device cannot run that runtime, or the variant could not be produced
-here). A quantised variant that convert rejected (too far from its model) is ``fail``.
+Statuses (:class:`~tasks.core.contracts.summary.RowStatus`): ``pass`` (meets every
+requirement), ``fail`` (misses one; reasons say which, by how much), ``error`` (the
+harness or the device failed; the reason says why) and ``skipped`` (the device cannot run
+that runtime, or the variant could not be produced here). A quantised variant that convert rejected (too far from its model) is ``fail``.
 Among the passing ones, each device's preference order chooses (:mod:`.ranking`).
 """
 

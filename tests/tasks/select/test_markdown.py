@@ -1,0 +1,30 @@
+"""The Markdown lines of a summary: a device's recommendation with its reason (or the
+preference order when none was stated), the Pareto frontier, an unserved device, and
+every name escaped in the report's flavour."""
+
+from __future__ import annotations
+
+from tasks.select.report.markdown import markdown_text, recommendation_lines, render_markdown
+from tests.tasks.select.summaries import summary_of, summary_row
+
+
+def test_each_device_gets_its_recommendation_and_why() -> None:
+    rows = [summary_row("a|b", "pi"), summary_row("c", "board", "fail", reasons=["slow"])]
+    summary = summary_of(rows, {"pi": "a|b", "board": None},
+                         rank_by=["latency_p90_ms", "accuracy"], pareto={"pi": ["a|b"]})
+    assert recommendation_lines(summary) == [
+        "- **pi**: `a|b` (best passing by latency_p90_ms > accuracy)",
+        "  - Pareto frontier (accuracy, p90, size): `a|b`",
+        "- **board**: no variant meets the requirements"]
+    why = summary.model_copy(update={"why_recommended": {"pi": "the only one"}})
+    assert recommendation_lines(why, markdown_text)[0] == "- **pi**: `a\\|b` (the only one)"
+
+
+def test_the_report_counts_lists_and_escapes_every_row() -> None:
+    rows = [summary_row("a", "pi"), summary_row("b", "pi", "error", reasons=["<b>|x"])]
+    report = render_markdown(summary_of(rows, {"pi": "a"}), [("p90 [all]", "plots/p.png")])
+    assert "Results: 1 pass, 0 fail, 1 error, 0 skipped." in report
+    assert "fp32 reference accuracy (Keras, test split, 95% interval): **0.9000**" in report
+    table = [line for line in report.splitlines() if line.startswith("| pi |")]
+    assert len(table) == 2 and table[1].endswith(" | &lt;b&gt;\\|x |")
+    assert report.endswith("![p90 \\[all\\]](plots/p.png)\n")
