@@ -6,16 +6,18 @@ line naming the file, the key path and what is allowed. Relative paths inside a 
 are resolved against that file's folder.
 
 The package sits above :mod:`tasks.models` and assembles the option models defined
-there. Its modules: :mod:`~tasks.config.bounds` (shared limits),
-:mod:`~tasks.config.params` (experiment schema), :mod:`~tasks.config.farm` (farm schema,
-SSH key checks), :mod:`~tasks.config.safe_yaml` (YAML with repeated keys and alias
-bombs refused) and :mod:`~tasks.config.loader` (reading and validating the files). The
+there, beside the code they configure (architectures, a model file, pruning,
+augmentation, quantisation); the limits they share are :mod:`tasks.core.bounds`. Its
+modules: :mod:`~tasks.config.params` (experiment schema), :mod:`~tasks.config.farm`
+(farm schema, SSH key checks), :mod:`~tasks.config.safe_yaml` (YAML with repeated keys
+and alias bombs refused) and :mod:`~tasks.config.loader` (reading and validating the
+files). The
 names below are the public surface: ``from tasks.config import X``.
 """
 
-from tasks.config.bounds import (DAY_SECONDS, MAX_MCU_KB, MAX_REQUIREMENT_MB,
-                                 MAX_RETRY_WAIT_SECONDS, MAX_SAMPLES, MAX_SEED, LatencyLimit,
-                                 MegabyteLimit, PositiveSeconds, Seconds, Seed)
+from tasks.core.bounds import (DAY_SECONDS, MAX_MCU_KB, MAX_REQUIREMENT_MB,
+                               MAX_RETRY_WAIT_SECONDS, MAX_SAMPLES, MAX_SEED, LatencyLimit,
+                               MegabyteLimit, PositiveSeconds, Seconds, Seed)
 from tasks.config.farm import (DEVICE_NAME, VENV_DIR, Accelerators, Device, DeviceSetup, Farm,
                                LocalDevice, McuDevice, RunsHarness, SshDevice, check_key_file,
                                check_key_files, effective_requirements)

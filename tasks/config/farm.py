@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from tasks.config.bounds import MAX_MCU_KB, MAX_RETRY_WAIT_SECONDS, PositiveSeconds
+from tasks.core.bounds import MAX_MCU_KB, MAX_RETRY_WAIT_SECONDS, PositiveSeconds
 from tasks.config.params import RequirementParams, Requirements
 from tasks.core.errors import ConfigError
 from tasks.core.strict import StrictModel, count, number

@@ -9,11 +9,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from tasks.config.bounds import (MAX_SAMPLES, LatencyLimit, MegabyteLimit, PositiveSeconds,
-                                 Seconds, Seed)
+from tasks.core.bounds import (MAX_SAMPLES, LatencyLimit, MegabyteLimit, PositiveSeconds,
+                               Seconds, Seed)
 from tasks.core.strict import StrictModel, count, number
 from tasks.models.architectures import MobileNetV2Options, SmallCNNOptions
-from tasks.models.formats import validate_format_matrix
+from tasks.models.augment import AugmentationParams
+from tasks.models.formats import QuantizationParams, validate_format_matrix
 from tasks.models.model_file import FineTuneOptions, ModelFileOptions
 from tasks.models.pruning import (STRUCTURED_ARCHITECTURES, MagnitudePruningOptions,
                                   StructuredPruningOptions)
@@ -58,21 +59,6 @@ ModelParams = Annotated[SmallCNNOptions | MobileNetV2Options | ModelFileOptions,
                         Field(discriminator="architecture")]
 
 
-class AugmentationParams(StrictModel):
-    """Random changes to each training image, drawn anew every epoch (seeded); the val,
-    test and calibration images are never changed. All off by default: a flip turns a
-    handwritten 2 into something else, so each is chosen for the data."""
-
-    flip: Literal["none", "horizontal", "vertical", "both"] = "none"
-    shift: float = Field(default=0.0, ge=0.0, le=0.5,
-                         description="largest shift, as a fraction of height and width")
-    rotation_degrees: float = Field(default=0.0, ge=0.0, le=180.0)
-    brightness: float = Field(default=0.0, ge=0.0, le=1.0,
-                              description="largest added brightness, as a fraction of white")
-    contrast: float = Field(default=0.0, ge=0.0, lt=1.0,
-                            description="largest relative change of contrast")
-
-
 class TrainParams(StrictModel):
     # For a model you bring (model.source: file): training it further on this data, or
     # (None) only checking and evaluating it.
@@ -106,19 +92,6 @@ class OptimizeParams(StrictModel):
         if duplicated:
             raise ValueError(f"pruning name {duplicated[0]!r} is used twice")
         return value
-
-
-class QuantizationParams(StrictModel):
-    """Calibration of the quantised precisions: only the calibration split is used."""
-
-    calibration_samples: Annotated[int, count(1, MAX_SAMPLES)] = Field(
-        default=200, description="images from the calib split (at most its size)")
-    onnx_calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
-    per_channel: bool = True
-    # 7-bit weights: x86 CPUs without VNNI saturate 8-bit products (measured here: int8-qdq
-    # agreement with Keras fell to 89%); harmless elsewhere, so safe as the default.
-    onnx_reduce_range: bool = True
-    openvino_preset: Literal["performance", "mixed"] = "performance"
 
 
 class ConvertParams(StrictModel):

@@ -1,7 +1,7 @@
 """The bounds every configuration value shares: durations, counts and sizes past them
 are typos, and an unbounded one (`.inf`, 1e10) overflows the thread and socket timeouts
-it reaches. Used by the experiment schema (:mod:`tasks.config.params`) and the farm
-schema (:mod:`tasks.config.farm`)."""
+it reaches. Shared by the configuration (:mod:`tasks.config`) and the option models
+defined beside the code they configure (:mod:`tasks.models`), so it sits at the bottom."""
 
 from __future__ import annotations
 
