@@ -1,9 +1,9 @@
 """The Prefect cache policy of every lifecycle step.
 
-A step's cache key hashes its name; its code manifest (:func:`flows.steps.code_manifest`:
-the path and content of every project file its work can run, the import closure of its
-entry module with package ``__init__`` files and the device code, :mod:`flows.code_deps`,
-and the installed version of every third-party distribution that code imports; DVC's
+A step's cache key hashes its name; its code manifest
+(:func:`flows.code_manifests.code_manifest`: the path and content of every project file
+its work can run, the import closure of its entry module with package ``__init__`` files
+and the device code, :mod:`flows.code_deps`, and the installed version of every third-party distribution that code imports; DVC's
 stage depends on the same manifest); its params sections; the device it
 runs on (benchmark); the content of every file it reads; and, for prepare with a
 ``folder`` source, the names and contents of the user's image folder (hidden names
@@ -42,7 +42,8 @@ from prefect.cache_policies import CachePolicy
 
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, sha256_file, sha256_tree, write_json
-from flows.steps import STEPS, Context, code_manifest
+from flows.code_manifests import code_manifest
+from flows.steps import STEPS, Context
 
 
 def cache_dir(ctx: Context) -> Path:

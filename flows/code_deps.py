@@ -21,7 +21,7 @@ the standard library, not the project): :func:`library_versions` maps them to in
 distributions and their versions.
 
 Used by the Prefect cache key (:mod:`flows.caching`) and ``dvc.yaml`` deps
-(:func:`flows.steps.dvc_stage`): one derivation for both.
+(:func:`flows.dvc_yaml.dvc_stage`): one derivation for both.
 """
 
 from __future__ import annotations

@@ -4,34 +4,22 @@ Each :class:`Step` names the params sections it reads, the module its work start
 (its code dependencies are derived from it: :func:`code_dependencies`), the files it
 reads and writes, and how to call its ``tasks/<step>.py`` function from a
 :class:`Context`. From this one table come the Prefect tasks and their cache keys
-(``flows/lifecycle.py``), ``edgeflow step NAME`` (what ``dvc.yaml`` runs), and the
-check that ``dvc.yaml`` declares the same deps, outs and params (``tests``).
+(``flows/lifecycle.py``), ``edgeflow step NAME`` (what ``dvc.yaml`` runs), each step's
+code manifest (:mod:`flows.code_manifests`) and ``dvc.yaml`` itself
+(:mod:`flows.dvc_yaml`).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from flows.code_deps import PACKAGE_ROOT, CodeClosure, library_versions, module_closure
+from flows.code_deps import CodeClosure, module_closure
 from tasks.config import Farm, Params, check_key_files, load_farm, load_params
 from tasks.core.errors import UsageError
-from tasks.core.files import sha256_file, write_json
 from tasks.core.layout import Layout
-
-# The pinned versions `make install` installs: a dep of dvc.yaml's code stage, which
-# then records the versions installed in each step's code manifest.
-LOCK_FILE = "requirements.lock"
-# The dvc.yaml stage that writes each step's code manifest (:func:`write_code_manifests`).
-CODE_STAGE = "code"
-# The Vega-Lite template of the per-variant plots, in the DVC project's .dvc/plots/.
-PLOT_TEMPLATE = "variants_scatter"
 
 
 @dataclass(frozen=True)
@@ -255,128 +243,3 @@ def code_dependencies(step: Step) -> CodeClosure:
     third-party libraries they import: the closure of its entry module
     (:mod:`flows.code_deps`). The cache key and ``dvc.yaml`` both come from it."""
     return module_closure(step.entry)
-
-
-def dvc_path(path: Path, root: Path) -> str:
-    """``path`` as ``dvc.yaml`` names it: relative to the project ``root`` when inside it
-    (a relative path is taken as such), absolute otherwise."""
-    path = root / path
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
-
-
-def code_path(path: Path, root: Path) -> str:
-    """A project file (``tasks/train/__init__.py``, relative to the code's folder) as the
-    ``dvc.yaml`` of the experiment at ``root`` names it; DVC reads a ``dvc.yaml``'s paths
-    relative to its own folder. An experiment that carries a copy of the code beside its
-    params (the repo itself, the tests' projects) names that copy (``tasks/train/__init__.py``);
-    one in a subfolder of the code's tree names it through ``..``; one elsewhere names the
-    installed code by its absolute path (DVC hashes such a dependency where it is)."""
-    root = root.resolve()
-    if (root / path).is_file():
-        return path.as_posix()
-    if root.is_relative_to(PACKAGE_ROOT):
-        return Path(os.path.relpath(PACKAGE_ROOT / path, root)).as_posix()
-    return (PACKAGE_ROOT / path).as_posix()
-
-
-def code_manifest(step: Step) -> dict[str, Any]:
-    """What ``step``'s code is: the sha256 of every project file its work can run (by
-    repo-relative path) and the installed version of every distribution that code
-    imports. Its cache key and its DVC stage both depend on this, and on nothing else
-    of the code."""
-    closure = code_dependencies(step)
-    return {"step": step.name,
-            "files": {path.as_posix(): sha256_file(PACKAGE_ROOT / path) for path in closure.files},
-            "libraries": library_versions(closure.libraries)}
-
-
-def manifest_path(layout: Layout, step_name: str) -> Path:
-    """Where the experiment at ``layout`` keeps ``step_name``'s code manifest."""
-    return layout.code_manifests / f"{step_name}.json"
-
-
-def write_code_manifests(layout: Layout) -> list[str]:
-    """Write every step's :func:`code_manifest` into the experiment (what ``dvc.yaml``'s
-    code stage runs: ``edgeflow code-manifests``); a manifest whose content is already
-    there is left alone, so DVC re-runs only the steps whose code changed. Returns the
-    steps whose manifest was (re)written."""
-    written = []
-    for name, step in STEPS.items():
-        path = manifest_path(layout, name)
-        manifest = code_manifest(step)
-        try:
-            current = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            current = None
-        if current != manifest:
-            write_json(path, manifest)
-            written.append(name)
-    return written
-
-
-def code_stage(layout: Layout) -> dict[str, Any]:
-    """The ``dvc.yaml`` stage that turns the project's code into one manifest per step:
-    every file of any step's closure and the lock file in, the manifests out. A step's
-    stage depends on its manifest instead of its code files: a third of the deps DVC
-    checks on every ``dvc repro``, and a step runs again only when its own code did."""
-    files = sorted({path for step in STEPS.values() for path in code_dependencies(step).files})
-    return {"cmd": "edgeflow code-manifests",
-            "deps": [code_path(path, layout.root) for path in [*files, Path(LOCK_FILE)]],
-            "outs": [{manifest_path(layout, name).relative_to(layout.root).as_posix():
-                      {"cache": False}} for name in STEPS]}
-
-
-def dvc_stage(step: Step, layout: Layout, params: Params) -> dict[str, Any]:
-    """The ``dvc.yaml`` stage this registry entry implies for an experiment with
-    ``params`` (the test compares them)."""
-    def rel(path: Path) -> str:
-        return path.relative_to(layout.root).as_posix()
-
-    deps = [rel(manifest_path(layout, step.name))]
-    deps += [rel(p) for p in step.deps(layout)]
-    deps += [dvc_path(p, layout.root) for p in step.user_inputs(params)]
-    if step.reads_farm:
-        deps.append("farm.yaml")
-    stage: dict[str, Any] = {"cmd": f"edgeflow step {step.name}", "deps": deps,
-                             "params": list(step.params)}
-    outs: list[Any] = [rel(p) for p in step.outs(layout)]
-    outs += [{rel(p): {"cache": False, **({"persist": True} if step.persist else {})}}
-             for p in step.records(layout)]
-    if outs:
-        stage["outs"] = outs
-    if step.metrics(layout):
-        stage["metrics"] = [{rel(p): {"cache": False}} for p in step.metrics(layout)]
-    return stage
-
-
-def render_dvc_yaml(layout: Layout, params: Params) -> str:
-    """The ``dvc.yaml`` of the experiment at ``layout`` whose params are ``params``."""
-    stages = {CODE_STAGE: code_stage(layout),
-              **{name: dvc_stage(step, layout, params) for name, step in STEPS.items()}}
-    history = layout.train_metrics.with_name("train_history.json")
-
-    def rel_to(path: Path) -> str:
-        return path.relative_to(layout.root).as_posix()
-
-    points = rel_to(layout.reports / "points.json")
-    # One point per (variant, device) result, coloured by variant and shaped by device
-    # (DVC's own templates colour by revision only); the template is .dvc/plots/'s.
-    plots = [
-        {rel_to(history): {"x": "epoch", "y": ["accuracy", "val_accuracy"],
-                           "title": "Training accuracy per epoch"}},
-        {"training_loss": {"x": "epoch", "y": {rel_to(history): ["loss", "val_loss"]},
-                           "title": "Training loss per epoch (val: inference mode)"}},
-        {"accuracy_vs_latency": {"x": "latency_p50_ms", "y": {points: "accuracy"},
-                                 "template": PLOT_TEMPLATE,
-                                 "title": "Accuracy against p50 latency, per variant and device"}},
-        {"accuracy_vs_size": {"x": "size_bytes", "y": {points: "accuracy"},
-                              "template": PLOT_TEMPLATE,
-                              "title": "Accuracy against size, per variant and device"}},
-        # Every image under it (the heat map, accuracy against size, and each device's
-        # Pareto plot and latency distributions under devices/<device>/).
-        rel_to(layout.reports / "plots"),
-    ]
-    header = ("# Generated from flows/steps.py (`edgeflow dvc-yaml > dvc.yaml`); a test keeps\n"
-              "# them equal. Each stage lists only the params keys its step reads, and depends\n"
-              "# on its code through the manifest the code stage writes (code-manifests/).\n")
-    return header + yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False)

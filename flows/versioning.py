@@ -21,7 +21,8 @@ from typing import Any
 
 from tasks.config import parse_yaml
 from tasks.core.files import sha256_file
-from flows.steps import STEPS, Context, write_code_manifests
+from flows.code_manifests import write_code_manifests
+from flows.steps import STEPS, Context
 
 
 def tracked_params_keys() -> list[str]:

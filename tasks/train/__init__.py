@@ -31,7 +31,7 @@ from tasks.core import notices
 from tasks.models import batch_norm
 from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_interval
 from tasks.models.architectures import ModelOptions, build_model
-from tasks.models.augment import Augmenter, augmenter
+from tasks.models.augmenter import Augmenter, augmenter
 from tasks.models.seeding import seed_training
 from tasks.config import TrainParams
 from tasks.train.model_input import arrange_batch

@@ -239,12 +239,12 @@ CTRL_C_CHILD = """
 import json, sys
 from pathlib import Path
 import typer
-from flows.cli import _interruptible
+from flows.cli.process import interruptible
 from tasks.benchmark import benchmark_device
 from tasks.config import BenchmarkParams, SshDevice
 spec = json.loads(sys.argv[1])
 try:
-    _interruptible(lambda: benchmark_device(
+    interruptible(lambda: benchmark_device(
         "pi", SshDevice.model_validate(spec["device"]),
         BenchmarkParams.model_validate(spec["params"]), Path(spec["variants"]),
         Path(spec["prepared"]), Path(spec["out"])))
@@ -263,7 +263,7 @@ def test_ctrl_c_in_the_benchmarking_thread_stops_the_harness_on_an_ssh_board(
     import subprocess
     import sys
 
-    from flows.cli import INTERRUPTED_EXIT
+    from flows.cli.process import INTERRUPTED_EXIT
 
     workdir = tmp_path / "board"
     spec = {"device": ssh_device(ssh_server, workdir).model_dump(mode="json"),
@@ -315,7 +315,7 @@ def test_a_closed_terminal_stops_edgeflow_and_its_harness_on_an_ssh_board_like_s
     import subprocess
     import sys
 
-    from flows.cli import INTERRUPTED_EXIT
+    from flows.cli.process import INTERRUPTED_EXIT
     from tasks.farm.protocol import LOCK_NAME
 
     project = tmp_path / "experiment"

@@ -175,7 +175,7 @@ def test_ctrl_c_while_the_board_waits_for_its_lock_stops_the_release_there(
     import sys
     import time
 
-    from flows.cli import INTERRUPTED_EXIT
+    from flows.cli.process import INTERRUPTED_EXIT
     from tasks.farm.protocol import LOCK_NAME
     from tasks.release import read_record
     from tests.helpers import processes_left, processes_mentioning

@@ -16,7 +16,9 @@ import yaml
 from flows import code_deps
 from flows.caching import input_key, record_run, visible_tree_hash
 from flows.code_deps import NOT_INSTALLED, library_versions
-from flows.steps import LOCK_FILE, STEPS, Context, code_dependencies, dvc_path, write_code_manifests
+from flows.code_manifests import LOCK_FILE, write_code_manifests
+from flows.dvc_yaml import dvc_path
+from flows.steps import STEPS, Context, code_dependencies
 from tests.image_folders import build_photo_folder
 from tests.tiny import TINY_PARAMS, write_tiny_config
 
@@ -138,7 +140,7 @@ def test_dvc_yaml_lists_the_image_folder_under_prepare_and_dvc_status_sees_an_ed
 
 
 def test_the_repo_digits_experiment_has_no_folder_dep() -> None:
-    from flows.steps import render_dvc_yaml
+    from flows.dvc_yaml import render_dvc_yaml
     from tasks.config import load_params
     from tasks.core.layout import Layout
 

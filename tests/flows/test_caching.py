@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flows import steps
+from flows import code_manifests
 from flows.caching import (StepContentPolicy, cache_dir, input_key, record_run,
                            relocate_record, results_dir)
 from flows.steps import STEPS, Context, code_dependencies
@@ -214,8 +214,8 @@ def code_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for step in STEPS.values():
         for path in code_dependencies(step).files:
             (root / path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(steps.PACKAGE_ROOT / path, root / path)
-    monkeypatch.setattr(steps, "PACKAGE_ROOT", root)  # where code_manifest hashes them
+            shutil.copyfile(code_manifests.PACKAGE_ROOT / path, root / path)
+    monkeypatch.setattr(code_manifests, "PACKAGE_ROOT", root)  # where code_manifest hashes them
     return root
 
 

@@ -239,7 +239,7 @@ def test_farm_probe_exits_by_the_class_of_its_failures(project: Path) -> None:
 @pytest.mark.parametrize(("code", "status"), [(None, 0), (0, 0), (3, 3), (130, 130),
                                                ("a message", 1)])
 def test_the_exit_status_is_pythons_for_the_system_exit(code: object, status: int) -> None:
-    from flows.cli import exit_status
+    from flows.cli.process import exit_status
 
     assert exit_status(code) == status
 
@@ -305,8 +305,8 @@ def test_sighup_stops_a_command_unless_it_was_started_under_nohup() -> None:
     it to a real benchmark); ``nohup edgeflow run`` asked to outlive the terminal."""
     probe = ("import signal, sys\n"
              "if sys.argv[1] == 'nohup':\n    signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
-             "from flows.cli import _stop_signals\n"
-             "print(' '.join(signal.Signals(number).name for number in _stop_signals()))\n")
+             "from flows.cli.process import stop_signals\n"
+             "print(' '.join(signal.Signals(number).name for number in stop_signals()))\n")
     stops = {how: subprocess.run([sys.executable, "-c", probe, how], capture_output=True,
                                  text=True, cwd=Path(__file__).resolve().parents[2],
                                  check=True).stdout.strip()

@@ -244,14 +244,14 @@ def test_an_unexpected_error_is_one_line_naming_the_log_which_has_the_traceback(
         tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     import typer
 
-    from flows.cli import _logged
+    from flows.cli.exits import logged
 
     def bug() -> None:
         raise KeyError("reference_accuracy")
 
     log = tmp_path / "run.log"
     with pytest.raises(typer.Exit) as exit_info:
-        _logged(log, False, bug)
+        logged(log, False, bug)
     assert exit_info.value.exit_code == 1
     assert capfd.readouterr().err == (
         f"edgeflow: error: KeyError: 'reference_accuracy' (unexpected: the traceback is in "

@@ -11,9 +11,10 @@ import yaml
 
 from tasks.config import load_params
 from tasks.core.layout import Layout
-from flows import steps
-from flows.steps import (CODE_STAGE, LOCK_FILE, STEPS, code_dependencies, manifest_path,
-                         render_dvc_yaml, write_code_manifests)
+from flows import code_manifests
+from flows.code_manifests import LOCK_FILE, manifest_path, write_code_manifests
+from flows.dvc_yaml import CODE_STAGE, render_dvc_yaml
+from flows.steps import STEPS, code_dependencies
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +63,7 @@ def test_a_manifest_holds_hashes_and_versions_and_is_rewritten_only_when_they_ch
     closure = code_dependencies(STEPS["train"])
     assert manifest["files"] == {path.as_posix(): hashlib.sha256(
         (REPO / path).read_bytes()).hexdigest() for path in closure.files}
-    assert manifest["libraries"] == steps.library_versions(closure.libraries)
+    assert manifest["libraries"] == code_manifests.library_versions(closure.libraries)
     assert "keras" in manifest["libraries"] and manifest["step"] == "train"
     assert write_code_manifests(layout) == []  # unchanged: left alone (DVC re-runs nothing)
     before = manifest_path(layout, "prepare").read_text()
@@ -70,8 +71,8 @@ def test_a_manifest_holds_hashes_and_versions_and_is_rewritten_only_when_they_ch
     # manifests of exactly the steps importing it are rewritten.
     libraries = {name: set(code_dependencies(step).libraries) for name, step in STEPS.items()}
     upgraded = sorted(libraries["train"] - libraries["prepare"])[0]
-    real = steps.library_versions
-    monkeypatch.setattr(steps, "library_versions", lambda names: {
+    real = code_manifests.library_versions
+    monkeypatch.setattr(code_manifests, "library_versions", lambda names: {
         **real(names), **({"upgraded": "2.0"} if upgraded in names else {})})
     rewritten = write_code_manifests(layout)
     assert rewritten == [name for name in STEPS if upgraded in libraries[name]]
@@ -122,7 +123,7 @@ def test_an_experiment_in_a_subfolder_names_the_code_from_its_own_folder() -> No
 def test_plots_tell_variants_and_devices_apart_with_the_committed_template() -> None:
     import json
 
-    from flows.steps import PLOT_TEMPLATE
+    from flows.dvc_yaml import PLOT_TEMPLATE
 
     plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
     scatter = [next(iter(plot.values())) for plot in plots if isinstance(plot, dict)
@@ -138,7 +139,7 @@ def test_plots_tell_variants_and_devices_apart_with_the_committed_template() -> 
 
 
 def test_an_experiment_away_from_the_code_names_it_where_it_is(tmp_path: Path) -> None:
-    from flows.steps import code_path
+    from flows.dvc_yaml import code_path
 
     code = code_dependencies(STEPS["train"]).files[0]
     assert code_path(code, tmp_path) == (REPO / code).as_posix()  # the installed code

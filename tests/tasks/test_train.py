@@ -101,7 +101,7 @@ def test_a_better_epoch_has_higher_accuracy_then_lower_loss() -> None:
 
 
 def test_batches_are_a_seeded_permutation_per_epoch() -> None:
-    from tasks.models.augment import augmenter
+    from tasks.models.augmenter import augmenter
     from tasks.config import AugmentationParams
     from tasks.train import ShuffledBatches
 

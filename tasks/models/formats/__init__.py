@@ -4,119 +4,19 @@ A format knows its file suffix, the runtime that runs it (a key of the harness's
 ``RUNTIMES``), the precisions it supports and how to export a trained model at one of
 them. ``params.yaml`` picks formats by name under ``formats:``; a bad name or precision
 is a one-line error listing what is valid. Heavy libraries are imported inside each
-exporter, so importing this registry stays cheap.
+exporter, so importing this registry stays cheap. What the exporters share is
+:mod:`tasks.models.formats.base`, re-exported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from tasks.models.formats.base import (EXECUTION_PRECISIONS, Exported, Exporter, ExportRequest,
+                                       Format, QuantizationParams, Skipped, SourceModel,
+                                       execution_precision, float_spec)
 
-if TYPE_CHECKING:  # annotations only: every command's start reads the format registry
-    import numpy as np
-
-
-@dataclass(frozen=True)
-class SourceModel:
-    """A trained model as the exporters read it (``models/base`` or a pruned copy): a
-    Keras model and its SavedModel, a SavedModel alone or an ONNX model (a model you
-    bring), with its input spec where it is not edgeflow's own (NHWC, [0, 1])."""
-
-    name: str
-    keras_path: Path | None
-    saved_model_dir: Path | None
-    input_shape: tuple[int, int, int]  # without the batch, in the input's layout
-    onnx_path: Path | None = None
-    input: dict[str, Any] | None = None
-
-    def float_spec(self) -> dict[str, Any]:
-        """The spec of an artifact of this source that takes and returns float32."""
-        spec = float_spec(self.input_shape)
-        if self.input:
-            spec["input"] = {**spec["input"], **self.input}
-        return spec
-
-    def require_saved_model(self) -> Path:
-        """The SavedModel the TensorFlow exporters start from; :class:`Skipped` for an
-        ONNX model you brought (no ONNX-to-TFLite converter is installed: README)."""
-        if self.saved_model_dir is None:
-            raise Skipped("needs a SavedModel; the source is an ONNX model (no converter "
-                          "from it is pinned here)")
-        return self.saved_model_dir
-
-
-@dataclass(frozen=True)
-class Exported:
-    """What an exporter wrote: the file the runtime loads first, every file that
-    must travel with it to a device (its size is the variant's size), the input/output
-    spec the harness feeds by, and ``extras``: companions kept beside the artifact but
-    never deployed (C sources for an MCU build, a compiler log)."""
-
-    main_file: Path
-    files: tuple[Path, ...]
-    spec: dict[str, Any]
-    details: dict[str, Any] = field(default_factory=dict)  # format-specific facts
-    # What the conversion check runs, when the artifact itself needs hardware absent
-    # here (an Edge TPU model is checked through the int8 model it was compiled from).
-    check_file: Path | None = None
-    check_runtime: str | None = None
-    extras: tuple[Path, ...] = ()
-
-
-@dataclass(frozen=True)
-class ExportRequest:
-    """Everything an exporter may use. Calibration images come from the calib split
-    only; the validation split serves accuracy-aware quantisation; never the test split."""
-
-    source: SourceModel
-    precision: str
-    out_dir: Path
-    calibration: np.ndarray
-    quantization: Any  # tasks.config.QuantizationParams (kept untyped: no import cycle)
-    validation: tuple[np.ndarray, np.ndarray] | None = None
-    max_accuracy_drop: float = 0.01
-    # A folder shared by the exports of one source model, so an intermediate (the fp32
-    # ONNX graph every ONNX precision starts from) is produced once per source.
-    scratch: Path | None = None
-
-
-Exporter = Callable[[ExportRequest], Exported]
-
-
-class Skipped(Exception):
-    """An exporter cannot run here (a missing compiler...): the variant is reported as
-    skipped with this reason, neither a crash nor a silent omission."""
-
-
-@dataclass(frozen=True)
-class Format:
-    name: str
-    suffix: str
-    runtime: str
-    precisions: tuple[str, ...]
-    export: Exporter
-
-
-# The precision a variant's float (non-quantised) arithmetic runs in, by its precision
-# name: "f32" unless the name says otherwise. fp16 names fp16 *weights* (TFLite's fp16
-# recipe, OpenVINO's compressed IR): every runtime here decompresses them and computes
-# in f32, and edgeflow pins that on every CPU, x86 and ARM alike, so an fp16 variant's
-# numbers do not depend on the board's fp16 arithmetic. Quantised precisions run their
-# quantised ops in integers and whatever stays float in f32. bf16 is its own variant.
-EXECUTION_PRECISIONS: dict[str, str] = {"bf16": "bf16"}
-
-
-def execution_precision(precision: str) -> str:
-    """What a variant of ``precision`` must run its float arithmetic in."""
-    return EXECUTION_PRECISIONS.get(precision, "f32")
-
-
-def float_spec(input_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """The spec of an artifact that takes and returns float32 tensors."""
-    return {"input": {"dtype": "float32", "shape": [1, *input_shape], "layout": "NHWC",
-                      "quantization": None},
-            "output": {"dtype": "float32", "quantization": None}}
+__all__ = ["EXECUTION_PRECISIONS", "FORMATS", "Exported", "Exporter", "ExportRequest", "Format",
+           "QuantizationParams", "Skipped", "SourceModel", "execution_precision", "float_spec",
+           "validate_format_matrix"]
 
 
 def _registry() -> dict[str, Format]:

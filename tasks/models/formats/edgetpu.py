@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from tasks.models.formats import Exported, ExportRequest, Format, Skipped
+from tasks.models.formats.base import Exported, ExportRequest, Format, Skipped
 from tasks.models.formats.tflite import tflite_bytes, tflite_spec
 
 COMPILER = "edgetpu_compiler"

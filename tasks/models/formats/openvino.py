@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks.models.formats import Exported, ExportRequest, Format
+from tasks.models.formats.base import Exported, ExportRequest, Format
 
 
 def _calibration_dataset(request: ExportRequest) -> Any:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.models.formats import Exported, ExportRequest, Format
+from tasks.models.formats.base import Exported, ExportRequest, Format
 
 if TYPE_CHECKING:  # numpy is imported where it is used: every command reads this module
     import numpy as np

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from tasks.models.formats import Exported, ExportRequest, Format
+from tasks.models.formats.base import Exported, ExportRequest, Format
 from tasks.models.formats.tflite import tflite_bytes, tflite_spec
 
 ARENA_LINE = re.compile(r"Arena allocation total (\d+) bytes")

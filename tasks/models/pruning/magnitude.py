@@ -30,7 +30,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from tasks.models.pruning import MagnitudePruningOptions, PrunedModel, TrainingData, fine_tune
+from tasks.models.pruning.base import (MagnitudePruningOptions, PrunedModel, TrainingData,
+                                       fine_tune)
 
 # Where the schedule reaches the final sparsity, as a fraction of the fine-tuning steps:
 # the remaining quarter lets the network recover at constant sparsity.

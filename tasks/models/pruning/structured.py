@@ -28,8 +28,8 @@ import numpy as np
 
 from tasks.models.architectures import SmallCNNOptions, build_model
 from tasks.core.errors import ConfigError, StepError
-from tasks.models.pruning import (STRUCTURED_ARCHITECTURES, PrunedModel, StructuredPruningOptions,
-                           TrainingData, fine_tune)
+from tasks.models.pruning.base import (STRUCTURED_ARCHITECTURES, PrunedModel,
+                                       StructuredPruningOptions, TrainingData, fine_tune)
 
 SUPPORTED_ARCHITECTURES = STRUCTURED_ARCHITECTURES
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.models.augment import augmenter
-from tasks.config import AugmentationParams
+from tasks.models.augment import AugmentationParams
+from tasks.models.augmenter import augmenter
 
 
 def _gradient_images(count: int = 64, size: int = 16) -> np.ndarray:

@@ -1,0 +1,55 @@
+"""Each step's code manifest: the sha256 of every project file its work can run and the
+installed version of every library that code imports (:mod:`flows.code_deps` derives
+both from the step's entry module). The Prefect cache key (:mod:`flows.caching`) and
+``dvc.yaml``'s stages (:mod:`flows.dvc_yaml`) depend on a step's code through it, so a
+step runs again only when its own code did."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flows.code_deps import PACKAGE_ROOT, library_versions
+from flows.steps import STEPS, Step, code_dependencies
+from tasks.core.files import sha256_file, write_json
+from tasks.core.layout import Layout
+
+# The pinned versions `make install` installs: a dep of dvc.yaml's code stage, which
+# then records the versions installed in each step's code manifest.
+LOCK_FILE = "requirements.lock"
+
+
+def code_manifest(step: Step) -> dict[str, Any]:
+    """What ``step``'s code is: the sha256 of every project file its work can run (by
+    repo-relative path) and the installed version of every distribution that code
+    imports. Its cache key and its DVC stage both depend on this, and on nothing else
+    of the code."""
+    closure = code_dependencies(step)
+    return {"step": step.name,
+            "files": {path.as_posix(): sha256_file(PACKAGE_ROOT / path) for path in closure.files},
+            "libraries": library_versions(closure.libraries)}
+
+
+def manifest_path(layout: Layout, step_name: str) -> Path:
+    """Where the experiment at ``layout`` keeps ``step_name``'s code manifest."""
+    return layout.code_manifests / f"{step_name}.json"
+
+
+def write_code_manifests(layout: Layout) -> list[str]:
+    """Write every step's :func:`code_manifest` into the experiment (what ``dvc.yaml``'s
+    code stage runs: ``edgeflow code-manifests``); a manifest whose content is already
+    there is left alone, so DVC re-runs only the steps whose code changed. Returns the
+    steps whose manifest was (re)written."""
+    written = []
+    for name, step in STEPS.items():
+        path = manifest_path(layout, name)
+        manifest = code_manifest(step)
+        try:
+            current = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            current = None
+        if current != manifest:
+            write_json(path, manifest)
+            written.append(name)
+    return written

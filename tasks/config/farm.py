@@ -1,0 +1,283 @@
+"""The farm schema: ``farm.yaml``'s devices, one pydantic model per kind of device (the
+:data:`Device` union, tagged by ``transport``), and the SSH key checks a command that
+connects runs before its first connection."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+import stat
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from tasks.core.bounds import MAX_MCU_KB, MAX_RETRY_WAIT_SECONDS, PositiveSeconds
+from tasks.config.params import RequirementParams, Requirements
+from tasks.core.errors import ConfigError
+from tasks.core.strict import StrictModel, count, number
+from tasks.models.formats import FORMATS
+
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Accelerators(StrictModel):
+    """Hints passed to the harness so a runtime uses the board's accelerator."""
+
+    onnxruntime_providers: list[str] | None = Field(
+        default=None, min_length=1,
+        description="ONNX Runtime execution providers in order, e.g. [TensorrtExecutionProvider, "
+                    "CUDAExecutionProvider, CPUExecutionProvider]; null = CPU")
+    openvino_device: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.:,()-]{1,64}$",
+        description="OpenVINO device name: CPU, GPU, NPU, AUTO:NPU,CPU...; null = CPU")
+    tflite_delegate: str | None = Field(
+        default=None, min_length=1,
+        description="path or name of a TFLite external delegate library on the device")
+
+    @field_validator("onnxruntime_providers")
+    @classmethod
+    def _provider_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not re.fullmatch(r"[A-Za-z0-9]+ExecutionProvider", name):
+                raise ValueError(f"{name!r} is not an ONNX Runtime execution provider name "
+                                 "(like CUDAExecutionProvider)")
+        return value
+
+
+class RunsHarness(StrictModel):
+    """What every device that runs the harness shares: its threads, the runtimes it may
+    use, its tags, accelerator hints, requirement overrides, and how many past runs it
+    keeps in its working directory."""
+
+    threads: Annotated[int, count(1, 256)] = 1
+    runtimes: list[str] | None = Field(
+        default=None, description="runtimes the device can run; null = all it can import")
+    tags: dict[str, str] = Field(default_factory=dict)
+    accelerators: Accelerators = Accelerators()
+    requirements: Requirements | None = None
+    keep_runs: Annotated[int, count(1, 1000)] = Field(
+        default=5, description="per-run folders kept on the device (older are removed)")
+    on_release: str | None = Field(
+        default=None, min_length=1, max_length=4096,
+        description="shell command run on the device after a release becomes current "
+                    "(e.g. systemctl --user restart app); its folder is $1. If it fails, "
+                    "the previous release is restored")
+    on_release_timeout_seconds: PositiveSeconds = 120.0
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, value: list[str] | None) -> list[str] | None:
+        known = sorted({fmt.runtime for fmt in FORMATS.values()})
+        for runtime in value or []:
+            if runtime not in known:
+                raise ValueError(f"unknown runtime {runtime!r} (allowed: {', '.join(known)})")
+        return value
+
+
+class LocalDevice(RunsHarness):
+    """This machine, reached through the same run/put/get interface as an SSH board."""
+
+    transport: Literal["local"] = "local"
+    workdir: Path = Path(".edgeflow/devices/local")
+    python: str | None = Field(default=None, description="interpreter; null = edgeflow's own")
+
+    def harness_python(self) -> str:
+        """The interpreter that runs the harness."""
+        return self.python or sys.executable
+
+
+VENV_DIR = "venv"
+
+
+class DeviceSetup(StrictModel):
+    """How ``edgeflow farm setup`` prepares a device: a virtualenv at ``<workdir>/venv``
+    with numpy and the runtimes the device runs (its ``runtimes``, else those of the
+    experiment's formats), pinned to this project's versions."""
+
+    wheelhouse: bool = Field(
+        default=True, description="true: wheels are downloaded here for the device's platform "
+                                  "and pushed (devices without internet); false: the device's "
+                                  "pip downloads them")
+    extra_packages: list[str] = Field(default_factory=list,
+                                      description="more pip requirements, e.g. pillow==11.0.0")
+
+    @field_validator("extra_packages")
+    @classmethod
+    def _requirement_specs(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?"
+                                r"((==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!-]+)?", spec):
+                raise ValueError(f"{spec!r} is not a pip requirement like name or name==1.2.3")
+        return value
+
+
+class SshDevice(RunsHarness):
+    """A board reached over SSH (Fabric): key authentication only, its host key checked
+    against the farm's known_hosts (an unknown or changed key is refused)."""
+
+    transport: Literal["ssh"]
+    host: str = Field(min_length=1)
+    port: Annotated[int, count(1, 65535)] = 22
+    user: str = Field(min_length=1)
+    key_file: Path = Field(description="private key; relative to farm.yaml")
+    known_hosts: Path = Field(description="known_hosts file; relative to farm.yaml")
+    key_passphrase_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the environment variable holding the key's passphrase "
+                    "(never the passphrase itself: no secrets in farm.yaml)")
+    python: str = Field(default="python3", min_length=1,
+                        description="interpreter on the device (with `setup`: the one that "
+                                    "creates the virtualenv)")
+    workdir: str = Field(default="edgeflow", min_length=1,
+                         description="on the device; relative to its home (~/x is x)")
+    connect_timeout: PositiveSeconds = 10.0
+    keepalive_seconds: Annotated[int, count(1, 3600, unit="seconds")] = Field(
+        default=15,
+        description="a silent connection is probed after this long; a board that stops "
+                    "answering is given up after about twice as long again")
+    io_timeout: PositiveSeconds = Field(
+        default=120.0, description="limit for a file transfer or a short command "
+                                   "(benchmarks have benchmark.timeout_seconds)")
+    connect_attempts: Annotated[int, count(1, 20)] = Field(
+        default=3, description="tries to connect before the device is unreachable")
+    retry_backoff_seconds: Annotated[float, number(0, MAX_RETRY_WAIT_SECONDS,
+                                                   unit="seconds")] = Field(
+        default=1.0, description="first wait between tries; doubles each time, up to "
+                                 f"{MAX_RETRY_WAIT_SECONDS:g} s")
+    setup: DeviceSetup | None = Field(
+        default=None, description="`edgeflow farm setup` manages a virtualenv in the workdir "
+                                  "and benchmarks run in it")
+
+    @field_validator("workdir")
+    @classmethod
+    def _home_relative(cls, value: str) -> str:
+        """``~`` and ``~/x`` as a shell reads them (the login user's home): nothing on the
+        board expands them (commands quote the workdir, SFTP takes it as written, which
+        made a folder named ``~``), and a relative workdir already is in the home."""
+        if value == "~" or value.startswith("~/"):
+            return value[2:].strip("/") or "."
+        if value.startswith("~"):
+            raise ValueError(f"{value!r}: only ~ or ~/... (the home of `user`) is understood; "
+                             "write the folder relative to that home, or from /")
+        return value
+
+    def harness_python(self) -> str:
+        """The interpreter that runs the harness: the managed virtualenv's, if any."""
+        return f"{self.workdir}/{VENV_DIR}/bin/python" if self.setup is not None else self.python
+
+
+class McuDevice(StrictModel):
+    """A microcontroller board (ESP32-S3, Arduino Nano 33 BLE...): no shell to run the
+    harness, so its ``tflm`` variants are checked to fit flash and RAM with margins, and
+    their accuracy is that of the real TFLite Micro interpreter run on the host."""
+
+    transport: Literal["mcu"]
+    flash_kb: Annotated[int, count(1, MAX_MCU_KB)] = Field(
+        description="flash available to the model and firmware")
+    ram_kb: Annotated[int, count(1, MAX_MCU_KB)] = Field(
+        description="RAM available to the tensor arena and firmware")
+    flash_margin: float = Field(default=0.25, ge=0.0, lt=1.0,
+                                description="fraction of flash kept for the firmware")
+    ram_margin: float = Field(default=0.25, ge=0.0, lt=1.0,
+                              description="fraction of RAM kept for the firmware")
+    tags: dict[str, str] = Field(default_factory=dict)
+    requirements: Requirements | None = None
+
+
+Device = Annotated[LocalDevice | SshDevice | McuDevice, Field(discriminator="transport")]
+
+
+class Farm(StrictModel):
+    devices: dict[str, Device] = Field(min_length=1)
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _default_transport(cls, value: Any) -> Any:
+        # A device without `transport` is the local kind, as the shipped farm.yaml shows.
+        if isinstance(value, dict):
+            return {name: {**device, "transport": "local"}
+                    if isinstance(device, dict) and "transport" not in device else device
+                    for name, device in value.items()}
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _safe_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not DEVICE_NAME.match(name):
+                raise ValueError(
+                    f"device name {name!r} is not allowed (letters, digits, '_', '.', '-'; "
+                    "starting with a letter or digit; at most 64 characters)")
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _one_folder_each(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Two device entries reaching one folder (same host, port and workdir; a relative
+        workdir is in the user's home) would release into one ``app`` and share runs:
+        refused, naming both."""
+        seen: dict[tuple[Any, ...], str] = {}
+        for name, device in value.items():
+            if not isinstance(device, SshDevice):
+                continue
+            folder = posixpath.normpath(device.workdir)
+            place = (device.host.lower(), device.port,
+                     folder if folder.startswith("/") else f"~{device.user}/{folder}")
+            if place in seen:
+                raise ValueError(
+                    f"{seen[place]!r} and {name!r} are one folder on one board (host "
+                    f"{device.host}, port {device.port}, workdir {device.workdir}): their "
+                    "releases and runs would overwrite each other; give each its own workdir")
+            seen[place] = name
+        return value
+
+
+def check_key_file(name: str, device: SshDevice) -> None:
+    """Refuse (:class:`ConfigError`) a device whose ``key_file`` is missing, not a file,
+    unreadable, or open to group or others (OpenSSH refuses such a key; paramiko would
+    use it). Checked before connecting, not at load: a command that never authenticates
+    (``farm trust``, the training steps) needs no key, and key files stay off machines
+    that only train."""
+    path = device.key_file
+    where = f"device {name!r}: key_file {path}"
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist (create the key, or fix key_file in "
+                          "farm.yaml)") from None
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read: {error.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{where} is a folder, not a private key file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{where} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ConfigError(f"{where} is open to group or others (mode "
+                          f"{stat.S_IMODE(info.st_mode):04o}), which OpenSSH refuses for a "
+                          f"private key: chmod 600 {shlex.quote(str(path))}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read: {error.strerror}") from None
+
+
+def check_key_files(farm: Farm, names: Iterable[str] | None = None) -> None:
+    """:func:`check_key_file` for every SSH device of ``names`` (default: the whole farm):
+    what a command that connects calls before its first connection."""
+    for name in farm.devices if names is None else names:
+        device = farm.devices.get(name)
+        if isinstance(device, SshDevice):
+            check_key_file(name, device)
+
+
+def effective_requirements(params: RequirementParams, device: Any) -> Requirements:
+    """The experiment's requirements with the device's overrides applied on top."""
+    merged = {key: getattr(params, key) for key in Requirements.model_fields}
+    if device.requirements is not None:
+        merged.update(device.requirements.model_dump(exclude_unset=True))
+    return Requirements(**merged)
