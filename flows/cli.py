@@ -543,7 +543,7 @@ def farm_probe(farm: FarmFileOption = Path("farm.yaml")) -> None:
     from rich.table import Table
 
     from tasks.config import load_farm
-    from tasks.farm.probe import probe_farm
+    from tasks.targets import probe_farm
 
     probes = _guarded(lambda: probe_farm(load_farm(farm)))
     table = Table(title=f"farm: {farm}")
@@ -590,7 +590,7 @@ def farm_setup(devices: Annotated[list[str] | None, typer.Argument(
     from tasks.config import load_farm, load_params
     from tasks.models.formats import FORMATS
     from tasks.core.layout import Layout
-    from tasks.farm.setup import setup_farm
+    from tasks.targets import setup_farm
 
     def run_setup() -> list[Any]:
         inventory = load_farm(farm)

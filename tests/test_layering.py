@@ -5,6 +5,8 @@ function, absolute or relative.
 - A step (a module at the root of tasks/) never imports another step, and tasks.farm,
   tasks.models and tasks.core never import a step: steps meet through files, and only
   flows/ wires them.
+- Below the steps, tasks.config < tasks.farm < tasks.targets (:data:`LAYERS`): none
+  imports a layer above its own (the farm never names a kind of target).
 - Nothing imports tasks.device: it is shipped to boards and loaded by file path by
   tasks/core/device_code.py, the one module that names that folder.
 - tasks/device/ imports nothing of edgeflow: a board has the standard library, NumPy and
@@ -24,7 +26,12 @@ SOURCES = sorted([*TASKS.rglob("*.py"), *(REPO / "flows").rglob("*.py")])
 # A step is a module at tasks/ root, or a package there that is not a layer below steps.
 STEPS = sorted({f"tasks.{path.stem}" for path in TASKS.glob("*.py") if path.stem != "__init__"}
                | {f"tasks.{path.parent.name}" for path in TASKS.glob("*/__init__.py")
-                  if path.parent.name not in {"core", "models", "config", "farm", "device"}})
+                  if path.parent.name not in {"core", "models", "config", "farm", "targets",
+                                                  "device"}})
+# Layers below the steps, lowest first: a module never imports a layer above its own
+# (tasks.targets, the kinds of target, stands between the farm and the steps; tasks.core
+# has its own rule below).
+LAYERS = ("tasks.config", "tasks.farm", "tasks.targets")
 DEVICE = "tasks.device"
 DEVICE_CODE = TASKS / "core" / "device_code.py"
 # config.py parses params.yaml once, into the option models of the architectures,
@@ -43,6 +50,11 @@ def module_name(path: Path) -> str:
 def within(name: str, package: str) -> bool:
     """``name`` is ``package`` or something in it."""
     return name == package or name.startswith(f"{package}.")
+
+
+def _layer(name: str) -> int:
+    """The position of ``name``'s layer in :data:`LAYERS`; -1 outside them."""
+    return next((index for index, layer in enumerate(LAYERS) if within(name, layer)), -1)
 
 
 def imported_names(path: Path, source: str | None = None) -> set[str]:
@@ -73,6 +85,8 @@ def violations(path: Path, source: str | None = None) -> list[str]:
         edgeflow = within(name, "tasks") or within(name, "flows")
         if step is not None and within(module, "tasks") and not within(module, step):
             found.append(f"{module} imports {name}: steps meet through files, wired by flows/")
+        elif _layer(name) > _layer(module) >= 0:
+            found.append(f"{module} imports {name}: a layer never imports one above it")
         elif within(name, DEVICE) and not within(module, DEVICE):
             found.append(f"{module} imports {name}: tasks/device is loaded by file path only")
         elif within(module, DEVICE) and edgeflow:
@@ -131,6 +145,15 @@ def test_a_farm_module_importing_a_step_is_caught_even_inside_a_function() -> No
     assert check("tasks/train/__init__.py", "from tasks.prepare import SPLITS\n")
     assert check("flows/steps.py", "from tasks.prepare import prepare\n") == []
     assert check("tasks/farm/probe.py", "from tasks.farm.protocol import LOCK_NAME\n") == []
+
+
+def test_a_layer_importing_one_above_it_is_caught() -> None:
+    assert check("tasks/farm/probe.py", "from tasks.targets import target_of\n") == [
+        "tasks.farm.probe imports tasks.targets.target_of: a layer never imports one above it"]
+    assert check("tasks/config/farm.py", "def f():\n    from tasks.farm import push\n")
+    assert check("tasks/targets/mcu.py", "from tasks.farm.probe import DeviceProbe\n") == []
+    assert check("tasks/benchmark.py", "from tasks.targets import target_of\n") == []
+    assert check("tasks/targets/mcu.py", "from tasks.release import registry\n")
 
 
 def test_the_device_rules_are_caught() -> None:
