@@ -15,6 +15,12 @@ registered in MLflow (:mod:`tasks.release.registry`), pushed and made current on
 device only once its health check passes there (:mod:`tasks.farm.releases`); the
 device's MLflow alias then moves to it. A device that cannot be reached, a failed check
 or a failed ``on_release`` leave the device on its previous release, with the reason.
+
+How a device is released is its kind of target's (:mod:`tasks.targets`): a board runs
+the release through its harness as above (:func:`_release_on_board`), a microcontroller
+gets a firmware bundle (:mod:`tasks.targets.mcu`). Every path returns a
+:class:`~tasks.core.contracts.release.ReleaseDecision`; one function records it
+(:func:`_recorded`).
 """
 
 from __future__ import annotations
