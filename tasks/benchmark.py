@@ -22,8 +22,10 @@ remaining variant fails with that reason. Results from the device are untrusted:
 size-limited and checked (:mod:`tasks.farm.protocol`), and every text in them is made
 visible and capped (:mod:`tasks.farm.untrusted`) before it is written.
 
-A microcontroller has no shell: its ``tflm`` variants are checked against its flash and
-RAM budgets instead (:func:`check_mcu_fit`).
+What a device can do is its kind of target's to say (:mod:`tasks.targets`): a board runs
+the harness as above (:func:`run_harness`); a microcontroller, which has no shell, has
+its ``tflm`` variants checked against its flash and RAM budgets instead
+(:func:`tasks.targets.mcu.check_fit`).
 """
 
 from __future__ import annotations
@@ -31,15 +33,16 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tasks.core import notices
-from tasks.config import BenchmarkParams, LocalDevice, McuDevice, SshDevice
+from tasks.config import BenchmarkParams, LocalDevice, SshDevice
 from tasks.core.contracts.prepared import read_meta
-from tasks.core.contracts.results import McuFit, ResultRecord, write_result
+from tasks.core.contracts.results import ResultRecord, write_result
 from tasks.core.contracts.variants import Variant, read_variant_index
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir
@@ -50,28 +53,14 @@ from tasks.farm.push import last_line
 from tasks.farm.session import DeviceSession, failed
 from tasks.farm.transports import Connection, DeviceUnreachable, connect
 from tasks.farm.untrusted import ERROR_LIMIT, contained, contained_strings
+from tasks.targets import BenchmarkJob, DeviceRun, target_of
+from tasks.targets.results import identity, not_produced
+
+__all__ = ["DeviceRun", "benchmark_device", "identity", "not_produced", "run_harness"]
 
 # Beside results/<device>/<variant>.json; not .json: select reads every *.json there.
 FULL_ERROR_SUFFIX = ".error.txt"
 RAW_LATENCIES_SUFFIX = ".latencies.npz"
-
-
-@dataclass(frozen=True)
-class DeviceRun:
-    """What one device produced: the result files, the probe facts, where the run's
-    files stay on the device, and the wall seconds of each orchestration phase."""
-
-    device: str
-    results: tuple[Path, ...]
-    probe: dict[str, Any]
-    remote_run_dir: str | None = None
-    phase_seconds: dict[str, float] = field(default_factory=dict)
-
-
-def not_produced(status: str, reason: str | None) -> dict[str, Any]:
-    """The outcome of a variant convert did not produce (skipped) or refused (rejected),
-    from its index entry's ``status`` and ``reason``."""
-    return {"status": status, "error": f"{status} by convert: {reason}"}
 
 
 def _why_not_runnable(variant: Variant, device: LocalDevice | SshDevice, device_name: str,
@@ -87,49 +76,6 @@ def _why_not_runnable(variant: Variant, device: LocalDevice | SshDevice, device_
         return {"status": "skipped",
                 "error": f"runtime {runtime!r} is not installed on {device_name}"}
     return None
-
-
-def identity(variant: Variant, device_name: str) -> dict[str, Any]:
-    """The fields every result record starts with."""
-    return {"variant": variant.name, "device": device_name, "format": variant.format,
-            "precision": variant.precision, "source": variant.source,
-            "runtime": variant.runtime, "size_bytes": variant.bytes, "sha256": variant.sha256,
-            "declared_execution_precision": (variant.spec or {}).get("execution_precision")}
-
-
-def _mcu_outcome(variant: Variant, device_name: str, device: McuDevice) -> dict[str, Any]:
-    """A variant against a microcontroller's budgets (capacity minus margin)."""
-    if not variant.runnable:
-        return not_produced(variant.status, variant.reason)
-    if variant.runtime != "tflm":
-        return {"status": "skipped", "error": f"{device_name} is a microcontroller: it runs "
-                "TensorFlow Lite Micro (tflm) variants only"}
-    details, check = variant.details, variant.check  # set on every produced variant
-    return {"status": "ok", "error": None, "mcu": McuFit(
-        model_bytes=details["model_bytes"], arena_bytes=details["arena_bytes"],
-        flash_bytes=device.flash_kb * 1024, ram_bytes=device.ram_kb * 1024,
-        flash_budget_bytes=int(device.flash_kb * 1024 * (1 - device.flash_margin)),
-        ram_budget_bytes=int(device.ram_kb * 1024 * (1 - device.ram_margin)),
-        accuracy=variant.accuracy, accuracy_samples=check.samples,
-        ops=details.get("ops", []))}
-
-
-def check_mcu_fit(device_name: str, device: McuDevice, variants_dir: Path,
-                  out_dir: Path) -> DeviceRun:
-    """An MCU has no shell: its ``tflm`` variants are checked against flash and RAM
-    budgets (capacity minus margin); accuracy is the host TFLite Micro interpreter's,
-    measured by convert on the whole test split. Other runtimes are skipped."""
-    variants = read_variant_index(variants_dir).variants
-    counter = notices.Counter(f"benchmark[{device_name}]", len(variants))
-    paths = []
-    with atomic_output_dir(out_dir) as staging:
-        for variant in variants:
-            outcome = _mcu_outcome(variant, device_name, device)
-            paths.append(write_result(staging / f"{variant.name}.json", ResultRecord(
-                **identity(variant, device_name), threads=None,
-                device_facts={"class": "mcu", **device.tags}, **outcome)))
-            counter.advance(variant.name, outcome["status"])
-    return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), {})
 
 
 def _check_local_inputs(variants: list[Variant], variants_dir: Path, prepared: Path) -> None:
@@ -239,18 +185,28 @@ def _run_one(session: DeviceSession, variant: Variant, progress: _Progress) -> d
         return failed(progress.device_error)
 
 
-def benchmark_device(device_name: str, device: LocalDevice | SshDevice | McuDevice,
-                     params: BenchmarkParams, variants_dir: Path, prepared: Path, out_dir: Path,
+def benchmark_device(device_name: str, device: Any, params: BenchmarkParams,
+                     variants_dir: Path, prepared: Path, out_dir: Path,
                      connect_to: Callable[..., Connection] = connect) -> DeviceRun:
-    """Benchmark every variant on one device, one after another.
+    """Benchmark every variant on one device (farm entry ``device``) as its kind of target
+    does (:mod:`tasks.targets`): on a board, :func:`run_harness`. Every variant gets a
+    result file, whatever happens to the device."""
+    job = BenchmarkJob(params, variants_dir, prepared, out_dir,
+                       on_board=partial(run_harness, device_name, params=params,
+                                        variants_dir=variants_dir, prepared=prepared,
+                                        out_dir=out_dir, connect_to=connect_to))
+    return target_of(device_name, device).benchmark(job)
+
+
+def run_harness(device_name: str, device: LocalDevice | SshDevice, params: BenchmarkParams,
+                variants_dir: Path, prepared: Path, out_dir: Path,
+                connect_to: Callable[..., Connection] = connect) -> DeviceRun:
+    """Benchmark every variant on a board, one after another.
 
     Deploys the harness and test inputs into a new run folder on the device, probes it,
     places the variants it can run, runs each under the device lock, and fetches each
-    result. The newest ``keep_runs`` run folders stay on the device. Every variant gets
-    a result file, whatever happens to the device.
+    result. The newest ``keep_runs`` run folders stay on the device.
     """
-    if isinstance(device, McuDevice):
-        return check_mcu_fit(device_name, device, variants_dir, out_dir)
     variants = read_variant_index(variants_dir).variants
     _check_local_inputs(variants, variants_dir, prepared)
     session = DeviceSession(device, params, connect_to(device, device_name))

@@ -14,10 +14,13 @@ those below it:
    experiment schema, and ``farm.yaml``'s devices name runtimes from the format
    registry, so the configuration sits above ``models``, not in ``core``.
 4. ``tasks.farm``: reaching devices, which takes the device models of ``config``.
-5. the steps (a module or package at the root of tasks/ that is no layer above):
+5. ``tasks.targets``: the kinds of target (a board that runs the harness, a
+   microcontroller profile), built on the farm; the steps ask a target, so no step
+   branches on a kind of device, and the farm never names a kind.
+6. the steps (a module or package at the root of tasks/ that is no layer above):
    they use farm, config, models and core, and never each other: steps meet through
    files, and only flows/ wires them.
-6. ``flows``: the Prefect flow, the CLI, the step registry, DVC rendering.
+7. ``flows``: the Prefect flow, the CLI, the step registry, DVC rendering.
 
 ``tasks.device`` is outside the layers: it is shipped to boards and loaded by file path
 by tasks/core/device_code.py, the one module that names that folder, so nothing imports
@@ -40,7 +43,8 @@ TASKS = REPO / "tasks"
 SOURCES = sorted([*TASKS.rglob("*.py"), *(REPO / "flows").rglob("*.py")])
 STEPS_LAYER = "steps"
 # Bottom up: a module may import its own layer and those listed before it.
-LAYERS = ("tasks.core", "tasks.models", "tasks.config", "tasks.farm", STEPS_LAYER, "flows")
+LAYERS = ("tasks.core", "tasks.models", "tasks.config", "tasks.farm", "tasks.targets", STEPS_LAYER,
+          "flows")
 DEVICE = "tasks.device"
 # A step is a module at tasks/ root, or a package there that is neither a layer nor device.
 NOT_STEPS = {package.removeprefix("tasks.") for package in (*LAYERS, DEVICE)
@@ -239,7 +243,7 @@ def check(relative: str, source: str) -> list[str]:
 def test_a_farm_module_importing_a_step_is_caught_even_inside_a_function() -> None:
     assert check("tasks/farm/probe.py", "from tasks.benchmark import DeviceRun\n") == [
         "tasks.farm.probe imports tasks.benchmark.DeviceRun: tasks.farm is below steps "
-        "(layers, bottom up: tasks.core, tasks.models, tasks.config, tasks.farm, steps, flows)"]
+        "(layers, bottom up: tasks.core, tasks.models, tasks.config, tasks.farm, tasks.targets, steps, flows)"]
     assert check("tasks/farm/probe.py", "def f():\n    import tasks.benchmark\n")
     assert check("tasks/farm/probe.py", "from tasks import convert\n")
     assert check("tasks/farm/probe.py", "from .. import select\n")
@@ -254,6 +258,17 @@ def test_a_step_importing_another_step_is_caught() -> None:
     assert check("tasks/select/report.py", "def f():\n    from tasks.release import x\n")
     assert check("tasks/select/report.py", "from tasks.select.cells import x\n") == []
     assert check("tasks/benchmark.py", "from tasks.farm.session import x\n") == []
+
+
+def test_a_layer_importing_one_above_it_is_caught() -> None:
+    assert check("tasks/farm/probe.py", "from tasks.targets import target_of\n") == [
+        "tasks.farm.probe imports tasks.targets.target_of: tasks.farm is below tasks.targets "
+        "(layers, bottom up: tasks.core, tasks.models, tasks.config, tasks.farm, tasks.targets, "
+        "steps, flows)"]
+    assert check("tasks/config/farm.py", "def f():\n    from tasks.farm import push\n")
+    assert check("tasks/targets/mcu.py", "from tasks.farm.probe import DeviceProbe\n") == []
+    assert check("tasks/benchmark.py", "from tasks.targets import target_of\n") == []
+    assert check("tasks/targets/mcu.py", "from tasks.release import registry\n")
 
 
 def test_the_device_rules_are_caught() -> None:
@@ -271,7 +286,7 @@ def test_every_layer_reaches_only_down() -> None:
     assert check("tasks/models/augment.py", "from tasks.config import AugmentationParams\n") == [
         "tasks.models.augment imports tasks.config.AugmentationParams: tasks.models is below "
         "tasks.config (layers, bottom up: tasks.core, tasks.models, tasks.config, tasks.farm, "
-        "steps, flows)"]
+        "tasks.targets, steps, flows)"]
     assert check("tasks/config/farm.py", "from tasks.farm.protocol import LOCK_NAME\n")
     assert check("tasks/benchmark.py", "from flows.console import say\n")
     assert check("tasks/core/contracts/summary.py",

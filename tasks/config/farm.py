@@ -11,7 +11,7 @@ import stat
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import Field, field_validator
 
@@ -188,7 +188,18 @@ class McuDevice(StrictModel):
     requirements: Requirements | None = None
 
 
-Device = Annotated[LocalDevice | SshDevice | McuDevice, Field(discriminator="transport")]
+# The kinds of farm.yaml entry, by their ``transport`` tag: an open registry, so that a
+# kind of target registered later (tasks.targets.register) is a farm.yaml entry too.
+DEVICE_KINDS: dict[str, type[StrictModel]] = {"local": LocalDevice, "ssh": SshDevice,
+                                              "mcu": McuDevice}
+
+
+def _device_union() -> Any:
+    return Annotated[Union[tuple(DEVICE_KINDS.values())],  # noqa: UP007 - built at run time
+                     Field(discriminator="transport")]
+
+
+Device = _device_union()
 
 
 class Farm(StrictModel):
@@ -234,6 +245,25 @@ class Farm(StrictModel):
                     "releases and runs would overwrite each other; give each its own workdir")
             seen[place] = name
         return value
+
+
+def _rebuild_farm() -> None:
+    Farm.model_fields["devices"].annotation = dict[str, _device_union()]  # type: ignore[misc]
+    Farm.model_rebuild(force=True)
+
+
+def register_device_kind(model: type[StrictModel]) -> None:
+    """Make ``model`` a kind of farm.yaml entry, tagged by its ``transport`` field (a
+    ``Literal`` of one tag); the entries of :class:`Farm` validate against it from now."""
+    [tag] = get_args(model.model_fields["transport"].annotation)
+    DEVICE_KINDS[tag] = model
+    _rebuild_farm()
+
+
+def unregister_device_kind(tag: str) -> None:
+    """Undo :func:`register_device_kind` for ``tag``."""
+    DEVICE_KINDS.pop(tag, None)
+    _rebuild_farm()
 
 
 def check_key_file(name: str, device: SshDevice) -> None:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import ValidationError
 
-from tasks.config.farm import Farm, LocalDevice, SshDevice
+from tasks.config.farm import DEVICE_KINDS, Farm, LocalDevice, SshDevice
 from tasks.config.params import Params
 from tasks.config.safe_yaml import AliasBombError, DuplicateKeyError, parse_yaml
 from tasks.core.errors import ConfigError
@@ -50,7 +50,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 # Where pydantic inserts the chosen union member's tag into an error's path (users never
 # wrote it): (path prefix, position of the tag, the tags).
 _TAGGED_UNIONS = ((("model",), 1, {*ARCHITECTURES, "file"}),
-                  (("devices",), 2, {"local", "ssh", "mcu"}),
+                  (("devices",), 2, DEVICE_KINDS),  # read when used: kinds register later
                   (("optimize", "pruning"), 3, {"magnitude", "structured"}))
 
 

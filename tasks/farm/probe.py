@@ -4,8 +4,8 @@ Connects to every device through its transport (SSH with the farm's known_hosts,
 machine), runs the harness's ``--probe`` from a temporary folder in the device's
 workdir, and returns per device: reachable or the reason not, host facts (arch, OS,
 Python, CPU, cores, memory, temperature where exposed) and the runtimes it can import
-with their versions. A failure on one device never hides the others. MCU profiles have
-no shell: they are reported from farm.yaml. Every text from a device (facts, versions,
+with their versions. A failure on one device never hides the others (the farm's rows are
+:func:`tasks.targets.probe_farm`'s, each kind's its own). Every text from a device (facts, versions,
 the reason it failed) is visible and capped (:mod:`tasks.farm.untrusted`).
 
 The probe itself (:func:`probe_command`, :func:`read_probe`) is also what a benchmark
@@ -15,12 +15,10 @@ session runs in the same shell command that checks its pushed files.
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.core import device_code
-from tasks.config import Farm, McuDevice, check_key_files
 from tasks.core.errors import EdgeflowError, device_failure
 from tasks.farm.logs import log_tail, to_files
 from tasks.farm.protocol import MAX_RESULT_BYTES, parse_untrusted_json, validate_probe
@@ -102,10 +100,7 @@ def probe_runtimes(connection: Connection, device: Any, timeout: float = 60.0) -
 
 
 def probe_one(name: str, device: Any, timeout: float = 60.0) -> DeviceProbe:
-    if isinstance(device, McuDevice):
-        return DeviceProbe(name, False, {"class": "mcu", "flash_kb": device.flash_kb,
-                                         "ram_kb": device.ram_kb, **device.tags},
-                           error="microcontroller profile: no shell to probe")
+    """The row of a device with a shell: its probe, or why it could not be probed."""
     connection = connect(device, name)
     try:
         found = probe_remote(connection, device, timeout)
@@ -117,12 +112,3 @@ def probe_one(name: str, device: Any, timeout: float = 60.0) -> DeviceProbe:
                            failure=device_failure(error))
     finally:
         connection.close()
-
-
-def probe_farm(farm: Farm) -> list[DeviceProbe]:
-    """Probe every device in parallel; results in farm.yaml order. A key file that
-    cannot be used is a ConfigError before any device is contacted."""
-    check_key_files(farm)
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(farm.devices)))) as pool:
-        futures = [pool.submit(probe_one, name, device) for name, device in farm.devices.items()]
-        return [future.result() for future in futures]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core import device_code
-from tasks.config import VENV_DIR, Farm, SshDevice, check_key_files
+from tasks.config import VENV_DIR, SshDevice
 from tasks.core.errors import ConfigError, DeviceError, EdgeflowError, device_failure
 from tasks.farm.probe import probe_runtimes
 from tasks.farm.protocol import LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES, parse_untrusted_json
@@ -281,23 +281,13 @@ def runtimes_for(device: SshDevice, experiment_runtimes: list[str] | None) -> li
     return sorted(experiment_runtimes)
 
 
-def setup_farm(farm: Farm, names: list[str], experiment_runtimes: list[str] | None,
-               cache_root: Path) -> list[SetupOutcome]:
-    """Set up the named devices (all with a ``setup`` section when none is named), in
-    parallel; results in the order asked."""
-    if not names:
-        names = [name for name, device in farm.devices.items()
-                 if isinstance(device, SshDevice) and device.setup is not None]
-    for name in names:
-        device = farm.devices.get(name)
-        if device is None:
-            raise ConfigError(f"no device {name!r} in the farm (devices: {', '.join(farm.devices)})")
-        if not isinstance(device, SshDevice) or device.setup is None:
-            raise ConfigError(f"device {name!r} has no `setup` section in farm.yaml: nothing to "
-                              "set up (add `setup: {}` to let edgeflow manage its virtualenv)")
-    check_key_files(farm, names)
-    plans = {name: runtimes_for(farm.devices[name], experiment_runtimes) for name in names}
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
-        futures = [pool.submit(setup_device, name, farm.devices[name], plans[name], cache_root)
-                   for name in names]
+def setup_devices(devices: dict[str, SshDevice], experiment_runtimes: list[str] | None,
+                  cache_root: Path) -> list[SetupOutcome]:
+    """Set up ``devices`` (each with a ``setup`` section), in parallel; results in their
+    order. Which devices those are is the farm's targets' to say
+    (:func:`tasks.targets.setup_farm`)."""
+    plans = {name: runtimes_for(device, experiment_runtimes) for name, device in devices.items()}
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(devices)))) as pool:
+        futures = [pool.submit(setup_device, name, device, plans[name], cache_root)
+                   for name, device in devices.items()]
         return [future.result() for future in futures]

@@ -15,6 +15,12 @@ registered in MLflow (:mod:`tasks.release.registry`), pushed and made current on
 device only once its health check passes there (:mod:`tasks.farm.releases`); the
 device's MLflow alias then moves to it. A device that cannot be reached, a failed check
 or a failed ``on_release`` leave the device on its previous release, with the reason.
+
+How a device is released is its kind of target's (:mod:`tasks.targets`): a board runs
+the release through its harness as above (:func:`_release_on_board`), a microcontroller
+gets a firmware bundle (:mod:`tasks.targets.mcu`). Every path returns a
+:class:`~tasks.core.contracts.release.ReleaseDecision`; one function records it
+(:func:`_recorded`).
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tasks.core import notices
-from tasks.config import Farm, LocalDevice, McuDevice, Params, SshDevice
+from tasks.config import Farm, LocalDevice, Params, SshDevice
 from tasks.core.contracts.prepared import read_meta
+from tasks.core.contracts.release import BoardState
 from tasks.core.contracts.summary import read_summary
 from tasks.core.contracts.variants import Variant, read_variant_index
 from tasks.core.errors import ConfigError, DeviceError, StepError
@@ -38,10 +46,10 @@ from tasks.farm import releases as device_releases
 from tasks.farm.transports import connect
 from tasks.release import registry
 from tasks.release.bundle import build_bundle
-from tasks.release.mcu import bundle_state, write_mcu_bundle
 from tasks.release.outcome import (FAILED, REFUSED, RELEASED, ROLLED_BACK, SKIPPED, UNCHANGED,
-                                   ReleaseOutcome, ReleaseRun,
-                                   done, read_record, record_path)
+                                   ReleaseDecision, ReleaseOutcome, ReleaseRun, read_record,
+                                   record_path, write_record)
+from tasks.targets import ReleaseJob, target_of
 
 __all__ = ["ReleaseOutcome", "ReleaseRun", "alias_drift", "device_state", "drift", "proposal",
            "read_record", "record_path", "release_device", "require_device", "rollback_device"]
@@ -119,37 +127,56 @@ def release_device(params: Params, farm: Farm, layout: Layout, device: str,
     the policy's ``off`` and rollback memory do not apply). ``approve`` answers whether a
     release may go ahead, asked by hand and under policy ``approve`` (None: nobody can
     approve, so those releases are skipped). Never raises for what a device does: the
-    outcome says it."""
+    outcome says it, and the device's record keeps it (:func:`_recorded`)."""
     require_device(farm, device)
-    policy = params.release.policy
-    if variant is None and policy == "off":
-        return done(layout, ReleaseOutcome(device, SKIPPED, None, None,
-                                            "release.policy is off"))
+    return _recorded(layout, _release_decision(params, farm, layout, device, variant, approve))
+
+
+def _recorded(layout: Layout, decision: ReleaseDecision) -> ReleaseOutcome:
+    """The one place a release's or a rollback's decision is persisted (the device's
+    ``release.json``). A stop requested while a board's switch was under way ends the
+    run here, once the board, the record and the alias agree."""
+    outcome = write_record(layout, decision)
+    if decision.stop_point:
+        if stop_requested():
+            notices.warn(f"release: {outcome.line()} (its switch was under way when the stop "
+                         "came)")
+        raise_if_stopped()
+    return outcome
+
+
+def _release_decision(params: Params, farm: Farm, layout: Layout, device: str,
+                      variant: str | None, approve: Approver | None) -> ReleaseDecision:
+    """What releasing to ``device`` ends as (:func:`release_device`), not yet recorded."""
+    if variant is None and params.release.policy == "off":
+        return ReleaseDecision(ReleaseOutcome(device, SKIPPED, None, None,
+                                              "release.policy is off"))
     chosen = _chosen(layout, device, variant)
     if chosen is None:
-        return done(layout, ReleaseOutcome(device, SKIPPED, None, None,
-                                            f"no variant passed the requirements on {device}"))
+        return ReleaseDecision(ReleaseOutcome(device, SKIPPED, None, None,
+                                              f"no variant passed the requirements on {device}"))
     target = _variant(layout, chosen)
-    entry = farm.devices[device]
-    if isinstance(entry, McuDevice):
-        outcome = write_mcu_bundle(layout, device, entry, target, params.release)
-        if outcome.status != RELEASED or outcome.release_id is None:
-            return done(layout, outcome)
-        # Registered as a board's release is: a version, and the device's alias on it.
-        mlflow = registry.register(layout, target.name, device)
-        outcome = replace(outcome, message=outcome.message + _alias_moved(mlflow, device))
-        return done(layout, replace(outcome, mlflow_version=mlflow and str(mlflow["version"])),
-                    {**bundle_state(target, outcome.release_id), "mlflow": mlflow},
-                    read_record(layout, device).get("current"))
+    job = ReleaseJob(layout, params.release, target,
+                     register=partial(registry.register, layout, target.name, device),
+                     alias_moved=partial(_alias_moved, device=device),
+                     on_board=partial(_release_on_board, params, layout, device, target,
+                                      by_hand=variant is not None, approve=approve))
+    return target_of(device, farm.devices[device]).release(job)
+
+
+def _release_on_board(params: Params, layout: Layout, device: str, target: Variant,
+                      entry: LocalDevice | SshDevice, by_hand: bool,
+                      approve: Approver | None) -> ReleaseDecision:
+    """A release through a board's harness (its kind's :attr:`ReleaseJob.on_board`)."""
     try:
         return _release_harness_device(params, layout, device, entry, target,
-                                       by_hand=variant is not None, approve=approve)
+                                       by_hand=by_hand, approve=approve)
     except device_releases.ConnectionLost as error:  # it may have switched before
-        return done(layout, ReleaseOutcome(device, FAILED, target.name, None,
-                                            f"whether {device} switched is unknown: {error}"))
+        return ReleaseDecision(ReleaseOutcome(device, FAILED, target.name, None,
+                                              f"whether {device} switched is unknown: {error}"))
     except DeviceError as error:
-        return done(layout, ReleaseOutcome(device, FAILED, target.name, None,
-                                            f"{device} keeps its release: {error}"))
+        return ReleaseDecision(ReleaseOutcome(device, FAILED, target.name, None,
+                                              f"{device} keeps its release: {error}"))
 
 
 def _decision(device: str, state: dict[str, Any], target: Variant,
@@ -177,26 +204,23 @@ def proposal(params: Params, farm: Farm, layout: Layout, device: str) -> tuple[s
     """The release the policy would make on ``device`` now, as ``(variant, change)``;
     None when it would make none (what it would say instead is the release's to say)."""
     chosen = _chosen(layout, device, None) if params.release.policy != "off" else None
-    entry = farm.devices[device]
-    if chosen is None or isinstance(entry, McuDevice):
+    if chosen is None:
         return None
     target = _variant(layout, chosen)
     try:
-        connection = connect(entry, device)
-        try:
-            state = _checked_against_record(layout, device,
-                                            device_releases.status(connection, entry))
-            decided = _decision(device, state, target, by_hand=False)
-        finally:
-            connection.close()
+        board = target_of(device, farm.devices[device]).release_state()
     except DeviceError:
         return None  # the release itself reports the device
+    if board is None:  # a kind without a state of its own asks nobody
+        return None
+    decided = _decision(device, _checked_against_record(layout, device, board), target,
+                        by_hand=False)
     return None if isinstance(decided, ReleaseOutcome) else (target.name, decided)
 
 
 def _release_harness_device(params: Params, layout: Layout, device: str,
                             entry: LocalDevice | SshDevice, target: Variant, by_hand: bool,
-                            approve: Approver | None) -> ReleaseOutcome:
+                            approve: Approver | None) -> ReleaseDecision:
     connection = connect(entry, device)
     try:
         state = _checked_against_record(layout, device, device_releases.status(connection, entry))
@@ -204,16 +228,16 @@ def _release_harness_device(params: Params, layout: Layout, device: str,
         if isinstance(decided, ReleaseOutcome):
             if decided.status == UNCHANGED:
                 return _reconciled(layout, decided, state)
-            return done(layout, decided)
+            return ReleaseDecision(decided)
         if by_hand or params.release.policy == "approve":
             if approve is None:
-                return done(layout, ReleaseOutcome(
+                return ReleaseDecision(ReleaseOutcome(
                     device, SKIPPED, target.name, None,
                     f"release.policy is approve and nobody can approve here: release "
                     f"{target.name} with `edgeflow release {device}`, `edgeflow run`, or a "
                     "deployed run in the Prefect UI", pending=True))
             if not approve(device, target.name, decided):
-                return done(layout, ReleaseOutcome(
+                return ReleaseDecision(ReleaseOutcome(
                     device, SKIPPED, target.name, None,
                     f"release of {target.name} to {device} ({decided}) not approved",
                     pending=True))
@@ -234,21 +258,16 @@ def _release_harness_device(params: Params, layout: Layout, device: str,
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         counter.advance(target.name, str(answer.get("status", "no answer")))
-        outcome = _outcome(layout, device, target, bundle.release_id, answer, mlflow,
-                           connection, entry, replaced_damaged=_damaged(state))
         # A stop requested once the switch was under way: its outcome is recorded (the
-        # board, the record and the alias agree) and said, and the run stops here.
-        if stop_requested():
-            notices.warn(f"release: {outcome.line()} (its switch was under way when the stop "
-                         "came)")
-        raise_if_stopped()
-        return outcome
+        # board, the record and the alias agree) and said, and the run stops there.
+        return replace(_outcome(device, target, bundle.release_id, answer, mlflow, connection,
+                                entry, replaced_damaged=_damaged(state)), stop_point=True)
     finally:
         connection.close()
 
 
 def _reconciled(layout: Layout, unchanged: ReleaseOutcome,
-                state: dict[str, Any]) -> ReleaseOutcome:
+                state: BoardState) -> ReleaseDecision:
     """The board already runs the release: edgeflow's record and the device's MLflow
     alias are made to agree with it where they do not (a release interrupted after its
     switch, a rollback by another machine), and the outcome says what was repaired."""
@@ -271,8 +290,8 @@ def _reconciled(layout: Layout, unchanged: ReleaseOutcome,
     message = (unchanged.message + (f"; repaired {' and '.join(repaired)}" if repaired else "")
                + unchecked)
     version = str(mlflow["version"]) if mlflow else None
-    return done(layout, replace(unchanged, message=message, mlflow_version=version),
-                current, state.get("previous"))
+    return ReleaseDecision(replace(unchanged, message=message, mlflow_version=version),
+                           current, state.get("previous"))
 
 
 def _alias_elsewhere(mlflow: dict[str, Any] | None, device: str) -> str | None:
@@ -307,56 +326,60 @@ def _staging_root(layout: Layout) -> Path:
     return root
 
 
-def _outcome(layout: Layout, device: str, target: Variant, release_id: str,
-             answer: dict[str, Any], mlflow: dict[str, Any] | None, connection: Any,
-             entry: LocalDevice | SshDevice, replaced_damaged: bool = False) -> ReleaseOutcome:
+def _outcome(device: str, target: Variant, release_id: str, answer: dict[str, Any],
+             mlflow: dict[str, Any] | None, connection: Any, entry: LocalDevice | SshDevice,
+             replaced_damaged: bool = False) -> ReleaseDecision:
     status = answer.get("status")
     message = str(answer.get("message", ""))[:500]
     version = str(mlflow["version"]) if mlflow else None
     if status == "hook_failed" and (answer.get("restored_hook") or {}).get("ok") is False:
         # Switched back, but the application did not start there either: the device
         # runs nothing healthy, which is a failure, not a refusal it survived.
-        return done(layout, ReleaseOutcome(device, FAILED, target.name, release_id, message,
-                                            version))
+        return ReleaseDecision(ReleaseOutcome(device, FAILED, target.name, release_id, message,
+                                              version))
     if status in ("released", "already_current"):
         if status == "released" and replaced_damaged:
             message += " (replacing a release whose files had changed on the board)"
         state = device_releases.status(connection, entry)
         message += _alias_moved(mlflow, device)
-        return done(layout, ReleaseOutcome(
+        return ReleaseDecision(ReleaseOutcome(
             device, RELEASED if status == "released" else UNCHANGED, target.name, release_id,
             message, version), state.get("current"), state.get("previous"))
     if status in ("unhealthy", "hook_failed"):
-        return done(layout, ReleaseOutcome(device, REFUSED, target.name, release_id,
-                                            f"{device} keeps its release: {message}", version))
+        return ReleaseDecision(ReleaseOutcome(device, REFUSED, target.name, release_id,
+                                              f"{device} keeps its release: {message}", version))
     raise StepError(f"release to {device}: unexpected answer from the device: {message or status}")
 
 
 def rollback_device(farm: Farm, layout: Layout, device: str,
                     readable_by: str = "group") -> ReleaseOutcome:
     """Switch ``device`` back to its previous healthy release; its alias follows. What
-    the board's manager writes is as readable as ``readable_by`` (``release.readable_by``)."""
+    the board's manager writes is as readable as ``readable_by`` (``release.readable_by``).
+    ConfigError for a kind of target that cannot roll back."""
     require_device(farm, device)
-    entry = farm.devices[device]
-    if isinstance(entry, McuDevice):
-        raise ConfigError(f"{device} is a microcontroller: flash its previous bundle from "
-                          f"{layout.device_releases(device)} (see the README)")
+    return _recorded(layout, target_of(device, farm.devices[device]).rollback(
+        layout, partial(_rollback_on_board, device, readable_by=readable_by)))
+
+
+def _rollback_on_board(device: str, entry: LocalDevice | SshDevice,
+                       readable_by: str) -> ReleaseDecision:
+    """A rollback through a board's release manager, not yet recorded."""
     connection = connect(entry, device)
     try:
         answer = device_releases.rollback(connection, entry, readable_by=readable_by)
         status = answer.get("status")
         message = str(answer.get("message", ""))[:500]
         if status != "rolled_back":
-            return done(layout, ReleaseOutcome(device, REFUSED, None, answer.get("current"),
-                                                f"{device} was not rolled back: {message}"))
+            return ReleaseDecision(ReleaseOutcome(device, REFUSED, None, answer.get("current"),
+                                                  f"{device} was not rolled back: {message}"))
         state = device_releases.status(connection, entry)
         current = state.get("current") or {}
         version = (current.get("mlflow") or {}).get("version")
         message += _alias_moved(current.get("mlflow"), device)
-        return done(layout, ReleaseOutcome(device, ROLLED_BACK, current.get("variant"),
-                                            current.get("release"), message,
-                                            str(version) if version else None),
-                     state.get("current"), state.get("previous"))
+        return ReleaseDecision(ReleaseOutcome(device, ROLLED_BACK, current.get("variant"),
+                                              current.get("release"), message,
+                                              str(version) if version else None),
+                               state.get("current"), state.get("previous"))
     finally:
         connection.close()
 
@@ -364,20 +387,17 @@ def rollback_device(farm: Farm, layout: Layout, device: str,
 def device_state(farm: Farm, layout: Layout, device: str) -> dict[str, Any]:
     """What ``edgeflow status`` shows for one device: the board's own state and what
     edgeflow recorded, with ``drift`` naming any difference (None when they agree)."""
-    entry = farm.devices[device]
+    target = target_of(device, farm.devices[device])
     record = read_record(layout, device)
-    if isinstance(entry, McuDevice):
-        return {"device": device, "kind": "mcu", "record": record, "board": None, "drift": None}
     try:
-        connection = connect(entry, device)
-        try:
-            board = device_releases.status(connection, entry)
-        finally:
-            connection.close()
+        board = target.release_state()
     except DeviceError as error:  # one board down: the others are still shown
-        return {"device": device, "kind": "board", "record": record, "board": None,
+        return {"device": device, "kind": target.kind, "record": record, "board": None,
                 "drift": None, "error": str(error)}
-    return {"device": device, "kind": "board", "record": record, "board": board,
+    if board is None:  # a kind without a state of its own: its record is what it runs
+        return {"device": device, "kind": target.kind, "record": record, "board": None,
+                "drift": None}
+    return {"device": device, "kind": target.kind, "record": record, "board": board,
             "drift": drift(record, board) or alias_drift(board, device)}
 
 

@@ -18,7 +18,6 @@ edited together with its digest file still differs from the recorded one.
 from __future__ import annotations
 
 import getpass
-import re
 import shutil
 import socket
 from dataclasses import dataclass
@@ -29,15 +28,13 @@ from typing import Any
 from tasks.core import device_code
 from tasks.config import LocalDevice, ReleaseParams, SshDevice
 from tasks.core.contracts.prepared import PreparedMeta, load_split
+from tasks.core.contracts.release import new_release_id
 from tasks.core.contracts.summary import Summary
 from tasks.core.contracts.variants import Variant
 from tasks.core.files import sha256_file, write_json
 
 MANIFEST_VERSION = 2  # what the device-side predictor reads
 MANIFEST_NAME, MANIFEST_DIGEST = "manifest.json", "manifest.sha256"
-# A release id: its UTC creation time (sorts by it) and its variant; the device-side
-# manager accepts nothing else.
-RELEASE_ID_PATTERN = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
 CHECK_DIR = "check"
 DEVICE_FILES = (device_code.PREDICT_PATH, device_code.PREPROCESS_PATH, device_code.HARNESS_PATH,
                 device_code.RELEASES_PATH)
@@ -52,12 +49,6 @@ class Bundle:
     folder: Path
     files: tuple[str, ...]
     manifest: dict[str, Any]
-
-
-def new_release_id(variant: str, now: datetime | None = None) -> str:
-    """A release id that sorts by creation time and names its variant."""
-    moment = now or datetime.now(timezone.utc)
-    return f"{moment.strftime('%Y%m%dT%H%M%S%fZ')}-{variant}"
 
 
 def accuracy_floor(summary: Summary, device: str) -> float | None:

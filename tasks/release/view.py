@@ -35,7 +35,7 @@ def status_rows(state: dict[str, Any]) -> list[str]:
     board = state.get("board")
     if state.get("error"):
         return [state["device"], "unreachable", "-", "-", state["error"]]
-    source = board if board is not None else state["record"]  # a microcontroller: the record
+    source = board if board is not None else state["record"]  # no state of its own: the record
     return [state["device"], _release(source.get("current")), _release(source.get("previous")),
             _health(source.get("current")), state.get("drift") or "none"]
 

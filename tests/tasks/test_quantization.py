@@ -390,7 +390,7 @@ def test_onnx_calibration_methods(tiny_project, tmp_path: Path, method: str) -> 
 
 
 def test_mcu_fit_check_passes_a_big_board_and_fails_a_small_one(matrix, tmp_path: Path) -> None:
-    from tasks.benchmark import check_mcu_fit
+    from tasks.targets.mcu import check_fit as check_mcu_fit
     from tasks.config import Farm
     from tests.tasks.select.summaries import judge as evaluate
 

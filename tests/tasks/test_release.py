@@ -705,7 +705,7 @@ def test_a_microcontroller_gets_a_firmware_bundle_with_its_sources_labels_and_ar
     from tasks.convert import ConvertInputs, convert
     from tasks.config import ConvertParams, QuantizationParams
     from tasks.core.contracts.variants import read_variant_index
-    from tasks.release.mcu import labels_header
+    from tasks.targets.mcu import labels_header
 
     source, layout = tiny_project.layout, Layout(tmp_path / "project")
     shutil.copytree(source.prepared, layout.prepared)
@@ -949,7 +949,7 @@ def compiled_labels(bundle: Path, classes: list[str], work: Path) -> list[bytes]
 def test_labels_header_holds_every_class_name_as_its_utf8_bytes(tmp_path: Path) -> None:
     """Non-ASCII, quotes, backslashes, trigraph look-alikes and control characters:
     each name compiles (-Werror -pedantic) to exactly its UTF-8 bytes."""
-    from tasks.release.mcu import labels_header
+    from tasks.targets.mcu import labels_header
 
     classes = ["Über", "éclair", "naïve café", 'say "hi"', "back\\slash", "why??=", "tab\there",
                "日本語", "emoji 🙂", "\x7fdel", "a1b2"]

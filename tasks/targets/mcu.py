@@ -1,0 +1,197 @@
+"""The microcontroller kind (``transport: mcu``): a profile in farm.yaml (flash, RAM,
+margins), no shell to run the harness.
+
+Benchmark: its ``tflm`` variants are checked to fit flash and RAM with margins
+(:func:`check_fit`), their accuracy that of the real TFLite Micro interpreter run on the
+host by convert; other runtimes are skipped. Probe: the profile, from farm.yaml.
+Release: a firmware-ready bundle written here, never flashed (:func:`write_bundle`);
+there is no release state on the device but edgeflow's record, and no rollback (the
+previous bundle is flashed by hand).
+
+``releases/<device>/<release-id>/`` holds the TFLite Micro C sources of the variant
+(``model_data.cc``/``model_data.h``: the model array, ``kTensorArenaSize`` and the op
+resolver calls), ``labels.h`` (the class names in output order and their count), the
+model itself (``model.tflite``) and ``manifest.json`` (variant, sha256, arena bytes,
+input shape and quantisation, classes, the flash and RAM budget it was checked
+against). The README gives the commands that build and flash it for each board. The
+newest ``release.keep`` bundles stay.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tasks.config import McuDevice, ReleaseParams, SshDevice
+from tasks.core import notices
+from tasks.core.contracts.prepared import read_meta
+from tasks.core.contracts.release import (RELEASE_ID_PATTERN, BoardState, ReleaseDecision,
+                                          ReleaseOutcome, ReleaseStatus, new_release_id,
+                                          read_record)
+from tasks.core.contracts.results import McuFit, ResultRecord, write_result
+from tasks.core.contracts.variants import Variant, read_variant_index
+from tasks.core.errors import ConfigError
+from tasks.core.files import atomic_output_dir, write_json
+from tasks.core.layout import Layout
+from tasks.farm.probe import DeviceProbe
+from tasks.targets.base import BenchmarkJob, DeviceRun, ReleaseJob, register
+from tasks.targets.results import identity, not_produced
+
+MCU_FORMAT = "tflm"
+
+
+class McuTarget:
+    """A microcontroller profile (:mod:`tasks.targets.base` has the contract)."""
+
+    kind = "mcu"
+
+    def __init__(self, name: str, entry: McuDevice) -> None:
+        self.name, self.entry = name, entry
+
+    def probe(self, timeout: float = 60.0) -> DeviceProbe:
+        return DeviceProbe(self.name, False, {"class": "mcu", "flash_kb": self.entry.flash_kb,
+                                              "ram_kb": self.entry.ram_kb, **self.entry.tags},
+                           error="microcontroller profile: no shell to probe")
+
+    def managed_setup(self) -> SshDevice | None:
+        return None
+
+    def benchmark(self, job: BenchmarkJob) -> DeviceRun:
+        return check_fit(self.name, self.entry, job.variants_dir, job.out_dir)
+
+    def release(self, job: ReleaseJob) -> ReleaseDecision:
+        """The bundle, registered as a board's release is: a version, and the device's
+        alias on it."""
+        outcome = write_bundle(job.layout, self.name, self.entry, job.variant, job.params)
+        if outcome.status != ReleaseStatus.RELEASED or outcome.release_id is None:
+            return ReleaseDecision(outcome)
+        mlflow = job.register()
+        outcome = replace(outcome, message=outcome.message + job.alias_moved(mlflow))
+        return ReleaseDecision(
+            replace(outcome, mlflow_version=mlflow and str(mlflow["version"])),
+            {**bundle_state(job.variant, outcome.release_id), "mlflow": mlflow},
+            read_record(job.layout, self.name).get("current"))
+
+    def rollback(self, layout: Layout, on_board: Callable[[Any], ReleaseDecision]
+                 ) -> ReleaseDecision:
+        raise ConfigError(f"{self.name} is a microcontroller: flash its previous bundle from "
+                          f"{layout.device_releases(self.name)} (see the README)")
+
+    def release_state(self) -> BoardState | None:
+        return None
+
+
+def _mcu_outcome(variant: Variant, device_name: str, device: McuDevice) -> dict[str, Any]:
+    """A variant against a microcontroller's budgets (capacity minus margin)."""
+    if not variant.runnable:
+        return not_produced(variant.status, variant.reason)
+    if variant.runtime != "tflm":
+        return {"status": "skipped", "error": f"{device_name} is a microcontroller: it runs "
+                "TensorFlow Lite Micro (tflm) variants only"}
+    details, check = variant.details, variant.check  # set on every produced variant
+    return {"status": "ok", "error": None, "mcu": McuFit(
+        model_bytes=details["model_bytes"], arena_bytes=details["arena_bytes"],
+        flash_bytes=device.flash_kb * 1024, ram_bytes=device.ram_kb * 1024,
+        flash_budget_bytes=int(device.flash_kb * 1024 * (1 - device.flash_margin)),
+        ram_budget_bytes=int(device.ram_kb * 1024 * (1 - device.ram_margin)),
+        accuracy=variant.accuracy, accuracy_samples=check.samples,
+        ops=details.get("ops", []))}
+
+
+def check_fit(device_name: str, device: McuDevice, variants_dir: Path,
+              out_dir: Path) -> DeviceRun:
+    """An MCU has no shell: its ``tflm`` variants are checked against flash and RAM
+    budgets (capacity minus margin); accuracy is the host TFLite Micro interpreter's,
+    measured by convert on the whole test split. Other runtimes are skipped."""
+    variants = read_variant_index(variants_dir).variants
+    counter = notices.Counter(f"benchmark[{device_name}]", len(variants))
+    paths = []
+    with atomic_output_dir(out_dir) as staging:
+        for variant in variants:
+            outcome = _mcu_outcome(variant, device_name, device)
+            paths.append(write_result(staging / f"{variant.name}.json", ResultRecord(
+                **identity(variant, device_name), threads=None,
+                device_facts={"class": "mcu", **device.tags}, **outcome)))
+            counter.advance(variant.name, outcome["status"])
+    return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), {})
+
+
+def labels_header(classes: list[str]) -> str:
+    """``labels.h``: the class names as a C array, in the model's output order."""
+    names = ",\n".join("    " + _c_string(name) for name in classes)
+    return ("// Class names in the model's output order (written by edgeflow release).\n"
+            "#pragma once\n\n"
+            f"constexpr int kLabelCount = {len(classes)};\n"
+            f"constexpr const char* kLabels[kLabelCount] = {{\n{names}\n}};\n")
+
+
+def _c_string(text: str) -> str:
+    """``text`` as a C/C++ narrow string literal holding exactly its UTF-8 bytes.
+
+    Printable ASCII stays readable; every other byte (UTF-8 of ``Über``, control
+    characters) is a three-digit octal escape. Not ``\\x``: a hex escape runs on
+    through every following hex digit (``"\\xdcber"`` is one escape, out of range) and
+    Python's ``\\u00dc`` is a universal character name whose narrow encoding the
+    compiler picks. Octal escapes stop after three digits, so they never swallow the
+    next character. ``?`` is escaped so that no ``??x`` trigraph can form (C, C++11).
+    """
+    return '"' + "".join(_c_byte(byte) for byte in text.encode("utf-8")) + '"'
+
+
+def _c_byte(byte: int) -> str:
+    char = chr(byte)
+    if char in '"\\?':
+        return "\\" + char
+    if 0x20 <= byte < 0x7f:
+        return char
+    return f"\\{byte:03o}"
+
+
+def write_bundle(layout: Layout, device: str, entry: McuDevice, variant: Variant,
+                 params: ReleaseParams) -> ReleaseOutcome:
+    """Write the bundle of ``variant`` for ``device`` (a ``tflm`` variant only)."""
+    if variant.format != MCU_FORMAT:
+        return ReleaseOutcome(device, ReleaseStatus.REFUSED, variant.name, None,
+                              f"{device} is a microcontroller: only {MCU_FORMAT} variants run "
+                              f"there, not {variant.name}")
+    record = read_record(layout, device)
+    current = record.get("current") or {}
+    if current.get("sha256") == variant.sha256 and current.get("variant") == variant.name:
+        return ReleaseOutcome(device, ReleaseStatus.UNCHANGED, variant.name, current.get("release"),
+                              f"{device}'s bundle is already {variant.name}")
+    release_id = new_release_id(variant.name, datetime.now(timezone.utc))
+    folder = layout.device_releases(device) / release_id
+    folder.mkdir(parents=True)
+    # The model and, beside it, the C sources convert wrote (the variant's extras).
+    for path in [*(file.path for file in variant.files or []), *(variant.extras or [])]:
+        shutil.copyfile(layout.variants / path, folder / Path(path).name)
+    meta = read_meta(layout.prepared)
+    (folder / "labels.h").write_text(labels_header(meta.classes), encoding="utf-8")
+    write_json(folder / "manifest.json", {
+        "release_id": release_id, "device": device, "variant": variant.name,
+        "sha256": variant.sha256, "files": sorted(path.name for path in folder.iterdir()),
+        "arena_bytes": (variant.spec or {}).get("arena_bytes"), "spec": variant.spec,
+        "classes": meta.classes, "input_shape": meta.input_shape,
+        "budget": {"flash_kb": entry.flash_kb, "ram_kb": entry.ram_kb,
+                   "flash_margin": entry.flash_margin, "ram_margin": entry.ram_margin},
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    kept = sorted(path.name for path in layout.device_releases(device).iterdir()
+                  if path.is_dir() and RELEASE_ID_PATTERN.match(path.name))
+    for old in kept[:-params.keep]:
+        if old != current.get("release"):
+            shutil.rmtree(layout.device_releases(device) / old, ignore_errors=True)
+    outcome = ReleaseOutcome(device, ReleaseStatus.RELEASED, variant.name, release_id,
+                             f"firmware bundle for {device}: {folder}")
+    return outcome
+
+
+def bundle_state(variant: Variant, release_id: str) -> dict[str, str | None]:
+    """What the record keeps of a bundle as ``current``."""
+    return {"release": release_id, "variant": variant.name, "sha256": variant.sha256}
+
+
+register("mcu", McuTarget)

@@ -1,0 +1,90 @@
+"""The registry of kinds of target (tasks.targets.base) and the two built-in kinds'
+answers that need no device: which kind each farm.yaml entry is, what a microcontroller
+profile says instead of a probe or a rollback, and a kind registered with its own
+farm.yaml entry model (then forgotten)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from tasks.config import load_farm
+from tasks.core.errors import ConfigError
+from tasks.core.layout import Layout
+from tasks.core.strict import StrictModel
+from tasks.targets import KINDS, register, target_of, unregister
+from tasks.targets.board import BoardTarget, SshBoardTarget
+from tasks.targets.mcu import McuTarget
+
+FARM = """\
+devices:
+  here: {threads: 1}
+  pi: {transport: ssh, host: pi.local, user: pi, key_file: id, known_hosts: kh, setup: {}}
+  pi-bare: {transport: ssh, host: pi2.local, user: pi, key_file: id, known_hosts: kh}
+  esp32: {transport: mcu, flash_kb: 4096, ram_kb: 512, tags: {board: s3}}
+"""
+
+
+def _farm(tmp_path: Path, text: str = FARM):
+    (tmp_path / "farm.yaml").write_text(text, encoding="utf-8")
+    return load_farm(tmp_path / "farm.yaml")
+
+
+def test_each_entry_is_the_target_of_its_kind(tmp_path: Path) -> None:
+    farm = _farm(tmp_path)
+    targets = {name: target_of(name, entry) for name, entry in farm.devices.items()}
+    assert [type(target) for target in targets.values()] == [
+        BoardTarget, SshBoardTarget, SshBoardTarget, McuTarget]
+    assert [target.kind for target in targets.values()] == ["board", "board", "board", "mcu"]
+    assert targets["pi"].managed_setup() is farm.devices["pi"]
+    assert [targets[name].managed_setup() for name in ("here", "pi-bare", "esp32")] == [
+        None, None, None]
+
+
+def test_a_microcontroller_is_described_not_probed_and_cannot_roll_back(tmp_path: Path) -> None:
+    esp32 = target_of("esp32", _farm(tmp_path).devices["esp32"])
+    probe = esp32.probe()
+    assert (probe.reachable, probe.facts, probe.error, probe.failure) == (
+        False, {"class": "mcu", "flash_kb": 4096, "ram_kb": 512, "board": "s3"},
+        "microcontroller profile: no shell to probe", None)
+    assert esp32.release_state() is None
+    layout = Layout(tmp_path)
+    with pytest.raises(ConfigError, match=r"esp32 is a microcontroller: flash its previous "
+                                          r"bundle from .*releases/esp32 \(see the README\)"):
+        esp32.rollback(layout, lambda entry: pytest.fail("a board's rollback was asked"))
+
+
+def test_an_entry_of_an_unregistered_transport_has_no_target(tmp_path: Path) -> None:
+    entry = _farm(tmp_path).devices["here"].model_copy(update={"transport": "pigeon"})
+    with pytest.raises(ConfigError, match=r"device 'here': no kind of target for transport "
+                                          r"'pigeon' \(known: local, ssh, mcu"):
+        target_of("here", entry)
+
+
+class PigeonDevice(StrictModel):
+    transport: Literal["pigeon"]
+    loft: str
+
+
+class PigeonTarget(BoardTarget):
+    kind = "pigeon"
+
+
+def test_a_registered_kind_is_a_farm_entry_until_it_is_unregistered(tmp_path: Path) -> None:
+    text = "devices:\n  coo: {transport: pigeon, loft: roof}\n"
+    register("pigeon", PigeonTarget, PigeonDevice)
+    try:
+        entry = _farm(tmp_path, text).devices["coo"]
+        assert isinstance(entry, PigeonDevice) and entry.loft == "roof"
+        assert target_of("coo", entry).kind == "pigeon"
+        with pytest.raises(ConfigError, match=r"devices\.coo\.loft: Field required"):
+            _farm(tmp_path, "devices:\n  coo: {transport: pigeon}\n")
+    finally:
+        unregister("pigeon")
+    assert "pigeon" not in KINDS
+    with pytest.raises(ConfigError) as refused:
+        _farm(tmp_path, text)
+    assert str(refused.value).endswith(
+        "devices.coo.transport: 'pigeon' is not allowed (allowed: 'local', 'ssh', 'mcu')")
