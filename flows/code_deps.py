@@ -12,9 +12,10 @@ relative imports are resolved against the importing module's package. Counting a
 import that a given run never reaches only re-runs a step once too often; missing one
 would reuse a stale result.
 
-Code that is loaded by file path instead of imported (``tasks/device/``, shipped to
-boards, see :mod:`tasks.core.device_code`) is in the closure of every step whose
-closure holds the module that loads it: :data:`LOADED_BY_PATH`.
+Code that is loaded by name or shipped instead of imported (``tasks/device/``: imported
+by ``importlib`` and pushed to boards, with scripts run by path; see
+:mod:`tasks.core.device_code`) is in the closure of every step whose closure holds the
+module that loads it: :data:`LOADED_BY_PATH`.
 
 The same walk collects the top-level names of the third-party modules imported (not
 the standard library, not the project): :func:`library_versions` maps them to installed
@@ -38,17 +39,14 @@ from importlib import metadata
 from pathlib import Path
 
 from tasks.core import device_code
-from tasks.prepare import preprocessing
 from tasks.core.files import Signature, settled, stat_signature
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("tasks", "flows")
-# Loader module -> the folder whose .py files it loads by path (repo-relative); where the
-# device code lives is device_code's to say.
+# Loader module -> the folder whose .py files it loads by name or ships (repo-relative);
+# where the device code lives is device_code's to say.
 LOADED_BY_PATH = {Path(device_code.__file__).resolve().relative_to(PACKAGE_ROOT):
-                  device_code.DEVICE_DIR.relative_to(PACKAGE_ROOT),
-                  Path(preprocessing.__file__).resolve().relative_to(PACKAGE_ROOT):
-                  preprocessing.PREPROCESS_PATH.relative_to(PACKAGE_ROOT)}
+                  device_code.DEVICE_DIR.relative_to(PACKAGE_ROOT)}
 # Recorded in a key for a module imported but not installed (an optional runtime the
 # code tries): installing it later changes what runs, so it changes the key.
 NOT_INSTALLED = "not installed"

@@ -5,11 +5,13 @@ function, absolute or relative.
 - A step (a module at the root of tasks/) never imports another step, and tasks.farm,
   tasks.models and tasks.core never import a step: steps meet through files, and only
   flows/ wires them.
-- Nothing imports tasks.device: it is shipped to boards and loaded by file path by
-  tasks/core/device_code.py, the one module that names that folder.
-- tasks/device/ imports nothing of edgeflow: a board has the standard library, NumPy and
-  one runtime.
-- tasks/core imports nothing of edgeflow outside tasks.core, with one exception
+- Nothing imports tasks.device but tasks/core/device_code.py, the one module that names
+  that folder: the folder is shipped to boards, and device_code loads it here.
+- tasks/device/ imports nothing of edgeflow but its own modules, and those relatively: a
+  board has the standard library, NumPy and one runtime, and the folder is a package of
+  another name there (``edgeflow_device``).
+- tasks/core imports nothing of edgeflow outside tasks.core (but tasks.device, which
+  imports nothing of edgeflow, through device_code), with one exception
   (:data:`CONFIG_MAY_IMPORT`).
 """
 
@@ -27,6 +29,7 @@ STEPS = sorted({f"tasks.{path.stem}" for path in TASKS.glob("*.py") if path.stem
                   if path.parent.name not in {"core", "models", "config", "farm", "device"}})
 DEVICE = "tasks.device"
 DEVICE_CODE = TASKS / "core" / "device_code.py"
+DEVICE_LOADER = "tasks.core.device_code"
 # config.py parses params.yaml once, into the option models of the architectures,
 # formats and pruning recipes; each of those is defined beside the code that uses it
 # (tasks.models, Olive's pattern: one unit, its options, a registry by name), so the
@@ -45,18 +48,20 @@ def within(name: str, package: str) -> bool:
     return name == package or name.startswith(f"{package}.")
 
 
-def imported_names(path: Path, source: str | None = None) -> set[str]:
+def imported_names(path: Path, source: str | None = None,
+                   relative: bool | None = None) -> set[str]:
     """Every name the module in ``path`` imports, fully qualified (``from a import b`` is
-    ``a.b``: b may be a module), wherever the import statement is."""
+    ``a.b``: b may be a module), wherever the import statement is; with ``relative``
+    True (False) only those of relative (absolute) import statements."""
     tree = ast.parse(path.read_text(encoding="utf-8") if source is None else source)
     package = module_name(path).split(".")
     if path.name != "__init__.py":
         package = package[:-1]
     names: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Import) and not relative:
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
+        elif isinstance(node, ast.ImportFrom) and relative in (None, bool(node.level)):
             base = package[:len(package) - node.level + 1] if node.level else []
             prefix = ".".join([*base, *([node.module] if node.module else [])])
             names.update(f"{prefix}.{alias.name}" for alias in node.names)
@@ -68,16 +73,21 @@ def violations(path: Path, source: str | None = None) -> list[str]:
     the rules, one line each."""
     module = module_name(path)
     found = []
+    siblings = imported_names(path, source, relative=True)  # from . import x, from .x import y
     for name in sorted(imported_names(path, source)):
         step = next((step for step in STEPS if within(name, step)), None)
         edgeflow = within(name, "tasks") or within(name, "flows")
         if step is not None and within(module, "tasks") and not within(module, step):
             found.append(f"{module} imports {name}: steps meet through files, wired by flows/")
-        elif within(name, DEVICE) and not within(module, DEVICE):
-            found.append(f"{module} imports {name}: tasks/device is loaded by file path only")
-        elif within(module, DEVICE) and edgeflow:
-            found.append(f"{module} imports {name}: code for boards has nothing of edgeflow")
+        elif within(name, DEVICE) and not within(module, DEVICE) and module != DEVICE_LOADER:
+            found.append(f"{module} imports {name}: tasks/device is reached through "
+                         f"{DEVICE_LOADER} only")
+        elif within(module, DEVICE) and edgeflow and not (within(name, DEVICE)
+                                                          and name in siblings):
+            found.append(f"{module} imports {name}: code for boards has nothing of edgeflow "
+                         "but its own modules, imported relatively")
         elif (within(module, "tasks.core") and edgeflow and not within(name, "tasks.core")
+              and not within(name, DEVICE)  # below core: it imports nothing of edgeflow
               and not (module == "tasks.config"
                        and any(within(name, allowed) for allowed in CONFIG_MAY_IMPORT))):
             found.append(f"{module} imports {name}: tasks.core depends on nothing above it")
@@ -136,9 +146,26 @@ def test_a_farm_module_importing_a_step_is_caught_even_inside_a_function() -> No
 def test_the_device_rules_are_caught() -> None:
     assert check("tasks/convert.py", "from tasks.device import harness\n")
     assert check("flows/cli.py", "import tasks.device.harness\n")
-    assert check("tasks/device/harness.py", "from tasks.core import files\n")
-    assert check("tasks/device/harness.py", "from . import other\n")
+    assert check("tasks/farm/setup.py", "def f():\n    from tasks.device.spec import VariantSpec\n")
+    assert check("tasks/core/device_code.py", "from tasks.device.spec import VariantSpec\n") == []
+    assert check("tasks/device/harness.py", "from tasks.core import files\n") == [
+        "tasks.device.harness imports tasks.core.files: code for boards has nothing of "
+        "edgeflow but its own modules, imported relatively"]
+    assert check("tasks/device/harness.py", "from .. import core\n")
+    assert check("tasks/device/harness.py", "from ..core import files\n")
     assert check("tasks/device/harness.py", "import json, numpy\n") == []
+
+
+def test_device_modules_import_their_siblings_relatively_only() -> None:
+    """On a board the folder is the package edgeflow_device: ``tasks.device`` is no name
+    there, so a sibling is imported relatively."""
+    assert check("tasks/device/harness.py", "from . import runtimes\n") == []
+    assert check("tasks/device/harness.py", "from .runtimes import load_runner\n") == []
+    assert check("tasks/device/measure.py", "def f():\n    from .pipeline import end_to_end\n") == []
+    assert check("tasks/device/harness.py", "from tasks.device import runtimes\n") == [
+        "tasks.device.harness imports tasks.device.runtimes: code for boards has nothing of "
+        "edgeflow but its own modules, imported relatively"]
+    assert check("tasks/device/harness.py", "import tasks.device.runtimes\n")
 
 
 def test_core_reaches_nothing_above_it_but_configs_option_models() -> None:

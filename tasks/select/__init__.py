@@ -133,7 +133,7 @@ def _ran_as_declared(req: Requirements, m: Measured) -> str | None:
     the variant's name says (an fp32 variant run in bf16) are not that variant's.
     An "unverified" precision (a delegate or provider that does not say) is a note."""
     ran, declared = m.execution_precision, m.declared_precision
-    if declared is None or (ran or "").startswith(device_code.harness().UNVERIFIED):
+    if declared is None or (ran or "").startswith(device_code.load("runtimes").UNVERIFIED):
         return None
     if ran != declared:
         return (f"ran in {ran or 'an unreported precision'}, not the {declared} "
@@ -188,7 +188,7 @@ def _measures(record: dict[str, Any], reference_accuracy: float,
                         peak_rss_mb=float(harness["peak_rss_mb"]),
                         execution_precision=ran, declared_precision=declared_precision)
     notes = ([f"execution precision {ran}: the runtime does not report it"]
-             if str(ran).startswith(device_code.harness().UNVERIFIED) else [])
+             if str(ran).startswith(device_code.load("runtimes").UNVERIFIED) else [])
     changes = (harness.get("conditions") or {}).get("changes") or []
     if changes:
         notes.append(f"conditions changed during the run: {'; '.join(changes)}")
