@@ -43,6 +43,7 @@ from tasks.core.contracts.prepared import load_split, read_meta
 from tasks.core.contracts.variants import (INDEX_NAME, Variant, VariantCheck, VariantFile,
                                            VariantIndex, VariantSource, write_variant_index)
 from tasks.core import device_code
+from tasks.core.device_code import VariantSpec
 from tasks.core.errors import ConversionError, StepError, folded
 from tasks.core.files import atomic_output_dir, read_json, sha256_file
 from tasks.models.formats import (FORMATS, Exported, ExportRequest, Format, Skipped, SourceModel,
@@ -146,7 +147,8 @@ def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: 
 
 def with_execution_precision(exported: Exported, precision: str) -> Exported:
     """The export with its spec naming the precision its float arithmetic must run in."""
-    spec = {**exported.spec, "execution_precision": execution_precision(precision)}
+    spec: VariantSpec = {**exported.spec,  # type: ignore[typeddict-item]
+                         "execution_precision": execution_precision(precision)}
     return replace(exported, spec=spec)
 
 
@@ -154,8 +156,9 @@ def with_source_input(exported: Exported, source: SourceModel) -> Exported:
     """The export with the source's normalisation in its input spec (a model you brought
     trained on other pixel values), so every runtime and the harness feed alike."""
     normalize = (source.input or {}).get("normalize")
-    return replace(exported, spec={**exported.spec, "input": {**exported.spec["input"],
-                                                              "normalize": normalize}})
+    spec: VariantSpec = {**exported.spec,  # type: ignore[typeddict-item]
+                         "input": {**exported.spec["input"], "normalize": normalize}}
+    return replace(exported, spec=spec)
 
 
 def _file_entries(exported: Exported, variants_dir: Path) -> list[VariantFile]:
