@@ -3,10 +3,10 @@ device code, :func:`tasks.core.device_code.preprocess`): ``prepare`` turns the t
 images into model inputs with the very function an application's images go through on a
 board.
 
-Through device_code, ``prepare``'s code is the device code as a whole (the code-closure
-walk of :mod:`flows.code_deps` counts every module device_code ships): editing the
-harness re-runs ``prepare`` once, whose outputs are then the same, so what follows it
-stays cached.
+Only that one module is used here, not the device code as a whole (the code-closure
+walk of :mod:`flows.code_deps` knows it: ``NARROWED``), so ``prepare`` depends on it
+alone: editing the harness or the predictor does not re-run training. Use nothing else
+of device_code here (a test checks it).
 """
 
 from __future__ import annotations
