@@ -23,6 +23,8 @@ from .timing import sized_runs, timed_loop
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of an ok result for the harness's arguments ``args`` (see the harness's
+    docstring for the protocol)."""
     spec: VariantSpec = json.loads(open(args.spec, encoding="utf-8").read())
     with np.load(args.data, allow_pickle=False) as data:
         images, labels = data["x"], data["y"]
