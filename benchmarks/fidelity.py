@@ -6,7 +6,7 @@ For every fp32 and int8 LiteRT, ONNX Runtime and OpenVINO variant of a finished 
 least 2 ms per inference on these CPUs), it measures in one go, alternating, ``--rounds``
 times each:
 
-  - edgeflow's harness (``tasks/device/harness.py``: batch 1, 1 thread, real test
+  - edgeflow's harness (``tasks/device/``, run as shipped: batch 1, 1 thread, real test
     images, sized until its 95% intervals are within 1%), its p50 and interval;
   - LiteRT: ``litert-benchmark`` (its CompiledModel API, XNNPACK, random input), whose
     report rounds to 0.01 ms: its own timings are read unrounded in this process;
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
-from tasks.core.device_code import HARNESS_PATH, harness  # noqa: E402
+from tasks.core import device_code  # noqa: E402
 
 TOLERANCE = 0.02
 RUNTIMES = ("tflite", "onnxruntime", "openvino")
@@ -62,7 +62,7 @@ class Median:
     @classmethod
     def of(cls, latencies_ms: list[float]) -> "Median":
         ordered = np.sort(np.asarray(latencies_ms))
-        return cls(float(np.median(ordered)), harness().quantile_interval(ordered, 0.5))
+        return cls(float(np.median(ordered)), device_code.load("latency").quantile_interval(ordered, 0.5))
 
     def text(self) -> str:
         if self.interval is None:
@@ -74,7 +74,9 @@ def harness_median(artifact: Path, runtime: str, spec: dict[str, Any], test_data
                    work: Path) -> Median:
     spec_path, out = work / "spec.json", work / "result.json"
     spec_path.write_text(json.dumps(spec))
-    subprocess.run([sys.executable, str(HARNESS_PATH), "--artifact", str(artifact),
+    launcher = work / "harness.py"  # the harness as a board runs it (device_code.shipped)
+    device_code.ship(work, ("harness",))
+    subprocess.run([sys.executable, str(launcher), "--artifact", str(artifact),
                     "--runtime", runtime, "--data", str(test_data), "--spec", str(spec_path),
                     "--out", str(out), "--threads", "1", "--warmup-runs", "200",
                     "--warmup-seconds", "1", "--runs", "1000", "--seconds", "2",
@@ -130,7 +132,7 @@ def ort_loop_median(artifact: Path, x: np.ndarray, runs: int = NATIVE_RUNS) -> M
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.add_session_config_entry(harness().ORT_ARM64_BF16_FASTMATH, "0")
+    options.add_session_config_entry(device_code.load("runtimes").ORT_ARM64_BF16_FASTMATH, "0")
     options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
@@ -221,7 +223,7 @@ def main() -> None:
             data = _data_for(case, test_data, work)
             with np.load(data) as arrays:
                 x = arrays["x"][:1].astype(np.float32)
-            tool, measure_native = native(case, harness().quantize_input(x[0], case.spec["input"]))
+            tool, measure_native = native(case, device_code.load("tensors").quantize_input(x[0], case.spec["input"]))
             ours, theirs = [], []
             try:
                 for _ in range(args.rounds):  # alternating: drift hits both sides alike

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fidelity import litert_median  # noqa: E402
 
-from tasks.core.device_code import harness  # noqa: E402
+from tasks.core import device_code  # noqa: E402
 
 RUNS = 2000
 
@@ -66,8 +66,8 @@ def main() -> None:
         if variant.get("status") != "ok" or variant["runtime"] != "tflite":
             continue
         artifact = args.root / "models" / "variants" / variant["file"]
-        x = harness().quantize_input(image, variant["spec"]["input"])
-        interpreter_runner = harness().load_runner("tflite", str(artifact), 1, {})
+        x = device_code.load("tensors").quantize_input(image, variant["spec"]["input"])
+        interpreter_runner = device_code.load("runtimes").load_runner("tflite", str(artifact), 1, {})
         # The same Interpreter API, input written once: invoke alone.
         from ai_edge_litert import interpreter as module
 

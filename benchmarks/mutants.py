@@ -44,8 +44,8 @@ MODULES: dict[str, tuple[str, ...]] = {
         "flag_slow_quantized", "verdict")) + tuple(
         f"tasks.select.ranking.x_{name}__mutmut_*" for name in (
             "rank_value", "choose", "recommend", "_relatively_close", "_reason")),
-    "harness statistics and input checks": ("tasks.device.harness.x_latency_summary*",
-                                            "tasks.device.harness.x__timed_loop*",
+    "harness statistics and input checks": ("tasks.device.latency.x_latency_summary*",
+                                            "tasks.device.timing.x_timed_loop*",
                                             "tasks.device.harness.x_verify_inputs*"),
     "agreement checks": ("tasks.convert.x_check_variant*",
                          "tasks.convert.x__refuse_disagreements*"),

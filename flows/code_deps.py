@@ -12,9 +12,11 @@ relative imports are resolved against the importing module's package. Counting a
 import that a given run never reaches only re-runs a step once too often; missing one
 would reuse a stale result.
 
-Code that is loaded by file path instead of imported (``tasks/device/``, shipped to
-boards, see :mod:`tasks.core.device_code`) is in the closure of every step whose
-closure holds the module that loads it: :data:`LOADED_BY_PATH`.
+Code that is loaded by name or shipped instead of imported (``tasks/device/``: imported
+by ``importlib`` and pushed to boards, with scripts run by path; see
+:mod:`tasks.core.device_code`) is in the closure of every step whose closure holds the
+module that loads it: :data:`LOADED_BY_PATH`; but an importer that uses one module of it
+alone (:data:`NARROWED`) brings only that one.
 
 The same walk collects the top-level names of the third-party modules imported (not
 the standard library, not the project): :func:`library_versions` maps them to installed
@@ -43,12 +45,16 @@ from tasks.core.files import Signature, settled, stat_signature
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("tasks", "flows")
-# Loader module -> the folder whose .py files it loads by path (repo-relative); where the
-# device code lives is device_code's to say.
+# Loader module -> the folder whose .py files it loads by name or ships (repo-relative);
+# where the device code lives is device_code's to say.
 LOADED_BY_PATH = {Path(device_code.__file__).resolve().relative_to(PACKAGE_ROOT):
-                  device_code.DEVICE_DIR.relative_to(PACKAGE_ROOT),
-                  Path(preprocessing.__file__).resolve().relative_to(PACKAGE_ROOT):
-                  preprocessing.PREPROCESS_PATH.relative_to(PACKAGE_ROOT)}
+                  device_code.DEVICE_DIR.relative_to(PACKAGE_ROOT)}
+# Importer -> (a loader it imports, the one module of the loader's folder it uses): its
+# import of the loader does not bring the loader's whole folder. prepare's pre-processing
+# uses device_code.preprocess() alone, so editing the harness does not re-run training
+# (tests/flows/test_code_deps.py checks that it uses nothing else of device_code).
+NARROWED = {Path(preprocessing.__file__).resolve().relative_to(PACKAGE_ROOT):
+            (device_code.__name__, f"{device_code.PACKAGE}.{device_code.PREPROCESS_PATH.stem}")}
 # Recorded in a key for a module imported but not installed (an optional runtime the
 # code tries): installing it later changes what runs, so it changes the key.
 NOT_INSTALLED = "not installed"
@@ -179,7 +185,8 @@ def _packages_on_the_way(name: str) -> Iterator[str]:
 
 def module_closure(entry: str, root: Path = PACKAGE_ROOT,
                    packages: tuple[str, ...] = PROJECT_PACKAGES,
-                   loaded_by_path: dict[Path, Path] = LOADED_BY_PATH) -> CodeClosure:
+                   loaded_by_path: dict[Path, Path] = LOADED_BY_PATH,
+                   narrowed: dict[Path, tuple[str, str]] = NARROWED) -> CodeClosure:
     """The closure of module ``entry`` in the project at ``root`` whose top-level
     packages are ``packages`` (see the module docstring). A project name that is no
     module (``X.Y`` where ``Y`` is a class) is not a file and is left out.
@@ -187,11 +194,12 @@ def module_closure(entry: str, root: Path = PACKAGE_ROOT,
     Walked once per process while every file the walk read or looked for keeps its
     :func:`~tasks.core.files.stat_signature` (a run asks for each step's closure several
     times: the checks before Prefect starts, each cache key)."""
-    memo_key = (entry, str(root), packages, tuple(sorted(loaded_by_path.items())))
+    memo_key = (entry, str(root), packages, tuple(sorted(loaded_by_path.items())),
+                tuple(sorted(narrowed.items())))
     known = _WALKS.get(memo_key)
     if known is not None and known.still_holds():
         return known.closure
-    walk = _walk(entry, root, packages, loaded_by_path)
+    walk = _walk(entry, root, packages, loaded_by_path, narrowed)
     if all(settled(signature) for signature in walk.looked_at.values()):
         _WALKS[memo_key] = walk
     return walk.closure
@@ -221,18 +229,32 @@ def _python_files(target: Path) -> tuple[Path, ...]:
 
 
 def _walk(entry: str, root: Path, packages: tuple[str, ...],
-          loaded_by_path: dict[Path, Path]) -> _Walk:
+          loaded_by_path: dict[Path, Path], narrowed: dict[Path, tuple[str, str]]) -> _Walk:
     files: set[Path] = set()
     libraries: set[str] = set()
     looked_at: dict[str, Signature | None] = {}
     listed: dict[Path, tuple[Path, ...]] = {}
-    seen: set[str] = set()  # a name is looked up once (X and X.Y come from every from-import)
-    pending = [entry]
+    # A name is looked up once (X and X.Y come from every from-import): its file, if any.
+    seen: dict[str, Path | None] = {}
+    expanded: set[Path] = set()
+    # (name, reached only through a narrowed import: a loader's folder is not brought)
+    pending: list[tuple[str, bool]] = [(entry, False)]
+
+    def bring_folder(path: Path) -> None:
+        if path in loaded_by_path and path not in expanded:  # a folder of modules, or one file
+            expanded.add(path)
+            target = root / loaded_by_path[path]
+            listed[target] = loaded = _python_files(target)
+            pending.extend((module_name(module.relative_to(root)), False) for module in loaded)
+
     while pending:
-        name = pending.pop()
+        name, narrow = pending.pop()
         if name in seen:
+            known = seen[name]
+            if known is not None and not narrow:
+                bring_folder(known)
             continue
-        seen.add(name)
+        seen[name] = None
         top = name.partition(".")[0]
         if top not in packages:
             if top and top not in sys.stdlib_module_names:
@@ -244,14 +266,18 @@ def _walk(entry: str, root: Path, packages: tuple[str, ...],
             looked_at[candidate] = stat_signature(candidate)
         if path is None:
             continue
+        seen[name] = path
         files.add(path)
-        pending.extend(_packages_on_the_way(name))
+        pending.extend((package, False) for package in _packages_on_the_way(name))
         source = (root / path).read_text(encoding="utf-8")
-        pending.extend(_imports_of(source, name, path.name == "__init__.py"))
-        if path in loaded_by_path:  # a folder of modules, or one file
-            target = root / loaded_by_path[path]
-            listed[target] = loaded = _python_files(target)
-            pending.extend(module_name(module.relative_to(root)) for module in loaded)
+        loader, used = narrowed.get(path, ("", ""))
+        pending.extend((imported, bool(loader) and (imported == loader
+                                                     or imported.startswith(f"{loader}.")))
+                       for imported in _imports_of(source, name, path.name == "__init__.py"))
+        if used:
+            pending.append((used, False))
+        if not narrow:
+            bring_folder(path)
     _save_kept_imports()
     return _Walk(CodeClosure(tuple(sorted(files)), tuple(sorted(libraries))), looked_at, listed)
 

@@ -42,7 +42,8 @@ from tasks.config import ConvertParams, QuantizationParams
 from tasks.core.contracts.prepared import load_split, read_meta
 from tasks.core.contracts.variants import (INDEX_NAME, Variant, VariantCheck, VariantFile,
                                            VariantIndex, VariantSource, write_variant_index)
-from tasks.core.device_code import harness as device_harness
+from tasks.core import device_code
+from tasks.core.device_code import VariantSpec
 from tasks.core.errors import ConversionError, StepError, folded
 from tasks.core.files import atomic_output_dir, read_json, sha256_file
 from tasks.models.formats import (FORMATS, Exported, ExportRequest, Format, Skipped, SourceModel,
@@ -82,20 +83,20 @@ def source_logits(source: SourceModel, images: np.ndarray) -> np.ndarray:
     """The source model's own logits for ``images`` (in [0, 1], NHWC), arranged as it
     reads them: Keras (or the SavedModel) for a TensorFlow model, ONNX Runtime in f32 for
     an ONNX one: what each of its variants is checked against."""
-    harness = device_harness()
+    runtimes, tensors = device_code.load("runtimes"), device_code.load("tensors")
     spec = source.float_spec()
     if source.keras_path is None and source.onnx_path is not None:
-        runner = harness.load_runner("onnxruntime", str(source.onnx_path), 1,
+        runner = runtimes.load_runner("onnxruntime", str(source.onnx_path), 1,
                                      {"execution_precision": "f32",
                                       "input_shape": spec["input"]["shape"]})
-        return harness.predict(runner, images, spec)
+        return tensors.predict(runner, images, spec)
     import keras
 
     from tasks.models.model_file import load_keras
 
     model = (keras.models.load_model(source.keras_path, compile=False) if source.keras_path
              else load_keras(source.saved_model_dir))  # type: ignore[arg-type]
-    return np.asarray(model.predict(harness.arrange_batch(images, spec["input"]), verbose=0),
+    return np.asarray(model.predict(tensors.arrange_batch(images, spec["input"]), verbose=0),
                       dtype=np.float32)
 
 
@@ -103,16 +104,16 @@ def _check_runner(exported: Exported, runtime: str) -> tuple[Any, str | None]:
     """The artifact loaded as a device would load it, at its spec's execution precision.
     Where this machine lacks that precision natively (bf16 on a CPU without it), the
     same graph is checked in f32 instead, and the note says so."""
-    harness = device_harness()
-    load = functools.partial(harness.load_runner, exported.check_runtime or runtime,
+    runtimes = device_code.load("runtimes")
+    load = functools.partial(runtimes.load_runner, exported.check_runtime or runtime,
                              str(exported.check_file or exported.main_file), 1)
-    wanted = exported.spec.get("execution_precision", harness.DEFAULT_EXECUTION_PRECISION)
+    wanted = exported.spec.get("execution_precision", runtimes.DEFAULT_EXECUTION_PRECISION)
     # The recorded arena too (TFLite Micro): the check runs in exactly what a device gets.
     given = {"input_shape": exported.spec["input"].get("shape"),
              "arena_bytes": exported.spec.get("arena_bytes")}
     try:
         return load({**given, "execution_precision": wanted}), None
-    except harness.PrecisionUnavailable as unavailable:
+    except runtimes.PrecisionUnavailable as unavailable:
         return (load({**given, "execution_precision": "f32"}),
                 f"checked in f32 here ({unavailable}); devices measure its {wanted} accuracy")
 
@@ -122,7 +123,7 @@ def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: 
                   params: ConvertParams) -> VariantCheck:
     """Run the artifact in its runtime (the harness's own loader) and compare with Keras."""
     runner, note = _check_runner(exported, runtime)
-    logits = device_harness().predict(runner, images, exported.spec)
+    logits = device_code.load("tensors").predict(runner, images, exported.spec)
     predicted, expected = np.argmax(logits, axis=1), np.argmax(reference_logits, axis=1)
     agreement = float(np.mean(predicted == expected))
     max_diff = float(np.max(np.abs(logits - reference_logits)))
@@ -146,7 +147,8 @@ def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: 
 
 def with_execution_precision(exported: Exported, precision: str) -> Exported:
     """The export with its spec naming the precision its float arithmetic must run in."""
-    spec = {**exported.spec, "execution_precision": execution_precision(precision)}
+    spec: VariantSpec = {**exported.spec,  # type: ignore[typeddict-item]
+                         "execution_precision": execution_precision(precision)}
     return replace(exported, spec=spec)
 
 
@@ -154,8 +156,9 @@ def with_source_input(exported: Exported, source: SourceModel) -> Exported:
     """The export with the source's normalisation in its input spec (a model you brought
     trained on other pixel values), so every runtime and the harness feed alike."""
     normalize = (source.input or {}).get("normalize")
-    return replace(exported, spec={**exported.spec, "input": {**exported.spec["input"],
-                                                              "normalize": normalize}})
+    spec: VariantSpec = {**exported.spec,  # type: ignore[typeddict-item]
+                         "input": {**exported.spec["input"], "normalize": normalize}}
+    return replace(exported, spec=spec)
 
 
 def _file_entries(exported: Exported, variants_dir: Path) -> list[VariantFile]:
@@ -252,7 +255,7 @@ def _convert_source(source: SourceModel, formats: dict[str, list[str]], data: Ch
     scratch.mkdir()
     reference_logits = source_logits(source, data.x_test)
     # The exporters calibrate and validate on images as the model reads them.
-    arrange = functools.partial(device_harness().arrange_batch, spec=source.float_spec()["input"])
+    arrange = functools.partial(device_code.load("tensors").arrange_batch, spec=source.float_spec()["input"])
     data = replace(data, x_calib=arrange(data.x_calib),
                    validation=(arrange(data.validation[0]), data.validation[1]))
     variants = []

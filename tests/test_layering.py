@@ -22,10 +22,10 @@ those below it:
    files, and only flows/ wires them.
 7. ``flows``: the Prefect flow, the CLI, the step registry, DVC rendering.
 
-``tasks.device`` is outside the layers: it is shipped to boards and loaded by file path
-by tasks/core/device_code.py, the one module that names that folder, so nothing imports
-it, and it imports nothing of edgeflow (a board has the standard library, NumPy and one
-runtime).
+``tasks.device`` is outside the layers: it is shipped to boards (as the package
+``edgeflow_device``), so it imports nothing of edgeflow but its own modules, and those
+relatively (a board has the standard library, NumPy and one runtime); nothing imports it
+but tasks/core/device_code.py, the one module that names that folder and loads it here.
 
 And no module takes part in an import circle (:func:`circles`), counting function-level
 imports too: a circle deferred into a function still ties the modules into one unit
@@ -53,6 +53,7 @@ STEPS = sorted({f"tasks.{path.stem}" for path in TASKS.glob("*.py") if path.stem
                | {f"tasks.{path.parent.name}" for path in TASKS.glob("*/__init__.py")
                   if path.parent.name not in NOT_STEPS})
 DEVICE_CODE = TASKS / "core" / "device_code.py"
+DEVICE_LOADER = "tasks.core.device_code"
 
 
 def module_name(path: Path) -> str:
@@ -65,18 +66,20 @@ def within(name: str, package: str) -> bool:
     return name == package or name.startswith(f"{package}.")
 
 
-def imported_names(path: Path, source: str | None = None) -> set[str]:
+def imported_names(path: Path, source: str | None = None,
+                   relative: bool | None = None) -> set[str]:
     """Every name the module in ``path`` imports, fully qualified (``from a import b`` is
-    ``a.b``: b may be a module), wherever the import statement is."""
+    ``a.b``: b may be a module), wherever the import statement is; with ``relative``
+    True (False) only those of relative (absolute) import statements."""
     tree = ast.parse(path.read_text(encoding="utf-8") if source is None else source)
     package = module_name(path).split(".")
     if path.name != "__init__.py":
         package = package[:-1]
     names: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Import) and not relative:
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
+        elif isinstance(node, ast.ImportFrom) and relative in (None, bool(node.level)):
             base = package[:len(package) - node.level + 1] if node.level else []
             prefix = ".".join([*base, *([node.module] if node.module else [])])
             names.update(f"{prefix}.{alias.name}" for alias in node.names)
@@ -99,6 +102,7 @@ def violations(path: Path, source: str | None = None) -> list[str]:
     the rules, one line each."""
     module = module_name(path)
     found = []
+    siblings = imported_names(path, source, relative=True)  # from . import x, from .x import y
     for name in sorted(imported_names(path, source)):
         step = next((step for step in STEPS if within(name, step)), None)
         edgeflow = within(name, "tasks") or within(name, "flows")
@@ -106,10 +110,13 @@ def violations(path: Path, source: str | None = None) -> list[str]:
         if step is not None and within(module, "tasks") and not within(module, step) \
                 and mine == STEPS_LAYER:
             found.append(f"{module} imports {name}: steps meet through files, wired by flows/")
-        elif within(name, DEVICE) and not within(module, DEVICE):
-            found.append(f"{module} imports {name}: tasks/device is loaded by file path only")
-        elif within(module, DEVICE) and edgeflow:
-            found.append(f"{module} imports {name}: code for boards has nothing of edgeflow")
+        elif within(name, DEVICE) and not within(module, DEVICE) and module != DEVICE_LOADER:
+            found.append(f"{module} imports {name}: tasks/device is reached through "
+                         f"{DEVICE_LOADER} only")
+        elif within(module, DEVICE) and edgeflow and not (within(name, DEVICE)
+                                                          and name in siblings):
+            found.append(f"{module} imports {name}: code for boards has nothing of edgeflow "
+                         "but its own modules, imported relatively")
         elif mine is not None and theirs is not None and LAYERS.index(theirs) > LAYERS.index(mine):
             found.append(f"{module} imports {name}: {mine} is below {theirs} "
                          f"(layers, bottom up: {', '.join(LAYERS)})")
@@ -274,9 +281,26 @@ def test_a_layer_importing_one_above_it_is_caught() -> None:
 def test_the_device_rules_are_caught() -> None:
     assert check("tasks/convert.py", "from tasks.device import harness\n")
     assert check("flows/cli/farm.py", "import tasks.device.harness\n")
-    assert check("tasks/device/harness.py", "from tasks.core import files\n")
-    assert check("tasks/device/harness.py", "from . import other\n")
+    assert check("tasks/farm/setup.py", "def f():\n    from tasks.device.spec import VariantSpec\n")
+    assert check("tasks/core/device_code.py", "from tasks.device.spec import VariantSpec\n") == []
+    assert check("tasks/device/harness.py", "from tasks.core import files\n") == [
+        "tasks.device.harness imports tasks.core.files: code for boards has nothing of "
+        "edgeflow but its own modules, imported relatively"]
+    assert check("tasks/device/harness.py", "from .. import core\n")
+    assert check("tasks/device/harness.py", "from ..core import files\n")
     assert check("tasks/device/harness.py", "import json, numpy\n") == []
+
+
+def test_device_modules_import_their_siblings_relatively_only() -> None:
+    """On a board the folder is the package edgeflow_device: ``tasks.device`` is no name
+    there, so a sibling is imported relatively."""
+    assert check("tasks/device/harness.py", "from . import runtimes\n") == []
+    assert check("tasks/device/harness.py", "from .runtimes import load_runner\n") == []
+    assert check("tasks/device/measure.py", "def f():\n    from .pipeline import end_to_end\n") == []
+    assert check("tasks/device/harness.py", "from tasks.device import runtimes\n") == [
+        "tasks.device.harness imports tasks.device.runtimes: code for boards has nothing of "
+        "edgeflow but its own modules, imported relatively"]
+    assert check("tasks/device/harness.py", "import tasks.device.runtimes\n")
 
 
 def test_every_layer_reaches_only_down() -> None:

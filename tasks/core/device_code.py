@@ -1,36 +1,91 @@
-"""The code that runs on boards (``tasks/device/``), reached by file path only.
+"""The code that runs on boards (``tasks/device/``): the one module that names it.
 
-``tasks/device/`` is shipped to devices and must run there with the standard library,
-NumPy and one runtime: nothing of edgeflow. So nothing in the project imports it as a
-package; a file is pushed by its path, and where this machine runs the same code (the
-convert step's checks, the local device) it is loaded from that path here, once, under
-the name ``tasks.device.<module>`` (so a test that imports it sees the same module).
+``tasks/device/`` is a package whose modules import each other relatively and nothing
+of edgeflow (the standard library, NumPy, Pillow for images, one runtime). Here it is
+the package ``tasks.device``: where this machine runs the same code (the convert step's
+checks, the local device, the protocol's recomputations) it is imported by name,
+:func:`load`. On a board it is the folder ``edgeflow_device/`` (:data:`SHIPPED_PACKAGE`,
+the modules of :func:`package_files`), and each entry module is run through a copy of
+``launch.py`` beside that folder under the entry's name: ``python harness.py ARGS`` in
+a benchmark's run folder, ``python predict.py IMAGE`` or ``from predict import Model``
+in a release. :func:`shipped` says where every file goes; :func:`ship` places them in a
+local folder. The release manager (``releases.py``) imports nothing and runs by path.
+
+The variant spec that the orchestrator writes and the harness and predictor read is
+:class:`VariantSpec` (``tasks/device/spec.py``, standard library only), re-exported here
+for the orchestrator's side.
 """
 
 from __future__ import annotations
 
+import importlib
+import shutil
 from pathlib import Path
 from types import ModuleType
 
-from tasks.core import by_path
+from tasks.device.spec import QuantizationSpec, TensorSpec, VariantSpec
 
+__all__ = ["DEVICE_DIR", "LAUNCHER_PATH", "PACKAGE", "PREPROCESS_PATH", "QuantizationSpec",
+           "RELEASES_PATH", "SHIPPED_PACKAGE", "TensorSpec", "VariantSpec", "harness", "load",
+           "package_files", "predictor", "preprocess", "ship", "shipped"]
+
+PACKAGE = "tasks.device"
+SHIPPED_PACKAGE = "edgeflow_device"  # the package folder's name on a board
 DEVICE_DIR = Path(__file__).resolve().parents[1] / "device"
-HARNESS_PATH = DEVICE_DIR / "harness.py"
-PREDICT_PATH = DEVICE_DIR / "predict.py"
+LAUNCHER_PATH = DEVICE_DIR / "launch.py"
+RELEASES_PATH = DEVICE_DIR / "releases.py"  # the release manager: a script of its own
 PREPROCESS_PATH = DEVICE_DIR / "preprocess.py"
-RELEASES_PATH = DEVICE_DIR / "releases.py"
+# Run by path, imported by no module: not part of the shipped package.
+_NOT_IMPORTED = (LAUNCHER_PATH.name, RELEASES_PATH.name)
 
 
-def load(path: Path) -> ModuleType:
-    """The module in ``path`` (a file of :data:`DEVICE_DIR`), loaded once."""
-    return by_path.load(path)
+def load(module: str) -> ModuleType:
+    """``tasks.device.<module>``, imported (the package imports nothing of edgeflow)."""
+    return importlib.import_module(f"{PACKAGE}.{module}")
 
 
 def harness() -> ModuleType:
-    """The benchmark harness (``tasks/device/harness.py``)."""
-    return load(HARNESS_PATH)
+    """The benchmark harness's entry module (``tasks/device/harness.py``)."""
+    return load("harness")
 
 
 def predictor() -> ModuleType:
     """The predictor shipped in every release (``tasks/device/predict.py``)."""
-    return load(PREDICT_PATH)
+    return load("predict")
+
+
+def preprocess() -> ModuleType:
+    """The pre-processing of images, training's and a release's
+    (``tasks/device/preprocess.py``)."""
+    return load("preprocess")
+
+
+def package_files() -> tuple[Path, ...]:
+    """The modules of the shipped package: every module of the folder but the launcher
+    and the release manager, which run by path."""
+    return tuple(path for path in sorted(DEVICE_DIR.glob("*.py")) if path.name not in _NOT_IMPORTED)
+
+
+def shipped(folder: str, entries: tuple[str, ...]) -> list[tuple[Path, str]]:
+    """(local file, path on the board) of the device code placed in ``folder`` on a board:
+    the package under ``<folder>/edgeflow_device/`` and, for each entry module (``"harness"``,
+    ``"predict"``), the launcher as ``<folder>/<entry>.py``."""
+    modules = {path.stem for path in package_files()}
+    unknown = [entry for entry in entries if entry not in modules]
+    if unknown:
+        raise ValueError(f"no device module {', '.join(unknown)} (known: {', '.join(sorted(modules))})")
+    return [*((LAUNCHER_PATH, f"{folder}/{entry}.py") for entry in entries),
+            *((path, f"{folder}/{SHIPPED_PACKAGE}/{path.name}") for path in package_files())]
+
+
+def ship(folder: Path, entries: tuple[str, ...]) -> list[str]:
+    """Place the device code in the local ``folder`` as on a board (:func:`shipped`); the
+    paths placed, relative to ``folder``, POSIX-style."""
+    placed = []
+    for source, relative in shipped(".", entries):
+        relative = relative.removeprefix("./")
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        placed.append(relative)
+    return placed

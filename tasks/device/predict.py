@@ -1,9 +1,10 @@
 """The predictor in every release: the application's model, with its own pre-processing.
 
 Runs on the board with the standard library, NumPy, Pillow (to decode images) and the
-one runtime its release needs; ``harness.py`` beside it loads the artifact (the
-benchmark's own loaders). Nothing else of edgeflow is needed. An application uses it
-three ways, on raw images (PNG/JPEG of any size, or arrays):
+one runtime its release needs; the modules beside it in its package load the artifact
+(the benchmark's own loaders, ``runtimes``) and quantise its input and output
+(``tensors``). Nothing else of edgeflow is needed. An application uses it three ways, on
+raw images (PNG/JPEG of any size, or arrays):
 
     python predict.py IMAGE...                  # one JSON line per image
     python predict.py --serve --port 8080       # POST an image to http://127.0.0.1:8080/predict
@@ -14,10 +15,13 @@ three ways, on raw images (PNG/JPEG of any size, or arrays):
 
 A release folder holds ``manifest.json`` (what the model is: variant, runtime, every
 file of the release with its sha256, classes, the input it expects and how an image
-becomes that input), ``manifest.sha256`` (the manifest's own sha256), the artifact, this
-file, ``preprocess.py``, ``harness.py``, ``releases.py`` and ``check/``: the images and
-labels of the release's health check (``python predict.py --check``). A model loads only
-from a folder whose files are all the released ones (:func:`verify_release`).
+becomes that input), ``manifest.sha256`` (the manifest's own sha256), the artifact,
+``predict.py``, ``releases.py``, ``edgeflow_device/`` and ``check/``: the images and
+labels of the release's health check (``python predict.py --check``). ``edgeflow_device/``
+is the device code's package (this module, ``preprocess.py``, the harness's modules);
+``predict.py`` beside it is the launcher (``tasks/device/launch.py``) that runs this
+module or gives its names to ``from predict import Model``. A model loads only from a
+folder whose files are all the released ones (:func:`verify_release`).
 
 ``--serve`` answers each connection in a thread of its own, at most ``--max-connections``
 at once (more get 503 at once), inferences one at a time; a request must arrive whole
@@ -34,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -47,7 +50,15 @@ from typing import Any
 
 import numpy as np
 
+from . import preprocess
+from .latency import latency_summary
+from .runtimes import load_runner, runtime_options
+from .spec import VariantSpec
+from .tensors import dequantize_output, quantize_input
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The release folder: the one that holds this package (``<release>/edgeflow_device/``).
+RELEASE = os.path.dirname(HERE)
 MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.sha256"  # the manifest's sha256, as `sha256sum` writes it
 MANIFEST_VERSION = 2
@@ -62,27 +73,9 @@ CHECK_WARMUP_RUNS = 10
 CHECK_Z = 1.645
 
 
-def _beside(stem: str) -> Any:
-    """``<stem>.py`` beside this file, loaded once per folder (two releases loaded in one
-    process each keep their own)."""
-    name = f"edgeflow_{stem}_" + hashlib.sha256(HERE.encode()).hexdigest()[:12]
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{stem}.py"))
-        assert spec is not None and spec.loader is not None, HERE
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def _harness() -> Any:
-    return _beside("harness")
-
-
-_preprocess = _beside("preprocess")
-ImageError = _preprocess.ImageError
+ImageError = preprocess.ImageError
 to_model_input, image_from_array, decode_image = (
-    _preprocess.to_model_input, _preprocess.image_from_array, _preprocess.decode_image)
+    preprocess.to_model_input, preprocess.image_from_array, preprocess.decode_image)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -104,8 +97,8 @@ def verify_release(folder: str) -> dict[str, Any]:
     """The manifest of the release in ``folder``, once every file of it is the released
     one; ValueError naming the first file that differs or is missing.
 
-    The manifest lists every file of the release (artifact, this predictor, its
-    pre-processing, the harness, the manager, the check images) with its sha256. It
+    The manifest lists every file of the release (artifact, the launcher, this package's
+    modules, the manager, the check images) with its sha256. It
     cannot hold its own hash, so ``manifest.sha256`` beside it does: a manifest edited by
     hand (class names, the check's floor) no longer matches it. One rewritten together
     with its digest is still seen by the orchestrator, which recorded the manifest's
@@ -151,21 +144,19 @@ class Model:
     run one at a time (not every runtime's interpreter is thread-safe).
     """
 
-    def __init__(self, release: str = HERE) -> None:
+    def __init__(self, release: str = RELEASE) -> None:
         self.folder = os.path.abspath(release)
         self.manifest: dict[str, Any] = verify_release(self.folder)
         self._lock = threading.Lock()
         self.classes: list[str] = list(self.manifest["classes"])
-        self.spec: dict[str, Any] = self.manifest["spec"]
+        self.spec: VariantSpec = self.manifest["spec"]
         shape = self.manifest["input"]
         self.height, self.width, self.color = shape["height"], shape["width"], shape["color"]
         self.fit = shape.get("fit", "squash")  # releases made before fit was a choice
-        harness = _harness()
-        self._harness = harness
-        self.runner = harness.load_runner(
+        self.runner = load_runner(
             self.manifest["runtime"], os.path.join(self.folder, self.manifest["artifact"]),
             int(self.manifest.get("threads", 1)),
-            harness.runtime_options(self.spec, self.manifest.get("accelerators") or {}))
+            runtime_options(self.spec, self.manifest.get("accelerators") or {}))
 
     def prepare(self, image: Any, channels: str = "rgb") -> np.ndarray:
         """``image`` (a PIL image, an array, encoded bytes or a file path) as model input;
@@ -181,11 +172,10 @@ class Model:
 
     def logits(self, model_input: np.ndarray) -> np.ndarray:
         """Float logits for one prepared input (quantised in and out as the variant is)."""
-        harness = self._harness
-        quantized = harness.quantize_input(model_input, self.spec["input"])
+        quantized = quantize_input(model_input, self.spec["input"])
         with self._lock:
             raw = self.runner.infer(quantized)
-        return harness.dequantize_output(raw, self.spec.get("output", {})).reshape(-1)
+        return dequantize_output(raw, self.spec.get("output", {})).reshape(-1)
 
     def predict(self, image: Any, channels: str = "rgb") -> dict[str, Any]:
         """The class of one image: its name, index, softmax score, and the milliseconds
@@ -216,12 +206,11 @@ class Model:
             self.logits(x)
         latencies = []
         while len(latencies) < max(CHECK_LATENCY_RUNS, len(inputs)):
-            x = self._harness.quantize_input(inputs[len(latencies) % len(inputs)],
-                                             self.spec["input"])
+            x = quantize_input(inputs[len(latencies) % len(inputs)], self.spec["input"])
             start = time.perf_counter_ns()
             self.runner.infer(x)
             latencies.append((time.perf_counter_ns() - start) / 1e6)
-        p90 = float(self._harness.latency_summary(latencies)["latency_ms"]["p90"])
+        p90 = float(latency_summary(latencies)["latency_ms"]["p90"])
         reasons = []
         floor, limit = check.get("accuracy_floor"), check.get("max_latency_p90_ms")
         if floor is not None and upper < floor:
@@ -444,7 +433,8 @@ def _positive(kind: type) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Classify images with this release's model.")
     parser.add_argument("images", nargs="*", help="image files (PNG, JPEG...)")
-    parser.add_argument("--model", default=HERE, help="release folder (default: this file's)")
+    parser.add_argument("--model", default=RELEASE,
+                        help="release folder (default: the one this predictor is in)")
     parser.add_argument("--serve", action="store_true", help="answer HTTP POSTs of images")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)

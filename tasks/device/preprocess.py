@@ -1,9 +1,10 @@
 """How an image becomes a model's input: the pre-processing of the training images and
 of every image an application gives a released model, one implementation for both.
 
-Shipped in every release beside ``predict.py`` (standard library, NumPy and Pillow);
-``prepare`` loads it by path from here. Editing it changes the training data, so it
-re-runs ``prepare`` and what follows; the rest of the device code does not.
+Shipped in every release with ``predict.py`` (standard library, NumPy and Pillow);
+``prepare`` imports it through ``tasks.core.device_code``. Editing it changes the
+training data, so it re-runs ``prepare`` and what follows; the rest of the device code
+does not.
 """
 
 from __future__ import annotations

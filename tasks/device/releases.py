@@ -4,8 +4,9 @@ Shipped in every release folder and run there by the orchestrator, under the dev
 lock (``flock`` on the workdir's lock file: one release or benchmark at a time), with the
 standard library only. Layout, all under ``<app>`` (``<workdir>/app``)::
 
-    releases/<release-id>/   the release: manifest.json, artifact, predict.py, harness.py,
-                             releases.py, check/; health.json once its check has run
+    releases/<release-id>/   the release: manifest.json, artifact, predict.py (the launcher
+                             of edgeflow_device/, the device code), releases.py, check/;
+                             health.json once its check has run
     current -> releases/<id> the release in use (a relative symlink)
     state.json               current, previous, the releases rolled back from, events
 

@@ -37,7 +37,7 @@ def encode_frame(image: np.ndarray, params: EndToEndParams, fit: str = "squash")
     """One model input (H, W, C float in [0, 1]) as an encoded camera frame."""
     from PIL import Image
 
-    pixels = device_code.load(device_code.PREPROCESS_PATH).image_from_array(image)
+    pixels = device_code.preprocess().image_from_array(image)
     height, width = frame_size(image.shape, params, fit)
     frame = pixels.resize((width, height), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()

@@ -46,10 +46,12 @@ def _beside(remote_harness: str, name: str) -> str:
 
 
 def install_harness(connection: Connection, directory: str) -> str:
-    """Create an owner-only folder on the device and push the harness into it, verified;
-    returns the harness's path there."""
-    make_dirs(connection, directory)
-    push_files(connection, [(device_code.HARNESS_PATH, f"{directory}/harness.py")])
+    """Create an owner-only folder on the device and push the harness into it (its
+    package and the launcher, :func:`~tasks.core.device_code.shipped`), verified; returns
+    the launcher's path there."""
+    files = device_code.shipped(directory, ("harness",))
+    make_dirs(connection, *sorted({remote.rsplit("/", 1)[0] for _, remote in files}))
+    push_files(connection, files)
     return f"{directory}/harness.py"
 
 

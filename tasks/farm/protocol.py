@@ -40,7 +40,7 @@ FACT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # facts become MLflow tag nam
 # skipped: the device cannot run the variant's execution precision natively.
 HARNESS_STATUSES = ("ok", "failed", "skipped")
 LATENCY_FIELDS = ("p50", "p90", "p99", "mean", "std", "min", "max")
-MAX_RUNS = 100_000  # the harness's own cap (tasks/device/harness.py)
+MAX_RUNS = 100_000  # the harness's own cap (tasks/device/timing.py)
 INTERVAL_FIELDS = ("p50", "p90")  # the percentiles a harness gives 95% intervals of
 MAX_CONDITION_CHANGES = 20
 LATENCY_ORDER = ("min", "p50", "p90", "p99", "max")
@@ -77,7 +77,7 @@ OK_RANGES: dict[str, Range] = {
     # The harness times at most MAX_RUNS runs (their raw latencies must fit the result).
     "runs": Range(1, MAX_RUNS), "accuracy_samples": Range(1),  # no image, no accuracy
     **{f"latency_ms.{key}": NOT_NEGATIVE for key in LATENCY_FIELDS}}
-# The end-to-end part of an ok result (tasks/device/harness.py's end_to_end).
+# The end-to-end part of an ok result (tasks/device/pipeline.py's end_to_end).
 END_TO_END_STAGES = ("decode", "preprocess", "infer", "postprocess")
 END_TO_END_FIELDS = {"latency_ms": dict, "throughput_fps": float, "accuracy": float,
                      "runs": int, "accuracy_samples": int, "stages_ms": dict}
@@ -296,7 +296,7 @@ def _check_statistics(document: dict[str, Any], latencies_ns: Any) -> None:
     if latencies_ns is None:
         raise ValueError("harness result has no raw latencies ('latencies'): its statistics "
                          "cannot be checked")
-    recomputed = device_code.harness().latency_summary(latencies_ns / 1e6)
+    recomputed = device_code.load("latency").latency_summary(latencies_ns / 1e6)
     for name, stated, expected in _stated_and_recomputed(document, recomputed):
         if not _agrees(stated, expected):
             raise ValueError(f"device returned {name} {_shown(stated, True)}, but its "

@@ -3,7 +3,8 @@
 Layout on a device (every folder mode 700, every file 600, all under its ``workdir``)::
 
     <workdir>/.benchmark.lock            flock: one benchmark at a time on the device
-    <workdir>/runs/<run>/harness.py      the harness, test inputs, artifacts, specs, results
+    <workdir>/runs/<run>/harness.py      the harness (the launcher of edgeflow_device/ beside
+                                         it), test inputs, artifacts, specs, results
     <workdir>/venv/                      the virtualenv of `edgeflow farm setup`, if managed
 
 A push copies a file under a temporary name and renames it into place (a reader never

@@ -88,19 +88,20 @@ class DeviceSession:
         return f"{self.run_dir}/frames.npz"
 
     def start(self, test_data: Path, frames: Path | None = None) -> dict[str, Any]:
-        """Create the run folder, push the harness and test inputs (and, for end-to-end
-        timing, the frames and the pre-processing beside the harness), and probe the
-        device; one shell command checks the pushed files, removes old run folders and
+        """Create the run folder, push the harness (its package, with the pre-processing,
+        and its launcher) and test inputs (and, for end-to-end timing, the frames), and
+        probe the device; one shell command checks the pushed files, removes old run folders and
         probes (each shell start costs the device's login shell). Returns the probe."""
         with self.clock.phase("connect"):
-            make_dirs(self.connection, self.run_dir)
+            make_dirs(self.connection, self.run_dir,
+                      f"{self.run_dir}/{device_code.SHIPPED_PACKAGE}")
             stale = stale_runs(self.connection, self.runs_dir, self.device.keep_runs,
                                self.run_name, idle_seconds=self.longest_idle_seconds)
         python = self.device.harness_python()
-        files = [(device_code.HARNESS_PATH, self.harness), (test_data, f"{self.run_dir}/test.npz")]
+        files = [*device_code.shipped(self.run_dir, ("harness",)),
+                 (test_data, f"{self.run_dir}/test.npz")]
         if frames is not None:
-            files += [(device_code.PREPROCESS_PATH, f"{self.run_dir}/preprocess.py"),
-                      (frames, self.frames)]
+            files.append((frames, self.frames))
             self.end_to_end = True
         with self.clock.phase("push"):
             place_files(self.connection, files)

@@ -170,7 +170,7 @@ def _push_missing_wheels(connection: Connection, wheels: list[Path], wheelhouse:
 
 
 def _imports_work(connection: Connection, python: str, runtimes: list[str]) -> bool:
-    RUNTIME_MODULES = device_code.harness().RUNTIME_MODULES
+    RUNTIME_MODULES = device_code.load("runtimes").RUNTIME_MODULES
 
     modules = ["numpy", "PIL", *(RUNTIME_MODULES[runtime][0] for runtime in runtimes)]
     check = f"import {', '.join(sorted(set(modules)))}"

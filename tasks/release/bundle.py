@@ -1,11 +1,14 @@
 """A release, built here before it goes to a device: every file at its place.
 
 A release folder holds the variant's artifact files (at their paths under
-``models/variants/``), ``manifest.json`` (:func:`manifest`), the device-side predictor
-with the harness it loads through (``predict.py``, ``harness.py``), the device-side
-release manager (``releases.py``) and ``check/``: test images as PNG files, what an
-application would pass, with their labels, for the health check the predictor runs on
-the device before the release becomes current.
+``models/variants/``), ``manifest.json`` (:func:`manifest`), the device code's package
+(``edgeflow_device/``: the predictor, its pre-processing and the harness's modules it
+loads through) with the predictor's launcher beside it (``predict.py``: ``python
+predict.py IMAGE`` and ``from predict import Model`` work as they did when the device
+code was loose files), the device-side release manager (``releases.py``) and
+``check/``: test images as PNG files, what an application would pass, with their
+labels, for the health check the predictor runs on the device before the release
+becomes current.
 
 The manifest lists every one of those files with its sha256 and size (``files``): the
 predictor refuses to load, and ``edgeflow status`` reports as drift, a release any file
@@ -36,8 +39,7 @@ from tasks.core.files import sha256_file, write_json
 MANIFEST_VERSION = 2  # what the device-side predictor reads
 MANIFEST_NAME, MANIFEST_DIGEST = "manifest.json", "manifest.sha256"
 CHECK_DIR = "check"
-DEVICE_FILES = (device_code.PREDICT_PATH, device_code.PREPROCESS_PATH, device_code.HARNESS_PATH,
-                device_code.RELEASES_PATH)
+ENTRY_MODULES = ("predict",)  # what a release runs: the predictor (a launcher each)
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,9 @@ def build_bundle(target: Path, device_name: str, device: LocalDevice | SshDevice
         (folder / entry.path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(variants_dir / entry.path, folder / entry.path)
         files.append(entry.path)
-    for source in DEVICE_FILES:
-        shutil.copyfile(source, folder / source.name)
-        files.append(source.name)
+    files += device_code.ship(folder, ENTRY_MODULES)
+    shutil.copyfile(device_code.RELEASES_PATH, folder / device_code.RELEASES_PATH.name)
+    files.append(device_code.RELEASES_PATH.name)
     names, labels = write_check_images(folder / CHECK_DIR, prepared, params.check_images)
     files += [f"{CHECK_DIR}/{name}" for name in names]
     requirements = summary.requirements.get(device_name, {})

@@ -138,7 +138,7 @@ def _ran_as_declared(req: Requirements, m: Measured) -> str | None:
     the variant's name says (an fp32 variant run in bf16) are not that variant's.
     An "unverified" precision (a delegate or provider that does not say) is a note."""
     ran, declared = m.execution_precision, m.declared_precision
-    if declared is None or (ran or "").startswith(device_code.harness().UNVERIFIED):
+    if declared is None or (ran or "").startswith(device_code.load("runtimes").UNVERIFIED):
         return None
     if ran != declared:
         return (f"ran in {ran or 'an unreported precision'}, not the {declared} "
@@ -196,7 +196,7 @@ def _harness_measures(harness: HarnessOk, size: int, reference_accuracy: float,
                         execution_precision=str(ran) if ran is not None else None,
                         declared_precision=declared_precision)
     notes = ([f"execution precision {ran}: the runtime does not report it"]
-             if str(ran).startswith(device_code.harness().UNVERIFIED) else [])
+             if str(ran).startswith(device_code.load("runtimes").UNVERIFIED) else [])
     conditions = harness.conditions if isinstance(harness.conditions, dict) else {}
     changes = conditions.get("changes") or []
     if changes:

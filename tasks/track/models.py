@@ -27,14 +27,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tasks.core import device_code
 from tasks.core.contracts.prepared import load_split, read_meta
 from tasks.core.contracts.variants import Variant, VariantIndex
-from tasks.core.device_code import HARNESS_PATH, PREPROCESS_PATH
 from tasks.core.files import sha256_file
 
 KIND_TAG, KIND = "edgeflow.kind", "variant"
 DIGEST_TAG = "edgeflow.artifact_digest"
-FLAVOUR_VERSION = "3"  # bump when what a logged model holds changes: models are re-logged
+FLAVOUR_VERSION = "4"  # bump when what a logged model holds changes: models are re-logged
 EXAMPLE_IMAGES = 2
 
 
@@ -83,12 +83,13 @@ def model_inputs(prepared: Path) -> ModelInputs:
 
 
 def artifact_digest(variant: Variant) -> str:
-    """What identifies a logged variant: its files' hashes, its spec, the harness (the
-    pyfunc runs it) and the flavour version."""
+    """What identifies a logged variant: its files' hashes, its spec, the device code
+    (the pyfunc runs it) and the flavour version."""
     document = {"name": variant.name, "runtime": variant.runtime, "spec": variant.spec,
                 "files": [(entry.path, entry.sha256) for entry in variant.files or []],
-                "harness": sha256_file(HARNESS_PATH),
-                "preprocess": sha256_file(PREPROCESS_PATH), "flavour": FLAVOUR_VERSION}
+                "device_code": {path.name: sha256_file(path)
+                                for path in device_code.package_files()},
+                "flavour": FLAVOUR_VERSION}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -139,19 +140,22 @@ def _save_harness_pyfunc(variant: Variant, variants_dir: Path, path: Path, mlflo
     spec = variant.spec or {}
     serving = path.with_name(f"{path.name}-serving.json")
     serving.write_text(json.dumps({
-        "runtime": variant.runtime, "artifact": main, "spec": spec,
+        "package": device_code.SHIPPED_PACKAGE, "runtime": variant.runtime, "artifact": main, "spec": spec,
         "options": {"arena_bytes": spec.get("arena_bytes"),
                     "execution_precision": spec.get("execution_precision")},
         "input": inputs.input, "classes": inputs.classes}), encoding="utf-8")
     requirements = [_distribution(name) for name in PYFUNC_DISTRIBUTIONS]
     if variant.runtime in HARNESS_DISTRIBUTIONS:
         requirements.append(_distribution(HARNESS_DISTRIBUTIONS[variant.runtime]))
-    mlflow.pyfunc.save_model(
-        str(path), python_model=str(pyfunc_model.__file__), mlflow_model=mlflow_model,
-        artifacts={"harness": str(HARNESS_PATH), "preprocess": str(PREPROCESS_PATH),
-                   "serving": str(serving), **{key: str(file) for key, file in files.items()}},
-        signature=inputs.signature, input_example=inputs.example,
-        pip_requirements=requirements)
+    with tempfile.TemporaryDirectory(prefix="edgeflow-device-code-") as staging:
+        device_code.ship(Path(staging), ())  # the package, as on a board
+        mlflow.pyfunc.save_model(
+            str(path), python_model=str(pyfunc_model.__file__), mlflow_model=mlflow_model,
+            artifacts={"serving": str(serving),
+                       **{key: str(file) for key, file in files.items()}},
+            code_paths=[str(Path(staging) / device_code.SHIPPED_PACKAGE)],
+            signature=inputs.signature, input_example=inputs.example,
+            pip_requirements=requirements)
 
 
 Saver = Callable[[Variant, Path, Path, Any, ModelInputs], None]

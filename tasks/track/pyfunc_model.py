@@ -1,7 +1,8 @@
 """An MLflow pyfunc that serves one variant as the application's model: raw images of
 any size in (what a release's ``predict.py`` takes), named outputs out (``class``,
-``index``, ``score``, ``scores``), through the same pre-processing (``preprocess.py``) and
-the same loader and quantisation of input and output (``harness.py``) a device uses.
+``index``, ``score``, ``scores``), through the same pre-processing (``preprocess``) and
+the same loader and quantisation of input and output (``runtimes``, ``tensors``) a
+device uses: the device code's package, shipped in the model.
 
 Input, through the signature (``mlflow.pyfunc.load_model(...).predict``): a batch of
 uint8 images (N, H, W, C) of any size with 1, 3 or 4 channels, or images of different
@@ -13,14 +14,15 @@ Output: a pandas DataFrame, one row per image: ``class`` (its name), ``index``,
 order of the classes).
 
 Saved as code (MLflow's models-from-code: this file is copied into the model and run
-when it is loaded; no pickle), with the harness and pre-processing files, the artifact
+when it is loaded; no pickle), with the device code's package (``edgeflow_device/``) as
+the model's code (MLflow puts it on ``sys.path`` when it loads the model), the artifact
 and ``serving.json`` as the model's artifacts: loading it needs MLflow, NumPy, Pillow,
 pandas and the variant's runtime, not edgeflow.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from typing import Any
 
@@ -28,14 +30,6 @@ import mlflow.models
 import mlflow.pyfunc
 
 OUTPUTS = ("class", "index", "score", "scores")
-
-
-def _load(name: str, path: str) -> Any:
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 def images_of(model_input: Any) -> list[Any]:
@@ -58,22 +52,24 @@ def images_of(model_input: Any) -> list[Any]:
 
 
 class HarnessModel(mlflow.pyfunc.PythonModel):
-    """``context.artifacts``: ``harness`` (tasks/device/harness.py), ``preprocess``
-    (tasks/device/preprocess.py), ``serving`` (``{"runtime", "artifact", "spec",
+    """``context.artifacts``: ``serving`` (``{"package", "runtime", "artifact", "spec",
     "options", "input": {"height", "width", "color", "fit"}, "classes"}``, the artifact by
     its artifact key; ``fit`` absent, in models logged before it was recorded, is
-    ``squash``) and the variant's files."""
+    ``squash``) and the variant's files. ``package``: the device code's package, in the
+    model's code (on ``sys.path`` once MLflow loads the model)."""
 
     def load_context(self, context: Any) -> None:
-        harness = _load("edgeflow_harness", context.artifacts["harness"])
-        self._preprocess = _load("edgeflow_preprocess", context.artifacts["preprocess"])
         with open(context.artifacts["serving"], encoding="utf-8") as file:
             serving = json.load(file)
-        self._harness, self._spec = harness, serving["spec"]
+        package = serving["package"]
+        runtimes = importlib.import_module(f"{package}.runtimes")
+        self._tensors = importlib.import_module(f"{package}.tensors")
+        self._preprocess = importlib.import_module(f"{package}.preprocess")
+        self._spec = serving["spec"]
         self._input, self._classes = serving["input"], list(serving["classes"])
-        self._runner = harness.load_runner(serving["runtime"],
-                                           context.artifacts[serving["artifact"]],
-                                           1, serving["options"])
+        self._runner = runtimes.load_runner(serving["runtime"],
+                                            context.artifacts[serving["artifact"]],
+                                            1, serving["options"])
 
     def _prepared(self, image: Any) -> Any:
         """One image as the model's input, as ``predict.py`` prepares it."""
@@ -90,7 +86,7 @@ class HarnessModel(mlflow.pyfunc.PythonModel):
         import pandas as pd
 
         images = images_of(model_input)
-        logits = self._harness.predict(self._runner,
+        logits = self._tensors.predict(self._runner,
                                        np.stack([self._prepared(image) for image in images]),
                                        self._spec) if images else np.zeros((0, len(self._classes)))
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))

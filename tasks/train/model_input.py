@@ -1,8 +1,8 @@
 """Images as a model reads them, on this machine: the orchestrator's copy of the
-harness's ``arrange_batch`` (tasks/device/harness.py), for the steps that must not
+harness's ``arrange_batch`` (tasks/device/tensors.py), for the steps that must not
 depend on the device code (train: editing the harness must not re-train every model).
-The harness keeps its own because a board gets that one file alone; a test keeps the
-two equal on every layout and normalisation."""
+The device code keeps its own because a board gets that package alone; a test keeps
+the two equal on every layout and normalisation."""
 
 from __future__ import annotations
 

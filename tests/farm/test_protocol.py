@@ -16,15 +16,15 @@ from tasks.core.contracts.results import HarnessNotOk, HarnessOk, ResultRecord
 from tasks.farm.protocol import (OK_RANGES, Range, parse_untrusted_json, validate_harness_result,
                                  validate_probe)
 
-HARNESS = device_code.harness()
+LATENCY = device_code.load("latency")
 
 
 def measured(latencies_ns: list[int]) -> dict[str, Any]:
     """What the harness states of these timed runs: their statistics and the raw
     latencies they come from (in the order the results contract keeps)."""
-    summary = HARNESS.latency_summary([ns / 1e6 for ns in latencies_ns])
+    summary = LATENCY.latency_summary([ns / 1e6 for ns in latencies_ns])
     throughput = summary.pop("throughput_fps")
-    return {**summary, "latencies": HARNESS.encode_latencies(latencies_ns),
+    return {**summary, "latencies": LATENCY.encode_latencies(latencies_ns),
             "throughput_fps": throughput}
 
 

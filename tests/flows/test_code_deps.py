@@ -64,6 +64,47 @@ def test_the_closure_follows_lazy_relative_and_submodule_imports_and_loaded_fold
     assert closure.libraries == ("numpy", "scipy", "yaml")
 
 
+def test_an_importer_that_uses_one_module_of_a_loader_brings_that_module_alone(
+        tmp_path: Path) -> None:
+    """A narrowed importer of the loader (prepare's pre-processing, of device_code) brings
+    the loader and the one module it uses, not the loader's folder; reached plainly from
+    anywhere else too, the loader brings its whole folder again."""
+    _write(tmp_path, {**FAKE_PACKAGE,
+                      "app/main.py": "from app import narrow\n",
+                      "app/narrow.py": "from app import loader\n",
+                      "app/plugins/camera.py": "import requests\n"})
+    folder = {Path("app/loader.py"): Path("app/plugins")}
+    only = {Path("app/narrow.py"): ("app.loader", "app.plugins.board")}
+    closure = module_closure("app.main", root=tmp_path, packages=("app",),
+                             loaded_by_path=folder, narrowed=only)
+    assert [path.as_posix() for path in closure.files] == [
+        "app/__init__.py", "app/loader.py", "app/main.py", "app/narrow.py",
+        "app/plugins/board.py"]
+    assert closure.libraries == ("scipy", "yaml")
+    _write(tmp_path, {"app/main.py": "from app import narrow, loader\n"})
+    closure = module_closure("app.main", root=tmp_path, packages=("app",),
+                             loaded_by_path=folder, narrowed=only)
+    assert "app/plugins/camera.py" in {path.as_posix() for path in closure.files}
+    assert closure.libraries == ("requests", "scipy", "yaml")
+
+
+def test_prepares_pre_processing_uses_nothing_of_device_code_but_preprocess() -> None:
+    """What :data:`flows.code_deps.NARROWED` says of tasks/prepare/preprocessing.py holds:
+    every use of device_code there is ``device_code.preprocess``."""
+    import ast
+
+    (importer, (loader, used)), = code_deps.NARROWED.items()
+    tree = ast.parse((REPO / importer).read_text(encoding="utf-8"))
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    uses = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name) and node.value.id == "device_code"}
+    assert (importer.as_posix(), loader, used) == (
+        "tasks/prepare/preprocessing.py", "tasks.core.device_code", "tasks.device.preprocess")
+    assert uses == {"preprocess"} and names & {"load", "ship", "shipped", "harness"} == set()
+    files = _files("prepare")
+    assert "tasks/device/preprocess.py" in files and "tasks/device/harness.py" not in files
+
+
 NESTED_IMPORTS = """\
 if FLAG:
     import in_if

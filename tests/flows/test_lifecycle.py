@@ -73,7 +73,7 @@ def experiment(project: Path, first_run: Any, tmp_path: Path) -> Path:
 
 
 def test_first_run_executes_every_step_and_produces_real_outputs(project: Path, first_run) -> None:
-    from tasks.device import harness
+    from tasks.device import runtimes, tensors
     from tasks.core.files import read_json
 
     state, outcome = first_run
@@ -89,8 +89,8 @@ def test_first_run_executes_every_step_and_produces_real_outputs(project: Path, 
         images = data["x"][:8]
     for variant in index["variants"]:
         artifact = project / "models" / "variants" / variant["file"]
-        runner = harness.load_runner(variant["runtime"], str(artifact))
-        logits = harness.predict(runner, images, variant["spec"])
+        runner = runtimes.load_runner(variant["runtime"], str(artifact))
+        logits = tensors.predict(runner, images, variant["spec"])
         assert logits.shape == (8, 10) and np.isfinite(logits).all()
         assert variant["check"]["agreement"] >= 0.99 and variant["check"]["passed"]
 

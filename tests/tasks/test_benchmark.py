@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from tasks.benchmark import DeviceRun, benchmark_device
-from tasks.core.device_code import harness as load_device_harness
 from tasks.core import device_code
 from tasks.config import BenchmarkParams, EndToEndParams, LocalDevice
 from tasks.core.errors import StepError
@@ -61,7 +60,8 @@ def test_end_to_end_pushes_frames_and_preprocess_and_every_variant_is_timed_so(
         assert timed["accuracy_samples"] == 12 and timed["stages_ms"]["decode"] > 0
     # Pushed to the device's run folder, never left among the results.
     run_dir = Path(run.remote_run_dir)
-    assert (run_dir / "preprocess.py").read_bytes() == device_code.PREPROCESS_PATH.read_bytes()
+    assert (run_dir / device_code.SHIPPED_PACKAGE / "preprocess.py").read_bytes() == \
+        device_code.PREPROCESS_PATH.read_bytes()
     assert (run_dir / "frames.npz").is_file()
     assert sorted(path.name for path in (tmp_path / "results").iterdir()) == sorted(
         f"{v}{suffix}" for v in VARIANTS for suffix in (".json", ".latencies.npz"))
@@ -418,7 +418,7 @@ def test_parse_untrusted_json_rejects_garbage(raw: bytes) -> None:
         parse_untrusted_json(raw)
 
 
-device_harness = load_device_harness()
+device_latency = device_code.load("latency")
 
 
 def sent(run: DeviceRun, name: str) -> dict[str, Any]:
@@ -427,7 +427,7 @@ def sent(run: DeviceRun, name: str) -> dict[str, Any]:
     harness = json.loads(json.dumps(records(run)[name]["harness"]))
     path = run.results[0].parent / harness["latencies"]["file"]
     with np.load(path) as kept:
-        harness["latencies"] = device_harness.encode_latencies(kept["latency_ns"].tolist())
+        harness["latencies"] = device_latency.encode_latencies(kept["latency_ns"].tolist())
     return harness
 
 
@@ -469,7 +469,7 @@ def _blob(data: bytes, **changes: Any) -> dict[str, Any]:
 def test_the_harness_and_the_protocol_name_one_latency_encoding() -> None:
     from tasks.farm.protocol import RAW_LATENCY_ENCODING
 
-    assert device_harness.RAW_ENCODING == RAW_LATENCY_ENCODING
+    assert device_latency.RAW_ENCODING == RAW_LATENCY_ENCODING
 
 
 @pytest.mark.parametrize("latencies, reason", [
@@ -499,8 +499,8 @@ def test_validate_harness_result_refuses_raw_latencies_that_do_not_hold(
 def _measured(document: dict[str, Any], latencies_ns: list[int]) -> dict[str, Any]:
     """A copy of a harness result as if it had timed ``latencies_ns``: their statistics
     (as the harness computes them) and raw latencies."""
-    return {**document, **device_harness.latency_summary([ns / 1e6 for ns in latencies_ns]),
-            "latencies": device_harness.encode_latencies(latencies_ns)}
+    return {**document, **device_latency.latency_summary([ns / 1e6 for ns in latencies_ns]),
+            "latencies": device_latency.encode_latencies(latencies_ns)}
 
 
 def test_validate_harness_result_refuses_more_runs_than_the_harness_times(
@@ -749,7 +749,7 @@ def test_the_harness_and_the_protocol_cap_the_timed_runs_alike() -> None:
     """The device code cannot import the protocol: one bound, written in both."""
     from tasks.farm.protocol import MAX_RUNS
 
-    assert device_harness.MAX_RUNS == MAX_RUNS == 100_000
+    assert device_code.load("timing").MAX_RUNS == MAX_RUNS == 100_000
     assert BenchmarkParams(runs=MAX_RUNS).runs == MAX_RUNS
     with pytest.raises(ValueError):
         BenchmarkParams(runs=MAX_RUNS + 1)

@@ -54,8 +54,8 @@ def test_check_reports_disagreement_with_numbers(tiny_project) -> None:
     with np.load(layout.prepared / "test.npz") as data:
         images, labels = data["x"][:40], data["y"][:40]
     # A reference that is the artifact's own logits rolled by one class disagrees everywhere.
-    from tasks.device import harness
-    logits = harness.predict(harness.load_runner("onnxruntime", str(exported.main_file)),
+    from tasks.device import runtimes, tensors
+    logits = tensors.predict(runtimes.load_runner("onnxruntime", str(exported.main_file)),
                              images, variant["spec"])
     check = check_variant(exported, "onnxruntime", images, labels, np.roll(logits, 1, axis=1),
                           "fp32", ConvertParams())
@@ -78,11 +78,11 @@ def scripted_check(monkeypatch: pytest.MonkeyPatch, logits: list[list[float]], p
                    declared: str | None = "f32", note: str | None = None) -> VariantCheck:
     """check_variant on an artifact that answers ``logits`` and reports it ran in ``ran``
     (and, with ``note``, was checked in f32 in place of what it declares)."""
-    from tasks.device import harness
+    from tasks.device.runtimes import Runner
 
     rows = np.asarray(logits, dtype=np.float32)
-    runner = harness.Runner(lambda x: rows[int(x.item())][np.newaxis], "scripted", "0",
-                            execution_precision=ran)
+    runner = Runner(lambda x: rows[int(x.item())][np.newaxis], "scripted", "0",
+                    execution_precision=ran)
     monkeypatch.setattr(convert_step, "_check_runner", lambda exported, runtime: (runner, note))
     spec = float_spec((1, 1, 1))
     if declared is not None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tasks.device import harness
+from tasks.device import harness, runtimes, tensors
 from tasks.config import ConvertParams, McuDevice, QuantizationParams, RequirementParams
 from tasks.convert import ConvertInputs, convert
 from tasks.models.formats.edgetpu import parse_compiler_log
@@ -138,10 +138,10 @@ def test_openvino_variants_compile_at_the_precision_they_declare(
     assert variant["spec"]["execution_precision"] == declared
     recording = RecordingCore()
     monkeypatch.setattr(openvino, "Core", recording.core)
-    load = lambda: harness.load_runner("openvino", str(out / variant["file"]), 1,  # noqa: E731
+    load = lambda: runtimes.load_runner("openvino", str(out / variant["file"]), 1,  # noqa: E731
                                        {"execution_precision": declared})
     if declared == "bf16" and not CPU_HAS_BF16:
-        with pytest.raises(harness.PrecisionUnavailable, match="CPU lacks native bf16"):
+        with pytest.raises(runtimes.PrecisionUnavailable, match="CPU lacks native bf16"):
             load()
         assert recording.configs == [], "nothing may be compiled in another precision"
         return
@@ -194,19 +194,19 @@ def test_openvino_config_pins_the_precision_and_refuses_what_the_device_lacks() 
     plain = ["FP32", "INT8"]
     arm_fp16 = ["FP16", "FP32", "INT8"]
     for capabilities in (x86_bf16, plain, arm_fp16):
-        config = harness.openvino_config("CPU", "f32", 2, capabilities)
+        config = runtimes.openvino_config("CPU", "f32", 2, capabilities)
         assert config == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
                           "INFERENCE_NUM_THREADS": 2}
-    assert harness.openvino_config("CPU", "bf16", 1, x86_bf16)["INFERENCE_PRECISION_HINT"] == "bf16"
-    assert harness.openvino_config("CPU", "f16", 1, arm_fp16)["INFERENCE_PRECISION_HINT"] == "f16"
+    assert runtimes.openvino_config("CPU", "bf16", 1, x86_bf16)["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert runtimes.openvino_config("CPU", "f16", 1, arm_fp16)["INFERENCE_PRECISION_HINT"] == "f16"
     for precision, capabilities in (("bf16", plain), ("bf16", arm_fp16), ("f16", x86_bf16)):
-        with pytest.raises(harness.PrecisionUnavailable, match=f"CPU lacks native {precision}"):
-            harness.openvino_config("CPU", precision, 1, capabilities)
+        with pytest.raises(runtimes.PrecisionUnavailable, match=f"CPU lacks native {precision}"):
+            runtimes.openvino_config("CPU", precision, 1, capabilities)
     # Another device gets the same hint and no CPU thread count.
-    assert harness.openvino_config("GPU", "f32", 4, ["FP32", "FP16"]) == {
+    assert runtimes.openvino_config("GPU", "f32", 4, ["FP32", "FP16"]) == {
         "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     with pytest.raises(ValueError, match="unknown execution precision 'fp8'"):
-        harness.openvino_config("CPU", "fp8", 1, x86_bf16)
+        runtimes.openvino_config("CPU", "fp8", 1, x86_bf16)
 
 
 @pytest.mark.parametrize("name", ["tflite-fp32", "tflite-fp16", "tflite-int8", "onnx-fp32",
@@ -217,10 +217,10 @@ def test_other_runtimes_report_f32_and_refuse_other_precisions(matrix, name: str
     assert variant["spec"]["execution_precision"] == "f32"
     assert variant["check"]["execution_precision"] == "f32"
     options = {"execution_precision": "f32", "arena_bytes": variant["spec"].get("arena_bytes")}
-    runner = harness.load_runner(variant["runtime"], str(out / variant["file"]), 1, options)
+    runner = runtimes.load_runner(variant["runtime"], str(out / variant["file"]), 1, options)
     assert runner.execution_precision == "f32"
-    with pytest.raises(harness.PrecisionUnavailable, match="bf16 execution is not available"):
-        harness.load_runner(variant["runtime"], str(out / variant["file"]), 1,
+    with pytest.raises(runtimes.PrecisionUnavailable, match="bf16 execution is not available"):
+        runtimes.load_runner(variant["runtime"], str(out / variant["file"]), 1,
                             {**options, "execution_precision": "bf16"})
 
 
@@ -241,16 +241,16 @@ def test_tflite_fp16_loses_the_mark_that_lets_xnnpack_compute_in_f16(tiny_projec
 
     out, variants = matrix
     exported = (out / variants["tflite-fp16"]["file"]).read_bytes()
-    assert harness.REDUCED_PRECISION_METADATA not in exported
+    assert runtimes.REDUCED_PRECISION_METADATA not in exported
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
         str(tiny_project.layout.base_model / "saved_model"))
     RECIPES["fp16"](converter, tf, np.zeros((0,)))
     marked = converter.convert()
-    assert harness.REDUCED_PRECISION_METADATA in marked  # what the converter writes
+    assert runtimes.REDUCED_PRECISION_METADATA in marked  # what the converter writes
     stripped = without_reduced_precision(marked)
-    assert harness.REDUCED_PRECISION_METADATA not in stripped
+    assert runtimes.REDUCED_PRECISION_METADATA not in stripped
     assert _metadata_names(stripped) == _metadata_names(marked) - {b"reduced_precision_support"}
     fp32 = (out / variants["tflite-fp32"]["file"]).read_bytes()
     assert without_reduced_precision(fp32) == fp32
@@ -261,11 +261,11 @@ def test_tflite_fp16_loses_the_mark_that_lets_xnnpack_compute_in_f16(tiny_projec
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 fphp asimdhp cpuid\n")
     x86 = tmp_path / "cpuinfo-x86"
     x86.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
-    real_flags = harness.cpu_flags
+    real_flags = runtimes.cpu_flags
     for cpuinfo, expected in ((arm, "f16"), (x86, "f32")):
-        monkeypatch.setattr(harness, "cpu_flags", lambda: real_flags(str(cpuinfo)))
-        assert harness.load_runner("tflite", str(path)).execution_precision == expected
-        assert harness.load_runner("tflite", str(out / variants["tflite-fp16"]["file"])
+        monkeypatch.setattr(runtimes, "cpu_flags", lambda: real_flags(str(cpuinfo)))
+        assert runtimes.load_runner("tflite", str(path)).execution_precision == expected
+        assert runtimes.load_runner("tflite", str(out / variants["tflite-fp16"]["file"])
                                    ).execution_precision == "f32"
 
 
@@ -282,9 +282,9 @@ def test_quantised_variants_are_smaller_and_agree_with_the_model(tiny_project, m
     assert variant["check"]["agreement"] >= TINY_FLOOR
     assert 0.0 <= variant["accuracy_drop"] <= 1.0 and variant["gzip_bytes"] > 0
     # Loads and predicts in its own runtime through the harness loader.
-    runner = harness.load_runner(variant["runtime"], str(out / variant["file"]))
+    runner = runtimes.load_runner(variant["runtime"], str(out / variant["file"]))
     with np.load(tiny_project.layout.prepared / "test.npz") as data:
-        logits = harness.predict(runner, data["x"][:4], variant["spec"])
+        logits = tensors.predict(runner, data["x"][:4], variant["spec"])
     assert logits.shape == (4, 10) and np.isfinite(logits).all()
 
 

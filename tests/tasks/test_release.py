@@ -541,14 +541,16 @@ def with_classes_renamed(text: str) -> str:
 
 
 EDITS = {"predict.py": lambda text: text + "\n# edited on the board\n",
-         "preprocess.py": lambda text: text.replace("/ 255.0", "/ 128.0"),
+         "edgeflow_device/predict.py": lambda text: text + "\n# edited on the board\n",
+         "edgeflow_device/preprocess.py": lambda text: text.replace("/ 255.0", "/ 128.0"),
          "manifest.json": with_classes_renamed,
          "check/0001.png": lambda text: text + " "}
 
 
 def test_every_file_of_a_release_is_checked_by_the_predictor_and_by_status(
         project: Layout, tiny_project: Any) -> None:
-    """Issue 25 item 3: predict.py, preprocess.py (/ 255.0 -> / 128.0) or the manifest's
+    """Issue 25 item 3: predict.py (the launcher, or the predictor's module), preprocess.py
+    (/ 255.0 -> / 128.0) or the manifest's
     class names edited in ``current``: the predictor refuses to start and status shows
     drift naming the file; a manifest rewritten with its digest file is drift too."""
     farm = farm_of(project)
@@ -661,7 +663,7 @@ def test_a_letterboxed_project_releases_a_letterboxing_predictor(
     assert (model.manifest["input"]["fit"], model.fit) == ("letterbox", "letterbox")
     white = np.full((10, 40, 3), 255, np.uint8)  # 40 wide, 10 high
     prepared = model.prepare(white)
-    preprocess = device_code.load(device_code.PREPROCESS_PATH)
+    preprocess = device_code.preprocess()
     expected = preprocess.to_model_input(Image.fromarray(white), model.height, model.width,
                                          model.color, "letterbox")
     np.testing.assert_array_equal(prepared, expected)

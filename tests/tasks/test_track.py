@@ -209,7 +209,7 @@ def test_each_variant_is_one_logged_model_that_runs_and_is_reused(
     import mlflow
     import numpy as np
 
-    from tasks.core.device_code import harness
+    from tasks.core import device_code
 
     # The project's own store, named for MLflow's `models:/` loader as well.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project.root.resolve()}/mlflow/mlflow.db")
@@ -242,10 +242,10 @@ def test_each_variant_is_one_logged_model_that_runs_and_is_reused(
         # own file on the same pixels, and names what it answers.
         loaded = mlflow.pyfunc.load_model(f"models:/{model_id}")
         answer = loaded.predict(raw)
-        device = harness()
-        runner = device.load_runner(variants[name]["runtime"],
-                                    str(project.variants / variants[name]["file"]), 1, {})
-        logits = device.predict(runner, raw.astype(np.float32) / 255.0, variants[name]["spec"])
+        runtimes, tensors = device_code.load("runtimes"), device_code.load("tensors")
+        runner = runtimes.load_runner(variants[name]["runtime"],
+                                      str(project.variants / variants[name]["file"]), 1, {})
+        logits = tensors.predict(runner, raw.astype(np.float32) / 255.0, variants[name]["spec"])
         expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         assert list(answer.columns) == ["class", "index", "score", "scores"]
         assert list(answer["index"]) == list(logits.argmax(1))

@@ -1,13 +1,12 @@
 """End-to-end timing (``benchmark.end_to_end``): camera frames made from the test split
 (tasks/farm/frames.py), read and timed by the harness the way an application handles
-them (decode, pre-process with the release's preprocess.py, infer, post-process), and
-what the protocol accepts of it."""
+them (decode, pre-process with the release's preprocess.py, infer, post-process:
+tasks/device/pipeline.py), and what the protocol accepts of it."""
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from PIL import Image
 
 from tasks.core import device_code
 from tasks.config import EndToEndParams
-from tasks.device import harness
+from tasks.device import pipeline as harness_pipeline
 from tasks.farm.frames import write_frames
 from tasks.farm.protocol import validate_harness_result
 from tests.farm.test_protocol import GOOD_RESULT
@@ -30,7 +29,7 @@ def test_frames_are_the_test_images_at_the_frame_size_in_the_harness_layout(
         tiny_project: Any, tmp_path: Path) -> None:
     test_data = tiny_project.layout.prepared / "test.npz"
     params = EndToEndParams(frame_size=(48, 64), encoding="jpeg", quality=80, frames=7)
-    frames, labels, meta = harness.load_frames(
+    frames, labels, meta = harness_pipeline.load_frames(
         str(write_frames(test_data, tmp_path / "frames.npz", params)))
     with np.load(test_data) as data:
         assert labels.tolist() == data["y"][:7].tolist()
@@ -45,9 +44,9 @@ def test_png_frames_at_the_model_size_decode_to_the_model_inputs(tiny_project: A
     """Lossless frames of the model's own size: the pipeline's pre-processing gives back
     exactly the prepared inputs (one pre-processing for training and application)."""
     test_data = tiny_project.layout.prepared / "test.npz"
-    frames, _, _ = harness.load_frames(
+    frames, _, _ = harness_pipeline.load_frames(
         str(write_frames(test_data, tmp_path / "frames.npz", PNG_AT_MODEL_SIZE)))
-    preprocess = device_code.load(device_code.PREPROCESS_PATH)
+    preprocess = device_code.preprocess()
     with np.load(test_data) as data:
         color = "grayscale" if data["x"].shape[-1] == 1 else "rgb"
         for frame, expected in zip(frames[:5], data["x"][:5]):
@@ -63,10 +62,10 @@ def test_letterboxed_frames_keep_the_model_aspect_and_decode_to_the_model_inputs
     they pre-process back to the prepared inputs through the letterbox, borderless."""
     test_data = tiny_project.layout.prepared / "test.npz"
     params = EndToEndParams(frame_size=(48, 64), encoding="png", frames=4)
-    frames, _, meta = harness.load_frames(
+    frames, _, meta = harness_pipeline.load_frames(
         str(write_frames(test_data, tmp_path / "frames.npz", params, "letterbox")))
     assert meta == {"height": 48, "width": 48, "encoding": "png", "fit": "letterbox"}
-    preprocess = device_code.load(device_code.PREPROCESS_PATH)
+    preprocess = device_code.preprocess()
     with np.load(test_data) as data:
         for frame, expected in zip(frames, data["x"][:4]):
             image = preprocess.decode_image(frame)
@@ -90,9 +89,9 @@ class Echo:
 
 
 def test_the_pipeline_decodes_preprocesses_infers_and_post_processes_each_frame() -> None:
-    preprocess = device_code.load(device_code.PREPROCESS_PATH)
+    preprocess = device_code.preprocess()
     spec = {"input": {"dtype": "float32", "shape": [1, 4, 4, 1], "quantization": None}}
-    pipeline = harness.Pipeline(Echo(), spec, preprocess)
+    pipeline = harness_pipeline.Pipeline(Echo(), spec, preprocess)
     frames = []
     for grey in (0, 130, 250):
         buffer = io.BytesIO()
@@ -102,7 +101,7 @@ def test_the_pipeline_decodes_preprocesses_infers_and_post_processes_each_frame(
     assert all(times == [] for times in pipeline.stage_ns.values()), "not recording yet"
     pipeline.recording = True
     pipeline(frames[1])
-    assert sorted(pipeline.stage_ns) == sorted(harness.STAGES)
+    assert sorted(pipeline.stage_ns) == sorted(harness_pipeline.STAGES)
     assert all(len(times) == 1 and times[0] > 0 for times in pipeline.stage_ns.values())
 
 
@@ -118,15 +117,14 @@ def frames_args(tiny_project: Any, tmp_path: Path, script: Path,
 def test_the_harness_times_the_frames_end_to_end_beside_the_model(tiny_project: Any,
                                                                   tmp_path: Path) -> None:
     folder = tmp_path / "device"
-    folder.mkdir()
-    script = Path(shutil.copy(device_code.HARNESS_PATH, folder / "harness.py"))
-    shutil.copy(device_code.PREPROCESS_PATH, folder / "preprocess.py")
+    device_code.ship(folder, ("harness",))
+    script = folder / "harness.py"
     args, out = frames_args(tiny_project, tmp_path, script)
     completed = run_harness(script, args)
     assert completed.returncode == 0, completed.stderr
     result = validate_harness_result(read_result(out))
     timed = result["end_to_end"]
-    assert sorted(timed["stages_ms"]) == sorted(harness.STAGES)
+    assert sorted(timed["stages_ms"]) == sorted(harness_pipeline.STAGES)
     assert all(ms > 0 for ms in timed["stages_ms"].values())
     # The whole pipeline takes longer than the model alone, and its stages add up to it.
     assert timed["latency_ms"]["p50"] > result["latency_ms"]["p50"]
@@ -144,8 +142,10 @@ def test_the_harness_times_the_frames_end_to_end_beside_the_model(tiny_project: 
 def test_without_preprocess_beside_it_the_model_numbers_stand_and_say_why(
         tiny_project: Any, tmp_path: Path) -> None:
     folder = tmp_path / "device"
-    folder.mkdir()
-    script = Path(shutil.copy(device_code.HARNESS_PATH, folder / "harness.py"))
+    device_code.ship(folder, ("harness",))
+    package = folder / device_code.SHIPPED_PACKAGE
+    (package / "preprocess.py").unlink()
+    script = folder / "harness.py"
     args, out = frames_args(tiny_project, tmp_path, script)
     completed = run_harness(script, args)
     assert completed.returncode == 0, completed.stderr
@@ -153,7 +153,7 @@ def test_without_preprocess_beside_it_the_model_numbers_stand_and_say_why(
     assert result["status"] == "ok" and result["latency_ms"]["p50"] > 0
     assert result["end_to_end"] == {
         "error": f"FileNotFoundError: preprocess.py is not beside the harness "
-                 f"({folder / 'preprocess.py'})"}
+                 f"({package / 'preprocess.py'})"}
 
 
 GOOD_END_TO_END = {"runs": 12, "latency_ms": GOOD_RESULT["latency_ms"],

@@ -10,7 +10,7 @@ from PIL import Image
 
 from tasks.core import device_code
 
-preprocess = device_code.load(device_code.PREPROCESS_PATH)
+preprocess = device_code.preprocess()
 
 
 def white(width: int, height: int) -> Image.Image:

@@ -16,7 +16,7 @@ from tasks.core import device_code
 
 
 def manager_module() -> Any:
-    return device_code.load(device_code.RELEASES_PATH)
+    return device_code.load("releases")
 
 
 @pytest.fixture()

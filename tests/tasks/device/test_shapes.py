@@ -11,20 +11,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tasks.device import harness
+from tasks.core import device_code
+from tasks.device import tensors
 from tests.model_files import dynamic_batch
 from tasks.train.model_input import arrange_batch
-from tests.tasks.device.test_harness import (HARNESS_SOURCE, harness_args, read_result,
-                                             run_harness, variant_entry)
+from tests.tasks.device.test_harness import harness_args, read_result, run_harness, variant_entry
 
 
 @pytest.fixture
 def deployed_harness(tmp_path: Path) -> Path:
-    """harness.py alone in a folder, as benchmark places it on a device."""
-    import shutil
-
-    (tmp_path / "device").mkdir()
-    return Path(shutil.copyfile(HARNESS_SOURCE, tmp_path / "device" / "harness.py"))
+    """The harness in a folder of its own, as benchmark places it on a device."""
+    device_code.ship(tmp_path / "device", ("harness",))
+    return tmp_path / "device" / "harness.py"
 
 
 def test_an_ir_with_an_open_batch_is_measured_at_batch_one(
@@ -59,20 +57,20 @@ def test_shapes_other_than_one_image_and_one_row_are_refused(
         x_shape: tuple[int, ...], y_shape: tuple[int, ...], message: str) -> None:
     spec = {"input": {"shape": [1, 16, 16, 1]}}
     with pytest.raises(ValueError) as refused:
-        harness.check_shapes(np.zeros(x_shape), np.zeros(y_shape), spec)
+        tensors.check_shapes(np.zeros(x_shape), np.zeros(y_shape), spec)
     assert str(refused.value) == message
-    harness.check_shapes(np.zeros((1, 16, 16, 1)), np.zeros((1, 10)), spec)
+    tensors.check_shapes(np.zeros((1, 16, 16, 1)), np.zeros((1, 10)), spec)
 
 
 def test_nchw_inputs_are_arranged_channels_first_and_normalised() -> None:
     image = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3) / 12
     spec = {"layout": "NCHW", "normalize": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0]},
             "shape": [1, 3, 2, 2], "dtype": "float32", "quantization": None}
-    fed = harness.quantize_input(image, spec)
+    fed = tensors.quantize_input(image, spec)
     assert fed.shape == (1, 3, 2, 2)
     expected = (image - 0.5) / np.array([0.25, 0.5, 1.0], np.float32)
     np.testing.assert_allclose(fed[0], np.transpose(expected, (2, 0, 1)), rtol=1e-6)
-    assert json.dumps(harness.arrange_batch(image[np.newaxis], {}).tolist()) == json.dumps(
+    assert json.dumps(tensors.arrange_batch(image[np.newaxis], {}).tolist()) == json.dumps(
         image[np.newaxis].tolist()), "edgeflow's own models: as they are"
 
 
@@ -82,7 +80,7 @@ def test_nchw_inputs_are_arranged_channels_first_and_normalised() -> None:
     {"layout": "NHWC", "normalize": {"mean": [0.0, 0.5, 1.0], "std": [1.0, 2.0, 0.5]}}])
 def test_the_orchestrator_arranges_images_exactly_as_the_harness_does(spec: dict[str, Any]) -> None:
     images = np.random.default_rng(7).random((4, 5, 6, 3), dtype=np.float32)
-    ours, theirs = arrange_batch(images, spec), harness.arrange_batch(images, spec)
+    ours, theirs = arrange_batch(images, spec), tensors.arrange_batch(images, spec)
     assert ours.dtype == theirs.dtype == np.float32 and ours.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(ours, theirs)
     assert ours.shape == ((4, 3, 5, 6) if spec.get("layout") == "NCHW" else (4, 5, 6, 3))

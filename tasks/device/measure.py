@@ -1,0 +1,76 @@
+"""One variant measured on this board by the benchmark protocol: load, first inference,
+warm-up, sized timed runs between two snapshots of the device's conditions, accuracy on
+the test split, and (with frames) the same end to end. Returns the result's fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from .conditions import conditions, run_conditions
+from .host import peak_rss_mb
+from .latency import encode_latencies, latency_summary
+from .pipeline import end_to_end_or_error
+from .runtimes import load_runner, requested_precision, runtime_options
+from .spec import VariantSpec
+from .tensors import check_shapes, predict, quantize_input
+from .timing import sized_runs, timed_loop
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of an ok result for the harness's arguments ``args`` (see the harness's
+    docstring for the protocol)."""
+    spec: VariantSpec = json.loads(open(args.spec, encoding="utf-8").read())
+    with np.load(args.data, allow_pickle=False) as data:
+        images, labels = data["x"], data["y"]
+    rss_before_load = peak_rss_mb()
+    options = runtime_options(spec, json.loads(args.accelerators))
+
+    start = time.perf_counter()
+    runner = load_runner(args.runtime, args.artifact, args.threads, options)
+    load_ms = (time.perf_counter() - start) * 1e3
+
+    inputs = [quantize_input(image, spec["input"]) for image in images]
+    start = time.perf_counter()
+    first = runner.infer(inputs[0])
+    first_inference_ms = (time.perf_counter() - start) * 1e3
+    check_shapes(inputs[0], first, spec)
+
+    warmup_start = time.perf_counter()
+    warmup = timed_loop(runner, inputs, args.warmup_runs, args.warmup_seconds)
+    warmup_seconds = time.perf_counter() - warmup_start
+    before = conditions()
+    latencies_ns, sizing = sized_runs(runner, inputs, args.runs, args.seconds, args.max_seconds,
+                                      args.interval_width)
+    after = conditions()
+    latencies = [elapsed / 1e6 for elapsed in latencies_ns]
+
+    count = len(images) if args.accuracy_samples <= 0 else min(args.accuracy_samples, len(images))
+    logits = predict(runner, images[:count], spec)
+    accuracy = float(np.mean(np.argmax(logits, axis=1) == labels[:count]))
+
+    return {
+        "runtime": {"name": runner.runtime, "version": runner.version, "requested": args.runtime,
+                    "accelerator": runner.accelerator,
+                    "requested_precision": requested_precision(options),
+                    "execution_precision": runner.execution_precision,
+                    "threads": runner.threads},
+        "threads": args.threads,
+        "load_ms": load_ms,
+        "first_inference_ms": first_inference_ms,
+        "warmup": {"runs": len(warmup), "seconds": warmup_seconds},
+        **latency_summary(latencies),
+        "sizing": sizing,
+        "latencies": encode_latencies(latencies_ns),
+        "conditions": run_conditions(before, after),
+        "rss_before_load_mb": rss_before_load,
+        "peak_rss_mb": peak_rss_mb(),
+        "accuracy": accuracy,
+        "accuracy_samples": count,
+        **({"end_to_end": end_to_end_or_error(runner, spec, args)} if args.frames else {}),
+    }
