@@ -19,6 +19,9 @@ HARNESS_PATH = DEVICE_DIR / "harness.py"
 PREDICT_PATH = DEVICE_DIR / "predict.py"
 PREPROCESS_PATH = DEVICE_DIR / "preprocess.py"
 RELEASES_PATH = DEVICE_DIR / "releases.py"
+TASK_KINDS_PATH = DEVICE_DIR / "task_kinds.py"
+# Where the registry beside the harness or the predictor finds a kind's module by name.
+KINDS_FOLDER = "kinds"
 
 
 def load(path: Path) -> ModuleType:
@@ -34,3 +37,18 @@ def harness() -> ModuleType:
 def predictor() -> ModuleType:
     """The predictor shipped in every release (``tasks/device/predict.py``)."""
     return load(PREDICT_PATH)
+
+
+def task_kinds() -> ModuleType:
+    """The registry of kinds of task (``tasks/device/task_kinds.py``): the very one the
+    harness loaded in this process uses, so a kind registered here is the harness's too."""
+    return harness().task_kinds()
+
+
+def task_kind_files() -> list[tuple[Path, str]]:
+    """Every kind of task this process knows, as (its module, the path it takes beside
+    the registry on a board, ``kinds/<name>.py``): what ships with the harness and in a
+    release, so a board finds by name whichever kind a variant's spec names."""
+    registry = task_kinds()
+    return [(Path(registry.source(name)), f"{KINDS_FOLDER}/{name}.py")
+            for name in registry.names()]

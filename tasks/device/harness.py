@@ -13,7 +13,8 @@ Protocol (identical for every runtime, so results are comparable):
      the intervals, how the run was sized, and every latency (compressed);
      the device's conditions (clock, governor, temperature, throttling, other load)
      before and after, and what changed, are recorded beside them;
-  4. evaluate top-1 accuracy over the test split (``--accuracy-samples``, 0 = all);
+  4. score the model over the test split (``--accuracy-samples``, 0 = all) as its kind
+     of task says (``task_kinds.py`` beside this file: classification's top-1 accuracy);
   5. with ``--frames``, the same again end to end, as the application sees it: each
      encoded camera frame decoded, pre-processed by ``preprocess.py`` (pushed beside
      this file: the release's own), quantised, inferred, post-processed, with the
@@ -437,23 +438,21 @@ def dequantize_output(y: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
 
 
 def predict(runner: Runner, images: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """Logits for each image, one batch-1 inference at a time: shape (N, classes)."""
+    """Each image's float output, flattened, one batch-1 inference at a time: shape (N,
+    outputs) (classification: the logits, (N, classes))."""
     rows = [dequantize_output(runner.infer(quantize_input(image, spec["input"])),
                               spec.get("output", {})).reshape(-1) for image in images]
     return np.stack(rows)
 
 
 def check_shapes(x: np.ndarray, y: Any, spec: dict[str, Any]) -> None:
-    """What is timed must be one image in, one row of class scores out: the input as the
-    spec says, the output (1, classes). A model that answers an empty batch (a dynamic
-    batch left unset) would otherwise be timed on nothing."""
+    """What is timed must be one image in, one sample's answer out: the input as the
+    spec says, the output as the spec's kind of task reads it (classification: one row
+    of class scores)."""
     expected = [int(size) for size in (spec.get("input") or {}).get("shape") or x.shape]
-    y = np.asarray(y)
     if list(x.shape) != expected:
         raise ValueError(f"input of shape {tuple(x.shape)} fed, the spec says {tuple(expected)}")
-    if y.ndim < 1 or y.shape[0] != 1 or y.size == 0:
-        raise ValueError(f"the model answered one image {tuple(x.shape)} with an output of "
-                         f"shape {tuple(y.shape)}, not one row of class scores")
+    task_kinds().of_spec(spec).check_output(x, y, spec)
 
 
 def _peak_rss_mb() -> float:
@@ -912,30 +911,44 @@ def load_frames(path: str) -> tuple[list[bytes], np.ndarray, dict[str, Any]]:
     return frames, labels, {key: meta.get(key) for key in FRAMES_META_KEYS}
 
 
-def _preprocess_module() -> Any:
-    """``preprocess.py`` pushed beside this file: the pre-processing a release ships, so
-    the frames go through exactly what an application's images go through."""
+def _beside(stem: str, name: str) -> Any:
+    """``<stem>.py`` pushed beside this file, loaded as ``name``."""
     import importlib.util
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preprocess.py")
-    spec = importlib.util.spec_from_file_location("edgeflow_harness_preprocess", path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{stem}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None or not os.path.isfile(path):
-        raise FileNotFoundError(f"preprocess.py is not beside the harness ({path})")
+        raise FileNotFoundError(f"{stem}.py is not beside the harness ({path})")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max())
-    return shifted / shifted.sum()
+def _preprocess_module() -> Any:
+    """``preprocess.py`` pushed beside this file: the pre-processing a release ships, so
+    the frames go through exactly what an application's images go through."""
+    return _beside("preprocess", "edgeflow_harness_preprocess")
+
+
+def task_kinds() -> Any:
+    """``task_kinds.py`` pushed beside this file: the registry of kinds of task, which
+    says how the model's outputs are checked, decoded and scored. Loaded once per folder
+    under a name of its path, so every loader of this folder's files in one process (the
+    harness, the predictor, the orchestrator's ``device_code``) shares one registry."""
+    import hashlib
+
+    folder = os.path.dirname(os.path.abspath(__file__))
+    name = "edgeflow_task_kinds_" + hashlib.sha256(folder.encode()).hexdigest()[:12]
+    if name not in sys.modules:
+        sys.modules[name] = _beside("task_kinds", name)
+    return sys.modules[name]
 
 
 class Pipeline:
     """One frame as an application handles it: decode the bytes, pre-process them (colour,
     resize, scale: ``preprocess.py``), quantise for the runtime, infer, de-quantise, and
-    turn the logits into a class (softmax, argmax). Each call's stage times are kept in
-    ``stage_ns`` while ``recording``."""
+    decode the output as the spec's kind of task says (classification: the argmax).
+    Each call's stage times are kept in ``stage_ns`` while ``recording``."""
 
     def __init__(self, runner: Runner, spec: dict[str, Any], preprocess: Any,
                  fit: str = "squash") -> None:
@@ -944,10 +957,11 @@ class Pipeline:
                                    if spec["input"].get("layout") == "NCHW" else shape)
         self.size, self.color = (height, width), ("grayscale" if channels == 1 else "rgb")
         self.runner, self.spec, self.preprocess, self.fit = runner, spec, preprocess, fit
+        self.kind = task_kinds().of_spec(spec)
         self.recording = False
         self.stage_ns: dict[str, list[int]] = {stage: [] for stage in STAGES}
 
-    def __call__(self, frame: bytes) -> int:
+    def __call__(self, frame: bytes) -> Any:
         clock = time.perf_counter_ns
         t0 = clock()
         image = self.preprocess.decode_image(frame)
@@ -957,13 +971,13 @@ class Pipeline:
         t2 = clock()
         y = self.runner.infer(x)
         t3 = clock()
-        label = int(np.argmax(_softmax(dequantize_output(y, self.spec.get("output", {}))
-                                       .reshape(-1))))
+        prediction = self.kind.decode(dequantize_output(y, self.spec.get("output", {}))
+                                      .reshape(-1))
         t4 = clock()
         if self.recording:
             for stage, elapsed in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 self.stage_ns[stage].append(elapsed)
-        return label
+        return prediction
 
 
 def end_to_end(runner: Runner, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -982,11 +996,13 @@ def end_to_end(runner: Runner, spec: dict[str, Any], args: argparse.Namespace) -
     pipeline.recording = False
     count = len(frames) if args.accuracy_samples <= 0 else min(args.accuracy_samples,
                                                                 len(frames))
-    correct = sum(pipeline(frames[i]) == int(labels[i]) for i in range(count))
+    kind = pipeline.kind
+    score = kind.metric(kind.per_sample([pipeline(frames[i]) for i in range(count)],
+                                        labels[:count]))
     return {**latency_summary([elapsed / 1e6 for elapsed in latencies_ns]), "sizing": sizing,
             "stages_ms": {stage: float(np.median(times)) / 1e6
                           for stage, times in pipeline.stage_ns.items()},
-            "accuracy": correct / count, "accuracy_samples": count,
+            "accuracy": score, "accuracy_samples": count,
             "frames": {**meta, "count": len(frames),
                        "mean_bytes": float(np.mean([len(frame) for frame in frames]))}}
 
@@ -1018,8 +1034,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     latencies = [elapsed / 1e6 for elapsed in latencies_ns]
 
     count = len(images) if args.accuracy_samples <= 0 else min(args.accuracy_samples, len(images))
-    logits = predict(runner, images[:count], spec)
-    accuracy = float(np.mean(np.argmax(logits, axis=1) == labels[:count]))
+    kind = task_kinds().of_spec(spec)
+    outputs = predict(runner, images[:count], spec)
+    accuracy = kind.metric(kind.per_sample([kind.decode(row) for row in outputs],
+                                           labels[:count]))
 
     return {
         "runtime": {"name": runner.runtime, "version": runner.version, "requested": args.runtime,

@@ -1,7 +1,8 @@
 """A device session: one benchmark run on one device (SSH or this machine).
 
 :meth:`DeviceSession.start` makes the run folder ``<workdir>/runs/<run name>``, pushes
-the harness and the test inputs, removes old run folders and probes the device;
+the harness (with the registry of kinds of task and every kind's module) and the test
+inputs, removes old run folders and probes the device;
 :meth:`~DeviceSession.deploy` places the variants; :meth:`~DeviceSession.run` runs the
 harness on one variant under the device lock and fetches its result;
 :meth:`~DeviceSession.stop_harness` stops it on the device (a stop request, Ctrl-C).
@@ -93,11 +94,14 @@ class DeviceSession:
         device; one shell command checks the pushed files, removes old run folders and
         probes (each shell start costs the device's login shell). Returns the probe."""
         with self.clock.phase("connect"):
-            make_dirs(self.connection, self.run_dir)
+            make_dirs(self.connection, self.run_dir, f"{self.run_dir}/{device_code.KINDS_FOLDER}")
             stale = stale_runs(self.connection, self.runs_dir, self.device.keep_runs,
                                self.run_name, idle_seconds=self.longest_idle_seconds)
         python = self.device.harness_python()
-        files = [(device_code.HARNESS_PATH, self.harness), (test_data, f"{self.run_dir}/test.npz")]
+        files = [(device_code.HARNESS_PATH, self.harness), (test_data, f"{self.run_dir}/test.npz"),
+                 (device_code.TASK_KINDS_PATH, f"{self.run_dir}/task_kinds.py"),
+                 *((kind, f"{self.run_dir}/{remote}")
+                   for kind, remote in device_code.task_kind_files())]
         if frames is not None:
             files += [(device_code.PREPROCESS_PATH, f"{self.run_dir}/preprocess.py"),
                       (frames, self.frames)]

@@ -2,7 +2,8 @@
 
 A release folder holds the variant's artifact files (at their paths under
 ``models/variants/``), ``manifest.json`` (:func:`manifest`), the device-side predictor
-with the harness it loads through (``predict.py``, ``harness.py``), the device-side
+with the harness it loads through (``predict.py``, ``harness.py``), the registry of
+kinds of task with the variant's kind (``task_kinds.py``, ``kinds/<name>.py``), the device-side
 release manager (``releases.py``) and ``check/``: test images as PNG files, what an
 application would pass, with their labels, for the health check the predictor runs on
 the device before the release becomes current.
@@ -40,7 +41,7 @@ MANIFEST_NAME, MANIFEST_DIGEST = "manifest.json", "manifest.sha256"
 RELEASE_ID_PATTERN = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
 CHECK_DIR = "check"
 DEVICE_FILES = (device_code.PREDICT_PATH, device_code.PREPROCESS_PATH, device_code.HARNESS_PATH,
-                device_code.RELEASES_PATH)
+                device_code.TASK_KINDS_PATH, device_code.RELEASES_PATH)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,17 @@ def _measured(summary: Summary, variant: str, device: str) -> float | None:
     return rows[0].accuracy if rows else None
 
 
+def _copy_task_kind(variant: Variant, folder: Path) -> str:
+    """The module of the variant's kind of task, copied where the predictor's registry
+    finds it by name (``kinds/<name>.py``); its path in the release."""
+    registry = device_code.task_kinds()
+    name = registry.of_spec(variant.spec).name
+    relative = f"{device_code.KINDS_FOLDER}/{name}.py"
+    (folder / relative).parent.mkdir(exist_ok=True)
+    shutil.copyfile(registry.source(name), folder / relative)
+    return relative
+
+
 def build_bundle(target: Path, device_name: str, device: LocalDevice | SshDevice,
                  variant: Variant, variants_dir: Path, prepared: Path, meta: PreparedMeta,
                  summary: Summary, params: ReleaseParams,
@@ -138,6 +150,7 @@ def build_bundle(target: Path, device_name: str, device: LocalDevice | SshDevice
     for source in DEVICE_FILES:
         shutil.copyfile(source, folder / source.name)
         files.append(source.name)
+    files.append(_copy_task_kind(variant, folder))
     names, labels = write_check_images(folder / CHECK_DIR, prepared, params.check_images)
     files += [f"{CHECK_DIR}/{name}" for name in names]
     requirements = summary.requirements.get(device_name, {})

@@ -1,0 +1,140 @@
+"""Kinds of task: what a model's outputs mean, and how it is scored. Ships to boards.
+
+The harness, the predictor and the orchestrator (through ``tasks/core/device_code.py``)
+ask this registry, never assume classification. A kind is one module that defines
+``KIND``, an object with the members of :class:`TaskKind`; it imports the standard
+library and NumPy only (it runs on boards), nothing of edgeflow and not this module.
+
+Where kinds come from:
+- the built-in ones are the modules of ``kinds/`` beside this file
+  (``kinds/classification.py``), found by name when first asked for;
+- another is registered from its file (:func:`register_file`), by a process that
+  orchestrates (a test's toy kind). Its file is what travels: whatever ships this
+  registry to a board (the benchmark's run folder, a release) ships the kind's file
+  (:func:`source`) into ``kinds/<name>.py`` beside it, where the board's registry finds
+  it by name.
+
+A variant's spec names its kind as ``"task"``; a spec without one is classification
+(every spec written before kinds existed, every release already on a board).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KINDS_DIR = os.path.join(HERE, "kinds")
+DEFAULT = "classification"
+# The normal quantile for a two-sided 95% interval.
+Z_95 = 1.959963984540054
+
+
+class TaskKind(Protocol):
+    """What a kind of task decides. ``output`` is one sample's float output (the runtime's
+    raw output, de-quantised); ``prediction`` what :meth:`decode` makes of it; a label
+    is one entry of the test split's ``y``."""
+
+    name: str
+
+    def check_output(self, x: np.ndarray, y: Any, spec: dict[str, Any]) -> None:
+        """Raise ValueError unless ``y``, the model's answer to the one sample ``x``,
+        has the shape this kind reads (what is timed must be one sample's answer)."""
+
+    def decode(self, output: np.ndarray) -> Any:
+        """The prediction in one sample's output (a class index, boxes...): the
+        application's post-processing, timed as such end to end."""
+
+    def per_sample(self, predictions: Sequence[Any], labels: Sequence[Any]) -> np.ndarray:
+        """Each sample's result against its label (1.0 right, 0.0 wrong for a class)."""
+
+    def metric(self, per_sample: np.ndarray) -> float:
+        """The headline score of these per-sample results (higher is better)."""
+
+    def interval(self, per_sample: np.ndarray, z: float = Z_95) -> tuple[float, float]:
+        """The interval of :meth:`metric` at the normal quantile ``z`` (95% two-sided by
+        default; its upper end at z=1.645 is a one-sided 95% upper bound)."""
+
+    def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
+        """The share of samples whose prediction matches the reference model's."""
+
+    def answer(self, output: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+        """The predictor's JSON answer for one sample's output."""
+
+
+_KINDS: dict[str, TaskKind] = {}
+_SOURCES: dict[str, str] = {}
+
+
+def _module_from(path: str) -> Any:
+    """The module in ``path``, loaded once per file (two folders' kinds stay apart)."""
+    digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:12]
+    name = f"edgeflow_task_kind_{os.path.splitext(os.path.basename(path))[0]}_{digest}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"{path} is not a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
+def register_file(path: str) -> TaskKind:
+    """Register the kind defined (``KIND``) in the module at ``path``; returns it. The
+    same name from another file is refused (two kinds would answer to one name)."""
+    path = os.path.abspath(path)
+    kind = getattr(_module_from(path), "KIND", None)
+    name = getattr(kind, "name", None)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"{path} defines no KIND with a name (an identifier)")
+    known = _SOURCES.get(name)
+    if known is not None and known != path:
+        raise ValueError(f"task kind {name!r} is already registered from {known}")
+    _KINDS[name], _SOURCES[name] = kind, path
+    return kind
+
+
+def forget(name: str) -> None:
+    """Unregister a kind registered from a file (a test's toy kind, once it is done)."""
+    _KINDS.pop(name, None)
+    _SOURCES.pop(name, None)
+
+
+def names() -> list[str]:
+    """Every kind this registry can give: the registered ones and those in ``kinds/``."""
+    found = set(_KINDS)
+    if os.path.isdir(KINDS_DIR):
+        found.update(entry[:-3] for entry in os.listdir(KINDS_DIR)
+                     if entry.endswith(".py") and entry[:-3].isidentifier())
+    return sorted(found)
+
+
+def get(name: str) -> TaskKind:
+    """The kind named ``name``; ValueError listing the known kinds for another."""
+    if name not in _KINDS:
+        path = os.path.join(KINDS_DIR, f"{name}.py")
+        if not (name.isidentifier() and os.path.isfile(path)):
+            raise ValueError(f"unknown task kind {name!r}: one of {', '.join(names())}")
+        register_file(path)
+    return _KINDS[name]
+
+
+def source(name: str) -> str:
+    """The file that defines the kind ``name``: what ships beside this registry."""
+    get(name)
+    return _SOURCES[name]
+
+
+def of_spec(spec: dict[str, Any]) -> TaskKind:
+    """The kind a variant's spec names (``"task"``; none: classification)."""
+    return get(spec.get("task") or DEFAULT)
