@@ -52,3 +52,18 @@ def task_kind_files() -> list[tuple[Path, str]]:
     registry = task_kinds()
     return [(Path(registry.source(name)), f"{KINDS_FOLDER}/{name}.py")
             for name in registry.names()]
+
+
+def harness_files() -> list[tuple[Path, str]]:
+    """What a board needs to run the harness, as (the file here, its path relative to the
+    harness's folder there): the harness, the registry of kinds and every kind."""
+    return [(HARNESS_PATH, HARNESS_PATH.name), (TASK_KINDS_PATH, TASK_KINDS_PATH.name),
+            *task_kind_files()]
+
+
+def place_harness(folder: Path) -> Path:
+    """Copy :func:`harness_files` into ``folder`` on this machine; the harness's path."""
+    for source, relative in harness_files():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(source.read_bytes())
+    return folder / HARNESS_PATH.name

@@ -98,10 +98,9 @@ class DeviceSession:
             stale = stale_runs(self.connection, self.runs_dir, self.device.keep_runs,
                                self.run_name, idle_seconds=self.longest_idle_seconds)
         python = self.device.harness_python()
-        files = [(device_code.HARNESS_PATH, self.harness), (test_data, f"{self.run_dir}/test.npz"),
-                 (device_code.TASK_KINDS_PATH, f"{self.run_dir}/task_kinds.py"),
-                 *((kind, f"{self.run_dir}/{remote}")
-                   for kind, remote in device_code.task_kind_files())]
+        files = [*((local, f"{self.run_dir}/{remote}")
+                   for local, remote in device_code.harness_files()),
+                 (test_data, f"{self.run_dir}/test.npz")]
         if frames is not None:
             files += [(device_code.PREPROCESS_PATH, f"{self.run_dir}/preprocess.py"),
                       (frames, self.frames)]

@@ -119,7 +119,7 @@ def test_the_harness_times_the_frames_end_to_end_beside_the_model(tiny_project: 
                                                                   tmp_path: Path) -> None:
     folder = tmp_path / "device"
     folder.mkdir()
-    script = Path(shutil.copy(device_code.HARNESS_PATH, folder / "harness.py"))
+    script = device_code.place_harness(folder)
     shutil.copy(device_code.PREPROCESS_PATH, folder / "preprocess.py")
     args, out = frames_args(tiny_project, tmp_path, script)
     completed = run_harness(script, args)
@@ -145,7 +145,7 @@ def test_without_preprocess_beside_it_the_model_numbers_stand_and_say_why(
         tiny_project: Any, tmp_path: Path) -> None:
     folder = tmp_path / "device"
     folder.mkdir()
-    script = Path(shutil.copy(device_code.HARNESS_PATH, folder / "harness.py"))
+    script = device_code.place_harness(folder)
     args, out = frames_args(tiny_project, tmp_path, script)
     completed = run_harness(script, args)
     assert completed.returncode == 0, completed.stderr

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tasks.core import device_code
 from tasks.device import harness
 from tests.helpers import flip_last_byte, index_entries
 
@@ -37,10 +37,9 @@ HOST_KEYS = {"arch", "cpu", "cores", "os", "python", "numpy"}
 
 @pytest.fixture(scope="module")
 def deployed_harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """harness.py alone in a folder, the way ``benchmark`` places it on a device."""
-    target = tmp_path_factory.mktemp("device") / "harness.py"
-    shutil.copyfile(HARNESS_SOURCE, target)
-    return target
+    """harness.py with its kinds of task in a folder, the way ``benchmark`` places it on
+    a device."""
+    return device_code.place_harness(tmp_path_factory.mktemp("device"))
 
 
 def run_harness(script: Path, args: list[str],

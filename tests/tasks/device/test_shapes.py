@@ -20,11 +20,10 @@ from tests.tasks.device.test_harness import (HARNESS_SOURCE, harness_args, read_
 
 @pytest.fixture
 def deployed_harness(tmp_path: Path) -> Path:
-    """harness.py alone in a folder, as benchmark places it on a device."""
-    import shutil
+    """harness.py with its kinds of task in a folder, as benchmark places it on a device."""
+    from tasks.core import device_code
 
-    (tmp_path / "device").mkdir()
-    return Path(shutil.copyfile(HARNESS_SOURCE, tmp_path / "device" / "harness.py"))
+    return device_code.place_harness(tmp_path / "device")
 
 
 def test_an_ir_with_an_open_batch_is_measured_at_batch_one(
