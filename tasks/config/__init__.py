@@ -22,6 +22,8 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 
 from tasks.models.architectures import ARCHITECTURES, MobileNetV2Options, SmallCNNOptions
 from tasks.models.model_file import FineTuneOptions, ModelFileOptions
+from tasks.core import device_code
+from tasks.core.contracts.prepared import DEFAULT_TASK
 from tasks.core.errors import ConfigError
 from tasks.models.formats import FORMATS, validate_format_matrix
 from tasks.models.pruning import (STRUCTURED_ARCHITECTURES, MagnitudePruningOptions,
@@ -65,12 +67,22 @@ class DataParams(StrictModel):
     split: SplitParams = SplitParams()
     calibration_size: Annotated[int, count(1, MAX_SAMPLES)] = 200
     seed: Seed = 42
+    task: str = Field(default=DEFAULT_TASK, description="the kind of task: how the "
+                      "model's outputs are checked, decoded and scored (a registered kind)")
 
     @field_validator("image_size")
     @classmethod
     def _image_size_in_range(cls, value: tuple[int, int]) -> tuple[int, int]:
         if not all(8 <= side <= 1024 for side in value):
             raise ValueError("image_size sides must be between 8 and 1024 pixels")
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        known = device_code.task_kinds().names()
+        if value not in known:
+            raise ValueError(f"unknown task kind {value!r}: one of {', '.join(known)}")
         return value
 
     @model_validator(mode="after")

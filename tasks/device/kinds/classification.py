@@ -24,6 +24,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 class Classification:
     name = "classification"
+    decoding = "argmax"
 
     def check_output(self, x: np.ndarray, y: Any, spec: dict[str, Any]) -> None:
         # A model that answers an empty batch (a dynamic batch left unset) would
