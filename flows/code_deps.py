@@ -37,7 +37,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from tasks.core import device_code
+from tasks.core import device_code, task_kinds
 from tasks.prepare import preprocessing
 from tasks.core.files import Signature, settled, stat_signature
 
@@ -48,7 +48,9 @@ PROJECT_PACKAGES = ("tasks", "flows")
 LOADED_BY_PATH = {Path(device_code.__file__).resolve().relative_to(PACKAGE_ROOT):
                   device_code.DEVICE_DIR.relative_to(PACKAGE_ROOT),
                   Path(preprocessing.__file__).resolve().relative_to(PACKAGE_ROOT):
-                  preprocessing.PREPROCESS_PATH.relative_to(PACKAGE_ROOT)}
+                  preprocessing.PREPROCESS_PATH.relative_to(PACKAGE_ROOT),
+                  Path(task_kinds.__file__).resolve().relative_to(PACKAGE_ROOT):
+                  task_kinds.KINDS_DIR.relative_to(PACKAGE_ROOT)}
 # Recorded in a key for a module imported but not installed (an optional runtime the
 # code tries): installing it later changes what runs, so it changes the key.
 NOT_INSTALLED = "not installed"

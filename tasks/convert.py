@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core import device_code, notices
+from tasks.core import notices, task_kinds
 from tasks.core.accuracy import accuracy_interval, relative_drop
 from tasks.config import ConvertParams, QuantizationParams
 from tasks.core.contracts.prepared import DEFAULT_TASK, load_split, read_meta
@@ -122,7 +122,7 @@ def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: 
                   params: ConvertParams) -> VariantCheck:
     """Run the artifact in its runtime (the harness's own loader) and compare with Keras."""
     runner, note = _check_runner(exported, runtime)
-    kind = device_code.task_kinds().of_spec(exported.spec)
+    kind = task_kinds.registry().of_spec(exported.spec)
     logits = device_harness().predict(runner, images, exported.spec)
     predicted = [kind.decode(row) for row in logits]
     expected = [kind.decode(row) for row in reference_logits]
@@ -192,7 +192,7 @@ def _reference_accuracy(model_dir: Path, samples: int, task: str) -> float:
     per-sample results train recorded, as the kind of task scores them."""
     results = read_json(model_dir / "reference.json")["test_correct"]
     subset = results[:samples] if samples else results
-    kind = device_code.task_kinds().get(task)
+    kind = task_kinds.registry().get(task)
     return kind.metric(np.asarray(subset, dtype=np.float64)) if subset else 0.0
 
 

@@ -22,7 +22,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 
 from tasks.models.architectures import ARCHITECTURES, MobileNetV2Options, SmallCNNOptions
 from tasks.models.model_file import FineTuneOptions, ModelFileOptions
-from tasks.core import device_code
+from tasks.core import task_kinds
 from tasks.core.contracts.prepared import DEFAULT_TASK
 from tasks.core.errors import ConfigError
 from tasks.models.formats import FORMATS, validate_format_matrix
@@ -80,7 +80,7 @@ class DataParams(StrictModel):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        known = device_code.task_kinds().names()
+        known = task_kinds.registry().names()
         if value not in known:
             raise ValueError(f"unknown task kind {value!r}: one of {', '.join(known)}")
         return value

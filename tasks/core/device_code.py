@@ -12,15 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from tasks.core import by_path
+from tasks.core import by_path, task_kinds
 
 DEVICE_DIR = Path(__file__).resolve().parents[1] / "device"
 HARNESS_PATH = DEVICE_DIR / "harness.py"
 PREDICT_PATH = DEVICE_DIR / "predict.py"
 PREPROCESS_PATH = DEVICE_DIR / "preprocess.py"
 RELEASES_PATH = DEVICE_DIR / "releases.py"
-TASK_KINDS_PATH = DEVICE_DIR / "task_kinds.py"
-# Where the registry beside the harness or the predictor finds a kind's module by name.
+# The registry of kinds of task and the kinds, beside the harness and the predictor.
 KINDS_FOLDER = "kinds"
 
 
@@ -39,26 +38,20 @@ def predictor() -> ModuleType:
     return load(PREDICT_PATH)
 
 
-def task_kinds() -> ModuleType:
-    """The registry of kinds of task (``tasks/device/task_kinds.py``): the very one the
-    harness loaded in this process uses, so a kind registered here is the harness's too."""
-    return harness().task_kinds()
-
-
 def task_kind_files() -> list[tuple[Path, str]]:
-    """Every kind of task this process knows, as (its module, the path it takes beside
-    the registry on a board, ``kinds/<name>.py``): what ships with the harness and in a
-    release, so a board finds by name whichever kind a variant's spec names."""
-    registry = task_kinds()
-    return [(Path(registry.source(name)), f"{KINDS_FOLDER}/{name}.py")
-            for name in registry.names()]
+    """The registry of kinds of task and every kind this process knows, as (the file
+    here, its path beside the harness or the predictor on a board: ``kinds/...``): what
+    ships with the harness and in a release, so a board finds by name whichever kind a
+    variant's spec names."""
+    kinds = task_kinds.registry()
+    return [(task_kinds.REGISTRY_PATH, f"{KINDS_FOLDER}/__init__.py"),
+            *((Path(kinds.source(name)), f"{KINDS_FOLDER}/{name}.py") for name in kinds.names())]
 
 
 def harness_files() -> list[tuple[Path, str]]:
     """What a board needs to run the harness, as (the file here, its path relative to the
-    harness's folder there): the harness, the registry of kinds and every kind."""
-    return [(HARNESS_PATH, HARNESS_PATH.name), (TASK_KINDS_PATH, TASK_KINDS_PATH.name),
-            *task_kind_files()]
+    harness's folder there): the harness and the kinds of task."""
+    return [(HARNESS_PATH, HARNESS_PATH.name), *task_kind_files()]
 
 
 def place_harness(folder: Path) -> Path:

@@ -14,7 +14,7 @@ Protocol (identical for every runtime, so results are comparable):
      the device's conditions (clock, governor, temperature, throttling, other load)
      before and after, and what changed, are recorded beside them;
   4. score the model over the test split (``--accuracy-samples``, 0 = all) as its kind
-     of task says (``task_kinds.py`` beside this file: classification's top-1 accuracy);
+     of task says (``kinds/`` beside this file: classification's top-1 accuracy);
   5. with ``--frames``, the same again end to end, as the application sees it: each
      encoded camera frame decoded, pre-processed by ``preprocess.py`` (pushed beside
      this file: the release's own), quantised, inferred, post-processed, with the
@@ -911,37 +911,43 @@ def load_frames(path: str) -> tuple[list[bytes], np.ndarray, dict[str, Any]]:
     return frames, labels, {key: meta.get(key) for key in FRAMES_META_KEYS}
 
 
-def _beside(stem: str, name: str) -> Any:
-    """``<stem>.py`` pushed beside this file, loaded as ``name``."""
+def _preprocess_module() -> Any:
+    """``preprocess.py`` pushed beside this file: the pre-processing a release ships, so
+    the frames go through exactly what an application's images go through."""
     import importlib.util
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{stem}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preprocess.py")
+    spec = importlib.util.spec_from_file_location("edgeflow_harness_preprocess", path)
     if spec is None or spec.loader is None or not os.path.isfile(path):
-        raise FileNotFoundError(f"{stem}.py is not beside the harness ({path})")
+        raise FileNotFoundError(f"preprocess.py is not beside the harness ({path})")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def _preprocess_module() -> Any:
-    """``preprocess.py`` pushed beside this file: the pre-processing a release ships, so
-    the frames go through exactly what an application's images go through."""
-    return _beside("preprocess", "edgeflow_harness_preprocess")
-
-
 def task_kinds() -> Any:
-    """``task_kinds.py`` pushed beside this file: the registry of kinds of task, which
-    says how the model's outputs are checked, decoded and scored. Loaded once per folder
-    under a name of its path, so every loader of this folder's files in one process (the
-    harness, the predictor, the orchestrator's ``device_code``) shares one registry."""
+    """The registry of kinds of task (``kinds/__init__.py`` pushed beside this file),
+    which says how the model's outputs are checked, decoded and scored. One module per
+    file in a process: the one already loaded from that file (by the orchestrator, the
+    predictor, a test), else loaded here under a name of its path."""
     import hashlib
+    import importlib.util
 
-    folder = os.path.dirname(os.path.abspath(__file__))
-    name = "edgeflow_task_kinds_" + hashlib.sha256(folder.encode()).hexdigest()[:12]
-    if name not in sys.modules:
-        sys.modules[name] = _beside("task_kinds", name)
-    return sys.modules[name]
+    path = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         "kinds", "__init__.py"))
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and os.path.realpath(file) == path:
+            return module
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"kinds/__init__.py is not beside the harness ({path})")
+    name = "edgeflow_task_kinds_" + hashlib.sha256(path.encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 class Pipeline:

@@ -13,12 +13,12 @@ three ways, on raw images (PNG/JPEG of any size, or arrays):
     model.predict(image_array)                  # {"class", "index", "score", "latency_ms"}
 
 What a prediction answers, and how the health check scores, is the variant's kind of task
-(``task_kinds.py`` beside this file; the answer above is classification's).
+(``kinds/`` beside this file; the answer above is classification's).
 
 A release folder holds ``manifest.json`` (what the model is: variant, runtime, every
 file of the release with its sha256, classes, the input it expects and how an image
 becomes that input), ``manifest.sha256`` (the manifest's own sha256), the artifact, this
-file, ``preprocess.py``, ``harness.py``, ``task_kinds.py`` with ``kinds/<the kind>.py``,
+file, ``preprocess.py``, ``harness.py``, ``kinds/`` (the registry and the variant's kind),
 ``releases.py`` and ``check/``: the images and
 labels of the release's health check (``python predict.py --check``). A model loads only
 from a folder whose files are all the released ones (:func:`verify_release`).

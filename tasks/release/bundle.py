@@ -3,7 +3,7 @@
 A release folder holds the variant's artifact files (at their paths under
 ``models/variants/``), ``manifest.json`` (:func:`manifest`), the device-side predictor
 with the harness it loads through (``predict.py``, ``harness.py``), the registry of
-kinds of task with the variant's kind (``task_kinds.py``, ``kinds/<name>.py``), the device-side
+kinds of task with the variant's kind (``kinds/__init__.py``, ``kinds/<name>.py``), the device-side
 release manager (``releases.py``) and ``check/``: test images as PNG files, what an
 application would pass, with their labels, for the health check the predictor runs on
 the device before the release becomes current.
@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks.core import device_code
+from tasks.core import device_code, task_kinds
 from tasks.config import LocalDevice, ReleaseParams, SshDevice
 from tasks.core.contracts.prepared import PreparedMeta, load_split
 from tasks.core.contracts.summary import Summary
@@ -41,7 +41,7 @@ MANIFEST_NAME, MANIFEST_DIGEST = "manifest.json", "manifest.sha256"
 RELEASE_ID_PATTERN = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
 CHECK_DIR = "check"
 DEVICE_FILES = (device_code.PREDICT_PATH, device_code.PREPROCESS_PATH, device_code.HARNESS_PATH,
-                device_code.TASK_KINDS_PATH, device_code.RELEASES_PATH)
+                device_code.RELEASES_PATH)
 
 
 @dataclass(frozen=True)
@@ -123,15 +123,18 @@ def _measured(summary: Summary, variant: str, device: str) -> float | None:
     return rows[0].accuracy if rows else None
 
 
-def _copy_task_kind(variant: Variant, folder: Path) -> str:
-    """The module of the variant's kind of task, copied where the predictor's registry
-    finds it by name (``kinds/<name>.py``); its path in the release."""
-    registry = device_code.task_kinds()
-    name = registry.of_spec(variant.spec).name
-    relative = f"{device_code.KINDS_FOLDER}/{name}.py"
-    (folder / relative).parent.mkdir(exist_ok=True)
-    shutil.copyfile(registry.source(name), folder / relative)
-    return relative
+def _copy_task_kind(variant: Variant, folder: Path) -> list[str]:
+    """The registry of kinds of task and the variant's kind, copied where the predictor
+    finds them (``kinds/__init__.py``, ``kinds/<name>.py``); their paths in the release."""
+    name = task_kinds.registry().of_spec(variant.spec).name
+    copied = []
+    for source, relative in device_code.task_kind_files():
+        if relative in (f"{device_code.KINDS_FOLDER}/__init__.py",
+                        f"{device_code.KINDS_FOLDER}/{name}.py"):
+            (folder / relative).parent.mkdir(exist_ok=True)
+            shutil.copyfile(source, folder / relative)
+            copied.append(relative)
+    return copied
 
 
 def build_bundle(target: Path, device_name: str, device: LocalDevice | SshDevice,
@@ -150,7 +153,7 @@ def build_bundle(target: Path, device_name: str, device: LocalDevice | SshDevice
     for source in DEVICE_FILES:
         shutil.copyfile(source, folder / source.name)
         files.append(source.name)
-    files.append(_copy_task_kind(variant, folder))
+    files += _copy_task_kind(variant, folder)
     names, labels = write_check_images(folder / CHECK_DIR, prepared, params.check_images)
     files += [f"{CHECK_DIR}/{name}" for name in names]
     requirements = summary.requirements.get(device_name, {})

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from tasks.core import device_code, notices
+from tasks.core import notices, task_kinds
 from tasks.models import batch_norm
 from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_interval
 from tasks.models.architectures import ModelOptions, build_model
@@ -245,7 +245,7 @@ def reference_results(task: str, outputs: np.ndarray, labels: np.ndarray) -> lis
     """Each test image's result, in order, as the kind of task scores the model's outputs
     (classification: 1 right, 0 wrong): ``reference.json``'s ``test_correct``, from which
     convert and select take the reference score on the first N images a device saw."""
-    kind = device_code.task_kinds().get(task)
+    kind = task_kinds.registry().get(task)
     results = kind.per_sample([kind.decode(row) for row in outputs], labels)
     return [int(value) if float(value).is_integer() else float(value) for value in results]
 

@@ -2,7 +2,7 @@
 
 The digits model's ten class scores are read as a parity: the decoded prediction is the
 top class's parity, a sample is right when it matches its label's parity. Like every kind
-it is standard library and NumPy only, and defines ``KIND`` (tasks/device/task_kinds.py);
+it is standard library and NumPy only, and defines ``KIND`` (tasks/device/kinds/__init__.py);
 it is no production code, it proves the seams.
 """
 

@@ -36,9 +36,9 @@ ALL_STEPS = ["prepare", "train", "optimize", "convert", "benchmark[local]", "sel
 def parity_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any, Any]]:
     """A fresh tiny project whose task is the toy kind, run once: (root, state, outcome)."""
     from flows.lifecycle import run_lifecycle
-    from tasks.core import device_code
+    from tasks.core import task_kinds
 
-    registry = device_code.task_kinds()
+    registry = task_kinds.registry()
     registry.register_file(str(PARITY))
     try:
         root = tmp_path_factory.mktemp("parity-project")

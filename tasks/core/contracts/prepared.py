@@ -39,7 +39,7 @@ class PreparedMeta(Contract):
     normalisation: str
     color: Literal["grayscale", "rgb"]
     fit: Literal["squash", "letterbox"] = "squash"  # absent before it was a choice
-    # The kind of task the labels are for (tasks/device/task_kinds.py): written only when
+    # The kind of task the labels are for (tasks/device/kinds/): written only when
     # it is not classification, which it was before kinds existed.
     task: str = DEFAULT_TASK
     seed: int

@@ -3,8 +3,8 @@
 The output check wants one row of scores for one image in; decoding is the argmax;
 each sample is right (1.0) or wrong (0.0); the metric is top-1 accuracy with its Wilson
 score interval; the predictor answers the class's name, index and softmax score.
-Standard library and NumPy only: it runs on boards (``task_kinds.py`` says how kinds
-are found).
+Standard library and NumPy only: it runs on boards (``kinds/__init__.py``, the registry,
+says how kinds are found).
 """
 
 from __future__ import annotations

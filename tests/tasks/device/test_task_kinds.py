@@ -1,4 +1,4 @@
-"""The registry of kinds of task (tasks/device/task_kinds.py) and classification
+"""The registry of kinds of task (tasks/device/kinds/__init__.py) and classification
 (tasks/device/kinds/classification.py), as the harness, the predictor and the
 orchestrator see them."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.core import device_code
+from tasks.core import device_code, task_kinds
 from tasks.core.accuracy import wilson_interval
 
 PARITY = Path(__file__).resolve().parents[2] / "flows" / "parity_kind.py"
@@ -19,7 +19,7 @@ PARITY = Path(__file__).resolve().parents[2] / "flows" / "parity_kind.py"
 
 @pytest.fixture
 def registry():
-    return device_code.task_kinds()
+    return task_kinds.registry()
 
 
 @pytest.fixture
@@ -79,15 +79,16 @@ def test_a_kind_registered_from_a_file_ships_with_the_harness(registry, parity,
     assert registry.names() == ["classification", "parity"]
     assert registry.source("parity") == str(PARITY)
     assert (PARITY, "kinds/parity.py") in device_code.task_kind_files()
+    assert (task_kinds.REGISTRY_PATH, "kinds/__init__.py") in device_code.task_kind_files()
     harness = device_code.place_harness(tmp_path / "board")
     # On the board, in a process that registered nothing: found by name beside it.
     found = subprocess.run(
         [sys.executable, "-c",
          "import importlib.util, sys; spec = importlib.util.spec_from_file_location("
-         "'task_kinds', sys.argv[1]); module = importlib.util.module_from_spec(spec); "
+         "'kinds', sys.argv[1]); module = importlib.util.module_from_spec(spec); "
          "spec.loader.exec_module(module); kind = module.get('parity'); "
          "print(module.names(), kind.decode([0.0, 0.0, 0.0, 5.0]))",
-         str(harness.parent / "task_kinds.py")],
+         str(harness.parent / "kinds" / "__init__.py")],
         capture_output=True, text=True, timeout=60, check=True)
     assert found.stdout.split("]")[-1].strip() == "1"
     assert "'classification', 'parity'" in found.stdout

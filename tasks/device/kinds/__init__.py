@@ -1,18 +1,19 @@
 """Kinds of task: what a model's outputs mean, and how it is scored. Ships to boards.
 
 The harness, the predictor and the orchestrator (through ``tasks/core/device_code.py``)
-ask this registry, never assume classification. A kind is one module that defines
+ask this registry (``kinds/__init__.py``), never assume classification. A kind is one
+module of this folder that defines
 ``KIND``, an object with the members of :class:`TaskKind`; it imports the standard
-library and NumPy only (it runs on boards), nothing of edgeflow and not this module.
+library and NumPy only (it runs on boards), nothing of edgeflow and not this registry.
 
 Where kinds come from:
-- the built-in ones are the modules of ``kinds/`` beside this file
-  (``kinds/classification.py``), found by name when first asked for;
+- the built-in ones are the other modules of this folder (``kinds/classification.py``),
+  found by name when first asked for;
 - another is registered from its file (:func:`register_file`), by a process that
   orchestrates (a test's toy kind). Its file is what travels: whatever ships this
   registry to a board (the benchmark's run folder, a release) ships the kind's file
-  (:func:`source`) into ``kinds/<name>.py`` beside it, where the board's registry finds
-  it by name.
+  (:func:`source`) into ``kinds/<name>.py``, where the board's registry finds it by
+  name.
 
 A variant's spec names its kind as ``"task"``; a spec without one is classification
 (every spec written before kinds existed, every release already on a board).
@@ -29,8 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 if TYPE_CHECKING:  # annotations only: the registry loads without NumPy
     import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-KINDS_DIR = os.path.join(HERE, "kinds")
+KINDS_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT = "classification"
 # The normal quantile for a two-sided 95% interval.
 Z_95 = 1.959963984540054
@@ -114,19 +114,22 @@ def forget(name: str) -> None:
 
 
 def names() -> list[str]:
-    """Every kind this registry can give: the registered ones and those in ``kinds/``."""
+    """Every kind this registry can give: the registered ones and those of its folder."""
     found = set(_KINDS)
-    if os.path.isdir(KINDS_DIR):
-        found.update(entry[:-3] for entry in os.listdir(KINDS_DIR)
-                     if entry.endswith(".py") and entry[:-3].isidentifier())
+    found.update(entry[:-3] for entry in os.listdir(KINDS_DIR)
+                 if entry.endswith(".py") and _is_name(entry[:-3]))
     return sorted(found)
+
+
+def _is_name(name: str) -> bool:
+    return name.isidentifier() and not name.startswith("_")  # not this registry
 
 
 def get(name: str) -> TaskKind:
     """The kind named ``name``; ValueError listing the known kinds for another."""
     if name not in _KINDS:
         path = os.path.join(KINDS_DIR, f"{name}.py")
-        if not (name.isidentifier() and os.path.isfile(path)):
+        if not (_is_name(name) and os.path.isfile(path)):
             raise ValueError(f"unknown task kind {name!r}: one of {', '.join(names())}")
         register_file(path)
     return _KINDS[name]
