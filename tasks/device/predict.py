@@ -19,9 +19,9 @@ A release folder holds ``manifest.json`` (what the model is: variant, runtime, e
 file of the release with its sha256, classes, the input it expects and how an image
 becomes that input), ``manifest.sha256`` (the manifest's own sha256), the artifact, this
 file, ``preprocess.py``, ``harness.py``, ``kinds/`` (the registry and the variant's kind),
-``releases.py`` and ``check/``: the images and
-labels of the release's health check (``python predict.py --check``). A model loads only
-from a folder whose files are all the released ones (:func:`verify_release`).
+``releases.py`` and ``check/``: the images and labels of the release's health check
+(``python predict.py --check``). A model loads only from a folder whose files are all the
+released ones (:func:`verify_release`).
 
 ``--serve`` answers each connection in a thread of its own, at most ``--max-connections``
 at once (more get 503 at once), inferences one at a time; a request must arrive whole
@@ -200,8 +200,8 @@ class Model:
 
     def check(self) -> dict[str, Any]:
         """The release's health check on its ``check/`` images (manifest ``check``):
-        the kind of task's score (``accuracy``) through the whole path (decode, pre-process, infer) and p90 latency of
-        the model. ``passed`` when the accuracy's one-sided 95% upper bound reaches the
+        the kind of task's score (``accuracy``) through the whole path (decode,
+        pre-process, infer) and p90 latency of the model. ``passed`` when the accuracy's one-sided 95% upper bound reaches the
         floor and the p90 is within the limit; ``reasons`` say what missed."""
         check = self.manifest["check"]
         folder = os.path.join(self.folder, check["folder"])
