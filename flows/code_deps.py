@@ -39,6 +39,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from tasks.config import params
 from tasks.core import device_code
 from tasks.prepare import preprocessing
 from tasks.core.files import Signature, settled, stat_signature
@@ -48,13 +49,24 @@ PROJECT_PACKAGES = ("tasks", "flows")
 # Loader module -> the folder whose .py files it loads by name or ships (repo-relative);
 # where the device code lives is device_code's to say.
 LOADED_BY_PATH = {Path(device_code.__file__).resolve().relative_to(PACKAGE_ROOT):
-                  device_code.DEVICE_DIR.relative_to(PACKAGE_ROOT)}
+                  device_code.DEVICE_DIR.relative_to(PACKAGE_ROOT),
+                  # The registry of kinds of task imports the kinds of its folder by name.
+                  (device_code.DEVICE_DIR / device_code.KINDS / "__init__.py")
+                  .relative_to(PACKAGE_ROOT):
+                  (device_code.DEVICE_DIR / device_code.KINDS).relative_to(PACKAGE_ROOT)}
 # Importer -> (a loader it imports, the one module of the loader's folder it uses): its
 # import of the loader does not bring the loader's whole folder. prepare's pre-processing
-# uses device_code.preprocess() alone, so editing the harness does not re-run training
-# (tests/flows/test_code_deps.py checks that it uses nothing else of device_code).
+# uses device_code.preprocess() alone, the configuration (data.task's check) and train
+# (the reference's per-sample results) device_code.task_kinds() alone, so editing the
+# harness does not re-run training (tests/flows/test_code_deps.py checks that each uses
+# nothing else of device_code).
+_KINDS_MODULE = f"{device_code.PACKAGE}.{device_code.KINDS}"
 NARROWED = {Path(preprocessing.__file__).resolve().relative_to(PACKAGE_ROOT):
-            (device_code.__name__, f"{device_code.PACKAGE}.{device_code.PREPROCESS_PATH.stem}")}
+            (device_code.__name__, f"{device_code.PACKAGE}.{device_code.PREPROCESS_PATH.stem}"),
+            Path(params.__file__).resolve().relative_to(PACKAGE_ROOT):
+            (device_code.__name__, _KINDS_MODULE),
+            # (tasks.train is not imported here: it imports Keras.)
+            Path("tasks", "train", "__init__.py"): (device_code.__name__, _KINDS_MODULE)}
 # Recorded in a key for a module imported but not installed (an optional runtime the
 # code tries): installing it later changes what runs, so it changes the key.
 NOT_INSTALLED = "not installed"

@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from tasks.core import notices
-from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
+from tasks.core.accuracy import accuracy_interval, relative_drop
 from tasks.config import ConvertParams, QuantizationParams
-from tasks.core.contracts.prepared import load_split, read_meta
+from tasks.core.contracts.prepared import DEFAULT_TASK, load_split, read_meta
 from tasks.core.contracts.variants import (INDEX_NAME, Variant, VariantCheck, VariantFile,
                                            VariantIndex, VariantSource, write_variant_index)
 from tasks.core import device_code
@@ -123,9 +123,11 @@ def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: 
                   params: ConvertParams) -> VariantCheck:
     """Run the artifact in its runtime (the harness's own loader) and compare with Keras."""
     runner, note = _check_runner(exported, runtime)
+    kind = device_code.task_kinds().of_spec(exported.spec)
     logits = device_code.load("tensors").predict(runner, images, exported.spec)
-    predicted, expected = np.argmax(logits, axis=1), np.argmax(reference_logits, axis=1)
-    agreement = float(np.mean(predicted == expected))
+    predicted = [kind.decode(row) for row in logits]
+    expected = [kind.decode(row) for row in reference_logits]
+    agreement = kind.agreement(predicted, expected)
     max_diff = float(np.max(np.abs(logits - reference_logits)))
     failures = []
     wanted = "f32" if note else exported.spec.get("execution_precision", "f32")
@@ -133,14 +135,14 @@ def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: 
         failures.append(f"ran in {runner.execution_precision}, not the {wanted} it declares")
     floor = params.min_agreement if precision in FLOAT_PRECISIONS else params.min_agreement_quantized
     if agreement < floor:
-        failures.append(f"argmax agreement {agreement:.4f} < {floor}")
+        failures.append(f"{kind.decoding} agreement {agreement:.4f} < {floor}")
     # Quantised variants legitimately move logits; only float ones must match closely.
     if precision in EXACT_PRECISIONS and max_diff > params.max_abs_logit_diff:
         failures.append(f"max |logit diff| {max_diff:.3g} > {params.max_abs_logit_diff}")
     return VariantCheck(
         samples=int(len(images)), agreement=agreement, max_abs_logit_diff=max_diff,
-        accuracy=float(np.mean(predicted == labels)),
-        reference_accuracy=float(np.mean(expected == labels)),
+        accuracy=kind.metric(kind.per_sample(predicted, labels)),
+        reference_accuracy=kind.metric(kind.per_sample(expected, labels)),
         passed=not failures, failures=failures,
         execution_precision=runner.execution_precision, note=note)
 
@@ -188,8 +190,20 @@ def list_sources(inputs: ConvertInputs) -> list[SourceModel]:
     return sources
 
 
-def _reference_accuracy(model_dir: Path, samples: int) -> float:
-    return reference_on_first(read_json(model_dir / "reference.json")["test_correct"], samples)
+def _reference_accuracy(model_dir: Path, samples: int, task: str) -> float:
+    """The source model's score on the first ``samples`` test images (0 = all), from the
+    per-sample results train recorded, as the kind of task scores them."""
+    results = read_json(model_dir / "reference.json")["test_correct"]
+    subset = results[:samples] if samples else results
+    kind = device_code.task_kinds().get(task)
+    return kind.metric(np.asarray(subset, dtype=np.float64)) if subset else 0.0
+
+
+def with_task(exported: Exported, task: str) -> Exported:
+    """The export with its spec naming its kind of task; classification stays unnamed
+    (a spec without one is classification, as every spec before kinds was)."""
+    return exported if task == DEFAULT_TASK else replace(exported,
+                                                         spec={**exported.spec, "task": task})
 
 
 @dataclass(frozen=True)
@@ -206,6 +220,7 @@ class CheckData:
     params: ConvertParams
     quantization: QuantizationParams
     max_accuracy_drop: float
+    task: str = DEFAULT_TASK
 
     @classmethod
     def load(cls, inputs: ConvertInputs, params: ConvertParams,
@@ -213,10 +228,11 @@ class CheckData:
         x_test, y_test = load_split(inputs.prepared, "test")
         if params.check_samples:
             x_test, y_test = x_test[:params.check_samples], y_test[:params.check_samples]
+        task = read_meta(inputs.prepared).task
         return cls(x_test, y_test, load_split(inputs.prepared, "calib")[0],
                    load_split(inputs.prepared, "val"),
-                   _reference_accuracy(inputs.model_dir, len(y_test)), params, quantization,
-                   max_accuracy_drop or 0.01)
+                   _reference_accuracy(inputs.model_dir, len(y_test), task), params,
+                   quantization, max_accuracy_drop or 0.01, task)
 
 
 def convert(formats: dict[str, list[str]], params: ConvertParams,
@@ -281,8 +297,8 @@ def _convert_variant(source: SourceModel, fmt: Format, precision: str,
                             data.validation, data.max_accuracy_drop, scratch)
     started = time.perf_counter()
     try:
-        exported = with_source_input(with_execution_precision(fmt.export(request), precision),
-                                     source)
+        exported = with_task(with_source_input(
+            with_execution_precision(fmt.export(request), precision), source), data.task)
         check = check_variant(exported, fmt.runtime, data.x_test, data.y_test, reference_logits,
                               precision, data.params)
     except Skipped as skip:

@@ -11,6 +11,8 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from tasks.core.bounds import (MAX_SAMPLES, LatencyLimit, MegabyteLimit, PositiveSeconds,
                                Seconds, Seed)
+from tasks.core import device_code
+from tasks.core.contracts.prepared import DEFAULT_TASK
 from tasks.core.strict import StrictModel, count, number
 from tasks.models.architectures import MobileNetV2Options, SmallCNNOptions
 from tasks.models.augment import AugmentationParams
@@ -38,12 +40,22 @@ class DataParams(StrictModel):
     split: SplitParams = SplitParams()
     calibration_size: Annotated[int, count(1, MAX_SAMPLES)] = 200
     seed: Seed = 42
+    task: str = Field(default=DEFAULT_TASK, description="the kind of task: how the "
+                      "model's outputs are checked, decoded and scored (a registered kind)")
 
     @field_validator("image_size")
     @classmethod
     def _image_size_in_range(cls, value: tuple[int, int]) -> tuple[int, int]:
         if not all(8 <= side <= 1024 for side in value):
             raise ValueError("image_size sides must be between 8 and 1024 pixels")
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        known = device_code.task_kinds().names()
+        if value not in known:
+            raise ValueError(f"unknown task kind {value!r}: one of {', '.join(known)}")
         return value
 
     @model_validator(mode="after")

@@ -11,6 +11,12 @@ a benchmark's run folder, ``python predict.py IMAGE`` or ``from predict import M
 in a release. :func:`shipped` says where every file goes; :func:`ship` places them in a
 local folder. The release manager (``releases.py``) imports nothing and runs by path.
 
+The kinds of task (``tasks/device/kinds/``, a sub-package: the registry and one module per
+kind) ship inside the package, with every kind this process registered from a file
+elsewhere (a test's toy kind) as ``kinds/<name>.py``, so a board's registry finds by name
+whichever kind a variant's spec names. The orchestrator asks the same registry,
+:func:`task_kinds`.
+
 The variant spec that the orchestrator writes and the harness and predictor read is
 :class:`VariantSpec` (``tasks/device/spec.py``, standard library only), re-exported here
 for the orchestrator's side.
@@ -25,9 +31,10 @@ from types import ModuleType
 
 from tasks.device.spec import QuantizationSpec, TensorSpec, VariantSpec
 
-__all__ = ["DEVICE_DIR", "LAUNCHER_PATH", "PACKAGE", "PREPROCESS_PATH", "QuantizationSpec",
-           "RELEASES_PATH", "SHIPPED_PACKAGE", "TensorSpec", "VariantSpec", "harness", "load",
-           "package_files", "predictor", "preprocess", "ship", "shipped"]
+__all__ = ["DEVICE_DIR", "KINDS", "LAUNCHER_PATH", "PACKAGE", "PREPROCESS_PATH",
+           "QuantizationSpec", "RELEASES_PATH", "SHIPPED_PACKAGE", "TensorSpec", "VariantSpec",
+           "harness", "load", "package_files", "predictor", "preprocess", "ship", "shipped",
+           "task_kinds"]
 
 PACKAGE = "tasks.device"
 SHIPPED_PACKAGE = "edgeflow_device"  # the package folder's name on a board
@@ -35,8 +42,9 @@ DEVICE_DIR = Path(__file__).resolve().parents[1] / "device"
 LAUNCHER_PATH = DEVICE_DIR / "launch.py"
 RELEASES_PATH = DEVICE_DIR / "releases.py"  # the release manager: a script of its own
 PREPROCESS_PATH = DEVICE_DIR / "preprocess.py"
+KINDS = "kinds"  # the sub-package of the kinds of task
 # Run by path, imported by no module: not part of the shipped package.
-_NOT_IMPORTED = (LAUNCHER_PATH.name, RELEASES_PATH.name)
+_NOT_IMPORTED = (LAUNCHER_PATH, RELEASES_PATH)
 
 
 def load(module: str) -> ModuleType:
@@ -60,22 +68,36 @@ def preprocess() -> ModuleType:
     return load("preprocess")
 
 
-def package_files() -> tuple[Path, ...]:
-    """The modules of the shipped package: every module of the folder but the launcher
-    and the release manager, which run by path."""
-    return tuple(path for path in sorted(DEVICE_DIR.glob("*.py")) if path.name not in _NOT_IMPORTED)
+def task_kinds() -> ModuleType:
+    """The registry of kinds of task (``tasks/device/kinds/``: ``get``, ``of_spec``,
+    ``names``, ``register_file``, ``registered``, ``forget``), the one the harness and the
+    predictor of this process ask: a kind registered here is theirs too. Standard library
+    only (it loads without NumPy)."""
+    return load(KINDS)
+
+
+def package_files() -> tuple[tuple[Path, str], ...]:
+    """(local file, its path inside the shipped package) of every module of the package:
+    every module of the folder and of its sub-packages (``kinds/``) but the launcher and
+    the release manager, which run by path; and every kind of task this process
+    registered from a file elsewhere, as ``kinds/<name>.py``."""
+    modules = [(path, path.relative_to(DEVICE_DIR).as_posix())
+               for path in sorted(DEVICE_DIR.rglob("*.py")) if path not in _NOT_IMPORTED]
+    registered = task_kinds().registered()
+    return (*modules, *((Path(path), f"{KINDS}/{name}.py") for name, path in registered.items()))
 
 
 def shipped(folder: str, entries: tuple[str, ...]) -> list[tuple[Path, str]]:
     """(local file, path on the board) of the device code placed in ``folder`` on a board:
-    the package under ``<folder>/edgeflow_device/`` and, for each entry module (``"harness"``,
-    ``"predict"``), the launcher as ``<folder>/<entry>.py``."""
-    modules = {path.stem for path in package_files()}
+    the package under ``<folder>/edgeflow_device/`` (:func:`package_files`) and, for each
+    entry module (``"harness"``, ``"predict"``), the launcher as ``<folder>/<entry>.py``."""
+    files = package_files()
+    modules = {inside[:-3] for _, inside in files if "/" not in inside}
     unknown = [entry for entry in entries if entry not in modules]
     if unknown:
         raise ValueError(f"no device module {', '.join(unknown)} (known: {', '.join(sorted(modules))})")
     return [*((LAUNCHER_PATH, f"{folder}/{entry}.py") for entry in entries),
-            *((path, f"{folder}/{SHIPPED_PACKAGE}/{path.name}") for path in package_files())]
+            *((path, f"{folder}/{SHIPPED_PACKAGE}/{inside}") for path, inside in files)]
 
 
 def ship(folder: Path, entries: tuple[str, ...]) -> list[str]:

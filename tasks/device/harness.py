@@ -17,7 +17,8 @@ Protocol (identical for every runtime, so results are comparable):
      the intervals, how the run was sized, and every latency (compressed);
      the device's conditions (clock, governor, temperature, throttling, other load)
      before and after, and what changed, are recorded beside them;
-  4. evaluate top-1 accuracy over the test split (``--accuracy-samples``, 0 = all);
+  4. score the model over the test split (``--accuracy-samples``, 0 = all) as its kind
+     of task says (``kinds/``: classification's top-1 accuracy);
   5. with ``--frames``, the same again end to end, as the application sees it: each
      encoded camera frame decoded, pre-processed by ``preprocess.py`` (of this
      package: the release's own), quantised, inferred, post-processed, with the

@@ -1,6 +1,7 @@
 """One variant measured on this board by the benchmark protocol: load, first inference,
-warm-up, sized timed runs between two snapshots of the device's conditions, accuracy on
-the test split, and (with frames) the same end to end. Returns the result's fields.
+warm-up, sized timed runs between two snapshots of the device's conditions, the score on
+the test split as the variant's kind of task scores it (classification: the accuracy),
+and (with frames) the same end to end. Returns the result's fields.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kinds
 from .conditions import conditions, run_conditions
 from .host import peak_rss_mb
 from .latency import encode_latencies, latency_summary
@@ -51,8 +53,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     latencies = [elapsed / 1e6 for elapsed in latencies_ns]
 
     count = len(images) if args.accuracy_samples <= 0 else min(args.accuracy_samples, len(images))
-    logits = predict(runner, images[:count], spec)
-    accuracy = float(np.mean(np.argmax(logits, axis=1) == labels[:count]))
+    kind = kinds.of_spec(spec)
+    outputs = predict(runner, images[:count], spec)
+    accuracy = kind.metric(kind.per_sample([kind.decode(row) for row in outputs],
+                                           labels[:count]))
 
     return {
         "runtime": {"name": runner.runtime, "version": runner.version, "requested": args.runtime,

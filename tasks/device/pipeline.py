@@ -1,6 +1,7 @@
 """End to end, as the application sees it: each encoded camera frame decoded,
 pre-processed by ``preprocess.py`` (the release's own), quantised, inferred,
-post-processed, with the median of each stage and the accuracy on the frames.
+post-processed (decoded as the spec's kind of task says), with the median of each stage
+and the score on the frames.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kinds
 from .latency import latency_summary
 from .runtimes import Runner
 from .spec import VariantSpec
@@ -51,16 +53,11 @@ def _preprocess_module() -> Any:
     return preprocess
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max())
-    return shifted / shifted.sum()
-
-
 class Pipeline:
     """One frame as an application handles it: decode the bytes, pre-process them (colour,
     resize, scale: ``preprocess.py``), quantise for the runtime, infer, de-quantise, and
-    turn the logits into a class (softmax, argmax). Each call's stage times are kept in
-    ``stage_ns`` while ``recording``."""
+    decode the output as the spec's kind of task says (classification: the argmax).
+    Each call's stage times are kept in ``stage_ns`` while ``recording``."""
 
     def __init__(self, runner: Runner, spec: VariantSpec, preprocess: Any,
                  fit: str = "squash") -> None:
@@ -69,10 +66,11 @@ class Pipeline:
                                    if spec["input"].get("layout") == "NCHW" else shape)
         self.size, self.color = (height, width), ("grayscale" if channels == 1 else "rgb")
         self.runner, self.spec, self.preprocess, self.fit = runner, spec, preprocess, fit
+        self.kind = kinds.of_spec(spec)
         self.recording = False
         self.stage_ns: dict[str, list[int]] = {stage: [] for stage in STAGES}
 
-    def __call__(self, frame: bytes) -> int:
+    def __call__(self, frame: bytes) -> Any:
         clock = time.perf_counter_ns
         t0 = clock()
         image = self.preprocess.decode_image(frame)
@@ -82,19 +80,20 @@ class Pipeline:
         t2 = clock()
         y = self.runner.infer(x)
         t3 = clock()
-        label = int(np.argmax(_softmax(dequantize_output(y, self.spec.get("output", {}))
-                                       .reshape(-1))))
+        prediction = self.kind.decode(dequantize_output(y, self.spec.get("output", {}))
+                                      .reshape(-1))
         t4 = clock()
         if self.recording:
             for stage, elapsed in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 self.stage_ns[stage].append(elapsed)
-        return label
+        return prediction
 
 
 def end_to_end(runner: Runner, spec: VariantSpec, args: argparse.Namespace) -> dict[str, Any]:
     """The application's view: each frame of ``--frames`` through :class:`Pipeline`,
     warmed up, then timed and sized like the model alone; the median of each stage, and
-    the accuracy on the frames (what JPEG and resizing leave of it)."""
+    the score on the frames as the kind of task scores it (classification: the accuracy;
+    what JPEG and resizing leave of it)."""
     frames, labels, meta = load_frames(args.frames)
     pipeline = Pipeline(runner, spec, _preprocess_module(), meta.get("fit") or "squash")
     timed_steps(lambda index: pipeline(frames[index % len(frames)]),
@@ -107,11 +106,13 @@ def end_to_end(runner: Runner, spec: VariantSpec, args: argparse.Namespace) -> d
     pipeline.recording = False
     count = len(frames) if args.accuracy_samples <= 0 else min(args.accuracy_samples,
                                                                 len(frames))
-    correct = sum(pipeline(frames[i]) == int(labels[i]) for i in range(count))
+    kind = pipeline.kind
+    score = kind.metric(kind.per_sample([pipeline(frames[i]) for i in range(count)],
+                                        labels[:count]))
     return {**latency_summary([elapsed / 1e6 for elapsed in latencies_ns]), "sizing": sizing,
             "stages_ms": {stage: float(np.median(times)) / 1e6
                           for stage, times in pipeline.stage_ns.items()},
-            "accuracy": correct / count, "accuracy_samples": count,
+            "accuracy": score, "accuracy_samples": count,
             "frames": {**meta, "count": len(frames),
                        "mean_bytes": float(np.mean([len(frame) for frame in frames]))}}
 

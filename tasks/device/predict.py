@@ -13,15 +13,19 @@ raw images (PNG/JPEG of any size, or arrays):
     model = Model("<workdir>/app/current")
     model.predict(image_array)                  # {"class", "index", "score", "latency_ms"}
 
+What a prediction answers, and how the health check scores, is the variant's kind of task
+(``kinds/`` of this package; the answer above is classification's).
+
 A release folder holds ``manifest.json`` (what the model is: variant, runtime, every
 file of the release with its sha256, classes, the input it expects and how an image
 becomes that input), ``manifest.sha256`` (the manifest's own sha256), the artifact,
 ``predict.py``, ``releases.py``, ``edgeflow_device/`` and ``check/``: the images and
 labels of the release's health check (``python predict.py --check``). ``edgeflow_device/``
-is the device code's package (this module, ``preprocess.py``, the harness's modules);
-``predict.py`` beside it is the launcher (``tasks/device/launch.py``) that runs this
-module or gives its names to ``from predict import Model``. A model loads only from a
-folder whose files are all the released ones (:func:`verify_release`).
+is the device code's package (this module, ``preprocess.py``, the harness's modules, the
+kinds of task in ``kinds/`` with the variant's among them); ``predict.py`` beside it is
+the launcher (``tasks/device/launch.py``) that runs this module or gives its names to
+``from predict import Model``. A model loads only from a folder whose files are all the
+released ones (:func:`verify_release`).
 
 ``--serve`` answers each connection in a thread of its own, at most ``--max-connections``
 at once (more get 503 at once), inferences one at a time; a request must arrive whole
@@ -39,7 +43,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import socket
 import sys
@@ -50,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from . import preprocess
+from . import kinds, preprocess
 from .latency import latency_summary
 from .runtimes import load_runner, runtime_options
 from .spec import VariantSpec
@@ -69,18 +72,14 @@ DEFAULT_MAX_CONNECTIONS = 16
 CHECK_LATENCY_RUNS = 100
 CHECK_WARMUP_RUNS = 10
 # One-sided 95% bound: a check fails on accuracy only when its images show, with 95%
-# confidence, an accuracy below the floor (fifty images cannot tell 0.70 from 0.72).
+# confidence, an accuracy below the floor (fifty images cannot tell 0.70 from 0.72). The
+# upper end of the two-sided 90% interval at this z.
 CHECK_Z = 1.645
 
 
 ImageError = preprocess.ImageError
 to_model_input, image_from_array, decode_image = (
     preprocess.to_model_input, preprocess.image_from_array, preprocess.decode_image)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max())
-    return shifted / shifted.sum()
 
 
 def _sha256(path: str) -> str:
@@ -153,6 +152,7 @@ class Model:
         shape = self.manifest["input"]
         self.height, self.width, self.color = shape["height"], shape["width"], shape["color"]
         self.fit = shape.get("fit", "squash")  # releases made before fit was a choice
+        self.kind = kinds.of_spec(self.spec)
         self.runner = load_runner(
             self.manifest["runtime"], os.path.join(self.folder, self.manifest["artifact"]),
             int(self.manifest.get("threads", 1)),
@@ -178,30 +178,29 @@ class Model:
         return dequantize_output(raw, self.spec.get("output", {})).reshape(-1)
 
     def predict(self, image: Any, channels: str = "rgb") -> dict[str, Any]:
-        """The class of one image: its name, index, softmax score, and the milliseconds
-        the model took (pre-processing not included). An array is taken as RGB unless
+        """The answer for one image, as its kind of task gives it (classification: the
+        class's name, index and softmax score), and the milliseconds the model took
+        (pre-processing not included). An array is taken as RGB unless
         ``channels="bgr"`` (OpenCV's ``imread``/``VideoCapture`` frames)."""
         model_input = self.prepare(image, channels)
         start = time.perf_counter()
         logits = self.logits(model_input)
         latency_ms = (time.perf_counter() - start) * 1e3
-        index = int(np.argmax(logits))
-        return {"class": self.classes[index], "index": index,
-                "score": round(float(_softmax(logits)[index]), 6),
-                "latency_ms": round(latency_ms, 4)}
+        return {**self.kind.answer(logits, self.classes), "latency_ms": round(latency_ms, 4)}
 
     def check(self) -> dict[str, Any]:
         """The release's health check on its ``check/`` images (manifest ``check``):
-        accuracy through the whole path (decode, pre-process, infer) and p90 latency of
-        the model. ``passed`` when the accuracy's one-sided 95% upper bound reaches the
-        floor and the p90 is within the limit; ``reasons`` say what missed."""
+        the kind of task's score (``accuracy``) through the whole path (decode,
+        pre-process, infer) and p90 latency of the model. ``passed`` when the score's
+        one-sided 95% upper bound (the kind's interval) reaches the floor and the p90 is
+        within the limit; ``reasons`` say what missed."""
         check = self.manifest["check"]
         folder = os.path.join(self.folder, check["folder"])
         inputs = [self.prepare(os.path.join(folder, name)) for name in check["images"]]
-        predicted = [int(np.argmax(self.logits(x))) for x in inputs]
-        correct = sum(int(p == label) for p, label in zip(predicted, check["labels"]))
-        accuracy = correct / len(inputs)
-        upper = wilson_upper(correct, len(inputs))
+        predicted = [self.kind.decode(self.logits(x)) for x in inputs]
+        per_sample = self.kind.per_sample(predicted, check["labels"])
+        accuracy = self.kind.metric(per_sample)
+        upper = self.kind.interval(per_sample, CHECK_Z)[1]
         for x in inputs[:CHECK_WARMUP_RUNS]:
             self.logits(x)
         latencies = []
@@ -223,16 +222,6 @@ class Model:
                 "latency_p90_ms": p90, "max_latency_p90_ms": limit,
                 "latency_runs": len(latencies), "predicted": predicted,
                 "checked_at": time.time()}
-
-
-def wilson_upper(successes: int, trials: int, z: float = CHECK_Z) -> float:
-    """The one-sided upper bound of a binomial proportion (Wilson score)."""
-    if trials == 0:
-        return 1.0
-    p = successes / trials
-    centre = p + z * z / (2 * trials)
-    margin = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-    return min(1.0, (centre + margin) / (1 + z * z / trials))
 
 
 class _Deadlines:

@@ -49,9 +49,11 @@ class _VariantSpec(TypedDict):
 class VariantSpec(_VariantSpec, total=False):
     """What the device code needs to feed a variant: its ``input`` and ``output``
     tensors, the precision its float arithmetic must run in (``execution_precision``:
-    "f32", "bf16", "f16"; "f32" when absent) and, for a microcontroller's model, the
-    tensor arena it needs (``arena_bytes``)."""
+    "f32", "bf16", "f16"; "f32" when absent), for a microcontroller's model, the
+    tensor arena it needs (``arena_bytes``), and the kind of task its outputs are read
+    as (``task``: a name of the registry ``kinds/``; classification when absent)."""
 
     output: TensorSpec
     execution_precision: str
     arena_bytes: Optional[int]
+    task: str

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kinds
 from .runtimes import Runner
 from .spec import TensorSpec, VariantSpec
 
@@ -52,20 +53,18 @@ def dequantize_output(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 
 def predict(runner: Runner, images: np.ndarray, spec: VariantSpec) -> np.ndarray:
-    """Logits for each image, one batch-1 inference at a time: shape (N, classes)."""
+    """Each image's float output, flattened, one batch-1 inference at a time: shape (N,
+    outputs) (classification: the logits, (N, classes))."""
     rows = [dequantize_output(runner.infer(quantize_input(image, spec["input"])),
                               spec.get("output", {})).reshape(-1) for image in images]
     return np.stack(rows)
 
 
 def check_shapes(x: np.ndarray, y: Any, spec: VariantSpec) -> None:
-    """What is timed must be one image in, one row of class scores out: the input as the
-    spec says, the output (1, classes). A model that answers an empty batch (a dynamic
-    batch left unset) would otherwise be timed on nothing."""
+    """What is timed must be one image in, one sample's answer out: the input as the
+    spec says, the output as the spec's kind of task reads it (classification: one row
+    of class scores)."""
     expected = [int(size) for size in (spec.get("input") or {}).get("shape") or x.shape]
-    y = np.asarray(y)
     if list(x.shape) != expected:
         raise ValueError(f"input of shape {tuple(x.shape)} fed, the spec says {tuple(expected)}")
-    if y.ndim < 1 or y.shape[0] != 1 or y.size == 0:
-        raise ValueError(f"the model answered one image {tuple(x.shape)} with an output of "
-                         f"shape {tuple(y.shape)}, not one row of class scores")
+    kinds.of_spec(spec).check_output(x, y, spec)

@@ -88,18 +88,21 @@ class DeviceSession:
         return f"{self.run_dir}/frames.npz"
 
     def start(self, test_data: Path, frames: Path | None = None) -> dict[str, Any]:
-        """Create the run folder, push the harness (its package, with the pre-processing,
-        and its launcher) and test inputs (and, for end-to-end timing, the frames), and
-        probe the device; one shell command checks the pushed files, removes old run folders and
-        probes (each shell start costs the device's login shell). Returns the probe."""
+        """Create the run folder, push the harness (its package, with the pre-processing
+        and the kinds of task, and its launcher) and test inputs (and, for end-to-end
+        timing, the frames), and probe the device; one shell command checks the pushed
+        files, removes old run folders and probes (each shell start costs the device's
+        login shell). Returns the probe."""
+        harness_files = device_code.shipped(self.run_dir, ("harness",))
         with self.clock.phase("connect"):
+            # The run folder and the package's folders (edgeflow_device/, its kinds/).
             make_dirs(self.connection, self.run_dir,
-                      f"{self.run_dir}/{device_code.SHIPPED_PACKAGE}")
+                      *sorted({remote.rsplit("/", 1)[0] for _, remote in harness_files}
+                              - {self.run_dir}))
             stale = stale_runs(self.connection, self.runs_dir, self.device.keep_runs,
                                self.run_name, idle_seconds=self.longest_idle_seconds)
         python = self.device.harness_python()
-        files = [*device_code.shipped(self.run_dir, ("harness",)),
-                 (test_data, f"{self.run_dir}/test.npz")]
+        files = [*harness_files, (test_data, f"{self.run_dir}/test.npz")]
         if frames is not None:
             files.append((frames, self.frames))
             self.end_to_end = True

@@ -30,7 +30,8 @@ import numpy as np
 
 from tasks.prepare import preprocessing
 from tasks.config import DataParams
-from tasks.core.contracts.prepared import SPLITS, PreparedMeta, write_meta, write_split
+from tasks.core.contracts.prepared import (DEFAULT_TASK, SPLITS, PreparedMeta, write_meta,
+                                           write_split)
 from tasks.core.errors import DataError
 from tasks.core.files import atomic_output_dir, sha256_file
 from tasks.core.notices import warn
@@ -267,6 +268,7 @@ def prepare(params: DataParams, out_dir: Path) -> Path:
             normalisation=loaded.normalisation,
             color=params.color,
             fit=params.fit,
+            **({} if params.task == DEFAULT_TASK else {"task": params.task}),
             seed=params.seed,
             counts={name: int(len(splits[name])) for name in SPLITS},
             per_class=class_counts(loaded.y, loaded.classes),

@@ -2,8 +2,8 @@
 
 A release folder holds the variant's artifact files (at their paths under
 ``models/variants/``), ``manifest.json`` (:func:`manifest`), the device code's package
-(``edgeflow_device/``: the predictor, its pre-processing and the harness's modules it
-loads through) with the predictor's launcher beside it (``predict.py``: ``python
+(``edgeflow_device/``: the predictor, its pre-processing, the harness's modules it
+loads through and the kinds of task, ``kinds/``, with the variant's among them) with the predictor's launcher beside it (``predict.py``: ``python
 predict.py IMAGE`` and ``from predict import Model`` work as they did when the device
 code was loose files), the device-side release manager (``releases.py``) and
 ``check/``: test images as PNG files, what an application would pass, with their
@@ -120,6 +120,10 @@ def build_bundle(target: Path, device_name: str, device: LocalDevice | SshDevice
                  summary: Summary, params: ReleaseParams,
                  mlflow: dict[str, Any] | None) -> Bundle:
     """Build the release of ``variant`` for ``device`` in a new folder under ``target``."""
+    # The variant's kind of task ships in the package's kinds/ only when this process
+    # knows it (built in, or registered from its file): refused here (ValueError naming
+    # the known kinds), not by the board's health check.
+    device_code.task_kinds().of_spec(variant.spec or {})
     release_id = new_release_id(variant.name)
     folder = target / release_id
     folder.mkdir(parents=True)

@@ -87,8 +87,8 @@ def artifact_digest(variant: Variant) -> str:
     (the pyfunc runs it) and the flavour version."""
     document = {"name": variant.name, "runtime": variant.runtime, "spec": variant.spec,
                 "files": [(entry.path, entry.sha256) for entry in variant.files or []],
-                "device_code": {path.name: sha256_file(path)
-                                for path in device_code.package_files()},
+                "device_code": {inside: sha256_file(path)
+                                for path, inside in device_code.package_files()},
                 "flavour": FLAVOUR_VERSION}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 

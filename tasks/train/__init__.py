@@ -2,7 +2,8 @@
 
 Reads params ``model`` and ``train`` and ``data/prepared/``. Writes
 ``models/base/model.keras``, ``models/base/saved_model/`` (what the converters read),
-``models/base/reference.json`` (which test images the model gets right, in order),
+``models/base/reference.json`` (each test image's result as the kind of task (``data.task``)
+scores it, in order: classification, which the model gets right),
 ``metrics/train.json`` (train, val and test accuracy with 95% intervals; the test
 accuracy is the fp32 reference every variant is compared with) and
 ``metrics/train_history.json`` (per-epoch curves for ``dvc plots`` and MLflow).
@@ -27,7 +28,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from tasks.core import notices
+from tasks.core import device_code, notices
 from tasks.models import batch_norm
 from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_interval
 from tasks.models.architectures import ModelOptions, build_model
@@ -233,8 +234,20 @@ class EpochProgress(keras.callbacks.Callback):
 
 
 def _score(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> tuple[SplitScore, np.ndarray]:
-    correct = np.argmax(model.predict(images, batch_size=PREDICT_BATCH, verbose=0), axis=1) == labels
-    return SplitScore(float(np.mean(correct)) if len(correct) else 0.0, len(correct)), correct
+    """The model's class accuracy on one split (what it was trained for), and its
+    outputs."""
+    outputs = model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
+    correct = np.argmax(outputs, axis=1) == labels
+    return SplitScore(float(np.mean(correct)) if len(correct) else 0.0, len(correct)), outputs
+
+
+def reference_results(task: str, outputs: np.ndarray, labels: np.ndarray) -> list[int | float]:
+    """Each test image's result, in order, as the kind of task scores the model's outputs
+    (classification: 1 right, 0 wrong): ``reference.json``'s ``test_correct``, from which
+    convert and select take the reference score on the first N images a device saw."""
+    kind = device_code.task_kinds().get(task)
+    results = kind.per_sample([kind.decode(row) for row in outputs], labels)
+    return [int(value) if float(value).is_integer() else float(value) for value in results]
 
 
 def majority_rate(labels: np.ndarray) -> float:
@@ -294,7 +307,7 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
     train_score, _ = _score(model, x_train, y_train)
     val_score, _ = _score(model, x_val, y_val)
     check_learned(train_score, val_score, y_val)
-    test_score, test_correct = _score(model, x_test, y_test)
+    test_score, test_outputs = _score(model, x_test, y_test)
     epochs_run = len(history.history["loss"])
 
     with atomic_output_dir(out_dir) as staging:
@@ -302,7 +315,8 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
         model.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
         # Per-image correctness on the test split, in order: a device evaluated on the
         # first N test images is compared with the reference on those same N.
-        write_json(staging / "reference.json", {"test_correct": test_correct.astype(int).tolist()})
+        write_json(staging / "reference.json",
+                   {"test_correct": reference_results(meta.task, test_outputs, y_test)})
     metrics_dir.mkdir(parents=True, exist_ok=True)
     write_json(metrics_dir / "train.json", {
         **_split_metrics("train", train_score), **_split_metrics("val", val_score),
@@ -484,9 +498,10 @@ def adopt(options: ModelFileOptions, train_params: TrainParams, prepared: Path,
         predict = _keras_predictor(model, spec)
     scores = {}
     for split, (images, labels) in splits.items():
-        correct = np.argmax(predict(images), axis=1) == labels
+        outputs = predict(images)
+        correct = np.argmax(outputs, axis=1) == labels
         scores[split] = (SplitScore(float(np.mean(correct)) if len(correct) else 0.0,
-                                    len(correct)), correct)
+                                    len(correct)), outputs)
     if tuning is not None:
         # A fine-tune that did not learn is refused as a training is; nothing written.
         check_learned(scores["train"][0], scores["val"][0], splits["val"][1])
@@ -502,7 +517,8 @@ def adopt(options: ModelFileOptions, train_params: TrainParams, prepared: Path,
                                              "sha256": sha256_tree(found.path),
                                              "input": spec, "classes": classes})
         write_json(staging / "reference.json",
-                   {"test_correct": scores["test"][1].astype(int).tolist()})
+                   {"test_correct": reference_results(meta.task, scores["test"][1],
+                                                      splits["test"][1])})
     (train_score, _), (val_score, _), (test_score, _) = (scores[s] for s in ("train", "val", "test"))
     metrics_dir.mkdir(parents=True, exist_ok=True)
     write_json(metrics_dir / "train.json", {

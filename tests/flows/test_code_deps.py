@@ -88,21 +88,32 @@ def test_an_importer_that_uses_one_module_of_a_loader_brings_that_module_alone(
     assert closure.libraries == ("requests", "scipy", "yaml")
 
 
-def test_prepares_pre_processing_uses_nothing_of_device_code_but_preprocess() -> None:
-    """What :data:`flows.code_deps.NARROWED` says of tasks/prepare/preprocessing.py holds:
-    every use of device_code there is ``device_code.preprocess``."""
+# The accessor of device_code that gives each module a narrowed importer may use.
+ACCESSORS = {"tasks.device.preprocess": "preprocess", "tasks.device.kinds": "task_kinds"}
+
+
+def test_each_narrowed_importer_uses_nothing_of_device_code_but_its_one_module() -> None:
+    """What :data:`flows.code_deps.NARROWED` says holds: prepare's pre-processing uses
+    ``device_code.preprocess`` alone, the configuration and train ``device_code.task_kinds``
+    alone."""
     import ast
 
-    (importer, (loader, used)), = code_deps.NARROWED.items()
-    tree = ast.parse((REPO / importer).read_text(encoding="utf-8"))
-    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
-    uses = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Name) and node.value.id == "device_code"}
-    assert (importer.as_posix(), loader, used) == (
-        "tasks/prepare/preprocessing.py", "tasks.core.device_code", "tasks.device.preprocess")
-    assert uses == {"preprocess"} and names & {"load", "ship", "shipped", "harness"} == set()
+    narrowed = {importer.as_posix(): (loader, used)
+                for importer, (loader, used) in code_deps.NARROWED.items()}
+    assert narrowed == {
+        "tasks/prepare/preprocessing.py": ("tasks.core.device_code", "tasks.device.preprocess"),
+        "tasks/config/params.py": ("tasks.core.device_code", "tasks.device.kinds"),
+        "tasks/train/__init__.py": ("tasks.core.device_code", "tasks.device.kinds")}
+    for importer, (_, used) in narrowed.items():
+        tree = ast.parse((REPO / importer).read_text(encoding="utf-8"))
+        names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        uses = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name) and node.value.id == "device_code"}
+        assert uses == {ACCESSORS[used]}, importer
+        assert names & {"load", "ship", "shipped", "harness", "package_files"} == set(), importer
     files = _files("prepare")
-    assert "tasks/device/preprocess.py" in files and "tasks/device/harness.py" not in files
+    assert {"tasks/device/preprocess.py", "tasks/device/kinds/classification.py"} <= files
+    assert "tasks/device/harness.py" not in files
 
 
 NESTED_IMPORTS = """\
@@ -204,7 +215,13 @@ def test_train_reaches_its_models_and_core_code_and_no_farm_code() -> None:
     files = _files("train")
     assert {"tasks/train/__init__.py", "tasks/models/batch_norm.py", "tasks/core/files.py",
             "tasks/models/augment.py", "tasks/__init__.py", "tasks/models/__init__.py"} <= files
-    assert not [path for path in files if path.startswith(("tasks/farm/", "tasks/device/"))]
+    # Of the device code, only the kinds of task (train scores the reference with the
+    # experiment's kind) and what device_code itself imports (the package, the spec):
+    # editing the harness or the predictor does not re-run training.
+    assert not [path for path in files if path.startswith("tasks/farm/")]
+    assert {path for path in files if path.startswith("tasks/device/")} == {
+        "tasks/device/__init__.py", "tasks/device/spec.py", "tasks/device/kinds/__init__.py",
+        "tasks/device/kinds/classification.py"}
     assert "keras" in code_dependencies(STEPS["train"]).libraries
 
 

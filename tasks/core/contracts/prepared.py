@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # numpy is imported where it is used: every command reads thi
     import numpy as np
 
 SPLITS = ("train", "val", "test", "calib")
+DEFAULT_TASK = "classification"
 META_NAME = "meta.json"
 
 
@@ -29,7 +30,7 @@ class SkippedFile(Contract):
 
 class PreparedMeta(Contract):
     """What the prepared arrays are: classes (index order), input shape, how pixels
-    were normalised, where they came from, counts per split and class, what was skipped,
+    were normalised, the kind of task, where they came from, counts per split and class, what was skipped,
     the warnings given, and each split file's sha256."""
 
     source: str
@@ -38,6 +39,9 @@ class PreparedMeta(Contract):
     normalisation: str
     color: Literal["grayscale", "rgb"]
     fit: Literal["squash", "letterbox"] = "squash"  # absent before it was a choice
+    # The kind of task the labels are for (tasks/device/kinds/): written only when
+    # it is not classification, which it was before kinds existed.
+    task: str = DEFAULT_TASK
     seed: int
     counts: dict[str, int]
     per_class: dict[str, int]

@@ -1,0 +1,45 @@
+"""tasks/device/kinds/classification.py: one row of class scores per image, the top class
+its prediction, top-1 accuracy with its Wilson interval, the predictor's answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.core import device_code
+from tasks.core.accuracy import wilson_interval
+
+
+@pytest.fixture
+def kind():
+    return device_code.task_kinds().get("classification")
+
+
+def test_classification_decodes_the_top_class_and_scores_each_image(kind) -> None:
+    outputs = np.array([[0.1, 2.0, -1.0], [3.0, 0.0, 0.5], [0.0, 0.2, 0.1]], np.float32)
+    predicted = [kind.decode(row) for row in outputs]
+    assert predicted == [1, 0, 1]
+    per_sample = kind.per_sample(predicted, np.array([1, 2, 1]))
+    assert per_sample.tolist() == [1.0, 0.0, 1.0]
+    assert kind.metric(per_sample) == pytest.approx(2 / 3)
+    assert kind.agreement(predicted, [1, 0, 2]) == pytest.approx(2 / 3)
+    answer = kind.answer(np.array([0.0, np.log(3.0)]), ["cat", "dog"])
+    assert answer == {"class": "dog", "index": 1, "score": 0.75}
+
+
+def test_classification_interval_is_the_wilson_score_interval(kind) -> None:
+    for correct, total in ((37, 41), (0, 12), (12, 12), (5, 60)):
+        per_sample = np.array([1.0] * correct + [0.0] * (total - correct))
+        assert kind.interval(per_sample) == pytest.approx(wilson_interval(correct, total),
+                                                          abs=1e-12)
+    low, high = kind.interval(np.array([1.0] * 37 + [0.0] * 4))
+    assert (round(low, 2), round(high, 2)) == (0.77, 0.96)
+    assert kind.interval(np.array([])) == (0.0, 1.0)
+
+
+def test_classification_refuses_an_output_that_is_not_one_row_of_scores(kind) -> None:
+    x = np.zeros((1, 8, 8, 1))
+    kind.check_output(x, np.zeros((1, 10)), {})
+    for shape in ((0, 10), (1, 0), ()):
+        with pytest.raises(ValueError, match="not one row of class scores"):
+            kind.check_output(x, np.zeros(shape), {})
