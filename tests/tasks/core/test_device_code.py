@@ -29,7 +29,7 @@ def test_shipped_puts_the_package_under_its_board_name_and_a_launcher_per_entry(
     package = {remote.removeprefix("/w/run/edgeflow_device/"): local for local, remote in files[2:]}
     assert all(remote.startswith("/w/run/edgeflow_device/") for _, remote in files[2:])
     assert {"__init__.py", "harness.py", "predict.py", "preprocess.py", "runtimes.py",
-            "tensors.py", "spec.py"} <= set(package)
+            "tensors.py", "spec.py", "kinds/__init__.py", "kinds/classification.py"} <= set(package)
     # Run by path, imported by no module: not in the package.
     assert "launch.py" not in package and "releases.py" not in package
     assert all(local == device_code.DEVICE_DIR / name for name, local in package.items())
@@ -53,6 +53,7 @@ def test_a_shipped_predictor_runs_as_a_script_and_imports_as_predict(tmp_path: P
     ``from predict import Model``, with no edgeflow on the path."""
     placed = device_code.ship(tmp_path, ("predict",))
     assert "predict.py" in placed and "edgeflow_device/predict.py" in placed
+    assert "edgeflow_device/kinds/classification.py" in placed  # the predictor answers by it
     env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}  # no PYTHONPATH: no edgeflow
     imported = subprocess.run(
         [sys.executable, "-c", "from predict import Model, RELEASE\n"
