@@ -45,6 +45,19 @@ def test_every_fp32_format_loads_and_agrees_with_the_model(tiny_project, format_
     assert variant["spec"]["input"]["shape"][0] == 1
 
 
+def test_no_variant_file_names_the_folder_the_project_sits_in(tiny_project) -> None:
+    """A variant's bytes are the same wherever the project is cloned (DVC's cache and the
+    release's sha256 compare them): OpenVINO's IR records the converted model's path in
+    its rt_info, which is kept as the file's name only."""
+    root = str(tiny_project.layout.root.resolve())
+    files = [path for path in tiny_project.layout.variants.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".xml" for path in files)
+    named = [str(path) for path in files if root.encode() in path.read_bytes()]
+    assert named == []
+    xml = next(path for path in files if path.suffix == ".xml").read_text(encoding="utf-8")
+    assert '<input_model value="saved_model" />' in xml
+
+
 def test_check_reports_disagreement_with_numbers(tiny_project) -> None:
     layout = tiny_project.layout
     variant = next(v for v in index_entries(layout.variants) if v["format"] == "onnx")

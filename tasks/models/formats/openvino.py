@@ -90,7 +90,12 @@ def converted_model(request: ExportRequest) -> Any:
     if cached is not None and cached.is_file():
         return ov.Core().read_model(str(cached))
     source = request.source
-    model = ov.convert_model(str(source.onnx_path or source.require_saved_model()))
+    path = Path(source.onnx_path or source.require_saved_model())
+    model = ov.convert_model(str(path))
+    # convert_model records the absolute source path in the IR's rt_info; its name alone
+    # keeps a variant's bytes (and so its sha256, DVC's cache, the release manifest) the
+    # same wherever the project is cloned.
+    model.set_rt_info(path.name, ["conversion_parameters", "input_model"])
     model.reshape([1, *source.input_shape])
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
