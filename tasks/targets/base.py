@@ -101,8 +101,9 @@ class Target(Protocol):
         the harness); ConfigError for a kind that cannot."""
         ...
 
-    def release_state(self) -> BoardState | None:
-        """The device's own release state, None for a kind that keeps none (edgeflow's
+    def release_state(self, on_board: Callable[[Any], BoardState]) -> BoardState | None:
+        """The device's own release state (``on_board``: the step's reading of it through
+        the harness's release manager), None for a kind that keeps none (edgeflow's
         record is all there is); DeviceError when the device cannot be reached."""
         ...
 
