@@ -32,7 +32,8 @@ def farm_probe(farm: FarmFileOption = Path("farm.yaml")) -> None:
 
 @farm_app.command("setup")
 def farm_setup(devices: Annotated[list[str] | None, typer.Argument(
-                   help="devices to set up; default: every device with a `setup` section")] = None,
+                   help="devices to set up (one named twice is set up once); default: "
+                        "every device with a `setup` section")] = None,
                farm: FarmFileOption = Path("farm.yaml"),
                params: Annotated[Path | None, typer.Option(
                    "--params", help="experiment whose formats say which runtimes a device "

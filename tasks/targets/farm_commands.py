@@ -30,11 +30,13 @@ def probe_farm(farm: Farm) -> list[DeviceProbe]:
 def setup_farm(farm: Farm, names: list[str], experiment_runtimes: list[str] | None,
                cache_root: Path) -> list[SetupOutcome]:
     """Set up the named devices (all with a ``setup`` section when none is named), in
-    parallel; results in the order asked."""
+    parallel; results in the order first asked, one per device however often named."""
     managed = {name: target_of(name, entry).managed_setup()
                for name, entry in farm.devices.items()}
     if not names:
         names = [name for name, entry in managed.items() if entry is not None]
+    # Once each: two setups at once on one board would race over its virtualenv.
+    names = list(dict.fromkeys(names))
     for name in names:
         if name not in farm.devices:
             raise ConfigError(f"no device {name!r} in the farm (devices: {', '.join(farm.devices)})")
