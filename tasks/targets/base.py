@@ -116,7 +116,10 @@ _ENTRIES_ADDED: set[str] = set()  # kinds whose farm.yaml entry model register()
 def register(transport: str, factory: TargetFactory, entry_model: type | None = None) -> None:
     """Make ``transport`` a kind of target: farm.yaml entries with that ``transport``
     become ``factory(name, entry)``. ``entry_model``: the entry's pydantic model, for a
-    kind farm.yaml does not know yet (its ``transport`` field a ``Literal`` of the tag)."""
+    kind farm.yaml does not know yet; it must have the fields every entry has (its
+    ``transport`` a ``Literal`` of the tag, and ``requirements: Requirements | None``,
+    which select reads of every device), else a ConfigError and nothing is registered
+    (:func:`tasks.config.farm.register_device_kind`)."""
     if entry_model is not None:
         register_device_kind(entry_model)
         _ENTRIES_ADDED.add(transport)
