@@ -22,7 +22,7 @@ farm_app = typer.Typer(no_args_is_help=True, help="Look at and prepare the devic
 def farm_probe(farm: FarmFileOption = Path("farm.yaml")) -> None:
     """Connect to every device and show what it is and which runtimes it can run."""
     from tasks.config import load_farm
-    from tasks.targets import probe_farm
+    from tasks.targets.farm_commands import probe_farm
 
     probes = guarded(lambda: probe_farm(load_farm(farm)))
     console.print(probe_table(farm, probes))
@@ -32,7 +32,8 @@ def farm_probe(farm: FarmFileOption = Path("farm.yaml")) -> None:
 
 @farm_app.command("setup")
 def farm_setup(devices: Annotated[list[str] | None, typer.Argument(
-                   help="devices to set up; default: every device with a `setup` section")] = None,
+                   help="devices to set up (one named twice is set up once); default: "
+                        "every device with a `setup` section")] = None,
                farm: FarmFileOption = Path("farm.yaml"),
                params: Annotated[Path | None, typer.Option(
                    "--params", help="experiment whose formats say which runtimes a device "
@@ -44,7 +45,7 @@ def farm_setup(devices: Annotated[list[str] | None, typer.Argument(
     nothing and says so."""
     from tasks.config import load_farm, load_params
     from tasks.core.layout import Layout
-    from tasks.targets import setup_farm
+    from tasks.targets.farm_commands import setup_farm
     from tasks.models.formats import FORMATS
 
     def run_setup() -> list[Any]:

@@ -44,8 +44,9 @@ def probe_table(farm: Path, probes: Iterable[Any]) -> Table:
 
 
 def setup_table(farm: Path, outcomes: Iterable[Any]) -> Table:
-    """One row per device set up (:func:`tasks.targets.setup_farm`'s outcomes): failed
-    (why), changed or not, what was done, the runtimes in its virtualenv."""
+    """One row per device set up (:func:`tasks.targets.farm_commands.setup_farm`'s
+    outcomes): failed (why), changed or not, what was done, the runtimes in its
+    virtualenv."""
     table = Table(title=f"farm setup: {farm}")
     for column in ("device", "result", "what was done", "runtimes in its virtualenv"):
         table.add_column(column)

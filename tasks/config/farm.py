@@ -252,11 +252,28 @@ def _rebuild_farm() -> None:
     Farm.model_rebuild(force=True)
 
 
+# What every kind of entry has, read without knowing the kind: ``transport`` tags the
+# entry, ``requirements`` are the device's overrides (select's effective_requirements).
+ENTRY_FIELDS = {"transport": "a Literal of its one tag",
+                "requirements": "Requirements | None, the device's overrides"}
+
+
 def register_device_kind(model: type[StrictModel]) -> None:
     """Make ``model`` a kind of farm.yaml entry, tagged by its ``transport`` field (a
-    ``Literal`` of one tag); the entries of :class:`Farm` validate against it from now."""
-    [tag] = get_args(model.model_fields["transport"].annotation)
-    DEVICE_KINDS[tag] = model
+    ``Literal`` of one tag); the entries of :class:`Farm` validate against it from now.
+    A model without a field of :data:`ENTRY_FIELDS` is refused (ConfigError), before
+    anything is registered."""
+    for name in ENTRY_FIELDS:
+        if name not in model.model_fields:
+            raise ConfigError(
+                f"farm.yaml entry model {model.__name__} has no `{name}` field: every kind of "
+                "entry has " + " and ".join(f"`{field}` ({what})"
+                                            for field, what in ENTRY_FIELDS.items()))
+    tags = get_args(model.model_fields["transport"].annotation)
+    if len(tags) != 1:
+        raise ConfigError(f"farm.yaml entry model {model.__name__}: its `transport` field is "
+                          "not a Literal of one tag")
+    DEVICE_KINDS[tags[0]] = model
     _rebuild_farm()
 
 

@@ -5,8 +5,9 @@ machine), runs the harness's ``--probe`` from a temporary folder in the device's
 workdir, and returns per device: reachable or the reason not, host facts (arch, OS,
 Python, CPU, cores, memory, temperature where exposed) and the runtimes it can import
 with their versions. A failure on one device never hides the others (the farm's rows are
-:func:`tasks.targets.probe_farm`'s, each kind's its own). Every text from a device (facts, versions,
-the reason it failed) is visible and capped (:mod:`tasks.farm.untrusted`).
+:func:`tasks.targets.farm_commands.probe_farm`'s, each kind's its own). Every text from a
+device (facts, versions, the reason it failed) is visible and capped
+(:mod:`tasks.farm.untrusted`).
 
 The probe itself (:func:`probe_command`, :func:`read_probe`) is also what a benchmark
 session runs in the same shell command that checks its pushed files.

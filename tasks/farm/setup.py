@@ -285,7 +285,7 @@ def setup_devices(devices: dict[str, SshDevice], experiment_runtimes: list[str] 
                   cache_root: Path) -> list[SetupOutcome]:
     """Set up ``devices`` (each with a ``setup`` section), in parallel; results in their
     order. Which devices those are is the farm's targets' to say
-    (:func:`tasks.targets.setup_farm`)."""
+    (:func:`tasks.targets.farm_commands.setup_farm`)."""
     plans = {name: runtimes_for(device, experiment_runtimes) for name, device in devices.items()}
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(devices)))) as pool:
         futures = [pool.submit(setup_device, name, device, plans[name], cache_root)

@@ -206,16 +206,31 @@ def proposal(params: Params, farm: Farm, layout: Layout, device: str) -> tuple[s
     chosen = _chosen(layout, device, None) if params.release.policy != "off" else None
     if chosen is None:
         return None
-    target = _variant(layout, chosen)
+    unreachable = False
     try:
-        board = target_of(device, farm.devices[device]).release_state()
+        board = target_of(device, farm.devices[device]).release_state(
+            partial(_board_state, device))
     except DeviceError:
+        board, unreachable = None, True
+    if board is None and not unreachable:  # a kind without a state of its own: no proposal,
+        return None                        # whatever its variant (its release says that)
+    target = _variant(layout, chosen)  # a variant missing is a ConfigError, reachable or not
+    if board is None:
         return None  # the release itself reports the device
-    if board is None:  # a kind without a state of its own asks nobody
-        return None
     decided = _decision(device, _checked_against_record(layout, device, board), target,
                         by_hand=False)
     return None if isinstance(decided, ReleaseOutcome) else (target.name, decided)
+
+
+def _board_state(device: str, entry: LocalDevice | SshDevice) -> BoardState:
+    """What a board's release manager says of its releases (its kind's
+    :meth:`~tasks.targets.Target.release_state` reading); DeviceError when unreachable."""
+    connection = connect(entry, device)
+    try:
+        state: BoardState = device_releases.status(connection, entry)
+        return state
+    finally:
+        connection.close()
 
 
 def _release_harness_device(params: Params, layout: Layout, device: str,
@@ -390,7 +405,7 @@ def device_state(farm: Farm, layout: Layout, device: str) -> dict[str, Any]:
     target = target_of(device, farm.devices[device])
     record = read_record(layout, device)
     try:
-        board = target.release_state()
+        board = target.release_state(partial(_board_state, device))
     except DeviceError as error:  # one board down: the others are still shown
         return {"device": device, "kind": target.kind, "record": record, "board": None,
                 "drift": None, "error": str(error)}

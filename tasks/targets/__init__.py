@@ -4,51 +4,15 @@
 the ``transport`` of a farm.yaml entry; :mod:`tasks.targets.board` (a board that runs
 the harness, local or over SSH) and :mod:`tasks.targets.mcu` (a microcontroller profile)
 register the kinds farm.yaml knows. A step asks :func:`target_of` for a device's target
-and never names a kind. Here too: what the farm commands do over every target
-(:func:`probe_farm`, :func:`setup_farm`).
+and never names a kind. What the farm commands do over every target is
+:mod:`tasks.targets.farm_commands`' (not imported here: no step's code reaches it).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
-from tasks.config import Farm, check_key_files
-from tasks.core.errors import ConfigError
-from tasks.farm.probe import DeviceProbe
-from tasks.farm.setup import SetupOutcome, setup_devices
 from tasks.targets import board as board, mcu as mcu  # noqa: F401 - they register their kinds
 from tasks.targets.base import (KINDS, BenchmarkJob, DeviceRun, ReleaseJob, Target, register,
                                 target_of, unregister)
 
-__all__ = ["KINDS", "BenchmarkJob", "DeviceRun", "ReleaseJob", "Target", "probe_farm",
-           "register", "setup_farm", "target_of", "unregister"]
-
-
-def probe_farm(farm: Farm) -> list[DeviceProbe]:
-    """Probe every device in parallel; results in farm.yaml order. A key file that
-    cannot be used is a ConfigError before any device is contacted."""
-    check_key_files(farm)
-    targets = [target_of(name, entry) for name, entry in farm.devices.items()]
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(targets)))) as pool:
-        futures = [pool.submit(target.probe) for target in targets]
-        return [future.result() for future in futures]
-
-
-def setup_farm(farm: Farm, names: list[str], experiment_runtimes: list[str] | None,
-               cache_root: Path) -> list[SetupOutcome]:
-    """Set up the named devices (all with a ``setup`` section when none is named), in
-    parallel; results in the order asked."""
-    managed = {name: target_of(name, entry).managed_setup()
-               for name, entry in farm.devices.items()}
-    if not names:
-        names = [name for name, entry in managed.items() if entry is not None]
-    for name in names:
-        if name not in farm.devices:
-            raise ConfigError(f"no device {name!r} in the farm (devices: {', '.join(farm.devices)})")
-        if managed[name] is None:
-            raise ConfigError(f"device {name!r} has no `setup` section in farm.yaml: nothing to "
-                              "set up (add `setup: {}` to let edgeflow manage its virtualenv)")
-    check_key_files(farm, names)
-    return setup_devices({name: entry for name in names if (entry := managed[name]) is not None},
-                         experiment_runtimes, cache_root)
+__all__ = ["KINDS", "BenchmarkJob", "DeviceRun", "ReleaseJob", "Target", "register",
+           "target_of", "unregister"]

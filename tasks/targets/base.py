@@ -101,8 +101,9 @@ class Target(Protocol):
         the harness); ConfigError for a kind that cannot."""
         ...
 
-    def release_state(self) -> BoardState | None:
-        """The device's own release state, None for a kind that keeps none (edgeflow's
+    def release_state(self, on_board: Callable[[Any], BoardState]) -> BoardState | None:
+        """The device's own release state (``on_board``: the step's reading of it through
+        the harness's release manager), None for a kind that keeps none (edgeflow's
         record is all there is); DeviceError when the device cannot be reached."""
         ...
 
@@ -115,7 +116,10 @@ _ENTRIES_ADDED: set[str] = set()  # kinds whose farm.yaml entry model register()
 def register(transport: str, factory: TargetFactory, entry_model: type | None = None) -> None:
     """Make ``transport`` a kind of target: farm.yaml entries with that ``transport``
     become ``factory(name, entry)``. ``entry_model``: the entry's pydantic model, for a
-    kind farm.yaml does not know yet (its ``transport`` field a ``Literal`` of the tag)."""
+    kind farm.yaml does not know yet; it must have the fields every entry has (its
+    ``transport`` a ``Literal`` of the tag, and ``requirements: Requirements | None``,
+    which select reads of every device), else a ConfigError and nothing is registered
+    (:func:`tasks.config.farm.register_device_kind`)."""
     if entry_model is not None:
         register_device_kind(entry_model)
         _ENTRIES_ADDED.add(transport)

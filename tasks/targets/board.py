@@ -1,9 +1,10 @@
 """The board kind: a device with a shell that runs the harness, on this machine
 (``transport: local``) or over SSH (``transport: ssh``).
 
-Its benchmark and its release are the steps' harness work (:attr:`BenchmarkJob.on_board`,
-:attr:`ReleaseJob.on_board`), run through a connection to it; its probe is the harness's
-``--probe``; its release state is what its release manager answers. Over SSH, a board
+Its benchmark, its release and its release state are the steps' harness work
+(:attr:`BenchmarkJob.on_board`, :attr:`ReleaseJob.on_board`, the release step's reading of
+its release manager), handed its farm entry: the steps connect, so this module brings
+neither step the other's device code. Its probe is the harness's ``--probe``. Over SSH, a board
 with a ``setup`` section has a virtualenv that ``edgeflow farm setup`` manages.
 """
 
@@ -15,9 +16,7 @@ from typing import Any
 from tasks.config import LocalDevice, SshDevice
 from tasks.core.contracts.release import BoardState, ReleaseDecision
 from tasks.core.layout import Layout
-from tasks.farm import releases as device_releases
 from tasks.farm.probe import DeviceProbe, probe_one
-from tasks.farm.transports import connect
 from tasks.targets.base import BenchmarkJob, DeviceRun, ReleaseJob, register
 
 
@@ -45,13 +44,8 @@ class BoardTarget:
                  ) -> ReleaseDecision:
         return on_board(self.entry)
 
-    def release_state(self) -> BoardState | None:
-        connection = connect(self.entry, self.name)
-        try:
-            state: BoardState = device_releases.status(connection, self.entry)
-            return state
-        finally:
-            connection.close()
+    def release_state(self, on_board: Callable[[Any], BoardState]) -> BoardState | None:
+        return on_board(self.entry)
 
 
 class SshBoardTarget(BoardTarget):

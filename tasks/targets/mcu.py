@@ -81,7 +81,7 @@ class McuTarget:
         raise ConfigError(f"{self.name} is a microcontroller: flash its previous bundle from "
                           f"{layout.device_releases(self.name)} (see the README)")
 
-    def release_state(self) -> BoardState | None:
+    def release_state(self, on_board: Callable[[Any], BoardState]) -> BoardState | None:
         return None
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from tasks.config import SshDevice, load_farm
 from tasks.farm.setup import LOCK_FILE, pinned
-from tasks.targets import setup_farm
+from tasks.targets.farm_commands import setup_farm
 from tests.helpers import assert_device_tidy, bench_device, records
 from tests.sshd import SshServer
 

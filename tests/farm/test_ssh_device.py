@@ -89,7 +89,7 @@ devices:
   esp: {{transport: mcu, flash_kb: 4096, ram_kb: 512}}
 """)
     from tasks.config import load_farm
-    from tasks.targets import probe_farm
+    from tasks.targets.farm_commands import probe_farm
 
     probes = {probe.device: probe for probe in probe_farm(load_farm(farm))}
     assert probes["pi"].reachable and probes["pi"].facts["cores"] >= 1
@@ -158,7 +158,7 @@ def test_the_loopback_example_farm_starts_runs_and_stops(tmp_path: Path) -> None
     import os
 
     from tasks.config import load_farm
-    from tasks.targets import probe_farm
+    from tasks.targets.farm_commands import probe_farm
     from tests.sshd import main, sshd_available
 
     if not sshd_available():

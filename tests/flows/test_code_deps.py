@@ -232,6 +232,22 @@ def test_benchmark_reaches_the_farm_and_the_device_code_loaded_by_path() -> None
     assert {"fabric", "onnxruntime", "openvino"} <= set(code_dependencies(STEPS["benchmark"]).libraries)
 
 
+def test_benchmark_and_release_reach_no_farm_command_code() -> None:
+    """The kinds of target bring a step what it runs on a device, not what the farm
+    commands do (``edgeflow farm setup``/``probe``) nor another step's device work: an
+    edit to the virtualenv setup re-runs neither step, one to the release manager's
+    client does not re-run the benchmark."""
+    benchmark, release = _files("benchmark"), _files("release")
+    assert "tasks/farm/setup.py" not in benchmark
+    assert "tasks/farm/releases.py" not in benchmark
+    assert "tasks/farm/setup.py" not in release
+    assert "tasks/targets/farm_commands.py" not in benchmark | release
+    # What each step really runs through its targets it still reaches.
+    assert {"tasks/farm/session.py", "tasks/farm/probe.py", "tasks/targets/board.py",
+            "tasks/targets/mcu.py"} <= benchmark
+    assert {"tasks/farm/releases.py", "tasks/targets/board.py"} <= release
+
+
 def test_only_select_reaches_the_report_module_and_every_dependency_is_project_code() -> None:
     assert [name for name in STEPS if "tasks/select/report/markdown.py" in _files(name)] == ["select"]
     for name in STEPS:

@@ -11,6 +11,7 @@ from typing import Literal
 import pytest
 
 from tasks.config import load_farm
+from tasks.config.params import Requirements
 from tasks.core.errors import ConfigError
 from tasks.core.layout import Layout
 from tasks.core.strict import StrictModel
@@ -49,7 +50,7 @@ def test_a_microcontroller_is_described_not_probed_and_cannot_roll_back(tmp_path
     assert (probe.reachable, probe.facts, probe.error, probe.failure) == (
         False, {"class": "mcu", "flash_kb": 4096, "ram_kb": 512, "board": "s3"},
         "microcontroller profile: no shell to probe", None)
-    assert esp32.release_state() is None
+    assert esp32.release_state(lambda entry: pytest.fail("a board's state was read")) is None
     layout = Layout(tmp_path)
     with pytest.raises(ConfigError, match=r"esp32 is a microcontroller: flash its previous "
                                           r"bundle from .*releases/esp32 \(see the README\)"):
@@ -66,6 +67,7 @@ def test_an_entry_of_an_unregistered_transport_has_no_target(tmp_path: Path) -> 
 class PigeonDevice(StrictModel):
     transport: Literal["pigeon"]
     loft: str
+    requirements: Requirements | None = None  # every entry has it: select reads it
 
 
 class PigeonTarget(BoardTarget):
@@ -88,3 +90,31 @@ def test_a_registered_kind_is_a_farm_entry_until_it_is_unregistered(tmp_path: Pa
         _farm(tmp_path, text)
     assert str(refused.value).endswith(
         "devices.coo.transport: 'pigeon' is not allowed (allowed: 'local', 'ssh', 'mcu')")
+
+
+class RequirementlessDevice(StrictModel):
+    transport: Literal["pigeon"]
+    loft: str
+
+
+class UntaggedDevice(StrictModel):
+    transport: str
+    requirements: Requirements | None = None
+
+
+def test_an_entry_model_without_the_fields_every_entry_has_is_refused(tmp_path: Path) -> None:
+    """select applies each device's requirement overrides: an entry model without
+    ``requirements`` would load, then fail there; it is refused when registered."""
+    with pytest.raises(ConfigError) as refused:
+        register("pigeon", PigeonTarget, RequirementlessDevice)
+    assert str(refused.value) == (
+        "farm.yaml entry model RequirementlessDevice has no `requirements` field: every kind "
+        "of entry has `transport` (a Literal of its one tag) and `requirements` "
+        "(Requirements | None, the device's overrides)")
+    assert "pigeon" not in KINDS
+    with pytest.raises(ConfigError, match=r"^farm.yaml entry model UntaggedDevice: its "
+                                          r"`transport` field is not a Literal of one tag$"):
+        register("pigeon", PigeonTarget, UntaggedDevice)
+    assert "pigeon" not in KINDS
+    with pytest.raises(ConfigError, match=r"'pigeon' is not allowed"):
+        _farm(tmp_path, "devices:\n  coo: {transport: pigeon, loft: roof}\n")

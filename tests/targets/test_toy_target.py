@@ -75,7 +75,7 @@ class ToyTarget:
                  ) -> ReleaseDecision:
         raise AssertionError("not asked in this test")
 
-    def release_state(self) -> BoardState | None:
+    def release_state(self, on_board: Callable[[Any], BoardState]) -> BoardState | None:
         return None
 
 

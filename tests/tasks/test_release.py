@@ -753,6 +753,30 @@ def test_a_microcontroller_gets_a_firmware_bundle_with_its_sources_labels_and_ar
     assert refused.status == "refused" and "only tflm variants run there" in refused.message
 
 
+def test_a_microcontroller_proposes_nothing_before_its_variant_is_looked_up(
+        tmp_path: Path) -> None:
+    """A kind that keeps no release state of its own proposes nothing, whatever the
+    variant index says of its recommendation (a missing one raises only in the release)."""
+    from tasks.config import load_params
+    from tasks.core.contracts.variants import VariantIndex, write_variant_index
+    from tasks.release import proposal
+    from tests.tiny import TINY_PARAMS, write_tiny_config
+
+    write_tiny_config(tmp_path, TINY_PARAMS,
+                      "devices:\n  esp32: {transport: mcu, flash_kb: 8192, ram_kb: 512}\n")
+    layout = Layout(tmp_path)
+    write_variant_index(layout.variants, VariantIndex(reference_accuracy=0.9, sources={},
+                                                      variants=[]))
+    layout.reports.mkdir(parents=True)
+    layout.summary.write_text(json.dumps({
+        "reference_accuracy": 0.9, "rank_by": "latency_p50_ms", "requirements": {},
+        "counts": {"pass": 1, "fail": 0, "error": 0, "skipped": 0},
+        "recommendations": {"esp32": "tflm-int8"}, "results": []}))
+    params, farm = load_params(tmp_path / "params.yaml"), load_farm(tmp_path / "farm.yaml")
+    assert params.release.policy == "auto"
+    assert proposal(params, farm, layout, "esp32") is None
+
+
 def _variants(layout: Layout) -> list[str]:
     return [entry["name"] for entry in json.loads(layout.variants_index.read_text())["variants"]
             if entry["status"] == "ok" and entry["runtime"] in ("tflite", "onnxruntime")]
