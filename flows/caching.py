@@ -3,7 +3,8 @@
 A step's cache key hashes its name; its code manifest
 (:func:`flows.code_manifests.code_manifest`: the path and content of every project file
 its work can run, the import closure of its entry module with package ``__init__`` files
-and the device code, :mod:`flows.code_deps`, and the installed version of every third-party distribution that code imports; DVC's
+and the device code, :mod:`flows.code_deps`, and the installed version of every
+third-party distribution that code imports; DVC's
 stage depends on the same manifest); its params sections; the device it
 runs on (benchmark); the content of every file it reads; and, for prepare with a
 ``folder`` source, the names and contents of the user's image folder (hidden names

@@ -108,7 +108,7 @@ def render_dvc_yaml(layout: Layout, params: Params) -> str:
         # Pareto plot and latency distributions under devices/<device>/).
         rel_to(layout.reports / "plots"),
     ]
-    header = ("# Generated from flows/steps.py (`edgeflow dvc-yaml > dvc.yaml`); a test keeps\n"
+    header = ("# Generated from flows/dvc_yaml.py (`edgeflow dvc-yaml > dvc.yaml`); a test keeps\n"
               "# them equal. Each stage lists only the params keys its step reads, and depends\n"
               "# on its code through the manifest the code stage writes (code-manifests/).\n")
     return header + yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False)

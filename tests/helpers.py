@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -322,3 +323,25 @@ def read_only_tree(root: Path) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["chattr", "-R", "-i", str(root)], check=True)
+
+
+def release_folder(folder: Path) -> Path:
+    """``folder`` laid out as a release's device code is (tasks/release/bundle.py): the
+    predictor's launcher and the package shipped, the release manager, a check image, and
+    a manifest listing each with its sha256 and the digest file of the manifest. No
+    artifact: what these tests look at is refused before one is loaded."""
+    from tasks.core import device_code
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = device_code.ship(folder, ("predict",))
+    shutil.copyfile(device_code.RELEASES_PATH, folder / "releases.py")
+    (folder / "check").mkdir()
+    (folder / "check" / "0000.png").write_bytes(b"an image")
+    files += ["releases.py", "check/0000.png"]
+    entries = [{"path": name, "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()}
+               for name in files]
+    manifest = json.dumps({"manifest_version": 2, "files": entries}).encode()
+    (folder / "manifest.json").write_bytes(manifest)
+    (folder / "manifest.sha256").write_text(f"{hashlib.sha256(manifest).hexdigest()}  "
+                                            "manifest.json\n")
+    return folder

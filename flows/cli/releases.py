@@ -30,7 +30,7 @@ def _ask(device: str, variant: str, change: str) -> bool:
 def _say_release(outcome: Any, layout: Any) -> None:
     from tasks.release.outcome import UNSUCCESSFUL, last_attempt
 
-    say(last_attempt(layout, outcome.device))
+    say(guarded(lambda: last_attempt(layout, outcome.device)))
     if outcome.status in UNSUCCESSFUL:
         raise typer.Exit(1)
 

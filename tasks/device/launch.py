@@ -27,5 +27,12 @@ _entry = importlib.import_module(f"{PACKAGE}.{os.path.splitext(os.path.basename(
 globals().update({name: value for name, value in vars(_entry).items()
                   if not name.startswith("__")})
 
+
+def __getattr__(name: str) -> object:
+    # The names the entry module gives only when asked (predict's ``ImageError``: its
+    # pre-processing is imported once a release is verified, not at load).
+    return getattr(_entry, name)
+
+
 if __name__ == "__main__":
     sys.exit(_entry.main())

@@ -43,11 +43,11 @@ def load_frames(path: str) -> tuple[list[bytes], np.ndarray, dict[str, Any]]:
 def _preprocess_module() -> Any:
     """``preprocess.py`` of this package: the pre-processing a release ships, so the
     frames go through exactly what an application's images go through. Imported when
-    the frames are timed: without it (a folder shipped without it) the model-only
+    the frames are timed: without it (a package shipped without it) the model-only
     numbers still stand, and the end-to-end part says why."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preprocess.py")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"preprocess.py is not beside the harness ({path})")
+        raise FileNotFoundError(f"the device package has no preprocess.py ({path})")
     from . import preprocess
 
     return preprocess

@@ -36,12 +36,25 @@ Pre-processing is ``preprocess.py`` beside this file, the very code ``prepare`` 
 to the training images: EXIF rotation, 16-bit grey scaled to 8 bits, the colour mode, a
 bilinear resize to the model's size, pixels / 255. The variant's quantisation of the
 input and its output is the harness's.
+
+The check runs first. What runs before :func:`verify_release` cannot be checked by it, so
+that is kept to the code that holds the check: the launcher, the package's
+``__init__.py`` (which imports nothing) and this module, which imports the standard
+library and NumPy only. The package's other modules (pre-processing, runtimes, tensors,
+latency, the kinds of task) are imported only once a release is verified (:class:`Model`,
+:func:`_package_module`), so one that is missing or edited is named by the check
+(``predict.py: edgeflow_device/runtimes.py in DIR is missing (the release is
+incomplete)``, exit 2), never run or failed on before it. The three files that hold the
+check are in the manifest too: an edit that leaves them loadable is refused like any
+other; one that does not is what no check of a file by itself can see (``edgeflow
+status`` names it as drift from here).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import socket
@@ -49,15 +62,13 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import kinds, preprocess
-from .latency import latency_summary
-from .runtimes import load_runner, runtime_options
-from .spec import VariantSpec
-from .tensors import dequantize_output, quantize_input
+if TYPE_CHECKING:  # annotations only: see "The check runs first" above
+    from .spec import VariantSpec
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The release folder: the one that holds this package (``<release>/edgeflow_device/``).
@@ -77,14 +88,26 @@ CHECK_WARMUP_RUNS = 10
 CHECK_Z = 1.645
 
 
-ImageError = preprocess.ImageError
-to_model_input, image_from_array, decode_image = (
-    preprocess.to_model_input, preprocess.image_from_array, preprocess.decode_image)
+# Names this module gives from the pre-processing (``predict.ImageError``...), imported
+# when first asked for, not at load: see "The check runs first" above.
+_PREPROCESS_NAMES = ("ImageError", "to_model_input", "image_from_array", "decode_image")
+
+
+def _package_module(name: str) -> ModuleType:
+    """The module ``name`` of this package, imported when first needed: only once a
+    release is verified (what loads before the check is kept to the code holding it)."""
+    return importlib.import_module(f".{name}", __package__)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PREPROCESS_NAMES:
+        return getattr(_package_module("preprocess"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _sha256(path: str) -> str:
-    # Not the harness's sha256_of: the check must not run code from a file it checks
-    # (harness.py may be the file that was edited or deleted).
+    # Not the harness's sha256_of (runtimes.py): the check must not run code from a file
+    # it checks (any module of the package may be the file that was edited or deleted).
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -146,36 +169,48 @@ class Model:
     def __init__(self, release: str = RELEASE) -> None:
         self.folder = os.path.abspath(release)
         self.manifest: dict[str, Any] = verify_release(self.folder)
+        # Only now the package's other modules: their files are the ones just verified.
+        self._preprocess = _package_module("preprocess")
+        self._tensors = _package_module("tensors")
+        self._latency = _package_module("latency")
+        runtimes = _package_module("runtimes")
         self._lock = threading.Lock()
         self.classes: list[str] = list(self.manifest["classes"])
         self.spec: VariantSpec = self.manifest["spec"]
         shape = self.manifest["input"]
         self.height, self.width, self.color = shape["height"], shape["width"], shape["color"]
         self.fit = shape.get("fit", "squash")  # releases made before fit was a choice
-        self.kind = kinds.of_spec(self.spec)
-        self.runner = load_runner(
+        self.kind = _package_module("kinds").of_spec(self.spec)
+        self.runner = runtimes.load_runner(
             self.manifest["runtime"], os.path.join(self.folder, self.manifest["artifact"]),
             int(self.manifest.get("threads", 1)),
-            runtime_options(self.spec, self.manifest.get("accelerators") or {}))
+            runtimes.runtime_options(self.spec, self.manifest.get("accelerators") or {}))
+
+    @property
+    def image_error(self) -> type[ValueError]:
+        """What :meth:`prepare` and :meth:`predict` raise for what is no image
+        (``predict.ImageError``, the pre-processing's)."""
+        return self._preprocess.ImageError  # type: ignore[no-any-return]
 
     def prepare(self, image: Any, channels: str = "rgb") -> np.ndarray:
         """``image`` (a PIL image, an array, encoded bytes or a file path) as model input;
         an array's colour channels are in ``channels`` order (``"bgr"`` for OpenCV)."""
+        preprocess = self._preprocess
         if isinstance(image, (bytes, bytearray)):
-            image = decode_image(bytes(image))
+            image = preprocess.decode_image(bytes(image))
         elif isinstance(image, (str, os.PathLike)):
             with open(image, "rb") as handle:
-                image = decode_image(handle.read())
+                image = preprocess.decode_image(handle.read())
         elif isinstance(image, np.ndarray):
-            image = image_from_array(image, channels)
-        return to_model_input(image, self.height, self.width, self.color, self.fit)
+            image = preprocess.image_from_array(image, channels)
+        return preprocess.to_model_input(image, self.height, self.width, self.color, self.fit)
 
     def logits(self, model_input: np.ndarray) -> np.ndarray:
         """Float logits for one prepared input (quantised in and out as the variant is)."""
-        quantized = quantize_input(model_input, self.spec["input"])
+        quantized = self._tensors.quantize_input(model_input, self.spec["input"])
         with self._lock:
             raw = self.runner.infer(quantized)
-        return dequantize_output(raw, self.spec.get("output", {})).reshape(-1)
+        return self._tensors.dequantize_output(raw, self.spec.get("output", {})).reshape(-1)
 
     def predict(self, image: Any, channels: str = "rgb") -> dict[str, Any]:
         """The answer for one image, as its kind of task gives it (classification: the
@@ -205,11 +240,12 @@ class Model:
             self.logits(x)
         latencies = []
         while len(latencies) < max(CHECK_LATENCY_RUNS, len(inputs)):
-            x = quantize_input(inputs[len(latencies) % len(inputs)], self.spec["input"])
+            x = self._tensors.quantize_input(inputs[len(latencies) % len(inputs)],
+                                             self.spec["input"])
             start = time.perf_counter_ns()
             self.runner.infer(x)
             latencies.append((time.perf_counter_ns() - start) / 1e6)
-        p90 = float(latency_summary(latencies)["latency_ms"]["p90"])
+        p90 = float(self._latency.latency_summary(latencies)["latency_ms"]["p90"])
         reasons = []
         floor, limit = check.get("accuracy_floor"), check.get("max_latency_p90_ms")
         if floor is not None and upper < floor:
@@ -390,7 +426,7 @@ def _handler(model: Model, max_bytes: int, timeout: float) -> type[BaseHTTPReque
                 return
             try:
                 self._answer(200, model.predict(data))
-            except ImageError as error:
+            except model.image_error as error:
                 self._answer(400, {"error": str(error)})
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -462,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.images:
         try:
             print(json.dumps({"image": path, **model.predict(path)}), flush=True)
-        except (ImageError, OSError) as error:
+        except (model.image_error, OSError) as error:
             failed += 1
             print(json.dumps({"image": path, "error": str(error)}), flush=True)
     return 1 if failed else 0

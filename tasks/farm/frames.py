@@ -1,7 +1,7 @@
 """The camera frames an end-to-end benchmark feeds a device (``benchmark.end_to_end``):
 the first test images, as the frames a camera would deliver (upscaled to the frame size,
 encoded as JPEG or PNG), in the ``.npz`` layout the harness reads
-(:func:`tasks.device.harness.load_frames`).
+(:func:`tasks.device.pipeline.load_frames`).
 
 The test images are the model's inputs (scaled to [0, 1]), so a frame holds what the
 model can see, at the camera's resolution; the harness then pays for decoding it and

@@ -129,6 +129,7 @@ def release_device(params: Params, farm: Farm, layout: Layout, device: str,
     approve, so those releases are skipped). Never raises for what a device does: the
     outcome says it, and the device's record keeps it (:func:`_recorded`)."""
     require_device(farm, device)
+    read_record(layout, device)  # a damaged record is refused here, before the board changes
     return _recorded(layout, _release_decision(params, farm, layout, device, variant, approve))
 
 
@@ -372,6 +373,7 @@ def rollback_device(farm: Farm, layout: Layout, device: str,
     the board's manager writes is as readable as ``readable_by`` (``release.readable_by``).
     ConfigError for a kind of target that cannot roll back."""
     require_device(farm, device)
+    read_record(layout, device)  # a damaged record is refused here, before the board changes
     return _recorded(layout, target_of(device, farm.devices[device]).rollback(
         layout, partial(_rollback_on_board, device, readable_by=readable_by)))
 

@@ -225,8 +225,9 @@ def _all_keys(ctx: Context) -> dict[str, str]:
 
 
 # Only select reaches the report and only the steps that talk to boards untrusted.py; the
-# harness is loaded by path (never imported) by the steps that run device code; every
-# step reaches files.py.
+# device package (the harness among it) is in the closure of every step that reaches
+# tasks.core.device_code, which imports it by name and ships it (code_deps.LOADED_BY_PATH);
+# every step reaches files.py.
 @pytest.mark.parametrize("module, steps", [
     ("tasks/select/report/markdown.py", {"select"}),
     ("tasks/farm/untrusted.py", {"benchmark", "release"}),

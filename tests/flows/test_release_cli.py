@@ -81,3 +81,22 @@ def test_status_exits_1_when_a_board_drifted_or_cannot_be_reached(
             "(its folder or its manifest is gone)") in gone.stdout
     assert gone.stderr.strip() == ("edgeflow: error: drift on local; unreachable: ghost (the "
                                    "table says why)")
+
+
+def test_a_damaged_release_record_is_one_line_not_a_traceback(
+        project: Layout, tiny_project: Any) -> None:
+    """A status outside the allowed ones in ``releases/<device>/release.json`` (edited
+    by hand): ``rollback`` and ``release`` say so in one line, exit 1 (a StepError)."""
+    root = with_params(project)
+    assert release_device(tiny_project.params, farm_of(project), project,
+                          "local").status == "released"
+    record = project.device_releases("local") / "release.json"
+    record.write_text(record.read_text(encoding="utf-8").replace(
+        '"status": "released"', '"status": "exploded"'), encoding="utf-8")
+    for argv in (("rollback", "local"), ("release", "local", "--yes")):
+        ran = edgeflow(*argv, cwd=root)
+        assert (ran.returncode, ran.stdout) == (1, ""), ran.stdout + ran.stderr
+        assert ran.stderr == (
+            f"edgeflow: error: {record} is damaged (attempt 1 has status 'exploded', not one "
+            "of 'released', 'rolled back', 'unchanged', 'skipped', 'refused', 'failed'): fix "
+            "or delete it\n"), argv

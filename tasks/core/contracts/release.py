@@ -26,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypedDict
 
+from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.layout import Layout
 
@@ -163,12 +164,25 @@ def record_path(layout: Layout, device: str) -> Path:
 
 
 def read_record(layout: Layout, device: str) -> ReleaseRecord:
-    """The device's record; an empty one when nothing was released to it yet."""
+    """The device's record; an empty one when nothing was released to it yet. A record
+    that is no JSON object, or whose attempts are not objects each with a status of
+    :class:`ReleaseStatus` (edited by hand, damaged), is a :class:`StepError` naming the
+    file and what is allowed: read here, its statuses are trusted everywhere after."""
     path = record_path(layout, device)
-    if path.is_file():
-        record: ReleaseRecord = read_json(path)
-        return record
-    return {"device": device, "current": None, "previous": None, "attempts": []}
+    if not path.is_file():
+        return {"device": device, "current": None, "previous": None, "attempts": []}
+    record: ReleaseRecord = read_json(path)
+    attempts = (record.get("attempts") or []) if isinstance(record, dict) else None
+    if not isinstance(attempts, list):
+        raise StepError(f"{path} is damaged (not a JSON object with a list of attempts): "
+                        "fix or delete it")
+    allowed = [status.value for status in ReleaseStatus]
+    for number, attempt in enumerate(attempts, 1):
+        status = attempt.get("status") if isinstance(attempt, dict) else None
+        if status not in allowed:
+            raise StepError(f"{path} is damaged (attempt {number} has status {status!r}, not "
+                            f"one of {', '.join(map(repr, allowed))}): fix or delete it")
+    return record
 
 
 def with_attempt(record: ReleaseRecord, decision: ReleaseDecision,
@@ -198,6 +212,5 @@ def last_outcome(record: ReleaseRecord) -> ReleaseOutcome | None:
         return None
     last: dict[str, Any] = dict(attempts[-1])
     fields = {name: last[name] for name in ReleaseOutcome.__dataclass_fields__ if name in last}
-    if "status" in fields:
-        fields["status"] = ReleaseStatus(fields["status"])
+    fields["status"] = ReleaseStatus(fields["status"])  # one of them: read_record checked
     return ReleaseOutcome(**fields)

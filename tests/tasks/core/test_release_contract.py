@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tasks.core.contracts.release import (HISTORY_KEPT, ReleaseDecision, ReleaseOutcome,
                                           ReleaseStatus, last_outcome, read_record,
                                           record_path, with_attempt, write_record)
+from tasks.core.errors import StepError
 from tasks.core.layout import Layout
 
 
@@ -54,3 +57,24 @@ def test_the_record_file_round_trips_to_the_last_outcome(tmp_path: Path) -> None
     assert text.startswith('{\n  "device": "esp32",\n  "current": null,') and text.endswith("}\n")
     last = last_outcome(read_record(layout, "esp32"))
     assert last == outcome and last.status is ReleaseStatus.UNCHANGED
+
+
+def test_a_record_with_a_status_outside_the_allowed_ones_is_one_step_error_naming_it(
+        tmp_path: Path) -> None:
+    """A hand-edited or damaged record: read at its file boundary, refused there in one
+    line that names the file and the statuses allowed (not a ValueError from the enum)."""
+    layout = Layout(tmp_path)
+    path = record_path(layout, "pi")
+    path.parent.mkdir(parents=True)
+    attempts = [{"device": "pi", "status": "released", "at": 1.0},
+                {"device": "pi", "status": "exploded", "at": 2.0}]
+    path.write_text(json.dumps({"device": "pi", "current": None, "previous": None,
+                                "attempts": attempts}), encoding="utf-8")
+    with pytest.raises(StepError) as raised:
+        read_record(layout, "pi")
+    assert str(raised.value) == (
+        f"{path} is damaged (attempt 2 has status 'exploded', not one of 'released', "
+        "'rolled back', 'unchanged', 'skipped', 'refused', 'failed'): fix or delete it")
+    path.write_text(json.dumps({"device": "pi", "attempts": ["released"]}), encoding="utf-8")
+    with pytest.raises(StepError, match=r"is damaged \(attempt 1 has status None, not one of"):
+        read_record(layout, "pi")

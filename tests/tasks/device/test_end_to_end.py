@@ -139,7 +139,7 @@ def test_the_harness_times_the_frames_end_to_end_beside_the_model(tiny_project: 
     assert timed["accuracy"] == read_result(out)["accuracy"]
 
 
-def test_without_preprocess_beside_it_the_model_numbers_stand_and_say_why(
+def test_without_preprocess_in_the_package_the_model_numbers_stand_and_say_why(
         tiny_project: Any, tmp_path: Path) -> None:
     folder = tmp_path / "device"
     device_code.ship(folder, ("harness",))
@@ -152,7 +152,7 @@ def test_without_preprocess_beside_it_the_model_numbers_stand_and_say_why(
     result = validate_harness_result(read_result(out))
     assert result["status"] == "ok" and result["latency_ms"]["p50"] > 0
     assert result["end_to_end"] == {
-        "error": f"FileNotFoundError: preprocess.py is not beside the harness "
+        "error": f"FileNotFoundError: the device package has no preprocess.py "
                  f"({package / 'preprocess.py'})"}
 
 

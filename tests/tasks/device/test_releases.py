@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,18 @@ def test_the_releases_get_the_modes_readable_by_names(tmp_path: Path, manager: A
     assert {oct(path.stat().st_mode & 0o777) for path in [app, app / "releases", *under]
             if path.is_dir()} == {oct(folder_mode)}
     assert oct(workdir.stat().st_mode & 0o777) == oct(0o700 | folder_mode & 0o111)
+
+
+def test_a_health_check_on_a_release_missing_a_module_names_the_file(
+        tmp_path: Path, manager: Any) -> None:
+    """The predictor refuses the incomplete release before running any of its package:
+    the check's reason is its one line, not a traceback's last."""
+    from tests.helpers import release_folder
+
+    folder = release_folder(tmp_path / "releases" / IDS[0])
+    (folder / "edgeflow_device" / "runtimes.py").unlink()
+    result = manager.run_check(str(tmp_path), IDS[0], sys.executable, 60)
+    assert result["reasons"] == [
+        f"the predictor failed (exit 2): predict.py: edgeflow_device/runtimes.py in "
+        f"{folder} is missing (the release is incomplete)"]
+    assert json.loads((folder / "health.json").read_text())["passed"] is False
