@@ -351,3 +351,25 @@ def test_circles_finds_each_component_once_and_ignores_chains() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": {"e"}, "e": {"d"}, "f": {"a"}}
     assert sorted(map(sorted, circles(graph))) == [["a", "b", "c"], ["d", "e"]]
     assert circles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+# --------------------------------------------------------------------------- the summary
+
+
+def summary_line() -> str:
+    """One line on this tree's import graph, as a review quotes it: modules, import
+    edges, circles, arrows against the layers (``python -m tests.test_layering``)."""
+    graph = import_graph(dict.fromkeys(SOURCES))
+    found = [line for path in SOURCES for line in violations(path)]
+    return (f"{len(graph)} modules, {sum(map(len, graph.values()))} import edges, "
+            f"{len(circles(graph))} circles, {len(found)} imports against the layers "
+            f"({' < '.join(LAYERS)}; tasks.device apart)")
+
+
+def test_the_summary_counts_this_tree() -> None:
+    line = summary_line()
+    assert line.startswith(f"{len(SOURCES)} modules, ") and ", 0 circles, 0 imports against" in line
+
+
+if __name__ == "__main__":
+    print(summary_line())
