@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core.contracts.release import (HISTORY_KEPT, ReleaseDecision, ReleaseOutcome,
-                                          ReleaseStatus, last_outcome, read_record,
-                                          record_path, with_attempt, write_record)
+from tasks.core.contracts.release import (HISTORY_KEPT, UNSUCCESSFUL, ReleaseDecision,
+                                          ReleaseOutcome, ReleaseStatus, last_outcome,
+                                          read_record, record_path, with_attempt, write_record)
 from tasks.core.errors import StepError
 from tasks.core.layout import Layout
+from tasks.release.outcome import ReleaseRun, last_attempt, last_settled, unsuccessful
 
 
 def test_a_status_is_written_and_shown_as_its_word() -> None:
@@ -78,3 +79,77 @@ def test_a_record_with_a_status_outside_the_allowed_ones_is_one_step_error_namin
     path.write_text(json.dumps({"device": "pi", "attempts": ["released"]}), encoding="utf-8")
     with pytest.raises(StepError, match=r"is damaged \(attempt 1 has status None, not one of"):
         read_record(layout, "pi")
+
+
+# Each status: whether the step ends non-zero (unsuccessful) and whether a later run may
+# reuse the attempt (settled). A refusal and a failure are the two that did not happen.
+STATUS_SEMANTICS = {
+    ReleaseStatus.RELEASED: (False, True),
+    ReleaseStatus.ROLLED_BACK: (False, True),
+    ReleaseStatus.UNCHANGED: (False, True),
+    ReleaseStatus.SKIPPED: (False, True),
+    ReleaseStatus.REFUSED: (True, False),
+    ReleaseStatus.FAILED: (True, False),
+}
+
+
+def test_every_status_is_unsuccessful_and_settled_exactly_as_it_says() -> None:
+    assert set(STATUS_SEMANTICS) == set(ReleaseStatus)
+    assert set(UNSUCCESSFUL) == {ReleaseStatus.REFUSED, ReleaseStatus.FAILED}
+    for status, (failed, settled) in STATUS_SEMANTICS.items():
+        outcome = ReleaseOutcome("pi", status, None, None, "why")
+        assert (status in UNSUCCESSFUL, outcome.settled) == (failed, settled), status
+        # Waiting for an approval is never settled, whatever the status.
+        assert not ReleaseOutcome("pi", status, None, None, "why", pending=True).settled
+
+
+@pytest.mark.parametrize("status", list(ReleaseStatus))
+def test_a_run_and_a_record_name_exactly_the_refused_and_failed_devices(
+        tmp_path: Path, status: ReleaseStatus) -> None:
+    failed, settled = STATUS_SEMANTICS[status]
+    outcome = ReleaseOutcome("pi", status, "v", None, "boom")
+    assert ReleaseRun((outcome,)).problem() == (
+        f"release {status.value} on pi (the lines above say why)" if failed else None)
+    layout = Layout(tmp_path)
+    assert unsuccessful(layout, ["pi"]) == [] and last_settled(layout, "pi") is True
+    write_record(layout, ReleaseDecision(outcome))
+    assert unsuccessful(layout, ["pi", "other"]) == ([f"{status.value} on pi"] if failed else [])
+    assert last_settled(layout, "pi") is settled
+    assert last_attempt(layout, "pi") == f"pi: {status.value}: boom"
+
+
+def test_a_failed_release_among_others_is_the_runs_problem() -> None:
+    run = ReleaseRun((ReleaseOutcome("pi", ReleaseStatus.FAILED, None, None, "boom"),
+                      ReleaseOutcome("jetson", ReleaseStatus.RELEASED, "v", "r1", "ok"),
+                      ReleaseOutcome("esp", ReleaseStatus.REFUSED, "v", None, "no")))
+    assert run.problem() == "release failed on pi, refused on esp (the lines above say why)"
+    assert run.describe() == "pi failed, jetson released, esp refused"
+
+
+def test_a_rollback_decision_sets_previous_to_its_own_not_the_records_current() -> None:
+    """A rollback names what the device runs now (r0) and what it ran before as the
+    board says it: the record's ``current`` (r1) is not its ``previous``."""
+    record = {"device": "pi", "current": {"release": "r1"}, "previous": {"release": "r0"},
+              "attempts": []}
+    rolled_back = ReleaseDecision(
+        ReleaseOutcome("pi", ReleaseStatus.ROLLED_BACK, "v0", "r0", "back"),
+        {"release": "r0"}, {"release": "r-older"})
+    changed = with_attempt(record, rolled_back, 3.0)
+    assert changed["current"] == {"release": "r0"}
+    assert changed["previous"] == {"release": "r-older"}
+    no_previous = ReleaseDecision(
+        ReleaseOutcome("pi", ReleaseStatus.RELEASED, "v2", "r2", "ok"), {"release": "r2"}, None)
+    assert with_attempt(record, no_previous, 4.0)["previous"] is None
+
+
+def test_the_last_outcome_is_the_newest_attempt_not_the_first(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    write_record(layout, ReleaseDecision(
+        ReleaseOutcome("pi", ReleaseStatus.SKIPPED, None, None, "policy off")))
+    released = ReleaseOutcome("pi", ReleaseStatus.RELEASED, "tflite-int8", "r1", "switched", "4")
+    write_record(layout, ReleaseDecision(released, {"release": "r1"}, None))
+    record = read_record(layout, "pi")
+    assert [attempt["status"] for attempt in record["attempts"]] == ["skipped", "released"]
+    last = last_outcome(record)
+    assert last == released and last.status is ReleaseStatus.RELEASED
+    assert last_attempt(layout, "pi") == "pi: released: switched (MLflow version 4)"

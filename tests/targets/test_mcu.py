@@ -1,0 +1,176 @@
+"""tasks.targets.mcu: the fit budgets (capacity minus margin, in KB of 1024 bytes), what a
+release records as the device's previous bundle, which bundles a release keeps, and the
+bundle's manifest, on hand-made variants (no conversion: the figures are set exactly)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.config import McuDevice, ReleaseParams, Requirements
+from tasks.core.contracts.prepared import PreparedMeta, write_meta
+from tasks.core.contracts.release import (ReleaseDecision, ReleaseOutcome, ReleaseStatus,
+                                          write_record)
+from tasks.core.contracts.variants import (Variant, VariantCheck, VariantFile, VariantIndex,
+                                           write_variant_index)
+from tasks.core.layout import Layout
+from tasks.targets import mcu
+from tasks.targets.base import ReleaseJob
+from tests.tasks.select.summaries import judge
+
+# 100 KB flash with 10% kept for the firmware, 40 KB RAM with half kept: every budget
+# differs from the others and from what a KB of 1000 bytes would give.
+DEVICE = McuDevice(transport="mcu", flash_kb=100, ram_kb=40, flash_margin=0.1, ram_margin=0.5)
+FLASH_BUDGET, RAM_BUDGET = 92_160, 20_480
+CLASSES = ["cat", "dog", "bird"]
+OLD_IDS = [f"2024010{day}T000000000000Z-tflm-int8" for day in (1, 2, 3, 4)]
+
+
+def tflm_variant(name: str = "tflm-int8", model_bytes: int = 20_000, arena_bytes: int = 6_000,
+                 sha256: str = "ab" * 32) -> Variant:
+    """A produced, checked ``tflm`` variant whose files lie in ``variants/<name>/``."""
+    return Variant(
+        name=name, format="tflm", precision="int8", source="base", runtime="tflm", status="ok",
+        reason=None, file=f"{name}/model.tflite",
+        files=[VariantFile(path=f"{name}/model.tflite", bytes=model_bytes, sha256=sha256)],
+        bytes=model_bytes, extras=[f"{name}/model_data.cc", f"{name}/model_data.h"],
+        sha256=sha256, spec={"arena_bytes": arena_bytes, "input": "int8"}, accuracy=0.8,
+        details={"model_bytes": model_bytes, "arena_bytes": arena_bytes, "ops": ["CONV_2D"]},
+        check=VariantCheck(samples=120, agreement=1.0, max_abs_logit_diff=0.0, accuracy=0.8,
+                           reference_accuracy=0.8, passed=True, failures=[]))
+
+
+def project(tmp_path: Path, variant: Variant) -> Layout:
+    """A layout with the variant's files and the prepared data's meta (classes, shape)."""
+    layout = Layout(tmp_path)
+    for path in [variant.file, *(variant.extras or [])]:
+        (layout.variants / path).parent.mkdir(parents=True, exist_ok=True)
+        (layout.variants / path).write_text(f"contents of {path}", encoding="utf-8")
+    layout.prepared.mkdir(parents=True)
+    write_meta(layout.prepared, PreparedMeta(
+        source="data/raw", classes=CLASSES, input_shape=[32, 32, 1], normalisation="unit",
+        color="grayscale", seed=1, counts={}, per_class={}, per_split_class={}, warnings=[],
+        skipped_count=0, skipped=[], sha256={}))
+    return layout
+
+
+def fit_records(tmp_path: Path, *variants: Variant) -> dict[str, dict[str, Any]]:
+    write_variant_index(tmp_path / "variants", VariantIndex(reference_accuracy=0.8, sources={},
+                                                            variants=list(variants)))
+    run = mcu.check_fit("esp32", DEVICE, tmp_path / "variants", tmp_path / "results")
+    records = [json.loads(path.read_text(encoding="utf-8")) for path in run.results]
+    return {record["variant"]: record for record in records}
+
+
+def test_the_budgets_are_capacity_in_kb_of_1024_bytes_less_each_own_margin(
+        tmp_path: Path) -> None:
+    records = fit_records(tmp_path, tflm_variant(model_bytes=20_000, arena_bytes=6_000))
+    assert records["tflm-int8"]["mcu"] == {
+        "model_bytes": 20_000, "arena_bytes": 6_000, "flash_bytes": 102_400,
+        "ram_bytes": 40_960, "flash_budget_bytes": FLASH_BUDGET,
+        "ram_budget_bytes": RAM_BUDGET, "accuracy": 0.8, "accuracy_samples": 120,
+        "ops": ["CONV_2D"]}
+
+
+def test_a_variant_fits_its_budgets_exactly_and_not_a_byte_more(tmp_path: Path) -> None:
+    records = fit_records(
+        tmp_path, tflm_variant("tflm-exact", FLASH_BUDGET, RAM_BUDGET),
+        tflm_variant("tflm-over", FLASH_BUDGET + 1, RAM_BUDGET + 1),
+        tflm_variant("tflm-flash", FLASH_BUDGET + 1, RAM_BUDGET),
+        tflm_variant("tflm-arena", FLASH_BUDGET, RAM_BUDGET + 1))
+    requirements = Requirements(max_accuracy_drop=None)
+    rows = {name: judge(record, requirements, 0.8) for name, record in records.items()}
+    assert (rows["tflm-exact"].status, rows["tflm-exact"].reasons) == ("pass", [])
+    assert (rows["tflm-over"].status, rows["tflm-over"].reasons) == (
+        "fail", ["model 90.0 KB > flash budget 90.0 KB",
+                 "tensor arena 20.0 KB > RAM budget 20.0 KB"])
+    assert rows["tflm-flash"].reasons == ["model 90.0 KB > flash budget 90.0 KB"]
+    assert rows["tflm-arena"].reasons == ["tensor arena 20.0 KB > RAM budget 20.0 KB"]
+
+
+def release_job(layout: Layout, variant: Variant, keep: int = 5) -> ReleaseJob:
+    def no_board(entry: Any) -> ReleaseDecision:
+        raise AssertionError("a microcontroller has no board to release on")
+
+    return ReleaseJob(layout=layout, params=ReleaseParams(keep=keep), variant=variant,
+                      register=lambda: {"name": "edge-model", "version": 7},
+                      alias_moved=lambda mlflow: "", on_board=no_board)
+
+
+def test_a_release_records_the_bundle_it_replaces_as_previous(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    variant = tflm_variant()
+    layout = project(tmp_path, variant)
+    old = {"release": "r0", "variant": "old", "sha256": "x"}
+    write_record(layout, ReleaseDecision(
+        ReleaseOutcome("esp32", ReleaseStatus.RELEASED, "old", "r0", "first"), old,
+        {"release": "r-older", "variant": "older", "sha256": "y"}))
+    monkeypatch.setattr(mcu, "write_bundle", lambda *args: ReleaseOutcome(
+        "esp32", ReleaseStatus.RELEASED, variant.name, "r1", "bundle written"))
+    decision = mcu.McuTarget("esp32", DEVICE).release(release_job(layout, variant))
+    assert decision.previous == old
+    assert decision.current == {"release": "r1", "variant": "tflm-int8", "sha256": "ab" * 32,
+                                "mlflow": {"name": "edge-model", "version": 7}}
+    assert decision.outcome == ReleaseOutcome("esp32", ReleaseStatus.RELEASED, "tflm-int8",
+                                              "r1", "bundle written", "7")
+
+
+def _release_with_old_bundles(tmp_path: Path, current: str | None) -> tuple[Layout, str]:
+    """Four older bundles, ``current`` the one the record says runs, then a release
+    keeping 2; returns the new release id."""
+    variant = tflm_variant()
+    layout = project(tmp_path, variant)
+    for release_id in OLD_IDS:
+        (layout.device_releases("esp32") / release_id).mkdir(parents=True)
+    if current is not None:
+        write_record(layout, ReleaseDecision(
+            ReleaseOutcome("esp32", ReleaseStatus.RELEASED, "tflm-int8", current, "then"),
+            {"release": current, "variant": "tflm-int8", "sha256": "cd" * 32}, None))
+    outcome = mcu.write_bundle(layout, "esp32", DEVICE, variant, ReleaseParams(keep=2))
+    assert outcome.status is ReleaseStatus.RELEASED and outcome.release_id is not None
+    return layout, outcome.release_id
+
+
+def bundles(layout: Layout) -> list[str]:
+    return sorted(path.name for path in layout.device_releases("esp32").iterdir()
+                  if path.is_dir())
+
+
+def test_a_release_keeps_exactly_the_newest_bundles(tmp_path: Path) -> None:
+    layout, new = _release_with_old_bundles(tmp_path, current=None)
+    assert bundles(layout) == [OLD_IDS[-1], new]
+
+
+def test_a_release_never_removes_the_bundle_the_device_runs(tmp_path: Path) -> None:
+    """The record's current bundle, the oldest here, becomes the previous one: kept."""
+    layout, new = _release_with_old_bundles(tmp_path, current=OLD_IDS[0])
+    assert bundles(layout) == [OLD_IDS[0], OLD_IDS[-1], new]
+
+
+def test_the_bundle_manifest_says_what_it_holds_and_the_budget_it_was_checked_against(
+        tmp_path: Path) -> None:
+    variant = tflm_variant(model_bytes=20_000, arena_bytes=6_000)
+    layout = project(tmp_path, variant)
+    outcome = mcu.write_bundle(layout, "esp32", DEVICE, variant, ReleaseParams())
+    release_id = str(outcome.release_id)
+    assert outcome == ReleaseOutcome(
+        "esp32", ReleaseStatus.RELEASED, "tflm-int8", release_id,
+        f"firmware bundle for esp32: {layout.device_releases('esp32') / release_id}")
+    folder = layout.device_releases("esp32") / release_id
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    created_at = manifest.pop("created_at")
+    assert manifest == {
+        "release_id": release_id, "device": "esp32", "variant": "tflm-int8",
+        "sha256": "ab" * 32,
+        "files": ["labels.h", "model.tflite", "model_data.cc", "model_data.h"],
+        "arena_bytes": 6_000, "spec": {"arena_bytes": 6_000, "input": "int8"},
+        "classes": CLASSES, "input_shape": [32, 32, 1],
+        "budget": {"flash_kb": 100, "ram_kb": 40, "flash_margin": 0.1, "ram_margin": 0.5}}
+    assert isinstance(created_at, str) and created_at.endswith("+00:00")
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "labels.h", "manifest.json", "model.tflite", "model_data.cc", "model_data.h"]
+    assert (folder / "model_data.cc").read_text() == "contents of tflm-int8/model_data.cc"
+    assert (folder / "labels.h").read_text() == mcu.labels_header(CLASSES)
