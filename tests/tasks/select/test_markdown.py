@@ -4,6 +4,9 @@ every name escaped in the report's flavour."""
 
 from __future__ import annotations
 
+import re
+
+from tasks.select.report.cells import COLUMNS
 from tasks.select.report.markdown import markdown_text, recommendation_lines, render_markdown
 from tests.tasks.select.summaries import summary_of, summary_row
 
@@ -28,3 +31,20 @@ def test_the_report_counts_lists_and_escapes_every_row() -> None:
     table = [line for line in report.splitlines() if line.startswith("| pi |")]
     assert len(table) == 2 and table[1].endswith(" | &lt;b&gt;\\|x |")
     assert report.endswith("![p90 \\[all\\]](plots/p.png)\n")
+
+
+def test_the_results_table_has_one_column_per_cell_in_every_line() -> None:
+    # GitHub renders a table only when the separator has as many cells as the header.
+    rows = [summary_row("a", "pi"), summary_row("b|c", "pi", "fail", reasons=["x|y"])]
+    report = render_markdown(summary_of(rows, {"pi": "a"}), []).splitlines()
+    start = report.index("| " + " | ".join(COLUMNS) + " | reasons / notes |")
+    header, separator, *body = report[start:start + 2 + len(rows)]
+    pipes = len(COLUMNS) + 2  # a | before each cell (the columns and the reasons), one after
+    assert pipes == 15  # today's 13 columns
+    assert separator == "|" + "---|" * (len(COLUMNS) + 1)
+    assert separator == "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    assert separator.count("---") == len(COLUMNS) + 1
+    for line in [header, separator, *body]:
+        assert len(re.findall(r"(?<!\\)\|", line)) == pipes, line
+    assert len(body) == 2 and body[1].startswith("| pi | b\\|c | fail |")
+    assert report[start + 2 + len(rows)] == ""  # and nothing else in the table
