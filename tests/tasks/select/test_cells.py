@@ -47,3 +47,9 @@ def test_runs_on_counts_only_passes_not_skipped_or_errors() -> None:
     rows = [summary_row("a", "pi"), summary_row("a", "mcu", "skipped"),
             summary_row("a", "x", "error"), summary_row("b", "pi", "fail")]
     assert runs_on(summary_of(rows, {})) == {"a": ["pi"], "b": []}
+
+
+def test_a_zero_requirement_is_stated() -> None:
+    # No drop allowed, no memory headroom: a 0 is a requirement, only None is unset.
+    assert stated_requirements({"max_accuracy_drop": 0.0, "min_fps": 0, "max_size_kb": None}) == (
+        "max_accuracy_drop=0.0, min_fps=0")

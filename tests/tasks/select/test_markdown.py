@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 
 from tasks.select.report.cells import COLUMNS
-from tasks.select.report.markdown import markdown_text, recommendation_lines, render_markdown
+from tasks.select.report.markdown import (markdown_text, recommendation_lines, render_markdown,
+                                          runs_on_lines)
 from tests.tasks.select.summaries import summary_of, summary_row
 
 
@@ -48,3 +49,12 @@ def test_the_results_table_has_one_column_per_cell_in_every_line() -> None:
         assert len(re.findall(r"(?<!\\)\|", line)) == pipes, line
     assert len(body) == 2 and body[1].startswith("| pi | b\\|c | fail |")
     assert report[start + 2 + len(rows)] == ""  # and nothing else in the table
+
+
+def test_the_reverse_view_and_the_frontier_escape_and_list_every_name() -> None:
+    rows = [summary_row("a|1", "pi|2"), summary_row("a|1", "b`x"),
+            summary_row("c", "pi|2", "error")]
+    summary = summary_of(rows, {"pi|2": "a|1"}, pareto={"pi|2": ["a|1", "c]"]})
+    assert runs_on_lines(summary, markdown_text) == ["- `a\\|1`: pi\\|2, b\\`x", "- `c`: no device"]
+    assert recommendation_lines(summary, markdown_text)[1] == (
+        "  - Pareto frontier (accuracy, p90, size): `a\\|1`, `c\\]`")
