@@ -39,3 +39,17 @@ def test_requirements_leave_the_unset_out_and_read_the_order() -> None:
 def test_runs_on_lists_every_variant_with_the_devices_it_passes_on() -> None:
     rows = [summary_row("a", "pi"), summary_row("b", "pi", "fail"), summary_row("a", "board")]
     assert runs_on(summary_of(rows, {})) == {"a": ["pi", "board"], "b": []}
+
+
+def test_runs_on_counts_only_passes_not_skipped_or_errors() -> None:
+    # One row per status: only the pass is a device the variant runs on (a skipped or
+    # errored row is not a "passes on", nor is a fail).
+    rows = [summary_row("a", "pi"), summary_row("a", "mcu", "skipped"),
+            summary_row("a", "x", "error"), summary_row("b", "pi", "fail")]
+    assert runs_on(summary_of(rows, {})) == {"a": ["pi"], "b": []}
+
+
+def test_a_zero_requirement_is_stated() -> None:
+    # No drop allowed, no memory headroom: a 0 is a requirement, only None is unset.
+    assert stated_requirements({"max_accuracy_drop": 0.0, "min_fps": 0, "max_size_kb": None}) == (
+        "max_accuracy_drop=0.0, min_fps=0")

@@ -54,3 +54,15 @@ def test_texts_from_devices_are_escaped(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
     assert "http://evil" not in re.findall(r'src="([^"]*)"', page)
     assert "<strong>No variant meets the requirements.</strong>" in page
+
+
+def test_every_result_cell_has_its_column_class_and_the_reverse_view_lists_every_device() -> None:
+    document = summary()
+    document.results.append(row("tflite-int8", "tflite", 0.6, 0.94, device="mcu"))
+    page = render_html(document, [])
+    assert "<li><code>tflite-int8</code>: board, mcu</li>" in page.splitlines()
+    rows = [line for line in page.splitlines() if line.startswith("<tr class=")]
+    assert len(rows) == 6
+    for line in rows:  # device, variant, status, exec are text; the 9 numbers are not
+        classes = re.findall(r'<td class="([^"]*)">', line)
+        assert classes == ["text", "text", "text status", "text", *[""] * 9, "text"], line

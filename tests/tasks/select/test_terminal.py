@@ -38,3 +38,29 @@ def test_skipped_rows_are_shown_on_request() -> None:
     assert full.row_count == 3
     compact, _ = terminal_summary(summary(), 80, include_skipped=True)
     assert compact.row_count == 3
+
+
+def four_statuses() -> Summary:
+    timed = {"p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1.5}
+    return summary_of([summary_row("a", "pi", "pass", accuracy=0.9, size_bytes=2048,
+                                   latency_ms=timed),
+                       summary_row("b", "pi", "fail"), summary_row("c", "pi", "error"),
+                       summary_row("d", "pi", "skipped")], {"pi": "a"})
+
+
+def test_the_full_table_colours_the_status_cell_by_status() -> None:
+    [full] = terminal_summary(four_statuses(), 200, include_skipped=True)
+    cells = {str(column.header): list(column.cells) for column in full.columns}
+    assert cells["status"] == ["[green]pass[/]", "[yellow]fail[/]", "[red]error[/]",
+                               "[dim]skipped[/]"]
+    assert cells["variant"] == ["a", "b", "c", "d"] and cells["device"] == ["pi"] * 4
+
+
+def test_the_compact_table_shows_p90_and_colours_the_status() -> None:
+    compact, *_ = terminal_summary(four_statuses(), 80, include_skipped=True)
+    cells = {str(column.header): list(column.cells) for column in compact.columns}
+    assert [str(text) for text in cells["status"]] == ["pass", "fail", "error", "skipped"]
+    assert [text.style for text in cells["status"]] == ["green", "yellow", "red", "dim"]
+    assert [cells[column][0] for column in ("accuracy", "p90 ms", "size KB")] == [
+        "0.900", "2.000", "2.0"]
+    assert cells["p90 ms"][1:] == ["—"] * 3
