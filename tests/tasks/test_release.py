@@ -988,6 +988,9 @@ def test_labels_header_holds_every_class_name_as_its_utf8_bytes(tmp_path: Path) 
     assert compiled_labels(bundle, classes, tmp_path / "compiled") == [
         name.encode("utf-8") for name in classes]
     assert labels_header(["Über"]).count("\\303\\234ber") == 1  # readable ASCII stays
+    # Printable ASCII is kept as it is, from space (0x20) to '~' (0x7e); DEL (0x7f) and
+    # control bytes are octal escapes; quote, backslash and '?' (trigraphs) are escaped.
+    assert labels_header([" ~\x7f\t\"\\?"]).count('" ~\\177\\011\\"\\\\\\?"') == 1
 
 
 

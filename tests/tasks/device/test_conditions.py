@@ -86,3 +86,26 @@ def test_conditions_are_read_from_the_boards_files(tmp_path: Path, monkeypatch) 
     assert (snapshot["governor"], snapshot["cpu_mhz"], snapshot["temperature_c"]) == (
         "ondemand", 1800.0, 47.5)
     assert snapshot["affinity"] == sorted(os.sched_getaffinity(0))
+
+
+def test_each_change_is_named_from_its_threshold_on_and_not_below_it() -> None:
+    """The thresholds are limits met exactly: a 5 C rise and 0.5 other busy CPUs are
+    named, 4.9 C and 0.49 are not; a clock change must exceed 10% of the clock before."""
+    assert (conditions.TEMPERATURE_RISE_C, conditions.OTHER_LOAD_CPUS,
+            conditions.CLOCK_CHANGE) == (5.0, 0.5, 0.10)
+    changes = conditions.condition_changes
+    assert changes(_snapshot(), _snapshot(temperature_c=55.0), None) == [
+        "temperature rose from 50 to 55 C"]
+    assert changes(_snapshot(), _snapshot(temperature_c=54.9), None) == []
+    assert changes(_snapshot(), _snapshot(temperature_c=40.0), None) == []  # cooled: no rise
+    assert changes(_snapshot(), _snapshot(), 0.5) == ["other processes kept 0.5 CPUs busy"]
+    assert changes(_snapshot(), _snapshot(), 0.49) == []
+    assert changes(_snapshot(), _snapshot(cpu_mhz=2201.0), None) == [
+        "CPU clock changed from 2000 to 2201 MHz"]
+    assert changes(_snapshot(), _snapshot(cpu_mhz=2200.0), None) == []
+    assert changes(_snapshot(), _snapshot(cpu_mhz=1799.0), None) == [
+        "CPU clock changed from 2000 to 1799 MHz"]
+    assert changes(_snapshot(), _snapshot(thermal_throttle_events=3), None) == []
+    assert changes(_snapshot(thermal_throttle_events=None),
+                   _snapshot(thermal_throttle_events=9), None) == []
+    assert changes(_snapshot(), _snapshot(throttled="no"), None) == []
