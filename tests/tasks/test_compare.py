@@ -9,7 +9,7 @@ import pytest
 
 from tasks.compare import compare, judge
 from tasks.config import CompareParams
-from tasks.core.contracts.summary import Summary, SummaryRow
+from tasks.core.contracts.summary import RowStatus, Summary, SummaryRow
 
 LIMITS = CompareParams(latency_increase=0.10, accuracy_drop=0.01, size_increase=0.05)
 
@@ -123,3 +123,49 @@ def test_the_markdown_view_marks_the_regressed_pair_and_lists_why() -> None:
     [b_row] = [line for line in lines if line.startswith("| b-fp32 |")]
     assert "| pass -> fail |" in b_row and b_row.endswith("| **REGRESSION** |")
     assert "- regression: b-fp32@local: status pass -> fail" in lines
+
+
+# Every status a row can have before and after, and a row only one run has: the gate's
+# verdict and line, and the markdown's status cell, for each (before, after).
+MISSING = "missing"
+STATUSES = [status.value for status in RowStatus]
+
+
+def _status_table() -> list[tuple[str, str]]:
+    return [(before, after) for before in [*STATUSES, MISSING] for after in [*STATUSES, MISSING]
+            if (before, after) != (MISSING, MISSING)]
+
+
+@pytest.mark.parametrize(("before", "after"), _status_table())
+def test_every_status_before_and_after_goes_through_the_gate(before: str, after: str) -> None:
+    from tasks.compare.gate import GateResult
+    from tasks.compare.view import comparison_markdown
+    from tests.tasks.select.summaries import summary_of, summary_row
+
+    def run(status: str) -> Summary:
+        rows = [] if status == MISSING else [summary_row("v-fp32", status=status,
+                                                         reasons=[f"why {status}"])]
+        return summary_of(rows, {})
+
+    comparison = compare(run(before), run(after), LIMITS)
+    gated = GateResult(comparison, "MLflow run x")
+    paired = MISSING not in (before, after)
+    assert [(pair.status_before, pair.status_after) for pair in comparison.pairs] == (
+        [(before, after)] if paired else [])
+    assert (comparison.only_before, comparison.only_after) == (
+        ["v-fp32@local"] if after == MISSING and before != MISSING else [],
+        ["v-fp32@local"] if before == MISSING and after != MISSING else [])
+    # Only a pass that stops passing is a regression: a row that was never a pass, one
+    # that appears, or one that vanishes is none (the farm or the variants changed).
+    if before == "pass" and after not in ("pass", MISSING):
+        reason = f"v-fp32@local: status pass -> {after} (why {after})"
+        assert comparison.regressions == [reason]
+        assert gated.line() == f"1 regression against MLflow run x: {reason}"
+    else:
+        assert comparison.regressions == []
+        assert gated.line() == f"no regression against MLflow run x in {int(paired)} pairs"
+    rows = [line for line in comparison_markdown(comparison, "x", "y").splitlines()
+            if line.startswith("| v-fp32 |")]
+    cell = after if before == after else f"{before} -> {after}"
+    verdict = "**REGRESSION**" if comparison.regressions else "ok"
+    assert rows == ([f"| v-fp32 | local | {cell} |  |  |  |  | {verdict} |"] if paired else [])

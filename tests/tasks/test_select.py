@@ -473,6 +473,30 @@ def test_verdict_message_lists_several_faulty_devices_unserved_devices_and_error
         "requirements on: board, mcu | errors: b@pi: error: lost | c@board: error: gone")
 
 
+@pytest.mark.parametrize(("status", "ok", "problems", "message"), [
+    ("pass", True, (), "2 pass, 0 fail, 0 error, 0 skipped | recommended: local: a"),
+    ("fail", True, ("v@local: fail: why",),
+     "1 pass, 1 fail, 0 error, 0 skipped | recommended: local: a"),
+    ("error", False, ("v@local: error: why",),
+     "partial: errors on 1 of 1 device(s) (local); every other result is complete | "
+     "1 pass, 0 fail, 1 error, 0 skipped | recommended: local: a | errors: v@local: error: why"),
+    ("skipped", True, (), "1 pass, 0 fail, 0 error, 1 skipped | recommended: local: a"),
+])
+def test_every_status_reaches_the_verdict_and_the_counts(status: str, ok: bool,
+                                                         problems: tuple[str, ...],
+                                                         message: str) -> None:
+    """Beside a served device's recommended pass, one row of each status: only an error
+    fails the run, a fail and an error are its problems, and each status is counted in
+    its own field (the flow's outcome counts are this document)."""
+    rows = [summary_row("a", status="pass"), summary_row("v", status=status, reasons=["why"])]
+    summary = summary_of(rows, {"local": "a"})
+    assert summary.counts.document() == {
+        "pass": 1 + (status == "pass"), "fail": int(status == "fail"),
+        "error": int(status == "error"), "skipped": int(status == "skipped")}
+    result = verdict(summary)
+    assert (result.ok, result.problems, result.message) == (ok, problems, message)
+
+
 # --------------------------------------------------------------------------- the whole step
 
 
