@@ -1,6 +1,7 @@
 """tasks/device/releases.py on a folder: which releases are pruned and which one a
-rollback returns to (the health checks and switches run for real in
-tests/tasks/test_release.py)."""
+rollback returns to, and its whole state space run on a folder (keep at its boundary, a
+refused and an undone release, a rollback, files changed since); the real health checks
+and pushes run in tests/tasks/test_release.py."""
 
 from __future__ import annotations
 
@@ -180,3 +181,175 @@ def test_a_health_check_on_a_release_missing_a_module_names_the_file(
         f"the predictor failed (exit 2): predict.py: edgeflow_device/runtimes.py in "
         f"{folder} is missing (the release is incomplete)"]
     assert json.loads((folder / "health.json").read_text())["passed"] is False
+
+
+# --------------------------------------------------------------------------- the state space
+# activate, rollback and status as the board runs them, one after another: the health
+# check is a stand-in interpreter that answers what the release's own verdict.json says.
+
+
+@pytest.fixture()
+def board(tmp_path: Path) -> tuple[Path, str]:
+    """An app folder and a 'python' whose check answers each release's verdict.json."""
+    python = tmp_path / "check-python"
+    python.write_text('#!/bin/sh\ncat "$(dirname "$1")/verdict.json"\n')
+    python.chmod(0o700)
+    return tmp_path / "app", str(python)
+
+
+def pushed(app: Path, name: str, passes: bool = True, files: dict[str, bytes] | None = None
+           ) -> str:
+    """A release pushed, not yet checked; its check passes or fails (reason "model gone");
+    ``files`` are released with it (listed in its manifest with their sha256)."""
+    make(app, name, passed=None)
+    folder = app / "releases" / name
+    listed = []
+    for path, content in (files or {}).items():
+        (folder / path).write_bytes(content)
+        listed.append({"path": path, "sha256": hashlib.sha256(content).hexdigest()})
+    manifest = json.dumps({"manifest_version": 2, "variant": "onnx-fp32", "files": listed}
+                          ).encode()
+    (folder / "manifest.json").write_bytes(manifest)
+    (folder / "manifest.sha256").write_text(f"{hashlib.sha256(manifest).hexdigest()}  "
+                                            "manifest.json\n")
+    (folder / "verdict.json").write_text(json.dumps(
+        {"passed": passes, "reasons": [] if passes else ["model gone"]}))
+    return name
+
+
+def release(manager: Any, board: tuple[Path, str], name: str, keep: int = 5,
+            passes: bool = True, on_release: str | None = None) -> dict[str, Any]:
+    app, python = board
+    pushed(app, name, passes)
+    result: dict[str, Any] = manager.activate(str(app), name, python, on_release, keep, 30, 30)
+    return result
+
+
+def recorded(app: Path) -> dict[str, Any]:
+    """state.json as the manager wrote it, and where the link points."""
+    state = json.loads((app / "state.json").read_text())
+    link = os.readlink(app / "current") if os.path.lexists(app / "current") else None
+    return {"link": link, "previous": state["previous"], "rolled_back": state["rolled_back"],
+            "last": {key: state["events"][-1][key] for key in ("action", "release", "detail")}}
+
+
+@pytest.mark.parametrize("keep", [2, 3, 4])
+def test_keep_releases_are_kept_and_one_more_prunes_the_oldest(manager: Any,
+                                                               board: tuple[Path, str],
+                                                               keep: int) -> None:
+    app = board[0]
+    for name in IDS[:keep]:
+        assert release(manager, board, name, keep)["removed"] == []
+    assert manager.releases(str(app)) == IDS[:keep]
+    done = release(manager, board, IDS[keep], keep)
+    assert (done["status"], done["removed"]) == ("released", [IDS[0]])
+    assert manager.releases(str(app)) == IDS[1:keep + 1]
+
+
+def test_keep_one_never_prunes_the_current_or_the_previous_release(
+        manager: Any, board: tuple[Path, str]) -> None:
+    app = board[0]
+    assert [release(manager, board, name, keep=1)["removed"] for name in IDS[:4]] == [
+        [], [], [IDS[0]], [IDS[1]]]
+    assert manager.releases(str(app)) == [IDS[2], IDS[3]]
+    assert recorded(app)["previous"] == IDS[2]
+
+
+def test_a_refused_release_is_removed_and_the_record_stays_as_it_was(
+        manager: Any, board: tuple[Path, str]) -> None:
+    app, python = board
+    release(manager, board, IDS[0])
+    release(manager, board, IDS[1])
+    refused = release(manager, board, IDS[2], passes=False)
+    assert (refused["status"], refused["current"], refused["removed"]) == (
+        "unhealthy", IDS[1], [IDS[2]])
+    assert refused["message"] == "health check failed: model gone"
+    assert manager.releases(str(app)) == IDS[:2]
+    assert recorded(app) == {"link": f"releases/{IDS[1]}", "previous": IDS[0], "rolled_back": [],
+                             "last": {"action": "check-failed", "release": IDS[2],
+                                      "detail": "model gone"}}
+    # The previous release activated again, its check failing now: refused, but its
+    # folder is the rollback's and stays.
+    (app / "releases" / IDS[0] / "verdict.json").write_text(
+        json.dumps({"passed": False, "reasons": ["model gone"]}))
+    again = manager.activate(str(app), IDS[0], python, None, 5, 30, 30)
+    assert (again["status"], again["removed"]) == ("unhealthy", [])
+    assert manager.releases(str(app)) == IDS[:2]
+    # The next good release follows the current one, not the refused one.
+    done = release(manager, board, IDS[3])
+    assert (done["previous"], done["removed"]) == (IDS[1], [])
+    assert manager.releases(str(app)) == [IDS[0], IDS[1], IDS[3]]
+    assert recorded(app)["previous"] == IDS[1]
+
+
+def test_a_release_whose_on_release_fails_is_undone_and_removed(
+        manager: Any, board: tuple[Path, str]) -> None:
+    app = board[0]
+    hook = f'test "$EDGEFLOW_RELEASE" != {IDS[2]} || {{ echo broke; exit 3; }}'
+    release(manager, board, IDS[0], on_release=hook)
+    release(manager, board, IDS[1], on_release=hook)
+    failed = release(manager, board, IDS[2], on_release=hook)
+    assert (failed["status"], failed["current"], failed["removed"]) == (
+        "hook_failed", IDS[1], [IDS[2]])
+    assert failed["message"] == f"on_release failed (exit 3: broke); switched back to {IDS[1]}"
+    assert failed["restored_hook"]["ok"] is True
+    assert manager.releases(str(app)) == IDS[:2]
+    assert recorded(app) == {
+        "link": f"releases/{IDS[1]}", "previous": IDS[0], "rolled_back": [],
+        "last": {"action": "activate-undone", "release": IDS[2],
+                 "detail": f"on_release failed: broke; switched back to {IDS[1]}"}}
+
+
+def test_a_first_release_whose_on_release_fails_leaves_no_release(
+        manager: Any, board: tuple[Path, str]) -> None:
+    app = board[0]
+    failed = release(manager, board, IDS[0], on_release="exit 4")
+    assert (failed["status"], failed["current"], failed["removed"]) == ("hook_failed", None,
+                                                                        [IDS[0]])
+    assert manager.releases(str(app)) == [] and not os.path.lexists(app / "current")
+    assert recorded(app)["previous"] is None
+
+
+def test_after_a_rollback_the_next_release_follows_the_release_rolled_back_to(
+        manager: Any, board: tuple[Path, str]) -> None:
+    app = board[0]
+    for name in IDS[:3]:
+        release(manager, board, name, keep=3)
+    back = manager.rollback(str(app), None, 30)
+    assert (back["status"], back["current"], back["from"]) == ("rolled_back", IDS[1], IDS[2])
+    assert recorded(app) == {"link": f"releases/{IDS[1]}", "previous": IDS[0],
+                             "rolled_back": [IDS[2]],
+                             "last": {"action": "rollback", "release": IDS[1],
+                                      "detail": f"from {IDS[2]}"}}
+    # The next release: the one rolled back to is its previous; the oldest is pruned, the
+    # one rolled back from is kept (keep counts it) and stays listed as rolled back from.
+    done = release(manager, board, IDS[3], keep=3)
+    assert (done["previous"], done["removed"]) == (IDS[1], [IDS[0]])
+    assert manager.releases(str(app)) == IDS[1:4]
+    status = manager.status(str(app))
+    assert (status["current"]["release"], status["previous"]["release"]) == (IDS[3], IDS[1])
+    assert [entry["release"] for entry in status["rolled_back"]] == [IDS[2]]
+    # Rolled back again: to the previous, never to the release rolled back from before.
+    again = manager.rollback(str(app), None, 30)
+    assert (again["current"], again["from"]) == (IDS[1], IDS[3])
+    assert recorded(app)["previous"] is None and recorded(app)["rolled_back"] == [IDS[2], IDS[3]]
+    last = manager.rollback(str(app), None, 30)
+    assert (last["status"], last["current"]) == ("nothing_to_roll_back_to", IDS[1])
+
+
+def test_status_names_each_file_changed_on_the_board(manager: Any,
+                                                     board: tuple[Path, str]) -> None:
+    app, python = board
+    for name in IDS[:2]:
+        pushed(app, name, files={"model.onnx": b"weights", "labels.txt": b"cat\ndog\n"})
+        manager.activate(str(app), name, python, None, 5, 30, 30)
+    status = manager.status(str(app))
+    assert [(status[which]["release"], status[which]["files_intact"], status[which]["changed"])
+            for which in ("current", "previous")] == [(IDS[1], True, []), (IDS[0], True, [])]
+    (app / "releases" / IDS[1] / "model.onnx").write_bytes(b"weights, retrained by hand")
+    (app / "releases" / IDS[0] / "labels.txt").unlink()
+    status = manager.status(str(app))
+    assert [(status[which]["release"], status[which]["files_intact"], status[which]["changed"])
+            for which in ("current", "previous")] == [(IDS[1], False, ["model.onnx"]),
+                                                      (IDS[0], False, ["labels.txt"])]
+    assert manager.rollback(str(app), None, 30)["status"] == "nothing_to_roll_back_to"
