@@ -1061,3 +1061,27 @@ def test_a_stop_once_the_switch_is_under_way_records_and_says_the_release(
         f"release: late: released: {released} is current (MLflow version "
         f"{record['current']['mlflow']['version']}) (its switch was under way when the stop "
         "came)"]
+
+
+@pytest.mark.parametrize("requirements, floor", [
+    ({"min_accuracy": 0.85, "max_accuracy_drop": 0.1}, 0.85),  # min_accuracy binds (> 0.81)
+    ({"min_accuracy": 0.7, "max_accuracy_drop": 0.1}, 0.81),   # the drop binds (> 0.7)
+    ({"max_accuracy_drop": 0.05}, 0.855),  # relative to the reference 0.9, not 0.9 - 0.05
+    ({"min_accuracy": 0.7}, 0.7),
+    ({"min_accuracy": 0.0}, 0.0),  # a floor of zero is a floor, not none
+    ({"max_accuracy_drop": 0.0}, 0.9),  # no drop allowed: the reference itself
+    ({"max_latency_p90_ms": 5.0}, None),  # no accuracy requirement: no floor
+])
+def test_the_check_floor_is_the_higher_of_min_accuracy_and_the_allowed_drop(
+        requirements: dict, floor: float | None) -> None:
+    """The health check's floor (the release manifest's ``check.accuracy_floor``): of
+    ``min_accuracy`` and the reference less ``max_accuracy_drop`` (relative), whichever is
+    higher, each binding in turn; only the device's own requirements count."""
+    from tasks.core.contracts.summary import Summary
+    from tasks.release.bundle import accuracy_floor
+
+    summary = Summary.model_construct(reference_accuracy=0.9, requirements={
+        "board": requirements, "other": {"min_accuracy": 0.99, "max_accuracy_drop": 0.0}})
+    assert accuracy_floor(summary, "board") == (pytest.approx(floor, abs=1e-12)
+                                                if floor is not None else None)
+    assert accuracy_floor(summary, "unknown") is None

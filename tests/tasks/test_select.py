@@ -297,6 +297,42 @@ def test_limits_are_inclusive_and_every_miss_is_listed() -> None:
     assert "min_accuracy" in row.reasons[0] and "max_accuracy_drop" in row.reasons[1]
 
 
+# A record whose neighbouring fields all differ: p50 1, p90 2, p99 3 ms; 800 fps (mean
+# 1.25 ms, not 1000 / p50); accuracy 0.85 on a 0.9 reference (5.56% relative drop, 0.05
+# absolute); 10,000 bytes; 50 MB peak RSS. A check reading the wrong field, or judging
+# the limit the wrong way round, turns a verdict below.
+SPREAD = {"accuracy": 0.85, "p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1.25, "size": 10_000,
+          "rss": 50.0}
+DROP = (0.9 - 0.85) / 0.9
+
+
+@pytest.mark.parametrize(("field", "met", "missed", "reason"), [
+    ("min_accuracy", 0.85, 0.8501, "accuracy 0.8500 < min_accuracy 0.8501"),
+    # 0.05 would pass an absolute drop; the relative one is 5.56%.
+    ("max_accuracy_drop", DROP, 0.05,
+     "accuracy drop 5.56% vs fp32 reference > max_accuracy_drop 5.00%"),
+    # p50 (1.0) would pass 1.999, p99 (3.0) would fail 2.0.
+    ("max_latency_p90_ms", 2.0, 1.999, "p90 latency 2.000 ms > max_latency_p90_ms 1.999"),
+    # 1000 / p50 = 1000 fps would pass 800.1.
+    ("min_fps", 800.0, 800.1, "throughput 800.0 fps < min_fps 800.1"),
+    ("max_size_mb", 10_000 / MB, 9_999 / MB,
+     f"size 0.010 MB > max_size_mb {9_999 / MB}"),
+    ("max_peak_rss_mb", 50.0, 49.9, "peak RSS 50.0 MB > max_peak_rss_mb 49.9"),
+])
+def test_each_requirement_alone_is_met_at_its_limit_and_missed_just_beyond(
+        field: str, met: float, missed: float, reason: str) -> None:
+    """Every requirement binds alone on a record whose other measures differ from the one
+    it names: equal to the limit passes (limits are inclusive), a step beyond fails with
+    the measured figure and the limit in the reason."""
+    passing = evaluate(ok_record(**SPREAD), Requirements(**{"max_accuracy_drop": None,
+                                                           field: met}), 0.9)
+    assert passing.status == "pass" and passing.reasons == []
+    failing = evaluate(ok_record(**SPREAD), Requirements(**{"max_accuracy_drop": None,
+                                                           field: missed}), 0.9)
+    assert failing.status == "fail"
+    assert failing.reasons == [reason]
+
+
 # --------------------------------------------------------------------------- device overrides
 
 

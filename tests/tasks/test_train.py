@@ -150,6 +150,9 @@ def test_plateau_halves_the_rate_on_a_stalled_val_loss() -> None:
     (40, 45, True),   # 0.89 [0.77, 0.95]
     (60, 100, False),  # 0.60 [0.502, 0.69]: its low end is under the majority rate 0.51
     (62, 100, True),  # 0.62 [0.522, 0.71]: just clear of it
+    # 32/49 * 49 is 31.999...: the count taken back with int() would be 31, whose low
+    # end 0.493 is under the rate 25/49 = 0.510; 32's is 0.513, clear of it.
+    (32, 49, True),
 ])
 def test_a_model_learned_only_when_val_accuracy_clears_the_majority_rate(
         correct: int, total: int, learned: bool) -> None:

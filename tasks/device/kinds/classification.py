@@ -50,11 +50,18 @@ class Classification:
         trials = len(per_sample)
         if trials == 0:
             return 0.0, 1.0
-        p = float(np.sum(per_sample)) / trials
-        centre = p + z * z / (2 * trials)
-        margin = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-        scale = 1 + z * z / trials
-        return max(0.0, (centre - margin) / scale), min(1.0, (centre + margin) / scale)
+        correct = float(np.sum(per_sample))
+        p = correct / trials
+        # The same arithmetic as tasks/core/accuracy.py's wilson_interval (the board's
+        # copy must give the orchestrator's figures exactly).
+        spread = z * z / trials
+        centre = (p + spread / 2) / (1 + spread)
+        half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + spread)
+        # At none or all right the bound is exactly 0 or 1; rounding would leave it a hair
+        # off, and a perfect score must lie inside its own interval (and reach a floor of 1).
+        low = 0.0 if correct == 0 else max(0.0, centre - half)
+        high = 1.0 if correct == trials else min(1.0, centre + half)
+        return low, high
 
     def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
         return float(np.mean(np.asarray(predictions) == np.asarray(reference)))

@@ -66,3 +66,35 @@ def test_a_perfect_or_null_score_lies_inside_its_own_interval(total: int) -> Non
     assert wilson_interval(total, total)[1] == 1.0
     assert wilson_interval(0, total)[0] == 0.0
     assert accuracy_interval(1.0, total)[1] >= 1.0
+
+
+def _all_counts(limit: int = 400):
+    return ((correct, total) for total in range(1, limit) for correct in range(total + 1))
+
+
+def check_wilson_everywhere(interval_of) -> None:
+    """``interval_of(correct, total)`` is the Wilson score interval for every count up to
+    399 images: its unclamped ends solve the score equation, it holds the share, and it
+    touches 0 (1) exactly when none (all) of the images are right."""
+    for correct, total in _all_counts():
+        share = correct / total
+        low, high = interval_of(correct, total)
+        assert 0.0 <= low <= share <= high <= 1.0, (correct, total, low, high)
+        assert (low == 0.0) == (correct == 0), (correct, total, low)
+        assert (high == 1.0) == (correct == total), (correct, total, high)
+        for bound in (low, high):
+            if 0.0 < bound < 1.0:
+                assert abs(_on_boundary(bound, correct, total)) <= 1e-9, (correct, total, bound)
+
+
+def test_wilson_interval_solves_the_score_equation_for_every_count_below_400() -> None:
+    check_wilson_everywhere(wilson_interval)
+
+
+def test_accuracy_interval_recovers_every_count_even_when_the_share_does_not_round_trip() -> None:
+    """An accuracy is a float: 1/49 * 49 is 0.999..., so a count taken back with int()
+    (or floor) would be one image short; every (k, n) below 400 must give k's interval."""
+    assert 1 / 49 * 49 != 1 and int(1 / 49 * 49) == 0  # such counts exist (the bug's premise)
+    for correct, total in _all_counts():
+        assert accuracy_interval(correct / total, total) == wilson_interval(correct, total), (
+            correct, total)

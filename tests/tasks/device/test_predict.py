@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import release_folder
@@ -71,3 +72,70 @@ def test_the_names_of_the_pre_processing_load_when_asked_for_through_the_launche
     assert said.returncode == 0, said.stderr
     assert said.stdout.split() == ["False", "edgeflow_device.preprocess",
                                    "edgeflow_device.preprocess"]
+
+
+def checked(labels: list[int], predicted: list[int], floor: float | None,
+            limit: float | None, p90: float) -> dict:
+    """``Model.check`` on a model whose answers and timed p90 are known: it predicts
+    ``predicted`` for the check images labelled ``labels`` and its runs' p90 is ``p90``."""
+    from types import SimpleNamespace
+
+    from tasks.device import predict
+    from tasks.device.kinds.classification import KIND
+
+    model = predict.Model.__new__(predict.Model)
+    model.folder = "/release"
+    model.manifest = {"check": {"folder": "check", "images": [f"{i}.png" for i in
+                                                              range(len(labels))],
+                                "labels": labels, "accuracy_floor": floor,
+                                "max_latency_p90_ms": limit}}
+    model.spec = {"input": {}}
+    model.kind = KIND
+    answers = {f"/release/check/{i}.png": answer for i, answer in enumerate(predicted)}
+    model.prepare = lambda path: answers[path]
+    model.logits = lambda answer: np.eye(3)[answer]
+    model._tensors = SimpleNamespace(quantize_input=lambda x, spec: x)
+    model.runner = SimpleNamespace(infer=lambda x: x)
+    model._latency = SimpleNamespace(latency_summary=lambda runs: {"latency_ms": {"p90": p90}})
+    return model.check()
+
+
+# 17 of 20 right: accuracy 0.85, its one-sided 95% upper bound (z 1.645) 0.938.
+LABELS, PREDICTED = [0, 1, 2, 0] * 5, [0, 1, 2, 0] * 4 + [0, 0, 0, 1]
+
+
+def test_the_health_check_judges_the_accuracy_floor_by_the_upper_bound_reached_exactly() -> None:
+    """The floor is met by the score's upper bound, not the score: a floor between the
+    two passes; the bound equal to the floor passes; a floor a hair above it fails, with
+    the figures in the reason."""
+    from tasks.core.accuracy import wilson_interval
+
+    upper = wilson_interval(17, 20, 1.645)[1]
+    assert 0.85 < 0.9 < upper < 0.95
+    between = checked(LABELS, PREDICTED, 0.9, None, 1.0)
+    assert between["passed"] and between["reasons"] == []
+    assert (between["accuracy"], between["accuracy_upper"], between["accuracy_floor"]) == (
+        0.85, upper, 0.9)
+    assert checked(LABELS, PREDICTED, upper, None, 1.0)["passed"]
+    above = checked(LABELS, PREDICTED, 0.95, None, 1.0)
+    assert not above["passed"]
+    assert above["reasons"] == [f"accuracy 0.850 on 20 check images (95% upper bound "
+                                f"{upper:.3f}) is below the floor 0.950"]
+    # All right reaches a floor of 1.0 (the bound is exactly 1).
+    assert checked(LABELS, LABELS, 1.0, None, 1.0)["passed"]
+
+
+def test_the_health_check_floor_and_latency_limit_each_bind_alone() -> None:
+    """Accuracy floor and p90 limit are separate: each one fails the check with the other
+    met, a p90 equal to the limit passes, and both missing give both reasons."""
+    limit_only = checked(LABELS, PREDICTED, 0.9, 5.0, 5.5)
+    assert not limit_only["passed"]
+    assert limit_only["reasons"] == ["p90 latency 5.500 ms is above the limit 5 ms"]
+    assert (limit_only["latency_p90_ms"], limit_only["max_latency_p90_ms"]) == (5.5, 5.0)
+    assert checked(LABELS, PREDICTED, 0.9, 5.0, 5.0)["passed"]
+    floor_only = checked(LABELS, PREDICTED, 0.95, 5.0, 4.0)
+    assert [reason.split(" ")[0] for reason in floor_only["reasons"]] == ["accuracy"]
+    both = checked(LABELS, PREDICTED, 0.95, 5.0, 5.5)
+    assert [reason.split(" ")[0] for reason in both["reasons"]] == ["accuracy", "p90"]
+    # No floor and no limit: nothing to miss, whatever the score and the p90.
+    assert checked(LABELS, [1] * 20, None, None, 1e9)["passed"]

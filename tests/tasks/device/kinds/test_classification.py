@@ -43,3 +43,26 @@ def test_classification_refuses_an_output_that_is_not_one_row_of_scores(kind) ->
     for shape in ((0, 10), (1, 0), ()):
         with pytest.raises(ValueError, match="not one row of class scores"):
             kind.check_output(x, np.zeros(shape), {})
+
+
+def test_classification_interval_is_the_orchestrators_exactly_for_every_count_below_400(
+        kind) -> None:
+    """The board's copy of the Wilson interval (it cannot import tasks.core) gives the
+    orchestrator's figures to the last bit for every (k, n) with n < 400, so it solves the
+    score equation, holds the share and reaches 0 and 1 exactly at none and all right (a
+    perfect check score inside its own interval, a floor of 1.0 reachable)."""
+    from tests.tasks.core.test_accuracy import check_wilson_everywhere
+
+    def board(correct: int, total: int) -> tuple[float, float]:
+        per_sample = np.zeros(total)
+        per_sample[:correct] = 1.0
+        found = kind.interval(per_sample)
+        assert found == wilson_interval(correct, total), (correct, total)
+        return found
+
+    check_wilson_everywhere(board)
+    # The health check's one-sided bound (z = 1.645) agrees too, and is 1.0 at all right.
+    for correct, total in ((50, 50), (0, 50), (37, 41), (1, 49)):
+        per_sample = np.array([1.0] * correct + [0.0] * (total - correct))
+        assert kind.interval(per_sample, 1.645) == wilson_interval(correct, total, 1.645)
+    assert kind.interval(np.ones(50), 1.645)[1] == 1.0
