@@ -30,6 +30,30 @@ def test_litert_is_given_the_threads_though_it_cannot_report_them(
     assert runner.threads is None, "what LiteRT cannot say is not claimed"
 
 
+def test_onnx_runtime_session_gets_the_pinned_options_the_threads_and_the_providers(
+        tiny_project: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What InferenceSession is given, watched being made: threads 2 (not the default 1)
+    within one op, one op at a time, bf16 fastmath pinned off, and the providers asked."""
+    import onnxruntime as ort
+
+    made: list[tuple[Any, list[str]]] = []
+
+    class Watched(ort.InferenceSession):
+        def __init__(self, path: Any, options: Any, providers: list[str]) -> None:
+            made.append((options, providers))
+            super().__init__(path, options, providers=providers)
+
+    monkeypatch.setattr(ort, "InferenceSession", Watched)
+    artifact = tiny_project.layout.variants / variant_entry(tiny_project, "onnx-fp32")["file"]
+    runner = runtimes.load_runner("onnxruntime", str(artifact), threads=2, options={
+        "onnxruntime_providers": ["CPUExecutionProvider"]})
+    [(options, providers)] = made
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.get_session_config_entry(runtimes.ORT_ARM64_BF16_FASTMATH) == "0"
+    assert providers == ["CPUExecutionProvider"]
+    assert (runner.threads, runner.execution_precision) == (2, "f32")
+
 
 def test_load_runner_rejects_unknown_runtime_in_process() -> None:
     with pytest.raises(ValueError, match=r"unknown runtime 'tensorrt' \(known: edgetpu, "
