@@ -53,3 +53,28 @@ def test_fine_tuning_runs_the_epochs_at_the_learning_rate_in_batches_of_the_size
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(
         0.0123)
     assert reestimated == [7]
+
+
+def test_magnitude_pruning_updates_masks_every_update_every_steps_up_to_the_target(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """update_every 4 (not the default 10) and sparsity 0.6 reach the schedule: 20 images in
+    batches of 7 for 3 epochs are 9 steps, the ramp ends at step round(0.75 * 9) = 7, so
+    the masks are recomputed at steps 0, 4 and 7 (at 0 and 7 only every 10 steps), and
+    the kernel ends with exactly 60% zeros."""
+    import keras
+
+    from tasks.models.pruning.base import MagnitudePruningOptions
+    from tasks.models.pruning.magnitude import prune_magnitude
+
+    monkeypatch.setattr(batch_norm, "reestimate", lambda model, images, batch_size: 0)
+    rng = np.random.default_rng(1)
+    data = TrainingData(rng.random((20, 4, 4, 1), np.float32), rng.integers(0, 10, 20),
+                        rng.random((5, 4, 4, 1), np.float32), rng.integers(0, 10, 5))
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    options = MagnitudePruningOptions(name="sparse", sparsity=0.6, update_every=4, epochs=3,
+                                      learning_rate=0.0123, batch_size=7)
+    details = prune_magnitude(options, model, data).details
+    assert details["schedule"] == {"kind": "polynomial", "power": 3, "total_steps": 9,
+                                   "end_step": 7, "update_every": 4, "mask_updates": 3}
+    assert details["pruned_sparsity"] == 0.6, "96 of the kernel's 160 weights"
