@@ -134,8 +134,8 @@ def test_probe_facts_and_cleanup(local_run: tuple[DeviceRun, Path]) -> None:
     assert [path.name for path in (root / "results").iterdir()] == ["local"]
 
 
-def test_the_devices_threads_reach_the_harness_and_each_runtime(tiny_project: Any,
-                                                               tmp_path: Path) -> None:
+def test_the_devices_threads_and_the_protocol_options_reach_the_harness_and_runtimes(
+        tiny_project: Any, tmp_path: Path) -> None:
     """threads: 2 (the default 1 is what a dropped setting would give too) is the
     harness's --threads, the threads it reports, what ONNX Runtime and OpenVINO say they
     run with, and the record's. LiteRT cannot say (tests/tasks/device checks it is given
@@ -143,13 +143,23 @@ def test_the_devices_threads_reach_the_harness_and_each_runtime(tiny_project: An
     # The device's interpreter writes each harness command's arguments beside its result.
     python = scripted_python(tmp_path, f'printf "%s\\n" "$@" > "$out.argv"\n'
                                        f'exec "{sys.executable}" "$@"')
+    # Every protocol option off the harness's own default too (--interval-width 0.05 is
+    # QUICK's and the harness's): each flag carries its parameter, and the harness's
+    # sizing reports the width and cap it ran under.
+    params = QUICK.model_copy(update={"interval_width": 0.2})
     run = bench(tiny_project, LocalDevice(workdir=tmp_path / "dev", threads=2, python=python),
-                tmp_path / "results")
+                tmp_path / "results", params)
     reported = {"tflite-fp32": None, "onnx-fp32": 2, "openvino-fp32": min(2, os.cpu_count() or 1)}
+    flags = {"--warmup-runs": "2", "--warmup-seconds": "0.0", "--runs": "10",
+             "--seconds": "0.01", "--max-seconds": "0.05", "--interval-width": "0.2",
+             "--accuracy-samples": "50"}
     for name, record in records(run).items():
         assert record["status"] == "ok", record["error"]
         argv = (Path(run.remote_run_dir) / name / "result.json.argv").read_text().splitlines()
         assert argv[argv.index("--threads") + 1] == "2"
+        assert {flag: argv[argv.index(flag) + 1] for flag in flags} == flags, name
+        sizing = record["harness"]["sizing"]
+        assert (sizing["relative_width"], sizing["max_seconds"]) == (0.2, 0.05), name
         assert (record["threads"], record["harness"]["threads"]) == (2, 2)
         assert record["harness"]["runtime"]["threads"] == reported[name], name
 

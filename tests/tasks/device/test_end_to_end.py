@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -190,3 +191,108 @@ def test_the_protocol_accepts_an_end_to_end_part_or_its_error() -> None:
     for part in (GOOD_END_TO_END, {"error": "ModuleNotFoundError: No module named 'PIL'"}):
         assert validate_harness_result(json.loads(json.dumps(
             {**GOOD_RESULT, "end_to_end": part})))["end_to_end"] == part
+
+
+class StageClock:
+    """A ``perf_counter_ns`` that moves only when a stage spends its known cost, so each
+    stage's time is exactly its own and any stage that takes in its neighbour's differs."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+# Distinct costs (ns) whose pairwise sums are none of them: a stage timed with its
+# neighbour's cost, or without its own, reads as no stage does.
+STAGE_COSTS = {"decode": 2_000, "preprocess": 5_000, "infer": 11_000, "postprocess": 3_000}
+
+
+class CostedLogits:
+    """A runner's output whose conversion to an array (the first thing post-processing
+    does: tensors.dequantize_output) costs the postprocess stage."""
+
+    def __init__(self, clock: StageClock, label: int) -> None:
+        self.clock, self.label = clock, label
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        self.clock.now += STAGE_COSTS["postprocess"]
+        logits = np.zeros((1, 10), np.float32)
+        logits[0, self.label] = 1.0
+        return logits
+
+
+class CostedPreprocess:
+    """preprocess.py's two calls, each spending its stage's cost; the frame's first byte
+    is carried through as the grey level the runner reads."""
+
+    def __init__(self, clock: StageClock) -> None:
+        self.clock = clock
+
+    def decode_image(self, frame: bytes) -> int:
+        self.clock.now += STAGE_COSTS["decode"]
+        return frame[0]
+
+    def to_model_input(self, image: int, height: int, width: int, color: str,
+                       fit: str = "squash") -> np.ndarray:
+        self.clock.now += STAGE_COSTS["preprocess"]
+        return np.full((height, width, 1), image / 10, np.float32)
+
+
+class CostedRunner(Echo):
+    def __init__(self, clock: StageClock) -> None:
+        self.clock = clock
+
+    def infer(self, x: np.ndarray) -> Any:
+        self.clock.now += STAGE_COSTS["infer"]
+        return CostedLogits(self.clock, int(round(float(x.reshape(-1)[0]) * 10)))
+
+
+GREY_SPEC = {"input": {"dtype": "float32", "shape": [1, 4, 4, 1], "quantization": None}}
+
+
+def test_each_stage_is_timed_at_its_own_cost_and_not_its_neighbours(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stages of known, distinct costs on a clock only they move: each stage reads its
+    own cost exactly (a timer started a stage early, or stopped a stage late, adds a
+    neighbour's cost), and a frame's stages add up to what the frame cost."""
+    clock = StageClock()
+    pipeline = harness_pipeline.Pipeline(CostedRunner(clock), GREY_SPEC, CostedPreprocess(clock))
+    monkeypatch.setattr(harness_pipeline, "time", SimpleNamespace(perf_counter_ns=clock))
+    assert pipeline(bytes([7])) == 7, "not recording: nothing kept"
+    assert all(times == [] for times in pipeline.stage_ns.values())
+    pipeline.recording = True
+    assert [pipeline(bytes([grey])) for grey in (3, 9)] == [3, 9]
+    assert pipeline.stage_ns == {stage: [cost, cost] for stage, cost in STAGE_COSTS.items()}
+    assert clock.now == 3 * sum(STAGE_COSTS.values())
+
+
+def test_end_to_end_reports_each_stage_at_its_own_cost_and_the_frame_at_their_sum(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """end_to_end over a runner and pre-processing of known stage costs, timed on a clock
+    only they move: the median of each stage is its cost, the frame's latency is the sum
+    of the four, and the score is on the frames' labels."""
+    from tasks.device import timing
+
+    clock = StageClock()
+    fake_time = SimpleNamespace(perf_counter_ns=clock)
+    monkeypatch.setattr(harness_pipeline, "time", fake_time)
+    monkeypatch.setattr(timing, "time", fake_time)
+    monkeypatch.setattr(harness_pipeline, "_preprocess_module", lambda: CostedPreprocess(clock))
+    frames = [bytes([grey]) for grey in (1, 4, 8, 2)]
+    labels = np.array([1, 4, 0, 2])  # the third frame is scored wrong
+    monkeypatch.setattr(harness_pipeline, "load_frames",
+                        lambda path: (frames, labels, {"height": 4, "width": 4,
+                                                       "encoding": "png", "fit": "squash"}))
+    args = SimpleNamespace(frames="frames.npz", warmup_runs=3, warmup_seconds=0.0, runs=12,
+                           seconds=0.0, max_seconds=0.01, interval_width=0.05,
+                           accuracy_samples=4)
+    result = harness_pipeline.end_to_end(CostedRunner(clock), GREY_SPEC, args)
+    assert result["stages_ms"] == pytest.approx(
+        {stage: cost / 1e6 for stage, cost in STAGE_COSTS.items()}, rel=1e-12, abs=0)
+    frame_ms = sum(STAGE_COSTS.values()) / 1e6
+    assert result["latency_ms"]["p50"] == pytest.approx(frame_ms, rel=1e-12, abs=0)
+    assert result["latency_ms"]["p99"] == pytest.approx(frame_ms, rel=1e-12, abs=0)
+    assert result["runs"] >= 12
+    assert (result["accuracy"], result["accuracy_samples"]) == (0.75, 4)

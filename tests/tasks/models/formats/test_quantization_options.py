@@ -1,0 +1,169 @@
+"""The ``quantization`` options arrive at the library that quantises: what ORT's
+``quantize_static``/``quantize_dynamic``, NNCF's ``quantize`` and the TFLite converter are
+given, watched at their entry points. Every value differs from its default (17 samples,
+not 200 nor 32; percentile, not minmax; no per-channel, no reduce-range; mixed, not
+performance), so an option dropped on its way reads as the default and fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tasks.models.formats import onnx as onnx_format
+from tasks.models.formats import openvino as openvino_format
+from tasks.models.formats import tflite as tflite_format
+from tasks.models.formats.base import ExportRequest, QuantizationParams
+
+SAMPLES = 17
+OPTIONS = QuantizationParams(calibration_samples=SAMPLES, onnx_calibration="percentile",
+                             per_channel=False, onnx_reduce_range=False,
+                             openvino_preset="mixed")
+DEFAULTS = QuantizationParams()
+
+
+def test_the_options_differ_from_their_defaults() -> None:
+    """Else a dropped option would give the same value and these tests pass anyway."""
+    for name, value in OPTIONS.model_dump().items():
+        assert value != getattr(DEFAULTS, name), name
+
+
+def calibration_split(count: int = 40) -> np.ndarray:
+    """Images each marked by its index, so which ones reached the library can be told."""
+    return np.arange(count, dtype=np.float64)[:, None, None, None] * np.ones((1, 4, 4, 1))
+
+
+def request(tmp_path: Path, precision: str, quantization: QuantizationParams = OPTIONS,
+            **fields: Any) -> ExportRequest:
+    source = SimpleNamespace(require_saved_model=lambda: tmp_path / "saved_model",
+                             input_shape=(4, 4, 1))
+    return ExportRequest(source=source, precision=precision, out_dir=tmp_path,  # type: ignore[arg-type]
+                         calibration=calibration_split(), quantization=quantization,
+                         **fields)
+
+
+def image_index(batch: np.ndarray) -> int:
+    assert batch.shape == (1, 4, 4, 1) and batch.dtype == np.float32
+    return int(batch[0, 0, 0, 0])
+
+
+def tiny_onnx(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [16, 2], np.ones(32, np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_static_quantisation_gets_the_method_the_options_and_the_calibration_count(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxruntime import quantization
+
+    given: dict[str, Any] = {}
+
+    def quantize_static(model: Any, target: Any, reader: Any, **kwargs: Any) -> None:
+        given.update(kwargs)
+        given["images"] = []
+        while (feed := reader.get_next()) is not None:
+            given["images"].append(image_index(feed["x"]))
+
+    monkeypatch.setattr(quantization, "quantize_static", quantize_static)
+    onnx_format._quantize_qdq(request(tmp_path, "int8-qdq"), tiny_onnx(tmp_path / "fp32.onnx"),
+                              tmp_path / "int8.onnx")
+    assert given["calibrate_method"] == quantization.CalibrationMethod.Percentile
+    assert (given["per_channel"], given["reduce_range"]) == (False, False)
+    assert given["quant_format"] == quantization.QuantFormat.QDQ
+    assert given["images"] == list(range(SAMPLES)), "the first calibration_samples images"
+
+
+@pytest.mark.parametrize(("method", "expected"), [("minmax", "MinMax"), ("entropy", "Entropy"),
+                                                  ("percentile", "Percentile")])
+def test_each_onnx_calibration_method_reaches_ort_as_itself(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, expected: str) -> None:
+    from onnxruntime import quantization
+
+    given: list[Any] = []
+    monkeypatch.setattr(quantization, "quantize_static",
+                        lambda *args, **kwargs: given.append(kwargs["calibrate_method"]))
+    options = OPTIONS.model_copy(update={"onnx_calibration": method})
+    onnx_format._quantize_qdq(request(tmp_path, "int8-qdq", options),
+                              tiny_onnx(tmp_path / "fp32.onnx"), tmp_path / "int8.onnx")
+    assert given == [getattr(quantization.CalibrationMethod, expected)]
+
+
+def test_onnx_dynamic_quantisation_gets_per_channel_and_reduce_range(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxruntime import quantization
+
+    given: dict[str, Any] = {}
+    monkeypatch.setattr(quantization, "quantize_dynamic",
+                        lambda model, target, **kwargs: given.update(kwargs))
+    onnx_format._quantize_dynamic(request(tmp_path, "int8-dynamic"), tmp_path / "fp32.onnx",
+                                  tmp_path / "int8.onnx")
+    assert (given["per_channel"], given["reduce_range"]) == (False, False)
+
+
+class NncfWatch:
+    """nncf.quantize and nncf.quantize_with_accuracy_control, recording what they get."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def quantize(self, name: str) -> Any:
+        def quantize(model: Any, calibration_dataset: Any, **kwargs: Any) -> Any:
+            images = [image_index(item) for item in calibration_dataset.get_inference_data()]
+            self.calls.append((name, {**kwargs, "images": images}))
+            return model
+        return quantize
+
+
+@pytest.mark.parametrize("precision", ["int8", "int8-acc"])
+def test_nncf_gets_the_preset_and_the_calibration_count(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
+    import nncf
+
+    watch = NncfWatch()
+    monkeypatch.setattr(nncf, "quantize", watch.quantize("quantize"))
+    monkeypatch.setattr(nncf, "quantize_with_accuracy_control",
+                        watch.quantize("quantize_with_accuracy_control"))
+    validation = (calibration_split(5), np.zeros(5, np.int64))
+    model = object()
+    assert openvino_format.TRANSFORMS[precision](
+        model, request(tmp_path, precision, validation=validation, max_accuracy_drop=0.07)) is model
+    [(name, given)] = watch.calls
+    assert name == {"int8": "quantize", "int8-acc": "quantize_with_accuracy_control"}[precision]
+    assert given["preset"] == nncf.QuantizationPreset.MIXED
+    assert given["subset_size"] == SAMPLES
+    assert given["images"] == list(range(SAMPLES)), "the first calibration_samples images"
+    if precision == "int8-acc":
+        assert given["max_drop"] == 0.07
+
+
+def test_the_tflite_converter_is_calibrated_on_the_first_calibration_samples(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tflite_bytes hands convert_tflite calibration_samples images, and the int8 recipe
+    gives the converter each of them, batch-1 float32, as its representative dataset."""
+    import tensorflow as tf
+
+    given: dict[str, Any] = {}
+
+    def convert(saved_model: Path, precision: str, calibration: np.ndarray) -> bytes:
+        converter = SimpleNamespace(target_spec=SimpleNamespace())
+        tflite_format.RECIPES[precision](converter, tf, calibration)
+        given["images"] = [image_index(batch) for [batch] in converter.representative_dataset()]
+        return b"flatbuffer"
+
+    monkeypatch.setattr(tflite_format, "convert_tflite", convert)
+    assert tflite_format.tflite_bytes(request(tmp_path, "int8"), "int8") == b"flatbuffer"
+    assert given["images"] == list(range(SAMPLES))
