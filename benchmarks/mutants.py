@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES: dict[str, tuple[str, ...]] = {
     "requirement checks and ranking": tuple(f"tasks.select.x_{name}__mutmut_*" for name in (
         "_min_accuracy", "_max_accuracy_drop", "_max_latency", "_min_frame_rate", "_max_size",
-        "_max_memory", "_fits_flash", "_fits_ram", "_ran_as_declared", "_measures", "evaluate",
+        "_max_memory", "_fits_flash", "_fits_ram", "_ran_as_declared", "_mcu_measures",
+        "_harness_measures", "evaluate",
         "flag_slow_quantized", "verdict")) + tuple(
         f"tasks.select.ranking.x_{name}__mutmut_*" for name in (
             "rank_value", "choose", "recommend", "_relatively_close", "_reason")),
@@ -55,7 +56,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                    "flows.code_deps.x_module_closure*", "flows.code_deps.x_imported_names*",
                    "flows.code_deps.x_library_versions*"),
     "verified pushes": ("tasks.farm.push.x_check_then_run*", "tasks.farm.push.x_push_files*",
-                        "tasks.farm.push.x_verify_commands*", "tasks.farm.push.x_place_files*"),
+                        "tasks.farm.push.x_verify_command*",
+                        "tasks.farm.push.x_sha256_list*", "tasks.farm.push.x_place_files*"),
     "device protocol": ("tasks.farm.protocol.*",),
     "size limits and host keys": ("tasks.farm.transports.x_read_within*",
                                   "tasks.farm.transports.xǁSshConnectionǁread_file*",

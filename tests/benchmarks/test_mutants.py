@@ -37,6 +37,39 @@ def test_a_mutant_belongs_to_the_concern_of_its_function_only(mutants: ModuleTyp
     assert mutants.concern_of("flows.caching.x_cache_dir__mutmut_1") is None
 
 
+def _functions_of_the_tree() -> list[str]:
+    """A mutmut-style name (``<module>.x_<function>__mutmut_1``, methods
+    ``<module>.xǁ<class>ǁ<method>__mutmut_1``) for every top-level function and method
+    under tasks/ and flows/."""
+    import ast
+
+    names = []
+    for path in sorted([*(REPO / "tasks").rglob("*.py"), *(REPO / "flows").rglob("*.py")]):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.append(f"{module}.x_{node.name}__mutmut_1")
+            elif isinstance(node, ast.ClassDef):
+                names += [f"{module}.x\u01c1{node.name}\u01c1{method.name}__mutmut_1"
+                          for method in node.body
+                          if isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return names
+
+
+def test_every_pattern_of_every_concern_names_code_that_exists(mutants: ModuleType) -> None:
+    """A function renamed or moved (issue 26 split select's _measures in two, issue 25
+    replaced push's verify_commands) must not drop out of the mutation scope unseen."""
+    import fnmatch
+
+    functions = _functions_of_the_tree()
+    assert "tasks.select.x_evaluate__mutmut_1" in functions
+    assert "flows.caching.x\u01c1StepContentPolicy\u01c1compute_key__mutmut_1" in functions
+    stale = [f"{concern}: {pattern}" for concern, patterns in mutants.MODULES.items()
+             for pattern in patterns
+             if not any(fnmatch.fnmatchcase(name, pattern) for name in functions)]
+    assert stale == []
+
+
 def test_untested_forget_and_results_read_and_write_mutmut_state(mutants: ModuleType,
                                                                tmp_path: Path) -> None:
     meta = _meta(tmp_path, "tasks/select.py.meta", {
