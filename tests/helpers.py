@@ -35,6 +35,18 @@ def records(run: DeviceRun) -> dict[str, dict[str, Any]]:
     return {path.stem: read_json(path) for path in run.results}
 
 
+def with_field(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """A deep copy of a JSON ``document`` with one (possibly nested: ``latency_ms.p50``)
+    field set to ``value``: a harness result forged one field at a time."""
+    copy = json.loads(json.dumps(document))
+    *parents, key = dotted.split(".")
+    target = copy
+    for parent in parents:
+        target = target[parent]
+    target[key] = value
+    return copy
+
+
 def flip_last_byte(path: Path | str) -> None:
     """Change a file in place, whatever its last byte was (writing a fixed byte would
     change nothing where the file already holds it). In a weights file that is a weight:

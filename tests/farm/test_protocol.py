@@ -15,6 +15,7 @@ from tasks.core import device_code
 from tasks.core.contracts.results import HarnessNotOk, HarnessOk, ResultRecord
 from tasks.farm.protocol import (OK_RANGES, Range, parse_untrusted_json, validate_harness_result,
                                  validate_probe)
+from tests.helpers import with_field
 
 LATENCY = device_code.load("latency")
 
@@ -140,13 +141,7 @@ def test_json_that_is_not_an_object_is_refused_saying_so(raw: bytes) -> None:
 
 def _forged(dotted: str, value: Any) -> dict[str, Any]:
     """GOOD_RESULT with one (possibly nested: ``latency_ms.p50``) field rewritten."""
-    copy = json.loads(json.dumps(GOOD_RESULT))
-    *parents, key = dotted.split(".")
-    target = copy
-    for parent in parents:
-        target = target[parent]
-    target[key] = value
-    return copy
+    return with_field(GOOD_RESULT, dotted, value)
 
 
 @pytest.mark.parametrize("document, reason", [

@@ -29,7 +29,7 @@ from tasks.core.files import read_json, sha256_file
 from tasks.farm.protocol import MAX_RESULT_BYTES, parse_untrusted_json, validate_harness_result
 from tasks.farm.transports import LocalConnection, quote_command
 from tests.helpers import (assert_device_tidy, flip_last_byte, index_entries,
-                           processes_mentioning, records, scripted_python)
+                           processes_mentioning, records, scripted_python, with_field)
 
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
                         max_seconds=0.05, accuracy_samples=50, timeout_seconds=60)
@@ -537,7 +537,7 @@ def test_validate_harness_result_refuses_intervals_of_other_percentiles(
     good = sent(local_run[0], "onnx-fp32")
     with pytest.raises(ValueError, match=r"'latency_ci95_ms' has \['p75\)'\] "
                                          r"\(allowed: p50, p90\)"):
-        validate_harness_result(_with(good, "latency_ci95_ms.p75)", [1.0, 2.0]))
+        validate_harness_result(with_field(good, "latency_ci95_ms.p75)", [1.0, 2.0]))
 
 
 @pytest.mark.parametrize("bounds", [[2.0, 1.0], [-1.0, 1.0], [1.0], "1..2", [True, 2.0]])
@@ -545,21 +545,10 @@ def test_validate_harness_result_refuses_an_interval_that_is_not_one(
         local_run: tuple[DeviceRun, Path], bounds: Any) -> None:
     good = sent(local_run[0], "onnx-fp32")
     with pytest.raises(ValueError, match=r"latency_ci95_ms\.p90 .*not \[low, high\]"):
-        validate_harness_result(_with(good, "latency_ci95_ms.p90", bounds))
+        validate_harness_result(with_field(good, "latency_ci95_ms.p90", bounds))
     # Null where the runs are too few for an interval (fewer than 36 for p90).
     few = _measured(good, [1_000_000 + step for step in range(10)])
     assert few["latency_ci95_ms"]["p90"] is None and validate_harness_result(few)
-
-
-def _with(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
-    """A copy of a harness result with one (possibly nested: ``latency_ms.p50``) field set."""
-    copy = json.loads(json.dumps(document))
-    *parents, key = dotted.split(".")
-    target = copy
-    for parent in parents:
-        target = target[parent]
-    target[key] = value
-    return copy
 
 
 @pytest.mark.parametrize("field, value, reason", [
@@ -586,7 +575,7 @@ def test_validate_harness_result_refuses_numbers_out_of_range(
         local_run: tuple[DeviceRun, Path], field: str, value: Any, reason: str) -> None:
     good = sent(local_run[0], "onnx-fp32")
     with pytest.raises(ValueError) as caught:
-        validate_harness_result(_with(good, field, value))
+        validate_harness_result(with_field(good, field, value))
     assert str(caught.value) == reason
 
 
@@ -596,9 +585,9 @@ def test_validate_harness_result_refuses_latencies_out_of_order(
     tied = _measured(good, [1_000_000] * 10)
     assert tied["latency_ms"]["p50"] == tied["latency_ms"]["p90"]
     assert validate_harness_result(tied)  # ties are fine
-    swapped = _with(_with(good, "latency_ms.p90", 9.0), "latency_ms.p99", 3.0)
-    swapped = _with(_with(swapped, "latency_ms.min", 1.0), "latency_ms.max", 10.0)
-    swapped = _with(swapped, "latency_ms.p50", 2.0)
+    swapped = with_field(with_field(good, "latency_ms.p90", 9.0), "latency_ms.p99", 3.0)
+    swapped = with_field(with_field(swapped, "latency_ms.min", 1.0), "latency_ms.max", 10.0)
+    swapped = with_field(swapped, "latency_ms.p50", 2.0)
     with pytest.raises(ValueError) as caught:
         validate_harness_result(swapped)
     assert str(caught.value) == ("device returned latency_ms out of order (min 1.0, p50 2.0, "
