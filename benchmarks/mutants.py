@@ -1,8 +1,9 @@
-"""Mutation testing of the modules whose mistakes users would feel most: `make mutants`.
+"""Mutation testing of every function of tasks/ and flows/ but plot styling: `make mutants`.
 
 Runs mutmut (pinned in requirements.lock; configured under ``[tool.mutmut]`` in
-pyproject.toml: which fast tests) over the functions of :data:`MODULES` and prints, per
-concern (a group of functions), how many mutants the tests killed, how many survived,
+pyproject.toml: which tests) over the functions of :data:`MODULES` (all but those of
+:data:`EXCLUDED`) and prints, per concern (a group of modules), how many mutants the
+tests killed, how many survived,
 hung (timed out, or crashed the tests' process) or were reached by no test, and the
 mutation score: (killed + hung) / (all - equivalent). Equivalent mutants (a change no
 test can observe, such as a log text) are listed with why in
@@ -10,21 +11,27 @@ test can observe, such as a log text) are listed with why in
 score; every other survivor is printed by name so it can be looked at with
 ``.venv/bin/mutmut show NAME``.
 
-Not part of CI: on two cores the whole selection takes about 1.5 hours. Re-running
-continues where the last run stopped and tests only the mutants without a result: new
-ones, those of functions whose code changed, and with ``--again survived`` the
-survivors (after a test was added). mutmut keeps its state in mutants/.
+Not part of CI: the scope holds about 23,000 mutants, a day of two cores. So a run can
+test a seeded sample (``--sample 0.05``: the same mutants on every machine, about that
+fraction of each concern) and stop after ``--minutes``; the table gives each score with
+its 95% interval. Re-running continues where the last run stopped and tests only the
+mutants without a result: new ones, those of functions whose code changed, those a
+larger sample adds, and with ``--again survived`` the survivors (after a test was
+added). mutmut keeps its state in mutants/.
 
-    .venv/bin/python benchmarks/mutants.py [--no-run] [--max-children N] [--again STATUS..]
+    .venv/bin/python benchmarks/mutants.py [--no-run] [--sample FRACTION] [--minutes M]
+                                           [--max-children N] [--again STATUS..]
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -34,35 +41,39 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# What is mutated: mutmut's mutant names (``<module>.x_<function>__mutmut_<n>``) matched
-# with fnmatch: the functions that make each decision users rely on, not the code around
-# them (report rendering, file discovery, runtime loaders), whose mistakes show at once.
+sys.path.insert(0, str(ROOT))
+from tasks.core.accuracy import wilson_interval  # noqa: E402  (the project's own, not a copy)
+
+# What is mutated: every function of tasks/ and flows/ but those of EXCLUDED, grouped by
+# concern. mutmut's mutant names (``<module>.x_<function>__mutmut_<n>``, methods
+# ``<module>.xǁ<class>ǁ<method>__mutmut_<n>``) are matched with fnmatch, and a mutant
+# belongs to the first concern that matches it: the narrow ones come first.
 MODULES: dict[str, tuple[str, ...]] = {
-    "requirement checks and ranking": tuple(f"tasks.select.x_{name}__mutmut_*" for name in (
-        "_min_accuracy", "_max_accuracy_drop", "_max_latency", "_min_frame_rate", "_max_size",
-        "_max_memory", "_fits_flash", "_fits_ram", "_ran_as_declared", "_mcu_measures",
-        "_harness_measures", "evaluate",
-        "flag_slow_quantized", "verdict")) + tuple(
-        f"tasks.select.ranking.x_{name}__mutmut_*" for name in (
-            "rank_value", "choose", "recommend", "_relatively_close", "_reason")),
-    "harness statistics and input checks": ("tasks.device.latency.x_latency_summary*",
-                                            "tasks.device.timing.x_timed_loop*",
-                                            "tasks.device.harness.x_verify_inputs*"),
-    "agreement checks": ("tasks.convert.x_check_variant*",
-                         "tasks.convert.x__refuse_disagreements*"),
-    "cache keys": ("flows.caching.x_input_key*", "flows.caching.x_visible_tree_hash*",
-                   "flows.caching.x__location_free*", "flows.caching.x_outputs_hash*",
-                   "flows.caching.xǁStepContentPolicyǁcompute_key*",
-                   "flows.code_deps.x_module_closure*", "flows.code_deps.x_imported_names*",
-                   "flows.code_deps.x_library_versions*"),
-    "verified pushes": ("tasks.farm.push.x_check_then_run*", "tasks.farm.push.x_push_files*",
-                        "tasks.farm.push.x_verify_command*",
-                        "tasks.farm.push.x_sha256_list*", "tasks.farm.push.x_place_files*"),
-    "device protocol": ("tasks.farm.protocol.*",),
-    "size limits and host keys": ("tasks.farm.transports.x_read_within*",
-                                  "tasks.farm.transports.xǁSshConnectionǁread_file*",
-                                  "tasks.farm.transports.xǁLocalConnectionǁread_file*",
-                                  "tasks.farm.trust.*"),
+    "release (orchestrator)": ("tasks.release.*",),
+    "release on the board": ("tasks.device.releases.*",),
+    "health check (predict)": ("tasks.device.predict.*",),
+    "end-to-end pipeline": ("tasks.device.pipeline.*",),
+    "harness (the rest)": ("tasks.device.*",),
+    "regression gate": ("tasks.compare.*",),
+    "accuracy intervals": ("tasks.core.accuracy.*",),
+    "requirements, ranking": ("tasks.select.*",),
+    "model formats": ("tasks.models.formats.*",),
+    "models, pruning": ("tasks.models.*",),
+    "core contracts, files": ("tasks.core.*",),
+    "configuration": ("tasks.config.*",),
+    "farm: ssh, pushes": ("tasks.farm.*",),
+    "targets (boards, MCUs)": ("tasks.targets.*",),
+    "prepare and train": ("tasks.prepare.*", "tasks.train.*"),
+    "convert, benchmark": ("tasks.convert.*", "tasks.optimize.*", "tasks.benchmark.*"),
+    "tracking (MLflow)": ("tasks.track.*",),
+    "cache keys, code deps": ("flows.caching.*", "flows.code_deps.*", "flows.code_manifests.*",
+                              "flows.versioning.*"),
+    "flows: cli, lifecycle": ("flows.*",),
+}
+# Left out of the scope, with why (the README lists them too).
+EXCLUDED: dict[str, str] = {
+    "tasks.select.plots.*": "plot styling only (colours, labels, axes): what it draws is "
+                            "seen at once; the data it plots comes from tested code",
 }
 EQUIVALENT_FILE = Path(__file__).with_name("equivalent_mutants.txt")
 STATUS_BY_EXIT_CODE = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
@@ -83,7 +94,10 @@ def equivalent_mutants() -> dict[str, str]:
 
 
 def concern_of(name: str) -> str | None:
-    """The :data:`MODULES` entry whose patterns match the mutant ``name``, if any."""
+    """The first :data:`MODULES` entry whose patterns match the mutant ``name``; None
+    for a mutant of :data:`EXCLUDED` (or of no concern)."""
+    if any(fnmatch.fnmatchcase(name, pattern) for pattern in EXCLUDED):
+        return None
     return next((concern for concern, patterns in MODULES.items()
                  if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)), None)
 
@@ -95,9 +109,17 @@ def _metas(mutants_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
         yield meta, json.loads(meta.read_text(encoding="utf-8"))
 
 
+def sampled(name: str, fraction: float) -> bool:
+    """Whether the mutant ``name`` is in the sample of this ``fraction``: its place in
+    [0, 1) is read from the sha256 of its name, so the sample is the same on every
+    machine and run, each concern gets about that fraction of its mutants, and a larger
+    fraction holds every mutant of a smaller one (a run with more time extends the last)."""
+    place = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") / 2 ** 64
+    return place < fraction
+
+
 def _selected(document: dict[str, Any]) -> Iterator[tuple[str, int | None, str]]:
-    """The (name, exit code, concern) of the document's mutants that :data:`MODULES`
-    selects."""
+    """The (name, exit code, concern) of the document's mutants in :data:`MODULES`."""
     for name, code in document["exit_code_by_key"].items():
         concern = concern_of(name)
         if concern is not None:
@@ -105,39 +127,51 @@ def _selected(document: dict[str, Any]) -> Iterator[tuple[str, int | None, str]]
 
 
 def results(mutants_dir: Path) -> dict[str, dict[str, str]]:
-    """Per concern of :data:`MODULES`, mutant name -> status, from mutmut's ``.meta``
-    files. Mutants outside MODULES (generated, or left from an older selection) and
-    mutants not run yet are left out."""
+    """Per concern of :data:`MODULES`, mutant name -> status from mutmut's ``.meta``
+    files, "not tested" for a mutant without a result yet. Mutants outside MODULES
+    (excluded, or left from an older selection) are left out."""
     by_concern: dict[str, dict[str, str]] = {concern: {} for concern in MODULES}
     for _, document in _metas(mutants_dir):
         for name, code, concern in _selected(document):
-            if code is not None:
-                by_concern[concern][name] = STATUS_BY_EXIT_CODE.get(code, "suspicious")
+            by_concern[concern][name] = ("not tested" if code is None
+                                         else STATUS_BY_EXIT_CODE.get(code, "suspicious"))
     return {concern: found for concern, found in by_concern.items() if found}
 
 
+def _row(label: str, counts: Counter[str]) -> tuple[str, int, int]:
+    """One line of the table for these status counts, with its kills and its count of
+    tested non-equivalent mutants. A timeout or a crash is a kill: the mutant made the
+    code hang, loop or exhaust memory, and the tests noticed."""
+    hung = counts["timeout"] + counts["crashed"]
+    killed = counts["killed"] + hung
+    tested = sum(counts.values()) - counts["not tested"]
+    counted = tested - counts["equivalent"]
+    if counted:
+        low, high = wilson_interval(killed, counted)
+        score, interval = f"{killed / counted:.1%}", f"{low:.0%}-{high:.0%}"
+    else:
+        score, interval = "-", "-"
+    line = (f"{label:<22} {sum(counts.values()):>5} {tested:>6} {counts['killed']:>6} "
+            f"{hung:>4} {counts['survived']:>4} {counts['no tests']:>4} "
+            f"{counts['equivalent']:>3} {score:>6} {interval:>9}")
+    return line, killed, counted
+
+
 def table(by_concern: dict[str, dict[str, str]], equivalent: dict[str, str]) -> tuple[str, float]:
-    """The per-concern table and the overall score (killed / non-equivalent)."""
-    header = f"{'concern':<36} {'mutants':>7} {'killed':>6} {'survived':>8} {'hung':>7} " \
-             f"{'no test':>7} {'equiv.':>6} {'score':>6}"
-    lines, killed_all, counted_all = [header, "-" * len(header)], 0, 0
+    """The per-concern table (80 columns) and the overall score, (killed + hung) /
+    (tested - equivalent), each with its 95% Wilson interval: where only a sample was
+    tested, the score of the whole scope lies in it."""
+    header = (f"{'concern':<22} {'scope':>5} {'tested':>6} {'killed':>6} {'hung':>4} "
+              f"{'surv':>4} {'none':>4} {'eq':>3} {'score':>6} {'95% CI':>9}")
+    lines, total = [header, "-" * len(header)], Counter[str]()
     for concern, statuses in by_concern.items():
-        counts = Counter("equivalent" if name in equivalent and status != "killed" else status
-                         for name, status in statuses.items())
-        counted = sum(counts.values()) - counts["equivalent"]
-        # A timeout or a crash is a kill: the mutant made the code hang, loop or exhaust
-        # memory, and the tests noticed.
-        hung = counts["timeout"] + counts["crashed"]
-        killed = counts["killed"] + hung
-        killed_all, counted_all = killed_all + killed, counted_all + counted
-        score = killed / counted if counted else 1.0
-        lines.append(f"{concern:<36} {sum(counts.values()):>7} {counts['killed']:>6} "
-                     f"{counts['survived']:>8} {hung:>7} {counts['no tests']:>7} "
-                     f"{counts['equivalent']:>6} {score:>6.1%}")
-    overall = killed_all / counted_all if counted_all else 1.0
-    lines.append(f"{'all':<36} {counted_all:>7} {'':>6} {'':>8} {'':>7} {'':>7} {'':>6} "
-                 f"{overall:>6.1%}")
-    return "\n".join(lines), overall
+        counts = Counter("equivalent" if name in equivalent and status not in {"killed", "not tested"}
+                         else status for name, status in statuses.items())
+        total += counts
+        lines.append(_row(concern, counts)[0])
+    line, killed, counted = _row("all", total)
+    lines += ["-" * len(header), line]
+    return "\n".join(lines), (killed / counted if counted else 1.0)
 
 
 def refresh_copies(root: Path = ROOT) -> None:
@@ -173,10 +207,12 @@ GENERATE = ("from mutmut.__main__ import copy_also_copy_files, copy_src_dir, cre
             "copy_src_dir(); copy_also_copy_files(); setup_source_paths(); create_mutants(2)")
 
 
-def untested(mutants_dir: Path) -> list[str]:
-    """The mutants of :data:`MODULES` that have no result yet, by name."""
+def untested(mutants_dir: Path, fraction: float = 1.0) -> list[str]:
+    """The mutants of :data:`MODULES` in the sample of this ``fraction`` that have no
+    result yet, by name."""
     return sorted(name for _, document in _metas(mutants_dir)
-                  for name, code, _ in _selected(document) if code is None)
+                  for name, code, _ in _selected(document)
+                  if code is None and sampled(name, fraction))
 
 
 def forget(mutants_dir: Path, statuses: set[str], keep: frozenset[str] = frozenset()) -> int:
@@ -194,10 +230,12 @@ def forget(mutants_dir: Path, statuses: set[str], keep: frozenset[str] = frozens
     return count
 
 
-def run_mutmut(max_children: int, again: set[str]) -> None:
-    """Test the mutants of :data:`MODULES` that have no result (after the code changed,
-    or ``again``: those of these statuses), and only those: mutmut, given names, tests
-    every mutant they match, results or not."""
+def run_mutmut(max_children: int, again: set[str], fraction: float, minutes: float | None) -> None:
+    """Test the mutants of :data:`MODULES` in the sample of this ``fraction`` that have
+    no result (after the code changed, or ``again``: those of these statuses), and only
+    those: mutmut, given names, tests every mutant they match, results or not. After
+    ``minutes`` mutmut is interrupted as Ctrl-C does: the results so far are kept, and
+    the next run goes on from there."""
     refresh_copies()
     # mutmut's copy in mutants/ must be what the tests import, not a PYTHONPATH's.
     environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -207,24 +245,49 @@ def run_mutmut(max_children: int, again: set[str]) -> None:
     if again:
         count = forget(ROOT / "mutants", again, frozenset(equivalent_mutants()))
         print(f"testing again: {count} mutants", flush=True)
-    names = untested(ROOT / "mutants")
+    names = untested(ROOT / "mutants", fraction)
     print(f"{len(names)} mutants to test", flush=True)
-    if names:
-        subprocess.run([str(python.with_name("mutmut")), "run", "--max-children",
-                        str(max_children), *names], cwd=ROOT, check=False,
-                       stdout=subprocess.DEVNULL, env=environment)
+    if not names:
+        return
+    mutmut = subprocess.Popen([str(python.with_name("mutmut")), "run", "--max-children",
+                               str(max_children), *names], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, env=environment)
+    try:
+        mutmut.wait(timeout=None if minutes is None else minutes * 60)
+    except subprocess.TimeoutExpired:
+        print(f"stopping after {minutes:g} minutes; the next run goes on", flush=True)
+        # Only mutmut's own process: it stops its workers and keeps the finished results
+        # (an interrupted worker's exit would otherwise be read as a result).
+        mutmut.send_signal(signal.SIGINT)
+        mutmut.wait()
+
+
+def _fraction(text: str) -> float:
+    """A --sample value: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is no fraction: give a number above 0 "
+                                         "and at most 1 (0.05 tests about 5% of the mutants)")
+    return value
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-run", action="store_true", help="only summarise the last run")
     parser.add_argument("--max-children", type=int, default=2, help="parallel mutants")
+    parser.add_argument("--sample", type=_fraction, default=1.0, metavar="FRACTION",
+                        help="test only this fraction of each concern's mutants (the same "
+                             "ones on every run; a larger one extends a smaller one)")
+    parser.add_argument("--minutes", type=float, help="stop testing after this long")
     parser.add_argument("--again", nargs="*", default=[],
                         choices=["survived", "timeout", "no tests", "killed"],
                         help="test the mutants of these statuses again")
     args = parser.parse_args()
     if not args.no_run:
-        run_mutmut(args.max_children, set(args.again))
+        run_mutmut(args.max_children, set(args.again), args.sample, args.minutes)
     by_concern = results(ROOT / "mutants")
     if not by_concern:
         print("no mutmut results in mutants/: run without --no-run first")
