@@ -13,20 +13,22 @@ score; every other survivor is printed by name so it can be looked at with
 
 Not part of CI: the scope holds about 23,000 mutants, a day of two cores. So a run can
 test a seeded sample (``--sample 0.05``: the same mutants on every machine, about that
-fraction of each concern) and stop after ``--minutes``; the table gives each score with
-its 95% interval. Re-running continues where the last run stopped and tests only the
+fraction of each concern; ``--at-least 40``: no fewer than 40 of any concern) and stop
+after ``--minutes``; the table gives each score with its 95% interval, and the overall
+score weighs each concern by its size, however densely it was sampled. Re-running continues where the last run stopped and tests only the
 mutants without a result: new ones, those of functions whose code changed, those a
 larger sample adds, and with ``--again survived`` the survivors (after a test was
 added). mutmut keeps its state in mutants/.
 
-    .venv/bin/python benchmarks/mutants.py [--no-run] [--sample FRACTION] [--minutes M]
-                                           [--max-children N] [--again STATUS..]
+    .venv/bin/python benchmarks/mutants.py [--no-run] [--sample FRACTION] [--at-least N]
+                                 [--minutes M] [--max-children N] [--again STATUS..]
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import math
 import hashlib
 import json
 import os
@@ -37,6 +39,7 @@ import sys
 import tomllib
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,40 +141,86 @@ def results(mutants_dir: Path) -> dict[str, dict[str, str]]:
     return {concern: found for concern, found in by_concern.items() if found}
 
 
-def _row(label: str, counts: Counter[str]) -> tuple[str, int, int]:
-    """One line of the table for these status counts, with its kills and its count of
-    tested non-equivalent mutants. A timeout or a crash is a kill: the mutant made the
-    code hang, loop or exhaust memory, and the tests noticed."""
-    hung = counts["timeout"] + counts["crashed"]
-    killed = counts["killed"] + hung
-    tested = sum(counts.values()) - counts["not tested"]
-    counted = tested - counts["equivalent"]
-    if counted:
-        low, high = wilson_interval(killed, counted)
-        score, interval = f"{killed / counted:.1%}", f"{low:.0%}-{high:.0%}"
-    else:
-        score, interval = "-", "-"
-    line = (f"{label:<22} {sum(counts.values()):>5} {tested:>6} {counts['killed']:>6} "
-            f"{hung:>4} {counts['survived']:>4} {counts['no tests']:>4} "
-            f"{counts['equivalent']:>3} {score:>6} {interval:>9}")
-    return line, killed, counted
+@dataclass(frozen=True)
+class Tally:
+    """One concern's results: how many mutants in scope, tested, killed (hung
+    included) and counted (tested and not equivalent)."""
+
+    scope: int
+    tested: int
+    killed: int
+    counted: int
+
+    @property
+    def complete(self) -> bool:
+        return self.tested == self.scope
+
+
+def _tally(counts: Counter[str]) -> Tally:
+    # A timeout or a crash is a kill: the mutant made the code hang, loop or exhaust
+    # memory, and the tests noticed.
+    scope = sum(counts.values())
+    tested = scope - counts["not tested"]
+    return Tally(scope, tested, counts["killed"] + counts["timeout"] + counts["crashed"],
+                 tested - counts["equivalent"])
+
+
+def stratified_score(tallies: list[Tally]) -> tuple[float, float, float] | None:
+    """The score of the whole scope estimated from each concern's sample, weighted by the
+    concern's size (concerns may be sampled at different rates: ``--at-least``), with a
+    95% interval: normal, from each concern's Agresti-Coull variance and its finite
+    population correction (a concern tested whole adds no uncertainty). None before any
+    result."""
+    tested = [tally for tally in tallies if tally.counted]
+    if not tested:
+        return None
+    total = sum(tally.scope for tally in tested)
+    score = sum(tally.scope / total * tally.killed / tally.counted for tally in tested)
+    variance = 0.0
+    for tally in tested:
+        adjusted = (tally.killed + 2) / (tally.counted + 4)
+        correction = 1 - tally.tested / tally.scope
+        variance += ((tally.scope / total) ** 2 * adjusted * (1 - adjusted)
+                     / (tally.counted + 4) * correction)
+    margin = 1.959964 * math.sqrt(variance)
+    return score, max(0.0, score - margin), min(1.0, score + margin)
+
+
+def _interval(low: float, high: float, complete: bool) -> str:
+    return "all" if complete else f"{low:.0%}-{high:.0%}"
+
+
+def _row(label: str, counts: Counter[str], tally: Tally,
+         estimate: tuple[float, float, float] | None) -> str:
+    """One line of the table: counts, score and its 95% interval ("all": every mutant
+    was tested, the score is no estimate)."""
+    score, interval = "-", "-"
+    if estimate is not None:
+        score, interval = f"{estimate[0]:.1%}", _interval(estimate[1], estimate[2], tally.complete)
+    return (f"{label:<22} {tally.scope:>5} {tally.tested:>6} {counts['killed']:>6} "
+            f"{counts['timeout'] + counts['crashed']:>4} {counts['survived']:>4} "
+            f"{counts['no tests']:>4} {counts['equivalent']:>3} {score:>6} {interval:>9}")
 
 
 def table(by_concern: dict[str, dict[str, str]], equivalent: dict[str, str]) -> tuple[str, float]:
-    """The per-concern table (80 columns) and the overall score, (killed + hung) /
-    (tested - equivalent), each with its 95% Wilson interval: where only a sample was
-    tested, the score of the whole scope lies in it."""
+    """The per-concern table (80 columns) and the overall score. A concern's score is
+    (killed + hung) / (tested - equivalent) with its 95% Wilson interval, where only a
+    sample was tested; the overall one is :func:`stratified_score`."""
     header = (f"{'concern':<22} {'scope':>5} {'tested':>6} {'killed':>6} {'hung':>4} "
               f"{'surv':>4} {'none':>4} {'eq':>3} {'score':>6} {'95% CI':>9}")
-    lines, total = [header, "-" * len(header)], Counter[str]()
+    lines, total, tallies = [header, "-" * len(header)], Counter[str](), []
     for concern, statuses in by_concern.items():
         counts = Counter("equivalent" if name in equivalent and status not in {"killed", "not tested"}
                          else status for name, status in statuses.items())
-        total += counts
-        lines.append(_row(concern, counts)[0])
-    line, killed, counted = _row("all", total)
-    lines += ["-" * len(header), line]
-    return "\n".join(lines), (killed / counted if counted else 1.0)
+        tally = _tally(counts)
+        total, tallies = total + counts, [*tallies, tally]
+        estimate = None
+        if tally.counted:
+            estimate = (tally.killed / tally.counted, *wilson_interval(tally.killed, tally.counted))
+        lines.append(_row(concern, counts, tally, estimate))
+    overall = stratified_score(tallies)
+    lines += ["-" * len(header), _row("all", total, _tally(total), overall)]
+    return "\n".join(lines), (overall[0] if overall else 1.0)
 
 
 def refresh_copies(root: Path = ROOT) -> None:
@@ -207,12 +256,15 @@ GENERATE = ("from mutmut.__main__ import copy_also_copy_files, copy_src_dir, cre
             "copy_src_dir(); copy_also_copy_files(); setup_source_paths(); create_mutants(2)")
 
 
-def untested(mutants_dir: Path, fraction: float = 1.0) -> list[str]:
-    """The mutants of :data:`MODULES` in the sample of this ``fraction`` that have no
-    result yet, by name."""
-    return sorted(name for _, document in _metas(mutants_dir)
-                  for name, code, _ in _selected(document)
-                  if code is None and sampled(name, fraction))
+def untested(mutants_dir: Path, fraction: float = 1.0, at_least: int = 0) -> list[str]:
+    """The mutants of :data:`MODULES` in the sample that have no result yet, by name: of
+    each concern, this ``fraction`` of its mutants, or ``at_least`` that many where the
+    fraction would sample fewer (a small concern gets a score worth reading)."""
+    found = [(name, code, concern) for _, document in _metas(mutants_dir)
+             for name, code, concern in _selected(document)]
+    sizes = Counter(concern for _, _, concern in found)
+    return sorted(name for name, code, concern in found
+                  if code is None and sampled(name, max(fraction, at_least / sizes[concern])))
 
 
 def forget(mutants_dir: Path, statuses: set[str], keep: frozenset[str] = frozenset()) -> int:
@@ -230,7 +282,8 @@ def forget(mutants_dir: Path, statuses: set[str], keep: frozenset[str] = frozens
     return count
 
 
-def run_mutmut(max_children: int, again: set[str], fraction: float, minutes: float | None) -> None:
+def run_mutmut(max_children: int, again: set[str], fraction: float, at_least: int,
+               minutes: float | None) -> None:
     """Test the mutants of :data:`MODULES` in the sample of this ``fraction`` that have
     no result (after the code changed, or ``again``: those of these statuses), and only
     those: mutmut, given names, tests every mutant they match, results or not. After
@@ -245,7 +298,7 @@ def run_mutmut(max_children: int, again: set[str], fraction: float, minutes: flo
     if again:
         count = forget(ROOT / "mutants", again, frozenset(equivalent_mutants()))
         print(f"testing again: {count} mutants", flush=True)
-    names = untested(ROOT / "mutants", fraction)
+    names = untested(ROOT / "mutants", fraction, at_least)
     print(f"{len(names)} mutants to test", flush=True)
     if not names:
         return
@@ -281,13 +334,16 @@ def main() -> int:
     parser.add_argument("--sample", type=_fraction, default=1.0, metavar="FRACTION",
                         help="test only this fraction of each concern's mutants (the same "
                              "ones on every run; a larger one extends a smaller one)")
+    parser.add_argument("--at-least", type=int, default=0, metavar="N",
+                        help="sample at least N mutants of each concern (all of a smaller one)")
     parser.add_argument("--minutes", type=float, help="stop testing after this long")
     parser.add_argument("--again", nargs="*", default=[],
                         choices=["survived", "timeout", "no tests", "killed"],
                         help="test the mutants of these statuses again")
     args = parser.parse_args()
     if not args.no_run:
-        run_mutmut(args.max_children, set(args.again), args.sample, args.minutes)
+        run_mutmut(args.max_children, set(args.again), args.sample, args.at_least,
+                   args.minutes)
     by_concern = results(ROOT / "mutants")
     if not by_concern:
         print("no mutmut results in mutants/: run without --no-run first")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -17,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 def mutants() -> ModuleType:
     spec = importlib.util.spec_from_file_location("mutants_tool", REPO / "benchmarks" / "mutants.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -159,15 +161,53 @@ def test_the_score_counts_timeouts_as_kills_and_leaves_equivalent_and_untested_o
     text, score = mutants.table(statuses, {"e": "a log text", "a": "listed but killed",
                                            "h": "listed, not tested"})
     # killed 2 + hung 2 (a timeout, a crash) of 7 tested - 1 equivalent (a killed mutant
-    # listed stays a kill, an untested one stays untested); with the gate's, 5 of 8.
-    assert score == pytest.approx(5 / 8)
+    # listed stays a kill, an untested one stays untested): 4/6. The gate's 1/2 weighs
+    # 2 of 11 in scope: (9 * 4/6 + 2 * 1/2) / 11 = 7/11, not the pooled 5/8.
+    assert score == pytest.approx(7 / 11)
     rows = {line.split("  ")[0]: line[22:].split() for line in text.splitlines()}
     # scope, tested, killed, hung, survived, no test, equivalent, score, 95% interval
     assert rows["requirements, ranking"] == ["9", "7", "2", "2", "1", "1", "1", "66.7%", "30%-90%"]
-    assert rows["regression gate"] == ["2", "2", "1", "0", "1", "0", "0", "50.0%", "9%-91%"]
-    assert rows["all"] == ["11", "9", "3", "2", "2", "1", "1", "62.5%", "31%-86%"]
+    # Tested whole: the score is no estimate.
+    assert rows["regression gate"] == ["2", "2", "1", "0", "1", "0", "0", "50.0%", "all"]
+    assert rows["all"] == ["11", "9", "3", "2", "2", "1", "1", "63.6%", "52%-75%"]
     assert max(len(line) for line in text.splitlines()) <= 80
     assert mutants.STATUS_BY_EXIT_CODE[-11] == "crashed" and mutants.STATUS_BY_EXIT_CODE[36] == "timeout"
+
+
+def test_the_overall_score_weighs_each_concern_by_its_size_not_its_sample(
+        mutants: ModuleType) -> None:
+    tally = mutants.Tally  # scope, tested, killed, counted
+    # 90% of a 1,000-mutant concern sampled 50, 50% of a 100-mutant one tested whole.
+    score, low, high = mutants.stratified_score([tally(1000, 50, 45, 50), tally(100, 100, 50, 100)])
+    assert score == pytest.approx((1000 * 0.9 + 100 * 0.5) / 1100)
+    # Only the sampled concern adds uncertainty: sqrt(w^2 p(1-p)/(n+4) (1 - n/N)) with
+    # Agresti-Coull's p = 47/54.
+    margin = 1.959964 * (1000 / 1100) * (47 / 54 * 7 / 54 / 54 * 0.95) ** 0.5
+    assert (low, high) == (pytest.approx(score - margin), pytest.approx(score + margin))
+    # Every concern tested whole: exact.
+    assert mutants.stratified_score([tally(100, 100, 90, 100), tally(10, 10, 5, 10)]) == (
+        pytest.approx(95 / 110), pytest.approx(95 / 110), pytest.approx(95 / 110))
+    # A perfect sample still leaves a margin; nothing tested, no score.
+    _, low, high = mutants.stratified_score([tally(1000, 40, 40, 40)])
+    assert 0.85 < low < 1.0 and high == 1.0
+    assert mutants.stratified_score([tally(10, 0, 0, 0)]) is None
+
+
+def test_a_small_concern_gets_at_least_its_share_of_the_sample(mutants: ModuleType,
+                                                               tmp_path: Path) -> None:
+    big = {f"tasks.select.x_verdict__mutmut_{n}": None for n in range(1000)}
+    small = {f"tasks.compare.gate.x_gate__mutmut_{n}": None for n in range(40)}
+    _meta(tmp_path, "tasks/select.py.meta", big)
+    _meta(tmp_path, "tasks/compare/gate.py.meta", small)
+    plain = mutants.untested(tmp_path, 0.05)
+    assert 30 < sum(name in big for name in plain) < 75
+    assert sum(name in small for name in plain) < 8
+    boosted = mutants.untested(tmp_path, 0.05, at_least=20)
+    # The small concern: about 20 of 40 (its own fraction, 0.5); the big one unchanged.
+    assert 10 <= sum(name in small for name in boosted) <= 30
+    assert [name for name in boosted if name in big] == [name for name in plain if name in big]
+    assert set(plain) < set(boosted)
+    assert set(mutants.untested(tmp_path, 0.05, at_least=40)) >= set(small)
 
 
 def test_refresh_drops_copies_of_removed_modules_and_the_kept_builds(mutants: ModuleType,
