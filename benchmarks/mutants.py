@@ -3,22 +3,22 @@
 Runs mutmut (pinned in requirements.lock; configured under ``[tool.mutmut]`` in
 pyproject.toml: which tests) over the functions of :data:`MODULES` (all but those of
 :data:`EXCLUDED`) and prints, per concern (a group of modules), how many mutants the
-tests killed, how many survived,
-hung (timed out, or crashed the tests' process) or were reached by no test, and the
-mutation score: (killed + hung) / (all - equivalent). Equivalent mutants (a change no
-test can observe, such as a log text) are listed with why in
-``benchmarks/equivalent_mutants.txt`` (``<mutant name>  # why``) and left out of the
-score; every other survivor is printed by name so it can be looked at with
-``.venv/bin/mutmut show NAME``.
+tests killed, how many survived, hung (timed out, or crashed the tests' process) or
+were reached by no test, and the mutation score: (killed + hung) / (tested -
+equivalent). Equivalent mutants (a change no test can observe, such as a log text) are
+listed with why in ``benchmarks/equivalent_mutants.txt`` (``<mutant name>  # why``) and
+left out of the score; every other survivor is printed by name so it can be looked at
+with ``.venv/bin/mutmut show NAME``.
 
 Not part of CI: the scope holds about 23,000 mutants, a day of two cores. So a run can
 test a seeded sample (``--sample 0.05``: the same mutants on every machine, about that
 fraction of each concern; ``--at-least 40``: no fewer than 40 of any concern) and stop
 after ``--minutes``; the table gives each score with its 95% interval, and the overall
-score weighs each concern by its size, however densely it was sampled. Re-running continues where the last run stopped and tests only the
-mutants without a result: new ones, those of functions whose code changed, those a
-larger sample adds, and with ``--again survived`` the survivors (after a test was
-added). mutmut keeps its state in mutants/.
+score weighs each concern by its size, however densely it was sampled. Re-running
+continues where the last run stopped and tests only the mutants without a result: new
+ones, those of functions whose code changed, those a larger sample adds, and with
+``--again survived`` the survivors (after a test was added). mutmut keeps its state in
+mutants/.
 
     .venv/bin/python benchmarks/mutants.py [--no-run] [--sample FRACTION] [--at-least N]
                                  [--minutes M] [--max-children N] [--again STATUS..]
