@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import math
 import hashlib
+import math
 import json
 import os
 import shutil
