@@ -290,8 +290,11 @@ def run_mutmut(max_children: int, again: set[str], fraction: float, at_least: in
     ``minutes`` mutmut is interrupted as Ctrl-C does: the results so far are kept, and
     the next run goes on from there."""
     refresh_copies()
-    # mutmut's copy in mutants/ must be what the tests import, not a PYTHONPATH's.
-    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # mutmut's copies in mutants/ are what the tests import, and what the processes they
+    # start import too (the `edgeflow` script, `dvc exp run`'s steps, a deployment): the
+    # installed package points at the repository's code, whose cache keys differ, and
+    # whose mistakes no mutant would make.
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "mutants")}
     python = Path(sys.executable)
     subprocess.run([str(python), "-c", GENERATE], cwd=ROOT, env=environment, check=True,
                    stdout=subprocess.DEVNULL)
@@ -302,17 +305,27 @@ def run_mutmut(max_children: int, again: set[str], fraction: float, at_least: in
     print(f"{len(names)} mutants to test", flush=True)
     if not names:
         return
-    mutmut = subprocess.Popen([str(python.with_name("mutmut")), "run", "--max-children",
-                               str(max_children), *names], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, env=environment)
-    try:
-        mutmut.wait(timeout=None if minutes is None else minutes * 60)
-    except subprocess.TimeoutExpired:
-        print(f"stopping after {minutes:g} minutes; the next run goes on", flush=True)
-        # Only mutmut's own process: it stops its workers and keeps the finished results
-        # (an interrupted worker's exit would otherwise be read as a result).
-        mutmut.send_signal(signal.SIGINT)
-        mutmut.wait()
+    log = ROOT / "mutants" / "mutmut.log"
+    print(f"mutmut's own output: {log.relative_to(ROOT)}", flush=True)
+    with log.open("w", encoding="utf-8") as output:
+        mutmut = subprocess.Popen([str(python.with_name("mutmut")), "run", "--max-children",
+                                   str(max_children), *names], cwd=ROOT, stdout=output,
+                                  stderr=subprocess.STDOUT, env=environment)
+        try:
+            mutmut.wait(timeout=None if minutes is None else minutes * 60)
+        except subprocess.TimeoutExpired:
+            print(f"stopping after {minutes:g} minutes; the next run goes on", flush=True)
+            # Only mutmut's own process: it stops its workers and keeps the finished
+            # results (an interrupted worker's exit would otherwise be read as a result).
+            mutmut.send_signal(signal.SIGINT)
+            mutmut.wait()
+            return
+    if mutmut.returncode != 0:
+        # mutmut stops at its first failing test when it maps tests to functions, and
+        # when the unmutated tests fail: its last lines say which.
+        tail = log.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
+        raise SystemExit(f"mutmut stopped (exit {mutmut.returncode}); the end of {log}:\n"
+                         + "\n".join(tail.splitlines()[-15:]))
 
 
 def _fraction(text: str) -> float:
