@@ -21,6 +21,13 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(
     prefix=f"edgeflow-prefect-home-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+# Under mutmut's stats run (which tests reach which function: MUTANT_UNDER_TEST=stats),
+# the processes the tests start import mutants/ too (benchmarks/mutants.py sets
+# PYTHONPATH) but cannot record what they reach (mutmut finds its configuration only in
+# mutants/): without the variable they run the unmutated functions. This process keeps
+# "stats", which mutmut holds in-process as well.
+if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+    del os.environ["MUTANT_UNDER_TEST"]
 
 import pytest  # noqa: E402
 
