@@ -21,13 +21,6 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(
     prefix=f"edgeflow-prefect-home-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
-# Under mutmut's stats run (which tests reach which function: MUTANT_UNDER_TEST=stats),
-# the processes the tests start import mutants/ too (benchmarks/mutants.py sets
-# PYTHONPATH) but cannot record what they reach (mutmut finds its configuration only in
-# mutants/): without the variable they run the unmutated functions. This process keeps
-# "stats", which mutmut holds in-process as well.
-if os.environ.get("MUTANT_UNDER_TEST") == "stats":
-    del os.environ["MUTANT_UNDER_TEST"]
 
 import pytest  # noqa: E402
 
@@ -55,6 +48,18 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
     root = tmp_path_factory.mktemp("tiny-project")
     built_once_per_mutation_run(build_tiny_project, root)
     return TinyProject(Layout(root), load_params(root / "params.yaml"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under mutmut's stats run (which tests reach which function:
+    MUTANT_UNDER_TEST=stats), the processes the tests start import mutants/ too
+    (benchmarks/mutants.py sets PYTHONPATH), where recording what they reach would make
+    them many times slower and lose the record: without the variable they run the
+    unmutated functions. This process keeps "stats", which mutmut holds in-process as
+    well. A hook, not module code: mutmut runs pytest several times in one process, and
+    imports this file once."""
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        del os.environ["MUTANT_UNDER_TEST"]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
