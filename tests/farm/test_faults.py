@@ -329,10 +329,13 @@ def test_a_closed_terminal_stops_edgeflow_and_its_harness_on_an_ssh_board_like_s
     workdir = tmp_path / "board"
     (project / "farm.yaml").write_text(json.dumps({"devices": {"pi": ssh_server.farm_entry(
         workdir, sys.executable, runtimes=["tflite", "onnxruntime"])}}))
+    # As a terminal starts it: SIGHUP at its default even where the tests run under
+    # nohup, whose ignored SIGHUP edgeflow keeps (tests/flows: `nohup edgeflow run`).
     child = subprocess.Popen([str(Path(sys.executable).parent / "edgeflow"), "step", "benchmark"],
                              cwd=project, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env={**os.environ, "PATH": f"{Path(sys.executable).parent}"
-                                                        f"{os.pathsep}{os.environ['PATH']}"})
+                                                        f"{os.pathsep}{os.environ['PATH']}"},
+                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     stderr, started = _signal_once_the_harness_runs(child, workdir, getattr(signal, signum), 120)
     assert child.returncode == INTERRUPTED_EXIT, stderr
     assert [line for line in stderr.splitlines() if line.startswith("edgeflow: ")] == [

@@ -303,8 +303,10 @@ def test_code_manifests_writes_one_per_step_and_then_none(project: Path) -> None
 def test_sighup_stops_a_command_unless_it_was_started_under_nohup() -> None:
     """A closed terminal stops a command as Ctrl-C does (tests/farm/test_faults.py sends
     it to a real benchmark); ``nohup edgeflow run`` asked to outlive the terminal."""
+    # Both set explicitly: the tests themselves may run under nohup.
     probe = ("import signal, sys\n"
-             "if sys.argv[1] == 'nohup':\n    signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+             "signal.signal(signal.SIGHUP, signal.SIG_IGN if sys.argv[1] == 'nohup' "
+             "else signal.SIG_DFL)\n"
              "from flows.cli.process import stop_signals\n"
              "print(' '.join(signal.Signals(number).name for number in stop_signals()))\n")
     stops = {how: subprocess.run([sys.executable, "-c", probe, how], capture_output=True,
