@@ -1,0 +1,122 @@
+"""Emulated ARM boards (:mod:`tests.arm_boards`) reached through the farm's own SSH
+transport: both are aarch64, and each has the CPU features of the model it emulates,
+as the kernel interface runtimes read them (HWCAP from the auxiliary vector) and as
+/proc/cpuinfo names them. The first run on a machine builds the arm64 root filesystem
+(minutes); later runs reuse it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasks.config import SshDevice
+from tasks.farm.transports import connect
+from tests import arm_boards
+from tests.arm_boards import ArmBoard, feature_names, start_board, stop_board
+
+BOARD_SCRIPT = (
+    "import json, platform, ctypes; g = ctypes.CDLL(None).getauxval; g.restype = ctypes.c_ulong; "
+    "info = open('/proc/cpuinfo').read(); "
+    "print(json.dumps({'machine': platform.machine(), 'hwcap': g(16), 'hwcap2': g(26), "
+    "'features': [line.split(':', 1)[1].split() for line in info.splitlines() "
+    "if line.startswith('Features')][0], 'part': [line.split(':', 1)[1].strip() "
+    "for line in info.splitlines() if line.startswith('CPU part')][0]}))")
+
+
+@pytest.fixture(scope="module")
+def boards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ArmBoard]]:
+    reason = arm_boards.unavailable()
+    if reason:
+        pytest.skip(reason)
+    arm_boards.rootfs()  # built before the boards start: its minutes are not theirs
+    folder = tmp_path_factory.mktemp("arm")
+    started: dict[str, ArmBoard] = {}
+    try:
+        for cpu in ("cortex-a76", "cortex-a72"):
+            started[cpu] = start_board(folder / cpu, cpu)
+        yield started
+    finally:
+        for board in started.values():
+            stop_board(board)
+
+
+def _on_board(board: ArmBoard, tmp_path: Path) -> dict[str, object]:
+    device = SshDevice.model_validate(board.farm_entry(workdir="/root/edgeflow"))
+    connection = connect(device, board.cpu)
+    try:
+        result = connection.run(f"python3 -c {json.dumps(BOARD_SCRIPT)}", timeout=120)
+    finally:
+        connection.close()
+    assert result.ok, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.arm
+def test_boards_are_aarch64_with_their_cpu_features(boards: dict[str, ArmBoard],
+                                                    tmp_path: Path) -> None:
+    a76, a72 = (_on_board(boards[cpu], tmp_path) for cpu in ("cortex-a76", "cortex-a72"))
+    assert a76["machine"] == a72["machine"] == "aarch64"
+    a76_caps = set(feature_names(a76["hwcap"], a76["hwcap2"]))
+    a72_caps = set(feature_names(a72["hwcap"], a72["hwcap2"]))
+    # Pi 5's core has half-precision arithmetic and dot products; Pi 4's has neither.
+    assert {"fphp", "asimdhp", "asimddp"} <= a76_caps
+    assert not {"fphp", "asimdhp", "asimddp"} & a72_caps
+    assert {"fp", "asimd"} <= a76_caps & a72_caps
+    # /proc/cpuinfo says what HWCAP says (a mismatch makes LiteRT hit SIGILL), and names
+    # the core (Cortex-A76 is part 0xd0b, Cortex-A72 0xd08).
+    assert a76["features"] == feature_names(a76["hwcap"], a76["hwcap2"])
+    assert a72["features"] == feature_names(a72["hwcap"], a72["hwcap2"])
+    assert (a76["part"], a72["part"]) == ("0xd0b", "0xd08")
+
+
+@pytest.mark.arm
+def test_a_stopped_board_leaves_no_process_and_no_mount(tmp_path: Path,
+                                                        boards: dict[str, ArmBoard]) -> None:
+    board = start_board(tmp_path / "short-lived", "cortex-a72", boards["cortex-a76"].client_key)
+    assert arm_boards.board_processes(board)  # sshd at least, in its own namespace
+    stop_board(board)
+    assert arm_boards.board_processes(board) == []
+    assert not Path(f"/proc/{board.pid}").exists()
+    assert arm_boards.mounted_under(tmp_path) == []
+    # The cached root filesystem was not written: the board's files are in its upper layer.
+    assert (tmp_path / "short-lived/upper/etc/edgeflow-board/sshd_config").is_file()
+    assert not (arm_boards.rootfs() / "etc/edgeflow-board").exists()
+
+
+def test_recipe_key_names_what_the_root_filesystem_is_built_from() -> None:
+    base = arm_boards.Recipe()
+    assert base.key() == arm_boards.Recipe(packages=tuple(reversed(base.packages))).key()
+    changed = [arm_boards.Recipe(suite="trixie"), arm_boards.Recipe(arch="armhf"),
+               arm_boards.Recipe(mirror="http://mirror.example/debian"),
+               arm_boards.Recipe(packages=(*base.packages, "curl"))]
+    assert len({base.key(), *(recipe.key() for recipe in changed)}) == 5
+
+
+def test_host_mirror_is_the_first_debian_archive_of_apt(tmp_path: Path) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    assert arm_boards.host_mirror(tmp_path) == arm_boards.DEFAULT_MIRROR
+    (tmp_path / "sources.list.d/debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n")
+    assert arm_boards.host_mirror(tmp_path) == "http://mirror.example/debian"
+    (tmp_path / "sources.list").write_text("deb [arch=amd64] http://other.example/debian bookworm main\n")
+    assert arm_boards.host_mirror(tmp_path) == "http://other.example/debian"
+
+
+def test_cpuinfo_is_linux_arm64_format_from_the_hwcap_bits() -> None:
+    # fp (bit 0), asimd (1), asimddp (20) in AT_HWCAP; i8mm (13) in AT_HWCAP2.
+    features = feature_names(1 | 2 | 1 << 20, 1 << 13)
+    assert features == ["fp", "asimd", "asimddp", "i8mm"]
+    text = arm_boards.cpuinfo_text("cortex-a76", features, 2)
+    cores = text.strip().split("\n\n")
+    assert len(cores) == 2 and cores[1].startswith("processor\t: 1\n")
+    fields = dict(line.split(":", 1) for line in cores[0].splitlines())
+    assert {key.strip(): value.strip() for key, value in fields.items()} == {
+        "processor": "0", "BogoMIPS": "108.00", "Features": "fp asimd asimddp i8mm",
+        "CPU implementer": "0x41", "CPU architecture": "8", "CPU variant": "0x4",
+        "CPU part": "0xd0b", "CPU revision": "1"}
+    a72 = arm_boards.cpuinfo_text("cortex-a72", ["fp"], 1)
+    assert "CPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n" in a72
