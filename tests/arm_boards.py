@@ -44,6 +44,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,6 +71,8 @@ AT_HWCAP, AT_HWCAP2 = 16, 26
 HWCAP_SCRIPT = ("import ctypes; g = ctypes.CDLL(None).getauxval; g.restype = ctypes.c_ulong; "
                 f"print(g({AT_HWCAP}), g({AT_HWCAP2}))")
 BOARD_DIR = "/etc/edgeflow-board"  # the board's sshd files, inside its root
+# file_lock is re-entrant within a process: threads of one process wait on this instead.
+_building = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ def rootfs(recipe: Recipe | None = None, cache: Path | None = None,
     if done.is_file():
         return folder / "rootfs"
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(folder.parent / f"{folder.name}.lock", wait_seconds=None):
+    with _building, file_lock(folder.parent / f"{folder.name}.lock", wait_seconds=None):
         if done.is_file():  # another builder finished while this one waited
             return folder / "rootfs"
         building = folder.parent / f"{folder.name}.building"

@@ -7,6 +7,9 @@ as the kernel interface runtimes read them (HWCAP from the auxiliary vector) and
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from tasks.farm.transports import connect
 from tests import arm_boards
 from tests.arm_boards import ArmBoard, feature_names, start_board, stop_board
 
+REPO = Path(__file__).resolve().parents[2]
 BOARD_SCRIPT = (
     "import json, platform, ctypes; g = ctypes.CDLL(None).getauxval; g.restype = ctypes.c_ulong; "
     "info = open('/proc/cpuinfo').read(); "
@@ -120,3 +124,57 @@ def test_cpuinfo_is_linux_arm64_format_from_the_hwcap_bits() -> None:
         "CPU part": "0xd0b", "CPU revision": "1"}
     a72 = arm_boards.cpuinfo_text("cortex-a72", ["fp"], 1)
     assert "CPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n" in a72
+
+
+FAKE_MMDEBSTRAP = """#!/bin/sh
+# Counts its builds; fails when asked to; makes the target folder (its 6th argument:
+# --mode --arch --variant --include SUITE TARGET MIRROR) after a while, as the real one
+# does after minutes.
+echo build >> "$COUNT"
+[ -n "$FAIL" ] && { echo "E: no network" >&2; exit 1; }
+sleep 1
+mkdir -p "$6/usr/bin"
+"""
+
+
+def _fake_mmdebstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mmdebstrap").write_text(FAKE_MMDEBSTRAP)
+    (bin_dir / "mmdebstrap").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("COUNT", str(tmp_path / "count"))
+    monkeypatch.setenv(arm_boards.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "count"
+
+
+def test_two_builders_build_the_root_filesystem_once(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    count = _fake_mmdebstrap(tmp_path, monkeypatch)
+    build = ("import sys; from tests import arm_boards; "
+             "print(arm_boards.rootfs(arm_boards.Recipe(), log=sys.stdout))")
+    builders = [subprocess.Popen([sys.executable, "-c", build], stdout=subprocess.PIPE,
+                                 text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                for _ in range(2)]
+    outputs = [builder.communicate(timeout=60)[0] for builder in builders]
+    assert [builder.returncode for builder in builders] == [0, 0]
+    assert count.read_text() == "build\n"
+    folder = tmp_path / "cache" / arm_boards.Recipe().key()
+    assert {output.splitlines()[-1] for output in outputs} == {str(folder / "rootfs")}
+    assert (folder / "rootfs/usr/bin").is_dir()
+    assert json.loads((folder / "recipe.json").read_text())["packages"] == list(
+        arm_boards.Recipe().packages)
+    assert arm_boards.rootfs(arm_boards.Recipe()) == folder / "rootfs"  # reused: no build
+    assert count.read_text() == "build\n"
+
+
+def test_a_failed_build_leaves_nothing_that_is_used(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    count = _fake_mmdebstrap(tmp_path, monkeypatch)
+    monkeypatch.setenv("FAIL", "1")
+    with pytest.raises(RuntimeError, match="mmdebstrap failed.*no network"):
+        arm_boards.rootfs(arm_boards.Recipe())
+    assert not (tmp_path / "cache" / arm_boards.Recipe().key()).exists()
+    monkeypatch.delenv("FAIL")
+    assert arm_boards.rootfs(arm_boards.Recipe()).is_dir()  # the next try builds it
+    assert count.read_text() == "build\nbuild\n"
