@@ -340,3 +340,77 @@ def mounted_under(folder: Path) -> list[str]:
     prefix = str(folder.resolve())
     return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
             if line.split()[4].startswith(prefix)]
+
+
+BOARD_NAMES = {"cortex-a76": "pi5-emulated", "cortex-a72": "pi4-emulated"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Emulated ARM boards to try edgeflow's farm on (as root):
+
+        .venv/bin/python -m tests.arm_boards up /tmp/arm     # writes /tmp/arm/farm.yaml
+        .venv/bin/edgeflow farm probe --farm /tmp/arm/farm.yaml
+        .venv/bin/python -m tests.arm_boards down /tmp/arm
+    """
+    import argparse
+
+    import yaml
+
+    parser = argparse.ArgumentParser(prog="python -m tests.arm_boards", description=main.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start boards and write DIR/farm.yaml")
+    up.add_argument("folder", type=Path)
+    up.add_argument("--cpu", action="append", choices=sorted(CPU_MIDR),
+                    help="one board per --cpu (default: cortex-a76 and cortex-a72)")
+    up.add_argument("--runtimes", default="tflite,onnxruntime,openvino",
+                    help="the boards' runtimes, for `farm setup` (comma-separated)")
+    down = commands.add_parser("down", help="stop the boards started in DIR")
+    down.add_argument("folder", type=Path)
+    args = parser.parse_args(argv)
+    folder = args.folder.resolve()
+    record = folder / "boards.json"
+    if args.command == "down":
+        if not record.is_file():
+            print(f"no boards started in {folder}", file=sys.stderr)
+            return 1
+        for entry in json.loads(record.read_text()):
+            stop_board(ArmBoard(**{**entry, **{key: Path(entry[key]) for key in
+                                               ("client_key", "known_hosts", "root")}}))
+        record.unlink()
+        print(f"stopped the boards of {folder}")
+        return 0
+    reason = unavailable()
+    if reason:
+        print(reason, file=sys.stderr)
+        return 1
+    rootfs()
+    folder.mkdir(parents=True, exist_ok=True)
+    client_key = folder / "client_key"
+    if not client_key.exists():
+        keygen(client_key)
+    cpus = args.cpu or ["cortex-a76", "cortex-a72"]
+    started = time.monotonic()
+    boards = {BOARD_NAMES[cpu]: start_board(folder / BOARD_NAMES[cpu], cpu, client_key)
+              for cpu in cpus}
+    seconds = time.monotonic() - started
+    known_hosts = folder / "known_hosts"
+    known_hosts.write_text("".join(board.known_hosts.read_text() for board in boards.values()))
+    devices = {name: {**board.farm_entry("/root/edgeflow"), "known_hosts": str(known_hosts),
+                      "runtimes": args.runtimes.split(","), "setup": {},
+                      "tags": {"emulation": "qemu-user", "cpu": board.cpu}}
+               for name, board in boards.items()}
+    (folder / "farm.yaml").write_text(yaml.safe_dump({"devices": devices}, sort_keys=False))
+    record.write_text(json.dumps([{**asdict(board), **{key: str(getattr(board, key)) for key in
+                                                       ("client_key", "known_hosts", "root")}}
+                                  for board in boards.values()]))
+    print(f"{len(boards)} emulated boards in {seconds:.1f} s: "
+          + ", ".join(f"{name} ({board.cpu}) on {board.host}:{board.port}"
+                      for name, board in boards.items()))
+    print(f"farm: {folder / 'farm.yaml'}")
+    print(f"stop: python -m tests.arm_boards down {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

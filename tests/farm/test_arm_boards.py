@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tasks.config import SshDevice
+from tasks.config import SshDevice, load_farm
+from tasks.farm.probe import probe_one
+from tasks.targets.farm_commands import setup_farm
 from tasks.farm.transports import connect
 from tests import arm_boards
 from tests.arm_boards import ArmBoard, feature_names, start_board, stop_board
@@ -74,6 +77,31 @@ def test_boards_are_aarch64_with_their_cpu_features(boards: dict[str, ArmBoard],
     assert a76["features"] == feature_names(a76["hwcap"], a76["hwcap2"])
     assert a72["features"] == feature_names(a72["hwcap"], a72["hwcap2"])
     assert (a76["part"], a72["part"]) == ("0xd0b", "0xd08")
+
+
+@pytest.mark.arm
+def test_farm_setup_installs_aarch64_wheels_offline_then_probe_sees_them(
+        boards: dict[str, ArmBoard], tmp_path: Path) -> None:
+    runtimes = ["onnxruntime", "openvino", "tflite"]
+    farm_file = tmp_path / "farm.yaml"
+    farm_file.write_text(yaml.safe_dump({"devices": {
+        cpu: board.farm_entry("/root/setup-test", runtimes=runtimes, setup={})
+        for cpu, board in boards.items()}}))
+    farm = load_farm(farm_file)
+    outcomes = setup_farm(farm, [], None, tmp_path / "wheelhouse-cache")
+    for outcome in outcomes:
+        assert outcome.error is None and outcome.changed, outcome
+        assert sorted(outcome.runtimes) == runtimes  # each imports in the board's venv
+        [chosen] = [action for action in outcome.actions if action.startswith("wheel platforms: ")]
+        tags = chosen.removeprefix("wheel platforms: ").split(", ")
+        assert "any" in tags and all(tag == "any" or tag.endswith("_aarch64") for tag in tags)
+    [cache] = (tmp_path / "wheelhouse-cache").glob("cp3*-aarch64")
+    assert any(wheel.name.startswith("onnxruntime-") for wheel in cache.glob("*aarch64*.whl"))
+    for cpu in boards:
+        row = probe_one(cpu, farm.devices[cpu])
+        assert row.reachable, row.error
+        assert row.facts["arch"] == "aarch64"
+        assert set(row.runtimes) == set(runtimes)
 
 
 @pytest.mark.arm
