@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tasks.core.locks import file_lock
+from tasks.device.host import AT_HWCAP, AT_HWCAP2, hwcap_features
 from tests.sshd import SshServer, descendants, free_port, keygen, sshd_config, wait_listening
 
 DEFAULT_CACHE = Path("/var/cache/edgeflow/arm-rootfs")
@@ -58,14 +59,6 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # A Pi 5 (BCM2712) is four Cortex-A76, a Pi 4 (BCM2711) four Cortex-A72. MIDR_EL1 of
 # qemu's models of them (target/arm/cpu64.c), split into cpuinfo's fields below.
 CPU_MIDR = {"cortex-a76": 0x414FD0B1, "cortex-a72": 0x410FD083}
-# Linux's arm64 hwcap names (arch/arm64/kernel/cpuinfo.c), in /proc/cpuinfo's order:
-# AT_HWCAP's bits 0.., then AT_HWCAP2's bits 0..
-HWCAP_NAMES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
-               "asimdrdm jscvt fcma lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm "
-               "dit uscat ilrcpc flagm ssbs sb paca pacg").split()
-HWCAP2_NAMES = ("dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint "
-                "svei8mm svef32mm svef64mm svebf16 i8mm bf16 dgh rng bti mte").split()
-AT_HWCAP, AT_HWCAP2 = 16, 26
 # Run on the board by :func:`hwcaps` (and by the tests): the kernel's (here qemu's)
 # auxiliary vector, which is what runtimes that pick kernels by CPU feature read.
 HWCAP_SCRIPT = ("import ctypes; g = ctypes.CDLL(None).getauxval; g.restype = ctypes.c_ulong; "
@@ -208,9 +201,9 @@ def hwcaps(root: Path, cpu: str) -> tuple[int, int]:
 
 
 def feature_names(hwcap: int, hwcap2: int) -> list[str]:
-    """The Features of /proc/cpuinfo for these HWCAP bits, in the kernel's order."""
-    return [*(name for bit, name in enumerate(HWCAP_NAMES) if hwcap >> bit & 1),
-            *(name for bit, name in enumerate(HWCAP2_NAMES) if hwcap2 >> bit & 1)]
+    """The Features of /proc/cpuinfo for these HWCAP bits, in the kernel's order (the
+    harness's own decoding: what it reports as ``cpu_features``)."""
+    return hwcap_features(hwcap, hwcap2)
 
 
 def cpuinfo_text(cpu: str, features: list[str], processors: int) -> str:

@@ -97,11 +97,16 @@ def test_farm_setup_installs_aarch64_wheels_offline_then_probe_sees_them(
         assert "any" in tags and all(tag == "any" or tag.endswith("_aarch64") for tag in tags)
     [cache] = (tmp_path / "wheelhouse-cache").glob("cp3*-aarch64")
     assert any(wheel.name.startswith("onnxruntime-") for wheel in cache.glob("*aarch64*.whl"))
-    for cpu in boards:
-        row = probe_one(cpu, farm.devices[cpu])
+    rows = {cpu: probe_one(cpu, farm.devices[cpu]) for cpu in boards}
+    for cpu, row in rows.items():
         assert row.reachable, row.error
         assert row.facts["arch"] == "aarch64"
         assert set(row.runtimes) == set(runtimes)
+    # The core by name and its features from HWCAP, as every result records them.
+    assert rows["cortex-a76"].facts["cpu"] == "Cortex-A76"
+    assert rows["cortex-a72"].facts["cpu"] == "Cortex-A72"
+    assert {"asimdhp", "asimddp"} <= set(rows["cortex-a76"].facts["cpu_features"].split())
+    assert not {"asimdhp", "asimddp"} & set(rows["cortex-a72"].facts["cpu_features"].split())
 
 
 @pytest.mark.arm
