@@ -46,6 +46,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -325,6 +327,27 @@ def stop_board(board: ArmBoard, seconds: float = 30) -> None:
     if board_processes(board):
         raise RuntimeError(f"the board on port {board.port} still has processes "
                            f"{board_processes(board)} after {seconds:.0f} s")
+
+
+@contextmanager
+def running_boards(folder: Path, cpus: tuple[str, ...] = ("cortex-a76", "cortex-a72"),
+                   ) -> Iterator[dict[str, ArmBoard]]:
+    """One board per CPU model (by model), sharing one client key, in ``folder``;
+    stopped when the block ends, however it ends. The root filesystem is built first
+    (its minutes are not the boards')."""
+    rootfs()
+    folder.mkdir(parents=True, exist_ok=True)
+    client_key = folder / "client_key"
+    if not client_key.exists():
+        keygen(client_key)
+    started: dict[str, ArmBoard] = {}
+    try:
+        for cpu in cpus:
+            started[cpu] = start_board(folder / cpu, cpu, client_key)
+        yield started
+    finally:
+        for board in started.values():
+            stop_board(board)
 
 
 def mounted_under(folder: Path) -> list[str]:

@@ -38,16 +38,8 @@ def boards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ArmBo
     reason = arm_boards.unavailable()
     if reason:
         pytest.skip(reason)
-    arm_boards.rootfs()  # built before the boards start: its minutes are not theirs
-    folder = tmp_path_factory.mktemp("arm")
-    started: dict[str, ArmBoard] = {}
-    try:
-        for cpu in ("cortex-a76", "cortex-a72"):
-            started[cpu] = start_board(folder / cpu, cpu)
+    with arm_boards.running_boards(tmp_path_factory.mktemp("arm")) as started:
         yield started
-    finally:
-        for board in started.values():
-            stop_board(board)
 
 
 def _on_board(board: ArmBoard, tmp_path: Path) -> dict[str, object]:
