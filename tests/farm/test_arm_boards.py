@@ -203,3 +203,19 @@ def test_a_failed_build_leaves_nothing_that_is_used(tmp_path: Path,
     monkeypatch.delenv("FAIL")
     assert arm_boards.rootfs(arm_boards.Recipe()).is_dir()  # the next try builds it
     assert count.read_text() == "build\nbuild\n"
+
+
+def test_boards_are_unavailable_with_the_reason(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    monkeypatch.setattr(arm_boards.os, "geteuid", lambda: 1000)
+    assert arm_boards.unavailable() == "emulated ARM boards need root (chroot, mounts, mmdebstrap)"
+    monkeypatch.setattr(arm_boards.os, "geteuid", lambda: 0)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no mmdebstrap, unshare or chroot there
+    assert arm_boards.unavailable() == (
+        "mmdebstrap not installed (make system-deps installs it as root)")
+
+
+def test_start_board_refuses_a_cpu_it_has_no_cpuinfo_for(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown CPU model 'max': one of cortex-a76, cortex-a72"):
+        start_board(tmp_path / "board", "max", root=tmp_path)
+    assert not (tmp_path / "board").exists()
