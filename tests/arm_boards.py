@@ -273,8 +273,8 @@ def start_board(folder: Path, cpu: str, client_key: Path | None = None,
     host, port = "127.0.0.1", free_port()
     (own / "sshd_config").write_text(sshd_config(inside, port, host,
                                                  set_env=(f"QEMU_CPU={cpu}",)))
-    sshd = ["env", "-i", *board_env(cpu), "chroot", str(folder / "root"), "/usr/sbin/sshd", "-D", "-e",
-            "-f", f"{inside}/sshd_config"]
+    sshd = ["env", "-i", *board_env(cpu), "chroot", str(folder / "root"),
+            "/usr/sbin/sshd", "-D", "-e", "-f", f"{inside}/sshd_config"]
     # A private mount namespace: the board's mounts exist only for its processes and go
     # with the last of them. `exec` all the way down: the pid is the arm64 sshd's.
     script = f"{_mount_script(lower, folder)} && exec {' '.join(map(shlex.quote, sshd))}"
@@ -282,7 +282,12 @@ def start_board(folder: Path, cpu: str, client_key: Path | None = None,
         process = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
                                     "sh", "-c", script],
                                    stdout=subprocess.DEVNULL, stderr=log)
-    wait_listening(host, port, process, folder / "sshd.log", seconds=120)
+    try:
+        wait_listening(host, port, process, folder / "sshd.log", seconds=120)
+    except RuntimeError:
+        process.kill()  # one that never listened: its namespace and mounts go with it
+        process.wait()
+        raise
     host_public = " ".join((own / "host_key.pub").read_text().split()[:2])
     (folder / "known_hosts").write_text(f"[{host}]:{port} {host_public}\n")
     return ArmBoard(host, port, "root", client_key, folder / "known_hosts", host_public,

@@ -131,7 +131,8 @@ def test_host_mirror_is_the_first_debian_archive_of_apt(tmp_path: Path) -> None:
         "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
         "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n")
     assert arm_boards.host_mirror(tmp_path) == "http://mirror.example/debian"
-    (tmp_path / "sources.list").write_text("deb [arch=amd64] http://other.example/debian bookworm main\n")
+    (tmp_path / "sources.list").write_text(
+        "deb [arch=amd64] http://other.example/debian bookworm main\n")
     assert arm_boards.host_mirror(tmp_path) == "http://other.example/debian"
 
 

@@ -84,7 +84,8 @@ def test_the_lifecycle_on_two_emulated_arm_boards(boards: dict[str, ArmBoard],
             assert row["status"] == "pass", (name, variant, row["reasons"])
             # As accurate as this machine on the same images, within the board's interval.
             low, high = row["accuracy_interval"]
-            assert low <= here["accuracy"] <= high, (name, variant, row["accuracy"], here["accuracy"])
+            assert low <= here["accuracy"] <= high, (name, variant, row["accuracy"],
+                                                     here["accuracy"])
             facts = read_json(root / "results" / name / f"{variant}.json")["device_facts"]
             assert (facts["arch"], facts["cpu"]) == ("aarch64", CORES[cpu])
             assert ("asimdhp" in facts["cpu_features"].split()) == (cpu == "cortex-a76")
