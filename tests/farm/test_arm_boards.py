@@ -220,3 +220,25 @@ def test_start_board_refuses_a_cpu_it_has_no_cpuinfo_for(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="unknown CPU model 'max': one of cortex-a76, cortex-a72"):
         start_board(tmp_path / "board", "max", root=tmp_path)
     assert not (tmp_path / "board").exists()
+
+
+@pytest.mark.arm
+def test_the_readmes_up_and_down(boards: dict[str, ArmBoard], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m tests.arm_boards up DIR`` writes a farm.yaml edgeflow reads, whose
+    board answers over the farm's transport; ``down DIR`` stops it, leaving nothing."""
+    assert arm_boards.main(["up", str(tmp_path), "--cpu", "cortex-a72"]) == 0
+    farm = load_farm(tmp_path / "farm.yaml")
+    [(name, device)] = farm.devices.items()
+    assert name == "pi4-emulated" and device.setup is not None
+    assert device.tags == {"emulation": "qemu-user", "cpu": "cortex-a72"}
+    [entry] = json.loads((tmp_path / "boards.json").read_text())
+    connection = connect(device, name)
+    try:
+        assert connection.run("uname -m", timeout=60).stdout.strip() == "aarch64"
+    finally:
+        connection.close()
+    assert arm_boards.main(["down", str(tmp_path)]) == 0
+    assert not Path(f"/proc/{entry['pid']}").exists()
+    assert arm_boards.mounted_under(tmp_path) == [] and not (tmp_path / "boards.json").exists()
+    assert "stopped the boards of" in capsys.readouterr().out
