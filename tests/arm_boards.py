@@ -230,8 +230,11 @@ class ArmBoard(SshServer):
 
     def farm_entry(self, workdir: Path | str, python: str | None = None,
                    **extra: object) -> dict[str, object]:
-        """This board as a farm.yaml device; ``workdir`` is a path on the board."""
-        return super().farm_entry(workdir, python or self.python, **extra)
+        """This board as a farm.yaml device; ``workdir`` is a path on the board. It says
+        it is emulated (``emulation: qemu-user``): its results are marked so, and select
+        recommends on it only with ``select.include_emulated``."""
+        return super().farm_entry(workdir, python or self.python,
+                                  **{"emulation": "qemu-user", **extra})
 
 
 def _mount_script(lower: Path, board: Path) -> str:
@@ -419,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     known_hosts.write_text("".join(board.known_hosts.read_text() for board in boards.values()))
     devices = {name: {**board.farm_entry("/root/edgeflow"), "known_hosts": str(known_hosts),
                       "runtimes": args.runtimes.split(","), "setup": {},
-                      "tags": {"emulation": "qemu-user", "cpu": board.cpu}}
+                      "tags": {"cpu": board.cpu}}
                for name, board in boards.items()}
     (folder / "farm.yaml").write_text(yaml.safe_dump({"devices": devices}, sort_keys=False))
     record.write_text(json.dumps([{**asdict(board), **{key: str(getattr(board, key)) for key in

@@ -53,6 +53,8 @@ def compare(before: RunReference, after: RunReference,
                          ("only in the second run", comparison.only_after)):
         if pairs:
             say(f"{label}: {', '.join(pairs)}")
+    for line in comparison.excluded:
+        say(f"not gated: {line}")
     if comparison.regressions:
         for line in comparison.regressions:
             say(f"regression: {line}", "bold red")
@@ -64,7 +66,9 @@ def compare(before: RunReference, after: RunReference,
 
 
 def _thresholds(limits: Any) -> str:
-    return ", ".join(f"{key} {value:g}" for key, value in limits.model_dump().items())
+    # The thresholds only: include_emulated is not one (the "not gated" lines show it).
+    return ", ".join(f"{key} {value:g}" for key, value in limits.model_dump().items()
+                     if not isinstance(value, bool))
 
 
 def _validated(model: Any, values: dict[str, Any]) -> Any:

@@ -58,12 +58,12 @@ def test_the_lifecycle_on_two_emulated_arm_boards(boards: dict[str, ArmBoard],
     from flows.lifecycle import run_lifecycle
 
     root = tmp_path / "experiment"
-    devices = {BOARDS[cpu]: board.farm_entry("/root/edgeflow", runtimes=RUNTIMES, setup={},
-                                             tags={"emulation": "qemu-user"})
+    devices = {BOARDS[cpu]: board.farm_entry("/root/edgeflow", runtimes=RUNTIMES, setup={})
                for cpu, board in boards.items()}
     farm = yaml.safe_dump({"devices": {"local": {"threads": 1}, **devices}}, sort_keys=False)
+    # The boards are emulated: select recommends (and so releases) on them only when asked.
     params = TINY_PARAMS.replace("formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}",
-                                 f"formats: {FORMATS}")
+                                 f"formats: {FORMATS}\nselect: {{include_emulated: true}}")
     assert params != TINY_PARAMS
     write_tiny_config(root, params, farm)
 
@@ -86,8 +86,13 @@ def test_the_lifecycle_on_two_emulated_arm_boards(boards: dict[str, ArmBoard],
             low, high = row["accuracy_interval"]
             assert low <= here["accuracy"] <= high, (name, variant, row["accuracy"],
                                                      here["accuracy"])
-            facts = read_json(root / "results" / name / f"{variant}.json")["device_facts"]
+            result = read_json(root / "results" / name / f"{variant}.json")
+            facts = result["device_facts"]
             assert (facts["arch"], facts["cpu"]) == ("aarch64", CORES[cpu])
+            # Marked emulated from the farm entry, in the result and its summary row.
+            assert (result["emulated"], result["emulation"]) == (True, "qemu-user")
+            assert (row["emulated"], row["emulation"]) == (True, "qemu-user")
+            assert "emulated" not in read_json(root / "results" / "local" / f"{variant}.json")
             assert ("asimdhp" in facts["cpu_features"].split()) == (cpu == "cortex-a76")
         for variant in F32_VARIANTS:
             assert rows[name, variant]["execution_precision"] == "f32", (name, variant)
