@@ -62,7 +62,8 @@ def compare(before: RunReference, after: RunReference,
                    f"{'s' if len(comparison.regressions) != 1 else ''} "
                    f"(thresholds: {_thresholds(limits)})", err=True)
         raise typer.Exit(1)
-    say(f"no regression in {len(comparison.pairs)} pairs (thresholds: {_thresholds(limits)})")
+    gated = len(comparison.pairs) - len(comparison.excluded)
+    say(f"no regression in {gated} pairs (thresholds: {_thresholds(limits)})")
 
 
 def _thresholds(limits: Any) -> str:
