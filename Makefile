@@ -32,16 +32,21 @@ test: $(INSTALLED) system-deps
 	$(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart 0
 
 # The SSH device-farm tests start real OpenSSH servers on loopback, the report test
-# opens report.html in a real headless browser, and the microcontroller bundle is
-# compiled for a Cortex-M4: install Debian's openssh-server, chromium and
-# gcc-arm-none-eabi when they are missing and we are root (otherwise those checks are
-# skipped).
+# opens report.html in a real headless browser, the microcontroller bundle is
+# compiled for a Cortex-M4, and the emulated ARM boards (tests/arm_boards.py) are an
+# arm64 Debian built by mmdebstrap and run by qemu-user through binfmt_misc: install
+# Debian's openssh-server, chromium, gcc-arm-none-eabi, qemu-user-static,
+# binfmt-support and mmdebstrap when they are missing and we are root (otherwise those
+# checks are skipped).
 system-deps:
 	@missing=""; \
 	{ [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; } || missing="openssh-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v arm-none-eabi-g++ >/dev/null 2>&1 || \
 	  missing="$$missing gcc-arm-none-eabi libstdc++-arm-none-eabi-dev"; \
+	[ -x /usr/bin/qemu-aarch64-static ] || missing="$$missing qemu-user-static"; \
+	command -v update-binfmts >/dev/null 2>&1 || missing="$$missing binfmt-support"; \
+	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then \
 	  echo "missing and not root: $$missing (their tests will be skipped)"; exit 0; fi; \

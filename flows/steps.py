@@ -169,7 +169,7 @@ def _select(ctx: Context) -> Any:
     from tasks.select import select
     return select(ctx.params.requirements, ctx.farm, ctx.layout.results,
                   ctx.layout.base_model / "reference.json", ctx.layout.reports,
-                  ctx.layout.train_metrics.parent)
+                  ctx.layout.train_metrics.parent, ctx.params.select)
 
 
 def _track(ctx: Context) -> Any:
@@ -199,7 +199,7 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          outs=lambda lay: [lay.results], reads_farm=True, run=_benchmark,
          per_device=benchmark_one_device,
          device_outputs=lambda lay, device: [lay.device_results(device)]),
-    Step("select", params=("requirements",), entry="tasks.select",
+    Step("select", params=("requirements", "select"), entry="tasks.select",
          deps=lambda lay: [lay.results, lay.base_model / "reference.json"],
          # The PNGs and the HTML report (they embedded) go to the DVC cache; the summary,
          # Markdown report and plot points are small text that git versions, so `dvc plots

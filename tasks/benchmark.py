@@ -5,7 +5,8 @@ Reads params ``benchmark``, the device's entry in ``farm.yaml``,
 ``models/variants/`` (:mod:`tasks.core.contracts.variants`) and
 ``data/prepared/test.npz``. Writes ``results/<device>/<variant>.json``
 (:mod:`tasks.core.contracts.results`): the variant's identity, ``status`` (``ok``,
-``failed`` or ``skipped``), ``error`` and the harness result under ``harness`` (with
+``failed`` or ``skipped``), ``emulated`` and ``emulation`` for a board farm.yaml says is
+emulated, ``error`` and the harness result under ``harness`` (with
 ``runtime.execution_precision``, what the runtime computed in); an error too long to show
 whole is kept in ``results/<device>/<variant>.error.txt`` beside it, and every timed
 latency in ``results/<device>/<variant>.latencies.npz`` (:func:`keep_raw_latencies`).
@@ -54,7 +55,7 @@ from tasks.farm.session import DeviceSession, failed
 from tasks.farm.transports import Connection, DeviceUnreachable, connect
 from tasks.farm.untrusted import ERROR_LIMIT, contained, contained_strings
 from tasks.targets import BenchmarkJob, DeviceRun, target_of
-from tasks.targets.results import identity, not_produced
+from tasks.targets.results import emulation_marks, identity, not_produced
 
 __all__ = ["DeviceRun", "benchmark_device", "identity", "not_produced", "run_harness"]
 
@@ -226,7 +227,7 @@ def run_harness(device_name: str, device: LocalDevice | SshDevice, params: Bench
         facts = device_facts(progress.probe)
         paths = [write_result(staging / f"{variant.name}.json", ResultRecord(
             **identity(variant, device_name), threads=device.threads, device_facts=facts,
-            device_run_dir=session.run_dir,
+            device_run_dir=session.run_dir, **emulation_marks(device),
             **contained_outcome(keep_raw_latencies(progress.outcomes[variant.name], staging,
                                                    variant.name),
                                 staging, out_dir, variant.name)))

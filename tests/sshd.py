@@ -41,7 +41,8 @@ def sshd_available() -> bool:
     return os.path.exists(SSHD)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -83,6 +84,45 @@ def _make_netns() -> tuple[str, str]:
     return name, f"{subnet}.2"
 
 
+def sshd_config(root: Path, port: int, host: str, more_host_keys: tuple[str, ...] = (),
+                set_env: tuple[str, ...] = ()) -> str:
+    """The sshd_config of a test device whose files (host keys, authorized_keys, pid
+    file, home) are in ``root`` as the server sees it; ``set_env``: more ``NAME=value``
+    for every session."""
+    return "\n".join([
+        f"Port {port}", f"ListenAddress {host}", f"HostKey {root / 'host_key'}",
+        *(f"HostKey {root / f'host_key_{kind}'}" for kind in more_host_keys),
+        f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
+        "PubkeyAuthentication yes", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
+        "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp",
+        "MaxStartups 100", "MaxSessions 100",
+        # The boards log in as this machine's user, but must not read its start-up files:
+        # root's .bashrc here runs `pyenv init`, whose `pyenv rehash` takes a lock in the
+        # host's ~/.pyenv; a shell a test kills mid-rehash leaves that lock and every
+        # later login waits 60 s for it. Each board gets a HOME of its own (an empty
+        # folder: bash finds no .bashrc there), and any rehash waits at most 2 s.
+        f"SetEnv PYENV_REHASH_TIMEOUT=2 HOME={root / 'home'} {' '.join(set_env)}".rstrip(),
+        ""])
+
+
+def wait_listening(host: str, port: int, process: subprocess.Popen, log: Path,
+                   seconds: float = 20) -> None:
+    """Wait until ``process`` (a starting sshd) accepts connections on host:port;
+    RuntimeError with its log's tail if it exits first or never does."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"sshd exited: {log.read_text()[-500:]}") from None
+            time.sleep(0.05)
+    raise RuntimeError(f"sshd not listening on {host}:{port} after {seconds:.0f} s: "
+                       f"{log.read_text()[-500:]}")
+
+
 def start_sshd(root: Path, client_key: Path | None = None, isolated: bool = False,
                more_host_keys: tuple[str, ...] = ()) -> SshServer:
     """Start an sshd on a free loopback port, or with ``isolated`` on port 22 of its own
@@ -99,37 +139,16 @@ def start_sshd(root: Path, client_key: Path | None = None, isolated: bool = Fals
         keygen(client_key)
     (root / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
     netns, host = _make_netns() if isolated else (None, "127.0.0.1")
-    port = 22 if isolated else _free_port()
+    port = 22 if isolated else free_port()
     config = root / "sshd_config"
-    config.write_text("\n".join([
-        f"Port {port}", f"ListenAddress {host}", f"HostKey {root / 'host_key'}",
-        *(f"HostKey {root / f'host_key_{kind}'}" for kind in more_host_keys),
-        f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
-        "PubkeyAuthentication yes", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-        "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp",
-        "MaxStartups 100", "MaxSessions 100",
-        # The boards log in as this machine's user, but must not read its start-up files:
-        # root's .bashrc here runs `pyenv init`, whose `pyenv rehash` takes a lock in the
-        # host's ~/.pyenv; a shell a test kills mid-rehash leaves that lock and every
-        # later login waits 60 s for it. Each board gets a HOME of its own (an empty
-        # folder: bash finds no .bashrc there), and any rehash waits at most 2 s.
-        f"SetEnv PYENV_REHASH_TIMEOUT=2 HOME={root / 'home'}", ""]))
+    config.write_text(sshd_config(root, port, host, more_host_keys))
     (root / "home").mkdir(exist_ok=True)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation dir
     with open(root / "sshd.log", "w") as log:
         inside = ["ip", "netns", "exec", netns] if netns else []  # exec: the pid is sshd's
         process = subprocess.Popen([*inside, SSHD, "-D", "-e", "-f", str(config)],
                                    stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"sshd exited: {(root / 'sshd.log').read_text()[-500:]}")
-            time.sleep(0.05)
+    wait_listening(host, port, process, root / "sshd.log")
     host_public = " ".join((root / "host_key.pub").read_text().split()[:2])
     pattern = host if port == 22 else f"[{host}]:{port}"
     (root / "known_hosts").write_text(f"{pattern} {host_public}\n")

@@ -53,6 +53,8 @@ def compare(before: RunReference, after: RunReference,
                          ("only in the second run", comparison.only_after)):
         if pairs:
             say(f"{label}: {', '.join(pairs)}")
+    for line in comparison.excluded:
+        say(f"not gated: {line}")
     if comparison.regressions:
         for line in comparison.regressions:
             say(f"regression: {line}", "bold red")
@@ -60,11 +62,14 @@ def compare(before: RunReference, after: RunReference,
                    f"{'s' if len(comparison.regressions) != 1 else ''} "
                    f"(thresholds: {_thresholds(limits)})", err=True)
         raise typer.Exit(1)
-    say(f"no regression in {len(comparison.pairs)} pairs (thresholds: {_thresholds(limits)})")
+    gated = len(comparison.pairs) - len(comparison.excluded)
+    say(f"no regression in {gated} pairs (thresholds: {_thresholds(limits)})")
 
 
 def _thresholds(limits: Any) -> str:
-    return ", ".join(f"{key} {value:g}" for key, value in limits.model_dump().items())
+    # The thresholds only: include_emulated is not one (the "not gated" lines show it).
+    return ", ".join(f"{key} {value:g}" for key, value in limits.model_dump().items()
+                     if not isinstance(value, bool))
 
 
 def _validated(model: Any, values: dict[str, Any]) -> Any:

@@ -52,6 +52,10 @@ def _recommended(ctx: Any, device: str) -> str:
                           "`edgeflow run` first")
     chosen = summary.recommendations[device]
     if chosen is None:
+        excluded = (summary.excluded or {}).get(device)
+        if excluded:
+            raise StepError(f"nothing recommended on {device}: {excluded}, or name a "
+                            "variant with --variant")
         raise StepError(f"no variant passed the requirements on {device}: name one with --variant")
     return chosen
 

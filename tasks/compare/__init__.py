@@ -8,6 +8,12 @@ a real but negligible one neither. A pair that passed its requirements before an
 not now is a regression whatever its numbers. Pairs found in one run only are listed,
 never regressions (the farm or the variants changed).
 
+Emulated boards (their rows' ``emulated``): a pair measured on an emulated board in one
+run and on a physical one (or another emulation) in the other is never compared, only
+listed as not comparable, with the reason; a pair emulated in both is compared and shown,
+but its regressions fail the gate only with ``compare.include_emulated`` (the emulator's
+timings move with the machine that runs it, not with the model).
+
 Works on summaries (:mod:`tasks.core.contracts.summary`); where they come from (a file,
 an MLflow run) is :mod:`tasks.compare.sources`'s business.
 """
@@ -88,6 +94,8 @@ class PairComparison:
     status_after: RowStatus
     changes: list[Change]
     regressions: list[str]  # every reason, "p90 +20.3% ..." or "status pass -> fail"
+    # Why the pair is left out of the verdict (emulated, or not comparable), else None.
+    excluded: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,8 +106,15 @@ class Comparison:
 
     @property
     def regressions(self) -> list[str]:
+        """Every regression of the pairs the verdict counts (not the excluded ones)."""
         return [f"{pair.variant}@{pair.device}: {reason}"
-                for pair in self.pairs for reason in pair.regressions]
+                for pair in self.pairs if pair.excluded is None for reason in pair.regressions]
+
+    @property
+    def excluded(self) -> list[str]:
+        """Every pair left out of the verdict, with why: ``variant@device: reason``."""
+        return [f"{pair.variant}@{pair.device}: {pair.excluded}"
+                for pair in self.pairs if pair.excluded is not None]
 
 
 def _worse_by(measure: Measure, before: float, after: float) -> float:
@@ -139,14 +154,39 @@ def judge(name: str, before_row: SummaryRow, after_row: SummaryRow,
     return Change(name, float(before), float(after), before_interval, after_interval, regression)
 
 
+def _board(row: SummaryRow) -> str:
+    return f"emulated ({row.emulation})" if row.emulated else "physical"
+
+
+def _not_comparable(before: SummaryRow, after: SummaryRow) -> str | None:
+    """Why the two rows cannot be compared (one emulated, the other physical or emulated
+    another way), None when they can."""
+    if (bool(before.emulated), before.emulation) != (bool(after.emulated), after.emulation):
+        return f"not comparable: {_board(before)} before, {_board(after)} after"
+    return None
+
+
+def _not_gated(after: SummaryRow, limits: CompareParams) -> str | None:
+    """Why a comparable pair's regressions do not fail the gate, None when they do."""
+    if after.emulated and not limits.include_emulated:
+        return f"{_board(after)}: not gated; set compare.include_emulated to gate it"
+    return None
+
+
 def compare_pair(before: SummaryRow, after: SummaryRow, limits: CompareParams) -> PairComparison:
+    """One pair compared; an emulated board's against a physical one's is not (no
+    changes, no regressions, ``excluded`` says why)."""
+    not_comparable = _not_comparable(before, after)
+    if not_comparable is not None:
+        return PairComparison(before.variant, before.device, before.status, after.status, [],
+                              [], not_comparable)
     changes = [change for name in MEASURES if (change := judge(name, before, after, limits))]
     regressions = [change.regression for change in changes if change.regression]
     if before.status is RowStatus.PASS and after.status is not RowStatus.PASS:
         why = "; ".join(after.reasons)[:300]
         regressions.insert(0, f"status pass -> {after.status}" + (f" ({why})" if why else ""))
     return PairComparison(before.variant, before.device, before.status, after.status, changes,
-                          regressions)
+                          regressions, _not_gated(after, limits))
 
 
 def compare(before: Summary, after: Summary, limits: CompareParams) -> Comparison:

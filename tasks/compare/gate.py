@@ -22,10 +22,14 @@ class GateResult:
     def line(self) -> str:
         """One line for the run's verdict."""
         regressions = self.comparison.regressions
+        excluded = self.comparison.excluded
+        # Pairs left out (emulated boards) are said, so an empty verdict is not misread.
+        left_out = (f" ({len(excluded)} not gated: {'; '.join(excluded)})" if excluded else "")
         if not regressions:
-            return f"no regression against {self.against} in {len(self.comparison.pairs)} pairs"
+            return (f"no regression against {self.against} in "
+                    f"{len(self.comparison.pairs) - len(excluded)} pairs{left_out}")
         return (f"{len(regressions)} regression{'s' if len(regressions) != 1 else ''} against "
-                f"{self.against}: {'; '.join(regressions)}")
+                f"{self.against}: {'; '.join(regressions)}{left_out}")
 
 
 def regression_gate(layout: Layout, limits: CompareParams) -> GateResult | None:

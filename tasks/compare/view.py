@@ -36,6 +36,15 @@ def change_cell(change: Change | None) -> str:
     return f"[bold red]{text}[/]" if change.regression else text
 
 
+def _verdict(pair: PairComparison) -> str:
+    """``ok``, or why the pair is left out of the verdict (with its regressions, if any:
+    shown, not counted)."""
+    if pair.excluded is None:
+        return "ok"
+    found = f" ({len(pair.regressions)} regression(s), not counted)" if pair.regressions else ""
+    return f"{pair.excluded}{found}"
+
+
 def _status(pair: PairComparison) -> str:
     return pair.status_after if pair.status_before == pair.status_after \
         else f"{pair.status_before} -> {pair.status_after}"
@@ -53,7 +62,9 @@ def comparison_table(comparison: Comparison, before: str, after: str) -> Any:
         table.add_column(column)
     for pair in comparison.pairs:
         changes = {change.measure: change for change in pair.changes}
-        verdict = "[bold red]REGRESSION[/]" if pair.regressions else "ok"
+        verdict = escape(_verdict(pair))
+        if pair.regressions and pair.excluded is None:
+            verdict = "[bold red]REGRESSION[/]"
         table.add_row(escape(pair.variant), escape(pair.device), escape(_status(pair)),
                       *[change_cell(changes.get(name)) for name in MEASURES], verdict)
     return table
@@ -67,9 +78,12 @@ def comparison_markdown(comparison: Comparison, before: str, after: str) -> str:
     for pair in comparison.pairs:
         changes = {change.measure: change for change in pair.changes}
         cells = [_plain(change_cell(changes.get(name))) for name in MEASURES]
+        verdict = ("**REGRESSION**" if pair.regressions and pair.excluded is None
+                   else _verdict(pair))
         lines.append(f"| {pair.variant} | {pair.device} | {_status(pair)} | {' | '.join(cells)} | "
-                     f"{'**REGRESSION**' if pair.regressions else 'ok'} |")
-    lines += ["", *[f"- regression: {line}" for line in comparison.regressions]]
+                     f"{verdict} |")
+    lines += ["", *[f"- regression: {line}" for line in comparison.regressions],
+              *[f"- not gated: {line}" for line in comparison.excluded]]
     return "\n".join(lines) + "\n"
 
 

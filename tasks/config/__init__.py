@@ -26,7 +26,7 @@ from tasks.config.params import (AugmentationParams, BenchmarkParams, ComparePar
                                  ConvertParams, DataParams, EndToEndParams, ModelParams,
                                  OptimizeParams, Params, PruningRecipe, QuantizationParams,
                                  RankKey, ReleaseParams, RequirementParams, Requirements,
-                                 SplitParams, TrainParams)
+                                 SelectParams, SplitParams, TrainParams)
 from tasks.config.safe_yaml import MAX_YAML_VALUES, AliasBombError, DuplicateKeyError, parse_yaml
 
 __all__ = [
@@ -37,6 +37,6 @@ __all__ = [
     "effective_requirements", "load_farm", "load_params", "AugmentationParams",
     "BenchmarkParams", "CompareParams", "ConvertParams", "DataParams", "EndToEndParams",
     "ModelParams", "OptimizeParams", "Params", "PruningRecipe", "QuantizationParams", "RankKey",
-    "ReleaseParams", "RequirementParams", "Requirements", "SplitParams", "TrainParams",
+    "ReleaseParams", "RequirementParams", "Requirements", "SelectParams", "SplitParams", "TrainParams",
     "MAX_YAML_VALUES", "AliasBombError", "DuplicateKeyError", "parse_yaml",
 ]

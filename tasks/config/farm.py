@@ -23,6 +23,13 @@ from tasks.models.formats import FORMATS
 
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
+# How a board that runs the harness may be emulated (its farm.yaml ``emulation``; absent:
+# a physical board): user-mode QEMU (binfmt, tests/arm_boards.py) or a whole emulated
+# system. Its timings say nothing about the real hardware, so its results are marked
+# ``emulated`` and kept out of recommendations and regression gates unless opted in.
+Emulation = Literal["qemu-user", "qemu-system"]
+EMULATIONS: tuple[str, ...] = get_args(Emulation)
+
 
 class Accelerators(StrictModel):
     """Hints passed to the harness so a runtime uses the board's accelerator."""
@@ -67,6 +74,9 @@ class RunsHarness(StrictModel):
                     "(e.g. systemctl --user restart app); its folder is $1. If it fails, "
                     "the previous release is restored")
     on_release_timeout_seconds: PositiveSeconds = 120.0
+    emulation: Emulation | None = Field(
+        default=None, description="how the board is emulated (qemu-user, qemu-system); "
+                                  "absent: a physical board. Its results are marked emulated")
 
     @field_validator("runtimes")
     @classmethod

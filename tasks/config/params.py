@@ -219,6 +219,15 @@ class ReleaseParams(StrictModel):
         "group), or everyone (644)")
 
 
+class SelectParams(StrictModel):
+    """How select recommends beyond the requirements: the results of an emulated board
+    (farm.yaml ``emulation``) are judged and shown but get no recommendation, so nothing
+    is released to it, unless ``include_emulated`` (its timings are not the hardware's)."""
+
+    include_emulated: bool = Field(
+        default=False, description="recommend (and so release) on emulated boards too")
+
+
 class CompareParams(StrictModel):
     """What ``edgeflow compare`` calls a regression (:mod:`tasks.compare`): a change past
     its threshold whose 95% intervals in the two runs do not overlap."""
@@ -229,6 +238,10 @@ class CompareParams(StrictModel):
         default=0.01, description="accuracy lower by more than this (absolute, 0.01 = 1 point)")
     size_increase: Annotated[float, number(0, 100)] = Field(
         default=0.05, description="artifact larger by more than this fraction")
+    include_emulated: bool = Field(
+        default=False, description="let emulated boards' pairs fail the gate too (they are "
+                                   "shown either way; emulated against physical never is "
+                                   "compared)")
 
 
 class Params(StrictModel):
@@ -242,6 +255,7 @@ class Params(StrictModel):
     convert: ConvertParams = ConvertParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     requirements: RequirementParams = RequirementParams()
+    select: SelectParams = SelectParams()
     release: ReleaseParams = ReleaseParams()
     compare: CompareParams = CompareParams()
 

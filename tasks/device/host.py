@@ -1,6 +1,7 @@
-"""What the board is: its architecture, CPU, cores, OS, Python and NumPy versions, the
-installed version of a runtime's distribution, this process's peak memory, and numbers
-read from the board's files (``/proc``, ``/sys``). Standard library only.
+"""What the board is: its architecture, CPU (an Arm core by name), its CPU features
+(arm64: from HWCAP), cores, OS, Python and NumPy versions, the installed version of a
+runtime's distribution, this process's peak memory, and numbers read from the board's
+files (``/proc``, ``/sys``). Standard library only.
 """
 
 from __future__ import annotations
@@ -32,19 +33,82 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def _cpu_model() -> str:
+CPUINFO = "/proc/cpuinfo"
+# Arm's cores by the "CPU part" of an arm64 /proc/cpuinfo, which names no model (a
+# Raspberry Pi 4's says at most "Hardware: BCM2835", its SoC's ancestor): the core is
+# what decides which kernels a runtime may pick (fp16 arithmetic, dot products).
+ARM_IMPLEMENTER = 0x41
+ARM_CORES = {0xD03: "Cortex-A53", 0xD04: "Cortex-A35", 0xD05: "Cortex-A55",
+             0xD07: "Cortex-A57", 0xD08: "Cortex-A72", 0xD09: "Cortex-A73",
+             0xD0A: "Cortex-A75", 0xD0B: "Cortex-A76", 0xD0C: "Neoverse-N1",
+             0xD0D: "Cortex-A77", 0xD41: "Cortex-A78", 0xD42: "Cortex-A78AE",
+             0xD44: "Cortex-X1", 0xD46: "Cortex-A510", 0xD47: "Cortex-A710",
+             0xD48: "Cortex-X2", 0xD49: "Neoverse-N2", 0xD4B: "Cortex-A78C",
+             0xD80: "Cortex-A520", 0xD81: "Cortex-A720"}
+# Linux's arm64 hwcap names (arch/arm64/kernel/cpuinfo.c) by bit of AT_HWCAP, then of
+# AT_HWCAP2: /proc/cpuinfo's "Features" order.
+HWCAP_NAMES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+               "asimdrdm jscvt fcma lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm "
+               "dit uscat ilrcpc flagm ssbs sb paca pacg").split()
+HWCAP2_NAMES = ("dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint "
+                "svei8mm svef32mm svef64mm svebf16 i8mm bf16 dgh rng bti mte").split()
+AT_HWCAP, AT_HWCAP2 = 16, 26
+
+
+def _cpuinfo_fields(cpuinfo: str) -> dict[str, str]:
+    """The first value of each field of /proc/cpuinfo (lower-case names)."""
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
             for line in handle:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
+                key, colon, value = line.partition(":")
+                if colon:
+                    fields.setdefault(key.strip().lower(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def _cpu_model(cpuinfo: str = CPUINFO) -> str:
+    fields = _cpuinfo_fields(cpuinfo)
+    try:
+        core = (ARM_CORES.get(int(fields["cpu part"], 16))
+                if int(fields["cpu implementer"], 16) == ARM_IMPLEMENTER else None)
+    except (KeyError, ValueError):
+        core = None
+    if core:
+        return core
+    for key in ("model name", "hardware", "cpu model"):
+        if key in fields:
+            return fields[key]
     return platform.processor() or "unknown"
 
 
+def hwcap_features(hwcap: int, hwcap2: int) -> list[str]:
+    """The arm64 feature names of these AT_HWCAP / AT_HWCAP2 bits, in the kernel's order."""
+    return [*(name for bit, name in enumerate(HWCAP_NAMES) if hwcap >> bit & 1),
+            *(name for bit, name in enumerate(HWCAP2_NAMES) if hwcap2 >> bit & 1)]
+
+
+def cpu_features() -> str | None:
+    """An arm64 Linux board's CPU features as the kernel gives them to programs (the
+    auxiliary vector's HWCAP, which runtimes read to pick kernels; /proc/cpuinfo is a
+    text that may disagree, under an emulator for one); None elsewhere."""
+    if sys.platform != "linux" or platform.machine() != "aarch64":
+        return None
+    import ctypes  # only here: the probe of every other board never needs it
+
+    try:
+        getauxval = ctypes.CDLL(None).getauxval
+    except (OSError, AttributeError):
+        return None
+    getauxval.restype = ctypes.c_ulong
+    getauxval.argtypes = [ctypes.c_ulong]
+    return " ".join(hwcap_features(getauxval(AT_HWCAP), getauxval(AT_HWCAP2)))
+
+
 def host_facts() -> dict[str, Any]:
-    return {
+    facts = {
         "arch": platform.machine(),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -52,6 +116,10 @@ def host_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": _distribution_version("numpy"),
     }
+    features = cpu_features()
+    if features is not None:
+        facts["cpu_features"] = features
+    return facts
 
 
 def first_number(path: str, prefix: str = "") -> float | None:

@@ -8,7 +8,8 @@ else those of the experiment's formats), pinned to this project's versions
 ``setup.wheelhouse: true`` (the default, for boards without internet) the wheels are
 downloaded here for the device's platform and Python, cached in
 ``.edgeflow/wheelhouse/<platform>/``, and pushed over SSH (verified by sha256) into
-``<workdir>/wheelhouse``, then installed offline.
+``<workdir>/wheelhouse``, then installed offline; the outcome names the platform tags of
+the wheels pip chose (``manylinux_2_28_aarch64``, ``any``...).
 
 Idempotent: what was installed is recorded in ``<workdir>/venv/edgeflow-setup.json``;
 when it matches what is wanted and the venv imports its runtimes, nothing is touched
@@ -113,6 +114,14 @@ def pip_platforms(facts: dict[str, Any]) -> list[str]:
     if (major, minor) >= (2, 17):
         tags.append(f"manylinux2014_{machine}")
     return [*tags, f"linux_{machine}"]
+
+
+def wheel_platforms(wheels: list[Path]) -> list[str]:
+    """The platform tags of ``wheels`` (their file names' last field, compressed tag sets
+    split: ``manylinux_2_27_aarch64.manylinux_2_28_aarch64`` is two), sorted: which of
+    the device's accepted platforms pip actually chose."""
+    return sorted({tag for wheel in wheels if wheel.name.endswith(".whl")
+                   for tag in wheel.name.removesuffix(".whl").rsplit("-", 1)[-1].split(".")})
 
 
 def download_wheels(packages: list[str], facts: dict[str, Any], cache: Path) -> list[Path]:
@@ -246,6 +255,7 @@ def setup_device(name: str, device: SshDevice, runtimes: list[str], cache_root: 
             make_dirs(connection, wheelhouse)
             pushed = _push_missing_wheels(connection, wheels, wheelhouse)
             actions.append(f"pushed {pushed} of {len(wheels)} wheels")
+            actions.append(f"wheel platforms: {', '.join(wheel_platforms(wheels))}")
             listed = write_sha256_list(
                 connection, [(wheel, f"{wheelhouse}/{wheel.name}") for wheel in wheels], wheelhouse)
         installed = connection.run(_install_command(device, packages, wheels, listed),

@@ -9,7 +9,9 @@ it ran before, and the last release attempts.
 
 Per device, by policy: ``auto`` releases the recommended variant when it differs from
 what the device runs (and not one a person rolled back from: that waits for a release by
-hand); ``approve`` asks first; ``off`` releases nothing. ``edgeflow release DEVICE
+hand); ``approve`` asks first; ``off`` releases nothing. A device without a
+recommendation (none passed, or an emulated board select left out: ``select.
+include_emulated``) gets nothing, said in one line. ``edgeflow release DEVICE
 [--variant V]`` releases by hand. A release is built here (:mod:`tasks.release.bundle`),
 registered in MLflow (:mod:`tasks.release.registry`), pushed and made current on the
 device only once its health check passes there (:mod:`tasks.farm.releases`); the
@@ -70,8 +72,9 @@ def _variant(layout: Layout, name: str) -> Variant:
 
 
 def _chosen(layout: Layout, device: str, variant: str | None) -> str | None:
-    """The variant to release: the one named, else the recommendation (None when no
-    variant passed on the device)."""
+    """The variant to release: the one named, else the recommendation (None when the
+    device has none: no variant passed there, or it is an emulated board select left
+    out)."""
     if variant is not None:
         return variant
     summary = read_summary(layout.summary)
@@ -79,6 +82,14 @@ def _chosen(layout: Layout, device: str, variant: str | None) -> str | None:
         raise ConfigError(f"device {device!r} has no results in {layout.summary} "
                           f"(devices: {', '.join(summary.recommendations)})")
     return summary.recommendations[device]
+
+
+def _why_nothing(layout: Layout, device: str) -> str:
+    """Why nothing is released to ``device`` by policy, in one line: select left it out
+    (an emulated board), else no variant passed there."""
+    excluded = (read_summary(layout.summary).excluded or {}).get(device)
+    return (f"nothing released to {device}: {excluded}" if excluded
+            else f"no variant passed the requirements on {device}")
 
 
 def _runs_it(state: dict[str, Any], variant: Variant) -> bool:
@@ -155,7 +166,7 @@ def _release_decision(params: Params, farm: Farm, layout: Layout, device: str,
     chosen = _chosen(layout, device, variant)
     if chosen is None:
         return ReleaseDecision(ReleaseOutcome(device, SKIPPED, None, None,
-                                              f"no variant passed the requirements on {device}"))
+                                              _why_nothing(layout, device)))
     target = _variant(layout, chosen)
     job = ReleaseJob(layout, params.release, target,
                      register=partial(registry.register, layout, target.name, device),

@@ -1,7 +1,8 @@
 """Step ``select``: every (variant, device) result against the requirements; the best
 passing variant per device; the report.
 
-Reads params ``requirements``, device overrides from ``farm.yaml``, ``results/``
+Reads params ``requirements`` and ``select`` (``include_emulated``: recommend on emulated
+boards too, :mod:`.emulated`), device overrides from ``farm.yaml``, ``results/``
 (:mod:`tasks.core.contracts.results`), ``models/base/reference.json`` (the fp32 model's
 per-image test correctness). Writes ``reports/summary.json`` (every result with status
 and reasons: :mod:`tasks.core.contracts.summary`), ``reports/report.md``,
@@ -30,13 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.core import device_code
 from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
-from tasks.config import Farm, RequirementParams, Requirements, effective_requirements
+from tasks.config import (Farm, RequirementParams, Requirements, SelectParams,
+                          effective_requirements)
 from tasks.core.contracts.results import (HarnessOk, McuFit, ResultRecord, ResultStatus,
                                           read_result)
 from tasks.core.contracts.summary import (Counts, Reference, RowStatus, Summary, SummaryRow,
                                           write_summary)
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json
+from tasks.select.emulated import emulated_note, excluded_devices, row_marks
 from tasks.select.ranking import pareto_front, recommend, why_recommended
 from tasks.select.report import write_report
 
@@ -250,7 +253,8 @@ def evaluate(record: ResultRecord, requirements: Requirements,
     identity = {"variant": record.variant, "format": record.format,
                 "precision": record.precision, "source": record.source,
                 "device": record.device, "runtime": record.runtime,
-                "size_bytes": record.size_bytes, "threads": record.threads}
+                "size_bytes": record.size_bytes, "threads": record.threads,
+                **row_marks(record)}
     if record.status is not ResultStatus.OK:
         return SummaryRow.model_validate({
             **identity, **_empty_measures(),
@@ -297,6 +301,14 @@ def _sample_count(record: ResultRecord) -> int:
 LONG_TAIL_RATIO = 3.0
 
 
+def flag_emulated(rows: list[SummaryRow]) -> None:
+    """Note, on each row of an emulated board, that its timings are the emulator's."""
+    for row in rows:
+        note = emulated_note(row)
+        if note:
+            row.notes.append(note)
+
+
 def flag_long_tails(rows: list[SummaryRow]) -> None:
     """Note, on each timed row, a p99 more than :data:`LONG_TAIL_RATIO` times its p50."""
     for row in rows:
@@ -325,7 +337,9 @@ def verdict(summary: Summary) -> Verdict:
                           if row.status in {RowStatus.FAIL, RowStatus.ERROR}])
     erred = [row for row in summary.results if row.status is RowStatus.ERROR]
     errors = described(erred)
-    unserved = [device for device, variant in summary.recommendations.items() if variant is None]
+    excluded = summary.excluded or {}
+    unserved = [device for device, variant in summary.recommendations.items()
+                if variant is None and device not in excluded]
     recommended = [f"{device}: {variant}" for device, variant in summary.recommendations.items()
                    if variant is not None]
     message = summary.counts.text()
@@ -337,6 +351,10 @@ def verdict(summary: Summary) -> Verdict:
         message += f" | recommended: {', '.join(recommended)}"
     if unserved:
         message += f" | no variant meets the requirements on: {', '.join(unserved)}"
+    if excluded:
+        # Not a failure: the experiment did not ask for recommendations there.
+        message += (f" | not recommended (emulated): {', '.join(excluded)}; set "
+                    "select.include_emulated to recommend on them")
     if errors:
         message += " | errors: " + " | ".join(errors)
     return Verdict(ok=not summary.counts.error and not unserved, message=message,
@@ -379,9 +397,12 @@ def read_reference(reference_path: Path) -> list[int]:
 
 
 def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
-              reference_path: Path, records: list[ResultRecord] | None = None) -> Summary:
+              reference_path: Path, records: list[ResultRecord] | None = None,
+              select_params: SelectParams = SelectParams()) -> Summary:
     """The summary (not written): rows, recommendations, counts; ``records`` are the
-    results' records when the caller has read them already."""
+    results' records when the caller has read them already. An emulated board's device
+    gets no recommendation unless ``select_params.include_emulated``
+    (:mod:`tasks.select.emulated`): the summary's ``excluded`` says why."""
     test_correct = read_reference(reference_path)
     accuracy = reference_on_first(test_correct, 0)
     reference = Reference(accuracy=accuracy, samples=len(test_correct),
@@ -394,15 +415,21 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
                            else collect_results(results_dir, list(farm.devices)))]
     flag_slow_quantized(rows)
     flag_long_tails(rows)
+    flag_emulated(rows)
     # Each device ranks by its own preference order (farm.yaml may override it).
     orders = {name: device.rank_by for name, device in requirements.items()}
+    excluded = excluded_devices(rows, select_params)
+    recommendations = {device: None if device in excluded else variant
+                       for device, variant in recommend(rows, orders).items()}
+    why = {device: excluded.get(device, line)
+           for device, line in why_recommended(rows, orders).items()}
     return Summary(reference_accuracy=reference.accuracy, reference_samples=reference.samples,
                    reference_interval=reference.interval, rank_by=params.rank_by,
                    requirements={name: device.model_dump()
                                  for name, device in requirements.items()},
-                   counts=Counts.of(rows), recommendations=recommend(rows, orders),
-                   why_recommended=why_recommended(rows, orders), pareto=pareto_front(rows),
-                   results=rows)
+                   counts=Counts.of(rows), recommendations=recommendations,
+                   why_recommended=why, pareto=pareto_front(rows),
+                   **({"excluded": excluded} if excluded else {}), results=rows)
 
 
 def _points(summary: Summary) -> list[dict[str, Any]]:
@@ -424,10 +451,11 @@ def _benchmark_metrics(summary: Summary, devices: list[str]) -> dict[str, Any]:
 
 
 def select(params: RequirementParams, farm: Farm, results_dir: Path, reference_path: Path,
-           reports_dir: Path, metrics_dir: Path) -> Path:
+           reports_dir: Path, metrics_dir: Path,
+           select_params: SelectParams = SelectParams()) -> Path:
     """Run the step; returns the path of ``summary.json``."""
     records = collect_results(results_dir, list(farm.devices))  # read once, used twice
-    summary = summarise(params, farm, results_dir, reference_path, records)
+    summary = summarise(params, farm, results_dir, reference_path, records, select_params)
     with atomic_output_dir(reports_dir) as staging:
         write_report(summary, staging, raw_latencies(records, results_dir))
         write_json(staging / "points.json", _points(summary))

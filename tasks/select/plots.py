@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tasks.core.contracts.summary import RowStatus, Summary, SummaryRow
+from tasks.select.report.cells import EMULATED_MARK
 
 # One colour per runtime, fixed so that a runtime keeps its colour from report to report
 # (tab10's); an unknown runtime takes the next free one in order.
@@ -317,7 +318,7 @@ STATUS_MARKS = {RowStatus.PASS: "pass", RowStatus.FAIL: "FAIL", RowStatus.ERROR:
 def heatmap_cells(summary: Summary
                   ) -> tuple[list[str], list[str], np.ndarray, list[list[str]]]:
     """The heat map's variants (rows), devices (columns), log10 p90 per cell (NaN: not
-    timed) and each cell's text (p90 in ms and the status)."""
+    timed) and each cell's text (p90 in ms, marked on an emulated board, and the status)."""
     variants = list(dict.fromkeys(row.variant for row in summary.results))
     devices = summary.devices
     values = np.full((len(variants), len(devices)), np.nan)
@@ -327,7 +328,10 @@ def heatmap_cells(summary: Summary
         p90 = row.latency_ms.p90 if row.latency_ms else None
         if p90 is not None and p90 > 0:
             values[i, j] = math.log10(p90)
-        texts[i][j] = (f"{p90:.3g} ms\n" if p90 is not None else "") + STATUS_MARKS[row.status]
+        # An emulated board's p90 is marked as in the tables: the emulator's, not the board's.
+        mark = EMULATED_MARK if row.emulated else ""
+        texts[i][j] = (f"{p90:.3g} ms{mark}\n" if p90 is not None else "") + \
+            STATUS_MARKS[row.status]
     return variants, devices, values, texts
 
 

@@ -1,5 +1,6 @@
-"""What every kind's result file starts with: the variant's identity on the device, and
-the outcome of a variant convert did not produce."""
+"""What every kind's result file starts with: the variant's identity on the device, how
+the device is emulated (if it is), and the outcome of a variant convert did not
+produce."""
 
 from __future__ import annotations
 
@@ -20,3 +21,11 @@ def identity(variant: Variant, device_name: str) -> dict[str, Any]:
             "precision": variant.precision, "source": variant.source,
             "runtime": variant.runtime, "size_bytes": variant.bytes, "sha256": variant.sha256,
             "declared_execution_precision": (variant.spec or {}).get("execution_precision")}
+
+
+def emulation_marks(entry: Any) -> dict[str, Any]:
+    """What a result records of how its device is emulated: ``emulated`` (true) and
+    ``emulation`` (its farm.yaml ``emulation``, e.g. ``qemu-user``) for an emulated board;
+    nothing for a physical one, or a kind of entry that has no ``emulation``."""
+    emulation = getattr(entry, "emulation", None)
+    return {"emulated": True, "emulation": emulation} if emulation else {}

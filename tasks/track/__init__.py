@@ -13,7 +13,8 @@ Reads every params section, ``reports/`` (summary, report, plots), ``results/``,
 - each benchmarked variant as a LoggedModel in its runtime's flavour, once per artifact
   (:mod:`tasks.track.models`), output of the parent run that first logged it;
 - one nested run per (variant, device), named ``<variant>@<device>``: params ``variant
-  format precision source device runtime runtime_version execution_precision threads``,
+  format precision source device runtime runtime_version execution_precision threads``
+  (and ``emulated emulation`` on an emulated board, also as ``device.*`` tags),
   metrics ``accuracy accuracy_low accuracy_high accuracy_samples size_bytes
   latency_p50_ms latency_p90_ms latency_p99_ms latency_mean_ms throughput_fps
   peak_rss_mb load_ms`` and, timed end to end, ``e2e_latency_*_ms e2e_<stage>_ms
@@ -173,6 +174,13 @@ def _track(params_dump: dict[str, Any], layout: Layout, uri: str, run_name: str 
         "parent_run_id": parent, "nested_run_ids": nested, "model_ids": models.ids})
 
 
+def _emulation(row: SummaryRow) -> dict[str, str]:
+    """An emulated board's run says so (params and ``device.*`` tags ``emulated`` and
+    ``emulation``), so that nobody compares its timings with a physical board's in
+    MLflow; a physical board's run has neither, as before."""
+    return {"emulated": "true", "emulation": str(row.emulation)} if row.emulated else {}
+
+
 def _log_result(client: Any, experiment_id: str, parent: str, row: SummaryRow, layout: Layout,
                 origin: dict[str, str], model_id: str | None, test_input: list[Any],
                 recommended: bool) -> str:
@@ -191,12 +199,13 @@ def _log_result(client: Any, experiment_id: str, parent: str, row: SummaryRow, l
              "source": row.source, "device": row.device, "runtime": row.runtime,
              "runtime_version": row.runtime_version or "n/a",
              "execution_precision": row.execution_precision or "n/a",
-             "threads": row.threads},
+             "threads": row.threads, **_emulation(row)},
             _metrics(row, record),
             {**origin, **EVALUATION_TAGS, "status": row.status,
              RECOMMENDED_TAG: str(recommended).lower(),
              "reasons": "; ".join(row.reasons)[:5000] or "none",
-             **{f"device.{key}": str(value) for key, value in record.device_facts.items()}},
+             **{f"device.{key}": str(value) for key, value in record.device_facts.items()},
+             **{f"device.{key}": value for key, value in _emulation(row).items()}},
             model_id=model_id, dataset=(dataset.name, dataset.digest),
             dataset_metrics=ACCURACY_METRICS)
         client.log_inputs(run_id, datasets=test_input,

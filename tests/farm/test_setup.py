@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tasks.config import SshDevice, load_farm
-from tasks.farm.setup import LOCK_FILE, pinned
+from tasks.farm.setup import LOCK_FILE, pinned, pip_platforms, wheel_platforms
 from tasks.targets.farm_commands import setup_farm
 from tests.helpers import assert_device_tidy, bench_device, records
 from tests.sshd import SshServer
@@ -68,6 +68,20 @@ def test_runtimes_are_pinned_to_the_project_lock() -> None:
     assert LOCK_FILE == Path(__file__).resolve().parents[2] / "requirements.lock"
     (numpy,) = pinned(["numpy"])
     assert numpy.startswith("numpy==") and numpy in LOCK_FILE.read_text(encoding="utf-8")
+
+
+def test_wheel_platforms_are_the_tags_pip_chose_among_the_accepted() -> None:
+    wheels = [Path("/cache/numpy-2.4.6-cp311-cp311-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl"),
+              Path("/cache/protobuf-7.36.2-cp310-abi3-manylinux2014_aarch64.whl"),
+              Path("/cache/openvino-2026.4.1-22982-cp311-cp311-manylinux_2_35_aarch64.whl"),
+              Path("/cache/tqdm-4.70.1-py3-none-any.whl")]
+    assert wheel_platforms(wheels) == ["any", "manylinux2014_aarch64", "manylinux_2_27_aarch64",
+                                       "manylinux_2_28_aarch64", "manylinux_2_35_aarch64"]
+    # A Debian bookworm board (glibc 2.36) accepts every one of those.
+    accepted = pip_platforms({"machine": "aarch64", "libc": ["glibc", "2.36"]})
+    assert accepted[0] == "manylinux_2_36_aarch64" and accepted[-1] == "linux_aarch64"
+    assert set(wheel_platforms(wheels)) - {"any"} <= set(accepted)
+    assert {"manylinux_2_17_aarch64", "manylinux2014_aarch64"} <= set(accepted)
 
 
 def test_setup_refuses_devices_it_does_not_manage(ssh_server: SshServer, tmp_path: Path) -> None:

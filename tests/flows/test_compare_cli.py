@@ -149,3 +149,32 @@ def test_the_gate_compares_a_run_with_the_one_before_it(measured: Any, tiny_proj
     from tasks.core.layout import Layout
 
     assert regression_gate(Layout(tmp_path), CompareParams()) is None
+
+
+def test_an_emulated_boards_regression_fails_the_gate_only_when_opted_in(tmp_path: Path) -> None:
+    """Issue 28: ``edgeflow compare`` shows an emulated board's pairs, names them not
+    gated and exits 0 on their regressions, unless params say compare.include_emulated;
+    an emulated against a physical run of the same pair is not comparable either way."""
+    from tests.tasks.test_compare import row, summary
+
+    qemu = {"emulated": True, "emulation": "qemu-user"}
+    before = tmp_path / "before.json"
+    before.write_text(json.dumps(summary(row("a-fp32", "pi", **qemu),
+                                         row("b-fp32", "pi")).document()))
+    after = tmp_path / "after.json"
+    after.write_text(json.dumps(summary(row("a-fp32", "pi", p50=1.5, **qemu),
+                                        row("b-fp32", "pi", p50=1.5, **qemu)).document()))
+    shown = edgeflow("compare", str(before), str(after), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert ("not gated: a-fp32@pi: emulated (qemu-user): not gated; set "
+            "compare.include_emulated to gate it") in shown.stdout
+    assert ("not gated: b-fp32@pi: not comparable: physical before, emulated (qemu-user) after"
+            in shown.stdout)
+    assert "regression: " not in shown.stdout and "no regression in 0 pairs" in shown.stdout
+
+    (tmp_path / "params.yaml").write_text("compare: {include_emulated: true}\n", encoding="utf-8")
+    gated = edgeflow("compare", str(before), str(after), cwd=tmp_path)
+    assert gated.returncode == 1
+    flagged = [line for line in gated.stdout.splitlines() if line.startswith("regression: ")]
+    assert [line.split(" (")[0] for line in flagged] == ["regression: a-fp32@pi: p50 +50.0%"]
+    assert "not gated: b-fp32@pi: not comparable" in gated.stdout

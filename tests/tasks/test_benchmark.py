@@ -230,6 +230,22 @@ def test_runtimes_filter_skips_other_variants(tiny_project: Any, tmp_path: Path)
     assert_device_tidy(tmp_path / "dev")
 
 
+def test_an_emulated_boards_results_say_so_and_a_physical_boards_do_not(
+        tiny_project: Any, tmp_path: Path) -> None:
+    """Issue 28: every result of a board farm.yaml says is emulated (measured or skipped)
+    records ``emulated`` and how, from the farm entry; a physical board's has neither."""
+    device = LocalDevice(workdir=tmp_path / "dev", runtimes=["onnxruntime"],
+                         emulation="qemu-user")
+    result = records(bench(tiny_project, device, tmp_path / "results" / "emulated"))
+    assert result["onnx-fp32"]["status"] == "ok" and result["tflite-fp32"]["status"] == "skipped"
+    assert {name: (record["emulated"], record["emulation"])
+            for name, record in result.items()} == {name: (True, "qemu-user") for name in VARIANTS}
+    physical = records(bench(tiny_project, LocalDevice(workdir=tmp_path / "dev2",
+                                                       runtimes=["onnxruntime"]),
+                             tmp_path / "results" / "physical"))
+    assert not any({"emulated", "emulation"} & set(record) for record in physical.values())
+
+
 def test_missing_interpreter_fails_every_variant_without_raising(tiny_project: Any,
                                                                 tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "python3"

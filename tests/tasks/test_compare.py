@@ -17,8 +17,10 @@ LIMITS = CompareParams(latency_increase=0.10, accuracy_drop=0.01, size_increase=
 def row(variant: str = "onnx-fp32", device: str = "local", p50: float = 1.0, p90: float = 2.0,
         p50_ci: list[float] | None = None, p90_ci: list[float] | None = None,
         accuracy: float = 0.95, accuracy_ci: list[float] | None = None, size: int = 100_000,
-        status: str = "pass", reasons: list[str] | None = None, ci: bool = True) -> dict[str, Any]:
-    """A summary row; by default each interval is +-1% around its value."""
+        status: str = "pass", reasons: list[str] | None = None, ci: bool = True,
+        **marks: Any) -> dict[str, Any]:
+    """A summary row; by default each interval is +-1% around its value (``marks``: an
+    emulated board's ``emulated`` and ``emulation``)."""
     around = lambda value: [value * 0.99, value * 1.01]  # noqa: E731
     return {"variant": variant, "format": variant.split("-")[0], "precision": "fp32",
             "source": "base", "device": device, "runtime": "onnxruntime", "size_bytes": size,
@@ -30,7 +32,7 @@ def row(variant: str = "onnx-fp32", device: str = "local", p50: float = 1.0, p90
                if ci else {}),
             "throughput_fps": 1000 / p50, "peak_rss_mb": 50.0, "load_ms": 10.0,
             "runtime_version": "1.0", "execution_precision": "f32", "mcu": None, "notes": [],
-            "status": status, "reasons": reasons or []}
+            "status": status, "reasons": reasons or [], **marks}
 
 
 def summary(*rows: dict[str, Any]) -> Summary:
@@ -169,3 +171,64 @@ def test_every_status_before_and_after_goes_through_the_gate(before: str, after:
     cell = after if before == after else f"{before} -> {after}"
     verdict = "**REGRESSION**" if comparison.regressions else "ok"
     assert rows == ([f"| v-fp32 | local | {cell} |  |  |  |  | {verdict} |"] if paired else [])
+
+
+# --------------------------------------------------------------------------- emulated boards
+# (issue 28): an emulated board's pairs are shown but not gated unless opted in; emulated
+# against physical is never compared.
+
+QEMU = {"emulated": True, "emulation": "qemu-user"}
+NOT_GATED = "emulated (qemu-user): not gated; set compare.include_emulated to gate it"
+
+
+def test_an_emulated_pairs_regression_is_shown_but_not_gated_unless_opted_in() -> None:
+    before = summary(row(device="pi", **QEMU), row(device="x86"))
+    after = summary(row(device="pi", p50=1.5, status="fail", reasons=["slow"], **QEMU),
+                    row(device="x86"))
+    comparison = compare(before, after, LIMITS)
+    emulated, physical = comparison.pairs
+    assert emulated.regressions[0] == "status pass -> fail (slow)"
+    assert "p50 +50.0% (1 -> 1.5 ms; threshold 0.1, intervals apart)" in emulated.regressions
+    assert emulated.excluded == NOT_GATED and physical.excluded is None
+    assert comparison.regressions == []
+    assert comparison.excluded == [f"onnx-fp32@pi: {NOT_GATED}"]
+
+    opted = compare(before, after, LIMITS.model_copy(update={"include_emulated": True}))
+    assert opted.excluded == [] and opted.pairs[0].excluded is None
+    assert opted.regressions == [f"onnx-fp32@pi: {reason}" for reason in emulated.regressions]
+
+
+@pytest.mark.parametrize(("first", "second", "reason"), [
+    (QEMU, {}, "not comparable: emulated (qemu-user) before, physical after"),
+    ({}, QEMU, "not comparable: physical before, emulated (qemu-user) after"),
+    (QEMU, {"emulated": True, "emulation": "qemu-system"},
+     "not comparable: emulated (qemu-user) before, emulated (qemu-system) after"),
+])
+def test_emulated_against_physical_is_never_compared_even_when_opted_in(
+        first: dict[str, Any], second: dict[str, Any], reason: str) -> None:
+    before = summary(row(device="pi", **first))
+    after = summary(row(device="pi", p50=3.0, status="fail", reasons=["slow"], **second))
+    for limits in (LIMITS, LIMITS.model_copy(update={"include_emulated": True})):
+        comparison = compare(before, after, limits)
+        [pair] = comparison.pairs
+        assert (pair.changes, pair.regressions, pair.excluded) == ([], [], reason)
+        assert comparison.regressions == [] and comparison.excluded == [f"onnx-fp32@pi: {reason}"]
+
+
+def test_the_views_and_the_gate_line_say_what_was_not_gated() -> None:
+    from tasks.compare.gate import GateResult
+    from tasks.compare.view import comparison_markdown
+
+    comparison = compare(summary(row("a-fp32", device="pi", **QEMU), row("b-fp32", device="pi")),
+                         summary(row("a-fp32", device="pi", p50=1.5, **QEMU),
+                                 row("b-fp32", device="pi", **QEMU)), LIMITS)
+    lines = comparison_markdown(comparison, "MLflow run x", "this run").splitlines()
+    [a_row] = [line for line in lines if line.startswith("| a-fp32 |")]
+    assert a_row.endswith(f"| {NOT_GATED} (1 regression(s), not counted) |")
+    [b_row] = [line for line in lines if line.startswith("| b-fp32 |")]
+    assert b_row.endswith("| not comparable: physical before, emulated (qemu-user) after |")
+    assert f"- not gated: a-fp32@pi: {NOT_GATED}" in lines
+    assert not any(line.startswith("- regression:") for line in lines)
+    assert GateResult(comparison, "MLflow run x").line() == (
+        f"no regression against MLflow run x in 0 pairs (2 not gated: a-fp32@pi: {NOT_GATED}; "
+        "b-fp32@pi: not comparable: physical before, emulated (qemu-user) after)")

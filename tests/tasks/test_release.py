@@ -1085,3 +1085,31 @@ def test_the_check_floor_is_the_higher_of_min_accuracy_and_the_allowed_drop(
     assert accuracy_floor(summary, "board") == (pytest.approx(floor, abs=1e-12)
                                                 if floor is not None else None)
     assert accuracy_floor(summary, "unknown") is None
+
+
+def test_an_emulated_board_select_left_out_gets_nothing_released_said_in_one_line(
+        tmp_path: Path) -> None:
+    """Issue 28: the release follows the recommendation; an emulated board without one
+    (select.include_emulated off) gets nothing, and the outcome says why and how to opt
+    in, as a physical board where nothing passed says that."""
+    from tasks.config import load_params
+    from tests.tiny import TINY_PARAMS, write_tiny_config
+
+    write_tiny_config(tmp_path, TINY_PARAMS, "devices:\n  local: {threads: 1}\n"
+                      "  pi5-emu: {workdir: emu, emulation: qemu-user}\n")
+    layout = Layout(tmp_path)
+    why = ("emulated (qemu-user): not recommended; set select.include_emulated to recommend "
+           "on it")
+    layout.reports.mkdir(parents=True)
+    layout.summary.write_text(json.dumps({
+        "reference_accuracy": 0.9, "rank_by": "latency_p50_ms", "requirements": {},
+        "counts": {"pass": 1, "fail": 1, "error": 0, "skipped": 0},
+        "recommendations": {"local": None, "pi5-emu": None},
+        "excluded": {"pi5-emu": why}, "results": []}))
+    params, farm = load_params(tmp_path / "params.yaml"), load_farm(tmp_path / "farm.yaml")
+    emulated = release_device(params, farm, layout, "pi5-emu")
+    assert (emulated.status, emulated.variant) == ("skipped", None)
+    assert emulated.message == f"nothing released to pi5-emu: {why}"
+    physical = release_device(params, farm, layout, "local")
+    assert physical.message == "no variant passed the requirements on local"
+    assert not (tmp_path / "emu").exists()  # the board was never touched

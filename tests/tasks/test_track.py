@@ -26,7 +26,8 @@ from tests.helpers import benchmarked_copy
 FARM = """\
 devices:
   local: {threads: 2, workdir: .edgeflow/devices/local}
-  onnx-only: {threads: 1, workdir: .edgeflow/devices/onnx-only, runtimes: [onnxruntime]}
+  onnx-only: {threads: 1, workdir: .edgeflow/devices/onnx-only, runtimes: [onnxruntime],
+              emulation: qemu-user}
 """
 QUICK = BenchmarkParams(warmup_runs=2, warmup_seconds=0.0, runs=10, seconds=0.01,
                         max_seconds=0.05, accuracy_samples=0, timeout_seconds=60)
@@ -136,7 +137,15 @@ def test_track_logs_parent_and_nested_runs(tiny_project: Any, project: Layout,
         child = by_key[(row["variant"], row["device"])]
         record = read_json(project.device_results(row["device"]) / f"{row['variant']}.json")
         assert child.info.run_name == f"{row['variant']}@{row['device']}"
-        assert set(child.data.params) == CHILD_PARAMS
+        # An emulated board's runs say so in params and device tags (issue 28); a
+        # physical board's have neither.
+        emulated = {"emulated": "true", "emulation": "qemu-user"} \
+            if row["device"] == "onnx-only" else {}
+        assert set(child.data.params) == CHILD_PARAMS | set(emulated)
+        assert {key: child.data.params[key] for key in emulated} == emulated
+        assert {key: value for key, value in child.data.tags.items()
+                if key in ("device.emulated", "device.emulation")} == {
+            f"device.{key}": value for key, value in emulated.items()}
         assert child.data.params["format"] == row["format"]
         assert child.data.params["precision"] == row["precision"]
         assert child.data.params["source"] == "base"

@@ -134,6 +134,10 @@ class ResultRecord(Contract):
     threads: int | None  # None on a microcontroller
     device_facts: dict[str, Fact]
     device_run_dir: str | None = None  # where the run's files stay; absent for an MCU
+    # A board farm.yaml says is emulated (its ``emulation``): true, and how. Absent on a
+    # physical board (and in older records): its timings are not the hardware's.
+    emulated: bool | None = None
+    emulation: str | None = None
     status: Status
     error: str | None
     harness: HarnessResult | None = None

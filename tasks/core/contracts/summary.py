@@ -70,6 +70,10 @@ class SummaryRow(Contract):
     runtime: str
     size_bytes: int | None
     threads: int | None
+    # As the result record says (absent: a physical board): an emulated board's timings
+    # are shown marked, never recommended on or gated unless opted in.
+    emulated: bool | None = None
+    emulation: str | None = None
     accuracy: float | None
     accuracy_samples: int | None
     accuracy_interval: list[float] | None
@@ -139,12 +143,20 @@ class Summary(Contract):
     # variants no other beats on accuracy, p90 and size. Absent from older summaries.
     why_recommended: dict[str, str] | None = None
     pareto: dict[str, list[str]] | None = None
+    # Per device left without a recommendation on purpose (an emulated board, without
+    # select.include_emulated): why, in one line. Absent when there is none.
+    excluded: dict[str, str] | None = None
     results: list[SummaryRow]
 
     @property
     def reference(self) -> Reference:
         return Reference(accuracy=self.reference_accuracy, samples=self.reference_samples,
                          interval=self.reference_interval)
+
+    def why_none(self, device: str) -> str:
+        """Why ``device`` has no recommendation, in one line: the reason it was left out
+        (an emulated board, :attr:`excluded`), else that nothing met the requirements."""
+        return (self.excluded or {}).get(device) or "no variant meets the requirements"
 
     @property
     def devices(self) -> list[str]:

@@ -33,6 +33,17 @@ def reference_line(reference: Reference) -> str:
     return f"{text} on {reference.samples} test images" if reference.samples else text
 
 
+# After every timing of an emulated board (its rows' notes say so too), so that nobody
+# reads the emulator's latency as the hardware's.
+EMULATED_MARK = " emu"
+
+
+def timing(row: SummaryRow, value: float | None, pattern: str) -> str:
+    """A timing cell: :func:`fmt`, marked :data:`EMULATED_MARK` on an emulated board."""
+    text = fmt(value, pattern)
+    return text + EMULATED_MARK if row.emulated and value is not None else text
+
+
 def size_kb(row: SummaryRow) -> float | None:
     return row.size_bytes / 1024 if row.size_bytes is not None else None
 
@@ -44,9 +55,9 @@ def row_cells(row: SummaryRow) -> list[str]:
     return [row.device, row.variant, row.status.value, row.execution_precision or "—",
             accuracy_cell(row.accuracy, row.accuracy_samples),
             fmt(row.accuracy_drop, ".2%"), fmt(size_kb(row), ".1f"),
-            fmt(latency and latency.p50, ".3f"), fmt(latency and latency.p90, ".3f"),
-            fmt(latency and latency.p99, ".3f"), fmt(row.throughput_fps, ".0f"),
-            fmt(end_to_end, ".3f"), fmt(row.peak_rss_mb, ".0f")]
+            timing(row, latency and latency.p50, ".3f"), timing(row, latency and latency.p90, ".3f"),
+            timing(row, latency and latency.p99, ".3f"), timing(row, row.throughput_fps, ".0f"),
+            timing(row, end_to_end, ".3f"), fmt(row.peak_rss_mb, ".0f")]
 
 
 def runs_on(summary: Summary) -> dict[str, list[str]]:

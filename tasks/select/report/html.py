@@ -47,13 +47,19 @@ def _figure(plot: Plot) -> str:
             f"<figcaption>{escape(plot.title)}</figcaption></figure>")
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _device_section(summary: Summary, device: str, plots: list[Plot]) -> list[str]:
     chosen = summary.recommendations.get(device)
-    why = (summary.why_recommended or {}).get(device, "")
+    # An excluded device's why is the line above already.
+    why = "" if device in (summary.excluded or {}) else \
+        (summary.why_recommended or {}).get(device, "")
     front = (summary.pareto or {}).get(device) or []
     lines = [f"<h2>{escape(device)}</h2>", '<p class="chosen">']
     lines.append(f"Recommended: <code>{escape(chosen)}</code>" if chosen
-                 else "<strong>No variant meets the requirements.</strong>")
+                 else f"<strong>{escape(_sentence(summary.why_none(device)))}.</strong>")
     lines.append(f"<br>Why: {escape(why)}" if why else "")
     lines.append("</p>")
     if front:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tasks.core.contracts.summary import Summary
-from tasks.select.report.cells import (COLUMNS, preference_text, reference_line, row_cells,
+from tasks.select.report.cells import (COLUMNS, EMULATED_MARK, preference_text, reference_line, row_cells,
                                        runs_on, stated_requirements)
 
 # What a text cell could turn into table structure, code, links, images or HTML (a
@@ -33,7 +33,7 @@ def recommendation_lines(summary: Summary, text: Callable[[str], str] = str) -> 
     lines = []
     for device, variant in summary.recommendations.items():
         if variant is None:
-            lines.append(f"- **{text(device)}**: no variant meets the requirements")
+            lines.append(f"- **{text(device)}**: {text(summary.why_none(device))}")
         else:
             why = (summary.why_recommended or {}).get(device)
             lines.append(f"- **{text(device)}**: `{text(variant)}` ("
@@ -75,7 +75,9 @@ def render_markdown(summary: Summary, plots: list[tuple[str, str]]) -> str:
     lines += ["", "Latency is batch 1, per inference, measured by the same harness protocol "
               "on every runtime; accuracy is on the test images the device evaluated, with its 95% "
               "Wilson interval in brackets; drop is relative to the fp32 reference on the same "
-              "images; exec is the precision the runtime reports its float arithmetic ran in.", "",
+              "images; exec is the precision the runtime reports its float arithmetic ran in; "
+              f"a timing marked{EMULATED_MARK} is an emulated board's (the emulator's speed, "
+              "not the hardware's).", "",
               "## Requirements per device", ""]
     for device, requirements in summary.requirements.items():
         lines.append(f"- **{markdown_text(device)}**: "

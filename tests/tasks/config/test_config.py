@@ -27,6 +27,7 @@ from tasks.config import (
     load_farm,
     load_params,
 )
+from tasks.config.farm import EMULATIONS
 from tasks.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -134,8 +135,18 @@ FORMATS = "tflite, onnx, openvino, tflm, edgetpu"
 BAD_PARAMS = [
     pytest.param("trian: {epochs: 3}\n",
                  "top level: unknown key 'trian' (allowed: benchmark, compare, convert, data, "
-                 "formats, model, optimize, quantization, release, requirements, train)",
+                 "formats, model, optimize, quantization, release, requirements, select, train)",
                  id="unknown-top-level-key"),
+    # ---- issue 28: the opt-ins for emulated boards are booleans of their own sections
+    pytest.param("select: {include_emulated: maybe}\n",
+                 "select.include_emulated: Input should be a valid boolean, unable to interpret "
+                 "input", id="select-include-emulated"),
+    pytest.param("select: {emulated: true}\n",
+                 "select: unknown key 'emulated' (allowed: include_emulated)",
+                 id="select-unknown-key"),
+    pytest.param("compare: {include_emulated: 2}\n",
+                 "compare.include_emulated: Input should be a valid boolean, unable to interpret "
+                 "input", id="compare-include-emulated"),
     pytest.param("train: {epoch: 3}\n",
                  "train: unknown key 'epoch' (allowed: augmentation, batch_size, class_weight, "
                  "early_stopping_patience, epochs, fine_tune, label_smoothing, learning_rate, "
@@ -464,6 +475,21 @@ def test_valid_local_device(tmp_path: Path) -> None:
     assert other.workdir == (tmp_path / ".edgeflow" / "devices" / "local").resolve()
 
 
+def test_an_emulated_board_says_how_and_a_physical_one_says_nothing(tmp_path: Path) -> None:
+    farm = load_farm(write(tmp_path / "farm.yaml", f"""\
+        devices:
+          pi5: {{{SSH}, port: 2201, emulation: qemu-user}}
+          vm: {{emulation: qemu-system}}
+          pi4: {{{SSH}, port: 2202}}
+        """))
+    assert {name: device.emulation for name, device in farm.devices.items()} == {
+        "pi5": "qemu-user", "vm": "qemu-system", "pi4": None}
+    assert EMULATIONS == ("qemu-user", "qemu-system")
+    assert load_params(write(tmp_path / "params.yaml", "")).select.include_emulated is False
+    assert load_params(write(tmp_path / "p.yaml", "select: {include_emulated: true}\n"
+                             "compare: {include_emulated: true}\n")).compare.include_emulated
+
+
 def test_relative_workdir_resolves_against_the_farm_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path / "lab" / "farm.yaml", "devices: {pi: {workdir: work/pi}}\n")
@@ -535,9 +561,9 @@ BAD_FARMS = [
                  "devices.pi.transport: 'telnet' is not allowed (allowed: 'local', 'ssh', 'mcu')",
                  id="unknown-transport"),
     pytest.param("devices: {pi: {thread: 2}}\n",
-                 "devices.pi: unknown key 'thread' (allowed: accelerators, keep_runs, on_release, "
-                 "on_release_timeout_seconds, python, requirements, runtimes, tags, threads, "
-                 "transport, workdir)",
+                 "devices.pi: unknown key 'thread' (allowed: accelerators, emulation, keep_runs, "
+                 "on_release, on_release_timeout_seconds, python, requirements, runtimes, tags, "
+                 "threads, transport, workdir)",
                  id="unknown-device-key"),
     pytest.param("devices: {pi: {requirements: {rank: size_bytes}}}\n",
                  "devices.pi.requirements: unknown key 'rank' (allowed: max_accuracy_drop, "
@@ -598,7 +624,7 @@ BAD_FARMS = [
                  id="setup-key"),
     pytest.param(ssh_farm("password: hunter2"),
                  "devices.pi: unknown key 'password' (allowed: accelerators, connect_attempts, "
-                 "connect_timeout, host, io_timeout, keep_runs, keepalive_seconds, key_file, "
+                 "connect_timeout, emulation, host, io_timeout, keep_runs, keepalive_seconds, key_file, "
                  "key_passphrase_env, known_hosts, on_release, on_release_timeout_seconds, port, "
                  "python, requirements, "
                  "retry_backoff_seconds, runtimes, setup, tags, threads, transport, user, "
@@ -645,6 +671,16 @@ BAD_FARMS = [
                  "devices: 'a' and 'b' are one folder on one board (host 10.0.0.2, port 22, "
                  "workdir /srv/ef/): their releases and runs would overwrite each other; give "
                  "each its own workdir", id="one-absolute-folder-two-users"),
+    # ---- issue 28: how a board is emulated, from a fixed list; never on an MCU profile
+    pytest.param(ssh_farm("emulation: qemu"),
+                 "devices.pi.emulation: 'qemu' is not allowed (allowed: 'qemu-user' or "
+                 "'qemu-system')", id="emulation-unknown"),
+    pytest.param("devices: {pi: {emulation: true}}\n",
+                 "devices.pi.emulation: True is not allowed (allowed: 'qemu-user' or "
+                 "'qemu-system')", id="emulation-not-a-name"),
+    pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 512, emulation: qemu-system}}}}\n",
+                 "devices.esp: unknown key 'emulation' (allowed: flash_kb, flash_margin, ram_kb, "
+                 "ram_margin, requirements, tags, transport)", id="emulation-on-an-mcu"),
     # ---- a key written twice, nested (issue 9)
     pytest.param("devices:\n  pi:\n    threads: 2\n    keep_runs: 3\n    threads: 4\n",
                  "key 'threads' appears twice (lines 3 and 5); YAML would keep only the last: "

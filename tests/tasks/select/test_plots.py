@@ -176,6 +176,15 @@ def test_the_heat_map_writes_each_p90_and_status_and_greys_what_was_not_timed() 
     close(drawn)
 
 
+def test_the_heat_map_marks_an_emulated_boards_p90() -> None:
+    emulated = summary_row("onnx-fp32", "pi-emu", "pass", emulated=True, emulation="qemu-user",
+                           latency_ms={"p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1.0})
+    _, devices, _, texts = heatmap_cells(summary().model_copy(
+        update={"results": [*summary().results, emulated]}))
+    assert devices == ["board", "mcu", "pi-emu"]
+    assert texts[2] == ["40 ms\nFAIL", "", "2 ms emu\npass"]
+
+
 def test_accuracy_against_size_labels_each_variant_once() -> None:
     drawn = draw_accuracy_size(summary())
     assert drawn.axes.get_xscale() == "log"
