@@ -22,6 +22,7 @@ convert: {min_agreement: 0.99}
 benchmark: {warmup_runs: 2, warmup_seconds: 0.0, runs: 10, seconds: 0.05, max_seconds: 0.2,
             accuracy_samples: 60, timeout_seconds: 120}
 requirements: {min_accuracy: 0.5, max_accuracy_drop: 0.05}
+select: {include_emulated: false}
 release: {policy: auto, check_images: 20}
 """
 
