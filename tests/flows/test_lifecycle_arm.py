@@ -63,8 +63,9 @@ def test_the_lifecycle_on_two_emulated_arm_boards(boards: dict[str, ArmBoard],
     farm = yaml.safe_dump({"devices": {"local": {"threads": 1}, **devices}}, sort_keys=False)
     # The boards are emulated: select recommends (and so releases) on them only when asked.
     params = TINY_PARAMS.replace("formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}",
-                                 f"formats: {FORMATS}\nselect: {{include_emulated: true}}")
-    assert params != TINY_PARAMS
+                                 f"formats: {FORMATS}").replace(
+        "select: {include_emulated: false}", "select: {include_emulated: true}")
+    assert f"formats: {FORMATS}" in params and "include_emulated: true" in params
     write_tiny_config(root, params, farm)
 
     started = time.monotonic()
