@@ -256,6 +256,57 @@ GENERATE = ("from mutmut.__main__ import copy_also_copy_files, copy_src_dir, cre
             "copy_src_dir(); copy_also_copy_files(); setup_source_paths(); create_mutants(2)")
 
 
+def mirrored_test_files(module: str, root: Path = ROOT) -> list[str]:
+    """The test files (and folders) that mirror ``module``, the nearest that exist:
+    ``tasks.device.predict`` -> ``tests/tasks/device/test_predict.py`` (and a folder
+    ``tests/tasks/device/predict/``; ``tasks.farm.setup`` -> ``tests/farm/test_setup.py``,
+    as the farm's and the targets' tests sit); where none exists, its package's
+    (``tasks.release.view`` -> ``tests/tasks/test_release.py``), up to the package below
+    ``tasks`` or ``flows`` (never the whole of ``tests/tasks``)."""
+    parts = module.split(".")
+    for depth in range(len(parts), 1, -1):
+        found = []
+        for prefix in (parts[:depth], parts[1:depth]):  # tests/tasks/farm or tests/farm
+            *folders, name = prefix
+            found += [path.as_posix() for path in (Path("tests", *folders, f"test_{name}.py"),
+                                                   Path("tests", *prefix))
+                      if prefix and (root / path).exists()]
+        if found:
+            return found
+    return []
+
+
+def map_unreached(stats_file: Path, functions: set[str], root: Path = ROOT) -> set[str]:
+    """Give each of ``functions`` (mutmut's names: ``<module>.x_<function>``) that no
+    test reached in mutmut's map (``stats_file``) the tests of its mirrored test files;
+    which ones got tests. mutmut maps tests to functions by tracing the test process
+    only: code that runs only in a process the tests start (the board's harness and
+    predictor, the ``edgeflow`` command) is reached by no test in its map, and its
+    mutants would never be tested, although the tests run them."""
+    stats = json.loads(stats_file.read_text(encoding="utf-8"))
+    mapped: dict[str, list[str]] = stats["tests_by_mangled_function_name"]
+    tests = list(stats["duration_by_test"])
+    given: set[str] = set()
+    for function in sorted(functions):
+        if mapped.get(function):
+            continue
+        files = mirrored_test_files(function.rsplit(".", 1)[0], root)
+        chosen = sorted(test for test in tests for path in files
+                        if test.partition("::")[0] == path or test.startswith(path + "/"))
+        if chosen:
+            mapped[function] = chosen
+            given.add(function)
+    if given:
+        stats_file.write_text(json.dumps(stats), encoding="utf-8")
+    return given
+
+
+def function_of(mutant: str) -> str:
+    """mutmut's name of the function a mutant belongs to (``...x_f__mutmut_3`` ->
+    ``...x_f``)."""
+    return mutant.rpartition("__mutmut_")[0]
+
+
 def untested(mutants_dir: Path, fraction: float = 1.0, at_least: int = 0) -> list[str]:
     """The mutants of :data:`MODULES` in the sample that have no result yet, by name: of
     each concern, this ``fraction`` of its mutants, or ``at_least`` that many where the
@@ -298,6 +349,15 @@ def run_mutmut(max_children: int, again: set[str], fraction: float, at_least: in
     python = Path(sys.executable)
     subprocess.run([str(python), "-c", GENERATE], cwd=ROOT, env=environment, check=True,
                    stdout=subprocess.DEVNULL)
+    stats = ROOT / "mutants" / "mutmut-stats.json"
+    if stats.is_file():  # mutmut's map of tests to functions, from an earlier run
+        functions = {function_of(name) for _, document in _metas(ROOT / "mutants")
+                     for name, _, _ in _selected(document)}
+        given = map_unreached(stats, functions)
+        if given:
+            print(f"{len(given)} functions no test process reached get their mirrored "
+                  "tests", flush=True)
+            again = again | {"no tests"}  # their mutants were recorded as such
     if again:
         count = forget(ROOT / "mutants", again, frozenset(equivalent_mutants()))
         print(f"testing again: {count} mutants", flush=True)

@@ -227,3 +227,44 @@ def test_refresh_drops_copies_of_removed_modules_and_the_kept_builds(mutants: Mo
     assert not (copy / "tasks" / "gone.py").exists() and not (copy / "tasks" / "gone.py.meta").exists()
     assert (copy / "params.yaml").read_text() == "new: 1\n"
     assert not (copy / ".tests-built-once").exists()
+
+
+def test_a_function_no_traced_test_reached_gets_the_tests_that_mirror_its_module(
+        mutants: ModuleType, tmp_path: Path) -> None:
+    """mutmut traces only the test process: what runs in a process a test starts (the
+    board's predictor, the edgeflow command) would have no tests, so its mutants none."""
+    for name in ("tests/tasks/device/test_predict.py", "tests/farm/test_setup.py",
+                 "tests/tasks/test_release.py", "tests/flows/test_cli.py",
+                 "tests/flows/cli/test_releases.py", "tests/tasks/test_other.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    mirrored = lambda module: mutants.mirrored_test_files(module, tmp_path)  # noqa: E731
+    assert mirrored("tasks.device.predict") == ["tests/tasks/device/test_predict.py"]
+    assert mirrored("tasks.farm.setup") == ["tests/farm/test_setup.py"]  # as the farm's sit
+    assert mirrored("tasks.release.view") == ["tests/tasks/test_release.py"]  # its package's
+    assert mirrored("flows.cli.experiment") == ["tests/flows/test_cli.py", "tests/flows/cli"]
+    # Never the whole of tests/tasks: a module with no mirror gets none.
+    assert mirrored("tasks.nowhere.module") == []
+
+    stats = tmp_path / "mutmut-stats.json"
+    traced = {"tasks.release.view.x_status_rows": ["tests/tasks/test_other.py::test_a"]}
+    stats.write_text(json.dumps({"tests_by_mangled_function_name": dict(traced), "duration_by_test": {
+        "tests/tasks/device/test_predict.py::test_x": 1.0,
+        "tests/tasks/device/test_predict.py::test_y": 2.0,
+        "tests/tasks/test_release.py::test_z": 3.0,
+        "tests/flows/cli/test_releases.py::test_w": 4.0,
+        "tests/tasks/test_other.py::test_a": 5.0}, "stats_time": 1.0}))
+    functions = {"tasks.device.predict.x_main", "tasks.device.predict.x\u01c1Model\u01c1check",
+                 "tasks.release.view.x_status_rows", "flows.cli.experiment.x_run",
+                 "tasks.nowhere.module.x_f"}
+    assert mutants.map_unreached(stats, functions, tmp_path) == {
+        "tasks.device.predict.x_main", "tasks.device.predict.x\u01c1Model\u01c1check",
+        "flows.cli.experiment.x_run"}
+    mapped = json.loads(stats.read_text())["tests_by_mangled_function_name"]
+    assert mapped["tasks.device.predict.x_main"] == [
+        "tests/tasks/device/test_predict.py::test_x", "tests/tasks/device/test_predict.py::test_y"]
+    assert mapped["flows.cli.experiment.x_run"] == ["tests/flows/cli/test_releases.py::test_w"]
+    # A function the trace reached keeps its tests; one with no mirror stays without.
+    assert mapped["tasks.release.view.x_status_rows"] == traced["tasks.release.view.x_status_rows"]
+    assert "tasks.nowhere.module.x_f" not in mapped
+    assert mutants.function_of("tasks.device.predict.x_main__mutmut_12") == "tasks.device.predict.x_main"
