@@ -37,11 +37,15 @@ pytestmark = pytest.mark.arm
 BOARDS = {"cortex-a76": "pi5-emulated", "cortex-a72": "pi4-emulated"}
 CORES = {"cortex-a76": "Cortex-A76", "cortex-a72": "Cortex-A72"}
 RUNTIMES = ["onnxruntime", "openvino", "tflite"]
-# openvino int8 is left out: on the tiny model convert's host check rejects it
-# (argmax agreement 0.68 < 0.95) before any board sees it, on every machine.
-FORMATS = "{tflite: [fp32, fp16, int8], onnx: [fp32, int8-qdq], openvino: [fp32, fp16, bf16]}"
+FORMATS = ("{tflite: [fp32, fp16, int8], onnx: [fp32, int8-qdq], "
+           "openvino: [fp32, fp16, bf16, int8]}")
 F32_VARIANTS = ("tflite-fp32", "tflite-fp16", "onnx-fp32", "openvino-fp32", "openvino-fp16")
-INT8_VARIANTS = ("tflite-int8", "onnx-int8-qdq")
+INT8_VARIANTS = ("tflite-int8", "onnx-int8-qdq", "openvino-int8")
+# NNCF's int8 of the tiny 2-layer model agrees with its fp32 on only about 0.68 of the
+# images (on every machine), which convert's host check for quantised variants (0.95)
+# rejects before any board sees it; this test is about ARM, so that host gate is lowered
+# and the variant runs on the boards: each is held to this machine's accuracy for it.
+HOST_AGREEMENT = "convert: {min_agreement: 0.99, min_agreement_quantized: 0.6}"
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +68,10 @@ def test_the_lifecycle_on_two_emulated_arm_boards(boards: dict[str, ArmBoard],
     # The boards are emulated: select recommends (and so releases) on them only when asked.
     params = TINY_PARAMS.replace("formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}",
                                  f"formats: {FORMATS}").replace(
-        "select: {include_emulated: false}", "select: {include_emulated: true}")
+        "select: {include_emulated: false}", "select: {include_emulated: true}").replace(
+        "convert: {min_agreement: 0.99}", HOST_AGREEMENT)
     assert f"formats: {FORMATS}" in params and "include_emulated: true" in params
+    assert HOST_AGREEMENT in params
     write_tiny_config(root, params, farm)
 
     started = time.monotonic()
@@ -82,7 +88,10 @@ def test_the_lifecycle_on_two_emulated_arm_boards(boards: dict[str, ArmBoard],
     for cpu, name in BOARDS.items():
         for variant in (*F32_VARIANTS, *INT8_VARIANTS):
             row, here = rows[name, variant], rows["local", variant]
-            assert row["status"] == "pass", (name, variant, row["reasons"])
+            # openvino-int8 loses about a quarter of the tiny model's accuracy here too
+            # (max_accuracy_drop fails it): the board must reach the same verdict.
+            expected = here["status"] if variant == "openvino-int8" else "pass"
+            assert row["status"] == expected, (name, variant, row["reasons"])
             # As accurate as this machine on the same images, within the board's interval.
             low, high = row["accuracy_interval"]
             assert low <= here["accuracy"] <= high, (name, variant, row["accuracy"],
