@@ -157,6 +157,15 @@ def test_an_import_counts_in_every_kind_of_block_it_can_stand_in() -> None:
                      "in_method", "in_async_with"}
 
 
+def test_relative_imports_climb_one_package_per_extra_dot() -> None:
+    source = "from . import near\nfrom .. import up\nfrom ...top import deep\n"
+    assert set(imported_names(source, "a.b.c.mod", is_package=False)) == {
+        "a.b.c", "a.b.c.near", "a.b", "a.b.up", "a.top", "a.top.deep"}
+    # In a package's __init__, "." is the package itself.
+    assert set(imported_names("from .. import up\n", "a.b.c", is_package=True)) == {
+        "a.b", "a.b.up"}
+
+
 def test_a_module_reached_only_by_a_lazy_import_drops_out_with_it(tmp_path: Path) -> None:
     _write(tmp_path, {**FAKE_PACKAGE, "app/main.py": "from app import helpers\n"})
     closure = module_closure("app.main", root=tmp_path, packages=("app",), loaded_by_path={})

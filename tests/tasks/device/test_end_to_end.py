@@ -268,11 +268,15 @@ def test_each_stage_is_timed_at_its_own_cost_and_not_its_neighbours(
     assert clock.now == 3 * sum(STAGE_COSTS.values())
 
 
+# accuracy_samples: how many frames are scored (0: all; never more than there are).
+@pytest.mark.parametrize(("accuracy_samples", "accuracy", "scored"),
+                         [(4, 0.75, 4), (2, 1.0, 2), (0, 0.75, 4), (9, 0.75, 4)])
 def test_end_to_end_reports_each_stage_at_its_own_cost_and_the_frame_at_their_sum(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, accuracy_samples: int, accuracy: float,
+        scored: int) -> None:
     """end_to_end over a runner and pre-processing of known stage costs, timed on a clock
     only they move: the median of each stage is its cost, the frame's latency is the sum
-    of the four, and the score is on the frames' labels."""
+    of the four, and the score is on the first ``accuracy_samples`` frames' labels."""
     from tasks.device import timing
 
     clock = StageClock()
@@ -287,7 +291,7 @@ def test_end_to_end_reports_each_stage_at_its_own_cost_and_the_frame_at_their_su
                                                        "encoding": "png", "fit": "squash"}))
     args = SimpleNamespace(frames="frames.npz", warmup_runs=3, warmup_seconds=0.0, runs=12,
                            seconds=0.0, max_seconds=0.01, interval_width=0.05,
-                           accuracy_samples=4)
+                           accuracy_samples=accuracy_samples)
     result = harness_pipeline.end_to_end(CostedRunner(clock), GREY_SPEC, args)
     assert result["stages_ms"] == pytest.approx(
         {stage: cost / 1e6 for stage, cost in STAGE_COSTS.items()}, rel=1e-12, abs=0)
@@ -295,4 +299,4 @@ def test_end_to_end_reports_each_stage_at_its_own_cost_and_the_frame_at_their_su
     assert result["latency_ms"]["p50"] == pytest.approx(frame_ms, rel=1e-12, abs=0)
     assert result["latency_ms"]["p99"] == pytest.approx(frame_ms, rel=1e-12, abs=0)
     assert result["runs"] >= 12
-    assert (result["accuracy"], result["accuracy_samples"]) == (0.75, 4)
+    assert (result["accuracy"], result["accuracy_samples"]) == (accuracy, scored)
