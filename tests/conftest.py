@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Before anything imports TensorFlow or Prefect: quiet logs, no telemetry, and a Prefect
 # home of the test session's own (its temporary server's database lives there).
@@ -48,6 +50,19 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
     root = tmp_path_factory.mktemp("tiny-project")
     built_once_per_mutation_run(build_tiny_project, root)
     return TinyProject(Layout(root), load_params(root / "params.yaml"))
+
+
+@pytest.fixture(scope="module")
+def emulated_boards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A Cortex-A76 and a Cortex-A72 emulated ARM board (tests/arm_boards.py) for one test
+    module, by CPU; skipped with the reason where they cannot run."""
+    from tests import arm_boards
+
+    reason = arm_boards.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with arm_boards.running_boards(tmp_path_factory.mktemp("arm-boards")) as started:
+        yield started
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,14 +32,6 @@ BOARD_SCRIPT = (
     "for line in info.splitlines() if line.startswith('CPU part')][0]}))")
 
 
-@pytest.fixture(scope="module")
-def boards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ArmBoard]]:
-    reason = arm_boards.unavailable()
-    if reason:
-        pytest.skip(reason)
-    with arm_boards.running_boards(tmp_path_factory.mktemp("arm")) as started:
-        yield started
-
 
 def _on_board(board: ArmBoard, tmp_path: Path) -> dict[str, object]:
     device = SshDevice.model_validate(board.farm_entry(workdir="/root/edgeflow"))
@@ -54,9 +45,9 @@ def _on_board(board: ArmBoard, tmp_path: Path) -> dict[str, object]:
 
 
 @pytest.mark.arm
-def test_boards_are_aarch64_with_their_cpu_features(boards: dict[str, ArmBoard],
+def test_boards_are_aarch64_with_their_cpu_features(emulated_boards: dict[str, ArmBoard],
                                                     tmp_path: Path) -> None:
-    a76, a72 = (_on_board(boards[cpu], tmp_path) for cpu in ("cortex-a76", "cortex-a72"))
+    a76, a72 = (_on_board(emulated_boards[cpu], tmp_path) for cpu in ("cortex-a76", "cortex-a72"))
     assert a76["machine"] == a72["machine"] == "aarch64"
     a76_caps = set(feature_names(a76["hwcap"], a76["hwcap2"]))
     a72_caps = set(feature_names(a72["hwcap"], a72["hwcap2"]))
@@ -73,12 +64,12 @@ def test_boards_are_aarch64_with_their_cpu_features(boards: dict[str, ArmBoard],
 
 @pytest.mark.arm
 def test_farm_setup_installs_aarch64_wheels_offline_then_probe_sees_them(
-        boards: dict[str, ArmBoard], tmp_path: Path) -> None:
+        emulated_boards: dict[str, ArmBoard], tmp_path: Path) -> None:
     runtimes = ["onnxruntime", "openvino", "tflite"]
     farm_file = tmp_path / "farm.yaml"
     farm_file.write_text(yaml.safe_dump({"devices": {
         cpu: board.farm_entry("/root/setup-test", runtimes=runtimes, setup={})
-        for cpu, board in boards.items()}}))
+        for cpu, board in emulated_boards.items()}}))
     farm = load_farm(farm_file)
     outcomes = setup_farm(farm, [], None, tmp_path / "wheelhouse-cache")
     for outcome in outcomes:
@@ -89,7 +80,7 @@ def test_farm_setup_installs_aarch64_wheels_offline_then_probe_sees_them(
         assert "any" in tags and all(tag == "any" or tag.endswith("_aarch64") for tag in tags)
     [cache] = (tmp_path / "wheelhouse-cache").glob("cp3*-aarch64")
     assert any(wheel.name.startswith("onnxruntime-") for wheel in cache.glob("*aarch64*.whl"))
-    rows = {cpu: probe_one(cpu, farm.devices[cpu]) for cpu in boards}
+    rows = {cpu: probe_one(cpu, farm.devices[cpu]) for cpu in emulated_boards}
     for cpu, row in rows.items():
         assert row.reachable, row.error
         assert row.facts["arch"] == "aarch64"
@@ -102,9 +93,10 @@ def test_farm_setup_installs_aarch64_wheels_offline_then_probe_sees_them(
 
 
 @pytest.mark.arm
-def test_a_stopped_board_leaves_no_process_and_no_mount(tmp_path: Path,
-                                                        boards: dict[str, ArmBoard]) -> None:
-    board = start_board(tmp_path / "short-lived", "cortex-a72", boards["cortex-a76"].client_key)
+def test_a_stopped_board_leaves_no_process_and_no_mount(
+        tmp_path: Path, emulated_boards: dict[str, ArmBoard]) -> None:
+    board = start_board(tmp_path / "short-lived", "cortex-a72",
+                        emulated_boards["cortex-a76"].client_key)
     assert arm_boards.board_processes(board)  # sshd at least, in its own namespace
     stop_board(board)
     assert arm_boards.board_processes(board) == []
@@ -223,7 +215,7 @@ def test_start_board_refuses_a_cpu_it_has_no_cpuinfo_for(tmp_path: Path) -> None
 
 
 @pytest.mark.arm
-def test_the_readmes_up_and_down(boards: dict[str, ArmBoard], tmp_path: Path,
+def test_the_readmes_up_and_down(emulated_boards: dict[str, ArmBoard], tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     """``python -m tests.arm_boards up DIR`` writes a farm.yaml edgeflow reads, whose
     board answers over the farm's transport; ``down DIR`` stops it, leaving nothing."""

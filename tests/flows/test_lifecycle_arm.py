@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,6 @@ from tasks.core import device_code
 from tasks.core.files import read_json
 from tasks.farm.transports import connect
 from tasks.targets.farm_commands import setup_farm
-from tests import arm_boards
 from tests.arm_boards import ArmBoard
 from tests.tiny import TINY_PARAMS, write_tiny_config
 
@@ -48,22 +46,14 @@ INT8_VARIANTS = ("tflite-int8", "onnx-int8-qdq", "openvino-int8")
 HOST_AGREEMENT = "convert: {min_agreement: 0.99, min_agreement_quantized: 0.6}"
 
 
-@pytest.fixture(scope="module")
-def boards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ArmBoard]]:
-    reason = arm_boards.unavailable()
-    if reason:
-        pytest.skip(reason)
-    with arm_boards.running_boards(tmp_path_factory.mktemp("arm-boards")) as started:
-        yield started
 
-
-def test_the_lifecycle_on_two_emulated_arm_boards(boards: dict[str, ArmBoard],
+def test_the_lifecycle_on_two_emulated_arm_boards(emulated_boards: dict[str, ArmBoard],
                                                   tmp_path: Path) -> None:
     from flows.lifecycle import run_lifecycle
 
     root = tmp_path / "experiment"
     devices = {BOARDS[cpu]: board.farm_entry("/root/edgeflow", runtimes=RUNTIMES, setup={})
-               for cpu, board in boards.items()}
+               for cpu, board in emulated_boards.items()}
     farm = yaml.safe_dump({"devices": {"local": {"threads": 1}, **devices}}, sort_keys=False)
     # The boards are emulated: select recommends (and so releases) on them only when asked.
     params = TINY_PARAMS.replace("formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}",
@@ -113,7 +103,7 @@ def test_the_lifecycle_on_two_emulated_arm_boards(boards: dict[str, ArmBoard],
     for cpu, name in BOARDS.items():
         [line] = [line for line in outcome.releases if line.startswith(f"{name}: ")]
         assert line.startswith(f"{name}: released: "), line
-        _predictor_agrees_over_ssh(boards[cpu], root, name)
+        _predictor_agrees_over_ssh(emulated_boards[cpu], root, name)
 
 
 def _predictor_agrees_over_ssh(board: ArmBoard, root: Path, name: str) -> None:
