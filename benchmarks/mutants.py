@@ -210,8 +210,9 @@ def table(by_concern: dict[str, dict[str, str]], equivalent: dict[str, str]) -> 
               f"{'surv':>4} {'none':>4} {'eq':>3} {'score':>6} {'95% CI':>9}")
     lines, total, tallies = [header, "-" * len(header)], Counter[str](), []
     for concern, statuses in by_concern.items():
-        counts = Counter("equivalent" if name in equivalent and status not in {"killed", "not tested"}
-                         else status for name, status in statuses.items())
+        counts = Counter("equivalent" if name in equivalent
+                         and status not in {"killed", "not tested"} else status
+                         for name, status in statuses.items())
         tally = _tally(counts)
         total, tallies = total + counts, [*tallies, tally]
         estimate = None

@@ -52,7 +52,7 @@ def _recommended(ctx: Any, device: str) -> str:
                           "`edgeflow run` first")
     chosen = summary.recommendations[device]
     if chosen is None:
-        excluded = (summary.excluded or {}).get(device)
+        excluded = summary.excluded_reason(device)
         if excluded:
             raise StepError(f"nothing recommended on {device}: {excluded}, or name a "
                             "variant with --variant")

@@ -97,6 +97,11 @@ class PairComparison:
     # Why the pair is left out of the verdict (emulated, or not comparable), else None.
     excluded: str | None = None
 
+    @property
+    def regressed(self) -> bool:
+        """Whether the pair has regressions the verdict counts (it is not excluded)."""
+        return bool(self.regressions) and self.excluded is None
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -108,7 +113,7 @@ class Comparison:
     def regressions(self) -> list[str]:
         """Every regression of the pairs the verdict counts (not the excluded ones)."""
         return [f"{pair.variant}@{pair.device}: {reason}"
-                for pair in self.pairs if pair.excluded is None for reason in pair.regressions]
+                for pair in self.pairs if pair.regressed for reason in pair.regressions]
 
     @property
     def excluded(self) -> list[str]:

@@ -62,9 +62,7 @@ def comparison_table(comparison: Comparison, before: str, after: str) -> Any:
         table.add_column(column)
     for pair in comparison.pairs:
         changes = {change.measure: change for change in pair.changes}
-        verdict = escape(_verdict(pair))
-        if pair.regressions and pair.excluded is None:
-            verdict = "[bold red]REGRESSION[/]"
+        verdict = "[bold red]REGRESSION[/]" if pair.regressed else escape(_verdict(pair))
         table.add_row(escape(pair.variant), escape(pair.device), escape(_status(pair)),
                       *[change_cell(changes.get(name)) for name in MEASURES], verdict)
     return table
@@ -78,8 +76,7 @@ def comparison_markdown(comparison: Comparison, before: str, after: str) -> str:
     for pair in comparison.pairs:
         changes = {change.measure: change for change in pair.changes}
         cells = [_plain(change_cell(changes.get(name))) for name in MEASURES]
-        verdict = ("**REGRESSION**" if pair.regressions and pair.excluded is None
-                   else _verdict(pair))
+        verdict = "**REGRESSION**" if pair.regressed else _verdict(pair)
         lines.append(f"| {pair.variant} | {pair.device} | {_status(pair)} | {' | '.join(cells)} | "
                      f"{verdict} |")
     lines += ["", *[f"- regression: {line}" for line in comparison.regressions],

@@ -37,6 +37,7 @@ __all__ = [
     "effective_requirements", "load_farm", "load_params", "AugmentationParams",
     "BenchmarkParams", "CompareParams", "ConvertParams", "DataParams", "EndToEndParams",
     "ModelParams", "OptimizeParams", "Params", "PruningRecipe", "QuantizationParams", "RankKey",
-    "ReleaseParams", "RequirementParams", "Requirements", "SelectParams", "SplitParams", "TrainParams",
+    "ReleaseParams", "RequirementParams", "Requirements", "SelectParams", "SplitParams",
+    "TrainParams",
     "MAX_YAML_VALUES", "AliasBombError", "DuplicateKeyError", "parse_yaml",
 ]

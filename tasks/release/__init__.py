@@ -87,7 +87,7 @@ def _chosen(layout: Layout, device: str, variant: str | None) -> str | None:
 def _why_nothing(layout: Layout, device: str) -> str:
     """Why nothing is released to ``device`` by policy, in one line: select left it out
     (an emulated board), else no variant passed there."""
-    excluded = (read_summary(layout.summary).excluded or {}).get(device)
+    excluded = read_summary(layout.summary).excluded_reason(device)
     return (f"nothing released to {device}: {excluded}" if excluded
             else f"no variant passed the requirements on {device}")
 

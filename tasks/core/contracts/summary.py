@@ -153,10 +153,15 @@ class Summary(Contract):
         return Reference(accuracy=self.reference_accuracy, samples=self.reference_samples,
                          interval=self.reference_interval)
 
+    def excluded_reason(self, device: str) -> str | None:
+        """Why ``device`` was left without a recommendation on purpose (an emulated
+        board, :attr:`excluded`), None when it was not."""
+        return (self.excluded or {}).get(device)
+
     def why_none(self, device: str) -> str:
         """Why ``device`` has no recommendation, in one line: the reason it was left out
-        (an emulated board, :attr:`excluded`), else that nothing met the requirements."""
-        return (self.excluded or {}).get(device) or "no variant meets the requirements"
+        (:meth:`excluded_reason`), else that nothing met the requirements."""
+        return self.excluded_reason(device) or "no variant meets the requirements"
 
     @property
     def devices(self) -> list[str]:

@@ -55,7 +55,8 @@ def row_cells(row: SummaryRow) -> list[str]:
     return [row.device, row.variant, row.status.value, row.execution_precision or "—",
             accuracy_cell(row.accuracy, row.accuracy_samples),
             fmt(row.accuracy_drop, ".2%"), fmt(size_kb(row), ".1f"),
-            timing(row, latency and latency.p50, ".3f"), timing(row, latency and latency.p90, ".3f"),
+            timing(row, latency and latency.p50, ".3f"),
+            timing(row, latency and latency.p90, ".3f"),
             timing(row, latency and latency.p99, ".3f"), timing(row, row.throughput_fps, ".0f"),
             timing(row, end_to_end, ".3f"), fmt(row.peak_rss_mb, ".0f")]
 

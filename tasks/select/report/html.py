@@ -54,7 +54,7 @@ def _sentence(text: str) -> str:
 def _device_section(summary: Summary, device: str, plots: list[Plot]) -> list[str]:
     chosen = summary.recommendations.get(device)
     # An excluded device's why is the line above already.
-    why = "" if device in (summary.excluded or {}) else \
+    why = "" if summary.excluded_reason(device) else \
         (summary.why_recommended or {}).get(device, "")
     front = (summary.pareto or {}).get(device) or []
     lines = [f"<h2>{escape(device)}</h2>", '<p class="chosen">']

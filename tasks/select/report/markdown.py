@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tasks.core.contracts.summary import Summary
-from tasks.select.report.cells import (COLUMNS, EMULATED_MARK, preference_text, reference_line, row_cells,
-                                       runs_on, stated_requirements)
+from tasks.select.report.cells import (COLUMNS, EMULATED_MARK, preference_text, reference_line,
+                                       row_cells, runs_on, stated_requirements)
 
 # What a text cell could turn into table structure, code, links, images or HTML (a
 # reason quoting "<script>" from a board). Emphasis (* and _) is left as it is: harmless,
