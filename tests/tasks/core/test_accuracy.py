@@ -9,11 +9,11 @@ import pytest
 from tasks.core.accuracy import Z_95, accuracy_interval, format_accuracy, wilson_interval
 
 
-def _on_boundary(rate: float, correct: int, total: int) -> float:
+def _on_boundary(rate: float, correct: int, total: int, z: float = Z_95) -> float:
     # The Wilson bounds are the rates p at which the observed share is exactly z
     # standard errors (of p itself) away: |share - p| = z * sqrt(p (1 - p) / n).
     share = correct / total
-    return abs(share - rate) - Z_95 * math.sqrt(rate * (1 - rate) / total)
+    return abs(share - rate) - z * math.sqrt(rate * (1 - rate) / total)
 
 
 @pytest.mark.parametrize("correct, total", [(37, 41), (1, 10), (356, 360), (500, 1000)])
@@ -72,10 +72,10 @@ def _all_counts(limit: int = 400):
     return ((correct, total) for total in range(1, limit) for correct in range(total + 1))
 
 
-def check_wilson_everywhere(interval_of) -> None:
-    """``interval_of(correct, total)`` is the Wilson score interval for every count up to
-    399 images: its unclamped ends solve the score equation, it holds the share, and it
-    touches 0 (1) exactly when none (all) of the images are right."""
+def check_wilson_everywhere(interval_of, z: float = Z_95) -> None:
+    """``interval_of(correct, total)`` is the Wilson score interval at ``z`` for every
+    count up to 399 images: its unclamped ends solve the score equation, it holds the
+    share, and it touches 0 (1) exactly when none (all) of the images are right."""
     for correct, total in _all_counts():
         share = correct / total
         low, high = interval_of(correct, total)
@@ -84,11 +84,24 @@ def check_wilson_everywhere(interval_of) -> None:
         assert (high == 1.0) == (correct == total), (correct, total, high)
         for bound in (low, high):
             if 0.0 < bound < 1.0:
-                assert abs(_on_boundary(bound, correct, total)) <= 1e-9, (correct, total, bound)
+                assert abs(_on_boundary(bound, correct, total, z)) <= 1e-9, (correct, total, bound)
 
 
 def test_wilson_interval_solves_the_score_equation_for_every_count_below_400() -> None:
     check_wilson_everywhere(wilson_interval)
+
+
+# The health check's one-sided 95% bound (tasks/device/predict.py's CHECK_Z): the interval
+# at another z than the default must use that z in every term of the formula.
+ONE_SIDED_Z = 1.645
+
+
+def test_wilson_interval_at_another_z_solves_that_z_s_equation_for_every_count_below_400() -> None:
+    check_wilson_everywhere(lambda correct, total: wilson_interval(correct, total, ONE_SIDED_Z),
+                            ONE_SIDED_Z)
+    # Narrower than the 95% two-sided interval inside it, for a count where both ends move.
+    (low, high), (low95, high95) = wilson_interval(37, 41, ONE_SIDED_Z), wilson_interval(37, 41)
+    assert low95 < low < 37 / 41 < high < high95
 
 
 def test_accuracy_interval_recovers_every_count_even_when_the_share_does_not_round_trip() -> None:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tasks.core import device_code
-from tasks.core.accuracy import wilson_interval
+from tasks.core.accuracy import Z_95, wilson_interval
+from tasks.device.predict import CHECK_Z
 
 
 @pytest.fixture
@@ -45,24 +46,24 @@ def test_classification_refuses_an_output_that_is_not_one_row_of_scores(kind) ->
             kind.check_output(x, np.zeros(shape), {})
 
 
+@pytest.mark.parametrize("z", [Z_95, CHECK_Z], ids=["two-sided-95", "health-check"])
 def test_classification_interval_is_the_orchestrators_exactly_for_every_count_below_400(
-        kind) -> None:
+        kind, z: float) -> None:
     """The board's copy of the Wilson interval (it cannot import tasks.core) gives the
-    orchestrator's figures to the last bit for every (k, n) with n < 400, so it solves the
-    score equation, holds the share and reaches 0 and 1 exactly at none and all right (a
-    perfect check score inside its own interval, a floor of 1.0 reachable)."""
+    orchestrator's figures to the last bit for every (k, n) with n < 400, at the default z
+    and at the health check's one-sided z, so it solves that z's score equation, holds the
+    share and reaches 0 and 1 exactly at none and all right (a perfect check score inside
+    its own interval, a floor of 1.0 reachable)."""
     from tests.tasks.core.test_accuracy import check_wilson_everywhere
 
+    # Every per-sample vector is a view of this one: ``total - correct`` wrong then
+    # ``correct`` right (no array built per count keeps the 80,000 counts cheap).
+    scores = np.concatenate([np.zeros(400), np.ones(400)])
+
     def board(correct: int, total: int) -> tuple[float, float]:
-        per_sample = np.zeros(total)
-        per_sample[:correct] = 1.0
-        found = kind.interval(per_sample)
-        assert found == wilson_interval(correct, total), (correct, total)
+        found = kind.interval(scores[400 - (total - correct):400 + correct], z)
+        assert found == wilson_interval(correct, total, z), (correct, total)
         return found
 
-    check_wilson_everywhere(board)
-    # The health check's one-sided bound (z = 1.645) agrees too, and is 1.0 at all right.
-    for correct, total in ((50, 50), (0, 50), (37, 41), (1, 49)):
-        per_sample = np.array([1.0] * correct + [0.0] * (total - correct))
-        assert kind.interval(per_sample, 1.645) == wilson_interval(correct, total, 1.645)
-    assert kind.interval(np.ones(50), 1.645)[1] == 1.0
+    check_wilson_everywhere(board, z)
+    assert kind.interval(np.ones(50), CHECK_Z)[1] == 1.0
