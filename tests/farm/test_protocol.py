@@ -195,6 +195,22 @@ def test_a_statistic_recomputed_elsewhere_may_differ_in_its_last_digits() -> Non
         validate_harness_result(_forged("latency_ms.p50", p50 * (1 + 1e-5)))
 
 
+def test_every_whole_count_below_400_images_is_accepted_even_when_its_share_does_not_round_trip(
+        ) -> None:
+    """k / n * n is not always k (1/49 * 49 is 0.999...): every share of a whole count of
+    up to 399 images is a measurement, and half an image more is not."""
+    from tasks.farm.protocol import _check_whole_count
+
+    assert 1 / 49 * 49 != 1  # such shares exist (what an exact comparison would refuse)
+    for total in range(1, 400):
+        for correct in range(total + 1):
+            _check_whole_count({"accuracy": correct / total, "accuracy_samples": total})
+        for correct in (0, total // 2, total - 1):
+            with pytest.raises(ValueError, match="not a whole number of images"):
+                _check_whole_count({"accuracy": (correct + 0.5) / total,
+                                    "accuracy_samples": total})
+
+
 @pytest.mark.parametrize("accuracy, samples, reason", [
     # Issue 25's board: 0.999 on 360 images is 359.64 images.
     (0.999, 360, "device returned accuracy 0.999 on 360 images: 359.64 correct is not a "
