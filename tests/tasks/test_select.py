@@ -299,38 +299,80 @@ def test_limits_are_inclusive_and_every_miss_is_listed() -> None:
 
 # A record whose neighbouring fields all differ: p50 1, p90 2, p99 3 ms; 800 fps (mean
 # 1.25 ms, not 1000 / p50); accuracy 0.85 on a 0.9 reference (5.56% relative drop, 0.05
-# absolute); 10,000 bytes; 50 MB peak RSS. A check reading the wrong field, or judging
-# the limit the wrong way round, turns a verdict below.
+# absolute); 10,000 bytes; 50 MB peak RSS; end to end p50 5.85, p90 6.5, p99 7.8 ms at
+# 167 fps and accuracy 0.88. A check reading the wrong field, or judging the limit the
+# wrong way round, turns a verdict below.
 SPREAD = {"accuracy": 0.85, "p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1.25, "size": 10_000,
           "rss": 50.0}
+SPREAD_E2E_P90 = 6.5
 DROP = (0.9 - 0.85) / 0.9
 
-
-@pytest.mark.parametrize(("field", "met", "missed", "reason"), [
-    ("min_accuracy", 0.85, 0.8501, "accuracy 0.8500 < min_accuracy 0.8501"),
+# Every numeric requirement: (met at this limit, missed at this one, the reason).
+LIMIT_CASES: dict[str, tuple[float, float, str]] = {
+    "min_accuracy": (0.85, 0.8501, "accuracy 0.8500 < min_accuracy 0.8501"),
     # 0.05 would pass an absolute drop; the relative one is 5.56%.
-    ("max_accuracy_drop", DROP, 0.05,
-     "accuracy drop 5.56% vs fp32 reference > max_accuracy_drop 5.00%"),
-    # p50 (1.0) would pass 1.999, p99 (3.0) would fail 2.0.
-    ("max_latency_p90_ms", 2.0, 1.999, "p90 latency 2.000 ms > max_latency_p90_ms 1.999"),
-    # 1000 / p50 = 1000 fps would pass 800.1.
-    ("min_fps", 800.0, 800.1, "throughput 800.0 fps < min_fps 800.1"),
-    ("max_size_mb", 10_000 / MB, 9_999 / MB,
-     f"size 0.010 MB > max_size_mb {9_999 / MB}"),
-    ("max_peak_rss_mb", 50.0, 49.9, "peak RSS 50.0 MB > max_peak_rss_mb 49.9"),
-])
-def test_each_requirement_alone_is_met_at_its_limit_and_missed_just_beyond(
-        field: str, met: float, missed: float, reason: str) -> None:
-    """Every requirement binds alone on a record whose other measures differ from the one
-    it names: equal to the limit passes (limits are inclusive), a step beyond fails with
-    the measured figure and the limit in the reason."""
-    passing = evaluate(ok_record(**SPREAD), Requirements(**{"max_accuracy_drop": None,
-                                                           field: met}), 0.9)
-    assert passing.status == "pass" and passing.reasons == []
-    failing = evaluate(ok_record(**SPREAD), Requirements(**{"max_accuracy_drop": None,
-                                                           field: missed}), 0.9)
-    assert failing.status == "fail"
-    assert failing.reasons == [reason]
+    "max_accuracy_drop": (DROP, 0.05,
+                          "accuracy drop 5.56% vs fp32 reference > max_accuracy_drop 5.00%"),
+    # p50 (1.0) would pass 1.999, p99 (3.0) would fail 2.0; so would the end-to-end p90.
+    "max_latency_p90_ms": (2.0, 1.999, "p90 latency 2.000 ms > max_latency_p90_ms 1.999"),
+    # The model's p90 (2.0) or the end-to-end p50 (5.85) would pass 6.499, its p99 (7.8)
+    # would fail 6.5.
+    "max_end_to_end_p90_ms": (SPREAD_E2E_P90, 6.499,
+                              "end-to-end p90 6.500 ms > max_end_to_end_p90_ms 6.499"),
+    # 1000 / p50 = 1000 fps would pass 800.1; the end-to-end 167 fps would fail 800.
+    "min_fps": (800.0, 800.1, "throughput 800.0 fps < min_fps 800.1"),
+    "max_size_mb": (10_000 / MB, 9_999 / MB, f"size 0.010 MB > max_size_mb {9_999 / MB}"),
+    "max_peak_rss_mb": (50.0, 49.9, "peak RSS 50.0 MB > max_peak_rss_mb 49.9"),
+}
+# What is not a limit on one measurement: how the passing variants are ranked.
+NOT_LIMITS = {"rank_by"}
+REQUIREMENT_LIMITS = [name for name in Requirements.model_fields if name not in NOT_LIMITS]
+
+
+@pytest.mark.parametrize("field", REQUIREMENT_LIMITS)
+def test_each_requirement_alone_is_met_at_its_limit_and_missed_just_beyond(field: str) -> None:
+    """Every requirement of the params model (a new one joins here and needs its case)
+    binds alone on a record whose other measures differ from the one it names: equal to
+    the limit passes (limits are inclusive), a step beyond fails with the measured figure
+    and the limit in the reason, and no other requirement speaks."""
+    assert field in LIMIT_CASES, f"requirement {field} has no case in LIMIT_CASES: add one"
+    met, missed, reason = LIMIT_CASES[field]
+    record = with_end_to_end(ok_record(**SPREAD), p90=SPREAD_E2E_P90)
+    unset = {name: None for name in REQUIREMENT_LIMITS}
+    passing = evaluate(record, Requirements(**{**unset, field: met}), 0.9)
+    assert (passing.status, passing.reasons) == ("pass", [])
+    failing = evaluate(record, Requirements(**{**unset, field: missed}), 0.9)
+    assert (failing.status, failing.reasons) == ("fail", [reason])
+    # With every limit unset the record passes: the case above is that limit's alone.
+    assert evaluate(record, Requirements(**unset), 0.9).status == "pass"
+
+
+# One value of each requirement for the experiment and another for a device's override.
+EXPERIMENT_VALUES: dict[str, Any] = {
+    "min_accuracy": 0.5, "max_accuracy_drop": 0.05, "max_latency_p90_ms": 10.0,
+    "max_end_to_end_p90_ms": 20.0, "min_fps": 30.0, "max_size_mb": 4.0,
+    "max_peak_rss_mb": 256.0, "rank_by": ["latency_p90_ms", "accuracy"]}
+DEVICE_VALUES: dict[str, Any] = {
+    "min_accuracy": 0.7, "max_accuracy_drop": 0.02, "max_latency_p90_ms": 2.5,
+    "max_end_to_end_p90_ms": 8.0, "min_fps": 60.0, "max_size_mb": 0.5,
+    "max_peak_rss_mb": 64.0, "rank_by": ["size_bytes"]}
+
+
+@pytest.mark.parametrize("field", list(Requirements.model_fields))
+def test_a_device_override_replaces_that_requirement_only(field: str) -> None:
+    """A device's ``requirements`` in farm.yaml that state one field change that field, and
+    every other one stays the experiment's (not the field's default), for every field of
+    the params model; stated as null, the device has no such limit."""
+    assert field in EXPERIMENT_VALUES and field in DEVICE_VALUES, f"add {field}'s values"
+    params = RequirementParams(**EXPERIMENT_VALUES)
+    device = LocalDevice(requirements=Requirements(**{field: DEVICE_VALUES[field]}))
+    merged = effective_requirements(params, device).model_dump()
+    assert merged == {**EXPERIMENT_VALUES, field: DEVICE_VALUES[field]}
+    assert effective_requirements(params, LocalDevice()).model_dump() == EXPERIMENT_VALUES
+    if field != "rank_by":
+        cleared = LocalDevice(requirements=Requirements(**{field: None}))
+        assert effective_requirements(params, cleared).model_dump() == {
+            **EXPERIMENT_VALUES, field: None}
 
 
 # --------------------------------------------------------------------------- device overrides
