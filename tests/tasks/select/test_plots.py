@@ -147,6 +147,47 @@ def test_the_pareto_plot_stars_the_recommendation_on_a_log_latency_axis() -> Non
     close(drawn)
 
 
+MIN_ACCURACIES = (None, 0.0, 0.5, 0.86, 0.9, 0.95)
+# Against a 0.9 reference: floors of 0.9, 0.882, 0.855, 0.81; none.
+DROPS = (None, 0.0, 0.02, 0.05, 0.1)
+
+
+@pytest.mark.parametrize("min_accuracy", MIN_ACCURACIES)
+@pytest.mark.parametrize("drop", DROPS)
+def test_the_plotted_floor_is_the_higher_of_the_two_and_the_health_checks(
+        min_accuracy: float | None, drop: float | None) -> None:
+    """The Pareto plot's accuracy floor is the higher of ``min_accuracy`` and the
+    reference less ``max_accuracy_drop`` (relative), each higher in turn and equal once
+    (0.9 and no drop), zero a floor and not none; the same floor the release's health
+    check holds the device to (tasks/release/bundle.py, a second copy of the rule)."""
+    from tasks.release.bundle import accuracy_floor
+    from tasks.select.plots import _accuracy_floor
+
+    stated = {"min_accuracy": min_accuracy, "max_accuracy_drop": drop,
+              "max_latency_p90_ms": 5.0}
+    summary = Summary.model_construct(reference_accuracy=0.9, requirements={
+        "board": stated, "other": {"min_accuracy": 0.99, "max_accuracy_drop": 0.0}})
+    floors = [value for value in (min_accuracy, None if drop is None else 0.9 * (1 - drop))
+              if value is not None]
+    expected = max(floors) if floors else None
+    assert _accuracy_floor(summary, "board") == expected
+    assert accuracy_floor(summary, "board") == expected
+
+
+@pytest.mark.parametrize(("requirements", "floor"), [
+    ({"min_accuracy": 0.94, "max_accuracy_drop": 0.02}, 0.94),  # above 0.95 less 2% (0.931)
+    ({"min_accuracy": 0.92, "max_accuracy_drop": 0.02}, 0.931),
+])
+def test_the_pareto_plot_draws_the_floor_that_binds(requirements: dict, floor: float) -> None:
+    board = summary()
+    board.requirements["board"] = {"max_latency_p90_ms": 20.0, **requirements}
+    drawn = draw_pareto(board, "board")
+    horizontal = [line.get_ydata()[0] for line in drawn.axes.lines
+                  if line.get_ydata()[0] == line.get_ydata()[1]]
+    assert horizontal == [pytest.approx(floor, abs=1e-12)]
+    close(drawn)
+
+
 def test_latency_violins_are_sorted_by_median_from_the_raw_runs() -> None:
     rng = np.random.default_rng(0)
     latencies = {("board", "tflite-fp32"): rng.lognormal(math.log(2.0), 0.1, 5000),
