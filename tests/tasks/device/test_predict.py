@@ -139,3 +139,41 @@ def test_the_health_check_floor_and_latency_limit_each_bind_alone() -> None:
     assert [reason.split(" ")[0] for reason in both["reasons"]] == ["accuracy", "p90"]
     # No floor and no limit: nothing to miss, whatever the score and the p90.
     assert checked(LABELS, [1] * 20, None, None, 1e9)["passed"]
+
+
+def test_the_health_check_passes_every_count_exactly_when_its_upper_bound_reaches_the_floor(
+        ) -> None:
+    """For every count of right answers on 20 check images: a floor equal to the score's
+    one-sided upper bound (z = CHECK_Z, not the two-sided 1.96) passes and the next float
+    above it fails; the score itself, the two-sided bound or the lower one would put some
+    count on the wrong side. The p90 limit likewise: equal passes, a hair below fails."""
+    import math
+
+    from tasks.core.accuracy import wilson_interval
+    from tasks.device.predict import CHECK_Z
+
+    wrong = [(label + 1) % 3 for label in LABELS]
+    for correct in range(len(LABELS) + 1):
+        predicted = LABELS[:correct] + wrong[correct:]
+        upper = wilson_interval(correct, len(LABELS), CHECK_Z)[1]
+        at = checked(LABELS, predicted, upper, 4.0, 4.0)
+        assert (at["passed"], at["reasons"]) == (True, []), correct
+        assert (at["accuracy"], at["accuracy_upper"]) == (correct / len(LABELS), upper)
+        if upper < 1.0:
+            above = math.nextafter(upper, 2.0)
+            missed = checked(LABELS, predicted, above, 4.0, 4.0)
+            assert missed["reasons"] == [
+                f"accuracy {correct / len(LABELS):.3f} on 20 check images (95% upper bound "
+                f"{upper:.3f}) is below the floor {above:.3f}"], correct
+    slow = checked(LABELS, LABELS, 1.0, math.nextafter(4.0, 0.0), 4.0)
+    assert slow["reasons"] == [f"p90 latency 4.000 ms is above the limit "
+                               f"{math.nextafter(4.0, 0.0):g} ms"]
+
+
+@pytest.mark.parametrize(("images", "runs"), [(20, 100), (100, 100), (130, 130)])
+def test_the_health_check_times_at_least_its_minimum_runs_and_every_image(images: int,
+                                                                         runs: int) -> None:
+    """The p90 comes from the larger of CHECK_LATENCY_RUNS (100) and the number of check
+    images: 20 images are timed 100 times over, 130 images once each."""
+    labels = [index % 3 for index in range(images)]
+    assert checked(labels, labels, None, None, 1.0)["latency_runs"] == runs
