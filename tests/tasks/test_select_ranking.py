@@ -4,11 +4,13 @@ apart"; per-device orders; and the frame-rate requirement (tasks/select)."""
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
-from tasks.config import Requirements
+from tasks.config import RankKey, Requirements
 from tasks.core.contracts.summary import SummaryRow
-from tasks.select.ranking import choose, recommend, why_recommended
+from tasks.select.ranking import RANK_MEASURES, choose, recommend, why_recommended
 from tests.tasks.select.summaries import judge as evaluate
 from tests.tasks.select.summaries import summary_row
 from tests.tasks.test_select import ok_record
@@ -77,6 +79,41 @@ def test_each_measure_ranks_its_own_way(order: tuple[str, ...], winner: str) -> 
             timed("accurate", 1.5, fps=80.0, rss=52.0, accuracy=0.97, size=120_000),
             timed("lean", 1.5, fps=80.0, rss=50.0, accuracy=0.93, size=90_000)]
     assert recommend(rows, order) == {"local": winner}
+
+
+RANK_KEYS = list(get_args(RankKey))
+
+
+def best_on_one_each() -> list[SummaryRow]:
+    """One row per rank measure, ``best-<measure>``, the best on that measure and no other:
+    on measure m, row i is (i - m) mod 7 steps of 10% worse than the best (no two within a
+    tie rule's 2% or 5%), so whichever field a measure wrongly read would pick another row."""
+    def step(row: int, key: str) -> int:
+        return (row - RANK_KEYS.index(key)) % len(RANK_KEYS)
+
+    rows = []
+    for index, key in enumerate(RANK_KEYS):
+        worse = {measure: 1 + 0.1 * step(index, measure) for measure in RANK_KEYS}
+        rows.append(summary_row(
+            f"best-{key}", "local", "pass",
+            latency_ms={"p50": worse["latency_p50_ms"], "p90": 3 * worse["latency_p90_ms"],
+                        "p99": 6 * worse["latency_p99_ms"], "mean": 2.0},
+            throughput_fps=100 / worse["throughput_fps"],
+            accuracy=0.99 - 0.01 * step(index, "accuracy"),
+            size_bytes=int(100_000 * worse["size_bytes"]), peak_rss_mb=50 * worse["peak_rss_mb"]))
+    return rows
+
+
+@pytest.mark.parametrize("key", RANK_KEYS)
+def test_every_rank_measure_picks_the_row_best_on_its_own_field(key: str) -> None:
+    """Each measure a preference order may name (the params model's RankKey, so a new one
+    joins) ranks by its own field, the right way up, in either row order."""
+    assert key in RANK_MEASURES, f"rank_by accepts {key} but ranking has no measure for it"
+    rows = best_on_one_each()
+    for ordered in (rows, rows[::-1]):
+        choice = choose(ordered, (key,))
+        assert choice is not None
+        assert (choice.winner.variant, choice.decided_by) == (f"best-{key}", key)
 
 
 def test_frame_rates_within_two_percent_are_a_tie() -> None:
