@@ -48,6 +48,29 @@ def test_apart_intervals_let_latency_decide_even_against_accuracy() -> None:
     assert choice.tied_on == ()
 
 
+@pytest.mark.parametrize(("key", "winner", "decided_by"), [
+    ("latency_p50_ms", "accurate", "accuracy"),  # p50 intervals touch at 1.01: a tie
+    ("latency_p90_ms", "quick", "latency_p90_ms"),  # p90 intervals apart
+])
+def test_each_percentile_is_told_apart_by_its_own_interval_touching_ends_a_tie(
+        key: str, winner: str, decided_by: str) -> None:
+    """Each percentile's tie is its own interval's (p50's overlap, p90's do not), and
+    intervals whose ends touch overlap."""
+    def row(variant: str, p50: tuple[float, float], p90: tuple[float, float],
+            accuracy: float) -> SummaryRow:
+        return summary_row(variant, "local", "pass", accuracy=accuracy, size_bytes=100_000,
+                           latency_ms={"p50": sum(p50) / 2, "p90": sum(p90) / 2,
+                                       "p99": 5.0, "mean": 1.0},
+                           latency_ci95_ms={"p50": list(p50), "p90": list(p90)})
+
+    quick = row("quick", (0.97, 1.01), (1.50, 1.60), accuracy=0.94)
+    accurate = row("accurate", (1.01, 1.06), (1.61, 1.70), accuracy=0.96)
+    for rows in ([quick, accurate], [accurate, quick]):
+        choice = choose(rows, (key, "accuracy"))
+        assert choice is not None
+        assert (choice.winner.variant, choice.decided_by) == (winner, decided_by)
+
+
 def test_without_intervals_latencies_within_two_percent_are_a_tie() -> None:
     base = timed("base", 1.00, accuracy=0.94)
     close = timed("close", 1.019, accuracy=0.96)  # 1.9% slower: indistinguishable
