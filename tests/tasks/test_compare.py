@@ -3,6 +3,7 @@ the two runs' 95% intervals do not overlap; a pass that no longer passes is one 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -127,52 +128,6 @@ def test_the_markdown_view_marks_the_regressed_pair_and_lists_why() -> None:
     assert "- regression: b-fp32@local: status pass -> fail" in lines
 
 
-# Every status a row can have before and after, and a row only one run has: the gate's
-# verdict and line, and the markdown's status cell, for each (before, after).
-MISSING = "missing"
-STATUSES = [status.value for status in RowStatus]
-
-
-def _status_table() -> list[tuple[str, str]]:
-    return [(before, after) for before in [*STATUSES, MISSING] for after in [*STATUSES, MISSING]
-            if (before, after) != (MISSING, MISSING)]
-
-
-@pytest.mark.parametrize(("before", "after"), _status_table())
-def test_every_status_before_and_after_goes_through_the_gate(before: str, after: str) -> None:
-    from tasks.compare.gate import GateResult
-    from tasks.compare.view import comparison_markdown
-    from tests.tasks.select.summaries import summary_of, summary_row
-
-    def run(status: str) -> Summary:
-        rows = [] if status == MISSING else [summary_row("v-fp32", status=status,
-                                                         reasons=[f"why {status}"])]
-        return summary_of(rows, {})
-
-    comparison = compare(run(before), run(after), LIMITS)
-    gated = GateResult(comparison, "MLflow run x")
-    paired = MISSING not in (before, after)
-    assert [(pair.status_before, pair.status_after) for pair in comparison.pairs] == (
-        [(before, after)] if paired else [])
-    assert (comparison.only_before, comparison.only_after) == (
-        ["v-fp32@local"] if after == MISSING and before != MISSING else [],
-        ["v-fp32@local"] if before == MISSING and after != MISSING else [])
-    # Only a pass that stops passing is a regression: a row that was never a pass, one
-    # that appears, or one that vanishes is none (the farm or the variants changed).
-    if before == "pass" and after not in ("pass", MISSING):
-        reason = f"v-fp32@local: status pass -> {after} (why {after})"
-        assert comparison.regressions == [reason]
-        assert gated.line() == f"1 regression against MLflow run x: {reason}"
-    else:
-        assert comparison.regressions == []
-        assert gated.line() == f"no regression against MLflow run x in {int(paired)} pairs"
-    rows = [line for line in comparison_markdown(comparison, "x", "y").splitlines()
-            if line.startswith("| v-fp32 |")]
-    cell = after if before == after else f"{before} -> {after}"
-    verdict = "**REGRESSION**" if comparison.regressions else "ok"
-    assert rows == ([f"| v-fp32 | local | {cell} |  |  |  |  | {verdict} |"] if paired else [])
-
-
 # --------------------------------------------------------------------------- emulated boards
 # (issue 28): an emulated board's pairs are shown but not gated unless opted in; emulated
 # against physical is never compared.
@@ -232,3 +187,167 @@ def test_the_views_and_the_gate_line_say_what_was_not_gated() -> None:
     assert GateResult(comparison, "MLflow run x").line() == (
         f"no regression against MLflow run x in 0 pairs (2 not gated: a-fp32@pi: {NOT_GATED}; "
         "b-fp32@pi: not comparable: physical before, emulated (qemu-user) after)")
+
+
+# ------------------------------------------------------------ every status through every view
+# (issue 27) Each status a row can have in either run (RowStatus, so a new one joins), and
+# a row one run lacks, on each kind of board pairing, gated or not, with the later run 20%
+# slower: the pair, the gate's line and whether it marks the run, the Markdown and the
+# terminal tables (and `edgeflow compare`'s lines and exit code: test_compare_cli.py) all
+# say the same, exactly. Beside it, an unchanged control pair on another device, so that
+# each count (regressions, gated pairs, pairs not gated) is told apart from the total.
+
+MISSING = "missing"  # the row is not in that run (a variant or a device added or gone)
+STATUSES = [status.value for status in RowStatus]
+MEASURED = {RowStatus.PASS.value, RowStatus.FAIL.value}  # error and skipped rows have no numbers
+BOARDS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "physical": ({}, {}), "emulated": (QEMU, QEMU),
+    "emulated before": (QEMU, {}), "emulated after": ({}, QEMU)}
+NOT_COMPARABLE = {
+    "emulated before": "not comparable: emulated (qemu-user) before, physical after",
+    "emulated after": "not comparable: physical before, emulated (qemu-user) after"}
+SLOWER = ["p50 +20.0% (1 -> 1.2 ms; threshold 0.1, intervals apart)",
+          "p90 +20.0% (2 -> 2.4 ms; threshold 0.1, intervals apart)"]
+UNCHANGED_CELLS = ["0.950 [0.940, 0.960] -> 0.950 [0.940, 0.960] (+0.000)", "97.7 KB"]
+CONTROL = ("| c-fp32 | x86 | pass | " + " | ".join(UNCHANGED_CELLS) +
+           " | 1±1.0% -> 1±1.0% (+0.0%) | 2±1.0% -> 2±1.0% (+0.0%) | ok |")
+
+
+def walked_row(status: str, slower: bool, marks: dict[str, Any]) -> dict[str, Any]:
+    """The walked variant's row: timed when its status is one select measures (+20% when
+    ``slower``), else only its identity and size, as select writes an error row."""
+    timed = row("v-fp32", p50=1.2 if slower else 1.0, p90=2.4 if slower else 2.0,
+                status=status, reasons=[] if status == "pass" else [f"why {status}", "and"],
+                **marks)
+    if status in MEASURED:
+        return timed
+    return {**timed, **{key: None for key in (
+        "accuracy", "accuracy_samples", "accuracy_interval", "accuracy_drop", "latency_ms",
+        "latency_ci95_ms", "throughput_fps", "peak_rss_mb", "load_ms")}}
+
+
+@dataclass(frozen=True)
+class Walk:
+    """Two runs of one walked case and what every view must say of them."""
+
+    before: Summary
+    after: Summary
+    limits: CompareParams
+    paired: bool
+    reasons: list[str]  # the walked pair's regressions, counted or not
+    excluded: str | None  # why the walked pair is left out of the verdict
+    changes: list[str]  # the measures both runs have
+    cells: list[str]  # its accuracy, size, p50 and p90 cells, as the Markdown shows them
+    status_cell: str
+
+    @property
+    def counted(self) -> list[str]:
+        """The regressions the verdict counts, as the gate names them."""
+        return ([f"v-fp32@local: {reason}" for reason in self.reasons]
+                if self.paired and self.excluded is None else [])
+
+    @property
+    def not_gated(self) -> list[str]:
+        return [f"v-fp32@local: {self.excluded}"] if self.paired and self.excluded else []
+
+    @property
+    def gated_pairs(self) -> int:
+        return 1 + (self.paired and self.excluded is None)  # the control, and the walked one
+
+    @property
+    def verdict(self) -> str:
+        """The walked pair's verdict cell (Markdown)."""
+        if self.counted:
+            return "**REGRESSION**"
+        if self.excluded is None:
+            return "ok"
+        shown = f" ({len(self.reasons)} regression(s), not counted)" if self.reasons else ""
+        return self.excluded + shown
+
+
+def walk(before: str, after: str, board: str, include_emulated: bool) -> Walk:
+    first, second = BOARDS[board]
+    control = row("c-fp32", device="x86")
+    runs = [summary(*([] if status == MISSING else [walked_row(status, slower, marks)]),
+                    control)
+            for status, slower, marks in ((before, False, first), (after, True, second))]
+    limits = LIMITS.model_copy(update={"include_emulated": include_emulated})
+    paired = MISSING not in (before, after)
+    status_cell = after if before == after else f"{before} -> {after}"
+    if not paired or board in NOT_COMPARABLE:
+        return Walk(*runs, limits, paired, [], NOT_COMPARABLE.get(board) if paired else None,
+                    [], ["", "", "", ""], status_cell)
+    timed = before in MEASURED and after in MEASURED
+    reasons = [f"status pass -> {after} (why {after}; and)"] if (
+        before == "pass" and after != "pass") else []
+    reasons += SLOWER if timed else []
+    cells = [*UNCHANGED_CELLS, "1±1.0% -> 1.2±1.0% (+20.0%)", "2±1.0% -> 2.4±1.0% (+20.0%)"] \
+        if timed else ["", "97.7 KB", "", ""]
+    excluded = NOT_GATED if board == "emulated" and not include_emulated else None
+    return Walk(*runs, limits, paired, reasons, excluded,
+                ["accuracy", "size", "p50", "p90"] if timed else ["size"], cells, status_cell)
+
+
+def walked_cases() -> list[Any]:
+    return [pytest.param(before, after, board, include,
+                         id=f"{before}-{after}-{board.replace(' ', '_')}-{include}")
+            for before in [*STATUSES, MISSING] for after in [*STATUSES, MISSING]
+            if (before, after) != (MISSING, MISSING)
+            for board in BOARDS for include in (False, True)]
+
+
+def gate_line(case: Walk) -> str:
+    """The gate's line, its counts written out for each kind of case."""
+    left_out = f" (1 not gated: {case.not_gated[0]})" if case.not_gated else ""
+    if not case.counted:
+        return f"no regression against MLflow run x in {case.gated_pairs} pairs{left_out}"
+    many = {1: "1 regression", 2: "2 regressions", 3: "3 regressions"}[len(case.counted)]
+    return f"{many} against MLflow run x: {'; '.join(case.counted)}{left_out}"
+
+
+@pytest.mark.parametrize(("before", "after", "board", "include"), walked_cases())
+def test_every_status_on_every_board_pairing_goes_through_the_comparison_and_the_gate(
+        before: str, after: str, board: str, include: bool) -> None:
+    from tasks.compare.gate import GateResult
+
+    case = walk(before, after, board, include)
+    comparison = compare(case.before, case.after, case.limits)
+    walked = [pair for pair in comparison.pairs if pair.variant == "v-fp32"]
+    assert [(pair.status_before, pair.status_after, [change.measure for change in pair.changes],
+             pair.regressions, pair.excluded, pair.regressed) for pair in walked] == (
+        [(before, after, case.changes, case.reasons, case.excluded, bool(case.counted))]
+        if case.paired else [])
+    assert [pair.variant for pair in comparison.pairs] == (
+        ["v-fp32", "c-fp32"] if case.paired else ["c-fp32"])
+    assert (comparison.only_before, comparison.only_after) == (
+        ["v-fp32@local"] if after == MISSING else [],
+        ["v-fp32@local"] if before == MISSING else [])
+    assert comparison.regressions == case.counted
+    assert comparison.excluded == case.not_gated
+    assert GateResult(comparison, "MLflow run x").line() == gate_line(case)
+
+
+@pytest.mark.parametrize(("before", "after", "board", "include"), walked_cases())
+def test_every_status_on_every_board_pairing_reads_the_same_in_both_tables(
+        before: str, after: str, board: str, include: bool) -> None:
+    from tasks.compare.view import comparison_markdown, comparison_table
+
+    case = walk(before, after, board, include)
+    comparison = compare(case.before, case.after, case.limits)
+    walked = [f"| v-fp32 | local | {case.status_cell} | {' | '.join(case.cells)} | "
+              f"{case.verdict} |"] if case.paired else []
+    assert comparison_markdown(comparison, "x", "y").splitlines() == [
+        "# edgeflow: x -> y", "",
+        "| variant | device | status | accuracy | size | p50 ms | p90 ms | verdict |",
+        "|---|---|---|---|---|---|---|---|", *walked, CONTROL, "",
+        *[f"- regression: {line}" for line in case.counted],
+        *[f"- not gated: {line}" for line in case.not_gated]]
+
+    table = comparison_table(comparison, "x", "y")
+    rows = list(zip(*[column.cells for column in table.columns]))
+    red = [f"[bold red]{cell}[/]" if cell and case.reasons and measure in ("p50", "p90")
+           else cell for measure, cell in zip(["accuracy", "size", "p50", "p90"], case.cells)]
+    verdict = "[bold red]REGRESSION[/]" if case.counted else case.verdict
+    assert [list(cells) for cells in rows[:-1]] == (
+        [["v-fp32", "local", case.status_cell, *red, verdict]] if case.paired else [])
+    assert list(rows[-1])[:3] == ["c-fp32", "x86", "pass"] and rows[-1][-1] == "ok"
