@@ -351,3 +351,88 @@ def test_every_status_on_every_board_pairing_reads_the_same_in_both_tables(
     assert [list(cells) for cells in rows[:-1]] == (
         [["v-fp32", "local", case.status_cell, *red, verdict]] if case.paired else [])
     assert list(rows[-1])[:3] == ["c-fp32", "x86", "pass"] and rows[-1][-1] == "ok"
+
+
+# ------------------------------------------------------------------- each measure's judgement
+# (issue 27) Each measure moved alone, with values where the alternatives differ: a
+# relative change and an absolute one on opposite sides of the threshold, each measure at
+# its own threshold (they differ: 0.10, 0.01, 0.05) and just past it, intervals that touch
+# and ones a hair apart, an interval in one run only. Written out per measure, not read
+# from MEASURES, so that a flag flipped there fails; a new measure must be added here.
+
+KINDS = {"accuracy": "absolute, higher is better", "size": "relative, lower is better",
+         "p50": "relative, lower is better", "p90": "relative, lower is better"}
+
+
+def test_every_measure_is_judged_here() -> None:
+    from tasks.compare import MEASURES
+
+    assert list(KINDS) == list(MEASURES)
+
+
+def moved(measure: str, value: float, interval: list[float] | None) -> dict[str, Any]:
+    """A row without intervals (unless ``interval``, the moved measure's), ``measure``
+    set to ``value``."""
+    moved_row = {**row(ci=False), "accuracy_interval": None}
+    if measure == "accuracy":
+        return {**moved_row, "accuracy": value, "accuracy_interval": interval}
+    if measure == "size":
+        return {**moved_row, "size_bytes": int(value)}
+    return {**moved_row, "latency_ms": {**moved_row["latency_ms"], measure: value},
+            **({"latency_ci95_ms": {measure: interval}} if interval else {})}
+
+
+NONE = ", no intervals to check"
+APART = ", intervals apart"
+JUDGED = [
+    # Relative and absolute on opposite sides: 10 -> 10.5 ms is +5% (under 0.10) but
+    # +0.5 ms; 0.1 -> 0.125 ms is +25% but +0.025 ms; 0.5 -> 0.494 is -0.006 (under 0.01)
+    # but -1.2%; 1000000 -> 1000100 B is +0.01% but +100 B.
+    *[(m, 10.0, 10.5, None, None, None) for m in ("p50", "p90")],
+    *[(m, 0.1, 0.125, None, None, f"{m} +25.0% (0.1 -> 0.125 ms; threshold 0.1{NONE})")
+      for m in ("p50", "p90")],
+    ("accuracy", 0.5, 0.494, None, None, None),
+    ("size", 1_000_000, 1_000_100, None, None, None),
+    # Better, by far: never a regression.
+    ("accuracy", 0.5, 0.9, None, None, None), ("size", 100_000, 50_000, None, None, None),
+    *[(m, 2.0, 0.5, None, None, None) for m in ("p50", "p90")],
+    # At its own threshold (in floats a hair past it), then just past it.
+    ("accuracy", 0.9, 0.89, None, None, None),
+    ("accuracy", 0.9, 0.8899, None, None, f"accuracy -0.0101 (0.9 -> 0.8899; threshold 0.01{NONE})"),
+    ("size", 100_000, 105_000, None, None, None),
+    ("size", 100_000, 105_001, None, None,
+     f"size +5.0% (100000 -> 105001 B; threshold 0.05{NONE})"),
+    *[(m, 3.0, 3.3, None, None, None) for m in ("p50", "p90")],
+    *[(m, 3.0, 3.3003, None, None, f"{m} +10.0% (3 -> 3.3003 ms; threshold 0.1{NONE})")
+      for m in ("p50", "p90")],
+    # Intervals that touch overlap (noise); a hair apart, they do not; one run's alone
+    # cannot say, and the threshold decides.
+    *[(m, 1.0, 1.2, [0.9, 1.1], [1.1, 1.3], None) for m in ("p50", "p90")],
+    *[(m, 1.0, 1.2, [0.9, 1.1], [1.1001, 1.3], f"{m} +20.0% (1 -> 1.2 ms; threshold 0.1{APART})")
+      for m in ("p50", "p90")],
+    *[(m, 1.0, 1.2, *sides, f"{m} +20.0% (1 -> 1.2 ms; threshold 0.1{NONE})")
+      for m in ("p50", "p90") for sides in (([0.9, 1.1], None), (None, [1.1001, 1.3]))],
+    ("accuracy", 0.9, 0.85, [0.88, 0.92], [0.82, 0.88], None),
+    ("accuracy", 0.9, 0.85, [0.88, 0.92], [0.82, 0.8799],
+     f"accuracy -0.0500 (0.9 -> 0.85; threshold 0.01{APART})"),
+    ("accuracy", 0.9, 0.85, [0.88, 0.92], None, f"accuracy -0.0500 (0.9 -> 0.85; threshold 0.01{NONE})"),
+    ("accuracy", 0.9, 0.85, None, [0.82, 0.8799],
+     f"accuracy -0.0500 (0.9 -> 0.85; threshold 0.01{NONE})"),
+]
+
+
+@pytest.mark.parametrize(("measure", "before", "after", "before_ci", "after_ci", "regression"),
+                         JUDGED)
+def test_each_measure_alone_is_judged_on_its_own_kind_threshold_and_intervals(
+        measure: str, before: float, after: float, before_ci: list[float] | None,
+        after_ci: list[float] | None, regression: str | None) -> None:
+    [pair] = compare(summary(moved(measure, before, before_ci)),
+                     summary(moved(measure, after, after_ci)), LIMITS).pairs
+    # Only the moved measure changed, and only it can be named.
+    assert [(change.measure, change.before, change.after) for change in pair.changes
+            if change.before != change.after] == [(measure, before, after)]
+    assert pair.regressions == ([regression] if regression else [])
+    [change] = [change for change in pair.changes if change.measure == measure]
+    assert (change.before_interval, change.after_interval) == (
+        tuple(before_ci) if before_ci else None, tuple(after_ci) if after_ci else None)
+    assert change.regression == regression
