@@ -4,6 +4,7 @@ the two runs' 95% intervals do not overlap; a pass that no longer passes is one 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -436,3 +437,56 @@ def test_each_measure_alone_is_judged_on_its_own_kind_threshold_and_intervals(
     assert (change.before_interval, change.after_interval) == (
         tuple(before_ci) if before_ci else None, tuple(after_ci) if after_ci else None)
     assert change.regression == regression
+
+
+@pytest.fixture(scope="module")
+def gated_project(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A project folder whose run tracked as ``run-now`` (its summary rewritten per case)."""
+    from tasks.core.files import write_json
+    from tasks.core.layout import Layout
+
+    layout = Layout(tmp_path_factory.mktemp("gated"))
+    write_json(layout.tracking_record, {"parent_run_id": "run-now"})
+    return layout
+
+
+def gate_of(layout: Any, baseline: Summary, after: Summary, limits: CompareParams,
+            monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[Any], list[Any]]:
+    """:func:`~tasks.compare.gate.regression_gate` of ``after`` against ``baseline`` (the
+    previous run's, from MLflow here); the gate, what it asked MLflow for and what it
+    marked regressed."""
+    from tasks.compare import gate
+    from tasks.core.contracts.summary import write_summary
+
+    write_summary(layout.summary, after)
+    asked: list[Any] = []
+    marked: list[Any] = []
+    monkeypatch.setattr(gate, "previous_run_summary", lambda where, current: (
+        asked.append((where, current)) or (baseline, "MLflow run x")))
+    monkeypatch.setattr(gate, "mark_regressed", lambda where, run: marked.append((where, run)))
+    return gate.regression_gate(layout, limits), asked, marked
+
+
+@pytest.mark.parametrize(("before", "after", "board", "include"), walked_cases())
+def test_every_status_on_every_board_pairing_marks_the_run_only_when_the_gate_fails(
+        before: str, after: str, board: str, include: bool, gated_project: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run a counted regression fails is tagged (never a baseline again); a pair
+    shown but not gated, gone, new or not comparable never marks it."""
+    case = walk(before, after, board, include)
+    gated, asked, marked = gate_of(gated_project, case.before, case.after, case.limits,
+                                   monkeypatch)
+    assert asked == [(gated_project, "run-now")]
+    assert gated.comparison.regressions == case.counted and gated.line() == gate_line(case)
+    assert marked == ([(gated_project, "run-now")] if case.counted else [])
+
+
+def test_a_run_that_logged_no_mlflow_run_is_gated_but_never_marked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.core.layout import Layout
+
+    case = walk("pass", "error", "physical", False)
+    gated, asked, marked = gate_of(Layout(tmp_path), case.before, case.after, case.limits,
+                                   monkeypatch)
+    assert asked == [(Layout(tmp_path), None)] and marked == []
+    assert gated.comparison.regressions == ["v-fp32@local: status pass -> error (why error; and)"]
