@@ -186,15 +186,9 @@ def compared_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _walked_cases() -> list[Any]:
-    """Every status pair on a physical board; on the other pairings, a pass that fails and
-    a fail that slows (each pairing's own effect, and the full walk stays in
-    tests/tasks/test_compare.py: a command in process costs some 50 ms)."""
-    from tests.tasks.test_compare import walked_cases
+    from tests.tasks.test_compare import sampled_cases
 
-    return [case for case in walked_cases()
-            if case.values[2:] == ("physical", False)
-            or (case.values[2] != "physical" and case.values[:2] in {("pass", "fail"),
-                                                                      ("fail", "fail")})]
+    return sampled_cases()
 
 
 @pytest.mark.parametrize(("before", "after", "board", "include"), _walked_cases())
