@@ -178,3 +178,92 @@ def test_an_emulated_boards_regression_fails_the_gate_only_when_opted_in(tmp_pat
     flagged = [line for line in gated.stdout.splitlines() if line.startswith("regression: ")]
     assert [line.split(" (")[0] for line in flagged] == ["regression: a-fp32@pi: p50 +50.0%"]
     assert "not gated: b-fp32@pi: not comparable" in gated.stdout
+
+
+@pytest.fixture(scope="module")
+def compared_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("walked")
+
+
+def _walked_cases() -> list[Any]:
+    from tests.tasks.test_compare import sampled_cases
+
+    return sampled_cases()
+
+
+@pytest.mark.parametrize(("before", "after", "board", "include"), _walked_cases())
+def test_every_status_on_every_board_pairing_sets_the_exit_code_and_the_lines(
+        before: str, after: str, board: str, include: bool, compared_files: Path) -> None:
+    """Issue 27: ``edgeflow compare`` (in process) on each case of the status walk
+    (tests/tasks/test_compare.py): exit 1 exactly on a counted regression, and each line
+    it says (a pair in one run only, not gated, each regression, the count of gated
+    pairs) exactly."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.tasks.test_compare import walk
+
+    case = walk(before, after, board, include)
+    first, second, params = (compared_files / name
+                             for name in ("before.json", "after.json", "params.yaml"))
+    first.write_text(json.dumps(case.before.document()))
+    second.write_text(json.dumps(case.after.document()))
+    params.write_text(f"compare: {{include_emulated: {str(include).lower()}}}\n",
+                      encoding="utf-8")
+    result = CliRunner().invoke(app, ["compare", str(first), str(second), "--params", str(params)])
+    thresholds = "(thresholds: latency_increase 0.1, accuracy_drop 0.01, size_increase 0.05)"
+    said = [line for line in result.stdout.splitlines()
+            if line.startswith(("only in ", "not gated: ", "regression: ", "no regression"))]
+    assert said == [*(["only in the first run: v-fp32@local"] if after == "missing" else []),
+                    *(["only in the second run: v-fp32@local"] if before == "missing" else []),
+                    *[f"not gated: {line}" for line in case.not_gated],
+                    *[f"regression: {line}" for line in case.counted],
+                    *([] if case.counted else
+                      [f"no regression in {case.gated_pairs} pairs {thresholds}"])]
+    many = {1: "1 regression", 2: "2 regressions", 3: "3 regressions"}.get(len(case.counted))
+    assert (result.exit_code, result.stderr) == (
+        (1, f"edgeflow: {many} {thresholds}\n") if case.counted else (0, ""))
+
+
+# Which measures each threshold judges (written out: a new threshold must be added here).
+JUDGES = {"latency_increase": ["p50", "p90"], "accuracy_drop": ["accuracy"],
+          "size_increase": ["size"]}
+
+
+def test_every_threshold_has_an_option_here() -> None:
+    from tasks.config import CompareParams
+
+    assert list(JUDGES) == [name for name, value in CompareParams().model_dump().items()
+                            if not isinstance(value, bool)]
+
+
+@pytest.mark.parametrize("loosened", list(JUDGES))
+def test_each_threshold_option_reaches_the_comparison_and_only_its_measures(
+        loosened: str, tmp_path: Path) -> None:
+    """Every measure regresses (accuracy -0.02, size +6%, p50 and p90 +20%, no
+    intervals); loosening one threshold on the command line lets its own measures
+    through, and only them, and the thresholds line shows the value given."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.tasks.test_compare import row, summary
+
+    plain = {"ci": False, "accuracy_ci": None}
+    first, second = tmp_path / "before.json", tmp_path / "after.json"
+    first.write_text(json.dumps(summary({**row(**plain), "accuracy_interval": None}).document()))
+    second.write_text(json.dumps(summary({**row(p50=1.2, p90=2.4, accuracy=0.93, size=106_000,
+                                                **plain), "accuracy_interval": None}
+                                         ).document()))
+    (tmp_path / "params.yaml").write_text("{}\n", encoding="utf-8")  # the defaults
+    result = CliRunner().invoke(app, ["compare", str(first), str(second), "--params",
+                                      str(tmp_path / "params.yaml"),
+                                      f"--{loosened.replace('_', '-')}", "0.5"])
+    flagged = [line.split(" ")[2] for line in result.stdout.splitlines()
+               if line.startswith("regression: ")]
+    assert flagged == [measure for measure in ("accuracy", "size", "p50", "p90")
+                       if measure not in JUDGES[loosened]]
+    thresholds = {"latency_increase": 0.1, "accuracy_drop": 0.01, "size_increase": 0.05,
+                  loosened: 0.5}
+    assert (result.exit_code, result.stderr) == (1, (
+        f"edgeflow: {len(flagged)} regressions (thresholds: "
+        + ", ".join(f"{name} {value:g}" for name, value in thresholds.items()) + ")\n"))

@@ -188,6 +188,55 @@ def test_a_gated_run_compares_with_the_previous_lifecycle_run(experiment: Path) 
     assert f"| gate: {outcome.gate}" in state.message
 
 
+def _walked_cases() -> list[Any]:
+    from tests.tasks.test_compare import sampled_cases
+
+    return sampled_cases()
+
+
+@pytest.mark.parametrize(("before", "after", "board", "include"), _walked_cases())
+def test_every_status_on_every_board_pairing_blocks_the_release_only_on_a_counted_regression(
+        before: str, after: str, board: str, include: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27, fast (no flow run): the flow's gate over the sampled status walk of
+    tests/tasks/test_compare.py passes, and so lets the releases go on, unless a counted
+    regression fails it; the line is the gate's, its Markdown table goes on the run's
+    page either way."""
+    from types import SimpleNamespace
+
+    from flows import lifecycle
+    from tasks.compare import compare
+    from tasks.compare import gate as gate_module
+    from tasks.compare.gate import GateResult
+    from tasks.compare.view import comparison_markdown
+    from tests.tasks.test_compare import gate_line, walk
+
+    case = walk(before, after, board, include)
+    gated = GateResult(compare(case.before, case.after, case.limits), "MLflow run x")
+    ctx = SimpleNamespace(layout="the layout", params=SimpleNamespace(compare=case.limits))
+    monkeypatch.setattr(gate_module, "regression_gate",
+                        lambda layout, limits: gated if (layout, limits) == (
+                            "the layout", case.limits) else None)
+    published: list[tuple[str, str]] = []
+    monkeypatch.setattr(lifecycle, "publish_comparison",
+                        lambda markdown, against: published.append((markdown, against)))
+    assert lifecycle._gate(ctx) == (gate_line(case), not case.counted)
+    assert published == [(comparison_markdown(gated.comparison, "MLflow run x", "this run"),
+                          "MLflow run x")]
+
+
+def test_a_first_run_has_nothing_to_gate_and_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from flows import lifecycle
+    from tasks.compare import gate as gate_module
+
+    monkeypatch.setattr(gate_module, "regression_gate", lambda layout, limits: None)
+    monkeypatch.setattr(lifecycle, "publish_comparison", lambda *_: pytest.fail("published"))
+    ctx = SimpleNamespace(layout=None, params=SimpleNamespace(compare=None))
+    assert lifecycle._gate(ctx) == ("no earlier lifecycle run to compare with", True)
+
+
 def test_a_regressed_run_fails_its_gate_and_releases_nothing(experiment: Path) -> None:
     """The run before this one was twice as fast (its summary in MLflow says so): this
     real run, whose release is due, fails the gate, and no device gets its model."""

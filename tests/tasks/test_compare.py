@@ -3,6 +3,8 @@ the two runs' 95% intervals do not overlap; a pass that no longer passes is one 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,52 +129,6 @@ def test_the_markdown_view_marks_the_regressed_pair_and_lists_why() -> None:
     assert "- regression: b-fp32@local: status pass -> fail" in lines
 
 
-# Every status a row can have before and after, and a row only one run has: the gate's
-# verdict and line, and the markdown's status cell, for each (before, after).
-MISSING = "missing"
-STATUSES = [status.value for status in RowStatus]
-
-
-def _status_table() -> list[tuple[str, str]]:
-    return [(before, after) for before in [*STATUSES, MISSING] for after in [*STATUSES, MISSING]
-            if (before, after) != (MISSING, MISSING)]
-
-
-@pytest.mark.parametrize(("before", "after"), _status_table())
-def test_every_status_before_and_after_goes_through_the_gate(before: str, after: str) -> None:
-    from tasks.compare.gate import GateResult
-    from tasks.compare.view import comparison_markdown
-    from tests.tasks.select.summaries import summary_of, summary_row
-
-    def run(status: str) -> Summary:
-        rows = [] if status == MISSING else [summary_row("v-fp32", status=status,
-                                                         reasons=[f"why {status}"])]
-        return summary_of(rows, {})
-
-    comparison = compare(run(before), run(after), LIMITS)
-    gated = GateResult(comparison, "MLflow run x")
-    paired = MISSING not in (before, after)
-    assert [(pair.status_before, pair.status_after) for pair in comparison.pairs] == (
-        [(before, after)] if paired else [])
-    assert (comparison.only_before, comparison.only_after) == (
-        ["v-fp32@local"] if after == MISSING and before != MISSING else [],
-        ["v-fp32@local"] if before == MISSING and after != MISSING else [])
-    # Only a pass that stops passing is a regression: a row that was never a pass, one
-    # that appears, or one that vanishes is none (the farm or the variants changed).
-    if before == "pass" and after not in ("pass", MISSING):
-        reason = f"v-fp32@local: status pass -> {after} (why {after})"
-        assert comparison.regressions == [reason]
-        assert gated.line() == f"1 regression against MLflow run x: {reason}"
-    else:
-        assert comparison.regressions == []
-        assert gated.line() == f"no regression against MLflow run x in {int(paired)} pairs"
-    rows = [line for line in comparison_markdown(comparison, "x", "y").splitlines()
-            if line.startswith("| v-fp32 |")]
-    cell = after if before == after else f"{before} -> {after}"
-    verdict = "**REGRESSION**" if comparison.regressions else "ok"
-    assert rows == ([f"| v-fp32 | local | {cell} |  |  |  |  | {verdict} |"] if paired else [])
-
-
 # --------------------------------------------------------------------------- emulated boards
 # (issue 28): an emulated board's pairs are shown but not gated unless opted in; emulated
 # against physical is never compared.
@@ -232,3 +188,317 @@ def test_the_views_and_the_gate_line_say_what_was_not_gated() -> None:
     assert GateResult(comparison, "MLflow run x").line() == (
         f"no regression against MLflow run x in 0 pairs (2 not gated: a-fp32@pi: {NOT_GATED}; "
         "b-fp32@pi: not comparable: physical before, emulated (qemu-user) after)")
+
+
+# ------------------------------------------------------------ every status through every view
+# (issue 27) Each status a row can have in either run (RowStatus, so a new one joins), and
+# a row one run lacks, on each kind of board pairing, gated or not, with the later run 20%
+# slower: the pair, the gate's line and whether it marks the run, the Markdown and the
+# terminal tables (and `edgeflow compare`'s lines and exit code: test_compare_cli.py) all
+# say the same, exactly. Beside it, an unchanged control pair on another device, so that
+# each count (regressions, gated pairs, pairs not gated) is told apart from the total.
+
+MISSING = "missing"  # the row is not in that run (a variant or a device added or gone)
+STATUSES = [status.value for status in RowStatus]
+MEASURED = {RowStatus.PASS.value, RowStatus.FAIL.value}  # error and skipped rows have no numbers
+BOARDS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "physical": ({}, {}), "emulated": (QEMU, QEMU),
+    "emulated before": (QEMU, {}), "emulated after": ({}, QEMU)}
+NOT_COMPARABLE = {
+    "emulated before": "not comparable: emulated (qemu-user) before, physical after",
+    "emulated after": "not comparable: physical before, emulated (qemu-user) after"}
+SLOWER = ["p50 +20.0% (1 -> 1.2 ms; threshold 0.1, intervals apart)",
+          "p90 +20.0% (2 -> 2.4 ms; threshold 0.1, intervals apart)"]
+UNCHANGED_CELLS = ["0.950 [0.940, 0.960] -> 0.950 [0.940, 0.960] (+0.000)", "97.7 KB"]
+CONTROL = ("| c-fp32 | x86 | pass | " + " | ".join(UNCHANGED_CELLS) +
+           " | 1±1.0% -> 1±1.0% (+0.0%) | 2±1.0% -> 2±1.0% (+0.0%) | ok |")
+
+
+def walked_row(status: str, slower: bool, marks: dict[str, Any]) -> dict[str, Any]:
+    """The walked variant's row: timed when its status is one select measures (+20% when
+    ``slower``), else only its identity and size, as select writes an error row."""
+    timed = row("v-fp32", p50=1.2 if slower else 1.0, p90=2.4 if slower else 2.0,
+                status=status, reasons=[] if status == "pass" else [f"why {status}", "and"],
+                **marks)
+    if status in MEASURED:
+        return timed
+    return {**timed, **{key: None for key in (
+        "accuracy", "accuracy_samples", "accuracy_interval", "accuracy_drop", "latency_ms",
+        "latency_ci95_ms", "throughput_fps", "peak_rss_mb", "load_ms")}}
+
+
+@dataclass(frozen=True)
+class Walk:
+    """Two runs of one walked case and what every view must say of them."""
+
+    before: Summary
+    after: Summary
+    limits: CompareParams
+    paired: bool
+    reasons: list[str]  # the walked pair's regressions, counted or not
+    excluded: str | None  # why the walked pair is left out of the verdict
+    changes: list[str]  # the measures both runs have
+    cells: list[str]  # its accuracy, size, p50 and p90 cells, as the Markdown shows them
+    status_cell: str
+
+    @property
+    def counted(self) -> list[str]:
+        """The regressions the verdict counts, as the gate names them."""
+        return ([f"v-fp32@local: {reason}" for reason in self.reasons]
+                if self.paired and self.excluded is None else [])
+
+    @property
+    def not_gated(self) -> list[str]:
+        return [f"v-fp32@local: {self.excluded}"] if self.paired and self.excluded else []
+
+    @property
+    def gated_pairs(self) -> int:
+        return 1 + (self.paired and self.excluded is None)  # the control, and the walked one
+
+    @property
+    def verdict(self) -> str:
+        """The walked pair's verdict cell (Markdown)."""
+        if self.counted:
+            return "**REGRESSION**"
+        if self.excluded is None:
+            return "ok"
+        shown = f" ({len(self.reasons)} regression(s), not counted)" if self.reasons else ""
+        return self.excluded + shown
+
+
+def walk(before: str, after: str, board: str, include_emulated: bool) -> Walk:
+    first, second = BOARDS[board]
+    control = row("c-fp32", device="x86")
+    runs = [summary(*([] if status == MISSING else [walked_row(status, slower, marks)]),
+                    control)
+            for status, slower, marks in ((before, False, first), (after, True, second))]
+    limits = LIMITS.model_copy(update={"include_emulated": include_emulated})
+    paired = MISSING not in (before, after)
+    status_cell = after if before == after else f"{before} -> {after}"
+    if not paired or board in NOT_COMPARABLE:
+        return Walk(*runs, limits, paired, [], NOT_COMPARABLE.get(board) if paired else None,
+                    [], ["", "", "", ""], status_cell)
+    timed = before in MEASURED and after in MEASURED
+    reasons = [f"status pass -> {after} (why {after}; and)"] if (
+        before == "pass" and after != "pass") else []
+    reasons += SLOWER if timed else []
+    cells = [*UNCHANGED_CELLS, "1±1.0% -> 1.2±1.0% (+20.0%)", "2±1.0% -> 2.4±1.0% (+20.0%)"] \
+        if timed else ["", "97.7 KB", "", ""]
+    excluded = NOT_GATED if board == "emulated" and not include_emulated else None
+    return Walk(*runs, limits, paired, reasons, excluded,
+                ["accuracy", "size", "p50", "p90"] if timed else ["size"], cells, status_cell)
+
+
+def walked_cases() -> list[Any]:
+    return [pytest.param(before, after, board, include,
+                         id=f"{before}-{after}-{board.replace(' ', '_')}-{include}")
+            for before in [*STATUSES, MISSING] for after in [*STATUSES, MISSING]
+            if (before, after) != (MISSING, MISSING)
+            for board in BOARDS for include in (False, True)]
+
+
+def sampled_cases() -> list[Any]:
+    """Every status pair on a physical board; on the other pairings, a pass that fails and
+    a fail that slows: each pairing's own effect, for the views of a comparison that cost
+    more per case (a command in process, some 50 ms); the full walk stays here."""
+    return [case for case in walked_cases()
+            if case.values[2:] == ("physical", False)
+            or (case.values[2] != "physical" and case.values[:2] in {("pass", "fail"),
+                                                                      ("fail", "fail")})]
+
+
+def gate_line(case: Walk) -> str:
+    """The gate's line, its counts written out for each kind of case."""
+    left_out = f" (1 not gated: {case.not_gated[0]})" if case.not_gated else ""
+    if not case.counted:
+        return f"no regression against MLflow run x in {case.gated_pairs} pairs{left_out}"
+    many = {1: "1 regression", 2: "2 regressions", 3: "3 regressions"}[len(case.counted)]
+    return f"{many} against MLflow run x: {'; '.join(case.counted)}{left_out}"
+
+
+@pytest.mark.parametrize(("before", "after", "board", "include"), walked_cases())
+def test_every_status_on_every_board_pairing_goes_through_the_comparison_and_the_gate(
+        before: str, after: str, board: str, include: bool) -> None:
+    from tasks.compare.gate import GateResult
+
+    case = walk(before, after, board, include)
+    comparison = compare(case.before, case.after, case.limits)
+    walked = [pair for pair in comparison.pairs if pair.variant == "v-fp32"]
+    assert [(pair.status_before, pair.status_after, [change.measure for change in pair.changes],
+             pair.regressions, pair.excluded, pair.regressed) for pair in walked] == (
+        [(before, after, case.changes, case.reasons, case.excluded, bool(case.counted))]
+        if case.paired else [])
+    assert [pair.variant for pair in comparison.pairs] == (
+        ["v-fp32", "c-fp32"] if case.paired else ["c-fp32"])
+    assert (comparison.only_before, comparison.only_after) == (
+        ["v-fp32@local"] if after == MISSING else [],
+        ["v-fp32@local"] if before == MISSING else [])
+    assert comparison.regressions == case.counted
+    assert comparison.excluded == case.not_gated
+    assert GateResult(comparison, "MLflow run x").line() == gate_line(case)
+
+
+@pytest.mark.parametrize(("before", "after", "board", "include"), walked_cases())
+def test_every_status_on_every_board_pairing_reads_the_same_in_both_tables(
+        before: str, after: str, board: str, include: bool) -> None:
+    from tasks.compare.view import comparison_markdown, comparison_table
+
+    case = walk(before, after, board, include)
+    comparison = compare(case.before, case.after, case.limits)
+    walked = [f"| v-fp32 | local | {case.status_cell} | {' | '.join(case.cells)} | "
+              f"{case.verdict} |"] if case.paired else []
+    assert comparison_markdown(comparison, "x", "y").splitlines() == [
+        "# edgeflow: x -> y", "",
+        "| variant | device | status | accuracy | size | p50 ms | p90 ms | verdict |",
+        "|---|---|---|---|---|---|---|---|", *walked, CONTROL, "",
+        *[f"- regression: {line}" for line in case.counted],
+        *[f"- not gated: {line}" for line in case.not_gated]]
+
+    table = comparison_table(comparison, "x", "y")
+    rows = list(zip(*[column.cells for column in table.columns]))
+    red = [f"[bold red]{cell}[/]" if cell and case.reasons and measure in ("p50", "p90")
+           else cell for measure, cell in zip(["accuracy", "size", "p50", "p90"], case.cells)]
+    verdict = "[bold red]REGRESSION[/]" if case.counted else case.verdict
+    assert [list(cells) for cells in rows[:-1]] == (
+        [["v-fp32", "local", case.status_cell, *red, verdict]] if case.paired else [])
+    assert list(rows[-1])[:3] == ["c-fp32", "x86", "pass"] and rows[-1][-1] == "ok"
+
+
+# ------------------------------------------------------------------- each measure's judgement
+# (issue 27) Each measure moved alone, with values where the alternatives differ: a
+# relative change and an absolute one on opposite sides of the threshold, each measure at
+# its own threshold (they differ: 0.10, 0.01, 0.05) and just past it, intervals that touch
+# and ones a hair apart, an interval in one run only. Written out per measure, not read
+# from MEASURES, so that a flag flipped there fails; a new measure must be added here.
+
+KINDS = {"accuracy": "absolute, higher is better", "size": "relative, lower is better",
+         "p50": "relative, lower is better", "p90": "relative, lower is better"}
+
+
+def test_every_measure_is_judged_here() -> None:
+    from tasks.compare import MEASURES
+
+    assert list(KINDS) == list(MEASURES)
+
+
+def moved(measure: str, value: float, interval: list[float] | None) -> dict[str, Any]:
+    """A row without intervals (unless ``interval``, the moved measure's), ``measure``
+    set to ``value``."""
+    moved_row = {**row(ci=False), "accuracy_interval": None}
+    if measure == "accuracy":
+        return {**moved_row, "accuracy": value, "accuracy_interval": interval}
+    if measure == "size":
+        return {**moved_row, "size_bytes": int(value)}
+    return {**moved_row, "latency_ms": {**moved_row["latency_ms"], measure: value},
+            **({"latency_ci95_ms": {measure: interval}} if interval else {})}
+
+
+NONE = ", no intervals to check"
+APART = ", intervals apart"
+JUDGED = [
+    # Relative and absolute on opposite sides: 10 -> 10.5 ms is +5% (under 0.10) but
+    # +0.5 ms; 0.1 -> 0.125 ms is +25% but +0.025 ms; 0.5 -> 0.494 is -0.006 (under 0.01)
+    # but -1.2%; 1000000 -> 1000100 B is +0.01% but +100 B.
+    *[(m, 10.0, 10.5, None, None, None) for m in ("p50", "p90")],
+    *[(m, 0.1, 0.125, None, None, f"{m} +25.0% (0.1 -> 0.125 ms; threshold 0.1{NONE})")
+      for m in ("p50", "p90")],
+    ("accuracy", 0.5, 0.494, None, None, None),
+    ("size", 1_000_000, 1_000_100, None, None, None),
+    # Better, by far: never a regression.
+    ("accuracy", 0.5, 0.9, None, None, None), ("size", 100_000, 50_000, None, None, None),
+    *[(m, 2.0, 0.5, None, None, None) for m in ("p50", "p90")],
+    # At its own threshold (in floats a hair past it), then just past it.
+    ("accuracy", 0.9, 0.89, None, None, None),
+    ("accuracy", 0.9, 0.8899, None, None,
+     f"accuracy -0.0101 (0.9 -> 0.8899; threshold 0.01{NONE})"),
+    ("size", 100_000, 105_000, None, None, None),
+    ("size", 100_000, 105_001, None, None,
+     f"size +5.0% (100000 -> 105001 B; threshold 0.05{NONE})"),
+    *[(m, 3.0, 3.3, None, None, None) for m in ("p50", "p90")],
+    *[(m, 3.0, 3.3003, None, None, f"{m} +10.0% (3 -> 3.3003 ms; threshold 0.1{NONE})")
+      for m in ("p50", "p90")],
+    # Intervals that touch overlap (noise); a hair apart, they do not; one run's alone
+    # cannot say, and the threshold decides.
+    *[(m, 1.0, 1.2, [0.9, 1.1], [1.1, 1.3], None) for m in ("p50", "p90")],
+    *[(m, 1.0, 1.2, [0.9, 1.1], [1.1001, 1.3], f"{m} +20.0% (1 -> 1.2 ms; threshold 0.1{APART})")
+      for m in ("p50", "p90")],
+    *[(m, 1.0, 1.2, *sides, f"{m} +20.0% (1 -> 1.2 ms; threshold 0.1{NONE})")
+      for m in ("p50", "p90") for sides in (([0.9, 1.1], None), (None, [1.1001, 1.3]))],
+    ("accuracy", 0.9, 0.85, [0.88, 0.92], [0.82, 0.88], None),
+    ("accuracy", 0.9, 0.85, [0.88, 0.92], [0.82, 0.8799],
+     f"accuracy -0.0500 (0.9 -> 0.85; threshold 0.01{APART})"),
+    ("accuracy", 0.9, 0.85, [0.88, 0.92], None,
+     f"accuracy -0.0500 (0.9 -> 0.85; threshold 0.01{NONE})"),
+    ("accuracy", 0.9, 0.85, None, [0.82, 0.8799],
+     f"accuracy -0.0500 (0.9 -> 0.85; threshold 0.01{NONE})"),
+]
+
+
+@pytest.mark.parametrize(("measure", "before", "after", "before_ci", "after_ci", "regression"),
+                         JUDGED)
+def test_each_measure_alone_is_judged_on_its_own_kind_threshold_and_intervals(
+        measure: str, before: float, after: float, before_ci: list[float] | None,
+        after_ci: list[float] | None, regression: str | None) -> None:
+    [pair] = compare(summary(moved(measure, before, before_ci)),
+                     summary(moved(measure, after, after_ci)), LIMITS).pairs
+    # Only the moved measure changed, and only it can be named.
+    assert [(change.measure, change.before, change.after) for change in pair.changes
+            if change.before != change.after] == [(measure, before, after)]
+    assert pair.regressions == ([regression] if regression else [])
+    [change] = [change for change in pair.changes if change.measure == measure]
+    assert (change.before_interval, change.after_interval) == (
+        tuple(before_ci) if before_ci else None, tuple(after_ci) if after_ci else None)
+    assert change.regression == regression
+
+
+@pytest.fixture(scope="module")
+def gated_project(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A project folder whose run tracked as ``run-now`` (its summary rewritten per case)."""
+    from tasks.core.files import write_json
+    from tasks.core.layout import Layout
+
+    layout = Layout(tmp_path_factory.mktemp("gated"))
+    write_json(layout.tracking_record, {"parent_run_id": "run-now"})
+    return layout
+
+
+def gate_of(layout: Any, baseline: Summary, after: Summary, limits: CompareParams,
+            monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[Any], list[Any]]:
+    """:func:`~tasks.compare.gate.regression_gate` of ``after`` against ``baseline`` (the
+    previous run's, from MLflow here); the gate, what it asked MLflow for and what it
+    marked regressed."""
+    from tasks.compare import gate
+    from tasks.core.contracts.summary import write_summary
+
+    write_summary(layout.summary, after)
+    asked: list[Any] = []
+    marked: list[Any] = []
+    monkeypatch.setattr(gate, "previous_run_summary", lambda where, current: (
+        asked.append((where, current)) or (baseline, "MLflow run x")))
+    monkeypatch.setattr(gate, "mark_regressed", lambda where, run: marked.append((where, run)))
+    return gate.regression_gate(layout, limits), asked, marked
+
+
+@pytest.mark.parametrize(("before", "after", "board", "include"), walked_cases())
+def test_every_status_on_every_board_pairing_marks_the_run_only_when_the_gate_fails(
+        before: str, after: str, board: str, include: bool, gated_project: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run a counted regression fails is tagged (never a baseline again); a pair
+    shown but not gated, gone, new or not comparable never marks it."""
+    case = walk(before, after, board, include)
+    gated, asked, marked = gate_of(gated_project, case.before, case.after, case.limits,
+                                   monkeypatch)
+    assert asked == [(gated_project, "run-now")]
+    assert gated.comparison.regressions == case.counted and gated.line() == gate_line(case)
+    assert marked == ([(gated_project, "run-now")] if case.counted else [])
+
+
+def test_a_run_that_logged_no_mlflow_run_is_gated_but_never_marked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.core.layout import Layout
+
+    case = walk("pass", "error", "physical", False)
+    gated, asked, marked = gate_of(Layout(tmp_path), case.before, case.after, case.limits,
+                                   monkeypatch)
+    assert asked == [(Layout(tmp_path), None)] and marked == []
+    assert gated.comparison.regressions == ["v-fp32@local: status pass -> error (why error; and)"]

@@ -22,7 +22,8 @@ from tasks.config import (BenchmarkParams, ConvertParams, Farm, LocalDevice,
                                effective_requirements, load_farm)
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
-from tasks.core.contracts.summary import Summary, SummaryRow
+from tasks.core.contracts.results import ResultStatus
+from tasks.core.contracts.summary import RowStatus, Summary, SummaryRow
 from tasks.select.report.cells import COLUMNS, row_cells
 from tasks.select.report.markdown import markdown_text
 from tasks.select.report.terminal import summary_table
@@ -551,21 +552,26 @@ def test_verdict_message_lists_several_faulty_devices_unserved_devices_and_error
         "requirements on: board, mcu | errors: b@pi: error: lost | c@board: error: gone")
 
 
-@pytest.mark.parametrize(("status", "ok", "problems", "message"), [
-    ("pass", True, (), "2 pass, 0 fail, 0 error, 0 skipped | recommended: local: a"),
-    ("fail", True, ("v@local: fail: why",),
-     "1 pass, 1 fail, 0 error, 0 skipped | recommended: local: a"),
-    ("error", False, ("v@local: error: why",),
-     "partial: errors on 1 of 1 device(s) (local); every other result is complete | "
-     "1 pass, 0 fail, 1 error, 0 skipped | recommended: local: a | errors: v@local: error: why"),
-    ("skipped", True, (), "1 pass, 0 fail, 0 error, 1 skipped | recommended: local: a"),
-])
-def test_every_status_reaches_the_verdict_and_the_counts(status: str, ok: bool,
-                                                         problems: tuple[str, ...],
-                                                         message: str) -> None:
+# Each status's verdict beside a served device's recommended pass (written out per
+# RowStatus member: a new status fails the walk until it is added here).
+VERDICT_OF = {
+    RowStatus.PASS: (True, (), "2 pass, 0 fail, 0 error, 0 skipped | recommended: local: a"),
+    RowStatus.FAIL: (True, ("v@local: fail: why",),
+                     "1 pass, 1 fail, 0 error, 0 skipped | recommended: local: a"),
+    RowStatus.ERROR: (False, ("v@local: error: why",),
+                      "partial: errors on 1 of 1 device(s) (local); every other result is "
+                      "complete | 1 pass, 0 fail, 1 error, 0 skipped | recommended: local: a | "
+                      "errors: v@local: error: why"),
+    RowStatus.SKIPPED: (True, (), "1 pass, 0 fail, 0 error, 1 skipped | recommended: local: a"),
+}
+
+
+@pytest.mark.parametrize("status", list(RowStatus))
+def test_every_status_reaches_the_verdict_and_the_counts(status: RowStatus) -> None:
     """Beside a served device's recommended pass, one row of each status: only an error
     fails the run, a fail and an error are its problems, and each status is counted in
     its own field (the flow's outcome counts are this document)."""
+    ok, problems, message = VERDICT_OF[status]
     rows = [summary_row("a", status="pass"), summary_row("v", status=status, reasons=["why"])]
     summary = summary_of(rows, {"local": "a"})
     assert summary.counts.document() == {
@@ -573,6 +579,50 @@ def test_every_status_reaches_the_verdict_and_the_counts(status: str, ok: bool,
         "error": int(status == "error"), "skipped": int(status == "skipped")}
     result = verdict(summary)
     assert (result.ok, result.problems, result.message) == (ok, problems, message)
+
+
+def test_each_status_is_counted_and_named_apart_when_their_numbers_differ() -> None:
+    """1 pass, 2 fail, 3 error and 4 skipped over two devices: each count in its own
+    field and place, each problem named in row order, the faulty devices counted apart
+    from the devices."""
+    statuses = ["pass", "fail", "fail", "error", "error", "error", *["skipped"] * 4]
+    rows = [summary_row(f"v{i}", "pi" if i % 2 else "board", status, reasons=[f"why {i}"])
+            for i, status in enumerate(statuses)]
+    summary = summary_of(rows, {"board": "v0", "pi": None})
+    assert summary.counts.document() == {"pass": 1, "fail": 2, "error": 3, "skipped": 4}
+    result = verdict(summary)
+    assert result.problems == ("v1@pi: fail: why 1", "v2@board: fail: why 2",
+                               "v3@pi: error: why 3", "v4@board: error: why 4",
+                               "v5@pi: error: why 5")
+    assert not result.ok and result.message == (
+        "partial: errors on 2 of 2 device(s) (pi, board); every other result is complete | "
+        "1 pass, 2 fail, 3 error, 4 skipped | recommended: board: v0 | no variant meets the "
+        "requirements on: pi | errors: v3@pi: error: why 3 | v4@board: error: why 4 | "
+        "v5@pi: error: why 5")
+
+
+# What each result status becomes in the summary (written out per ResultStatus member: a
+# new one fails the walk until it is added here): an ok result is judged, a pass when it
+# meets its requirements and a fail when it misses one; the others are never measured.
+ROW_OF_RESULT = {ResultStatus.OK: ("pass", "fail"), ResultStatus.FAILED: ("error", "error"),
+                 ResultStatus.SKIPPED: ("skipped", "skipped"),
+                 ResultStatus.REJECTED: ("fail", "fail")}
+
+
+@pytest.mark.parametrize("status", list(ResultStatus))
+def test_every_result_status_becomes_its_row_status_with_its_reason(
+        status: ResultStatus) -> None:
+    met, missed = ROW_OF_RESULT[status]
+    record = (ok_record() if status is ResultStatus.OK
+              else not_ok_record(status.value, f"{status.value} here"))
+    strict = Requirements(min_accuracy=0.95, max_accuracy_drop=None)
+    judged_rows = [evaluate(record, NO_LIMITS, 0.9), evaluate(record, strict, 0.9)]
+    assert [(row.status, row.reasons) for row in judged_rows] == (
+        [("pass", []), ("fail", ["accuracy 0.9000 < min_accuracy 0.95"])]
+        if status is ResultStatus.OK else [(met, [f"{status.value} here"])] * 2)
+    assert [row.status for row in judged_rows] == [met, missed]
+    assert all(isinstance(row.status, RowStatus) for row in judged_rows)
+    assert [row.latency_ms is None for row in judged_rows] == [status is not ResultStatus.OK] * 2
 
 
 # --------------------------------------------------------------------------- the whole step

@@ -165,6 +165,19 @@ def test_counts_of_rows_and_their_line() -> None:
     assert counts.text() == "3 pass, 1 fail, 0 error, 2 skipped"
 
 
+def test_each_status_is_counted_in_its_own_field_when_the_numbers_differ() -> None:
+    """Every RowStatus member i+1 times (1, 2, 3, 4...): each count lands in its own field,
+    its own place in the line, and the total is not the only thing right."""
+    from tests.tasks.select.summaries import summary_row
+
+    rows = [summary_row(f"v{i}-{n}", status=status.value)
+            for i, status in enumerate(RowStatus) for n in range(i + 1)]
+    counts = Counts.of(reversed(rows))
+    assert [counts.count(status) for status in RowStatus] == list(range(1, len(RowStatus) + 1))
+    assert counts.document() == {status.value: i + 1 for i, status in enumerate(RowStatus)}
+    assert counts.text() == "1 pass, 2 fail, 3 error, 4 skipped"
+
+
 def test_the_reference_of_a_summary_and_of_an_older_one() -> None:
     document = {"reference_accuracy": 0.9, "reference_samples": 360,
                 "reference_interval": [0.86, 0.93], "rank_by": "accuracy", "requirements": {},
