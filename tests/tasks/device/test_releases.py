@@ -506,3 +506,17 @@ def test_every_sequence_of_releases_rollbacks_and_drift_keeps_what_the_rules_say
         assert manager.load_state(str(app))["current"] == model.current, said
     assert seen == {"released", "unhealthy", "hook_failed", "already_current", "rolled_back",
                     "nothing_to_roll_back_to", "drift"}
+
+
+def test_state_keeps_the_newest_events_and_status_shows_the_last_five(
+        manager: Any, board: tuple[Path, str]) -> None:
+    """Two events more than the history holds: the two oldest go, never the newest."""
+    app = board[0]
+    names = many_ids(manager.MAX_EVENTS + 2)
+    pushed(app, names[0])
+    state = manager.load_state(str(app))
+    for name in names:
+        manager._record(str(app), state, "activate", name)
+    kept = json.loads((app / "state.json").read_text())["events"]
+    assert [event["release"] for event in kept] == names[2:]
+    assert [event["release"] for event in manager.status(str(app))["events"]] == names[-5:]
