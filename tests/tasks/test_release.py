@@ -26,6 +26,7 @@ from tasks.core import device_code
 from tasks.config import BenchmarkParams, load_farm
 from tasks.core.layout import Layout
 from tasks.release import device_state, read_record, release_device, rollback_device
+from tasks.release.outcome import REFUSED, RELEASED, ROLLED_BACK
 from tasks.release.registry import alias, registered_model_name
 from tasks.track import track
 from tests.helpers import benchmarked_copy
@@ -1113,3 +1114,76 @@ def test_an_emulated_board_select_left_out_gets_nothing_released_said_in_one_lin
     physical = release_device(params, farm, layout, "local")
     assert physical.message == "no variant passed the requirements on local"
     assert not (tmp_path / "emu").exists()  # the board was never touched
+
+
+# ------------------------------------------------- rollback and drift on a board, no project
+# The board's real manager (a local device whose releases are folders, their checks a
+# stand-in, see tests/tasks/device/test_releases.py), the record edgeflow keeps of it.
+
+
+def test_rollbacks_and_a_hand_moved_current_are_recorded_as_the_board_says(
+        tmp_path: Path) -> None:
+    from tasks.core.contracts.release import ReleaseDecision, ReleaseOutcome, write_record
+    from tests.tasks.device.test_releases import manager_module, many_ids, pushed
+
+    workdir = tmp_path / "board"
+    board, python = workdir / "app", tmp_path / "check-python"
+    python.write_text('#!/bin/sh\ncat "$(dirname "$1")/verdict.json"\n')
+    python.chmod(0o700)
+    manager, ids = manager_module(), many_ids(4)
+    layout = Layout(tmp_path / "project")
+    for name in ids:
+        pushed(board, name)
+        assert manager.activate(str(board), name, str(python), None, 5, 30, 30)["status"] == \
+            "released"
+    shutil.copy(device_code.RELEASES_PATH, board / "releases.py")
+    (tmp_path / "farm.yaml").write_text(f"devices:\n  pi: {{workdir: '{workdir}'}}\n")
+    farm = load_farm(tmp_path / "farm.yaml")
+    # What edgeflow recorded of the last release (the release step writes it so).
+    status = manager.status(str(board))
+    write_record(layout, ReleaseDecision(ReleaseOutcome("pi", RELEASED, "onnx-fp32", ids[3],
+                                                        "ok"), status["current"],
+                                         status["previous"]))
+    assert device_state(farm, layout, "pi")["drift"] is None
+
+    back = rollback_device(farm, layout, "pi", readable_by="owner")
+    assert (back.status, back.release_id, back.variant) == (ROLLED_BACK, ids[2], "onnx-fp32")
+    assert back.message == f"{ids[2]} is current again (was {ids[3]})"
+    record = read_record(layout, "pi")
+    assert (record["current"]["release"], record["previous"]["release"]) == (ids[2], ids[1])
+    assert device_state(farm, layout, "pi")["drift"] is None
+
+    # A rollback whose on_release fails there is undone: refused, the record unchanged.
+    hook = f'test "$EDGEFLOW_RELEASE" != {ids[1]} || {{ echo down; exit 5; }}'
+    (tmp_path / "hooked.yaml").write_text(
+        f"devices:\n  pi: {{workdir: '{workdir}', on_release: '{hook}'}}\n")
+    undone = rollback_device(load_farm(tmp_path / "hooked.yaml"), layout, "pi")
+    assert (undone.status, undone.release_id) == (REFUSED, ids[2])
+    assert undone.message == (f"pi was not rolled back: on_release failed (exit 5: down); "
+                              f"switched back to {ids[2]}")
+    assert read_record(layout, "pi")["current"] == record["current"]
+    assert os.readlink(board / "current") == f"releases/{ids[2]}"
+
+    # current moved on the board by hand: drift names both, and the next rollback starts
+    # from the board's current (the link), not from the one recorded.
+    os.symlink(f"releases/{ids[1]}", board / "moved")
+    os.replace(board / "moved", board / "current")
+    assert device_state(farm, layout, "pi")["drift"] == (
+        f"the board runs {ids[1]}, edgeflow recorded {ids[2]}")
+    back = rollback_device(farm, layout, "pi")
+    assert (back.status, back.release_id) == (ROLLED_BACK, ids[0])
+    assert back.message == f"{ids[0]} is current again (was {ids[1]})"
+    record = read_record(layout, "pi")
+    assert (record["current"]["release"], record["previous"]) == (ids[0], None)
+    assert device_state(farm, layout, "pi")["drift"] is None
+
+    # Nothing older: refused, and the record's current and previous stay as they were.
+    refused = rollback_device(farm, layout, "pi")
+    assert (refused.status, refused.release_id, refused.variant) == (REFUSED, ids[0], None)
+    assert refused.message == ("pi was not rolled back: no earlier healthy release on the "
+                               "device")
+    after = read_record(layout, "pi")
+    assert (after["current"], after["previous"]) == (record["current"], None)
+    assert [attempt["status"] for attempt in after["attempts"]] == [
+        "released", "rolled back", "refused", "rolled back", "refused"]
+    assert os.readlink(board / "current") == f"releases/{ids[0]}"

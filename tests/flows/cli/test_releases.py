@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from flows.cli.releases import _recommended
+from tasks.core.contracts.release import (ReleaseDecision, ReleaseOutcome, ReleaseStatus,
+                                          write_record)
 from tasks.core.errors import StepError
 from tasks.core.layout import Layout
 
@@ -34,3 +38,55 @@ def test_a_release_by_hand_without_a_recommendation_says_why(tmp_path: Path) -> 
     with pytest.raises(StepError) as slow:
         _recommended(ctx, "slow")
     assert str(slow.value) == "no variant passed the requirements on slow: name one with --variant"
+
+
+# ------------------------------------------------------------ every status, end to end here
+# Each status a release or a rollback can end as, through the command: what the record
+# (release.json) keeps, the line said, and the exit code (1 exactly for the two that did
+# not deploy, as the contract's table says).
+
+
+@pytest.mark.parametrize("command", ["release", "rollback"])
+@pytest.mark.parametrize("status", list(ReleaseStatus))
+def test_every_status_is_recorded_said_and_exits_as_the_contract_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: ReleaseStatus,
+        command: str) -> None:
+    import tasks.release
+    from flows.cli import app
+    from tests.tasks.core.test_release_contract import STATUS_SEMANTICS
+    from tests.tiny import TINY_PARAMS
+
+    # readable_by not the default: the rollback must pass the experiment's on.
+    (tmp_path / "params.yaml").write_text(TINY_PARAMS.replace(
+        "check_images: 20}", "check_images: 20, readable_by: everyone}"), encoding="utf-8")
+    (tmp_path / "farm.yaml").write_text("devices:\n  pi: {workdir: board}\n", encoding="utf-8")
+    layout = Layout(tmp_path)
+    earlier = ReleaseDecision(ReleaseOutcome("pi", ReleaseStatus.RELEASED, "v0", "r0", "first"),
+                              {"release": "r0", "variant": "v0"}, None)
+    write_record(layout, earlier)
+    # A status that changed what the device runs names it; the others leave the record's.
+    moved = status in (ReleaseStatus.RELEASED, ReleaseStatus.ROLLED_BACK)
+    decision = ReleaseDecision(
+        ReleaseOutcome("pi", status, "v1", "r1", "why it ended so", "7"),
+        {"release": "r1", "variant": "v1"} if moved else None,
+        {"release": "r0", "variant": "v0"} if moved else None)
+    asked: list[tuple[Any, ...]] = []
+
+    def decided(*args: Any, **kwargs: Any) -> ReleaseOutcome:
+        asked.append((*args[-2:], kwargs.get("approve", lambda *_: None)("pi", "v1", "")))
+        return write_record(layout, decision)
+
+    monkeypatch.setattr(tasks.release, f"{command}_device", decided)
+    argv = ([command, "pi", "--params", str(tmp_path / "params.yaml")]
+            + (["--variant", "v1", "--yes"] if command == "release" else []))
+    ran = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
+    failed, _ = STATUS_SEMANTICS[status]
+    assert ran.exit_code == (1 if failed else 0), ran.output
+    assert ran.output == f"pi: {status.value}: why it ended so (MLflow version 7)\n"
+    assert asked == ([("pi", "everyone", None)] if command == "rollback"
+                     else [("pi", "v1", True)])  # --yes: approved without asking
+    record = json.loads((tmp_path / "releases" / "pi" / "release.json").read_text())
+    assert [attempt["status"] for attempt in record["attempts"]] == ["released", status.value]
+    assert (record["current"], record["previous"]) == (
+        ({"release": "r1", "variant": "v1"}, {"release": "r0", "variant": "v0"}) if moved
+        else ({"release": "r0", "variant": "v0"}, None))

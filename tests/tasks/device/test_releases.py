@@ -353,3 +353,170 @@ def test_status_names_each_file_changed_on_the_board(manager: Any,
             for which in ("current", "previous")] == [(IDS[1], False, ["model.onnx"]),
                                                       (IDS[0], False, ["labels.txt"])]
     assert manager.rollback(str(app), None, 30)["status"] == "nothing_to_roll_back_to"
+
+
+# ------------------------------------------------------------ the state space, against a model
+# Every operation a board sees, in sequences that start at keep's boundary (keep + 1
+# releases) and then mix: a release that passes, one whose check fails, one whose
+# on_release fails, the current one released again, a release rolled back from released
+# again by hand, a rollback, and `current` moved by hand (drift: the link is the truth).
+# After each, the manager's answer, its folders, its link and state.json are what a
+# model of the documented rules says: a success prunes beyond the newest `keep` (keep 0:
+# every one) but never the release or the one it replaced; a refused or undone release is
+# removed at once; a rollback goes to the previous release if healthy, else the newest
+# healthy older one not rolled back from.
+
+HOOK = 'test ! -e "$1/hook-fails" || { echo broke; exit 3; }'
+
+
+def many_ids(count: int) -> list[str]:
+    return [f"20261120T{number:012d}Z-v{number}" for number in range(count)]
+
+
+class Model:
+    """What the documented rules say a board holds."""
+
+    def __init__(self) -> None:
+        self.folders: list[str] = []
+        self.healthy: set[str] = set()
+        self.current: str | None = None
+        self.previous: str | None = None
+        self.rolled_back: list[str] = []
+        self.last: dict[str, Any] | None = None
+
+    def prune(self, keep: int, protect: set[str | None]) -> list[str]:
+        beyond = self.folders[:max(0, len(self.folders) - keep)] if keep > 0 else list(self.folders)
+        removed = [name for name in beyond if name not in protect]
+        self.folders = [name for name in self.folders if name not in removed]
+        return removed
+
+    def older_healthy(self, than: str | None) -> str | None:
+        older = [name for name in self.folders if (than is None or name < than)
+                 and name not in self.rolled_back and name in self.healthy]
+        return older[-1] if older else None
+
+    def release(self, name: str, outcome: str, keep: int) -> dict[str, Any]:
+        before = self.current
+        if name == before:
+            return {"status": "already_current", "current": before}
+        if name not in self.folders:
+            self.folders = sorted([*self.folders, name])
+        protect = {before, self.previous}
+        if outcome == "check fails":
+            self.healthy.discard(name)
+            self.last = {"action": "check-failed", "release": name, "detail": "model gone"}
+            removed = [] if name in protect else [name]
+            self.folders = [folder for folder in self.folders if folder not in removed]
+            return {"status": "unhealthy", "current": before, "removed": removed}
+        self.healthy.add(name)
+        if outcome == "hook fails":
+            restored = f"switched back to {before}" if before else "no release to restore"
+            self.last = {"action": "activate-undone", "release": name,
+                         "detail": f"on_release failed: broke; {restored}"}
+            removed = [] if name in protect else [name]
+            self.folders = [folder for folder in self.folders if folder not in removed]
+            return {"status": "hook_failed", "current": before, "removed": removed}
+        self.current, self.previous = name, before
+        self.rolled_back = [other for other in self.rolled_back if other != name]
+        self.last = {"action": "activate", "release": name, "detail": ""}
+        return {"status": "released", "current": name, "removed": self.prune(keep, {name, before})}
+
+    def rollback(self) -> dict[str, Any]:
+        previous, current = self.previous, self.current
+        if previous and previous != current and previous in self.healthy \
+                and previous in self.folders:
+            target: str | None = previous
+        else:
+            target = self.older_healthy(current)
+        if target is None:
+            return {"status": "nothing_to_roll_back_to", "current": current}
+        if current is not None:
+            self.rolled_back = [*(name for name in self.rolled_back if name != current), current]
+        self.current = target
+        self.previous = self.older_healthy(target)
+        self.last = {"action": "rollback", "release": target, "detail": f"from {current}"}
+        return {"status": "rolled_back", "current": target}
+
+
+def run_operation(manager: Any, board: tuple[Path, str], model: Model, operation: str,
+                  name: str, keep: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``operation`` on the board and on the model: (the manager's answer, the model's)."""
+    app, python = board
+    if operation == "rollback":
+        return manager.rollback(str(app), HOOK, 30), model.rollback()
+    if operation == "drift":  # current moved by hand to release ``name``, one kept
+        other = name
+        os.symlink(f"releases/{other}", app / "moved")
+        os.replace(app / "moved", app / "current")
+        model.current = other
+        return {"status": "drift", "current": other}, {"status": "drift", "current": other}
+    if operation in ("passes", "check fails", "hook fails"):
+        pushed(app, name, passes=operation != "check fails")
+        if operation == "hook fails":
+            (app / "releases" / name / "hook-fails").touch()
+    answer = manager.activate(str(app), name, python, HOOK, keep, 30, 30)
+    return answer, model.release(name, "passes" if operation in ("again", "rolled back")
+                                 else operation, keep)
+
+
+OPERATIONS = ["passes", "passes", "passes", "check fails", "hook fails", "rollback",
+              "rollback", "again", "rolled back", "drift"]
+
+
+@pytest.mark.parametrize("keep", [0, 1, 2, 3, 5])
+def test_every_sequence_of_releases_rollbacks_and_drift_keeps_what_the_rules_say(
+        manager: Any, board: tuple[Path, str], keep: int) -> None:
+    import random
+
+    app = board[0]
+    rng = random.Random(keep)
+    chosen = rng.choices(OPERATIONS, k=40)
+    names = iter(many_ids(60))
+    model = Model()
+    seen = set()
+    # keep + 2 releases (the boundary crossed), the mix, then a refusal and rollbacks
+    # until none is left to roll back to, and releases after them.
+    tail = ["check fails", *["rollback"] * (keep + 4), "passes", "passes"]
+    for step, operation in enumerate(["passes"] * (keep + 2) + chosen + tail):
+        if operation == "again" and model.current is None:
+            operation = "passes"
+        if operation == "rolled back":
+            again = [name for name in model.rolled_back if name in model.folders
+                     and name != model.current]
+            operation, name = ("rolled back", again[-1]) if again else ("passes", next(names))
+        elif operation == "again":
+            name = str(model.current)
+        elif operation == "drift":
+            others = [folder for folder in model.folders if folder != model.current]
+            if not others:
+                continue
+            name = rng.choice(others)  # the previous one, or another
+        else:
+            name = next(names)
+        answer, expected = run_operation(manager, board, model, operation, name, keep)
+        said = f"step {step}: {operation} {name}"
+        assert {key: answer.get(key) for key in expected} == expected, said
+        seen.add(answer["status"])
+        assert manager.releases(str(app)) == model.folders, said
+        if model.last is not None:
+            assert recorded(app) == {
+                "link": f"releases/{model.current}" if model.current else None,
+                "previous": model.previous, "rolled_back": model.rolled_back,
+                "last": model.last}, said
+        assert manager.load_state(str(app))["current"] == model.current, said
+    assert seen == {"released", "unhealthy", "hook_failed", "already_current", "rolled_back",
+                    "nothing_to_roll_back_to", "drift"}
+
+
+def test_state_keeps_the_newest_events_and_status_shows_the_last_five(
+        manager: Any, board: tuple[Path, str]) -> None:
+    """Two events more than the history holds: the two oldest go, never the newest."""
+    app = board[0]
+    names = many_ids(manager.MAX_EVENTS + 2)
+    pushed(app, names[0])
+    state = manager.load_state(str(app))
+    for name in names:
+        manager._record(str(app), state, "activate", name)
+    kept = json.loads((app / "state.json").read_text())["events"]
+    assert [event["release"] for event in kept] == names[2:]
+    assert [event["release"] for event in manager.status(str(app))["events"]] == names[-5:]
