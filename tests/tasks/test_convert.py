@@ -256,7 +256,12 @@ def test_quantisation_is_calibrated_on_the_calib_split_never_on_test_images(
         monkeypatch.setitem(FORMATS, name, replace(fmt, export=recording(name)))
     matrix = {name: list(fmt.precisions) for name, fmt in FORMATS.items()}
     layout = tiny_project.layout
-    convert(matrix, ConvertParams(), QuantizationParams(calibration_samples=16), 0.05,
+    # Every quantisation option away from its default, and an accuracy drop away from
+    # the 0.01 an exporter assumes: a value dropped on its way to the exporter shows.
+    quantization = QuantizationParams(calibration_samples=16, onnx_calibration="percentile",
+                                      per_channel=False, onnx_reduce_range=False,
+                                      openvino_preset="mixed")
+    convert(matrix, ConvertParams(), quantization, 0.05,
             ConvertInputs(layout.base_model, None, layout.prepared), tmp_path / "variants")
 
     assert set(requests) == {(name, precision) for name, precisions in matrix.items()
@@ -272,6 +277,12 @@ def test_quantisation_is_calibrated_on_the_calib_split_never_on_test_images(
         assert not test_images & {image.tobytes() for image in request.calibration}, where
         np.testing.assert_array_equal(request.validation[0], splits["val"][0], err_msg=where)
         np.testing.assert_array_equal(request.validation[1], splits["val"][1], err_msg=where)
+        assert request.quantization == quantization, where
+        assert (request.max_accuracy_drop, request.precision) == (0.05, precision), where
+    # One scratch folder for the source, shared by all its exports (the fp32 ONNX graph
+    # and the int8 flatbuffer are made once).
+    assert len({request.scratch for request in requests.values()}) == 1
+    assert next(iter(requests.values())).scratch is not None
 
 
 def test_variant_names() -> None:

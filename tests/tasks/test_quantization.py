@@ -426,3 +426,108 @@ def test_rejected_variants_fail_with_the_numbers_and_are_not_benchmarked() -> No
     row = evaluate(record, RequirementParams(), 0.9)
     assert row.status == "fail"
     assert row.reasons == ["rejected by convert: argmax agreement 0.9 < 0.95"]
+
+
+# ------------------------------------------------ what each precision changed in the model
+
+# The tensor types each TFLite precision leaves in the model (int32: shapes and biases):
+# fp16 weights stored float16 beside float32 activations; dynamic int8 weights beside
+# float32 activations; full int8 nothing float at all.
+TFLITE_TENSOR_TYPES = {"fp32": {"float32", "int32"}, "fp16": {"float16", "float32", "int32"},
+                       "dynamic": {"int8", "float32", "int32"}, "int8": {"int8", "int32"}}
+
+
+def test_the_matrix_walks_every_precision_of_every_format() -> None:
+    """So the tests below, over the matrix, cover each recipe a format has."""
+    from tasks.models.formats import FORMATS
+
+    assert {name: set(precisions) for name, precisions in MATRIX.items()} == {
+        name: set(fmt.precisions) for name, fmt in FORMATS.items()}
+    assert set(TFLITE_TENSOR_TYPES) == set(FORMATS["tflite"].precisions)
+
+
+@pytest.mark.parametrize("precision", list(TFLITE_TENSOR_TYPES))
+def test_each_tflite_precision_stores_its_tensors_in_its_own_types(matrix,
+                                                                   precision: str) -> None:
+    """What the converter was told (supported types, optimisations, integer I/O) read back
+    from the flatbuffer it wrote: every tensor's type, and the spec's input and output
+    as the interpreter reports them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    out, variants = matrix
+    variant = variants[f"tflite-{precision}"]
+    assert variant["status"] == "ok", variant.get("reason")
+    interpreter = Interpreter(model_path=str(out / variant["file"]))
+    assert {np.dtype(tensor["dtype"]).name for tensor in interpreter.get_tensor_details()} == (
+        TFLITE_TENSOR_TYPES[precision])
+    io = "int8" if precision == "int8" else "float32"
+    for side, details in (("input", interpreter.get_input_details()[0]),
+                          ("output", interpreter.get_output_details()[0])):
+        scale, zero_point = details["quantization"]
+        assert variant["spec"][side]["dtype"] == np.dtype(details["dtype"]).name == io
+        assert variant["spec"][side]["quantization"] == (
+            {"scale": scale, "zero_point": zero_point} if io == "int8" else None)
+
+
+def _openvino_constant_types(path: Path) -> tuple[set[str], list[Any]]:
+    """The element types of an IR's float and integer weights (constants of more than
+    one element: scalars are ranges and shapes), and its input's shape."""
+    import math
+
+    import openvino
+
+    model = openvino.Core().read_model(str(path))
+    types = {op.get_output_element_type(0).get_type_name() for op in model.get_ops()
+             if op.get_type_name() == "Constant"
+             and op.get_output_partial_shape(0).is_static
+             and math.prod(op.get_output_shape(0)) > 4}
+    return types, [size.get_length() if size.is_static else None
+                   for size in model.inputs[0].get_partial_shape()]
+
+
+# fp32 and bf16 keep their weights f32 (bf16 rounds from them once, at compile time);
+# fp16 stores them f16; the int8 ones store i8 weights (NNCF keeps what is left of a
+# quantised model's floats in f32 whatever save_model is told).
+OPENVINO_WEIGHT_TYPES = {"fp32": {"f32"}, "bf16": {"f32"}, "fp16": {"f16"},
+                         "int8": {"i8", "f32"}, "int8-acc": {"i8", "f32"}}
+
+
+@pytest.mark.parametrize("precision", list(OPENVINO_WEIGHT_TYPES))
+def test_each_openvino_precision_stores_its_weights_in_its_own_types(matrix,
+                                                                    precision: str) -> None:
+    from tasks.models.formats import FORMATS
+
+    assert set(OPENVINO_WEIGHT_TYPES) == set(FORMATS["openvino"].precisions)
+    out, variants = matrix
+    variant = variants[f"openvino-{precision}"]
+    assert variant["status"] == "ok", variant.get("reason")
+    types, input_shape = _openvino_constant_types(out / variant["file"])
+    assert types == OPENVINO_WEIGHT_TYPES[precision]
+    # Reshaped to batch 1 at the source's input shape: a static shape, as the spec says.
+    assert input_shape == variant["spec"]["input"]["shape"] == [1, 16, 16, 1]
+
+
+# What each ONNX precision's graph computes with: float ops only; integer ops fed by
+# activations quantised at run time; float ops between QuantizeLinear/DequantizeLinear.
+ONNX_OPS = {"fp32": ({"Conv", "MatMul"}, {"QuantizeLinear", "DynamicQuantizeLinear",
+                                          "ConvInteger", "MatMulInteger"}),
+            "int8-dynamic": ({"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"},
+                             {"QuantizeLinear", "Conv", "MatMul"}),
+            "int8-qdq": ({"QuantizeLinear", "DequantizeLinear", "Conv"},
+                         {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
+                          "QLinearConv"})}
+
+
+@pytest.mark.parametrize("precision", list(ONNX_OPS))
+def test_each_onnx_precision_is_its_own_graph(matrix, precision: str) -> None:
+    import onnx
+
+    from tasks.models.formats import FORMATS
+
+    assert set(ONNX_OPS) == set(FORMATS["onnx"].precisions)
+    out, variants = matrix
+    variant = variants[f"onnx-{precision}"]
+    assert variant["status"] == "ok", variant.get("reason")
+    ops = {node.op_type for node in onnx.load(str(out / variant["file"])).graph.node}
+    present, absent = ONNX_OPS[precision]
+    assert present <= ops and not absent & ops, sorted(ops)

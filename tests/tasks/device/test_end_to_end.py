@@ -195,13 +195,24 @@ def test_the_protocol_accepts_an_end_to_end_part_or_its_error() -> None:
 
 class StageClock:
     """A ``perf_counter_ns`` that moves only when a stage spends its known cost, so each
-    stage's time is exactly its own and any stage that takes in its neighbour's differs."""
+    stage's time is exactly its own and any stage that takes in its neighbour's differs.
+    With ``scales``, the n-th frame through the pipeline (counted at its decode) costs
+    ``scales[n]`` times every stage's cost (1 past the end): which frames were timed,
+    recorded or scored then shows in the numbers."""
 
-    def __init__(self) -> None:
+    def __init__(self, scales: tuple[int, ...] = ()) -> None:
         self.now = 0
+        self.scales = scales
+        self.frames = 0  # frames decoded so far
 
     def __call__(self) -> int:
         return self.now
+
+    def spend(self, stage: str) -> None:
+        if stage == "decode":
+            self.frames += 1
+        index = self.frames - 1
+        self.now += STAGE_COSTS[stage] * (self.scales[index] if index < len(self.scales) else 1)
 
 
 # Distinct costs (ns) whose pairwise sums are none of them: a stage timed with its
@@ -217,7 +228,7 @@ class CostedLogits:
         self.clock, self.label = clock, label
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        self.clock.now += STAGE_COSTS["postprocess"]
+        self.clock.spend("postprocess")
         logits = np.zeros((1, 10), np.float32)
         logits[0, self.label] = 1.0
         return logits
@@ -231,12 +242,12 @@ class CostedPreprocess:
         self.clock = clock
 
     def decode_image(self, frame: bytes) -> int:
-        self.clock.now += STAGE_COSTS["decode"]
+        self.clock.spend("decode")
         return frame[0]
 
     def to_model_input(self, image: int, height: int, width: int, color: str,
                        fit: str = "squash") -> np.ndarray:
-        self.clock.now += STAGE_COSTS["preprocess"]
+        self.clock.spend("preprocess")
         return np.full((height, width, 1), image / 10, np.float32)
 
 
@@ -245,7 +256,7 @@ class CostedRunner(Echo):
         self.clock = clock
 
     def infer(self, x: np.ndarray) -> Any:
-        self.clock.now += STAGE_COSTS["infer"]
+        self.clock.spend("infer")
         return CostedLogits(self.clock, int(round(float(x.reshape(-1)[0]) * 10)))
 
 
@@ -300,3 +311,56 @@ def test_end_to_end_reports_each_stage_at_its_own_cost_and_the_frame_at_their_su
     assert result["latency_ms"]["p99"] == pytest.approx(frame_ms, rel=1e-12, abs=0)
     assert result["runs"] >= 12
     assert (result["accuracy"], result["accuracy_samples"]) == (accuracy, scored)
+
+
+# Frame costs, as multiples of every stage's cost, in the order the frames go through:
+# three warm-up frames (100x), the five timed ones, in an order where none of the first,
+# last, mean or middle-by-position is the median (sorted 1 2 3 4 10: median 3, mean 4,
+# p90 7.6, p99 9.76), then the four scored (1000x). One warm-up frame more or less shifts
+# which five are timed, and the median of those reads 4.
+WARMUP_SCALES, TIMED_SCALES, SCORED_SCALES = (100,) * 3, (1, 4, 10, 3, 2), (1000,) * 4
+
+
+# The warm-up ends at its run count (3 runs, no seconds) or at its seconds (one run
+# asked for, 6.3 ms: two 2.1 ms frames fall short, the third reaches it exactly, and
+# "at least" stops there): three frames either way.
+@pytest.mark.parametrize(("warmup_runs", "warmup_seconds"), [(3, 0.0), (1, 0.0063)])
+def test_end_to_end_times_only_the_timed_frames_and_takes_each_stage_median_from_them(
+        monkeypatch: pytest.MonkeyPatch, warmup_runs: int, warmup_seconds: float) -> None:
+    """Frames of known, different costs: the warm-up ones and the scored ones are neither
+    timed nor recorded (either would move every median), each stage reports the median
+    of its own times over the timed frames (not their mean, nor the first or last), and
+    the frame's percentiles are those of the timed frames' totals."""
+    from tasks.device import timing
+
+    clock = StageClock(WARMUP_SCALES + TIMED_SCALES + SCORED_SCALES)
+    fake_time = SimpleNamespace(perf_counter_ns=clock)
+    monkeypatch.setattr(harness_pipeline, "time", fake_time)
+    monkeypatch.setattr(timing, "time", fake_time)
+    monkeypatch.setattr(harness_pipeline, "_preprocess_module", lambda: CostedPreprocess(clock))
+    frames = [bytes([grey]) for grey in (1, 4, 8, 2)]
+    monkeypatch.setattr(harness_pipeline, "load_frames",
+                        lambda path: (frames, np.array([1, 4, 0, 2]),
+                                      {"height": 4, "width": 4, "encoding": "png",
+                                       "fit": "squash"}))
+    # max_seconds 0: the timed run stops at its minimum of five runs.
+    args = SimpleNamespace(frames="frames.npz", warmup_runs=warmup_runs,
+                           warmup_seconds=warmup_seconds, runs=len(TIMED_SCALES), seconds=0.0,
+                           max_seconds=0.0, interval_width=0.05, accuracy_samples=4)
+    result = harness_pipeline.end_to_end(CostedRunner(clock), GREY_SPEC, args)
+
+    assert clock.frames == len(WARMUP_SCALES + TIMED_SCALES + SCORED_SCALES)
+    assert (result["runs"], result["sizing"]["stopped_by"]) == (5, "time cap")
+    exact = {"rel": 1e-12, "abs": 0}
+    assert result["stages_ms"] == pytest.approx(
+        {stage: 3 * cost / 1e6 for stage, cost in STAGE_COSTS.items()}, **exact)
+    frame_ms = sum(STAGE_COSTS.values()) / 1e6  # a 1x frame: 0.021 ms
+    latency = result["latency_ms"]
+    assert latency == pytest.approx(
+        {"p50": 3 * frame_ms, "p90": 7.6 * frame_ms, "p99": 9.76 * frame_ms,
+         "mean": 4 * frame_ms, "min": frame_ms, "max": 10 * frame_ms,
+         "std": float(np.std(TIMED_SCALES)) * frame_ms}, **exact)
+    # Every frame's stages add up to the frame: here the stages' medians to its median.
+    assert sum(result["stages_ms"].values()) == pytest.approx(latency["p50"], **exact)
+    assert result["timed_seconds"] == pytest.approx(sum(TIMED_SCALES) * frame_ms / 1e3, **exact)
+    assert (result["accuracy"], result["accuracy_samples"]) == (0.75, 4)

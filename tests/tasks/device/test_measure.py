@@ -1,0 +1,103 @@
+"""tasks/device/measure.py on a clock only the runner moves: each phase of the benchmark
+protocol (load, first inference, warm-up, timed runs, scoring) reported at its own known
+cost, none of them taking in its neighbour's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tasks.device import measure as device_measure
+from tasks.device import timing
+from tasks.device.runtimes import Runner
+
+MS = 1_000_000  # ns
+LOAD_NS = 7 * MS
+# Every inference's cost, in the order the protocol makes them: the first inference
+# (13 ms), three warm-up runs (2, 5, 3 ms), five timed runs (1, 4, 10, 3, 2 ms: median 3,
+# mean 4, p90 7.6) and then the scored images (100 ms each). Each phase's sum differs from
+# each other's and from any two neighbours', so a timer started or stopped a phase early
+# or late reads a number no phase has.
+FIRST_NS = 13 * MS
+WARMUP_NS = (2 * MS, 5 * MS, 3 * MS)
+TIMED_NS = (1 * MS, 4 * MS, 10 * MS, 3 * MS, 2 * MS)
+SCORED_NS = 100 * MS
+
+
+class RunnerClock:
+    """``perf_counter`` and ``perf_counter_ns`` that move only when the runner loads or
+    infers, each by its scripted cost."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.inferences = 0
+        self.costs = (FIRST_NS, *WARMUP_NS, *TIMED_NS)
+
+    def perf_counter_ns(self) -> int:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self.now / 1e9
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Logits one-hot on the first pixel's grey level (x 10)."""
+        index, self.inferences = self.inferences, self.inferences + 1
+        self.now += self.costs[index] if index < len(self.costs) else SCORED_NS
+        logits = np.zeros((1, 10), np.float32)
+        logits[0, int(round(float(x.reshape(-1)[0]) * 10))] = 1.0
+        return logits
+
+
+SPEC = {"input": {"dtype": "float32", "shape": [1, 4, 4, 1], "layout": "NHWC",
+                  "quantization": None},
+        "output": {"dtype": "float32", "quantization": None}}
+
+
+def test_each_phase_is_reported_at_its_own_cost(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = RunnerClock()
+    monkeypatch.setattr(device_measure, "time", clock)
+    monkeypatch.setattr(timing, "time", clock)
+    loaded: list[tuple[Any, ...]] = []
+
+    def load_runner(runtime: str, artifact: str, threads: int, options: dict[str, Any]) -> Runner:
+        loaded.append((runtime, artifact, threads))
+        clock.now += LOAD_NS
+        return Runner(clock.infer, "fake", "1", threads=3)  # not what was asked
+
+    monkeypatch.setattr(device_measure, "load_runner", load_runner)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC), encoding="utf-8")
+    greys = [1, 4, 8, 2, 6, 5]
+    data = tmp_path / "test.npz"
+    np.savez(data, x=np.stack([np.full((4, 4, 1), grey / 10, np.float32) for grey in greys]),
+             y=np.array([1, 4, 0, 2, 6, 5]))  # the third image is scored wrong
+    # max_seconds 0: the timed runs stop at their minimum of five.
+    args = SimpleNamespace(spec=str(spec), data=str(data), accelerators="{}", runtime="fake",
+                           artifact="model.fake", threads=2, warmup_runs=len(WARMUP_NS),
+                           warmup_seconds=0.0, runs=len(TIMED_NS), seconds=0.0,
+                           max_seconds=0.0, interval_width=0.05, accuracy_samples=4,
+                           frames=None)
+    result = device_measure.measure(args)
+
+    exact = {"rel": 1e-12, "abs": 0}
+    assert loaded == [("fake", "model.fake", 2)]
+    assert result["load_ms"] == pytest.approx(7.0, **exact)
+    assert result["first_inference_ms"] == pytest.approx(13.0, **exact)
+    assert result["warmup"] == pytest.approx({"runs": 3, "seconds": 0.010}, **exact)
+    assert result["runs"] == 5 and result["sizing"]["stopped_by"] == "time cap"
+    assert result["latency_ms"] == pytest.approx(
+        {"p50": 3.0, "p90": 7.6, "p99": 9.76, "mean": 4.0, "min": 1.0, "max": 10.0,
+         "std": float(np.std(TIMED_NS)) / MS}, **exact)
+    assert result["timed_seconds"] == pytest.approx(0.020, **exact)
+    assert result["latencies"]["count"] == 5
+    # Scored on the first accuracy_samples images, after the timing: 1 + 3 + 5 + 4 runs.
+    assert (result["accuracy"], result["accuracy_samples"]) == (0.75, 4)
+    assert clock.inferences == 13
+    assert (result["threads"], result["runtime"]["threads"]) == (2, 3)
+    assert "end_to_end" not in result
