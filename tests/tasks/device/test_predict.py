@@ -382,7 +382,7 @@ def server(fake_model: type[FakeModel]) -> Iterator[tuple[str, int]]:
     a body, 5 s to arrive, 2 connections at once."""
     from tasks.device import predict
 
-    running = predict.serve(FakeModel("/rel"), 0, max_bytes=64, timeout=5,
+    running = predict.serve(FakeModel("/rel"), 0, max_bytes=64, timeout=5.0,
                             max_connections=2)
     thread = threading.Thread(target=running.serve_forever, args=(0.05,), daemon=True)
     thread.start()
