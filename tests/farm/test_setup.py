@@ -8,13 +8,16 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
 from tasks.config import SshDevice, load_farm
-from tasks.farm.setup import LOCK_FILE, pinned, pip_platforms, wheel_platforms
+from tasks.farm.setup import (LOCK_FILE, RUNTIME_PACKAGES, SetupError, download_wheels, pinned,
+                              pip_platforms, wanted_packages, wheel_platforms)
 from tasks.targets.farm_commands import setup_farm
 from tests.helpers import assert_device_tidy, bench_device, records
 from tests.sshd import SshServer
@@ -94,3 +97,176 @@ def test_setup_refuses_devices_it_does_not_manage(ssh_server: SshServer, tmp_pat
     assert nothing.exit_code == 0 and "nothing to set up" in nothing.output
     assert not (tmp_path / "board").exists()
     shutil.rmtree(tmp_path / ".edgeflow", ignore_errors=True)
+
+
+# What is pinned, downloaded and installed for which device: pure functions, no device.
+
+LOCK = """# a comment
+numpy==2.4.6
+Pillow==13.0.0
+ai_edge_litert==2.3.0
+onnxruntime==1.32.0
+onnxruntime-extensions==0.13.0
+  openvino==2026.4.1
+-e .
+tflite-micro
+"""
+
+
+def test_pinned_pins_each_bare_name_found_in_the_lock_whatever_its_spelling(
+        tmp_path: Path) -> None:
+    """Names match the lock's as pip compares them (case, ``_`` for ``-``), the name is
+    kept as written; a name absent from the lock, or not bare, stays as it is; each once,
+    sorted."""
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(LOCK)
+    assert pinned(["pillow", "AI-Edge-LiteRT", "numpy", "numpy", "onnxruntime", "openvino",
+                   "tflite-micro", "onnxruntime>=1.0", "opencv-python"], lock) == [
+        "AI-Edge-LiteRT==2.3.0", "numpy==2.4.6", "onnxruntime==1.32.0", "onnxruntime>=1.0",
+        "opencv-python", "openvino==2026.4.1", "pillow==13.0.0", "tflite-micro"]
+    assert pinned(["onnxruntime-extensions", "ai_edge_litert"], lock) == [
+        "ai_edge_litert==2.3.0", "onnxruntime-extensions==0.13.0"]
+    assert pinned(["numpy", "pillow", "numpy"], tmp_path / "absent.lock") == ["numpy", "pillow"]
+
+
+def ssh_device(**changes: Any) -> SshDevice:
+    return SshDevice(**{"transport": "ssh", "host": "pi.local", "user": "pi", "key_file": "/k",
+                        "known_hosts": "/kh", "workdir": "/home/pi/ef",
+                        "python": "/usr/bin/python3", "setup": {}, **changes})
+
+
+@pytest.mark.parametrize("runtime", sorted(RUNTIME_PACKAGES))
+def test_each_runtime_wants_its_pinned_packages_with_numpy_and_pillow(runtime: str) -> None:
+    lock = dict(line.split("==") for line in LOCK_FILE.read_text().splitlines() if "==" in line)
+    wanted = wanted_packages(ssh_device(), [runtime])
+    assert wanted == sorted({f"{name}=={lock[name]}" for name in
+                             ("numpy", "pillow", *RUNTIME_PACKAGES[runtime])})
+
+
+def test_the_devices_extra_packages_come_after_the_pinned_ones_as_written() -> None:
+    device = ssh_device(setup={"extra_packages": ["opencv-python-headless==4.10.0.84",
+                                                  "numpy"]})
+    numpy, onnxruntime, pillow = pinned(["numpy", "onnxruntime", "pillow"])
+    assert wanted_packages(device, ["onnxruntime", "openvino"]) == [
+        numpy, onnxruntime, pinned(["openvino"])[0], pillow,
+        "opencv-python-headless==4.10.0.84", "numpy"]
+    assert RUNTIME_PACKAGES == {"tflite": ("ai-edge-litert",), "onnxruntime": ("onnxruntime",),
+                                "openvino": ("openvino",), "tflm": ("tflite-micro",),
+                                "edgetpu": ("ai-edge-litert",)}
+
+
+@pytest.mark.parametrize(("libc_version", "accepted"), [
+    ("2.17", ["manylinux_2_17_armv7l", "manylinux2014_armv7l", "linux_armv7l"]),
+    ("2.19", ["manylinux_2_19_armv7l", "manylinux_2_18_armv7l", "manylinux_2_17_armv7l",
+              "manylinux2014_armv7l", "linux_armv7l"]),
+    ("2.16", ["linux_armv7l"]),  # older than manylinux2014: no manylinux wheel fits
+    ("2.31.1", [f"manylinux_2_{minor}_armv7l" for minor in range(31, 16, -1)]
+     + ["manylinux2014_armv7l", "linux_armv7l"]),
+])
+def test_the_wheel_platforms_a_device_accepts_are_its_glibcs_and_older(
+        libc_version: str, accepted: list[str]) -> None:
+    assert pip_platforms({"machine": "armv7l", "libc": ["glibc", libc_version]}) == accepted
+
+
+@pytest.mark.parametrize(("libc", "named"), [(["musl", "1.2"], "musl"), (["", ""], "unknown"),
+                                             (None, "unknown"), (["glibc", ""], "glibc")])
+def test_a_device_without_glibc_is_told_to_let_its_own_pip_choose(libc: Any, named: str) -> None:
+    with pytest.raises(SetupError) as refused:
+        pip_platforms({"machine": "aarch64", "libc": libc})
+    assert str(refused.value) == (
+        f"libc {named} on aarch64: wheels for it cannot be chosen here (manylinux is glibc "
+        "only); set setup.wheelhouse: false so the device's own pip chooses")
+
+
+def test_wheel_platforms_skip_what_is_no_wheel() -> None:
+    assert wheel_platforms([Path("/c/tflite_micro-0.dev1.tar.gz"),
+                            Path("/c/six-1.17.0-py2.py3-none-any.whl")]) == ["any"]
+
+
+@pytest.mark.parametrize("implementation", ["cpython", "pypy"])
+def test_wheels_are_downloaded_for_the_devices_python_platforms_and_the_lock(
+        implementation: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip is asked for the device's Python and implementation, every accepted platform
+    in order, the lock as constraints, this pip and the packages; the wheels are the
+    files pip says it saved or had."""
+    import subprocess as real
+    from importlib.metadata import version
+
+    import tasks.farm.setup as setup
+
+    calls: list[list[str]] = []
+    said = ("Collecting numpy==2.4.6\n  Saved /cache/numpy-2.4.6-cp311-cp311-"
+            "manylinux_2_27_aarch64.whl\n"
+            "File was already downloaded /cache/pip-25.2-py3-none-any.whl\n"
+            "Successfully downloaded numpy pip\n")
+    monkeypatch.setattr(setup.subprocess, "run", lambda argv, **kwargs: calls.append(argv)
+                        or real.CompletedProcess(argv, 0, said, ""))
+    # Python 3.9 on the board, not this machine's: the wheels are the board's.
+    facts = {"python": "3.9", "implementation": implementation, "machine": "aarch64",
+             "libc": ["glibc", "2.18"]}
+    wheels = download_wheels(["numpy==2.4.6"], facts, tmp_path / "cache")
+    assert wheels == [Path("/cache/numpy-2.4.6-cp311-cp311-manylinux_2_27_aarch64.whl"),
+                      Path("/cache/pip-25.2-py3-none-any.whl")]
+    assert calls == [[sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+                      "--only-binary=:all:", "--dest", str(tmp_path / "cache"),
+                      "--python-version", "3.9", "--implementation",
+                      "cp" if implementation == "cpython" else "py",
+                      "--platform", "manylinux_2_18_aarch64",
+                      "--platform", "manylinux_2_17_aarch64",
+                      "--platform", "manylinux2014_aarch64", "--platform", "linux_aarch64",
+                      "--constraint", str(LOCK_FILE), f"pip=={version('pip')}", "numpy==2.4.6"]]
+
+
+def test_a_download_that_fails_or_brings_nothing_is_a_setup_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess as real
+
+    import tasks.farm.setup as setup
+
+    answer = real.CompletedProcess([], 1, "", "Looking in indexes\nERROR: No matching "
+                                              "distribution found for openvino==2026.4.1\n")
+    monkeypatch.setattr(setup.subprocess, "run", lambda argv, **kwargs: answer)
+    facts = {"python": "3.9", "implementation": "cpython", "machine": "armv7l",
+             "libc": ["glibc", "2.31"]}
+    with pytest.raises(SetupError) as failed:
+        download_wheels(["openvino==2026.4.1"], facts, tmp_path / "cache")
+    assert str(failed.value) == ("pip could not download wheels for python 3.9 on armv7l: "
+                                 "ERROR: No matching distribution found for openvino==2026.4.1")
+    answer = real.CompletedProcess([], 0, "Nothing to do\n", "")
+    with pytest.raises(SetupError) as empty:
+        download_wheels(["a", "b"], facts, tmp_path / "cache")
+    assert str(empty.value) == "pip downloaded nothing for a, b"
+
+
+@pytest.mark.parametrize("wheelhouse", [True, False])
+def test_the_install_command_rebuilds_the_venv_from_the_wheelhouse_or_the_index(
+        wheelhouse: bool) -> None:
+    import shlex
+
+    from tasks.farm.setup import _install_command
+
+    device = ssh_device(setup={"wheelhouse": wheelhouse})
+    wheels = [Path("/c/numpy-2.4.6-cp311-cp311-linux_aarch64.whl"),
+              Path("/c/pip-25.2-py3-none-any.whl")]
+    command = _install_command(device, ["numpy==2.4.6"], wheels,
+                               "/home/pi/ef/wheelhouse/list" if wheelhouse else None)
+    umask, locked = command.split(" && ", 1)
+    argv = shlex.split(locked)
+    # Under the benchmark's lock: never while a benchmark runs in the venv.
+    assert (umask, argv[:-1]) == ("umask 077", ["flock", "-w", "600", "-E", "75",
+                                                "/home/pi/ef/.benchmark.lock", "sh", "-c"])
+    script = argv[-1]
+    venv = "/home/pi/ef/venv"
+    if wheelhouse:
+        install = (f"{venv}/bin/python /home/pi/ef/wheelhouse/pip-25.2-py3-none-any.whl/pip "
+                   "install --no-index --find-links /home/pi/ef/wheelhouse")
+        create = f"/usr/bin/python3 -m venv --without-pip {venv}"
+        assert "/home/pi/ef/wheelhouse/list" in script.split(" && ")[1]
+    else:
+        install, create = f"{venv}/bin/python -m pip install", f"/usr/bin/python3 -m venv {venv}"
+        assert "wheelhouse" not in script
+    assert script.split(" && ")[0] == "umask 077"
+    assert script.split(" && ")[-4:] == [
+        f"rm -rf -- {venv}", create,
+        f"{install} --quiet --disable-pip-version-check --no-cache-dir numpy==2.4.6",
+        f"chmod -R go= -- {venv}"]

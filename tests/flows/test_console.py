@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -330,6 +331,139 @@ def test_on_a_terminal_each_step_is_a_bar_that_ends_with_its_last_item() -> None
         ["train", "2/4", "(stopped", "early)"], ["benchmark[pi]", "2/2", "tflite-int8", "(ok)"]]
     assert "edgeflow: warning: a split is small" in out.getvalue()
     assert err.getvalue() == ""
+
+
+def bars_at_80_columns(renderer: Any) -> list[tuple[str, int, str]]:
+    """Each bar row of ``renderer`` as rich draws it 80 columns wide: its text (the
+    elapsed time as H:MM:SS), how many of its bar's characters are filled, and the fill's
+    style (complete or finished)."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=80, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor")
+    rows = []
+    for line in console.render_lines(renderer.progress.get_renderable(), console.options,
+                                     pad=False):
+        text = "".join(segment.text for segment in line)
+        filled = [segment for segment in line if segment.text.strip("\u2501\u2578\u257a") == ""
+                  and segment.text.strip() and str(segment.style) != "grey23"]
+        rows.append((re.sub(r"\d:\d\d:\d\d$", "H:MM:SS", text),
+                     sum(len(segment.text) for segment in filled),
+                     ",".join(sorted({str(segment.style) for segment in filled}))))
+    return rows
+
+
+def test_on_a_terminal_each_bar_is_filled_by_its_items_done_of_its_total() -> None:
+    """At 80 columns: the step, a bar of 35 characters filled in proportion (none at 0,
+    11.5 at 1/3, 33 at 19/20, all 35 in the finished colour at the total), done/total, the
+    item with its detail in brackets, the time; one row per step however many notices."""
+    import io
+
+    from flows.console import BarRenderer, Terminal
+    from tasks.core import notices
+
+    renderer = BarRenderer(Terminal(io.StringIO(), io.StringIO(), is_tty=True))
+    try:
+        for notice in (notices.Progress("train", 0, 4),
+                       notices.Progress("benchmark[pi]", 0, 2),
+                       notices.Progress("benchmark[pi]", 1, 3, "tflite-int8", "ok"),
+                       notices.Progress("optimize", 19, 20, "", "pruned"),
+                       notices.Progress("convert", 8, 8, "onnx-fp32")):
+            renderer(notice)
+        bar, half, back = "\u2501", "\u2578", "\u257a"
+        complete, finished = "rgb(249,38,114)", "rgb(114,156,31)"
+        assert bars_at_80_columns(renderer) == [
+            ("train         " + bar * 35 + " 0/4                    H:MM:SS", 0, ""),
+            ("benchmark[pi] " + bar * 11 + half + bar * 23 + " 1/3   tflite-int8 (ok) H:MM:SS",
+             12, complete),  # 23 half characters of 70
+            ("optimize      " + bar * 33 + back + bar + " 19/20 (pruned)         H:MM:SS",
+             33, complete),  # 66 of 70
+            ("convert       " + bar * 35 + " 8/8   onnx-fp32        H:MM:SS", 35, finished)]
+        assert [(task.fields["step"], task.completed, task.total, task.stop_time)
+                for task in renderer.progress.tasks] == [
+            ("train", 0, 4, None), ("benchmark[pi]", 1, 3, None),
+            ("optimize", 19, 20, None), ("convert", 8, 8, None)]
+        # A step whose total grows, and one that stops early: its clock stops alone.
+        renderer(notices.Progress("train", 3, 6, "", "loss 2"))
+        renderer(notices.Progress("optimize", 19, 20, "", "stopped early", stopped=True))
+        train, _, optimize, convert = renderer.progress.tasks
+        assert (train.completed, train.total, train.description) == (3, 6, "(loss 2)")
+        assert optimize.stop_time is not None and optimize.description == "(stopped early)"
+        assert train.stop_time is None and convert.stop_time is None
+        assert bars_at_80_columns(renderer)[0][1:] == (18, complete)
+    finally:
+        renderer.close()
+
+
+def test_on_a_terminal_a_warning_is_printed_above_the_bars_as_written() -> None:
+    import io
+
+    from flows.console import BarRenderer, Terminal
+    from tasks.core import notices
+
+    out = io.StringIO()
+    renderer = BarRenderer(Terminal(out, io.StringIO(), is_tty=True))
+    renderer(notices.WarningNotice("[bold]pi5[/bold] is 'slow': 12.5 ms"))
+    renderer.close()
+    printed = [line for line in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+               .splitlines() if line.strip()]
+    assert printed == ["edgeflow: warning: [bold]pi5[/bold] is 'slow': 12.5 ms"]
+    assert renderer.progress.tasks == []
+
+
+@pytest.mark.parametrize("detail", sorted(__import__("flows.console").console.ALWAYS_SHOWN))
+def test_off_a_terminal_every_failing_item_of_a_large_step_is_a_line(detail: str) -> None:
+    from flows.console import ALWAYS_SHOWN, shown_as_a_line
+    from tasks.core.notices import Progress
+
+    assert ALWAYS_SHOWN == {"failed", "rejected", "error"}
+    assert [done for done in range(44) if shown_as_a_line(
+        Progress("benchmark[pi]", done, 43, f"v{done}", detail if done == 8 else "ok"))] == [
+        0, 5, 8, 10, 15, 20, 25, 30, 35, 40, 43]
+
+
+def test_off_a_terminal_progress_goes_to_stdout_and_warnings_to_stderr() -> None:
+    import io
+
+    from flows.console import LineRenderer, Terminal
+    from tasks.core import notices
+
+    out, err = io.StringIO(), io.StringIO()
+    renderer = LineRenderer(Terminal(out, err, is_tty=False))
+    for done in range(22):
+        renderer(notices.Progress("convert", done, 21, f"v{done}" * bool(done)))
+    renderer(notices.WarningNotice("a split is small"))
+    renderer.close()
+    assert out.getvalue() == "".join(f"convert: {done}/21{f' v{done}' * bool(done)}\n"
+                                     for done in (0, 3, 6, 9, 12, 15, 18, 21))
+    assert err.getvalue() == "edgeflow: warning: a split is small\n"
+
+
+def test_the_run_log_stamps_each_line_and_gives_an_input_error_by_its_message(
+        tmp_path: Path) -> None:
+    from flows.console import RunLog, one_line
+    from tasks.core.errors import EdgeflowError
+
+    log = RunLog(tmp_path / "run.log")
+    log.write("two\nlines")
+    log.write("")
+    log.error(EdgeflowError("params.yaml: train.epochs must be more than 0"))
+    try:
+        raise KeyError("boom")
+    except KeyError as error:
+        log.error(error)
+    log.close()
+    lines = (tmp_path / "run.log").read_text().splitlines()
+    assert all(re.match(r"\d\d:\d\d:\d\d edgeflow: ", line) for line in lines), lines
+    assert [line[9:] for line in lines[:4]] == [
+        "edgeflow: two", "edgeflow: lines", "edgeflow: ",
+        "edgeflow: error: params.yaml: train.epochs must be more than 0"]
+    assert lines[4][9:] == "edgeflow: Traceback (most recent call last):"
+    assert lines[-1][9:] == "edgeflow: KeyError: 'boom'"
+    assert one_line(ValueError("a\n  b " + "x" * 400)) == "ValueError: a b " + "x" * 281 + "..."
+    assert one_line(OSError("c " + "y" * 284)) == "OSError: c " + "y" * 284  # 295: whole
 
 
 def test_off_a_terminal_a_large_step_prints_about_every_tenth_item_and_every_failure() -> None:

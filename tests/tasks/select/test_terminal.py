@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import io
+
+import pytest
 from rich.console import Console
 from rich.table import Table
 
-from tasks.core.contracts.summary import Summary
+from tasks.core.contracts.summary import RowStatus, Summary
 from tasks.select.report.cells import COLUMNS
-from tasks.select.report.terminal import COMPACT_COLUMNS, COMPACT_UP_TO, terminal_summary
+from tasks.select.report.terminal import (COMPACT_COLUMNS, COMPACT_UP_TO, STYLES,
+                                          terminal_summary)
 from tests.tasks.select.summaries import summary_of, summary_row
 
 
@@ -64,3 +68,94 @@ def test_the_compact_table_shows_p90_and_colours_the_status() -> None:
     assert [cells[column][0] for column in ("accuracy", "p90 ms", "size KB")] == [
         "0.900", "2.000", "2.0"]
     assert cells["p90 ms"][1:] == ["—"] * 3
+
+
+def every_status() -> Summary:
+    """A row of each status, with figures where the wrong field or unit would show: p50
+    and p90 differ, sizes whose KB differ from kB, an emulated board's timing."""
+    def timed(p50: float, p90: float) -> dict:
+        return {"p50": p50, "p90": p90, "p99": p90 * 2, "mean": p50}
+
+    rows = {
+        RowStatus.PASS: summary_row("tflite-int8", "pi5", "pass", accuracy=0.91264,
+                                    accuracy_samples=360, size_bytes=2560,
+                                    latency_ms=timed(1.25, 2.3456)),
+        RowStatus.FAIL: summary_row("onnx-fp32", "pi5", "fail", accuracy=0.8,
+                                    size_bytes=1048576, latency_ms=timed(10.0, 12.0),
+                                    reasons=["p90 latency 12.000 ms > max_latency_p90_ms 5"],
+                                    notes=["[Errno 111] quoted"]),
+        RowStatus.ERROR: summary_row("openvino-fp16", "qemu-aarch64", "error",
+                                     reasons=["the harness exited 1"]),
+        RowStatus.SKIPPED: summary_row("edgetpu-int8", "pi5", "skipped",
+                                       reasons=["runtime edgetpu is not on this device"])}
+    assert set(rows) == set(RowStatus), "a row for every status"
+    emulated = summary_row("onnx-int8", "qemu-aarch64", "pass", accuracy=0.9, size_bytes=1000,
+                           latency_ms=timed(3.0, 4.0), emulated=True)
+    return summary_of([*rows.values(), emulated], {"pi5": "tflite-int8"},
+                      reference_samples=360)
+
+
+def printed_at_80_columns(renderables: list) -> list[str]:
+    console = Console(width=80, record=True, color_system=None, file=io.StringIO())
+    for renderable in renderables:
+        console.print(renderable)
+    return [line.rstrip() for line in console.export_text().splitlines()]
+
+
+def test_the_compact_summary_at_80_columns_reads_exactly() -> None:
+    """Numbered rows of every status in six columns (p90 to a thousandth, not p50; size
+    in KB of 1024 bytes; an emulated board's timing marked), the caption, then each row's
+    reasons and notes under its number, wrapped at 80 (a row with none has no entry);
+    skipped rows only with --all, the rows numbered as shown."""
+    assert printed_at_80_columns(terminal_summary(every_status(), 80,
+                                                  include_skipped=True)) == [
+        "edgeflow results (fp32 reference accuracy 0.90 [0.86, 0.93] on 360 test",
+        "                                images)",
+        "",
+        " #  device        variant        status   accuracy     p90 ms  size KB",
+        " " + "\u2500" * 69,
+        " 1  pi5           tflite-int8    pass        0.913      2.346      2.5",
+        " 2  pi5           onnx-fp32      fail        0.800     12.000   1024.0",
+        " 3  qemu-aarch64  openvino-fp16  error           \u2014          \u2014        \u2014",
+        " 4  pi5           edgetpu-int8   skipped         \u2014          \u2014        \u2014",
+        " 5  qemu-aarch64  onnx-int8      pass        0.900  4.000 emu      1.0",
+        "",
+        "                  full table: report.md / report.html",
+        "[2] pi5 onnx-fp32: p90 latency 12.000 ms > max_latency_p90_ms 5; [Errno 111]",
+        "    quoted",
+        "[3] qemu-aarch64 openvino-fp16: the harness exited 1",
+        "[4] pi5 edgetpu-int8: runtime edgetpu is not on this device"]
+    assert printed_at_80_columns(terminal_summary(every_status(), 80)) == [
+        "  edgeflow results (fp32 reference accuracy 0.90 [0.86, 0.93] on 360",
+        "                             test images)",
+        "",
+        " #  device        variant        status  accuracy     p90 ms  size KB",
+        " " + "\u2500" * 68,
+        " 1  pi5           tflite-int8    pass       0.913      2.346      2.5",
+        " 2  pi5           onnx-fp32      fail       0.800     12.000   1024.0",
+        " 3  qemu-aarch64  openvino-fp16  error          \u2014          \u2014        \u2014",
+        " 4  qemu-aarch64  onnx-int8      pass       0.900  4.000 emu      1.0",
+        "",
+        "                 full table: report.md / report.html",
+        "[2] pi5 onnx-fp32: p90 latency 12.000 ms > max_latency_p90_ms 5; [Errno 111]",
+        "    quoted",
+        "[3] qemu-aarch64 openvino-fp16: the harness exited 1"]
+
+
+def test_without_reasons_or_notes_the_compact_summary_is_the_table_alone() -> None:
+    timed = {"p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1.5}
+    quiet = summary_of([summary_row("a", "pi", accuracy=0.9, latency_ms=timed)], {"pi": "a"})
+    [table] = terminal_summary(quiet, 80)
+    assert table.row_count == 1
+
+
+@pytest.mark.parametrize("status", list(RowStatus))
+def test_each_status_has_its_own_colour_in_both_tables(status: RowStatus) -> None:
+    assert STYLES[status] == {"pass": "green", "fail": "yellow", "error": "red",
+                              "skipped": "dim"}[status.value]
+    one = summary_of([summary_row("a", "pi", status.value)], {"pi": None})
+    [full] = terminal_summary(one, COMPACT_UP_TO + 1, include_skipped=True)
+    compact, *_ = terminal_summary(one, COMPACT_UP_TO, include_skipped=True)
+    assert list(full.columns[2].cells) == [f"[{STYLES[status]}]{status.value}[/]"]
+    [cell] = compact.columns[3].cells
+    assert (str(cell), cell.style) == (status.value, STYLES[status])
