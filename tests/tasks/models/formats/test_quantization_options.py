@@ -98,12 +98,24 @@ def test_each_onnx_calibration_method_reaches_ort_as_itself(
     from onnxruntime import quantization
 
     given: list[Any] = []
-    monkeypatch.setattr(quantization, "quantize_static",
-                        lambda *args, **kwargs: given.append(kwargs["calibrate_method"]))
+
+    def quantize_static(model: Any, target: Any, reader: Any, **kwargs: Any) -> None:
+        cache = kwargs["calibration_cache_path"]
+        given.append((kwargs["calibrate_method"], kwargs["per_channel"], kwargs["reduce_range"],
+                      reader is None, cache and quantization.load_tensors_data(cache)))
+
+    monkeypatch.setattr(quantization, "quantize_static", quantize_static)
     options = OPTIONS.model_copy(update={"onnx_calibration": method})
     onnx_format._quantize_qdq(request(tmp_path, "int8-qdq", options),
                               tiny_onnx(tmp_path / "fp32.onnx"), tmp_path / "int8.onnx")
-    assert given == [getattr(quantization.CalibrationMethod, expected)]
+    [(calibrate_method, per_channel, reduce_range, no_reader, ranges)] = given
+    assert calibrate_method == getattr(quantization.CalibrationMethod, expected)
+    assert (per_channel, reduce_range) == (False, False), "the options, whatever the method"
+    if method == "entropy":  # calibrated beforehand (see ENTROPY_HISTOGRAM_BINS): its ranges
+        assert no_reader and ranges.calibration_method == calibrate_method
+        assert set(ranges) == {"x", "flat", "y"}, "every tensor quantize_static quantises"
+    else:  # quantize_static calibrates on the reader by itself, as ORT ships it
+        assert not no_reader and ranges is None
 
 
 def test_onnx_dynamic_quantisation_gets_per_channel_and_reduce_range(
@@ -224,11 +236,13 @@ def test_onnx_dynamic_quantisation_writes_the_options_into_the_model(
 
 def calibration_ranges(tmp_path: Path, method: str) -> dict[str, float]:
     """Each activation's scale in the model int8-qdq calibrates by ``method`` on images
-    of mostly small values and one bright outlier (where the methods part ways)."""
+    of mostly small values and one bright outlier (where the methods part ways); a far
+    brighter one (1000) lies beyond the first calibration_samples images."""
     import dataclasses
 
-    images = np.random.default_rng(0).exponential(0.2, (SAMPLES, 4, 4, 1))
+    images = np.random.default_rng(0).exponential(0.2, (2 * SAMPLES, 4, 4, 1))
     images[1, 0, 0, 0] = 20.0
+    images[SAMPLES, 0, 0, 0] = 1000.0
     options = OPTIONS.model_copy(update={"onnx_calibration": method})
     folder = tmp_path / method
     folder.mkdir()
@@ -239,25 +253,31 @@ def calibration_ranges(tmp_path: Path, method: str) -> dict[str, float]:
     return {name: float(tensors[f"{name}_scale"]) for name in ("flat", "y")}
 
 
-def _calibration_method_params() -> list[Any]:
+def _calibration_methods() -> tuple[str, ...]:
     from typing import get_args
 
-    methods = get_args(QuantizationParams.model_fields["onnx_calibration"].annotation)
-    entropy = pytest.mark.xfail(strict=True, reason=(
-        "ORT 1.32's entropy calibration under quantize_static's defaults (128 histogram "
-        "bins, 128 quantised bins) has one candidate threshold, the whole range: "
-        "minmax's model, and quantize_static passes no option that changes the bins"))
-    return [pytest.param(method, marks=entropy if method == "entropy" else ())
-            for method in methods]
+    return get_args(QuantizationParams.model_fields["onnx_calibration"].annotation)
 
 
-@pytest.mark.parametrize("method", _calibration_method_params())
+@pytest.mark.parametrize("method", _calibration_methods())
 def test_each_onnx_calibration_method_sets_its_own_ranges_in_the_model(
         tmp_path: Path, method: str) -> None:
     """Every method the options allow (walked from the option's type, so a new one joins):
-    minmax spans the calibration images exactly (the outlier, 20, included); every other
-    method gives ranges of its own."""
+    minmax spans the calibration images exactly (the outlier, 20, included; 1000 comes
+    after them); every other method gives ranges of its own."""
     minmax = calibration_ranges(tmp_path, "minmax")
     assert minmax["flat"] * 255 == pytest.approx(20.0, rel=1e-6)
     if method != "minmax":
         assert calibration_ranges(tmp_path, method) != minmax
+
+
+def test_onnx_entropy_calibration_clips_the_outlier_by_its_kl_threshold_search(
+        tmp_path: Path) -> None:
+    """Entropy's KL search on the 2048-bin histogram over [-20, 20] (bins 40/2048 wide)
+    keeps the window of 66 bins above zero: [0, 1.2890625], far inside minmax's [0, 20].
+    Under quantize_static's own 128 bins it would keep the whole range (minmax's model);
+    at other bin counts the threshold falls on other edges; calibrated on all 34 images
+    the histogram spans [-1000, 1000] and the edges move."""
+    minmax, entropy = (calibration_ranges(tmp_path, method) for method in ("minmax", "entropy"))
+    assert entropy["flat"] * 255 == pytest.approx(1.2890625, rel=1e-6)  # 66 * 40 / 2048
+    assert entropy["y"] < minmax["y"] / 5, "the MatMul's output is clipped too"
