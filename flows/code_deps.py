@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -154,12 +155,22 @@ def _keep_json(path: Path, document: object) -> None:
         pass
 
 
+# CPython 3.11 keeps the AST constructor's recursion depth in per-interpreter state: two
+# threads parsing at once (Prefect runs a flow's tasks in threads, each hashing its code
+# closure) can fail with "SystemError: AST constructor recursion depth mismatch"
+# (python/cpython#106905), as a deployed run did under mutation testing. One parse at a
+# time.
+_PARSING = threading.Lock()
+
+
 def imported_names(source: str, name: str, is_package: bool) -> Iterator[str]:
     """Absolute names of every module an import statement anywhere in ``source`` (the
     module ``name``) may import; for ``from X import Y``, both ``X`` and ``X.Y`` (the
     caller keeps the ones that are modules)."""
     package = name if is_package else name.rpartition(".")[0]
-    for node in _statements(ast.parse(source).body):
+    with _PARSING:
+        tree = ast.parse(source)
+    for node in _statements(tree.body):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
