@@ -90,3 +90,72 @@ def test_every_status_is_recorded_said_and_exits_as_the_contract_says(
     assert (record["current"], record["previous"]) == (
         ({"release": "r1", "variant": "v1"}, {"release": "r0", "variant": "v0"}) if moved
         else ({"release": "r0", "variant": "v0"}, None))
+
+
+# ------------------------------------------------------------------------- status
+# Exit 1 exactly when a board drifted or could not be reached, with one line naming
+# each kind of problem and its devices; the drift itself said per device.
+
+
+@pytest.mark.parametrize("drift, error, line", [
+    ({}, {}, None),
+    ({"b": "files changed"}, {}, "drift on b"),
+    ({}, {"a": "unreachable"}, "unreachable: a"),
+    ({"a": "x", "c": "y"}, {"b": "timed out"}, "drift on a, c; unreachable: b"),
+])
+def test_status_exits_1_naming_the_drifted_and_unreachable_boards(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drift: dict[str, str],
+        error: dict[str, str], line: str | None) -> None:
+    import tasks.release
+    import tasks.release.view
+    from flows.cli import app
+    from tests.tiny import write_tiny_config
+
+    write_tiny_config(tmp_path, farm="devices:\n  a: {}\n  b: {}\n  c: {}\n")
+    asked: list[str] = []
+
+    def device_state(farm: Any, layout: Any, name: str) -> dict[str, Any]:
+        asked.append(name)
+        return {"device": name, "drift": drift.get(name), **(
+            {"error": error[name]} if name in error else {})}
+
+    monkeypatch.setattr(tasks.release, "device_state", device_state)
+    monkeypatch.setattr(tasks.release.view, "status_table",
+                        lambda states: "TABLE " + " ".join(s["device"] for s in states))
+    ran = CliRunner().invoke(app, ["status", "--params", str(tmp_path / "params.yaml")],
+                             env={"COLUMNS": "200"})
+    assert asked == ["a", "b", "c"]
+    assert ran.exit_code == (1 if line else 0), ran.output
+    assert ran.stdout == "TABLE a b c\n" + "".join(
+        f"drift on {name}: {drift[name]}\n" for name in sorted(drift))
+    assert ran.stderr == (f"edgeflow: error: {line} (the table says why)\n" if line else "")
+
+
+def test_a_release_to_be_approved_without_a_terminal_asks_for_yes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.approvals
+    from flows.cli.releases import _ask
+    from tasks.core.errors import UsageError
+
+    answers = iter([None, True, False])
+    monkeypatch.setattr(flows.approvals, "ask_on_terminal", lambda *args: next(answers))
+    with pytest.raises(UsageError) as caught:
+        _ask("pi", "onnx-fp32", "new")
+    assert str(caught.value) == ("releasing onnx-fp32 to pi needs an approval and there is no "
+                                 "terminal to ask: pass --yes")
+    assert (_ask("pi", "v", ""), _ask("pi", "v", "")) == (True, False)
+
+
+def test_a_release_by_hand_of_a_device_without_results_says_to_run_first(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.reports.mkdir(parents=True)
+    layout.summary.write_text(json.dumps({
+        "reference_accuracy": 0.9, "rank_by": "latency_p50_ms", "requirements": {},
+        "counts": {"pass": 0, "fail": 0, "error": 0, "skipped": 0},
+        "recommendations": {}, "results": []}))
+    from tasks.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        _recommended(SimpleNamespace(layout=layout), "pi")
+    assert str(caught.value) == (f"device 'pi' has no results in {layout.summary}: run "
+                                 "`edgeflow run` first")
