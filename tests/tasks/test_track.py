@@ -884,3 +884,167 @@ def test_the_pyfunc_takes_images_in_every_form_it_documents(given: str, count: i
         for image, expected in zip(images, [batch[0], batch[1], batch[2], batch[3]][:count]
                                    if given != "ragged" else list(ragged)):
             assert np.array_equal(image, expected)
+
+
+def _variant(name: str = "onnx-int8", runtime: str = "onnxruntime", **changes: Any) -> Any:
+    from tasks.core.contracts.variants import Variant
+
+    return Variant.model_validate({
+        "name": name, "format": "onnx", "precision": "int8", "source": "base",
+        "runtime": runtime, "status": "ok", "reason": None, "file": f"{name}/model.onnx",
+        "files": [{"path": f"{name}/model.onnx", "bytes": 10, "sha256": "a" * 64},
+                  {"path": f"{name}/extra.bin", "bytes": 5, "sha256": "b" * 64}],
+        "bytes": 15, "sha256": "a" * 64,
+        "spec": {"arena_bytes": 4096, "execution_precision": "f16", "input": "x"},
+        "accuracy": 0.9, "details": {},
+        "check": {"samples": 8, "agreement": 1.0, "max_abs_logit_diff": 0.0, "accuracy": 0.9,
+                  "reference_accuracy": 0.9, "passed": True, "failures": []}, **changes})
+
+
+# Each part of what identifies a logged model, changed alone: the digest must change
+# (else a re-track reuses a model that no longer is the variant).
+DIGEST_CHANGES = {
+    "name": {"name": "onnx-int8b"},
+    "runtime": {"runtime": "openvino"},
+    "spec": {"spec": {"arena_bytes": 4097, "execution_precision": "f16", "input": "x"}},
+    "file path": {"files": [{"path": "onnx-int8/other.onnx", "bytes": 10, "sha256": "a" * 64},
+                            {"path": "onnx-int8/extra.bin", "bytes": 5, "sha256": "b" * 64}]},
+    "second file's hash": {"files": [
+        {"path": "onnx-int8/model.onnx", "bytes": 10, "sha256": "a" * 64},
+        {"path": "onnx-int8/extra.bin", "bytes": 5, "sha256": "c" * 64}]},
+}
+
+
+@pytest.mark.parametrize("change", list(DIGEST_CHANGES))
+def test_the_model_digest_changes_with_each_thing_that_identifies_a_variant(change: str) -> None:
+    from tasks.track.models import artifact_digest
+
+    base = _variant()
+    assert artifact_digest(base) == artifact_digest(_variant())
+    assert re.fullmatch(r"[0-9a-f]{64}", artifact_digest(base))
+    fields = {key: value for key, value in DIGEST_CHANGES[change].items() if key != "name"}
+    changed = _variant(name=DIGEST_CHANGES[change].get("name", "onnx-int8"), **fields)
+    assert artifact_digest(changed) != artifact_digest(base)
+
+
+def test_the_model_digest_changes_with_the_device_code_and_the_flavour(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.core import device_code
+    from tasks.track import models
+
+    before = models.artifact_digest(_variant())
+    monkeypatch.setattr(models, "FLAVOUR_VERSION", "next")
+    after_flavour = models.artifact_digest(_variant())
+    assert after_flavour != before
+    files = device_code.package_files()
+    edited = tmp_path / "edited.py"
+    edited.write_bytes(files[-1][0].read_bytes() + b"\n# edited\n")
+    monkeypatch.setattr(device_code, "package_files",
+                        lambda: (*files[:-1], (edited, files[-1][1])))
+    assert models.artifact_digest(_variant()) != after_flavour
+
+
+class _Page(list):  # type: ignore[type-arg]
+    def __init__(self, items: list[Any], token: str | None) -> None:
+        super().__init__(items)
+        self.token = token
+
+
+def test_existing_models_pages_through_every_ready_variant_model() -> None:
+    """Every page is read; only READY models with a digest count; the first model of a
+    digest wins; the search asks for variant models only."""
+    from types import SimpleNamespace
+
+    from mlflow.entities import LoggedModelStatus
+
+    from tasks.track.models import DIGEST_TAG, existing_models
+
+    def model(model_id: str, digest: str | None, status: Any = LoggedModelStatus.READY) -> Any:
+        return SimpleNamespace(model_id=model_id, status=status,
+                               tags={DIGEST_TAG: digest} if digest else {})
+
+    pages = {None: _Page([model("m1", "d1"), model("m2", "d2", LoggedModelStatus.FAILED),
+                          model("m3", None)], "next"),
+             "next": _Page([model("m4", "d1"), model("m5", "d2"),
+                            model("m6", "d3", LoggedModelStatus.PENDING)], None)}
+    asked = []
+
+    class Client:
+        def search_logged_models(self, experiments: list[str], max_results: int,
+                                 page_token: str | None, filter_string: str) -> _Page:
+            asked.append((experiments, max_results, page_token, filter_string))
+            return pages[page_token]
+
+    assert existing_models(Client(), "7") == {"d1": "m1", "d2": "m5"}
+    assert asked == [(["7"], 100, None, "tags.`edgeflow.kind` = 'variant'"),
+                     (["7"], 100, "next", "tags.`edgeflow.kind` = 'variant'")]
+
+
+def test_only_runnable_named_variants_with_a_flavour_are_logged_once_per_digest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.core.contracts.variants import VariantIndex
+    from tasks.track import models
+
+    known = _variant("known")
+    index = VariantIndex(reference_accuracy=0.9, sources={}, variants=[
+        _variant("new"), known, _variant("not-named"),
+        _variant("failed", status="failed", reason="x"),
+        _variant("no-flavour", runtime="tensorrt"),
+        _variant("new", format="copy")])  # the same digest again: logged once
+    monkeypatch.setattr(models, "existing_models",
+                        lambda client, experiment: {models.artifact_digest(known): "m-known"})
+    monkeypatch.setattr(models, "model_inputs", lambda prepared: "inputs")
+    logged = []
+
+    def log_model(client: Any, experiment: str, run: str, variant: Any, variants_dir: Path,
+                  inputs: Any, digest: str) -> str:
+        assert (inputs, digest) == ("inputs", models.artifact_digest(variant))
+        logged.append(variant.name)
+        return f"m-{variant.name}"
+
+    monkeypatch.setattr(models, "_log_model", log_model)
+    result = models.log_variant_models(None, "1", "run", index, Path("v"), Path("p"),
+                                       {"new", "known", "failed", "no-flavour"})
+    assert result == models.LoggedModels({"new": "m-new", "known": "m-known"}, ("new",))
+    assert logged == ["new"]
+    everything = models.log_variant_models(None, "1", "run", index, Path("v"), Path("p"))
+    assert everything.ids == {"new": "m-new", "known": "m-known", "not-named": "m-not-named"}
+
+
+@pytest.mark.parametrize("runtime", sorted(__import__(
+    "tasks.track.models", fromlist=["FLAVOURS"]).FLAVOURS))
+def test_each_runtimes_model_pins_its_distribution_and_serves_its_artifact(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str) -> None:
+    """What MLflow is given to save, for every runtime with a flavour: the pinned
+    requirements (the runtime's own distribution among them), the files as artifacts,
+    the main file named in serving.json with the spec's options, input and classes."""
+    import mlflow.pyfunc
+    from importlib import metadata as md
+
+    from tasks.track.models import HARNESS_DISTRIBUTIONS, ModelInputs, _save_harness_pyfunc
+
+    saved: dict[str, Any] = {}
+
+    def save_model(path: str, **kwargs: Any) -> None:
+        saved.update(kwargs, path=path, serving=json.loads(
+            Path(kwargs["artifacts"]["serving"]).read_text()))
+
+    monkeypatch.setattr(mlflow.pyfunc, "save_model", save_model)
+    # The main file listed second: its key is the one of its place in the list.
+    variant = _variant(runtime=runtime, file="onnx-int8/extra.bin")
+    inputs = ModelInputs("signature", "example", {"height": 8, "width": 6, "color": "rgb",
+                                                  "fit": "letterbox"}, ["cat", "dog"])
+    _save_harness_pyfunc(variant, tmp_path, tmp_path / "model", "mlflow-model", inputs)
+    assert saved["pip_requirements"] == [
+        f"{name}=={md.version(name)}"
+        for name in ("numpy", "pillow", "pandas", HARNESS_DISTRIBUTIONS[runtime])]
+    assert {key: value for key, value in saved["artifacts"].items() if key != "serving"} == {
+        "file0": str(tmp_path / "onnx-int8/model.onnx"),
+        "file1": str(tmp_path / "onnx-int8/extra.bin")}
+    assert saved["serving"] == {
+        "package": "edgeflow_device", "runtime": runtime, "artifact": "file1",
+        "spec": variant.spec, "options": {"arena_bytes": 4096, "execution_precision": "f16"},
+        "input": inputs.input, "classes": ["cat", "dog"]}
+    assert (saved["path"], saved["signature"], saved["input_example"],
+            saved["mlflow_model"]) == (str(tmp_path / "model"), "signature", "example",
+                                       "mlflow-model")
