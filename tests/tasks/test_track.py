@@ -1007,8 +1007,18 @@ def test_only_runnable_named_variants_with_a_flavour_are_logged_once_per_digest(
                                        {"new", "known", "failed", "no-flavour"})
     assert result == models.LoggedModels({"new": "m-new", "known": "m-known"}, ("new",))
     assert logged == ["new"]
+    # No result at all (an empty set of names): no model, rather than every variant's.
+    assert models.log_variant_models(None, "1", "run", index, Path("v"), Path("p"),
+                                     set()) == models.LoggedModels({}, ())
     everything = models.log_variant_models(None, "1", "run", index, Path("v"), Path("p"))
     assert everything.ids == {"new": "m-new", "known": "m-known", "not-named": "m-not-named"}
+
+
+# The distribution that installs each runtime's Python module (what the harness imports
+# for it): a runtime with a flavour that is not here fails until it is added.
+RUNTIME_DISTRIBUTIONS = {"onnxruntime": "onnxruntime", "tflite": "ai-edge-litert",
+                         "edgetpu": "ai-edge-litert", "tflm": "tflite-micro",
+                         "openvino": "openvino"}
 
 
 @pytest.mark.parametrize("runtime", sorted(__import__(
@@ -1021,7 +1031,7 @@ def test_each_runtimes_model_pins_its_distribution_and_serves_its_artifact(
     import mlflow.pyfunc
     from importlib import metadata as md
 
-    from tasks.track.models import HARNESS_DISTRIBUTIONS, ModelInputs, _save_harness_pyfunc
+    from tasks.track.models import ModelInputs, _save_harness_pyfunc
 
     saved: dict[str, Any] = {}
 
@@ -1037,7 +1047,7 @@ def test_each_runtimes_model_pins_its_distribution_and_serves_its_artifact(
     _save_harness_pyfunc(variant, tmp_path, tmp_path / "model", "mlflow-model", inputs)
     assert saved["pip_requirements"] == [
         f"{name}=={md.version(name)}"
-        for name in ("numpy", "pillow", "pandas", HARNESS_DISTRIBUTIONS[runtime])]
+        for name in ("numpy", "pillow", "pandas", RUNTIME_DISTRIBUTIONS[runtime])]
     assert {key: value for key, value in saved["artifacts"].items() if key != "serving"} == {
         "file0": str(tmp_path / "onnx-int8/model.onnx"),
         "file1": str(tmp_path / "onnx-int8/extra.bin")}
