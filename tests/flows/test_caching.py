@@ -331,7 +331,7 @@ def test_each_params_leaf_changes_exactly_the_keys_of_the_steps_that_read_it(
     leaves = _leaves(document)
     assert len(leaves) > 30 and {"train.seed", "train.epochs", "data.seed"} <= set(leaves)
     for leaf in leaves:
-        value = _with_leaf(document, leaf, _other(dict(_flat(document))[leaf]))
+        value = _with_leaf(document, leaf, _other(_flat(document)[leaf]))
         patched = dataclasses.replace(ctx, params=_Dumped(ctx.params, value))
         changed = {run[0] for run in STEP_RUNS if input_key(patched, *run) != before[run]}
         assert changed == {name for name, _ in STEP_RUNS if _reads(STEPS[name], leaf)}, leaf
@@ -346,7 +346,7 @@ def test_each_farm_leaf_changes_the_steps_that_read_the_farm_or_that_device(
     assert {"devices.local.threads", "devices.other.threads",
             "devices.local.workdir"} <= set(leaves)
     for leaf in leaves:
-        value = _with_leaf(document, leaf, _other(dict(_flat(document))[leaf]))
+        value = _with_leaf(document, leaf, _other(_flat(document)[leaf]))
         patched = dataclasses.replace(ctx, farm=_DumpedFarm(ctx.farm, value))
         changed = {run[0] for run in STEP_RUNS if input_key(patched, *run) != before[run]}
         expected = {name for name, device in STEP_RUNS

@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 
 from tasks.config import BenchmarkParams
+from tasks.core.contracts.summary import RowStatus
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.layout import Layout
 from tasks.track import EXPERIMENT, flatten, track
+from tasks.track.models import FLAVOURS
 from tests.helpers import benchmarked_copy
 
 FARM = """\
@@ -661,8 +663,7 @@ def test_every_column_of_a_row_reaches_its_own_metric_and_nothing_unmeasured_doe
         "size_bytes": 1111.0}
 
 
-@pytest.mark.parametrize("status", list(__import__(
-    "tasks.core.contracts.summary", fromlist=["RowStatus"]).RowStatus))
+@pytest.mark.parametrize("status", list(RowStatus))
 def test_a_result_run_holds_exactly_its_params_metrics_tags_and_inputs(
         tiny_project: Any, store: tuple[Any, str], tmp_path: Path, status: Any) -> None:
     """One nested run, read back from the store: every param, every metric with its
@@ -1021,8 +1022,7 @@ RUNTIME_DISTRIBUTIONS = {"onnxruntime": "onnxruntime", "tflite": "ai-edge-litert
                          "openvino": "openvino"}
 
 
-@pytest.mark.parametrize("runtime", sorted(__import__(
-    "tasks.track.models", fromlist=["FLAVOURS"]).FLAVOURS))
+@pytest.mark.parametrize("runtime", sorted(FLAVOURS))
 def test_each_runtimes_model_pins_its_distribution_and_serves_its_artifact(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str) -> None:
     """What MLflow is given to save, for every runtime with a flavour: the pinned
