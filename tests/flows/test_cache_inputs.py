@@ -177,3 +177,17 @@ def test_the_folder_hash_goes_through_linked_class_folders_and_never_opens_a_fif
 def _write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+def test_every_distribution_that_provides_a_module_is_versioned_sorted_by_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A namespace module several distributions provide brings each of them; a version
+    the scan does not know is asked of the installed metadata."""
+    scan = code_deps.Installed(by_module={"ns": ["zeta-dist", "alpha-dist"], "pkg": ["pyyaml"],
+                                          "empty": []},
+                               versions={"zeta-dist": "2.0", "alpha-dist": "1.0"})
+    monkeypatch.setattr(code_deps, "installed", lambda: scan)
+    versions = library_versions(("pkg", "ns", "empty", "gone"))
+    assert versions == {"alpha-dist": "1.0", "empty": NOT_INSTALLED, "gone": NOT_INSTALLED,
+                        "pyyaml": metadata.version("pyyaml"), "zeta-dist": "2.0"}
+    assert list(versions) == sorted(versions)

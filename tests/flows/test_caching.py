@@ -6,6 +6,7 @@ real flow on an edited copy: the slow end-to-end check of the same)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -246,6 +247,145 @@ def test_a_key_changes_with_the_code_its_step_reaches_only(
         handle.write("# a comment: the file changed, what it does did not\n")
     after = _all_keys(ctx)
     assert {name for name in STEPS if after[name] != before[name]} == steps
+
+
+# ------------------------------------------------- every input, changed one at a time
+# Property tests over the whole config and every file a step may read: each leaf of
+# params.yaml and farm.yaml, changed alone, changes exactly the keys of the steps that
+# read it; each file changes exactly the keys of the steps whose deps hold it.
+
+
+def _other(value: Any) -> Any:
+    """A value of ``value``'s kind that differs from it."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list):
+        return [*value, "x"]
+    return "x"  # None
+
+
+def _with_leaf(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    copy = json.loads(json.dumps(document))
+    *parents, last = dotted.split(".")
+    node = copy
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return copy
+
+
+class _Dumped:
+    """A config model whose dump is ``document`` (what a key reads of it); every other
+    attribute is the real model's."""
+
+    def __init__(self, model: Any, document: dict[str, Any]) -> None:
+        self._model, self._document = model, document
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        return self._document
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+class _DumpedFarm(_Dumped):
+    @property
+    def devices(self) -> dict[str, Any]:
+        return {name: _Dumped(device, self._document["devices"][name])
+                for name, device in self._model.devices.items()}
+
+
+def _leaves(document: dict[str, Any]) -> list[str]:
+    from tasks.track.runs import flatten
+
+    return sorted(flatten(document))
+
+
+def _reads(step: Any, leaf: str) -> bool:
+    return any(leaf == key or leaf.startswith(f"{key}.") for key in step.params)
+
+
+STEP_RUNS = [(name, "local" if step.per_device else None) for name, step in STEPS.items()]
+
+
+@pytest.fixture
+def quick_manifests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each step's code manifest computed once (its own tests are above): the keys of
+    many configs then cost only the config and files they hash."""
+    import functools
+
+    from flows import caching
+
+    monkeypatch.setattr(caching, "code_manifest", functools.cache(caching.code_manifest))
+
+
+def test_each_params_leaf_changes_exactly_the_keys_of_the_steps_that_read_it(
+        tmp_path: Path, quick_manifests: None) -> None:
+    ctx = experiment(tmp_path)
+    document = ctx.params.model_dump(mode="json")
+    before = {run: input_key(ctx, *run) for run in STEP_RUNS}
+    leaves = _leaves(document)
+    assert len(leaves) > 30 and {"train.seed", "train.epochs", "data.seed"} <= set(leaves)
+    for leaf in leaves:
+        value = _with_leaf(document, leaf, _other(_flat(document)[leaf]))
+        patched = dataclasses.replace(ctx, params=_Dumped(ctx.params, value))
+        changed = {run[0] for run in STEP_RUNS if input_key(patched, *run) != before[run]}
+        assert changed == {name for name, _ in STEP_RUNS if _reads(STEPS[name], leaf)}, leaf
+
+
+def test_each_farm_leaf_changes_the_steps_that_read_the_farm_or_that_device(
+        tmp_path: Path, quick_manifests: None) -> None:
+    ctx = experiment(tmp_path, farm=TWO_DEVICES)
+    document = ctx.farm.model_dump(mode="json")
+    before = {run: input_key(ctx, *run) for run in STEP_RUNS}
+    leaves = _leaves(document)
+    assert {"devices.local.threads", "devices.other.threads",
+            "devices.local.workdir"} <= set(leaves)
+    for leaf in leaves:
+        value = _with_leaf(document, leaf, _other(_flat(document)[leaf]))
+        patched = dataclasses.replace(ctx, farm=_DumpedFarm(ctx.farm, value))
+        changed = {run[0] for run in STEP_RUNS if input_key(patched, *run) != before[run]}
+        expected = {name for name, device in STEP_RUNS
+                    if (device is None and STEPS[name].reads_farm)
+                    or (device is not None and leaf.startswith(f"devices.{device}."))}
+        assert changed == expected, leaf
+
+
+def _flat(document: dict[str, Any]) -> dict[str, Any]:
+    from tasks.track.runs import flatten
+
+    return flatten(document)
+
+
+def test_each_file_a_step_may_read_changes_exactly_the_keys_of_the_steps_that_read_it(
+        tmp_path: Path, quick_manifests: None) -> None:
+    """Every dep of every step, and a file of every dep folder, rewritten (or created)
+    alone: the keys that change are those of the steps whose deps are, or hold, it."""
+    ctx = experiment(tmp_path)
+    layout = ctx.layout
+    deps = {name: step.deps(layout) for name, step in STEPS.items()}
+    touched, covered = set(), set()
+    for paths in deps.values():
+        for path in paths:
+            touched.add(path / "added.bin" if path.is_dir() or not path.suffix else path)
+    for path in sorted(touched):
+        before = {run: input_key(ctx, *run) for run in STEP_RUNS}
+        existed = path.is_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as handle:
+            handle.write(b"changed")
+        changed = {run[0] for run in STEP_RUNS if input_key(ctx, *run) != before[run]}
+        expected = {name for name, paths in deps.items()
+                    if any(dep == path or dep in path.parents for dep in paths)}
+        assert changed == expected, path.relative_to(tmp_path)
+        covered |= expected
+        if not existed:
+            path.unlink()
+    assert covered == {name for name, paths in deps.items() if paths}
 
 
 # --------------------------------------------------------------------------- stamps

@@ -114,3 +114,34 @@ def test_an_experiment_in_a_subfolder_names_its_own_dvc_lock(tmp_path: Path) -> 
     assert "out.txt" in (tmp_path / "exp" / "dvc.lock").read_text()
     assert record_outputs(ctx, executed=False) == \
         "exp/dvc.lock unchanged (every step came from the cache)"
+
+
+def test_params_of_another_name_are_not_recorded(tmp_path: Path) -> None:
+    """``--params fast.yaml`` beside the experiment's own params.yaml and farm.yaml: DVC's
+    stages read params.yaml, not what the run used."""
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / ".dvc").mkdir()
+    write_tiny_config(tmp_path)
+    (tmp_path / "fast.yaml").write_text(TINY_PARAMS)
+    ctx = Context.load(tmp_path / "fast.yaml", tmp_path / "farm.yaml")
+    assert record_outputs(ctx) == "custom --params/--farm: outputs not recorded in dvc.lock"
+
+
+def test_a_params_key_is_present_only_through_mappings_and_even_when_null() -> None:
+    from flows.versioning import _present
+
+    assert _present({"train": {"seed": None}}, "train.seed")
+    assert _present({"train": {"seed": 1}}, "train")
+    assert not _present({"train": 5}, "train.seed")
+    assert not _present({"train": {}}, "train.seed")
+    assert not _present({"training": {"seed": 1}}, "train.seed")
+
+
+def test_the_tracked_keys_are_every_stages_keys_once_in_step_order() -> None:
+    from flows.steps import STEPS
+    from flows.versioning import tracked_params_keys
+
+    keys = tracked_params_keys()
+    seen = [key for step in STEPS.values() for key in step.params]
+    assert keys == sorted(set(seen), key=seen.index)
+    assert keys[:4] == ["data", "model", "train", "optimize"]

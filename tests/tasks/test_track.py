@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 
 from tasks.config import BenchmarkParams
+from tasks.core.contracts.summary import RowStatus
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.layout import Layout
 from tasks.track import EXPERIMENT, flatten, track
+from tasks.track.models import FLAVOURS
 from tests.helpers import benchmarked_copy
 
 FARM = """\
@@ -573,3 +575,486 @@ def test_make_mlflow_serves_the_store_and_track_logs_through_it(
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+# ------------------------------------------------- what each piece writes, exactly
+# One sqlite store for the module (its migrations cost seconds); each test makes its
+# own experiment or runs in it and reads back exactly what arrived.
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str]:
+    """A client on a fresh sqlite store and one experiment in it."""
+    folder = tmp_path_factory.mktemp("store")
+    client = client_for(f"sqlite:///{folder / 'mlflow.db'}")
+    return client, client.create_experiment("pieces", artifact_location=(
+        folder / "artifacts").as_uri())
+
+
+def _harness_ok(**changes: Any) -> dict[str, Any]:
+    """A harness result whose every number differs from every other."""
+    return {"runtime": {"name": "onnxruntime", "version": "1.32.0",
+                        "execution_precision": "f32"},
+            "load_ms": 11.5, "first_inference_ms": 7.25, "runs": 40,
+            "latency_ms": {"p50": 2.5, "p90": 3.5, "p99": 4.5, "mean": 2.75, "std": 0.625,
+                           "min": 2.0, "max": 5.0},
+            "throughput_fps": 390.0, "peak_rss_mb": 123.0, "accuracy": 0.875,
+            "accuracy_samples": 64, "status": "ok", **changes}
+
+
+def _record(row: Any, harness: dict[str, Any] | None) -> dict[str, Any]:
+    return {"variant": row.variant, "device": row.device, "format": row.format,
+            "precision": row.precision, "source": row.source, "runtime": row.runtime,
+            "size_bytes": row.size_bytes, "sha256": "ab" * 32, "threads": row.threads,
+            "device_facts": {"arch": "aarch64", "cpu_count": 4, "fp16": True},
+            "status": "ok" if harness else "skipped", "error": None if harness else "no",
+            "harness": harness}
+
+
+def _full_row(status: str = "pass", **changes: Any) -> Any:
+    """A row where every measured column holds its own value (a metric read from the
+    wrong column shows), timed end to end, with both latency intervals and an MCU fit."""
+    from tests.tasks.select.summaries import summary_row
+
+    return summary_row(
+        "onnx-int8", device="pi", status=status, size_bytes=1111, threads=3,
+        accuracy=0.8125, accuracy_samples=48, accuracy_interval=[0.6875, 0.9375],
+        accuracy_drop=0.0625, latency_ms={"p50": 2.5, "p90": 3.5, "p99": 4.5, "mean": 2.75},
+        latency_ci95_ms={"p50": [2.25, 2.625], "p90": [3.25, 3.875], "p99": None},
+        throughput_fps=390.0, peak_rss_mb=123.0, load_ms=11.5,
+        end_to_end={"latency_ms": {"p50": 5.5, "p90": 6.5, "p99": 7.5, "mean": 5.75},
+                    "throughput_fps": 170.0, "accuracy": 0.78125,
+                    "stages_ms": {"decode": 0.5, "preprocess": 1.25, "infer": 2.5,
+                                  "postprocess": 0.125}},
+        mcu={"model_bytes": 2001, "arena_bytes": 3001, "flash_bytes": 4001,
+             "ram_bytes": 5001, "flash_budget_bytes": 6001, "ram_budget_bytes": 7001,
+             "accuracy": 0.5, "accuracy_samples": 9, "ops": ["CONV_2D"]},
+        runtime_version="1.32.0", execution_precision="f32",
+        reasons=["p90 3.5 ms > 3 ms", "size 1111 B > 1000 B"], **changes)
+
+
+# Every metric a fully measured row gives, by name, and the column it comes from.
+FULL_ROW_METRICS = {
+    "size_bytes": 1111.0, "accuracy": 0.8125, "accuracy_low": 0.6875,
+    "accuracy_high": 0.9375, "accuracy_samples": 48.0, "accuracy_drop": 0.0625,
+    "throughput_fps": 390.0, "peak_rss_mb": 123.0, "load_ms": 11.5,
+    "latency_p50_ms": 2.5, "latency_p90_ms": 3.5, "latency_p99_ms": 4.5,
+    "latency_mean_ms": 2.75, "latency_p50_low_ms": 2.25, "latency_p50_high_ms": 2.625,
+    "latency_p90_low_ms": 3.25, "latency_p90_high_ms": 3.875,
+    "e2e_latency_p50_ms": 5.5, "e2e_latency_p90_ms": 6.5, "e2e_latency_p99_ms": 7.5,
+    "e2e_latency_mean_ms": 5.75, "e2e_decode_ms": 0.5, "e2e_preprocess_ms": 1.25,
+    "e2e_infer_ms": 2.5, "e2e_postprocess_ms": 0.125, "e2e_throughput_fps": 170.0,
+    "e2e_accuracy": 0.78125, "first_inference_ms": 7.25, "latency_std_ms": 0.625,
+    "mcu_model_bytes": 2001.0, "mcu_arena_bytes": 3001.0, "mcu_flash_budget_bytes": 6001.0,
+    "mcu_ram_budget_bytes": 7001.0}
+
+
+def test_every_column_of_a_row_reaches_its_own_metric_and_nothing_unmeasured_does() -> None:
+    from tasks.core.contracts.results import ResultRecord
+    from tasks.track import _metrics
+    from tests.tasks.select.summaries import summary_row
+
+    row = _full_row()
+    record = ResultRecord.model_validate(_record(row, _harness_ok()))
+    assert _metrics(row, record) == FULL_ROW_METRICS
+    # Nothing measured (a skipped row): only what is known without measuring.
+    bare = summary_row("onnx-int8", device="pi", status="skipped", size_bytes=1111)
+    assert _metrics(bare, ResultRecord.model_validate(_record(bare, None))) == {
+        "size_bytes": 1111.0}
+
+
+@pytest.mark.parametrize("status", list(RowStatus))
+def test_a_result_run_holds_exactly_its_params_metrics_tags_and_inputs(
+        tiny_project: Any, store: tuple[Any, str], tmp_path: Path, status: Any) -> None:
+    """One nested run, read back from the store: every param, every metric with its
+    value (logged against the variant's model; the accuracies against the test split
+    too), every tag (the status walked through each member), the model and the split as
+    inputs, the harness result as an artifact."""
+    from tasks.core.contracts.results import ResultRecord
+    from tasks.track import ACCURACY_METRICS, _log_result
+    from tasks.track.datasets import dataset_inputs
+
+    client, experiment = store
+    row = _full_row(status=str(status), emulated=True, emulation="qemu-user")
+    layout = Layout(tmp_path)
+    record = ResultRecord.model_validate(_record(row, _harness_ok()))
+    write_json(layout.device_results("pi") / "onnx-int8.json", record.model_dump(mode="json"))
+    parent = client.create_run(experiment).info.run_id
+    model_id = client.create_logged_model(experiment, name="onnx-int8").model_id
+    test_input = dataset_inputs(tiny_project.layout.prepared, ("test",))
+    run_id = _log_result(client, experiment, parent, row, layout, {"git_commit": "c0ffee"},
+                         model_id, test_input, recommended=False)
+    run = client.get_run(run_id)
+    assert run.info.run_name == "onnx-int8@pi" and run.info.status == "FINISHED"
+    assert run.data.params == {
+        "variant": "onnx-int8", "format": "onnx", "precision": "int8", "source": "base",
+        "device": "pi", "runtime": "onnx", "runtime_version": "1.32.0",
+        "execution_precision": "f32", "threads": "3", "emulated": "true",
+        "emulation": "qemu-user"}
+    assert run.data.metrics == FULL_ROW_METRICS
+    assert {key: value for key, value in run.data.tags.items()
+            if key != "mlflow.runName"} == {
+        "mlflow.parentRunId": parent, "git_commit": "c0ffee",
+        "mlflow.runType": "evaluation", "status": status.value,
+        "edgeflow.recommended": "false",
+        "reasons": "p90 3.5 ms > 3 ms; size 1111 B > 1000 B",
+        "device.arch": "aarch64", "device.cpu_count": "4", "device.fp16": "True",
+        "device.emulated": "true", "device.emulation": "qemu-user"}
+    # Metrics against the model; those measured on the test split against it too.
+    split = test_input[0].dataset
+    attributed = {metric.key: (metric.value, metric.step, metric.dataset_name,
+                               metric.dataset_digest)
+                  for metric in client.get_logged_model(model_id).metrics}
+    assert attributed == {key: (value, 0, *((split.name, split.digest)
+                                            if key in ACCURACY_METRICS else (None, None)))
+                          for key, value in FULL_ROW_METRICS.items()}
+    assert {"accuracy", "accuracy_low", "accuracy_high", "accuracy_samples",
+            "accuracy_drop"} == ACCURACY_METRICS
+    assert [m.model_id for m in run.inputs.model_inputs] == [model_id]
+    assert [(d.dataset.name, d.dataset.digest, [(t.key, t.value) for t in d.tags])
+            for d in run.inputs.dataset_inputs] == [
+        (split.name, split.digest, [("mlflow.data.context", "test")])]
+    assert [item.path for item in client.list_artifacts(run_id, "harness")] == [
+        "harness/onnx-int8.json"]
+
+
+def test_a_run_without_a_model_or_reasons_says_none_and_a_recommended_one_true(
+        tiny_project: Any, store: tuple[Any, str], tmp_path: Path) -> None:
+    from tasks.core.contracts.results import ResultRecord
+    from tasks.track import _log_result
+    from tasks.track.datasets import dataset_inputs
+    from tests.tasks.select.summaries import summary_row
+
+    client, experiment = store
+    row = summary_row("tflite-fp32", device="pi", size_bytes=5, threads=2)
+    layout = Layout(tmp_path)
+    write_json(layout.device_results("pi") / "tflite-fp32.json",
+               ResultRecord.model_validate(_record(row, None)).model_dump(mode="json"))
+    run_id = _log_result(client, experiment, client.create_run(experiment).info.run_id, row,
+                         layout, {}, None, dataset_inputs(tiny_project.layout.prepared,
+                                                          ("test",)), recommended=True)
+    run = client.get_run(run_id)
+    assert run.data.tags["reasons"] == "none"
+    assert run.data.tags["edgeflow.recommended"] == "true"
+    assert (run.data.params["runtime_version"], run.data.params["execution_precision"]) == (
+        "n/a", "n/a")
+    assert "emulated" not in run.data.params and "device.emulated" not in run.data.tags
+    assert run.inputs.model_inputs == []
+
+
+def test_training_metrics_are_the_numbers_of_train_json_prefixed(tmp_path: Path) -> None:
+    from tasks.track import _training_metrics
+
+    layout = Layout(tmp_path)
+    write_json(layout.train_metrics, {"val_accuracy": 0.75, "best_epoch": 4, "stopped": True,
+                                      "classes": ["a"], "note": "x", "val_accuracy_low": 0.5})
+    assert _training_metrics(layout) == {"train.val_accuracy": 0.75, "train.best_epoch": 4.0,
+                                         "train.val_accuracy_low": 0.5}
+
+
+def test_training_curves_cross_log_batchs_limit_with_every_point_at_its_epoch(
+        store: tuple[Any, str], tmp_path: Path) -> None:
+    """More points than one ``log_batch`` takes (1000): every point arrives, once, at its
+    epoch as step; the epoch itself and what is no number are not curves."""
+    from tasks.track import _log_curves
+
+    client, experiment = store
+    history = [{"epoch": epoch, "loss": 1.0 / (epoch + 1), "accuracy": epoch / 1000,
+                "val_loss": 2.0 / (epoch + 1), "val_accuracy": epoch / 2000, "note": "x"}
+               for epoch in range(251)]  # 1004 points: one more batch of 4
+    write_json(tmp_path / "train_history.json", history)
+    run_id = client.create_run(experiment).info.run_id
+    _log_curves(client, run_id, tmp_path / "train_history.json")
+    _log_curves(client, run_id, tmp_path / "absent.json")  # no history: nothing, no error
+    assert set(client.get_run(run_id).data.metrics) == {
+        "epoch.loss", "epoch.accuracy", "epoch.val_loss", "epoch.val_accuracy"}
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        points = client.get_metric_history(run_id, f"epoch.{key}")
+        assert sorted((point.step, point.value) for point in points) == [
+            (row["epoch"], row[key]) for row in history]
+
+
+def test_flatten_joins_keys_with_dots_and_keeps_lists_whole() -> None:
+    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None, 3: "x"}) == {
+        "a.b": 1, "a.c.d": [1, 2], "e": None, "3": "x"}
+    assert flatten({"b": 1}, "a") == {"a.b": 1}
+    assert flatten(5, "a") == {"a": 5}
+
+
+@pytest.mark.parametrize("message, line", [
+    ("first\nsecond", "first"),
+    ("\n  padded  \nnext", "padded  "),  # leading blank lines dropped
+    ("", "RuntimeError"),
+    ("x" * 600, "x" * 500),
+])
+def test_an_error_is_recorded_by_its_first_line_type_note_and_traceback(
+        store: tuple[Any, str], message: str, line: str) -> None:
+    from tasks.track.runs import ERROR_FILE, RECORDED, record_error
+
+    client, experiment = store
+    run_id = client.create_run(experiment).info.run_id
+    try:
+        raise RuntimeError(message) if message else RuntimeError()
+    except RuntimeError as caught:
+        error = caught
+    record_error(client, run_id, error)
+    tags = client.get_run(run_id).data.tags
+    assert (tags["edgeflow.error"], tags["edgeflow.error_type"],
+            tags["mlflow.note.content"]) == (line, type(error).__name__, f"**Failed:** {line}")
+    text = client.download_artifacts(run_id, ERROR_FILE)
+    assert Path(text).read_text().startswith("Traceback (most recent call last)")
+    assert getattr(error, RECORDED) == run_id
+
+
+def test_origin_tags_say_job_or_local_commit_and_data_hash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+
+    from tasks.core.files import sha256_file
+    from tasks.track import provenance
+
+    layout = Layout(tmp_path)
+    monkeypatch.setattr(provenance, "git_commit", lambda root: provenance.UNKNOWN)
+    monkeypatch.setattr(provenance, "prefect_flow_run", lambda: None)
+    monkeypatch.setattr(provenance, "edgeflow_version", lambda: "9.9")
+    assert provenance.origin_tags(layout) == {
+        "git_commit": "unknown", "edgeflow.version": "9.9", "mlflow.user": getpass.getuser(),
+        "mlflow.source.type": "LOCAL", "mlflow.source.name": "edgeflow step"}
+    write_json(layout.prepared / "meta.json", {"source": "x"})
+    monkeypatch.setattr(provenance, "git_commit", lambda root: "abc123")
+    monkeypatch.setattr(provenance, "prefect_flow_run", lambda: ("f-id", "f-name"))
+    assert provenance.origin_tags(layout) == {
+        "git_commit": "abc123", "edgeflow.version": "9.9", "mlflow.user": getpass.getuser(),
+        "mlflow.source.type": "JOB", "mlflow.source.name": "edgeflow-lifecycle (Prefect)",
+        "mlflow.source.git.commit": "abc123", "prefect.flow_run_id": "f-id",
+        "prefect.flow_run_name": "f-name",
+        "data_hash": sha256_file(layout.prepared / "meta.json")[:16]}
+
+
+def test_outside_git_and_outside_prefect_the_origin_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from tasks.track import provenance
+
+    assert provenance.git_commit(tmp_path) == "unknown"
+    assert provenance.git_commit(tmp_path / "absent") == "unknown"
+    monkeypatch.delitem(sys.modules, "prefect", raising=False)
+    assert provenance.prefect_flow_run() is None
+
+
+@pytest.mark.parametrize("uri, where", [
+    ("sqlite:///{root}/mlflow/mlflow.db", "{root}/mlflow/artifacts"),
+    ("sqlite:///{root}/other/runs.db", "{root}/other/runs-artifacts"),
+    ("http://127.0.0.1:5000", None),
+    ("postgresql://db/mlflow", None),
+])
+def test_a_new_experiment_keeps_artifacts_beside_its_sqlite_database_only(
+        tmp_path: Path, uri: str, where: str | None) -> None:
+    from tasks.track.store import artifact_location
+
+    root = tmp_path.resolve()
+    expected = Path(where.format(root=root)).as_uri() if where else None
+    assert artifact_location(root, uri.format(root=root)) == expected
+
+
+@pytest.mark.parametrize("given, count", [
+    ("batch4", 4), ("image3", 1), ("image2", 1), ("bytes", 1), ("frame", 2), ("dict", 4),
+    ("list", 3), ("ragged", 2)])
+def test_the_pyfunc_takes_images_in_every_form_it_documents(given: str, count: int) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from tasks.track.pyfunc_model import images_of
+
+    batch = np.arange(4 * 5 * 6 * 3, dtype=np.uint8).reshape(4, 5, 6, 3)
+    ragged = np.empty(2, dtype=object)
+    ragged[0], ragged[1] = batch[0], batch[1, :3]
+    model_input = {"batch4": batch, "image3": batch[0], "image2": batch[0, :, :, 0],
+                   "bytes": bytearray(b"\x89PNG"),
+                   "frame": pd.DataFrame({"images": [batch[0], batch[1]]}),
+                   "dict": {"images": batch}, "list": [batch[0], batch[1], batch[2]],
+                   "ragged": ragged}[given]
+    images = images_of(model_input)
+    assert len(images) == count
+    if given == "bytes":
+        assert images == [b"\x89PNG"] and type(images[0]) is bytes
+    elif given in ("image3", "image2"):
+        assert images[0] is model_input
+    else:
+        for image, expected in zip(images, [batch[0], batch[1], batch[2], batch[3]][:count]
+                                   if given != "ragged" else list(ragged)):
+            assert np.array_equal(image, expected)
+
+
+def _variant(name: str = "onnx-int8", runtime: str = "onnxruntime", **changes: Any) -> Any:
+    from tasks.core.contracts.variants import Variant
+
+    return Variant.model_validate({
+        "name": name, "format": "onnx", "precision": "int8", "source": "base",
+        "runtime": runtime, "status": "ok", "reason": None, "file": f"{name}/model.onnx",
+        "files": [{"path": f"{name}/model.onnx", "bytes": 10, "sha256": "a" * 64},
+                  {"path": f"{name}/extra.bin", "bytes": 5, "sha256": "b" * 64}],
+        "bytes": 15, "sha256": "a" * 64,
+        "spec": {"arena_bytes": 4096, "execution_precision": "f16", "input": "x"},
+        "accuracy": 0.9, "details": {},
+        "check": {"samples": 8, "agreement": 1.0, "max_abs_logit_diff": 0.0, "accuracy": 0.9,
+                  "reference_accuracy": 0.9, "passed": True, "failures": []}, **changes})
+
+
+# Each part of what identifies a logged model, changed alone: the digest must change
+# (else a re-track reuses a model that no longer is the variant).
+DIGEST_CHANGES = {
+    "name": {"name": "onnx-int8b"},
+    "runtime": {"runtime": "openvino"},
+    "spec": {"spec": {"arena_bytes": 4097, "execution_precision": "f16", "input": "x"}},
+    "file path": {"files": [{"path": "onnx-int8/other.onnx", "bytes": 10, "sha256": "a" * 64},
+                            {"path": "onnx-int8/extra.bin", "bytes": 5, "sha256": "b" * 64}]},
+    "second file's hash": {"files": [
+        {"path": "onnx-int8/model.onnx", "bytes": 10, "sha256": "a" * 64},
+        {"path": "onnx-int8/extra.bin", "bytes": 5, "sha256": "c" * 64}]},
+}
+
+
+@pytest.mark.parametrize("change", list(DIGEST_CHANGES))
+def test_the_model_digest_changes_with_each_thing_that_identifies_a_variant(change: str) -> None:
+    from tasks.track.models import artifact_digest
+
+    base = _variant()
+    assert artifact_digest(base) == artifact_digest(_variant())
+    assert re.fullmatch(r"[0-9a-f]{64}", artifact_digest(base))
+    fields = {key: value for key, value in DIGEST_CHANGES[change].items() if key != "name"}
+    changed = _variant(name=DIGEST_CHANGES[change].get("name", "onnx-int8"), **fields)
+    assert artifact_digest(changed) != artifact_digest(base)
+
+
+def test_the_model_digest_changes_with_the_device_code_and_the_flavour(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.core import device_code
+    from tasks.track import models
+
+    before = models.artifact_digest(_variant())
+    monkeypatch.setattr(models, "FLAVOUR_VERSION", "next")
+    after_flavour = models.artifact_digest(_variant())
+    assert after_flavour != before
+    files = device_code.package_files()
+    edited = tmp_path / "edited.py"
+    edited.write_bytes(files[-1][0].read_bytes() + b"\n# edited\n")
+    monkeypatch.setattr(device_code, "package_files",
+                        lambda: (*files[:-1], (edited, files[-1][1])))
+    assert models.artifact_digest(_variant()) != after_flavour
+
+
+class _Page(list):  # type: ignore[type-arg]
+    def __init__(self, items: list[Any], token: str | None) -> None:
+        super().__init__(items)
+        self.token = token
+
+
+def test_existing_models_pages_through_every_ready_variant_model() -> None:
+    """Every page is read; only READY models with a digest count; the first model of a
+    digest wins; the search asks for variant models only."""
+    from types import SimpleNamespace
+
+    from mlflow.entities import LoggedModelStatus
+
+    from tasks.track.models import DIGEST_TAG, existing_models
+
+    def model(model_id: str, digest: str | None, status: Any = LoggedModelStatus.READY) -> Any:
+        return SimpleNamespace(model_id=model_id, status=status,
+                               tags={DIGEST_TAG: digest} if digest else {})
+
+    pages = {None: _Page([model("m1", "d1"), model("m2", "d2", LoggedModelStatus.FAILED),
+                          model("m3", None)], "next"),
+             "next": _Page([model("m4", "d1"), model("m5", "d2"),
+                            model("m6", "d3", LoggedModelStatus.PENDING)], None)}
+    asked = []
+
+    class Client:
+        def search_logged_models(self, experiments: list[str], max_results: int,
+                                 page_token: str | None, filter_string: str) -> _Page:
+            asked.append((experiments, max_results, page_token, filter_string))
+            return pages[page_token]
+
+    assert existing_models(Client(), "7") == {"d1": "m1", "d2": "m5"}
+    assert asked == [(["7"], 100, None, "tags.`edgeflow.kind` = 'variant'"),
+                     (["7"], 100, "next", "tags.`edgeflow.kind` = 'variant'")]
+
+
+def test_only_runnable_named_variants_with_a_flavour_are_logged_once_per_digest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.core.contracts.variants import VariantIndex
+    from tasks.track import models
+
+    known = _variant("known")
+    index = VariantIndex(reference_accuracy=0.9, sources={}, variants=[
+        _variant("new"), known, _variant("not-named"),
+        _variant("failed", status="failed", reason="x"),
+        _variant("no-flavour", runtime="tensorrt"),
+        _variant("new", format="copy")])  # the same digest again: logged once
+    monkeypatch.setattr(models, "existing_models",
+                        lambda client, experiment: {models.artifact_digest(known): "m-known"})
+    monkeypatch.setattr(models, "model_inputs", lambda prepared: "inputs")
+    logged = []
+
+    def log_model(client: Any, experiment: str, run: str, variant: Any, variants_dir: Path,
+                  inputs: Any, digest: str) -> str:
+        assert (inputs, digest) == ("inputs", models.artifact_digest(variant))
+        logged.append(variant.name)
+        return f"m-{variant.name}"
+
+    monkeypatch.setattr(models, "_log_model", log_model)
+    result = models.log_variant_models(None, "1", "run", index, Path("v"), Path("p"),
+                                       {"new", "known", "failed", "no-flavour"})
+    assert result == models.LoggedModels({"new": "m-new", "known": "m-known"}, ("new",))
+    assert logged == ["new"]
+    # No result at all (an empty set of names): no model, rather than every variant's.
+    assert models.log_variant_models(None, "1", "run", index, Path("v"), Path("p"),
+                                     set()) == models.LoggedModels({}, ())
+    everything = models.log_variant_models(None, "1", "run", index, Path("v"), Path("p"))
+    assert everything.ids == {"new": "m-new", "known": "m-known", "not-named": "m-not-named"}
+
+
+# The distribution that installs each runtime's Python module (what the harness imports
+# for it): a runtime with a flavour that is not here fails until it is added.
+RUNTIME_DISTRIBUTIONS = {"onnxruntime": "onnxruntime", "tflite": "ai-edge-litert",
+                         "edgetpu": "ai-edge-litert", "tflm": "tflite-micro",
+                         "openvino": "openvino"}
+
+
+@pytest.mark.parametrize("runtime", sorted(FLAVOURS))
+def test_each_runtimes_model_pins_its_distribution_and_serves_its_artifact(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str) -> None:
+    """What MLflow is given to save, for every runtime with a flavour: the pinned
+    requirements (the runtime's own distribution among them), the files as artifacts,
+    the main file named in serving.json with the spec's options, input and classes."""
+    import mlflow.pyfunc
+    from importlib import metadata as md
+
+    from tasks.track.models import ModelInputs, _save_harness_pyfunc
+
+    saved: dict[str, Any] = {}
+
+    def save_model(path: str, **kwargs: Any) -> None:
+        saved.update(kwargs, path=path, serving=json.loads(
+            Path(kwargs["artifacts"]["serving"]).read_text()))
+
+    monkeypatch.setattr(mlflow.pyfunc, "save_model", save_model)
+    # The main file listed second: its key is the one of its place in the list.
+    variant = _variant(runtime=runtime, file="onnx-int8/extra.bin")
+    inputs = ModelInputs("signature", "example", {"height": 8, "width": 6, "color": "rgb",
+                                                  "fit": "letterbox"}, ["cat", "dog"])
+    _save_harness_pyfunc(variant, tmp_path, tmp_path / "model", "mlflow-model", inputs)
+    assert saved["pip_requirements"] == [
+        f"{name}=={md.version(name)}"
+        for name in ("numpy", "pillow", "pandas", RUNTIME_DISTRIBUTIONS[runtime])]
+    assert {key: value for key, value in saved["artifacts"].items() if key != "serving"} == {
+        "file0": str(tmp_path / "onnx-int8/model.onnx"),
+        "file1": str(tmp_path / "onnx-int8/extra.bin")}
+    assert saved["serving"] == {
+        "package": "edgeflow_device", "runtime": runtime, "artifact": "file1",
+        "spec": variant.spec, "options": {"arena_bytes": 4096, "execution_precision": "f16"},
+        "input": inputs.input, "classes": ["cat", "dog"]}
+    assert (saved["path"], saved["signature"], saved["input_example"],
+            saved["mlflow_model"]) == (str(tmp_path / "model"), "signature", "example",
+                                       "mlflow-model")
