@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.config import LocalDevice, McuDevice
+from tasks.config.farm import EMULATIONS
 from tasks.targets.results import emulation_marks, identity, not_produced
 from tests.targets.test_mcu import tflm_variant
 
@@ -30,7 +31,7 @@ def test_an_unproduced_variant_says_what_convert_did_and_why(status: str) -> Non
         "status": status, "error": f"{status} by convert: no int8 kernel"}
 
 
-@pytest.mark.parametrize("emulation", ["qemu-user", "qemu-system", None])
+@pytest.mark.parametrize("emulation", [*EMULATIONS, None])
 def test_only_an_emulated_board_is_marked_and_with_how(emulation: str | None) -> None:
     marks = emulation_marks(LocalDevice(emulation=emulation))
     assert marks == ({"emulated": True, "emulation": emulation} if emulation else {})
