@@ -7,6 +7,7 @@ sends them: tests/tasks/test_benchmark.py."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -236,3 +237,164 @@ def test_an_accuracy_must_be_a_whole_count_of_correct_images(accuracy: float, sa
         assert validate_harness_result({**document, "accuracy": correct / samples,
                                         "end_to_end": {**end_to_end,
                                                        "accuracy": correct / samples}})
+
+
+# ------------------------------------------------- every field, range and refusal (issue 27)
+# Walked from the protocol's own tables, so that a field added to them is checked too.
+
+from tasks.farm.protocol import (  # noqa: E402 - the tables the walks below read
+    END_TO_END_FIELDS, END_TO_END_RANGES, END_TO_END_STAGES, HARNESS_STATUSES, LATENCY_FIELDS,
+    LATENCY_ORDER, MAX_RESULT_BYTES, REQUIRED_OK_FIELDS)
+
+# What each range reads as: a bound widened or narrowed (accuracy to 2, runs to 10^6, a
+# throughput of 0 allowed) changes its line.
+EXPECTED_RANGES = {"accuracy": "[0, 1]", "throughput_fps": "(0, inf)",
+                   "peak_rss_mb": "[0, inf)", "load_ms": "[0, inf)",
+                   "first_inference_ms": "[0, inf)", "runs": "[1, 100000]",
+                   "accuracy_samples": "[1, inf)",
+                   **{f"latency_ms.{key}": "[0, inf)" for key in LATENCY_FIELDS}}
+
+
+def test_every_measurement_has_its_range_and_the_end_to_end_part_the_same_ones() -> None:
+    assert {name: str(allowed) for name, allowed in OK_RANGES.items()} == EXPECTED_RANGES
+    assert set(END_TO_END_RANGES) == set(EXPECTED_RANGES) - {
+        "peak_rss_mb", "load_ms", "first_inference_ms"}
+    assert all(END_TO_END_RANGES[name] is OK_RANGES[name] for name in END_TO_END_RANGES)
+    assert LATENCY_ORDER == ("min", "p50", "p90", "p99", "max")
+    # Every measurement with a range is a field whose type is checked first (a missing
+    # one is named, never a KeyError), in the whole result and in its end-to-end part.
+    for ranges, fields in ((OK_RANGES, REQUIRED_OK_FIELDS), (END_TO_END_RANGES,
+                                                             END_TO_END_FIELDS)):
+        assert {name.split(".")[0] for name in ranges} <= set(fields)
+    assert set(END_TO_END_FIELDS) - {name.split(".")[0] for name in END_TO_END_RANGES} == {
+        "stages_ms"}
+    assert set(REQUIRED_OK_FIELDS) - {name.split(".")[0] for name in OK_RANGES} == {"runtime"}
+    assert str(Range(0.5, 2.0, low_open=True)) == "(0.5, 2]"
+
+
+def _zero_latencies() -> dict[str, Any]:
+    """GOOD_RESULT with every latency 0: any one of them may move to a bound of its range
+    without breaking their order."""
+    return {**GOOD_RESULT, "latency_ms": {key: 0.0 for key in LATENCY_FIELDS}}
+
+
+@pytest.mark.parametrize("name", list(OK_RANGES))
+def test_each_range_takes_its_bounds_and_refuses_the_next_value_out_by_name(name: str) -> None:
+    """Each bound of each range, from its own table: a closed bound is accepted, an open
+    one and the next value past either refused, naming the field, value and range."""
+    from tasks.farm.protocol import _check_ok_numbers
+
+    allowed = OK_RANGES[name]
+    whole = name in ("runs", "accuracy_samples")
+    step = 1 if whole else 1e-9
+    inside = [allowed.high] if allowed.high != math.inf else []
+    outside = [allowed.low - step, *([allowed.high + step] if inside else [])]
+    (inside if not allowed.low_open else outside).append(allowed.low)
+    for value in inside:
+        _check_ok_numbers(with_field(_zero_latencies(), name, int(value) if whole else value))
+    for value in outside:
+        value = int(value) if whole else value
+        with pytest.raises(ValueError) as refused:
+            _check_ok_numbers(with_field(_zero_latencies(), name, value))
+        assert str(refused.value) == f"device returned {name} {value!r} outside {allowed}"
+
+
+@pytest.mark.parametrize("name, kind", list(REQUIRED_OK_FIELDS.items()))
+def test_each_required_field_missing_or_a_bool_is_refused_by_name_and_kind(
+        name: str, kind: type) -> None:
+    article = "an" if kind is int else "a"
+    message = f"harness result field {name!r} is missing or not {article} {kind.__name__}"
+    for document in ({key: value for key, value in GOOD_RESULT.items() if key != name},
+                     {**GOOD_RESULT, name: True}):
+        with pytest.raises(ValueError) as refused:
+            validate_harness_result(document)
+        assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("key", LATENCY_FIELDS)
+def test_each_latency_statistic_missing_or_not_a_number_is_refused_by_name(key: str) -> None:
+    for value in (None, True, "1.0"):
+        with pytest.raises(ValueError) as refused:
+            validate_harness_result(_forged(f"latency_ms.{key}", value))
+        assert str(refused.value) == f"harness result field latency_ms.{key} is missing"
+
+
+@pytest.mark.parametrize("position", range(len(LATENCY_ORDER) - 1))
+def test_each_neighbouring_pair_of_ordered_latencies_swapped_is_refused(position: int) -> None:
+    from tasks.farm.protocol import _check_ok_numbers
+
+    latency = {key: float(rank) for rank, key in enumerate(LATENCY_ORDER)}
+    latency.update(mean=1.0, std=0.5)
+    low, high = LATENCY_ORDER[position], LATENCY_ORDER[position + 1]
+    latency[low], latency[high] = latency[high], latency[low]
+    with pytest.raises(ValueError) as refused:
+        _check_ok_numbers({**GOOD_RESULT, "latency_ms": latency})
+    shown = ", ".join(f"{key} {latency[key]!r}" for key in LATENCY_ORDER)
+    assert str(refused.value) == (f"device returned latency_ms out of order ({shown}): "
+                                  "min <= p50 <= p90 <= p99 <= max must hold")
+    latency[low] = latency[high]  # equal neighbours are in order
+    _check_ok_numbers({**GOOD_RESULT, "latency_ms": latency})
+
+
+@pytest.mark.parametrize("status", [status for status in HARNESS_STATUSES if status != "ok"])
+def test_every_not_ok_status_needs_an_error_text_and_nothing_else(status: str) -> None:
+    assert validate_harness_result({"status": status, "error": ""}) == {"status": status,
+                                                                        "error": ""}
+    for error in (None, 3):
+        with pytest.raises(ValueError) as refused:
+            validate_harness_result({"status": status, "error": error})
+        assert str(refused.value) == f"a {status} harness result has no 'error' text"
+
+
+def test_a_document_exactly_at_the_size_limit_is_read_and_one_byte_more_is_refused() -> None:
+    body = b'{"a": "' + b"x" * (MAX_RESULT_BYTES - 10) + b'"}'
+    assert len(body) == MAX_RESULT_BYTES - 1
+    assert parse_untrusted_json(body + b" ")["a"] == "x" * (MAX_RESULT_BYTES - 10)
+    with pytest.raises(ValueError) as refused:
+        parse_untrusted_json(body + b"  ")
+    assert str(refused.value) == "device returned 1048577 bytes, more than 1048576"
+
+
+END_TO_END = {"runs": 12, "latency_ms": GOOD_RESULT["latency_ms"], "throughput_fps": 900.0,
+              "accuracy": 0.9, "accuracy_samples": 40,
+              "stages_ms": {stage: 0.25 for stage in END_TO_END_STAGES}}
+
+
+@pytest.mark.parametrize("name, kind", list(END_TO_END_FIELDS.items()))
+def test_each_end_to_end_field_missing_is_refused_by_its_dotted_name(name: str,
+                                                                     kind: type) -> None:
+    part = {key: value for key, value in END_TO_END.items() if key != name}
+    article = "an" if kind is int else "a"
+    with pytest.raises(ValueError) as refused:
+        validate_harness_result({**GOOD_RESULT, "end_to_end": part})
+    assert str(refused.value) == (f"harness result field 'end_to_end.{name}' is missing or "
+                                  f"not {article} {kind.__name__}")
+
+
+@pytest.mark.parametrize("stage", END_TO_END_STAGES)
+def test_each_stage_of_the_pipeline_must_be_there_as_milliseconds(stage: str) -> None:
+    stages = END_TO_END["stages_ms"]
+    assert validate_harness_result({**GOOD_RESULT, "end_to_end": {
+        **END_TO_END, "stages_ms": {**stages, stage: 0}}})  # zero is a time
+    message = ("harness result field 'end_to_end.stages_ms' is not the milliseconds of "
+               "decode, preprocess, infer, postprocess")
+    without = {key: value for key, value in stages.items() if key != stage}
+    for bad in (without, {**without, f"{stage}_ms": 0.25}, {**stages, "network": 0.25}, *(
+            {**stages, stage: value} for value in (-1e-9, True, "0.25", math.inf, math.nan))):
+        with pytest.raises(ValueError) as refused:
+            validate_harness_result({**GOOD_RESULT, "end_to_end": {**END_TO_END,
+                                                                  "stages_ms": bad}})
+        assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("field_name", ["runtimes", "runtime_versions"])
+def test_each_runtime_table_of_a_probe_is_texts_under_fact_names(field_name: str) -> None:
+    good = {"host": {"a" * 64: 1.5, "b": True}, "runtimes": {"tflite": "x"},
+            "runtime_versions": {"tflite": "2.3"}}
+    assert validate_probe(good) == good  # a name of 64 characters, any number or a flag
+    for bad in ({"tflite": None}, {"a" * 65: "x"}, ["tflite"], None):
+        with pytest.raises(ValueError) as refused:
+            validate_probe({**good, field_name: bad})
+        assert str(refused.value) == f"probe field {field_name!r} is not an object of texts"
+    with pytest.raises(ValueError, match="^probe field 'host' is not a flat object"):
+        validate_probe({**good, "host": {"a" * 65: 1}})

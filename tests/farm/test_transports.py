@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -222,3 +223,269 @@ def test_an_unusable_key_file_fails_before_any_connection_attempt(tmp_path: Path
 
     assert str(caught.value).startswith(f"device 'pi': key_file {tmp_path / 'absent'} does not exist")
     assert waits == []
+
+
+# ------------------------------------------------------------ without a board (issue 27)
+# What each transport hands its runner and its SFTP session, seen by what they received.
+
+
+def test_a_command_is_limited_on_the_device_with_its_kill_grace() -> None:
+    from tasks.farm.transports import owner_only, quote_command, time_limited
+
+    assert time_limited("echo 'a b' && ls", 2.5) == (
+        "timeout -k 5 2.5 sh -c 'echo '\"'\"'a b'\"'\"' && ls'")
+    assert time_limited("true", 3600.0) == "timeout -k 5 3600 sh -c true"
+    assert quote_command(["rm", "-rf", "--", Path("a b"), "$(x)"]) == "rm -rf -- 'a b' '$(x)'"
+    assert owner_only(["mkdir", "a b"], ["touch", "c"]) == "umask 077 && mkdir 'a b' && touch c"
+    assert owner_only() == "umask 077"
+
+
+class FakeRunner:
+    """What a runner (Invoke's context, Fabric's connection) was asked to run."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, object]]] = []
+
+    def run(self, command: str, **options: object) -> str:
+        self.calls.append((command, options))
+        return "result"
+
+
+@pytest.mark.parametrize("timeout, limit", [(7.0, 7.0), (None, 3600.0)])
+def test_a_local_command_runs_under_its_limit_with_the_orchestrators_grace(
+        timeout: float | None, limit: float) -> None:
+    connection = LocalConnection()
+    runner = FakeRunner()
+    connection._context = runner  # type: ignore[assignment]
+    assert connection.run("echo hi", timeout=timeout, warn=False, hide=False) == "result"
+    assert runner.calls == [(f"timeout -k 5 {limit:g} sh -c 'echo hi'",
+                             {"timeout": limit + 10.0, "warn": False, "hide": False,
+                              "in_stream": False})]
+
+
+@pytest.mark.parametrize("timeout, limit", [(7.0, 7.0), (None, 33.0)])
+def test_a_board_command_runs_under_its_limit_or_the_io_timeout(
+        tmp_path: Path, timeout: float | None, limit: float) -> None:
+    connection = SshConnection(closed_port_device(tmp_path, io_timeout=33.0), "pi")
+    runner = FakeRunner()
+    connection._opened = lambda: runner  # type: ignore[method-assign]
+    assert connection.run("echo hi", timeout=timeout) == "result"
+    assert runner.calls == [(f"timeout -k 5 {limit:g} sh -c 'echo hi'",
+                             {"timeout": limit + 10.0, "warn": True, "hide": True,
+                              "in_stream": False})]
+
+
+def test_a_local_put_is_owner_only_whole_and_leaves_no_part(tmp_path: Path) -> None:
+    local = tmp_path / "model.onnx"
+    local.write_bytes(PATTERN)
+    local.chmod(0o644)
+    remote = tmp_path / "board" / "model.onnx"
+    remote.parent.mkdir()
+    remote.write_bytes(b"old")
+    LocalConnection().put(local, str(remote))
+    assert remote.read_bytes() == PATTERN
+    assert remote.stat().st_mode & 0o777 == 0o600
+    assert os.listdir(remote.parent) == ["model.onnx"]
+
+
+def test_local_makedirs_makes_every_missing_parent_owner_only_and_leaves_the_rest(
+        tmp_path: Path) -> None:
+    existing = tmp_path / "work"
+    existing.mkdir(mode=0o755)
+    existing.chmod(0o755)
+    LocalConnection().makedirs(str(existing / "runs" / "r1" / "results"))
+    LocalConnection().makedirs(str(existing / "runs"))  # already there: fine
+    modes = {str(path.relative_to(tmp_path)): path.stat().st_mode & 0o777
+             for path in (existing, existing / "runs", existing / "runs" / "r1",
+                          existing / "runs" / "r1" / "results")}
+    assert modes == {"work": 0o755, "work/runs": 0o700, "work/runs/r1": 0o700,
+                     "work/runs/r1/results": 0o700}
+
+
+def test_local_listdir_gives_each_name_its_own_mtime_and_nothing_for_no_folder(
+        tmp_path: Path) -> None:
+    for name, mtime in (("a", 1000.0), ("b", 2000.5)):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (mtime, mtime))
+    os.symlink(tmp_path / "absent", tmp_path / "dangling")  # its own time, not its target's
+    os.utime(tmp_path / "dangling", (3000.0, 3000.0), follow_symlinks=False)
+    assert LocalConnection().listdir(str(tmp_path)) == {"a": 1000.0, "b": 2000.5,
+                                                        "dangling": 3000.0}
+    assert LocalConnection().listdir(str(tmp_path / "none")) == {}
+
+
+def test_the_transport_of_a_device_is_its_registry_entry(tmp_path: Path) -> None:
+    from tasks.config import LocalDevice
+    from tasks.farm.transports import TRANSPORTS, connect
+
+    assert set(TRANSPORTS) == {"local", "ssh"}
+    assert isinstance(connect(LocalDevice(workdir=tmp_path)), LocalConnection)
+    board = connect(closed_port_device(tmp_path), "pi-7")
+    assert isinstance(board, SshConnection) and board.name == "pi-7"
+
+
+class FakeSftp:
+    """An SFTP session over a set of folders that exist; records every call."""
+
+    def __init__(self, folders: set[str], refuse: set[str] = frozenset(),
+                 race: set[str] = frozenset()) -> None:
+        self.folders, self.refuse, self.race = set(folders), refuse, race
+        self.calls: list[tuple[object, ...]] = []
+
+    def stat(self, path: str) -> object:
+        self.calls.append(("stat", path))
+        if path not in self.folders:
+            raise FileNotFoundError(2, "No such file", path)
+        return os.stat_result((stat.S_IFDIR | 0o700, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+
+    def mkdir(self, path: str, mode: int) -> None:
+        self.calls.append(("mkdir", path, mode))
+        if path in self.race:
+            self.folders.add(path)
+        if path in self.refuse | self.race:
+            raise PermissionError(13, "Permission denied", path)
+        self.folders.add(path)
+
+    def put(self, local: str, remote: str) -> None:
+        self.calls.append(("put", local, remote))
+
+    def chmod(self, path: str, mode: int) -> None:
+        self.calls.append(("chmod", path, mode))
+
+    def posix_rename(self, old: str, new: str) -> None:
+        self.calls.append(("posix_rename", old, new))
+
+
+def sftp_board(tmp_path: Path, sftp: FakeSftp) -> SshConnection:
+    board = SshConnection(closed_port_device(tmp_path), "pi")
+
+    class Opened:
+        def sftp(self) -> FakeSftp:
+            return sftp
+
+    board._opened = lambda: Opened()  # type: ignore[method-assign]
+    return board
+
+
+
+@pytest.mark.parametrize("remote, stats, made", [
+    ("/srv/ef/runs/r1", ["/srv", "/srv/ef", "/srv/ef/runs", "/srv/ef/runs/r1"],
+     ["/srv/ef/runs", "/srv/ef/runs/r1"]),
+    ("edgeflow//runs/", ["edgeflow", "edgeflow/runs"], ["edgeflow/runs"]),
+])
+def test_board_makedirs_walks_each_parent_and_makes_the_missing_owner_only(
+        tmp_path: Path, remote: str, stats: list[str], made: list[str]) -> None:
+    sftp = FakeSftp({"/", "/srv", "/srv/ef", "edgeflow"})
+    sftp_board(tmp_path, sftp).makedirs(remote)
+    assert [call[1] for call in sftp.calls if call[0] == "stat"] == stats
+    assert [call[1:] for call in sftp.calls if call[0] == "mkdir"] == [
+        (path, 0o700) for path in made]
+
+
+def test_board_makedirs_accepts_a_folder_made_meanwhile_and_says_why_one_cannot_be(
+        tmp_path: Path) -> None:
+    sftp = FakeSftp({"/", "/w"}, race={"/w/a"})
+    sftp_board(tmp_path, sftp).makedirs("/w/a/b")
+    assert "/w/a/b" in sftp.folders
+    refused = FakeSftp({"/", "/w"}, refuse={"/w/a"})
+    with pytest.raises(PermissionError, match="Permission denied") as caught:
+        sftp_board(tmp_path, refused).makedirs("/w/a/b")
+    assert caught.value.filename == "/w/a"
+    assert ("mkdir", "/w/a/b", 0o700) not in refused.calls
+
+
+def test_a_board_put_writes_a_part_owner_only_then_renames_it(tmp_path: Path) -> None:
+    sftp = FakeSftp(set())
+    sftp_board(tmp_path, sftp).put(tmp_path / "m.onnx", "/w/m.onnx")
+    assert sftp.calls == [("put", str(tmp_path / "m.onnx"), "/w/m.onnx.part"),
+                          ("chmod", "/w/m.onnx.part", 0o600),
+                          ("posix_rename", "/w/m.onnx.part", "/w/m.onnx")]
+
+
+def test_a_passphrase_comes_from_the_variable_the_device_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.farm.transports import _passphrase
+
+    assert _passphrase(closed_port_device(tmp_path)) == {}
+    device = closed_port_device(tmp_path, key_passphrase_env="PI_KEY_PASS")
+    monkeypatch.setenv("PI_KEY_PASS", "s3cret")
+    assert _passphrase(device) == {"passphrase": "s3cret"}
+    monkeypatch.delenv("PI_KEY_PASS")
+    with pytest.raises(DeviceUnreachable) as caught:
+        _passphrase(device)
+    assert str(caught.value) == (f"cannot connect: environment variable PI_KEY_PASS (the "
+                                 f"passphrase of {tmp_path / 'id_ed25519'}) is not set")
+
+
+def test_only_network_errors_are_worth_another_attempt() -> None:
+    import paramiko
+
+    from tasks.farm.transports import HostKeyRefused, _is_transient
+
+    transient = [paramiko.SSHException("banner"), OSError("reset"), EOFError(),
+                 ConnectionRefusedError(), socket.timeout()]
+    final = [paramiko.AuthenticationException("no"), paramiko.BadHostKeyException(
+        "h", paramiko.RSAKey.generate(1024), paramiko.RSAKey.generate(1024)),
+        HostKeyRefused("x"), DeviceUnreachable("y"), ValueError("z"), KeyError("k")]
+    assert [_is_transient(error) for error in transient] == [True] * len(transient)
+    assert [_is_transient(error) for error in final] == [False] * len(final)
+
+
+def test_a_fingerprint_is_openssh_sha256_without_padding() -> None:
+    from tasks.farm.transports import fingerprint
+
+    class Key:
+        def asbytes(self) -> bytes:
+            return b"abc"
+
+    # sha256("abc") in base64, its trailing "=" dropped (as ssh-keygen -l prints it).
+    assert fingerprint(Key()) == "SHA256:ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0"
+
+
+def test_an_unknown_or_changed_host_key_is_refused_saying_what_to_do(tmp_path: Path) -> None:
+    import paramiko
+
+    from tasks.farm.transports import HostKeyRefused, fingerprint
+
+    board = SshConnection(closed_port_device(tmp_path, port=2222), "pi-3")
+    known = paramiko.RSAKey.generate(1024)
+    got = paramiko.RSAKey.generate(1024)
+    errors: list[Exception] = [
+        paramiko.BadHostKeyException("127.0.0.1", got, known),
+        paramiko.SSHException("Server '[127.0.0.1]:2222' not found in known_hosts"),
+        paramiko.SSHException("Error reading SSH protocol banner")]
+
+    def fail() -> None:
+        raise errors.pop(0)
+
+    board._fabric.open = fail  # type: ignore[method-assign]
+    with pytest.raises(HostKeyRefused) as changed:
+        board._connect_once()
+    assert str(changed.value) == (
+        f"host key of 127.0.0.1:2222 changed (got ssh-rsa {fingerprint(got)}); if the device "
+        f"was re-imaged, check the new key and replace its line in {tmp_path / 'known_hosts'}")
+    with pytest.raises(HostKeyRefused) as unknown:
+        board._connect_once()
+    assert str(unknown.value) == (
+        f"host key of 127.0.0.1:2222 is not in {tmp_path / 'known_hosts'}; check its "
+        "fingerprint and trust it: edgeflow farm trust pi-3")
+    with pytest.raises(paramiko.SSHException, match="^Error reading SSH protocol banner$"):
+        board._connect_once()
+
+
+def test_a_refused_key_is_not_retried(tmp_path: Path) -> None:
+    import paramiko
+
+    waits: list[float] = []
+    board = SshConnection(closed_port_device(tmp_path, connect_attempts=4), "pi",
+                          sleep=waits.append)
+    tries: list[int] = []
+
+    def refuse() -> None:
+        tries.append(1)
+        raise paramiko.AuthenticationException("Authentication failed.")
+
+    board._connect_once = refuse  # type: ignore[method-assign]
+    with pytest.raises(paramiko.AuthenticationException):
+        board.run("true")
+    assert (len(tries), waits) == (1, [])

@@ -310,3 +310,35 @@ def test_farm_probe_prints_no_escape(tmp_path: Path) -> None:
     assert "x86_64\\x1b[2J" in output and "1.32\\x1b]0;x\\x07" in output
     assert "on fire" in output and "(5025 chars)" in output
     assert len(output) < 20_000
+
+
+def test_every_character_is_itself_a_space_or_an_escape_that_reads_back_as_it() -> None:
+    """Every code point of the first planes and some astral ones (issue 27): a hidden one
+    is exactly the escape Python reads back as it (\\xNN below 0x100, \\uNNNN, then
+    \\UNNNNNNNN), a line break a space, any other itself."""
+    import unicodedata
+
+    from tasks.farm.untrusted import HIDDEN_CATEGORIES
+
+    astral = [0x1F600, 0xE0001, 0x1D173, 0x10FFFD]
+    for code in [*range(0x3000), *range(0xFFF0, 0x10000), *astral]:
+        char = chr(code)
+        shown = visible(char)
+        if char in "\n\t":
+            assert shown == " "
+        elif unicodedata.category(char) in HIDDEN_CATEGORIES:
+            width = 2 if code < 0x100 else 4 if code < 0x10000 else 8
+            assert len(shown) == 2 + width and shown[1] in "xuU", (code, shown)
+            assert shown.encode().decode("unicode_escape", "surrogatepass") == char, code
+        else:
+            assert shown == char, code
+    assert visible("\U000e0001\U0001d173") == "\\U000e0001\\U0001d173"
+    # One character of each hidden category: Cc, Cf, Cs, Zl, Zp.
+    assert visible("\x1b\u200b\ud800\u2028\u2029") == "\\x1b\\u200b\\ud800\\u2028\\u2029"
+
+
+def test_contained_strings_caps_at_the_limit_it_is_given() -> None:
+    document = {"k" * 8: ["v" * 8, {"x": "w" * 5}], "n": 12345678}
+    assert contained_strings(document, limit=5) == {
+        "kkkkk… (8 chars)": ["vvvvv… (8 chars)", {"x": "wwwww"}], "n": 12345678}
+    assert contained("y" * 7, 5, shown_as="ignored") == "yyyyy… (7 chars)"

@@ -174,3 +174,138 @@ def test_the_bundle_manifest_says_what_it_holds_and_the_budget_it_was_checked_ag
         "labels.h", "manifest.json", "model.tflite", "model_data.cc", "model_data.h"]
     assert (folder / "model_data.cc").read_text() == "contents of tflm-int8/model_data.cc"
     assert (folder / "labels.h").read_text() == mcu.labels_header(CLASSES)
+
+
+# ------------------------------------------------------------ every outcome (issue 27)
+
+
+def test_labels_h_is_exactly_the_count_and_the_names_in_output_order() -> None:
+    assert mcu.labels_header(["cat", "dog", "bird"]) == (
+        "// Class names in the model's output order (written by edgeflow release).\n"
+        "#pragma once\n"
+        "\n"
+        "constexpr int kLabelCount = 3;\n"
+        "constexpr const char* kLabels[kLabelCount] = {\n"
+        '    "cat",\n'
+        '    "dog",\n'
+        '    "bird"\n'
+        "};\n")
+
+
+def _c_bytes(literal: str) -> bytes:
+    """The bytes a C compiler stores for a narrow literal of only \\ooo, \\", \\\\, \\? and
+    plain printable characters (what _c_string writes)."""
+    assert literal[0] == literal[-1] == '"'
+    body, out, index = literal[1:-1], bytearray(), 0
+    while index < len(body):
+        if body[index] != "\\":
+            assert 0x20 <= ord(body[index]) < 0x7f and body[index] not in '"\\?'
+            out.append(ord(body[index]))
+            index += 1
+        elif body[index + 1] in '"\\?':
+            out.append(ord(body[index + 1]))
+            index += 2
+        else:
+            digits = body[index + 1:index + 4]
+            assert len(digits) == 3 and set(digits) <= set("01234567"), digits
+            out.append(int(digits, 8))
+            index += 4
+    return bytes(out)
+
+
+def test_every_byte_of_a_class_name_reaches_the_literal_as_itself() -> None:
+    """Each byte value (as UTF-8 of the code points 0-255) and a name of every one of
+    them: the literal holds exactly the name's bytes, printable ASCII readable."""
+    from tasks.targets.mcu import _c_string
+
+    every = "".join(map(chr, range(256))) + "日本 ??= 🙂"
+    assert _c_bytes(_c_string(every)) == every.encode("utf-8")
+    for code in range(128):
+        char = chr(code)
+        expected = ("\\" + char if char in '"\\?' else char if 0x20 <= code < 0x7f
+                    else f"\\{code:03o}")
+        assert _c_string(char) == f'"{expected}"', code
+
+
+def test_a_variant_of_another_format_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    variant = tflm_variant().model_copy(update={"name": "tflite-int8", "format": "tflite"})
+    layout = project(tmp_path, tflm_variant())
+    outcome = mcu.write_bundle(layout, "esp32", DEVICE, variant, ReleaseParams())
+    assert outcome == ReleaseOutcome(
+        "esp32", ReleaseStatus.REFUSED, "tflite-int8", None,
+        "esp32 is a microcontroller: only tflm variants run there, not tflite-int8")
+    assert not layout.device_releases("esp32").exists()
+    job = release_job(layout, variant)
+    job = ReleaseJob(layout=layout, params=job.params, variant=variant,
+                     register=lambda: pytest.fail("a refused bundle was registered"),
+                     alias_moved=job.alias_moved, on_board=job.on_board)
+    assert mcu.McuTarget("esp32", DEVICE).release(job) == ReleaseDecision(outcome)
+
+
+@pytest.mark.parametrize("current, unchanged", [
+    ({"release": "r0", "variant": "tflm-int8", "sha256": "ab" * 32}, True),
+    ({"release": "r0", "variant": "tflm-int8", "sha256": "cd" * 32}, False),  # rebuilt
+    ({"release": "r0", "variant": "tflm-other", "sha256": "ab" * 32}, False),  # renamed
+])
+def test_a_bundle_is_unchanged_only_for_the_same_variant_with_the_same_bytes(
+        tmp_path: Path, current: dict[str, str], unchanged: bool) -> None:
+    variant = tflm_variant()
+    layout = project(tmp_path, variant)
+    write_record(layout, ReleaseDecision(
+        ReleaseOutcome("esp32", ReleaseStatus.RELEASED, current["variant"], "r0", "then"),
+        current, None))
+    outcome = mcu.write_bundle(layout, "esp32", DEVICE, variant, ReleaseParams())
+    if unchanged:
+        assert outcome == ReleaseOutcome("esp32", ReleaseStatus.UNCHANGED, "tflm-int8", "r0",
+                                         "esp32's bundle is already tflm-int8")
+        assert bundles(layout) == []
+        job = release_job(layout, variant)
+        job = ReleaseJob(layout=layout, params=job.params, variant=variant,
+                         register=lambda: pytest.fail("an unchanged bundle was registered"),
+                         alias_moved=job.alias_moved, on_board=job.on_board)
+        assert mcu.McuTarget("esp32", DEVICE).release(job) == ReleaseDecision(outcome)
+    else:
+        assert outcome.status is ReleaseStatus.RELEASED
+        assert bundles(layout) == [outcome.release_id]
+
+
+@pytest.mark.parametrize("keep", [3, 4, 5])
+def test_a_release_keeps_keep_bundles_at_its_boundary_and_only_release_folders_count(
+        tmp_path: Path, keep: int) -> None:
+    """Three older bundles and the new one are four: keep 4 or 5 removes none, keep 3 the
+    oldest; a folder or file not named like a release is never removed nor counted."""
+    variant = tflm_variant()
+    layout = project(tmp_path, variant)
+    for release_id in OLD_IDS[1:]:
+        (layout.device_releases("esp32") / release_id).mkdir(parents=True)
+    (layout.device_releases("esp32") / "0-notes").mkdir()
+    # A file named like a release, newer than the old bundles: not a bundle, not counted.
+    (layout.device_releases("esp32") / "20250101T000000000000Z-tflm-int8").write_text("x")
+    new = mcu.write_bundle(layout, "esp32", DEVICE, variant, ReleaseParams(keep=keep))
+    assert bundles(layout) == ["0-notes", *OLD_IDS[1 + (keep == 3):], new.release_id]
+    assert (layout.device_releases("esp32") / "20250101T000000000000Z-tflm-int8").is_file()
+
+
+def test_a_fit_skips_other_runtimes_and_reports_unproduced_variants_by_their_reason(
+        tmp_path: Path) -> None:
+    onnx = tflm_variant("onnx-fp32").model_copy(update={"runtime": "onnxruntime",
+                                                        "format": "onnx"})
+    rejected = tflm_variant("tflm-f16").model_copy(update={
+        "status": "rejected", "reason": "accuracy fell 0.3"})
+    device = DEVICE.model_copy(update={"tags": {"board": "s3"}})
+    write_variant_index(tmp_path / "variants", VariantIndex(
+        reference_accuracy=0.8, sources={}, variants=[tflm_variant(), onnx, rejected]))
+    run = mcu.check_fit("esp32", device, tmp_path / "variants", tmp_path / "results")
+    assert [path.name for path in run.results] == ["tflm-int8.json", "onnx-fp32.json",
+                                                   "tflm-f16.json"]
+    assert all(path.parent == tmp_path / "results" for path in run.results)
+    records = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in run.results}
+    assert {name: (record["status"], record["error"]) for name, record in records.items()} == {
+        "tflm-int8": ("ok", None),
+        "onnx-fp32": ("skipped", "esp32 is a microcontroller: it runs TensorFlow Lite Micro "
+                                 "(tflm) variants only"),
+        "tflm-f16": ("rejected", "rejected by convert: accuracy fell 0.3")}
+    assert {name: record["device_facts"] for name, record in records.items()} == {
+        name: {"class": "mcu", "board": "s3"} for name in records}
+    assert {record["threads"] for record in records.values()} == {None}
+    assert (run.device, run.probe, run.remote_run_dir) == ("esp32", {}, None)

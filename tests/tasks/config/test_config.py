@@ -856,3 +856,65 @@ def test_the_farm_check_covers_its_ssh_devices_only(tmp_path: Path) -> None:
     check_key_files(farm, ["here", "esp", "good"])
     with pytest.raises(ConfigError, match=r"^device 'bad': key_file .*/absent does not exist"):
         check_key_files(farm)
+
+
+# ------------------------------------------------------- farm.yaml, each alternative (issue 27)
+
+
+@pytest.mark.parametrize("change", ["host: 10.0.0.9", "port: 2222", "user: ops",
+                                    "workdir: edgeflow2", "workdir: /srv/edgeflow"])
+def test_a_board_entry_differing_in_one_part_of_its_place_is_another_folder(
+        tmp_path: Path, change: str) -> None:
+    """Host, port, user (for a home-relative workdir) and workdir each make a place of
+    its own: two entries differing in any one of them are both accepted."""
+    key = change.split(":")[0]
+    other = ", ".join(part for part in SSH.split(", ") if not part.startswith(key + ":"))
+    farm = load_farm(write(tmp_path / "farm.yaml", f"""\
+        devices:
+          a: {{{SSH}}}
+          b: {{{other}, {change}}}
+        """))
+    assert list(farm.devices) == ["a", "b"]
+
+
+@pytest.mark.parametrize("workdir, spelled", [("/srv/ef", "/srv/./ef/"), ("ef", "~/ef"),
+                                              ("ef", "ef/sub/..")])
+def test_one_folder_spelled_two_ways_is_still_one_folder(tmp_path: Path, workdir: str,
+                                                        spelled: str) -> None:
+    """The workdir normalised, the host name in any case (DNS ignores it)."""
+    board = SSH.replace("10.0.0.2", "pi.lab")
+    path = write(tmp_path / "farm.yaml", f"""\
+        devices:
+          a: {{{board}, workdir: '{workdir}'}}
+          b: {{{board.replace("pi.lab", "PI.Lab")}, workdir: '{spelled}'}}
+        """)
+    assert config_error(load_farm, path).startswith(
+        f"{path}: devices: 'a' and 'b' are one folder on one board (host PI.Lab, port 22, ")
+
+
+def test_accepted_hints_and_requirements_reach_the_device_as_written(tmp_path: Path) -> None:
+    farm = load_farm(write(tmp_path / "farm.yaml", ssh_farm(
+        "accelerators: {onnxruntime_providers: [TensorrtExecutionProvider, "
+        "CPUExecutionProvider], openvino_device: 'AUTO:NPU,CPU'}, "
+        "setup: {wheelhouse: false, extra_packages: [pillow, 'pillow[avif]>=11.0', "
+        "'numpy~=2.1', 'a.b-c_d!=1.0+local']}")))
+    device = farm.devices["pi"]
+    assert device.accelerators.onnxruntime_providers == ["TensorrtExecutionProvider",
+                                                         "CPUExecutionProvider"]
+    assert device.accelerators.openvino_device == "AUTO:NPU,CPU"
+    assert device.setup is not None and device.setup.wheelhouse is False
+    assert device.setup.extra_packages == ["pillow", "pillow[avif]>=11.0", "numpy~=2.1",
+                                           "a.b-c_d!=1.0+local"]
+    mcu = load_farm(write(tmp_path / "mcu.yaml", "devices: {esp: {transport: mcu, "
+                                                 "flash_kb: 1048576, ram_kb: 1, "
+                                                 "flash_margin: 0.0}}\n")).devices["esp"]
+    assert (mcu.flash_kb, mcu.ram_kb, mcu.flash_margin, mcu.ram_margin) == (1048576, 1, 0.0,
+                                                                             0.25)
+
+
+@pytest.mark.parametrize("workdir, kept", [("~/", "."), ("~/a/b/", "a/b"), ("~//x", "x"),
+                                           ("/abs/~x", "/abs/~x"), ("rel", "rel")])
+def test_a_home_relative_workdir_loses_only_its_tilde(tmp_path: Path, workdir: str,
+                                                     kept: str) -> None:
+    farm = load_farm(write(tmp_path / "farm.yaml", ssh_farm(f"workdir: '{workdir}'")))
+    assert farm.devices["pi"].workdir == kept
