@@ -189,3 +189,22 @@ def test_a_valid_result_is_the_outcome_and_an_ok_one_carries_no_error(
     assert _outcome(tmp_path, files={result: b"{}"}) == {
         "status": "skipped", "error": "no bf16 here",
         "harness": {"status": "skipped", "error": "no bf16 here"}}
+
+
+def test_deploy_places_each_variants_spec_and_every_file_and_leaves_no_staged_spec(
+        tmp_path: Path) -> None:
+    variants_dir, staging = tmp_path / "variants", tmp_path / "staging"
+    staging.mkdir()
+    files = ("onnx-fp32/a.onnx", "onnx-fp32/a.onnx.data", "tflite-int8/b.tflite")
+    for path in files:
+        (variants_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        (variants_dir / path).write_text(path)
+    session = make_session(tmp_path)
+    session.deploy([variant(files=files[:2]), variant("tflite-int8", files[2:], "tflite")],
+                   variants_dir, staging)
+    run = Path(session.run_dir)
+    assert sorted(str(path.relative_to(run)) for path in run.rglob("*") if path.is_file()) == [
+        *files[:2], "onnx-fp32/spec.json", files[2], "tflite-int8/spec.json"]
+    assert (run / files[2]).read_text() == files[2]
+    assert json.loads((run / "tflite-int8/spec.json").read_text()) == {"input": "x"}
+    assert list(staging.iterdir()) == []
