@@ -768,3 +768,152 @@ def test_the_harness_and_the_protocol_cap_the_timed_runs_alike() -> None:
     assert BenchmarkParams(runs=MAX_RUNS).runs == MAX_RUNS
     with pytest.raises(ValueError):
         BenchmarkParams(runs=MAX_RUNS + 1)
+
+
+# The step's own decisions, without a device: what a variant will not run, which local
+# inputs fail the step, the raw latencies kept beside a result, the order and outcome of
+# each variant once the device is lost.
+
+def _variant(name: str, runtime: str = "onnxruntime", status: str = "ok",
+             files: tuple[str, ...] | None = None) -> Any:
+    from tasks.core.contracts.variants import Variant
+    from tests.farm.test_session import variant
+
+    produced = variant(name, files or (f"{name}/model", f"{name}/model.data"), runtime)
+    if status in ("ok", "rejected"):  # produced: with its files
+        return produced.model_copy(update={"status": status,
+                                           "reason": None if status == "ok" else "no exporter"})
+    return Variant(name=name, format="onnx", precision="fp32", source="model.keras",
+                   runtime=runtime, status=status, reason="no exporter")
+
+
+def test_why_a_variant_is_not_run_names_the_first_reason_that_holds() -> None:
+    from tasks.benchmark import _why_not_runnable
+
+    facts = {"runtimes": {"onnxruntime": "1.20", "tflite": "2.17"}}
+    anywhere, listed = LocalDevice(), LocalDevice(runtimes=["tflite", "openvino"])
+    assert _why_not_runnable(_variant("a", status="rejected"), listed, "pi", facts) == {
+        "status": "rejected", "error": "rejected by convert: no exporter"}
+    assert _why_not_runnable(_variant("a", status="skipped"), anywhere, "pi", facts) == {
+        "status": "skipped", "error": "skipped by convert: no exporter"}
+    assert _why_not_runnable(_variant("a"), listed, "pi", facts) == {
+        "status": "skipped", "error": "runtime 'onnxruntime' is not in pi's runtimes in farm.yaml"}
+    assert _why_not_runnable(_variant("a", "openvino"), listed, "pi", facts) == {
+        "status": "skipped", "error": "runtime 'openvino' is not installed on pi"}
+    assert _why_not_runnable(_variant("a", "openvino"), anywhere, "pi", {}) == {
+        "status": "skipped", "error": "runtime 'openvino' is not installed on pi"}
+    assert _why_not_runnable(_variant("a", "tflite"), listed, "pi", facts) is None
+    assert _why_not_runnable(_variant("a"), anywhere, "pi", facts) is None
+
+
+def test_a_missing_local_input_fails_the_step_naming_the_step_that_makes_it(
+        tmp_path: Path) -> None:
+    """Every file of every runnable variant is checked (not the first, not the others'),
+    then the test split."""
+    from tasks.benchmark import _check_local_inputs
+
+    variants_dir, prepared = tmp_path / "variants", tmp_path / "prepared"
+    variants = [_variant("a"), _variant("b", status="rejected"), _variant("c")]
+    prepared.mkdir()
+    for path in ("a/model", "a/model.data", "c/model", "c/model.data"):
+        (variants_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        (variants_dir / path).write_text("x")
+    with pytest.raises(StepError) as refused:
+        _check_local_inputs(variants, variants_dir, prepared)
+    assert str(refused.value) == f"{prepared}/test.npz is missing: run the prepare step again"
+    (prepared / "test.npz").write_text("x")
+    _check_local_inputs(variants, variants_dir, prepared)  # b's files are never asked for
+    (variants_dir / "c" / "model.data").unlink()
+    with pytest.raises(StepError) as refused:
+        _check_local_inputs(variants, variants_dir, prepared)
+    assert str(refused.value) == (f"{variants_dir}/c/model.data is missing: run the convert "
+                                  "step again")
+
+
+def test_raw_latencies_leave_an_ok_result_for_a_file_beside_it(tmp_path: Path) -> None:
+    from tasks.benchmark import RAW_LATENCIES_SUFFIX, keep_raw_latencies
+    from tasks.device.latency import encode_latencies
+
+    latencies = [3_000_001, 2_500_000, 2**40 + 7]
+    harness = {"status": "ok", "runs": 3, "latencies": encode_latencies(latencies)}
+    kept = keep_raw_latencies({"status": "ok", "error": None, "harness": harness}, tmp_path, "v")
+    assert kept == {"status": "ok", "error": None, "harness": {
+        "status": "ok", "runs": 3, "latencies": {"file": f"v{RAW_LATENCIES_SUFFIX}", "count": 3}}}
+    assert RAW_LATENCIES_SUFFIX == ".latencies.npz"
+    with np.load(tmp_path / "v.latencies.npz") as saved:
+        assert saved.files == ["latency_ns"]
+        assert saved["latency_ns"].dtype == np.int64
+        assert saved["latency_ns"].tolist() == latencies
+    # Only an ok outcome's are moved; one without any stays as it is.
+    for outcome in ({"status": "failed", "error": "x", "harness": harness},
+                    {"status": "ok", "error": None},
+                    {"status": "ok", "error": None, "harness": {"status": "ok", "runs": 3}}):
+        assert keep_raw_latencies(outcome, tmp_path / "absent", "w") is outcome
+
+
+def test_what_a_result_records_of_its_device() -> None:
+    from tasks.benchmark import device_facts
+
+    assert device_facts({"host": {"machine": "aarch64", "cpus": 4},
+                         "runtime_versions": {"onnxruntime": "1.20", "tflite": "2.17"},
+                         "runtimes": {"onnxruntime": "x"}}) == {
+        "machine": "aarch64", "cpus": 4, "runtime.onnxruntime": "1.20", "runtime.tflite": "2.17"}
+    assert device_facts({}) == {}
+
+
+class Scripted:
+    """A device session whose ``run`` answers from ``answers`` by variant (an outcome, or
+    an exception to raise); it keeps the variants it ran."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers, self.ran = answers, []
+
+    def run(self, variant: Any) -> dict[str, Any]:
+        self.ran.append(variant.name)
+        answer = self.answers[variant.name]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.advanced: list[tuple[str, str]] = []
+
+    def advance(self, item: str, detail: str = "") -> None:
+        self.advanced.append((item, detail))
+
+
+def test_a_device_lost_mid_run_fails_that_variant_and_every_later_one_unrun() -> None:
+    from tasks.benchmark import _Progress, _run_each
+    from tasks.farm.transports import DeviceUnreachable
+
+    names = ["a", "b", "c", "d", "e"]
+    session = Scripted({"a": {"status": "ok", "error": None},
+                        "c": DeviceUnreachable("reconnecting\nno route to host\n")})
+    progress, counter = _Progress(), Counts()
+    progress.outcomes["b"] = {"status": "skipped", "error": "decided before"}
+    _run_each(session, [_variant(name) for name in names], progress, counter)
+    lost = {"status": "failed", "error": "device unreachable: no route to host"}
+    assert session.ran == ["a", "c"]
+    assert progress.outcomes == {"a": {"status": "ok", "error": None},
+                                 "b": {"status": "skipped", "error": "decided before"},
+                                 "c": lost, "d": lost, "e": lost}
+    assert progress.device_error == lost["error"]
+    assert counter.advanced == [("a", "ok"), ("b", "skipped"), ("c", "failed"),
+                                ("d", "failed"), ("e", "failed")]
+
+
+def test_a_device_failed_before_the_run_fails_every_undecided_variant_with_its_reason() -> None:
+    from tasks.benchmark import _device_failure, _Progress, _run_each
+    from tasks.farm.transports import DeviceUnreachable
+
+    assert _device_failure(DeviceUnreachable("a\nrefused")) == "device unreachable: refused"
+    assert _device_failure(PermissionError("first\ndenied")) == (
+        "device not usable: PermissionError: denied")
+    session, progress = Scripted({}), _Progress(device_error="device not usable: X: y")
+    progress.outcomes["a"] = {"status": "rejected", "error": "rejected by convert: z"}
+    _run_each(session, [_variant("a"), _variant("b")], progress, Counts())
+    assert session.ran == []
+    assert progress.outcomes == {"a": {"status": "rejected", "error": "rejected by convert: z"},
+                                 "b": {"status": "failed", "error": "device not usable: X: y"}}
