@@ -118,3 +118,25 @@ def test_an_entry_model_without_the_fields_every_entry_has_is_refused(tmp_path: 
     assert "pigeon" not in KINDS
     with pytest.raises(ConfigError, match=r"'pigeon' is not allowed"):
         _farm(tmp_path, "devices:\n  coo: {transport: pigeon, loft: roof}\n")
+
+
+@pytest.mark.parametrize("name", ["here", "pi", "pi-bare"])
+def test_a_board_hands_its_own_entry_to_each_piece_of_the_steps_work(
+        tmp_path: Path, name: str) -> None:
+    """benchmark, release, rollback and release_state are the steps' harness work, run
+    with this board's farm.yaml entry (not another's, not the job's)."""
+    from types import SimpleNamespace
+
+    farm = _farm(tmp_path)
+    target = target_of(name, farm.devices[name])
+    assert target.name == name
+
+    def answer(what: str) -> object:
+        return lambda entry: (what, entry)
+
+    entry = farm.devices[name]
+    assert target.benchmark(SimpleNamespace(on_board=answer("benchmark"))) == ("benchmark", entry)
+    assert target.release(SimpleNamespace(on_board=answer("release"))) == ("release", entry)
+    assert target.rollback(Layout(tmp_path), answer("rollback")) == ("rollback", entry)
+    assert target.release_state(answer("state")) == ("state", entry)
+
