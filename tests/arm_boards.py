@@ -50,6 +50,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 from tasks.core.locks import file_lock
 from tasks.device.host import AT_HWCAP, AT_HWCAP2, hwcap_features
@@ -147,10 +148,12 @@ def register_binfmt() -> str | None:
 
 
 def rootfs(recipe: Recipe | None = None, cache: Path | None = None,
-           log=sys.stderr) -> Path:
+           log: TextIO | None = None) -> Path:
     """The root filesystem of ``recipe`` (default: :func:`default_recipe`), built by
-    mmdebstrap the first time (minutes) and reused after. ``log`` receives a line when a
-    build starts and ends."""
+    mmdebstrap the first time (minutes) and reused after. ``log`` (default: the
+    ``sys.stderr`` of the call, not of the import, which a test runner may have closed
+    since) receives a line when a build starts and ends."""
+    log = log or sys.stderr
     recipe = recipe or default_recipe()
     folder = (cache or cache_root()) / recipe.key()
     done = folder / "recipe.json"
