@@ -354,3 +354,77 @@ def test_mobilenet_v2_widths_strides_and_residuals_follow_the_schedule() -> None
     assert (narrow.get_layer("stem_conv").filters, narrow.get_layer("head_conv").filters) == (16, 48)
     assert [narrow.get_layer(f"block{index}_project").filters for index in range(7)] == [
         8, 8, 8, 16, 16, 24, 24]
+
+
+class _ScriptedModel:
+    """What EpochSelector reads of a model, scripted epoch by epoch: the val logits it
+    predicts, its weights (the epoch number) and its optimiser's learning rate."""
+
+    def __init__(self, logits: list[np.ndarray]) -> None:
+        self.logits, self.epoch, self.stop_training = logits, 0, False
+        self.restored: list[np.ndarray] | None = None
+        self.optimizer = type("Optimizer", (), {"learning_rate": np.float32(0.25)})()
+
+    def predict(self, images: np.ndarray, batch_size: int, verbose: int) -> np.ndarray:
+        assert batch_size == 256
+        return self.logits[self.epoch]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [np.array([self.epoch])]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self.restored = weights
+
+
+def test_the_epoch_selector_keeps_the_best_epoch_and_stops_after_patience() -> None:
+    """Val labels [0, 1, 1, 0]; epochs scored (accuracy, loss): 0.5; 0.75; 0.75 with a
+    lower loss (the better one); 0.75 with the same loss (not better); 0.5 — patience 2
+    stops at the fifth epoch, the third kept."""
+    from tasks.train import EpochSelector, cross_entropy
+
+    labels = np.array([0, 1, 1, 0])
+
+    def logits(correct: int, margin: float) -> np.ndarray:
+        rows = [[margin, 0.0] if label == 0 else [0.0, margin] for label in labels]
+        for row in rows[correct:]:
+            row.reverse()
+        return np.array(rows)
+
+    scripted = [logits(2, 1.0), logits(3, 0.5), logits(3, 1.0), logits(3, 1.0), logits(2, 3.0)]
+    model = _ScriptedModel(scripted)
+    selector = EpochSelector(np.zeros((4, 1)), np.zeros((4, 1)), labels, batch_size=2,
+                             patience=2, reestimate_batch_norm=False)
+    selector.set_model(model)
+    selector.on_train_begin()
+    assert selector.reestimate is None
+    seen = []
+    for epoch in range(5):
+        model.epoch = epoch
+        logs: dict = {}
+        selector.on_epoch_end(epoch, logs)
+        seen.append((logs["val_accuracy"], logs["val_loss"], logs["learning_rate"],
+                     selector.best_epoch, selector.waited, model.stop_training))
+    loss = [cross_entropy(batch, labels) for batch in scripted]
+    assert seen == [(0.5, loss[0], 0.25, 1, 0, False), (0.75, loss[1], 0.25, 2, 0, False),
+                    (0.75, loss[2], 0.25, 3, 0, False), (0.75, loss[3], 0.25, 3, 1, False),
+                    (0.5, loss[4], 0.25, 3, 2, True)]
+    selector.restore()
+    assert model.restored is not None and model.restored[0].tolist() == [2]
+
+
+def test_majority_rate_and_reference_results() -> None:
+    from tasks.train import majority_rate, reference_results
+
+    assert majority_rate(np.array([2, 0, 2, 1, 2, 0, 2])) == 4 / 7
+    assert majority_rate(np.array([], np.int64)) == 0.0
+    outputs = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+    results = reference_results("classification", outputs, np.array([1, 1, 1]))
+    assert results == [1, 0, 1] and all(type(value) is int for value in results)
+
+
+def test_balanced_weights_of_a_class_missing_from_the_labels_are_zero_not_infinite() -> None:
+    from tasks.train import class_weights
+
+    weights = class_weights(np.array([1, 1, 1, 3]), 5, "balanced")
+    assert weights.dtype == np.float32
+    np.testing.assert_allclose(weights, [0.0, 4 / 15, 0.0, 4 / 5, 0.0], rtol=1e-6)
