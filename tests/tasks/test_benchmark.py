@@ -768,3 +768,59 @@ def test_the_harness_and_the_protocol_cap_the_timed_runs_alike() -> None:
     assert BenchmarkParams(runs=MAX_RUNS).runs == MAX_RUNS
     with pytest.raises(ValueError):
         BenchmarkParams(runs=MAX_RUNS + 1)
+
+
+# --------------------------------------------------------------------------- in process, no device
+
+
+def test_device_facts_are_the_host_and_each_runtimes_version() -> None:
+    from tasks.benchmark import device_facts
+
+    probe = {"protocol": 1, "host": {"arch": "aarch64", "cores": 4},
+             "runtimes": {"tflite": "ai_edge_litert"},
+             "runtime_versions": {"tflite": "1.2.0", "onnxruntime": "1.20.1"}}
+    assert device_facts(probe) == {"arch": "aarch64", "cores": 4, "runtime.tflite": "1.2.0",
+                                   "runtime.onnxruntime": "1.20.1"}
+    assert device_facts({}) == {}
+
+
+def test_a_device_failure_names_its_kind_and_the_last_line() -> None:
+    from tasks.benchmark import _device_failure
+    from tasks.farm.transports import DeviceUnreachable
+
+    assert _device_failure(DeviceUnreachable("ssh: connect\nNo route to host")) == (
+        "device unreachable: No route to host")
+    assert _device_failure(OSError("disk\nfull")) == "device not usable: OSError: full"
+
+
+def test_a_variant_is_run_only_when_produced_listed_and_installed() -> None:
+    from types import SimpleNamespace
+
+    from tasks.benchmark import _why_not_runnable
+
+    produced = SimpleNamespace(runtime="onnxruntime", runnable=True, status="ok", reason=None)
+    refused = SimpleNamespace(runtime="onnxruntime", runnable=False, status="rejected",
+                              reason="disagrees")
+    anything = SimpleNamespace(runtimes=None)
+    listed = SimpleNamespace(runtimes=["tflite", "onnxruntime"])
+    unlisted = SimpleNamespace(runtimes=["tflite"])
+    installed = {"runtimes": {"onnxruntime": "onnxruntime"}}
+    assert _why_not_runnable(refused, anything, "pi", installed) == {
+        "status": "rejected", "error": "rejected by convert: disagrees"}
+    not_made = SimpleNamespace(runtime="onnxruntime", runnable=False, status="skipped",
+                               reason="no int8 for tflm")
+    assert _why_not_runnable(not_made, anything, "pi", installed) == {
+        "status": "skipped", "error": "skipped by convert: no int8 for tflm"}
+    # farm.yaml listing no runtime at all runs none of them (absent: every one).
+    assert _why_not_runnable(produced, SimpleNamespace(runtimes=[]), "pi", installed) == {
+        "status": "skipped", "error": "runtime 'onnxruntime' is not in pi's runtimes in farm.yaml"}
+    assert _why_not_runnable(produced, SimpleNamespace(runtimes=["onnxruntime"]), "pi",
+                             installed) is None
+    assert _why_not_runnable(produced, unlisted, "pi", installed) == {
+        "status": "skipped", "error": "runtime 'onnxruntime' is not in pi's runtimes in farm.yaml"}
+    assert _why_not_runnable(produced, listed, "pi", {"runtimes": {"tflite": "x"}}) == {
+        "status": "skipped", "error": "runtime 'onnxruntime' is not installed on pi"}
+    assert _why_not_runnable(produced, anything, "pi", {}) == {
+        "status": "skipped", "error": "runtime 'onnxruntime' is not installed on pi"}
+    assert _why_not_runnable(produced, listed, "pi", installed) is None
+    assert _why_not_runnable(produced, anything, "pi", installed) is None
