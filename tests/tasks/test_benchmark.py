@@ -802,6 +802,9 @@ def test_why_a_variant_is_not_run_names_the_first_reason_that_holds() -> None:
         "status": "skipped", "error": "runtime 'openvino' is not installed on pi"}
     assert _why_not_runnable(_variant("a", "openvino"), anywhere, "pi", {}) == {
         "status": "skipped", "error": "runtime 'openvino' is not installed on pi"}
+    # farm.yaml listing no runtime at all runs none of them (absent: every one).
+    assert _why_not_runnable(_variant("a"), LocalDevice(runtimes=[]), "pi", facts) == {
+        "status": "skipped", "error": "runtime 'onnxruntime' is not in pi's runtimes in farm.yaml"}
     assert _why_not_runnable(_variant("a", "tflite"), listed, "pi", facts) is None
     assert _why_not_runnable(_variant("a"), anywhere, "pi", facts) is None
 

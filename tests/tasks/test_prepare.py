@@ -382,3 +382,60 @@ def test_a_split_with_too_few_images_of_a_class_is_a_warning_naming_the_counts()
     assert small_split_warnings(per_split) == [
         "data: the train split has fewer than 10 images of class 'cat' (train: cat 3, dog 12); "
         "accuracy measured on it is uncertain: add images to that class"]
+
+
+# --------------------------------------------------------------------------- split, in process
+
+
+def _split_params(**overrides) -> DataParams:
+    values = dict(split=SplitParams(val=0.3, test=0.1), calibration_size=9, seed=5)
+    values.update(overrides)
+    return DataParams(**values)
+
+
+def test_split_sizes_per_split_and_class_follow_val_and_test_not_each_other() -> None:
+    """120 labels of 3 classes (40, 20, 60), val 0.3 and test 0.1 (different, so a swap
+    shows): 48 held out, of them 12 test and 36 val, every class in proportion."""
+    from tasks.prepare import class_counts, split_indices
+
+    labels = np.repeat([0, 1, 2], [40, 20, 60])
+    splits = split_indices(labels, _split_params())
+    per_class = {name: class_counts(labels[index], ["a", "b", "c"])
+                 for name, index in splits.items()}
+    assert per_class == {"train": {"a": 24, "b": 12, "c": 36}, "val": {"a": 12, "b": 6, "c": 18},
+                         "test": {"a": 4, "b": 2, "c": 6}, "calib": per_class["calib"]}
+    assert len(splits["calib"]) == 9
+    assert set(splits["calib"]) <= set(splits["train"])
+    # Drawn from the whole train split: the labels come grouped by class, so its lowest
+    # (or first listed) indices would all be one class.
+    assert len(set(labels[splits["calib"]].tolist())) > 1
+    for name, index in splits.items():
+        assert index.tolist() == sorted(index.tolist()), name
+    everything = np.concatenate([splits["train"], splits["val"], splits["test"]])
+    assert sorted(everything.tolist()) == list(range(120))  # disjoint and complete
+    # The seed decides the split and the calibration subset; the sizes stay.
+    again = split_indices(labels, _split_params())
+    assert all(np.array_equal(again[name], splits[name]) for name in splits)
+    other = split_indices(labels, _split_params(seed=6))
+    assert not np.array_equal(other["test"], splits["test"])
+    assert not np.array_equal(other["calib"], splits["calib"])
+    assert [len(other[name]) for name in ("train", "val", "test", "calib")] == [72, 36, 12, 9]
+    # A calibration size over the train split's is the whole train split.
+    assert split_indices(labels, _split_params(calibration_size=500))["calib"].tolist() == \
+        splits["train"].tolist()
+
+
+def test_a_split_that_cannot_be_stratified_names_the_smallest_class() -> None:
+    from tasks.prepare import split_indices
+
+    with pytest.raises(DataError) as refused:
+        split_indices(np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2]), _split_params())
+    assert str(refused.value).startswith(
+        "data.split: cannot stratify 11 images over 3 classes (smallest class has 2 images): ")
+
+
+def test_class_counts_name_every_class_with_zeros() -> None:
+    from tasks.prepare import class_counts
+
+    assert class_counts(np.array([2, 2, 0]), ["a", "b", "c", "d"]) == {
+        "a": 1, "b": 0, "c": 2, "d": 0}

@@ -286,3 +286,145 @@ def test_two_trainings_in_two_processes_give_bit_identical_weights(tiny_project,
     curves = [read_json(tmp_path / name / "metrics" / "train_history.json")
               for name in ("quiet", "busy")]
     assert len(curves[0]) == 2 and curves[0] == curves[1]
+
+
+@pytest.mark.parametrize(("value", "divisor", "expected"), [
+    (3.0, 8, 8),      # never below the divisor
+    (8.0, 8, 8), (8.88, 8, 8),  # rounded down by less than 10%: kept
+    (8.9, 8, 16),     # rounded down to 8 would lose more than 10% of 8.9: one step up
+    (11.2, 8, 16),    # MobileNetV2 0.35's stem (32 * 0.35): 16, as in the paper
+    (11.99, 8, 16), (12.0, 8, 16),  # half way rounds up
+    (43.9, 8, 40), (44.0, 8, 48),
+    (10.0, 4, 12), (5.0, 4, 8), (4.4, 4, 4),
+    (10.0, 3, 9),     # 9 is exactly 90% of 10: kept (more than 10% lost moves it up)
+])
+def test_make_divisible_rounds_to_the_nearest_multiple_losing_at_most_ten_percent(
+        value: float, divisor: int, expected: int) -> None:
+    from tasks.models.architectures import _make_divisible
+
+    assert _make_divisible(value, divisor) == expected
+    if divisor == 8:
+        assert _make_divisible(value) == expected
+
+
+def _layers_of(model, kind: str) -> list:
+    return [layer for layer in model.layers if layer.__class__.__name__ == kind]
+
+
+def test_small_cnn_is_one_conv_block_per_filter_count_pooled_between() -> None:
+    from tasks.models.architectures import BN_MOMENTUM
+
+    model = build_model(SmallCNNOptions(filters=[4, 8, 6], dropout=0.3), (16, 16, 1), 5)
+    assert [layer.filters for layer in _layers_of(model, "Conv2D")] == [4, 8, 6]
+    assert all(not layer.use_bias for layer in _layers_of(model, "Conv2D"))
+    assert [layer.name for layer in _layers_of(model, "MaxPooling2D")] == ["pool0", "pool1"]
+    assert [layer.momentum for layer in _layers_of(model, "BatchNormalization")] == [BN_MOMENTUM] * 3
+    assert BN_MOMENTUM == 0.9
+    [dropout] = _layers_of(model, "Dropout")
+    assert dropout.rate == 0.3
+    assert model.get_layer("gap").output.shape == (None, 6)
+    assert model.name == "small_cnn" and model.input_shape == (None, 16, 16, 1)
+
+
+def test_mobilenet_v2_widths_strides_and_residuals_follow_the_schedule() -> None:
+    """Width 0.5 of the schedule (16, 24x2, 32x2, 64x2 at width 1.0): every width made
+    divisible by 8; a residual only where the stride is 1 and the width is kept."""
+    model = build_model(MobileNetV2Options(width_multiplier=0.5, dropout=0.1), (32, 32, 3), 10)
+    assert model.get_layer("stem_conv").filters == 16
+    assert model.get_layer("stem_conv").strides == (1, 1)
+    projects = [model.get_layer(f"block{index}_project").filters for index in range(7)]
+    assert projects == [8, 16, 16, 16, 16, 32, 32]
+    assert [model.get_layer(f"block{index}_dw").strides for index in range(7)] == [
+        (1, 1), (2, 2), (1, 1), (2, 2), (1, 1), (2, 2), (1, 1)]
+    assert [layer.name for layer in _layers_of(model, "Add")] == [
+        "block2_add", "block4_add", "block6_add"]
+    # Expansion 1 in the first block (no expand layer), 6 in the others: 6x the input.
+    expands = {layer.name: layer.filters for layer in _layers_of(model, "Conv2D")
+               if layer.name.endswith("_expand")}
+    assert expands == {"block1_expand": 48, "block2_expand": 96, "block3_expand": 96,
+                       "block4_expand": 96, "block5_expand": 96, "block6_expand": 192}
+    assert model.get_layer("head_conv").filters == 64
+    assert {layer.max_value for layer in _layers_of(model, "ReLU")} == {6.0}
+    assert {layer.momentum for layer in _layers_of(model, "BatchNormalization")} == {0.9}
+    assert _layers_of(model, "Dropout")[0].rate == 0.1
+    assert model.name == "mobilenet_v2"
+    # Width 0.35: stem 11.2, head 44.8 and the blocks' 5.6, 8.4, 11.2, 22.4 channels
+    # are not multiples of 8; each is made one.
+    narrow = build_model(MobileNetV2Options(width_multiplier=0.35), (32, 32, 3), 10)
+    assert (narrow.get_layer("stem_conv").filters, narrow.get_layer("head_conv").filters) == (16, 48)
+    assert [narrow.get_layer(f"block{index}_project").filters for index in range(7)] == [
+        8, 8, 8, 16, 16, 24, 24]
+
+
+class _ScriptedModel:
+    """What EpochSelector reads of a model, scripted epoch by epoch: the val logits it
+    predicts, its weights (the epoch number) and its optimiser's learning rate."""
+
+    def __init__(self, logits: list[np.ndarray]) -> None:
+        self.logits, self.epoch, self.stop_training = logits, 0, False
+        self.restored: list[np.ndarray] | None = None
+        self.optimizer = type("Optimizer", (), {"learning_rate": np.float32(0.25)})()
+
+    def predict(self, images: np.ndarray, batch_size: int, verbose: int) -> np.ndarray:
+        assert batch_size == 256
+        return self.logits[self.epoch]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [np.array([self.epoch])]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self.restored = weights
+
+
+def test_the_epoch_selector_keeps_the_best_epoch_and_stops_after_patience() -> None:
+    """Val labels [0, 1, 1, 0]; epochs scored (accuracy, loss): 0.5; 0.75; 0.75 with a
+    lower loss (the better one); 0.75 with the same loss (not better); 0.5 — patience 2
+    stops at the fifth epoch, the third kept."""
+    from tasks.train import EpochSelector, cross_entropy
+
+    labels = np.array([0, 1, 1, 0])
+
+    def logits(correct: int, margin: float) -> np.ndarray:
+        rows = [[margin, 0.0] if label == 0 else [0.0, margin] for label in labels]
+        for row in rows[correct:]:
+            row.reverse()
+        return np.array(rows)
+
+    scripted = [logits(2, 1.0), logits(3, 0.5), logits(3, 1.0), logits(3, 1.0), logits(2, 3.0)]
+    model = _ScriptedModel(scripted)
+    selector = EpochSelector(np.zeros((4, 1)), np.zeros((4, 1)), labels, batch_size=2,
+                             patience=2, reestimate_batch_norm=False)
+    selector.set_model(model)
+    selector.on_train_begin()
+    assert selector.reestimate is None
+    seen = []
+    for epoch in range(5):
+        model.epoch = epoch
+        logs: dict = {}
+        selector.on_epoch_end(epoch, logs)
+        seen.append((logs["val_accuracy"], logs["val_loss"], logs["learning_rate"],
+                     selector.best_epoch, selector.waited, model.stop_training))
+    loss = [cross_entropy(batch, labels) for batch in scripted]
+    assert seen == [(0.5, loss[0], 0.25, 1, 0, False), (0.75, loss[1], 0.25, 2, 0, False),
+                    (0.75, loss[2], 0.25, 3, 0, False), (0.75, loss[3], 0.25, 3, 1, False),
+                    (0.5, loss[4], 0.25, 3, 2, True)]
+    selector.restore()
+    assert model.restored is not None and model.restored[0].tolist() == [2]
+
+
+def test_majority_rate_and_reference_results() -> None:
+    from tasks.train import majority_rate, reference_results
+
+    assert majority_rate(np.array([2, 0, 2, 1, 2, 0, 2])) == 4 / 7
+    assert majority_rate(np.array([], np.int64)) == 0.0
+    outputs = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+    results = reference_results("classification", outputs, np.array([1, 1, 1]))
+    assert results == [1, 0, 1] and all(type(value) is int for value in results)
+
+
+def test_balanced_weights_of_a_class_missing_from_the_labels_are_zero_not_infinite() -> None:
+    from tasks.train import class_weights
+
+    weights = class_weights(np.array([1, 1, 1, 3]), 5, "balanced")
+    assert weights.dtype == np.float32
+    np.testing.assert_allclose(weights, [0.0, 4 / 15, 0.0, 4 / 5, 0.0], rtol=1e-6)

@@ -258,3 +258,132 @@ def test_verify_inputs_checks_every_file_and_names_the_one_that_changed(tmp_path
         harness.verify_inputs(expected)
     assert str(caught.value) == (f"sha256 mismatch for model.bin: the file on the device is not "
                                  f"the one deployed ({found[:16]}... != {deployed[:16]}...)")
+
+
+# --------------------------------------------------------------------------- in process
+# The harness runs in a subprocess above; here its functions run in this process, so
+# what each option and outcome becomes is read directly.
+
+REQUIRED = ["--artifact", "m.onnx", "--runtime", "onnxruntime", "--data", "d.npz",
+            "--spec", "s.json", "--out", "r.json"]
+
+
+def test_parse_args_defaults_are_the_protocols() -> None:
+    args = harness.parse_args(REQUIRED)
+    assert vars(args) == {
+        "probe": False, "artifact": "m.onnx", "runtime": "onnxruntime", "data": "d.npz",
+        "spec": "s.json", "out": "r.json", "threads": 1, "warmup_runs": 20,
+        "warmup_seconds": 0.5, "runs": 200, "seconds": 2.0, "max_seconds": 10.0,
+        "interval_width": 0.05, "accuracy_samples": 0, "frames": None, "expect_sha256": [],
+        "accelerators": "{}"}
+
+
+def test_parse_args_reads_every_option_as_its_type() -> None:
+    args = harness.parse_args([*REQUIRED, "--threads", "4", "--warmup-runs", "3",
+                               "--warmup-seconds", "0.25", "--runs", "50", "--seconds", "1.5",
+                               "--max-seconds", "7.5", "--interval-width", "0.1",
+                               "--accuracy-samples", "64", "--frames", "f.npz",
+                               "--expect-sha256", "a=1", "--expect-sha256", "b=2",
+                               "--accelerators", '{"openvino_device": "GPU"}'])
+    assert (args.threads, args.warmup_runs, args.warmup_seconds, args.runs, args.seconds,
+            args.max_seconds, args.interval_width, args.accuracy_samples, args.frames,
+            args.expect_sha256, args.accelerators) == (
+        4, 3, 0.25, 50, 1.5, 7.5, 0.1, 64, "f.npz", ["a=1", "b=2"], '{"openvino_device": "GPU"}')
+
+
+@pytest.mark.parametrize("dropped", ["--artifact", "--runtime", "--data", "--spec", "--out"])
+def test_each_required_argument_is_named_when_missing(capsys, dropped: str) -> None:
+    at = REQUIRED.index(dropped)
+    with pytest.raises(SystemExit) as exited:
+        harness.parse_args(REQUIRED[:at] + REQUIRED[at + 2:])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(
+        f"error: the following arguments are required: {dropped}")
+    assert harness.parse_args(["--probe"]).probe  # a probe needs none of them
+
+
+def _main_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outcome: Any,
+                     extra: list[str] | None = None) -> tuple[int, dict[str, Any], list[Any]]:
+    """main() with measure replaced by ``outcome`` (a result dict, or an exception)."""
+    from tasks.device import measure as measure_module
+
+    measured: list[Any] = []
+
+    def measure(args: Any) -> dict[str, Any]:
+        measured.append(args)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return dict(outcome)
+
+    monkeypatch.setattr(measure_module, "measure", measure)
+    monkeypatch.setattr(harness, "host_facts", lambda: {"arch": "test"})
+    out = tmp_path / "result.json"
+    args = [*REQUIRED[:-1], str(out), *(extra or [])]
+    code = harness.main(args)
+    return code, read_result(out), measured
+
+
+def test_main_writes_an_ok_result_with_what_was_measured(tmp_path: Path, monkeypatch) -> None:
+    code, result, measured = _main_in_process(tmp_path, monkeypatch, {"accuracy": 0.75})
+    assert code == 0 and len(measured) == 1 and measured[0].runtime == "onnxruntime"
+    assert result["started_at"] <= result["finished_at"]
+    assert {key: value for key, value in result.items()
+            if key not in {"started_at", "finished_at"}} == {
+        "protocol": 1, "runtime_requested": "onnxruntime", "host": {"arch": "test"},
+        "accuracy": 0.75, "status": "ok", "error": None}
+
+
+def test_a_precision_the_device_lacks_is_skipped_not_failed(tmp_path: Path, monkeypatch) -> None:
+    code, result, _ = _main_in_process(
+        tmp_path, monkeypatch, runtimes.PrecisionUnavailable("CPU lacks native bf16"))
+    assert code == 0
+    assert (result["status"], result["error"]) == ("skipped", "CPU lacks native bf16")
+    assert "traceback" not in result and "finished_at" not in result
+
+
+def test_a_failure_is_a_failed_result_with_its_type_and_traceback(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    code, result, _ = _main_in_process(tmp_path, monkeypatch, ValueError("bad spec "))
+    assert code == 1
+    assert (result["status"], result["error"]) == ("failed", "ValueError: bad spec")
+    assert "Traceback" in result["traceback"] and "bad spec" in result["traceback"]
+    assert result["host"] == {"arch": "test"} and "finished_at" not in result
+
+
+def test_an_interrupt_is_not_a_result(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _main_in_process(tmp_path, monkeypatch, KeyboardInterrupt())
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_a_changed_input_fails_before_anything_is_measured(tmp_path: Path, monkeypatch) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"model")
+    code, result, measured = _main_in_process(
+        tmp_path, monkeypatch, {"accuracy": 1.0}, ["--expect-sha256", f"{model}={'0' * 64}"])
+    assert (code, result["status"], measured) == (1, "failed", [])
+    assert result["error"].startswith("RuntimeError: sha256 mismatch for model.onnx")
+    assert "started_at" not in result
+
+
+def test_probe_in_process_prints_the_board(monkeypatch, capsys) -> None:
+    numbers = {("/proc/meminfo", "MemTotal:"): 8039524.0,
+               ("/proc/meminfo", "MemAvailable:"): 6512344.0,
+               ("/sys/class/thermal/thermal_zone0/temp", ""): 48312.0}
+    monkeypatch.setattr(harness, "first_number", lambda path, prefix="": numbers.get((path, prefix)))
+    monkeypatch.setattr(harness, "host_facts", lambda: {"arch": "aarch64"})
+    monkeypatch.setattr(harness, "throttling", lambda: {"cpu_mhz": 2400})
+    monkeypatch.setattr(harness, "available", lambda: {"tflite": "ai_edge_litert",
+                                                        "onnxruntime": "onnxruntime"})
+    monkeypatch.setattr(harness, "module_version", lambda module: f"{module}-1")
+    assert harness.main(["--probe"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "protocol": 1,
+        "host": {"arch": "aarch64", "memory_mb": 7851, "memory_available_mb": 6360,
+                 "temperature_c": 48.312, "cpu_mhz": 2400},
+        "runtimes": {"tflite": "ai_edge_litert", "onnxruntime": "onnxruntime"},
+        "runtime_versions": {"tflite": "ai_edge_litert-1", "onnxruntime": "onnxruntime-1"}}
+    numbers.clear()  # a board that exposes none of them
+    assert harness.probe()["host"] == {"arch": "aarch64", "memory_mb": None,
+                                       "memory_available_mb": None, "temperature_c": None,
+                                       "cpu_mhz": 2400}

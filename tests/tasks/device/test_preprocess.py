@@ -92,3 +92,95 @@ def test_grey_arrays_ignore_the_channel_order() -> None:
 def test_an_unknown_channel_order_names_the_allowed_ones() -> None:
     with pytest.raises(preprocess.ImageError, match=r"channels is one of rgb, bgr, not 'rbg'"):
         preprocess.image_from_array(np.zeros((2, 2, 3), np.uint8), "rbg")
+
+
+def test_float_arrays_become_8_bit_rounded_to_nearest() -> None:
+    """x * 255 rounded (half to even), not truncated: 0.5 -> 127.5 -> 128, 0.999 -> 255."""
+    grey = np.array([[0.0, 0.5, 0.999, 1.0, 0.002]], np.float64)
+    image = preprocess.image_from_array(grey)
+    assert image.mode == "L" and image.size == (5, 1)
+    assert list(image.getdata()) == [0, 128, 255, 255, 1]
+    rgba = np.full((1, 1, 4), 0.2, np.float32)
+    assert preprocess.image_from_array(rgba).getpixel((0, 0)) == (51, 51, 51, 51)
+    assert preprocess.image_from_array(np.zeros((2, 3, 1), np.uint8)).mode == "L"
+
+
+@pytest.mark.parametrize("values", [[-0.01, 0.5], [0.5, 1.01], [0.5, np.nan], [0.5, np.inf]])
+def test_float_arrays_outside_zero_to_one_are_refused(values: list[float]) -> None:
+    with pytest.raises(preprocess.ImageError) as refused:
+        preprocess.image_from_array(np.array([values], np.float32))
+    assert str(refused.value) == ("an image array is uint8, or float in [0, 1]; not float32 "
+                                  "with these values")
+
+
+@pytest.mark.parametrize("array", [np.zeros((2, 2, 3), np.int32), np.zeros((2, 2), np.uint16),
+                                   np.zeros((2, 2), bool)])
+def test_integer_arrays_other_than_uint8_are_refused(array: np.ndarray) -> None:
+    with pytest.raises(preprocess.ImageError, match=f"not {array.dtype} with these values"):
+        preprocess.image_from_array(array)
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 2, 2), (2, 2, 5), (0, 3, 3), (3, 0), (1, 2, 2, 3)])
+def test_arrays_of_other_shapes_are_refused_naming_the_shape(shape: tuple[int, ...]) -> None:
+    with pytest.raises(preprocess.ImageError) as refused:
+        preprocess.image_from_array(np.zeros(shape, np.uint8))
+    shown = shape + (1,) if len(shape) == 2 else shape
+    assert str(refused.value) == ("an image array is (height, width) or (height, width, 1, 3 "
+                                  f"or 4 channels), not {shown}")
+
+
+def test_decode_image_gives_the_loaded_image_or_says_why_not() -> None:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (3, 2), (9, 8, 7)).save(buffer, "PNG")
+    image = preprocess.decode_image(buffer.getvalue())
+    assert image.size == (3, 2) and image.getpixel((2, 1)) == (9, 8, 7)
+    with pytest.raises(preprocess.ImageError) as refused:
+        preprocess.decode_image(b"not an image at all")
+    assert str(refused.value).startswith("not an image: cannot identify image file")
+    # Truncated half way through its pixels: the header opens, the pixels do not load.
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), np.uint8)).save(
+        noise, "PNG")
+    with pytest.raises(preprocess.ImageError, match="^not an image: image file is truncated"):
+        preprocess.decode_image(noise.getvalue()[:len(noise.getvalue()) // 2])
+
+
+def test_a_decompression_bomb_is_refused_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("L", (40, 40)).save(buffer, "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 1600 pixels: over the limit
+    with pytest.raises(preprocess.ImageError, match="^not decoded: Image size"):
+        preprocess.decode_image(buffer.getvalue())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # over the limit, under twice it
+    with pytest.raises(preprocess.ImageError, match="^not decoded: Image size"):
+        preprocess.decode_image(buffer.getvalue())
+
+
+def test_32_bit_grey_is_scaled_by_its_own_peak_and_16_bit_by_65535() -> None:
+    wide = Image.fromarray(np.array([[0, 1000, 4000]], np.int32), "I")
+    assert preprocess.to_model_input(wide, 1, 3, "grayscale").reshape(-1).tolist() == pytest.approx(
+        [0.0, 64 / 255, 1.0])  # 1000/4000*255 + 0.5 = 64.25 -> 64
+    deep = Image.new("I;16", (3, 1))
+    deep.putdata([0, 32768, 65535])
+    assert preprocess.to_model_input(deep, 1, 3, "grayscale").reshape(-1).tolist() == pytest.approx(
+        [0.0, 128 / 255, 1.0])
+    black = Image.fromarray(np.zeros((1, 2), np.int32), "I")  # peak 0: no division by it
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert preprocess.to_model_input(black, 1, 2, "rgb").tolist() == [[[0.0] * 3] * 2]
+
+
+def test_the_model_input_is_float32_in_zero_to_one_with_the_modes_channels() -> None:
+    colour = Image.new("RGB", (2, 2), (255, 0, 51))
+    rgb = preprocess.to_model_input(colour, 2, 2, "rgb")
+    assert rgb.dtype == np.float32 and rgb.shape == (2, 2, 3)
+    assert rgb[0, 0].tolist() == pytest.approx([1.0, 0.0, 0.2])
+    grey = preprocess.to_model_input(colour, 3, 2, "grayscale")
+    assert grey.shape == (3, 2, 1)  # (height, width, 1)
+    assert grey[0, 0, 0] == pytest.approx(round(255 * 0.299 + 51 * 0.114) / 255)
