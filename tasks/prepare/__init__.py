@@ -21,6 +21,7 @@ The split is stratified and seeded: the same params give the same arrays.
 from __future__ import annotations
 
 import errno
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,6 +209,13 @@ SOURCES: dict[str, Callable[[DataParams], LoadedImages]] = {
 }
 
 
+def _share(fraction: float, count: int) -> int:
+    """How many of ``count`` images ``fraction`` takes: rounded up, as scikit-learn rounds
+    a fractional test_size, but after dropping float noise (0.1 / 0.35 * 42 is
+    12.000000000000002, which would take 13 of 42 for a test split of 12)."""
+    return math.ceil(round(fraction * count, 9))
+
+
 def split_indices(labels: np.ndarray, params: DataParams) -> dict[str, np.ndarray]:
     """Stratified, seeded train/val/test split; ``calib`` is a subset of train."""
     from sklearn.model_selection import train_test_split
@@ -215,9 +223,10 @@ def split_indices(labels: np.ndarray, params: DataParams) -> dict[str, np.ndarra
     indices = np.arange(len(labels))
     holdout = params.split.val + params.split.test
     try:
-        train, rest = train_test_split(indices, test_size=holdout, stratify=labels,
-                                       random_state=params.seed)
-        val, test = train_test_split(rest, test_size=params.split.test / holdout,
+        train, rest = train_test_split(indices, test_size=_share(holdout, len(labels)),
+                                       stratify=labels, random_state=params.seed)
+        val, test = train_test_split(rest, test_size=_share(params.split.test / holdout,
+                                                            len(rest)),
                                      stratify=labels[rest], random_state=params.seed)
     except ValueError as error:
         counts = np.bincount(labels)

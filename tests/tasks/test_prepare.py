@@ -425,6 +425,23 @@ def test_split_sizes_per_split_and_class_follow_val_and_test_not_each_other() ->
         splits["train"].tolist()
 
 
+@pytest.mark.parametrize(("images", "val", "test", "sizes"), [
+    (120, 0.25, 0.1, (78, 30, 12)),  # 0.1 / 0.35 * 42 = 12.000000000000002
+    (1797, 0.15, 0.2, (1168, 269, 360)),  # the defaults: 628.95 held out, so 629
+    (100, 0.1, 0.1, (80, 10, 10)),
+])
+def test_split_sizes_are_the_fractions_rounded_up_without_float_noise(
+        images: int, val: float, test: float, sizes: tuple[int, int, int]) -> None:
+    """Each split takes its fraction of the images rounded up (as scikit-learn rounds a
+    fractional test_size), a whole number of images staying whole: float noise in
+    test / (val + test) must not add an image to the test split."""
+    from tasks.prepare import split_indices
+
+    labels = np.arange(images) % 2
+    splits = split_indices(labels, _split_params(split=SplitParams(val=val, test=test)))
+    assert tuple(len(splits[name]) for name in ("train", "val", "test")) == sizes
+
+
 def test_a_split_that_cannot_be_stratified_names_the_smallest_class() -> None:
     from tasks.prepare import split_indices
 
