@@ -873,3 +873,98 @@ def test_notices_off_the_console_go_to_the_run_log_progress_as_info_and_warnings
     with notices.listening(lambda notice: None), lifecycle._notices_to_run_log():
         notices.warn("on the console")
     assert logged == []
+
+
+def _locks(monkeypatch: pytest.MonkeyPatch, calls: list[Any]) -> None:
+    from contextlib import contextmanager
+
+    from flows import lifecycle
+
+    @contextmanager
+    def lock(state: Path) -> Any:
+        calls.append(("locked", state))
+        try:
+            yield
+        finally:
+            calls.append(("unlocked", state))
+
+    monkeypatch.setattr(lifecycle, "experiment_lock", lock)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_flow_runs_under_the_experiments_lock_and_records_a_failure_in_mlflow(
+        monkeypatch: pytest.MonkeyPatch, fails: bool) -> None:
+    from types import SimpleNamespace
+
+    from flows import lifecycle
+    from tasks.track import failure
+
+    calls: list[Any] = []
+    ctx = SimpleNamespace(layout=SimpleNamespace(state=Path("/exp/.edgeflow")),
+                          params_dump=lambda: {"train": {}})
+    _locks(monkeypatch, calls)
+    monkeypatch.setattr(lifecycle, "preflight",
+                        lambda params, farm, refresh: calls.append(("preflight", params, farm,
+                                                                    refresh)) or ctx)
+    monkeypatch.setattr(lifecycle.notices, "listened", lambda: True)
+    broken = RuntimeError("convert broke")
+
+    def run(c: Any, refresh: list[str], gate: bool) -> str:
+        calls.append(("lifecycle", refresh, gate))
+        if fails:
+            raise broken
+        return "state"
+
+    monkeypatch.setattr(lifecycle, "_lifecycle", run)
+    monkeypatch.setattr(failure, "record_failure",
+                        lambda params, layout, error: calls.append(("failed", params, error)))
+    if fails:
+        with pytest.raises(RuntimeError):
+            lifecycle.lifecycle.fn("p.yaml", "f.yaml", ("train",), True)
+    else:
+        assert lifecycle.lifecycle.fn("p.yaml", "f.yaml", None, False) == "state"
+    assert calls == [
+        ("preflight", Path("p.yaml"), Path("f.yaml"), ("train",) if fails else None),
+        ("locked", Path("/exp/.edgeflow")),
+        ("lifecycle", ["train"] if fails else [], fails),
+        *([("failed", {"train": {}}, broken)] if fails else []),
+        ("unlocked", Path("/exp/.edgeflow"))]
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_run_returns_its_state_and_outcome_and_raises_the_flows_own_error(
+        monkeypatch: pytest.MonkeyPatch, nested: bool) -> None:
+    from types import SimpleNamespace
+
+    from prefect.states import Completed
+
+    from flows import lifecycle
+
+    calls: list[Any] = []
+    ctx = SimpleNamespace(layout=SimpleNamespace(state=Path("/exp/.edgeflow")),
+                          params_path=Path("/exp/params.yaml"), farm_path=Path("/exp/farm.yaml"))
+    _locks(monkeypatch, calls)
+    monkeypatch.setattr(lifecycle, "preflight", lambda *args: calls.append(("preflight", *args))
+                        or ctx)
+    data = {"executed": ["prepare"], "cached": ["train"], "dvc": "recorded"}
+    inner = Completed(data=data)
+    returned: list[Any] = [Completed(data=inner if nested else data)]
+
+    def flow(params: str, farm: str, refresh: Any, gate: bool, return_state: bool) -> Any:
+        calls.append(("flow", params, farm, refresh, gate, return_state))
+        return returned[0]
+
+    monkeypatch.setattr(lifecycle, "lifecycle", flow)
+    state, outcome = lifecycle.run_lifecycle(Path("p.yaml"), Path("f.yaml"), ["benchmark"], True)
+    assert state is returned[0]
+    assert outcome == lifecycle.LifecycleOutcome(executed=["prepare"], cached=["train"],
+                                                 dvc="recorded")
+    assert calls == [("preflight", Path("p.yaml"), Path("f.yaml"), ["benchmark"]),
+                     ("locked", Path("/exp/.edgeflow")),
+                     ("flow", "/exp/params.yaml", "/exp/farm.yaml", ["benchmark"], True, True),
+                     ("unlocked", Path("/exp/.edgeflow"))]
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        assert logging.getLogger(name).filters.count(lifecycle._INPUT_ERROR_FILTER) == 1
+    returned[0] = Completed(data=ValueError("the flow's own"))
+    with pytest.raises(ValueError, match="the flow's own"):
+        lifecycle.run_lifecycle(Path("p.yaml"), Path("f.yaml"))
