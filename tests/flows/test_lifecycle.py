@@ -9,6 +9,7 @@ test passes alone and in any order.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -498,3 +499,472 @@ def _keras_classes(project: Path, app: Path, manifest: dict[str, Any]) -> list[i
                        for name in manifest["check"]["images"][:20]])[..., None] / 255
     model = keras.models.load_model(project / "models" / "base" / "model.keras")
     return [int(index) for index in np.argmax(model.predict(pixels, verbose=0), axis=1)]
+
+
+# In process, the flow's wiring itself (the runs above execute it in a subprocess, where
+# no coverage or mutation tool sees it): fakes for Prefect's tasks and the steps' work.
+
+def _farm_ctx(*devices: str, policy: str = "always", timeout: float = 37.0) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        farm=SimpleNamespace(devices={device: object() for device in devices}),
+        params=SimpleNamespace(release=SimpleNamespace(policy=policy,
+                                                       approval_timeout_seconds=timeout)),
+        layout=SimpleNamespace(summary=Path("/exp/reports/summary.json")))
+
+
+@pytest.mark.parametrize("refresh", [[], ["release"], ["benchmark"]])
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_step_will_run_when_refreshed_or_not_cached(monkeypatch: pytest.MonkeyPatch,
+                                                      refresh: list[str], cached: bool) -> None:
+    from flows import lifecycle
+
+    asked: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(lifecycle, "will_be_cached",
+                        lambda ctx, name, device: asked.append((name, device)) or cached)
+    runs = lifecycle._will_run("ctx", "release", "pi", refresh)  # type: ignore[arg-type]
+    assert runs is ("release" in refresh or not cached)
+    assert asked in ([], [("release", "pi")])
+
+
+@pytest.mark.parametrize("policy", ["always", "never", "approve"])
+def test_approvals_are_asked_only_under_approve_for_devices_that_will_release(
+        monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
+    """Three devices: one cached (not asked), one with nothing to propose (not asked),
+    one asked; the answer given is the approver's, with the proposal's two texts."""
+    from flows import approvals, lifecycle
+
+    ctx = _farm_ctx("cached", "nothing", "asked", "refused", policy=policy, timeout=37.0)
+    monkeypatch.setattr(lifecycle, "_will_run",
+                        lambda c, name, device, refresh: name == "release" and device != "cached")
+    monkeypatch.setattr(lifecycle, "propose_release", lambda c, device: None
+                        if device == "nothing" else (f"v-{device}", f"a -> v-{device}"))
+    timeouts: list[float] = []
+    asked: list[tuple[str, str, str]] = []
+
+    def current(timeout: float) -> Any:
+        timeouts.append(timeout)
+        return lambda device, variant, change: asked.append((device, variant, change)) or \
+            device == "asked"
+
+    monkeypatch.setattr(approvals, "current", current)
+    answers = lifecycle._approvals(ctx, ["x"])
+    if policy != "approve":
+        assert (answers, timeouts, asked) == ({}, [], [])
+        return
+    assert answers == {"asked": True, "refused": False}
+    assert timeouts == [37.0]
+    assert asked == [("asked", "v-asked", "a -> v-asked"),
+                     ("refused", "v-refused", "a -> v-refused")]
+
+
+class _FakeState:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.resulted = False
+
+    def result(self) -> str:
+        self.resulted = True
+        return "done"
+
+
+def test_steps_run_in_order_and_each_is_noted_as_cached_or_executed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import lifecycle
+
+    calls: list[tuple[Any, ...]] = []
+    states = {"prepare": "Cached", "train": "Completed", "optimize": "Cached",
+              "convert": "Completed"}
+
+    def step(ctx: Any, name: str, refresh: list[str]) -> tuple[Any, str]:
+        def task(c: Any, n: str, return_state: bool) -> _FakeState:
+            calls.append((n, return_state))
+            return _FakeState(states[n])
+        return task, f"label-{name}"
+
+    monkeypatch.setattr(lifecycle, "_step", step)
+    outcome = lifecycle.LifecycleOutcome()
+    lifecycle._run_in_order("ctx", tuple(states), ["train"], outcome)  # type: ignore[arg-type]
+    assert calls == [(name, True) for name in states]
+    assert outcome.cached == ["label-prepare", "label-optimize"]
+    assert outcome.executed == ["label-train", "label-convert"]
+
+
+class _FakeFuture:
+    def __init__(self, state: str) -> None:
+        self.state = _FakeState(state)
+
+
+@pytest.mark.parametrize("lasting", [True, False])
+def test_per_device_tags_only_devices_that_will_run_on_a_lasting_server_and_passes_answers(
+        monkeypatch: pytest.MonkeyPatch, lasting: bool) -> None:
+    from flows import lifecycle
+
+    ctx = _farm_ctx("pi", "jetson", "local")
+    monkeypatch.setattr(lifecycle, "on_lasting_server", lambda: lasting)
+    monkeypatch.setattr(lifecycle, "_will_run",
+                        lambda c, name, device, refresh: device != "jetson")
+    limited: list[list[str]] = []
+    monkeypatch.setattr(lifecycle, "ensure_device_limits", lambda devices: limited.append(devices))
+    submitted: list[tuple[Any, ...]] = []
+    futures: list[_FakeFuture] = []
+
+    def step(c: Any, name: str, refresh: list[str], device: str, tagged: bool) -> Any:
+        class Task:
+            @staticmethod
+            def submit(*args: Any) -> _FakeFuture:
+                submitted.append((tagged, *args[1:]))
+                futures.append(_FakeFuture("Cached" if device == "pi" else "Completed"))
+                return futures[-1]
+        return Task, f"{name}[{device}]"
+
+    waited: list[int] = []
+    monkeypatch.setattr(lifecycle, "_step", step)
+    monkeypatch.setattr(lifecycle, "wait", lambda fs: waited.append(len(fs)))
+    outcome = lifecycle.LifecycleOutcome()
+    lifecycle._per_device(ctx, "release", [], outcome, {"pi": True, "local": False})
+    assert limited == ([["pi", "local"]] if lasting else [])
+    assert submitted == [(lasting, "release", "pi", True), (False, "release", "jetson", None),
+                         (lasting, "release", "local", False)]
+    assert waited == [3] and all(future.state.resulted for future in futures)
+    assert outcome.cached == ["release[pi]"]
+    assert outcome.executed == ["release[jetson]", "release[local]"]
+    submitted.clear()
+    lifecycle._per_device(ctx, "benchmark", [], lifecycle.LifecycleOutcome())
+    assert [args[-1] for args in submitted] == [None, None, None]
+
+
+def test_release_lines_and_failures_are_of_the_devices_whose_release_ran_in_farm_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import lifecycle
+    from tasks.release import outcome as release_outcome
+
+    ctx = _farm_ctx("pi", "jetson", "local")
+    monkeypatch.setattr(release_outcome, "last_attempt",
+                        lambda layout, device: f"{device}: released")
+    monkeypatch.setattr(release_outcome, "unsuccessful",
+                        lambda layout, devices: [f"failed on {device}" for device in devices])
+    executed = ["benchmark[pi]", "release[local]", "release[pi]", "release"]
+    assert lifecycle._release_lines(ctx, executed) == ["pi: released", "local: released"]
+    assert lifecycle._unsuccessful_releases(ctx, executed) == ["failed on pi", "failed on local"]
+    monkeypatch.setattr(release_outcome, "last_attempt", lambda *_: pytest.fail("asked"))
+    monkeypatch.setattr(release_outcome, "unsuccessful", lambda *_: pytest.fail("asked"))
+    assert lifecycle._release_lines(ctx, ["benchmark[pi]"]) == []
+    assert lifecycle._unsuccessful_releases(ctx, ["benchmark[pi]"]) == []
+
+
+def _wired_lifecycle(monkeypatch: pytest.MonkeyPatch, *, ok: bool, gate_passed: bool,
+                     unreleased: list[str]) -> list[Any]:
+    """``_lifecycle`` with every step, record and page replaced: what it called, in order."""
+    from types import SimpleNamespace
+
+    from flows import lifecycle
+
+    calls: list[Any] = []
+
+    def in_order(ctx: Any, names: tuple[str, ...], refresh: list[str], outcome: Any) -> None:
+        calls.append(("in order", names, refresh))
+        outcome.executed.extend(names)
+
+    def per_device(ctx: Any, name: str, refresh: list[str], outcome: Any,
+                   approvals: Any = None) -> None:
+        calls.append(("per device", name, refresh, approvals))
+        outcome.executed.append(f"{name}[pi]")
+
+    def record(ctx: Any, executed: bool) -> str:
+        calls.append(("dvc", executed))
+        return "dvc: recorded"
+
+    counts = SimpleNamespace(document=lambda: {"pass": 2, "fail": 1, "error": 0, "skipped": 0})
+    monkeypatch.setattr(lifecycle, "_run_in_order", in_order)
+    monkeypatch.setattr(lifecycle, "_per_device", per_device)
+    monkeypatch.setattr(lifecycle, "remove_stale_results", lambda ctx: calls.append("stale"))
+    monkeypatch.setattr(lifecycle, "_gate", lambda ctx: (calls.append("gate") or
+                                                         ("gate line", gate_passed)))
+    monkeypatch.setattr(lifecycle, "_approvals", lambda ctx, refresh: {"pi": True})
+    monkeypatch.setattr(lifecycle, "_release_lines", lambda ctx, executed: ["pi: released v"])
+    monkeypatch.setattr(lifecycle, "_unsuccessful_releases", lambda ctx, executed: unreleased)
+    monkeypatch.setattr(lifecycle, "record_with_dvc", record)
+    monkeypatch.setattr(lifecycle, "read_summary", lambda path: SimpleNamespace(counts=counts))
+    monkeypatch.setattr(lifecycle, "verdict", lambda summary: SimpleNamespace(
+        ok=ok, message="2 pass, 1 fail" if ok else "an error", problems=("p1", "p2")))
+    monkeypatch.setattr(lifecycle, "publish", lambda *args: calls.append(("publish", *args)))
+    return calls
+
+
+@pytest.mark.parametrize("ok", [True, False])
+@pytest.mark.parametrize("gate", [None, True, False])  # not gated, gate passed, gate failed
+@pytest.mark.parametrize("unreleased", [[], ["refused on pi", "failed on jetson"]])
+def test_the_lifecycle_runs_its_steps_in_order_and_its_state_says_every_failure(
+        monkeypatch: pytest.MonkeyPatch, ok: bool, gate: bool | None,
+        unreleased: list[str]) -> None:
+    from flows import lifecycle
+
+    ctx = _farm_ctx("pi", "jetson")
+    calls = _wired_lifecycle(monkeypatch, ok=ok, gate_passed=gate is not False,
+                             unreleased=unreleased)
+    state = lifecycle._lifecycle(ctx, ["train"], gate is not None)
+    released = gate is not False
+    assert calls == [
+        ("in order", ("prepare", "train", "optimize", "convert"), ["train"]),
+        ("per device", "benchmark", ["train"], None), "stale",
+        ("in order", ("select", "track"), ["train"]),
+        *(["gate"] if gate is not None else []),
+        *([("per device", "release", ["train"], {"pi": True})] if released else []),
+        ("dvc", True),
+        ("publish", ctx.layout.summary, "2 pass, 1 fail" if ok else "an error",
+         ["pi: released v"] if released else
+         ["pi: not released: the regression gate failed",
+          "jetson: not released: the regression gate failed"]),
+    ]
+    failures = unreleased if released else []
+    message = ("2 pass, 1 fail" if ok else "an error") \
+        + (" | gate: gate line" if gate is not None else "") \
+        + (" | release refused on pi, failed on jetson" if failures else "")
+    assert state.message == message
+    assert state.is_completed() is (ok and gate is not False and not failures)
+    assert state.is_failed() is not state.is_completed()
+    outcome = lifecycle.LifecycleOutcome(**state.result(raise_on_failure=False))
+    assert outcome.executed == ["prepare", "train", "optimize", "convert", "benchmark[pi]",
+                                "select", "track", *(["release[pi]"] if released else [])]
+    assert outcome.summary_path == "/exp/reports/summary.json"
+    assert outcome.counts == {"pass": 2, "fail": 1, "error": 0, "skipped": 0}
+    assert outcome.problems == ["p1", "p2"]
+    assert outcome.dvc == "dvc: recorded"
+    assert outcome.gate == ("gate line" if gate is not None else "")
+    assert outcome.releases == (["pi: released v"] if released else
+                                ["pi: not released: the regression gate failed",
+                                 "jetson: not released: the regression gate failed"])
+
+
+def test_a_run_that_executed_nothing_records_so_with_dvc(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import lifecycle
+
+    calls = _wired_lifecycle(monkeypatch, ok=True, gate_passed=True, unreleased=[])
+    monkeypatch.setattr(lifecycle, "_run_in_order", lambda *_: None)
+    monkeypatch.setattr(lifecycle, "_per_device", lambda *_: None)
+    lifecycle._lifecycle(_farm_ctx("pi"), [], False)
+    assert ("dvc", False) in calls
+
+
+@pytest.mark.parametrize(("device", "approved", "called"), [
+    (None, None, "run"), ("pi", None, "per device pi"), ("pi", True, "release pi True"),
+    ("pi", False, "release pi False")])
+def test_a_step_task_runs_the_work_its_arguments_name_and_stamps_it(
+        monkeypatch: pytest.MonkeyPatch, device: str | None, approved: bool | None,
+        called: str) -> None:
+    from dataclasses import replace
+
+    from flows import lifecycle
+    from flows.steps import STEPS
+
+    calls: list[str] = []
+    step = replace(STEPS["release"], run=lambda ctx: calls.append("run"),
+                   per_device=lambda ctx, name: calls.append(f"per device {name}"))
+    monkeypatch.setitem(lifecycle.STEPS, "release", step)
+    monkeypatch.setattr(lifecycle, "release_one_device", lambda ctx, name, approve: calls.append(
+        f"release {name} {approve('pi', 'v', 'a -> v')}"))
+    monkeypatch.setattr(lifecycle, "record_run",
+                        lambda ctx, name, dev: calls.append(f"stamped {name} {dev}"))
+    assert lifecycle.run_step.fn("ctx", "release", device, approved) == \
+        f"release:{device or 'all'}"
+    assert calls == [called, f"stamped release {device}"]
+
+
+@pytest.mark.parametrize("device", [None, "pi"])
+@pytest.mark.parametrize("tags", [True, False])
+def test_a_step_task_is_named_refreshed_and_tagged_as_asked(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, device: str | None, tags: bool) -> None:
+    from flows import lifecycle
+
+    monkeypatch.setattr(lifecycle, "cache_dir", lambda ctx: tmp_path / "cache")
+    monkeypatch.setattr(lifecycle, "results_dir", lambda ctx: tmp_path / "results")
+    for refresh in (["benchmark"], ["train", "select"]):
+        task, label = lifecycle._step("ctx", "benchmark", refresh, device, tags)  # type: ignore
+        assert label == ("benchmark" if device is None else "benchmark[pi]")
+        assert task.name == label
+        assert task.refresh_cache is ("benchmark" in refresh)
+        assert set(task.tags) == ({"device:pi"} if device and tags else set())
+        assert task.cache_policy.key_storage == tmp_path / "cache" / "keys"
+        assert task.result_storage == tmp_path / "results"
+
+
+@pytest.mark.parametrize(("value", "plain"), [
+    (None, True), ("a", True), (True, True), (3, True), (2.5, True), ([], True),
+    (["a", ["b", 1]], True), (Path("a"), False), (["a", Path("b")], False),
+    ({"a": 1}, False), (("a",), False), ([["a", {"b"}]], False)])
+def test_plain_json_parameters_skip_prefects_encoder_and_others_go_through_it(
+        monkeypatch: pytest.MonkeyPatch, value: Any, plain: bool) -> None:
+    from flows import lifecycle
+
+    assert lifecycle._is_plain_json(value) is plain
+    monkeypatch.setattr(lifecycle, "_prefect_serialize_parameters",
+                        lambda parameters: {"encoded": sorted(parameters)})
+    parameters = {"params_path": "p.yaml", "refresh": value}
+    assert lifecycle._serialize_parameters(parameters) == (
+        parameters if plain else {"encoded": ["params_path", "refresh"]})
+
+
+def test_only_an_input_errors_traceback_is_dropped_from_prefects_log() -> None:
+    import sys
+
+    from flows.lifecycle import _INPUT_ERROR_FILTER
+    from tasks.core.errors import UsageError
+
+    for error, kept in ((UsageError("bad"), False), (ValueError("bug"), True)):
+        try:
+            raise error
+        except Exception:
+            info = sys.exc_info()
+        record = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed",
+                                   None, info)
+        record.exc_text = "Traceback ..."
+        assert _INPUT_ERROR_FILTER.filter(record) is True
+        assert (record.exc_info is info, record.exc_text) == \
+            ((True, "Traceback ...") if kept else (False, None))
+
+
+def test_preflight_checks_the_configuration_then_usage_then_keys_then_tracking(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from flows import lifecycle
+
+    calls: list[Any] = []
+    ctx = SimpleNamespace(farm="farm", layout=SimpleNamespace(root=Path("/exp")))
+    monkeypatch.setattr(lifecycle.Context, "load",
+                        lambda params, farm: calls.append(("load", params, farm)) or ctx)
+    monkeypatch.setattr(lifecycle, "known_steps", lambda refresh: calls.append(("steps", refresh)))
+    monkeypatch.setattr(lifecycle, "check_key_files", lambda farm: calls.append(("keys", farm)))
+    monkeypatch.setattr(lifecycle, "tracking_uri", lambda root: f"uri {root}")
+    monkeypatch.setattr(lifecycle, "check_answers", lambda uri: calls.append(("answers", uri)))
+    monkeypatch.setattr(lifecycle, "code_dependencies",
+                        lambda step: SimpleNamespace(libraries=(step.name,)))
+    monkeypatch.setattr(lifecycle, "library_versions",
+                        lambda libraries: calls.append(("versions", *libraries)))
+    assert lifecycle.preflight(Path("p.yaml"), Path("f.yaml"), ["train"]) is ctx
+    assert calls == [("load", Path("p.yaml"), Path("f.yaml")), ("steps", ["train"]),
+                     ("keys", "farm"), ("answers", "uri /exp"),
+                     *[("versions", name) for name in lifecycle.STEPS]]
+
+
+def test_notices_off_the_console_go_to_the_run_log_progress_as_info_and_warnings_as_warnings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import lifecycle
+    from tasks.core import notices
+
+    logged: list[tuple[str, str]] = []
+
+    class Logger:
+        def info(self, line: str) -> None:
+            logged.append(("info", line))
+
+        def warning(self, line: str) -> None:
+            logged.append(("warning", line))
+
+    monkeypatch.setattr(lifecycle, "get_run_logger", lambda: Logger())
+    with lifecycle._notices_to_run_log():
+        notices.progress("convert", 2, 8, "onnx-fp32")
+        notices.warn("a board is slow")
+    assert logged == [("info", "convert: 2/8 onnx-fp32"), ("warning", "a board is slow")]
+    assert not notices.listened()
+    logged.clear()
+    with notices.listening(lambda notice: None), lifecycle._notices_to_run_log():
+        notices.warn("on the console")
+    assert logged == []
+
+
+def _locks(monkeypatch: pytest.MonkeyPatch, calls: list[Any]) -> None:
+    from contextlib import contextmanager
+
+    from flows import lifecycle
+
+    @contextmanager
+    def lock(state: Path) -> Any:
+        calls.append(("locked", state))
+        try:
+            yield
+        finally:
+            calls.append(("unlocked", state))
+
+    monkeypatch.setattr(lifecycle, "experiment_lock", lock)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_flow_runs_under_the_experiments_lock_and_records_a_failure_in_mlflow(
+        monkeypatch: pytest.MonkeyPatch, fails: bool) -> None:
+    from types import SimpleNamespace
+
+    from flows import lifecycle
+    from tasks.track import failure
+
+    calls: list[Any] = []
+    ctx = SimpleNamespace(layout=SimpleNamespace(state=Path("/exp/.edgeflow")),
+                          params_dump=lambda: {"train": {}})
+    _locks(monkeypatch, calls)
+    monkeypatch.setattr(lifecycle, "preflight",
+                        lambda params, farm, refresh: calls.append(("preflight", params, farm,
+                                                                    refresh)) or ctx)
+    monkeypatch.setattr(lifecycle.notices, "listened", lambda: True)
+    broken = RuntimeError("convert broke")
+
+    def run(c: Any, refresh: list[str], gate: bool) -> str:
+        calls.append(("lifecycle", refresh, gate))
+        if fails:
+            raise broken
+        return "state"
+
+    monkeypatch.setattr(lifecycle, "_lifecycle", run)
+    monkeypatch.setattr(failure, "record_failure",
+                        lambda params, layout, error: calls.append(("failed", params, error)))
+    if fails:
+        with pytest.raises(RuntimeError):
+            lifecycle.lifecycle.fn("p.yaml", "f.yaml", ("train",), True)
+    else:
+        assert lifecycle.lifecycle.fn("p.yaml", "f.yaml", None, False) == "state"
+    assert calls == [
+        ("preflight", Path("p.yaml"), Path("f.yaml"), ("train",) if fails else None),
+        ("locked", Path("/exp/.edgeflow")),
+        ("lifecycle", ["train"] if fails else [], fails),
+        *([("failed", {"train": {}}, broken)] if fails else []),
+        ("unlocked", Path("/exp/.edgeflow"))]
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_run_returns_its_state_and_outcome_and_raises_the_flows_own_error(
+        monkeypatch: pytest.MonkeyPatch, nested: bool) -> None:
+    from types import SimpleNamespace
+
+    from prefect.states import Completed
+
+    from flows import lifecycle
+
+    calls: list[Any] = []
+    ctx = SimpleNamespace(layout=SimpleNamespace(state=Path("/exp/.edgeflow")),
+                          params_path=Path("/exp/params.yaml"), farm_path=Path("/exp/farm.yaml"))
+    _locks(monkeypatch, calls)
+    monkeypatch.setattr(lifecycle, "preflight", lambda *args: calls.append(("preflight", *args))
+                        or ctx)
+    data = {"executed": ["prepare"], "cached": ["train"], "dvc": "recorded"}
+    inner = Completed(data=data)
+    returned: list[Any] = [Completed(data=inner if nested else data)]
+
+    def flow(params: str, farm: str, refresh: Any, gate: bool, return_state: bool) -> Any:
+        calls.append(("flow", params, farm, refresh, gate, return_state))
+        return returned[0]
+
+    monkeypatch.setattr(lifecycle, "lifecycle", flow)
+    state, outcome = lifecycle.run_lifecycle(Path("p.yaml"), Path("f.yaml"), ["benchmark"], True)
+    assert state is returned[0]
+    assert outcome == lifecycle.LifecycleOutcome(executed=["prepare"], cached=["train"],
+                                                 dvc="recorded")
+    assert calls == [("preflight", Path("p.yaml"), Path("f.yaml"), ["benchmark"]),
+                     ("locked", Path("/exp/.edgeflow")),
+                     ("flow", "/exp/params.yaml", "/exp/farm.yaml", ["benchmark"], True, True),
+                     ("unlocked", Path("/exp/.edgeflow"))]
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        assert logging.getLogger(name).filters.count(lifecycle._INPUT_ERROR_FILTER) == 1
+    returned[0] = Completed(data=ValueError("the flow's own"))
+    with pytest.raises(ValueError, match="the flow's own"):
+        lifecycle.run_lifecycle(Path("p.yaml"), Path("f.yaml"))

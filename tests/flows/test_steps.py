@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import sys
+from typing import TYPE_CHECKING, Any
 import json
 from pathlib import Path
 
@@ -15,6 +17,9 @@ from flows import code_manifests
 from flows.code_manifests import LOCK_FILE, manifest_path, write_code_manifests
 from flows.dvc_yaml import CODE_STAGE, render_dvc_yaml
 from flows.steps import STEPS, code_dependencies
+
+if TYPE_CHECKING:
+    from flows.steps import Context
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -147,3 +152,165 @@ def test_an_experiment_away_from_the_code_names_it_where_it_is(tmp_path: Path) -
     (tmp_path / code).write_text("")
     assert code_path(code, tmp_path) == code.as_posix()  # the experiment's own copy
     assert code_path(Path(LOCK_FILE), REPO / "a" / "b") == f"../../{LOCK_FILE}"
+
+
+# What each step's function hands its task, in process: the task modules are replaced
+# in sys.modules by recorders (no TensorFlow is imported).
+
+TWO_BOARDS = "devices:\n  zeta: {threads: 1}\n  alpha: {threads: 2}\n"
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> "Context":
+    from flows.steps import Context
+    from tests.tiny import TINY_PARAMS, write_tiny_config
+
+    write_tiny_config(tmp_path / "exp", TINY_PARAMS.replace("seed: 42", "seed: 7"), TWO_BOARDS)
+    return Context.load(tmp_path / "exp" / "params.yaml", tmp_path / "exp" / "farm.yaml")
+
+
+def _recorder(monkeypatch: pytest.MonkeyPatch, module: str, *names: str) -> list[Any]:
+    import types
+
+    calls: list[Any] = []
+    fake = types.ModuleType(module)
+    for name in names:
+        setattr(fake, name, lambda *args, _name=name, **kwargs:
+                calls.append((_name, args, kwargs)) or f"{_name} done")
+    monkeypatch.setitem(sys.modules, module, fake)
+    return calls
+
+
+def test_a_context_is_loaded_resolved_and_reads_sections_by_dotted_key(
+        ctx: "Context", tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.steps import Context
+
+    exp = (tmp_path / "exp").resolve()
+    assert (ctx.params_path, ctx.farm_path, ctx.layout.root) == (
+        exp / "params.yaml", exp / "farm.yaml", exp)
+    assert list(ctx.farm.devices) == ["zeta", "alpha"]
+    assert ctx.section("train.seed") == 7
+    assert ctx.section("data")["image_size"] == [16, 16]
+    assert ctx.params_dump() == ctx.params.model_dump(mode="json")
+    monkeypatch.chdir(tmp_path)
+    relative = Context.load(Path("exp/params.yaml"), Path("exp/farm.yaml"))
+    assert (relative.params_path, relative.layout.root) == (exp / "params.yaml", exp)
+
+
+def test_each_step_hands_its_task_the_experiments_own_inputs(
+        ctx: "Context", monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import steps
+
+    lay, params = ctx.layout, ctx.params
+    calls = {module: _recorder(monkeypatch, module, *names) for module, names in {
+        "tasks.prepare": ("prepare",), "tasks.train": ("train",),
+        "tasks.optimize": ("optimize",), "tasks.convert": ("convert", "ConvertInputs"),
+        "tasks.select": ("select",), "tasks.track": ("track",)}.items()}
+    for name in ("prepare", "train", "optimize", "convert", "select", "track"):
+        assert steps.STEPS[name].run(ctx) == f"{name} done"
+    assert calls["tasks.prepare"] == [("prepare", (params.data, lay.prepared), {})]
+    assert calls["tasks.train"] == [("train", (params.model, params.train, lay.prepared,
+                                               lay.base_model, lay.train_metrics.parent), {})]
+    assert calls["tasks.optimize"] == [("optimize", (params.optimize, lay.base_model,
+                                                     lay.prepared, lay.pruned), {"seed": 7})]
+    assert calls["tasks.convert"] == [
+        ("ConvertInputs", (lay.base_model, lay.pruned, lay.prepared), {}),
+        ("convert", (params.formats, params.convert, params.quantization,
+                     params.requirements.max_accuracy_drop, "ConvertInputs done",
+                     lay.variants), {})]
+    assert calls["tasks.select"] == [("select", (
+        params.requirements, ctx.farm, lay.results, lay.base_model / "reference.json",
+        lay.reports, lay.train_metrics.parent, params.select), {})]
+    assert calls["tasks.track"] == [("track", (ctx.params_dump(), lay), {})]
+
+
+def test_benchmark_checks_every_key_then_measures_each_board_in_farm_order_then_drops_stale(
+        ctx: "Context", monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import steps
+
+    order: list[str] = []
+    monkeypatch.setattr(steps, "check_key_files", lambda farm: order.append("keys"))
+    calls = _recorder(monkeypatch, "tasks.benchmark", "benchmark_device")
+    monkeypatch.setattr(steps, "remove_stale_results", lambda c: order.append("stale"))
+    assert steps.STEPS["benchmark"].run(ctx) == ["benchmark_device done"] * 2
+    assert order == ["keys", "stale"]
+    assert calls == [("benchmark_device", (name, ctx.farm.devices[name], ctx.params.benchmark,
+                                           ctx.layout.variants, ctx.layout.prepared,
+                                           ctx.layout.device_results(name)), {})
+                     for name in ("zeta", "alpha")]
+
+
+def test_only_result_folders_of_devices_gone_from_the_farm_are_removed(ctx: "Context") -> None:
+    from flows.steps import remove_stale_results
+
+    remove_stale_results(ctx)  # no results yet: nothing to do
+    results = ctx.layout.results
+    for name in ("zeta", "alpha", "gone", "also-gone"):
+        (results / name).mkdir(parents=True)
+        (results / name / "r.json").write_text("{}")
+    (results / "notes.txt").write_text("a file is not a device's results")
+    remove_stale_results(ctx)
+    assert sorted(path.name for path in results.iterdir()) == ["alpha", "notes.txt", "zeta"]
+
+
+def test_release_releases_every_board_in_farm_order_asking_nobody(
+        ctx: "Context", monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import steps
+
+    calls = _recorder(monkeypatch, "tasks.release", "release_device", "ReleaseRun")
+    assert steps.STEPS["release"].run(ctx) == "ReleaseRun done"
+    assert calls == [
+        *[("release_device", (ctx.params, ctx.farm, ctx.layout, name), {"approve": None})
+          for name in ("zeta", "alpha")],
+        ("ReleaseRun", (("release_device done", "release_device done"),), {})]
+    calls.clear()
+    approve = object()
+    steps.STEPS["release"].per_device(ctx, "alpha", approve)  # type: ignore[misc]
+    assert calls == [("release_device", (ctx.params, ctx.farm, ctx.layout, "alpha"),
+                      {"approve": approve})]
+    settled = _recorder(monkeypatch, "tasks.release.outcome", "last_settled")
+    assert steps.STEPS["release"].settled(ctx.layout, "alpha") == "last_settled done"
+    assert settled == [("last_settled", (ctx.layout, "alpha"), {})]
+    assert steps.STEPS["benchmark"].settled(ctx.layout, "alpha") is True
+
+
+def test_a_folder_source_and_a_brought_model_are_user_inputs_of_their_steps(
+        ctx: "Context", tmp_path: Path) -> None:
+    from flows.steps import STEPS
+
+    params = ctx.params
+    assert STEPS["prepare"].user_inputs(params) == []  # digits: scikit-learn's
+    images = params.model_copy(update={"data": params.data.model_copy(
+        update={"source": "folder", "folder": tmp_path / "images"})})
+    assert STEPS["prepare"].user_inputs(images) == [tmp_path / "images"]
+    unnamed = params.model_copy(update={"data": params.data.model_copy(
+        update={"source": "folder", "folder": None})})
+    assert STEPS["prepare"].user_inputs(unnamed) == []
+    named_not_used = params.model_copy(update={"data": params.data.model_copy(
+        update={"folder": tmp_path / "images"})})
+    assert STEPS["prepare"].user_inputs(named_not_used) == []
+    assert STEPS["train"].user_inputs(params) == []
+    brought = params.model_copy(update={"model": params.model.model_copy(
+        update={"path": tmp_path / "model.keras"})}) if hasattr(params.model, "path") else None
+    if brought is None:
+        from types import SimpleNamespace
+        brought = SimpleNamespace(model=SimpleNamespace(path=tmp_path / "model.keras"))
+    assert STEPS["train"].user_inputs(brought) == [tmp_path / "model.keras"]
+    assert all(STEPS[name].user_inputs(params) == [] for name in STEPS
+               if name not in ("prepare", "train"))
+
+
+def test_a_steps_outputs_are_its_outs_then_metrics_then_records(ctx: "Context") -> None:
+    from flows.steps import STEPS
+
+    lay = ctx.layout
+    assert STEPS["train"].all_outputs(lay) == [
+        lay.base_model, lay.train_metrics, lay.train_metrics.with_name("train_history.json")]
+    assert STEPS["select"].all_outputs(lay) == [
+        lay.reports / "plots", lay.reports / "report.html",
+        lay.train_metrics.with_name("benchmark.json"), lay.summary, lay.reports / "report.md",
+        lay.reports / "points.json"]
+    assert STEPS["benchmark"].device_outputs(lay, "zeta") == [lay.device_results("zeta")]
+    assert STEPS["prepare"].device_outputs(lay, "zeta") == []
+    assert [name for name, step in STEPS.items() if step.per_device] == ["benchmark", "release"]
+    assert [name for name, step in STEPS.items() if step.persist] == ["release"]
