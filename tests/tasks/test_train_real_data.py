@@ -67,7 +67,8 @@ def test_default_params_learn_a_small_two_class_photo_folder(tmp_path: Path) -> 
     folder = build_photo_folder(tmp_path / "photos", {"china": 100, "flower": 100}, seed=1)
     metrics = prepare_and_train(tmp_path / "project", default_params(tmp_path / "project", folder))
     counts = read_json(tmp_path / "project/data/prepared/meta.json")["counts"]
-    assert (counts["train"], counts["val"], counts["test"]) == (130, 29, 41)
+    # 15% and 20% of 200 images: 30 and 40 (float noise once made the test split 41)
+    assert (counts["train"], counts["val"], counts["test"]) == (130, 30, 40)
     assert metrics["test_accuracy"] >= 0.85, metrics
     assert metrics["test_accuracy_low"] > 0.5  # the interval clears chance
     assert_intervals(metrics, counts)
