@@ -412,7 +412,8 @@ def main() -> int:
                         help="sample at least N mutants of each concern (all of a smaller one)")
     parser.add_argument("--minutes", type=float, help="stop testing after this long")
     parser.add_argument("--again", nargs="*", default=[],
-                        choices=["survived", "timeout", "no tests", "killed"],
+                        choices=["survived", "timeout", "crashed", "suspicious", "no tests",
+                                 "killed"],
                         help="test the mutants of these statuses again")
     args = parser.parse_args()
     if not args.no_run:
