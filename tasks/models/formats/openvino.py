@@ -4,8 +4,9 @@
 - ``fp16``: weights compressed to fp16 (``compress_to_fp16``), computed in f32;
 - ``bf16``: the fp32 IR, computed in bf16 (``INFERENCE_PRECISION_HINT``) on devices that
   do so natively (CPUs with AVX512-BF16 or AMX); skipped with the reason elsewhere;
-- ``int8``: NNCF post-training quantisation (``nncf.quantize``) on the calibration split,
-  float constants left over stored as fp16;
+- ``int8``: NNCF post-training quantisation (``nncf.quantize``) on the calibration split:
+  i8 weights; the float constants left over (biases, scales) stay f32, as
+  ``compress_to_fp16`` leaves a quantised model's .bin unchanged (OpenVINO 2026.4, tested);
 - ``int8-acc``: NNCF accuracy-aware quantisation
   (``nncf.quantize_with_accuracy_control``): layers that cost accuracy are reverted to
   float until the relative drop on the validation split is within the requirements'
@@ -126,8 +127,8 @@ def export_openvino(request: ExportRequest) -> Exported:
     decline_telemetry_unless_chosen()
     model = TRANSFORMS[request.precision](converted_model(request), request)
     target = request.out_dir / "model.xml"
-    # Every other precision keeps its remaining float constants (biases, scales) in fp16,
-    # as OpenVINO does by default.
+    # Every other precision asks for fp16 storage, as OpenVINO does by default: fp16's
+    # weights become f16; NNCF's quantised models keep their float constants in f32.
     ov.save_model(model, str(target), compress_to_fp16=request.precision not in FP32_STORAGE)
     return Exported(target, (target, target.with_suffix(".bin")),
                     request.source.float_spec())
