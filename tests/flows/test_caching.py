@@ -20,6 +20,7 @@ from flows import code_manifests
 from flows.caching import (StepContentPolicy, cache_dir, input_key, record_run,
                            relocate_record, results_dir)
 from flows.steps import STEPS, Context, code_dependencies
+from tests.helpers import with_field
 from tests.tiny import TINY_FARM, TINY_PARAMS, write_tiny_config
 
 TWO_DEVICES = "devices:\n  local: {threads: 1}\n  other: {threads: 2}\n"
@@ -268,16 +269,6 @@ def _other(value: Any) -> Any:
     return "x"  # None
 
 
-def _with_leaf(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
-    copy = json.loads(json.dumps(document))
-    *parents, last = dotted.split(".")
-    node = copy
-    for part in parents:
-        node = node[part]
-    node[last] = value
-    return copy
-
-
 class _Dumped:
     """A config model whose dump is ``document`` (what a key reads of it); every other
     attribute is the real model's."""
@@ -331,7 +322,7 @@ def test_each_params_leaf_changes_exactly_the_keys_of_the_steps_that_read_it(
     leaves = _leaves(document)
     assert len(leaves) > 30 and {"train.seed", "train.epochs", "data.seed"} <= set(leaves)
     for leaf in leaves:
-        value = _with_leaf(document, leaf, _other(_flat(document)[leaf]))
+        value = with_field(document, leaf, _other(_flat(document)[leaf]))
         patched = dataclasses.replace(ctx, params=_Dumped(ctx.params, value))
         changed = {run[0] for run in STEP_RUNS if input_key(patched, *run) != before[run]}
         assert changed == {name for name, _ in STEP_RUNS if _reads(STEPS[name], leaf)}, leaf
@@ -346,7 +337,7 @@ def test_each_farm_leaf_changes_the_steps_that_read_the_farm_or_that_device(
     assert {"devices.local.threads", "devices.other.threads",
             "devices.local.workdir"} <= set(leaves)
     for leaf in leaves:
-        value = _with_leaf(document, leaf, _other(_flat(document)[leaf]))
+        value = with_field(document, leaf, _other(_flat(document)[leaf]))
         patched = dataclasses.replace(ctx, farm=_DumpedFarm(ctx.farm, value))
         changed = {run[0] for run in STEP_RUNS if input_key(patched, *run) != before[run]}
         expected = {name for name, device in STEP_RUNS
