@@ -195,12 +195,13 @@ def test_wheels_are_downloaded_for_the_devices_python_platforms_and_the_lock(
     import tasks.farm.setup as setup
 
     calls: list[list[str]] = []
+    options: list[dict[str, Any]] = []
     said = ("Collecting numpy==2.4.6\n  Saved /cache/numpy-2.4.6-cp311-cp311-"
             "manylinux_2_27_aarch64.whl\n"
             "File was already downloaded /cache/pip-25.2-py3-none-any.whl\n"
             "Successfully downloaded numpy pip\n")
     monkeypatch.setattr(setup.subprocess, "run", lambda argv, **kwargs: calls.append(argv)
-                        or real.CompletedProcess(argv, 0, said, ""))
+                        or options.append(kwargs) or real.CompletedProcess(argv, 0, said, ""))
     # Python 3.9 on the board, not this machine's: the wheels are the board's.
     facts = {"python": "3.9", "implementation": implementation, "machine": "aarch64",
              "libc": ["glibc", "2.18"]}
@@ -215,6 +216,8 @@ def test_wheels_are_downloaded_for_the_devices_python_platforms_and_the_lock(
                       "--platform", "manylinux_2_17_aarch64",
                       "--platform", "manylinux2014_aarch64", "--platform", "linux_aarch64",
                       "--constraint", str(LOCK_FILE), f"pip=={version('pip')}", "numpy==2.4.6"]]
+    # pip's output is read as text: it names the wheels.
+    assert options == [{"capture_output": True, "text": True, "check": False}]
 
 
 def test_a_download_that_fails_or_brings_nothing_is_a_setup_error(
@@ -270,3 +273,94 @@ def test_the_install_command_rebuilds_the_venv_from_the_wheelhouse_or_the_index(
         f"rm -rf -- {venv}", create,
         f"{install} --quiet --disable-pip-version-check --no-cache-dir numpy==2.4.6",
         f"chmod -R go= -- {venv}"]
+
+
+@pytest.mark.parametrize("implementation", ["cpython", "pypy"])
+@pytest.mark.parametrize("libc", [["glibc", "2.31"], ["", ""]])
+def test_platform_facts_of_either_implementation_and_any_libc_are_accepted(
+        implementation: str, libc: list[str]) -> None:
+    import json
+
+    from tasks.farm.setup import _checked_facts
+
+    facts = {"python": "3.11", "implementation": implementation, "machine": "aarch64",
+             "libc": libc}
+    assert _checked_facts(json.dumps(facts).encode()) == facts
+
+
+@pytest.mark.parametrize("change", [{"implementation": "CPython"}, {"implementation": "jython"},
+                                    {"machine": "../x"}, {"python": "3"},
+                                    {"libc": ["glibc", "2.31/.."]}, {"libc": ["glibc"]}])
+def test_platform_facts_that_could_name_no_cache_folder_are_refused(change: dict[str, Any]) -> None:
+    import json
+
+    from tasks.farm.setup import _checked_facts
+
+    facts = {"python": "3.11", "implementation": "cpython", "machine": "aarch64",
+             "libc": ["glibc", "2.31"], **change}
+    with pytest.raises(SetupError) as refused:
+        _checked_facts(json.dumps(facts).encode())
+    assert str(refused.value).startswith("the device reported unusable platform facts: {")
+
+
+def test_setup_device_builds_then_finds_the_venv_as_wanted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """setup_device over a device whose commands are answered here (no SSH): the facts
+    choose the wheels, which are pushed into the workdir's wheelhouse, the venv is built
+    and checked by importing numpy, PIL and the runtime's module; a second run finds the
+    recorded state and the imports as wanted and changes nothing."""
+    import json
+    from types import SimpleNamespace
+
+    import tasks.farm.setup as setup
+    from tasks.farm.transports import LocalConnection
+
+    workdir = tmp_path / "ef"
+    venv = workdir / "venv"
+    facts = {"python": "3.11", "implementation": "cpython", "machine": "aarch64",
+             "libc": ["glibc", "2.31"]}
+    commands: list[str] = []
+
+    class Board(LocalConnection):
+        def run(self, command: str, **kwargs: Any) -> Any:
+            commands.append(command)
+            if setup.PLATFORM_SCRIPT.split(";")[0] in command:
+                return SimpleNamespace(ok=True, exited=0, stdout=json.dumps(facts) + "\n",
+                                       stderr="")
+            if command.startswith("flock") or "flock -w" in command:
+                venv.mkdir()  # the install, as the device would build it
+            return SimpleNamespace(ok=True, exited=0, stdout="", stderr="")
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    wheels = [cache / "numpy-2.4.6-cp311-cp311-manylinux_2_27_aarch64.whl",
+              cache / "pip-25.2-py3-none-any.whl"]
+    for wheel in wheels:
+        wheel.write_bytes(wheel.name.encode())
+    asked: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(setup, "connect", lambda device, name: Board())
+    monkeypatch.setattr(setup, "download_wheels",
+                        lambda packages, got, where: asked.append((packages, got, where))
+                        or wheels)
+    monkeypatch.setattr(setup, "probe_runtimes", lambda connection, device: {"onnxruntime": "1"})
+    device = ssh_device(workdir=str(workdir), runtimes=["onnxruntime"])
+    packages = wanted_packages(device, ["onnxruntime"])
+
+    built = setup.setup_device("pi", device, ["onnxruntime"], tmp_path / "wheelhouses")
+    assert built == setup.SetupOutcome(
+        "pi", True, ("pushed 2 of 2 wheels",
+                     "wheel platforms: any, manylinux_2_27_aarch64",
+                     f"created {venv} with {', '.join(packages)}"), {"onnxruntime": "1"})
+    assert asked == [(packages, facts, tmp_path / "wheelhouses" / "cp311-aarch64")]
+    assert sorted(path.name for path in (workdir / "wheelhouse").iterdir()
+                  if not path.name.startswith(".")) == sorted(wheel.name for wheel in wheels)
+    imports = f"{venv}/bin/python -c 'import PIL, numpy, onnxruntime'"
+    assert commands[-2] == imports  # the new venv's check, before its state is pushed
+    assert json.loads((venv / setup.STATE_FILE).read_text()) == {
+        **{key: facts[key] for key in ("python", "machine", "libc")}, "packages": packages,
+        "wheelhouse": True, "runtimes": ["onnxruntime"]}
+
+    commands.clear()
+    again = setup.setup_device("pi", device, ["onnxruntime"], tmp_path / "wheelhouses")
+    assert again == setup.SetupOutcome("pi", False, (), {"onnxruntime": "1"})
+    assert commands[1:] == [imports]

@@ -148,3 +148,30 @@ def test_probe_asks_every_device_and_answers_in_farm_order(
     monkeypatch.setattr(farm_commands, "target_of", Probed)
     assert farm_commands.probe_farm(farm) == [f"probe of {name}" for name in farm.devices]
     assert sorted(started) == sorted(farm.devices)
+
+
+@pytest.mark.parametrize(("devices", "workers"), [(1, 1), (5, 5), (16, 16), (20, 16)])
+def test_probe_asks_up_to_sixteen_devices_at_once(
+        devices: int, workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One thread per device, at most 16: the pool is as wide as the farm, within the cap
+    (not the executor's default, which depends on this machine's cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks.config import load_farm
+    from tasks.targets import farm_commands
+
+    widths: list[Any] = []
+
+    class Pool(ThreadPoolExecutor):
+        def __init__(self, max_workers: Any = None, **kwargs: Any) -> None:
+            widths.append(max_workers)
+            super().__init__(max_workers, **kwargs)
+
+    (tmp_path / "farm.yaml").write_text(yaml.safe_dump({"devices": {
+        f"board{number}": {"threads": 1} for number in range(devices)}}, sort_keys=False))
+    monkeypatch.setattr(farm_commands, "ThreadPoolExecutor", Pool)
+    monkeypatch.setattr(farm_commands, "target_of",
+                        lambda name, entry: type("Probed", (), {"probe": lambda self: name})())
+    farm = load_farm(tmp_path / "farm.yaml")
+    assert farm_commands.probe_farm(farm) == [f"board{number}" for number in range(devices)]
+    assert widths == [workers]
