@@ -355,6 +355,8 @@ def test_every_status_on_every_board_pairing_reads_the_same_in_both_tables(
         *[f"- not gated: {line}" for line in case.not_gated]]
 
     table = comparison_table(comparison, "x", "y")
+    assert [column.header for column in table.columns] == [
+        "variant", "device", "status", "accuracy", "size", "p50 ms", "p90 ms", "verdict"]
     rows = list(zip(*[column.cells for column in table.columns]))
     red = [f"[bold red]{cell}[/]" if cell and case.reasons and measure in ("p50", "p90")
            else cell for measure, cell in zip(["accuracy", "size", "p50", "p90"], case.cells)]
@@ -379,6 +381,24 @@ def test_every_measure_is_judged_here() -> None:
     from tasks.compare import MEASURES
 
     assert list(KINDS) == list(MEASURES)
+
+
+@pytest.mark.parametrize("name", ["p50", "p90", "p99", "mean"])
+def test_a_latency_measure_reads_its_own_figure_and_threshold(name: str) -> None:
+    # Made here, not read from MEASURES (built at import, where a mutation run cannot
+    # see it): a row without latencies has none, the threshold is latency_increase.
+    from tasks.compare import _latency
+
+    measure = _latency(name)
+    measured = SummaryRow.model_validate(row(p50=3.0, p90=5.0))
+    figures = {"p50": 3.0, "p90": 5.0, "p99": 7.5, "mean": 3.3000000000000003}
+    assert measure.value(measured) == figures[name]
+    assert measure.value(SummaryRow.model_validate({**row(), "latency_ms": None})) is None
+    assert measure.interval(measured) == (
+        (figures[name] * 0.99, figures[name] * 1.01) if name in ("p50", "p90") else None)
+    assert measure.threshold(LIMITS) == 0.10 and measure.threshold(
+        CompareParams(latency_increase=0.25)) == 0.25
+    assert (measure.higher_is_better, measure.relative, measure.unit) == (False, True, "ms")
 
 
 def moved(measure: str, value: float, interval: list[float] | None) -> dict[str, Any]:

@@ -87,6 +87,8 @@ def test_onnx_static_quantisation_gets_the_method_the_options_and_the_calibratio
                               tmp_path / "int8.onnx")
     assert given["calibrate_method"] == quantization.CalibrationMethod.Percentile
     assert (given["per_channel"], given["reduce_range"]) == (False, False)
+    # Signed weights, said here, not left to ORT's default (which has changed before).
+    assert given["weight_type"] == quantization.QuantType.QInt8
     assert given["quant_format"] == quantization.QuantFormat.QDQ
     assert given["images"] == list(range(SAMPLES)), "the first calibration_samples images"
 
@@ -105,6 +107,10 @@ def test_each_onnx_calibration_method_reaches_ort_as_itself(
                       reader is None, cache and quantization.load_tensors_data(cache)))
 
     monkeypatch.setattr(quantization, "quantize_static", quantize_static)
+    calibrators: list[dict[str, Any]] = []
+    create_calibrator = quantization.create_calibrator
+    monkeypatch.setattr(quantization, "create_calibrator", lambda *args, **kwargs: (
+        calibrators.append(kwargs["extra_options"]) or create_calibrator(*args, **kwargs)))
     options = OPTIONS.model_copy(update={"onnx_calibration": method})
     onnx_format._quantize_qdq(request(tmp_path, "int8-qdq", options),
                               tiny_onnx(tmp_path / "fp32.onnx"), tmp_path / "int8.onnx")
@@ -114,8 +120,11 @@ def test_each_onnx_calibration_method_reaches_ort_as_itself(
     if method == "entropy":  # calibrated beforehand (see ENTROPY_HISTOGRAM_BINS): its ranges
         assert no_reader and ranges.calibration_method == calibrate_method
         assert set(ranges) == {"x", "flat", "y"}, "every tensor quantize_static quantises"
+        # Both bin counts by ORT's own option names (128 is also ORT's default: a
+        # misspelt key would be ignored silently).
+        assert calibrators == [{"num_bins": 2048, "num_quantized_bins": 128}]
     else:  # quantize_static calibrates on the reader by itself, as ORT ships it
-        assert not no_reader and ranges is None
+        assert not no_reader and ranges is None and calibrators == []
 
 
 def test_onnx_dynamic_quantisation_gets_per_channel_and_reduce_range(
@@ -128,6 +137,8 @@ def test_onnx_dynamic_quantisation_gets_per_channel_and_reduce_range(
     onnx_format._quantize_dynamic(request(tmp_path, "int8-dynamic"), tmp_path / "fp32.onnx",
                                   tmp_path / "int8.onnx")
     assert (given["per_channel"], given["reduce_range"]) == (False, False)
+    # Signed weights, said here, not left to ORT's default (which has changed before).
+    assert given["weight_type"] == quantization.QuantType.QInt8
 
 
 class NncfWatch:
