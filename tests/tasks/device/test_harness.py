@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -289,6 +290,29 @@ def test_parse_args_reads_every_option_as_its_type() -> None:
             args.max_seconds, args.interval_width, args.accuracy_samples, args.frames,
             args.expect_sha256, args.accelerators) == (
         4, 3, 0.25, 50, 1.5, 7.5, 0.1, 64, "f.npz", ["a=1", "b=2"], '{"openvino_device": "GPU"}')
+
+
+HELP = {  # each option as --help shows it, and what it says of it
+    "--probe": "print host facts and available runtimes as JSON, then exit",
+    "--max-seconds MAX_SECONDS": "keep timing until the intervals are narrow enough, or this",
+    "--interval-width INTERVAL_WIDTH": "the 95% intervals of p50 and p90, relative to each, "
+                                       "at most",
+    "--frames FRAMES": "an .npz of encoded frames: time them end to end too (decode, "
+                       "pre-process, infer, post-process; needs Pillow)",
+    "--expect-sha256 PATH=HEX": "refuse to run unless PATH has this sha256 (repeatable)",
+    "--accelerators ACCELERATORS": "JSON: onnxruntime_providers (list), openvino_device, "
+                                   "tflite_delegate",
+}
+
+
+@pytest.mark.parametrize("option", sorted(HELP))
+def test_help_explains_each_documented_option(capsys, option: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        harness.parse_args(["--help"])
+    assert exited.value.code == 0
+    said = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    # The whole text, neither more nor less: the next option or the end follows it.
+    assert re.search(rf"{re.escape(option)} {re.escape(HELP[option])}(?= -|$)", said), said
 
 
 @pytest.mark.parametrize("dropped", ["--artifact", "--runtime", "--data", "--spec", "--out"])

@@ -93,6 +93,9 @@ def test_first_number_reads_the_first_line_with_the_prefix(tmp_path: Path) -> No
     temp.write_text("MemTotal:\n")
     assert host.first_number(str(temp), "MemTotal:") is None
     assert host.first_number(str(tmp_path / "absent")) is None
+    # The kernel's files are ASCII: one that is not (here UTF-8 text) is not read.
+    temp.write_text("48312 °C\n", encoding="utf-8")
+    assert host.first_number(str(temp)) is None
 
 
 class _Status:

@@ -58,17 +58,25 @@ SPEC = {"input": {"dtype": "float32", "shape": [1, 4, 4, 1], "layout": "NHWC",
         "output": {"dtype": "float32", "quantization": None}}
 
 
-def test_each_phase_is_reported_at_its_own_cost(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def _measure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             frames: str | None = None) -> tuple[dict[str, Any], RunnerClock,
+                                                 list[tuple[Any, ...]], list[Runner]]:
+    """measure() on the scripted clock: the result, the clock, what load_runner was asked
+    and the runners it gave. The peak RSS reads 11.5 MB before the load, 42.25 MB after."""
     clock = RunnerClock()
+    rss = iter([11.5, 42.25])
+    monkeypatch.setattr(device_measure, "peak_rss_mb", lambda: next(rss))
     monkeypatch.setattr(device_measure, "time", clock)
     monkeypatch.setattr(timing, "time", clock)
     loaded: list[tuple[Any, ...]] = []
+    runners: list[Runner] = []
 
     def load_runner(runtime: str, artifact: str, threads: int, options: dict[str, Any]) -> Runner:
         loaded.append((runtime, artifact, threads))
         clock.now += LOAD_NS
-        return Runner(clock.infer, "fake", "1", threads=3)  # not what was asked
+        runner = Runner(clock.infer, "fake", "1", threads=3)  # not what was asked
+        runners.append(runner)
+        return runner
 
     monkeypatch.setattr(device_measure, "load_runner", load_runner)
     spec = tmp_path / "spec.json"
@@ -82,8 +90,13 @@ def test_each_phase_is_reported_at_its_own_cost(tmp_path: Path,
                            artifact="model.fake", threads=2, warmup_runs=len(WARMUP_NS),
                            warmup_seconds=0.0, runs=len(TIMED_NS), seconds=0.0,
                            max_seconds=0.0, interval_width=0.05, accuracy_samples=4,
-                           frames=None)
-    result = device_measure.measure(args)
+                           frames=frames)
+    return device_measure.measure(args), clock, loaded, runners
+
+
+def test_each_phase_is_reported_at_its_own_cost(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    result, clock, loaded, _ = _measure(tmp_path, monkeypatch)
 
     exact = {"rel": 1e-12, "abs": 0}
     assert loaded == [("fake", "model.fake", 2)]
@@ -101,3 +114,22 @@ def test_each_phase_is_reported_at_its_own_cost(tmp_path: Path,
     assert clock.inferences == 13
     assert (result["threads"], result["runtime"]["threads"]) == (2, 3)
     assert "end_to_end" not in result
+    assert {key: result["runtime"][key] for key in ("name", "version", "requested")} == {
+        "name": "fake", "version": "1", "requested": "fake"}
+    assert (result["rss_before_load_mb"], result["peak_rss_mb"]) == (11.5, 42.25)
+
+
+def test_frames_are_timed_end_to_end_on_the_loaded_runner(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --frames, the end-to-end timing gets the runner that was loaded, the variant's
+    spec and the arguments, and its result is reported as ``end_to_end``."""
+    calls: list[tuple[Any, ...]] = []
+
+    def end_to_end_or_error(runner: Runner, spec: Any, args: Any) -> dict[str, Any]:
+        calls.append((runner, spec, args.frames))
+        return {"p50": 1.25}
+
+    monkeypatch.setattr(device_measure, "end_to_end_or_error", end_to_end_or_error)
+    result, _, _, runners = _measure(tmp_path, monkeypatch, frames="frames.npz")
+    assert calls == [(runners[0], SPEC, "frames.npz")]
+    assert result["end_to_end"] == {"p50": 1.25}

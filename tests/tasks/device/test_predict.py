@@ -534,3 +534,27 @@ def test_a_request_not_arrived_by_its_deadline_has_its_reading_cut() -> None:
         deadlines.close()
         for end in (early, early_peer, late, late_peer):
             end.close()
+
+
+def test_prepare_reads_each_kind_of_image_into_the_model_input(tmp_path: Path) -> None:
+    """Encoded bytes and a file's bytes are decoded, an array is taken in its channel
+    order, anything else (a PIL image) as it is; each then sized for the model."""
+    from types import SimpleNamespace
+
+    from tasks.device import predict
+
+    model = predict.Model.__new__(predict.Model)
+    model.height, model.width, model.color, model.fit = 12, 16, "rgb", "letterbox"
+    model._preprocess = SimpleNamespace(
+        decode_image=lambda data: ("decoded", data),
+        image_from_array=lambda array, channels: ("array", array.tolist(), channels),
+        to_model_input=lambda image, *size: (image, *size))
+    path = tmp_path / "frame.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\nframe")
+    sized = (12, 16, "rgb", "letterbox")
+    assert model.prepare(b"abc") == (("decoded", b"abc"), *sized)
+    assert model.prepare(bytearray(b"abc")) == (("decoded", b"abc"), *sized)
+    assert model.prepare(str(path)) == (("decoded", b"\x89PNG\r\n\x1a\nframe"), *sized)
+    assert model.prepare(path) == (("decoded", b"\x89PNG\r\n\x1a\nframe"), *sized)
+    assert model.prepare(np.array([1, 2]), "bgr") == (("array", [1, 2], "bgr"), *sized)
+    assert model.prepare(7) == (7, *sized)

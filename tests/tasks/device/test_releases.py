@@ -308,6 +308,9 @@ def test_a_first_release_whose_on_release_fails_leaves_no_release(
                                                                         [IDS[0]])
     assert manager.releases(str(app)) == [] and not os.path.lexists(app / "current")
     assert recorded(app)["previous"] is None
+    # No release to go back to, so no on_release to run again.
+    assert failed["restored_hook"] is None
+    assert failed["message"] == "on_release failed (exit 4: ); no release to restore"
 
 
 def test_after_a_rollback_the_next_release_follows_the_release_rolled_back_to(
@@ -520,3 +523,76 @@ def test_state_keeps_the_newest_events_and_status_shows_the_last_five(
     kept = json.loads((app / "state.json").read_text())["events"]
     assert [event["release"] for event in kept] == names[2:]
     assert [event["release"] for event in manager.status(str(app))["events"]] == names[-5:]
+
+
+def test_a_timed_out_hook_group_that_goes_on_sigterm_is_ended_at_once(manager: Any) -> None:
+    """_end_group polls for the group to go (every 50 ms), not a second at a time."""
+    import subprocess
+    import time
+
+    hook = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    started = time.monotonic()
+    manager._end_group(hook)
+    assert hook.returncode == -15  # SIGTERM was enough
+    assert time.monotonic() - started < 0.5
+
+
+def _main_calls(manager: Any, monkeypatch: pytest.MonkeyPatch, argv: list[str]
+                ) -> tuple[list[tuple[str, tuple[Any, ...]]], list[int]]:
+    """main(argv) in process with activate, rollback and status recorded, not run; the
+    umask it set (restored after the test) and no SIGTERM handler installed."""
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+    for name in ("activate", "rollback", "status"):
+        monkeypatch.setattr(manager, name, lambda *args, name=name: calls.append((name, args))
+                            or {"status": "ok"})
+    umasks: list[int] = []
+    monkeypatch.setattr(manager.os, "umask", umasks.append)
+    monkeypatch.setattr(manager.signal, "signal", lambda *args: None)
+    assert manager.main(argv) == 0
+    return calls, umasks
+
+
+@pytest.mark.parametrize("readable_by", sorted(device_code.load("releases").READABLE_BY))
+def test_main_passes_each_option_to_activate_as_its_type(
+        manager: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, readable_by: str) -> None:
+    calls, umasks = _main_calls(manager, monkeypatch, [
+        "activate", "--app", str(tmp_path), "--release", IDS[0], "--python", "py",
+        "--on-release", "hook", "--keep", "3", "--check-timeout", "30.5",
+        "--hook-timeout", "7.5", "--readable-by", readable_by, "--stop-file", "stop"])
+    assert calls == [("activate", (str(tmp_path), IDS[0], "py", "hook", 3, 30.5, 7.5,
+                                   readable_by, "stop"))]
+    # What the manager writes gets the folder mode's bits (files then get the file mode).
+    assert umasks == [0o777 & ~manager.READABLE_BY[readable_by][1]]
+
+
+def test_main_defaults_and_the_rollback_hook_timeout(manager: Any, monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    calls, _ = _main_calls(manager, monkeypatch, ["activate", "--app", str(tmp_path),
+                                                   "--release", IDS[0]])
+    assert calls == [("activate", (str(tmp_path), IDS[0], sys.executable, None, 5, 600.0,
+                                   120.0, "group", None))]
+    calls, _ = _main_calls(manager, monkeypatch, ["rollback", "--app", str(tmp_path),
+                                                   "--on-release", "hook", "--hook-timeout", "9"])
+    assert calls == [("rollback", (str(tmp_path), "hook", 9.0))]
+    assert isinstance(calls[0][1][2], float)
+
+
+@pytest.mark.parametrize("release_id", [None, "", "latest", "../" + IDS[0]])
+def test_main_refuses_an_activation_of_no_release_id(
+        manager: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys,
+        release_id: str | None) -> None:
+    argv = ["activate", "--app", str(tmp_path)]
+    argv += [] if release_id is None else ["--release", release_id]
+    with pytest.raises(SystemExit) as exited:
+        _main_calls(manager, monkeypatch, argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(
+        f"error: --release must be a release id, not {release_id!r}")
+
+
+def test_main_help_explains_the_stop_file(manager: Any, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        manager.main(["--help"])
+    assert exited.value.code == 0
+    assert ("--stop-file STOP_FILE activate: stop before the switch once this file exists"
+            in " ".join(capsys.readouterr().out.split()))

@@ -193,7 +193,11 @@ def test_interpreter_infer_feeds_the_input_index_and_reads_the_output_index() ->
 
 def test_edgetpu_loader_loads_corals_delegate(monkeypatch, plain_model) -> None:
     module = _fake_litert(monkeypatch, ("ai_edge_litert",))
+    asked: list[tuple[str, Any]] = []
+    monkeypatch.setattr(runtimes, "_package_version",
+                        lambda name, module: (asked.append((name, module)), f"v:{name}")[1])
     runner = runtimes.load_runner("edgetpu", plain_model, 4)
+    assert runner.version == "v:ai-edge-litert" and asked == [("ai-edge-litert", module)]
     assert module.loaded == [runtimes.EDGETPU_LIBRARY] == ["libedgetpu.so.1"]
     assert _FakeInterpreter.made[0]["experimental_delegates"] == ["delegate:libedgetpu.so.1"]
     assert (runner.runtime, runner.accelerator, runner.execution_precision) == (
