@@ -411,6 +411,9 @@ def test_on_a_terminal_a_warning_is_printed_above_the_bars_as_written() -> None:
                .splitlines() if line.strip()]
     assert printed == ["edgeflow: warning: [bold]pi5[/bold] is 'slow': 12.5 ms"]
     assert renderer.progress.tasks == []
+    # In yellow, all of it: no highlighting of its numbers or quotes in other colours.
+    assert ("\x1b[33medgeflow: warning: [bold]pi5[/bold] is 'slow': 12.5 ms\x1b[0m\n"
+            in out.getvalue())
 
 
 @pytest.mark.parametrize("detail", sorted(__import__("flows.console").console.ALWAYS_SHOWN))

@@ -190,17 +190,20 @@ def test_a_spawned_process_is_recorded_with_its_facts_and_logs_after_the_last(
     service = Service("worker", tmp_path / "serve")
     service.folder.mkdir()
     service.log.write_text("earlier\n")
-    argv = [sys.executable, "-c", "print('started')"]
-    record = _spawn(service, argv, {}, tmp_path, pool="nightly")
+    # The child gets the environment given (not ours) and a session of its own (a
+    # Ctrl-C in the terminal that started it does not reach it).
+    argv = [sys.executable, "-c", "import os; print('started', os.environ.get('PROBE'), "
+            "os.getsid(0) == os.getpid())"]
+    record = _spawn(service, argv, {"PROBE": "given"}, tmp_path, pool="nightly")
     assert json.loads(service.record.read_text()) == record
     assert set(record) == {"pid", "start_time", "command", "pool"}
     assert (record["command"], record["pool"]) == (argv, "nightly")
     import time
     for _ in range(100):
-        if service.log.read_text() == "earlier\nstarted\n":
+        if service.log.read_text() == "earlier\nstarted given True\n":
             break
         time.sleep(0.05)
-    assert service.log.read_text() == "earlier\nstarted\n"
+    assert service.log.read_text() == "earlier\nstarted given True\n"
 
 
 @pytest.fixture
@@ -355,15 +358,29 @@ def test_serve_says_each_part_in_order_and_frees_slots_only_on_a_fresh_server(
     monkeypatch.setattr(served, "_deploy", lambda folder, url, where, got: calls.append(
         ("deploy", folder, where, got)) or "deployments")
     monkeypatch.setattr(served, "_start_worker", lambda service, url, pool, where: (
-        f"worker {service.name} {url} {pool}"))
+        f"worker {service.name} {url} {pool} {where}"))
     lines: list[str] = []
     url = "http://127.0.0.1:4400/api"
     assert serve(project, 4400, say=lines.append) == url
     assert lines == (["server: started ..." if started else "server: already running ..."]
                      + ([f"slots {url}"] if started else [])
                      + [f"pool second {url}", f"pool first {url}", "deployments",
-                        f"worker worker {url} second",
+                        f"worker worker {url} second {project.resolve()}",
                         f"export PREFECT_API_URL={url}   # then `prefect deployment run ...`, "
                         "`edgeflow run` on this server; UI at http://127.0.0.1:4400"])
     assert calls == [("server", "server", 4400, project.resolve()),
                      ("deploy", serve_folder(project.resolve()), project.resolve(), server)]
+
+
+@pytest.mark.parametrize("tags,said", [([], "none yet"), (["pi", "jetson"], "pi, jetson")])
+def test_freeing_the_device_slots_names_each_limit_or_none_yet(monkeypatch, tags, said) -> None:
+    from contextlib import nullcontext
+
+    import flows.devices
+    import flows.serve as served
+
+    client = object()
+    monkeypatch.setattr(served, "_client", lambda url: nullcontext(client))
+    monkeypatch.setattr(flows.devices, "reset_device_slots",
+                        lambda got: tags if got is client else None)
+    assert served._reset_device_slots("http://a/api") == f"device limits: {said} (slots freed)"

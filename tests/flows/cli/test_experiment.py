@@ -126,3 +126,93 @@ def test_report_prints_the_table_the_recommendations_and_where_the_report_is(
     assert lines[-1] == f"report: {project / 'reports' / 'report.html'} (and report.md)"
     assert "local: onnx-fp32" in ran.stdout and "**" not in ran.stdout and "`" not in ran.stdout
     assert ("no tflite runtime here" in ran.stdout) == show_all
+
+
+@pytest.fixture
+def faked_run(project: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """``edgeflow run`` with its flow, server, preflight and lock replaced by recorders;
+    the flow "ran" and left a summary with one skipped result. What each received is in
+    the dict returned."""
+    from contextlib import contextmanager, nullcontext
+    from types import SimpleNamespace
+
+    import flows.approvals
+    import flows.cli.experiment as experiment
+    import flows.lifecycle
+    import flows.server
+    import tasks.core.locks
+
+    seen: dict[str, Any] = {"locked": [], "verbose": []}
+    summary = summary_of([summary_row("onnx-fp32"),
+                          summary_row("tflite-fp32", status="skipped",
+                                      reasons=["no tflite runtime here"])],
+                         {"local": "onnx-fp32"})
+    write_summary(project / "reports" / "summary.json", summary)
+    seen["summary"] = summary
+    layout = SimpleNamespace(state=project / "state-here", logs=project / "logs-here")
+    outcome = SimpleNamespace(summary_path=str(project / "reports" / "summary.json"),
+                              executed=["train"], cached=["prepare"], releases=[], gate=None,
+                              dvc="committed")
+    state = SimpleNamespace(name="Completed", message="all done", is_completed=lambda: True)
+
+    @contextmanager
+    def lock(state_dir: Path) -> Any:
+        seen["locked"].append(state_dir)
+        yield
+
+    monkeypatch.setattr(flows.server, "launch", lambda: None)
+    monkeypatch.setattr(flows.server, "prefect_server", lambda server: nullcontext())
+    monkeypatch.setattr(flows.approvals, "install", lambda approver: None)
+    monkeypatch.setattr(flows.lifecycle, "preflight",
+                        lambda params, farm, rerun: SimpleNamespace(layout=layout))
+    monkeypatch.setattr(tasks.core.locks, "experiment_lock", lock)
+    monkeypatch.setattr(experiment, "logged", lambda log, verbose, action: (
+        seen["verbose"].append(verbose), (state, outcome))[1])
+    return seen
+
+
+@pytest.mark.parametrize("argv, verbose", [([], False), (["--verbose"], True)])
+def test_a_run_holds_the_experiment_lock_and_reports_its_outcome_plainly(
+        project: Path, faked_run: dict[str, Any], argv: list[str], verbose: bool) -> None:
+    from tasks.select.report.markdown import recommendation_lines
+
+    ran = invoke("run", *argv)
+    assert ran.exit_code == 0, ran.output
+    assert faked_run["locked"] == [project / "state-here"]
+    assert faked_run["verbose"] == [verbose]  # the libraries' chatter only when asked
+    log = ran.stdout.splitlines()[-2].removeprefix("log: ")
+    assert (Path(log).parent, Path(log).name.endswith("-run.log")) == (
+        project / "logs-here", True)
+    recommended = [line.replace("**", "").replace("`", "")
+                   for line in recommendation_lines(faked_run["summary"])]
+    assert recommended and all("*" not in line and "`" not in line for line in recommended)
+    expected = [
+        *recommended,
+        "executed: train",
+        "cached:   prepare",
+        "dvc: committed",
+        f"report: {project / 'reports' / 'report.html'} (and report.md)",
+        "1 skipped results (a device that cannot run a runtime, a tool missing here) are "
+        "listed with reasons in report.md; `edgeflow report --all` shows them",
+        f"log: {log}",
+        "flow state: Completed: all done"]
+    assert ran.stdout.splitlines()[-len(expected):] == expected
+
+
+def test_the_track_step_first_asks_the_projects_tracking_server(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.core.mlflow_store as store
+    from tasks.core.errors import StepError
+
+    asked: list[Any] = []
+    monkeypatch.setattr(store, "tracking_uri", lambda root: f"uri of {root}")
+
+    def check_answers(uri: str) -> None:
+        asked.append(uri)
+        raise StepError("the tracking server does not answer")
+
+    monkeypatch.setattr(store, "check_answers", check_answers)
+    ran = invoke("step", "track")
+    assert asked == [f"uri of {project}"]
+    assert (ran.exit_code, ran.stderr) == (
+        1, "edgeflow: error: the tracking server does not answer\n")

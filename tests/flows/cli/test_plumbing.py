@@ -64,3 +64,14 @@ def test_the_plumbing_and_serving_commands_are_registered_and_dvc_yaml_is_hidden
     assert {"code-manifests", "dvc-yaml", "serve", "stop"} <= set(commands)
     assert commands["dvc-yaml"].hidden is True
     assert not any(commands[name].hidden for name in ("code-manifests", "serve", "stop"))
+
+
+def test_register_adds_each_command_by_its_name() -> None:
+    import typer
+
+    from flows.cli import plumbing
+
+    fresh = typer.Typer()
+    plumbing.register(fresh)
+    named = {command.name: command.hidden for command in fresh.registered_commands}
+    assert named == {"code-manifests": False, "dvc-yaml": True}

@@ -74,4 +74,6 @@ def test_the_table_shows_cells_as_text_not_markup() -> None:
                                  "record": {"current": {"release": "r[1]", "variant": "v"},
                                             "previous": None}}]))
     text = console.export_text()
+    assert [str(column.header) for column in status_table([]).columns] == [
+        "device", "current", "previous", "last health check", "drift"]
     assert "pi[bold]" in text and "v (r[1])" in text

@@ -30,6 +30,10 @@ def headers(table: Table) -> list[str]:
 def test_a_wide_console_gets_the_full_table_and_a_narrow_one_the_compact_one() -> None:
     [full] = terminal_summary(summary(), COMPACT_UP_TO + 1)
     assert headers(full) == [*COLUMNS, "reasons / notes"] and full.row_count == 2
+    # Text columns read from the left, figures line up on the right; the notes as text.
+    assert [column.justify for column in full.columns] == [
+        "left" if name in {"device", "variant", "status", "exec"} else "right"
+        for name in COLUMNS] + ["left"]
     compact, reasons = terminal_summary(summary(), COMPACT_UP_TO)
     assert headers(compact) == ["#", *COMPACT_COLUMNS] and compact.row_count == 2
     console = Console(width=80, record=True, color_system=None)
