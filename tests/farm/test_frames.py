@@ -66,3 +66,15 @@ def test_png_frames_are_lossless_and_written_with_their_labels_and_meta(tmp_path
         assert first == encode_frame(images[0], params, "letterbox")
         with Image.open(io.BytesIO(first)) as decoded:
             assert (decoded.format, decoded.size) == ("PNG", (240, 120))
+
+
+def test_a_test_set_holding_pickled_objects_is_refused_unread(tmp_path: Path) -> None:
+    """The test set is data, never code: an object array (unpickled on load) is refused,
+    even when its objects are images that would encode."""
+    images = np.empty(3, dtype=object)
+    for index in range(3):
+        images[index] = _image(16, 32)
+    np.savez(tmp_path / "test.npz", x=images, y=np.array([2, 0, 1]))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        write_frames(tmp_path / "test.npz", tmp_path / "frames.npz", CAMERA)
+    assert not (tmp_path / "frames.npz").exists()

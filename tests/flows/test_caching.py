@@ -18,7 +18,7 @@ import yaml
 
 from flows import code_manifests
 from flows.caching import (StepContentPolicy, cache_dir, input_key, record_run,
-                           relocate_record, results_dir)
+                           relocate_record, results_dir, will_be_cached)
 from flows.steps import STEPS, Context, code_dependencies
 from tests.helpers import with_field
 from tests.tiny import TINY_FARM, TINY_PARAMS, write_tiny_config
@@ -452,6 +452,18 @@ def test_each_devices_benchmark_is_stamped_on_its_own_results(tmp_path: Path) ->
         assert compute_key(ctx, "benchmark", device) == input_key(ctx, "benchmark", device)
     assert all(path.is_file() for path in files["local"])
     assert not any(path.exists() for path in files["other"])
+
+
+def test_will_be_cached_asks_of_the_devices_own_key(tmp_path: Path) -> None:
+    """A benchmark stamped and cached for one device is cached for that device only;
+    a step with nothing cached is not."""
+    ctx = experiment(tmp_path, farm=TWO_DEVICES)
+    (tmp_path / "results" / "other").mkdir()
+    record_run(ctx, "benchmark", "local")
+    cached(ctx, input_key(ctx, "benchmark", "local"))
+    assert will_be_cached(ctx, "benchmark", "local") is True
+    assert will_be_cached(ctx, "benchmark", "other") is False
+    assert will_be_cached(ctx, "prepare") is False
 
 
 def test_outputs_changed_since_the_stamp_are_a_cache_miss(tmp_path: Path) -> None:

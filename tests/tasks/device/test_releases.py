@@ -358,6 +358,21 @@ def test_status_names_each_file_changed_on_the_board(manager: Any,
     assert manager.rollback(str(app), None, 30)["status"] == "nothing_to_roll_back_to"
 
 
+@pytest.mark.parametrize("manifest", [None, b"[]", b'{"variant": "v1", "sha2'],
+                         ids=["missing", "not-an-object", "truncated"])
+def test_status_of_a_release_without_a_readable_manifest_knows_only_its_name_and_health(
+        tmp_path: Path, manager: Any, manifest: bytes | None) -> None:
+    app = tmp_path / "app"
+    make(app, IDS[0], passed=False)
+    path = app / "releases" / IDS[0] / "manifest.json"
+    path.unlink() if manifest is None else path.write_bytes(manifest)
+    (app / "state.json").write_text(json.dumps({"rolled_back": [IDS[0]]}))
+    assert manager.status(str(app))["rolled_back"] == [{
+        "release": IDS[0], "variant": None, "sha256": None, "manifest_sha256": None,
+        "created_at": None, "mlflow": None, "health": {"passed": False},
+        "files_intact": None, "changed": None}]
+
+
 # ------------------------------------------------------------ the state space, against a model
 # Every operation a board sees, in sequences that start at keep's boundary (keep + 1
 # releases) and then mix: a release that passes, one whose check fails, one whose

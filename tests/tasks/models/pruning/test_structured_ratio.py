@@ -5,10 +5,13 @@ input channels that change the ranking."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from tasks.models.pruning.structured import kept_filters
+from tasks.core.errors import StepError
+from tasks.models.pruning.structured import kept_filters, shrink_small_cnn
 
 
 @pytest.mark.parametrize(("filters", "ratio", "kept"), [
@@ -47,3 +50,11 @@ def test_equal_norms_keep_the_lower_index_and_the_kept_set_comes_back_in_channel
     kernel[0, 0, 0] = [1.0, 2.0, 1.0, 2.0, 1.0]
     assert kept_filters(kernel, 0.6).tolist() == [1, 3]
     assert kept_filters(kernel, 0.4).tolist() == [0, 1, 3]  # of the three 1.0s, filter 0
+
+
+def test_a_small_cnn_without_conv0_is_refused_naming_where_small_cnns_are_built() -> None:
+    model = SimpleNamespace(name="small_cnn", layers=[SimpleNamespace(name="dense0")])
+    with pytest.raises(StepError) as raised:
+        shrink_small_cnn(model, 0.5)  # type: ignore[arg-type]
+    assert str(raised.value) == ("model 'small_cnn' has no conv0 layer: not a small_cnn built "
+                                 "by tasks.models.architectures")
