@@ -267,6 +267,11 @@ def _deploy(folder: Path, url: str, project: Path, server: dict[str, Any]) -> st
     return f"deployments: {', '.join(_deployed_names(url))} (run from {project})"
 
 
+# How long a worker just started must stay up to count as started: one that exits sooner
+# (no such pool, a bad API URL) is an error, with its log's last line.
+WORKER_SETTLE_SECONDS = 0.5
+
+
 def _start_worker(service: Service, url: str, pool: str, project: Path) -> str:
     running = service.running()
     if running is not None:
@@ -275,7 +280,7 @@ def _start_worker(service: Service, url: str, pool: str, project: Path) -> str:
         _stop(service)  # a worker of an earlier server: it would poll nothing
     record = _spawn(service, _prefect("worker", "start", "--pool", pool), _environment(url),
                     project, api_url=url, pool=pool)
-    time.sleep(0.5)
+    time.sleep(WORKER_SETTLE_SECONDS)
     if service.running() is None:
         raise ServeError(f"the worker exited at start: {_tail(service.log)} "
                          f"(log: {service.log})")

@@ -272,7 +272,7 @@ def test_a_server_that_exits_or_never_answers_is_named_with_its_log(
 
 
 def test_a_worker_is_reused_for_its_server_and_replaced_for_another(
-        tmp_path: Path, commands) -> None:
+        tmp_path: Path, commands, monkeypatch: pytest.MonkeyPatch) -> None:
     import flows.serve as served
 
     code, _ = commands
@@ -292,6 +292,8 @@ def test_a_worker_is_reused_for_its_server_and_replaced_for_another(
         assert _start_time(first["pid"]) is None  # the earlier server's worker: stopped
         code["worker"] = "print('no pool named nightly'); raise SystemExit(1)"
         stop(tmp_path, say=lambda line: None)
+        # Long enough for the stand-in's interpreter to start and exit on two busy cores.
+        monkeypatch.setattr(served, "WORKER_SETTLE_SECONDS", 5.0)
         with pytest.raises(ServeError) as exited:
             served._start_worker(service, "http://b/api", "nightly", tmp_path)
         assert str(exited.value) == ("the worker exited at start: no pool named nightly "
