@@ -31,11 +31,13 @@ run: $(INSTALLED)
 # The emulated ARM boards' tests (marked arm: about 4 minutes, and 3 more the first time
 # on a machine, for their root filesystem) run apart, in `make test-arm`, which CI runs
 # after `make test`, so that the suite stays under 10 minutes on 2 cores.
+PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart 0
+
 test: $(INSTALLED) system-deps
-	$(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart 0 -m "not arm"
+	$(PYTEST) -m "not arm"
 
 test-arm: $(INSTALLED) system-deps
-	$(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart 0 -m arm
+	$(PYTEST) -m arm
 
 # The SSH device-farm tests start real OpenSSH servers on loopback, the report test
 # opens report.html in a real headless browser, the microcontroller bundle is

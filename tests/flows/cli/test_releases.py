@@ -15,20 +15,18 @@ from typer.testing import CliRunner
 from flows.cli.releases import _recommended
 from tasks.core.contracts.release import (ReleaseDecision, ReleaseOutcome, ReleaseStatus,
                                           write_record)
+from tasks.core.contracts.summary import write_summary
 from tasks.core.errors import StepError
 from tasks.core.layout import Layout
+from tests.tasks.select.summaries import summary_of
 
 WHY = "emulated (qemu-user): not recommended; set select.include_emulated to recommend on it"
 
 
 def test_a_release_by_hand_without_a_recommendation_says_why(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
-    layout.reports.mkdir(parents=True)
-    layout.summary.write_text(json.dumps({
-        "reference_accuracy": 0.9, "rank_by": "latency_p50_ms", "requirements": {},
-        "counts": {"pass": 2, "fail": 1, "error": 0, "skipped": 0},
-        "recommendations": {"pi": "onnx-fp32", "slow": None, "pi5-emu": None},
-        "excluded": {"pi5-emu": WHY}, "results": []}))
+    write_summary(layout.summary, summary_of(
+        [], {"pi": "onnx-fp32", "slow": None, "pi5-emu": None}, excluded={"pi5-emu": WHY}))
     ctx = SimpleNamespace(layout=layout)
     assert _recommended(ctx, "pi") == "onnx-fp32"
     with pytest.raises(StepError) as emulated:
@@ -148,11 +146,7 @@ def test_a_release_to_be_approved_without_a_terminal_asks_for_yes(
 
 def test_a_release_by_hand_of_a_device_without_results_says_to_run_first(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
-    layout.reports.mkdir(parents=True)
-    layout.summary.write_text(json.dumps({
-        "reference_accuracy": 0.9, "rank_by": "latency_p50_ms", "requirements": {},
-        "counts": {"pass": 0, "fail": 0, "error": 0, "skipped": 0},
-        "recommendations": {}, "results": []}))
+    write_summary(layout.summary, summary_of([], {}))
     from tasks.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
