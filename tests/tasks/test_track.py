@@ -336,6 +336,66 @@ def test_the_logged_model_brings_images_to_size_as_the_prepared_data_says(
     assert black_rows == (0 if fit in ("squash", None) else height - round(height / 3))
 
 
+def test_the_pyfunc_class_answers_each_image_by_its_own_softmax_and_decodes_bytes(
+        tiny_project: Any, tmp_path: Path) -> None:
+    """HarnessModel itself (imported, not the copy MLflow runs as the model's code):
+    loaded from a saved model's artifacts, it answers a batch of five raw images and the
+    same images as PNG bytes with the variant's own logits, each row's softmax over the
+    classes (the row's own maximum subtracted, not another row's) in its ``scores``."""
+    import io
+
+    import mlflow.pyfunc
+    import numpy as np
+    from mlflow.models import Model
+    from PIL import Image
+
+    from tasks.core import device_code
+    from tasks.core.contracts.variants import read_variant_index
+    from tasks.device import preprocess
+    from tasks.track.models import _quietly, _save_harness_pyfunc, model_inputs
+    from tasks.track.pyfunc_model import HarnessModel
+
+    inputs = model_inputs(tiny_project.layout.prepared)
+    variants = tiny_project.layout.variants
+    (variant,) = [entry for entry in read_variant_index(variants).variants
+                  if entry.name == "onnx-fp32"]
+    saved = tmp_path / "model"
+    with _quietly():
+        _save_harness_pyfunc(variant, variants, saved, Model(), inputs)
+        mlflow.pyfunc.load_model(str(saved))  # puts the model's code on sys.path
+    artifacts = {key: str(saved / entry["path"]) for key, entry in
+                 Model.load(str(saved)).flavors["python_function"]["artifacts"].items()}
+    model = HarnessModel()
+    model.load_context(mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config={}))
+
+    pixels = np.load(tiny_project.layout.prepared / "test.npz")["x"][:5]
+    raw = np.round(pixels * 255.0).astype(np.uint8)
+    height, width, color = (inputs.input[key] for key in ("height", "width", "color"))
+    runner = device_code.load("runtimes").load_runner(
+        variant.runtime, str(variants / str(variant.file)), 1, {})
+    batch = np.stack([preprocess.to_model_input(preprocess.image_from_array(image), height,
+                                                width, color) for image in raw])
+    logits = device_code.load("tensors").predict(runner, batch, variant.spec)
+    # A large shared offset would hide a row normalised by another row's maximum.
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+
+    def png(image: Any) -> bytes:
+        encoded = io.BytesIO()
+        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
+            encoded, format="PNG")
+        return encoded.getvalue()
+
+    for given in (raw, [png(image) for image in raw]):
+        answer = model.predict(None, given)
+        assert list(answer.columns) == ["class", "index", "score", "scores"]
+        assert np.allclose(np.stack(answer["scores"]), expected, atol=1e-6)
+        assert list(answer["index"]) == list(expected.argmax(1))
+        assert list(answer["class"]) == [inputs.classes[index] for index in expected.argmax(1)]
+        assert np.allclose(answer["score"], expected.max(1), atol=1e-6)
+    assert len(model.predict(None, raw[:0])) == 0
+
+
 def test_runs_carry_their_origin_and_a_name_of_experiment_and_time(
         tiny_project: Any, project: Layout) -> None:
     import random

@@ -44,3 +44,45 @@ def test_a_run_id_reads_that_runs_summary_artifact(tmp_path: Path,
     monkeypatch.setattr(sources, "_client", lambda layout, reference: (Client(), "uri"))
     assert sources.load_summary(run_id, Layout(tmp_path)) == (written, f"MLflow run {run_id}")
     assert asked == [(run_id, "reports/summary.json")]
+
+
+def test_the_lifecycle_runs_are_found_past_a_full_page_of_other_projects_runs(
+        tmp_path: Path) -> None:
+    """A shared store whose newest 200 finished lifecycle runs (one search page) are
+    another project's: this project's are on the next page, found by its page token,
+    newest first; a regressed run is no baseline."""
+    from mlflow import MlflowClient
+
+    from tasks.core.mlflow_store import EXPERIMENT, EXPERIMENT_TAG, KIND_RUN_TAG, LIFECYCLE
+
+    layout = Layout(tmp_path / "ours")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment(EXPERIMENT)
+
+    def finished(folder: Path, started: int, **tags: str) -> str:
+        run = client.create_run(experiment, start_time=started, tags={
+            KIND_RUN_TAG: LIFECYCLE, EXPERIMENT_TAG: str(folder.resolve()), **tags})
+        client.set_terminated(run.info.run_id)
+        return str(run.info.run_id)
+
+    oldest, older = finished(layout.root, 1), finished(layout.root, 2)
+    regressed = finished(layout.root, 3, **{sources.GATE_TAG: sources.REGRESSED})
+    for started in range(200):
+        finished(tmp_path / "theirs", 1000 + started)
+    pages: list[Any] = []
+
+    class Counted:  # the real client, its searches counted
+        def get_experiment_by_name(self, name: str) -> Any:
+            return client.get_experiment_by_name(name)
+
+        def search_runs(self, *args: Any, **kwargs: Any) -> Any:
+            pages.append(kwargs.get("page_token"))
+            assert len(pages) <= 3, "the same page searched again"
+            return client.search_runs(*args, **kwargs)
+
+    found = sources._lifecycle_runs(Counted(), layout)
+    assert [run.info.run_id for run in found] == [regressed, older]
+    assert pages[0] is None and len(pages) == 2 and pages[1]
+    pages.clear()
+    found = sources._lifecycle_runs(Counted(), layout, wanted=3, baselines_only=True)
+    assert [run.info.run_id for run in found] == [older, oldest]

@@ -416,7 +416,8 @@ class Model:
     def release(self, name: str, outcome: str, keep: int) -> dict[str, Any]:
         before = self.current
         if name == before:
-            return {"status": "already_current", "current": before}
+            return {"status": "already_current", "current": before,
+                    "message": f"{name} is already current"}
         if name not in self.folders:
             self.folders = sorted([*self.folders, name])
         protect = {before, self.previous}
@@ -437,7 +438,8 @@ class Model:
         self.current, self.previous = name, before
         self.rolled_back = [other for other in self.rolled_back if other != name]
         self.last = {"action": "activate", "release": name, "detail": ""}
-        return {"status": "released", "current": name, "removed": self.prune(keep, {name, before})}
+        return {"status": "released", "current": name, "removed": self.prune(keep, {name, before}),
+                "message": f"{name} is current" + (f" (was {before})" if before else "")}
 
     def rollback(self) -> dict[str, Any]:
         previous, current = self.previous, self.current
@@ -515,6 +517,10 @@ def test_every_sequence_of_releases_rollbacks_and_drift_keeps_what_the_rules_say
         said = f"step {step}: {operation} {name}"
         assert {key: answer.get(key) for key in expected} == expected, said
         seen.add(answer["status"])
+        if answer["status"] == "already_current":  # with the check it passed when released
+            assert answer["health"] == json.loads(
+                (app / "releases" / name / "health.json").read_text()), said
+            assert answer["health"]["passed"] is True, said
         assert manager.releases(str(app)) == model.folders, said
         if model.last is not None:
             assert recorded(app) == {
@@ -611,3 +617,47 @@ def test_main_help_explains_the_stop_file(manager: Any, capsys) -> None:
     assert exited.value.code == 0
     assert ("--stop-file STOP_FILE activate: stop before the switch once this file exists"
             in " ".join(capsys.readouterr().out.split()))
+
+
+def test_an_activation_stopped_before_its_switch_records_why_and_keeps_current(
+        manager: Any, board: tuple[Path, str], tmp_path: Path) -> None:
+    """The stop file present: ``stopped``, current and previous as they were, the
+    release removed and the event recorded as ``activate-stopped`` for that release."""
+    app = board[0]
+    release(manager, board, IDS[0])
+    release(manager, board, IDS[1])
+    pushed(app, IDS[2])
+    stop = tmp_path / "stop"
+    stop.touch()
+    answer = manager.activate(str(app), IDS[2], board[1], None, 5, 30, 30, stop_file=str(stop))
+    assert answer == {"status": "stopped", "release": IDS[2], "current": IDS[1],
+                      "removed": [IDS[2]],
+                      "message": f"stopped on request before the switch: {IDS[1]} stays current"}
+    assert recorded(app) == {"link": f"releases/{IDS[1]}", "previous": IDS[0], "rolled_back": [],
+                             "last": {"action": "activate-stopped", "release": IDS[2],
+                                      "detail": "stopped on request before the switch"}}
+
+
+def test_past_the_last_stopping_point_sigterm_is_caught_and_ignored(manager: Any) -> None:
+    """main's SIGTERM handler raises Stopped until _past_stopping; after it a SIGTERM is
+    still caught (so a hook's process group gets it, not the manager) and does nothing.
+    A handler someone else installed is left alone."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, manager._stop_now)
+        manager._past_stopping(None)
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler) and handler is not manager._stop_now
+        assert handler(signal.SIGTERM, None) is None
+        os.kill(os.getpid(), signal.SIGTERM)  # caught and ignored: this test goes on
+
+        def theirs(signum: int, frame: Any) -> None:
+            return None
+
+        signal.signal(signal.SIGTERM, theirs)
+        manager._past_stopping(None)
+        assert signal.getsignal(signal.SIGTERM) is theirs
+    finally:
+        signal.signal(signal.SIGTERM, before)

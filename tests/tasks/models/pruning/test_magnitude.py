@@ -93,3 +93,22 @@ def test_the_callback_updates_masks_every_update_every_steps_and_at_the_end_of_t
     # The four smallest weights (1..4, each moved by the same amount) are the zeros.
     assert (layer.kernel.numpy().reshape(-1)[:4] == 0).all()
     assert (layer.kernel.numpy().reshape(-1)[4:] > 0).all()
+
+
+def test_before_its_first_batch_the_callback_masks_nothing_and_has_no_end_figure() -> None:
+    """A callback not yet run (fit interrupted before its first batch, say): applying its
+    masks leaves every weight as it was, and it has no sparsity at the end of training
+    (None, which the details record as null) until on_train_end."""
+    from tasks.models.pruning.magnitude import MagnitudePruning
+
+    layer = _tiny_model().get_layer("logits")
+    weights = np.arange(1, 9, dtype=np.float32).reshape(4, 2)
+    layer.kernel.assign(weights)
+    callback = MagnitudePruning([layer], 0.5, end_step=7, update_every=3)
+    callback.apply_masks()
+    callback.on_train_batch_end(0)  # the end of a batch whose beginning it never saw
+    assert np.array_equal(layer.kernel.numpy(), weights)
+    assert (callback.step, callback.current_sparsity, callback.updates) == (1, 0.0, [])
+    assert callback.sparsity_at_train_end is None
+    callback.on_train_end()
+    assert callback.sparsity_at_train_end == 0.0
