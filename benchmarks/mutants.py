@@ -3,8 +3,9 @@
 Runs mutmut (pinned in requirements.lock; configured under ``[tool.mutmut]`` in
 pyproject.toml: which tests) over the functions of :data:`MODULES` (all but those of
 :data:`EXCLUDED`) and prints, per concern (a group of modules), how many mutants the
-tests killed, how many survived, hung (timed out, or crashed the tests' process) or
-were reached by no test, and the mutation score: (killed + hung) / (tested -
+tests killed, how many survived, hung (timed out, or crashed the tests' process, a
+crash checked by a plain run of its tests: :func:`check_crashes`) or were reached by no
+test, and the mutation score: (killed + hung) / (tested -
 equivalent). Equivalent mutants (a change no test can observe, such as a log text) are
 listed with why in ``benchmarks/equivalent_mutants.txt`` (``<mutant name>  # why``) and
 left out of the score; every other survivor is printed by name so it can be looked at
@@ -79,10 +80,12 @@ EXCLUDED: dict[str, str] = {
                             "seen at once; the data it plots comes from tested code",
 }
 EQUIVALENT_FILE = Path(__file__).with_name("equivalent_mutants.txt")
+CRASH_CHECKS = "crash-checks.json"  # in mutants/: mutant -> its plain run's exit code
+CRASH_CHECK_TIMEOUT_S = 1800.0  # a plain run of one mutant's tests: minutes at most
 STATUS_BY_EXIT_CODE = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
                        34: "skipped", 36: "timeout", 24: "timeout", -24: "timeout",
                        152: "timeout", 255: "timeout", 37: "killed",  # 37: type check
-                       -11: "crashed", -9: "crashed"}  # the tests' process died (a runaway loop)
+                       -11: "crashed", -9: "crashed"}  # the tests' process died: check_crashes
 
 
 def equivalent_mutants() -> dict[str, str]:
@@ -129,16 +132,76 @@ def _selected(document: dict[str, Any]) -> Iterator[tuple[str, int | None, str]]
             yield name, code, concern
 
 
+def _status(code: int | None) -> str:
+    return "not tested" if code is None else STATUS_BY_EXIT_CODE.get(code, "suspicious")
+
+
+def _short_name(mutant: str) -> str:
+    """The key of a mutant's function in its ``.meta``'s ``hash_by_function_name``
+    (``tasks.select.x_f__mutmut_3`` -> ``x_f``; a method's keeps its class)."""
+    return function_of(mutant).rpartition(".")[2]
+
+
 def results(mutants_dir: Path) -> dict[str, dict[str, str]]:
     """Per concern of :data:`MODULES`, mutant name -> status from mutmut's ``.meta``
-    files, "not tested" for a mutant without a result yet. Mutants outside MODULES
-    (excluded, or left from an older selection) are left out."""
+    files, "not tested" for a mutant without a result yet. A crash is the status its
+    plain run gave (:func:`check_crashes`) where one is on record for the function's
+    current code. Mutants outside MODULES (excluded, or left from an older selection)
+    are left out."""
+    checks = _crash_checks(mutants_dir)
     by_concern: dict[str, dict[str, str]] = {concern: {} for concern in MODULES}
     for _, document in _metas(mutants_dir):
         for name, code, concern in _selected(document):
-            by_concern[concern][name] = ("not tested" if code is None
-                                         else STATUS_BY_EXIT_CODE.get(code, "suspicious"))
+            status = _status(code)
+            check = checks.get(name)
+            if status == "crashed" and check is not None and check["function_hash"] == \
+                    document["hash_by_function_name"].get(_short_name(name)):
+                status = _status(check["code"])
+            by_concern[concern][name] = status
     return {concern: found for concern, found in by_concern.items() if found}
+
+
+def _crash_checks(mutants_dir: Path) -> dict[str, dict[str, Any]]:
+    path = mutants_dir / CRASH_CHECKS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def check_crashes(mutants_dir: Path, timeout_s: float = CRASH_CHECK_TIMEOUT_S) -> int:
+    """Run again, each in a plain pytest process, the tests of every mutant whose tests'
+    process mutmut saw die of a signal (and not checked since its function changed),
+    and record their exit code in ``mutants/crash-checks.json``; how many were run.
+    Forked from mutmut's fork server, a process that converts with TensorFlow or
+    OpenVINO sometimes dies (SIGSEGV) whatever the mutant: one such "crash" passed all
+    its 22 tests when run this way. So a crash counts as a kill only when the plain run
+    fails, crashes or hangs (past ``timeout_s``) too."""
+    stats_file = mutants_dir / "mutmut-stats.json"
+    if not stats_file.is_file():
+        return 0
+    mapped = json.loads(stats_file.read_text(encoding="utf-8"))["tests_by_mangled_function_name"]
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    arguments = config["tool"]["mutmut"].get("pytest_add_cli_args", [])
+    checks, count = _crash_checks(mutants_dir), 0
+    for _, document in _metas(mutants_dir):
+        for name, code, _ in _selected(document):
+            digest = document["hash_by_function_name"].get(_short_name(name))
+            if _status(code) != "crashed" or checks.get(name, {}).get("function_hash") == digest:
+                continue
+            tests = sorted(mapped.get(function_of(name), []))
+            print(f"checking the crash of {name} ({len(tests)} tests)", flush=True)
+            environment = {**os.environ, "MUTANT_UNDER_TEST": name,
+                           "PYTHONPATH": str(mutants_dir.resolve())}
+            try:
+                exit_code = subprocess.run(
+                    [sys.executable, "-m", "pytest", "-x", "-q", *arguments, *tests],
+                    cwd=mutants_dir, env=environment, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, timeout=timeout_s).returncode
+            except subprocess.TimeoutExpired:
+                exit_code = 36  # mutmut's code for a timeout: a hang is a kill
+            checks[name] = {"code": exit_code, "function_hash": digest}
+            (mutants_dir / CRASH_CHECKS).write_text(json.dumps(checks, indent=1),
+                                                    encoding="utf-8")
+            count += 1
+    return count
 
 
 @dataclass(frozen=True)
@@ -157,8 +220,8 @@ class Tally:
 
 
 def _tally(counts: Counter[str]) -> Tally:
-    # A timeout or a crash is a kill: the mutant made the code hang, loop or exhaust
-    # memory, and the tests noticed.
+    # A timeout or a crash (one a plain run confirmed: check_crashes) is a kill: the
+    # mutant made the code hang, loop or die, and the tests noticed.
     scope = sum(counts.values())
     tested = scope - counts["not tested"]
     return Tally(scope, tested, counts["killed"] + counts["timeout"] + counts["crashed"],
@@ -419,6 +482,7 @@ def main() -> int:
     if not args.no_run:
         run_mutmut(args.max_children, set(args.again), args.sample, args.at_least,
                    args.minutes)
+        check_crashes(ROOT / "mutants")
     by_concern = results(ROOT / "mutants")
     if not by_concern:
         print("no mutmut results in mutants/: run without --no-run first")

@@ -152,6 +152,48 @@ def test_untested_forget_and_results_read_and_write_mutmut_state(mutants: Module
     assert mutants.untested(tmp_path) == ["tasks.select.x_verdict__mutmut_2"]
 
 
+def test_a_crash_counts_as_its_plain_runs_result_for_the_functions_code_it_ran_on(
+        mutants: ModuleType, tmp_path: Path) -> None:
+    """Crashes (a signal) are run again in a plain pytest process with the mutant
+    active: one whose tests fail there is a kill, one whose tests pass survived, one
+    that hangs past the limit a timeout; a check on record is not run again, and applies
+    only while the function's code is the one it ran on."""
+    names = [f"tasks.select.x_verdict__mutmut_{n}" for n in range(1, 6)]
+    meta = tmp_path / "tasks/select.py.meta"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({
+        "exit_code_by_key": {names[0]: -11, names[1]: -11, names[2]: -9, names[3]: 1,
+                             names[4]: -11},
+        "hash_by_function_name": {"x_verdict": "v1"}}))
+    (tmp_path / "mutmut-stats.json").write_text(json.dumps({
+        "tests_by_mangled_function_name": {"tasks.select.x_verdict": ["tests/test_x.py"]}}))
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests/test_x.py").write_text(
+        "import os, time\n"
+        "def test_it():\n"
+        "    mutant = os.environ['MUTANT_UNDER_TEST']\n"
+        f"    if mutant == {names[4]!r}:\n"
+        "        time.sleep(60)\n"
+        f"    assert mutant != {names[0]!r}\n")
+    (tmp_path / mutants.CRASH_CHECKS).write_text(json.dumps(
+        {names[2]: {"code": 1, "function_hash": "v1"}}))  # checked before: not run again
+    assert mutants.check_crashes(tmp_path, timeout_s=8) == 3
+    checks = json.loads((tmp_path / mutants.CRASH_CHECKS).read_text())
+    assert {name: check["code"] for name, check in checks.items()} == {
+        names[0]: 1, names[1]: 0, names[2]: 1, names[4]: 36}
+    assert mutants.results(tmp_path)["requirements, ranking"] == {
+        names[0]: "killed", names[1]: "survived", names[2]: "killed", names[3]: "killed",
+        names[4]: "timeout"}
+    assert mutants.check_crashes(tmp_path, timeout_s=8) == 0  # every crash checked
+    # The function's code changed (and mutmut tested its mutants again, crashing): the
+    # checks were of other code.
+    document = json.loads(meta.read_text())
+    document["hash_by_function_name"]["x_verdict"] = "v2"
+    meta.write_text(json.dumps(document))
+    assert set(mutants.results(tmp_path)["requirements, ranking"].values()) == {
+        "crashed", "killed"}
+
+
 def test_the_score_counts_timeouts_as_kills_and_leaves_equivalent_and_untested_out(
         mutants: ModuleType) -> None:
     statuses = {"requirements, ranking": {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -505,6 +506,10 @@ def test_each_openvino_precision_stores_its_weights_in_its_own_types(matrix,
     assert types == OPENVINO_WEIGHT_TYPES[precision]
     # Reshaped to batch 1 at the source's input shape: a static shape, as the spec says.
     assert input_shape == variant["spec"]["input"]["shape"] == [1, 16, 16, 1]
+    # The source named by its file name alone (convert_model records its absolute path),
+    # so that the IR's bytes are the same wherever the project sits.
+    xml = (out / variant["file"]).read_text(encoding="utf-8")
+    assert re.findall(r'<input_model value="([^"]*)" />', xml) == ["saved_model"]
 
 
 # What each ONNX precision's graph computes with: float ops only; integer ops fed by
