@@ -302,3 +302,22 @@ def test_variant_names() -> None:
 def test_bad_format_matrix_is_refused(matrix, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate_format_matrix(matrix)
+
+
+@pytest.mark.parametrize("normalize", [{"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+                                       None])
+def test_a_variant_takes_the_normalisation_of_the_source_it_was_made_from(
+        tmp_path: Path, normalize: dict[str, list[float]] | None) -> None:
+    """A brought model's mean/std reach each variant's input spec (every runtime and the
+    harness feed by it), beside the spec's other input fields; edgeflow's own model
+    (no input of its own) gets normalize None: pixels in [0, 1] as they are."""
+    from tasks.convert import with_source_input
+    from tasks.models.formats import SourceModel
+
+    source = SourceModel("base", None, None, (8, 8, 3), input=(
+        {"layout": "nchw", "normalize": normalize} if normalize else None))
+    exported = Exported(tmp_path / "model.onnx", (), float_spec((8, 8, 3)))
+    spec = with_source_input(exported, source).spec
+    assert spec["input"] == {**float_spec((8, 8, 3))["input"], "normalize": normalize}
+    assert spec["output"] == exported.spec["output"]
+    assert "normalize" not in exported.spec["input"]  # the export itself is left as it was
