@@ -137,7 +137,8 @@ def _unpack(path: Path, name: str, staging: Path, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         (scratch / name).rename(target)
     except tarfile.TarError as error:
-        raise StepError(f"firmware sources: {path} is not a readable .tar.gz ({error})") from None
+        # Unreadable, or a member that would land outside its folder (the data filter).
+        raise StepError(f"firmware sources: {path} cannot be unpacked: {error}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
