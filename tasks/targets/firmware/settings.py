@@ -55,9 +55,10 @@ def resolve(settings: FirmwareSettings | None = None) -> FirmwarePaths:
     named = settings.sources or (Path(os.environ[SOURCES_ENV]) if os.environ.get(SOURCES_ENV)
                                  else None)
     if named is None:
-        raise ConfigError(f"firmware sources: no folder named: set firmware.sources or "
-                          f"{SOURCES_ENV} to the folder of the TFLite Micro source archives "
-                          f"(tflite-micro.tar.gz and the libraries it downloads)")
+        raise ConfigError(f"firmware sources: no folder named: set firmware.sources "
+                          f"(`edgeflow firmware --sources`) or {SOURCES_ENV} to the folder of "
+                          f"the TFLite Micro source archives (tflite-micro.tar.gz and the "
+                          f"libraries it downloads)")
     if not named.is_dir():
         raise ConfigError(f"firmware sources: {named} is not a folder: set firmware.sources "
                           f"or {SOURCES_ENV} to the folder of the TFLite Micro source archives")
