@@ -98,13 +98,14 @@ class Library:
 
 
 def require_toolchain() -> None:
-    """A :class:`StepError` naming the Debian packages when the cross compiler is missing."""
-    missing = [tool for tool in ("gcc", "g++", "ar", "size")
-               if shutil.which(TOOLCHAIN_PREFIX + tool) is None]
+    """A :class:`StepError` naming the Debian packages when a build tool is missing."""
+    missing = [tool for tool in ("make", *(TOOLCHAIN_PREFIX + name for name in
+                                           ("gcc", "g++", "ar", "size")))
+               if shutil.which(tool) is None]
     if missing:
-        raise StepError(f"firmware: {', '.join(TOOLCHAIN_PREFIX + tool for tool in missing)} "
-                        f"not found: install Debian's gcc-arm-none-eabi, "
-                        f"libnewlib-arm-none-eabi and libstdc++-arm-none-eabi-newlib")
+        raise StepError(f"firmware: {', '.join(missing)} not found: install Debian's make, "
+                        f"gcc-arm-none-eabi, libnewlib-arm-none-eabi and "
+                        f"libstdc++-arm-none-eabi-newlib")
 
 
 def compiler_version() -> str:
@@ -112,7 +113,7 @@ def compiler_version() -> str:
                           text=True, check=True).stdout.splitlines()[0]
 
 
-def _make_command(tree: SourceTree, core: Core, jobs: int, *goals: str) -> list[str]:
+def _make_command(core: Core, jobs: int, *goals: str) -> list[str]:
     toolchain_root = str(Path(shutil.which(f"{TOOLCHAIN_PREFIX}gcc") or "").parent) + "/"
     return ["make", "-f", MAKEFILE, f"-j{jobs}",
             *(f"{name}={value}" for name, value in core.make_variables),
@@ -128,7 +129,7 @@ def _make_environment() -> dict[str, str]:
 
 
 def _run_make(tree: SourceTree, core: Core, jobs: int, *goals: str) -> str:
-    made = subprocess.run(_make_command(tree, core, jobs, *goals), cwd=tree.root,
+    made = subprocess.run(_make_command(core, jobs, *goals), cwd=tree.root,
                           env=_make_environment(), capture_output=True, text=True)
     if made.returncode != 0:
         detail = " ".join((made.stderr or made.stdout).split())[-400:]

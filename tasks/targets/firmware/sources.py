@@ -146,6 +146,8 @@ def _unpack(path: Path, name: str, staging: Path, target: Path) -> None:
 def _apply_patch(patch: Path, folder: Path) -> None:
     """Apply a TFLM patch (``git diff`` format, paths a/ b/) inside ``folder``, with the
     whitespace tolerance TFLM's own ``git apply --ignore-whitespace`` has."""
+    if shutil.which("patch") is None:
+        raise StepError("firmware sources: patch not found: install Debian's patch")
     applied = subprocess.run(["patch", "-p1", "--batch", "--forward", "--silent",
                               "--ignore-whitespace", "-i", str(patch)],
                              cwd=folder, capture_output=True, text=True)
