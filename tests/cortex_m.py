@@ -58,3 +58,24 @@ def release_tflm_bundle(tiny_layout: Any, root: Path) -> tuple[Path, Path]:
     outcome = write_bundle(layout, "nano", McuDevice(transport="mcu", flash_kb=1024, ram_kb=256),
                            variant, ReleaseParams())
     return layout.device_releases("nano") / str(outcome.release_id), layout.prepared
+
+
+def bundle_of(model: bytes, folder: Path, input_shape: list[int]) -> Path:
+    """A bundle folder of an int8 .tflite ``model`` as the tflm format and the release
+    write it (model_data.cc/.h with the host-measured arena and the op resolver calls,
+    model.tflite, manifest.json's spec), for a model no experiment converted."""
+    import json
+
+    from tasks.models.formats.tflite import tflite_spec
+    from tasks.models.formats.tflm import c_sources, measure_arena_bytes, model_ops
+
+    folder.mkdir(parents=True)
+    (folder / "model.tflite").write_bytes(model)
+    arena = measure_arena_bytes(model)
+    header, source = c_sources(model, arena, model_ops(folder / "model.tflite"))
+    (folder / "model_data.h").write_text(header, encoding="utf-8")
+    (folder / "model_data.cc").write_text(source, encoding="utf-8")
+    spec = {**tflite_spec(folder / "model.tflite", input_shape), "arena_bytes": arena}
+    (folder / "manifest.json").write_text(json.dumps({"arena_bytes": arena, "spec": spec}),
+                                          encoding="utf-8")
+    return folder

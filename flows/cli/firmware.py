@@ -23,8 +23,9 @@ def firmware_lines(run: Any, declared_arena: int) -> list[str]:
     return [
         f"core: {run.core} on qemu -M {run.machine} (TFLite Micro + CMSIS-NN)",
         f"accuracy on the target: {run.accuracy:.4f} ({correct} of {run.images} test images)",
-        f"arena used on the target: {run.arena_used_bytes} bytes (the bundle declares "
-        f"{declared_arena})",
+        f"arena needed on the target: {run.arena_needed_bytes} bytes, of which "
+        f"arena_used_bytes() counts {run.arena_used_bytes}; the bundle declares "
+        f"{declared_arena}{'' if run.declared_arena_fits else ': too small on the target'}",
         f"instructions per inference: {run.instructions_per_inference} (median of "
         f"{run.images}; to within {run.instructions_per_tick}: SysTick under -icount shift=0)",
         f"firmware: text {run.text_bytes} + data {run.data_bytes} = {run.flash_bytes} bytes of "

@@ -35,10 +35,12 @@ from tasks.targets.firmware.sources import SourceTree
 MAKEFILE = "tensorflow/lite/micro/tools/make/Makefile"
 LIBRARY_NAME = "libtensorflow-microlite.a"
 TOOLCHAIN_PREFIX = "arm-none-eabi-"
-# The tensor arena the harness gives the interpreter: half the board's RAM, more than any
-# microcontroller here has, so that the arena measured (arena_used_bytes) is the model's
-# need, never this buffer's limit.
+# The harness's arena buffer, in which it searches the smallest arena the model allocates
+# in: half the board's RAM, more than any microcontroller here has, so that the arena
+# measured is the model's need, never this buffer's limit.
 DEFAULT_ARENA_BYTES = 2 * 1024 * 1024
+# The harness's arena sizes are multiples of this (TFLM's arena alignment).
+ARENA_STEP = 16
 # "//   resolver.AddConv2D();" lines of model_data.h (tasks.models.formats.tflm.c_sources).
 RESOLVER_CALL = re.compile(r"^//\s+resolver\.(Add[A-Za-z0-9]+)\(\);\s*$", re.MULTILINE)
 MODEL_ARRAY = re.compile(r"^extern const unsigned char ([A-Za-z_][A-Za-z0-9_]*)\[\];", re.MULTILINE)
@@ -275,6 +277,9 @@ def build_firmware(bundle: Path, lib: Library, core: Core, out_dir: Path,
                    arena_bytes: int = DEFAULT_ARENA_BYTES) -> Firmware:
     """``out_dir/firmware.elf`` for ``bundle`` (a tflm release folder) on ``core``'s
     board, linked with ``lib``; the harness's arena buffer is ``arena_bytes``."""
+    if arena_bytes <= 0 or arena_bytes % ARENA_STEP:
+        raise ConfigError(f"firmware: the arena buffer must be a positive multiple of "
+                          f"{ARENA_STEP} bytes, not {arena_bytes}")
     require_toolchain()
     model = read_bundle(bundle)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ class HarnessResults:
     output_zero_point: int
     declared_arena_bytes: int
     arena_buffer_bytes: int
+    arena_needed_bytes: int
     arena_used_bytes: int
     calibration_instructions: int
     calibration_ticks: int
@@ -65,9 +66,12 @@ class HarnessResults:
 @dataclass(frozen=True)
 class FirmwareRun:
     """One run of a firmware on the emulated board: per image, the output scores (int8 as
-    the model wrote them) and instructions per inference; the arena the interpreter used
-    on the target (``arena_used_bytes()``), the firmware's sizes; accuracy when labels
-    were given."""
+    the model wrote them) and instructions per inference; the firmware's sizes; accuracy
+    when labels were given. The arena on the target: ``arena_needed_bytes``, the smallest
+    (to 16 bytes, from a 16-byte aligned buffer) in which the interpreter allocates the
+    model, found there by bisection, and in which the images ran; ``arena_used_bytes``,
+    what ``arena_used_bytes()`` says of that interpreter (a few bytes less: it leaves out
+    the alignment padding at the arena's ends)."""
 
     core: str
     machine: str
@@ -76,6 +80,7 @@ class FirmwareRun:
     output_zero_point: int
     predictions: tuple[int, ...]
     accuracy: float | None
+    arena_needed_bytes: int
     arena_used_bytes: int
     declared_arena_bytes: int
     instructions: tuple[int, ...]
@@ -97,6 +102,12 @@ class FirmwareRun:
     @property
     def flash_bytes(self) -> int:
         return self.text_bytes + self.data_bytes
+
+    @property
+    def declared_arena_fits(self) -> bool:
+        """Whether the bundle's ``kTensorArenaSize`` (measured on the host) allocates the
+        model on the target (from a 16-byte aligned buffer)."""
+        return self.declared_arena_bytes >= self.arena_needed_bytes
 
 
 def require_qemu() -> None:
@@ -149,6 +160,7 @@ def parse_results(text: str) -> HarnessResults:
         output_scale=scale / 1e9, output_zero_point=zero_point,
         declared_arena_bytes=_field(lines, "declared_arena")[0],
         arena_buffer_bytes=_field(lines, "arena_size")[0],
+        arena_needed_bytes=_field(lines, "arena_needed")[0],
         arena_used_bytes=_field(lines, "arena_used")[0],
         calibration_instructions=calibration[0], calibration_ticks=calibration[1],
         ticks=tuple(image[1] for image in images),
@@ -193,7 +205,8 @@ def run_firmware(firmware: Firmware, machine: str, inputs: np.ndarray, work: Pat
     return FirmwareRun(
         core=firmware.core, machine=machine, scores=results.scores,
         output_scale=results.output_scale, output_zero_point=results.output_zero_point,
-        predictions=predictions, accuracy=accuracy, arena_used_bytes=results.arena_used_bytes,
+        predictions=predictions, accuracy=accuracy,
+        arena_needed_bytes=results.arena_needed_bytes, arena_used_bytes=results.arena_used_bytes,
         declared_arena_bytes=results.declared_arena_bytes,
         instructions=tuple(ticks * per_tick for ticks in results.ticks),
         instructions_per_tick=per_tick, text_bytes=firmware.text_bytes,

@@ -64,7 +64,8 @@ def test_the_command_prints_the_targets_figures(
     assert lines[1] == "core: cortex-m4 on qemu -M mps2-an386 (TFLite Micro + CMSIS-NN)"
     assert lines[2].startswith("accuracy on the target: ") and lines[2].endswith(
         " of 30 test images)")
-    assert lines[3].startswith("arena used on the target: ")
+    assert lines[3].startswith("arena needed on the target: ") and "declares" in lines[3]
+    assert "too small" not in lines[3]
     assert lines[4].startswith("instructions per inference: ") and "to within 40" in lines[4]
     assert lines[5].startswith("firmware: text ")
     assert (tmp_path / ".edgeflow" / "firmware" / bundle.name / "build" / "firmware.elf").is_file()

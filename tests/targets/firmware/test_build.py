@@ -11,7 +11,8 @@ import pytest
 
 from tasks.core.errors import ConfigError, StepError
 from tasks.models.formats.tflm import c_sources
-from tasks.targets.firmware.build import CORES, core_named, ops_header, read_bundle
+from tasks.targets.firmware.build import (CORES, build_firmware, core_named, ops_header,
+                                          read_bundle)
 
 
 def bundle(folder: Path, ops: list[str] | None = None, arena: int = 4672) -> Path:
@@ -56,3 +57,12 @@ def test_an_unknown_core_lists_the_known_ones() -> None:
     assert core_named("cortex-m4") is CORES["cortex-m4"]
     with pytest.raises(ConfigError, match=r"unknown core 'esp32-s3' \(known: cortex-m4\)"):
         core_named("esp32-s3")
+
+
+@pytest.mark.parametrize("arena", [0, 4100])
+def test_an_arena_buffer_that_is_no_positive_multiple_of_16_is_refused(tmp_path: Path,
+                                                                       arena: int) -> None:
+    """The harness bisects between multiples of 16: another size would never end."""
+    with pytest.raises(ConfigError, match=f"a positive multiple of 16 bytes, not {arena}$"):
+        build_firmware(bundle(tmp_path / "b"), None, CORES["cortex-m4"],  # type: ignore[arg-type]
+                       tmp_path / "out", arena_bytes=arena)

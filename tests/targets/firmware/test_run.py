@@ -19,7 +19,8 @@ output_count 3
 output_quantization 36534600 11
 declared_arena 4672
 arena_size 2097152
-arena_used 3860
+arena_needed 3856
+arena_used 3848
 image 0 16080 -52 100 39
 image 1 16081 -28 61 45
 done 2
@@ -30,13 +31,14 @@ def test_results_hold_scores_ticks_arena_and_forty_instructions_per_tick() -> No
     results = parse_results(RESULTS)
     assert results.scores == ((-52, 100, 39), (-28, 61, 45))
     assert results.ticks == (16080, 16081) and results.instructions_per_tick == 40
-    assert (results.arena_used_bytes, results.declared_arena_bytes) == (3860, 4672)
+    assert (results.arena_needed_bytes, results.arena_used_bytes) == (3856, 3848)
+    assert results.declared_arena_bytes == 4672 and results.arena_buffer_bytes == 2097152
     assert results.output_scale == pytest.approx(0.0365346) and results.output_zero_point == 11
 
 
 def test_the_harness_error_is_reported_in_its_words() -> None:
     with pytest.raises(StepError, match="the harness failed: allocate: the tensors do not fit"):
-        parse_results(RESULTS.replace("arena_used 3860\n", "error allocate: the tensors do not "
+        parse_results(RESULTS.replace("arena_used 3848\n", "error allocate: the tensors do not "
                                       "fit the arena\n"))
 
 

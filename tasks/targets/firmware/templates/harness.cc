@@ -4,15 +4,24 @@
 // written to the host file results.txt through semihosting, one fact per line:
 //   edgeflow-firmware 1
 //   input_bytes N / output_count K / output_quantization SCALE_E9 ZERO_POINT
-//   declared_arena BYTES (kTensorArenaSize) / arena_size BYTES / arena_used BYTES
+//   declared_arena BYTES (kTensorArenaSize) / arena_size BYTES (the buffer) /
+//   arena_needed BYTES / arena_used BYTES
 //   calibration INSTRUCTIONS TICKS
 //   image INDEX TICKS SCORE... (the output tensor's K int8 values)
 //   done IMAGES
 // or, at the first failure, "error WHAT" (and the run exits 1).
+// arena_needed is the smallest arena (a multiple of 16 bytes, from a 16-byte aligned
+// buffer) in which the interpreter allocates the model's tensors, found by bisection on
+// the target: arena_used_bytes() counts the bytes in use but not the alignment padding
+// at the arena's ends, so a buffer of exactly that size may not allocate. The images
+// then run in an arena of exactly arena_needed bytes, and arena_used is that
+// interpreter's arena_used_bytes().
 // Time is SysTick's: run under -icount shift=0 (one instruction, one virtual ns) it
 // counts instructions in steps of the board's clock (tasks/targets/firmware/run.py).
 #include <stddef.h>
 #include <stdint.h>
+
+#include <new>
 
 #include "edgeflow_ops.h"
 #include "model_data.h"
@@ -21,7 +30,7 @@
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 
 #ifndef EDGEFLOW_ARENA_BYTES
-#error "EDGEFLOW_ARENA_BYTES (the tensor arena given to the interpreter) is not defined"
+#error "EDGEFLOW_ARENA_BYTES (the arena buffer: the largest arena tried) is not defined"
 #endif
 #ifndef EDGEFLOW_MODEL
 #error "EDGEFLOW_MODEL (the model array's name in model_data.h) is not defined"
@@ -29,7 +38,12 @@
 
 namespace {
 
+constexpr size_t kArenaStep = 16;
+// The bisection below halves between multiples of kArenaStep: it ends only for those.
+static_assert(EDGEFLOW_ARENA_BYTES % kArenaStep == 0, "EDGEFLOW_ARENA_BYTES: a multiple of 16");
 alignas(16) uint8_t g_arena[EDGEFLOW_ARENA_BYTES];
+// Room for one interpreter at a time: constructed in place for each arena size tried.
+alignas(tflite::MicroInterpreter) uint8_t g_interpreter[sizeof(tflite::MicroInterpreter)];
 int g_results = -1;
 
 void write_text(const char* text) {
@@ -118,6 +132,39 @@ void calibrate() {
   write_text("\n");
 }
 
+using Resolver = tflite::MicroMutableOpResolver<kEdgeflowOpCount>;
+
+// An interpreter of the model in the first arena_bytes of g_arena, its tensors allocated;
+// nullptr (and nothing left constructed) when they do not fit.
+tflite::MicroInterpreter* allocated(const tflite::Model* model, const Resolver& resolver,
+                                    size_t arena_bytes) {
+  auto* interpreter =
+      new (g_interpreter) tflite::MicroInterpreter(model, resolver, g_arena, arena_bytes);
+  if (interpreter->AllocateTensors() == kTfLiteOk) return interpreter;
+  interpreter->~MicroInterpreter();
+  return nullptr;
+}
+
+// The smallest multiple of kArenaStep in which the tensors allocate, or 0 when even the
+// whole buffer is too small. More room never makes allocation fail.
+size_t smallest_arena(const tflite::Model* model, const Resolver& resolver) {
+  size_t fails = 0, fits = sizeof g_arena;
+  tflite::MicroInterpreter* interpreter = allocated(model, resolver, fits);
+  if (interpreter == nullptr) return 0;
+  interpreter->~MicroInterpreter();
+  while (fits - fails > kArenaStep) {
+    const size_t middle = (fails + fits) / 2 / kArenaStep * kArenaStep;
+    interpreter = allocated(model, resolver, middle);
+    if (interpreter == nullptr) {
+      fails = middle;
+    } else {
+      interpreter->~MicroInterpreter();
+      fits = middle;
+    }
+  }
+  return fits;
+}
+
 }  // namespace
 
 extern "C" void edgeflow_systick_handler(void) { g_wraps = g_wraps + 1; }
@@ -131,12 +178,14 @@ int main() {
 
   const tflite::Model* model = tflite::GetModel(EDGEFLOW_MODEL);
   if (model->version() != TFLITE_SCHEMA_VERSION) return fail("schema: the model's schema version is not this TFLM's");
-  static tflite::MicroMutableOpResolver<kEdgeflowOpCount> resolver;
+  static Resolver resolver;
   if (EdgeflowAddOps(resolver) != kTfLiteOk) return fail("resolver: an op could not be added");
-  static tflite::MicroInterpreter interpreter(model, resolver, g_arena, sizeof g_arena);
-  if (interpreter.AllocateTensors() != kTfLiteOk) return fail("allocate: the tensors do not fit the arena");
-  TfLiteTensor* input = interpreter.input(0);
-  TfLiteTensor* output = interpreter.output(0);
+  const size_t arena_needed = smallest_arena(model, resolver);
+  if (arena_needed == 0) return fail("allocate: the tensors do not fit the whole arena buffer");
+  tflite::MicroInterpreter* interpreter = allocated(model, resolver, arena_needed);
+  if (interpreter == nullptr) return fail("allocate: the smallest arena found does not allocate again");
+  TfLiteTensor* input = interpreter->input(0);
+  TfLiteTensor* output = interpreter->output(0);
   if (input->type != kTfLiteInt8 || output->type != kTfLiteInt8) {
     return fail("types: the model's input and output must be int8");
   }
@@ -151,7 +200,8 @@ int main() {
   write_text("\n");
   write_fact("declared_arena", kTensorArenaSize);
   write_fact("arena_size", static_cast<int64_t>(sizeof g_arena));
-  write_fact("arena_used", static_cast<int64_t>(interpreter.arena_used_bytes()));
+  write_fact("arena_needed", static_cast<int64_t>(arena_needed));
+  write_fact("arena_used", static_cast<int64_t>(interpreter->arena_used_bytes()));
 
   const int inputs = semihost_open("inputs.bin", 0);
   if (inputs < 0) return fail("inputs: inputs.bin cannot be opened");
@@ -165,7 +215,7 @@ int main() {
       return fail("inputs: inputs.bin ended early");
     }
     const uint64_t before = ticks();
-    const TfLiteStatus invoked = interpreter.Invoke();
+    const TfLiteStatus invoked = interpreter->Invoke();
     const uint64_t after = ticks();
     if (invoked != kTfLiteOk) return fail("invoke: the interpreter failed");
     write_text("image ");
