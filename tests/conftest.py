@@ -81,7 +81,7 @@ def firmware_settings() -> Any:
 @pytest.fixture(scope="session")
 def m4_library(firmware_settings: Any) -> Any:
     """TFLite Micro + CMSIS-NN for the Cortex-M4, built once and cached across runs."""
-    from tasks.targets.firmware.build import CORES, library
+    from tasks.targets.firmware.library import CORES, library
     from tasks.targets.firmware.settings import resolve
     from tasks.targets.firmware.sources import source_tree
 

@@ -17,7 +17,8 @@ import numpy as np
 from tasks.core import device_code
 from tasks.core.errors import StepError
 from tasks.core.files import read_json
-from tasks.targets.firmware.build import build_firmware, core_named, library, read_bundle
+from tasks.targets.firmware.build import build_firmware, read_bundle
+from tasks.targets.firmware.library import core_named, library
 from tasks.targets.firmware.run import FirmwareRun, run_firmware
 from tasks.targets.firmware.settings import FirmwareSettings, resolve
 from tasks.targets.firmware.sources import source_tree

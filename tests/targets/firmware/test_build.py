@@ -1,7 +1,7 @@
 """tasks.targets.firmware.build without a compiler: what a bundle's model_data.h gives the
 firmware (the model array, kTensorArenaSize, the op resolver calls), the one-line errors
-of a bundle that cannot make one, the generated resolver header, the cores known.
-Building for real: test_measure.py."""
+of a bundle that cannot make one, the generated resolver header, the arena buffer's
+size. Building for real: test_measure.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from tasks.core.errors import ConfigError, StepError
 from tasks.models.formats.tflm import c_sources
-from tasks.targets.firmware.build import (CORES, build_firmware, core_named, ops_header,
-                                          read_bundle)
+from tasks.targets.firmware.build import build_firmware, ops_header, read_bundle
+from tasks.targets.firmware.library import CORES
 
 
 def bundle(folder: Path, ops: list[str] | None = None, arena: int = 4672) -> Path:
@@ -51,12 +51,6 @@ def test_a_header_without_resolver_calls_or_arena_names_what_it_lacks(tmp_path: 
         if "resolver." not in line and "kTensorArenaSize =" not in line))
     with pytest.raises(StepError, match="lacks kTensorArenaSize, op resolver calls \\(written"):
         read_bundle(folder)
-
-
-def test_an_unknown_core_lists_the_known_ones() -> None:
-    assert core_named("cortex-m4") is CORES["cortex-m4"]
-    with pytest.raises(ConfigError, match=r"unknown core 'esp32-s3' \(known: cortex-m4\)"):
-        core_named("esp32-s3")
 
 
 @pytest.mark.parametrize("arena", [0, 4100])

@@ -15,7 +15,8 @@ import pytest
 
 from tasks.core.contracts.prepared import load_split
 from tasks.core.errors import ConfigError, StepError
-from tasks.targets.firmware.build import CORES, build_firmware
+from tasks.targets.firmware.build import build_firmware
+from tasks.targets.firmware.library import CORES
 from tasks.targets.firmware.measure import bundle_inputs, measure_bundle
 from tasks.targets.firmware.run import run_firmware
 from tasks.targets.firmware.settings import FirmwareSettings
