@@ -28,9 +28,10 @@ run: $(INSTALLED)
 # suite waits on servers and boards as much as it computes. A crashed worker is not
 # replaced: with --dist loadfile, pytest-xdist 3.8 can then wait forever for work that
 # never comes (pytest-xdist#784, #1378), so the run stops and reports the crash instead.
-# The emulated ARM boards' tests (marked arm: about 4 minutes, and 3 more the first time
-# on a machine, for their root filesystem) run apart, in `make test-arm`, which CI runs
-# after `make test`, so that the suite stays under 10 minutes on 2 cores.
+# The emulated ARM boards' and the Cortex-M4 firmware's tests (marked arm: about 5
+# minutes; the first time on a machine 3 more for the boards' root filesystem and 6 more
+# for TFLite Micro's library) run apart, in `make test-arm`, which CI runs after `make
+# test`, so that the suite stays under 10 minutes on 2 cores.
 PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart 0
 
 test: $(INSTALLED) system-deps
