@@ -40,9 +40,11 @@ def firmware(
         params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
         sources: Annotated[Path | None, typer.Option(
             "--sources", help="folder of the TFLite Micro source archives; default: "
+                              "params.yaml's benchmark.firmware.sources, else "
                               "$EDGEFLOW_THIRD_PARTY")] = None,
         cache: Annotated[Path | None, typer.Option(
             "--cache", help="folder for unpacked sources and built libraries; default: "
+                            "params.yaml's benchmark.firmware.cache, else "
                             "$EDGEFLOW_FIRMWARE_CACHE, else ~/.cache/edgeflow/firmware")] = None,
         core: Annotated[str, typer.Option("--core", help="the core to build for")] = "cortex-m4",
         images: Annotated[int | None, typer.Option(
@@ -59,7 +61,11 @@ def firmware(
     ctx = context(params, farm)
     x, y = guarded(lambda: load_split(ctx.layout.prepared, "test"))
     x, y = x[:images], y[:images]
-    settings = FirmwareSettings(sources=sources, cache=cache)
+    configured = ctx.params.benchmark.firmware
+    # A folder named here replaces params.yaml's (and so its pin, which names its archives).
+    settings = FirmwareSettings(
+        sources=sources or configured.sources, cache=cache or configured.cache,
+        sources_sha256=None if sources else configured.sources_sha256)
     work = ctx.layout.state / "firmware" / bundle.resolve().name
     say(f"building {bundle} for {core} (the first build of TFLite Micro takes minutes)")
     run = guarded(lambda: interruptible(

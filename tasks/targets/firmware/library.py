@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.config.cores import CORES as PROFILES
 from tasks.core.errors import ConfigError, StepError
 from tasks.core.locks import file_lock
 from tasks.targets.firmware.sources import SourceTree
@@ -38,8 +39,8 @@ LIBRARY_FORMAT = 2
 
 @dataclass(frozen=True)
 class Core:
-    """A core TFLM is built for: its make variables, and the emulated board and linker
-    script its firmware runs on."""
+    """A core TFLM is built for: its make variables, and the emulated board (its
+    :data:`tasks.config.cores.CORES` profile's) and linker script its firmware runs on."""
 
     name: str
     make_variables: tuple[tuple[str, str], ...]
@@ -54,7 +55,7 @@ CORES: dict[str, Core] = {
                                     ("TARGET_ARCH", "cortex-m4+fp"),
                                     ("OPTIMIZED_KERNEL_DIR", "cmsis_nn"),
                                     ("BUILD_TYPE", "release")),
-                      machine="mps2-an386", linker_script="mps2_an386.ld"),
+                      machine=PROFILES["cortex-m4"].board, linker_script="mps2_an386.ld"),
 }
 
 

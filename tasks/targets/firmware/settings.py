@@ -1,6 +1,8 @@
 """Where a firmware build finds its third-party sources and keeps what it unpacks and
 builds.
 
+The options are :class:`tasks.config.firmware.FirmwareSettings` (params.yaml's
+``benchmark.firmware``; ``edgeflow firmware --sources/--cache``).
 ``sources``: the folder of source archives (``tflite-micro.tar.gz`` and the libraries
 its Makefile downloads, :data:`tasks.targets.firmware.sources.ARCHIVES`); without it,
 the environment variable ``EDGEFLOW_THIRD_PARTY``. There is no default: a build never
@@ -16,23 +18,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
-
+from tasks.config.firmware import CACHE_ENV, SOURCES_ENV, FirmwareSettings
 from tasks.core.errors import ConfigError
-from tasks.core.strict import StrictModel
 
-SOURCES_ENV = "EDGEFLOW_THIRD_PARTY"
-CACHE_ENV = "EDGEFLOW_FIRMWARE_CACHE"
-
-
-class FirmwareSettings(StrictModel):
-    """The ``firmware`` options (a params/CLI section): where sources and cache are."""
-
-    sources: Path | None = Field(default=None, description=(
-        f"folder of the third-party source archives (default: ${SOURCES_ENV})"))
-    cache: Path | None = Field(default=None, description=(
-        f"folder for unpacked trees and built libraries (default: ${CACHE_ENV}, "
-        "else ~/.cache/edgeflow/firmware)"))
+__all__ = ["CACHE_ENV", "SOURCES_ENV", "FirmwarePaths", "FirmwareSettings", "default_cache",
+           "resolve"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +50,7 @@ def resolve(settings: FirmwareSettings | None = None) -> FirmwarePaths:
                           f"the TFLite Micro source archives (tflite-micro.tar.gz and the "
                           f"libraries it downloads)")
     if not named.is_dir():
-        raise ConfigError(f"firmware sources: {named} is not a folder: set firmware.sources "
+        raise ConfigError(f"firmware sources: {named} is not a folder: set benchmark.firmware.sources "
                           f"or {SOURCES_ENV} to the folder of the TFLite Micro source archives")
     cache = settings.cache or (Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV)
                                else default_cache())

@@ -43,7 +43,8 @@ def test_a_bundle_without_sources_named_says_how_to_name_them(
                                       str(project(tmp_path, prepared)), "--images", "3"])
     assert result.exit_code == 2
     assert result.output.splitlines()[-1].startswith(
-        "edgeflow: error: firmware sources: no folder named: set firmware.sources "
+        "edgeflow: error: firmware sources: no folder named: set benchmark.firmware.sources in "
+        "params.yaml "
         "(`edgeflow firmware --sources`) or EDGEFLOW_THIRD_PARTY")
 
 

@@ -48,5 +48,5 @@ def test_the_settings_win_over_the_environment_which_wins_over_the_default(
 
 
 def test_unknown_keys_are_refused_with_the_allowed_ones() -> None:
-    with pytest.raises(ValueError, match="unknown key 'source' \\(allowed: cache, sources\\)"):
+    with pytest.raises(ValueError, match="unknown key 'source' \\(allowed: cache, sources, sources_sha256\\)"):
         FirmwareSettings.model_validate({"source": "x"})

@@ -590,9 +590,25 @@ BAD_FARMS = [
     pytest.param("devices: {esp: {transport: mcu, ram_kb: 512}}\n",
                  "devices.esp.flash_kb: Field required", id="mcu-without-flash"),
     pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 512, threads: 2}}}}\n",
-                 "devices.esp: unknown key 'threads' (allowed: flash_kb, flash_margin, ram_kb, "
-                 "ram_margin, requirements, tags, transport)",
+                 "devices.esp: unknown key 'threads' (allowed: clock_mhz, cpi, flash_kb, "
+                 "flash_margin, ram_kb, ram_margin, requirements, tags, target, transport)",
                  id="mcu-threads"),
+    # ---- a microcontroller's emulated core (target, clock_mhz, cpi)
+    pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 512, target: xtensa-lx7, clock_mhz: 240}}}}\n",
+                 "devices.esp.target: unknown core 'xtensa-lx7' (allowed: cortex-m4)",
+                 id="mcu-unknown-core"),
+    pytest.param(f"devices: {{nano: {{{MCU}, ram_kb: 256, target: cortex-m4}}}}\n",
+                 "devices.nano: target cortex-m4 needs clock_mhz (the core's clock in MHz, e.g. "
+                 "64 for an nRF52840)", id="mcu-target-without-clock"),
+    pytest.param(f"devices: {{nano: {{{MCU}, ram_kb: 256, clock_mhz: 64, cpi: 1.5}}}}\n",
+                 "devices.nano: clock_mhz and cpi only apply with target (a core edgeflow "
+                 "emulates: cortex-m4)", id="mcu-clock-without-target"),
+    pytest.param(f"devices: {{nano: {{{MCU}, ram_kb: 256, target: cortex-m4, clock_mhz: 0}}}}\n",
+                 "devices.nano.clock_mhz: Input should be greater than 0", id="mcu-clock-zero"),
+    pytest.param(f"devices: {{nano: {{{MCU}, ram_kb: 256, target: cortex-m4, clock_mhz: 64, "
+                 f"cpi: 11}}}}\n",
+                 "devices.nano.cpi: Input should be less than or equal to 10",
+                 id="mcu-cpi-bounded"),
     pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 512, ram_margin: 1.0}}}}\n",
                  "devices.esp.ram_margin: Input should be less than 1", id="mcu-ram-margin"),
     pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 10000000000}}}}\n",
@@ -679,8 +695,8 @@ BAD_FARMS = [
                  "devices.pi.emulation: True is not allowed (allowed: 'qemu-user' or "
                  "'qemu-system')", id="emulation-not-a-name"),
     pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 512, emulation: qemu-system}}}}\n",
-                 "devices.esp: unknown key 'emulation' (allowed: flash_kb, flash_margin, ram_kb, "
-                 "ram_margin, requirements, tags, transport)", id="emulation-on-an-mcu"),
+                 "devices.esp: unknown key 'emulation' (allowed: clock_mhz, cpi, flash_kb, "
+                 "flash_margin, ram_kb, ram_margin, requirements, tags, target, transport)", id="emulation-on-an-mcu"),
     # ---- a key written twice, nested (issue 9)
     pytest.param("devices:\n  pi:\n    threads: 2\n    keep_runs: 3\n    threads: 4\n",
                  "key 'threads' appears twice (lines 3 and 5); YAML would keep only the last: "
