@@ -45,13 +45,15 @@ def resolve(settings: FirmwareSettings | None = None) -> FirmwarePaths:
     named = settings.sources or (Path(os.environ[SOURCES_ENV]) if os.environ.get(SOURCES_ENV)
                                  else None)
     if named is None:
-        raise ConfigError(f"firmware sources: no folder named: set firmware.sources "
-                          f"(`edgeflow firmware --sources`) or {SOURCES_ENV} to the folder of "
+        raise ConfigError(f"firmware sources: no folder named: set benchmark.firmware.sources in "
+                          f"params.yaml (`edgeflow firmware --sources`) or {SOURCES_ENV} to the "
+                          f"folder of "
                           f"the TFLite Micro source archives (tflite-micro.tar.gz and the "
                           f"libraries it downloads)")
     if not named.is_dir():
-        raise ConfigError(f"firmware sources: {named} is not a folder: set benchmark.firmware.sources "
-                          f"or {SOURCES_ENV} to the folder of the TFLite Micro source archives")
+        raise ConfigError(f"firmware sources: {named} is not a folder: set "
+                          f"benchmark.firmware.sources or {SOURCES_ENV} to the folder of the "
+                          f"TFLite Micro source archives")
     cache = settings.cache or (Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV)
                                else default_cache())
     return FirmwarePaths(named.resolve(), cache.expanduser().resolve())

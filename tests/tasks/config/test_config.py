@@ -934,3 +934,23 @@ def test_a_home_relative_workdir_loses_only_its_tilde(tmp_path: Path, workdir: s
                                                      kept: str) -> None:
     farm = load_farm(write(tmp_path / "farm.yaml", ssh_farm(f"workdir: '{workdir}'")))
     assert farm.devices["pi"].workdir == kept
+
+
+# --------------------------------------------------------------------------- firmware sources
+
+
+def test_the_firmware_sources_are_relative_to_params_yaml_and_pinned_by_a_sha256(
+        tmp_path: Path) -> None:
+    params = load_params(write(tmp_path / "lab" / "params.yaml", f"""\
+        benchmark:
+          firmware: {{sources: ../third_party, sources_sha256: '{"ab" * 32}', cache: fw}}
+        """))
+    firmware = params.benchmark.firmware
+    assert firmware.sources == (tmp_path / "third_party").resolve()
+    assert firmware.cache == (tmp_path / "lab" / "fw").resolve()
+    assert firmware.sources_sha256 == "ab" * 32
+    assert load_params(write(tmp_path / "bare.yaml", "{}\n")).benchmark.firmware.sources is None
+    path = write(tmp_path / "pin.yaml", "benchmark: {firmware: {sources_sha256: abc}}\n")
+    assert config_error(load_params, path) == (
+        f"{path}: benchmark.firmware.sources_sha256: String should match pattern "
+        "'^[0-9a-f]{64}$'")
