@@ -58,8 +58,12 @@ class McuTarget:
         self.name, self.entry = name, entry
 
     def probe(self, timeout: float = 60.0) -> DeviceProbe:
+        core = self.entry.core
+        emulated = ({"core": core.name, "emulator": f"qemu-system-arm -M {core.board}",
+                     "clock_mhz": self.entry.clock_mhz} if core else {})
         return DeviceProbe(self.name, False, {"class": "mcu", "flash_kb": self.entry.flash_kb,
-                                              "ram_kb": self.entry.ram_kb, **self.entry.tags},
+                                              "ram_kb": self.entry.ram_kb, **emulated,
+                                              **self.entry.tags},
                            error="microcontroller profile: no shell to probe")
 
     def managed_setup(self) -> SshDevice | None:

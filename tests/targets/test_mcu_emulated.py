@@ -147,6 +147,14 @@ def test_a_device_without_a_target_says_it_has_no_emulator_for_its_core() -> Non
                                  "(xtensa-lx7): ...")
 
 
+def test_the_probe_of_an_emulated_profile_names_its_core_emulator_and_clock() -> None:
+    from tasks.targets.mcu import McuTarget
+
+    probe = McuTarget("nano", NANO).probe()
+    assert probe.facts == {"class": "mcu", "flash_kb": 1024, "ram_kb": 256, "core": "cortex-m4",
+                           "emulator": "qemu-system-arm -M mps2-an386", "clock_mhz": 64.0}
+
+
 def mcu_project(tmp_path: Path) -> Layout:
     """A layout with one hand-made tflm variant (and one onnx), and a test split."""
     variant = tflm_variant()
