@@ -211,6 +211,15 @@ def test_sources_other_than_the_pinned_ones_skip_with_both_digests(
                       "TFLite Micro sources: pin theirs, or point sources at the pinned ones)")
 
 
+def test_the_shipped_pin_is_the_digest_of_the_third_party_archives(
+        firmware_settings: FirmwareSettings) -> None:
+    from tasks.config import load_params
+    from tasks.targets.firmware.sources import sources_key
+
+    shipped = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    assert shipped.benchmark.firmware.sources_sha256 == sources_key(firmware_settings.sources)
+
+
 # ---------------------------------------------------------------- end to end (arm)
 
 

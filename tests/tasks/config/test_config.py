@@ -764,6 +764,13 @@ def test_the_shipped_params_and_farm_parse() -> None:
     assert params.formats["tflite"] == ["fp32", "fp16", "dynamic", "int8"]
     farm = load_farm(root / "farm.yaml")
     assert {device.transport for device in farm.devices.values()} == {"local", "mcu"}
+    # The Nano 33 BLE's Cortex-M4F is emulated at its 64 MHz; the ESP32-S3's Xtensa is not.
+    nano, esp = farm.devices["nano33-ble"], farm.devices["esp32-s3"]
+    assert (nano.target, nano.clock_mhz, nano.cycles_per_instruction) == ("cortex-m4", 64, 1.25)
+    assert esp.target is None
+    firmware = params.benchmark.firmware
+    assert firmware.sources == (root.parent / "shared" / "third_party").resolve()
+    assert firmware.sources_sha256 is not None and firmware.cache is None
 
 
 def test_ssh_device_resolves_local_paths_but_not_remote_ones(tmp_path: Path) -> None:
