@@ -266,3 +266,22 @@ def test_the_tiny_tflm_variant_benchmarked_on_an_emulated_nano_33_ble(
     assert row.accuracy == on.accuracy and row.estimated_latency_ms == on.estimated_latency_ms
     assert row_cells(row)[8] == f"~{on.estimated_latency_ms:.3f} est"
     print(f"\nnano33-ble-like row: {' | '.join(row_cells(row))}\n  {row.remarks()}")
+
+
+def test_newlib_missing_for_the_core_is_named_with_its_package(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiler prints a library it cannot find as its bare name."""
+    import subprocess
+
+    from tasks.core.errors import StepError
+    from tasks.targets.firmware import library
+
+    def printed(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        name = command[-1].removeprefix("-print-file-name=")
+        found = "/usr/lib/x/" + name if name == "libc_nano.a" else name
+        return subprocess.CompletedProcess(command, 0, found + "\n", "")
+
+    monkeypatch.setattr(library.subprocess, "run", printed)
+    with pytest.raises(StepError, match=r"^firmware: libstdc\+\+_nano.a for cortex-m4 not found: "
+                                        r"install Debian's libstdc\+\+-arm-none-eabi-newlib$"):
+        library.require_newlib(CORES["cortex-m4"])

@@ -46,6 +46,9 @@ class Core:
     make_variables: tuple[tuple[str, str], ...]
     machine: str
     linker_script: str
+    # The flags that pick the core's multilib (what the firmware links against): for
+    # checking, before any build, that newlib's libraries for it are installed.
+    multilib_flags: tuple[str, ...] = ()
 
 
 CORES: dict[str, Core] = {
@@ -55,7 +58,9 @@ CORES: dict[str, Core] = {
                                     ("TARGET_ARCH", "cortex-m4+fp"),
                                     ("OPTIMIZED_KERNEL_DIR", "cmsis_nn"),
                                     ("BUILD_TYPE", "release")),
-                      machine=PROFILES["cortex-m4"].board, linker_script="mps2_an386.ld"),
+                      machine=PROFILES["cortex-m4"].board, linker_script="mps2_an386.ld",
+                      multilib_flags=("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard",
+                                      "-mfpu=fpv4-sp-d16")),
 }
 
 
@@ -93,6 +98,23 @@ def require_toolchain() -> None:
         raise StepError(f"firmware: {', '.join(missing)} not found: install Debian's make, "
                         f"gcc-arm-none-eabi, libnewlib-arm-none-eabi and "
                         f"libstdc++-arm-none-eabi-newlib")
+
+
+# What the firmware links of newlib for its core (--specs=nano.specs), and its package.
+NEWLIB_LIBRARIES = (("libc_nano.a", "libnewlib-arm-none-eabi"),
+                    ("libstdc++_nano.a", "libstdc++-arm-none-eabi-newlib"))
+
+
+def require_newlib(core: Core) -> None:
+    """A :class:`StepError` naming the Debian package when newlib's C or C++ library for
+    ``core``'s multilib is missing (the toolchain itself: :func:`require_toolchain`).
+    The compiler prints a library's full path when it finds it, its bare name if not."""
+    for name, package in NEWLIB_LIBRARIES:
+        found = subprocess.run([f"{TOOLCHAIN_PREFIX}g++", *core.multilib_flags,
+                                f"-print-file-name={name}"], capture_output=True, text=True)
+        if not Path(found.stdout.strip()).is_absolute():
+            raise StepError(f"firmware: {name} for {core.name} not found: install Debian's "
+                            f"{package}")
 
 
 def compiler_version() -> str:

@@ -21,7 +21,7 @@ from tasks.core.errors import ConfigError, StepError
 from tasks.core.files import read_json
 from tasks.targets.firmware.build import build_firmware, read_bundle
 from tasks.targets.firmware.library import (Core, Library, compiler_version, core_named, library,
-                                            require_toolchain)
+                                            require_newlib, require_toolchain)
 from tasks.targets.firmware.run import FirmwareRun, require_qemu, run_firmware
 from tasks.targets.firmware.settings import FirmwarePaths, FirmwareSettings, resolve
 from tasks.targets.firmware.sources import source_tree, sources_key
@@ -64,12 +64,14 @@ def checked_sources(settings: FirmwareSettings | None) -> tuple[FirmwarePaths, s
     return paths, key
 
 
-def missing_prerequisites(settings: FirmwareSettings | None) -> str | None:
-    """Why no firmware can be built and run here (the toolchain, the emulator, the
-    sources or their pin), in one line; None when all are present. Checks only what is
-    there: nothing is unpacked or built."""
+def missing_prerequisites(settings: FirmwareSettings | None,
+                          core: str = "cortex-m4") -> str | None:
+    """Why no firmware for ``core`` can be built and run here (the toolchain, newlib for
+    the core, the emulator, the sources or their pin), in one line; None when all are
+    present. Checks only what is there: nothing is unpacked or built."""
     try:
         require_toolchain()
+        require_newlib(core_named(core))
         require_qemu()
         checked_sources(settings)
     except (ConfigError, StepError) as error:
