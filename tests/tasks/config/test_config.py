@@ -956,6 +956,9 @@ def test_the_firmware_sources_are_relative_to_params_yaml_and_pinned_by_a_sha256
     assert firmware.sources == (tmp_path / "third_party").resolve()
     assert firmware.cache == (tmp_path / "lab" / "fw").resolve()
     assert firmware.sources_sha256 == "ab" * 32
+    # Only the pin keys the benchmark's cache and reaches MLflow: not where things lie.
+    assert params.model_dump(mode="json")["benchmark"]["firmware"] == {
+        "sources_sha256": "ab" * 32}
     assert load_params(write(tmp_path / "bare.yaml", "{}\n")).benchmark.firmware.sources is None
     path = write(tmp_path / "pin.yaml", "benchmark: {firmware: {sources_sha256: abc}}\n")
     assert config_error(load_params, path) == (

@@ -283,7 +283,7 @@ def test_every_default_is_the_documented_one() -> None:
                       "max_seconds": 10.0, "interval_width": 0.05, "accuracy_samples": 0,
                       "timeout_seconds": 600.0, "lock_timeout_seconds": 600.0,
                       "end_to_end": None,
-                      "firmware": {"sources": None, "sources_sha256": None, "cache": None}},
+                      "firmware": {"sources_sha256": None}},
         "requirements": {"min_accuracy": None, "max_accuracy_drop": 0.01,
                          "max_latency_p90_ms": None, "max_end_to_end_p90_ms": None,
                          "min_fps": None, "max_size_mb": None, "max_peak_rss_mb": None,
