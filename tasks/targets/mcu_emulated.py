@@ -135,8 +135,9 @@ def benchmark_on_target(device_name: str, device: McuDevice, job: BenchmarkJob) 
     paths = []
     with atomic_output_dir(job.out_dir) as staging, \
             tempfile.TemporaryDirectory(prefix="edgeflow-firmware-") as scratch:
+        missing = missing_prerequisites(job.params.firmware, core.name)
         emulation = _Emulation(device, job.params, job.variants_dir, Path(scratch), images,
-                               labels, missing=missing_prerequisites(job.params.firmware, core.name))
+                               labels, missing=missing)
         for variant in variants:
             raise_if_stopped()
             outcome = host_outcome(variant, device_name, device)
