@@ -28,9 +28,10 @@ run: $(INSTALLED)
 # suite waits on servers and boards as much as it computes. A crashed worker is not
 # replaced: with --dist loadfile, pytest-xdist 3.8 can then wait forever for work that
 # never comes (pytest-xdist#784, #1378), so the run stops and reports the crash instead.
-# The emulated ARM boards' tests (marked arm: about 4 minutes, and 3 more the first time
-# on a machine, for their root filesystem) run apart, in `make test-arm`, which CI runs
-# after `make test`, so that the suite stays under 10 minutes on 2 cores.
+# The emulated ARM boards' and the Cortex-M4 firmware's tests (marked arm: about 5
+# minutes; the first time on a machine 3 more for the boards' root filesystem and 6 more
+# for TFLite Micro's library) run apart, in `make test-arm`, which CI runs after `make
+# test`, so that the suite stays under 10 minutes on 2 cores.
 PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart 0
 
 test: $(INSTALLED) system-deps
@@ -40,18 +41,24 @@ test-arm: $(INSTALLED) system-deps
 	$(PYTEST) -m arm
 
 # The SSH device-farm tests start real OpenSSH servers on loopback, the report test
-# opens report.html in a real headless browser, the microcontroller bundle is
-# compiled for a Cortex-M4, and the emulated ARM boards (tests/arm_boards.py) are an
-# arm64 Debian built by mmdebstrap and run by qemu-user through binfmt_misc: install
-# Debian's openssh-server, chromium, gcc-arm-none-eabi, qemu-user-static,
-# binfmt-support and mmdebstrap when they are missing and we are root (otherwise those
-# checks are skipped).
+# opens report.html in a real headless browser, the microcontroller bundle is compiled
+# for a Cortex-M4 and built into a TFLite Micro firmware that qemu-system-arm runs (with
+# newlib and its libstdc++ for bare metal), and the emulated ARM boards
+# (tests/arm_boards.py) are an arm64 Debian built by mmdebstrap and run by qemu-user
+# through binfmt_misc: install Debian's openssh-server, chromium, gcc-arm-none-eabi,
+# libnewlib-arm-none-eabi, libstdc++-arm-none-eabi-newlib, qemu-system-arm,
+# qemu-user-static, binfmt-support and mmdebstrap when they are missing and we are root
+# (otherwise those checks are skipped).
 system-deps:
 	@missing=""; \
 	{ [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; } || missing="openssh-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v arm-none-eabi-g++ >/dev/null 2>&1 || \
 	  missing="$$missing gcc-arm-none-eabi libstdc++-arm-none-eabi-dev"; \
+	[ -f /usr/lib/arm-none-eabi/newlib/nano.specs ] || missing="$$missing libnewlib-arm-none-eabi"; \
+	[ -f /usr/lib/arm-none-eabi/newlib/thumb/v7e-m+fp/hard/libstdc++_nano.a ] || \
+	  missing="$$missing libstdc++-arm-none-eabi-newlib"; \
+	command -v qemu-system-arm >/dev/null 2>&1 || missing="$$missing qemu-system-arm"; \
 	[ -x /usr/bin/qemu-aarch64-static ] || missing="$$missing qemu-user-static"; \
 	command -v update-binfmts >/dev/null 2>&1 || missing="$$missing binfmt-support"; \
 	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \

@@ -65,6 +65,40 @@ def emulated_boards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
         yield started
 
 
+@pytest.fixture(scope="session")
+def firmware_settings() -> Any:
+    """The firmware settings of the tests (tests/cortex_m.py: the source archives, the
+    persistent cache); skipped with the reason where a firmware cannot be built and run."""
+    from tasks.targets.firmware.settings import FirmwareSettings
+    from tests import cortex_m
+
+    reason = cortex_m.unavailable()
+    if reason:
+        pytest.skip(reason)
+    return FirmwareSettings(sources=cortex_m.third_party())
+
+
+@pytest.fixture(scope="session")
+def m4_library(firmware_settings: Any) -> Any:
+    """TFLite Micro + CMSIS-NN for the Cortex-M4, built once and cached across runs."""
+    from tasks.targets.firmware.library import CORES, library
+    from tasks.targets.firmware.settings import resolve
+    from tasks.targets.firmware.sources import source_tree
+
+    paths = resolve(firmware_settings)
+    return library(source_tree(paths.sources, paths.cache), paths.cache, CORES["cortex-m4"])
+
+
+@pytest.fixture(scope="module")
+def tflm_bundle(tiny_project: TinyProject, tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[Path, Path]:
+    """(bundle folder, prepared data folder) of the tiny model's tflm-int8 variant
+    (tests/cortex_m.py)."""
+    from tests.cortex_m import release_tflm_bundle
+
+    return release_tflm_bundle(tiny_project.layout, tmp_path_factory.mktemp("firmware-project"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under mutmut's stats run (which tests reach which function:
     MUTANT_UNDER_TEST=stats), the processes the tests start import mutants/ too

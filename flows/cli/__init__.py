@@ -5,6 +5,7 @@
     edgeflow report [--params P]           the results table of the last run
     edgeflow compare A B                   two runs per (variant, device); exit 1 on a regression
     edgeflow farm probe|setup|trust        look at, prepare and trust the devices
+    edgeflow firmware BUNDLE               a tflm bundle built and run on an emulated Cortex-M4
     edgeflow serve [--port 4200] | stop    a local Prefect server, deployments and worker
 
 Errors caused by input are one line on stderr, never a traceback, and the exit code is
@@ -21,7 +22,7 @@ not be reached.
 
 The commands, by group: :mod:`~flows.cli.experiment` (run, step, report),
 :mod:`~flows.cli.releases` (release, rollback, status), :mod:`~flows.cli.compare`,
-:mod:`~flows.cli.farm` (its tables in :mod:`~flows.cli.farm_tables`),
+:mod:`~flows.cli.farm` (its tables in :mod:`~flows.cli.farm_tables`), :mod:`~flows.cli.firmware`,
 :mod:`~flows.cli.serving` (serve, stop) and :mod:`~flows.cli.plumbing` (code-manifests,
 dvc-yaml). What they share: :mod:`~flows.cli.arguments` (options), :mod:`~flows.cli.output`
 (the console), :mod:`~flows.cli.exits` (errors to one line and an exit code) and
@@ -40,13 +41,14 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import typer  # noqa: E402
 
-from flows.cli import compare, experiment, farm, plumbing, releases, serving  # noqa: E402
+from flows.cli import (compare, experiment, farm, firmware, plumbing, releases,  # noqa: E402
+                       serving)
 from flows.cli.process import run_as_process  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, convert, deploy and benchmark CV models on edge devices.")
 # In this order in `edgeflow --help`.
-for group in (experiment, releases, compare, farm, serving, plumbing):
+for group in (experiment, releases, compare, farm, firmware, serving, plumbing):
     group.register(app)
 
 

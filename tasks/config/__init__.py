@@ -9,7 +9,9 @@ The package sits above :mod:`tasks.models` and assembles the option models defin
 there, beside the code they configure (architectures, a model file, pruning,
 augmentation, quantisation); the limits they share are :mod:`tasks.core.bounds`. Its
 modules: :mod:`~tasks.config.params` (experiment schema), :mod:`~tasks.config.farm`
-(farm schema, SSH key checks), :mod:`~tasks.config.safe_yaml` (YAML with repeated keys
+(farm schema, SSH key checks), :mod:`~tasks.config.cores` (the cores a microcontroller
+may name as its emulated ``target``, each with its cycles-per-instruction figure),
+:mod:`~tasks.config.firmware` (``benchmark.firmware``: TFLite Micro's pinned sources), :mod:`~tasks.config.safe_yaml` (YAML with repeated keys
 and alias bombs refused) and :mod:`~tasks.config.loader` (reading and validating the
 files). The
 names below are the public surface: ``from tasks.config import X``.

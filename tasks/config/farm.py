@@ -13,9 +13,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tasks.core.bounds import MAX_MCU_KB, MAX_RETRY_WAIT_SECONDS, PositiveSeconds
+from tasks.config.cores import CORES, CoreProfile, core_profile
 from tasks.config.params import RequirementParams, Requirements
 from tasks.core.errors import ConfigError
 from tasks.core.strict import StrictModel, count, number
@@ -180,10 +181,20 @@ class SshDevice(RunsHarness):
         return f"{self.workdir}/{VENV_DIR}/bin/python" if self.setup is not None else self.python
 
 
+# The fastest clock a microcontroller profile may declare (MHz): above any MCU's.
+MAX_CLOCK_MHZ = 2000
+MAX_CPI = 10.0
+
+
 class McuDevice(StrictModel):
     """A microcontroller board (ESP32-S3, Arduino Nano 33 BLE...): no shell to run the
-    harness, so its ``tflm`` variants are checked to fit flash and RAM with margins, and
-    their accuracy is that of the real TFLite Micro interpreter run on the host."""
+    harness. Without ``target`` its ``tflm`` variants are checked to fit flash and RAM
+    with margins, their accuracy that of the real TFLite Micro interpreter run on the
+    host. With ``target`` (a core edgeflow emulates: :data:`tasks.config.cores.CORES`)
+    each variant is built into a firmware for that core and run in its emulator: accuracy,
+    arena and firmware size are the target's, and latency an estimate from the counted
+    instructions at ``clock_mhz`` and the core's (or the device's ``cpi``) cycles per
+    instruction."""
 
     transport: Literal["mcu"]
     flash_kb: Annotated[int, count(1, MAX_MCU_KB)] = Field(
@@ -196,6 +207,46 @@ class McuDevice(StrictModel):
                               description="fraction of RAM kept for the firmware")
     tags: dict[str, str] = Field(default_factory=dict)
     requirements: Requirements | None = None
+    target: str | None = Field(
+        default=None, description=f"the core, when edgeflow emulates it "
+                                  f"({', '.join(CORES)}); absent: fit check only")
+    clock_mhz: float | None = Field(
+        default=None, gt=0, le=MAX_CLOCK_MHZ,
+        description="the core's clock in MHz (required with target): latency estimates")
+    cpi: float | None = Field(
+        default=None, gt=0, le=MAX_CPI,
+        description="cycles per instruction on this board (with target); absent: the "
+                    "core's declared figure")
+
+    @field_validator("target")
+    @classmethod
+    def _known_core(cls, value: str | None) -> str | None:
+        if value is not None:
+            core_profile(value)  # a ValueError naming the known cores
+        return value
+
+    @model_validator(mode="after")
+    def _clock_with_target(self) -> McuDevice:
+        if self.target is not None and self.clock_mhz is None:
+            raise ValueError(f"target {self.target} needs clock_mhz (the core's clock in "
+                             "MHz, e.g. 64 for an nRF52840)")
+        if self.target is None:
+            given = [name for name in ("clock_mhz", "cpi") if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{' and '.join(given)} only apply with target (a core "
+                                 f"edgeflow emulates: {', '.join(CORES)})")
+        return self
+
+    @property
+    def core(self) -> CoreProfile | None:
+        """The emulated core's profile, None without ``target``."""
+        return core_profile(self.target) if self.target is not None else None
+
+    @property
+    def cycles_per_instruction(self) -> float | None:
+        """The device's ``cpi``, else its core's declared figure; None without target."""
+        core = self.core
+        return None if core is None else (self.cpi if self.cpi is not None else core.cpi)
 
 
 # The kinds of farm.yaml entry, by their ``transport`` tag: an open registry, so that a

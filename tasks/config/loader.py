@@ -97,7 +97,8 @@ def _validated(model: type[ConfigModel], path: Path) -> ConfigModel:
 
 
 def load_params(path: Path) -> Params:
-    """Parse and validate ``params.yaml``; relative paths become absolute."""
+    """Parse and validate ``params.yaml``; relative paths (the image folder, a model file,
+    the firmware's sources and cache) become absolute, relative to the file."""
     path = Path(path)
     params = _validated(Params, path)
     base = path.parent.resolve()
@@ -105,7 +106,12 @@ def load_params(path: Path) -> Params:
     model = params.model
     if isinstance(model, ModelFileOptions):
         model = model.model_copy(update={"path": _resolve(model.path, base)})
-    return params.model_copy(update={"data": data, "model": model})
+    firmware = params.benchmark.firmware
+    firmware = firmware.model_copy(update={
+        "sources": _resolve(firmware.sources and firmware.sources.expanduser(), base),
+        "cache": _resolve(firmware.cache and firmware.cache.expanduser(), base)})
+    benchmark = params.benchmark.model_copy(update={"firmware": firmware})
+    return params.model_copy(update={"data": data, "model": model, "benchmark": benchmark})
 
 
 def load_farm(path: Path) -> Farm:

@@ -14,6 +14,7 @@ from tasks.core.bounds import (MAX_SAMPLES, LatencyLimit, MegabyteLimit, Positiv
 from tasks.core import device_code
 from tasks.core.contracts.prepared import DEFAULT_TASK
 from tasks.core.strict import StrictModel, count, number
+from tasks.config.firmware import FirmwareSettings
 from tasks.models.architectures import MobileNetV2Options, SmallCNNOptions
 from tasks.models.augment import AugmentationParams
 from tasks.models.formats import QuantizationParams, validate_format_matrix
@@ -152,6 +153,10 @@ class BenchmarkParams(StrictModel):
         default=600.0, description="wait for another benchmark on the same device")
     end_to_end: EndToEndParams | None = Field(
         default=None, description="also time decode + pre-process + infer + post-process")
+    firmware: FirmwareSettings = Field(
+        default_factory=FirmwareSettings,
+        description="TFLite Micro's source archives for the firmware of a microcontroller "
+                    "with a target core (farm.yaml), pinned by sha256, and their cache")
 
 
 RankKey = Literal["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_fps",

@@ -35,8 +35,8 @@ from tasks.config import (Farm, RequirementParams, Requirements, SelectParams,
                           effective_requirements)
 from tasks.core.contracts.results import (HarnessOk, McuFit, ResultRecord, ResultStatus,
                                           read_result)
-from tasks.core.contracts.summary import (Counts, Reference, RowStatus, Summary, SummaryRow,
-                                          write_summary)
+from tasks.core.contracts.summary import (ESTIMATED_MARK, Counts, Reference, RowStatus, Summary,
+                                          SummaryRow, write_summary)
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json
 from tasks.select.emulated import emulated_note, excluded_devices, row_marks
@@ -123,15 +123,20 @@ def _max_memory(req: Requirements, m: Measured) -> str | None:
 
 
 def _fits_flash(req: Requirements, m: Measured) -> str | None:
-    if m.mcu and m.mcu.model_bytes > m.mcu.flash_budget_bytes:
-        return (f"model {m.mcu.model_bytes / 1024:.1f} KB > flash budget "
-                f"{m.mcu.flash_budget_bytes / 1024:.1f} KB")
+    """The target's firmware (text + data) where the core is emulated, else the model."""
+    if m.mcu and m.mcu.checked_flash_bytes > m.mcu.flash_budget_bytes:
+        what = (f"firmware {m.mcu.checked_flash_bytes / 1024:.1f} KB (text + data on "
+                f"{m.mcu.target.core})" if m.mcu.target
+                else f"model {m.mcu.model_bytes / 1024:.1f} KB")
+        return f"{what} > flash budget {m.mcu.flash_budget_bytes / 1024:.1f} KB"
     return None
 
 
 def _fits_ram(req: Requirements, m: Measured) -> str | None:
-    if m.mcu and m.mcu.arena_bytes > m.mcu.ram_budget_bytes:
-        return (f"tensor arena {m.mcu.arena_bytes / 1024:.1f} KB > RAM budget "
+    """The arena the target needs where the core is emulated, else the host's."""
+    if m.mcu and m.mcu.checked_arena_bytes > m.mcu.ram_budget_bytes:
+        where = f" on {m.mcu.target.core}" if m.mcu.target else ""
+        return (f"tensor arena {m.mcu.checked_arena_bytes / 1024:.1f} KB{where} > RAM budget "
                 f"{m.mcu.ram_budget_bytes / 1024:.1f} KB")
     return None
 
@@ -159,7 +164,8 @@ def _empty_measures() -> dict[str, Any]:
             "accuracy_drop": None, "latency_ms": None, "latency_ci95_ms": None,
             "throughput_fps": None, "end_to_end": None,
             "peak_rss_mb": None, "load_ms": None, "runtime_version": None,
-            "execution_precision": None, "mcu": None, "notes": []}
+            "execution_precision": None, "mcu": None, "estimated_latency_ms": None,
+            "notes": []}
 
 
 def _accuracy_columns(accuracy: float, samples: int | None) -> dict[str, Any]:
@@ -169,18 +175,41 @@ def _accuracy_columns(accuracy: float, samples: int | None) -> dict[str, Any]:
             "accuracy_interval": list(accuracy_interval(accuracy, samples)) if samples else None}
 
 
+def _mcu_notes(mcu: McuFit) -> list[str]:
+    """What a microcontroller's row says of where its figures come from."""
+    target = mcu.target
+    if target is None:
+        return [f"fits check: model {mcu.model_bytes / 1024:.1f} of "
+                f"{mcu.flash_budget_bytes / 1024:.0f} KB flash budget, arena "
+                f"{mcu.arena_bytes / 1024:.1f} of {mcu.ram_budget_bytes / 1024:.0f} KB "
+                "RAM budget; accuracy from TFLite Micro on the host; latency needs the board"
+                + (f"; {mcu.not_emulated}" if mcu.not_emulated else "")]
+    return [f"on the emulated {target.core} (qemu {target.board}, TFLite Micro + CMSIS-NN): "
+            f"firmware {target.firmware_flash_bytes / 1024:.1f} of "
+            f"{mcu.flash_budget_bytes / 1024:.0f} KB flash budget (text + data), arena "
+            f"{target.arena_bytes / 1024:.1f} of {mcu.ram_budget_bytes / 1024:.0f} KB RAM "
+            f"budget (the host measured {mcu.arena_bytes / 1024:.1f})",
+            f"latency {ESTIMATED_MARK}{target.estimated_latency_ms:.3f} ms estimated, not "
+            f"measured: {target.instructions_per_inference:,} instructions per inference "
+            f"(counted in qemu) x {target.cpi:g} cycles per instruction / "
+            f"{target.clock_mhz:g} MHz; no caches, wait states or flash latency modelled"]
+
+
 def _mcu_measures(mcu: McuFit, size: int,
                   reference_accuracy: float) -> tuple[Measured, dict[str, Any]]:
-    """A microcontroller's fit check, as requirement inputs and as summary columns."""
-    accuracy = float(mcu.accuracy)
-    measured = Measured(accuracy, relative_drop(accuracy, reference_accuracy), size, mcu=mcu)
-    notes = [f"fits check: model {mcu.model_bytes / 1024:.1f} of "
-             f"{mcu.flash_budget_bytes / 1024:.0f} KB flash budget, arena "
-             f"{mcu.arena_bytes / 1024:.1f} of {mcu.ram_budget_bytes / 1024:.0f} KB "
-             "RAM budget; accuracy from TFLite Micro on the host; latency needs the board"]
-    return measured, {**_empty_measures(), **_accuracy_columns(accuracy, mcu.accuracy_samples),
-                      "accuracy_drop": measured.accuracy_drop, "mcu": mcu, "notes": notes,
-                      "runtime_version": "tflite-micro (host)"}
+    """A microcontroller's fit check (with the target's figures where its core is
+    emulated), as requirement inputs and as summary columns. An estimated latency is
+    shown, never checked against a latency requirement nor ranked on."""
+    accuracy, samples = mcu.measured_accuracy
+    measured = Measured(float(accuracy), relative_drop(float(accuracy), reference_accuracy),
+                        size, mcu=mcu)
+    target = mcu.target
+    return measured, {**_empty_measures(), **_accuracy_columns(float(accuracy), samples),
+                      "accuracy_drop": measured.accuracy_drop, "mcu": mcu,
+                      "notes": _mcu_notes(mcu),
+                      "estimated_latency_ms": target.estimated_latency_ms if target else None,
+                      "runtime_version": (f"tflite-micro ({target.core}, emulated)" if target
+                                          else "tflite-micro (host)")}
 
 
 def _harness_measures(harness: HarnessOk, size: int, reference_accuracy: float,
@@ -293,6 +322,8 @@ def flag_slow_quantized(rows: list[SummaryRow]) -> None:
 
 def _sample_count(record: ResultRecord) -> int:
     measured = record.measured
+    if isinstance(measured, McuFit):
+        return measured.measured_accuracy[1]
     return int(measured.accuracy_samples or 0) if measured is not None else 0
 
 

@@ -1,9 +1,12 @@
 """The microcontroller kind (``transport: mcu``): a profile in farm.yaml (flash, RAM,
 margins), no shell to run the harness.
 
-Benchmark: its ``tflm`` variants are checked to fit flash and RAM with margins
-(:func:`check_fit`), their accuracy that of the real TFLite Micro interpreter run on the
-host by convert; other runtimes are skipped. Probe: the profile, from farm.yaml.
+Benchmark: with a ``target`` core that edgeflow emulates, each ``tflm`` variant is built
+into a firmware and run on that core in qemu (:mod:`tasks.targets.mcu_emulated`:
+accuracy, arena, firmware size and an estimated latency from the target); without one,
+its ``tflm`` variants are checked to fit flash and RAM with margins (:func:`check_fit`),
+their accuracy that of the real TFLite Micro interpreter run on the host by convert.
+Other runtimes are skipped. Probe: the profile, from farm.yaml.
 Release: a firmware-ready bundle written here, never flashed (:func:`write_bundle`);
 there is no release state on the device but edgeflow's record, and no rollback (the
 previous bundle is flashed by hand).
@@ -32,14 +35,16 @@ from tasks.core.contracts.prepared import read_meta
 from tasks.core.contracts.release import (RELEASE_ID_PATTERN, BoardState, ReleaseDecision,
                                           ReleaseOutcome, ReleaseStatus, new_release_id,
                                           read_record)
-from tasks.core.contracts.results import McuFit, ResultRecord, write_result
+from tasks.core.contracts.results import ResultRecord, write_result
 from tasks.core.contracts.variants import Variant, read_variant_index
 from tasks.core.errors import ConfigError
 from tasks.core.files import atomic_output_dir, write_json
 from tasks.core.layout import Layout
 from tasks.farm.probe import DeviceProbe
 from tasks.targets.base import BenchmarkJob, DeviceRun, ReleaseJob, register
-from tasks.targets.results import identity, not_produced
+from tasks.targets.mcu_emulated import benchmark_on_target
+from tasks.targets.mcu_fit import host_outcome, no_emulator
+from tasks.targets.results import identity
 
 MCU_FORMAT = "tflm"
 
@@ -53,14 +58,20 @@ class McuTarget:
         self.name, self.entry = name, entry
 
     def probe(self, timeout: float = 60.0) -> DeviceProbe:
+        core = self.entry.core
+        emulated = ({"core": core.name, "emulator": f"qemu-system-arm -M {core.board}",
+                     "clock_mhz": self.entry.clock_mhz} if core else {})
         return DeviceProbe(self.name, False, {"class": "mcu", "flash_kb": self.entry.flash_kb,
-                                              "ram_kb": self.entry.ram_kb, **self.entry.tags},
+                                              "ram_kb": self.entry.ram_kb, **emulated,
+                                              **self.entry.tags},
                            error="microcontroller profile: no shell to probe")
 
     def managed_setup(self) -> SshDevice | None:
         return None
 
     def benchmark(self, job: BenchmarkJob) -> DeviceRun:
+        if self.entry.target is not None:
+            return benchmark_on_target(self.name, self.entry, job)
         return check_fit(self.name, self.entry, job.variants_dir, job.out_dir)
 
     def release(self, job: ReleaseJob) -> ReleaseDecision:
@@ -85,34 +96,20 @@ class McuTarget:
         return None
 
 
-def _mcu_outcome(variant: Variant, device_name: str, device: McuDevice) -> dict[str, Any]:
-    """A variant against a microcontroller's budgets (capacity minus margin)."""
-    if not variant.runnable:
-        return not_produced(variant.status, variant.reason)
-    if variant.runtime != "tflm":
-        return {"status": "skipped", "error": f"{device_name} is a microcontroller: it runs "
-                "TensorFlow Lite Micro (tflm) variants only"}
-    details, check = variant.details, variant.check  # set on every produced variant
-    return {"status": "ok", "error": None, "mcu": McuFit(
-        model_bytes=details["model_bytes"], arena_bytes=details["arena_bytes"],
-        flash_bytes=device.flash_kb * 1024, ram_bytes=device.ram_kb * 1024,
-        flash_budget_bytes=int(device.flash_kb * 1024 * (1 - device.flash_margin)),
-        ram_budget_bytes=int(device.ram_kb * 1024 * (1 - device.ram_margin)),
-        accuracy=variant.accuracy, accuracy_samples=check.samples,
-        ops=details.get("ops", []))}
-
-
 def check_fit(device_name: str, device: McuDevice, variants_dir: Path,
               out_dir: Path) -> DeviceRun:
-    """An MCU has no shell: its ``tflm`` variants are checked against flash and RAM
-    budgets (capacity minus margin); accuracy is the host TFLite Micro interpreter's,
-    measured by convert on the whole test split. Other runtimes are skipped."""
+    """A microcontroller without an emulated core: its ``tflm`` variants are checked
+    against flash and RAM budgets (capacity minus margin); accuracy is the host TFLite
+    Micro interpreter's, measured by convert on the whole test split; each fit says why
+    there are no target figures (:func:`~tasks.targets.mcu_fit.no_emulator`). Other
+    runtimes are skipped."""
     variants = read_variant_index(variants_dir).variants
     counter = notices.Counter(f"benchmark[{device_name}]", len(variants))
+    why = no_emulator(device_name, device)
     paths = []
     with atomic_output_dir(out_dir) as staging:
         for variant in variants:
-            outcome = _mcu_outcome(variant, device_name, device)
+            outcome = host_outcome(variant, device_name, device, not_emulated=why)
             paths.append(write_result(staging / f"{variant.name}.json", ResultRecord(
                 **identity(variant, device_name), threads=None,
                 device_facts={"class": "mcu", **device.tags}, **outcome)))

@@ -86,6 +86,12 @@ def _metrics(row: SummaryRow, record: ResultRecord) -> dict[str, float]:
         metrics["latency_std_ms"] = record.harness.latency_ms.std
     for key in ("model_bytes", "arena_bytes", "flash_budget_bytes", "ram_budget_bytes"):
         metrics[f"mcu_{key}"] = getattr(row.mcu, key, None)
+    target = row.mcu.target if row.mcu else None
+    if target is not None:  # the emulated core's figures; the latency an estimate
+        metrics |= {"mcu_target_arena_bytes": target.arena_bytes,
+                    "mcu_firmware_flash_bytes": target.firmware_flash_bytes,
+                    "mcu_instructions_per_inference": target.instructions_per_inference,
+                    "estimated_latency_ms": target.estimated_latency_ms}
     return {key: float(value) for key, value in metrics.items() if value is not None}
 
 

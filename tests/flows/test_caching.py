@@ -78,6 +78,10 @@ def experiment(root: Path, patch: dict[str, Any] | None = None,
     ("select", None, {"requirements": {"min_accuracy": 0.6}}, True),
     ("select", None, {"train": {"epochs": 7}}, False),
     ("track", None, {"benchmark": {"runs": 11}}, True),  # track records every section
+    # The firmware sources' pin keys the benchmark; where they and the cache lie does not.
+    ("benchmark", "local", {"benchmark": {"firmware": {"sources_sha256": "ab" * 32}}}, True),
+    ("benchmark", "local", {"benchmark": {"firmware": {"sources": "/elsewhere/third_party",
+                                                       "cache": "/elsewhere/cache"}}}, False),
 ])
 def test_a_key_changes_with_the_params_sections_its_step_reads_only(
         tmp_path: Path, step: str, device: str | None, patch: dict[str, Any],

@@ -723,6 +723,30 @@ def test_every_column_of_a_row_reaches_its_own_metric_and_nothing_unmeasured_doe
         "size_bytes": 1111.0}
 
 
+def test_an_emulated_cores_figures_reach_their_metrics_the_latency_as_an_estimate() -> None:
+    from tasks.core.contracts.results import ResultRecord
+    from tasks.track import _metrics
+
+    on_target = {"core": "cortex-m4", "board": "mps2-an386", "accuracy": 0.75,
+                 "accuracy_samples": 360, "arena_bytes": 3872, "arena_used_bytes": 3860,
+                 "firmware_text_bytes": 71396, "firmware_data_bytes": 4,
+                 "instructions_per_inference": 643200, "instruction_resolution": 40,
+                 "cpi": 1.25, "clock_mhz": 64.0, "estimated_latency_ms": 12.5625,
+                 "sources_sha256": "ab" * 32, "compiler": "arm-none-eabi-gcc 12.2"}
+    from tasks.core.contracts.summary import SummaryRow
+
+    full = _full_row().document()
+    row = SummaryRow.model_validate({
+        **full, "latency_ms": None, "latency_ci95_ms": None, "end_to_end": None,
+        "estimated_latency_ms": 12.5625, "mcu": {**full["mcu"], "target": on_target}})
+    metrics = _metrics(row, ResultRecord.model_validate(_record(row, _harness_ok())))
+    assert {key: metrics[key] for key in metrics if "target" in key or "firmware" in key
+            or "instructions" in key or "estimated" in key} == {
+        "mcu_target_arena_bytes": 3872.0, "mcu_firmware_flash_bytes": 71400.0,
+        "mcu_instructions_per_inference": 643200.0, "estimated_latency_ms": 12.5625}
+    assert not {"latency_p50_ms", "latency_p90_ms", "latency_mean_ms"} & set(metrics)
+
+
 @pytest.mark.parametrize("status", list(RowStatus))
 def test_a_result_run_holds_exactly_its_params_metrics_tags_and_inputs(
         tiny_project: Any, store: tuple[Any, str], tmp_path: Path, status: Any) -> None:

@@ -103,9 +103,44 @@ class HarnessNotOk(_HarnessStart):
 HarnessResult = Annotated[HarnessOk | HarnessNotOk, Field(discriminator="status")]
 
 
+class McuOnTarget(Contract):
+    """A ``tflm`` variant's firmware run on the device's core under emulation (farm.yaml
+    ``target``): accuracy over the test images on the target build, the arena it needs
+    there (the smallest that allocates, to 16 bytes) and what ``arena_used_bytes()``
+    says, the firmware's flash (text + data), instructions per inference (the median,
+    exact to ``instruction_resolution``), and the latency *estimated* from them:
+    ``instructions_per_inference * cpi / (clock_mhz * 1000)`` ms. Never a measured
+    latency: no caches, wait states or flash latency are modelled. ``sources_sha256``
+    and ``compiler`` say what the firmware was built from."""
+
+    core: str
+    board: str
+    accuracy: float
+    accuracy_samples: int
+    arena_bytes: int
+    arena_used_bytes: int
+    firmware_text_bytes: int
+    firmware_data_bytes: int
+    instructions_per_inference: int
+    instruction_resolution: int
+    cpi: float
+    clock_mhz: float
+    estimated_latency_ms: float
+    sources_sha256: str
+    compiler: str
+
+    @property
+    def firmware_flash_bytes(self) -> int:
+        return self.firmware_text_bytes + self.firmware_data_bytes
+
+
 class McuFit(Contract):
     """A ``tflm`` variant against a microcontroller's flash and RAM (capacity and the
-    budget left by its margins); accuracy is the host TFLite Micro interpreter's."""
+    budget left by its margins). ``model_bytes``, ``arena_bytes`` and ``accuracy`` are
+    the host TFLite Micro interpreter's; ``target``, where the device's core is emulated,
+    the firmware's on that core, and then what the fit check and the accuracy use
+    (:attr:`checked_flash_bytes`, :attr:`checked_arena_bytes`); ``not_emulated`` says
+    why a device has none (absent from older records)."""
 
     model_bytes: int
     arena_bytes: int
@@ -116,6 +151,26 @@ class McuFit(Contract):
     accuracy: float
     accuracy_samples: int
     ops: list[str]
+    target: McuOnTarget | None = None
+    not_emulated: str | None = None
+
+    @property
+    def checked_flash_bytes(self) -> int:
+        """What must fit the flash budget: the target's firmware (text + data), else the
+        model alone (the margin stands for the firmware)."""
+        return self.target.firmware_flash_bytes if self.target else self.model_bytes
+
+    @property
+    def checked_arena_bytes(self) -> int:
+        """What must fit the RAM budget: the arena the target needs, else the host's."""
+        return self.target.arena_bytes if self.target else self.arena_bytes
+
+    @property
+    def measured_accuracy(self) -> tuple[float, int]:
+        """(accuracy, test images): the target's, else the host interpreter's."""
+        if self.target:
+            return self.target.accuracy, self.target.accuracy_samples
+        return self.accuracy, self.accuracy_samples
 
 
 class ResultRecord(Contract):

@@ -19,6 +19,10 @@ from tasks.core.contracts import Contract, read_contract, write_contract
 from tasks.core.contracts.results import McuFit
 
 
+# Before an estimated latency wherever one is shown (tables, notes): not a measurement.
+ESTIMATED_MARK = "~"
+
+
 class RowStatus(StrEnum):
     """A result judged against its device's requirements."""
 
@@ -90,6 +94,11 @@ class SummaryRow(Contract):
     runtime_version: JsonValue
     execution_precision: JsonValue
     mcu: McuFit | None
+    # A microcontroller's latency estimated from the instructions counted on its emulated
+    # core (instructions x cycles per instruction / clock): never a measurement, so not in
+    # latency_ms, not checked against a latency requirement, not ranked on; shown marked
+    # ESTIMATED_MARK. Absent from older summaries and where there is none.
+    estimated_latency_ms: float | None = None
     notes: list[str]
     status: Status
     reasons: list[str]

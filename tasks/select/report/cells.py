@@ -5,8 +5,8 @@ requirements, as plain text. Each view escapes these texts in its own syntax."""
 from __future__ import annotations
 
 from tasks.core.accuracy import format_accuracy
-from tasks.core.contracts.summary import (DeviceRequirements, Reference, RowStatus, Summary,
-                                          SummaryRow)
+from tasks.core.contracts.summary import (ESTIMATED_MARK, DeviceRequirements, Reference,
+                                          RowStatus, Summary, SummaryRow)
 
 # "e2e p90 ms": decode + pre-process + infer + post-process (benchmark.end_to_end).
 COLUMNS = ("device", "variant", "status", "exec", "accuracy", "drop", "size KB", "p50 ms", "p90 ms",
@@ -48,6 +48,19 @@ def size_kb(row: SummaryRow) -> float | None:
     return row.size_bytes / 1024 if row.size_bytes is not None else None
 
 
+# After an estimated latency (a microcontroller's, from its emulated core's instruction
+# count): with the "~" before it, never to be read as a measured one.
+ESTIMATED_SUFFIX = " est"
+
+
+def latency_cell(row: SummaryRow, value: float | None) -> str:
+    """A p50 or p90 cell: the measured ``value`` (:func:`timing`), else the row's
+    estimated latency marked ``~12.345 est``, else "—"."""
+    if value is None and row.estimated_latency_ms is not None:
+        return f"{ESTIMATED_MARK}{row.estimated_latency_ms:.3f}{ESTIMATED_SUFFIX}"
+    return timing(row, value, ".3f")
+
+
 def row_cells(row: SummaryRow) -> list[str]:
     """One result's cells, in :data:`COLUMNS` order."""
     latency = row.latency_ms
@@ -55,8 +68,8 @@ def row_cells(row: SummaryRow) -> list[str]:
     return [row.device, row.variant, row.status.value, row.execution_precision or "—",
             accuracy_cell(row.accuracy, row.accuracy_samples),
             fmt(row.accuracy_drop, ".2%"), fmt(size_kb(row), ".1f"),
-            timing(row, latency and latency.p50, ".3f"),
-            timing(row, latency and latency.p90, ".3f"),
+            latency_cell(row, latency and latency.p50),
+            latency_cell(row, latency and latency.p90),
             timing(row, latency and latency.p99, ".3f"), timing(row, row.throughput_fps, ".0f"),
             timing(row, end_to_end, ".3f"), fmt(row.peak_rss_mb, ".0f")]
 

@@ -66,9 +66,13 @@ def _device_section(summary: Summary, device: str, plots: list[Plot]) -> list[st
         lines.append("<p>Pareto frontier (accuracy, p90, size): "
                      + ", ".join(f"<code>{escape(name)}</code>" for name in front) + "</p>")
     drawn = [_figure(plot) for plot in plots if plot.device == device]
-    return lines + (drawn or [f"<p>No latency was measured on {escape(device)} (a "
-                              "microcontroller without its board is judged on its memory "
-                              "fit), so it has no plot of its own.</p>"])
+    estimated = any(row.estimated_latency_ms is not None for row in summary.results
+                    if row.device == device)
+    why_none = ("its latencies are estimates from the instructions its emulated core "
+                "counted, marked ~ est in the table, not measurements" if estimated else
+                "a microcontroller without its board is judged on its memory fit")
+    return lines + (drawn or [f"<p>No latency was measured on {escape(device)} ({why_none}), "
+                              "so it has no plot of its own.</p>"])
 
 
 def _results_table(summary: Summary) -> list[str]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tasks.core.contracts.summary import RowStatus, Summary, SummaryRow
-from tasks.select.report.cells import (COLUMNS, TEXT_COLUMNS, fmt, reference_line, row_cells,
-                                      size_kb, timing)
+from tasks.select.report.cells import (COLUMNS, TEXT_COLUMNS, fmt, latency_cell,
+                                      reference_line, row_cells, size_kb)
 
 if TYPE_CHECKING:  # rich is imported where a table is drawn
     from rich.console import RenderableType
@@ -86,7 +86,7 @@ def compact_summary(summary: Summary, include_skipped: bool = False) -> list[Ren
         p90 = row.latency_ms.p90 if row.latency_ms else None
         table.add_row(str(number), Text(row.device), Text(row.variant),
                       Text(row.status.value, style=STYLES[row.status]),
-                      fmt(row.accuracy, ".3f"), timing(row, p90, ".3f"),
+                      fmt(row.accuracy, ".3f"), latency_cell(row, p90),
                       fmt(size_kb(row), ".1f"))
         said = row.remarks()
         if said:

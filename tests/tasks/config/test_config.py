@@ -590,9 +590,25 @@ BAD_FARMS = [
     pytest.param("devices: {esp: {transport: mcu, ram_kb: 512}}\n",
                  "devices.esp.flash_kb: Field required", id="mcu-without-flash"),
     pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 512, threads: 2}}}}\n",
-                 "devices.esp: unknown key 'threads' (allowed: flash_kb, flash_margin, ram_kb, "
-                 "ram_margin, requirements, tags, transport)",
+                 "devices.esp: unknown key 'threads' (allowed: clock_mhz, cpi, flash_kb, "
+                 "flash_margin, ram_kb, ram_margin, requirements, tags, target, transport)",
                  id="mcu-threads"),
+    # ---- a microcontroller's emulated core (target, clock_mhz, cpi)
+    pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 512, target: xtensa-lx7, clock_mhz: 240}}}}\n",
+                 "devices.esp.target: unknown core 'xtensa-lx7' (allowed: cortex-m4)",
+                 id="mcu-unknown-core"),
+    pytest.param(f"devices: {{nano: {{{MCU}, ram_kb: 256, target: cortex-m4}}}}\n",
+                 "devices.nano: target cortex-m4 needs clock_mhz (the core's clock in MHz, e.g. "
+                 "64 for an nRF52840)", id="mcu-target-without-clock"),
+    pytest.param(f"devices: {{nano: {{{MCU}, ram_kb: 256, clock_mhz: 64, cpi: 1.5}}}}\n",
+                 "devices.nano: clock_mhz and cpi only apply with target (a core edgeflow "
+                 "emulates: cortex-m4)", id="mcu-clock-without-target"),
+    pytest.param(f"devices: {{nano: {{{MCU}, ram_kb: 256, target: cortex-m4, clock_mhz: 0}}}}\n",
+                 "devices.nano.clock_mhz: Input should be greater than 0", id="mcu-clock-zero"),
+    pytest.param(f"devices: {{nano: {{{MCU}, ram_kb: 256, target: cortex-m4, clock_mhz: 64, "
+                 f"cpi: 11}}}}\n",
+                 "devices.nano.cpi: Input should be less than or equal to 10",
+                 id="mcu-cpi-bounded"),
     pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 512, ram_margin: 1.0}}}}\n",
                  "devices.esp.ram_margin: Input should be less than 1", id="mcu-ram-margin"),
     pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 10000000000}}}}\n",
@@ -679,8 +695,8 @@ BAD_FARMS = [
                  "devices.pi.emulation: True is not allowed (allowed: 'qemu-user' or "
                  "'qemu-system')", id="emulation-not-a-name"),
     pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 512, emulation: qemu-system}}}}\n",
-                 "devices.esp: unknown key 'emulation' (allowed: flash_kb, flash_margin, ram_kb, "
-                 "ram_margin, requirements, tags, transport)", id="emulation-on-an-mcu"),
+                 "devices.esp: unknown key 'emulation' (allowed: clock_mhz, cpi, flash_kb, "
+                 "flash_margin, ram_kb, ram_margin, requirements, tags, target, transport)", id="emulation-on-an-mcu"),
     # ---- a key written twice, nested (issue 9)
     pytest.param("devices:\n  pi:\n    threads: 2\n    keep_runs: 3\n    threads: 4\n",
                  "key 'threads' appears twice (lines 3 and 5); YAML would keep only the last: "
@@ -748,6 +764,13 @@ def test_the_shipped_params_and_farm_parse() -> None:
     assert params.formats["tflite"] == ["fp32", "fp16", "dynamic", "int8"]
     farm = load_farm(root / "farm.yaml")
     assert {device.transport for device in farm.devices.values()} == {"local", "mcu"}
+    # The Nano 33 BLE's Cortex-M4F is emulated at its 64 MHz; the ESP32-S3's Xtensa is not.
+    nano, esp = farm.devices["nano33-ble"], farm.devices["esp32-s3"]
+    assert (nano.target, nano.clock_mhz, nano.cycles_per_instruction) == ("cortex-m4", 64, 1.25)
+    assert esp.target is None
+    firmware = params.benchmark.firmware
+    assert firmware.sources == (root.parent / "shared" / "third_party").resolve()
+    assert firmware.sources_sha256 is not None and firmware.cache is None
 
 
 def test_ssh_device_resolves_local_paths_but_not_remote_ones(tmp_path: Path) -> None:
@@ -918,3 +941,26 @@ def test_a_home_relative_workdir_loses_only_its_tilde(tmp_path: Path, workdir: s
                                                      kept: str) -> None:
     farm = load_farm(write(tmp_path / "farm.yaml", ssh_farm(f"workdir: '{workdir}'")))
     assert farm.devices["pi"].workdir == kept
+
+
+# --------------------------------------------------------------------------- firmware sources
+
+
+def test_the_firmware_sources_are_relative_to_params_yaml_and_pinned_by_a_sha256(
+        tmp_path: Path) -> None:
+    params = load_params(write(tmp_path / "lab" / "params.yaml", f"""\
+        benchmark:
+          firmware: {{sources: ../third_party, sources_sha256: '{"ab" * 32}', cache: fw}}
+        """))
+    firmware = params.benchmark.firmware
+    assert firmware.sources == (tmp_path / "third_party").resolve()
+    assert firmware.cache == (tmp_path / "lab" / "fw").resolve()
+    assert firmware.sources_sha256 == "ab" * 32
+    # Only the pin keys the benchmark's cache and reaches MLflow: not where things lie.
+    assert params.model_dump(mode="json")["benchmark"]["firmware"] == {
+        "sources_sha256": "ab" * 32}
+    assert load_params(write(tmp_path / "bare.yaml", "{}\n")).benchmark.firmware.sources is None
+    path = write(tmp_path / "pin.yaml", "benchmark: {firmware: {sources_sha256: abc}}\n")
+    assert config_error(load_params, path) == (
+        f"{path}: benchmark.firmware.sources_sha256: String should match pattern "
+        "'^[0-9a-f]{64}$'")

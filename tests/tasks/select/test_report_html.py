@@ -66,3 +66,14 @@ def test_every_result_cell_has_its_column_class_and_the_reverse_view_lists_every
     for line in rows:  # device, variant, status, exec are text; the 9 numbers are not
         classes = re.findall(r'<td class="([^"]*)">', line)
         assert classes == ["text", "text", "text status", "text", *[""] * 9, "text"], line
+
+
+def test_a_device_with_estimated_latencies_says_they_are_estimates_not_measured() -> None:
+    from tests.tasks.select.summaries import summary_of, summary_row
+
+    estimated = summary_row("tflm-int8", device="nano", estimated_latency_ms=12.5)
+    page = render_html(summary_of([estimated], {"nano": "tflm-int8"}), [])
+    assert ("No latency was measured on nano (its latencies are estimates from the "
+            "instructions its emulated core counted, marked ~ est in the table, not "
+            "measurements)" in page)
+    assert "~12.500 est" in page
