@@ -112,13 +112,16 @@ def test_an_activation_stopped_before_its_switch_leaves_current_and_stops_its_ch
     make(app, IDS[1], passed=None)
     os.symlink(f"releases/{IDS[0]}", app / "current")
     slow = tmp_path / "slow-python"
-    slow.write_text("#!/bin/sh\nexec sleep 181818\n")
+    # A sleep no other test process starts (test_release.py's hook sleeps too, maybe at
+    # the same moment on another xdist worker): its pid in the duration.
+    marker = f"sleep {1_000_000 + os.getpid()}"
+    slow.write_text(f"#!/bin/sh\nexec {marker}\n")
     slow.chmod(0o700)
     argv = [sys.executable, str(device_code.RELEASES_PATH), "activate", "--app", str(app),
             "--release", IDS[1], "--python", str(slow), "--stop-file", str(tmp_path / "stop")]
     manager = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
-    while not processes_mentioning("sleep 181818"):
+    while not processes_mentioning(marker):
         assert manager.poll() is None and time.monotonic() < deadline, "the check never ran"
         time.sleep(0.05)
     started = time.monotonic()
@@ -131,7 +134,7 @@ def test_an_activation_stopped_before_its_switch_leaves_current_and_stops_its_ch
     assert answer["removed"] == [IDS[1]]
     assert not (app / "releases" / IDS[1]).exists()
     assert manager_module().releases(str(app)) == [IDS[0]]
-    assert processes_left("sleep 181818", within=3.0) == []
+    assert processes_left(marker, within=3.0) == []
     assert not (app / "releases" / IDS[1] / "health.json").exists()
 
     make(app, IDS[1], passed=None)  # pushed again
