@@ -18,6 +18,14 @@ by ``importlib`` and pushed to boards, with scripts run by path; see
 module that loads it: :data:`LOADED_BY_PATH`; but an importer that uses one module of it
 alone (:data:`NARROWED`) brings only that one.
 
+Files that are no module but that a module's code reads from its own package (the C
+sources, headers and linker script a firmware is compiled from) are declared by that
+module, where its code names them: a module-level ``CODE_DATA = ("templates",)`` (a tuple
+of string literals; paths relative to the module's folder; a folder brings every file
+under it but hidden names and ``__pycache__``). They are in the closure of every step
+whose closure holds the module, so editing one re-runs those steps as editing the module
+would (:data:`DATA_DECLARATION`).
+
 The same walk collects the top-level names of the third-party modules imported (not
 the standard library, not the project): :func:`library_versions` maps them to installed
 distributions and their versions.
@@ -68,6 +76,9 @@ NARROWED = {Path(preprocessing.__file__).resolve().relative_to(PACKAGE_ROOT):
             (device_code.__name__, _KINDS_MODULE),
             # (tasks.train is not imported here: it imports Keras.)
             Path("tasks", "train", "__init__.py"): (device_code.__name__, _KINDS_MODULE)}
+# The module-level name under which a module declares the files of its package that its
+# code reads (see the module docstring).
+DATA_DECLARATION = "CODE_DATA"
 # Recorded in a key for a module imported but not installed (an optional runtime the
 # code tries): installing it later changes what runs, so it changes the key.
 NOT_INSTALLED = "not installed"
@@ -75,7 +86,8 @@ NOT_INSTALLED = "not installed"
 
 @dataclass(frozen=True)
 class CodeClosure:
-    """``files``: repo-relative paths of the project files, sorted. ``libraries``:
+    """``files``: repo-relative paths of the project files (modules and the files they
+    declare they read), sorted. ``libraries``:
     top-level names of the third-party modules they import, sorted."""
 
     files: tuple[Path, ...]
@@ -185,6 +197,40 @@ def imported_names(source: str, name: str, is_package: bool) -> Iterator[str]:
             yield from (f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
 
 
+def declared_data(source: str, name: str) -> tuple[str, ...]:
+    """The paths (relative to its folder) that module ``name``, whose text is ``source``,
+    declares in its module-level :data:`DATA_DECLARATION`; none without one. A
+    declaration that is not a tuple or list of relative paths as string literals, each
+    inside the module's folder, is a ValueError: what it names must be known without
+    running it."""
+    if DATA_DECLARATION not in source:  # nearly every module: no second parse
+        return ()
+    return _declared_data(source, name)
+
+
+@lru_cache(maxsize=None)
+def _declared_data(source: str, name: str) -> tuple[str, ...]:
+    with _PARSING:
+        tree = ast.parse(source)
+    for node in tree.body:
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
+        if not any(isinstance(target, ast.Name) and target.id == DATA_DECLARATION
+                   for target in targets):
+            continue
+        value = node.value
+        paths = [element.value for element in getattr(value, "elts", ())
+                 if isinstance(element, ast.Constant) and isinstance(element.value, str)]
+        if (not isinstance(value, (ast.Tuple, ast.List)) or len(paths) != len(value.elts)
+                or any(not path or os.path.isabs(path) or ".." in Path(path).parts
+                       for path in paths)):
+            raise ValueError(f"{name}: {DATA_DECLARATION} must be a tuple of string literals, "
+                             f"each a path inside the module's folder (the code closure "
+                             f"reads it without running the module)")
+        return tuple(paths)
+    return ()
+
+
 # The fields of a statement that hold statements (a function's body, an if's else, a
 # try's handlers, a match's cases); an import is a statement, so nothing else is visited.
 STATEMENT_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
@@ -231,17 +277,19 @@ def module_closure(entry: str, root: Path = PACKAGE_ROOT,
 @dataclass(frozen=True)
 class _Walk:
     """A closure with what it was derived from: the signature of every file the walk
-    read or looked for (None: not there), and the ``.py`` files of each folder loaded by
-    path."""
+    read or looked for (None: not there), the ``.py`` files of each folder loaded by
+    path, and the files of each path a module declares it reads."""
 
     closure: CodeClosure
     looked_at: dict[str, Signature | None]
     listed: dict[Path, tuple[Path, ...]]
+    declared: dict[Path, tuple[Path, ...]]
 
     def still_holds(self) -> bool:
         return (all(stat_signature(path) == signature
                     for path, signature in self.looked_at.items())
-                and all(_python_files(folder) == files for folder, files in self.listed.items()))
+                and all(_python_files(folder) == files for folder, files in self.listed.items())
+                and all(_data_files(target) == files for target, files in self.declared.items()))
 
 
 _WALKS: dict[tuple[object, ...], _Walk] = {}
@@ -251,12 +299,23 @@ def _python_files(target: Path) -> tuple[Path, ...]:
     return (target,) if target.is_file() else tuple(sorted(target.rglob("*.py")))
 
 
+def _data_files(target: Path) -> tuple[Path, ...]:
+    """The file ``target``, or every file under the folder ``target`` but hidden names and
+    ``__pycache__``; none when it is neither."""
+    if target.is_file():
+        return (target,)
+    return tuple(sorted(path for path in target.rglob("*") if path.is_file() and not any(
+        part.startswith(".") or part == "__pycache__"
+        for part in path.relative_to(target).parts)))
+
+
 def _walk(entry: str, root: Path, packages: tuple[str, ...],
           loaded_by_path: dict[Path, Path], narrowed: dict[Path, tuple[str, str]]) -> _Walk:
     files: set[Path] = set()
     libraries: set[str] = set()
     looked_at: dict[str, Signature | None] = {}
     listed: dict[Path, tuple[Path, ...]] = {}
+    declared: dict[Path, tuple[Path, ...]] = {}
     # A name is looked up once (X and X.Y come from every from-import): its file, if any.
     seen: dict[str, Path | None] = {}
     expanded: set[Path] = set()
@@ -293,6 +352,10 @@ def _walk(entry: str, root: Path, packages: tuple[str, ...],
         files.add(path)
         pending.extend((package, False) for package in _packages_on_the_way(name))
         source = (root / path).read_text(encoding="utf-8")
+        for data in declared_data(source, name):
+            target = root / path.parent / data
+            declared[target] = found = _data_files(target)
+            files.update(file.relative_to(root) for file in found)
         loader, used = narrowed.get(path, ("", ""))
         pending.extend((imported, bool(loader) and (imported == loader
                                                      or imported.startswith(f"{loader}.")))
@@ -302,7 +365,8 @@ def _walk(entry: str, root: Path, packages: tuple[str, ...],
         if not narrow:
             bring_folder(path)
     _save_kept_imports()
-    return _Walk(CodeClosure(tuple(sorted(files)), tuple(sorted(libraries))), looked_at, listed)
+    return _Walk(CodeClosure(tuple(sorted(files)), tuple(sorted(libraries))), looked_at, listed,
+                 declared)
 
 
 # Where the scan of installed distributions is kept between processes (a no-op run is

@@ -116,6 +116,40 @@ def test_each_narrowed_importer_uses_nothing_of_device_code_but_its_one_module()
     assert "tasks/device/harness.py" not in files
 
 
+def test_a_module_brings_the_files_it_declares_it_reads_and_an_unreached_one_does_not(
+        tmp_path: Path) -> None:
+    """``CODE_DATA`` names files and folders beside its module: a folder brings every file
+    under it (nested ones too; hidden names and ``__pycache__`` aside), a file itself, a
+    missing path nothing; the declaration of a module no step reaches brings nothing."""
+    _write(tmp_path, {**FAKE_PACKAGE,
+                      "app/sub/deep.py": 'value = 1\nCODE_DATA = ("templates", "board.ld", "gone")\n',
+                      "app/sub/templates/harness.cc": "int main() {}\n",
+                      "app/sub/templates/include/harness.h": "#pragma once\n",
+                      "app/sub/templates/.harness.cc.swp": "",
+                      "app/sub/templates/__pycache__/stale.pyc": "",
+                      "app/sub/board.ld": "MEMORY {}\n",
+                      "app/sub/notes.txt": "not declared\n",
+                      "app/unreached.py": 'CODE_DATA: tuple[str, ...] = ("unreached.txt",)\n',
+                      "app/unreached.txt": ""})
+    closure = module_closure("app.main", root=tmp_path, packages=("app",), loaded_by_path={})
+    assert [path.as_posix() for path in closure.files] == [
+        "app/__init__.py", "app/helpers.py", "app/loader.py", "app/main.py", "app/sibling.py",
+        "app/sub/__init__.py", "app/sub/board.ld", "app/sub/deep.py", "app/sub/lazy.py",
+        "app/sub/near.py", "app/sub/templates/harness.cc", "app/sub/templates/include/harness.h"]
+    assert closure.libraries == ("numpy", "yaml")
+    assert code_deps.declared_data((tmp_path / "app/unreached.py").read_text(), "app.unreached") \
+        == ("unreached.txt",)
+
+
+@pytest.mark.parametrize("declaration", [
+    'CODE_DATA = "templates"\n', 'CODE_DATA = (FOLDER,)\n', 'CODE_DATA = ("/etc",)\n',
+    'CODE_DATA = ("../outside",)\n', 'CODE_DATA = ("",)\n', 'CODE_DATA: tuple\n'])
+def test_a_declaration_the_walk_cannot_read_without_running_the_module_is_an_error(
+        declaration: str) -> None:
+    with pytest.raises(ValueError, match="app.board: CODE_DATA must be a tuple of string literals"):
+        code_deps.declared_data(declaration, "app.board")
+
+
 NESTED_IMPORTS = """\
 if FLAG:
     import in_if
@@ -214,6 +248,14 @@ def test_a_closure_is_walked_once_and_again_when_what_it_read_or_looked_for_chan
     _write(tmp_path, {"app/plugins/camera.py": ""})
     assert "app/plugins/camera.py" in closure() and len(walks) == 4
     assert closure() and len(walks) == 4
+    # A declared folder: a file added under it is in the next closure; an edit to a
+    # declared file changes its hash in the manifest, not the closure (no walk).
+    _write(tmp_path, {"app/sibling.py": 'CODE_DATA = ("data",)\n', "app/data/a.txt": ""})
+    assert "app/data/a.txt" in closure() and len(walks) == 5
+    _write(tmp_path, {"app/data/a.txt": "edited", "app/data/deeper/b.txt": ""})
+    assert "app/data/deeper/b.txt" in closure() and len(walks) == 6
+    _write(tmp_path, {"app/data/a.txt": "edited again"})
+    assert closure() and len(walks) == 6
 
 
 def _files(step: str) -> set[str]:
@@ -257,11 +299,42 @@ def test_benchmark_and_release_reach_no_farm_command_code() -> None:
     assert {"tasks/farm/releases.py", "tasks/targets/board.py"} <= release
 
 
+# What the firmware is compiled from (tasks.targets.firmware.build): every core's linker
+# script is checked below.
+FIRMWARE_TEMPLATES = {"tasks/targets/firmware/templates/harness.cc",
+                      "tasks/targets/firmware/templates/semihosting.c",
+                      "tasks/targets/firmware/templates/semihosting.h",
+                      "tasks/targets/firmware/templates/startup.c"}
+
+
+def test_the_firmwares_templates_are_code_of_exactly_the_steps_that_reach_its_build() -> None:
+    """The harness, vector table, semihosting and linker scripts the benchmark compiles
+    into an emulated microcontroller's firmware are in the closure of every step whose
+    closure holds the build module (the benchmark among them) and of no other: an edited
+    harness re-runs the benchmark, never training."""
+    from tasks.targets.firmware import build
+    from tasks.targets.firmware.library import CORES
+
+    templates = build._templates()
+    assert templates == REPO / "tasks/targets/firmware" / build.CODE_DATA[0]
+    expected = FIRMWARE_TEMPLATES | {f"tasks/targets/firmware/templates/{core.linker_script}"
+                                     for core in CORES.values()}
+    assert {path.relative_to(REPO).as_posix() for path in templates.iterdir()} == expected
+    reaching = [name for name in STEPS if "tasks/targets/firmware/build.py" in _files(name)]
+    assert "benchmark" in reaching and "train" not in reaching
+    for name in STEPS:
+        assert (_files(name) & expected == expected) == (name in reaching), name
+        assert not _files(name) & expected or name in reaching, name
+
+
 def test_only_select_reaches_the_report_module_and_every_dependency_is_project_code() -> None:
     assert [name for name in STEPS if "tasks/select/report/markdown.py" in _files(name)] == ["select"]
     for name in STEPS:
         files = _files(name)
-        assert all(path.endswith(".py") and path.startswith("tasks/") for path in files), name
+        assert all(path.startswith("tasks/") for path in files), name
+        # A file that is no module is one a reached module declares it reads.
+        assert all(path.endswith(".py") or path.startswith("tasks/targets/firmware/templates/")
+                   for path in files), name
         assert all((REPO / path).is_file() for path in files), name
         code = code_dependencies(STEPS[name])
         assert list(code.files) == sorted(code.files) and list(code.libraries) == sorted(code.libraries)

@@ -86,6 +86,37 @@ def test_a_manifest_holds_hashes_and_versions_and_is_rewritten_only_when_they_ch
     assert json.loads(manifest_path(layout, "train").read_text())["libraries"]["upgraded"] == "2.0"
 
 
+def test_the_firmwares_templates_are_deps_of_the_code_stage_and_re_run_the_benchmark(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dvc.yaml's code stage reads the templates the benchmark compiles into a firmware,
+    and an edited one rewrites the manifests of exactly the steps whose code reaches them
+    (the benchmark's among them): ``dvc repro`` then re-runs the benchmark stage."""
+    import shutil
+
+    templates = sorted(path.relative_to(REPO).as_posix()
+                       for path in (REPO / "tasks/targets/firmware/templates").iterdir())
+    assert "tasks/targets/firmware/templates/harness.cc" in templates
+    code = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][CODE_STAGE]
+    assert set(templates) <= set(code["deps"])
+    code_root = tmp_path / "code"  # a copy of every step's code, which the manifests hash
+    for step in STEPS.values():
+        for path in code_dependencies(step).files:
+            (code_root / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / path, code_root / path)
+    monkeypatch.setattr(code_manifests, "PACKAGE_ROOT", code_root)
+    layout = Layout(tmp_path / "exp")
+    write_code_manifests(layout)
+    benchmark = json.loads(manifest_path(layout, "benchmark").read_text())
+    assert set(templates) <= set(benchmark["files"])
+    with open(code_root / "tasks/targets/firmware/templates/harness.cc", "a") as handle:
+        handle.write("// an edit\n")
+    reaching = [name for name, step in STEPS.items()
+                if "tasks/targets/firmware/build.py" in
+                {path.as_posix() for path in code_dependencies(step).files}]
+    assert write_code_manifests(layout) == reaching
+    assert "benchmark" in reaching and "train" not in reaching
+
+
 def test_prefect_deployments_point_at_the_flow_with_valid_parameters() -> None:
     import inspect
 
