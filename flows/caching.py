@@ -2,8 +2,9 @@
 
 A step's cache key hashes its name; its code manifest
 (:func:`flows.code_manifests.code_manifest`: the path and content of every project file
-its work can run, the import closure of its entry module with package ``__init__`` files
-and the device code, :mod:`flows.code_deps`, and the installed version of every
+its work can run, the import closure of its entry module with package ``__init__`` files,
+the device code and the files a reached module declares it reads (the firmware's
+templates), :mod:`flows.code_deps`, and the installed version of every
 third-party distribution that code imports; DVC's
 stage depends on the same manifest); its params sections; the device it
 runs on (benchmark); the content of every file it reads; and, for prepare with a
