@@ -122,7 +122,8 @@ def test_a_module_brings_the_files_it_declares_it_reads_and_an_unreached_one_doe
     under it (nested ones too; hidden names and ``__pycache__`` aside), a file itself, a
     missing path nothing; the declaration of a module no step reaches brings nothing."""
     _write(tmp_path, {**FAKE_PACKAGE,
-                      "app/sub/deep.py": 'value = 1\nCODE_DATA = ("templates", "board.ld", "gone")\n',
+                      "app/sub/deep.py": ('value = 1\n'
+                                          'CODE_DATA = ("templates", "board.ld", "gone")\n'),
                       "app/sub/templates/harness.cc": "int main() {}\n",
                       "app/sub/templates/include/harness.h": "#pragma once\n",
                       "app/sub/templates/.harness.cc.swp": "",
