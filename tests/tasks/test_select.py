@@ -1053,3 +1053,27 @@ def test_an_end_to_end_timing_is_a_column_a_note_and_a_requirement() -> None:
     row = evaluate(failed, Requirements(max_accuracy_drop=None), 0.9)
     assert row.status == "pass" and row.end_to_end is None
     assert "end to end not measured: ModuleNotFoundError: No module named 'PIL'" in row.notes
+
+
+def test_points_hold_each_timed_rows_plotted_fields_by_the_names_dvc_yaml_plots() -> None:
+    """reports/points.json: one point per row with a latency (an untimed row has none),
+    each holding the fields dvc.yaml's plots name (x: latency_p50_ms, size_bytes; y:
+    accuracy) with that row's values."""
+    from tasks.select import _points
+    from tests.tasks.select.summaries import summary_of, summary_row
+
+    timing = {"p50": 2.5, "p90": 3.0, "p99": 3.5, "mean": 2.6}
+    rows = [summary_row("onnx-fp32", "pi", accuracy=0.91, size_bytes=4096, latency_ms=timing),
+            summary_row("tflm-int8", "mcu", accuracy=0.88, size_bytes=2048)]
+    points = _points(summary_of(rows, {}))
+    assert points == [{"device": "pi", "variant": "onnx-fp32", "accuracy": 0.91,
+                       "latency_p50_ms": 2.5, "size_bytes": 4096}]
+    import yaml
+
+    plotted = [plot for entry in yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "dvc.yaml").read_text())["plots"]
+        if isinstance(entry, dict) for plot in entry.values()
+        if isinstance(plot.get("y"), dict) and "reports/points.json" in plot["y"]]
+    assert {plot["x"] for plot in plotted} == {"latency_p50_ms", "size_bytes"}
+    assert {plot["x"] for plot in plotted} | {plot["y"]["reports/points.json"]
+                                              for plot in plotted} <= set(points[0])
