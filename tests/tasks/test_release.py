@@ -113,6 +113,8 @@ def test_the_recommended_variant_is_released_checked_and_registered_then_not_aga
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["variant"] == recommended and manifest["device"] == "local"
     assert manifest["mlflow"]["version"] == first.mlflow_version == alias_version(project, "local")
+    # The predictor loads the artifact with the device's threads, read from the manifest.
+    assert manifest["threads"] == farm.devices["local"].threads
     health = json.loads((folder / "health.json").read_text())
     assert health["passed"] is True and health["images"] == params.release.check_images
     # The manifest lists every file of the release folder but itself, its digest and the
