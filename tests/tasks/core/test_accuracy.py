@@ -111,3 +111,34 @@ def test_accuracy_interval_recovers_every_count_even_when_the_share_does_not_rou
     for correct, total in _all_counts():
         assert accuracy_interval(correct / total, total) == wilson_interval(correct, total), (
             correct, total)
+
+
+def test_at_most_four_decimals_however_many_images() -> None:
+    """A billion images narrow the interval below 0.0001; the figure keeps four decimals."""
+    assert format_accuracy(0.5, 10**9) == "0.5000 [0.5000, 0.5000]"
+    assert format_accuracy(0.75, 10**6) == "0.7500 [0.7492, 0.7508]"
+
+
+@pytest.mark.parametrize(("accuracy", "reference", "drop"), [
+    (0.9, 0.9, 0.0), (0.81, 0.9, 0.1), (0.45, 0.9, 0.5), (0.0, 0.8, 1.0),
+    (0.95, 0.9, 0.0),   # better than the reference: no drop, never a negative one
+    (0.5, 0.0, 0.0),    # no reference accuracy to lose from
+])
+def test_the_drop_is_relative_to_the_reference_and_never_negative(
+        accuracy: float, reference: float, drop: float) -> None:
+    from tasks.core.accuracy import relative_drop
+
+    assert relative_drop(accuracy, reference) == pytest.approx(drop, abs=1e-12)
+
+
+@pytest.mark.parametrize(("samples", "expected"), [
+    (0, 3 / 5),   # 0: every image
+    (2, 1 / 2), (3, 2 / 3), (4, 2 / 4), (5, 3 / 5),
+    (9, 3 / 5),   # more than there are: all of them
+])
+def test_the_reference_is_the_share_correct_among_the_first_samples(
+        samples: int, expected: float) -> None:
+    from tasks.core.accuracy import reference_on_first
+
+    assert reference_on_first([1, 0, 1, 0, 1], samples) == expected
+    assert reference_on_first([], samples) == 0.0
