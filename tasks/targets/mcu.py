@@ -30,21 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config import McuDevice, ReleaseParams, SshDevice
-from tasks.core import notices
 from tasks.core.contracts.prepared import read_meta
 from tasks.core.contracts.release import (RELEASE_ID_PATTERN, BoardState, ReleaseDecision,
                                           ReleaseOutcome, ReleaseStatus, new_release_id,
                                           read_record)
-from tasks.core.contracts.results import ResultRecord, write_result
 from tasks.core.contracts.variants import Variant, read_variant_index
 from tasks.core.errors import ConfigError
-from tasks.core.files import atomic_output_dir, write_json
+from tasks.core.files import write_json
 from tasks.core.layout import Layout
 from tasks.farm.probe import DeviceProbe
 from tasks.targets.base import BenchmarkJob, DeviceRun, ReleaseJob, register
 from tasks.targets.mcu_emulated import benchmark_on_target
-from tasks.targets.mcu_fit import host_outcome, no_emulator
-from tasks.targets.results import identity
+from tasks.targets.mcu_fit import host_outcome, no_emulator, write_outcomes
 
 MCU_FORMAT = "tflm"
 
@@ -103,18 +100,11 @@ def check_fit(device_name: str, device: McuDevice, variants_dir: Path,
     Micro interpreter's, measured by convert on the whole test split; each fit says why
     there are no target figures (:func:`~tasks.targets.mcu_fit.no_emulator`). Other
     runtimes are skipped."""
-    variants = read_variant_index(variants_dir).variants
-    counter = notices.Counter(f"benchmark[{device_name}]", len(variants))
     why = no_emulator(device_name, device)
-    paths = []
-    with atomic_output_dir(out_dir) as staging:
-        for variant in variants:
-            outcome = host_outcome(variant, device_name, device, not_emulated=why)
-            paths.append(write_result(staging / f"{variant.name}.json", ResultRecord(
-                **identity(variant, device_name), threads=None,
-                device_facts={"class": "mcu", **device.tags}, **outcome)))
-            counter.advance(variant.name, outcome["status"])
-    return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), {})
+    return DeviceRun(device_name, write_outcomes(
+        device_name, read_variant_index(variants_dir).variants, out_dir,
+        {"class": "mcu", **device.tags},
+        lambda variant: host_outcome(variant, device_name, device, not_emulated=why)), {})
 
 
 def labels_header(classes: list[str]) -> str:

@@ -31,19 +31,17 @@ import numpy as np
 
 from tasks.config import BenchmarkParams, McuDevice
 from tasks.config.cores import estimated_latency_ms
-from tasks.core import notices
 from tasks.core.contracts.prepared import load_split
-from tasks.core.contracts.results import McuFit, McuOnTarget, ResultRecord, write_result
+from tasks.core.contracts.results import McuFit, McuOnTarget
 from tasks.core.contracts.variants import Variant, read_variant_index
 from tasks.core.errors import ConfigError, StepError
-from tasks.core.files import atomic_output_dir, write_json
+from tasks.core.files import write_json
 from tasks.core.interrupt import raise_if_stopped
 from tasks.targets.base import BenchmarkJob, DeviceRun
 from tasks.targets.firmware.measure import (Toolchain, missing_prerequisites, run_bundle,
                                             toolchain)
 from tasks.targets.firmware.run import FirmwareRun
-from tasks.targets.mcu_fit import host_fit_text, host_outcome
-from tasks.targets.results import identity
+from tasks.targets.mcu_fit import host_fit_text, host_outcome, write_outcomes
 
 # Parallel compiles of a cold TFLM build (minutes): a benchmark shares the machine.
 BUILD_JOBS = 2
@@ -123,8 +121,6 @@ class _Emulation:
 
 def benchmark_on_target(device_name: str, device: McuDevice, job: BenchmarkJob) -> DeviceRun:
     """Every variant's result on ``device`` (:mod:`module docs <tasks.targets.mcu_emulated>`)."""
-    variants = read_variant_index(job.variants_dir).variants
-    counter = notices.Counter(f"benchmark[{device_name}]", len(variants))
     images, labels = load_split(job.prepared, "test")
     if job.params.accuracy_samples:
         images, labels = images[:job.params.accuracy_samples], labels[:job.params.accuracy_samples]
@@ -132,20 +128,17 @@ def benchmark_on_target(device_name: str, device: McuDevice, job: BenchmarkJob) 
     assert core is not None
     facts = {"class": "mcu", "core": core.name, "board": core.board,
              "clock_mhz": device.clock_mhz, **device.tags}
-    paths = []
-    with atomic_output_dir(job.out_dir) as staging, \
-            tempfile.TemporaryDirectory(prefix="edgeflow-firmware-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="edgeflow-firmware-") as scratch:
         missing = missing_prerequisites(job.params.firmware, core.name)
         emulation = _Emulation(device, job.params, job.variants_dir, Path(scratch), images,
                                labels, missing=missing)
-        for variant in variants:
+
+        def outcome_of(variant: Variant) -> dict[str, Any]:
             raise_if_stopped()
             outcome = host_outcome(variant, device_name, device)
-            if outcome["status"] == "ok":
-                outcome = emulation.outcome(variant, outcome["mcu"])
-            paths.append(write_result(staging / f"{variant.name}.json", ResultRecord(
-                **identity(variant, device_name), threads=None, device_facts=facts,
-                **outcome)))
-            counter.advance(variant.name, outcome["status"])
-    return DeviceRun(device_name, tuple(job.out_dir / path.name for path in paths),
-                     {"class": "mcu", "core": core.name})
+            return emulation.outcome(variant, outcome["mcu"]) if outcome["status"] == "ok" \
+                else outcome
+
+        paths = write_outcomes(device_name, read_variant_index(job.variants_dir).variants,
+                               job.out_dir, facts, outcome_of)
+    return DeviceRun(device_name, paths, {"class": "mcu", "core": core.name})

@@ -6,13 +6,17 @@ emulated."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tasks.config import McuDevice
 from tasks.config.cores import CORES
-from tasks.core.contracts.results import McuFit
+from tasks.core import notices
+from tasks.core.contracts.results import McuFit, ResultRecord, write_result
 from tasks.core.contracts.variants import Variant
-from tasks.targets.results import not_produced
+from tasks.core.files import atomic_output_dir
+from tasks.targets.results import identity, not_produced
 
 KB = 1024
 
@@ -50,3 +54,21 @@ def host_fit_text(fit: McuFit) -> str:
     return (f"model {fit.model_bytes / KB:.1f} of {fit.flash_budget_bytes / KB:.0f} KB flash "
             f"budget, arena {fit.arena_bytes / KB:.1f} of {fit.ram_budget_bytes / KB:.0f} KB "
             f"RAM budget, accuracy {fit.accuracy:.4f} (TFLite Micro on the host)")
+
+
+def write_outcomes(device_name: str, variants: list[Variant], out_dir: Path,
+                   facts: dict[str, Any], outcome_of: Callable[[Variant], dict[str, Any]]
+                   ) -> tuple[Path, ...]:
+    """Each variant's result record on a microcontroller, from ``outcome_of(variant)``,
+    written in ``out_dir`` all at once (atomically), the progress counted per variant;
+    the paths of the records."""
+    counter = notices.Counter(f"benchmark[{device_name}]", len(variants))
+    names = []
+    with atomic_output_dir(out_dir) as staging:
+        for variant in variants:
+            outcome = outcome_of(variant)
+            names.append(write_result(staging / f"{variant.name}.json", ResultRecord(
+                **identity(variant, device_name), threads=None, device_facts=facts,
+                **outcome)).name)
+            counter.advance(variant.name, outcome["status"])
+    return tuple(out_dir / name for name in names)
