@@ -311,3 +311,19 @@ def test_a_fit_skips_other_runtimes_and_reports_unproduced_variants_by_their_rea
         name: {"class": "mcu", "board": "s3"} for name in records}
     assert {record["threads"] for record in records.values()} == {None}
     assert (run.device, run.probe, run.remote_run_dir) == ("esp32", {}, None)
+
+
+def test_the_progress_names_each_variant_with_its_own_outcome(tmp_path: Path) -> None:
+    from tasks.core import notices
+
+    tflm = tflm_variant(model_bytes=20_000, arena_bytes=6_000)
+    onnx = tflm.model_copy(update={"name": "onnx-fp32", "format": "onnx",
+                                   "runtime": "onnxruntime", "precision": "fp32"})
+    seen: list[str] = []
+    with notices.listening(lambda notice: seen.append(
+            notice.line() if isinstance(notice, notices.Progress) else notice.message)):
+        records = fit_records(tmp_path, tflm, onnx)
+    assert {name: record["status"] for name, record in records.items()} == {
+        "tflm-int8": "ok", "onnx-fp32": "skipped"}
+    assert seen == ["benchmark[esp32]: 0/2", "benchmark[esp32]: 1/2 tflm-int8 (ok)",
+                    "benchmark[esp32]: 2/2 onnx-fp32 (skipped)"]
