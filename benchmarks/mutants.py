@@ -389,7 +389,7 @@ def forget(mutants_dir: Path, statuses: set[str], keep: frozenset[str] = frozens
     count = 0
     for meta, document in _metas(mutants_dir):
         again = [name for name, code, _ in _selected(document) if code is not None
-                 and name not in keep and STATUS_BY_EXIT_CODE.get(code, "suspicious") in statuses]
+                 and name not in keep and _status(code) in statuses]
         if again:
             document["exit_code_by_key"].update(dict.fromkeys(again))
             meta.write_text(json.dumps(document, indent=4), encoding="utf-8")
