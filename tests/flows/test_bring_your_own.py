@@ -1,7 +1,7 @@
 """The whole lifecycle from a model you bring: an NCHW ONNX model (a PyTorch export's
 layout, its batch left open) goes through train (checked, evaluated), optimize (pruning
-skipped: no Keras model), convert, benchmark, select, track and release on the local
-device; replacing the file re-runs from train, touching it runs nothing."""
+skipped: no Keras model), convert (TFLite through onnx2tf), benchmark, select, track and
+release on the local device; replacing the file re-runs from train, touching it runs nothing."""
 
 from __future__ import annotations
 
@@ -50,17 +50,21 @@ def test_an_nchw_onnx_model_goes_through_every_step(experiment: Path, first_run:
     summary = json.loads((experiment / "reports" / "summary.json").read_text())
     rows = {row["variant"]: row for row in summary["results"]}
     assert set(rows) == {"tflite-fp32", "onnx-fp32", "openvino-fp32", "openvino-int8"}
-    assert rows["tflite-fp32"]["status"] == "skipped"
-    assert "needs a SavedModel; the source is an ONNX model" in rows["tflite-fp32"]["reasons"][0]
-    for name in ("onnx-fp32", "openvino-fp32"):
+    for name in ("tflite-fp32", "onnx-fp32", "openvino-fp32"):
         assert rows[name]["status"] == "pass", rows[name]["reasons"]
         assert rows[name]["latency_ms"]["p50"] > 0
         # Benchmarked on the same test images as the ONNX Runtime reference.
         assert rows[name]["accuracy_drop"] == 0.0
-    # Every variant fed NCHW, batch 1: the harness checked what it timed.
+    # ONNX Runtime and OpenVINO fed NCHW as the model reads it, batch 1; the TFLite model
+    # onnx2tf wrote reads NHWC: the harness checked what it timed.
     index = json.loads((experiment / "models" / "variants" / "index.json").read_text())
-    assert {variant["spec"]["input"]["shape"][1] for variant in index["variants"]
-            if variant["status"] == "ok"} == {1}
+    shapes = {variant["name"]: variant["spec"]["input"]["shape"] for variant in index["variants"]
+              if variant["status"] == "ok" and variant["precision"] == "fp32"}
+    assert shapes == {"tflite-fp32": [1, 16, 16, 1], "onnx-fp32": [1, 1, 16, 16],
+                      "openvino-fp32": [1, 1, 16, 16]}
+    tflite = next(variant for variant in index["variants"] if variant["name"] == "tflite-fp32")
+    assert tflite["details"]["converter"].startswith("onnx2tf 2.")
+    assert tflite["check"]["max_abs_logit_diff"] < 1e-4
     pruned = json.loads((experiment / "models" / "pruned" / "index.json").read_text())
     assert pruned == {"sources": [], "skipped": [
         {"name": "pruned50", "reason": "pruning needs a Keras model; the source is onnx "

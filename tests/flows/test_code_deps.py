@@ -328,14 +328,18 @@ def test_the_firmwares_templates_are_code_of_exactly_the_steps_that_reach_its_bu
         assert not _files(name) & expected or name in reaching, name
 
 
+# The folders of files that modules declare they read (CODE_DATA): the firmware's sources
+# and the converters' lock files.
+DECLARED_DATA = ("tasks/targets/firmware/templates/", "tasks/models/formats/tools/")
+
+
 def test_only_select_reaches_the_report_module_and_every_dependency_is_project_code() -> None:
     assert [name for name in STEPS if "tasks/select/report/markdown.py" in _files(name)] == ["select"]
     for name in STEPS:
         files = _files(name)
         assert all(path.startswith("tasks/") for path in files), name
         # A file that is no module is one a reached module declares it reads.
-        assert all(path.endswith(".py") or path.startswith("tasks/targets/firmware/templates/")
-                   for path in files), name
+        assert all(path.endswith(".py") or path.startswith(DECLARED_DATA) for path in files), name
         assert all((REPO / path).is_file() for path in files), name
         code = code_dependencies(STEPS[name])
         assert list(code.files) == sorted(code.files) and list(code.libraries) == sorted(code.libraries)

@@ -40,11 +40,11 @@ class SourceModel:
         return spec
 
     def require_saved_model(self) -> Path:
-        """The SavedModel the TensorFlow exporters start from; :class:`Skipped` for an
-        ONNX model you brought (no ONNX-to-TFLite converter is installed: README)."""
+        """The SavedModel TensorFlow's exporters start from; :class:`Skipped` where the
+        source has none (an ONNX model you brought goes to TFLite through onnx2tf:
+        :mod:`tasks.models.formats.onnx_to_tflite`)."""
         if self.saved_model_dir is None:
-            raise Skipped("needs a SavedModel; the source is an ONNX model (no converter "
-                          "from it is pinned here)")
+            raise Skipped(f"needs a SavedModel; the source {self.name} has none")
         return self.saved_model_dir
 
 

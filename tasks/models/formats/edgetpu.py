@@ -57,7 +57,8 @@ def export_edgetpu(request: ExportRequest) -> Exported:
         raise Skipped(f"{COMPILER} is not on PATH (Coral ships it for x86-64 Linux: "
                       "apt install edgetpu-compiler)")
     cpu_model = request.out_dir / "model.tflite"
-    cpu_model.write_bytes(tflite_bytes(request, "int8"))
+    converted = tflite_bytes(request, "int8")
+    cpu_model.write_bytes(converted.model)
     result = subprocess.run([compiler, "--show_operations", "--out_dir", str(request.out_dir),
                              str(cpu_model)], capture_output=True, text=True, timeout=600,
                             check=False)
@@ -66,7 +67,7 @@ def export_edgetpu(request: ExportRequest) -> Exported:
         raise RuntimeError(f"{COMPILER} failed (exit {result.returncode}): "
                            f"{(result.stderr or result.stdout).strip()[-300:]}")
     log_file = request.out_dir / "model_edgetpu.log"
-    details = parse_compiler_log(result.stdout)
+    details = {**converted.details, **parse_compiler_log(result.stdout)}
     if not details["operators"] and log_file.is_file():
         # Without --show_operations output the per-op table lives in the log file only.
         table = parse_compiler_log(log_file.read_text())

@@ -1,4 +1,6 @@
-"""TensorFlow Lite / LiteRT, converted from the SavedModel at four precisions:
+"""TensorFlow Lite / LiteRT, converted from the SavedModel at four precisions (a model
+brought as ONNX goes through onnx2tf instead, at fp32, dynamic and int8:
+:mod:`tasks.models.formats.onnx_to_tflite`):
 
 - ``fp32``: no optimisation;
 - ``fp16``: weights stored as float16 (half the size), computed in f32 on every CPU: the
@@ -14,11 +16,15 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.models.formats.base import Exported, ExportRequest, Format
+from tasks.models.formats.onnx_to_tflite import onnx_tflite_bytes
 
 if TYPE_CHECKING:  # numpy is imported where it is used: every command reads this module
     import numpy as np
@@ -82,12 +88,16 @@ def without_reduced_precision(model: bytes) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(parsed))
 
 
-def tflite_spec(path: Path, input_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """Input/output dtypes and quantisation parameters read back from the model."""
+def tflite_spec(path: Path, input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Input/output dtypes and quantisation parameters read back from the model, and its
+    input shape at batch 1: the model's own (NHWC: what a model onnx2tf wrote from an
+    NCHW one reads too), ``input_shape`` (without the batch) only where the model's is
+    not fixed."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
+    given = interpreter.get_input_details()[0]
 
     def describe(detail: dict[str, Any]) -> dict[str, Any]:
         scale, zero_point = detail["quantization"]
@@ -96,29 +106,52 @@ def tflite_spec(path: Path, input_shape: tuple[int, int, int]) -> dict[str, Any]
                 "quantization": {"scale": float(scale), "zero_point": int(zero_point)}
                 if quantized else None}
 
-    return {"input": {**describe(interpreter.get_input_details()[0]),
-                      "shape": [1, *input_shape], "layout": "NHWC"},
+    own = [int(size) for size in given["shape"][1:]]
+    shape = own if all(size > 0 for size in own) or input_shape is None else list(input_shape)
+    return {"input": {**describe(given), "shape": [1, *shape], "layout": "NHWC"},
             "output": describe(interpreter.get_output_details()[0])}
 
 
-def tflite_bytes(request: ExportRequest, precision: str) -> bytes:
+@dataclass(frozen=True)
+class Converted:
+    """A flatbuffer and what its converter said beyond TensorFlow's own (onnx2tf's
+    version and notes, for a model brought as ONNX): kept in the variant's details."""
+
+    model: bytes
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def tflite_bytes(request: ExportRequest, precision: str) -> Converted:
     """The flatbuffer at ``precision``, converted once per source: the tflite, tflm and
-    edgetpu formats all start from the same full-int8 model."""
-    saved_model = request.source.require_saved_model()
+    edgetpu formats all start from the same full-int8 model. A TensorFlow source goes
+    through TensorFlow's converter, an ONNX one through onnx2tf
+    (:mod:`tasks.models.formats.onnx_to_tflite`)."""
+    source = request.source
     cached = request.scratch / f"tflite-{precision}.tflite" if request.scratch else None
+    facts = cached.with_suffix(".json") if cached is not None else None
     if cached is not None and cached.is_file():
-        return cached.read_bytes()
-    samples = request.calibration[:request.quantization.calibration_samples]
-    model = convert_tflite(saved_model, precision, samples)
-    if cached is not None:
+        return Converted(cached.read_bytes(),
+                         json.loads(facts.read_text()) if facts and facts.is_file() else {})
+    if source.saved_model_dir is None and source.onnx_path is not None:
+        with tempfile.TemporaryDirectory() as work:
+            model, details = onnx_tflite_bytes(request, precision, Path(work))
+        # onnx2tf marks its float model fp16-computable too: the same rule as ours.
+        model = without_reduced_precision(model)
+    else:
+        samples = request.calibration[:request.quantization.calibration_samples]
+        model, details = convert_tflite(source.require_saved_model(), precision, samples), {}
+    if cached is not None and facts is not None:
         cached.write_bytes(model)
-    return model
+        facts.write_text(json.dumps(details), encoding="utf-8")
+    return Converted(model, details)
 
 
 def export_tflite(request: ExportRequest) -> Exported:
     target = request.out_dir / "model.tflite"
-    target.write_bytes(tflite_bytes(request, request.precision))
-    return Exported(target, (target,), tflite_spec(target, request.source.input_shape))
+    converted = tflite_bytes(request, request.precision)
+    target.write_bytes(converted.model)
+    return Exported(target, (target,), tflite_spec(target, request.source.input_shape),
+                    details=converted.details)
 
 
 FORMAT = Format(name="tflite", suffix=".tflite", runtime="tflite", precisions=tuple(RECIPES),

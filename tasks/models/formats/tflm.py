@@ -146,7 +146,8 @@ def c_sources(model: bytes, arena_bytes: int, ops: list[str], symbol: str = "g_m
 
 
 def export_tflm(request: ExportRequest) -> Exported:
-    model = tflite_bytes(request, "int8")
+    converted = tflite_bytes(request, "int8")
+    model = converted.model
     target = request.out_dir / "model.tflite"
     target.write_bytes(model)
     arena = measure_arena_bytes(model)
@@ -156,7 +157,8 @@ def export_tflm(request: ExportRequest) -> Exported:
     (request.out_dir / "model_data.cc").write_text(source, encoding="utf-8")
     spec: dict[str, Any] = {**tflite_spec(target, request.source.input_shape), "arena_bytes": arena}
     return Exported(target, (target,), spec,
-                    details={"arena_bytes": arena, "model_bytes": len(model), "ops": ops},
+                    details={**converted.details, "arena_bytes": arena,
+                             "model_bytes": len(model), "ops": ops},
                     extras=(request.out_dir / "model_data.cc", request.out_dir / "model_data.h"))
 
 

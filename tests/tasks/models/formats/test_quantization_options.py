@@ -39,6 +39,7 @@ def calibration_split(count: int = 40) -> np.ndarray:
 def request(tmp_path: Path, precision: str, quantization: QuantizationParams = OPTIONS,
             **fields: Any) -> ExportRequest:
     source = SimpleNamespace(require_saved_model=lambda: tmp_path / "saved_model",
+                             saved_model_dir=tmp_path / "saved_model", onnx_path=None,
                              input_shape=(4, 4, 1))
     return ExportRequest(source=source, precision=precision, out_dir=tmp_path,  # type: ignore[arg-type]
                          calibration=calibration_split(), quantization=quantization,
@@ -192,7 +193,7 @@ def test_the_tflite_converter_is_calibrated_on_the_first_calibration_samples(
         return b"flatbuffer"
 
     monkeypatch.setattr(tflite_format, "convert_tflite", convert)
-    assert tflite_format.tflite_bytes(request(tmp_path, "int8"), "int8") == b"flatbuffer"
+    assert tflite_format.tflite_bytes(request(tmp_path, "int8"), "int8").model == b"flatbuffer"
     assert given["images"] == list(range(SAMPLES))
 
 
