@@ -8,10 +8,11 @@ Micro take: the model it writes always reads NHWC (an NHWC ONNX model keeps its 
 shape: ``-kat``). Precisions (:data:`RECIPES`):
 
 - ``fp32``: the float graph;
-- ``dynamic``: int8 weights, float activations (``-odrqt``);
+- ``dynamic``: int8 weights per tensor, float activations (``-odrqt``);
 - ``int8``: full-integer, calibrated on the calibration split as the model reads it
   (normalised, in NHWC, given to onnx2tf with mean 0 and std 1), int8 input and output
-  (``-oiqt -iqd int8 -oqd int8``).
+  (``-oiqt -iqd int8 -oqd int8``), weights per channel unless ``quantization.per_channel``
+  is false; ``calibration_samples`` images, as for TensorFlow's converter.
 
 ``fp16`` is not offered: onnx2tf's float16 model takes, returns and computes float16,
 where edgeflow's fp16 is fp16 weights computed in f32 on every device.
@@ -53,7 +54,9 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "fp32": Recipe((), "float32"),
-    "dynamic": Recipe(("-odrqt",), "dynamic_range_quant"),
+    # Per-tensor: LiteRT's CONV_2D refuses onnx2tf 2.6's per-channel dynamic-range
+    # weights ("quantized_dimension != 0 (3 != 0)", seen here on a PyTorch CNN).
+    "dynamic": Recipe(("-odrqt", "-qt", "per-tensor"), "dynamic_range_quant"),
     "int8": Recipe(("-oiqt", "-iqd", "int8", "-oqd", "int8"), "full_integer_quant", True),
 }
 NOT_OFFERED: dict[str, str] = {
@@ -83,10 +86,13 @@ def nhwc(batch: np.ndarray, layout: str) -> np.ndarray:
 
 
 def onnx2tf_arguments(onnx_path: Path, out: Path, recipe: Recipe, input_name: str, layout: str,
-                      calibration: Path | None) -> list[str]:
+                      calibration: Path | None, per_channel: bool = True) -> list[str]:
     """The command line for one precision: batch fixed at 1, the NHWC input kept as it
-    is, calibration data named with mean 0 and std 1 (it is normalised already)."""
+    is, calibration data named with mean 0 and std 1 (it is normalised already), the
+    calibrated weights per channel (onnx2tf's default) unless ``per_channel`` is False."""
     arguments = ["-i", str(onnx_path), "-o", str(out), "-b", "1", *recipe.flags]
+    if recipe.calibrated and not per_channel:
+        arguments += ["-qt", "per-tensor"]
     if layout != "NCHW":
         arguments += ["-kat", input_name]
     if calibration is not None:
@@ -122,7 +128,8 @@ def onnx_tflite_bytes(request: ExportRequest, precision: str, work: Path) -> tup
         calibration = work / CALIBRATION_FILE
         samples = request.calibration[:request.quantization.calibration_samples]
         np.save(calibration, nhwc(np.asarray(samples, np.float32), layout))
-    done = tool.run(onnx2tf_arguments(onnx_path, out, recipe, name, layout, calibration),
+    done = tool.run(onnx2tf_arguments(onnx_path, out, recipe, name, layout, calibration,
+                                      request.quantization.per_channel),
                     cwd=work, timeout=CONVERT_SECONDS)
     written = out / f"{onnx_path.stem}_{recipe.suffix}.tflite"
     if not written.is_file():
