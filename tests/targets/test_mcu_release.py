@@ -29,7 +29,7 @@ from tasks.targets import mcu, mcu_release
 from tasks.targets.base import ReleaseJob
 from tasks.targets.firmware.run import FirmwareRun
 from tasks.targets.mcu_release import FirmwareFigures, FirmwareLimits, firmware_reasons
-from tests.targets.test_mcu import CLASSES, project, tflm_variant
+from tests.targets.test_mcu import CLASSES, OLD_IDS, project, tflm_variant
 
 # 100 KB flash with 10% margin (92,160 bytes), 40 KB RAM with half (20,480 bytes).
 NANO = McuDevice(transport="mcu", flash_kb=100, ram_kb=40, flash_margin=0.1, ram_margin=0.5,
@@ -130,11 +130,12 @@ def mcu_layout(tmp_path: Path, images: int = 20) -> Layout:
     return layout
 
 
-def job(layout: Layout, floor: float | None = 0.5, check_images: int = 12) -> ReleaseJob:
+def job(layout: Layout, floor: float | None = 0.5, check_images: int = 12,
+        keep: int = 5) -> ReleaseJob:
     def no_board(entry: Any) -> ReleaseDecision:
         raise AssertionError("a microcontroller has no board to release on")
 
-    return ReleaseJob(layout=layout, params=ReleaseParams(check_images=check_images),
+    return ReleaseJob(layout=layout, params=ReleaseParams(check_images=check_images, keep=keep),
                       variant=tflm_variant(), register=lambda: {"name": "m", "version": 3},
                       alias_moved=lambda mlflow: "", on_board=no_board,
                       firmware=FirmwareSettings(sources=Path("/nowhere")),
@@ -238,6 +239,25 @@ def test_a_firmware_past_a_limit_refuses_the_release_and_the_device_keeps_its_ow
     assert record["current"] == OLD and record["attempts"][-1]["status"] == "refused"
 
 
+@pytest.mark.parametrize("passes", [True, False])
+def test_old_bundles_are_removed_only_once_the_firmware_passed(
+        tmp_path: Path, fake_firmware: dict[str, Any], passes: bool) -> None:
+    """Three older bundles besides the current one, keep 2: a release that passes keeps
+    the newest old one, the current one and itself; a refused one removes none."""
+    layout = mcu_layout(tmp_path)
+    for release_id in OLD_IDS[1:]:
+        (layout.device_releases("nano") / release_id).mkdir()
+    if not passes:
+        fake_firmware["run"] = firmware_run([0, 1, 2] * 4, arena=6_016, declared=6_000)
+    decision = mcu.McuTarget("nano", NANO).release(job(layout, keep=2))
+    assert decision.outcome.status is (ReleaseStatus.RELEASED if passes
+                                       else ReleaseStatus.REFUSED)
+    folders = sorted(path.name for path in layout.device_releases("nano").iterdir()
+                     if path.is_dir())
+    assert folders == ([OLD["release"], OLD_IDS[-1], str(decision.outcome.release_id)]
+                       if passes else sorted([OLD["release"], *OLD_IDS[1:]]))
+
+
 def test_a_firmware_that_does_not_build_fails_the_release_with_the_reason(
         tmp_path: Path, fake_firmware: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     layout = mcu_layout(tmp_path)
@@ -294,15 +314,18 @@ def test_a_device_without_a_target_keeps_the_bundle_only_release(
 @pytest.mark.arm
 def test_the_tiny_tflm_variant_released_to_an_emulated_nano_33_ble(
         tiny_project: Any, tflm_bundle: tuple[Path, Path], firmware_settings: FirmwareSettings,
-        m4_library: Any, tmp_path: Path) -> None:
+        m4_library: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the release step: a device whose flash the firmware overflows refuses the
     release (nothing kept, nothing current); a Nano 33 BLE-like one gets it, with the
     firmware image in the bundle, its sha256 in the manifest and the record, and the
-    figures of the check on the emulated core."""
+    figures of the check on the emulated core. The sources are params.yaml's only."""
     import shutil
 
     from tasks.config import load_farm
     from tasks.release import release_device
+    from tasks.targets.firmware.settings import SOURCES_ENV
+
+    monkeypatch.delenv(SOURCES_ENV, raising=False)
 
     bundle, prepared = tflm_bundle
     layout = Layout(tmp_path / "project")
