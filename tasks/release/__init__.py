@@ -1,6 +1,7 @@
 """Step ``release``: put a device's chosen variant on it as the application's model.
 
-Reads params ``release`` (policy, keep, check images, check timeout), the device's entry
+Reads params ``release`` (policy, keep, check images, check timeout) and
+``benchmark.firmware`` (a microcontroller's firmware build), the device's entry
 in ``farm.yaml`` (its ``on_release``), ``reports/summary.json`` (the recommendation and
 the requirements per device), ``models/variants/`` (the artifact), ``data/prepared/``
 (classes, input shape, the check images) and ``metrics/mlflow_run.json`` (the model and
@@ -47,7 +48,7 @@ from tasks.core.layout import Layout
 from tasks.farm import releases as device_releases
 from tasks.farm.transports import connect
 from tasks.release import registry
-from tasks.release.bundle import build_bundle
+from tasks.release.bundle import accuracy_floor, build_bundle
 from tasks.release.outcome import (FAILED, REFUSED, RELEASED, ROLLED_BACK, SKIPPED, UNCHANGED,
                                    ReleaseDecision, ReleaseOutcome, ReleaseRun, read_record,
                                    record_path, write_record)
@@ -172,7 +173,9 @@ def _release_decision(params: Params, farm: Farm, layout: Layout, device: str,
                      register=partial(registry.register, layout, target.name, device),
                      alias_moved=partial(_alias_moved, device=device),
                      on_board=partial(_release_on_board, params, layout, device, target,
-                                      by_hand=variant is not None, approve=approve))
+                                      by_hand=variant is not None, approve=approve),
+                     firmware=params.benchmark.firmware,
+                     accuracy_floor=lambda: accuracy_floor(read_summary(layout.summary), device))
     return target_of(device, farm.devices[device]).release(job)
 
 

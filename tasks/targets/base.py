@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from tasks.config import BenchmarkParams, ReleaseParams, SshDevice
 from tasks.config.farm import register_device_kind, unregister_device_kind
+from tasks.config.firmware import FirmwareSettings
 from tasks.core.contracts.release import BoardState, ReleaseDecision
 from tasks.core.contracts.variants import Variant
 from tasks.core.errors import ConfigError
@@ -58,7 +59,10 @@ class ReleaseJob:
     (the version's record, or None without a tracking store); ``alias_moved`` points the
     device's alias at a version (``""``, or why not, as a clause); ``on_board``: the
     step's release through the harness, for a target with a shell (called with its farm
-    entry)."""
+    entry). ``firmware``: where a firmware build finds its sources and cache (params
+    ``benchmark.firmware``), for a kind that builds one; ``accuracy_floor``: the least
+    accuracy the release's check allows (None: none), asked only by a kind that checks
+    the release itself."""
 
     layout: Layout
     params: ReleaseParams
@@ -66,6 +70,8 @@ class ReleaseJob:
     register: Callable[[], dict[str, Any] | None]
     alias_moved: Callable[[dict[str, Any] | None], str]
     on_board: Callable[[Any], ReleaseDecision]
+    firmware: FirmwareSettings | None = None
+    accuracy_floor: Callable[[], float | None] = lambda: None
 
 
 class Target(Protocol):

@@ -8,6 +8,8 @@ its ``tflm`` variants are checked to fit flash and RAM with margins (:func:`chec
 their accuracy that of the real TFLite Micro interpreter run on the host by convert.
 Other runtimes are skipped. Probe: the profile, from farm.yaml.
 Release: a firmware-ready bundle written here, never flashed (:func:`write_bundle`);
+with a ``target`` core, built into a firmware and checked on that core before it counts
+as released (:mod:`tasks.targets.mcu_release`: the firmware image kept in the bundle);
 there is no release state on the device but edgeflow's record, and no rollback (the
 previous bundle is flashed by hand).
 
@@ -42,6 +44,7 @@ from tasks.farm.probe import DeviceProbe
 from tasks.targets.base import BenchmarkJob, DeviceRun, ReleaseJob, register
 from tasks.targets.mcu_emulated import benchmark_on_target
 from tasks.targets.mcu_fit import host_outcome, no_emulator, write_outcomes
+from tasks.targets.mcu_release import check_bundle
 
 MCU_FORMAT = "tflm"
 
@@ -73,16 +76,32 @@ class McuTarget:
 
     def release(self, job: ReleaseJob) -> ReleaseDecision:
         """The bundle, registered as a board's release is: a version, and the device's
-        alias on it."""
-        outcome = write_bundle(job.layout, self.name, self.entry, job.variant, job.params)
+        alias on it. With a ``target`` core, only once its firmware passed the check on
+        that core (:mod:`tasks.targets.mcu_release`): a refused or failed check removes
+        the bundle, and the device keeps its current release."""
+        checked = self.entry.target is not None
+        outcome = write_bundle(job.layout, self.name, self.entry, job.variant, job.params,
+                               prune=not checked)
         if outcome.status != ReleaseStatus.RELEASED or outcome.release_id is None:
             return ReleaseDecision(outcome)
+        state = bundle_state(job.variant, outcome.release_id)
+        if checked:
+            folder = job.layout.device_releases(self.name) / outcome.release_id
+            found = check_bundle(folder, self.name, self.entry, job.variant.name,
+                                 outcome.release_id, job.firmware, job.layout.prepared,
+                                 job.params.check_images, job.accuracy_floor(),
+                                 job.params.check_timeout_seconds)
+            if found.refusal is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+                return ReleaseDecision(found.refusal)
+            prune_bundles(job.layout, self.name, job.params.keep)
+            outcome = replace(outcome, message=outcome.message + found.clause)
+            state = {**state, "firmware": found.state}
         mlflow = job.register()
         outcome = replace(outcome, message=outcome.message + job.alias_moved(mlflow))
         return ReleaseDecision(
             replace(outcome, mlflow_version=mlflow and str(mlflow["version"])),
-            {**bundle_state(job.variant, outcome.release_id), "mlflow": mlflow},
-            read_record(job.layout, self.name).get("current"))
+            {**state, "mlflow": mlflow}, read_record(job.layout, self.name).get("current"))
 
     def rollback(self, layout: Layout, on_board: Callable[[Any], ReleaseDecision]
                  ) -> ReleaseDecision:
@@ -139,8 +158,9 @@ def _c_byte(byte: int) -> str:
 
 
 def write_bundle(layout: Layout, device: str, entry: McuDevice, variant: Variant,
-                 params: ReleaseParams) -> ReleaseOutcome:
-    """Write the bundle of ``variant`` for ``device`` (a ``tflm`` variant only)."""
+                 params: ReleaseParams, prune: bool = True) -> ReleaseOutcome:
+    """Write the bundle of ``variant`` for ``device`` (a ``tflm`` variant only); then,
+    when ``prune``, remove the bundles past ``params.keep`` (:func:`prune_bundles`)."""
     if variant.format != MCU_FORMAT:
         return ReleaseOutcome(device, ReleaseStatus.REFUSED, variant.name, None,
                               f"{device} is a microcontroller: only {MCU_FORMAT} variants run "
@@ -166,14 +186,21 @@ def write_bundle(layout: Layout, device: str, entry: McuDevice, variant: Variant
         "budget": {"flash_kb": entry.flash_kb, "ram_kb": entry.ram_kb,
                    "flash_margin": entry.flash_margin, "ram_margin": entry.ram_margin},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    if prune:
+        prune_bundles(layout, device, params.keep)
+    return ReleaseOutcome(device, ReleaseStatus.RELEASED, variant.name, release_id,
+                          f"firmware bundle for {device}: {folder}")
+
+
+def prune_bundles(layout: Layout, device: str, keep: int) -> None:
+    """Remove ``device``'s bundles but the newest ``keep`` and the one its record names
+    as current (only folders named like a release count)."""
+    current = (read_record(layout, device).get("current") or {}).get("release")
     kept = sorted(path.name for path in layout.device_releases(device).iterdir()
                   if path.is_dir() and RELEASE_ID_PATTERN.match(path.name))
-    for old in kept[:-params.keep]:
-        if old != current.get("release"):
+    for old in kept[:-keep]:
+        if old != current:
             shutil.rmtree(layout.device_releases(device) / old, ignore_errors=True)
-    outcome = ReleaseOutcome(device, ReleaseStatus.RELEASED, variant.name, release_id,
-                             f"firmware bundle for {device}: {folder}")
-    return outcome
 
 
 def bundle_state(variant: Variant, release_id: str) -> dict[str, str | None]:

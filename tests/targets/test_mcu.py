@@ -110,7 +110,7 @@ def test_a_release_records_the_bundle_it_replaces_as_previous(
     write_record(layout, ReleaseDecision(
         ReleaseOutcome("esp32", ReleaseStatus.RELEASED, "old", "r0", "first"), old,
         {"release": "r-older", "variant": "older", "sha256": "y"}))
-    monkeypatch.setattr(mcu, "write_bundle", lambda *args: ReleaseOutcome(
+    monkeypatch.setattr(mcu, "write_bundle", lambda *args, **kwargs: ReleaseOutcome(
         "esp32", ReleaseStatus.RELEASED, variant.name, "r1", "bundle written"))
     decision = mcu.McuTarget("esp32", DEVICE).release(release_job(layout, variant))
     assert decision.previous == old

@@ -6,8 +6,9 @@ A :class:`ReleaseRecord` says what the device runs (``current``), what it ran be
 :class:`ReleaseOutcome` and the time it ended). ``current`` and ``previous`` are a
 :class:`ReleaseEntry`: for a board, its own answer (the release manager's summary of a
 release, kept whole: the record shows what the board said); for a microcontroller, the
-bundle written (release, variant, sha256, MLflow version). The board's state, as its
-release manager answers ``status``, is a :class:`BoardState`.
+bundle written (release, variant, sha256, MLflow version; for an emulated core, its
+firmware's figures and files). The board's state, as its release manager answers
+``status``, is a :class:`BoardState`.
 
 The documents are typed dictionaries, not models: a record is read, one attempt added,
 and written back with every key the board sent, in its order (a field a newer board adds
@@ -79,6 +80,7 @@ class ReleaseEntry(TypedDict, total=False):
     health: dict[str, Any] | None
     files_intact: bool | None
     changed: list[str] | None
+    firmware: dict[str, Any] | None
 
 
 class BoardState(TypedDict, total=False):
