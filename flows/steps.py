@@ -220,7 +220,10 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     # A device's release task has no outputs of its own to check: a release or rollback
     # by hand since must not make the next run release again; new inputs (a new
     # recommendation, params, code) do.
-    Step("release", params=("release", "benchmark.firmware"), entry="tasks.release",
+    # The whole benchmark section, not only its firmware settings (what a Cortex-M4
+    # release builds with): DVC refuses a params key that params.yaml lacks, and
+    # benchmark.firmware may be absent where benchmark is not.
+    Step("release", params=("release", "benchmark"), entry="tasks.release",
          deps=lambda lay: [lay.summary, lay.variants, lay.prepared, lay.tracking_record],
          outs=lambda lay: [], records=lambda lay: [lay.releases], reads_farm=True,
          run=_release, per_device=release_one_device, persist=True,

@@ -32,7 +32,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.core.errors import EdgeflowError
 from tasks.core.locks import file_lock
 
 CACHE_ENV = "EDGEFLOW_TOOLS_CACHE"
@@ -44,9 +43,10 @@ VERSION_SECONDS = 30
 REASON_LINES = 3
 
 
-class ToolUnavailable(EdgeflowError):
+class ToolUnavailable(Exception):
     """A tool's environment cannot be had here: no interpreter of its version, or its
-    packages cannot be installed. One line, naming the tool and what to do."""
+    packages cannot be installed. One line, naming the tool and what to do: the
+    exporter's skip reason, never an error of an edgeflow command."""
 
 
 @dataclass(frozen=True)
