@@ -1,7 +1,11 @@
 """Contract of ``data/prepared/``: written by prepare, read by train, optimize and convert.
 
 - ``{train,val,test,calib}.npz``: ``x`` float32 NHWC in [0, 1], ``y`` int64 class index
-  (:func:`write_split`, :func:`load_split`);
+  (:func:`write_split`, :func:`load_split`); for ``task: detection``, ``y`` is float32
+  ``(N, M, 5)``: each image's objects as rows ``[class, x0, y0, x1, y1]`` (corners
+  normalised to [0, 1]), padded to the split's most objects ``M`` with rows of class -1
+  (:func:`pad_boxes`, :func:`image_boxes`), so every split stays one array per key,
+  readable without pickle;
 - ``meta.json``: :class:`PreparedMeta` (:func:`write_meta`, :func:`read_meta`).
 """
 
@@ -72,6 +76,33 @@ def load_split(prepared: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     if len(x) != len(y):
         raise damaged(path, f"{len(x)} images, {len(y)} labels", "prepare")
     return x, y
+
+
+# A padding row's class in a detection split's ``y``: no object.
+NO_OBJECT = -1.0
+BOX_FIELDS = 5  # class, x0, y0, x1, y1
+
+
+def pad_boxes(per_image: list[np.ndarray]) -> np.ndarray:
+    """Each image's ``(k, 5)`` objects as one float32 ``(N, M, 5)`` array, ``M`` the most
+    objects of any image (at least 1), the rest rows of class :data:`NO_OBJECT`."""
+    import numpy as np
+
+    most = max([len(boxes) for boxes in per_image] + [1])
+    padded = np.zeros((len(per_image), most, BOX_FIELDS), np.float32)
+    padded[..., 0] = NO_OBJECT
+    for row, boxes in enumerate(per_image):
+        boxes = np.asarray(boxes, np.float32).reshape(-1, BOX_FIELDS)
+        padded[row, :len(boxes)] = boxes
+    return padded
+
+
+def image_boxes(padded_row: np.ndarray) -> np.ndarray:
+    """One image's objects, ``(k, 5)``, from its row of a padded detection ``y``."""
+    import numpy as np
+
+    row = np.asarray(padded_row, np.float32).reshape(-1, BOX_FIELDS)
+    return row[row[:, 0] != NO_OBJECT]
 
 
 def write_meta(prepared: Path, meta: PreparedMeta) -> Path:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tasks.core.contracts.prepared import load_split, write_split
+from tasks.core.contracts.prepared import image_boxes, load_split, pad_boxes, write_split
 from tasks.core.contracts.results import (HarnessNotOk, McuFit, ResultRecord, ResultStatus,
                                           read_result, write_result)
 from tasks.core.contracts.summary import Counts, Reference, RowStatus, Summary, read_summary
@@ -36,6 +36,21 @@ def test_a_split_round_trips(tmp_path: Path) -> None:
     write_split(tmp_path, "val", x, y)
     loaded_x, loaded_y = load_split(tmp_path, "val")
     assert loaded_x.dtype == np.float32 and np.array_equal(loaded_y, y)
+
+
+def test_a_detection_split_pads_each_images_objects_and_round_trips(tmp_path: Path) -> None:
+    per_image = [np.array([[3, 0.1, 0.2, 0.4, 0.5], [0, 0.5, 0.5, 0.9, 0.8]], np.float32),
+                 np.zeros((0, 5), np.float32),
+                 np.array([[9, 0.0, 0.0, 1.0, 1.0]], np.float32)]
+    padded = pad_boxes(per_image)
+    assert padded.shape == (3, 2, 5) and padded.dtype == np.float32
+    # Class 0 is an object; only class -1 rows are padding.
+    assert padded[1, :, 0].tolist() == [-1.0, -1.0] and padded[2, 1, 0] == -1.0
+    write_split(tmp_path, "test", np.zeros((3, 4, 4, 3), np.float32), padded)
+    _, y = load_split(tmp_path, "test")
+    for row, expected in zip(y, per_image):
+        assert np.array_equal(image_boxes(row), expected)
+    assert pad_boxes([np.zeros((0, 5))] * 2).shape == (2, 1, 5)
 
 
 def test_a_missing_split_names_the_step_to_run(tmp_path: Path) -> None:
