@@ -48,19 +48,32 @@ def _glyph_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
     return draws[good[0]] if good.size else draws[int(np.argmax(distance))]
 
 
-def digit_scene(rng: np.random.Generator, digit: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """One scene (HxWx3 float32 in [0, 1]) of ``digit`` (8x8, values 0..16)."""
+def _glyph(digit: np.ndarray, side: int) -> np.ndarray:
+    """``digit`` (8x8, values 0..16) as a side x side alpha mask in [0, 1]."""
     from PIL import Image
 
+    return np.asarray(Image.fromarray(np.float32(digit / 16.0), mode="F")
+                      .resize((side, side), Image.Resampling.BILINEAR)).clip(0.0, 1.0)
+
+
+def _paint(scene: np.ndarray, alpha: np.ndarray, top: int, left: int,
+           colour: np.ndarray) -> None:
+    """Blend ``colour`` into ``scene`` (in place) through ``alpha`` placed at top, left."""
+    height, width = alpha.shape
+    region = scene[top:top + height, left:left + width]
+    scene[top:top + height, left:left + width] = (region * (1 - alpha[..., None])
+                                                  + colour * alpha[..., None])
+
+
+def digit_scene(rng: np.random.Generator, digit: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One scene (HxWx3 float32 in [0, 1]) of ``digit`` (8x8, values 0..16)."""
     height, width = size
     scene = _background(rng, size)
     side = max(4, int(round(rng.uniform(*GLYPH_SCALE) * min(height, width))))
-    glyph = np.asarray(Image.fromarray(np.float32(digit / 16.0), mode="F")
-                       .resize((side, side), Image.Resampling.BILINEAR)).clip(0.0, 1.0)
+    glyph = _glyph(digit, side)
     top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
     region = scene[top:top + side, left:left + side]
     colour = _glyph_colour(rng, region.reshape(-1, 3).mean(axis=0))
-    alpha = glyph[..., None]
-    scene[top:top + side, left:left + side] = region * (1 - alpha) + colour * alpha
+    _paint(scene, glyph, top, left, colour)
     scene += rng.normal(0.0, NOISE_STD, scene.shape)
     return np.clip(scene, 0.0, 1.0).astype(np.float32)
