@@ -280,3 +280,12 @@ def test_a_file_that_is_no_coco_file_is_an_error_naming_it(
     with pytest.raises(DataError) as raised:
         read_coco(path)
     assert str(raised.value).startswith(str(path)) and message in str(raised.value)
+
+
+def test_a_class_list_in_labels_is_no_label_file_of_a_missing_image(tmp_path: Path) -> None:
+    # LabelImg writes classes.txt beside the label files.
+    root = _yolo(tmp_path / "set", {"a.png": "1 0.5 0.5 0.5 0.5\n"})
+    (root / "classes.txt").rename(root / "labels/classes.txt")
+    found = read_yolo(root)
+    assert found.classes == CLASSES and found.skipped == []
+    assert _boxes(found) == {"a.png": [[1.0, 0.25, 0.25, 0.75, 0.75]]}
