@@ -27,12 +27,15 @@ no objects. Crowd regions (``iscrowd: 1``) leave their image out: COCOeval ignor
 matches against them, which a box array cannot say.
 
 The rules both share, per box: its corners may lie outside the image by at most
-:data:`TOLERANCE` of the image's side (label tools round at the edge; Ultralytics
-allows the same 1%), and are then clipped to it; a box with no width or height left is
-a zero-area box. A file with one bad box is left out whole, named with the first bad
-line or annotation: keeping the rest of its boxes would make the image's other objects
-count as false detections. A source that cannot be read at all (no ``images/``, no
-class list, a JSON file that is no COCO file) is a :class:`~tasks.core.errors.DataError`.
+:data:`TOLERANCE` of the image's side (label tools round at the edge), and are then
+clipped to it; a box with no width or height left is a zero-area box. Ultralytics
+checks only that cx, cy, w and h lie in [0, 1] (a corner may overshoot by half the box)
+and clips in training; here a box past the edge by more than 1% is a label error, named.
+Ultralytics also drops repeated lines of a file; they are kept here. A file with one bad
+box is left out whole, named with its first bad line or annotation: the image kept
+without that box would count a correct detection of its object as a false one. A source
+that cannot be read at all (no ``images/``, no class list, a JSON file that is no COCO
+file) is a :class:`~tasks.core.errors.DataError`.
 """
 
 from __future__ import annotations
@@ -226,11 +229,11 @@ def read_yolo(root: Path) -> DetectionLabels:
     used_labels: set[Path] = {root / name for name in CLASS_FILES}  # labels/classes.txt
     for image in _visible(root, images_dir):
         relative = image.relative_to(root).as_posix()
+        label = (labels_dir / image.relative_to(images_dir)).with_suffix(".txt")
+        used_labels.add(label)  # named once, with its image, when that is no image
         if image.suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append({"file": relative, "reason": NOT_AN_IMAGE})
             continue
-        label = (labels_dir / image.relative_to(images_dir)).with_suffix(".txt")
-        used_labels.add(label)
         label_name = label.relative_to(root).as_posix()
         if not label.is_file():
             skipped.append({"file": relative, "reason": f"no label file {label_name} (an image "
