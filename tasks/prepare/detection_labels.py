@@ -97,9 +97,11 @@ def _corners(x0: float, y0: float, x1: float, y1: float,
     return clipped
 
 
-def _visible(root: Path, folder: Path) -> list[Path]:
-    """Regular files under ``folder`` whose path below it has no hidden part, sorted."""
-    return sorted(path for path in folder.rglob("*") if path.is_file()
+def _visible(folder: Path) -> list[Path]:
+    """Everything under ``folder`` but folders and hidden names, sorted. Broken links
+    and special files are listed, not dropped: prepare's checks of an image name them
+    (a label file that is no regular file is a missing one)."""
+    return sorted(path for path in folder.rglob("*") if not path.is_dir()
                   and not any(part.startswith(".") for part in path.relative_to(folder).parts))
 
 
@@ -129,7 +131,7 @@ def _data_yaml_classes(path: Path) -> list[str]:
         raise DataError(f"{where}: no 'names' (the class names: a list, or 0: name, 1: name...)")
     names = document["names"]
     if isinstance(names, dict):
-        if sorted(names) != list(range(len(names))):
+        if set(names) != set(range(len(names))):  # keys may be of any type
             raise DataError(f"{where}: names: the keys must be the class indices "
                             f"0..{len(names) - 1}, found {sorted(map(str, names))}")
         names = [names[index] for index in range(len(names))]
@@ -204,7 +206,7 @@ def _yolo_row(text: str, line: int, classes: int) -> tuple[float, ...]:
     return (float(int(label)), *corners)
 
 
-def read_yolo_label(path: Path, classes: int) -> np.ndarray:
+def _read_yolo_label(path: Path, classes: int) -> np.ndarray:
     """One YOLO label file as a box array; :class:`_BadLabel` naming the first bad line."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -227,7 +229,7 @@ def read_yolo(root: Path) -> DetectionLabels:
     images: list[LabelledImage] = []
     skipped: list[dict[str, str]] = []
     used_labels: set[Path] = {root / name for name in CLASS_FILES}  # labels/classes.txt
-    for image in _visible(root, images_dir):
+    for image in _visible(images_dir):
         relative = image.relative_to(root).as_posix()
         label = (labels_dir / image.relative_to(images_dir)).with_suffix(".txt")
         used_labels.add(label)  # named once, with its image, when that is no image
@@ -240,10 +242,10 @@ def read_yolo(root: Path) -> DetectionLabels:
                                                        "with no objects needs an empty one)"})
             continue
         try:
-            images.append(LabelledImage(image, read_yolo_label(label, len(classes))))
+            images.append(LabelledImage(image, _read_yolo_label(label, len(classes))))
         except _BadLabel as error:
             skipped.append({"file": label_name, "reason": str(error)})
-    for label in _visible(root, labels_dir):
+    for label in _visible(labels_dir):
         if label not in used_labels:
             name = label.relative_to(root).as_posix()
             stem = label.relative_to(labels_dir).with_suffix("").as_posix()

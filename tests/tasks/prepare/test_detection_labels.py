@@ -289,3 +289,19 @@ def test_a_class_list_in_labels_is_no_label_file_of_a_missing_image(tmp_path: Pa
     found = read_yolo(root)
     assert found.classes == CLASSES and found.skipped == []
     assert _boxes(found) == {"a.png": [[1.0, 0.25, 0.25, 0.75, 0.75]]}
+
+
+def test_a_broken_link_among_the_images_is_listed_for_prepare_to_name(tmp_path: Path) -> None:
+    """The reader opens no image: a link to nowhere is handed on (prepare's checks name
+    it, as for the folder source), not dropped without a word."""
+    root = _yolo(tmp_path, {"a.png": ""})
+    (root / "images/gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "labels/gone.txt").write_text("")
+    assert [image.path.name for image in read_yolo(root).images] == ["a.png", "gone.png"]
+
+
+def test_data_yaml_names_keyed_by_text_are_an_error_not_a_crash(tmp_path: Path) -> None:
+    _write(tmp_path / "data.yaml", "names: {0: cat, one: dog}\n")
+    with pytest.raises(DataError) as raised:
+        yolo_classes(tmp_path)
+    assert "the keys must be the class indices 0..1, found ['0', 'one']" in str(raised.value)
