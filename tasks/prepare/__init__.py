@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from tasks.prepare import preprocessing
+from tasks.prepare.image_files import IMAGE_SUFFIXES, NOT_AN_IMAGE
 from tasks.config import DataParams
 from tasks.core.contracts.prepared import (DEFAULT_TASK, SPLITS, PreparedMeta, write_meta,
                                            write_split)
@@ -37,7 +38,6 @@ from tasks.core.errors import DataError
 from tasks.core.files import atomic_output_dir, sha256_file
 from tasks.core.notices import warn
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 # Below this many images of a class in the train, val or test split, what is measured on
 # it is mostly noise (one image is 10% of that class's accuracy): a warning names them.
 MIN_IMAGES_PER_CLASS = 10
@@ -129,7 +129,7 @@ def _special_file(path: Path) -> str | None:
 
 
 def _not_an_image(path: Path) -> str | None:
-    return None if path.suffix.lower() in IMAGE_SUFFIXES else "not a PNG or JPEG file"
+    return None if path.suffix.lower() in IMAGE_SUFFIXES else NOT_AN_IMAGE
 
 
 def _empty(path: Path) -> str | None:

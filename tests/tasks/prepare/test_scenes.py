@@ -102,3 +102,127 @@ def test_the_glyph_colour_is_the_first_draw_far_enough_else_the_farthest() -> No
     # None far enough: the farthest of the draws (0.4 beats 0.3 and 0.1).
     near = [[0.8, 0.5, 0.5], [0.5, 0.1, 0.5], [0.5, 0.5, 0.6]]
     assert scenes._glyph_colour(_Draws(near), under).tolist() == [0.5, 0.1, 0.5]
+
+
+# Detection scenes: several digits per image, each with its class and tight box.
+
+DETECTION_SIZE = (48, 56)  # not square: a box with x and y swapped does not fit it
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    loaded = load_digits()
+    return loaded.images, loaded.target
+
+
+def _ink_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Draw every digit white on black with no noise: a pixel's value is then the ink
+    drawn there and a pixel with no ink is exactly 0."""
+    monkeypatch.setattr(scenes, "_background", lambda rng, size: np.zeros((*size, 3)))
+    monkeypatch.setattr(scenes, "_glyph_colour", lambda rng, under: np.ones(3))
+    monkeypatch.setattr(scenes, "NOISE_STD", 0.0)
+
+
+def _pixel_boxes(boxes: np.ndarray, size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """The normalised corners back in pixels (x0, y0, x1, y1, end exclusive): whole
+    numbers, since a box is drawn around whole pixels."""
+    height, width = size
+    scaled = boxes[:, 1:] * [width, height, width, height]
+    assert np.allclose(scaled, np.round(scaled), atol=1e-9)
+    return [tuple(int(v) for v in row) for row in np.round(scaled)]
+
+
+def test_detection_scenes_are_the_same_for_one_seed_and_differ_for_another(digits) -> None:
+    first = scenes.detection_scenes(*digits, count=12, size=DETECTION_SIZE, seed=5)
+    again = scenes.detection_scenes(*digits, count=12, size=DETECTION_SIZE, seed=5)
+    other = scenes.detection_scenes(*digits, count=12, size=DETECTION_SIZE, seed=6)
+    assert first.images.shape == (12, 48, 56, 3) and first.images.dtype == np.float32
+    assert 0.0 <= first.images.min() and first.images.max() <= 1.0
+    assert np.array_equal(first.images, again.images)
+    assert all(np.array_equal(a, b) for a, b in zip(first.boxes, again.boxes, strict=True))
+    assert not np.array_equal(first.images, other.images)
+    assert any(a.shape != b.shape or not np.array_equal(a, b)
+               for a, b in zip(first.boxes, other.boxes, strict=True))
+
+
+def test_one_seed_gives_these_exact_detection_scenes(digits) -> None:
+    """The scenes are the data set: any change of the draws, their order or a constant
+    (scale, overlap limits, ink threshold) changes the images, the boxes and every model
+    trained on them. Boxes in pixels of a 48x56 image for seed 0."""
+    made = scenes.detection_scenes(*digits, count=3, size=DETECTION_SIZE, seed=0)
+    assert [boxes[:, 0].tolist() for boxes in made.boxes] == [[5.0, 5.0, 6.0], [1.0, 2.0], [3.0]]
+    assert [_pixel_boxes(boxes, DETECTION_SIZE) for boxes in made.boxes] == [
+        [(18, 2, 32, 21), (21, 20, 30, 33), (9, 25, 22, 43)],
+        [(36, 18, 41, 29), (18, 23, 28, 35)],
+        [(30, 4, 46, 24)]]
+    assert made.boxes[2].tolist() == [[3.0, 30 / 56, 4 / 48, 46 / 56, 24 / 48]]
+    assert float(made.images.sum()) == pytest.approx(9855.34, abs=1e-2)
+
+
+def test_each_image_holds_one_to_five_digits_with_the_class_of_the_digit_drawn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two kinds of digit whose boxes tell them apart: class 3 a full square block, class 7
+    # a bar two columns wide and the full height (at least twice as tall as wide).
+    block, bar = np.full((8, 8), 16.0), np.zeros((8, 8))
+    bar[:, 3:5] = 16.0
+    _ink_only(monkeypatch)
+    made = scenes.detection_scenes(np.stack([block, bar]), np.array([3, 7]), count=200,
+                                   size=DETECTION_SIZE, seed=1)
+    counts = [len(boxes) for boxes in made.boxes]
+    assert min(counts) >= 1 and max(counts) <= 5
+    assert set(counts) == {1, 2, 3, 4, 5}  # drawn per image, not one count for all
+    kinds = {3: 0, 7: 0}
+    for boxes in made.boxes:
+        for label, (x0, y0, x1, y1) in zip(boxes[:, 0], _pixel_boxes(boxes, DETECTION_SIZE)):
+            ratio = (y1 - y0) / (x1 - x0)
+            assert (ratio == 1.0) if label == 3 else (label == 7 and ratio >= 2.0), (label, ratio)
+            kinds[int(label)] += 1
+    assert min(kinds.values()) > 100
+
+
+def test_boxes_are_tight_around_the_ink_and_nothing_is_drawn_outside_them(
+        digits, monkeypatch: pytest.MonkeyPatch) -> None:
+    _ink_only(monkeypatch)
+    made = scenes.detection_scenes(*digits, count=150, size=DETECTION_SIZE, seed=2)
+    singles = 0
+    for image, boxes in zip(made.images, made.boxes, strict=True):
+        ink = image[..., 0]
+        assert np.array_equal(image[..., 1], ink) and np.array_equal(image[..., 2], ink)
+        inside = np.zeros(ink.shape, bool)
+        for x0, y0, x1, y1 in _pixel_boxes(boxes, DETECTION_SIZE):
+            assert 0 <= x0 < x1 <= DETECTION_SIZE[1] and 0 <= y0 < y1 <= DETECTION_SIZE[0]
+            inside[y0:y1, x0:x1] = True
+            # Each edge of the box runs through drawn ink (not a faint fringe): no
+            # box is wider than its digit (a padded square, an extra pixel).
+            for edge in (ink[y0, x0:x1], ink[y1 - 1, x0:x1], ink[y0:y1, x0], ink[y0:y1, x1 - 1]):
+                assert edge.max() >= scenes.INK_ALPHA
+        # Nothing drawn outside every box: no box is narrower than its digit.
+        assert not ink[~inside].any()
+        if len(boxes) == 1:  # alone, the box is exactly the drawn pixels' extent
+            singles += 1
+            rows, cols = np.nonzero(ink)
+            assert _pixel_boxes(boxes, DETECTION_SIZE) == [
+                (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)]
+    assert singles >= 10
+
+
+def _iou_and_cover(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[float, float]:
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    area_a, area_b = (a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])
+    return inter / (area_a + area_b - inter), inter / min(area_a, area_b)
+
+
+def test_digits_overlap_within_the_limits_and_do_overlap(digits) -> None:
+    made = scenes.detection_scenes(*digits, count=300, size=DETECTION_SIZE, seed=3)
+    ious = []
+    for boxes in made.boxes:
+        pixels = _pixel_boxes(boxes, DETECTION_SIZE)
+        for i, a in enumerate(pixels):
+            for b in pixels[i + 1:]:
+                iou, cover = _iou_and_cover(a, b)
+                assert iou <= scenes.MAX_IOU and cover <= scenes.MAX_COVER, (a, b)
+                ious.append(iou)
+    # The limits are reached for, not met by keeping digits apart.
+    assert max(ious) > 0.2 and sum(iou > 0 for iou in ious) > 50
