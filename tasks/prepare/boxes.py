@@ -19,7 +19,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-BOX_COLUMNS = ("class", "x0", "y0", "x1", "y1")
+from tasks.core.contracts.prepared import BOX_COLUMNS
+
+__all__ = ["BOX_COLUMNS", "box_array"]
 
 
 def box_array(rows: Sequence[Sequence[float]]) -> np.ndarray:

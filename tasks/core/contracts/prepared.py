@@ -1,8 +1,8 @@
 """Contract of ``data/prepared/``: written by prepare, read by train, optimize and convert.
 
 - ``{train,val,test,calib}.npz``: ``x`` float32 NHWC in [0, 1], ``y`` int64 class index
-  (:func:`write_split`, :func:`load_split`); for ``task: detection``, ``y`` is float32
-  ``(N, M, 5)``: each image's objects as rows ``[class, x0, y0, x1, y1]`` (corners
+  (:func:`write_split`, :func:`load_split`); for ``task: detection``, ``y`` is float64
+  ``(N, M, 5)`` (a box read from a label file stays the number written there): each image's objects as rows ``[class, x0, y0, x1, y1]`` (corners
   normalised to [0, 1]), padded to the split's most objects ``M`` with rows of class -1
   (:func:`pad_boxes`, :func:`image_boxes`), so every split stays one array per key,
   readable without pickle;
@@ -80,19 +80,20 @@ def load_split(prepared: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 # A padding row's class in a detection split's ``y``: no object.
 NO_OBJECT = -1.0
-BOX_FIELDS = 5  # class, x0, y0, x1, y1
+BOX_COLUMNS = ("class", "x0", "y0", "x1", "y1")
+BOX_FIELDS = len(BOX_COLUMNS)
 
 
 def pad_boxes(per_image: list[np.ndarray]) -> np.ndarray:
-    """Each image's ``(k, 5)`` objects as one float32 ``(N, M, 5)`` array, ``M`` the most
+    """Each image's ``(k, 5)`` objects as one float64 ``(N, M, 5)`` array, ``M`` the most
     objects of any image (at least 1), the rest rows of class :data:`NO_OBJECT`."""
     import numpy as np
 
     most = max([len(boxes) for boxes in per_image] + [1])
-    padded = np.zeros((len(per_image), most, BOX_FIELDS), np.float32)
+    padded = np.zeros((len(per_image), most, BOX_FIELDS), np.float64)
     padded[..., 0] = NO_OBJECT
     for row, boxes in enumerate(per_image):
-        boxes = np.asarray(boxes, np.float32).reshape(-1, BOX_FIELDS)
+        boxes = np.asarray(boxes, np.float64).reshape(-1, BOX_FIELDS)
         padded[row, :len(boxes)] = boxes
     return padded
 
@@ -101,7 +102,7 @@ def image_boxes(padded_row: np.ndarray) -> np.ndarray:
     """One image's objects, ``(k, 5)``, from its row of a padded detection ``y``."""
     import numpy as np
 
-    row = np.asarray(padded_row, np.float32).reshape(-1, BOX_FIELDS)
+    row = np.asarray(padded_row, np.float64).reshape(-1, BOX_FIELDS)
     return row[row[:, 0] != NO_OBJECT]
 
 

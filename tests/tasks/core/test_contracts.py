@@ -39,11 +39,12 @@ def test_a_split_round_trips(tmp_path: Path) -> None:
 
 
 def test_a_detection_split_pads_each_images_objects_and_round_trips(tmp_path: Path) -> None:
-    per_image = [np.array([[3, 0.1, 0.2, 0.4, 0.5], [0, 0.5, 0.5, 0.9, 0.8]], np.float32),
-                 np.zeros((0, 5), np.float32),
-                 np.array([[9, 0.0, 0.0, 1.0, 1.0]], np.float32)]
+    per_image = [np.array([[3, 0.1, 0.2, 0.4, 0.5], [0, 0.5, 0.5, 0.9, 0.8]]),
+                 np.zeros((0, 5)),
+                 np.array([[9, 0.0, 0.0, 1.0, 1.0 / 3]])]
     padded = pad_boxes(per_image)
-    assert padded.shape == (3, 2, 5) and padded.dtype == np.float32
+    # float64: a corner read from a label file stays exactly the number written.
+    assert padded.shape == (3, 2, 5) and padded.dtype == np.float64
     # Class 0 is an object; only class -1 rows are padding.
     assert padded[1, :, 0].tolist() == [-1.0, -1.0] and padded[2, 1, 0] == -1.0
     write_split(tmp_path, "test", np.zeros((3, 4, 4, 3), np.float32), padded)
