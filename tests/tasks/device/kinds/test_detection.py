@@ -260,11 +260,15 @@ def test_each_ground_truth_is_matched_once_by_the_best_scored_detection_of_its_c
                                    [1, 0.95, 0.1, 0.1, 0.3, 0.3])], [truth])[0]
     assert result.scores.tolist() == [0.95, 0.9, 0.5]
     assert result.hits[:, 0].tolist() == [False, True, False]
-    # A detection takes the truth it overlaps most, not the first listed.
-    two = image([0, 0.0, 0.0, 0.4, 0.4], [0, 0.1, 0.1, 0.5, 0.5])
-    nearer = KIND.per_sample([found([0, 0.9, 0.1, 0.1, 0.5, 0.5], [0, 0.8, 0.0, 0.0, 0.4, 0.4])],
+    # A detection takes the truth it overlaps most, not the first listed: the 0.9 box is
+    # the second truth (IoU 1; 0.6 with the first), the 0.8 box overlaps the first truth
+    # by 0.75 and the second by 0.4. Taking the first truth would leave the 0.8 box none.
+    two = image([0, 0.0, 0.0, 0.4, 0.4], [0, 0.1, 0.0, 0.5, 0.4])
+    nearer = KIND.per_sample([found([0, 0.9, 0.1, 0.0, 0.5, 0.4], [0, 0.8, 0.0, 0.0, 0.3, 0.4])],
                              [two])[0]
-    assert nearer.hits[:, -1].tolist() == [True, True]
+    assert nearer.hits[:, 0].tolist() == [True, True]
+    assert nearer.hits[:, 4].tolist() == [True, True]    # 0.70
+    assert nearer.hits[:, 6].tolist() == [True, False]   # 0.80: above the 0.8 box's 0.75
 
 
 def test_per_image_results_survive_their_json_form() -> None:
@@ -311,6 +315,16 @@ def test_the_interval_holds_the_metric_narrows_with_more_images_and_repeats() ->
     check_low, check_high = KIND.interval(few, CHECK_Z)
     assert few_low < check_low and check_high < few_high
     assert KIND.interval(np.array([], dtype=object)) == (0.0, 1.0)
+
+
+def test_the_interval_is_widened_to_hold_the_metric() -> None:
+    """One resample is an interval of one point, seldom the metric itself: the interval
+    then reaches to the metric (as a percentile interval of a biased statistic, on few
+    images, can sit beside it)."""
+    results = _results(30)
+    headline = KIND.metric(results)
+    low, high = detection.bootstrap_interval(results, resamples=1)
+    assert low <= headline <= high and headline in (low, high) and low < high
 
 
 def test_the_interval_is_the_percentiles_of_the_resampled_map50() -> None:
