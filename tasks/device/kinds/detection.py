@@ -47,12 +47,16 @@ most with IoU >= t (COCO's greedy matching), at each t of :data:`IOU_THRESHOLDS`
 scores and hits and its ground truths' classes. :func:`scores` pools the images: per
 class with ground truth, the precision/recall curve of its detections ranked by score
 over all images, its precision envelope, and the average precision sampled at the 101
-recall points 0, 0.01 ... 1 (:data:`AP_METHODS`: "coco", the default; "ultralytics",
-the trapezoid over the same 101 points of the envelope interpolated linearly, as
-``yolo val`` integrates, is there to compare with it). mAP is the mean over the classes
-with ground truth (a class with ground truth and no detection counts 0; detections of a
-class with no ground truth anywhere count for no class): mAP@0.5 is the headline
-(:meth:`Detection.metric`); mAP@0.5:0.95 averages the ten thresholds.
+recall points 0, 0.01 ... 1 (:data:`AP_METHODS`: "coco", the default, the reference's
+definition, equal to ``COCOeval``'s to the last bits; "ultralytics", the trapezoid over
+the same 101 points of the envelope interpolated linearly, as ``yolo val`` integrates, to
+compare with it). mAP is the mean over the classes with ground truth (a class with
+ground truth and no detection counts 0; detections of a class with no ground truth
+anywhere count for no class): mAP@0.5 is the headline (:meth:`Detection.metric`);
+mAP@0.5:0.95 averages the ten thresholds. ``yolo val`` differs in two more ways: it
+matches by IoU rather than by score (the same result unless boxes crowd), and it
+scores the boxes of its own post-processing (score 0.001, IoU 0.7, 300 boxes, a box per
+class above the score): to compare with it, decode with those settings.
 
 **Interval** (:meth:`Detection.interval`): a percentile bootstrap over images: the images
 resampled with replacement :data:`RESAMPLES` times from a fixed seed (the same results
@@ -86,8 +90,6 @@ RECALL_POINTS = np.linspace(0.0, 1.0, int(np.round((1.0 - 0.0) / 0.01)) + 1)
 RESAMPLES = 1000
 SEED = 0
 AGREEMENT_IOU = 0.5
-DEFAULTS = {"format": "grid", "score_threshold": 0.25, "iou_threshold": 0.45,
-            "max_detections": 100}
 _SETTING_KEYS = ("format", "classes", "grid", "score_threshold", "iou_threshold",
                  "max_detections")
 _EMPTY = np.zeros((0, 6))
@@ -98,9 +100,10 @@ _EMPTY = np.zeros((0, 6))
 
 @dataclass(frozen=True)
 class Settings:
-    """A detector's post-processing, from its spec (:func:`settings`). ``classes`` and
-    ``grid`` may be None where the output's shape says them; ``input_size`` is the model
-    input's (height, width) in pixels, where the spec says it."""
+    """A detector's post-processing, from its spec (:func:`settings`), with the defaults
+    a spec leaves: these. ``classes`` and ``grid`` may be None where the output's shape
+    says them; ``input_size`` is the model input's (height, width) in pixels, where the
+    spec says it."""
 
     format: str = "grid"
     classes: int | None = None
@@ -112,15 +115,16 @@ class Settings:
 
 
 def settings(spec: Mapping[str, Any] | None) -> Settings:
-    """The post-processing a variant's spec asks for (its ``"detection"`` entry, defaults
-    :data:`DEFAULTS`); ValueError naming the key for an unknown key or a bad value."""
+    """The post-processing a variant's spec asks for (its ``"detection"`` entry; what it
+    leaves, :class:`Settings`' defaults); ValueError naming the key for an unknown key or
+    a bad value."""
     spec = spec or {}
     entry = dict(spec.get("detection") or {})
     unknown = sorted(set(entry) - set(_SETTING_KEYS))
     if unknown:
         raise ValueError(f"detection: unknown key {', '.join(unknown)} "
                          f"(allowed: {', '.join(_SETTING_KEYS)})")
-    values = {**DEFAULTS, **entry}
+    values = {**{key: getattr(Settings, key) for key in _SETTING_KEYS}, **entry}
     if values["format"] not in LAYOUTS:
         raise ValueError(f"detection.format: unknown output layout {values['format']!r}: "
                          f"one of {', '.join(sorted(LAYOUTS))}")
@@ -249,8 +253,7 @@ def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     area_first = (first[:, 2] - first[:, 0]) * (first[:, 3] - first[:, 1])
     area_second = (second[:, 2] - second[:, 0]) * (second[:, 3] - second[:, 1])
     union = area_first[:, None] + area_second[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def _best_first(scores: np.ndarray) -> np.ndarray:
