@@ -39,7 +39,8 @@ y0, x1, y1]``, best first, corners as fractions of the model's input image in [0
 
 **Scoring** (COCO's rules, as ``pycocotools``' ``COCOeval`` with every area and at most
 ``max_detections`` boxes an image). A label is one image's ground truth, an array
-``(m, 5)`` of rows ``[class, x0, y0, x1, y1]`` in the same normalised corners.
+``(m, 5)`` of rows ``[class, x0, y0, x1, y1]`` in the same normalised corners (a row
+of class -1 is none: the prepared split's padding, one label array for every image).
 :meth:`Detection.per_sample` matches each image's detections to its ground truth: per
 class, detections in order of score, each takes the unmatched ground truth it overlaps
 most with IoU >= t (COCO's greedy matching), at each t of :data:`IOU_THRESHOLDS`
@@ -336,7 +337,11 @@ def _prediction(value: Any) -> np.ndarray:
 
 
 def _label(value: Any) -> np.ndarray:
-    return np.asarray(value, np.float64).reshape(-1, 5)
+    """One image's ground truth, ``(m, 5)``, without the rows of a negative class: a
+    prepared detection split pads each image's objects to the split's most with rows of
+    class -1 (``tasks/core/contracts/prepared.py``), which are no object."""
+    rows = np.asarray(value, np.float64).reshape(-1, 5)
+    return rows[rows[:, 0] >= 0]
 
 
 def match(prediction: np.ndarray, truth: np.ndarray) -> ImageResult:

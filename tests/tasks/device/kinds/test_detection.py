@@ -271,6 +271,19 @@ def test_each_ground_truth_is_matched_once_by_the_best_scored_detection_of_its_c
     assert nearer.hits[:, 6].tolist() == [True, False]   # 0.80: above the 0.8 box's 0.75
 
 
+def test_rows_of_class_minus_one_are_the_splits_padding_not_objects() -> None:
+    """The prepared split's y pads every image's objects to the most of any image with
+    rows of class -1: the same image, padded, scores the same."""
+    padded = np.vstack([THREE_TRUTHS, np.tile([-1.0, 0.0, 0.0, 0.0, 0.0], (2, 1))])
+    result = KIND.per_sample([HIT_MISS_HIT], [padded])
+    assert result[0].truths.tolist() == [0, 0, 0]
+    assert KIND.metric(result) == pytest.approx(56 / 101, abs=1e-12)
+    # A split as the harness holds it: (N, M, 5), the second image with no object at all.
+    split = np.stack([padded, np.tile([-1.0, 0.0, 0.0, 0.0, 0.0], (5, 1))])
+    assert detection.scores(KIND.per_sample([HIT_MISS_HIT, found()], split)) == \
+        detection.scores(KIND.per_sample([HIT_MISS_HIT, found()], [THREE_TRUTHS, image()]))
+
+
 def test_per_image_results_survive_their_json_form() -> None:
     results = KIND.per_sample([HIT_MISS_HIT, found()], [THREE_TRUTHS, image([1, 0, 0, 1, 1])])
     again = [result.as_json() for result in results]
