@@ -55,7 +55,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     count = len(images) if args.accuracy_samples <= 0 else min(args.accuracy_samples, len(images))
     kind = kinds.of_spec(spec)
     outputs = predict(runner, images[:count], spec)
-    accuracy = kind.metric(kind.per_sample([kind.decode(row) for row in outputs],
+    accuracy = kind.metric(kind.per_sample([kind.decode(row, spec) for row in outputs],
                                            labels[:count]))
 
     return {

@@ -81,7 +81,7 @@ class Pipeline:
         y = self.runner.infer(x)
         t3 = clock()
         prediction = self.kind.decode(dequantize_output(y, self.spec.get("output", {}))
-                                      .reshape(-1))
+                                      .reshape(-1), self.spec)
         t4 = clock()
         if self.recording:
             for stage, elapsed in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):

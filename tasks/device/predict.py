@@ -221,7 +221,8 @@ class Model:
         start = time.perf_counter()
         logits = self.logits(model_input)
         latency_ms = (time.perf_counter() - start) * 1e3
-        return {**self.kind.answer(logits, self.classes), "latency_ms": round(latency_ms, 4)}
+        return {**self.kind.answer(logits, self.classes, self.spec),
+                "latency_ms": round(latency_ms, 4)}
 
     def check(self) -> dict[str, Any]:
         """The release's health check on its ``check/`` images (manifest ``check``):
@@ -232,7 +233,7 @@ class Model:
         check = self.manifest["check"]
         folder = os.path.join(self.folder, check["folder"])
         inputs = [self.prepare(os.path.join(folder, name)) for name in check["images"]]
-        predicted = [self.kind.decode(self.logits(x)) for x in inputs]
+        predicted = [self.kind.decode(self.logits(x), self.spec) for x in inputs]
         per_sample = self.kind.per_sample(predicted, check["labels"])
         accuracy = self.kind.metric(per_sample)
         upper = self.kind.interval(per_sample, CHECK_Z)[1]

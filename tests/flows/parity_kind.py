@@ -23,7 +23,7 @@ class Parity:
         if y.ndim < 1 or y.shape[0] != 1 or y.size < 2:
             raise ValueError(f"parity reads a row of at least two scores, not {tuple(y.shape)}")
 
-    def decode(self, output: np.ndarray) -> int:
+    def decode(self, output: np.ndarray, spec: Any = None) -> int:
         return int(np.argmax(output)) % 2
 
     def per_sample(self, predictions: Sequence[Any], labels: Sequence[Any]) -> np.ndarray:
@@ -41,7 +41,8 @@ class Parity:
     def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
         return float(np.mean(np.asarray(predictions) == np.asarray(reference)))
 
-    def answer(self, output: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    def answer(self, output: np.ndarray, classes: Sequence[str],
+               spec: Any = None) -> dict[str, Any]:
         return {"parity": ("even", "odd")[self.decode(output)]}
 
 

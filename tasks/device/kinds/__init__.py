@@ -51,9 +51,11 @@ class TaskKind(Protocol):
         """Raise ValueError unless ``y``, the model's answer to the one sample ``x``,
         has the shape this kind reads (what is timed must be one sample's answer)."""
 
-    def decode(self, output: np.ndarray) -> Any:
+    def decode(self, output: np.ndarray, spec: Mapping[str, Any] | None = None) -> Any:
         """The prediction in one sample's output (a class index, boxes...): the
-        application's post-processing, timed as such end to end."""
+        application's post-processing, timed as such end to end. ``spec`` is the
+        variant's: what a kind needs beyond the output (a detector's grid and
+        thresholds, for an output that arrives flattened); a kind may ignore it."""
 
     def per_sample(self, predictions: Sequence[Any], labels: Sequence[Any]) -> np.ndarray:
         """Each sample's result against its label (1.0 right, 0.0 wrong for a class)."""
@@ -68,8 +70,10 @@ class TaskKind(Protocol):
     def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
         """The share of samples whose prediction matches the reference model's."""
 
-    def answer(self, output: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-        """The predictor's JSON answer for one sample's output."""
+    def answer(self, output: np.ndarray, classes: Sequence[str],
+               spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The predictor's JSON answer for one sample's output (``spec`` as for
+        :meth:`decode`)."""
 
 
 _KINDS: dict[str, TaskKind] = {}

@@ -34,7 +34,7 @@ class Classification:
             raise ValueError(f"the model answered one image {tuple(x.shape)} with an output of "
                              f"shape {tuple(y.shape)}, not one row of class scores")
 
-    def decode(self, output: np.ndarray) -> int:
+    def decode(self, output: np.ndarray, spec: Any = None) -> int:
         return int(np.argmax(output))
 
     def per_sample(self, predictions: Sequence[Any], labels: Sequence[Any]) -> np.ndarray:
@@ -66,7 +66,8 @@ class Classification:
     def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
         return float(np.mean(np.asarray(predictions) == np.asarray(reference)))
 
-    def answer(self, output: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    def answer(self, output: np.ndarray, classes: Sequence[str],
+               spec: Any = None) -> dict[str, Any]:
         index = self.decode(output)
         return {"class": classes[index], "index": index,
                 "score": round(float(softmax(output)[index]), 6)}

@@ -263,7 +263,7 @@ def test_a_prediction_is_the_kinds_answer_and_the_models_milliseconds(
 
     monkeypatch.setattr(predict, "time", Clock(1_234_567))  # 1.234567 ms
     model = predict.Model.__new__(predict.Model)
-    model.kind, model.classes = KIND, ["cat", "dog", "owl"]
+    model.kind, model.classes, model.spec = KIND, ["cat", "dog", "owl"], {}
     model.prepare = lambda image, channels: {"rgb": 2, "bgr": 0}[channels]
     model.logits = lambda x: np.eye(3)[x] * 5
     answer = model.predict("image", channels="bgr")
