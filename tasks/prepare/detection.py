@@ -39,7 +39,7 @@ from tasks.core.notices import warn
 from tasks.prepare import preprocessing
 from tasks.prepare.boxes import fitted_boxes
 from tasks.prepare.detection_labels import DetectionLabels, read_coco, read_yolo
-from tasks.prepare.image_reading import decode, file_problem
+from tasks.prepare.image_reading import ReadImage, decode, file_problem
 from tasks.prepare.splits import split_images
 
 DEFAULT_SCENES = 600  # data.scenes unset: enough for a tiny detector to learn something
@@ -114,6 +114,17 @@ def _name(path: Path, root: Path) -> str:
         return str(path)
 
 
+def _read(path: Path, params: DataParams) -> ReadImage | str:
+    """The image as model input, or why it cannot be used (classification's checks)."""
+    reason = file_problem(path)
+    if reason is not None:
+        return reason
+    try:
+        return decode(path, params)
+    except ValueError as error:
+        return str(error)
+
+
 def load_labelled_folder(params: DataParams) -> LoadedDetection:
     """A folder of images with label files (``data.labels``): the images that pass the
     image checks, their boxes moved into the model input; what the labels and the images
@@ -125,14 +136,9 @@ def load_labelled_folder(params: DataParams) -> LoadedDetection:
     images: list[np.ndarray] = []
     boxes: list[np.ndarray] = []
     for labelled in labels.images:
-        reason = file_problem(labelled.path)
-        if reason is None:
-            try:
-                read = decode(labelled.path, params)
-            except ValueError as error:
-                reason = str(error)
-        if reason is not None:
-            skipped.append({"file": _name(labelled.path, root), "reason": reason})
+        read = _read(labelled.path, params)
+        if isinstance(read, str):
+            skipped.append({"file": _name(labelled.path, root), "reason": read})
             continue
         images.append(read.x)
         boxes.append(fitted_boxes(labelled.boxes, preprocessing.fit_geometry(
