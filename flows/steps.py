@@ -84,10 +84,12 @@ class Step:
 
 
 def _data_folder(params: Params) -> list[Path]:
-    """The image folder of a ``folder`` source; none for ``digits`` (scikit-learn ships
-    it: its version is in the key with the other libraries')."""
+    """The image folder of a ``folder`` source and its COCO JSON file, if any; none for
+    ``digits`` (scikit-learn ships it: its version is in the key with the other
+    libraries')."""
     data = params.data
-    return [data.folder] if data.source == "folder" and data.folder is not None else []
+    folder = [data.folder] if data.source == "folder" and data.folder is not None else []
+    return folder + ([data.coco_json] if data.coco_json is not None else [])
 
 
 def _model_file(params: Params) -> list[Path]:

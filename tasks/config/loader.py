@@ -102,7 +102,8 @@ def load_params(path: Path) -> Params:
     path = Path(path)
     params = _validated(Params, path)
     base = path.parent.resolve()
-    data = params.data.model_copy(update={"folder": _resolve(params.data.folder, base)})
+    data = params.data.model_copy(update={"folder": _resolve(params.data.folder, base),
+                                          "coco_json": _resolve(params.data.coco_json, base)})
     model = params.model
     if isinstance(model, ModelFileOptions):
         model = model.model_copy(update={"path": _resolve(model.path, base)})

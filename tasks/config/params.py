@@ -27,11 +27,28 @@ class SplitParams(StrictModel):
     test: float = Field(default=0.2, gt=0.0, lt=0.5)
 
 
+# The sources a detection task can read (``data.source``): scenes of several digits with
+# their boxes, or a folder with label files. Any other kind labels one class per image,
+# from every source. (prepare's registries of loaders are keyed by the same names.)
+DETECTION_TASK = "detection"
+DETECTION_SOURCES = ("digit_scenes", "folder")
+LABEL_FORMATS = ("yolo", "coco")
+
+
 class DataParams(StrictModel):
     """Where images come from and how they become model inputs."""
 
     source: Literal["digits", "digit_scenes", "folder"] = "digits"
     folder: Path | None = None
+    labels: Literal["yolo", "coco"] | None = Field(
+        default=None, description="for task detection with source folder: the label "
+        "layout of the folder (yolo: images/ and labels/; coco: data.coco_json, the images "
+        "in data.folder)")
+    coco_json: Path | None = Field(default=None, description="the COCO JSON file, for "
+                                   "labels coco")
+    scenes: Annotated[int, count(1, MAX_SAMPLES)] | None = Field(
+        default=None, description="for task detection with source digit_scenes: how many "
+        "scenes (images of 1 to 5 digits) to draw; none: 600")
     image_size: tuple[int, int] = (32, 32)
     color: Literal["grayscale", "rgb"] = "grayscale"
     fit: Literal["squash", "letterbox"] = Field(
@@ -65,6 +82,36 @@ class DataParams(StrictModel):
             raise ValueError("data.folder is required when data.source is 'folder'")
         if self.source != "folder" and self.folder is not None:
             raise ValueError("data.folder is only used when data.source is 'folder'")
+        return self
+
+    @model_validator(mode="after")
+    def _detection_keys(self) -> "DataParams":
+        """Each key of detection data only where it is read; the first rule broken is
+        the error (one line, naming what is allowed)."""
+        detection = self.task == DETECTION_TASK
+        labelled = detection and self.source == "folder"
+        rules = (
+            (detection and self.source not in DETECTION_SOURCES,
+             f"data.source {self.source!r} has no boxes: data.task 'detection' reads "
+             f"{' or '.join(DETECTION_SOURCES)}"),
+            (self.labels is not None and not labelled,
+             "data.labels is only used when data.task is 'detection' and data.source is "
+             "'folder'"),
+            (labelled and self.labels is None,
+             f"data.labels is required when data.task is 'detection' and data.source is "
+             f"'folder' (allowed: {', '.join(LABEL_FORMATS)})"),
+            (self.coco_json is not None and self.labels != "coco",
+             "data.coco_json is only used when data.labels is 'coco'"),
+            (self.labels == "coco" and self.coco_json is None,
+             "data.coco_json is required when data.labels is 'coco' (the COCO JSON file; "
+             "data.folder holds its images)"),
+            (self.scenes is not None and not (detection and self.source == "digit_scenes"),
+             "data.scenes is only used when data.task is 'detection' and data.source is "
+             "'digit_scenes'"),
+        )
+        broken = next((message for failed, message in rules if failed), None)
+        if broken is not None:
+            raise ValueError(broken)
         return self
 
 

@@ -38,12 +38,36 @@ def _fit(image: Any, height: int, width: int, fit: str) -> Any:
         raise ValueError(f"fit is one of {', '.join(FITS)}, not {fit!r}")
     if fit == "squash":
         return image.resize((width, height), Image.Resampling.BILINEAR)
-    scale = min(width / image.width, height / image.height)
-    inner = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    inner, offset = _letterbox(image.width, image.height, height, width)
     canvas = Image.new(image.mode, (width, height))  # black in every mode
-    canvas.paste(image.resize(inner, Image.Resampling.BILINEAR),
-                 ((width - inner[0]) // 2, (height - inner[1]) // 2))
+    canvas.paste(image.resize(inner, Image.Resampling.BILINEAR), offset)
     return canvas
+
+
+def _letterbox(source_width: int, source_height: int, height: int,
+               width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A letterboxed image's (width, height) inside the model's input, and its top-left
+    corner there (x, y), in pixels."""
+    scale = min(width / source_width, height / source_height)
+    inner = (max(1, round(source_width * scale)), max(1, round(source_height * scale)))
+    return inner, ((width - inner[0]) // 2, (height - inner[1]) // 2)
+
+
+def fit_geometry(source_width: int, source_height: int, height: int, width: int,
+                 fit: str) -> tuple[float, float, float, float]:
+    """Where an image of ``source_width`` x ``source_height`` pixels lands in the model's
+    input of ``width`` x ``height`` under ``fit`` (:data:`FITS`), as ``(scale_x, scale_y,
+    offset_x, offset_y)`` in fractions of the input's width and height: the point at
+    fraction (u, v) of the image lands at (offset_x + u * scale_x, offset_y + v * scale_y).
+    The same arithmetic as the pixels' (:func:`to_model_input`), so a box in normalised
+    corners moves with the pixels it covers; the inverse maps a model's boxes back to
+    the image. ``squash`` is (1, 1, 0, 0) exactly: its boxes keep their numbers."""
+    if fit not in FITS:
+        raise ValueError(f"fit is one of {', '.join(FITS)}, not {fit!r}")
+    if fit == "squash":
+        return 1.0, 1.0, 0.0, 0.0
+    inner, offset = _letterbox(source_width, source_height, height, width)
+    return inner[0] / width, inner[1] / height, offset[0] / width, offset[1] / height
 
 
 def to_model_input(image: Any, height: int, width: int, color: str,

@@ -15,14 +15,17 @@ any size, grey or colour). Unreadable or empty images, decompression bombs (more
 pixels than Pillow will decode), broken or looping links, links to folders inside a
 class and special files are skipped and named in ``meta.json``; fewer than two classes,
 or a class with no usable image, is an error.
-The split is stratified and seeded: the same params give the same arrays.
+The split is stratified and seeded (:mod:`tasks.prepare.splits`): the same params give the
+same arrays.
+
+``data.task: detection`` (:mod:`tasks.prepare.detection`) reads scenes of several digits
+(``digit_scenes``, ``data.scenes`` images) or a folder with YOLO or COCO labels
+(``folder``, ``data.labels``, ``data.coco_json``); each split's ``y`` is its images' boxes,
+padded (:func:`~tasks.core.contracts.prepared.pad_boxes`), and the split is by image.
 """
 
 from __future__ import annotations
 
-import errno
-import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,8 +33,11 @@ from typing import Callable
 import numpy as np
 
 from tasks.prepare import preprocessing
-from tasks.prepare.image_files import IMAGE_SUFFIXES, NOT_AN_IMAGE
+from tasks.prepare.detection import prepare_detection
+from tasks.prepare.image_reading import decode, file_problem, link_problem
+from tasks.prepare.splits import split_indices
 from tasks.config import DataParams
+from tasks.config.params import DETECTION_TASK
 from tasks.core.contracts.prepared import (DEFAULT_TASK, SPLITS, PreparedMeta, write_meta,
                                            write_split)
 from tasks.core.errors import DataError
@@ -101,62 +107,6 @@ def load_digit_scenes(params: DataParams) -> LoadedImages:
                         normalisation="pixel / 255 (8-bit RGB scene) resized bilinear, in [0, 1]")
 
 
-def _link_problem(path: Path) -> str | None:
-    """Why a symbolic link leads nowhere (None when it is no link or reaches something).
-    ``Path.is_file`` and ``is_dir`` answer False for both, which would drop it silently."""
-    if not path.is_symlink():
-        return None
-    try:
-        path.stat()
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            return "link loop (following it never reaches a file)"
-        return f"broken link to {os.readlink(path)}"
-    return None
-
-
-def _folder_link(path: Path) -> str | None:
-    # rglob lists a linked folder but does not enter it: following links inside a
-    # class could loop or pull in a whole disk, so it is named instead.
-    if path.is_symlink() and path.is_dir():
-        return "link to a folder: not followed inside a class (link the images themselves)"
-    return None
-
-
-def _special_file(path: Path) -> str | None:
-    # A FIFO named like an image would block Image.open for ever.
-    return None if path.is_file() else "not a regular file"
-
-
-def _not_an_image(path: Path) -> str | None:
-    return None if path.suffix.lower() in IMAGE_SUFFIXES else NOT_AN_IMAGE
-
-
-def _empty(path: Path) -> str | None:
-    return "empty file" if path.stat().st_size == 0 else None
-
-
-# Checked in order, before anything is decoded; the first reason found skips the file.
-FILE_CHECKS: tuple[Callable[[Path], str | None], ...] = (
-    _link_problem, _folder_link, _special_file, _not_an_image, _empty)
-
-
-def _read_image(path: Path, params: DataParams) -> np.ndarray:
-    """One image as model input; ValueError (with the reason) when it cannot be used."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.width == 0 or image.height == 0:
-                raise ValueError("image has no pixels")
-            return _to_model_input(image, params)
-    except Image.DecompressionBombError as error:  # a few KB on disk, gigabytes decoded
-        raise ValueError(f"not decoded: {error}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(f"unreadable: {error}") from None
-
-
 def _class_entries(class_dir: Path) -> list[Path]:
     """Everything under a class folder but real subfolders and hidden names, sorted."""
     return sorted(path for path in class_dir.rglob("*")
@@ -170,7 +120,7 @@ def load_folder(params: DataParams) -> LoadedImages:
         raise DataError(f"data.folder: {root} is not a folder of class subfolders")
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     skipped: list[dict[str, str]] = [{"file": p.name, "reason": reason} for p in entries
-                                     if (reason := _link_problem(p)) is not None]
+                                     if (reason := link_problem(p)) is not None]
     class_dirs = [p for p in entries if p.is_dir()]
     if len(class_dirs) < 2:
         raise DataError(f"data.folder: {root} has {len(class_dirs)} class subfolder(s); "
@@ -181,11 +131,10 @@ def load_folder(params: DataParams) -> LoadedImages:
         found = 0
         for path in _class_entries(class_dir):
             relative = path.relative_to(root).as_posix()
-            reason = next((found_reason for check in FILE_CHECKS
-                           if (found_reason := check(path)) is not None), None)
+            reason = file_problem(path)
             if reason is None:
                 try:
-                    images.append(_read_image(path, params))
+                    images.append(decode(path, params).x)
                 except ValueError as error:
                     reason = str(error)
             if reason is not None:
@@ -207,35 +156,6 @@ SOURCES: dict[str, Callable[[DataParams], LoadedImages]] = {
     "digit_scenes": load_digit_scenes,
     "folder": load_folder,
 }
-
-
-def _share(fraction: float, count: int) -> int:
-    """How many of ``count`` images ``fraction`` takes: rounded up, as scikit-learn rounds
-    a fractional test_size, but after dropping float noise (0.1 / 0.35 * 42 is
-    12.000000000000002, which would take 13 of 42 for a test split of 12)."""
-    return math.ceil(round(fraction * count, 9))
-
-
-def split_indices(labels: np.ndarray, params: DataParams) -> dict[str, np.ndarray]:
-    """Stratified, seeded train/val/test split; ``calib`` is a subset of train."""
-    from sklearn.model_selection import train_test_split
-
-    indices = np.arange(len(labels))
-    holdout = params.split.val + params.split.test
-    try:
-        train, rest = train_test_split(indices, test_size=_share(holdout, len(labels)),
-                                       stratify=labels, random_state=params.seed)
-        val, test = train_test_split(rest, test_size=_share(params.split.test / holdout,
-                                                            len(rest)),
-                                     stratify=labels[rest], random_state=params.seed)
-    except ValueError as error:
-        counts = np.bincount(labels)
-        raise DataError(f"data.split: cannot stratify {len(labels)} images over "
-                        f"{len(counts)} classes (smallest class has {counts.min()} images): "
-                        f"{error}") from None
-    rng = np.random.default_rng(params.seed)
-    calib = np.sort(rng.permutation(train)[:params.calibration_size])
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test), "calib": calib}
 
 
 def class_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
@@ -261,7 +181,13 @@ def small_split_warnings(per_split: dict[str, dict[str, int]]) -> list[str]:
 
 
 def prepare(params: DataParams, out_dir: Path) -> Path:
-    """Run the step; returns ``out_dir`` (replaced only when everything succeeded)."""
+    """Run the step; returns ``out_dir`` (replaced only when everything succeeded). The
+    labels' layout follows the kind of task (:data:`LABEL_LAYOUTS`)."""
+    return LABEL_LAYOUTS.get(params.task, prepare_classification)(params, out_dir)
+
+
+def prepare_classification(params: DataParams, out_dir: Path) -> Path:
+    """prepare for kinds whose label is one class per image (the module's docstring)."""
     loaded = SOURCES[params.source](params)
     splits = split_indices(loaded.y, params)
     per_split = {name: class_counts(loaded.y[splits[name]], loaded.classes) for name in SPLITS}
@@ -288,3 +214,10 @@ def prepare(params: DataParams, out_dir: Path) -> Path:
             sha256=hashes,
         ))
     return out_dir
+
+
+# Kinds of task whose labels are not one class per image, with the preparation of theirs;
+# every other kind (classification, a kind a test registers) is prepared as classification.
+LABEL_LAYOUTS: dict[str, Callable[[DataParams, Path], Path]] = {
+    DETECTION_TASK: prepare_detection,
+}

@@ -21,9 +21,21 @@ import numpy as np
 
 from tasks.core.contracts.prepared import BOX_COLUMNS
 
-__all__ = ["BOX_COLUMNS", "box_array"]
+__all__ = ["BOX_COLUMNS", "box_array", "fitted_boxes"]
 
 
 def box_array(rows: Sequence[Sequence[float]]) -> np.ndarray:
     """``rows`` of (class, x0, y0, x1, y1) as the (k, 5) float64 box array."""
     return np.asarray(rows, dtype=np.float64).reshape(-1, len(BOX_COLUMNS))
+
+
+def fitted_boxes(boxes: np.ndarray, geometry: tuple[float, float, float, float]) -> np.ndarray:
+    """``boxes`` (k, 5) moved as their image's pixels are when it becomes the model's
+    input: ``geometry`` is ``(scale_x, scale_y, offset_x, offset_y)``
+    (:func:`tasks.prepare.preprocessing.fit_geometry`); each corner u goes to
+    offset + u * scale. The class column is kept."""
+    scale_x, scale_y, offset_x, offset_y = geometry
+    moved = np.array(boxes, dtype=np.float64).reshape(-1, len(BOX_COLUMNS))
+    moved[:, [1, 3]] = offset_x + moved[:, [1, 3]] * scale_x
+    moved[:, [2, 4]] = offset_y + moved[:, [2, 4]] * scale_y
+    return moved

@@ -25,3 +25,12 @@ def to_model_input(image: Any, height: int, width: int, color: str,
     squashed or letterboxed to the size (``fit``)."""
     return device_code.preprocess().to_model_input(  # type: ignore[no-any-return]
         image, height, width, color, fit)
+
+
+def fit_geometry(source_width: int, source_height: int, height: int, width: int,
+                 fit: str) -> tuple[float, float, float, float]:
+    """Where an image of that size lands in the model's input under ``fit``: ``(scale_x,
+    scale_y, offset_x, offset_y)`` in fractions of the input (the device code's
+    ``fit_geometry``, the arithmetic :func:`to_model_input` moves the pixels by)."""
+    return device_code.preprocess().fit_geometry(  # type: ignore[no-any-return]
+        source_width, source_height, height, width, fit)

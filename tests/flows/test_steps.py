@@ -314,6 +314,11 @@ def test_a_folder_source_and_a_brought_model_are_user_inputs_of_their_steps(
     images = params.model_copy(update={"data": params.data.model_copy(
         update={"source": "folder", "folder": tmp_path / "images"})})
     assert STEPS["prepare"].user_inputs(images) == [tmp_path / "images"]
+    coco = params.model_copy(update={"data": params.data.model_copy(
+        update={"source": "folder", "folder": tmp_path / "images",
+                "coco_json": tmp_path / "instances.json"})})
+    assert STEPS["prepare"].user_inputs(coco) == [tmp_path / "images",
+                                                  tmp_path / "instances.json"]
     unnamed = params.model_copy(update={"data": params.data.model_copy(
         update={"source": "folder", "folder": None})})
     assert STEPS["prepare"].user_inputs(unnamed) == []

@@ -6,7 +6,9 @@
   normalised to [0, 1]), padded to the split's most objects ``M`` with rows of class -1
   (:func:`pad_boxes`, :func:`image_boxes`), so every split stays one array per key,
   readable without pickle;
-- ``meta.json``: :class:`PreparedMeta` (:func:`write_meta`, :func:`read_meta`).
+- ``meta.json``: :class:`PreparedMeta` (:func:`write_meta`, :func:`read_meta`); for
+  detection, ``counts`` are images per split and ``per_class`` / ``per_split_class``
+  count objects (boxes), not images.
 """
 
 from __future__ import annotations

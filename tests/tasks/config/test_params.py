@@ -66,6 +66,7 @@ BOUNDS: dict[tuple[tuple[str, ...], str], Bound] = {
     (("data", "split"), "val"): field(0, False, 0.5, False),
     (("data", "split"), "test"): field(0, False, 0.5, False),
     (("data",), "calibration_size"): count(1, 1_000_000),
+    (("data",), "scenes"): count(1, 1_000_000),
     (("data",), "seed"): SEED,
     (("train",), "epochs"): count(1, 1000),
     (("train",), "batch_size"): count(1, 4096),
@@ -112,6 +113,7 @@ CHOICES: dict[tuple[tuple[str, ...], str], tuple[str, ...]] = {
     (("data",), "source"): ("digits", "digit_scenes", "folder"),
     (("data",), "color"): ("grayscale", "rgb"),
     (("data",), "fit"): ("squash", "letterbox"),
+    (("data",), "labels"): ("yolo", "coco"),
     (("train",), "lr_schedule"): ("constant", "cosine", "plateau"),
     (("train",), "class_weight"): ("none", "balanced"),
     (("benchmark", "end_to_end"), "encoding"): ("jpeg", "png"),
@@ -157,11 +159,23 @@ def test_the_tables_cover_every_field_of_the_schema() -> None:
     assert _fields("choice") == set(CHOICES)
 
 
+# Keys read only beside others: what else a value of theirs needs set to be accepted.
+CONTEXT: dict[tuple[tuple[str, ...], str], Any] = {
+    (("data",), "scenes"): lambda value: {"task": "detection", "source": "digit_scenes"},
+    (("data",), "labels"): lambda value: {
+        "task": "detection", "source": "folder", "folder": "images",
+        **({"coco_json": "labels.json"} if value == "coco" else {})},
+}
+
+
 def _params(where: tuple[str, ...], name: str, value: Any) -> dict[str, Any]:
-    """The params mapping that sets ``where.name`` to ``value`` (a side of a size)."""
+    """The params mapping that sets ``where.name`` to ``value`` (a side of a size), with
+    what it needs beside it (:data:`CONTEXT`)."""
     if name == "frame_size":
         value = [value, 640]
     document: dict[str, Any] = {name: value}
+    if (where, name) in CONTEXT:
+        document.update(CONTEXT[where, name](value))
     for key in reversed(where):
         document = {key: document}
     return document
@@ -269,7 +283,8 @@ def test_every_default_is_the_documented_one() -> None:
     assert {key: dumped[key] for key in ("data", "train", "convert", "benchmark",
                                          "requirements", "select", "release", "compare",
                                          "optimize", "formats")} == {
-        "data": {"source": "digits", "folder": None, "image_size": [32, 32],
+        "data": {"source": "digits", "folder": None, "labels": None, "coco_json": None,
+                 "scenes": None, "image_size": [32, 32],
                  "color": "grayscale", "fit": "squash", "split": {"val": 0.15, "test": 0.2},
                  "calibration_size": 200, "seed": 42, "task": "classification"},
         "train": {"fine_tune": None, "epochs": 40, "batch_size": 32, "learning_rate": 0.001,

@@ -63,6 +63,31 @@ def test_letterbox_of_an_image_of_the_model_aspect_is_a_plain_resize() -> None:
                                                             "squash"))
 
 
+@pytest.mark.parametrize("size, geometry", [
+    ((40, 10), (1.0, 4 / 16, 0.0, 6 / 16)),      # 16x4 picture, 6 rows above
+    ((30, 10), (1.0, 5 / 16, 0.0, 5 / 16)),      # odd padding: 5 above, 6 below
+    ((10, 30), (5 / 16, 1.0, 5 / 16, 0.0)),      # tall: 5 columns left
+    ((8, 8), (1.0, 1.0, 0.0, 0.0)),              # the model's aspect: no border
+])
+def test_fit_geometry_is_where_the_letterboxed_pixels_land(
+        size: tuple[int, int], geometry: tuple[float, ...]) -> None:
+    """Hand-computed for a 16x16 input, and the very rows and columns the white picture
+    covers in the pre-processed input: boxes move with the pixels."""
+    assert preprocess.fit_geometry(*size, 16, 16, "letterbox") == geometry
+    x = preprocess.to_model_input(white(*size), 16, 16, "grayscale", "letterbox")[..., 0]
+    rows, cols = np.nonzero(x)
+    scale_x, scale_y, offset_x, offset_y = geometry
+    assert (cols.min() / 16, rows.min() / 16) == (offset_x, offset_y)
+    assert ((cols.max() + 1) / 16, (rows.max() + 1) / 16) == (offset_x + scale_x,
+                                                              offset_y + scale_y)
+
+
+def test_fit_geometry_of_squash_is_the_identity_and_a_bad_fit_is_named() -> None:
+    assert preprocess.fit_geometry(40, 10, 16, 16, "squash") == (1.0, 1.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"fit is one of squash, letterbox, not 'crop'"):
+        preprocess.fit_geometry(40, 10, 16, 16, "crop")
+
+
 def test_an_unknown_fit_names_the_allowed_ones() -> None:
     with pytest.raises(ValueError, match=r"fit is one of squash, letterbox, not 'crop'"):
         preprocess.to_model_input(white(4, 4), 8, 8, "grayscale", "crop")

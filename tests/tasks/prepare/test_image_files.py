@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.prepare import _not_an_image
+from tasks.prepare.image_reading import _not_an_image
 from tasks.prepare.detection_labels import read_yolo
 from tasks.prepare.image_files import IMAGE_SUFFIXES, NOT_AN_IMAGE
 
