@@ -30,7 +30,8 @@ import functools
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,11 +201,41 @@ def _reference_accuracy(model_dir: Path, samples: int, task: str) -> float:
     return kind.metric(np.asarray(subset, dtype=np.float64)) if subset else 0.0
 
 
-def with_task(exported: Exported, task: str) -> Exported:
-    """The export with its spec naming its kind of task; classification stays unnamed
-    (a spec without one is classification, as every spec before kinds was)."""
-    return exported if task == DEFAULT_TASK else replace(exported,
-                                                         spec={**exported.spec, "task": task})
+def with_task(exported: Exported, task: str, entries: dict[str, Any] | None = None) -> Exported:
+    """The export with its spec naming its kind of task and what that kind decodes by
+    (``entries``: :func:`task_entries`); classification stays unnamed (a spec without
+    one is classification, as every spec before kinds was)."""
+    if task == DEFAULT_TASK:
+        return exported
+    return replace(exported, spec={**exported.spec, "task": task, **(entries or {})})
+
+
+def _detection_entries(reference: np.ndarray, classes: int,
+                       params: ConvertParams) -> dict[str, Any]:
+    """A detector's ``"detection"`` spec entry: its grid head's size, read from the
+    source model's own output ``(N, S, S, 5 + C)``, the classes, and the decoding params
+    (``convert.detection``): every runtime's output arrives flattened, so the spec says
+    how to read it."""
+    shape = tuple(reference.shape[1:])
+    if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 5 + classes:
+        raise ConversionError(f"convert: the detector answers {shape}, not a square grid of "
+                              f"5 + {classes} values per cell (objectness, box, one score "
+                              f"per class)")
+    return {"detection": {"format": "grid", "classes": classes, "grid": int(shape[0]),
+                          **params.detection.model_dump()}}
+
+
+# What a variant's spec carries beyond "task", per kind of task that needs more.
+TASK_ENTRIES: dict[str, Callable[[np.ndarray, int, ConvertParams], dict[str, Any]]] = {
+    "detection": _detection_entries,
+}
+
+
+def task_entries(task: str, reference: np.ndarray, classes: int,
+                 params: ConvertParams) -> dict[str, Any]:
+    """The spec entries of ``task`` (:data:`TASK_ENTRIES`; none for classification)."""
+    entries = TASK_ENTRIES.get(task)
+    return entries(reference, classes, params) if entries else {}
 
 
 @dataclass(frozen=True)
@@ -222,6 +253,9 @@ class CheckData:
     quantization: QuantizationParams
     max_accuracy_drop: float
     task: str = DEFAULT_TASK
+    classes: int = 0
+    # The spec entries of the task (task_entries), per source model.
+    entries: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, inputs: ConvertInputs, params: ConvertParams,
@@ -229,11 +263,11 @@ class CheckData:
         x_test, y_test = load_split(inputs.prepared, "test")
         if params.check_samples:
             x_test, y_test = x_test[:params.check_samples], y_test[:params.check_samples]
-        task = read_meta(inputs.prepared).task
+        meta = read_meta(inputs.prepared)
         return cls(x_test, y_test, load_split(inputs.prepared, "calib")[0],
                    load_split(inputs.prepared, "val"),
-                   _reference_accuracy(inputs.model_dir, len(y_test), task), params,
-                   quantization, max_accuracy_drop or 0.01, task)
+                   _reference_accuracy(inputs.model_dir, len(y_test), meta.task), params,
+                   quantization, max_accuracy_drop or 0.01, meta.task, len(meta.classes))
 
 
 def convert(formats: dict[str, list[str]], params: ConvertParams,
@@ -274,7 +308,10 @@ def _convert_source(source: SourceModel, formats: dict[str, list[str]], data: Ch
     # The exporters calibrate and validate on images as the model reads them.
     arrange = functools.partial(device_code.load("tensors").arrange_batch, spec=source.float_spec()["input"])
     data = replace(data, x_calib=arrange(data.x_calib),
-                   validation=(arrange(data.validation[0]), data.validation[1]))
+                   validation=(arrange(data.validation[0]), data.validation[1]),
+                   entries=task_entries(data.task, reference_logits, data.classes, data.params))
+    # Compared with each variant's outputs, which every runtime gives flattened.
+    reference_logits = reference_logits.reshape(len(reference_logits), -1)
     variants = []
     for format_name, precisions in formats.items():
         for precision in precisions:
@@ -299,7 +336,8 @@ def _convert_variant(source: SourceModel, fmt: Format, precision: str,
     started = time.perf_counter()
     try:
         exported = with_task(with_source_input(
-            with_execution_precision(fmt.export(request), precision), source), data.task)
+            with_execution_precision(fmt.export(request), precision), source), data.task,
+            data.entries)
         check = check_variant(exported, fmt.runtime, data.x_test, data.y_test, reference_logits,
                               precision, data.params)
     except Skipped as skip:

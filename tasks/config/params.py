@@ -154,8 +154,23 @@ class OptimizeParams(StrictModel):
         return value
 
 
+class DetectionDecoding(StrictModel):
+    """How a detector's output becomes boxes on every device (``data.task: detection``):
+    written into each variant's spec, so the harness, the predictor and the host checks
+    decode alike, and recorded with its results."""
+
+    score_threshold: Annotated[float, number(0.0, 1.0, above=True)] = Field(
+        default=0.25, description="least score (objectness x class probability) kept")
+    iou_threshold: Annotated[float, number(0.0, 1.0, above=True)] = Field(
+        default=0.45, description="non-maximum suppression: a box overlapping a better one "
+                                  "of its class by more is dropped")
+    max_detections: Annotated[int, count(1, 10_000)] = Field(
+        default=100, description="most boxes kept per image, best first")
+
+
 class ConvertParams(StrictModel):
-    """How each exported artifact is checked against its source Keras model."""
+    """How each exported artifact is checked against its source Keras model, and how a
+    detector's outputs are decoded (``detection``)."""
 
     check_samples: Annotated[int, count(0, MAX_SAMPLES)] = Field(
         default=0, description="test images to compare; 0 = all")
@@ -163,6 +178,7 @@ class ConvertParams(StrictModel):
     min_agreement_quantized: float = Field(default=0.95, gt=0.0, le=1.0)
     max_abs_logit_diff: float = Field(default=1e-3, gt=0.0,
                                       description="for fp32 variants only")
+    detection: DetectionDecoding = DetectionDecoding()
 
 
 class EndToEndParams(StrictModel):

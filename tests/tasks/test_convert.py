@@ -321,3 +321,41 @@ def test_a_variant_takes_the_normalisation_of_the_source_it_was_made_from(
     assert spec["input"] == {**float_spec((8, 8, 3))["input"], "normalize": normalize}
     assert spec["output"] == exported.spec["output"]
     assert "normalize" not in exported.spec["input"]  # the export itself is left as it was
+
+
+# ------------------------------------------------------- what a detector's spec carries
+def test_a_detectors_spec_says_its_grid_classes_and_decoding_params() -> None:
+    from tasks.config.params import DetectionDecoding
+
+    params = ConvertParams(detection=DetectionDecoding(score_threshold=0.3, iou_threshold=0.5,
+                                                       max_detections=7))
+    reference = np.zeros((2, 6, 6, 5 + 3), np.float32)  # N, S, S, 5 + C
+    entries = convert_step.task_entries("detection", reference, 3, params)
+    assert entries == {"detection": {"format": "grid", "classes": 3, "grid": 6,
+                                     "score_threshold": 0.3, "iou_threshold": 0.5,
+                                     "max_detections": 7}}
+    assert convert_step.task_entries("classification", np.zeros((2, 10)), 10, params) == {}
+    exported = Exported(Path("m.tflite"), (), {"input": {}, "output": {}})
+    spec = convert_step.with_task(exported, "detection", entries).spec
+    assert spec["task"] == "detection" and spec["detection"]["grid"] == 6
+    # The kind decodes a flattened output by it: one cell, one box.
+    from tasks.core import device_code
+
+    kind = device_code.task_kinds().get("detection")
+    output = np.full((6, 6, 8), -9.0)
+    output[2, 3, :5] = [9.0, 0.0, 0.0, 0.0, 0.0]  # centre of cell (row 2, column 3), half size
+    output[2, 3, 5 + 1] = 9.0
+    boxes = kind.decode(output.reshape(-1), spec)
+    assert boxes.shape == (1, 6) and boxes[0, 0] == 1
+    assert np.allclose(boxes[0, 2:], [3.5 / 6 - 0.25, 2.5 / 6 - 0.25, 3.5 / 6 + 0.25,
+                                      2.5 / 6 + 0.25])
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 5, 8), (2, 6, 6, 9), (2, 288)])
+def test_a_detector_whose_output_is_no_grid_of_its_classes_is_refused(
+        shape: tuple[int, ...]) -> None:
+    with pytest.raises(ConversionError) as refused:
+        convert_step.task_entries("detection", np.zeros(shape), 3, ConvertParams())
+    assert str(refused.value) == (f"convert: the detector answers {shape[1:]}, not a square "
+                                  f"grid of 5 + 3 values per cell (objectness, box, one score "
+                                  f"per class)")

@@ -18,13 +18,15 @@ import pytest
 
 import tasks.config.params as schema
 from tasks.config.params import (BenchmarkParams, CompareParams, ConvertParams, DataParams,
+                                 DetectionDecoding,
                                  EndToEndParams, OptimizeParams, Params, ReleaseParams,
                                  Requirements, SelectParams, SplitParams, TrainParams)
 
 # Each model of this module and where it sits in params.yaml.
 WHERE: dict[type[pydantic.BaseModel], tuple[str, ...]] = {
     DataParams: ("data",), SplitParams: ("data", "split"), TrainParams: ("train",),
-    ConvertParams: ("convert",), BenchmarkParams: ("benchmark",),
+    ConvertParams: ("convert",), DetectionDecoding: ("convert", "detection"),
+    BenchmarkParams: ("benchmark",),
     EndToEndParams: ("benchmark", "end_to_end"), Requirements: ("requirements",),
     ReleaseParams: ("release",), SelectParams: ("select",), CompareParams: ("compare",),
     OptimizeParams: ("optimize",)}
@@ -78,6 +80,9 @@ BOUNDS: dict[tuple[tuple[str, ...], str], Bound] = {
     (("convert",), "min_agreement"): field(0, False, 1),
     (("convert",), "min_agreement_quantized"): field(0, False, 1),
     (("convert",), "max_abs_logit_diff"): field(0, False, None),
+    (("convert", "detection"), "score_threshold"): Bound("number", 0, False, 1),
+    (("convert", "detection"), "iou_threshold"): Bound("number", 0, False, 1),
+    (("convert", "detection"), "max_detections"): count(1, 10_000),
     (("benchmark", "end_to_end"), "frame_size"): count(8, 8192),
     (("benchmark", "end_to_end"), "quality"): count(1, 100),
     (("benchmark", "end_to_end"), "frames"): count(1, 10_000),
@@ -293,7 +298,9 @@ def test_every_default_is_the_documented_one() -> None:
                                    "brightness": 0.0, "contrast": 0.0},
                   "seed": 42, "early_stopping_patience": 8},
         "convert": {"check_samples": 0, "min_agreement": 0.99, "min_agreement_quantized": 0.95,
-                    "max_abs_logit_diff": 0.001},
+                    "max_abs_logit_diff": 0.001,
+                    "detection": {"score_threshold": 0.25, "iou_threshold": 0.45,
+                                  "max_detections": 100}},
         "benchmark": {"warmup_runs": 20, "warmup_seconds": 0.5, "runs": 200, "seconds": 2.0,
                       "max_seconds": 10.0, "interval_width": 0.05, "accuracy_samples": 0,
                       "timeout_seconds": 600.0, "lock_timeout_seconds": 600.0,
