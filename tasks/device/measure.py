@@ -55,8 +55,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     count = len(images) if args.accuracy_samples <= 0 else min(args.accuracy_samples, len(images))
     kind = kinds.of_spec(spec)
     outputs = predict(runner, images[:count], spec)
-    accuracy = kind.metric(kind.per_sample([kind.decode(row, spec) for row in outputs],
-                                           labels[:count]))
+    per_sample = kind.per_sample([kind.decode(row, spec) for row in outputs], labels[:count])
+    accuracy = kind.metric(per_sample)
+    # The kind's own interval (a bootstrap over images for mAP, not a binomial one) and
+    # further measures, computed here where the per-image results are.
+    interval = [float(bound) for bound in kind.interval(per_sample)] if count else None
+    further = kind.scores(per_sample) if count else {}
 
     return {
         "runtime": {"name": runner.runtime, "version": runner.version, "requested": args.runtime,
@@ -76,5 +80,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": peak_rss_mb(),
         "accuracy": accuracy,
         "accuracy_samples": count,
+        "accuracy_interval": interval,
+        **({"task_scores": further} if further else {}),
         **({"end_to_end": end_to_end_or_error(runner, spec, args)} if args.frames else {}),
     }

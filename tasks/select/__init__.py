@@ -168,11 +168,15 @@ def _empty_measures() -> dict[str, Any]:
             "notes": []}
 
 
-def _accuracy_columns(accuracy: float, samples: int | None) -> dict[str, Any]:
-    """The accuracy, the number of test images it was measured on, and its 95% interval."""
+def _accuracy_columns(accuracy: float, samples: int | None,
+                      interval: list[float] | None = None) -> dict[str, Any]:
+    """The accuracy, the number of test images it was measured on, and its 95% interval:
+    ``interval`` where the device computed its kind's own, else the binomial one."""
     samples = int(samples or 0)
+    if interval is None and samples:
+        interval = list(accuracy_interval(accuracy, samples))
     return {"accuracy": accuracy, "accuracy_samples": samples,
-            "accuracy_interval": list(accuracy_interval(accuracy, samples)) if samples else None}
+            "accuracy_interval": interval if samples else None}
 
 
 def _mcu_notes(mcu: McuFit) -> list[str]:
@@ -235,7 +239,8 @@ def _harness_measures(harness: HarnessOk, size: int, reference_accuracy: float,
         notes.append(f"conditions changed during the run: {'; '.join(changes)}")
     notes += e2e_notes
     return measured, {**_empty_measures(),
-                      **_accuracy_columns(accuracy, harness.accuracy_samples), "notes": notes,
+                      **_accuracy_columns(accuracy, harness.accuracy_samples,
+                                          harness.accuracy_interval), "notes": notes,
                       "end_to_end": end_to_end,
                       "execution_precision": ran,
                       "accuracy_drop": measured.accuracy_drop,

@@ -38,6 +38,9 @@ class Parity:
         half = z * math.sqrt(share * (1 - share) / count) if count else 1.0
         return max(0.0, share - half), min(1.0, share + half)
 
+    def scores(self, per_sample: np.ndarray) -> dict[str, Any]:
+        return {"odd_share": float(np.mean(per_sample))}
+
     def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
         return float(np.mean(np.asarray(predictions) == np.asarray(reference)))
 

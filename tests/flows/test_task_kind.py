@@ -88,6 +88,14 @@ def test_a_toy_kind_runs_the_lifecycle_and_its_metric_is_what_is_reported(parity
         # The harness, in its own process, scored with the toy kind: parity, not digits.
         assert measured["accuracy"] == pytest.approx(parities[variant["name"]])
         assert summary[variant["name"]]["accuracy"] == pytest.approx(parities[variant["name"]])
+        # Its further measures and its own interval (the normal approximation, not the
+        # binomial Wilson one) reach the results and the summary from the device.
+        share = parities[variant["name"]]
+        half = 1.96 * np.sqrt(share * (1 - share) / 60)  # the toy's default z
+        assert measured["task_scores"] == {"odd_share": pytest.approx(share)}
+        assert measured["accuracy_interval"] == pytest.approx([max(0.0, share - half),
+                                                               min(1.0, share + half)])
+        assert summary[variant["name"]]["accuracy_interval"] == measured["accuracy_interval"]
     assert parities != digits  # the toy's metric is not classification's
 
 

@@ -87,6 +87,11 @@ class HarnessOk(_HarnessStart):
     peak_rss_mb: float
     accuracy: float
     accuracy_samples: int | None = None  # absent from results of older harnesses
+    # The kind of task's 95% interval of ``accuracy`` and its further measures (mAP@0.5:
+    # 0.95, per-class AP), from the per-sample results on the device; absent from results
+    # of older harnesses (the interval is then the binomial one of the samples).
+    accuracy_interval: list[float] | None = None
+    task_scores: dict[str, JsonValue] | None = None
     finished_at: JsonValue = None
     status: Literal["ok"]
     error: JsonValue = None

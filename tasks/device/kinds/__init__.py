@@ -67,6 +67,10 @@ class TaskKind(Protocol):
         """The interval of :meth:`metric` at the normal quantile ``z`` (95% two-sided by
         default; its upper end at z=1.645 is a one-sided 95% upper bound)."""
 
+    def scores(self, per_sample: np.ndarray) -> dict[str, Any]:
+        """The kind's measures beyond :meth:`metric`, for the results and reports, as
+        JSON (detection: mAP@0.5:0.95 and per-class AP; classification: none)."""
+
     def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
         """The share of samples whose prediction matches the reference model's."""
 

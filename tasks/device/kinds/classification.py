@@ -63,6 +63,9 @@ class Classification:
         high = 1.0 if correct == trials else min(1.0, centre + half)
         return low, high
 
+    def scores(self, per_sample: np.ndarray) -> dict[str, Any]:
+        return {}
+
     def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
         return float(np.mean(np.asarray(predictions) == np.asarray(reference)))
 

@@ -579,6 +579,10 @@ class Detection:
     def interval(self, per_sample: np.ndarray, z: float = Z_95) -> tuple[float, float]:
         return bootstrap_interval(per_sample, z)
 
+    def scores(self, per_sample: np.ndarray) -> dict[str, Any]:
+        """mAP@0.5, mAP@0.5:0.95 and per-class AP at both (:func:`scores`)."""
+        return scores(per_sample).as_json()
+
     def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
         return agreement(predictions, reference)
 

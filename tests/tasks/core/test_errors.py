@@ -54,6 +54,8 @@ NOT_USER_ERRORS = {
     "Stopped": "raised on a board by the release manager (a stop request before the "
                "switch), answered as status 'stopped', never an edgeflow command's error",
     "Interrupted": "a KeyboardInterrupt: Ctrl-C ends the command with 130",
+    "_BadLabel": "one bad line of a label file, raised and caught inside the YOLO/COCO "
+                 "readers: the file's skip reason in meta.json, never raised to the user",
     "ToolUnavailable": "a converter's own environment that cannot be had here, the skip "
                        "reason of the variants it would convert, never raised to the user",
     "ModelFileError": "a model file that cannot be used, raised while train reads it and "
