@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from tasks.core import notices
-from tasks.core.accuracy import accuracy_interval, relative_drop
+from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
 from tasks.config import ConvertParams, QuantizationParams
 from tasks.core.contracts.prepared import DEFAULT_TASK, load_split, read_meta
 from tasks.core.contracts.variants import (INDEX_NAME, Variant, VariantCheck, VariantFile,
@@ -195,10 +195,8 @@ def list_sources(inputs: ConvertInputs) -> list[SourceModel]:
 def _reference_accuracy(model_dir: Path, samples: int, task: str) -> float:
     """The source model's score on the first ``samples`` test images (0 = all), from the
     per-sample results train recorded, as the kind of task scores them."""
-    results = read_json(model_dir / "reference.json")["test_correct"]
-    subset = results[:samples] if samples else results
-    kind = device_code.task_kinds().get(task)
-    return kind.metric(np.asarray(subset, dtype=np.float64)) if subset else 0.0
+    return reference_on_first(read_json(model_dir / "reference.json")["test_correct"], samples,
+                              task)
 
 
 def with_task(exported: Exported, task: str, entries: dict[str, Any] | None = None) -> Exported:

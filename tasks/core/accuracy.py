@@ -5,6 +5,10 @@ range, not four digits)."""
 from __future__ import annotations
 
 import math
+from typing import Any
+
+from tasks.core import device_code
+from tasks.core.contracts.prepared import DEFAULT_TASK
 
 
 def relative_drop(accuracy: float, reference: float) -> float:
@@ -12,10 +16,21 @@ def relative_drop(accuracy: float, reference: float) -> float:
     return max(0.0, (reference - accuracy) / reference) if reference > 0 else 0.0
 
 
-def reference_on_first(test_correct: list[int], samples: int) -> float:
-    """The fp32 reference accuracy on the first ``samples`` test images (0 = all)."""
+def reference_on_first(test_correct: list[Any], samples: int, task: str = DEFAULT_TASK) -> float:
+    """The fp32 reference's score on the first ``samples`` test images (0 = all), from its
+    per-image results (``reference.json``'s ``test_correct``: 1 or 0 per image for
+    classification, each image's matches for detection) as the kind of ``task`` scores
+    them: accuracy, mAP@0.5..."""
     subset = test_correct[:samples] if samples else test_correct
-    return sum(subset) / len(subset) if subset else 0.0
+    return float(device_code.task_kinds().get(task).metric(subset)) if subset else 0.0
+
+
+def reference_interval(test_correct: list[Any], task: str = DEFAULT_TASK) -> list[float]:
+    """The 95% interval of the reference's score on all its test images, its kind's own
+    (Wilson for an accuracy, a bootstrap over images for mAP)."""
+    if not test_correct:
+        return [0.0, 1.0]
+    return [float(bound) for bound in device_code.task_kinds().get(task).interval(test_correct)]
 
 
 # The normal quantile for a two-sided 95% interval.

@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core import device_code
-from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
+from tasks.core.accuracy import (accuracy_interval, reference_interval, reference_on_first,
+                                 relative_drop)
 from tasks.config import (Farm, RequirementParams, Requirements, SelectParams,
                           effective_requirements)
+from tasks.core.contracts.prepared import DEFAULT_TASK
 from tasks.core.contracts.results import (HarnessOk, McuFit, ResultRecord, ResultStatus,
                                           read_result)
 from tasks.core.contracts.summary import (ESTIMATED_MARK, Counts, Reference, RowStatus, Summary,
@@ -440,13 +442,16 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
     gets no recommendation unless ``select_params.include_emulated``
     (:mod:`tasks.select.emulated`): the summary's ``excluded`` says why."""
     test_correct = read_reference(reference_path)
-    accuracy = reference_on_first(test_correct, 0)
+    # Train records the kind of task its per-image results are for (classification
+    # before kinds existed).
+    task = read_json(reference_path).get("task", DEFAULT_TASK)
+    accuracy = reference_on_first(test_correct, 0, task)
     reference = Reference(accuracy=accuracy, samples=len(test_correct),
-                          interval=list(accuracy_interval(accuracy, len(test_correct))))
+                          interval=reference_interval(test_correct, task))
     requirements = {name: effective_requirements(params, device)
                     for name, device in farm.devices.items()}
     rows = [evaluate(record, requirements[record.device],
-                     reference_on_first(test_correct, _sample_count(record)))
+                     reference_on_first(test_correct, _sample_count(record), task))
             for record in (records if records is not None
                            else collect_results(results_dir, list(farm.devices)))]
     flag_slow_quantized(rows)

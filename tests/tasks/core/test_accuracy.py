@@ -142,3 +142,29 @@ def test_the_reference_is_the_share_correct_among_the_first_samples(
 
     assert reference_on_first([1, 0, 1, 0, 1], samples) == expected
     assert reference_on_first([], samples) == 0.0
+
+
+def test_the_reference_is_scored_and_bounded_as_its_kind_scores_it() -> None:
+    """reference.json's per-image results for a detector are its matches (JSON), scored
+    as mAP@0.5 on the first N images, with the kind's own interval; an accuracy's are 1/0
+    with Wilson's interval."""
+    import numpy as np
+
+    from tasks.core import device_code
+    from tasks.core.accuracy import accuracy_interval, reference_interval, reference_on_first
+
+    assert reference_on_first([1, 0, 1, 1], 0, "classification") == 0.75
+    assert reference_interval([1, 0, 1, 1]) == list(accuracy_interval(0.75, 4))
+    kind = device_code.task_kinds().get("detection")
+    truth = [np.array([[0, 0.1, 0.1, 0.4, 0.4]]), np.array([[1, 0.5, 0.5, 0.9, 0.9]])]
+    found = [np.array([[0, 0.9, 0.1, 0.1, 0.4, 0.4]]),   # class, score, box: a hit
+             np.array([[0, 0.8, 0.5, 0.5, 0.9, 0.9]])]   # the wrong class: a miss
+    records = [record.as_json() for record in kind.per_sample(found, truth)]
+    assert reference_on_first(records, 1, "detection") == 1.0  # the first image only
+    # Both images: class 0's AP is 1 (its one object found first; the false positive
+    # ranks below it), class 1's is 0 (its object never found): mAP 0.5.
+    assert reference_on_first(records, 0, "detection") == kind.metric(kind.per_sample(found,
+                                                                                      truth))
+    assert reference_on_first(records, 0, "detection") == 0.5
+    low, high = reference_interval(records, "detection")
+    assert low <= 0.5 <= high
