@@ -18,8 +18,9 @@ Reads every params section, ``reports/`` (summary, report, plots), ``results/``,
   metrics ``accuracy accuracy_low accuracy_high accuracy_samples size_bytes
   latency_p50_ms latency_p90_ms latency_p99_ms latency_mean_ms throughput_fps
   peak_rss_mb load_ms`` and, timed end to end, ``e2e_latency_*_ms e2e_<stage>_ms
-  e2e_throughput_fps e2e_accuracy`` (logged against the variant's model, the accuracies against the
-  test split), tags (origin, device facts, status, reasons, ``edgeflow.recommended``),
+  e2e_throughput_fps e2e_accuracy``, and the kind of task's further measures
+  (:func:`task_metrics`: a detector's ``map50_95``, ``ap50_<class>``...) (logged against
+  the variant's model, the accuracies against the test split), tags (origin, device facts, status, reasons, ``edgeflow.recommended``),
   the variant's model and the test split as inputs, and the raw harness result.
 
 A track that fails leaves its parent run FAILED with the error (:mod:`tasks.track.runs`);
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from tasks.core.contracts.results import HarnessOk, ResultRecord, read_result
@@ -61,6 +63,20 @@ ACCURACY_METRICS = frozenset({"accuracy", "accuracy_low", "accuracy_high", "accu
                               "accuracy_drop"})
 
 
+def task_metrics(scores: Mapping[str, Any]) -> dict[str, float]:
+    """The kind of task's further measures (the harness's ``task_scores``) as metrics: a
+    number by its key (``map50_95``), a per-class table's entries as ``<key>_<class>``
+    (``ap50_3``); anything else is left out."""
+    metrics: dict[str, float] = {}
+    for key, value in scores.items():
+        if isinstance(value, Mapping):
+            metrics |= {f"{key}_{label}": float(item) for label, item in value.items()
+                        if isinstance(item, (int, float)) and not isinstance(item, bool)}
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics[key] = float(value)
+    return metrics
+
+
 def _metrics(row: SummaryRow, record: ResultRecord) -> dict[str, float]:
     """Every number the result has; what a device could not measure is left out."""
     low, high = row.accuracy_interval or (None, None)
@@ -84,6 +100,7 @@ def _metrics(row: SummaryRow, record: ResultRecord) -> dict[str, float]:
     if isinstance(record.harness, HarnessOk):
         metrics["first_inference_ms"] = record.harness.first_inference_ms
         metrics["latency_std_ms"] = record.harness.latency_ms.std
+        metrics |= task_metrics(record.harness.task_scores or {})
     for key in ("model_bytes", "arena_bytes", "flash_budget_bytes", "ram_budget_bytes"):
         metrics[f"mcu_{key}"] = getattr(row.mcu, key, None)
     target = row.mcu.target if row.mcu else None

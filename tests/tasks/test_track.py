@@ -1142,3 +1142,12 @@ def test_each_runtimes_model_pins_its_distribution_and_serves_its_artifact(
     assert (saved["path"], saved["signature"], saved["input_example"],
             saved["mlflow_model"]) == (str(tmp_path / "model"), "signature", "example",
                                        "mlflow-model")
+
+
+def test_a_kinds_further_measures_become_metrics_by_key_and_class() -> None:
+    from tasks.track import task_metrics
+
+    assert task_metrics({"map50": 0.61, "map50_95": 0.32, "ap50": {"0": 0.5, "3": 0.72},
+                         "ap50_95": {"0": 0.25}, "note": "text", "flag": True}) == {
+        "map50": 0.61, "map50_95": 0.32, "ap50_0": 0.5, "ap50_3": 0.72, "ap50_95_0": 0.25}
+    assert task_metrics({}) == {}
