@@ -251,6 +251,10 @@ class Requirements(StrictModel):
 
     min_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
     max_accuracy_drop: float | None = Field(default=0.01, ge=0.0, le=1.0)
+    # A detector's score is its mAP@0.5 (what ``accuracy`` holds for it): these name the
+    # same checks in its terms, for data.task: detection only.
+    min_map50: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_map_drop: float | None = Field(default=None, ge=0.0, le=1.0)
     max_latency_p90_ms: LatencyLimit | None = None
     max_end_to_end_p90_ms: LatencyLimit | None = Field(
         default=None, description="p90 of decode + pre-process + infer + post-process "
@@ -261,6 +265,9 @@ class Requirements(StrictModel):
     rank_by: Annotated[list[RankKey], BeforeValidator(_preference_order)] = Field(
         default_factory=lambda: ["latency_p50_ms"])
 
+
+# A detector's requirements and the accuracy ones they stand for elsewhere.
+MAP_REQUIREMENTS = {"min_map50": "min_accuracy", "max_map_drop": "max_accuracy_drop"}
 
 # The experiment-wide requirements (params.yaml's section): the same fields.
 RequirementParams = Requirements
@@ -349,6 +356,14 @@ class Params(StrictModel):
                     raise ValueError(f"model.{name} has {len(values)} values; data.color "
                                      f"{self.data.color} images have {channels} channel"
                                      f"{'s' if channels > 1 else ''}")
+        return self
+
+    @model_validator(mode="after")
+    def _map_requirements_need_a_detector(self) -> "Params":
+        for name in MAP_REQUIREMENTS:
+            if getattr(self.requirements, name) is not None and self.data.task != "detection":
+                raise ValueError(f"requirements.{name} applies to data.task: detection; for "
+                                 f"{self.data.task} use requirements.{MAP_REQUIREMENTS[name]}")
         return self
 
     @model_validator(mode="after")

@@ -85,6 +85,19 @@ def _max_accuracy_drop(req: Requirements, m: Measured) -> str | None:
     return None
 
 
+def _min_map50(req: Requirements, m: Measured) -> str | None:
+    if req.min_map50 is not None and m.accuracy < req.min_map50:
+        return f"mAP50 {m.accuracy:.4f} < min_map50 {req.min_map50}"
+    return None
+
+
+def _max_map_drop(req: Requirements, m: Measured) -> str | None:
+    if req.max_map_drop is not None and m.accuracy_drop > req.max_map_drop:
+        return (f"mAP50 drop {m.accuracy_drop:.2%} vs fp32 reference > "
+                f"max_map_drop {req.max_map_drop:.2%}")
+    return None
+
+
 def _max_latency(req: Requirements, m: Measured) -> str | None:
     if (req.max_latency_p90_ms is not None and m.latency_p90_ms is not None
             and m.latency_p90_ms > req.max_latency_p90_ms):
@@ -156,7 +169,8 @@ def _ran_as_declared(req: Requirements, m: Measured) -> str | None:
     return None
 
 
-CHECKS: tuple[Check, ...] = (_ran_as_declared, _min_accuracy, _max_accuracy_drop, _max_latency,
+CHECKS: tuple[Check, ...] = (_ran_as_declared, _min_accuracy, _max_accuracy_drop, _min_map50,
+                             _max_map_drop, _max_latency,
                              _max_end_to_end, _min_frame_rate, _max_size, _max_memory, _fits_flash, _fits_ram)
 
 

@@ -314,6 +314,9 @@ LIMIT_CASES: dict[str, tuple[float, float, str]] = {
     # 0.05 would pass an absolute drop; the relative one is 5.56%.
     "max_accuracy_drop": (DROP, 0.05,
                           "accuracy drop 5.56% vs fp32 reference > max_accuracy_drop 5.00%"),
+    # A detector's names for the same two checks, in its terms (its score is mAP@0.5).
+    "min_map50": (0.85, 0.8501, "mAP50 0.8500 < min_map50 0.8501"),
+    "max_map_drop": (DROP, 0.05, "mAP50 drop 5.56% vs fp32 reference > max_map_drop 5.00%"),
     # p50 (1.0) would pass 1.999, p99 (3.0) would fail 2.0; so would the end-to-end p90.
     "max_latency_p90_ms": (2.0, 1.999, "p90 latency 2.000 ms > max_latency_p90_ms 1.999"),
     # The model's p90 (2.0) or the end-to-end p50 (5.85) would pass 6.499, its p99 (7.8)
@@ -350,11 +353,13 @@ def test_each_requirement_alone_is_met_at_its_limit_and_missed_just_beyond(field
 
 # One value of each requirement for the experiment and another for a device's override.
 EXPERIMENT_VALUES: dict[str, Any] = {
-    "min_accuracy": 0.5, "max_accuracy_drop": 0.05, "max_latency_p90_ms": 10.0,
+    "min_accuracy": 0.5, "max_accuracy_drop": 0.05, "min_map50": 0.4, "max_map_drop": 0.1,
+    "max_latency_p90_ms": 10.0,
     "max_end_to_end_p90_ms": 20.0, "min_fps": 30.0, "max_size_mb": 4.0,
     "max_peak_rss_mb": 256.0, "rank_by": ["latency_p90_ms", "accuracy"]}
 DEVICE_VALUES: dict[str, Any] = {
-    "min_accuracy": 0.7, "max_accuracy_drop": 0.02, "max_latency_p90_ms": 2.5,
+    "min_accuracy": 0.7, "max_accuracy_drop": 0.02, "min_map50": 0.6, "max_map_drop": 0.03,
+    "max_latency_p90_ms": 2.5,
     "max_end_to_end_p90_ms": 8.0, "min_fps": 60.0, "max_size_mb": 0.5,
     "max_peak_rss_mb": 64.0, "rank_by": ["size_bytes"]}
 

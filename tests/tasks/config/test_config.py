@@ -567,8 +567,8 @@ BAD_FARMS = [
                  id="unknown-device-key"),
     pytest.param("devices: {pi: {requirements: {rank: size_bytes}}}\n",
                  "devices.pi.requirements: unknown key 'rank' (allowed: max_accuracy_drop, "
-                 "max_end_to_end_p90_ms, max_latency_p90_ms, max_peak_rss_mb, max_size_mb, "
-                 "min_accuracy, min_fps, rank_by)",
+                 "max_end_to_end_p90_ms, max_latency_p90_ms, max_map_drop, max_peak_rss_mb, "
+                 "max_size_mb, min_accuracy, min_fps, min_map50, rank_by)",
                  id="unknown-device-requirement"),
     pytest.param("devices: {pi: {requirements: {rank_by: [accuracy, speed]}}}\n",
                  "devices.pi.requirements.rank_by.1: 'speed' is not allowed (allowed: "

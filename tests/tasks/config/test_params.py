@@ -97,6 +97,8 @@ BOUNDS: dict[tuple[tuple[str, ...], str], Bound] = {
     (("benchmark",), "lock_timeout_seconds"): seconds(),
     (("requirements",), "min_accuracy"): field(0, True, 1),
     (("requirements",), "max_accuracy_drop"): field(0, True, 1),
+    (("requirements",), "min_map50"): field(0, True, 1),
+    (("requirements",), "max_map_drop"): field(0, True, 1),
     (("requirements",), "max_latency_p90_ms"): MILLISECONDS,
     (("requirements",), "max_end_to_end_p90_ms"): MILLISECONDS,
     (("requirements",), "min_fps"): Bound("number", 0, False, 1_000_000, unit="fps"),
@@ -173,6 +175,14 @@ CONTEXT: dict[tuple[tuple[str, ...], str], Any] = {
 }
 
 
+# Keys that need another section set: a detector's requirements need a detection task.
+DETECTION_DATA = {"data": {"task": "detection", "source": "digit_scenes"}}
+OTHER_SECTIONS: dict[tuple[tuple[str, ...], str], dict[str, Any]] = {
+    (("requirements",), "min_map50"): DETECTION_DATA,
+    (("requirements",), "max_map_drop"): DETECTION_DATA,
+}
+
+
 def _params(where: tuple[str, ...], name: str, value: Any) -> dict[str, Any]:
     """The params mapping that sets ``where.name`` to ``value`` (a side of a size), with
     what it needs beside it (:data:`CONTEXT`)."""
@@ -183,7 +193,7 @@ def _params(where: tuple[str, ...], name: str, value: Any) -> dict[str, Any]:
         document.update(CONTEXT[where, name](value))
     for key in reversed(where):
         document = {key: document}
-    return document
+    return {**OTHER_SECTIONS.get((where, name), {}), **document}
 
 
 def _value(params: Params, where: tuple[str, ...], name: str) -> Any:
@@ -307,6 +317,7 @@ def test_every_default_is_the_documented_one() -> None:
                       "end_to_end": None,
                       "firmware": {"sources_sha256": None}},
         "requirements": {"min_accuracy": None, "max_accuracy_drop": 0.01,
+                         "min_map50": None, "max_map_drop": None,
                          "max_latency_p90_ms": None, "max_end_to_end_p90_ms": None,
                          "min_fps": None, "max_size_mb": None, "max_peak_rss_mb": None,
                          "rank_by": ["latency_p50_ms"]},
@@ -371,3 +382,14 @@ def test_a_brought_model_may_be_structurally_pruned_and_fine_tuned() -> None:
         "optimize": {"pruning": [{"name": "slim", "method": "structured", "ratio": 0.5}]}})
     assert params.model.architecture == "file" and params.train.fine_tune is not None
     assert params.optimize.pruning[0].method == "structured"
+
+
+@pytest.mark.parametrize("name, instead", [("min_map50", "min_accuracy"),
+                                           ("max_map_drop", "max_accuracy_drop")])
+def test_a_detectors_requirements_are_refused_for_another_task(name: str, instead: str) -> None:
+    with pytest.raises(pydantic.ValidationError) as refused:
+        Params.model_validate({"requirements": {name: 0.5}})
+    assert (f"requirements.{name} applies to data.task: detection; for classification use "
+            f"requirements.{instead}") in str(refused.value)
+    detection = Params.model_validate({**DETECTION_DATA, "requirements": {name: 0.5}})
+    assert getattr(detection.requirements, name) == 0.5
