@@ -484,7 +484,8 @@ def _positive(kind: type) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run this release's model on images (its classes, or its boxes).")
+    parser = argparse.ArgumentParser(
+        description="Run this release's model on images (its classes, or its boxes).")
     parser.add_argument("images", nargs="*", help="image files (PNG, JPEG...)")
     parser.add_argument("--model", default=RELEASE,
                         help="release folder (default: the one this predictor is in)")
