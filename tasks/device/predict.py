@@ -7,6 +7,7 @@ one runtime its release needs; the modules beside it in its package load the art
 raw images (PNG/JPEG of any size, or arrays):
 
     python predict.py IMAGE...                  # one JSON line per image
+    python predict.py IMAGE --draw out.png      # a detector's boxes drawn on the image
     python predict.py --serve --port 8080       # POST an image to http://127.0.0.1:8080/predict
 
     from predict import Model
@@ -14,7 +15,11 @@ raw images (PNG/JPEG of any size, or arrays):
     model.predict(image_array)                  # {"class", "index", "score", "latency_ms"}
 
 What a prediction answers, and how the health check scores, is the variant's kind of task
-(``kinds/`` of this package; the answer above is classification's).
+(``kinds/`` of this package; the answer above is classification's). A detector answers
+``{"detections": [{"class", "index", "score", "box"}], "latency_ms"}``, best first, each
+``box`` ``[x0, y0, x1, y1]`` in the pixels of the image given (upright: after its EXIF
+rotation), mapped back through the pre-processing's resize or letterbox
+(``preprocess.boxes_in_image``); ``--draw`` draws them (``draw.py``).
 
 A release folder holds ``manifest.json`` (what the model is: variant, runtime, every
 file of the release with its sha256, classes, the input it expects and how an image
@@ -192,9 +197,11 @@ class Model:
         (``predict.ImageError``, the pre-processing's)."""
         return self._preprocess.ImageError  # type: ignore[no-any-return]
 
-    def prepare(self, image: Any, channels: str = "rgb") -> np.ndarray:
-        """``image`` (a PIL image, an array, encoded bytes or a file path) as model input;
-        an array's colour channels are in ``channels`` order (``"bgr"`` for OpenCV)."""
+    def picture(self, image: Any, channels: str = "rgb") -> Any:
+        """``image`` (a PIL image, an array, encoded bytes or a file path) as an upright
+        PIL image (its EXIF rotation applied): what the model sees, brought to its size,
+        and what its boxes are placed in. An array's colour channels are in ``channels``
+        order (``"bgr"`` for OpenCV)."""
         preprocess = self._preprocess
         if isinstance(image, (bytes, bytearray)):
             image = preprocess.decode_image(bytes(image))
@@ -203,7 +210,12 @@ class Model:
                 image = preprocess.decode_image(handle.read())
         elif isinstance(image, np.ndarray):
             image = preprocess.image_from_array(image, channels)
-        return preprocess.to_model_input(image, self.height, self.width, self.color, self.fit)
+        return preprocess.upright(image)
+
+    def prepare(self, image: Any, channels: str = "rgb") -> np.ndarray:
+        """``image`` (as :meth:`picture` takes it) as model input."""
+        return self._preprocess.to_model_input(self.picture(image, channels), self.height,
+                                               self.width, self.color, self.fit)
 
     def logits(self, model_input: np.ndarray) -> np.ndarray:
         """Float logits for one prepared input (quantised in and out as the variant is)."""
@@ -214,22 +226,34 @@ class Model:
 
     def predict(self, image: Any, channels: str = "rgb") -> dict[str, Any]:
         """The answer for one image, as its kind of task gives it (classification: the
-        class's name, index and softmax score), and the milliseconds the model took
-        (pre-processing not included). An array is taken as RGB unless
+        class's name, index and softmax score; detection: ``detections``, each box
+        ``[x0, y0, x1, y1]`` in this image's pixels, upright), and the milliseconds the
+        model took (pre-processing not included). An array is taken as RGB unless
         ``channels="bgr"`` (OpenCV's ``imread``/``VideoCapture`` frames)."""
-        model_input = self.prepare(image, channels)
+        picture = self.picture(image, channels)
+        model_input = self.prepare(picture, channels)
         start = time.perf_counter()
         logits = self.logits(model_input)
         latency_ms = (time.perf_counter() - start) * 1e3
-        return {**self.kind.answer(logits, self.classes, self.spec),
+        return {**self.kind.answer(logits, self.classes, self.spec,
+                                   place=self._placer(picture)),
                 "latency_ms": round(latency_ms, 4)}
+
+    def _placer(self, picture: Any) -> Any:
+        """Boxes in fractions of the model's input -> in the pixels of ``picture`` (the
+        pre-processing's inverse of its fit); a kind that locates nothing never calls it."""
+        return lambda boxes: self._preprocess.boxes_in_image(
+            boxes, picture.width, picture.height, self.height, self.width, self.fit)
 
     def check(self) -> dict[str, Any]:
         """The release's health check on its ``check/`` images (manifest ``check``):
-        the kind of task's score (``accuracy``) through the whole path (decode,
+        the kind of task's score (its metric, under the key ``accuracy``: a
+        classifier's accuracy, a detector's mAP@0.5) through the whole path (decode,
         pre-process, infer) and p90 latency of the model. ``passed`` when the score's
         one-sided 95% upper bound (the kind's interval) reaches the floor and the p90 is
-        within the limit; ``reasons`` say what missed."""
+        within the limit; ``reasons`` say what missed. The check images are the
+        prepared test images, at the model's size, so a detector's labels and
+        predictions are both in fractions of its input."""
         check = self.manifest["check"]
         folder = os.path.join(self.folder, check["folder"])
         inputs = [self.prepare(os.path.join(folder, name)) for name in check["images"]]
@@ -250,14 +274,17 @@ class Model:
         reasons = []
         floor, limit = check.get("accuracy_floor"), check.get("max_latency_p90_ms")
         if floor is not None and upper < floor:
-            reasons.append(f"accuracy {accuracy:.3f} on {len(inputs)} check images (95% upper "
+            reasons.append(f"{self.kind.metric_name} {accuracy:.3f} on {len(inputs)} check "
+                           f"images (95% upper "
                            f"bound {upper:.3f}) is below the floor {floor:.3f}")
         if limit is not None and p90 > limit:
             reasons.append(f"p90 latency {p90:.3f} ms is above the limit {limit:g} ms")
         return {"passed": not reasons, "reasons": reasons, "images": len(inputs),
                 "accuracy": accuracy, "accuracy_upper": upper, "accuracy_floor": floor,
                 "latency_p90_ms": p90, "max_latency_p90_ms": limit,
-                "latency_runs": len(latencies), "predicted": predicted,
+                "latency_runs": len(latencies),
+                # JSON as printed (a detector's predictions are arrays of boxes).
+                "predicted": [np.asarray(value).tolist() for value in predicted],
                 "checked_at": time.time()}
 
 
@@ -457,7 +484,8 @@ def _positive(kind: type) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Classify images with this release's model.")
+    parser = argparse.ArgumentParser(
+        description="Run this release's model on images (its classes, or its boxes).")
     parser.add_argument("images", nargs="*", help="image files (PNG, JPEG...)")
     parser.add_argument("--model", default=RELEASE,
                         help="release folder (default: the one this predictor is in)")
@@ -473,14 +501,28 @@ def main(argv: list[str] | None = None) -> int:
                         default=DEFAULT_MAX_CONNECTIONS,
                         help="connections served at once (more are answered 503)")
     parser.add_argument("--check", action="store_true", help="run the release's health check")
+    parser.add_argument("--draw", metavar="OUT.png",
+                        help="write the image with the boxes found drawn on it (a detector's "
+                             "release, one image)")
     args = parser.parse_args(argv)
     if not (args.images or args.serve or args.check):
         parser.error("give image files, --serve or --check")
+    if args.draw is not None and (len(args.images) != 1 or args.serve or args.check):
+        print(f"predict.py: --draw draws on one image, not {len(args.images)}"
+              + (" (nor with --serve or --check)" if args.serve or args.check else ""),
+              file=sys.stderr)
+        return 2
     try:
         model = Model(args.model)
     except ValueError as error:  # not the released files, or no release: one line
         print(f"predict.py: {error}", file=sys.stderr)
         return 2
+    if args.draw is not None:
+        if not model.kind.locates:
+            print(f"predict.py: --draw: this release's model ({model.kind.name}) answers no "
+                  "boxes to draw", file=sys.stderr)
+            return 2
+        return _draw(model, args.images[0], args.draw)
     if args.check:
         result = model.check()
         print(json.dumps(result))
@@ -503,6 +545,20 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             print(json.dumps({"image": path, "error": str(error)}), flush=True)
     return 1 if failed else 0
+
+
+def _draw(model: Model, path: str, out: str) -> int:
+    """``--draw``: the answer for the image at ``path`` printed as without it, and the
+    image with its boxes drawn written to ``out``."""
+    try:
+        picture = model.picture(path)
+        answer = model.predict(picture)
+    except (model.image_error, OSError) as error:
+        print(json.dumps({"image": path, "error": str(error)}), flush=True)
+        return 1
+    _package_module("draw").draw_detections(picture, answer["detections"], out)
+    print(json.dumps({"image": path, **answer, "drawn": out}), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ FITS = ("squash", "letterbox")
 scales it to fit inside, keeping its aspect ratio, and pads the rest with black (shapes
 kept, borders added). Training images and an application's images go through the same."""
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag of a photo's rotation; 1 is upright
+
 CHANNEL_ORDERS = ("rgb", "bgr")
 """The order of an array's three colour channels: ``rgb`` (Pillow, imageio, most camera
 libraries) or ``bgr`` (OpenCV's ``cv2.imread`` and ``VideoCapture``)."""
@@ -70,13 +72,48 @@ def fit_geometry(source_width: int, source_height: int, height: int, width: int,
     return inner[0] / width, inner[1] / height, offset[0] / width, offset[1] / height
 
 
+def boxes_in_image(boxes: Any, source_width: int, source_height: int, height: int,
+                   width: int, fit: str) -> np.ndarray:
+    """Boxes the model found, corners ``[x0, y0, x1, y1]`` as fractions of its input of
+    ``width`` x ``height``, in the pixels of the image they came from (``source_width`` x
+    ``source_height``, upright: :func:`upright`): the inverse of :func:`fit_geometry`,
+    clipped to the image (a box over a letterbox's border ends at the picture's edge),
+    rounded to 0.1 px. ``boxes`` is one box (4,) or several (k, 4); the result has its
+    shape, float64. Squash scales the fractions by the image's size; letterbox first takes
+    off the border: on a 40 x 20 image letterboxed into 32 x 32 (the picture fills the
+    middle half of the rows), [0, 0.25, 1, 0.75] is [0, 0, 40, 20]."""
+    scale_x, scale_y, offset_x, offset_y = fit_geometry(source_width, source_height, height,
+                                                        width, fit)
+    corners = np.asarray(boxes, np.float64)
+    shaped = corners.reshape(-1, 4)
+    x = (shaped[:, 0::2] - offset_x) / scale_x * source_width
+    y = (shaped[:, 1::2] - offset_y) / scale_y * source_height
+    pixels = np.empty_like(shaped)
+    pixels[:, 0::2] = np.clip(x, 0.0, float(source_width))
+    pixels[:, 1::2] = np.clip(y, 0.0, float(source_height))
+    # + 0.0 turns a -0.0 from rounding a hair below zero into 0.0 (JSON writes "-0.0").
+    return np.round(pixels, 1).reshape(corners.shape) + 0.0
+
+
+def upright(image: Any) -> Any:
+    """A PIL image as it is meant to be seen: its EXIF rotation applied (photos shot
+    sideways carry one). The pixels a model sees, and the ones its boxes are placed in."""
+    from PIL import ImageOps
+
+    # exif_transpose copies an image it leaves as it is: an upright one is returned
+    # itself (the predictor asks before pre-processing, which asks again).
+    if image.getexif().get(EXIF_ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
 def to_model_input(image: Any, height: int, width: int, color: str,
                    fit: str = "squash") -> np.ndarray:
     """A PIL image as the model's input: float32 (height, width, channels) in [0, 1],
-    brought to the size as ``fit`` says (:data:`FITS`)."""
-    from PIL import Image, ImageOps
+    brought to the size as ``fit`` says (:data:`FITS`), upright first (:func:`upright`)."""
+    from PIL import Image
 
-    image = ImageOps.exif_transpose(image)  # photos shot sideways carry an EXIF rotation
+    image = upright(image)
     if image.mode.startswith("I"):
         # 16/32-bit grey: convert("L") clips at 255 instead of scaling the range down.
         peak = 65535.0 if image.mode.startswith("I;16") else float(max(np.asarray(image).max(), 1))

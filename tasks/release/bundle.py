@@ -66,9 +66,12 @@ def accuracy_floor(summary: Summary, device: str) -> float | None:
     return max(floors) if floors else None
 
 
-def write_check_images(folder: Path, prepared: Path, count: int) -> tuple[list[str], list[int]]:
+def write_check_images(folder: Path, prepared: Path, count: int,
+                       kind: Any) -> tuple[list[str], list[Any]]:
     """The first ``count`` test images as 8-bit PNG files (what a camera or a file gives
-    an application) and their labels."""
+    an application) and their labels as ``kind`` (the variant's kind of task,
+    ``device_code.task_kinds()``) writes them in JSON
+    (``kind.json_label``: a class index; a detector's image's boxes)."""
     import numpy as np
     from PIL import Image
 
@@ -83,7 +86,7 @@ def write_check_images(folder: Path, prepared: Path, count: int) -> tuple[list[s
         else:
             Image.fromarray(pixels, "RGB").save(folder / name)
         names.append(name)
-    return names, [int(label) for label in labels[:count]]
+    return names, [kind.json_label(label) for label in labels[:count]]
 
 
 def manifest(release_id: str, device_name: str, device: LocalDevice | SshDevice,
@@ -123,7 +126,7 @@ def build_bundle(target: Path, device_name: str, device: LocalDevice | SshDevice
     # The variant's kind of task ships in the package's kinds/ only when this process
     # knows it (built in, or registered from its file): refused here (ValueError naming
     # the known kinds), not by the board's health check.
-    device_code.task_kinds().of_spec(variant.spec or {})
+    kind = device_code.task_kinds().of_spec(variant.spec or {})
     release_id = new_release_id(variant.name)
     folder = target / release_id
     folder.mkdir(parents=True)
@@ -135,7 +138,7 @@ def build_bundle(target: Path, device_name: str, device: LocalDevice | SshDevice
     files += device_code.ship(folder, ENTRY_MODULES)
     shutil.copyfile(device_code.RELEASES_PATH, folder / device_code.RELEASES_PATH.name)
     files.append(device_code.RELEASES_PATH.name)
-    names, labels = write_check_images(folder / CHECK_DIR, prepared, params.check_images)
+    names, labels = write_check_images(folder / CHECK_DIR, prepared, params.check_images, kind)
     files += [f"{CHECK_DIR}/{name}" for name in names]
     requirements = summary.requirements.get(device_name, {})
     check = {"folder": CHECK_DIR, "images": names, "labels": labels,

@@ -17,6 +17,8 @@ import numpy as np
 class Parity:
     name = "parity"
     decoding = "parity"
+    metric_name = "accuracy"
+    locates = False
 
     def check_output(self, x: np.ndarray, y: Any, spec: dict[str, Any]) -> None:
         y = np.asarray(y)
@@ -44,8 +46,11 @@ class Parity:
     def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
         return float(np.mean(np.asarray(predictions) == np.asarray(reference)))
 
+    def json_label(self, label: Any) -> int:
+        return int(label)
+
     def answer(self, output: np.ndarray, classes: Sequence[str],
-               spec: Any = None) -> dict[str, Any]:
+               spec: Any = None, place: Any = None) -> dict[str, Any]:
         return {"parity": ("even", "odd")[self.decode(output)]}
 
 

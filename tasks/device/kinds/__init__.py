@@ -27,7 +27,7 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:  # annotations only: the registry loads without NumPy
     import numpy as np
@@ -46,6 +46,12 @@ class TaskKind(Protocol):
     name: str
     # What decoding is called in messages ("argmax agreement 0.97 < 0.99").
     decoding: str
+    # What :meth:`metric` is called in messages ("accuracy", "mAP@0.5").
+    metric_name: str
+    # Whether an answer places things in the image: its answer is then ``{"detections":
+    # [{"class", "index", "score", "box"}]}``, boxes through :meth:`answer`'s ``place``,
+    # and the predictor can draw them (``--draw``).
+    locates: bool
 
     def check_output(self, x: np.ndarray, y: Any, spec: Mapping[str, Any]) -> None:
         """Raise ValueError unless ``y``, the model's answer to the one sample ``x``,
@@ -74,10 +80,18 @@ class TaskKind(Protocol):
     def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
         """The share of samples whose prediction matches the reference model's."""
 
+    def json_label(self, label: Any) -> Any:
+        """One label of the test split as JSON (a release's health check records its
+        images' labels so); :meth:`per_sample` reads it back as a label."""
+
     def answer(self, output: np.ndarray, classes: Sequence[str],
-               spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               spec: Mapping[str, Any] | None = None,
+               place: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
         """The predictor's JSON answer for one sample's output (``spec`` as for
-        :meth:`decode`)."""
+        :meth:`decode`). ``place`` maps boxes ``(k, 4)`` in fractions of the model's
+        input to the caller's image (the predictor's, from the image's size and the
+        fit); a kind that does not locate ignores it, one that does answers its boxes
+        through it (without it: in fractions of the model's input)."""
 
 
 _KINDS: dict[str, TaskKind] = {}

@@ -25,6 +25,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Classification:
     name = "classification"
     decoding = "argmax"
+    metric_name = "accuracy"
+    locates = False
 
     def check_output(self, x: np.ndarray, y: Any, spec: dict[str, Any]) -> None:
         # A model that answers an empty batch (a dynamic batch left unset) would
@@ -69,8 +71,11 @@ class Classification:
     def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
         return float(np.mean(np.asarray(predictions) == np.asarray(reference)))
 
+    def json_label(self, label: Any) -> int:
+        return int(label)
+
     def answer(self, output: np.ndarray, classes: Sequence[str],
-               spec: Any = None) -> dict[str, Any]:
+               spec: Any = None, place: Any = None) -> dict[str, Any]:
         index = self.decode(output)
         return {"class": classes[index], "index": index,
                 "score": round(float(softmax(output)[index]), 6)}

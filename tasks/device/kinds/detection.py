@@ -541,6 +541,8 @@ def agreement(predictions: Sequence[Any], reference: Sequence[Any],
 class Detection:
     name = "detection"
     decoding = "box"
+    metric_name = "mAP@0.5"
+    locates = True
 
     def check_output(self, x: np.ndarray, y: Any, spec: Mapping[str, Any]) -> None:
         """One output tensor of the layout's shape for one image in: ``(1, S, S, 5 + C)``
@@ -586,15 +588,23 @@ class Detection:
     def agreement(self, predictions: Sequence[Any], reference: Sequence[Any]) -> float:
         return agreement(predictions, reference)
 
+    def json_label(self, label: Any) -> list[list[float]]:
+        """One image's boxes, ``[[class, x0, y0, x1, y1], ...]`` (class a whole number,
+        corners normalised), without the split's padding rows of class -1."""
+        return [[int(row[0]), *(float(value) for value in row[1:])] for row in _label(label)]
+
     def answer(self, output: np.ndarray, classes: Sequence[str],
-               spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               spec: Mapping[str, Any] | None = None,
+               place: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
         """``{"detections": [{"class", "index", "score", "box"}]}``, best first, ``box``
-        ``[x0, y0, x1, y1]`` as fractions of the model's input image: the predictor maps
-        them to the caller's image pixels (it knows the letterbox or resize)."""
+        ``[x0, y0, x1, y1]``: through ``place`` (the predictor's: the caller's image
+        pixels), else as fractions of the model's input image (rounded to 6 places)."""
+        found = self.decode(output, spec)
+        boxes = ([[round(float(value), 6) for value in row[2:6]] for row in found]
+                 if place is None else np.asarray(place(found[:, 2:6]), np.float64).tolist())
         return {"detections": [
             {"class": classes[int(row[0])], "index": int(row[0]), "score": round(float(row[1]), 6),
-             "box": [round(float(value), 6) for value in row[2:6]]}
-            for row in self.decode(output, spec)]}
-
+             "box": box}
+            for row, box in zip(found, boxes)]}
 
 KIND = Detection()

@@ -264,6 +264,7 @@ def test_a_prediction_is_the_kinds_answer_and_the_models_milliseconds(
     monkeypatch.setattr(predict, "time", Clock(1_234_567))  # 1.234567 ms
     model = predict.Model.__new__(predict.Model)
     model.kind, model.classes, model.spec = KIND, ["cat", "dog", "owl"], {}
+    model.picture = lambda image, channels: image
     model.prepare = lambda image, channels: {"rgb": 2, "bgr": 0}[channels]
     model.logits = lambda x: np.eye(3)[x] * 5
     answer = model.predict("image", channels="bgr")
@@ -548,6 +549,7 @@ def test_prepare_reads_each_kind_of_image_into_the_model_input(tmp_path: Path) -
     model._preprocess = SimpleNamespace(
         decode_image=lambda data: ("decoded", data),
         image_from_array=lambda array, channels: ("array", array.tolist(), channels),
+        upright=lambda image: image,
         to_model_input=lambda image, *size: (image, *size))
     path = tmp_path / "frame.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\nframe")

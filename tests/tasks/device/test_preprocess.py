@@ -209,3 +209,57 @@ def test_the_model_input_is_float32_in_zero_to_one_with_the_modes_channels() -> 
     grey = preprocess.to_model_input(colour, 3, 2, "grayscale")
     assert grey.shape == (3, 2, 1)  # (height, width, 1)
     assert grey[0, 0, 0] == pytest.approx(round(255 * 0.299 + 51 * 0.114) / 255)
+
+
+# --- boxes back in the image's pixels ---------------------------------------------------
+
+
+def test_boxes_in_image_inverts_a_letterbox_exactly() -> None:
+    """A 40 x 20 image letterboxed into 32 x 32 is scaled by 0.8 to 32 x 16 at rows 8..24:
+    fractions (scale 1, 0.5; offset 0, 0.25). The picture's own extent is the whole image;
+    [0.25, 0.5, 0.75, 0.75] is x 0.25 * 40, y (0.5 - 0.25) / 0.5 * 20 ... by hand."""
+    assert preprocess.boxes_in_image([0.0, 0.25, 1.0, 0.75], 40, 20, 32, 32,
+                                     "letterbox").tolist() == [0.0, 0.0, 40.0, 20.0]
+    assert preprocess.boxes_in_image([0.25, 0.5, 0.75, 0.75], 40, 20, 32, 32,
+                                     "letterbox").tolist() == [10.0, 10.0, 30.0, 20.0]
+    # Tall, 20 x 40: columns 8..24 (scale 0.5, offset 0.25), rows all.
+    assert preprocess.boxes_in_image([0.5, 0.5, 0.75, 1.0], 20, 40, 32, 32,
+                                     "letterbox").tolist() == [10.0, 20.0, 20.0, 40.0]
+
+
+def test_boxes_in_image_of_squash_scale_by_the_images_size() -> None:
+    assert preprocess.boxes_in_image([[0.1, 0.2, 0.3, 0.4], [0.0, 0.0, 1.0, 1.0]], 64, 48, 32, 32,
+                                     "squash").tolist() == [[6.4, 9.6, 19.2, 19.2],
+                                                            [0.0, 0.0, 64.0, 48.0]]
+
+
+def test_boxes_in_image_are_clipped_to_the_picture_and_rounded_to_a_tenth() -> None:
+    """Over the letterbox's border, a box ends at the picture's edge (never a negative
+    pixel, never past the image); a third of 10 px is 3.3; no box is no box."""
+    assert preprocess.boxes_in_image([0.0, 0.1, 0.5, 0.9], 40, 20, 32, 32,
+                                     "letterbox").tolist() == [0.0, 0.0, 20.0, 20.0]
+    assert preprocess.boxes_in_image([1 / 3, 0.0, 2 / 3, 1 / 3], 10, 10, 8, 8,
+                                     "squash").tolist() == [3.3, 0.0, 6.7, 3.3]
+    assert preprocess.boxes_in_image(np.zeros((0, 4)), 10, 10, 8, 8, "squash").shape == (0, 4)
+
+
+def test_boxes_in_image_undo_what_fit_geometry_does_to_a_box() -> None:
+    """A box in an image's pixels, carried into the model's input by fit_geometry (as
+    prepare carries labels), comes back to the same pixels."""
+    for size in ((40, 20), (20, 40), (37, 23), (16, 16)):
+        scale_x, scale_y, offset_x, offset_y = preprocess.fit_geometry(*size, 16, 16, "letterbox")
+        pixels = np.array([0.2 * size[0], 0.3 * size[1], 0.9 * size[0], 0.8 * size[1]])
+        fractions = (pixels / np.array([*size, *size]) * np.array([scale_x, scale_y] * 2)
+                     + np.array([offset_x, offset_y] * 2))
+        back = preprocess.boxes_in_image(fractions, *size, 16, 16, "letterbox")
+        np.testing.assert_allclose(back, np.round(pixels, 1), atol=1e-9)
+
+
+def test_upright_applies_the_exif_rotation_and_leaves_an_upright_image_itself() -> None:
+    from PIL import ExifTags
+
+    sideways = Image.new("L", (4, 6))
+    sideways.getexif()[ExifTags.Base.Orientation] = 6
+    assert preprocess.upright(sideways).size == (6, 4)
+    plain = white(4, 6)
+    assert preprocess.upright(plain) is plain

@@ -67,3 +67,15 @@ def test_classification_interval_is_the_orchestrators_exactly_for_every_count_be
 
     check_wilson_everywhere(board, z)
     assert kind.interval(np.ones(50), CHECK_Z)[1] == 1.0
+
+
+def test_classification_labels_in_json_are_class_indices_and_it_places_nothing(kind) -> None:
+    labels = [kind.json_label(label) for label in np.array([3, 0, 7], np.int64)]
+    assert labels == [3, 0, 7] and all(type(label) is int for label in labels)
+
+    def place(boxes: np.ndarray) -> np.ndarray:
+        raise AssertionError("a classifier has no boxes to place")
+
+    assert kind.answer(np.array([0.0, np.log(3.0)]), ["cat", "dog"], place=place) == {
+        "class": "dog", "index": 1, "score": 0.75}
+    assert (kind.locates, kind.metric_name) == (False, "accuracy")

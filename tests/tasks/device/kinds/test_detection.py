@@ -450,3 +450,27 @@ def test_the_registry_finds_detection_and_ships_it_with_the_device_package(tmp_p
     assert run.returncode == 0, run.stderr
     assert run.stdout.split("]] ")[1].strip() == "1.0"
     assert run.stdout.startswith("[[0.0, 0.9933, 0.5, 0.5, 1.0, 1.0]]")
+
+
+def test_the_answer_places_its_boxes_through_the_predictors_mapping() -> None:
+    """With ``place`` (the predictor's: fractions -> the caller's pixels) each box is what
+    it returns, rows in the detections' order; without, fractions as before."""
+    given = []
+
+    def place(boxes: np.ndarray) -> np.ndarray:
+        given.append(boxes.copy())
+        return boxes * 100.0
+
+    answer = KIND.answer(_grid_output(), ["cat", "dog"], place=place)
+    assert answer["detections"][0]["box"] == [(2.5 / 3 - 0.25) * 100.0, 25.0, 100.0, 75.0]
+    assert given[0].shape == (1, 4)
+    assert KIND.locates and KIND.metric_name == "mAP@0.5"
+
+
+def test_a_label_in_json_is_the_images_boxes_without_the_splits_padding() -> None:
+    padded = np.array([[2.0, 0.1, 0.2, 0.3, 0.4], [-1.0, 0.0, 0.0, 0.0, 0.0]])
+    label = KIND.json_label(padded)
+    assert label == [[2, 0.1, 0.2, 0.3, 0.4]] and isinstance(label[0][0], int)
+    assert KIND.json_label(np.full((2, 5), -1.0)) == []
+    # Read back by the scoring as the same ground truth.
+    assert KIND.metric(KIND.per_sample([found([2, 0.9, 0.1, 0.2, 0.3, 0.4])], [label])) == 1.0
