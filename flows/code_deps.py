@@ -65,8 +65,9 @@ LOADED_BY_PATH = {Path(device_code.__file__).resolve().relative_to(PACKAGE_ROOT)
                   (device_code.DEVICE_DIR / device_code.KINDS).relative_to(PACKAGE_ROOT)}
 # Importer -> (a loader it imports, the one module of the loader's folder it uses): its
 # import of the loader does not bring the loader's whole folder. prepare's pre-processing
-# uses device_code.preprocess() alone, the configuration (data.task's check) and train
-# (the reference's per-sample results) device_code.task_kinds() alone, so editing the
+# uses device_code.preprocess() alone, the configuration (data.task's check), train
+# (the reference's per-sample results) and the accuracy arithmetic (the reference's
+# score) device_code.task_kinds() alone, so editing the
 # harness does not re-run training (tests/flows/test_code_deps.py checks that each uses
 # nothing else of device_code).
 _KINDS_MODULE = f"{device_code.PACKAGE}.{device_code.KINDS}"
@@ -75,7 +76,9 @@ NARROWED = {Path(preprocessing.__file__).resolve().relative_to(PACKAGE_ROOT):
             Path(params.__file__).resolve().relative_to(PACKAGE_ROOT):
             (device_code.__name__, _KINDS_MODULE),
             # (tasks.train is not imported here: it imports Keras.)
-            Path("tasks", "train", "__init__.py"): (device_code.__name__, _KINDS_MODULE)}
+            Path("tasks", "train", "__init__.py"): (device_code.__name__, _KINDS_MODULE),
+            # The reference's score as its kind scores it (train, convert, select).
+            Path("tasks", "core", "accuracy.py"): (device_code.__name__, _KINDS_MODULE)}
 # The module-level name under which a module declares the files of its package that its
 # code reads (see the module docstring).
 DATA_DECLARATION = "CODE_DATA"

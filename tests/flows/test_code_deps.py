@@ -94,8 +94,8 @@ ACCESSORS = {"tasks.device.preprocess": "preprocess", "tasks.device.kinds": "tas
 
 def test_each_narrowed_importer_uses_nothing_of_device_code_but_its_one_module() -> None:
     """What :data:`flows.code_deps.NARROWED` says holds: prepare's pre-processing uses
-    ``device_code.preprocess`` alone, the configuration and train ``device_code.task_kinds``
-    alone."""
+    ``device_code.preprocess`` alone, the configuration, train and the accuracy arithmetic
+    ``device_code.task_kinds`` alone."""
     import ast
 
     narrowed = {importer.as_posix(): (loader, used)
@@ -103,7 +103,8 @@ def test_each_narrowed_importer_uses_nothing_of_device_code_but_its_one_module()
     assert narrowed == {
         "tasks/prepare/preprocessing.py": ("tasks.core.device_code", "tasks.device.preprocess"),
         "tasks/config/params.py": ("tasks.core.device_code", "tasks.device.kinds"),
-        "tasks/train/__init__.py": ("tasks.core.device_code", "tasks.device.kinds")}
+        "tasks/train/__init__.py": ("tasks.core.device_code", "tasks.device.kinds"),
+        "tasks/core/accuracy.py": ("tasks.core.device_code", "tasks.device.kinds")}
     for importer, (_, used) in narrowed.items():
         tree = ast.parse((REPO / importer).read_text(encoding="utf-8"))
         names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
