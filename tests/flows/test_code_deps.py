@@ -273,7 +273,7 @@ def test_train_reaches_its_models_and_core_code_and_no_farm_code() -> None:
     assert not [path for path in files if path.startswith("tasks/farm/")]
     assert {path for path in files if path.startswith("tasks/device/")} == {
         "tasks/device/__init__.py", "tasks/device/spec.py", "tasks/device/kinds/__init__.py",
-        "tasks/device/kinds/classification.py"}
+        "tasks/device/kinds/classification.py", "tasks/device/kinds/detection.py"}
     assert "keras" in code_dependencies(STEPS["train"]).libraries
 
 

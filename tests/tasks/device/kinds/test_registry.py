@@ -48,13 +48,14 @@ def test_the_registry_loads_without_numpy() -> None:
                                "from tasks.device import kinds; print(kinds.names())"],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.strip() == "['classification']"
+    assert listed.stdout.strip() == "['classification', 'detection']"
 
 
 def test_an_unknown_kind_is_refused_naming_the_known_ones(registry) -> None:
     with pytest.raises(ValueError) as caught:
-        registry.get("detection")
-    assert str(caught.value) == "unknown task kind 'detection': one of classification"
+        registry.get("segmentation")
+    assert str(caught.value) == ("unknown task kind 'segmentation': one of classification, "
+                                 "detection")
     with pytest.raises(ValueError, match="unknown task kind '../x'"):
         registry.get("../x")  # a name, never a path
 
@@ -66,7 +67,7 @@ def test_a_spec_without_a_task_is_classification(registry, parity) -> None:
 
 def test_a_kind_registered_from_a_file_ships_in_the_package_and_is_found_on_a_board(
         registry, parity, tmp_path: Path) -> None:
-    assert registry.names() == ["classification", "parity"]
+    assert registry.names() == ["classification", "detection", "parity"]
     assert registry.source("parity") == str(PARITY)
     assert registry.registered() == {"parity": str(PARITY)}  # built-in ones ship as modules
     files = device_code.package_files()
@@ -88,7 +89,7 @@ def test_a_kind_registered_from_a_file_ships_in_the_package_and_is_found_on_a_bo
         cwd=tmp_path / "board", env=env, capture_output=True, text=True, timeout=60,
         check=False)
     assert found.returncode == 0, found.stderr
-    assert found.stdout.split() == ["['classification',", "'parity']", "1",
+    assert found.stdout.split() == ["['classification',", "'detection',", "'parity']", "1",
                                     "edgeflow_device.kinds.parity"]
 
 
