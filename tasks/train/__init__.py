@@ -31,14 +31,14 @@ import numpy as np
 from tasks.core import device_code, notices
 from tasks.models import batch_norm
 from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_interval
-from tasks.models.architectures import ModelOptions, build_model
+from tasks.models.architectures import ARCHITECTURES, ModelOptions, build_model
 from tasks.models.augmenter import Augmenter, augmenter
 from tasks.models.seeding import seed_training
 from tasks.config import TrainParams
 from tasks.train.model_input import arrange_batch
 from tasks.models.model_file import (FineTuneOptions, ModelFileError, ModelFileOptions, check_fits,
                                      feature_layer, input_spec, inspect_model_file, load_keras)
-from tasks.core.contracts.prepared import load_split, read_meta
+from tasks.core.contracts.prepared import PreparedMeta, load_split, read_meta
 from tasks.core.errors import TrainingError
 from tasks.core.files import atomic_output_dir, sha256_tree, write_json
 
@@ -270,13 +270,30 @@ def check_learned(train_score: SplitScore, val_score: SplitScore, val_labels: np
 
 
 def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
-          out_dir: Path, metrics_dir: Path) -> TrainResult:
+          out_dir: Path, metrics_dir: Path) -> Any:
     """Train, select the best epoch, check that the model learned, evaluate on the test
-    split, and write the model and its metrics (only when all of that succeeded). A
-    model you bring is checked, maybe fine-tuned, and evaluated instead (:func:`adopt`)."""
+    split, and write the model and its metrics (only when all of that succeeded): a
+    classifier (:func:`train_classifier`, a :class:`TrainResult`) or, for data prepared
+    for detection, the detector (:mod:`tasks.train.detection`, a ``DetectorResult``), as
+    :data:`TRAINERS` says. An architecture of another kind of task than the data's is a
+    TrainingError. A model you bring is checked, maybe fine-tuned, and evaluated instead
+    (:func:`adopt`)."""
     if isinstance(model_params, ModelFileOptions):
         return adopt(model_params, train_params, prepared, out_dir, metrics_dir)
     meta = read_meta(prepared)
+    trains_for = ARCHITECTURES[model_params.architecture].task
+    if trains_for != meta.task:
+        fitting = sorted(name for name, entry in ARCHITECTURES.items() if entry.task == meta.task)
+        raise TrainingError(
+            f"train: model.architecture {model_params.architecture!r} is a {trains_for} model; "
+            f"the data is prepared for {meta.task} (data.task): use "
+            f"{' or '.join(fitting) if fitting else 'a model file'}")
+    return TRAINERS[meta.task](model_params, train_params, prepared, meta, out_dir, metrics_dir)
+
+
+def train_classifier(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
+                     meta: PreparedMeta, out_dir: Path, metrics_dir: Path) -> TrainResult:
+    """Train a classifier (the module docstring)."""
     x_train, y_train = load_split(prepared, "train")
     x_val, y_val = load_split(prepared, "val")
     x_test, y_test = load_split(prepared, "test")
@@ -331,6 +348,19 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
         {"epoch": epoch + 1, **{key: float(values[epoch]) for key, values in history.history.items()}}
         for epoch in range(epochs_run)])
     return TrainResult(out_dir, train_score, val_score, test_score, selector.best_epoch, epochs_run)
+
+
+def _train_detector(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
+                    meta: PreparedMeta, out_dir: Path, metrics_dir: Path) -> Any:
+    # Imported here: the detection module imports this one (its schedules).
+    from tasks.train.detection import train_detector
+    return train_detector(model_params, train_params, prepared, meta, out_dir, metrics_dir)
+
+
+# How each kind of task's data trains an architecture of that kind, by the prepared
+# meta's task.
+TRAINERS: dict[str, Callable[..., Any]] = {"classification": train_classifier,
+                                           "detection": _train_detector}
 
 
 def _split_metrics(split: str, score: SplitScore) -> dict[str, float | int]:
