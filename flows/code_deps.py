@@ -75,7 +75,8 @@ NARROWED = {Path(preprocessing.__file__).resolve().relative_to(PACKAGE_ROOT):
             Path(params.__file__).resolve().relative_to(PACKAGE_ROOT):
             (device_code.__name__, _KINDS_MODULE),
             # (tasks.train is not imported here: it imports Keras.)
-            Path("tasks", "train", "__init__.py"): (device_code.__name__, _KINDS_MODULE)}
+            Path("tasks", "train", "__init__.py"): (device_code.__name__, _KINDS_MODULE),
+            Path("tasks", "train", "detection.py"): (device_code.__name__, _KINDS_MODULE)}
 # The module-level name under which a module declares the files of its package that its
 # code reads (see the module docstring).
 DATA_DECLARATION = "CODE_DATA"

@@ -8,6 +8,11 @@ scores it, in order: classification, which the model gets right),
 accuracy is the fp32 reference every variant is compared with) and
 ``metrics/train_history.json`` (per-epoch curves for ``dvc plots`` and MLflow).
 
+Data prepared for detection (the prepared meta's ``task``) trains the grid detector
+instead (``model.architecture: tiny_detector``, :mod:`tasks.train.detection`): the same
+files, with mAP in place of accuracy. Each kind of task trains through :data:`TRAINERS`,
+and an architecture made for another kind than the data's is refused.
+
 Training is seeded and deterministic (:mod:`tasks.models.seeding`: the same params and
 data give bit-identical weights on one machine) and reports each epoch as progress
 (:mod:`tasks.core.notices`). After every epoch the batch-norm
@@ -36,6 +41,7 @@ from tasks.models.augmenter import Augmenter, augmenter
 from tasks.models.seeding import seed_training
 from tasks.config import TrainParams
 from tasks.train.model_input import arrange_batch
+from tasks.train.schedules import LR_SCHEDULES, Schedule  # noqa: F401 (the trainers' table)
 from tasks.models.model_file import (FineTuneOptions, ModelFileError, ModelFileOptions, check_fits,
                                      feature_layer, input_spec, inspect_model_file, load_keras)
 from tasks.core.contracts.prepared import PreparedMeta, load_split, read_meta
@@ -172,33 +178,6 @@ class EpochSelector(keras.callbacks.Callback):
     def restore(self) -> None:
         """Put the best epoch's weights (and its batch-norm statistics) back."""
         self.model.set_weights(self.best_weights)
-
-
-# A learning-rate schedule: (params, optimiser steps per epoch) -> the optimiser's
-# learning rate (a number or a Keras schedule) and the callbacks it needs.
-Schedule = Callable[[TrainParams, int], tuple[Any, list[Any]]]
-
-
-def _constant(params: TrainParams, steps_per_epoch: int) -> tuple[Any, list[Any]]:
-    return params.learning_rate, []
-
-
-def _cosine(params: TrainParams, steps_per_epoch: int) -> tuple[Any, list[Any]]:
-    # Over the whole epoch budget; early stopping may end the run before the tail.
-    return keras.optimizers.schedules.CosineDecay(
-        params.learning_rate, decay_steps=params.epochs * steps_per_epoch, alpha=0.01), []
-
-
-def _plateau(params: TrainParams, steps_per_epoch: int) -> tuple[Any, list[Any]]:
-    # Halve the rate when val loss stalls for a third of the early-stopping patience, so
-    # a lower rate gets a chance before training stops.
-    return params.learning_rate, [keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss", factor=0.5, patience=max(1, params.early_stopping_patience // 3),
-        min_lr=params.learning_rate / 100, verbose=0)]
-
-
-LR_SCHEDULES: dict[str, Schedule] = {"constant": _constant, "cosine": _cosine,
-                                     "plateau": _plateau}
 
 
 def class_weights(labels: np.ndarray, classes: int, policy: str) -> np.ndarray:

@@ -39,8 +39,10 @@ not learn: the step fails with one line and leaves the previous model in place.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import keras
@@ -54,6 +56,7 @@ from tasks.core.files import atomic_output_dir, write_json
 from tasks.models import batch_norm
 from tasks.models.architectures import DETECTION_FIELDS, ModelOptions, build_model
 from tasks.models.seeding import seed_training
+from tasks.train.schedules import LR_SCHEDULES
 
 PREDICT_BATCH = 256
 
@@ -126,10 +129,12 @@ def mean_loss(loss: Callable[[Any, Any], Any], targets: np.ndarray, outputs: np.
         loss(keras.ops.convert_to_tensor(targets), keras.ops.convert_to_tensor(outputs)))))
 
 
-def _kind() -> Any:
+def _kind() -> ModuleType:
     """The detection kind's module (decode, match, scores, bootstrap): the one
-    implementation the harness and the predictor run too."""
-    return device_code.load("kinds.detection")
+    implementation the harness and the predictor run too, found through the registry of
+    kinds they ask."""
+    detector = device_code.task_kinds().get("detection")
+    return sys.modules[type(detector).__module__]
 
 
 @dataclass(frozen=True)
@@ -260,8 +265,6 @@ def fit_detector(model: keras.Model, params: TrainParams, splits: dict[str, tupl
                  ) -> tuple[keras.callbacks.History, MapSelector]:
     """Train ``model`` (compiled here) on ``splits["train"]`` as the module docstring
     says, judging epochs on ``splits["val"]``; the best epoch's weights are restored."""
-    from tasks.train import LR_SCHEDULES  # the schedules classification trains with
-
     grid = int(model.output_shape[1])
     (x_train, y_train), (x_val, y_val) = splits["train"], splits["val"]
     train_targets = encode_targets(y_train, grid, classes)
