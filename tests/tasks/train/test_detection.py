@@ -199,6 +199,26 @@ def test_a_few_epochs_on_synthetic_scenes_lower_the_loss() -> None:
     assert set(history.history) >= {"loss", "val_loss", "val_map50", "learning_rate"}
 
 
+def test_training_ends_on_the_best_epoch_judged_not_the_last() -> None:
+    """A learning rate far too high: the val loss is lowest before the last epoch, and the
+    model handed back is that epoch's (the same val loss), not the last one's."""
+    from tasks.config import TrainParams
+    from tasks.models.seeding import seed_training
+    from tasks.train.detection import fit_detector
+
+    train, val = _scenes(64, seed=4), _scenes(16, seed=5)
+    seed_training(0)
+    model = build_model(TinyDetectorOptions(), (96, 96, 3), 10)
+    history, selector = fit_detector(
+        model, TrainParams(epochs=4, batch_size=16, learning_rate=0.5, early_stopping_patience=9),
+        {"train": train, "val": val}, 10)
+    val_losses = history.history["val_loss"]
+    assert history.history["val_map50"] == [0.0] * 4  # judged by the loss alone
+    assert selector.best_epoch == int(np.argmin(val_losses)) + 1 < 4, val_losses
+    now = mean_loss(detection_loss(), encode_targets(val[1], 12, 10), model.predict(val[0], verbose=0))
+    assert now == pytest.approx(min(val_losses), rel=1e-5)
+
+
 def test_the_detector_converts_to_int8_tflite_and_runs_in_tflite_micro(tmp_path: Path) -> None:
     from ai_edge_litert.interpreter import Interpreter
     from tflite_micro.python.tflite_micro import runtime as tflm
@@ -232,6 +252,61 @@ def test_the_detector_converts_to_int8_tflite_and_runs_in_tflite_micro(tmp_path:
     micro.invoke()
     assert micro.get_output(0).shape == (1, 12, 12, 15)
     assert np.abs(micro.get_output(0).astype(int) - raw.astype(int)).max() <= 1
+
+
+class _ScriptedModel:
+    """What MapSelector reads of a model, scripted epoch by epoch: the val outputs it
+    predicts, its weights (the epoch number) and its optimiser's learning rate."""
+
+    def __init__(self, outputs: list[np.ndarray]) -> None:
+        self.outputs, self.epoch, self.stop_training = outputs, 0, False
+        self.restored: list[np.ndarray] | None = None
+        self.optimizer = type("Optimizer", (), {"learning_rate": np.float32(0.5)})()
+
+    def predict(self, images: np.ndarray, batch_size: int, verbose: int) -> np.ndarray:
+        return self.outputs[self.epoch]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [np.array([self.epoch])]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self.restored = weights
+
+
+def test_the_map_selector_keeps_the_best_epoch_and_stops_after_patience() -> None:
+    """Epochs: nothing found (mAP 0); every box found but unsure (mAP 1, a higher loss);
+    found and sure (mAP 1, lower loss: the best); the same again (not better); nothing
+    again: patience 2 stops at the fifth, the third kept."""
+    from tasks.train.detection import MapSelector
+
+    labels = pad_boxes([np.array([[0, 0.3, 0.55, 0.5, 0.85]]),
+                        np.array([[2, 0.1, 0.1, 0.2, 0.3], [1, 0.6, 0.6, 0.9, 0.8]])])
+    targets = encode_targets(labels, grid=4, classes=3)
+    sure = perfect_outputs(targets)
+    unsure = sure.copy()
+    unsure[..., 0] = np.where(targets[..., 0] == 1.0, 3.0, -3.0)
+    nothing = sure.copy()
+    nothing[..., 0] = -SURE
+    scripted = [nothing, unsure, sure, sure, nothing]
+    model = _ScriptedModel(scripted)
+    loss = detection_loss()
+    selector = MapSelector(np.zeros((2, 1)), np.zeros((2, 1)), labels, targets, loss,
+                           batch_size=2, patience=2)
+    selector.set_model(model)
+    seen = []
+    for epoch in range(5):
+        model.epoch = epoch
+        logs: dict = {}
+        selector.on_epoch_end(epoch, logs)
+        seen.append((logs["val_map50"], logs["val_loss"], logs["learning_rate"],
+                     selector.best_epoch, selector.waited, model.stop_training))
+    losses = [mean_loss(loss, targets, outputs) for outputs in scripted]
+    assert losses[2] < losses[1]
+    assert seen == [(0.0, losses[0], 0.5, 1, 0, False), (1.0, losses[1], 0.5, 2, 0, False),
+                    (1.0, losses[2], 0.5, 3, 0, False), (1.0, losses[3], 0.5, 3, 1, False),
+                    (0.0, losses[4], 0.5, 3, 2, True)]
+    selector.restore()
+    assert model.restored is not None and model.restored[0].tolist() == [2]
 
 
 # ----------------------------------------------------------------------------- the step
