@@ -340,10 +340,11 @@ def test_a_classifier_is_refused_for_detection_data_and_the_detector_for_classes
     assert not (tmp_path / "model").exists()
 
 
-def _train_params(epochs: int) -> "object":
+def _train_params(epochs: int, batch_size: int = 32) -> "object":
     from tasks.config import TrainParams
 
-    return TrainParams(epochs=epochs, batch_size=32, learning_rate=3e-3, early_stopping_patience=50)
+    return TrainParams(epochs=epochs, batch_size=batch_size, learning_rate=3e-3,
+                       early_stopping_patience=50)
 
 
 def test_a_detector_that_finds_nothing_did_not_learn() -> None:
@@ -353,26 +354,29 @@ def test_a_detector_that_finds_nothing_did_not_learn() -> None:
     check_learned(DetectionScore(0.2, 0.1, (0.01, 0.3), 40))
 
 
+EPOCHS = 12
+
+
 def test_the_train_step_trains_the_detector_and_records_its_map_and_curves(tmp_path: Path) -> None:
     """Data prepared for detection trains the detector: the model, its reference (each
     test image's result, as the detection kind scores it) and its metrics (mAP per split
     with intervals, curves per epoch), each agreeing with the model written. The same
-    100 scenes in every split: the step's plumbing is tested, not generalisation."""
+    64 scenes in every split: the step's plumbing is tested, not generalisation."""
     import keras
 
     from tasks.train import train
 
-    prepared = _prepared(tmp_path, {"train": 100, "val": 100, "test": 100}, same_scenes=True)
-    result = train(TinyDetectorOptions(), _train_params(15), prepared, tmp_path / "model",
+    prepared = _prepared(tmp_path, {"train": 64, "val": 64, "test": 64}, same_scenes=True)
+    result = train(TinyDetectorOptions(), _train_params(EPOCHS, batch_size=16), prepared, tmp_path / "model",
                    tmp_path / "metrics")
     metrics = read_json(tmp_path / "metrics" / "train.json")
     assert metrics["test_map50"] == result.test.map50 > 0.0
-    assert metrics["val_map50_low"] > 0.0 and metrics["test_samples"] == 100
+    assert metrics["val_map50_low"] > 0.0 and metrics["test_samples"] == 64
     assert metrics["architecture"] == "tiny_detector" and metrics["grid"] == 12
     assert metrics["post_processing"] == kind.DEFAULTS
     assert set(metrics["test_ap50"]) <= {str(digit) for digit in range(10)}
     history = read_json(tmp_path / "metrics" / "train_history.json")
-    assert [row["epoch"] for row in history] == list(range(1, 16))
+    assert [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))
     assert max(row["val_map50"] for row in history) == metrics["val_map50"]
     assert history[-1]["loss"] < history[0]["loss"]
 
@@ -382,7 +386,7 @@ def test_the_train_step_trains_the_detector_and_records_its_map_and_curves(tmp_p
     rescored = evaluate(model.predict(images, verbose=0), labels, interval=False)
     assert rescored.map50 == pytest.approx(metrics["test_map50"], abs=1e-9)
     reference = read_json(tmp_path / "model" / "reference.json")["test_correct"]
-    assert len(reference) == 100
+    assert len(reference) == 64
     assert kind.scores(reference).map50 == pytest.approx(metrics["test_map50"], abs=1e-12)
     assert (tmp_path / "model" / "saved_model" / "saved_model.pb").is_file()
     assert "mAP@0.5" in result.describe()
