@@ -41,7 +41,7 @@ from tasks.models.augmenter import Augmenter, augmenter
 from tasks.models.seeding import seed_training
 from tasks.config import TrainParams
 from tasks.train.model_input import arrange_batch
-from tasks.train.schedules import LR_SCHEDULES, Schedule  # noqa: F401 (the trainers' table)
+from tasks.train.schedules import LR_SCHEDULES
 from tasks.models.model_file import (FineTuneOptions, ModelFileError, ModelFileOptions, check_fits,
                                      feature_layer, input_spec, inspect_model_file, load_keras)
 from tasks.core.contracts.prepared import PreparedMeta, load_split, read_meta
@@ -331,7 +331,7 @@ def train_classifier(model_params: ModelOptions, train_params: TrainParams, prep
 
 def _train_detector(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
                     meta: PreparedMeta, out_dir: Path, metrics_dir: Path) -> Any:
-    # Imported here: the detection module imports this one (its schedules).
+    # Imported when asked for: a classification run loads no detection code.
     from tasks.train.detection import train_detector
     return train_detector(model_params, train_params, prepared, meta, out_dir, metrics_dir)
 

@@ -225,8 +225,9 @@ class EpochProgress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         logs = logs or {}
-        self.counter.advance("", f"loss {logs.get('loss', 0):.3f} val_loss "
-                                 f"{logs.get('val_loss', 0):.3f} val_mAP50 {logs.get('val_map50', 0):.3f}")
+        self.counter.advance("", f"loss {logs.get('loss', 0):.3f} "
+                                 f"val_loss {logs.get('val_loss', 0):.3f} "
+                                 f"val_mAP50 {logs.get('val_map50', 0):.3f}")
 
     def on_train_end(self, logs: Any = None) -> None:
         if self.counter.done < self.total_epochs:
@@ -260,9 +261,9 @@ def check_learned(val: DetectionScore) -> None:
             "and metrics are kept")
 
 
-def fit_detector(model: keras.Model, params: TrainParams, splits: dict[str, tuple[np.ndarray, np.ndarray]],
-                 classes: int, weights: LossWeights = LossWeights()
-                 ) -> tuple[keras.callbacks.History, MapSelector]:
+def fit_detector(model: keras.Model, params: TrainParams,
+                 splits: dict[str, tuple[np.ndarray, np.ndarray]], classes: int,
+                 weights: LossWeights = LossWeights()) -> tuple[keras.callbacks.History, MapSelector]:
     """Train ``model`` (compiled here) on ``splits["train"]`` as the module docstring
     says, judging epochs on ``splits["val"]``; the best epoch's weights are restored."""
     grid = int(model.output_shape[1])
@@ -321,7 +322,8 @@ def train_detector(model_params: ModelOptions, train_params: TrainParams, prepar
         "grid": int(model.output_shape[1]), "loss_weights": asdict(weights),
         "post_processing": dict(_kind().DEFAULTS)})
     write_json(metrics_dir / "train_history.json", [
-        {"epoch": epoch + 1, **{key: float(values[epoch]) for key, values in history.history.items()}}
+        {"epoch": epoch + 1,
+         **{key: float(values[epoch]) for key, values in history.history.items()}}
         for epoch in range(epochs_run)])
     return DetectorResult(out_dir, scores["train"], scores["val"], scores["test"],
                           selector.best_epoch, epochs_run)
