@@ -44,7 +44,7 @@ from tasks.train.model_input import arrange_batch
 from tasks.train.schedules import LR_SCHEDULES
 from tasks.models.model_file import (FineTuneOptions, ModelFileError, ModelFileOptions, check_fits,
                                      feature_layer, input_spec, inspect_model_file, load_keras)
-from tasks.core.contracts.prepared import PreparedMeta, load_split, read_meta
+from tasks.core.contracts.prepared import DEFAULT_TASK, PreparedMeta, load_split, read_meta
 from tasks.core.errors import TrainingError
 from tasks.core.files import atomic_output_dir, sha256_tree, write_json
 
@@ -260,14 +260,16 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
     if isinstance(model_params, ModelFileOptions):
         return adopt(model_params, train_params, prepared, out_dir, metrics_dir)
     meta = read_meta(prepared)
+    # A kind of task with no trainer of its own (a toy kind registered from a file) trains
+    # as classification did before kinds had trainers: one output per class, scored by it.
+    trainer = meta.task if meta.task in TRAINERS else DEFAULT_TASK
     trains_for = ARCHITECTURES[model_params.architecture].task
-    if trains_for != meta.task:
-        fitting = sorted(name for name, entry in ARCHITECTURES.items() if entry.task == meta.task)
+    if trains_for != trainer:
+        fitting = sorted(name for name, entry in ARCHITECTURES.items() if entry.task == trainer)
         raise TrainingError(
             f"train: model.architecture {model_params.architecture!r} is a {trains_for} model; "
-            f"the data is prepared for {meta.task} (data.task): use "
-            f"{' or '.join(fitting) if fitting else 'a model file'}")
-    return TRAINERS[meta.task](model_params, train_params, prepared, meta, out_dir, metrics_dir)
+            f"the data is prepared for {meta.task} (data.task): use {' or '.join(fitting)}")
+    return TRAINERS[trainer](model_params, train_params, prepared, meta, out_dir, metrics_dir)
 
 
 def train_classifier(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
@@ -337,7 +339,7 @@ def _train_detector(model_params: ModelOptions, train_params: TrainParams, prepa
 
 
 # How each kind of task's data trains an architecture of that kind, by the prepared
-# meta's task.
+# meta's task (another kind's data trains as classification's).
 TRAINERS: dict[str, Callable[..., Any]] = {"classification": train_classifier,
                                            "detection": _train_detector}
 

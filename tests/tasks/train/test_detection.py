@@ -337,6 +337,12 @@ def test_a_classifier_is_refused_for_detection_data_and_the_detector_for_classes
     (prepared / "meta.json").write_text(__import__("json").dumps(meta))
     with pytest.raises(TrainingError, match="'tiny_detector' is a detection model"):
         train(TinyDetectorOptions(), _train_params(1), prepared, tmp_path / "model", tmp_path / "m")
+    # A kind with no trainer of its own (a toy kind) trains as classification does.
+    meta["task"] = "toy"
+    (prepared / "meta.json").write_text(__import__("json").dumps(meta))
+    with pytest.raises(TrainingError, match="'tiny_detector' is a detection model; the data is "
+                       "prepared for toy .* use mobilenet_v2 or small_cnn"):
+        train(TinyDetectorOptions(), _train_params(1), prepared, tmp_path / "model", tmp_path / "m")
     assert not (tmp_path / "model").exists()
 
 
