@@ -78,7 +78,8 @@ NARROWED = {Path(preprocessing.__file__).resolve().relative_to(PACKAGE_ROOT):
             # (tasks.train is not imported here: it imports Keras.)
             Path("tasks", "train", "__init__.py"): (device_code.__name__, _KINDS_MODULE),
             # The reference's score as its kind scores it (train, convert, select).
-            Path("tasks", "core", "accuracy.py"): (device_code.__name__, _KINDS_MODULE)}
+            Path("tasks", "core", "accuracy.py"): (device_code.__name__, _KINDS_MODULE),
+            Path("tasks", "train", "detection.py"): (device_code.__name__, _KINDS_MODULE)}
 # The module-level name under which a module declares the files of its package that its
 # code reads (see the module docstring).
 DATA_DECLARATION = "CODE_DATA"

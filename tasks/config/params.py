@@ -15,7 +15,7 @@ from tasks.core import device_code
 from tasks.core.contracts.prepared import DEFAULT_TASK
 from tasks.core.strict import StrictModel, count, number
 from tasks.config.firmware import FirmwareSettings
-from tasks.models.architectures import MobileNetV2Options, SmallCNNOptions
+from tasks.models.architectures import MobileNetV2Options, SmallCNNOptions, TinyDetectorOptions
 from tasks.models.augment import AugmentationParams
 from tasks.models.formats import QuantizationParams, validate_format_matrix
 from tasks.models.model_file import FineTuneOptions, ModelFileOptions
@@ -115,8 +115,8 @@ class DataParams(StrictModel):
         return self
 
 
-ModelParams = Annotated[SmallCNNOptions | MobileNetV2Options | ModelFileOptions,
-                        Field(discriminator="architecture")]
+ModelParams = Annotated[SmallCNNOptions | MobileNetV2Options | TinyDetectorOptions
+                        | ModelFileOptions, Field(discriminator="architecture")]
 
 
 class TrainParams(StrictModel):

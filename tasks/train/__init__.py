@@ -8,6 +8,11 @@ scores it, in order: classification, which the model gets right),
 accuracy is the fp32 reference every variant is compared with) and
 ``metrics/train_history.json`` (per-epoch curves for ``dvc plots`` and MLflow).
 
+Data prepared for detection (the prepared meta's ``task``) trains the grid detector
+instead (``model.architecture: tiny_detector``, :mod:`tasks.train.detection`): the same
+files, with mAP in place of accuracy. Each kind of task trains through :data:`TRAINERS`,
+and an architecture made for another kind than the data's is refused.
+
 Training is seeded and deterministic (:mod:`tasks.models.seeding`: the same params and
 data give bit-identical weights on one machine) and reports each epoch as progress
 (:mod:`tasks.core.notices`). After every epoch the batch-norm
@@ -31,14 +36,15 @@ import numpy as np
 from tasks.core import device_code, notices
 from tasks.models import batch_norm
 from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_interval
-from tasks.models.architectures import ModelOptions, build_model
+from tasks.models.architectures import ARCHITECTURES, ModelOptions, build_model
 from tasks.models.augmenter import Augmenter, augmenter
 from tasks.models.seeding import seed_training
 from tasks.config import TrainParams
 from tasks.train.model_input import arrange_batch
+from tasks.train.schedules import LR_SCHEDULES
 from tasks.models.model_file import (FineTuneOptions, ModelFileError, ModelFileOptions, check_fits,
                                      feature_layer, input_spec, inspect_model_file, load_keras)
-from tasks.core.contracts.prepared import load_split, read_meta
+from tasks.core.contracts.prepared import DEFAULT_TASK, PreparedMeta, load_split, read_meta
 from tasks.core.errors import TrainingError
 from tasks.core.files import atomic_output_dir, sha256_tree, write_json
 
@@ -174,33 +180,6 @@ class EpochSelector(keras.callbacks.Callback):
         self.model.set_weights(self.best_weights)
 
 
-# A learning-rate schedule: (params, optimiser steps per epoch) -> the optimiser's
-# learning rate (a number or a Keras schedule) and the callbacks it needs.
-Schedule = Callable[[TrainParams, int], tuple[Any, list[Any]]]
-
-
-def _constant(params: TrainParams, steps_per_epoch: int) -> tuple[Any, list[Any]]:
-    return params.learning_rate, []
-
-
-def _cosine(params: TrainParams, steps_per_epoch: int) -> tuple[Any, list[Any]]:
-    # Over the whole epoch budget; early stopping may end the run before the tail.
-    return keras.optimizers.schedules.CosineDecay(
-        params.learning_rate, decay_steps=params.epochs * steps_per_epoch, alpha=0.01), []
-
-
-def _plateau(params: TrainParams, steps_per_epoch: int) -> tuple[Any, list[Any]]:
-    # Halve the rate when val loss stalls for a third of the early-stopping patience, so
-    # a lower rate gets a chance before training stops.
-    return params.learning_rate, [keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss", factor=0.5, patience=max(1, params.early_stopping_patience // 3),
-        min_lr=params.learning_rate / 100, verbose=0)]
-
-
-LR_SCHEDULES: dict[str, Schedule] = {"constant": _constant, "cosine": _cosine,
-                                     "plateau": _plateau}
-
-
 def class_weights(labels: np.ndarray, classes: int, policy: str) -> np.ndarray:
     """One weight per class: all 1 (``none``) or n / (classes * count) (``balanced``, as
     scikit-learn's), so each class adds the same total to the loss."""
@@ -270,13 +249,32 @@ def check_learned(train_score: SplitScore, val_score: SplitScore, val_labels: np
 
 
 def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
-          out_dir: Path, metrics_dir: Path) -> TrainResult:
+          out_dir: Path, metrics_dir: Path) -> Any:
     """Train, select the best epoch, check that the model learned, evaluate on the test
-    split, and write the model and its metrics (only when all of that succeeded). A
-    model you bring is checked, maybe fine-tuned, and evaluated instead (:func:`adopt`)."""
+    split, and write the model and its metrics (only when all of that succeeded): a
+    classifier (:func:`train_classifier`, a :class:`TrainResult`) or, for data prepared
+    for detection, the detector (:mod:`tasks.train.detection`, a ``DetectorResult``), as
+    :data:`TRAINERS` says. An architecture of another kind of task than the data's is a
+    TrainingError. A model you bring is checked, maybe fine-tuned, and evaluated instead
+    (:func:`adopt`)."""
     if isinstance(model_params, ModelFileOptions):
         return adopt(model_params, train_params, prepared, out_dir, metrics_dir)
     meta = read_meta(prepared)
+    # A kind of task with no trainer of its own (a toy kind registered from a file) trains
+    # as classification did before kinds had trainers: one output per class, scored by it.
+    trainer = meta.task if meta.task in TRAINERS else DEFAULT_TASK
+    trains_for = ARCHITECTURES[model_params.architecture].task
+    if trains_for != trainer:
+        fitting = sorted(name for name, entry in ARCHITECTURES.items() if entry.task == trainer)
+        raise TrainingError(
+            f"train: model.architecture {model_params.architecture!r} is a {trains_for} model; "
+            f"the data is prepared for {meta.task} (data.task): use {' or '.join(fitting)}")
+    return TRAINERS[trainer](model_params, train_params, prepared, meta, out_dir, metrics_dir)
+
+
+def train_classifier(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
+                     meta: PreparedMeta, out_dir: Path, metrics_dir: Path) -> TrainResult:
+    """Train a classifier (the module docstring)."""
     x_train, y_train = load_split(prepared, "train")
     x_val, y_val = load_split(prepared, "val")
     x_test, y_test = load_split(prepared, "test")
@@ -331,6 +329,19 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
         {"epoch": epoch + 1, **{key: float(values[epoch]) for key, values in history.history.items()}}
         for epoch in range(epochs_run)])
     return TrainResult(out_dir, train_score, val_score, test_score, selector.best_epoch, epochs_run)
+
+
+def _train_detector(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
+                    meta: PreparedMeta, out_dir: Path, metrics_dir: Path) -> Any:
+    # Imported when asked for: a classification run loads no detection code.
+    from tasks.train.detection import train_detector
+    return train_detector(model_params, train_params, prepared, meta, out_dir, metrics_dir)
+
+
+# How each kind of task's data trains an architecture of that kind, by the prepared
+# meta's task (another kind's data trains as classification's).
+TRAINERS: dict[str, Callable[..., Any]] = {"classification": train_classifier,
+                                           "detection": _train_detector}
 
 
 def _split_metrics(split: str, score: SplitScore) -> dict[str, float | int]:

@@ -168,7 +168,7 @@ BAD_PARAMS = [
                  id="several-errors-on-one-line"),
     pytest.param("model: {architecture: resnet}\n",
                  "model.architecture: 'resnet' is not allowed (allowed: 'small_cnn', "
-                 "'mobilenet_v2', 'file')",
+                 "'mobilenet_v2', 'tiny_detector', 'file')",
                  id="unknown-architecture"),
     pytest.param("formats: {tensorrt: [fp32]}\n",
                  f"formats: unknown format 'tensorrt' (allowed: {FORMATS})", id="unknown-format"),

@@ -1,0 +1,329 @@
+"""Training the grid detector (``model.architecture: tiny_detector``) on detection data.
+
+Called by :func:`tasks.train.train` for prepared data of ``task: detection``. Reads
+``data/prepared/`` (``y``: each image's boxes, ``(N, M, 5)`` rows ``[class, x0, y0, x1,
+y1]`` normalised, padding rows of class -1: :mod:`tasks.core.contracts.prepared`). Writes
+what the classification path writes, with detection's figures:
+
+- ``models/base/model.keras``, ``saved_model/`` and ``reference.json`` (``test_correct``:
+  each test image's result as the detection kind scores it, its JSON form, in order);
+- ``metrics/train.json``: mAP@0.5 per split with its 95% bootstrap interval (images
+  resampled), mAP@0.5:0.95, the test split's AP per class, the epochs, the loss weights
+  and the post-processing the scores used (the detection kind's defaults, what a
+  variant's spec gets unless it says otherwise);
+- ``metrics/train_history.json``: per epoch ``loss`` (train), ``val_loss``,
+  ``val_map50`` and ``learning_rate``.
+
+**Targets** (:func:`encode_targets`): the model's output layout (the detection kind's
+"grid" layout: per cell an objectness logit, the centre's offset in the cell, width,
+height, C class logits) with what each field should be: each ground-truth box goes to
+the cell holding its centre, objectness 1 there and 0 elsewhere, the offsets and the
+width and height as the decoder reads them through its sigmoid, the class one-hot.
+
+**Loss** (:func:`detection_loss`), per image: binary cross-entropy of objectness over
+every cell, positive cells weighted :attr:`LossWeights.positive` (a 12x12 grid holds 1 to
+5 objects in 144 cells); L1 between the decoded box fields (sigmoids) and their targets
+on positive cells; cross-entropy of the class on positive cells. The last two are means
+over the image's positive cells.
+
+**Training**: seeded (:mod:`tasks.models.seeding`), ``model.fit`` over the train split in
+``train.batch_size``, ``train.learning_rate`` and ``train.lr_schedule``; after every epoch
+the batch-norm statistics are re-estimated and the model is judged in inference mode on
+val: the epoch with the highest val mAP@0.5 (then the lowest val loss) is kept, training
+stops after ``train.early_stopping_patience`` epochs without a better one.
+``train.augmentation`` is not applied: its flips and shifts move the objects, and the
+boxes would have to move with them. A detector whose val mAP@0.5 interval reaches 0 did
+not learn: the step fails with one line and leaves the previous model in place.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+from tasks.config import TrainParams
+from tasks.core import device_code, notices
+from tasks.core.contracts.prepared import PreparedMeta, image_boxes, load_split
+from tasks.core.errors import TrainingError
+from tasks.core.files import atomic_output_dir, write_json
+from tasks.models import batch_norm
+from tasks.models.architectures import DETECTION_FIELDS, ModelOptions, build_model
+from tasks.models.seeding import seed_training
+from tasks.train.schedules import LR_SCHEDULES
+
+PREDICT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """How the three parts of the loss add up: ``positive`` weighs the objectness loss of
+    a cell holding an object against one holding none; ``box`` and ``classes`` weigh the
+    box and class losses against objectness."""
+
+    positive: float = 5.0
+    box: float = 5.0
+    classes: float = 1.0
+
+
+def encode_targets(labels: np.ndarray, grid: int, classes: int) -> np.ndarray:
+    """Each image's boxes (a detection split's ``y``, ``(N, M, 5)``, or one image's
+    ``(k, 5)`` in a list) as the targets of an ``S x S`` grid with ``classes`` classes:
+    float32 ``(N, S, S, 5 + C)``, per cell ``[objectness, cx offset, cy offset, w, h,
+    one-hot class]``. A box goes to the cell ``(row, column) = (floor(cy * S), floor(cx *
+    S))`` of its centre (the last row or column for a centre on the far edge); the
+    offsets are ``cx * S - column`` and ``cy * S - row`` in [0, 1), ``w``, ``h`` the
+    box's width and height as fractions of the image. Where two centres fall in one
+    cell, the larger box (by area; on equal areas the later listed) is the cell's: one
+    cell proposes one box."""
+    targets = np.zeros((len(labels), grid, grid, DETECTION_FIELDS + classes), np.float32)
+    for index, row in enumerate(labels):
+        boxes = image_boxes(row)
+        areas = (boxes[:, 3] - boxes[:, 1]) * (boxes[:, 4] - boxes[:, 2])
+        for label, x0, y0, x1, y1 in boxes[np.argsort(areas, kind="stable")]:
+            cx, cy = (x0 + x1) / 2 * grid, (y0 + y1) / 2 * grid
+            column, cell_row = min(int(cx), grid - 1), min(int(cy), grid - 1)
+            cell = targets[index, cell_row, column]
+            cell[:] = 0.0
+            cell[:DETECTION_FIELDS] = (1.0, cx - column, cy - cell_row, x1 - x0, y1 - y0)
+            cell[DETECTION_FIELDS + int(label)] = 1.0
+    return targets
+
+
+def detection_loss(weights: LossWeights = LossWeights()) -> Callable[[Any, Any], Any]:
+    """The loss of raw grid outputs ``y_pred`` against :func:`encode_targets`' ``y_true``
+    (both ``(N, S, S, 5 + C)``): one value per image (the module docstring), for
+    ``model.compile(loss=...)``. Backend operations only: it runs inside the graph."""
+    from keras import ops
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        y_true = ops.cast(y_true, y_pred.dtype)
+        objectness, logit = y_true[..., 0], y_pred[..., 0]
+        # Binary cross-entropy from logits in the stable form (no exp of a large logit).
+        cross = ops.relu(logit) - logit * objectness + ops.log1p(ops.exp(-ops.abs(logit)))
+        cell_weight = 1.0 + (weights.positive - 1.0) * objectness
+        objectness_loss = ops.mean(cell_weight * cross, axis=(1, 2))
+        positives = ops.maximum(ops.sum(objectness, axis=(1, 2)), 1.0)
+        box_error = ops.sum(ops.abs(ops.sigmoid(y_pred[..., 1:DETECTION_FIELDS])
+                                    - y_true[..., 1:DETECTION_FIELDS]), axis=-1)
+        box_loss = ops.sum(objectness * box_error, axis=(1, 2)) / positives
+        class_error = -ops.sum(y_true[..., DETECTION_FIELDS:]
+                               * ops.log_softmax(y_pred[..., DETECTION_FIELDS:], axis=-1), axis=-1)
+        class_loss = ops.sum(objectness * class_error, axis=(1, 2)) / positives
+        return objectness_loss + weights.box * box_loss + weights.classes * class_loss
+
+    return loss
+
+
+def mean_loss(loss: Callable[[Any, Any], Any], targets: np.ndarray, outputs: np.ndarray) -> float:
+    """The mean over images of ``loss`` (from :func:`detection_loss`), computed here."""
+    if not len(targets):
+        return 0.0
+    return float(np.mean(keras.ops.convert_to_numpy(
+        loss(keras.ops.convert_to_tensor(targets), keras.ops.convert_to_tensor(outputs)))))
+
+
+def _kind() -> ModuleType:
+    """The detection kind's module (decode, match, scores, bootstrap): the one
+    implementation the harness and the predictor run too, found through the registry of
+    kinds they ask."""
+    detector = device_code.task_kinds().get("detection")
+    return sys.modules[type(detector).__module__]
+
+
+@dataclass(frozen=True)
+class DetectionScore:
+    """A split's detection scores (the detection kind's, default post-processing):
+    mAP@0.5 with its 95% bootstrap interval over images, mAP@0.5:0.95, AP@0.5 per class
+    index, and each image's result in JSON form (what ``reference.json`` records)."""
+
+    map50: float
+    map50_95: float
+    interval: tuple[float, float]
+    samples: int
+    ap50: dict[int, float] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def __str__(self) -> str:
+        low, high = self.interval
+        return f"mAP@0.5 {self.map50:.3f} [{low:.3f}, {high:.3f}] on {self.samples}"
+
+
+def evaluate(outputs: np.ndarray, labels: np.ndarray, interval: bool = True) -> DetectionScore:
+    """The detection scores of a model's raw grid ``outputs`` (``(N, S, S, 5 + C)``) on
+    images whose boxes are ``labels`` (a split's padded ``y``): each output decoded (NMS
+    included) and matched as the detection kind does; the bootstrap interval only where
+    ``interval`` (per-epoch judging needs the headline alone)."""
+    kind = _kind()
+    detector = kind.KIND
+    predictions = [detector.decode(output) for output in outputs]
+    results = detector.per_sample(predictions, [image_boxes(row) for row in labels])
+    found = kind.scores(results)
+    bounds = detector.interval(results) if interval else (found.map50, found.map50)
+    return DetectionScore(found.map50, found.map50_95, (float(bounds[0]), float(bounds[1])),
+                          len(results), dict(found.ap50),
+                          [result.as_json() for result in results])
+
+
+class MapSelector(keras.callbacks.Callback):
+    """After every epoch: re-estimate batch-norm statistics on the train images, judge the
+    model in inference mode on val (loss and mAP@0.5, put in the epoch's logs as
+    ``val_loss``, ``val_map50``, ``learning_rate``), keep the best epoch's weights (highest
+    val mAP@0.5, then lowest val loss) and stop after ``patience`` epochs without one."""
+
+    def __init__(self, train_images: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
+                 val_targets: np.ndarray, loss: Callable[[Any, Any], Any], batch_size: int,
+                 patience: int) -> None:
+        super().__init__()
+        self.train_images, self.val_images = train_images, val_images
+        self.val_labels, self.val_targets, self.loss = val_labels, val_targets, loss
+        self.batch_size, self.patience = batch_size, patience
+        self.best: tuple[float, float] | None = None
+        self.best_epoch, self.waited = 0, 0
+        self.best_weights: list[np.ndarray] = []
+        self.reestimate: batch_norm.Reestimator | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.reestimate = batch_norm.Reestimator(self.model, self.batch_size)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs if logs is not None else {}
+        if self.reestimate is not None:
+            self.reestimate(self.train_images)
+        outputs = self.model.predict(self.val_images, batch_size=PREDICT_BATCH, verbose=0)
+        map50 = evaluate(outputs, self.val_labels, interval=False).map50
+        loss = mean_loss(self.loss, self.val_targets, outputs)
+        logs.update(val_loss=loss, val_map50=map50, learning_rate=float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+        if self.best is None or (map50, -loss) > self.best:
+            self.best, self.best_epoch, self.waited = (map50, -loss), epoch + 1, 0
+            self.best_weights = [np.copy(weight) for weight in self.model.get_weights()]
+        else:
+            self.waited += 1
+            if self.waited >= self.patience:
+                self.model.stop_training = True
+
+    def restore(self) -> None:
+        self.model.set_weights(self.best_weights)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """Reports each finished epoch (:mod:`tasks.core.notices`); the CLI draws the bar."""
+
+    def __init__(self, total_epochs: int, patience: int) -> None:
+        super().__init__()
+        self.total_epochs, self.patience = total_epochs, patience
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self.counter = notices.Counter("train", self.total_epochs)
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        logs = logs or {}
+        self.counter.advance("", f"loss {logs.get('loss', 0):.3f} "
+                                 f"val_loss {logs.get('val_loss', 0):.3f} "
+                                 f"val_mAP50 {logs.get('val_map50', 0):.3f}")
+
+    def on_train_end(self, logs: Any = None) -> None:
+        if self.counter.done < self.total_epochs:
+            self.counter.stop(f"stopped early: no better val mAP@0.5 for {self.patience} epochs")
+
+
+@dataclass(frozen=True)
+class DetectorResult:
+    """What training the detector gave: scores per split, the epoch kept, epochs run."""
+
+    model_dir: Path
+    train: DetectionScore
+    val: DetectionScore
+    test: DetectionScore
+    best_epoch: int
+    epochs_run: int
+
+    def describe(self) -> str:
+        """One line for the console: mAP@0.5 per split with 95% intervals, epochs."""
+        return (f"train {self.train}, val {self.val}, test {self.test} (95% bootstrap "
+                f"intervals); epoch {self.best_epoch} of {self.epochs_run} kept")
+
+
+def check_learned(val: DetectionScore) -> None:
+    """Refuse (:class:`TrainingError`) a detector whose val mAP@0.5 interval reaches 0:
+    it finds nothing reliably (an untrained one proposes no box at all)."""
+    if val.interval[0] <= 0.0:
+        raise TrainingError(
+            f"train: the detector did not learn: validation {val} (its 95% interval reaches "
+            "0); try more images, more epochs or another learning_rate; the previous model "
+            "and metrics are kept")
+
+
+def fit_detector(model: keras.Model, params: TrainParams,
+                 splits: dict[str, tuple[np.ndarray, np.ndarray]], classes: int,
+                 weights: LossWeights = LossWeights()) -> tuple[keras.callbacks.History, MapSelector]:
+    """Train ``model`` (compiled here) on ``splits["train"]`` as the module docstring
+    says, judging epochs on ``splits["val"]``; the best epoch's weights are restored."""
+    grid = int(model.output_shape[1])
+    (x_train, y_train), (x_val, y_val) = splits["train"], splits["val"]
+    train_targets = encode_targets(y_train, grid, classes)
+    loss = detection_loss(weights)
+    steps = math.ceil(len(x_train) / params.batch_size)
+    learning_rate, schedule_callbacks = LR_SCHEDULES[params.lr_schedule](params, steps)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
+    selector = MapSelector(x_train, x_val, y_val, encode_targets(y_val, grid, classes), loss,
+                           params.batch_size, params.early_stopping_patience)
+    # Keras' shuffle draws from the seeded global generator (seed_training): reproducible.
+    history = model.fit(x_train, train_targets, batch_size=params.batch_size,
+                        epochs=params.epochs, verbose=0, shuffle=True,
+                        callbacks=[selector, *schedule_callbacks,
+                                   EpochProgress(params.epochs, params.early_stopping_patience)])
+    selector.restore()
+    return history, selector
+
+
+def train_detector(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
+                   meta: PreparedMeta, out_dir: Path, metrics_dir: Path) -> DetectorResult:
+    """Train the detector, keep the best epoch, check it learned, score every split, and
+    write the model and its metrics (only when all of that succeeded)."""
+    splits = {split: load_split(prepared, split) for split in ("train", "val", "test")}
+    classes = len(meta.classes)
+    seed_training(train_params.seed)
+    try:
+        model = build_model(model_params, tuple(meta.input_shape), classes)
+    except ValueError as error:
+        raise TrainingError(f"train: {error} (data.image_size)") from None
+    weights = LossWeights()
+    history, selector = fit_detector(model, train_params, splits, classes, weights)
+    scores = {split: evaluate(model.predict(images, batch_size=PREDICT_BATCH, verbose=0), labels)
+              for split, (images, labels) in splits.items()}
+    check_learned(scores["val"])
+    epochs_run = len(history.history["loss"])
+    # The same layers, uncompiled: a compiled model's file names its loss, which a step
+    # loading it (optimize, convert) could not find without importing this module.
+    plain = keras.Model(model.inputs, model.outputs, name=model.name)
+    with atomic_output_dir(out_dir) as staging:
+        plain.save(staging / "model.keras")
+        plain.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
+        write_json(staging / "reference.json", {"test_correct": scores["test"].records})
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, Any] = {}
+    for split, score in scores.items():
+        metrics |= {f"{split}_map50": score.map50, f"{split}_map50_low": score.interval[0],
+                    f"{split}_map50_high": score.interval[1],
+                    f"{split}_map50_95": score.map50_95, f"{split}_samples": score.samples}
+    write_json(metrics_dir / "train.json", {
+        **metrics,
+        "test_ap50": {meta.classes[label]: value for label, value in scores["test"].ap50.items()},
+        "best_epoch": selector.best_epoch, "epochs_run": epochs_run,
+        "parameters": int(model.count_params()), "architecture": model_params.architecture,
+        "grid": int(model.output_shape[1]), "loss_weights": asdict(weights),
+        "post_processing": dict(_kind().DEFAULTS)})
+    write_json(metrics_dir / "train_history.json", [
+        {"epoch": epoch + 1,
+         **{key: float(values[epoch]) for key, values in history.history.items()}}
+        for epoch in range(epochs_run)])
+    return DetectorResult(out_dir, scores["train"], scores["val"], scores["test"],
+                          selector.best_epoch, epochs_run)
