@@ -137,6 +137,13 @@ def _kind() -> ModuleType:
     return sys.modules[type(detector).__module__]
 
 
+def _post_processing() -> dict[str, Any]:
+    """The decoding the scores here used: the detection kind's defaults."""
+    defaults = _kind().settings(None)
+    return {key: getattr(defaults, key)
+            for key in ("format", "score_threshold", "iou_threshold", "max_detections")}
+
+
 @dataclass(frozen=True)
 class DetectionScore:
     """A split's detection scores (the detection kind's, default post-processing):
@@ -320,7 +327,7 @@ def train_detector(model_params: ModelOptions, train_params: TrainParams, prepar
         "best_epoch": selector.best_epoch, "epochs_run": epochs_run,
         "parameters": int(model.count_params()), "architecture": model_params.architecture,
         "grid": int(model.output_shape[1]), "loss_weights": asdict(weights),
-        "post_processing": dict(_kind().DEFAULTS)})
+        "post_processing": _post_processing()})
     write_json(metrics_dir / "train_history.json", [
         {"epoch": epoch + 1,
          **{key: float(values[epoch]) for key, values in history.history.items()}}

@@ -379,7 +379,8 @@ def test_the_train_step_trains_the_detector_and_records_its_map_and_curves(tmp_p
     assert metrics["test_map50"] == result.test.map50 > 0.0
     assert metrics["val_map50_low"] > 0.0 and metrics["test_samples"] == 64
     assert metrics["architecture"] == "tiny_detector" and metrics["grid"] == 12
-    assert metrics["post_processing"] == kind.DEFAULTS
+    assert metrics["post_processing"] == {"format": "grid", "score_threshold": 0.25,
+                                          "iou_threshold": 0.45, "max_detections": 100}
     assert set(metrics["test_ap50"]) <= {str(digit) for digit in range(10)}
     history = read_json(tmp_path / "metrics" / "train_history.json")
     assert [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))
