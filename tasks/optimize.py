@@ -30,7 +30,7 @@ import numpy as np
 
 from tasks.core import notices
 from tasks.config import OptimizeParams
-from tasks.core.contracts.prepared import load_split
+from tasks.core.contracts.prepared import DEFAULT_TASK, load_split, read_meta
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json
 from tasks.models.stats import count_macs, count_params, gzip_size, kernel_sparsity
@@ -62,9 +62,13 @@ def _compare(before: ModelFigures, after: ModelFigures) -> dict[str, dict[str, f
             for field in ModelFigures.__dataclass_fields__}
 
 
-def _unprunable(model_dir: Path) -> str | None:
+def _unprunable(model_dir: Path, task: str = DEFAULT_TASK) -> str | None:
     """Why the model in ``model_dir`` cannot be pruned here (a model you brought that is
-    not a plain Keras one), or None."""
+    not a plain Keras one, a model of another task than classification: the recipes
+    fine-tune and score a classifier), or None."""
+    if task != DEFAULT_TASK:
+        return (f"pruning recipes fine-tune and score a classifier; data.task is {task} "
+                f"(not pruned yet)")
     described = model_dir / "source.json"
     if not described.is_file():
         return None
@@ -95,7 +99,7 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
 
     base_file = model_dir / "model.keras"
     reference_file = model_dir / "reference.json"
-    unprunable = _unprunable(model_dir)
+    unprunable = _unprunable(model_dir, read_meta(prepared).task)
     if unprunable:
         # Nothing to prune: every recipe is named with the reason, none fails the run.
         with atomic_output_dir(out_dir) as staging:

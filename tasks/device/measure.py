@@ -78,6 +78,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "conditions": run_conditions(before, after),
         "rss_before_load_mb": rss_before_load,
         "peak_rss_mb": peak_rss_mb(),
+        "task": kind.name,
         "accuracy": accuracy,
         "accuracy_samples": count,
         "accuracy_interval": interval,

@@ -314,7 +314,9 @@ def train_detector(model_params: ModelOptions, train_params: TrainParams, prepar
     with atomic_output_dir(out_dir) as staging:
         plain.save(staging / "model.keras")
         plain.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
-        write_json(staging / "reference.json", {"test_correct": scores["test"].records})
+        # The task names how select and convert score these records (not as 1/0).
+        write_json(staging / "reference.json", {"task": "detection",
+                                                "test_correct": scores["test"].records})
     metrics_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {}
     for split, score in scores.items():

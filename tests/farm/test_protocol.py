@@ -398,3 +398,18 @@ def test_each_runtime_table_of_a_probe_is_texts_under_fact_names(field_name: str
         assert str(refused.value) == f"probe field {field_name!r} is not an object of texts"
     with pytest.raises(ValueError, match="^probe field 'host' is not a flat object"):
         validate_probe({**good, "host": {"a" * 65: 1}})
+
+
+@pytest.mark.parametrize("task, checked", [(None, True), ("classification", True),
+                                           ("detection", False), ("segmentation", True)])
+def test_only_a_share_of_samples_must_be_a_whole_count(task: str | None, checked: bool) -> None:
+    """A detector's mAP@0.5 (0.4387 on 60 images) is no share of images; an accuracy, an
+    older harness's (no task) or an unknown kind's result still is."""
+    from tasks.farm.protocol import _check_whole_count
+
+    document = {"accuracy": 0.4387, "accuracy_samples": 60}
+    if checked:
+        with pytest.raises(ValueError, match="not a whole number of images"):
+            _check_whole_count(document, task=task)
+    else:
+        _check_whole_count(document, task=task)

@@ -19,6 +19,7 @@ class Parity:
     decoding = "parity"
     metric_name = "accuracy"
     locates = False
+    share_of_samples = True
 
     def check_output(self, x: np.ndarray, y: Any, spec: dict[str, Any]) -> None:
         y = np.asarray(y)

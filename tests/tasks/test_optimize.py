@@ -361,3 +361,12 @@ def test_failed_recipe_keeps_the_previous_outputs(trained: Trained, tmp_path: Pa
     assert (out_dir / "old" / "model.keras").read_bytes() == b"previous model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mobilenet", "pruned"]  # no staging left
     assert len(list(out_dir.rglob("*"))) == 3  # old/, old/model.keras, index.json
+
+
+def test_a_detector_is_not_pruned_and_every_recipe_says_why(tmp_path: Path) -> None:
+    from tasks.optimize import _unprunable
+
+    assert _unprunable(tmp_path, "detection") == (
+        "pruning recipes fine-tune and score a classifier; data.task is detection "
+        "(not pruned yet)")
+    assert _unprunable(tmp_path, "classification") is None

@@ -85,6 +85,8 @@ class HarnessOk(_HarnessStart):
     throughput_fps: float
     rss_before_load_mb: JsonValue = None
     peak_rss_mb: float
+    # The kind of task that scored it (absent from older harnesses: classification).
+    task: str | None = None
     accuracy: float
     accuracy_samples: int | None = None  # absent from results of older harnesses
     # The kind of task's 95% interval of ``accuracy`` and its further measures (mAP@0.5:

@@ -52,6 +52,9 @@ class TaskKind(Protocol):
     # [{"class", "index", "score", "box"}]}``, boxes through :meth:`answer`'s ``place``,
     # and the predictor can draw them (``--draw``).
     locates: bool
+    # Whether :meth:`metric` is the share of samples right, so a device's figure must be a
+    # whole number of them over its samples (an accuracy; not a mAP).
+    share_of_samples: bool
 
     def check_output(self, x: np.ndarray, y: Any, spec: Mapping[str, Any]) -> None:
         """Raise ValueError unless ``y``, the model's answer to the one sample ``x``,

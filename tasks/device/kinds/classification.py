@@ -27,6 +27,7 @@ class Classification:
     decoding = "argmax"
     metric_name = "accuracy"
     locates = False
+    share_of_samples = True
 
     def check_output(self, x: np.ndarray, y: Any, spec: dict[str, Any]) -> None:
         # A model that answers an empty batch (a dynamic batch left unset) would

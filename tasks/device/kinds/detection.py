@@ -543,6 +543,7 @@ class Detection:
     decoding = "box"
     metric_name = "mAP@0.5"
     locates = True
+    share_of_samples = False
 
     def check_output(self, x: np.ndarray, y: Any, spec: Mapping[str, Any]) -> None:
         """One output tensor of the layout's shape for one image in: ``(1, S, S, 5 + C)``

@@ -392,8 +392,15 @@ def test_the_train_step_trains_the_detector_and_records_its_map_and_curves(tmp_p
     from tasks.train.detection import evaluate
     rescored = evaluate(model.predict(images, verbose=0), labels, interval=False)
     assert rescored.map50 == pytest.approx(metrics["test_map50"], abs=1e-9)
-    reference = read_json(tmp_path / "model" / "reference.json")["test_correct"]
+    written = read_json(tmp_path / "model" / "reference.json")
+    reference = written["test_correct"]
     assert len(reference) == 64
     assert kind.scores(reference).map50 == pytest.approx(metrics["test_map50"], abs=1e-12)
+    # Select and convert score these records as the task says: as a mAP, not as 1/0.
+    from tasks.core.accuracy import reference_on_first
+
+    assert written["task"] == "detection"
+    assert reference_on_first(reference, 0, written["task"]) == pytest.approx(
+        metrics["test_map50"], abs=1e-12)
     assert (tmp_path / "model" / "saved_model" / "saved_model.pb").is_file()
     assert "mAP@0.5" in result.describe()
