@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.core.contracts.summary import Summary, read_summary
-from tasks.select.report.cells import COLUMNS, reference_line, row_cells
+from tasks.select.report.cells import columns, metric_label, reference_line, row_cells
 from tasks.select.report.markdown import markdown_text, recommendation_lines
 
 RESULTS_KEY = "edgeflow-results"
@@ -23,7 +23,7 @@ REASONS = "reasons / notes"
 def results_rows(summary: Summary) -> list[dict[str, str]]:
     """One row per (variant, device) result, skipped ones included (with their reason),
     in the report's columns."""
-    return [{**dict(zip(COLUMNS, row_cells(row))), REASONS: row.remarks() or "—"}
+    return [{**dict(zip(columns(summary), row_cells(row))), REASONS: row.remarks() or "—"}
             for row in summary.results]
 
 
@@ -35,7 +35,7 @@ def recommendations_markdown(summary: Summary, verdict: str, experiment: Path,
         *([f"Releases of this run: {'; '.join(markdown_text(line) for line in releases)}", ""]
           if releases else []),
         f"Results: {summary.counts.text()}. "
-        f"fp32 reference accuracy: {reference_line(summary.reference)}.", "",
+        f"fp32 reference {metric_label(summary)}: {reference_line(summary.reference)}.", "",
         f"Verdict: {markdown_text(verdict)}", "",
         f"Experiment: `{markdown_text(str(experiment))}` (`reports/report.html` there has the plots)",
     ]) + "\n"

@@ -484,7 +484,8 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
                                  for name, device in requirements.items()},
                    counts=Counts.of(rows), recommendations=recommendations,
                    why_recommended=why, pareto=pareto_front(rows),
-                   **({"excluded": excluded} if excluded else {}), results=rows)
+                   **({"excluded": excluded} if excluded else {}),
+                   **({"task": task} if task != DEFAULT_TASK else {}), results=rows)
 
 
 def _points(summary: Summary) -> list[dict[str, Any]]:

@@ -1082,3 +1082,27 @@ def test_points_hold_each_timed_rows_plotted_fields_by_the_names_dvc_yaml_plots(
     assert {plot["x"] for plot in plotted} == {"latency_p50_ms", "size_bytes"}
     assert {plot["x"] for plot in plotted} | {plot["y"]["reports/points.json"]
                                               for plot in plotted} <= set(points[0])
+
+
+def test_a_detectors_reference_is_its_map_and_the_summary_names_its_task(tmp_path: Path) -> None:
+    """reference.json of a detector (train writes its task and each image's matches):
+    the reference is its mAP@0.5 with the kind's interval, each row's drop is against
+    it, and the summary says the task its scores are of."""
+    from tasks.core import device_code
+
+    kind = device_code.task_kinds().get("detection")
+    truth = [np.array([[0, 0.1, 0.1, 0.4, 0.4]]), np.array([[1, 0.5, 0.5, 0.9, 0.9]])]
+    found = [np.array([[0, 0.9, 0.1, 0.1, 0.4, 0.4]]), np.zeros((0, 6))]
+    records = [record.as_json() for record in kind.per_sample(found, truth)]
+    reference = write_json(tmp_path / "reference.json", {"task": "detection",
+                                                          "test_correct": records})
+    (tmp_path / "farm.yaml").write_text("devices:\n  local: {threads: 1}\n", encoding="utf-8")
+    write_results(tmp_path / "results", {"local": [ok_record(accuracy=0.25)]})
+    summary = summarise(RequirementParams(max_accuracy_drop=None), load_farm(
+        tmp_path / "farm.yaml"), tmp_path / "results", reference)
+    assert summary.task == "detection"
+    assert summary.reference_accuracy == 0.5  # class 0 found (AP 1), class 1 not (AP 0)
+    low, high = summary.reference_interval
+    assert low <= 0.5 <= high
+    [row] = summary.results
+    assert row.accuracy_drop == pytest.approx(0.5)  # 0.25 against 0.5

@@ -15,6 +15,7 @@ from typing import Annotated
 
 from pydantic import Field, JsonValue, Strict
 
+from tasks.core.contracts.prepared import DEFAULT_TASK
 from tasks.core.contracts import Contract, read_contract, write_contract
 from tasks.core.contracts.results import McuFit
 
@@ -155,6 +156,9 @@ class Summary(Contract):
     # Per device left without a recommendation on purpose (an emulated board, without
     # select.include_emulated): why, in one line. Absent when there is none.
     excluded: dict[str, str] | None = None
+    # The kind of task the scores are of (train's reference.json): what "accuracy" means
+    # (mAP@0.5 for a detector). Absent from older summaries: classification.
+    task: str = DEFAULT_TASK
     results: list[SummaryRow]
 
     @property

@@ -4,6 +4,7 @@ requirements, as plain text. Each view escapes these texts in its own syntax."""
 
 from __future__ import annotations
 
+from tasks.core import device_code
 from tasks.core.accuracy import format_accuracy
 from tasks.core.contracts.summary import (ESTIMATED_MARK, DeviceRequirements, Reference,
                                           RowStatus, Summary, SummaryRow)
@@ -25,6 +26,19 @@ def accuracy_cell(accuracy: float | None, samples: int | None) -> str:
     if accuracy is None:
         return "—"
     return format_accuracy(accuracy, samples) if samples else f"{accuracy:.4f}"
+
+
+def metric_label(summary: Summary) -> str:
+    """What the results' accuracy is, by the experiment's kind of task: ``accuracy``, or
+    a detector's ``mAP@0.5`` (an unknown kind's results read as accuracy)."""
+    kinds = device_code.task_kinds()
+    return kinds.get(summary.task).metric_name if summary.task in kinds.names() else "accuracy"
+
+
+def columns(summary: Summary) -> tuple[str, ...]:
+    """:data:`COLUMNS` with the accuracy column named as :func:`metric_label` says."""
+    label = metric_label(summary)
+    return tuple(label if column == "accuracy" else column for column in COLUMNS)
 
 
 def reference_line(reference: Reference) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.core.contracts.summary import Summary
-from tasks.select.report.cells import (COLUMNS, TEXT_COLUMNS, preference_text, reference_line,
+from tasks.select.report.cells import (COLUMNS, TEXT_COLUMNS, columns, metric_label, preference_text, reference_line,
                                        row_cells, runs_on, stated_requirements)
 
 if TYPE_CHECKING:  # the plots module imports numpy: a console printing results needs neither
@@ -76,7 +76,7 @@ def _device_section(summary: Summary, device: str, plots: list[Plot]) -> list[st
 
 
 def _results_table(summary: Summary) -> list[str]:
-    lines = ["<table><tr>" + "".join(f"<th>{escape(column)}</th>" for column in COLUMNS)
+    lines = ["<table><tr>" + "".join(f"<th>{escape(column)}</th>" for column in columns(summary))
              + "<th>reasons / notes</th></tr>"]
     for row in summary.results:
         cells = []
@@ -95,7 +95,8 @@ def render_html(summary: Summary, plots: list[Plot]) -> str:
     lines = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              "<title>edgeflow report</title>", f"<style>{STYLE}</style></head><body>",
              "<h1>edgeflow report</h1>",
-             f"<p>fp32 reference accuracy (Keras, test split, 95% interval): "
+             f"<p>fp32 reference {escape(metric_label(summary))} (Keras, test split, 95% "
+             "interval): "
              f"<strong>{escape(reference_line(summary.reference))}</strong>. "
              f"Results: {summary.counts.text()}. "
              "Among the variants that meet every requirement, each device's preference "

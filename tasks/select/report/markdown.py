@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tasks.core.contracts.summary import Summary
-from tasks.select.report.cells import (COLUMNS, EMULATED_MARK, preference_text, reference_line,
+from tasks.select.report.cells import (COLUMNS, EMULATED_MARK, columns, metric_label, preference_text, reference_line,
                                        row_cells, runs_on, stated_requirements)
 
 # What a text cell could turn into table structure, code, links, images or HTML (a
@@ -58,7 +58,7 @@ def render_markdown(summary: Summary, plots: list[tuple[str, str]]) -> str:
     """The Markdown report; ``plots`` are (title, path relative to the report)."""
     lines = [
         "# edgeflow report", "",
-        "fp32 reference accuracy (Keras, test split, 95% interval): "
+        f"fp32 reference {metric_label(summary)} (Keras, test split, 95% interval): "
         f"**{reference_line(summary.reference)}**",
         "",
         f"Results: {summary.counts.text()}.", "",
@@ -66,7 +66,7 @@ def render_markdown(summary: Summary, plots: list[tuple[str, str]]) -> str:
         "## Devices each variant meets the requirements on", "",
         *runs_on_lines(summary, markdown_text), "",
         "## Results", "",
-        "| " + " | ".join(COLUMNS) + " | reasons / notes |",
+        "| " + " | ".join(columns(summary)) + " | reasons / notes |",
         "|" + "---|" * (len(COLUMNS) + 1),
     ]
     for row in summary.results:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tasks.core.contracts.summary import RowStatus, Summary, SummaryRow
-from tasks.select.report.cells import (COLUMNS, TEXT_COLUMNS, fmt, latency_cell,
+from tasks.select.report.cells import (TEXT_COLUMNS, columns, metric_label, fmt, latency_cell,
                                       reference_line, row_cells, size_kb)
 
 if TYPE_CHECKING:  # rich is imported where a table is drawn
@@ -24,7 +24,8 @@ COMPACT_COLUMNS = ("device", "variant", "status", "accuracy", "p90 ms", "size KB
 
 
 def _title(summary: Summary) -> str:
-    return f"edgeflow results (fp32 reference accuracy {reference_line(summary.reference)})"
+    return (f"edgeflow results (fp32 reference {metric_label(summary)} "
+            f"{reference_line(summary.reference)})")
 
 
 def _shown(summary: Summary, include_skipped: bool) -> list[SummaryRow]:
@@ -40,7 +41,7 @@ def summary_table(summary: Summary, include_skipped: bool = False) -> Table:
     from rich.table import Table
 
     table = Table(title=_title(summary))
-    for column in COLUMNS:
+    for column in columns(summary):
         table.add_column(column, justify="left" if column in TEXT_COLUMNS else "right")
     table.add_column("reasons / notes")
     for row in _shown(summary, include_skipped):
@@ -72,7 +73,8 @@ def compact_summary(summary: Summary, include_skipped: bool = False) -> list[Ren
     table = Table(title=_title(summary), box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True, caption="full table: report.md / report.html")
     table.add_column("#", justify="right", no_wrap=True)
-    for column in COMPACT_COLUMNS:
+    label = metric_label(summary)
+    for column in (label if name == "accuracy" else name for name in COMPACT_COLUMNS):
         # Headers stay whole (min_width); long names fold inside their cell.
         table.add_column(column, min_width=len(column), overflow="fold",
                          justify="left" if column in TEXT_COLUMNS else "right")

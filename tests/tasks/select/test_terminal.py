@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -163,3 +164,30 @@ def test_each_status_has_its_own_colour_in_both_tables(status: RowStatus) -> Non
     assert list(full.columns[2].cells) == [f"[{STYLES[status]}]{status.value}[/]"]
     [cell] = compact.columns[3].cells
     assert (str(cell), cell.style) == (status.value, STYLES[status])
+
+
+def test_a_detectors_results_name_their_score_map50_everywhere() -> None:
+    """A detection experiment's accuracy is its mAP@0.5: the terminal's tables, their
+    titles, report.md, report.html and the run page say so; classification's say
+    accuracy."""
+    from flows.run_page import recommendations_markdown, results_rows
+    from tasks.select.report.html import render_html
+    from tasks.select.report.markdown import render_markdown
+
+    detection = summary().model_copy(update={"task": "detection"})
+    [full] = terminal_summary(detection, COMPACT_UP_TO + 1)
+    assert headers(full)[4] == "mAP@0.5" and "accuracy" not in headers(full)
+    assert str(full.title).startswith("edgeflow results (fp32 reference mAP@0.5 0.9")
+    compact = terminal_summary(detection, COMPACT_UP_TO)[0]
+    assert headers(compact) == ["#", "device", "variant", "status", "mAP@0.5", "p90 ms",
+                                "size KB"]
+    markdown = render_markdown(detection, [])
+    assert "fp32 reference mAP@0.5 (Keras" in markdown
+    assert "| device | variant | status | exec | mAP@0.5 | drop |" in markdown
+    html = render_html(detection, [])
+    assert "<th>mAP@0.5</th>" in html and "fp32 reference mAP@0.5 (Keras" in html
+    assert "mAP@0.5" in results_rows(detection)[0]
+    assert "fp32 reference mAP@0.5: " in recommendations_markdown(detection, "ok", Path("x"))
+    [plain] = terminal_summary(summary(), COMPACT_UP_TO + 1)
+    assert headers(plain)[4] == "accuracy"
+    assert "fp32 reference accuracy (Keras" in render_markdown(summary(), [])
