@@ -358,6 +358,18 @@ class Params(StrictModel):
                                      f"{'s' if channels > 1 else ''}")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _map_drop_replaces_the_default_accuracy_drop(cls, data: Any) -> Any:
+        # A detector's max_map_drop is its drop limit: max_accuracy_drop's default (1%)
+        # would judge the same drop again, stricter. Stated too, both apply. (The
+        # experiment's only: a device's override changes what it states.)
+        requirements = data.get("requirements") if isinstance(data, dict) else None
+        if isinstance(requirements, dict) and requirements.get("max_map_drop") is not None \
+                and "max_accuracy_drop" not in requirements:
+            return {**data, "requirements": {**requirements, "max_accuracy_drop": None}}
+        return data
+
     @model_validator(mode="after")
     def _map_requirements_need_a_detector(self) -> "Params":
         for name in MAP_REQUIREMENTS:

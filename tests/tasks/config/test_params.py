@@ -393,3 +393,12 @@ def test_a_detectors_requirements_are_refused_for_another_task(name: str, instea
             f"requirements.{instead}") in str(refused.value)
     detection = Params.model_validate({**DETECTION_DATA, "requirements": {name: 0.5}})
     assert getattr(detection.requirements, name) == 0.5
+
+
+def test_a_map_drop_limit_replaces_the_default_accuracy_drop_unless_both_are_stated() -> None:
+    params = Params.model_validate({**DETECTION_DATA, "requirements": {"max_map_drop": 0.1}})
+    assert (params.requirements.max_map_drop, params.requirements.max_accuracy_drop) == (0.1, None)
+    both = Params.model_validate({**DETECTION_DATA, "requirements": {
+        "max_map_drop": 0.1, "max_accuracy_drop": 0.02}})
+    assert (both.requirements.max_map_drop, both.requirements.max_accuracy_drop) == (0.1, 0.02)
+    assert Params.model_validate(DETECTION_DATA).requirements.max_accuracy_drop == 0.01
