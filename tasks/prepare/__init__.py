@@ -38,11 +38,10 @@ from tasks.prepare.image_reading import decode, file_problem, link_problem
 from tasks.prepare.splits import split_indices
 from tasks.config import DataParams
 from tasks.config.params import DETECTION_TASK
-from tasks.core.contracts.prepared import (DEFAULT_TASK, SPLITS, PreparedMeta, write_meta,
-                                           write_split)
+from tasks.core.contracts.prepared import SPLITS
 from tasks.core.errors import DataError
-from tasks.core.files import atomic_output_dir, sha256_file
 from tasks.core.notices import warn
+from tasks.prepare.output import PreparedSplits, write_prepared
 
 # Below this many images of a class in the train, val or test split, what is measured on
 # it is mostly noise (one image is 10% of that class's accuracy): a warning names them.
@@ -192,28 +191,12 @@ def prepare_classification(params: DataParams, out_dir: Path) -> Path:
     splits = split_indices(loaded.y, params)
     per_split = {name: class_counts(loaded.y[splits[name]], loaded.classes) for name in SPLITS}
     warnings = [warn(line) for line in small_split_warnings(per_split)]
-    with atomic_output_dir(out_dir) as staging:
-        hashes = {name: sha256_file(write_split(staging, name, loaded.x[splits[name]],
-                                                loaded.y[splits[name]]))
-                  for name in SPLITS}
-        write_meta(staging, PreparedMeta(
-            source=loaded.source,
-            classes=loaded.classes,
-            input_shape=list(loaded.x.shape[1:]),
-            normalisation=loaded.normalisation,
-            color=params.color,
-            fit=params.fit,
-            **({} if params.task == DEFAULT_TASK else {"task": params.task}),
-            seed=params.seed,
-            counts={name: int(len(splits[name])) for name in SPLITS},
-            per_class=class_counts(loaded.y, loaded.classes),
-            per_split_class=per_split,
-            warnings=warnings,
-            skipped_count=len(loaded.skipped),
-            skipped=loaded.skipped,
-            sha256=hashes,
-        ))
-    return out_dir
+    return write_prepared(params, PreparedSplits(
+        x={name: loaded.x[splits[name]] for name in SPLITS},
+        y={name: loaded.y[splits[name]] for name in SPLITS},
+        source=loaded.source, classes=loaded.classes, normalisation=loaded.normalisation,
+        per_class=class_counts(loaded.y, loaded.classes), per_split_class=per_split,
+        warnings=warnings, skipped=loaded.skipped), out_dir)
 
 
 # Kinds of task whose labels are not one class per image, with the preparation of theirs;

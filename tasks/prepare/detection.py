@@ -31,15 +31,14 @@ from typing import Callable
 import numpy as np
 
 from tasks.config import DataParams
-from tasks.core.contracts.prepared import (BOX_FIELDS, SPLITS, PreparedMeta, pad_boxes,
-                                           write_meta, write_split)
+from tasks.core.contracts.prepared import BOX_FIELDS, SPLITS, pad_boxes
 from tasks.core.errors import DataError
-from tasks.core.files import atomic_output_dir, sha256_file
 from tasks.core.notices import warn
 from tasks.prepare import preprocessing
 from tasks.prepare.boxes import fitted_boxes
 from tasks.prepare.detection_labels import DetectionLabels, read_coco, read_yolo
 from tasks.prepare.image_reading import ReadImage, decode, file_problem
+from tasks.prepare.output import PreparedSplits, write_prepared
 from tasks.prepare.splits import split_images
 
 DEFAULT_SCENES = 600  # data.scenes unset: enough for a tiny detector to learn something
@@ -192,25 +191,9 @@ def prepare_detection(params: DataParams, out_dir: Path) -> Path:
     split_boxes = {name: [loaded.boxes[index] for index in splits[name]] for name in SPLITS}
     per_split = {name: object_counts(split_boxes[name], loaded.classes) for name in SPLITS}
     warnings = [warn(line) for line in missing_class_warnings(per_split)]
-    with atomic_output_dir(out_dir) as staging:
-        hashes = {name: sha256_file(write_split(staging, name, loaded.x[splits[name]],
-                                                pad_boxes(split_boxes[name])))
-                  for name in SPLITS}
-        write_meta(staging, PreparedMeta(
-            source=loaded.source,
-            classes=loaded.classes,
-            input_shape=list(loaded.x.shape[1:]),
-            normalisation=loaded.normalisation,
-            color=params.color,
-            fit=params.fit,
-            task=params.task,
-            seed=params.seed,
-            counts={name: int(len(splits[name])) for name in SPLITS},
-            per_class=object_counts(loaded.boxes, loaded.classes),
-            per_split_class=per_split,
-            warnings=warnings,
-            skipped_count=len(loaded.skipped),
-            skipped=loaded.skipped,
-            sha256=hashes,
-        ))
-    return out_dir
+    return write_prepared(params, PreparedSplits(
+        x={name: loaded.x[splits[name]] for name in SPLITS},
+        y={name: pad_boxes(split_boxes[name]) for name in SPLITS},
+        source=loaded.source, classes=loaded.classes, normalisation=loaded.normalisation,
+        per_class=object_counts(loaded.boxes, loaded.classes), per_split_class=per_split,
+        warnings=warnings, skipped=loaded.skipped), out_dir)

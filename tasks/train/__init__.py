@@ -33,7 +33,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from tasks.core import device_code, notices
+from tasks.core import device_code
 from tasks.models import batch_norm
 from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_interval
 from tasks.models.architectures import ARCHITECTURES, ModelOptions, build_model
@@ -41,6 +41,7 @@ from tasks.models.augmenter import Augmenter, augmenter
 from tasks.models.seeding import seed_training
 from tasks.config import TrainParams
 from tasks.train.model_input import arrange_batch
+from tasks.train.progress import EpochProgress
 from tasks.train.schedules import LR_SCHEDULES
 from tasks.models.model_file import (FineTuneOptions, ModelFileError, ModelFileOptions, check_fits,
                                      feature_layer, input_spec, inspect_model_file, load_keras)
@@ -187,29 +188,6 @@ def class_weights(labels: np.ndarray, classes: int, policy: str) -> np.ndarray:
         return np.ones(classes, np.float32)
     counts = np.bincount(labels, minlength=classes).astype(np.float64)
     return np.where(counts > 0, len(labels) / (classes * np.maximum(counts, 1)), 0.0).astype(np.float32)
-
-
-class EpochProgress(keras.callbacks.Callback):
-    """Reports each finished epoch with its latest figures (:mod:`tasks.core.notices`);
-    the CLI draws the bar."""
-
-    def __init__(self, total_epochs: int, patience: int) -> None:
-        super().__init__()
-        self.total_epochs, self.patience = total_epochs, patience
-
-    def on_train_begin(self, logs: Any = None) -> None:
-        self.counter = notices.Counter("train", self.total_epochs)
-
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        logs = logs or {}
-        self.counter.advance("", f"loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f} "
-                                 f"val_acc {logs.get('val_accuracy', 0):.3f}")
-
-    def on_train_end(self, logs: Any = None) -> None:
-        if self.counter.done < self.total_epochs:
-            # Early stopping: without this the bar would wait for epochs that never come.
-            self.counter.stop("stopped early: no better val accuracy for "
-                              f"{self.patience} epochs")
 
 
 def _score(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> tuple[SplitScore, np.ndarray]:

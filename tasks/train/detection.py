@@ -49,13 +49,14 @@ import keras
 import numpy as np
 
 from tasks.config import TrainParams
-from tasks.core import device_code, notices
+from tasks.core import device_code
 from tasks.core.contracts.prepared import PreparedMeta, image_boxes, load_split
 from tasks.core.errors import TrainingError
 from tasks.core.files import atomic_output_dir, write_json
 from tasks.models import batch_norm
 from tasks.models.architectures import DETECTION_FIELDS, ModelOptions, build_model
 from tasks.models.seeding import seed_training
+from tasks.train.progress import DETECTOR_FIGURES, EpochProgress
 from tasks.train.schedules import LR_SCHEDULES
 
 PREDICT_BATCH = 256
@@ -220,27 +221,6 @@ class MapSelector(keras.callbacks.Callback):
         self.model.set_weights(self.best_weights)
 
 
-class EpochProgress(keras.callbacks.Callback):
-    """Reports each finished epoch (:mod:`tasks.core.notices`); the CLI draws the bar."""
-
-    def __init__(self, total_epochs: int, patience: int) -> None:
-        super().__init__()
-        self.total_epochs, self.patience = total_epochs, patience
-
-    def on_train_begin(self, logs: Any = None) -> None:
-        self.counter = notices.Counter("train", self.total_epochs)
-
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        logs = logs or {}
-        self.counter.advance("", f"loss {logs.get('loss', 0):.3f} "
-                                 f"val_loss {logs.get('val_loss', 0):.3f} "
-                                 f"val_mAP50 {logs.get('val_map50', 0):.3f}")
-
-    def on_train_end(self, logs: Any = None) -> None:
-        if self.counter.done < self.total_epochs:
-            self.counter.stop(f"stopped early: no better val mAP@0.5 for {self.patience} epochs")
-
-
 @dataclass(frozen=True)
 class DetectorResult:
     """What training the detector gave: scores per split, the epoch kept, epochs run."""
@@ -286,7 +266,8 @@ def fit_detector(model: keras.Model, params: TrainParams,
     history = model.fit(x_train, train_targets, batch_size=params.batch_size,
                         epochs=params.epochs, verbose=0, shuffle=True,
                         callbacks=[selector, *schedule_callbacks,
-                                   EpochProgress(params.epochs, params.early_stopping_patience)])
+                                   EpochProgress(params.epochs, params.early_stopping_patience,
+                                                 DETECTOR_FIGURES, "val mAP@0.5")])
     selector.restore()
     return history, selector
 

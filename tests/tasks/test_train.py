@@ -196,7 +196,7 @@ def test_the_console_line_gives_each_split_with_its_interval() -> None:
 ])
 def test_each_epoch_is_reported_and_an_early_stop_says_so(epochs_run: int, last: list[str]) -> None:
     from tasks.core import notices
-    from tasks.train import EpochProgress
+    from tasks.train.progress import EpochProgress
 
     seen: list[notices.Notice] = []
     callback = EpochProgress(total_epochs=4, patience=3)
@@ -428,3 +428,19 @@ def test_balanced_weights_of_a_class_missing_from_the_labels_are_zero_not_infini
     weights = class_weights(np.array([1, 1, 1, 3]), 5, "balanced")
     assert weights.dtype == np.float32
     np.testing.assert_allclose(weights, [0.0, 4 / 15, 0.0, 4 / 5, 0.0], rtol=1e-6)
+
+
+def test_the_detectors_epochs_report_its_loss_and_map_and_its_early_stop_says_map() -> None:
+    from tasks.core import notices
+    from tasks.train.progress import DETECTOR_FIGURES, EpochProgress
+
+    seen: list[notices.Notice] = []
+    callback = EpochProgress(3, 5, DETECTOR_FIGURES, "val mAP@0.5")
+    with notices.listening(seen.append):
+        callback.on_train_begin()
+        callback.on_epoch_end(0, {"loss": 6.5, "val_loss": 5.25, "val_map50": 0.125,
+                                  "accuracy": 0.9})
+        callback.on_train_end()
+    assert [notice.line() for notice in seen] == [
+        "train: 0/3", "train: 1/3 (loss 6.500 val_loss 5.250 val_mAP50 0.125)",
+        "train: 1/3 (stopped early: no better val mAP@0.5 for 5 epochs)"]
