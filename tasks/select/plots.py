@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tasks.core.contracts.summary import RowStatus, Summary, SummaryRow
-from tasks.select.report.cells import EMULATED_MARK
+from tasks.select.report.cells import EMULATED_MARK, metric_label
 
 # One colour per runtime, fixed so that a runtime keeps its colour from report to report
 # (tab10's); an unknown runtime takes the next free one in order.
@@ -218,21 +218,21 @@ def draw_pareto(summary: Summary, device: str) -> Drawn:
     floor = _accuracy_floor(summary, device)
     if floor is not None:
         axes.axhline(floor, color="red", linestyle="--", linewidth=0.8,
-                     label=f"accuracy floor {floor:.4f}")
+                     label=f"{metric_label(summary)} floor {floor:.4f}")
     if timed:
         axes.set_xlim(*_log_limits([_p90(row) for row in timed]))
     for runtime in dict.fromkeys(row.runtime for row in timed):
         axes.scatter([], [], color=runtime_colour(runtime, runtimes), label=runtime)
     axes.scatter([], [], s=70, facecolors="white", edgecolors="black", linewidths=1.2,
-                 label="Pareto frontier (accuracy, p90, size)")
+                 label=f"Pareto frontier ({metric_label(summary)}, p90, size)")
     axes.scatter([], [], facecolors="none", edgecolors="grey", label="fails a requirement")
     untimed = len(rows) - len(timed)
-    axes.set_title(f"{device}: accuracy against p90 latency"
+    axes.set_title(f"{device}: {metric_label(summary)} against p90 latency"
                    + (f" ({untimed} without a latency, not shown)" if untimed else ""),
                    fontsize=10)
     _plain_log_ticks(axes.xaxis)
     axes.set_xlabel("p90 latency (ms, batch 1, log scale; bars: 95% intervals)")
-    axes.set_ylabel("test accuracy")
+    axes.set_ylabel(f"test {metric_label(summary)}")
     # Beside the axes, not over them: the fastest variants sit where "best" puts it.
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     figure.tight_layout()
@@ -299,8 +299,9 @@ def draw_accuracy_size(summary: Summary) -> Drawn:
         axes.set_xlim(*_log_limits([kb for _, kb, _ in points]))
     _plain_log_ticks(axes.xaxis)
     axes.set_xlabel("artifact size (KB, log scale)")
-    axes.set_ylabel("test accuracy")
-    axes.set_title("Accuracy against size, every variant and device", fontsize=10)
+    axes.set_ylabel(f"test {metric_label(summary)}")
+    axes.set_title(f"{metric_label(summary)} against size, every variant and device",
+                   fontsize=10)
     axes.legend(fontsize=7, loc="best")
     figure.tight_layout()
     # One label per variant (its points on several devices sit on one vertical line).
@@ -374,7 +375,8 @@ def _per_device(summary: Summary, latencies: dict[tuple[str, str], np.ndarray],
         rows = [row for row in summary.results if row.device == device]
         if _timed(rows):
             draw_pareto(summary, device).save(folder / "pareto.png")
-            written.append(Plot(folder / "pareto.png", f"{device}: accuracy against p90 latency",
+            written.append(Plot(folder / "pareto.png",
+                                f"{device}: {metric_label(summary)} against p90 latency",
                                 device))
         if any(latencies.get((device, row.variant), np.empty(0)).size for row in rows):
             draw_latency(summary, device, latencies).save(folder / "latency.png")
@@ -388,7 +390,7 @@ def _overall(summary: Summary, latencies: dict[tuple[str, str], np.ndarray],
     draw_heatmap(summary).save(plots_dir / "p90_heatmap.png")
     draw_accuracy_size(summary).save(plots_dir / "accuracy_vs_size.png")
     return [Plot(plots_dir / "p90_heatmap.png", "p90 latency per device and variant"),
-            Plot(plots_dir / "accuracy_vs_size.png", "accuracy against size")]
+            Plot(plots_dir / "accuracy_vs_size.png", f"{metric_label(summary)} against size")]
 
 
 PLOTS: tuple[PlotWriter, ...] = (_per_device, _overall)

@@ -242,3 +242,21 @@ def test_write_plots_draws_per_device_only_what_it_has(tmp_path: Path) -> None:
     for plot in plots:
         assert plot.path.read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "devices" / "mcu").exists(), "an MCU without latency: no plot"
+
+
+def test_a_detectors_plots_name_its_score_map50() -> None:
+    detection = summary().model_copy(update={"task": "detection"})
+    drawn = draw_pareto(detection, "board")
+    assert drawn.axes.get_ylabel() == "test mAP@0.5"
+    assert drawn.axes.get_title().startswith("board: mAP@0.5 against p90 latency")
+    legend = [text.get_text() for text in drawn.axes.get_legend().get_texts()]
+    assert "Pareto frontier (mAP@0.5, p90, size)" in legend
+    assert any(text.startswith("mAP@0.5 floor ") for text in legend)
+    close(drawn)
+    sized = draw_accuracy_size(detection)
+    assert sized.axes.get_ylabel() == "test mAP@0.5"
+    assert sized.axes.get_title() == "mAP@0.5 against size, every variant and device"
+    close(sized)
+    plain = draw_pareto(summary(), "board")
+    assert plain.axes.get_ylabel() == "test accuracy"
+    close(plain)
