@@ -101,11 +101,19 @@ def test_a_second_run_is_refused_and_ctrl_c_stops_the_first_within_seconds(proje
     assert not (project / "reports" / "summary.json").exists()
 
 
+def _command_line(pid: int) -> str:
+    """A process's command line; empty once it has exited (a short-lived child listed a
+    moment before, as a loaded CI machine showed)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
 def test_a_killed_run_leaves_no_server_and_the_next_run_repairs_everything(project: Path) -> None:
     doomed = _start(project, "run")
     _wait_for_harness(project, doomed)
-    server = [pid for pid in descendants(doomed.pid)
-              if "uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+    server = [pid for pid in descendants(doomed.pid) if "uvicorn" in _command_line(pid)]
     assert len(server) == 1, "the run's temporary Prefect server"
     doomed.kill()
     doomed.wait(timeout=30)
