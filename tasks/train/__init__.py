@@ -42,6 +42,7 @@ from tasks.models.seeding import seed_training
 from tasks.config import TrainParams
 from tasks.train.model_input import arrange_batch
 from tasks.train.progress import EpochProgress
+from tasks.train.selection import PREDICT_BATCH, BestEpochSelector
 from tasks.train.schedules import LR_SCHEDULES
 from tasks.models.model_file import (FineTuneOptions, ModelFileError, ModelFileOptions, check_fits,
                                      feature_layer, input_spec, inspect_model_file, load_keras)
@@ -49,7 +50,6 @@ from tasks.core.contracts.prepared import DEFAULT_TASK, PreparedMeta, load_split
 from tasks.core.errors import TrainingError
 from tasks.core.files import atomic_output_dir, sha256_tree, write_json
 
-PREDICT_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def epoch_key(accuracy: float, loss: float) -> tuple[float, float]:
     return accuracy, -loss
 
 
-class EpochSelector(keras.callbacks.Callback):
+class EpochSelector(BestEpochSelector):
     """Judges each epoch as the model will be used and keeps the best one.
 
     At the end of every epoch: re-estimate batch-norm statistics on the (unaugmented)
@@ -144,41 +144,13 @@ class EpochSelector(keras.callbacks.Callback):
     def __init__(self, train_images: np.ndarray, val_images: np.ndarray,
                  val_labels: np.ndarray, batch_size: int, patience: int,
                  reestimate_batch_norm: bool = True) -> None:
-        super().__init__()
-        self.train_images, self.val_images, self.val_labels = train_images, val_images, val_labels
-        self.batch_size, self.patience = batch_size, patience
-        # Off where no batch norm trains (a fine-tune of a frozen base): nothing to redo.
-        self.reestimate_batch_norm = reestimate_batch_norm
-        self.best: tuple[float, float] | None = None
-        self.best_epoch = 0
-        self.best_weights: list[np.ndarray] = []
-        self.waited = 0
-        self.reestimate: batch_norm.Reestimator | None = None
+        super().__init__(train_images, val_images, batch_size, patience, reestimate_batch_norm)
+        self.val_labels = val_labels
 
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self.reestimate_batch_norm:
-            self.reestimate = batch_norm.Reestimator(self.model, self.batch_size)
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs if logs is not None else {}
-        if self.reestimate is not None:  # set when training began
-            self.reestimate(self.train_images)
-        logits = self.model.predict(self.val_images, batch_size=PREDICT_BATCH, verbose=0)
-        accuracy = float(np.mean(np.argmax(logits, axis=1) == self.val_labels))
-        loss = cross_entropy(logits, self.val_labels)
-        logs.update(val_loss=loss, val_accuracy=accuracy,
-                    learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
-        if self.best is None or epoch_key(accuracy, loss) > self.best:
-            self.best, self.best_epoch, self.waited = epoch_key(accuracy, loss), epoch + 1, 0
-            self.best_weights = [np.copy(weight) for weight in self.model.get_weights()]
-        else:
-            self.waited += 1
-            if self.waited >= self.patience:
-                self.model.stop_training = True
-
-    def restore(self) -> None:
-        """Put the best epoch's weights (and its batch-norm statistics) back."""
-        self.model.set_weights(self.best_weights)
+    def judge(self, outputs: np.ndarray) -> tuple[tuple[float, float], dict[str, float]]:
+        accuracy = float(np.mean(np.argmax(outputs, axis=1) == self.val_labels))
+        loss = cross_entropy(outputs, self.val_labels)
+        return epoch_key(accuracy, loss), {"val_loss": loss, "val_accuracy": accuracy}
 
 
 def class_weights(labels: np.ndarray, classes: int, policy: str) -> np.ndarray:

@@ -53,13 +53,12 @@ from tasks.core import device_code
 from tasks.core.contracts.prepared import PreparedMeta, image_boxes, load_split
 from tasks.core.errors import TrainingError
 from tasks.core.files import atomic_output_dir, write_json
-from tasks.models import batch_norm
 from tasks.models.architectures import DETECTION_FIELDS, ModelOptions, build_model
 from tasks.models.seeding import seed_training
 from tasks.train.progress import DETECTOR_FIGURES, EpochProgress
 from tasks.train.schedules import LR_SCHEDULES
+from tasks.train.selection import PREDICT_BATCH, BestEpochSelector
 
-PREDICT_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ def evaluate(outputs: np.ndarray, labels: np.ndarray, interval: bool = True) -> 
                           [result.as_json() for result in results])
 
 
-class MapSelector(keras.callbacks.Callback):
+class MapSelector(BestEpochSelector):
     """After every epoch: re-estimate batch-norm statistics on the train images, judge the
     model in inference mode on val (loss and mAP@0.5, put in the epoch's logs as
     ``val_loss``, ``val_map50``, ``learning_rate``), keep the best epoch's weights (highest
@@ -188,37 +187,13 @@ class MapSelector(keras.callbacks.Callback):
     def __init__(self, train_images: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
                  val_targets: np.ndarray, loss: Callable[[Any, Any], Any], batch_size: int,
                  patience: int) -> None:
-        super().__init__()
-        self.train_images, self.val_images = train_images, val_images
+        super().__init__(train_images, val_images, batch_size, patience)
         self.val_labels, self.val_targets, self.loss = val_labels, val_targets, loss
-        self.batch_size, self.patience = batch_size, patience
-        self.best: tuple[float, float] | None = None
-        self.best_epoch, self.waited = 0, 0
-        self.best_weights: list[np.ndarray] = []
-        self.reestimate: batch_norm.Reestimator | None = None
 
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.reestimate = batch_norm.Reestimator(self.model, self.batch_size)
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs if logs is not None else {}
-        if self.reestimate is not None:
-            self.reestimate(self.train_images)
-        outputs = self.model.predict(self.val_images, batch_size=PREDICT_BATCH, verbose=0)
+    def judge(self, outputs: np.ndarray) -> tuple[tuple[float, float], dict[str, float]]:
         map50 = evaluate(outputs, self.val_labels, interval=False).map50
         loss = mean_loss(self.loss, self.val_targets, outputs)
-        logs.update(val_loss=loss, val_map50=map50, learning_rate=float(
-            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
-        if self.best is None or (map50, -loss) > self.best:
-            self.best, self.best_epoch, self.waited = (map50, -loss), epoch + 1, 0
-            self.best_weights = [np.copy(weight) for weight in self.model.get_weights()]
-        else:
-            self.waited += 1
-            if self.waited >= self.patience:
-                self.model.stop_training = True
-
-    def restore(self) -> None:
-        self.model.set_weights(self.best_weights)
+        return (map50, -loss), {"val_loss": loss, "val_map50": map50}
 
 
 @dataclass(frozen=True)
