@@ -107,7 +107,7 @@ def _prepare(ctx: Context) -> Any:
 def _train(ctx: Context) -> Any:
     from tasks.train import train
     return train(ctx.params.model, ctx.params.train, ctx.layout.prepared, ctx.layout.base_model,
-                 ctx.layout.train_metrics.parent)
+                 ctx.layout.train_metrics.parent, ctx.params.data.decoding)
 
 
 def _optimize(ctx: Context) -> Any:
@@ -121,7 +121,7 @@ def _convert(ctx: Context) -> Any:
     return convert(ctx.params.formats, ctx.params.convert, ctx.params.quantization,
                    ctx.params.requirements.max_accuracy_drop,
                    ConvertInputs(ctx.layout.base_model, ctx.layout.pruned, ctx.layout.prepared),
-                   ctx.layout.variants)
+                   ctx.layout.variants, ctx.params.data.decoding)
 
 
 def benchmark_one_device(ctx: Context, device_name: str) -> Any:
@@ -183,7 +183,10 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     Step("prepare", params=("data",), entry="tasks.prepare",
          deps=lambda lay: [], outs=lambda lay: [lay.prepared], run=_prepare,
          user_inputs=_data_folder),
-    Step("train", params=("model", "train"), entry="tasks.train",
+    # train and convert read data.detection (a detector's decoding): `data` whole, as DVC
+    # refuses a listed key that a classification params.yaml lacks; any other data key
+    # changes data/prepared, a dep of both, anyway.
+    Step("train", params=("model", "train", "data"), entry="tasks.train",
          deps=lambda lay: [lay.prepared],
          outs=lambda lay: [lay.base_model],
          metrics=lambda lay: [lay.train_metrics],
@@ -192,7 +195,8 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     Step("optimize", params=("optimize", "train.seed"), entry="tasks.optimize",
          deps=lambda lay: [lay.base_model, lay.prepared], outs=lambda lay: [lay.pruned],
          run=_optimize),
-    Step("convert", params=("formats", "convert", "quantization", "requirements.max_accuracy_drop"),
+    Step("convert", params=("formats", "convert", "quantization", "requirements.max_accuracy_drop",
+                            "data"),
          entry="tasks.convert",
          deps=lambda lay: [lay.base_model, lay.pruned, lay.prepared],
          outs=lambda lay: [lay.variants], run=_convert),

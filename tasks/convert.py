@@ -1,7 +1,9 @@
 """Step ``convert``: the trained model -> one artifact per (format, precision) variant,
 each loaded back in its own runtime and checked against the Keras model.
 
-Reads params ``formats`` and ``convert``, ``models/base/`` and ``data/prepared/``
+Reads params ``formats``, ``convert`` and, for a detector, ``data.detection`` (the
+decoding written into every variant's spec, the one train scored the reference with),
+``models/base/`` and ``data/prepared/``
 (test images for the check, the calibration split for quantised precisions). Writes
 ``models/variants/<variant>/<files>`` and ``models/variants/index.json``
 (:mod:`tasks.core.contracts.variants`): per variant its format, precision, source model,
@@ -39,7 +41,7 @@ import numpy as np
 
 from tasks.core import notices
 from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
-from tasks.config import ConvertParams, QuantizationParams
+from tasks.config import ConvertParams, DetectionDecoding, QuantizationParams
 from tasks.core.contracts.prepared import DEFAULT_TASK, load_split, read_meta
 from tasks.core.contracts.variants import (INDEX_NAME, Variant, VariantCheck, VariantFile,
                                            VariantIndex, VariantSource, write_variant_index)
@@ -209,31 +211,32 @@ def with_task(exported: Exported, task: str, entries: dict[str, Any] | None = No
 
 
 def _detection_entries(reference: np.ndarray, classes: int,
-                       params: ConvertParams) -> dict[str, Any]:
+                       decoding: DetectionDecoding | None) -> dict[str, Any]:
     """A detector's ``"detection"`` spec entry: its grid head's size, read from the
-    source model's own output ``(N, S, S, 5 + C)``, the classes, and the decoding params
-    (``convert.detection``): every runtime's output arrives flattened, so the spec says
-    how to read it."""
+    source model's own output ``(N, S, S, 5 + C)``, the classes, and the decoding
+    (``data.detection``; None: its defaults): every runtime's output arrives flattened, so
+    the spec says how to read it."""
     shape = tuple(reference.shape[1:])
     if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 5 + classes:
         raise ConversionError(f"convert: the detector answers {shape}, not a square grid of "
                               f"5 + {classes} values per cell (objectness, box, one score "
                               f"per class)")
     return {"detection": {"format": "grid", "classes": classes, "grid": int(shape[0]),
-                          **params.detection.model_dump()}}
+                          **(decoding or DetectionDecoding()).model_dump()}}
 
 
 # What a variant's spec carries beyond "task", per kind of task that needs more.
-TASK_ENTRIES: dict[str, Callable[[np.ndarray, int, ConvertParams], dict[str, Any]]] = {
+TASK_ENTRIES: dict[str, Callable[[np.ndarray, int, DetectionDecoding | None],
+                                  dict[str, Any]]] = {
     "detection": _detection_entries,
 }
 
 
 def task_entries(task: str, reference: np.ndarray, classes: int,
-                 params: ConvertParams) -> dict[str, Any]:
+                 decoding: DetectionDecoding | None = None) -> dict[str, Any]:
     """The spec entries of ``task`` (:data:`TASK_ENTRIES`; none for classification)."""
     entries = TASK_ENTRIES.get(task)
-    return entries(reference, classes, params) if entries else {}
+    return entries(reference, classes, decoding) if entries else {}
 
 
 @dataclass(frozen=True)
@@ -252,12 +255,14 @@ class CheckData:
     max_accuracy_drop: float
     task: str = DEFAULT_TASK
     classes: int = 0
+    decoding: DetectionDecoding | None = None
     # The spec entries of the task (task_entries), per source model.
     entries: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, inputs: ConvertInputs, params: ConvertParams,
-             quantization: QuantizationParams, max_accuracy_drop: float | None) -> CheckData:
+             quantization: QuantizationParams, max_accuracy_drop: float | None,
+             decoding: DetectionDecoding | None = None) -> CheckData:
         x_test, y_test = load_split(inputs.prepared, "test")
         if params.check_samples:
             x_test, y_test = x_test[:params.check_samples], y_test[:params.check_samples]
@@ -265,14 +270,17 @@ class CheckData:
         return cls(x_test, y_test, load_split(inputs.prepared, "calib")[0],
                    load_split(inputs.prepared, "val"),
                    _reference_accuracy(inputs.model_dir, len(y_test), meta.task), params,
-                   quantization, max_accuracy_drop or 0.01, meta.task, len(meta.classes))
+                   quantization, max_accuracy_drop or 0.01, meta.task, len(meta.classes),
+                   decoding)
 
 
 def convert(formats: dict[str, list[str]], params: ConvertParams,
             quantization: QuantizationParams, max_accuracy_drop: float | None,
-            inputs: ConvertInputs, out_dir: Path) -> Path:
-    """Export and check every (source, format, precision); returns ``index.json``'s path."""
-    data = CheckData.load(inputs, params, quantization, max_accuracy_drop)
+            inputs: ConvertInputs, out_dir: Path,
+            decoding: DetectionDecoding | None = None) -> Path:
+    """Export and check every (source, format, precision), a detector's spec decoding by
+    ``decoding`` (``data.detection``); returns ``index.json``'s path."""
+    data = CheckData.load(inputs, params, quantization, max_accuracy_drop, decoding)
     sources = list_sources(inputs)
     counter = notices.Counter("convert", len(sources) * sum(map(len, formats.values())))
     with atomic_output_dir(out_dir) as staging, tempfile.TemporaryDirectory() as scratch:
@@ -307,7 +315,7 @@ def _convert_source(source: SourceModel, formats: dict[str, list[str]], data: Ch
     arrange = functools.partial(device_code.load("tensors").arrange_batch, spec=source.float_spec()["input"])
     data = replace(data, x_calib=arrange(data.x_calib),
                    validation=(arrange(data.validation[0]), data.validation[1]),
-                   entries=task_entries(data.task, reference_logits, data.classes, data.params))
+                   entries=task_entries(data.task, reference_logits, data.classes, data.decoding))
     # Compared with each variant's outputs, which every runtime gives flattened.
     reference_logits = reference_logits.reshape(len(reference_logits), -1)
     variants = []

@@ -25,7 +25,8 @@ from tasks.config.farm import (DEVICE_NAME, VENV_DIR, Accelerators, Device, Devi
                                check_key_files, effective_requirements)
 from tasks.config.loader import load_farm, load_params
 from tasks.config.params import (AugmentationParams, BenchmarkParams, CompareParams,
-                                 ConvertParams, DataParams, EndToEndParams, ModelParams,
+                                 ConvertParams, DataParams, DetectionDecoding, EndToEndParams,
+                                 ModelParams,
                                  OptimizeParams, Params, PruningRecipe, QuantizationParams,
                                  RankKey, ReleaseParams, RequirementParams, Requirements,
                                  SelectParams, SplitParams, TrainParams)
@@ -37,7 +38,8 @@ __all__ = [
     "DEVICE_NAME", "VENV_DIR", "Accelerators", "Device", "DeviceSetup", "Farm", "LocalDevice",
     "McuDevice", "RunsHarness", "SshDevice", "check_key_file", "check_key_files",
     "effective_requirements", "load_farm", "load_params", "AugmentationParams",
-    "BenchmarkParams", "CompareParams", "ConvertParams", "DataParams", "EndToEndParams",
+    "BenchmarkParams", "CompareParams", "ConvertParams", "DataParams", "DetectionDecoding",
+    "EndToEndParams",
     "ModelParams", "OptimizeParams", "Params", "PruningRecipe", "QuantizationParams", "RankKey",
     "ReleaseParams", "RequirementParams", "Requirements", "SelectParams", "SplitParams",
     "TrainParams",

@@ -35,6 +35,22 @@ DETECTION_SOURCES = ("digit_scenes", "folder")
 LABEL_FORMATS = ("yolo", "coco")
 
 
+class DetectionDecoding(StrictModel):
+    """How a detector's output becomes boxes (``data.detection``, for ``data.task:
+    detection``): one section read by train (the fp32 reference's mAP, reference.json and
+    the epochs' val mAP) and by convert (written into each variant's spec, so the harness,
+    the predictor and the host checks decode alike); recorded with every result. The
+    reference and the variants are thereby scored under the same decoding."""
+
+    score_threshold: Annotated[float, number(0.0, 1.0, above=True)] = Field(
+        default=0.25, description="least score (objectness x class probability) kept")
+    iou_threshold: Annotated[float, number(0.0, 1.0, above=True)] = Field(
+        default=0.45, description="non-maximum suppression: a box overlapping a better one "
+                                  "of its class by more is dropped")
+    max_detections: Annotated[int, count(1, 10_000)] = Field(
+        default=100, description="most boxes kept per image, best first")
+
+
 class DataParams(StrictModel):
     """Where images come from and how they become model inputs."""
 
@@ -60,6 +76,14 @@ class DataParams(StrictModel):
     seed: Seed = 42
     task: str = Field(default=DEFAULT_TASK, description="the kind of task: how the "
                       "model's outputs are checked, decoded and scored (a registered kind)")
+    # Under data, beside the task it decodes for, rather than a section of its own: train
+    # and convert both read it (and list `data` as their DVC params), and a top-level
+    # section would be one more key every classification params.yaml must write for DVC
+    # to track it. Once under convert, where train's reference could not see it.
+    detection: DetectionDecoding | None = Field(
+        default=None, description="for task detection: how the model's output becomes "
+        "boxes (score and IoU thresholds, most boxes), the same in train's reference and "
+        "every variant; none: the defaults")
 
     @field_validator("image_size")
     @classmethod
@@ -105,6 +129,8 @@ class DataParams(StrictModel):
             (self.labels == "coco" and self.coco_json is None,
              "data.coco_json is required when data.labels is 'coco' (the COCO JSON file; "
              "data.folder holds its images)"),
+            (self.detection is not None and not detection,
+             "data.detection is only used when data.task is 'detection'"),
             (self.scenes is not None and not (detection and self.source == "digit_scenes"),
              "data.scenes is only used when data.task is 'detection' and data.source is "
              "'digit_scenes'"),
@@ -113,6 +139,14 @@ class DataParams(StrictModel):
         if broken is not None:
             raise ValueError(broken)
         return self
+
+    @property
+    def decoding(self) -> DetectionDecoding | None:
+        """The decoding of a detection task (``detection``, else its defaults); None for
+        any other task (its outputs are not boxes)."""
+        if self.task != DETECTION_TASK:
+            return None
+        return self.detection or DetectionDecoding()
 
 
 ModelParams = Annotated[SmallCNNOptions | MobileNetV2Options | TinyDetectorOptions
@@ -154,23 +188,9 @@ class OptimizeParams(StrictModel):
         return value
 
 
-class DetectionDecoding(StrictModel):
-    """How a detector's output becomes boxes on every device (``data.task: detection``):
-    written into each variant's spec, so the harness, the predictor and the host checks
-    decode alike, and recorded with its results."""
-
-    score_threshold: Annotated[float, number(0.0, 1.0, above=True)] = Field(
-        default=0.25, description="least score (objectness x class probability) kept")
-    iou_threshold: Annotated[float, number(0.0, 1.0, above=True)] = Field(
-        default=0.45, description="non-maximum suppression: a box overlapping a better one "
-                                  "of its class by more is dropped")
-    max_detections: Annotated[int, count(1, 10_000)] = Field(
-        default=100, description="most boxes kept per image, best first")
-
-
 class ConvertParams(StrictModel):
-    """How each exported artifact is checked against its source Keras model, and how a
-    detector's outputs are decoded (``detection``)."""
+    """How each exported artifact is checked against its source Keras model (a detector's
+    decoding is ``data.detection``, which train reads too)."""
 
     check_samples: Annotated[int, count(0, MAX_SAMPLES)] = Field(
         default=0, description="test images to compare; 0 = all")
@@ -178,7 +198,16 @@ class ConvertParams(StrictModel):
     min_agreement_quantized: float = Field(default=0.95, gt=0.0, le=1.0)
     max_abs_logit_diff: float = Field(default=1e-3, gt=0.0,
                                       description="for fp32 variants only")
-    detection: DetectionDecoding = DetectionDecoding()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _detection_moved(cls, data: Any) -> Any:
+        # Refused rather than moved silently: left here, train's reference would use other
+        # thresholds than the variants, which is what moving it fixed.
+        if isinstance(data, dict) and "detection" in data:
+            raise ValueError("convert.detection moved to data.detection (train's reference "
+                             "and every variant decode by it): move the section there")
+        return data
 
 
 class EndToEndParams(StrictModel):

@@ -39,7 +39,7 @@ from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_inter
 from tasks.models.architectures import ARCHITECTURES, ModelOptions, build_model
 from tasks.models.augmenter import Augmenter, augmenter
 from tasks.models.seeding import seed_training
-from tasks.config import TrainParams
+from tasks.config import DetectionDecoding, TrainParams
 from tasks.train.model_input import arrange_batch
 from tasks.train.progress import EpochProgress
 from tasks.train.selection import PREDICT_BATCH, BestEpochSelector
@@ -199,12 +199,14 @@ def check_learned(train_score: SplitScore, val_score: SplitScore, val_labels: np
 
 
 def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
-          out_dir: Path, metrics_dir: Path) -> Any:
+          out_dir: Path, metrics_dir: Path, decoding: DetectionDecoding | None = None) -> Any:
     """Train, select the best epoch, check that the model learned, evaluate on the test
     split, and write the model and its metrics (only when all of that succeeded): a
     classifier (:func:`train_classifier`, a :class:`TrainResult`) or, for data prepared
     for detection, the detector (:mod:`tasks.train.detection`, a ``DetectorResult``), as
-    :data:`TRAINERS` says. An architecture of another kind of task than the data's is a
+    :data:`TRAINERS` says, a detector scored under ``decoding`` (``data.detection``, the
+    one convert writes into every variant's spec; None: the defaults). An architecture of
+    another kind of task than the data's is a
     TrainingError. A model you bring is checked, maybe fine-tuned, and evaluated instead
     (:func:`adopt`)."""
     if isinstance(model_params, ModelFileOptions):
@@ -219,7 +221,8 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
         raise TrainingError(
             f"train: model.architecture {model_params.architecture!r} is a {trains_for} model; "
             f"the data is prepared for {meta.task} (data.task): use {' or '.join(fitting)}")
-    return TRAINERS[trainer](model_params, train_params, prepared, meta, out_dir, metrics_dir)
+    return TRAINERS[trainer](model_params, train_params, prepared, meta, out_dir, metrics_dir,
+                             decoding)
 
 
 def train_classifier(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
@@ -281,16 +284,25 @@ def train_classifier(model_params: ModelOptions, train_params: TrainParams, prep
     return TrainResult(out_dir, train_score, val_score, test_score, selector.best_epoch, epochs_run)
 
 
+def _train_classifier(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
+                      meta: PreparedMeta, out_dir: Path, metrics_dir: Path,
+                      decoding: DetectionDecoding | None) -> Any:
+    # A class is the argmax of the outputs: there is no decoding to apply.
+    return train_classifier(model_params, train_params, prepared, meta, out_dir, metrics_dir)
+
+
 def _train_detector(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
-                    meta: PreparedMeta, out_dir: Path, metrics_dir: Path) -> Any:
+                    meta: PreparedMeta, out_dir: Path, metrics_dir: Path,
+                    decoding: DetectionDecoding | None) -> Any:
     # Imported when asked for: a classification run loads no detection code.
     from tasks.train.detection import train_detector
-    return train_detector(model_params, train_params, prepared, meta, out_dir, metrics_dir)
+    return train_detector(model_params, train_params, prepared, meta, out_dir, metrics_dir,
+                          decoding)
 
 
 # How each kind of task's data trains an architecture of that kind, by the prepared
 # meta's task (another kind's data trains as classification's).
-TRAINERS: dict[str, Callable[..., Any]] = {"classification": train_classifier,
+TRAINERS: dict[str, Callable[..., Any]] = {"classification": _train_classifier,
                                            "detection": _train_detector}
 
 

@@ -9,8 +9,8 @@ what the classification path writes, with detection's figures:
   each test image's result as the detection kind scores it, its JSON form, in order);
 - ``metrics/train.json``: mAP@0.5 per split with its 95% bootstrap interval (images
   resampled), mAP@0.5:0.95, the test split's AP per class, the epochs, the loss weights
-  and the post-processing the scores used (the detection kind's defaults, what a
-  variant's spec gets unless it says otherwise);
+  and the post-processing the scores used (``data.detection``: the decoding convert
+  writes into every variant's spec, so the reference and the variants are scored alike);
 - ``metrics/train_history.json``: per epoch ``loss`` (train), ``val_loss``,
   ``val_map50`` and ``learning_rate``.
 
@@ -48,7 +48,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from tasks.config import TrainParams
+from tasks.config import DetectionDecoding, TrainParams
 from tasks.core import device_code
 from tasks.core.contracts.prepared import PreparedMeta, image_boxes, load_split
 from tasks.core.errors import TrainingError
@@ -137,16 +137,23 @@ def _kind() -> ModuleType:
     return sys.modules[type(detector).__module__]
 
 
-def _post_processing() -> dict[str, Any]:
-    """The decoding the scores here used: the detection kind's defaults."""
-    defaults = _kind().settings(None)
-    return {key: getattr(defaults, key)
+def decoding_spec(decoding: DetectionDecoding | None) -> dict[str, Any]:
+    """The spec whose ``"detection"`` entry is ``decoding`` (``data.detection``; None: the
+    kind's defaults), as the detection kind's ``decode`` reads it: what convert writes
+    into each variant's spec, less the sizes the output's shape says here."""
+    return {"detection": (decoding or DetectionDecoding()).model_dump()}
+
+
+def _post_processing(spec: dict[str, Any]) -> dict[str, Any]:
+    """The decoding the scores here used (``spec``'s, through the kind's settings)."""
+    used = _kind().settings(spec)
+    return {key: getattr(used, key)
             for key in ("format", "score_threshold", "iou_threshold", "max_detections")}
 
 
 @dataclass(frozen=True)
 class DetectionScore:
-    """A split's detection scores (the detection kind's, default post-processing):
+    """A split's detection scores (the detection kind's, under ``data.detection``):
     mAP@0.5 with its 95% bootstrap interval over images, mAP@0.5:0.95, AP@0.5 per class
     index, and each image's result in JSON form (what ``reference.json`` records)."""
 
@@ -162,14 +169,16 @@ class DetectionScore:
         return f"mAP@0.5 {self.map50:.3f} [{low:.3f}, {high:.3f}] on {self.samples}"
 
 
-def evaluate(outputs: np.ndarray, labels: np.ndarray, interval: bool = True) -> DetectionScore:
+def evaluate(outputs: np.ndarray, labels: np.ndarray, interval: bool = True,
+             spec: dict[str, Any] | None = None) -> DetectionScore:
     """The detection scores of a model's raw grid ``outputs`` (``(N, S, S, 5 + C)``) on
     images whose boxes are ``labels`` (a split's padded ``y``): each output decoded (NMS
-    included) and matched as the detection kind does; the bootstrap interval only where
-    ``interval`` (per-epoch judging needs the headline alone)."""
+    included) as ``spec`` says (:func:`decoding_spec`; None: the kind's defaults) and
+    matched as the detection kind does; the bootstrap interval only where ``interval``
+    (per-epoch judging needs the headline alone)."""
     kind = _kind()
     detector = kind.KIND
-    predictions = [detector.decode(output) for output in outputs]
+    predictions = [detector.decode(output, spec) for output in outputs]
     results = detector.per_sample(predictions, [image_boxes(row) for row in labels])
     found = kind.scores(results)
     bounds = detector.interval(results) if interval else (found.map50, found.map50)
@@ -186,12 +195,13 @@ class MapSelector(BestEpochSelector):
 
     def __init__(self, train_images: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
                  val_targets: np.ndarray, loss: Callable[[Any, Any], Any], batch_size: int,
-                 patience: int) -> None:
+                 patience: int, spec: dict[str, Any] | None = None) -> None:
         super().__init__(train_images, val_images, batch_size, patience)
         self.val_labels, self.val_targets, self.loss = val_labels, val_targets, loss
+        self.spec = spec
 
     def judge(self, outputs: np.ndarray) -> tuple[tuple[float, float], dict[str, float]]:
-        map50 = evaluate(outputs, self.val_labels, interval=False).map50
+        map50 = evaluate(outputs, self.val_labels, interval=False, spec=self.spec).map50
         loss = mean_loss(self.loss, self.val_targets, outputs)
         return (map50, -loss), {"val_loss": loss, "val_map50": map50}
 
@@ -225,9 +235,11 @@ def check_learned(val: DetectionScore) -> None:
 
 def fit_detector(model: keras.Model, params: TrainParams,
                  splits: dict[str, tuple[np.ndarray, np.ndarray]], classes: int,
-                 weights: LossWeights = LossWeights()) -> tuple[keras.callbacks.History, MapSelector]:
+                 weights: LossWeights = LossWeights(), spec: dict[str, Any] | None = None
+                 ) -> tuple[keras.callbacks.History, MapSelector]:
     """Train ``model`` (compiled here) on ``splits["train"]`` as the module docstring
-    says, judging epochs on ``splits["val"]``; the best epoch's weights are restored."""
+    says, judging epochs on ``splits["val"]`` decoded as ``spec`` says (:func:`evaluate`);
+    the best epoch's weights are restored."""
     grid = int(model.output_shape[1])
     (x_train, y_train), (x_val, y_val) = splits["train"], splits["val"]
     train_targets = encode_targets(y_train, grid, classes)
@@ -236,7 +248,7 @@ def fit_detector(model: keras.Model, params: TrainParams,
     learning_rate, schedule_callbacks = LR_SCHEDULES[params.lr_schedule](params, steps)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
     selector = MapSelector(x_train, x_val, y_val, encode_targets(y_val, grid, classes), loss,
-                           params.batch_size, params.early_stopping_patience)
+                           params.batch_size, params.early_stopping_patience, spec)
     # Keras' shuffle draws from the seeded global generator (seed_training): reproducible.
     history = model.fit(x_train, train_targets, batch_size=params.batch_size,
                         epochs=params.epochs, verbose=0, shuffle=True,
@@ -248,9 +260,11 @@ def fit_detector(model: keras.Model, params: TrainParams,
 
 
 def train_detector(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
-                   meta: PreparedMeta, out_dir: Path, metrics_dir: Path) -> DetectorResult:
-    """Train the detector, keep the best epoch, check it learned, score every split, and
-    write the model and its metrics (only when all of that succeeded)."""
+                   meta: PreparedMeta, out_dir: Path, metrics_dir: Path,
+                   decoding: DetectionDecoding | None = None) -> DetectorResult:
+    """Train the detector, keep the best epoch, check it learned, score every split
+    decoded by ``decoding`` (``data.detection``; None: the defaults), and write the model
+    and its metrics (only when all of that succeeded)."""
     splits = {split: load_split(prepared, split) for split in ("train", "val", "test")}
     classes = len(meta.classes)
     seed_training(train_params.seed)
@@ -258,9 +272,10 @@ def train_detector(model_params: ModelOptions, train_params: TrainParams, prepar
         model = build_model(model_params, tuple(meta.input_shape), classes)
     except ValueError as error:
         raise TrainingError(f"train: {error} (data.image_size)") from None
-    weights = LossWeights()
-    history, selector = fit_detector(model, train_params, splits, classes, weights)
-    scores = {split: evaluate(model.predict(images, batch_size=PREDICT_BATCH, verbose=0), labels)
+    weights, spec = LossWeights(), decoding_spec(decoding)
+    history, selector = fit_detector(model, train_params, splits, classes, weights, spec)
+    scores = {split: evaluate(model.predict(images, batch_size=PREDICT_BATCH, verbose=0), labels,
+                              spec=spec)
               for split, (images, labels) in splits.items()}
     check_learned(scores["val"])
     epochs_run = len(history.history["loss"])
@@ -285,7 +300,7 @@ def train_detector(model_params: ModelOptions, train_params: TrainParams, prepar
         "best_epoch": selector.best_epoch, "epochs_run": epochs_run,
         "parameters": int(model.count_params()), "architecture": model_params.architecture,
         "grid": int(model.output_shape[1]), "loss_weights": asdict(weights),
-        "post_processing": _post_processing()})
+        "post_processing": _post_processing(spec)})
     write_json(metrics_dir / "train_history.json", [
         {"epoch": epoch + 1,
          **{key: float(values[epoch]) for key, values in history.history.items()}}

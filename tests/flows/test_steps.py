@@ -241,18 +241,44 @@ def test_each_step_hands_its_task_the_experiments_own_inputs(
         assert steps.STEPS[name].run(ctx) == f"{name} done"
     assert calls["tasks.prepare"] == [("prepare", (params.data, lay.prepared), {})]
     assert calls["tasks.train"] == [("train", (params.model, params.train, lay.prepared,
-                                               lay.base_model, lay.train_metrics.parent), {})]
+                                               lay.base_model, lay.train_metrics.parent,
+                                               None), {})]
     assert calls["tasks.optimize"] == [("optimize", (params.optimize, lay.base_model,
                                                      lay.prepared, lay.pruned), {"seed": 7})]
     assert calls["tasks.convert"] == [
         ("ConvertInputs", (lay.base_model, lay.pruned, lay.prepared), {}),
         ("convert", (params.formats, params.convert, params.quantization,
                      params.requirements.max_accuracy_drop, "ConvertInputs done",
-                     lay.variants), {})]
+                     lay.variants, None), {})]
     assert calls["tasks.select"] == [("select", (
         params.requirements, ctx.farm, lay.results, lay.base_model / "reference.json",
         lay.reports, lay.train_metrics.parent, params.select), {})]
     assert calls["tasks.track"] == [("track", (ctx.params_dump(), lay), {})]
+
+
+def test_train_and_convert_both_get_the_detectors_one_decoding_section(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.detection reaches train (its reference's mAP) and convert (each variant's
+    spec) as the same object; neither step reads it from anywhere else."""
+    from flows import steps
+    from flows.steps import Context
+    from tasks.config import DetectionDecoding
+
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "params.yaml").write_text(
+        "data: {task: detection, source: digit_scenes, image_size: [32, 32], color: rgb,\n"
+        "       detection: {score_threshold: 0.4, max_detections: 9}}\n"
+        "model: {architecture: tiny_detector}\n")
+    (tmp_path / "exp" / "farm.yaml").write_text(TWO_BOARDS)
+    ctx = Context.load(tmp_path / "exp" / "params.yaml", tmp_path / "exp" / "farm.yaml")
+    trained = _recorder(monkeypatch, "tasks.train", "train")
+    converted = _recorder(monkeypatch, "tasks.convert", "convert", "ConvertInputs")
+    steps.STEPS["train"].run(ctx)
+    steps.STEPS["convert"].run(ctx)
+    expected = DetectionDecoding(score_threshold=0.4, iou_threshold=0.45, max_detections=9)
+    assert trained[0][1][-1] == expected
+    assert converted[-1][0] == "convert" and converted[-1][1][-1] == expected
+    assert {"data"} <= set(steps.STEPS["train"].params) & set(steps.STEPS["convert"].params)
 
 
 def test_benchmark_checks_every_key_then_measures_each_board_in_farm_order_then_drops_stale(

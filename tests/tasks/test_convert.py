@@ -327,14 +327,13 @@ def test_a_variant_takes_the_normalisation_of_the_source_it_was_made_from(
 def test_a_detectors_spec_says_its_grid_classes_and_decoding_params() -> None:
     from tasks.config.params import DetectionDecoding
 
-    params = ConvertParams(detection=DetectionDecoding(score_threshold=0.3, iou_threshold=0.5,
-                                                       max_detections=7))
+    decoding = DetectionDecoding(score_threshold=0.3, iou_threshold=0.5, max_detections=7)
     reference = np.zeros((2, 6, 6, 5 + 3), np.float32)  # N, S, S, 5 + C
-    entries = convert_step.task_entries("detection", reference, 3, params)
+    entries = convert_step.task_entries("detection", reference, 3, decoding)
     assert entries == {"detection": {"format": "grid", "classes": 3, "grid": 6,
                                      "score_threshold": 0.3, "iou_threshold": 0.5,
                                      "max_detections": 7}}
-    assert convert_step.task_entries("classification", np.zeros((2, 10)), 10, params) == {}
+    assert convert_step.task_entries("classification", np.zeros((2, 10)), 10, decoding) == {}
     exported = Exported(Path("m.tflite"), (), {"input": {}, "output": {}})
     spec = convert_step.with_task(exported, "detection", entries).spec
     assert spec["task"] == "detection" and spec["detection"]["grid"] == 6
@@ -355,7 +354,7 @@ def test_a_detectors_spec_says_its_grid_classes_and_decoding_params() -> None:
 def test_a_detector_whose_output_is_no_grid_of_its_classes_is_refused(
         shape: tuple[int, ...]) -> None:
     with pytest.raises(ConversionError) as refused:
-        convert_step.task_entries("detection", np.zeros(shape), 3, ConvertParams())
+        convert_step.task_entries("detection", np.zeros(shape), 3)
     assert str(refused.value) == (f"convert: the detector answers {shape[1:]}, not a square "
                                   f"grid of 5 + 3 values per cell (objectness, box, one score "
                                   f"per class)")

@@ -25,7 +25,7 @@ from tasks.config.params import (BenchmarkParams, CompareParams, ConvertParams, 
 # Each model of this module and where it sits in params.yaml.
 WHERE: dict[type[pydantic.BaseModel], tuple[str, ...]] = {
     DataParams: ("data",), SplitParams: ("data", "split"), TrainParams: ("train",),
-    ConvertParams: ("convert",), DetectionDecoding: ("convert", "detection"),
+    ConvertParams: ("convert",), DetectionDecoding: ("data", "detection"),
     BenchmarkParams: ("benchmark",),
     EndToEndParams: ("benchmark", "end_to_end"), Requirements: ("requirements",),
     ReleaseParams: ("release",), SelectParams: ("select",), CompareParams: ("compare",),
@@ -80,9 +80,9 @@ BOUNDS: dict[tuple[tuple[str, ...], str], Bound] = {
     (("convert",), "min_agreement"): field(0, False, 1),
     (("convert",), "min_agreement_quantized"): field(0, False, 1),
     (("convert",), "max_abs_logit_diff"): field(0, False, None),
-    (("convert", "detection"), "score_threshold"): Bound("number", 0, False, 1),
-    (("convert", "detection"), "iou_threshold"): Bound("number", 0, False, 1),
-    (("convert", "detection"), "max_detections"): count(1, 10_000),
+    (("data", "detection"), "score_threshold"): Bound("number", 0, False, 1),
+    (("data", "detection"), "iou_threshold"): Bound("number", 0, False, 1),
+    (("data", "detection"), "max_detections"): count(1, 10_000),
     (("benchmark", "end_to_end"), "frame_size"): count(8, 8192),
     (("benchmark", "end_to_end"), "quality"): count(1, 100),
     (("benchmark", "end_to_end"), "frames"): count(1, 10_000),
@@ -180,7 +180,18 @@ DETECTION_DATA = {"data": {"task": "detection", "source": "digit_scenes"}}
 OTHER_SECTIONS: dict[tuple[tuple[str, ...], str], dict[str, Any]] = {
     (("requirements",), "min_map50"): DETECTION_DATA,
     (("requirements",), "max_map_drop"): DETECTION_DATA,
+    **{(("data", "detection"), name): DETECTION_DATA
+       for name in ("score_threshold", "iou_threshold", "max_detections")},
 }
+
+
+def _merged(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """``first`` with ``second``'s keys, sections merged key by key."""
+    merged = dict(first)
+    for key, value in second.items():
+        merged[key] = (_merged(merged[key], value)
+                       if isinstance(value, dict) and isinstance(merged.get(key), dict) else value)
+    return merged
 
 
 def _params(where: tuple[str, ...], name: str, value: Any) -> dict[str, Any]:
@@ -193,7 +204,7 @@ def _params(where: tuple[str, ...], name: str, value: Any) -> dict[str, Any]:
         document.update(CONTEXT[where, name](value))
     for key in reversed(where):
         document = {key: document}
-    return {**OTHER_SECTIONS.get((where, name), {}), **document}
+    return _merged(OTHER_SECTIONS.get((where, name), {}), document)
 
 
 def _value(params: Params, where: tuple[str, ...], name: str) -> Any:
@@ -301,16 +312,15 @@ def test_every_default_is_the_documented_one() -> None:
         "data": {"source": "digits", "folder": None, "labels": None, "coco_json": None,
                  "scenes": None, "image_size": [32, 32],
                  "color": "grayscale", "fit": "squash", "split": {"val": 0.15, "test": 0.2},
-                 "calibration_size": 200, "seed": 42, "task": "classification"},
+                 "calibration_size": 200, "seed": 42, "task": "classification",
+                 "detection": None},
         "train": {"fine_tune": None, "epochs": 40, "batch_size": 32, "learning_rate": 0.001,
                   "lr_schedule": "constant", "label_smoothing": 0.0, "class_weight": "none",
                   "augmentation": {"flip": "none", "shift": 0.0, "rotation_degrees": 0.0,
                                    "brightness": 0.0, "contrast": 0.0},
                   "seed": 42, "early_stopping_patience": 8},
         "convert": {"check_samples": 0, "min_agreement": 0.99, "min_agreement_quantized": 0.95,
-                    "max_abs_logit_diff": 0.001,
-                    "detection": {"score_threshold": 0.25, "iou_threshold": 0.45,
-                                  "max_detections": 100}},
+                    "max_abs_logit_diff": 0.001},
         "benchmark": {"warmup_runs": 20, "warmup_seconds": 0.5, "runs": 200, "seconds": 2.0,
                       "max_seconds": 10.0, "interval_width": 0.05, "accuracy_samples": 0,
                       "timeout_seconds": 600.0, "lock_timeout_seconds": 600.0,
@@ -402,3 +412,29 @@ def test_a_map_drop_limit_replaces_the_default_accuracy_drop_unless_both_are_sta
         "max_map_drop": 0.1, "max_accuracy_drop": 0.02}})
     assert (both.requirements.max_map_drop, both.requirements.max_accuracy_drop) == (0.1, 0.02)
     assert Params.model_validate(DETECTION_DATA).requirements.max_accuracy_drop == 0.01
+
+
+# ------------------------------------------------------- a detector's decoding, one section
+def test_the_decoding_is_data_detection_and_its_old_place_is_refused_naming_it() -> None:
+    """train and convert read one section, data.detection; convert.detection (its place
+    before) is refused with one line naming the new place, never taken silently."""
+    with pytest.raises(pydantic.ValidationError) as refused:
+        Params.model_validate({**DETECTION_DATA, "convert": {"detection": {"score_threshold": 0.5}}})
+    first = refused.value.errors()[0]
+    assert first["loc"] == ("convert",)
+    assert first["msg"].removeprefix("Value error, ") == (
+        "convert.detection moved to data.detection (train's reference and every variant "
+        "decode by it): move the section there")
+    stated = Params.model_validate(_merged(DETECTION_DATA, {"data": {"detection": {
+        "score_threshold": 0.5, "max_detections": 7}}}))
+    assert stated.data.decoding == DetectionDecoding(score_threshold=0.5, iou_threshold=0.45,
+                                                     max_detections=7)
+    assert Params.model_validate(DETECTION_DATA).data.decoding == DetectionDecoding()
+    assert Params().data.decoding is None  # a classifier has nothing to decode
+
+
+def test_data_detection_is_refused_for_a_classifier() -> None:
+    with pytest.raises(pydantic.ValidationError) as refused:
+        Params.model_validate({"data": {"detection": {"score_threshold": 0.5}}})
+    assert refused.value.errors()[0]["msg"].removeprefix("Value error, ") == (
+        "data.detection is only used when data.task is 'detection'")

@@ -404,3 +404,43 @@ def test_the_train_step_trains_the_detector_and_records_its_map_and_curves(tmp_p
         metrics["test_map50"], abs=1e-12)
     assert (tmp_path / "model" / "saved_model" / "saved_model.pb").is_file()
     assert "mAP@0.5" in result.describe()
+
+
+# ------------------------------------------------- one decoding: the reference and variants
+@pytest.mark.parametrize("threshold, expected", [(0.25, 0.75), (0.5, 0.5)])
+def test_a_changed_score_threshold_moves_the_reference_and_the_variants_alike(
+        threshold: float, expected: float) -> None:
+    """data.detection, read by train (the reference's records and mAP) and by convert (the
+    variants' spec entry): the same outputs score the same under both, and a threshold
+    moves both. Two images, grid 4, 3 classes: image 0's class-0 object found at 0.9 and a
+    class-1 box where there is none at 0.6; image 1's class-1 object found at 0.35. At
+    0.25 class 1 ranks the false box first (AP 0.5), class 0 is found (AP 1): mAP 0.75;
+    at 0.5 the 0.35 box is gone: class 1 AP 0, mAP 0.5."""
+    from tasks import convert as convert_step
+    from tasks.config import DetectionDecoding
+    from tasks.core.accuracy import reference_on_first
+    from tasks.train.detection import decoding_spec, evaluate
+
+    labels = pad_boxes([np.array([[0, 0.3, 0.55, 0.5, 0.85]]),
+                        np.array([[1, 0.6, 0.1, 0.9, 0.3]])])
+    targets = encode_targets(labels, grid=4, classes=3)
+    outputs = perfect_outputs(targets)
+    outputs[0, 2, 1, 0] = _logit(0.9)
+    outputs[1, 0, 3, 0] = _logit(0.35)
+    outputs[0, 0, 0, :5] = [_logit(0.6), 0.0, 0.0, -1.0, -1.0]  # an empty cell proposes
+    outputs[0, 0, 0, 5:] = [-SURE, SURE, -SURE]                  # a class-1 box
+    decoding = DetectionDecoding(score_threshold=threshold)
+
+    reference = evaluate(outputs, labels, spec=decoding_spec(decoding))
+    assert reference.map50 == pytest.approx(expected, abs=1e-12)
+    assert reference_on_first(reference.records, 0, "detection") == pytest.approx(expected,
+                                                                                  abs=1e-12)
+    spec = {"task": "detection",
+            **convert_step.task_entries("detection", outputs.astype(np.float32), 3, decoding)}
+    assert spec["detection"]["score_threshold"] == threshold
+    detector = kind.KIND
+    variant = detector.metric(detector.per_sample(
+        [detector.decode(output.reshape(-1), spec) for output in outputs], list(labels)))
+    assert variant == pytest.approx(expected, abs=1e-12)
+    # No section stated: the defaults, on both sides (the 0.25 case).
+    assert evaluate(outputs, labels, spec=decoding_spec(None)).map50 == pytest.approx(0.75)
