@@ -1,10 +1,11 @@
 """Each produced variant as an MLflow LoggedModel, once per artifact.
 
 Every variant is logged as the application's model: a pyfunc that takes raw images of
-any size and answers each with its class, index, score and every class's score
-(:mod:`tasks.track.pyfunc_model`: the release's pre-processing, then the artifact in
-its own runtime through the harness), with that signature and two test images (uint8)
-as its input example; the artifact itself is among the model's files. Its
+any size and answers each with its class, index, score and every class's score, or, a
+detector, with its boxes in the image's pixels (:mod:`tasks.track.pyfunc_model`: the
+release's pre-processing, then the artifact in its own runtime through the harness, then
+the kind of task's decoding), with that signature and two test images (uint8) as its
+input example; the artifact itself is among the model's files. Its
 params say what it is (variant, format, precision, source, runtime) and its tag
 ``edgeflow.artifact_digest`` what exactly: the hash of its files, its spec, the harness
 and this module's flavour version. A later track with the same digest reuses the model
@@ -34,7 +35,7 @@ from tasks.core.files import sha256_file
 
 KIND_TAG, KIND = "edgeflow.kind", "variant"
 DIGEST_TAG = "edgeflow.artifact_digest"
-FLAVOUR_VERSION = "4"  # bump when what a logged model holds changes: models are re-logged
+FLAVOUR_VERSION = "5"  # bump when what a logged model holds changes: models are re-logged
 EXAMPLE_IMAGES = 2
 
 
@@ -58,22 +59,46 @@ class LoggedModels:
     created: tuple[str, ...]
 
 
+def _class_outputs() -> Any:
+    """A classifier's answer per image: class, index, score, scores."""
+    from mlflow.types import DataType, Schema
+    from mlflow.types.schema import Array, ColSpec
+
+    return Schema([ColSpec(DataType.string, "class"), ColSpec(DataType.long, "index"),
+                   ColSpec(DataType.double, "score"), ColSpec(Array(DataType.double), "scores")])
+
+
+def _box_outputs() -> Any:
+    """A detector's answer per image: ``detections``, a list of ``{"class", "index",
+    "score", "box"}`` (``box`` ``[x0, y0, x1, y1]`` in the image's pixels)."""
+    from mlflow.types import DataType, Schema
+    from mlflow.types.schema import Array, ColSpec, Object, Property
+
+    box = Object([Property("class", DataType.string), Property("index", DataType.long),
+                  Property("score", DataType.double), Property("box", Array(DataType.double))])
+    return Schema([ColSpec(Array(box), "detections")])
+
+
+# The outputs of a model, by whether its kind of task locates (kinds/'s ``locates``: its
+# answer is boxes, the predictor's ``{"detections": [...]}``).
+OUTPUT_SCHEMAS: dict[bool, Callable[[], Any]] = {False: _class_outputs, True: _box_outputs}
+
+
 def model_inputs(prepared: Path) -> ModelInputs:
     """Images in: uint8 (N, H, W, C) of any height, width and channels (1, 3 or 4), or
-    images of different sizes as a ragged batch; named outputs out (class, index, score,
-    scores). The first test images, as uint8, are the example."""
+    images of different sizes as a ragged batch; named outputs out, as the data's kind of
+    task answers (:data:`OUTPUT_SCHEMAS`: class, index, score, scores; a detector's
+    detections). The first test images, as uint8, are the example."""
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types import DataType, Schema, TensorSpec
-    from mlflow.types.schema import Array, ColSpec
+    from mlflow.types import Schema, TensorSpec
 
     meta = read_meta(prepared)
     images, _ = load_split(prepared, "test")
+    locates = bool(device_code.task_kinds().get(meta.task).locates)
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))]),
-        outputs=Schema([ColSpec(DataType.string, "class"), ColSpec(DataType.long, "index"),
-                        ColSpec(DataType.double, "score"),
-                        ColSpec(Array(DataType.double), "scores")]))
+        outputs=OUTPUT_SCHEMAS[locates]())
     height, width, _ = meta.input_shape
     example = np.round(images[:EXAMPLE_IMAGES] * 255.0).astype(np.uint8)
     return ModelInputs(signature, example,
