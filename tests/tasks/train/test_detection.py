@@ -442,5 +442,11 @@ def test_a_changed_score_threshold_moves_the_reference_and_the_variants_alike(
     variant = detector.metric(detector.per_sample(
         [detector.decode(output.reshape(-1), spec) for output in outputs], list(labels)))
     assert variant == pytest.approx(expected, abs=1e-12)
+    # The epochs are judged on val under it too (the epoch kept is the one it scores best).
+    from tasks.train.detection import MapSelector
+
+    selector = MapSelector(np.zeros((2, 1)), np.zeros((2, 1)), labels, targets, detection_loss(),
+                           batch_size=2, patience=2, spec=decoding_spec(decoding))
+    assert selector.judge(outputs)[1]["val_map50"] == pytest.approx(expected, abs=1e-12)
     # No section stated: the defaults, on both sides (the 0.25 case).
     assert evaluate(outputs, labels, spec=decoding_spec(None)).map50 == pytest.approx(0.75)
