@@ -115,8 +115,16 @@ def test_a_detector_goes_through_every_step_scored_by_map_under_one_decoding(
         assert row["accuracy_samples"] == 200
         result = read_json(project / "results" / "local" / f"{name}.json")
         assert result["harness"]["accuracy"] == row["accuracy"]
+    assert summary["task"] == "detection" and summary["reference_samples"] == 200
+    assert summary["reference_accuracy"] == pytest.approx(train["test_map50"], abs=1e-12)
+    assert summary["reference_interval"] == pytest.approx(
+        [train["test_map50_low"], train["test_map50_high"]], abs=1e-12)
+    metrics = read_json(project / "metrics" / "benchmark.json")["local"]
+    assert {name: metrics[name]["accuracy"] for name in rows} == {
+        name: row["accuracy"] for name, row in rows.items()}
     report = (project / "reports" / "report.md").read_text(encoding="utf-8")
-    assert "mAP@0.5" in report
+    assert "fp32 reference mAP@0.5 (Keras, test split, 95% interval): **" in report
+    assert "| device | variant | status | exec | mAP@0.5 | drop |" in report
     assert summary["recommendations"]["local"] in rows
 
 
