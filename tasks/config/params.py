@@ -79,7 +79,7 @@ class DataParams(StrictModel):
     # Under data, beside the task it decodes for, rather than a section of its own: train
     # and convert both read it (and list `data` as their DVC params), and a top-level
     # section would be one more key every classification params.yaml must write for DVC
-    # to track it. Once under convert, where train's reference could not see it.
+    # to track it. (It was convert.detection once, which train's reference never read.)
     detection: DetectionDecoding | None = Field(
         default=None, description="for task detection: how the model's output becomes "
         "boxes (score and IoU thresholds, most boxes), the same in train's reference and "
@@ -202,8 +202,8 @@ class ConvertParams(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _detection_moved(cls, data: Any) -> Any:
-        # Refused rather than moved silently: left here, train's reference would use other
-        # thresholds than the variants, which is what moving it fixed.
+        # Refused, not migrated: the project raises a clear error rather than silently
+        # change what a params file asks (DESIGN.md), and one line says where it went.
         if isinstance(data, dict) and "detection" in data:
             raise ValueError("convert.detection moved to data.detection (train's reference "
                              "and every variant decode by it): move the section there")

@@ -1,6 +1,7 @@
 """Step ``train``: prepared data -> a trained Keras model and its fp32 reference accuracy.
 
-Reads params ``model`` and ``train`` and ``data/prepared/``. Writes
+Reads params ``model``, ``train`` and, for a detector, ``data.detection`` (the decoding
+its reference is scored under), and ``data/prepared/``. Writes
 ``models/base/model.keras``, ``models/base/saved_model/`` (what the converters read),
 ``models/base/reference.json`` (each test image's result as the kind of task (``data.task``)
 scores it, in order: classification, which the model gets right),
@@ -206,9 +207,8 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
     for detection, the detector (:mod:`tasks.train.detection`, a ``DetectorResult``), as
     :data:`TRAINERS` says, a detector scored under ``decoding`` (``data.detection``, the
     one convert writes into every variant's spec; None: the defaults). An architecture of
-    another kind of task than the data's is a
-    TrainingError. A model you bring is checked, maybe fine-tuned, and evaluated instead
-    (:func:`adopt`)."""
+    another kind of task than the data's is a TrainingError. A model you bring is checked,
+    maybe fine-tuned, and evaluated instead (:func:`adopt`)."""
     if isinstance(model_params, ModelFileOptions):
         return adopt(model_params, train_params, prepared, out_dir, metrics_dir)
     meta = read_meta(prepared)
