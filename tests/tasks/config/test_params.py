@@ -419,7 +419,8 @@ def test_the_decoding_is_data_detection_and_its_old_place_is_refused_naming_it()
     """train and convert read one section, data.detection; convert.detection (its place
     before) is refused with one line naming the new place, never taken silently."""
     with pytest.raises(pydantic.ValidationError) as refused:
-        Params.model_validate({**DETECTION_DATA, "convert": {"detection": {"score_threshold": 0.5}}})
+        Params.model_validate({**DETECTION_DATA,
+                               "convert": {"detection": {"score_threshold": 0.5}}})
     first = refused.value.errors()[0]
     assert first["loc"] == ("convert",)
     assert first["msg"].removeprefix("Value error, ") == (
