@@ -224,7 +224,8 @@ def _mcu_measures(mcu: McuFit, size: int,
     measured = Measured(float(accuracy), relative_drop(float(accuracy), reference_accuracy),
                         size, mcu=mcu)
     target = mcu.target
-    return measured, {**_empty_measures(), **_accuracy_columns(float(accuracy), samples),
+    return measured, {**_empty_measures(), **_accuracy_columns(float(accuracy), samples,
+                                                               mcu.measured_interval),
                       "accuracy_drop": measured.accuracy_drop, "mcu": mcu,
                       "notes": _mcu_notes(mcu),
                       "estimated_latency_ms": target.estimated_latency_ms if target else None,
