@@ -647,7 +647,11 @@ def test_every_result_status_becomes_its_row_status_with_its_reason(
 
 E2E_FARM = """\
 devices:
-  local: {threads: 1, workdir: dev/local}
+  local:
+    threads: 1
+    workdir: dev/local
+    power: {idle_w: 5.0, active_w: 15.0, source: test host figures}
+    battery: {capacity_mwh: 50000, fps: 2}
   onnx-only:
     threads: 1
     workdir: dev/onnx-only
@@ -763,6 +767,32 @@ def test_select_report_markdown(selected: dict[str, Any]) -> None:
     assert "max_latency_p90_ms=1e-06" in onnx_only.removeprefix("- **onnx-only**: ").split(", ")
     assert "![local: accuracy against p90 latency](plots/devices/local/pareto.png)" in lines
     assert "![p90 latency per device and variant](plots/p90_heatmap.png)" in lines
+    # Energy (issue 31): no meter on this machine, so local's is estimated from its
+    # declared power, (15 - 5 W) x p50, marked in its column; onnx-only declares none.
+    for row in summary["results"]:
+        line = next(line for line in table
+                    if line.startswith(f"| {row['device']} | {row['variant']} |"))
+        if row["device"] == "local" and row["latency_ms"]:
+            assert row["energy_source"] == "estimated"
+            assert row["energy_mj"] == pytest.approx(10.0 * row["latency_ms"]["p50"])
+            assert f" | ~{row['energy_mj']:.4g} est | " in line
+        else:
+            assert "energy_mj" not in row and line.split(" | ")[COLUMNS.index("energy mJ")] == "—"
+    energies = {row["variant"]: row["energy_mj"] for row in summary["results"]
+                if row["device"] == "local"}
+    runner_up = min((row for row in summary["results"] if row["device"] == "local"
+                     and row["variant"] != recommended), key=lambda row: row["latency_ms"]["p50"])
+    assert summary["battery"] == {"local": [
+        f"recommended: at 2 fps {recommended} lasts "
+        f"{50_000 / (5_000 + 2 * energies[recommended]):.1f} h on the 50000 mWh battery "
+        "(estimated: test host figures)",
+        f"runner-up: at 2 fps {runner_up['variant']} lasts "
+        f"{50_000 / (5_000 + 2 * energies[runner_up['variant']]):.1f} h on the 50000 mWh "
+        "battery (estimated: test host figures)"]}
+    for told in summary["battery"]["local"]:
+        assert f"  - battery: {markdown_text(told)}" in lines
+    assert ("![local: accuracy against energy per inference (estimated)]"
+            "(plots/devices/local/energy.png)") in lines
 
 
 def test_the_html_report_renders_offline_in_a_real_browser(selected: dict[str, Any],
@@ -772,7 +802,7 @@ def test_the_html_report_renders_offline_in_a_real_browser(selected: dict[str, A
     seen = open_offline(selected["root"] / "reports" / "report.html", tmp_path)
     # Every plot select wrote is an image the browser decoded, at the PNG's own width.
     plots = sorted((selected["root"] / "reports" / "plots").rglob("*.png"))
-    assert seen["images"] == seen["loaded"] == len(plots) == 6
+    assert seen["images"] == seen["loaded"] == len(plots) == 7
     with Image.open(plots[0]) as image:
         assert image.size[0] in seen["widths"]
     assert seen["fetched"] == [], "self-contained: nothing fetched"
@@ -782,7 +812,7 @@ def test_the_html_report_renders_offline_in_a_real_browser(selected: dict[str, A
 
 PLOT_FILES = ["devices/local/pareto.png", "devices/local/latency.png",
               "devices/onnx-only/pareto.png", "devices/onnx-only/latency.png",
-              "p90_heatmap.png", "accuracy_vs_size.png"]
+              "p90_heatmap.png", "accuracy_vs_size.png", "devices/local/energy.png"]
 
 
 def test_select_writes_every_plot_and_nothing_else(selected: dict[str, Any]) -> None:
