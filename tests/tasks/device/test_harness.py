@@ -414,3 +414,13 @@ def test_probe_in_process_prints_the_board(monkeypatch, capsys) -> None:
     assert harness.probe()["host"] == {"arch": "aarch64", "memory_mb": None,
                                        "memory_available_mb": None, "temperature_c": None,
                                        "cpu_mhz": 2400}
+
+
+def test_probe_lists_the_boards_energy_meters(monkeypatch) -> None:
+    from tasks.device import energy
+
+    monkeypatch.setattr(harness, "find_meters",
+                        lambda: [energy.command_meter("usbmeter", "J", period_s=0.5)])
+    assert harness.probe()["energy_meters"] == [
+        {"name": "command", "kind": "command", "resolution": 1000.0, "resolution_unit": "mJ",
+         "update_period_s": 0.5, "period_assumed": False, "counter": True}]

@@ -132,3 +132,16 @@ def test_an_energy_requirement_without_any_figure_is_not_met() -> None:
     assert row.status == "fail"
     assert row.reasons[0].startswith("max_energy_mj needs an energy figure")
     assert row.reasons[1].startswith("min_battery_hours needs the device's battery")
+
+
+def test_end_to_end_energy_per_frame_is_measured_or_estimated_like_the_models() -> None:
+    from tests.tasks.test_select import with_end_to_end
+
+    record = with_end_to_end(ok_record(p50=12.5), p90=6.5)  # its p50: 5.85 ms
+    row = judge(copy.deepcopy(record), NO_LIMITS, 0.9, PI)
+    assert (row.end_to_end.energy_mj, row.end_to_end.energy_source) == (
+        pytest.approx(4.0 * 5.85), "estimated")
+    record["harness"]["end_to_end"]["energy"] = {"meter": {"name": "rapl"}, "energy_mj": 61.5,
+                                                 "power_w": 7.0, "baseline_w": 3.0}
+    row = judge(record, NO_LIMITS, 0.9, PI)
+    assert (row.end_to_end.energy_mj, row.end_to_end.energy_source) == (61.5, "measured")
