@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from tasks.core import notices
-from tasks.core.accuracy import accuracy_interval, reference_on_first, relative_drop
+from tasks.core.accuracy import (accuracy_interval, own_interval, reference_on_first,
+                                  relative_drop)
 from tasks.config import ConvertParams, DetectionDecoding, QuantizationParams
 from tasks.core.contracts.prepared import DEFAULT_TASK, load_split, read_meta
 from tasks.core.contracts.variants import (INDEX_NAME, Variant, VariantCheck, VariantFile,
@@ -143,12 +144,17 @@ def check_variant(exported: Exported, runtime: str, images: np.ndarray, labels: 
     # Quantised variants legitimately move logits; only float ones must match closely.
     if precision in EXACT_PRECISIONS and max_diff > params.max_abs_logit_diff:
         failures.append(f"max |logit diff| {max_diff:.3g} > {params.max_abs_logit_diff}")
+    per_sample = kind.per_sample(predicted, labels)
+    # Beside the score, the kind's own interval where it is not the binomial one (a
+    # detector's bootstrap over images): what a microcontroller's row of this host run shows.
+    interval = own_interval(kind, per_sample)
     return VariantCheck(
         samples=int(len(images)), agreement=agreement, max_abs_logit_diff=max_diff,
-        accuracy=kind.metric(kind.per_sample(predicted, labels)),
+        accuracy=kind.metric(per_sample),
         reference_accuracy=kind.metric(kind.per_sample(expected, labels)),
         passed=not failures, failures=failures,
-        execution_precision=runner.execution_precision, note=note)
+        execution_precision=runner.execution_precision, note=note,
+        **({"accuracy_interval": interval} if interval is not None else {}))
 
 
 def with_execution_precision(exported: Exported, precision: str) -> Exported:
@@ -388,7 +394,8 @@ def _produced(exported: Exported, check: VariantCheck, variants_dir: Path,
         "extras": [path.relative_to(variants_dir).as_posix() for path in exported.extras],
         "sha256": files[0].sha256, "spec": exported.spec,
         "accuracy": check.accuracy,
-        "accuracy_interval": list(accuracy_interval(check.accuracy, check.samples)),
+        "accuracy_interval": (check.accuracy_interval
+                              or list(accuracy_interval(check.accuracy, check.samples))),
         "accuracy_drop": relative_drop(check.accuracy, base_accuracy),
         "details": exported.details,
         "check": check,

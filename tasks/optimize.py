@@ -14,9 +14,16 @@ base model (seeded, so the same inputs give the same models) and writes
   MACs per image, kernel sparsity, ``.keras`` bytes and gzipped ``.keras`` bytes (sparse
   weights only shrink once compressed), plus the recipe's ``details``.
 
+"Accuracy" is the score of the data's kind of task (``meta.json``'s ``task``): a
+classifier's accuracy, a detector's mAP@0.5 (its ``reference.json`` then names the task
+and holds each image's matches, as the train step writes them). A recipe fine-tunes
+the model as the train step trains that kind (:data:`tasks.models.pruning.FINE_TUNING`:
+a detector on its grid loss, judged per epoch by val mAP@0.5).
+
 A recipe that cannot prune the model (a structured recipe on a model you brought) is
-listed under ``skipped`` with the reason. With no recipe the folder still holds an index, with an empty ``sources`` list, so the
-next steps and DVC always find it. The whole folder is replaced only when every recipe
+listed under ``skipped`` with the reason; so is every recipe for a task no recipe
+fine-tunes. With no recipe the folder still holds an index, with an empty ``sources``
+list, so the next steps and DVC always find it. The whole folder is replaced only when every recipe
 succeeded: a failure keeps the previous outputs.
 """
 
@@ -28,13 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core import notices
+from tasks.core import device_code, notices
 from tasks.config import OptimizeParams
+from tasks.core.accuracy import reference_on_first
 from tasks.core.contracts.prepared import DEFAULT_TASK, load_split, read_meta
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json
 from tasks.models.stats import count_macs, count_params, gzip_size, kernel_sparsity
-from tasks.models.pruning import STRUCTURED_ARCHITECTURES, TrainingData, recipe
+from tasks.models.pruning import FINE_TUNING, STRUCTURED_ARCHITECTURES, TrainingData, recipe
 from tasks.models.seeding import seed_training
 
 
@@ -57,6 +65,15 @@ def _figures(model: Any, accuracy: float, keras_file: Path) -> ModelFigures:
                         keras_gzip_bytes=gzip_size(keras_file))
 
 
+def test_results(kind: Any, outputs: np.ndarray, labels: np.ndarray) -> list[Any]:
+    """Each test image's result as ``kind`` scores the model's ``outputs``, in order, as
+    ``reference.json`` records it (what the train step writes): 1 or 0 per image for a
+    classifier, a detector's per-image matches in their JSON form."""
+    results = kind.per_sample([kind.decode(row) for row in outputs], labels)
+    return [result.as_json() if hasattr(result, "as_json") else int(result)
+            for result in results]
+
+
 def _compare(before: ModelFigures, after: ModelFigures) -> dict[str, dict[str, float | int]]:
     return {field: {"before": getattr(before, field), "after": getattr(after, field)}
             for field in ModelFigures.__dataclass_fields__}
@@ -64,11 +81,10 @@ def _compare(before: ModelFigures, after: ModelFigures) -> dict[str, dict[str, f
 
 def _unprunable(model_dir: Path, task: str = DEFAULT_TASK) -> str | None:
     """Why the model in ``model_dir`` cannot be pruned here (a model you brought that is
-    not a plain Keras one, a model of another task than classification: the recipes
-    fine-tune and score a classifier), or None."""
-    if task != DEFAULT_TASK:
-        return (f"pruning recipes fine-tune and score a classifier; data.task is {task} "
-                f"(not pruned yet)")
+    not a plain Keras one, a model of a task no recipe fine-tunes), or None."""
+    if task not in FINE_TUNING:
+        return (f"pruning recipes fine-tune {' and '.join(FINE_TUNING)} models; data.task "
+                f"is {task} (not pruned yet)")
     described = model_dir / "source.json"
     if not described.is_file():
         return None
@@ -99,7 +115,8 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
 
     base_file = model_dir / "model.keras"
     reference_file = model_dir / "reference.json"
-    unprunable = _unprunable(model_dir, read_meta(prepared).task)
+    task = read_meta(prepared).task
+    unprunable = _unprunable(model_dir, task)
     if unprunable:
         # Nothing to prune: every recipe is named with the reason, none fails the run.
         with atomic_output_dir(out_dir) as staging:
@@ -119,10 +136,11 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
     if len(base_correct) != len(y_test):
         raise StepError(f"{reference_file} covers {len(base_correct)} test images but "
                         f"{prepared / 'test.npz'} has {len(y_test)}: re-run the train step")
-    data = TrainingData(x_train, y_train, x_val, y_val)
+    data = TrainingData(x_train, y_train, x_val, y_val, task)
+    kind = device_code.task_kinds().get(task)
 
     base_model = keras.models.load_model(base_file)
-    base = _figures(base_model, float(np.mean(base_correct)) if base_correct else 0.0, base_file)
+    base = _figures(base_model, reference_on_first(base_correct, 0, task), base_file)
 
     sources: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
@@ -139,20 +157,23 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
             # recipes come before it in params.yaml.
             seed_training(seed)
             pruned = recipe(options.method)(options, base_model, data)
-            test_correct = np.argmax(pruned.model.predict(x_test, verbose=0), axis=1) == y_test
+            test_correct = test_results(kind, pruned.model.predict(x_test, verbose=0), y_test)
 
             target = staging / options.name
             target.mkdir()
             pruned.model.save(target / "model.keras")
             pruned.model.export(str(target / "saved_model"), format="tf_saved_model",
                                 verbose=False)
+            # A kind other than classification is named: its records are not 1s and 0s.
             write_json(target / "reference.json",
-                       {"test_correct": test_correct.astype(int).tolist()})
-            after = _figures(pruned.model, float(np.mean(test_correct)), target / "model.keras")
+                       {**({"task": task} if task != DEFAULT_TASK else {}),
+                        "test_correct": test_correct})
+            after = _figures(pruned.model, reference_on_first(test_correct, 0, task),
+                             target / "model.keras")
             sources.append({"name": options.name, "method": options.method,
                             "options": options.model_dump(mode="json"),
                             **_compare(base, after), "details": pruned.details})
-            counter.advance(options.name, f"{options.method}, test accuracy "
+            counter.advance(options.name, f"{options.method}, test {kind.metric_name} "
                                           f"{base.accuracy:.3f} -> {after.accuracy:.3f}")
         write_json(staging / "index.json",
                    {"sources": sources, **({"skipped": skipped} if skipped else {})})

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 PROBE_COLUMNS = ("device", "reachable", "arch", "os", "python", "cpu", "cores", "MHz (max)",
-                 "RAM MB (free)", "temp C", "throttled", "runtimes")
+                 "RAM MB (free)", "temp C", "throttled", "runtimes", "energy meters")
 
 
 def _probe_cells(facts: dict[str, Any]) -> list[str]:
@@ -31,7 +31,8 @@ def _probe_cells(facts: dict[str, Any]) -> list[str]:
 
 def probe_table(farm: Path, probes: Iterable[Any]) -> Table:
     """One row per probed device (:class:`tasks.farm.probe.DeviceProbe`): reachable or
-    why not, its facts and its runtimes with their versions."""
+    why not, its facts, its runtimes with their versions and its energy meters (each
+    with its update period; estimates stand in where there is none)."""
     table = Table(title=f"farm: {farm}")
     for column in PROBE_COLUMNS:
         table.add_column(column)
@@ -39,7 +40,8 @@ def probe_table(farm: Path, probes: Iterable[Any]) -> Table:
         runtimes = ", ".join(f"{name} {version}" for name, version in probe.runtimes.items())
         table.add_row(escape(probe.device),
                       "yes" if probe.reachable else f"[red]no[/]: {escape(probe.error or '')}",
-                      *map(escape, _probe_cells(probe.facts)), escape(runtimes))
+                      *map(escape, _probe_cells(probe.facts)), escape(runtimes),
+                      escape(", ".join(getattr(probe, "meters", ())) or "none"))
     return table
 
 

@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from tasks.core.bounds import MAX_MCU_KB, MAX_RETRY_WAIT_SECONDS, PositiveSeconds
 from tasks.config.cores import CORES, CoreProfile, core_profile
 from tasks.config.params import RequirementParams, Requirements
+from tasks.config.power import Battery, EnergyMeter, PowerField
 from tasks.core.errors import ConfigError
 from tasks.core.strict import StrictModel, count, number
 from tasks.models.formats import FORMATS
@@ -78,6 +79,10 @@ class RunsHarness(StrictModel):
     emulation: Emulation | None = Field(
         default=None, description="how the board is emulated (qemu-user, qemu-system); "
                                   "absent: a physical board. Its results are marked emulated")
+    energy: EnergyMeter | None = Field(
+        default=None, description="the meter the harness reads (absent: the first it finds)")
+    power: PowerField = None
+    battery: Battery | None = None
 
     @field_validator("runtimes")
     @classmethod
@@ -217,6 +222,8 @@ class McuDevice(StrictModel):
         default=None, gt=0, le=MAX_CPI,
         description="cycles per instruction on this board (with target); absent: the "
                     "core's declared figure")
+    power: PowerField = None
+    battery: Battery | None = None
 
     @field_validator("target")
     @classmethod

@@ -252,7 +252,7 @@ class BenchmarkParams(StrictModel):
 
 
 RankKey = Literal["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_fps",
-                  "size_bytes", "accuracy", "peak_rss_mb"]
+                  "size_bytes", "accuracy", "peak_rss_mb", "energy_mj"]
 
 
 def _preference_order(value: Any) -> Any:
@@ -274,7 +274,10 @@ class Requirements(StrictModel):
     ranked; a device's ``requirements`` in farm.yaml override any of them for it.
     ``max_accuracy_drop`` is relative to the fp32 Keras reference (0.01 = keep 99% of it,
     the MLPerf rule). ``min_fps`` is the frame rate one camera stream needs (sequential
-    batch-1 throughput). ``rank_by`` is one measure or a preference order: the first
+    batch-1 throughput). ``max_energy_mj`` bounds the energy per inference above idle
+    and ``min_battery_hours`` the hours on the device's battery at its frame rate
+    (farm.yaml ``battery``), both measured or estimated (:mod:`tasks.select.energy`).
+    ``rank_by`` is one measure or a preference order: the first
     decides unless the best variants cannot be told apart on it (latency: their 95%
     intervals overlap), then the next one does, and size breaks what is left."""
 
@@ -291,6 +294,11 @@ class Requirements(StrictModel):
     min_fps: Annotated[float, number(0, 1_000_000, above=True, unit="fps")] | None = None
     max_size_mb: MegabyteLimit | None = None
     max_peak_rss_mb: MegabyteLimit | None = None
+    # Energy per inference above idle (measured by the board's meter, else estimated from
+    # farm.yaml's `power`), and hours on the device's farm.yaml `battery` at its fps.
+    max_energy_mj: Annotated[float, number(0, 1e9, above=True, unit="mJ")] | None = None
+    min_battery_hours: Annotated[float, number(0, 1e7, above=True, unit="hours")] | None = Field(
+        default=None, description="needs the device's battery: {capacity_mwh, fps} in farm.yaml")
     rank_by: Annotated[list[RankKey], BeforeValidator(_preference_order)] = Field(
         default_factory=lambda: ["latency_p50_ms"])
 

@@ -33,6 +33,18 @@ def reference_interval(test_correct: list[Any], task: str = DEFAULT_TASK) -> lis
     return [float(bound) for bound in device_code.task_kinds().get(task).interval(test_correct)]
 
 
+def own_interval(kind: Any, per_sample: Any) -> list[float] | None:
+    """The 95% interval of ``kind``'s score of ``per_sample`` (its per-image results),
+    where it is not the binomial one a reader derives from the score and the images (a
+    detector's bootstrap over images: what a result records beside its mAP); None for a
+    kind whose score is a share of samples (its interval is that binomial one, which
+    select computes from the accuracy and the count, so records keep only those two and
+    stay as they were) and for no samples."""
+    if kind.share_of_samples or not len(per_sample):
+        return None
+    return [float(bound) for bound in kind.interval(per_sample)]
+
+
 # The normal quantile for a two-sided 95% interval.
 Z_95 = 1.959963984540054
 

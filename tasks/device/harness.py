@@ -22,7 +22,12 @@ Protocol (identical for every runtime, so results are comparable):
   5. with ``--frames``, the same again end to end, as the application sees it: each
      encoded camera frame decoded, pre-processed by ``preprocess.py`` (of this
      package: the release's own), quantised, inferred, post-processed, with the
-     median of each stage and the accuracy on the frames (``end_to_end``).
+     median of each stage and the accuracy on the frames (``end_to_end``);
+  6. where the board has an energy meter (``--energy-meter``, :mod:`energy`): windows
+     of an idle baseline then inferences, each as long, giving mJ per inference above
+     idle with a 95% interval, the average active power and the meter's facts
+     (``energy``; ``end_to_end.energy`` for the frames). A meter that stalls or goes
+     backwards gives its reason and no number.
 
 Inputs: ``--data`` is an ``.npz`` with ``x`` (float32, NHWC, normalised) and ``y``
 (int labels); ``--spec`` is the variant's JSON spec (:class:`spec.VariantSpec`:
@@ -59,6 +64,7 @@ import traceback
 from typing import Any
 
 from .conditions import throttling
+from .energy import find_meters
 from .host import first_number, host_facts, module_version
 from .runtimes import PrecisionUnavailable, available
 
@@ -80,7 +86,8 @@ def probe() -> dict[str, Any]:
                      **throttling()},
             "runtimes": runtimes,
             "runtime_versions": {name: module_version(module)
-                                 for name, module in runtimes.items()}}
+                                 for name, module in runtimes.items()},
+            "energy_meters": [meter.describe() for meter in find_meters()]}
 
 
 def sha256_of(path: str) -> str:
@@ -129,6 +136,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(decode, pre-process, infer, post-process; needs Pillow)")
     parser.add_argument("--expect-sha256", action="append", default=[], metavar="PATH=HEX",
                         help="refuse to run unless PATH has this sha256 (repeatable)")
+    parser.add_argument("--energy-meter", default="auto",
+                        help="auto (the first meter found, none if none), none, command, or a "
+                        "meter's name (rapl, hwmon:<chip>, pi5-pmic): energy per inference")
+    parser.add_argument("--energy-command", help="with --energy-meter command: prints the "
+                        "external meter's cumulative energy")
+    parser.add_argument("--energy-unit", default="mJ", choices=("mJ", "J", "uJ"))
+    parser.add_argument("--energy-windows", type=int, default=5,
+                        help="idle baseline + inference windows (the interval's samples)")
+    parser.add_argument("--energy-window-seconds", type=float, default=1.0,
+                        help="each window's length (extended to 20 of the meter's periods)")
     parser.add_argument("--accelerators", default="{}",
                         help="JSON: onnxruntime_providers (list), openvino_device, tflite_delegate")
     args = parser.parse_args(argv)

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import kinds
 from .conditions import conditions, run_conditions
+from .metering import energy_meter, energy_of
 from .host import peak_rss_mb
 from .latency import encode_latencies, latency_summary
 from .pipeline import end_to_end_or_error
@@ -51,6 +52,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                       args.interval_width)
     after = conditions()
     latencies = [elapsed / 1e6 for elapsed in latencies_ns]
+    meter, meter_error = energy_meter(args)
+    energy = (energy_of(meter, lambda index: runner.infer(inputs[index % len(inputs)]), args)
+              if meter else {"error": meter_error} if meter_error else None)
 
     count = len(images) if args.accuracy_samples <= 0 else min(args.accuracy_samples, len(images))
     kind = kinds.of_spec(spec)
@@ -83,5 +87,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "accuracy_samples": count,
         "accuracy_interval": interval,
         **({"task_scores": further} if further else {}),
-        **({"end_to_end": end_to_end_or_error(runner, spec, args)} if args.frames else {}),
+        **({"energy": energy} if energy else {}),
+        **({"end_to_end": end_to_end_or_error(runner, spec, args, meter)}
+           if args.frames else {}),
     }
+

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import kinds
 from .latency import latency_summary
+from .metering import energy_of
 from .runtimes import Runner
 from .spec import VariantSpec
 from .tensors import dequantize_output, quantize_input
@@ -89,11 +90,13 @@ class Pipeline:
         return prediction
 
 
-def end_to_end(runner: Runner, spec: VariantSpec, args: argparse.Namespace) -> dict[str, Any]:
+def end_to_end(runner: Runner, spec: VariantSpec, args: argparse.Namespace,
+               meter: Any = None) -> dict[str, Any]:
     """The application's view: each frame of ``--frames`` through :class:`Pipeline`,
     warmed up, then timed and sized like the model alone; the median of each stage, and
     the score on the frames as the kind of task scores it (classification: the accuracy;
-    what JPEG and resizing leave of it)."""
+    what JPEG and resizing leave of it); with an energy ``meter``, the energy per frame
+    end to end (``energy``: as the model's, :func:`energy.per_inference`)."""
     frames, labels, meta = load_frames(args.frames)
     pipeline = Pipeline(runner, spec, _preprocess_module(), meta.get("fit") or "squash")
     timed_steps(lambda index: pipeline(frames[index % len(frames)]),
@@ -104,6 +107,9 @@ def end_to_end(runner: Runner, spec: VariantSpec, args: argparse.Namespace) -> d
                                        args.runs, args.seconds, args.max_seconds,
                                        args.interval_width)
     pipeline.recording = False
+    energy = None
+    if meter is not None:
+        energy = energy_of(meter, lambda index: pipeline(frames[index % len(frames)]), args)
     count = len(frames) if args.accuracy_samples <= 0 else min(args.accuracy_samples,
                                                                 len(frames))
     kind = pipeline.kind
@@ -114,14 +120,15 @@ def end_to_end(runner: Runner, spec: VariantSpec, args: argparse.Namespace) -> d
                           for stage, times in pipeline.stage_ns.items()},
             "accuracy": score, "accuracy_samples": count,
             "frames": {**meta, "count": len(frames),
-                       "mean_bytes": float(np.mean([len(frame) for frame in frames]))}}
+                       "mean_bytes": float(np.mean([len(frame) for frame in frames]))},
+            **({"energy": energy} if energy else {})}
 
 
-def end_to_end_or_error(runner: Runner, spec: VariantSpec,
-                         args: argparse.Namespace) -> dict[str, Any]:
+def end_to_end_or_error(runner: Runner, spec: VariantSpec, args: argparse.Namespace,
+                        meter: Any = None) -> dict[str, Any]:
     """:func:`end_to_end`, or why it could not run (no Pillow on the device, a frame it
     cannot decode): the model-only numbers stand either way."""
     try:
-        return end_to_end(runner, spec, args)
+        return end_to_end(runner, spec, args, meter)
     except Exception as error:  # noqa: BLE001 - reported beside the model-only result
         return {"error": f"{type(error).__name__}: {error}".strip()[:2000]}

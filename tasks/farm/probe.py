@@ -3,8 +3,8 @@
 Connects to every device through its transport (SSH with the farm's known_hosts, or this
 machine), runs the harness's ``--probe`` from a temporary folder in the device's
 workdir, and returns per device: reachable or the reason not, host facts (arch, OS,
-Python, CPU, cores, memory, temperature where exposed) and the runtimes it can import
-with their versions. A failure on one device never hides the others (the farm's rows are
+Python, CPU, cores, memory, temperature where exposed), the runtimes it can import
+with their versions, and the energy meters it has (RAPL, hwmon, the Pi 5 PMIC). A failure on one device never hides the others (the farm's rows are
 :func:`tasks.targets.farm_commands.probe_farm`'s, each kind's its own). Every text from a
 device (facts, versions, the reason it failed) is visible and capped
 (:mod:`tasks.farm.untrusted`).
@@ -40,6 +40,8 @@ class DeviceProbe:
     runtimes: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     failure: type[EdgeflowError] | None = None
+    # The energy meters the harness found on it (``rapl (every 0.001 s)``...).
+    meters: tuple[str, ...] = ()
 
 
 def _beside(remote_harness: str, name: str) -> str:
@@ -102,12 +104,23 @@ def probe_runtimes(connection: Connection, device: Any, timeout: float = 60.0) -
     return probe_remote(connection, device, timeout)["runtime_versions"]
 
 
+def meter_names(meters: Any) -> tuple[str, ...]:
+    """The probe's energy meters as a row shows them: name and update period (a device's
+    words: contained)."""
+    if not isinstance(meters, list):
+        return ()
+    return tuple(contained(f"{meter.get('name')} (every {meter.get('update_period_s')} s"
+                           f"{', assumed' if meter.get('period_assumed') else ''})", ERROR_LIMIT)
+                 for meter in meters if isinstance(meter, dict))
+
+
 def probe_one(name: str, device: Any, timeout: float = 60.0) -> DeviceProbe:
     """The row of a device with a shell: its probe, or why it could not be probed."""
     connection = connect(device, name)
     try:
         found = probe_remote(connection, device, timeout)
-        return DeviceProbe(name, True, found.get("host", {}), found.get("runtime_versions", {}))
+        return DeviceProbe(name, True, found.get("host", {}), found.get("runtime_versions", {}),
+                           meters=meter_names(found.get("energy_meters")))
     except Exception as error:  # noqa: BLE001 - one device's failure is its own row
         # The reason may quote the device's log: made visible and capped like its facts.
         reason = f"{type(error).__name__}: {last_line(str(error))}"

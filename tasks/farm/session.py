@@ -151,6 +151,8 @@ class DeviceSession:
                 "--accuracy-samples", str(params.accuracy_samples)]
         if self.end_to_end:
             argv += ["--frames", self.frames]
+        if getattr(device, "energy", None) is not None:  # absent: the harness's `auto`
+            argv += device.energy.harness_args()
         for entry in variant.files or []:
             argv += ["--expect-sha256", f"{run_dir}/{entry.path}={entry.sha256}"]
         return argv

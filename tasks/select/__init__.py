@@ -25,7 +25,7 @@ Among the passing ones, each device's preference order chooses (:mod:`.ranking`)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +41,9 @@ from tasks.core.contracts.summary import (ESTIMATED_MARK, Counts, Reference, Row
                                           SummaryRow, write_summary)
 from tasks.core.errors import StepError
 from tasks.core.files import atomic_output_dir, read_json, write_json
+from tasks.select import energy as energy_of
 from tasks.select.emulated import emulated_note, excluded_devices, row_marks
-from tasks.select.ranking import pareto_front, recommend, why_recommended
+from tasks.select.ranking import choices, pareto_front, recommend, why_recommended
 from tasks.select.report import write_report
 
 if TYPE_CHECKING:  # numpy is imported where it is used: every command reads this module
@@ -67,6 +68,12 @@ class Measured:
     # What the float arithmetic ran in against what the variant declares (harness runs).
     execution_precision: str | None = None
     declared_precision: str | None = None
+    # Energy per inference above idle (mJ), measured or estimated (``energy_source``),
+    # and the hours on the device's battery at its fps (None: no battery declared).
+    energy_mj: float | None = None
+    energy_source: str | None = None
+    battery_hours: float | None = None
+    battery_fps: float | None = None
 
 
 Check = Callable[[Requirements, Measured], str | None]
@@ -169,9 +176,37 @@ def _ran_as_declared(req: Requirements, m: Measured) -> str | None:
     return None
 
 
+def _max_energy(req: Requirements, m: Measured) -> str | None:
+    limit = req.max_energy_mj
+    if limit is None:
+        return None
+    if m.energy_mj is None:
+        # A limit nothing measured or estimated is not met.
+        return ("max_energy_mj needs an energy figure: the device has no meter and farm.yaml "
+                "declares no power for it (or its latency is unknown)")
+    if m.energy_mj > limit:
+        return (f"energy {m.energy_mj:.4g} mJ per inference ({m.energy_source}) > "
+                f"max_energy_mj {limit:g}")
+    return None
+
+
+def _min_battery(req: Requirements, m: Measured) -> str | None:
+    least = req.min_battery_hours
+    if least is None:
+        return None
+    if m.battery_hours is None:
+        return ("min_battery_hours needs the device's battery: {capacity_mwh, fps} in farm.yaml "
+                "and an energy figure (a meter, or farm.yaml power)")
+    if m.battery_hours < least:
+        return (f"battery life {m.battery_hours:.1f} h at {m.battery_fps:g} fps "
+                f"({m.energy_source}) < min_battery_hours {least:g}")
+    return None
+
+
 CHECKS: tuple[Check, ...] = (_ran_as_declared, _min_accuracy, _max_accuracy_drop, _min_map50,
                              _max_map_drop, _max_latency,
-                             _max_end_to_end, _min_frame_rate, _max_size, _max_memory, _fits_flash, _fits_ram)
+                             _max_end_to_end, _min_frame_rate, _max_size, _max_memory, _fits_flash, _fits_ram,
+                             _max_energy, _min_battery)
 
 
 def _empty_measures() -> dict[str, Any]:
@@ -224,7 +259,8 @@ def _mcu_measures(mcu: McuFit, size: int,
     measured = Measured(float(accuracy), relative_drop(float(accuracy), reference_accuracy),
                         size, mcu=mcu)
     target = mcu.target
-    return measured, {**_empty_measures(), **_accuracy_columns(float(accuracy), samples),
+    return measured, {**_empty_measures(), **_accuracy_columns(float(accuracy), samples,
+                                                               mcu.measured_interval),
                       "accuracy_drop": measured.accuracy_drop, "mcu": mcu,
                       "notes": _mcu_notes(mcu),
                       "estimated_latency_ms": target.estimated_latency_ms if target else None,
@@ -296,10 +332,12 @@ UNMEASURED_STATUS = {ResultStatus.SKIPPED: RowStatus.SKIPPED, ResultStatus.REJEC
 
 
 def evaluate(record: ResultRecord, requirements: Requirements,
-             reference_accuracy: float) -> SummaryRow:
+             reference_accuracy: float, device: Any = None) -> SummaryRow:
     """One summary row from one benchmark record; ``reference_accuracy`` is the fp32
     model's accuracy on the same test images the device evaluated. The record's
-    ``declared_execution_precision`` is what its variant declares (absent: f32)."""
+    ``declared_execution_precision`` is what its variant declares (absent: f32).
+    ``device`` (its farm.yaml entry) gives the power and battery its energy is estimated
+    and judged with (:func:`with_energy`)."""
     identity = {"variant": record.variant, "format": record.format,
                 "precision": record.precision, "source": record.source,
                 "device": record.device, "runtime": record.runtime,
@@ -320,10 +358,71 @@ def evaluate(record: ResultRecord, requirements: Requirements,
     else:
         raise StepError(f"the result of {record.variant} on {record.device} is ok but has "
                         "no measurement: run `edgeflow step benchmark` again")
+    judged, columns = with_energy(judged, columns, measured, device)
     reasons = [reason for check in CHECKS if (reason := check(requirements, judged))]
     return SummaryRow.model_validate({
         **identity, **columns, "status": RowStatus.FAIL if reasons else RowStatus.PASS,
         "reasons": reasons})
+
+
+def with_energy(judged: Measured, columns: dict[str, Any], measured: HarnessOk | McuFit,
+                device: Any) -> tuple[Measured, dict[str, Any]]:
+    """The row's energy per inference (:mod:`tasks.select.energy`): the harness's meter
+    reading where it has one, else an estimate from the device's farm.yaml ``power`` and
+    the latency (p50; an MCU's estimated latency), labelled so; then its battery life at
+    the device's ``battery`` fps. End to end likewise, per frame. Columns and notes are
+    added only where there is an energy (older summaries' rows stay as they were)."""
+    power = getattr(device, "power", None)
+    battery = getattr(device, "battery", None)
+    notes = list(columns["notes"])
+    energy = None
+    max_fps = judged.throughput_fps
+    latency_ms: float | None = None
+    interval: list[float] | None = None
+    if isinstance(measured, HarnessOk):
+        extra = measured.model_extra or {}
+        energy, why_not = energy_of.measured(extra.get("energy"))
+        if why_not:
+            notes.append(why_not)
+        latency_ms = float(measured.latency_ms.p50)
+        interval = (measured.latency_ci95_ms or {}).get("p50")
+    elif measured.target is not None:
+        latency_ms = measured.target.estimated_latency_ms
+        interval = None
+        max_fps = 1000.0 / latency_ms if latency_ms > 0 else None
+    if energy is None and power is not None and latency_ms is not None:
+        energy = energy_of.estimated(power, latency_ms, interval)
+    if energy is None:
+        return judged, columns
+    if energy.source == energy_of.ESTIMATED:
+        notes.append(f"energy {ESTIMATED_MARK}{energy.energy_mj:.4g} mJ per inference "
+                     f"estimated, not measured: ({energy.power_w:g} - {energy.idle_w:g} W) x "
+                     f"{latency_ms:.4g} ms; power from {energy.meter}")
+    else:
+        notes.append(f"energy {energy.energy_mj:.4g} mJ per inference measured by "
+                     f"{energy.meter} (active {energy.power_w:.3g} W, idle baseline "
+                     f"{energy.idle_w:.3g} W)")
+    added: dict[str, Any] = {**energy.columns(), "notes": notes}
+    life = None
+    if battery is not None:
+        idle = energy.idle_w if energy.idle_w is not None else (
+            power.idle_watts if power is not None else 0.0)
+        life = energy_of.battery_hours(battery.capacity_mwh, battery.fps, idle,
+                                       energy.energy_mj, max_fps)
+        added.update(battery_hours=life.hours, battery_fps=life.fps)
+    end_to_end = columns.get("end_to_end")
+    if end_to_end and isinstance(measured, HarnessOk):
+        timed = (measured.model_extra or {}).get("end_to_end") or {}
+        frame, _ = energy_of.measured(timed.get("energy"))
+        if frame is None and power is not None:
+            frame = energy_of.estimated(power, end_to_end["latency_ms"]["p50"])
+        if frame is not None:
+            added["end_to_end"] = {**end_to_end, "energy_mj": frame.energy_mj,
+                                   "energy_source": frame.source}
+    judged = replace(judged, energy_mj=energy.energy_mj, energy_source=energy.source,
+                     battery_hours=life.hours if life else None,
+                     battery_fps=life.fps if life else None)
+    return judged, {**columns, **added}
 
 
 def flag_slow_quantized(rows: list[SummaryRow]) -> None:
@@ -465,7 +564,8 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
     requirements = {name: effective_requirements(params, device)
                     for name, device in farm.devices.items()}
     rows = [evaluate(record, requirements[record.device],
-                     reference_on_first(test_correct, _sample_count(record), task))
+                     reference_on_first(test_correct, _sample_count(record), task),
+                     farm.devices.get(record.device))
             for record in (records if records is not None
                            else collect_results(results_dir, list(farm.devices)))]
     flag_slow_quantized(rows)
@@ -478,6 +578,7 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
                        for device, variant in recommend(rows, orders).items()}
     why = {device: excluded.get(device, line)
            for device, line in why_recommended(rows, orders).items()}
+    battery = battery_lines(rows, farm, orders, recommendations)
     return Summary(reference_accuracy=reference.accuracy, reference_samples=reference.samples,
                    reference_interval=reference.interval, rank_by=params.rank_by,
                    requirements={name: device.model_dump()
@@ -485,7 +586,34 @@ def summarise(params: RequirementParams, farm: Farm, results_dir: Path,
                    counts=Counts.of(rows), recommendations=recommendations,
                    why_recommended=why, pareto=pareto_front(rows),
                    **({"excluded": excluded} if excluded else {}),
-                   **({"task": task} if task != DEFAULT_TASK else {}), results=rows)
+                   **({"task": task} if task != DEFAULT_TASK else {}),
+                   **({"battery": battery} if battery else {}), results=rows)
+
+
+def battery_lines(rows: list[SummaryRow], farm: Farm, orders: dict[str, list[str]],
+                  recommendations: dict[str, str | None]) -> dict[str, list[str]]:
+    """Per device with a battery in farm.yaml: "at N fps this variant lasts H hours on the
+    battery" for its recommended variant and the runner-up (or why there is no figure)."""
+    lines: dict[str, list[str]] = {}
+    for device, choice in choices(rows, orders).items():
+        battery = getattr(farm.devices.get(device), "battery", None)
+        if battery is None or choice is None or recommendations.get(device) is None:
+            continue
+        told = []
+        for label, row in (("recommended", choice.winner), ("runner-up", choice.runner_up)):
+            if row is None:
+                continue
+            if row.battery_hours is None:
+                told.append(f"{label} {row.variant}: no energy figure (no meter, no farm.yaml "
+                            "power)")
+                continue
+            life = energy_of.BatteryLife(row.battery_hours, float(row.battery_fps or 0),
+                                         battery.fps, (row.battery_fps or 0) < battery.fps)
+            told.append(f"{label}: " + energy_of.battery_text(
+                row.variant, life, battery.capacity_mwh,
+                f"{row.energy_source}: {row.energy_meter}"))
+        lines[device] = told
+    return lines
 
 
 def _points(summary: Summary) -> list[dict[str, Any]]:

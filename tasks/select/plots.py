@@ -6,7 +6,10 @@
 - per device, the latency distribution of each variant (violins of the raw latencies on a
   log axis, p50 and p90 marked);
 - accuracy against size, every (variant, device);
-- a device x variant heat map of p90 with each result's status written in its cell.
+- a device x variant heat map of p90 with each result's status written in its cell;
+- per device with an energy figure, accuracy against energy per inference (log axis),
+  its energy/accuracy frontier joined, estimated energies hollow and the title saying
+  so (:func:`draw_energy`).
 
 :data:`PLOTS` names them (a registry: the HTML and Markdown reports, MLflow and DVC read
 the same list). Every plot is a :class:`Plot`: where it was written, a title, the device
@@ -361,6 +364,95 @@ def draw_heatmap(summary: Summary) -> Drawn:
     return Drawn(figure, axes, {})
 
 
+def _energetic(rows: list[SummaryRow]) -> list[SummaryRow]:
+    return [row for row in rows if row.energy_mj is not None and row.energy_mj > 0
+            and row.accuracy is not None]
+
+
+def energy_front(rows: list[SummaryRow]) -> list[str]:
+    """The passing rows no other passing row beats on both energy per inference and
+    accuracy (at least as good on both, better on one), in row order."""
+    passing = [row for row in _energetic(rows) if row.status is RowStatus.PASS]
+
+    def beats(a: SummaryRow, b: SummaryRow) -> bool:
+        pairs = ((a.energy_mj, b.energy_mj), (-float(a.accuracy), -float(b.accuracy)))
+        return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+    return [row.variant for row in passing if not any(beats(other, row) for other in passing)]
+
+
+def draw_energy(summary: Summary, device: str) -> Drawn:
+    """The device's accuracy against energy per inference: one colour per runtime, the
+    95% intervals as bars, estimated energies hollow (a title that says so), the
+    energy/accuracy frontier joined, the recommendation starred."""
+    rows = _energetic([row for row in summary.results if row.device == device])
+    runtimes = [row.runtime for row in summary.results]
+    chosen = summary.recommendations.get(device)
+    front = energy_front(rows)
+    figure, axes = _figure(9.5, 4.8)
+    axes.set_xscale("log")
+    for row in rows:
+        colour = runtime_colour(row.runtime, runtimes)
+        mj, accuracy = float(row.energy_mj), _accuracy(row)
+        low, high = row.energy_interval or (mj, mj)
+        axes.errorbar([mj], [accuracy], xerr=[[mj - low], [high - mj]], fmt="none",
+                      ecolor=colour, elinewidth=0.6, alpha=0.5)
+        measured = row.energy_source == "measured"
+        axes.scatter([mj], [accuracy], s=50, marker="o" if row.status is RowStatus.PASS else "x",
+                     facecolors=colour if measured else "none", edgecolors=colour,
+                     linewidths=1.2, zorder=3)
+    on_front = sorted((row for row in rows if row.variant in front),
+                      key=lambda row: float(row.energy_mj))
+    if len(on_front) > 1:
+        axes.plot([float(row.energy_mj) for row in on_front],
+                  [_accuracy(row) for row in on_front], color="black", linewidth=0.8,
+                  linestyle="--", label="energy/accuracy frontier")
+    best = next((row for row in rows if row.variant == chosen), None)
+    if best is not None:
+        axes.scatter([float(best.energy_mj)], [_accuracy(best)], s=260, marker="*",
+                     facecolors="gold", edgecolors="black", zorder=4,
+                     label=f"recommended: {chosen}")
+    limit = _limit(summary, device, "max_energy_mj")
+    if limit is not None:
+        axes.axvline(limit, color="red", linestyle=":", linewidth=1.0,
+                     label=f"max {limit:g} mJ")
+    for runtime in dict.fromkeys(row.runtime for row in rows):
+        axes.scatter([], [], color=runtime_colour(runtime, runtimes), label=runtime)
+    estimated = any(row.energy_source != "measured" for row in rows)
+    if estimated:
+        axes.scatter([], [], facecolors="none", edgecolors="grey",
+                     label="estimated (farm.yaml power x latency)")
+    if rows:
+        axes.set_xlim(*_log_limits([float(row.energy_mj) for row in rows]))
+    _plain_log_ticks(axes.xaxis)
+    axes.set_xlabel("energy per inference above idle (mJ, log scale; bars: 95% intervals)")
+    axes.set_ylabel(f"test {metric_label(summary)}")
+    axes.set_title(f"{device}: {metric_label(summary)} against energy per inference"
+                   + (" (ESTIMATED, not measured)" if estimated else " (measured)"),
+                   fontsize=10)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    figure.tight_layout()
+    placed = place_labels(axes, [(float(row.energy_mj), _accuracy(row), row.variant)
+                                 for row in rows])
+    return Drawn(figure, axes, placed)
+
+
+def _energy(summary: Summary, latencies: dict[tuple[str, str], np.ndarray],
+            plots_dir: Path) -> list[Plot]:
+    """Each device's energy/accuracy plot, where its rows have an energy figure."""
+    written = []
+    for device in summary.devices:
+        rows = _energetic([row for row in summary.results if row.device == device])
+        if rows:
+            target = plots_dir / "devices" / device / "energy.png"
+            draw_energy(summary, device).save(target)
+            estimated = any(row.energy_source != "measured" for row in rows)
+            written.append(Plot(target, f"{device}: {metric_label(summary)} against energy "
+                                        f"per inference{' (estimated)' if estimated else ''}",
+                                device))
+    return written
+
+
 PlotWriter = Callable[[Summary, dict[tuple[str, str], np.ndarray], Path], list[Plot]]
 
 
@@ -393,7 +485,7 @@ def _overall(summary: Summary, latencies: dict[tuple[str, str], np.ndarray],
             Plot(plots_dir / "accuracy_vs_size.png", f"{metric_label(summary)} against size")]
 
 
-PLOTS: tuple[PlotWriter, ...] = (_per_device, _overall)
+PLOTS: tuple[PlotWriter, ...] = (_per_device, _overall, _energy)
 
 
 def write_plots(summary: Summary, latencies: dict[tuple[str, str], np.ndarray],

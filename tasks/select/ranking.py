@@ -6,7 +6,8 @@ indistinguishable there, the more accurate; then the smaller"): the first measur
 unless the best variants cannot be told apart on it, then the next one decides among
 those, and size breaks whatever tie is left. When two values cannot be told apart is each
 measure's own rule (:data:`RANK_MEASURES`): latencies whose 95% intervals overlap (2% when
-no interval was measured), frame rates within 2%, peak memory within 5% (RSS is noisy),
+no interval was measured), energies likewise (measured or estimated), frame rates
+within 2%, peak memory within 5% (RSS is noisy),
 accuracy and size only when equal (every variant is checked on the same test images).
 """
 
@@ -23,6 +24,7 @@ Row = SummaryRow
 LATENCY_TIE = 0.02
 THROUGHPUT_TIE = 0.02
 MEMORY_TIE = 0.05
+ENERGY_TIE = 0.02
 
 
 def _relatively_close(a: float, b: float, tolerance: float) -> bool:
@@ -81,6 +83,18 @@ RANK_MEASURES: dict[str, RankMeasure] = {
     "peak_rss_mb": RankMeasure(_exact("peak_rss_mb"), _close("peak_rss_mb", MEMORY_TIE),
                                lambda v: f"{v:.4g} MB"),
 }
+
+def _same_energy(a: Row, b: Row) -> bool:
+    """Energies whose 95% intervals overlap (2% apart when either has none)."""
+    if a.energy_interval and b.energy_interval:
+        return (a.energy_interval[0] <= b.energy_interval[1]
+                and b.energy_interval[0] <= a.energy_interval[1])
+    return _relatively_close(float(a.energy_mj), float(b.energy_mj), ENERGY_TIE)
+
+
+# Energy per inference, measured or estimated (the reason says which).
+RANK_MEASURES["energy_mj"] = RankMeasure(_exact("energy_mj"), _same_energy,
+                                         lambda v: f"{v:.4g} mJ")
 
 UNMEASURED = float("inf")
 

@@ -6,10 +6,12 @@ release bundle holds them) are built into a TFLite Micro + CMSIS-NN firmware for
 and run in ``qemu-system-arm`` over the test split (``benchmark.accuracy_samples``
 images; 0: all) (:mod:`tasks.targets.firmware`). Its result is the host's fit check
 (:mod:`tasks.targets.mcu_fit`) with the target's figures added
-(:class:`~tasks.core.contracts.results.McuOnTarget`): accuracy, the arena the target
-needs, the firmware's text + data, instructions per inference and the latency
-*estimated* from them at the device's clock and cycles per instruction. select checks
-the budgets against the target's figures.
+(:class:`~tasks.core.contracts.results.McuOnTarget`): accuracy (the kind's score: a
+detector's mAP@0.5 from the firmware's output tensors decoded on the host, with its
+bootstrap interval over images), the arena the target needs, the firmware's text +
+data, instructions per inference and the latency *estimated* from them at the device's
+clock and cycles per instruction. select checks the budgets against the target's
+figures.
 
 Where the toolchain, the emulator or the pinned sources are missing, every ``tflm``
 variant is ``skipped`` with that reason and the host's fit check in words (its
@@ -70,7 +72,10 @@ def on_target(run: FirmwareRun, device: McuDevice, built: Toolchain) -> McuOnTar
         instruction_resolution=run.instructions_per_tick, cpi=cpi,
         clock_mhz=device.clock_mhz,
         estimated_latency_ms=estimated_latency_ms(instructions, cpi, device.clock_mhz),
-        sources_sha256=built.sources_sha256, compiler=built.compiler)
+        sources_sha256=built.sources_sha256, compiler=built.compiler,
+        # The kind's own interval over these images where it is not the binomial one.
+        **({"accuracy_interval": run.accuracy_interval}
+           if run.accuracy_interval is not None else {}))
 
 
 @dataclass

@@ -104,7 +104,7 @@ def figures_of(run: FirmwareRun, labels: np.ndarray, device: McuDevice,
     it (the variant's kind of task: its score and interval)."""
     assert device.clock_mhz is not None and device.cycles_per_instruction is not None
     kind = device_code.task_kinds().of_spec(spec)
-    per_sample = kind.per_sample(list(run.predictions), [int(label) for label in labels])
+    per_sample = kind.per_sample(list(run.predictions), list(labels))
     upper = kind.interval(per_sample, device_code.predictor().CHECK_Z)[1]
     instructions = run.instructions_per_inference
     return FirmwareFigures(

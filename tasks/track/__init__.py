@@ -18,7 +18,10 @@ Reads every params section, ``reports/`` (summary, report, plots), ``results/``,
   metrics ``accuracy accuracy_low accuracy_high accuracy_samples size_bytes
   latency_p50_ms latency_p90_ms latency_p99_ms latency_mean_ms throughput_fps
   peak_rss_mb load_ms`` and, timed end to end, ``e2e_latency_*_ms e2e_<stage>_ms
-  e2e_throughput_fps e2e_accuracy``, and the kind of task's further measures
+  e2e_throughput_fps e2e_accuracy``, with an energy figure ``energy_mj energy_low_mj
+  energy_high_mj power_w idle_w battery_hours battery_fps e2e_energy_mj`` (params
+  ``energy_source energy_meter``: measured, or estimated and from which power profile),
+  and the kind of task's further measures
   (:func:`task_metrics`: a detector's ``map50_95``, ``ap50_<class>``...) (logged against
   the variant's model, the accuracies against the test split), tags (origin, device facts, status, reasons, ``edgeflow.recommended``),
   the variant's model and the test split as inputs, and the raw harness result.
@@ -101,6 +104,11 @@ def _metrics(row: SummaryRow, record: ResultRecord) -> dict[str, float]:
         metrics["first_inference_ms"] = record.harness.first_inference_ms
         metrics["latency_std_ms"] = record.harness.latency_ms.std
         metrics |= task_metrics(record.harness.task_scores or {})
+    low, high = row.energy_interval or (None, None)
+    metrics |= {"energy_mj": row.energy_mj, "energy_low_mj": low, "energy_high_mj": high,
+                "power_w": row.power_w, "idle_w": row.idle_w,
+                "battery_hours": row.battery_hours, "battery_fps": row.battery_fps,
+                "e2e_energy_mj": row.end_to_end.energy_mj if row.end_to_end else None}
     for key in ("model_bytes", "arena_bytes", "flash_budget_bytes", "ram_budget_bytes"):
         metrics[f"mcu_{key}"] = getattr(row.mcu, key, None)
     target = row.mcu.target if row.mcu else None
@@ -110,6 +118,14 @@ def _metrics(row: SummaryRow, record: ResultRecord) -> dict[str, float]:
                     "mcu_instructions_per_inference": target.instructions_per_inference,
                     "estimated_latency_ms": target.estimated_latency_ms}
     return {key: float(value) for key, value in metrics.items() if value is not None}
+
+
+def _energy_params(row: SummaryRow) -> dict[str, str]:
+    """Where the row's energy comes from (``energy_source``: measured or estimated, and
+    the meter or power profile), only where it has one."""
+    if row.energy_source is None:
+        return {}
+    return {"energy_source": row.energy_source, "energy_meter": row.energy_meter or "n/a"}
 
 
 def _reference_metrics(summary: Summary) -> dict[str, float]:
@@ -222,7 +238,7 @@ def _log_result(client: Any, experiment_id: str, parent: str, row: SummaryRow, l
              "source": row.source, "device": row.device, "runtime": row.runtime,
              "runtime_version": row.runtime_version or "n/a",
              "execution_precision": row.execution_precision or "n/a",
-             "threads": row.threads, **_emulation(row)},
+             "threads": row.threads, **_emulation(row), **_energy_params(row)},
             _metrics(row, record),
             {**origin, **EVALUATION_TAGS, "status": row.status,
              RECOMMENDED_TAG: str(recommended).lower(),

@@ -144,3 +144,13 @@ def test_the_probe_folder_is_removed_after_a_probe_that_failed(tmp_path: Path) -
     assert list((tmp_path / "board").iterdir()) == []
     # The check of the pushed harness (the transport's own limit), the probe, the cleanup.
     assert limits[-2:] == [30, 30]
+
+
+def test_probe_meter_names_show_each_meters_update_period() -> None:
+    from tasks.farm.probe import meter_names
+
+    assert meter_names([{"name": "rapl", "update_period_s": 0.001, "period_assumed": False},
+                        {"name": "hwmon:ina3221", "update_period_s": 0.1,
+                         "period_assumed": True}, "junk"]) == (
+        "rapl (every 0.001 s)", "hwmon:ina3221 (every 0.1 s, assumed)")
+    assert meter_names(None) == ()

@@ -75,6 +75,17 @@ def test_the_harness_gets_every_option_of_its_variant_device_and_params(tmp_path
     assert argv.index("--frames") == argv.index("--expect-sha256") - 2
 
 
+def test_the_harness_reads_the_meter_farm_yaml_names(tmp_path: Path) -> None:
+    session = make_session(tmp_path, energy={"command": "usbmeter --total", "unit": "J",
+                                             "windows": 3})
+    argv = session._harness_argv(variant())
+    run = f"{tmp_path}/board/runs/{RUN}"
+    assert argv[argv.index("--accuracy-samples") + 2:argv.index("--expect-sha256")] == [
+        "--energy-meter", "command", "--energy-windows", "3", "--energy-window-seconds", "1.0",
+        "--energy-command", "usbmeter --total", "--energy-unit", "J"]
+    assert argv[-1] == f"{run}/a.onnx.data={1:064x}"
+
+
 def test_the_harness_command_touches_its_run_then_waits_for_the_lock_under_its_time_limit(
         tmp_path: Path) -> None:
     session = make_session(tmp_path)

@@ -1,6 +1,8 @@
 """tasks.targets.mcu: the fit budgets (capacity minus margin, in KB of 1024 bytes), what a
 release records as the device's previous bundle, which bundles a release keeps, and the
-bundle's manifest, on hand-made variants (no conversion: the figures are set exactly)."""
+bundle's manifest, on hand-made variants (no conversion: the figures are set exactly); and
+the interval of a row from the host's int8 run (convert's check, scripted): a detector's
+is its kind's bootstrap, a classifier's the binomial one as before."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tasks.config import McuDevice, ReleaseParams, Requirements
@@ -327,3 +330,71 @@ def test_the_progress_names_each_variant_with_its_own_outcome(tmp_path: Path) ->
         "tflm-int8": "ok", "onnx-fp32": "skipped"}
     assert seen == ["benchmark[esp32]: 0/2", "benchmark[esp32]: 1/2 tflm-int8 (ok)",
                     "benchmark[esp32]: 2/2 onnx-fp32 (skipped)"]
+
+
+# ------------------------------------ the interval of a row from the host's int8 run
+
+
+def host_check(monkeypatch: pytest.MonkeyPatch, raw: np.ndarray, spec: dict[str, Any],
+               labels: Any) -> VariantCheck:
+    """convert's check of a variant whose runtime answers image i with ``raw[i]`` (int8,
+    de-quantised by ``spec``'s output as every runtime's is): the host's int8 run."""
+    from tasks import convert as convert_step
+    from tasks.config import ConvertParams
+    from tasks.device.runtimes import Runner
+    from tasks.models.formats import Exported
+
+    runner = Runner(lambda x: raw[int(x.reshape(-1)[0]) + 128][np.newaxis], "scripted", "0")
+    monkeypatch.setattr(convert_step, "_check_runner", lambda exported, runtime: (runner, None))
+    # Image i quantises to i - 128 in its first value: the scripted runner's index.
+    images = (np.arange(len(raw), dtype=np.float32) / 255.0)[:, None, None, None] * np.ones(
+        (1, 4, 4, 1), np.float32)
+    tensors = __import__("tasks.device.tensors", fromlist=["dequantize_output"])
+    reference = np.stack([tensors.dequantize_output(row, spec["output"]) for row in raw])
+    return convert_step.check_variant(Exported(Path("model.tflite"), (), spec), "scripted",
+                                      images, labels, reference, "int8", ConvertParams())
+
+
+def with_check(variant: Variant, check: VariantCheck, spec: dict[str, Any]) -> Variant:
+    return variant.model_copy(update={"check": check, "accuracy": check.accuracy,
+                                      "spec": {**spec, "arena_bytes": 6_000}})
+
+
+def test_a_detectors_row_shows_the_host_runs_bootstrap_interval_not_a_binomial_one(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A tflm detector on a microcontroller without an emulated core: its row's interval
+    is the detection kind's bootstrap over the host run's per-image records, exactly, in
+    the result and the summary row; not the Wilson interval of a share of images."""
+    from tasks.core.accuracy import wilson_interval
+    from tasks.device.kinds import detection
+    from tests.targets.firmware.test_run import GRID_SPEC, scenes
+
+    raw = np.random.default_rng(7).integers(-128, 128, (30, 63)).astype(np.int8)
+    decoded, labels = scenes(raw)
+    check = host_check(monkeypatch, raw, GRID_SPEC, labels)
+    records = detection.KIND.per_sample(decoded, labels)
+    expected = [float(bound) for bound in detection.KIND.interval(records)]
+    assert check.accuracy == detection.KIND.metric(records) and check.samples == 30
+    assert check.accuracy_interval == expected
+
+    record = fit_records(tmp_path, with_check(tflm_variant(), check, GRID_SPEC))["tflm-int8"]
+    assert record["mcu"]["accuracy_interval"] == expected
+    row = judge(record, Requirements(max_accuracy_drop=None), 0.8)
+    assert (row.accuracy, row.accuracy_samples) == (check.accuracy, 30)
+    assert row.accuracy_interval == expected
+    assert row.accuracy_interval != pytest.approx(
+        list(wilson_interval(round(check.accuracy * 30), 30)), abs=1e-3)
+
+
+def test_a_classifiers_row_keeps_its_binomial_interval_and_its_record_as_it_was(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tasks.core.accuracy import accuracy_interval
+    from tests.targets.firmware.test_run import CLASS_SPEC
+
+    raw = np.asarray([[-52, 100, 39], [-28, 61, 45], [90, 1, 2], [0, 0, 5]], np.int8)
+    check = host_check(monkeypatch, raw, CLASS_SPEC, np.asarray([1, 2, 0, 2]))
+    assert check.accuracy == 0.75 and "accuracy_interval" not in check.document()
+    record = fit_records(tmp_path, with_check(tflm_variant(), check, CLASS_SPEC))["tflm-int8"]
+    assert "accuracy_interval" not in record["mcu"]
+    row = judge(record, Requirements(max_accuracy_drop=None), 0.8)
+    assert row.accuracy_interval == list(accuracy_interval(0.75, 4))

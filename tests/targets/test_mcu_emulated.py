@@ -8,6 +8,7 @@ profile through the benchmark step."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,27 @@ def test_newlib_missing_for_the_core_is_named_with_its_package(
     with pytest.raises(StepError, match=r"^firmware: libstdc\+\+_nano.a for cortex-m4 not found: "
                                         r"install Debian's libstdc\+\+-arm-none-eabi-newlib$"):
         library.require_newlib(CORES["cortex-m4"])
+
+
+def test_a_detectors_row_on_an_emulated_core_shows_the_targets_own_interval() -> None:
+    """The firmware run's interval (the detection kind's bootstrap over the images the
+    target ran) goes into the target's figures and is the row's; a run without one (a
+    classifier's) leaves the record as it was and the row's interval binomial."""
+    from types import SimpleNamespace
+
+    from tasks.core.accuracy import accuracy_interval
+    from tasks.targets.mcu_emulated import on_target
+    from tests.targets.test_mcu_release import firmware_run
+
+    built = SimpleNamespace(sources_sha256="ab" * 32, compiler="arm-none-eabi-gcc 12.2")
+    run = firmware_run([0] * 40)
+    detector = on_target(replace(run, accuracy=0.3125, accuracy_interval=[0.21, 0.43]), NANO,
+                         built)  # type: ignore[arg-type]
+    assert detector.accuracy_interval == [0.21, 0.43]
+    row = judge(record(on_target=detector.document()), LOOSE, 0.8)
+    assert (row.accuracy, row.accuracy_interval) == (0.3125, [0.21, 0.43])
+
+    classifier = on_target(replace(run, accuracy=0.75), NANO, built)  # type: ignore[arg-type]
+    assert "accuracy_interval" not in classifier.document()
+    row = judge(record(on_target=classifier.document()), LOOSE, 0.8)
+    assert row.accuracy_interval == list(accuracy_interval(0.75, 40))

@@ -327,7 +327,17 @@ LIMIT_CASES: dict[str, tuple[float, float, str]] = {
     "min_fps": (800.0, 800.1, "throughput 800.0 fps < min_fps 800.1"),
     "max_size_mb": (10_000 / MB, 9_999 / MB, f"size 0.010 MB > max_size_mb {9_999 / MB}"),
     "max_peak_rss_mb": (50.0, 49.9, "peak RSS 50.0 MB > max_peak_rss_mb 49.9"),
+    # LIMIT_DEVICE's estimate: (3 - 1 W) x p50 1.0 ms = 2 mJ above idle per inference; the
+    # p90 (4 mJ) or the active 3 W x 1 ms would fail 2.0.
+    "max_energy_mj": (2.0, 1.999,
+                      "energy 2 mJ per inference (estimated) > max_energy_mj 1.999"),
+    # 10000 mWh / (1 W idle x 1000 + 2 mJ x 10 fps) = 9.804 h.
+    "min_battery_hours": (10_000 / 1020, 9.81,
+                          "battery life 9.8 h at 10 fps (estimated) < min_battery_hours 9.81"),
 }
+# The device every limit case runs on: a declared power and battery, for the energy ones.
+LIMIT_DEVICE = LocalDevice(power={"idle_w": 1.0, "active_w": 3.0},
+                           battery={"capacity_mwh": 10_000, "fps": 10})
 # What is not a limit on one measurement: how the passing variants are ranked.
 NOT_LIMITS = {"rank_by"}
 REQUIREMENT_LIMITS = [name for name in Requirements.model_fields if name not in NOT_LIMITS]
@@ -343,12 +353,12 @@ def test_each_requirement_alone_is_met_at_its_limit_and_missed_just_beyond(field
     met, missed, reason = LIMIT_CASES[field]
     record = with_end_to_end(ok_record(**SPREAD), p90=SPREAD_E2E_P90)
     unset = {name: None for name in REQUIREMENT_LIMITS}
-    passing = evaluate(record, Requirements(**{**unset, field: met}), 0.9)
+    passing = evaluate(record, Requirements(**{**unset, field: met}), 0.9, LIMIT_DEVICE)
     assert (passing.status, passing.reasons) == ("pass", [])
-    failing = evaluate(record, Requirements(**{**unset, field: missed}), 0.9)
+    failing = evaluate(record, Requirements(**{**unset, field: missed}), 0.9, LIMIT_DEVICE)
     assert (failing.status, failing.reasons) == ("fail", [reason])
     # With every limit unset the record passes: the case above is that limit's alone.
-    assert evaluate(record, Requirements(**unset), 0.9).status == "pass"
+    assert evaluate(record, Requirements(**unset), 0.9, LIMIT_DEVICE).status == "pass"
 
 
 # One value of each requirement for the experiment and another for a device's override.
@@ -356,12 +366,14 @@ EXPERIMENT_VALUES: dict[str, Any] = {
     "min_accuracy": 0.5, "max_accuracy_drop": 0.05, "min_map50": 0.4, "max_map_drop": 0.1,
     "max_latency_p90_ms": 10.0,
     "max_end_to_end_p90_ms": 20.0, "min_fps": 30.0, "max_size_mb": 4.0,
-    "max_peak_rss_mb": 256.0, "rank_by": ["latency_p90_ms", "accuracy"]}
+    "max_peak_rss_mb": 256.0, "max_energy_mj": 50.0, "min_battery_hours": 24.0,
+    "rank_by": ["latency_p90_ms", "accuracy"]}
 DEVICE_VALUES: dict[str, Any] = {
     "min_accuracy": 0.7, "max_accuracy_drop": 0.02, "min_map50": 0.6, "max_map_drop": 0.03,
     "max_latency_p90_ms": 2.5,
     "max_end_to_end_p90_ms": 8.0, "min_fps": 60.0, "max_size_mb": 0.5,
-    "max_peak_rss_mb": 64.0, "rank_by": ["size_bytes"]}
+    "max_peak_rss_mb": 64.0, "max_energy_mj": 5.0, "min_battery_hours": 72.0,
+    "rank_by": ["size_bytes"]}
 
 
 @pytest.mark.parametrize("field", list(Requirements.model_fields))
@@ -635,7 +647,11 @@ def test_every_result_status_becomes_its_row_status_with_its_reason(
 
 E2E_FARM = """\
 devices:
-  local: {threads: 1, workdir: dev/local}
+  local:
+    threads: 1
+    workdir: dev/local
+    power: {idle_w: 5.0, active_w: 15.0, source: test host figures}
+    battery: {capacity_mwh: 50000, fps: 2}
   onnx-only:
     threads: 1
     workdir: dev/onnx-only
@@ -751,6 +767,32 @@ def test_select_report_markdown(selected: dict[str, Any]) -> None:
     assert "max_latency_p90_ms=1e-06" in onnx_only.removeprefix("- **onnx-only**: ").split(", ")
     assert "![local: accuracy against p90 latency](plots/devices/local/pareto.png)" in lines
     assert "![p90 latency per device and variant](plots/p90_heatmap.png)" in lines
+    # Energy (issue 31): no meter on this machine, so local's is estimated from its
+    # declared power, (15 - 5 W) x p50, marked in its column; onnx-only declares none.
+    for row in summary["results"]:
+        line = next(line for line in table
+                    if line.startswith(f"| {row['device']} | {row['variant']} |"))
+        if row["device"] == "local" and row["latency_ms"]:
+            assert row["energy_source"] == "estimated"
+            assert row["energy_mj"] == pytest.approx(10.0 * row["latency_ms"]["p50"])
+            assert f" | ~{row['energy_mj']:.4g} est | " in line
+        else:
+            assert "energy_mj" not in row and line.split(" | ")[COLUMNS.index("energy mJ")] == "—"
+    energies = {row["variant"]: row["energy_mj"] for row in summary["results"]
+                if row["device"] == "local"}
+    runner_up = min((row for row in summary["results"] if row["device"] == "local"
+                     and row["variant"] != recommended), key=lambda row: row["latency_ms"]["p50"])
+    assert summary["battery"] == {"local": [
+        f"recommended: at 2 fps {recommended} lasts "
+        f"{50_000 / (5_000 + 2 * energies[recommended]):.1f} h on the 50000 mWh battery "
+        "(estimated: test host figures)",
+        f"runner-up: at 2 fps {runner_up['variant']} lasts "
+        f"{50_000 / (5_000 + 2 * energies[runner_up['variant']]):.1f} h on the 50000 mWh "
+        "battery (estimated: test host figures)"]}
+    for told in summary["battery"]["local"]:
+        assert f"  - battery: {markdown_text(told)}" in lines
+    assert ("![local: accuracy against energy per inference (estimated)]"
+            "(plots/devices/local/energy.png)") in lines
 
 
 def test_the_html_report_renders_offline_in_a_real_browser(selected: dict[str, Any],
@@ -760,7 +802,7 @@ def test_the_html_report_renders_offline_in_a_real_browser(selected: dict[str, A
     seen = open_offline(selected["root"] / "reports" / "report.html", tmp_path)
     # Every plot select wrote is an image the browser decoded, at the PNG's own width.
     plots = sorted((selected["root"] / "reports" / "plots").rglob("*.png"))
-    assert seen["images"] == seen["loaded"] == len(plots) == 6
+    assert seen["images"] == seen["loaded"] == len(plots) == 7
     with Image.open(plots[0]) as image:
         assert image.size[0] in seen["widths"]
     assert seen["fetched"] == [], "self-contained: nothing fetched"
@@ -770,7 +812,7 @@ def test_the_html_report_renders_offline_in_a_real_browser(selected: dict[str, A
 
 PLOT_FILES = ["devices/local/pareto.png", "devices/local/latency.png",
               "devices/onnx-only/pareto.png", "devices/onnx-only/latency.png",
-              "p90_heatmap.png", "accuracy_vs_size.png"]
+              "p90_heatmap.png", "accuracy_vs_size.png", "devices/local/energy.png"]
 
 
 def test_select_writes_every_plot_and_nothing_else(selected: dict[str, Any]) -> None:

@@ -109,7 +109,7 @@ RANK_KEYS = list(get_args(RankKey))
 
 def best_on_one_each() -> list[SummaryRow]:
     """One row per rank measure, ``best-<measure>``, the best on that measure and no other:
-    on measure m, row i is (i - m) mod 7 steps of 10% worse than the best (no two within a
+    on measure m, row i is (i - m) mod n steps of 10% worse than the best (no two within a
     tie rule's 2% or 5%), so whichever field a measure wrongly read would pick another row."""
     def step(row: int, key: str) -> int:
         return (row - RANK_KEYS.index(key)) % len(RANK_KEYS)
@@ -123,7 +123,8 @@ def best_on_one_each() -> list[SummaryRow]:
                         "p99": 6 * worse["latency_p99_ms"], "mean": 2.0},
             throughput_fps=100 / worse["throughput_fps"],
             accuracy=0.99 - 0.01 * step(index, "accuracy"),
-            size_bytes=int(100_000 * worse["size_bytes"]), peak_rss_mb=50 * worse["peak_rss_mb"]))
+            size_bytes=int(100_000 * worse["size_bytes"]), peak_rss_mb=50 * worse["peak_rss_mb"],
+            energy_mj=2.0 * worse["energy_mj"], energy_source="estimated"))
     return rows
 
 
@@ -164,3 +165,17 @@ def test_a_frame_rate_below_the_requirement_fails_with_both_numbers() -> None:
     assert slow.reasons == ["throughput 50.0 fps < min_fps 60.0"]
     fast = evaluate(record, Requirements(max_accuracy_drop=None, min_fps=50), 0.9)
     assert fast.status == "pass" and fast.reasons == []
+
+
+def test_energies_with_overlapping_intervals_hand_the_choice_to_the_next_measure() -> None:
+    """Energy per inference ranks lowest first; overlapping 95% intervals are a tie."""
+    frugal = timed("frugal", 2.0, accuracy=0.93).model_copy(update={
+        "energy_mj": 1.0, "energy_interval": [0.9, 1.1], "energy_source": "measured"})
+    hungry = timed("hungry", 1.0, accuracy=0.97).model_copy(update={
+        "energy_mj": 1.5, "energy_interval": [1.4, 1.6], "energy_source": "measured"})
+    assert recommend([hungry, frugal], ("energy_mj", "accuracy")) == {"local": "frugal"}
+    hungry = hungry.model_copy(update={"energy_interval": [1.05, 1.6]})
+    assert recommend([hungry, frugal], ("energy_mj", "accuracy")) == {"local": "hungry"}
+    assert "best energy_mj among 2 passing variants: 1 mJ against 1.5 mJ" in why_recommended(
+        [frugal, hungry.model_copy(update={"energy_interval": [1.4, 1.6]})],
+        ("energy_mj",))["local"]

@@ -1151,3 +1151,26 @@ def test_a_kinds_further_measures_become_metrics_by_key_and_class() -> None:
                          "ap50_95": {"0": 0.25}, "note": "text", "flag": True}) == {
         "map50": 0.61, "map50_95": 0.32, "ap50_0": 0.5, "ap50_3": 0.72, "ap50_95_0": 0.25}
     assert task_metrics({}) == {}
+
+
+def test_a_rows_energy_reaches_its_metrics_and_its_source_a_param() -> None:
+    """Energy (issue 31): each figure its own metric, measured or estimated a param;
+    a row without one logs none of them."""
+    from tasks.core.contracts.results import ResultRecord
+    from tasks.track import _energy_params, _metrics
+
+    from tasks.core.contracts.summary import SummaryRow
+
+    full = _full_row().document()
+    row = SummaryRow.model_validate({
+        **full, "energy_mj": 12.5, "energy_interval": [11.75, 13.25], "power_w": 6.5,
+        "idle_w": 2.25, "energy_source": "estimated", "energy_meter": "Raspberry Pi 5 profile",
+        "battery_hours": 40.5, "battery_fps": 2.0,
+        "end_to_end": {**full["end_to_end"], "energy_mj": 27.5, "energy_source": "estimated"}})
+    metrics = _metrics(row, ResultRecord.model_validate(_record(row, _harness_ok())))
+    assert {key: metrics[key] for key in metrics if key not in FULL_ROW_METRICS} == {
+        "energy_mj": 12.5, "energy_low_mj": 11.75, "energy_high_mj": 13.25, "power_w": 6.5,
+        "idle_w": 2.25, "battery_hours": 40.5, "battery_fps": 2.0, "e2e_energy_mj": 27.5}
+    assert _energy_params(row) == {"energy_source": "estimated",
+                                   "energy_meter": "Raspberry Pi 5 profile"}
+    assert _energy_params(_full_row()) == {}

@@ -135,6 +135,9 @@ class McuOnTarget(Contract):
     estimated_latency_ms: float
     sources_sha256: str
     compiler: str
+    # The kind's own 95% interval of ``accuracy`` over the images the target ran, where it
+    # is not the binomial one (a detector's bootstrap over images); absent otherwise.
+    accuracy_interval: list[float] | None = None
 
     @property
     def firmware_flash_bytes(self) -> int:
@@ -160,6 +163,8 @@ class McuFit(Contract):
     ops: list[str]
     target: McuOnTarget | None = None
     not_emulated: str | None = None
+    # The host run's interval of ``accuracy``, as :attr:`McuOnTarget.accuracy_interval`.
+    accuracy_interval: list[float] | None = None
 
     @property
     def checked_flash_bytes(self) -> int:
@@ -178,6 +183,12 @@ class McuFit(Contract):
         if self.target:
             return self.target.accuracy, self.target.accuracy_samples
         return self.accuracy, self.accuracy_samples
+
+    @property
+    def measured_interval(self) -> list[float] | None:
+        """The kind's own interval of :attr:`measured_accuracy` where one was recorded
+        (a detector's bootstrap), else None: the reader's binomial one applies."""
+        return self.target.accuracy_interval if self.target else self.accuracy_interval
 
 
 class ResultRecord(Contract):

@@ -60,6 +60,10 @@ class EndToEndRow(Contract):
     stages_ms: dict[str, float]
     accuracy: float
     frames: JsonValue = None
+    # Energy per frame end to end, above idle (mJ), measured or estimated like the
+    # row's; absent from older summaries and where there is none.
+    energy_mj: float | None = None
+    energy_source: str | None = None
 
 
 class SummaryRow(Contract):
@@ -100,6 +104,20 @@ class SummaryRow(Contract):
     # latency_ms, not checked against a latency requirement, not ranked on; shown marked
     # ESTIMATED_MARK. Absent from older summaries and where there is none.
     estimated_latency_ms: float | None = None
+    # Energy per inference above idle (mJ) with its 95% interval, the average power
+    # while inferring and the idle power (W): ``energy_source`` says whether the board's
+    # meter measured it or it is estimated from farm.yaml's power x latency (shown marked
+    # ESTIMATED_MARK), ``energy_meter`` which meter or which power profile. Battery
+    # hours on the device's farm.yaml battery at ``battery_fps`` (its fps, or the
+    # variant's throughput where lower). Absent from older summaries and where none.
+    energy_mj: float | None = None
+    energy_interval: list[float] | None = None
+    power_w: float | None = None
+    idle_w: float | None = None
+    energy_source: str | None = None
+    energy_meter: str | None = None
+    battery_hours: float | None = None
+    battery_fps: float | None = None
     notes: list[str]
     status: Status
     reasons: list[str]
@@ -159,6 +177,9 @@ class Summary(Contract):
     # The kind of task the scores are of (train's reference.json): what "accuracy" means
     # (mAP@0.5 for a detector). Absent from older summaries: classification.
     task: str = DEFAULT_TASK
+    # Per device with a battery in farm.yaml: how long the recommended and runner-up
+    # variants last on it at its fps, one line each. Absent when no device has one.
+    battery: dict[str, list[str]] | None = None
     results: list[SummaryRow]
 
     @property

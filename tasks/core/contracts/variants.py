@@ -44,6 +44,9 @@ class VariantCheck(Contract):
     failures: list[str]
     execution_precision: str = "f32"  # what the check's float arithmetic ran in
     note: str | None = None
+    # The kind's own 95% interval of ``accuracy`` where it is not the binomial one of the
+    # accuracy and ``samples`` (a detector's bootstrap over images); absent otherwise.
+    accuracy_interval: list[float] | None = None
 
 
 class Variant(Contract):

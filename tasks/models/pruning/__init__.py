@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from tasks.core.errors import ConfigError
-from tasks.models.pruning.base import (SOURCE_NAME, STRUCTURED_ARCHITECTURES,
+from tasks.models.pruning.base import (FINE_TUNING, SOURCE_NAME, STRUCTURED_ARCHITECTURES,
                                        MagnitudePruningOptions, PrunedModel, PruningOptions,
                                        StructuredPruningOptions, TrainingData, fine_tune)
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-__all__ = ["RECIPES", "SOURCE_NAME", "STRUCTURED_ARCHITECTURES", "MagnitudePruningOptions",
+__all__ = ["FINE_TUNING", "RECIPES", "SOURCE_NAME", "STRUCTURED_ARCHITECTURES", "MagnitudePruningOptions",
            "PrunedModel", "PruningOptions", "Recipe", "StructuredPruningOptions", "TrainingData",
            "fine_tune", "recipe"]
 

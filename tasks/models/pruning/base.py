@@ -1,16 +1,18 @@
 """What every pruning recipe shares: the options models (validated in ``params.yaml``
 under ``optimize.pruning``), the data a recipe fine-tunes on, what it returns, and the
-fine-tuning itself. The recipe modules import this, never the registry
+fine-tuning itself, per kind of task (a classifier's, a detector's: :data:`FINE_TUNING`). The recipe modules import this, never the registry
 (:mod:`tasks.models.pruning`), so the registry can import them without a circle."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
 
 from pydantic import Field, field_validator
 
+from tasks.core.contracts.prepared import DEFAULT_TASK
+from tasks.core.errors import ConfigError
 from tasks.core.strict import StrictModel, count
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,21 +72,44 @@ class PrunedModel:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The splits a recipe fine-tunes on (train) and validates on (val)."""
+    """The splits a recipe fine-tunes on (train) and validates on (val), and the kind of
+    task their labels are (``y``: class indices, or a detection split's padded boxes)."""
 
     x_train: "np.ndarray"
     y_train: "np.ndarray"
     x_val: "np.ndarray"
     y_val: "np.ndarray"
+    task: str = DEFAULT_TASK
+
+
+FineTuning = Callable[["keras.Model", PruningOptions, TrainingData, "list[Any]"],
+                      dict[str, list[float]]]
 
 
 def fine_tune(model: "keras.Model", options: PruningOptions, data: TrainingData,
               callbacks: list[Any] | None = None) -> dict[str, list[float]]:
     """Compile ``model`` with Adam(``options.learning_rate``) and train it in place for
-    ``options.epochs`` on the train split, validating on val; returns the history.
+    ``options.epochs`` on the train split with ``callbacks`` (a recipe's masks), judged
+    on val as the train step judges that kind of task (:data:`FINE_TUNING`); the batch
+    norm statistics re-estimated after; returns the history (per epoch, the loss and
+    the val figures: ``val_accuracy``, or a detector's ``val_loss`` and ``val_map50``)."""
+    tuning = FINE_TUNING.get(data.task)
+    if tuning is None:
+        raise ConfigError(f"pruning fine-tunes {', '.join(FINE_TUNING)} models; the data is "
+                          f"prepared for {data.task}")
+    history = tuning(model, options, data, callbacks or [])
+    # A few fine-tuning epochs move the weights far more than the batch-norm moving
+    # averages follow (see tasks.models.batch_norm): the pruned model is used in inference mode.
+    from tasks.models.batch_norm import reestimate
 
-    Same loss and metric as the train step (logits, sparse labels), so the curves compare.
-    """
+    reestimate(model, data.x_train, options.batch_size)
+    return history
+
+
+def _fine_tune_classifier(model: "keras.Model", options: PruningOptions, data: TrainingData,
+                          callbacks: list[Any]) -> dict[str, list[float]]:
+    """Same loss and metric as the train step (logits, sparse labels), so the curves
+    compare."""
     import keras
 
     model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
@@ -92,10 +117,21 @@ def fine_tune(model: "keras.Model", options: PruningOptions, data: TrainingData,
                   metrics=["accuracy"])
     history = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
                         epochs=options.epochs, batch_size=options.batch_size, shuffle=True,
-                        verbose=0, callbacks=callbacks or [])
-    # A few fine-tuning epochs move the weights far more than the batch-norm moving
-    # averages follow (see tasks.models.batch_norm): the pruned model is used in inference mode.
-    from tasks.models.batch_norm import reestimate
-
-    reestimate(model, data.x_train, options.batch_size)
+                        verbose=0, callbacks=callbacks)
     return {key: [float(value) for value in values] for key, values in history.history.items()}
+
+
+def _fine_tune_detector(model: "keras.Model", options: PruningOptions, data: TrainingData,
+                        callbacks: list[Any]) -> dict[str, list[float]]:
+    from tasks.models.pruning.detection import fine_tune_detector
+
+    return fine_tune_detector(model, options, data.x_train, data.y_train, data.x_val,
+                              data.y_val, callbacks)
+
+
+# How each kind of task's model is fine-tuned and judged: the train step's loss, and
+# its val figures (a detector's mAP@0.5, not an accuracy).
+FINE_TUNING: dict[str, FineTuning] = {
+    DEFAULT_TASK: _fine_tune_classifier,
+    "detection": _fine_tune_detector,
+}

@@ -10,8 +10,9 @@ from tasks.core.contracts.summary import (ESTIMATED_MARK, DeviceRequirements, Re
                                           RowStatus, Summary, SummaryRow)
 
 # "e2e p90 ms": decode + pre-process + infer + post-process (benchmark.end_to_end).
+# "energy mJ": per inference above idle, measured, or estimated and marked (~1.23 est).
 COLUMNS = ("device", "variant", "status", "exec", "accuracy", "drop", "size KB", "p50 ms", "p90 ms",
-           "p99 ms", "fps", "e2e p90 ms", "RSS MB")
+           "p99 ms", "fps", "e2e p90 ms", "RSS MB", "energy mJ")
 TEXT_COLUMNS = frozenset({"device", "variant", "status", "exec"})
 
 
@@ -75,6 +76,16 @@ def latency_cell(row: SummaryRow, value: float | None) -> str:
     return timing(row, value, ".3f")
 
 
+def energy_cell(row: SummaryRow) -> str:
+    """Energy per inference: measured ``1.234``; estimated ``~1.234 est`` (never to be
+    read as a measurement); "—" where there is none."""
+    if row.energy_mj is None:
+        return "—"
+    if row.energy_source == "measured":
+        return f"{row.energy_mj:.4g}"
+    return f"{ESTIMATED_MARK}{row.energy_mj:.4g}{ESTIMATED_SUFFIX}"
+
+
 def row_cells(row: SummaryRow) -> list[str]:
     """One result's cells, in :data:`COLUMNS` order."""
     latency = row.latency_ms
@@ -85,7 +96,7 @@ def row_cells(row: SummaryRow) -> list[str]:
             latency_cell(row, latency and latency.p50),
             latency_cell(row, latency and latency.p90),
             timing(row, latency and latency.p99, ".3f"), timing(row, row.throughput_fps, ".0f"),
-            timing(row, end_to_end, ".3f"), fmt(row.peak_rss_mb, ".0f")]
+            timing(row, end_to_end, ".3f"), fmt(row.peak_rss_mb, ".0f"), energy_cell(row)]
 
 
 def runs_on(summary: Summary) -> dict[str, list[str]]:

@@ -65,6 +65,8 @@ def _device_section(summary: Summary, device: str, plots: list[Plot]) -> list[st
     if front:
         lines.append("<p>Pareto frontier (accuracy, p90, size): "
                      + ", ".join(f"<code>{escape(name)}</code>" for name in front) + "</p>")
+    lines += [f'<p class="battery">Battery: {escape(line)}</p>'
+              for line in (summary.battery or {}).get(device, [])]
     drawn = [_figure(plot) for plot in plots if plot.device == device]
     estimated = any(row.estimated_latency_ms is not None for row in summary.results
                     if row.device == device)

@@ -44,6 +44,7 @@ def recommendation_lines(summary: Summary, text: Callable[[str], str] = str) -> 
         if front:
             lines.append(f"  - Pareto frontier (accuracy, p90, size): "
                          f"{', '.join(f'`{text(name)}`' for name in front)}")
+        lines += [f"  - battery: {text(line)}" for line in (summary.battery or {}).get(device, [])]
     return lines
 
 
@@ -77,7 +78,9 @@ def render_markdown(summary: Summary, plots: list[tuple[str, str]]) -> str:
               "Wilson interval in brackets; drop is relative to the fp32 reference on the same "
               "images; exec is the precision the runtime reports its float arithmetic ran in; "
               f"a timing marked{EMULATED_MARK} is an emulated board's (the emulator's speed, "
-              "not the hardware's).", "",
+              "not the hardware's); energy is per inference above idle, measured by the "
+              "board's meter, or marked ~ est: estimated from farm.yaml's power x latency, "
+              "not measured.", "",
               "## Requirements per device", ""]
     for device, requirements in summary.requirements.items():
         lines.append(f"- **{markdown_text(device)}**: "

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tasks.core.contracts.summary import RowStatus, Summary, SummaryRow
-from tasks.select.report.cells import (TEXT_COLUMNS, columns, metric_label, fmt, latency_cell,
+from tasks.select.report.cells import (COLUMNS, TEXT_COLUMNS, columns, metric_label, fmt, latency_cell,
                                       reference_line, row_cells, size_kb)
 
 if TYPE_CHECKING:  # rich is imported where a table is drawn
@@ -41,12 +41,20 @@ def summary_table(summary: Summary, include_skipped: bool = False) -> Table:
     from rich.table import Table
 
     table = Table(title=_title(summary))
-    for column in columns(summary):
+    # The energy column only where a row has an energy: a console has no width to spare
+    # for a column of dashes (report.md and report.html always have it).
+    shown = [index for index, column in enumerate(COLUMNS)
+             if column != "energy mJ" or any(row.energy_mj is not None
+                                             for row in summary.results)]
+    headers = columns(summary)
+    for index in shown:
+        column = headers[index]
         table.add_column(column, justify="left" if column in TEXT_COLUMNS else "right")
     table.add_column("reasons / notes")
     for row in _shown(summary, include_skipped):
         # Reasons quote devices and runtimes ("[Errno 111] ..."): never rich markup.
-        cells = [escape(cell) for cell in row_cells(row)]
+        every = [escape(cell) for cell in row_cells(row)]
+        cells = [every[index] for index in shown]
         cells[2] = f"[{STYLES[row.status]}]{cells[2]}[/]"
         table.add_row(*cells, escape(row.remarks()))
     return table

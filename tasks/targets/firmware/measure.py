@@ -2,9 +2,10 @@
 cached), the bundle's firmware built and run over test images.
 
 Input: a tflm bundle folder (``model_data.cc``/``.h``, ``manifest.json`` with the
-variant's spec), images (N, H, W, C) in [0, 1] as the prepared splits hold them, their
-labels, the firmware settings (the archives' digest checked against the pin, when
-set). Output: :class:`~tasks.targets.firmware.run.FirmwareRun`.
+variant's spec: its input and output tensors, its kind of task), images (N, H, W, C) in
+[0, 1] as the prepared splits hold them, their labels (scored as the spec's kind
+scores them: accuracy, mAP@0.5), the firmware settings (the archives' digest checked
+against the pin, when set). Output: :class:`~tasks.targets.firmware.run.FirmwareRun`.
 The images are quantised here exactly as every runtime's inputs are
 (``tasks/device/tensors.py``'s ``quantize_input``, with the bundle's input spec).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,11 +29,17 @@ from tasks.targets.firmware.settings import FirmwarePaths, FirmwareSettings, res
 from tasks.targets.firmware.sources import source_tree, sources_key
 
 
-def bundle_inputs(bundle: Path, images: np.ndarray) -> np.ndarray:
-    """``images`` as the bundle's model takes them: (N, input bytes) int8."""
+def bundle_spec(bundle: Path) -> dict[str, Any]:
+    """The variant's spec the bundle's ``manifest.json`` holds (its input at least)."""
     spec = read_json(bundle / "manifest.json", ["spec"])["spec"]
     if not isinstance(spec, dict) or "input" not in spec:
         raise StepError(f"firmware: {bundle / 'manifest.json'} has no input spec (spec.input)")
+    return spec
+
+
+def bundle_inputs(bundle: Path, images: np.ndarray) -> np.ndarray:
+    """``images`` as the bundle's model takes them: (N, input bytes) int8."""
+    spec = bundle_spec(bundle)
     tensors = device_code.load("tensors")
     return np.stack([tensors.quantize_input(image, spec["input"]).reshape(-1)
                      for image in np.asarray(images, dtype=np.float32)])
@@ -96,7 +104,9 @@ def run_bundle(bundle: Path, images: np.ndarray, labels: np.ndarray | None, work
     read_bundle(bundle)
     inputs = bundle_inputs(bundle, images)
     firmware = build_firmware(bundle, built.library, built.core, work / "build")
-    return run_firmware(firmware, built.core.machine, inputs, work / "run", labels, timeout)
+    # The spec decodes the outputs as every host runtime's are (its kind of task).
+    return run_firmware(firmware, built.core.machine, inputs, work / "run", labels, timeout,
+                        spec=bundle_spec(bundle))
 
 
 def measure_bundle(bundle: Path, images: np.ndarray, labels: np.ndarray | None, work: Path,

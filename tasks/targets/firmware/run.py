@@ -10,6 +10,12 @@ tick is exactly 40 instructions (measured by the harness on a loop of known leng
 therefore deterministic (two runs give the same figures) and exact to one tick (40
 instructions). DWT's cycle counter is not modelled by qemu, and a TCG plugin needs
 ``qemu-plugin.h``, which Debian's qemu packages do not ship.
+
+The harness writes each image's whole output tensor, int8, whatever its shape (a
+classifier's class scores, a detector's grid); what the values mean is decided here, on
+the host, by the variant's kind of task with the one implementation every runtime's
+outputs go through (de-quantising, decoding: a detector's boxes and NMS, scoring: its
+mAP), never by code of the firmware's own.
 """
 
 from __future__ import annotations
@@ -18,11 +24,15 @@ import shutil
 import statistics
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from tasks.core import device_code
+from tasks.core.accuracy import own_interval
 from tasks.core.errors import StepError
 from tasks.targets.firmware.build import Firmware
 
@@ -65,9 +75,13 @@ class HarnessResults:
 
 @dataclass(frozen=True)
 class FirmwareRun:
-    """One run of a firmware on the emulated board: per image, the output scores (int8 as
-    the model wrote them) and instructions per inference; the firmware's sizes; accuracy
-    when labels were given. The arena on the target: ``arena_needed_bytes``, the smallest
+    """One run of a firmware on the emulated board: per image, the model's whole output
+    tensor (``scores``: int8 as the model wrote them, flattened, whatever its shape),
+    its prediction as the variant's kind decodes it (a class index, a detector's boxes:
+    :func:`run_firmware`) and instructions per inference; the firmware's sizes; the
+    kind's score (``accuracy``: an accuracy, a mAP@0.5) when labels were given, with the
+    kind's own interval where it is not the binomial one (``accuracy_interval``, a
+    detector's bootstrap over images). The arena on the target: ``arena_needed_bytes``, the smallest
     (to 16 bytes, from a 16-byte aligned buffer) in which the interpreter allocates the
     model, found there by bisection, and in which the images ran; ``arena_used_bytes``,
     what ``arena_used_bytes()`` says of that interpreter (a few bytes less: it leaves out
@@ -78,7 +92,7 @@ class FirmwareRun:
     scores: tuple[tuple[int, ...], ...]
     output_scale: float
     output_zero_point: int
-    predictions: tuple[int, ...]
+    predictions: tuple[Any, ...]
     accuracy: float | None
     arena_needed_bytes: int
     arena_used_bytes: int
@@ -89,10 +103,20 @@ class FirmwareRun:
     data_bytes: int
     bss_bytes: int
     wall_seconds: float
+    accuracy_interval: list[float] | None = None
 
     @property
     def images(self) -> int:
         return len(self.scores)
+
+    def outputs(self, output_spec: Mapping[str, Any]) -> np.ndarray:
+        """Each image's output de-quantised by the variant's output spec (its scale and
+        zero point, as the host reads them from the model), with the host runtimes' own
+        function (``tasks/device/tensors.py``'s ``dequantize_output``): ``(N, K)`` float32,
+        bit for bit what the host makes of the same int8 values."""
+        tensors = device_code.load("tensors")
+        return np.stack([tensors.dequantize_output(np.asarray(row, np.int8), output_spec)
+                         for row in self.scores]) if self.scores else np.zeros((0, 0), np.float32)
 
     @property
     def instructions_per_inference(self) -> int:
@@ -167,12 +191,37 @@ def parse_results(text: str) -> HarnessResults:
         scores=tuple(tuple(image[2:]) for image in images))
 
 
+def check_output_quantization(results: HarnessResults, spec: Mapping[str, Any]) -> None:
+    """The output tensor the firmware ran is the one the variant's spec describes: as many
+    values as its shape holds (where the spec says it) and the same scale and zero point
+    (the harness writes the scale to 1e-9); else a :class:`StepError` naming both."""
+    output = spec.get("output") or {}
+    shape = output.get("shape")
+    if shape and int(np.prod([int(size) for size in shape])) != results.output_count:
+        raise StepError(f"firmware: the model's output holds {results.output_count} values; the "
+                        f"variant's spec says shape {list(shape)}")
+    quantization = output.get("quantization")
+    if not quantization:
+        return
+    scale, zero_point = float(quantization["scale"]), int(quantization["zero_point"])
+    if zero_point != results.output_zero_point or abs(scale - results.output_scale) > 1e-9:
+        raise StepError(f"firmware: the model's output quantisation on the target is scale "
+                        f"{results.output_scale:.9g}, zero point {results.output_zero_point}; "
+                        f"the variant's spec says {scale:.9g}, {zero_point}")
+
+
 def run_firmware(firmware: Firmware, machine: str, inputs: np.ndarray, work: Path,
-                 labels: np.ndarray | None = None, timeout: float = 300.0) -> FirmwareRun:
+                 labels: np.ndarray | None = None, timeout: float = 300.0,
+                 spec: Mapping[str, Any] | None = None) -> FirmwareRun:
     """Run ``firmware`` on ``machine`` over ``inputs`` (N images, each the model's input
-    tensor as int8, already quantised) in the folder ``work``; accuracy against
-    ``labels`` (class indices) when given. A :class:`StepError` when qemu fails, runs
-    past ``timeout`` seconds, or the harness reports an error."""
+    tensor as int8, already quantised) in the folder ``work``. Each image's output is
+    de-quantised by ``spec`` (the variant's: :meth:`FirmwareRun.outputs`, checked
+    against the quantisation the firmware reports) and decoded by the spec's kind of
+    task, as every host runtime's is (classification: the argmax; a detector: boxes
+    after NMS); without a spec, the argmax of the raw values (the same class: de-quantising
+    is monotonic). Scored against ``labels`` (the test split's) when given. A
+    :class:`StepError` when qemu fails, runs past ``timeout`` seconds, or the harness
+    reports an error."""
     require_qemu()
     batch = np.ascontiguousarray(inputs, dtype=np.int8).reshape(len(inputs), -1)
     work.mkdir(parents=True, exist_ok=True)
@@ -198,16 +247,24 @@ def run_firmware(firmware: Firmware, machine: str, inputs: np.ndarray, work: Pat
         raise StepError(f"firmware: the model takes {results.input_bytes} bytes per image and "
                         f"ran {len(results.scores)} images; {len(batch)} of {batch.shape[1]} "
                         f"bytes were given")
-    predictions = tuple(int(np.argmax(row)) for row in results.scores)
-    accuracy = None if labels is None else float(np.mean(np.asarray(predictions) ==
-                                                         np.asarray(labels)))
+    kind = device_code.task_kinds().of_spec(spec or {})
+    if spec is not None:
+        check_output_quantization(results, spec)
     per_tick = results.instructions_per_tick
-    return FirmwareRun(
+    run = FirmwareRun(
         core=firmware.core, machine=machine, scores=results.scores,
         output_scale=results.output_scale, output_zero_point=results.output_zero_point,
-        predictions=predictions, accuracy=accuracy,
+        predictions=(), accuracy=None,
         arena_needed_bytes=results.arena_needed_bytes, arena_used_bytes=results.arena_used_bytes,
         declared_arena_bytes=results.declared_arena_bytes,
         instructions=tuple(ticks * per_tick for ticks in results.ticks),
         instructions_per_tick=per_tick, text_bytes=firmware.text_bytes,
         data_bytes=firmware.data_bytes, bss_bytes=firmware.bss_bytes, wall_seconds=seconds)
+    rows = (run.outputs(spec.get("output") or {}) if spec is not None
+            else [np.asarray(row) for row in results.scores])
+    predictions = tuple(kind.decode(row, spec) for row in rows)
+    if labels is None:
+        return replace(run, predictions=predictions)
+    per_sample = kind.per_sample(list(predictions), list(labels))
+    return replace(run, predictions=predictions, accuracy=float(kind.metric(per_sample)),
+                   accuracy_interval=own_interval(kind, per_sample))

@@ -26,14 +26,16 @@ def test_a_probe_row_holds_the_facts_in_column_order_and_unknown_ones_empty() ->
              "cores": 4, "cpu_mhz": 1500, "cpu_max_mhz": 2400, "memory_mb": 8000,
              "memory_available_mb": 6100, "temperature_c": 51.5, "thermal_throttle_events": 3}
     table = probe_table(Path("farm.yaml"), [
-        DeviceProbe("pi5", True, facts, {"onnxruntime": "1.20.1", "tflite": "2.18"}),
+        DeviceProbe("pi5", True, facts, {"onnxruntime": "1.20.1", "tflite": "2.18"},
+                    meters=("pi5-pmic (every 0.1 s, assumed)",)),
         DeviceProbe("bare", True, {"arch": "x86_64", "cpu_mhz": 1000})])
     assert table.title == "farm: farm.yaml"
     assert [column.header for column in table.columns] == list(PROBE_COLUMNS)
     assert cells(table) == [
         ["pi5", "yes", "aarch64", "Linux 6.1", "3.11.2", "Cortex-A76", "4", "1500 (2400)",
-         "8000 (6100)", "51.5", "3 events", "onnxruntime 1.20.1, tflite 2.18"],
-        ["bare", "yes", "x86_64", "", "", "", "", "", "", "", "", ""]]
+         "8000 (6100)", "51.5", "3 events", "onnxruntime 1.20.1, tflite 2.18",
+         "pi5-pmic (every 0.1 s, assumed)"],
+        ["bare", "yes", "x86_64", "", "", "", "", "", "", "", "", "", "none"]]
 
 
 def test_an_unreachable_device_says_why_and_its_words_are_not_markup() -> None:

@@ -1,8 +1,10 @@
 """The tiny model's tflm bundle built into a real firmware (TFLM + CMSIS-NN, Cortex-M4F,
 arm-none-eabi-gcc) and run on qemu's mps2-an386 over the whole test split: its accuracy is
 host TFLM's within one image, the arena it used on the target and its instruction count
-are recorded, and a second run gives exactly the same figures. Marked ``arm`` (run by
-`make test-arm`): the first run on a machine builds the TFLM library (minutes)."""
+are recorded, and a second run gives exactly the same figures; a tiny detector's firmware
+scores the host int8 run's mAP from its whole output grid, decoded on the host. Marked
+``arm`` (run by `make test-arm`): the first run on a machine builds the TFLM library
+(minutes)."""
 
 from __future__ import annotations
 
@@ -141,3 +143,96 @@ def test_a_missing_sources_folder_is_one_line(tflm_bundle: tuple[Path, Path],
                        FirmwareSettings(sources=tmp_path / "nowhere", cache=tmp_path / "cache"))
     assert "\n" not in str(raised.value) and "is not a folder" in str(raised.value)
     assert not (tmp_path / "cache").exists()
+
+
+# A tiny detector at 96x96 (a 12x12 grid of 10 digit classes), as convert's spec says
+# its outputs are decoded.
+DETECTION_ENTRIES = {"task": "detection", "detection": {
+    "format": "grid", "classes": 10, "grid": 12, "score_threshold": 0.25, "iou_threshold": 0.45,
+    "max_detections": 100}}
+
+
+def detector_bundle(folder: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """(bundle, scenes, their boxes): a tiny detector trained a few epochs on synthetic
+    scenes, converted to full int8 and written as a tflm bundle whose spec says how its
+    grid is decoded; the scenes are some it trained on (the plumbing is tested here, not
+    generalisation: its mAP on them is well above 0)."""
+    from tasks.config import TrainParams
+    from tasks.models.architectures import TinyDetectorOptions, build_model
+    from tasks.models.formats.tflite import convert_tflite
+    from tasks.models.seeding import seed_training
+    from tasks.train.detection import fit_detector
+    from tests.cortex_m import bundle_of
+    from tests.tasks.train.test_detection import _scenes
+
+    train = _scenes(64, seed=21)
+    seed_training(0)
+    # About 45 s here: 40 epochs of 64 scenes take it to a mAP@0.5 of about 0.2 on them.
+    model = build_model(TinyDetectorOptions(width_multiplier=0.35), (96, 96, 3), 10)
+    fit_detector(model, TrainParams(epochs=40, batch_size=16, learning_rate=3e-3,
+                                    early_stopping_patience=50), {"train": train, "val": train},
+                 10)
+    model.export(str(folder / "saved_model"), format="tf_saved_model", verbose=False)
+    bundle = bundle_of(convert_tflite(folder / "saved_model", "int8", train[0][:64]),
+                       folder / "bundle", [96, 96, 3])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["spec"].update(DETECTION_ENTRIES)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle, train[0][:10], train[1][:10]
+
+
+def test_a_detector_on_an_emulated_cortex_m4_scores_the_host_int8_runs_map(
+        firmware_settings: FirmwareSettings, m4_library: Any, tmp_path: Path) -> None:
+    """The detector's firmware (TFLM + CMSIS-NN) on a few scenes: its whole output grid
+    comes back, de-quantised exactly as the host de-quantises (the same values give the
+    same floats), decoded and scored by the detection kind on the host; its mAP@0.5 is
+    the host LiteRT int8 run's on the same images within a small tolerance (the same
+    int8 arithmetic, kernels that may round one step apart), with the kind's bootstrap
+    interval; and it fits the Cortex-M4 profile's budgets."""
+    from tasks.config import McuDevice
+    from tasks.core.accuracy import wilson_interval
+    from tasks.device import runtimes, tensors
+    from tasks.device.kinds import detection
+    from tasks.targets.mcu_release import limits_of
+
+    bundle, images, labels = detector_bundle(tmp_path)
+    spec = json.loads((bundle / "manifest.json").read_text())["spec"]
+    run = measure_bundle(bundle, images, labels, tmp_path / "work", firmware_settings)
+
+    runner = runtimes.load_runner("tflite", str(bundle / "model.tflite"), 1, {})
+    host_raw = np.stack([np.asarray(runner.infer(tensors.quantize_input(image, spec["input"])))
+                         .reshape(-1) for image in images])
+    target_raw = np.asarray(run.scores)
+    assert target_raw.shape == host_raw.shape == (10, 12 * 12 * 15)
+    # CMSIS-NN's kernels and LiteRT's round some requantisations a step apart, and the
+    # steps add up over the layers: the grids agree closely, not bit for bit.
+    steps = np.abs(target_raw.astype(int) - host_raw.astype(int))
+    print(f"\nint8 output steps apart, target vs host: mean {steps.mean():.3f}, max "
+          f"{steps.max()}, equal {np.mean(steps == 0):.3f}")
+    assert steps.mean() < 1.5
+    host_outputs = np.stack([tensors.dequantize_output(row, spec["output"]) for row in host_raw])
+    target_outputs = run.outputs(spec["output"])
+    # De-quantised as the host does: equal int8 values give bit-equal floats, and every
+    # value is its int8 one on the spec's scale.
+    same = steps == 0
+    assert same.any() and np.array_equal(target_outputs[same], host_outputs[same])
+    scale, zero = spec["output"]["quantization"]["scale"], spec["output"]["quantization"]["zero_point"]
+    assert np.array_equal(target_outputs, ((target_raw.astype(np.float32) - zero)
+                                           * np.float32(scale)).astype(np.float32))
+
+    host_records = detection.KIND.per_sample(
+        [detection.KIND.decode(row, spec) for row in host_outputs], labels)
+    host_map = detection.KIND.metric(host_records)
+    print(f"\nemulated Cortex-M4 mAP@0.5 {run.accuracy:.4f} {run.accuracy_interval}, host "
+          f"LiteRT int8 {host_map:.4f}; arena {run.arena_needed_bytes} B, flash "
+          f"{run.flash_bytes} B, {run.instructions_per_inference} instructions per image")
+    assert host_map > 0.1
+    assert abs(run.accuracy - host_map) <= 0.02
+    records = detection.KIND.per_sample(list(run.predictions), labels)
+    assert run.accuracy == detection.KIND.metric(records)
+    assert run.accuracy_interval == [float(b) for b in detection.KIND.interval(records)]
+    assert run.accuracy_interval != list(wilson_interval(round(run.accuracy * 10), 10))
+    # The default farm's nano33-ble (nRF52840: 1 MB flash, 256 KB RAM, default margins).
+    budget = limits_of(McuDevice(transport="mcu", flash_kb=1024, ram_kb=256), None)
+    assert run.arena_needed_bytes <= budget.ram_budget_bytes, (run.arena_needed_bytes, budget)
+    assert run.flash_bytes <= budget.flash_budget_bytes, (run.flash_bytes, budget)

@@ -561,19 +561,20 @@ BAD_FARMS = [
                  "devices.pi.transport: 'telnet' is not allowed (allowed: 'local', 'ssh', 'mcu')",
                  id="unknown-transport"),
     pytest.param("devices: {pi: {thread: 2}}\n",
-                 "devices.pi: unknown key 'thread' (allowed: accelerators, emulation, keep_runs, "
-                 "on_release, on_release_timeout_seconds, python, requirements, runtimes, tags, "
-                 "threads, transport, workdir)",
+                 "devices.pi: unknown key 'thread' (allowed: accelerators, battery, emulation, energy, "
+                 "keep_runs, on_release, on_release_timeout_seconds, power, python, requirements, "
+                 "runtimes, tags, threads, transport, workdir)",
                  id="unknown-device-key"),
     pytest.param("devices: {pi: {requirements: {rank: size_bytes}}}\n",
                  "devices.pi.requirements: unknown key 'rank' (allowed: max_accuracy_drop, "
-                 "max_end_to_end_p90_ms, max_latency_p90_ms, max_map_drop, max_peak_rss_mb, "
-                 "max_size_mb, min_accuracy, min_fps, min_map50, rank_by)",
+                 "max_end_to_end_p90_ms, max_energy_mj, max_latency_p90_ms, max_map_drop, "
+                 "max_peak_rss_mb, max_size_mb, min_accuracy, min_battery_hours, min_fps, "
+                 "min_map50, rank_by)",
                  id="unknown-device-requirement"),
     pytest.param("devices: {pi: {requirements: {rank_by: [accuracy, speed]}}}\n",
                  "devices.pi.requirements.rank_by.1: 'speed' is not allowed (allowed: "
                  "'latency_p50_ms', 'latency_p90_ms', 'latency_p99_ms', 'throughput_fps', "
-                 "'size_bytes', 'accuracy' or 'peak_rss_mb')",
+                 "'size_bytes', 'accuracy', 'peak_rss_mb' or 'energy_mj')",
                  id="unknown-rank-measure"),
     pytest.param("devices: {pi: {requirements: {rank_by: [accuracy, accuracy]}}}\n",
                  "devices.pi.requirements.rank_by: accuracy named twice in the preference order",
@@ -590,8 +591,8 @@ BAD_FARMS = [
     pytest.param("devices: {esp: {transport: mcu, ram_kb: 512}}\n",
                  "devices.esp.flash_kb: Field required", id="mcu-without-flash"),
     pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 512, threads: 2}}}}\n",
-                 "devices.esp: unknown key 'threads' (allowed: clock_mhz, cpi, flash_kb, "
-                 "flash_margin, ram_kb, ram_margin, requirements, tags, target, transport)",
+                 "devices.esp: unknown key 'threads' (allowed: battery, clock_mhz, cpi, flash_kb, "
+                 "flash_margin, power, ram_kb, ram_margin, requirements, tags, target, transport)",
                  id="mcu-threads"),
     # ---- a microcontroller's emulated core (target, clock_mhz, cpi)
     pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 512, target: xtensa-lx7, clock_mhz: 240}}}}\n",
@@ -639,10 +640,10 @@ BAD_FARMS = [
                  "devices.pi.setup: unknown key 'venv' (allowed: extra_packages, wheelhouse)",
                  id="setup-key"),
     pytest.param(ssh_farm("password: hunter2"),
-                 "devices.pi: unknown key 'password' (allowed: accelerators, connect_attempts, "
-                 "connect_timeout, emulation, host, io_timeout, keep_runs, keepalive_seconds, key_file, "
-                 "key_passphrase_env, known_hosts, on_release, on_release_timeout_seconds, port, "
-                 "python, requirements, "
+                 "devices.pi: unknown key 'password' (allowed: accelerators, battery, connect_attempts, "
+                 "connect_timeout, emulation, energy, host, io_timeout, keep_runs, keepalive_seconds, "
+                 "key_file, key_passphrase_env, known_hosts, on_release, on_release_timeout_seconds, "
+                 "port, power, python, requirements, "
                  "retry_backoff_seconds, runtimes, setup, tags, threads, transport, user, "
                  "workdir)",
                  id="password"),
@@ -695,8 +696,8 @@ BAD_FARMS = [
                  "devices.pi.emulation: True is not allowed (allowed: 'qemu-user' or "
                  "'qemu-system')", id="emulation-not-a-name"),
     pytest.param(f"devices: {{esp: {{{MCU}, ram_kb: 512, emulation: qemu-system}}}}\n",
-                 "devices.esp: unknown key 'emulation' (allowed: clock_mhz, cpi, flash_kb, "
-                 "flash_margin, ram_kb, ram_margin, requirements, tags, target, transport)", id="emulation-on-an-mcu"),
+                 "devices.esp: unknown key 'emulation' (allowed: battery, clock_mhz, cpi, flash_kb, "
+                 "flash_margin, power, ram_kb, ram_margin, requirements, tags, target, transport)", id="emulation-on-an-mcu"),
     # ---- a key written twice, nested (issue 9)
     pytest.param("devices:\n  pi:\n    threads: 2\n    keep_runs: 3\n    threads: 4\n",
                  "key 'threads' appears twice (lines 3 and 5); YAML would keep only the last: "

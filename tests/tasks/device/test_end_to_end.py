@@ -364,3 +364,35 @@ def test_end_to_end_times_only_the_timed_frames_and_takes_each_stage_median_from
     assert sum(result["stages_ms"].values()) == pytest.approx(latency["p50"], **exact)
     assert result["timed_seconds"] == pytest.approx(sum(TIMED_SCALES) * frame_ms / 1e3, **exact)
     assert (result["accuracy"], result["accuracy_samples"]) == (0.75, 4)
+
+
+def test_with_a_meter_the_frames_energy_is_measured_end_to_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an energy meter, end_to_end measures energy per frame: each window's step
+    is one whole frame through the pipeline (the meter reading goes into ``energy``)."""
+    from tasks.device import timing
+
+    clock = StageClock()
+    fake_time = SimpleNamespace(perf_counter_ns=clock)
+    monkeypatch.setattr(harness_pipeline, "time", fake_time)
+    monkeypatch.setattr(timing, "time", fake_time)
+    monkeypatch.setattr(harness_pipeline, "_preprocess_module", lambda: CostedPreprocess(clock))
+    frames = [bytes([grey]) for grey in (1, 4, 8, 2)]
+    monkeypatch.setattr(harness_pipeline, "load_frames",
+                        lambda path: (frames, np.array([1, 4, 0, 2]),
+                                      {"height": 4, "width": 4, "encoding": "png",
+                                       "fit": "squash"}))
+    seen: list[Any] = []
+
+    def energy_of(meter: Any, step: Any, args: Any) -> dict[str, Any]:
+        seen.append(step(0))  # one frame, decoded end to end: its prediction
+        return {"meter": {"name": meter}, "energy_mj": 4.5}
+
+    monkeypatch.setattr(harness_pipeline, "energy_of", energy_of)
+    args = SimpleNamespace(frames="frames.npz", warmup_runs=1, warmup_seconds=0.0, runs=3,
+                           seconds=0.0, max_seconds=0.001, interval_width=0.05,
+                           accuracy_samples=0)
+    result = harness_pipeline.end_to_end(CostedRunner(clock), GREY_SPEC, args, meter="rapl")
+    assert result["energy"] == {"meter": {"name": "rapl"}, "energy_mj": 4.5}
+    assert seen == [1]  # frame 0 (grey 1) predicted as class 1
+    assert "energy" not in harness_pipeline.end_to_end(CostedRunner(clock), GREY_SPEC, args)

@@ -276,7 +276,8 @@ def test_parse_args_defaults_are_the_protocols() -> None:
         "spec": "s.json", "out": "r.json", "threads": 1, "warmup_runs": 20,
         "warmup_seconds": 0.5, "runs": 200, "seconds": 2.0, "max_seconds": 10.0,
         "interval_width": 0.05, "accuracy_samples": 0, "frames": None, "expect_sha256": [],
-        "accelerators": "{}"}
+        "accelerators": "{}", "energy_meter": "auto", "energy_command": None,
+        "energy_unit": "mJ", "energy_windows": 5, "energy_window_seconds": 1.0}
 
 
 def test_parse_args_reads_every_option_as_its_type() -> None:
@@ -400,14 +401,26 @@ def test_probe_in_process_prints_the_board(monkeypatch, capsys) -> None:
     monkeypatch.setattr(harness, "available", lambda: {"tflite": "ai_edge_litert",
                                                         "onnxruntime": "onnxruntime"})
     monkeypatch.setattr(harness, "module_version", lambda module: f"{module}-1")
+    monkeypatch.setattr(harness, "find_meters", lambda: [])  # whatever this machine has
     assert harness.main(["--probe"]) == 0
     assert json.loads(capsys.readouterr().out) == {
         "protocol": 1,
         "host": {"arch": "aarch64", "memory_mb": 7851, "memory_available_mb": 6360,
                  "temperature_c": 48.312, "cpu_mhz": 2400},
         "runtimes": {"tflite": "ai_edge_litert", "onnxruntime": "onnxruntime"},
-        "runtime_versions": {"tflite": "ai_edge_litert-1", "onnxruntime": "onnxruntime-1"}}
+        "runtime_versions": {"tflite": "ai_edge_litert-1", "onnxruntime": "onnxruntime-1"},
+        "energy_meters": []}
     numbers.clear()  # a board that exposes none of them
     assert harness.probe()["host"] == {"arch": "aarch64", "memory_mb": None,
                                        "memory_available_mb": None, "temperature_c": None,
                                        "cpu_mhz": 2400}
+
+
+def test_probe_lists_the_boards_energy_meters(monkeypatch) -> None:
+    from tasks.device import energy
+
+    monkeypatch.setattr(harness, "find_meters",
+                        lambda: [energy.command_meter("usbmeter", "J", period_s=0.5)])
+    assert harness.probe()["energy_meters"] == [
+        {"name": "command", "kind": "command", "resolution": 1000.0, "resolution_unit": "mJ",
+         "update_period_s": 0.5, "period_assumed": False, "counter": True}]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tasks.device import measure as device_measure
-from tasks.device import timing
+from tasks.device import metering, timing
 from tasks.device.runtimes import Runner
 
 MS = 1_000_000  # ns
@@ -59,7 +59,7 @@ SPEC = {"input": {"dtype": "float32", "shape": [1, 4, 4, 1], "layout": "NHWC",
 
 
 def _measure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-             frames: str | None = None) -> tuple[dict[str, Any], RunnerClock,
+             frames: str | None = None, **energy: Any) -> tuple[dict[str, Any], RunnerClock,
                                                  list[tuple[Any, ...]], list[Runner]]:
     """measure() on the scripted clock: the result, the clock, what load_runner was asked
     and the runners it gave. The peak RSS reads 11.5 MB before the load, 42.25 MB after."""
@@ -90,7 +90,7 @@ def _measure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                            artifact="model.fake", threads=2, warmup_runs=len(WARMUP_NS),
                            warmup_seconds=0.0, runs=len(TIMED_NS), seconds=0.0,
                            max_seconds=0.0, interval_width=0.05, accuracy_samples=4,
-                           frames=frames)
+                           frames=frames, **energy)
     return device_measure.measure(args), clock, loaded, runners
 
 
@@ -125,7 +125,8 @@ def test_frames_are_timed_end_to_end_on_the_loaded_runner(tmp_path: Path,
     spec and the arguments, and its result is reported as ``end_to_end``."""
     calls: list[tuple[Any, ...]] = []
 
-    def end_to_end_or_error(runner: Runner, spec: Any, args: Any) -> dict[str, Any]:
+    def end_to_end_or_error(runner: Runner, spec: Any, args: Any,
+                            meter: Any = None) -> dict[str, Any]:
         calls.append((runner, spec, args.frames))
         return {"p50": 1.25}
 
@@ -133,3 +134,36 @@ def test_frames_are_timed_end_to_end_on_the_loaded_runner(tmp_path: Path,
     result, _, _, runners = _measure(tmp_path, monkeypatch, frames="frames.npz")
     assert calls == [(runners[0], SPEC, "frames.npz")]
     assert result["end_to_end"] == {"p50": 1.25}
+
+
+def test_energy_windows_run_inferences_on_the_named_meter(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A meter named by --energy-meter: its windows run inferences back to back for the
+    window's length (on the runner's clock: 100 ms each after the script), and the
+    result carries what the meter gave as ``energy``."""
+    asked: list[tuple[Any, ...]] = []
+
+    def choose_meter(choice: str, root: Any, command: Any, unit: str) -> str:
+        asked.append((choice, command, unit))
+        return "the meter"
+
+    def per_inference(meter: Any, run_for: Any, windows: int, window_s: float) -> dict[str, Any]:
+        return {"meter": meter, "windows": windows, "window_s": window_s,
+                "ran": run_for(0.25)}
+
+    monkeypatch.setattr(metering, "choose_meter", choose_meter)
+    monkeypatch.setattr(metering, "per_inference", per_inference)
+    result, clock, _, _ = _measure(tmp_path, monkeypatch, energy_meter="command",
+                                   energy_command="meter --read", energy_unit="J",
+                                   energy_windows=4, energy_window_seconds=0.5)
+    assert asked == [("command", "meter --read", "J")]
+    # 0.25 s of 100 ms inferences: 3 (the third passes 0.25 s).
+    assert result["energy"] == {"meter": "the meter", "windows": 4, "window_s": 0.5, "ran": 3}
+    assert clock.inferences == 13 + 3
+
+
+def test_a_named_meter_the_board_lacks_is_the_reason_and_no_number(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEFLOW_SYSFS_ROOT", str(tmp_path / "empty-sys"))
+    result, _, _, _ = _measure(tmp_path, monkeypatch, energy_meter="rapl")
+    assert result["energy"] == {"error": "no energy meter 'rapl' on this board (found: none)"}

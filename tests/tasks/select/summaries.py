@@ -14,10 +14,11 @@ from tasks.select import evaluate
 
 
 def judge(record: dict[str, Any], requirements: Requirements,
-          reference_accuracy: float) -> SummaryRow:
+          reference_accuracy: float, device: Any = None) -> SummaryRow:
     """:func:`tasks.select.evaluate` on a record as benchmark writes it (read through its
-    contract, as select reads the file)."""
-    return evaluate(ResultRecord.model_validate(record), requirements, reference_accuracy)
+    contract, as select reads the file), on ``device`` (its farm.yaml entry) if given."""
+    return evaluate(ResultRecord.model_validate(record), requirements, reference_accuracy,
+                    device)
 
 
 def summary_row(variant: str, device: str = "local", status: str = "pass",

@@ -18,7 +18,8 @@ def test_a_measured_row_and_an_unmeasured_one() -> None:
     assert dict(zip(COLUMNS, row_cells(measured))) == {
         "device": "pi", "variant": "onnx-fp32", "status": "pass", "exec": "f32",
         "accuracy": "0.9000", "drop": "1.23%", "size KB": "20.0", "p50 ms": "1.000",
-        "p90 ms": "2.250", "p99 ms": "3.500", "fps": "833", "e2e p90 ms": "—", "RSS MB": "50"}
+        "p90 ms": "2.250", "p99 ms": "3.500", "fps": "833", "e2e p90 ms": "—", "RSS MB": "50",
+        "energy mJ": "—"}
     skipped = row_cells(summary_row("tflite-int8", "pi", "skipped"))
     assert skipped[:3] == ["pi", "tflite-int8", "skipped"] and set(skipped[3:]) == {"—"}
 
@@ -53,3 +54,11 @@ def test_a_zero_requirement_is_stated() -> None:
     # No drop allowed, no memory headroom: a 0 is a requirement, only None is unset.
     assert stated_requirements({"max_accuracy_drop": 0.0, "min_fps": 0, "max_size_kb": None}) == (
         "max_accuracy_drop=0.0, min_fps=0")
+
+
+def test_an_energy_cell_is_measured_plain_and_estimated_marked() -> None:
+    from tasks.select.report.cells import energy_cell
+
+    assert energy_cell(summary_row("a", energy_mj=1.23456, energy_source="measured")) == "1.235"
+    assert energy_cell(summary_row("a", energy_mj=50.0, energy_source="estimated")) == "~50 est"
+    assert energy_cell(summary_row("a")) == "—"

@@ -260,3 +260,34 @@ def test_a_detectors_plots_name_its_score_map50() -> None:
     plain = draw_pareto(summary(), "board")
     assert plain.axes.get_ylabel() == "test accuracy"
     close(plain)
+
+
+def energy_row(variant: str, mj: float, accuracy: float, source: str = "estimated",
+               status: str = "pass") -> SummaryRow:
+    return summary_row(variant, "pi", status, runtime="tflite", accuracy=accuracy,
+                       energy_mj=mj, energy_source=source, size_bytes=1000)
+
+
+def test_the_energy_frontier_is_every_passing_variant_none_beats_on_both() -> None:
+    from tasks.select.plots import energy_front
+
+    rows = [energy_row("frugal", 1.0, 0.90), energy_row("accurate", 4.0, 0.97),
+            energy_row("dominated", 5.0, 0.95), energy_row("failing", 0.5, 0.99, status="fail"),
+            energy_row("balanced", 2.0, 0.95)]
+    assert energy_front(rows) == ["frugal", "accurate", "balanced"]
+
+
+def test_the_energy_plot_says_when_its_energies_are_estimated(tmp_path: Path) -> None:
+    from tasks.select.plots import draw_energy, write_plots
+
+    rows = [energy_row("frugal", 1.0, 0.90), energy_row("accurate", 4.0, 0.97)]
+    summary = summary_of(rows, {"pi": "frugal"})
+    drawn = draw_energy(summary, "pi")
+    assert drawn.axes.get_title() == ("pi: accuracy against energy per inference "
+                                      "(ESTIMATED, not measured)")
+    assert set(drawn.labels) == {"frugal", "accurate"}
+    measured = summary_of([energy_row("frugal", 1.0, 0.9, "measured")], {"pi": "frugal"})
+    assert draw_energy(measured, "pi").axes.get_title().endswith("(measured)")
+    titles = [plot.title for plot in write_plots(summary, {}, tmp_path)]
+    assert "pi: accuracy against energy per inference (estimated)" in titles
+    assert (tmp_path / "devices" / "pi" / "energy.png").is_file()

@@ -65,7 +65,7 @@ def test_every_result_cell_has_its_column_class_and_the_reverse_view_lists_every
     assert len(rows) == 6
     for line in rows:  # device, variant, status, exec are text; the 9 numbers are not
         classes = re.findall(r'<td class="([^"]*)">', line)
-        assert classes == ["text", "text", "text status", "text", *[""] * 9, "text"], line
+        assert classes == ["text", "text", "text status", "text", *[""] * 10, "text"], line
 
 
 def test_a_device_with_estimated_latencies_says_they_are_estimates_not_measured() -> None:

@@ -30,11 +30,12 @@ def headers(table: Table) -> list[str]:
 
 def test_a_wide_console_gets_the_full_table_and_a_narrow_one_the_compact_one() -> None:
     [full] = terminal_summary(summary(), COMPACT_UP_TO + 1)
-    assert headers(full) == [*COLUMNS, "reasons / notes"] and full.row_count == 2
+    # No row has an energy: the console leaves its column out (report.md has it).
+    assert headers(full) == [*COLUMNS[:-1], "reasons / notes"] and full.row_count == 2
     # Text columns read from the left, figures line up on the right; the notes as text.
     assert [column.justify for column in full.columns] == [
         "left" if name in {"device", "variant", "status", "exec"} else "right"
-        for name in COLUMNS] + ["left"]
+        for name in COLUMNS[:-1]] + ["left"]
     compact, reasons = terminal_summary(summary(), COMPACT_UP_TO)
     assert headers(compact) == ["#", *COMPACT_COLUMNS] and compact.row_count == 2
     console = Console(width=80, record=True, color_system=None)
@@ -191,3 +192,17 @@ def test_a_detectors_results_name_their_score_map50_everywhere() -> None:
     [plain] = terminal_summary(summary(), COMPACT_UP_TO + 1)
     assert headers(plain)[4] == "accuracy"
     assert "fp32 reference accuracy (Keras" in render_markdown(summary(), [])
+
+
+def test_the_energy_column_shows_only_where_a_row_has_an_energy() -> None:
+    from tasks.select.report.terminal import summary_table
+    from tests.tasks.select.summaries import summary_of, summary_row
+
+    plain = summary_of([summary_row("onnx-fp32")], {"local": "onnx-fp32"})
+    assert "energy mJ" not in [column.header for column in summary_table(plain).columns]
+    energetic = summary_of([summary_row("onnx-fp32", energy_mj=2.5, energy_source="estimated")],
+                           {"local": "onnx-fp32"})
+    table = summary_table(energetic)
+    headers = [column.header for column in table.columns]
+    assert headers[-2:] == ["energy mJ", "reasons / notes"]
+    assert list(table.columns[-2].cells) == ["~2.5 est"]

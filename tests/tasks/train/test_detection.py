@@ -16,8 +16,8 @@ from tasks.core.files import read_json
 from tasks.device.kinds import detection as kind
 from tasks.models.architectures import (OBJECTNESS_PRIOR, SmallCNNOptions, TinyDetectorOptions,
                                         build_model)
-from tasks.train.detection import (DetectionScore, LossWeights, check_learned, detection_loss,
-                                   encode_targets, mean_loss)
+from tasks.models.detection_loss import LossWeights, detection_loss, encode_targets, mean_loss
+from tasks.train.detection import DetectionScore, check_learned
 
 SURE = 30.0  # a logit that is certain: sigmoid(30) = 1 - 1e-13
 
