@@ -113,7 +113,8 @@ def _train(ctx: Context) -> Any:
 def _optimize(ctx: Context) -> Any:
     from tasks.optimize import optimize
     return optimize(ctx.params.optimize, ctx.layout.base_model, ctx.layout.prepared,
-                    ctx.layout.pruned, seed=ctx.params.train.seed)
+                    ctx.layout.pruned, seed=ctx.params.train.seed,
+                    decoding=ctx.params.data.decoding)
 
 
 def _convert(ctx: Context) -> Any:
@@ -183,16 +184,16 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     Step("prepare", params=("data",), entry="tasks.prepare",
          deps=lambda lay: [], outs=lambda lay: [lay.prepared], run=_prepare,
          user_inputs=_data_folder),
-    # train and convert read data.detection (a detector's decoding): `data` whole, as DVC
-    # refuses a listed key that a classification params.yaml lacks; any other data key
-    # changes data/prepared, a dep of both, anyway.
+    # train, optimize and convert read data.detection (a detector's decoding): `data`
+    # whole, as DVC refuses a listed key that a classification params.yaml lacks; any
+    # other data key changes data/prepared, a dep of all three, anyway.
     Step("train", params=("model", "train", "data"), entry="tasks.train",
          deps=lambda lay: [lay.prepared],
          outs=lambda lay: [lay.base_model],
          metrics=lambda lay: [lay.train_metrics],
          records=lambda lay: [lay.train_metrics.with_name("train_history.json")],
          run=_train, user_inputs=_model_file),
-    Step("optimize", params=("optimize", "train.seed"), entry="tasks.optimize",
+    Step("optimize", params=("optimize", "train.seed", "data"), entry="tasks.optimize",
          deps=lambda lay: [lay.base_model, lay.prepared], outs=lambda lay: [lay.pruned],
          run=_optimize),
     Step("convert", params=("formats", "convert", "quantization", "requirements.max_accuracy_drop",

@@ -42,7 +42,7 @@ import numpy as np
 from tasks.core import notices
 from tasks.core.accuracy import (accuracy_interval, own_interval, reference_on_first,
                                   relative_drop)
-from tasks.config import ConvertParams, DetectionDecoding, QuantizationParams
+from tasks.config import ConvertParams, DetectionDecoding, QuantizationParams, decoding_spec
 from tasks.core.contracts.prepared import DEFAULT_TASK, load_split, read_meta
 from tasks.core.contracts.variants import (INDEX_NAME, Variant, VariantCheck, VariantFile,
                                            VariantIndex, VariantSource, write_variant_index)
@@ -228,7 +228,7 @@ def _detection_entries(reference: np.ndarray, classes: int,
                               f"5 + {classes} values per cell (objectness, box, one score "
                               f"per class)")
     return {"detection": {"format": "grid", "classes": classes, "grid": int(shape[0]),
-                          **(decoding or DetectionDecoding()).model_dump()}}
+                          **decoding_spec(decoding)["detection"]}}
 
 
 # What a variant's spec carries beyond "task", per kind of task that needs more.

@@ -1,7 +1,8 @@
 """Step ``optimize``: the trained model -> pruned source models, each shaped like the base.
 
 Reads params ``optimize`` (``optimize.pruning``: a list of recipes, each with a unique
-``name`` and a ``method``: ``magnitude`` or ``structured``), ``models/base/model.keras``
+``name`` and a ``method``: ``magnitude`` or ``structured``), a detector's
+``data.detection`` (the decoding its pruned references are scored under), ``models/base/model.keras``
 and ``models/base/reference.json`` (the base test accuracy), and the train/val/test
 splits of ``data/prepared/``. For every recipe, in order, it prunes and fine-tunes the
 base model (seeded, so the same inputs give the same models) and writes
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from tasks.core import device_code, notices
-from tasks.config import OptimizeParams
+from tasks.config import DetectionDecoding, OptimizeParams, decoding_spec
 from tasks.core.accuracy import reference_on_first
 from tasks.core.contracts.prepared import DEFAULT_TASK, load_split, read_meta
 from tasks.core.errors import StepError
@@ -65,11 +66,13 @@ def _figures(model: Any, accuracy: float, keras_file: Path) -> ModelFigures:
                         keras_gzip_bytes=gzip_size(keras_file))
 
 
-def test_results(kind: Any, outputs: np.ndarray, labels: np.ndarray) -> list[Any]:
+def test_results(kind: Any, outputs: np.ndarray, labels: np.ndarray,
+                 spec: dict[str, Any] | None = None) -> list[Any]:
     """Each test image's result as ``kind`` scores the model's ``outputs``, in order, as
     ``reference.json`` records it (what the train step writes): 1 or 0 per image for a
-    classifier, a detector's per-image matches in their JSON form."""
-    results = kind.per_sample([kind.decode(row) for row in outputs], labels)
+    classifier, a detector's per-image matches in their JSON form, decoded as ``spec``
+    says (a detector's: ``data.detection``, as train's reference and every variant)."""
+    results = kind.per_sample([kind.decode(row, spec) for row in outputs], labels)
     return [result.as_json() if hasattr(result, "as_json") else int(result)
             for result in results]
 
@@ -109,8 +112,9 @@ def _recipe_unfit(options: Any, model_dir: Path) -> str | None:
 
 
 def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: Path, *,
-             seed: int = 42) -> Path:
-    """Run every pruning recipe on ``model_dir``'s model; returns ``out_dir``."""
+             seed: int = 42, decoding: DetectionDecoding | None = None) -> Path:
+    """Run every pruning recipe on ``model_dir``'s model, a pruned detector's reference
+    scored under ``decoding`` (``data.detection``); returns ``out_dir``."""
     import keras
 
     base_file = model_dir / "model.keras"
@@ -138,6 +142,8 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
                         f"{prepared / 'test.npz'} has {len(y_test)}: re-run the train step")
     data = TrainingData(x_train, y_train, x_val, y_val, task)
     kind = device_code.task_kinds().get(task)
+    # A detector's (data.detection's): the decoding train's reference and the variants use.
+    spec = decoding_spec(decoding) if decoding is not None else None
 
     base_model = keras.models.load_model(base_file)
     base = _figures(base_model, reference_on_first(base_correct, 0, task), base_file)
@@ -157,7 +163,8 @@ def optimize(params: OptimizeParams, model_dir: Path, prepared: Path, out_dir: P
             # recipes come before it in params.yaml.
             seed_training(seed)
             pruned = recipe(options.method)(options, base_model, data)
-            test_correct = test_results(kind, pruned.model.predict(x_test, verbose=0), y_test)
+            test_correct = test_results(kind, pruned.model.predict(x_test, verbose=0), y_test,
+                                        spec)
 
             target = staging / options.name
             target.mkdir()

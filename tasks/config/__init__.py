@@ -29,7 +29,7 @@ from tasks.config.params import (AugmentationParams, BenchmarkParams, ComparePar
                                  ModelParams,
                                  OptimizeParams, Params, PruningRecipe, QuantizationParams,
                                  RankKey, ReleaseParams, RequirementParams, Requirements,
-                                 SelectParams, SplitParams, TrainParams)
+                                 SelectParams, SplitParams, TrainParams, decoding_spec)
 from tasks.config.safe_yaml import MAX_YAML_VALUES, AliasBombError, DuplicateKeyError, parse_yaml
 
 __all__ = [
@@ -42,6 +42,6 @@ __all__ = [
     "EndToEndParams",
     "ModelParams", "OptimizeParams", "Params", "PruningRecipe", "QuantizationParams", "RankKey",
     "ReleaseParams", "RequirementParams", "Requirements", "SelectParams", "SplitParams",
-    "TrainParams",
+    "TrainParams", "decoding_spec",
     "MAX_YAML_VALUES", "AliasBombError", "DuplicateKeyError", "parse_yaml",
 ]

@@ -51,6 +51,13 @@ class DetectionDecoding(StrictModel):
         default=100, description="most boxes kept per image, best first")
 
 
+def decoding_spec(decoding: DetectionDecoding | None) -> dict[str, Any]:
+    """``decoding`` (None: the defaults) in a variant spec's form, ``{"detection": {...}}``,
+    as the detection kind's ``settings`` reads it: how train and optimize score the
+    Keras models' outputs under the decoding convert writes into every variant's spec."""
+    return {"detection": (decoding or DetectionDecoding()).model_dump()}
+
+
 class DataParams(StrictModel):
     """Where images come from and how they become model inputs."""
 

@@ -38,7 +38,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from tasks.config import DetectionDecoding, TrainParams
+from tasks.config import DetectionDecoding, TrainParams, decoding_spec
 from tasks.core import device_code
 from tasks.core.contracts.prepared import PreparedMeta, image_boxes, load_split
 from tasks.core.errors import TrainingError
@@ -57,13 +57,6 @@ def _kind() -> ModuleType:
     kinds they ask."""
     detector = device_code.task_kinds().get("detection")
     return sys.modules[type(detector).__module__]
-
-
-def decoding_spec(decoding: DetectionDecoding | None) -> dict[str, Any]:
-    """The spec whose ``"detection"`` entry is ``decoding`` (``data.detection``; None: the
-    kind's defaults), as the detection kind's ``decode`` reads it: what convert writes
-    into each variant's spec, less the sizes the output's shape says here."""
-    return {"detection": (decoding or DetectionDecoding()).model_dump()}
 
 
 def _post_processing(spec: dict[str, Any]) -> dict[str, Any]:

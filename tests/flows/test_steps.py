@@ -244,7 +244,8 @@ def test_each_step_hands_its_task_the_experiments_own_inputs(
                                                lay.base_model, lay.train_metrics.parent,
                                                None), {})]
     assert calls["tasks.optimize"] == [("optimize", (params.optimize, lay.base_model,
-                                                     lay.prepared, lay.pruned), {"seed": 7})]
+                                                     lay.prepared, lay.pruned),
+                                        {"seed": 7, "decoding": None})]
     assert calls["tasks.convert"] == [
         ("ConvertInputs", (lay.base_model, lay.pruned, lay.prepared), {}),
         ("convert", (params.formats, params.convert, params.quantization,
@@ -256,10 +257,10 @@ def test_each_step_hands_its_task_the_experiments_own_inputs(
     assert calls["tasks.track"] == [("track", (ctx.params_dump(), lay), {})]
 
 
-def test_train_and_convert_both_get_the_detectors_one_decoding_section(
+def test_train_optimize_and_convert_get_the_detectors_one_decoding_section(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """data.detection reaches train (its reference's mAP) and convert (each variant's
-    spec) as the same object; neither step reads it from anywhere else."""
+    """data.detection reaches train (its reference's mAP), optimize (a pruned detector's
+    reference) and convert (each variant's spec) as the same object."""
     from flows import steps
     from flows.steps import Context
     from tasks.config import DetectionDecoding
@@ -273,12 +274,14 @@ def test_train_and_convert_both_get_the_detectors_one_decoding_section(
     ctx = Context.load(tmp_path / "exp" / "params.yaml", tmp_path / "exp" / "farm.yaml")
     trained = _recorder(monkeypatch, "tasks.train", "train")
     converted = _recorder(monkeypatch, "tasks.convert", "convert", "ConvertInputs")
-    steps.STEPS["train"].run(ctx)
-    steps.STEPS["convert"].run(ctx)
+    optimized = _recorder(monkeypatch, "tasks.optimize", "optimize")
+    for name in ("train", "optimize", "convert"):
+        steps.STEPS[name].run(ctx)
+        assert "data" in steps.STEPS[name].params
     expected = DetectionDecoding(score_threshold=0.4, iou_threshold=0.45, max_detections=9)
     assert trained[0][1][-1] == expected
+    assert optimized[0][2]["decoding"] == expected
     assert converted[-1][0] == "convert" and converted[-1][1][-1] == expected
-    assert {"data"} <= set(steps.STEPS["train"].params) & set(steps.STEPS["convert"].params)
 
 
 def test_benchmark_checks_every_key_then_measures_each_board_in_farm_order_then_drops_stale(

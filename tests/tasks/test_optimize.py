@@ -433,3 +433,21 @@ def test_a_detector_is_pruned_by_magnitude_and_judged_by_its_map(tmp_path: Path)
                                           "'tiny_detector'; use method 'magnitude'"):
         recipe("structured")(StructuredPruningOptions(name="slim", ratio=0.5, **FAST), pruned,
                              TrainingData(*splits["train"], *splits["val"], "detection"))
+
+
+def test_a_pruned_detectors_reference_is_scored_under_data_detection() -> None:
+    """test_results decodes by the spec it is given (optimize's: data.detection), as
+    train's reference and the variants do: the same outputs score mAP 0.75 at a score
+    threshold of 0.25 and 0.5 at 0.5 (tests/tasks/train/test_detection.py's scene)."""
+    from tasks.config import DetectionDecoding, decoding_spec
+    from tasks.core import device_code
+    from tasks.core.accuracy import reference_on_first
+    from tasks.optimize import test_results
+    from tests.tasks.train.test_detection import threshold_scene
+
+    outputs, labels = threshold_scene()
+    kind = device_code.task_kinds().get("detection")
+    for threshold, expected in ((0.25, 0.75), (0.5, 0.5)):
+        records = test_results(kind, outputs, labels,
+                               decoding_spec(DetectionDecoding(score_threshold=threshold)))
+        assert reference_on_first(records, 0, "detection") == pytest.approx(expected, abs=1e-12)

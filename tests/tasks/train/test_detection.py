@@ -407,6 +407,20 @@ def test_the_train_step_trains_the_detector_and_records_its_map_and_curves(tmp_p
 
 
 # ------------------------------------------------- one decoding: the reference and variants
+def threshold_scene() -> tuple[np.ndarray, np.ndarray]:
+    """Raw grid outputs (grid 4, 3 classes) and labels of two images whose mAP@0.5 is 0.75
+    at a score threshold of 0.25 and 0.5 at 0.5: image 0's class-0 object found at 0.9
+    and a class-1 box where there is none at 0.6; image 1's class-1 object found at 0.35."""
+    labels = pad_boxes([np.array([[0, 0.3, 0.55, 0.5, 0.85]]),
+                        np.array([[1, 0.6, 0.1, 0.9, 0.3]])])
+    outputs = perfect_outputs(encode_targets(labels, grid=4, classes=3))
+    outputs[0, 2, 1, 0] = _logit(0.9)
+    outputs[1, 0, 3, 0] = _logit(0.35)
+    outputs[0, 0, 0, :5] = [_logit(0.6), 0.0, 0.0, -1.0, -1.0]  # an empty cell proposes
+    outputs[0, 0, 0, 5:] = [-SURE, SURE, -SURE]                  # a class-1 box
+    return outputs, labels
+
+
 @pytest.mark.parametrize("threshold, expected", [(0.25, 0.75), (0.5, 0.5)])
 def test_a_changed_score_threshold_moves_the_reference_and_the_variants_alike(
         threshold: float, expected: float) -> None:
@@ -417,18 +431,12 @@ def test_a_changed_score_threshold_moves_the_reference_and_the_variants_alike(
     0.25 class 1 ranks the false box first (AP 0.5), class 0 is found (AP 1): mAP 0.75;
     at 0.5 the 0.35 box is gone: class 1 AP 0, mAP 0.5."""
     from tasks import convert as convert_step
-    from tasks.config import DetectionDecoding
+    from tasks.config import DetectionDecoding, decoding_spec
     from tasks.core.accuracy import reference_on_first
-    from tasks.train.detection import decoding_spec, evaluate
+    from tasks.train.detection import evaluate
 
-    labels = pad_boxes([np.array([[0, 0.3, 0.55, 0.5, 0.85]]),
-                        np.array([[1, 0.6, 0.1, 0.9, 0.3]])])
+    outputs, labels = threshold_scene()
     targets = encode_targets(labels, grid=4, classes=3)
-    outputs = perfect_outputs(targets)
-    outputs[0, 2, 1, 0] = _logit(0.9)
-    outputs[1, 0, 3, 0] = _logit(0.35)
-    outputs[0, 0, 0, :5] = [_logit(0.6), 0.0, 0.0, -1.0, -1.0]  # an empty cell proposes
-    outputs[0, 0, 0, 5:] = [-SURE, SURE, -SURE]                  # a class-1 box
     decoding = DetectionDecoding(score_threshold=threshold)
 
     reference = evaluate(outputs, labels, spec=decoding_spec(decoding))
