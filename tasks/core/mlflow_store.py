@@ -9,6 +9,7 @@ model registry).
 from __future__ import annotations
 
 import os
+import re
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -42,8 +43,34 @@ def quoted(value: str) -> str | None:
     return None
 
 
+# A query parameter whose name says it holds a secret (a database password, a token, a
+# signed URL's signature or credential): never recorded nor hashed into a key.
+SECRET_QUERY_NAME = re.compile(r"pass|secret|token|key|sig|credential|auth", re.IGNORECASE)
+
+
 def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def public_uri(uri: str, root: Path) -> str:
+    """``uri`` as it may be written into a committed file or a cache key: without
+    ``user:password@`` and without any query parameter whose name says it is a secret
+    (:data:`SECRET_QUERY_NAME`); a sqlite store inside the experiment folder ``root``
+    relative to it (``sqlite:///mlflow/mlflow.db``: the same store in every clone). The
+    same destination gives the same text wherever and by whom it is reached."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+        inside = root.resolve()
+        if database.is_absolute() and database.resolve().is_relative_to(inside):
+            return f"sqlite:///{database.resolve().relative_to(inside).as_posix()}"
+        return uri
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rpartition("@")[2]  # user:password@host:port -> host:port
+    query = urlencode([(name, value) for name, value in parse_qsl(parts.query, keep_blank_values=True)
+                       if not SECRET_QUERY_NAME.search(name)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def check_answers(uri: str, timeout: float = ANSWER_WAIT_SECONDS) -> None:

@@ -1,4 +1,5 @@
-"""Whether a tracking server answers, against real local HTTP servers."""
+"""Whether a tracking server answers, against real local HTTP servers; what of a tracking
+URI may be recorded."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import http.server
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tasks.core.errors import ConfigError
-from tasks.core.mlflow_store import check_answers
+from tasks.core.mlflow_store import check_answers, public_uri, tracking_uri
 
 
 class _Refusing(http.server.BaseHTTPRequestHandler):
@@ -56,3 +58,27 @@ def test_nothing_listening_is_refused_in_one_line_naming_the_uri() -> None:
         check_answers(uri, timeout=5)
     assert str(refused.value).startswith(f"MLFLOW_TRACKING_URI {uri}: no MLflow server answers")
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("uri, public", [
+    ("http://team-server:5000", "http://team-server:5000"),
+    ("http://alice:s3cret@team-server:5000/", "http://team-server:5000/"),
+    ("https://token@mlflow.example/api?workspace=ml&access_token=abc",
+     "https://mlflow.example/api?workspace=ml"),
+    ("postgresql://mlflow:pw@db.lan:5432/mlflow?sslmode=require&password=pw",
+     "postgresql://db.lan:5432/mlflow?sslmode=require"),
+    ("databricks", "databricks"),
+])
+def test_a_public_uri_holds_no_credential(tmp_path: Path, uri: str, public: str) -> None:
+    assert public_uri(uri, tmp_path) == public
+    assert "pw" not in public_uri(uri, tmp_path) and "s3cret" not in public_uri(uri, tmp_path)
+
+
+def test_a_store_inside_the_experiment_is_relative_to_it_and_one_outside_is_kept(
+        tmp_path: Path) -> None:
+    root = tmp_path / "exp"
+    root.mkdir()
+    assert public_uri(tracking_uri(root), root) == "sqlite:///mlflow/mlflow.db"
+    assert public_uri(f"sqlite:///{root}/runs/other.db", root) == "sqlite:///runs/other.db"
+    outside = f"sqlite:///{tmp_path}/shared.db"
+    assert public_uri(outside, root) == outside
