@@ -73,6 +73,17 @@ def public_uri(uri: str, root: Path) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def store_uri(recorded: str, root: Path) -> str:
+    """The URI to reach the store a record names (``recorded``: a :func:`public_uri`, or
+    an older record's full URI) from the experiment ``root``: a relative sqlite store is
+    the experiment's; the store ``MLFLOW_TRACKING_URI`` names now, recorded without its
+    credentials, is reached with them; any other URI as it is."""
+    if recorded.startswith("sqlite:///") and not recorded.startswith("sqlite:////"):
+        return f"sqlite:///{(root / recorded.removeprefix('sqlite:///')).resolve()}"
+    current = tracking_uri(root)
+    return current if recorded == public_uri(current, root) else recorded
+
+
 def check_answers(uri: str, timeout: float = ANSWER_WAIT_SECONDS) -> None:
     """Refuse (ConfigError naming ``uri``) a tracking server that does not answer within
     ``timeout``: nothing listening, a dropped connection, or a process that accepts and

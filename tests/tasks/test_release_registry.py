@@ -14,6 +14,7 @@ import pytest
 
 from tasks.config import BenchmarkParams, load_farm
 from tasks.core.layout import Layout
+from tasks.core.mlflow_store import store_uri
 from tasks.release import release_device
 from tasks.release.registry import alias, registered_model_name
 
@@ -30,7 +31,7 @@ LINK_TAG = "mlflow.modelVersions"  # what MLflow's logged-model page reads its v
 def client_for(layout: Layout) -> Any:
     from mlflow import MlflowClient
 
-    uri = json.loads(layout.tracking_record.read_text())["tracking_uri"]
+    uri = store_uri(json.loads(layout.tracking_record.read_text())["tracking_uri"], layout.root)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

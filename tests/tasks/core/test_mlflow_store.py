@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tasks.core.errors import ConfigError
-from tasks.core.mlflow_store import check_answers, public_uri, tracking_uri
+from tasks.core.mlflow_store import check_answers, public_uri, store_uri, tracking_uri
 
 
 class _Refusing(http.server.BaseHTTPRequestHandler):
@@ -82,3 +82,16 @@ def test_a_store_inside_the_experiment_is_relative_to_it_and_one_outside_is_kept
     assert public_uri(f"sqlite:///{root}/runs/other.db", root) == "sqlite:///runs/other.db"
     outside = f"sqlite:///{tmp_path}/shared.db"
     assert public_uri(outside, root) == outside
+
+
+def test_a_recorded_store_is_reached_again_from_the_experiment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "exp"
+    root.mkdir()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert store_uri("sqlite:///mlflow/mlflow.db", root) == tracking_uri(root)
+    assert store_uri(f"sqlite:///{tmp_path}/shared.db", root) == f"sqlite:///{tmp_path}/shared.db"
+    # The server named now is reached with the credentials it is named with now.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:pw@team:5000")
+    assert store_uri("http://team:5000", root) == "http://alice:pw@team:5000"
+    assert store_uri("http://other:5000", root) == "http://other:5000"
