@@ -52,25 +52,32 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
 
 
-def public_uri(uri: str, root: Path) -> str:
-    """``uri`` as it may be written into a committed file or a cache key: without
-    ``user:password@`` and without any query parameter whose name says it is a secret
-    (:data:`SECRET_QUERY_NAME`); a sqlite store inside the experiment folder ``root``
-    relative to it (``sqlite:///mlflow/mlflow.db``: the same store in every clone). The
-    same destination gives the same text wherever and by whom it is reached."""
+def without_credentials(uri: str) -> str:
+    """``uri`` without ``user:password@`` and without any query parameter whose name says
+    it is a secret (:data:`SECRET_QUERY_NAME`): what may be written into a committed
+    file. A sqlite URI has neither and is kept as it is."""
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-    if uri.startswith("sqlite:///"):
-        database = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-        inside = root.resolve()
-        if database.is_absolute() and database.resolve().is_relative_to(inside):
-            return f"sqlite:///{database.resolve().relative_to(inside).as_posix()}"
+    if uri.startswith("sqlite:"):
         return uri
     parts = urlsplit(uri)
     netloc = parts.netloc.rpartition("@")[2]  # user:password@host:port -> host:port
     query = urlencode([(name, value) for name, value in parse_qsl(parts.query, keep_blank_values=True)
                        if not SECRET_QUERY_NAME.search(name)])
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def public_uri(uri: str, root: Path) -> str:
+    """``uri`` :func:`without_credentials`, and a sqlite store inside the experiment
+    folder ``root`` relative to it (``sqlite:///mlflow/mlflow.db``): the same destination
+    gives the same text wherever the experiment lies and whoever reaches it (track's
+    cache key, ``release.json``)."""
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+        inside = root.resolve()
+        if database.is_absolute() and database.resolve().is_relative_to(inside):
+            return f"sqlite:///{database.resolve().relative_to(inside).as_posix()}"
+    return without_credentials(uri)
 
 
 def store_uri(recorded: str, root: Path) -> str:

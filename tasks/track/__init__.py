@@ -25,9 +25,9 @@ Reads every params section, ``reports/`` (summary, report, plots), ``results/``,
 
 A track that fails leaves its parent run FAILED with the error (:mod:`tasks.track.runs`);
 a lifecycle that fails before tracking gets one through :func:`record_failure`.
-Writes ``metrics/mlflow_run.json`` (the run ids) for people and DVC, naming the store as
-it may be committed (:func:`~tasks.core.mlflow_store.public_uri`: no credentials, the
-experiment's own store relative to it). The store is :mod:`tasks.track.store`'s.
+Writes ``metrics/mlflow_run.json`` (the run ids) for people and DVC, naming the store
+without credentials (:func:`~tasks.core.mlflow_store.without_credentials`). The store is
+:mod:`tasks.track.store`'s.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from tasks.core.contracts.summary import Summary, SummaryRow, read_summary
 from tasks.core.contracts.variants import read_variant_index
 from tasks.core.files import read_json, write_json
 from tasks.core.layout import Layout
-from tasks.core.mlflow_store import public_uri
+from tasks.core.mlflow_store import without_credentials
 from tasks.track.datasets import dataset_inputs
 from tasks.track.failure import record_failure
 from tasks.track.models import log_variant_models
@@ -194,10 +194,11 @@ def _track(params_dump: dict[str, Any], layout: Layout, uri: str, run_name: str 
         raise
     finally:
         client.set_terminated(parent, status=status)
-    # Committed with the metrics: the store without credentials, the experiment's own
-    # store relative to it (release reaches it again through store_uri).
+    # Committed with the metrics: the store without credentials (release reaches it
+    # again through store_uri). A local store keeps its path: release registers into the
+    # store that holds these runs, also from a copy of the experiment without its mlflow/.
     return write_json(layout.tracking_record, {
-        "tracking_uri": public_uri(uri, layout.root), "experiment_id": experiment,
+        "tracking_uri": without_credentials(uri), "experiment_id": experiment,
         "parent_run_id": parent, "nested_run_ids": nested, "model_ids": models.ids})
 
 

@@ -14,7 +14,6 @@ import pytest
 
 from tasks.config import BenchmarkParams, load_farm
 from tasks.core.layout import Layout
-from tasks.core.mlflow_store import store_uri
 from tasks.release import release_device
 from tasks.release.registry import alias, registered_model_name
 
@@ -31,7 +30,7 @@ LINK_TAG = "mlflow.modelVersions"  # what MLflow's logged-model page reads its v
 def client_for(layout: Layout) -> Any:
     from mlflow import MlflowClient
 
-    uri = store_uri(json.loads(layout.tracking_record.read_text())["tracking_uri"], layout.root)
+    uri = json.loads(layout.tracking_record.read_text())["tracking_uri"]
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -21,7 +21,6 @@ from tasks.core.contracts.summary import RowStatus
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.layout import Layout
-from tasks.core.mlflow_store import store_uri
 from tasks.track import EXPERIMENT, flatten, track
 from tasks.track.models import FLAVOURS
 from tests.helpers import benchmarked_copy
@@ -129,9 +128,7 @@ def test_track_logs_parent_and_nested_runs(tiny_project: Any, project: Layout,
     assert set(by_key) == expected and len(children) == len(expected)
 
     tracked = read_json(record_path)
-    # Committed with the metrics: the experiment's own store, relative to it.
-    assert tracked["tracking_uri"] == "sqlite:///mlflow/mlflow.db"
-    assert store_uri(tracked["tracking_uri"], project.root) == f"sqlite:///{db.resolve()}"
+    assert tracked["tracking_uri"] == f"sqlite:///{db.resolve()}"
     assert tracked["experiment_id"] == experiment.experiment_id
     assert tracked["parent_run_id"] == parent.info.run_id
     assert tracked["nested_run_ids"] == {f"{variant}@{device}": run.info.run_id
@@ -228,7 +225,7 @@ def test_each_variant_is_one_logged_model_that_runs_and_is_reused(
     # The project's own store, named for MLflow's `models:/` loader as well.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project.root.resolve()}/mlflow/mlflow.db")
     first = read_json(track(params_dump(tiny_project), project, run_name="first"))
-    client = client_for(store_uri(first["tracking_uri"], project.root))
+    client = client_for(first["tracking_uri"])
     assert set(first["model_ids"]) == {"tflite-fp32", "onnx-fp32", "openvino-fp32"}
     assert client.get_run(first["parent_run_id"]).data.tags["edgeflow.models_logged"] == "3"
     variants = {entry["name"]: entry for entry in read_json(project.variants_index)["variants"]}
@@ -414,8 +411,8 @@ def test_runs_carry_their_origin_and_a_name_of_experiment_and_time(
     names = []
     for _ in range(2):
         random.seed(0)  # seeded training seeds `random`: names must not repeat with it
-        names.append(client_for(store_uri(read_json(track(params_dump(tiny_project), project))[
-            "tracking_uri"], project.root)).get_run(read_json(project.tracking_record)["parent_run_id"]))
+        names.append(client_for(read_json(track(params_dump(tiny_project), project))[
+            "tracking_uri"]).get_run(read_json(project.tracking_record)["parent_run_id"]))
     first, second = names
     assert first.info.run_name != second.info.run_name
     for parent in names:
@@ -425,7 +422,7 @@ def test_runs_carry_their_origin_and_a_name_of_experiment_and_time(
         assert parent.data.tags["mlflow.source.name"] == "edgeflow step"
         assert "prefect.flow_run_id" not in parent.data.tags  # no Prefect flow here
     # One second, two lifecycles: the second name gets a suffix.
-    client = client_for(store_uri(read_json(project.tracking_record)["tracking_uri"], project.root))
+    client = client_for(read_json(project.tracking_record)["tracking_uri"])
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     when = datetime(2026, 11, 5, 14, 23, 1, tzinfo=timezone.utc)
     assert run_name(client, experiment, project, when) == "project-20261105-142301"
@@ -528,7 +525,7 @@ def test_failing_track_keeps_the_store_and_the_environment(tiny_project: Any,
     assert "MLFLOW_TRACKING_URI" not in os.environ
     # The earlier run and its record are untouched; the failed one logged no run.
     assert read_json(project.tracking_record) == first
-    client = client_for(store_uri(first["tracking_uri"], project.root))
+    client = client_for(first["tracking_uri"])
     experiment = client.get_experiment_by_name(EXPERIMENT)
     assert experiment.experiment_id == first["experiment_id"]
     runs = all_runs(client, experiment.experiment_id)

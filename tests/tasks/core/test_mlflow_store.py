@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tasks.core.errors import ConfigError
-from tasks.core.mlflow_store import check_answers, public_uri, store_uri, tracking_uri
+from tasks.core.mlflow_store import (check_answers, public_uri, store_uri, tracking_uri,
+                                    without_credentials)
 
 
 class _Refusing(http.server.BaseHTTPRequestHandler):
@@ -95,3 +96,9 @@ def test_a_recorded_store_is_reached_again_from_the_experiment(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:pw@team:5000")
     assert store_uri("http://team:5000", root) == "http://alice:pw@team:5000"
     assert store_uri("http://other:5000", root) == "http://other:5000"
+
+
+def test_without_credentials_keeps_a_local_store_where_it_is(tmp_path: Path) -> None:
+    local = f"sqlite:///{tmp_path}/exp/mlflow/mlflow.db"
+    assert without_credentials(local) == local
+    assert without_credentials("http://alice:pw@team:5000?token=t&x=1") == "http://team:5000?x=1"
