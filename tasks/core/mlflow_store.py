@@ -103,15 +103,18 @@ def check_answers(uri: str, timeout: float = ANSWER_WAIT_SECONDS) -> None:
 
     if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
         return
+    # urllib would read ``user:password@host`` as the host name; /health needs no login
+    # (and an answer asking for one counts), and the error must not print the password.
+    shown = without_credentials(uri)
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+        urllib.request.urlopen(f"{shown.rstrip('/')}/health", timeout=timeout).close()
     except urllib.error.HTTPError:
         return
     except (OSError, ValueError) as error:  # URLError, a timeout, a refused connection
         reason = getattr(error, "reason", error)
         if isinstance(reason, ssl.SSLError):
             return
-        raise ConfigError(f"MLFLOW_TRACKING_URI {uri}: no MLflow server answers there "
+        raise ConfigError(f"MLFLOW_TRACKING_URI {shown}: no MLflow server answers there "
                           f"({str(reason) or type(reason).__name__}): start it (make mlflow), or "
                           "unset MLFLOW_TRACKING_URI to track into the experiment's mlflow/ "
                           "folder") from None

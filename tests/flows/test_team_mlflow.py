@@ -187,7 +187,9 @@ def test_readme_team_server_gets_the_runs_then_a_second_server_gets_them_too(
     assert json.loads(release)["current"]["mlflow"]["tracking_uri"] == servers["a"]["uri"]
     assert str(experiment) not in release.split('"attempts"')[0]
 
-    second = _run_against(experiment, servers["b"]["uri"])
+    # The second server named with a login in its URI (as a server behind basic auth
+    # is): it reaches the server, and is recorded without it.
+    second = _run_against(experiment, servers["b"]["uri"].replace("http://", "http://alice:s3cret@"))
     assert _executed(second) == ["track", "release[local]"], second  # not "every step cached"
     b = _store(servers["b"]["uri"], experiment)
     assert len(b["parents"]) == 1 and b["parents"][0].info.status == "FINISHED"
@@ -197,6 +199,8 @@ def test_readme_team_server_gets_the_runs_then_a_second_server_gets_them_too(
     record = json.loads((experiment / "metrics" / "mlflow_run.json").read_text())
     assert record["tracking_uri"] == servers["b"]["uri"]
     assert record["parent_run_id"] == b["parents"][0].info.run_id
+    for committed in ("metrics/mlflow_run.json", "releases/local/release.json"):
+        assert "s3cret" not in (experiment / committed).read_text(), committed
     for name, store in (("a", a), ("b", b)):
         print(f"server {name} ({servers[name]['uri']}): lifecycle runs "
               f"{[run.info.run_name for run in store['parents']]}, nested "

@@ -102,3 +102,17 @@ def test_without_credentials_keeps_a_local_store_where_it_is(tmp_path: Path) -> 
     local = f"sqlite:///{tmp_path}/exp/mlflow/mlflow.db"
     assert without_credentials(local) == local
     assert without_credentials("http://alice:pw@team:5000?token=t&x=1") == "http://team:5000?x=1"
+
+
+def test_a_server_named_with_credentials_is_checked_without_them(
+        answering: tuple[http.server.HTTPServer, str]) -> None:
+    server, uri = answering
+    server.status = 200  # type: ignore[attr-defined]
+    check_answers(uri.replace("http://", "http://alice:s3cret@"), timeout=5)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        gone = f"http://alice:s3cret@127.0.0.1:{free.getsockname()[1]}"
+    with pytest.raises(ConfigError) as refused:
+        check_answers(gone, timeout=5)
+    assert "s3cret" not in str(refused.value) and "alice" not in str(refused.value)
+    assert str(refused.value).startswith("MLFLOW_TRACKING_URI http://127.0.0.1:")
