@@ -59,7 +59,7 @@ def write_dataset(prepared: Path, out: Path) -> Path:
     return data
 
 
-def train(dataset: Path, out: Path, epochs: int, size: int) -> None:
+def train(dataset: Path, out: Path, epochs: int, size: int, lr0: float | None) -> None:
     import yaml
     from ultralytics import YOLO
     from ultralytics.cfg import DEFAULT_CFG_PATH  # noqa: F401 - the package's own configs
@@ -70,12 +70,15 @@ def train(dataset: Path, out: Path, epochs: int, size: int) -> None:
                             .read_text())
     config["scales"] = SCALE
     config["nc"] = len(yaml.safe_load((dataset / "data.yaml").read_text())["names"])
-    work = out.parent / "yolo_runs"
+    work = out.parent / f"yolo_runs_{out.stem}"
     model_yaml = work / "yolov8t.yaml"
     work.mkdir(parents=True, exist_ok=True)
     model_yaml.write_text(yaml.safe_dump(config))
     model = YOLO(str(model_yaml))
-    model.train(data=str(dataset / "data.yaml"), imgsz=size, epochs=epochs, batch=32,
+    # Ultralytics' "auto" optimizer picks AdamW at lr 0.0007 for a run this short: a
+    # network this narrow, from scratch, learns far faster at a higher rate.
+    tuning = {} if lr0 is None else {"optimizer": "AdamW", "lr0": lr0}
+    model.train(data=str(dataset / "data.yaml"), imgsz=size, epochs=epochs, batch=32, **tuning,
                 device="cpu", workers=0, seed=0, deterministic=True, plots=False,
                 fliplr=0.0,  # a mirrored digit is no digit
                 project=str(work), name="train", exist_ok=True, amp=False, verbose=False)
@@ -97,11 +100,12 @@ def main() -> None:
     trainer.add_argument("--out", type=Path, required=True)
     trainer.add_argument("--epochs", type=int, default=150)
     trainer.add_argument("--size", type=int, default=96)
+    trainer.add_argument("--lr0", type=float, default=None)
     arguments = parser.parse_args()
     if arguments.command == "dataset":
         print(write_dataset(arguments.prepared, arguments.out))
     else:
-        train(arguments.dataset, arguments.out, arguments.epochs, arguments.size)
+        train(arguments.dataset, arguments.out, arguments.epochs, arguments.size, arguments.lr0)
 
 
 if __name__ == "__main__":
