@@ -20,7 +20,7 @@ from tests.tiny import write_tiny_config
 YOLO = Path(__file__).resolve().parents[1] / "data" / "yolo_scenes96.onnx"
 YOLO_PARAMS = """\
 data: {task: detection, source: digit_scenes, scenes: 150, image_size: [96, 96], color: rgb,
-       calibration_size: 32, seed: 7}
+       fit: letterbox_grey, calibration_size: 32, seed: 7}
 model: {source: file, path: yolo.onnx, task: detection, format: yolo}
 optimize: {pruning: []}
 quantization: {calibration_samples: 32}
@@ -79,6 +79,8 @@ def test_the_released_yolo_answers_boxes(experiment: Path, run: Any) -> None:
     app = experiment / ".edgeflow" / "devices" / "local" / "app" / "current"
     manifest = json.loads((app / "manifest.json").read_text())
     assert manifest["spec"]["detection"]["format"] == "yolo"
+    # The application pads a frame of another shape as Ultralytics does: grey borders.
+    assert manifest["input"]["fit"] == "letterbox_grey"
     answered = subprocess.run(
         [sys.executable, str(app / "predict.py"),
          str(app / "check" / manifest["check"]["images"][0])],
