@@ -11,7 +11,10 @@ accuracy is the fp32 reference every variant is compared with) and
 Data prepared for detection (the prepared meta's ``task``) trains the grid detector
 instead (``model.architecture: tiny_detector``, :mod:`tasks.train.detection`): the same
 files, with mAP in place of accuracy. Each kind of task trains through :data:`TRAINERS`,
-and an architecture made for another kind than the data's is refused.
+and an architecture made for another kind than the data's is refused. A detector you bring
+(``model: {source: file, task: detection, format: yolo}``, an Ultralytics YOLO export) is
+adopted as a classifier file is: checked, scored by mAP (the detection kind's decoding of
+its layout), written with that layout in ``source.json`` for convert.
 
 Training is seeded and deterministic (:mod:`tasks.models.seeding`: the same params and
 data give bit-identical weights on one machine) and reports each epoch as progress
