@@ -28,7 +28,7 @@ formats: {onnx: [fp32]}
 convert: {max_abs_logit_diff: 0.01}
 benchmark: {warmup_runs: 2, warmup_seconds: 0.0, runs: 10, seconds: 0.05, max_seconds: 0.2,
             accuracy_samples: 0, timeout_seconds: 120}
-requirements: {min_map50: 0.05, max_map_drop: 0.05}
+requirements: {min_map50: 0.3, max_map_drop: 0.05}
 select: {include_emulated: false}
 release: {policy: auto, check_images: 20}
 """
@@ -59,7 +59,7 @@ def test_a_yolo_export_goes_through_every_step(experiment: Path, run: Any) -> No
     assert outcome.executed == ["prepare", "train", "optimize", "convert", "benchmark[local]",
                                 "select", "track", "release[local]"]
     trained = json.loads((experiment / "metrics" / "train.json").read_text())
-    assert trained["architecture"] == "file (onnx, yolo)" and trained["test_map50"] > 0.05
+    assert trained["architecture"] == "file (onnx, yolo)" and trained["test_map50"] > 0.3
     index = json.loads((experiment / "models" / "variants" / "index.json").read_text())
     (variant,) = index["variants"]
     assert variant["name"] == "onnx-fp32" and variant["status"] == "ok"
