@@ -125,7 +125,8 @@ def _quantize_qdq(request: ExportRequest, fp32: Path, target: Path) -> None:
     quant_pre_process(str(fp32), str(preprocessed))
     graph_model = onnx.load(str(preprocessed))
     input_name = graph_model.graph.input[0].name
-    float_nodes = float_output_nodes(graph_model) if request.source.output else []
+    declared = getattr(request.source, "output", None)  # a detector you brought: its layout
+    float_nodes = float_output_nodes(graph_model) if declared else []
     reader_class = type("CalibrationReader", (_CalibrationReader, CalibrationDataReader), {})
     samples = request.calibration[:request.quantization.calibration_samples]
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
