@@ -27,7 +27,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -85,7 +84,8 @@ def edgeflow_map(model: Path, prepared: Path) -> object:
                           "iou_threshold": IOU, "max_detections": MAX_DET,
                           "multi_label": True}}
     runner = runtimes.load_runner("onnxruntime", str(model), 1,
-                                  {"execution_precision": "f32", "input_shape": spec["input"]["shape"]})
+                                  {"execution_precision": "f32",
+                                   "input_shape": spec["input"]["shape"]})
     outputs = tensors.predict(runner, images, spec)
     kinds = device_code.task_kinds()
     kind = kinds.get("detection")

@@ -9,7 +9,7 @@ the fixture can be made again, in a venv of its own::
     # the scenes, prepared by edgeflow (experiments/yolo's data section), as a YOLO folder:
     python tests/data/make_yolo.py dataset --prepared experiments/yolo/data/prepared --out /tmp/yolo_scenes
     /tmp/yolovenv/bin/python tests/data/make_yolo.py train --dataset /tmp/yolo_scenes \
-        --out tests/data/yolo_scenes96.onnx
+        --out tests/data/yolo_scenes96.onnx --epochs 80 --lr0 0.004
 
 ``dataset`` needs only NumPy and Pillow (either venv): each split of the prepared folder
 (float images in [0, 1] that are exact 8-bit values, boxes as normalised corners) is
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-# A YOLOv8 an eighth of yolov8n's width (yolov8n.yaml's layers, scale "t"): about 0.3 M
-# parameters, a 1.2 MB ONNX file; it still learns the scenes (see the report).
+# A YOLOv8 a quarter of yolov8n's width (yolov8.yaml's layers at scale "t": depth 0.33,
+# width 0.0625): 355 k parameters, a 1.5 MB ONNX file. The committed fixture:
+# ``train --epochs 80 --lr0 0.004`` (yolo val mAP50 0.69 on the 300 test scenes).
 SCALE = {"t": [0.33, 0.0625, 1024]}
 
 
@@ -62,8 +63,6 @@ def write_dataset(prepared: Path, out: Path) -> Path:
 def train(dataset: Path, out: Path, epochs: int, size: int, lr0: float | None) -> None:
     import yaml
     from ultralytics import YOLO
-    from ultralytics.cfg import DEFAULT_CFG_PATH  # noqa: F401 - the package's own configs
-
     import ultralytics
 
     config = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg/models/v8/yolov8.yaml")
@@ -98,9 +97,9 @@ def main() -> None:
     trainer = commands.add_parser("train")
     trainer.add_argument("--dataset", type=Path, required=True)
     trainer.add_argument("--out", type=Path, required=True)
-    trainer.add_argument("--epochs", type=int, default=150)
+    trainer.add_argument("--epochs", type=int, default=80)
     trainer.add_argument("--size", type=int, default=96)
-    trainer.add_argument("--lr0", type=float, default=None)
+    trainer.add_argument("--lr0", type=float, default=0.004)
     arguments = parser.parse_args()
     if arguments.command == "dataset":
         print(write_dataset(arguments.prepared, arguments.out))

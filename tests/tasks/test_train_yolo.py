@@ -69,8 +69,6 @@ def test_the_adopted_detector_is_written_with_its_layout_and_reference(
 
 
 def test_a_yolo_for_data_of_another_task_is_refused_in_one_line(tmp_path: Path) -> None:
-    from tasks.core.contracts.prepared import PreparedMeta  # noqa: F401 - the contract read
-
     params = DataParams(task="classification", source="digits", image_size=(96, 96),
                         color="rgb", seed=7)
     classification = prepare(params, tmp_path / "prepared")
