@@ -59,9 +59,10 @@ def _kind() -> ModuleType:
     return sys.modules[type(detector).__module__]
 
 
-def _post_processing() -> dict[str, Any]:
-    """The decoding the scores here used: the detection kind's defaults."""
-    defaults = _kind().settings(None)
+def post_processing(spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The decoding the scores here used: the detection kind's defaults (the output
+    layout: ``spec``'s, "grid" without one)."""
+    defaults = _kind().settings(spec)
     return {key: getattr(defaults, key)
             for key in ("format", "score_threshold", "iou_threshold", "max_detections")}
 
@@ -84,14 +85,16 @@ class DetectionScore:
         return f"mAP@0.5 {self.map50:.3f} [{low:.3f}, {high:.3f}] on {self.samples}"
 
 
-def evaluate(outputs: np.ndarray, labels: np.ndarray, interval: bool = True) -> DetectionScore:
-    """The detection scores of a model's raw grid ``outputs`` (``(N, S, S, 5 + C)``) on
-    images whose boxes are ``labels`` (a split's padded ``y``): each output decoded (NMS
+def evaluate(outputs: np.ndarray, labels: np.ndarray, interval: bool = True,
+             spec: dict[str, Any] | None = None) -> DetectionScore:
+    """The detection scores of a model's raw ``outputs`` (the grid's ``(N, S, S, 5 + C)``,
+    or the layout ``spec`` names: a variant spec with a ``"detection"`` entry) on images
+    whose boxes are ``labels`` (a split's padded ``y``): each output decoded (NMS
     included) and matched as the detection kind does; the bootstrap interval only where
     ``interval`` (per-epoch judging needs the headline alone)."""
     kind = _kind()
     detector = kind.KIND
-    predictions = [detector.decode(output) for output in outputs]
+    predictions = [detector.decode(output, spec) for output in outputs]
     results = detector.per_sample(predictions, [image_boxes(row) for row in labels])
     found = kind.scores(results)
     bounds = detector.interval(results) if interval else (found.map50, found.map50)
@@ -133,6 +136,18 @@ class DetectorResult:
         """One line for the console: mAP@0.5 per split with 95% intervals, epochs."""
         return (f"train {self.train}, val {self.val}, test {self.test} (95% bootstrap "
                 f"intervals); epoch {self.best_epoch} of {self.epochs_run} kept")
+
+
+def split_metrics(scores: dict[str, DetectionScore], classes: list[str]) -> dict[str, Any]:
+    """``metrics/train.json``'s figures of a detector's splits (mAP@0.5 with its interval,
+    mAP@0.5:0.95, samples, each), the test split's AP@0.5 per class name; creates nothing."""
+    metrics: dict[str, Any] = {}
+    for split, score in scores.items():
+        metrics |= {f"{split}_map50": score.map50, f"{split}_map50_low": score.interval[0],
+                    f"{split}_map50_high": score.interval[1],
+                    f"{split}_map50_95": score.map50_95, f"{split}_samples": score.samples}
+    return metrics | {"test_ap50": {classes[label]: value
+                                    for label, value in scores["test"].ap50.items()}}
 
 
 def check_learned(val: DetectionScore) -> None:
@@ -196,18 +211,11 @@ def train_detector(model_params: ModelOptions, train_params: TrainParams, prepar
         write_json(staging / "reference.json", {"task": "detection",
                                                 "test_correct": scores["test"].records})
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, Any] = {}
-    for split, score in scores.items():
-        metrics |= {f"{split}_map50": score.map50, f"{split}_map50_low": score.interval[0],
-                    f"{split}_map50_high": score.interval[1],
-                    f"{split}_map50_95": score.map50_95, f"{split}_samples": score.samples}
-    write_json(metrics_dir / "train.json", {
-        **metrics,
-        "test_ap50": {meta.classes[label]: value for label, value in scores["test"].ap50.items()},
+    write_json(metrics_dir / "train.json", split_metrics(scores, meta.classes) | {
         "best_epoch": selector.best_epoch, "epochs_run": epochs_run,
         "parameters": int(model.count_params()), "architecture": model_params.architecture,
         "grid": int(model.output_shape[1]), "loss_weights": asdict(weights),
-        "post_processing": _post_processing()})
+        "post_processing": post_processing()})
     write_json(metrics_dir / "train_history.json", [
         {"epoch": epoch + 1,
          **{key: float(values[epoch]) for key, values in history.history.items()}}
