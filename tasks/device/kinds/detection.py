@@ -554,6 +554,7 @@ class Detection:
     name = "detection"
     decoding = "box"
     metric_name = "mAP@0.5"
+    interval_name = "bootstrap interval (images resampled)"
     locates = True
     share_of_samples = False
 

@@ -36,6 +36,14 @@ def metric_label(summary: Summary) -> str:
     return kinds.get(summary.task).metric_name if summary.task in kinds.names() else "accuracy"
 
 
+def interval_label(summary: Summary) -> str:
+    """What the bracketed interval beside a result is, by the experiment's kind of task
+    (an unknown kind's read as accuracy's)."""
+    kinds = device_code.task_kinds()
+    kind = kinds.get(summary.task if summary.task in kinds.names() else "classification")
+    return kind.interval_name
+
+
 def columns(summary: Summary) -> tuple[str, ...]:
     """:data:`COLUMNS` with the accuracy column named as :func:`metric_label` says."""
     label = metric_label(summary)
