@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-arm mutants repro report mlflow serve stop clean-outputs install system-deps
+.PHONY: run test test-arm mutants repro report mlflow mlflow-server serve stop clean-outputs install system-deps
 
 install: $(INSTALLED)
 
@@ -48,7 +48,8 @@ test-arm: $(INSTALLED) system-deps
 # through binfmt_misc: install Debian's openssh-server, chromium, gcc-arm-none-eabi,
 # libnewlib-arm-none-eabi, libstdc++-arm-none-eabi-newlib, qemu-system-arm,
 # qemu-user-static, binfmt-support and mmdebstrap when they are missing and we are root
-# (otherwise those checks are skipped).
+# (otherwise those checks are skipped). The team tracking server's test starts a real
+# PostgreSQL (Debian's postgresql: initdb and pg_ctl).
 system-deps:
 	@missing=""; \
 	{ [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; } || missing="openssh-server"; \
@@ -62,6 +63,7 @@ system-deps:
 	[ -x /usr/bin/qemu-aarch64-static ] || missing="$$missing qemu-user-static"; \
 	command -v update-binfmts >/dev/null 2>&1 || missing="$$missing binfmt-support"; \
 	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then \
 	  echo "missing and not root: $$missing (their tests will be skipped)"; exit 0; fi; \
@@ -103,6 +105,24 @@ mlflow: $(INSTALLED)
 	$(BIN)/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 1 \
 	  --backend-store-uri sqlite:///$(abspath $(MLFLOW_DIR))/mlflow.db \
 	  --default-artifact-root file://$(abspath $(MLFLOW_DIR))/artifacts --no-serve-artifacts
+
+# A team's tracking server (README: "For a team"): runs, logged models and the model
+# registry in PostgreSQL (MLFLOW_DATABASE: a database of Debian's postgresql; a password
+# goes in ~/.pgpass or PGPASSWORD, never in this URI, which `ps` shows), artifacts proxied
+# by the server (clients need no access to where they lie) into MLFLOW_ARTIFACTS: a folder
+# here, or s3://bucket/path (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, and
+# MLFLOW_S3_ENDPOINT_URL for an S3-compatible store). It listens on every interface;
+# MLflow answers only Host headers of localhost and private IPs unless
+# MLFLOW_ALLOWED_HOSTS names the server's name (team-server,team-server:5000).
+MLFLOW_DATABASE ?= postgresql://mlflow@localhost/mlflow
+MLFLOW_ARTIFACTS ?= $(abspath $(MLFLOW_DIR))/server-artifacts
+MLFLOW_SERVER_HOST ?= 0.0.0.0
+MLFLOW_ALLOWED_HOSTS ?=
+mlflow-server: $(INSTALLED)
+	$(BIN)/mlflow server --host $(MLFLOW_SERVER_HOST) --port $(MLFLOW_PORT) --workers 1 \
+	  --backend-store-uri '$(MLFLOW_DATABASE)' --serve-artifacts \
+	  --artifacts-destination '$(MLFLOW_ARTIFACTS)' \
+	  $(if $(MLFLOW_ALLOWED_HOSTS),--allowed-hosts '$(MLFLOW_ALLOWED_HOSTS)')
 
 # A local Prefect server (127.0.0.1:4200), the work pool, prefect.yaml's deployments and
 # a worker, in the background; pids and logs in .edgeflow/serve/ (flows/serve.py).

@@ -7,7 +7,9 @@ the device code and the files a reached module declares it reads (the firmware's
 templates), :mod:`flows.code_deps`, and the installed version of every
 third-party distribution that code imports; DVC's
 stage depends on the same manifest); its params sections; the device it
-runs on (benchmark); the content of every file it reads; and, for prepare with a
+runs on (benchmark); where outside the experiment its work lands (track: the MLflow
+store, minus credentials: :attr:`flows.steps.Step.destination`); the content of every
+file it reads; and, for prepare with a
 ``folder`` source, the names and contents of the user's image folder (hidden names
 skipped, as prepare skips them). Same key -> Prefect returns the persisted result and
 the step does not run.
@@ -77,6 +79,9 @@ def input_key(ctx: Context, step_name: str, device: str | None = None) -> str:
                                      layout.root))
     elif step.reads_farm:
         digest.update(_location_free(ctx.farm.model_dump(mode="json"), layout.root))
+    destination = step.destination(layout)
+    if destination:  # the other steps' keys stay what they were
+        digest.update(json.dumps(destination, sort_keys=True).encode())
     for path in step.deps(layout):
         digest.update(path.relative_to(layout.root).as_posix().encode())
         digest.update(sha256_tree(path).encode() if path.exists() else b"missing")

@@ -78,6 +78,10 @@ class Step:
     # inputs (its cache stamp kept); not a release waiting for an approval, or one that
     # failed: the next run tries it again.
     settled: Callable[[Layout, str], bool] = field(default=lambda layout, device: True)
+    # Where outside the experiment the step's work lands (track: the MLflow store), as
+    # text without credentials: an input of its cache key as much as its files, so a run
+    # against another store does the work there too instead of finding it cached.
+    destination: Callable[[Layout], dict[str, str]] = field(default=lambda layout: {})
 
     def all_outputs(self, layout: Layout) -> list[Path]:
         return self.outs(layout) + self.metrics(layout) + self.records(layout)
@@ -175,6 +179,14 @@ def _select(ctx: Context) -> Any:
                   ctx.layout.train_metrics.parent, ctx.params.select)
 
 
+def _tracking_store(layout: Layout) -> dict[str, str]:
+    """The MLflow store track logs into (``MLFLOW_TRACKING_URI`` or the experiment's own),
+    minus credentials; the experiment's own store relative to it, so that a moved or
+    copied experiment keeps its key."""
+    from tasks.core.mlflow_store import public_uri, tracking_uri
+    return {"tracking_uri": public_uri(tracking_uri(layout.root), layout.root)}
+
+
 def _track(ctx: Context) -> Any:
     from tasks.track import track
     return track(ctx.params_dump(), ctx.layout)
@@ -223,7 +235,8 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          entry="tasks.track",
          deps=lambda lay: [lay.reports, lay.results, lay.variants, lay.prepared, lay.train_metrics,
                            lay.train_metrics.with_name("train_history.json")],
-         outs=lambda lay: [], records=lambda lay: [lay.tracking_record], run=_track),
+         outs=lambda lay: [], records=lambda lay: [lay.tracking_record], run=_track,
+         destination=_tracking_store),
     # A device's release task has no outputs of its own to check: a release or rollback
     # by hand since must not make the next run release again; new inputs (a new
     # recommendation, params, code) do.

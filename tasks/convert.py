@@ -73,11 +73,12 @@ def load_source(model_dir: Path, prepared: Path, name: str = "base") -> SourceMo
     keras_path, saved_model = model_dir / "model.keras", model_dir / "saved_model"
     onnx_path, described = model_dir / "model.onnx", model_dir / "source.json"
     if described.is_file():
-        spec = read_json(described)["input"]
+        source = read_json(described)
+        spec = source["input"]
         shape = tuple(int(size) for size in spec["shape"][1:])
         return SourceModel(name, keras_path if keras_path.is_file() else None,
                            saved_model if saved_model.is_dir() else None, shape,  # type: ignore[arg-type]
-                           onnx_path if onnx_path.is_file() else None, spec)
+                           onnx_path if onnx_path.is_file() else None, spec, source.get("output"))
     if not keras_path.is_file() or not saved_model.is_dir():
         raise StepError(f"{model_dir} holds no trained model: run the train step first")
     return SourceModel(name, keras_path, saved_model, tuple(read_meta(prepared).input_shape))
@@ -216,33 +217,60 @@ def with_task(exported: Exported, task: str, entries: dict[str, Any] | None = No
     return replace(exported, spec={**exported.spec, "task": task, **(entries or {})})
 
 
-def _detection_entries(reference: np.ndarray, classes: int,
-                       decoding: DetectionDecoding | None) -> dict[str, Any]:
-    """A detector's ``"detection"`` spec entry: its grid head's size, read from the
-    source model's own output ``(N, S, S, 5 + C)``, the classes, and the decoding
-    (``data.detection``; None: its defaults): every runtime's output arrives flattened, so
-    the spec says how to read it."""
-    shape = tuple(reference.shape[1:])
+def _grid_layout(shape: tuple[int, ...], classes: int) -> dict[str, Any]:
+    """edgeflow's grid head, ``(S, S, 5 + C)`` per image: its size."""
     if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 5 + classes:
         raise ConversionError(f"convert: the detector answers {shape}, not a square grid of "
                               f"5 + {classes} values per cell (objectness, box, one score "
                               f"per class)")
-    return {"detection": {"format": "grid", "classes": classes, "grid": int(shape[0]),
-                          **decoding_spec(decoding)["detection"]}}
+    return {"format": "grid", "classes": classes, "grid": int(shape[0])}
+
+
+def _yolo_layout(shape: tuple[int, ...], classes: int) -> dict[str, Any]:
+    """An Ultralytics YOLO export, ``(4 + C, N)`` per image (flattened as ONNX Runtime's
+    outputs reach convert: a whole number of boxes of 4 + C values)."""
+    rows = shape[0] if len(shape) == 2 else 4 + classes
+    if len(shape) not in (1, 2) or rows != 4 + classes or not shape[-1] \
+            or int(np.prod(shape)) % rows:
+        raise ConversionError(f"convert: the YOLO detector answers {shape}, not 4 + {classes} "
+                              "values (box, one score per class) for each of its boxes")
+    return {"format": "yolo", "classes": classes}
+
+
+# A detector's output layouts (the detection kind's LAYOUTS) by the source's declared
+# format: how convert reads the sizes the spec records from the source's own output.
+DETECTION_LAYOUTS: dict[str, Callable[[tuple[int, ...], int], dict[str, Any]]] = {
+    "grid": _grid_layout, "yolo": _yolo_layout}
+
+
+def _detection_entries(reference: np.ndarray, classes: int, decoding: DetectionDecoding | None,
+                       output_format: str = "grid") -> dict[str, Any]:
+    """A detector's ``"detection"`` spec entry: its output layout (``output_format``, the
+    source's: edgeflow's grid, or the YOLO a model you bring declares) with the sizes read
+    from the source model's own output (``(N, S, S, 5 + C)`` or ``(N, 4 + C, boxes)``),
+    the classes, and the decoding (``data.detection``, the one train scored the reference
+    with; None: its defaults): every runtime's output arrives flattened, so the spec says
+    how to read it."""
+    layout = DETECTION_LAYOUTS[output_format](tuple(reference.shape[1:]), classes)
+    return {"detection": {**layout, **decoding_spec(decoding)["detection"]}}
 
 
 # What a variant's spec carries beyond "task", per kind of task that needs more.
-TASK_ENTRIES: dict[str, Callable[[np.ndarray, int, DetectionDecoding | None],
-                                  dict[str, Any]]] = {
+TASK_ENTRIES: dict[str, Callable[..., dict[str, Any]]] = {
     "detection": _detection_entries,
 }
 
 
 def task_entries(task: str, reference: np.ndarray, classes: int,
-                 decoding: DetectionDecoding | None = None) -> dict[str, Any]:
-    """The spec entries of ``task`` (:data:`TASK_ENTRIES`; none for classification)."""
+                 decoding: DetectionDecoding | None = None,
+                 output: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The spec entries of ``task`` (:data:`TASK_ENTRIES`; none for classification);
+    ``output``: the source's declared output (:class:`SourceModel`'s), where it has one."""
     entries = TASK_ENTRIES.get(task)
-    return entries(reference, classes, decoding) if entries else {}
+    if not entries:
+        return {}
+    return entries(reference, classes, decoding, **({"output_format": output["format"]}
+                                                    if output else {}))
 
 
 @dataclass(frozen=True)
@@ -321,7 +349,8 @@ def _convert_source(source: SourceModel, formats: dict[str, list[str]], data: Ch
     arrange = functools.partial(device_code.load("tensors").arrange_batch, spec=source.float_spec()["input"])
     data = replace(data, x_calib=arrange(data.x_calib),
                    validation=(arrange(data.validation[0]), data.validation[1]),
-                   entries=task_entries(data.task, reference_logits, data.classes, data.decoding))
+                   entries=task_entries(data.task, reference_logits, data.classes,
+                                        data.decoding, source.output))
     # Compared with each variant's outputs, which every runtime gives flattened.
     reference_logits = reference_logits.reshape(len(reference_logits), -1)
     variants = []

@@ -7,6 +7,7 @@
     edgeflow farm probe|setup|trust        look at, prepare and trust the devices
     edgeflow firmware BUNDLE               a tflm bundle built and run on an emulated Cortex-M4
     edgeflow serve [--port 4200] | stop    a local Prefect server, deployments and worker
+    edgeflow remote setup URL              a DVC remote the team shares (ssh://, s3://)
 
 Errors caused by input are one line on stderr, never a traceback, and the exit code is
 the error's class's (:mod:`tasks.core.errors`), never read from its message: 2 for bad
@@ -23,7 +24,7 @@ not be reached.
 The commands, by group: :mod:`~flows.cli.experiment` (run, step, report),
 :mod:`~flows.cli.releases` (release, rollback, status), :mod:`~flows.cli.compare`,
 :mod:`~flows.cli.farm` (its tables in :mod:`~flows.cli.farm_tables`), :mod:`~flows.cli.firmware`,
-:mod:`~flows.cli.serving` (serve, stop) and :mod:`~flows.cli.plumbing` (code-manifests,
+:mod:`~flows.cli.serving` (serve, stop), :mod:`~flows.cli.remote` (remote setup) and :mod:`~flows.cli.plumbing` (code-manifests,
 dvc-yaml). What they share: :mod:`~flows.cli.arguments` (options), :mod:`~flows.cli.output`
 (the console), :mod:`~flows.cli.exits` (errors to one line and an exit code) and
 :mod:`~flows.cli.process` (stop signals, and how the process ends).
@@ -42,13 +43,13 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 import typer  # noqa: E402
 
 from flows.cli import (compare, experiment, farm, firmware, plumbing, releases,  # noqa: E402
-                       serving)
+                       remote, serving)
 from flows.cli.process import run_as_process  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, convert, deploy and benchmark CV models on edge devices.")
 # In this order in `edgeflow --help`.
-for group in (experiment, releases, compare, farm, firmware, serving, plumbing):
+for group in (experiment, releases, compare, farm, firmware, serving, remote, plumbing):
     group.register(app)
 
 

@@ -18,7 +18,7 @@ from tasks.config.firmware import FirmwareSettings
 from tasks.models.architectures import MobileNetV2Options, SmallCNNOptions, TinyDetectorOptions
 from tasks.models.augment import AugmentationParams
 from tasks.models.formats import QuantizationParams, validate_format_matrix
-from tasks.models.model_file import FineTuneOptions, ModelFileOptions
+from tasks.models.model_file import FineTuneOptions, ModelFileOptions, check_task
 from tasks.models.pruning import (STRUCTURED_ARCHITECTURES, MagnitudePruningOptions,
                                   StructuredPruningOptions)
 
@@ -74,10 +74,11 @@ class DataParams(StrictModel):
         "scenes (images of 1 to 5 digits) to draw; none: 600")
     image_size: tuple[int, int] = (32, 32)
     color: Literal["grayscale", "rgb"] = "grayscale"
-    fit: Literal["squash", "letterbox"] = Field(
+    fit: Literal["squash", "letterbox", "letterbox_grey"] = Field(
         default="squash", description="an image of another aspect ratio is squashed to "
-        "image_size, or letterboxed (scaled to fit, black borders); training and the "
-        "released application do the same")
+        "image_size, or letterboxed (scaled to fit, black borders; letterbox_grey: grey "
+        "borders, 114, as Ultralytics YOLO pads); training and the released application do "
+        "the same")
     split: SplitParams = SplitParams()
     calibration_size: Annotated[int, count(1, MAX_SAMPLES)] = 200
     seed: Seed = 42
@@ -400,6 +401,7 @@ class Params(StrictModel):
                     raise ValueError(f"model.{name} has {len(values)} values; data.color "
                                      f"{self.data.color} images have {channels} channel"
                                      f"{'s' if channels > 1 else ''}")
+            check_task(self.model, self.data.task)
         return self
 
     @model_validator(mode="before")

@@ -5,7 +5,7 @@ range, not four digits)."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 from tasks.core import device_code
 from tasks.core.contracts.prepared import DEFAULT_TASK
@@ -74,10 +74,13 @@ def accuracy_interval(accuracy: float, samples: int) -> tuple[float, float]:
     return wilson_interval(round(accuracy * samples), samples)
 
 
-def format_accuracy(accuracy: float, samples: int) -> str:
-    """``0.90 [0.77, 0.96]``: the accuracy and its 95% interval, with as many decimals
-    as the interval's width makes meaningful (two for a few dozen images, up to four)."""
-    low, high = accuracy_interval(accuracy, samples)
+def format_accuracy(accuracy: float, samples: int,
+                    interval: Sequence[float] | None = None) -> str:
+    """``0.90 [0.77, 0.96]``: the accuracy and its 95% interval (``interval`` where the
+    score's kind computed its own, a detector's bootstrap; else the Wilson interval), with
+    as many decimals as the interval's width makes meaningful (two for a few dozen
+    images, up to four)."""
+    low, high = interval if interval is not None else accuracy_interval(accuracy, samples)
     half_width = (high - low) / 2
     decimals = 4 if half_width <= 0 else min(4, max(2, math.floor(-math.log10(half_width)) + 1))
     return f"{accuracy:.{decimals}f} [{low:.{decimals}f}, {high:.{decimals}f}]"

@@ -9,6 +9,7 @@ model registry).
 from __future__ import annotations
 
 import os
+import re
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -42,8 +43,52 @@ def quoted(value: str) -> str | None:
     return None
 
 
+# A query parameter whose name says it holds a secret (a database password, a token, a
+# signed URL's signature or credential): never recorded nor hashed into a key.
+SECRET_QUERY_NAME = re.compile(r"pass|secret|token|key|sig|credential|auth", re.IGNORECASE)
+
+
 def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def without_credentials(uri: str) -> str:
+    """``uri`` without ``user:password@`` and without any query parameter whose name says
+    it is a secret (:data:`SECRET_QUERY_NAME`): what may be written into a committed
+    file. A sqlite URI has neither and is kept as it is."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    if uri.startswith("sqlite:"):
+        return uri
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rpartition("@")[2]  # user:password@host:port -> host:port
+    query = urlencode([(name, value) for name, value in parse_qsl(parts.query, keep_blank_values=True)
+                       if not SECRET_QUERY_NAME.search(name)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def public_uri(uri: str, root: Path) -> str:
+    """``uri`` :func:`without_credentials`, and a sqlite store inside the experiment
+    folder ``root`` relative to it (``sqlite:///mlflow/mlflow.db``): the same destination
+    gives the same text wherever the experiment lies and whoever reaches it (track's
+    cache key, ``release.json``)."""
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+        inside = root.resolve()
+        if database.is_absolute() and database.resolve().is_relative_to(inside):
+            return f"sqlite:///{database.resolve().relative_to(inside).as_posix()}"
+    return without_credentials(uri)
+
+
+def store_uri(recorded: str, root: Path) -> str:
+    """The URI to reach the store a record names (``recorded``: a :func:`public_uri`, or
+    an older record's full URI) from the experiment ``root``: a relative sqlite store is
+    the experiment's; the store ``MLFLOW_TRACKING_URI`` names now, recorded without its
+    credentials, is reached with them; any other URI as it is."""
+    if recorded.startswith("sqlite:///") and not recorded.startswith("sqlite:////"):
+        return f"sqlite:///{(root / recorded.removeprefix('sqlite:///')).resolve()}"
+    current = tracking_uri(root)
+    return current if recorded == public_uri(current, root) else recorded
 
 
 def check_answers(uri: str, timeout: float = ANSWER_WAIT_SECONDS) -> None:
@@ -58,15 +103,18 @@ def check_answers(uri: str, timeout: float = ANSWER_WAIT_SECONDS) -> None:
 
     if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
         return
+    # urllib would read ``user:password@host`` as the host name; /health needs no login
+    # (and an answer asking for one counts), and the error must not print the password.
+    shown = without_credentials(uri)
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+        urllib.request.urlopen(f"{shown.rstrip('/')}/health", timeout=timeout).close()
     except urllib.error.HTTPError:
         return
     except (OSError, ValueError) as error:  # URLError, a timeout, a refused connection
         reason = getattr(error, "reason", error)
         if isinstance(reason, ssl.SSLError):
             return
-        raise ConfigError(f"MLFLOW_TRACKING_URI {uri}: no MLflow server answers there "
+        raise ConfigError(f"MLFLOW_TRACKING_URI {shown}: no MLflow server answers there "
                           f"({str(reason) or type(reason).__name__}): start it (make mlflow), or "
                           "unset MLFLOW_TRACKING_URI to track into the experiment's mlflow/ "
                           "folder") from None

@@ -19,11 +19,18 @@ class ImageError(ValueError):
     """An input that is no usable image, and why."""
 
 
-FITS = ("squash", "letterbox")
+# A letterbox's border colour, by fit: black, or the grey (114 of 255 in every channel)
+# Ultralytics YOLO pads with, in training and in inference: a YOLO model you bring has
+# only ever seen grey borders.
+LETTERBOX_FILLS = {"letterbox": 0, "letterbox_grey": 114}
+
+FITS = ("squash", *LETTERBOX_FILLS)
 """How an image whose aspect ratio differs from the model's reaches the model's size:
 ``squash`` stretches it to the size (every pixel kept, shapes distorted); ``letterbox``
 scales it to fit inside, keeping its aspect ratio, and pads the rest with black (shapes
-kept, borders added). Training images and an application's images go through the same."""
+kept, borders added); ``letterbox_grey`` is the same with grey borders
+(:data:`LETTERBOX_FILLS`), as Ultralytics YOLO pads. Training images and an application's
+images go through the same."""
 
 EXIF_ORIENTATION = 0x0112  # the EXIF tag of a photo's rotation; 1 is upright
 
@@ -41,7 +48,9 @@ def _fit(image: Any, height: int, width: int, fit: str) -> Any:
     if fit == "squash":
         return image.resize((width, height), Image.Resampling.BILINEAR)
     inner, offset = _letterbox(image.width, image.height, height, width)
-    canvas = Image.new(image.mode, (width, height))  # black in every mode
+    fill = LETTERBOX_FILLS[fit]
+    # One grey level in every band of the mode ("L" or "RGB"); 0 is black in every mode.
+    canvas = Image.new(image.mode, (width, height), (fill,) * len(image.getbands()))
     canvas.paste(image.resize(inner, Image.Resampling.BILINEAR), offset)
     return canvas
 

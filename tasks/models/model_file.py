@@ -7,6 +7,14 @@ its one output's width) without running it, and refuses with one line what canno
 an image classifier: a missing path, a file that is no model, a truncated ONNX or
 ``.keras`` file, an ONNX file ONNX Runtime cannot load (with its reason), two inputs,
 several outputs (a detector), an input that is not an image.
+
+A model's output contract is its ``format`` (:data:`OUTPUT_FORMATS`): ``classifier``
+(the default: one score per class, ``(batch, classes)``) or ``yolo``, an Ultralytics YOLO
+(v8 and later) detection export, ``(1, 4 + C, N)``: N candidate boxes, each ``cx, cy, w,
+h`` in input pixels then C class scores (the detection kind's "yolo" layout,
+``tasks/device/kinds/detection.py``); its class count C is ``4 + C`` less 4, and must be
+the data's. Ultralytics letterboxes its images with grey borders (114), RGB, pixels / 255:
+``data.fit: letterbox_grey`` pre-processes as it does.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from tasks.core.strict import StrictModel, number
 Channel = Annotated[float, number(-1e6, 1e6)]
 Spread = Annotated[float, number(0, 1e6, above=True)]
 KINDS = ("keras", "saved_model", "onnx")
+YOLO_BOX_VALUES = 4  # cx, cy, w, h before the class scores of a YOLO output's rows
 
 
 class FineTuneOptions(StrictModel):
@@ -57,6 +66,12 @@ class ModelFileOptions(StrictModel):
     layout: Literal["auto", "NHWC", "NCHW"] = "auto"
     mean: list[Channel] | None = Field(default=None, min_length=1, max_length=4)
     std: list[Spread] | None = Field(default=None, min_length=1, max_length=4)
+    task: str = Field(default="classification", min_length=1, max_length=100,
+                      description="the kind of task the model does: must be data.task")
+    format: Literal["classifier", "yolo"] = Field(
+        default="classifier",
+        description="its output: classifier, one score per class (batch, classes); yolo, an "
+                    "Ultralytics YOLO detection export (1, 4 + classes, boxes), no NMS")
 
 
 class ModelFileError(ValueError):
@@ -116,8 +131,28 @@ def _shape_text(dims: list[int | None]) -> str:
     return "[" + ", ".join("?" if dim is None else str(dim) for dim in dims) + "]"
 
 
+def _classifier_classes(path: Path, out: list[int | None]) -> int:
+    if len(out) != 2 or out[1] is None:
+        raise ModelFileError(f"{path.name}: its output {_shape_text(out)} is not one score "
+                             "per class (batch, classes)")
+    return int(out[1])
+
+
+def _yolo_classes(path: Path, out: list[int | None]) -> int:
+    if len(out) != 3 or out[0] not in (1, None) or out[1] is None or out[2] is None \
+            or out[1] <= YOLO_BOX_VALUES:
+        raise ModelFileError(f"{path.name}: its output {_shape_text(out)} is not a YOLO "
+                             "detection output (1, 4 + classes, boxes), as model.format yolo "
+                             "says (an Ultralytics export without NMS)")
+    return int(out[1]) - YOLO_BOX_VALUES
+
+
+# The class count an output of each model.format reveals, or a ModelFileError.
+OUTPUT_FORMATS = {"classifier": _classifier_classes, "yolo": _yolo_classes}
+
+
 def _checked(path: Path, inputs: list[list[int | None]], outputs: list[list[int | None]],
-             declared: str, kind: str) -> ModelFile:
+             declared: str, kind: str, output_format: str = "classifier") -> ModelFile:
     if len(inputs) != 1:
         raise ModelFileError(f"{path.name} has {len(inputs)} inputs; an image classifier "
                              "has one (an image batch)")
@@ -129,16 +164,14 @@ def _checked(path: Path, inputs: list[list[int | None]], outputs: list[list[int 
         raise ModelFileError(f"{path.name}: its input {_shape_text(dims)} is not an image "
                              "batch (batch, height, width, channels or batch, channels, "
                              "height, width)")
-    if len(out) != 2 or out[1] is None:
-        raise ModelFileError(f"{path.name}: its output {_shape_text(out)} is not one score "
-                             "per class (batch, classes)")
+    classes = OUTPUT_FORMATS[output_format](path, out)
     layout = _layout(dims, declared, path)
     shape = tuple(dims[1:])
     channels = shape[0] if layout == "NCHW" else shape[2]
     if channels not in (1, 3):
         raise ModelFileError(f"{path.name}: its input {_shape_text(dims)} has {channels} "
                              f"channels in {layout}; an image has 1 (grey) or 3 (RGB)")
-    return ModelFile(kind, path, layout, shape, int(out[1]))  # type: ignore[arg-type]
+    return ModelFile(kind, path, layout, shape, classes)  # type: ignore[arg-type]
 
 
 def _onnx_dims(value: object) -> list[int | None]:
@@ -146,7 +179,7 @@ def _onnx_dims(value: object) -> list[int | None]:
     return [dim.dim_value if dim.HasField("dim_value") else None for dim in dims]
 
 
-def _inspect_onnx(path: Path, declared: str) -> ModelFile:
+def _inspect_onnx(path: Path, declared: str, output_format: str) -> ModelFile:
     import onnx
 
     try:
@@ -158,7 +191,7 @@ def _inspect_onnx(path: Path, declared: str) -> ModelFile:
     initialisers = {init.name for init in model.graph.initializer}
     inputs = [_onnx_dims(value) for value in model.graph.input if value.name not in initialisers]
     outputs = [_onnx_dims(value) for value in model.graph.output]
-    found = _checked(path, inputs, outputs, declared, "onnx")
+    found = _checked(path, inputs, outputs, declared, "onnx", output_format)
     _check_onnx_runtime_loads(path)
     return found
 
@@ -184,11 +217,11 @@ def _check_onnx_runtime_loads(path: Path) -> None:
                              "Runtime supports") from None
 
 
-def _inspect_keras(path: Path, declared: str) -> ModelFile:
+def _inspect_keras(path: Path, declared: str, output_format: str) -> ModelFile:
     model = load_keras(path)
     inputs = [list(tensor.shape) for tensor in model.inputs]
     outputs = [list(tensor.shape) for tensor in model.outputs]
-    return _checked(path, inputs, outputs, declared, kind_of(path))
+    return _checked(path, inputs, outputs, declared, kind_of(path), output_format)
 
 
 def load_keras(path: Path) -> object:
@@ -241,9 +274,27 @@ def _check_zip(path: Path) -> None:
 INSPECTORS = {"keras": _inspect_keras, "saved_model": _inspect_keras, "onnx": _inspect_onnx}
 
 
-def inspect_model_file(path: Path, declared_layout: str = "auto") -> ModelFile:
-    """What the file at ``path`` is (see the module's doc); ModelFileError otherwise."""
-    return INSPECTORS[kind_of(path)](path, declared_layout)
+def inspect_model_file(path: Path, declared_layout: str = "auto",
+                       output_format: str = "classifier") -> ModelFile:
+    """What the file at ``path`` is (see the module's doc), its output read as
+    ``output_format`` says (:data:`OUTPUT_FORMATS`); ModelFileError otherwise."""
+    return INSPECTORS[kind_of(path)](path, declared_layout, output_format)
+
+
+# The kind of task each model.format's output is for.
+FORMAT_TASKS = {"classifier": "classification", "yolo": "detection"}
+
+
+def check_task(options: ModelFileOptions, data_task: str) -> None:
+    """The model does the data's kind of task (``model.task`` is ``data.task``) with an
+    output made for it (``model.format``); ModelFileError naming both sides otherwise."""
+    if options.task != data_task:
+        raise ModelFileError(f"model.task {options.task} does not match data.task {data_task}: "
+                             "the model must do the task its data is prepared for")
+    wanted = FORMAT_TASKS[options.format]
+    if wanted != options.task:
+        raise ModelFileError(f"model.format {options.format} is a {wanted} output; model.task "
+                             f"is {options.task}")
 
 
 def input_spec(model: ModelFile, options: ModelFileOptions,

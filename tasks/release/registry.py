@@ -21,7 +21,7 @@ from typing import Any
 
 from tasks.core.files import read_json
 from tasks.core.layout import Layout
-from tasks.core.mlflow_store import check_answers, quoted, store_lock
+from tasks.core.mlflow_store import check_answers, quoted, store_lock, store_uri
 
 MODEL_ID_TAG = "edgeflow.model_id"
 # Devices release in parallel threads of one flow run: the store's file lock is
@@ -71,7 +71,9 @@ def register(layout: Layout, variant: str, device: str) -> dict[str, Any] | None
     run_id = (record.get("nested_run_ids") or {}).get(f"{variant}@{device}")
     if not model_id:
         return None
-    uri = str(record["tracking_uri"])
+    # The board's manifest keeps the URI that reaches the store from here (what
+    # point_alias and pointed_version use); release.json records it without credentials.
+    uri = store_uri(str(record["tracking_uri"]), layout.root)
     with _REGISTRY, store_lock(uri):
         return _register(_client(uri), registered_model_name(layout), model_id, run_id, variant,
                          uri)

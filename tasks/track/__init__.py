@@ -28,7 +28,8 @@ Reads every params section, ``reports/`` (summary, report, plots), ``results/``,
 
 A track that fails leaves its parent run FAILED with the error (:mod:`tasks.track.runs`);
 a lifecycle that fails before tracking gets one through :func:`record_failure`.
-Writes ``metrics/mlflow_run.json`` (the run ids) for people and DVC. The store is
+Writes ``metrics/mlflow_run.json`` (the run ids) for people and DVC, naming the store
+without credentials (:func:`~tasks.core.mlflow_store.without_credentials`). The store is
 :mod:`tasks.track.store`'s.
 """
 
@@ -44,6 +45,7 @@ from tasks.core.contracts.summary import Summary, SummaryRow, read_summary
 from tasks.core.contracts.variants import read_variant_index
 from tasks.core.files import read_json, write_json
 from tasks.core.layout import Layout
+from tasks.core.mlflow_store import without_credentials
 from tasks.track.datasets import dataset_inputs
 from tasks.track.failure import record_failure
 from tasks.track.models import log_variant_models
@@ -208,8 +210,11 @@ def _track(params_dump: dict[str, Any], layout: Layout, uri: str, run_name: str 
         raise
     finally:
         client.set_terminated(parent, status=status)
+    # Committed with the metrics: the store without credentials (release reaches it
+    # again through store_uri). A local store keeps its path: release registers into the
+    # store that holds these runs, also from a copy of the experiment without its mlflow/.
     return write_json(layout.tracking_record, {
-        "tracking_uri": uri, "experiment_id": experiment,
+        "tracking_uri": without_credentials(uri), "experiment_id": experiment,
         "parent_run_id": parent, "nested_run_ids": nested, "model_ids": models.ids})
 
 

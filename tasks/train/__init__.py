@@ -12,7 +12,10 @@ accuracy is the fp32 reference every variant is compared with) and
 Data prepared for detection (the prepared meta's ``task``) trains the grid detector
 instead (``model.architecture: tiny_detector``, :mod:`tasks.train.detection`): the same
 files, with mAP in place of accuracy. Each kind of task trains through :data:`TRAINERS`,
-and an architecture made for another kind than the data's is refused.
+and an architecture made for another kind than the data's is refused. A detector you bring
+(``model: {source: file, task: detection, format: yolo}``, an Ultralytics YOLO export) is
+adopted as a classifier file is: checked, scored by mAP (the detection kind's decoding of
+its layout), written with that layout in ``source.json`` for convert.
 
 Training is seeded and deterministic (:mod:`tasks.models.seeding`: the same params and
 data give bit-identical weights on one machine) and reports each epoch as progress
@@ -40,13 +43,14 @@ from tasks.core.accuracy import accuracy_interval, format_accuracy, wilson_inter
 from tasks.models.architectures import ARCHITECTURES, ModelOptions, build_model
 from tasks.models.augmenter import Augmenter, augmenter
 from tasks.models.seeding import seed_training
-from tasks.config import DetectionDecoding, TrainParams
+from tasks.config import DetectionDecoding, TrainParams, decoding_spec
 from tasks.train.model_input import arrange_batch
 from tasks.train.progress import EpochProgress
 from tasks.train.selection import PREDICT_BATCH, BestEpochSelector
 from tasks.train.schedules import LR_SCHEDULES
-from tasks.models.model_file import (FineTuneOptions, ModelFileError, ModelFileOptions, check_fits,
-                                     feature_layer, input_spec, inspect_model_file, load_keras)
+from tasks.models.model_file import (FineTuneOptions, ModelFile, ModelFileError, ModelFileOptions,
+                                     check_fits, check_task, feature_layer, input_spec,
+                                     inspect_model_file, load_keras)
 from tasks.core.contracts.prepared import DEFAULT_TASK, PreparedMeta, load_split, read_meta
 from tasks.core.errors import TrainingError
 from tasks.core.files import atomic_output_dir, sha256_tree, write_json
@@ -210,7 +214,7 @@ def train(model_params: ModelOptions, train_params: TrainParams, prepared: Path,
     another kind of task than the data's is a TrainingError. A model you bring is checked,
     maybe fine-tuned, and evaluated instead (:func:`adopt`)."""
     if isinstance(model_params, ModelFileOptions):
-        return adopt(model_params, train_params, prepared, out_dir, metrics_dir)
+        return adopt(model_params, train_params, prepared, out_dir, metrics_dir, decoding)
     meta = read_meta(prepared)
     # A kind of task with no trainer of its own (a toy kind registered from a file) trains
     # as classification did before kinds had trainers: one output per class, scored by it.
@@ -431,8 +435,59 @@ def _parameter_count(kind: str, model: Any, path: Path) -> int:
     return int(sum(np.prod(init.dims) for init in onnx.load(str(path)).graph.initializer))
 
 
+def _write_model(staging: Path, found: ModelFile, spec: dict[str, Any], classes: int,
+                 model: Any, tuned: bool, output: dict[str, Any] | None = None) -> None:
+    """The model where convert reads it, with ``source.json`` (its kind, input spec,
+    classes and, for a detector, ``output``: the layout of its output)."""
+    if found.kind == "onnx":
+        _fixed_onnx(found.path, staging / "model.onnx", spec["shape"])
+    elif found.kind == "saved_model" and not tuned:
+        shutil.copytree(found.path, staging / "saved_model")
+    else:
+        model.save(staging / "model.keras")
+        model.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
+    write_json(staging / "source.json", {"kind": found.kind, "file": found.path.name,
+                                         "sha256": sha256_tree(found.path),
+                                         "input": spec, "classes": classes,
+                                         **({"output": output} if output else {})})
+
+
+def _adopt_detector(found: ModelFile, options: ModelFileOptions, spec: dict[str, Any],
+                    model: Any, predict: Callable[[np.ndarray], np.ndarray],
+                    splits: dict[str, tuple[np.ndarray, np.ndarray]], meta: PreparedMeta,
+                    out_dir: Path, metrics_dir: Path,
+                    thresholds: DetectionDecoding | None = None) -> Any:
+    """:func:`adopt` for a detector you bring (``model.format: yolo``): every split scored
+    as the detection kind scores (its output decoded by its layout and ``thresholds``,
+    ``data.detection``, as the grid detector's training scores), the model written with its
+    output layout, ``reference.json`` with each test image's matches."""
+    from tasks.train.detection import DetectorResult, evaluate, post_processing, split_metrics
+
+    output = {"format": options.format}
+    # Its layout, and data.detection's thresholds (``thresholds``): the decoding convert
+    # writes into every variant's spec, so the reference and the variants score alike.
+    decoding = {"input": spec, "task": "detection",
+                "detection": {**output, "classes": found.classes,
+                              **decoding_spec(thresholds)["detection"]}}
+    scores = {split: evaluate(predict(images), labels, spec=decoding)
+              for split, (images, labels) in splits.items()}
+    with atomic_output_dir(out_dir) as staging:
+        _write_model(staging, found, spec, found.classes, model, tuned=False, output=output)
+        write_json(staging / "reference.json", {"task": "detection",
+                                                "test_correct": scores["test"].records})
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    write_json(metrics_dir / "train.json", split_metrics(scores, meta.classes) | {
+        "best_epoch": 0, "epochs_run": 0,
+        "parameters": _parameter_count(found.kind, model, found.path),
+        "architecture": f"file ({found.kind}, {options.format})",
+        "post_processing": post_processing(decoding)})
+    write_json(metrics_dir / "train_history.json", [])
+    return DetectorResult(out_dir, scores["train"], scores["val"], scores["test"], 0, 0)
+
+
 def adopt(options: ModelFileOptions, train_params: TrainParams, prepared: Path,
-          out_dir: Path, metrics_dir: Path) -> TrainResult:
+          out_dir: Path, metrics_dir: Path, decoding: DetectionDecoding | None = None
+          ) -> TrainResult:
     """``train`` for a model you bring: check that it takes the data's images and answers
     its classes, fine-tune it when asked (Keras), evaluate it on every split (the test
     accuracy is the reference every variant is compared with) and write it where convert
@@ -443,7 +498,8 @@ def adopt(options: ModelFileOptions, train_params: TrainParams, prepared: Path,
     color, classes = ("grayscale" if channels == 1 else "rgb"), len(meta.classes)
     tuning = train_params.fine_tune
     try:
-        found = inspect_model_file(options.path, options.layout)
+        check_task(options, meta.task)
+        found = inspect_model_file(options.path, options.layout, options.format)
         if tuning is not None and found.kind != "keras":
             raise ModelFileError(f"train.fine_tune needs a .keras model; {found.path.name} is "
                                  f"{'an ONNX' if found.kind == 'onnx' else 'a SavedModel'} model")
@@ -469,6 +525,9 @@ def adopt(options: ModelFileOptions, train_params: TrainParams, prepared: Path,
             except ModelFileError as error:
                 raise TrainingError(f"train: {error}") from None
         predict = _keras_predictor(model, spec)
+    if meta.task == "detection":
+        return _adopt_detector(found, options, spec, model, predict, splits, meta, out_dir,
+                               metrics_dir, decoding)
     scores = {}
     for split, (images, labels) in splits.items():
         outputs = predict(images)
@@ -479,16 +538,7 @@ def adopt(options: ModelFileOptions, train_params: TrainParams, prepared: Path,
         # A fine-tune that did not learn is refused as a training is; nothing written.
         check_learned(scores["train"][0], scores["val"][0], splits["val"][1])
     with atomic_output_dir(out_dir) as staging:
-        if found.kind == "onnx":
-            _fixed_onnx(found.path, staging / "model.onnx", spec["shape"])
-        elif found.kind == "saved_model" and tuning is None:
-            shutil.copytree(found.path, staging / "saved_model")
-        else:
-            model.save(staging / "model.keras")
-            model.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
-        write_json(staging / "source.json", {"kind": found.kind, "file": found.path.name,
-                                             "sha256": sha256_tree(found.path),
-                                             "input": spec, "classes": classes})
+        _write_model(staging, found, spec, classes, model, tuned=tuning is not None)
         write_json(staging / "reference.json",
                    {"test_correct": reference_results(meta.task, scores["test"][1],
                                                       splits["test"][1])})

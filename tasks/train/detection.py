@@ -59,8 +59,10 @@ def _kind() -> ModuleType:
     return sys.modules[type(detector).__module__]
 
 
-def _post_processing(spec: dict[str, Any]) -> dict[str, Any]:
-    """The decoding the scores here used (``spec``'s, through the kind's settings)."""
+def post_processing(spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The decoding the scores here used: ``spec``'s (its output layout, "grid" without
+    one, and ``data.detection``'s thresholds, :func:`tasks.config.decoding_spec`), the
+    detection kind's defaults where it says none."""
     used = _kind().settings(spec)
     return {key: getattr(used, key)
             for key in ("format", "score_threshold", "iou_threshold", "max_detections")}
@@ -86,11 +88,13 @@ class DetectionScore:
 
 def evaluate(outputs: np.ndarray, labels: np.ndarray, interval: bool = True,
              spec: dict[str, Any] | None = None) -> DetectionScore:
-    """The detection scores of a model's raw grid ``outputs`` (``(N, S, S, 5 + C)``) on
-    images whose boxes are ``labels`` (a split's padded ``y``): each output decoded (NMS
-    included) as ``spec`` says (:func:`decoding_spec`; None: the kind's defaults) and
-    matched as the detection kind does; the bootstrap interval only where ``interval``
-    (per-epoch judging needs the headline alone)."""
+    """The detection scores of a model's raw ``outputs`` (the grid's ``(N, S, S, 5 + C)``,
+    or the layout ``spec`` names: a variant spec with a ``"detection"`` entry) on images
+    whose boxes are ``labels`` (a split's padded ``y``): each output decoded (NMS
+    included) as ``spec`` says (``data.detection``'s thresholds through
+    :func:`tasks.config.decoding_spec`; None: the kind's defaults) and matched as the
+    detection kind does; the bootstrap interval only where ``interval`` (per-epoch
+    judging needs the headline alone)."""
     kind = _kind()
     detector = kind.KIND
     predictions = [detector.decode(output, spec) for output in outputs]
@@ -136,6 +140,18 @@ class DetectorResult:
         """One line for the console: mAP@0.5 per split with 95% intervals, epochs."""
         return (f"train {self.train}, val {self.val}, test {self.test} (95% bootstrap "
                 f"intervals); epoch {self.best_epoch} of {self.epochs_run} kept")
+
+
+def split_metrics(scores: dict[str, DetectionScore], classes: list[str]) -> dict[str, Any]:
+    """``metrics/train.json``'s figures of a detector's splits (mAP@0.5 with its interval,
+    mAP@0.5:0.95, samples, each), the test split's AP@0.5 per class name; creates nothing."""
+    metrics: dict[str, Any] = {}
+    for split, score in scores.items():
+        metrics |= {f"{split}_map50": score.map50, f"{split}_map50_low": score.interval[0],
+                    f"{split}_map50_high": score.interval[1],
+                    f"{split}_map50_95": score.map50_95, f"{split}_samples": score.samples}
+    return metrics | {"test_ap50": {classes[label]: value
+                                    for label, value in scores["test"].ap50.items()}}
 
 
 def check_learned(val: DetectionScore) -> None:
@@ -204,18 +220,11 @@ def train_detector(model_params: ModelOptions, train_params: TrainParams, prepar
         write_json(staging / "reference.json", {"task": "detection",
                                                 "test_correct": scores["test"].records})
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, Any] = {}
-    for split, score in scores.items():
-        metrics |= {f"{split}_map50": score.map50, f"{split}_map50_low": score.interval[0],
-                    f"{split}_map50_high": score.interval[1],
-                    f"{split}_map50_95": score.map50_95, f"{split}_samples": score.samples}
-    write_json(metrics_dir / "train.json", {
-        **metrics,
-        "test_ap50": {meta.classes[label]: value for label, value in scores["test"].ap50.items()},
+    write_json(metrics_dir / "train.json", split_metrics(scores, meta.classes) | {
         "best_epoch": selector.best_epoch, "epochs_run": epochs_run,
         "parameters": int(model.count_params()), "architecture": model_params.architecture,
         "grid": int(model.output_shape[1]), "loss_weights": asdict(weights),
-        "post_processing": _post_processing(spec)})
+        "post_processing": post_processing(spec)})
     write_json(metrics_dir / "train_history.json", [
         {"epoch": epoch + 1,
          **{key: float(values[epoch]) for key, values in history.history.items()}}

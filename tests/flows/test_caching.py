@@ -212,6 +212,41 @@ def test_a_path_outside_the_experiment_stays_in_the_key(tmp_path: Path) -> None:
     assert key(tmp_path / "boards" / "a") != key(tmp_path / "boards" / "b")
 
 
+@pytest.mark.parametrize("uri, same_as", [
+    ("http://team-server:5000", None),
+    ("http://alice:secret@team-server:5000", "http://team-server:5000"),
+    ("postgresql://mlflow.lan/mlflow?sslmode=require&password=x",
+     "postgresql://mlflow.lan/mlflow?sslmode=require"),
+])
+def test_the_tracking_store_is_in_tracks_key_without_its_credentials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uri: str, same_as: str | None) -> None:
+    """Another MLflow store (``MLFLOW_TRACKING_URI``) is another key for track, and only
+    for track (it alone logs there); the same store reached with other credentials is
+    the same key: a password is no destination."""
+    ctx = experiment(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    local = _all_keys(ctx)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    elsewhere = _all_keys(ctx)
+    assert {name for name in STEPS if elsewhere[name] != local[name]} == {"track"}
+    if same_as is not None:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", same_as)
+        assert input_key(ctx, "track") == elsewhere["track"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://another-server:5000")
+    assert input_key(ctx, "track") not in (local["track"], elsewhere["track"])
+
+
+def test_the_experiments_own_store_named_outright_is_the_same_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = experiment(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    default = input_key(ctx, "track")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db")
+    assert input_key(ctx, "track") == default
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path.resolve()}/other.db")
+    assert input_key(ctx, "track") != default
+
+
 @pytest.fixture
 def code_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every step's code files copied to a folder the keys then hash instead of the

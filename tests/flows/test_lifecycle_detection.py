@@ -126,8 +126,16 @@ def test_a_detector_goes_through_every_step_scored_by_map_under_one_decoding(
     assert {name: metrics[name]["accuracy"] for name in rows} == {
         name: row["accuracy"] for name, row in rows.items()}
     report = (project / "reports" / "report.md").read_text(encoding="utf-8")
-    assert "fp32 reference mAP@0.5 (Keras, test split, 95% interval): **" in report
+    assert "fp32 reference mAP@0.5 (source model, test split, 95% interval): **" in report
     assert "| device | variant | status | exec | mAP@0.5 | drop |" in report
+    # The bracketed intervals are the bootstrap ones measured, not Wilson's of a share.
+    from tasks.core.accuracy import format_accuracy
+
+    shown = format_accuracy(summary["reference_accuracy"], 200, summary["reference_interval"])
+    assert f"**{shown} on 200 test images**" in report
+    for name, row in rows.items():
+        assert f"| {name} | pass | " in report
+        assert format_accuracy(row["accuracy"], 200, row["accuracy_interval"]) in report
     assert summary["recommendations"]["local"] in rows
 
 

@@ -358,3 +358,24 @@ def test_a_detector_whose_output_is_no_grid_of_its_classes_is_refused(
     assert str(refused.value) == (f"convert: the detector answers {shape[1:]}, not a square "
                                   f"grid of 5 + 3 values per cell (objectness, box, one score "
                                   f"per class)")
+
+
+def test_a_yolo_sources_spec_says_its_layout_and_classes_from_its_flattened_output() -> None:
+    # ONNX Runtime's outputs reach convert flattened: (N, (4 + C) * boxes).
+    reference = np.zeros((2, (4 + 3) * 21), np.float32)
+    entries = convert_step.task_entries("detection", reference, 3, None,
+                                        {"format": "yolo"})
+    assert entries == {"detection": {"format": "yolo", "classes": 3, "score_threshold": 0.25,
+                                     "iou_threshold": 0.45, "max_detections": 100}}
+    assert convert_step.task_entries("detection", np.zeros((2, 7, 21)), 3, None,
+                                     {"format": "yolo"})["detection"]["format"] == "yolo"
+
+
+@pytest.mark.parametrize("shape", [(2, 7 * 21 + 1), (2, 8, 21), (2, 0)])
+def test_a_yolo_source_whose_output_is_not_its_classes_is_refused(
+        shape: tuple[int, ...]) -> None:
+    with pytest.raises(ConversionError) as refused:
+        convert_step.task_entries("detection", np.zeros(shape), 3, None,
+                                  {"format": "yolo"})
+    assert str(refused.value) == (f"convert: the YOLO detector answers {shape[1:]}, not 4 + 3 "
+                                  "values (box, one score per class) for each of its boxes")

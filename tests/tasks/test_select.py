@@ -735,7 +735,7 @@ def test_select_report_markdown(selected: dict[str, Any]) -> None:
     assert report.startswith("# edgeflow report\n")
     assert "| " + " | ".join(COLUMNS) + " | reasons / notes |" in lines
     reference = format_accuracy(summary["reference_accuracy"], 360)
-    assert (f"fp32 reference accuracy (Keras, test split, 95% interval): "
+    assert (f"fp32 reference accuracy (source model, test split, 95% interval): "
             f"**{reference} on 360 test images**") in lines
     for row in summary["results"]:
         if row["accuracy"] is not None:  # the cell after exec: the accuracy and its interval

@@ -44,7 +44,7 @@ class PreparedMeta(Contract):
     input_shape: list[int]
     normalisation: str
     color: Literal["grayscale", "rgb"]
-    fit: Literal["squash", "letterbox"] = "squash"  # absent before it was a choice
+    fit: Literal["squash", "letterbox", "letterbox_grey"] = "squash"  # absent before it was a choice
     # The kind of task the labels are for (tasks/device/kinds/): written only when
     # it is not classification, which it was before kinds existed.
     task: str = DEFAULT_TASK

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from enum import StrEnum
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any, TypedDict
 from tasks.core.errors import StepError
 from tasks.core.files import read_json, write_json
 from tasks.core.layout import Layout
+from tasks.core.mlflow_store import public_uri
 
 RECORD_NAME = "release.json"
 HISTORY_KEPT = 20
@@ -200,11 +201,24 @@ def with_attempt(record: ReleaseRecord, decision: ReleaseDecision,
 
 
 def write_record(layout: Layout, decision: ReleaseDecision) -> ReleaseOutcome:
-    """Persist ``decision`` in its device's record; returns its outcome."""
+    """Persist ``decision`` in its device's record; returns its outcome. The record is
+    committed: the MLflow store its releases name is written without credentials, the
+    experiment's own store relative to it (:func:`~tasks.core.mlflow_store.public_uri`),
+    whatever the board's manifest holds."""
     outcome = decision.outcome
+    decision = replace(decision, current=_public(layout, decision.current),
+                       previous=_public(layout, decision.previous))
     write_json(record_path(layout, outcome.device),
                with_attempt(read_record(layout, outcome.device), decision, time.time()))
     return outcome
+
+
+def _public(layout: Layout, entry: ReleaseEntry | None) -> ReleaseEntry | None:
+    mlflow = (entry or {}).get("mlflow")
+    if not entry or not mlflow or not mlflow.get("tracking_uri"):
+        return entry
+    return {**entry, "mlflow": {**mlflow, "tracking_uri": public_uri(str(mlflow["tracking_uri"]),
+                                                                    layout.root)}}
 
 
 def last_outcome(record: ReleaseRecord) -> ReleaseOutcome | None:

@@ -48,6 +48,8 @@ class TaskKind(Protocol):
     decoding: str
     # What :meth:`metric` is called in messages ("accuracy", "mAP@0.5").
     metric_name: str
+    # What :meth:`interval` is, in the report's words ("Wilson interval").
+    interval_name: str
     # Whether an answer places things in the image: its answer is then ``{"detections":
     # [{"class", "index", "score", "box"}]}``, boxes through :meth:`answer`'s ``place``,
     # and the predictor can draw them (``--draw``).

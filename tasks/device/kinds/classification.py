@@ -26,6 +26,7 @@ class Classification:
     name = "classification"
     decoding = "argmax"
     metric_name = "accuracy"
+    interval_name = "Wilson interval"
     locates = False
     share_of_samples = True
 

@@ -13,7 +13,10 @@ measured is what the application runs). Standard library and NumPy only
   cells per side (S); both are read from the output's shape where it has one, and are
   needed where the output comes flattened (the harness and the predictor flatten it);
 - ``score_threshold`` (0.25), ``iou_threshold`` (0.45, NMS), ``max_detections`` (100):
-  the post-processing, recorded with every result that used it.
+  the post-processing, recorded with every result that used it;
+- ``multi_label`` (false; "yolo" only): a candidate proposes a box for every class
+  scoring above the threshold, not only its best, as ``yolo val`` decodes (Ultralytics'
+  ``multi_label``; its ``predict`` keeps the best class, as the default here does).
 
 **Output layouts** (:data:`LAYOUTS`, one decoder each, chosen by ``format``):
 
@@ -57,7 +60,8 @@ anywhere count for no class): mAP@0.5 is the headline (:meth:`Detection.metric`)
 mAP@0.5:0.95 averages the ten thresholds. ``yolo val`` differs in two more ways: it
 matches by IoU rather than by score (the same result unless boxes crowd), and it
 scores the boxes of its own post-processing (score 0.001, IoU 0.7, 300 boxes, a box per
-class above the score): to compare with it, decode with those settings.
+class above the score): to compare with it, decode with those settings (``multi_label``
+true; ``benchmarks/yolo_val.py`` does).
 
 **Interval** (:meth:`Detection.interval`): a percentile bootstrap over images: the images
 resampled with replacement :data:`RESAMPLES` times from a fixed seed (the same results
@@ -92,7 +96,7 @@ RESAMPLES = 1000
 SEED = 0
 AGREEMENT_IOU = 0.5
 _SETTING_KEYS = ("format", "classes", "grid", "score_threshold", "iou_threshold",
-                 "max_detections")
+                 "max_detections", "multi_label")
 _EMPTY = np.zeros((0, 6))
 
 
@@ -113,6 +117,7 @@ class Settings:
     score_threshold: float = 0.25
     iou_threshold: float = 0.45
     max_detections: int = 100
+    multi_label: bool = False
 
 
 def settings(spec: Mapping[str, Any] | None) -> Settings:
@@ -137,11 +142,14 @@ def settings(spec: Mapping[str, Any] | None) -> Settings:
         if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
                                       and value >= least):
             raise ValueError(f"detection.{key} must be a whole number >= {least}, not {value!r}")
+    if not isinstance(values["multi_label"], bool):
+        raise ValueError(f"detection.multi_label must be true or false, not {values['multi_label']!r}")
     return Settings(format=values["format"], classes=values.get("classes"),
                     grid=values.get("grid"), input_size=_input_size(spec.get("input") or {}),
                     score_threshold=float(values["score_threshold"]),
                     iou_threshold=float(values["iou_threshold"]),
-                    max_detections=int(values["max_detections"]))
+                    max_detections=int(values["max_detections"]),
+                    multi_label=values["multi_label"])
 
 
 def _input_size(tensor: Mapping[str, Any]) -> tuple[int, int] | None:
@@ -230,10 +238,14 @@ class YoloLayout:
                              "shape (1, H, W, 3) or NCHW must say the input's size")
         classes, _ = self.sizes(output.shape, config)
         table = np.asarray(output, np.float64).reshape(4 + classes, -1)
-        best = np.argmax(table[4:], axis=0)
-        scores = table[4:][best, np.arange(table.shape[1])]
         height, width = config.input_size
         boxes = _corners(table[0] / width, table[1] / height, table[2] / width, table[3] / height)
+        if config.multi_label:
+            # Every (box, class) above the threshold, box by box, classes ascending.
+            box, label = np.nonzero(table[4:].T > config.score_threshold)
+            return boxes[box], table[4:][label, box], label
+        best = np.argmax(table[4:], axis=0)
+        scores = table[4:][best, np.arange(table.shape[1])]
         return boxes, scores, best
 
 
@@ -542,6 +554,7 @@ class Detection:
     name = "detection"
     decoding = "box"
     metric_name = "mAP@0.5"
+    interval_name = "bootstrap interval (images resampled)"
     locates = True
     share_of_samples = False
 

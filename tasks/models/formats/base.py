@@ -31,6 +31,9 @@ class SourceModel:
     input_shape: tuple[int, int, int]  # without the batch, in the input's layout
     onnx_path: Path | None = None
     input: dict[str, Any] | None = None
+    # A detector you brought: its output's layout (source.json's "output", e.g.
+    # {"format": "yolo"}); None: edgeflow's own output for the task.
+    output: dict[str, Any] | None = None
 
     def float_spec(self) -> dict[str, Any]:
         """The spec of an artifact of this source that takes and returns float32."""

@@ -63,6 +63,15 @@ NOT_OFFERED: dict[str, str] = {
     "fp16": "onnx2tf's float16 model takes, returns and computes float16; edgeflow's fp16 "
             "is fp16 weights computed in f32",
 }
+# Precisions not offered for a detector of a declared output layout (the source's
+# ``output``), and why: measured on an Ultralytics YOLOv8n-style export (onnx2tf 2.x).
+NOT_OFFERED_FOR_LAYOUT: dict[tuple[str, str], str] = {
+    ("yolo", "int8"): "onnx2tf's full-integer YOLO does not run: LiteRT's XNNPACK cannot "
+                      "prepare its int8 graph, and its reference kernels refuse its int8 "
+                      "sigmoid (output scale not 1/256); and its one int8 output holds pixel "
+                      "boxes and 0-1 class scores on one scale (a step of about 2 pixels: "
+                      "every score rounds to 0 or one step)",
+}
 
 
 def onnx_input_name(onnx_path: Path) -> str:
@@ -111,6 +120,9 @@ def onnx_tflite_bytes(request: ExportRequest, precision: str, work: Path) -> tup
     assert source.onnx_path is not None, source.name
     if precision in NOT_OFFERED:
         raise Skipped(f"from ONNX: {NOT_OFFERED[precision]}")
+    output_layout = (source.output or {}).get("format")
+    if (output_layout, precision) in NOT_OFFERED_FOR_LAYOUT:
+        raise Skipped(f"from ONNX: {NOT_OFFERED_FOR_LAYOUT[output_layout, precision]}")
     recipe = RECIPES[precision]
     try:
         tool = environment(ToolLock.read(TOOL, LOCK_PATH))

@@ -21,12 +21,15 @@ def fmt(value: float | None, pattern: str) -> str:
     return "—" if value is None else format(value, pattern)
 
 
-def accuracy_cell(accuracy: float | None, samples: int | None) -> str:
-    """``0.90 [0.77, 0.96]``: the accuracy with its 95% interval (four decimals when the
-    number of images it was measured on is unknown, "—" when nothing was measured)."""
+def accuracy_cell(accuracy: float | None, samples: int | None,
+                  interval: list[float] | None = None) -> str:
+    """``0.90 [0.77, 0.96]``: the accuracy with its 95% interval, ``interval`` where the
+    result has its kind's own (a detector's bootstrap over images; :func:`interval_label`
+    names it), else Wilson's (four decimals when the number of images it was measured on
+    is unknown, "—" when nothing was measured)."""
     if accuracy is None:
         return "—"
-    return format_accuracy(accuracy, samples) if samples else f"{accuracy:.4f}"
+    return format_accuracy(accuracy, samples, interval) if samples else f"{accuracy:.4f}"
 
 
 def metric_label(summary: Summary) -> str:
@@ -34,6 +37,14 @@ def metric_label(summary: Summary) -> str:
     a detector's ``mAP@0.5`` (an unknown kind's results read as accuracy)."""
     kinds = device_code.task_kinds()
     return kinds.get(summary.task).metric_name if summary.task in kinds.names() else "accuracy"
+
+
+def interval_label(summary: Summary) -> str:
+    """What the bracketed interval beside a result is, by the experiment's kind of task
+    (an unknown kind's read as accuracy's)."""
+    kinds = device_code.task_kinds()
+    kind = kinds.get(summary.task if summary.task in kinds.names() else "classification")
+    return kind.interval_name
 
 
 def columns(summary: Summary) -> tuple[str, ...]:
@@ -44,7 +55,7 @@ def columns(summary: Summary) -> tuple[str, ...]:
 
 def reference_line(reference: Reference) -> str:
     """The fp32 reference accuracy, its interval and the number of test images."""
-    text = accuracy_cell(reference.accuracy, reference.samples)
+    text = accuracy_cell(reference.accuracy, reference.samples, reference.interval)
     return f"{text} on {reference.samples} test images" if reference.samples else text
 
 
@@ -91,7 +102,7 @@ def row_cells(row: SummaryRow) -> list[str]:
     latency = row.latency_ms
     end_to_end = row.end_to_end.latency_ms.p90 if row.end_to_end else None
     return [row.device, row.variant, row.status.value, row.execution_precision or "—",
-            accuracy_cell(row.accuracy, row.accuracy_samples),
+            accuracy_cell(row.accuracy, row.accuracy_samples, row.accuracy_interval),
             fmt(row.accuracy_drop, ".2%"), fmt(size_kb(row), ".1f"),
             latency_cell(row, latency and latency.p50),
             latency_cell(row, latency and latency.p90),

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.core.contracts.summary import Summary
-from tasks.select.report.cells import (COLUMNS, TEXT_COLUMNS, columns, metric_label, preference_text, reference_line,
-                                       row_cells, runs_on, stated_requirements)
+from tasks.select.report.cells import (COLUMNS, TEXT_COLUMNS, columns, interval_label, metric_label,
+                                       preference_text, reference_line, row_cells, runs_on,
+                                       stated_requirements)
 
 if TYPE_CHECKING:  # the plots module imports numpy: a console printing results needs neither
     from tasks.select.plots import Plot
@@ -97,7 +98,7 @@ def render_html(summary: Summary, plots: list[Plot]) -> str:
     lines = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              "<title>edgeflow report</title>", f"<style>{STYLE}</style></head><body>",
              "<h1>edgeflow report</h1>",
-             f"<p>fp32 reference {escape(metric_label(summary))} (Keras, test split, 95% "
+             f"<p>fp32 reference {escape(metric_label(summary))} (source model, test split, 95% "
              "interval): "
              f"<strong>{escape(reference_line(summary.reference))}</strong>. "
              f"Results: {summary.counts.text()}. "
@@ -114,8 +115,9 @@ def render_html(summary: Summary, plots: list[Plot]) -> str:
                      f"{escape(', '.join(passing) or 'no device')}</li>")
     lines += ["</ul>", "<h2>Results</h2>", *_results_table(summary),
               "<p>Latency is batch 1, per inference, measured by the same harness protocol on "
-              "every runtime; accuracy is on the test images the device evaluated, with its 95% "
-              "Wilson interval in brackets; drop is relative to the fp32 reference.</p>",
+              f"every runtime; {escape(metric_label(summary))} is on the test images the device "
+              f"evaluated, with its 95% {escape(interval_label(summary))} in brackets; drop is "
+              "relative to the fp32 reference.</p>",
               "<h2>Requirements per device</h2><ul>"]
     for device, requirements in summary.requirements.items():
         lines.append(f"<li><strong>{escape(device)}</strong>: "

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tasks.core.contracts.summary import Summary
-from tasks.select.report.cells import (COLUMNS, EMULATED_MARK, columns, metric_label, preference_text, reference_line,
-                                       row_cells, runs_on, stated_requirements)
+from tasks.select.report.cells import (COLUMNS, EMULATED_MARK, columns, interval_label, metric_label,
+                                       preference_text, reference_line, row_cells, runs_on,
+                                       stated_requirements)
 
 # What a text cell could turn into table structure, code, links, images or HTML (a
 # reason quoting "<script>" from a board). Emphasis (* and _) is left as it is: harmless,
@@ -59,7 +60,7 @@ def render_markdown(summary: Summary, plots: list[tuple[str, str]]) -> str:
     """The Markdown report; ``plots`` are (title, path relative to the report)."""
     lines = [
         "# edgeflow report", "",
-        f"fp32 reference {metric_label(summary)} (Keras, test split, 95% interval): "
+        f"fp32 reference {metric_label(summary)} (source model, test split, 95% interval): "
         f"**{reference_line(summary.reference)}**",
         "",
         f"Results: {summary.counts.text()}.", "",
@@ -74,9 +75,9 @@ def render_markdown(summary: Summary, plots: list[tuple[str, str]]) -> str:
         reasons = markdown_text(row.remarks()) or "—"
         lines.append("| " + " | ".join(map(markdown_text, row_cells(row))) + f" | {reasons} |")
     lines += ["", "Latency is batch 1, per inference, measured by the same harness protocol "
-              "on every runtime; accuracy is on the test images the device evaluated, with its 95% "
-              "Wilson interval in brackets; drop is relative to the fp32 reference on the same "
-              "images; exec is the precision the runtime reports its float arithmetic ran in; "
+              f"on every runtime; {metric_label(summary)} is on the test images the device "
+              f"evaluated, with its 95% {interval_label(summary)} in brackets; drop is relative "
+              "to the fp32 reference on the same images; exec is the precision the runtime reports its float arithmetic ran in; "
               f"a timing marked{EMULATED_MARK} is an emulated board's (the emulator's speed, "
               "not the hardware's); energy is per inference above idle, measured by the "
               "board's meter, or marked ~ est: estimated from farm.yaml's power x latency, "

@@ -229,6 +229,12 @@ BAD_PARAMS = [
     pytest.param("model: {source: file, path: m.onnx, mean: [0.5, 0.5, 0.5]}\n",
                  "top level: model.mean has 3 values; data.color grayscale images have 1 "
                  "channel", id="normalisation-of-other-channels"),
+    pytest.param("model: {source: file, path: m.onnx, task: detection, format: yolo}\n",
+                 "top level: model.task detection does not match data.task classification: "
+                 "the model must do the task its data is prepared for", id="file-of-another-task"),
+    pytest.param("model: {source: file, path: m.onnx, format: yolo}\n",
+                 "top level: model.format yolo is a detection output; model.task is "
+                 "classification", id="yolo-format-of-a-classifier"),
     pytest.param("model: {source: file, path: m.onnx, std: [0]}\n",
                  "model.std.0: must be a number above 0 and at most 1000000, got 0",
                  id="zero-spread"),
@@ -299,7 +305,7 @@ BAD_PARAMS = [
     pytest.param("release: {keep: 1}\n",
                  "release.keep: must be an integer from 2 to 100, got 1", id="release-keep"),
     pytest.param("data: {fit: crop}\n",
-                 "data.fit: 'crop' is not allowed (allowed: 'squash' or 'letterbox')", id="data-fit"),
+                 "data.fit: 'crop' is not allowed (allowed: 'squash', 'letterbox' or 'letterbox_grey')", id="data-fit"),
     pytest.param("train: {seed: -1}\n",
                  "train.seed: must be an integer from 0 to 4294967295, got -1", id="train-seed"),
     pytest.param("data: {seed: 4294967296}\n",

@@ -121,7 +121,7 @@ IMAGE_SIDES = (8, 1024)
 CHOICES: dict[tuple[tuple[str, ...], str], tuple[str, ...]] = {
     (("data",), "source"): ("digits", "digit_scenes", "folder"),
     (("data",), "color"): ("grayscale", "rgb"),
-    (("data",), "fit"): ("squash", "letterbox"),
+    (("data",), "fit"): ("squash", "letterbox", "letterbox_grey"),
     (("data",), "labels"): ("yolo", "coco"),
     (("train",), "lr_schedule"): ("constant", "cosine", "plateau"),
     (("train",), "class_weight"): ("none", "balanced"),

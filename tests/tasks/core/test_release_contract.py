@@ -153,3 +153,24 @@ def test_the_last_outcome_is_the_newest_attempt_not_the_first(tmp_path: Path) ->
     last = last_outcome(record)
     assert last == released and last.status is ReleaseStatus.RELEASED
     assert last_attempt(layout, "pi") == "pi: released: switched (MLflow version 4)"
+
+
+def test_the_committed_record_names_the_mlflow_store_without_credentials_or_this_machine(
+        tmp_path: Path) -> None:
+    """What the board's manifest holds reaches the store from here (an absolute sqlite
+    path, a server with its password); release.json is committed: neither goes in it."""
+    layout = Layout(tmp_path / "exp")
+    own = f"sqlite:///{(tmp_path / 'exp' / 'mlflow' / 'mlflow.db').resolve()}"
+    entry = {"release": "r2", "variant": "v",
+             "mlflow": {"registered_model": "edgeflow-exp", "version": "3", "tracking_uri": own}}
+    before = {"release": "r1", "mlflow": {"version": "2",
+                                          "tracking_uri": "https://bob:pw@mlflow.lan/?token=x"}}
+    outcome = ReleaseOutcome("pi", ReleaseStatus.RELEASED, "v", "r2", "ok", "3")
+    write_record(layout, ReleaseDecision(outcome, entry, before))
+    text = record_path(layout, "pi").read_text(encoding="utf-8")
+    record = json.loads(text)
+    assert record["current"]["mlflow"] == {"registered_model": "edgeflow-exp", "version": "3",
+                                           "tracking_uri": "sqlite:///mlflow/mlflow.db"}
+    assert record["previous"]["mlflow"]["tracking_uri"] == "https://mlflow.lan/"
+    assert str(tmp_path) not in text and "pw" not in text and "token" not in text
+    assert entry["mlflow"]["tracking_uri"] == own  # the board's answer itself is not changed

@@ -84,12 +84,12 @@ def test_fit_geometry_is_where_the_letterboxed_pixels_land(
 
 def test_fit_geometry_of_squash_is_the_identity_and_a_bad_fit_is_named() -> None:
     assert preprocess.fit_geometry(40, 10, 16, 16, "squash") == (1.0, 1.0, 0.0, 0.0)
-    with pytest.raises(ValueError, match=r"fit is one of squash, letterbox, not 'crop'"):
+    with pytest.raises(ValueError, match=r"fit is one of squash, letterbox, letterbox_grey, not 'crop'"):
         preprocess.fit_geometry(40, 10, 16, 16, "crop")
 
 
 def test_an_unknown_fit_names_the_allowed_ones() -> None:
-    with pytest.raises(ValueError, match=r"fit is one of squash, letterbox, not 'crop'"):
+    with pytest.raises(ValueError, match=r"fit is one of squash, letterbox, letterbox_grey, not 'crop'"):
         preprocess.to_model_input(white(4, 4), 8, 8, "grayscale", "crop")
 
 
@@ -263,3 +263,20 @@ def test_upright_applies_the_exif_rotation_and_leaves_an_upright_image_itself() 
     assert preprocess.upright(sideways).size == (6, 4)
     plain = white(4, 6)
     assert preprocess.upright(plain) is plain
+
+
+def test_letterbox_grey_pads_with_ultralytics_grey_where_letterbox_pads_black() -> None:
+    """Ultralytics YOLO's letterbox: the same geometry, borders of 114 in every channel."""
+    picture = Image.new("RGB", (40, 10), (255, 0, 255))
+    grey = preprocess.to_model_input(picture, 16, 16, "rgb", "letterbox_grey")
+    black = preprocess.to_model_input(picture, 16, 16, "rgb", "letterbox")
+    np.testing.assert_array_equal(grey[:6], np.float32(114 / 255))
+    np.testing.assert_array_equal(grey[10:], np.float32(114 / 255))
+    np.testing.assert_array_equal(black[:6], 0.0)
+    np.testing.assert_array_equal(grey[6:10], black[6:10])  # the picture itself: unchanged
+    np.testing.assert_array_equal(grey[6:10, :, 1], 0.0)
+    grey_l = preprocess.to_model_input(white(10, 40), 16, 16, "grayscale", "letterbox_grey")[..., 0]
+    np.testing.assert_array_equal(grey_l[:, :6], np.float32(114 / 255))
+    np.testing.assert_array_equal(grey_l[:, 6:10], 1.0)
+    assert preprocess.fit_geometry(40, 10, 16, 16, "letterbox_grey") == \
+        preprocess.fit_geometry(40, 10, 16, 16, "letterbox")

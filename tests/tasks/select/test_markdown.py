@@ -28,7 +28,7 @@ def test_the_report_counts_lists_and_escapes_every_row() -> None:
     rows = [summary_row("a", "pi"), summary_row("b", "pi", "error", reasons=["<b>|x"])]
     report = render_markdown(summary_of(rows, {"pi": "a"}), [("p90 [all]", "plots/p.png")])
     assert "Results: 1 pass, 0 fail, 1 error, 0 skipped." in report
-    assert "fp32 reference accuracy (Keras, test split, 95% interval): **0.9000**" in report
+    assert "fp32 reference accuracy (source model, test split, 95% interval): **0.9000**" in report
     table = [line for line in report.splitlines() if line.startswith("| pi |")]
     assert len(table) == 2 and table[1].endswith(" | &lt;b&gt;\\|x |")
     assert report.endswith("![p90 \\[all\\]](plots/p.png)\n")

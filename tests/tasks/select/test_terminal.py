@@ -183,15 +183,23 @@ def test_a_detectors_results_name_their_score_map50_everywhere() -> None:
     assert headers(compact) == ["#", "device", "variant", "status", "mAP@0.5", "p90 ms",
                                 "size KB"]
     markdown = render_markdown(detection, [])
-    assert "fp32 reference mAP@0.5 (Keras" in markdown
+    assert "fp32 reference mAP@0.5 (source model" in markdown
     assert "| device | variant | status | exec | mAP@0.5 | drop |" in markdown
+    bootstrap = ("mAP@0.5 is on the test images the device evaluated, with its 95% bootstrap "
+                 "interval (images resampled) in brackets")
+    assert bootstrap in markdown and "Wilson" not in markdown
     html = render_html(detection, [])
-    assert "<th>mAP@0.5</th>" in html and "fp32 reference mAP@0.5 (Keras" in html
+    assert "<th>mAP@0.5</th>" in html and "fp32 reference mAP@0.5 (source model" in html
+    assert bootstrap in html and "Wilson" not in html
     assert "mAP@0.5" in results_rows(detection)[0]
     assert "fp32 reference mAP@0.5: " in recommendations_markdown(detection, "ok", Path("x"))
     [plain] = terminal_summary(summary(), COMPACT_UP_TO + 1)
     assert headers(plain)[4] == "accuracy"
-    assert "fp32 reference accuracy (Keras" in render_markdown(summary(), [])
+    plain_markdown = render_markdown(summary(), [])
+    assert "fp32 reference accuracy (source model" in plain_markdown
+    assert ("accuracy is on the test images the device evaluated, with its 95% Wilson interval "
+            "in brackets") in plain_markdown
+    assert "with its 95% Wilson interval in brackets" in render_html(summary(), [])
 
 
 def test_the_energy_column_shows_only_where_a_row_has_an_energy() -> None:

@@ -474,3 +474,20 @@ def test_a_label_in_json_is_the_images_boxes_without_the_splits_padding() -> Non
     assert KIND.json_label(np.full((2, 5), -1.0)) == []
     # Read back by the scoring as the same ground truth.
     assert KIND.metric(KIND.per_sample([found([2, 0.9, 0.1, 0.2, 0.3, 0.4])], [label])) == 1.0
+
+
+def test_a_yolo_candidate_proposes_every_class_above_the_score_with_multi_label() -> None:
+    # One candidate scoring 0.9 for class 1 and 0.3 for class 0: its best class only by
+    # default (Ultralytics' predict), a box for each with multi_label (yolo val's decoding).
+    output = np.zeros((1, 6, 2))
+    output[0, :, 0] = [32.0, 24.0, 16.0, 12.0, 0.3, 0.9]
+    spec = {"input": {"shape": [1, 3, 48, 64], "layout": "NCHW"},
+            "detection": {"format": "yolo", "score_threshold": 0.2}}
+    box = [0.375, 0.375, 0.625, 0.625]
+    assert KIND.decode(output, spec).tolist() == [[1.0, 0.9, *box]]
+    multi = {**spec, "detection": {**spec["detection"], "multi_label": True}}
+    assert KIND.decode(output, multi).tolist() == [[1.0, 0.9, *box], [0.0, 0.3, *box]]
+    high = {**spec, "detection": {**multi["detection"], "score_threshold": 0.5}}
+    assert KIND.decode(output, high).tolist() == [[1.0, 0.9, *box]]
+    with pytest.raises(ValueError, match="detection.multi_label must be true or false"):
+        detection.settings({"detection": {"multi_label": "yes"}})

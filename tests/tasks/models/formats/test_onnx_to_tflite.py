@@ -119,6 +119,21 @@ def test_fp16_is_not_offered_and_no_environment_is_made_for_it(
                                                  digits(4)), "fp16", tmp_path)
 
 
+def test_int8_of_a_yolo_detector_is_not_offered_with_the_measured_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*_: object) -> None:
+        raise AssertionError("no environment is needed to refuse a YOLO's int8")
+
+    monkeypatch.setattr(onnx_to_tflite, "environment", never)
+    from dataclasses import replace
+
+    yolo = replace(source(tmp_path), output={"format": "yolo"})
+    with pytest.raises(Skipped, match=r"^from ONNX: onnx2tf's full-integer YOLO does not run: "
+                                      r"LiteRT's XNNPACK cannot prepare its int8 graph"):
+        onnx_to_tflite.onnx_tflite_bytes(request(yolo, "int8", tmp_path, digits(4)), "int8",
+                                         tmp_path)
+
+
 def test_an_environment_that_cannot_be_had_skips_with_its_reason(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def unavailable(*_: object) -> None:
