@@ -8,6 +8,7 @@ the schema has, so a new field joins them or fails here."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import types
 import typing
 from dataclasses import dataclass
@@ -442,3 +443,16 @@ def test_data_detection_is_refused_for_a_classifier() -> None:
         Params.model_validate({"data": {"detection": {"score_threshold": 0.5}}})
     assert refused.value.errors()[0]["msg"].removeprefix("Value error, ") == (
         "data.detection is only used when data.task is 'detection'")
+
+
+@pytest.mark.parametrize("experiment", sorted(
+    path.parent.name for path in (Path(__file__).resolve().parents[3] / "experiments").glob(
+        "*/params.yaml")))
+def test_every_shipped_experiment_loads(experiment: str) -> None:
+    """The examples in experiments/ follow the schema (a moved key, convert.detection,
+    would refuse one)."""
+    from tasks.config import load_params
+
+    root = Path(__file__).resolve().parents[3] / "experiments" / experiment
+    params = load_params(root / "params.yaml")
+    assert (params.data.decoding is not None) == (params.data.task == "detection")
