@@ -58,6 +58,8 @@ NOT_USER_ERRORS = {
                  "readers: the file's skip reason in meta.json, never raised to the user",
     "ToolUnavailable": "a converter's own environment that cannot be had here, the skip "
                        "reason of the variants it would convert, never raised to the user",
+    "MeterError": "raised on a board by the harness's energy meters (stalled, backwards, "
+                  "unreadable): the row's energy reason, never an edgeflow command's error",
     "ModelFileError": "a model file that cannot be used, raised while train reads it and "
                       "reported as a TrainingError with the same line",
 }
