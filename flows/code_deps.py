@@ -79,7 +79,11 @@ NARROWED = {Path(preprocessing.__file__).resolve().relative_to(PACKAGE_ROOT):
             Path("tasks", "train", "__init__.py"): (device_code.__name__, _KINDS_MODULE),
             # The reference's score as its kind scores it (train, convert, select).
             Path("tasks", "core", "accuracy.py"): (device_code.__name__, _KINDS_MODULE),
-            Path("tasks", "train", "detection.py"): (device_code.__name__, _KINDS_MODULE)}
+            Path("tasks", "train", "detection.py"): (device_code.__name__, _KINDS_MODULE),
+            # A pruned model's reference and a pruned detector's epochs, scored by its kind.
+            Path("tasks", "optimize.py"): (device_code.__name__, _KINDS_MODULE),
+            Path("tasks", "models", "pruning", "detection.py"):
+            (device_code.__name__, _KINDS_MODULE)}
 # The module-level name under which a module declares the files of its package that its
 # code reads (see the module docstring).
 DATA_DECLARATION = "CODE_DATA"

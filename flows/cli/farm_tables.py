@@ -32,16 +32,21 @@ def _probe_cells(facts: dict[str, Any]) -> list[str]:
 def probe_table(farm: Path, probes: Iterable[Any]) -> Table:
     """One row per probed device (:class:`tasks.farm.probe.DeviceProbe`): reachable or
     why not, its facts, its runtimes with their versions and its energy meters (each
-    with its update period; estimates stand in where there is none)."""
+    with its update period; estimates stand in where there is none). The meters' column
+    only where a board has one: an 80-column terminal has no width for a column of
+    "none"."""
+    probes = list(probes)
+    metered = any(getattr(probe, "meters", ()) for probe in probes)
+    columns = PROBE_COLUMNS if metered else PROBE_COLUMNS[:-1]
     table = Table(title=f"farm: {farm}")
-    for column in PROBE_COLUMNS:
+    for column in columns:
         table.add_column(column)
     for probe in probes:
         runtimes = ", ".join(f"{name} {version}" for name, version in probe.runtimes.items())
+        meters = [escape(", ".join(probe.meters) or "none")] if metered else []
         table.add_row(escape(probe.device),
                       "yes" if probe.reachable else f"[red]no[/]: {escape(probe.error or '')}",
-                      *map(escape, _probe_cells(probe.facts)), escape(runtimes),
-                      escape(", ".join(getattr(probe, "meters", ())) or "none"))
+                      *map(escape, _probe_cells(probe.facts)), escape(runtimes), *meters)
     return table
 
 

@@ -38,6 +38,14 @@ def test_a_probe_row_holds_the_facts_in_column_order_and_unknown_ones_empty() ->
         ["bare", "yes", "x86_64", "", "", "", "", "", "", "", "", "", "none"]]
 
 
+def test_the_meters_column_is_left_out_where_no_board_has_a_meter() -> None:
+    table = probe_table(Path("farm.yaml"), [
+        DeviceProbe("bare", True, {"arch": "x86_64"}, {"onnxruntime": "1.20.1"})])
+    assert [column.header for column in table.columns] == list(PROBE_COLUMNS[:-1])
+    assert cells(table) == [["bare", "yes", "x86_64", "", "", "", "", "", "", "", "",
+                             "onnxruntime 1.20.1"]]
+
+
 def test_an_unreachable_device_says_why_and_its_words_are_not_markup() -> None:
     table = probe_table(Path("f.yaml"), [DeviceProbe(
         "ghost[1]", False, error="[bold]no route[/bold] to host", failure=DeviceError)])
