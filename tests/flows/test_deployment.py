@@ -62,7 +62,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     copy_project_files(PROJECT_FILES, project)
     # No UI: copying its files into a fresh PREFECT_HOME is a third of the server's start.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_UI_ENABLED": "false"}
+           "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_UI_ENABLED": "false",
+           # A run queued behind a deployment's concurrency limit is offered the slot again
+           # after this long (Prefect's default: 30 s).
+           "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "1"}
     for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     port = _free_port()
@@ -245,3 +248,76 @@ def test_cli_and_deployment_share_one_cache_in_either_order(
                                                         "edgeflow-recommendations"}
     assert len([run for run in _mlflow_runs(experiment)
                 if run.data.tags.get("edgeflow.kind") == "lifecycle"]) == 1  # track cached
+
+
+def _submit_together(served: Served, experiment: Path, deployments: tuple[str, ...],
+                     hold_lock: bool = False) -> list[tuple[Any, list[str]]]:
+    """Start a run of each deployment (for ``experiment``) at once, wait for every one to
+    end: (final flow run, the names of its states in order) each. ``hold_lock``: hold
+    the experiment's lock here (as a CLI run would) until every run is Running."""
+    import time
+    from contextlib import nullcontext
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.core.locks import experiment_lock
+
+    parameters = {"params_path": str(experiment / "params.yaml"),
+                  "farm_path": str(experiment / "farm.yaml")}
+
+    def wait(ids: list[Any], done: Any) -> list[Any]:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            runs = [client.read_flow_run(run_id) for run_id in ids]
+            if all(run.state and done(run.state) for run in runs):
+                break
+            time.sleep(0.5)
+        return runs
+
+    with temporary_settings({PREFECT_API_URL: served.url}), \
+            get_client(sync_client=True) as client:
+        with experiment_lock(experiment / ".edgeflow") if hold_lock else nullcontext():
+            ids = [run_deployment(name, timeout=0, parameters=parameters).id
+                   for name in deployments]
+            if hold_lock:
+                wait(ids, lambda state: state.is_running() or state.is_final())
+                time.sleep(1)
+        runs = wait(ids, lambda state: state.is_final())
+        return [(run, [state.name for state in sorted(client.read_flow_run_states(run.id),
+                                                      key=lambda state: state.timestamp)])
+                for run in runs]
+
+def test_a_second_run_of_a_deployment_waits_for_the_first_then_completes(
+        first_deployed_run: tuple[Any, list[Any], list[Any]], experiment: Path,
+        served: Served) -> None:
+    """prefect.yaml: concurrency_limit 1, collision_strategy ENQUEUE: the second run is
+    held Scheduled as AwaitingConcurrencySlot while the first runs, then runs."""
+    runs = _submit_together(served, experiment, ("edgeflow-lifecycle/on-change",) * 2)
+    for run, history in runs:
+        print(run.name, history)
+    assert [run.state.name for run, _ in runs] == ["Completed", "Completed"]
+    queued = [history for _, history in runs if "AwaitingConcurrencySlot" in history]
+    assert len(queued) == 1, [history for _, history in runs]
+    # Queued before it ever ran, then run to completion.
+    assert queued[0].index("AwaitingConcurrencySlot") < queued[0].index("Running")
+    assert queued[0][-1] == "Completed"
+    first, second = sorted((run for run, _ in runs), key=lambda run: run.start_time)
+    assert second.start_time >= first.end_time  # one at a time
+
+
+def test_runs_of_one_experiment_from_two_deployments_queue_on_its_lock(
+        first_deployed_run: tuple[Any, list[Any], list[Any]], experiment: Path,
+        served: Served) -> None:
+    """The nightly re-benchmark and an on-change run of one experiment, started together
+    while a CLI run holds the experiment: each deployment's own limit lets both run; each
+    waits for the experiment's lock (a deployed run waits for it), and neither fails."""
+    runs = _submit_together(served, experiment, ("edgeflow-lifecycle/nightly-rebenchmark",
+                                                 "edgeflow-lifecycle/on-change"), hold_lock=True)
+    for run, history in runs:
+        print(run.name, history, run.state.message)
+    assert [run.state.name for run, _ in runs] == ["Completed", "Completed"], \
+        [run.state.message for run, _ in runs]
+    first, second = sorted((run for run, _ in runs), key=lambda run: run.end_time)
+    assert second.start_time < first.end_time  # they met: one waited for the other
