@@ -147,3 +147,22 @@ def test_a_step_error_fails_the_task_after_one_attempt(tiny_project: Any, tmp_pa
         assert run_count == 1 and "AwaitingRetry" not in history and history[-1] == "Failed"
     finally:
         stop_sshd(server)
+
+
+def test_a_board_that_never_answers_keeps_its_unreachable_results_after_the_last_retry(
+        tiny_project: Any, tmp_path: Path) -> None:
+    """The last attempt does not raise: the device's variants fail with the reason and the
+    task completes, so the run goes on with the other devices (as without retries)."""
+    server = start_sshd(tmp_path / "sshd")
+    stop_sshd(server)
+    experiment = _experiment(tiny_project, tmp_path, server, server.client_key)
+    farm = experiment / "farm.yaml"
+    farm.write_text(farm.read_text().replace("task_retries: 2", "task_retries: 1")
+                    .replace("task_retry_delay_seconds: 2", "task_retry_delay_seconds: 0.5"))
+    task_run, final, message = _benchmark_board(str(experiment / "params.yaml"), str(farm))
+    run_count, history = _attempts(task_run)
+    assert final == "Completed", message
+    assert run_count == 2 and history.count("AwaitingRetry") == 1
+    record = _records(experiment)["tflite-fp32"]
+    assert record["status"] == "failed"
+    assert record["error"].startswith("device unreachable: cannot connect to 127.0.0.1:")
