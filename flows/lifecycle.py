@@ -35,6 +35,7 @@ from prefect.states import Completed, Failed, State
 from flows.caching import (StepContentPolicy, cache_dir, record_run, results_dir, step_result,
                            will_be_cached)
 from flows.devices import device_tag, ensure_device_limits, on_lasting_server
+from flows.retries import raise_if_worth_retrying, step_retry_options
 from flows.run_page import publish, publish_comparison
 from tasks.core import notices
 from tasks.config import check_key_files
@@ -73,7 +74,8 @@ def run_step(ctx: Context, step_name: str, device: str | None = None,
     if device is None:
         step.run(ctx)
     elif approved is None:
-        step.per_device(ctx, device)  # type: ignore[misc]
+        # A board that did not answer: another attempt later, while Prefect has one left.
+        raise_if_worth_retrying(step.per_device(ctx, device))  # type: ignore[misc]
     else:
         release_one_device(ctx, device, approve=lambda *_: approved)
     record_run(ctx, step_name, device)
@@ -103,7 +105,8 @@ def _step(ctx: Context, name: str, refresh: list[str], device: str | None = None
     # run on a worker): one cache, not one per way of running it.
     return run_step.with_options(name=label, cache_policy=policy, result_storage=results_dir(ctx),
                                  refresh_cache=name in refresh,
-                                 tags={device_tag(device)} if device and device_tags else None), label
+                                 tags={device_tag(device)} if device and device_tags else None,
+                                 **step_retry_options(ctx.farm, name, device)), label
 
 
 def _note(state: State, label: str, outcome: LifecycleOutcome) -> None:
@@ -119,19 +122,27 @@ def _run_in_order(ctx: Context, names: tuple[str, ...], refresh: list[str],
         _note(state, label, outcome)
 
 
+# How long a deployed run waits for another run of its experiment (from another
+# deployment, or a CLI run) before it fails with LockTimeout.
+BUSY_WAIT_SECONDS = 6 * 3600.0
+
+
 @flow(name="edgeflow-lifecycle")
 def lifecycle(params_path: str = "params.yaml", farm_path: str = "farm.yaml",
-              refresh: list[str] | None = None, gate: bool = False) -> State:
+              refresh: list[str] | None = None, gate: bool = False,
+              busy_wait_seconds: float = BUSY_WAIT_SECONDS) -> State:
     """Run the whole lifecycle for one experiment and one farm.
 
     ``refresh`` names steps to run even when cached (``["benchmark"]`` re-measures the
     farm: what the nightly deployment does); steps after them re-run only if their
     inputs changed. ``gate``: compare the results with the previous lifecycle run's
-    (:mod:`tasks.compare.gate`) and fail the run on a regression.
+    (:mod:`tasks.compare.gate`) and fail the run on a regression. ``busy_wait_seconds``:
+    how long a deployed run waits while another run holds the experiment.
     """
     ctx = preflight(Path(params_path), Path(farm_path), refresh)
-    # A deployed run takes the experiment's lock here; a CLI run already holds it.
-    with experiment_lock(ctx.layout.state), _notices_to_run_log():
+    # A deployed run takes the experiment's lock here, waiting its turn; a CLI run
+    # already holds it (refused at once there: a person at a terminal is told now).
+    with experiment_lock(ctx.layout.state, busy_wait_seconds), _notices_to_run_log():
         try:
             return _lifecycle(ctx, list(refresh or []), gate)
         except Exception as error:  # MLflow gets a FAILED run with it; the flow still fails

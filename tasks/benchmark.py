@@ -52,7 +52,7 @@ from tasks.farm.frames import write_frames
 from tasks.farm.protocol import decode_latencies
 from tasks.farm.push import last_line
 from tasks.farm.session import DeviceSession, failed
-from tasks.farm.transports import Connection, DeviceUnreachable, connect
+from tasks.farm.transports import BoardNotAnswering, Connection, DeviceUnreachable, connect
 from tasks.farm.untrusted import ERROR_LIMIT, contained, contained_strings
 from tasks.targets import BenchmarkJob, DeviceRun, target_of
 from tasks.targets.results import emulation_marks, identity, not_produced
@@ -141,6 +141,11 @@ class _Progress:
     probe: dict[str, Any] = field(default_factory=dict)
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
     device_error: str | None = None
+    not_answering: bool = False  # the device error may pass (BoardNotAnswering)
+
+    def fail_device(self, error: Exception) -> None:
+        self.device_error = _device_failure(error)
+        self.not_answering = isinstance(error, BoardNotAnswering)
 
 
 def _set_up(session: DeviceSession, device_name: str, variants: list[Variant],
@@ -157,7 +162,7 @@ def _set_up(session: DeviceSession, device_name: str, variants: list[Variant],
         session.deploy([variant for variant in variants if variant.name not in progress.outcomes],
                        variants_dir, staging)
     except Exception as error:  # noqa: BLE001 - the device fails, the run goes on
-        progress.device_error = _device_failure(error)
+        progress.fail_device(error)
 
 
 def _run_each(session: DeviceSession, variants: list[Variant], progress: _Progress,
@@ -182,7 +187,7 @@ def _run_one(session: DeviceSession, variant: Variant, progress: _Progress) -> d
     try:
         return session.run(variant)
     except DeviceUnreachable as error:
-        progress.device_error = _device_failure(error)
+        progress.fail_device(error)
         return failed(progress.device_error)
 
 
@@ -233,4 +238,5 @@ def run_harness(device_name: str, device: LocalDevice | SshDevice, params: Bench
                                 staging, out_dir, variant.name)))
             for variant in variants]
     return DeviceRun(device_name, tuple(out_dir / path.name for path in paths), progress.probe,
-                     session.run_dir, session.clock.as_dict())
+                     session.run_dir, session.clock.as_dict(),
+                     progress.device_error if progress.not_answering else None)

@@ -164,6 +164,14 @@ class SshDevice(RunsHarness):
                                                    unit="seconds")] = Field(
         default=1.0, description="first wait between tries; doubles each time, up to "
                                  f"{MAX_RETRY_WAIT_SECONDS:g} s")
+    # Connection attempts ride out a blip of seconds; a board rebooting or a lab link down
+    # for minutes is Prefect's to retry: the whole benchmark task, later (flows/retries.py).
+    task_retries: Annotated[int, count(0, 10)] = Field(
+        default=0, description="benchmark task retries (Prefect) when the board did not "
+                               "answer (connection refused or timed out), never on a refused "
+                               "key or a failed benchmark")
+    task_retry_delay_seconds: Annotated[float, number(0, 3600, unit="seconds")] = Field(
+        default=30.0, description="wait before the first task retry; doubles each retry")
     setup: DeviceSetup | None = Field(
         default=None, description="`edgeflow farm setup` manages a virtualenv in the workdir "
                                   "and benchmarks run in it")

@@ -7,6 +7,11 @@ command, host and start time, written into the lock file). The kernel releases a
 when its holder exits, however it exits (a crash, SIGKILL, a power cut of the orchestrating
 machine's process): a lock file left behind never blocks the next run.
 
+A deployed flow run waits for the lock instead (``wait_seconds``): under a scheduler a
+second run of the experiment from another deployment (the nightly one while an
+on-change one runs) is a queue, not a red run; two runs of one deployment never meet
+here, Prefect queues them first (prefect.yaml's ``concurrency_limit``, ENQUEUE).
+
 ``file_lock`` is the same mechanism for a resource several experiments may share (an
 MLflow sqlite store named by ``MLFLOW_TRACKING_URI``): it waits instead of refusing.
 
@@ -172,13 +177,15 @@ def _release(key: Path) -> None:
 
 
 @contextmanager
-def experiment_lock(state_dir: Path) -> Iterator[None]:
+def experiment_lock(state_dir: Path, wait_seconds: float = 0.0) -> Iterator[None]:
     """The lock of the experiment whose state folder is ``state_dir``: refused at once
-    (:class:`ExperimentBusy`) while another process holds it; :class:`NotWritable`
-    naming the experiment folder when the lock cannot be written there."""
+    (:class:`ExperimentBusy`) while another process holds it, or with ``wait_seconds``
+    waited for that long (then :class:`LockTimeout`): a deployed run queues behind
+    another deployment's run of the same experiment. :class:`NotWritable` naming the
+    experiment folder when the lock cannot be written there."""
     with ExitStack() as stack:
         try:
-            stack.enter_context(file_lock(state_dir / LOCK_NAME, wait_seconds=0.0))
+            stack.enter_context(file_lock(state_dir / LOCK_NAME, wait_seconds=wait_seconds))
         except NotWritable as error:
             if not error.refused:
                 raise

@@ -173,6 +173,12 @@ class DeviceUnreachable(DeviceError):
     SSH handshake with it."""
 
 
+class BoardNotAnswering(DeviceUnreachable):
+    """Every connection attempt failed for a reason that may pass (refused: the board's
+    sshd not up yet; timed out: a rebooting board, a flaky link), unlike a refused key
+    or a missing passphrase: worth a later try (a Prefect task retry, :mod:`flows.retries`)."""
+
+
 def _is_transient(error: BaseException) -> bool:
     """Errors worth another connection attempt: the network or the device's sshd not
     answering. A refused key (host or client) is final: retrying cannot fix it."""
@@ -273,7 +279,7 @@ class SshConnection:
                 if not _is_transient(error):
                     raise
                 if attempt == self.device.connect_attempts:
-                    raise DeviceUnreachable(
+                    raise BoardNotAnswering(
                         f"cannot connect to {self.device.host}:{self.device.port} after "
                         f"{attempt} attempt(s): {type(error).__name__}: {error}") from None
                 self._fabric.close()

@@ -30,13 +30,16 @@ from tasks.farm.probe import DeviceProbe
 @dataclass(frozen=True)
 class DeviceRun:
     """What one device produced: the result files, the probe facts, where the run's
-    files stay on the device, and the wall seconds of each orchestration phase."""
+    files stay on the device, and the wall seconds of each orchestration phase.
+    ``not_answering``: why the board was never reached, when a later try may reach it
+    (:class:`tasks.farm.transports.BoardNotAnswering`); None otherwise."""
 
     device: str
     results: tuple[Path, ...]
     probe: dict[str, Any]
     remote_run_dir: str | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    not_answering: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,13 @@ import pytest
 
 from flows.serve import _start_time
 from tests.helpers import copy_project_files, final_task_runs
+from tests.team_readme import run_lines, team_block
 from tests.tiny import TINY_FARM, TINY_PARAMS, write_tiny_config
 
 BIN = Path(sys.executable).parent
 # What a clone holds that a deployment needs (the code, the declarations), nothing built.
 PROJECT_FILES = ("tasks", "flows", "prefect.yaml", "params.yaml", "farm.yaml", "dvc.yaml",
-                 "requirements.lock", "pyproject.toml")
+                 "requirements.lock", "pyproject.toml", "automations")
 STEPS = ["prepare", "train", "optimize", "convert", "benchmark[local]", "select", "track",
                "release[local]"]
 # One format keeps the cold run short; the rest of the lifecycle is the tiny one's.
@@ -62,7 +63,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     copy_project_files(PROJECT_FILES, project)
     # No UI: copying its files into a fresh PREFECT_HOME is a third of the server's start.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_UI_ENABLED": "false"}
+           "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_UI_ENABLED": "false",
+           # A run queued behind a deployment's concurrency limit is offered the slot again
+           # after this long (Prefect's default: 30 s).
+           "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "1"}
     for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     port = _free_port()
@@ -245,3 +249,139 @@ def test_cli_and_deployment_share_one_cache_in_either_order(
                                                         "edgeflow-recommendations"}
     assert len([run for run in _mlflow_runs(experiment)
                 if run.data.tags.get("edgeflow.kind") == "lifecycle"]) == 1  # track cached
+
+
+def _submit_together(served: Served, experiment: Path, deployments: tuple[str, ...],
+                     hold_lock: bool = False, ids: list[Any] | None = None
+                     ) -> list[tuple[Any, list[str]]]:
+    """Start a run of each deployment (for ``experiment``) at once (or take the runs
+    ``ids`` started), wait for every one to end: (final flow run, the names of its
+    states in order) each. ``hold_lock``: hold the experiment's lock here (as a CLI run
+    would) until every run is Running."""
+    import time
+    from contextlib import nullcontext
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.core.locks import experiment_lock
+
+    parameters = {"params_path": str(experiment / "params.yaml"),
+                  "farm_path": str(experiment / "farm.yaml")}
+
+    def wait(ids: list[Any], done: Any) -> list[Any]:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            runs = [client.read_flow_run(run_id) for run_id in ids]
+            if all(run.state and done(run.state) for run in runs):
+                break
+            time.sleep(0.5)
+        return runs
+
+    with temporary_settings({PREFECT_API_URL: served.url}), \
+            get_client(sync_client=True) as client:
+        with experiment_lock(experiment / ".edgeflow") if hold_lock else nullcontext():
+            ids = ids or [run_deployment(name, timeout=0, parameters=parameters).id
+                          for name in deployments]
+            if hold_lock:
+                wait(ids, lambda state: state.is_running() or state.is_final())
+                time.sleep(1)
+        runs = wait(ids, lambda state: state.is_final())
+        return [(run, [state.name for state in sorted(client.read_flow_run_states(run.id),
+                                                      key=lambda state: state.timestamp)])
+                for run in runs]
+
+def test_a_second_run_of_a_deployment_waits_for_the_first_then_completes(
+        first_deployed_run: tuple[Any, list[Any], list[Any]], experiment: Path,
+        served: Served) -> None:
+    """prefect.yaml: concurrency_limit 1, collision_strategy ENQUEUE: the second run is
+    held Scheduled as AwaitingConcurrencySlot while the first runs, then runs. Started
+    as README's "For a team" says."""
+    import re
+
+    lines = team_block("prefect deployment run")
+    done = run_lines(lines, served.project, {**served.env, "PREFECT_API_URL": served.url,
+                                             "EXPERIMENT": str(experiment)})
+    print("\n".join(f"$ {line}\n{result.stdout}" for line, result in zip(lines, done)))
+    ids = re.findall(r"UUID: ([0-9a-f-]{36})", done[0].stdout)
+    assert len(ids) == 2, done[0].stdout
+    runs = _submit_together(served, experiment, (), ids=ids)
+    for run, history in runs:
+        print(run.name, history)
+    assert [run.state.name for run, _ in runs] == ["Completed", "Completed"]
+    queued = [history for _, history in runs if "AwaitingConcurrencySlot" in history]
+    assert len(queued) == 1, [history for _, history in runs]
+    # Queued before it ever ran, then run to completion.
+    assert queued[0].index("AwaitingConcurrencySlot") < queued[0].index("Running")
+    assert queued[0][-1] == "Completed"
+    first, second = sorted((run for run, _ in runs), key=lambda run: run.start_time)
+    assert second.start_time >= first.end_time  # one at a time
+
+
+def test_runs_of_one_experiment_from_two_deployments_queue_on_its_lock(
+        first_deployed_run: tuple[Any, list[Any], list[Any]], experiment: Path,
+        served: Served) -> None:
+    """The nightly re-benchmark and an on-change run of one experiment, started together
+    while a CLI run holds the experiment: each deployment's own limit lets both run; each
+    waits for the experiment's lock (a deployed run waits for it), and neither fails."""
+    runs = _submit_together(served, experiment, ("edgeflow-lifecycle/nightly-rebenchmark",
+                                                 "edgeflow-lifecycle/on-change"), hold_lock=True)
+    for run, history in runs:
+        print(run.name, history, run.state.message)
+    assert [run.state.name for run, _ in runs] == ["Completed", "Completed"], \
+        [run.state.message for run, _ in runs]
+    first, second = sorted((run for run, _ in runs), key=lambda run: run.end_time)
+    assert second.start_time < first.end_time  # they met: one waited for the other
+
+
+def test_a_failed_run_sends_the_alert_of_readmes_automation(served: Served) -> None:
+    """README's "For a team" lines save a webhook block and create the automation of
+    automations/notify-on-failure.yaml; a deployed run that fails (a params file that
+    is not there) posts its alert to the webhook (a receiver on loopback)."""
+    import json as json_module
+    import queue
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    received: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.put(json_module.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    receiver = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        env = {**served.env, "PREFECT_API_URL": served.url,
+               "ALERT_WEBHOOK": f"http://127.0.0.1:{receiver.server_port}/hook"}
+        done = run_lines(team_block("automation create"), served.project, env)
+        assert "Created automation 'edgeflow-lifecycle-failed'" in " ".join(
+            done[-1].stdout.split()), done[-1].stdout
+        with temporary_settings({PREFECT_API_URL: served.url}):
+            failed = run_deployment("edgeflow-lifecycle/on-change", timeout=300, poll_interval=1,
+                                    parameters={"params_path": "/nowhere/params.yaml"})
+        assert failed.state.is_failed()
+        deadline = time.monotonic() + 90
+        alert = None
+        while alert is None and time.monotonic() < deadline:
+            try:
+                alert = received.get(timeout=1)
+            except queue.Empty:
+                pass
+        assert alert is not None, "no alert reached the webhook"
+        print("alert:", alert["text"])
+        assert alert["text"].startswith(f"edgeflow: {failed.name} failed: ")
+        assert f"Flow run {failed.name} of edgeflow-lifecycle ended Failed" in alert["text"]
+    finally:
+        receiver.shutdown()

@@ -780,8 +780,11 @@ def test_a_step_task_is_named_refreshed_and_tagged_as_asked(
 
     monkeypatch.setattr(lifecycle, "cache_dir", lambda ctx: tmp_path / "cache")
     monkeypatch.setattr(lifecycle, "results_dir", lambda ctx: tmp_path / "results")
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(farm=SimpleNamespace(devices={"pi": SimpleNamespace()}))  # no retries
     for refresh in (["benchmark"], ["train", "select"]):
-        task, label = lifecycle._step("ctx", "benchmark", refresh, device, tags)  # type: ignore
+        task, label = lifecycle._step(ctx, "benchmark", refresh, device, tags)  # type: ignore
         assert label == ("benchmark" if device is None else "benchmark[pi]")
         assert task.name == label
         assert task.refresh_cache is ("benchmark" in refresh)
@@ -881,7 +884,7 @@ def _locks(monkeypatch: pytest.MonkeyPatch, calls: list[Any]) -> None:
     from flows import lifecycle
 
     @contextmanager
-    def lock(state: Path) -> Any:
+    def lock(state: Path, wait_seconds: float = 0.0) -> Any:
         calls.append(("locked", state))
         try:
             yield

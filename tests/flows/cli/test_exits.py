@@ -17,7 +17,8 @@ from tasks.core.locks import ExperimentBusy, LockTimeout, NotWritable
 from tasks.farm.push import DeployError
 from tasks.farm.releases import ConnectionLost, ReleaseError
 from tasks.farm.setup import SetupError
-from tasks.farm.transports import DeviceUnreachable, HostKeyRefused
+from flows.retries import BoardFlaky
+from tasks.farm.transports import BoardNotAnswering, DeviceUnreachable, HostKeyRefused
 
 # Every class of input error and the exit code the CLI gives it: 2 bad configuration
 # or usage, 75 a resource another run holds (try again later), 1 otherwise.
@@ -25,7 +26,8 @@ EXIT_CODES: dict[type[EdgeflowError], int] = {
     EdgeflowError: 1, ConfigError: 2, UsageError: 2, DataError: 1, ConversionError: 1,
     StepError: 1, TrainingError: 1, DeviceError: 1, ExperimentBusy: 75, LockTimeout: 75,
     NotWritable: 1, ServeError: 1, SetupError: 1, DeployError: 1, HostKeyRefused: 1,
-    DeviceUnreachable: 1, ReleaseError: 1, ConnectionLost: 1}
+    DeviceUnreachable: 1, ReleaseError: 1, ConnectionLost: 1, BoardNotAnswering: 1,
+    BoardFlaky: 1}
 CLASSES = sorted(EXIT_CODES, key=lambda cls: cls.__name__)
 
 

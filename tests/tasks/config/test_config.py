@@ -650,8 +650,8 @@ BAD_FARMS = [
                  "connect_timeout, emulation, energy, host, io_timeout, keep_runs, keepalive_seconds, "
                  "key_file, key_passphrase_env, known_hosts, on_release, on_release_timeout_seconds, "
                  "port, power, python, requirements, "
-                 "retry_backoff_seconds, runtimes, setup, tags, threads, transport, user, "
-                 "workdir)",
+                 "retry_backoff_seconds, runtimes, setup, tags, task_retries, "
+                 "task_retry_delay_seconds, threads, transport, user, workdir)",
                  id="password"),
     # ---- every SSH duration and count is bounded and the range is named (issue 9)
     pytest.param(ssh_farm("connect_attempts: 0"),

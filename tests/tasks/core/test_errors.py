@@ -16,7 +16,8 @@ from tasks.core.locks import ExperimentBusy, LockTimeout, NotWritable
 from tasks.farm.push import DeployError
 from tasks.farm.releases import ConnectionLost, ReleaseError
 from tasks.farm.setup import SetupError
-from tasks.farm.transports import DeviceUnreachable, HostKeyRefused
+from flows.retries import BoardFlaky
+from tasks.farm.transports import BoardNotAnswering, DeviceUnreachable, HostKeyRefused
 from flows.serve import ServeError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -35,6 +36,8 @@ EXIT_CODES: dict[type[EdgeflowError], int] = {
     DeviceError: 1,
     HostKeyRefused: 1,
     DeviceUnreachable: 1,
+    BoardNotAnswering: 1,
+    BoardFlaky: 1,
     DeployError: 1,
     SetupError: 1,
     ServeError: 1,

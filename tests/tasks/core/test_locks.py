@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -87,6 +88,27 @@ def test_a_waiting_lock_waits_then_times_out_naming_the_holder(tmp_path: Path) -
         holder.wait()
     with file_lock(state / "run.lock", wait_seconds=5):
         pass
+
+
+
+def test_an_experiment_lock_asked_to_wait_queues_behind_its_holder(tmp_path: Path) -> None:
+    """What a deployed run does: it waits for the run holding the experiment, then runs;
+    past its wait it is a LockTimeout naming the holder, not ExperimentBusy."""
+    state = tmp_path / ".edgeflow"
+    holder = _holder(state)
+    try:
+        with pytest.raises(LockTimeout, match=rf"\(pid {holder.pid} on "):
+            with experiment_lock(state, wait_seconds=0.3):
+                pass
+        started = time.monotonic()
+        threading.Timer(1.0, holder.kill).start()
+        with experiment_lock(state, wait_seconds=30):
+            waited = time.monotonic() - started
+            assert holder.poll() is not None  # got it once the holder was gone
+    finally:
+        holder.kill()
+        holder.wait()
+    assert 0.9 <= waited < 10
 
 
 ADVICE = ("edgeflow keeps its lock, logs and outputs there; make it writable, or copy the "
