@@ -31,6 +31,7 @@ from prefect import flow, get_run_logger, task
 from prefect.futures import wait
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.caching import (StepContentPolicy, cache_dir, record_run, results_dir, step_result,
                            will_be_cached)
@@ -265,11 +266,18 @@ def _per_device(ctx: Context, name: str, refresh: list[str], outcome: LifecycleO
         device for device in ctx.farm.devices if _will_run(ctx, name, device, refresh)]
     if tagged:
         ensure_device_limits(tagged)
+    parallelism = ctx.farm.parallelism
+    notices.progress(name, 0, len(ctx.farm.devices), detail=parallelism.line())
     futures = {}
-    for device in ctx.farm.devices:
-        step_task, label = _step(ctx, name, refresh, device, device in tagged)
-        futures[label] = step_task.submit(ctx, name, device, (approvals or {}).get(device))
-    wait(list(futures.values()))
+    # farm.yaml's max_parallel bounds the boards at work: Prefect's own thread pool
+    # runner of that size (the flow's default one has no bound), in CLI and deployed runs.
+    with ThreadPoolTaskRunner(max_workers=parallelism.boards) as runner:
+        for device in ctx.farm.devices:
+            step_task, label = _step(ctx, name, refresh, device, device in tagged)
+            futures[label] = runner.submit(step_task, {
+                "ctx": ctx, "step_name": name, "device": device,
+                "approved": (approvals or {}).get(device)})
+        wait(list(futures.values()))
     for label, future in futures.items():
         future.state.result()
         _note(future.state, label, outcome)
