@@ -18,7 +18,7 @@ Per N it prints the fan-out's wall time and its ratio to one board's (goal: <= 2
 N = 100), the orchestrator process's CPU seconds per board (goal: <= 0.05; its own CPU
 time, not the boards' sshd/shell processes nor the Prefect server's), the peak count of
 SSH connections open from this process (``/proc/net/tcp``), and its peak resident
-memory during the fan-out. The tiny project (one onnx fp32 variant) is built once under
+memory during the fan-out (the sampling thread's own CPU is not counted). The tiny project (one onnx fp32 variant) is built once under
 ``--root``. Needs root and sshd.
 
     .venv/bin/python benchmarks/fleet.py [--sizes 1 10 50 100] [--sleep 3] [--max-parallel N] [--root DIR]
@@ -147,7 +147,7 @@ class Sampler:
 
     def __init__(self, ports: set[int], period: float = 0.05) -> None:
         self.ports, self.period = ports, period
-        self.peak_connections, self.peak_rss_mb = 0, 0.0
+        self.peak_connections, self.peak_rss_mb, self.cpu_seconds = 0, 0.0, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -183,6 +183,8 @@ class Sampler:
         while not self._stop.is_set():
             self.peak_connections = max(self.peak_connections, self._connections())
             self.peak_rss_mb = max(self.peak_rss_mb, self._rss_mb())
+            # This thread's CPU is the measurement's, not the orchestrator's: subtracted.
+            self.cpu_seconds = time.thread_time()
             self._stop.wait(self.period)
 
     def __enter__(self) -> Sampler:
@@ -228,6 +230,7 @@ def run_fleet(folder: Path, ports: set[int]) -> FleetRun:
             cpu_before, started = cpu_seconds(), time.perf_counter()
             _per_device(ctx, "benchmark", ["benchmark"], outcome)
             wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
+        cpu -= sampler.cpu_seconds
         return {"wall": wall, "cpu": cpu, "connections": sampler.peak_connections,
                 "rss": sampler.peak_rss_mb, "executed": len(outcome.executed),
                 "parallel": ctx.farm.parallelism.boards}

@@ -20,15 +20,44 @@ from tasks.core.layout import Layout
 LOCK_FILE = "requirements.lock"
 
 
+# step name -> (the stat signature its manifest was made under, the files, the manifest).
+_MADE: dict[str, tuple[tuple[Any, ...], tuple[Path, ...], dict[str, Any]]] = {}
+
+
+def _signature(files: tuple[Path, ...]) -> tuple[Any, ...]:
+    """Inode, size, mtime and ctime of each file and of each folder holding one (a module
+    added beside them changes its folder): what changes when the closure could."""
+    paths = sorted(set(files) | {path.parent for path in files})
+    signature: list[Any] = [str(PACKAGE_ROOT)]
+    for path in paths:
+        info = (PACKAGE_ROOT / path).stat()
+        signature.append((path.as_posix(), info.st_ino, info.st_size, info.st_mtime_ns,
+                          info.st_ctime_ns))
+    return tuple(signature)
+
+
 def code_manifest(step: Step) -> dict[str, Any]:
     """What ``step``'s code is: the sha256 of every project file its work can run (by
     repo-relative path) and the installed version of every distribution that code
     imports. Its cache key and its DVC stage both depend on this, and on nothing else
-    of the code."""
+    of the code. Made again only when a file of the closure or a folder holding one
+    changed since it was last made in this process: every device's cache key asks for
+    it, twice (a hundred boards: two hundred times)."""
+    made = _MADE.get(step.name)
+    if made is not None:
+        try:
+            if _signature(made[1]) == made[0]:
+                return made[2]
+        except OSError:  # a file gone: made again
+            pass
     closure = code_dependencies(step)
-    return {"step": step.name,
-            "files": {path.as_posix(): sha256_file(PACKAGE_ROOT / path) for path in closure.files},
-            "libraries": library_versions(closure.libraries)}
+    files = tuple(closure.files)
+    signature = _signature(files)  # before hashing: an edit meanwhile changes it
+    manifest = {"step": step.name,
+                "files": {path.as_posix(): sha256_file(PACKAGE_ROOT / path) for path in files},
+                "libraries": library_versions(closure.libraries)}
+    _MADE[step.name] = (signature, files, manifest)
+    return manifest
 
 
 def manifest_path(layout: Layout, step_name: str) -> Path:

@@ -32,6 +32,7 @@ from prefect.futures import wait
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from flows.caching import (StepContentPolicy, cache_dir, record_run, results_dir, step_result,
                            will_be_cached)
@@ -274,8 +275,11 @@ def _per_device(ctx: Context, name: str, refresh: list[str], outcome: LifecycleO
     with ThreadPoolTaskRunner(max_workers=parallelism.boards) as runner:
         for device in ctx.farm.devices:
             step_task, label = _step(ctx, name, refresh, device, device in tagged)
+            # quote: Prefect would walk the whole context (the farm: every device) for
+            # futures in each task's parameters, twice: O(devices) per task, and the
+            # fleet's largest cost of orchestrator CPU at 100 boards.
             futures[label] = runner.submit(step_task, {
-                "ctx": ctx, "step_name": name, "device": device,
+                "ctx": quote(ctx), "step_name": name, "device": device,
                 "approved": (approvals or {}).get(device)})
         wait(list(futures.values()))
     for label, future in futures.items():

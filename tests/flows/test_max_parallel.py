@@ -1,0 +1,99 @@
+"""flows/lifecycle.py's per-device fan-out keeps to farm.yaml's ``max_parallel``: six
+stand-in boards (this machine, each board's harness interpreter a script that records
+when it starts and ends and sleeps) benchmarked by the flow's real fan-out with
+``max_parallel: 3`` are never more than three at work at once, and three at the peak."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+BOARDS, MAX_PARALLEL, SLEEP = 6, 3, 2.0
+
+
+def stand_in(path: Path, log: Path) -> Path:
+    """A board's harness interpreter (farm.yaml ``python``): the probe is the real
+    harness's; a benchmark appends ``<start> <end>`` to ``log`` around its sleep and
+    writes no result (the variant fails: only when it ran matters here)."""
+    path.write_text(f"""#!/bin/sh
+for arg in "$@"; do [ "$arg" = --probe ] && exec {shlex.quote(sys.executable)} "$@"; done
+start=$(date +%s.%N)
+sleep {SLEEP}
+echo "$start $(date +%s.%N)" >> {shlex.quote(str(log))}
+""", encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+def experiment(root: Path, tiny: Path, python: Path, max_parallel: int) -> Path:
+    """An experiment folder on the tiny project's data and its onnx-fp32 variant alone,
+    with BOARDS local boards whose interpreter is ``python``."""
+    from tasks.core.contracts.variants import read_variant_index, write_variant_index
+    from tests.tiny import TINY_PARAMS
+
+    variants = root / "models" / "variants"
+    index = read_variant_index(tiny / "models" / "variants")
+    chosen = [variant for variant in index.variants if variant.name == "onnx-fp32"]
+    for entry in chosen[0].files or []:
+        (variants / entry.path).parent.mkdir(parents=True, exist_ok=True)
+        (variants / entry.path).symlink_to(tiny / "models" / "variants" / entry.path)
+    write_variant_index(variants, index.model_copy(update={"variants": chosen}))
+    (root / "data").mkdir()
+    (root / "data" / "prepared").symlink_to(tiny / "data" / "prepared")
+    (root / "params.yaml").write_text(TINY_PARAMS.replace(
+        "formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}", "formats: {onnx: [fp32]}"))
+    devices = {f"b{index}": {"transport": "local", "workdir": f"boards/b{index}",
+                             "python": str(python), "threads": 1} for index in range(BOARDS)}
+    (root / "farm.yaml").write_text(json.dumps({"max_parallel": max_parallel,
+                                                "devices": devices}))
+    return root
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one moment (an end before a start at a tie)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    open_now = peak = 0
+    for _, change in events:
+        open_now += change
+        peak = max(peak, open_now)
+    return peak
+
+
+def test_most_at_once_counts_overlaps() -> None:
+    assert most_at_once([(0, 2), (1, 3), (2.5, 4)]) == 2
+    assert most_at_once([(0, 1), (1, 2)]) == 1
+    assert most_at_once([(0, 5), (1, 2), (1.5, 3)]) == 3
+
+
+def test_max_parallel_bounds_the_boards_benchmarked_at_once(tiny_project, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from prefect import flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.lifecycle import LifecycleOutcome, _per_device
+    from flows.steps import Context
+    from tasks.core import notices
+
+    log = tmp_path / "harness-times.txt"
+    root = experiment(tmp_path / "experiment", tiny_project.layout.root,
+                      stand_in(tmp_path / "stand-in", log), MAX_PARALLEL)
+
+    @flow
+    def fan_out() -> list[str]:
+        outcome = LifecycleOutcome()
+        _per_device(Context.load(root / "params.yaml", root / "farm.yaml"), "benchmark",
+                    ["benchmark"], outcome)
+        return outcome.executed
+
+    said: list[notices.Notice] = []
+    with prefect_test_harness(server_startup_timeout=180), notices.listening(said.append):
+        executed = fan_out()
+    assert sorted(executed) == sorted(f"benchmark[b{index}]" for index in range(BOARDS))
+    intervals = [tuple(map(float, line.split())) for line in log.read_text().splitlines()]
+    assert len(intervals) == BOARDS
+    assert most_at_once(intervals) == MAX_PARALLEL  # never more, and all of them at the peak
+    assert any(isinstance(notice, notices.Progress) and notice.done == 0
+               and notice.detail == f"at most {MAX_PARALLEL} boards at once "
+                                    f"(farm.yaml max_parallel: {MAX_PARALLEL})"
+               for notice in said)
