@@ -7,18 +7,31 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
-BOARDS, MAX_PARALLEL, SLEEP = 6, 3, 2.0
+BOARDS, MAX_PARALLEL, SLEEP = 6, 3, 3.0
 
 
-def stand_in(path: Path, log: Path) -> Path:
-    """A board's harness interpreter (farm.yaml ``python``): the probe is the real
-    harness's; a benchmark appends ``<start> <end>`` to ``log`` around its sleep and
+def real_probe(folder: Path) -> Path:
+    """The real harness's probe of this machine, run once: what every stand-in answers
+    (six probes importing every runtime at once would stagger the boards' starts)."""
+    from tasks.core import device_code
+
+    device_code.ship(folder, ("harness",))
+    answer = subprocess.run([sys.executable, str(folder / "harness.py"), "--probe"],
+                            capture_output=True, check=True, timeout=300).stdout
+    (folder / "probe.json").write_bytes(answer)
+    return folder / "probe.json"
+
+
+def stand_in(path: Path, log: Path, probe: Path) -> Path:
+    """A board's harness interpreter (farm.yaml ``python``): answers the probe with
+    ``probe``; a benchmark appends ``<start> <end>`` to ``log`` around its sleep and
     writes no result (the variant fails: only when it ran matters here)."""
     path.write_text(f"""#!/bin/sh
-for arg in "$@"; do [ "$arg" = --probe ] && exec {shlex.quote(sys.executable)} "$@"; done
+for arg in "$@"; do [ "$arg" = --probe ] && exec cat {shlex.quote(str(probe))}; done
 start=$(date +%s.%N)
 sleep {SLEEP}
 echo "$start $(date +%s.%N)" >> {shlex.quote(str(log))}
@@ -77,7 +90,8 @@ def test_max_parallel_bounds_the_boards_benchmarked_at_once(tiny_project, tmp_pa
 
     log = tmp_path / "harness-times.txt"
     root = experiment(tmp_path / "experiment", tiny_project.layout.root,
-                      stand_in(tmp_path / "stand-in", log), MAX_PARALLEL)
+                      stand_in(tmp_path / "stand-in", log, real_probe(tmp_path / "probe")),
+                      MAX_PARALLEL)
 
     @flow
     def fan_out() -> list[str]:
