@@ -7,6 +7,7 @@ step runs again only when its own code did."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +21,24 @@ from tasks.core.layout import Layout
 LOCK_FILE = "requirements.lock"
 
 
-# step name -> (the stat signature its manifest was made under, the files, the manifest).
-_MADE: dict[str, tuple[tuple[Any, ...], tuple[Path, ...], dict[str, Any]]] = {}
+# (step name, code root) -> (the stat signature its manifest was made under, the paths that signature
+# stats, the manifest).
+_MADE: dict[tuple[str, str], tuple[tuple[Any, ...], tuple[str, ...], dict[str, Any]]] = {}
 
 
-def _signature(files: tuple[Path, ...]) -> tuple[Any, ...]:
-    """Inode, size, mtime and ctime of each file and of each folder holding one (a module
-    added beside them changes its folder): what changes when the closure could."""
-    paths = sorted(set(files) | {path.parent for path in files})
-    signature: list[Any] = [str(PACKAGE_ROOT)]
-    for path in paths:
-        info = (PACKAGE_ROOT / path).stat()
-        signature.append((path.as_posix(), info.st_ino, info.st_size, info.st_mtime_ns,
-                          info.st_ctime_ns))
+def _watched(files: tuple[Path, ...]) -> tuple[str, ...]:
+    """Each file and each folder holding one (a module added beside them changes its
+    folder), as absolute path strings: what changes when the closure could."""
+    return tuple(str(PACKAGE_ROOT / path) for path in sorted(set(files) | {path.parent
+                                                                           for path in files}))
+
+
+def _signature(watched: tuple[str, ...]) -> tuple[Any, ...]:
+    """Inode, size, mtime and ctime of each watched path."""
+    signature = []
+    for path in watched:
+        info = os.stat(path)
+        signature.append((info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
     return tuple(signature)
 
 
@@ -43,7 +49,7 @@ def code_manifest(step: Step) -> dict[str, Any]:
     of the code. Made again only when a file of the closure or a folder holding one
     changed since it was last made in this process: every device's cache key asks for
     it, twice (a hundred boards: two hundred times)."""
-    made = _MADE.get(step.name)
+    made = _MADE.get((step.name, str(PACKAGE_ROOT)))
     if made is not None:
         try:
             if _signature(made[1]) == made[0]:
@@ -51,12 +57,13 @@ def code_manifest(step: Step) -> dict[str, Any]:
         except OSError:  # a file gone: made again
             pass
     closure = code_dependencies(step)
-    files = tuple(closure.files)
-    signature = _signature(files)  # before hashing: an edit meanwhile changes it
+    watched = _watched(tuple(closure.files))
+    signature = _signature(watched)  # before hashing: an edit meanwhile changes it
     manifest = {"step": step.name,
-                "files": {path.as_posix(): sha256_file(PACKAGE_ROOT / path) for path in files},
+                "files": {path.as_posix(): sha256_file(PACKAGE_ROOT / path)
+                          for path in closure.files},
                 "libraries": library_versions(closure.libraries)}
-    _MADE[step.name] = (signature, files, manifest)
+    _MADE[(step.name, str(PACKAGE_ROOT))] = (signature, watched, manifest)
     return manifest
 
 
