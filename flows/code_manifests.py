@@ -21,9 +21,10 @@ from tasks.core.layout import Layout
 LOCK_FILE = "requirements.lock"
 
 
-# (step name, code root) -> (the stat signature its manifest was made under, the paths that signature
-# stats, the manifest).
-_MADE: dict[tuple[str, str], tuple[tuple[Any, ...], tuple[str, ...], dict[str, Any]]] = {}
+# (step name, code root) -> (the stat signature its files' part was made under, the
+# paths that signature stats, (each file's sha256, the libraries the files import)).
+_MADE: dict[tuple[str, str], tuple[tuple[Any, ...], tuple[str, ...],
+                                   tuple[dict[str, str], tuple[str, ...]]]] = {}
 
 
 def _watched(files: tuple[Path, ...]) -> tuple[str, ...]:
@@ -46,25 +47,27 @@ def code_manifest(step: Step) -> dict[str, Any]:
     """What ``step``'s code is: the sha256 of every project file its work can run (by
     repo-relative path) and the installed version of every distribution that code
     imports. Its cache key and its DVC stage both depend on this, and on nothing else
-    of the code. Made again only when a file of the closure or a folder holding one
-    changed since it was last made in this process: every device's cache key asks for
-    it, twice (a hundred boards: two hundred times)."""
+    of the code. The files' part (their hashes, the libraries they import) is made again
+    only when a file of the closure or a folder holding one changed since it was last
+    made in this process: every device's cache key asks for it, twice (a hundred
+    boards: two hundred times); the versions are looked up each time."""
     made = _MADE.get((step.name, str(PACKAGE_ROOT)))
-    if made is not None:
-        try:
-            if _signature(made[1]) == made[0]:
-                return made[2]
-        except OSError:  # a file gone: made again
-            pass
-    closure = code_dependencies(step)
-    watched = _watched(tuple(closure.files))
-    signature = _signature(watched)  # before hashing: an edit meanwhile changes it
-    manifest = {"step": step.name,
-                "files": {path.as_posix(): sha256_file(PACKAGE_ROOT / path)
-                          for path in closure.files},
-                "libraries": library_versions(closure.libraries)}
-    _MADE[(step.name, str(PACKAGE_ROOT))] = (signature, watched, manifest)
-    return manifest
+    if made is None or not _unchanged(made[0], made[1]):
+        closure = code_dependencies(step)
+        watched = _watched(tuple(closure.files))
+        signature = _signature(watched)  # before hashing: an edit meanwhile changes it
+        hashes = {path.as_posix(): sha256_file(PACKAGE_ROOT / path) for path in closure.files}
+        made = (signature, watched, (hashes, closure.libraries))
+        _MADE[(step.name, str(PACKAGE_ROOT))] = made
+    hashes, libraries = made[2]
+    return {"step": step.name, "files": dict(hashes), "libraries": library_versions(libraries)}
+
+
+def _unchanged(signature: tuple[Any, ...], watched: tuple[str, ...]) -> bool:
+    try:
+        return _signature(watched) == signature
+    except OSError:  # a file gone: made again
+        return False
 
 
 def manifest_path(layout: Layout, step_name: str) -> Path:
