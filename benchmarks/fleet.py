@@ -18,10 +18,12 @@ Per N it prints the fan-out's wall time and its ratio to one board's (goal: <= 2
 N = 100), the orchestrator process's CPU seconds per board (goal: <= 0.05; its own CPU
 time, not the boards' sshd/shell processes nor the Prefect server's), the peak count of
 SSH connections open from this process (``/proc/net/tcp``), and its peak resident
-memory during the fan-out (the sampling thread's own CPU is not counted). The tiny project (one onnx fp32 variant) is built once under
+memory during the fan-out (the sampling thread's own CPU is not counted). The tiny
+project (one onnx fp32 variant) is built once under
 ``--root``. Needs root and sshd.
 
-    .venv/bin/python benchmarks/fleet.py [--sizes 1 10 50 100] [--sleep 3] [--max-parallel N] [--root DIR]
+    .venv/bin/python benchmarks/fleet.py [--sizes 1 10 50 100] [--sleep 3]
+                                         [--max-parallel N] [--root DIR]
 """
 
 from __future__ import annotations
@@ -268,9 +270,10 @@ def main() -> int:
 
     server = launch()
     project = tiny_project(args.root.resolve())
-    print(f"machine: {os.cpu_count()} CPUs; stand-in harness sleeps {args.sleep} s; one sshd "
-          f"per board; {default_parallelism().line() if args.max_parallel is None else f'max_parallel {args.max_parallel}'}",
-          flush=True)
+    bound = (default_parallelism().line() if args.max_parallel is None
+             else f"farm.yaml max_parallel: {args.max_parallel}")
+    print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; stand-in harness "
+          f"sleeps {args.sleep} s; one sshd per board; {bound}", flush=True)
     servers: list[SshServer] = []
     runs: list[FleetRun] = []
     with tempfile.TemporaryDirectory(prefix="edgeflow-fleet-") as temporary, prefect_server(server):
@@ -284,7 +287,8 @@ def main() -> int:
             started = time.perf_counter()
             for index in range(max(args.sizes)):
                 servers.append(start_sshd(work / "sshd" / f"b{index:03d}", client_key))
-            print(f"{len(servers)} sshd started in {time.perf_counter() - started:.1f} s", flush=True)
+            print(f"{len(servers)} sshd started in {time.perf_counter() - started:.1f} s",
+                  flush=True)
             # Unreported: the first fan-out imports the SSH and result code and warms
             # Prefect's client; the baseline is a fleet of one on a warm orchestrator.
             run_fleet(fleet_project(work / "warm-up", project, variants, servers[:1], stand_in,

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,8 @@ from tests.sshd import sshd_available
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_a_fleet_of_five_ssh_boards_is_benchmarked_end_to_end(tiny_project, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_fleet_of_five_ssh_boards_is_benchmarked_end_to_end(tiny_project: Any,
+                                                               tmp_path: Path) -> None:
     if os.geteuid() != 0 or not sshd_available():
         pytest.skip("needs root and an OpenSSH server")
     environment = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}

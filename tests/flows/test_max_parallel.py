@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 BOARDS, MAX_PARALLEL, SLEEP = 6, 3, 3.0
 
@@ -80,7 +81,8 @@ def test_most_at_once_counts_overlaps() -> None:
     assert most_at_once([(0, 5), (1, 2), (1.5, 3)]) == 3
 
 
-def test_max_parallel_bounds_the_boards_benchmarked_at_once(tiny_project, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_max_parallel_bounds_the_boards_benchmarked_at_once(tiny_project: Any,
+                                                             tmp_path: Path) -> None:
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 

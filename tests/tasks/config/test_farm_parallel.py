@@ -24,8 +24,9 @@ def farm_file(tmp_path: Path, max_parallel: str | None) -> Path:
     return path
 
 
-@pytest.mark.parametrize("value, shown", [("0", "0"), (str(MAX_PARALLEL + 1), str(MAX_PARALLEL + 1)),
-                                          ("many", "'many'"), ("2.5", "2.5"), ("-3", "-3")])
+@pytest.mark.parametrize("value, shown", [
+    ("0", "0"), (str(MAX_PARALLEL + 1), str(MAX_PARALLEL + 1)), ("many", "'many'"),
+    ("2.5", "2.5"), ("-3", "-3")])
 def test_a_bad_max_parallel_is_one_line_naming_the_key_and_the_range(
         tmp_path: Path, value: str, shown: str) -> None:
     path = farm_file(tmp_path, value)
