@@ -268,7 +268,9 @@ def _per_device(ctx: Context, name: str, refresh: list[str], outcome: LifecycleO
     if tagged:
         ensure_device_limits(tagged)
     parallelism = ctx.farm.parallelism
-    notices.progress(name, 0, len(ctx.farm.devices), detail=parallelism.line())
+    # In the run's log (Prefect's, and the CLI's log file): a bound that depends on the
+    # machine is stated, never silent.
+    get_run_logger().info(f"{name}: {len(ctx.farm.devices)} devices, {parallelism.line()}")
     futures = {}
     # farm.yaml's max_parallel bounds the boards at work: Prefect's own thread pool
     # runner of that size (the flow's default one has no bound), in CLI and deployed runs.
