@@ -1,4 +1,5 @@
-"""flows/lifecycle.py's per-device fan-out keeps to farm.yaml's ``max_parallel``: six
+"""flows/lifecycle.py's per-device fan-out (and the benchmark step outside Prefect, in
+flows/steps.py) keeps to farm.yaml's ``max_parallel``: six
 stand-in boards (this machine, each board's harness interpreter a script that records
 when it starts and ends and sleeps) benchmarked by the flow's real fan-out with
 ``max_parallel: 3`` are never more than three at work at once, and three at the peak."""
@@ -117,3 +118,21 @@ def test_max_parallel_bounds_the_boards_benchmarked_at_once(tiny_project: Any,
     assert most_at_once(intervals) == MAX_PARALLEL  # never more, and all of them at the peak
     assert (f"benchmark: {BOARDS} devices, at most {MAX_PARALLEL} boards at once "
             f"(farm.yaml max_parallel: {MAX_PARALLEL})") in said
+
+
+def test_the_step_outside_prefect_keeps_to_max_parallel_too(tiny_project: Any,
+                                                           tmp_path: Path) -> None:
+    """``edgeflow step benchmark`` and ``dvc repro`` run the step's own loop: the same
+    bound, and every board benchmarked (one after another before: six boards, six times
+    one board's wall)."""
+    from flows.steps import STEPS, Context
+
+    log = tmp_path / "harness-times.txt"
+    root = experiment(tmp_path / "experiment", tiny_project.layout.root,
+                      stand_in(tmp_path / "stand-in", log, real_probe(tmp_path / "probe")),
+                      MAX_PARALLEL)
+    runs = STEPS["benchmark"].run(Context.load(root / "params.yaml", root / "farm.yaml"))
+    assert [run.device for run in runs] == [f"b{index}" for index in range(BOARDS)]
+    intervals = [tuple(map(float, line.split())) for line in log.read_text().splitlines()]
+    assert len(intervals) == BOARDS
+    assert most_at_once(intervals) == MAX_PARALLEL
