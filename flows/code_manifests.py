@@ -7,6 +7,7 @@ step runs again only when its own code did."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,53 @@ from tasks.core.layout import Layout
 LOCK_FILE = "requirements.lock"
 
 
+# (step name, code root) -> (the stat signature its files' part was made under, the
+# paths that signature stats, (each file's sha256, the libraries the files import)).
+_MADE: dict[tuple[str, str], tuple[tuple[Any, ...], tuple[str, ...],
+                                   tuple[dict[str, str], tuple[str, ...]]]] = {}
+
+
+def _watched(files: tuple[Path, ...]) -> tuple[str, ...]:
+    """Each file and each folder holding one (a module added beside them changes its
+    folder), as absolute path strings: what changes when the closure could."""
+    return tuple(str(PACKAGE_ROOT / path) for path in sorted(set(files) | {path.parent
+                                                                           for path in files}))
+
+
+def _signature(watched: tuple[str, ...]) -> tuple[Any, ...]:
+    """Inode, size, mtime and ctime of each watched path."""
+    signature = []
+    for path in watched:
+        info = os.stat(path)
+        signature.append((info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+    return tuple(signature)
+
+
 def code_manifest(step: Step) -> dict[str, Any]:
     """What ``step``'s code is: the sha256 of every project file its work can run (by
     repo-relative path) and the installed version of every distribution that code
     imports. Its cache key and its DVC stage both depend on this, and on nothing else
-    of the code."""
-    closure = code_dependencies(step)
-    return {"step": step.name,
-            "files": {path.as_posix(): sha256_file(PACKAGE_ROOT / path) for path in closure.files},
-            "libraries": library_versions(closure.libraries)}
+    of the code. The files' part (their hashes, the libraries they import) is made again
+    only when a file of the closure or a folder holding one changed since it was last
+    made in this process: every device's cache key asks for it, twice (a hundred
+    boards: two hundred times); the versions are looked up each time."""
+    made = _MADE.get((step.name, str(PACKAGE_ROOT)))
+    if made is None or not _unchanged(made[0], made[1]):
+        closure = code_dependencies(step)
+        watched = _watched(tuple(closure.files))
+        signature = _signature(watched)  # before hashing: an edit meanwhile changes it
+        hashes = {path.as_posix(): sha256_file(PACKAGE_ROOT / path) for path in closure.files}
+        made = (signature, watched, (hashes, closure.libraries))
+        _MADE[(step.name, str(PACKAGE_ROOT))] = made
+    hashes, libraries = made[2]
+    return {"step": step.name, "files": dict(hashes), "libraries": library_versions(libraries)}
+
+
+def _unchanged(signature: tuple[Any, ...], watched: tuple[str, ...]) -> bool:
+    try:
+        return _signature(watched) == signature
+    except OSError:  # a file gone: made again
+        return False
 
 
 def manifest_path(layout: Layout, step_name: str) -> Path:

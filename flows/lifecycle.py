@@ -31,6 +31,8 @@ from prefect import flow, get_run_logger, task
 from prefect.futures import wait
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from flows.caching import (StepContentPolicy, cache_dir, record_run, results_dir, step_result,
                            will_be_cached)
@@ -276,11 +278,23 @@ def _per_device(ctx: Context, name: str, refresh: list[str], outcome: LifecycleO
         device for device in ctx.farm.devices if _will_run(ctx, name, device, refresh)]
     if tagged:
         ensure_device_limits(tagged)
+    parallelism = ctx.farm.parallelism
+    # In the run's log (Prefect's, and the CLI's log file): a bound that depends on the
+    # machine is stated, never silent.
+    get_run_logger().info(f"{name}: {len(ctx.farm.devices)} devices, {parallelism.line()}")
     futures = {}
-    for device in ctx.farm.devices:
-        step_task, label = _step(ctx, name, refresh, device, device in tagged)
-        futures[label] = step_task.submit(ctx, name, device, (approvals or {}).get(device))
-    wait(list(futures.values()))
+    # farm.yaml's max_parallel bounds the boards at work: Prefect's own thread pool
+    # runner of that size (the flow's default one has no bound), in CLI and deployed runs.
+    with ThreadPoolTaskRunner(max_workers=parallelism.boards) as runner:
+        for device in ctx.farm.devices:
+            step_task, label = _step(ctx, name, refresh, device, device in tagged)
+            # quote: Prefect would walk the whole context (the farm: every device) for
+            # futures in each task's parameters, twice: O(devices) per task, and the
+            # fleet's largest cost of orchestrator CPU at 100 boards.
+            futures[label] = runner.submit(step_task, {
+                "ctx": quote(ctx), "step_name": name, "device": device,
+                "approved": (approvals or {}).get(device)})
+        wait(list(futures.values()))
     for label, future in futures.items():
         future.state.result()
         _note(future.state, label, outcome)

@@ -153,8 +153,15 @@ def remove_stale_results(ctx: Context) -> None:
 
 
 def _benchmark(ctx: Context) -> Any:
+    """Every device (``edgeflow step benchmark``, ``dvc repro``), at most farm.yaml's
+    ``max_parallel`` at once as the flow does: one after another, a hundred boards
+    took a hundred times one board. Runs in farm.yaml order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     check_key_files(ctx.farm)  # every device's, before the first is benchmarked
-    runs = [benchmark_one_device(ctx, name) for name in ctx.farm.devices]
+    width = max(1, min(ctx.farm.parallelism.boards, len(ctx.farm.devices)))
+    with ThreadPoolExecutor(max_workers=width) as pool:
+        runs = list(pool.map(lambda name: benchmark_one_device(ctx, name), ctx.farm.devices))
     remove_stale_results(ctx)
     return runs
 

@@ -21,8 +21,9 @@ from tasks.core.bounds import (DAY_SECONDS, MAX_MCU_KB, MAX_REQUIREMENT_MB,
                                MAX_RETRY_WAIT_SECONDS, MAX_SAMPLES, MAX_SEED, LatencyLimit,
                                MegabyteLimit, PositiveSeconds, Seconds, Seed)
 from tasks.config.farm import (DEVICE_NAME, VENV_DIR, Accelerators, Device, DeviceSetup, Farm,
-                               LocalDevice, McuDevice, RunsHarness, SshDevice, check_key_file,
-                               check_key_files, effective_requirements)
+                               LocalDevice, McuDevice, Parallelism, RunsHarness, SshDevice,
+                               check_key_file, check_key_files, default_parallelism,
+                               effective_requirements)
 from tasks.config.loader import load_farm, load_params
 from tasks.config.params import (AugmentationParams, BenchmarkParams, CompareParams,
                                  ConvertParams, DataParams, DetectionDecoding, EndToEndParams,
@@ -36,10 +37,10 @@ __all__ = [
     "DAY_SECONDS", "MAX_MCU_KB", "MAX_REQUIREMENT_MB", "MAX_RETRY_WAIT_SECONDS", "MAX_SAMPLES",
     "MAX_SEED", "LatencyLimit", "MegabyteLimit", "PositiveSeconds", "Seconds", "Seed",
     "DEVICE_NAME", "VENV_DIR", "Accelerators", "Device", "DeviceSetup", "Farm", "LocalDevice",
-    "McuDevice", "RunsHarness", "SshDevice", "check_key_file", "check_key_files",
-    "effective_requirements", "load_farm", "load_params", "AugmentationParams",
-    "BenchmarkParams", "CompareParams", "ConvertParams", "DataParams", "DetectionDecoding",
-    "EndToEndParams",
+    "McuDevice", "Parallelism", "RunsHarness", "SshDevice", "check_key_file",
+    "check_key_files", "default_parallelism", "effective_requirements", "load_farm",
+    "load_params", "AugmentationParams", "BenchmarkParams", "CompareParams", "ConvertParams",
+    "DataParams", "DetectionDecoding", "EndToEndParams",
     "ModelParams", "OptimizeParams", "Params", "PruningRecipe", "QuantizationParams", "RankKey",
     "ReleaseParams", "RequirementParams", "Requirements", "SelectParams", "SplitParams",
     "TrainParams", "decoding_spec",

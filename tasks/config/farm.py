@@ -4,12 +4,14 @@ connects runs before its first connection."""
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import shlex
 import stat
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -278,8 +280,60 @@ def _device_union() -> Any:
 Device = _device_union()
 
 
+# The most boards worked on at once that farm.yaml may ask for, and the default's rule:
+# a board at work costs the orchestrator a thread that mostly waits on the board and an
+# SSH connection (its socket, paramiko's transport thread, SFTP and command channels,
+# the files pushed: FDS_PER_BOARD open files at most), so the default follows the
+# process's open-file limit and CPUs, capped where a lab's farm ends.
+MAX_PARALLEL = 1024
+DEFAULT_PARALLEL_CAP = 256
+BOARDS_PER_CPU = 64
+FDS_PER_BOARD = 16
+
+
+def _open_file_limit() -> int:
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How many boards are worked on at once (``boards``) and where that number came
+    from (``rule``: farm.yaml's ``max_parallel``, or the default's rule with this
+    machine's figures), printed by the runs that fan out."""
+
+    boards: int
+    rule: str
+
+    def line(self) -> str:
+        return f"at most {self.boards} boards at once ({self.rule})"
+
+
+def default_parallelism(cpus: int | None = None, open_files: int | None = None) -> Parallelism:
+    """The default of ``max_parallel``: min(DEFAULT_PARALLEL_CAP, BOARDS_PER_CPU x CPUs,
+    open-file limit / FDS_PER_BOARD), at least 1; ``cpus`` and ``open_files`` default to
+    this process's (``os.cpu_count()``, RLIMIT_NOFILE's soft limit)."""
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    open_files = open_files if open_files is not None else _open_file_limit()
+    boards = max(1, min(DEFAULT_PARALLEL_CAP, BOARDS_PER_CPU * cpus, open_files // FDS_PER_BOARD))
+    return Parallelism(boards, f"max_parallel default: min({DEFAULT_PARALLEL_CAP}, "
+                               f"{BOARDS_PER_CPU} x {cpus} CPUs, {open_files} open files / "
+                               f"{FDS_PER_BOARD})")
+
+
 class Farm(StrictModel):
     devices: dict[str, Device] = Field(min_length=1)
+    max_parallel: Annotated[int, count(1, MAX_PARALLEL)] | None = Field(
+        default=None, description="boards benchmarked, released, probed or set up at once; "
+                                  "absent: sized for this machine (default_parallelism)")
+
+    @property
+    def parallelism(self) -> Parallelism:
+        """How many boards at once, and why (farm.yaml's value or the default's rule)."""
+        if self.max_parallel is not None:
+            return Parallelism(self.max_parallel, f"farm.yaml max_parallel: {self.max_parallel}")
+        return default_parallelism()
 
     @field_validator("devices", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tasks.core.contracts.variants import Variant
 from tasks.core.files import write_json
 from tasks.core.interrupt import stopping_with
 from tasks.farm import stoppable
+from tasks.farm.bundle import unpack_command, write_bundle
 from tasks.farm.logs import log_tail, to_files
 from tasks.farm.probe import probe_command, read_probe
 from tasks.farm.protocol import (HARNESS_TIMED_OUT, LOCK_BUSY_EXIT, LOCK_NAME, MAX_RESULT_BYTES,
@@ -89,31 +91,34 @@ class DeviceSession:
 
     def start(self, test_data: Path, frames: Path | None = None) -> dict[str, Any]:
         """Create the run folder, push the harness (its package, with the pre-processing
-        and the kinds of task, and its launcher) and test inputs (and, for end-to-end
-        timing, the frames), and probe the device; one shell command checks the pushed
-        files, removes old run folders and probes (each shell start costs the device's
-        login shell). Returns the probe."""
-        harness_files = device_code.shipped(self.run_dir, ("harness",))
+        and the kinds of task, and its launcher, as one archive: :mod:`tasks.farm.bundle`)
+        and test inputs (and, for end-to-end timing, the frames), and probe the device;
+        one shell command checks the pushed files, unpacks the harness, removes old run
+        folders and probes (each shell start costs the device's login shell). Returns the
+        probe."""
         with self.clock.phase("connect"):
-            # The run folder and the package's folders (edgeflow_device/, its kinds/).
-            make_dirs(self.connection, self.run_dir,
-                      *sorted({remote.rsplit("/", 1)[0] for _, remote in harness_files}
-                              - {self.run_dir}))
+            make_dirs(self.connection, self.run_dir)
             stale = stale_runs(self.connection, self.runs_dir, self.device.keep_runs,
                                self.run_name, idle_seconds=self.longest_idle_seconds)
         python = self.device.harness_python()
-        files = [*harness_files, (test_data, f"{self.run_dir}/test.npz")]
-        if frames is not None:
-            files.append((frames, self.frames))
-            self.end_to_end = True
-        with self.clock.phase("push"):
-            place_files(self.connection, files)
-        with self.clock.phase("check+probe"):
-            result = check_then_run(
-                self.connection, files,
-                then=[*remove_runs_command(self.runs_dir, stale),
-                      probe_command(python, self.harness)],
-                timeout=self.params.timeout_seconds)
+        with tempfile.TemporaryDirectory(prefix="edgeflow-push-") as scratch:
+            # The harness's package as one archive (tasks.farm.bundle): one upload and
+            # one check instead of two dozen; unpacked once its sha256 is checked.
+            code = write_bundle(device_code.shipped(self.run_dir, ("harness",)), self.run_dir,
+                                Path(scratch) / "device-code.tar")
+            files = [code, (test_data, f"{self.run_dir}/test.npz")]
+            if frames is not None:
+                files.append((frames, self.frames))
+                self.end_to_end = True
+            with self.clock.phase("push"):
+                place_files(self.connection, files)
+            with self.clock.phase("check+probe"):
+                result = check_then_run(
+                    self.connection, files,
+                    then=[unpack_command(self.run_dir),
+                          *remove_runs_command(self.runs_dir, stale),
+                          probe_command(python, self.harness)],
+                    timeout=self.params.timeout_seconds)
         return read_probe(self.connection, result, python, self.harness)
 
     def deploy(self, variants: list[Variant], variants_dir: Path, staging: Path) -> None:

@@ -292,12 +292,12 @@ def runtimes_for(device: SshDevice, experiment_runtimes: list[str] | None) -> li
 
 
 def setup_devices(devices: dict[str, SshDevice], experiment_runtimes: list[str] | None,
-                  cache_root: Path) -> list[SetupOutcome]:
-    """Set up ``devices`` (each with a ``setup`` section), in parallel; results in their
-    order. Which devices those are is the farm's targets' to say
-    (:func:`tasks.targets.farm_commands.setup_farm`)."""
+                  cache_root: Path, max_parallel: int = 16) -> list[SetupOutcome]:
+    """Set up ``devices`` (each with a ``setup`` section), at most ``max_parallel`` at
+    once (farm.yaml's); results in their order. Which devices those are is the farm's
+    targets' to say (:func:`tasks.targets.farm_commands.setup_farm`)."""
     plans = {name: runtimes_for(device, experiment_runtimes) for name, device in devices.items()}
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(devices)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(devices)))) as pool:
         futures = [pool.submit(setup_device, name, device, plans[name], cache_root)
                    for name, device in devices.items()]
         return [future.result() for future in futures]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import posixpath
 import shlex
 import shutil
 import stat
@@ -326,20 +327,27 @@ class SshConnection:
     # Folders go through SFTP, not a shell: each shell command costs a login shell's
     # start-up on the device (a fifth of a second where .bashrc does real work).
     def makedirs(self, remote: str) -> None:
-        sftp = self._opened().sftp()
-        current = "/" if remote.startswith("/") else ""
-        for part in (part for part in remote.split("/") if part):
-            current = f"{current}{part}" if current in {"", "/"} else f"{current}/{part}"
+        self._make_folder(self._opened().sftp(), posixpath.normpath(remote))
+
+    def _make_folder(self, sftp: Any, folder: str) -> None:
+        """``folder`` and its missing parents, from the deepest one that exists: a new
+        run folder in an existing workdir is two requests, not one per path component
+        (each an SFTP round trip and the orchestrator's CPU, times every board)."""
+        try:
+            sftp.stat(folder)
+            return
+        except OSError:
+            pass
+        parent = posixpath.dirname(folder)
+        if parent not in {"", "/", folder}:
+            self._make_folder(sftp, parent)
+        try:
+            sftp.mkdir(folder, mode=0o700)
+        except OSError as refused:
             try:
-                sftp.stat(current)
+                sftp.stat(folder)  # made meanwhile by a concurrent run: fine
             except OSError:
-                try:
-                    sftp.mkdir(current, mode=0o700)
-                except OSError as refused:
-                    try:
-                        sftp.stat(current)  # made meanwhile by a concurrent run: fine
-                    except OSError:
-                        raise refused from None  # why it could not be made, not "absent"
+                raise refused from None  # why it could not be made, not "absent"
 
     def listdir(self, remote: str) -> dict[str, float]:
         try:

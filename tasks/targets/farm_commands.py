@@ -18,19 +18,22 @@ from tasks.targets import target_of
 
 
 def probe_farm(farm: Farm) -> list[DeviceProbe]:
-    """Probe every device in parallel; results in farm.yaml order. A key file that
-    cannot be used is a ConfigError before any device is contacted."""
+    """Probe every device, at most farm.yaml's ``max_parallel`` at once; results in
+    farm.yaml order. A key file that cannot be used is a ConfigError before any device
+    is contacted."""
     check_key_files(farm)
     targets = [target_of(name, entry) for name, entry in farm.devices.items()]
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(targets)))) as pool:
+    width = max(1, min(farm.parallelism.boards, len(targets)))
+    with ThreadPoolExecutor(max_workers=width) as pool:
         futures = [pool.submit(target.probe) for target in targets]
         return [future.result() for future in futures]
 
 
 def setup_farm(farm: Farm, names: list[str], experiment_runtimes: list[str] | None,
                cache_root: Path) -> list[SetupOutcome]:
-    """Set up the named devices (all with a ``setup`` section when none is named), in
-    parallel; results in the order first asked, one per device however often named."""
+    """Set up the named devices (all with a ``setup`` section when none is named), at
+    most farm.yaml's ``max_parallel`` at once; results in the order first asked, one per
+    device however often named."""
     managed = {name: target_of(name, entry).managed_setup()
                for name, entry in farm.devices.items()}
     if not names:
@@ -45,4 +48,4 @@ def setup_farm(farm: Farm, names: list[str], experiment_runtimes: list[str] | No
                               "set up (add `setup: {}` to let edgeflow manage its virtualenv)")
     check_key_files(farm, names)
     return setup_devices({name: entry for name in names if (entry := managed[name]) is not None},
-                         experiment_runtimes, cache_root)
+                         experiment_runtimes, cache_root, farm.parallelism.boards)

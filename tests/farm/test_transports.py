@@ -369,11 +369,12 @@ def sftp_board(tmp_path: Path, sftp: FakeSftp) -> SshConnection:
 
 
 @pytest.mark.parametrize("remote, stats, made", [
-    ("/srv/ef/runs/r1", ["/srv", "/srv/ef", "/srv/ef/runs", "/srv/ef/runs/r1"],
+    ("/srv/ef/runs/r1", ["/srv/ef/runs/r1", "/srv/ef/runs", "/srv/ef"],
      ["/srv/ef/runs", "/srv/ef/runs/r1"]),
-    ("edgeflow//runs/", ["edgeflow", "edgeflow/runs"], ["edgeflow/runs"]),
+    ("edgeflow//runs/", ["edgeflow/runs", "edgeflow"], ["edgeflow/runs"]),
+    ("/srv/ef", ["/srv/ef"], []),  # there already: one request
 ])
-def test_board_makedirs_walks_each_parent_and_makes_the_missing_owner_only(
+def test_board_makedirs_climbs_to_the_deepest_existing_parent_and_makes_the_rest_owner_only(
         tmp_path: Path, remote: str, stats: list[str], made: list[str]) -> None:
     sftp = FakeSftp({"/", "/srv", "/srv/ef", "edgeflow"})
     sftp_board(tmp_path, sftp).makedirs(remote)

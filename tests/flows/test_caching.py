@@ -265,6 +265,19 @@ def _all_keys(ctx: Context) -> dict[str, str]:
             for name in STEPS}
 
 
+def test_how_many_boards_run_at_once_is_in_no_key(tmp_path: Path) -> None:
+    """farm.yaml's ``max_parallel`` changes how a run goes, never what it produces: no
+    step runs again for it (select and release read the whole farm)."""
+    before = _all_keys(experiment(tmp_path / "a"))
+    for max_parallel in (1, 7):
+        ctx = experiment(tmp_path / "a", farm=f"max_parallel: {max_parallel}\n" + TINY_FARM)
+        assert ctx.farm.max_parallel == max_parallel
+        assert _all_keys(ctx) == before
+    with_device = experiment(tmp_path / "a", farm=TINY_FARM.replace("{threads: 1}",
+                                                                    "{threads: 2}"))
+    assert _all_keys(with_device)["select"] != before["select"]  # the farm still counts
+
+
 # Only select reaches the report and only the steps that talk to boards untrusted.py; the
 # device package (the harness among it) is in the closure of every step that reaches
 # tasks.core.device_code, which imports it by name and ships it (code_deps.LOADED_BY_PATH);

@@ -507,8 +507,11 @@ def _keras_classes(project: Path, app: Path, manifest: dict[str, Any]) -> list[i
 def _farm_ctx(*devices: str, policy: str = "always", timeout: float = 37.0) -> Any:
     from types import SimpleNamespace
 
+    from tasks.config import Parallelism
+
     return SimpleNamespace(
-        farm=SimpleNamespace(devices={device: object() for device in devices}),
+        farm=SimpleNamespace(devices={device: object() for device in devices},
+                             parallelism=Parallelism(2, "test")),
         params=SimpleNamespace(release=SimpleNamespace(policy=policy,
                                                        approval_timeout_seconds=timeout)),
         layout=SimpleNamespace(summary=Path("/exp/reports/summary.json")))
@@ -619,11 +622,34 @@ def test_per_device_tags_only_devices_that_will_run_on_a_lasting_server_and_pass
                 return futures[-1]
         return Task, f"{name}[{device}]"
 
+    widths: list[int] = []
+
+    class Runner:  # Prefect's ThreadPoolTaskRunner, of farm.yaml's max_parallel threads
+        def __init__(self, max_workers: int) -> None:
+            widths.append(max_workers)
+
+        def __enter__(self) -> "Runner":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        @staticmethod
+        def submit(task: Any, parameters: dict[str, Any]) -> _FakeFuture:
+            assert parameters["ctx"].unwrap() is ctx  # quoted: Prefect does not walk it
+            return task.submit(ctx, parameters["step_name"], parameters["device"],
+                               parameters["approved"])
+
+    logged: list[str] = []
     waited: list[int] = []
     monkeypatch.setattr(lifecycle, "_step", step)
+    monkeypatch.setattr(lifecycle, "ThreadPoolTaskRunner", Runner)
+    monkeypatch.setattr(lifecycle, "get_run_logger",
+                        lambda: type("Log", (), {"info": staticmethod(logged.append)}))
     monkeypatch.setattr(lifecycle, "wait", lambda fs: waited.append(len(fs)))
     outcome = lifecycle.LifecycleOutcome()
     lifecycle._per_device(ctx, "release", [], outcome, {"pi": True, "local": False})
+    assert widths == [2] and logged == ["release: 3 devices, at most 2 boards at once (test)"]
     assert limited == ([["pi", "local"]] if lasting else [])
     assert submitted == [(lasting, "release", "pi", True), (False, "release", "jetson", None),
                          (lasting, "release", "local", False)]

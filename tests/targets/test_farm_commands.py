@@ -68,8 +68,8 @@ def _set_up_with(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
 
     calls: list[tuple[Any, ...]] = []
     monkeypatch.setattr(farm_commands, "setup_devices",
-                        lambda devices, runtimes, cache: calls.append((devices, runtimes, cache))
-                        or list(devices))
+                        lambda devices, runtimes, cache, max_parallel: calls.append(
+                            (devices, runtimes, cache, max_parallel)) or list(devices))
     return calls
 
 
@@ -79,9 +79,10 @@ def test_setup_of_no_named_device_sets_up_every_one_with_a_setup_section(
 
     farm, calls = _farm(tmp_path), _set_up_with(monkeypatch)
     assert setup_farm(farm, [], ["tflite"], tmp_path / "cache") == ["zeta", "alpha"]
-    [(devices, runtimes, cache)] = calls
+    [(devices, runtimes, cache, max_parallel)] = calls
     assert devices == {"zeta": farm.devices["zeta"], "alpha": farm.devices["alpha"]}
     assert (runtimes, cache) == (["tflite"], tmp_path / "cache")
+    assert max_parallel == farm.parallelism.boards  # farm.yaml's bound on boards at once
     # Named: in the order first asked, once each.
     assert setup_farm(farm, ["alpha", "zeta", "alpha"], None, tmp_path) == ["alpha", "zeta"]
     assert calls[1][1] is None
@@ -150,11 +151,14 @@ def test_probe_asks_every_device_and_answers_in_farm_order(
     assert sorted(started) == sorted(farm.devices)
 
 
-@pytest.mark.parametrize(("devices", "workers"), [(1, 1), (5, 5), (16, 16), (20, 16)])
-def test_probe_asks_up_to_sixteen_devices_at_once(
-        devices: int, workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One thread per device, at most 16: the pool is as wide as the farm, within the cap
-    (not the executor's default, which depends on this machine's cores)."""
+@pytest.mark.parametrize(("devices", "max_parallel", "workers"),
+                         [(1, 16, 1), (5, 16, 5), (16, 16, 16), (20, 16, 16), (20, 3, 3)])
+def test_probe_asks_up_to_max_parallel_devices_at_once(
+        devices: int, max_parallel: int, workers: int, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One thread per device, at most farm.yaml's max_parallel: the pool is as wide as the
+    farm, within that bound (not the executor's default, which depends on this machine's
+    cores)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tasks.config import load_farm
@@ -167,7 +171,7 @@ def test_probe_asks_up_to_sixteen_devices_at_once(
             widths.append(max_workers)
             super().__init__(max_workers, **kwargs)
 
-    (tmp_path / "farm.yaml").write_text(yaml.safe_dump({"devices": {
+    (tmp_path / "farm.yaml").write_text(yaml.safe_dump({"max_parallel": max_parallel, "devices": {
         f"board{number}": {"threads": 1} for number in range(devices)}}, sort_keys=False))
     monkeypatch.setattr(farm_commands, "ThreadPoolExecutor", Pool)
     monkeypatch.setattr(farm_commands, "target_of",
