@@ -45,6 +45,7 @@ from tasks.select import energy as energy_of
 from tasks.select.emulated import emulated_note, excluded_devices, row_marks
 from tasks.select.ranking import choices, pareto_front, recommend, why_recommended
 from tasks.select.report import write_report
+from tasks.select.report.cells import metric_name
 
 if TYPE_CHECKING:  # numpy is imported where it is used: every command reads this module
     import numpy as np
@@ -275,7 +276,8 @@ def _harness_measures(harness: HarnessOk, size: int, reference_accuracy: float,
     accuracy = float(harness.accuracy)
     ran = harness.runtime.get("execution_precision")
     # The end-to-end timing is a newer harness field the contract keeps as it came.
-    end_to_end, e2e_notes = _end_to_end((harness.model_extra or {}).get("end_to_end"))
+    end_to_end, e2e_notes = _end_to_end((harness.model_extra or {}).get("end_to_end"),
+                                        metric_name(harness.task))
     measured = Measured(accuracy, relative_drop(accuracy, reference_accuracy), size,
                         latency_p90_ms=float(latency.p90),
                         end_to_end_p90_ms=end_to_end["latency_ms"]["p90"] if end_to_end else None,
@@ -304,10 +306,11 @@ def _harness_measures(harness: HarnessOk, size: int, reference_accuracy: float,
                       "runtime_version": harness.runtime.get("version")}
 
 
-def _end_to_end(timed: Any) -> tuple[dict[str, Any] | None, list[str]]:
+def _end_to_end(timed: Any, metric_name: str = "accuracy"
+                ) -> tuple[dict[str, Any] | None, list[str]]:
     """A harness result's end-to-end part (JSON, as the harness wrote it) as the summary
-    row's, and the note that reads it (where the time goes), or the note saying why it
-    was not measured."""
+    row's, and the note that reads it (where the time goes, the score under the name
+    its kind gives it), or the note saying why it was not measured."""
     if not timed:
         return None, []
     if "error" in timed:
@@ -324,7 +327,7 @@ def _end_to_end(timed: Any) -> tuple[dict[str, Any] | None, list[str]]:
              if frames.get("width") else "")
     shares = ", ".join(f"{stage} {ms / total:.0%}" for stage, ms in row["stages_ms"].items())
     return row, [f"end to end{shape}: p90 {latency['p90']:.3g} ms, "
-                 f"{row['throughput_fps']:.0f} fps, accuracy {row['accuracy']:.4f}; {shares}"]
+                 f"{row['throughput_fps']:.0f} fps, {metric_name} {row['accuracy']:.4f}; {shares}"]
 
 
 # What a result that measured nothing is in the summary (any other status: ``error``).

@@ -1087,6 +1087,11 @@ def test_an_end_to_end_timing_is_a_column_a_note_and_a_requirement() -> None:
     assert ("end to end (640x480 jpeg): p90 6.5 ms, 167 fps, accuracy 0.8800; decode 50%, "
             "preprocess 25%, infer 20%, postprocess 5%") in row.notes
     assert row_cells(row)[COLUMNS.index("e2e p90 ms")] == "6.500"
+    # A detector's end-to-end score is its mAP, named so.
+    detector = with_end_to_end(ok_record(p50=1.0, p90=1.2), p90=6.5)
+    detector["harness"]["task"] = "detection"
+    notes = evaluate(detector, Requirements(max_accuracy_drop=None), 0.9).notes
+    assert "167 fps, mAP@0.5 0.8800; decode 50%" in " ".join(notes)
     slow = evaluate(record, Requirements(max_accuracy_drop=None, max_end_to_end_p90_ms=5), 0.9)
     assert slow.reasons == ["end-to-end p90 6.500 ms > max_end_to_end_p90_ms 5.0"]
     # Nothing timed end to end: a limit on it cannot be met; a device that could not run

@@ -35,8 +35,14 @@ def accuracy_cell(accuracy: float | None, samples: int | None,
 def metric_label(summary: Summary) -> str:
     """What the results' accuracy is, by the experiment's kind of task: ``accuracy``, or
     a detector's ``mAP@0.5`` (an unknown kind's results read as accuracy)."""
+    return metric_name(summary.task)
+
+
+def metric_name(task: str | None) -> str:
+    """What a kind of task calls its score (``accuracy``, ``mAP@0.5``); an older
+    record's, which names no kind, or an unknown kind's: accuracy."""
     kinds = device_code.task_kinds()
-    return kinds.get(summary.task).metric_name if summary.task in kinds.names() else "accuracy"
+    return kinds.get(task).metric_name if task in kinds.names() else "accuracy"
 
 
 def interval_label(summary: Summary) -> str:
