@@ -64,7 +64,7 @@ def _device_section(summary: Summary, device: str, plots: list[Plot]) -> list[st
     lines.append(f"<br>Why: {escape(why)}" if why else "")
     lines.append("</p>")
     if front:
-        lines.append("<p>Pareto frontier (accuracy, p90, size): "
+        lines.append(f"<p>Pareto frontier ({escape(metric_label(summary))}, p90, size): "
                      + ", ".join(f"<code>{escape(name)}</code>" for name in front) + "</p>")
     lines += [f'<p class="battery">Battery: {escape(line)}</p>'
               for line in (summary.battery or {}).get(device, [])]

@@ -43,7 +43,7 @@ def recommendation_lines(summary: Summary, text: Callable[[str], str] = str) -> 
                          + ")")
         front = (summary.pareto or {}).get(device)
         if front:
-            lines.append(f"  - Pareto frontier (accuracy, p90, size): "
+            lines.append(f"  - Pareto frontier ({metric_label(summary)}, p90, size): "
                          f"{', '.join(f'`{text(name)}`' for name in front)}")
         lines += [f"  - battery: {text(line)}" for line in (summary.battery or {}).get(device, [])]
     return lines

@@ -188,6 +188,10 @@ def test_a_detectors_results_name_their_score_map50_everywhere() -> None:
     bootstrap = ("mAP@0.5 is on the test images the device evaluated, with its 95% bootstrap "
                  "interval (images resampled) in brackets")
     assert bootstrap in markdown and "Wilson" not in markdown
+    pareto = detection.model_copy(update={"pareto": {device: ["a"] for device
+                                                     in detection.recommendations}})
+    assert "Pareto frontier (mAP@0.5, p90, size): `a`" in render_markdown(pareto, [])
+    assert "Pareto frontier (mAP@0.5, p90, size): <code>a</code>" in render_html(pareto, [])
     html = render_html(detection, [])
     assert "<th>mAP@0.5</th>" in html and "fp32 reference mAP@0.5 (source model" in html
     assert bootstrap in html and "Wilson" not in html
