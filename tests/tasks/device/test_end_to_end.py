@@ -279,6 +279,23 @@ def test_each_stage_is_timed_at_its_own_cost_and_not_its_neighbours(
     assert clock.now == 3 * sum(STAGE_COSTS.values())
 
 
+def costed_pipeline(monkeypatch: pytest.MonkeyPatch, clock: "StageClock") -> "StageClock":
+    """The pipeline timed on ``clock`` alone, with pre-processing of known cost, over four
+    one-byte frames labelled [1, 4, 0, 2] (the third is scored wrong)."""
+    from tasks.device import timing
+
+    fake_time = SimpleNamespace(perf_counter_ns=clock)
+    monkeypatch.setattr(harness_pipeline, "time", fake_time)
+    monkeypatch.setattr(timing, "time", fake_time)
+    monkeypatch.setattr(harness_pipeline, "_preprocess_module", lambda: CostedPreprocess(clock))
+    frames = [bytes([grey]) for grey in (1, 4, 8, 2)]
+    monkeypatch.setattr(harness_pipeline, "load_frames",
+                        lambda path: (frames, np.array([1, 4, 0, 2]),
+                                      {"height": 4, "width": 4, "encoding": "png",
+                                       "fit": "squash"}))
+    return clock
+
+
 # accuracy_samples: how many frames are scored (0: all; never more than there are).
 @pytest.mark.parametrize(("accuracy_samples", "accuracy", "scored"),
                          [(4, 0.75, 4), (2, 1.0, 2), (0, 0.75, 4), (9, 0.75, 4)])
@@ -288,18 +305,7 @@ def test_end_to_end_reports_each_stage_at_its_own_cost_and_the_frame_at_their_su
     """end_to_end over a runner and pre-processing of known stage costs, timed on a clock
     only they move: the median of each stage is its cost, the frame's latency is the sum
     of the four, and the score is on the first ``accuracy_samples`` frames' labels."""
-    from tasks.device import timing
-
-    clock = StageClock()
-    fake_time = SimpleNamespace(perf_counter_ns=clock)
-    monkeypatch.setattr(harness_pipeline, "time", fake_time)
-    monkeypatch.setattr(timing, "time", fake_time)
-    monkeypatch.setattr(harness_pipeline, "_preprocess_module", lambda: CostedPreprocess(clock))
-    frames = [bytes([grey]) for grey in (1, 4, 8, 2)]
-    labels = np.array([1, 4, 0, 2])  # the third frame is scored wrong
-    monkeypatch.setattr(harness_pipeline, "load_frames",
-                        lambda path: (frames, labels, {"height": 4, "width": 4,
-                                                       "encoding": "png", "fit": "squash"}))
+    clock = costed_pipeline(monkeypatch, StageClock())
     args = SimpleNamespace(frames="frames.npz", warmup_runs=3, warmup_seconds=0.0, runs=12,
                            seconds=0.0, max_seconds=0.01, interval_width=0.05,
                            accuracy_samples=accuracy_samples)
@@ -331,18 +337,8 @@ def test_end_to_end_times_only_the_timed_frames_and_takes_each_stage_median_from
     timed nor recorded (either would move every median), each stage reports the median
     of its own times over the timed frames (not their mean, nor the first or last), and
     the frame's percentiles are those of the timed frames' totals."""
-    from tasks.device import timing
-
-    clock = StageClock(WARMUP_SCALES + TIMED_SCALES + SCORED_SCALES)
-    fake_time = SimpleNamespace(perf_counter_ns=clock)
-    monkeypatch.setattr(harness_pipeline, "time", fake_time)
-    monkeypatch.setattr(timing, "time", fake_time)
-    monkeypatch.setattr(harness_pipeline, "_preprocess_module", lambda: CostedPreprocess(clock))
-    frames = [bytes([grey]) for grey in (1, 4, 8, 2)]
-    monkeypatch.setattr(harness_pipeline, "load_frames",
-                        lambda path: (frames, np.array([1, 4, 0, 2]),
-                                      {"height": 4, "width": 4, "encoding": "png",
-                                       "fit": "squash"}))
+    clock = costed_pipeline(monkeypatch,
+                            StageClock(WARMUP_SCALES + TIMED_SCALES + SCORED_SCALES))
     # max_seconds 0: the timed run stops at its minimum of five runs.
     args = SimpleNamespace(frames="frames.npz", warmup_runs=warmup_runs,
                            warmup_seconds=warmup_seconds, runs=len(TIMED_SCALES), seconds=0.0,
@@ -370,18 +366,7 @@ def test_with_a_meter_the_frames_energy_is_measured_end_to_end(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """With an energy meter, end_to_end measures energy per frame: each window's step
     is one whole frame through the pipeline (the meter reading goes into ``energy``)."""
-    from tasks.device import timing
-
-    clock = StageClock()
-    fake_time = SimpleNamespace(perf_counter_ns=clock)
-    monkeypatch.setattr(harness_pipeline, "time", fake_time)
-    monkeypatch.setattr(timing, "time", fake_time)
-    monkeypatch.setattr(harness_pipeline, "_preprocess_module", lambda: CostedPreprocess(clock))
-    frames = [bytes([grey]) for grey in (1, 4, 8, 2)]
-    monkeypatch.setattr(harness_pipeline, "load_frames",
-                        lambda path: (frames, np.array([1, 4, 0, 2]),
-                                      {"height": 4, "width": 4, "encoding": "png",
-                                       "fit": "squash"}))
+    clock = costed_pipeline(monkeypatch, StageClock())
     seen: list[Any] = []
 
     def energy_of(meter: Any, step: Any, args: Any) -> dict[str, Any]:
