@@ -184,3 +184,19 @@ def test_a_deployed_run_trains_on_the_trainers_worker_and_benchmarks_on_the_gate
     worker_lines = {pool: re.findall(r"Worker '([^']+)'", machine.worker_log.read_text(
         errors="replace"))[:1] for pool, machine in team["machines"].items()}
     print("workers:", worker_lines)
+
+
+def test_each_step_deployment_is_named_after_its_pool_and_runs_the_step_flow() -> None:
+    """``run_placed`` starts ``edgeflow-step/<pool>``: prefect-pools.yaml's deployment of
+    each pool must bear the pool's name and run the step flow."""
+    import yaml
+
+    from flows.placement import STEP_FLOW, deployment_name, step
+
+    repo = Path(__file__).resolve().parents[2]
+    document = yaml.safe_load((repo / "prefect-pools.yaml").read_text(encoding="utf-8"))
+    assert [(d["name"], d["work_pool"]["name"], d["entrypoint"])
+            for d in document["deployments"]] == [
+        ("trainer", "trainer", "flows/placement.py:step"),
+        ("gw-local", "gw-local", "flows/placement.py:step")]
+    assert step.name == STEP_FLOW and deployment_name("trainer") == "edgeflow-step/trainer"
