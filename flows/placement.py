@@ -6,18 +6,22 @@ a flow run of its own: :func:`step`, deployed once per pool as ``edgeflow-step/<
 ``run_deployment`` and waited for. Every other step, and every step of a farm without
 ``pools``, runs in place, as before.
 
-Contract: the lifecycle's task keeps its cache key, stamps and retries; the placed flow
-run only does the step's work, in the experiment that ``params_path`` names as seen by
-the worker's machine (today: the same path, a disk both reach).
+Contract: the lifecycle's task keeps its cache key and stamps; the placed flow run only
+does the step's work, in the experiment that ``params_path`` names as seen by the
+worker's machine (today: the same path, a disk both reach). A device's work there is a
+task with the device's retries (a board that does not answer is retried on the gateway
+that reaches it); a placed flow run that fails fails the lifecycle's task.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
-from flows.retries import raise_if_worth_retrying
+from flows.retries import raise_if_worth_retrying, step_retry_options
 from flows.steps import STEPS, Context
 from tasks.config import Farm
 from tasks.core.errors import EdgeflowError
@@ -46,16 +50,24 @@ def deployment_name(pool: str) -> str:
     return f"{STEP_FLOW}/{pool}"
 
 
+@task(cache_policy=NO_CACHE, persist_result=False)
+def device_work(ctx: Context, step_name: str, device: str) -> None:
+    """One device's work, in a task: a board that did not answer is retried here, on the
+    gateway, with the device's farm.yaml retries (:mod:`flows.retries`), as in place."""
+    raise_if_worth_retrying(STEPS[step_name].per_device(ctx, device))  # type: ignore[misc]
+
+
 @flow(name=STEP_FLOW)
 def step(params_path: str, farm_path: str, step_name: str, device: str | None = None) -> str:
     """Do ``step_name``'s work (for ``device``) in this worker's process; its label."""
     ctx = Context.load(params_path, farm_path)  # type: ignore[arg-type]
-    registered = STEPS[step_name]
     if device is None:
-        registered.run(ctx)
+        STEPS[step_name].run(ctx)
         return step_name
-    raise_if_worth_retrying(registered.per_device(ctx, device))  # type: ignore[misc]
-    return f"{step_name}[{device}]"
+    label = f"{step_name}[{device}]"
+    device_work.with_options(name=label, **step_retry_options(ctx.farm, step_name, device))(
+        quote(ctx), step_name, device)
+    return label
 
 
 def run_placed(ctx: Context, step_name: str, device: str | None, pool: str) -> Any:

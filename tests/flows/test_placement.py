@@ -200,3 +200,34 @@ def test_each_step_deployment_is_named_after_its_pool_and_runs_the_step_flow() -
         ("trainer", "trainer", "flows/placement.py:step"),
         ("gw-local", "gw-local", "flows/placement.py:step")]
     assert step.name == STEP_FLOW and deployment_name("trainer") == "edgeflow-step/trainer"
+
+
+def test_a_placed_benchmark_retries_a_board_that_does_not_answer_on_the_gateway(
+        tiny_project: Any, tmp_path: Path) -> None:
+    """farm.yaml's ``task_retries`` hold on the gateway's worker too: the step flow's
+    device task is retried (its board's sshd down), then keeps the unreachable results
+    and completes, as the lifecycle's own task does (tests/flows/test_retries.py)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.placement import step
+    from tests.flows.test_retries import _experiment, _records
+    from tests.sshd import sshd_available, start_sshd, stop_sshd
+
+    if not sshd_available():
+        pytest.skip("OpenSSH server not installed")
+    server = start_sshd(tmp_path / "sshd")
+    stop_sshd(server)
+    experiment = _experiment(tiny_project, tmp_path, server, server.client_key)
+    farm = experiment / "farm.yaml"
+    farm.write_text(farm.read_text().replace("task_retries: 2", "task_retries: 1")
+                    .replace("task_retry_delay_seconds: 2", "task_retry_delay_seconds: 0.5"))
+    state = step(str(experiment / "params.yaml"), str(farm), "benchmark", "board",
+                 return_state=True)
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert [(task.name.rsplit("-", 1)[0], task.run_count) for task in tasks] == [
+        ("benchmark[board]", 2)]
+    assert _records(experiment)["tflite-fp32"]["error"].startswith("device unreachable: ")
