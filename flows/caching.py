@@ -78,8 +78,10 @@ def input_key(ctx: Context, step_name: str, device: str | None = None) -> str:
         digest.update(_location_free(ctx.farm.devices[device].model_dump(mode="json"),
                                      layout.root))
     elif step.reads_farm:
-        # How many boards run at once changes no result: not part of the key.
-        digest.update(_location_free(ctx.farm.model_dump(mode="json", exclude={"max_parallel"}),
+        # How many boards run at once, and on which machines, change no result: not part
+        # of the key.
+        digest.update(_location_free(ctx.farm.model_dump(mode="json",
+                                                         exclude={"max_parallel", "pools"}),
                                      layout.root))
     destination = step.destination(layout)
     if destination:  # the other steps' keys stay what they were

@@ -37,6 +37,7 @@ from prefect.utilities.annotations import quote
 from flows.caching import (StepContentPolicy, cache_dir, record_run, results_dir, step_result,
                            will_be_cached)
 from flows.devices import device_tag, ensure_device_limits, on_lasting_server
+from flows.placement import pool_for, run_placed
 from flows.retries import raise_if_worth_retrying, step_retry_options
 from flows.run_page import publish, publish_comparison
 from tasks.core import notices
@@ -73,7 +74,10 @@ def run_step(ctx: Context, step_name: str, device: str | None = None,
     """Run one registered step (or its work for one device) and stamp its outputs.
     ``approved``: a person's answer for this device's release (policy ``approve``)."""
     step = STEPS[step_name]
-    if device is None:
+    pool = pool_for(ctx.farm, step_name, device)
+    if pool is not None:  # farm.yaml's pools: on the machine whose worker serves that pool
+        run_placed(ctx, step_name, device, pool)
+    elif device is None:
         step.run(ctx)
     elif approved is None:
         # A board that did not answer: another attempt later, while Prefect has one left.

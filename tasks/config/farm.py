@@ -322,8 +322,32 @@ def default_parallelism(cpus: int | None = None, open_files: int | None = None) 
                                f"{FDS_PER_BOARD})")
 
 
+POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Pools(StrictModel):
+    """Where steps run in a team (farm.yaml ``pools``): the Prefect work pool whose worker
+    trains (the GPU server's) and, per device, the pool of the gateway that reaches it.
+    A step with no pool here runs where the lifecycle runs, as without ``pools``. Each
+    pool has a deployment ``edgeflow-step/<pool>`` (prefect-pools.yaml)."""
+
+    train: str | None = Field(default=None, description="the trainer's work pool")
+    devices: dict[str, str] = Field(default_factory=dict,
+                                    description="device -> its gateway's work pool")
+
+    @model_validator(mode="after")
+    def _pool_names(self) -> "Pools":
+        for pool in [self.train, *self.devices.values()]:
+            if pool is not None and not POOL_NAME.match(pool):
+                raise ValueError(f"work pool name {pool!r} is not allowed (letters, digits, "
+                                 "'_', '.', '-'; starting with a letter or digit)")
+        return self
+
+
 class Farm(StrictModel):
     devices: dict[str, Device] = Field(min_length=1)
+    # Which machine does a step changes no result: never part of a cache key.
+    pools: Pools | None = Field(default=None, description="work pools per kind of machine")
     max_parallel: Annotated[int, count(1, MAX_PARALLEL)] | None = Field(
         default=None, description="boards benchmarked, released, probed or set up at once; "
                                   "absent: sized for this machine (default_parallelism)")
@@ -334,6 +358,14 @@ class Farm(StrictModel):
         if self.max_parallel is not None:
             return Parallelism(self.max_parallel, f"farm.yaml max_parallel: {self.max_parallel}")
         return default_parallelism()
+
+    @model_validator(mode="after")
+    def _pools_name_devices(self) -> "Farm":
+        unknown = sorted(set(self.pools.devices) - set(self.devices)) if self.pools else []
+        if unknown:
+            raise ValueError(f"pools.devices names {', '.join(unknown)}, not in devices "
+                             f"({', '.join(self.devices)})")
+        return self
 
     @field_validator("devices", mode="before")
     @classmethod
