@@ -793,7 +793,10 @@ def test_a_step_task_runs_the_work_its_arguments_name_and_stamps_it(
         f"release {name} {approve('pi', 'v', 'a -> v')}"))
     monkeypatch.setattr(lifecycle, "record_run",
                         lambda ctx, name, dev: calls.append(f"stamped {name} {dev}"))
-    assert lifecycle.run_step.fn("ctx", "release", device, approved) == \
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(farm=SimpleNamespace(pools=None))  # no pools: every step in place
+    assert lifecycle.run_step.fn(ctx, "release", device, approved) == \
         f"release:{device or 'all'}"
     assert calls == [called, f"stamped release {device}"]
 

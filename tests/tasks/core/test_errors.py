@@ -16,6 +16,7 @@ from tasks.core.locks import ExperimentBusy, LockTimeout, NotWritable
 from tasks.farm.push import DeployError
 from tasks.farm.releases import ConnectionLost, ReleaseError
 from tasks.farm.setup import SetupError
+from flows.placement import PlacedStepFailed
 from flows.retries import BoardFlaky
 from tasks.farm.transports import BoardNotAnswering, DeviceUnreachable, HostKeyRefused
 from flows.serve import ServeError
@@ -38,6 +39,7 @@ EXIT_CODES: dict[type[EdgeflowError], int] = {
     DeviceUnreachable: 1,
     BoardNotAnswering: 1,
     BoardFlaky: 1,
+    PlacedStepFailed: 1,
     DeployError: 1,
     SetupError: 1,
     ServeError: 1,
