@@ -87,6 +87,16 @@ def build_small_cnn(options: SmallCNNOptions, input_shape: tuple[int, int, int],
 _MOBILENET_V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 2))
 
 
+def _stem(inputs: Any, alpha: float, strides: int) -> Any:
+    """MobileNetV2's stem: a 3x3 convolution of 32 x ``alpha`` filters, batch norm, ReLU6."""
+    from keras import layers
+
+    x = layers.Conv2D(_make_divisible(32 * alpha), 3, strides=strides, padding="same",
+                      use_bias=False, name="stem_conv")(inputs)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
+    return layers.ReLU(6.0, name="stem_relu")(x)
+
+
 def build_mobilenet_v2(options: MobileNetV2Options, input_shape: tuple[int, int, int],
                        num_classes: int) -> "keras.Model":
     import keras
@@ -94,10 +104,7 @@ def build_mobilenet_v2(options: MobileNetV2Options, input_shape: tuple[int, int,
 
     alpha = options.width_multiplier
     inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Conv2D(_make_divisible(32 * alpha), 3, strides=1, padding="same",
-                      use_bias=False, name="stem_conv")(inputs)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
-    x = layers.ReLU(6.0, name="stem_relu")(x)
+    x = _stem(inputs, alpha, strides=1)
     block = 0
     for expansion, channels, repeats, first_stride in _MOBILENET_V2_BLOCKS:
         out_channels = _make_divisible(channels * alpha)
@@ -163,10 +170,7 @@ def build_tiny_detector(options: TinyDetectorOptions, input_shape: tuple[int, in
                          f"its stride {options.stride}, not {height}x{width}")
     alpha = options.width_multiplier
     inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Conv2D(_make_divisible(32 * alpha), 3, strides=2, padding="same",
-                      use_bias=False, name="stem_conv")(inputs)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
-    x = layers.ReLU(6.0, name="stem_relu")(x)
+    x = _stem(inputs, alpha, strides=2)
     block = 0
     for expansion, channels, repeats, first_stride in \
             _TINY_DETECTOR_BLOCKS[:_TINY_DETECTOR_BLOCKS_AT[options.stride]]:

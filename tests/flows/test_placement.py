@@ -211,17 +211,12 @@ def test_a_placed_benchmark_retries_a_board_that_does_not_answer_on_the_gateway(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from flows.placement import step
-    from tests.flows.test_retries import _experiment, _records
-    from tests.sshd import sshd_available, start_sshd, stop_sshd
+    from tests.flows.test_retries import _records, dead_board_experiment
+    from tests.sshd import sshd_available
 
     if not sshd_available():
         pytest.skip("OpenSSH server not installed")
-    server = start_sshd(tmp_path / "sshd")
-    stop_sshd(server)
-    experiment = _experiment(tiny_project, tmp_path, server, server.client_key)
-    farm = experiment / "farm.yaml"
-    farm.write_text(farm.read_text().replace("task_retries: 2", "task_retries: 1")
-                    .replace("task_retry_delay_seconds: 2", "task_retry_delay_seconds: 0.5"))
+    experiment, farm = dead_board_experiment(tiny_project, tmp_path)
     state = step(str(experiment / "params.yaml"), str(farm), "benchmark", "board",
                  return_state=True)
     assert state.is_completed(), state.message

@@ -149,16 +149,23 @@ def test_a_step_error_fails_the_task_after_one_attempt(tiny_project: Any, tmp_pa
         stop_sshd(server)
 
 
-def test_a_board_that_never_answers_keeps_its_unreachable_results_after_the_last_retry(
-        tiny_project: Any, tmp_path: Path) -> None:
-    """The last attempt does not raise: the device's variants fail with the reason and the
-    task completes, so the run goes on with the other devices (as without retries)."""
+def dead_board_experiment(tiny_project: Any, tmp_path: Path) -> tuple[Path, Path]:
+    """An experiment whose one board's sshd is down for good, with one quick retry: its
+    folder and its farm.yaml."""
     server = start_sshd(tmp_path / "sshd")
     stop_sshd(server)
     experiment = _experiment(tiny_project, tmp_path, server, server.client_key)
     farm = experiment / "farm.yaml"
     farm.write_text(farm.read_text().replace("task_retries: 2", "task_retries: 1")
                     .replace("task_retry_delay_seconds: 2", "task_retry_delay_seconds: 0.5"))
+    return experiment, farm
+
+
+def test_a_board_that_never_answers_keeps_its_unreachable_results_after_the_last_retry(
+        tiny_project: Any, tmp_path: Path) -> None:
+    """The last attempt does not raise: the device's variants fail with the reason and the
+    task completes, so the run goes on with the other devices (as without retries)."""
+    experiment, farm = dead_board_experiment(tiny_project, tmp_path)
     task_run, final, message = _benchmark_board(str(experiment / "params.yaml"), str(farm))
     run_count, history = _attempts(task_run)
     assert final == "Completed", message

@@ -4,8 +4,11 @@ requirements, as plain text. Each view escapes these texts in its own syntax."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tasks.core import device_code
 from tasks.core.accuracy import format_accuracy
+from tasks.core.contracts.prepared import DEFAULT_TASK
 from tasks.core.contracts.summary import (ESTIMATED_MARK, DeviceRequirements, Reference,
                                           RowStatus, Summary, SummaryRow)
 
@@ -38,19 +41,21 @@ def metric_label(summary: Summary) -> str:
     return metric_name(summary.task)
 
 
-def metric_name(task: str | None) -> str:
-    """What a kind of task calls its score (``accuracy``, ``mAP@0.5``); an older
-    record's, which names no kind, or an unknown kind's: accuracy."""
+def _kind(task: str | None) -> Any:
+    """The kind of task that scored a result: an older record's, which names none, or an
+    unknown kind's is classification's (its results read as accuracy)."""
     kinds = device_code.task_kinds()
-    return kinds.get(task).metric_name if task in kinds.names() else "accuracy"
+    return kinds.get(task if task in kinds.names() else DEFAULT_TASK)
+
+
+def metric_name(task: str | None) -> str:
+    """What a kind of task calls its score (``accuracy``, ``mAP@0.5``)."""
+    return _kind(task).metric_name
 
 
 def interval_label(summary: Summary) -> str:
-    """What the bracketed interval beside a result is, by the experiment's kind of task
-    (an unknown kind's read as accuracy's)."""
-    kinds = device_code.task_kinds()
-    kind = kinds.get(summary.task if summary.task in kinds.names() else "classification")
-    return kind.interval_name
+    """What the bracketed interval beside a result is, by the experiment's kind of task."""
+    return _kind(summary.task).interval_name
 
 
 def columns(summary: Summary) -> tuple[str, ...]:
