@@ -36,7 +36,7 @@ def probe_table(farm: Path, probes: Iterable[Any]) -> Table:
     only where a board has one: an 80-column terminal has no width for a column of
     "none"."""
     probes = list(probes)
-    metered = any(getattr(probe, "meters", ()) for probe in probes)
+    metered = any(probe.meters for probe in probes)
     columns = PROBE_COLUMNS if metered else PROBE_COLUMNS[:-1]
     table = Table(title=f"farm: {farm}")
     for column in columns:
