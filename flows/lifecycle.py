@@ -51,7 +51,7 @@ from flows.versioning import record_outputs
 from flows.code_deps import library_versions
 from flows import approvals
 from flows.steps import (STEPS, Context, code_dependencies, known_steps, release_one_device,
-                         remove_stale_results)
+                         remove_stale_results, step_label)
 
 
 @dataclass
@@ -105,7 +105,7 @@ def record_with_dvc(ctx: Context, executed: bool) -> str:
 
 def _step(ctx: Context, name: str, refresh: list[str], device: str | None = None,
           device_tags: bool = False) -> tuple[Any, str]:
-    label = name if device is None else f"{name}[{device}]"
+    label = step_label(name, device)
     policy = StepContentPolicy().configure(key_storage=cache_dir(ctx) / "keys")
     # Results in the experiment's own folder whoever runs the flow (the CLI, a deployed
     # run on a worker): one cache, not one per way of running it.

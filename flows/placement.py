@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from flows.retries import raise_if_worth_retrying, step_retry_options
-from flows.steps import STEPS, Context
+from flows.steps import STEPS, Context, step_label
 from tasks.config import Farm
 from tasks.core.errors import EdgeflowError
 
@@ -64,7 +64,7 @@ def step(params_path: str, farm_path: str, step_name: str, device: str | None = 
     if device is None:
         STEPS[step_name].run(ctx)
         return step_name
-    label = f"{step_name}[{device}]"
+    label = step_label(step_name, device)
     device_work.with_options(name=label, **step_retry_options(ctx.farm, step_name, device))(
         quote(ctx), step_name, device)
     return label
@@ -80,7 +80,7 @@ def run_placed(ctx: Context, step_name: str, device: str | None, pool: str) -> A
         parameters={"params_path": str(ctx.params_path), "farm_path": str(ctx.farm_path),
                     "step_name": step_name, "device": device})
     if flow_run.state is None or not flow_run.state.is_completed():
-        label = step_name if device is None else f"{step_name}[{device}]"
+        label = step_label(step_name, device)
         state = flow_run.state.name if flow_run.state else "no state"
         message = flow_run.state.message if flow_run.state else ""
         raise PlacedStepFailed(f"{label} on work pool {pool} (flow run {flow_run.name}) "

@@ -258,6 +258,11 @@ STEPS: dict[str, Step] = {step.name: step for step in (
 )}
 
 
+def step_label(step_name: str, device: str | None = None) -> str:
+    """A step's task and flow-run name: ``train``, or ``benchmark[pi5]`` for one device."""
+    return step_name if device is None else f"{step_name}[{device}]"
+
+
 def known_steps(names: Iterable[str] | None) -> list[str]:
     """``names`` as given, if every one is a step; else a UsageError listing the steps
     (``edgeflow step NAME`` and ``edgeflow run --rerun NAME`` alike)."""
