@@ -358,10 +358,16 @@ class PredictServer(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # socketserver.ThreadingMixIn's, with the slot freed before the connection closes:
+        # a client that sends its next request once it sees the close must find it free
+        # (freed after, a loaded machine answered that request 503 with no client left).
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
             self._slots.release()
+            self.shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that timed out or went away: nothing the application must read
