@@ -91,6 +91,13 @@ def object_count(server: S3Server) -> int:
     return int(listed.get("KeyCount", 0))
 
 
+def object_keys(server: S3Server) -> set[str]:
+    """The keys of every object the bucket holds."""
+    pages = _client(server.endpoint).get_paginator("list_objects_v2").paginate(
+        Bucket=server.bucket)
+    return {entry["Key"] for page in pages for entry in page.get("Contents", [])}
+
+
 def stop_s3(server: S3Server, grace: float = 5) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds: weed 4.48 may keep waiting on its
     own components' shutdown for good after a SIGTERM."""

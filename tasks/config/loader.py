@@ -96,12 +96,14 @@ def _validated(model: type[ConfigModel], path: Path) -> ConfigModel:
         raise ConfigError(_one_line(path, error)) from None
 
 
-def load_params(path: Path) -> Params:
+def load_params(path: Path, base: Path | None = None) -> Params:
     """Parse and validate ``params.yaml``; relative paths (the image folder, a model file,
-    the firmware's sources and cache) become absolute, relative to the file."""
+    the firmware's sources and cache) become absolute, relative to the file's folder or
+    to ``base`` (a placed step: the folder that stands for the experiment's in the
+    worker's clone)."""
     path = Path(path)
     params = _validated(Params, path)
-    base = path.parent.resolve()
+    base = (base or path.parent).resolve()
     data = params.data.model_copy(update={"folder": _resolve(params.data.folder, base),
                                           "coco_json": _resolve(params.data.coco_json, base)})
     model = params.model
@@ -115,11 +117,12 @@ def load_params(path: Path) -> Params:
     return params.model_copy(update={"data": data, "model": model, "benchmark": benchmark})
 
 
-def load_farm(path: Path) -> Farm:
-    """Parse and validate ``farm.yaml``; relative device workdirs become absolute."""
+def load_farm(path: Path, base: Path | None = None) -> Farm:
+    """Parse and validate ``farm.yaml``; relative device workdirs, key files and
+    known_hosts become absolute, relative to the file's folder or to ``base``."""
     path = Path(path)
     farm = _validated(Farm, path)
-    base = path.parent.resolve()
+    base = (base or path.parent).resolve()
     devices = {name: _with_local_paths(device, base) for name, device in farm.devices.items()}
     return farm.model_copy(update={"devices": devices})
 

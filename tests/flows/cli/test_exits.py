@@ -17,7 +17,8 @@ from tasks.core.locks import ExperimentBusy, LockTimeout, NotWritable
 from tasks.farm.push import DeployError
 from tasks.farm.releases import ConnectionLost, ReleaseError
 from tasks.farm.setup import SetupError
-from flows.placement import PlacedStepFailed
+from flows.exchange import ExchangeFailed
+from flows.placement import PlacedStepFailed, PlacementUnready
 from flows.retries import BoardFlaky
 from tasks.farm.transports import BoardNotAnswering, DeviceUnreachable, HostKeyRefused
 
@@ -28,7 +29,7 @@ EXIT_CODES: dict[type[EdgeflowError], int] = {
     StepError: 1, TrainingError: 1, DeviceError: 1, ExperimentBusy: 75, LockTimeout: 75,
     NotWritable: 1, ServeError: 1, SetupError: 1, DeployError: 1, HostKeyRefused: 1,
     DeviceUnreachable: 1, ReleaseError: 1, ConnectionLost: 1, BoardNotAnswering: 1,
-    BoardFlaky: 1, PlacedStepFailed: 1}
+    BoardFlaky: 1, PlacedStepFailed: 1, PlacementUnready: 2, ExchangeFailed: 1}
 CLASSES = sorted(EXIT_CODES, key=lambda cls: cls.__name__)
 
 

@@ -16,7 +16,8 @@ from tasks.core.locks import ExperimentBusy, LockTimeout, NotWritable
 from tasks.farm.push import DeployError
 from tasks.farm.releases import ConnectionLost, ReleaseError
 from tasks.farm.setup import SetupError
-from flows.placement import PlacedStepFailed
+from flows.exchange import ExchangeFailed
+from flows.placement import PlacedStepFailed, PlacementUnready
 from flows.retries import BoardFlaky
 from tasks.farm.transports import BoardNotAnswering, DeviceUnreachable, HostKeyRefused
 from flows.serve import ServeError
@@ -40,6 +41,8 @@ EXIT_CODES: dict[type[EdgeflowError], int] = {
     BoardNotAnswering: 1,
     BoardFlaky: 1,
     PlacedStepFailed: 1,
+    PlacementUnready: 2,
+    ExchangeFailed: 1,
     DeployError: 1,
     SetupError: 1,
     ServeError: 1,
