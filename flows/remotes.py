@@ -114,3 +114,30 @@ def setup_remote(project: Path, name: str, url: str, keyfile: Path | None = None
             raise EdgeflowError(f"dvc {' '.join(arguments[:2])} in {project.resolve()}: "
                                 f"{folded(said[-1] if said else 'failed', 300)}")
     return RemoteSetup(name, url, tuple(commands))
+
+
+def default_remote(project: Path) -> str | None:
+    """The name of the DVC project's default remote as its own configuration sets it
+    (``.dvc/config.local`` over ``.dvc/config``; a user's or the system's configuration
+    is not read), or None."""
+    import configparser
+
+    name = None
+    for config in (project / ".dvc" / "config", project / ".dvc" / "config.local"):
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            parser.read(config, encoding="utf-8")
+        except configparser.Error:  # DVC reports a broken config itself, in its words
+            continue
+        if parser.has_option("core", "remote"):
+            name = parser.get("core", "remote")
+    return name
+
+
+def private_remote_note(project: Path | None) -> str | None:
+    """The line a run ends with where ``dvc push`` would share nothing: the project's
+    default remote is :data:`PRIVATE_REMOTE`, a folder of this user on this machine."""
+    if project is None or default_remote(project) != PRIVATE_REMOTE:
+        return None
+    return (f"dvc push: the default remote {PRIVATE_REMOTE} is a folder private to you on this "
+            "machine; `edgeflow remote setup URL` names the team's (README: For a team)")

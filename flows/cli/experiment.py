@@ -75,6 +75,8 @@ def run(params: ParamsOption = Path("params.yaml"), farm: FarmOption = None,
 
 def _report_run(state: Any, outcome: Any, log: Path) -> None:
     """Print a finished run's table, recommendations and state; exit 0 or 1."""
+    from flows.remotes import private_remote_note
+    from flows.versioning import dvc_project
     from tasks.select.report.markdown import recommendation_lines
     from tasks.select.report.terminal import terminal_summary
 
@@ -93,6 +95,8 @@ def _report_run(state: Any, outcome: Any, log: Path) -> None:
     if outcome.gate:
         say(f"gate: {outcome.gate}")
     say(f"dvc: {outcome.dvc}")
+    if note := private_remote_note(dvc_project(Path(outcome.summary_path).parent)):
+        say(note)
     say(f"report: {Path(outcome.summary_path).with_name('report.html')} (and report.md)")
     if summary.counts.skipped:
         say(f"{summary.counts.skipped} skipped results (a device that cannot run "

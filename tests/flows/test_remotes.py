@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.remotes import REMOTE_KINDS, remote_commands, remote_kind
+from flows.remotes import REMOTE_KINDS, remote_commands, remote_kind, setup_remote
 from tasks.core.errors import UsageError
 from tests.seaweed import S3Server, object_count
 from tests.sshd import SshServer, keygen, sshd_available, start_sshd, stop_sshd
@@ -230,3 +230,30 @@ def test_without_credentials_the_s3_remote_refuses_and_nothing_is_pulled(
     assert refused.returncode != 0
     assert "failed to pull data from the cloud" in refused.stderr
     assert not (clone / "data.npz").exists() and not (clone / "models").exists()
+
+
+def test_a_run_says_when_dvc_push_would_share_nothing(tmp_path: Path) -> None:
+    """The project's committed default (userstore, a folder of this user) gets the line;
+    a team remote set up in .dvc/config, or in .dvc/config.local over it, does not."""
+    from flows.remotes import PRIVATE_REMOTE, default_remote, private_remote_note
+
+    repo = Path(__file__).resolve().parents[2]
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=project,
+                   check=True)
+    committed = (repo / ".dvc" / "config").read_text()  # its comments and all, no git here
+    (project / ".dvc" / "config").write_text(committed.replace("[core]", "[core]\n    no_scm = true", 1))
+    assert default_remote(project) == PRIVATE_REMOTE
+    assert private_remote_note(project) == (
+        "dvc push: the default remote userstore is a folder private to you on this machine; "
+        "`edgeflow remote setup URL` names the team's (README: For a team)")
+    (project / ".dvc" / "config.local").write_text("[core]\n    remote = team\n")
+    assert (default_remote(project), private_remote_note(project)) == ("team", None)
+    (project / ".dvc" / "config.local").write_text("[core]\n    remote = userstore\n")
+    assert private_remote_note(project) is not None
+    setup_remote(project, "team", "s3://bucket/edgeflow")  # DVC's own remote add --default
+    (project / ".dvc" / "config.local").unlink()
+    assert (default_remote(project), private_remote_note(project)) == ("team", None)
+    assert private_remote_note(None) is None  # not a DVC project: nothing to push
+    assert default_remote(tmp_path / "nowhere") is None

@@ -5,6 +5,7 @@ problem)."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,16 @@ def test_the_track_step_first_asks_the_projects_tracking_server(
     assert asked == [f"uri of {project}"]
     assert (ran.exit_code, ran.stderr) == (
         1, "edgeflow: error: the tracking server does not answer\n")
+
+
+def test_a_run_in_a_project_whose_dvc_push_shares_nothing_says_so_after_its_dvc_line(
+        project: Path, faked_run: dict[str, Any]) -> None:
+    """The project's committed DVC config (default remote userstore, a folder of yours)."""
+    (project / ".dvc").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[3] / ".dvc" / "config", project / ".dvc")
+    lines = invoke("run").stdout.splitlines()
+    at = lines.index("dvc: committed")
+    assert lines[at + 1:at + 3] == [
+        "dvc push: the default remote userstore is a folder private to you on this machine; "
+        "`edgeflow remote setup URL` names the team's (README: For a team)",
+        f"report: {project / 'reports' / 'report.html'} (and report.md)"]
