@@ -42,7 +42,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from flows.code_manifests import code_manifest
-from flows.exchange import Pointer, receive, send
+from flows.exchange import ExchangeFailed, Pointer, receive, send
 from flows.retries import raise_if_worth_retrying, step_retry_options
 from flows.steps import STEPS, Context, Step, step_label
 from flows.versioning import dvc_project
@@ -243,7 +243,10 @@ def placed_context(work: PlacedWork, project: Path, scratch: Path) -> Context:
     farm = load_farm(farm_path, standing_for(work.farm_home))
     received = {name: scratch / (".inputs/" + name if name.startswith(PARAMS_FILE) else name)
                 for name in work.inputs}
-    receive(project, work.inputs, received)
+    try:
+        receive(project, work.inputs, received)
+    except ExchangeFailed as failure:  # most often: the two clones name different remotes
+        raise ExchangeFailed(f"{failure} (the orchestrator sent them to {work.store})") from None
     named = STEPS[work.step_name].user_inputs(params)
     moved = {named[int(name.split("/")[1])]: path for name, path in received.items()
              if name.startswith(PARAMS_FILE)}

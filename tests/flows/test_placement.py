@@ -186,6 +186,31 @@ def test_the_outputs_a_placed_run_listed_replace_the_experiments_and_one_it_did_
     assert not (experiment / "metrics" / "train.json").exists()
 
 
+def test_a_worker_whose_remote_is_not_the_orchestrators_names_both(tmp_path: Path) -> None:
+    from flows.exchange import ExchangeFailed
+    from flows.placement import placed_context, placed_work
+    from flows.steps import Context
+
+    orchestrator = dvc_project(tmp_path / "orchestrator", tmp_path / "team-remote")
+    worker = dvc_project(tmp_path / "worker", tmp_path / "own-remote")
+    experiment = orchestrator / "exp"
+    write_tiny_config(experiment, BROUGHT)
+    (experiment / "brought").mkdir()
+    (experiment / "brought" / "model.onnx").write_bytes(b"an onnx model")
+    work = placed_work(Context.load(experiment / "params.yaml", experiment / "farm.yaml"),
+                       "train", None)
+    scratch = worker / "scratch"
+    scratch.mkdir()
+    with pytest.raises(ExchangeFailed) as failure:
+        placed_context(work, worker, scratch)
+    message = str(failure.value)
+    assert message.startswith("receiving params-file/0/model.onnx through DVC remote team "
+                              f"({tmp_path / 'own-remote'}): ")
+    assert message.endswith(f"(the orchestrator sent them to DVC remote team "
+                            f"({tmp_path / 'team-remote'}))")
+    assert "\n" not in message
+
+
 @pytest.mark.parametrize("part, name, value", [
     ("files", "tasks/train/__init__.py", "0" * 64), ("libraries", "keras", "0.0.1")])
 def test_a_worker_whose_code_is_not_the_orchestrators_refuses_the_step(
