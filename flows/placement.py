@@ -151,7 +151,7 @@ def receive_outputs(ctx: Context, step_name: str, device: str | None, flow_run_i
     """Put the outputs a completed placed flow run sent in the experiment, each replaced
     whole; an output it did not send is removed (not left here from an earlier run)."""
     outputs = _step_outputs(ctx.layout, STEPS[step_name], device)
-    pointers = _pointers_of(flow_run_id)
+    pointers = listed_outputs(flow_run_id)
     for name, path in outputs.items():
         if name not in pointers:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -177,7 +177,7 @@ def run_placed(ctx: Context, step_name: str, device: str | None, pool: str) -> A
     return flow_run
 
 
-def _pointers_of(flow_run_id: Any) -> dict[str, Pointer]:
+def listed_outputs(flow_run_id: Any) -> dict[str, Pointer]:
     """The outputs' pointers a placed flow run listed in its table artifact."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId

@@ -360,6 +360,14 @@ def test_a_deployed_run_trains_on_the_trainers_worker_and_benchmarks_on_the_gate
         assert run.parameters["work"]["params_home"] == "experiment"
     # The trained model and the gateway's results came back through the store: each file
     # here is an object there.
+    from flows.placement import listed_outputs
+
+    with temporary_settings({PREFECT_API_URL: team["url"]}):
+        for row in table:  # what each placed run sent back, as its artifact lists it
+            run = next(run for run in children if run.name == row[1])
+            for output, pointer in sorted(listed_outputs(run.id).items()):
+                print(f"{row[0]:<18} sent {output:<28} {pointer['md5']} "
+                      f"{pointer.get('nfiles', 1)} files {pointer['size']} B")
     keys = object_keys(s3_remote)
     arrived = [path for folder in ("models/base", "results/local", "data/prepared")
                for path in sorted((experiment / folder).rglob("*")) if path.is_file()]
