@@ -91,3 +91,22 @@ def test_a_project_without_a_default_remote_is_refused_with_what_to_do(tmp_path:
                                              r"setup URL`\)$"):
         send(project, {"x": project / "x"})
     assert send(project, {"gone": project / "gone"}).pointers == {}  # nothing to send
+
+
+def test_a_store_that_refuses_is_one_line_naming_the_remote_without_its_password(
+        tmp_path: Path) -> None:
+    """The store's own error (no DVC error: a refused connection), with the remote named
+    as the config has it minus ``user:password@``."""
+    from tests.sshd import free_port
+
+    project = dvc_project(tmp_path / "project", None)
+    port = free_port()  # nothing listens there
+    subprocess.run([DVC, "remote", "add", "-d", "team", f"ssh://alice:s3cret@127.0.0.1:{port}/dvc"],
+                   cwd=project, check=True)
+    (project / "x").write_text("x")
+    with pytest.raises(ExchangeFailed) as failure:
+        send(project, {"x": project / "x"})
+    message = str(failure.value)
+    assert message.startswith(f"sending x through DVC remote team (ssh://127.0.0.1:{port}/dvc): "
+                              "ConnectionRefusedError: ")
+    assert "s3cret" not in message and "alice" not in message and "\n" not in message
