@@ -9,7 +9,7 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -292,18 +292,22 @@ def benchmarked_copy(tiny_project: Any, root: Path, farm_text: str, params: Any)
     return layout
 
 
-def final_task_runs(client: Any, flow_run_id: Any, timeout: float = 60) -> list[Any]:
-    """The task runs of a finished flow run once every one has a final state (Prefect's
-    sync ``client``). Task run states reach the server as events, recorded a moment
-    after the flow run's own final state: read at once, some have none yet."""
+def final_task_runs(client: Any, flow_run_id: Any, names: Iterable[str] = (),
+                    timeout: float = 60) -> list[Any]:
+    """The task runs of a finished flow run once every one has a final state and one of
+    each of ``names`` (a task run's name less its ``-<id>`` suffix) is there (Prefect's
+    sync ``client``). Task runs and their states reach the server as events, recorded a
+    moment after the flow run's own final state: read at once, some are missing or have
+    no state yet; on a loaded machine the last steps' were missing."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     by_id = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
     deadline = time.monotonic() + timeout
     while True:
         tasks = client.read_task_runs(flow_run_filter=by_id)
-        if all(task.state and task.state.is_final() for task in tasks) \
-                or time.monotonic() > deadline:
+        present = {task.name.rsplit("-", 1)[0] for task in tasks}
+        if (all(task.state and task.state.is_final() for task in tasks)
+                and set(names) <= present) or time.monotonic() > deadline:
             return list(tasks)
         time.sleep(0.2)
 

@@ -31,9 +31,12 @@ PROJECT_FILES = ("tasks", "flows", "prefect.yaml", "params.yaml", "farm.yaml", "
                  "requirements.lock", "pyproject.toml", "automations")
 STEPS = ["prepare", "train", "optimize", "convert", "benchmark[local]", "select", "track",
                "release[local]"]
-# One format keeps the cold run short; the rest of the lifecycle is the tiny one's.
+# One format keeps the cold run short; the rest of the lifecycle is the tiny one's. The
+# nightly deployment gates on the run before: a 5-microsecond model's p50 on a machine
+# that runs other tests moved +45% with the intervals apart (a real gate failure, not
+# what these tests are about), so latency is not gated here; accuracy and size are.
 PARAMS = TINY_PARAMS.replace("formats: {tflite: [fp32], onnx: [fp32], openvino: [fp32]}",
-                             "formats: {tflite: [fp32]}")
+                             "formats: {tflite: [fp32]}") + "compare: {latency_increase: 100}\n"
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ def _run_deployment(served: Served, experiment: Path) -> tuple[Any, list[Any], l
             parameters={"params_path": str(experiment / "params.yaml"),
                         "farm_path": str(experiment / "farm.yaml")})
         with get_client(sync_client=True) as client:
-            tasks = final_task_runs(client, flow_run.id)
+            tasks = final_task_runs(client, flow_run.id, STEPS)
             artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
                 flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
     return flow_run, tasks, artifacts
