@@ -118,17 +118,21 @@ def _home(folder: Path, project: Path) -> str | None:
     return folder.relative_to(project).as_posix() if folder.is_relative_to(project) else None
 
 
-def _step_outputs(layout: Layout, step: Step, device: str | None) -> dict[str, Path]:
-    """What the step's work writes (one device's share for a device), by path relative
-    to the experiment."""
-    paths = step.device_outputs(layout, device) if device else step.all_outputs(layout)
+def _by_name(layout: Layout, paths: list[Path]) -> dict[str, Path]:
+    """``paths`` of the experiment by their path relative to it (POSIX): the names both
+    machines give them."""
     return {path.relative_to(layout.root).as_posix(): path for path in paths}
+
+
+def _step_outputs(layout: Layout, step: Step, device: str | None) -> dict[str, Path]:
+    """What the step's work writes (one device's share for a device), by name."""
+    return _by_name(layout, step.device_outputs(layout, device) if device
+                    else step.all_outputs(layout))
 
 
 def _inputs(ctx: Context, step: Step) -> dict[str, Path]:
     """What the step's work reads: its deps, and the files of the params it names."""
-    inputs = {path.relative_to(ctx.layout.root).as_posix(): path
-              for path in step.deps(ctx.layout)}
+    inputs = _by_name(ctx.layout, step.deps(ctx.layout))
     for index, path in enumerate(step.user_inputs(ctx.params)):
         inputs[f"{PARAMS_FILE}/{index}/{path.name}"] = path
     return inputs
@@ -200,8 +204,7 @@ def _check_code(work: PlacedWork, step: Step) -> None:
     here = code_manifest(step)
     if here == work.code:
         return
-    differing = sorted({*_flat(here)} ^ {*_flat(work.code)})
-    names = sorted({name for name, _ in differing})
+    names = sorted({name for name, _ in _flat(here) ^ _flat(work.code)})
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     raise PlacementUnready(f"{step_label(work.step_name, work.device)}: this clone's code "
                            f"differs from the orchestrator's ({shown}): bring both clones to "
